@@ -1,0 +1,100 @@
+"""Audit records: canonical JSON lines, one per family per tick plus one verdict row per tick.
+
+Record fields (DESIGN.md): ``cell_key, baseline_version, schema_continuity, family, statistic,
+log_wealth, threshold, alpha_allocated, alpha_consumed, alpha_remaining, fire, fire_reason, timestamp,
+tick`` and, beyond the design, ``action``, ``drivers``, ``p_value`` (anytime-valid p-value of the
+family, ``exp(-running max log_wealth)``) and ``components`` (family-specific sub-statistics).
+``threshold`` and ``log_wealth`` are natural logs: a family fires when ``log_wealth >= threshold``.
+``alpha_consumed`` is the family's allocation once it has fired, else 0 (an e-process spends its alpha
+only by rejecting). The verdict row has ``family = "gate"`` and ``verdict, final, decided_at_tick,
+fired_families, valid_fraction, alpha``. Non-finite numbers are written as ``null``.
+
+Every line is ``canonical_json(record)``: sorted keys, compact, floats as shortest round-trip repr, so a
+replay on the same platform reproduces the file byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .._exceptions import InputError, ReplayMismatch
+from ..calibration import CompiledConfig, canonical_json
+from ..gate import Gate, GateSettings
+from ..telemetry import Frame
+
+__all__ = ["AuditWriter", "dumps_record", "read_audit", "replay", "settings_record"]
+
+
+def dumps_record(record: dict[str, Any]) -> str:
+    """One audit line (without newline)."""
+    return canonical_json(record)
+
+
+def settings_record(config: CompiledConfig, settings: GateSettings) -> dict[str, Any]:
+    """The header line of an audit log: what the gate was run with (needed to replay it)."""
+    return {"family": "header", "baseline_version": config.version_id, "settings": settings.model_dump(mode="json"), "library_version": config.library_version}
+
+
+class AuditWriter:
+    """Append-only JSONL audit log. Writes the header line first, then every record, flushed per tick."""
+
+    def __init__(self, fh: IO[str], config: CompiledConfig, settings: GateSettings) -> None:
+        self._fh = fh
+        self._fh.write(dumps_record(settings_record(config, settings)) + "\n")
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        self._fh.write("".join(dumps_record(r) + "\n" for r in records))
+        self._fh.flush()
+
+
+def read_audit(path: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """Header record and the raw record lines (without newlines) of an audit log."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    lines = p.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        raise InputError(f"{p}: audit log is empty")
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}: first line is not JSON ({exc.msg})", row=1) from None
+    if not isinstance(header, dict) or header.get("family") != "header":
+        raise InputError(f"{p}: first line must be the audit header", row=1)
+    return header, lines[1:]
+
+
+def _replayed_lines(config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None) -> Iterator[str]:
+    gate = Gate(config, settings)
+    for d in gate.run(canary, control):
+        for r in d.records:
+            yield dumps_record(r)
+
+
+def replay(config: CompiledConfig, canary: Frame, lines: list[str], header: dict[str, Any], control: Frame | None = None) -> int:
+    """Re-run the gate from the header's settings and compare every record byte for byte.
+
+    Returns the number of records matched. Raises :class:`ReplayMismatch` at the first difference
+    (naming the audit line and the first differing field) or when the counts differ.
+    """
+    if header.get("baseline_version") != config.version_id:
+        raise ReplayMismatch(f"audit was written with baseline {header.get('baseline_version')}, config is {config.version_id}", line=1)
+    try:
+        settings = GateSettings.model_validate(header["settings"])
+    except Exception as exc:  # pydantic ValidationError or KeyError
+        raise ReplayMismatch(f"audit header settings unusable: {exc}", line=1) from None
+    n = 0
+    for n, new in enumerate(_replayed_lines(config, settings, canary, control), start=1):
+        if n > len(lines):
+            raise ReplayMismatch(f"replay produced more records than the audit log holds ({len(lines)})", line=n + 1)
+        old = lines[n - 1]
+        if old != new:
+            a, b = json.loads(old), json.loads(new)
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            raise ReplayMismatch(f"record differs (tick {b.get('tick')}, family {b.get('family')}): fields {', '.join(diff) or '(formatting)'}", line=n + 1)
+    if n != len(lines):
+        raise ReplayMismatch(f"audit log holds {len(lines)} records, replay produced {n}", line=n + 2)
+    return n

@@ -1,0 +1,21 @@
+"""Calibration compiler: baseline telemetry -> frozen, hashed CompiledConfig."""
+
+from ._compiler import baseline_hash, compile_baseline
+from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta, canonical_json
+from ._transform import C_HI, C_LO, cell_keys, clip_scores, transform_values
+
+__all__ = [
+    "C_HI",
+    "C_LO",
+    "SCHEMA_VERSION",
+    "Cell",
+    "CompiledConfig",
+    "CovarianceBlock",
+    "SignalMeta",
+    "baseline_hash",
+    "canonical_json",
+    "cell_keys",
+    "clip_scores",
+    "compile_baseline",
+    "transform_values",
+]

@@ -1,0 +1,180 @@
+"""The compiled config: the only thing detectors are built from.
+
+It is a frozen pydantic model saved as canonical JSON (sorted keys, no whitespace, floats as their
+shortest round-trip repr), so the same baseline and settings give byte-identical files. The version id
+is ``cc-`` plus the first 12 hex digits of the SHA-256 of that canonical JSON (without the id itself).
+Loading rejects unknown keys, a different schema version and an id that does not match the content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .._exceptions import ConfigError
+
+__all__ = ["SCHEMA_VERSION", "Cell", "CompiledConfig", "CovarianceBlock", "SignalMeta", "canonical_json"]
+
+SCHEMA_VERSION = 1
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, compact separators, no NaN/inf."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SignalMeta(_Frozen):
+    name: str
+    direction: Literal["up", "down", "both"]
+    kind: Literal["continuous", "rate", "count"]
+    phi: float
+    """AR(1) coefficient of the de-seasonalised level, clipped to [-0.5, 0.98]."""
+    innov_scale: float
+    """Robust (MAD) scale of the AR(1) innovations on the transformed scale, floored."""
+    score_lag1: float
+    """Lag-1 autocorrelation of the innovations left after prewhitening (clipped to [0, 0.9])."""
+
+
+class Cell(_Frozen):
+    key: str
+    """``h=HH|d=D|t=TIER``, ``h=HH|t=TIER``, ``t=TIER`` or ``*``."""
+    level: Literal["hour_dow_tier", "hour_tier", "tier", "global"]
+    n: int
+    """Rows of the fitting split in this cell."""
+    location: list[float]
+    """Median per signal on the transformed scale (NaN-free: a signal absent in the cell uses its parent's)."""
+    raw_location: list[float]
+    """Median per signal on the original scale (for rules stated in original units)."""
+    cov_index: int
+    """Index into ``CompiledConfig.covariances``."""
+
+
+class CovarianceBlock(_Frozen):
+    key: str
+    n: int
+    ledoit_wolf: list[list[float]]
+    shrinkage: float
+    cholesky: list[list[float]]
+    mcd_location: list[float] | None
+    mcd_covariance: list[list[float]] | None
+
+
+class CompiledConfig(_Frozen):
+    """A frozen, versioned, deterministic description of a healthy baseline.
+
+    Attributes
+    ----------
+    schema_version, library_version, seed, baseline_hash, version_id
+        Provenance. ``version_id`` is the content hash ``cc-<12 hex>``.
+    tick_seconds : float
+        Median spacing of baseline ticks.
+    min_cell_samples : int
+        Pooling threshold: a cell with fewer fitting rows uses its coarser parent.
+    signals : list of SignalMeta
+    tiers : list of str
+        Tier labels seen in the baseline (``[""]`` without a tier column).
+    cells : list of Cell
+    cell_map : dict
+        Key -> index into ``cells`` for every key a canary tick may resolve to.
+    covariances : list of CovarianceBlock
+        Ledoit-Wolf (and MCD) covariance of the standardised innovations, per tier and globally.
+    reference : dict
+        Tier -> rows of standardised innovations from the calibration split (disjoint from fitting).
+    score_calibration : dict
+        Per signal, per direction ("up"/"down"): mean and sd of the clipped score on the fitting split,
+        and per cell the score centre and the variance of its estimate (see family A).
+    extras : dict
+        Calibration products of later families (C, D, E), keyed by family.
+    """
+
+    schema_version: int
+    library_version: str
+    seed: int
+    baseline_hash: str
+    version_id: str
+    tick_seconds: float
+    n_baseline: int
+    min_cell_samples: int
+    split: dict[str, Any]
+    signals: list[SignalMeta]
+    tiers: list[str]
+    cells: list[Cell]
+    cell_map: dict[str, int]
+    covariances: list[CovarianceBlock]
+    reference: dict[str, list[list[float]]]
+    score_calibration: dict[str, Any]
+    extras: dict[str, Any]
+
+    # ----------------------------------------------------------------- serialisation
+    def to_json(self) -> str:
+        """Canonical JSON text (byte-identical for identical content)."""
+        return canonical_json(self.model_dump(mode="json"))
+
+    @staticmethod
+    def content_id(payload: dict[str, Any]) -> str:
+        body = {k: v for k, v in payload.items() if k != "version_id"}
+        return "cc-" + hashlib.sha256(canonical_json(body).encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> CompiledConfig:
+        """Load and verify: unknown keys, wrong schema version or a version id that does not match fail."""
+        try:
+            payload = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"compiled config is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise ConfigError("compiled config must be a JSON object")
+        if payload.get("schema_version") != SCHEMA_VERSION:
+            raise ConfigError(
+                f"compiled config schema_version {payload.get('schema_version')!r} is not {SCHEMA_VERSION}; recompile"
+            )
+        try:
+            cfg = cls.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"compiled config invalid at {loc}: {first['msg']}") from None
+        expect = cls.content_id(payload)
+        if cfg.version_id != expect:
+            raise ConfigError(f"compiled config version_id {cfg.version_id} does not match its content ({expect})")
+        return cfg
+
+    # ----------------------------------------------------------------- numeric views
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.signals)
+
+    @cached_property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Numpy views used by the hot path (built once per config object)."""
+        sig = self.signals
+        sc = self.score_calibration
+        out = {
+            "orient": np.array([-1.0 if s.direction == "down" else 1.0 for s in sig]),
+            "two_sided": np.array([s.direction == "both" for s in sig]),
+            "phi": np.array([s.phi for s in sig]),
+            "innov_scale": np.array([s.innov_scale for s in sig]),
+            "kind_rate": np.array([s.kind == "rate" for s in sig]),
+            "kind_count": np.array([s.kind == "count" for s in sig]),
+            "location": np.array([c.location for c in self.cells]),
+            "raw_location": np.array([c.raw_location for c in self.cells]),
+            "cov_index": np.array([c.cov_index for c in self.cells], dtype=int),
+            "score_mean": np.array(sc["mean"]),  # (2, k): up, down
+            "score_sd": np.array(sc["sd"]),  # (2, k)
+            "cell_center": np.array(sc["cell_center"]),  # (2, cells, k)
+            "cell_bias_var": np.array(sc["cell_bias_var"]),  # (2, cells, k)
+        }
+        out["chol"] = np.array([c.cholesky for c in self.covariances])
+        out["cov"] = np.array([c.ledoit_wolf for c in self.covariances])
+        for v in out.values():
+            v.setflags(write=False)
+        return out

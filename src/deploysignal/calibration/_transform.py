@@ -1,0 +1,41 @@
+"""Transforms shared by the compiler and the gate (one implementation, so replay and calibration agree)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["C_HI", "C_LO", "cell_keys", "clip_scores", "transform_values"]
+
+#: Scores are the standardised innovations clipped to [-C_LO, C_HI] in the direction tested. The
+#: lower clip gives the betting increments of family A a known lower bound (needed for validity);
+#: the upper clip bounds the influence of a single outlier. Both only shape power.
+C_LO = 2.0
+C_HI = 6.0
+
+
+def transform_values(values: np.ndarray, kind_rate: np.ndarray, kind_count: np.ndarray) -> np.ndarray:
+    """Variance-stabilise: rates -> arcsin(sqrt(p)) (p clipped to [0, 1]), counts -> sqrt(x + 3/8).
+
+    Keeps variances of rates near 0 or 1 and of small counts from collapsing to zero. Values outside a
+    rate's [0, 1] range are clipped to it (documented safe behaviour for rounding noise).
+    """
+    out = np.array(values, dtype=float, copy=True)
+    if kind_rate.any():
+        out[..., kind_rate] = np.arcsin(np.sqrt(np.clip(out[..., kind_rate], 0.0, 1.0)))
+    if kind_count.any():
+        out[..., kind_count] = np.sqrt(np.maximum(out[..., kind_count], 0.0) + 0.375)
+    return out
+
+
+def clip_scores(z: np.ndarray) -> np.ndarray:
+    """Clip oriented innovations to ``[-C_LO, C_HI]`` (NaN stays NaN)."""
+    return np.clip(z, -C_LO, C_HI)
+
+
+def cell_keys(timestamp: float, tier: str) -> tuple[str, str, str]:
+    """Keys of the three pooled levels for one tick: hour x day-of-week x tier, hour x tier, tier (UTC)."""
+    sec = int(np.floor(timestamp))
+    days, rem = divmod(sec, 86400)
+    hour = rem // 3600
+    dow = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    return f"h={hour:02d}|d={dow}|t={tier}", f"h={hour:02d}|t={tier}", f"t={tier}"

@@ -1,0 +1,271 @@
+"""``deploysignal`` command line: a thin adapter over the library (typer + rich).
+
+Exit codes: 0 proceed / success, 3 extend, 4 rollback, 1 replay mismatch, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from .._exceptions import ConfigError, DeploySignalError, InputError, ReplayMismatch, SchemaError
+from ..audit import AuditWriter, read_audit, replay
+from ..calibration import CompiledConfig, canonical_json, compile_baseline
+from ..gate import Decision, Gate, GateSettings
+from ..simulate import SCENARIOS, simulate
+from ..sources import read_frame, read_signals_file, write_csv
+from ..telemetry import Frame
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anytime-valid deploy gate: proceed, extend or roll back.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+EXIT = {"proceed": 0, "extend": 3, "rollback": 4}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guard(fn: F) -> F:
+    """Turn library errors into a one-line message and exit code 2 (1 for a replay mismatch)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ReplayMismatch as exc:
+            err.print(f"[red]replay mismatch[/red]: {exc}")
+            raise typer.Exit(1) from None
+        except (DeploySignalError, OSError) as exc:
+            err.print(f"[red]error[/red]: {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_config(path: Path) -> CompiledConfig:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such compiled config")
+    return CompiledConfig.from_json(path.read_bytes())
+
+
+def load_stream(path: Path, config: CompiledConfig, what: str) -> Frame:
+    """Read a canary/control file and check it carries every signal of the config with some values."""
+    frame = read_frame(path)
+    missing = [n for n in config.names if n not in frame.signals]
+    if missing:
+        raise SchemaError(f"{path}: {what} lacks signal columns of the compiled config: {', '.join(missing)}", column=missing[0])
+    sel = frame.select(config.names)
+    empty = [n for j, n in enumerate(config.names) if np.all(np.isnan(sel.values[:, j]))]
+    if empty:
+        raise InputError(f"{path}: {what} signal has no values (all missing): {', '.join(empty)}", column=empty[0])
+    return sel
+
+
+def _summary(d: Decision | None, config: CompiledConfig, n_ticks: int) -> dict[str, Any]:
+    if d is None:
+        return {"verdict": "extend", "decided_at_tick": None, "fired_families": [], "baseline_version": config.version_id, "ticks": 0, "reasons": {}}
+    verdict = d.verdict if d.verdict != "pending" else "extend"
+    decided = d.decided_at_tick if d.verdict in ("rollback", "proceed") else None
+    reasons = {ev.family: {"reason": ev.reason, "drivers": list(ev.drivers), "action": ev.action} for ev in d.evidence if ev.fired}
+    return {
+        "verdict": verdict,
+        "decided_at_tick": decided,
+        "fired_families": list(d.fired_families),
+        "baseline_version": config.version_id,
+        "ticks": n_ticks,
+        "reasons": reasons,
+    }
+
+
+def _print_summary(s: dict[str, Any], title: str = "deploysignal gate") -> None:
+    colour = {"proceed": "green", "extend": "yellow", "rollback": "red"}[s["verdict"]]
+    t = Table(title=title, show_header=False)
+    t.add_row("verdict", f"[bold {colour}]{s['verdict']}[/]")
+    t.add_row("decided at tick", "-" if s["decided_at_tick"] is None else str(s["decided_at_tick"]))
+    t.add_row("ticks evaluated", str(s["ticks"]))
+    t.add_row("baseline", s["baseline_version"])
+    for fam, r in sorted(s["reasons"].items()):
+        t.add_row(f"family {fam} ({r['action']})", r["reason"])
+    out.print(t)
+
+
+def run_gate(
+    config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None, audit: Path | None
+) -> tuple[dict[str, Any], list[Decision]]:
+    gate = Gate(config, settings)
+    decisions: list[Decision] = []
+    fh = audit.open("w", encoding="utf-8") if audit else None
+    try:
+        writer = AuditWriter(fh, config, settings) if fh else None
+        for i in range(len(canary)):
+            cohort = None if canary.cohort is None else str(canary.cohort[i])
+            d = gate.update(canary.timestamps[i], canary.values[i], cohort=cohort, control=None if control is None else control.values[i])
+            decisions.append(d)
+            if writer:
+                writer.write(d.records)
+    finally:
+        if fh:
+            fh.close()
+    return _summary(decisions[-1] if decisions else None, config, len(decisions)), decisions
+
+
+@app.command()
+@_guard
+def calibrate(
+    baseline: Path = typer.Argument(..., help="Healthy baseline telemetry (.csv, .parquet, .jsonl)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the compiled config (JSON)."),
+    seed: int = typer.Option(0, help="Seed for the calibration split and subsampling."),
+    signals: Optional[Path] = typer.Option(None, help="Signals file: direction/kind per signal (YAML/JSON/CSV)."),
+    min_cell_samples: int = typer.Option(40, help="Pool a cell into its parent below this many rows."),
+    robust: bool = typer.Option(True, help="Also fit MCD covariances (slower)."),
+) -> None:
+    """Compile a healthy baseline into a frozen config; prints its version id."""
+    specs = read_signals_file(signals) if signals else None
+    frame = read_frame(baseline, specs=specs)
+    cfg = compile_baseline(frame, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust)
+    output.write_text(cfg.to_json(), encoding="utf-8")
+    out.print(cfg.version_id)
+
+
+def _settings(alpha: float, window: int, mode: str, early_proceed: bool) -> GateSettings:
+    try:
+        return GateSettings(alpha=alpha, window=window, mode=mode, early_proceed=early_proceed)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InputError(str(exc).splitlines()[-1] if str(exc) else "invalid settings") from None
+
+
+@app.command()
+@_guard
+def gate(
+    canary: Path = typer.Argument(..., help="Canary telemetry."),
+    config: Path = typer.Option(..., "-c", "--config", help="Compiled config from `calibrate`."),
+    control: Optional[Path] = typer.Option(None, help="Live control telemetry (two-sample mode), row-aligned with the canary."),
+    audit: Optional[Path] = typer.Option(None, help="Write the audit log (JSONL) here."),
+    alpha: float = typer.Option(0.05, help="False-rollback budget."),
+    window: int = typer.Option(480, help="Planned window in ticks."),
+    early_proceed: bool = typer.Option(True, help="Allow proceed before the window ends."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""
+    cfg = load_config(config)
+    settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed)
+    can = load_stream(canary, cfg, "canary")
+    ctrl = load_stream(control, cfg, "control") if control else None
+    if ctrl is not None and len(ctrl) != len(can):
+        raise InputError(f"control has {len(ctrl)} rows, canary {len(can)}; two-sample mode pairs rows")
+    summary, _ = run_gate(cfg, settings, can, ctrl, audit)
+    if as_json:
+        sys.stdout.write(canonical_json(summary) + "\n")
+    else:
+        _print_summary(summary)
+    raise typer.Exit(EXIT[summary["verdict"]])
+
+
+@app.command("replay")
+@_guard
+def replay_cmd(
+    canary: Path = typer.Argument(..., help="The canary telemetry the audit log was written from."),
+    config: Path = typer.Option(..., "-c", "--config"),
+    audit: Path = typer.Option(..., help="Audit log (JSONL) to verify."),
+    control: Optional[Path] = typer.Option(None),
+) -> None:
+    """Re-derive every audit record; exit 0 only if all match byte for byte (1 otherwise)."""
+    cfg = load_config(config)
+    header, lines = read_audit(audit)
+    can = load_stream(canary, cfg, "canary")
+    ctrl = load_stream(control, cfg, "control") if control else None
+    n = replay(cfg, can, lines, header, ctrl)
+    out.print(f"replay ok: {n} records match")
+
+
+@app.command("simulate")
+@_guard
+def simulate_cmd(
+    scenario: str = typer.Argument(..., help=f"One of: {', '.join(SCENARIOS)}."),
+    seed: int = typer.Option(0),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory for baseline.csv, canary.csv, control.csv, truth.json."),
+) -> None:
+    """Write a seeded scenario: baseline, canary, control and the ground truth."""
+    sim = simulate(scenario, seed=seed)
+    output.mkdir(parents=True, exist_ok=True)
+    write_csv(sim.baseline, output / "baseline.csv")
+    write_csv(sim.canary, output / "canary.csv")
+    write_csv(sim.control, output / "control.csv")
+    (output / "truth.json").write_text(json.dumps(sim.truth, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    out.print(f"wrote {output}/baseline.csv, canary.csv, control.csv, truth.json")
+
+
+@app.command()
+@_guard
+def demo(
+    scenario: Optional[str] = typer.Argument(None, help="One scenario (default: all canned scenarios)."),
+    seed: int = typer.Option(7),
+    two_sample: bool = typer.Option(False, help="Compare against the live control stream instead of the baseline."),
+) -> None:
+    """Run the gate on seeded built-in scenarios and show what it decided and why."""
+    names = [scenario] if scenario else list(SCENARIOS)
+    t = Table(title=f"deploysignal demo (seed {seed}, {'two' if two_sample else 'one'}-sample)")
+    for col in ("scenario", "truth", "verdict", "decided at", "families", "why"):
+        t.add_column(col)
+    wrong = 0
+    for name in names:
+        sim = simulate(name, seed=seed)
+        cfg = compile_baseline(sim.baseline, seed=seed, robust_covariance=False)
+        settings = GateSettings(mode="two-sample" if two_sample else "one-sample")
+        summary, _ = run_gate(cfg, settings, sim.canary, sim.control if two_sample else None, None)
+        ok = summary["verdict"] == sim.truth["expected"]
+        wrong += not ok
+        colour = {"proceed": "green", "extend": "yellow", "rollback": "red"}[summary["verdict"]]
+        why = "; ".join(r["reason"] for r in summary["reasons"].values()) or "-"
+        t.add_row(name, sim.truth["expected"], f"[{colour}]{summary['verdict']}[/]", str(summary["decided_at_tick"]), ",".join(summary["fired_families"]) or "-", why)
+    out.print(t)
+    out.print(f"{len(names) - wrong}/{len(names)} verdicts match the simulated truth")
+
+
+@app.command()
+@_guard
+def bench(
+    ticks: int = typer.Option(5000, help="Ticks to time after warm-up."),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per-tick latency of the gate on a 12-signal stream (median, p99, microseconds)."""
+    from ..bench import bench_gate
+
+    res = bench_gate(ticks=ticks, seed=seed)
+    if as_json:
+        sys.stdout.write(canonical_json(res) + "\n")
+        return
+    t = Table(title="gate per-tick latency (12 signals)")
+    for col in ("mode", "families", "median us", "p99 us", "ticks"):
+        t.add_column(col)
+    for r in res["results"]:
+        t.add_row(r["mode"], ",".join(r["families"]), f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", str(r["ticks"]))
+    out.print(t)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging to stderr."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
+    if version:
+        out.print(__version__)
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    app()
+

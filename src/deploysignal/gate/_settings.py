@@ -1,0 +1,77 @@
+"""Gate settings: alpha budget, mode, window and verdict policy."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..detectors import RuleSettings
+
+__all__ = ["DEFAULT_SHARES", "GateSettings"]
+
+#: DESIGN.md alpha shares; the remaining 20% is the reserve, which pays for early proceed.
+DEFAULT_SHARES = {"A": 0.4, "C": 0.2, "D": 0.1, "E": 0.1}
+
+
+class GateSettings(BaseModel):
+    """How a gate decides.
+
+    Attributes
+    ----------
+    alpha : float
+        Total false-rollback budget. Families combine by Bonferroni (valid under any dependence):
+        family f fires at level ``shares[f] * alpha``.
+    mode : {"one-sample", "two-sample"}
+        Against the compiled baseline, or against a live control stream given beside the canary.
+    window : int
+        Planned observation window in ticks; at its end the gate says proceed or extend.
+    max_extensions : int
+        Extra windows the gate may run after an ``extend``; the e-detector's horizon is
+        ``window * (1 + max_extensions)``.
+    shares : dict
+        Alpha share per family; families absent from the gate are simply not run. Sum must be <= 1.
+    early_proceed, tau, min_proceed_fraction : bool, float, float
+        Proceed before the window ends once every harmful shift is shown below ``tau`` (score sd units),
+        but not before ``min_proceed_fraction * window`` ticks. Error budget: ``proceed_share * alpha``
+        from the reserve.
+    min_valid_fraction : float
+        Share of ticks that must be valid (at least half the signals present; control present in
+        two-sample mode) to proceed; below it the gate says extend. Missing data never rolls back.
+    suggestive_fraction : float
+        At window end, a family whose running-max log-wealth reached this fraction of its log bound
+        makes the verdict extend instead of proceed.
+    drift_allowance : float
+        Global baseline-to-canary drift (score sd) treated as null in one-sample mode.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    mode: Literal["one-sample", "two-sample"] = "one-sample"
+    window: int = Field(480, ge=1)
+    max_extensions: int = Field(1, ge=0)
+    shares: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SHARES))
+    proceed_share: float = Field(0.2, ge=0.0, le=1.0)
+    early_proceed: bool = True
+    tau: float = Field(0.3, gt=0.0)
+    min_proceed_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    min_valid_fraction: float = Field(0.8, ge=0.0, le=1.0)
+    suggestive_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    drift_allowance: float = Field(0.0, ge=0.0)
+    rules: RuleSettings = Field(default_factory=RuleSettings)
+
+    @model_validator(mode="after")
+    def _check_shares(self) -> GateSettings:
+        bad = set(self.shares) - {"A", "C", "D", "E"}
+        if bad:
+            raise ValueError(f"shares for unknown families {sorted(bad)}; valid: A, C, D, E")
+        if any(v <= 0 for v in self.shares.values()):
+            raise ValueError("each alpha share must be > 0 (drop the family instead)")
+        if sum(self.shares.values()) + self.proceed_share > 1.0 + 1e-12:
+            raise ValueError("alpha shares plus proceed_share must not exceed 1")
+        return self
+
+    @property
+    def horizon(self) -> int:
+        return self.window * (1 + self.max_extensions)

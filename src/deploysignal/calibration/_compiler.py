@@ -55,7 +55,7 @@ def _mad_scale(x: np.ndarray) -> float:
 def _pool(
     est: np.ndarray, var: np.ndarray, parent: list[int], levels: list[str], root_value: np.ndarray, root_var: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hierarchical pooling of cell estimates toward their parent cell, level by level.
+    r"""Hierarchical pooling of cell estimates toward their parent cell, level by level.
 
     Per level and column, the cells' deviations from their parents are tested for being pure noise
     (:math:`Q = \sum_c d_c^2 / v_c` against the 99% quantile of :math:`\chi^2_K`). If cell effects are
@@ -101,7 +101,7 @@ def compile_baseline(
     robust_covariance: bool = True,
     prewhiten: bool = True,
 ) -> CompiledConfig:
-    """Compile a healthy baseline into a frozen config.
+    r"""Compile a healthy baseline into a frozen config.
 
     Parameters
     ----------

@@ -451,10 +451,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # ------------------------------------------------------------------ Flagger webhooks
     FLAGGER_HOOKS = ("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion", "post-rollout", "rollback")
 
-    @app.post("/v1/flagger/{hook}", dependencies=read, tags=["integrations"])
-    def flagger(hook: str, body: FlaggerPayload) -> JSONResponse:
+    @app.post("/v1/flagger/{hook}", tags=["integrations"])
+    def flagger(hook: str, body: FlaggerPayload, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
         """Flagger webhook. 200 allows the step; 409 holds it. The analysis is ``metadata.analysis``,
-        else ``<namespace>.<name>``. On the ``rollback`` hook, 200 means "roll back now"."""
+        else ``<namespace>.<name>``. On the ``rollback`` hook, 200 means "roll back now".
+
+        Flagger cannot send headers on webhooks, so a read token may come as ``metadata.token``
+        (or as a bearer header when a proxy adds one)."""
+        token = (body.metadata or {}).get("token")
+        if _role(authorization) is None and (token is None or settings.role_of(token) is None) and not settings.insecure:
+            raise HTTPException(401, "missing or unknown token (bearer header or metadata.token)", {"WWW-Authenticate": "Bearer"})
         if hook not in FLAGGER_HOOKS:
             return JSONResponse({"detail": f"unknown hook {hook!r}; valid: {', '.join(FLAGGER_HOOKS)}"}, status_code=404)
         aid = (body.metadata or {}).get("analysis") or f"{body.namespace}.{body.name}"

@@ -1,0 +1,39 @@
+"""``deploysignal audit verify`` and ``serve`` argument handling (through a local typer app)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from deploysignal.audit._chain import chain_records
+from deploysignal.cli._service import register
+
+app = typer.Typer()
+register(app)
+runner = CliRunner()
+
+
+def test_audit_verify_detects_tampering(tmp_path):
+    lines, head = chain_records([{"family": "A", "tick": i, "log_wealth": 0.1 * i} for i in range(20)])
+    good = tmp_path / "a.ndjson"
+    good.write_text("\n".join(lines) + "\n")
+    r = runner.invoke(app, ["audit", "verify", str(good), "--head", head])
+    assert r.exit_code == 0, r.output
+    bad = tmp_path / "b.ndjson"
+    bad.write_text("\n".join(lines[:5] + [lines[5].replace('"log_wealth":0.5', '"log_wealth":0.4')] + lines[6:]) + "\n")
+    r = runner.invoke(app, ["audit", "verify", str(bad), "--json"])
+    assert r.exit_code == 1
+    assert json.loads(r.output)["bad_line"] == 6
+    r = runner.invoke(app, ["audit", "verify", str(good), "--head", "0" * 64])
+    assert r.exit_code == 1
+    r = runner.invoke(app, ["audit", "verify", str(tmp_path / "missing.ndjson")])
+    assert r.exit_code == 2 and "no such file" in r.output
+
+
+def test_serve_refuses_without_tokens(tmp_path):
+    r = runner.invoke(app, ["serve", "--store", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert r.exit_code == 2 and "no API tokens" in r.output
+    r = runner.invoke(app, ["service", "hash-token", "abc"])
+    assert r.output.strip() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -59,3 +59,20 @@ def make_client(tmp_path, **kw):
 
 W = {"Authorization": f"Bearer {WRITE}"}
 R = {"Authorization": f"Bearer {READ}"}
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from ._external import Postgres
+
+    pg = Postgres()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    pg = request.getfixturevalue("postgres")
+    return pg.fresh_db("ds_" + request.node.name.split("[")[0][-40:].lower().replace("-", "_"))

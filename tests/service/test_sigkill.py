@@ -32,11 +32,11 @@ def _uninterrupted(cfg, ticks, settings):
     return lines, verdicts, head
 
 
-def test_sigkill_mid_ingest_loses_no_acknowledged_tick(tmp_path, step_sim):
+def test_sigkill_mid_ingest_loses_no_acknowledged_tick(tmp_path, step_sim, store_url):
     sim, cfg = step_sim
     ticks = ticks_of(sim.canary)
     batches = [(f"b{i:04d}", ticks[i : i + 8]) for i in range(0, len(ticks), 8)]
-    store = f"sqlite:///{tmp_path / 'kill.db'}"
+    store = store_url
     acked: list[dict] = []
     srv = Server(tmp_path, store, extra=["--snapshot-every", "50"])
     try:

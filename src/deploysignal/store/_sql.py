@@ -132,6 +132,10 @@ class SQLStore:
         if rows:
             conn.executemany(self._sql(sql), rows) if hasattr(conn, "executemany") else conn.cursor().executemany(self._sql(sql), rows)
 
+    @staticmethod
+    def _is_unique_violation(exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError) or type(exc).__name__ == "UniqueViolation"
+
     @property
     def conn(self) -> Any:
         c = getattr(self._local, "conn", None)
@@ -153,11 +157,16 @@ class SQLStore:
     # -------------------------------------------------------------- analyses
     def create_analysis(self, analysis_id: str, spec: dict[str, Any], head: str, header_lines: str, created: str) -> AnalysisRow:
         c = self.conn
-        with self._tx(c, write=True):
-            if self._q(c, "SELECT 1 FROM analyses WHERE id=?", (analysis_id,)).fetchone() is not None:
-                raise Conflict(f"analysis {analysis_id!r} already exists")
-            self._q(c, "INSERT INTO analyses (id, spec, n_ticks, last_ts, audit_head, summary, created) VALUES (?, ?, 0, NULL, ?, NULL, ?)", (analysis_id, json.dumps(spec), head, created))
-            self._q(c, "INSERT INTO audit (analysis_id, seq, lines) VALUES (?, -1, ?)", (analysis_id, header_lines))
+        try:
+            with self._tx(c, write=True):
+                if self._q(c, "SELECT 1 FROM analyses WHERE id=?", (analysis_id,)).fetchone() is not None:
+                    raise Conflict(f"analysis {analysis_id!r} already exists")
+                self._q(c, "INSERT INTO analyses (id, spec, n_ticks, last_ts, audit_head, summary, created) VALUES (?, ?, 0, NULL, ?, NULL, ?)", (analysis_id, json.dumps(spec), head, created))
+                self._q(c, "INSERT INTO audit (analysis_id, seq, lines) VALUES (?, -1, ?)", (analysis_id, header_lines))
+        except Exception as exc:
+            if self._is_unique_violation(exc):  # another process created it between our SELECT and INSERT
+                raise Conflict(f"analysis {analysis_id!r} already exists") from None
+            raise
         return AnalysisRow(analysis_id, spec, 0, None, head, None, created)
 
     @staticmethod

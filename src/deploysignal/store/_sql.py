@@ -14,7 +14,8 @@ Writes to one analysis are serialised by a row lock (``SELECT ... FOR UPDATE`` o
 ``BEGIN IMMEDIATE`` on SQLite) held for the whole ingest transaction, so several service processes can
 share one PostgreSQL database: each catches up on ticks written by the others before it appends.
 Schema creation takes a transaction-scoped advisory lock on PostgreSQL so concurrent start-ups do not
-race. A request is acknowledged only after its transaction commits (SQLite ``synchronous=FULL``).
+race. A request is acknowledged only after its transaction commits (SQLite ``synchronous=FULL`` by
+default, see :func:`open_store`).
 """
 
 from __future__ import annotations
@@ -278,9 +279,12 @@ class SQLStore:
 class SQLiteStore(SQLStore):
     """Embedded SQLite in WAL mode; one connection per thread, ``BEGIN IMMEDIATE`` for writes."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         super().__init__()
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ConfigError(f"sqlite synchronous must be FULL or NORMAL, got {synchronous!r}")
         self.path = str(path)
+        self.synchronous = synchronous
         c = self.conn
         for stmt in _SCHEMA:
             c.execute(stmt)
@@ -288,7 +292,7 @@ class SQLiteStore(SQLStore):
     def _connect(self) -> sqlite3.Connection:
         c = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
         c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=FULL")
+        c.execute(f"PRAGMA synchronous={self.synchronous}")
         c.execute("PRAGMA busy_timeout=30000")
         return c
 
@@ -339,11 +343,21 @@ class PostgresStore(SQLStore):
 
 
 def open_store(url: str) -> SQLStore:
-    """``sqlite:///path/to.db`` (or a bare path) -> SQLite; ``postgresql://...`` -> PostgreSQL."""
+    """``sqlite:///path/to.db`` (or a bare path) -> SQLite; ``postgresql://...`` -> PostgreSQL.
+
+    SQLite commits with ``synchronous=FULL`` (an acknowledged batch survives power loss); append
+    ``?synchronous=NORMAL`` to trade that for throughput: in WAL mode a commit then survives a crash
+    or SIGKILL of the service but the last commits may be lost if the machine loses power.
+    """
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(url)
     if url.startswith("sqlite:///"):
-        return SQLiteStore(url[len("sqlite:///") :])
+        path, _, query = url[len("sqlite:///") :].partition("?")
+        opts = dict(kv.partition("=")[::2] for kv in query.split("&") if kv)
+        unknown = set(opts) - {"synchronous"}
+        if unknown:
+            raise ConfigError(f"unknown sqlite URL options {sorted(unknown)}; valid: synchronous")
+        return SQLiteStore(path, opts.get("synchronous", "FULL").upper())
     if "://" in url:
         raise ConfigError(f"unsupported store URL {url!r}; use sqlite:///path.db or postgresql://...")
     return SQLiteStore(url)

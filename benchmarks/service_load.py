@@ -4,7 +4,9 @@
    server CPU-second (utime + stime of the server process from /proc, i.e. "per core"), next to the
    in-process cost of the gate alone (no HTTP, no store) so the service's own overhead is visible.
 2. Concurrency: A analyses, each fed 1 tick/s by its own client task for D seconds; reports request
-   latency percentiles over all ingest requests.
+   latency percentiles over all ingest requests, end to end (client clock, includes the client's own
+   CPU on the same machine) and server side (the ``Server-Timing`` header: handling time inside the
+   service, including the store commit).
 
 Run from the repository root:
     PYTHONPATH=src:. python benchmarks/service_load.py [--ticks 10000] [--batch 500] [--analyses 100] [--seconds 30] [--store sqlite|postgresql]
@@ -82,7 +84,7 @@ def main() -> None:
             r = c.post("/v1/analyses", json={"id": f"c{k}", "config_ref": cfg.version_id, **settings}, headers=W)
             assert r.status_code == 201, r.text
 
-        async def feeder(k: int, client: httpx.AsyncClient, lat: list[float], start: float) -> None:
+        async def feeder(k: int, client: httpx.AsyncClient, lat: list[float], srv_lat: list[float], start: float) -> None:
             await asyncio.sleep((k / a.analyses))  # spread the analyses over the second
             i = 0
             while time.perf_counter() - start < a.seconds:
@@ -90,19 +92,22 @@ def main() -> None:
                 r = await client.post(f"/v1/analyses/c{k}/ticks", json={"ticks": [ticks[i]]}, headers=W)
                 lat.append(time.perf_counter() - t)
                 assert r.status_code == 200, r.text
+                srv_lat.append(float(r.headers["server-timing"].split("dur=")[1]) / 1000)
                 i += 1
                 await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - t)))
 
-        async def run() -> list[float]:
+        async def run() -> tuple[list[float], list[float]]:
             lat: list[float] = []
+            srv_lat: list[float] = []
             limits = httpx.Limits(max_connections=a.analyses + 10)
             async with httpx.AsyncClient(base_url=srv.url, timeout=30, limits=limits) as client:
                 start = time.perf_counter()
-                await asyncio.gather(*(feeder(k, client, lat, start) for k in range(a.analyses)))
-            return lat
+                await asyncio.gather(*(feeder(k, client, lat, srv_lat, start) for k in range(a.analyses)))
+            return lat, srv_lat
 
         cpu0 = cpu_seconds(srv.proc.pid)
-        lat = np.array(asyncio.run(run())) * 1000
+        lat_s, srv_s = asyncio.run(run())
+        lat, srv_ms = np.array(lat_s) * 1000, np.array(srv_s) * 1000
         out.update(
             concurrent_analyses=a.analyses,
             concurrent_seconds=a.seconds,
@@ -110,6 +115,8 @@ def main() -> None:
             latency_ms_p50=round(float(np.percentile(lat, 50)), 2),
             latency_ms_p99=round(float(np.percentile(lat, 99)), 2),
             latency_ms_max=round(float(lat.max()), 2),
+            server_side_ms_p50=round(float(np.percentile(srv_ms, 50)), 2),
+            server_side_ms_p99=round(float(np.percentile(srv_ms, 99)), 2),
             server_cpu_share=round((cpu_seconds(srv.proc.pid) - cpu0) / a.seconds, 3),
         )
     if pg is not None:

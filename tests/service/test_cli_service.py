@@ -37,3 +37,13 @@ def test_serve_refuses_without_tokens(tmp_path):
     assert r.exit_code == 2 and "no API tokens" in r.output
     r = runner.invoke(app, ["service", "hash-token", "abc"])
     assert r.output.strip() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_committed_openapi_spec_is_current():
+    from pathlib import Path
+
+    from deploysignal.service import openapi_spec
+
+    committed = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
+    assert committed == openapi_spec(), "docs/openapi.json is stale: run `deploysignal service openapi -o docs/openapi.json`"
+    assert {"/v1/analyses", "/v1/analyses/{aid}/ticks", "/v1/argo/analyses/{aid}", "/v1/flagger/{hook}", "/v1/kayenta/canary", "/metrics"} <= set(committed["paths"])

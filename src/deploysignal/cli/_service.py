@@ -67,6 +67,18 @@ def hash_token_cmd(token: str = typer.Argument(..., help="The bearer token to ha
     out.print(hash_token(token))
 
 
+@service_app.command("openapi")
+def openapi_cmd(output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here instead of stdout.")) -> None:
+    """Print the service's OpenAPI spec (JSON, sorted keys)."""
+    from ..service import openapi_spec
+
+    text = json.dumps(openapi_spec(), indent=1, sort_keys=True) + "\n"
+    if output is None:
+        out.print(text, end="", markup=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
 @audit_app.command("verify")
 def verify(
     path: Optional[Path] = typer.Argument(None, help="Chained audit NDJSON (GET /v1/analyses/{id}/audit)."),

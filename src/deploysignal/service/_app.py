@@ -14,6 +14,7 @@ import logging
 import math
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -36,7 +37,7 @@ from ._manager import AnalysisManager
 from ._metrics import build_registry
 from ._settings import ServiceSettings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "openapi_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,29 @@ class BodyLimit:
         await resp(scope, receive, send)
 
 
+class ServerTiming:
+    """Pure ASGI middleware: ``Server-Timing: app;dur=<ms>`` on every response (request handling time
+    inside the service, excluding the network and the client), and a latency histogram for /metrics."""
+
+    def __init__(self, app: ASGIApp, histogram: Any) -> None:
+        self.app, self.hist = app, histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+
+        async def timed_send(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                dur = time.perf_counter() - t0
+                self.hist.observe(dur)
+                msg = {**msg, "headers": [*msg.get("headers", []), (b"server-timing", f"app;dur={dur * 1000:.3f}".encode())]}
+            await send(msg)
+
+        await self.app(scope, receive, timed_send)
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -243,6 +267,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.manager = manager
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(ServerTiming, histogram=counters["latency"])
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(InputError)
@@ -568,3 +593,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     return app
 
 
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI document of the service (built on a throw-away in-memory store)."""
+    app = create_app(ServiceSettings(store_url="sqlite:///:memory:", insecure=True))
+    return app.openapi()

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -54,6 +54,12 @@ def build_registry(manager: AnalysisManager) -> tuple[CollectorRegistry, dict[st
     counters = {
         "ticks": Counter("deploysignal_ticks_ingested", "Ticks accepted and stored", ["analysis"], registry=reg),
         "rejected": Counter("deploysignal_ingest_rejected", "Ingest requests rejected as bad input", registry=reg),
+        "latency": Histogram(
+            "deploysignal_request_seconds",
+            "Request handling time inside the service (until the response starts)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=reg,
+        ),
     }
     reg.register(_GateCollector(manager))
     return reg, counters

@@ -360,6 +360,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.canary")
             if body.mode == "two-sample" and not body.prometheus.control:
                 raise InputError("two-sample mode needs prometheus.control queries", column="prometheus.control")
+            if body.mode == "one-sample" and body.prometheus.control:
+                raise InputError("prometheus.control queries given but the analysis runs in one-sample mode", column="prometheus.control")
         aid = body.id or "an-" + secrets.token_hex(6)
         gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed}
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}

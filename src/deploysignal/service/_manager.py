@@ -97,6 +97,8 @@ class AnalysisManager:
     # ------------------------------------------------------------------ ingest
     def ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None = None) -> dict[str, Any]:
         """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement."""
+        if not ticks:
+            raise InputError("a batch needs at least one tick", column="ticks")
         with self._lock(aid):
             try:
                 with self.store.locked(aid) as la:

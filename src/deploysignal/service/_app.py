@@ -589,6 +589,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         stop.set()
         for p in list(pullers.values()):
             p.join(timeout=5)
+        store.close()
 
     app.state.resume_pullers = _resume_pullers
     app.state.shutdown = _shutdown

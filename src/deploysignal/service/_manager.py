@@ -55,8 +55,8 @@ class AnalysisManager:
         return spec
 
     # ------------------------------------------------------------------ engines
-    def _build(self, aid: str, spec: Mapping[str, Any], snap: dict[str, Any] | None, ticks: Sequence[Mapping[str, Any]]) -> AnalysisEngine:
-        cfg = self.store.get_config(spec["config_version"])
+    @staticmethod
+    def _build(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None, ticks: Sequence[Mapping[str, Any]]) -> AnalysisEngine:
         eng = AnalysisEngine(cfg, spec["settings"], snap)
         eng.ingest([TickIn.from_json(t) for t in ticks])
         return eng
@@ -70,7 +70,7 @@ class AnalysisManager:
             eng.ingest([TickIn.from_json(t) for t in la.ticks_between(eng.n_ticks, n)])
         else:
             _, snap, ticks = la.resume_data()
-            eng = self._build(aid, la.row.spec, snap, ticks)
+            eng = self._build(la.config(), la.row.spec, snap, ticks)
         self._engines[aid] = eng
         return eng
 
@@ -87,7 +87,7 @@ class AnalysisManager:
                 else:
                     row = self.store.get(aid)
                     n, _, snap, ticks = self.store.resume_data(aid)
-                    eng = self._build(aid, row.spec, snap, ticks)
+                    eng = self._build(self.store.get_config(row.spec["config_version"]), row.spec, snap, ticks)
             except Exception:
                 self._engines.pop(aid, None)
                 raise

@@ -81,6 +81,10 @@ class LockedAnalysis:
         """(snapshot tick, snapshot state or None, ticks from the snapshot to n_ticks) in this transaction."""
         return self._s._resume(self._c, self.row.id, self.row.n_ticks)
 
+    def config(self) -> str:
+        """The analysis' compiled config JSON, read inside this transaction."""
+        return self._s._config(self._c, self.row.spec["config_version"])
+
     def batch(self, batch_id: str) -> dict[str, Any] | None:
         r = self._s._q(self._c, "SELECT response FROM batches WHERE analysis_id=? AND batch_id=?", (self.row.id, batch_id)).fetchone()
         return None if r is None else json.loads(r[0])
@@ -118,6 +122,8 @@ class SQLStore:
 
     def __init__(self) -> None:
         self._local = threading.local()
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
 
     # -------------------------------------------------------------- back-end hooks
     def _connect(self) -> Any:
@@ -143,6 +149,8 @@ class SQLStore:
         if c is None:
             c = self._connect()
             self._local.conn = c
+            with self._all_lock:
+                self._all.append(c)
         return c
 
     @contextmanager
@@ -150,10 +158,15 @@ class SQLStore:
         raise NotImplementedError
 
     def close(self) -> None:
-        c = getattr(self._local, "conn", None)
-        if c is not None:
-            c.close()
-            self._local.conn = None
+        """Close every connection this store opened (one per thread that used it)."""
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection must not mask shutdown
+                log.debug("closing a store connection failed", exc_info=True)
+        self._local = threading.local()
 
     # -------------------------------------------------------------- analyses
     def create_analysis(self, analysis_id: str, spec: dict[str, Any], head: str, header_lines: str, created: str) -> AnalysisRow:
@@ -236,13 +249,16 @@ class SQLStore:
         with self._tx(c, write=True):
             self._q(c, "INSERT INTO configs (version_id, body) VALUES (?, ?) ON CONFLICT (version_id) DO NOTHING", (version_id, body))
 
-    def get_config(self, version_id: str) -> str:
-        c = self.conn
-        with self._tx(c):
-            r = self._q(c, "SELECT body FROM configs WHERE version_id=?", (version_id,)).fetchone()
+    def _config(self, c: Any, version_id: str) -> str:
+        r = self._q(c, "SELECT body FROM configs WHERE version_id=?", (version_id,)).fetchone()
         if r is None:
             raise NotFound(f"no compiled config {version_id!r} stored")
         return str(r[0])
+
+    def get_config(self, version_id: str) -> str:
+        c = self.conn
+        with self._tx(c):
+            return self._config(c, version_id)
 
     def ticks(self, analysis_id: str, start: int, stop: int) -> list[dict[str, Any]]:
         c = self.conn

@@ -63,6 +63,7 @@ R = {"Authorization": f"Bearer {READ}"}
 
 @pytest.fixture(scope="session")
 def postgres():
+    pytest.importorskip("psycopg", reason="the PostgreSQL store needs psycopg 3 (pip install 'deploysignal[service]')")
     from ._external import Postgres
 
     pg = Postgres()

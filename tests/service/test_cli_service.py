@@ -47,3 +47,26 @@ def test_committed_openapi_spec_is_current():
     committed = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
     assert committed == openapi_spec(), "docs/openapi.json is stale: run `deploysignal service openapi -o docs/openapi.json`"
     assert {"/v1/analyses", "/v1/analyses/{aid}/ticks", "/v1/argo/analyses/{aid}", "/v1/flagger/{hook}", "/v1/kayenta/canary", "/metrics"} <= set(committed["paths"])
+
+
+def test_audit_verify_from_store(tmp_path, step_sim):
+    import sqlite3
+
+    from deploysignal.service import AnalysisManager
+    from deploysignal.store import open_store
+
+    from .conftest import ticks_of
+
+    sim, cfg = step_sim
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    m = AnalysisManager(open_store(url))
+    m.create("v", cfg.to_json(), cfg.version_id, {"window": 480}, {}, "t0")
+    m.ingest("v", ticks_of(sim.canary, 0, 30))
+    m.store.close()
+    assert runner.invoke(app, ["audit", "verify", "--store", url, "--analysis", "v"]).exit_code == 0
+    with sqlite3.connect(tmp_path / "s.db") as db:  # tamper with one stored record
+        lines = db.execute("SELECT lines FROM audit WHERE analysis_id='v' AND seq=12").fetchone()[0]
+        db.execute("UPDATE audit SET lines=? WHERE analysis_id='v' AND seq=12", (lines.replace('"tick":12', '"tick":13', 1),))
+    r = runner.invoke(app, ["audit", "verify", "--store", url, "--analysis", "v", "--json"])
+    assert r.exit_code == 1 and "record altered" in r.output
+    assert runner.invoke(app, ["audit", "verify", "--store", url]).exit_code == 2

@@ -97,8 +97,11 @@ def verify(
             if analysis is None:
                 raise ConfigError("--store needs --analysis")
             st = open_store(store)
-            lines = st.audit_lines(analysis)
-            head = head or st.get(analysis).audit_head
+            try:
+                lines = st.audit_lines(analysis)
+                head = head or st.get(analysis).audit_head
+            finally:
+                st.close()
         elif path is not None:
             if not path.is_file():
                 raise ConfigError(f"{path}: no such file")

@@ -200,7 +200,11 @@ class AnalysisEngine:
         return out
 
     def signal_classification(self) -> list[dict[str, Any]]:
-        """Kayenta-style per-signal classification: Pass, High, Low (driver of a rollback) or Nodata."""
+        """Kayenta-style per-signal classification: Pass, High, Low (driver of a rollback) or Nodata.
+
+        ``High`` for drivers whose harmful direction is ``up`` or ``both`` (the side of a two-sided
+        signal is not resolved), ``Low`` for ``down``; ``Nodata`` when no value was ever present.
+        """
         drivers: set[str] = set()
         if self.last is not None:
             for r in self.last.records:

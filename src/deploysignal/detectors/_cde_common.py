@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from ..calibration import C_HI, CompiledConfig, stack_arrays
+from ._base import Evidence, Observation
 
-__all__ = ["ONS_C", "ConfigBlocks", "config_blocks", "dump_arrays", "load_arrays", "ons_step"]
+__all__ = ["ONS_C", "ConfigBlocks", "StreamFamily", "config_blocks", "dump_arrays", "load_arrays", "ons_step"]
 
 #: Step constant of the online Newton step for betting (Cutkosky & Orabona 2018): 2 / (2 - log 3).
 ONS_C = 2.0 / (2.0 - math.log(3.0))
@@ -112,3 +113,64 @@ def load_arrays(obj: Any, st: dict[str, Any], names: Sequence[str]) -> None:
         if arr.shape != cur.shape:
             raise ValueError(f"state array {name} has shape {arr.shape}, expected {cur.shape}")
         setattr(obj, "_" + name, arr)
+
+
+class StreamFamily:
+    """Shared single-stream API of families C, D, E over their vectorised ``step``.
+
+    Subclasses define ``family``, ``_ARRAYS`` (state arrays), ``step(z, cell, control_z)``,
+    ``_statistic()`` and ``from_config``; ``_fired``, ``_log_thr``, ``_fire_reason`` and
+    ``_fire_drivers`` are set by them.
+    """
+
+    family = "?"
+    _ARRAYS: tuple[str, ...] = ()
+    _log_thr: float
+    _fired: np.ndarray
+    _fire_reason: str
+    _fire_drivers: tuple[str, ...]
+
+    def step(self, z: np.ndarray, cell: int, control_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _statistic(self) -> float:
+        raise NotImplementedError
+
+    def update(self, obs: Observation) -> Evidence:
+        """Add one tick of a single stream; return the family's evidence (fires are sticky)."""
+        cz = None if obs.control_z is None else np.asarray(obs.control_z, dtype=float)[None]
+        log_wealth, fired = self.step(np.asarray(obs.z, dtype=float)[None], obs.cell, cz)
+        return Evidence(
+            family=self.family,
+            statistic=self._statistic(),
+            log_wealth=float(log_wealth[0]),
+            log_threshold=self._log_thr,
+            fired=bool(fired[0]),
+            reason=self._fire_reason if fired[0] else "",
+            drivers=self._fire_drivers if fired[0] else (),
+        )
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, st: dict[str, Any]) -> None:
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """Exact JSON-serialisable state (non-finite floats written as strings)."""
+        st = dump_arrays(self, self._ARRAYS)
+        st.update(self._extra_state(), reason=self._fire_reason, drivers=list(self._fire_drivers))
+        return st
+
+    def load_state(self, st: dict[str, Any]) -> Any:
+        """Restore a :meth:`state` into a detector built from the same config and settings."""
+        load_arrays(self, st, self._ARRAYS)
+        self._load_extra_state(st)
+        self._fire_reason = st["reason"]
+        self._fire_drivers = tuple(st["drivers"])
+        return self
+
+    @classmethod
+    def from_state(cls, config: CompiledConfig, state: dict[str, Any], **kwargs: Any) -> Any:
+        """Rebuild from a config and the same keyword arguments, then load ``state``."""
+        return cls.from_config(config, **kwargs).load_state(state)  # type: ignore[attr-defined]

@@ -10,8 +10,8 @@ import numpy as np
 from scipy.spatial.distance import pdist
 
 from ..calibration import C_HI, CompiledConfig
-from ._base import Evidence, Observation, log_threshold
-from ._cde_common import config_blocks, dump_arrays, load_arrays, ons_step
+from ._base import log_threshold
+from ._cde_common import StreamFamily, config_blocks, ons_step
 
 __all__ = ["FamilyC", "build_family_c", "median_heuristic"]
 
@@ -29,7 +29,7 @@ def median_heuristic(reference: np.ndarray, max_rows: int = 600) -> float:
     return med if med > 1e-9 else 1.0
 
 
-class FamilyC:
+class FamilyC(StreamFamily):
     r"""Joint shift: a self-normalised sequential Hotelling e-process and an MMD e-process by betting.
 
     Every tick yields a *paired difference*: in two-sample mode canary minus control innovations,
@@ -327,19 +327,8 @@ class FamilyC:
         self._fire_drivers = tuple(self._names[i] for i in order[:3])
         self._fire_reason = f"{which} crossed its bound; driven by {', '.join(self._fire_drivers)}"
 
-    def update(self, obs: Observation) -> Evidence:
-        """Add one tick of a single stream; return the family's evidence (fires are sticky)."""
-        cz = None if obs.control_z is None else np.asarray(obs.control_z, dtype=float)[None]
-        log_wealth, fired = self.step(np.asarray(obs.z, dtype=float)[None], obs.cell, cz)
-        return Evidence(
-            family="C",
-            statistic=float(self._hotelling_stat()[0]),
-            log_wealth=float(log_wealth[0]),
-            log_threshold=self._log_thr,
-            fired=bool(fired[0]),
-            reason=self._fire_reason if fired[0] else "",
-            drivers=self._fire_drivers if fired[0] else (),
-        )
+    def _statistic(self) -> float:
+        return float(self._hotelling_stat()[0])
 
     def components(self) -> dict[str, float]:
         """Log-wealth of the two e-processes of stream 0 (for audit records)."""
@@ -358,22 +347,11 @@ class FamilyC:
     # ------------------------------------------------------------------ state
     _ARRAYS = ("S", "A", "logdet", "bias", "G", "lam", "asum", "logW", "dsum", "d2", "fired")
 
-    def state(self) -> dict[str, Any]:
-        """Exact JSON-serialisable state, including the reference-draw generator."""
-        st = dump_arrays(self, self._ARRAYS)
-        st.update(rng=self._rng.bit_generator.state, reason=self._fire_reason, drivers=list(self._fire_drivers))
-        return st
+    def _extra_state(self) -> dict[str, Any]:
+        return {"rng": self._rng.bit_generator.state}
 
-    def load_state(self, st: dict[str, Any]) -> FamilyC:
-        load_arrays(self, st, self._ARRAYS)
+    def _load_extra_state(self, st: dict[str, Any]) -> None:
         self._rng.bit_generator.state = st["rng"]
-        self._fire_reason = st["reason"]
-        self._fire_drivers = tuple(st["drivers"])
-        return self
-
-    @classmethod
-    def from_state(cls, config: CompiledConfig, state: dict[str, Any], *, alpha: float, two_sample: bool = False) -> FamilyC:
-        return cls.from_config(config, alpha=alpha, two_sample=two_sample).load_state(state)
 
 
 def build_family_c(config: CompiledConfig | Sequence[CompiledConfig], settings: Any, alpha: float) -> FamilyC:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..calibration import CompiledConfig
-from ._base import Evidence, Observation, log_threshold
-from ._cde_common import config_blocks, dump_arrays, load_arrays, ons_step
+from ._base import log_threshold
+from ._cde_common import StreamFamily, config_blocks, ons_step
 
 __all__ = ["PERIODS", "FamilyD", "build_family_d", "resonator_memory"]
 
@@ -25,7 +25,7 @@ def resonator_memory(period: np.ndarray) -> np.ndarray:
     return np.maximum(4.0 * np.asarray(period, dtype=float), 24.0)
 
 
-class FamilyD:
+class FamilyD(StreamFamily):
     r"""Oscillation / flapping: betting e-processes on predictable filters of the residuals.
 
     Input per signal: in two-sample mode the paired difference, in one-sample mode the innovation
@@ -248,19 +248,8 @@ class FamilyD:
         self._fire_drivers = tuple(self._ch_names[i] for i in order[:3])
         self._fire_reason = f"oscillation/flapping e-process crossed its bound; driven by {', '.join(self._fire_drivers)}"
 
-    def update(self, obs: Observation) -> Evidence:
-        """Add one tick of a single stream; return the family's evidence (fires are sticky)."""
-        cz = None if obs.control_z is None else np.asarray(obs.control_z, dtype=float)[None]
-        log_wealth, fired = self.step(np.asarray(obs.z, dtype=float)[None], obs.cell, cz)
-        return Evidence(
-            family="D",
-            statistic=float(self._logW[0].max()),
-            log_wealth=float(log_wealth[0]),
-            log_threshold=self._log_thr,
-            fired=bool(fired[0]),
-            reason=self._fire_reason if fired[0] else "",
-            drivers=self._fire_drivers if fired[0] else (),
-        )
+    def _statistic(self) -> float:
+        return float(self._logW[0].max())
 
     def components(self) -> dict[str, float]:
         """Log-wealth of the filter bank and of the BOCPD bettor (stream 0, each averaged over its channels)."""
@@ -276,21 +265,6 @@ class FamilyD:
 
     # ------------------------------------------------------------------ state
     _ARRAYS = ("Zr", "Zi", "msum", "mcnt", "rl_w", "rl_sum", "rl_n", "lam", "asum", "logW", "fired")
-
-    def state(self) -> dict[str, Any]:
-        st = dump_arrays(self, self._ARRAYS)
-        st.update(reason=self._fire_reason, drivers=list(self._fire_drivers))
-        return st
-
-    def load_state(self, st: dict[str, Any]) -> FamilyD:
-        load_arrays(self, st, self._ARRAYS)
-        self._fire_reason = st["reason"]
-        self._fire_drivers = tuple(st["drivers"])
-        return self
-
-    @classmethod
-    def from_state(cls, config: CompiledConfig, state: dict[str, Any], *, alpha: float, two_sample: bool = False) -> FamilyD:
-        return cls.from_config(config, alpha=alpha, two_sample=two_sample).load_state(state)
 
 
 def build_family_d(config: CompiledConfig | Sequence[CompiledConfig], settings: Any, alpha: float) -> FamilyD:

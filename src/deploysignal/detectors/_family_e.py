@@ -10,8 +10,8 @@ import numpy as np
 from scipy.stats import beta
 
 from ..calibration import C_HI, CompiledConfig
-from ._base import Evidence, Observation, log_threshold
-from ._cde_common import config_blocks, dump_arrays, load_arrays
+from ._base import log_threshold
+from ._cde_common import StreamFamily, config_blocks
 
 __all__ = ["KAPPAS", "FamilyE", "build_family_e", "conditional_pvalue_table"]
 
@@ -43,7 +43,7 @@ def conditional_pvalue_table(n: int, delta: float) -> np.ndarray:
     return np.concatenate([np.maximum.accumulate(b), [1.0]])
 
 
-class FamilyE:
+class FamilyE(StreamFamily):
     r"""Novelty: conformal p-values of a Mahalanobis score, corrected to hold given the calibration set.
 
     Score of a tick: :math:`s(z) = \lVert L^{-1} \mathrm{clip}(z, \pm 6) \rVert^2` with :math:`L` the
@@ -251,40 +251,14 @@ class FamilyE:
             f"most unusual: {', '.join(self._fire_drivers)}"
         )
 
-    def update(self, obs: Observation) -> Evidence:
-        """Add one tick of a single stream; return the family's evidence (fires are sticky)."""
-        cz = None if obs.control_z is None else np.asarray(obs.control_z, dtype=float)[None]
-        log_wealth, fired = self.step(np.asarray(obs.z, dtype=float)[None], obs.cell, cz)
-        return Evidence(
-            family="E",
-            statistic=float(self._last_s[0]),
-            log_wealth=float(log_wealth[0]),
-            log_threshold=self._log_thr,
-            fired=bool(fired[0]),
-            reason=self._fire_reason if fired[0] else "",
-            drivers=self._fire_drivers if fired[0] else (),
-        )
+    def _statistic(self) -> float:
+        return float(self._last_s[0])
 
     def components(self) -> dict[str, float]:
         return {"log_esr": float(self._logR[0]), "p_value": float(self._last_p[0])}
 
     # ------------------------------------------------------------------ state
     _ARRAYS = ("logR", "last_p", "last_s", "fired")
-
-    def state(self) -> dict[str, Any]:
-        st = dump_arrays(self, self._ARRAYS)
-        st.update(reason=self._fire_reason, drivers=list(self._fire_drivers))
-        return st
-
-    def load_state(self, st: dict[str, Any]) -> FamilyE:
-        load_arrays(self, st, self._ARRAYS)
-        self._fire_reason = st["reason"]
-        self._fire_drivers = tuple(st["drivers"])
-        return self
-
-    @classmethod
-    def from_state(cls, config: CompiledConfig, state: dict[str, Any], *, alpha: float, horizon: int, two_sample: bool = False) -> FamilyE:
-        return cls.from_config(config, alpha=alpha, horizon=horizon, two_sample=two_sample).load_state(state)
 
 
 def build_family_e(config: CompiledConfig | Sequence[CompiledConfig], settings: Any, alpha: float) -> FamilyE:

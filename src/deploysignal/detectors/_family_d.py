@@ -143,12 +143,19 @@ class FamilyD(StreamFamily):
         # BOCPD: Gaussian regime mean, prior N(0, sd_e^2), noise sd_e^2
         self._kappa0 = 1.0  # prior precision in units of the noise precision
         self._mu_scale = 0.5 * self._sd_e
+        r = np.arange(self.run_lengths, dtype=float)
+        self._inv_kappa = 1.0 / (r + self._kappa0)
+        var = self._sd_e**2 * (1.0 + self._inv_kappa)
+        self._half_prec = 0.5 / var
+        self._half_logvar = 0.5 * np.log(var)
+        self._inv_gscale = 1.0 / self._gscale
         Q = PERIODS.size
         k = self._k
         n_ch = k * Q + k
         self._logw = np.concatenate([np.full(k * Q, -math.log(2.0 * k * Q)), np.full(k, -math.log(2.0 * k))])
         self._ch_names = tuple(f"{n}@period={p}" for n in self._names for p in PERIODS) + tuple(f"{n}@bocpd" for n in self._names)
         self._n_ch = n_ch
+        self._kq = k * Q
         self._log_thr = log_threshold(alpha)
         self._reset()
 
@@ -171,7 +178,7 @@ class FamilyD(StreamFamily):
         self._rl_w = np.zeros((P, k, R))
         self._rl_w[..., 0] = 1.0
         self._rl_sum = np.zeros((P, k, R))
-        self._rl_n = np.zeros((P, k, R))
+        self._payoff = np.zeros((P, self._n_ch))
         self._lam = np.zeros((P, self._n_ch))
         self._asum = np.ones((P, self._n_ch))
         self._logW = np.zeros((P, self._n_ch))
@@ -199,44 +206,48 @@ class FamilyD(StreamFamily):
     def predictions(self) -> tuple[np.ndarray, np.ndarray]:
         """Witnesses for the next tick, from past ticks only: filter outputs (P, k, Q), BOCPD mean (P, k)."""
         g = self._rot.real * self._Zr - self._rot.imag * self._Zi
-        kappa = self._rl_n + self._kappa0
-        mu = np.sum(self._rl_w * self._rl_sum / kappa, axis=-1)
+        mu = np.einsum("pkr,pkr,r->pk", self._rl_w, self._rl_sum, self._inv_kappa)
         return g, mu
 
     def step(self, z: np.ndarray, cell: int, control_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Advance ``P`` streams by one tick (``z``: (P, k)); return log-wealth (P,) and fired (P,)."""
-        P, k = self._P, self._k
+        P = self._P
         g, mu = self.predictions()
         e, ok = self._input(z, cell, control_z)
-        u = np.tanh(g / self._gscale)
-        ub = np.tanh(mu / self._mu_scale)
-        payoff = np.concatenate([(u * e[..., None]).reshape(P, -1), ub * e], axis=1)
-        self._logW += ons_step(self._lam, self._asum, payoff)
-        # ---- filter bank update: Z <- rho e^{i omega} Z + e
-        zr = self._rot.real * self._Zr - self._rot.imag * self._Zi + e[..., None]
+        all_ok = bool(ok.all())
+        ex = e[..., None]
+        u = np.tanh(g * self._inv_gscale)
+        u *= ex
+        self._payoff[:, : self._kq] = u.reshape(P, -1)
+        self._payoff[:, self._kq :] = np.tanh(mu * (1.0 / self._mu_scale)) * e
+        self._logW += ons_step(self._lam, self._asum, self._payoff)
+        # ---- filter bank: Z <- rho e^{i omega} Z + e (g is already the rotated real part)
         self._Zi = self._rot.imag * self._Zr + self._rot.real * self._Zi
-        self._Zr = zr
-        # ---- BOCPD update (Gaussian mean, known noise variance), truncated run lengths
-        s2 = self._sd_e**2
-        kappa = self._rl_n + self._kappa0
-        m = self._rl_sum / kappa
-        var = s2 * (1.0 + 1.0 / kappa)
-        lp = -0.5 * (e[..., None] - m) ** 2 / var - 0.5 * np.log(var)
-        lik = np.exp(lp - lp.max(axis=-1, keepdims=True))
-        joint = self._rl_w * lik
+        self._Zr = g + ex
+        # ---- BOCPD (Gaussian regime mean, known noise variance); run length r has r observations
+        lp = (ex - self._rl_sum * self._inv_kappa) ** 2
+        lp *= -self._half_prec
+        lp -= self._half_logvar
+        lp -= lp.max(axis=-1, keepdims=True)
+        joint = self._rl_w * np.exp(lp)
         w = np.empty_like(joint)
         w[..., 0] = self.hazard * joint.sum(axis=-1)
         w[..., 1:] = (1.0 - self.hazard) * joint[..., :-1]
         w[..., -1] += (1.0 - self.hazard) * joint[..., -1]
         w /= w.sum(axis=-1, keepdims=True)
-        okx = ok[..., None]
-        self._rl_w = np.where(okx, w, self._rl_w)
-        new_sum = np.concatenate([np.zeros((P, k, 1)), self._rl_sum[..., :-1] + e[..., None]], axis=-1)
-        new_n = np.concatenate([np.zeros((P, k, 1)), self._rl_n[..., :-1] + 1.0], axis=-1)
-        self._rl_sum = np.where(okx, new_sum, self._rl_sum)
-        self._rl_n = np.where(okx, new_n, self._rl_n)
-        # ---- family evidence
-        log_wealth = np.logaddexp.reduce(self._logW + self._logw, axis=1)
+        new_sum = np.empty_like(self._rl_sum)
+        new_sum[..., 0] = 0.0
+        new_sum[..., 1:] = self._rl_sum[..., :-1] + ex
+        if all_ok:
+            self._rl_w, self._rl_sum = w, new_sum
+        else:
+            okx = ok[..., None]
+            self._rl_w = np.where(okx, w, self._rl_w)
+            self._rl_sum = np.where(okx, new_sum, self._rl_sum)
+        # ---- family evidence: log of the weighted average of the channels' wealth
+        lw = self._logW + self._logw
+        top = lw.max(axis=1)
+        log_wealth = top + np.log(np.exp(lw - top[:, None]).sum(axis=1))
         newly = ~self._fired & (log_wealth >= self._log_thr)
         if newly.any() and self._P == 1:
             self._explain()
@@ -264,7 +275,7 @@ class FamilyD(StreamFamily):
         return self._ch_names
 
     # ------------------------------------------------------------------ state
-    _ARRAYS = ("Zr", "Zi", "msum", "mcnt", "rl_w", "rl_sum", "rl_n", "lam", "asum", "logW", "fired")
+    _ARRAYS = ("Zr", "Zi", "msum", "mcnt", "rl_w", "rl_sum", "lam", "asum", "logW", "fired")
 
 
 def build_family_d(config: CompiledConfig | Sequence[CompiledConfig], settings: Any, alpha: float) -> FamilyD:

@@ -11,7 +11,7 @@ import numpy as np
 from ..calibration import C_HI, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation
 
-__all__ = ["ONS_C", "ConfigBlocks", "StreamFamily", "config_blocks", "dump_arrays", "load_arrays", "ons_step"]
+__all__ = ["ONS_C", "ConfigBlocks", "StreamFamily", "config_blocks", "dump_arrays", "load_arrays", "ons_step", "top_drivers"]
 
 #: Step constant of the online Newton step for betting (Cutkosky & Orabona 2018): 2 / (2 - log 3).
 ONS_C = 2.0 / (2.0 - math.log(3.0))
@@ -82,6 +82,15 @@ class ConfigBlocks:
             for b, r in enumerate(blocks):
                 self.ref[p, b, : r.shape[0]] = r
                 self.ref_n[p, b] = r.shape[0]
+
+
+def top_drivers(names: Sequence[str], score: np.ndarray, share: float = 0.5, most: int = 3) -> tuple[str, ...]:
+    """Names with the largest ``score`` (at most ``most``), keeping only those with at least ``share`` of
+    the top score, so the explanation names what carries the evidence and not the noise after it."""
+    order = np.argsort(-score, kind="stable")
+    top = float(score[order[0]])
+    keep = [i for i in order[:most] if i == order[0] or (top > 0 and float(score[i]) >= share * top)]
+    return tuple(names[i] for i in keep)
 
 
 def config_blocks(configs: CompiledConfig | Sequence[CompiledConfig]) -> ConfigBlocks:

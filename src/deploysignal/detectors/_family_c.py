@@ -7,26 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.spatial.distance import pdist
 
-from ..calibration import C_HI, CompiledConfig
+from ..calibration import C_HI, CompiledConfig, median_heuristic
 from ._base import log_threshold
-from ._cde_common import StreamFamily, config_blocks, ons_step
+from ._cde_common import StreamFamily, config_blocks, ons_step, top_drivers
 
-__all__ = ["FamilyC", "build_family_c", "median_heuristic"]
-
-
-def median_heuristic(reference: np.ndarray, max_rows: int = 600) -> float:
-    """Median pairwise Euclidean distance of the (first ``max_rows``) complete reference rows.
-
-    Uses calibration data only, so the bandwidth is fixed before any canary tick is seen.
-    """
-    ref = np.asarray(reference, dtype=float)
-    ref = ref[~np.isnan(ref).any(axis=1)][:max_rows]
-    if ref.shape[0] < 2:
-        return math.sqrt(2.0 * max(ref.shape[1], 1))
-    med = float(np.median(pdist(ref)))
-    return med if med > 1e-9 else 1.0
+__all__ = ["FamilyC", "build_family_c"]
 
 
 class FamilyC(StreamFamily):
@@ -91,7 +77,8 @@ class FamilyC(StreamFamily):
         Monte-Carlo tests measure the false-fire rate on i.i.d., AR(1) 0.85 with diurnal, Student-t(3)
         and correlated baselines compiled from finite samples.
 
-    Explanation: the drivers are the signals with the largest contribution
+    Explanation: the drivers are the (up to three) signals with the largest contribution, keeping those
+    with at least a quarter of the top one; the contribution is
     :math:`(L S_t)_j \,(L^{-\top} (V_t+\tau^{-2}I)^{-1} S_t)_j` to the Hotelling statistic (these sum
     to :math:`S_t^\top (V_t+\tau^{-2}I)^{-1} S_t`), or, when the MMD carries the evidence, the largest
     self-normalised paired differences :math:`|\sum d_{ij}| / \sqrt{\sum d_{ij}^2}`.
@@ -323,8 +310,7 @@ class FamilyC(StreamFamily):
         else:
             score = np.abs(self._dsum[0]) / np.sqrt(np.maximum(self._d2[0], 1e-300))
             which = "sequential MMD (joint distribution changed)"
-        order = np.argsort(-score, kind="stable")
-        self._fire_drivers = tuple(self._names[i] for i in order[:3])
+        self._fire_drivers = top_drivers(self._names, score, share=0.25)
         self._fire_reason = f"{which} crossed its bound; driven by {', '.join(self._fire_drivers)}"
 
     def _statistic(self) -> float:

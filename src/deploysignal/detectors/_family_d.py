@@ -10,7 +10,7 @@ import numpy as np
 
 from ..calibration import CompiledConfig
 from ._base import log_threshold
-from ._cde_common import StreamFamily, config_blocks, ons_step
+from ._cde_common import StreamFamily, config_blocks, ons_step, top_drivers
 
 __all__ = ["PERIODS", "FamilyD", "build_family_d", "resonator_memory"]
 
@@ -69,7 +69,8 @@ class FamilyD(StreamFamily):
         error, i.e. at second order. Residual autocorrelation left by a misfit AR(1) is the main
         threat and is what the AR(1) 0.85 Monte-Carlo null measures. The periodogram is not used.
 
-    Explanation: the drivers are the channels with the largest log-wealth, named
+    Explanation: the drivers are the (up to three) channels with the largest log-wealth, keeping those
+    with at least half of the top one, named
     ``signal@period=p`` or ``signal@bocpd``.
 
     Parameters
@@ -255,8 +256,7 @@ class FamilyD(StreamFamily):
         return log_wealth, self._fired.copy()
 
     def _explain(self) -> None:
-        order = np.argsort(-self._logW[0], kind="stable")
-        self._fire_drivers = tuple(self._ch_names[i] for i in order[:3])
+        self._fire_drivers = top_drivers(self._ch_names, self._logW[0], share=0.5)
         self._fire_reason = f"oscillation/flapping e-process crossed its bound; driven by {', '.join(self._fire_drivers)}"
 
     def _statistic(self) -> float:

@@ -11,7 +11,7 @@ from scipy.stats import beta
 
 from ..calibration import C_HI, CompiledConfig
 from ._base import log_threshold
-from ._cde_common import StreamFamily, config_blocks
+from ._cde_common import StreamFamily, config_blocks, top_drivers
 
 __all__ = ["KAPPAS", "FamilyE", "build_family_e", "conditional_pvalue_table"]
 
@@ -78,7 +78,8 @@ class FamilyE(StreamFamily):
         :math:`\log R_t - \log H + \log(\alpha'/\alpha_E)` so the family fires when it reaches
         :math:`\log(1/\alpha_E)`, like the others.
 
-    Explanation: the drivers are the signals with the largest contribution
+    Explanation: the drivers are the (up to three) signals with the largest contribution, keeping those
+    with at least a quarter of the top one,
     :math:`z_j (\Sigma^{-1} z)_j` to the score of the firing tick (they sum to the score).
 
     Parameters
@@ -244,8 +245,7 @@ class FamilyE(StreamFamily):
 
     def _explain(self, x: np.ndarray, cell: int) -> None:
         c = self.contributions(x, cell)
-        order = np.argsort(-c, kind="stable")
-        self._fire_drivers = tuple(self._names[i] for i in order[:3])
+        self._fire_drivers = top_drivers(self._names, c, share=0.25)
         self._fire_reason = (
             f"novel pattern (conformal p={self._last_p[0]:.3g} vs the calibration split) crossed the e-detector bound; "
             f"most unusual: {', '.join(self._fire_drivers)}"

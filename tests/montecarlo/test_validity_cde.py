@@ -1,0 +1,29 @@
+"""Seeded Monte-Carlo validity of families C, D and E (issue 3 acceptance).
+
+Uses the session-shared null runs of ``conftest.py`` (2000 paths per null, each with its own 2-day
+baseline compiled from the null process, 960 monitored ticks): i.i.d., AR(1) 0.85 with strong diurnal
+seasonality, Student-t(3), 5% missing values and equicorrelated (0.5) signals. A family's false-fire
+rate passes only if the one-sided 99% Clopper-Pearson upper bound of the observed rate is at most its
+alpha share (DESIGN.md: C 20%, D 10%, E 10% of alpha = 0.05).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from deploysignal.gate import GateSettings
+
+from ._mc import cp_upper
+
+pytestmark = pytest.mark.montecarlo
+SETTINGS = GateSettings()
+
+
+@pytest.mark.parametrize("fam", ["C", "D", "E"])
+def test_family_false_fire_rate(null_run, fam):
+    name, r = null_run
+    alpha_f = SETTINGS.shares[fam] * SETTINGS.alpha
+    fired = r.fired(fam)
+    k, n = int(fired.sum()), fired.size
+    assert n >= 2000
+    assert cp_upper(k, n) <= alpha_f, f"{name}: family {fam} fired on {k}/{n} null paths (CP99 upper {cp_upper(k, n):.4f} > {alpha_f})"

@@ -39,7 +39,9 @@ def _run(scenario: str, seed: int):
         cfgs = list(pool.map(_compile, [(ts[:BASELINE], vals[i, :BASELINE], int(seeds[i]), True) for i in range(PATHS)], chunksize=10))
     canary = apply_pattern(ts[BASELINE:], vals[:, BASELINE:], SIGNALS, pattern, _PROFILE, noise.diurnal)
     res = Gate(cfgs, GateSettings()).run_batch(ts[BASELINE:], canary)
-    return {f: res.ever_fired[:, i] for i, f in enumerate(res.families)}
+    fired = {f: res.ever_fired[:, i] for i, f in enumerate(res.families)}
+    print(scenario, {f: f"{v.mean():.2f}" for f, v in fired.items()})
+    return fired
 
 
 def _rate_at_least(fired: np.ndarray, p: float) -> bool:

@@ -25,5 +25,6 @@ def test_family_false_fire_rate(null_run, fam):
     alpha_f = SETTINGS.shares[fam] * SETTINGS.alpha
     fired = r.fired(fam)
     k, n = int(fired.sum()), fired.size
+    print(f"{name} family {fam}: {k}/{n} fired, CP99 upper {cp_upper(k, n):.4f} (alpha {alpha_f})")
     assert n >= 2000
     assert cp_upper(k, n) <= alpha_f, f"{name}: family {fam} fired on {k}/{n} null paths (CP99 upper {cp_upper(k, n):.4f} > {alpha_f})"

@@ -230,3 +230,28 @@ def test_log_space_numerics_at_million_tick_magnitudes(fam, cfg_healthy, obs_one
         ev = det.update(Observation(o.tick, o.timestamp, o.cell, o.z + 5.0, o.raw))
         assert math.isfinite(ev.log_wealth) and math.isfinite(ev.statistic)
     assert ev.fired and ev.log_wealth > 1e4
+
+
+@pytest.mark.parametrize(
+    "scenario, family, driver",
+    [("oscillation", "D", "kv_cache_util@period=3"), ("novel_pattern", "E", "eval_score"), ("joint_shift", "C", None)],
+)
+def test_gate_explains_fires_in_audit_records(scenario, family, driver):
+    """The gate runs all five families; a fire of C/D/E names its drivers in the audit record."""
+    from deploysignal.calibration import compile_baseline
+    from deploysignal.simulate import simulate
+
+    sim = simulate(scenario, seed=3, baseline_ticks=2880)
+    cfg = compile_baseline(sim.baseline, seed=3, robust_covariance=False)
+    gate = Gate(cfg, GateSettings())
+    rec = None
+    for i in range(len(sim.canary)):
+        d = gate.update(sim.canary.timestamps[i], sim.canary.values[i])
+        rec = next(r for r in d.records if r["family"] == family)
+        if rec["fire"]:
+            break
+    assert [ev.family for ev in d.evidence] == ["A", "C", "D", "E", "B"]
+    assert rec["fire"] and rec["drivers"] and rec["fire_reason"]
+    assert set(rec["components"]) and all(v is None or math.isfinite(v) for v in rec["components"].values())
+    if driver is not None:
+        assert driver in rec["drivers"]

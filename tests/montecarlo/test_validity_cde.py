@@ -28,3 +28,20 @@ def test_family_false_fire_rate(null_run, fam):
     print(f"{name} family {fam}: {k}/{n} fired, CP99 upper {cp_upper(k, n):.4f} (alpha {alpha_f})")
     assert n >= 2000
     assert cp_upper(k, n) <= alpha_f, f"{name}: family {fam} fired on {k}/{n} null paths (CP99 upper {cp_upper(k, n):.4f} > {alpha_f})"
+
+
+def test_two_sample_null_families_cde():
+    """Two-sample mode (paired with an independent control stream of the same process), AR(1) 0.85 with
+    strong diurnal seasonality, 2000 paths: C, D, E within their alpha. Family A is left out of this
+    run (it has its own two-sample test) to save time; the families are independent of each other."""
+    from deploysignal.simulate import NoiseSpec
+
+    from ._mc import run_mc
+
+    settings = GateSettings(mode="two-sample", shares={"C": 0.2, "D": 0.1, "E": 0.1})
+    r = run_mc(4242, 2000, 960, NoiseSpec(phi=0.85, diurnal=2.0), settings)
+    for fam in ("C", "D", "E"):
+        alpha_f = SETTINGS.shares[fam] * SETTINGS.alpha
+        k, n = int(r.fired(fam).sum()), r.fired(fam).size
+        print(f"two-sample ar1 family {fam}: {k}/{n} fired, CP99 upper {cp_upper(k, n):.4f} (alpha {alpha_f})")
+        assert cp_upper(k, n) <= alpha_f, f"two-sample: family {fam} fired on {k}/{n}"

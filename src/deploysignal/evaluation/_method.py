@@ -20,7 +20,7 @@ import numpy as np
 from .._exceptions import InputError
 from ..telemetry import Frame
 
-__all__ = ["VERDICTS", "Method", "MethodResult", "harm_signs", "reference_rows", "reference_values"]
+__all__ = ["VERDICTS", "Method", "MethodResult", "harm_signs", "finish", "reference_rows", "reference_values"]
 
 #: Final verdicts a method may return.
 VERDICTS = ("proceed", "extend", "rollback")
@@ -116,3 +116,14 @@ def reference_values(baseline: Frame, canary: Frame, control: Frame | None = Non
     rows = reference_rows(baseline, canary)
     base = baseline.select(canary.signals).values
     return np.where((rows >= 0)[:, None], base[np.clip(rows, 0, None)], np.nan)
+
+
+def finish(first: int | None, n: int, window: int, trace: np.ndarray, bound: float | None, label: str) -> MethodResult:
+    """Result of a method that watched ``n`` ticks of a ``window``-tick plan: rollback at ``first`` (the
+    trace is blanked after it), else proceed at the window's last tick, else (stream too short) extend."""
+    if first is not None:
+        trace[first + 1 :] = np.nan
+        return MethodResult(first, "rollback", first, trace, bound, label)
+    if n < window:
+        return MethodResult(None, "extend", None, trace, bound, label)
+    return MethodResult(None, "proceed", n - 1, trace, bound, label)

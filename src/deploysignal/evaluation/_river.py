@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..telemetry import Frame
-from ._method import MethodResult, harm_signs
+from ._method import MethodResult, finish, harm_signs
 
 __all__ = ["ADWINMethod", "PageHinkleyMethod", "river_available"]
 
@@ -82,11 +82,9 @@ class _RiverMethod:
                     det.update(float(v))
                     if det.drift_detected:
                         trace[t] = 1.0
-                        return MethodResult(t, "rollback", t, trace, 1.0, "drift flag")
+                        return finish(t, n, self.window, trace, 1.0, "drift flag")
             trace[t] = 0.0
-        if n < self.window:
-            return MethodResult(None, "extend", None, trace, 1.0, "drift flag")
-        return MethodResult(None, "proceed", n - 1, trace, 1.0, "drift flag")
+        return finish(None, n, self.window, trace, 1.0, "drift flag")
 
 
 @dataclass

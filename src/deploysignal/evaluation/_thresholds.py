@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..telemetry import Frame
-from ._method import MethodResult, harm_signs
+from ._method import MethodResult, finish, harm_signs
 
 __all__ = ["FlaggerAnalysis", "StaticThresholds", "rolling_nanmean"]
 
@@ -92,13 +92,7 @@ class StaticThresholds:
         trace = np.full(len(canary), np.nan)
         trace[:n] = margin
         hits = np.flatnonzero(fail)
-        if hits.size:
-            t = int(hits[0])
-            trace[t + 1 :] = np.nan
-            return MethodResult(t, "rollback", t, trace, 1.0, "threshold ratio")
-        if n < self.window:
-            return MethodResult(None, "extend", None, trace, 1.0, "threshold ratio")
-        return MethodResult(None, "proceed", n - 1, trace, 1.0, "threshold ratio")
+        return finish(int(hits[0]) if hits.size else None, n, self.window, trace, 1.0, "threshold ratio")
 
 
 @dataclass
@@ -162,10 +156,5 @@ class FlaggerAnalysis:
         trace = np.full(len(canary), np.nan)
         trace[checks] = counter
         hit = np.flatnonzero(counter >= self.threshold)
-        if hit.size:
-            t = int(checks[hit[0]])
-            trace[t + 1 :] = np.nan
-            return MethodResult(t, "rollback", t, trace, float(self.threshold), "failed checks")
-        if n < self.window:
-            return MethodResult(None, "extend", None, trace, float(self.threshold), "failed checks")
-        return MethodResult(None, "proceed", n - 1, trace, float(self.threshold), "failed checks")
+        first = int(checks[hit[0]]) if hit.size else None
+        return finish(first, n, self.window, trace, float(self.threshold), "failed checks")

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import stats
 
 from ..telemetry import Frame
-from ._method import MethodResult, harm_signs, reference_values
+from ._method import MethodResult, finish, harm_signs, reference_values
 
 __all__ = ["PeekingTTest", "cumulative_welch"]
 
@@ -85,10 +85,4 @@ class PeekingTTest:
         trace = np.full(len(canary), np.nan)
         trace[:n] = np.where(np.isfinite(stat), stat, np.nan)
         hits = np.flatnonzero(fired.any(axis=1))
-        if hits.size:
-            tt = int(hits[0])
-            trace[tt + 1 :] = np.nan
-            return MethodResult(tt, "rollback", tt, trace, 1.0, "max t / critical t")
-        if n < self.window:
-            return MethodResult(None, "extend", None, trace, 1.0, "max t / critical t")
-        return MethodResult(None, "proceed", n - 1, trace, 1.0, "max t / critical t")
+        return finish(int(hits[0]) if hits.size else None, n, self.window, trace, 1.0, "max t / critical t")

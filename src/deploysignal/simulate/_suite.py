@@ -19,8 +19,8 @@ Regressions (expected verdict ``rollback``; ``onset`` = first affected canary ti
 ``step``           p99 latency and TTFT step up 0.5 sd at tick 60.
 ``slow_ramp``      eval score ramps down to 0.6 sd below normal over 480 ticks from tick 0.
 ``refusal_creep``  refusal rate ramps up 0.8 sd over 360 ticks from tick 30.
-``tail_widening``  from tick 60 the upper half of TTFT and p99 latency deviations is stretched x2.5:
-                   the median is unchanged, the upper tail (and so the mean) moves up.
+``tail_widening``  from tick 60 the upper half of TTFT and p99 latency deviations from their diurnal
+                   centre is stretched x2.5: the median is unchanged, the upper tail (and the mean) moves up.
 ``joint_shift``    equicorrelated noise (rho 0.6); from tick 60 TTFT rises 0.3 sd while p99 latency falls
                    0.3 sd, against their correlation: small marginally, large jointly.
 ``oscillation``    from tick 60 p99 latency oscillates +-1 sd with a 30-tick period (flapping), mean 0.
@@ -119,10 +119,12 @@ def _eff_refusal(v: np.ndarray, ts: np.ndarray, rng: np.random.Generator) -> np.
 
 def _eff_tail(v: np.ndarray, ts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     on = _step(len(v), 60).astype(bool)
+    phase = np.sin(2 * np.pi * (ts % 86400.0) / 86400.0)
     for name in ("ttft_ms", "p99_latency_ms"):
         j = _col(name)
-        dev = v[:, j] - _LEVEL[name]
-        v[:, j] = np.where(on & (dev > 0), _LEVEL[name] + 2.5 * dev, v[:, j])
+        centre = _LEVEL[name] + _SD[name] * _PROFILE[name][2] * phase  # the process's diurnal centre
+        dev = v[:, j] - centre
+        v[:, j] = np.where(on & (dev > 0), centre + 2.5 * dev, v[:, j])
     return v
 
 

@@ -12,8 +12,8 @@ repository) and turns each labelled anomaly into a deploy decision:
 
 Per dataset:
 
-``nab``  NAB ``realAWSCloudwatch`` + ``realKnownCause`` (univariate, timestamps; duplicate timestamps
-         dropped, first kept). Labelled stretches are the official NAB windows; the onset is the window
+``nab``  NAB ``realAWSCloudwatch`` + ``realKnownCause`` (univariate, timestamps; rows whose timestamp is
+         not after every earlier one are dropped, the first kept). Labelled stretches are the official NAB windows; the onset is the window
          start. 5-minute data: baseline 576 ticks (2 days), canary 144 (12 hours).
 ``smd``  Server Machine Dataset, 4 machines x 38 metrics, 1-minute ticks: the stored training tail
          (treated as clean, as its authors do) followed by the test half; onsets from
@@ -102,7 +102,7 @@ def _load_nab(root: Path) -> list[Series]:
                 rows = list(csv.DictReader(fh))
             ts = np.array([_parse_ts(r["timestamp"]) for r in rows])
             vals = np.array([float(r["value"]) if r["value"] != "" else np.nan for r in rows])
-            keep = np.concatenate([[True], np.diff(ts) > 0])  # drop duplicate / backwards stamps
+            keep = np.concatenate([[True], ts[1:] > np.maximum.accumulate(ts)[:-1]])  # drop duplicate / backwards stamps
             ts, vals = ts[keep], vals[keep]
             labels = np.zeros(ts.size, dtype=bool)
             onsets = []
@@ -200,9 +200,9 @@ def iter_runs(series: Series, baseline_ticks: int, canary_ticks: int, *, max_nul
 
 def _with_cols(series: Series, kind: str, row: int, a: int, on: int, end: int) -> Iterator[tuple[str, int, Frame, Frame]]:
     base = series.values[a:on]
-    with np.errstate(invalid="ignore"):
-        sd = np.nanstd(base, axis=0)
-    cols = np.flatnonzero(np.nan_to_num(sd) > 0)
+    ok = ~np.isnan(base)
+    spread = np.where(ok.any(axis=0), np.nanmax(np.where(ok, base, -np.inf), axis=0) - np.nanmin(np.where(ok, base, np.inf), axis=0), 0.0)
+    cols = np.flatnonzero(spread > 0)
     if cols.size == 0:
         return
     yield kind, row, _frame(series, a, on, cols), _frame(series, on, end, cols)

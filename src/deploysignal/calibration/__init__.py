@@ -2,12 +2,14 @@
 
 from ._compiler import baseline_hash, compile_baseline
 from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta, canonical_json
-from ._transform import C_HI, C_LO, cell_keys, clip_scores, transform_values
+from ._stack import SHARED_KEYS, stack_arrays
+from ._transform import C_HI, C_LO, cell_keys, clip_scores, level_neighbour, transform_values
 
 __all__ = [
     "C_HI",
     "C_LO",
     "SCHEMA_VERSION",
+    "SHARED_KEYS",
     "Cell",
     "CompiledConfig",
     "CovarianceBlock",
@@ -17,5 +19,7 @@ __all__ = [
     "cell_keys",
     "clip_scores",
     "compile_baseline",
+    "level_neighbour",
+    "stack_arrays",
     "transform_values",
 ]

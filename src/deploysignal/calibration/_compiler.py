@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 
 import numpy as np
+from scipy.stats import chi2
 from sklearn.covariance import LedoitWolf, MinCovDet
 
 from .. import __version__
 from .._exceptions import InputError
 from ..telemetry import Frame
 from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta
-from ._transform import C_HI, C_LO, cell_keys, clip_scores, transform_values
+from ._transform import C_HI, C_LO, clip_scores, level_neighbour, transform_values
 
 __all__ = ["baseline_hash", "compile_baseline"]
 
@@ -34,13 +36,13 @@ def baseline_hash(frame: Frame) -> str:
 
 
 def _nanmedian_cols(x: np.ndarray) -> np.ndarray:
-    out = np.full(x.shape[1], np.nan)
-    for j in range(x.shape[1]):
-        col = x[:, j]
-        col = col[~np.isnan(col)]
-        if col.size:
-            out[j] = float(np.median(col))
-    return out
+    if x.shape[0] == 0:
+        return np.full(x.shape[1], np.nan)
+    if not np.isnan(x).any():
+        return np.median(x, axis=0)
+    with warnings.catch_warnings():  # all-NaN columns give NaN, which callers handle
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(x, axis=0)
 
 
 def _mad_scale(x: np.ndarray) -> float:
@@ -50,33 +52,41 @@ def _mad_scale(x: np.ndarray) -> float:
     return float(1.482602218505602 * np.median(np.abs(x - np.median(x))))
 
 
-def _eb_shrink(
-    est: np.ndarray, var: np.ndarray, parent: list[int], levels: list[str], parent_value: np.ndarray, parent_var: np.ndarray
+def _pool(
+    est: np.ndarray, var: np.ndarray, parent: list[int], levels: list[str], root_value: np.ndarray, root_var: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Empirical-Bayes shrinkage of cell estimates toward their parent cell, level by level.
+    r"""Hierarchical pooling of cell estimates toward their parent cell, level by level.
 
-    Model: a cell's true value is its parent's plus an offset ~ N(0, tau2) (tau2 per level and column,
-    by the method of moments); the cell estimate adds noise of variance ``var``. Returns posterior means
-    and posterior variances (the parent's variance added), cell 0 being the root.
+    Per level and column, the cells' deviations from their parents are tested for being pure noise
+    (:math:`Q = \sum_c d_c^2 / v_c` against the 99% quantile of :math:`\chi^2_K`). If cell effects are
+    real, each cell keeps its own (unbiased) estimate and variance; otherwise the level is pooled into
+    the parents: the parent's estimate, and the parent's variance plus a 90% upper bound on the
+    between-cell variance (effects too small to detect are covered, not assumed away). A cell without
+    an estimate (NaN) inherits.
+    Unlike shrinkage, neither choice leaves a systematic bias given a fixed seasonal pattern, so the
+    recorded variance describes the whole error. Cell 0 is the root.
     """
     out = np.array(est, dtype=float, copy=True)
     post = np.array(var, dtype=float, copy=True)
-    out[0], post[0] = parent_value, parent_var
+    out[0], post[0] = root_value, root_var
     for level in ("tier", "hour_tier", "hour_dow_tier"):
         idx = [c for c in range(1, len(levels)) if levels[c] == level]
         if not idx:
             continue
         par = np.array([parent[c] for c in idx])
         d = est[idx] - out[par]
-        v = var[idx]
         ok = ~np.isnan(d)
-        cnt = ok.sum(axis=0)
-        tau2 = np.where(cnt > 0, (np.where(ok, d * d - v, 0.0)).sum(axis=0) / np.maximum(cnt, 1), 0.0)
-        tau2 = np.maximum(tau2, 0.0)
-        w = np.where(ok, tau2 / (tau2 + v), 0.0)
-        out[idx] = out[par] + w * np.where(ok, d, 0.0)
-        # error of the shrunk estimate: (1-w)(parent error - offset) + w noise
-        post[idx] = w * v + (1.0 - w) ** 2 * post[par]
+        q = np.where(ok, d * d / np.maximum(var[idx], 1e-300), 0.0).sum(axis=0)
+        dof = ok.sum(axis=0)
+        kk = np.maximum(dof, 1)
+        real = (dof > 0) & (q > chi2.ppf(0.99, kk))
+        keep = ok & real[None, :]
+        # pooled cells may still carry effects too small to detect: declare an upper bound on their
+        # variance, tau2_up = mean v * (Q / chi2_0.10(K) - 1)+, so the error stays inside the variance
+        vbar = np.where(ok, var[idx], 0.0).sum(axis=0) / kk
+        tau2_up = vbar * np.maximum(q / chi2.ppf(0.10, kk) - 1.0, 0.0)
+        out[idx] = np.where(keep, est[idx], out[par])
+        post[idx] = np.where(keep, var[idx], post[par] + tau2_up[None, :])
     return out, post
 
 
@@ -89,8 +99,9 @@ def compile_baseline(
     block_ticks: int = 60,
     reference_size: int = 1000,
     robust_covariance: bool = True,
+    prewhiten: bool = True,
 ) -> CompiledConfig:
-    """Compile a healthy baseline into a frozen config.
+    r"""Compile a healthy baseline into a frozen config.
 
     Parameters
     ----------
@@ -99,8 +110,8 @@ def compile_baseline(
     seed : int
         Seeds the fit / calibration split, the reference subsample and MCD; recorded in the config.
     min_cell_samples : int
-        A cell hour x day-of-week x tier with fewer fitting rows is pooled into hour x tier, then tier,
-        then the global cell (hierarchical pooling toward coarser cells).
+        A cell hour x day-of-week x tier with fewer baseline rows is pooled into hour x tier, then tier,
+        then the global cell; a level whose cell effects are not significant is pooled into its parents.
     calibration_fraction : float
         Share of contiguous blocks of ``block_ticks`` rows set aside as the calibration split
         (reference samples for families C/E), disjoint from the fitting split.
@@ -108,6 +119,9 @@ def compile_baseline(
         At most this many calibration rows per tier are stored.
     robust_covariance : bool
         Also fit the MCD (``sklearn.covariance.MinCovDet``) per tier and globally.
+    prewhiten : bool
+        Fit AR(1) coefficients (default). ``False`` forces :math:`\phi = 0`; it exists only as the
+        negative control showing that autocorrelated telemetry breaks the guarantees without it.
 
     Returns
     -------
@@ -169,35 +183,54 @@ def compile_baseline(
         prev_idx[idx[1:][consecutive]] = idx[:-1][consecutive]
     fit = ~is_cal
 
-    # ---- cells with hierarchical pooling (counts on the fitting split)
-    keys = [cell_keys(float(t), str(c)) for t, c in zip(ts, tiers_arr)]
-    counts: dict[str, int] = {}
-    for i in np.flatnonzero(fit):
-        for key in keys[i]:
-            counts[key] = counts.get(key, 0) + 1
+    # ---- cells with hierarchical pooling. The layout depends on timestamps and tiers only (all rows),
+    # not on values or the split, so baselines on one timeline share a layout; estimates use fit rows.
+    tier_code = np.searchsorted(np.array(tiers), tiers_arr)
+
+    def _codes(t: np.ndarray) -> dict[str, np.ndarray]:
+        """One integer code per row and level, decoded into the key strings of ``cell_keys``."""
+        sec = np.floor(t).astype(np.int64)
+        hour = (sec % 86400) // 3600
+        dow = (sec // 86400 + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        return {"hour_dow_tier": (tier_code * 24 + hour) * 7 + dow, "hour_tier": tier_code * 24 + hour, "tier": tier_code}
+
+    def _key(level: str, code: int) -> str:
+        if level == "hour_dow_tier":
+            t_, rem = divmod(code, 24 * 7)
+            h_, d_ = divmod(rem, 7)
+            return f"h={h_:02d}|d={d_}|t={tiers[t_]}"
+        if level == "hour_tier":
+            t_, h_ = divmod(code, 24)
+            return f"h={h_:02d}|t={tiers[t_]}"
+        return f"t={tiers[code]}"
+
     global_loc = _nanmedian_cols(x[fit])
     global_raw = _nanmedian_cols(frame.values[fit])
-    # levels: resolve each key to the finest level with enough rows
-    cell_index: dict[str, int] = {}
-    cells_meta: list[tuple[str, str, np.ndarray]] = []  # key, level, row indices
+    cell_index: dict[str, int] = {"*": 0}
+    cells_meta: list[tuple[str, str, np.ndarray]] = [("*", "global", np.flatnonzero(fit))]  # parents first
+    kept: dict[str, dict[int, int]] = {}
+    row_codes = _codes(ts)
+    for level in ("tier", "hour_tier", "hour_dow_tier"):
+        uniq, inverse, cnts = np.unique(row_codes[level], return_inverse=True, return_counts=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(cnts)])
+        kept[level] = {}
+        for key, u in sorted((_key(level, int(code)), u) for u, code in enumerate(uniq) if cnts[u] >= min_cell_samples):
+            rows = order[bounds[u] : bounds[u + 1]]
+            cell_index[key] = kept[level][int(uniq[u])] = len(cells_meta)
+            cells_meta.append((key, level, rows[fit[rows]]))
 
-    def _add(key: str, level: str, rows: np.ndarray) -> int:
-        cell_index[key] = len(cells_meta)
-        cells_meta.append((key, level, rows))
-        return cell_index[key]
+    def _resolve(codes: dict[str, np.ndarray]) -> np.ndarray:
+        """Finest kept cell per row (the same rule as the gate's key lookup)."""
+        out = np.zeros(n, dtype=int)
+        for level in ("tier", "hour_tier", "hour_dow_tier"):
+            idx = np.array([kept[level].get(int(c), -1) for c in codes[level]])
+            out = np.where(idx >= 0, idx, out)
+        return out
 
-    _add("*", "global", np.flatnonzero(fit))
-    rows_by_key: dict[str, list[int]] = {}
-    for i in np.flatnonzero(fit):
-        for key in keys[i]:
-            rows_by_key.setdefault(key, []).append(int(i))
-    for level_pos, level in reversed(list(enumerate(_LEVELS))):
-        for key in sorted(k_ for k_ in rows_by_key if k_.count("|") == 2 - level_pos):
-            if counts[key] >= min_cell_samples:
-                _add(key, level, np.asarray(rows_by_key[key]))
-    row_cell = np.empty(n, dtype=int)
-    for i in range(n):
-        row_cell[i] = next((cell_index[key] for key in keys[i] if key in cell_index), 0)
+    row_cell = _resolve(row_codes)
+    nb_offset, w_own = level_neighbour(ts, tick_seconds)
+    row_nb = _resolve(_codes(ts + nb_offset))
     parent: list[int] = []
     for key, level, _ in cells_meta:
         if level == "global":
@@ -223,26 +256,45 @@ def compile_baseline(
         raw_loc[c] = np.where(enough & ~np.isnan(raw), raw, global_raw if c == 0 else raw_loc[parent[c]])
     med[0] = np.where(np.isnan(med[0]), global_loc, med[0])
 
-    def _ar1(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        y = x - loc[row_cell]
-        y_prev = np.where(has_prev[:, None], y[np.maximum(prev_idx, 0)], np.nan)
-        phi = np.zeros(k)
-        for j in range(k):
-            a, b = y[pair, j], y_prev[pair, j]
-            ok = ~(np.isnan(a) | np.isnan(b))
-            den = float(np.dot(b[ok], b[ok]))
-            phi[j] = float(np.clip(np.dot(a[ok], b[ok]) / den, -0.5, 0.98)) if ok.sum() >= 10 and den > 0 else 0.0
-        return y, y_prev, phi
-
     has_prev = prev_idx >= 0
     pair = fit & has_prev
-    # ---- hierarchical pooling of cell levels (empirical Bayes toward the parent cell)
+    # AR(1) phi from day-lagged differences u_t = x_t - x_{t - 1 day}: they remove any daily
+    # seasonality exactly and are AR(1) with the same phi, so phi is not biased by demeaning within
+    # hour cells (Kendall / Nickell bias). Falls back to cell-demeaned levels for baselines < ~1.5 days.
+    lag_row = np.full(n, -1)
+    for tier in tiers:
+        idx = np.flatnonzero(tiers_arr == tier)
+        pos = np.searchsorted(ts[idx], ts[idx] - 86400.0)
+        pos_c = np.minimum(pos, idx.size - 1)
+        hit = np.abs(ts[idx][pos_c] - (ts[idx] - 86400.0)) <= 0.25 * tick_seconds
+        lag_row[idx[hit]] = idx[pos_c[hit]]
+    u = np.where((lag_row >= 0)[:, None], x - x[np.maximum(lag_row, 0)], np.nan)
+
+    def _phi_from(series: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        a, b = series[rows], series[prev_idx[rows]]
+        out = np.zeros(k)
+        for j in range(k):
+            ok = ~(np.isnan(a[:, j]) | np.isnan(b[:, j]))
+            den = float(np.dot(b[ok, j], b[ok, j]))
+            out[j] = float(np.clip(np.dot(a[ok, j], b[ok, j]) / den, -0.5, 0.98)) if ok.sum() >= 10 and den > 0 else np.nan
+        return out
+
+    def _ar1(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        y = x - (w_own[:, None] * loc[row_cell] + (1.0 - w_own)[:, None] * loc[row_nb])
+        y_prev = np.where(has_prev[:, None], y[np.maximum(prev_idx, 0)], np.nan)
+        rows = np.flatnonzero(pair)
+        phi = _phi_from(u, rows) if np.sum(~np.isnan(u[rows]).any(axis=1)) >= 200 else np.full(k, np.nan)
+        phi = np.where(np.isnan(phi), _phi_from(y, rows), phi)
+        phi = np.where(np.isnan(phi), 0.0, phi)
+        return y, y_prev, phi if prewhiten else np.zeros(k)
+
+    # ---- hierarchical pooling of cell levels toward the parent cell
     loc0 = np.where(np.isnan(med), med[0], med)
     y0, _yp, phi = _ar1(loc0)
     sig_y = np.array([_mad_scale(y0[fit, j]) for j in range(k)])
     inflate = (np.pi / 2.0) * (1.0 + phi) / np.maximum(1.0 - phi, 1e-3)
     med_var = sig_y**2 * inflate / np.maximum(cnt, 1)
-    loc, _ = _eb_shrink(med, med_var, parent, levels, med[0], med_var[0])
+    loc, loc_var = _pool(med, med_var, parent, levels, med[0], med_var[0])
 
     # ---- AR(1) prewhitening on the pooled levels
     y, y_prev, phi = _ar1(loc)
@@ -284,11 +336,17 @@ def compile_baseline(
             cell_mean[c] = np.where(cell_cnt[c] >= 10, np.nansum(vals, axis=0) / np.maximum(cell_cnt[c], 1), np.nan)
         est_var = sd**2 / np.maximum(cell_cnt * neff_factor, 1.0)
         root_var = sd**2 / np.maximum(cnt_fit * neff_factor, 1.0)
-        cen, post = _eb_shrink(cell_mean, est_var, parent, levels, m, root_var)
+        cen, post = _pool(cell_mean, est_var, parent, levels, m, root_var)
+        # A canary level off by delta from the pooled cell level shifts the innovations by
+        # (1 - phi) delta / sigma_e and the clipped score by sens times that (sens = share of unclipped
+        # scores). The centres cannot see this error (they are computed on the rows that set the level),
+        # so its posterior variance is added to the centre's.
+        sens = np.mean((psi[fit] > -C_LO) & (psi[fit] < C_HI), axis=0)
+        level_bias = loc_var * ((1.0 - phi) * sens / (scale * sd)) ** 2
         means.append(m.tolist())
         sds.append(sd.tolist())
         centers.append((cen / sd).tolist())  # x = psi/sd - centre
-        bias_var.append((post / sd**2).tolist())
+        bias_var.append((post / sd**2 + level_bias).tolist())
 
     # ---- covariance of the standardised innovations (per tier and global), reference samples
     zc = np.clip(z, -C_HI, C_HI)
@@ -346,7 +404,7 @@ def compile_baseline(
         tick_seconds=tick_seconds,
         n_baseline=n,
         min_cell_samples=int(min_cell_samples),
-        split={"calibration_fraction": calibration_fraction, "block_ticks": block_ticks, "n_fit": int(fit.sum()), "n_calibration": int(is_cal.sum())},
+        split={"calibration_fraction": calibration_fraction, "block_ticks": block_ticks, "n_fit": int(fit.sum()), "n_calibration": int(is_cal.sum()), "prewhiten": prewhiten},
         signals=[s.model_dump() for s in signals],
         tiers=tiers,
         cells=[c.model_dump() for c in cells],
@@ -356,8 +414,6 @@ def compile_baseline(
         score_calibration={"clip": [C_LO, C_HI], "mean": means, "sd": sds, "cell_center": centers, "cell_bias_var": bias_var},
         extras={},
     )
-    cfg = CompiledConfig.model_validate(payload)
-    payload = cfg.model_dump(mode="json")
     payload["version_id"] = CompiledConfig.content_id(payload)
     log.debug("compiled %d cells from %d baseline rows", n_cells, n)
     return CompiledConfig.model_validate(payload)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["C_HI", "C_LO", "cell_keys", "clip_scores", "transform_values"]
+__all__ = ["C_HI", "C_LO", "cell_keys", "clip_scores", "level_neighbour", "transform_values"]
 
 #: Scores are the standardised innovations clipped to [-C_LO, C_HI] in the direction tested. The
 #: lower clip gives the betting increments of family A a known lower bound (needed for validity);
@@ -39,3 +39,18 @@ def cell_keys(timestamp: float, tier: str) -> tuple[str, str, str]:
     hour = rem // 3600
     dow = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
     return f"h={hour:02d}|d={dow}|t={tier}", f"h={hour:02d}|t={tier}", f"t={tier}"
+
+
+def level_neighbour(timestamp: np.ndarray | float, tick_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where to interpolate a cell's level: neighbour time offset (-3600 or +3600 s) and own weight.
+
+    Cell levels describe mid-hour values; a tick at fraction ``f`` of its hour takes
+    ``w * level(own) + (1 - w) * level(neighbour)`` with the neighbour the previous hour for
+    ``f < 1/2`` (``w = 1/2 + f``) and the next hour otherwise (``w = 3/2 - f``). The seasonal level is
+    then piecewise linear instead of a staircase, so AR(1) prewhitening does not turn the diurnal slope
+    into a persistent innovation bias.
+    """
+    ts = np.asarray(timestamp, dtype=float)
+    frac = np.clip((np.floor(ts) % 3600.0 + 0.5 * tick_seconds) / 3600.0, 0.0, 1.0)
+    before = frac < 0.5
+    return np.where(before, -3600.0, 3600.0), np.where(before, 0.5 + frac, 1.5 - frac)

@@ -77,7 +77,9 @@ def _summary(d: Decision | None, config: CompiledConfig, n_ticks: int) -> dict[s
         return {"verdict": "extend", "decided_at_tick": None, "fired_families": [], "baseline_version": config.version_id, "ticks": 0, "reasons": {}}
     verdict = d.verdict if d.verdict != "pending" else "extend"
     decided = d.decided_at_tick if d.verdict in ("rollback", "proceed") else None
-    reasons = {ev.family: {"reason": ev.reason, "drivers": list(ev.drivers), "action": ev.action} for ev in d.evidence if ev.fired}
+    # only fires that count for the verdict: those before it became final (rollback families), and warnings
+    counted = set(d.fired_families) | ({"B"} if verdict != "rollback" else set())
+    reasons = {ev.family: {"reason": ev.reason, "drivers": list(ev.drivers), "action": ev.action} for ev in d.evidence if ev.fired and ev.family in counted and (ev.family in d.fired_families or ev.action == "warn")}
     return {
         "verdict": verdict,
         "decided_at_tick": decided,
@@ -154,7 +156,7 @@ def gate(
     audit: Optional[Path] = typer.Option(None, help="Write the audit log (JSONL) here."),
     alpha: float = typer.Option(0.05, help="False-rollback budget."),
     window: int = typer.Option(480, help="Planned window in ticks."),
-    early_proceed: bool = typer.Option(True, help="Allow proceed before the window ends."),
+    early_proceed: bool = typer.Option(False, help="Allow proceed before the window ends (bounds the average shift so far, not one still growing)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..calibration import C_HI, C_LO, CompiledConfig
+from ..calibration import C_HI, C_LO, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation, log_threshold
 
-__all__ = ["FamilyA", "GAMMAS", "psi_e"]
+__all__ = ["C_PAIR", "FamilyA", "GAMMAS"]
 
 #: Betting fractions mixed over (uniform weights). Each defines a test supermartingale; their average
 #: is one too, so mixing costs at most log(len(GAMMAS)) nats against the best fraction in hindsight.
 GAMMAS = np.array([0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85])
 #: Symmetric clip of paired differences in two-sample mode.
 C_PAIR = 3.0
-
-
-def psi_e(gamma: np.ndarray) -> np.ndarray:
-    """:math:`\\psi_E(\\gamma) = -\\log(1-\\gamma) - \\gamma` (Fan et al. 2015; Howard et al. 2021)."""
-    return -np.log1p(-gamma) - gamma
-
-
-_PSI = psi_e(GAMMAS)
 
 
 class FamilyA:
@@ -41,11 +34,15 @@ class FamilyA:
     score has conditional mean :math:`b_c`, which is predicted from past canary ticks by the Gaussian
     posterior :math:`\hat b_{c,i-1} = S_c / (v_c^{-1} + N_c)` (plus a global drift allowance level when
     ``drift_allowance > 0``). With :math:`B_i = C_{lo}/\hat\sigma_\psi + \hat m_c + \hat b_{c,i-1}`, the
-    centred score :math:`\xi_i = (x_i - \hat b_{c,i-1})/B_i \ge -1`, and for every
-    :math:`\gamma \in [0, 1)` (Fan et al. 2015, Howard et al. 2021)
+    centred score :math:`\xi_i = (x_i - \hat b_{c,i-1})/B_i \ge -1`. For a betting fraction
+    :math:`\gamma \in [0, 1)` the increment
 
-    .. math:: \exp\{\gamma \xi - \psi_E(\gamma)\xi^2\} \le 1 + \gamma\xi,
-              \qquad \psi_E(\gamma) = -\log(1-\gamma) - \gamma .
+    .. math:: f_i(\gamma) = 1 + \gamma\, \xi_i > 0, \qquad E[f_i(\gamma) \mid \mathcal F_{i-1}] = 1
+              \text{ under the null,}
+
+    so :math:`\prod_i f_i(\gamma)` is a test martingale (testing by betting; Waudby-Smith & Ramdas
+    2023). It dominates the empirical-Bernstein supermartingale
+    :math:`\exp\{\gamma\xi - \psi_E(\gamma)\xi^2\}` (Fan et al. 2015), so it is at least as powerful.
 
     Two e-processes are built from these increments, each averaged over channels and over the
     betting fractions ``GAMMAS``:
@@ -62,7 +59,8 @@ class FamilyA:
     Guarantee and assumptions
         The bound holds whenever the canary scores have conditional mean equal to the predicted bias
         :math:`\hat b_{c,i-1}` given the past. No variance, symmetry or tail assumption is needed for
-        that: heavy tails only cost power (self-normalised by :math:`\xi^2`). The centring is exact
+        that: the bets are bounded by the known lower bound of the clipped score, so heavy tails only
+        cost power. The centring is exact
         when the baseline-estimation error of each cell mean is Gaussian with variance ``v_c``
         (CLT, exact for Gaussian scores) and the prewhitened innovations are uncorrelated with the
         past (AR(1) adequacy). **Two-sample mode** uses paired differences
@@ -77,7 +75,9 @@ class FamilyA:
 
     Parameters
     ----------
-    config : CompiledConfig
+    config : CompiledConfig or sequence of CompiledConfig
+        One config, or several of one layout to evaluate ``P`` streams at once (all state arrays then
+        carry a leading stream axis; see :meth:`step`).
     alpha : float
         Family A's share of the false-rollback budget.
     horizon : int
@@ -94,7 +94,8 @@ class FamilyA:
     ----------
     Robbins (1970); Johari, Pekelis, Walsh (2017) always-valid A/B testing; Howard, Ramdas, McAuliffe,
     Sekhon (2021) time-uniform confidence sequences; Fan, Grama, Liu (2015) exponential inequalities for
-    martingales; Shin, Ramdas, Rinaldo (2022) e-detectors; Roberts (1966), Shiryaev (1963).
+    martingales; Waudby-Smith & Ramdas (2023) estimating means of bounded random variables by betting;
+    Shin, Ramdas, Rinaldo (2022) e-detectors; Roberts (1966), Shiryaev (1963).
 
     Examples
     --------
@@ -115,7 +116,7 @@ class FamilyA:
 
     def __init__(
         self,
-        config: CompiledConfig,
+        config: CompiledConfig | Sequence[CompiledConfig],
         *,
         alpha: float,
         horizon: int,
@@ -124,7 +125,6 @@ class FamilyA:
         tau: float = 0.3,
         alpha_proceed: float = 0.01,
     ) -> None:
-        self.config = config
         self.alpha = alpha
         self.horizon = int(horizon)
         self.two_sample = bool(two_sample)
@@ -133,60 +133,59 @@ class FamilyA:
         self.alpha_proceed = float(alpha_proceed)
         if self.horizon < 1:
             raise ValueError("horizon must be >= 1")
-        arr = config.arrays
-        k = len(config.signals)
+        first = config if isinstance(config, CompiledConfig) else config[0]
+        arr = stack_arrays(config)
+        k = len(first.signals)
         two = arr["two_sided"]
         self._sig = np.concatenate([np.arange(k), np.flatnonzero(two)])
         self._dir = np.concatenate([np.zeros(k, dtype=int), np.ones(int(two.sum()), dtype=int)])
         self._sign = np.where(self._dir == 0, 1.0, -1.0)
-        m = self._sig.size
+        self._m = m = self._sig.size
         self._names = tuple(
-            config.signals[s].name + ("" if not two[s] else ("+" if d == 0 else "-")) for s, d in zip(self._sig, self._dir)
+            first.signals[s].name + ("" if not two[s] else ("+" if d == 0 else "-")) for s, d in zip(self._sig, self._dir)
         )
         per_signal = np.bincount(self._sig, minlength=k)[self._sig]
-        w = 1.0 / (k * per_signal)
-        self._logw = np.log(w)[:, None] - math.log(GAMMAS.size)  # (m, G), sums to 1
-        self._sd = arr["score_sd"][self._dir, self._sig]  # (m,)
-        self._center = arr["cell_center"][self._dir, :, self._sig].T  # (cells, m)
-        self._bias_var = np.maximum(arr["cell_bias_var"][self._dir, :, self._sig].T, 1e-12)  # (cells, m)
+        self._logw = (np.log(1.0 / (k * per_signal))[:, None] - math.log(GAMMAS.size)) * np.ones((1, GAMMAS.size))  # (m, G)
+        self._sd = arr["score_sd"][:, self._dir, self._sig]  # (P, m)
+        self._center = np.moveaxis(arr["cell_center"][:, self._dir, :, self._sig], 0, -1)  # (P, cells, m)
+        self._bias_var = np.maximum(np.moveaxis(arr["cell_bias_var"][:, self._dir, :, self._sig], 0, -1), 1e-12)
+        self._P = self._sd.shape[0]
         self._log_thr = log_threshold(alpha)
         self._log_thr_w = log_threshold(alpha / 2)
         self._log_thr_r = log_threshold(alpha / 2) + math.log(self.horizon)
         self._log_thr_p = log_threshold(alpha_proceed)
-        self._m = m
         self._reset()
 
     def _reset(self) -> None:
-        n_cells, m = self._center.shape
+        P, n_cells, m = self._center.shape
         G = GAMMAS.size
-        self._S = np.zeros((n_cells, m))
-        self._N = np.zeros((n_cells, m))
-        self._U = np.zeros(m)
-        self._A = np.zeros(m)
-        self._logW = np.zeros((m, G))
-        self._logR = np.full((m, G), -np.inf)
-        self._logP = np.zeros((m, G))
-        self._n_obs = np.zeros(m)
-        self._fired = False
+        self._S = np.zeros((P, n_cells, m))
+        self._N = np.zeros((P, n_cells, m))
+        self._U = np.zeros((P, m))
+        self._A = np.zeros((P, m))
+        self._logW = np.zeros((P, m, G))
+        self._logR = np.full((P, m, G), -np.inf)
+        self._logP = np.zeros((P, m, G))
+        self._n_obs = np.zeros((P, m))
+        self._fired = np.zeros(P, dtype=bool)
         self._fire_reason = ""
         self._fire_drivers: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ core
-    def _scores(self, obs: Observation) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per channel: score x, predicted bias b, lower bound B of x - b, upper bound B' of x - b."""
+    def _scores(self, z: np.ndarray, cell: int, control_z: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """Per stream and channel: score x, predicted bias b, lower bound B of x - b, upper bound B'."""
         if self.two_sample:
-            if obs.control_z is None:
+            if control_z is None:
                 raise ValueError("two-sample family A needs control_z")
-            d = (obs.z[self._sig] - obs.control_z[self._sig]) / math.sqrt(2.0)
+            d = (z[:, self._sig] - control_z[:, self._sig]) / math.sqrt(2.0)
             x = np.clip(self._sign * d, -C_PAIR, C_PAIR)
-            bound = np.full(self._m, C_PAIR)
-            return x, np.zeros(self._m), bound, bound
-        c = obs.cell
-        psi = np.clip(self._sign * obs.z[self._sig], -C_LO, C_HI)
-        center = self._center[c]
+            bound = np.full_like(x, C_PAIR)
+            return x, np.zeros_like(x), bound, bound
+        psi = np.clip(self._sign * z[:, self._sig], -C_LO, C_HI)
+        center = self._center[:, cell]
         x = psi / self._sd - center
-        v = self._bias_var[c]
-        S, N = self._S[c], self._N[c]
+        v = self._bias_var[:, cell]
+        S, N = self._S[:, cell], self._N[:, cell]
         if self.drift_allowance > 0.0:
             pg = 1.0 / self.drift_allowance**2 + self._A
             kc = N / (1.0 / v + N)
@@ -197,89 +196,113 @@ class FamilyA:
         hi = C_HI / self._sd - center - bhat
         return x, bhat, lo, hi
 
-    def update(self, obs: Observation) -> Evidence:
-        """Add one tick; return the family's evidence (fires are sticky)."""
-        x, bhat, lo, hi = self._scores(obs)
+    def step(self, z: np.ndarray, cell: int, control_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Advance ``P`` streams by one tick (``z``: (P, k)); return log-wealth (P,) and fired (P,).
+
+        Each stream's statistic depends only on its own past: the bias prediction, the bounds and the
+        bets used at this tick are computed before the tick's score enters the state (predictability).
+        """
+        x, bhat, lo, hi = self._scores(z, cell, control_z)
         xc = x - bhat
         ok = ~np.isnan(xc) & (lo > 0)
         xi = np.where(ok, xc / np.where(lo > 0, lo, 1.0), 0.0)
-        logf = GAMMAS * xi[:, None] - _PSI * (xi * xi)[:, None]
+        logf = np.log1p(GAMMAS * xi[..., None])
         self._logW += logf
         self._logR = np.logaddexp(0.0, self._logR) + logf
         hi_p = hi - self.tau
         okp = ok & (hi_p > 0)
         xip = np.where(okp, (self.tau - xc) / np.where(hi_p > 0, hi_p, 1.0), 0.0)
-        self._logP += GAMMAS * xip[:, None] - _PSI * (xip * xip)[:, None]
+        self._logP += np.log1p(GAMMAS * xip[..., None])
         self._n_obs += ok
         if not self.two_sample:  # the bias posterior sees the tick only after it has been scored
-            c = obs.cell
-            v = self._bias_var[c]
-            old_a = self._N[c] / (1.0 + self._N[c] * v)
-            old_u = self._S[c] / (1.0 + self._N[c] * v)
-            self._S[c] += np.where(ok, x, 0.0)
-            self._N[c] += ok
-            self._A += self._N[c] / (1.0 + self._N[c] * v) - old_a
-            self._U += self._S[c] / (1.0 + self._N[c] * v) - old_u
-        return self._evidence()
+            v = self._bias_var[:, cell]
+            S, N = self._S[:, cell], self._N[:, cell]
+            old_a, old_u = N / (1.0 + N * v), S / (1.0 + N * v)
+            S += np.where(ok, x, 0.0)
+            N += ok
+            self._A += N / (1.0 + N * v) - old_a
+            self._U += S / (1.0 + N * v) - old_u
+        log_w, log_r = self._log_components()
+        log_wealth = np.maximum(log_w - self._log_thr_w, log_r - self._log_thr_r) + self._log_thr
+        newly = ~self._fired & (log_wealth >= self._log_thr)
+        if newly.any() and self._P == 1:
+            self._explain(log_w[0] - self._log_thr_w >= log_r[0] - self._log_thr_r)
+        self._fired |= newly
+        return log_wealth, self._fired.copy()
 
-    def _evidence(self) -> Evidence:
-        comp = self.components()
-        score_w = comp["log_msprt"] - self._log_thr_w + self._log_thr
-        score_r = comp["log_esr"] - self._log_thr_r + self._log_thr
-        log_wealth = max(score_w, score_r)
-        if not self._fired and log_wealth >= self._log_thr:
-            self._fired = True
-            use_w = score_w >= score_r
-            which = "mSPRT (shift since start)" if use_w else "e-SR (change at an unknown time)"
-            contrib = np.logaddexp.reduce((self._logW if use_w else self._logR) + self._logw, axis=1)
-            order = np.argsort(-contrib, kind="stable")
-            self._fire_drivers = tuple(self._names[i] for i in order[:3])
-            self._fire_reason = f"{which} crossed its bound; driven by {', '.join(self._fire_drivers)}"
+    def _log_components(self) -> tuple[np.ndarray, np.ndarray]:
+        lw = self._logw
+        log_w = np.logaddexp.reduce((self._logW + lw).reshape(self._P, -1), axis=1)
+        log_r = np.logaddexp.reduce((self._logR + lw).reshape(self._P, -1), axis=1)
+        return log_w, log_r
+
+    def _explain(self, use_w: bool) -> None:
+        which = "mSPRT (shift since start)" if use_w else "e-SR (change at an unknown time)"
+        contrib = np.logaddexp.reduce((self._logW[0] if use_w else self._logR[0]) + self._logw, axis=1)
+        order = np.argsort(-contrib, kind="stable")
+        self._fire_drivers = tuple(self._names[i] for i in order[:3])
+        self._fire_reason = f"{which} crossed its bound; driven by {', '.join(self._fire_drivers)}"
+
+    def update(self, obs: Observation) -> Evidence:
+        """Add one tick of a single stream; return the family's evidence (fires are sticky)."""
+        cz = None if obs.control_z is None else obs.control_z[None]
+        log_wealth, fired = self.step(obs.z[None], obs.cell, cz)
+        _, log_r = self._log_components()
         return Evidence(
             family="A",
-            statistic=comp["log_esr"] - math.log(self.horizon),
-            log_wealth=log_wealth,
+            statistic=float(log_r[0]) - math.log(self.horizon),
+            log_wealth=float(log_wealth[0]),
             log_threshold=self._log_thr,
-            fired=self._fired,
-            reason=self._fire_reason,
-            drivers=self._fire_drivers,
+            fired=bool(fired[0]),
+            reason=self._fire_reason if fired[0] else "",
+            drivers=self._fire_drivers if fired[0] else (),
         )
 
     # ------------------------------------------------------------------ early proceed, explanation
     def harm_excluded(self) -> np.ndarray:
-        """Per channel: has the e-process for 'harmful shift >= tau' crossed ``1/alpha_proceed``?"""
-        return np.logaddexp.reduce(self._logP, axis=1) - math.log(GAMMAS.size) >= self._log_thr_p
+        """Per stream and channel (P, m): has the e-process for 'harmful shift >= tau' crossed its bound?"""
+        return np.logaddexp.reduce(self._logP, axis=-1) - math.log(GAMMAS.size) >= self._log_thr_p
 
     def channel_names(self) -> tuple[str, ...]:
         return self._names
 
     def components(self) -> dict[str, float]:
-        """Log-wealth of the two e-processes (for audit records)."""
-        lw = self._logw
-        return {
-            "log_msprt": float(np.logaddexp.reduce((self._logW + lw).ravel())),
-            "log_esr": float(np.logaddexp.reduce((self._logR + lw).ravel())),
-        }
+        """Log-wealth of the two e-processes of a single stream (for audit records)."""
+        log_w, log_r = self._log_components()
+        return {"log_msprt": float(log_w[0]), "log_esr": float(log_r[0])}
 
     # ------------------------------------------------------------------ state
+    _ARRAYS = ("S", "N", "U", "A", "logW", "logR", "logP", "n_obs")
+
     def state(self) -> dict[str, Any]:
-        return {
-            "S": self._S.tolist(), "N": self._N.tolist(), "U": self._U.tolist(), "A": self._A.tolist(),
-            "logW": self._logW.tolist(), "logR": [[None if not np.isfinite(v) else v for v in row] for row in self._logR.tolist()],
-            "logP": self._logP.tolist(), "n_obs": self._n_obs.tolist(), "fired": self._fired,
-            "reason": self._fire_reason, "drivers": list(self._fire_drivers),
+        """Exact JSON-serialisable state (``-inf`` written as ``None``)."""
+        st: dict[str, Any] = {
+            name: np.where(np.isfinite(getattr(self, "_" + name)), getattr(self, "_" + name), np.nan).tolist() for name in self._ARRAYS
         }
+        st = {k: _nan_to_none(v) for k, v in st.items()}
+        st.update(fired=self._fired.tolist(), reason=self._fire_reason, drivers=list(self._fire_drivers))
+        return st
 
     def load_state(self, st: dict[str, Any]) -> FamilyA:
-        self._S = np.array(st["S"], dtype=float)
-        self._N = np.array(st["N"], dtype=float)
-        self._U = np.array(st["U"], dtype=float)
-        self._A = np.array(st["A"], dtype=float)
-        self._logW = np.array(st["logW"], dtype=float)
-        self._logR = np.array([[-np.inf if v is None else v for v in row] for row in st["logR"]], dtype=float)
-        self._logP = np.array(st["logP"], dtype=float)
-        self._n_obs = np.array(st["n_obs"], dtype=float)
-        self._fired = bool(st["fired"])
+        for name in self._ARRAYS:
+            fill = -np.inf if name == "logR" else np.nan
+            arr = np.array(_none_to(st[name], fill), dtype=float)
+            if arr.shape != getattr(self, "_" + name).shape:
+                raise ValueError(f"state array {name} has shape {arr.shape}, expected {getattr(self, '_' + name).shape}")
+            setattr(self, "_" + name, arr)
+        self._fired = np.array(st["fired"], dtype=bool)
         self._fire_reason = st["reason"]
         self._fire_drivers = tuple(st["drivers"])
         return self
+
+
+def _nan_to_none(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_nan_to_none(x) for x in v]
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _none_to(v: Any, fill: float) -> Any:
+    if isinstance(v, list):
+        return [_none_to(x, fill) for x in v]
+    return fill if v is None else v

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..calibration import C_HI, CompiledConfig
+from ..calibration import C_HI, CompiledConfig, stack_arrays
 from ..telemetry import INFRA_SIGNALS
 from ._base import Evidence, Observation
 
@@ -69,14 +70,19 @@ class FamilyB:
     family = "B"
     alpha = 0.0
 
-    def __init__(self, config: CompiledConfig, settings: RuleSettings | None = None, *, two_sample: bool = False) -> None:
-        self.config = config
+    def __init__(
+        self, config: CompiledConfig | Sequence[CompiledConfig], settings: RuleSettings | None = None, *, two_sample: bool = False
+    ) -> None:
+        first = config if isinstance(config, CompiledConfig) else config[0]
         self.settings = settings or RuleSettings()
         self.two_sample = two_sample
-        names = config.names
+        arr = stack_arrays(config)
+        self._raw_location = arr["raw_location"]  # (P, cells, k)
+        self._P = self._raw_location.shape[0]
+        names = self._names = first.names
         s = self.settings
         self._bleed_idx = np.array([names.index(n) for n in s.slowbleed_signals if n in names], dtype=int)
-        self._bleed_two = config.arrays["two_sided"][self._bleed_idx]
+        self._bleed_two = arr["two_sided"][self._bleed_idx]
         self._lam = 2.0 / (s.slowbleed_span + 1.0)
         self._bleed_on = s.slowbleed_action != "off" and self._bleed_idx.size >= s.slowbleed_min
         self._err = names.index(s.error_signal) if s.error_signal in names else None
@@ -86,82 +92,102 @@ class FamilyB:
         self._reset()
 
     def _reset(self) -> None:
-        self._ewma = np.zeros(self._bleed_idx.size)
-        self._streak = 0
-        self._fired_rules: list[str] = []
-        self._action = "warn"
+        P = self._P
+        self._ewma = np.zeros((P, self._bleed_idx.size))
+        self._streak = np.zeros(P, dtype=int)
+        self._bleed_fired = np.zeros(P, dtype=bool)
+        self._slo_fired = np.zeros(P, dtype=bool)
         self._reason = ""
 
-    def _slo_fail(self, obs: Observation) -> list[str]:
+    def _slo_checks(self, raw: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per stream: did a check fail, and did any check see data."""
         s = self.settings
-        raw = obs.raw
-        if self.two_sample:
-            if obs.control_raw is None:
-                return []
-            ref = obs.control_raw
-        else:
-            ref = self.config.arrays["raw_location"][obs.cell]
-        out = []
-        if self._err is not None and not (math.isnan(raw[self._err]) or math.isnan(ref[self._err])):
-            if raw[self._err] > (1.0 + s.error_increase) * max(ref[self._err], s.error_floor):
-                out.append(f"{s.error_signal} {raw[self._err]:.4g} > {1 + s.error_increase:g} x {max(ref[self._err], s.error_floor):.4g}")
-        if self._lat is not None and not (math.isnan(raw[self._lat]) or math.isnan(ref[self._lat])):
-            if raw[self._lat] > s.latency_multiplier * ref[self._lat]:
-                out.append(f"{s.latency_signal} {raw[self._lat]:.4g} > {s.latency_multiplier:g} x {ref[self._lat]:.4g}")
-        if self._succ is not None and not math.isnan(raw[self._succ]):
-            if raw[self._succ] < s.min_success:
-                out.append(f"{s.success_signal} {raw[self._succ]:.4g} < {s.min_success:g}")
-        return out
+        fail = np.zeros(raw.shape[0], dtype=bool)
+        seen = np.zeros(raw.shape[0], dtype=bool)
+        with np.errstate(invalid="ignore"):
+            if self._err is not None:
+                v, r = raw[:, self._err], np.maximum(ref[:, self._err], s.error_floor)
+                fail |= v > (1.0 + s.error_increase) * r
+                seen |= ~(np.isnan(v) | np.isnan(r))
+            if self._lat is not None:
+                v, r = raw[:, self._lat], ref[:, self._lat]
+                fail |= v > s.latency_multiplier * r
+                seen |= ~(np.isnan(v) | np.isnan(r))
+            if self._succ is not None:
+                v = raw[:, self._succ]
+                fail |= v < s.min_success
+                seen |= ~np.isnan(v)
+        return fail, seen
 
-    def update(self, obs: Observation) -> Evidence:
+    def step(
+        self, z: np.ndarray, raw: np.ndarray, cell: int, control_z: np.ndarray | None = None, control_raw: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Advance ``P`` streams; return (drifting count, fired, fired-with-rollback-action), each (P,)."""
         s = self.settings
-        drifting = 0
+        drifting = np.zeros(self._P, dtype=int)
         if self._bleed_on:
-            z = obs.z[self._bleed_idx]
+            zb = z[:, self._bleed_idx]
             if self.two_sample:
-                cz = obs.control_z[self._bleed_idx] if obs.control_z is not None else np.full(z.size, np.nan)
-                z = (z - cz) / math.sqrt(2.0)
-            z = np.clip(z, -C_HI, C_HI)
-            ok = ~np.isnan(z)
-            self._ewma = np.where(ok, (1 - self._lam) * self._ewma + self._lam * np.where(ok, z, 0.0), self._ewma)
+                cz = control_z[:, self._bleed_idx] if control_z is not None else np.full_like(zb, np.nan)
+                zb = (zb - cz) / math.sqrt(2.0)
+            zb = np.clip(zb, -C_HI, C_HI)
+            ok = ~np.isnan(zb)
+            self._ewma = np.where(ok, (1 - self._lam) * self._ewma + self._lam * np.where(ok, zb, 0.0), self._ewma)
             drift = np.where(self._bleed_two, np.abs(self._ewma), self._ewma) >= s.slowbleed_threshold
-            drifting = int(drift.sum())
-            if drifting >= s.slowbleed_min and "slowbleed" not in self._fired_rules:
-                names = [self.config.names[i] for i in self._bleed_idx[drift]]
-                self._fire("slowbleed", s.slowbleed_action, f"slowbleed: {drifting} infrastructure signals drifting ({', '.join(names)})")
-        if self._slo_on and "slo" not in self._fired_rules:
-            fails = self._slo_fail(obs)
-            if fails:
-                self._streak += 1
-                if self._streak >= s.consecutive:
-                    self._fire("slo", s.slo_action, f"static SLO failed {self._streak} consecutive ticks: {'; '.join(fails)}")
-            elif not np.all(np.isnan(obs.raw)):
-                self._streak = 0
-        drivers = tuple(self.config.names[i] for i in self._bleed_idx[np.argsort(-self._ewma, kind="stable")[:3]]) if self._fired_rules else ()
-        return Evidence(
-            family="B",
-            statistic=float(drifting),
-            log_wealth=math.nan,
-            log_threshold=math.nan,
-            fired=bool(self._fired_rules),
-            reason=self._reason,
-            drivers=drivers,
-            action=self._action,
-        )
+            drifting = drift.sum(axis=1)
+            newly = ~self._bleed_fired & (drifting >= s.slowbleed_min)
+            if newly.any() and self._P == 1:
+                names = [self._names[i] for i in self._bleed_idx[drift[0]]]
+                self._add_reason(s.slowbleed_action, f"slowbleed: {drifting[0]} infrastructure signals drifting ({', '.join(names)})")
+            self._bleed_fired |= newly
+        if self._slo_on:
+            if self.two_sample:
+                ref = control_raw if control_raw is not None else np.full_like(raw, np.nan)
+            else:
+                ref = self._raw_location[:, cell]
+            fail, seen = self._slo_checks(raw, ref)
+            self._streak = np.where(fail, self._streak + 1, np.where(seen, 0, self._streak))
+            newly = ~self._slo_fired & (self._streak >= s.consecutive)
+            if newly.any() and self._P == 1:
+                self._add_reason(s.slo_action, f"static SLO checks failed {self._streak[0]} consecutive ticks")
+            self._slo_fired |= newly
+        fired = self._bleed_fired | self._slo_fired
+        rollback = (self._bleed_fired & (s.slowbleed_action == "rollback")) | (self._slo_fired & (s.slo_action == "rollback"))
+        return drifting, fired, rollback
 
-    def _fire(self, rule: str, action: str, reason: str) -> None:
-        self._fired_rules.append(rule)
-        if action == "rollback":
-            self._action = "rollback"
+    def _add_reason(self, action: str, reason: str) -> None:
         self._reason = (self._reason + " | " if self._reason else "") + f"[{action}] {reason}"
 
+    def update(self, obs: Observation) -> Evidence:
+        """One tick of a single stream."""
+        cz = None if obs.control_z is None else obs.control_z[None]
+        craw = None if obs.control_raw is None else obs.control_raw[None]
+        drifting, fired, rollback = self.step(obs.z[None], obs.raw[None], obs.cell, cz, craw)
+        drivers = tuple(self._names[i] for i in self._bleed_idx[np.argsort(-self._ewma[0], kind="stable")[:3]]) if fired[0] else ()
+        return Evidence(
+            family="B",
+            statistic=float(drifting[0]),
+            log_wealth=math.nan,
+            log_threshold=math.nan,
+            fired=bool(fired[0]),
+            reason=self._reason if fired[0] else "",
+            drivers=drivers,
+            action="rollback" if rollback[0] else "warn",
+        )
+
+    _ARRAYS = ("ewma", "streak", "bleed_fired", "slo_fired")
+
     def state(self) -> dict[str, Any]:
-        return {"ewma": self._ewma.tolist(), "streak": self._streak, "fired_rules": list(self._fired_rules), "action": self._action, "reason": self._reason}
+        st: dict[str, Any] = {name: getattr(self, "_" + name).tolist() for name in self._ARRAYS}
+        st["reason"] = self._reason
+        return st
 
     def load_state(self, st: dict[str, Any]) -> FamilyB:
-        self._ewma = np.array(st["ewma"], dtype=float)
-        self._streak = int(st["streak"])
-        self._fired_rules = list(st["fired_rules"])
-        self._action = st["action"]
+        for name in self._ARRAYS:
+            cur = getattr(self, "_" + name)
+            arr = np.array(st[name], dtype=cur.dtype)
+            if arr.shape != cur.shape:
+                raise ValueError(f"state array {name} has shape {arr.shape}, expected {cur.shape}")
+            setattr(self, "_" + name, arr)
         self._reason = st["reason"]
         return self

@@ -10,51 +10,63 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InputError
-from ..calibration import CompiledConfig, cell_keys, transform_values
+from ..calibration import CompiledConfig, cell_keys, level_neighbour, stack_arrays, transform_values
 from ..detectors import Evidence, FamilyA, FamilyB, Observation
 from ..telemetry import Frame
 from ._settings import GateSettings
 
-__all__ = ["FAMILY_BUILDERS", "Decision", "Gate", "Standardizer"]
+__all__ = ["FAMILY_BUILDERS", "VERDICTS", "BatchResult", "Decision", "Gate", "Standardizer"]
 
 VERDICTS = ("pending", "proceed", "extend", "rollback")
 
 
 class Standardizer:
-    """Raw tick -> oriented, prewhitened, standardised innovations, with the AR(1) memory of one stream.
+    r"""Raw ticks -> oriented, prewhitened, standardised innovations, with the AR(1) memory of the streams.
 
-    .. math:: y_t = T(x_t) - \\mu_{c(t)}, \\quad z_t = s\\,(y_t - \\phi\\, y_{t-1})/\\sigma_e
+    .. math:: y_t = T(x_t) - \mu_t, \quad z_t = s\,(y_t - \phi\, y_{t-1})/\sigma_e
 
-    where :math:`T` is the variance-stabilising transform, :math:`\\mu_c` the cell median and
+    where :math:`T` is the variance-stabilising transform, :math:`\mu_t` the pooled cell levels
+    interpolated between hour mid-points (:func:`~deploysignal.calibration.level_neighbour`) and
     :math:`y_{t-1}` the previous tick of the same stream if it is present and at most 1.5 baseline
-    tick intervals earlier; otherwise :math:`z_t = s\\, y_t \\sqrt{1-\\phi^2}/\\sigma_e`.
+    tick intervals earlier; otherwise :math:`z_t = s\, y_t \sqrt{1-\phi^2}/\sigma_e`. Works on ``P``
+    streams at once (``raw``: (P, k)) sharing timestamps.
     """
 
-    def __init__(self, config: CompiledConfig) -> None:
-        a = config.arrays
-        self._rate, self._count = a["kind_rate"], a["kind_count"]
-        self._loc, self._phi, self._scale, self._orient = a["location"], a["phi"], a["innov_scale"], a["orient"]
+    def __init__(self, config: CompiledConfig | Sequence[CompiledConfig]) -> None:
+        first = config if isinstance(config, CompiledConfig) else config[0]
+        a = stack_arrays(config)
+        self._rate, self._count, self._orient = a["kind_rate"], a["kind_count"], a["orient"]
+        self._loc, self._phi, self._scale = a["location"], a["phi"], a["innov_scale"]
         self._root = np.sqrt(1.0 - self._phi**2)
-        self._gap = 1.5 * config.tick_seconds
-        self._prev_y = np.full(self._phi.size, np.nan)
+        self._gap = 1.5 * first.tick_seconds
+        self._prev_y = np.full(self._phi.shape, np.nan)
         self._prev_t = -math.inf
 
-    def __call__(self, timestamp: float, raw: np.ndarray, cell: int) -> np.ndarray:
-        y = transform_values(raw, self._rate, self._count) - self._loc[cell]
-        prev = self._prev_y if timestamp - self._prev_t <= self._gap else np.full_like(y, np.nan)
-        innov = np.where(np.isnan(prev), y * self._root, y - self._phi * prev)
+    def __call__(self, timestamp: float, raw: np.ndarray, cell: int, neighbour: int, weight: float) -> np.ndarray:
+        level = weight * self._loc[:, cell] + (1.0 - weight) * self._loc[:, neighbour]
+        y = transform_values(raw, self._rate, self._count) - level
+        if timestamp - self._prev_t <= self._gap:
+            innov = np.where(np.isnan(self._prev_y), y * self._root, y - self._phi * self._prev_y)
+        else:
+            innov = y * self._root
         self._prev_y, self._prev_t = y, timestamp
         return self._orient * innov / self._scale
 
     def state(self) -> dict[str, Any]:
-        return {"prev_y": [None if math.isnan(v) else v for v in self._prev_y.tolist()], "prev_t": None if self._prev_t == -math.inf else self._prev_t}
+        return {
+            "prev_y": [[None if math.isnan(v) else v for v in row] for row in self._prev_y.tolist()],
+            "prev_t": None if self._prev_t == -math.inf else self._prev_t,
+        }
 
     def load_state(self, st: dict[str, Any]) -> None:
-        self._prev_y = np.array([math.nan if v is None else v for v in st["prev_y"]], dtype=float)
+        arr = np.array([[math.nan if v is None else v for v in row] for row in st["prev_y"]], dtype=float)
+        if arr.shape != self._prev_y.shape:
+            raise ValueError(f"standardizer state has shape {arr.shape}, expected {self._prev_y.shape}")
+        self._prev_y = arr
         self._prev_t = -math.inf if st["prev_t"] is None else float(st["prev_t"])
 
 
-def _build_a(config: CompiledConfig, settings: GateSettings, alpha: float) -> FamilyA:
+def _build_a(config: CompiledConfig | Sequence[CompiledConfig], settings: GateSettings, alpha: float) -> FamilyA:
     return FamilyA(
         config,
         alpha=alpha,
@@ -67,7 +79,7 @@ def _build_a(config: CompiledConfig, settings: GateSettings, alpha: float) -> Fa
 
 
 #: family -> builder(config, settings, alpha_share * alpha). Families C, D, E register here.
-FAMILY_BUILDERS: dict[str, Callable[[CompiledConfig, GateSettings, float], Any]] = {"A": _build_a}
+FAMILY_BUILDERS: dict[str, Callable[[Any, GateSettings, float], Any]] = {"A": _build_a}
 
 
 def _num(v: float) -> float | None:
@@ -93,19 +105,45 @@ class Decision:
     records: list[dict[str, Any]] = field(repr=False)
 
 
+PENDING, PROCEED, EXTEND, ROLLBACK = range(4)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Outcome of :meth:`Gate.run_batch` for ``P`` streams.
+
+    ``verdict``: codes into :data:`VERDICTS` (pending = no decision by the end); ``decided_at``: tick
+    of the final decision or -1; ``first_fire``: per family (``families`` order) the first tick its
+    fire was counted toward the verdict, or -1; ``ever_fired``: whether the family fired at any tick of
+    the run, even after the verdict was final (B: any rule, warn or rollback); ``families``: names,
+    ``B`` last.
+    """
+
+    verdict: np.ndarray
+    decided_at: np.ndarray
+    first_fire: np.ndarray
+    ever_fired: np.ndarray
+    families: tuple[str, ...]
+
+    def verdicts(self) -> list[str]:
+        return [VERDICTS[int(v)] for v in self.verdict]
+
+
 class Gate:
-    """Evaluate canary ticks against a compiled baseline with families A..E and an alpha budget.
+    r"""Evaluate canary ticks against a compiled baseline with families A..E and an alpha budget.
 
     Parameters
     ----------
-    config : CompiledConfig
+    config : CompiledConfig, or a sequence of configs of one layout
+        One config for a live gate; several to evaluate ``P`` independent streams at once with
+        :meth:`run_batch` (same code path, used by the Monte-Carlo validity tests).
     settings : GateSettings, optional
 
     Notes
     -----
     Guarantee: under the null of each family (see its docstring), the probability that the gate
     rolls back within the horizon because of a family with alpha is at most
-    :math:`\\sum_f \\alpha_f \\le \\alpha` (Bonferroni over families, valid under any dependence).
+    :math:`\sum_f \alpha_f \le \alpha` (Bonferroni over families, valid under any dependence).
     Rules of family B configured to roll back add their (measured, not guaranteed) false-fire rate.
 
     Examples
@@ -121,11 +159,12 @@ class Gate:
     True
     """
 
-    def __init__(self, config: CompiledConfig, settings: GateSettings | None = None) -> None:
-        self.config = config
+    def __init__(self, config: CompiledConfig | Sequence[CompiledConfig], settings: GateSettings | None = None) -> None:
+        self.config = config if isinstance(config, CompiledConfig) else config[0]
+        self._configs = config
         self.settings = settings or GateSettings()
         s = self.settings
-        self._names = config.names
+        self._names = self.config.names
         self._k = len(self._names)
         self._two = s.mode == "two-sample"
         self._families: dict[str, Any] = {}
@@ -133,26 +172,31 @@ class Gate:
             if fam in FAMILY_BUILDERS:
                 self._families[fam] = FAMILY_BUILDERS[fam](config, s, s.shares[fam] * s.alpha)
         self._rules = FamilyB(config, s.rules, two_sample=self._two)
+        self._fam_names = tuple(self._families) + ("B",)
         self._alpha_alloc = {f: s.shares[f] * s.alpha for f in self._families}
+        self._log_thr = np.array([-math.log(self._alpha_alloc[f]) for f in self._families] + [math.inf])
+        self._P = 1 if isinstance(config, CompiledConfig) else len(config)
         self._reset()
 
     def _reset(self) -> None:
-        self._canary_std = Standardizer(self.config)
-        self._control_std = Standardizer(self.config)
+        P, F = self._P, len(self._fam_names)
+        self._canary_std = Standardizer(self._configs)
+        self._control_std = Standardizer(self._configs)
         self._tick = 0
         self._last_ts = -math.inf
-        self._n_valid = 0
-        self._max_log_wealth = {f: -math.inf for f in self._families}
-        self._verdict = "pending"
-        self._final = False
-        self._decided_at: int | None = None
-        self._fired: list[str] = []
+        self._n_valid = np.zeros(P, dtype=int)
+        self._max_lw = np.full((P, F), -np.inf)
+        self._verdict = np.zeros(P, dtype=int)
+        self._final = np.zeros(P, dtype=bool)
+        self._decided_at = np.full(P, -1)
+        self._first_fire = np.full((P, F), -1)
+        self._b_warn = np.zeros(P, dtype=bool)
 
     # ----------------------------------------------------------------- input handling
     def _coerce(self, values: Any, what: str) -> tuple[np.ndarray, str]:
         if isinstance(values, Mapping):
             arr = np.full(self._k, np.nan)
-            missing, extra = [], []
+            extra = []
             for key, v in values.items():
                 if key in self._names:
                     try:
@@ -177,12 +221,30 @@ class Gate:
             raise InputError(f"{what} value is infinite", row=self._tick + 1, column=self._names[bad[0]])
         return arr, cont
 
+    def _check_time(self, timestamp: Any) -> float:
+        try:
+            ts = float(timestamp)
+        except (TypeError, ValueError):
+            raise InputError(f"timestamp must be a number, got {timestamp!r}", row=self._tick + 1, column="timestamp") from None
+        if not math.isfinite(ts):
+            raise InputError("timestamp is not finite", row=self._tick + 1, column="timestamp")
+        if ts <= self._last_ts:
+            raise InputError(f"timestamp {ts!r} is not after the previous tick ({self._last_ts!r})", row=self._tick + 1, column="timestamp")
+        return ts
+
     def _cell(self, timestamp: float, tier: str) -> tuple[int, str]:
         cmap = self.config.cell_map
         for key in cell_keys(timestamp, tier):
             if key in cmap:
                 return cmap[key], key
         return cmap["*"], "*"
+
+    def _locate(self, timestamp: float, tier: str) -> tuple[int, str, int, float]:
+        """Cell, its key, the neighbour cell for level interpolation and the own weight."""
+        cell, key = self._cell(timestamp, tier)
+        offset, weight = level_neighbour(timestamp, self.config.tick_seconds)
+        neighbour, _ = self._cell(timestamp + float(offset), tier)
+        return cell, key, neighbour, float(weight)
 
     # ----------------------------------------------------------------- main loop
     def update(
@@ -193,22 +255,22 @@ class Gate:
         cohort: str | None = None,
         control: Sequence[float] | np.ndarray | Mapping[str, float | None] | None = None,
     ) -> Decision:
-        """Evaluate one tick.
+        """Evaluate one tick of a single stream.
+
+        ``values`` (and ``control``) are numbers in the config's signal order, or a mapping from signal
+        name to value (absent names are missing and recorded as a schema discontinuity; unknown names
+        are ignored and recorded). NaN / None = missing.
 
         Raises
         ------
         InputError
             Non-finite or non-increasing timestamp, wrong number of values, non-numeric or infinite
-            values, or a missing control tick in two-sample mode. Nothing is changed by a rejected tick.
+            values, a control tick missing in two-sample mode (or given in one-sample mode). A rejected
+            tick changes nothing.
         """
-        try:
-            ts = float(timestamp)
-        except (TypeError, ValueError):
-            raise InputError(f"timestamp must be a number, got {timestamp!r}", row=self._tick + 1, column="timestamp") from None
-        if not math.isfinite(ts):
-            raise InputError("timestamp is not finite", row=self._tick + 1, column="timestamp")
-        if ts <= self._last_ts:
-            raise InputError(f"timestamp {ts!r} is not after the previous tick ({self._last_ts!r})", row=self._tick + 1, column="timestamp")
+        if self._P != 1:
+            raise InputError("update() evaluates a single stream; use run_batch() for a gate over several configs")
+        ts = self._check_time(timestamp)
         raw, continuity = self._coerce(values, "canary")
         craw = None
         if self._two:
@@ -219,74 +281,102 @@ class Gate:
                 continuity = f"{continuity}|control:{ccont}"
         elif control is not None:
             raise InputError("control ticks given but the gate runs in one-sample mode", row=self._tick + 1)
-        tier = "" if cohort is None else str(cohort)
-        cell, cell_key = self._cell(ts, tier)
-        z = self._canary_std(ts, raw, cell)
-        cz = self._control_std(ts, craw, cell) if craw is not None else None
+        cell, cell_key, nb, w = self._locate(ts, "" if cohort is None else str(cohort))
+        z = self._canary_std(ts, raw[None], cell, nb, w)[0]
+        cz = self._control_std(ts, craw[None], cell, nb, w)[0] if craw is not None else None
         obs = Observation(self._tick, ts, cell, z, raw, cz, craw)
-        present = ~np.isnan(z) if cz is None else ~(np.isnan(z) | np.isnan(cz))
-        valid = bool(present.sum() * 2 >= self._k)
-        self._n_valid += valid
         evidence = [fam.update(obs) for fam in self._families.values()]
         evidence.append(self._rules.update(obs))
-        decision = self._decide(ts, evidence, cell_key, continuity)
+        lw = np.array([[ev.log_wealth for ev in evidence]])
+        fired = np.array([[ev.fired and ev.action == "rollback" for ev in evidence]])
+        harm = self._families["A"].harm_excluded().all(axis=1) if "A" in self._families else np.zeros(1, dtype=bool)
+        self._decide(lw, fired, np.array([evidence[-1].fired]), self._valid(z[None], None if cz is None else cz[None]), harm)
+        decision = Decision(
+            self._tick,
+            ts,
+            VERDICTS[int(self._verdict[0])],
+            bool(self._final[0]),
+            None if self._decided_at[0] < 0 else int(self._decided_at[0]),
+            tuple(f for i, f in enumerate(self._fam_names) if self._first_fire[0, i] >= 0),
+            tuple(evidence),
+            self._records(ts, evidence, cell_key, continuity),
+        )
         self._last_ts = ts
         self._tick += 1
         return decision
 
-    def _decide(self, ts: float, evidence: list[Evidence], cell_key: str, continuity: str) -> Decision:
-        s = self.settings
-        t = self._tick
-        n = t + 1
-        for ev in evidence:
-            if ev.family in self._max_log_wealth and ev.log_wealth > self._max_log_wealth[ev.family]:
-                self._max_log_wealth[ev.family] = ev.log_wealth
-        if not self._final:
-            newly = [ev.family for ev in evidence if ev.fired and ev.action == "rollback" and ev.family not in self._fired]
-            if newly:
-                self._fired.extend(newly)
-                self._verdict, self._final, self._decided_at = "rollback", True, t
-            else:
-                valid_frac = self._n_valid / n
-                at_end = n % s.window == 0
-                a = self._families.get("A")
-                if (
-                    s.early_proceed
-                    and a is not None
-                    and not at_end
-                    and n >= s.min_proceed_fraction * s.window
-                    and valid_frac >= s.min_valid_fraction
-                    and not self._suggestive(evidence)
-                    and bool(np.all(a.harm_excluded()))
-                ):
-                    self._verdict, self._final, self._decided_at = "proceed", True, t
-                elif at_end:
-                    if valid_frac >= s.min_valid_fraction and not self._suggestive(evidence):
-                        self._verdict, self._final, self._decided_at = "proceed", True, t
-                    else:
-                        self._verdict = "extend"
-                        if n >= s.horizon:
-                            self._final, self._decided_at = True, t
-                else:
-                    self._verdict = "pending"
-        records = self._records(ts, evidence, cell_key, continuity)
-        return Decision(t, ts, self._verdict, self._final, self._decided_at, tuple(self._fired), tuple(evidence), records)
+    def _valid(self, z: np.ndarray, cz: np.ndarray | None) -> np.ndarray:
+        present = ~np.isnan(z) if cz is None else ~(np.isnan(z) | np.isnan(cz))
+        return present.sum(axis=1) * 2 >= self._k
 
-    def _suggestive(self, evidence: list[Evidence]) -> bool:
+    def _decide(self, lw: np.ndarray, fired: np.ndarray, b_fired: np.ndarray, valid: np.ndarray, harm: np.ndarray) -> None:
+        """Vectorised verdict update for P streams (lw, fired: (P, F); the rest (P,))."""
         s = self.settings
-        for ev in evidence:
-            if ev.family == "B" and ev.fired:
-                return True
-            if ev.family in self._max_log_wealth and self._max_log_wealth[ev.family] >= s.suggestive_fraction * ev.log_threshold:
-                return True
-        return False
+        t, n = self._tick, self._tick + 1
+        self._n_valid += valid
+        with np.errstate(invalid="ignore"):
+            self._max_lw = np.fmax(self._max_lw, lw)
+        open_ = ~self._final
+        self._b_warn |= b_fired & open_
+        new_fire = fired & open_[:, None] & (self._first_fire < 0)
+        self._first_fire[new_fire] = t
+        roll = open_ & fired.any(axis=1)
+        self._verdict[roll], self._final[roll], self._decided_at[roll] = ROLLBACK, True, t
+        open_ &= ~roll
+        valid_ok = self._n_valid >= s.min_valid_fraction * n
+        suggestive = (self._max_lw >= s.suggestive_fraction * self._log_thr).any(axis=1) | self._b_warn
+        at_end = n % s.window == 0
+        early = open_ & s.early_proceed & (not at_end) & (n >= s.min_proceed_fraction * s.window) & valid_ok & ~suggestive & harm
+        proceed = early | (open_ & at_end & valid_ok & ~suggestive)
+        self._verdict[proceed], self._final[proceed], self._decided_at[proceed] = PROCEED, True, t
+        open_ &= ~proceed
+        if at_end:
+            self._verdict[open_] = EXTEND
+            if n >= s.horizon:
+                self._final[open_], self._decided_at[open_] = True, t
+        else:
+            self._verdict[open_] = PENDING
+
+    def run_batch(self, timestamps: np.ndarray, values: np.ndarray, control: np.ndarray | None = None) -> BatchResult:
+        """Evaluate ``P`` streams (``values``: (P, n, k)) on one timeline without building records.
+
+        Uses the families' vectorised ``step`` and the same verdict logic as :meth:`update`.
+        """
+        vals = np.asarray(values, dtype=float)
+        if vals.ndim != 3 or vals.shape[0] != self._P or vals.shape[2] != self._k:
+            raise InputError(f"values must have shape ({self._P}, n, {self._k}), got {vals.shape}")
+        if self._two and control is None:
+            raise InputError("two-sample mode needs control values")
+        ever = np.zeros((self._P, len(self._fam_names)), dtype=bool)
+        for i, ts in enumerate(np.asarray(timestamps, dtype=float)):
+            ts = self._check_time(ts)
+            cell, _, nb, w = self._locate(ts, "")
+            raw = vals[:, i]
+            z = self._canary_std(ts, raw, cell, nb, w)
+            craw = None if control is None else control[:, i]
+            cz = None if craw is None else self._control_std(ts, craw, cell, nb, w)
+            lws, fires = [], []
+            for fam in self._families.values():
+                lw, f = fam.step(z, cell, cz)
+                lws.append(lw)
+                fires.append(f)
+            _, b_fired, b_roll = self._rules.step(z, raw, cell, cz, craw)
+            lws.append(np.full(self._P, np.nan))
+            ever |= np.stack(fires + [b_fired], axis=1)
+            fires.append(b_roll)
+            harm = self._families["A"].harm_excluded().all(axis=1) if "A" in self._families else np.zeros(self._P, dtype=bool)
+            self._decide(np.stack(lws, axis=1), np.stack(fires, axis=1), b_fired, self._valid(z, cz), harm)
+            self._last_ts = ts
+            self._tick += 1
+        return BatchResult(self._verdict.copy(), self._decided_at.copy(), self._first_fire.copy(), ever, self._fam_names)
 
     def _records(self, ts: float, evidence: list[Evidence], cell_key: str, continuity: str) -> list[dict[str, Any]]:
         base = {"baseline_version": self.config.version_id, "cell_key": cell_key, "schema_continuity": continuity, "tick": self._tick, "timestamp": ts}
         out = []
-        for ev in evidence:
+        for i, ev in enumerate(evidence):
             alloc = self._alpha_alloc.get(ev.family, 0.0)
-            consumed = alloc if ev.fired and alloc > 0 else 0.0
+            counted = self._first_fire[0, i] >= 0
+            consumed = alloc if counted else 0.0
             rec = dict(base)
             rec.update(
                 family=ev.family,
@@ -301,8 +391,9 @@ class Gate:
                 action=ev.action if ev.fired else None,
                 drivers=list(ev.drivers),
             )
-            if ev.family in self._max_log_wealth:
-                rec["p_value"] = min(1.0, math.exp(-self._max_log_wealth[ev.family])) if self._max_log_wealth[ev.family] > 0 else 1.0
+            if ev.family in self._alpha_alloc:
+                m = self._max_lw[0, i]
+                rec["p_value"] = min(1.0, math.exp(-m)) if m > 0 else 1.0
             fam = self._families.get(ev.family)
             if fam is not None and hasattr(fam, "components"):
                 rec["components"] = {k: _num(v) for k, v in fam.components().items()}
@@ -310,11 +401,11 @@ class Gate:
         verdict = dict(base)
         verdict.update(
             family="gate",
-            verdict=self._verdict,
-            final=self._final,
-            decided_at_tick=self._decided_at,
-            fired_families=list(self._fired),
-            valid_fraction=self._n_valid / (self._tick + 1),
+            verdict=VERDICTS[int(self._verdict[0])],
+            final=bool(self._final[0]),
+            decided_at_tick=None if self._decided_at[0] < 0 else int(self._decided_at[0]),
+            fired_families=[f for i, f in enumerate(self._fam_names) if self._first_fire[0, i] >= 0],
+            valid_fraction=float(self._n_valid[0]) / (self._tick + 1),
             alpha=self.settings.alpha,
         )
         out.append(verdict)
@@ -333,34 +424,31 @@ class Gate:
             out.append(self.update(canary.timestamps[i], canary.values[i], cohort=cohort, control=None if ctrl is None else ctrl.values[i]))
         return out
 
+    _ARRAYS = ("n_valid", "verdict", "final", "decided_at", "first_fire", "b_warn")
+
     def state(self) -> dict[str, Any]:
         """Exact, JSON-serialisable state; ``Gate.from_state(config, settings, state)`` continues identically."""
-        return {
-            "tick": self._tick,
-            "last_ts": None if self._last_ts == -math.inf else self._last_ts,
-            "n_valid": self._n_valid,
-            "max_log_wealth": {k: (None if v == -math.inf else v) for k, v in self._max_log_wealth.items()},
-            "verdict": self._verdict,
-            "final": self._final,
-            "decided_at": self._decided_at,
-            "fired": list(self._fired),
-            "canary_std": self._canary_std.state(),
-            "control_std": self._control_std.state(),
-            "families": {f: fam.state() for f, fam in self._families.items()},
-            "rules": self._rules.state(),
-        }
+        st: dict[str, Any] = {name: getattr(self, "_" + name).tolist() for name in self._ARRAYS}
+        st["max_lw"] = [[None if not math.isfinite(v) else v for v in row] for row in self._max_lw.tolist()]
+        st.update(
+            tick=self._tick,
+            last_ts=None if self._last_ts == -math.inf else self._last_ts,
+            canary_std=self._canary_std.state(),
+            control_std=self._control_std.state(),
+            families={f: fam.state() for f, fam in self._families.items()},
+            rules=self._rules.state(),
+        )
+        return st
 
     @classmethod
     def from_state(cls, config: CompiledConfig, settings: GateSettings, state: dict[str, Any]) -> Gate:
         gate = cls(config, settings)
+        for name in cls._ARRAYS:
+            cur = getattr(gate, "_" + name)
+            setattr(gate, "_" + name, np.array(state[name], dtype=cur.dtype).reshape(cur.shape))
+        gate._max_lw = np.array([[-math.inf if v is None else v for v in row] for row in state["max_lw"]], dtype=float)
         gate._tick = int(state["tick"])
         gate._last_ts = -math.inf if state["last_ts"] is None else float(state["last_ts"])
-        gate._n_valid = int(state["n_valid"])
-        gate._max_log_wealth = {k: (-math.inf if v is None else float(v)) for k, v in state["max_log_wealth"].items()}
-        gate._verdict = state["verdict"]
-        gate._final = bool(state["final"])
-        gate._decided_at = state["decided_at"]
-        gate._fired = list(state["fired"])
         gate._canary_std.load_state(state["canary_std"])
         gate._control_std.load_state(state["control_std"])
         for f, st in state["families"].items():

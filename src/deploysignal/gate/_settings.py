@@ -34,7 +34,9 @@ class GateSettings(BaseModel):
     early_proceed, tau, min_proceed_fraction : bool, float, float
         Proceed before the window ends once every harmful shift is shown below ``tau`` (score sd units),
         but not before ``min_proceed_fraction * window`` ticks. Error budget: ``proceed_share * alpha``
-        from the reserve.
+        from the reserve. Off by default: the confidence sequence bounds the *average* shift so far,
+        so a regression that is still growing (a slow ramp) can be proceeded early; turn it on where
+        regressions are steps.
     min_valid_fraction : float
         Share of ticks that must be valid (at least half the signals present; control present in
         two-sample mode) to proceed; below it the gate says extend. Missing data never rolls back.
@@ -53,11 +55,11 @@ class GateSettings(BaseModel):
     max_extensions: int = Field(1, ge=0)
     shares: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SHARES))
     proceed_share: float = Field(0.2, ge=0.0, le=1.0)
-    early_proceed: bool = True
+    early_proceed: bool = False
     tau: float = Field(0.3, gt=0.0)
     min_proceed_fraction: float = Field(0.5, ge=0.0, le=1.0)
     min_valid_fraction: float = Field(0.8, ge=0.0, le=1.0)
-    suggestive_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    suggestive_fraction: float = Field(0.25, gt=0.0, le=1.0)
     drift_allowance: float = Field(0.0, ge=0.0)
     rules: RuleSettings = Field(default_factory=RuleSettings)
 

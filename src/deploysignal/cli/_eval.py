@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .._exceptions import DeploySignalError, InputError
-from ..evaluation._realdata import DATASETS, run_realdata, summarise_realdata
+from ..evaluation._realdata import run_realdata, summarise_realdata
 from ..evaluation._report import headline_table, write_report
 from ..evaluation._runner import METHOD_NAMES, build_methods, run_suite, summarise
 from ..simulate._suite import SUITE
@@ -99,5 +99,5 @@ def eval_command(
     out.print(f"report written to {out_dir}/report.md")
 
 
-def _datasets_help() -> str:  # pragma: no cover - documentation helper
-    return ", ".join(f"{k} (tick {v[0]:.0f}s, baseline {v[1]}, canary {v[2]})" for k, v in DATASETS.items())
+if __name__ == "__main__":  # pragma: no cover - ``python -m deploysignal.cli._eval`` before the app wires it
+    app()

@@ -151,7 +151,9 @@ def _plots(run: EvalRun, rows: Sequence[dict[str, Any]], out: Path) -> list[str]
             yerr=[[de["rate"] - de["ci_low"]], [de["ci_high"] - de["rate"]]],
             fmt="o", color=f"C{i}", label=m, capsize=2,
         )
-        # per-scenario points (faint): each null's FRR against the pooled detection
+        # faint: each regression scenario's detection against the method's pooled false-rollback rate
+        per = [r["detection"]["rate"] for r in rows if r["method"] == m and r["expected"] == "rollback"]
+        ax.scatter([fr["rate"]] * len(per), per, color=f"C{i}", alpha=0.25, s=12, marker="_")
     alpha = run.settings.get("alpha")
     if alpha:
         ax.axvline(alpha, color="k", ls="--", lw=0.8, label=f"alpha = {alpha}")
@@ -160,12 +162,46 @@ def _plots(run: EvalRun, rows: Sequence[dict[str, Any]], out: Path) -> list[str]
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("False alarm vs detection (95% Clopper-Pearson)", fontsize=10)
+    ax.set_title("False alarm vs detection (95% Clopper-Pearson;\nticks: per-scenario detection)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "roc.png", dpi=90, metadata=meta)
     plt.close(fig)
     files.append("roc.png")
     return files
+
+
+def findings(rows: Sequence[dict[str, Any]], alpha: float | None) -> list[str]:
+    """Generated findings: the gate's validity per null, and every regression where a baseline beats it."""
+    pool = pooled(rows)
+    out = ["## Validity on the healthy nulls", "", "| scenario | gate false rollback | one-sided 95% CP upper bound | peeking t-test | its one-sided 95% CP lower bound |", "|---|---|---|---|---|"]
+    by = {(r["scenario"], r["method"]): r for r in rows}
+    for s in SUITE:
+        g, t = by.get((s, "gate")), by.get((s, "ttest_peek"))
+        if g is None or g["expected"] != "proceed":
+            continue
+        tt = "-" if t is None else f"{_pct(t['false_rollback']['rate'])} | {_pct(t['false_rollback']['cp_lower'])}"
+        out.append(f"| {s} | {_pct(g['false_rollback']['rate'])} ({g['false_rollback']['k']}/{g['n']}) | {_pct(g['false_rollback']['cp_upper'])} | {tt} |")
+    if alpha is not None:
+        out += ["", f"alpha = {alpha}. The gate's guarantee is P(false rollback) <= alpha per run; the upper bound above tests it."]
+    out += ["", "## Where a baseline beats the gate", "",
+            "Regression scenarios on which a baseline's detection rate is higher than the gate's, with that baseline's pooled",
+            "false-rollback rate on the healthy nulls (a detection bought with false rollbacks is not a like-for-like win).", ""]
+    lines = []
+    for s in SUITE:
+        g = by.get((s, "gate"))
+        if g is None or g["expected"] != "rollback":
+            continue
+        for m in METHOD_NAMES[1:]:
+            b = by.get((s, m))
+            if b is None or b["detection"]["rate"] <= g["detection"]["rate"]:
+                continue
+            fr = pool[m]["false_rollback"]
+            lines.append(f"| {s} | {m} | {_pct(b['detection']['rate'])} vs gate {_pct(g['detection']['rate'])} | {_num(b['delay_median'])} vs {_num(g['delay_median'])} | {_pct(fr['rate']) if fr else '-'} |")
+    if lines:
+        out += ["| scenario | baseline | detection | median delay (ticks) | baseline's pooled false rollback |", "|---|---|---|---|---|"] + lines
+    else:
+        out.append("None: the gate's detection rate is at least every baseline's on every regression scenario.")
+    return out
 
 
 def _realdata_md(rows: Sequence[dict[str, Any]], skipped: Sequence[str]) -> str:
@@ -229,7 +265,8 @@ def write_report(
         "",
         "## Methods",
         "",
-        "* **gate**: deploysignal's gate (compiled baseline, families with alpha + rules), `GateSettings(alpha, window)`.",
+        f"* **gate**: deploysignal's gate (compiled baseline, families with alpha + rules), `GateSettings(alpha, window)`; families with"
+        f" alpha at this revision: {', '.join(st.get('gate_families', [])) or '-'} (plus family B rules).",
         "* **kayenta**: Kayenta's NetflixACAJudge (Mann-Whitney 98% interval, tolerance 0.25, mean-ratio effect gate,",
         "  IQR outlier removal), 8 judgements per window over a growing lookback, pass 95 / marginal 75.",
         "* **static**: a classical controller's static checks (error rate +50%, latency x2, success < 70%) on 5-tick averages.",
@@ -249,6 +286,7 @@ def write_report(
             md.append(f"| {r['scenario']} | proceed | {r['method']} | {_rate(r['false_rollback'])} | - | - | {_num(r['time_to_proceed_median'])} / {_num(r['time_to_proceed_p90'])} |")
         else:
             md.append(f"| {r['scenario']} | rollback | {r['method']} | {_rate(r['detection'])} | {r['pre_onset_alarm']['k']} | {_num(r['delay_median'])} / {_num(r['delay_p90'])} | - |")
+    md += [""] + findings(rows, st.get("alpha"))
     md += ["", "## Scenarios", ""]
     for s in st.get("scenarios", []):
         md.append(f"* **{s}** ({SUITE[s].expected}): {SUITE[s].description}")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InputError
-from ..gate import GateSettings
+from ..gate import FAMILY_BUILDERS, GateSettings
 from ..simulate._suite import SUITE, simulate_suite
 from ._gate_method import GateMethod
 from ._kayenta import KayentaJudge
@@ -133,7 +133,8 @@ def run_suite(
     if reps < 1:
         raise InputError(f"reps must be >= 1, got {reps}")
     tasks = [(s, r, seed, tuple(methods), alpha, mode, r < trace_reps, canary_ticks, baseline_ticks) for s in scenarios for r in range(reps)]
-    run = EvalRun([], settings={"scenarios": list(scenarios), "methods": list(methods), "reps": reps, "seed": seed, "alpha": alpha, "mode": mode})
+    fams = sorted(set(FAMILY_BUILDERS) & set(GateSettings().shares))
+    run = EvalRun([], settings={"scenarios": list(scenarios), "methods": list(methods), "reps": reps, "seed": seed, "alpha": alpha, "mode": mode, "gate_families": fams})
     done = 0
 
     def collect(res: tuple[list[Outcome], dict[str, tuple[np.ndarray | None, float | None, str]]]) -> None:

@@ -62,6 +62,7 @@ def run_mc(
     prewhiten: bool = True,
     chunk: int = 500,
     baseline: int = BASELINE,
+    common_shock: float = 0.0,
 ) -> MCResult:
     """Each path: its own baseline (BASELINE ticks) and canary (and control) from ``noise``."""
     rng = np.random.default_rng(seed)
@@ -77,6 +78,16 @@ def run_mc(
             cfgs = list(pool.map(_compile, jobs, chunksize=25))
             canary = _apply(vals[:p, baseline:], SIGNALS, regression)
             control = vals[p:, baseline:] if two else None
+            if common_shock > 0:  # a shared load process hitting canary and control alike (not the baseline)
+                sd = np.array([_PROFILE[s][1] for s in SIGNALS])
+                e = rng.standard_normal((p, canary_ticks))
+                load = np.empty_like(e)
+                load[:, 0] = e[:, 0]
+                for t in range(1, canary_ticks):
+                    load[:, t] = 0.95 * load[:, t - 1] + np.sqrt(1 - 0.95**2) * e[:, t]
+                shock = common_shock * load[:, :, None] * sd
+                canary = canary + shock
+                control = None if control is None else control + shock
             res = Gate(cfgs, settings).run_batch(can_ts, canary, control)
             outs.append(res)
     fams = outs[0].families

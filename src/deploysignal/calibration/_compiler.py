@@ -270,34 +270,42 @@ def compile_baseline(
         lag_row[idx[hit]] = idx[pos_c[hit]]
     u = np.where((lag_row >= 0)[:, None], x - x[np.maximum(lag_row, 0)], np.nan)
 
-    def _phi_from(series: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def _phi_from(series: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a, b = series[rows], series[prev_idx[rows]]
-        out = np.zeros(k)
+        out, cnt = np.full(k, np.nan), np.zeros(k)
         for j in range(k):
             ok = ~(np.isnan(a[:, j]) | np.isnan(b[:, j]))
             den = float(np.dot(b[ok, j], b[ok, j]))
-            out[j] = float(np.clip(np.dot(a[ok, j], b[ok, j]) / den, -0.5, 0.98)) if ok.sum() >= 10 and den > 0 else np.nan
-        return out
+            if ok.sum() >= 10 and den > 0:
+                out[j], cnt[j] = float(np.clip(np.dot(a[ok, j], b[ok, j]) / den, -0.5, 0.98)), ok.sum()
+        return out, cnt
 
-    def _ar1(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _ar1(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         y = x - (w_own[:, None] * loc[row_cell] + (1.0 - w_own)[:, None] * loc[row_nb])
         y_prev = np.where(has_prev[:, None], y[np.maximum(prev_idx, 0)], np.nan)
         rows = np.flatnonzero(pair)
-        phi = _phi_from(u, rows) if np.sum(~np.isnan(u[rows]).any(axis=1)) >= 200 else np.full(k, np.nan)
-        phi = np.where(np.isnan(phi), _phi_from(y, rows), phi)
+        if np.sum(~np.isnan(u[rows]).any(axis=1)) >= 200:
+            phi, cnt = _phi_from(u, rows)
+        else:
+            phi, cnt = np.full(k, np.nan), np.zeros(k)
+        phi_y, cnt_y = _phi_from(y, rows)
+        phi, cnt = np.where(np.isnan(phi), phi_y, phi), np.where(np.isnan(phi), cnt_y, cnt)
         phi = np.where(np.isnan(phi), 0.0, phi)
-        return y, y_prev, phi if prewhiten else np.zeros(k)
+        se = np.sqrt((1.0 - phi**2) / np.maximum(cnt, 1.0))
+        if not prewhiten:
+            return y, y_prev, np.zeros(k), np.zeros(k)
+        return y, y_prev, phi, se
 
     # ---- hierarchical pooling of cell levels toward the parent cell
     loc0 = np.where(np.isnan(med), med[0], med)
-    y0, _yp, phi = _ar1(loc0)
+    y0, _yp, phi, _se = _ar1(loc0)
     sig_y = np.array([_mad_scale(y0[fit, j]) for j in range(k)])
     inflate = (np.pi / 2.0) * (1.0 + phi) / np.maximum(1.0 - phi, 1e-3)
     med_var = sig_y**2 * inflate / np.maximum(cnt, 1)
     loc, loc_var = _pool(med, med_var, parent, levels, med[0], med_var[0])
 
     # ---- AR(1) prewhitening on the pooled levels
-    y, y_prev, phi = _ar1(loc)
+    y, y_prev, phi, phi_se = _ar1(loc)
     innov = np.where(np.isnan(y_prev), y * np.sqrt(1.0 - phi**2), y - phi * y_prev)
     scale = np.empty(k)
     for j in range(k):
@@ -392,7 +400,7 @@ def compile_baseline(
             )
         )
     signals = [
-        SignalMeta(name=s.name, direction=s.direction, kind=s.kind, phi=float(phi[j]), innov_scale=float(scale[j]), score_lag1=float(lag1[j]))
+        SignalMeta(name=s.name, direction=s.direction, kind=s.kind, phi=float(phi[j]), phi_se=float(phi_se[j]), innov_scale=float(scale[j]), score_lag1=float(lag1[j]))
         for j, s in enumerate(specs)
     ]
     payload = dict(

@@ -38,6 +38,8 @@ class SignalMeta(_Frozen):
     kind: Literal["continuous", "rate", "count"]
     phi: float
     """AR(1) coefficient of the de-seasonalised level, clipped to [-0.5, 0.98]."""
+    phi_se: float
+    """Standard error of ``phi``, ``sqrt((1 - phi^2) / pairs)`` (0 when not prewhitened)."""
     innov_scale: float
     """Robust (MAD) scale of the AR(1) innovations on the transformed scale, floored."""
     score_lag1: float
@@ -162,6 +164,7 @@ class CompiledConfig(_Frozen):
             "orient": np.array([-1.0 if s.direction == "down" else 1.0 for s in sig]),
             "two_sided": np.array([s.direction == "both" for s in sig]),
             "phi": np.array([s.phi for s in sig]),
+            "phi_se": np.array([s.phi_se for s in sig]),
             "innov_scale": np.array([s.innov_scale for s in sig]),
             "kind_rate": np.array([s.kind == "rate" for s in sig]),
             "kind_count": np.array([s.kind == "count" for s in sig]),

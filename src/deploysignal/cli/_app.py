@@ -31,7 +31,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anytime-valid deploy gate: proceed, extend or roll back.")
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT = {"proceed": 0, "extend": 3, "rollback": 4}
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -48,6 +48,9 @@ class Observation:
         In two-sample mode, the same for the live control tick; ``None`` in one-sample mode.
     control_raw : ndarray or None
         Raw control values in two-sample mode.
+    lag, control_lag : ndarray or None
+        Oriented previous de-seasonalised level in innovation units (0 where there is none): ``z``
+        contains ``(phi - phi_hat) * lag`` from the finite-sample error of the AR(1) estimate.
     """
 
     tick: int
@@ -57,6 +60,8 @@ class Observation:
     raw: np.ndarray
     control_z: np.ndarray | None = None
     control_raw: np.ndarray | None = None
+    lag: np.ndarray | None = None
+    control_lag: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,14 @@ class FamilyA:
     2023). It dominates the empirical-Bernstein supermartingale
     :math:`\exp\{\gamma\xi - \psi_E(\gamma)\xi^2\}` (Fan et al. 2015), so it is at least as powerful.
 
+    The prewhitening uses an estimate :math:`\hat\phi` whose error :math:`\phi - \hat\phi \sim N(0,
+    se_\phi^2)` (recorded by the compiler) leaves :math:`(\phi - \hat\phi)\, \ell_{i}` in each
+    innovation, :math:`\ell_i` being the previous de-seasonalised level in innovation units. The
+    predicted mean therefore adds :math:`\hat\beta_{i-1} r_i` with :math:`r_i = s\,\ell_i/\hat\sigma_\psi`
+    and :math:`\hat\beta` the Gaussian posterior mean of a regression of past centred scores on
+    :math:`r` (prior variance :math:`se_\phi^2`); the cell bias and this term are updated coordinate-wise
+    (an approximation to their joint posterior). The bounds :math:`B_i` include the whole predicted mean.
+
     Two e-processes are built from these increments, each averaged over channels and over the
     betting fractions ``GAMMAS``:
 
@@ -149,6 +157,7 @@ class FamilyA:
         self._sd = arr["score_sd"][:, self._dir, self._sig]  # (P, m)
         self._center = np.moveaxis(arr["cell_center"][:, self._dir, :, self._sig], 0, -1)  # (P, cells, m)
         self._bias_var = np.maximum(np.moveaxis(arr["cell_bias_var"][:, self._dir, :, self._sig], 0, -1), 1e-12)
+        self._phi_var = np.maximum(arr["phi_se"][:, self._sig] ** 2, 1e-12)  # (P, m)
         self._P = self._sd.shape[0]
         self._log_thr = log_threshold(alpha)
         self._log_thr_w = log_threshold(alpha / 2)
@@ -167,20 +176,26 @@ class FamilyA:
         self._logR = np.full((P, m, G), -np.inf)
         self._logP = np.zeros((P, m, G))
         self._n_obs = np.zeros((P, m))
+        self._Qzr = np.zeros((P, m))
+        self._Qrr = np.zeros((P, m))
         self._fired = np.zeros(P, dtype=bool)
         self._fire_reason = ""
         self._fire_drivers: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ core
-    def _scores(self, z: np.ndarray, cell: int, control_z: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        """Per stream and channel: score x, predicted bias b, lower bound B of x - b, upper bound B'."""
+    def _scores(
+        self, z: np.ndarray, cell: int, control_z: np.ndarray | None, lag: np.ndarray | None = None, control_lag: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """Per stream and channel: score x, predicted mean, bounds B and B', bias part, AR regressor."""
         if self.two_sample:
             if control_z is None:
                 raise ValueError("two-sample family A needs control_z")
             d = (z[:, self._sig] - control_z[:, self._sig]) / math.sqrt(2.0)
             x = np.clip(self._sign * d, -C_PAIR, C_PAIR)
-            bound = np.full_like(x, C_PAIR)
-            return x, np.zeros_like(x), bound, bound
+            r = np.zeros_like(x) if lag is None or control_lag is None else self._sign * (lag[:, self._sig] - control_lag[:, self._sig]) / math.sqrt(2.0)
+            bhat = np.zeros_like(x)
+            pred = self._Qzr / (1.0 / self._phi_var + self._Qrr) * r
+            return x, pred, C_PAIR + pred, C_PAIR - pred, bhat, r
         psi = np.clip(self._sign * z[:, self._sig], -C_LO, C_HI)
         center = self._center[:, cell]
         x = psi / self._sd - center
@@ -192,18 +207,22 @@ class FamilyA:
             bhat = (self._U / pg) * (1.0 - kc) + S / (1.0 / v + N)
         else:
             bhat = S / (1.0 / v + N)
-        lo = C_LO / self._sd + center + bhat
-        hi = C_HI / self._sd - center - bhat
-        return x, bhat, lo, hi
+        r = np.zeros_like(x) if lag is None else self._sign * lag[:, self._sig] / self._sd
+        pred = bhat + self._Qzr / (1.0 / self._phi_var + self._Qrr) * r
+        lo = C_LO / self._sd + center + pred
+        hi = C_HI / self._sd - center - pred
+        return x, pred, lo, hi, bhat, r
 
-    def step(self, z: np.ndarray, cell: int, control_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def step(
+        self, z: np.ndarray, cell: int, control_z: np.ndarray | None = None, lag: np.ndarray | None = None, control_lag: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Advance ``P`` streams by one tick (``z``: (P, k)); return log-wealth (P,) and fired (P,).
 
-        Each stream's statistic depends only on its own past: the bias prediction, the bounds and the
+        Each stream's statistic depends only on its own past: the predicted mean, the bounds and the
         bets used at this tick are computed before the tick's score enters the state (predictability).
         """
-        x, bhat, lo, hi = self._scores(z, cell, control_z)
-        xc = x - bhat
+        x, pred, lo, hi, bhat, r = self._scores(z, cell, control_z, lag, control_lag)
+        xc = x - pred
         ok = ~np.isnan(xc) & (lo > 0)
         xi = np.where(ok, xc / np.where(lo > 0, lo, 1.0), 0.0)
         logf = np.log1p(GAMMAS * xi[..., None])
@@ -214,11 +233,17 @@ class FamilyA:
         xip = np.where(okp, (self.tau - xc) / np.where(hi_p > 0, hi_p, 1.0), 0.0)
         self._logP += np.log1p(GAMMAS * xip[..., None])
         self._n_obs += ok
-        if not self.two_sample:  # the bias posterior sees the tick only after it has been scored
+        # the posteriors see the tick only after it has been scored: AR-error regression on the part not
+        # explained by the cell bias, cell bias on the part not explained by the regression
+        r_ok = np.where(ok, r, 0.0)
+        beta = self._Qzr / (1.0 / self._phi_var + self._Qrr)
+        self._Qzr += np.where(ok, (x - bhat) * r_ok, 0.0)
+        self._Qrr += r_ok * r_ok
+        if not self.two_sample:
             v = self._bias_var[:, cell]
             S, N = self._S[:, cell], self._N[:, cell]
             old_a, old_u = N / (1.0 + N * v), S / (1.0 + N * v)
-            S += np.where(ok, x, 0.0)
+            S += np.where(ok, x - beta * r_ok, 0.0)
             N += ok
             self._A += N / (1.0 + N * v) - old_a
             self._U += S / (1.0 + N * v) - old_u
@@ -246,7 +271,9 @@ class FamilyA:
     def update(self, obs: Observation) -> Evidence:
         """Add one tick of a single stream; return the family's evidence (fires are sticky)."""
         cz = None if obs.control_z is None else obs.control_z[None]
-        log_wealth, fired = self.step(obs.z[None], obs.cell, cz)
+        lag = None if obs.lag is None else obs.lag[None]
+        clag = None if obs.control_lag is None else obs.control_lag[None]
+        log_wealth, fired = self.step(obs.z[None], obs.cell, cz, lag, clag)
         _, log_r = self._log_components()
         return Evidence(
             family="A",
@@ -272,7 +299,7 @@ class FamilyA:
         return {"log_msprt": float(log_w[0]), "log_esr": float(log_r[0])}
 
     # ------------------------------------------------------------------ state
-    _ARRAYS = ("S", "N", "U", "A", "logW", "logR", "logP", "n_obs")
+    _ARRAYS = ("S", "N", "U", "A", "logW", "logR", "logP", "n_obs", "Qzr", "Qrr")
 
     def state(self) -> dict[str, Any]:
         """Exact JSON-serialisable state (``-inf`` written as ``None``)."""

@@ -41,14 +41,19 @@ class Standardizer:
         self._gap = 1.5 * first.tick_seconds
         self._prev_y = np.full(self._phi.shape, np.nan)
         self._prev_t = -math.inf
+        self.lag = np.zeros(self._phi.shape)
 
     def __call__(self, timestamp: float, raw: np.ndarray, cell: int, neighbour: int, weight: float) -> np.ndarray:
         level = weight * self._loc[:, cell] + (1.0 - weight) * self._loc[:, neighbour]
         y = transform_values(raw, self._rate, self._count) - level
         if timestamp - self._prev_t <= self._gap:
             innov = np.where(np.isnan(self._prev_y), y * self._root, y - self._phi * self._prev_y)
+            lag = np.where(np.isnan(self._prev_y), 0.0, self._prev_y)
         else:
             innov = y * self._root
+            lag = np.zeros_like(y)
+        #: oriented lagged level in innovation units: z carries (phi - phi_hat) * lag of AR(1) estimation error
+        self.lag = self._orient * lag / self._scale
         self._prev_y, self._prev_t = y, timestamp
         return self._orient * innov / self._scale
 
@@ -284,7 +289,9 @@ class Gate:
         cell, cell_key, nb, w = self._locate(ts, "" if cohort is None else str(cohort))
         z = self._canary_std(ts, raw[None], cell, nb, w)[0]
         cz = self._control_std(ts, craw[None], cell, nb, w)[0] if craw is not None else None
-        obs = Observation(self._tick, ts, cell, z, raw, cz, craw)
+        obs = Observation(
+            self._tick, ts, cell, z, raw, cz, craw, self._canary_std.lag[0], None if craw is None else self._control_std.lag[0]
+        )
         evidence = [fam.update(obs) for fam in self._families.values()]
         evidence.append(self._rules.update(obs))
         lw = np.array([[ev.log_wealth for ev in evidence]])
@@ -356,8 +363,9 @@ class Gate:
             craw = None if control is None else control[:, i]
             cz = None if craw is None else self._control_std(ts, craw, cell, nb, w)
             lws, fires = [], []
+            lag, clag = self._canary_std.lag, (None if cz is None else self._control_std.lag)
             for fam in self._families.values():
-                lw, f = fam.step(z, cell, cz)
+                lw, f = fam.step(z, cell, cz, lag, clag) if isinstance(fam, FamilyA) else fam.step(z, cell, cz)
                 lws.append(lw)
                 fires.append(f)
             _, b_fired, b_roll = self._rules.step(z, raw, cell, cz, craw)

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deploysignal.calibration import compile_baseline
+from deploysignal.simulate import simulate
+
+
+@pytest.fixture(scope="session")
+def sim_healthy():
+    return simulate("healthy", seed=21, baseline_ticks=2880, canary_ticks=300)
+
+
+@pytest.fixture(scope="session")
+def cfg_healthy(sim_healthy):
+    return compile_baseline(sim_healthy.baseline, seed=5, robust_covariance=False)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

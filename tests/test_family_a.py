@@ -1,0 +1,111 @@
+"""Contract tests for family A: state, predictability, naive transcription, numerics."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+
+from deploysignal.calibration import C_HI, C_LO, compile_baseline
+from deploysignal.detectors import FamilyA, Observation
+from deploysignal.detectors._family_a import GAMMAS
+from deploysignal.telemetry import Frame, SignalSpec
+
+
+@pytest.fixture(scope="module")
+def cfg1():
+    rng = np.random.default_rng(0)
+    return compile_baseline(Frame(np.arange(2000.0) * 60, rng.normal(size=(2000, 1)), ("lat",), specs=(SignalSpec("lat", "up"),)), robust_covariance=False)
+
+
+def _obs(t, z, cell=0):
+    z = np.atleast_1d(np.asarray(z, dtype=float))
+    return Observation(t, 60.0 * t, cell, z, z.copy())
+
+
+def test_naive_transcription_of_msprt_and_esr(cfg1):
+    """The vectorised detector equals a line-by-line transcription of its docstring."""
+    rng = np.random.default_rng(1)
+    a = FamilyA(cfg1, alpha=0.02, horizon=300)
+    arr = cfg1.arrays
+    sd, center, v = arr["score_sd"][0, 0], arr["cell_center"][0, 0, 0], arr["cell_bias_var"][0, 0, 0]
+    S = N = 0.0
+    W = np.ones(GAMMAS.size)
+    R = np.zeros(GAMMAS.size)
+    for t in range(300):
+        z = rng.normal() + (0.4 if t > 100 else 0.0)
+        a.update(_obs(t, z))
+        x = min(max(z, -C_LO), C_HI) / sd - center
+        b = S / (1.0 / v + N)
+        xi = (x - b) / (C_LO / sd + center + b)
+        f = 1.0 + GAMMAS * xi
+        W = W * f
+        R = (1.0 + R) * f
+        S, N = S + x, N + 1
+    comp = a.components()
+    assert comp["log_msprt"] == pytest.approx(math.log(W.mean()), rel=1e-9)
+    assert comp["log_esr"] == pytest.approx(math.log(R.mean()), rel=1e-9)
+
+
+def test_state_roundtrip_continues_identically(cfg1):
+    rng = np.random.default_rng(2)
+    zs = rng.normal(size=200) + 0.3
+    a = FamilyA(cfg1, alpha=0.02, horizon=500)
+    for t in range(100):
+        a.update(_obs(t, zs[t]))
+    b = FamilyA(cfg1, alpha=0.02, horizon=500).load_state(copy.deepcopy(a.state()))
+    for t in range(100, 200):
+        ea, eb = a.update(_obs(t, zs[t])), b.update(_obs(t, zs[t]))
+        assert ea == eb
+    assert a.state() == b.state()
+
+
+def test_predictability_bet_does_not_depend_on_current_tick(cfg1):
+    rng = np.random.default_rng(3)
+    a = FamilyA(cfg1, alpha=0.02, horizon=500)
+    for t in range(50):
+        a.update(_obs(t, rng.normal()))
+    outs = [a._scores(np.array([[z]]), 0, None)[1:] for z in (-3.0, 0.0, 5.0)]  # bias prediction and bounds
+    for o in outs[1:]:
+        for u, w in zip(outs[0], o):
+            np.testing.assert_array_equal(u, w)
+
+
+def test_memory_is_constant(cfg1):
+    a = FamilyA(cfg1, alpha=0.02, horizon=10)
+    shapes = {k: np.shape(v) for k, v in a.state().items() if k not in ("reason", "drivers")}
+    for t in range(500):
+        a.update(_obs(t, 1.0))
+    assert {k: np.shape(v) for k, v in a.state().items() if k not in ("reason", "drivers")} == shapes
+    assert len(a.state()["drivers"]) <= 3  # explanation is bounded too
+
+
+def test_fires_on_shift_not_on_missing_and_is_sticky(cfg1):
+    a = FamilyA(cfg1, alpha=0.02, horizon=500)
+    evs = [a.update(_obs(t, np.nan)) for t in range(200)]
+    assert not any(e.fired for e in evs)
+    evs = [a.update(_obs(200 + t, 1.5)) for t in range(100)]
+    first = next(i for i, e in enumerate(evs) if e.fired)
+    assert first < 40 and all(e.fired for e in evs[first:])
+    assert evs[-1].drivers == ("lat",) and "lat" in evs[-1].reason
+
+
+def test_input_not_mutated_and_extreme_values_stay_finite(cfg1):
+    a = FamilyA(cfg1, alpha=0.02, horizon=10)
+    z = np.array([1e300])
+    ev = None
+    for t in range(20000):
+        ev = a.update(_obs(t, z))
+    assert z[0] == 1e300
+    assert np.isfinite(ev.log_wealth) and ev.fired
+
+
+def test_two_sided_signal_has_two_channels():
+    rng = np.random.default_rng(4)
+    f = Frame(np.arange(1500.0) * 60, rng.normal(size=(1500, 2)), ("tokens_per_turn", "lat"), specs=(SignalSpec("tokens_per_turn", "both"), SignalSpec("lat", "up")))
+    a = FamilyA(compile_baseline(f, robust_covariance=False), alpha=0.02, horizon=500)
+    assert a.channel_names() == ("tokens_per_turn+", "lat", "tokens_per_turn-")
+    evs = [a.update(Observation(t, 60.0 * t, 0, np.array([-1.5, 0.0]), np.zeros(2))) for t in range(80)]
+    assert evs[-1].fired and evs[-1].drivers[0] == "tokens_per_turn-"

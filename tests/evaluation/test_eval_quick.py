@@ -90,3 +90,15 @@ def test_committed_report_exists_and_is_complete() -> None:
         assert (REPO / "docs" / "eval" / f).is_file()
     ds = {r["dataset"] for r in data["realdata"] or []}
     assert ds == {"nab", "smd", "asd"}
+
+
+def test_report_files_are_byte_identical_across_runs(tmp_path: Path) -> None:
+    from deploysignal.evaluation._report import write_report
+
+    files = {}
+    for name in ("a", "b"):
+        run = run_suite(["null_iid", "step"], ["gate", "kayenta", "ttest_peek"], reps=2, canary_ticks=300, baseline_ticks=1440)
+        write_report(run, tmp_path / name, command="test")
+        files[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())}
+    assert set(files["a"]) == {"report.md", "report.json", "wealth_vs_bound.png", "detection_delay.png", "roc.png"}
+    assert files["a"] == files["b"]

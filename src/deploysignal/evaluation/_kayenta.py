@@ -19,6 +19,10 @@ What is transcribed, from spinnaker/kayenta (``kayenta-judge``, ``kayenta-mannwh
   baseline one day earlier otherwise). Any interim score below *marginal* fails the canary at once; the
   last run must score at least *pass*, otherwise the canary fails at the end of the window.
 
+One deliberate departure: when both samples are constant (and differ), Kayenta adds Gaussian noise of sd
+``1e-5 * value`` before testing; here the classification is decided directly from the two constants
+(the outcome Kayenta reaches with overwhelming probability), keeping the baseline deterministic.
+
 No error rate is guaranteed: each metric test runs at 98% confidence, repeated over intervals and metrics,
 and the score thresholds are heuristics.
 

@@ -48,7 +48,7 @@ def test_gate_json_exit_code_and_audit_replay(scenario):
     assert header["family"] == "header"
     fam = [x for x in recs if x["family"] != "gate"]
     assert AUDIT_FIELDS <= set(fam[0])
-    assert {x["family"] for x in recs} == {"A", "B", "gate"}
+    assert {x["family"] for x in recs} == {"A", "B", "C", "D", "E", "gate"}
     assert len([x for x in recs if x["family"] == "gate"]) == last["ticks"]
     # replay reproduces every record byte for byte
     r = runner.invoke(app, ["replay", str(scenario / "canary.csv"), "-c", str(scenario / "cfg.json"), "--audit", str(audit)])

@@ -17,6 +17,7 @@ NULLS = {
     "ar1_0.85_diurnal": NoiseSpec(phi=0.85, diurnal=2.0),
     "student_t3": NoiseSpec(kind="t3"),
     "missing_5pct": NoiseSpec(missing=0.05),
+    "correlated_0.5": NoiseSpec(correlation=0.5),
 }
 _CACHE: dict[str, object] = {}
 

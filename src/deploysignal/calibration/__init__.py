@@ -2,6 +2,7 @@
 
 from ._compiler import baseline_hash, compile_baseline
 from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta, canonical_json
+from ._families import family_extras, median_heuristic
 from ._stack import SHARED_KEYS, stack_arrays
 from ._transform import C_HI, C_LO, cell_keys, clip_scores, level_neighbour, transform_values
 
@@ -19,7 +20,9 @@ __all__ = [
     "cell_keys",
     "clip_scores",
     "compile_baseline",
+    "family_extras",
     "level_neighbour",
+    "median_heuristic",
     "stack_arrays",
     "transform_values",
 ]

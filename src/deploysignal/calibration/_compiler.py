@@ -14,6 +14,7 @@ from .. import __version__
 from .._exceptions import InputError
 from ..telemetry import Frame
 from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta
+from ._families import family_extras
 from ._transform import C_HI, C_LO, clip_scores, level_neighbour, transform_values
 
 __all__ = ["baseline_hash", "compile_baseline"]
@@ -420,7 +421,7 @@ def compile_baseline(
         covariances=[b.model_dump() for b in blocks],
         reference=reference,
         score_calibration={"clip": [C_LO, C_HI], "mean": means, "sd": sds, "cell_center": centers, "cell_bias_var": bias_var},
-        extras={},
+        extras=family_extras(reference, k),
     )
     payload["version_id"] = CompiledConfig.content_id(payload)
     log.debug("compiled %d cells from %d baseline rows", n_cells, n)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._exceptions import InputError
 from ..calibration import CompiledConfig, cell_keys, level_neighbour, stack_arrays, transform_values
-from ..detectors import Evidence, FamilyA, FamilyB, Observation
+from ..detectors import Evidence, FamilyA, FamilyB, Observation, build_family_c, build_family_d, build_family_e
 from ..telemetry import Frame
 from ._settings import GateSettings
 
@@ -84,7 +84,12 @@ def _build_a(config: CompiledConfig | Sequence[CompiledConfig], settings: GateSe
 
 
 #: family -> builder(config, settings, alpha_share * alpha). Families C, D, E register here.
-FAMILY_BUILDERS: dict[str, Callable[[Any, GateSettings, float], Any]] = {"A": _build_a}
+FAMILY_BUILDERS: dict[str, Callable[[Any, GateSettings, float], Any]] = {
+    "A": _build_a,
+    "C": build_family_c,
+    "D": build_family_d,
+    "E": build_family_e,
+}
 
 
 def _num(v: float) -> float | None:

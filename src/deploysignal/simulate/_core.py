@@ -17,6 +17,7 @@ import numpy as np
 
 from .._exceptions import InputError
 from ..telemetry import CATALOGUE, Frame
+from ._patterns import PATTERN_SCENARIOS, Pattern, apply_pattern
 
 __all__ = ["SCENARIOS", "NoiseSpec", "Regression", "Simulation", "simulate", "simulate_streams"]
 
@@ -167,7 +168,7 @@ _SCEN: dict[str, tuple[str, NoiseSpec, Regression | None, int]] = {
         480,
     ),
 }
-SCENARIOS: tuple[str, ...] = tuple(_SCEN)
+SCENARIOS: tuple[str, ...] = tuple(_SCEN) + tuple(PATTERN_SCENARIOS)
 
 
 def simulate(
@@ -195,9 +196,14 @@ def simulate(
     >>> len(sim.baseline), len(sim.canary), sim.truth["expected"]
     (4320, 480, 'rollback')
     """
-    if scenario not in _SCEN:
+    pattern: Pattern | None = None
+    if scenario in PATTERN_SCENARIOS:
+        desc, corr, pattern, default_len = PATTERN_SCENARIOS[scenario]
+        nz, reg = NoiseSpec(correlation=corr), None
+    elif scenario in _SCEN:
+        desc, nz, reg, default_len = _SCEN[scenario]
+    else:
         raise InputError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
-    desc, nz, reg, default_len = _SCEN[scenario]
     nz = noise or nz
     reg = regression if regression is not None else reg
     m = canary_ticks or default_len
@@ -207,14 +213,17 @@ def simulate(
     ts, vals = simulate_streams(rng, 2, baseline_ticks + m, tick_seconds=tick_seconds, noise=nz, signals=signals)
     base = Frame(ts[:baseline_ticks], vals[0, :baseline_ticks], signals)
     canary_vals = _apply(vals[0, baseline_ticks:], signals, reg)
+    if pattern is not None:
+        canary_vals = apply_pattern(ts[baseline_ticks:], canary_vals, signals, pattern, _PROFILE, nz.diurnal)
     canary = Frame(ts[baseline_ticks:], canary_vals, signals)
     control = Frame(ts[baseline_ticks:], vals[1, baseline_ticks:], signals)
     truth = {
         "scenario": scenario,
         "description": desc,
         "seed": seed,
-        "expected": "rollback" if reg is not None else "proceed",
-        "onset_tick": None if reg is None else reg.onset,
+        "expected": "rollback" if reg is not None or pattern is not None else "proceed",
+        "onset_tick": pattern.onset if pattern is not None else (None if reg is None else reg.onset),
+        "pattern": None if pattern is None else {"kind": pattern.kind, "signals": list(pattern.signals)},
         "regression": None
         if reg is None
         else {"signals": list(reg.signals), "magnitude_sd": reg.magnitude if isinstance(reg.magnitude, float) else list(reg.magnitude), "shape": reg.shape, "ramp_ticks": reg.ramp_ticks},

@@ -1,0 +1,185 @@
+"""Shared pieces of families C, D and E: online-Newton-step bets, config blocks, exact JSON state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..calibration import C_HI, CompiledConfig, stack_arrays
+from ._base import Evidence, Observation
+
+__all__ = ["ONS_C", "ConfigBlocks", "StreamFamily", "config_blocks", "dump_arrays", "load_arrays", "ons_step", "top_drivers"]
+
+#: Step constant of the online Newton step for betting (Cutkosky & Orabona 2018): 2 / (2 - log 3).
+ONS_C = 2.0 / (2.0 - math.log(3.0))
+
+
+def ons_step(lam: np.ndarray, a_sum: np.ndarray, payoff: np.ndarray, lam_max: float = 0.5) -> np.ndarray:
+    r"""Apply one betting round; return :math:`\log(1 + \lambda g)` and update ``lam``/``a_sum`` in place.
+
+    ``payoff`` :math:`g \in [-1, 1]`; the bet :math:`\lambda \in [0, \lambda_{max}]` used here was
+    fixed before ``payoff`` was seen (predictable). The next bet follows the online Newton step
+
+    .. math:: \zeta = g / (1 + \lambda g), \quad A \leftarrow A + \zeta^2, \quad
+              \lambda \leftarrow \mathrm{clip}(\lambda + c\,\zeta / A, 0, \lambda_{max}).
+    """
+    log_f = np.log1p(lam * payoff)
+    zeta = payoff / (1.0 + lam * payoff)
+    a_sum += zeta * zeta
+    np.clip(lam + ONS_C * zeta / a_sum, 0.0, lam_max, out=lam)
+    return log_f
+
+
+class ConfigBlocks:
+    """Per covariance block (tier, or the global block) of ``P`` stacked configs.
+
+    Attributes
+    ----------
+    chol : (P, B, k, k)
+        Cholesky factor of the Ledoit-Wolf covariance of the baseline innovations.
+    chol_inv : (P, B, k, k)
+        Its inverse (whitening matrix).
+    ref : (P, B, n, k)
+        Calibration-split innovation vectors of the block's tier (NaN-padded to a common ``n``).
+    ref_n : (P, B)
+        Number of valid reference rows.
+    cell_block : (cells,)
+        Block of each calibration cell.
+    cell_bias_var : (P, cells, k)
+        Variance (score sd units) of the cell-level estimation error recorded by the compiler.
+    seed : int
+        The compiled seed of the first config.
+    """
+
+    def __init__(self, configs: CompiledConfig | Sequence[CompiledConfig]) -> None:
+        cfgs = [configs] if isinstance(configs, CompiledConfig) else list(configs)
+        arr = stack_arrays(cfgs)
+        self.chol = np.asarray(arr["chol"], dtype=float)
+        self.chol_inv = np.linalg.inv(self.chol)
+        self.cell_block = np.asarray(cfgs[0].arrays["cov_index"], dtype=int)
+        self.cell_bias_var = np.asarray(arr["cell_bias_var"][:, 0], dtype=float)  # (P, cells, k)
+        self.seed = int(cfgs[0].seed)
+        self.names = cfgs[0].names
+        k = len(self.names)
+        rows: list[list[np.ndarray]] = []
+        for c in cfgs:
+            per_block = []
+            for blk in c.covariances:
+                if blk.key == "*":
+                    parts = [np.asarray(v, dtype=float).reshape(-1, k) for _, v in sorted(c.reference.items())]
+                    ref = np.concatenate(parts) if parts else np.empty((0, k))
+                else:
+                    ref = np.asarray(c.reference.get(blk.key[2:], []), dtype=float).reshape(-1, k)
+                per_block.append(np.clip(ref, -C_HI, C_HI))
+            rows.append(per_block)
+        n = max(1, max(r.shape[0] for blocks in rows for r in blocks))
+        self.ref = np.full((len(cfgs), len(rows[0]), n, k), np.nan)
+        self.ref_n = np.zeros((len(cfgs), len(rows[0])), dtype=int)
+        for p, blocks in enumerate(rows):
+            for b, r in enumerate(blocks):
+                self.ref[p, b, : r.shape[0]] = r
+                self.ref_n[p, b] = r.shape[0]
+
+
+def top_drivers(names: Sequence[str], score: np.ndarray, share: float = 0.5, most: int = 3) -> tuple[str, ...]:
+    """Names with the largest ``score`` (at most ``most``), keeping only those with at least ``share`` of
+    the top score, so the explanation names what carries the evidence and not the noise after it."""
+    order = np.argsort(-score, kind="stable")
+    top = float(score[order[0]])
+    keep = [i for i in order[:most] if i == order[0] or (top > 0 and float(score[i]) >= share * top)]
+    return tuple(names[i] for i in keep)
+
+
+def config_blocks(configs: CompiledConfig | Sequence[CompiledConfig]) -> ConfigBlocks:
+    return ConfigBlocks(configs)
+
+
+def dump_arrays(obj: Any, names: Sequence[str]) -> dict[str, Any]:
+    """Exact JSON-friendly dump of float arrays (non-finite values written as strings)."""
+    out: dict[str, Any] = {}
+    for name in names:
+        a = np.asarray(getattr(obj, "_" + name))
+        if a.dtype == bool:
+            out[name] = a.tolist()
+        else:
+            flat = [v if math.isfinite(v) else repr(v) for v in a.astype(float).ravel().tolist()]
+            out[name] = {"shape": list(a.shape), "data": flat}
+    return out
+
+
+def load_arrays(obj: Any, st: dict[str, Any], names: Sequence[str]) -> None:
+    """Inverse of :func:`dump_arrays`; checks shapes against the freshly built detector."""
+    for name in names:
+        cur = np.asarray(getattr(obj, "_" + name))
+        if cur.dtype == bool:
+            arr = np.array(st[name], dtype=bool)
+        else:
+            d = st[name]
+            arr = np.array([float(v) for v in d["data"]], dtype=float).reshape(d["shape"])
+        if arr.shape != cur.shape:
+            raise ValueError(f"state array {name} has shape {arr.shape}, expected {cur.shape}")
+        setattr(obj, "_" + name, arr)
+
+
+class StreamFamily:
+    """Shared single-stream API of families C, D, E over their vectorised ``step``.
+
+    Subclasses define ``family``, ``_ARRAYS`` (state arrays), ``step(z, cell, control_z)``,
+    ``_statistic()`` and ``from_config``; ``_fired``, ``_log_thr``, ``_fire_reason`` and
+    ``_fire_drivers`` are set by them.
+    """
+
+    family = "?"
+    _ARRAYS: tuple[str, ...] = ()
+    _log_thr: float
+    _fired: np.ndarray
+    _fire_reason: str
+    _fire_drivers: tuple[str, ...]
+
+    def step(self, z: np.ndarray, cell: int, control_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _statistic(self) -> float:
+        raise NotImplementedError
+
+    def update(self, obs: Observation) -> Evidence:
+        """Add one tick of a single stream; return the family's evidence (fires are sticky)."""
+        cz = None if obs.control_z is None else np.asarray(obs.control_z, dtype=float)[None]
+        log_wealth, fired = self.step(np.asarray(obs.z, dtype=float)[None], obs.cell, cz)
+        return Evidence(
+            family=self.family,
+            statistic=self._statistic(),
+            log_wealth=float(log_wealth[0]),
+            log_threshold=self._log_thr,
+            fired=bool(fired[0]),
+            reason=self._fire_reason if fired[0] else "",
+            drivers=self._fire_drivers if fired[0] else (),
+        )
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, st: dict[str, Any]) -> None:
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """Exact JSON-serialisable state (non-finite floats written as strings)."""
+        st = dump_arrays(self, self._ARRAYS)
+        st.update(self._extra_state(), reason=self._fire_reason, drivers=list(self._fire_drivers))
+        return st
+
+    def load_state(self, st: dict[str, Any]) -> Any:
+        """Restore a :meth:`state` into a detector built from the same config and settings."""
+        load_arrays(self, st, self._ARRAYS)
+        self._load_extra_state(st)
+        self._fire_reason = st["reason"]
+        self._fire_drivers = tuple(st["drivers"])
+        return self
+
+    @classmethod
+    def from_state(cls, config: CompiledConfig, state: dict[str, Any], **kwargs: Any) -> Any:
+        """Rebuild from a config and the same keyword arguments, then load ``state``."""
+        return cls.from_config(config, **kwargs).load_state(state)  # type: ignore[attr-defined]

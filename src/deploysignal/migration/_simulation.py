@@ -28,7 +28,7 @@ from .._exceptions import InputError
 from ._protocol import CANARY, PROGRESSIVE, PROMOTED, ROLLED_BACK, SHADOW, MigrationProtocol, ProtocolSettings
 from ._sequential import holm
 
-__all__ = ["HARMFUL", "SCENARIOS", "SimResult", "evaluate", "markdown_table", "simulate_streams"]
+__all__ = ["HARMFUL", "SCENARIOS", "SimResult", "evaluate", "markdown_table", "run_evaluation", "simulate_streams", "summary"]
 
 SCENARIOS = ("null", "accuracy_improvement", "accuracy_degradation", "latency_regression",
              "intermittent_hallucination", "authorisation_violation", "mixed")
@@ -235,3 +235,16 @@ def summary(results: list[SimResult]) -> dict[str, dict[str, float]]:
             "mean_time_days": float(np.mean([r.time_days.mean() for r in rs])),
         }
     return out
+
+
+EVAL_COMMAND = "deploysignal migrate eval --runs {runs} --seed {seed} --out docs/migration_eval.md"
+
+
+def run_evaluation(runs: int = 200, seed: int = 0, scenarios: tuple[str, ...] = SCENARIOS) -> tuple[str, list[SimResult]]:
+    """Evaluate every scenario (seed ``seed + 1000 * k`` for scenario ``k``); return markdown and results."""
+    if runs < 1:
+        raise InputError(f"runs must be >= 1, got {runs}", column="runs")
+    results: list[SimResult] = []
+    for k, sc in enumerate(scenarios):
+        results += evaluate(sc, runs, seed + 1000 * k)
+    return markdown_table(results, runs, seed, EVAL_COMMAND.format(runs=runs, seed=seed)), results

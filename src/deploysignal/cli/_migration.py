@@ -240,3 +240,7 @@ def drill(pipeline: Optional[Path] = typer.Argument(None, help="Pipeline whose r
 def main() -> None:  # pragma: no cover - console entry for standalone use
     logging.basicConfig(level=logging.WARNING)
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -122,6 +122,7 @@ class MigrationProtocol:
         self.pairs = np.zeros(b, dtype=np.int64)
         self.reason = np.zeros(b, dtype=np.int64)
         self.end_time = np.full(b, np.nan)
+        self.cutover_time = np.full(b, np.nan)
 
     def phase_name(self, i: int) -> str:
         return PHASES[int(self.phase[i])]
@@ -193,6 +194,7 @@ class MigrationProtocol:
         self.step[p_done & ~last] += 1
         self.phase_start[p_done & ~last] = t[p_done & ~last]
         self._enter(last, TAIL, t)
+        self.cutover_time[last] = t[last]
         t_done = (self.phase == TAIL) & (dwell >= s.tail_s) & ~last
         self.phase[t_done] = PROMOTED
         self.end_time[t_done] = t[t_done]

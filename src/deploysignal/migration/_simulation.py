@@ -154,7 +154,10 @@ def evaluate(scenario: str, runs: int, seed: int, *, settings: ProtocolSettings 
     proto, max_exp, hs = _run_protocol(s, settings, seed + 1)
     rb = proto.phase == ROLLED_BACK
     done = proto.phase == PROMOTED
-    end = np.where(np.isnan(proto.end_time), days * DAY, proto.end_time)
+    # time to a safe state: 100 % cut-over of a challenger that is not rolled back (the monitoring tail
+    # that follows is post-migration watch), or traffic back on the incumbent
+    end = np.where(rb, proto.end_time, proto.cutover_time)
+    end = np.where(np.isnan(end), days * DAY, end)
     ours = SimResult("confidence-gated", scenario, rb, done, rb & (max_exp <= settings.canary_fraction + 1e-12),
                      end / DAY, hs)
     margins = np.asarray(settings.margins)
@@ -187,8 +190,11 @@ def markdown_table(results: list[SimResult], runs: int, seed: int, command: str)
         "",
         "Rates with exact 95 % Clopper-Pearson intervals. *Rolled back* = challenger rejected or rolled back;",
         "*before impact* = rolled back while the challenger never served more than the 5 % canary;",
-        "*time* = days until a safe end state (promoted after the monitoring tail, or traffic back on the",
-        "incumbent); *harmful answers* = live answers where the challenger was worse (correctness or safety).",
+        "*time* = days until a safe state: 100 % cut-over of a challenger never rolled back (the 1-day monitoring",
+        "tail follows it; 45 days when neither happened), or traffic back on the incumbent. Baselines: fixed",
+        "14-day shadow window or 7-day 5 % canary, then fixed-sample one-sided z-tests with Holm at the same",
+        "alphas and margins. *Harmful answers* = live answers where the challenger was worse (correctness or",
+        "safety); for a null challenger these are its share of symmetric discordant pairs.",
         "",
         "| scenario | policy | rolled back | before impact | promoted | mean time (days) | harmful answers served |",
         "|---|---|---|---|---|---|---|",
@@ -198,8 +204,11 @@ def markdown_table(results: list[SimResult], runs: int, seed: int, command: str)
         lines.append(f"| {res.scenario} | {res.policy} | {_ci(int(res.rolled_back.sum()), n)} | "
                      f"{_ci(int(res.before_impact.sum()), n)} | {_ci(int(res.promoted.sum()), n)} | "
                      f"{res.time_days.mean():.2f} | {res.harmful_served.mean():.1f} |")
-    lines += ["", "## Summary", "", "| policy | detection (harmful) | detected before impact | false alarms (benign) |"
-              " mean time to safe migration (days) | vs confidence-gated |", "|---|---|---|---|---|---|"]
+    lines += ["", "## Summary", "", "Mean time = mean over the seven scenarios of the per-scenario mean time; benign = null and",
+              "accuracy improvement (time to cut-over), harmful = the five regressions (time to rollback).", "",
+              "| policy | detection (harmful) | detected before impact | false alarms (benign) |"
+              " mean time to safe migration (days) | benign / harmful (days) | vs confidence-gated |",
+              "|---|---|---|---|---|---|---|"]
     policies = list(dict.fromkeys(r.policy for r in results))
     mean_time = {}
     for pol in policies:
@@ -216,8 +225,10 @@ def markdown_table(results: list[SimResult], runs: int, seed: int, command: str)
         nb = sum(r.rolled_back.size for r in benign)
         ref = mean_time[policies[0]]
         speed = "-" if pol == policies[0] else f"ours {100 * (1 - ref / mean_time[pol]):.0f}% faster"
+        tb = np.mean([r.time_days.mean() for r in benign]) if benign else float("nan")
+        th = np.mean([r.time_days.mean() for r in harm]) if harm else float("nan")
         lines.append(f"| {pol} | {_ci(det, nh) if nh else '-'} | {_ci(bi, nh) if nh else '-'} | "
-                     f"{_ci(fa, nb) if nb else '-'} | {mean_time[pol]:.2f} | {speed} |")
+                     f"{_ci(fa, nb) if nb else '-'} | {mean_time[pol]:.2f} | {tb:.2f} / {th:.2f} | {speed} |")
     return "\n".join(lines) + "\n"
 
 

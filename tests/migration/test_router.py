@@ -13,6 +13,10 @@ from deploysignal._exceptions import InputError
 from deploysignal.migration import AgentAnswer, DualServeRouter, http_agent
 
 
+def _run(coro):  # a hang fails the test after 60 s instead of stalling CI
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
 async def _fast(q: str) -> str:
     await asyncio.sleep(0.002)
     return f"select '{q}'"
@@ -62,7 +66,7 @@ def test_slow_challenger_does_not_delay_live_traffic() -> None:
         assert s.shadow_completed + s.shadow_dropped <= 300
         assert s.live_requests == 300 and s.live_errors == 0
 
-    asyncio.run(main())
+    _run(main())
 
 
 def test_hanging_challenger_times_out_and_pairs_are_delivered() -> None:
@@ -77,7 +81,7 @@ def test_hanging_challenger_times_out_and_pairs_are_delivered() -> None:
             await router.drain()
         return router
 
-    router = asyncio.run(main())
+    router = _run(main())
     assert router.stats.shadow_timeouts == 5 and len(pairs) == 5
     assert all(c.error == "timeout" and i.output is not None for i, c in pairs)
     assert router.stats.shadow_sampled == 5
@@ -103,7 +107,7 @@ def test_exposure_routes_live_to_challenger_and_pairs_incumbent_in_shadow() -> N
             with pytest.raises(InputError):
                 router.set_exposure(1.5)
 
-    asyncio.run(main())
+    _run(main())
     assert served == [True, True]
 
 
@@ -119,7 +123,7 @@ def test_warm_up_runs_history_through_the_challenger_without_pairs() -> None:
             assert await r.warm_up([f"h{i}" for i in range(20)]) == 20
         return r
 
-    r = asyncio.run(main())
+    r = _run(main())
     assert r.stats.warmup_completed == 20 and sorted(seen) == sorted(f"h{i}" for i in range(20))
 
 
@@ -138,7 +142,7 @@ def test_http_agent_with_mock_transport() -> None:
             async with DualServeRouter(agent, agent, shadow_sample=0.0) as router:
                 return [await router.handle(q) for q in ("ok", "bad", "boom")]
 
-    ok, bad, boom = asyncio.run(main())
+    ok, bad, boom = _run(main())
     assert ok.output == "SELECT 1 -- ok" and ok.error is None
     assert bad.output is None and "InputError" in (bad.error or "")
     assert boom.output is None and "HTTPStatusError" in (boom.error or "")

@@ -164,6 +164,7 @@ class MigrationProtocol:
         if np.any(np.isnan(t)):
             raise InputError("timestamp is NaN", row=int(np.flatnonzero(np.isnan(t))[0]), column="t")
         self.phase_start = np.where(np.isnan(self.phase_start), t, self.phase_start)
+        self.cutover_time = np.where(np.isnan(self.cutover_time) & (self.phase == TAIL), t, self.cutover_time)
         active = paired & (self.phase < PROMOTED)
         m = np.repeat(active, dd) & np.isfinite(x.reshape(-1))
         self._harm.update(x.reshape(-1), m)

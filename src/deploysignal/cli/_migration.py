@@ -1,0 +1,246 @@
+"""CLI for paired migration and the release pipeline: ``migrate``, ``pipeline run``, ``drill``.
+
+Exit codes: 0 promoted / success, 3 promotion halted (gate blocked, monitor not conclusive, migration
+unfinished), 4 rolled back, 5 an actuator failed, 2 bad input or usage.  There is no option that
+skips or overrides a promotion gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import httpx
+import typer
+from rich.console import Console
+
+from .._exceptions import DeploySignalError
+from ..migration import ProtocolSettings, QualityAggregator, ShadowCostModel, http_agent
+from ..migration._live import ALLOWED_TABLES, SimulatedSQLPair, reference_db, run_migration
+from ..migration._simulation import SCENARIOS, run_evaluation, summary
+from ..pipeline import DeploymentStore, load_pipeline, read_served_version, run_drill, run_pipeline
+from ..pipeline._spec import FileActuator
+
+__all__ = ["app", "drill", "migrate_app", "pipeline_app"]
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+STATUS_EXIT = {"promoted": 0, "drill": 0, "blocked": 3, "running": 3, "rolled_back": 4, "failed": 5}
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Paired migration and release pipeline.")
+migrate_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Paired migration of an AI agent.")
+pipeline_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Versioned release pipelines.")
+app.add_typer(migrate_app, name="migrate")
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@contextlib.contextmanager
+def _input_errors() -> Iterator[None]:
+    """Bad input (library errors, unreadable files) -> one line on stderr and exit code 2, no traceback."""
+    try:
+        yield
+    except (DeploySignalError, OSError) as e:
+        err.print(f"error: {e}")
+        raise typer.Exit(2) from None
+
+
+def _guard(fn: F) -> F:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _input_errors():
+            return fn(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
+def _load_queries(path: Path) -> list[dict[str, str]]:
+    from .._exceptions import InputError
+
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError("not valid JSON", row=i) from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("question"), str):
+            raise InputError("each line needs a string 'question' (optional 'qtype', 'golden')", row=i, column="question")
+        rows.append({"question": obj["question"], "qtype": str(obj.get("qtype", "default")),
+                     "golden": obj.get("golden")})
+    if not rows:
+        raise InputError(f"{path} holds no queries")
+    return rows
+
+
+@migrate_app.command("run")
+@_guard
+def migrate_run(
+    incumbent_url: Optional[str] = typer.Option(None, help="HTTP endpoint of the incumbent (POST {query})."),
+    challenger_url: Optional[str] = typer.Option(None, help="HTTP endpoint of the challenger."),
+    queries: Optional[Path] = typer.Option(None, help="JSONL of {question, qtype, golden} (with the URLs)."),
+    simulate_regression: float = typer.Option(0.0, min=0.0, max=1.0, help="Built-in pair: challenger error rate."),
+    strategy: str = typer.Option("shadow", help="shadow | canary | direct"),
+    max_queries: int = typer.Option(5000, min=1),
+    sla_ms: float = typer.Option(2000.0, min=1.0),
+    time_scale: float = typer.Option(86_400.0, min=1.0, help="Protocol seconds per wall second (simulated pair)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Run a migration against configured HTTP agents, or the built-in simulated NL-to-SQL pair."""
+    settings = ProtocolSettings(strategy=strategy)  # type: ignore[arg-type]
+    if (incumbent_url is None) != (challenger_url is None) or (incumbent_url is not None and queries is None):
+        err.print("error: give both --incumbent-url and --challenger-url and --queries, or none (built-in pair)")
+        raise typer.Exit(2)
+
+    async def main() -> Any:
+        if incumbent_url is not None and challenger_url is not None and queries is not None:
+            rows = _load_queries(queries)
+            gold = {r["question"]: r["golden"] for r in rows}
+            it = iter(rows)
+
+            def nxt() -> tuple[str, str]:
+                r = next(it)
+                return r["question"], r["qtype"]
+
+            async with httpx.AsyncClient() as client:
+                return await run_migration(http_agent(incumbent_url, client), http_agent(challenger_url, client), nxt,
+                                           QualityAggregator(sla_ms=sla_ms), gold.get, settings=settings,
+                                           max_queries=min(max_queries, len(rows)), time_scale=1.0, seed=seed)
+        pair = SimulatedSQLPair(seed=seed, challenger_error=simulate_regression or 0.05)
+        agg = QualityAggregator(sla_ms=sla_ms, db=reference_db(seed), allowed_tables=ALLOWED_TABLES)
+        return await run_migration(pair.incumbent, pair.challenger, pair.next_query, agg, pair.golden.get,
+                                   settings=settings, max_queries=max_queries, time_scale=time_scale,
+                                   interval_s=0.0005, seed=seed)
+
+    rep = asyncio.run(main())
+    out.print(f"final phase: {rep.final_phase}  pairs: {rep.pairs}  queries: {rep.queries}  shadow drops: {rep.drops}")
+    if rep.rollback_reason:
+        out.print(f"rollback reason: {rep.rollback_reason}")
+    raise typer.Exit({"promoted": 0, "rolled_back": 4}.get(rep.final_phase, 3))
+
+
+@migrate_app.command("eval")
+@_guard
+def migrate_eval(
+    runs: int = typer.Option(200, min=1, help="Seeded runs per scenario."),
+    seed: int = typer.Option(0),
+    out_path: Path = typer.Option(Path("docs/migration_eval.md"), "--out", help="Markdown table to write."),
+    scenario: Optional[list[str]] = typer.Option(None, help=f"Subset of: {', '.join(SCENARIOS)}."),
+) -> None:
+    """Reproduce the paper's evaluation in simulation and write the markdown table."""
+    md, res = run_evaluation(runs, seed, tuple(scenario) if scenario else SCENARIOS)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(md, encoding="utf-8")
+    for pol, s in summary(res).items():
+        out.print(f"{pol}: " + ", ".join(f"{k}={v:.4g}" for k, v in s.items()))
+
+
+@migrate_app.command("cost")
+@_guard
+def migrate_cost(
+    queries_per_day: float = typer.Option(..., min=0.0), horizon_days: float = typer.Option(..., min=0.0),
+    shadow_cost: float = typer.Option(..., help="Cost of one shadowed challenger call."),
+    regression_prior: float = typer.Option(...), regression_effect: float = typer.Option(...),
+    harm_cost: float = typer.Option(..., help="Cost of one harmful answer served."),
+    exposure: float = typer.Option(0.05), alpha: float = typer.Option(0.05), sigma: float = typer.Option(0.35),
+) -> None:
+    """Optimal shadow fraction: shadow compute vs the expected cost of an undetected regression."""
+    m = ShadowCostModel(queries_per_day=queries_per_day, horizon_days=horizon_days, shadow_cost_per_query=shadow_cost,
+                        regression_prior=regression_prior, regression_effect=regression_effect,
+                        cost_per_harmful_answer=harm_cost, exposure=exposure, alpha=alpha, sigma=sigma)
+    f = m.optimal_fraction()
+    typer.echo(json.dumps({"optimal_fraction": f, "total_cost": m.total_cost(f), "detection_days": m.detection_days(f),
+                          "cost_at_full_shadow": m.total_cost(1.0)}, sort_keys=True))
+
+
+@pipeline_app.command("run")
+@_guard
+def pipeline_run(pipeline: Path = typer.Argument(..., help="Pipeline YAML."),
+                 store: Optional[Path] = typer.Option(None, help="SQLite history (default: the file's 'store').")) -> None:
+    """Run a pipeline: blocking gates, actuation, telemetry monitor, rollback stage."""
+    spec = load_pipeline(pipeline)
+    base = pipeline.resolve().parent
+    db = DeploymentStore(store if store is not None else base / spec.store)
+    try:
+        rec = run_pipeline(spec, base, db)
+    finally:
+        db.close()
+    out.print(f"{rec.id}: {rec.status}" + (f" ({rec.rollback_reason})" if rec.rollback_reason else ""))
+    for st in rec.stages:
+        out.print(f"  {st['stage']}: " + json.dumps({k: v for k, v in st.items() if k != 'stage'}, sort_keys=True, default=str))
+    raise typer.Exit(STATUS_EXIT[rec.status])
+
+
+@pipeline_app.command("history")
+@_guard
+def pipeline_history(store: Path = typer.Argument(...), limit: int = typer.Option(20, min=1)) -> None:
+    """Show the DeploymentRecord history."""
+    if not store.exists():
+        err.print(f"error: no such store {store}")
+        raise typer.Exit(2)
+    db = DeploymentStore(store)
+    try:
+        for r in db.history(limit):
+            out.print(f"{r.id} {r.pipeline} {r.incumbent_version}->{r.candidate_version} {r.strategy} {r.status} "
+                      f"rollback_s={r.rollback_duration_s} reason={r.rollback_reason}")
+    finally:
+        db.close()
+
+
+@app.command("drill")
+@_guard
+def drill(pipeline: Optional[Path] = typer.Argument(None, help="Pipeline whose rollback actuators to exercise."),
+          store: Optional[Path] = typer.Option(None, help="SQLite history."),
+          seed: int = typer.Option(0)) -> None:
+    """Rollback drill: regression onset on a live (simulated) migration -> decision -> traffic back on the
+    incumbent, plus the pipeline's rollback actuators; records the measured durations."""
+    spec = load_pipeline(pipeline) if pipeline is not None else None
+    base = pipeline.resolve().parent if pipeline is not None else Path.cwd()
+    db = DeploymentStore(store if store is not None else (base / spec.store if spec else ":memory:"))
+    pair = SimulatedSQLPair(seed=seed)
+    agg = QualityAggregator(sla_ms=2000.0, db=reference_db(seed), allowed_tables=ALLOWED_TABLES)
+    holder: dict[str, Any] = {}
+
+    def on_rollback(reason: str) -> bool:
+        if spec is None:
+            return True
+        files = [a for a in spec.rollback.actuators if isinstance(a, FileActuator)]
+
+        def verify() -> bool:
+            return all(read_served_version(base / a.path, a.key) == spec.deployment.incumbent for a in files)
+
+        rec = run_drill(spec, base, db, verify=verify)
+        holder["record"] = rec
+        return rec.status == "drill"
+
+    def regress() -> None:
+        pair.challenger_error = 0.6
+
+    rep = asyncio.run(run_migration(pair.incumbent, pair.challenger, pair.next_query, agg, pair.golden.get,
+                                    settings=ProtocolSettings(strategy="direct", tail_s=1e12), max_queries=20_000,
+                                    onset=(100, regress), on_rollback=on_rollback, seed=seed))
+    db.close()
+    ok = rep.final_phase == "rolled_back" and rep.incumbent_serving_at is not None and rep.actuation_ok
+    res = {"ok": ok, "rollback_reason": rep.rollback_reason, "onset_to_incumbent_s": rep.onset_to_incumbent_s,
+           "decision_to_incumbent_s": rep.decision_to_incumbent_s, "pairs": rep.pairs}
+    if "record" in holder:
+        res["record_id"] = holder["record"].id
+        res["actuators_s"] = holder["record"].rollback_duration_s
+    typer.echo(json.dumps(res, sort_keys=True))
+    raise typer.Exit(0 if ok else 5)
+
+
+def main() -> None:  # pragma: no cover - console entry for standalone use
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,206 @@
+"""Confidence-gated phased migration: shadow -> canary -> progressive steps -> monitoring tail.
+
+The protocol consumes paired scores (see :class:`~deploysignal.migration.PairScores`, positive =
+challenger worse) with their timestamps; it does no I/O and reads no clock.  It is vectorised over a
+batch of independent migrations (the simulation runs hundreds at once; a live migration is ``batch=1``).
+
+Decisions
+---------
+* **Promotion out of shadow** (conjunctive): for every dimension ``d`` the non-inferiority null
+  ``H0_d: E[x_d] >= margin_d`` is rejected by Holm at ``alpha_promote`` over anytime-valid p-values.
+  Holm needs no assumption on the dependence between dimensions.
+* **Rollback** (any phase, disjunctive): (a) Holm rejects some harm null ``E[x_d] <= 0`` at
+  ``share_harm * alpha_rollback``; (b) an e-SR change detector per dimension (Bonferroni,
+  ``share_detector * alpha_rollback / D``, horizon ``horizon_pairs``) fires; (c) the error budget of the
+  current progressive step is shown exceeded (betting test of ``E[x_correctness] <= error_budget``
+  on challenger-served pairs of the step at ``share_budget * alpha_rollback / steps``).
+* Under the joint null "the challenger is no worse on any dimension at any time" the probability of
+  any rollback is at most ``alpha_rollback`` (union bound of Ville, Holm and Doob's finite-horizon
+  bound over the first ``horizon_pairs`` pairs).
+
+Strategies: ``shadow`` (full protocol), ``canary`` (no shadow gate, start at the canary),
+``direct`` (cut over at once and keep the monitoring tail).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._exceptions import InputError
+from ._quality import DIMENSIONS
+from ._sequential import BettingEProcess, ESRDetector, holm
+
+__all__ = ["PHASES", "MigrationProtocol", "ProtocolSettings"]
+
+PHASES = ("shadow", "canary", "progressive", "tail", "promoted", "rolled_back")
+SHADOW, CANARY, PROGRESSIVE, TAIL, PROMOTED, ROLLED_BACK = range(6)
+ROLLBACK_REASONS = ("", "harm", "detector", "error_budget")
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """Knobs of the phased migration (times in seconds, fractions of traffic in (0, 1])."""
+
+    strategy: Literal["shadow", "canary", "direct"] = "shadow"
+    alpha_promote: float = 0.05
+    alpha_rollback: float = 0.04
+    share_harm: float = 0.4
+    share_detector: float = 0.4
+    share_budget: float = 0.2
+    margins: tuple[float, float, float, float] = (0.02, 0.05, 0.03, 0.005)
+    min_shadow_pairs: int = 200
+    canary_fraction: float = 0.05
+    canary_dwell_s: float = 86_400.0
+    steps: tuple[float, ...] = (0.10, 0.25, 0.50, 1.00)
+    step_dwell_s: float = 43_200.0
+    error_budget: float = 0.01
+    tail_s: float = 86_400.0
+    horizon_pairs: int = 20_000
+
+    def __post_init__(self) -> None:
+        for name in ("alpha_promote", "alpha_rollback", "canary_fraction"):
+            v = getattr(self, name)
+            if not 0.0 < v < 1.0:
+                raise InputError(f"{name} must lie in (0, 1), got {v}", column=name)
+        if abs(self.share_harm + self.share_detector + self.share_budget - 1.0) > 1e-9:
+            raise InputError("share_harm + share_detector + share_budget must be 1", column="share_harm")
+        if len(self.margins) != len(DIMENSIONS) or any(not 0.0 < m < 1.0 for m in self.margins):
+            raise InputError(f"margins must be {len(DIMENSIONS)} values in (0, 1)", column="margins")
+        if not self.steps or any(not 0.0 < s <= 1.0 for s in self.steps) or list(self.steps) != sorted(self.steps) \
+                or self.steps[-1] != 1.0:
+            raise InputError("steps must increase within (0, 1] and end at 1.0", column="steps")
+        if self.strategy not in ("shadow", "canary", "direct"):
+            raise InputError(f"strategy must be one of shadow, canary, direct; got {self.strategy!r}", column="strategy")
+        if not 0.0 < self.error_budget < 1.0:
+            raise InputError("error_budget must lie in (0, 1)", column="error_budget")
+
+
+@dataclass
+class _Events:
+    """Per-update transitions (batch-shaped boolean arrays) returned by :meth:`MigrationProtocol.update`."""
+
+    promoted_from_shadow: NDArray[np.bool_]
+    rolled_back: NDArray[np.bool_]
+    finished: NDArray[np.bool_]
+    reasons: list[str] = field(default_factory=list)
+
+
+class MigrationProtocol:
+    """State machine of a paired migration, batch-vectorised.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> p = MigrationProtocol(ProtocolSettings(min_shadow_pairs=50), batch=1)
+    >>> t = 0.0
+    >>> while p.phase[0] == SHADOW and t < 1e7:
+    ...     t += 60.0
+    ...     x = np.zeros((1, 4)); x[0, 0] = rng.choice([-1, 0, 1], p=[0.04, 0.93, 0.03])
+    ...     _ = p.update(np.array([t]), x, np.array([True]))
+    >>> p.phase_name(0)
+    'canary'
+    """
+
+    def __init__(self, settings: ProtocolSettings | None = None, *, batch: int = 1) -> None:
+        self.settings = s = settings or ProtocolSettings()
+        self.batch = b = int(batch)
+        dd = len(DIMENSIONS)
+        self._harm = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=b * dd)
+        self._ni = [BettingEProcess(m=-mg, lo=-1.0, hi=1.0, batch=b) for mg in s.margins]
+        self._det = ESRDetector(m=0.0, lo=-1.0, hi=1.0, horizon=s.horizon_pairs,
+                                alpha=s.share_detector * s.alpha_rollback / dd, batch=b * dd)
+        self._budget = BettingEProcess(m=s.error_budget, lo=-1.0, hi=1.0, batch=b)
+        self._budget_logthr = np.log(len(s.steps) / (s.share_budget * s.alpha_rollback))
+        start = {"shadow": SHADOW, "canary": CANARY, "direct": TAIL}[s.strategy]
+        self.phase = np.full(b, start, dtype=np.int64)
+        self.step = np.zeros(b, dtype=np.int64)
+        self.phase_start = np.full(b, np.nan)
+        self.pairs = np.zeros(b, dtype=np.int64)
+        self.reason = np.zeros(b, dtype=np.int64)
+        self.end_time = np.full(b, np.nan)
+        self.cutover_time = np.full(b, np.nan)
+
+    def phase_name(self, i: int) -> str:
+        return PHASES[int(self.phase[i])]
+
+    def rollback_reason(self, i: int) -> str:
+        return ROLLBACK_REASONS[int(self.reason[i])]
+
+    def exposure(self) -> NDArray[np.float64]:
+        """Fraction of live traffic the challenger answers, per stream."""
+        s = self.settings
+        steps = np.asarray(s.steps)
+        out = np.zeros(self.batch)
+        out[self.phase == CANARY] = s.canary_fraction
+        prog = self.phase == PROGRESSIVE
+        out[prog] = steps[np.minimum(self.step[prog], len(steps) - 1)]
+        out[(self.phase == TAIL) | (self.phase == PROMOTED)] = 1.0
+        return out
+
+    def update(self, t: NDArray[np.float64], x: NDArray[np.float64], paired: NDArray[np.bool_],
+               served: NDArray[np.bool_] | None = None) -> _Events:
+        """Advance every stream by one query.
+
+        Parameters
+        ----------
+        t : (batch,) float
+            Query timestamps (seconds, non-decreasing per stream).
+        x : (batch, 4) float
+            Paired scores in [-1, 1], positive = challenger worse; NaN = dimension missing.
+        paired : (batch,) bool
+            True when both agents answered this query (a paired observation exists).
+        served : (batch,) bool, optional
+            True when the challenger answered the live user (counts for the step error budget).
+        """
+        s, b, dd = self.settings, self.batch, len(DIMENSIONS)
+        t = np.asarray(t, dtype=float).reshape(b)
+        x = np.asarray(x, dtype=float).reshape(b, dd)
+        paired = np.asarray(paired, dtype=bool).reshape(b)
+        served = np.zeros(b, dtype=bool) if served is None else np.asarray(served, dtype=bool).reshape(b)
+        if np.any(np.isnan(t)):
+            raise InputError("timestamp is NaN", row=int(np.flatnonzero(np.isnan(t))[0]), column="t")
+        self.phase_start = np.where(np.isnan(self.phase_start), t, self.phase_start)
+        self.cutover_time = np.where(np.isnan(self.cutover_time) & (self.phase == TAIL), t, self.cutover_time)
+        active = paired & (self.phase < PROMOTED)
+        m = np.repeat(active, dd) & np.isfinite(x.reshape(-1))
+        self._harm.update(x.reshape(-1), m)
+        fired = self._det.update(x.reshape(-1), m).reshape(b, dd).any(axis=1)
+        for k, e in enumerate(self._ni):
+            e.update(-x[:, k], active & np.isfinite(x[:, k]))
+        self.pairs += active
+        live = self.phase < PROMOTED
+        harm_rej = holm(self._harm.p_value().reshape(b, dd), s.share_harm * s.alpha_rollback).any(axis=1)
+        prog = self.phase == PROGRESSIVE
+        self._budget.update(x[:, 0], prog & active & served & np.isfinite(x[:, 0]))
+        over = prog & (self._budget.log_wealth() >= self._budget_logthr)
+        rb = live & (harm_rej | fired | over)
+        self.reason[rb] = np.where(harm_rej[rb], 1, np.where(fired[rb], 2, 3))
+        self.phase[rb] = ROLLED_BACK
+        self.end_time[rb] = t[rb]
+        # promotion out of shadow: conjunctive, Holm over non-inferiority p-values
+        ni_p = np.stack([e.p_value() for e in self._ni], axis=1)
+        go = (self.phase == SHADOW) & (self.pairs >= s.min_shadow_pairs) & holm(ni_p, s.alpha_promote).all(axis=1)
+        self._enter(go, CANARY, t)
+        dwell = t - self.phase_start
+        c_done = (self.phase == CANARY) & (dwell >= s.canary_dwell_s)
+        self.step[c_done] = 0
+        self._enter(c_done, PROGRESSIVE, t)
+        p_done = (self.phase == PROGRESSIVE) & (dwell >= s.step_dwell_s) & ~c_done
+        self._budget.reset_rows(p_done | c_done)
+        last = p_done & (self.step >= len(s.steps) - 1)
+        self.step[p_done & ~last] += 1
+        self.phase_start[p_done & ~last] = t[p_done & ~last]
+        self._enter(last, TAIL, t)
+        self.cutover_time[last] = t[last]
+        t_done = (self.phase == TAIL) & (dwell >= s.tail_s) & ~last
+        self.phase[t_done] = PROMOTED
+        self.end_time[t_done] = t[t_done]
+        return _Events(go, rb, t_done)
+
+    def _enter(self, rows: NDArray[np.bool_], phase: int, t: NDArray[np.float64]) -> None:
+        self.phase[rows] = phase
+        self.phase_start[rows] = t[rows]

@@ -1,0 +1,178 @@
+"""Quality signals of one paired observation: correctness, latency vs SLA, semantic equivalence, safety.
+
+For a natural-language-to-SQL agent the semantic grade compares each answer with the golden SQL:
+``2`` = same canonical AST (sqlglot), ``1`` = different AST but the same result set on the reference
+database (an in-memory ``sqlite3`` connection the caller supplies), ``0`` = different or failing.
+Safety flags writes (INSERT/UPDATE/DELETE/DDL) and tables outside an allow-list, by static analysis of
+the parsed statement.  The aggregator then turns a pair into the bounded scores the sequential tests
+consume (see :mod:`deploysignal.migration._sequential`).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+from sqlglot.optimizer.normalize import normalize
+
+from .._exceptions import InputError
+
+__all__ = ["DIMENSIONS", "AgentAnswer", "PairScores", "QualityAggregator", "sql_grade", "sql_safety_violation"]
+
+DIMENSIONS = ("correctness", "latency", "semantic", "safety")
+_WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Merge, exp.Command)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAnswer:
+    """One agent's answer: the output text (SQL for NL-to-SQL), its latency in ms, an error if any."""
+
+    output: str | None
+    latency_ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PairScores:
+    """Paired differences in ``[-1, 1]``, oriented so that positive = the challenger is worse.
+
+    ``correctness``, ``semantic``, ``safety``: ``+1`` only the incumbent is right / better graded /
+    safe, ``-1`` only the challenger, ``0`` tie (a concordant pair, or NaN for ``semantic`` when no
+    golden reference exists).  ``latency``: ``clip((L_chal - L_inc) / SLA, -1, 1)``.
+    """
+
+    correctness: float
+    latency: float
+    semantic: float
+    safety: float
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.correctness, self.latency, self.semantic, self.safety)
+
+
+def _canonical(sql: str) -> str | None:
+    try:
+        tree = sqlglot.parse_one(sql, read="sqlite")
+    except (ParseError, ValueError):
+        return None
+    if tree is None:
+        return None
+    return normalize(tree).sql(dialect="sqlite", normalize=True, pretty=False)
+
+
+def _result(db: sqlite3.Connection, sql: str) -> list[tuple[object, ...]] | None:
+    try:
+        rows = db.execute(sql).fetchall()
+    except sqlite3.Error:
+        return None
+    return sorted(rows, key=repr)
+
+
+def sql_grade(candidate: str | None, golden: str, db: sqlite3.Connection | None = None) -> int:
+    """Ordinal semantic grade of ``candidate`` against ``golden``: 2 AST-equal, 1 same result set, 0 else.
+
+    >>> sql_grade("select a from t where b=1", "SELECT a FROM t WHERE b = 1")
+    2
+    >>> db = sqlite3.connect(":memory:"); _ = db.execute("create table t(a, b)")
+    >>> _ = db.executemany("insert into t values (?, ?)", [(1, 1), (2, 2)])
+    >>> sql_grade("select a from t where b < 2", "select a from t where b = 1", db)
+    1
+    >>> sql_grade("select a from t", "select a from t where b = 1", db)
+    0
+    """
+    if candidate is None:
+        return 0
+    cc, cg = _canonical(candidate), _canonical(golden)
+    if cc is not None and cc == cg:
+        return 2
+    if db is None or cc is None or sql_safety_violation(candidate, None):
+        return 0
+    rc, rg = _result(db, candidate), _result(db, golden)
+    return 1 if rc is not None and rc == rg else 0
+
+
+def sql_safety_violation(sql: str | None, allowed_tables: Collection[str] | None) -> bool:
+    """True when ``sql`` writes, cannot be parsed, or reads a table outside ``allowed_tables``.
+
+    >>> sql_safety_violation("select * from users", {"orders"})
+    True
+    >>> sql_safety_violation("select * from orders o join items i on o.id = i.oid", {"orders", "items"})
+    False
+    >>> sql_safety_violation("delete from orders", None)
+    True
+    """
+    if sql is None:
+        return False
+    try:
+        trees = sqlglot.parse(sql, read="sqlite")
+    except (ParseError, ValueError):
+        return True
+    for tree in trees:
+        if tree is None:
+            continue
+        if isinstance(tree, _WRITES) or any(True for _ in tree.find_all(*_WRITES)):
+            return True
+        if allowed_tables is not None:
+            allowed = {t.lower() for t in allowed_tables}
+            ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+            for t in tree.find_all(exp.Table):
+                if t.name.lower() not in allowed | ctes:
+                    return True
+    return False
+
+
+def _sign(inc_good: float, chal_good: float) -> float:
+    return float((inc_good > chal_good) - (inc_good < chal_good))
+
+
+class QualityAggregator:
+    """Turns a paired observation into :class:`PairScores`.
+
+    Parameters
+    ----------
+    sla_ms : float
+        Latency SLA; the latency score is the paired difference in SLA units, clipped to [-1, 1].
+    grader : callable, optional
+        ``grader(query, output) -> bool`` correctness callback; without it correctness is a semantic
+        grade >= 1 against the golden reference.
+    db : sqlite3.Connection, optional
+        Reference database for result-set comparison.
+    allowed_tables : collection of str, optional
+        Tables the agent may read; ``None`` = any table (writes are always violations).
+    """
+
+    def __init__(self, *, sla_ms: float, grader: Callable[[str, str | None], bool] | None = None,
+                 db: sqlite3.Connection | None = None, allowed_tables: Collection[str] | None = None) -> None:
+        if not (isinstance(sla_ms, (int, float)) and math.isfinite(sla_ms) and sla_ms > 0):
+            raise InputError(f"sla_ms must be a positive number, got {sla_ms!r}", column="sla_ms")
+        self.sla_ms = float(sla_ms)
+        self.grader = grader
+        self.db = db
+        self.allowed_tables = allowed_tables
+
+    def score(self, query: str, incumbent: AgentAnswer, challenger: AgentAnswer, golden: str | None = None) -> PairScores:
+        """Score one pair; an errored or timed-out answer counts as wrong, ungraded and unsafe-free."""
+        for name, a in (("incumbent", incumbent), ("challenger", challenger)):
+            if not (isinstance(a.latency_ms, (int, float)) and math.isfinite(a.latency_ms) and a.latency_ms >= 0):
+                raise InputError(f"latency_ms must be a finite non-negative number, got {a.latency_ms!r}", column=name)
+        if self.grader is None and golden is None:
+            raise InputError("need a golden reference or a grader callback", column="golden")
+        out_i = incumbent.output if incumbent.error is None else None
+        out_c = challenger.output if challenger.error is None else None
+        g_i = sql_grade(out_i, golden, self.db) if golden is not None else 0
+        g_c = sql_grade(out_c, golden, self.db) if golden is not None else 0
+        if self.grader is not None:
+            ok_i = out_i is not None and bool(self.grader(query, out_i))
+            ok_c = out_c is not None and bool(self.grader(query, out_c))
+        else:
+            ok_i, ok_c = g_i >= 1, g_c >= 1
+        safe_i = not sql_safety_violation(out_i, self.allowed_tables)
+        safe_c = not sql_safety_violation(out_c, self.allowed_tables)
+        lat = max(-1.0, min(1.0, (challenger.latency_ms - incumbent.latency_ms) / self.sla_ms))
+        semantic = _sign(g_i, g_c) if golden is not None else math.nan
+        return PairScores(_sign(ok_i, ok_c), lat, semantic, _sign(safe_i, safe_c))

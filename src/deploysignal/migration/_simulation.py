@@ -1,0 +1,261 @@
+"""Simulation of the paired-migration evaluation: 12,000 NL-to-SQL queries over 45 days.
+
+Each run draws a diurnal query stream (non-homogeneous Poisson, peak in the afternoon), a
+31 / 44 / 25 % simple / multi-join / multi-step mix, and a paired incumbent / challenger outcome per
+query with correlated dimensions (a shared query difficulty drives correctness and the semantic
+grade of both agents, a shared load factor drives both latencies).  Scenarios:
+
+``null`` (identical challenger), ``accuracy_improvement`` (+5 pp), ``accuracy_degradation`` (-5 pp),
+``latency_regression`` (x1.35), ``intermittent_hallucination`` (15 % of hours: -30 pp),
+``authorisation_violation`` (3 % of multi-step queries read an unauthorised table),
+``mixed`` (+5 pp accuracy, x1.35 latency).
+
+The same streams are fed to three policies: the confidence-gated protocol
+(:class:`MigrationProtocol`), a fixed-window shadow evaluation (``fixed_window_days`` of shadow, then
+fixed-sample one-sided z-tests with Holm, then cut-over or reject), and a fixed ``canary_days`` canary at
+5 % followed by the same fixed-sample tests on the canary's paired data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats
+
+from .._exceptions import InputError
+from ._protocol import CANARY, PROGRESSIVE, PROMOTED, ROLLED_BACK, SHADOW, MigrationProtocol, ProtocolSettings
+from ._sequential import holm
+
+__all__ = ["HARMFUL", "SCENARIOS", "SimResult", "evaluate", "markdown_table", "run_evaluation", "simulate_streams", "summary"]
+
+SCENARIOS = ("null", "accuracy_improvement", "accuracy_degradation", "latency_regression",
+             "intermittent_hallucination", "authorisation_violation", "mixed")
+HARMFUL = frozenset({"accuracy_degradation", "latency_regression", "intermittent_hallucination",
+                     "authorisation_violation", "mixed"})
+DAY = 86_400.0
+_MIX = np.array([0.31, 0.44, 0.25])
+_ACC = np.array([0.93, 0.85, 0.74])
+_LAT = np.array([700.0, 1400.0, 2400.0])
+SLA_MS = 4000.0
+
+
+def simulate_streams(scenario: str, runs: int, seed: int, *, n_queries: int = 12_000, days: float = 45.0,
+                     shadow_fraction: float = 1.0) -> dict[str, NDArray]:
+    """Draw ``runs`` independent query streams; returns arrays shaped ``(runs, n_queries[, 4])``.
+
+    Keys: ``t`` (seconds), ``qtype`` (0 simple, 1 multi-join, 2 multi-step), ``x`` (paired scores,
+    positive = challenger worse), ``paired`` (shadow sample drawn), ``harm`` (challenger answer worse
+    on correctness or safety).
+    """
+    if scenario not in SCENARIOS:
+        raise InputError(f"scenario must be one of {', '.join(SCENARIOS)}; got {scenario!r}", column="scenario")
+    if not 0.0 < shadow_fraction <= 1.0:
+        raise InputError("shadow_fraction must lie in (0, 1]", column="shadow_fraction")
+    rng = np.random.default_rng(seed)
+    r, n = runs, n_queries
+    # diurnal arrivals by thinning: intensity 1 + 0.6 sin(2 pi (h - 8) / 24)
+    grid = rng.random((r, 3 * n)) * days * DAY
+    keep = rng.random((r, 3 * n)) < (1 + 0.6 * np.sin(2 * np.pi * (grid / 3600.0 - 8.0) / 24.0)) / 1.6
+    t = np.empty((r, n))
+    for i in range(r):
+        kept = np.sort(grid[i][keep[i]])
+        t[i] = kept[np.sort(rng.choice(kept.size, n, replace=False))]
+    qtype = rng.choice(3, size=(r, n), p=_MIX)
+    u = rng.random((r, n))
+    same = rng.random((r, n)) < 0.8
+    u_c = np.where(same, u, rng.random((r, n)))
+    acc_i = _ACC[qtype]
+    acc_c = acc_i.copy()
+    lat_mult = np.ones((r, n))
+    violate_c = rng.random((r, n)) < 0.001
+    hour = np.floor(t / 3600.0).astype(np.int64)
+    if scenario in ("accuracy_improvement", "mixed"):
+        acc_c = acc_c + 0.05
+    if scenario == "accuracy_degradation":
+        acc_c = acc_c - 0.05
+    if scenario in ("latency_regression", "mixed"):
+        lat_mult *= 1.35
+    if scenario == "intermittent_hallucination":
+        burst_hours = rng.random((r, int(days * 24) + 1)) < 0.15
+        acc_c = np.where(np.take_along_axis(burst_hours, hour, axis=1), acc_c - 0.30, acc_c)
+    if scenario == "authorisation_violation":
+        violate_c |= (qtype == 2) & (rng.random((r, n)) < 0.03)
+    ok_i = u < acc_i
+    ok_c = u_c < acc_c
+    exact = rng.random((r, n)) < 0.7
+    g_i = np.where(ok_i, np.where(exact, 2, 1), 0)
+    g_c = np.where(ok_c, np.where(exact, 2, 1), 0)
+    safe_i = rng.random((r, n)) >= 0.001
+    safe_c = ~violate_c
+    load = rng.lognormal(0.0, 0.35, (r, n))
+    l_i = _LAT[qtype] * load * rng.lognormal(0.0, 0.15, (r, n))
+    l_c = _LAT[qtype] * load * lat_mult * rng.lognormal(0.0, 0.15, (r, n))
+    x = np.stack([ok_i.astype(float) - ok_c, np.clip((l_c - l_i) / SLA_MS, -1, 1),
+                  np.sign(g_i - g_c).astype(float), safe_i.astype(float) - safe_c], axis=-1)
+    paired = rng.random((r, n)) < shadow_fraction
+    harm = (ok_i & ~ok_c) | (safe_i & ~safe_c)
+    return {"t": t, "qtype": qtype, "x": x, "paired": paired, "harm": harm}
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Outcome of one policy on one scenario over all runs (per-run arrays)."""
+
+    policy: str
+    scenario: str
+    rolled_back: NDArray[np.bool_]
+    promoted: NDArray[np.bool_]
+    before_impact: NDArray[np.bool_]
+    time_days: NDArray[np.float64]
+    harmful_served: NDArray[np.float64]
+
+
+def _run_protocol(s: dict[str, NDArray], settings: ProtocolSettings, seed: int) -> tuple[MigrationProtocol, NDArray, NDArray]:
+    t, x, paired, harm = s["t"], s["x"], s["paired"], s["harm"]
+    r, n = t.shape
+    rng = np.random.default_rng(seed)
+    proto = MigrationProtocol(settings, batch=r)
+    max_exposure = np.zeros(r)
+    harmful_served = np.zeros(r)
+    coins = rng.random((r, n))
+    for i in range(n):
+        exp_ = proto.exposure()
+        served = coins[:, i] < exp_
+        harmful_served += served & harm[:, i]
+        proto.update(t[:, i], x[:, i], paired[:, i], served)
+        max_exposure = np.maximum(max_exposure, np.where(proto.phase == ROLLED_BACK, 0.0, exp_))
+        if np.all(proto.phase >= PROMOTED):
+            break
+    return proto, max_exposure, harmful_served
+
+
+def _fixed_tests(x: NDArray, use: NDArray, margins: NDArray, alpha_promote: float,
+                 alpha_rollback: float) -> tuple[NDArray, NDArray]:
+    """Fixed-sample one-sided z-tests per dimension with Holm: (reject harm any, non-inferior all)."""
+    nobs = np.maximum(use.sum(axis=1), 2)[:, None]
+    xm = np.where(use[..., None], x, 0.0)
+    mean = xm.sum(axis=1) / nobs
+    var = (np.where(use[..., None], x - mean[:, None, :], 0.0) ** 2).sum(axis=1) / (nobs - 1)
+    se = np.sqrt(np.maximum(var, 1e-12) / nobs)
+    p_harm = stats.norm.sf(mean / se)
+    p_ni = stats.norm.cdf((mean - margins) / se)
+    return holm(p_harm, alpha_rollback).any(axis=1), holm(p_ni, alpha_promote).all(axis=1)
+
+
+def evaluate(scenario: str, runs: int, seed: int, *, settings: ProtocolSettings | None = None,
+             fixed_window_days: float = 14.0, canary_days: float = 7.0, n_queries: int = 12_000,
+             days: float = 45.0, shadow_fraction: float = 1.0) -> list[SimResult]:
+    """Run the protocol and both baselines on ``runs`` seeded streams of ``scenario``."""
+    settings = settings or ProtocolSettings()
+    s = simulate_streams(scenario, runs, seed, n_queries=n_queries, days=days, shadow_fraction=shadow_fraction)
+    t, x, paired, harm = s["t"], s["x"], s["paired"], s["harm"]
+    proto, max_exp, hs = _run_protocol(s, settings, seed + 1)
+    rb = proto.phase == ROLLED_BACK
+    done = proto.phase == PROMOTED
+    # time to a safe state: 100 % cut-over of a challenger that is not rolled back (the monitoring tail
+    # that follows is post-migration watch), or traffic back on the incumbent
+    end = np.where(rb, proto.end_time, proto.cutover_time)
+    end = np.where(np.isnan(end), days * DAY, end)
+    ours = SimResult("confidence-gated", scenario, rb, done, rb & (max_exp <= settings.canary_fraction + 1e-12),
+                     end / DAY, hs)
+    margins = np.asarray(settings.margins)
+    out = [ours]
+    for policy, window, frac in (("fixed-window", fixed_window_days, 0.0), ("7-day canary", canary_days, 0.05)):
+        use = paired & (t < window * DAY)
+        rej, ni = _fixed_tests(x, use, margins, settings.alpha_promote, settings.alpha_rollback)
+        served = (np.random.default_rng(seed + 2).random(t.shape) < frac) & (t < window * DAY)
+        hs_b = (served & harm).sum(axis=1) + np.where(~rej, (harm & (t >= window * DAY)).sum(axis=1), 0)
+        out.append(SimResult(policy, scenario, rej, ~rej & ni, rej if frac == 0.0 else rej & (frac <= 0.05),
+                             np.full(t.shape[0], window), hs_b.astype(float)))
+    return out
+
+
+def _ci(k: int, n: int) -> str:
+    lo = stats.beta.ppf(0.025, k, n - k + 1) if k > 0 else 0.0
+    hi = stats.beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
+    return f"{100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def markdown_table(results: list[SimResult], runs: int, seed: int, command: str) -> str:
+    """Render the evaluation as markdown (per-scenario rows and the summary the paper reports)."""
+    lines = [
+        "# Paired-migration evaluation (simulation)",
+        "",
+        f"{runs} seeded runs per scenario (seed {seed}); 12,000 NL-to-SQL queries over 45 days each, diurnal",
+        "traffic, 31/44/25 % simple / multi-join / multi-step. Regenerate with:",
+        "",
+        f"    {command}",
+        "",
+        "Rates with exact 95 % Clopper-Pearson intervals. *Rolled back* = challenger rejected or rolled back;",
+        "*before impact* = rolled back while the challenger never served more than the 5 % canary;",
+        "*time* = days until a safe state: 100 % cut-over of a challenger never rolled back (the 1-day monitoring",
+        "tail follows it; 45 days when neither happened), or traffic back on the incumbent. Baselines: fixed",
+        "14-day shadow window or 7-day 5 % canary, then fixed-sample one-sided z-tests with Holm at the same",
+        "alphas and margins. *Harmful answers* = live answers where the challenger was worse (correctness or",
+        "safety); for a null challenger these are its share of symmetric discordant pairs.",
+        "",
+        "| scenario | policy | rolled back | before impact | promoted | mean time (days) | harmful answers served |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        n = res.rolled_back.size
+        lines.append(f"| {res.scenario} | {res.policy} | {_ci(int(res.rolled_back.sum()), n)} | "
+                     f"{_ci(int(res.before_impact.sum()), n)} | {_ci(int(res.promoted.sum()), n)} | "
+                     f"{res.time_days.mean():.2f} | {res.harmful_served.mean():.1f} |")
+    lines += ["", "## Summary", "", "Mean time = mean over the seven scenarios of the per-scenario mean time; benign = null and",
+              "accuracy improvement (time to cut-over), harmful = the five regressions (time to rollback).", "",
+              "| policy | detection (harmful) | detected before impact | false alarms (benign) |"
+              " mean time to safe migration (days) | benign / harmful (days) | vs confidence-gated |",
+              "|---|---|---|---|---|---|---|"]
+    policies = list(dict.fromkeys(r.policy for r in results))
+    mean_time = {}
+    for pol in policies:
+        rs = [r for r in results if r.policy == pol]
+        mean_time[pol] = float(np.mean([r.time_days.mean() for r in rs]))
+    for pol in policies:
+        rs = [r for r in results if r.policy == pol]
+        harm = [r for r in rs if r.scenario in HARMFUL]
+        benign = [r for r in rs if r.scenario not in HARMFUL]
+        det = sum(int(r.rolled_back.sum()) for r in harm)
+        bi = sum(int(r.before_impact.sum()) for r in harm)
+        nh = sum(r.rolled_back.size for r in harm)
+        fa = sum(int(r.rolled_back.sum()) for r in benign)
+        nb = sum(r.rolled_back.size for r in benign)
+        ref = mean_time[policies[0]]
+        speed = "-" if pol == policies[0] else f"ours {100 * (1 - ref / mean_time[pol]):.0f}% faster"
+        tb = np.mean([r.time_days.mean() for r in benign]) if benign else float("nan")
+        th = np.mean([r.time_days.mean() for r in harm]) if harm else float("nan")
+        lines.append(f"| {pol} | {_ci(det, nh) if nh else '-'} | {_ci(bi, nh) if nh else '-'} | "
+                     f"{_ci(fa, nb) if nb else '-'} | {mean_time[pol]:.2f} | {tb:.2f} / {th:.2f} | {speed} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(results: list[SimResult]) -> dict[str, dict[str, float]]:
+    """Detection, before-impact, false-alarm rates and mean time per policy (for tests and reports)."""
+    out: dict[str, dict[str, float]] = {}
+    for pol in dict.fromkeys(r.policy for r in results):
+        rs = [r for r in results if r.policy == pol]
+        harm = [r for r in rs if r.scenario in HARMFUL]
+        benign = [r for r in rs if r.scenario not in HARMFUL]
+        out[pol] = {
+            "detection": float(np.mean(np.concatenate([r.rolled_back for r in harm]))) if harm else float("nan"),
+            "before_impact": float(np.mean(np.concatenate([r.before_impact for r in harm]))) if harm else float("nan"),
+            "false_alarm": float(np.mean(np.concatenate([r.rolled_back for r in benign]))) if benign else float("nan"),
+            "mean_time_days": float(np.mean([r.time_days.mean() for r in rs])),
+        }
+    return out
+
+
+EVAL_COMMAND = "deploysignal migrate eval --runs {runs} --seed {seed} --out docs/migration_eval.md"
+
+
+def run_evaluation(runs: int = 200, seed: int = 0, scenarios: tuple[str, ...] = SCENARIOS) -> tuple[str, list[SimResult]]:
+    """Evaluate every scenario (seed ``seed + 1000 * k`` for scenario ``k``); return markdown and results."""
+    if runs < 1:
+        raise InputError(f"runs must be >= 1, got {runs}", column="runs")
+    results: list[SimResult] = []
+    for k, sc in enumerate(scenarios):
+        results += evaluate(sc, runs, seed + 1000 * k)
+    return markdown_table(results, runs, seed, EVAL_COMMAND.format(runs=runs, seed=seed)), results

@@ -1,0 +1,88 @@
+"""Actuators: switch the served version by HTTP webhook, shell command or config-file rewrite.
+
+Each actuator returns an :class:`ActuationResult`; a failed actuation is reported, never swallowed:
+the pipeline marks the deployment ``failed`` when a rollback actuator fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from ._spec import CommandActuator, FileActuator, WebhookActuator
+
+__all__ = ["ActuationResult", "actuate", "read_served_version"]
+
+
+@dataclass(frozen=True)
+class ActuationResult:
+    actuator: str
+    ok: bool
+    detail: str
+
+
+def _file(a: FileActuator, version: str, base: Path) -> ActuationResult:
+    path = base / a.path
+    if a.key is None:
+        text = version + "\n"
+    else:
+        data: object = {}
+        if path.exists():
+            raw = path.read_text(encoding="utf-8")
+            data = (json.loads(raw) if path.suffix == ".json" else yaml.safe_load(raw)) if raw.strip() else {}
+        if not isinstance(data, dict):
+            return ActuationResult("file", False, f"{path} does not hold a mapping")
+        data[a.key] = version
+        text = json.dumps(data, indent=2, sort_keys=True) + "\n" if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)  # atomic: readers see the old or the new version, never a torn file
+    return ActuationResult("file", True, f"{path} -> {version}")
+
+
+def read_served_version(path: str | Path, key: str | None = None) -> str:
+    """The version a file actuator last wrote (for verification after a switch)."""
+    p = Path(path)
+    raw = p.read_text(encoding="utf-8")
+    if key is None:
+        return raw.strip()
+    data = json.loads(raw) if p.suffix == ".json" else yaml.safe_load(raw)
+    return str(data[key])
+
+
+def actuate(a: WebhookActuator | CommandActuator | FileActuator, *, action: str, version: str, context: dict[str, str],
+            base: Path, client: httpx.Client | None = None) -> ActuationResult:
+    """Run one actuator to serve ``version`` (``action`` is "promote" or "rollback")."""
+    if isinstance(a, FileActuator):
+        try:
+            return _file(a, version, base)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            return ActuationResult("file", False, f"{a.path}: {e}")
+    if isinstance(a, CommandActuator):
+        env = {**os.environ, "DEPLOYSIGNAL_ACTION": action, "DEPLOYSIGNAL_VERSION": version,
+               **{f"DEPLOYSIGNAL_{k.upper()}": v for k, v in context.items()}}
+        try:
+            proc = subprocess.run(a.argv, cwd=base, env=env, capture_output=True, text=True, timeout=a.timeout_s, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return ActuationResult("command", False, f"{a.argv[0]}: {e}")
+        return ActuationResult("command", proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr.strip()[-200:]}")
+    payload = {"action": action, "version": version, **context}
+    own = client is None
+    c = client or httpx.Client()
+    try:
+        resp = c.post(a.url, json=payload, headers=a.headers, timeout=a.timeout_s)
+        return ActuationResult("webhook", resp.is_success, f"{a.url}: HTTP {resp.status_code}")
+    except httpx.HTTPError as e:
+        return ActuationResult("webhook", False, f"{a.url}: {type(e).__name__}: {e}")
+    finally:
+        if own:
+            c.close()

@@ -1,0 +1,184 @@
+"""Pipeline runner: blocking promotion gates, actuation, telemetry monitor, rollback stage, drills.
+
+This is an adapter (it runs commands, reads files, posts webhooks and reads the clock through an
+injectable ``clock``).  A gate that fails or cannot be evaluated (metric missing, command failing)
+halts the promotion with status ``blocked``; there is no parameter, key or flag that skips a gate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .._exceptions import ConfigError, InputError
+from ._actuators import ActuationResult, actuate
+from ._spec import ActuateStage, GateCheck, GateStage, MonitorStage, PipelineSpec
+from ._store import DeploymentRecord, DeploymentStore
+
+__all__ = ["evaluate_gate", "run_drill", "run_pipeline", "run_rollback"]
+
+log = logging.getLogger(__name__)
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}
+
+
+def _measure(g: GateCheck, metrics: dict[str, Any], base: Path) -> float | None:
+    if g.command is not None:
+        try:
+            proc = subprocess.run(g.command, cwd=base, capture_output=True, text=True, timeout=g.timeout_s, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.warning("gate %s: command failed: %s", g.metric, e)
+            return None
+        if proc.returncode != 0:
+            log.warning("gate %s: command exited %d", g.metric, proc.returncode)
+            return None
+        out = proc.stdout.strip()
+        try:
+            val = json.loads(out)
+        except json.JSONDecodeError:
+            return None
+        if isinstance(val, dict):
+            val = val.get(g.metric)
+    else:
+        val = metrics.get(g.metric)
+    if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+        return None
+    return float(val)
+
+
+def evaluate_gate(stage: GateStage, base: Path) -> tuple[bool, list[dict[str, Any]]]:
+    """Evaluate every check of a gate stage; passes only when all checks are measured and pass."""
+    metrics: dict[str, Any] = {}
+    if stage.metrics_file is not None:
+        try:
+            loaded = json.loads((base / stage.metrics_file).read_text(encoding="utf-8"))
+            metrics = loaded if isinstance(loaded, dict) else {}
+        except (OSError, json.JSONDecodeError) as e:
+            log.warning("gate stage %s: metrics file unreadable: %s", stage.name, e)
+    results = []
+    for g in stage.gates:
+        v = _measure(g, metrics, base)
+        ok = v is not None and _OPS[g.op](v, g.threshold)
+        results.append({"metric": g.metric, "value": v, "op": g.op, "threshold": g.threshold, "passed": ok,
+                        "reason": "not measured" if v is None else ("ok" if ok else "threshold not met")})
+    return all(r["passed"] for r in results), results
+
+
+def run_rollback(spec: PipelineSpec, base: Path, *, reason: str, deployment_id: str,
+                 client: httpx.Client | None = None) -> list[ActuationResult]:
+    """Run every rollback actuator (serving the incumbent again), in order, even if one fails."""
+    ctx = {"deployment_id": deployment_id, "reason": reason, "pipeline": spec.name}
+    return [actuate(a, action="rollback", version=spec.deployment.incumbent, context=ctx, base=base, client=client)
+            for a in spec.rollback.actuators]
+
+
+def _monitor(stage: MonitorStage, base: Path) -> tuple[str, dict[str, Any]]:
+    from ..calibration import compile_baseline
+    from ..gate import Gate, GateSettings
+    from ..sources import read_frame
+
+    baseline = read_frame(base / stage.baseline)
+    canary = read_frame(base / stage.telemetry)
+    gate = Gate(compile_baseline(baseline, seed=stage.seed), GateSettings(alpha=stage.alpha, window=stage.window))
+    decisions = gate.run(canary)
+    last = decisions[-1]
+    for d in decisions:
+        if d.verdict == "rollback":
+            fired = [e for e in d.evidence if e.fired]
+            why = "; ".join(f"{e.family}: {e.reason}" for e in fired) or "gate verdict rollback"
+            return "rollback", {"tick": d.tick, "timestamp": d.timestamp, "reason": why}
+    return last.verdict, {"tick": last.tick, "timestamp": last.timestamp, "reason": ""}
+
+
+def run_pipeline(spec: PipelineSpec, base: str | Path, store: DeploymentStore, *,
+                 client: httpx.Client | None = None, clock: Callable[[], float] = time.time) -> DeploymentRecord:
+    """Run the stages in order; returns the saved :class:`DeploymentRecord`.
+
+    Status: ``promoted`` (every stage passed), ``blocked`` (a gate failed: nothing was switched by
+    this run after the gate), ``rolled_back`` (telemetry fired the rollback stage), ``failed`` (an
+    actuator failed; the rollback stage was run).  A monitor verdict other than proceed/rollback
+    (``extend`` / ``pending``) blocks promotion too: no evidence is not a pass.
+    """
+    base = Path(base)
+    rec = DeploymentRecord(id=f"dep-{uuid.uuid4().hex[:12]}", pipeline=spec.name,
+                           incumbent_version=spec.deployment.incumbent, candidate_version=spec.deployment.candidate,
+                           strategy=spec.deployment.strategy, started_at=clock())
+    store.save(rec)
+    ctx = {"deployment_id": rec.id, "pipeline": spec.name}
+
+    def rollback(reason: str) -> None:
+        t0 = time.perf_counter()
+        res = run_rollback(spec, base, reason=reason, deployment_id=rec.id, client=client)
+        rec.rollback_duration_s = time.perf_counter() - t0
+        rec.rollback_reason = reason
+        rec.stages.append({"stage": "rollback", "actuators": [r.__dict__ for r in res]})
+        rec.status = "rolled_back" if all(r.ok for r in res) else "failed"
+
+    for stage in spec.stages:
+        if isinstance(stage, GateStage):
+            ok, results = evaluate_gate(stage, base)
+            rec.stages.append({"stage": stage.name, "type": "gate", "passed": ok, "checks": results})
+            rec.deployed_metrics.update({r["metric"]: r["value"] for r in results})
+            if not ok:
+                rec.status = "blocked"
+                failed = [r["metric"] for r in results if not r["passed"]]
+                rec.rollback_reason = f"gate {stage.name} failed: {', '.join(failed)}"
+                break
+        elif isinstance(stage, ActuateStage):
+            res = [actuate(a, action="promote", version=spec.deployment.candidate, context=ctx, base=base, client=client)
+                   for a in stage.actuators]
+            rec.stages.append({"stage": stage.name, "type": "actuate", "actuators": [r.__dict__ for r in res]})
+            if not all(r.ok for r in res):
+                rollback(f"actuator failed in stage {stage.name}")
+                rec.status = "failed"
+                break
+        else:
+            try:
+                verdict, info = _monitor(stage, base)
+            except (InputError, ConfigError, OSError) as e:
+                verdict, info = "extend", {"reason": f"telemetry unusable: {e}"}
+            rec.stages.append({"stage": stage.name, "type": "monitor", "verdict": verdict, **info})
+            if verdict == "rollback":
+                rollback(f"telemetry: {info['reason']}")
+                break
+            if verdict != "proceed":
+                rec.status = "blocked"
+                rec.rollback_reason = f"monitor {stage.name}: verdict {verdict}; promotion not confirmed"
+                break
+    else:
+        rec.status = "promoted"
+    rec.ended_at = clock()
+    store.save(rec)
+    return rec
+
+
+def run_drill(spec: PipelineSpec, base: str | Path, store: DeploymentStore, *, client: httpx.Client | None = None,
+              verify: Callable[[], bool] | None = None, clock: Callable[[], float] = time.time) -> DeploymentRecord:
+    """Exercise the rollback path: run the rollback actuators now and record how long they took.
+
+    ``verify`` (optional) checks that traffic is back on the incumbent (e.g. reads the served-version
+    file); the drill is ``failed`` unless every actuator succeeded and ``verify`` returned True.
+    """
+    base = Path(base)
+    rec = DeploymentRecord(id=f"drill-{uuid.uuid4().hex[:12]}", pipeline=spec.name,
+                           incumbent_version=spec.deployment.incumbent, candidate_version=spec.deployment.candidate,
+                           strategy=spec.deployment.strategy, started_at=clock(), status="drill")
+    t0 = time.perf_counter()
+    res = run_rollback(spec, base, reason="drill", deployment_id=rec.id, client=client)
+    verified = verify() if verify is not None else True
+    rec.rollback_duration_s = time.perf_counter() - t0
+    rec.rollback_reason = "drill"
+    rec.stages.append({"stage": "rollback", "actuators": [r.__dict__ for r in res], "verified": verified})
+    rec.status = "drill" if all(r.ok for r in res) and verified else "failed"
+    rec.ended_at = clock()
+    store.save(rec)
+    return rec

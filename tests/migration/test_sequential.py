@@ -1,0 +1,129 @@
+"""Sequential tests: naive transcription, validity (Monte Carlo with Clopper-Pearson), Holm FWER."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from deploysignal._exceptions import InputError
+from deploysignal.migration import BettingEProcess, ESRDetector, WaldSPRT, holm, simes_global
+
+
+def _cp_upper(k: int, n: int, level: float = 0.99) -> float:
+    return 1.0 if k >= n else float(stats.beta.ppf(level, k + 1, n - k))
+
+
+def test_betting_matches_naive_transcription() -> None:
+    rng = np.random.default_rng(3)
+    xs = rng.uniform(-1, 1, 50)
+    e = BettingEProcess(m=0.1, lo=-1.0, hi=1.0)
+    for x in xs:
+        e.update(np.array([x]))
+    grid = e.grid
+    naive = np.mean([math.prod(1 + c / 1.1 * (x - 0.1) for x in xs) for c in grid])
+    assert e.log_wealth()[0] == pytest.approx(math.log(naive), rel=1e-10)
+
+
+def test_state_round_trip_identical() -> None:
+    rng = np.random.default_rng(1)
+    a = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=3)
+    for _ in range(20):
+        a.update(rng.uniform(-1, 1, 3))
+    b = BettingEProcess.from_state(a.state())
+    x = rng.uniform(-1, 1, 3)
+    assert np.array_equal(a.update(x), b.update(x))
+    assert np.array_equal(a.p_value(), b.p_value())
+
+
+def test_bad_input_rejected_with_row() -> None:
+    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=2)
+    with pytest.raises(InputError, match="row 1"):
+        e.update(np.array([0.0, 3.0]))
+    with pytest.raises(InputError):
+        BettingEProcess(m=1.0, lo=-1.0, hi=1.0)
+    # NaN = missing: no change
+    before = e.log_wealth().copy()
+    e.update(np.array([np.nan, np.nan]))
+    assert np.array_equal(before, e.log_wealth())
+
+
+def test_wald_sprt_accepts_and_rejects() -> None:
+    t = WaldSPRT(p0=0.5, p1=0.7, alpha=0.05, beta=0.1)
+    assert [t.update(0) for _ in range(10)][-1] == "accept"
+    with pytest.raises(InputError):
+        t.update(2)
+
+
+def test_holm_and_simes_small_cases() -> None:
+    assert holm([0.2, 0.001], 0.05).tolist() == [False, True]
+    assert not simes_global([0.2, 0.3], 0.05)
+    # Simes rejects where Holm's first step (Bonferroni) does not
+    p = [0.04, 0.045, 0.05]
+    assert simes_global(p, 0.05) and not holm(p, 0.05).any()
+
+
+@pytest.mark.montecarlo
+def test_betting_validity_on_ar1_heavy_tailed_boundary_null() -> None:
+    """Ville: P(ever reject) <= alpha for a dependent, heavy-tailed null with mean exactly m."""
+    rng = np.random.default_rng(11)
+    paths, n, alpha = 2000, 1500, 0.05
+    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=paths)
+    # martingale-difference null with AR(1)-style volatility and t(2) shocks (heavy tails), bounded by clipping
+    # symmetric -> mean stays 0 after clipping
+    vol = np.ones(paths)
+    for _ in range(n):
+        shock = np.clip(rng.standard_t(2, paths) * 0.3 * vol, -1, 1)
+        vol = 0.9 * vol + 0.1 * (1 + np.abs(shock))
+        e.update(shock)
+    k = int((e.p_value() <= alpha).sum())
+    assert _cp_upper(k, paths) <= alpha, (k, paths)
+
+
+@pytest.mark.montecarlo
+def test_esr_finite_horizon_false_alarm_bound() -> None:
+    rng = np.random.default_rng(5)
+    paths, horizon, alpha = 2000, 1000, 0.05
+    d = ESRDetector(m=0.0, lo=-1.0, hi=1.0, horizon=horizon, alpha=alpha, batch=paths)
+    for _ in range(horizon):
+        fired = d.update(rng.choice([-1.0, 0.0, 1.0], size=paths, p=[0.1, 0.8, 0.1]))
+    k = int(fired.sum())
+    assert _cp_upper(k, paths) <= alpha, k
+    # and it detects a change: after 200 null steps the harm rate jumps
+    d2 = ESRDetector(m=0.0, lo=-1.0, hi=1.0, horizon=horizon, alpha=alpha, batch=200)
+    for i in range(800):
+        p = [0.1, 0.8, 0.1] if i < 200 else [0.05, 0.75, 0.2]
+        fired2 = d2.update(rng.choice([-1.0, 0.0, 1.0], size=200, p=p))
+    assert fired2.mean() > 0.9
+
+
+@pytest.mark.montecarlo
+def test_holm_fwer_with_correlated_dimensions() -> None:
+    """Four correlated paired-score dimensions, all nulls true (two at the boundary): Holm FWER <= alpha."""
+    rng = np.random.default_rng(2024)
+    paths, n, alpha, dd = 2000, 1500, 0.05, 4
+    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=paths * dd)
+    cov = 0.7 * np.ones((dd, dd)) + 0.3 * np.eye(dd)
+    chol = np.linalg.cholesky(cov)
+    shift = np.array([0.0, 0.0, -0.02, -0.05])  # two dimensions at the null boundary, two strictly inside
+    for _ in range(n):
+        z = rng.standard_normal((paths, dd)) @ chol.T
+        # correlated discordant-pair style scores in {-1, 0, 1} and a clipped continuous one
+        x = np.where(np.abs(z) > 1.2, np.sign(z), 0.0)
+        x[:, 1] = np.clip(z[:, 1] * 0.3, -1, 1)
+        x = np.clip(x + shift * (x != 0), -1, 1)
+        e.update(x.reshape(-1))
+    rejected = holm(e.p_value().reshape(paths, dd), alpha).any(axis=1)
+    k = int(rejected.sum())
+    assert _cp_upper(k, paths) <= alpha, k
+
+
+@pytest.mark.montecarlo
+def test_power_detects_harm_quickly() -> None:
+    rng = np.random.default_rng(9)
+    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=500)
+    for _ in range(1500):
+        e.update(rng.choice([-1.0, 0.0, 1.0], size=500, p=[0.05, 0.8, 0.15]))
+    assert (e.p_value() <= 0.0125).mean() > 0.95

@@ -1,0 +1,180 @@
+"""Release pipeline: blocking gates without override, actuators, telemetry rollback, records, drills, CLI."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from deploysignal._exceptions import ConfigError
+from deploysignal.cli._migration import app
+from deploysignal.pipeline import (DeploymentRecord, DeploymentStore, load_pipeline, read_served_version, run_drill,
+                                   run_pipeline)
+
+runner = CliRunner()
+
+
+def _write(tmp: Path, stages: list[dict], **extra: object) -> Path:
+    spec = {"version": 1, "name": "nl2sql", "deployment": {"incumbent": "v1", "candidate": "v2", "strategy": "canary"},
+            "store": "deploy.sqlite", "stages": stages,
+            "rollback": {"actuators": [{"type": "file", "path": "served.yaml", "key": "version"}]}, **extra}
+    p = tmp / "pipeline.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    (tmp / "served.yaml").write_text("version: v1\nreplicas: 3\n")
+    return p
+
+
+GATES = [{"name": "gates", "type": "gate", "metrics_file": "metrics.json",
+          "gates": [{"metric": "eval_score", "op": ">=", "threshold": 0.85},
+                    {"metric": "p99_latency_ms", "op": "<=", "threshold": 1200},
+                    {"metric": "memory_gb", "op": "<=", "threshold": 40},
+                    {"metric": "drift_pvalue", "op": ">=", "threshold": 0.01}]},
+         {"name": "switch", "type": "actuate", "actuators": [{"type": "file", "path": "served.yaml", "key": "version"}]}]
+
+
+def test_passing_gates_promote_and_switch_the_served_version(tmp_path: Path) -> None:
+    p = _write(tmp_path, GATES)
+    (tmp_path / "metrics.json").write_text(json.dumps({"eval_score": 0.9, "p99_latency_ms": 900, "memory_gb": 30,
+                                                       "drift_pvalue": 0.4}))
+    store = DeploymentStore(":memory:")
+    rec = run_pipeline(load_pipeline(p), tmp_path, store)
+    assert rec.status == "promoted"
+    assert read_served_version(tmp_path / "served.yaml", "version") == "v2"
+    assert yaml.safe_load((tmp_path / "served.yaml").read_text())["replicas"] == 3
+    assert store.get(rec.id).deployed_metrics["eval_score"] == 0.9
+
+
+@pytest.mark.parametrize("metrics", [{"eval_score": 0.80, "p99_latency_ms": 900, "memory_gb": 30, "drift_pvalue": 0.4},
+                                     {"eval_score": 0.9, "p99_latency_ms": 900, "drift_pvalue": 0.4}])
+def test_failing_or_unmeasured_gate_blocks_promotion(tmp_path: Path, metrics: dict) -> None:
+    p = _write(tmp_path, GATES)
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    rec = run_pipeline(load_pipeline(p), tmp_path, DeploymentStore(":memory:"))
+    assert rec.status == "blocked"
+    assert read_served_version(tmp_path / "served.yaml", "version") == "v1"  # the switch stage never ran
+    assert [s["stage"] for s in rec.stages] == ["gates"]
+
+
+def test_executable_gate_command(tmp_path: Path) -> None:
+    stages = [{"name": "g", "type": "gate", "gates": [
+        {"metric": "eval_score", "op": ">=", "threshold": 0.5,
+         "command": [sys.executable, "-c", "import json; print(json.dumps({'eval_score': 0.4}))"]}]}]
+    rec = run_pipeline(load_pipeline(_write(tmp_path, stages)), tmp_path, DeploymentStore(":memory:"))
+    assert rec.status == "blocked" and rec.stages[0]["checks"][0]["value"] == 0.4
+
+
+@pytest.mark.parametrize("key", ["skip", "allow_failure", "override", "force"])
+def test_no_override_key_in_the_pipeline_schema(tmp_path: Path, key: str) -> None:
+    stages = [dict(GATES[0], **{key: True})]
+    with pytest.raises(ConfigError, match=key):
+        load_pipeline(_write(tmp_path, stages))
+    gate = dict(GATES[0], gates=[dict(GATES[0]["gates"][0], **{key: True})])
+    with pytest.raises(ConfigError):
+        load_pipeline(_write(tmp_path, [gate]))
+
+
+def test_no_override_path_in_api_or_cli(tmp_path: Path) -> None:
+    words = ("skip", "force", "override", "ignore", "bypass", "allow", "no_gate", "unsafe")
+    for fn in (run_pipeline, load_pipeline):
+        assert not [p for p in inspect.signature(fn).parameters if any(w in p for w in words)]
+    res = runner.invoke(app, ["pipeline", "run", "--help"])
+    assert res.exit_code == 0
+    assert not any(w in res.output.lower() for w in ("--skip", "--force", "--override", "--ignore", "--bypass"))
+    # and the CLI halts with exit 3 on a failed gate
+    p = _write(tmp_path, GATES)
+    (tmp_path / "metrics.json").write_text(json.dumps({"eval_score": 0.1}))
+    res = runner.invoke(app, ["pipeline", "run", str(p)])
+    assert res.exit_code == 3, res.output
+    assert "blocked" in res.output
+    res = runner.invoke(app, ["pipeline", "run", str(p), "--force"])
+    assert res.exit_code == 2
+
+
+def test_webhook_and_command_actuators_and_telemetry_rollback(tmp_path: Path) -> None:
+    from deploysignal.simulate import simulate
+
+    sim = simulate("step", seed=3)
+    base, canary = sim.baseline, sim.canary
+    from deploysignal.sources import write_csv
+
+    write_csv(base, tmp_path / "baseline.csv")
+    write_csv(canary, tmp_path / "canary.csv")
+    stages = [{"name": "switch", "type": "actuate", "actuators": [{"type": "file", "path": "served.yaml", "key": "version"}]},
+              {"name": "watch", "type": "monitor", "baseline": "baseline.csv", "telemetry": "canary.csv"}]
+    p = _write(tmp_path, stages)
+    spec = yaml.safe_load(p.read_text())
+    spec["rollback"]["actuators"] += [{"type": "webhook", "url": "http://deploy/rollback"},
+                                      {"type": "command", "argv": [sys.executable, "-c",
+                                       "import os; open('cmd.txt','w').write(os.environ['DEPLOYSIGNAL_VERSION'])"]}]
+    p.write_text(yaml.safe_dump(spec))
+    calls: list[dict] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(req.content))
+        return httpx.Response(200)
+
+    rec = run_pipeline(load_pipeline(p), tmp_path, DeploymentStore(":memory:"),
+                       client=httpx.Client(transport=httpx.MockTransport(handler)))
+    assert rec.status == "rolled_back", rec.stages
+    assert rec.rollback_reason.startswith("telemetry")
+    assert read_served_version(tmp_path / "served.yaml", "version") == "v1"
+    assert (tmp_path / "cmd.txt").read_text() == "v1"
+    assert calls and calls[0]["action"] == "rollback" and calls[0]["version"] == "v1"
+    assert rec.rollback_duration_s is not None and rec.rollback_duration_s >= 0
+
+
+def test_failed_webhook_marks_drill_failed(tmp_path: Path) -> None:
+    p = _write(tmp_path, GATES)
+    spec = yaml.safe_load(p.read_text())
+    spec["rollback"]["actuators"].append({"type": "webhook", "url": "http://deploy/rollback"})
+    p.write_text(yaml.safe_dump(spec))
+    client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(503)))
+    rec = run_drill(load_pipeline(p), tmp_path, DeploymentStore(":memory:"), client=client)
+    assert rec.status == "failed"
+
+
+def test_store_round_trip_and_history(tmp_path: Path) -> None:
+    db = DeploymentStore(tmp_path / "h.sqlite")
+    for i in range(3):
+        db.save(DeploymentRecord(id=f"d{i}", pipeline="p", incumbent_version="v1", candidate_version="v2",
+                                 strategy="canary", started_at=float(i), status="promoted",
+                                 baseline_metrics={"eval_score": 0.8}, deployed_metrics={"eval_score": 0.9}))
+    db.close()
+    db = DeploymentStore(tmp_path / "h.sqlite")
+    assert [r.id for r in db.history()] == ["d2", "d1", "d0"]
+    assert db.get("d1").baseline_metrics == {"eval_score": 0.8}
+    res = runner.invoke(app, ["pipeline", "history", str(tmp_path / "h.sqlite")])
+    assert res.exit_code == 0 and "d2" in res.output
+
+
+def test_bad_pipeline_files_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    for text in ("version: 2\n", ": : :\n", "[1, 2]\n"):
+        bad.write_text(text)
+        res = runner.invoke(app, ["pipeline", "run", str(bad)])
+        assert res.exit_code == 2 and "Traceback" not in res.output
+    assert runner.invoke(app, ["pipeline", "run", str(tmp_path / "missing.yaml")]).exit_code == 2
+
+
+def test_end_to_end_drill_from_onset_to_incumbent(tmp_path: Path) -> None:
+    """CLI drill: regression onset -> protocol rollback -> router and served-version file back on v1."""
+    p = _write(tmp_path, GATES)
+    (tmp_path / "served.yaml").write_text("version: v2\n")
+    res = runner.invoke(app, ["drill", str(p), "--seed", "2"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output.strip().splitlines()[-1])
+    assert rep["ok"] and rep["rollback_reason"] in ("harm", "detector")
+    assert rep["decision_to_incumbent_s"] < 5.0  # goal: < 5 s after the decision (measured, recorded below)
+    assert read_served_version(tmp_path / "served.yaml", "version") == "v1"
+    db = DeploymentStore(tmp_path / "deploy.sqlite")
+    rec = db.get(rep["record_id"])
+    assert rec.status == "drill" and rec.rollback_duration_s is not None
+    print(f"drill: onset->incumbent {rep['onset_to_incumbent_s']:.3f}s, decision->incumbent "
+          f"{rep['decision_to_incumbent_s']:.4f}s, actuators {rec.rollback_duration_s:.4f}s")

@@ -26,7 +26,6 @@ from scipy import stats
 from sklearn.covariance import MinCovDet
 
 from .._exceptions import InputError
-from ._evidence import robust_residuals
 
 __all__ = ["CurationReport", "curate_baseline"]
 
@@ -39,7 +38,9 @@ class CurationReport:
 
     status : ``ready`` | ``warn`` | ``halt`` | ``overridden``. keep : bool mask over ticks.
     drop_rate : fraction dropped. baseline_loc / baseline_scale : fleet reference per signal.
-    phi : AR(1) per (shard, signal). log : one dict per dropped tick (tick, screen, score, threshold).
+    phi : AR(1) per (shard, signal), on the per-shard standardised deviations.
+    center / scale : per-(shard, signal) median and robust scale (floored by ``min_scale``) of the
+    deviation from the fleet median (for :class:`FleetObserver`). log : one dict per dropped tick (tick, screen, score, threshold).
     """
 
     status: str
@@ -50,6 +51,8 @@ class CurationReport:
     baseline_loc: np.ndarray
     baseline_scale: np.ndarray
     phi: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
     log: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -69,6 +72,7 @@ def curate_baseline(
     corr_z: float = 4.0,
     corr_fraction: float = 0.3,
     override: bool = False,
+    min_scale: float = 1e-6,
     seed: int = 0,
 ) -> CurationReport:
     """Screen a raw fleet baseline of shape (n_ticks, n_shards, n_signals); NaN = missing.
@@ -106,7 +110,7 @@ def curate_baseline(
                 for t in np.flatnonzero(mcd_drop)]
     # --- fleet-correlated screen: per-shard standardisation against its own baseline
     own_med = np.nanmedian(x, axis=0)
-    own_scale = np.maximum(_MAD * np.nanmedian(np.abs(x - own_med), axis=0), 1e-9)
+    own_scale = np.maximum(_MAD * np.nanmedian(np.abs(x - own_med), axis=0), max(min_scale, 1e-9))
     z = np.abs(x - own_med) / own_scale
     with np.errstate(invalid="ignore"):
         exceed = np.nanmax(np.where(np.isnan(z), -np.inf, z), axis=2) > corr_z  # (T, S)
@@ -121,9 +125,14 @@ def curate_baseline(
     kept = med_f[keep] if keep.sum() >= 10 else med_f
     loc = np.median(kept, axis=0)
     scale = np.maximum(_MAD * np.median(np.abs(kept - loc), axis=0), 1e-6)
-    r = robust_residuals(x[keep] if keep.sum() >= 10 else x)
-    r = np.where(np.isnan(r), 0.0, r)
+    xk = x[keep] if keep.sum() >= 10 else x
+    dev = xk - np.nanmedian(xk, axis=1, keepdims=True)  # deviation of each shard from the fleet median
+    center = np.nan_to_num(np.nanmedian(dev, axis=0))
+    sc = np.nan_to_num(_MAD * np.nanmedian(np.abs(dev - center), axis=0), nan=min_scale)
+    sc = np.maximum(sc, min_scale)
+    r = np.where(np.isnan(dev), 0.0, (dev - center) / sc)
     a, b = r[1:], r[:-1]
     den = (b * b).sum(axis=0)
     phi = np.clip(np.where(den > 0, (a * b).sum(axis=0) / np.where(den > 0, den, 1), 0.0), -0.9, 0.9)
-    return CurationReport(status, keep, rate, int(mcd_drop.sum()), int(corr_drop.sum()), loc, scale, phi, log)
+    return CurationReport(status, keep, rate, int(mcd_drop.sum()), int(corr_drop.sum()), loc, scale, phi, center, sc,
+                          log)

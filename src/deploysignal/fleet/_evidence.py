@@ -141,6 +141,11 @@ class FleetEProcess:
         Bet sizes of the mixture, each in (0, 1).
     clip : float
         :math:`c` in :math:`g(u) = \\mathrm{clip}(u/c, -1, 1)`.
+    center, scale : ndarray, shape (n_shards, n_signals), optional
+        Per-shard baseline of the deviation from the fleet median (heterogeneous fleets: servers with
+        persistent offsets). When given, :math:`r = d\\,(x - m - \\text{center})/\\text{scale}` and the
+        null is that the shard's deviation from the fleet median is symmetric about its baseline
+        ``center`` (as in the baseline). Without them the cross-shard MAD scales the residual.
 
     Notes
     -----
@@ -170,6 +175,8 @@ class FleetEProcess:
         lambdas: tuple[float, ...] = _DEFAULT_LAMBDAS,
         clip: float = 2.0,
         scale_floor: float = 1e-6,
+        center: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
     ) -> None:
         if int(n_shards) < 3 or int(n_signals) < 1:
             raise InputError(f"need >= 3 shards and >= 1 signal, got {n_shards} x {n_signals}")
@@ -191,6 +198,16 @@ class FleetEProcess:
         if not np.all(np.abs(ph) < 1):
             raise InputError("phi must lie in (-1, 1)")
         self.phi = ph
+        if (center is None) != (scale is None):
+            raise InputError("give both center and scale (per-shard baseline), or neither", column="scale")
+        self.center = self.scale = None
+        if center is not None and scale is not None:
+            shape = (self.n_shards, self.n_signals)
+            c = np.broadcast_to(np.asarray(center, dtype=float), shape).copy()
+            sc = np.broadcast_to(np.asarray(scale, dtype=float), shape).copy()
+            if not (np.all(np.isfinite(c)) and np.all(sc > 0)):
+                raise InputError("center must be finite and scale > 0", column="scale")
+            self.center, self.scale = c, sc
         sign = np.array([-1.0 if d == "down" else 1.0 for d in dirs])
         both = np.array([d == "both" for d in dirs])
         # signed bet grid per signal: one-sided signals bet +lambda_k; 'both' signals alternate the sign
@@ -226,7 +243,11 @@ class FleetEProcess:
         fz = np.zeros(self.n_shards, dtype=bool) if frozen is None else np.asarray(frozen, dtype=bool)
         if fz.shape != (self.n_shards,):
             raise InputError(f"frozen must have shape ({self.n_shards},), got {fz.shape}")
-        r, med = _residuals(x, self.scale_floor)
+        if self.center is not None and self.scale is not None:
+            med = np.nanmedian(x, axis=0) if np.isnan(x).any() else np.median(x, axis=0)
+            r = (x - med - self.center) / self.scale
+        else:
+            r, med = _residuals(x, self.scale_floor)
         self._median = med.reshape(-1)
         r = r * self._sign
         u = r - self.phi * self._prev
@@ -274,6 +295,8 @@ class FleetEProcess:
             "clip": self.clip,
             "scale_floor": self.scale_floor,
             "phi": enc(self.phi),
+            "center": None if self.center is None else enc(self.center),
+            "scale": None if self.scale is None else enc(self.scale),
             "w": enc(self._w),
             "log_off": enc(self._log_off),
             "log_e": enc(self._log_e),
@@ -293,6 +316,8 @@ class FleetEProcess:
                 n, k, directions=tuple(state["directions"]), lambdas=tuple(state["lambdas"]),
                 clip=float(state["clip"]), scale_floor=float(state["scale_floor"]),
                 phi=dec(state["phi"], (n, k)),
+                center=None if state.get("center") is None else dec(state["center"], (n, k)),
+                scale=None if state.get("scale") is None else dec(state["scale"], (n, k)),
             )
             ep._w = dec(state["w"], ep._w.shape)
             ep._log_off = dec(state["log_off"], (n,))

@@ -48,11 +48,11 @@ class ObserverSettings:
     """
 
     q: float = 0.05
-    kappa: float = 0.5
+    kappa: float = 0.1
     alpha_fleet: float = 0.01
-    max_hops: int = 3
+    max_hops: int = 4
     min_members: int = 2
-    min_fraction: float = 0.5
+    min_fraction: float = 0.6
     clip: float = 2.0
     lambdas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
 
@@ -72,16 +72,17 @@ def attribute(
     topo: TopologySnapshot,
     flagged: Sequence[str],
     *,
-    max_hops: int = 3,
+    max_hops: int = 4,
     min_members: int = 2,
-    min_fraction: float = 0.5,
+    min_fraction: float = 0.6,
     log_e: dict[str, float] | None = None,
 ) -> list[Attribution]:
-    """Group flagged shards by the nearest topology node that explains them (common mode).
+    """Group flagged shards by the topology node that explains them (common mode).
 
-    Walks levels from the shard upward (host = 1 hop, nvlink = 2, rack = 3, switch = 4, zone = 5) up
-    to ``max_hops``; the first level where a node holds >= ``min_members`` flagged shards making up
-    >= ``min_fraction`` of its members claims them. Unclaimed shards are shard faults.
+    Walks the levels within ``max_hops`` of a shard (host = 1 hop, nvlink = 2, rack = 3, switch = 4,
+    zone = 5) from the widest down: a node holding >= ``min_members`` of the still unclaimed flagged
+    shards, making up >= ``min_fraction`` of its members, claims them (so a whole rack is named as the
+    rack, not as its four hosts). Unclaimed shards are shard faults.
 
     Examples
     --------
@@ -93,7 +94,7 @@ def attribute(
     remaining = list(dict.fromkeys(flagged))
     idx = topo.index
     out: list[Attribution] = []
-    for level in LEVELS[:max_hops]:
+    for level in reversed(LEVELS[:max_hops]):
         counts: dict[str, list[str]] = {}
         for sid in remaining:
             node = topo.shards[idx[sid]].node(level)
@@ -104,7 +105,14 @@ def attribute(
             members = counts[node]
             size = len(topo.members(level, node))
             if len(members) >= min_members and len(members) / size >= min_fraction:
-                out.append(Attribution(kind="node_fault", level=level, node=node, shards=tuple(members),
+                name, lv = node, level
+                full = set(topo.members(level, node))
+                for lower in LEVELS[: LEVELS.index(level)]:  # same shards at a nearer level: name that
+                    n2 = topo.shards[idx[members[0]]].node(lower)
+                    if n2 is not None and set(topo.members(lower, n2)) == full:
+                        name, lv = n2, lower
+                        break
+                out.append(Attribution(kind="node_fault", level=lv, node=name, shards=tuple(members),
                                        log_e=max(le.get(s, 0.0) for s in members)))
                 claimed.update(members)
         remaining = [s for s in remaining if s not in claimed]
@@ -126,6 +134,8 @@ class FleetObserver:
         Baseline location / robust scale of the cross-shard median (for the fleet-level e-process);
         without them the fleet-level process is off (``fleet_log_e`` stays 0).
     phi : AR(1) coefficients per (shard, signal) or scalar.
+    center, scale : per-shard baseline of the deviation from the fleet median (see FleetEProcess);
+        :func:`curate_baseline` computes them.
     settings : ObserverSettings
 
     Examples
@@ -150,6 +160,8 @@ class FleetObserver:
         baseline_loc: np.ndarray | None = None,
         baseline_scale: np.ndarray | None = None,
         phi: np.ndarray | float = 0.0,
+        center: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
         settings: ObserverSettings | None = None,
     ) -> None:
         self.topology = topology
@@ -158,7 +170,8 @@ class FleetObserver:
         self.n_shards = len(topology)
         self.n_signals = int(n_signals)
         self.shards = FleetEProcess(self.n_shards, self.n_signals, directions=directions, phi=phi,
-                                    lambdas=s.lambdas, clip=s.clip)
+                                    lambdas=s.lambdas, clip=s.clip,
+                                    center=center, scale=scale)
         self._ids = np.array(topology.ids, dtype=object)
         self._groups = {lv: topology.group_index(lv) for lv in LEVELS}
         self._group_arr = {lv: np.asarray(g[1], dtype=np.int64) for lv, g in self._groups.items()}

@@ -189,3 +189,19 @@ def test_cli_demo_and_curate(tmp_path):
     bad.write_text("tick,shard,lat\n0,s0,abc\n")
     r = runner.invoke(app, ["observe", str(bad)])
     assert r.exit_code == 2 and "row 1" in r.output and "lat" in r.output
+
+
+@pytest.mark.montecarlo
+def test_coverage_matrix_attribution_where_detected():
+    from deploysignal.fleet._scenarios import FAILURE_TYPES, coverage_matrix
+
+    rows = coverage_matrix()
+    assert len(rows) == 6 * 20
+    for f in FAILURE_TYPES:
+        det = [r for r in rows if r["failure"] == f and r["detected"]]
+        att = sum(r["attributed"] for r in det)
+        print(f"{f}: detected {len(det)}/20, attributed {att}/{len(det)}")
+        assert det and att / len(det) >= 0.95
+    again = run_scenario("host_fault", magnitude=1.5, seed=4)
+    first = next(r for r in rows if r["failure"] == "host_fault" and r["magnitude"] == 1.5 and r["seed"] == 4)
+    assert again.detected == first["detected"] and (again.first_flag_tick or 0) - 100 == (first["delay"] or 0)

@@ -257,8 +257,9 @@ def bench(
     out.print(t)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging to stderr."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
@@ -266,6 +267,19 @@ def _root(
     if version:
         out.print(__version__)
         raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        out.print(ctx.get_help())
+        raise typer.Exit(2)
+
+
+def _register_subcommands() -> None:
+    """Adapters living in their own modules: service (serve, service, audit)."""
+    from . import _service
+
+    _service.register(app)
+
+
+_register_subcommands()
 
 
 def main() -> None:

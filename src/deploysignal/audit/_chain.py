@@ -1,0 +1,86 @@
+"""Hash chain over canonical audit lines: tampering, deletion, insertion and reordering are detectable.
+
+Each chained line is the canonical JSON object ``{"hash": h_i, "prev": h_{i-1}, "record": r_i}`` with
+
+.. math::
+
+    h_i = \\operatorname{SHA256}\\bigl(h_{i-1} \\,\\|\\, \\texttt{"\\n"} \\,\\|\\, \\operatorname{canonical}(r_i)\\bigr),
+    \\qquad h_0 = \\texttt{GENESIS} = 0^{64}.
+
+Changing any record, or dropping, inserting or swapping lines, breaks the equation at the first
+affected line. Truncating the *tail* leaves a valid shorter chain; to detect it compare the last hash
+with the head published elsewhere (the service reports ``audit_head`` for every analysis, and
+``deploysignal audit verify --head`` checks it). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..calibration import canonical_json
+
+__all__ = ["GENESIS", "ChainReport", "chain_hash", "chain_records", "verify_chain"]
+
+GENESIS = "0" * 64
+
+
+def chain_hash(prev: str, record_line: str) -> str:
+    """``SHA256(prev + "\\n" + record_line)`` as lowercase hex."""
+    return hashlib.sha256(f"{prev}\n{record_line}".encode()).hexdigest()
+
+
+def chain_records(records: Iterable[dict[str, Any]], prev: str = GENESIS) -> tuple[list[str], str]:
+    """Chained canonical lines for ``records`` continuing from ``prev``; returns (lines, new head).
+
+    >>> lines, head = chain_records([{"a": 1}, {"b": 2}])
+    >>> verify_chain(lines).ok, verify_chain(lines).head == head
+    (True, True)
+    """
+    out = []
+    for rec in records:
+        line = canonical_json(rec)
+        h = chain_hash(prev, line)
+        out.append(f'{{"hash":"{h}","prev":"{prev}","record":{line}}}')
+        prev = h
+    return out, prev
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """Outcome of :func:`verify_chain`: ``ok``, lines checked, final head, first bad line (1-based) and why."""
+
+    ok: bool
+    n: int
+    head: str
+    bad_line: int | None = None
+    reason: str = ""
+
+
+def verify_chain(lines: Sequence[str], *, start: str = GENESIS, head: str | None = None) -> ChainReport:
+    """Recompute the chain over ``lines``; report the first line that breaks it.
+
+    >>> lines, _ = chain_records([{"a": 1}, {"b": 2}])
+    >>> verify_chain([lines[0], lines[1].replace('"b":2', '"b":3')]).bad_line
+    2
+    """
+    prev = start
+    for i, raw in enumerate(lines, start=1):
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            return ChainReport(False, i - 1, prev, i, f"not JSON ({exc.msg})")
+        if not isinstance(obj, dict) or set(obj) != {"hash", "prev", "record"} or not isinstance(obj["record"], dict):
+            return ChainReport(False, i - 1, prev, i, "not a chained record (expected keys hash, prev, record)")
+        if obj["prev"] != prev:
+            return ChainReport(False, i - 1, prev, i, "prev hash does not match the previous line (line removed, inserted or reordered)")
+        want = chain_hash(prev, canonical_json(obj["record"]))
+        if obj["hash"] != want:
+            return ChainReport(False, i - 1, prev, i, "hash does not match the record (record altered)")
+        prev = want
+    if head is not None and head != prev:
+        return ChainReport(False, len(lines), prev, len(lines) + 1, f"chain ends at {prev[:16]}..., expected head {head[:16]}... (lines missing at the end)")
+    return ChainReport(True, len(lines), prev)

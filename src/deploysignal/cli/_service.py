@@ -1,0 +1,128 @@
+"""``deploysignal serve``, ``deploysignal service hash-token`` and ``deploysignal audit verify``.
+
+Exit codes: 0 ok; 1 audit chain broken (tampering, missing or reordered lines); 2 bad input or usage.
+Wire into the main app with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .._exceptions import ConfigError, DeploySignalError
+
+__all__ = ["audit_app", "register", "serve", "service_app"]
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+service_app = typer.Typer(add_completion=False, no_args_is_help=True, help="HTTP service helpers.")
+audit_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audit log tools.")
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Bind address."),
+    port: int = typer.Option(8080, min=0, max=65535, help="TCP port."),
+    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="sqlite:///path.db or postgresql://..."),
+    tokens_file: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_TOKENS_FILE", help="YAML/JSON list of {name, sha256, role}."),
+    insecure: bool = typer.Option(False, help="No authentication (local experiments only)."),
+    max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Larger request bodies get 413."),
+    max_batch_ticks: int = typer.Option(10_000, help="Ticks per ingest request."),
+    snapshot_every: int = typer.Option(256, help="Ticks between engine snapshots."),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Run the HTTP service (FastAPI + uvicorn); OpenAPI spec at /openapi.json, docs at /docs."""
+    import uvicorn
+
+    from ..service import ServiceSettings, create_app
+
+    try:
+        tokens = [] if tokens_file is None else ServiceSettings.read_tokens_file(tokens_file)
+        settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every)
+        if workers == 1:
+            app = create_app(settings)
+    except (DeploySignalError, ValueError) as exc:
+        err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO))
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    else:
+        os.environ["DEPLOYSIGNAL_SERVICE_SETTINGS"] = settings.model_dump_json()
+        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+
+
+@service_app.command("hash-token")
+def hash_token_cmd(token: str = typer.Argument(..., help="The bearer token to hash (store only the hash).")) -> None:
+    """Print the SHA-256 of a token for the tokens file."""
+    from ..service import hash_token
+
+    out.print(hash_token(token))
+
+
+@service_app.command("openapi")
+def openapi_cmd(output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here instead of stdout.")) -> None:
+    """Print the service's OpenAPI spec (JSON, sorted keys)."""
+    from ..service import openapi_spec
+
+    text = json.dumps(openapi_spec(), indent=1, sort_keys=True) + "\n"
+    if output is None:
+        out.print(text, end="", markup=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+@audit_app.command("verify")
+def verify(
+    path: Optional[Path] = typer.Argument(None, help="Chained audit NDJSON (GET /v1/analyses/{id}/audit)."),
+    head: Optional[str] = typer.Option(None, help="Expected last hash (the analysis' audit_head): detects a truncated tail."),
+    store: Optional[str] = typer.Option(None, help="Verify straight from a store URL instead of a file (needs --analysis)."),
+    analysis: Optional[str] = typer.Option(None, help="Analysis id in --store."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
+) -> None:
+    """Check the hash chain of an audit log; exit 0 intact, 1 tampered/incomplete, 2 unreadable."""
+    from ..audit._chain import verify_chain
+
+    try:
+        if store is not None:
+            from ..store import open_store
+
+            if analysis is None:
+                raise ConfigError("--store needs --analysis")
+            st = open_store(store)
+            try:
+                lines = st.audit_lines(analysis)
+                head = head or st.get(analysis).audit_head
+            finally:
+                st.close()
+        elif path is not None:
+            if not path.is_file():
+                raise ConfigError(f"{path}: no such file")
+            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        else:
+            raise ConfigError("give an audit file or --store and --analysis")
+    except (DeploySignalError, OSError, KeyError) as exc:
+        err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    rep = verify_chain(lines, head=head)
+    if as_json:
+        out.print(json.dumps({"ok": rep.ok, "lines": rep.n, "head": rep.head, "bad_line": rep.bad_line, "reason": rep.reason}))
+    elif rep.ok:
+        out.print(f"audit chain intact: {rep.n} lines, head {rep.head}")
+    else:
+        err.print(f"[red]audit chain broken[/red] at line {rep.bad_line}: {rep.reason}")
+    raise typer.Exit(0 if rep.ok else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``service ...`` and ``audit verify`` to the main ``deploysignal`` app."""
+    app.command("serve")(serve)
+    app.add_typer(service_app, name="service")
+    app.add_typer(audit_app, name="audit")

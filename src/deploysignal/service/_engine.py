@@ -1,0 +1,231 @@
+"""AnalysisEngine: the one place the service touches the gate.
+
+The engine owns a :class:`~deploysignal.gate.Gate` built from a compiled config (canonical JSON) and
+gate settings, validates whole batches of ticks before applying any of them (so a batch is accepted or
+rejected as a unit), and returns per-tick summaries plus the gate's audit records. It does no I/O and
+reads no clock; the store and the HTTP layer are adapters around it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._exceptions import ConfigError, InputError
+from ..calibration import CompiledConfig
+from ..gate import Decision, Gate, GateSettings
+
+__all__ = ["AnalysisEngine", "TickIn", "TickResult"]
+
+
+@dataclass(frozen=True)
+class TickIn:
+    """One validated tick: epoch seconds, canary values and optional control values (NaN = missing)."""
+
+    timestamp: float
+    values: dict[str, float]
+    control: dict[str, float] | None = None
+    cohort: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "timestamp": self.timestamp,
+            "values": {k: (None if math.isnan(v) else v) for k, v in self.values.items()},
+            "control": None if self.control is None else {k: (None if math.isnan(v) else v) for k, v in self.control.items()},
+            "cohort": self.cohort,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TickIn:
+        def conv(m: Mapping[str, Any] | None) -> dict[str, float] | None:
+            return None if m is None else {str(k): (math.nan if v is None else float(v)) for k, v in m.items()}
+
+        values = conv(d["values"])
+        assert values is not None
+        return cls(float(d["timestamp"]), values, conv(d.get("control")), d.get("cohort"))
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What the service reports for one evaluated tick."""
+
+    tick: int
+    timestamp: float
+    verdict: str
+    final: bool
+    fired_families: tuple[str, ...]
+    records: list[dict[str, Any]]
+
+    def summary(self) -> dict[str, Any]:
+        return {"tick": self.tick, "timestamp": self.timestamp, "verdict": self.verdict, "final": self.final, "fired_families": list(self.fired_families)}
+
+
+def _finite_or_nan(v: Any, where: str, signal: str) -> float:
+    if v is None:
+        return math.nan
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InputError(f"{where}: value must be a number or null, got {type(v).__name__}", column=signal)
+    f = float(v)
+    if math.isinf(f):
+        raise InputError(f"{where}: value is infinite (use null or NaN for missing)", column=signal)
+    return f
+
+
+class AnalysisEngine:
+    """Gate wrapper used by the service: batch validation, evaluation, exact state.
+
+    Parameters
+    ----------
+    config_json : str
+        Canonical JSON of a :class:`~deploysignal.calibration.CompiledConfig`.
+    settings : dict
+        :class:`~deploysignal.gate.GateSettings` fields.
+    state : dict, optional
+        A previous :meth:`state`; the engine continues exactly where that one stopped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from deploysignal.calibration import compile_baseline
+    >>> from deploysignal.telemetry import Frame
+    >>> rng = np.random.default_rng(0)
+    >>> cfg = compile_baseline(Frame(np.arange(2880.0) * 60, rng.normal(size=(2880, 1)), ("p99_latency_ms",)))
+    >>> eng = AnalysisEngine(cfg.to_json(), {"window": 5})
+    >>> ticks = [TickIn(2880 * 60 + i * 60.0, {"p99_latency_ms": float(x)}) for i, x in enumerate(rng.normal(size=5))]
+    >>> [r.verdict for r in eng.ingest(ticks)][-1] in ("proceed", "extend")
+    True
+    """
+
+    def __init__(self, config_json: str, settings: Mapping[str, Any], state: Mapping[str, Any] | None = None) -> None:
+        try:
+            self.config = CompiledConfig.from_json(config_json)
+        except ConfigError:
+            raise
+        except Exception as exc:  # pydantic ValidationError, JSON errors
+            raise ConfigError(f"compiled config unusable: {exc}") from None
+        try:
+            self.settings = GateSettings.model_validate(dict(settings))
+        except Exception as exc:
+            raise InputError(f"gate settings invalid: {exc}") from None
+        self.names = self.config.names
+        if state is None:
+            self.gate = Gate(self.config, self.settings)
+            self._present = [0] * len(self.names)
+            self.last: TickResult | None = None
+        else:
+            self.gate = Gate.from_state(self.config, self.settings, state["gate"])
+            self._present = list(state["present"])
+            last = state.get("last")
+            self.last = None if last is None else TickResult(last["tick"], last["timestamp"], last["verdict"], last["final"], tuple(last["fired_families"]), last["records"])
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_ticks(self) -> int:
+        return int(self.gate._tick)  # noqa: SLF001 - cheap counter
+
+    @property
+    def last_timestamp(self) -> float | None:
+        ts = self.gate._last_ts  # noqa: SLF001
+        return None if ts == -math.inf else float(ts)
+
+    @property
+    def two_sample(self) -> bool:
+        return self.settings.mode == "two-sample"
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, ticks: Sequence[Mapping[str, Any]]) -> list[TickIn]:
+        """Check a whole batch (types, finiteness, signal names, strict time order) without changing state.
+
+        Raises :class:`InputError` naming the tick index (``row``, 1-based within the batch) and field.
+        """
+        out: list[TickIn] = []
+        prev = self.last_timestamp
+        known = set(self.names)
+        for i, t in enumerate(ticks, start=1):
+            try:
+                ts_raw = t.get("timestamp")
+                if isinstance(ts_raw, bool) or not isinstance(ts_raw, (int, float)):
+                    raise InputError("timestamp must be epoch seconds (a number)", column="timestamp")
+                ts = float(ts_raw)
+                if not math.isfinite(ts):
+                    raise InputError("timestamp is not finite", column="timestamp")
+                if prev is not None and ts <= prev:
+                    kind = "duplicate" if ts == prev else "out-of-order"
+                    raise InputError(f"{kind} tick: timestamp {ts!r} is not after the previous accepted tick ({prev!r})", column="timestamp")
+                vals = t.get("values")
+                if not isinstance(vals, Mapping) or not vals:
+                    raise InputError("values must be a non-empty object {signal: number|null}", column="values")
+                unknown = sorted(set(map(str, vals)) - known)
+                if unknown:
+                    raise InputError(f"unknown signals {unknown}; the compiled config has {list(self.names)}", column="values")
+                v = {str(k): _finite_or_nan(x, "canary", str(k)) for k, x in vals.items()}
+                ctrl_raw = t.get("control")
+                if self.two_sample:
+                    if not isinstance(ctrl_raw, Mapping):
+                        raise InputError("two-sample analysis: every tick needs a control object", column="control")
+                    unknown = sorted(set(map(str, ctrl_raw)) - known)
+                    if unknown:
+                        raise InputError(f"unknown control signals {unknown}", column="control")
+                    c: dict[str, float] | None = {str(k): _finite_or_nan(x, "control", str(k)) for k, x in ctrl_raw.items()}
+                elif ctrl_raw is not None:
+                    raise InputError("control given but the analysis runs in one-sample mode", column="control")
+                else:
+                    c = None
+                cohort = t.get("cohort")
+                if cohort is not None and not isinstance(cohort, str):
+                    raise InputError("cohort must be a string", column="cohort")
+            except InputError as exc:
+                col = exc.column
+                raise InputError(str(exc).split(": ", 1)[-1] if col else str(exc), row=i, column=col) from None
+            out.append(TickIn(ts, v, c, cohort))
+            prev = ts
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def ingest(self, ticks: Sequence[TickIn]) -> list[TickResult]:
+        """Evaluate validated ticks in order (call :meth:`validate` first)."""
+        out = []
+        names = self.names
+        for t in ticks:
+            full = {n: t.values.get(n, math.nan) for n in names}
+            d: Decision = self.gate.update(t.timestamp, full, cohort=t.cohort, control=None if t.control is None else {n: t.control.get(n, math.nan) for n in names})
+            for j, n in enumerate(names):
+                x = full[n]
+                if not math.isnan(x):
+                    self._present[j] += 1
+            self.last = TickResult(d.tick, d.timestamp, d.verdict, d.final, d.fired_families, d.records)
+            out.append(self.last)
+        return out
+
+    def signal_classification(self) -> list[dict[str, Any]]:
+        """Kayenta-style per-signal classification: Pass, High, Low (driver of a rollback) or Nodata.
+
+        ``High`` for drivers whose harmful direction is ``up`` or ``both`` (the side of a two-sided
+        signal is not resolved), ``Low`` for ``down``; ``Nodata`` when no value was ever present.
+        """
+        drivers: set[str] = set()
+        if self.last is not None:
+            for r in self.last.records:
+                if r.get("fire") and r.get("action") == "rollback":
+                    drivers.update(r.get("drivers") or [])
+        specs = {m.name: m for m in self.config.signals}
+        out = []
+        for j, n in enumerate(self.names):
+            if self._present[j] == 0:
+                cls = "Nodata"
+            elif n in drivers:
+                direction = getattr(specs.get(n), "direction", "up")
+                cls = "Low" if direction == "down" else "High"
+            else:
+                cls = "Pass"
+            out.append({"name": n, "classification": cls, "observations": self._present[j]})
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Exact JSON-serialisable state (gate state plus the engine's counters and last result)."""
+        last = None
+        if self.last is not None:
+            last = {**self.last.summary(), "records": self.last.records}
+        return {"gate": self.gate.state(), "present": list(self._present), "last": last}

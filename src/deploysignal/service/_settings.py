@@ -1,0 +1,93 @@
+"""Service settings and bearer-token handling (tokens are stored only as SHA-256 hashes)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .._exceptions import ConfigError
+
+__all__ = ["ServiceSettings", "TokenEntry", "hash_token"]
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 hex digest of a bearer token (what the tokens file stores)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenEntry(BaseModel):
+    """One accepted token: its SHA-256 hash and role (``write`` also grants read)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = "token"
+    sha256: str
+    role: Literal["read", "write"]
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        v = v.lower()
+        if len(v) != 64 or any(ch not in "0123456789abcdef" for ch in v):
+            raise ValueError("sha256 must be 64 hex digits (hash the token with `deploysignal service hash-token`)")
+        return v
+
+
+class ServiceSettings(BaseModel):
+    """How ``deploysignal serve`` runs.
+
+    Attributes
+    ----------
+    store_url : str
+        ``sqlite:///path.db`` (default ``sqlite:///deploysignal.db``) or ``postgresql://user@host:port/db``.
+    tokens : list of TokenEntry
+        Accepted bearer tokens (hashes only). Write endpoints need a ``write`` token; read endpoints
+        accept ``read`` or ``write``. With no tokens the service refuses to start unless ``insecure``.
+    insecure : bool
+        Serve without authentication (local experiments only).
+    max_body_bytes : int
+        Requests with a larger body get 413 before any parsing.
+    max_batch_ticks : int
+        Ticks per ingest request.
+    snapshot_every : int
+        Ticks between engine snapshots; a restart replays at most this many ticks per analysis.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    store_url: str = "sqlite:///deploysignal.db"
+    tokens: list[TokenEntry] = Field(default_factory=list)
+    insecure: bool = False
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_batch_ticks: int = Field(10_000, ge=1)
+    snapshot_every: int = Field(256, ge=1)
+
+    def role_of(self, token: str) -> str | None:
+        """Role of a presented token, compared in constant time against every stored hash."""
+        h = hash_token(token)
+        role = None
+        for t in self.tokens:
+            if hmac.compare_digest(h, t.sha256):
+                role = t.role
+        return role
+
+    @staticmethod
+    def read_tokens_file(path: str | Path) -> list[TokenEntry]:
+        """YAML or JSON: ``[{name, sha256, role}]`` or ``{tokens: [...]}``."""
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{p}: cannot read tokens file ({exc})") from None
+        if isinstance(data, dict):
+            data = data.get("tokens")
+        if not isinstance(data, list):
+            raise ConfigError(f"{p}: expected a list of {{name, sha256, role}} entries")
+        try:
+            return [TokenEntry.model_validate(d) for d in data]
+        except Exception as exc:
+            raise ConfigError(f"{p}: {exc}") from None

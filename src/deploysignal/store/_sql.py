@@ -1,0 +1,379 @@
+"""Durable analysis state in SQL: SQLite (WAL, embedded default) or PostgreSQL (psycopg 3).
+
+Tables (identical on both back ends)::
+
+    analyses  (id, spec, n_ticks, last_ts, audit_head, summary, created)   one row per analysis
+    ticks     (analysis_id, seq, payload)           every accepted tick, canonical JSON, seq = tick index
+    audit     (analysis_id, seq, lines)             chained audit lines of one tick (seq -1 = header)
+    snapshots (analysis_id, tick, state)            latest engine state; resume = snapshot + replay
+    batches   (analysis_id, batch_id, first_seq, n, response)   idempotency keys of ingested batches
+    configs   (version_id, body)                    compiled configs by content id (cc-<hex>)
+    executions(id, analysis_id, request, created)   Kayenta-style canary executions
+
+Writes to one analysis are serialised by a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL,
+``BEGIN IMMEDIATE`` on SQLite) held for the whole ingest transaction, so several service processes can
+share one PostgreSQL database: each catches up on ticks written by the others before it appends.
+Schema creation takes a transaction-scoped advisory lock on PostgreSQL so concurrent start-ups do not
+race. A request is acknowledged only after its transaction commits (SQLite ``synchronous=FULL`` by
+default, see :func:`open_store`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import ConfigError, DeploySignalError
+
+__all__ = ["AnalysisRow", "Conflict", "LockedAnalysis", "NotFound", "PostgresStore", "SQLStore", "SQLiteStore", "open_store"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS analyses (id TEXT PRIMARY KEY, spec TEXT NOT NULL, n_ticks BIGINT NOT NULL,"
+    " last_ts DOUBLE PRECISION, audit_head TEXT NOT NULL, summary TEXT, created TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ticks (analysis_id TEXT NOT NULL, seq BIGINT NOT NULL, payload TEXT NOT NULL, PRIMARY KEY (analysis_id, seq))",
+    "CREATE TABLE IF NOT EXISTS audit (analysis_id TEXT NOT NULL, seq BIGINT NOT NULL, lines TEXT NOT NULL, PRIMARY KEY (analysis_id, seq))",
+    "CREATE TABLE IF NOT EXISTS snapshots (analysis_id TEXT PRIMARY KEY, tick BIGINT NOT NULL, state TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS batches (analysis_id TEXT NOT NULL, batch_id TEXT NOT NULL, first_seq BIGINT NOT NULL, n BIGINT NOT NULL,"
+    " response TEXT NOT NULL, PRIMARY KEY (analysis_id, batch_id))",
+    "CREATE TABLE IF NOT EXISTS configs (version_id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS executions (id TEXT PRIMARY KEY, analysis_id TEXT NOT NULL, request TEXT NOT NULL, created TEXT NOT NULL)",
+]
+
+
+class NotFound(DeploySignalError, KeyError):
+    """No such analysis / execution."""
+
+
+class Conflict(DeploySignalError):
+    """The resource already exists."""
+
+
+@dataclass(frozen=True)
+class AnalysisRow:
+    id: str
+    spec: dict[str, Any]
+    n_ticks: int
+    last_ts: float | None
+    audit_head: str
+    summary: dict[str, Any] | None
+    created: str
+
+
+class LockedAnalysis:
+    """An analysis row locked for writing inside one transaction (see :meth:`SQLStore.locked`)."""
+
+    def __init__(self, store: SQLStore, conn: Any, row: AnalysisRow) -> None:
+        self._s, self._c, self.row = store, conn, row
+
+    def ticks_between(self, start: int, stop: int) -> list[dict[str, Any]]:
+        return self._s._ticks(self._c, self.row.id, start, stop)
+
+    def resume_data(self) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
+        """(snapshot tick, snapshot state or None, ticks from the snapshot to n_ticks) in this transaction."""
+        return self._s._resume(self._c, self.row.id, self.row.n_ticks)
+
+    def config(self) -> str:
+        """The analysis' compiled config JSON, read inside this transaction."""
+        return self._s._config(self._c, self.row.spec["config_version"])
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        r = self._s._q(self._c, "SELECT response FROM batches WHERE analysis_id=? AND batch_id=?", (self.row.id, batch_id)).fetchone()
+        return None if r is None else json.loads(r[0])
+
+    def append(
+        self,
+        ticks: Sequence[str],
+        audit: Sequence[str],
+        *,
+        last_ts: float | None,
+        head: str,
+        summary: dict[str, Any],
+        batch_id: str | None = None,
+        response: dict[str, Any] | None = None,
+        snapshot: tuple[int, str] | None = None,
+    ) -> None:
+        """Append canonical tick payloads and their audit lines (one string per tick), update the row."""
+        s, c, aid, n0 = self._s, self._c, self.row.id, self.row.n_ticks
+        s._many(c, "INSERT INTO ticks (analysis_id, seq, payload) VALUES (?, ?, ?)", [(aid, n0 + i, p) for i, p in enumerate(ticks)])
+        s._many(c, "INSERT INTO audit (analysis_id, seq, lines) VALUES (?, ?, ?)", [(aid, n0 + i, a) for i, a in enumerate(audit)])
+        n = n0 + len(ticks)
+        s._q(c, "UPDATE analyses SET n_ticks=?, last_ts=?, audit_head=?, summary=? WHERE id=?", (n, last_ts, head, json.dumps(summary), aid))
+        if batch_id is not None:
+            s._q(c, "INSERT INTO batches (analysis_id, batch_id, first_seq, n, response) VALUES (?, ?, ?, ?, ?)", (aid, batch_id, n0, len(ticks), json.dumps(response)))
+        if snapshot is not None:
+            s._q(c, "DELETE FROM snapshots WHERE analysis_id=?", (aid,))
+            s._q(c, "INSERT INTO snapshots (analysis_id, tick, state) VALUES (?, ?, ?)", (aid, snapshot[0], snapshot[1]))
+        self.row = AnalysisRow(aid, self.row.spec, n, last_ts, head, summary, self.row.created)
+
+
+class SQLStore:
+    """Shared SQL logic; subclasses provide connections, placeholders and locking."""
+
+    placeholder = "?"
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
+
+    # -------------------------------------------------------------- back-end hooks
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _q(self, conn: Any, sql: str, args: Sequence[Any] = ()) -> Any:
+        return conn.execute(self._sql(sql), tuple(args))
+
+    def _many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            conn.executemany(self._sql(sql), rows) if hasattr(conn, "executemany") else conn.cursor().executemany(self._sql(sql), rows)
+
+    @staticmethod
+    def _is_unique_violation(exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError) or type(exc).__name__ == "UniqueViolation"
+
+    @property
+    def conn(self) -> Any:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = self._connect()
+            self._local.conn = c
+            with self._all_lock:
+                self._all.append(c)
+        return c
+
+    @contextmanager
+    def _tx(self, conn: Any, write: bool = False) -> Iterator[None]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close every connection this store opened (one per thread that used it)."""
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection must not mask shutdown
+                log.debug("closing a store connection failed", exc_info=True)
+        self._local = threading.local()
+
+    # -------------------------------------------------------------- analyses
+    def create_analysis(self, analysis_id: str, spec: dict[str, Any], head: str, header_lines: str, created: str) -> AnalysisRow:
+        c = self.conn
+        try:
+            with self._tx(c, write=True):
+                if self._q(c, "SELECT 1 FROM analyses WHERE id=?", (analysis_id,)).fetchone() is not None:
+                    raise Conflict(f"analysis {analysis_id!r} already exists")
+                self._q(c, "INSERT INTO analyses (id, spec, n_ticks, last_ts, audit_head, summary, created) VALUES (?, ?, 0, NULL, ?, NULL, ?)", (analysis_id, json.dumps(spec), head, created))
+                self._q(c, "INSERT INTO audit (analysis_id, seq, lines) VALUES (?, -1, ?)", (analysis_id, header_lines))
+        except Exception as exc:
+            if self._is_unique_violation(exc):  # another process created it between our SELECT and INSERT
+                raise Conflict(f"analysis {analysis_id!r} already exists") from None
+            raise
+        return AnalysisRow(analysis_id, spec, 0, None, head, None, created)
+
+    @staticmethod
+    def _row(r: Sequence[Any]) -> AnalysisRow:
+        return AnalysisRow(r[0], json.loads(r[1]), int(r[2]), None if r[3] is None else float(r[3]), r[4], None if r[5] is None else json.loads(r[5]), r[6])
+
+    _COLS = "id, spec, n_ticks, last_ts, audit_head, summary, created"
+
+    def get(self, analysis_id: str) -> AnalysisRow:
+        c = self.conn
+        with self._tx(c):
+            r = self._q(c, f"SELECT {self._COLS} FROM analyses WHERE id=?", (analysis_id,)).fetchone()
+        if r is None:
+            raise NotFound(f"no analysis {analysis_id!r}")
+        return self._row(r)
+
+    def list(self) -> list[AnalysisRow]:
+        c = self.conn
+        with self._tx(c):
+            rows = self._q(c, f"SELECT {self._COLS} FROM analyses ORDER BY created, id").fetchall()
+        return [self._row(r) for r in rows]
+
+    def n_ticks(self, analysis_id: str) -> int:
+        c = self.conn
+        with self._tx(c):
+            r = self._q(c, "SELECT n_ticks FROM analyses WHERE id=?", (analysis_id,)).fetchone()
+        if r is None:
+            raise NotFound(f"no analysis {analysis_id!r}")
+        return int(r[0])
+
+    @contextmanager
+    def locked(self, analysis_id: str) -> Iterator[LockedAnalysis]:
+        """One write transaction holding the analysis lock; commits on normal exit, rolls back on error."""
+        c = self.conn
+        with self._tx(c, write=True):
+            r = self._q(c, f"SELECT {self._COLS} FROM analyses WHERE id=?" + self._for_update, (analysis_id,)).fetchone()
+            if r is None:
+                raise NotFound(f"no analysis {analysis_id!r}")
+            yield LockedAnalysis(self, c, self._row(r))
+
+    _for_update = ""
+
+    def _ticks(self, c: Any, analysis_id: str, start: int, stop: int) -> list[dict[str, Any]]:
+        rows = self._q(c, "SELECT payload FROM ticks WHERE analysis_id=? AND seq>=? AND seq<? ORDER BY seq", (analysis_id, start, stop)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def _resume(self, c: Any, analysis_id: str, n: int) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
+        snap = self._q(c, "SELECT tick, state FROM snapshots WHERE analysis_id=?", (analysis_id,)).fetchone()
+        if snap is not None and int(snap[0]) > n:
+            snap = None
+        start = 0 if snap is None else int(snap[0])
+        return start, None if snap is None else json.loads(snap[1]), self._ticks(c, analysis_id, start, n)
+
+    def resume_data(self, analysis_id: str) -> tuple[int, int, dict[str, Any] | None, list[dict[str, Any]]]:
+        """(n_ticks, snapshot tick, snapshot state or None, ticks after it) read in one transaction."""
+        c = self.conn
+        with self._tx(c):
+            r = self._q(c, "SELECT n_ticks FROM analyses WHERE id=?", (analysis_id,)).fetchone()
+            if r is None:
+                raise NotFound(f"no analysis {analysis_id!r}")
+            n = int(r[0])
+            return (n, *self._resume(c, analysis_id, n))
+
+    def put_config(self, version_id: str, body: str) -> None:
+        c = self.conn
+        with self._tx(c, write=True):
+            self._q(c, "INSERT INTO configs (version_id, body) VALUES (?, ?) ON CONFLICT (version_id) DO NOTHING", (version_id, body))
+
+    def _config(self, c: Any, version_id: str) -> str:
+        r = self._q(c, "SELECT body FROM configs WHERE version_id=?", (version_id,)).fetchone()
+        if r is None:
+            raise NotFound(f"no compiled config {version_id!r} stored")
+        return str(r[0])
+
+    def get_config(self, version_id: str) -> str:
+        c = self.conn
+        with self._tx(c):
+            return self._config(c, version_id)
+
+    def ticks(self, analysis_id: str, start: int, stop: int) -> list[dict[str, Any]]:
+        c = self.conn
+        with self._tx(c):
+            return self._ticks(c, analysis_id, start, stop)
+
+    def audit_lines(self, analysis_id: str, start: int = -1, limit: int | None = None) -> list[str]:
+        """Chained audit lines from tick ``start`` (-1 includes the header), at most ``limit`` ticks."""
+        c = self.conn
+        sql = "SELECT lines FROM audit WHERE analysis_id=? AND seq>=? ORDER BY seq"
+        args: list[Any] = [analysis_id, start]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._tx(c):
+            rows = self._q(c, sql, args).fetchall()
+        return [ln for r in rows for ln in r[0].split("\n")]
+
+    # -------------------------------------------------------------- executions
+    def create_execution(self, ex_id: str, analysis_id: str, request: dict[str, Any], created: str) -> None:
+        c = self.conn
+        with self._tx(c, write=True):
+            self._q(c, "INSERT INTO executions (id, analysis_id, request, created) VALUES (?, ?, ?, ?)", (ex_id, analysis_id, json.dumps(request), created))
+
+    def get_execution(self, ex_id: str) -> tuple[str, dict[str, Any], str]:
+        c = self.conn
+        with self._tx(c):
+            r = self._q(c, "SELECT analysis_id, request, created FROM executions WHERE id=?", (ex_id,)).fetchone()
+        if r is None:
+            raise NotFound(f"no canary execution {ex_id!r}")
+        return r[0], json.loads(r[1]), r[2]
+
+
+class SQLiteStore(SQLStore):
+    """Embedded SQLite in WAL mode; one connection per thread, ``BEGIN IMMEDIATE`` for writes."""
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        super().__init__()
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ConfigError(f"sqlite synchronous must be FULL or NORMAL, got {synchronous!r}")
+        self.path = str(path)
+        self.synchronous = synchronous
+        c = self.conn
+        for stmt in _SCHEMA:
+            c.execute(stmt)
+
+    def _connect(self) -> sqlite3.Connection:
+        c = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute(f"PRAGMA synchronous={self.synchronous}")
+        c.execute("PRAGMA busy_timeout=30000")
+        return c
+
+    @contextmanager
+    def _tx(self, conn: Any, write: bool = False) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+class PostgresStore(SQLStore):
+    """PostgreSQL via psycopg 3; row locks for ingest, an advisory lock around schema creation."""
+
+    placeholder = "%s"
+    _for_update = " FOR UPDATE"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ConfigError("PostgreSQL store needs psycopg 3: pip install 'deploysignal[service]'") from None
+        self.url = url
+        c = self.conn
+        with c.transaction():
+            c.execute("SELECT pg_advisory_xact_lock(727001)")
+            for stmt in _SCHEMA:
+                c.execute(stmt)
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True)
+
+    @contextmanager
+    def _tx(self, conn: Any, write: bool = False) -> Iterator[None]:
+        with conn.transaction():  # writers take the row lock with SELECT ... FOR UPDATE in locked()
+            yield
+
+    def _many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+
+
+def open_store(url: str) -> SQLStore:
+    """``sqlite:///path/to.db`` (or a bare path) -> SQLite; ``postgresql://...`` -> PostgreSQL.
+
+    SQLite commits with ``synchronous=FULL`` (an acknowledged batch survives power loss); append
+    ``?synchronous=NORMAL`` to trade that for throughput: in WAL mode a commit then survives a crash
+    or SIGKILL of the service but the last commits may be lost if the machine loses power.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    if url.startswith("sqlite:///"):
+        path, _, query = url[len("sqlite:///") :].partition("?")
+        opts = dict(kv.partition("=")[::2] for kv in query.split("&") if kv)
+        unknown = set(opts) - {"synchronous"}
+        if unknown:
+            raise ConfigError(f"unknown sqlite URL options {sorted(unknown)}; valid: synchronous")
+        return SQLiteStore(path, opts.get("synchronous", "FULL").upper())
+    if "://" in url:
+        raise ConfigError(f"unsupported store URL {url!r}; use sqlite:///path.db or postgresql://...")
+    return SQLiteStore(url)

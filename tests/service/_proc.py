@@ -1,0 +1,64 @@
+"""Run ``deploysignal serve`` as a real uvicorn subprocess for tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from deploysignal.service import hash_token
+
+WRITE, READ = "w-token-test", "r-token-test"
+SERVE = "import typer; from deploysignal.cli._service import serve; typer.run(serve)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tokens_file(tmp: Path) -> Path:
+    p = tmp / "tokens.json"
+    p.write_text(json.dumps([{"name": "w", "sha256": hash_token(WRITE), "role": "write"}, {"name": "r", "sha256": hash_token(READ), "role": "read"}]))
+    return p
+
+
+class Server:
+    def __init__(self, tmp: Path, store: str, port: int | None = None, extra: list[str] | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        src = str(Path(__file__).resolve().parents[2] / "src")
+        env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        args = [sys.executable, "-c", SERVE, "--port", str(self.port), "--store", store, "--tokens-file", str(tokens_file(tmp)), "--log-level", "warning", *(extra or [])]
+        self.log = open(tmp / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {(tmp / f'server-{self.port}.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.kill()
+        raise RuntimeError("server did not come up in 60 s")
+
+    def kill(self, sig: int = 9) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill(15)

@@ -1,0 +1,159 @@
+"""Service API: create, ingest, verdict, audit chain, replay, auth, limits, restart resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deploysignal.audit._chain import verify_chain
+from deploysignal.service import AnalysisEngine
+
+from .conftest import R, W, make_client, ticks_of
+
+
+def _create(client, cfg, aid="a1", **kw):
+    body = {"id": aid, "config": json.loads(cfg.to_json()), "window": 480, **kw}
+    r = client.post("/v1/analyses", json=body, headers=W)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_ingest_matches_library_and_audit_chain_verifies(tmp_path, step_sim):
+    sim, cfg = step_sim
+    with make_client(tmp_path, snapshot_every=50) as c:
+        _create(c, cfg)
+        ticks = ticks_of(sim.canary)
+        for i in range(0, len(ticks), 37):
+            r = c.post("/v1/analyses/a1/ticks", json={"ticks": ticks[i : i + 37]}, headers=W)
+            assert r.status_code == 200, r.text
+        v = c.get("/v1/analyses/a1", headers=R).json()
+        ref = AnalysisEngine(cfg.to_json(), {"window": 480})
+        res = ref.ingest(ref.validate(ticks))
+        assert v["verdict"] == res[-1].verdict == "rollback"
+        assert v["n_ticks"] == len(ticks)
+        assert {e["family"] for e in v["evidence"]} >= {"A", "B"}
+        lines = c.get("/v1/analyses/a1/audit", headers=R).text.splitlines()
+        rep = verify_chain(lines, head=v["audit_head"])
+        assert rep.ok and rep.n == 1 + sum(len(x.records) for x in res)
+        # records in the chain are exactly the library's records
+        recs = [json.loads(ln)["record"] for ln in lines[1:]]
+        assert recs == [r for x in res for r in json.loads(json.dumps(x.records))]
+        assert c.post("/v1/analyses/a1/replay", headers=R).json()["ok"] is True
+        argo = c.get("/v1/argo/analyses/a1", headers=R).json()
+        assert argo["verdict"] == "rollback" and "A" in argo["fired_families"]
+        m = c.get("/metrics").text
+        assert 'deploysignal_verdict{analysis="a1",verdict="rollback"} 1.0' in m
+        assert 'deploysignal_ticks_ingested_total{analysis="a1"} 480.0' in m
+        assert 'deploysignal_log_wealth{analysis="a1",family="A"}' in m
+
+
+def test_restart_resumes_from_snapshot_identically(tmp_path, step_sim):
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary)
+    with make_client(tmp_path, snapshot_every=64) as c:
+        _create(c, cfg)
+        assert c.post("/v1/analyses/a1/ticks", json={"ticks": ticks[:100]}, headers=W).status_code == 200
+    with make_client(tmp_path, snapshot_every=64) as c:  # new app, same database: snapshot(64) + 36 replayed
+        # the first request after the restart is a write: the engine is rebuilt inside the write lock
+        r = c.post("/v1/analyses/a1/ticks", json={"ticks": ticks[100:]}, headers=W)
+        assert r.status_code == 200, r.text
+        assert r.json()["first_tick"] == 100
+        lines = c.get("/v1/analyses/a1/audit", headers=R).text.splitlines()
+    (tmp_path / "u").mkdir()
+    with make_client(tmp_path / "u") as c:
+        _create(c, cfg)
+        assert c.post("/v1/analyses/a1/ticks", json={"ticks": ticks}, headers=W).status_code == 200
+        assert c.get("/v1/analyses/a1/audit", headers=R).text.splitlines() == lines
+
+
+def test_bad_input_is_4xx_and_changes_nothing(tmp_path, step_sim):
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 10)
+    with make_client(tmp_path, max_body_bytes=1_000_000, max_batch_ticks=500) as c:
+        _create(c, cfg)
+        assert c.post("/v1/analyses/a1/ticks", json={"ticks": ticks[:5]}, headers=W).status_code == 200
+        cases = {
+            "duplicate": [ticks[4]],
+            "out-of-order": [ticks[6], ticks[5]],
+            "infinite": [{**ticks[5], "values": {cfg.names[0]: float("inf")}}],
+            "unknown signals": [{**ticks[5], "values": {"nope": 1.0}}],
+        }
+        for word, batch in cases.items():
+            r = c.post("/v1/analyses/a1/ticks", content=json.dumps({"ticks": batch}), headers={**W, "content-type": "application/json"})
+            assert r.status_code == 422, (word, r.text)
+            assert word in r.json()["detail"], r.text
+        r = c.post("/v1/analyses/a1/ticks", content=b'{"ticks": [{"timestamp": NaN, "values": {"a": 1}}]}', headers={**W, "content-type": "application/json"})
+        assert r.status_code == 422
+        r = c.post("/v1/analyses/a1/ticks", content=b"{not json", headers={**W, "content-type": "application/json"})
+        assert r.status_code == 422
+        r = c.post("/v1/analyses/a1/ticks", content=b"x" * 1_100_000, headers={**W, "content-type": "application/json"})
+        assert r.status_code == 413 and "exceeds" in r.json()["detail"]
+        r = c.post("/v1/analyses/a1/ticks", json={"ticks": [ticks[5]] * 600}, headers=W)
+        assert r.status_code in (413, 422)
+        assert c.get("/v1/analyses/a1", headers=R).json()["n_ticks"] == 5
+        # NaN values are missing data, accepted
+        nan_tick = json.dumps({"ticks": [{**ticks[5], "values": {cfg.names[0]: float("nan")}}]})
+        assert c.post("/v1/analyses/a1/ticks", content=nan_tick, headers={**W, "content-type": "application/json"}).status_code == 200
+
+
+def test_auth_roles_and_idempotent_batches(tmp_path, step_sim):
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 10)
+    with make_client(tmp_path) as c:
+        assert c.post("/v1/analyses", json={"config": json.loads(cfg.to_json())}).status_code == 401
+        assert c.post("/v1/analyses", json={"config": json.loads(cfg.to_json())}, headers=R).status_code == 403
+        assert c.post("/v1/analyses", json={"config": json.loads(cfg.to_json())}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        _create(c, cfg)
+        assert c.get("/v1/analyses/a1").status_code == 401
+        a = c.post("/v1/analyses/a1/ticks", json={"batch_id": "b1", "ticks": ticks}, headers=W).json()
+        b = c.post("/v1/analyses/a1/ticks", json={"batch_id": "b1", "ticks": ticks}, headers=W).json()
+        assert b["duplicate"] is True and {**b, "duplicate": False} == a
+        assert c.get("/v1/analyses/a1", headers=R).json()["n_ticks"] == 10
+        assert c.post("/v1/analyses", json={"id": "a1", "config_ref": cfg.version_id}, headers=W).status_code == 409
+        assert c.post("/v1/analyses", json={"id": "a2", "config_ref": cfg.version_id}, headers=W).status_code == 201
+        assert c.get("/v1/analyses/zzz", headers=R).status_code == 404
+
+
+def test_tampered_audit_detected(tmp_path, step_sim):
+    sim, cfg = step_sim
+    with make_client(tmp_path) as c:
+        _create(c, cfg)
+        c.post("/v1/analyses/a1/ticks", json={"ticks": ticks_of(sim.canary, 0, 20)}, headers=W)
+        lines = c.get("/v1/analyses/a1/audit", headers=R).text.splitlines()
+        head = c.get("/v1/analyses/a1", headers=R).json()["audit_head"]
+    assert verify_chain(lines, head=head).ok
+    bad = list(lines)
+    bad[7] = bad[7].replace('"fire":false', '"fire":true', 1)
+    assert bad[7] != lines[7]
+    assert verify_chain(bad).bad_line == 8
+    assert verify_chain(lines[:3] + lines[4:]).bad_line == 4
+    assert not verify_chain(lines[:-1], head=head).ok
+
+
+def test_sse_stream(tmp_path, step_sim):
+    sim, cfg = step_sim
+    with make_client(tmp_path) as c:
+        _create(c, cfg)
+        c.post("/v1/analyses/a1/ticks", json={"ticks": ticks_of(sim.canary, 0, 5)}, headers=W)
+        with c.stream("GET", "/v1/analyses/a1/events?max_events=5&timeout=10", headers=R) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            body = "".join(r.iter_text())
+    events = [b for b in body.split("\n\n") if b.startswith("id:")]
+    assert [e.splitlines()[0] for e in events] == [f"id: {i}" for i in range(5)]
+    assert json.loads(events[-1].splitlines()[2][6:])["family"] == "gate"
+
+
+def test_inline_baseline_and_no_token_refuses(tmp_path, step_sim):
+    from deploysignal._exceptions import ConfigError
+    from deploysignal.service import ServiceSettings, create_app
+
+    with pytest.raises(ConfigError, match="no API tokens"):
+        create_app(ServiceSettings(store_url=f"sqlite:///{tmp_path / 'x.db'}"))
+    sim, _ = step_sim
+    b = sim.baseline
+    body = {"id": "inl", "baseline": {"timestamps": b.timestamps.tolist(), "values": {s: b.values[:, j].tolist() for j, s in enumerate(b.signals)}}, "window": 10}
+    with make_client(tmp_path) as c:
+        r = c.post("/v1/analyses", json=body, headers=W)
+        assert r.status_code == 201, r.text
+        assert r.json()["baseline_version"].startswith("cc-")

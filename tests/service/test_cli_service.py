@@ -1,0 +1,72 @@
+"""``deploysignal audit verify`` and ``serve`` argument handling (through a local typer app)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from deploysignal.audit._chain import chain_records
+from deploysignal.cli._service import register
+
+app = typer.Typer()
+register(app)
+runner = CliRunner()
+
+
+def test_audit_verify_detects_tampering(tmp_path):
+    lines, head = chain_records([{"family": "A", "tick": i, "log_wealth": 0.1 * i} for i in range(20)])
+    good = tmp_path / "a.ndjson"
+    good.write_text("\n".join(lines) + "\n")
+    r = runner.invoke(app, ["audit", "verify", str(good), "--head", head])
+    assert r.exit_code == 0, r.output
+    bad = tmp_path / "b.ndjson"
+    bad.write_text("\n".join(lines[:5] + [lines[5].replace('"log_wealth":0.5', '"log_wealth":0.4')] + lines[6:]) + "\n")
+    r = runner.invoke(app, ["audit", "verify", str(bad), "--json"])
+    assert r.exit_code == 1
+    assert json.loads(r.output)["bad_line"] == 6
+    r = runner.invoke(app, ["audit", "verify", str(good), "--head", "0" * 64])
+    assert r.exit_code == 1
+    r = runner.invoke(app, ["audit", "verify", str(tmp_path / "missing.ndjson")])
+    assert r.exit_code == 2 and "no such file" in r.output
+
+
+def test_serve_refuses_without_tokens(tmp_path):
+    r = runner.invoke(app, ["serve", "--store", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert r.exit_code == 2 and "no API tokens" in r.output
+    r = runner.invoke(app, ["service", "hash-token", "abc"])
+    assert r.output.strip() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_committed_openapi_spec_is_current():
+    from pathlib import Path
+
+    from deploysignal.service import openapi_spec
+
+    committed = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
+    assert committed == openapi_spec(), "docs/openapi.json is stale: run `deploysignal service openapi -o docs/openapi.json`"
+    assert {"/v1/analyses", "/v1/analyses/{aid}/ticks", "/v1/argo/analyses/{aid}", "/v1/flagger/{hook}", "/v1/kayenta/canary", "/metrics"} <= set(committed["paths"])
+
+
+def test_audit_verify_from_store(tmp_path, step_sim):
+    import sqlite3
+
+    from deploysignal.service import AnalysisManager
+    from deploysignal.store import open_store
+
+    from .conftest import ticks_of
+
+    sim, cfg = step_sim
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    m = AnalysisManager(open_store(url))
+    m.create("v", cfg.to_json(), cfg.version_id, {"window": 480}, {}, "t0")
+    m.ingest("v", ticks_of(sim.canary, 0, 30))
+    m.store.close()
+    assert runner.invoke(app, ["audit", "verify", "--store", url, "--analysis", "v"]).exit_code == 0
+    with sqlite3.connect(tmp_path / "s.db") as db:  # tamper with one stored record
+        lines = db.execute("SELECT lines FROM audit WHERE analysis_id='v' AND seq=12").fetchone()[0]
+        db.execute("UPDATE audit SET lines=? WHERE analysis_id='v' AND seq=12", (lines.replace('"tick":12', '"tick":13', 1),))
+    r = runner.invoke(app, ["audit", "verify", "--store", url, "--analysis", "v", "--json"])
+    assert r.exit_code == 1 and "record altered" in r.output
+    assert runner.invoke(app, ["audit", "verify", "--store", url]).exit_code == 2

@@ -1,0 +1,96 @@
+"""Contract tests: the documented request/response shapes of Argo Rollouts (web metric provider),
+Flagger (webhooks) and Kayenta (canary executions), replayed against the service.
+
+Shapes from: https://argoproj.github.io/argo-rollouts/analysis/web/ (GET with headers, JSON body,
+``jsonPath``, ``successCondition``/``failureCondition`` evaluated on ``result``; neither matching =
+Inconclusive), https://docs.flagger.app/usage/webhooks (POST body name/namespace/phase/checksum/metadata,
+2xx = success), Kayenta ``POST /canary/{configId}`` -> ``canaryExecutionId``, ``GET /canary/{id}`` ->
+``complete``, ``status``, ``result.judgeResult.score`` and per-metric ``classification``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import READ, R, W, make_client, ticks_of
+
+
+def argo_phase(result: dict) -> str:
+    """What an AnalysisRun does with our JSON for the documented conditions (jsonPath "{$}")."""
+    success = result["verdict"] == "proceed"
+    failure = result["verdict"] == "rollback"
+    if failure:
+        return "Failed"
+    if success:
+        return "Successful"
+    return "Inconclusive"
+
+
+@pytest.fixture()
+def svc(tmp_path, step_sim, healthy_sim):
+    with make_client(tmp_path) as c:
+        for aid, (sim, cfg), window in (("test.podinfo", step_sim, 480), ("test.healthy", healthy_sim, 120)):
+            r = c.post("/v1/analyses", json={"id": aid, "config": json.loads(cfg.to_json()), "window": window, "max_extensions": 0}, headers=W)
+            assert r.status_code == 201, r.text
+        yield c, step_sim, healthy_sim
+
+
+def test_argo_web_provider(svc):
+    c, (step, _), (healthy, _) = svc
+    r = c.get("/v1/argo/analyses/test.podinfo", headers=R)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.json()["verdict"] == "pending" and argo_phase(r.json()) == "Inconclusive"
+    c.post("/v1/analyses/test.podinfo/ticks", json={"ticks": ticks_of(step.canary)}, headers=W)
+    res = c.get("/v1/argo/analyses/test.podinfo", headers=R).json()
+    assert argo_phase(res) == "Failed" and res["fired_families"] and res["reason"]
+    c.post("/v1/analyses/test.healthy/ticks", json={"ticks": ticks_of(healthy.canary, 0, 120)}, headers=W)
+    res = c.get("/v1/argo/analyses/test.healthy", headers=R).json()
+    assert res["verdict"] in ("proceed", "extend")
+    assert argo_phase(res) == {"proceed": "Successful", "extend": "Inconclusive"}[res["verdict"]]
+    assert c.get("/v1/argo/analyses/test.podinfo").status_code == 401  # the template passes the token header
+
+
+FLAGGER_BODY = {"name": "podinfo", "namespace": "test", "phase": "Progressing", "checksum": "85d557f47b", "metadata": {"test": "all", "token": READ}}
+
+
+def test_flagger_webhooks(svc):
+    c, (step, _), _ = svc
+    post = lambda hook, body=FLAGGER_BODY: c.post(f"/v1/flagger/{hook}", json=body)  # noqa: E731
+    assert post("confirm-rollout").status_code == 200
+    assert post("rollout").status_code == 200  # pending: keep analysing
+    assert post("confirm-promotion").status_code == 409  # hold promotion until proceed
+    assert post("rollback").status_code == 409  # no rollback asked
+    c.post("/v1/analyses/test.podinfo/ticks", json={"ticks": ticks_of(step.canary)}, headers=W)
+    r = post("rollback")
+    assert r.status_code == 200 and r.json()["verdict"] == "rollback"
+    assert post("rollout").status_code == 409
+    assert post("confirm-promotion").status_code == 409
+    assert post("confirm-rollout", {**FLAGGER_BODY, "metadata": {"token": "wrong"}}).status_code == 401
+    assert post("confirm-rollout", {**FLAGGER_BODY, "name": "unknown"}).status_code == 409  # no analysis: hold
+    assert post("bogus-hook").status_code == 404
+    assert post("rollout", {"namespace": "test"}).status_code == 422
+    # analysis named explicitly in metadata
+    body = {**FLAGGER_BODY, "name": "whatever", "metadata": {"token": READ, "analysis": "test.healthy"}}
+    assert post("rollout", body).json()["analysis"] == "test.healthy"
+
+
+def test_kayenta_execution(svc):
+    c, (step, _), _ = svc
+    r = c.post("/v1/kayenta/canary", json={"analysisId": "test.podinfo", "thresholds": {"pass": 95, "marginal": 75}}, headers=W)
+    assert r.status_code == 200
+    ex = r.json()["canaryExecutionId"]
+    s = c.get(f"/v1/kayenta/canary/{ex}", headers=R).json()
+    assert s["complete"] is False and s["status"] == "running"
+    c.post("/v1/analyses/test.podinfo/ticks", json={"ticks": ticks_of(step.canary)}, headers=W)
+    s = c.get(f"/v1/kayenta/canary/{ex}", headers=R).json()
+    assert s["complete"] is True and s["executionStatus"] == "SUCCEEDED"
+    jr = s["result"]["judgeResult"]
+    assert jr["score"]["classification"] == "Fail"
+    by = {m["name"]: m["classification"] for m in jr["results"]}
+    assert by["p99_latency_ms"] == "High"  # the regressed signal, harmful direction up
+    assert set(by.values()) <= {"Pass", "High", "Low", "Nodata"}
+    assert 0 <= jr["score"]["score"] < 100
+    assert c.get("/v1/kayenta/canary/ex-nope", headers=R).status_code == 404
+    assert c.post("/v1/kayenta/canary", json={"analysisId": "nope"}, headers=W).status_code == 404

@@ -205,3 +205,42 @@ def test_coverage_matrix_attribution_where_detected():
     again = run_scenario("host_fault", magnitude=1.5, seed=4)
     first = next(r for r in rows if r["failure"] == "host_fault" and r["magnitude"] == 1.5 and r["seed"] == 4)
     assert again.detected == first["detected"] and (again.first_flag_tick or 0) - 100 == (first["delay"] or 0)
+
+
+def test_public_api_is_pinned():
+    import deploysignal.fleet as fleet
+
+    assert sorted(fleet.__all__) == sorted(
+        ["LEVELS", "Attribution", "ClusterEvent", "CurationReport", "FleetEProcess", "FleetObservation",
+         "FleetObserver", "FleetTick", "NodeEvidence", "ObserverSettings", "Shard", "TopologySnapshot",
+         "adjust_running_max", "attribute", "bench_fleet", "curate_baseline", "ebh", "ebh_batch",
+         "expand_hostlist", "fetch_snapshot", "group_log_e", "parse_k8s_nodes", "parse_neuron_ls",
+         "parse_nvidia_smi_topo", "parse_scontrol_nodes", "parse_scontrol_topology", "parse_sinfo",
+         "parse_tpu_describe", "robust_residuals", "running_max_counterexample"]
+    )
+    assert all(hasattr(fleet, n) for n in fleet.__all__)
+
+
+@pytest.mark.montecarlo
+def test_fleet_level_alarm_ville_under_stationary_heavy_tailed_null():
+    """Fleet-level e-process: P(ever fire) <= alpha_fleet when the fleet median is stationary and symmetric
+    about the baseline location (t(3) shocks shared by the fleet, baseline loc/scale from a separate run)."""
+    from scipy.stats import beta
+
+    reps, alpha = 200, 0.05
+    rng = np.random.default_rng(99)
+    topo = TopologySnapshot.synthetic(2, 2, 2)
+    fires = 0
+    for _ in range(reps):
+        base = np.median(rng.standard_t(3, (400, 1, 2)) + 0.3 * rng.standard_normal((400, 8, 2)), axis=1)
+        # the null's centre is the true symmetry point (0); the scale may be estimated (it shapes power only)
+        scale = 1.4826 * np.median(np.abs(base - np.median(base, axis=0)), axis=0)
+        obs = FleetObserver(topo, 2, baseline_loc=np.zeros(2), baseline_scale=scale,
+                            settings=ObserverSettings(alpha_fleet=alpha))
+        x = rng.standard_t(3, (150, 1, 2)) + 0.3 * rng.standard_normal((150, 8, 2))
+        for t in range(150):
+            o = obs.update(x[t])
+        fires += o.fleet_fired
+    upper = float(beta.ppf(0.95, fires + 1, reps - fires))
+    print(f"fleet-level alarm rate {fires / reps:.3f} (CP95 upper {upper:.3f})")
+    assert upper <= alpha

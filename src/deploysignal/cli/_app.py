@@ -240,12 +240,17 @@ def demo(
 def bench(
     ticks: int = typer.Option(5000, help="Ticks to time after warm-up."),
     seed: int = typer.Option(0),
+    fleet: bool = typer.Option(False, "--fleet", help="Also time one fleet-observer update (10,000 shards x 12 signals)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-tick latency of the gate on a 12-signal stream (median, p99, microseconds)."""
     from ..bench import bench_gate
 
     res = bench_gate(ticks=ticks, seed=seed)
+    if fleet:
+        from ..fleet._bench import bench_fleet
+
+        res["fleet"] = bench_fleet(seed=seed)
     if as_json:
         sys.stdout.write(canonical_json(res) + "\n")
         return
@@ -255,6 +260,10 @@ def bench(
     for r in res["results"]:
         t.add_row(r["mode"], ",".join(r["families"]), f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", str(r["ticks"]))
     out.print(t)
+    if fleet:
+        f = res["fleet"]
+        out.print(f"fleet observer update, {f['n_shards']} shards x {f['n_signals']} signals: median {f['median_ms']:.1f} ms, "
+                  f"min {f['min_ms']:.1f} ms over {f['repeats']} updates")
 
 
 @app.callback(invoke_without_command=True)
@@ -273,10 +282,16 @@ def _root(
 
 
 def _register_subcommands() -> None:
-    """Adapters living in their own modules: service (serve, service, audit)."""
-    from . import _service
+    """Adapters living in their own modules: service (serve, service, audit), evaluation (eval),
+    paired migration and release pipeline (migrate, pipeline, drill) and the fleet observer (fleet)."""
+    from . import _eval, _fleet, _migration, _service
 
     _service.register(app)
+    app.add_typer(_eval.app, name="eval")
+    app.add_typer(_migration.migrate_app, name="migrate")
+    app.add_typer(_migration.pipeline_app, name="pipeline")
+    app.command("drill")(_migration.drill)
+    app.add_typer(_fleet.app, name="fleet")
 
 
 _register_subcommands()

@@ -12,7 +12,7 @@ import pytest
 from deploysignal.detectors import FamilyC, FamilyD, FamilyE, Observation
 from deploysignal.detectors._cde_common import ONS_C
 from deploysignal.detectors._family_e import KAPPAS, conditional_pvalue_table
-from deploysignal.gate import Gate, GateSettings
+from deploysignal.gate import Gate, GateSettings, Standardizer
 
 
 def _build(fam: str, cfg, two_sample: bool = False):
@@ -26,12 +26,13 @@ def _build(fam: str, cfg, two_sample: bool = False):
 def _stream(sim, cfg, n, two_sample=False):
     """Observations of the simulated canary (and control) standardised by a gate's standardisers."""
     gate = Gate(cfg, GateSettings(mode="two-sample" if two_sample else "one-sample"))
+    can_std, ctl_std = Standardizer(cfg), Standardizer(cfg)
     out = []
     for i in range(n):
         ts = float(sim.canary.timestamps[i])
         cell, _, nb, w = gate._locate(ts, "")
-        z = gate._canary_std(ts, sim.canary.values[i][None], cell, nb, w)[0]
-        cz = gate._control_std(ts, sim.control.values[i][None], cell, nb, w)[0] if two_sample else None
+        z = can_std(ts, sim.canary.values[i][None], cell, nb, w)[0]
+        cz = ctl_std(ts, sim.control.values[i][None], cell, nb, w)[0] if two_sample else None
         out.append(Observation(i, ts, cell, z, sim.canary.values[i], cz, None))
     return out
 

@@ -15,13 +15,15 @@ from .._exceptions import InputError
 from ..telemetry import Frame
 from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta
 from ._families import family_extras
-from ._transform import C_HI, C_LO, clip_scores, level_neighbour, transform_values
+from ._transform import C_HI, C_LO, clip_scores, g_step_innovation, level_neighbour, transform_values
 
 __all__ = ["baseline_hash", "compile_baseline"]
 
 log = logging.getLogger(__name__)
 
 _LEVELS = ("hour_dow_tier", "hour_tier", "tier")
+#: lower chi^2 quantile for the upper confidence bound on the between-day level variance (80% bound)
+DAY_VAR_CONFIDENCE = 0.2
 
 
 def baseline_hash(frame: Frame) -> str:
@@ -307,7 +309,19 @@ def compile_baseline(
 
     # ---- AR(1) prewhitening on the pooled levels
     y, y_prev, phi, phi_se = _ar1(loc)
-    innov = np.where(np.isnan(y_prev), y * np.sqrt(1.0 - phi**2), y - phi * y_prev)
+    # g-step innovations from the last observed value of each signal (as the gate does), so missing
+    # ticks in the baseline standardise exactly like missing ticks in the canary
+    y_last = np.full_like(y, np.nan)
+    gap = np.full_like(y, np.nan)
+    for tier in tiers:
+        idx = np.flatnonzero(tiers_arr == tier)
+        pos = np.where(np.isnan(y[idx]), -1, np.arange(idx.size)[:, None])
+        last = np.vstack([np.full((1, k), -1), np.maximum.accumulate(pos, axis=0)[:-1]])
+        seen = last >= 0
+        rows = idx[np.maximum(last, 0)]
+        y_last[idx] = np.where(seen, y[rows, np.arange(k)], np.nan)
+        gap[idx] = np.where(seen, (ts[idx][:, None] - ts[rows]) / tick_seconds, np.nan)
+    innov, _lag = g_step_innovation(y, y_last, gap, phi, np.sqrt(1.0 - phi**2))
     scale = np.empty(k)
     for j in range(k):
         s_ = _mad_scale(innov[fit, j])
@@ -318,8 +332,34 @@ def compile_baseline(
         scale[j] = max(s_, floor)
     z = orient * innov / scale
 
+    # ---- day-to-day level drift: between-day variance tau^2 of the de-seasonalised level, from the
+    # daily means D_d of the day-lag differences u (D_d = offset_d - offset_{d-1} + noise). With
+    # n_d ticks, E[D_d^2] = 2 tau^2 + 2 sig_y^2 (1 + phi) / ((1 - phi) n_d) (AR(1) sampling variance).
+    # Needs a baseline longer than one day; 0 otherwise.
+    day_tau2 = np.zeros(k)
+    day_key = np.floor(ts / 86400.0).astype(np.int64)
+    d2_sum, samp_sum, n_days = np.zeros(k), np.zeros(k), np.zeros(k)
+    for tier in tiers:
+        for dk in np.unique(day_key[tiers_arr == tier]):
+            rows_d = np.flatnonzero((tiers_arr == tier) & (day_key == dk) & fit)
+            if rows_d.size == 0:
+                continue
+            ud = u[rows_d]
+            n_d = np.sum(~np.isnan(ud), axis=0)
+            use = n_d >= 0.5 * 86400.0 / tick_seconds
+            mean_d = np.nansum(ud, axis=0) / np.maximum(n_d, 1)
+            d2_sum += np.where(use, mean_d**2, 0.0)
+            samp_sum += np.where(use, 2.0 * sig_y**2 * (1.0 + phi) / (np.maximum(1.0 - phi, 1e-3) * np.maximum(n_d, 1)), 0.0)
+            n_days += use
+    # upper 80% confidence bound (sum D_d^2 ~ (2 tau^2 + s) chi^2_n): like the pooled cell variances,
+    # biased upward, because an underestimate costs validity and an overestimate only power
+    has_days = n_days > 0
+    chi_lo = chi2.ppf(DAY_VAR_CONFIDENCE, np.maximum(n_days, 1))
+    upper = d2_sum / chi_lo - samp_sum / np.maximum(n_days, 1)
+    day_tau2 = np.where(has_days, np.maximum(0.0, upper) / 2.0, 0.0)
+
     # ---- clipped scores: per-cell centres (pooled) and the variance of their error (family A)
-    means, sds, centers, bias_var, lag1 = [], [], [], [], np.zeros(k)
+    means, sds, centers, bias_var, day_bias, lag1 = [], [], [], [], [], np.zeros(k)
     prev_rows = prev_idx[pair]
     for d, sign in enumerate((1.0, -1.0)):
         psi = clip_scores(sign * z)
@@ -352,6 +392,8 @@ def compile_baseline(
         # so its posterior variance is added to the centre's.
         sens = np.mean((psi[fit] > -C_LO) & (psi[fit] < C_HI), axis=0)
         level_bias = loc_var * ((1.0 - phi) * sens / (scale * sd)) ** 2
+        # the canary's day offset against the baseline's (conservatively: two independent day offsets)
+        day_bias.append((2.0 * day_tau2 * ((1.0 - phi) * sens / (scale * sd)) ** 2).tolist())
         means.append(m.tolist())
         sds.append(sd.tolist())
         centers.append((cen / sd).tolist())  # x = psi/sd - centre
@@ -420,7 +462,7 @@ def compile_baseline(
         cell_map=dict(sorted(cell_index.items())),
         covariances=[b.model_dump() for b in blocks],
         reference=reference,
-        score_calibration={"clip": [C_LO, C_HI], "mean": means, "sd": sds, "cell_center": centers, "cell_bias_var": bias_var},
+        score_calibration={"clip": [C_LO, C_HI], "mean": means, "sd": sds, "cell_center": centers, "cell_bias_var": bias_var, "day_bias_var": day_bias},
         extras=family_extras(reference, k),
     )
     payload["version_id"] = CompiledConfig.content_id(payload)

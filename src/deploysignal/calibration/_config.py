@@ -175,6 +175,8 @@ class CompiledConfig(_Frozen):
             "score_sd": np.array(sc["sd"]),  # (2, k)
             "cell_center": np.array(sc["cell_center"]),  # (2, cells, k)
             "cell_bias_var": np.array(sc["cell_bias_var"]),  # (2, cells, k)
+            # (2, k): variance of a global (day-to-day) level offset in score units; 0 in older configs
+            "day_bias_var": np.array(sc.get("day_bias_var", np.zeros((2, len(sig))).tolist())),
         }
         out["chol"] = np.array([c.cholesky for c in self.covariances])
         out["cov"] = np.array([c.ledoit_wolf for c in self.covariances])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["C_HI", "C_LO", "cell_keys", "clip_scores", "level_neighbour", "transform_values"]
+__all__ = ["C_HI", "C_LO", "cell_keys", "clip_scores", "g_step_innovation", "level_neighbour", "transform_values"]
 
 #: Scores are the standardised innovations clipped to [-C_LO, C_HI] in the direction tested. The
 #: lower clip gives the betting increments of family A a known lower bound (needed for validity);
@@ -54,3 +54,20 @@ def level_neighbour(timestamp: np.ndarray | float, tick_seconds: float) -> tuple
     frac = np.clip((np.floor(ts) % 3600.0 + 0.5 * tick_seconds) / 3600.0, 0.0, 1.0)
     before = frac < 0.5
     return np.where(before, -3600.0, 3600.0), np.where(before, 0.5 + frac, 1.5 - frac)
+
+
+def g_step_innovation(y: np.ndarray, y_last: np.ndarray, gap: np.ndarray, phi: np.ndarray, root: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised g-step AR(1) innovations (units of sigma_e) and the phi-error regressor.
+
+    ``y``: de-seasonalised values; ``y_last``: last observed value (NaN = none); ``gap``: ticks since
+    it (any float; rounded, at least 1); ``phi``/``root``: AR coefficient and ``sqrt(1 - phi^2)``.
+    Shared by the compiler and the gate so both standardise identically.
+    """
+    have = ~np.isnan(y_last) & np.isfinite(gap)
+    g = np.where(have, np.maximum(np.rint(np.where(have, gap, 1.0)), 1.0), 1.0)
+    with np.errstate(over="ignore", under="ignore"):
+        phig = np.where(have, phi**g, 0.0)
+        norm = np.sqrt(np.where(have, (1.0 - phig**2) / root**2, 1.0))
+        innov = np.where(have, (y - phig * np.where(have, y_last, 0.0)) / norm, y * root)
+        lag = np.where(have, g * np.where(have, phi ** (g - 1.0), 0.0) * np.where(have, y_last, 0.0) / norm, 0.0)
+    return innov, lag

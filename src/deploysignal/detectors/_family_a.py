@@ -32,8 +32,10 @@ class FamilyA:
     mean of the clipped score in cell :math:`c`. The estimate :math:`\hat m_c` carries error
     :math:`b_c \sim N(0, v_c)` (``v_c = 1/n_eff``, recorded by the compiler); under the null the canary
     score has conditional mean :math:`b_c`, which is predicted from past canary ticks by the Gaussian
-    posterior :math:`\hat b_{c,i-1} = S_c / (v_c^{-1} + N_c)` (plus a global drift allowance level when
-    ``drift_allowance > 0``). With :math:`B_i = C_{lo}/\hat\sigma_\psi + \hat m_c + \hat b_{c,i-1}`, the
+    posterior :math:`\hat b_{c,i-1} = S_c / (v_c^{-1} + N_c)` plus the posterior mean of a global level
+    offset :math:`g \sim N(0, v_g)` shared by all cells, :math:`v_g` = the compiler's between-day
+    variance of the level (``day_bias_var``: canary day against baseline days) + ``drift_allowance``
+    squared. With :math:`B_i = C_{lo}/\hat\sigma_\psi + \hat m_c + \hat b_{c,i-1}`, the
     centred score :math:`\xi_i = (x_i - \hat b_{c,i-1})/B_i \ge -1`. For a betting fraction
     :math:`\gamma \in [0, 1)` the increment
 
@@ -66,15 +68,23 @@ class FamilyA:
 
     Guarantee and assumptions
         The bound holds whenever the canary scores have conditional mean equal to the predicted bias
-        :math:`\hat b_{c,i-1}` given the past. No variance, symmetry or tail assumption is needed for
-        that: the bets are bounded by the known lower bound of the clipped score, so heavy tails only
-        cost power. The centring is exact
-        when the baseline-estimation error of each cell mean is Gaussian with variance ``v_c``
-        (CLT, exact for Gaussian scores) and the prewhitened innovations are uncorrelated with the
-        past (AR(1) adequacy). **Two-sample mode** uses paired differences
-        :math:`\mathrm{clip}((z^{canary}_i - z^{control}_i)/\sqrt 2, \pm 3)` with no baseline term:
-        the bound is then exact whenever canary and control are conditionally exchangeable given the
-        past (e.g. randomised request assignment).
+        given the past. No variance, symmetry or tail assumption is needed for that: the bets are
+        bounded by the known lower bound of the clipped score, so heavy tails only cost power. The
+        predicted bias is a Bayesian posterior mean, so the centring is exact **marginally over the
+        draw of the baseline and of the canary's day** (not conditionally on one baseline) when (i) the
+        error of each pooled cell mean is Gaussian with variance ``v_c`` (CLT; pooled cells add the
+        compiler's upper bound on the between-cell variance), (ii) the canary's level offset against
+        the baseline is Gaussian with the compiled between-day variance (stationary day-to-day
+        variation; a baseline of a single day cannot measure it and records 0, and a trend that did not
+        occur in the baseline is outside the null), (iii) the prewhitened innovations are uncorrelated
+        with the past (AR(1) adequacy; missing ticks are bridged by g-step innovations, see
+        :class:`~deploysignal.gate.Standardizer`). Estimation error in these variances affects the
+        realised level; the Monte-Carlo tests measure it on iid, AR(1)+diurnal, Student-t(3), missing,
+        bursty-missing, correlated and day-effect nulls. **Two-sample mode** uses paired differences
+        :math:`\mathrm{clip}((z^{canary}_i - z^{control}_i)/\sqrt 2, \pm 3)` with no baseline *level*
+        term (the prewhitening still uses the compiled levels and :math:`\hat\phi`): the bound holds
+        when the paired difference has conditional mean zero given the past, e.g. canary and control
+        conditionally exchangeable (randomised request assignment) and paired at the same timestamps.
 
     Early proceed uses the dual e-process of :math:`H_0': E[x_i - \hat b] \ge \tau` (harm at least
     ``tau`` sd), betting downwards with :math:`\xi'_i = (\tau + \hat b - x_i)/B'_i`; rejecting it for
@@ -92,7 +102,8 @@ class FamilyA:
         Planned horizon ``H`` (ticks) for the e-SR threshold.
     two_sample : bool
     drift_allowance : float
-        Standard deviation (score units) of a global baseline-to-canary drift treated as null (0 = none).
+        Standard deviation (score units) of a global baseline-to-canary drift treated as null, on top
+        of the day-to-day drift the compiler measured in the baseline (0 = only that).
     tau : float
         Tolerated harmful shift (score sd units) for early proceed.
     alpha_proceed : float
@@ -158,6 +169,11 @@ class FamilyA:
         self._center = np.moveaxis(arr["cell_center"][:, self._dir, :, self._sig], 0, -1)  # (P, cells, m)
         self._bias_var = np.maximum(np.moveaxis(arr["cell_bias_var"][:, self._dir, :, self._sig], 0, -1), 1e-12)
         self._phi_var = np.maximum(arr["phi_se"][:, self._sig] ** 2, 1e-12)  # (P, m)
+        # prior variance of the global (day-to-day) level offset: the compiled between-day variance plus
+        # the operator's drift allowance; 1/0 = inf switches the global term off
+        g2 = arr["day_bias_var"][:, self._dir, self._sig] + self.drift_allowance**2  # (P, m)
+        with np.errstate(divide="ignore"):
+            self._inv_g2 = np.where(g2 > 0, 1.0 / np.where(g2 > 0, g2, 1.0), np.inf)
         self._P = self._sd.shape[0]
         self._log_thr = log_threshold(alpha)
         self._log_thr_w = log_threshold(alpha / 2)
@@ -201,12 +217,8 @@ class FamilyA:
         x = psi / self._sd - center
         v = self._bias_var[:, cell]
         S, N = self._S[:, cell], self._N[:, cell]
-        if self.drift_allowance > 0.0:
-            pg = 1.0 / self.drift_allowance**2 + self._A
-            kc = N / (1.0 / v + N)
-            bhat = (self._U / pg) * (1.0 - kc) + S / (1.0 / v + N)
-        else:
-            bhat = S / (1.0 / v + N)
+        kc = N / (1.0 / v + N)
+        bhat = (self._U / (self._inv_g2 + self._A)) * (1.0 - kc) + S / (1.0 / v + N)
         r = np.zeros_like(x) if lag is None else self._sign * lag[:, self._sig] / self._sd
         pred = bhat + self._Qzr / (1.0 / self._phi_var + self._Qrr) * r
         lo = C_LO / self._sd + center + pred

@@ -15,6 +15,14 @@ from ._cde_common import StreamFamily, config_blocks, ons_step, top_drivers
 __all__ = ["FamilyC", "build_family_c"]
 
 
+#: One-sample MMD bets only when the block's reference has at least this many complete rows. The
+#: reference is a fixed finite sample: paired with fresh canary ticks, draws from it are exchangeable
+#: with them only approximately, and a witness learning over a long horizon can pick up the sample's
+#: idiosyncrasies (measured: 20% of cells missing at random leaves ~50 complete calibration rows and
+#: the MMD then fires on 20-30% of null paths). Below this size only the Hotelling part runs.
+MIN_REFERENCE_MMD = 300
+
+
 class FamilyC(StreamFamily):
     r"""Joint shift: a self-normalised sequential Hotelling e-process and an MMD e-process by betting.
 
@@ -45,7 +53,8 @@ class FamilyC(StreamFamily):
     symmetric given the past: **no variance, covariance or tail assumption**. The covariance only
     shapes power. Updated by Sherman-Morrison in :math:`O(k^2)`.
 
-    **Sequential MMD by betting** (Shekhar & Ramdas 2023). Random Fourier features
+    **Sequential MMD by betting** (Shekhar & Ramdas 2023; one-sample mode bets only when the reference
+    block holds at least ``MIN_REFERENCE_MMD`` complete rows). Random Fourier features
     :math:`\varphi(x) = \sqrt{2/D}\cos(\Omega x + \beta)`, :math:`\Omega_{ij} \sim N(0, h^{-2})`,
     :math:`\beta_j \sim U(0, 2\pi)`, drawn once from the compiled seed; bandwidth :math:`h` by the
     median heuristic on the calibration split. The witness is the running mean-embedding difference
@@ -275,6 +284,8 @@ class FamilyC(StreamFamily):
         gn = np.sqrt(np.einsum("pd,pd->p", self._G, self._G))
         scale = np.where(gn > 0, 1.0 / (2.0 * math.sqrt(2.0) * np.maximum(gn, 1e-300)), 0.0)
         payoff = np.clip(np.einsum("pd,pd->p", self._G, fx - fy) * scale, -1.0, 1.0)
+        if not self.two_sample:  # too few reference rows: the witness would learn the sample, not the law
+            payoff = np.where(self._ref_n[:, b] >= MIN_REFERENCE_MMD, payoff, 0.0)
         self._logW += ons_step(self._lam, self._asum, payoff)
         self._G += fx - fy
         diff = x_m - y

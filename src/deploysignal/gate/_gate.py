@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InputError
-from ..calibration import CompiledConfig, cell_keys, level_neighbour, stack_arrays, transform_values
+from ..calibration import CompiledConfig, cell_keys, g_step_innovation, level_neighbour, stack_arrays, transform_values
 from ..detectors import Evidence, FamilyA, FamilyB, Observation, build_family_c, build_family_d, build_family_e
 from ..telemetry import Frame
 from ._settings import GateSettings
@@ -23,13 +23,21 @@ VERDICTS = ("pending", "proceed", "extend", "rollback")
 class Standardizer:
     r"""Raw ticks -> oriented, prewhitened, standardised innovations, with the AR(1) memory of the streams.
 
-    .. math:: y_t = T(x_t) - \mu_t, \quad z_t = s\,(y_t - \phi\, y_{t-1})/\sigma_e
+    .. math:: y_t = T(x_t) - \mu_t, \qquad
+              z_t = s\,\frac{y_t - \phi^g\, y_{t-g}}{\sigma_e \sqrt{(1-\phi^{2g})/(1-\phi^2)}}
 
     where :math:`T` is the variance-stabilising transform, :math:`\mu_t` the pooled cell levels
     interpolated between hour mid-points (:func:`~deploysignal.calibration.level_neighbour`) and
-    :math:`y_{t-1}` the previous tick of the same stream if it is present and at most 1.5 baseline
-    tick intervals earlier; otherwise :math:`z_t = s\, y_t \sqrt{1-\phi^2}/\sigma_e`. Works on ``P``
-    streams at once (``raw``: (P, k)) sharing timestamps.
+    :math:`y_{t-g}` the last *observed* value of the same signal, ``g`` ticks earlier (``g`` = elapsed
+    time / tick interval, rounded, at least 1). Under an AR(1) the ``g``-step prediction error has
+    variance :math:`\sigma_e^2 (1-\phi^{2g})/(1-\phi^2)`, so :math:`z_t` is a standardised
+    martingale difference whatever the gaps: missing ticks do not leave serial dependence behind. A
+    signal with no earlier observation gets :math:`z_t = s\, y_t \sqrt{1-\phi^2}/\sigma_e` (the
+    limit :math:`g \to \infty`). Works on ``P`` streams at once (``raw``: (P, k)) sharing timestamps.
+
+    ``lag`` holds, per stream and signal, the regressor that carries the AR(1) estimation error into
+    :math:`z_t`: :math:`z_t` contains :math:`(\phi^g - \hat\phi^g)\,y_{t-g}/\sqrt{\cdot} \approx
+    (\phi - \hat\phi)\, g\hat\phi^{g-1} y_{t-g}/\sqrt{\cdot}` (oriented, innovation units).
     """
 
     def __init__(self, config: CompiledConfig | Sequence[CompiledConfig]) -> None:
@@ -38,37 +46,42 @@ class Standardizer:
         self._rate, self._count, self._orient = a["kind_rate"], a["kind_count"], a["orient"]
         self._loc, self._phi, self._scale = a["location"], a["phi"], a["innov_scale"]
         self._root = np.sqrt(1.0 - self._phi**2)
-        self._gap = 1.5 * first.tick_seconds
+        self._tick = float(first.tick_seconds)
         self._prev_y = np.full(self._phi.shape, np.nan)
-        self._prev_t = -math.inf
+        self._prev_t = np.full(self._phi.shape, np.nan)
         self.lag = np.zeros(self._phi.shape)
 
     def __call__(self, timestamp: float, raw: np.ndarray, cell: int, neighbour: int, weight: float) -> np.ndarray:
         level = weight * self._loc[:, cell] + (1.0 - weight) * self._loc[:, neighbour]
         y = transform_values(raw, self._rate, self._count) - level
-        if timestamp - self._prev_t <= self._gap:
-            innov = np.where(np.isnan(self._prev_y), y * self._root, y - self._phi * self._prev_y)
-            lag = np.where(np.isnan(self._prev_y), 0.0, self._prev_y)
-        else:
-            innov = y * self._root
-            lag = np.zeros_like(y)
-        #: oriented lagged level in innovation units: z carries (phi - phi_hat) * lag of AR(1) estimation error
+        innov, lag = g_step_innovation(y, self._prev_y, (timestamp - self._prev_t) / self._tick, self._phi, self._root)
         self.lag = self._orient * lag / self._scale
-        self._prev_y, self._prev_t = y, timestamp
+        seen = ~np.isnan(y)
+        self._prev_y = np.where(seen, y, self._prev_y)
+        self._prev_t = np.where(seen, timestamp, self._prev_t)
         return self._orient * innov / self._scale
 
     def state(self) -> dict[str, Any]:
-        return {
-            "prev_y": [[None if math.isnan(v) else v for v in row] for row in self._prev_y.tolist()],
-            "prev_t": None if self._prev_t == -math.inf else self._prev_t,
-        }
+        def _rows(a: np.ndarray) -> list[list[float | None]]:
+            return [[None if math.isnan(v) else v for v in row] for row in a.tolist()]
+
+        return {"prev_y": _rows(self._prev_y), "prev_t": _rows(self._prev_t)}
 
     def load_state(self, st: dict[str, Any]) -> None:
-        arr = np.array([[math.nan if v is None else v for v in row] for row in st["prev_y"]], dtype=float)
+        def _arr(rows: Any) -> np.ndarray:
+            return np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=float)
+
+        arr = _arr(st["prev_y"])
         if arr.shape != self._prev_y.shape:
             raise ValueError(f"standardizer state has shape {arr.shape}, expected {self._prev_y.shape}")
-        self._prev_y = arr
-        self._prev_t = -math.inf if st["prev_t"] is None else float(st["prev_t"])
+        pt = st["prev_t"]
+        if pt is None or isinstance(pt, (int, float)):  # state written before per-signal gap tracking
+            times = np.where(np.isnan(arr), np.nan, math.nan if pt is None else float(pt))
+        else:
+            times = _arr(pt)
+            if times.shape != arr.shape:
+                raise ValueError(f"standardizer prev_t has shape {times.shape}, expected {arr.shape}")
+        self._prev_y, self._prev_t = arr, times
 
 
 def _build_a(config: CompiledConfig | Sequence[CompiledConfig], settings: GateSettings, alpha: float) -> FamilyA:
@@ -190,8 +203,8 @@ class Gate:
 
     def _reset(self) -> None:
         P, F = self._P, len(self._fam_names)
-        self._canary_std = Standardizer(self._configs)
-        self._control_std = Standardizer(self._configs)
+        #: cohort -> (canary standardizer, control standardizer, last timestamp of the cohort)
+        self._cohorts: dict[str, list[Any]] = {}
         self._tick = 0
         self._last_ts = -math.inf
         self._n_valid = np.zeros(P, dtype=int)
@@ -231,15 +244,23 @@ class Gate:
             raise InputError(f"{what} value is infinite", row=self._tick + 1, column=self._names[bad[0]])
         return arr, cont
 
-    def _check_time(self, timestamp: Any) -> float:
+    def _cohort(self, cohort: str) -> list[Any]:
+        """AR(1) memory and clock of one cohort (tier): cohorts are separate streams of the same canary."""
+        if cohort not in self._cohorts:
+            self._cohorts[cohort] = [Standardizer(self._configs), Standardizer(self._configs), -math.inf]
+        return self._cohorts[cohort]
+
+    def _check_time(self, timestamp: Any, cohort: str = "") -> float:
         try:
             ts = float(timestamp)
         except (TypeError, ValueError):
             raise InputError(f"timestamp must be a number, got {timestamp!r}", row=self._tick + 1, column="timestamp") from None
         if not math.isfinite(ts):
             raise InputError("timestamp is not finite", row=self._tick + 1, column="timestamp")
-        if ts <= self._last_ts:
-            raise InputError(f"timestamp {ts!r} is not after the previous tick ({self._last_ts!r})", row=self._tick + 1, column="timestamp")
+        last = self._cohorts[cohort][2] if cohort in self._cohorts else -math.inf
+        if ts <= last:
+            what = "the previous tick" if not cohort else f"the previous tick of cohort {cohort!r}"
+            raise InputError(f"timestamp {ts!r} is not after {what} ({last!r})", row=self._tick + 1, column="timestamp")
         return ts
 
     def _cell(self, timestamp: float, tier: str) -> tuple[int, str]:
@@ -280,7 +301,8 @@ class Gate:
         """
         if self._P != 1:
             raise InputError("update() evaluates a single stream; use run_batch() for a gate over several configs")
-        ts = self._check_time(timestamp)
+        tier = "" if cohort is None else str(cohort)
+        ts = self._check_time(timestamp, tier)
         raw, continuity = self._coerce(values, "canary")
         craw = None
         if self._two:
@@ -291,12 +313,12 @@ class Gate:
                 continuity = f"{continuity}|control:{ccont}"
         elif control is not None:
             raise InputError("control ticks given but the gate runs in one-sample mode", row=self._tick + 1)
-        cell, cell_key, nb, w = self._locate(ts, "" if cohort is None else str(cohort))
-        z = self._canary_std(ts, raw[None], cell, nb, w)[0]
-        cz = self._control_std(ts, craw[None], cell, nb, w)[0] if craw is not None else None
-        obs = Observation(
-            self._tick, ts, cell, z, raw, cz, craw, self._canary_std.lag[0], None if craw is None else self._control_std.lag[0]
-        )
+        cell, cell_key, nb, w = self._locate(ts, tier)
+        state = self._cohort(tier)
+        can_std, ctl_std = state[0], state[1]
+        z = can_std(ts, raw[None], cell, nb, w)[0]
+        cz = ctl_std(ts, craw[None], cell, nb, w)[0] if craw is not None else None
+        obs = Observation(self._tick, ts, cell, z, raw, cz, craw, can_std.lag[0], None if craw is None else ctl_std.lag[0])
         evidence = [fam.update(obs) for fam in self._families.values()]
         evidence.append(self._rules.update(obs))
         lw = np.array([[ev.log_wealth for ev in evidence]])
@@ -313,7 +335,8 @@ class Gate:
             tuple(evidence),
             self._records(ts, evidence, cell_key, continuity),
         )
-        self._last_ts = ts
+        state[2] = ts
+        self._last_ts = max(self._last_ts, ts)
         self._tick += 1
         return decision
 
@@ -363,12 +386,14 @@ class Gate:
         for i, ts in enumerate(np.asarray(timestamps, dtype=float)):
             ts = self._check_time(ts)
             cell, _, nb, w = self._locate(ts, "")
+            state = self._cohort("")
+            can_std, ctl_std = state[0], state[1]
             raw = vals[:, i]
-            z = self._canary_std(ts, raw, cell, nb, w)
+            z = can_std(ts, raw, cell, nb, w)
             craw = None if control is None else control[:, i]
-            cz = None if craw is None else self._control_std(ts, craw, cell, nb, w)
+            cz = None if craw is None else ctl_std(ts, craw, cell, nb, w)
             lws, fires = [], []
-            lag, clag = self._canary_std.lag, (None if cz is None else self._control_std.lag)
+            lag, clag = can_std.lag, (None if cz is None else ctl_std.lag)
             for fam in self._families.values():
                 lw, f = fam.step(z, cell, cz, lag, clag) if isinstance(fam, FamilyA) else fam.step(z, cell, cz)
                 lws.append(lw)
@@ -379,7 +404,8 @@ class Gate:
             fires.append(b_roll)
             harm = self._families["A"].harm_excluded().all(axis=1) if "A" in self._families else np.zeros(self._P, dtype=bool)
             self._decide(np.stack(lws, axis=1), np.stack(fires, axis=1), b_fired, self._valid(z, cz), harm)
-            self._last_ts = ts
+            state[2] = ts
+            self._last_ts = max(self._last_ts, ts)
             self._tick += 1
         return BatchResult(self._verdict.copy(), self._decided_at.copy(), self._first_fire.copy(), ever, self._fam_names)
 
@@ -446,8 +472,10 @@ class Gate:
         st.update(
             tick=self._tick,
             last_ts=None if self._last_ts == -math.inf else self._last_ts,
-            canary_std=self._canary_std.state(),
-            control_std=self._control_std.state(),
+            cohorts={
+                c: {"canary_std": v[0].state(), "control_std": v[1].state(), "last_ts": None if v[2] == -math.inf else v[2]}
+                for c, v in sorted(self._cohorts.items())
+            },
             families={f: fam.state() for f, fam in self._families.items()},
             rules=self._rules.state(),
         )
@@ -462,8 +490,14 @@ class Gate:
         gate._max_lw = np.array([[-math.inf if v is None else v for v in row] for row in state["max_lw"]], dtype=float)
         gate._tick = int(state["tick"])
         gate._last_ts = -math.inf if state["last_ts"] is None else float(state["last_ts"])
-        gate._canary_std.load_state(state["canary_std"])
-        gate._control_std.load_state(state["control_std"])
+        cohorts = state.get("cohorts")
+        if cohorts is None:  # single-cohort state written before per-cohort memory
+            cohorts = {"": {"canary_std": state["canary_std"], "control_std": state["control_std"], "last_ts": state["last_ts"]}}
+        for c, cst in cohorts.items():
+            entry = gate._cohort(c)
+            entry[0].load_state(cst["canary_std"])
+            entry[1].load_state(cst["control_std"])
+            entry[2] = -math.inf if cst["last_ts"] is None else float(cst["last_ts"])
         for f, st in state["families"].items():
             gate._families[f].load_state(st)
         gate._rules.load_state(state["rules"])

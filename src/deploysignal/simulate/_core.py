@@ -45,7 +45,10 @@ class NoiseSpec:
     ``kind``: ``gaussian`` or ``t3`` (Student t with 3 dof, scaled to unit variance) innovations.
     ``phi``: AR(1) coefficient for every signal, or ``None`` for the per-signal defaults.
     ``diurnal``: multiply the default diurnal amplitudes. ``missing``: probability a cell is missing.
-    ``correlation``: equicorrelation of the innovations across signals.
+    ``correlation``: equicorrelation of the innovations across signals. ``missing_burst``: mean length
+    (ticks) of outages in which whole rows are missing (a two-state Markov chain whose stationary
+    missing share is ``missing``); 0 = cells missing independently. ``day_effect``: sd (marginal sd
+    units) of a level offset drawn independently per signal and calendar day (day-to-day drift).
     """
 
     kind: Literal["gaussian", "t3"] = "gaussian"
@@ -53,6 +56,8 @@ class NoiseSpec:
     diurnal: float = 1.0
     missing: float = 0.0
     correlation: float = 0.0
+    missing_burst: float = 0.0
+    day_effect: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,21 @@ def simulate_streams(
     y = y[:, burn_in:]
     phase = 2 * np.pi * (ts % 86400.0) / 86400.0
     di = noise.diurnal * amp[None, :] * np.sin(phase)[:, None]
+    if noise.day_effect > 0:
+        day = ((ts - ts[0]) // 86400.0).astype(int)
+        y = y + noise.day_effect * rng.standard_normal((n_streams, int(day[-1]) + 1, k))[:, day]
     vals = level + sd * (di[None] + y)
-    if noise.missing > 0:
+    if noise.missing > 0 and noise.missing_burst > 1:
+        # two-state Markov chain per stream: outages of mean length L, stationary share `missing`
+        p_end = 1.0 / noise.missing_burst
+        p_start = noise.missing * p_end / (1.0 - noise.missing)
+        u = rng.random((n_streams, n))
+        out = np.empty((n_streams, n), dtype=bool)
+        out[:, 0] = u[:, 0] < noise.missing
+        for t in range(1, n):
+            out[:, t] = np.where(out[:, t - 1], u[:, t] >= p_end, u[:, t] < p_start)
+        vals = np.where(out[:, :, None], np.nan, vals)
+    elif noise.missing > 0:
         vals = np.where(rng.random(vals.shape) < noise.missing, np.nan, vals)
     return ts, vals
 

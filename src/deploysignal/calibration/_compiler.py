@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 _LEVELS = ("hour_dow_tier", "hour_tier", "tier")
 #: lower chi^2 quantile for the upper confidence bound on the between-day level variance (80% bound)
 DAY_VAR_CONFIDENCE = 0.2
+#: level of the chi^2 test for day-to-day level variation (the bound is used only when it rejects)
+DAY_TEST_LEVEL = 0.99
 
 
 def baseline_hash(frame: Frame) -> str:
@@ -36,6 +38,35 @@ def baseline_hash(frame: Frame) -> str:
     if frame.cohort is not None:
         h.update("\x1f".join(frame.cohort.tolist()).encode())
     return h.hexdigest()
+
+
+def _discreteness(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: is the signal discrete (>= 20% of its values tied at one value), and its resolution
+    (smallest positive gap between distinct values; 0 for continuous signals)."""
+    k = values.shape[1]
+    discrete, res = np.zeros(k, dtype=bool), np.zeros(k)
+    for j in range(k):
+        col = values[~np.isnan(values[:, j]), j]
+        if col.size < 10:
+            continue
+        uniq, counts = np.unique(col, return_counts=True)
+        if counts.max() >= 0.2 * col.size:
+            discrete[j] = True
+            gaps = np.diff(uniq)
+            res[j] = float(gaps.min()) if gaps.size else 0.0
+    return discrete, res
+
+
+def _location_cols(x: np.ndarray, use_mean: np.ndarray) -> np.ndarray:
+    """Column medians, or means where ``use_mean`` (rates, counts, discrete signals: a median sits on
+    the atom and misses the level the variance-stabilised scores are centred on)."""
+    med = _nanmedian_cols(x)
+    if not use_mean.any() or x.shape[0] == 0:
+        return med
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=0)
+    return np.where(use_mean, mean, med)
 
 
 def _nanmedian_cols(x: np.ndarray) -> np.ndarray:
@@ -207,8 +238,10 @@ def compile_baseline(
             return f"h={h_:02d}|t={tiers[t_]}"
         return f"t={tiers[code]}"
 
-    global_loc = _nanmedian_cols(x[fit])
-    global_raw = _nanmedian_cols(frame.values[fit])
+    discrete, resolution = _discreteness(frame.values[fit])
+    use_mean = kind_rate | kind_count | discrete
+    global_loc = _location_cols(x[fit], use_mean)
+    global_raw = _location_cols(frame.values[fit], use_mean)
     cell_index: dict[str, int] = {"*": 0}
     cells_meta: list[tuple[str, str, np.ndarray]] = [("*", "global", np.flatnonzero(fit))]  # parents first
     kept: dict[str, dict[int, int]] = {}
@@ -254,8 +287,8 @@ def compile_baseline(
     for c, (_key, _level, rows) in enumerate(cells_meta):  # parents come first
         cnt[c] = np.sum(~np.isnan(x[rows]), axis=0)
         enough = cnt[c] >= min(10, max(1, rows.size))
-        med[c] = np.where(enough, _nanmedian_cols(x[rows]), np.nan)
-        raw = _nanmedian_cols(frame.values[rows])
+        med[c] = np.where(enough, _location_cols(x[rows], use_mean), np.nan)
+        raw = _location_cols(frame.values[rows], use_mean)
         raw_loc[c] = np.where(enough & ~np.isnan(raw), raw, global_raw if c == 0 else raw_loc[parent[c]])
     med[0] = np.where(np.isnan(med[0]), global_loc, med[0])
 
@@ -324,8 +357,8 @@ def compile_baseline(
     innov, _lag = g_step_innovation(y, y_last, gap, phi, np.sqrt(1.0 - phi**2))
     scale = np.empty(k)
     for j in range(k):
-        s_ = _mad_scale(innov[fit, j])
-        if s_ <= 0:  # (near-)constant signal: fall back to the sd, then to a resolution floor
+        s_ = _mad_scale(innov[fit, j]) if not discrete[j] else 0.0  # a MAD collapses on an atom
+        if s_ <= 0:  # discrete or (near-)constant signal: the sd, then a resolution floor
             col = innov[fit, j]
             s_ = float(np.nanstd(col)) if np.sum(~np.isnan(col)) > 1 else 0.0
         floor = 1e-3 if (kind_rate[j] or kind_count[j]) else max(1e-9, 1e-6 * abs(float(global_loc[j])))
@@ -338,7 +371,7 @@ def compile_baseline(
     # Needs a baseline longer than one day; 0 otherwise.
     day_tau2 = np.zeros(k)
     day_key = np.floor(ts / 86400.0).astype(np.int64)
-    d2_sum, samp_sum, n_days = np.zeros(k), np.zeros(k), np.zeros(k)
+    d2_sum, samp_sum, n_days, t_stat = np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k)
     for tier in tiers:
         for dk in np.unique(day_key[tiers_arr == tier]):
             rows_d = np.flatnonzero((tiers_arr == tier) & (day_key == dk) & fit)
@@ -348,12 +381,16 @@ def compile_baseline(
             n_d = np.sum(~np.isnan(ud), axis=0)
             use = n_d >= 0.5 * 86400.0 / tick_seconds
             mean_d = np.nansum(ud, axis=0) / np.maximum(n_d, 1)
+            samp_d = 2.0 * sig_y**2 * (1.0 + phi) / (np.maximum(1.0 - phi, 1e-3) * np.maximum(n_d, 1))
             d2_sum += np.where(use, mean_d**2, 0.0)
-            samp_sum += np.where(use, 2.0 * sig_y**2 * (1.0 + phi) / (np.maximum(1.0 - phi, 1e-3) * np.maximum(n_d, 1)), 0.0)
+            samp_sum += np.where(use, samp_d, 0.0)
+            t_stat += np.where(use, mean_d**2 / np.maximum(samp_d, 1e-300), 0.0)
             n_days += use
-    # upper 80% confidence bound (sum D_d^2 ~ (2 tau^2 + s) chi^2_n): like the pooled cell variances,
-    # biased upward, because an underestimate costs validity and an overestimate only power
-    has_days = n_days > 0
+    # Test, then bound (as for the pooled cells): without day effects T = sum D_d^2 / s_d ~ chi^2_n; when
+    # T exceeds its 95% quantile, tau^2 is its upper 80% confidence bound (sum D_d^2 ~ (2 tau^2 + s)
+    # chi^2_n), biased upward because an underestimate costs validity and an overestimate power;
+    # otherwise 0, so baselines without day effects keep full power against sustained shifts.
+    has_days = (n_days > 0) & (t_stat > chi2.ppf(DAY_TEST_LEVEL, np.maximum(n_days, 1)))
     chi_lo = chi2.ppf(DAY_VAR_CONFIDENCE, np.maximum(n_days, 1))
     upper = d2_sum / chi_lo - samp_sum / np.maximum(n_days, 1)
     day_tau2 = np.where(has_days, np.maximum(0.0, upper) / 2.0, 0.0)
@@ -443,7 +480,7 @@ def compile_baseline(
             )
         )
     signals = [
-        SignalMeta(name=s.name, direction=s.direction, kind=s.kind, phi=float(phi[j]), phi_se=float(phi_se[j]), innov_scale=float(scale[j]), score_lag1=float(lag1[j]))
+        SignalMeta(name=s.name, direction=s.direction, kind=s.kind, phi=float(phi[j]), phi_se=float(phi_se[j]), innov_scale=float(scale[j]), score_lag1=float(lag1[j]), resolution=float(resolution[j]))
         for j, s in enumerate(specs)
     ]
     payload = dict(

@@ -44,6 +44,9 @@ class SignalMeta(_Frozen):
     """Robust (MAD) scale of the AR(1) innovations on the transformed scale, floored."""
     score_lag1: float
     """Lag-1 autocorrelation of the innovations left after prewhitening (clipped to [0, 0.9])."""
+    resolution: float = 0.0
+    """Smallest positive gap between distinct baseline values (raw scale); 0 when the signal is not
+    discrete (fewer than 20% of its values tied at one value). Floors the SLO error reference."""
 
 
 class Cell(_Frozen):
@@ -166,6 +169,7 @@ class CompiledConfig(_Frozen):
             "phi": np.array([s.phi for s in sig]),
             "phi_se": np.array([s.phi_se for s in sig]),
             "innov_scale": np.array([s.innov_scale for s in sig]),
+            "resolution": np.array([s.resolution for s in sig]),
             "kind_rate": np.array([s.kind == "rate" for s in sig]),
             "kind_count": np.array([s.kind == "count" for s in sig]),
             "location": np.array([c.location for c in self.cells]),

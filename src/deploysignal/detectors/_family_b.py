@@ -30,7 +30,8 @@ class RuleSettings(BaseModel):
 
     Static SLO thresholds (the checks of a classical deployment controller), evaluated per tick on the
     original scale against the baseline cell median (one-sample) or the control tick (two-sample):
-    error rate above ``(1 + error_increase)`` x reference (reference floored at ``error_floor``),
+    error rate above ``(1 + error_increase)`` x reference (reference = baseline cell mean for rates,
+    floored at ``error_floor`` and at the baseline's resolution, one error at the baseline volume),
     latency above ``latency_multiplier`` x reference, success rate below ``min_success``; the rule fires
     after ``consecutive`` consecutive failing ticks. Default action ``warn``: thresholds carry no error
     control (autocorrelated telemetry makes consecutive failures far likelier than independence suggests).
@@ -86,6 +87,9 @@ class FamilyB:
         self._lam = 2.0 / (s.slowbleed_span + 1.0)
         self._bleed_on = s.slowbleed_action != "off" and self._bleed_idx.size >= s.slowbleed_min
         self._err = names.index(s.error_signal) if s.error_signal in names else None
+        # a discrete error rate (errors / requests) cannot rise by less than one error: its reference is
+        # floored at the baseline's resolution, i.e. the rate of one error at the baseline volume
+        self._err_res = 0.0 if self._err is None else arr["resolution"][:, self._err]
         self._lat = names.index(s.latency_signal) if s.latency_signal in names else None
         self._succ = names.index(s.success_signal) if s.success_signal in names else None
         self._slo_on = s.slo_action != "off" and any(i is not None for i in (self._err, self._lat, self._succ))
@@ -106,7 +110,7 @@ class FamilyB:
         seen = np.zeros(raw.shape[0], dtype=bool)
         with np.errstate(invalid="ignore"):
             if self._err is not None:
-                v, r = raw[:, self._err], np.maximum(ref[:, self._err], s.error_floor)
+                v, r = raw[:, self._err], np.maximum(np.maximum(ref[:, self._err], s.error_floor), self._err_res)
                 fail |= v > (1.0 + s.error_increase) * r
                 seen |= ~(np.isnan(v) | np.isnan(r))
             if self._lat is not None:

@@ -32,6 +32,7 @@ class InputError(DeploySignalError, ValueError, TypeError):
             where.append(f"column {column!r}")
         prefix = f"{', '.join(where)}: " if where else ""
         super().__init__(prefix + message)
+        self.message = message
         self.row = row
         self.column = column
 

@@ -15,6 +15,7 @@ from typing import Any, Optional, TypeVar
 
 import numpy as np
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -22,7 +23,7 @@ from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError, ReplayMismatch, SchemaError
 from ..audit import AuditWriter, read_audit, replay
 from ..calibration import CompiledConfig, canonical_json, compile_baseline
-from ..gate import Decision, Gate, GateSettings
+from ..gate import Decision, Gate, GateSettings, check_paired
 from ..simulate import SCENARIOS, simulate
 from ..sources import read_frame, read_signals_file, write_csv
 from ..telemetry import Frame
@@ -76,7 +77,9 @@ def _summary(d: Decision | None, config: CompiledConfig, n_ticks: int) -> dict[s
     if d is None:
         return {"verdict": "extend", "decided_at_tick": None, "fired_families": [], "baseline_version": config.version_id, "ticks": 0, "reasons": {}}
     verdict = d.verdict if d.verdict != "pending" else "extend"
-    decided = d.decided_at_tick if d.verdict in ("rollback", "proceed") else None
+    # a final extend (horizon reached, no extension left) is a decision too; a pending or non-final
+    # extend at the end of the input is not
+    decided = d.decided_at_tick if d.verdict in ("rollback", "proceed") or (d.verdict == "extend" and d.final) else None
     # only fires that count for the verdict: those before it became final (rollback families), and warnings
     counted = set(d.fired_families) | ({"B"} if verdict != "rollback" else set())
     reasons = {ev.family: {"reason": ev.reason, "drivers": list(ev.drivers), "action": ev.action} for ev in d.evidence if ev.fired and ev.family in counted and (ev.family in d.fired_families or ev.action == "warn")}
@@ -106,6 +109,8 @@ def run_gate(
     config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None, audit: Path | None
 ) -> tuple[dict[str, Any], list[Decision]]:
     gate = Gate(config, settings)
+    if control is not None:
+        check_paired(canary, control, config.tick_seconds)
     decisions: list[Decision] = []
     fh = audit.open("w", encoding="utf-8") if audit else None
     try:
@@ -140,11 +145,14 @@ def calibrate(
     out.print(cfg.version_id)
 
 
-def _settings(alpha: float, window: int, mode: str, early_proceed: bool) -> GateSettings:
+def _settings(alpha: float, window: int, mode: str, early_proceed: bool, drift_allowance: float = 0.0) -> GateSettings:
     try:
-        return GateSettings(alpha=alpha, window=window, mode=mode, early_proceed=early_proceed)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise InputError(str(exc).splitlines()[-1] if str(exc) else "invalid settings") from None
+        return GateSettings(
+            alpha=alpha, window=window, mode=mode, early_proceed=early_proceed, drift_allowance=drift_allowance  # type: ignore[arg-type]
+        )
+    except ValidationError as exc:
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        raise InputError("invalid gate settings: " + "; ".join(parts)) from None
 
 
 @app.command()
@@ -157,11 +165,14 @@ def gate(
     alpha: float = typer.Option(0.05, help="False-rollback budget."),
     window: int = typer.Option(480, help="Planned window in ticks."),
     early_proceed: bool = typer.Option(False, help="Allow proceed before the window ends (bounds the average shift so far, not one still growing)."),
+    drift_allowance: float = typer.Option(
+        0.0, help="Extra baseline-to-canary level drift (score sd) treated as healthy, on top of the day-to-day drift the compiler measured."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""
     cfg = load_config(config)
-    settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed)
+    settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance)
     can = load_stream(canary, cfg, "canary")
     ctrl = load_stream(control, cfg, "control") if control else None
     if ctrl is not None and len(ctrl) != len(can):

@@ -15,7 +15,7 @@ from ..detectors import Evidence, FamilyA, FamilyB, Observation, build_family_c,
 from ..telemetry import Frame
 from ._settings import GateSettings
 
-__all__ = ["FAMILY_BUILDERS", "VERDICTS", "BatchResult", "Decision", "Gate", "Standardizer"]
+__all__ = ["FAMILY_BUILDERS", "VERDICTS", "BatchResult", "Decision", "Gate", "Standardizer", "check_paired"]
 
 VERDICTS = ("pending", "proceed", "extend", "rollback")
 
@@ -82,6 +82,22 @@ class Standardizer:
             if times.shape != arr.shape:
                 raise ValueError(f"standardizer prev_t has shape {times.shape}, expected {arr.shape}")
         self._prev_y, self._prev_t = arr, times
+
+
+def check_paired(canary: Frame, control: Frame, tick_seconds: float) -> None:
+    """Two-sample mode pairs canary and control row by row: the rows must be ticks taken at the same
+    time (within half a tick). Raises :class:`InputError` naming the first unpaired row."""
+    if len(control) != len(canary):
+        raise InputError(f"control has {len(control)} rows, canary {len(canary)}; two-sample mode pairs ticks row by row")
+    off = np.flatnonzero(np.abs(control.timestamps - canary.timestamps) > 0.5 * tick_seconds)
+    if off.size:
+        i = int(off[0])
+        raise InputError(
+            f"control tick at {control.timestamps[i]!r} is not paired with the canary tick at {canary.timestamps[i]!r}"
+            " (two-sample mode pairs ticks taken at the same time)",
+            row=i + 1,
+            column="timestamp",
+        )
 
 
 def _build_a(config: CompiledConfig | Sequence[CompiledConfig], settings: GateSettings, alpha: float) -> FamilyA:
@@ -457,6 +473,8 @@ class Gate:
         ctrl = control.select(self._names) if control is not None else None
         if ctrl is not None and len(ctrl) != len(canary):
             raise InputError(f"control has {len(ctrl)} rows, canary {len(canary)}; two-sample mode pairs ticks row by row")
+        if ctrl is not None:
+            check_paired(canary, ctrl, self.config.tick_seconds)
         out = []
         for i in range(len(canary)):
             cohort = None if canary.cohort is None else str(canary.cohort[i])

@@ -76,7 +76,9 @@ def _parse_value(raw: Any, row: int, column: str) -> float:
     return val
 
 
-def _build(header: list[str], rows: list[dict[str, Any]], source: str, specs: dict[str, SignalSpec] | None) -> Frame:
+def _build(
+    header: list[str], rows: list[dict[str, Any]], source: str, specs: dict[str, SignalSpec] | None, lines: list[int] | None = None
+) -> Frame:
     tcol = next((c for c in header if c.lower() in _TIME_COLUMNS), None)
     if tcol is None:
         raise SchemaError(f"{source}: no timestamp column (expected one of {', '.join(_TIME_COLUMNS)})")
@@ -92,9 +94,14 @@ def _build(header: list[str], rows: list[dict[str, Any]], source: str, specs: di
     cohort = [] if ccol else None
     for i, rec in enumerate(rows):
         r = i + 1
-        ts[i] = _parse_time(rec.get(tcol), r)
-        for j, name in enumerate(signals):
-            vals[i, j] = _parse_value(rec.get(name), r, name)
+        try:
+            ts[i] = _parse_time(rec.get(tcol), r)
+            for j, name in enumerate(signals):
+                vals[i, j] = _parse_value(rec.get(name), r, name)
+        except InputError as exc:
+            if lines is None:
+                raise
+            raise InputError(f"{exc.message} ({source} line {lines[i]})", row=exc.row, column=exc.column) from None
         if cohort is not None:
             c = rec.get(ccol)
             cohort.append("" if c is None else str(c).strip())
@@ -103,7 +110,7 @@ def _build(header: list[str], rows: list[dict[str, Any]], source: str, specs: di
     )
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]], list[int]]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         try:
@@ -114,19 +121,21 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         if len(set(header)) != len(header):
             dup = sorted({h for h in header if header.count(h) > 1})
             raise SchemaError(f"{path}: duplicate columns {', '.join(dup)}")
-        rows = []
-        for i, rec in enumerate(reader):
+        rows, lines = [], []
+        for rec in reader:
             if not rec or all(not c.strip() for c in rec):
                 continue
             if len(rec) != len(header):
-                raise InputError(f"{path}: expected {len(header)} fields, found {len(rec)}", row=i + 1)
+                raise InputError(f"{path} line {reader.line_num}: expected {len(header)} fields, found {len(rec)}", row=len(rows) + 1)
             rows.append(dict(zip(header, rec)))
-    return header, rows
+            lines.append(reader.line_num)
+    return header, rows, lines
 
 
-def _read_jsonl(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+def _read_jsonl(path: Path) -> tuple[list[str], list[dict[str, Any]], list[int]]:
     header: list[str] = []
-    rows = []
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
     with path.open(encoding="utf-8") as fh:
         for i, line in enumerate(fh):
             if not line.strip():
@@ -134,18 +143,19 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: not valid JSON ({exc.msg})", row=len(rows) + 1) from None
+                raise InputError(f"{path} line {i + 1}: not valid JSON ({exc.msg})", row=len(rows) + 1) from None
             if not isinstance(rec, dict):
-                raise InputError(f"{path}: each line must be a JSON object", row=len(rows) + 1)
+                raise InputError(f"{path} line {i + 1}: each line must be a JSON object", row=len(rows) + 1)
             for key in rec:
                 if key not in header:
                     if rows:
-                        raise SchemaError(f"{path}: field {key!r} appears first here (schema change)", row=len(rows) + 1)
+                        raise SchemaError(f"{path} line {i + 1}: field {key!r} appears first here (schema change)", row=len(rows) + 1)
                     header.append(key)
             rows.append(rec)
+            lines.append(i + 1)
     if not header:
         raise InputError(f"{path}: file is empty")
-    return header, rows
+    return header, rows, lines
 
 
 def _read_parquet(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -183,17 +193,18 @@ def read_frame(path: str | Path, *, specs: dict[str, SignalSpec] | None = None) 
     suffix = p.suffix.lower()
     try:
         if suffix == ".csv":
-            header, rows = _read_csv(p)
+            header, rows, lines = _read_csv(p)
         elif suffix in (".jsonl", ".ndjson"):
-            header, rows = _read_jsonl(p)
+            header, rows, lines = _read_jsonl(p)
         elif suffix in (".parquet", ".pq"):
             header, rows = _read_parquet(p)
+            lines = None
         else:
             raise InputError(f"{p}: unknown format {suffix!r} (use .csv, .parquet or .jsonl)")
     except UnicodeDecodeError:
         raise InputError(f"{p}: not UTF-8 text") from None
     try:
-        return _build(header, rows, str(p), specs)
+        return _build(header, rows, str(p), specs, lines)
     except InputError as exc:
         if str(p) in str(exc):
             raise

@@ -386,8 +386,9 @@ def compile_baseline(
             samp_sum += np.where(use, samp_d, 0.0)
             t_stat += np.where(use, mean_d**2 / np.maximum(samp_d, 1e-300), 0.0)
             n_days += use
-    # Test, then bound (as for the pooled cells): without day effects T = sum D_d^2 / s_d ~ chi^2_n; when
-    # T exceeds its 95% quantile, tau^2 is its upper 80% confidence bound (sum D_d^2 ~ (2 tau^2 + s)
+    # Test, then bound: without day effects T = sum D_d^2 / s_d ~ chi^2_n (approximately: adjacent
+    # differences share a day and are correlated, so the test is somewhat liberal); when T exceeds its
+    # DAY_TEST_LEVEL quantile, tau^2 is its upper 80% confidence bound (sum D_d^2 ~ (2 tau^2 + s)
     # chi^2_n), biased upward because an underestimate costs validity and an overestimate power;
     # otherwise 0, so baselines without day effects keep full power against sustained shifts.
     has_days = (n_days > 0) & (t_stat > chi2.ppf(DAY_TEST_LEVEL, np.maximum(n_days, 1)))

@@ -46,7 +46,9 @@ class SignalMeta(_Frozen):
     """Lag-1 autocorrelation of the innovations left after prewhitening (clipped to [0, 0.9])."""
     resolution: float = 0.0
     """Smallest positive gap between distinct baseline values (raw scale); 0 when the signal is not
-    discrete (fewer than 20% of its values tied at one value). Floors the SLO error reference."""
+    discrete (fewer than 20% of its values tied at one value). For an error rate at a constant request
+    volume this is one error at that volume; with varying volume it is much smaller, and the SLO floor
+    it provides is correspondingly weak."""
 
 
 class Cell(_Frozen):

@@ -19,7 +19,8 @@ __all__ = ["FamilyC", "build_family_c"]
 #: reference is a fixed finite sample: paired with fresh canary ticks, draws from it are exchangeable
 #: with them only approximately, and a witness learning over a long horizon can pick up the sample's
 #: idiosyncrasies (measured: 20% of cells missing at random leaves ~50 complete calibration rows and
-#: the MMD then fires on 20-30% of null paths). Below this size only the Hotelling part runs.
+#: the MMD then fires on 20-30% of null paths). Below this size only the Hotelling part runs. The
+#: value is a measured heuristic for the default 960-tick horizon, not a validity condition.
 MIN_REFERENCE_MMD = 300
 
 

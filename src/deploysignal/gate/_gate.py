@@ -30,8 +30,12 @@ class Standardizer:
     interpolated between hour mid-points (:func:`~deploysignal.calibration.level_neighbour`) and
     :math:`y_{t-g}` the last *observed* value of the same signal, ``g`` ticks earlier (``g`` = elapsed
     time / tick interval, rounded, at least 1). Under an AR(1) the ``g``-step prediction error has
-    variance :math:`\sigma_e^2 (1-\phi^{2g})/(1-\phi^2)`, so :math:`z_t` is a standardised
-    martingale difference whatever the gaps: missing ticks do not leave serial dependence behind. A
+    variance :math:`\sigma_e^2 (1-\phi^{2g})/(1-\phi^2)`, so under a correct AR(1) with known
+    :math:`\phi`, values missing independently of their size and canary ticks spaced like the
+    baseline's, :math:`z_t` is a standardised martingale difference whatever the gaps. Known
+    approximation: a level error :math:`\delta` moves a g-step score by
+    :math:`\delta(1-\phi^g)/\sqrt{(1-\phi^{2g})/(1-\phi^2)}`, while family A sizes the level and
+    day-offset bias with the one-step factor :math:`1-\phi` (exact only for consecutive ticks). A
     signal with no earlier observation gets :math:`z_t = s\, y_t \sqrt{1-\phi^2}/\sigma_e` (the
     limit :math:`g \to \infty`). Works on ``P`` streams at once (``raw``: (P, k)) sharing timestamps.
 

@@ -13,7 +13,7 @@ import pytest
 
 from deploysignal.detectors import FamilyC, FamilyD, FamilyE, Observation
 
-pytestmark = pytest.mark.montecarlo
+pytestmark = [pytest.mark.montecarlo, pytest.mark.extended]
 TICKS = 100_000
 
 

@@ -16,7 +16,7 @@ from deploysignal.telemetry import Frame
 
 from ._mc import cp_upper, run_mc
 
-pytestmark = pytest.mark.montecarlo
+pytestmark = [pytest.mark.montecarlo, pytest.mark.extended]
 PATHS = 1000
 ALPHA = GateSettings().alpha
 ALPHA_A = GateSettings().shares["A"] * ALPHA

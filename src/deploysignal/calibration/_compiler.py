@@ -316,9 +316,8 @@ def compile_baseline(
                 out[j], cnt[j] = float(np.clip(np.dot(a[ok, j], b[ok, j]) / den, -0.5, 0.98)), ok.sum()
         return out, cnt
 
-    def _ar1(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _ar1(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         y = x - (w_own[:, None] * loc[row_cell] + (1.0 - w_own)[:, None] * loc[row_nb])
-        y_prev = np.where(has_prev[:, None], y[np.maximum(prev_idx, 0)], np.nan)
         rows = np.flatnonzero(pair)
         if np.sum(~np.isnan(u[rows]).any(axis=1)) >= 200:
             phi, cnt = _phi_from(u, rows)
@@ -329,19 +328,19 @@ def compile_baseline(
         phi = np.where(np.isnan(phi), 0.0, phi)
         se = np.sqrt((1.0 - phi**2) / np.maximum(cnt, 1.0))
         if not prewhiten:
-            return y, y_prev, np.zeros(k), np.zeros(k)
-        return y, y_prev, phi, se
+            return y, np.zeros(k), np.zeros(k)
+        return y, phi, se
 
     # ---- hierarchical pooling of cell levels toward the parent cell
     loc0 = np.where(np.isnan(med), med[0], med)
-    y0, _yp, phi, _se = _ar1(loc0)
+    y0, phi, _se = _ar1(loc0)
     sig_y = np.array([_mad_scale(y0[fit, j]) for j in range(k)])
     inflate = (np.pi / 2.0) * (1.0 + phi) / np.maximum(1.0 - phi, 1e-3)
     med_var = sig_y**2 * inflate / np.maximum(cnt, 1)
     loc, loc_var = _pool(med, med_var, parent, levels, med[0], med_var[0])
 
     # ---- AR(1) prewhitening on the pooled levels
-    y, y_prev, phi, phi_se = _ar1(loc)
+    y, phi, phi_se = _ar1(loc)
     # g-step innovations from the last observed value of each signal (as the gate does), so missing
     # ticks in the baseline standardise exactly like missing ticks in the canary
     y_last = np.full_like(y, np.nan)
@@ -369,7 +368,6 @@ def compile_baseline(
     # daily means D_d of the day-lag differences u (D_d = offset_d - offset_{d-1} + noise). With
     # n_d ticks, E[D_d^2] = 2 tau^2 + 2 sig_y^2 (1 + phi) / ((1 - phi) n_d) (AR(1) sampling variance).
     # Needs a baseline longer than one day; 0 otherwise.
-    day_tau2 = np.zeros(k)
     day_key = np.floor(ts / 86400.0).astype(np.int64)
     d2_sum, samp_sum, n_days, t_stat = np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k)
     for tier in tiers:

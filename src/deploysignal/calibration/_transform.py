@@ -65,9 +65,10 @@ def g_step_innovation(y: np.ndarray, y_last: np.ndarray, gap: np.ndarray, phi: n
     """
     have = ~np.isnan(y_last) & np.isfinite(gap)
     g = np.where(have, np.maximum(np.rint(np.where(have, gap, 1.0)), 1.0), 1.0)
+    last = np.where(have, y_last, 0.0)
     with np.errstate(over="ignore", under="ignore"):
         phig = np.where(have, phi**g, 0.0)
         norm = np.sqrt(np.where(have, (1.0 - phig**2) / root**2, 1.0))
-        innov = np.where(have, (y - phig * np.where(have, y_last, 0.0)) / norm, y * root)
-        lag = np.where(have, g * np.where(have, phi ** (g - 1.0), 0.0) * np.where(have, y_last, 0.0) / norm, 0.0)
+        innov = np.where(have, (y - phig * last) / norm, y * root)
+        lag = np.where(have, g * phi ** (g - 1.0) * last / norm, 0.0)
     return innov, lag

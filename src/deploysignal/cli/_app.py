@@ -175,8 +175,6 @@ def gate(
     settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance)
     can = load_stream(canary, cfg, "canary")
     ctrl = load_stream(control, cfg, "control") if control else None
-    if ctrl is not None and len(ctrl) != len(can):
-        raise InputError(f"control has {len(ctrl)} rows, canary {len(can)}; two-sample mode pairs rows")
     summary, _ = run_gate(cfg, settings, can, ctrl, audit)
     if as_json:
         sys.stdout.write(canonical_json(summary) + "\n")

@@ -173,8 +173,7 @@ class FamilyA:
         # prior variance of the global (day-to-day) level offset: the compiled between-day variance plus
         # the operator's drift allowance; 1/0 = inf switches the global term off
         g2 = arr["day_bias_var"][:, self._dir, self._sig] + self.drift_allowance**2  # (P, m)
-        with np.errstate(divide="ignore"):
-            self._inv_g2 = np.where(g2 > 0, 1.0 / np.where(g2 > 0, g2, 1.0), np.inf)
+        self._inv_g2 = np.where(g2 > 0, 1.0 / np.where(g2 > 0, g2, 1.0), np.inf)
         self._P = self._sd.shape[0]
         self._log_thr = log_threshold(alpha)
         self._log_thr_w = log_threshold(alpha / 2)

@@ -475,8 +475,6 @@ class Gate:
         """Evaluate every row of ``frame`` (columns matched by name; absent signals are missing)."""
         canary = frame.select(self._names)
         ctrl = control.select(self._names) if control is not None else None
-        if ctrl is not None and len(ctrl) != len(canary):
-            raise InputError(f"control has {len(ctrl)} rows, canary {len(canary)}; two-sample mode pairs ticks row by row")
         if ctrl is not None:
             check_paired(canary, ctrl, self.config.tick_seconds)
         out = []

@@ -77,6 +77,24 @@ def test_cohorts_are_separate_streams_and_may_share_timestamps(sim_healthy, cfg_
     assert d1.records == d2.records
 
 
+def test_legacy_single_clock_state_keeps_its_floor_for_new_cohorts(sim_healthy, cfg_healthy):
+    """A state written before per-cohort clocks had one shared clock; it must not reopen the past."""
+    gate = Gate(cfg_healthy, GateSettings(window=20))
+    ts, vals = sim_healthy.canary.timestamps, sim_healthy.canary.values
+    for i in range(4):
+        gate.update(ts[i], vals[i])
+    st = json.loads(json.dumps(gate.state()))
+    legacy = {k: v for k, v in st.items() if k != "cohorts"}
+    legacy.update(canary_std=st["cohorts"][""]["canary_std"], control_std=st["cohorts"][""]["control_std"])
+    old = Gate.from_state(cfg_healthy, GateSettings(window=20), legacy)
+    with pytest.raises(InputError, match="not after"):
+        old.update(ts[2], vals[2], cohort="new")
+    old.update(ts[4], vals[4], cohort="new")
+    again = Gate.from_state(cfg_healthy, GateSettings(window=20), json.loads(json.dumps(old.state())))
+    with pytest.raises(InputError, match="not after"):
+        again.update(ts[3], vals[3], cohort="other")
+
+
 def test_discrete_low_count_error_rate_is_centred_and_scaled():
     """Binomial(50, 1%)/50 error rate: most ticks are 0. The level is the mean, the scale the sd, the
     SLO reference is floored at one error per 50 requests."""

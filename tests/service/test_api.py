@@ -157,3 +157,28 @@ def test_inline_baseline_and_no_token_refuses(tmp_path, step_sim):
         r = c.post("/v1/analyses", json=body, headers=W)
         assert r.status_code == 201, r.text
         assert r.json()["baseline_version"].startswith("cc-")
+
+
+def test_cohorts_share_timestamps_but_each_keeps_its_order(tmp_path, step_sim):
+    """As in Gate.update: cohorts (tiers) are separate streams with their own clocks."""
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 6)
+    a = [{**t, "cohort": "a"} for t in ticks]
+    b = [{**t, "cohort": "b"} for t in ticks]
+    with make_client(tmp_path) as c:
+        _create(c, cfg)
+        r = c.post("/v1/analyses/a1/ticks", json={"ticks": [a[0], b[0], a[1], b[1]]}, headers=W)
+        assert r.status_code == 200, r.text
+        r = c.post("/v1/analyses/a1/ticks", json={"ticks": [a[2], a[1]]}, headers=W)
+        assert r.status_code == 422 and "cohort 'a'" in r.json()["detail"] and "out-of-order" in r.json()["detail"]
+        r = c.post("/v1/analyses/a1/ticks", json={"ticks": [b[1]]}, headers=W)
+        assert r.status_code == 422 and "duplicate" in r.json()["detail"]
+        assert c.get("/v1/analyses/a1", headers=R).json()["n_ticks"] == 4
+        # the library gives the same records for the same interleaved stream
+        from deploysignal.gate import Gate, GateSettings
+
+        gate = Gate(cfg, GateSettings(window=480))
+        for t in [a[0], b[0], a[1], b[1]]:
+            d = gate.update(t["timestamp"], t["values"], cohort=t["cohort"])
+        v = c.get("/v1/analyses/a1", headers=R).json()
+        assert v["verdict"] == d.verdict

@@ -227,6 +227,9 @@ class Gate:
         self._cohorts: dict[str, list[Any]] = {}
         self._tick = 0
         self._last_ts = -math.inf
+        #: clock of a cohort not seen yet: -inf, except after restoring a state written before
+        #: per-cohort clocks (one shared clock), whose last timestamp then stays the floor
+        self._ts_floor = -math.inf
         self._n_valid = np.zeros(P, dtype=int)
         self._max_lw = np.full((P, F), -np.inf)
         self._verdict = np.zeros(P, dtype=int)
@@ -267,8 +270,12 @@ class Gate:
     def _cohort(self, cohort: str) -> list[Any]:
         """AR(1) memory and clock of one cohort (tier): cohorts are separate streams of the same canary."""
         if cohort not in self._cohorts:
-            self._cohorts[cohort] = [Standardizer(self._configs), Standardizer(self._configs), -math.inf]
+            self._cohorts[cohort] = [Standardizer(self._configs), Standardizer(self._configs), self._ts_floor]
         return self._cohorts[cohort]
+
+    def cohort_clock(self, cohort: str = "") -> float:
+        """Last accepted timestamp of ``cohort`` (``""`` = no cohort); a tick must come strictly after it."""
+        return self._cohorts[cohort][2] if cohort in self._cohorts else self._ts_floor
 
     def _check_time(self, timestamp: Any, cohort: str = "") -> float:
         try:
@@ -277,7 +284,7 @@ class Gate:
             raise InputError(f"timestamp must be a number, got {timestamp!r}", row=self._tick + 1, column="timestamp") from None
         if not math.isfinite(ts):
             raise InputError("timestamp is not finite", row=self._tick + 1, column="timestamp")
-        last = self._cohorts[cohort][2] if cohort in self._cohorts else -math.inf
+        last = self.cohort_clock(cohort)
         if ts <= last:
             what = "the previous tick" if not cohort else f"the previous tick of cohort {cohort!r}"
             raise InputError(f"timestamp {ts!r} is not after {what} ({last!r})", row=self._tick + 1, column="timestamp")
@@ -499,6 +506,8 @@ class Gate:
             families={f: fam.state() for f, fam in self._families.items()},
             rules=self._rules.state(),
         )
+        if self._ts_floor != -math.inf:
+            st["ts_floor"] = self._ts_floor
         return st
 
     @classmethod
@@ -511,8 +520,11 @@ class Gate:
         gate._tick = int(state["tick"])
         gate._last_ts = -math.inf if state["last_ts"] is None else float(state["last_ts"])
         cohorts = state.get("cohorts")
-        if cohorts is None:  # single-cohort state written before per-cohort memory
+        if cohorts is None:  # single-cohort state written before per-cohort memory: one shared clock
             cohorts = {"": {"canary_std": state["canary_std"], "control_std": state["control_std"], "last_ts": state["last_ts"]}}
+            gate._ts_floor = gate._last_ts
+        elif state.get("ts_floor") is not None:
+            gate._ts_floor = float(state["ts_floor"])
         for c, cst in cohorts.items():
             entry = gate._cohort(c)
             entry[0].load_state(cst["canary_std"])

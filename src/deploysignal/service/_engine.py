@@ -138,10 +138,13 @@ class AnalysisEngine:
     def validate(self, ticks: Sequence[Mapping[str, Any]]) -> list[TickIn]:
         """Check a whole batch (types, finiteness, signal names, strict time order) without changing state.
 
+        Time order is per cohort, as in :meth:`Gate.update`: each cohort (tier) is its own stream, so two
+        cohorts may report the same timestamp, but a cohort's ticks must be strictly increasing.
+
         Raises :class:`InputError` naming the tick index (``row``, 1-based within the batch) and field.
         """
         out: list[TickIn] = []
-        prev = self.last_timestamp
+        clocks: dict[str, float] = {}
         known = set(self.names)
         for i, t in enumerate(ticks, start=1):
             try:
@@ -151,9 +154,15 @@ class AnalysisEngine:
                 ts = float(ts_raw)
                 if not math.isfinite(ts):
                     raise InputError("timestamp is not finite", column="timestamp")
-                if prev is not None and ts <= prev:
+                cohort = t.get("cohort")
+                if cohort is not None and not isinstance(cohort, str):
+                    raise InputError("cohort must be a string", column="cohort")
+                key = cohort or ""
+                prev = clocks[key] if key in clocks else self.gate.cohort_clock(key)
+                if ts <= prev:
                     kind = "duplicate" if ts == prev else "out-of-order"
-                    raise InputError(f"{kind} tick: timestamp {ts!r} is not after the previous accepted tick ({prev!r})", column="timestamp")
+                    of = f" of cohort {cohort!r}" if cohort else ""
+                    raise InputError(f"{kind} tick: timestamp {ts!r} is not after the previous accepted tick{of} ({prev!r})", column="timestamp")
                 vals = t.get("values")
                 if not isinstance(vals, Mapping) or not vals:
                     raise InputError("values must be a non-empty object {signal: number|null}", column="values")
@@ -173,14 +182,11 @@ class AnalysisEngine:
                     raise InputError("control given but the analysis runs in one-sample mode", column="control")
                 else:
                     c = None
-                cohort = t.get("cohort")
-                if cohort is not None and not isinstance(cohort, str):
-                    raise InputError("cohort must be a string", column="cohort")
             except InputError as exc:
                 col = exc.column
                 raise InputError(str(exc).split(": ", 1)[-1] if col else str(exc), row=i, column=col) from None
             out.append(TickIn(ts, v, c, cohort))
-            prev = ts
+            clocks[key] = ts
         return out
 
     # ------------------------------------------------------------------ evaluation

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import beta
+from scipy.stats import beta, norm
 
 from deploysignal.fleet import (
     FleetEProcess,
+    FleetObserver,
+    ObserverSettings,
+    TopologySnapshot,
     adjust_running_max,
+    contamination_margin,
+    curate_baseline,
     ebh,
     ebh_batch,
     running_max_counterexample,
@@ -121,3 +126,113 @@ def test_ebh_fdr_at_most_q_under_dependence(kind):
     assert cp_upper(any_false_fixed, reps) <= q
     assert cp_upper(any_false_max, reps) <= q
     assert np.mean(tpr) > 0.5  # the procedure has power: the test is not vacuous
+
+
+def _contaminated_fleet(kind: str, margin: float, *, seed: int, reps: int = 100, n: int = 80, k: int = 2,
+                        t_max: int = 300, n_faulty: int = 10, q: float = 0.1, offsets: float = 0.0):
+    """A fraction of the shards faulty; returns per-rep FDP (fixed time and ever-flagged), any-false, TPR.
+
+    ``harmless``: one-sided ``up`` signals, the faulty shards drop by 2 sd (the harmless way), which
+    pulls the fleet median down so every healthy shard looks high. ``both``: two-sided signals, the
+    faulty shards rise by 2 sd. Gaussian noise plus a fleet-wide load move (cancels in the residuals);
+    ``t3`` uses Student-t(3) noise instead. ``offsets`` > 0 gives every shard a persistent offset
+    (sd ``offsets``) and runs the per-shard ``center``/``scale`` path of :class:`FleetObserver`, fitted
+    on a clean 200-tick baseline; there ``margin`` > 0 means the observer's defaults (15% planned
+    faulty fraction and the center tolerance), 0 means neither.
+    """
+    rng = np.random.default_rng(seed)
+    two_sided = kind.startswith("both")
+    shift = 2.0 if two_sided else -2.0
+    fdp_fixed, fdp_ever, any_false, tpr = [], [], 0, []
+    for _ in range(reps):
+        bad = np.zeros(n, dtype=bool)
+        bad[rng.choice(n, n_faulty, replace=False)] = True
+        off = offsets * rng.standard_normal((n, k))
+        dirs = ("both" if two_sided else "up",) * k
+        if offsets > 0:  # through the observer, which sizes the center tolerance from the baseline
+            rep = curate_baseline(off + rng.standard_normal((200, n, k)), override=True)
+            settings = ObserverSettings(max_faulty_fraction=0.15 if margin > 0 else 0.0)
+            obs = FleetObserver(TopologySnapshot.synthetic(4, 4, n // 16), k, directions=dirs, center=rep.center,
+                                scale=rep.scale, center_se=rep.center_se if margin > 0 else None, settings=settings)
+            ep = obs.shards
+        else:
+            ep = FleetEProcess(n, k, directions=dirs, margin=margin)
+        ever = np.zeros(n, dtype=bool)
+        for _t in range(t_max):
+            eps = rng.standard_t(3, (n, k)) if kind.endswith("t3") else rng.standard_normal((n, k))
+            tick = ep.update(off + eps + 3.0 * rng.standard_normal(k) + shift * bad[:, None])
+            ever |= ebh(adjust_running_max(tick.log_e_max, 0.5), q)
+        fixed = ebh(tick.log_e, q)
+        fdp_fixed.append((fixed & ~bad).sum() / max(fixed.sum(), 1))
+        fdp_ever.append((ever & ~bad).sum() / max(ever.sum(), 1))
+        any_false += bool(((ever | fixed) & ~bad).any())
+        tpr.append(fixed[bad].mean() if bad.any() else 1.0)
+    return np.array(fdp_fixed), np.array(fdp_ever), any_false, float(np.mean(tpr))
+
+
+@pytest.mark.montecarlo
+@pytest.mark.parametrize("offsets", [0.0, 3.0])
+def test_fdr_without_margin_fails_when_faulty_shards_move_the_median(offsets):
+    """The exchangeable null alone is not enough: 12.5% faulty shards bias every healthy shard.
+
+    FDR lower bound by Hoeffding (FDP in [0, 1]), one-sided 95%, must exceed q.
+    """
+    q, reps = 0.1, 100
+    fdp, _ever, _any, _tpr = _contaminated_fleet("harmless", 0.0, seed=21, reps=reps, offsets=offsets)
+    lower = fdp.mean() - np.sqrt(np.log(20.0) / (2 * reps))
+    print(f"margin 0, harmless-way faults, offsets {offsets}: fixed-time FDR {fdp.mean():.3f} (Hoeffding lower {lower:.3f})")
+    assert lower > q
+
+
+@pytest.mark.montecarlo
+@pytest.mark.parametrize(("kind", "n_faulty", "offsets"), [
+    ("harmless", 10, 0.0), ("harmless", 12, 0.0), ("both", 12, 0.0), ("both_t3", 12, 0.0),
+    ("both", 10, 3.0), ("harmless", 12, 3.0),
+])
+def test_fdr_at_most_q_with_faulty_shards_and_the_contamination_margin(kind, n_faulty, offsets):
+    """With the margin for a planned 15% faulty fraction, 12.5-15% faulty shards leave FDR <= q.
+
+    Bound: FDP <= 1{V >= 1} (V false flags at the fixed time or ever, with the running-max adjuster),
+    so the one-sided 95% CP upper bound of P(V >= 1) bounds both FDRs. Power is checked where the
+    faulty shards move the harmful way (``both``): the margin costs evidence, not detection.
+    ``offsets`` = 3: shard offsets three noise sds wide, per-shard center/scale path.
+    """
+    q, reps = 0.1, 100
+    fdp, fdp_ever, any_false, tpr = _contaminated_fleet(kind, contamination_margin(0.15), seed=22 + len(kind) + n_faulty,
+                                                        reps=reps, n_faulty=n_faulty, offsets=offsets)
+    print(f"{kind} {n_faulty}/80 offsets {offsets}: FDR fixed {fdp.mean():.3f}, ever {fdp_ever.mean():.3f};"
+          f" P(V>=1) {any_false / reps:.3f}; TPR {tpr:.3f}")
+    assert cp_upper(any_false, reps) <= q
+    if kind.startswith("both"):
+        assert tpr > 0.9
+
+
+def _healthy_payoff(margin: float, stuck: float, *, n: int = 80, n_faulty: int = 12, ticks: int = 4000, seed: int = 0):
+    """Mean and standard error of the up-bet payoff g(r - margin) of healthy shards while 15% of the
+    shards are stuck at ``stuck`` noise sds below the fleet (faults just past the median shrink the MAD:
+    the worst case of the margin). Per-tick means are independent across ticks (iid noise)."""
+    rng = np.random.default_rng(seed)
+    ep = FleetEProcess(n, 1, directions=("up",))
+    bad = np.zeros(n, dtype=bool)
+    bad[:n_faulty] = True
+    per_tick = np.empty(ticks)
+    for t in range(ticks):
+        x = rng.standard_normal((n, 1))
+        x[bad] = -stuck
+        tick = ep.update(x + 5.0 * rng.standard_normal())
+        per_tick[t] = np.clip((tick.residuals[~bad, 0] - margin) / ep.clip, -1.0, 1.0).mean()
+    return float(per_tick.mean()), float(per_tick.std(ddof=1) / np.sqrt(ticks))
+
+
+@pytest.mark.montecarlo
+@pytest.mark.parametrize("stuck", [0.3, 0.45, 0.6, 1.0, 3.0])
+def test_margin_leaves_no_positive_drift_for_healthy_shards(stuck):
+    """The supermartingale condition itself: E[g(u - eps)] <= 0 for healthy shards, with 15% of the
+    fleet stuck near or far from the centre. Not significantly positive at 3 standard errors; the
+    median-shift quantile alone (no MAD shrinkage) does show a positive drift near the centre."""
+    mean, se = _healthy_payoff(contamination_margin(0.15), stuck)
+    naive_mean, naive_se = _healthy_payoff(float(norm.ppf(0.5 / 0.85)), stuck)
+    print(f"stuck {stuck}: payoff {mean:+.4f} +- {se:.4f}; with the median-shift quantile only {naive_mean:+.4f}")
+    assert mean <= 3 * se
+    if stuck in (0.45, 0.6):
+        assert naive_mean > 3 * naive_se  # the check can fail: a margin that is too small is caught

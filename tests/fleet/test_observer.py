@@ -183,6 +183,14 @@ def test_cli_demo_and_curate(tmp_path):
     p.write_text("\n".join(lines) + "\n")
     r = runner.invoke(app, ["observe", str(p), "--q", "0.1"])
     assert r.exit_code == 4 and "s4" in r.output
+    # with a signals file saying lower is worse, s4's upward move is harmless: nothing is flagged
+    sig = tmp_path / "signals.csv"
+    sig.write_text("name,direction,kind\nlat,down,continuous\nerr,down,continuous\n")
+    r = runner.invoke(app, ["observe", str(p), "--q", "0.1", "--signals", str(sig)])
+    assert r.exit_code == 0 and "s4" not in r.output, r.output
+    sig.write_text("name,direction,kind\nlat,sideways,continuous\n")
+    r = runner.invoke(app, ["observe", str(p), "--signals", str(sig)])
+    assert r.exit_code == 2 and "direction" in r.output
     r = runner.invoke(app, ["curate-baseline", str(p), "--log", str(tmp_path / "log.jsonl")])
     assert r.exit_code in (0, 2) and "drop_rate" in r.output
     bad = tmp_path / "bad.csv"
@@ -213,7 +221,7 @@ def test_public_api_is_pinned():
     assert sorted(fleet.__all__) == sorted(
         ["LEVELS", "Attribution", "ClusterEvent", "CurationReport", "FleetEProcess", "FleetObservation",
          "FleetObserver", "FleetTick", "NodeEvidence", "ObserverSettings", "Shard", "TopologySnapshot",
-         "adjust_running_max", "attribute", "bench_fleet", "curate_baseline", "ebh", "ebh_batch",
+         "adjust_running_max", "attribute", "bench_fleet", "contamination_margin", "curate_baseline", "ebh", "ebh_batch",
          "expand_hostlist", "fetch_snapshot", "group_log_e", "parse_k8s_nodes", "parse_neuron_ls",
          "parse_nvidia_smi_topo", "parse_scontrol_nodes", "parse_scontrol_topology", "parse_sinfo",
          "parse_tpu_describe", "robust_residuals", "running_max_counterexample"]

@@ -9,7 +9,7 @@ topology adapters (:func:`fetch_snapshot`) and baseline curation (:func:`curate_
 from ._bench import bench_fleet
 from ._contract import Attribution, ClusterEvent, FleetObservation, NodeEvidence
 from ._curation import CurationReport, curate_baseline
-from ._evidence import FleetEProcess, FleetTick, group_log_e, robust_residuals
+from ._evidence import FleetEProcess, FleetTick, contamination_margin, group_log_e, robust_residuals
 from ._fdr import adjust_running_max, ebh, ebh_batch, running_max_counterexample
 from ._observer import FleetObserver, ObserverSettings, attribute
 from ._topology import (
@@ -43,6 +43,7 @@ __all__ = [
     "adjust_running_max",
     "attribute",
     "bench_fleet",
+    "contamination_margin",
     "curate_baseline",
     "ebh",
     "ebh_batch",

@@ -41,6 +41,9 @@ class CurationReport:
     phi : AR(1) per (shard, signal), on the per-shard standardised deviations.
     center / scale : per-(shard, signal) median and robust scale (floored by ``min_scale``) of the
     deviation from the fleet median (for :class:`FleetObserver`). log : one dict per dropped tick (tick, screen, score, threshold).
+    center_se : per-(shard, signal) standard error of ``center`` in units of ``scale``,
+    :math:`1.2533\\sqrt{(1+\\phi)/(1-\\phi)/n}` (a median of n AR(1) values); the observer widens its
+    null by a multiple of it, since a baseline center is an estimate, not the truth.
     """
 
     status: str
@@ -54,6 +57,7 @@ class CurationReport:
     center: np.ndarray
     scale: np.ndarray
     log: list[dict[str, Any]] = field(default_factory=list)
+    center_se: np.ndarray | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -134,5 +138,7 @@ def curate_baseline(
     a, b = r[1:], r[:-1]
     den = (b * b).sum(axis=0)
     phi = np.clip(np.where(den > 0, (a * b).sum(axis=0) / np.where(den > 0, den, 1), 0.0), -0.9, 0.9)
+    n_obs = np.maximum((~np.isnan(dev)).sum(axis=0), 1)
+    center_se = np.sqrt(np.pi / 2.0) * np.sqrt((1.0 + phi) / (1.0 - phi) / n_obs)
     return CurationReport(status, keep, rate, int(mcd_drop.sum()), int(corr_drop.sum()), loc, scale, phi, center, sc,
-                          log)
+                          log, center_se)

@@ -36,6 +36,28 @@ e-BH at the time the operator looks. No moment is needed (bets are bounded), so 
 harmless; serial dependence enters only through :math:`\\phi` (AR(1) prewhitening). Missing values
 and frozen scopes bet 0 (factor 1), which is predictable and keeps the martingale property.
 
+Contaminated fleets
+-------------------
+FDR only matters when some shards are faulty, and faulty shards move the median: a fraction
+:math:`p` of faulty shards moves the cross-shard median by up to :math:`\\Phi^{-1}(1/(2(1-p)))` null
+sds (population level), and faults sitting just past it also shrink the MAD that scales the
+residuals. A one-sided signal whose faulty shards move the *harmful* way pushes the null shards the
+harmless way (conservative), but faults the harmless way, or ``both`` signals, bias every null shard
+towards a bet it wins, and with hundreds of ticks any fixed bias fires. ``margin``
+:math:`\\varepsilon` removes that bias from the bets (see the class); :func:`contamination_margin`
+gives the worst case over fault positions for a planned maximum faulty fraction :math:`p` and a
+Gaussian null. With per-shard ``center`` the reference is the median of the offset-free values
+:math:`x - \\text{center}`, so the bias is a quantile of the noise, not of the offsets' spread.
+The guarantee under contamination is therefore: **e-values of null shards are valid while at most a
+fraction p of shards is faulty**, an approximation at the population level (finite fleets, non-
+Gaussian and skewed nulls are not covered by the formula) that the seeded Monte Carlo in
+``tests/fleet/test_fdr.py`` checks: 12.5% and 15% of the shards faulty, far from and near the
+centre, Gaussian and Student-t(3) noise, with and without per-shard offsets.
+
+Cost: the margin is a drift of :math:`-\\lambda\\varepsilon/c` per tick in every healthy shard's
+wealth, so a fault that starts after a long quiet stretch needs longer to win it back (the
+e-processes test "shifted since the start", not "changed at some time").
+
 Host / rack / zone e-processes are fixed-weight averages of their shards' e-processes: an average of
 e-values is an e-value under any dependence, and in one filtration it is again a test martingale for
 the intersection null of its members.
@@ -54,13 +76,42 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.optimize import brentq
+from scipy.stats import norm
 
 from .._exceptions import InputError
 
-__all__ = ["FleetEProcess", "FleetTick", "group_log_e", "robust_residuals"]
+__all__ = ["FleetEProcess", "FleetTick", "contamination_margin", "group_log_e", "robust_residuals"]
 
 _MAD_TO_SD = 1.482602218505602
 _DEFAULT_LAMBDAS = (0.05, 0.1, 0.2, 0.4)
+
+
+def contamination_margin(max_faulty_fraction: float) -> float:
+    """Margin covering the bias of the MAD-scaled median residual when a fraction ``p`` is faulty.
+
+    Worst case at the population level for a Gaussian null (unit sd): the faulty shards sit just past
+    the shifted median, which moves it by :math:`m = \\Phi^{-1}(1/(2(1-p)))` *and* shrinks the MAD of
+    the mixture to :math:`d` solving :math:`(1-p)[\\Phi(m+d) - \\Phi(m-d)] + p = 1/2`; the bias in
+    MAD-scale units is then :math:`m / (1.4826\\, d)`. Faults far from the centre give less (they
+    widen the MAD). Heavy-tailed nulls with faults near the centre can exceed it (Student-t(3) at
+    p = 0.15: about 0.26 against 0.27 here, so still covered there, but the bound is Gaussian).
+
+    >>> round(contamination_margin(0.15), 3)
+    0.271
+    >>> round(contamination_margin(0.10), 3)
+    0.158
+    >>> contamination_margin(0.0)
+    0.0
+    """
+    p = float(max_faulty_fraction)
+    if not 0 <= p < 0.5:
+        raise InputError(f"max_faulty_fraction must lie in [0, 0.5), got {p}", column="max_faulty_fraction")
+    if p == 0:
+        return 0.0
+    m = float(norm.ppf(0.5 / (1.0 - p)))
+    d = float(brentq(lambda d: (1.0 - p) * (norm.cdf(m + d) - norm.cdf(m - d)) + p - 0.5, 1e-12, 10.0))
+    return m / (_MAD_TO_SD * d)
 
 
 def robust_residuals(values: np.ndarray, *, scale_floor: float = 1e-6) -> np.ndarray:
@@ -146,6 +197,17 @@ class FleetEProcess:
         persistent offsets). When given, :math:`r = d\\,(x - m - \\text{center})/\\text{scale}` and the
         null is that the shard's deviation from the fleet median is symmetric about its baseline
         ``center`` (as in the baseline). Without them the cross-shard MAD scales the residual.
+    margin : float
+        Tolerance :math:`\\varepsilon \\ge 0`, in units of the cross-shard MAD scale: the +side bets on
+        :math:`g(u - \\varepsilon')` and the -side on :math:`g(u + \\varepsilon')`,
+        :math:`\\varepsilon' = \\varepsilon\\,|1-\\phi|` (in shard-scale units when ``scale`` is given), so the
+        null widens to "symmetric about some :math:`b` with :math:`|b| \\le \\varepsilon'`". That is what
+        keeps null shards' e-values valid while other shards are faulty (see *Contaminated fleets* in
+        the module docstring). Default 0 (the exchangeable null).
+    center_tolerance : float or ndarray, shape (n_shards, n_signals)
+        Added to the margin, in residual units: how far the per-shard ``center`` (an estimate from a
+        finite baseline) may be off. :class:`FleetObserver` sets it to a Bonferroni multiple of
+        :attr:`CurationReport.center_se`. Default 0 (center known exactly).
 
     Notes
     -----
@@ -177,6 +239,8 @@ class FleetEProcess:
         scale_floor: float = 1e-6,
         center: np.ndarray | None = None,
         scale: np.ndarray | None = None,
+        margin: float = 0.0,
+        center_tolerance: np.ndarray | float = 0.0,
     ) -> None:
         if int(n_shards) < 3 or int(n_signals) < 1:
             raise InputError(f"need >= 3 shards and >= 1 signal, got {n_shards} x {n_signals}")
@@ -194,6 +258,13 @@ class FleetEProcess:
             raise InputError(f"clip must be > 0, got {clip}")
         self.clip = float(clip)
         self.scale_floor = float(scale_floor)
+        if not (math.isfinite(margin) and margin >= 0):
+            raise InputError(f"margin must be finite and >= 0, got {margin}", column="margin")
+        self.margin = float(margin)
+        tol = np.broadcast_to(np.asarray(center_tolerance, dtype=float), (int(n_shards), int(n_signals))).copy()
+        if not (np.all(np.isfinite(tol)) and np.all(tol >= 0)):
+            raise InputError("center_tolerance must be finite and >= 0", column="center_tolerance")
+        self.center_tolerance = tol
         ph = np.broadcast_to(np.asarray(phi, dtype=float), (self.n_shards, self.n_signals)).copy()
         if not np.all(np.abs(ph) < 1):
             raise InputError("phi must lie in (-1, 1)")
@@ -208,6 +279,7 @@ class FleetEProcess:
             if not (np.all(np.isfinite(c)) and np.all(sc > 0)):
                 raise InputError("center must be finite and scale > 0", column="scale")
             self.center, self.scale = c, sc
+        self._any_margin = self.margin > 0 or bool(np.any(tol > 0))
         sign = np.array([-1.0 if d == "down" else 1.0 for d in dirs])
         both = np.array([d == "both" for d in dirs])
         # signed bet grid per signal: one-sided signals bet +lambda_k; 'both' signals alternate the sign
@@ -215,6 +287,9 @@ class FleetEProcess:
         alt = np.where(np.arange(lam.size) % 2 == 0, 1.0, -1.0)
         self._sign = sign
         self._grid = np.where(both[:, None], lam[None, :] * alt[None, :], lam[None, :])
+        self._grid_pos = np.maximum(self._grid, 0.0)
+        self._grid_neg = np.minimum(self._grid, 0.0)
+        self._has_neg = bool((self._grid < 0).any())
         self._reset()
 
     def _reset(self) -> None:
@@ -244,16 +319,38 @@ class FleetEProcess:
         if fz.shape != (self.n_shards,):
             raise InputError(f"frozen must have shape ({self.n_shards},), got {fz.shape}")
         if self.center is not None and self.scale is not None:
-            med = np.nanmedian(x, axis=0) if np.isnan(x).any() else np.median(x, axis=0)
-            r = (x - med - self.center) / self.scale
+            # reference = median of the offset-free values x - center, so that faulty shards move it by
+            # a noise quantile, not by a quantile of the (possibly wide) spread of shard offsets
+            nan = bool(np.isnan(x).any())
+            med = np.nanmedian(x, axis=0) if nan else np.median(x, axis=0)  # fleet-level process only
+            dev = x - self.center
+            ref = np.nanmedian(dev, axis=0) if nan else np.median(dev, axis=0)
+            r = (dev - ref) / self.scale
+            eps = self.center_tolerance
+            if self.margin > 0:  # margin in units of the cross-shard MAD scale of the offset-free values
+                mad = np.nanmedian(np.abs(dev - ref), axis=0) if nan else np.median(np.abs(dev - ref), axis=0)
+                eps = eps + self.margin * np.maximum(_MAD_TO_SD * mad, self.scale_floor) / self.scale
         else:
             r, med = _residuals(x, self.scale_floor)
+            eps = self.center_tolerance + self.margin
         self._median = med.reshape(-1)
         r = r * self._sign
         u = r - self.phi * self._prev
-        g = np.clip(u / self.clip, -1.0, 1.0)
-        g = np.where(np.isnan(g) | fz[:, None], 0.0, g)
-        self._w *= 1.0 + g[:, :, None] * self._grid[None, :, :]
+        nobet = np.isnan(u) | fz[:, None]
+        if self._any_margin:
+            # a bias b of the residual leaves (1 - phi) b in the innovation; the +side bets on u - eps,
+            # the -side on u + eps, so both stay supermartingales while |bias| <= eps
+            eps = eps * np.abs(1.0 - self.phi)
+            gp = np.where(nobet, 0.0, np.clip((u - eps) / self.clip, -1.0, 1.0))
+            f = gp[:, :, None] * self._grid_pos[None, :, :]
+            if self._has_neg:
+                gm = np.where(nobet, 0.0, np.clip((u + eps) / self.clip, -1.0, 1.0))
+                f += gm[:, :, None] * self._grid_neg[None, :, :]
+            f += 1.0
+            self._w *= f
+        else:
+            g = np.where(nobet, 0.0, np.clip(u / self.clip, -1.0, 1.0))
+            self._w *= 1.0 + g[:, :, None] * self._grid[None, :, :]
         m = self._w.reshape(self.n_shards, -1).mean(axis=1)
         log_e = self._log_off + np.log(m)
         self._log_e = log_e
@@ -294,6 +391,8 @@ class FleetEProcess:
             "lambdas": list(self.lambdas),
             "clip": self.clip,
             "scale_floor": self.scale_floor,
+            "margin": self.margin,
+            "center_tolerance": enc(self.center_tolerance),
             "phi": enc(self.phi),
             "center": None if self.center is None else enc(self.center),
             "scale": None if self.scale is None else enc(self.scale),
@@ -318,6 +417,8 @@ class FleetEProcess:
                 phi=dec(state["phi"], (n, k)),
                 center=None if state.get("center") is None else dec(state["center"], (n, k)),
                 scale=None if state.get("scale") is None else dec(state["scale"], (n, k)),
+                margin=float(state.get("margin", 0.0)),
+                center_tolerance=dec(state["center_tolerance"], (n, k)) if "center_tolerance" in state else 0.0,
             )
             ep._w = dec(state["w"], ep._w.shape)
             ep._log_off = dec(state["log_off"], (n,))

@@ -29,10 +29,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm
 
 from .._exceptions import InputError
 from ._contract import Attribution, ClusterEvent, FleetObservation, NodeEvidence
-from ._evidence import FleetEProcess, group_log_e
+from ._evidence import FleetEProcess, contamination_margin, group_log_e
 from ._fdr import adjust_running_max, ebh
 from ._topology import LEVELS, TopologySnapshot
 
@@ -45,6 +46,12 @@ class ObserverSettings:
 
     q : FDR level of shard flags. kappa : adjuster exponent. alpha_fleet : Ville level of the
     fleet-level alarm. max_hops / min_members / min_fraction : attribution walk. clip / lambdas : bets.
+    max_faulty_fraction : the largest fraction of shards planned to be faulty at once; the shard bets
+    carry the margin :func:`contamination_margin` of it, so null shards stay valid (and e-BH keeps
+    FDR <= q) while up to that fraction of the fleet is off. 0 gives the exchangeable null only.
+    center_delta : with per-shard baseline centers, the probability allowed for *any* center to be off
+    by more than the tolerance the bets leave for it (Bonferroni over shards x signals of the
+    Gaussian quantile of ``center_se``).
     """
 
     q: float = 0.05
@@ -55,9 +62,13 @@ class ObserverSettings:
     min_fraction: float = 0.6
     clip: float = 2.0
     lambdas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
+    max_faulty_fraction: float = 0.10
+    center_delta: float = 0.01
 
     def __post_init__(self) -> None:
-        for name, v in (("q", self.q), ("kappa", self.kappa), ("alpha_fleet", self.alpha_fleet)):
+        contamination_margin(self.max_faulty_fraction)  # validates
+        for name, v in (("q", self.q), ("kappa", self.kappa), ("alpha_fleet", self.alpha_fleet),
+                        ("center_delta", self.center_delta)):
             if not 0 < v < 1:
                 raise InputError(f"{name} must lie in (0, 1), got {v}", column=name)
         if not 1 <= self.max_hops <= len(LEVELS):
@@ -135,7 +146,8 @@ class FleetObserver:
         without them the fleet-level process is off (``fleet_log_e`` stays 0).
     phi : AR(1) coefficients per (shard, signal) or scalar.
     center, scale : per-shard baseline of the deviation from the fleet median (see FleetEProcess);
-        :func:`curate_baseline` computes them.
+        :func:`curate_baseline` computes them, and ``center_se`` (the standard error of ``center``, in
+        ``scale`` units), which widens the null by a Bonferroni quantile of it (``center_delta``).
     settings : ObserverSettings
 
     Examples
@@ -162,6 +174,7 @@ class FleetObserver:
         phi: np.ndarray | float = 0.0,
         center: np.ndarray | None = None,
         scale: np.ndarray | None = None,
+        center_se: np.ndarray | None = None,
         settings: ObserverSettings | None = None,
     ) -> None:
         self.topology = topology
@@ -169,9 +182,16 @@ class FleetObserver:
         s = self.settings
         self.n_shards = len(topology)
         self.n_signals = int(n_signals)
+        tol: np.ndarray | float = 0.0
+        if center_se is not None:
+            se = np.broadcast_to(np.asarray(center_se, dtype=float), (self.n_shards, self.n_signals))
+            if not (np.all(np.isfinite(se)) and np.all(se >= 0)):
+                raise InputError("center_se must be finite and >= 0", column="center_se")
+            tol = float(norm.isf(s.center_delta / (2 * self.n_shards * self.n_signals))) * se
         self.shards = FleetEProcess(self.n_shards, self.n_signals, directions=directions, phi=phi,
                                     lambdas=s.lambdas, clip=s.clip,
-                                    center=center, scale=scale)
+                                    center=center, scale=scale,
+                                    margin=contamination_margin(s.max_faulty_fraction), center_tolerance=tol)
         self._ids = np.array(topology.ids, dtype=object)
         self._groups = {lv: topology.group_index(lv) for lv in LEVELS}
         self._group_arr = {lv: np.asarray(g[1], dtype=np.int64) for lv, g in self._groups.items()}

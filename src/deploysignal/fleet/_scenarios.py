@@ -55,7 +55,7 @@ def run_scenario(
     *,
     magnitude: float = 1.0,
     seed: int = 0,
-    ticks: int = 300,
+    ticks: int = 400,
     onset: int = 100,
     n_signals: int = 4,
     settings: ObserverSettings | None = None,

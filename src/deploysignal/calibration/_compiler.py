@@ -334,8 +334,11 @@ def compile_baseline(
     # ---- hierarchical pooling of cell levels toward the parent cell
     loc0 = np.where(np.isnan(med), med[0], med)
     y0, phi, _se = _ar1(loc0)
-    sig_y = np.array([_mad_scale(y0[fit, j]) for j in range(k)])
-    inflate = (np.pi / 2.0) * (1.0 + phi) / np.maximum(1.0 - phi, 1e-3)
+    # error variance of the cell levels: a median's is (pi/2) MAD^2 / n_eff, a mean's sd^2 / n_eff (with
+    # heavy tails the sd exceeds the MAD scale, so a mean level must not borrow the median's variance)
+    sd_y = np.array([float(np.nanstd(y0[fit, j])) if np.sum(~np.isnan(y0[fit, j])) > 1 else 0.0 for j in range(k)])
+    sig_y = np.where(use_mean, sd_y, [_mad_scale(y0[fit, j]) for j in range(k)])
+    inflate = np.where(use_mean, 1.0, np.pi / 2.0) * (1.0 + phi) / np.maximum(1.0 - phi, 1e-3)
     med_var = sig_y**2 * inflate / np.maximum(cnt, 1)
     loc, loc_var = _pool(med, med_var, parent, levels, med[0], med_var[0])
 

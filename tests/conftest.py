@@ -25,6 +25,8 @@ def rng():
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``--dist loadgroup``) all Monte-Carlo tests run on one worker, so the
     session-cached null runs are simulated once and shared by the family-A and C/D/E checks."""
+    if not config.pluginmanager.hasplugin("xdist"):  # run without pytest-xdist (-p no:xdist): nothing to group
+        return
     for item in items:
         if "montecarlo" in item.nodeid.split("/"):
             item.add_marker(pytest.mark.xdist_group("montecarlo"))

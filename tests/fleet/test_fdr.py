@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import beta, norm
 
+from deploysignal._exceptions import InputError
 from deploysignal.fleet import (
     FleetEProcess,
     FleetObserver,
@@ -128,39 +129,42 @@ def test_ebh_fdr_at_most_q_under_dependence(kind):
     assert np.mean(tpr) > 0.5  # the procedure has power: the test is not vacuous
 
 
-def _contaminated_fleet(kind: str, margin: float, *, seed: int, reps: int = 100, n: int = 80, k: int = 2,
+def _contaminated_fleet(kind: str, plan: float | None, *, seed: int, reps: int = 100, n: int = 80, k: int = 2,
                         t_max: int = 300, n_faulty: int = 10, q: float = 0.1, offsets: float = 0.0):
-    """A fraction of the shards faulty; returns per-rep FDP (fixed time and ever-flagged), any-false, TPR.
+    """Some shards faulty; returns per-rep FDP (fixed time and ever-flagged), any-false, TPR.
 
     ``harmless``: one-sided ``up`` signals, the faulty shards drop by 2 sd (the harmless way), which
     pulls the fleet median down so every healthy shard looks high. ``both``: two-sided signals, the
     faulty shards rise by 2 sd. Gaussian noise plus a fleet-wide load move (cancels in the residuals);
-    ``t3`` uses Student-t(3) noise instead. ``offsets`` > 0 gives every shard a persistent offset
-    (sd ``offsets``) and runs the per-shard ``center``/``scale`` path of :class:`FleetObserver`, fitted
-    on a clean 200-tick baseline; there ``margin`` > 0 means the observer's defaults (15% planned
-    faulty fraction and the center tolerance), 0 means neither.
+    ``_t3``: Student-t(3) noise; ``_ar1``: AR(1) noise with phi = 0.6 (prewhitened with the true phi).
+    ``plan``: the planned faulty fraction that sizes the margin (None: no margin, no centre
+    tolerance). ``offsets`` > 0 gives every shard a persistent offset (sd ``offsets``) and runs the
+    per-shard ``center``/``scale`` path of :class:`FleetObserver`, fitted on a clean 200-tick baseline.
     """
     rng = np.random.default_rng(seed)
     two_sided = kind.startswith("both")
-    shift = 2.0 if two_sided else -2.0
+    phi = 0.6 if kind.endswith("ar1") else 0.0
+    shift = (2.0 if two_sided else -2.0) / np.sqrt(1.0 - phi**2)  # 2 stationary sds
     fdp_fixed, fdp_ever, any_false, tpr = [], [], 0, []
+    dirs = ("both" if two_sided else "up",) * k
     for _ in range(reps):
         bad = np.zeros(n, dtype=bool)
         bad[rng.choice(n, n_faulty, replace=False)] = True
         off = offsets * rng.standard_normal((n, k))
-        dirs = ("both" if two_sided else "up",) * k
-        if offsets > 0:  # through the observer, which sizes the center tolerance from the baseline
+        if offsets > 0:  # through the observer, which sizes the centre tolerance from the baseline
             rep = curate_baseline(off + rng.standard_normal((200, n, k)), override=True)
-            settings = ObserverSettings(max_faulty_fraction=0.15 if margin > 0 else 0.0)
+            settings = ObserverSettings(max_faulty_fraction=plan or 0.0)
             obs = FleetObserver(TopologySnapshot.synthetic(4, 4, n // 16), k, directions=dirs, center=rep.center,
-                                scale=rep.scale, center_se=rep.center_se if margin > 0 else None, settings=settings)
+                                scale=rep.scale, center_se=None if plan is None else rep.center_se, settings=settings)
             ep = obs.shards
         else:
-            ep = FleetEProcess(n, k, directions=dirs, margin=margin)
+            ep = FleetEProcess(n, k, directions=dirs, phi=phi, margin=0.0 if plan is None else contamination_margin(plan))
         ever = np.zeros(n, dtype=bool)
+        state = np.zeros((n, k))
         for _t in range(t_max):
             eps = rng.standard_t(3, (n, k)) if kind.endswith("t3") else rng.standard_normal((n, k))
-            tick = ep.update(off + eps + 3.0 * rng.standard_normal(k) + shift * bad[:, None])
+            state = phi * state + eps
+            tick = ep.update(off + state + 3.0 * rng.standard_normal(k) + shift * bad[:, None])
             ever |= ebh(adjust_running_max(tick.log_e_max, 0.5), q)
         fixed = ebh(tick.log_e, q)
         fdp_fixed.append((fixed & ~bad).sum() / max(fixed.sum(), 1))
@@ -178,33 +182,42 @@ def test_fdr_without_margin_fails_when_faulty_shards_move_the_median(offsets):
     FDR lower bound by Hoeffding (FDP in [0, 1]), one-sided 95%, must exceed q.
     """
     q, reps = 0.1, 100
-    fdp, _ever, _any, _tpr = _contaminated_fleet("harmless", 0.0, seed=21, reps=reps, offsets=offsets)
+    fdp, _ever, _any, _tpr = _contaminated_fleet("harmless", None, seed=21, reps=reps, offsets=offsets)
     lower = fdp.mean() - np.sqrt(np.log(20.0) / (2 * reps))
     print(f"margin 0, harmless-way faults, offsets {offsets}: fixed-time FDR {fdp.mean():.3f} (Hoeffding lower {lower:.3f})")
     assert lower > q
 
 
 @pytest.mark.montecarlo
-@pytest.mark.parametrize(("kind", "n_faulty", "offsets"), [
-    ("harmless", 10, 0.0), ("harmless", 12, 0.0), ("both", 12, 0.0), ("both_t3", 12, 0.0),
-    ("both", 10, 3.0), ("harmless", 12, 3.0),
+@pytest.mark.parametrize(("kind", "plan", "offsets"), [
+    ("harmless", 0.10, 0.0), ("both", 0.10, 0.0), ("both_t3", 0.10, 0.0), ("both_ar1", 0.10, 0.0),
+    ("harmless", 0.15, 0.0), ("both", 0.15, 0.0), ("both", 0.10, 3.0), ("harmless", 0.15, 3.0),
 ])
-def test_fdr_at_most_q_with_faulty_shards_and_the_contamination_margin(kind, n_faulty, offsets):
-    """With the margin for a planned 15% faulty fraction, 12.5-15% faulty shards leave FDR <= q.
+def test_fdr_at_most_q_with_faulty_shards_at_the_planned_fraction(kind, plan, offsets):
+    """With the margin for a planned faulty fraction (0.10 is the observer's default) and that many
+    shards faulty, FDR <= q.
 
     Bound: FDP <= 1{V >= 1} (V false flags at the fixed time or ever, with the running-max adjuster),
     so the one-sided 95% CP upper bound of P(V >= 1) bounds both FDRs. Power is checked where the
     faulty shards move the harmful way (``both``): the margin costs evidence, not detection.
-    ``offsets`` = 3: shard offsets three noise sds wide, per-shard center/scale path.
+    ``offsets`` = 3: shard offsets three noise sds wide, per-shard center/scale path with the centre
+    tolerance.
     """
-    q, reps = 0.1, 100
-    fdp, fdp_ever, any_false, tpr = _contaminated_fleet(kind, contamination_margin(0.15), seed=22 + len(kind) + n_faulty,
-                                                        reps=reps, n_faulty=n_faulty, offsets=offsets)
-    print(f"{kind} {n_faulty}/80 offsets {offsets}: FDR fixed {fdp.mean():.3f}, ever {fdp_ever.mean():.3f};"
+    q, reps, n = 0.1, 100, 80
+    n_faulty = round(plan * n)
+    fdp, fdp_ever, any_false, tpr = _contaminated_fleet(kind, plan, seed=22 + len(kind) + n_faulty, reps=reps,
+                                                        n=n, n_faulty=n_faulty, offsets=offsets)
+    print(f"{kind} {n_faulty}/{n} offsets {offsets}: FDR fixed {fdp.mean():.3f}, ever {fdp_ever.mean():.3f};"
           f" P(V>=1) {any_false / reps:.3f}; TPR {tpr:.3f}")
     assert cp_upper(any_false, reps) <= q
     if kind.startswith("both"):
         assert tpr > 0.9
+
+
+def test_observer_default_plans_for_ten_percent_faulty():
+    assert ObserverSettings().max_faulty_fraction == 0.10
+    with pytest.raises(InputError, match="center_se"):
+        FleetObserver(TopologySnapshot.synthetic(2, 2, 2), 1, center_se=np.zeros((8, 1)))
 
 
 def _healthy_payoff(margin: float, stuck: float, *, n: int = 80, n_faulty: int = 12, ticks: int = 4000, seed: int = 0):

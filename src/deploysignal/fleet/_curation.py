@@ -41,9 +41,10 @@ class CurationReport:
     phi : AR(1) per (shard, signal), on the per-shard standardised deviations.
     center / scale : per-(shard, signal) median and robust scale (floored by ``min_scale``) of the
     deviation from the fleet median (for :class:`FleetObserver`). log : one dict per dropped tick (tick, screen, score, threshold).
-    center_se : per-(shard, signal) standard error of ``center`` in units of ``scale``,
-    :math:`1.2533\\sqrt{(1+\\phi)/(1-\\phi)/n}` (a median of n AR(1) values); the observer widens its
-    null by a multiple of it, since a baseline center is an estimate, not the truth.
+    center_se : per-(shard, signal) standard error of ``center`` in units of ``scale``: a median of n
+    Gaussian AR(1) values has variance :math:`(\\pi/2)(1 + 2\\sum_k (2/\\pi)\\arcsin\\phi^k)/n` (the
+    lag-k correlation of the sign process); the observer widens its null by a multiple of it, since a
+    baseline center is an estimate, not the truth.
     """
 
     status: str
@@ -67,6 +68,14 @@ class CurationReport:
             "baseline_scale": [round(float(v), 6) for v in self.baseline_scale],
             "phi_median": round(float(np.median(self.phi)), 6),
         }
+
+
+def _median_lrv(phi: np.ndarray) -> np.ndarray:
+    """Long-run variance factor of the sample median of a Gaussian AR(1) series (1 for iid)."""
+    ph = np.asarray(phi, dtype=float)
+    k = np.arange(1, 400, dtype=float)
+    rho = np.sign(ph)[..., None] ** k * np.abs(ph)[..., None] ** k  # phi^k, sign-safe
+    return np.maximum(1.0 + 2.0 * (2.0 / np.pi) * np.arcsin(rho).sum(axis=-1), 1e-3)
 
 
 def curate_baseline(
@@ -139,6 +148,6 @@ def curate_baseline(
     den = (b * b).sum(axis=0)
     phi = np.clip(np.where(den > 0, (a * b).sum(axis=0) / np.where(den > 0, den, 1), 0.0), -0.9, 0.9)
     n_obs = np.maximum((~np.isnan(dev)).sum(axis=0), 1)
-    center_se = np.sqrt(np.pi / 2.0) * np.sqrt((1.0 + phi) / (1.0 - phi) / n_obs)
+    center_se = np.sqrt(np.pi / 2.0 * _median_lrv(phi) / n_obs)
     return CurationReport(status, keep, rate, int(mcd_drop.sum()), int(corr_drop.sum()), loc, scale, phi, center, sc,
                           log, center_se)

@@ -184,6 +184,8 @@ class FleetObserver:
         self.n_signals = int(n_signals)
         tol: np.ndarray | float = 0.0
         if center_se is not None:
+            if center is None:
+                raise InputError("center_se is the standard error of center: give center and scale too", column="center_se")
             se = np.broadcast_to(np.asarray(center_se, dtype=float), (self.n_shards, self.n_signals))
             if not (np.all(np.isfinite(se)) and np.all(se >= 0)):
                 raise InputError("center_se must be finite and >= 0", column="center_se")

@@ -23,10 +23,12 @@ def rng():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``--dist loadgroup``) all Monte-Carlo tests run on one worker, so the
-    session-cached null runs are simulated once and shared by the family-A and C/D/E checks."""
+    """Under pytest-xdist (``--dist loadgroup``) the Monte-Carlo checks of one null process run on one
+    worker, so its session-cached null run is simulated once and shared by the family-A and C/D/E
+    checks; different nulls (and the other Monte-Carlo tests) spread over the workers."""
     if not config.pluginmanager.hasplugin("xdist"):  # run without pytest-xdist (-p no:xdist): nothing to group
         return
     for item in items:
-        if "montecarlo" in item.nodeid.split("/"):
-            item.add_marker(pytest.mark.xdist_group("montecarlo"))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "montecarlo" in item.nodeid.split("/") and "null_run" in params:
+            item.add_marker(pytest.mark.xdist_group(f"null-{params['null_run']}"))

@@ -58,8 +58,9 @@ def _discreteness(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _location_cols(x: np.ndarray, use_mean: np.ndarray) -> np.ndarray:
-    """Column medians, or means where ``use_mean`` (rates, counts, discrete signals: a median sits on
-    the atom and misses the level the variance-stabilised scores are centred on)."""
+    """Column medians, or means where ``use_mean`` (discrete signals, e.g. low-count error rates: a
+    median sits on the atom and misses the level the scores are centred on). Continuous rates and
+    counts keep the median: with heavy tails a mean level made family D fire above its alpha."""
     med = _nanmedian_cols(x)
     if not use_mean.any() or x.shape[0] == 0:
         return med
@@ -239,7 +240,7 @@ def compile_baseline(
         return f"t={tiers[code]}"
 
     discrete, resolution = _discreteness(frame.values[fit])
-    use_mean = kind_rate | kind_count | discrete
+    use_mean = discrete  # continuous rates/counts keep the median (robust to heavy tails); see _location_cols
     global_loc = _location_cols(x[fit], use_mean)
     global_raw = _location_cols(frame.values[fit], use_mean)
     cell_index: dict[str, int] = {"*": 0}

@@ -143,16 +143,21 @@ def robust_residuals(values: np.ndarray, *, scale_floor: float = 1e-6) -> np.nda
     return _residuals(values, scale_floor)[0]
 
 
-def _residuals(values: np.ndarray, scale_floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Residuals and the median (kept once, for the fleet-level process)."""
-    x = np.asarray(values, dtype=float)
+def _median_scale(x: np.ndarray, scale_floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-shard median and MAD scale (floored), NaN ignored, shape kept along the shard axis."""
     if np.isnan(x).any():
         med = np.nanmedian(x, axis=-2, keepdims=True)
         mad = np.nanmedian(np.abs(x - med), axis=-2, keepdims=True)
     else:
         med = np.median(x, axis=-2, keepdims=True)
         mad = np.median(np.abs(x - med), axis=-2, keepdims=True)
-    scale = np.maximum(_MAD_TO_SD * mad, scale_floor)
+    return med, np.maximum(_MAD_TO_SD * mad, scale_floor)
+
+
+def _residuals(values: np.ndarray, scale_floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals and the median (kept once, for the fleet-level process)."""
+    x = np.asarray(values, dtype=float)
+    med, scale = _median_scale(x, scale_floor)
     return (x - med) / scale, med
 
 
@@ -286,7 +291,6 @@ class FleetEProcess:
             if not (np.all(np.isfinite(c)) and np.all(sc > 0)):
                 raise InputError("center must be finite and scale > 0", column="scale")
             self.center, self.scale = c, sc
-        self._any_margin = self.margin > 0 or bool(np.any(tol > 0))
         sign = np.array([-1.0 if d == "down" else 1.0 for d in dirs])
         both = np.array([d == "both" for d in dirs])
         # signed bet grid per signal: one-sided signals bet +lambda_k; 'both' signals alternate the sign
@@ -328,15 +332,12 @@ class FleetEProcess:
         if self.center is not None and self.scale is not None:
             # reference = median of the offset-free values x - center, so that faulty shards move it by
             # a noise quantile, not by a quantile of the (possibly wide) spread of shard offsets
-            nan = bool(np.isnan(x).any())
-            med = np.nanmedian(x, axis=0) if nan else np.median(x, axis=0)  # fleet-level process only
+            med = np.nanmedian(x, axis=0) if np.isnan(x).any() else np.median(x, axis=0)  # fleet-level process only
             dev = x - self.center
-            ref = np.nanmedian(dev, axis=0) if nan else np.median(dev, axis=0)
+            ref, dev_scale = _median_scale(dev, self.scale_floor)
             r = (dev - ref) / self.scale
-            eps = self.center_tolerance
-            if self.margin > 0:  # margin in units of the cross-shard MAD scale of the offset-free values
-                mad = np.nanmedian(np.abs(dev - ref), axis=0) if nan else np.median(np.abs(dev - ref), axis=0)
-                eps = eps + self.margin * np.maximum(_MAD_TO_SD * mad, self.scale_floor) / self.scale
+            # margin in units of the cross-shard MAD scale of the offset-free values
+            eps = self.center_tolerance + self.margin * dev_scale / self.scale
         else:
             r, med = _residuals(x, self.scale_floor)
             eps = self.center_tolerance + self.margin
@@ -344,20 +345,16 @@ class FleetEProcess:
         r = r * self._sign
         u = r - self.phi * self._prev
         nobet = np.isnan(u) | fz[:, None]
-        if self._any_margin:
-            # a bias b of the residual leaves (1 - phi) b in the innovation; the +side bets on u - eps,
-            # the -side on u + eps, so both stay supermartingales while |bias| <= eps
-            eps = eps * np.abs(1.0 - self.phi)
-            gp = np.where(nobet, 0.0, np.clip((u - eps) / self.clip, -1.0, 1.0))
-            f = gp[:, :, None] * self._grid_pos[None, :, :]
-            if self._has_neg:
-                gm = np.where(nobet, 0.0, np.clip((u + eps) / self.clip, -1.0, 1.0))
-                f += gm[:, :, None] * self._grid_neg[None, :, :]
-            f += 1.0
-            self._w *= f
-        else:
-            g = np.where(nobet, 0.0, np.clip(u / self.clip, -1.0, 1.0))
-            self._w *= 1.0 + g[:, :, None] * self._grid[None, :, :]
+        # a bias b of the residual leaves (1 - phi) b in the innovation; the +side bets on u - eps, the
+        # -side on u + eps, so both stay supermartingales while |bias| <= eps (eps = 0: the plain bet)
+        eps = eps * np.abs(1.0 - self.phi)
+        gp = np.where(nobet, 0.0, np.clip((u - eps) / self.clip, -1.0, 1.0))
+        f = gp[:, :, None] * self._grid_pos[None, :, :]
+        if self._has_neg:
+            gm = np.where(nobet, 0.0, np.clip((u + eps) / self.clip, -1.0, 1.0))
+            f += gm[:, :, None] * self._grid_neg[None, :, :]
+        f += 1.0
+        self._w *= f
         m = self._w.reshape(self.n_shards, -1).mean(axis=1)
         log_e = self._log_off + np.log(m)
         self._log_e = log_e

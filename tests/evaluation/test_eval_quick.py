@@ -44,14 +44,23 @@ def test_gate_valid_where_peeking_is_not(quick_report: dict) -> None:
 
 @pytest.mark.montecarlo
 def test_gate_detects_at_least_as_much_as_matched_baselines(quick_report: dict) -> None:
-    """Pooled over the regression suite, the gate detects at least as often as every baseline whose pooled
-    false-rollback rate on the nulls is matched or lower (<= max(gate's rate, alpha))."""
+    """Pooled over the regression suite, the gate detects at least as often as every baseline calibrated (on
+    null draws disjoint from the evaluation's) to a pooled false-rollback rate <= alpha, while its own
+    false-rollback rate is no higher than theirs. Baselines that cannot reach alpha at any grid setting
+    are outside the claim; most must reach it, or the comparison would be vacuous."""
+    cal = quick_report["settings"]["matched"]
     pool = quick_report["pooled"]
     gate = pool["gate"]
-    cap = max(gate["false_rollback"]["rate"], ALPHA)
-    matched = [m for m, d in pool.items() if m != "gate" and d["false_rollback"]["rate"] <= cap]
+    assert set(cal) == {"kayenta", "static", "flagger", "ttest_peek", "page_hinkley", "adwin"}
+    matched = [m for m, c in cal.items() if c["matched"]]
+    assert len(matched) >= 4, cal
     for m in matched:
-        assert gate["detection"]["rate"] >= pool[m]["detection"]["rate"], m
+        d = pool[m + "@matched"]
+        assert gate["false_rollback"]["rate"] <= max(d["false_rollback"]["rate"], ALPHA), m
+        assert gate["detection"]["rate"] >= d["detection"]["rate"], (m, gate["detection"], d["detection"])
+    for m in set(cal) - set(matched):  # unreachable: even the least sensitive setting exceeds alpha
+        curve = cal[m]["curve"][-1]
+        assert curve["k"] > ALPHA * curve["n"]
 
 
 @pytest.mark.montecarlo

@@ -57,6 +57,7 @@ def eval_command(
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding nab/, smd/, asd/ (default: ../shared/data or $DEPLOYSIGNAL_DATA)."),
     jobs: int = typer.Option(min(2, os.cpu_count() or 1), help="Worker processes for the Monte Carlo (results do not depend on it)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots (needs matplotlib)."),
+    matched: bool = typer.Option(True, "--matched/--no-matched", help="Also run every baseline calibrated to a false-rollback rate <= alpha on disjoint null draws (<name>@matched)."),
 ) -> None:
     """Run scenarios x methods and write the evaluation report."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -75,10 +76,16 @@ def eval_command(
         cmd += "".join(f" --{k} {shlex.quote(str(v))}" for k, v in (("seed", seed), ("alpha", alpha), ("mode", mode)) if v != {"seed": 0, "alpha": 0.05, "mode": "one-sample"}[k])
         cmd += (f" --scenarios {','.join(sc)}" if scenarios else "") + (f" --methods {','.join(ms)}" if methods else "")
         cmd += "" if realdata else " --no-realdata"
+        cmd += "" if matched else " --no-matched"
         cmd += f" --out {out_dir}"
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False) as prog:
+            ctask = prog.add_task("calibrating baselines on null draws", total=None, visible=matched)
             task = prog.add_task("scenarios x methods", total=len(sc) * n_reps)
-            run = run_suite(sc, ms, reps=n_reps, seed=seed, alpha=alpha, mode=mode, jobs=jobs, progress=lambda d, t: prog.update(task, completed=d, total=t))
+            run = run_suite(
+                sc, ms, reps=n_reps, seed=seed, alpha=alpha, mode=mode, jobs=jobs, matched=matched,
+                progress=lambda d, t: prog.update(task, completed=d, total=t),
+                calibration_progress=lambda d, t: prog.update(ctask, completed=d, total=t),
+            )
             real = None
             real_rows = None
             if realdata:

@@ -205,28 +205,40 @@ class KayentaJudge:
         total = n_pass + labels.count("High") + labels.count("Low")
         return 100.0 * n_pass / total if total else 0.0
 
-    def run(self, baseline: Frame, canary: Frame, control: Frame | None = None) -> MethodResult:
-        n = len(canary)
+    def judgements(self, baseline: Frame, canary: Frame, control: Frame | None = None, *, stop_below: float | None = None) -> list[tuple[int, float]]:
+        """(end tick, score) of every judgement over a growing lookback, stopping after the first score
+        below ``stop_below`` (no judgement after a failed interim run is ever looked at)."""
         signs = harm_signs(canary)
         directions = ["increase" if s > 0 else "decrease" if s < 0 else "either" for s in signs]
         ref = reference_values(baseline, canary, control)
         vals = canary.values
-        trace = np.full(n, np.nan)
-        score = math.nan
-        last = min(n, self.window)
+        last = min(len(canary), self.window)
         ends = list(range(self.interval, last + 1, self.interval))
         if not ends or ends[-1] != last:
             ends.append(last)
-        prev = 0
+        out = []
         for end in ends:
-            score = self.score(vals[:end], ref[:end], directions)
+            out.append((end, self.score(vals[:end], ref[:end], directions)))
+            if stop_below is not None and out[-1][1] < stop_below:
+                break
+        return out
+
+    def decide(self, judgements: list[tuple[int, float]], n: int) -> MethodResult:
+        """The stage's verdict from the judgements: rollback at the first interim score below *marginal*,
+        else at the end of the window when the last score is below *pass*, else proceed."""
+        trace = np.full(n, np.nan)
+        prev = 0
+        last = min(n, self.window)
+        for end, score in judgements:
             trace[prev:end] = score
             prev = end
-            tick = end - 1
             if score < self.marginal_score:
-                return MethodResult(tick, "rollback", tick, trace, None, "Kayenta score")
+                return MethodResult(end - 1, "rollback", end - 1, trace, None, "Kayenta score")
         if last < self.window:  # stream ended before the analysis lifetime
             return MethodResult(None, "extend", None, trace, None, "Kayenta score")
-        if score < self.pass_score:
+        if judgements[-1][1] < self.pass_score:
             return MethodResult(last - 1, "rollback", last - 1, trace, None, "Kayenta score")
         return MethodResult(None, "proceed", last - 1, trace, None, "Kayenta score")
+
+    def run(self, baseline: Frame, canary: Frame, control: Frame | None = None) -> MethodResult:
+        return self.decide(self.judgements(baseline, canary, control, stop_below=self.marginal_score), len(canary))

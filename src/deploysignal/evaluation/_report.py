@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..simulate._suite import SUITE
-from ._runner import METHOD_NAMES, EvalRun, pooled, summarise
+from ._matched import MATCHED_SUFFIX
+from ._runner import METHOD_NAMES, EvalRun, method_order, pooled, summarise
 
 __all__ = ["headline_table", "write_report"]
 
@@ -41,7 +42,7 @@ def headline_table(rows: Sequence[dict[str, Any]]) -> str:
         "| method | false rollback, healthy nulls | detection, regressions | median delay (ticks) |",
         "|---|---|---|---|",
     ]
-    for m in [m for m in METHOD_NAMES if m in pool] + sorted(set(pool) - set(METHOD_NAMES)):
+    for m in sorted(pool, key=method_order):
         d = pool[m]
         delays = med.get(m, [])
         lines.append(f"| {m} | {_rate(d['false_rollback'])} | {_rate(d['detection'])} | {_num(float(np.median(delays)) if delays else None)} |")
@@ -116,7 +117,7 @@ def _plots(run: EvalRun, rows: Sequence[dict[str, Any]], out: Path) -> list[str]
         files.append("wealth_vs_bound.png")
     # 2. detection-delay distributions per regression scenario
     regs = [s for s in SUITE if SUITE[s].expected == "rollback" and any(r["scenario"] == s for r in rows)]
-    methods = [m for m in METHOD_NAMES if any(r["method"] == m for r in rows)]
+    methods = sorted({r["method"] for r in rows}, key=method_order)
     if regs:
         cols = 4
         nrow = math.ceil(len(regs) / cols)
@@ -127,7 +128,7 @@ def _plots(run: EvalRun, rows: Sequence[dict[str, Any]], out: Path) -> list[str]
                 r = next((r for r in rows if r["scenario"] == s and r["method"] == m), None)
                 data.append(r["delays"] if r and r["delays"] else [np.nan])
             ax.boxplot([np.asarray(d, dtype=float) for d in data], showfliers=True)
-            ax.set_xticks(range(1, len(methods) + 1), [m.replace("_", "\n") for m in methods], fontsize=6)
+            ax.set_xticks(range(1, len(methods) + 1), [m.replace("_", "\n").replace("@", "\n@") for m in methods], fontsize=5)
             ax.set_title(s, fontsize=9)
             ax.tick_params(axis="y", labelsize=7)
         for ax in list(axes.flat)[len(regs) :]:
@@ -149,11 +150,11 @@ def _plots(run: EvalRun, rows: Sequence[dict[str, Any]], out: Path) -> list[str]
             fr["rate"], de["rate"],
             xerr=[[fr["rate"] - fr["ci_low"]], [fr["ci_high"] - fr["rate"]]],
             yerr=[[de["rate"] - de["ci_low"]], [de["ci_high"] - de["rate"]]],
-            fmt="o", color=f"C{i}", label=m, capsize=2,
+            fmt="s" if m.endswith(MATCHED_SUFFIX) else "o", color=f"C{i % 10}", label=m, capsize=2,
         )
         # faint: each regression scenario's detection against the method's pooled false-rollback rate
         per = [r["detection"]["rate"] for r in rows if r["method"] == m and r["expected"] == "rollback"]
-        ax.scatter([fr["rate"]] * len(per), per, color=f"C{i}", alpha=0.25, s=12, marker="_")
+        ax.scatter([fr["rate"]] * len(per), per, color=f"C{i % 10}", alpha=0.25, s=12, marker="_")
     alpha = run.settings.get("alpha")
     if alpha:
         ax.axvline(alpha, color="k", ls="--", lw=0.8, label=f"alpha = {alpha}")
@@ -161,8 +162,8 @@ def _plots(run: EvalRun, rows: Sequence[dict[str, Any]], out: Path) -> list[str]
     ax.set_ylabel("detection rate, regressions (pooled)")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("False alarm vs detection (95% Clopper-Pearson;\nticks: per-scenario detection)", fontsize=9)
+    ax.legend(fontsize=6, loc="lower right", ncol=2)
+    ax.set_title("False alarm vs detection (95% Clopper-Pearson; squares: baselines\ncalibrated to alpha on disjoint null draws; ticks: per-scenario detection)", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "roc.png", dpi=90, metadata=meta)
     plt.close(fig)
@@ -191,7 +192,7 @@ def findings(rows: Sequence[dict[str, Any]], alpha: float | None) -> list[str]:
         g = by.get((s, "gate"))
         if g is None or g["expected"] != "rollback":
             continue
-        for m in METHOD_NAMES[1:]:
+        for m in sorted({r["method"] for r in rows} - {"gate"}, key=method_order):
             b = by.get((s, m))
             if b is None or b["detection"]["rate"] <= g["detection"]["rate"]:
                 continue
@@ -201,6 +202,40 @@ def findings(rows: Sequence[dict[str, Any]], alpha: float | None) -> list[str]:
         out += ["| scenario | baseline | detection | median delay (ticks) | baseline's pooled false rollback |", "|---|---|---|---|---|"] + lines
     else:
         out.append("None: the gate's detection rate is at least every baseline's on every regression scenario.")
+    return out
+
+
+def matched_section(rows: Sequence[dict[str, Any]], cal: dict[str, dict[str, Any]] | None, alpha: float | None) -> list[str]:
+    """The like-for-like comparison: each baseline calibrated to the gate's alpha on disjoint null draws."""
+    if not cal:
+        return []
+    pool = pooled(rows)
+    gate = pool.get("gate")
+    out = ["## At a matched false-rollback rate", "",
+           "Each baseline's sensitivity knob is set, on healthy null draws with seeds disjoint from this evaluation's, to its",
+           f"most sensitive grid value whose pooled false-rollback rate is <= alpha = {alpha} (`deploysignal.evaluation._matched`);",
+           "the calibrated baseline (`<name>@matched`) then runs on the same draws as everything else.", "",
+           "| baseline | knob | default -> matched | calibration false rollback | false rollback here | detection here | gate detection |",
+           "|---|---|---|---|---|---|---|"]
+    worse = []
+    for name, c in sorted(cal.items(), key=lambda kv: method_order(kv[0])):
+        curve = c["curve"]
+        d = pool.get(name + MATCHED_SUFFIX)
+        if d is None:
+            continue
+        k, n = curve[c["index"]]["k"], curve[c["index"]]["n"]
+        note = "" if c["matched"] else " (not reached: least sensitive grid value)"
+        out.append(f"| {name} | {c['label']} | {curve[0]['value']} -> {c['value']}{note} | {_pct(k / n)} ({k}/{n}) | "
+                   f"{_rate(d['false_rollback'])} | {_rate(d['detection'])} | {_rate(gate['detection']) if gate else '-'} |")
+        if gate and d["detection"] and gate["detection"] and d["detection"]["rate"] > gate["detection"]["rate"]:
+            worse.append(name)
+    out.append("")
+    if gate is None:
+        return out
+    if worse:
+        out.append(f"The gate detects less than: {', '.join(worse)} (at matched false-rollback rate).")
+    else:
+        out.append("The gate's pooled detection rate is at least every calibrated baseline's.")
     return out
 
 
@@ -275,6 +310,8 @@ def write_report(
         "* **ttest_peek**: Welch t-test per signal at every tick on all data so far, one-sided in the harmful",
         "  direction, Bonferroni across signals only (peeking).",
         "* **page_hinkley / adwin**: River's detectors with library defaults on baseline-standardised signals.",
+        "* **<name>@matched**: the same baseline with its sensitivity knob calibrated to a false-rollback rate <= alpha",
+        "  (see *At a matched false-rollback rate*).",
         "",
         "## Per scenario",
         "",
@@ -286,6 +323,7 @@ def write_report(
             md.append(f"| {r['scenario']} | proceed | {r['method']} | {_rate(r['false_rollback'])} | - | - | {_num(r['time_to_proceed_median'])} / {_num(r['time_to_proceed_p90'])} |")
         else:
             md.append(f"| {r['scenario']} | rollback | {r['method']} | {_rate(r['detection'])} | {r['pre_onset_alarm']['k']} | {_num(r['delay_median'])} / {_num(r['delay_p90'])} | - |")
+    md += [""] + matched_section(rows, st.get("matched"), st.get("alpha"))
     md += [""] + findings(rows, st.get("alpha"))
     md += ["", "## Scenarios", ""]
     for s in st.get("scenarios", []):

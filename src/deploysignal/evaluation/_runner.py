@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,18 +14,26 @@ from ..gate import FAMILY_BUILDERS, GateSettings
 from ..simulate._suite import SUITE, simulate_suite
 from ._gate_method import GateMethod
 from ._kayenta import KayentaJudge
+from ._matched import KNOBS, MATCHED_SUFFIX, calibrate, tuned
 from ._method import Method
+from ._parallel import ordered_map
 from ._river import ADWINMethod, PageHinkleyMethod, river_available
 from ._stats import clopper_pearson, cp_lower, cp_upper, quantile_or_none
 from ._thresholds import FlaggerAnalysis, StaticThresholds
 from ._ttest import PeekingTTest
 
-__all__ = ["METHOD_NAMES", "EvalRun", "Outcome", "build_methods", "outcome_dicts", "pooled", "replicate_seed", "run_suite", "summarise"]
+__all__ = ["METHOD_NAMES", "EvalRun", "Outcome", "build_methods", "method_order", "outcome_dicts", "pooled", "replicate_seed", "run_suite", "summarise"]
 
 log = logging.getLogger(__name__)
 
 #: Methods the harness knows, in report order.
 METHOD_NAMES: tuple[str, ...] = ("gate", "kayenta", "static", "flagger", "ttest_peek", "page_hinkley", "adwin")
+
+
+def method_order(name: str) -> tuple[int, int]:
+    """Sort key for report rows: the catalogue order, each calibrated baseline right after its default."""
+    base = name.removesuffix(MATCHED_SUFFIX)
+    return (METHOD_NAMES.index(base) if base in METHOD_NAMES else len(METHOD_NAMES), int(base != name))
 
 
 def build_methods(names: Sequence[str], *, window: int, alpha: float = 0.05, seed: int = 0) -> list[Method]:
@@ -91,18 +98,23 @@ def replicate_seed(seed: int, scenario: str, rep: int) -> int:
     return int(np.random.SeedSequence([seed, idx, rep]).generate_state(1)[0])
 
 
-def _task(args: tuple[str, int, int, tuple[str, ...], float, str, bool, int | None, int | None]) -> tuple[list[Outcome], dict[str, tuple[np.ndarray | None, float | None, str]]]:
-    scenario, rep, seed, names, alpha, mode, keep, canary_ticks, baseline_ticks = args
+def _task(
+    args: tuple[str, int, int, tuple[str, ...], float, str, bool, int | None, int | None, tuple[tuple[str, Any], ...]],
+) -> tuple[list[Outcome], dict[str, tuple[np.ndarray | None, float | None, str]]]:
+    scenario, rep, seed, names, alpha, mode, keep, canary_ticks, baseline_ticks, knobs = args
     rs = replicate_seed(seed, scenario, rep)
     sim = simulate_suite(scenario, rs, canary_ticks=canary_ticks, baseline_ticks=baseline_ticks)
     window = int(sim.truth["window"])
     control = sim.control if mode == "two-sample" else None
     outs, traces = [], {}
-    for m in build_methods(names, window=window, alpha=alpha, seed=rs % (2**31)):
-        r = m.run(sim.baseline, sim.canary, control)
-        outs.append(Outcome(scenario, m.name, rep, rs, sim.truth["expected"], sim.truth["onset_tick"], r.first_alarm, r.verdict, r.decided_at))
-        if keep:
-            traces[m.name] = (r.trace, r.bound, r.trace_label)
+    knob_of = dict(knobs)
+    for base in build_methods(names, window=window, alpha=alpha, seed=rs % (2**31)):
+        group = [base] + ([tuned(base, knob_of[base.name])] if base.name in knob_of else [])
+        results = KNOBS[base.name].results(group, sim.baseline, sim.canary, control) if len(group) > 1 else [base.run(sim.baseline, sim.canary, control)]
+        for m, r in zip(group, results):
+            outs.append(Outcome(scenario, m.name, rep, rs, sim.truth["expected"], sim.truth["onset_tick"], r.first_alarm, r.verdict, r.decided_at))
+            if keep:
+                traces[m.name] = (r.trace, r.bound, r.trace_label)
     return outs, traces
 
 
@@ -119,11 +131,18 @@ def run_suite(
     canary_ticks: int | None = None,
     baseline_ticks: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    matched: bool = False,
+    calibration_progress: Callable[[int, int], None] | None = None,
 ) -> EvalRun:
     """Run every method on ``reps`` seeded draws of every scenario.
 
     Deterministic given the arguments (``jobs`` changes only the speed): replicate ``r`` of scenario ``s``
     is drawn with :func:`replicate_seed` and results are collected in task order.
+
+    With ``matched``, every baseline with a sensitivity knob is first calibrated to a pooled false-rollback
+    rate <= ``alpha`` on ``reps`` draws of each null scenario in ``scenarios`` with seeds disjoint from the
+    evaluation's (:func:`~deploysignal.evaluation._matched.calibrate`), and also evaluated at that setting
+    as ``<name>@matched``; the calibration is in ``run.settings["matched"]``.
     """
     for s in scenarios:
         if s not in SUITE:
@@ -132,9 +151,16 @@ def run_suite(
         raise InputError(f"mode must be one-sample or two-sample, got {mode!r}")
     if reps < 1:
         raise InputError(f"reps must be >= 1, got {reps}")
-    tasks = [(s, r, seed, tuple(methods), alpha, mode, r < trace_reps, canary_ticks, baseline_ticks) for s in scenarios for r in range(reps)]
     fams = sorted(set(FAMILY_BUILDERS) & set(GateSettings().shares))
     run = EvalRun([], settings={"scenarios": list(scenarios), "methods": list(methods), "reps": reps, "seed": seed, "alpha": alpha, "mode": mode, "gate_families": fams})
+    knobs: tuple[tuple[str, Any], ...] = ()
+    if matched:
+        nulls = [s for s in scenarios if SUITE[s].expected == "proceed"]
+        cal = calibrate(methods, nulls, target=alpha, reps=reps, seed=seed, alpha=alpha, mode=mode, jobs=jobs,
+                        canary_ticks=canary_ticks, baseline_ticks=baseline_ticks, progress=calibration_progress)
+        run.settings["matched"] = cal
+        knobs = tuple((n, KNOBS[n].grid[c["index"]]) for n, c in cal.items())
+    tasks = [(s, r, seed, tuple(methods), alpha, mode, r < trace_reps, canary_ticks, baseline_ticks, knobs) for s in scenarios for r in range(reps)]
     done = 0
 
     def collect(res: tuple[list[Outcome], dict[str, tuple[np.ndarray | None, float | None, str]]]) -> None:
@@ -149,13 +175,8 @@ def run_suite(
         if progress is not None:
             progress(done, len(tasks))
 
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            for res in ex.map(_task, tasks, chunksize=2):
-                collect(res)
-    else:
-        for t in tasks:
-            collect(_task(t))
+    for res in ordered_map(_task, tasks, jobs):
+        collect(res)
     return run
 
 
@@ -198,9 +219,8 @@ def summarise(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
             row["delay_p90"] = quantile_or_none(det, 0.9)
             row["delays"] = sorted(det)
         rows.append(row)
-    order = {m: i for i, m in enumerate(METHOD_NAMES)}
     sc_order = {s: i for i, s in enumerate(SUITE)}
-    rows.sort(key=lambda r: (sc_order.get(r["scenario"], 99), order.get(r["method"], 99)))
+    rows.sort(key=lambda r: (sc_order.get(r["scenario"], 99), method_order(r["method"])))
     return rows
 
 

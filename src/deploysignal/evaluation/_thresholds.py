@@ -45,6 +45,10 @@ class StaticThresholds:
     (both directions for ``both`` signals): trailing mean more than ``fallback_relative`` (50%) away from
     the reference mean, measured in units of the reference mean's absolute value.
     The controller rolls back at the first failing check and proceeds when the window ends clean.
+
+    ``scale`` (default 1): a check fails when its margin ratio (relative excess / allowed excess, latency
+    ratio / 2, or 0.70 / success rate) exceeds ``scale``; the sensitivity knob the harness turns to compare methods at a
+    matched false-rollback rate (:mod:`deploysignal.evaluation._matched`).
     """
 
     window: int = 480
@@ -56,6 +60,7 @@ class StaticThresholds:
         ("tool_success_rate", "min", 0.70),
     )
     fallback_relative: float = 0.5
+    scale: float = 1.0
     name: str = "static"
 
     def run(self, baseline: Frame, canary: Frame, control: Frame | None = None) -> MethodResult:
@@ -87,12 +92,12 @@ class StaticThresholds:
                 else:  # "min": absolute floor
                     m = val / x
                 m = np.where(np.isfinite(m), m, np.where(np.isnan(x) | np.isnan(r), -np.inf, np.inf))
-                fail |= m > 1.0
+                fail |= m > self.scale
                 margin = np.maximum(margin, m)
         trace = np.full(len(canary), np.nan)
         trace[:n] = margin
         hits = np.flatnonzero(fail)
-        return finish(int(hits[0]) if hits.size else None, n, self.window, trace, 1.0, "threshold ratio")
+        return finish(int(hits[0]) if hits.size else None, n, self.window, trace, float(self.scale), "threshold ratio")
 
 
 @dataclass

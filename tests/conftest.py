@@ -25,10 +25,13 @@ def rng():
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``--dist loadgroup``) the Monte-Carlo checks of one null process run on one
     worker, so its session-cached null run is simulated once and shared by the family-A and C/D/E
-    checks; different nulls (and the other Monte-Carlo tests) spread over the workers."""
+    checks; different nulls (and the other Monte-Carlo tests) spread over the workers. Likewise the
+    checks of the ``eval --quick`` report share one worker (a module fixture is built once per worker)."""
     if not config.pluginmanager.hasplugin("xdist"):  # run without pytest-xdist (-p no:xdist): nothing to group
         return
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "montecarlo" in item.nodeid.split("/") and "null_run" in params:
             item.add_marker(pytest.mark.xdist_group(f"null-{params['null_run']}"))
+        elif "quick_report" in getattr(item, "fixturenames", ()):  # one `eval --quick` run, not one per worker
+            item.add_marker(pytest.mark.xdist_group("eval-quick"))

@@ -29,7 +29,7 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
 #: (replicates per scenario, real-data runs per dataset and kind: None = all)
-QUICK = (20, 3)
+QUICK = (10, 3)
 FULL = (200, None)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sqlite3
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from deploysignal.cli._migration import app
 from deploysignal.migration import (AgentAnswer, MigrationProtocol, ProtocolSettings, QualityAggregator,
                                     ShadowCostModel, evaluate, simulate_streams, summary)
 from deploysignal.migration._live import ALLOWED_TABLES, reference_db
-from deploysignal.migration._protocol import PROMOTED
 
 runner = CliRunner()
 GOLD = "SELECT id FROM orders WHERE total > 100"
@@ -150,33 +148,3 @@ def test_cli_migrate_cost_and_eval(tmp_path: Path) -> None:
     res = runner.invoke(app, ["migrate", "eval", "--runs", "3", "--scenario", "latency_regression", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "| latency_regression | confidence-gated |" in out.read_text()
-
-
-def test_cutover_is_the_first_query_at_full_traffic() -> None:
-    """``cutover_time`` is when the challenger starts answering all live traffic, not the end of that step."""
-    s = ProtocolSettings(min_shadow_pairs=20, canary_dwell_s=600.0, step_dwell_s=600.0, tail_s=600.0)
-    p = MigrationProtocol(s, batch=1)
-    rng = np.random.default_rng(2)
-    t, first_full = 0.0, None
-    while p.phase[0] < PROMOTED and t < 1e6:
-        t += 10.0
-        x = np.zeros((1, 4))
-        x[0, 0] = rng.choice([-1.0, 0.0, 1.0], p=[0.05, 0.93, 0.02])
-        p.update(np.array([t]), x, np.array([True]), np.array([True]))
-        if first_full is None and p.exposure()[0] >= 1.0:
-            first_full = t
-    assert p.phase[0] == PROMOTED and first_full is not None
-    assert p.cutover_time[0] == first_full
-    assert p.end_time[0] - p.cutover_time[0] >= s.step_dwell_s + s.tail_s  # the watch after the cut-over
-
-
-def test_committed_evaluation_meets_the_papers_figures() -> None:
-    """The committed >= 200-run table (docs/migration_eval.md) against the paper: >= 96% detection,
-    < 4% false alarms, >= 41% faster than the 7-day canary."""
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "migration_eval.md").read_text()
-    assert re.search(r"^(\d+) seeded runs per scenario", doc, re.M) and int(re.search(r"^(\d+) seeded runs", doc, re.M).group(1)) >= 200
-    rows = {m.group(1): m for m in re.finditer(r"^\| (confidence-gated|fixed-window|7-day canary) \| ([\d.]+)% \[[^|]*\| ([\d.]+)% \[[^|]*\| ([\d.]+)% \[[^|]*\| ([\d.]+) \|", doc, re.M)}
-    ours = rows["confidence-gated"]
-    assert float(ours.group(2)) >= 96.0 and float(ours.group(3)) >= 96.0 and float(ours.group(4)) < 4.0
-    assert 1 - float(ours.group(5)) / float(rows["7-day canary"].group(5)) >= 0.41
-    assert 1 - float(ours.group(5)) / float(rows["fixed-window"].group(5)) >= 0.41

@@ -164,6 +164,7 @@ class MigrationProtocol:
         if np.any(np.isnan(t)):
             raise InputError("timestamp is NaN", row=int(np.flatnonzero(np.isnan(t))[0]), column="t")
         self.phase_start = np.where(np.isnan(self.phase_start), t, self.phase_start)
+        self.cutover_time = np.where(np.isnan(self.cutover_time) & (self.phase == TAIL), t, self.cutover_time)
         active = paired & (self.phase < PROMOTED)
         m = np.repeat(active, dd) & np.isfinite(x.reshape(-1))
         self._harm.update(x.reshape(-1), m)
@@ -194,13 +195,10 @@ class MigrationProtocol:
         self.step[p_done & ~last] += 1
         self.phase_start[p_done & ~last] = t[p_done & ~last]
         self._enter(last, TAIL, t)
+        self.cutover_time[last] = t[last]
         t_done = (self.phase == TAIL) & (dwell >= s.tail_s) & ~last
         self.phase[t_done] = PROMOTED
         self.end_time[t_done] = t[t_done]
-        # cut-over: the first query at which the challenger answers all live traffic (the last progressive
-        # step, the tail of the direct strategy); monitoring and rollback continue after it
-        full = np.isnan(self.cutover_time) & (self.exposure() >= 1.0)
-        self.cutover_time[full] = t[full]
         return _Events(go, rb, t_done)
 
     def _enter(self, rows: NDArray[np.bool_], phase: int, t: NDArray[np.float64]) -> None:

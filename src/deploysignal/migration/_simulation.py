@@ -154,8 +154,8 @@ def evaluate(scenario: str, runs: int, seed: int, *, settings: ProtocolSettings 
     proto, max_exp, hs = _run_protocol(s, settings, seed + 1)
     rb = proto.phase == ROLLED_BACK
     done = proto.phase == PROMOTED
-    # time to a safe state: cut-over (first query at 100 % of traffic) of a challenger that is not rolled
-    # back, or the rollback; what follows the cut-over (the 100 % step, the tail) is post-migration watch
+    # time to a safe state: 100 % cut-over of a challenger that is not rolled back (the monitoring tail
+    # that follows is post-migration watch), or traffic back on the incumbent
     end = np.where(rb, proto.end_time, proto.cutover_time)
     end = np.where(np.isnan(end), days * DAY, end)
     ours = SimResult("confidence-gated", scenario, rb, done, rb & (max_exp <= settings.canary_fraction + 1e-12),
@@ -190,10 +190,8 @@ def markdown_table(results: list[SimResult], runs: int, seed: int, command: str)
         "",
         "Rates with exact 95 % Clopper-Pearson intervals. *Rolled back* = challenger rejected or rolled back;",
         "*before impact* = rolled back while the challenger never served more than the 5 % canary;",
-        "*time* = days until a safe state: the cut-over of a challenger never rolled back (the first query it",
-        "answers at 100 % of traffic, as for the baselines, whose cut-over follows their test; our 12-hour 100 %",
-        "step and 1-day monitoring tail come after it and can still roll back; 45 days when neither happened), or",
-        "traffic back on the incumbent. Baselines: fixed",
+        "*time* = days until a safe state: 100 % cut-over of a challenger never rolled back (the 1-day monitoring",
+        "tail follows it; 45 days when neither happened), or traffic back on the incumbent. Baselines: fixed",
         "14-day shadow window or 7-day 5 % canary, then fixed-sample one-sided z-tests with Holm at the same",
         "alphas and margins. *Harmful answers* = live answers where the challenger was worse (correctness or",
         "safety); for a null challenger these are its share of symmetric discordant pairs.",

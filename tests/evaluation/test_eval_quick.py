@@ -45,22 +45,17 @@ def test_gate_valid_where_peeking_is_not(quick_report: dict) -> None:
 @pytest.mark.montecarlo
 def test_gate_detects_at_least_as_much_as_matched_baselines(quick_report: dict) -> None:
     """Pooled over the regression suite, the gate detects at least as often as every baseline calibrated (on
-    null draws disjoint from the evaluation's) to a pooled false-rollback rate <= alpha, while its own
-    false-rollback rate is no higher than theirs. Baselines that cannot reach alpha at any grid setting
-    are outside the claim; most must reach it, or the comparison would be vacuous."""
+    null draws disjoint from the evaluation's) to a pooled false-rollback rate of alpha, while its own
+    false-rollback rate is no higher than theirs. Every baseline must reach alpha somewhere on its grid."""
     cal = quick_report["settings"]["matched"]
     pool = quick_report["pooled"]
     gate = pool["gate"]
     assert set(cal) == {"kayenta", "static", "flagger", "ttest_peek", "page_hinkley", "adwin"}
-    matched = [m for m, c in cal.items() if c["matched"]]
-    assert len(matched) >= 4, cal
-    for m in matched:
+    assert all(c["matched"] for c in cal.values()), {m: c["curve"][-1] for m, c in cal.items()}
+    for m in cal:
         d = pool[m + "@matched"]
         assert gate["false_rollback"]["rate"] <= max(d["false_rollback"]["rate"], ALPHA), m
         assert gate["detection"]["rate"] >= d["detection"]["rate"], (m, gate["detection"], d["detection"])
-    for m in set(cal) - set(matched):  # unreachable: even the least sensitive setting exceeds alpha
-        curve = cal[m]["curve"][-1]
-        assert curve["k"] > ALPHA * curve["n"]
 
 
 @pytest.mark.montecarlo

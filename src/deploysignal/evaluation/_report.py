@@ -212,21 +212,28 @@ def matched_section(rows: Sequence[dict[str, Any]], cal: dict[str, dict[str, Any
         return []
     pool = pooled(rows)
     gate = pool.get("gate")
+    nulls = next(iter(cal.values()))["nulls"]
     out = ["## At a matched false-rollback rate", "",
-           "Each baseline's sensitivity knob is set, on healthy null draws with seeds disjoint from this evaluation's, to its",
-           f"most sensitive grid value whose pooled false-rollback rate is <= alpha = {alpha} (`deploysignal.evaluation._matched`);",
-           "the calibrated baseline (`<name>@matched`) then runs on the same draws as everything else.", "",
-           "| baseline | knob | default -> matched | calibration false rollback | false rollback here | detection here | gate detection |",
-           "|---|---|---|---|---|---|---|"]
+           "Each baseline's sensitivity knob is calibrated on healthy draws of every null scenario",
+           f"({', '.join(nulls)}) with seeds disjoint from this evaluation's: the calibrated baseline",
+           "(`<name>@matched`) uses, on each draw, the more sensitive of the two neighbouring grid values that",
+           f"bracket alpha = {alpha} with probability p (a seeded coin), the other otherwise, so that its pooled",
+           "calibration false-rollback rate is alpha exactly (`deploysignal.evaluation._matched`). It then runs on",
+           "the same draws as everything else.", "",
+           "| baseline | knob | default | matched setting | calibration false rollback | false rollback here | detection here | gate detection |",
+           "|---|---|---|---|---|---|---|---|"]
     worse = []
     for name, c in sorted(cal.items(), key=lambda kv: method_order(kv[0])):
-        curve = c["curve"]
         d = pool.get(name + MATCHED_SUFFIX)
         if d is None:
             continue
-        k, n = curve[c["index"]]["k"], curve[c["index"]]["n"]
-        note = "" if c["matched"] else " (not reached: least sensitive grid value)"
-        out.append(f"| {name} | {c['label']} | {curve[0]['value']} -> {c['value']}{note} | {_pct(k / n)} ({k}/{n}) | "
+        if not c["matched"]:
+            setting = f"{c['value']} (alpha not reached: least sensitive grid value)"
+        elif c["p_lo"] > 0:
+            setting = f"{c['lo_value']} w.p. {c['p_lo']:.2f}, else {c['value']}"
+        else:
+            setting = f"{c['value']}"
+        out.append(f"| {name} | {c['label']} | {c['curve'][0]['value']} | {setting} | {_pct(c['calibration_rate'])} (n = {c['curve'][0]['n']}) | "
                    f"{_rate(d['false_rollback'])} | {_rate(d['detection'])} | {_rate(gate['detection']) if gate else '-'} |")
         if c["matched"] and gate and d["detection"] and gate["detection"] and d["detection"]["rate"] > gate["detection"]["rate"]:
             worse.append(name)

@@ -11,10 +11,10 @@ import numpy as np
 
 from .._exceptions import InputError
 from ..gate import FAMILY_BUILDERS, GateSettings
-from ..simulate._suite import SUITE, simulate_suite
+from ..simulate._suite import NULL_SCENARIOS, SUITE, simulate_suite
 from ._gate_method import GateMethod
 from ._kayenta import KayentaJudge
-from ._matched import KNOBS, MATCHED_SUFFIX, calibrate, tuned
+from ._matched import KNOBS, MATCHED_SUFFIX, calibrate, matched_method
 from ._method import Method
 from ._parallel import ordered_map
 from ._river import ADWINMethod, PageHinkleyMethod, river_available
@@ -99,7 +99,7 @@ def replicate_seed(seed: int, scenario: str, rep: int) -> int:
 
 
 def _task(
-    args: tuple[str, int, int, tuple[str, ...], float, str, bool, int | None, int | None, tuple[tuple[str, Any], ...]],
+    args: tuple[str, int, int, tuple[str, ...], float, str, bool, int | None, int | None, tuple[tuple[str, dict[str, Any]], ...]],
 ) -> tuple[list[Outcome], dict[str, tuple[np.ndarray | None, float | None, str]]]:
     scenario, rep, seed, names, alpha, mode, keep, canary_ticks, baseline_ticks, knobs = args
     rs = replicate_seed(seed, scenario, rep)
@@ -107,9 +107,9 @@ def _task(
     window = int(sim.truth["window"])
     control = sim.control if mode == "two-sample" else None
     outs, traces = [], {}
-    knob_of = dict(knobs)
+    cal_of = dict(knobs)
     for base in build_methods(names, window=window, alpha=alpha, seed=rs % (2**31)):
-        group = [base] + ([tuned(base, knob_of[base.name])] if base.name in knob_of else [])
+        group = [base] + ([matched_method(base, cal_of[base.name], rs)] if base.name in cal_of else [])
         results = KNOBS[base.name].results(group, sim.baseline, sim.canary, control) if len(group) > 1 else [base.run(sim.baseline, sim.canary, control)]
         for m, r in zip(group, results):
             outs.append(Outcome(scenario, m.name, rep, rs, sim.truth["expected"], sim.truth["onset_tick"], r.first_alarm, r.verdict, r.decided_at))
@@ -140,9 +140,10 @@ def run_suite(
     is drawn with :func:`replicate_seed` and results are collected in task order.
 
     With ``matched``, every baseline with a sensitivity knob is first calibrated to a pooled false-rollback
-    rate <= ``alpha`` on ``reps`` draws of each null scenario in ``scenarios`` with seeds disjoint from the
+    rate of ``alpha`` on ``reps`` draws of every null scenario of the suite with seeds disjoint from the
     evaluation's (:func:`~deploysignal.evaluation._matched.calibrate`), and also evaluated at that setting
-    as ``<name>@matched``; the calibration is in ``run.settings["matched"]``.
+    (a randomised mixture of two neighbouring knob values) as ``<name>@matched``; the calibration is in
+    ``run.settings["matched"]``.
     """
     for s in scenarios:
         if s not in SUITE:
@@ -153,13 +154,12 @@ def run_suite(
         raise InputError(f"reps must be >= 1, got {reps}")
     fams = sorted(set(FAMILY_BUILDERS) & set(GateSettings().shares))
     run = EvalRun([], settings={"scenarios": list(scenarios), "methods": list(methods), "reps": reps, "seed": seed, "alpha": alpha, "mode": mode, "gate_families": fams})
-    knobs: tuple[tuple[str, Any], ...] = ()
-    if matched:
-        nulls = [s for s in scenarios if SUITE[s].expected == "proceed"]
-        cal = calibrate(methods, nulls, target=alpha, reps=reps, seed=seed, alpha=alpha, mode=mode, jobs=jobs,
+    knobs: tuple[tuple[str, dict[str, Any]], ...] = ()
+    if matched:  # always on every null of the suite, whichever scenarios this run evaluates
+        cal = calibrate(methods, NULL_SCENARIOS, target=alpha, reps=reps, seed=seed, alpha=alpha, mode=mode, jobs=jobs,
                         canary_ticks=canary_ticks, baseline_ticks=baseline_ticks, progress=calibration_progress)
         run.settings["matched"] = cal
-        knobs = tuple((n, KNOBS[n].grid[c["index"]]) for n, c in cal.items())
+        knobs = tuple(cal.items())
     tasks = [(s, r, seed, tuple(methods), alpha, mode, r < trace_reps, canary_ticks, baseline_ticks, knobs) for s in scenarios for r in range(reps)]
     done = 0
 

@@ -22,6 +22,7 @@ def rng():
     return np.random.default_rng(1234)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook turns the markers into @group node ids
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``--dist loadgroup``) the Monte-Carlo checks of one null process run on one
     worker, so its session-cached null run is simulated once and shared by the family-A and C/D/E
@@ -35,3 +36,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(f"null-{params['null_run']}"))
         elif "quick_report" in getattr(item, "fixturenames", ()):  # one `eval --quick` run, not one per worker
             item.add_marker(pytest.mark.xdist_group("eval-quick"))
+
+
+class _GroupsHonoured:
+    """Fail loudly when ``--dist loadgroup`` silently ignores the groups: pytest-xdist 3.8 writes the group
+    into a node attribute that pytest 9 no longer reads (hence ``pytest<9`` in pyproject.toml), and then
+    every worker recomputes every Monte-Carlo null run and the ``eval --quick`` report."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        if not getattr(config.option, "loadgroup", False):
+            return
+        for item in items:
+            if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid:
+                raise pytest.UsageError(
+                    f"pytest-xdist did not apply the xdist_group of {item.nodeid}: use a pytest version this "
+                    "pytest-xdist supports (pyproject.toml pins one)"
+                )
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_GroupsHonoured(), "deploysignal-groups-honoured")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -49,10 +51,10 @@ class _GroupsHonoured:
             return
         for item in items:
             if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid:
-                raise pytest.UsageError(
-                    f"pytest-xdist did not apply the xdist_group of {item.nodeid}: use a pytest version this "
-                    "pytest-xdist supports (pyproject.toml pins one)"
-                )
+                msg = (f"pytest-xdist did not apply the xdist_group of {item.nodeid}: use a pytest version this "
+                       "pytest-xdist supports (pyproject.toml pins one)")
+                sys.stderr.write(msg + "\n")  # a worker's exception reaches the controller only as INTERNALERROR
+                raise pytest.UsageError(msg)
 
 
 def pytest_configure(config):

@@ -63,6 +63,8 @@ def test_calibration_mixes_neighbouring_settings_to_hit_the_target_exactly() -> 
     for name, c in cal.items():
         rate = np.array([p["k"] / p["n"] for p in c["curve"]])
         assert c["curve"][0]["n"] == 10 and c["nulls"] == ["null_ar1", "null_iid"]
+        assert 0.0 <= c["p_lo"] < 1.0
+        assert c["lo_index"] == (c["index"] - 1 if c["matched"] and c["index"] > 0 else c["index"])
         if c["matched"]:
             assert rate[c["index"]] <= 0.2 and (c["index"] == 0 or rate[c["index"] - 1] > 0.2)
             # the mixture's calibration rate is the target (up to rounding), unless the default is already below it

@@ -217,9 +217,9 @@ def matched_section(rows: Sequence[dict[str, Any]], cal: dict[str, dict[str, Any
            "Each baseline's sensitivity knob is calibrated on healthy draws of every null scenario",
            f"({', '.join(nulls)}) with seeds disjoint from this evaluation's: the calibrated baseline",
            "(`<name>@matched`) uses, on each draw, the more sensitive of the two neighbouring grid values that",
-           f"bracket alpha = {alpha} with probability p (a seeded coin), the other otherwise, so that its pooled",
-           "calibration false-rollback rate is alpha exactly (`deploysignal.evaluation._matched`). It then runs on",
-           "the same draws as everything else.", "",
+           f"bracket alpha = {alpha} with probability p (a seeded coin), the other otherwise, so that its expected",
+           "pooled calibration false-rollback rate is alpha exactly (or the default's, when that is already below",
+           "alpha; `deploysignal.evaluation._matched`). It then runs on the same draws as everything else.", "",
            "| baseline | knob | default | matched setting | calibration false rollback | false rollback here | detection here | gate detection |",
            "|---|---|---|---|---|---|---|---|"]
     worse = []

@@ -172,10 +172,10 @@ def calibrate(
     Returns per method: ``index`` of the most sensitive grid value whose pooled calibration false-rollback
     rate is <= ``target`` (``matched``; else the last value, ``matched`` False), ``lo_index`` (the grid
     value before it, or ``index`` itself when there is nothing to mix) and ``p_lo``, the probability of
-    using that more sensitive value so that the mixture's calibration rate equals ``target`` (0 when ``index`` is 0 or the target is not reached); ``value`` /
-    ``lo_value``, ``calibration_rate`` (the mixture's), ``label`` and ``curve``: per grid value, false
-    rollbacks ``k`` of ``n`` calibration runs. Deterministic given the arguments (``jobs`` changes only the
-    speed).
+    using that more sensitive value so that the mixture's calibration rate equals ``target`` (0 when
+    ``index`` is 0 or the target is not reached); ``value`` / ``lo_value``, ``calibration_rate`` (the
+    mixture's), ``label`` and ``curve``: per grid value, false rollbacks ``k`` of ``n`` calibration runs.
+    Deterministic given the arguments (``jobs`` changes only the speed).
     """
     if reps < 1:
         raise InputError(f"calibration needs reps >= 1, got {reps}")
@@ -202,8 +202,9 @@ def calibrate(
         rate = k / n_runs
         ok = np.flatnonzero(rate <= target)
         idx = int(ok[0]) if ok.size else len(knob.grid) - 1
-        lo = idx - 1 if ok.size and idx > 0 else idx  # no mixture at the default or when alpha is not reached
-        p_lo = float((target - rate[idx]) / (rate[lo] - rate[idx])) if ok.size and idx > 0 else 0.0
+        mix = bool(ok.size) and idx > 0  # no mixture at the default or when alpha is not reached
+        lo = idx - 1 if mix else idx
+        p_lo = float((target - rate[idx]) / (rate[lo] - rate[idx])) if mix else 0.0
         out[n] = {
             "label": knob.label,
             "nulls": list(nulls),

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..simulate._suite import SUITE
 from ._matched import MATCHED_SUFFIX
-from ._runner import METHOD_NAMES, EvalRun, method_order, pooled, summarise
+from ._runner import EvalRun, method_order, pooled, summarise
 
 __all__ = ["headline_table", "write_report"]
 
@@ -249,8 +249,7 @@ def matched_section(rows: Sequence[dict[str, Any]], cal: dict[str, dict[str, Any
 
 def _realdata_md(rows: Sequence[dict[str, Any]], skipped: Sequence[str]) -> str:
     lines = ["| dataset | method | segments detected | detection [95% CI] | false alarms (clean runs) | false-alarm rate [95% CI] | median delay | errors |", "|---|---|---|---|---|---|---|---|"]
-    order = {m: i for i, m in enumerate(METHOD_NAMES)}
-    for r in sorted(rows, key=lambda r: (r["dataset"], order.get(r["method"], 99))):
+    for r in sorted(rows, key=lambda r: (r["dataset"], method_order(r["method"]))):
         det = "-" if r["detection"] is None else f"{_pct(r['detection'])} [{_pct(r['detection_ci'][0])}, {_pct(r['detection_ci'][1])}]"
         fa = "-" if r["false_alarm"] is None else f"{_pct(r['false_alarm'])} [{_pct(r['false_alarm_ci'][0])}, {_pct(r['false_alarm_ci'][1])}]"
         lines.append(f"| {r['dataset']} | {r['method']} | {r['detected']}/{r['segments']} | {det} | {r['false_alarms']}/{r['clean_runs']} | {fa} | {_num(r['delay_median'])} | {r['errors']} |")

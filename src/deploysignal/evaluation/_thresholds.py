@@ -47,8 +47,8 @@ class StaticThresholds:
     The controller rolls back at the first failing check and proceeds when the window ends clean.
 
     ``scale`` (default 1): a check fails when its margin ratio (relative excess / allowed excess, latency
-    ratio / 2, or 0.70 / success rate) exceeds ``scale``; the sensitivity knob the harness turns to compare methods at a
-    matched false-rollback rate (:mod:`deploysignal.evaluation._matched`).
+    ratio / 2, or 0.70 / success rate) exceeds ``scale``; the sensitivity knob the harness turns to compare
+    methods at a matched false-rollback rate (:mod:`deploysignal.evaluation._matched`).
     """
 
     window: int = 480

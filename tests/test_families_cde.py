@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deploysignal.detectors import FamilyC, FamilyD, FamilyE, Observation
-from deploysignal.detectors._cde_common import ONS_C
+from deploysignal.detectors._cde_common import ONS_C, dump_arrays
 from deploysignal.detectors._family_e import KAPPAS, conditional_pvalue_table
 from deploysignal.gate import Gate, GateSettings, Standardizer
 
@@ -60,6 +60,21 @@ def test_state_json_roundtrip_continues_identically(fam, two_sample, cfg_healthy
         ea, eb = a.update(o), b.update(o)
         assert ea == eb
     assert json.dumps(a.state(), sort_keys=True) == json.dumps(b.state(), sort_keys=True)
+
+
+def test_family_d_loads_state_written_with_log_wealth(cfg_healthy, obs_one):
+    """Snapshots written before family D kept its wealth as a log scale times a linear factor carry
+    ``logW``; they still load and continue (to within rounding)."""
+    a = _build("D", cfg_healthy, False)
+    for o in obs_one[:150]:
+        a.update(o)
+    st = json.loads(json.dumps(a.state()))
+    legacy = {k: v for k, v in st.items() if k not in ("wealth", "log_scale")}
+    legacy.update(dump_arrays(a, ("logW",)))
+    b = FamilyD.from_state(cfg_healthy, legacy, **_kwargs("D", False))
+    for o in obs_one[150:]:
+        ea, eb = a.update(o), b.update(o)
+        assert ea.fired == eb.fired and ea.log_wealth == pytest.approx(eb.log_wealth, abs=1e-9)
 
 
 def _kwargs(fam, two_sample):

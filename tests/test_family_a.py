@@ -67,10 +67,21 @@ def test_predictability_bet_does_not_depend_on_current_tick(cfg1):
     a = FamilyA(cfg1, alpha=0.02, horizon=500)
     for t in range(50):
         a.update(_obs(t, rng.normal()))
-    outs = [a._scores(np.array([[z]]), 0, None)[1:] for z in (-3.0, 0.0, 5.0)]  # bias prediction and bounds
-    for o in outs[1:]:
-        for u, w in zip(outs[0], o):
-            np.testing.assert_array_equal(u, w)
+    # The increment of the wealth at tick t is log(1 + gamma (x_t - pred_t) / B_t), x_t affine in z_t inside
+    # the clip. If the predicted mean or the bound used at t depended on z_t, the implied centred score
+    # xi_t = expm1(increment) / gamma would not be affine in z_t: probe copies of the detector with
+    # several values of z_t (black-box, through the compiled kernel).
+    zs = np.array([-1.5, -0.5, 0.0, 1.0, 2.5])
+    xi = []
+    for z in zs:
+        b = FamilyA(cfg1, alpha=0.02, horizon=500).load_state(copy.deepcopy(a.state()))
+        before = b._logW.copy()
+        b.update(_obs(50, z))
+        xi.append(np.expm1(b._logW - before) / GAMMAS)  # (P, m, G)
+    xi = np.array(xi)[:, 0, 0, :]
+    slopes = np.diff(xi, axis=0) / np.diff(zs)[:, None]
+    np.testing.assert_allclose(slopes, np.broadcast_to(slopes[0], slopes.shape), rtol=1e-9)
+    assert np.all(slopes > 0)
 
 
 def test_memory_is_constant(cfg1):

@@ -1,4 +1,4 @@
-"""Shared pieces of families C, D and E: online-Newton-step bets, config blocks, exact JSON state."""
+"""Shared pieces of families C, D and E: config blocks, exact JSON state, the single-stream API."""
 
 from __future__ import annotations
 
@@ -10,28 +10,9 @@ import numpy as np
 
 from ..calibration import C_HI, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation
+from ._kernels import ONS_C
 
-__all__ = ["ONS_C", "ConfigBlocks", "StreamFamily", "config_blocks", "dump_arrays", "load_arrays", "ons_step", "top_drivers"]
-
-#: Step constant of the online Newton step for betting (Cutkosky & Orabona 2018): 2 / (2 - log 3).
-ONS_C = 2.0 / (2.0 - math.log(3.0))
-
-
-def ons_step(lam: np.ndarray, a_sum: np.ndarray, payoff: np.ndarray, lam_max: float = 0.5) -> np.ndarray:
-    r"""Apply one betting round; return :math:`\log(1 + \lambda g)` and update ``lam``/``a_sum`` in place.
-
-    ``payoff`` :math:`g \in [-1, 1]`; the bet :math:`\lambda \in [0, \lambda_{max}]` used here was
-    fixed before ``payoff`` was seen (predictable). The next bet follows the online Newton step
-
-    .. math:: \zeta = g / (1 + \lambda g), \quad A \leftarrow A + \zeta^2, \quad
-              \lambda \leftarrow \mathrm{clip}(\lambda + c\,\zeta / A, 0, \lambda_{max}).
-    """
-    log_f = np.log1p(lam * payoff)
-    zeta = payoff / (1.0 + lam * payoff)
-    a_sum += zeta * zeta
-    np.clip(lam + ONS_C * zeta / a_sum, 0.0, lam_max, out=lam)
-    return log_f
-
+__all__ = ["ONS_C", "ConfigBlocks", "StreamFamily", "config_blocks", "dump_arrays", "load_arrays", "top_drivers"]
 
 class ConfigBlocks:
     """Per covariance block (tier, or the global block) of ``P`` stacked configs.
@@ -144,6 +125,15 @@ class StreamFamily:
 
     def _statistic(self) -> float:
         raise NotImplementedError
+
+    def _settle(self, log_wealth: np.ndarray, explain: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Sticky fires: mark streams whose log-wealth reached the bound, explaining a single stream's
+        first fire with ``explain()``; return (log-wealth, fired)."""
+        newly = ~self._fired & (log_wealth >= self._log_thr)
+        if newly.any() and log_wealth.size == 1:
+            explain()
+        self._fired |= newly
+        return log_wealth, self._fired.copy()
 
     def update(self, obs: Observation) -> Evidence:
         """Add one tick of a single stream; return the family's evidence (fires are sticky)."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..calibration import C_HI, C_LO, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation, log_threshold
+from ._kernels import family_a_step
 
 __all__ = ["C_PAIR", "FamilyA", "GAMMAS"]
 
@@ -157,7 +158,7 @@ class FamilyA:
         arr = stack_arrays(config)
         k = len(first.signals)
         two = arr["two_sided"]
-        self._sig = np.concatenate([np.arange(k), np.flatnonzero(two)])
+        self._sig = np.concatenate([np.arange(k), np.flatnonzero(two)]).astype(np.int64)
         self._dir = np.concatenate([np.zeros(k, dtype=int), np.ones(int(two.sum()), dtype=int)])
         self._sign = np.where(self._dir == 0, 1.0, -1.0)
         self._m = m = self._sig.size
@@ -166,14 +167,14 @@ class FamilyA:
         )
         per_signal = np.bincount(self._sig, minlength=k)[self._sig]
         self._logw = (np.log(1.0 / (k * per_signal))[:, None] - math.log(GAMMAS.size)) * np.ones((1, GAMMAS.size))  # (m, G)
-        self._sd = arr["score_sd"][:, self._dir, self._sig]  # (P, m)
-        self._center = np.moveaxis(arr["cell_center"][:, self._dir, :, self._sig], 0, -1)  # (P, cells, m)
-        self._bias_var = np.maximum(np.moveaxis(arr["cell_bias_var"][:, self._dir, :, self._sig], 0, -1), 1e-12)
-        self._phi_var = np.maximum(arr["phi_se"][:, self._sig] ** 2, 1e-12)  # (P, m)
+        self._sd = np.ascontiguousarray(arr["score_sd"][:, self._dir, self._sig], dtype=float)  # (P, m)
+        self._center = np.ascontiguousarray(np.moveaxis(arr["cell_center"][:, self._dir, :, self._sig], 0, -1), dtype=float)  # (P, cells, m)
+        self._bias_var = np.ascontiguousarray(np.maximum(np.moveaxis(arr["cell_bias_var"][:, self._dir, :, self._sig], 0, -1), 1e-12))
+        self._phi_var = np.ascontiguousarray(np.maximum(arr["phi_se"][:, self._sig] ** 2, 1e-12))  # (P, m)
         # prior variance of the global (day-to-day) level offset: the compiled between-day variance plus
         # the operator's drift allowance; 1/0 = inf switches the global term off
         g2 = arr["day_bias_var"][:, self._dir, self._sig] + self.drift_allowance**2  # (P, m)
-        self._inv_g2 = np.where(g2 > 0, 1.0 / np.where(g2 > 0, g2, 1.0), np.inf)
+        self._inv_g2 = np.ascontiguousarray(np.where(g2 > 0, 1.0 / np.where(g2 > 0, g2, 1.0), np.inf))
         self._P = self._sd.shape[0]
         self._log_thr = log_threshold(alpha)
         self._log_thr_w = log_threshold(alpha / 2)
@@ -199,32 +200,6 @@ class FamilyA:
         self._fire_drivers: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ core
-    def _scores(
-        self, z: np.ndarray, cell: int, control_z: np.ndarray | None, lag: np.ndarray | None = None, control_lag: np.ndarray | None = None
-    ) -> tuple[np.ndarray, ...]:
-        """Per stream and channel: score x, predicted mean, bounds B and B', bias part, AR regressor."""
-        if self.two_sample:
-            if control_z is None:
-                raise ValueError("two-sample family A needs control_z")
-            d = (z[:, self._sig] - control_z[:, self._sig]) / math.sqrt(2.0)
-            x = np.clip(self._sign * d, -C_PAIR, C_PAIR)
-            r = np.zeros_like(x) if lag is None or control_lag is None else self._sign * (lag[:, self._sig] - control_lag[:, self._sig]) / math.sqrt(2.0)
-            bhat = np.zeros_like(x)
-            pred = self._Qzr / (1.0 / self._phi_var + self._Qrr) * r
-            return x, pred, C_PAIR + pred, C_PAIR - pred, bhat, r
-        psi = np.clip(self._sign * z[:, self._sig], -C_LO, C_HI)
-        center = self._center[:, cell]
-        x = psi / self._sd - center
-        v = self._bias_var[:, cell]
-        S, N = self._S[:, cell], self._N[:, cell]
-        kc = N / (1.0 / v + N)
-        bhat = (self._U / (self._inv_g2 + self._A)) * (1.0 - kc) + S / (1.0 / v + N)
-        r = np.zeros_like(x) if lag is None else self._sign * lag[:, self._sig] / self._sd
-        pred = bhat + self._Qzr / (1.0 / self._phi_var + self._Qrr) * r
-        lo = C_LO / self._sd + center + pred
-        hi = C_HI / self._sd - center - pred
-        return x, pred, lo, hi, bhat, r
-
     def step(
         self, z: np.ndarray, cell: int, control_z: np.ndarray | None = None, lag: np.ndarray | None = None, control_lag: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -232,35 +207,26 @@ class FamilyA:
 
         Each stream's statistic depends only on its own past: the predicted mean, the bounds and the
         bets used at this tick are computed before the tick's score enters the state (predictability).
+        The posteriors see the tick only after it has been scored: the AR-error regression on the part
+        not explained by the cell bias, the cell bias on the part not explained by the regression
+        (compiled kernel :func:`~deploysignal.detectors._kernels.family_a_step`).
         """
-        x, pred, lo, hi, bhat, r = self._scores(z, cell, control_z, lag, control_lag)
-        xc = x - pred
-        ok = ~np.isnan(xc) & (lo > 0)
-        xi = np.where(ok, xc / np.where(lo > 0, lo, 1.0), 0.0)
-        logf = np.log1p(GAMMAS * xi[..., None])
-        self._logW += logf
-        self._logR = np.logaddexp(0.0, self._logR) + logf
-        hi_p = hi - self.tau
-        okp = ok & (hi_p > 0)
-        xip = np.where(okp, (self.tau - xc) / np.where(hi_p > 0, hi_p, 1.0), 0.0)
-        self._logP += np.log1p(GAMMAS * xip[..., None])
-        self._n_obs += ok
-        # the posteriors see the tick only after it has been scored: AR-error regression on the part not
-        # explained by the cell bias, cell bias on the part not explained by the regression
-        r_ok = np.where(ok, r, 0.0)
-        beta = self._Qzr / (1.0 / self._phi_var + self._Qrr)
-        self._Qzr += np.where(ok, (x - bhat) * r_ok, 0.0)
-        self._Qrr += r_ok * r_ok
-        if not self.two_sample:
-            v = self._bias_var[:, cell]
-            S, N = self._S[:, cell], self._N[:, cell]
-            old_a, old_u = N / (1.0 + N * v), S / (1.0 + N * v)
-            S += np.where(ok, x - beta * r_ok, 0.0)
-            N += ok
-            self._A += N / (1.0 + N * v) - old_a
-            self._U += S / (1.0 + N * v) - old_u
-        log_w, log_r = self._log_components()
-        log_wealth = np.maximum(log_w - self._log_thr_w, log_r - self._log_thr_r) + self._log_thr
+        if self.two_sample and control_z is None:
+            raise ValueError("two-sample family A needs control_z")
+        z = np.ascontiguousarray(z, dtype=float)
+        cz = z if control_z is None else np.ascontiguousarray(control_z, dtype=float)
+        has_lag = lag is not None and (control_lag is not None or not self.two_sample)
+        lg = np.ascontiguousarray(lag, dtype=float) if has_lag else z
+        clg = np.ascontiguousarray(control_lag, dtype=float) if has_lag and self.two_sample else lg
+        log_wealth, log_w, log_r = np.empty(self._P), np.empty(self._P), np.empty(self._P)
+        family_a_step(
+            z, cz, lg, clg, has_lag, self.two_sample, int(cell), self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau,
+            self._sd, self._center, self._bias_var, self._phi_var, self._inv_g2, self._logw,
+            self._log_thr, self._log_thr_w, self._log_thr_r,
+            self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,
+            log_wealth, log_w, log_r,
+        )
+        self._last_log_r = log_r
         newly = ~self._fired & (log_wealth >= self._log_thr)
         if newly.any() and self._P == 1:
             self._explain(log_w[0] - self._log_thr_w >= log_r[0] - self._log_thr_r)
@@ -286,10 +252,9 @@ class FamilyA:
         lag = None if obs.lag is None else obs.lag[None]
         clag = None if obs.control_lag is None else obs.control_lag[None]
         log_wealth, fired = self.step(obs.z[None], obs.cell, cz, lag, clag)
-        _, log_r = self._log_components()
         return Evidence(
             family="A",
-            statistic=float(log_r[0]) - math.log(self.horizon),
+            statistic=float(self._last_log_r[0]) - math.log(self.horizon),
             log_wealth=float(log_wealth[0]),
             log_threshold=self._log_thr,
             fired=bool(fired[0]),

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..calibration import C_HI, CompiledConfig, median_heuristic
 from ._base import log_threshold
-from ._cde_common import StreamFamily, config_blocks, ons_step, top_drivers
+from ._cde_common import StreamFamily, config_blocks, top_drivers
+from ._kernels import family_c_step
 
 __all__ = ["FamilyC", "build_family_c"]
 
@@ -175,14 +176,14 @@ class FamilyC(StreamFamily):
         self._P, n_blocks, k, _ = chol.shape
         self._k = k
         self._chol = chol
-        self._chol_inv = np.linalg.inv(chol)
-        self._ref = np.asarray(reference, dtype=float)
-        self._ref_n = np.asarray(reference_n, dtype=int)
+        self._chol_inv = np.ascontiguousarray(np.linalg.inv(chol))
+        self._ref = np.ascontiguousarray(reference, dtype=float)
+        self._ref_n = np.ascontiguousarray(reference_n, dtype=np.int64)
         if self._ref.shape[:2] != (self._P, n_blocks) or self._ref.shape[-1] != k:
             raise ValueError(f"reference must have shape ({self._P}, {n_blocks}, n, {k}), got {self._ref.shape}")
         if not self.two_sample and np.any(self._ref_n < 1):
             raise ValueError("one-sample family C needs at least one reference vector per block")
-        self._cell_block = np.asarray(cell_block, dtype=int)
+        self._cell_block = np.asarray(cell_block, dtype=np.int64)
         with np.errstate(invalid="ignore"):
             ref_sum = np.nansum(self._ref, axis=2)
         self._ref_mean = ref_sum / np.maximum(self._ref_n, 1)[..., None]  # (P, B, k)
@@ -196,8 +197,9 @@ class FamilyC(StreamFamily):
         if bandwidth is None:
             bandwidth = np.array([median_heuristic(self._ref[p, 0, : self._ref_n[p, 0]]) for p in range(self._P)])
         self._bandwidth = np.broadcast_to(np.asarray(bandwidth, dtype=float), (self._P,)).copy()
-        self._omega = base[None] / self._bandwidth[:, None, None]  # (P, D, k)
+        self._omega = np.ascontiguousarray(base[None] / self._bandwidth[:, None, None])  # (P, D, k)
         self._feat_scale = math.sqrt(2.0 / self.n_features)
+        self._no_draw = np.zeros(self._P)
         self._log_thr = log_threshold(alpha)
         self._reset()
 
@@ -238,68 +240,26 @@ class FamilyC(StreamFamily):
         self._fire_drivers: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ core
-    def _features(self, x: np.ndarray) -> np.ndarray:
-        return self._feat_scale * np.cos(np.einsum("pdk,pk->pd", self._omega, x) + self._phase)
-
     def step(self, z: np.ndarray, cell: int, control_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Advance ``P`` streams by one tick (``z``: (P, k)); return log-wealth (P,) and fired (P,).
 
         Everything used to score tick ``t`` (bias prediction, Hotelling matrix, witness, bet, reference
-        draw) is fixed before tick ``t`` enters the state.
+        draw) is fixed before tick ``t`` enters the state (compiled kernel
+        :func:`~deploysignal.detectors._kernels.family_c_step`).
         """
-        b = int(self._cell_block[cell])
-        zc = np.clip(z, -C_HI, C_HI)
-        if self.two_sample:
-            if control_z is None:
-                raise ValueError("two-sample family C needs control_z")
-            y = np.clip(control_z, -C_HI, C_HI)
-            miss = np.isnan(zc) | np.isnan(y)
-            y = np.where(miss, 0.0, y)
-            x_m = np.where(miss, 0.0, zc)
-            d = (x_m - y) / math.sqrt(2.0)
-        else:
-            n = self._ref_n[:, b]
-            idx = np.minimum((self._rng.random(self._P) * n).astype(int), n - 1)
-            y = self._ref[np.arange(self._P), b, idx]
-            miss = np.isnan(zc)
-            x_m = np.where(miss, y, zc)
-            d = np.where(miss, 0.0, zc - self._ref_mean[:, b])
-        valid = ~miss.all(axis=1)
-        # ---- sequential Hotelling (self-normalised Gaussian mixture)
-        if not self.two_sample:  # predictable posterior mean of the finite-baseline bias (z scale)
-            bias = self._bias.copy()
-            d_raw = d
-            d = np.where(valid[:, None], d - bias, 0.0)
-            x_m = np.where(miss, y, zc - bias)
-            self._bias += np.where(miss, 0.0, self._gain * (d_raw - bias))
-        x = np.einsum("pij,pj->pi", self._chol_inv[:, b], d)
-        nrm = np.sqrt(np.einsum("pi,pi->p", x, x))
-        x = x * np.minimum(1.0, self._radius / np.maximum(nrm, 1e-300))[:, None]
-        ax = np.einsum("pij,pj->pi", self._A, x)
-        q = np.maximum(np.einsum("pi,pi->p", x, ax), 0.0)  # >= 0 in exact arithmetic (A is SPD)
-        self._logdet += np.log1p(q)
-        self._A -= ax[:, :, None] * ax[:, None, :] / (1.0 + q)[:, None, None]
-        self._S += x
-        # ---- MMD by betting with random Fourier features
-        fx, fy = self._features(x_m), self._features(y)
-        gn = np.sqrt(np.einsum("pd,pd->p", self._G, self._G))
-        scale = np.where(gn > 0, 1.0 / (2.0 * math.sqrt(2.0) * np.maximum(gn, 1e-300)), 0.0)
-        payoff = np.clip(np.einsum("pd,pd->p", self._G, fx - fy) * scale, -1.0, 1.0)
-        if not self.two_sample:  # too few reference rows: the witness would learn the sample, not the law
-            payoff = np.where(self._ref_n[:, b] >= MIN_REFERENCE_MMD, payoff, 0.0)
-        self._logW += ons_step(self._lam, self._asum, payoff)
-        self._G += fx - fy
-        diff = x_m - y
-        self._dsum += diff
-        self._d2 += diff * diff
-        # ---- family evidence
-        log_m = self._log_hotelling()
-        log_wealth = np.logaddexp(log_m, self._logW) - math.log(2.0)
-        newly = ~self._fired & (log_wealth >= self._log_thr)
-        if newly.any() and self._P == 1:
-            self._explain(bool(log_m[0] >= self._logW[0]))
-        self._fired |= newly
-        return log_wealth, self._fired.copy()
+        if self.two_sample and control_z is None:
+            raise ValueError("two-sample family C needs control_z")
+        z = np.ascontiguousarray(z, dtype=float)
+        cz = z if control_z is None else np.ascontiguousarray(control_z, dtype=float)
+        u = self._no_draw if self.two_sample else self._rng.random(self._P)
+        log_wealth, log_m = np.empty(self._P), np.empty(self._P)
+        family_c_step(
+            z, cz, self.two_sample, C_HI, u, int(self._cell_block[cell]), self._chol_inv, self._ref, self._ref_n, self._ref_mean,
+            MIN_REFERENCE_MMD, self._gain, self._radius, self._omega, self._phase, self._feat_scale,
+            self._S, self._A, self._logdet, self._bias, self._G, self._lam, self._asum, self._logW, self._dsum, self._d2,
+            log_wealth, log_m,
+        )
+        return self._settle(log_wealth, lambda: self._explain(bool(log_m[0] >= self._logW[0])))
 
     def _hotelling_stat(self) -> np.ndarray:
         return np.einsum("pi,pij,pj->p", self._S, self._A, self._S)

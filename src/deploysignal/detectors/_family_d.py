@@ -10,7 +10,8 @@ import numpy as np
 
 from ..calibration import CompiledConfig
 from ._base import log_threshold
-from ._cde_common import StreamFamily, config_blocks, ons_step, top_drivers
+from ._cde_common import StreamFamily, config_blocks, dump_arrays, load_arrays, top_drivers
+from ._kernels import family_d_step
 
 __all__ = ["PERIODS", "FamilyD", "build_family_d", "resonator_memory"]
 
@@ -127,16 +128,17 @@ class FamilyD(StreamFamily):
         self.hazard = float(hazard)
         self.run_lengths = int(run_lengths)
         self._names = tuple(names)
-        self._center = np.asarray(center, dtype=float)
+        self._center = np.ascontiguousarray(center, dtype=float)
         if self._center.ndim != 3 or self._center.shape[-1] != len(self._names):
             raise ValueError(f"center must have shape (P, B, k) with k={len(self._names)}, got {self._center.shape}")
         self._P, _, self._k = self._center.shape
-        self._cell_block = np.asarray(cell_block, dtype=int)
+        self._cell_block = np.asarray(cell_block, dtype=np.int64)
         if self.run_lengths < 2:
             raise ValueError("run_lengths must be >= 2")
         omega = 2.0 * math.pi / PERIODS
         rho = np.exp(-1.0 / resonator_memory(PERIODS))
         self._rot = rho * np.exp(1j * omega)  # (Q,)
+        self._rot_re, self._rot_im = self._rot.real.copy(), self._rot.imag.copy()
         # nominal sd of e_t and of the filter outputs (power only)
         self._sd_e = 0.33 if self.two_sample else 0.17
         j = np.arange(1, 4000)[:, None]
@@ -154,6 +156,7 @@ class FamilyD(StreamFamily):
         k = self._k
         n_ch = k * Q + k
         self._logw = np.concatenate([np.full(k * Q, -math.log(2.0 * k * Q)), np.full(k, -math.log(2.0 * k))])
+        self._weight = np.exp(self._logw)
         self._ch_names = tuple(f"{n}@period={p}" for n in self._names for p in PERIODS) + tuple(f"{n}@bocpd" for n in self._names)
         self._n_ch = n_ch
         self._kq = k * Q
@@ -179,31 +182,15 @@ class FamilyD(StreamFamily):
         self._rl_w = np.zeros((P, k, R))
         self._rl_w[..., 0] = 1.0
         self._rl_sum = np.zeros((P, k, R))
-        self._payoff = np.zeros((P, self._n_ch))
         self._lam = np.zeros((P, self._n_ch))
         self._asum = np.ones((P, self._n_ch))
-        self._logW = np.zeros((P, self._n_ch))
+        self._wealth = np.ones((P, self._n_ch))
+        self._log_scale = np.zeros(P)
         self._fired = np.zeros(P, dtype=bool)
         self._fire_reason = ""
         self._fire_drivers: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ core
-    def _input(self, z: np.ndarray, cell: int, control_z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if self.two_sample:
-            if control_z is None:
-                raise ValueError("two-sample family D needs control_z")
-            v = np.clip((z - control_z) / math.sqrt(2.0), -CLIP, CLIP) / CLIP
-            ok = ~np.isnan(v)
-            return np.where(ok, v, 0.0), ok
-        b = int(self._cell_block[cell])
-        v = np.clip(z - self._center[:, b], -CLIP, CLIP) / CLIP
-        ok = ~np.isnan(v)
-        v = np.where(ok, v, 0.0)
-        e = np.where(ok, 0.5 * (v - self._msum / (self.n0 + self._mcnt)), 0.0)
-        self._msum += v
-        self._mcnt += ok
-        return e, ok
-
     def predictions(self) -> tuple[np.ndarray, np.ndarray]:
         """Witnesses for the next tick, from past ticks only: filter outputs (P, k, Q), BOCPD mean (P, k)."""
         g = self._rot.real * self._Zr - self._rot.imag * self._Zi
@@ -211,49 +198,39 @@ class FamilyD(StreamFamily):
         return g, mu
 
     def step(self, z: np.ndarray, cell: int, control_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Advance ``P`` streams by one tick (``z``: (P, k)); return log-wealth (P,) and fired (P,)."""
-        P = self._P
-        g, mu = self.predictions()
-        e, ok = self._input(z, cell, control_z)
-        all_ok = bool(ok.all())
-        ex = e[..., None]
-        u = np.tanh(g * self._inv_gscale)
-        u *= ex
-        self._payoff[:, : self._kq] = u.reshape(P, -1)
-        self._payoff[:, self._kq :] = np.tanh(mu * (1.0 / self._mu_scale)) * e
-        self._logW += ons_step(self._lam, self._asum, self._payoff)
-        # ---- filter bank: Z <- rho e^{i omega} Z + e (g is already the rotated real part)
-        self._Zi = self._rot.imag * self._Zr + self._rot.real * self._Zi
-        self._Zr = g + ex
-        # ---- BOCPD (Gaussian regime mean, known noise variance); run length r has r observations
-        lp = (ex - self._rl_sum * self._inv_kappa) ** 2
-        lp *= -self._half_prec
-        lp -= self._half_logvar
-        lp -= lp.max(axis=-1, keepdims=True)
-        joint = self._rl_w * np.exp(lp)
-        w = np.empty_like(joint)
-        w[..., 0] = self.hazard * joint.sum(axis=-1)
-        w[..., 1:] = (1.0 - self.hazard) * joint[..., :-1]
-        w[..., -1] += (1.0 - self.hazard) * joint[..., -1]
-        w /= w.sum(axis=-1, keepdims=True)
-        new_sum = np.empty_like(self._rl_sum)
-        new_sum[..., 0] = 0.0
-        new_sum[..., 1:] = self._rl_sum[..., :-1] + ex
-        if all_ok:
-            self._rl_w, self._rl_sum = w, new_sum
-        else:
-            okx = ok[..., None]
-            self._rl_w = np.where(okx, w, self._rl_w)
-            self._rl_sum = np.where(okx, new_sum, self._rl_sum)
-        # ---- family evidence: log of the weighted average of the channels' wealth
-        lw = self._logW + self._logw
-        top = lw.max(axis=1)
-        log_wealth = top + np.log(np.exp(lw - top[:, None]).sum(axis=1))
-        newly = ~self._fired & (log_wealth >= self._log_thr)
-        if newly.any() and self._P == 1:
-            self._explain()
-        self._fired |= newly
-        return log_wealth, self._fired.copy()
+        """Advance ``P`` streams by one tick (``z``: (P, k)); return log-wealth (P,) and fired (P,).
+
+        The payoffs use :meth:`predictions` (filter outputs and BOCPD mean from past ticks) before the
+        tick enters the resonators, the running mean and the run-length posterior (compiled kernel,
+        :func:`~deploysignal.detectors._kernels.family_d_step`).
+        """
+        if self.two_sample and control_z is None:
+            raise ValueError("two-sample family D needs control_z")
+        z = np.ascontiguousarray(z, dtype=float)
+        cz = z if control_z is None else np.ascontiguousarray(control_z, dtype=float)
+        log_wealth = np.empty(self._P)
+        family_d_step(
+            z, cz, self.two_sample, self._center, int(self._cell_block[cell]), self.n0, CLIP,
+            self._rot_re, self._rot_im, self._inv_gscale, 1.0 / self._mu_scale, self._inv_kappa, self._half_prec,
+            self._half_logvar, self.hazard, self._weight,
+            self._Zr, self._Zi, self._msum, self._mcnt, self._rl_w, self._rl_sum, self._lam, self._asum, self._wealth,
+            self._log_scale, log_wealth,
+        )
+        return self._settle(log_wealth, self._explain)
+
+    @property
+    def _logW(self) -> np.ndarray:
+        """Log-wealth per stream and channel (P, n_channels); held as a common log scale per stream times
+        a linear wealth (see :func:`~deploysignal.detectors._kernels.family_d_step`). -inf = underflowed."""
+        with np.errstate(divide="ignore"):
+            return self._log_scale[:, None] + np.log(self._wealth)
+
+    @_logW.setter
+    def _logW(self, value: np.ndarray) -> None:
+        value = np.asarray(value, dtype=float)
+        top = np.max(np.where(np.isfinite(value), value, -np.inf), axis=1)
+        self._log_scale = np.where(np.isfinite(top), top, 0.0)
+        self._wealth = np.exp(value - self._log_scale[:, None])
 
     def _explain(self) -> None:
         self._fire_drivers = top_drivers(self._ch_names, self._logW[0], share=0.5)
@@ -275,7 +252,18 @@ class FamilyD(StreamFamily):
         return self._ch_names
 
     # ------------------------------------------------------------------ state
-    _ARRAYS = ("Zr", "Zi", "msum", "mcnt", "rl_w", "rl_sum", "lam", "asum", "logW", "fired")
+    _ARRAYS = ("Zr", "Zi", "msum", "mcnt", "rl_w", "rl_sum", "lam", "asum", "wealth", "log_scale", "fired")
+
+    def load_state(self, st: dict[str, Any]) -> FamilyD:
+        """Restore a :meth:`state`; a state written before the linear-wealth kernel (``logW``) is converted
+        (to within rounding)."""
+        if "logW" in st and "wealth" not in st:
+            legacy = type("_Legacy", (), {})()
+            legacy._logW = np.zeros_like(self._wealth)
+            load_arrays(legacy, st, ("logW",))
+            self._logW = legacy._logW
+            st = {**{k: v for k, v in st.items() if k != "logW"}, **dump_arrays(self, ("wealth", "log_scale"))}
+        return super().load_state(st)
 
 
 def build_family_d(config: CompiledConfig | Sequence[CompiledConfig], settings: Any, alpha: float) -> FamilyD:

@@ -12,6 +12,7 @@ from scipy.stats import beta
 from ..calibration import C_HI, CompiledConfig
 from ._base import log_threshold
 from ._cde_common import StreamFamily, config_blocks, top_drivers
+from ._kernels import family_e_step
 
 __all__ = ["KAPPAS", "FamilyE", "build_family_e", "conditional_pvalue_table"]
 
@@ -147,8 +148,8 @@ class FamilyE(StreamFamily):
             raise ValueError(f"chol must have shape (P, B, k, k) with k={len(self._names)}, got {chol.shape}")
         self._P, n_blocks, k, _ = chol.shape
         self._k = k
-        self._cell_block = np.asarray(cell_block, dtype=int)
-        self._chol_inv = np.linalg.inv(chol)
+        self._cell_block = np.asarray(cell_block, dtype=np.int64)
+        self._chol_inv = np.ascontiguousarray(np.linalg.inv(chol))
         self._prec = np.einsum("pbji,pbjk->pbik", self._chol_inv, self._chol_inv)  # Sigma^{-1}
         ref = np.clip(np.asarray(reference, dtype=float), -C_HI, C_HI)
         ref_n = np.asarray(reference_n, dtype=int)
@@ -170,7 +171,7 @@ class FamilyE(StreamFamily):
         n_max = max(1, max(s.size for row in cal for s in row))
         self._cal = np.full((self._P, n_blocks, n_max), np.inf)
         self._table = np.ones((self._P, n_blocks, n_max + 1))
-        self._cal_n = np.zeros((self._P, n_blocks), dtype=int)
+        self._cal_n = np.zeros((self._P, n_blocks), dtype=np.int64)
         for p, row in enumerate(cal):
             for b, s in enumerate(row):
                 self._cal[p, b, : s.size] = s
@@ -182,6 +183,7 @@ class FamilyE(StreamFamily):
         self._alpha_e = self.alpha - delta
         self._log_thr = log_threshold(alpha)
         self._log_offset = -math.log(self.horizon) + math.log(self._alpha_e / self.alpha)
+        self._log_kappas, self._kappas_m1 = np.log(KAPPAS), KAPPAS - 1.0
         self._reset()
 
     @classmethod
@@ -224,19 +226,22 @@ class FamilyE(StreamFamily):
         return s, p
 
     def step(self, z: np.ndarray, cell: int, control_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Advance ``P`` streams by one tick (``z``: (P, k)); return log-wealth (P,) and fired (P,)."""
-        s, p = self.pvalues(z, cell, control_z)
-        ok = ~np.isnan(s)
-        p = np.where(ok, p, 1.0)
-        log_f = np.logaddexp.reduce(np.log(KAPPAS) + (KAPPAS - 1.0) * np.log(p)[:, None], axis=1) - math.log(KAPPAS.size)
-        self._logR = np.where(ok, np.logaddexp(0.0, self._logR) + log_f, self._logR)
-        self._last_p, self._last_s = p, np.where(ok, s, np.nan)
-        log_wealth = self._logR + self._log_offset
-        newly = ~self._fired & (log_wealth >= self._log_thr)
-        if newly.any() and self._P == 1:
-            self._explain(self._vector(z, control_z)[0], cell)
-        self._fired |= newly
-        return log_wealth, self._fired.copy()
+        """Advance ``P`` streams by one tick (``z``: (P, k)); return log-wealth (P,) and fired (P,).
+
+        Same scores and p-values as :meth:`pvalues`, computed by the compiled kernel
+        :func:`~deploysignal.detectors._kernels.family_e_step`.
+        """
+        if self.two_sample and control_z is None:
+            raise ValueError("two-sample family E needs control_z")
+        z = np.ascontiguousarray(z, dtype=float)
+        cz = z if control_z is None else np.ascontiguousarray(control_z, dtype=float)
+        log_wealth = np.empty(self._P)
+        family_e_step(
+            z, cz, self.two_sample, C_HI, int(self._cell_block[cell]), self._chol_inv, self._cal, self._cal_n, self._table,
+            self._log_kappas, self._kappas_m1, math.log(KAPPAS.size), self._log_offset,
+            self._logR, self._last_p, self._last_s, log_wealth,
+        )
+        return self._settle(log_wealth, lambda: self._explain(self._vector(z, control_z)[0], cell))
 
     def contributions(self, x: np.ndarray, cell: int = 0) -> np.ndarray:
         """Per-signal contribution :math:`x_j (\\Sigma^{-1} x)_j` to the Mahalanobis score (stream 0)."""

@@ -7,7 +7,7 @@ import logging
 import warnings
 
 import numpy as np
-from scipy.stats import chi2
+from scipy.special import gammaincinv
 from sklearn.covariance import LedoitWolf, MinCovDet
 
 from .. import __version__
@@ -26,6 +26,12 @@ _LEVELS = ("hour_dow_tier", "hour_tier", "tier")
 DAY_VAR_CONFIDENCE = 0.2
 #: level of the chi^2 test for day-to-day level variation (the bound is used only when it rejects)
 DAY_TEST_LEVEL = 0.99
+
+
+def _chi2_ppf(q: float, df: np.ndarray) -> np.ndarray:
+    """``scipy.stats._chi2_ppf(q, df)`` (the same expression scipy evaluates) without the distribution
+    object's argument handling, which cost more than the quantile in the compiler's loops."""
+    return 2.0 * gammaincinv(np.asarray(df, dtype=float) / 2.0, q)
 
 
 def baseline_hash(frame: Frame) -> str:
@@ -80,6 +86,48 @@ def _nanmedian_cols(x: np.ndarray) -> np.ndarray:
         return np.nanmedian(x, axis=0)
 
 
+def _cell_stats(x: np.ndarray, cell_rows: list[np.ndarray], use_mean: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell (rows ``cell_rows[c]`` of ``x``): location as :func:`_location_cols` (``None``: skip),
+    NaN-ignoring sum and count of values, for all cells at once.
+
+    Cells of similar size are stacked into one NaN-padded array (buckets by size, so the global cell
+    does not pad the hour cells); sorting puts NaN last, so the median of a column is read off at its
+    own count. The sums add rows in order as ``np.nansum(x[rows], axis=0)`` does, and the medians are
+    the same order statistics as ``np.median``, so the results equal the per-cell calls.
+    """
+    n_cells, k = len(cell_rows), x.shape[1]
+    loc = np.full((n_cells, k), np.nan)
+    tot = np.zeros((n_cells, k))
+    cnt = np.zeros((n_cells, k))
+    sizes = np.array([r.size for r in cell_rows])
+    order = np.argsort(sizes, kind="stable")
+    start = 0
+    while start < n_cells:
+        stop = start + 1
+        while stop < n_cells and sizes[order[stop]] <= 2 * max(sizes[order[start]], 8):
+            stop += 1
+        group = order[start:stop]
+        width = int(sizes[group].max())
+        idx = np.full((group.size, width), -1)
+        for g, c in enumerate(group):
+            idx[g, : sizes[c]] = cell_rows[c]
+        pad = np.where((idx >= 0)[..., None], x[np.maximum(idx, 0)], np.nan)  # (cells, width, k)
+        present = ~np.isnan(pad)
+        n_ok = present.sum(axis=1)
+        cnt[group] = n_ok
+        tot[group] = np.where(present, pad, 0.0).sum(axis=1)
+        if use_mean is not None and width > 0:
+            srt = np.sort(pad, axis=1)
+            lo = np.take_along_axis(srt, np.maximum((n_ok - 1) // 2, 0)[:, None, :], axis=1)[:, 0]
+            hi = np.take_along_axis(srt, np.maximum(n_ok // 2, 0)[:, None, :], axis=1)[:, 0]
+            med = np.where(n_ok > 0, (lo + hi) / 2.0, np.nan)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = tot[group] / n_ok
+            loc[group] = np.where(use_mean, np.where(n_ok > 0, mean, np.nan), med)
+        start = stop
+    return loc, tot, cnt
+
+
 def _mad_scale(x: np.ndarray) -> float:
     x = x[~np.isnan(x)]
     if x.size < 2:
@@ -114,12 +162,12 @@ def _pool(
         q = np.where(ok, d * d / np.maximum(var[idx], 1e-300), 0.0).sum(axis=0)
         dof = ok.sum(axis=0)
         kk = np.maximum(dof, 1)
-        real = (dof > 0) & (q > chi2.ppf(0.99, kk))
+        real = (dof > 0) & (q > _chi2_ppf(0.99, kk))
         keep = ok & real[None, :]
         # pooled cells may still carry effects too small to detect: declare an upper bound on their
         # variance, tau2_up = mean v * (Q / chi2_0.10(K) - 1)+, so the error stays inside the variance
         vbar = np.where(ok, var[idx], 0.0).sum(axis=0) / kk
-        tau2_up = vbar * np.maximum(q / chi2.ppf(0.10, kk) - 1.0, 0.0)
+        tau2_up = vbar * np.maximum(q / _chi2_ppf(0.10, kk) - 1.0, 0.0)
         out[idx] = np.where(keep, est[idx], out[par])
         post[idx] = np.where(keep, var[idx], post[par] + tau2_up[None, :])
     return out, post
@@ -261,7 +309,11 @@ def compile_baseline(
         """Finest kept cell per row (the same rule as the gate's key lookup)."""
         out = np.zeros(n, dtype=int)
         for level in ("tier", "hour_tier", "hour_dow_tier"):
-            idx = np.array([kept[level].get(int(c), -1) for c in codes[level]])
+            table = np.full(int(codes[level].max()) + 1, -1)
+            for code, cell in kept[level].items():
+                if code < table.size:
+                    table[code] = cell
+            idx = table[codes[level]]
             out = np.where(idx >= 0, idx, out)
         return out
 
@@ -285,11 +337,13 @@ def compile_baseline(
     med = np.full((n_cells, k), np.nan)
     raw_loc = np.empty((n_cells, k))
     cnt = np.zeros((n_cells, k))
-    for c, (_key, _level, rows) in enumerate(cells_meta):  # parents come first
-        cnt[c] = np.sum(~np.isnan(x[rows]), axis=0)
+    cell_rows = [rows for _k, _lv, rows in cells_meta]
+    loc_x, _sum, cnt = _cell_stats(x, cell_rows, use_mean)
+    loc_raw, _sum, _cnt = _cell_stats(frame.values, cell_rows, use_mean)
+    for c, rows in enumerate(cell_rows):  # parents come first
         enough = cnt[c] >= min(10, max(1, rows.size))
-        med[c] = np.where(enough, _location_cols(x[rows], use_mean), np.nan)
-        raw = _location_cols(frame.values[rows], use_mean)
+        med[c] = np.where(enough, loc_x[c], np.nan)
+        raw = loc_raw[c]
         raw_loc[c] = np.where(enough & ~np.isnan(raw), raw, global_raw if c == 0 else raw_loc[parent[c]])
     med[0] = np.where(np.isnan(med[0]), global_loc, med[0])
 
@@ -393,8 +447,8 @@ def compile_baseline(
     # DAY_TEST_LEVEL quantile, tau^2 is its upper 80% confidence bound (sum D_d^2 ~ (2 tau^2 + s)
     # chi^2_n), biased upward because an underestimate costs validity and an overestimate power;
     # otherwise 0, so baselines without day effects keep full power against sustained shifts.
-    has_days = (n_days > 0) & (t_stat > chi2.ppf(DAY_TEST_LEVEL, np.maximum(n_days, 1)))
-    chi_lo = chi2.ppf(DAY_VAR_CONFIDENCE, np.maximum(n_days, 1))
+    has_days = (n_days > 0) & (t_stat > _chi2_ppf(DAY_TEST_LEVEL, np.maximum(n_days, 1)))
+    chi_lo = _chi2_ppf(DAY_VAR_CONFIDENCE, np.maximum(n_days, 1))
     upper = d2_sum / chi_lo - samp_sum / np.maximum(n_days, 1)
     day_tau2 = np.where(has_days, np.maximum(0.0, upper) / 2.0, 0.0)
 
@@ -417,12 +471,8 @@ def compile_baseline(
         if d == 0:
             lag1 = r
         neff_factor = (1.0 - r) / (1.0 + r)
-        cell_mean = np.full((n_cells, k), np.nan)
-        cell_cnt = np.zeros((n_cells, k))
-        for c, (_key, _level, rows) in enumerate(cells_meta):
-            vals = psi[rows]
-            cell_cnt[c] = np.sum(~np.isnan(vals), axis=0)
-            cell_mean[c] = np.where(cell_cnt[c] >= 10, np.nansum(vals, axis=0) / np.maximum(cell_cnt[c], 1), np.nan)
+        _loc, cell_sum, cell_cnt = _cell_stats(psi, cell_rows, None)
+        cell_mean = np.where(cell_cnt >= 10, cell_sum / np.maximum(cell_cnt, 1), np.nan)
         est_var = sd**2 / np.maximum(cell_cnt * neff_factor, 1.0)
         root_var = sd**2 / np.maximum(cnt_fit * neff_factor, 1.0)
         cen, post = _pool(cell_mean, est_var, parent, levels, m, root_var)
@@ -450,9 +500,14 @@ def compile_baseline(
         if rows.size < max(2 * k, 10):
             continue
         data = zc[rows]
-        lw = LedoitWolf().fit(data)
-        cov = lw.covariance_
-        chol = np.linalg.cholesky(cov + 1e-12 * np.eye(k))
+        if blocks and rows.size == blocks[0].n and np.array_equal(rows, global_rows):  # one tier: same rows, same fit
+            cov, shrinkage, chol = global_fit
+        else:
+            lw = LedoitWolf().fit(data)
+            cov, shrinkage = lw.covariance_, float(lw.shrinkage_)
+            chol = np.linalg.cholesky(cov + 1e-12 * np.eye(k))
+        if not blocks:
+            global_rows, global_fit = rows, (cov, shrinkage, chol)
         mloc = mcov = None
         if robust_covariance and rows.size > 2 * k + 2:
             sub = data if rows.size <= 2000 else data[np.sort(rng.choice(rows.size, 2000, replace=False))]
@@ -461,7 +516,7 @@ def compile_baseline(
         cov_of_key[key] = len(blocks)
         blocks.append(
             CovarianceBlock(
-                key=key, n=int(rows.size), ledoit_wolf=cov.tolist(), shrinkage=float(lw.shrinkage_),
+                key=key, n=int(rows.size), ledoit_wolf=cov.tolist(), shrinkage=shrinkage,
                 cholesky=chol.tolist(), mcd_location=mloc, mcd_covariance=mcov,
             )
         )

@@ -252,7 +252,8 @@ def bench(
     fleet: bool = typer.Option(False, "--fleet", help="Also time one fleet-observer update (10,000 shards x 12 signals)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Per-tick latency of the gate on a 12-signal stream (median, p99, microseconds)."""
+    """Per-tick latency of the gate on a 12-signal stream (median, p99, microseconds): the live
+    ``update`` path with audit records, and ``run_batch`` one tick at a time without them."""
     from ..bench import bench_gate
 
     res = bench_gate(ticks=ticks, seed=seed)
@@ -264,10 +265,10 @@ def bench(
         sys.stdout.write(canonical_json(res) + "\n")
         return
     t = Table(title="gate per-tick latency (12 signals)")
-    for col in ("mode", "families", "median us", "p99 us", "ticks"):
+    for col in ("mode", "path", "families", "median us", "p99 us", "ticks"):
         t.add_column(col)
     for r in res["results"]:
-        t.add_row(r["mode"], ",".join(r["families"]), f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", str(r["ticks"]))
+        t.add_row(r["mode"], r["path"], ",".join(r["families"]), f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", str(r["ticks"]))
     out.print(t)
     if fleet:
         f = res["fleet"]

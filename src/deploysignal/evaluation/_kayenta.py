@@ -60,16 +60,31 @@ def iqr_outliers(values: np.ndarray, factor: float = 3.0, reduce_sensitivity: bo
     return (values < lo) | (values > hi)
 
 
-def _rank_stat(x: np.ndarray, y_sorted: np.ndarray, mu: float) -> tuple[float, float]:
-    """Centred rank sum of ``x - mu`` among ``(x - mu, y)`` and the tie-corrected sd."""
-    nx, ny = x.size, y_sorted.size
-    xs = x - mu
+def _tie_sum(a_sorted: np.ndarray) -> float:
+    r""":math:`\sum (t^3 - t)` over the groups of equal values of a sorted array."""
+    if a_sorted.size < 2:
+        return 0.0
+    edges = np.flatnonzero(a_sorted[1:] != a_sorted[:-1]) + 1
+    counts = np.diff(np.concatenate(([0], edges, [a_sorted.size]))).astype(float)
+    return float(np.sum(counts**3 - counts))
+
+
+def _rank_stat(x_sorted: np.ndarray, y_sorted: np.ndarray, mu: float, y_ties: float) -> tuple[float, float]:
+    """Centred rank sum of ``x - mu`` among ``(x - mu, y)`` and the tie-corrected sd (``y_ties``: the tie
+    sum of ``y`` alone). ``x - mu`` stays sorted, so its ties are adjacent; the pooled tie sum is the two
+    samples' own sums unless a value of ``x - mu`` equals one of ``y`` (then it is recounted)."""
+    nx, ny = x_sorted.size, y_sorted.size
+    xs = x_sorted - mu
     less = np.searchsorted(y_sorted, xs, side="left")
     leq = np.searchsorted(y_sorted, xs, side="right")
+    cross = int((leq - less).sum())
     # rank sum of x in the pooled sample minus nx(nx+1)/2 = #(x > y) + 0.5 #(x == y)
-    dz = float(less.sum() + 0.5 * (leq - less).sum()) - nx * ny / 2.0
-    _, counts = np.unique(np.concatenate([xs, y_sorted]), return_counts=True)
-    ties = float(np.sum(counts.astype(float) ** 3 - counts))
+    dz = float(less.sum() + 0.5 * cross) - nx * ny / 2.0
+    if cross:
+        _, counts = np.unique(np.concatenate([xs, y_sorted]), return_counts=True)
+        ties = float(np.sum(counts.astype(float) ** 3 - counts))
+    else:
+        ties = _tie_sum(xs) + y_ties
     n = nx + ny
     sigma = math.sqrt(nx * ny / 12.0 * ((n + 1) - ties / (n * (n - 1))))
     return dz, sigma
@@ -97,14 +112,16 @@ def mann_whitney_interval(experiment: np.ndarray, control: np.ndarray, conf_leve
     >>> bool(lo < 1.0 < hi), bool(0.7 < est < 1.3)
     (True, True)
     """
-    x = np.asarray(experiment, dtype=float)
+    x = np.sort(np.asarray(experiment, dtype=float))
     y = np.sort(np.asarray(control, dtype=float))
     if x.size == 0 or y.size == 0:
         raise ValueError("both samples need at least one value")
     mu_min, mu_max = float(x.min() - y.max()), float(x.max() - y.min())
 
+    y_ties = _tie_sum(y)
+
     def f(mu: float, q: float) -> float:
-        dz, sigma = _rank_stat(x, y, mu)
+        dz, sigma = _rank_stat(x, y, mu, y_ties)
         if sigma == 0:
             raise ValueError("cannot compute confidence interval when all observations are tied")
         corr = 0.0 if dz == 0 else math.copysign(0.5, dz)

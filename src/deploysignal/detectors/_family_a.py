@@ -198,6 +198,7 @@ class FamilyA:
         self._fired = np.zeros(P, dtype=bool)
         self._fire_reason = ""
         self._fire_drivers: tuple[str, ...] = ()
+        self._derived()
 
     # ------------------------------------------------------------------ core
     def step(
@@ -222,11 +223,11 @@ class FamilyA:
         family_a_step(
             z, cz, lg, clg, has_lag, self.two_sample, int(cell), self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau,
             self._sd, self._center, self._bias_var, self._phi_var, self._inv_g2, self._logw,
-            self._log_thr, self._log_thr_w, self._log_thr_r,
+            self._log_thr, self._log_thr_w, self._log_thr_r, self._log_thr_p,
             self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,
-            log_wealth, log_w, log_r,
+            log_wealth, log_w, log_r, self._harm,
         )
-        self._last_log_r = log_r
+        self._last = (log_w, log_r)
         newly = ~self._fired & (log_wealth >= self._log_thr)
         if newly.any() and self._P == 1:
             self._explain(log_w[0] - self._log_thr_w >= log_r[0] - self._log_thr_r)
@@ -254,7 +255,7 @@ class FamilyA:
         log_wealth, fired = self.step(obs.z[None], obs.cell, cz, lag, clag)
         return Evidence(
             family="A",
-            statistic=float(self._last_log_r[0]) - math.log(self.horizon),
+            statistic=float(self._last[1][0]) - math.log(self.horizon),
             log_wealth=float(log_wealth[0]),
             log_threshold=self._log_thr,
             fired=bool(fired[0]),
@@ -265,14 +266,19 @@ class FamilyA:
     # ------------------------------------------------------------------ early proceed, explanation
     def harm_excluded(self) -> np.ndarray:
         """Per stream and channel (P, m): has the e-process for 'harmful shift >= tau' crossed its bound?"""
-        return np.logaddexp.reduce(self._logP, axis=-1) - math.log(GAMMAS.size) >= self._log_thr_p
+        return self._harm.copy()
+
+    def _derived(self) -> None:
+        """Quantities the kernel updates every tick, recomputed from the state (after a reset or a load)."""
+        self._harm = np.logaddexp.reduce(self._logP, axis=-1) - math.log(GAMMAS.size) >= self._log_thr_p
+        self._last = self._log_components()
 
     def channel_names(self) -> tuple[str, ...]:
         return self._names
 
     def components(self) -> dict[str, float]:
         """Log-wealth of the two e-processes of a single stream (for audit records)."""
-        log_w, log_r = self._log_components()
+        log_w, log_r = self._last
         return {"log_msprt": float(log_w[0]), "log_esr": float(log_r[0])}
 
     # ------------------------------------------------------------------ state
@@ -297,6 +303,7 @@ class FamilyA:
         self._fired = np.array(st["fired"], dtype=bool)
         self._fire_reason = st["reason"]
         self._fire_drivers = tuple(st["drivers"])
+        self._derived()
         return self
 
 

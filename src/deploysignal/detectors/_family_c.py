@@ -236,6 +236,7 @@ class FamilyC(StreamFamily):
         self._d2 = np.zeros((P, k))
         self._fired = np.zeros(P, dtype=bool)
         self._rng = np.random.default_rng([self.seed, 0xC, 1])
+        self._derive_hotelling()
         self._fire_reason = ""
         self._fire_drivers: tuple[str, ...] = ()
 
@@ -252,20 +253,26 @@ class FamilyC(StreamFamily):
         z = np.ascontiguousarray(z, dtype=float)
         cz = z if control_z is None else np.ascontiguousarray(control_z, dtype=float)
         u = self._no_draw if self.two_sample else self._rng.random(self._P)
-        log_wealth, log_m = np.empty(self._P), np.empty(self._P)
+        log_wealth = np.empty(self._P)
         family_c_step(
             z, cz, self.two_sample, C_HI, u, int(self._cell_block[cell]), self._chol_inv, self._ref, self._ref_n, self._ref_mean,
             MIN_REFERENCE_MMD, self._gain, self._radius, self._omega, self._phase, self._feat_scale,
             self._S, self._A, self._logdet, self._bias, self._G, self._lam, self._asum, self._logW, self._dsum, self._d2,
-            log_wealth, log_m,
+            log_wealth, self._log_m, self._quad,
         )
+        log_m = self._log_m
         return self._settle(log_wealth, lambda: self._explain(bool(log_m[0] >= self._logW[0])))
 
     def _hotelling_stat(self) -> np.ndarray:
-        return np.einsum("pi,pij,pj->p", self._S, self._A, self._S)
+        """:math:`S_t^\top (V_t + \tau^{-2} I)^{-1} S_t` per stream (kept by the kernel)."""
+        return self._quad
 
     def _log_hotelling(self) -> np.ndarray:
-        return 0.5 * self._hotelling_stat() - 0.5 * self._logdet
+        return self._log_m
+
+    def _derive_hotelling(self) -> None:
+        self._quad = np.einsum("pi,pij,pj->p", self._S, self._A, self._S)
+        self._log_m = 0.5 * self._quad - 0.5 * self._logdet
 
     def contributions(self, cell: int = 0) -> np.ndarray:
         """Per-signal contribution to the Hotelling statistic of stream 0 (sums to the statistic)."""
@@ -310,6 +317,7 @@ class FamilyC(StreamFamily):
 
     def _load_extra_state(self, st: dict[str, Any]) -> None:
         self._rng.bit_generator.state = st["rng"]
+        self._derive_hotelling()
 
 
 def build_family_c(config: CompiledConfig | Sequence[CompiledConfig], settings: Any, alpha: float) -> FamilyC:

@@ -237,16 +237,18 @@ class FamilyD(StreamFamily):
         self._fire_reason = f"oscillation/flapping e-process crossed its bound; driven by {', '.join(self._fire_drivers)}"
 
     def _statistic(self) -> float:
-        return float(self._logW[0].max())
+        with np.errstate(divide="ignore"):
+            return float(self._log_scale[0] + math.log(self._wealth[0].max()))
 
     def components(self) -> dict[str, float]:
         """Log-wealth of the filter bank and of the BOCPD bettor (stream 0, each averaged over its channels)."""
-        kq = self._k * PERIODS.size
-        lw = self._logW[0] + self._logw
-        return {
-            "log_filters": float(np.logaddexp.reduce(lw[:kq]) + math.log(2.0)),
-            "log_bocpd": float(np.logaddexp.reduce(lw[kq:]) + math.log(2.0)),
-        }
+        kq = self._kq
+        w, c = self._wealth[0], self._weight
+        with np.errstate(divide="ignore"):
+            return {
+                "log_filters": float(self._log_scale[0] + np.log(w[:kq] @ c[:kq]) + math.log(2.0)),
+                "log_bocpd": float(self._log_scale[0] + np.log(w[kq:] @ c[kq:]) + math.log(2.0)),
+            }
 
     def channel_names(self) -> tuple[str, ...]:
         return self._ch_names

@@ -222,8 +222,8 @@ def family_e_step(z, control_z, two_sample, c_hi, b, chol_inv, cal, cal_n, table
 @njit(**_OPTS)
 def family_a_step(
     z, control_z, lag, control_lag, has_lag, two_sample, cell, sig, sign, c_lo, c_hi, c_pair, gammas, tau,
-    sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r,
-    S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, out_lw, out_logw, out_logr,
+    sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p,
+    S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, out_lw, out_logw, out_logr, out_harm,
 ):  # pragma: no cover - compiled
     P = z.shape[0]
     m = sig.size
@@ -258,11 +258,17 @@ def family_a_step(
             xi = xc / lo if ok else 0.0
             hi_p = hi - tau
             xip = (tau - xc) / hi_p if ok and hi_p > 0.0 else 0.0
+            top_p = -np.inf
             for g in range(G):
                 lf = math.log1p(gammas[g] * xi)
                 logW[p, i, g] += lf
                 logR[p, i, g] = _logaddexp(0.0, logR[p, i, g]) + lf
                 logP[p, i, g] += math.log1p(gammas[g] * xip)
+                top_p = max(top_p, logP[p, i, g])
+            tot_p = 0.0
+            for g in range(G):
+                tot_p += math.exp(logP[p, i, g] - top_p)
+            out_harm[p, i] = top_p + math.log(tot_p) - math.log(G) >= thr_p  # 'harm >= tau' rejected
             if ok:
                 n_obs[p, i] += 1.0
                 Qzr[p, i] += (x - bhat) * r
@@ -287,7 +293,7 @@ def family_a_step(
 def family_c_step(
     z, control_z, two_sample, c_hi, u, b, chol_inv, ref, ref_n, ref_mean, min_ref_mmd, gain, radius,
     omega, phase, feat_scale,
-    S, A, logdet, bias, G, lam, asum, logW, dsum, d2, out_lw, out_logm,
+    S, A, logdet, bias, G, lam, asum, logW, dsum, d2, out_lw, out_logm, out_quad,
 ):  # pragma: no cover - compiled
     P, k = z.shape
     D = phase.size
@@ -388,5 +394,6 @@ def family_c_step(
                 acc += A[p, i, j] * S[p, j]
             quad += S[p, i] * acc
         log_m = 0.5 * quad - 0.5 * logdet[p]
+        out_quad[p] = quad
         out_logm[p] = log_m
         out_lw[p] = _logaddexp(log_m, logW[p]) - math.log(2.0)

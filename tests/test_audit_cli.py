@@ -64,6 +64,13 @@ def test_gate_json_exit_code_and_audit_replay(scenario):
     bad.write_text("\n".join(lines[:10] + [json.dumps(rec, sort_keys=True, separators=(",", ":"))] + lines[11:]) + "\n")
     r = runner.invoke(app, ["replay", str(scenario / "canary.csv"), "-c", str(scenario / "cfg.json"), "--audit", str(bad)])
     assert r.exit_code == 1 and "audit line 11" in r.output and "log_wealth" in r.output
+    # a log written by another library version: the mismatch says so
+    other = scenario / "other_version.jsonl"
+    hdr = dict(header, gate_version="0.1.0")
+    other.write_text("\n".join([json.dumps(hdr, sort_keys=True, separators=(",", ":"))] + lines[1:10]
+                               + [json.dumps(rec, sort_keys=True, separators=(",", ":"))] + lines[11:]) + "\n")
+    r = runner.invoke(app, ["replay", str(scenario / "canary.csv"), "-c", str(scenario / "cfg.json"), "--audit", str(other)])
+    assert r.exit_code == 1 and "written by deploysignal 0.1.0" in r.output
     short = scenario / "short.jsonl"
     short.write_text("\n".join(lines[:-3]) + "\n")
     r = runner.invoke(app, ["replay", str(scenario / "canary.csv"), "-c", str(scenario / "cfg.json"), "--audit", str(short)])

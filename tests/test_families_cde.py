@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from deploysignal.detectors import FamilyC, FamilyD, FamilyE, Observation
+from deploysignal.detectors import FamilyA, FamilyC, FamilyD, FamilyE, Observation
 from deploysignal.detectors._cde_common import ONS_C, dump_arrays
 from deploysignal.detectors._family_e import KAPPAS, conditional_pvalue_table
 from deploysignal.gate import Gate, GateSettings, Standardizer
@@ -60,6 +60,23 @@ def test_state_json_roundtrip_continues_identically(fam, two_sample, cfg_healthy
         ea, eb = a.update(o), b.update(o)
         assert ea == eb
     assert json.dumps(a.state(), sort_keys=True) == json.dumps(b.state(), sort_keys=True)
+
+
+@pytest.mark.parametrize("fam", ["A", "C", "D", "E"])
+def test_step_rejects_wrong_shapes_and_cells_without_changing_state(fam, cfg_healthy, obs_one):
+    """The compiled kernels do not bounds-check: the wrappers must refuse a tick of the wrong shape or an
+    unknown cell, and a refused tick changes nothing."""
+    det = FamilyA(cfg_healthy, alpha=0.02, horizon=960) if fam == "A" else _build(fam, cfg_healthy)
+    for o in obs_one[:20]:
+        det.update(o)
+    before = json.dumps(det.state(), sort_keys=True)
+    k = len(cfg_healthy.signals)
+    n_cells = len(cfg_healthy.cells)
+    for z, cell, exc in [(np.zeros((1, k + 1)), 0, ValueError), (np.zeros((2, k)), 0, ValueError), (np.zeros(k), 0, ValueError),
+                         (np.zeros((1, k)), n_cells, IndexError), (np.zeros((1, k)), -1, IndexError)]:
+        with pytest.raises(exc):
+            det.step(z, cell)
+    assert json.dumps(det.state(), sort_keys=True) == before
 
 
 def test_family_d_loads_state_written_with_log_wealth(cfg_healthy, obs_one):

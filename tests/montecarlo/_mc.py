@@ -42,6 +42,8 @@ class MCResult:
     first_fire: np.ndarray  # (P, F)
     ever_fired: np.ndarray  # (P, F)
     families: tuple[str, ...]
+    two_sample: MCResult | None = None
+    """With ``also_two_sample``: the same paths in two-sample mode against an independent control."""
 
     def fired(self, family: str) -> np.ndarray:
         """Did the family fire at any tick of the horizon (regardless of the gate's verdict)?"""
@@ -63,14 +65,20 @@ def run_mc(
     chunk: int = 500,
     baseline: int = BASELINE,
     common_shock: float = 0.0,
+    also_two_sample: bool = False,
 ) -> MCResult:
-    """Each path: its own baseline (BASELINE ticks) and canary (and control) from ``noise``."""
+    """Each path: its own baseline (BASELINE ticks) and canary (and control) from ``noise``.
+
+    ``also_two_sample`` (one-sample ``settings``): also run every path in two-sample mode against an
+    independent control stream of the same process, with the same compiled baselines and canaries
+    (each of the two results is a valid Monte Carlo on its own; they are not independent of each other).
+    """
     rng = np.random.default_rng(seed)
-    outs = []
+    outs, outs_two = [], []
     with ProcessPoolExecutor(WORKERS) as pool:
         for start in range(0, paths, chunk):
             p = min(chunk, paths - start)
-            two = settings.mode == "two-sample"
+            two = settings.mode == "two-sample" or also_two_sample
             ts, vals = simulate_streams(rng, p * (2 if two else 1), baseline + canary_ticks, noise=noise, signals=SIGNALS)
             base_ts, can_ts = ts[:baseline], ts[baseline:]
             seeds = rng.integers(2**31 - 1, size=p)
@@ -88,13 +96,21 @@ def run_mc(
                 shock = common_shock * load[:, :, None] * sd
                 canary = canary + shock
                 control = None if control is None else control + shock
+            if also_two_sample:
+                two_settings = settings.model_copy(update={"mode": "two-sample"})
+                outs_two.append(Gate(cfgs, two_settings).run_batch(can_ts, canary, control))
+                control = None
             res = Gate(cfgs, settings).run_batch(can_ts, canary, control)
             outs.append(res)
-    fams = outs[0].families
+    return _merge(outs, _merge(outs_two) if outs_two else None)
+
+
+def _merge(outs: list, two_sample: MCResult | None = None) -> MCResult:
     return MCResult(
         np.concatenate([o.verdict for o in outs]),
         np.concatenate([o.decided_at for o in outs]),
         np.concatenate([o.first_fire for o in outs]),
         np.concatenate([o.ever_fired for o in outs]),
-        fams,
+        outs[0].families,
+        two_sample,
     )

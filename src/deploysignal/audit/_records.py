@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from .._exceptions import InputError, ReplayMismatch
 from ..calibration import CompiledConfig, canonical_json
+from .. import __version__
 from ..gate import Gate, GateSettings
 from ..telemetry import Frame
 
@@ -34,8 +35,12 @@ def dumps_record(record: dict[str, Any]) -> str:
 
 
 def settings_record(config: CompiledConfig, settings: GateSettings) -> dict[str, Any]:
-    """The header line of an audit log: what the gate was run with (needed to replay it)."""
-    return {"family": "header", "baseline_version": config.version_id, "settings": settings.model_dump(mode="json"), "library_version": config.library_version}
+    """The header line of an audit log: what the gate was run with (needed to replay it), and the version
+    of deploysignal that evaluated it (``gate_version``: replay is byte-identical within one version)."""
+    return {
+        "family": "header", "baseline_version": config.version_id, "settings": settings.model_dump(mode="json"),
+        "library_version": config.library_version, "gate_version": __version__,
+    }
 
 
 class AuditWriter:
@@ -94,7 +99,12 @@ def replay(config: CompiledConfig, canary: Frame, lines: list[str], header: dict
         if old != new:
             a, b = json.loads(old), json.loads(new)
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            raise ReplayMismatch(f"record differs (tick {b.get('tick')}, family {b.get('family')}): fields {', '.join(diff) or '(formatting)'}", line=n + 1)
+            msg = f"record differs (tick {b.get('tick')}, family {b.get('family')}): fields {', '.join(diff) or '(formatting)'}"
+            written = header.get("gate_version", "< 0.2.0")
+            if written != __version__:
+                msg += (f"; the log was written by deploysignal {written} and is replayed by {__version__}: replay is"
+                        " byte-identical within one library version (the numerics may differ in the last bits across versions)")
+            raise ReplayMismatch(msg, line=n + 1)
     if n != len(lines):
         raise ReplayMismatch(f"audit log holds {len(lines)} records, replay produced {n}", line=n + 2)
     return n

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..calibration import C_HI, C_LO, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation, log_threshold
-from ._kernels import family_a_step
+from ._kernels import as_rows, check_cell, family_a_step
 
 __all__ = ["C_PAIR", "FamilyA", "GAMMAS"]
 
@@ -156,7 +156,7 @@ class FamilyA:
             raise ValueError("horizon must be >= 1")
         first = config if isinstance(config, CompiledConfig) else config[0]
         arr = stack_arrays(config)
-        k = len(first.signals)
+        self._k = k = len(first.signals)
         two = arr["two_sided"]
         self._sig = np.concatenate([np.arange(k), np.flatnonzero(two)]).astype(np.int64)
         self._dir = np.concatenate([np.zeros(k, dtype=int), np.ones(int(two.sum()), dtype=int)])
@@ -214,14 +214,16 @@ class FamilyA:
         """
         if self.two_sample and control_z is None:
             raise ValueError("two-sample family A needs control_z")
-        z = np.ascontiguousarray(z, dtype=float)
-        cz = z if control_z is None else np.ascontiguousarray(control_z, dtype=float)
+        shape = (self._P, self._k)
+        cell = check_cell(cell, self._center.shape[1])
+        z = as_rows(z, shape, "z")
+        cz = z if control_z is None else as_rows(control_z, shape, "control_z")
         has_lag = lag is not None and (control_lag is not None or not self.two_sample)
-        lg = np.ascontiguousarray(lag, dtype=float) if has_lag else z
-        clg = np.ascontiguousarray(control_lag, dtype=float) if has_lag and self.two_sample else lg
+        lg = as_rows(lag, shape, "lag") if has_lag else z
+        clg = as_rows(control_lag, shape, "control_lag") if has_lag and self.two_sample else lg
         log_wealth, log_w, log_r = np.empty(self._P), np.empty(self._P), np.empty(self._P)
         family_a_step(
-            z, cz, lg, clg, has_lag, self.two_sample, int(cell), self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau,
+            z, cz, lg, clg, has_lag, self.two_sample, cell, self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau,
             self._sd, self._center, self._bias_var, self._phi_var, self._inv_g2, self._logw,
             self._log_thr, self._log_thr_w, self._log_thr_r, self._log_thr_p,
             self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,

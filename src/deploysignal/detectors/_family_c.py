@@ -11,7 +11,7 @@ import numpy as np
 from ..calibration import C_HI, CompiledConfig, median_heuristic
 from ._base import log_threshold
 from ._cde_common import StreamFamily, config_blocks, top_drivers
-from ._kernels import family_c_step
+from ._kernels import as_rows, check_cell, family_c_step
 
 __all__ = ["FamilyC", "build_family_c"]
 
@@ -250,12 +250,13 @@ class FamilyC(StreamFamily):
         """
         if self.two_sample and control_z is None:
             raise ValueError("two-sample family C needs control_z")
-        z = np.ascontiguousarray(z, dtype=float)
-        cz = z if control_z is None else np.ascontiguousarray(control_z, dtype=float)
+        z = as_rows(z, (self._P, self._k), "z")
+        cz = z if control_z is None else as_rows(control_z, (self._P, self._k), "control_z")
+        b = int(self._cell_block[check_cell(cell, self._cell_block.size)])
         u = self._no_draw if self.two_sample else self._rng.random(self._P)
         log_wealth = np.empty(self._P)
         family_c_step(
-            z, cz, self.two_sample, C_HI, u, int(self._cell_block[cell]), self._chol_inv, self._ref, self._ref_n, self._ref_mean,
+            z, cz, self.two_sample, C_HI, u, b, self._chol_inv, self._ref, self._ref_n, self._ref_mean,
             MIN_REFERENCE_MMD, self._gain, self._radius, self._omega, self._phase, self._feat_scale,
             self._S, self._A, self._logdet, self._bias, self._G, self._lam, self._asum, self._logW, self._dsum, self._d2,
             log_wealth, self._log_m, self._quad,

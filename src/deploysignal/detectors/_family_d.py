@@ -11,7 +11,7 @@ import numpy as np
 from ..calibration import CompiledConfig
 from ._base import log_threshold
 from ._cde_common import StreamFamily, config_blocks, dump_arrays, load_arrays, top_drivers
-from ._kernels import family_d_step
+from ._kernels import as_rows, check_cell, family_d_step
 
 __all__ = ["PERIODS", "FamilyD", "build_family_d", "resonator_memory"]
 
@@ -206,11 +206,12 @@ class FamilyD(StreamFamily):
         """
         if self.two_sample and control_z is None:
             raise ValueError("two-sample family D needs control_z")
-        z = np.ascontiguousarray(z, dtype=float)
-        cz = z if control_z is None else np.ascontiguousarray(control_z, dtype=float)
+        z = as_rows(z, (self._P, self._k), "z")
+        cz = z if control_z is None else as_rows(control_z, (self._P, self._k), "control_z")
+        b = int(self._cell_block[check_cell(cell, self._cell_block.size)])
         log_wealth = np.empty(self._P)
         family_d_step(
-            z, cz, self.two_sample, self._center, int(self._cell_block[cell]), self.n0, CLIP,
+            z, cz, self.two_sample, self._center, b, self.n0, CLIP,
             self._rot_re, self._rot_im, self._inv_gscale, 1.0 / self._mu_scale, self._inv_kappa, self._half_prec,
             self._half_logvar, self.hazard, self._weight,
             self._Zr, self._Zi, self._msum, self._mcnt, self._rl_w, self._rl_sum, self._lam, self._asum, self._wealth,

@@ -12,7 +12,7 @@ from scipy.stats import beta
 from ..calibration import C_HI, CompiledConfig
 from ._base import log_threshold
 from ._cde_common import StreamFamily, config_blocks, top_drivers
-from ._kernels import family_e_step
+from ._kernels import as_rows, check_cell, family_e_step
 
 __all__ = ["KAPPAS", "FamilyE", "build_family_e", "conditional_pvalue_table"]
 
@@ -233,11 +233,12 @@ class FamilyE(StreamFamily):
         """
         if self.two_sample and control_z is None:
             raise ValueError("two-sample family E needs control_z")
-        z = np.ascontiguousarray(z, dtype=float)
-        cz = z if control_z is None else np.ascontiguousarray(control_z, dtype=float)
+        z = as_rows(z, (self._P, self._k), "z")
+        cz = z if control_z is None else as_rows(control_z, (self._P, self._k), "control_z")
+        b = int(self._cell_block[check_cell(cell, self._cell_block.size)])
         log_wealth = np.empty(self._P)
         family_e_step(
-            z, cz, self.two_sample, C_HI, int(self._cell_block[cell]), self._chol_inv, self._cal, self._cal_n, self._table,
+            z, cz, self.two_sample, C_HI, b, self._chol_inv, self._cal, self._cal_n, self._table,
             self._log_kappas, self._kappas_m1, math.log(KAPPAS.size), self._log_offset,
             self._logR, self._last_p, self._last_s, log_wealth,
         )

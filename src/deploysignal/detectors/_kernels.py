@@ -18,12 +18,28 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["ONS_C", "family_a_step", "family_c_step", "family_d_step", "family_e_step", "ons_update"]
+__all__ = ["ONS_C", "as_rows", "check_cell", "family_a_step", "family_c_step", "family_d_step", "family_e_step", "ons_update"]
 
 #: Step constant of the online Newton step for betting (Cutkosky & Orabona 2018): 2 / (2 - log 3).
 ONS_C = 2.0 / (2.0 - math.log(3.0))
 
 _OPTS = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+def as_rows(values: np.ndarray, shape: tuple[int, int], what: str) -> np.ndarray:
+    """``values`` as a C-contiguous float array of exactly ``shape`` (the kernels do not bounds-check)."""
+    arr = np.ascontiguousarray(values, dtype=float)
+    if arr.shape != shape:
+        raise ValueError(f"{what} must have shape {shape} (streams, signals), got {arr.shape}")
+    return arr
+
+
+def check_cell(cell: int, n_cells: int) -> int:
+    """A calibration cell index in ``[0, n_cells)`` (the kernels do not bounds-check)."""
+    c = int(cell)
+    if not 0 <= c < n_cells:
+        raise IndexError(f"cell {cell} is out of range: the config has {n_cells} cells")
+    return c
 
 
 @njit(**_OPTS)
@@ -101,9 +117,11 @@ def family_d_step(
     Zr, Zi, msum, mcnt, rl_w, rl_sum, lam, asum, wealth, log_scale, out_lw,
 ):  # pragma: no cover - compiled
     """Channel wealth is kept as ``log_scale[p] + log(wealth[p, c])``: each tick multiplies ``wealth``
-    by ``1 + lam g`` (no logarithm per channel) and rescales by the largest channel when it leaves
-    [1e-100, 1e100], so nothing overflows; a channel more than ~700 nats below the best one may
-    underflow to 0, which only removes it from the average (a stopped e-process stays valid)."""
+    by ``1 + lam g`` (no logarithm per channel) and, when the largest channel leaves [1e-100, 1e100],
+    rescales every channel by the same power of two (exact), so nothing overflows. A channel more than
+    about 500 nats below the best one can underflow to 0 and stays 0: the average then uses a process
+    that is pointwise no larger than the channel's wealth, a non-negative supermartingale too, so the
+    Ville bound holds (it costs that channel's power, not validity)."""
     P, k = z.shape
     Q = rot_re.size
     R = inv_kappa.size
@@ -173,11 +191,12 @@ def family_d_step(
         for c in range(wealth.shape[1]):
             top = max(top, wealth[p, c])
             tot += weight[c] * wealth[p, c]
-        if top > 1e100 or top < 1e-100:
+        if top > 1e100 or top < 1e-100:  # rescale by a power of two (exact)
+            e = math.frexp(top)[1]
             for c in range(wealth.shape[1]):
-                wealth[p, c] /= top
-            log_scale[p] += math.log(top)
-            tot /= top
+                wealth[p, c] = math.ldexp(wealth[p, c], -e)
+            log_scale[p] += e * math.log(2.0)
+            tot = math.ldexp(tot, -e)
         out_lw[p] = log_scale[p] + math.log(tot)
 
 

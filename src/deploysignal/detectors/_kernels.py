@@ -4,9 +4,10 @@ Profiles of the gate (``deploysignal bench``, the Monte-Carlo harness) showed th
 ``step`` spending its time in dozens of small array operations per tick, each allocating a temporary:
 for one stream that is interpreter overhead, for thousands of streams memory traffic. Each kernel here
 advances ``P`` streams by one tick **in place** on the detector's state arrays, in the order the
-numpy code did it, with the same formulas; the classes keep their API, state format and
-docstrings (which state what is guaranteed). Only the floating-point rounding of transcendental
-functions may differ from numpy's in the last bits.
+numpy code did it, with the same formulas; the classes keep their API and docstrings (which state what
+is guaranteed). Differences from that code are in floating-point rounding only (summation order, tanh
+through exp, family D's wealth held as a log scale times a linear factor); ``tests/test_kernels_reference.py``
+compares the two on seeded streams.
 
 The kernels are compiled on first use and cached on disk next to this module (``cache=True``).
 """

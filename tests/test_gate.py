@@ -138,3 +138,19 @@ def test_settings_validation():
         GateSettings(shares={"A": 0.9}, proceed_share=0.2)
     with pytest.raises(ValueError, match="unknown families"):
         GateSettings(shares={"Z": 0.1})
+
+
+def test_memoised_cell_lookup_matches_the_keys():
+    """The memo of Gate._cell (hour of week, tier) gives the cell that cell_keys resolves, for any time."""
+    from deploysignal.calibration import cell_keys, compile_baseline
+    from deploysignal.telemetry import Frame
+
+    rng = np.random.default_rng(7)
+    n = 3 * 1440
+    tiers = np.array(["gold", "free"])[rng.integers(0, 2, n)]
+    cfg = compile_baseline(Frame(np.arange(n) * 60.0, rng.normal(size=(n, 2)), ("p99_latency_ms", "mfu"), cohort=tiers), seed=1)
+    gate = Gate(cfg, GateSettings())
+    for ts in np.concatenate([rng.uniform(-3e7, 3e9, 3000), np.arange(0, 14 * 86400, 1799.5)]):
+        for tier in ("gold", "free", "unknown", ""):
+            want = next(((cfg.cell_map[k], k) for k in cell_keys(float(ts), tier) if k in cfg.cell_map), (cfg.cell_map["*"], "*"))
+            assert gate._cell(float(ts), tier) == want

@@ -219,6 +219,7 @@ class Gate:
         self._alpha_alloc = {f: s.shares[f] * s.alpha for f in self._families}
         self._log_thr = np.array([-math.log(self._alpha_alloc[f]) for f in self._families] + [math.inf])
         self._P = 1 if isinstance(config, CompiledConfig) else len(config)
+        self._cell_memo: dict[tuple[int, str], tuple[int, str]] = {}
         self._reset()
 
     def _reset(self) -> None:
@@ -291,11 +292,17 @@ class Gate:
         return ts
 
     def _cell(self, timestamp: float, tier: str) -> tuple[int, str]:
-        cmap = self.config.cell_map
-        for key in cell_keys(timestamp, tier):
-            if key in cmap:
-                return cmap[key], key
-        return cmap["*"], "*"
+        """Finest calibration cell of a tick. The cell depends on the hour of the week and the tier only,
+        so lookups are memoised on those (at most 168 entries per tier)."""
+        memo = (int(math.floor(timestamp)) // 3600 % 168, tier)
+        hit = self._cell_memo.get(memo)
+        if hit is None:
+            cmap = self.config.cell_map
+            hit = next(((cmap[key], key) for key in cell_keys(timestamp, tier) if key in cmap), (cmap["*"], "*"))
+            if len(self._cell_memo) >= 168 * 64:  # many distinct tiers: bounded memory
+                self._cell_memo.clear()
+            self._cell_memo[memo] = hit
+        return hit
 
     def _locate(self, timestamp: float, tier: str) -> tuple[int, str, int, float]:
         """Cell, its key, the neighbour cell for level interpolation and the own weight."""

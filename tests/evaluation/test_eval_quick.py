@@ -96,6 +96,21 @@ def test_committed_report_exists_and_is_complete() -> None:
     assert ds == {"nab", "smd", "asd"}
 
 
+def test_committed_report_gate_within_alpha_where_peeking_exceeds_it() -> None:
+    """The headline validity claim at full size (the quick run is too small for an upper bound to reach
+    alpha): on every null of the committed report, the gate's one-sided Clopper-Pearson *upper* bound of
+    the false-rollback rate is <= alpha, and the peeking t-test's *lower* bound exceeds alpha."""
+    data = json.loads((REPO / "docs" / "eval" / "report.json").read_text())
+    alpha = data["settings"]["alpha"]
+    rows = {(r["scenario"], r["method"]): r for r in data["summary"] if r["expected"] == "proceed"}
+    nulls = sorted({s for s, _ in rows})
+    assert len(nulls) == 5
+    for s in nulls:
+        assert rows[(s, "ttest_peek")]["false_rollback"]["cp_lower"] > alpha, s
+        gate = rows[(s, "gate")]["false_rollback"]
+        assert gate["n"] >= 100 and gate["cp_upper"] <= alpha, (s, gate)
+
+
 def test_report_files_are_byte_identical_across_runs(tmp_path: Path) -> None:
     from deploysignal.evaluation._report import write_report
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..calibration import C_HI, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation
-from ._kernels import ONS_C
+from ._kernels import ONS_C, as_rows, check_cell
 
 __all__ = ["ONS_C", "ConfigBlocks", "StreamFamily", "config_blocks", "dump_arrays", "load_arrays", "top_drivers"]
 
@@ -115,6 +115,10 @@ class StreamFamily:
 
     family = "?"
     _ARRAYS: tuple[str, ...] = ()
+    two_sample: bool
+    _P: int
+    _k: int
+    _cell_block: np.ndarray
     _log_thr: float
     _fired: np.ndarray
     _fire_reason: str
@@ -125,6 +129,16 @@ class StreamFamily:
 
     def _statistic(self) -> float:
         raise NotImplementedError
+
+    def _tick_inputs(self, z: np.ndarray, cell: int, control_z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
+        """Checked inputs of one tick for a kernel (which does not bounds-check): ``z``, the control (``z``
+        itself in one-sample mode, where the kernel ignores it) and the covariance block of ``cell``."""
+        if self.two_sample and control_z is None:
+            raise ValueError(f"two-sample family {self.family} needs control_z")
+        shape = (self._P, self._k)
+        z = as_rows(z, shape, "z")
+        cz = z if control_z is None else as_rows(control_z, shape, "control_z")
+        return z, cz, int(self._cell_block[check_cell(cell, self._cell_block.size)])
 
     def _settle(self, log_wealth: np.ndarray, explain: Any) -> tuple[np.ndarray, np.ndarray]:
         """Sticky fires: mark streams whose log-wealth reached the bound, explaining a single stream's

@@ -11,7 +11,7 @@ import numpy as np
 from ..calibration import C_HI, CompiledConfig, median_heuristic
 from ._base import log_threshold
 from ._cde_common import StreamFamily, config_blocks, top_drivers
-from ._kernels import as_rows, check_cell, family_c_step
+from ._kernels import family_c_step
 
 __all__ = ["FamilyC", "build_family_c"]
 
@@ -248,11 +248,7 @@ class FamilyC(StreamFamily):
         draw) is fixed before tick ``t`` enters the state (compiled kernel
         :func:`~deploysignal.detectors._kernels.family_c_step`).
         """
-        if self.two_sample and control_z is None:
-            raise ValueError("two-sample family C needs control_z")
-        z = as_rows(z, (self._P, self._k), "z")
-        cz = z if control_z is None else as_rows(control_z, (self._P, self._k), "control_z")
-        b = int(self._cell_block[check_cell(cell, self._cell_block.size)])
+        z, cz, b = self._tick_inputs(z, cell, control_z)
         u = self._no_draw if self.two_sample else self._rng.random(self._P)
         log_wealth = np.empty(self._P)
         family_c_step(

@@ -11,7 +11,7 @@ import numpy as np
 from ..calibration import CompiledConfig
 from ._base import log_threshold
 from ._cde_common import StreamFamily, config_blocks, dump_arrays, load_arrays, top_drivers
-from ._kernels import as_rows, check_cell, family_d_step
+from ._kernels import family_d_step
 
 __all__ = ["PERIODS", "FamilyD", "build_family_d", "resonator_memory"]
 
@@ -204,11 +204,7 @@ class FamilyD(StreamFamily):
         tick enters the resonators, the running mean and the run-length posterior (compiled kernel,
         :func:`~deploysignal.detectors._kernels.family_d_step`).
         """
-        if self.two_sample and control_z is None:
-            raise ValueError("two-sample family D needs control_z")
-        z = as_rows(z, (self._P, self._k), "z")
-        cz = z if control_z is None else as_rows(control_z, (self._P, self._k), "control_z")
-        b = int(self._cell_block[check_cell(cell, self._cell_block.size)])
+        z, cz, b = self._tick_inputs(z, cell, control_z)
         log_wealth = np.empty(self._P)
         family_d_step(
             z, cz, self.two_sample, self._center, b, self.n0, CLIP,

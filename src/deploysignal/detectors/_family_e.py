@@ -12,7 +12,7 @@ from scipy.stats import beta
 from ..calibration import C_HI, CompiledConfig
 from ._base import log_threshold
 from ._cde_common import StreamFamily, config_blocks, top_drivers
-from ._kernels import as_rows, check_cell, family_e_step
+from ._kernels import family_e_step
 
 __all__ = ["KAPPAS", "FamilyE", "build_family_e", "conditional_pvalue_table"]
 
@@ -231,11 +231,7 @@ class FamilyE(StreamFamily):
         Same scores and p-values as :meth:`pvalues`, computed by the compiled kernel
         :func:`~deploysignal.detectors._kernels.family_e_step`.
         """
-        if self.two_sample and control_z is None:
-            raise ValueError("two-sample family E needs control_z")
-        z = as_rows(z, (self._P, self._k), "z")
-        cz = z if control_z is None else as_rows(control_z, (self._P, self._k), "control_z")
-        b = int(self._cell_block[check_cell(cell, self._cell_block.size)])
+        z, cz, b = self._tick_inputs(z, cell, control_z)
         log_wealth = np.empty(self._P)
         family_e_step(
             z, cz, self.two_sample, C_HI, b, self._chol_inv, self._cal, self._cal_n, self._table,

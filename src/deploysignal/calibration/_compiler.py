@@ -495,19 +495,16 @@ def compile_baseline(
     blocks: list[CovarianceBlock] = []
     cov_of_key: dict[str, int] = {}
     reference: dict[str, list[list[float]]] = {}
+    fits: dict[bytes, tuple[np.ndarray, float, np.ndarray]] = {}
     for key, rows_mask in [("*", fit & complete)] + [(f"t={t}", fit & complete & (tiers_arr == t)) for t in tiers]:
         rows = np.flatnonzero(rows_mask)
         if rows.size < max(2 * k, 10):
             continue
         data = zc[rows]
-        if blocks and rows.size == blocks[0].n and np.array_equal(rows, global_rows):  # one tier: same rows, same fit
-            cov, shrinkage, chol = global_fit
-        else:
+        if rows.tobytes() not in fits:  # a single tier has the global rows: fit them once
             lw = LedoitWolf().fit(data)
-            cov, shrinkage = lw.covariance_, float(lw.shrinkage_)
-            chol = np.linalg.cholesky(cov + 1e-12 * np.eye(k))
-        if not blocks:
-            global_rows, global_fit = rows, (cov, shrinkage, chol)
+            fits[rows.tobytes()] = (lw.covariance_, float(lw.shrinkage_), np.linalg.cholesky(lw.covariance_ + 1e-12 * np.eye(k)))
+        cov, shrinkage, chol = fits[rows.tobytes()]
         mloc = mcov = None
         if robust_covariance and rows.size > 2 * k + 2:
             sub = data if rows.size <= 2000 else data[np.sort(rng.choice(rows.size, 2000, replace=False))]

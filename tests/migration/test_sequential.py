@@ -27,15 +27,38 @@ def test_betting_matches_naive_transcription() -> None:
     assert e.log_wealth()[0] == pytest.approx(math.log(naive), rel=1e-10)
 
 
-def test_state_round_trip_identical() -> None:
+def test_agrapa_matches_naive_transcription_and_bets_predictably() -> None:
+    """The adaptive bettor, written out as in Waudby-Smith & Ramdas (2024) with the prior mean at m."""
+    rng = np.random.default_rng(4)
+    xs = np.concatenate([rng.choice([-1.0, 0.0, 1.0], 40, p=[0.05, 0.8, 0.15]), rng.uniform(-1, 1, 40)])
+    m, lo, hi, cap = 0.1, -1.0, 1.0, 0.85
+    e = BettingEProcess(m=m, lo=lo, hi=hi, bettor="agrapa")
+    logw, total, ssd, bet = 0.0, 0.0, 0.0, 0.0
+    for t, x in enumerate(xs, start=1):
+        before = e.state()["bet"][0]
+        assert before == pytest.approx(bet, abs=1e-15)  # the bet used at t is fixed before x_t is seen
+        logw += math.log(1 + bet * (x - m))
+        total += x - m
+        mu = total / (t + 1)
+        ssd += (x - m - mu) ** 2
+        var = (((hi - lo) / 2) ** 2 + ssd) / (t + 1)
+        bet = min(max(mu / (var + mu * mu), 0.0), cap / (m - lo))
+        e.update(np.array([x]))
+    assert e.log_wealth()[0] == pytest.approx(logw, rel=1e-12)
+    assert bet > 0  # the data lie above m on average: it bets
+
+
+@pytest.mark.parametrize("bettor", ["grid", "agrapa"])
+def test_state_round_trip_identical(bettor: str) -> None:
     rng = np.random.default_rng(1)
-    a = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=3)
+    a = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=3, bettor=bettor)  # type: ignore[arg-type]
     for _ in range(20):
         a.update(rng.uniform(-1, 1, 3))
     b = BettingEProcess.from_state(a.state())
     x = rng.uniform(-1, 1, 3)
     assert np.array_equal(a.update(x), b.update(x))
     assert np.array_equal(a.p_value(), b.p_value())
+    assert b.bettor == bettor
 
 
 def test_bad_input_rejected_with_row() -> None:
@@ -66,11 +89,12 @@ def test_holm_and_simes_small_cases() -> None:
 
 
 @pytest.mark.montecarlo
-def test_betting_validity_on_ar1_heavy_tailed_boundary_null() -> None:
+@pytest.mark.parametrize("bettor", ["grid", "agrapa"])
+def test_betting_validity_on_ar1_heavy_tailed_boundary_null(bettor: str) -> None:
     """Ville: P(ever reject) <= alpha for a dependent, heavy-tailed null with mean exactly m."""
     rng = np.random.default_rng(11)
     paths, n, alpha = 2000, 1500, 0.05
-    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=paths)
+    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=paths, bettor=bettor)  # type: ignore[arg-type]
     # martingale-difference null with AR(1)-style volatility and t(2) shocks (heavy tails), bounded by clipping
     # symmetric -> mean stays 0 after clipping
     vol = np.ones(paths)
@@ -100,11 +124,12 @@ def test_esr_finite_horizon_false_alarm_bound() -> None:
 
 
 @pytest.mark.montecarlo
-def test_holm_fwer_with_correlated_dimensions() -> None:
+@pytest.mark.parametrize("bettor", ["grid", "agrapa"])
+def test_holm_fwer_with_correlated_dimensions(bettor: str) -> None:
     """Four correlated paired-score dimensions, all nulls true (two at the boundary): Holm FWER <= alpha."""
     rng = np.random.default_rng(2024)
     paths, n, alpha, dd = 2000, 1500, 0.05, 4
-    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=paths * dd)
+    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=paths * dd, bettor=bettor)  # type: ignore[arg-type]
     cov = 0.7 * np.ones((dd, dd)) + 0.3 * np.eye(dd)
     chol = np.linalg.cholesky(cov)
     shift = np.array([0.0, 0.0, -0.02, -0.05])  # two dimensions at the null boundary, two strictly inside
@@ -121,9 +146,10 @@ def test_holm_fwer_with_correlated_dimensions() -> None:
 
 
 @pytest.mark.montecarlo
-def test_power_detects_harm_quickly() -> None:
+@pytest.mark.parametrize("bettor", ["grid", "agrapa"])
+def test_power_detects_harm_quickly(bettor: str) -> None:
     rng = np.random.default_rng(9)
-    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=500)
+    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=500, bettor=bettor)  # type: ignore[arg-type]
     for _ in range(1500):
         e.update(rng.choice([-1.0, 0.0, 1.0], size=500, p=[0.05, 0.8, 0.15]))
     assert (e.p_value() <= 0.0125).mean() > 0.95

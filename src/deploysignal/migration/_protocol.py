@@ -18,6 +18,10 @@ Decisions
   any rollback is at most ``alpha_rollback`` (union bound of Ville, Holm and Doob's finite-horizon
   bound over the first ``horizon_pairs`` pairs).
 
+The harm, non-inferiority and error-budget e-processes bet adaptively by default (``bettor="agrapa"``,
+see :class:`~deploysignal.migration.BettingEProcess`); ``bettor="grid"`` averages fixed fractions.
+Both are valid for any predictable bet; they differ in power only.
+
 Strategies: ``shadow`` (full protocol), ``canary`` (no shadow gate, start at the canary),
 ``direct`` (cut over at once and keep the monitoring tail).
 """
@@ -60,6 +64,7 @@ class ProtocolSettings:
     error_budget: float = 0.01
     tail_s: float = 86_400.0
     horizon_pairs: int = 20_000
+    bettor: Literal["agrapa", "grid"] = "agrapa"
 
     def __post_init__(self) -> None:
         for name in ("alpha_promote", "alpha_rollback", "canary_fraction"):
@@ -75,6 +80,8 @@ class ProtocolSettings:
             raise InputError("steps must increase within (0, 1] and end at 1.0", column="steps")
         if self.strategy not in ("shadow", "canary", "direct"):
             raise InputError(f"strategy must be one of shadow, canary, direct; got {self.strategy!r}", column="strategy")
+        if self.bettor not in ("agrapa", "grid"):
+            raise InputError(f"bettor must be 'agrapa' or 'grid'; got {self.bettor!r}", column="bettor")
         if not 0.0 < self.error_budget < 1.0:
             raise InputError("error_budget must lie in (0, 1)", column="error_budget")
 
@@ -109,11 +116,11 @@ class MigrationProtocol:
         self.settings = s = settings or ProtocolSettings()
         self.batch = b = int(batch)
         dd = len(DIMENSIONS)
-        self._harm = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=b * dd)
-        self._ni = [BettingEProcess(m=-mg, lo=-1.0, hi=1.0, batch=b) for mg in s.margins]
+        self._harm = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=b * dd, bettor=s.bettor)
+        self._ni = [BettingEProcess(m=-mg, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor) for mg in s.margins]
         self._det = ESRDetector(m=0.0, lo=-1.0, hi=1.0, horizon=s.horizon_pairs,
                                 alpha=s.share_detector * s.alpha_rollback / dd, batch=b * dd)
-        self._budget = BettingEProcess(m=s.error_budget, lo=-1.0, hi=1.0, batch=b)
+        self._budget = BettingEProcess(m=s.error_budget, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor)
         self._budget_logthr = np.log(len(s.steps) / (s.share_budget * s.alpha_rollback))
         start = {"shadow": SHADOW, "canary": CANARY, "direct": TAIL}[s.strategy]
         self.phase = np.full(b, start, dtype=np.int64)

@@ -23,6 +23,15 @@ Each product is a nonnegative supermartingale under ``E[x_s | past] <= m``, so i
 Ville's inequality gives :math:`P(\\sup_t W_t \\ge 1/\\alpha) \\le \\alpha` (anytime-valid, no
 assumption beyond the conditional-mean bound: dependence over time and heavy tails are allowed).
 
+The default bettor of the migration protocol is instead the *adaptive* one (``bettor="agrapa"``,
+Waudby-Smith & Ramdas 2024, aGRAPA): a single product whose bet :math:`\\lambda_t` is computed from
+the observations before ``t`` (predictable) as the approximate Kelly bet
+:math:`(\\hat\\mu_{t-1} - m)/(\\hat\\sigma^2_{t-1} + (\\hat\\mu_{t-1} - m)^2)`, truncated to
+:math:`[0, c_{max}/(m - lo)]`. Any predictable bet in that range keeps every factor positive and the
+product a nonnegative supermartingale under the null, so the same Ville bound holds; the fixed grid
+pays up to :math:`\\log K` nats for averaging over fractions it does not need, the adaptive bet pays
+its learning regret instead.
+
 References
 ----------
 Wald, A. (1945). Sequential tests of statistical hypotheses. Ann. Math. Statist. 16(2).
@@ -76,6 +85,15 @@ class BettingEProcess:
     grid : array-like of float in (0, 1), optional
         Fractions ``c_k`` of the maximal bet, ``lambda_k = c_k / (m - lo)``; the e-process is the
         average of the ``K`` fixed-bet test martingales (a test supermartingale under ``H0``).
+        With ``bettor="agrapa"`` only the largest fraction is used, as the cap ``c_max`` of the bet.
+    bettor : {"grid", "agrapa"}
+        ``grid``: average of the fixed-fraction martingales. ``agrapa``: one martingale with the
+        predictable plug-in bet :math:`\\lambda_t = \\mathrm{clip}((\\hat\\mu_{t-1} - m) /
+        (\\hat\\sigma^2_{t-1} + (\\hat\\mu_{t-1} - m)^2), 0, c_{max}/(m - lo))` with
+        :math:`\\hat\\mu_t = (m + \\sum_{i \\le t} x_i)/(t + 1)` and :math:`\\hat\\sigma^2_t =
+        (\\sigma_0^2 + \\sum_{i \\le t} (x_i - \\hat\\mu_i)^2)/(t + 1)`, :math:`\\sigma_0 = (hi - lo)/2`
+        (Waudby-Smith & Ramdas 2024, with the prior mean at the null bound so that nothing is bet
+        before the data point away from it).
     batch : int
         Number of independent streams.
 
@@ -93,29 +111,42 @@ class BettingEProcess:
     0.0718
     """
 
-    def __init__(self, *, m: float, lo: float, hi: float, grid: ArrayLike | None = None, batch: int = 1) -> None:
+    def __init__(self, *, m: float, lo: float, hi: float, grid: ArrayLike | None = None, batch: int = 1,
+                 bettor: Literal["grid", "agrapa"] = "grid") -> None:
         if not lo < m < hi:
             raise InputError(f"need lo < m < hi, got lo={lo}, m={m}, hi={hi}")
+        if bettor not in ("grid", "agrapa"):
+            raise InputError(f"bettor must be 'grid' or 'agrapa', got {bettor!r}", column="bettor")
         self.m = float(m)
         self.lo = float(lo)
         self.hi = float(hi)
+        self.bettor = bettor
         self.grid = np.asarray(_GRID if grid is None else grid, dtype=float)
-        if self.grid.ndim != 1 or np.any((self.grid <= 0) | (self.grid >= 1)):
+        if self.grid.ndim != 1 or self.grid.size == 0 or np.any((self.grid <= 0) | (self.grid >= 1)):
             raise InputError("grid fractions must lie in (0, 1)")
         self.batch = int(batch)
         self._lam = self.grid / (self.m - self.lo)  # keeps 1 + lambda (x - m) > 0 on [lo, hi]
+        self._lam_max = float(self.grid.max()) / (self.m - self.lo)
+        self._var0 = ((self.hi - self.lo) / 2.0) ** 2
         self._reset()
 
     def _reset(self) -> None:
-        self._logw = np.zeros((self.batch, self.grid.size))
+        self._logw = np.zeros((self.batch, 1 if self.bettor == "agrapa" else self.grid.size))
         self._log_max = np.zeros(self.batch)
         self.n = np.zeros(self.batch, dtype=np.int64)
+        # aGRAPA: running sum of (x - m), running sum of squared deviations, the bet for the next x
+        self._sum = np.zeros(self.batch)
+        self._ssd = np.zeros(self.batch)
+        self._bet = np.zeros(self.batch)
 
     def reset_rows(self, rows: NDArray[np.bool_]) -> None:
         """Restart the streams selected by the boolean mask ``rows`` (wealth 1, no observations)."""
         self._logw[rows] = 0.0
         self._log_max[rows] = 0.0
         self.n[rows] = 0
+        self._sum[rows] = 0.0
+        self._ssd[rows] = 0.0
+        self._bet[rows] = 0.0
 
     def update(self, x: NDArray[np.float64], mask: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
         """Add one observation per stream (``mask`` False = no observation); return log-wealth."""
@@ -126,9 +157,18 @@ class BettingEProcess:
         if np.any(use & ((x < self.lo - 1e-12) | (x > self.hi + 1e-12))):
             bad = int(np.flatnonzero(use & ((x < self.lo) | (x > self.hi)))[0])
             raise InputError(f"score {x[bad]} outside [{self.lo}, {self.hi}]", row=bad)
-        xs = np.where(use, x, self.m)
-        self._logw += np.log1p(self._lam[None, :] * (xs - self.m)[:, None])
-        self.n += use
+        y = np.where(use, x, self.m) - self.m
+        if self.bettor == "agrapa":
+            self._logw[:, 0] += np.log1p(self._bet * y)  # the bet was fixed before x was seen
+            self.n += use
+            self._sum += y
+            mu = self._sum / (self.n + 1)  # shrunk towards the null bound m (y = 0)
+            self._ssd += np.where(use, (y - mu) ** 2, 0.0)
+            var = (self._var0 + self._ssd) / (self.n + 1)
+            self._bet = np.clip(mu / (var + mu * mu), 0.0, self._lam_max)
+        else:
+            self._logw += np.log1p(self._lam[None, :] * y[:, None])
+            self.n += use
         lw = self.log_wealth()
         self._log_max = np.maximum(self._log_max, lw)
         return lw
@@ -145,15 +185,19 @@ class BettingEProcess:
     def state(self) -> dict[str, object]:
         """JSON-serialisable state (exact float round-trip)."""
         return {"m": self.m, "lo": self.lo, "hi": self.hi, "grid": self.grid.tolist(), "batch": self.batch,
-                "logw": self._logw.tolist(), "log_max": self._log_max.tolist(), "n": self.n.tolist()}
+                "bettor": self.bettor, "logw": self._logw.tolist(), "log_max": self._log_max.tolist(),
+                "n": self.n.tolist(), "sum": self._sum.tolist(), "ssd": self._ssd.tolist(), "bet": self._bet.tolist()}
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> BettingEProcess:
-        """Rebuild an identical e-process from :meth:`state`."""
-        e = cls(m=state["m"], lo=state["lo"], hi=state["hi"], grid=state["grid"], batch=state["batch"])  # type: ignore[arg-type]
-        e._logw = np.asarray(state["logw"], dtype=float).reshape(e.batch, e.grid.size)
+        """Rebuild an identical e-process from :meth:`state` (states without ``bettor`` are grid bettors)."""
+        e = cls(m=state["m"], lo=state["lo"], hi=state["hi"], grid=state["grid"], batch=state["batch"],  # type: ignore[arg-type]
+                bettor=state.get("bettor", "grid"))  # type: ignore[arg-type]
+        e._logw = np.asarray(state["logw"], dtype=float).reshape(e._logw.shape)
         e._log_max = np.asarray(state["log_max"], dtype=float)
         e.n = np.asarray(state["n"], dtype=np.int64)
+        if e.bettor == "agrapa":
+            e._sum, e._ssd, e._bet = (np.asarray(state[k], dtype=float).reshape(e.batch) for k in ("sum", "ssd", "bet"))
         return e
 
 

@@ -224,7 +224,7 @@ def markdown_table(results: list[SimResult], runs: int, seed: int, command: str)
         fa = sum(int(r.rolled_back.sum()) for r in benign)
         nb = sum(r.rolled_back.size for r in benign)
         ref = mean_time[policies[0]]
-        speed = "-" if pol == policies[0] else f"ours {100 * (1 - ref / mean_time[pol]):.0f}% faster"
+        speed = "-" if pol == policies[0] else f"ours {100 * (1 - ref / mean_time[pol]):.1f}% faster"
         tb = np.mean([r.time_days.mean() for r in benign]) if benign else float("nan")
         th = np.mean([r.time_days.mean() for r in harm]) if harm else float("nan")
         lines.append(f"| {pol} | {_ci(det, nh) if nh else '-'} | {_ci(bi, nh) if nh else '-'} | "

@@ -55,10 +55,27 @@ def test_state_round_trip_identical(bettor: str) -> None:
     for _ in range(20):
         a.update(rng.uniform(-1, 1, 3))
     b = BettingEProcess.from_state(a.state())
-    x = rng.uniform(-1, 1, 3)
-    assert np.array_equal(a.update(x), b.update(x))
+    for _ in range(5):  # several steps: the restored running sums drive the later bets
+        x = rng.uniform(-1, 1, 3)
+        assert np.array_equal(a.update(x), b.update(x))
     assert np.array_equal(a.p_value(), b.p_value())
     assert b.bettor == bettor
+
+
+@pytest.mark.parametrize("bettor", ["grid", "agrapa"])
+def test_reset_rows_restarts_exactly_the_selected_streams(bettor: str) -> None:
+    rng = np.random.default_rng(8)
+    xs = rng.choice([-1.0, 0.0, 1.0], size=(60, 3), p=[0.1, 0.6, 0.3])
+    a = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=3, bettor=bettor)  # type: ignore[arg-type]
+    for x in xs[:30]:
+        a.update(x)
+    a.reset_rows(np.array([True, False, False]))
+    fresh = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=3, bettor=bettor)  # type: ignore[arg-type]
+    for x in xs[:30]:
+        fresh.update(np.array([np.nan, x[1], x[2]]))  # row 0 sees nothing before the reset
+    for x in xs[30:]:
+        assert np.array_equal(a.update(x), fresh.update(x))
+    assert a.log_wealth()[0] > 0  # the restarted stream bets again
 
 
 def test_bad_input_rejected_with_row() -> None:
@@ -153,3 +170,18 @@ def test_power_detects_harm_quickly(bettor: str) -> None:
     for _ in range(1500):
         e.update(rng.choice([-1.0, 0.0, 1.0], size=500, p=[0.05, 0.8, 0.15]))
     assert (e.p_value() <= 0.0125).mean() > 0.95
+
+
+@pytest.mark.montecarlo
+@pytest.mark.parametrize("bettor", ["grid", "agrapa"])
+def test_validity_strictly_inside_the_composite_null(bettor: str) -> None:
+    """Mean well below m (challenger clearly better): one-sided bets never profit; a bettor allowed to
+    bet the other way would reject almost surely."""
+    rng = np.random.default_rng(21)
+    paths, n, alpha = 2000, 600, 0.05
+    e = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=paths, bettor=bettor)  # type: ignore[arg-type]
+    for _ in range(n):
+        e.update(rng.choice([-1.0, 0.0, 1.0], size=paths, p=[0.3, 0.6, 0.1]))
+    k = int((e.p_value() <= alpha).sum())
+    assert _cp_upper(k, paths) <= alpha, k
+    assert e.log_wealth().max() <= 0.0  # never bets against the data's side

@@ -133,9 +133,12 @@ def migrate_eval(
     seed: int = typer.Option(0),
     out_path: Path = typer.Option(Path("docs/migration_eval.md"), "--out", help="Markdown table to write."),
     scenario: Optional[list[str]] = typer.Option(None, help=f"Subset of: {', '.join(SCENARIOS)}."),
+    seeds: int = typer.Option(1, min=1, help="Repeat the evaluation for this many base seeds (seed-sensitivity table)."),
+    bettor: str = typer.Option("agrapa", help="Bettor of the protocol's e-processes: agrapa or grid."),
 ) -> None:
     """Reproduce the paper's evaluation in simulation and write the markdown table."""
-    md, res = run_evaluation(runs, seed, tuple(scenario) if scenario else SCENARIOS)
+    settings = ProtocolSettings(bettor=bettor)  # type: ignore[arg-type]
+    md, res = run_evaluation(runs, seed, tuple(scenario) if scenario else SCENARIOS, settings=settings, seeds=seeds)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(md, encoding="utf-8")
     for pol, s in summary(res).items():

@@ -127,6 +127,8 @@ def _run_protocol(s: dict[str, NDArray], settings: ProtocolSettings, seed: int) 
         proto.update(t[:, i], x[:, i], paired[:, i], served)
         max_exposure = np.maximum(max_exposure, np.where(proto.phase == ROLLED_BACK, 0.0, exp_))
         if np.all(proto.phase >= PROMOTED):
+            # every stream is decided: a promoted challenger answers all remaining queries of the 45 days
+            harmful_served += (proto.phase == PROMOTED) * harm[:, i + 1 :].sum(axis=1)
             break
     return proto, max_exposure, harmful_served
 
@@ -251,11 +253,52 @@ def summary(results: list[SimResult]) -> dict[str, dict[str, float]]:
 EVAL_COMMAND = "deploysignal migrate eval --runs {runs} --seed {seed} --out docs/migration_eval.md"
 
 
-def run_evaluation(runs: int = 200, seed: int = 0, scenarios: tuple[str, ...] = SCENARIOS) -> tuple[str, list[SimResult]]:
-    """Evaluate every scenario (seed ``seed + 1000 * k`` for scenario ``k``); return markdown and results."""
+def run_evaluation(runs: int = 200, seed: int = 0, scenarios: tuple[str, ...] = SCENARIOS, *,
+                   settings: ProtocolSettings | None = None, seeds: int = 1) -> tuple[str, list[SimResult]]:
+    """Evaluate every scenario (seed ``seed + 1000 * k`` for scenario ``k``); return markdown and results.
+
+    ``seeds > 1`` repeats the whole evaluation for base seeds ``seed + 1 .. seed + seeds - 1`` and appends
+    a seed-sensitivity table (the per-scenario tables and the returned results are those of ``seed``).
+    """
     if runs < 1:
         raise InputError(f"runs must be >= 1, got {runs}", column="runs")
-    results: list[SimResult] = []
-    for k, sc in enumerate(scenarios):
-        results += evaluate(sc, runs, seed + 1000 * k)
-    return markdown_table(results, runs, seed, EVAL_COMMAND.format(runs=runs, seed=seed)), results
+    if seeds < 1:
+        raise InputError(f"seeds must be >= 1, got {seeds}", column="seeds")
+    bettor = (settings or ProtocolSettings()).bettor
+    per_seed: list[list[SimResult]] = []
+    for sd in range(seed, seed + seeds):
+        per_seed.append([r for k, sc in enumerate(scenarios) for r in evaluate(sc, runs, sd + 1000 * k, settings=settings)])
+    command = EVAL_COMMAND.format(runs=runs, seed=seed) + ("" if seeds == 1 else f" --seeds {seeds}") + \
+        ("" if bettor == "agrapa" else f" --bettor {bettor}")
+    md = markdown_table(per_seed[0], runs, seed, command)
+    if seeds > 1:
+        md += seed_table(per_seed, seed)
+    return md, per_seed[0]
+
+
+def seed_table(per_seed: list[list[SimResult]], seed: int) -> str:
+    """Markdown: the summary of each base seed's full evaluation, and all seeds pooled."""
+    lines = ["", "## Seed sensitivity", "",
+             f"The whole evaluation repeated with base seeds {seed} to {seed + len(per_seed) - 1} (same runs per scenario).",
+             "", "| seed | mean time: ours / fixed-window / 7-day canary (days) | ours faster than fixed-window |"
+             " ours faster than 7-day canary | detection (harmful) | false rollback of a null challenger |",
+             "|---|---|---|---|---|---|"]
+    rows = [(str(seed + i), res) for i, res in enumerate(per_seed)] + [("all", [r for res in per_seed for r in res])]
+    for label, res in rows:
+        s = summary(res) if label != "all" else None
+        if s is None:  # pooled: mean of the per-seed mean times, rates over all runs
+            sums = [summary(r) for r in per_seed]
+            t = {p: float(np.mean([x[p]["mean_time_days"] for x in sums])) for p in sums[0]}
+        else:
+            t = {p: v["mean_time_days"] for p, v in s.items()}
+        ours = res[0].policy
+        harm = [r for r in res if r.policy == ours and r.scenario in HARMFUL]
+        null = [r for r in res if r.policy == ours and r.scenario == "null"]
+        det = sum(int(r.rolled_back.sum()) for r in harm)
+        nh = sum(r.rolled_back.size for r in harm)
+        fa = sum(int(r.rolled_back.sum()) for r in null)
+        nn = sum(r.rolled_back.size for r in null)
+        fixed, canary = t.get("fixed-window", float("nan")), t.get("7-day canary", float("nan"))
+        lines.append(f"| {label} | {t[ours]:.2f} / {fixed:.2f} / {canary:.2f} | {100 * (1 - t[ours] / fixed):.1f}% | "
+                     f"{100 * (1 - t[ours] / canary):.1f}% | {_ci(det, nh) if nh else '-'} | {_ci(fa, nn) if nn else '-'} |")
+    return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..calibration import C_HI, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation
-from ._kernels import ONS_C, as_rows, check_cell
+from ._kernels import ONS_C, as_rows, check_cell, check_cells
 
 __all__ = ["ONS_C", "ConfigBlocks", "StreamFamily", "config_blocks", "dump_arrays", "load_arrays", "top_drivers"]
 
@@ -148,6 +148,40 @@ class StreamFamily:
             explain()
         self._fired |= newly
         return log_wealth, self._fired.copy()
+
+    #: names of the two components :meth:`run` reports per tick (columns 2 and 3 of its output)
+    COMPONENTS: tuple[str, str] = ("", "")
+
+    def _run_kernel(self, z: np.ndarray, cz: np.ndarray, cells: np.ndarray, start: int, out: np.ndarray, fired: np.ndarray) -> tuple[int, bool]:
+        raise NotImplementedError
+
+    def _explain_tick(self, t: int, z: np.ndarray, cz: np.ndarray | None, cells: np.ndarray, out: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def run(self, z: np.ndarray, cells: np.ndarray, control_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Advance a single stream over ``T`` ticks (``z``: (T, k), ``cells``: (T,)), as ``T`` calls of
+        ``step`` would (same kernel, same order, a fire explained from the state of its tick).
+
+        Returns ``out`` (T, 4): log-wealth, statistic, and the two :attr:`COMPONENTS` after each tick,
+        and ``fired`` (T,) (sticky).
+        """
+        if self._P != 1:
+            raise ValueError("run() advances a single stream; use step() for several")
+        if self.two_sample and control_z is None:
+            raise ValueError(f"two-sample family {self.family} needs control_z")
+        z = np.ascontiguousarray(z, dtype=float)
+        shape = (z.shape[0], self._k)
+        z = as_rows(z, shape, "z")
+        cz = z if control_z is None else as_rows(control_z, shape, "control_z")
+        cells = check_cells(cells, shape[0], self._cell_block.size)
+        T = shape[0]
+        out, fired = np.empty((T, 4)), np.empty(T, dtype=bool)
+        start = 0
+        while start < T:
+            start, newly = self._run_kernel(z, cz, cells, start, out, fired)
+            if newly:
+                self._explain_tick(start - 1, z, None if control_z is None else cz, cells, out)
+        return out, fired
 
     def update(self, obs: Observation) -> Evidence:
         """Add one tick of a single stream; return the family's evidence (fires are sticky)."""

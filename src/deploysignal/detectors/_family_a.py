@@ -10,7 +10,7 @@ import numpy as np
 
 from ..calibration import C_HI, C_LO, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation, log_threshold
-from ._kernels import as_rows, check_cell, family_a_step
+from ._kernels import as_rows, check_cell, check_cells, family_a_run, family_a_step
 
 __all__ = ["C_PAIR", "FamilyA", "GAMMAS"]
 
@@ -235,6 +235,49 @@ class FamilyA:
             self._explain(log_w[0] - self._log_thr_w >= log_r[0] - self._log_thr_r)
         self._fired |= newly
         return log_wealth, self._fired.copy()
+
+    #: names of the two components :meth:`run` reports per tick (columns 2 and 3 of its output)
+    COMPONENTS = ("log_msprt", "log_esr")
+
+    def run(
+        self, z: np.ndarray, cells: np.ndarray, control_z: np.ndarray | None = None, lag: np.ndarray | None = None,
+        control_lag: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Advance a single stream over ``T`` ticks (``z``: (T, k), ``cells``: (T,)), as ``T`` calls of
+        :meth:`step` would (same kernel, same order, same explanations of a fire).
+
+        Returns ``out`` (T, 4): log-wealth, statistic (log e-SR - log H), log mSPRT, log e-SR after each
+        tick; ``fired`` (T,) (sticky); ``harm`` (T,): early-proceed test rejected for every channel.
+        """
+        if self._P != 1:
+            raise ValueError("run() advances a single stream; use step() for several")
+        if self.two_sample and control_z is None:
+            raise ValueError("two-sample family A needs control_z")
+        z = np.ascontiguousarray(z, dtype=float)
+        shape = (z.shape[0], self._k)
+        z = as_rows(z, shape, "z")
+        cells = check_cells(cells, shape[0], self._center.shape[1])
+        cz = z if control_z is None else as_rows(control_z, shape, "control_z")
+        has_lag = lag is not None and (control_lag is not None or not self.two_sample)
+        lg = as_rows(lag, shape, "lag") if has_lag else z
+        clg = as_rows(control_lag, shape, "control_lag") if has_lag and self.two_sample else lg
+        T = shape[0]
+        out, fired, harm = np.empty((T, 4)), np.empty(T, dtype=bool), np.empty(T, dtype=bool)
+        start = 0
+        while start < T:
+            start, newly = family_a_run(
+                z, cz, lg, clg, has_lag, self.two_sample, cells, self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau,
+                self._sd, self._center, self._bias_var, self._phi_var, self._inv_g2, self._logw,
+                self._log_thr, self._log_thr_w, self._log_thr_r, self._log_thr_p,
+                self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,
+                self._harm, self._fired, math.log(self.horizon), start, out, fired, harm,
+            )
+            if newly:
+                t = start - 1
+                self._explain(out[t, 2] - self._log_thr_w >= out[t, 3] - self._log_thr_r)
+        if T:
+            self._last = (out[T - 1 :, 2].copy(), out[T - 1 :, 3].copy())
+        return out, fired, harm
 
     def _log_components(self) -> tuple[np.ndarray, np.ndarray]:
         lw = self._logw

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from ..calibration import C_HI, CompiledConfig, stack_arrays
 from ..telemetry import INFRA_SIGNALS
 from ._base import Evidence, Observation
+from ._kernels import as_rows, check_cell, check_cells, family_b_run, family_b_step
 
 __all__ = ["FamilyB", "RuleSettings"]
 
@@ -78,7 +79,7 @@ class FamilyB:
         self.settings = settings or RuleSettings()
         self.two_sample = two_sample
         arr = stack_arrays(config)
-        self._raw_location = arr["raw_location"]  # (P, cells, k)
+        self._raw_location = np.ascontiguousarray(arr["raw_location"], dtype=float)  # (P, cells, k)
         self._P = self._raw_location.shape[0]
         names = self._names = first.names
         s = self.settings
@@ -89,7 +90,7 @@ class FamilyB:
         self._err = names.index(s.error_signal) if s.error_signal in names else None
         # a discrete error rate (errors / requests) cannot rise by less than one error: its reference is
         # floored at the baseline's resolution, i.e. the rate of one error at the baseline volume
-        self._err_res = 0.0 if self._err is None else arr["resolution"][:, self._err]
+        self._err_res = np.zeros(self._P) if self._err is None else np.ascontiguousarray(arr["resolution"][:, self._err], dtype=float)
         self._lat = names.index(s.latency_signal) if s.latency_signal in names else None
         self._succ = names.index(s.success_signal) if s.success_signal in names else None
         self._slo_on = s.slo_action != "off" and any(i is not None for i in (self._err, self._lat, self._succ))
@@ -103,61 +104,84 @@ class FamilyB:
         self._slo_fired = np.zeros(P, dtype=bool)
         self._reason = ""
 
-    def _slo_checks(self, raw: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per stream: did a check fail, and did any check see data."""
+    def _kernel_args(self) -> tuple[Any, ...]:
         s = self.settings
-        fail = np.zeros(raw.shape[0], dtype=bool)
-        seen = np.zeros(raw.shape[0], dtype=bool)
-        with np.errstate(invalid="ignore"):
-            if self._err is not None:
-                v, r = raw[:, self._err], np.maximum(np.maximum(ref[:, self._err], s.error_floor), self._err_res)
-                fail |= v > (1.0 + s.error_increase) * r
-                seen |= ~(np.isnan(v) | np.isnan(r))
-            if self._lat is not None:
-                v, r = raw[:, self._lat], ref[:, self._lat]
-                fail |= v > s.latency_multiplier * r
-                seen |= ~(np.isnan(v) | np.isnan(r))
-            if self._succ is not None:
-                v = raw[:, self._succ]
-                fail |= v < s.min_success
-                seen |= ~np.isnan(v)
-        return fail, seen
+        return (
+            self.two_sample, C_HI, self._bleed_on, self._bleed_idx, self._bleed_two, self._lam, s.slowbleed_threshold,
+            s.slowbleed_min, self._slo_on, -1 if self._err is None else self._err, -1 if self._lat is None else self._lat,
+            -1 if self._succ is None else self._succ, self._err_res, s.error_floor, s.error_increase, s.latency_multiplier,
+            s.min_success, s.consecutive, self._raw_location, self._ewma, self._streak, self._bleed_fired, self._slo_fired,
+        )
+
+    def _inputs(self, z: np.ndarray, raw: np.ndarray, control_z: np.ndarray | None, control_raw: np.ndarray | None, n: int) -> tuple[np.ndarray, ...]:
+        shape = (n, len(self._names))
+        z, raw = as_rows(z, shape, "z"), as_rows(raw, shape, "raw")
+        cz = z if not self.two_sample else (as_rows(control_z, shape, "control_z") if control_z is not None else np.full(shape, np.nan))
+        craw = raw if not self.two_sample else (as_rows(control_raw, shape, "control_raw") if control_raw is not None else np.full(shape, np.nan))
+        return z, raw, cz, craw
+
+    def _reasons(self, newly: int, drifting: int, ewma: np.ndarray) -> None:
+        """Explain the rules that newly fired (1 slowbleed, 2 SLO, 3 both) from the state of that tick."""
+        s = self.settings
+        if newly & 1:
+            on = np.where(self._bleed_two, np.abs(ewma), ewma) >= s.slowbleed_threshold
+            names = [self._names[i] for i in self._bleed_idx[on]]
+            self._add_reason(s.slowbleed_action, f"slowbleed: {drifting} infrastructure signals drifting ({', '.join(names)})")
+        if newly & 2:
+            self._add_reason(s.slo_action, f"static SLO checks failed {self._streak[0]} consecutive ticks")
+
+    def _rollback(self, bleed: np.ndarray, slo: np.ndarray) -> np.ndarray:
+        s = self.settings
+        return (bleed & (s.slowbleed_action == "rollback")) | (slo & (s.slo_action == "rollback"))
 
     def step(
         self, z: np.ndarray, raw: np.ndarray, cell: int, control_z: np.ndarray | None = None, control_raw: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Advance ``P`` streams; return (drifting count, fired, fired-with-rollback-action), each (P,)."""
-        s = self.settings
-        drifting = np.zeros(self._P, dtype=int)
-        if self._bleed_on:
-            zb = z[:, self._bleed_idx]
-            if self.two_sample:
-                cz = control_z[:, self._bleed_idx] if control_z is not None else np.full_like(zb, np.nan)
-                zb = (zb - cz) / math.sqrt(2.0)
-            zb = np.clip(zb, -C_HI, C_HI)
-            ok = ~np.isnan(zb)
-            self._ewma = np.where(ok, (1 - self._lam) * self._ewma + self._lam * np.where(ok, zb, 0.0), self._ewma)
-            drift = np.where(self._bleed_two, np.abs(self._ewma), self._ewma) >= s.slowbleed_threshold
-            drifting = drift.sum(axis=1)
-            newly = ~self._bleed_fired & (drifting >= s.slowbleed_min)
-            if newly.any() and self._P == 1:
-                names = [self._names[i] for i in self._bleed_idx[drift[0]]]
-                self._add_reason(s.slowbleed_action, f"slowbleed: {drifting[0]} infrastructure signals drifting ({', '.join(names)})")
-            self._bleed_fired |= newly
-        if self._slo_on:
-            if self.two_sample:
-                ref = control_raw if control_raw is not None else np.full_like(raw, np.nan)
-            else:
-                ref = self._raw_location[:, cell]
-            fail, seen = self._slo_checks(raw, ref)
-            self._streak = np.where(fail, self._streak + 1, np.where(seen, 0, self._streak))
-            newly = ~self._slo_fired & (self._streak >= s.consecutive)
-            if newly.any() and self._P == 1:
-                self._add_reason(s.slo_action, f"static SLO checks failed {self._streak[0]} consecutive ticks")
-            self._slo_fired |= newly
+        """Advance ``P`` streams; return (drifting count, fired, fired-with-rollback-action), each (P,).
+
+        Compiled kernel :func:`~deploysignal.detectors._kernels.family_b_step`; a single stream's newly
+        fired rules are explained in ``reason``."""
+        z, raw, cz, craw = self._inputs(z, raw, control_z, control_raw, self._P)
+        cell = check_cell(cell, self._raw_location.shape[1])
+        drifting, newly = np.empty(self._P, dtype=np.int64), np.empty(self._P, dtype=np.int64)
+        family_b_step(z, raw, cz, craw, cell, *self._kernel_args(), drifting, newly)
+        if self._P == 1 and newly[0]:
+            self._reasons(int(newly[0]), int(drifting[0]), self._ewma[0])
         fired = self._bleed_fired | self._slo_fired
-        rollback = (self._bleed_fired & (s.slowbleed_action == "rollback")) | (self._slo_fired & (s.slo_action == "rollback"))
-        return drifting, fired, rollback
+        return drifting, fired, self._rollback(self._bleed_fired, self._slo_fired)
+
+    def run(
+        self, z: np.ndarray, raw: np.ndarray, cells: np.ndarray, control_z: np.ndarray | None = None, control_raw: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """Advance a single stream over ``T`` ticks, as ``T`` calls of :meth:`step` would.
+
+        Returns per tick: drifting count, fired (any rule), fired with the rollback action, the slowbleed
+        EWMAs after the tick (T, n) and the ``reason`` text as it stood after the tick.
+        """
+        if self._P != 1:
+            raise ValueError("run() advances a single stream; use step() for several")
+        T = np.shape(z)[0]
+        z, raw, cz, craw = self._inputs(z, raw, control_z, control_raw, T)
+        cells = check_cells(cells, T, self._raw_location.shape[1])
+        drift, fired, ewma = np.empty(T, dtype=np.int64), np.empty(T, dtype=bool), np.empty((T, self._bleed_idx.size))
+        bleed, slo = np.empty(T, dtype=bool), np.empty(T, dtype=bool)
+        reasons = [""] * T
+        start = 0
+        while start < T:
+            b0, s0 = bool(self._bleed_fired[0]), bool(self._slo_fired[0])
+            done, newly = family_b_run(z, raw, cz, craw, cells, *self._kernel_args(), start, drift, fired, ewma)
+            bleed[start:done], slo[start:done] = b0, s0  # the flags before a newly fired tick
+            reasons[start:done] = [self._reason] * (done - start)
+            if newly:
+                t = done - 1
+                self._reasons(int(newly), int(drift[t]), ewma[t])
+                bleed[t], slo[t], reasons[t] = bool(self._bleed_fired[0]), bool(self._slo_fired[0]), self._reason
+            start = done
+        return drift, fired, self._rollback(bleed, slo), ewma, reasons
+
+    def drivers(self, ewma: np.ndarray) -> tuple[str, ...]:
+        """The three slowbleed signals with the largest EWMA (harmful direction first)."""
+        return tuple(self._names[i] for i in self._bleed_idx[np.argsort(-ewma, kind="stable")[:3]])
 
     def _add_reason(self, action: str, reason: str) -> None:
         self._reason = (self._reason + " | " if self._reason else "") + f"[{action}] {reason}"
@@ -167,7 +191,7 @@ class FamilyB:
         cz = None if obs.control_z is None else obs.control_z[None]
         craw = None if obs.control_raw is None else obs.control_raw[None]
         drifting, fired, rollback = self.step(obs.z[None], obs.raw[None], obs.cell, cz, craw)
-        drivers = tuple(self._names[i] for i in self._bleed_idx[np.argsort(-self._ewma[0], kind="stable")[:3]]) if fired[0] else ()
+        drivers = self.drivers(self._ewma[0]) if fired[0] else ()
         return Evidence(
             family="B",
             statistic=float(drifting[0]),

@@ -11,7 +11,7 @@ import numpy as np
 from ..calibration import C_HI, CompiledConfig, median_heuristic
 from ._base import log_threshold
 from ._cde_common import StreamFamily, config_blocks, top_drivers
-from ._kernels import family_c_step
+from ._kernels import family_c_run, family_c_step
 
 __all__ = ["FamilyC", "build_family_c"]
 
@@ -259,6 +259,21 @@ class FamilyC(StreamFamily):
         )
         log_m = self._log_m
         return self._settle(log_wealth, lambda: self._explain(bool(log_m[0] >= self._logW[0])))
+
+    COMPONENTS = ("log_hotelling", "log_mmd")
+
+    def _run_kernel(self, z: np.ndarray, cz: np.ndarray, cells: np.ndarray, start: int, out: np.ndarray, fired: np.ndarray) -> tuple[int, bool]:
+        if start == 0:  # the reference draws of all T ticks, in the order step() would draw them
+            self._u_run = np.zeros(z.shape[0]) if self.two_sample else self._rng.random(z.shape[0])
+        return family_c_run(
+            z, cz, self.two_sample, C_HI, self._u_run, cells, self._cell_block, self._chol_inv, self._ref, self._ref_n,
+            self._ref_mean, MIN_REFERENCE_MMD, self._gain, self._radius, self._omega, self._phase, self._feat_scale,
+            self._S, self._A, self._logdet, self._bias, self._G, self._lam, self._asum, self._logW, self._dsum, self._d2,
+            self._log_m, self._quad, self._log_thr, self._fired, start, out, fired,
+        )
+
+    def _explain_tick(self, t: int, z: np.ndarray, cz: np.ndarray | None, cells: np.ndarray, out: np.ndarray) -> None:
+        self._explain(bool(out[t, 2] >= out[t, 3]))
 
     def _hotelling_stat(self) -> np.ndarray:
         """:math:`S_t^\top (V_t + \tau^{-2} I)^{-1} S_t` per stream (kept by the kernel)."""

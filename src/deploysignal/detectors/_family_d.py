@@ -11,7 +11,7 @@ import numpy as np
 from ..calibration import CompiledConfig
 from ._base import log_threshold
 from ._cde_common import StreamFamily, config_blocks, dump_arrays, load_arrays, top_drivers
-from ._kernels import family_d_step
+from ._kernels import family_d_run, family_d_step
 
 __all__ = ["PERIODS", "FamilyD", "build_family_d", "resonator_memory"]
 
@@ -214,6 +214,20 @@ class FamilyD(StreamFamily):
             self._log_scale, log_wealth,
         )
         return self._settle(log_wealth, self._explain)
+
+    COMPONENTS = ("log_filters", "log_bocpd")
+
+    def _run_kernel(self, z: np.ndarray, cz: np.ndarray, cells: np.ndarray, start: int, out: np.ndarray, fired: np.ndarray) -> tuple[int, bool]:
+        return family_d_run(
+            z, cz, self.two_sample, self._center, cells, self._cell_block, self.n0, CLIP,
+            self._rot_re, self._rot_im, self._inv_gscale, 1.0 / self._mu_scale, self._inv_kappa, self._half_prec,
+            self._half_logvar, self.hazard, self._weight, self._kq,
+            self._Zr, self._Zi, self._msum, self._mcnt, self._rl_w, self._rl_sum, self._lam, self._asum, self._wealth,
+            self._log_scale, self._log_thr, self._fired, start, out, fired,
+        )
+
+    def _explain_tick(self, t: int, z: np.ndarray, cz: np.ndarray | None, cells: np.ndarray, out: np.ndarray) -> None:
+        self._explain()
 
     @property
     def _logW(self) -> np.ndarray:

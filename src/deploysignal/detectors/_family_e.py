@@ -12,7 +12,7 @@ from scipy.stats import beta
 from ..calibration import C_HI, CompiledConfig
 from ._base import log_threshold
 from ._cde_common import StreamFamily, config_blocks, top_drivers
-from ._kernels import family_e_step
+from ._kernels import family_e_run, family_e_step
 
 __all__ = ["KAPPAS", "FamilyE", "build_family_e", "conditional_pvalue_table"]
 
@@ -239,6 +239,18 @@ class FamilyE(StreamFamily):
             self._logR, self._last_p, self._last_s, log_wealth,
         )
         return self._settle(log_wealth, lambda: self._explain(self._vector(z, control_z)[0], cell))
+
+    COMPONENTS = ("log_esr", "p_value")
+
+    def _run_kernel(self, z: np.ndarray, cz: np.ndarray, cells: np.ndarray, start: int, out: np.ndarray, fired: np.ndarray) -> tuple[int, bool]:
+        return family_e_run(
+            z, cz, self.two_sample, C_HI, cells, self._cell_block, self._chol_inv, self._cal, self._cal_n, self._table,
+            self._log_kappas, self._kappas_m1, math.log(KAPPAS.size), self._log_offset,
+            self._logR, self._last_p, self._last_s, self._log_thr, self._fired, start, out, fired,
+        )
+
+    def _explain_tick(self, t: int, z: np.ndarray, cz: np.ndarray | None, cells: np.ndarray, out: np.ndarray) -> None:
+        self._explain(self._vector(z[t : t + 1], None if cz is None else cz[t : t + 1])[0], int(cells[t]))
 
     def contributions(self, x: np.ndarray, cell: int = 0) -> np.ndarray:
         """Per-signal contribution :math:`x_j (\\Sigma^{-1} x)_j` to the Mahalanobis score (stream 0)."""

@@ -19,7 +19,10 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["ONS_C", "as_rows", "check_cell", "family_a_step", "family_c_step", "family_d_step", "family_e_step", "ons_update"]
+__all__ = [
+    "ONS_C", "as_rows", "check_cell", "check_cells", "decide_run", "decide_step", "family_a_run", "family_a_step", "family_b_run", "family_b_step",
+    "family_c_run", "family_c_step", "family_d_run", "family_d_step", "family_e_run", "family_e_step", "ons_update",
+]
 
 #: Step constant of the online Newton step for betting (Cutkosky & Orabona 2018): 2 / (2 - log 3).
 ONS_C = 2.0 / (2.0 - math.log(3.0))
@@ -40,6 +43,17 @@ def check_cell(cell: int, n_cells: int) -> int:
     c = int(cell)
     if not 0 <= c < n_cells:
         raise IndexError(f"cell {cell} is out of range: the config has {n_cells} cells")
+    return c
+
+
+def check_cells(cells: np.ndarray, n: int, n_cells: int) -> np.ndarray:
+    """``n`` calibration cell indices in ``[0, n_cells)`` as int64 (the kernels do not bounds-check)."""
+    c = np.ascontiguousarray(cells, dtype=np.int64)
+    if c.shape != (n,):
+        raise ValueError(f"cells must have shape ({n},), got {c.shape}")
+    bad = np.flatnonzero((c < 0) | (c >= n_cells))
+    if bad.size:
+        raise IndexError(f"cell {c[bad[0]]} is out of range: the config has {n_cells} cells")
     return c
 
 
@@ -417,3 +431,275 @@ def family_c_step(
         out_quad[p] = quad
         out_logm[p] = log_m
         out_lw[p] = _logaddexp(log_m, logW[p]) - math.log(2.0)
+
+
+# ---------------------------------------------------------------------------------------- family B
+@njit(**_OPTS)
+def _nan_max(a: float, b: float) -> float:
+    """``np.maximum`` of two scalars: NaN if either is NaN."""
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return a if a >= b else b
+
+
+@njit(**_OPTS)
+def family_b_step(
+    z, raw, control_z, control_raw, cell, two_sample, c_hi, bleed_on, bleed_idx, bleed_two, lam, bleed_thr, bleed_min,
+    slo_on, err, lat, succ, err_res, error_floor, error_increase, latency_multiplier, min_success, consecutive,
+    raw_location, ewma, streak, bleed_fired, slo_fired, out_drift, out_newly,
+):  # pragma: no cover - compiled
+    """Family B's rules for ``P`` streams, one tick, in place (``err``/``lat``/``succ`` = -1 when the
+    signal is absent). ``out_newly[p]``: 1 slowbleed fired at this tick, 2 SLO checks fired, 3 both."""
+    P = z.shape[0]
+    nb = bleed_idx.size
+    rt2 = math.sqrt(2.0)
+    for p in range(P):
+        out_newly[p] = 0
+        out_drift[p] = 0
+        if bleed_on:
+            cnt = 0
+            for i in range(nb):
+                j = bleed_idx[i]
+                v = z[p, j]
+                if two_sample:
+                    v = (v - control_z[p, j]) / rt2
+                v = _clip(v, -c_hi, c_hi)
+                if not math.isnan(v):
+                    ewma[p, i] = (1.0 - lam) * ewma[p, i] + lam * v
+                e = abs(ewma[p, i]) if bleed_two[i] else ewma[p, i]
+                if e >= bleed_thr:
+                    cnt += 1
+            out_drift[p] = cnt
+            if not bleed_fired[p] and cnt >= bleed_min:
+                bleed_fired[p] = True
+                out_newly[p] += 1
+        if slo_on:
+            fail = False
+            seen = False
+            if err >= 0:
+                v = raw[p, err]
+                ref = control_raw[p, err] if two_sample else raw_location[p, cell, err]
+                r = _nan_max(_nan_max(ref, error_floor), err_res[p])
+                fail = fail or v > (1.0 + error_increase) * r
+                seen = seen or not (math.isnan(v) or math.isnan(r))
+            if lat >= 0:
+                v = raw[p, lat]
+                r = control_raw[p, lat] if two_sample else raw_location[p, cell, lat]
+                fail = fail or v > latency_multiplier * r
+                seen = seen or not (math.isnan(v) or math.isnan(r))
+            if succ >= 0:
+                v = raw[p, succ]
+                fail = fail or v < min_success
+                seen = seen or not math.isnan(v)
+            if fail:
+                streak[p] += 1
+            elif seen:
+                streak[p] = 0
+            if not slo_fired[p] and streak[p] >= consecutive:
+                slo_fired[p] = True
+                out_newly[p] += 2
+
+
+# ---------------------------------------------------------------------------------------- verdict
+PENDING, PROCEED, EXTEND, ROLLBACK = 0, 1, 2, 3
+
+
+@njit(**_OPTS)
+def decide_step(
+    t, lw, fired, b_fired, valid, harm, log_thr, window, horizon, min_valid_fraction, suggestive_fraction,
+    early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn,
+):  # pragma: no cover - compiled
+    """The gate's verdict update for ``P`` streams at tick ``t`` (0-based), in place; see ``Gate``.
+
+    ``lw``/``fired``: (P, F) log-wealth and rollback-fires per family; ``b_fired``: any rule fired;
+    ``valid``: enough signals present; ``harm``: early-proceed test rejected 'harm >= tau' everywhere."""
+    P, F = lw.shape
+    n = t + 1
+    at_end = n % window == 0
+    for p in range(P):
+        n_valid[p] += 1 if valid[p] else 0
+        for f in range(F):
+            a, b = max_lw[p, f], lw[p, f]
+            if math.isnan(a) or (not math.isnan(b) and b > a):
+                max_lw[p, f] = b  # np.fmax: NaN only when both are NaN
+        open_ = not final[p]
+        if b_fired[p] and open_:
+            b_warn[p] = True
+        roll = False
+        for f in range(F):
+            if fired[p, f]:
+                roll = True
+                if open_ and first_fire[p, f] < 0:
+                    first_fire[p, f] = t
+        if open_ and roll:
+            verdict[p], final[p], decided_at[p] = ROLLBACK, True, t
+            continue
+        if not open_:
+            continue
+        valid_ok = n_valid[p] >= min_valid_fraction * n
+        suggestive = b_warn[p]
+        for f in range(F):
+            if max_lw[p, f] >= suggestive_fraction * log_thr[f]:
+                suggestive = True
+        early = early_proceed and (not at_end) and n >= min_proceed_fraction * window and valid_ok and not suggestive and harm[p]
+        if early or (at_end and valid_ok and not suggestive):
+            verdict[p], final[p], decided_at[p] = PROCEED, True, t
+        elif at_end:
+            verdict[p] = EXTEND
+            if n >= horizon:
+                final[p], decided_at[p] = True, t
+        else:
+            verdict[p] = PENDING
+
+
+# ---------------------------------------------------------------------------------------- many ticks, one stream
+# Each ``*_run`` kernel advances a single stream (P = 1) over ticks ``start .. T-1`` with the family's
+# one-tick kernel, writes per tick ``out[t] = (log-wealth, statistic, component 1, component 2)`` and the
+# sticky fire flag, and returns after the first tick at which the family newly fires (so the caller can
+# explain the fire from the state of that tick), as ``(ticks done, newly fired)``.
+
+
+@njit(**_OPTS)
+def _sticky(lw: float, thr: float, fired: np.ndarray, out_fired: np.ndarray, t: int) -> bool:
+    """Sticky fire of a single stream at tick ``t``: record it, return whether it is new."""
+    newly = (not fired[0]) and lw >= thr
+    if newly:
+        fired[0] = True
+    out_fired[t] = fired[0]
+    return newly
+
+
+@njit(**_OPTS)
+def family_a_run(
+    z, control_z, lag, control_lag, has_lag, two_sample, cells, sig, sign, c_lo, c_hi, c_pair, gammas, tau,
+    sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p,
+    S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, harm, fired, log_horizon, start, out, out_fired, out_harm,
+):  # pragma: no cover - compiled
+    lw, lwv, lrv = np.empty(1), np.empty(1), np.empty(1)
+    for t in range(start, z.shape[0]):
+        family_a_step(
+            z[t:t + 1], control_z[t:t + 1], lag[t:t + 1], control_lag[t:t + 1], has_lag, two_sample, cells[t], sig, sign,
+            c_lo, c_hi, c_pair, gammas, tau, sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p,
+            S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, lw, lwv, lrv, harm,
+        )
+        out[t, 0], out[t, 1], out[t, 2], out[t, 3] = lw[0], lrv[0] - log_horizon, lwv[0], lrv[0]
+        h = True
+        for i in range(harm.shape[1]):
+            h = h and harm[0, i]
+        out_harm[t] = h
+        if _sticky(lw[0], thr, fired, out_fired, t):
+            return t + 1, True
+    return z.shape[0], False
+
+
+@njit(**_OPTS)
+def family_c_run(
+    z, control_z, two_sample, c_hi, us, cells, cell_block, chol_inv, ref, ref_n, ref_mean, min_ref_mmd, gain, radius,
+    omega, phase, feat_scale, S, A, logdet, bias, G, lam, asum, logW, dsum, d2, log_m, quad, thr, fired, start, out, out_fired,
+):  # pragma: no cover - compiled
+    lw = np.empty(1)
+    for t in range(start, z.shape[0]):
+        family_c_step(
+            z[t:t + 1], control_z[t:t + 1], two_sample, c_hi, us[t:t + 1], cell_block[cells[t]], chol_inv, ref, ref_n,
+            ref_mean, min_ref_mmd, gain, radius, omega, phase, feat_scale, S, A, logdet, bias, G, lam, asum, logW, dsum,
+            d2, lw, log_m, quad,
+        )
+        out[t, 0], out[t, 1], out[t, 2], out[t, 3] = lw[0], quad[0], log_m[0], logW[0]
+        if _sticky(lw[0], thr, fired, out_fired, t):
+            return t + 1, True
+    return z.shape[0], False
+
+
+@njit(**_OPTS)
+def family_d_run(
+    z, control_z, two_sample, center, cells, cell_block, n0, clip, rot_re, rot_im, inv_gscale, inv_mu_scale, inv_kappa,
+    half_prec, half_logvar, hazard, weight, kq, Zr, Zi, msum, mcnt, rl_w, rl_sum, lam, asum, wealth, log_scale,
+    thr, fired, start, out, out_fired,
+):  # pragma: no cover - compiled
+    lw = np.empty(1)
+    n_ch = wealth.shape[1]
+    for t in range(start, z.shape[0]):
+        family_d_step(
+            z[t:t + 1], control_z[t:t + 1], two_sample, center, cell_block[cells[t]], n0, clip, rot_re, rot_im,
+            inv_gscale, inv_mu_scale, inv_kappa, half_prec, half_logvar, hazard, weight, Zr, Zi, msum, mcnt, rl_w,
+            rl_sum, lam, asum, wealth, log_scale, lw,
+        )
+        top = wealth[0, 0]
+        f_sum = 0.0
+        b_sum = 0.0
+        for c in range(n_ch):
+            top = max(top, wealth[0, c])
+            if c < kq:
+                f_sum += wealth[0, c] * weight[c]
+            else:
+                b_sum += wealth[0, c] * weight[c]
+        out[t, 0] = lw[0]
+        out[t, 1] = log_scale[0] + (math.log(top) if top > 0.0 else -np.inf)
+        out[t, 2] = log_scale[0] + (math.log(f_sum) if f_sum > 0.0 else -np.inf) + math.log(2.0)
+        out[t, 3] = log_scale[0] + (math.log(b_sum) if b_sum > 0.0 else -np.inf) + math.log(2.0)
+        if _sticky(lw[0], thr, fired, out_fired, t):
+            return t + 1, True
+    return z.shape[0], False
+
+
+@njit(**_OPTS)
+def family_e_run(
+    z, control_z, two_sample, c_hi, cells, cell_block, chol_inv, cal, cal_n, table, log_kappas, kappas_m1,
+    log_n_kappas, log_offset, logR, last_p, last_s, thr, fired, start, out, out_fired,
+):  # pragma: no cover - compiled
+    lw = np.empty(1)
+    for t in range(start, z.shape[0]):
+        family_e_step(
+            z[t:t + 1], control_z[t:t + 1], two_sample, c_hi, cell_block[cells[t]], chol_inv, cal, cal_n, table,
+            log_kappas, kappas_m1, log_n_kappas, log_offset, logR, last_p, last_s, lw,
+        )
+        out[t, 0], out[t, 1], out[t, 2], out[t, 3] = lw[0], last_s[0], logR[0], last_p[0]
+        if _sticky(lw[0], thr, fired, out_fired, t):
+            return t + 1, True
+    return z.shape[0], False
+
+
+@njit(**_OPTS)
+def family_b_run(
+    z, raw, control_z, control_raw, cells, two_sample, c_hi, bleed_on, bleed_idx, bleed_two, lam, bleed_thr, bleed_min,
+    slo_on, err, lat, succ, err_res, error_floor, error_increase, latency_multiplier, min_success, consecutive,
+    raw_location, ewma, streak, bleed_fired, slo_fired, start, out_drift, out_fired, out_ewma,
+):  # pragma: no cover - compiled
+    """Family B over ticks ``start..``: per tick the drifting count, whether any rule has fired and the
+    slowbleed EWMAs; returns after a tick where a rule newly fires, as ``(ticks done, newly code)``."""
+    drift = np.empty(1, dtype=np.int64)
+    newly = np.empty(1, dtype=np.int64)
+    for t in range(start, z.shape[0]):
+        family_b_step(
+            z[t:t + 1], raw[t:t + 1], control_z[t:t + 1], control_raw[t:t + 1], cells[t], two_sample, c_hi, bleed_on,
+            bleed_idx, bleed_two, lam, bleed_thr, bleed_min, slo_on, err, lat, succ, err_res, error_floor,
+            error_increase, latency_multiplier, min_success, consecutive, raw_location, ewma, streak, bleed_fired,
+            slo_fired, drift, newly,
+        )
+        out_drift[t] = drift[0]
+        out_fired[t] = bleed_fired[0] or slo_fired[0]
+        for i in range(ewma.shape[1]):
+            out_ewma[t, i] = ewma[0, i]
+        if newly[0] != 0:
+            return t + 1, newly[0]
+    return z.shape[0], 0
+
+
+@njit(**_OPTS)
+def decide_run(
+    tick0, lw, fired, b_fired, valid, harm, log_thr, window, horizon, min_valid_fraction, suggestive_fraction,
+    early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn,
+    out_verdict, out_final, out_decided, out_first, out_max_lw, out_n_valid,
+):  # pragma: no cover - compiled
+    """:func:`decide_step` for one stream over ticks ``tick0, tick0 + 1, ...`` (inputs (T, F) / (T,)),
+    recording the verdict state after every tick."""
+    for t in range(lw.shape[0]):
+        decide_step(
+            tick0 + t, lw[t:t + 1], fired[t:t + 1], b_fired[t:t + 1], valid[t:t + 1], harm[t:t + 1], log_thr, window,
+            horizon, min_valid_fraction, suggestive_fraction, early_proceed, min_proceed_fraction, n_valid, max_lw,
+            verdict, final, decided_at, first_fire, b_warn,
+        )
+        out_verdict[t], out_final[t], out_decided[t], out_n_valid[t] = verdict[0], final[0], decided_at[0], n_valid[0]
+        for f in range(lw.shape[1]):
+            out_first[t, f] = first_fire[0, f]
+            out_max_lw[t, f] = max_lw[0, f]

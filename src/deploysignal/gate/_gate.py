@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,8 @@ import numpy as np
 
 from .._exceptions import InputError
 from ..calibration import CompiledConfig, cell_keys, g_step_innovation, level_neighbour, stack_arrays, transform_values
-from ..detectors import Evidence, FamilyA, FamilyB, Observation, build_family_c, build_family_d, build_family_e
+from ..detectors import Evidence, FamilyA, FamilyB, build_family_c, build_family_d, build_family_e
+from ..detectors._kernels import decide_run, decide_step
 from ..telemetry import Frame
 from ._settings import GateSettings
 
@@ -63,6 +65,29 @@ class Standardizer:
         seen = ~np.isnan(y)
         self._prev_y = np.where(seen, y, self._prev_y)
         self._prev_t = np.where(seen, timestamp, self._prev_t)
+        return self._orient * innov / self._scale
+
+    def run(self, timestamps: np.ndarray, raw: np.ndarray, cells: np.ndarray, neighbours: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``T`` ticks of a single stream at once (``raw``: (T, k); per-tick cells, neighbour cells and own
+        weights): the same values as ``T`` calls of the standardizer, each value's AR(1) predecessor being
+        the last *observed* value of its signal (in this batch or before it). Returns ``z`` (T, k) and
+        sets ``lag`` to the regressors of all ``T`` ticks."""
+        ts = np.asarray(timestamps, dtype=float)
+        T, k = raw.shape
+        w = np.asarray(weights, dtype=float)[:, None]
+        loc = self._loc[0]
+        y = transform_values(raw, self._rate, self._count) - (w * loc[cells] + (1.0 - w) * loc[neighbours])
+        Y = np.concatenate([self._prev_y, y])  # row 0: the state before the batch
+        times = np.concatenate([self._prev_t, np.broadcast_to(ts[:, None], (T, k))])
+        rows = np.where(np.isnan(Y), 0, np.arange(T + 1)[:, None])
+        np.maximum.accumulate(rows, axis=0, out=rows)  # last observed row at or before each row
+        prev_y = np.take_along_axis(Y, rows[:-1], axis=0)
+        prev_t = np.take_along_axis(times, rows[:-1], axis=0)
+        innov, lag = g_step_innovation(y, prev_y, (ts[:, None] - prev_t) / self._tick, self._phi, self._root)
+        self.lag = self._orient * lag / self._scale
+        cols = np.arange(k)
+        self._prev_y = Y[rows[-1], cols][None]
+        self._prev_t = times[rows[-1], cols][None]
         return self._orient * innov / self._scale
 
     def state(self) -> dict[str, Any]:
@@ -219,6 +244,7 @@ class Gate:
         self._alpha_alloc = {f: s.shares[f] * s.alpha for f in self._families}
         self._log_thr = np.array([-math.log(self._alpha_alloc[f]) for f in self._families] + [math.inf])
         self._P = 1 if isinstance(config, CompiledConfig) else len(config)
+        self._static = self._static_parts()
         self._cell_memo: dict[tuple[int, str], tuple[int, str]] = {}
         self._reset()
 
@@ -240,7 +266,7 @@ class Gate:
         self._b_warn = np.zeros(P, dtype=bool)
 
     # ----------------------------------------------------------------- input handling
-    def _coerce(self, values: Any, what: str) -> tuple[np.ndarray, str]:
+    def _coerce(self, values: Any, what: str, row: int) -> tuple[np.ndarray, str]:
         if isinstance(values, Mapping):
             arr = np.full(self._k, np.nan)
             extra = []
@@ -249,7 +275,7 @@ class Gate:
                     try:
                         arr[self._names.index(key)] = math.nan if v is None else float(v)
                     except (TypeError, ValueError):
-                        raise InputError(f"{what} value must be a number, got {v!r}", row=self._tick + 1, column=key) from None
+                        raise InputError(f"{what} value must be a number, got {v!r}", row=row, column=key) from None
                 else:
                     extra.append(str(key))
             missing = [n for n in self._names if n not in values]
@@ -259,13 +285,13 @@ class Gate:
             try:
                 arr = np.asarray(values, dtype=float).reshape(-1)
             except (TypeError, ValueError):
-                raise InputError(f"{what} values must be numbers", row=self._tick + 1) from None
+                raise InputError(f"{what} values must be numbers", row=row) from None
             if arr.size != self._k:
-                raise InputError(f"{what} has {arr.size} values; the compiled config has {self._k} signals", row=self._tick + 1)
+                raise InputError(f"{what} has {arr.size} values; the compiled config has {self._k} signals", row=row)
             cont = "ok"
         bad = np.flatnonzero(np.isinf(arr))
         if bad.size:
-            raise InputError(f"{what} value is infinite", row=self._tick + 1, column=self._names[bad[0]])
+            raise InputError(f"{what} value is infinite", row=row, column=self._names[bad[0]])
         return arr, cont
 
     def _cohort(self, cohort: str) -> list[Any]:
@@ -278,17 +304,19 @@ class Gate:
         """Last accepted timestamp of ``cohort`` (``""`` = no cohort); a tick must come strictly after it."""
         return self._cohorts[cohort][2] if cohort in self._cohorts else self._ts_floor
 
-    def _check_time(self, timestamp: Any, cohort: str = "") -> float:
+    def _check_time(self, timestamp: Any, cohort: str = "", *, row: int | None = None, last: float | None = None) -> float:
+        """A tick's timestamp as a float strictly after ``last`` (default: the cohort's clock)."""
+        row = self._tick + 1 if row is None else row
         try:
             ts = float(timestamp)
         except (TypeError, ValueError):
-            raise InputError(f"timestamp must be a number, got {timestamp!r}", row=self._tick + 1, column="timestamp") from None
+            raise InputError(f"timestamp must be a number, got {timestamp!r}", row=row, column="timestamp") from None
         if not math.isfinite(ts):
-            raise InputError("timestamp is not finite", row=self._tick + 1, column="timestamp")
-        last = self.cohort_clock(cohort)
+            raise InputError("timestamp is not finite", row=row, column="timestamp")
+        last = self.cohort_clock(cohort) if last is None else last
         if ts <= last:
             what = "the previous tick" if not cohort else f"the previous tick of cohort {cohort!r}"
-            raise InputError(f"timestamp {ts!r} is not after {what} ({last!r})", row=self._tick + 1, column="timestamp")
+            raise InputError(f"timestamp {ts!r} is not after {what} ({last!r})", row=row, column="timestamp")
         return ts
 
     def _cell(self, timestamp: float, tier: str) -> tuple[int, str]:
@@ -333,78 +361,185 @@ class Gate:
             values, a control tick missing in two-sample mode (or given in one-sample mode). A rejected
             tick changes nothing.
         """
+        return self.update_many([timestamp], [values], cohorts=None if cohort is None else [cohort], control=None if control is None else [control])[0]
+
+    def update_many(
+        self,
+        timestamps: Sequence[float] | np.ndarray,
+        values: Sequence[Any] | np.ndarray,
+        *,
+        cohorts: Sequence[str | None] | None = None,
+        control: Sequence[Any] | np.ndarray | None = None,
+    ) -> list[Decision]:
+        """Evaluate ``T`` ticks of a single stream in order: the same decisions and audit records as ``T``
+        calls of :meth:`update` (this is what :meth:`update` runs, with ``T = 1``).
+
+        Every tick is checked before any is evaluated; an :class:`InputError` names the first bad tick
+        (``row`` = its 1-based position in the whole stream) and nothing changes. The families advance
+        over the ticks in compiled loops (``run``), stopping only to explain a fire from the state of its
+        tick.
+        """
         if self._P != 1:
             raise InputError("update() evaluates a single stream; use run_batch() for a gate over several configs")
-        tier = "" if cohort is None else str(cohort)
-        ts = self._check_time(timestamp, tier)
-        raw, continuity = self._coerce(values, "canary")
-        craw = None
-        if self._two:
-            if control is None:
-                raise InputError("two-sample mode needs a control tick beside every canary tick", row=self._tick + 1)
-            craw, ccont = self._coerce(control, "control")
-            if ccont != "ok":
-                continuity = f"{continuity}|control:{ccont}"
-        elif control is not None:
+        n = len(timestamps)
+        if len(values) != n or (control is not None and len(control) != n) or (cohorts is not None and len(cohorts) != n):
+            raise InputError(f"{n} timestamps but {len(values)} value rows" + ("" if control is None else f", {len(control)} control rows"))
+        if control is not None and not self._two:
             raise InputError("control ticks given but the gate runs in one-sample mode", row=self._tick + 1)
-        cell, cell_key, nb, w = self._locate(ts, tier)
-        state = self._cohort(tier)
-        can_std, ctl_std = state[0], state[1]
-        z = can_std(ts, raw[None], cell, nb, w)[0]
-        cz = ctl_std(ts, craw[None], cell, nb, w)[0] if craw is not None else None
-        obs = Observation(self._tick, ts, cell, z, raw, cz, craw, can_std.lag[0], None if craw is None else ctl_std.lag[0])
-        evidence = [fam.update(obs) for fam in self._families.values()]
-        evidence.append(self._rules.update(obs))
-        lw = np.array([[ev.log_wealth for ev in evidence]])
-        fired = np.array([[ev.fired and ev.action == "rollback" for ev in evidence]])
-        harm = self._families["A"].harm_excluded().all(axis=1) if "A" in self._families else np.zeros(1, dtype=bool)
-        self._decide(lw, fired, np.array([evidence[-1].fired]), self._valid(z[None], None if cz is None else cz[None]), harm)
-        decision = Decision(
-            self._tick,
-            ts,
-            VERDICTS[int(self._verdict[0])],
-            bool(self._final[0]),
-            None if self._decided_at[0] < 0 else int(self._decided_at[0]),
-            tuple(f for i, f in enumerate(self._fam_names) if self._first_fire[0, i] >= 0),
-            tuple(evidence),
-            self._records(ts, evidence, cell_key, continuity),
+        if n == 0:
+            return []
+        k = self._k
+        raw, craw = np.empty((n, k)), (np.empty((n, k)) if self._two else None)
+        tiers: list[str] = []
+        stamps = np.empty(n)
+        conts: list[str] = []
+        clocks: dict[str, float] = {}
+        for i in range(n):
+            row = self._tick + i + 1
+            tier = "" if cohorts is None or cohorts[i] is None else str(cohorts[i])
+            ts = self._check_time(timestamps[i], tier, row=row, last=clocks.get(tier))
+            raw[i], cont = self._coerce(values[i], "canary", row)
+            if self._two:
+                if control is None or control[i] is None:
+                    raise InputError("two-sample mode needs a control tick beside every canary tick", row=row)
+                craw[i], ccont = self._coerce(control[i], "control", row)  # type: ignore[index]
+                if ccont != "ok":
+                    cont = f"{cont}|control:{ccont}"
+            clocks[tier] = ts
+            stamps[i] = ts
+            tiers.append(tier)
+            conts.append(cont)
+        # ---- every tick is valid: evaluate
+        cells, nbs, keys = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), []
+        offsets, weights = level_neighbour(stamps, self.config.tick_seconds)
+        for i in range(n):
+            cells[i], key = self._cell(stamps[i], tiers[i])
+            nbs[i] = self._cell(stamps[i] + float(offsets[i]), tiers[i])[0]
+            keys.append(key)
+        z, lag = np.empty((n, k)), np.empty((n, k))
+        cz, clag = (np.empty((n, k)), np.empty((n, k))) if self._two else (None, None)
+        for tier in dict.fromkeys(tiers):
+            idx = np.flatnonzero(np.array(tiers) == tier) if len(set(tiers)) > 1 else np.arange(n)
+            state = self._cohort(tier)
+            z[idx] = state[0].run(stamps[idx], raw[idx], cells[idx], nbs[idx], weights[idx])
+            lag[idx] = state[0].lag
+            if self._two:
+                cz[idx] = state[1].run(stamps[idx], craw[idx], cells[idx], nbs[idx], weights[idx])  # type: ignore[index]
+                clag[idx] = state[1].lag  # type: ignore[index]
+            state[2] = float(stamps[idx[-1]])
+        F = len(self._fam_names)
+        out = np.full((n, F, 4), np.nan)
+        fired = np.zeros((n, F), dtype=bool)
+        harm = np.zeros(n, dtype=bool)
+        for f, fam in enumerate(self._families.values()):
+            if isinstance(fam, FamilyA):
+                out[:, f], fired[:, f], harm = fam.run(z, cells, cz, lag, clag)
+            else:
+                out[:, f], fired[:, f] = fam.run(z, cells, cz)
+        b_drift, b_fired, b_roll, b_ewma, b_reason = self._rules.run(z, raw, cells, cz, craw)
+        out[:, -1, 1] = b_drift
+        fired[:, -1] = b_roll  # family B counts toward a rollback only through rules that roll back
+        present = ~np.isnan(z) if cz is None else ~(np.isnan(z) | np.isnan(cz))
+        valid = present.sum(axis=1) * 2 >= k
+        s = self.settings
+        verdict, final, decided = np.empty(n, dtype=np.int64), np.empty(n, dtype=bool), np.empty(n, dtype=np.int64)
+        first, max_lw, n_valid = np.empty((n, F), dtype=np.int64), np.empty((n, F)), np.empty(n, dtype=np.int64)
+        decide_run(
+            self._tick, np.ascontiguousarray(out[:, :, 0]), fired, b_fired, valid, harm, self._log_thr, s.window, s.horizon,
+            s.min_valid_fraction, s.suggestive_fraction, s.early_proceed, s.min_proceed_fraction, self._n_valid, self._max_lw,
+            self._verdict, self._final, self._decided_at, self._first_fire, self._b_warn,
+            verdict, final, decided, first, max_lw, n_valid,
         )
-        state[2] = ts
-        self._last_ts = max(self._last_ts, ts)
-        self._tick += 1
-        return decision
+        fired[:, -1] = b_fired  # the evidence of family B reports any fired rule
+        # per-tick values as Python objects in bulk (indexing numpy scalars per field costs more than the records)
+        cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),
+                   final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist())
+        b_drivers = self._rules.drivers
+        paused = gc.isenabled()
+        gc.disable()  # thousands of small records: the cyclic collector would rescan them at every threshold
+        try:
+            decisions = [
+                self._decision(self._tick + i, *c, b_drivers(b_ewma[i]) if c[4][-1] else ()) for i, c in enumerate(cols)
+            ]
+        finally:
+            if paused:
+                gc.enable()
+        self._last_ts = max(self._last_ts, float(stamps.max()))
+        self._tick += n
+        return decisions
+
+    def _static_parts(self) -> list[tuple[str, float, float | None, tuple[str, str] | None]]:
+        """Per family (``_fam_names`` order): name, alpha allocated, log threshold, component names."""
+        parts = [(f, self._alpha_alloc[f], _num(fam._log_thr), fam.COMPONENTS) for f, fam in self._families.items()]
+        return [*parts, ("B", 0.0, None, None)]
+
+    def _decision(
+        self, tick: int, ts: float, cell_key: str, continuity: str, out: list[list[float]], fired: list[bool], b_roll: bool,
+        b_reason: str, verdict: int, final: bool, decided: int, first: list[int], max_lw: list[float], n_valid: int,
+        b_drivers: tuple[str, ...],
+    ) -> Decision:
+        """Decision and audit records of one tick from the per-tick outputs of the families (Python lists)."""
+        evidence = []
+        records = []
+        base = {"baseline_version": self.config.version_id, "cell_key": cell_key, "schema_continuity": continuity, "tick": tick, "timestamp": ts}
+        fams = list(self._families.values())
+        for j, (name, alloc, thr, comps) in enumerate(self._static):
+            lw, stat, c1, c2 = out[j]
+            on = fired[j]
+            if comps is None:  # family B: rules, no wealth
+                ev = Evidence("B", stat, math.nan, math.nan, on, b_reason if on else "", b_drivers, "rollback" if b_roll else "warn")
+            else:
+                fam = fams[j]
+                ev = Evidence(name, stat, lw, fam._log_thr, on, fam._fire_reason if on else "", fam._fire_drivers if on else ())
+            evidence.append(ev)
+            consumed = alloc if first[j] >= 0 else 0.0
+            rec = {
+                **base,
+                "family": name,
+                "statistic": _num(stat),
+                "log_wealth": _num(ev.log_wealth),
+                "threshold": thr,
+                "alpha_allocated": alloc,
+                "alpha_consumed": consumed,
+                "alpha_remaining": alloc - consumed,
+                "fire": on,
+                "fire_reason": ev.reason,
+                "action": ev.action if on else None,
+                "drivers": list(ev.drivers),
+            }
+            if comps is not None:
+                m = max_lw[j]
+                rec["p_value"] = min(1.0, math.exp(-m)) if m > 0 else 1.0
+                rec["components"] = {comps[0]: _num(c1), comps[1]: _num(c2)}
+            records.append(rec)
+        fired_fams = tuple(f for f, ff in zip(self._fam_names, first) if ff >= 0)
+        verdict_name = VERDICTS[verdict]
+        records.append({
+            **base,
+            "family": "gate",
+            "verdict": verdict_name,
+            "final": final,
+            "decided_at_tick": None if decided < 0 else decided,
+            "fired_families": list(fired_fams),
+            "valid_fraction": n_valid / (tick + 1),
+            "alpha": self.settings.alpha,
+        })
+        return Decision(tick, ts, verdict_name, final, None if decided < 0 else decided, fired_fams, tuple(evidence), records)
 
     def _valid(self, z: np.ndarray, cz: np.ndarray | None) -> np.ndarray:
         present = ~np.isnan(z) if cz is None else ~(np.isnan(z) | np.isnan(cz))
         return present.sum(axis=1) * 2 >= self._k
 
     def _decide(self, lw: np.ndarray, fired: np.ndarray, b_fired: np.ndarray, valid: np.ndarray, harm: np.ndarray) -> None:
-        """Vectorised verdict update for P streams (lw, fired: (P, F); the rest (P,))."""
+        """Verdict update for P streams at this tick (lw, fired: (P, F); the rest (P,)); compiled kernel
+        :func:`~deploysignal.detectors._kernels.decide_step`, shared with :meth:`update_many`."""
         s = self.settings
-        t, n = self._tick, self._tick + 1
-        self._n_valid += valid
-        with np.errstate(invalid="ignore"):
-            self._max_lw = np.fmax(self._max_lw, lw)
-        open_ = ~self._final
-        self._b_warn |= b_fired & open_
-        new_fire = fired & open_[:, None] & (self._first_fire < 0)
-        self._first_fire[new_fire] = t
-        roll = open_ & fired.any(axis=1)
-        self._verdict[roll], self._final[roll], self._decided_at[roll] = ROLLBACK, True, t
-        open_ &= ~roll
-        valid_ok = self._n_valid >= s.min_valid_fraction * n
-        suggestive = (self._max_lw >= s.suggestive_fraction * self._log_thr).any(axis=1) | self._b_warn
-        at_end = n % s.window == 0
-        early = open_ & s.early_proceed & (not at_end) & (n >= s.min_proceed_fraction * s.window) & valid_ok & ~suggestive & harm
-        proceed = early | (open_ & at_end & valid_ok & ~suggestive)
-        self._verdict[proceed], self._final[proceed], self._decided_at[proceed] = PROCEED, True, t
-        open_ &= ~proceed
-        if at_end:
-            self._verdict[open_] = EXTEND
-            if n >= s.horizon:
-                self._final[open_], self._decided_at[open_] = True, t
-        else:
-            self._verdict[open_] = PENDING
+        decide_step(
+            self._tick, np.ascontiguousarray(lw, dtype=float), np.ascontiguousarray(fired, dtype=bool),
+            np.ascontiguousarray(b_fired, dtype=bool), np.ascontiguousarray(valid, dtype=bool), np.ascontiguousarray(harm, dtype=bool),
+            self._log_thr, s.window, s.horizon, s.min_valid_fraction, s.suggestive_fraction, s.early_proceed, s.min_proceed_fraction,
+            self._n_valid, self._max_lw, self._verdict, self._final, self._decided_at, self._first_fire, self._b_warn,
+        )
 
     def run_batch(self, timestamps: np.ndarray, values: np.ndarray, control: np.ndarray | None = None) -> BatchResult:
         """Evaluate ``P`` streams (``values``: (P, n, k)) on one timeline without building records.
@@ -443,47 +578,6 @@ class Gate:
             self._tick += 1
         return BatchResult(self._verdict.copy(), self._decided_at.copy(), self._first_fire.copy(), ever, self._fam_names)
 
-    def _records(self, ts: float, evidence: list[Evidence], cell_key: str, continuity: str) -> list[dict[str, Any]]:
-        base = {"baseline_version": self.config.version_id, "cell_key": cell_key, "schema_continuity": continuity, "tick": self._tick, "timestamp": ts}
-        out = []
-        for i, ev in enumerate(evidence):
-            alloc = self._alpha_alloc.get(ev.family, 0.0)
-            counted = self._first_fire[0, i] >= 0
-            consumed = alloc if counted else 0.0
-            rec = dict(base)
-            rec.update(
-                family=ev.family,
-                statistic=_num(ev.statistic),
-                log_wealth=_num(ev.log_wealth),
-                threshold=_num(ev.log_threshold),
-                alpha_allocated=alloc,
-                alpha_consumed=consumed,
-                alpha_remaining=alloc - consumed,
-                fire=ev.fired,
-                fire_reason=ev.reason,
-                action=ev.action if ev.fired else None,
-                drivers=list(ev.drivers),
-            )
-            if ev.family in self._alpha_alloc:
-                m = self._max_lw[0, i]
-                rec["p_value"] = min(1.0, math.exp(-m)) if m > 0 else 1.0
-            fam = self._families.get(ev.family)
-            if fam is not None and hasattr(fam, "components"):
-                rec["components"] = {k: _num(v) for k, v in fam.components().items()}
-            out.append(rec)
-        verdict = dict(base)
-        verdict.update(
-            family="gate",
-            verdict=VERDICTS[int(self._verdict[0])],
-            final=bool(self._final[0]),
-            decided_at_tick=None if self._decided_at[0] < 0 else int(self._decided_at[0]),
-            fired_families=[f for i, f in enumerate(self._fam_names) if self._first_fire[0, i] >= 0],
-            valid_fraction=float(self._n_valid[0]) / (self._tick + 1),
-            alpha=self.settings.alpha,
-        )
-        out.append(verdict)
-        return out
-
     # ----------------------------------------------------------------- conveniences
     def run(self, frame: Frame, control: Frame | None = None) -> list[Decision]:
         """Evaluate every row of ``frame`` (columns matched by name; absent signals are missing)."""
@@ -491,11 +585,8 @@ class Gate:
         ctrl = control.select(self._names) if control is not None else None
         if ctrl is not None:
             check_paired(canary, ctrl, self.config.tick_seconds)
-        out = []
-        for i in range(len(canary)):
-            cohort = None if canary.cohort is None else str(canary.cohort[i])
-            out.append(self.update(canary.timestamps[i], canary.values[i], cohort=cohort, control=None if ctrl is None else ctrl.values[i]))
-        return out
+        cohorts = None if canary.cohort is None else [str(c) for c in canary.cohort]
+        return self.update_many(canary.timestamps, canary.values, cohorts=cohorts, control=None if ctrl is None else ctrl.values)
 
     _ARRAYS = ("n_valid", "verdict", "final", "decided_at", "first_fire", "b_warn")
 

@@ -191,18 +191,24 @@ class AnalysisEngine:
 
     # ------------------------------------------------------------------ evaluation
     def ingest(self, ticks: Sequence[TickIn]) -> list[TickResult]:
-        """Evaluate validated ticks in order (call :meth:`validate` first)."""
-        out = []
+        """Evaluate validated ticks in order (call :meth:`validate` first), all in one
+        :meth:`Gate.update_many` call."""
+        if not ticks:
+            return []
         names = self.names
-        for t in ticks:
-            full = {n: t.values.get(n, math.nan) for n in names}
-            d: Decision = self.gate.update(t.timestamp, full, cohort=t.cohort, control=None if t.control is None else {n: t.control.get(n, math.nan) for n in names})
-            for j, n in enumerate(names):
-                x = full[n]
-                if not math.isnan(x):
+        nan = math.nan
+        rows = [[t.values.get(n, nan) for n in names] for t in ticks]
+        control = None
+        if self.two_sample:
+            control = [None if t.control is None else [t.control.get(n, nan) for n in names] for t in ticks]
+        cohorts = [t.cohort for t in ticks] if any(t.cohort is not None for t in ticks) else None
+        decisions = self.gate.update_many([t.timestamp for t in ticks], rows, cohorts=cohorts, control=control)
+        for row in rows:
+            for j, x in enumerate(row):
+                if x == x:  # not NaN
                     self._present[j] += 1
-            self.last = TickResult(d.tick, d.timestamp, d.verdict, d.final, d.fired_families, d.records)
-            out.append(self.last)
+        out = [TickResult(d.tick, d.timestamp, d.verdict, d.final, d.fired_families, d.records) for d in decisions]
+        self.last = out[-1]
         return out
 
     def signal_classification(self) -> list[dict[str, Any]]:

@@ -23,9 +23,13 @@ __all__ = ["SCHEMA_VERSION", "Cell", "CompiledConfig", "CovarianceBlock", "Signa
 SCHEMA_VERSION = 1
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+
+
 def canonical_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, compact separators, no NaN/inf."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+    """Deterministic JSON: sorted keys, compact separators, no NaN/inf (``json.dumps`` with those options;
+    one encoder reused instead of one built per call)."""
+    return _CANONICAL.encode(obj)
 
 
 class _Frozen(BaseModel):

@@ -28,6 +28,9 @@ __all__ = [
 ONS_C = 2.0 / (2.0 - math.log(3.0))
 
 _OPTS = {"cache": True, "nogil": True, "error_model": "numpy"}
+#: Entry points of the single-stream path keep the GIL: their work per call is microseconds, and in a
+#: threaded server each release lets another thread take the GIL for up to the switch interval (5 ms).
+_OPTS_GIL = {**_OPTS, "nogil": False}
 
 
 def as_rows(values: np.ndarray, shape: tuple[int, int], what: str) -> np.ndarray:
@@ -569,7 +572,7 @@ def _sticky(lw: float, thr: float, fired: np.ndarray, out_fired: np.ndarray, t: 
     return newly
 
 
-@njit(**_OPTS)
+@njit(**_OPTS_GIL)
 def family_a_run(
     z, control_z, lag, control_lag, has_lag, two_sample, cells, sig, sign, c_lo, c_hi, c_pair, gammas, tau,
     sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p,
@@ -592,7 +595,7 @@ def family_a_run(
     return z.shape[0], False
 
 
-@njit(**_OPTS)
+@njit(**_OPTS_GIL)
 def family_c_run(
     z, control_z, two_sample, c_hi, us, cells, cell_block, chol_inv, ref, ref_n, ref_mean, min_ref_mmd, gain, radius,
     omega, phase, feat_scale, S, A, logdet, bias, G, lam, asum, logW, dsum, d2, log_m, quad, thr, fired, start, out, out_fired,
@@ -610,7 +613,7 @@ def family_c_run(
     return z.shape[0], False
 
 
-@njit(**_OPTS)
+@njit(**_OPTS_GIL)
 def family_d_run(
     z, control_z, two_sample, center, cells, cell_block, n0, clip, rot_re, rot_im, inv_gscale, inv_mu_scale, inv_kappa,
     half_prec, half_logvar, hazard, weight, kq, Zr, Zi, msum, mcnt, rl_w, rl_sum, lam, asum, wealth, log_scale,
@@ -642,7 +645,7 @@ def family_d_run(
     return z.shape[0], False
 
 
-@njit(**_OPTS)
+@njit(**_OPTS_GIL)
 def family_e_run(
     z, control_z, two_sample, c_hi, cells, cell_block, chol_inv, cal, cal_n, table, log_kappas, kappas_m1,
     log_n_kappas, log_offset, logR, last_p, last_s, thr, fired, start, out, out_fired,
@@ -659,7 +662,7 @@ def family_e_run(
     return z.shape[0], False
 
 
-@njit(**_OPTS)
+@njit(**_OPTS_GIL)
 def family_b_run(
     z, raw, control_z, control_raw, cells, two_sample, c_hi, bleed_on, bleed_idx, bleed_two, lam, bleed_thr, bleed_min,
     slo_on, err, lat, succ, err_res, error_floor, error_increase, latency_multiplier, min_success, consecutive,
@@ -685,7 +688,7 @@ def family_b_run(
     return z.shape[0], 0
 
 
-@njit(**_OPTS)
+@njit(**_OPTS_GIL)
 def decide_run(
     tick0, lw, fired, b_fired, valid, harm, log_thr, window, horizon, min_valid_fraction, suggestive_fraction,
     early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn,

@@ -141,7 +141,7 @@ def test_demo_and_bench_run():
     r = runner.invoke(app, ["bench", "--ticks", "200", "--json"])
     res = json.loads(r.output.splitlines()[-1])
     assert r.exit_code == 0 and {(x["mode"], x["path"]) for x in res["results"]} == {
-        (m, p) for m in ("one-sample", "two-sample") for p in ("update", "run_batch")
+        (m, p) for m in ("one-sample", "two-sample") for p in ("update", "run_batch", "update_many/200")
     }
     assert all(x["median_us"] > 0 and x["p99_us"] >= x["median_us"] for x in res["results"])
 

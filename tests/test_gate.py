@@ -200,3 +200,15 @@ def test_update_many_rejects_a_bad_tick_without_evaluating_any(cfg_healthy, sim_
     assert err.value.row == 17
     assert json.dumps(gate.state(), sort_keys=True) == before
     assert [d.tick for d in gate.update_many(ts[10:13], vals[10:13])] == [10, 11, 12]
+
+
+def test_cohorts_differing_only_by_trailing_nul_stay_separate(cfg_healthy, sim_healthy):
+    """Cohorts are grouped by exact string (numpy string comparison would strip trailing NULs)."""
+    ts, vals = sim_healthy.canary.timestamps[:12], sim_healthy.canary.values[:12]
+    cohorts = ["a" if i % 2 else "a\x00" for i in range(12)]
+    one = Gate(cfg_healthy, GateSettings(window=50))
+    ref = [one.update(ts[i], vals[i], cohort=cohorts[i]) for i in range(12)]
+    many = Gate(cfg_healthy, GateSettings(window=50))
+    got = many.update_many(ts, vals, cohorts=cohorts)
+    assert [d.records for d in got] == [d.records for d in ref]
+    assert many.cohort_clock("a\x00") == ts[10] and many.cohort_clock("a") == ts[11]

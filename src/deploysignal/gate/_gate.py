@@ -74,6 +74,8 @@ class Standardizer:
         sets ``lag`` to the regressors of all ``T`` ticks."""
         ts = np.asarray(timestamps, dtype=float)
         T, k = raw.shape
+        if T == 1:  # one tick: the per-tick path (same arithmetic, fewer array operations)
+            return self(float(ts[0]), raw, int(cells[0]), int(neighbours[0]), float(weights[0]))
         w = np.asarray(weights, dtype=float)[:, None]
         loc = self._loc[0]
         y = transform_values(raw, self._rate, self._count) - (w * loc[cells] + (1.0 - w) * loc[neighbours])
@@ -383,9 +385,15 @@ class Gate:
             raise InputError("update() evaluates a single stream; use run_batch() for a gate over several configs")
         n = len(timestamps)
         if len(values) != n or (control is not None and len(control) != n) or (cohorts is not None and len(cohorts) != n):
-            raise InputError(f"{n} timestamps but {len(values)} value rows" + ("" if control is None else f", {len(control)} control rows"))
+            raise InputError(
+                f"{n} timestamps but {len(values)} value rows" + ("" if control is None else f", {len(control)} control rows")
+                + ("" if cohorts is None else f", {len(cohorts)} cohorts")
+            )
         if control is not None and not self._two:
-            raise InputError("control ticks given but the gate runs in one-sample mode", row=self._tick + 1)
+            given = next((i for i, c in enumerate(control) if c is not None), None)
+            if given is not None:
+                raise InputError("control ticks given but the gate runs in one-sample mode", row=self._tick + given + 1)
+            control = None
         if n == 0:
             return []
         k = self._k
@@ -418,8 +426,11 @@ class Gate:
             keys.append(key)
         z, lag = np.empty((n, k)), np.empty((n, k))
         cz, clag = (np.empty((n, k)), np.empty((n, k))) if self._two else (None, None)
-        for tier in dict.fromkeys(tiers):
-            idx = np.flatnonzero(np.array(tiers) == tier) if len(set(tiers)) > 1 else np.arange(n)
+        groups: dict[str, list[int]] = {}
+        for i, tier in enumerate(tiers):
+            groups.setdefault(tier, []).append(i)
+        for tier, members in groups.items():
+            idx = np.array(members, dtype=np.int64)
             state = self._cohort(tier)
             z[idx] = state[0].run(stamps[idx], raw[idx], cells[idx], nbs[idx], weights[idx])
             lag[idx] = state[0].lag

@@ -56,3 +56,21 @@ def test_store_url_errors(tmp_path):
     for url in ("mysql://x", f"sqlite:///{tmp_path / 'a.db'}?journal=x", f"sqlite:///{tmp_path / 'a.db'}?synchronous=OFF"):
         with pytest.raises(ConfigError):
             open_store(url)
+
+
+def test_replay_names_a_library_version_difference(tmp_path, step_sim, monkeypatch):
+    sim, cfg = step_sim
+    m = AnalysisManager(open_store(f"sqlite:///{tmp_path / 'v.db'}"))
+    m.create("v", cfg.to_json(), cfg.version_id, {"window": 480}, {}, "t0")
+    m.ingest("v", ticks_of(sim.canary, 0, 20))
+    assert m.replay("v")["ok"]
+    import deploysignal
+    import deploysignal.audit._records as records
+    import deploysignal.service._manager as manager
+
+    monkeypatch.setattr(records, "__version__", "9.9.9")  # the replaying library is another version
+    monkeypatch.setattr(manager, "__version__", "9.9.9")
+    res = m.replay("v")
+    assert not res["ok"] and res["first_mismatch_line"] == 1
+    assert f"recorded by deploysignal {deploysignal.__version__} and is replayed by 9.9.9" in res["reason"]
+    m.store.close()

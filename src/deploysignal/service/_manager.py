@@ -8,6 +8,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .. import __version__
 from .._exceptions import InputError
 from ..audit import settings_record
 from ..audit._chain import GENESIS, chain_records
@@ -164,7 +165,12 @@ class AnalysisManager:
             lines.extend(more)
         for i, (a, b) in enumerate(zip(stored, lines), start=1):
             if a != b:
-                return {"ok": False, "records": len(lines), "first_mismatch_line": i, "reason": "stored audit line differs from the replayed one"}
+                reason = "stored audit line differs from the replayed one"
+                written = json.loads(stored[0])["record"].get("gate_version", "< 0.2.0") if stored else __version__
+                if written != __version__:
+                    reason += (f"; the analysis was recorded by deploysignal {written} and is replayed by {__version__}: replay"
+                               " is byte-identical within one library version")
+                return {"ok": False, "records": len(lines), "first_mismatch_line": i, "reason": reason}
         if len(stored) != len(lines):
             return {"ok": False, "records": len(lines), "first_mismatch_line": min(len(stored), len(lines)) + 1, "reason": f"stored {len(stored)} lines, replay produced {len(lines)}"}
         return {"ok": True, "records": len(lines), "ticks": row.n_ticks, "audit_head": head, "first_mismatch_line": None, "reason": ""}

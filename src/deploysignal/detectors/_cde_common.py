@@ -133,12 +133,16 @@ class StreamFamily:
     def _tick_inputs(self, z: np.ndarray, cell: int, control_z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
         """Checked inputs of one tick for a kernel (which does not bounds-check): ``z``, the control (``z``
         itself in one-sample mode, where the kernel ignores it) and the covariance block of ``cell``."""
+        z, cz = self._rows(z, control_z, self._P)
+        return z, cz, int(self._cell_block[check_cell(cell, self._cell_block.size)])
+
+    def _rows(self, z: np.ndarray, control_z: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``z`` and the control as checked (n, k) rows (the control is ``z`` itself in one-sample mode)."""
         if self.two_sample and control_z is None:
             raise ValueError(f"two-sample family {self.family} needs control_z")
-        shape = (self._P, self._k)
+        shape = (n, self._k)
         z = as_rows(z, shape, "z")
-        cz = z if control_z is None else as_rows(control_z, shape, "control_z")
-        return z, cz, int(self._cell_block[check_cell(cell, self._cell_block.size)])
+        return z, (z if control_z is None else as_rows(control_z, shape, "control_z"))
 
     def _settle(self, log_wealth: np.ndarray, explain: Any) -> tuple[np.ndarray, np.ndarray]:
         """Sticky fires: mark streams whose log-wealth reached the bound, explaining a single stream's
@@ -167,14 +171,9 @@ class StreamFamily:
         """
         if self._P != 1:
             raise ValueError("run() advances a single stream; use step() for several")
-        if self.two_sample and control_z is None:
-            raise ValueError(f"two-sample family {self.family} needs control_z")
-        z = np.ascontiguousarray(z, dtype=float)
-        shape = (z.shape[0], self._k)
-        z = as_rows(z, shape, "z")
-        cz = z if control_z is None else as_rows(control_z, shape, "control_z")
-        cells = check_cells(cells, shape[0], self._cell_block.size)
-        T = shape[0]
+        T = np.shape(z)[0]
+        z, cz = self._rows(z, control_z, T)
+        cells = check_cells(cells, T, self._cell_block.size)
         out, fired = np.empty((T, 4)), np.empty(T, dtype=bool)
         start = 0
         while start < T:

@@ -212,29 +212,39 @@ class FamilyA:
         not explained by the cell bias, the cell bias on the part not explained by the regression
         (compiled kernel :func:`~deploysignal.detectors._kernels.family_a_step`).
         """
-        if self.two_sample and control_z is None:
-            raise ValueError("two-sample family A needs control_z")
-        shape = (self._P, self._k)
         cell = check_cell(cell, self._center.shape[1])
-        z = as_rows(z, shape, "z")
-        cz = z if control_z is None else as_rows(control_z, shape, "control_z")
-        has_lag = lag is not None and (control_lag is not None or not self.two_sample)
-        lg = as_rows(lag, shape, "lag") if has_lag else z
-        clg = as_rows(control_lag, shape, "control_lag") if has_lag and self.two_sample else lg
+        z, cz, lg, clg, has_lag = self._rows(z, control_z, lag, control_lag, self._P)
         log_wealth, log_w, log_r = np.empty(self._P), np.empty(self._P), np.empty(self._P)
-        family_a_step(
-            z, cz, lg, clg, has_lag, self.two_sample, cell, self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau,
-            self._sd, self._center, self._bias_var, self._phi_var, self._inv_g2, self._logw,
-            self._log_thr, self._log_thr_w, self._log_thr_r, self._log_thr_p,
-            self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,
-            log_wealth, log_w, log_r, self._harm,
-        )
+        family_a_step(z, cz, lg, clg, has_lag, self.two_sample, cell, *self._kernel_args(), log_wealth, log_w, log_r, self._harm)
         self._last = (log_w, log_r)
         newly = ~self._fired & (log_wealth >= self._log_thr)
         if newly.any() and self._P == 1:
             self._explain(log_w[0] - self._log_thr_w >= log_r[0] - self._log_thr_r)
         self._fired |= newly
         return log_wealth, self._fired.copy()
+
+    def _rows(
+        self, z: np.ndarray, control_z: np.ndarray | None, lag: np.ndarray | None, control_lag: np.ndarray | None, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+        """Checked (n, k) inputs for a kernel (which does not bounds-check): ``z``, the control, the lag
+        regressors (stand-ins where the kernel ignores them) and whether lags are used."""
+        if self.two_sample and control_z is None:
+            raise ValueError("two-sample family A needs control_z")
+        shape = (n, self._k)
+        z = as_rows(z, shape, "z")
+        cz = z if control_z is None else as_rows(control_z, shape, "control_z")
+        has_lag = lag is not None and (control_lag is not None or not self.two_sample)
+        lg = as_rows(lag, shape, "lag") if has_lag else z
+        clg = as_rows(control_lag, shape, "control_lag") if has_lag and self.two_sample else lg
+        return z, cz, lg, clg, has_lag
+
+    def _kernel_args(self) -> tuple[Any, ...]:
+        """Parameters and state arrays, in the order of :func:`family_a_step` after the tick's cell."""
+        return (
+            self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau, self._sd, self._center, self._bias_var, self._phi_var,
+            self._inv_g2, self._logw, self._log_thr, self._log_thr_w, self._log_thr_r, self._log_thr_p,
+            self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,
+        )
 
     #: names of the two components :meth:`run` reports per tick (columns 2 and 3 of its output)
     COMPONENTS = ("log_msprt", "log_esr")
@@ -251,26 +261,15 @@ class FamilyA:
         """
         if self._P != 1:
             raise ValueError("run() advances a single stream; use step() for several")
-        if self.two_sample and control_z is None:
-            raise ValueError("two-sample family A needs control_z")
-        z = np.ascontiguousarray(z, dtype=float)
-        shape = (z.shape[0], self._k)
-        z = as_rows(z, shape, "z")
-        cells = check_cells(cells, shape[0], self._center.shape[1])
-        cz = z if control_z is None else as_rows(control_z, shape, "control_z")
-        has_lag = lag is not None and (control_lag is not None or not self.two_sample)
-        lg = as_rows(lag, shape, "lag") if has_lag else z
-        clg = as_rows(control_lag, shape, "control_lag") if has_lag and self.two_sample else lg
-        T = shape[0]
+        T = np.shape(z)[0]
+        z, cz, lg, clg, has_lag = self._rows(z, control_z, lag, control_lag, T)
+        cells = check_cells(cells, T, self._center.shape[1])
         out, fired, harm = np.empty((T, 4)), np.empty(T, dtype=bool), np.empty(T, dtype=bool)
+        args = self._kernel_args()
         start = 0
         while start < T:
             start, newly = family_a_run(
-                z, cz, lg, clg, has_lag, self.two_sample, cells, self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau,
-                self._sd, self._center, self._bias_var, self._phi_var, self._inv_g2, self._logw,
-                self._log_thr, self._log_thr_w, self._log_thr_r, self._log_thr_p,
-                self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,
-                self._harm, self._fired, math.log(self.horizon), start, out, fired, harm,
+                z, cz, lg, clg, has_lag, self.two_sample, cells, *args, self._harm, self._fired, math.log(self.horizon), start, out, fired, harm,
             )
             if newly:
                 t = start - 1

@@ -251,12 +251,7 @@ class FamilyC(StreamFamily):
         z, cz, b = self._tick_inputs(z, cell, control_z)
         u = self._no_draw if self.two_sample else self._rng.random(self._P)
         log_wealth = np.empty(self._P)
-        family_c_step(
-            z, cz, self.two_sample, C_HI, u, b, self._chol_inv, self._ref, self._ref_n, self._ref_mean,
-            MIN_REFERENCE_MMD, self._gain, self._radius, self._omega, self._phase, self._feat_scale,
-            self._S, self._A, self._logdet, self._bias, self._G, self._lam, self._asum, self._logW, self._dsum, self._d2,
-            log_wealth, self._log_m, self._quad,
-        )
+        family_c_step(z, cz, self.two_sample, C_HI, u, b, *self._kernel_args(), log_wealth, self._log_m, self._quad)
         log_m = self._log_m
         return self._settle(log_wealth, lambda: self._explain(bool(log_m[0] >= self._logW[0])))
 
@@ -266,10 +261,16 @@ class FamilyC(StreamFamily):
         if start == 0:  # the reference draws of all T ticks, in the order step() would draw them
             self._u_run = np.zeros(z.shape[0]) if self.two_sample else self._rng.random(z.shape[0])
         return family_c_run(
-            z, cz, self.two_sample, C_HI, self._u_run, cells, self._cell_block, self._chol_inv, self._ref, self._ref_n,
-            self._ref_mean, MIN_REFERENCE_MMD, self._gain, self._radius, self._omega, self._phase, self._feat_scale,
-            self._S, self._A, self._logdet, self._bias, self._G, self._lam, self._asum, self._logW, self._dsum, self._d2,
+            z, cz, self.two_sample, C_HI, self._u_run, cells, self._cell_block, *self._kernel_args(),
             self._log_m, self._quad, self._log_thr, self._fired, start, out, fired,
+        )
+
+    def _kernel_args(self) -> tuple[Any, ...]:
+        """Parameters and state arrays, in the order of :func:`family_c_step` after the covariance block."""
+        return (
+            self._chol_inv, self._ref, self._ref_n, self._ref_mean, MIN_REFERENCE_MMD, self._gain, self._radius, self._omega,
+            self._phase, self._feat_scale, self._S, self._A, self._logdet, self._bias, self._G, self._lam, self._asum, self._logW,
+            self._dsum, self._d2,
         )
 
     def _explain_tick(self, t: int, z: np.ndarray, cz: np.ndarray | None, cells: np.ndarray, out: np.ndarray) -> None:

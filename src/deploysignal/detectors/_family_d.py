@@ -206,25 +206,26 @@ class FamilyD(StreamFamily):
         """
         z, cz, b = self._tick_inputs(z, cell, control_z)
         log_wealth = np.empty(self._P)
-        family_d_step(
-            z, cz, self.two_sample, self._center, b, self.n0, CLIP,
-            self._rot_re, self._rot_im, self._inv_gscale, 1.0 / self._mu_scale, self._inv_kappa, self._half_prec,
-            self._half_logvar, self.hazard, self._weight,
-            self._Zr, self._Zi, self._msum, self._mcnt, self._rl_w, self._rl_sum, self._lam, self._asum, self._wealth,
-            self._log_scale, log_wealth,
-        )
+        family_d_step(z, cz, self.two_sample, self._center, b, *self._kernel_params(), *self._kernel_state(), log_wealth)
         return self._settle(log_wealth, self._explain)
 
     COMPONENTS = ("log_filters", "log_bocpd")
 
     def _run_kernel(self, z: np.ndarray, cz: np.ndarray, cells: np.ndarray, start: int, out: np.ndarray, fired: np.ndarray) -> tuple[int, bool]:
         return family_d_run(
-            z, cz, self.two_sample, self._center, cells, self._cell_block, self.n0, CLIP,
-            self._rot_re, self._rot_im, self._inv_gscale, 1.0 / self._mu_scale, self._inv_kappa, self._half_prec,
-            self._half_logvar, self.hazard, self._weight, self._kq,
-            self._Zr, self._Zi, self._msum, self._mcnt, self._rl_w, self._rl_sum, self._lam, self._asum, self._wealth,
-            self._log_scale, self._log_thr, self._fired, start, out, fired,
+            z, cz, self.two_sample, self._center, cells, self._cell_block, *self._kernel_params(), self._kq,
+            *self._kernel_state(), self._log_thr, self._fired, start, out, fired,
         )
+
+    def _kernel_params(self) -> tuple[Any, ...]:
+        """Filter bank and BOCPD parameters, in the order of :func:`family_d_step` after the block."""
+        return (
+            self.n0, CLIP, self._rot_re, self._rot_im, self._inv_gscale, 1.0 / self._mu_scale, self._inv_kappa, self._half_prec,
+            self._half_logvar, self.hazard, self._weight,
+        )
+
+    def _kernel_state(self) -> tuple[np.ndarray, ...]:
+        return (self._Zr, self._Zi, self._msum, self._mcnt, self._rl_w, self._rl_sum, self._lam, self._asum, self._wealth, self._log_scale)
 
     def _explain_tick(self, t: int, z: np.ndarray, cz: np.ndarray | None, cells: np.ndarray, out: np.ndarray) -> None:
         self._explain()

@@ -233,20 +233,21 @@ class FamilyE(StreamFamily):
         """
         z, cz, b = self._tick_inputs(z, cell, control_z)
         log_wealth = np.empty(self._P)
-        family_e_step(
-            z, cz, self.two_sample, C_HI, b, self._chol_inv, self._cal, self._cal_n, self._table,
-            self._log_kappas, self._kappas_m1, math.log(KAPPAS.size), self._log_offset,
-            self._logR, self._last_p, self._last_s, log_wealth,
-        )
+        family_e_step(z, cz, self.two_sample, C_HI, b, *self._kernel_args(), log_wealth)
         return self._settle(log_wealth, lambda: self._explain(self._vector(z, control_z)[0], cell))
 
     COMPONENTS = ("log_esr", "p_value")
 
     def _run_kernel(self, z: np.ndarray, cz: np.ndarray, cells: np.ndarray, start: int, out: np.ndarray, fired: np.ndarray) -> tuple[int, bool]:
         return family_e_run(
-            z, cz, self.two_sample, C_HI, cells, self._cell_block, self._chol_inv, self._cal, self._cal_n, self._table,
-            self._log_kappas, self._kappas_m1, math.log(KAPPAS.size), self._log_offset,
-            self._logR, self._last_p, self._last_s, self._log_thr, self._fired, start, out, fired,
+            z, cz, self.two_sample, C_HI, cells, self._cell_block, *self._kernel_args(), self._log_thr, self._fired, start, out, fired,
+        )
+
+    def _kernel_args(self) -> tuple[Any, ...]:
+        """Calibration tables and state arrays, in the order of :func:`family_e_step` after the block."""
+        return (
+            self._chol_inv, self._cal, self._cal_n, self._table, self._log_kappas, self._kappas_m1, math.log(KAPPAS.size),
+            self._log_offset, self._logR, self._last_p, self._last_s,
         )
 
     def _explain_tick(self, t: int, z: np.ndarray, cz: np.ndarray | None, cells: np.ndarray, out: np.ndarray) -> None:

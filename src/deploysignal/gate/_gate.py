@@ -450,8 +450,7 @@ class Gate:
         b_drift, b_fired, b_roll, b_ewma, b_reason = self._rules.run(z, raw, cells, cz, craw)
         out[:, -1, 1] = b_drift
         fired[:, -1] = b_roll  # family B counts toward a rollback only through rules that roll back
-        present = ~np.isnan(z) if cz is None else ~(np.isnan(z) | np.isnan(cz))
-        valid = present.sum(axis=1) * 2 >= k
+        valid = self._valid(z, cz)
         s = self.settings
         verdict, final, decided = np.empty(n, dtype=np.int64), np.empty(n, dtype=bool), np.empty(n, dtype=np.int64)
         first, max_lw, n_valid = np.empty((n, F), dtype=np.int64), np.empty((n, F)), np.empty(n, dtype=np.int64)
@@ -463,15 +462,13 @@ class Gate:
         )
         fired[:, -1] = b_fired  # the evidence of family B reports any fired rule
         # per-tick values as Python objects in bulk (indexing numpy scalars per field costs more than the records)
+        b_drivers = [self._rules.drivers(e) if on else () for e, on in zip(b_ewma, b_fired.tolist())]
         cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),
-                   final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist())
-        b_drivers = self._rules.drivers
+                   final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist(), b_drivers)
         paused = gc.isenabled()
         gc.disable()  # thousands of small records: the cyclic collector would rescan them at every threshold
         try:
-            decisions = [
-                self._decision(self._tick + i, *c, b_drivers(b_ewma[i]) if c[4][-1] else ()) for i, c in enumerate(cols)
-            ]
+            decisions = [self._decision(self._tick + i, *c) for i, c in enumerate(cols)]
         finally:
             if paused:
                 gc.enable()
@@ -479,10 +476,10 @@ class Gate:
         self._tick += n
         return decisions
 
-    def _static_parts(self) -> list[tuple[str, float, float | None, tuple[str, str] | None]]:
-        """Per family (``_fam_names`` order): name, alpha allocated, log threshold, component names."""
-        parts = [(f, self._alpha_alloc[f], _num(fam._log_thr), fam.COMPONENTS) for f, fam in self._families.items()]
-        return [*parts, ("B", 0.0, None, None)]
+    def _static_parts(self) -> list[tuple[str, float, float | None, tuple[str, str] | None, Any]]:
+        """Per family (``_fam_names`` order): name, alpha allocated, log threshold, component names, detector."""
+        parts = [(f, self._alpha_alloc[f], _num(fam._log_thr), fam.COMPONENTS, fam) for f, fam in self._families.items()]
+        return [*parts, ("B", 0.0, None, None, self._rules)]
 
     def _decision(
         self, tick: int, ts: float, cell_key: str, continuity: str, out: list[list[float]], fired: list[bool], b_roll: bool,
@@ -493,14 +490,12 @@ class Gate:
         evidence = []
         records = []
         base = {"baseline_version": self.config.version_id, "cell_key": cell_key, "schema_continuity": continuity, "tick": tick, "timestamp": ts}
-        fams = list(self._families.values())
-        for j, (name, alloc, thr, comps) in enumerate(self._static):
+        for j, (name, alloc, thr, comps, fam) in enumerate(self._static):
             lw, stat, c1, c2 = out[j]
             on = fired[j]
             if comps is None:  # family B: rules, no wealth
                 ev = Evidence("B", stat, math.nan, math.nan, on, b_reason if on else "", b_drivers, "rollback" if b_roll else "warn")
             else:
-                fam = fams[j]
                 ev = Evidence(name, stat, lw, fam._log_thr, on, fam._fire_reason if on else "", fam._fire_drivers if on else ())
             evidence.append(ev)
             consumed = alloc if first[j] >= 0 else 0.0

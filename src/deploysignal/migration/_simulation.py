@@ -283,14 +283,11 @@ def seed_table(per_seed: list[list[SimResult]], seed: int) -> str:
              "", "| seed | mean time: ours / fixed-window / 7-day canary (days) | ours faster than fixed-window |"
              " ours faster than 7-day canary | detection (harmful) | false rollback of a null challenger |",
              "|---|---|---|---|---|---|"]
-    rows = [(str(seed + i), res) for i, res in enumerate(per_seed)] + [("all", [r for res in per_seed for r in res])]
-    for label, res in rows:
-        s = summary(res) if label != "all" else None
-        if s is None:  # pooled: mean of the per-seed mean times, rates over all runs
-            sums = [summary(r) for r in per_seed]
-            t = {p: float(np.mean([x[p]["mean_time_days"] for x in sums])) for p in sums[0]}
-        else:
-            t = {p: v["mean_time_days"] for p, v in s.items()}
+    times = [{p: v["mean_time_days"] for p, v in summary(res).items()} for res in per_seed]
+    pooled = {p: float(np.mean([t[p] for t in times])) for p in times[0]}  # mean of the per-seed mean times
+    rows = [(str(seed + i), res, t) for i, (res, t) in enumerate(zip(per_seed, times))]
+    rows.append(("all", [r for res in per_seed for r in res], pooled))  # rates over all runs
+    for label, res, t in rows:
         ours = res[0].policy
         harm = [r for r in res if r.policy == ours and r.scenario in HARMFUL]
         null = [r for r in res if r.policy == ours and r.scenario == "null"]

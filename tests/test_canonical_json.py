@@ -1,0 +1,107 @@
+"""canonical_json must write exactly the bytes of the standard library's sorted, compact json.dumps.
+
+The format of compiled configs (their version ids) and of hash-chained audit lines is defined by
+``json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)``; canonical_json takes a
+faster msgspec path where the two coincide. These tests compare it with the definition directly.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deploysignal.calibration import _config
+from deploysignal.calibration import canonical_json
+
+
+def reference(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def same_as_reference(obj) -> None:
+    try:
+        want = reference(obj)
+    except Exception as exc:  # noqa: BLE001 - the reference decides which inputs are errors
+        with pytest.raises(type(exc)):
+            canonical_json(obj)
+        return
+    assert canonical_json(obj) == want
+
+
+floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [0.0, -0.0, 1e-4, 9.999999999999999e-05, 1e16, 9999999999999998.0, 5e-324, 1.7976931348623157e308, 1e22, 0.1])
+scalars = st.none() | st.booleans() | st.integers() | floats | st.text()
+json_like = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.tuples(inner, inner) | st.dictionaries(st.text(max_size=6), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(json_like)
+def test_any_json_like_value_matches_the_standard_library(obj):
+    same_as_reference(obj)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(alphabet=st.characters(max_codepoint=0x80), max_size=4), st.text(alphabet=st.characters(max_codepoint=0x80))))
+def test_ascii_edge_characters_and_key_order(obj):
+    # control characters, quotes, backslash, DEL (escaped by the standard library, not by msgspec)
+    same_as_reference(obj)
+
+
+def test_floats_across_the_whole_range_and_at_the_notation_boundaries():
+    rng = np.random.default_rng(20261202)
+    bits = rng.integers(0, 2**64, 200_000, dtype=np.uint64).view(np.float64)
+    dec = rng.standard_normal(100_000) * 10.0 ** rng.uniform(-6, 18, 100_000)
+    near = []
+    for b in (1e-4, 1e16):
+        for sign in (1.0, -1.0):
+            for direction in (np.inf, -np.inf):
+                v = np.float64(sign * b)
+                for _ in range(500):
+                    near.append(float(v))
+                    v = np.nextafter(v, direction)
+    values = [float(x) for x in np.concatenate([bits, dec])] + near
+    finite = [x for x in values if math.isfinite(x)]
+    assert canonical_json(finite) == reference(finite)
+    # one record per value as well (each float alone decides the path)
+    assert all(canonical_json({"x": x}) == reference({"x": x}) for x in finite[::20])
+
+
+def test_values_outside_the_fast_domain_take_the_reference_path():
+    class Color(enum.IntEnum):
+        RED = 1
+
+    class Name(str):
+        pass
+
+    for obj in ({"a": 1e-5}, [1e16], {"a": math.nan}, [math.inf], {1: 2}, {"k": Color.RED}, {Name("b"): 1, "a": 2},
+                "caf\u00e9", "\x7f", "\ud800", {"a": np.float64(0.5)}, {"a": np.int64(3)}, 2**80, [[[[[[1.5]]]]]]):
+        same_as_reference(obj)
+    cyclic: list = []
+    cyclic.append(cyclic)
+    with pytest.raises(ValueError, match="Circular"):
+        canonical_json(cyclic)
+
+
+def test_a_gate_record_takes_the_fast_path(monkeypatch):
+    record = {"action": None, "alpha_allocated": 0.020000000000000004, "components": {"log_esr": 0.0387592230674256},
+              "drivers": ["p99_latency_ms"], "family": "A", "fire": False, "tick": 12, "timestamp": 1700259200.0,
+              "statistic": -12.167313422462747}
+    assert _config._plain(record)
+    want = reference(record)
+
+    class Refuse:
+        def encode(self, obj):
+            raise AssertionError("standard library path taken")
+
+    monkeypatch.setattr(_config, "_CANONICAL", Refuse())
+    assert canonical_json(record) == want

@@ -74,3 +74,40 @@ def test_replay_names_a_library_version_difference(tmp_path, step_sim, monkeypat
     assert not res["ok"] and res["first_mismatch_line"] == 1
     assert f"recorded by deploysignal {deploysignal.__version__} and is replayed by 9.9.9" in res["reason"]
     m.store.close()
+
+
+def test_sqlite_writers_of_one_process_queue_on_one_lock(tmp_path, step_sim):
+    """Threads of one process take turns on a shared lock (not SQLite's sleeping busy handler); a failed
+    write releases it; every write of 12 threads x 5 batches lands."""
+    sim, cfg = step_sim
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    s1, s2 = open_store(url), open_store(url)
+    assert s1._writer is s2._writer  # noqa: SLF001 - two stores on one file share the writer lock
+    assert open_store(f"sqlite:///{tmp_path / 'other.db'}")._writer is not s1._writer  # noqa: SLF001
+    m = AnalysisManager(s1)
+    n_threads, per = 12, 5
+    for k in range(n_threads):
+        m.create(f"a{k}", cfg.to_json(), cfg.version_id, {"window": 480}, {}, "t0")
+    ticks = ticks_of(sim.canary, 0, per * 2)
+    bad = [{**ticks[0], "values": {"p99_latency_ms": "x"}}]
+    errors: list = []
+
+    def work(k: int) -> None:
+        try:
+            for i in range(per):
+                if i == 2:  # a rejected batch in the middle: its transaction rolls back, the lock is released
+                    with pytest.raises(InputError):
+                        m.ingest(f"a{k}", bad)
+                m.ingest(f"a{k}", ticks[2 * i : 2 * i + 2])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    th = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+    [t.start() for t in th]
+    [t.join(timeout=300) for t in th]
+    assert not any(t.is_alive() for t in th), "a writer is stuck (lock not released?)"
+    assert errors == []
+    assert [s1.n_ticks(f"a{k}") for k in range(n_threads)] == [per * 2] * n_threads
+    assert all(m.replay(f"a{k}")["ok"] for k in range(0, n_threads, 4))
+    s1.close()
+    s2.close()

@@ -53,6 +53,9 @@ def serve(
         raise typer.Exit(2) from None
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO))
     if workers == 1:
+        from ..service._asgi import prepare_process
+
+        prepare_process()
         uvicorn.run(app, host=host, port=port, log_level=log_level)
     else:
         os.environ["DEPLOYSIGNAL_SERVICE_SETTINGS"] = settings.model_dump_json()

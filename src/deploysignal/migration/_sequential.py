@@ -1,18 +1,18 @@
 """Sequential tests for paired migration: betting e-processes, e-SR detector, Wald SPRT, Holm / Simes.
 
-Every dimension is reduced to a bounded paired score ``x`` in ``[lo, hi]`` per paired observation
-(incumbent and challenger answer the same query):
+Every dimension is reduced to a bounded paired score ``x`` in ``[-1, 1]`` per paired observation
+(incumbent and challenger answer the same query; see :class:`~deploysignal.migration.PairScores`),
+oriented so that positive = the challenger is worse:
 
-* binary dimensions (correctness, safety): discordant pairs only; ``x = 1`` when only the
-  incumbent is right (harm), ``x = 0`` when only the challenger is right (McNemar's pairs);
-  concordant pairs carry no information and are skipped;
-* ordinal dimensions (semantic equivalence grade): the sign of ``g_inc - g_chal``, ties skipped
-  (sign test);
+* binary dimensions (correctness, safety): ``x = +1`` when only the incumbent is right / safe, ``-1``
+  when only the challenger is, ``0`` for a concordant pair (McNemar's discordant pairs carry the
+  signal; concordant pairs enter as zeros, so the margin is on the unconditional difference of rates);
+* ordinal dimensions (semantic equivalence grade): the sign of ``g_inc - g_chal`` (sign test, ties 0);
 * latency: ``x = clip((L_chal - L_inc) / SLA, -1, 1)`` (paired difference in SLA units).
 
-The harm null of a dimension is ``H0: E[x] <= m0`` (challenger no worse: ``m0 = 1/2`` for sign
-scores, ``0`` for latency) and the non-inferiority null is ``H0: E[x] >= m0 + margin``.  Both are
-tested by the same betting construction.
+The harm null of a dimension is ``H0: E[x] <= 0`` (challenger no worse) and the non-inferiority null
+is ``H0: E[x] >= margin`` (challenger worse by at least the margin; tested on ``-x`` with
+``m = -margin``).  Both are tested by the same betting construction.
 
 .. math::
 

@@ -111,3 +111,45 @@ def test_sqlite_writers_of_one_process_queue_on_one_lock(tmp_path, step_sim):
     assert all(m.replay(f"a{k}")["ok"] for k in range(0, n_threads, 4))
     s1.close()
     s2.close()
+
+
+def test_sqlite_write_turn_waits_are_bounded_and_do_not_add_up(tmp_path, monkeypatch):
+    """While the write turn is held (here by a stuck holder), each waiting thread fails after
+    LOCK_TIMEOUT with SQLite's own error, all of them at about the same time, not one after another."""
+    import sqlite3
+    import time
+
+    from deploysignal.store._sql import SQLiteStore
+
+    store = open_store(f"sqlite:///{tmp_path / 't.db'}")
+    monkeypatch.setattr(SQLiteStore, "LOCK_TIMEOUT", 0.5)
+    holder_has_it, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store._tx(store.conn, write=True):  # noqa: SLF001
+            holder_has_it.set()
+            release.wait(30)
+
+    h = threading.Thread(target=hold)
+    h.start()
+    assert holder_has_it.wait(30)
+    t0 = time.monotonic()
+    outcomes: list = []
+
+    def write(i):
+        try:
+            store.put_config(f"cc-{i:012d}", "{}")
+            outcomes.append(("ok", time.monotonic() - t0))
+        except sqlite3.OperationalError as exc:
+            outcomes.append((str(exc), time.monotonic() - t0))
+
+    th = [threading.Thread(target=write, args=(i,)) for i in range(3)]
+    [t.start() for t in th]
+    [t.join(30) for t in th]
+    release.set()
+    h.join(30)
+    assert len(outcomes) == 3
+    assert all("database is locked" in msg for msg, _ in outcomes), outcomes
+    assert max(t for _, t in outcomes) < 0.5 * 2.5, outcomes  # together, not 0.5 + 1.0 + 1.5 s
+    store.put_config("cc-000000000009", "{}")  # the turn is free again
+    store.close()

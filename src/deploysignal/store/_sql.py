@@ -299,21 +299,23 @@ _WRITERS_GUARD = threading.Lock()
 class SQLiteStore(SQLStore):
     """Embedded SQLite in WAL mode; one connection per thread, ``BEGIN IMMEDIATE`` for writes.
 
-    SQLite admits one writer per database file. Threads of one process queue for it on a lock shared
-    by every store on that file (first come, first served, woken at once) instead of SQLite's busy
-    handler, which polls with sleeps of up to 100 ms and, with a hundred analyses ingesting
-    concurrently, stretched request latency to seconds. Other processes on the same file still meet
-    SQLite's own lock and wait up to ``busy_timeout`` (30 s).
+    SQLite admits one writer per database file. Threads of one process wait for it on a lock shared
+    by every store on that file, woken as soon as it is released, instead of in SQLite's busy handler,
+    which polls with sleeps of up to 100 ms and, with a hundred analyses ingesting concurrently,
+    stretched request latency to seconds. A thread waits at most ``LOCK_TIMEOUT`` (30 s) for that lock
+    and then fails as SQLite does (``sqlite3.OperationalError: database is locked``); holding it, it
+    meets other processes on the file (``serve --workers N``) in SQLite's own lock, again for at most
+    ``busy_timeout`` = 30 s. Waits therefore never add up behind one another.
     """
+
+    LOCK_TIMEOUT = 30.0
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         super().__init__()
         if synchronous not in ("FULL", "NORMAL"):
             raise ConfigError(f"sqlite synchronous must be FULL or NORMAL, got {synchronous!r}")
         self.path = str(path)
-        key = self.path if self.path == ":memory:" or self.path.startswith("file:") else str(Path(self.path).resolve())
-        with _WRITERS_GUARD:
-            self._writer = _WRITERS.setdefault(key, threading.RLock())
+        self._writer = _writer_lock(self.path)
         self.synchronous = synchronous
         c = self.conn
         for stmt in _SCHEMA:
@@ -328,7 +330,9 @@ class SQLiteStore(SQLStore):
 
     @contextmanager
     def _tx(self, conn: Any, write: bool = False) -> Iterator[None]:
-        with self._writer if write else nullcontext():
+        if write and not self._writer.acquire(timeout=self.LOCK_TIMEOUT):
+            raise sqlite3.OperationalError(f"database is locked (no write turn within {self.LOCK_TIMEOUT:g} s: {self.path})")
+        try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield
@@ -336,6 +340,20 @@ class SQLiteStore(SQLStore):
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        finally:
+            if write:
+                self._writer.release()
+
+
+def _writer_lock(path: str) -> threading.RLock:
+    """The in-process writer lock of a database file (shared by all stores on it). An in-memory
+    database is private to its connection, so it gets a lock of its own."""
+    name = path[5:].split("?", 1)[0] if path.startswith("file:") else path
+    if name in (":memory:", "") or "mode=memory" in path:
+        return threading.RLock()
+    key = str(Path(name).resolve())
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.RLock())
 
 
 class PostgresStore(SQLStore):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -212,3 +213,50 @@ def test_cohorts_differing_only_by_trailing_nul_stay_separate(cfg_healthy, sim_h
     got = many.update_many(ts, vals, cohorts=cohorts)
     assert [d.records for d in got] == [d.records for d in ref]
     assert many.cohort_clock("a\x00") == ts[10] and many.cohort_clock("a") == ts[11]
+
+
+
+def _stress_gc_pause(pause, threads: int = 2, rounds: int = 20_000) -> bool:
+    """Overlap many short pauses from several threads; True when the collector ends enabled."""
+    import gc
+    import threading
+
+    def work() -> None:
+        for _ in range(rounds):
+            with pause():
+                [object() for _ in range(5)]
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the threads as often as possible
+    try:
+        for _ in range(10):
+            gc.enable()
+            th = [threading.Thread(target=work) for _ in range(threads)]
+            [t.start() for t in th]
+            [t.join() for t in th]
+            if not gc.isenabled():
+                return False
+        return True
+    finally:
+        sys.setswitchinterval(switch)
+        gc.enable()
+
+
+def test_overlapping_gc_pauses_from_threads_leave_the_collector_enabled(cfg_healthy, sim_healthy, monkeypatch):
+    """Record building pauses the process-wide collector; overlapping pauses from several threads (a
+    service replays one analysis while it ingests into another) must not leave it switched off.
+    The harness does catch the naive save/disable/restore pattern (checked when this was written:
+    it ended disabled in the first round)."""
+    from deploysignal.gate import _gate
+
+    assert _stress_gc_pause(_gate._gc_paused)  # noqa: SLF001
+    calls = []
+    real = _gate._gc_paused  # noqa: SLF001
+
+    def spy():
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(_gate, "_gc_paused", spy)
+    Gate(cfg_healthy, GateSettings(window=100)).update_many(sim_healthy.canary.timestamps[:3], sim_healthy.canary.values[:3])
+    assert calls == [1]  # update_many builds its records inside the shared pause

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +152,28 @@ FAMILY_BUILDERS: dict[str, Callable[[Any, GateSettings, float], Any]] = {
     "D": build_family_d,
     "E": build_family_e,
 }
+
+
+_GC_LOCK = threading.Lock()
+_GC_PAUSE = {"depth": 0, "was_enabled": False}
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the (process-wide) cyclic garbage collector; nested and concurrent pauses from several
+    threads end with the collector in the state it had before the first of them began."""
+    with _GC_LOCK:
+        if _GC_PAUSE["depth"] == 0:
+            _GC_PAUSE["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _GC_PAUSE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_PAUSE["depth"] -= 1
+            if _GC_PAUSE["depth"] == 0 and _GC_PAUSE["was_enabled"]:
+                gc.enable()
 
 
 def _num(v: float) -> float | None:
@@ -465,13 +489,8 @@ class Gate:
         b_drivers = [self._rules.drivers(e) if on else () for e, on in zip(b_ewma, b_fired.tolist())]
         cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),
                    final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist(), b_drivers)
-        paused = gc.isenabled()
-        gc.disable()  # thousands of small records: the cyclic collector would rescan them at every threshold
-        try:
+        with _gc_paused():  # thousands of small records: the cyclic collector would rescan them at every threshold
             decisions = [self._decision(self._tick + i, *c) for i, c in enumerate(cols)]
-        finally:
-            if paused:
-                gc.enable()
         self._last_ts = max(self._last_ts, float(stamps.max()))
         self._tick += n
         return decisions

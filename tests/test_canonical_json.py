@@ -83,8 +83,12 @@ def test_values_outside_the_fast_domain_take_the_reference_path():
     class Name(str):
         pass
 
+    class Shown(dict):  # the C encoder iterates a dict subclass through its items(); msgspec would not
+        def items(self):
+            return [("z", 0)]
+
     for obj in ({"a": 1e-5}, [1e16], {"a": math.nan}, [math.inf], {1: 2}, {"k": Color.RED}, {Name("b"): 1, "a": 2},
-                "caf\u00e9", "\x7f", "\ud800", {"a": np.float64(0.5)}, {"a": np.int64(3)}, 2**80, [[[[[[1.5]]]]]]):
+                "caf\u00e9", "\x7f", "\ud800", Shown(a=1), [Shown(a=1)], {"k": Shown(a=1)}, {"a": np.float64(0.5)}, {"a": np.int64(3)}, 2**80, [[[[[[1.5]]]]]]):
         same_as_reference(obj)
     cyclic: list = []
     cyclic.append(cyclic)
@@ -104,4 +108,12 @@ def test_a_gate_record_takes_the_fast_path(monkeypatch):
             raise AssertionError("standard library path taken")
 
     monkeypatch.setattr(_config, "_CANONICAL", Refuse())
+    assert canonical_json(record) == want
+
+
+def test_the_installed_msgspec_passes_the_import_check_and_the_reference_path_is_a_full_fallback(monkeypatch):
+    assert _config._FAST_OK  # otherwise every call silently takes the slower path
+    record = {"a": [0.5, -0.0, 1e-4, 1e-5, 2.0**70], "b": "x\x7f", "c": math.pi}
+    want = reference(record)
+    monkeypatch.setattr(_config, "_FAST_OK", False)
     assert canonical_json(record) == want

@@ -25,18 +25,23 @@ SCHEMA_VERSION = 1
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
-_FAST = msgspec.json.Encoder(order="sorted")
+try:
+    _FAST = msgspec.json.Encoder(order="sorted")
+except TypeError:  # msgspec < 0.18.6 has no key ordering: the standard library path only
+    _FAST = None
 _SCALARS = frozenset((str, int, bool, type(None)))
 
 
-def _plain(obj: Any) -> bool:
+def _plain(obj: Any, depth: int = 0) -> bool:
     """True when ``obj`` lies where msgspec writes the same bytes as :data:`_CANONICAL`.
 
     That domain: exact ``dict`` (``str`` keys), ``list``, ``tuple``, ``str``, ``int``, ``bool``, ``None``
-    and finite ``float`` printed without an exponent by ``repr`` (0 or ``1e-4 <= |x| < 1e16``), nested.
-    Inside it both print a float as its shortest round-trip digits (checked on 6 million values,
-    bit patterns and range boundaries included, and by ``tests/test_canonical_json.py``); outside it
-    they differ (``1e-05`` vs ``0.00001``, ``1e+16`` vs ``1e16``, NaN: an error vs ``null``).
+    and finite ``float`` printed without an exponent by ``repr`` (0 or ``1e-4 <= |x| < 1e16``), nested
+    at most 64 deep (deeper structures go to the standard library, which then decides about its own
+    recursion limit). Inside it both print a float as its shortest round-trip digits (checked on 6
+    million values, bit patterns and range boundaries included, by ``tests/test_canonical_json.py``
+    and at import by :func:`_fast_path_agrees`); outside it they differ (``1e-05`` vs ``0.00001``,
+    ``1e+16`` vs ``1e16``, NaN: an error vs ``null``).
     """
     t = type(obj)
     if t is dict:
@@ -49,14 +54,31 @@ def _plain(obj: Any) -> bool:
         return obj == 0.0 or 1e-4 <= abs(obj) < 1e16
     else:
         return t in _SCALARS
+    if depth >= 64:
+        return False
     for v in vals:
         tv = type(v)
         if tv is float:
             if not (v == 0.0 or 1e-4 <= abs(v) < 1e16):
                 return False
-        elif tv not in _SCALARS and not _plain(v):
+        elif tv not in _SCALARS and not _plain(v, depth + 1):
             return False
     return True
+
+
+def _fast_path_agrees() -> bool:
+    """Import-time check that the installed msgspec writes this sample exactly as the standard library
+    (notation boundaries, -0.0, large ints, escapes); if not, canonical_json never uses it."""
+    sample = {"b": [0.0, -0.0, 1e-4, -0.00010000000000000002, 9999999999999998.0, 0.1, 1700259200.0, 2.5, 1 / 3],
+              "a": {"z": None, "y": True, "x": False, "w": [2**63, -(2**64), 0, 7]},
+              "c": "q\"\\/\n\r\t\b\f\x00\x1f~", "": ("t", [])}
+    try:
+        return _FAST is not None and _FAST.encode(sample).decode("ascii") == _CANONICAL.encode(sample)
+    except Exception:  # noqa: BLE001 - any surprise disables the fast path
+        return False
+
+
+_FAST_OK = _fast_path_agrees()
 
 
 def canonical_json(obj: Any) -> str:
@@ -66,15 +88,17 @@ def canonical_json(obj: Any) -> str:
     allow_nan=False)`` (float = ``repr``), which defines the format of compiled configs and audit chains.
     msgspec writes them about 2.5x faster; it is used only where its output coincides (see :func:`_plain`; its
     result is also rejected if it holds non-ASCII or DEL, which the standard library escapes); everything
-    else, errors included, goes through the standard library encoder.
+    else, errors included, goes through the standard library encoder. Like ``json.dumps``, it must not
+    be given an object another thread is changing: the check and the encoding are two passes, and a
+    float turned NaN in between would be written as ``null`` instead of raising.
     """
     try:
-        plain = _plain(obj)
-    except RecursionError:  # circular or absurdly deep: let the standard library report it
+        plain = _FAST_OK and _plain(obj)
+    except RecursionError:  # circular: let the standard library report it
         plain = False
     if plain:
         try:
-            out = _FAST.encode(obj)
+            out = _FAST.encode(obj)  # type: ignore[union-attr]  # _FAST_OK implies _FAST
         except Exception:  # noqa: BLE001 - e.g. a lone surrogate; the standard library decides
             pass
         else:

@@ -39,7 +39,7 @@ class Server:
         args = [sys.executable, "-c", SERVE, "--port", str(self.port), "--store", store, "--tokens-file", str(tokens_file(tmp)), "--log-level", "warning", *(extra or [])]
         self.log = open(tmp / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a cold numba cache compiles the kernels before the port opens (~25 s idle)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {(tmp / f'server-{self.port}.log').read_text()[-2000:]}")
@@ -49,7 +49,7 @@ class Server:
             except httpx.HTTPError:
                 time.sleep(0.1)
         self.kill()
-        raise RuntimeError("server did not come up in 60 s")
+        raise RuntimeError("server did not come up in 180 s")
 
     def kill(self, sig: int = 9) -> None:
         if self.proc.poll() is None:

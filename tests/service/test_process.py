@@ -20,8 +20,9 @@ def test_engines_from_one_config_share_the_parsed_config_and_keep_separate_state
     js = cfg.to_json()
     a, b = AnalysisEngine(js, {"window": 480}), AnalysisEngine(str(js[:10] + js[10:]), {"window": 480})  # equal, not identical
     assert a.config is b.config
-    a.ingest(a.validate(ticks_of(sim.canary, 0, 5)))
-    assert (a.n_ticks, b.n_ticks) == (5, 0)
+    a.ingest(a.validate(ticks_of(sim.canary, 0, 200)))
+    assert (a.n_ticks, b.n_ticks) == (200, 0)
+    assert a.config.to_json() == js  # nothing writes into the shared model
     assert b.gate.state() != a.gate.state()
     broken = json.loads(js)
     broken["version_id"] = "cc-000000000000"
@@ -39,6 +40,8 @@ def test_prepare_process_warms_the_kernels_and_freezes_the_startup_heap():
         "assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()\n"
         "assert K.family_d_run.signatures and K.family_b_run.signatures and K.decide_run.signatures\n"
         "assert gc.isenabled()\n"
+        "gc.unfreeze()\n"
+        "assert gc.collect() == 0  # nothing unreachable was frozen\n"
         "print('ok')\n"
     )
     src = str(Path(__file__).resolve().parents[2] / "src")

@@ -13,6 +13,7 @@ import os
 from fastapi import FastAPI
 
 from ._app import create_app
+from ._engine import _parse_config
 from ._settings import ServiceSettings
 
 __all__ = ["app_from_env", "prepare_process"]
@@ -28,9 +29,20 @@ def prepare_process() -> None:
        about 230,000 objects) moves to the permanent generation. Full collections no longer rescan
        them; on the 2-core reference machine each full collection took 150-280 ms and stalled every
        ingest waiting behind the one it interrupted. Objects created afterwards (engines, requests)
-       are collected as usual; only garbage already unreachable at the freeze could escape, and the
-       collection just before the freeze removes it.
+       are collected as usual. What the freeze can keep is an object alive at the freeze that later
+       becomes part of unreachable cycles (the warm-up's engines and parsed config are released before it; right after
+       ``prepare_process``, ``gc.unfreeze(); gc.collect()`` finds no garbage).
+
+    With numba's on-disk cache empty (first start after an install) the warm-up compiles the
+    kernels, about 25 s on the reference machine, before the port is bound; later starts take ~1 s.
     """
+    _warm_up()
+    _parse_config.cache_clear()  # the warm-up's config must not be frozen
+    gc.collect()
+    gc.freeze()
+
+
+def _warm_up() -> None:
     from ..calibration import compile_baseline
     from ..simulate import simulate
     from ..telemetry import Frame
@@ -49,8 +61,6 @@ def prepare_process() -> None:
         ]
         eng.ingest(ticks[:1])  # the one-tick path (live ingest) and the batch path
         eng.ingest(ticks[1:])
-    gc.collect()
-    gc.freeze()
 
 
 def app_from_env() -> FastAPI:

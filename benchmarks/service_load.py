@@ -92,7 +92,7 @@ def main() -> None:
             # machine), CPU the server then lacked. Latency runs from the *scheduled* send time
             # (start + k / A + i seconds), so a client or server falling behind is counted in full
             # (no coordinated omission); a reply slower than 30 s or not 200 fails the benchmark.
-            reader, writer = await asyncio.open_connection(host, int(port))
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 30)
             i = 0
             while (due := start + k / a.analyses + i) < start + a.seconds:
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
@@ -100,9 +100,11 @@ def main() -> None:
                 head = (f"POST /v1/analyses/c{k}/ticks HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {WRITE}\r\n"
                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
                 writer.write(head + body)
-                await writer.drain()
+                await asyncio.wait_for(writer.drain(), 30)
                 status, *lines = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode("latin-1").split("\r\n")
                 hdrs = {n.lower(): v for n, _, v in (ln.partition(": ") for ln in lines if ln)}
+                if "content-length" not in hdrs:
+                    raise RuntimeError(f"analysis c{k}, tick {i}: reply without Content-Length: {status}")
                 payload = await asyncio.wait_for(reader.readexactly(int(hdrs["content-length"])), 30)
                 done = time.perf_counter()
                 if not status.startswith("HTTP/1.1 200"):
@@ -119,9 +121,9 @@ def main() -> None:
             await asyncio.gather(*(feeder(k, lat, srv_lat, start) for k in range(a.analyses)))
             return lat, srv_lat
 
-        cpu0, client0 = cpu_seconds(srv.proc.pid), time.process_time()
+        cpu0, client0, wall0 = cpu_seconds(srv.proc.pid), time.process_time(), time.perf_counter()
         lat_s, srv_s = asyncio.run(run())
-        client_cpu = time.process_time() - client0
+        client_cpu, elapsed = time.process_time() - client0, time.perf_counter() - wall0
         lat, srv_ms = np.array(lat_s) * 1000, np.array(srv_s) * 1000
         out.update(
             concurrent_analyses=a.analyses,
@@ -132,8 +134,8 @@ def main() -> None:
             latency_ms_max=round(float(lat.max()), 2),
             server_side_ms_p50=round(float(np.percentile(srv_ms, 50)), 2),
             server_side_ms_p99=round(float(np.percentile(srv_ms, 99)), 2),
-            server_cpu_share=round((cpu_seconds(srv.proc.pid) - cpu0) / a.seconds, 3),
-            client_cpu_share=round(client_cpu / a.seconds, 3),
+            server_cpu_share=round((cpu_seconds(srv.proc.pid) - cpu0) / elapsed, 3),
+            client_cpu_share=round(client_cpu / elapsed, 3),
         )
     if pg is not None:
         pg.stop()

@@ -76,7 +76,7 @@ def test_floats_across_the_whole_range_and_at_the_notation_boundaries():
     assert all(canonical_json({"x": x}) == reference({"x": x}) for x in finite[::20])
 
 
-def test_values_outside_the_fast_domain_take_the_reference_path():
+def test_values_at_and_beyond_the_edges_of_the_fast_domain():
     class Color(enum.IntEnum):
         RED = 1
 

@@ -247,8 +247,23 @@ def test_overlapping_gc_pauses_from_threads_leave_the_collector_enabled(cfg_heal
     service replays one analysis while it ingests into another) must not leave it switched off.
     The harness does catch the naive save/disable/restore pattern (checked when this was written:
     it ended disabled in the first round)."""
+    import gc
+
     from deploysignal.gate import _gate
 
+    with _gate._gc_paused():  # noqa: SLF001 - it does pause, nested too
+        assert not gc.isenabled()
+        with _gate._gc_paused():  # noqa: SLF001
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a collector the caller had switched off stays off
+        with _gate._gc_paused():  # noqa: SLF001
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
     assert _stress_gc_pause(_gate._gc_paused)  # noqa: SLF001
     calls = []
     real = _gate._gc_paused  # noqa: SLF001

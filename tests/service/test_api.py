@@ -182,3 +182,26 @@ def test_cohorts_share_timestamps_but_each_keeps_its_order(tmp_path, step_sim):
             d = gate.update(t["timestamp"], t["values"], cohort=t["cohort"])
         v = c.get("/v1/analyses/a1", headers=R).json()
         assert v["verdict"] == d.verdict
+
+
+def test_a_busy_store_answers_503_with_retry_after_and_other_store_errors_500(tmp_path, step_sim, monkeypatch):
+    import sqlite3
+
+    sim, cfg = step_sim
+    with make_client(tmp_path) as c:
+        _create(c, cfg)
+        manager = c.app.state.manager
+
+        def busy(*a, **k):
+            raise sqlite3.OperationalError("database is locked (no write turn within 30 s: x.db)")
+
+        monkeypatch.setattr(manager, "ingest", busy)
+        r = c.post("/v1/analyses/a1/ticks", json={"ticks": ticks_of(sim.canary, 0, 2)}, headers=W)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "retry" in r.json()["detail"]
+
+        def broken(*a, **k):
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(manager, "ingest", broken)
+        c_raise = c.post("/v1/analyses/a1/ticks", json={"ticks": ticks_of(sim.canary, 0, 2)}, headers=W)
+        assert c_raise.status_code == 500

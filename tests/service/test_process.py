@@ -40,6 +40,8 @@ def test_prepare_process_warms_the_kernels_and_freezes_the_startup_heap():
         "assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()\n"
         "assert K.family_d_run.signatures and K.family_b_run.signatures and K.decide_run.signatures\n"
         "assert gc.isenabled()\n"
+        "from deploysignal.service._engine import _parse_config\n"
+        "assert _parse_config.cache_info().currsize == 0  # the warm-up's config was released before the freeze\n"
         "gc.unfreeze()\n"
         "assert gc.collect() == 0  # nothing unreachable was frozen\n"
         "print('ok')\n"

@@ -145,11 +145,43 @@ def test_sqlite_write_turn_waits_are_bounded_and_do_not_add_up(tmp_path, monkeyp
 
     th = [threading.Thread(target=write, args=(i,)) for i in range(3)]
     [t.start() for t in th]
-    [t.join(30) for t in th]
+    [t.join(10) for t in th]
     release.set()
     h.join(30)
     assert len(outcomes) == 3
     assert all("database is locked" in msg for msg, _ in outcomes), outcomes
+    assert min(t for _, t in outcomes) >= 0.4, outcomes  # they did wait for their turn
     assert max(t for _, t in outcomes) < 0.5 * 2.5, outcomes  # together, not 0.5 + 1.0 + 1.5 s
     store.put_config("cc-000000000009", "{}")  # the turn is free again
+    store.close()
+
+
+def test_a_failed_commit_leaves_no_open_transaction(tmp_path):
+    """If COMMIT fails, the transaction is rolled back before the write turn is released, so neither
+    this thread's next write nor other writers find SQLite's lock still held."""
+    import sqlite3
+
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    conn = store.conn
+
+    class FailingCommit:
+        def __init__(self, c):
+            self.c = c
+
+        def __getattr__(self, name):
+            return getattr(self.c, name)
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT":
+                raise sqlite3.OperationalError("disk I/O error (simulated)")
+            return self.c.execute(sql, *args)
+
+    with pytest.raises(sqlite3.OperationalError, match="simulated"):
+        with store._tx(FailingCommit(conn), write=True):  # noqa: SLF001
+            conn.execute("INSERT INTO configs (version_id, body) VALUES ('cc-000000000001', '{}')")
+    assert not conn.in_transaction
+    assert store._writer.acquire(blocking=False)  # noqa: SLF001 - the turn was released
+    store._writer.release()  # noqa: SLF001
+    store.put_config("cc-000000000002", "{}")  # same thread, same connection: works
+    assert store.get_config("cc-000000000002") == "{}" and conn.execute("SELECT count(*) FROM configs WHERE version_id='cc-000000000001'").fetchone()[0] == 0
     store.close()

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -288,6 +289,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.exception_handler(NotFound)
     async def _nf(_: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc.args[0])}, status_code=404)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _busy(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        # the store's write turn or SQLite's lock did not come within its timeout: retry later (a
+        # batch_id makes the retry idempotent); any other operational error is a server fault
+        if "database is locked" not in str(exc):
+            raise exc
+        return JSONResponse({"detail": f"store busy, retry: {exc}"}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:

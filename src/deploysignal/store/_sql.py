@@ -304,8 +304,9 @@ class SQLiteStore(SQLStore):
     which polls with sleeps of up to 100 ms and, with a hundred analyses ingesting concurrently,
     stretched request latency to seconds. A thread waits at most ``LOCK_TIMEOUT`` (30 s) for that lock
     and then fails as SQLite does (``sqlite3.OperationalError: database is locked``); holding it, it
-    meets other processes on the file (``serve --workers N``) in SQLite's own lock, again for at most
-    ``busy_timeout`` = 30 s. Waits therefore never add up behind one another.
+    meets other processes on the file (``serve --workers N``) in SQLite's own lock, for at most
+    ``busy_timeout`` = 30 s more. A write therefore waits at most 60 s however many threads queue
+    (without the bound, waits behind another process's lock added up: 30, 60, 90 s...).
     """
 
     LOCK_TIMEOUT = 30.0
@@ -337,21 +338,32 @@ class SQLiteStore(SQLStore):
             try:
                 yield
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             conn.execute("COMMIT")
         finally:
+            _rollback(conn)  # a failed COMMIT can leave the transaction (and SQLite's lock) open
             if write:
                 self._writer.release()
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open; a failing rollback is logged, never raised over the
+    error that led here (SQLite may already have rolled back on its own)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.warning("ROLLBACK failed", exc_info=True)
+
+
 def _writer_lock(path: str) -> threading.RLock:
-    """The in-process writer lock of a database file (shared by all stores on it). An in-memory
-    database is private to its connection, so it gets a lock of its own."""
+    """The in-process writer lock of a database file (shared by all stores on it). A private in-memory
+    database gets a lock of its own; a named shared one (``file:x?mode=memory&cache=shared``) one per URI."""
     name = path[5:].split("?", 1)[0] if path.startswith("file:") else path
-    if name in (":memory:", "") or "mode=memory" in path:
+    if name in (":memory:", ""):
         return threading.RLock()
-    key = str(Path(name).resolve())
+    key = path if "mode=memory" in path else str(Path(name).resolve())
     with _WRITERS_GUARD:
         return _WRITERS.setdefault(key, threading.RLock())
 

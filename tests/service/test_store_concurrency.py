@@ -113,12 +113,30 @@ def test_sqlite_writers_of_one_process_queue_on_one_lock(tmp_path, step_sim):
     s2.close()
 
 
-def test_sqlite_write_turn_waits_are_bounded_and_do_not_add_up(tmp_path, monkeypatch):
-    """While the write turn is held (here by a stuck holder), each waiting thread fails after
-    LOCK_TIMEOUT with SQLite's own error, all of them at about the same time, not one after another."""
+def _timed_writes(store, n: int, *, join: float) -> list[tuple[str, float]]:
+    """``n`` threads write a config each at once; (outcome or error text, seconds until it came)."""
     import sqlite3
     import time
 
+    t0 = time.monotonic()
+    outcomes: list[tuple[str, float]] = []
+
+    def write(i: int) -> None:
+        try:
+            store.put_config(f"cc-{i:012d}", "{}")
+            outcomes.append(("ok", time.monotonic() - t0))
+        except sqlite3.OperationalError as exc:
+            outcomes.append((str(exc), time.monotonic() - t0))
+
+    th = [threading.Thread(target=write, args=(i,)) for i in range(n)]
+    [t.start() for t in th]
+    [t.join(join) for t in th]
+    return outcomes
+
+
+def test_sqlite_write_turn_waits_are_bounded_and_do_not_add_up(tmp_path, monkeypatch):
+    """While the write turn is held (here by a stuck holder), each waiting thread fails after
+    LOCK_TIMEOUT with SQLite's own error, all of them at about the same time, not one after another."""
     from deploysignal.store._sql import SQLiteStore
 
     store = open_store(f"sqlite:///{tmp_path / 't.db'}")
@@ -133,19 +151,7 @@ def test_sqlite_write_turn_waits_are_bounded_and_do_not_add_up(tmp_path, monkeyp
     h = threading.Thread(target=hold)
     h.start()
     assert holder_has_it.wait(30)
-    t0 = time.monotonic()
-    outcomes: list = []
-
-    def write(i):
-        try:
-            store.put_config(f"cc-{i:012d}", "{}")
-            outcomes.append(("ok", time.monotonic() - t0))
-        except sqlite3.OperationalError as exc:
-            outcomes.append((str(exc), time.monotonic() - t0))
-
-    th = [threading.Thread(target=write, args=(i,)) for i in range(3)]
-    [t.start() for t in th]
-    [t.join(10) for t in th]
+    outcomes = _timed_writes(store, 3, join=10)
     release.set()
     h.join(30)
     assert len(outcomes) == 3
@@ -184,4 +190,26 @@ def test_a_failed_commit_leaves_no_open_transaction(tmp_path):
     store._writer.release()  # noqa: SLF001
     store.put_config("cc-000000000002", "{}")  # same thread, same connection: works
     assert store.get_config("cc-000000000002") == "{}" and conn.execute("SELECT count(*) FROM configs WHERE version_id='cc-000000000001'").fetchone()[0] == 0
+    store.close()
+
+
+def test_sqlite_write_waits_share_one_deadline_behind_another_process(tmp_path, monkeypatch):
+    """Another process (here: a separate connection) holds SQLite's write lock. The first thread waits
+    in SQLite's busy handler, the others for the in-process turn; all fail by about LOCK_TIMEOUT, not
+    after one timeout each in turn."""
+    import sqlite3
+
+    from deploysignal.store._sql import SQLiteStore
+
+    path = tmp_path / "p.db"
+    store = open_store(f"sqlite:///{path}")
+    monkeypatch.setattr(SQLiteStore, "LOCK_TIMEOUT", 1.0)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    outcomes = _timed_writes(store, 3, join=20)
+    other.execute("ROLLBACK")
+    other.close()
+    assert len(outcomes) == 3 and all("database is locked" in m for m, _ in outcomes), outcomes
+    assert min(t for _, t in outcomes) >= 0.8 and max(t for _, t in outcomes) < 2.0, outcomes  # not 1, 2, 3 s
+    store.put_config("cc-000000000009", "{}")
     store.close()

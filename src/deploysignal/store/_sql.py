@@ -24,6 +24,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -302,11 +303,11 @@ class SQLiteStore(SQLStore):
     SQLite admits one writer per database file. Threads of one process wait for it on a lock shared
     by every store on that file, woken as soon as it is released, instead of in SQLite's busy handler,
     which polls with sleeps of up to 100 ms and, with a hundred analyses ingesting concurrently,
-    stretched request latency to seconds. A thread waits at most ``LOCK_TIMEOUT`` (30 s) for that lock
-    and then fails as SQLite does (``sqlite3.OperationalError: database is locked``); holding it, it
-    meets other processes on the file (``serve --workers N``) in SQLite's own lock, for at most
-    ``busy_timeout`` = 30 s more. A write therefore waits at most 60 s however many threads queue
-    (without the bound, waits behind another process's lock added up: 30, 60, 90 s...).
+    stretched request latency to seconds. Holding that lock, a thread meets other processes on the
+    file (``serve --workers N``) in SQLite's own lock. Both waits share one deadline: a write that has
+    not begun within ``LOCK_TIMEOUT`` (30 s) fails as SQLite does (``sqlite3.OperationalError:
+    database is locked``), however many threads queue (waits behind another process's lock used to
+    add up: 30, 60, 90 s...). Reads and the commit keep SQLite's ``busy_timeout`` of ``LOCK_TIMEOUT``.
     """
 
     LOCK_TIMEOUT = 30.0
@@ -323,18 +324,26 @@ class SQLiteStore(SQLStore):
             c.execute(stmt)
 
     def _connect(self) -> sqlite3.Connection:
-        c = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        c = sqlite3.connect(self.path, isolation_level=None, timeout=self.LOCK_TIMEOUT, check_same_thread=False)
         c.execute("PRAGMA journal_mode=WAL")
         c.execute(f"PRAGMA synchronous={self.synchronous}")
-        c.execute("PRAGMA busy_timeout=30000")
+        c.execute(f"PRAGMA busy_timeout={int(self.LOCK_TIMEOUT * 1000)}")
         return c
 
     @contextmanager
     def _tx(self, conn: Any, write: bool = False) -> Iterator[None]:
+        deadline = time.monotonic() + self.LOCK_TIMEOUT
         if write and not self._writer.acquire(timeout=self.LOCK_TIMEOUT):
             raise sqlite3.OperationalError(f"database is locked (no write turn within {self.LOCK_TIMEOUT:g} s: {self.path})")
         try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if write:  # SQLite's busy handler gets what is left of the deadline, then its usual timeout back
+                conn.execute(f"PRAGMA busy_timeout={max(1, int((deadline - time.monotonic()) * 1000))}")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout={int(self.LOCK_TIMEOUT * 1000)}")
+            else:
+                conn.execute("BEGIN")
             try:
                 yield
             except BaseException:

@@ -54,11 +54,8 @@ def _warm_up() -> None:
     names = sim.canary.signals
     for mode in ("one-sample", "two-sample"):
         eng = AnalysisEngine(cfg, {"window": 4, "mode": mode})
-        ticks = [
-            TickIn(float(sim.canary.timestamps[i]), dict(zip(names, map(float, sim.canary.values[i]))),
-                   dict(zip(names, map(float, sim.canary.values[i]))) if mode == "two-sample" else None)
-            for i in range(4)
-        ]
+        rows = [(float(sim.canary.timestamps[i]), dict(zip(names, map(float, sim.canary.values[i])))) for i in range(4)]
+        ticks = [TickIn(ts, v, v if mode == "two-sample" else None) for ts, v in rows]  # control = canary
         eng.ingest(ticks[:1])  # the one-tick path (live ingest) and the batch path
         eng.ingest(ticks[1:])
 

@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,14 +344,10 @@ class SQLiteStore(SQLStore):
                     conn.execute(f"PRAGMA busy_timeout={int(self.LOCK_TIMEOUT * 1000)}")
             else:
                 conn.execute("BEGIN")
-            try:
-                yield
-            except BaseException:
-                _rollback(conn)
-                raise
+            yield
             conn.execute("COMMIT")
         finally:
-            _rollback(conn)  # a failed COMMIT can leave the transaction (and SQLite's lock) open
+            _rollback(conn)  # after an error in the body or a failed COMMIT (which can leave SQLite's lock held)
             if write:
                 self._writer.release()
 

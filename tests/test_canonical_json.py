@@ -117,3 +117,58 @@ def test_the_installed_msgspec_passes_the_import_check_and_the_reference_path_is
     want = reference(record)
     monkeypatch.setattr(_config, "_FAST_OK", False)
     assert canonical_json(record) == want
+
+
+def _gate_decisions(scenario: str, mode: str, seed: int):
+    from deploysignal.calibration import compile_baseline
+    from deploysignal.gate import Gate, GateSettings
+    from deploysignal.simulate import simulate
+
+    sim = simulate(scenario, seed=seed)
+    cfg = compile_baseline(sim.baseline, seed=seed)
+    can = sim.canary.values.copy()
+    can[np.random.default_rng(seed).random(can.shape) < 0.05] = np.nan
+    gate = Gate(cfg, GateSettings(mode=mode, window=150))
+    ctl = sim.control.values if mode == "two-sample" else None
+    out = []
+    for a in range(0, len(can), 97):  # uneven batches
+        b = min(a + 97, len(can))
+        out += gate.update_many(sim.canary.timestamps[a:b], can[a:b], control=None if ctl is None else ctl[a:b])
+    return out
+
+
+@pytest.mark.parametrize(("scenario", "mode"), [("step", "one-sample"), ("joint_shift", "two-sample"), ("healthy_heavy", "one-sample")])
+def test_gate_lines_are_the_canonical_json_of_its_records(scenario, mode, monkeypatch):
+    """``Decision.lines`` skips the per-value check where the gate's batch check vouches for the floats.
+    Every line equals the standard library's encoding; the regressions drive p-values below 1e-4, where
+    msgspec writes other bytes, and the check must send those ticks to the checked path (with the
+    check disabled, the same run writes wrong lines)."""
+    decisions = _gate_decisions(scenario, mode, 3)
+    fast = [d._source[-1] for d in decisions]
+    for d in decisions:
+        assert d.lines == [reference(r) for r in d.records]
+    if scenario != "healthy_heavy":
+        assert any(fast) and not all(fast)
+        from deploysignal.gate import Gate
+
+        monkeypatch.setattr(Gate, "_in_domain", lambda self, *a: np.ones(a[-1], dtype=bool))
+        unchecked = _gate_decisions(scenario, mode, 3)
+        assert any(d.lines != [reference(r) for r in d.records] for d in unchecked)
+
+
+def test_lazy_evidence_agrees_with_the_records():
+    for d in _gate_decisions("step", "one-sample", 5):
+        assert [e.family for e in d.evidence] == [r["family"] for r in d.records[:-1]]
+        for ev, rec in zip(d.evidence, d.records):
+            assert (ev.fired, ev.reason, list(ev.drivers)) == (rec["fire"], rec["fire_reason"], rec["drivers"])
+            assert rec["action"] == (ev.action if ev.fired else None)
+            assert rec["statistic"] == (ev.statistic if math.isfinite(ev.statistic) else None)
+            assert rec["log_wealth"] == (ev.log_wealth if math.isfinite(ev.log_wealth) else None)
+    assert any(e.fired and e.reason for e in d.evidence)  # the run fires: reasons and drivers are compared
+
+
+def test_in_domain_encoding_falls_back_on_what_msgspec_cannot_write():
+    """A lone surrogate (here in a signal name the gate records as an extra) is outside what msgspec
+    encodes; the unchecked path must still write the standard library's bytes, not raise."""
+    record = {"schema_continuity": "extra:x\ud800", "statistic": 0.5}
+    assert _config.canonical_json_in_domain(record) == reference(record)

@@ -275,3 +275,30 @@ def test_overlapping_gc_pauses_from_threads_leave_the_collector_enabled(cfg_heal
     monkeypatch.setattr(_gate, "_gc_paused", spy)
     Gate(cfg_healthy, GateSettings(window=100)).update_many(sim_healthy.canary.timestamps[:3], sim_healthy.canary.values[:3])
     assert calls == [1]  # update_many builds its records inside the shared pause
+
+
+def test_batch_of_arrays_names_the_first_bad_tick_and_changes_nothing(cfg_healthy, sim_healthy):
+    """update_many converts a numeric (n, k) array at once; its errors still name the first bad tick
+    (a timestamp error before an infinity is reported first) and its signal, and nothing changes."""
+    can = sim_healthy.canary
+    g = Gate(cfg_healthy, GateSettings(mode="two-sample"))
+    g.update_many(can.timestamps[:3], can.values[:3], control=can.values[:3])
+    before = copy.deepcopy(g.state())
+    ts, vals, ctl = can.timestamps[3:9].copy(), can.values[3:9].copy(), can.values[3:9].copy()
+    vals[3, 2] = -np.inf
+    with pytest.raises(InputError, match="canary value is infinite") as err:
+        g.update_many(ts, vals, control=ctl)
+    assert (err.value.row, err.value.column) == (7, cfg_healthy.names[2])
+    ts[1] = ts[0]
+    with pytest.raises(InputError, match="not after") as err:
+        g.update_many(ts, vals, control=ctl)
+    assert err.value.row == 5
+    ts, vals = can.timestamps[3:9], can.values[3:9]
+    ctl[4, 0] = np.inf
+    with pytest.raises(InputError, match="control value is infinite") as err:
+        g.update_many(ts, vals, control=ctl)
+    assert (err.value.row, err.value.column) == (8, cfg_healthy.names[0])
+    assert g.state() == before
+    arrays = g.update_many(ts, vals, control=can.values[3:9])
+    rows = Gate.from_state(cfg_healthy, GateSettings(mode="two-sample"), before).update_many(ts, list(vals), control=list(can.values[3:9]))
+    assert [d.lines for d in arrays] == [d.lines for d in rows]  # same as the row-by-row path

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..calibration import canonical_json
 
-__all__ = ["GENESIS", "ChainReport", "chain_hash", "chain_records", "verify_chain"]
+__all__ = ["GENESIS", "ChainReport", "chain_hash", "chain_lines", "chain_records", "verify_chain"]
 
 GENESIS = "0" * 64
 
@@ -40,9 +40,15 @@ def chain_records(records: Iterable[dict[str, Any]], prev: str = GENESIS) -> tup
     >>> verify_chain(lines).ok, verify_chain(lines).head == head
     (True, True)
     """
+    return chain_lines([canonical_json(rec) for rec in records], prev)
+
+
+def chain_lines(lines: Iterable[str], prev: str = GENESIS) -> tuple[list[str], str]:
+    """:func:`chain_records` for records already written as canonical JSON (e.g.
+    :attr:`Decision.lines <deploysignal.gate.Decision>`); the caller guarantees they are canonical,
+    which :func:`verify_chain` re-checks by re-encoding each record."""
     out = []
-    for rec in records:
-        line = canonical_json(rec)
+    for line in lines:
         h = chain_hash(prev, line)
         out.append(f'{{"hash":"{h}","prev":"{prev}","record":{line}}}')
         prev = h

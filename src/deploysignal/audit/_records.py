@@ -51,7 +51,11 @@ class AuditWriter:
         self._fh.write(dumps_record(settings_record(config, settings)) + "\n")
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        self._fh.write("".join(dumps_record(r) + "\n" for r in records))
+        self.write_lines(dumps_record(r) for r in records)
+
+    def write_lines(self, lines: Iterable[str]) -> None:
+        """Records already in canonical JSON (:attr:`Decision.lines <deploysignal.gate.Decision>`)."""
+        self._fh.write("".join(line + "\n" for line in lines))
         self._fh.flush()
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._exceptions import ConfigError
 
-__all__ = ["SCHEMA_VERSION", "Cell", "CompiledConfig", "CovarianceBlock", "SignalMeta", "canonical_json"]
+__all__ = ["SCHEMA_VERSION", "Cell", "CompiledConfig", "CovarianceBlock", "SignalMeta", "canonical_json", "canonical_json_in_domain"]
 
 SCHEMA_VERSION = 1
 
@@ -96,9 +96,27 @@ def canonical_json(obj: Any) -> str:
         plain = _FAST_OK and _plain(obj)
     except RecursionError:  # circular: let the standard library report it
         plain = False
-    if plain:
+    return _encode(obj, plain)
+
+
+def canonical_json_in_domain(obj: Any) -> str:
+    """:func:`canonical_json` for an object its producer has already established lies in the domain
+    where msgspec and the standard library agree (see :func:`_plain`): exact builtin containers and
+    scalars, ``str`` keys, floats finite and 0 or ``1e-4 <= |x| < 1e16``, nesting below 64. The
+    per-value check is skipped (it costs as much as the encoding); the ASCII check is not, and
+    non-ASCII output still goes to the standard library. Given an object outside that domain it may
+    return bytes that differ from :func:`canonical_json` (``1e-05`` written ``0.00001``, NaN as
+    ``null``): callers vouch for their objects with a check of their own (the gate checks its
+    records' floats per batch, vectorised) and tests compare both functions on what they produce.
+    """
+    return _encode(obj, _FAST_OK)
+
+
+def _encode(obj: Any, fast: bool) -> str:
+    """msgspec's bytes when ``fast`` and they are ASCII without DEL, else the standard library's."""
+    if fast:
         try:
-            out = _FAST.encode(obj)  # type: ignore[union-attr]  # _FAST_OK implies _FAST
+            out = _FAST.encode(obj)  # type: ignore[union-attr]  # fast implies _FAST_OK implies _FAST
         except Exception:  # noqa: BLE001 - e.g. a lone surrogate; the standard library decides
             pass
         else:

@@ -120,7 +120,7 @@ def run_gate(
             d = gate.update(canary.timestamps[i], canary.values[i], cohort=cohort, control=None if control is None else control.values[i])
             decisions.append(d)
             if writer:
-                writer.write(d.records)
+                writer.write_lines(d.lines)
     finally:
         if fh:
             fh.close()

@@ -8,12 +8,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from .._exceptions import InputError
-from ..calibration import CompiledConfig, cell_keys, g_step_innovation, level_neighbour, stack_arrays, transform_values
+from ..calibration import CompiledConfig, canonical_json, cell_keys, g_step_innovation, level_neighbour, stack_arrays, transform_values
+from ..calibration._config import canonical_json_in_domain
 from ..detectors import Evidence, FamilyA, FamilyB, build_family_c, build_family_d, build_family_e
 from ..detectors._kernels import decide_run, decide_step
 from ..telemetry import Frame
@@ -187,6 +189,10 @@ class Decision:
     ``verdict`` is ``pending`` inside a window, ``proceed``/``extend`` at a window end (or proceed
     early), ``rollback`` when a family with alpha or a rollback rule fires. ``final`` is true once the
     verdict can no longer change (rollback, proceed, or extend after the last allowed extension).
+    ``records`` are the tick's audit records (one per family, then the gate's), ``lines`` their
+    canonical JSON (what an audit log holds and its hash chain covers), ``evidence`` one
+    :class:`~deploysignal.detectors.Evidence` per family; ``lines`` and ``evidence`` are built on
+    first use.
     """
 
     tick: int
@@ -195,8 +201,32 @@ class Decision:
     final: bool
     decided_at_tick: int | None
     fired_families: tuple[str, ...]
-    evidence: tuple[Evidence, ...]
     records: list[dict[str, Any]] = field(repr=False)
+    #: (per family: name, is family B, log threshold; per-family outputs, fires, B's action / reason /
+    #: drivers, per-family (reason, drivers), whether the records' floats lie in
+    #: canonical_json_in_domain's domain): plain values, no reference to the detectors
+    _source: tuple[Any, ...] = field(repr=False, compare=False)
+
+    @cached_property
+    def evidence(self) -> tuple[Evidence, ...]:
+        static, out, fired, b_roll, b_reason, b_drivers, explained, _ = self._source
+        evidence = []
+        for j, (name, is_rules, log_thr) in enumerate(static):
+            lw, stat, _c1, _c2 = out[j]
+            on = fired[j]
+            if is_rules:  # family B: rules, no wealth
+                evidence.append(Evidence("B", stat, math.nan, math.nan, on, b_reason if on else "", b_drivers, "rollback" if b_roll else "warn"))
+            else:
+                reason, drivers = explained[j]
+                evidence.append(Evidence(name, stat, lw, log_thr, on, reason if on else "", drivers if on else ()))
+        return tuple(evidence)
+
+    @cached_property
+    def lines(self) -> list[str]:
+        """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`), as the gate
+        wrote them: built on first use from ``records``, which callers must not change."""
+        encode = canonical_json_in_domain if self._source[-1] else canonical_json
+        return [encode(r) for r in self.records]
 
 
 PENDING, PROCEED, EXTEND, ROLLBACK = range(4)
@@ -271,6 +301,7 @@ class Gate:
         self._log_thr = np.array([-math.log(self._alpha_alloc[f]) for f in self._families] + [math.inf])
         self._P = 1 if isinstance(config, CompiledConfig) else len(config)
         self._static = self._static_parts()
+        self._ev_static = tuple((name, comps is None, math.nan if comps is None else float(fam._log_thr)) for name, _a, _t, comps, fam in self._static)
         self._cell_memo: dict[tuple[int, str], tuple[int, str]] = {}
         self._reset()
 
@@ -300,7 +331,7 @@ class Gate:
                 if key in self._names:
                     try:
                         arr[self._names.index(key)] = math.nan if v is None else float(v)
-                    except (TypeError, ValueError):
+                    except (TypeError, ValueError, OverflowError):
                         raise InputError(f"{what} value must be a number, got {v!r}", row=row, column=key) from None
                 else:
                     extra.append(str(key))
@@ -310,7 +341,7 @@ class Gate:
         else:
             try:
                 arr = np.asarray(values, dtype=float).reshape(-1)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise InputError(f"{what} values must be numbers", row=row) from None
             if arr.size != self._k:
                 raise InputError(f"{what} has {arr.size} values; the compiled config has {self._k} signals", row=row)
@@ -319,6 +350,15 @@ class Gate:
         if bad.size:
             raise InputError(f"{what} value is infinite", row=row, column=self._names[bad[0]])
         return arr, cont
+
+    def _matrix(self, values: Any, n: int) -> tuple[np.ndarray | None, int]:
+        """``values`` as a new float (n, k) array and its first row holding an infinity (``n`` if none),
+        when it is a numeric numpy array of that shape; ``(None, n)`` otherwise (checked row by row)."""
+        if not isinstance(values, np.ndarray) or values.shape != (n, self._k) or values.dtype.kind not in "biuf":
+            return None, n
+        arr = np.array(values, dtype=float)
+        inf = np.flatnonzero(np.isinf(arr).any(axis=1))
+        return arr, int(inf[0]) if inf.size else n
 
     def _cohort(self, cohort: str) -> list[Any]:
         """AR(1) memory and clock of one cohort (tier): cohorts are separate streams of the same canary."""
@@ -335,7 +375,7 @@ class Gate:
         row = self._tick + 1 if row is None else row
         try:
             ts = float(timestamp)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InputError(f"timestamp must be a number, got {timestamp!r}", row=row, column="timestamp") from None
         if not math.isfinite(ts):
             raise InputError("timestamp is not finite", row=row, column="timestamp")
@@ -421,7 +461,11 @@ class Gate:
         if n == 0:
             return []
         k = self._k
-        raw, craw = np.empty((n, k)), (np.empty((n, k)) if self._two else None)
+        # numeric (n, k) arrays are converted and checked for infinities at once, not row by row
+        arr, bad = self._matrix(values, n)
+        carr, cbad = self._matrix(control, n) if self._two else (None, n)
+        raw = np.empty((n, k)) if arr is None else arr
+        craw = (np.empty((n, k)) if carr is None else carr) if self._two else None
         tiers: list[str] = []
         stamps = np.empty(n)
         conts: list[str] = []
@@ -430,13 +474,21 @@ class Gate:
             row = self._tick + i + 1
             tier = "" if cohorts is None or cohorts[i] is None else str(cohorts[i])
             ts = self._check_time(timestamps[i], tier, row=row, last=clocks.get(tier))
-            raw[i], cont = self._coerce(values[i], "canary", row)
+            if arr is None:
+                raw[i], cont = self._coerce(values[i], "canary", row)
+            else:
+                cont = "ok"
+                if i == bad:
+                    raise InputError("canary value is infinite", row=row, column=self._names[int(np.flatnonzero(np.isinf(arr[i]))[0])])
             if self._two:
-                if control is None or control[i] is None:
-                    raise InputError("two-sample mode needs a control tick beside every canary tick", row=row)
-                craw[i], ccont = self._coerce(control[i], "control", row)  # type: ignore[index]
-                if ccont != "ok":
-                    cont = f"{cont}|control:{ccont}"
+                if carr is None:
+                    if control is None or control[i] is None:
+                        raise InputError("two-sample mode needs a control tick beside every canary tick", row=row)
+                    craw[i], ccont = self._coerce(control[i], "control", row)  # type: ignore[index]
+                    if ccont != "ok":
+                        cont = f"{cont}|control:{ccont}"
+                elif i == cbad:
+                    raise InputError("control value is infinite", row=row, column=self._names[int(np.flatnonzero(np.isinf(carr[i]))[0])])
             clocks[tier] = ts
             stamps[i] = ts
             tiers.append(tier)
@@ -487,10 +539,12 @@ class Gate:
         fired[:, -1] = b_fired  # the evidence of family B reports any fired rule
         # per-tick values as Python objects in bulk (indexing numpy scalars per field costs more than the records)
         b_drivers = [self._rules.drivers(e) if on else () for e, on in zip(b_ewma, b_fired.tolist())]
+        explained = [(fam._fire_reason, fam._fire_drivers) for fam in self._families.values()]
+        fast = self._in_domain(stamps, out, max_lw, n_valid, n)
         cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),
-                   final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist(), b_drivers)
+                   final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist(), b_drivers, fast.tolist())
         with _gc_paused():  # thousands of small records: the cyclic collector would rescan them at every threshold
-            decisions = [self._decision(self._tick + i, *c) for i, c in enumerate(cols)]
+            decisions = [self._decision(self._tick + i, explained, *c) for i, c in enumerate(cols)]
         self._last_ts = max(self._last_ts, float(stamps.max()))
         self._tick += n
         return decisions
@@ -500,42 +554,66 @@ class Gate:
         parts = [(f, self._alpha_alloc[f], _num(fam._log_thr), fam.COMPONENTS, fam) for f, fam in self._families.items()]
         return [*parts, ("B", 0.0, None, None, self._rules)]
 
+    def _in_domain(self, stamps: np.ndarray, out: np.ndarray, max_lw: np.ndarray, n_valid: np.ndarray, n: int) -> np.ndarray:
+        """Per tick: whether every float of its records lies where msgspec writes what the standard
+        library does (:func:`~deploysignal.calibration._config.canonical_json_in_domain`): 0 or
+        ``1e-4 <= |x| < 1e16``; non-finite outputs are recorded as null. Conservative (a p-value
+        below ~1e-4 counts as outside); a tick outside goes through :func:`canonical_json`'s own check."""
+
+        def ok(x: np.ndarray) -> np.ndarray:
+            a = np.abs(x)
+            return ~np.isfinite(a) | (a == 0.0) | ((a >= 1e-4) & (a < 1e16))
+
+        fast = np.full(n, self._static_ok)
+        fast &= ok(stamps)
+        fast &= ok(out.reshape(n, -1)).all(axis=1)
+        fast &= ~(max_lw[:, :-1] > 9.2).any(axis=1)  # p = exp(-max log-wealth) >= 1.01e-4
+        frac = n_valid / (self._tick + 1.0 + np.arange(n))
+        fast &= (frac == 0.0) | (frac >= 1.0001e-4)
+        return fast
+
+    @property
+    def _static_ok(self) -> bool:
+        """The floats every record repeats (alpha shares, thresholds, alpha) lie in the fast domain."""
+        vals = [self.settings.alpha] + [v for _n, alloc, thr, _c, _f in self._static for v in (alloc, thr) if v is not None]
+        return all(v == 0.0 or 1e-4 <= abs(v) < 1e16 for v in vals)
+
     def _decision(
-        self, tick: int, ts: float, cell_key: str, continuity: str, out: list[list[float]], fired: list[bool], b_roll: bool,
-        b_reason: str, verdict: int, final: bool, decided: int, first: list[int], max_lw: list[float], n_valid: int,
-        b_drivers: tuple[str, ...],
+        self, tick: int, explained: list[tuple[str, tuple[str, ...]]], ts: float, cell_key: str, continuity: str, out: list[list[float]],
+        fired: list[bool], b_roll: bool, b_reason: str, verdict: int, final: bool, decided: int, first: list[int], max_lw: list[float],
+        n_valid: int, b_drivers: tuple[str, ...], fast: bool,
     ) -> Decision:
         """Decision and audit records of one tick from the per-tick outputs of the families (Python lists)."""
-        evidence = []
         records = []
         base = {"baseline_version": self.config.version_id, "cell_key": cell_key, "schema_continuity": continuity, "tick": tick, "timestamp": ts}
-        for j, (name, alloc, thr, comps, fam) in enumerate(self._static):
+        for j, (name, alloc, thr, comps, _fam) in enumerate(self._static):
             lw, stat, c1, c2 = out[j]
             on = fired[j]
             if comps is None:  # family B: rules, no wealth
-                ev = Evidence("B", stat, math.nan, math.nan, on, b_reason if on else "", b_drivers, "rollback" if b_roll else "warn")
+                reason, drivers, action = (b_reason, b_drivers, "rollback" if b_roll else "warn") if on else ("", b_drivers, None)
+                lw = math.nan
             else:
-                ev = Evidence(name, stat, lw, fam._log_thr, on, fam._fire_reason if on else "", fam._fire_drivers if on else ())
-            evidence.append(ev)
+                reason, drivers = explained[j] if on else ("", ())
+                action = "rollback" if on else None
             consumed = alloc if first[j] >= 0 else 0.0
             rec = {
                 **base,
                 "family": name,
-                "statistic": _num(stat),
-                "log_wealth": _num(ev.log_wealth),
+                "statistic": stat if stat - stat == 0.0 else None,
+                "log_wealth": lw if lw - lw == 0.0 else None,
                 "threshold": thr,
                 "alpha_allocated": alloc,
                 "alpha_consumed": consumed,
                 "alpha_remaining": alloc - consumed,
                 "fire": on,
-                "fire_reason": ev.reason,
-                "action": ev.action if on else None,
-                "drivers": list(ev.drivers),
+                "fire_reason": reason,
+                "action": action,
+                "drivers": list(drivers),
             }
             if comps is not None:
                 m = max_lw[j]
                 rec["p_value"] = min(1.0, math.exp(-m)) if m > 0 else 1.0
-                rec["components"] = {comps[0]: _num(c1), comps[1]: _num(c2)}
+                rec["components"] = {comps[0]: c1 if c1 - c1 == 0.0 else None, comps[1]: c2 if c2 - c2 == 0.0 else None}
             records.append(rec)
         fired_fams = tuple(f for f, ff in zip(self._fam_names, first) if ff >= 0)
         verdict_name = VERDICTS[verdict]
@@ -549,7 +627,8 @@ class Gate:
             "valid_fraction": n_valid / (tick + 1),
             "alpha": self.settings.alpha,
         })
-        return Decision(tick, ts, verdict_name, final, None if decided < 0 else decided, fired_fams, tuple(evidence), records)
+        source = (self._ev_static, out, fired, b_roll, b_reason, b_drivers, explained, fast)
+        return Decision(tick, ts, verdict_name, final, None if decided < 0 else decided, fired_fams, records, source)
 
     def _valid(self, z: np.ndarray, cz: np.ndarray | None) -> np.ndarray:
         present = ~np.isnan(z) if cz is None else ~(np.isnan(z) | np.isnan(cz))

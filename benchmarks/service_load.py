@@ -55,9 +55,12 @@ def main() -> None:
     ticks = ticks_of(sim.canary)
     settings = {"window": 100_000}
 
+    warm = AnalysisEngine(cfg.to_json(), settings)  # loads the compiled kernels, which the server has done at startup
+    warm.ingest(warm.validate(ticks[: a.batch]))
     eng = AnalysisEngine(cfg.to_json(), settings)
     t0 = time.process_time()
-    eng.ingest(eng.validate(ticks[: a.ticks]))
+    for i in range(0, a.ticks, a.batch):  # the engine's share of the server's work: same batches, no store, no HTTP
+        eng.ingest(eng.validate(ticks[i : i + a.batch]))
     gate_only = a.ticks / (time.process_time() - t0)
 
     tmp = Path(tempfile.mkdtemp(prefix="ds-bench-"))

@@ -205,3 +205,45 @@ def test_a_busy_store_answers_503_with_retry_after_and_other_store_errors_500(tm
         monkeypatch.setattr(manager, "ingest", broken)
         c_raise = c.post("/v1/analyses/a1/ticks", json={"ticks": ticks_of(sim.canary, 0, 2)}, headers=W)
         assert c_raise.status_code == 500
+
+
+def test_engine_value_checks_name_the_tick_and_signal(step_sim):
+    """Both paths of the engine's value check (dicts of floats/None as JSON gives, and anything else)
+    accept the same values and name the signal of a bad one."""
+    from deploysignal._exceptions import InputError
+
+    sim, cfg = step_sim
+    eng = AnalysisEngine(cfg.to_json(), {"window": 50})
+    a, b = cfg.names[0], cfg.names[1]
+    t0 = float(sim.canary.timestamps[0])
+    fast = eng.validate([{"timestamp": t0, "values": {a: 1.5, b: None}}])[0]
+    slow = eng.validate([{"timestamp": t0, "values": {a: 1.5, b: None, cfg.names[2]: 2}}])[0]
+    assert fast.values[a] == slow.values[a] == 1.5 and slow.values[cfg.names[2]] == 2.0
+    assert fast.values[b] is None and slow.values[b] is None  # missing
+    for vals, word in [({a: 1.0, b: float("-inf")}, "infinite"), ({a: 1.0, b: True}, "number"), ({a: 1, b: float("inf")}, "infinite"),
+                       ({a: "x"}, "number"), ({a: 1.0, b: 10**400}, "float range")]:
+        with pytest.raises(InputError, match=word) as err:
+            eng.validate([{"timestamp": t0, "values": {a: 0.0}}, {"timestamp": t0 + 60, "values": vals}])
+        assert err.value.row == 2 and err.value.column == (b if b in vals else a), (vals, err.value)
+    with pytest.raises(InputError, match="float range") as err:
+        eng.validate([{"timestamp": 10**400, "values": {a: 0.0}}])
+    assert err.value.column == "timestamp"
+    assert eng.n_ticks == 0
+
+
+def test_ingest_body_must_be_json_and_huge_numbers_are_4xx(tmp_path, step_sim):
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 3)
+    body = json.dumps({"ticks": ticks})
+    with make_client(tmp_path) as c:
+        _create(c, cfg)
+        for ctype in ("text/plain", "application/x-www-form-urlencoded"):
+            r = c.post("/v1/analyses/a1/ticks", content=body, headers={**W, "content-type": ctype})
+            assert r.status_code == 415 and "must be JSON" in r.json()["detail"], r.text
+        huge = body.replace(f'"timestamp": {ticks[0]["timestamp"]}', '"timestamp": 1' + "0" * 400, 1)
+        assert huge != body
+        r = c.post("/v1/analyses/a1/ticks", content=huge, headers={**W, "content-type": "application/json"})
+        assert r.status_code == 422 and "timestamp" in r.json()["detail"], r.text
+        r = c.post("/v1/analyses/a1/ticks", content=body, headers={**W, "content-type": "application/json; charset=utf-8"})
+        assert r.status_code == 200, r.text
+        assert c.get("/v1/analyses/a1", headers=R).json()["n_ticks"] == 3

@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from .conftest import W, make_client, ticks_of
 
 SPECIAL_FLOATS = st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 0.0, -0.0, 5e-324])
-SCALARS = st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80) | st.floats() | SPECIAL_FLOATS | st.text(max_size=20)
+#: integers beyond the float range too (10**400): converting them raises OverflowError, which once gave a 500
+HUGE_INTS = st.sampled_from([10**400, -(10**400), 2**1024, 2**1024 - 1])
+SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80) | HUGE_INTS | st.floats() | SPECIAL_FLOATS
+           | st.text(max_size=20))
 JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
 
 

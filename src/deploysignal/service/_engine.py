@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .._exceptions import ConfigError, InputError
 from ..calibration import CompiledConfig
 from ..gate import Decision, Gate, GateSettings
@@ -23,20 +25,19 @@ __all__ = ["AnalysisEngine", "TickIn", "TickResult"]
 
 @dataclass(frozen=True)
 class TickIn:
-    """One validated tick: epoch seconds, canary values and optional control values (NaN = missing)."""
+    """One validated tick: epoch seconds, canary values and optional control values (None or NaN =
+    missing; no infinities)."""
 
     timestamp: float
-    values: dict[str, float]
-    control: dict[str, float] | None = None
+    values: dict[str, float | None]
+    control: dict[str, float | None] | None = None
     cohort: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "timestamp": self.timestamp,
-            "values": {k: (None if math.isnan(v) else v) for k, v in self.values.items()},
-            "control": None if self.control is None else {k: (None if math.isnan(v) else v) for k, v in self.control.items()},
-            "cohort": self.cohort,
-        }
+        def plain(m: dict[str, float | None]) -> dict[str, float | None]:
+            return {k: (None if v is None or math.isnan(v) else v) for k, v in m.items()}
+
+        return {"timestamp": self.timestamp, "values": plain(self.values), "control": None if self.control is None else plain(self.control), "cohort": self.cohort}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TickIn:
@@ -58,20 +59,40 @@ class TickResult:
     final: bool
     fired_families: tuple[str, ...]
     records: list[dict[str, Any]]
+    #: canonical JSON of ``records`` (what the audit chain holds); None for a result restored from state
+    lines: list[str] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {"tick": self.tick, "timestamp": self.timestamp, "verdict": self.verdict, "final": self.final, "fired_families": list(self.fired_families)}
 
 
-def _finite_or_nan(v: Any, where: str, signal: str) -> float:
+def _finite_or_none(v: Any, where: str, signal: str) -> float | None:
     if v is None:
-        return math.nan
+        return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InputError(f"{where}: value must be a number or null, got {type(v).__name__}", column=signal)
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:  # an integer beyond the float range
+        raise InputError(f"{where}: value is out of the float range", column=signal) from None
     if math.isinf(f):
         raise InputError(f"{where}: value is infinite (use null or NaN for missing)", column=signal)
     return f
+
+
+_FLOAT_OR_NONE = frozenset((float, type(None)))
+
+
+def _number_map(vals: Mapping[Any, Any], where: str) -> dict[str, float | None]:
+    """A copy of ``{signal: value}`` with float values or None / NaN (missing); :class:`InputError`
+    naming the signal of a non-number or an infinite value. The common case (a dict of str to float
+    or None, as JSON gives) is checked with set and membership operations instead of a call per value."""
+    if type(vals) is dict and set(map(type, vals.values())) <= _FLOAT_OR_NONE and set(map(type, vals)) == {str}:
+        if math.inf in vals.values() or -math.inf in vals.values():
+            bad = next(k for k, x in vals.items() if x is not None and math.isinf(x))
+            raise InputError(f"{where}: value is infinite (use null or NaN for missing)", column=bad)
+        return dict(vals)
+    return {str(k): _finite_or_none(x, where, str(k)) for k, x in vals.items()}
 
 
 @functools.lru_cache(maxsize=16)
@@ -164,7 +185,10 @@ class AnalysisEngine:
                 ts_raw = t.get("timestamp")
                 if isinstance(ts_raw, bool) or not isinstance(ts_raw, (int, float)):
                     raise InputError("timestamp must be epoch seconds (a number)", column="timestamp")
-                ts = float(ts_raw)
+                try:
+                    ts = float(ts_raw)
+                except OverflowError:
+                    raise InputError("timestamp is out of the float range", column="timestamp") from None
                 if not math.isfinite(ts):
                     raise InputError("timestamp is not finite", column="timestamp")
                 cohort = t.get("cohort")
@@ -182,7 +206,7 @@ class AnalysisEngine:
                 unknown = sorted(set(map(str, vals)) - known)
                 if unknown:
                     raise InputError(f"unknown signals {unknown}; the compiled config has {list(self.names)}", column="values")
-                v = {str(k): _finite_or_nan(x, "canary", str(k)) for k, x in vals.items()}
+                v = _number_map(vals, "canary")
                 ctrl_raw = t.get("control")
                 if self.two_sample:
                     if not isinstance(ctrl_raw, Mapping):
@@ -190,7 +214,7 @@ class AnalysisEngine:
                     unknown = sorted(set(map(str, ctrl_raw)) - known)
                     if unknown:
                         raise InputError(f"unknown control signals {unknown}", column="control")
-                    c: dict[str, float] | None = {str(k): _finite_or_nan(x, "control", str(k)) for k, x in ctrl_raw.items()}
+                    c: dict[str, float] | None = _number_map(ctrl_raw, "control")
                 elif ctrl_raw is not None:
                     raise InputError("control given but the analysis runs in one-sample mode", column="control")
                 else:
@@ -210,17 +234,17 @@ class AnalysisEngine:
             return []
         names = self.names
         nan = math.nan
-        rows = [[t.values.get(n, nan) for n in names] for t in ticks]
+        rows = np.array([[t.values.get(n, nan) for n in names] for t in ticks], dtype=float)  # None -> NaN
         control = None
         if self.two_sample:
-            control = [None if t.control is None else [t.control.get(n, nan) for n in names] for t in ticks]
+            gap = next((i for i, t in enumerate(ticks) if t.control is None), None)
+            if gap is not None:
+                raise InputError("two-sample mode needs a control tick beside every canary tick", row=gap + 1, column="control")
+            control = np.array([[t.control.get(n, nan) for n in names] for t in ticks], dtype=float)  # type: ignore[union-attr]
         cohorts = [t.cohort for t in ticks] if any(t.cohort is not None for t in ticks) else None
         decisions = self.gate.update_many([t.timestamp for t in ticks], rows, cohorts=cohorts, control=control)
-        for row in rows:
-            for j, x in enumerate(row):
-                if x == x:  # not NaN
-                    self._present[j] += 1
-        out = [TickResult(d.tick, d.timestamp, d.verdict, d.final, d.fired_families, d.records) for d in decisions]
+        self._present = [a + int(b) for a, b in zip(self._present, (~np.isnan(rows)).sum(axis=0))]
+        out = [TickResult(d.tick, d.timestamp, d.verdict, d.final, d.fired_families, d.records, d.lines) for d in decisions]
         self.last = out[-1]
         return out
 

@@ -8,10 +8,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from .. import __version__
 from .._exceptions import InputError
 from ..audit import settings_record
-from ..audit._chain import GENESIS, chain_records
+from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..store import LockedAnalysis, SQLStore
 from ._engine import AnalysisEngine, TickIn
@@ -19,6 +21,20 @@ from ._engine import AnalysisEngine, TickIn
 __all__ = ["AnalysisManager"]
 
 log = logging.getLogger(__name__)
+
+_SORTED = msgspec.json.Encoder(order="sorted")
+
+
+def tick_payload(tick: TickIn) -> str:
+    """A tick as stored: JSON of :meth:`TickIn.to_json` with sorted keys, missing values (None or NaN)
+    as null, floats in their shortest round-trip form (msgspec's notation, e.g. ``0.00001``;
+    :func:`json.loads` reads back the same doubles). Same tick, same bytes. Ticks are inputs, not
+    hashed, so the audit lines' canonical form is not needed; what msgspec cannot encode (a lone
+    surrogate in a cohort) is written by canonical_json."""
+    try:
+        return _SORTED.encode(tick).decode()  # the dataclass's fields, NaN written as null
+    except Exception:  # noqa: BLE001 - e.g. a lone surrogate, which UTF-8 cannot hold
+        return canonical_json(tick.to_json())
 
 
 class AnalysisManager:
@@ -114,7 +130,7 @@ class AnalysisManager:
                     head = la.row.audit_head
                     audit = []
                     for r in results:
-                        lines, head = chain_records(r.records, head)
+                        lines, head = chain_lines(r.lines, head)
                         audit.append("\n".join(lines))
                     last = results[-1]
                     summary = {**last.summary(), "n_ticks": eng.n_ticks}
@@ -133,7 +149,7 @@ class AnalysisManager:
                     if n0 // self.snapshot_every != eng.n_ticks // self.snapshot_every:
                         snapshot = (eng.n_ticks, json.dumps(eng.state(), allow_nan=False))
                     la.append(
-                        [canonical_json(t.to_json()) for t in valid],
+                        [tick_payload(t) for t in valid],
                         audit,
                         last_ts=eng.last_timestamp,
                         head=head,
@@ -161,7 +177,7 @@ class AnalysisManager:
         lines, head = chain_records([settings_record(eng.config, eng.settings)], GENESIS)
         ticks = self.store.ticks(aid, 0, row.n_ticks)
         for r in eng.ingest([TickIn.from_json(t) for t in ticks]):
-            more, head = chain_records(r.records, head)
+            more, head = chain_lines(r.lines, head)
             lines.extend(more)
         for i, (a, b) in enumerate(zip(stored, lines), start=1):
             if a != b:

@@ -3,7 +3,7 @@
 Tables (identical on both back ends)::
 
     analyses  (id, spec, n_ticks, last_ts, audit_head, summary, created)   one row per analysis
-    ticks     (analysis_id, seq, payload)           every accepted tick, canonical JSON, seq = tick index
+    ticks     (analysis_id, seq, payload)           every accepted tick, sorted-key JSON, seq = tick index
     audit     (analysis_id, seq, lines)             chained audit lines of one tick (seq -1 = header)
     snapshots (analysis_id, tick, state)            latest engine state; resume = snapshot + replay
     batches   (analysis_id, batch_id, first_seq, n, response)   idempotency keys of ingested batches
@@ -102,7 +102,7 @@ class LockedAnalysis:
         response: dict[str, Any] | None = None,
         snapshot: tuple[int, str] | None = None,
     ) -> None:
-        """Append canonical tick payloads and their audit lines (one string per tick), update the row."""
+        """Append tick payloads (JSON) and their audit lines (one string per tick), update the row."""
         s, c, aid, n0 = self._s, self._c, self.row.id, self.row.n_ticks
         s._many(c, "INSERT INTO ticks (analysis_id, seq, payload) VALUES (?, ?, ?)", [(aid, n0 + i, p) for i, p in enumerate(ticks)])
         s._many(c, "INSERT INTO audit (analysis_id, seq, lines) VALUES (?, ?, ?)", [(aid, n0 + i, a) for i, a in enumerate(audit)])

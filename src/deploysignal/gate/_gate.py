@@ -224,7 +224,8 @@ class Decision:
     @cached_property
     def lines(self) -> list[str]:
         """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`), as the gate
-        wrote them: built on first use from ``records``, which callers must not change."""
+        wrote them: built on first use from ``records``, which callers must not change (nor swap with
+        ``dataclasses.replace``: the batch check's verdict on their floats travels with the decision)."""
         encode = canonical_json_in_domain if self._source[-1] else canonical_json
         return [encode(r) for r in self.records]
 

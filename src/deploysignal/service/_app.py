@@ -439,7 +439,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return await run_in_threadpool(_ingest, aid, body)
 
     @app.get("/v1/analyses/{aid}/audit", dependencies=read, tags=["analyses"])
-    def audit(aid: str, start: Annotated[int, Query(ge=-1)] = -1, limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> Response:
+    def audit(aid: str, start: Annotated[int, Query(ge=-1, le=2**62)] = -1, limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> Response:
         """Hash-chained audit lines (NDJSON) from tick ``start`` (-1 includes the header line)."""
         store.get(aid)
         lines = store.audit_lines(aid, start, limit)

@@ -76,7 +76,7 @@ def _finite_or_none(v: Any, where: str, signal: str) -> float | None:
     except OverflowError:  # an integer beyond the float range
         raise InputError(f"{where}: value is out of the float range", column=signal) from None
     if math.isinf(f):
-        raise InputError(f"{where}: value is infinite (use null or NaN for missing)", column=signal)
+        raise InputError(f"{where}: value is infinite or beyond the float range (use null or NaN for missing)", column=signal)
     return f
 
 
@@ -90,7 +90,7 @@ def _number_map(vals: Mapping[Any, Any], where: str) -> dict[str, float | None]:
     if type(vals) is dict and set(map(type, vals.values())) <= _FLOAT_OR_NONE and set(map(type, vals)) == {str}:
         if math.inf in vals.values() or -math.inf in vals.values():
             bad = next(k for k, x in vals.items() if x is not None and math.isinf(x))
-            raise InputError(f"{where}: value is infinite (use null or NaN for missing)", column=bad)
+            raise InputError(f"{where}: value is infinite or beyond the float range (use null or NaN for missing)", column=bad)
         return dict(vals)
     return {str(k): _finite_or_none(x, where, str(k)) for k, x in vals.items()}
 
@@ -145,7 +145,10 @@ class AnalysisEngine:
             raise InputError(f"gate settings invalid: {exc}") from None
         self.names = self.config.names
         if state is None:
-            self.gate = Gate(self.config, self.settings)
+            try:
+                self.gate = Gate(self.config, self.settings)
+            except ValueError as exc:  # a family cannot be built from this config (e.g. too few baseline rows)
+                raise ConfigError(f"the compiled config cannot run this gate: {exc}") from None
             self._present = [0] * len(self.names)
             self.last: TickResult | None = None
         else:

@@ -177,7 +177,7 @@ class AnalysisManager:
         lines, head = chain_records([settings_record(eng.config, eng.settings)], GENESIS)
         ticks = self.store.ticks(aid, 0, row.n_ticks)
         for r in eng.ingest([TickIn.from_json(t) for t in ticks]):
-            more, head = chain_lines(r.lines, head)
+            more, head = chain_records(r.records, head)  # re-encoded by the checked path: independent of the lines written
             lines.extend(more)
         for i, (a, b) in enumerate(zip(stored, lines), start=1):
             if a != b:

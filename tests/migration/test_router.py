@@ -52,13 +52,24 @@ async def _live_latencies(shadow: float, challenger, n: int = 300) -> tuple[np.n
 
 
 def test_slow_challenger_does_not_delay_live_traffic() -> None:
+    """Live latency with a 0.25 s challenger in shadow against a run without shadow, back to back on the
+    same machine. Each run lasts ~0.3 s, so one stall of the host (another VM) of a few tens of ms puts
+    either run's p99 off (it failed so once in CI: 6.8 vs 34.5 ms); a shadow path that delayed live
+    answers would do so in every attempt (by up to 0.25 s), so the comparison is made up to three times
+    and must hold in one, with the same bounds."""
+
     async def main() -> None:
-        base, _ = await _live_latencies(0.0, _slow)
-        with_shadow, router = await _live_latencies(1.0, _slow)
-        # robust comparison against a no-shadow run on the same machine, not absolute times
-        p99_base, p99_shadow = np.quantile(base, 0.99), np.quantile(with_shadow, 0.99)
-        assert p99_shadow <= 1.5 * p99_base + 0.005, (p99_base, p99_shadow)
-        assert np.median(with_shadow) <= 1.5 * np.median(base) + 0.002
+        tried = []
+        for _attempt in range(3):
+            base, _ = await _live_latencies(0.0, _slow)
+            with_shadow, router = await _live_latencies(1.0, _slow)
+            # robust comparison against a no-shadow run on the same machine, not absolute times
+            p99_base, p99_shadow = np.quantile(base, 0.99), np.quantile(with_shadow, 0.99)
+            tried.append((p99_base, p99_shadow))
+            if p99_shadow <= 1.5 * p99_base + 0.005 and np.median(with_shadow) <= 1.5 * np.median(base) + 0.002:
+                break
+        else:
+            raise AssertionError(f"live p99 with shadow above 1.5x the run without in three attempts: {tried}")
         # a 0.25 s challenger behind 2 workers cannot keep up with 300 requests: most are dropped, counted
         s = router.stats
         assert s.shadow_dropped > 100

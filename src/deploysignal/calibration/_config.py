@@ -30,6 +30,8 @@ try:
 except TypeError:  # msgspec < 0.18.6 has no key ordering: the standard library path only
     _FAST = None
 _SCALARS = frozenset((str, int, bool, type(None)))
+#: floats msgspec and the standard library write alike: 0 or _FAST_MIN <= |x| < _FAST_MAX (finite)
+_FAST_MIN, _FAST_MAX = 1e-4, 1e16
 
 
 def _plain(obj: Any, depth: int = 0) -> bool:
@@ -51,7 +53,7 @@ def _plain(obj: Any, depth: int = 0) -> bool:
     elif t is list or t is tuple:
         vals = obj
     elif t is float:
-        return obj == 0.0 or 1e-4 <= abs(obj) < 1e16
+        return obj == 0.0 or _FAST_MIN <= abs(obj) < _FAST_MAX
     else:
         return t in _SCALARS
     if depth >= 64:
@@ -59,11 +61,17 @@ def _plain(obj: Any, depth: int = 0) -> bool:
     for v in vals:
         tv = type(v)
         if tv is float:
-            if not (v == 0.0 or 1e-4 <= abs(v) < 1e16):
+            if not (v == 0.0 or _FAST_MIN <= abs(v) < _FAST_MAX):
                 return False
         elif tv not in _SCALARS and not _plain(v, depth + 1):
             return False
     return True
+
+
+def floats_in_domain(x: np.ndarray) -> np.ndarray:
+    """Elementwise :func:`_plain` for float arrays: 0 or ``1e-4 <= |x| < 1e16`` (NaN and inf: False)."""
+    a = np.abs(x)
+    return (a == 0.0) | ((a >= _FAST_MIN) & (a < _FAST_MAX))
 
 
 def _fast_path_agrees() -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._exceptions import InputError
 from ..calibration import CompiledConfig, canonical_json, cell_keys, g_step_innovation, level_neighbour, stack_arrays, transform_values
-from ..calibration._config import canonical_json_in_domain
+from ..calibration._config import _plain, canonical_json_in_domain, floats_in_domain
 from ..detectors import Evidence, FamilyA, FamilyB, build_family_c, build_family_d, build_family_e
 from ..detectors._kernels import decide_run, decide_step
 from ..telemetry import Frame
@@ -202,19 +202,19 @@ class Decision:
     decided_at_tick: int | None
     fired_families: tuple[str, ...]
     records: list[dict[str, Any]] = field(repr=False)
-    #: (per family: name, is family B, log threshold; per-family outputs, fires, B's action / reason /
-    #: drivers, per-family (reason, drivers), whether the records' floats lie in
-    #: canonical_json_in_domain's domain): plain values, no reference to the detectors
+    #: (the gate's per-family static parts, per-family outputs, fires, B's action / reason / drivers,
+    #: per-family (reason, drivers), whether the records' floats lie in canonical_json_in_domain's
+    #: domain): plain values, no reference to the detectors
     _source: tuple[Any, ...] = field(repr=False, compare=False)
 
     @cached_property
     def evidence(self) -> tuple[Evidence, ...]:
         static, out, fired, b_roll, b_reason, b_drivers, explained, _ = self._source
         evidence = []
-        for j, (name, is_rules, log_thr) in enumerate(static):
+        for j, (name, _alloc, _thr, comps, log_thr) in enumerate(static):
             lw, stat, _c1, _c2 = out[j]
             on = fired[j]
-            if is_rules:  # family B: rules, no wealth
+            if comps is None:  # family B: rules, no wealth
                 evidence.append(Evidence("B", stat, math.nan, math.nan, on, b_reason if on else "", b_drivers, "rollback" if b_roll else "warn"))
             else:
                 reason, drivers = explained[j]
@@ -302,7 +302,8 @@ class Gate:
         self._log_thr = np.array([-math.log(self._alpha_alloc[f]) for f in self._families] + [math.inf])
         self._P = 1 if isinstance(config, CompiledConfig) else len(config)
         self._static = self._static_parts()
-        self._ev_static = tuple((name, comps is None, math.nan if comps is None else float(fam._log_thr)) for name, _a, _t, comps, fam in self._static)
+        #: the floats every record repeats (alpha shares, thresholds, alpha) lie in the fast domain
+        self._static_ok = _plain([s.alpha] + [v for _n, alloc, thr, _c, _l in self._static for v in (alloc, thr) if v is not None])
         self._cell_memo: dict[tuple[int, str], tuple[int, str]] = {}
         self._reset()
 
@@ -480,7 +481,7 @@ class Gate:
             else:
                 cont = "ok"
                 if i == bad:
-                    raise InputError("canary value is infinite", row=row, column=self._names[int(np.flatnonzero(np.isinf(arr[i]))[0])])
+                    self._coerce(arr[i], "canary", row)  # raises, naming the infinite signal
             if self._two:
                 if carr is None:
                     if control is None or control[i] is None:
@@ -489,7 +490,7 @@ class Gate:
                     if ccont != "ok":
                         cont = f"{cont}|control:{ccont}"
                 elif i == cbad:
-                    raise InputError("control value is infinite", row=row, column=self._names[int(np.flatnonzero(np.isinf(carr[i]))[0])])
+                    self._coerce(carr[i], "control", row)  # raises, naming the infinite signal
             clocks[tier] = ts
             stamps[i] = ts
             tiers.append(tier)
@@ -550,10 +551,11 @@ class Gate:
         self._tick += n
         return decisions
 
-    def _static_parts(self) -> list[tuple[str, float, float | None, tuple[str, str] | None, Any]]:
-        """Per family (``_fam_names`` order): name, alpha allocated, log threshold, component names, detector."""
-        parts = [(f, self._alpha_alloc[f], _num(fam._log_thr), fam.COMPONENTS, fam) for f, fam in self._families.items()]
-        return [*parts, ("B", 0.0, None, None, self._rules)]
+    def _static_parts(self) -> tuple[tuple[str, float, float | None, tuple[str, str] | None, float], ...]:
+        """Per family (``_fam_names`` order): name, alpha allocated, log threshold as recorded (None if
+        not finite), component names (None for family B), log threshold (NaN for family B)."""
+        parts = [(f, self._alpha_alloc[f], _num(fam._log_thr), fam.COMPONENTS, float(fam._log_thr)) for f, fam in self._families.items()]
+        return (*parts, ("B", 0.0, None, None, math.nan))
 
     def _in_domain(self, stamps: np.ndarray, out: np.ndarray, max_lw: np.ndarray, n_valid: np.ndarray, n: int) -> np.ndarray:
         """Per tick: whether every float of its records lies where msgspec writes what the standard
@@ -562,8 +564,7 @@ class Gate:
         below ~1e-4 counts as outside); a tick outside goes through :func:`canonical_json`'s own check."""
 
         def ok(x: np.ndarray) -> np.ndarray:
-            a = np.abs(x)
-            return ~np.isfinite(a) | (a == 0.0) | ((a >= 1e-4) & (a < 1e16))
+            return ~np.isfinite(x) | floats_in_domain(x)
 
         fast = np.full(n, self._static_ok)
         fast &= ok(stamps)
@@ -573,12 +574,6 @@ class Gate:
         fast &= (frac == 0.0) | (frac >= 1.0001e-4)
         return fast
 
-    @property
-    def _static_ok(self) -> bool:
-        """The floats every record repeats (alpha shares, thresholds, alpha) lie in the fast domain."""
-        vals = [self.settings.alpha] + [v for _n, alloc, thr, _c, _f in self._static for v in (alloc, thr) if v is not None]
-        return all(v == 0.0 or 1e-4 <= abs(v) < 1e16 for v in vals)
-
     def _decision(
         self, tick: int, explained: list[tuple[str, tuple[str, ...]]], ts: float, cell_key: str, continuity: str, out: list[list[float]],
         fired: list[bool], b_roll: bool, b_reason: str, verdict: int, final: bool, decided: int, first: list[int], max_lw: list[float],
@@ -587,7 +582,7 @@ class Gate:
         """Decision and audit records of one tick from the per-tick outputs of the families (Python lists)."""
         records = []
         base = {"baseline_version": self.config.version_id, "cell_key": cell_key, "schema_continuity": continuity, "tick": tick, "timestamp": ts}
-        for j, (name, alloc, thr, comps, _fam) in enumerate(self._static):
+        for j, (name, alloc, thr, comps, _log_thr) in enumerate(self._static):
             lw, stat, c1, c2 = out[j]
             on = fired[j]
             if comps is None:  # family B: rules, no wealth
@@ -600,8 +595,8 @@ class Gate:
             rec = {
                 **base,
                 "family": name,
-                "statistic": stat if stat - stat == 0.0 else None,
-                "log_wealth": lw if lw - lw == 0.0 else None,
+                "statistic": _num(stat),
+                "log_wealth": _num(lw),
                 "threshold": thr,
                 "alpha_allocated": alloc,
                 "alpha_consumed": consumed,
@@ -614,7 +609,7 @@ class Gate:
             if comps is not None:
                 m = max_lw[j]
                 rec["p_value"] = min(1.0, math.exp(-m)) if m > 0 else 1.0
-                rec["components"] = {comps[0]: c1 if c1 - c1 == 0.0 else None, comps[1]: c2 if c2 - c2 == 0.0 else None}
+                rec["components"] = {comps[0]: _num(c1), comps[1]: _num(c2)}
             records.append(rec)
         fired_fams = tuple(f for f, ff in zip(self._fam_names, first) if ff >= 0)
         verdict_name = VERDICTS[verdict]
@@ -628,7 +623,7 @@ class Gate:
             "valid_fraction": n_valid / (tick + 1),
             "alpha": self.settings.alpha,
         })
-        source = (self._ev_static, out, fired, b_roll, b_reason, b_drivers, explained, fast)
+        source = (self._static, out, fired, b_roll, b_reason, b_drivers, explained, fast)
         return Decision(tick, ts, verdict_name, final, None if decided < 0 else decided, fired_fams, records, source)
 
     def _valid(self, z: np.ndarray, cz: np.ndarray | None) -> np.ndarray:

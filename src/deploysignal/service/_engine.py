@@ -85,12 +85,11 @@ _FLOAT_OR_NONE = frozenset((float, type(None)))
 
 def _number_map(vals: Mapping[Any, Any], where: str) -> dict[str, float | None]:
     """A copy of ``{signal: value}`` with float values or None / NaN (missing); :class:`InputError`
-    naming the signal of a non-number or an infinite value. The common case (a dict of str to float
-    or None, as JSON gives) is checked with set and membership operations instead of a call per value."""
-    if type(vals) is dict and set(map(type, vals.values())) <= _FLOAT_OR_NONE and set(map(type, vals)) == {str}:
-        if math.inf in vals.values() or -math.inf in vals.values():
-            bad = next(k for k, x in vals.items() if x is not None and math.isinf(x))
-            raise InputError(f"{where}: value is infinite or beyond the float range (use null or NaN for missing)", column=bad)
+    naming the signal of a non-number or an infinite value. The common case (a dict of str to finite
+    float or None, as JSON gives) is recognised with set and membership operations instead of a call
+    per value; anything else is checked value by value."""
+    if (type(vals) is dict and set(map(type, vals.values())) <= _FLOAT_OR_NONE and set(map(type, vals)) == {str}
+            and math.inf not in vals.values() and -math.inf not in vals.values()):
         return dict(vals)
     return {str(k): _finite_or_none(x, where, str(k)) for k, x in vals.items()}
 
@@ -238,12 +237,11 @@ class AnalysisEngine:
         names = self.names
         nan = math.nan
         rows = np.array([[t.values.get(n, nan) for n in names] for t in ticks], dtype=float)  # None -> NaN
-        control = None
+        control: Any = None
         if self.two_sample:
-            gap = next((i for i, t in enumerate(ticks) if t.control is None), None)
-            if gap is not None:
-                raise InputError("two-sample mode needs a control tick beside every canary tick", row=gap + 1, column="control")
-            control = np.array([[t.control.get(n, nan) for n in names] for t in ticks], dtype=float)  # type: ignore[union-attr]
+            control = [None if t.control is None else [t.control.get(n, nan) for n in names] for t in ticks]
+            if all(c is not None for c in control):  # else the gate names the tick without one
+                control = np.array(control, dtype=float)
         cohorts = [t.cohort for t in ticks] if any(t.cohort is not None for t in ticks) else None
         decisions = self.gate.update_many([t.timestamp for t in ticks], rows, cohorts=cohorts, control=control)
         self._present = [a + int(b) for a, b in zip(self._present, (~np.isnan(rows)).sum(axis=0))]

@@ -251,28 +251,28 @@ def test_overlapping_gc_pauses_from_threads_leave_the_collector_enabled(cfg_heal
 
     from deploysignal.gate import _gate
 
-    with _gate._gc_paused():  # noqa: SLF001 - it does pause, nested too
+    with _gate.gc_paused():  # it does pause, nested too
         assert not gc.isenabled()
-        with _gate._gc_paused():  # noqa: SLF001
+        with _gate.gc_paused():
             assert not gc.isenabled()
         assert not gc.isenabled()
     assert gc.isenabled()
     gc.disable()
     try:  # a collector the caller had switched off stays off
-        with _gate._gc_paused():  # noqa: SLF001
+        with _gate.gc_paused():
             pass
         assert not gc.isenabled()
     finally:
         gc.enable()
-    assert _stress_gc_pause(_gate._gc_paused)  # noqa: SLF001
+    assert _stress_gc_pause(_gate.gc_paused)
     calls = []
-    real = _gate._gc_paused  # noqa: SLF001
+    real = _gate.gc_paused
 
     def spy():
         calls.append(1)
         return real()
 
-    monkeypatch.setattr(_gate, "_gc_paused", spy)
+    monkeypatch.setattr(_gate, "gc_paused", spy)
     Gate(cfg_healthy, GateSettings(window=100)).update_many(sim_healthy.canary.timestamps[:3], sim_healthy.canary.values[:3])
     assert calls == [1]  # update_many builds its records inside the shared pause
 

@@ -213,3 +213,63 @@ def test_sqlite_write_waits_share_one_deadline_behind_another_process(tmp_path, 
     assert min(t for _, t in outcomes) >= 0.8 and max(t for _, t in outcomes) < 2.0, outcomes  # not 1, 2, 3 s
     store.put_config("cc-000000000009", "{}")
     store.close()
+
+
+def test_new_sqlite_files_get_large_pages_and_existing_files_keep_theirs(tmp_path, step_sim):
+    """A tick's audit lines (~2.5 KB) would take a 4 KiB page each; new files get 16 KiB pages. A file
+    made with SQLite's default keeps its page size and still works (the pragma only acts on a new file)."""
+    import sqlite3
+
+    from deploysignal.store import SQLiteStore
+
+    new = open_store(f"sqlite:///{tmp_path / 'new.db'}")
+    assert new.conn.execute("PRAGMA page_size").fetchone()[0] == SQLiteStore.PAGE_SIZE == 16384
+    assert new.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    new.close()
+    c = sqlite3.connect(tmp_path / "old.db")
+    c.execute("CREATE TABLE keep (x)")
+    c.commit()
+    c.close()
+    old = open_store(f"sqlite:///{tmp_path / 'old.db'}")
+    assert old.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    sim, cfg = step_sim
+    m = AnalysisManager(old)
+    m.create("o", cfg.to_json(), cfg.version_id, {"window": 480}, {}, "t0")
+    assert m.ingest("o", ticks_of(sim.canary, 0, 20))["n_ticks"] == 20
+    assert m.replay("o")["ok"]
+    old.close()
+
+
+def test_ingest_pauses_the_collector_for_the_batch_and_restores_it(tmp_path, step_sim, monkeypatch):
+    """The manager pauses the cyclic collector around a whole batch (store writes included) and leaves
+    it as it found it after an accepted batch, a rejected one and a failing store."""
+    import gc
+
+    from deploysignal.store._sql import LockedAnalysis
+
+    sim, cfg = step_sim
+    m = AnalysisManager(open_store(f"sqlite:///{tmp_path / 'gc.db'}"))
+    m.create("g", cfg.to_json(), cfg.version_id, {"window": 480}, {}, "t0")
+    seen = []
+    real = LockedAnalysis.append
+
+    def append(self, *a, **k):
+        seen.append(gc.isenabled())
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(LockedAnalysis, "append", append)
+    assert gc.isenabled()
+    m.ingest("g", ticks_of(sim.canary, 0, 10))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(InputError):
+        m.ingest("g", ticks_of(sim.canary, 0, 3))  # not after the accepted ticks
+    assert gc.isenabled()
+
+    def broken(self, *a, **k):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(LockedAnalysis, "append", broken)
+    with pytest.raises(OSError):
+        m.ingest("g", ticks_of(sim.canary, 10, 12))
+    assert gc.isenabled() and m.store.n_ticks("g") == 10
+    m.store.close()

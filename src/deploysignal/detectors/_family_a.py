@@ -330,10 +330,7 @@ class FamilyA:
 
     def state(self) -> dict[str, Any]:
         """Exact JSON-serialisable state (``-inf`` written as ``None``)."""
-        st: dict[str, Any] = {
-            name: np.where(np.isfinite(getattr(self, "_" + name)), getattr(self, "_" + name), np.nan).tolist() for name in self._ARRAYS
-        }
-        st = {k: _nan_to_none(v) for k, v in st.items()}
+        st: dict[str, Any] = {name: _finite_or_none(getattr(self, "_" + name)) for name in self._ARRAYS}
         st.update(fired=self._fired.tolist(), reason=self._fire_reason, drivers=list(self._fire_drivers))
         return st
 
@@ -351,10 +348,11 @@ class FamilyA:
         return self
 
 
-def _nan_to_none(v: Any) -> Any:
-    if isinstance(v, list):
-        return [_nan_to_none(x) for x in v]
-    return None if isinstance(v, float) and math.isnan(v) else v
+def _finite_or_none(a: np.ndarray) -> Any:
+    """Nested lists of Python numbers with every non-finite entry as None (one pass in numpy)."""
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()
 
 
 def _none_to(v: Any, fill: float) -> Any:

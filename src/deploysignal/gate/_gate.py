@@ -161,7 +161,7 @@ _GC_PAUSE = {"depth": 0, "was_enabled": False}
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause the (process-wide) cyclic garbage collector; nested and concurrent pauses from several
     threads end with the collector in the state it had before the first of them began."""
     with _GC_LOCK:
@@ -545,7 +545,7 @@ class Gate:
         fast = self._in_domain(stamps, out, max_lw, n_valid, n)
         cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),
                    final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist(), b_drivers, fast.tolist())
-        with _gc_paused():  # thousands of small records: the cyclic collector would rescan them at every threshold
+        with gc_paused():  # thousands of small records: the cyclic collector would rescan them at every threshold
             decisions = [self._decision(self._tick + i, explained, *c) for i, c in enumerate(cols)]
         self._last_ts = max(self._last_ts, float(stamps.max()))
         self._tick += n

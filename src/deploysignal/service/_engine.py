@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from .._exceptions import ConfigError, InputError
@@ -23,10 +23,9 @@ from ..gate import Decision, Gate, GateSettings
 __all__ = ["AnalysisEngine", "TickIn", "TickResult"]
 
 
-@dataclass(frozen=True)
-class TickIn:
+class TickIn(msgspec.Struct, frozen=True):
     """One validated tick: epoch seconds, canary values and optional control values (None or NaN =
-    missing; no infinities)."""
+    missing; no infinities). A frozen struct: built per tick, ten times cheaper than a frozen dataclass."""
 
     timestamp: float
     values: dict[str, float | None]
@@ -49,8 +48,7 @@ class TickIn:
         return cls(float(d["timestamp"]), values, conv(d.get("control")), d.get("cohort"))
 
 
-@dataclass(frozen=True)
-class TickResult:
+class TickResult(msgspec.Struct, frozen=True):
     """What the service reports for one evaluated tick."""
 
     tick: int
@@ -205,17 +203,19 @@ class AnalysisEngine:
                 vals = t.get("values")
                 if not isinstance(vals, Mapping) or not vals:
                     raise InputError("values must be a non-empty object {signal: number|null}", column="values")
-                unknown = sorted(set(map(str, vals)) - known)
-                if unknown:
-                    raise InputError(f"unknown signals {unknown}; the compiled config has {list(self.names)}", column="values")
+                if not vals.keys() <= known:  # the signal names are strings of the config (common case, one C call)
+                    unknown = sorted(set(map(str, vals)) - known)
+                    if unknown:
+                        raise InputError(f"unknown signals {unknown}; the compiled config has {list(self.names)}", column="values")
                 v = _number_map(vals, "canary")
                 ctrl_raw = t.get("control")
                 if self.two_sample:
                     if not isinstance(ctrl_raw, Mapping):
                         raise InputError("two-sample analysis: every tick needs a control object", column="control")
-                    unknown = sorted(set(map(str, ctrl_raw)) - known)
-                    if unknown:
-                        raise InputError(f"unknown control signals {unknown}", column="control")
+                    if not ctrl_raw.keys() <= known:
+                        unknown = sorted(set(map(str, ctrl_raw)) - known)
+                        if unknown:
+                            raise InputError(f"unknown control signals {unknown}", column="control")
                     c: dict[str, float] | None = _number_map(ctrl_raw, "control")
                 elif ctrl_raw is not None:
                     raise InputError("control given but the analysis runs in one-sample mode", column="control")

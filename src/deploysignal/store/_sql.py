@@ -311,6 +311,11 @@ class SQLiteStore(SQLStore):
     """
 
     LOCK_TIMEOUT = 30.0
+    #: Page size of a new database file (existing files keep theirs). A tick's audit lines are ~2.5 KB:
+    #: on 4 KiB pages each takes a page of its own with ~40% left empty, so a 500-tick batch wrote
+    #: twice the pages, at about twice the CPU and wall time per commit (14-19 vs 30 us per tick
+    #: measured for such batches); a single-tick commit costs ~40 us more with the larger pages.
+    PAGE_SIZE = 16384
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         super().__init__()
@@ -325,6 +330,7 @@ class SQLiteStore(SQLStore):
 
     def _connect(self) -> sqlite3.Connection:
         c = sqlite3.connect(self.path, isolation_level=None, timeout=self.LOCK_TIMEOUT, check_same_thread=False)
+        c.execute(f"PRAGMA page_size={self.PAGE_SIZE}")  # takes effect only while the file is new (before WAL mode and tables)
         c.execute("PRAGMA journal_mode=WAL")
         c.execute(f"PRAGMA synchronous={self.synchronous}")
         c.execute(f"PRAGMA busy_timeout={int(self.LOCK_TIMEOUT * 1000)}")

@@ -172,3 +172,36 @@ def test_in_domain_encoding_falls_back_on_what_msgspec_cannot_write():
     encodes; the unchecked path must still write the standard library's bytes, not raise."""
     record = {"schema_continuity": "extra:x\ud800", "statistic": 0.5}
     assert _config.canonical_json_in_domain(record) == reference(record)
+
+
+def test_record_structs_declare_their_keys_sorted():
+    """``Decision.lines`` writes the records as structs in declaration order, without sorting: the
+    declarations must be sorted (a struct declared out of order fails here, not in the audit bytes)."""
+    from deploysignal.gate import _gate
+
+    for struct in _gate._RECORD_STRUCTS:
+        fields = struct.__struct_fields__
+        assert list(fields) == sorted(fields), struct.__name__
+
+
+def test_gate_lines_fall_back_where_msgspec_cannot_write_a_recorded_name():
+    """A signal name outside the config is recorded in ``schema_continuity``; non-ASCII or a lone
+    surrogate there must reach the checked path (the standard library escapes both), also on ticks
+    whose floats the batch check vouches for."""
+    from deploysignal.calibration import compile_baseline
+    from deploysignal.gate import Gate, GateSettings
+    from deploysignal.simulate import simulate
+
+    sim = simulate("healthy", seed=1)
+    cfg = compile_baseline(sim.baseline, seed=1)
+    gate = Gate(cfg, GateSettings(window=50))
+    names = cfg.names
+    extras = ["plain", "caf\u00e9", "x\ud800", "del\x7f"]
+    rows = [{n: float(v) for n, v in zip(names, sim.canary.values[i])} for i in range(20)]
+    for i, extra in enumerate(extras, start=10):
+        rows[i][extra] = 1.0
+    ds = gate.update_many(sim.canary.timestamps[:20], rows)[10:14]
+    assert all(d._source.fast for d in ds)  # the floats are in the domain: only the text decides
+    for d, extra in zip(ds, extras):
+        assert any(extra in r["schema_continuity"] for r in d.records)
+        assert d.lines == [reference(r) for r in d.records]

@@ -9,13 +9,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
+import msgspec
 import numpy as np
 
 from .._exceptions import InputError
 from ..calibration import CompiledConfig, canonical_json, cell_keys, g_step_innovation, level_neighbour, stack_arrays, transform_values
-from ..calibration._config import _plain, canonical_json_in_domain, floats_in_domain
+from ..calibration._config import _FAST_OK, _plain, floats_in_domain
 from ..detectors import Evidence, FamilyA, FamilyB, build_family_c, build_family_d, build_family_e
 from ..detectors._kernels import decide_run, decide_step
 from ..telemetry import Frame
@@ -182,6 +183,97 @@ def _num(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
+# Audit records as structs whose fields are the record's keys in sorted order, built positionally:
+# msgspec writes a struct's fields in declaration order, so a plain encoder gives the canonical
+# (sorted-key) JSON without sorting at every call (tests check the declarations are sorted).
+
+
+class _FamilyRecord(msgspec.Struct):
+    """Audit record of a family with wealth (A, C, D, E)."""
+
+    action: str | None
+    alpha_allocated: float
+    alpha_consumed: float
+    alpha_remaining: float
+    baseline_version: str
+    cell_key: str
+    components: dict[str, float | None]  # two entries, inserted in sorted key order
+    drivers: list[str]
+    family: str
+    fire: bool
+    fire_reason: str
+    log_wealth: float | None
+    p_value: float
+    schema_continuity: str
+    statistic: float | None
+    threshold: float | None
+    tick: int
+    timestamp: float
+
+
+class _RuleRecord(msgspec.Struct):
+    """Audit record of family B (rules: no p-value, no components, no wealth)."""
+
+    action: str | None
+    alpha_allocated: float
+    alpha_consumed: float
+    alpha_remaining: float
+    baseline_version: str
+    cell_key: str
+    drivers: list[str]
+    family: str
+    fire: bool
+    fire_reason: str
+    log_wealth: None
+    schema_continuity: str
+    statistic: float | None
+    threshold: float | None
+    tick: int
+    timestamp: float
+
+
+class _GateRecord(msgspec.Struct):
+    """The gate's own record of a tick (the verdict)."""
+
+    alpha: float
+    baseline_version: str
+    cell_key: str
+    decided_at_tick: int | None
+    family: str
+    final: bool
+    fired_families: list[str]
+    schema_continuity: str
+    tick: int
+    timestamp: float
+    valid_fraction: float
+    verdict: str
+
+
+_RECORD_STRUCTS = (_FamilyRecord, _RuleRecord, _GateRecord)
+_IN_ORDER = msgspec.json.Encoder()  # declaration order: sorted for the record structs
+
+
+class _Source(NamedTuple):
+    """Plain per-tick values a :class:`Decision` builds its records, lines and evidence from (no
+    reference to the detectors)."""
+
+    static: tuple[tuple[str, float, float | None, tuple[str, str] | None, float], ...]  # Gate._static_parts()
+    version: str
+    alpha: float
+    cell_key: str
+    continuity: str
+    out: list[list[float]]  # per family: log-wealth, statistic, two components
+    fired: list[bool]
+    b_roll: bool
+    b_reason: str
+    b_drivers: tuple[str, ...]
+    explained: list[tuple[str, tuple[str, ...]]]  # per family: fire reason and drivers
+    first: list[int]  # per family: first counted fire or -1
+    max_lw: list[float]
+    n_valid: int
+    fast: bool  # every float of the records lies where msgspec writes what the standard library does
+
+
 @dataclass(frozen=True)
 class Decision:
     """The gate's output for one tick.
@@ -189,10 +281,11 @@ class Decision:
     ``verdict`` is ``pending`` inside a window, ``proceed``/``extend`` at a window end (or proceed
     early), ``rollback`` when a family with alpha or a rollback rule fires. ``final`` is true once the
     verdict can no longer change (rollback, proceed, or extend after the last allowed extension).
-    ``records`` are the tick's audit records (one per family, then the gate's), ``lines`` their
+    ``records`` are the tick's audit records (one dict per family, then the gate's), ``lines`` their
     canonical JSON (what an audit log holds and its hash chain covers), ``evidence`` one
-    :class:`~deploysignal.detectors.Evidence` per family; ``lines`` and ``evidence`` are built on
-    first use.
+    :class:`~deploysignal.detectors.Evidence` per family. All three are built on first use from the
+    plain values the gate leaves in ``_source``; ``lines`` is written without building ``records``
+    when the gate's batch check vouched for the tick's floats. Equality compares the summary fields.
     """
 
     tick: int
@@ -201,33 +294,73 @@ class Decision:
     final: bool
     decided_at_tick: int | None
     fired_families: tuple[str, ...]
-    records: list[dict[str, Any]] = field(repr=False)
-    #: (the gate's per-family static parts, per-family outputs, fires, B's action / reason / drivers,
-    #: per-family (reason, drivers), whether the records' floats lie in canonical_json_in_domain's
-    #: domain): plain values, no reference to the detectors
-    _source: tuple[Any, ...] = field(repr=False, compare=False)
+    _source: _Source = field(repr=False, compare=False)
 
     @cached_property
     def evidence(self) -> tuple[Evidence, ...]:
-        static, out, fired, b_roll, b_reason, b_drivers, explained, _ = self._source
+        src = self._source
         evidence = []
-        for j, (name, _alloc, _thr, comps, log_thr) in enumerate(static):
-            lw, stat, _c1, _c2 = out[j]
-            on = fired[j]
+        for j, (name, _alloc, _thr, comps, log_thr) in enumerate(src.static):
+            lw, stat, _c1, _c2 = src.out[j]
+            on = src.fired[j]
             if comps is None:  # family B: rules, no wealth
-                evidence.append(Evidence("B", stat, math.nan, math.nan, on, b_reason if on else "", b_drivers, "rollback" if b_roll else "warn"))
+                evidence.append(Evidence("B", stat, math.nan, math.nan, on, src.b_reason if on else "", src.b_drivers, "rollback" if src.b_roll else "warn"))
             else:
-                reason, drivers = explained[j]
+                reason, drivers = src.explained[j]
                 evidence.append(Evidence(name, stat, lw, log_thr, on, reason if on else "", drivers if on else ()))
         return tuple(evidence)
 
     @cached_property
+    def records(self) -> list[dict[str, Any]]:
+        """The tick's audit records: one per family (``_fam_names`` order, B last), then the gate's."""
+        return [msgspec.structs.asdict(r) for r in self._structs()]
+
+    @cached_property
     def lines(self) -> list[str]:
-        """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`), as the gate
-        wrote them: built on first use from ``records``, which callers must not change (nor swap with
-        ``dataclasses.replace``: the batch check's verdict on their floats travels with the decision)."""
-        encode = canonical_json_in_domain if self._source[-1] else canonical_json
-        return [encode(r) for r in self.records]
+        """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`)."""
+        if self._source.fast and _FAST_OK:
+            out = []
+            for r in self._structs():
+                try:
+                    b = _IN_ORDER.encode(r)
+                except Exception:  # noqa: BLE001 - e.g. a lone surrogate in a recorded name: the checked path decides
+                    break
+                if not b.isascii() or b"\x7f" in b:  # the standard library escapes these
+                    break
+                out.append(b.decode("ascii"))
+            else:
+                return out
+        return [canonical_json(r) for r in self.records]
+
+    def _structs(self) -> list[Any]:
+        """The records as structs (fields = keys, sorted; see :class:`_FamilyRecord`)."""
+        src, tick, ts = self._source, self.tick, self.timestamp
+        version, cell_key, cont = src.version, src.cell_key, src.continuity
+        out, fired, first, max_lw = src.out, src.fired, src.first, src.max_lw
+        records: list[Any] = []
+        for j, (name, alloc, thr, comps, _log_thr) in enumerate(src.static):
+            lw, stat, c1, c2 = out[j]
+            on = fired[j]
+            consumed = alloc if first[j] >= 0 else 0.0
+            if comps is None:  # family B: rules, no wealth
+                reason, action = (src.b_reason, "rollback" if src.b_roll else "warn") if on else ("", None)
+                records.append(_RuleRecord(
+                    action, alloc, consumed, alloc - consumed, version, cell_key, list(src.b_drivers), name, on, reason, None, cont,
+                    _num(stat), thr, tick, ts,
+                ))
+            else:
+                reason, drivers = src.explained[j] if on else ("", ())
+                m = max_lw[j]
+                components = {comps[0]: _num(c1), comps[1]: _num(c2)} if comps[0] < comps[1] else {comps[1]: _num(c2), comps[0]: _num(c1)}
+                records.append(_FamilyRecord(
+                    "rollback" if on else None, alloc, consumed, alloc - consumed, version, cell_key, components, list(drivers), name, on,
+                    reason, _num(lw), min(1.0, math.exp(-m)) if m > 0 else 1.0, cont, _num(stat), thr, tick, ts,
+                ))
+        records.append(_GateRecord(
+            src.alpha, version, cell_key, self.decided_at_tick, "gate", self.final, list(self.fired_families), cont, tick, ts,
+            src.n_valid / (tick + 1), self.verdict,
+        ))
+        return records
 
 
 PENDING, PROCEED, EXTEND, ROLLBACK = range(4)
@@ -579,52 +712,12 @@ class Gate:
         fired: list[bool], b_roll: bool, b_reason: str, verdict: int, final: bool, decided: int, first: list[int], max_lw: list[float],
         n_valid: int, b_drivers: tuple[str, ...], fast: bool,
     ) -> Decision:
-        """Decision and audit records of one tick from the per-tick outputs of the families (Python lists)."""
-        records = []
-        base = {"baseline_version": self.config.version_id, "cell_key": cell_key, "schema_continuity": continuity, "tick": tick, "timestamp": ts}
-        for j, (name, alloc, thr, comps, _log_thr) in enumerate(self._static):
-            lw, stat, c1, c2 = out[j]
-            on = fired[j]
-            if comps is None:  # family B: rules, no wealth
-                reason, drivers, action = (b_reason, b_drivers, "rollback" if b_roll else "warn") if on else ("", b_drivers, None)
-                lw = math.nan
-            else:
-                reason, drivers = explained[j] if on else ("", ())
-                action = "rollback" if on else None
-            consumed = alloc if first[j] >= 0 else 0.0
-            rec = {
-                **base,
-                "family": name,
-                "statistic": _num(stat),
-                "log_wealth": _num(lw),
-                "threshold": thr,
-                "alpha_allocated": alloc,
-                "alpha_consumed": consumed,
-                "alpha_remaining": alloc - consumed,
-                "fire": on,
-                "fire_reason": reason,
-                "action": action,
-                "drivers": list(drivers),
-            }
-            if comps is not None:
-                m = max_lw[j]
-                rec["p_value"] = min(1.0, math.exp(-m)) if m > 0 else 1.0
-                rec["components"] = {comps[0]: _num(c1), comps[1]: _num(c2)}
-            records.append(rec)
+        """Decision of one tick from the per-tick outputs of the families (Python lists); its records
+        and lines are built when first asked for."""
         fired_fams = tuple(f for f, ff in zip(self._fam_names, first) if ff >= 0)
-        verdict_name = VERDICTS[verdict]
-        records.append({
-            **base,
-            "family": "gate",
-            "verdict": verdict_name,
-            "final": final,
-            "decided_at_tick": None if decided < 0 else decided,
-            "fired_families": list(fired_fams),
-            "valid_fraction": n_valid / (tick + 1),
-            "alpha": self.settings.alpha,
-        })
-        source = (self._static, out, fired, b_roll, b_reason, b_drivers, explained, fast)
-        return Decision(tick, ts, verdict_name, final, None if decided < 0 else decided, fired_fams, records, source)
+        source = _Source(self._static, self.config.version_id, self.settings.alpha, cell_key, continuity, out, fired, b_roll, b_reason,
+                         b_drivers, explained, first, max_lw, n_valid, fast)
+        return Decision(tick, ts, VERDICTS[verdict], final, None if decided < 0 else decided, fired_fams, source)
 
     def _valid(self, z: np.ndarray, cz: np.ndarray | None) -> np.ndarray:
         present = ~np.isnan(z) if cz is None else ~(np.isnan(z) | np.isnan(cz))

@@ -49,16 +49,37 @@ class TickIn(msgspec.Struct, frozen=True):
 
 
 class TickResult(msgspec.Struct, frozen=True):
-    """What the service reports for one evaluated tick."""
+    """What the service reports for one evaluated tick.
+
+    ``records`` and ``lines`` come from the gate's :class:`~deploysignal.gate.Decision` (``decision``),
+    which builds them on first use: the service writes every tick's ``lines`` but needs the records
+    (dicts) of the last tick only. A result restored from state has no decision, the saved records
+    and no lines.
+    """
 
     tick: int
     timestamp: float
     verdict: str
     final: bool
     fired_families: tuple[str, ...]
-    records: list[dict[str, Any]]
-    #: canonical JSON of ``records`` (what the audit chain holds); None for a result restored from state
-    lines: list[str] | None = None
+    decision: Decision | None = None
+    saved_records: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def of(cls, d: Decision) -> TickResult:
+        return cls(d.tick, d.timestamp, d.verdict, d.final, d.fired_families, d)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The tick's audit records (one per family, then the gate's)."""
+        if self.decision is not None:
+            return self.decision.records
+        return [] if self.saved_records is None else self.saved_records
+
+    @property
+    def lines(self) -> list[str] | None:
+        """Canonical JSON of ``records`` (what the audit chain holds); None for a result restored from state."""
+        return None if self.decision is None else self.decision.lines
 
     def summary(self) -> dict[str, Any]:
         return {"tick": self.tick, "timestamp": self.timestamp, "verdict": self.verdict, "final": self.final, "fired_families": list(self.fired_families)}
@@ -152,7 +173,7 @@ class AnalysisEngine:
             self.gate = Gate.from_state(self.config, self.settings, state["gate"])
             self._present = list(state["present"])
             last = state.get("last")
-            self.last = None if last is None else TickResult(last["tick"], last["timestamp"], last["verdict"], last["final"], tuple(last["fired_families"]), last["records"])
+            self.last = None if last is None else TickResult(last["tick"], last["timestamp"], last["verdict"], last["final"], tuple(last["fired_families"]), saved_records=last["records"])
 
     # ------------------------------------------------------------------ properties
     @property
@@ -245,7 +266,7 @@ class AnalysisEngine:
         cohorts = [t.cohort for t in ticks] if any(t.cohort is not None for t in ticks) else None
         decisions = self.gate.update_many([t.timestamp for t in ticks], rows, cohorts=cohorts, control=control)
         self._present = [a + int(b) for a, b in zip(self._present, (~np.isnan(rows)).sum(axis=0))]
-        out = [TickResult(d.tick, d.timestamp, d.verdict, d.final, d.fired_families, d.records, d.lines) for d in decisions]
+        out = [TickResult.of(d) for d in decisions]
         self.last = out[-1]
         return out
 

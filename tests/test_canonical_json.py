@@ -205,3 +205,15 @@ def test_gate_lines_fall_back_where_msgspec_cannot_write_a_recorded_name():
     for d, extra in zip(ds, extras):
         assert any(extra in r["schema_continuity"] for r in d.records)
         assert d.lines == [reference(r) for r in d.records]
+
+
+def test_gate_lines_without_the_fast_encoder_are_the_same(monkeypatch):
+    """With the import check failed (``_LINES_OK`` false) every line takes the checked path: same bytes."""
+    from deploysignal.gate import _gate
+
+    assert _gate._LINES_OK  # otherwise every tick silently takes the slower path
+    fast = [d.lines for d in _gate_decisions("step", "one-sample", 3)]
+    monkeypatch.setattr(_gate, "_LINES_OK", False)
+    slow = _gate_decisions("step", "one-sample", 3)
+    assert [d.lines for d in slow] == fast
+    assert all(d.lines == [reference(r) for r in d.records] for d in slow)

@@ -277,6 +277,54 @@ def test_overlapping_gc_pauses_from_threads_leave_the_collector_enabled(cfg_heal
     assert calls == [1]  # update_many builds its records inside the shared pause
 
 
+def test_pauses_that_keep_overlapping_still_collect_cyclic_garbage(monkeypatch):
+    """Two threads whose pauses always overlap never bring the depth to zero; a pause ending more than
+    GC_STARVATION_SECONDS after the collector was last on collects the young generations itself, so
+    cycles made meanwhile are freed while the pauses go on (without the valve none is)."""
+    import gc
+    import threading
+    import time
+    import weakref
+
+    from deploysignal.gate import _gate
+
+    monkeypatch.setattr(_gate, "GC_STARVATION_SECONDS", 0.05)
+
+    class Node:
+        pass
+
+    def cycle() -> weakref.ref:
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    gc.collect()
+    assert gc.isenabled()
+    hold = threading.Event()
+    refs: list = []
+
+    def holder() -> None:  # one long pause that overlaps every short one
+        with _gate.gc_paused():
+            hold.wait(5)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        time.sleep(0.01)
+        refs.append(cycle())
+        with _gate.gc_paused():  # ends within the starvation window: no collection
+            pass
+        assert refs[0]() is not None and not gc.isenabled()
+        time.sleep(0.1)
+        with _gate.gc_paused():  # ends after it, another pause still running: collects
+            pass
+        assert refs[0]() is None and not gc.isenabled()
+    finally:
+        hold.set()
+        t.join()
+    assert gc.isenabled()
+
+
 def test_batch_of_arrays_names_the_first_bad_tick_and_changes_nothing(cfg_healthy, sim_healthy):
     """update_many converts a numeric (n, k) array at once; its errors still name the first bad tick
     (a timestamp error before an infinity is reported first) and its signal, and nothing changes."""

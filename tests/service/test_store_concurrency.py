@@ -272,4 +272,27 @@ def test_ingest_pauses_the_collector_for_the_batch_and_restores_it(tmp_path, ste
     with pytest.raises(OSError):
         m.ingest("g", ticks_of(sim.canary, 10, 12))
     assert gc.isenabled() and m.store.n_ticks("g") == 10
+    monkeypatch.setattr(LockedAnalysis, "append", real)
+
+    # waiting for the write lock (here held by another connection, as another process would) does
+    # not keep the collector off
+    import sqlite3
+    import threading
+    import time
+
+    other = sqlite3.connect(tmp_path / "gc.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    done = threading.Event()
+    th = threading.Thread(target=lambda: (m.ingest("g", ticks_of(sim.canary, 10, 12)), done.set()))
+    th.start()
+    samples = []
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        samples.append(gc.isenabled())
+        time.sleep(0.01)
+    assert not done.is_set() and all(samples)  # still waiting, collector on throughout
+    other.execute("ROLLBACK")
+    other.close()
+    th.join(30)
+    assert done.is_set() and m.store.n_ticks("g") == 12 and gc.isenabled()
     m.store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -158,25 +159,41 @@ FAMILY_BUILDERS: dict[str, Callable[[Any, GateSettings, float], Any]] = {
 
 
 _GC_LOCK = threading.Lock()
-_GC_PAUSE = {"depth": 0, "was_enabled": False}
+_GC_PAUSE = {"depth": 0, "was_enabled": False, "since": 0.0}
+#: Longest stretch (seconds) overlapping pauses from several threads keep the collector off before the
+#: pause that ends then runs a young-generation collection itself.
+GC_STARVATION_SECONDS = 1.0
 
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the (process-wide) cyclic garbage collector; nested and concurrent pauses from several
-    threads end with the collector in the state it had before the first of them began."""
+    threads end with the collector in the state it had before the first of them began.
+
+    Pauses that keep overlapping (threads ingesting into different analyses back to back) could keep
+    the collector off indefinitely while other code creates cyclic garbage: a pause that ends while
+    others are still running, more than :data:`GC_STARVATION_SECONDS` after the collector was last on
+    (or last collected here), collects generations 0 and 1 itself."""
     with _GC_LOCK:
         if _GC_PAUSE["depth"] == 0:
             _GC_PAUSE["was_enabled"] = gc.isenabled()
+            _GC_PAUSE["since"] = time.monotonic()
             gc.disable()
         _GC_PAUSE["depth"] += 1
     try:
         yield
     finally:
+        starved = False
         with _GC_LOCK:
             _GC_PAUSE["depth"] -= 1
-            if _GC_PAUSE["depth"] == 0 and _GC_PAUSE["was_enabled"]:
-                gc.enable()
+            if _GC_PAUSE["was_enabled"]:
+                if _GC_PAUSE["depth"] == 0:
+                    gc.enable()
+                elif time.monotonic() - _GC_PAUSE["since"] > GC_STARVATION_SECONDS:
+                    starved = True
+                    _GC_PAUSE["since"] = time.monotonic()
+        if starved:  # outside the lock: finalizers run by the collection may pause it themselves
+            gc.collect(1)
 
 
 def _num(v: float) -> float | None:
@@ -253,6 +270,22 @@ _RECORD_STRUCTS = (_FamilyRecord, _RuleRecord, _GateRecord)
 _IN_ORDER = msgspec.json.Encoder()  # declaration order: sorted for the record structs
 
 
+def _lines_agree() -> bool:
+    """Import-time check that the plain encoder writes a record struct (boundary floats, escapes, big
+    ints, None) exactly as :func:`canonical_json` writes its dict; if not, lines take the checked path."""
+    sample = _FamilyRecord(
+        "rollback", 0.020000000000000004, -0.0, 1e-4, "cc-0", "h=1|t=", {"a": 9999999999999998.0, "b": None},
+        ["q\"\\/\n\r\t\b\f\x00\x1f~"], "A", True, "", -0.00010000000000000002, 1.0, "ok", 1 / 3, None, 2**63, 1700259200.0,
+    )
+    try:
+        return _FAST_OK and _IN_ORDER.encode(sample).decode("ascii") == canonical_json(msgspec.structs.asdict(sample))
+    except Exception:  # noqa: BLE001 - any surprise disables the fast path
+        return False
+
+
+_LINES_OK = _lines_agree()
+
+
 class _Source(NamedTuple):
     """Plain per-tick values a :class:`Decision` builds its records, lines and evidence from (no
     reference to the detectors)."""
@@ -274,7 +307,7 @@ class _Source(NamedTuple):
     fast: bool  # every float of the records lies where msgspec writes what the standard library does
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Decision:
     """The gate's output for one tick.
 
@@ -284,8 +317,9 @@ class Decision:
     ``records`` are the tick's audit records (one dict per family, then the gate's), ``lines`` their
     canonical JSON (what an audit log holds and its hash chain covers), ``evidence`` one
     :class:`~deploysignal.detectors.Evidence` per family. All three are built on first use from the
-    plain values the gate leaves in ``_source``; ``lines`` is written without building ``records``
-    when the gate's batch check vouched for the tick's floats. Equality compares the summary fields.
+    plain values the gate leaves in ``_source`` (``lines`` from those values, not from ``records``,
+    which callers must not change). Equality compares the summary fields and the records; like the
+    records, a decision is not hashable.
     """
 
     tick: int
@@ -295,6 +329,15 @@ class Decision:
     decided_at_tick: int | None
     fired_families: tuple[str, ...]
     _source: _Source = field(repr=False, compare=False)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        mine = (self.tick, self.timestamp, self.verdict, self.final, self.decided_at_tick, self.fired_families)
+        theirs = (other.tick, other.timestamp, other.verdict, other.final, other.decided_at_tick, other.fired_families)
+        return mine == theirs and self.records == other.records
 
     @cached_property
     def evidence(self) -> tuple[Evidence, ...]:
@@ -318,7 +361,7 @@ class Decision:
     @cached_property
     def lines(self) -> list[str]:
         """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`)."""
-        if self._source.fast and _FAST_OK:
+        if self._source.fast and _LINES_OK:
             out = []
             for r in self._structs():
                 try:
@@ -678,7 +721,7 @@ class Gate:
         fast = self._in_domain(stamps, out, max_lw, n_valid, n)
         cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),
                    final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist(), b_drivers, fast.tolist())
-        with gc_paused():  # thousands of small records: the cyclic collector would rescan them at every threshold
+        with gc_paused():  # thousands of small per-tick objects: the cyclic collector would rescan them at every threshold
             decisions = [self._decision(self._tick + i, explained, *c) for i, c in enumerate(cols)]
         self._last_ts = max(self._last_ts, float(stamps.max()))
         self._tick += n

@@ -48,13 +48,14 @@ class TickIn(msgspec.Struct, frozen=True):
         return cls(float(d["timestamp"]), values, conv(d.get("control")), d.get("cohort"))
 
 
-class TickResult(msgspec.Struct, frozen=True):
-    """What the service reports for one evaluated tick.
+class TickResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What the service reports for one evaluated tick (keyword arguments only; :meth:`of` makes one
+    from a gate decision).
 
     ``records`` and ``lines`` come from the gate's :class:`~deploysignal.gate.Decision` (``decision``),
     which builds them on first use: the service writes every tick's ``lines`` but needs the records
     (dicts) of the last tick only. A result restored from state has no decision, the saved records
-    and no lines.
+    (``saved_records``) and no lines.
     """
 
     tick: int
@@ -67,7 +68,7 @@ class TickResult(msgspec.Struct, frozen=True):
 
     @classmethod
     def of(cls, d: Decision) -> TickResult:
-        return cls(d.tick, d.timestamp, d.verdict, d.final, d.fired_families, d)
+        return cls(tick=d.tick, timestamp=d.timestamp, verdict=d.verdict, final=d.final, fired_families=d.fired_families, decision=d)
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -173,7 +174,10 @@ class AnalysisEngine:
             self.gate = Gate.from_state(self.config, self.settings, state["gate"])
             self._present = list(state["present"])
             last = state.get("last")
-            self.last = None if last is None else TickResult(last["tick"], last["timestamp"], last["verdict"], last["final"], tuple(last["fired_families"]), saved_records=last["records"])
+            self.last = None if last is None else TickResult(
+                tick=last["tick"], timestamp=last["timestamp"], verdict=last["verdict"], final=last["final"],
+                fired_families=tuple(last["fired_families"]), saved_records=last["records"],
+            )
 
     # ------------------------------------------------------------------ properties
     @property

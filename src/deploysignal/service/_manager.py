@@ -114,68 +114,71 @@ class AnalysisManager:
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None = None) -> dict[str, Any]:
-        """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement.
-
-        The cyclic garbage collector is paused for the whole batch (as :meth:`Gate.update_many` pauses it
-        while building records): the batch's records, lines and rows are acyclic and freed by reference
-        counting when :meth:`_ingest` returns, before the collector resumes, instead of being scanned by
-        the collections their allocation would trigger."""
+        """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement."""
         if not ticks:
             raise InputError("a batch needs at least one tick", column="ticks")
-        with self._lock(aid), gc_paused():
-            response, n = self._ingest(aid, ticks, batch_id)
-        self.ingested += n
-        return response
+        with self._lock(aid):
+            try:
+                with self.store.locked(aid) as la:
+                    if batch_id is not None:
+                        prev = la.batch(batch_id)
+                        if prev is not None:
+                            return {**prev, "duplicate": True}
+                    eng = self._synced_locked(la)
+                    with gc_paused():
+                        response = self._apply(la, eng, ticks, batch_id)
+            except InputError:
+                raise
+            except BaseException:
+                # The transaction rolled back: forget the in-memory engine, it is rebuilt from the store.
+                self._engines.pop(aid, None)
+                raise
+            self.ingested += response["accepted"]
+            return response
 
-    def _ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> tuple[dict[str, Any], int]:
-        try:
-            with self.store.locked(aid) as la:
-                if batch_id is not None:
-                    prev = la.batch(batch_id)
-                    if prev is not None:
-                        return {**prev, "duplicate": True}, 0
-                eng = self._synced_locked(la)
-                valid = eng.validate(ticks)  # InputError here leaves the engine untouched
-                n0 = eng.n_ticks
-                results = eng.ingest(valid)
-                head = la.row.audit_head
-                audit = []
-                for r in results:
-                    lines, head = chain_lines(r.lines, head)
-                    audit.append("\n".join(lines))
-                last = results[-1]
-                summary = {**last.summary(), "n_ticks": eng.n_ticks}
-                response = {
-                    "analysis": aid,
-                    "accepted": len(results),
-                    "first_tick": n0,
-                    "n_ticks": eng.n_ticks,
-                    "verdict": last.verdict,
-                    "final": last.final,
-                    "fired_families": list(last.fired_families),
-                    "audit_head": head,
-                    "duplicate": False,
-                }
-                snapshot = None
-                if n0 // self.snapshot_every != eng.n_ticks // self.snapshot_every:
-                    snapshot = (eng.n_ticks, json.dumps(eng.state(), allow_nan=False))
-                la.append(
-                    [tick_payload(t) for t in valid],
-                    audit,
-                    last_ts=eng.last_timestamp,
-                    head=head,
-                    summary=summary,
-                    batch_id=batch_id,
-                    response=response,
-                    snapshot=snapshot,
-                )
-        except InputError:
-            raise
-        except BaseException:
-            # The transaction rolled back: forget the in-memory engine, it is rebuilt from the store.
-            self._engines.pop(aid, None)
-            raise
-        return response, len(results)
+    def _apply(self, la: LockedAnalysis, eng: AnalysisEngine, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
+        """Evaluate the batch and write it in the open transaction; returns the acknowledgement.
+
+        Runs with the cyclic garbage collector paused (as :meth:`Gate.update_many` pauses it), from
+        after the store lock is held (waiting for it does not keep the collector off) to the last
+        insert: the batch's decisions, lines and rows are acyclic and freed by reference counting when
+        this returns, before the collector resumes, instead of being scanned by the collections their
+        allocation would trigger."""
+        valid = eng.validate(ticks)  # InputError here leaves the engine untouched
+        n0 = eng.n_ticks
+        results = eng.ingest(valid)
+        head = la.row.audit_head
+        audit = []
+        for r in results:
+            lines, head = chain_lines(r.lines, head)
+            audit.append("\n".join(lines))
+        last = results[-1]
+        summary = {**last.summary(), "n_ticks": eng.n_ticks}
+        response = {
+            "analysis": la.row.id,
+            "accepted": len(results),
+            "first_tick": n0,
+            "n_ticks": eng.n_ticks,
+            "verdict": last.verdict,
+            "final": last.final,
+            "fired_families": list(last.fired_families),
+            "audit_head": head,
+            "duplicate": False,
+        }
+        snapshot = None
+        if n0 // self.snapshot_every != eng.n_ticks // self.snapshot_every:
+            snapshot = (eng.n_ticks, json.dumps(eng.state(), allow_nan=False))
+        la.append(
+            [tick_payload(t) for t in valid],
+            audit,
+            last_ts=eng.last_timestamp,
+            head=head,
+            summary=summary,
+            batch_id=batch_id,
+            response=response,
+            snapshot=snapshot,
+        )
+        return response
 
     # ------------------------------------------------------------------ replay
     def replay(self, aid: str) -> dict[str, Any]:
@@ -187,7 +190,7 @@ class AnalysisManager:
         lines, head = chain_records([settings_record(eng.config, eng.settings)], GENESIS)
         ticks = self.store.ticks(aid, 0, row.n_ticks)
         for r in eng.ingest([TickIn.from_json(t) for t in ticks]):
-            more, head = chain_records(r.records, head)  # re-encoded by the checked path: independent of the lines written
+            more, head = chain_records(r.records, head)  # re-encoded by the checked path: independent of how the lines were encoded
             lines.extend(more)
         for i, (a, b) in enumerate(zip(stored, lines), start=1):
             if a != b:

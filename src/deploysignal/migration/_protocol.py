@@ -20,7 +20,9 @@ Decisions
 
 The harm, non-inferiority and error-budget e-processes bet adaptively by default (``bettor="agrapa"``,
 see :class:`~deploysignal.migration.BettingEProcess`); ``bettor="grid"`` averages fixed fractions.
-Both are valid for any predictable bet; they differ in power only.
+Each adaptive non-inferiority test also bets for a design alternative (``ni_design_difference``, by
+default equal quality), averaged with the adaptive bet. All are valid for any predictable bet; they
+differ in power only.
 
 Strategies: ``shadow`` (full protocol), ``canary`` (no shadow gate, start at the canary),
 ``direct`` (cut over at once and keep the monitoring tail).
@@ -65,6 +67,11 @@ class ProtocolSettings:
     tail_s: float = 86_400.0
     horizon_pairs: int = 20_000
     bettor: Literal["agrapa", "grid"] = "agrapa"
+    #: true difference ``E[x_d]`` at which the non-inferiority tests are powered (0 = equal quality, the
+    #: usual design alternative of a non-inferiority trial): with ``bettor="agrapa"`` each test averages the
+    #: adaptive bet and the Kelly bet for this alternative; None = the adaptive bet alone. The grid bettor's
+    #: fixed fractions have no design alternative and ignore it.
+    ni_design_difference: float | None = 0.0
 
     def __post_init__(self) -> None:
         for name in ("alpha_promote", "alpha_rollback", "canary_fraction"):
@@ -82,6 +89,9 @@ class ProtocolSettings:
             raise InputError(f"strategy must be one of shadow, canary, direct; got {self.strategy!r}", column="strategy")
         if self.bettor not in ("agrapa", "grid"):
             raise InputError(f"bettor must be 'agrapa' or 'grid'; got {self.bettor!r}", column="bettor")
+        d = self.ni_design_difference
+        if d is not None and not -1.0 < d < min(self.margins):
+            raise InputError(f"ni_design_difference must lie in (-1, min(margins)), got {d}", column="ni_design_difference")
         if not 0.0 < self.error_budget < 1.0:
             raise InputError("error_budget must lie in (0, 1)", column="error_budget")
 
@@ -117,7 +127,9 @@ class MigrationProtocol:
         self.batch = b = int(batch)
         dd = len(DIMENSIONS)
         self._harm = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=b * dd, bettor=s.bettor)
-        self._ni = [BettingEProcess(m=-mg, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor) for mg in s.margins]
+        use_design = s.ni_design_difference is not None and s.bettor == "agrapa"
+        tgt = -s.ni_design_difference if use_design else None  # type: ignore[operator]  # the tests run on -x
+        self._ni = [BettingEProcess(m=-mg, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor, target=tgt) for mg in s.margins]
         self._det = ESRDetector(m=0.0, lo=-1.0, hi=1.0, horizon=s.horizon_pairs,
                                 alpha=s.share_detector * s.alpha_rollback / dd, batch=b * dd)
         self._budget = BettingEProcess(m=s.error_budget, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor)

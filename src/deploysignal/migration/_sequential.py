@@ -94,6 +94,16 @@ class BettingEProcess:
         (\\sigma_0^2 + \\sum_{i \\le t} (x_i - \\hat\\mu_i)^2)/(t + 1)`, :math:`\\sigma_0 = (hi - lo)/2`
         (Waudby-Smith & Ramdas 2024, with the prior mean at the null bound so that nothing is bet
         before the data point away from it).
+    target : float, optional
+        Only with ``bettor="agrapa"``: a design alternative ``m < target < hi`` (the mean at which the
+        test should have its power, as in a fixed-sample sample-size calculation). The e-process is then
+        the average of two test martingales, the adaptive one above and one whose predictable bet is the
+        approximate Kelly bet *for that alternative*, :math:`\\mathrm{clip}((target - m) /
+        (\\hat\\sigma^2_{t-1} + (target - m)^2), 0, c_{max}/(m - lo))`, with the same variance estimate.
+        When the truth is near the design alternative the targeted bet avoids the adaptive bettor's
+        learning cost (about :math:`\\tfrac12 \\log t` nats: its plug-in mean is noisy and bets
+        nothing while it points the wrong way); averaging costs at most :math:`\\log 2` nats against
+        either. Validity does not depend on ``target``.
     batch : int
         Number of independent streams.
 
@@ -112,11 +122,17 @@ class BettingEProcess:
     """
 
     def __init__(self, *, m: float, lo: float, hi: float, grid: ArrayLike | None = None, batch: int = 1,
-                 bettor: Literal["grid", "agrapa"] = "grid") -> None:
+                 bettor: Literal["grid", "agrapa"] = "grid", target: float | None = None) -> None:
         if not lo < m < hi:
             raise InputError(f"need lo < m < hi, got lo={lo}, m={m}, hi={hi}")
         if bettor not in ("grid", "agrapa"):
             raise InputError(f"bettor must be 'grid' or 'agrapa', got {bettor!r}", column="bettor")
+        if target is not None:
+            if bettor != "agrapa":
+                raise InputError("a design alternative (target) needs bettor='agrapa'", column="target")
+            if not m < float(target) < hi:
+                raise InputError(f"need m < target < hi, got m={m}, target={target}, hi={hi}", column="target")
+        self.target = None if target is None else float(target)
         self.m = float(m)
         self.lo = float(lo)
         self.hi = float(hi)
@@ -128,16 +144,20 @@ class BettingEProcess:
         self._lam = self.grid / (self.m - self.lo)  # keeps 1 + lambda (x - m) > 0 on [lo, hi]
         self._lam_max = float(self.grid.max()) / (self.m - self.lo)
         self._var0 = ((self.hi - self.lo) / 2.0) ** 2
+        d = 0.0 if self.target is None else self.target - self.m
+        self._tbet0 = min(d / (self._var0 + d * d), self._lam_max)  # design bet before any data: prior variance
         self._reset()
 
     def _reset(self) -> None:
-        self._logw = np.zeros((self.batch, 1 if self.bettor == "agrapa" else self.grid.size))
+        cols = self.grid.size if self.bettor == "grid" else 1 if self.target is None else 2
+        self._logw = np.zeros((self.batch, cols))
         self._log_max = np.zeros(self.batch)
         self.n = np.zeros(self.batch, dtype=np.int64)
         # aGRAPA: running sum of (x - m), running sum of squared deviations, the bet for the next x
         self._sum = np.zeros(self.batch)
         self._ssd = np.zeros(self.batch)
         self._bet = np.zeros(self.batch)
+        self._tbet = np.full(self.batch, self._tbet0)
 
     def reset_rows(self, rows: NDArray[np.bool_]) -> None:
         """Restart the streams selected by the boolean mask ``rows`` (wealth 1, no observations)."""
@@ -147,6 +167,7 @@ class BettingEProcess:
         self._sum[rows] = 0.0
         self._ssd[rows] = 0.0
         self._bet[rows] = 0.0
+        self._tbet[rows] = self._tbet0
 
     def update(self, x: NDArray[np.float64], mask: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
         """Add one observation per stream (``mask`` False = no observation); return log-wealth."""
@@ -159,13 +180,18 @@ class BettingEProcess:
             raise InputError(f"score {x[bad]} outside [{self.lo}, {self.hi}]", row=bad)
         y = np.where(use, x, self.m) - self.m
         if self.bettor == "agrapa":
-            self._logw[:, 0] += np.log1p(self._bet * y)  # the bet was fixed before x was seen
+            self._logw[:, 0] += np.log1p(self._bet * y)  # the bets were fixed before x was seen
+            if self.target is not None:
+                self._logw[:, 1] += np.log1p(self._tbet * y)
             self.n += use
             self._sum += y
             mu = self._sum / (self.n + 1)  # shrunk towards the null bound m (y = 0)
             self._ssd += np.where(use, (y - mu) ** 2, 0.0)
             var = (self._var0 + self._ssd) / (self.n + 1)
             self._bet = np.clip(mu / (var + mu * mu), 0.0, self._lam_max)
+            if self.target is not None:
+                d = self.target - self.m
+                self._tbet = np.clip(d / (var + d * d), 0.0, self._lam_max)
         else:
             self._logw += np.log1p(self._lam[None, :] * y[:, None])
             self.n += use
@@ -186,18 +212,22 @@ class BettingEProcess:
         """JSON-serialisable state (exact float round-trip)."""
         return {"m": self.m, "lo": self.lo, "hi": self.hi, "grid": self.grid.tolist(), "batch": self.batch,
                 "bettor": self.bettor, "logw": self._logw.tolist(), "log_max": self._log_max.tolist(),
-                "n": self.n.tolist(), "sum": self._sum.tolist(), "ssd": self._ssd.tolist(), "bet": self._bet.tolist()}
+                "n": self.n.tolist(), "sum": self._sum.tolist(), "ssd": self._ssd.tolist(), "bet": self._bet.tolist(),
+                "target": self.target, "tbet": self._tbet.tolist()}
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> BettingEProcess:
-        """Rebuild an identical e-process from :meth:`state` (states without ``bettor`` are grid bettors)."""
+        """Rebuild an identical e-process from :meth:`state` (states without ``bettor`` are grid bettors,
+        states without ``target`` have no design alternative)."""
         e = cls(m=state["m"], lo=state["lo"], hi=state["hi"], grid=state["grid"], batch=state["batch"],  # type: ignore[arg-type]
-                bettor=state.get("bettor", "grid"))  # type: ignore[arg-type]
+                bettor=state.get("bettor", "grid"), target=state.get("target"))  # type: ignore[arg-type]
         e._logw = np.asarray(state["logw"], dtype=float).reshape(e._logw.shape)
         e._log_max = np.asarray(state["log_max"], dtype=float)
         e.n = np.asarray(state["n"], dtype=np.int64)
         if e.bettor == "agrapa":
             e._sum, e._ssd, e._bet = (np.asarray(state[k], dtype=float).reshape(e.batch) for k in ("sum", "ssd", "bet"))
+            if e.target is not None:
+                e._tbet = np.asarray(state["tbet"], dtype=float).reshape(e.batch)
         return e
 
 

@@ -217,3 +217,34 @@ def test_gate_lines_without_the_fast_encoder_are_the_same(monkeypatch):
     slow = _gate_decisions("step", "one-sample", 3)
     assert [d.lines for d in slow] == fast
     assert all(d.lines == [reference(r) for r in d.records] for d in slow)
+
+
+def test_compiled_in_domain_check_equals_the_numpy_expression():
+    """The gate's per-tick domain check (compiled) against the numpy expression it replaced, on values at
+    and beside every boundary (0, -0.0, 1e-4, 1e16, NaN, infinities, log-wealth 9.2, valid fraction 1.0001e-4)."""
+    from deploysignal.calibration._config import _FAST_MAX, _FAST_MIN
+    from deploysignal.detectors._kernels import in_domain_run
+
+    rng = np.random.default_rng(17)
+    edges = np.array([0.0, -0.0, _FAST_MIN, np.nextafter(_FAST_MIN, 0), -_FAST_MIN, _FAST_MAX, np.nextafter(_FAST_MAX, 0),
+                      -np.nextafter(_FAST_MAX, 0), np.nan, np.inf, -np.inf, 1.5, -3e7, 1e-300])
+    for static_ok in (True, False):
+        for trial in range(200):
+            n, F = int(rng.integers(1, 6)), 5
+            out = rng.choice(edges, size=(n, F, 4))
+            out = np.where(rng.random(out.shape) < 0.7, rng.normal(0, 10, size=out.shape), out)  # mostly ordinary values
+            stamps = rng.choice(np.concatenate([edges, [1.7e9, 86400.5]]), size=n)
+            max_lw = rng.choice(np.array([9.2, np.nextafter(9.2, 10), 3.0, np.nan, -np.inf, 50.0]), size=(n, F))
+            tick = int(rng.integers(0, 20000))
+            n_valid = rng.integers(0, 4, size=n)  # fractions on both sides of 1.0001e-4 for ticks near 10^4
+            fast = np.empty(n, dtype=bool)
+            in_domain_run(stamps, out, max_lw, n_valid.astype(np.int64), float(tick), static_ok, _FAST_MIN, _FAST_MAX, 9.2, 1.0001e-4, fast)
+
+            def ok(x):
+                a = np.abs(x)
+                return ~np.isfinite(x) | (a == 0.0) | ((a >= _FAST_MIN) & (a < _FAST_MAX))
+
+            want = np.full(n, static_ok) & ok(stamps) & ok(out.reshape(n, -1)).all(axis=1) & ~(max_lw[:, :-1] > 9.2).any(axis=1)
+            frac = n_valid / (tick + 1.0 + np.arange(n))
+            want &= (frac == 0.0) | (frac >= 1.0001e-4)
+            assert fast.tolist() == want.tolist(), (trial, static_ok)

@@ -68,12 +68,6 @@ def _plain(obj: Any, depth: int = 0) -> bool:
     return True
 
 
-def floats_in_domain(x: np.ndarray) -> np.ndarray:
-    """Elementwise :func:`_plain` for float arrays: 0 or ``1e-4 <= |x| < 1e16`` (NaN and inf: False)."""
-    a = np.abs(x)
-    return (a == 0.0) | ((a >= _FAST_MIN) & (a < _FAST_MAX))
-
-
 def _fast_path_agrees() -> bool:
     """Import-time check that the installed msgspec writes this sample exactly as the standard library
     (notation boundaries, -0.0, large ints, escapes); if not, canonical_json never uses it."""

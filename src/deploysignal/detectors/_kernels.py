@@ -21,7 +21,7 @@ from numba import njit
 
 __all__ = [
     "ONS_C", "as_rows", "check_cell", "check_cells", "decide_run", "decide_step", "family_a_run", "family_a_step", "family_b_run", "family_b_step",
-    "family_c_run", "family_c_step", "family_d_run", "family_d_step", "family_e_run", "family_e_step", "ons_update",
+    "family_c_run", "family_c_step", "family_d_run", "family_d_step", "family_e_run", "family_e_step", "in_domain_run", "ons_update",
 ]
 
 #: Step constant of the online Newton step for betting (Cutkosky & Orabona 2018): 2 / (2 - log 3).
@@ -54,8 +54,9 @@ def check_cells(cells: np.ndarray, n: int, n_cells: int) -> np.ndarray:
     c = np.ascontiguousarray(cells, dtype=np.int64)
     if c.shape != (n,):
         raise ValueError(f"cells must have shape ({n},), got {c.shape}")
-    bad = np.flatnonzero((c < 0) | (c >= n_cells))
-    if bad.size:
+    # two reductions instead of a mask and a search: the single-tick path calls this once per family
+    if n and (int(c.min()) < 0 or int(c.max()) >= n_cells):
+        bad = np.flatnonzero((c < 0) | (c >= n_cells))
         raise IndexError(f"cell {c[bad[0]]} is out of range: the config has {n_cells} cells")
     return c
 
@@ -706,3 +707,31 @@ def decide_run(
         for f in range(lw.shape[1]):
             out_first[t, f] = first_fire[0, f]
             out_max_lw[t, f] = max_lw[0, f]
+
+
+@njit(**_OPTS_GIL)
+def in_domain_run(stamps, out, max_lw, n_valid, tick, static_ok, lo, hi, max_log_wealth, min_fraction, fast):  # pragma: no cover - compiled
+    """Per tick ``i`` of a batch: whether every float its records carry lies where msgspec and the
+    standard library write alike (see ``Gate._in_domain``): the timestamp and every non-NaN output of
+    ``out[i]`` (non-finite ones are recorded as null) are 0 or ``lo <= |x| < hi``; no family's
+    running maximum log-wealth (last column excluded: family B) exceeds ``max_log_wealth``; the valid
+    fraction ``n_valid[i] / (tick + 1 + i)`` is 0 or at least ``min_fraction``. Comparisons only, plus
+    one correctly rounded division: the same answer as the numpy expression it replaces."""
+    n = stamps.shape[0]
+    for i in range(n):
+        ok = static_ok
+        v = stamps[i]
+        if math.isfinite(v):
+            a = abs(v)
+            ok = ok and (a == 0.0 or (a >= lo and a < hi))
+        for f in range(out.shape[1]):
+            for c in range(out.shape[2]):
+                v = out[i, f, c]
+                if math.isfinite(v):
+                    a = abs(v)
+                    ok = ok and (a == 0.0 or (a >= lo and a < hi))
+        for f in range(max_lw.shape[1] - 1):
+            ok = ok and not (max_lw[i, f] > max_log_wealth)
+        frac = n_valid[i] / (tick + 1.0 + i)
+        ok = ok and (frac == 0.0 or frac >= min_fraction)
+        fast[i] = ok

@@ -135,9 +135,11 @@ def migrate_eval(
     scenario: Optional[list[str]] = typer.Option(None, help=f"Subset of: {', '.join(SCENARIOS)}."),
     seeds: int = typer.Option(1, min=1, help="Repeat the evaluation for this many base seeds (seed-sensitivity table)."),
     bettor: str = typer.Option("agrapa", help="Bettor of the protocol's e-processes: agrapa or grid."),
+    ni_design: bool = typer.Option(True, "--ni-design/--no-ni-design",
+                                   help="Non-inferiority tests also bet for equal quality (adaptive bettor only)."),
 ) -> None:
     """Reproduce the paper's evaluation in simulation and write the markdown table."""
-    settings = ProtocolSettings(bettor=bettor)  # type: ignore[arg-type]
+    settings = ProtocolSettings(bettor=bettor, ni_design_difference=0.0 if ni_design else None)  # type: ignore[arg-type]
     md, res = run_evaluation(runs, seed, tuple(scenario) if scenario else SCENARIOS, settings=settings, seeds=seeds)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(md, encoding="utf-8")

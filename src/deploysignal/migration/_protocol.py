@@ -68,10 +68,11 @@ class ProtocolSettings:
     horizon_pairs: int = 20_000
     bettor: Literal["agrapa", "grid"] = "agrapa"
     #: true difference ``E[x_d]`` at which the non-inferiority tests are powered (0 = equal quality, the
-    #: usual design alternative of a non-inferiority trial): with ``bettor="agrapa"`` each test averages the
-    #: adaptive bet and the Kelly bet for this alternative; None = the adaptive bet alone. The grid bettor's
-    #: fixed fractions have no design alternative and ignore it.
-    ni_design_difference: float | None = 0.0
+    #: usual design alternative of a non-inferiority trial), one value for every dimension or one per
+    #: dimension (each below its margin): with ``bettor="agrapa"`` each test averages the adaptive bet and
+    #: the Kelly bet for this alternative; None = the adaptive bet alone. The grid bettor's fixed fractions
+    #: have no design alternative and ignore it.
+    ni_design_difference: float | tuple[float, ...] | None = 0.0
 
     def __post_init__(self) -> None:
         for name in ("alpha_promote", "alpha_rollback", "canary_fraction"):
@@ -89,11 +90,21 @@ class ProtocolSettings:
             raise InputError(f"strategy must be one of shadow, canary, direct; got {self.strategy!r}", column="strategy")
         if self.bettor not in ("agrapa", "grid"):
             raise InputError(f"bettor must be 'agrapa' or 'grid'; got {self.bettor!r}", column="bettor")
-        d = self.ni_design_difference
-        if d is not None and not -1.0 < d < min(self.margins):
-            raise InputError(f"ni_design_difference must lie in (-1, min(margins)), got {d}", column="ni_design_difference")
+        if self.ni_design_difference is not None:
+            d = self.design_differences()
+            if len(d) != len(DIMENSIONS) or any(not -1.0 < dk < mk for dk, mk in zip(d, self.margins)):
+                raise InputError(f"ni_design_difference must be one value or {len(DIMENSIONS)}, each in (-1, margin); "
+                                 f"got {self.ni_design_difference}", column="ni_design_difference")
         if not 0.0 < self.error_budget < 1.0:
             raise InputError("error_budget must lie in (0, 1)", column="error_budget")
+
+
+    def design_differences(self) -> tuple[float, ...]:
+        """``ni_design_difference`` per dimension (empty when None)."""
+        d = self.ni_design_difference
+        if d is None:
+            return ()
+        return tuple(float(v) for v in d) if isinstance(d, (tuple, list)) else (float(d),) * len(DIMENSIONS)
 
 
 @dataclass
@@ -127,9 +138,10 @@ class MigrationProtocol:
         self.batch = b = int(batch)
         dd = len(DIMENSIONS)
         self._harm = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=b * dd, bettor=s.bettor)
-        use_design = s.ni_design_difference is not None and s.bettor == "agrapa"
-        tgt = -s.ni_design_difference if use_design else None  # type: ignore[operator]  # the tests run on -x
-        self._ni = [BettingEProcess(m=-mg, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor, target=tgt) for mg in s.margins]
+        design = s.design_differences() if s.bettor == "agrapa" else ()
+        # the tests run on -x: null E[-x] <= -margin, design alternative E[-x] = -difference
+        self._ni = [BettingEProcess(m=-mg, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor, target=-design[k] if design else None)
+                    for k, mg in enumerate(s.margins)]
         self._det = ESRDetector(m=0.0, lo=-1.0, hi=1.0, horizon=s.horizon_pairs,
                                 alpha=s.share_detector * s.alpha_rollback / dd, batch=b * dd)
         self._budget = BettingEProcess(m=s.error_budget, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor)

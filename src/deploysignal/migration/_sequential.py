@@ -24,7 +24,8 @@ Ville's inequality gives :math:`P(\\sup_t W_t \\ge 1/\\alpha) \\le \\alpha` (any
 assumption beyond the conditional-mean bound: dependence over time and heavy tails are allowed).
 
 The default bettor of the migration protocol is instead the *adaptive* one (``bettor="agrapa"``,
-Waudby-Smith & Ramdas 2024, aGRAPA): a single product whose bet :math:`\\lambda_t` is computed from
+Waudby-Smith & Ramdas 2024, aGRAPA): a single product (averaged with a second one that bets for a
+design alternative when ``target`` is given) whose bet :math:`\\lambda_t` is computed from
 the observations before ``t`` (predictable) as the approximate Kelly bet
 :math:`(\\hat\\mu_{t-1} - m)/(\\hat\\sigma^2_{t-1} + (\\hat\\mu_{t-1} - m)^2)`, truncated to
 :math:`[0, c_{max}/(m - lo)]`. Any predictable bet in that range keeps every factor positive and the

@@ -264,12 +264,14 @@ def run_evaluation(runs: int = 200, seed: int = 0, scenarios: tuple[str, ...] = 
         raise InputError(f"runs must be >= 1, got {runs}", column="runs")
     if seeds < 1:
         raise InputError(f"seeds must be >= 1, got {seeds}", column="seeds")
-    bettor = (settings or ProtocolSettings()).bettor
+    st = settings or ProtocolSettings()
+    bettor = st.bettor
     per_seed: list[list[SimResult]] = []
     for sd in range(seed, seed + seeds):
         per_seed.append([r for k, sc in enumerate(scenarios) for r in evaluate(sc, runs, sd + 1000 * k, settings=settings)])
     command = EVAL_COMMAND.format(runs=runs, seed=seed) + ("" if seeds == 1 else f" --seeds {seeds}") + \
-        ("" if bettor == "agrapa" else f" --bettor {bettor}")
+        ("" if bettor == "agrapa" else f" --bettor {bettor}") + \
+        (" --no-ni-design" if bettor == "agrapa" and st.ni_design_difference is None else "")
     md = markdown_table(per_seed[0], runs, seed, command)
     if seeds > 1:
         md += seed_table(per_seed, seed)

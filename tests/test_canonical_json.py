@@ -248,3 +248,12 @@ def test_compiled_in_domain_check_equals_the_numpy_expression():
             frac = n_valid / (tick + 1.0 + np.arange(n))
             want &= (frac == 0.0) | (frac >= 1.0001e-4)
             assert fast.tolist() == want.tolist(), (trial, static_ok)
+    # the valid fraction alone decides: everything else in the domain, n_valid / (tick + 1 + i) on both sides
+    # of 1.0001e-4 (tick 9998: 1/9999 >= 1.0001e-4 in; tick 9999: 1/10000 out; 0 valid ticks: in)
+    for tick, n_valid, want_fast in ((9998.0, [1], [True]), (9999.0, [1], [False]), (9998.0, [1, 1], [True, False]),
+                                     (20000.0, [0], [True]), (19996.0, [2, 2, 2], [True, True, False])):
+        n = len(n_valid)
+        fast = np.empty(n, dtype=bool)
+        in_domain_run(np.full(n, 1.7e9), np.full((n, 5, 4), 1.5), np.zeros((n, 5)), np.array(n_valid, dtype=np.int64), tick,
+                      True, _FAST_MIN, _FAST_MAX, 9.2, 1.0001e-4, fast)
+        assert fast.tolist() == want_fast, (tick, n_valid)

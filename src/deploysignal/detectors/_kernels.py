@@ -712,7 +712,7 @@ def decide_run(
 @njit(**_OPTS_GIL)
 def in_domain_run(stamps, out, max_lw, n_valid, tick, static_ok, lo, hi, max_log_wealth, min_fraction, fast):  # pragma: no cover - compiled
     """Per tick ``i`` of a batch: whether every float its records carry lies where msgspec and the
-    standard library write alike (see ``Gate._in_domain``): the timestamp and every non-NaN output of
+    standard library write alike (see ``Gate._in_domain``): the timestamp and every finite output of
     ``out[i]`` (non-finite ones are recorded as null) are 0 or ``lo <= |x| < hi``; no family's
     running maximum log-wealth (last column excluded: family B) exceeds ``max_log_wealth``; the valid
     fraction ``n_valid[i] / (tick + 1 + i)`` is 0 or at least ``min_fraction``. Comparisons only, plus

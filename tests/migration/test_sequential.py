@@ -27,23 +27,39 @@ def test_betting_matches_naive_transcription() -> None:
     assert e.log_wealth()[0] == pytest.approx(math.log(naive), rel=1e-10)
 
 
+def _naive_agrapa(e: BettingEProcess, xs: np.ndarray, m: float, lo: float, hi: float, cap: float,
+                  target: float | None) -> tuple[float, float, float, float]:
+    """Feed ``xs`` to ``e`` beside the adaptive bettor written out as in Waudby-Smith & Ramdas (2024), prior
+    mean at m, and the design bet (target - m) / (var + (target - m)^2) with the same variance estimate;
+    before every update, check that the bets ``e`` will use at t equal the ones computed from x_1 .. x_{t-1}.
+    Returns the two log-wealths and the bets for the next x."""
+    log_a, log_t, total, ssd, bet = 0.0, 0.0, 0.0, 0.0, 0.0
+    d = 0.0 if target is None else target - m
+    tbet = d / (((hi - lo) / 2) ** 2 + d * d)
+    for t, x in enumerate(xs, start=1):
+        st = e.state()  # the bets used at t, fixed before x_t is seen
+        assert st["bet"][0] == pytest.approx(bet, abs=1e-15)
+        if target is not None:
+            assert st["tbet"][0] == pytest.approx(tbet, abs=1e-15)
+        log_a += math.log(1 + bet * (x - m))
+        log_t += math.log(1 + tbet * (x - m))
+        total += x - m
+        mu = total / (t + 1)
+        ssd += (x - m - mu) ** 2
+        var = (((hi - lo) / 2) ** 2 + ssd) / (t + 1)
+        bet = min(max(mu / (var + mu * mu), 0.0), cap / (m - lo))
+        tbet = min(max(d / (var + d * d), 0.0), cap / (m - lo))
+        e.update(np.array([x]))
+    return log_a, log_t, bet, tbet
+
+
 def test_agrapa_matches_naive_transcription_and_bets_predictably() -> None:
     """The adaptive bettor, written out as in Waudby-Smith & Ramdas (2024) with the prior mean at m."""
     rng = np.random.default_rng(4)
     xs = np.concatenate([rng.choice([-1.0, 0.0, 1.0], 40, p=[0.05, 0.8, 0.15]), rng.uniform(-1, 1, 40)])
     m, lo, hi, cap = 0.1, -1.0, 1.0, 0.85
     e = BettingEProcess(m=m, lo=lo, hi=hi, bettor="agrapa")
-    logw, total, ssd, bet = 0.0, 0.0, 0.0, 0.0
-    for t, x in enumerate(xs, start=1):
-        before = e.state()["bet"][0]
-        assert before == pytest.approx(bet, abs=1e-15)  # the bet used at t is fixed before x_t is seen
-        logw += math.log(1 + bet * (x - m))
-        total += x - m
-        mu = total / (t + 1)
-        ssd += (x - m - mu) ** 2
-        var = (((hi - lo) / 2) ** 2 + ssd) / (t + 1)
-        bet = min(max(mu / (var + mu * mu), 0.0), cap / (m - lo))
-        e.update(np.array([x]))
+    logw, _, bet, _ = _naive_agrapa(e, xs, m, lo, hi, cap, None)
     assert e.log_wealth()[0] == pytest.approx(logw, rel=1e-12)
     assert bet > 0  # the data lie above m on average: it bets
 
@@ -55,21 +71,7 @@ def test_design_alternative_matches_naive_transcription_and_bets_predictably() -
     xs = np.concatenate([rng.choice([-1.0, 0.0, 1.0], 60, p=[0.2, 0.7, 0.1]), rng.uniform(-1, 1, 40)])
     m, lo, hi, cap, target = -0.02, -1.0, 1.0, 0.85, 0.0
     e = BettingEProcess(m=m, lo=lo, hi=hi, bettor="agrapa", target=target)
-    log_a, log_t, total, ssd, bet = 0.0, 0.0, 0.0, 0.0, 0.0
-    d = target - m
-    tbet = d / (((hi - lo) / 2) ** 2 + d * d)
-    for t, x in enumerate(xs, start=1):
-        st = e.state()  # the bets used at t, computed above from x_1 .. x_{t-1} only
-        assert st["bet"][0] == pytest.approx(bet, abs=1e-15) and st["tbet"][0] == pytest.approx(tbet, abs=1e-15)
-        log_a += math.log(1 + bet * (x - m))
-        log_t += math.log(1 + tbet * (x - m))
-        total += x - m
-        mu = total / (t + 1)
-        ssd += (x - m - mu) ** 2
-        var = (((hi - lo) / 2) ** 2 + ssd) / (t + 1)
-        bet = min(max(mu / (var + mu * mu), 0.0), cap / (m - lo))
-        tbet = min(max(d / (var + d * d), 0.0), cap / (m - lo))
-        e.update(np.array([x]))
+    log_a, log_t, bet, tbet = _naive_agrapa(e, xs, m, lo, hi, cap, target)
     assert e.log_wealth()[0] == pytest.approx(math.log((math.exp(log_a) + math.exp(log_t)) / 2), rel=1e-12)
     assert tbet > bet  # the data lie below the design alternative: only the targeted bet is large
 

@@ -98,7 +98,6 @@ class ProtocolSettings:
         if not 0.0 < self.error_budget < 1.0:
             raise InputError("error_budget must lie in (0, 1)", column="error_budget")
 
-
     def design_differences(self) -> tuple[float, ...]:
         """``ni_design_difference`` per dimension (empty when None)."""
         d = self.ni_design_difference

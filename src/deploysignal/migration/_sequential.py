@@ -145,8 +145,7 @@ class BettingEProcess:
         self._lam = self.grid / (self.m - self.lo)  # keeps 1 + lambda (x - m) > 0 on [lo, hi]
         self._lam_max = float(self.grid.max()) / (self.m - self.lo)
         self._var0 = ((self.hi - self.lo) / 2.0) ** 2
-        d = 0.0 if self.target is None else self.target - self.m
-        self._tbet0 = min(d / (self._var0 + d * d), self._lam_max)  # design bet before any data: prior variance
+        self._tbet0 = float(self._design_bet(self._var0))  # design bet before any data: prior variance
         self._reset()
 
     def _reset(self) -> None:
@@ -159,6 +158,11 @@ class BettingEProcess:
         self._ssd = np.zeros(self.batch)
         self._bet = np.zeros(self.batch)
         self._tbet = np.full(self.batch, self._tbet0)
+
+    def _design_bet(self, var: NDArray[np.float64] | float) -> NDArray[np.float64]:
+        """Approximate Kelly bet for the design alternative at variance ``var`` (0 without a target)."""
+        d = 0.0 if self.target is None else self.target - self.m
+        return np.clip(d / (var + d * d), 0.0, self._lam_max)
 
     def reset_rows(self, rows: NDArray[np.bool_]) -> None:
         """Restart the streams selected by the boolean mask ``rows`` (wealth 1, no observations)."""
@@ -191,8 +195,7 @@ class BettingEProcess:
             var = (self._var0 + self._ssd) / (self.n + 1)
             self._bet = np.clip(mu / (var + mu * mu), 0.0, self._lam_max)
             if self.target is not None:
-                d = self.target - self.m
-                self._tbet = np.clip(d / (var + d * d), 0.0, self._lam_max)
+                self._tbet = self._design_bet(var)
         else:
             self._logw += np.log1p(self._lam[None, :] * y[:, None])
             self.n += use

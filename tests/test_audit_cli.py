@@ -144,6 +144,13 @@ def test_demo_and_bench_run():
         (m, p) for m in ("one-sample", "two-sample") for p in ("update", "run_batch", "update_many/200")
     }
     assert all(x["median_us"] > 0 and x["p99_us"] >= x["median_us"] for x in res["results"])
+    # the kernel floor times every part a tick runs: the standardizer and each family the gate runs
+    assert [f["mode"] for f in res["floor"]] == ["one-sample", "two-sample"]
+    for f in res["floor"]:
+        assert set(f["us_per_tick"]) == {"standardise", *res["results"][0]["families"]} and f["ticks"] == 400
+        assert all(v > 0 for v in f["us_per_tick"].values()) and f["total_us"] == pytest.approx(sum(f["us_per_tick"].values()))
+    r = runner.invoke(app, ["bench", "--ticks", "200"])
+    assert r.exit_code == 0 and "kernel floor" in r.output and "update_many/200" in r.output
 
 
 def test_cohort_column_routes_to_tier_cells(tmp_path):

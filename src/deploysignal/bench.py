@@ -7,15 +7,56 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import compile_baseline
+from .calibration import compile_baseline, level_neighbour
+from .detectors import FamilyA
 from .gate import Gate, GateSettings
 from .simulate import simulate
 
 __all__ = ["bench_gate"]
 
+#: parts of a tick timed by the kernel floor, in the order they run
+_PARTS = ("standardise", "A", "B", "C", "D", "E")
 
-def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200) -> dict[str, Any]:
-    """Time the gate per tick (``time.perf_counter_ns``) on a simulated 12-signal stream, two ways:
+
+def _kernel_floor(cfg: Any, settings: GateSettings, can: Any, ctl: Any, ticks: int, repeats: int) -> dict[str, float]:
+    """Per part of a tick, microseconds per tick of its compiled loop over ``ticks`` ticks of one stream
+    (the standardizer's batch path, each family's ``run``, family B's rules), median over ``repeats``
+    fresh gates. No input checks, verdict, records or Python per tick: what any single-stream path of
+    this design costs at least on this machine (a throughput, not a latency distribution)."""
+    two = settings.mode == "two-sample"
+    stamps, raw = can.timestamps[:ticks], can.values[:ticks]
+    craw = ctl.values[:ticks] if two else None
+    laps: dict[str, list[float]] = {part: [] for part in _PARTS}
+    for rep in range(repeats + 1):  # the first pass warms caches and is not counted
+        gate = Gate(cfg, settings)
+        offsets, weights = level_neighbour(stamps, cfg.tick_seconds)
+        cells = np.array([gate._cell(float(t), "")[0] for t in stamps], dtype=np.int64)
+        nbs = np.array([gate._cell(float(t) + float(o), "")[0] for t, o in zip(stamps, offsets)], dtype=np.int64)
+        can_std, ctl_std = gate._cohort("")[:2]
+        t0 = time.perf_counter_ns()
+        z = can_std.run(stamps, raw, cells, nbs, weights)
+        lag = can_std.lag
+        cz = ctl_std.run(stamps, craw, cells, nbs, weights) if two else None
+        clag = ctl_std.lag if two else None
+        lap = {"standardise": time.perf_counter_ns() - t0}
+        for name, fam in gate._families.items():
+            t0 = time.perf_counter_ns()
+            if isinstance(fam, FamilyA):
+                fam.run(z, cells, cz, lag, clag)
+            else:
+                fam.run(z, cells, cz)
+            lap[name] = time.perf_counter_ns() - t0
+        t0 = time.perf_counter_ns()
+        gate._rules.run(z, raw, cells, cz, craw)
+        lap["B"] = time.perf_counter_ns() - t0
+        if rep:
+            for part, ns in lap.items():
+                laps[part].append(ns / ticks / 1e3)
+    return {part: float(np.median(v)) for part, v in laps.items() if v}
+
+
+def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200, floor_repeats: int = 5) -> dict[str, Any]:
+    """Time the gate per tick (``time.perf_counter_ns``) on a simulated 12-signal stream, three ways:
 
     * ``update``: :meth:`Gate.update`, the live path (input checks, all families, verdict) and the
       tick's audit lines (:attr:`Decision.lines`, built on first use: what an audit log writes);
@@ -24,13 +65,18 @@ def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200) -> dict[str,
     * ``update_many/500``: :meth:`Gate.update_many` with batches of 500 ticks and every tick's audit
       lines (what the service's batch ingest runs), reported as the batch time divided by 500: a throughput figure, not the latency of
       a tick (a tick's decision is available only when its batch is done).
+
+    and, under ``"floor"``, the cost per tick of each part's compiled loop over the whole stream
+    (:func:`_kernel_floor`): the arithmetic every path above pays, without any per-tick Python.
     """
     sim = simulate("healthy", seed=seed, canary_ticks=ticks + warmup)
     cfg = compile_baseline(sim.baseline, seed=seed, robust_covariance=False)
-    results = []
+    results, floor = [], []
     for mode in ("one-sample", "two-sample"):
         settings = GateSettings(mode=mode, window=10**9, max_extensions=0, early_proceed=False)
         can, ctl = sim.canary, sim.control
+        parts = _kernel_floor(cfg, settings, can, ctl, ticks + warmup, floor_repeats)
+        floor.append({"mode": mode, "us_per_tick": parts, "total_us": float(sum(parts.values())), "ticks": ticks + warmup})
         batch = min(500, ticks)
         gate = Gate(cfg, settings)
         gate.update_many(can.timestamps[:warmup], can.values[:warmup], control=None if mode == "one-sample" else ctl.values[:warmup])
@@ -77,4 +123,4 @@ def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200) -> dict[str,
                     "ticks": ticks,
                 }
             )
-    return {"signals": len(cfg.signals), "results": results}
+    return {"signals": len(cfg.signals), "results": results, "floor": floor}

@@ -254,7 +254,8 @@ def bench(
 ) -> None:
     """Per-tick latency of the gate on a 12-signal stream (median, p99, microseconds): the live
     ``update`` path with audit records, ``run_batch`` one tick at a time without them, and
-    ``update_many`` in batches of 500 (batch time / 500: throughput, not a tick's latency)."""
+    ``update_many`` in batches of 500 (batch time / 500: throughput, not a tick's latency), and the
+    kernel floor: each part's compiled loop over the whole stream, per tick."""
     from ..bench import bench_gate
 
     res = bench_gate(ticks=ticks, seed=seed)
@@ -270,6 +271,13 @@ def bench(
         t.add_column(col)
     for r in res["results"]:
         t.add_row(r["mode"], r["path"], ",".join(r["families"]), f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", str(r["ticks"]))
+    out.print(t)
+    t = Table(title="kernel floor: each part's compiled loop over the stream (us per tick, no per-tick Python, no records)")
+    parts = list(res["floor"][0]["us_per_tick"]) if res["floor"] else []
+    for col in ("mode", *parts, "total", "ticks"):
+        t.add_column(col)
+    for r in res["floor"]:
+        t.add_row(r["mode"], *(f"{r['us_per_tick'][p]:.1f}" for p in parts), f"{r['total_us']:.1f}", str(r["ticks"]))
     out.print(t)
     if fleet:
         f = res["fleet"]

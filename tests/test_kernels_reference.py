@@ -117,3 +117,53 @@ def test_single_stream_path_matches_numpy_implementation(mode):
         first = ref[f"{mode}/first_fire"][p]
         fired = {f for f, t in zip(gate._fam_names, first) if t >= 0}
         assert set(decisions[-1].fired_families) == fired
+
+
+def test_exp_underflow_premise_and_skipped_terms_change_no_bit():
+    """Family A's sums of exponentials skip ``exp`` at or below ``EXP_ZERO`` because it returns +0.0
+    there: the premise is checked for this platform's compiled ``exp``, and the sums against a
+    transcription that calls ``exp`` for every term, bit for bit (NaN, -inf, all terms underflowing)."""
+    import math
+
+    from numba import njit
+
+    from deploysignal.detectors._kernels import EXP_ZERO, _exp_term, _logsumexp_row
+
+    @njit(cache=False)
+    def exp_all(d):  # pragma: no cover - compiled
+        out = np.empty(d.size)
+        for i in range(d.size):
+            out[i] = math.exp(d[i])
+        return out
+
+    @njit(cache=False)
+    def lse_every_call(x, w):  # pragma: no cover - compiled
+        top = -np.inf
+        for i in range(x.size):
+            top = max(top, x[i] + w[i]) if not math.isnan(x[i] + w[i]) else top
+        if top == -np.inf:
+            return top
+        s = 0.0
+        for i in range(x.size):
+            s += math.exp(x[i] + w[i] - top)
+        return top + math.log(s)
+
+    rng = np.random.default_rng(0)
+    low = np.concatenate([[EXP_ZERO, np.nextafter(EXP_ZERO, -np.inf), -np.inf, -1e308], rng.uniform(-1e4, EXP_ZERO, 200_000)])
+    got = exp_all(low)
+    assert (got == 0.0).all() and not np.signbit(got).any()
+    assert exp_all(np.array([-745.0]))[0] > 0.0  # the cut is not above where exp stops underflowing to 0
+    near = np.concatenate([rng.uniform(-800.0, 710.0, 200_000), [np.nan, np.inf, np.nextafter(EXP_ZERO, 0.0)]])
+    assert np.array_equal(np.array([_exp_term(v) for v in near[-1000:]]), exp_all(near[-1000:]), equal_nan=True)
+    for trial in range(3000):
+        x = rng.uniform(-3000.0, 50.0, 98) * rng.uniform(0.0, 1.0, 98) ** rng.integers(0, 4)
+        if trial % 7 == 0:
+            x[rng.integers(0, 98, 5)] = -np.inf
+        if trial % 11 == 0:
+            x[:] = -np.inf if trial % 2 else x
+        if trial % 13 == 0:
+            x[rng.integers(0, 98)] = np.nan
+        w = np.log(np.full(98, 1 / 98))
+        a, b = _logsumexp_row(x, w), lse_every_call(x, w)
+        assert a == b or (math.isnan(a) and math.isnan(b)) or (a == b == -np.inf), (trial, a, b)
+        assert np.float64(a).tobytes() == np.float64(b).tobytes()

@@ -255,3 +255,66 @@ def test_validity_strictly_inside_the_composite_null(bettor: str, target: float 
     k = int((e.p_value() <= alpha).sum())
     assert _cp_upper(k, paths) <= alpha, k
     assert e.log_wealth().max() <= 0.0  # never bets against the data's side
+
+
+@pytest.mark.montecarlo
+@pytest.mark.parametrize(("p0", "p1", "alpha", "beta"), [(0.5, 0.7, 0.05, 0.1), (0.02, 0.05, 0.01, 0.2)])
+def test_wald_sprt_type_one_error_bound(p0: float, p1: float, alpha: float, beta: float) -> None:
+    """Wald's bound: under p = p0 the SPRT rejects with probability <= alpha / (1 - beta) (its
+    likelihood ratio is a martingale and the test stops almost surely). 20,000 seeded paths, each run to
+    its decision (capped at 20,000 observations, never reached here); a 99 % Clopper-Pearson bound."""
+    rng = np.random.default_rng(31)
+    paths, cap = 20_000, 20_000
+    tests = [WaldSPRT(p0=p0, p1=p1, alpha=alpha, beta=beta) for _ in range(paths)]
+    decision = np.array(["continue"] * paths, dtype=object)
+    live = np.arange(paths)
+    for _ in range(cap):
+        if live.size == 0:
+            break
+        draws = rng.random(live.size) < p0
+        for i, x in zip(live.tolist(), draws.tolist()):
+            decision[i] = tests[i].update(x)
+        live = live[decision[live] == "continue"]
+    assert live.size == 0
+    k = int((decision == "reject").sum())
+    assert _cp_upper(k, paths) <= alpha / (1 - beta), (k, paths)
+    assert k > 0  # not a test that never rejects: its rate sits near alpha
+
+
+@pytest.mark.montecarlo
+def test_esr_average_run_length_bound() -> None:
+    """ARL >= c = horizon / alpha under the pre-change null (optional stopping on R_t - t): the null at
+    the boundary (scores -1 / +1 with mean exactly m = 0, the largest variance the bounds allow), 4,000
+    paths run until their alarm, capped at 20 c ticks (the capped mean is below the ARL, so the check
+    is conservative); the check fails if the 99 % upper confidence bound of the capped mean (normal
+    approximation, n = 4,000) lies below c."""
+    rng = np.random.default_rng(37)
+    paths, horizon, alpha = 4000, 25, 0.25
+    c = horizon / alpha
+    d = ESRDetector(m=0.0, lo=-1.0, hi=1.0, horizon=horizon, alpha=alpha, batch=paths)
+    alarm = np.full(paths, 20 * c)
+    for t in range(1, int(20 * c) + 1):
+        fired = d.update(rng.choice([-1.0, 1.0], size=paths))
+        alarm = np.where(fired & (alarm == 20 * c), t, alarm)
+    mean, se = alarm.mean(), alarm.std(ddof=1) / math.sqrt(paths)
+    assert mean + stats.norm.ppf(0.99) * se >= c, (mean, se, c)
+    assert (alarm < 20 * c).mean() > 0.05  # alarms do happen: the check is not vacuous
+
+
+@pytest.mark.montecarlo
+def test_simes_level_under_independence_and_positive_dependence() -> None:
+    """Simes' global test has level exactly alpha for independent uniform p-values (the 99 % two-sided
+    Clopper-Pearson interval of the rate must contain alpha) and at most alpha under positive regression
+    dependence (one-sided p-values of equicorrelated Gaussians, rho = 0.5: 99 % upper bound <= alpha);
+    Holm's first step is more conservative on the same draws."""
+    rng = np.random.default_rng(41)
+    n, d, alpha = 200_000, 4, 0.05
+    p = rng.random((n, d))
+    k = int(simes_global(p, alpha).sum())
+    lo, hi = stats.beta.ppf(0.005, k, n - k + 1), stats.beta.ppf(0.995, k + 1, n - k)
+    assert lo <= alpha <= hi, (k, n)
+    z = math.sqrt(0.5) * rng.standard_normal((n, 1)) + math.sqrt(0.5) * rng.standard_normal((n, d))
+    p = stats.norm.sf(z)
+    k = int(simes_global(p, alpha).sum())
+    assert _cp_upper(k, n) <= alpha, (k, n)
+    assert holm(p, alpha).any(axis=1).sum() <= k

@@ -120,3 +120,76 @@ def test_two_sided_signal_has_two_channels():
     assert a.channel_names() == ("tokens_per_turn+", "lat", "tokens_per_turn-")
     evs = [a.update(Observation(t, 60.0 * t, 0, np.array([-1.5, 0.0]), np.zeros(2))) for t in range(80)]
     assert evs[-1].fired and evs[-1].drivers[0] == "tokens_per_turn-"
+
+
+@pytest.mark.parametrize("two_sample", [False, True], ids=["one-sample", "two-sample"])
+def test_proceed_test_matches_transcription(two_sample):
+    """Early proceed, transcribed from the docstring: the predictor fed with ``x - tau`` (cell bias and
+    global offset, coordinate-wise posterior means; the AR-error regression on the lag regressor, whose
+    sums see ``x - tau - b`` and whose prediction is removed from the bias sums) centres a downward bet
+    on each channel; the test rejects 'harm >= tau' where the average over betting fractions reaches
+    1/alpha_proceed. Several cells, a between-day prior (the global term), lags with a sizeable phi
+    error prior, missing ticks, and a shift below ``tau`` so that the test rejects."""
+    from deploysignal.detectors._family_a import C_PAIR
+
+    rng = np.random.default_rng(4)
+    n = 4 * 1440
+    day = np.repeat(rng.normal(0.0, 0.02, 4), 1440)
+    base = rng.normal(size=(n, 1)) + day[:, None]
+    cfg = compile_baseline(Frame(np.arange(n) * 60.0, base, ("lat",), specs=(SignalSpec("lat", "up"),)), robust_covariance=False)
+    a = FamilyA(cfg, alpha=0.02, horizon=500, tau=0.3, alpha_proceed=0.01, drift_allowance=0.1, two_sample=two_sample)
+    a._phi_var[:] = 0.01  # a sizeable AR-error prior, so the regression term moves the predictions
+    sd, center, v, inv_g2, phi_var = a._sd[0, 0], a._center[0, :, 0], a._bias_var[0, :, 0], a._inv_g2[0, 0], 0.01
+    assert 0.0 < inv_g2 < np.inf and center.size > 3  # the global term and several cells are in play
+    tau = 0.3
+    S, S2, N = np.zeros(center.size), np.zeros(center.size), np.zeros(center.size)
+    U = U2 = Aa = Qzr = Qzr2 = Qrr = 0.0
+    logP = np.zeros(GAMMAS.size)
+    seen, moved = set(), 0.0
+    for t in range(600):
+        cell = int(rng.integers(0, 4))
+        z = rng.normal() - 0.2 if t % 17 else np.nan
+        lag, cz, clag = rng.normal(0.0, 2.0), rng.normal(), rng.normal(0.0, 2.0)
+        a.update(Observation(t, 60.0 * t, cell, np.array([z]), np.array([z]), np.array([cz]) if two_sample else None, None,
+                             np.array([lag]), np.array([clag]) if two_sample else None))
+        beta, beta2 = Qzr / (1 / phi_var + Qrr), Qzr2 / (1 / phi_var + Qrr)
+        if two_sample:
+            x = min(max((z - cz) / math.sqrt(2), -C_PAIR), C_PAIR)
+            r = (lag - clag) / math.sqrt(2)
+            b = b2 = 0.0
+            lo, top = C_PAIR + beta * r, C_PAIR
+        else:
+            x = min(max(z, -C_LO), C_HI) / sd - center[cell]
+            r = lag / sd
+            kc = N[cell] / (1.0 / v[cell] + N[cell])
+            b = U / (inv_g2 + Aa) * (1.0 - kc) + S[cell] / (1.0 / v[cell] + N[cell])
+            b2 = U2 / (inv_g2 + Aa) * (1.0 - kc) + S2[cell] / (1.0 / v[cell] + N[cell])
+            lo, top = C_LO / sd + center[cell] + b + beta * r, C_HI / sd - center[cell]
+        pred2 = tau + b2 + beta2 * r
+        moved = max(moved, abs(beta2 * r))
+        if not math.isnan(x) and lo > 0:
+            logP += np.log1p(GAMMAS * (pred2 - x) / (top - pred2))
+            Qzr, Qzr2, Qrr = Qzr + (x - b) * r, Qzr2 + (x - tau - b2) * r, Qrr + r * r
+            if not two_sample:
+                d = 1 + N[cell] * v[cell]
+                old_a, old_u, old_u2 = N[cell] / d, S[cell] / d, S2[cell] / d
+                S[cell] += x - beta * r
+                S2[cell] += x - tau - beta2 * r
+                N[cell] += 1
+                d = 1 + N[cell] * v[cell]
+                Aa += N[cell] / d - old_a
+                U += S[cell] / d - old_u
+                U2 += S2[cell] / d - old_u2
+        np.testing.assert_allclose(a._logP[0, 0], logP, rtol=1e-9, atol=1e-9)
+        harm = np.log(np.mean(np.exp(logP))) >= math.log(1 / 0.01)
+        assert bool(a.harm_excluded()[0, 0]) == harm
+        seen.add(harm)
+    assert seen == {False, True}
+    assert moved > 0.01  # the regression term mattered
+
+
+def test_state_with_part_of_the_proceed_predictor_is_rejected(cfg1):
+    st = FamilyA(cfg1, alpha=0.02, horizon=10).state()
+    del st["U2"]
+    with pytest.raises(ValueError, match="U2 missing"):
+        FamilyA(cfg1, alpha=0.02, horizon=10).load_state(st)

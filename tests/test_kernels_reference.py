@@ -76,11 +76,13 @@ def test_log_wealth_matches_numpy_implementation(current, key):
 
 
 @pytest.mark.parametrize("mode", ["one-sample", "two-sample"])
-def test_proceed_test_and_verdicts_match_numpy_implementation(current, mode):
+def test_verdicts_match_numpy_implementation(current, mode):
+    """Verdicts and first fires. The reference's early-proceed test (``{mode}/harm``) is no longer
+    compared: it centred its bets on the null's predictor, which absorbs part of a harmful shift, and
+    0.4.0 replaced it (``tests/test_family_a.py::test_proceed_test_matches_transcription``)."""
     ref = np.load(REFERENCE)
-    h = ref[f"{mode}/harm"]
-    assert 0.05 < h.mean() < 0.95  # both outcomes occur
-    np.testing.assert_array_equal(current[f"{mode}/harm"], h)
+    h = current[f"{mode}/harm"]
+    assert 0.01 < h.mean() < 0.99  # both outcomes occur
     np.testing.assert_array_equal(current[f"{mode}/verdict"], ref[f"{mode}/verdict"])
     np.testing.assert_array_equal(current[f"{mode}/first_fire"], ref[f"{mode}/first_fire"])
 

@@ -61,11 +61,17 @@ def capture(batches: list[int] | None = BATCHES) -> dict[str, Any]:
     return out
 
 
+#: family A's early-proceed test (e-process and, since 0.4.0, its own predictor): its centring changed
+#: in 0.4.0 and the records do not carry it, so the golden state's ``logP`` is not compared
+PROCEED = {"logP", "S2", "U2", "Qzr2"}
+
+
 def _same(a: Any, b: Any, path: str) -> None:
     if isinstance(a, dict):
-        assert isinstance(b, dict) and sorted(a) == sorted(b), path
+        skip = PROCEED if path.endswith(".state.families.A") else set()
+        assert isinstance(b, dict) and sorted(set(a) - skip) == sorted(set(b) - skip), path
         for k in a:
-            if k != "baseline_version":  # the compiled config's id, which includes the library version
+            if k != "baseline_version" and k not in skip:  # the config's id includes the library version
                 _same(a[k], b[k], f"{path}.{k}")
     elif isinstance(a, list):
         assert isinstance(b, list) and len(a) == len(b), path
@@ -90,3 +96,31 @@ def test_records_match_the_tick_by_tick_gate(current, case):
     _same(golden["state"], current[case]["state"], case + ".state")
     fires = [r for tick in golden["records"] for r in tick if r.get("fire")]
     assert fires and any(r["fire_reason"] for r in fires)  # the comparison covers fires and their explanations
+
+
+def test_state_saved_before_the_proceed_predictor_loads_with_early_proceed_off():
+    """A state from before 0.4.0 (the golden file's) loads and switches the early-proceed test off (it
+    never rejects) instead of guessing its predictor; the same continuation from a current state does
+    reject for most channels, so the check can fail."""
+    scenario, mode, seed = CASES[1]
+    with gzip.open(GOLDEN, "rt") as fh:
+        old = json.load(fh)[f"{scenario}/{mode}"]["state"]
+    assert "S2" not in old["families"]["A"]
+    sim = simulate(scenario, seed=seed)
+    cfg = compile_baseline(sim.baseline, seed=seed, robust_covariance=False)
+    settings = GateSettings(mode=mode, window=10**6, early_proceed=True, min_proceed_fraction=0.0)
+    new = Gate(cfg, settings)
+    new.update_many(sim.canary.timestamps, sim.canary.values)
+    ts = sim.canary.timestamps[-1] + 60.0 * np.arange(1, 201)
+    healthy = sim.baseline.values[:200]
+    for state, off in ((old, True), (json.loads(json.dumps(new.state())), False)):
+        gate = Gate.from_state(cfg, settings, state)
+        a = gate._families["A"]
+        assert np.isnan(a._S2).all() == off and not (off and a.harm_excluded().any())
+        gate.update_many(ts, healthy)
+        assert (not a.harm_excluded().any()) if off else a.harm_excluded().mean() > 0.5
+        st = json.loads(json.dumps(gate.state()))["families"]["A"]
+        assert (st["S2"][0][0][0] is None) == off
+        if off:  # stays off through a save and a load
+            assert all(v == 0.0 for row in st["logP"][0] for v in row)
+            assert np.isnan(Gate.from_state(cfg, settings, json.loads(json.dumps(gate.state())))._families["A"]._S2).all()

@@ -6,7 +6,7 @@ families A..E, fuse them under an alpha budget into proceed / extend / rollback,
 
 from ._exceptions import ConfigError, DeploySignalError, InputError, ReplayMismatch, SchemaError
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "ConfigError",

@@ -44,6 +44,10 @@ class MCResult:
     families: tuple[str, ...]
     two_sample: MCResult | None = None
     """With ``also_two_sample``: the same paths in two-sample mode against an independent control."""
+    harm_excluded: np.ndarray | None = None
+    """With ``track_proceed``: (P, channels) did family A's early-proceed test of the channel reject
+    'harm >= tau' at any tick; ``proceed_channels`` names the channels."""
+    proceed_channels: tuple[str, ...] = ()
 
     def fired(self, family: str) -> np.ndarray:
         """Did the family fire at any tick of the horizon (regardless of the gate's verdict)?"""
@@ -66,15 +70,18 @@ def run_mc(
     baseline: int = BASELINE,
     common_shock: float = 0.0,
     also_two_sample: bool = False,
+    track_proceed: bool = False,
 ) -> MCResult:
     """Each path: its own baseline (BASELINE ticks) and canary (and control) from ``noise``.
 
     ``also_two_sample`` (one-sample ``settings``): also run every path in two-sample mode against an
     independent control stream of the same process, with the same compiled baselines and canaries
     (each of the two results is a valid Monte Carlo on its own; they are not independent of each other).
+    ``track_proceed``: also record, per path and family-A channel, whether its early-proceed test ever
+    rejected (read after every tick).
     """
     rng = np.random.default_rng(seed)
-    outs, outs_two = [], []
+    outs, outs_two, harm, channels = [], [], [], ()
     with ProcessPoolExecutor(WORKERS) as pool:
         for start in range(0, paths, chunk):
             p = min(chunk, paths - start)
@@ -100,9 +107,26 @@ def run_mc(
                 two_settings = settings.model_copy(update={"mode": "two-sample"})
                 outs_two.append(Gate(cfgs, two_settings).run_batch(can_ts, canary, control))
                 control = None
-            res = Gate(cfgs, settings).run_batch(can_ts, canary, control)
+            gate = Gate(cfgs, settings)
+            if track_proceed:
+                fam_a, ever = gate._families["A"], np.zeros((p, len(gate._families["A"].channel_names())), dtype=bool)
+                step = fam_a.step
+
+                def tracked(*args, _step=step, _fam=fam_a, _ever=ever):
+                    out = _step(*args)
+                    _ever |= _fam.harm_excluded()
+                    return out
+
+                fam_a.step = tracked
+                channels = fam_a.channel_names()
+            res = gate.run_batch(can_ts, canary, control)
             outs.append(res)
-    return _merge(outs, _merge(outs_two) if outs_two else None)
+            if track_proceed:
+                harm.append(ever)
+    merged = _merge(outs, _merge(outs_two) if outs_two else None)
+    if track_proceed:
+        merged.harm_excluded, merged.proceed_channels = np.concatenate(harm), channels
+    return merged
 
 
 def _merge(outs: list, two_sample: MCResult | None = None) -> MCResult:

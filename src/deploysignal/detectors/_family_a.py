@@ -88,10 +88,27 @@ class FamilyA:
         when the paired difference has conditional mean zero given the past, e.g. canary and control
         conditionally exchangeable (randomised request assignment) and paired at the same timestamps.
 
-    Early proceed uses the dual e-process of :math:`H_0': E[x_i - \hat b] \ge \tau` (harm at least
-    ``tau`` sd), betting downwards with :math:`\xi'_i = (\tau + \hat b - x_i)/B'_i`; rejecting it for
-    every channel at level ``alpha_proceed`` gives :math:`P(\text{proceed while some shift} \ge \tau)
-    \le \alpha_{proceed}` (intersection-union, no multiplicity correction needed).
+    Early proceed tests, per channel, :math:`H_0'`: the canary's scores are the null's plus a harm
+    :math:`\delta \ge \tau` (``tau`` score sd), constant from the canary's first tick. Under the
+    boundary :math:`\delta = \tau` the scores :math:`x_i - \tau` follow the null model, so their
+    predicted mean :math:`\tilde b_{i-1}` is the same predictor (cell bias, global offset, AR-error
+    regression) **fed with** :math:`x_j - \tau`, and :math:`\xi'_i = (\tau + \tilde b_{i-1} -
+    x_i)/B'_i` with :math:`B'_i = C_{hi}/\hat\sigma_\psi - \hat m_c - \tau - \tilde b_{i-1}` has
+    conditional mean 0 (marginally, as above). The predictor is linear in its inputs, so for
+    :math:`\delta > \tau` the mean is :math:`-(\delta - \tau)(1 - a_i)` with :math:`a_i` the
+    predictor's response to a constant unit input: :math:`a_i \in [0, 1]` exactly for the cell-bias and
+    offset terms, and approximately once the AR-error regression is included (a level step also moves
+    the lag regressor; the regression's prior precision :math:`1/se_\phi^2` keeps its share small). So
+    :math:`\prod_i (1 + \gamma \xi'_i)` is a test supermartingale; its average over ``GAMMAS``
+    crossing :math:`1/\alpha_{proceed}` rejects, and rejecting for every channel gives (Ville,
+    intersection-union, no multiplicity correction) :math:`P(\text{proceed while some channel's
+    harm} \ge \tau) \le \alpha_{proceed}`. Not covered: a harm that changes over time (a growing
+    ramp, or a large harm that shrinks to :math:`\tau`: the predictor has absorbed the earlier excess).
+    Before 0.4.0 the predictor was fed with :math:`x_j`, absorbing part of a harmful shift: 6.6% early
+    proceeds at a harm of :math:`\tau` against a 1% budget. In one-sample mode the priors limit the
+    evidence a good canary can show: a level :math:`d` below :math:`\tau` is partly explained as a
+    negative cell bias (prior variance ``v_c``, renewed in every cell the canary enters) or day offset
+    (``v_g``), so the test typically gains on the order of :math:`d^2 / (2 v)` nats per such term.
 
     Parameters
     ----------
@@ -195,6 +212,9 @@ class FamilyA:
         self._n_obs = np.zeros((P, m))
         self._Qzr = np.zeros((P, m))
         self._Qrr = np.zeros((P, m))
+        self._S2 = np.zeros((P, n_cells, m))  # the predictor's sums under early proceed's boundary null
+        self._U2 = np.zeros((P, m))
+        self._Qzr2 = np.zeros((P, m))
         self._fired = np.zeros(P, dtype=bool)
         self._fire_reason = ""
         self._fire_drivers: tuple[str, ...] = ()
@@ -244,6 +264,7 @@ class FamilyA:
             self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau, self._sd, self._center, self._bias_var, self._phi_var,
             self._inv_g2, self._logw, self._log_thr, self._log_thr_w, self._log_thr_r, self._log_thr_p,
             self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,
+            self._S2, self._U2, self._Qzr2,
         )
 
     #: names of the two components :meth:`run` reports per tick (columns 2 and 3 of its output)
@@ -326,7 +347,9 @@ class FamilyA:
         return {"log_msprt": float(log_w[0]), "log_esr": float(log_r[0])}
 
     # ------------------------------------------------------------------ state
-    _ARRAYS = ("S", "N", "U", "A", "logW", "logR", "logP", "n_obs", "Qzr", "Qrr")
+    _ARRAYS = ("S", "N", "U", "A", "logW", "logR", "logP", "n_obs", "Qzr", "Qrr", "S2", "U2", "Qzr2")
+    #: early proceed's predictor (0.4.0); a state saved before has none
+    _PROCEED_ARRAYS = ("S2", "U2", "Qzr2")
 
     def state(self) -> dict[str, Any]:
         """Exact JSON-serialisable state (``-inf`` written as ``None``)."""
@@ -335,8 +358,23 @@ class FamilyA:
         return st
 
     def load_state(self, st: dict[str, Any]) -> FamilyA:
+        """Restore a :meth:`state`. A state saved before 0.4.0 has no early-proceed predictor (its proceed
+        test centred on the null's predictor and could proceed with harm >= tau more often than
+        ``alpha_proceed``): that test is switched off for the rest of the run (its predictor is NaN and
+        its e-process 0, so it never rejects and the gate proceeds only at the end of the window); the
+        rollback tests continue exactly."""
+        present = [name in st for name in self._PROCEED_ARRAYS]
+        if any(present) and not all(present):
+            missing = [n for n, p in zip(self._PROCEED_ARRAYS, present) if not p]
+            raise ValueError(f"family A state has part of the early-proceed predictor: {', '.join(missing)} missing")
+        if not any(present):
+            st = {**st, "logP": np.zeros_like(self._logP).tolist()}
+            st.update({name: None for name in self._PROCEED_ARRAYS})
         for name in self._ARRAYS:
             fill = -np.inf if name == "logR" else np.nan
+            if st[name] is None and name in self._PROCEED_ARRAYS:
+                setattr(self, "_" + name, np.full(getattr(self, "_" + name).shape, np.nan))
+                continue
             arr = np.array(_none_to(st[name], fill), dtype=float)
             if arr.shape != getattr(self, "_" + name).shape:
                 raise ValueError(f"state array {name} has shape {arr.shape}, expected {getattr(self, '_' + name).shape}")

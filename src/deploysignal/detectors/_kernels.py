@@ -276,8 +276,11 @@ def family_e_step(z, control_z, two_sample, c_hi, b, chol_inv, cal, cal_n, table
 def family_a_step(
     z, control_z, lag, control_lag, has_lag, two_sample, cell, sig, sign, c_lo, c_hi, c_pair, gammas, tau,
     sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p,
-    S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, out_lw, out_logw, out_logr, out_harm,
+    S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, S2, U2, Qzr2, out_lw, out_logw, out_logr, out_harm,
 ):  # pragma: no cover - compiled
+    """``S2, U2, Qzr2``: the predictor's sums fed with ``x - tau`` (the early-proceed test's boundary
+    null, 'harm exactly tau'); ``N, A, Qrr`` do not depend on the data and are shared. NaN there
+    (a state saved before this predictor existed) switches the proceed test off: no bet, never rejects."""
     P = z.shape[0]
     m = sig.size
     G = gammas.size
@@ -286,13 +289,16 @@ def family_a_step(
         for i in range(m):
             s, sg = sig[i], sign[i]
             beta = Qzr[p, i] / (1.0 / phi_var[p, i] + Qrr[p, i])
+            beta2 = Qzr2[p, i] / (1.0 / phi_var[p, i] + Qrr[p, i])
             if two_sample:
                 x = _clip(sg * (z[p, s] - control_z[p, s]) / rt2, -c_pair, c_pair)
                 r = sg * (lag[p, s] - control_lag[p, s]) / rt2 if has_lag else 0.0
                 bhat = 0.0
+                bhat2 = 0.0
                 pred = beta * r
                 lo = c_pair + pred
                 hi = c_pair - pred
+                top_x = c_pair
                 v = 0.0
             else:
                 sdi = sd[p, i]
@@ -302,15 +308,20 @@ def family_a_step(
                 Sc, Nc = S[p, cell, i], N[p, cell, i]
                 kc = Nc / (1.0 / v + Nc)
                 bhat = (U[p, i] / (inv_g2[p, i] + A[p, i])) * (1.0 - kc) + Sc / (1.0 / v + Nc)
+                bhat2 = (U2[p, i] / (inv_g2[p, i] + A[p, i])) * (1.0 - kc) + S2[p, cell, i] / (1.0 / v + Nc)
                 r = sg * lag[p, s] / sdi if has_lag else 0.0
                 pred = bhat + beta * r
                 lo = c_lo / sdi + cen + pred
                 hi = c_hi / sdi - cen - pred
+                top_x = c_hi / sdi - cen
             xc = x - pred
             ok = (not math.isnan(xc)) and lo > 0.0
             xi = xc / lo if ok else 0.0
-            hi_p = hi - tau
-            xip = (tau - xc) / hi_p if ok and hi_p > 0.0 else 0.0
+            # early proceed bets that x lies below its predicted mean under 'harm exactly tau': tau plus
+            # the same predictor fed with x - tau (fed with x, it would absorb part of the harm)
+            pred2 = tau + bhat2 + beta2 * r
+            hi_p = top_x - pred2  # x <= top_x, so the bet's factor 1 + g (pred2 - x) / hi_p stays >= 1 - g
+            xip = (pred2 - x) / hi_p if ok and hi_p > 0.0 else 0.0
             top_p = -np.inf
             for g in range(G):
                 lf = math.log1p(gammas[g] * xi)
@@ -325,15 +336,18 @@ def family_a_step(
             if ok:
                 n_obs[p, i] += 1.0
                 Qzr[p, i] += (x - bhat) * r
+                Qzr2[p, i] += (x - tau - bhat2) * r
                 Qrr[p, i] += r * r
                 if not two_sample:
-                    Sc, Nc = S[p, cell, i], N[p, cell, i]
-                    old_a, old_u = Nc / (1.0 + Nc * v), Sc / (1.0 + Nc * v)
+                    Sc, Nc, S2c = S[p, cell, i], N[p, cell, i], S2[p, cell, i]
+                    old_a, old_u, old_u2 = Nc / (1.0 + Nc * v), Sc / (1.0 + Nc * v), S2c / (1.0 + Nc * v)
                     Sc += x - beta * r
+                    S2c += x - tau - beta2 * r
                     Nc += 1.0
-                    S[p, cell, i], N[p, cell, i] = Sc, Nc
+                    S[p, cell, i], N[p, cell, i], S2[p, cell, i] = Sc, Nc, S2c
                     A[p, i] += Nc / (1.0 + Nc * v) - old_a
                     U[p, i] += Sc / (1.0 + Nc * v) - old_u
+                    U2[p, i] += S2c / (1.0 + Nc * v) - old_u2
         lw = _logsumexp_row(logW[p].ravel(), logw.ravel())
         lr = _logsumexp_row(logR[p].ravel(), logw.ravel())
         out_logw[p] = lw
@@ -592,14 +606,14 @@ def _sticky(lw: float, thr: float, fired: np.ndarray, out_fired: np.ndarray, t: 
 def family_a_run(
     z, control_z, lag, control_lag, has_lag, two_sample, cells, sig, sign, c_lo, c_hi, c_pair, gammas, tau,
     sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p,
-    S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, harm, fired, log_horizon, start, out, out_fired, out_harm,
+    S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, S2, U2, Qzr2, harm, fired, log_horizon, start, out, out_fired, out_harm,
 ):  # pragma: no cover - compiled
     lw, lwv, lrv = np.empty(1), np.empty(1), np.empty(1)
     for t in range(start, z.shape[0]):
         family_a_step(
             z[t:t + 1], control_z[t:t + 1], lag[t:t + 1], control_lag[t:t + 1], has_lag, two_sample, cells[t], sig, sign,
             c_lo, c_hi, c_pair, gammas, tau, sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p,
-            S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, lw, lwv, lrv, harm,
+            S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, S2, U2, Qzr2, lw, lwv, lrv, harm,
         )
         out[t, 0], out[t, 1], out[t, 2], out[t, 3] = lw[0], lrv[0] - log_horizon, lwv[0], lrv[0]
         h = True

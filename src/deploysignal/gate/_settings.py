@@ -34,9 +34,13 @@ class GateSettings(BaseModel):
     early_proceed, tau, min_proceed_fraction : bool, float, float
         Proceed before the window ends once every harmful shift is shown below ``tau`` (score sd units),
         but not before ``min_proceed_fraction * window`` ticks. Error budget: ``proceed_share * alpha``
-        from the reserve. Off by default: the confidence sequence bounds the *average* shift so far,
-        so a regression that is still growing (a slow ramp) can be proceeded early; turn it on where
-        regressions are steps.
+        from the reserve: P(early proceed while some channel's harm >= tau) <= that budget (Ville;
+        Monte-Carlo checked at the boundary in ``tests/montecarlo/test_validity_proceed.py``) for a
+        harm that is constant from the canary's first tick. Off by default: a regression that is still
+        growing (a slow ramp), or one that shrinks, can be proceeded early; turn it on where regressions
+        are steps. In one-sample mode a canary must beat ``tau`` by more than the baseline's
+        uncertainty allows (each cell's estimated level, the day-to-day variation and
+        ``drift_allowance``) before it can proceed early.
     min_valid_fraction : float
         Share of ticks that must be valid (at least half the signals present; control present in
         two-sample mode) to proceed; below it the gate says extend. Missing data never rolls back.

@@ -86,6 +86,67 @@ def test_rates_near_zero_do_not_collapse_variance(rng):
     assert np.all(np.isfinite(cfg.arrays["cell_bias_var"]))
 
 
+@pytest.mark.filterwarnings("ignore:The covariance matrix associated to your dataset is not full rank")
+def test_mcd_that_cannot_be_fitted_is_left_out(rng, tmp_path):
+    """A baseline whose only signal is constant, or mostly one value (a rarely non-zero error count), has
+    a zero-covariance MCD support: sklearn raised ValueError (a traceback from the CLI). The block keeps
+    no MCD, as with robust_covariance=False, and the config is usable; a constant signal next to others
+    keeps its MCD."""
+    from typer.testing import CliRunner
+
+    from deploysignal.cli import app
+    from deploysignal.sources import write_csv
+
+    n = 600
+    ts = np.arange(n) * 60.0
+    for vals in (np.full((n, 1), 5.0), rng.poisson(0.3, size=(n, 1)).astype(float)):
+        cfg = compile_baseline(Frame(ts, vals, ("a",)), seed=2)
+        assert all(b.mcd_location is None and b.mcd_covariance is None for b in cfg.covariances)
+        assert cfg.to_json() == compile_baseline(Frame(ts, vals, ("a",)), seed=2).to_json()
+    both = compile_baseline(Frame(ts, np.column_stack([np.full(n, 5.0), rng.normal(size=n)]), ("a", "b")))
+    assert all(b.mcd_covariance is not None for b in both.covariances)
+    write_csv(Frame(ts, np.full((n, 1), 5.0), ("latency",)), tmp_path / "const.csv")
+    res = CliRunner().invoke(app, ["calibrate", str(tmp_path / "const.csv"), "-o", str(tmp_path / "cfg.json")])
+    assert res.exit_code == 0 and res.output.startswith("cc-"), res.output
+
+
+@pytest.mark.filterwarnings("ignore:The covariance matrix associated to your dataset is not full rank")
+def test_mcd_fallback_is_logged_and_only_for_a_zero_support_covariance(rng, caplog, monkeypatch):
+    """Review finding: the fallback was invisible and caught any ValueError. It now logs a warning naming
+    the block, and any other MCD failure propagates instead of silently dropping the robust covariance."""
+    import logging
+
+    import sklearn.covariance
+
+    from deploysignal.calibration import _compiler
+
+    n = 600
+    frame = Frame(np.arange(n) * 60.0, np.full((n, 1), 5.0), ("a",))
+    with caplog.at_level(logging.WARNING, logger="deploysignal"):
+        compile_baseline(frame, seed=2)
+    msgs = [r.getMessage() for r in caplog.records if r.name == "deploysignal.calibration._compiler"]
+    assert msgs and all("the MCD cannot be fitted" in m and "no robust covariance is stored" in m for m in msgs)
+    assert any(m.startswith("covariance block *:") for m in msgs)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deploysignal"):
+        compile_baseline(Frame(np.arange(n) * 60.0, rng.normal(size=(n, 2)), ("a", "b")), seed=2)
+    assert not [r for r in caplog.records if "MCD" in r.getMessage()]
+
+    class Broken(sklearn.covariance.MinCovDet):
+        def fit(self, X, y=None):  # noqa: N803
+            raise ValueError("Input contains NaN")
+
+    monkeypatch.setattr(_compiler, "MinCovDet", Broken)
+    with pytest.raises(ValueError, match="Input contains NaN"):
+        compile_baseline(Frame(np.arange(n) * 60.0, rng.normal(size=(n, 2)), ("a", "b")), seed=2)
+    from typer.testing import CliRunner
+
+    from deploysignal.cli import app
+
+    res = CliRunner().invoke(app, ["calibrate", "--help"])
+    assert "cannot be fitted" in " ".join(res.output.split())
+
+
 def test_degenerate_inputs(rng):
     one = Frame(np.arange(300.0) * 60, rng.normal(size=(300, 1)), ("a",))
     assert len(compile_baseline(one, robust_covariance=False).signals) == 1

@@ -71,6 +71,22 @@ def test_jsonl_and_schema_change(tmp_path):
         read_frame(p5)
 
 
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ('{"timestamp": 2, "lat": 1%s}' % ("0" * 400), r"row 2, column 'lat': value is infinite \(integer beyond float range\) \(\S*h.jsonl line 2\)"),
+        ('{"timestamp": 1%s, "lat": 1}' % ("0" * 400), r"row 2, column 'timestamp': timestamp is out of range \(\S*h.jsonl line 2\)"),
+        ('{"timestamp": 2, "lat": 1%s}' % ("0" * 5000), r"row 2: \S*h.jsonl line 2: not usable JSON \(Exceeds the limit"),
+    ],
+    ids=["value-beyond-float", "timestamp-beyond-float", "digit-limit"],
+)
+def test_jsonl_huge_integers_name_the_row(tmp_path, line, needle):
+    """JSON integers beyond float range (OverflowError) or beyond Python's digit limit (plain ValueError)."""
+    p = _write(tmp_path, "h.jsonl", '{"timestamp": 1, "lat": 1}\n' + line + "\n")
+    with pytest.raises(InputError, match=needle):
+        read_frame(p)
+
+
 def test_parquet_roundtrip_with_timestamp_type(tmp_path):
     t = pa.table({"timestamp": pa.array([1_700_000_000_000_000, 1_700_000_060_000_000], type=pa.timestamp("us", tz="UTC")), "lat": [1.0, None]})
     p = tmp_path / "a.parquet"
@@ -105,6 +121,14 @@ def test_signals_file_yaml_and_csv(tmp_path):
         read_signals_file(bad2)
     c = _write(tmp_path, "s.csv", "name,direction,kind\nlat,up,continuous\n")
     assert read_signals_file(c)["lat"].direction == "up"
+
+
+@pytest.mark.parametrize("name", ["s.yaml", "s.json", "s.csv"])
+def test_signals_file_not_utf8_names_the_file(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(b"name,direction\nlat,up\nlat\xe9,down\n" if name.endswith(".csv") else b"lat\xe9: {direction: up}\n")
+    with pytest.raises(InputError, match=f"{name}: not UTF-8 text"):
+        read_signals_file(p)
 
 
 def test_write_csv_roundtrip_is_exact(tmp_path, rng):

@@ -199,6 +199,95 @@ def test_cli_demo_and_curate(tmp_path):
     assert r.exit_code == 2 and "row 1" in r.output and "lat" in r.output
 
 
+@pytest.mark.parametrize("body, needle", [
+    ("0,s0,1\n0,s1,2\n0,s0,3\n", "row 3, column 'shard': {path}: second row for tick 0, shard 's0' (first on row 1)"),
+    ("0,s0,1\n1,s0,2\n0,s1,3\n1,s0,4\n", "row 4, column 'shard': {path}: second row for tick 1, shard 's0' (first on row 2)"),
+    ("0,s0,1\n0,s1,inf\n", "row 2, column 'lat': {path}: infinite value 'inf'"),
+], ids=["duplicate-tick-shard", "duplicate-after-revisit", "infinite"])
+def test_long_csv_duplicates_and_infinities_name_the_row(tmp_path, body, needle):
+    """A second row for a (tick, shard) silently replaced the first; an infinite value was reported by
+    shard/signal index."""
+    from deploysignal.cli._fleet import read_long_csv
+
+    p = tmp_path / "fleet.csv"
+    p.write_text("tick,shard,lat\n" + body)
+    with pytest.raises(InputError) as exc:
+        read_long_csv(p)
+    assert str(exc.value) == needle.format(path=p)
+    r = CliRunner().invoke(app, ["observe", str(p)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    p.write_bytes(b"tick,shard,lat\n0,s0,1\n0,s\xe9,1\n")
+    with pytest.raises(InputError, match=r"fleet.csv: not UTF-8 text \(line 3\)"):
+        read_long_csv(p)
+
+
+def test_long_csv_rows_in_any_order_read_into_the_same_array(tmp_path, rng):
+    """Review finding: a CSV grouped by shard (all ticks of s0, then all of s1) was rejected after the bad-input
+    change although it was accepted before and reads into exactly the same array; rows in any order are fine."""
+    from deploysignal.cli._fleet import read_long_csv
+
+    x = rng.normal(size=(40, 3, 2))
+    rows = [(t, s) for t in range(40) for s in range(3)]
+    orders = {"interleaved": rows, "by-shard": sorted(rows, key=lambda r: (r[1], r[0])),
+              "shuffled": [rows[i] for i in rng.permutation(len(rows))]}
+    got = {}
+    for name, order in orders.items():
+        p = tmp_path / f"{name}.csv"
+        p.write_text("tick,shard,a,b\n" + "".join(f"{t},s{s},{float(x[t, s, 0])!r},{float(x[t, s, 1])!r}\n" for t, s in order))
+        got[name] = read_long_csv(p)
+    for shards, signals, arr in got.values():  # shards in first-seen order, ticks increasing
+        assert signals == ["a", "b"] and np.array_equal(arr, x[:, [int(s[1:]) for s in shards]])
+    assert got["by-shard"][0] == got["interleaved"][0] == ["s0", "s1", "s2"]
+    assert np.array_equal(got["by-shard"][2], x) and np.array_equal(got["interleaved"][2], x)
+    p = tmp_path / "by-shard.csv"
+    r = CliRunner().invoke(app, ["curate-baseline", str(p)])
+    assert r.exit_code == 0 and '"ticks": 40' in r.output, r.output
+
+
+def test_observe_baseline_with_shuffled_rows_is_aligned_to_the_telemetry_shards(tmp_path, rng):
+    """Review finding: with rows in any order the shard order follows the rows, so a baseline holding the
+    same shards in shuffled rows was rejected (exit 2, "baseline shards/signals differ"); it is aligned."""
+    x = rng.normal(size=(60, 4, 1))
+    rows = [(t, s) for t in range(60) for s in range(4)]
+    tel, base = tmp_path / "tel.csv", tmp_path / "base_shuf.csv"
+    tel.write_text("tick,shard,lat\n" + "".join(f"{t},s{s},{float(x[t, s, 0])!r}\n" for t, s in rows))
+    base.write_text("tick,shard,lat\n" + "".join(f"{t},s{s},{float(x[t, s, 0])!r}\n"
+                                                  for t, s in (rows[i] for i in rng.permutation(len(rows)))))
+    same = CliRunner().invoke(app, ["observe", str(tel), "--baseline", str(tel), "--jsonl"])
+    shuffled = CliRunner().invoke(app, ["observe", str(tel), "--baseline", str(base), "--jsonl"])
+    assert same.exit_code in (0, 4) and shuffled.exit_code == same.exit_code, shuffled.output
+    assert shuffled.output == same.output  # the same baseline per shard, whatever the row order
+    base.write_text("tick,shard,lat\n" + "".join(f"{t},x{s},1.0\n" for t, s in rows))
+    r = CliRunner().invoke(app, ["observe", str(tel), "--baseline", str(base)])
+    assert r.exit_code == 2 and "baseline shards/signals differ" in r.output
+
+
+def test_curation_of_a_mostly_constant_signal_leaves_it_out_of_the_mcd(tmp_path, rng, caplog):
+    """Review finding: a signal whose fleet median is one value in most ticks (a rarely non-zero error
+    count) crashed MinCovDet (zero support covariance): curate-baseline / observe --baseline exited 1
+    with a traceback. The MCD screen now leaves such a signal out (warning, ``mcd_left_out``); the
+    fleet-correlated screen still drops the fleet-wide excursions."""
+    import logging
+
+    x = np.zeros((200, 8, 1))
+    x[::20, :, 0] = 1.0  # every 20th tick the whole fleet reports one error
+    with caplog.at_level(logging.WARNING, logger="deploysignal"):
+        rep = curate_baseline(x)
+    assert rep.mcd_left_out == [0] and rep.n_mcd == 0 and rep.n_corr == 10 and not rep.keep[::20].any()
+    assert rep.summary()["mcd_left_out"] == [0]
+    assert any("MCD screen cannot use signal(s) 0" in r.getMessage() for r in caplog.records)
+    # with a second, varying signal the MCD is fitted as before: nothing left out, summary unchanged
+    both = curate_baseline(np.concatenate([x, rng.normal(size=(200, 8, 1))], axis=2))
+    assert both.mcd_left_out == [] and "mcd_left_out" not in both.summary() and both.n_mcd > 0
+    p = tmp_path / "b.csv"
+    p.write_text("tick,shard,errors\n" + "".join(f"{t},s{s},{x[t, s, 0]}\n" for t in range(200) for s in range(8)))
+    r = CliRunner().invoke(app, ["curate-baseline", str(p)])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert json.loads(r.output)["mcd_left_out"] == [0]
+    r = CliRunner().invoke(app, ["observe", str(p), "--baseline", str(p)])
+    assert r.exit_code in (0, 4) and "Traceback" not in r.output, r.output  # was exit 1, ValueError
+
+
 @pytest.mark.montecarlo
 def test_coverage_matrix_attribution_where_detected():
     from deploysignal.fleet._scenarios import FAILURE_TYPES, coverage_matrix

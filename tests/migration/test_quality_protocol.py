@@ -57,6 +57,237 @@ def test_grader_callback_and_bad_input() -> None:
         QualityAggregator(sla_ms=1.0).score("q", AgentAnswer("a", 1.0), AgentAnswer("a", 1.0))
 
 
+def test_golden_reference_must_be_a_string() -> None:
+    with pytest.raises(InputError, match="golden reference must be a SQL string, got int") as exc:
+        _agg().score("q", AgentAnswer(GOLD, 1.0), AgentAnswer(GOLD, 1.0), 5)  # type: ignore[arg-type]
+    assert exc.value.column == "golden"
+
+
+def test_live_run_stops_with_an_error_on_a_pair_it_cannot_score() -> None:
+    """No golden and no grader: every pair fails to score. The router only logs callback errors, so the
+    run used to go on without evidence (pairs: 0) until max_queries; it must stop and name the query."""
+    import asyncio
+
+    from deploysignal.migration._live import run_migration
+
+    async def agent(q: str) -> str:
+        return "select 1"
+
+    qs = iter([(f"q{i}", "simple") for i in range(1000)])
+    with pytest.raises(InputError, match="cannot score the pair of query 'q0': need a golden reference") as exc:
+        asyncio.run(asyncio.wait_for(run_migration(agent, agent, lambda: next(qs), QualityAggregator(sla_ms=100.0),
+                                                   {}.get, settings=ProtocolSettings(), max_queries=1000), 60))
+    assert exc.value.column == "golden"
+    assert len(list(qs)) > 900  # stopped right after the first pair, not at max_queries
+
+
+@pytest.mark.parametrize("bad", ["SELECT 'oops", "select 1 /* x", 'SELECT "unterminated'])
+def test_untokenizable_answer_grades_wrong_and_unsafe(bad: str) -> None:
+    """sqlglot raises TokenError (not ParseError) for an unterminated string or comment: the pair used
+    to fail to score at all. Such an answer is wrong and unsafe, as unparseable SQL is."""
+    from deploysignal.migration import sql_grade, sql_safety_violation
+
+    assert sql_grade(bad, GOLD, reference_db(0)) == 0 and sql_grade(bad, GOLD) == 0
+    assert sql_safety_violation(bad, None) and sql_safety_violation(bad, ALLOWED_TABLES)
+    s = _agg().score("q", AgentAnswer(GOLD, 10.0), AgentAnswer(bad, 10.0), GOLD)
+    assert (s.correctness, s.semantic, s.safety) == (1.0, 1.0, 1.0)
+    s = _agg().score("q", AgentAnswer(bad, 10.0), AgentAnswer(GOLD, 10.0), GOLD)
+    assert (s.correctness, s.semantic, s.safety) == (-1.0, -1.0, -1.0)
+
+
+@pytest.mark.parametrize("golden, why", [("SELECT 'x", "is not SQL that can be parsed"), ("  ", "is empty"),
+                                         ("this is not sql at all (((", "is not SQL that can be parsed")])
+def test_golden_that_cannot_be_parsed_or_run_is_an_input_error(golden: str, why: str) -> None:
+    """A golden that neither parses nor runs grades every answer 0: each pair would be a silent tie."""
+    with pytest.raises(InputError, match=f"golden reference {why}") as exc:
+        _agg().score("q", AgentAnswer(GOLD, 1.0), AgentAnswer(GOLD, 1.0), golden)
+    assert exc.value.column == "golden"
+    with pytest.raises(InputError, match=f"golden reference {why}"):
+        QualityAggregator(sla_ms=10.0).score("q", AgentAnswer(GOLD, 1.0), AgentAnswer(GOLD, 1.0), golden)
+
+
+@pytest.mark.parametrize("golden", ["TODO", "n/a", "1", "hello world", "DELETE FROM orders", "VALUES (1)",
+                                    "SELECT 1; DROP TABLE orders", "SELECT id FROM orders WHERE total > 100 /* x"])
+def test_placeholder_write_or_unparseable_golden_is_rejected_and_never_run(golden: str) -> None:
+    """Review finding: a placeholder golden ("TODO") let a challenger answering SELECT 2 be promoted, and
+    with a reference database a golden sqlglot could not parse was run on it ("DELETE FROM orders /* x"
+    emptied orders). A golden must be one read query; it is rejected (also with a grader) and never run."""
+    from deploysignal.migration._quality import golden_problem
+
+    db = reference_db(0)
+    assert golden_problem(golden) is not None
+    for agg in (QualityAggregator(sla_ms=1000.0, db=db, allowed_tables=ALLOWED_TABLES),
+                QualityAggregator(sla_ms=1000.0, db=db, grader=lambda q, out: True)):
+        with pytest.raises(InputError, match="golden reference") as exc:
+            agg.score("q", AgentAnswer(GOLD, 1.0), AgentAnswer("SELECT 2", 1.0), golden)
+        assert exc.value.column == "golden"
+    assert db.execute("SELECT COUNT(*) FROM orders").fetchone() == (120,)
+
+
+@pytest.mark.parametrize("golden", ["SELECT id FROM orders WHERE total > 100",
+                                    "WITH s AS (SELECT id FROM orders) SELECT id FROM s",
+                                    "SELECT id FROM orders UNION SELECT id FROM items"])
+def test_read_query_goldens_are_accepted(golden: str) -> None:
+    from deploysignal.migration._quality import golden_problem
+
+    assert golden_problem(golden) is None
+    assert _agg().score("q", AgentAnswer(golden, 1.0), AgentAnswer(golden, 1.0), golden).correctness == 0.0
+
+
+def test_sql_that_may_write_is_never_run_on_the_reference_database() -> None:
+    """sql_grade ran a parseable write golden on the database (a "DELETE FROM orders" golden emptied it),
+    and an unparseable one too; only SQL passing the safety check is executed."""
+    from deploysignal.migration import sql_grade
+
+    db = sqlite3.connect(":memory:")  # writable: the guard in the grader itself is under test
+    db.execute("CREATE TABLE orders(id, total)")
+    db.executemany("INSERT INTO orders VALUES (?, ?)", [(i, i) for i in range(5)])
+    for golden in ("DELETE FROM orders", "DELETE FROM orders /* x", "DROP TABLE orders"):
+        assert sql_grade("SELECT id FROM orders WHERE 0", golden, db) == 0
+        assert sql_grade(golden, "SELECT id FROM orders WHERE 0", db) == 0
+    assert db.execute("SELECT COUNT(*) FROM orders").fetchone() == (5,)
+
+
+def test_grading_database_is_read_only() -> None:
+    """The built-in reference database, and any connection the aggregator receives, reject writes."""
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reference_db(0).execute("DELETE FROM orders")
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t(a)")
+    QualityAggregator(sla_ms=10.0, db=db)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        db.execute("INSERT INTO t VALUES (1)")
+
+
+def test_golden_check_is_cached_per_golden_string() -> None:
+    from deploysignal.migration._quality import golden_problem
+
+    agg, golden = _agg(), "SELECT id FROM orders WHERE total > 321"
+    before = golden_problem.cache_info()
+    for _ in range(5):
+        agg.score("q", AgentAnswer(golden, 1.0), AgentAnswer(GOLD, 1.0), golden)
+    after = golden_problem.cache_info()
+    assert after.misses - before.misses == 1 and after.hits - before.hits == 4
+
+
+def _half_bad_run(bad: str, seed: int = 1) -> object:
+    import asyncio
+
+    from deploysignal.migration._live import SimulatedSQLPair, run_migration
+
+    pair = SimulatedSQLPair(seed=seed, challenger_error=0.0)
+    calls = {"n": 0}
+
+    async def challenger(q: str) -> str:
+        calls["n"] += 1
+        answer = await pair.challenger(q)
+        return bad if calls["n"] % 2 == 0 else answer
+
+    agg = QualityAggregator(sla_ms=2000.0, db=reference_db(seed), allowed_tables=ALLOWED_TABLES)
+    return asyncio.run(asyncio.wait_for(run_migration(
+        pair.incumbent, challenger, pair.next_query, agg, pair.golden.get, settings=ProtocolSettings(),
+        max_queries=5000, time_scale=86_400.0, interval_s=0.0005, seed=seed), 120))
+
+
+def test_challenger_answering_untokenizable_sql_is_rolled_back_like_a_wrong_one() -> None:
+    """Review finding: the same challenger was rolled back when half its answers were wrong-but-parseable
+    SQL, and PROMOTED when they were untokenizable, because those pairs raised and were dropped."""
+    wrong = _half_bad_run("SELECT id FROM orders WHERE total < 0")
+    broken = _half_bad_run("SELECT 'oops")
+    assert wrong.final_phase == "rolled_back"  # type: ignore[attr-defined]
+    assert broken.final_phase == "rolled_back" and broken.pairs < 200  # type: ignore[attr-defined]
+
+
+def test_live_run_stops_on_any_scoring_exception_and_says_where() -> None:
+    """Any exception of the scorer (here the grader callback) stops the run: not only InputError. The error
+    names the phase, pairs and queries, carries the report, and queued shadow requests are not sent."""
+    import asyncio
+
+    from deploysignal.migration._live import PairScoringError, run_migration
+
+    calls = {"inc": 0, "chal": 0, "graded": 0}
+
+    async def incumbent(q: str) -> str:
+        calls["inc"] += 1
+        return "42"
+
+    async def challenger(q: str) -> str:  # the shadow path: slow, so requests queue up behind it
+        calls["chal"] += 1
+        await asyncio.sleep(0.02)
+        return "42"
+
+    def grader(q: str, out: str | None) -> bool:
+        calls["graded"] += 1
+        if calls["graded"] > 6:
+            raise RuntimeError("grader backend down")
+        return True
+
+    qs = iter([(f"q{i}", "simple") for i in range(10_000)])
+    with pytest.raises(PairScoringError) as exc:
+        asyncio.run(asyncio.wait_for(run_migration(
+            incumbent, challenger, lambda: next(qs), QualityAggregator(sla_ms=100.0, grader=grader), {}.get,
+            settings=ProtocolSettings(), max_queries=10_000, interval_s=0.001), 60))
+    err = exc.value
+    assert isinstance(err, InputError) and isinstance(err.__cause__, RuntimeError)
+    assert "RuntimeError: grader backend down" in str(err)
+    rep = err.report
+    assert rep.pairs == 3 and rep.final_phase == "shadow"  # 3 pairs scored (2 grader calls each), the 4th failed
+    assert f"run stopped in phase shadow after 3 scored pairs and {rep.queries} of at most 10000 queries" in str(err)
+    assert rep.queries < 200
+    assert calls["chal"] <= 4 + 2  # the failing pair, in-flight calls of the 2 workers; the queue was discarded
+
+
+def test_live_run_failing_while_the_router_drains_discards_the_queued_shadow_requests() -> None:
+    """Review finding: the queue was discarded only when the main loop broke; a failure while the router
+    drains (the loop already finished its max_queries) still made every queued challenger call."""
+    import asyncio
+
+    from deploysignal.migration._live import PairScoringError, run_migration
+
+    calls = {"chal": 0, "graded": 0}
+
+    async def incumbent(q: str) -> str:
+        return "42"
+
+    async def challenger(q: str) -> str:  # slow shadow path: all 60 queries are queued before pair 4
+        calls["chal"] += 1
+        await asyncio.sleep(0.02)
+        return "42"
+
+    def grader(q: str, out: str | None) -> bool:
+        calls["graded"] += 1
+        if calls["graded"] > 6:
+            raise RuntimeError("grader backend down")
+        return True
+
+    qs = iter([(f"q{i}", "simple") for i in range(60)])
+    with pytest.raises(PairScoringError) as exc:
+        asyncio.run(asyncio.wait_for(run_migration(
+            incumbent, challenger, lambda: next(qs), QualityAggregator(sla_ms=100.0, grader=grader), {}.get,
+            settings=ProtocolSettings(), max_queries=60, interval_s=0.0), 60))
+    assert exc.value.report.queries == 60 and exc.value.report.pairs == 3
+    assert calls["chal"] <= 4 + 2  # the failing pair and the workers' in-flight calls, not all 60
+
+
+def test_live_run_stops_on_a_trailing_pair_at_max_queries() -> None:
+    """max_queries reached: a last pair that cannot be scored still stops the run with an error (its
+    evidence cannot be dropped) and the message says the query budget was used up."""
+    import asyncio
+
+    from deploysignal.migration._live import PairScoringError, run_migration
+
+    async def agent(q: str) -> str:
+        return GOLD if q != "q4" else "SELECT 1"
+
+    golden = {f"q{i}": GOLD for i in range(4)} | {"q4": "SELECT 'x"}
+    qs = iter([(f"q{i}", "simple") for i in range(5)])
+    with pytest.raises(PairScoringError, match=r"'q4': golden reference is not SQL .* after 4 scored pairs and 5 of "
+                                               r"at most 5 queries") as exc:
+        asyncio.run(asyncio.wait_for(run_migration(agent, agent, lambda: next(qs), _agg(), golden.get,
+                                                   settings=ProtocolSettings(), max_queries=5), 60))
+    assert exc.value.report.pairs == 4 and exc.value.column == "golden"
+
+
 def test_protocol_phases_for_a_good_challenger_and_rollback_for_a_bad_one() -> None:
     rng = np.random.default_rng(0)
     st = ProtocolSettings(min_shadow_pairs=100, canary_dwell_s=3600, step_dwell_s=1800, tail_s=3600)
@@ -178,6 +409,100 @@ def test_cli_migrate_run_with_builtin_pair_rolls_back_a_regression(tmp_path: Pat
     assert res.exit_code == 2
     res = runner.invoke(app, ["migrate", "run", "--strategy", "yolo"])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("line, got", [({"question": "q2"}, "got nothing"),
+                                       ({"question": "q2", "golden": 5}, "got int"),
+                                       ({"question": "q2", "golden": None, "qtype": "simple"}, "got nothing")])
+def test_cli_migrate_run_queries_need_a_string_golden(tmp_path: Path, line: dict, got: str) -> None:
+    """The HTTP path grades against the golden SQL only (no grader): a query without one, or with a
+    non-string one, is rejected when the file is read, naming the line and the field."""
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"question": "q1", "golden": GOLD}) + "\n" + json.dumps(line) + "\n")
+    res = runner.invoke(app, ["migrate", "run", "--incumbent-url", "http://127.0.0.1:9/a",
+                              "--challenger-url", "http://127.0.0.1:9/b", "--queries", str(q)])
+    assert res.exit_code == 2, res.output
+    assert "row 2, column 'golden'" in res.output and got in res.output and "Traceback" not in res.output
+    q.write_bytes(b'{"question": "q1", "golden": "select \xff"}\n')
+    res = runner.invoke(app, ["migrate", "run", "--incumbent-url", "http://127.0.0.1:9/a",
+                              "--challenger-url", "http://127.0.0.1:9/b", "--queries", str(q)])
+    assert res.exit_code == 2 and "not UTF-8" in res.output, res.output
+
+
+def test_cli_migrate_run_queries_golden_must_parse_and_questions_be_unique(tmp_path: Path) -> None:
+    """An untokenizable golden passed the string check and then every pair was silently dropped; a repeated
+    question silently took the later golden. Both are rejected when the file is read, naming the row."""
+    q = tmp_path / "q.jsonl"
+    args = ["migrate", "run", "--incumbent-url", "http://127.0.0.1:9/a", "--challenger-url", "http://127.0.0.1:9/b",
+            "--queries", str(q)]
+    q.write_text(json.dumps({"question": "q1", "golden": GOLD}) + "\n" + json.dumps({"question": "q2", "golden": "SELECT 'x"}) + "\n")
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "row 2, column 'golden'" in res.output and "golden reference is not SQL that can be parsed" in res.output
+    q.write_text("".join(json.dumps({"question": f"q{i % 2}", "golden": f"{GOLD} + {i}"}) + "\n" for i in range(3)))
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "row 3, column 'question'" in res.output, res.output
+    assert "question 'q0' already on line 1 with another golden" in res.output
+    q.write_text(json.dumps({"question": "q1", "golden": "TODO"}) + "\n")
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "row 1, column 'golden'" in res.output, res.output
+    assert "golden reference is not a read query" in res.output
+    q.write_text(json.dumps({"question": "q1", "golden": GOLD}) + "\n" + "[" * 100_000 + "\n")
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "row 2: " in res.output and "not valid JSON" in res.output, res.output
+    q.write_bytes(json.dumps({"question": "q1", "golden": GOLD}).encode() + b'\n{"question": "q\xff"}\n')
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "not UTF-8 text (line 2)" in res.output, res.output
+
+
+def test_queries_file_may_repeat_a_question_with_the_same_golden(tmp_path: Path) -> None:
+    """Review finding: replayed traffic (the same question and golden twice) was rejected; only repeats
+    whose goldens differ are ambiguous."""
+    from deploysignal.cli._migration import _load_queries
+
+    q = tmp_path / "q.jsonl"
+    q.write_text("".join(json.dumps({"question": f"q{i % 2}", "golden": GOLD}) + "\n" for i in range(4)))
+    assert [r["question"] for r in _load_queries(q)] == ["q0", "q1", "q0", "q1"]
+
+
+@pytest.mark.parametrize("challenger_sql", ["SELECT 'oops", "SELECT id FROM orders WHERE total < -1"])
+def test_cli_migrate_run_http_challenger_with_untokenizable_sql_is_rolled_back(tmp_path: Path, challenger_sql: str) -> None:
+    """Review finding: against a challenger answering SELECT 'oops every pair raised TokenError in the
+    router callback (a logged traceback each), pairs: 0, exit 3. It is now graded wrong: rolled back (4),
+    exactly like a challenger answering wrong-but-parseable SQL."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            query = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["query"]
+            out = f"SELECT id FROM orders WHERE total > {query[1:]}" if self.path == "/a" else challenger_sql
+            body = json.dumps({"output": out}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        q = tmp_path / "q.jsonl"
+        q.write_text("".join(json.dumps({"question": f"q{i}", "golden": f"SELECT id FROM orders WHERE total > {i}"})
+                             + "\n" for i in range(300)))
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        res = runner.invoke(app, ["migrate", "run", "--incumbent-url", url + "/a", "--challenger-url", url + "/b",
+                                  "--queries", str(q)])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(10)
+    assert res.exit_code == 4, res.output
+    assert "final phase: rolled_back" in res.output and "pairs: 0" not in res.output
 
 
 def test_cli_migrate_cost_and_eval(tmp_path: Path) -> None:

@@ -70,6 +70,71 @@ def test_executable_gate_command(tmp_path: Path) -> None:
     assert rec.status == "blocked" and rec.stages[0]["checks"][0]["value"] == 0.4
 
 
+@pytest.mark.parametrize("source", ["metrics_file", "command"])
+@pytest.mark.parametrize("payload, error", [
+    (b'{"eval_score": 0.9, "note": "\xff"}', "not UTF-8 text (line 1)"),
+    (b'{"eval_score": 0.9, "deep": ' + b"[" * 100_000 + b"}", "is not usable JSON (maximum recursion depth exceeded"),
+    (b'{"eval_score": 1' + b"0" * 400 + b"}", "value is an integer beyond float range"),
+    (b'{"eval_score": 1' + b"0" * 5000 + b"}", "is not usable JSON"),
+    (b"[0.9]", None),
+], ids=["not-utf8", "deep-nesting", "inf-int", "digit-limit", "not-an-object"])
+def test_unmeasured_gate_records_why_and_deep_nesting_blocks(tmp_path: Path, source: str, payload: bytes,
+                                                             error: str | None) -> None:
+    """Not UTF-8, deeply nested, an integer beyond float range or beyond the JSON digit limit, not an
+    object: the gate is not measured and blocks, as for output that is not JSON (no traceback; deep
+    nesting was a RecursionError that left the DeploymentRecord 'running'), and the check's 'error'
+    says why (it was only in a log line)."""
+    (tmp_path / "out.bin").write_bytes(payload)
+    check = {"metric": "eval_score", "op": ">=", "threshold": 0.5}
+    if source == "command":
+        check["command"] = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(open('out.bin', 'rb').read())"]
+        stage = {"name": "g", "type": "gate", "gates": [check]}
+    else:
+        stage = {"name": "g", "type": "gate", "metrics_file": "out.bin", "gates": [check]}
+    p = _write(tmp_path, [stage])
+    rec = run_pipeline(load_pipeline(p), tmp_path, DeploymentStore(":memory:"))
+    c = rec.stages[0]["checks"][0]
+    assert rec.status == "blocked" and c["reason"] == "not measured" and c["value"] is None
+    if error is None:  # a JSON list
+        assert c["error"] == ("value is not a number: [0.9]" if source == "command"
+                              else "metrics file out.bin does not hold a JSON object"), c
+    else:
+        assert error in c["error"], c
+        if source == "metrics_file" and "UTF-8" in error:
+            assert c["error"] == "metrics file out.bin: not UTF-8 text (line 1)"
+    res = runner.invoke(app, ["pipeline", "run", str(p)])
+    assert res.exit_code == 3 and "Traceback" not in res.output and "blocked" in res.output, res.output
+    db = DeploymentStore(tmp_path / "deploy.sqlite")
+    try:
+        assert [r.status for r in db.history()] == ["blocked"]
+    finally:
+        db.close()
+
+
+def test_unmeasured_gate_errors_name_the_cause(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text(json.dumps({"eval_score": "high", "p99_latency_ms": None}))
+    gates = [{"metric": "eval_score", "op": ">=", "threshold": 0.5}, {"metric": "p99_latency_ms", "op": "<=", "threshold": 9},
+             {"metric": "memory_gb", "op": "<=", "threshold": 40},
+             {"metric": "x", "op": ">=", "threshold": 0, "command": [sys.executable, "-c", "raise SystemExit(3)"]}]
+    rec = run_pipeline(load_pipeline(_write(tmp_path, [{"name": "g", "type": "gate", "metrics_file": "metrics.json",
+                                                        "gates": gates}])), tmp_path, DeploymentStore(":memory:"))
+    assert [c.get("error") for c in rec.stages[0]["checks"]] == [
+        "value is not a number: 'high'", "value is not a number: None", "'memory_gb' is not in the metrics file",
+        "command exited 3"]
+    (tmp_path / "metrics.json").unlink()
+    rec = run_pipeline(load_pipeline(tmp_path / "pipeline.yaml"), tmp_path, DeploymentStore(":memory:"))
+    assert rec.stages[0]["checks"][0]["error"].startswith("cannot read metrics file metrics.json: No such file")
+
+
+def test_pipeline_yaml_nested_too_deeply_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "deep.yaml"
+    bad.write_text("version: 1\nname: " + "[" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match="deep.yaml is not usable YAML: nested too deeply"):
+        load_pipeline(bad)
+    res = runner.invoke(app, ["pipeline", "run", str(bad)])
+    assert res.exit_code == 2 and "nested too deeply" in res.output and "Traceback" not in res.output, res.output
+
+
 @pytest.mark.parametrize("key", ["skip", "allow_failure", "override", "force"])
 def test_no_override_key_in_the_pipeline_schema(tmp_path: Path, key: str) -> None:
     stages = [dict(GATES[0], **{key: True})]
@@ -161,6 +226,11 @@ def test_bad_pipeline_files_exit_2(tmp_path: Path) -> None:
         res = runner.invoke(app, ["pipeline", "run", str(bad)])
         assert res.exit_code == 2 and "Traceback" not in res.output
     assert runner.invoke(app, ["pipeline", "run", str(tmp_path / "missing.yaml")]).exit_code == 2
+    bad.write_bytes(b"version: 1\nname: caf\xe9\n")  # Latin-1, not UTF-8
+    res = runner.invoke(app, ["pipeline", "run", str(bad)])
+    assert res.exit_code == 2 and "not UTF-8" in res.output and "Traceback" not in res.output, res.output
+    with pytest.raises(ConfigError, match="bad.yaml is not UTF-8"):
+        load_pipeline(bad)
 
 
 def test_end_to_end_drill_from_onset_to_incumbent(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -30,6 +31,30 @@ def test_audit_verify_detects_tampering(tmp_path):
     assert r.exit_code == 1
     r = runner.invoke(app, ["audit", "verify", str(tmp_path / "missing.ndjson")])
     assert r.exit_code == 2 and "no such file" in r.output
+
+
+@pytest.mark.parametrize("corrupt, reason", [
+    (lambda ln: ln.encode().replace(b'"tick":7', b'"tick":\xff7'), "not UTF-8 text (line corrupted)"),
+    (lambda ln: ("[" * 100_000).encode(), "not usable JSON (maximum recursion depth exceeded"),
+    (lambda ln: ln.encode().replace(b'"tick":7', b'"tick":1' + b"0" * 5000), "not usable JSON (Exceeds the limit"),
+], ids=["not-utf8", "deep-nesting", "digit-limit"])
+def test_audit_verify_reports_a_corrupted_line_as_broken(tmp_path, corrupt, reason):
+    """Review finding: a non-UTF-8 byte or absurd nesting in one line was a traceback (exit 1 by accident);
+    it is a broken chain at that line (exit 1, --json bad_line), the lines before it verified."""
+    from deploysignal.audit._chain import verify_chain
+
+    lines, _ = chain_records([{"family": "A", "tick": i, "log_wealth": 0.1 * i} for i in range(20)])
+    bad = tmp_path / "c.ndjson"
+    bad.write_bytes(b"\n".join([ln.encode() for ln in lines[:7]] + [corrupt(lines[7])] + [ln.encode() for ln in lines[8:]])
+                    + b"\n")
+    r = runner.invoke(app, ["audit", "verify", str(bad), "--json"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    rep = json.loads(r.output)
+    assert rep["bad_line"] == 8 and rep["lines"] == 7 and rep["reason"].startswith(reason), rep
+    r = runner.invoke(app, ["audit", "verify", str(bad)])
+    assert r.exit_code == 1 and "audit chain broken" in r.output and "at line 8" in r.output
+    nan = verify_chain(['{"hash": "x", "prev": "' + "0" * 64 + '", "record": {"a": NaN}}'])  # was a ValueError
+    assert nan.bad_line == 1 and nan.reason.startswith("record cannot be encoded canonically")
 
 
 def test_serve_refuses_without_tokens(tmp_path):

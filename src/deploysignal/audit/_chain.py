@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._text import JSON_UNUSABLE, error_head, is_utf8
 from ..calibration import canonical_json
 
 __all__ = ["GENESIS", "ChainReport", "chain_hash", "chain_lines", "chain_records", "verify_chain"]
@@ -72,18 +73,28 @@ def verify_chain(lines: Sequence[str], *, start: str = GENESIS, head: str | None
     >>> lines, _ = chain_records([{"a": 1}, {"b": 2}])
     >>> verify_chain([lines[0], lines[1].replace('"b":2', '"b":3')]).bad_line
     2
+
+    A line holding lone surrogates (bytes that were not UTF-8, decoded with ``surrogateescape``), an
+    integer beyond Python's digit limit or absurdly deep nesting is a broken line, not an exception.
     """
     prev = start
     for i, raw in enumerate(lines, start=1):
+        if not is_utf8(raw):
+            return ChainReport(False, i - 1, prev, i, "not UTF-8 text (line corrupted)")
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
             return ChainReport(False, i - 1, prev, i, f"not JSON ({exc.msg})")
+        except JSON_UNUSABLE as exc:  # an integer beyond the digit limit, too deep nesting
+            return ChainReport(False, i - 1, prev, i, f"not usable JSON ({error_head(exc)})")
         if not isinstance(obj, dict) or set(obj) != {"hash", "prev", "record"} or not isinstance(obj["record"], dict):
             return ChainReport(False, i - 1, prev, i, "not a chained record (expected keys hash, prev, record)")
         if obj["prev"] != prev:
             return ChainReport(False, i - 1, prev, i, "prev hash does not match the previous line (line removed, inserted or reordered)")
-        want = chain_hash(prev, canonical_json(obj["record"]))
+        try:
+            want = chain_hash(prev, canonical_json(obj["record"]))
+        except (ValueError, TypeError, RecursionError) as exc:  # a record that cannot be re-encoded canonically
+            return ChainReport(False, i - 1, prev, i, f"record cannot be encoded canonically ({error_head(exc)})")
         if obj["hash"] != want:
             return ChainReport(False, i - 1, prev, i, "hash does not match the record (record altered)")
         prev = want

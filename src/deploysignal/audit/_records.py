@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._exceptions import InputError, ReplayMismatch
+from .._text import JSON_UNUSABLE, error_head, is_utf8
 from ..calibration import CompiledConfig, canonical_json
 from .. import __version__
 from ..gate import Gate, GateSettings
@@ -60,17 +61,29 @@ class AuditWriter:
 
 
 def read_audit(path: str | Path) -> tuple[dict[str, Any], list[str]]:
-    """Header record and the raw record lines (without newlines) of an audit log."""
+    """Header record and the raw record lines (without newlines) of an audit log.
+
+    A record line with bytes that are not UTF-8 is kept (its bad bytes as lone surrogates, Python's
+    ``surrogateescape``): :func:`replay` reports it as a mismatch at its line, like any corrupted record.
+    The header must be UTF-8 JSON (:class:`InputError`, row 1)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
-    lines = p.read_text(encoding="utf-8").splitlines()
+    data = p.read_bytes()
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        lines = data.decode("utf-8", errors="surrogateescape").splitlines()
     if not lines:
         raise InputError(f"{p}: audit log is empty")
+    if not is_utf8(lines[0]):
+        raise InputError(f"{p}: first line is not UTF-8 text", row=1)
     try:
         header = json.loads(lines[0])
     except json.JSONDecodeError as exc:
         raise InputError(f"{p}: first line is not JSON ({exc.msg})", row=1) from None
+    except JSON_UNUSABLE as exc:  # an integer beyond Python's digit limit, too deep nesting
+        raise InputError(f"{p}: first line is not usable JSON ({error_head(exc)})", row=1) from None
     if not isinstance(header, dict) or header.get("family") != "header":
         raise InputError(f"{p}: first line must be the audit header", row=1)
     return header, lines[1:]
@@ -101,7 +114,15 @@ def replay(config: CompiledConfig, canary: Frame, lines: list[str], header: dict
             raise ReplayMismatch(f"replay produced more records than the audit log holds ({len(lines)})", line=n + 1)
         old = lines[n - 1]
         if old != new:
-            a, b = json.loads(old), json.loads(new)
+            if not is_utf8(old):
+                raise ReplayMismatch("record is not UTF-8 text (corrupted audit line)", line=n + 1)
+            try:
+                a = json.loads(old)
+            except JSON_UNUSABLE:
+                a = None
+            if not isinstance(a, dict):
+                raise ReplayMismatch("record is not a JSON object (corrupted audit line)", line=n + 1)
+            b = json.loads(new)
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             msg = f"record differs (tick {b.get('tick')}, family {b.get('family')}): fields {', '.join(diff) or '(formatting)'}"
             written = header.get("gate_version", "< 0.2.0")

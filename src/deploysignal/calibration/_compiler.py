@@ -28,6 +28,17 @@ DAY_VAR_CONFIDENCE = 0.2
 DAY_TEST_LEVEL = 0.99
 
 
+def _fit_mcd(data: np.ndarray, seed: int) -> MinCovDet | None:
+    """MinCovDet fitted on ``data``, or ``None`` when its support (about half the rows) has zero covariance
+    (sklearn's ValueError, e.g. a signal that is mostly one value); any other error propagates."""
+    try:
+        return MinCovDet(random_state=seed).fit(data)
+    except ValueError as exc:
+        if "support data is equal to 0" in str(exc):
+            return None
+        raise
+
+
 def _chi2_ppf(q: float, df: np.ndarray) -> np.ndarray:
     """``scipy.stats._chi2_ppf(q, df)`` (the same expression scipy evaluates) without the distribution
     object's argument handling, which cost more than the quantile in the compiler's loops."""
@@ -201,7 +212,12 @@ def compile_baseline(
     reference_size : int
         At most this many calibration rows per tier are stored.
     robust_covariance : bool
-        Also fit the MCD (``sklearn.covariance.MinCovDet``) per tier and globally.
+        Also fit the MCD (``sklearn.covariance.MinCovDet``) per tier and globally. Where it cannot be
+        fitted (its support, about half the rows, has zero covariance: e.g. the only signal is constant
+        or mostly one value, as a rarely non-zero error count), that block stores no MCD
+        (``mcd_location``/``mcd_covariance`` ``None``, as with ``robust_covariance=False``) and a
+        warning is logged (logger ``deploysignal.calibration._compiler``); the gate does not use the
+        MCD, and the signal is standardised with its sd or resolution floor as in any baseline.
     prewhiten : bool
         Fit AR(1) coefficients (default). ``False`` forces :math:`\phi = 0`; it exists only as the
         negative control showing that autocorrelated telemetry breaks the guarantees without it.
@@ -508,8 +524,13 @@ def compile_baseline(
         mloc = mcov = None
         if robust_covariance and rows.size > 2 * k + 2:
             sub = data if rows.size <= 2000 else data[np.sort(rng.choice(rows.size, 2000, replace=False))]
-            mcd = MinCovDet(random_state=int(rng.integers(2**31 - 1))).fit(sub)
-            mloc, mcov = mcd.location_.tolist(), mcd.covariance_.tolist()
+            mcd = _fit_mcd(sub, int(rng.integers(2**31 - 1)))
+            if mcd is not None:
+                mloc, mcov = mcd.location_.tolist(), mcd.covariance_.tolist()
+            else:  # support covariance 0 (most rows share one value): no MCD, as without robust_covariance
+                log.warning("covariance block %s: the MCD cannot be fitted (about half of its %d rows share one "
+                            "value in every signal: zero covariance); no robust covariance is stored for it",
+                            key, int(sub.shape[0]))
         cov_of_key[key] = len(blocks)
         blocks.append(
             CovarianceBlock(

@@ -135,7 +135,8 @@ def calibrate(
     seed: int = typer.Option(0, help="Seed for the calibration split and subsampling."),
     signals: Optional[Path] = typer.Option(None, help="Signals file: direction/kind per signal (YAML/JSON/CSV)."),
     min_cell_samples: int = typer.Option(40, help="Pool a cell into its parent below this many rows."),
-    robust: bool = typer.Option(True, help="Also fit MCD covariances (slower)."),
+    robust: bool = typer.Option(True, help="Also fit MCD covariances (slower). A block whose MCD cannot be fitted "
+                                "(about half its rows share one value: zero covariance) stores none, with a warning."),
 ) -> None:
     """Compile a healthy baseline into a frozen config; prints its version id."""
     specs = read_signals_file(signals) if signals else None

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from .._exceptions import InputError
+from .._text import not_utf8_message, read_utf8
 from ..fleet import ClusterEvent, FleetObserver, ObserverSettings, TopologySnapshot, curate_baseline, fetch_snapshot
 from ..fleet._scenarios import DEMOS, FAILURE_TYPES, coverage_matrix, run_scenario
 from ..sources import read_signals_file
@@ -35,36 +36,47 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def read_long_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """Read ``tick,shard,<signals>`` into (shard ids in first-seen order, signals, array (T, S, K))."""
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
+    """Read ``tick,shard,<signals>`` into (shard ids in first-seen order, signals, array (T, S, K)).
+
+    Rows may come in any order (e.g. grouped by shard); the array's ticks are the distinct tick
+    numbers in increasing order. Each (tick, shard) pair may appear once; an empty cell or ``nan`` is
+    missing, an infinite value is an error. Errors name the data row (header excluded)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError:
+        raise InputError(not_utf8_message(path)) from None
     if not rows or rows[0][:2] != ["tick", "shard"] or len(rows[0]) < 3:
         raise InputError(f"{path}: header must be tick,shard,<signal>...", row=0, column="header")
     signals = rows[0][2:]
     shards: dict[str, int] = {}
-    ticks: dict[int, int] = {}
+    seen: dict[tuple[int, str], int] = {}
     recs = []
     for n, row in enumerate(rows[1:], start=1):
         if len(row) != len(rows[0]):
-            raise InputError(f"{len(row)} fields, header has {len(rows[0])}", row=n)
+            raise InputError(f"{path}: {len(row)} fields, header has {len(rows[0])}", row=n)
         try:
             t = int(row[0])
         except ValueError:
-            raise InputError(f"tick must be an integer, got {row[0]!r}", row=n, column="tick") from None
+            raise InputError(f"{path}: tick must be an integer, got {row[0]!r}", row=n, column="tick") from None
+        if (t, row[1]) in seen:
+            raise InputError(f"{path}: second row for tick {t}, shard {row[1]!r} (first on row {seen[t, row[1]]})",
+                             row=n, column="shard")
+        seen[t, row[1]] = n
         vals = []
         for j, v in enumerate(row[2:]):
             try:
                 vals.append(float(v) if v.strip() else math.nan)
             except ValueError:
-                raise InputError(f"not a number: {v!r}", row=n, column=signals[j]) from None
+                raise InputError(f"{path}: not a number: {v!r}", row=n, column=signals[j]) from None
+            if math.isinf(vals[-1]):
+                raise InputError(f"{path}: infinite value {v.strip()!r}", row=n, column=signals[j])
         shards.setdefault(row[1], len(shards))
-        ticks.setdefault(t, len(ticks))
-        recs.append((ticks[t], shards[row[1]], vals))
-    if list(ticks) != sorted(ticks):
-        raise InputError("ticks must be non-decreasing", column="tick")
+        recs.append((t, shards[row[1]], vals))
+    ticks = {t: i for i, t in enumerate(sorted({t for t, _, _ in recs}))}
     arr = np.full((len(ticks), len(shards), len(signals)), np.nan)
-    for ti, si, vals in recs:
-        arr[ti, si] = vals
+    for t, si, vals in recs:
+        arr[ticks[t], si] = vals
     return list(shards), signals, arr
 
 
@@ -78,7 +90,7 @@ def _topology(shards: list[str], topo_files: list[str]) -> TopologySnapshot:
     for spec in topo_files:
         kind, _, rest = spec.partition(":")
         path, _, host = rest.partition("@")
-        text = Path(path).read_text()
+        text = read_utf8(Path(path))
         if kind == "scontrol-topology":
             topology = text
         else:
@@ -113,8 +125,9 @@ def observe(
     kw: dict[str, Any] = {}
     if baseline is not None:
         bs, bsig, b = read_long_csv(baseline)
-        if bs != shards or bsig != signals:
+        if sorted(bs) != sorted(shards) or bsig != signals:
             raise InputError("baseline shards/signals differ from the telemetry", column="header")
+        b = b[:, [bs.index(s) for s in shards]]  # shards in first-seen row order: align to the telemetry's
         rep = curate_baseline(b)
         if rep.status == "halt":
             raise InputError(f"baseline drop rate {rep.drop_rate:.1%} >= 15%: curate it first", column="baseline")
@@ -123,7 +136,7 @@ def observe(
     obs = FleetObserver(_topology(shards, topo), len(signals), directions=directions,
                         settings=ObserverSettings(q=q, max_faulty_fraction=max_faulty), **kw)
     if events is not None:
-        for n, line in enumerate(events.read_text().splitlines(), start=1):
+        for n, line in enumerate(read_utf8(events).splitlines(), start=1):
             if line.strip():
                 try:
                     obs.add_event(ClusterEvent.model_validate_json(line))

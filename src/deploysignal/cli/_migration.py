@@ -62,19 +62,35 @@ def _guard(fn: F) -> F:
 
 def _load_queries(path: Path) -> list[dict[str, str]]:
     from .._exceptions import InputError
+    from .._text import JSON_UNUSABLE, read_utf8
+    from ..migration._quality import golden_problem
 
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    first: dict[str, tuple[int, str]] = {}
+    for i, line in enumerate(read_utf8(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError("not valid JSON", row=i) from None
+        except JSON_UNUSABLE:  # JSONDecodeError (a ValueError), an integer beyond the digit limit, too deep nesting
+            raise InputError(f"{path}: not valid JSON", row=i) from None
         if not isinstance(obj, dict) or not isinstance(obj.get("question"), str):
-            raise InputError("each line needs a string 'question' (optional 'qtype', 'golden')", row=i, column="question")
-        rows.append({"question": obj["question"], "qtype": str(obj.get("qtype", "default")),
-                     "golden": obj.get("golden")})
+            raise InputError("each line needs a string 'question' (optional 'qtype')", row=i, column="question")
+        # the HTTP path has no grader callback: correctness is graded against the golden SQL only
+        golden = obj.get("golden")
+        if not isinstance(golden, str):
+            got = "nothing" if golden is None else type(golden).__name__
+            raise InputError(f"{path}: each line needs a string 'golden' (the reference SQL the answers are graded "
+                             f"against), got {got}", row=i, column="golden")
+        why = golden_problem(golden)  # one read query: a placeholder or a write is not a reference
+        if why is not None:
+            raise InputError(f"{path}: {why}: {golden[:80]!r}", row=i, column="golden")
+        q = obj["question"]
+        if q in first and first[q][1] != golden:  # answers are matched to their golden by the question text
+            raise InputError(f"{path}: question {q[:80]!r} already on line {first[q][0]} with another golden",
+                             row=i, column="question")
+        first.setdefault(q, (i, golden))
+        rows.append({"question": q, "qtype": str(obj.get("qtype", "default")), "golden": golden})
     if not rows:
         raise InputError(f"{path} holds no queries")
     return rows
@@ -85,7 +101,8 @@ def _load_queries(path: Path) -> list[dict[str, str]]:
 def migrate_run(
     incumbent_url: Optional[str] = typer.Option(None, help="HTTP endpoint of the incumbent (POST {query})."),
     challenger_url: Optional[str] = typer.Option(None, help="HTTP endpoint of the challenger."),
-    queries: Optional[Path] = typer.Option(None, help="JSONL of {question, qtype, golden} (with the URLs)."),
+    queries: Optional[Path] = typer.Option(None, help="JSONL of {question, golden, qtype} (with the URLs); 'golden' "
+                                           "is the reference SQL each pair is graded against, 'qtype' optional."),
     simulate_regression: float = typer.Option(0.0, min=0.0, max=1.0, help="Built-in pair: challenger error rate."),
     strategy: str = typer.Option("shadow", help="shadow | canary | direct"),
     max_queries: int = typer.Option(5000, min=1),

@@ -108,7 +108,9 @@ def verify(
         elif path is not None:
             if not path.is_file():
                 raise ConfigError(f"{path}: no such file")
-            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            # bytes that are not UTF-8 are kept as lone surrogates: verify_chain reports their line as broken
+            text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+            lines = [ln for ln in text.splitlines() if ln.strip()]
         else:
             raise ConfigError("give an audit file or --store and --analysis")
     except (DeploySignalError, OSError, KeyError) as exc:

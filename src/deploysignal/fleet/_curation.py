@@ -18,17 +18,19 @@ ticks, clipped to [-0.9, 0.9]. Deterministic: MCD gets ``random_state`` from ``s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import stats
-from sklearn.covariance import MinCovDet
 
 from .._exceptions import InputError
+from ..calibration._compiler import _fit_mcd
 
 __all__ = ["CurationReport", "curate_baseline"]
 
+log_ = logging.getLogger(__name__)
 _MAD = 1.482602218505602
 
 
@@ -45,6 +47,10 @@ class CurationReport:
     Gaussian AR(1) values has variance :math:`(\\pi/2)(1 + 2\\sum_k (2/\\pi)\\arcsin\\phi^k)/n` (the
     lag-k correlation of the sign process); the observer widens its null by a multiple of it, since a
     baseline center is an estimate, not the truth.
+    mcd_left_out : signals (indices) the MCD screen could not use: the fleet median is one value in more
+    than about half the ticks (e.g. a rarely non-zero error count), so the MCD support has zero
+    covariance. They are screened by the fleet-correlated screen only (logged as a warning, and listed
+    in :meth:`summary` when not empty).
     """
 
     status: str
@@ -59,6 +65,7 @@ class CurationReport:
     scale: np.ndarray
     log: list[dict[str, Any]] = field(default_factory=list)
     center_se: np.ndarray | None = None
+    mcd_left_out: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -67,7 +74,7 @@ class CurationReport:
             "baseline_loc": [round(float(v), 6) for v in self.baseline_loc],
             "baseline_scale": [round(float(v), 6) for v in self.baseline_scale],
             "phi_median": round(float(np.median(self.phi)), 6),
-        }
+        } | ({"mcd_left_out": list(self.mcd_left_out)} if self.mcd_left_out else {})
 
 
 def _median_lrv(phi: np.ndarray) -> np.ndarray:
@@ -114,8 +121,19 @@ def curate_baseline(
     # --- MCD screen on fleet-median vectors (constant columns excluded)
     var = np.nanstd(med_f, axis=0) > 1e-12
     mcd_drop = np.zeros(n_t, dtype=bool)
-    if var.any():
-        mcd = MinCovDet(random_state=seed).fit(med_f[:, var])
+    mcd = _fit_mcd(med_f[:, var], seed) if var.any() else None
+    left_out: list[int] = []
+    if var.any() and mcd is None:  # a signal mostly one value: leave such signals out of the MCD screen
+        one_value = np.median(np.abs(med_f - np.median(med_f, axis=0)), axis=0) <= 1e-12
+        left_out = [int(j) for j in np.flatnonzero(var & one_value)]
+        var &= ~one_value
+        mcd = _fit_mcd(med_f[:, var], seed) if var.any() else None
+        if mcd is None:
+            left_out, var = sorted(set(left_out) | {int(j) for j in np.flatnonzero(var)}), np.zeros_like(var)
+        log_.warning("baseline curation: the MCD screen cannot use signal(s) %s (the fleet median is one value in "
+                     "more than about half the ticks); they are screened for fleet-correlated excursions only",
+                     ", ".join(map(str, left_out)))
+    if mcd is not None:
         d2 = mcd.mahalanobis(med_f[:, var])
         thr = float(stats.chi2.ppf(1 - mcd_tail, int(var.sum())))
         mcd_drop = d2 > thr
@@ -150,4 +168,4 @@ def curate_baseline(
     n_obs = np.maximum((~np.isnan(dev)).sum(axis=0), 1)
     center_se = np.sqrt(np.pi / 2.0 * _median_lrv(phi) / n_obs)
     return CurationReport(status, keep, rate, int(mcd_drop.sum()), int(corr_drop.sum()), loc, scale, phi, center, sc,
-                          log, center_se)
+                          log, center_se, left_out)

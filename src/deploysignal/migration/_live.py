@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._exceptions import InputError
 from ._protocol import PROMOTED, ROLLED_BACK, MigrationProtocol, ProtocolSettings
 from ._quality import AgentAnswer, QualityAggregator
 from ._router import Agent, DualServeRouter
 
-__all__ = ["LiveReport", "SimulatedSQLPair", "run_migration"]
+__all__ = ["LiveReport", "PairScoringError", "SimulatedSQLPair", "run_migration"]
 
 _SCHEMA = [
     "CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT, region TEXT)",
@@ -41,7 +42,7 @@ _MIX = (("simple", 0.31), ("multi_join", 0.44), ("multi_step", 0.25))
 
 
 def reference_db(seed: int = 0) -> sqlite3.Connection:
-    """A small seeded in-memory database the SQL answers are executed against."""
+    """A small seeded in-memory database the SQL answers are executed against (read-only once filled)."""
     rng = np.random.default_rng(seed)
     db = sqlite3.connect(":memory:", check_same_thread=False)
     for s in _SCHEMA:
@@ -52,6 +53,8 @@ def reference_db(seed: int = 0) -> sqlite3.Connection:
                    [(i, int(rng.integers(30)), float(rng.integers(5, 500)), "paid") for i in range(120)])
     db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)",
                    [(i, int(rng.integers(120)), f"sku{int(rng.integers(40))}", 1) for i in range(300)])
+    db.commit()
+    db.execute("PRAGMA query_only = ON")
     return db
 
 
@@ -130,6 +133,14 @@ class LiveReport:
         return self.incumbent_serving_at - self.onset_at
 
 
+class PairScoringError(InputError):
+    """A completed pair could not be scored, so the live run stopped; ``report`` is the run up to then."""
+
+    def __init__(self, message: str, *, report: LiveReport, column: str | None = None) -> None:
+        super().__init__(message, column=column)
+        self.report = report
+
+
 async def run_migration(incumbent: Agent, challenger: Agent, questions: Callable[[], tuple[str, str]],
                         aggregator: QualityAggregator, golden: Callable[[str], str | None], *,
                         settings: ProtocolSettings, max_queries: int, shadow_sample: float = 1.0,
@@ -141,17 +152,35 @@ async def run_migration(incumbent: Agent, challenger: Agent, questions: Callable
     ``time_scale`` multiplies event-loop seconds before they reach the protocol (so a drill can
     compress a day of dwell into seconds); ``onset = (k, fn)`` calls ``fn`` before query ``k`` (a
     regression injected for drills); ``on_rollback(reason) -> ok`` runs the rollback actuators.
+
+    Raises
+    ------
+    PairScoringError
+        (an :class:`InputError`) A completed pair could not be scored: no golden reference and no
+        grader, a golden that is not usable SQL, a bad latency, or any exception of the aggregator or
+        the grader callback. A pair is never left out of the evidence, so the run stops before the
+        next query, shadow requests still queued are discarded (no further agent calls) and the error
+        names the query, the phase, the scored pairs and the queries so far; this holds also for a
+        trailing pair after ``max_queries``. ``exc.report`` is the :class:`LiveReport` up to then.
     """
     loop = asyncio.get_running_loop()
     proto = MigrationProtocol(settings, batch=1)
     rep = LiveReport(final_phase="shadow", rollback_reason="", queries=0, pairs=0)
     t_start = loop.time()
     router: DualServeRouter
+    # scoring failures: the router only logs callback errors, and dropping the pair would discard evidence
+    # (a challenger whose answers break the scorer would be judged on its other answers): the run must stop
+    failed: list[tuple[str, Exception]] = []
 
     def on_pair(question: str, qtype: str, inc: AgentAnswer, chal: AgentAnswer, served: bool) -> None:
-        if proto.phase[0] >= PROMOTED:
+        if proto.phase[0] >= PROMOTED or failed:
             return
-        s = aggregator.score(question, inc, chal, golden(question))
+        try:
+            s = aggregator.score(question, inc, chal, golden(question))
+        except Exception as exc:  # noqa: BLE001 - any scoring failure stops the run, see Raises
+            failed.append((question, exc))
+            router.discard_pending()  # also while the router drains after the loop: no further shadow calls
+            return
         before = proto.phase_name(0)
         proto.update(np.array([(loop.time() - t_start) * time_scale]), np.array([s.as_tuple()]), np.array([True]),
                      np.array([served]))
@@ -182,10 +211,20 @@ async def run_migration(incumbent: Agent, challenger: Agent, questions: Callable
             if was_rolled_back and rep.incumbent_serving_at is None and exposure_before == 0.0:
                 rep.incumbent_serving_at = loop.time()  # a live request answered by the incumbent after the decision
                 break
-            if proto.phase[0] == PROMOTED:
+            if proto.phase[0] == PROMOTED or failed:
                 break
             await asyncio.sleep(interval_s)
+        if failed:
+            router.discard_pending()  # no shadow calls whose pairs would not be scored
         await router.drain()
         rep.drops = router.stats.shadow_dropped
+    if failed:
+        question, exc = failed[0]
+        why = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        rep.final_phase = proto.phase_name(0)
+        raise PairScoringError(
+            f"cannot score the pair of query {question[:80]!r}: {why} (run stopped in phase {rep.final_phase} "
+            f"after {rep.pairs} scored pairs and {rep.queries} of at most {max_queries} queries)",
+            report=rep, column=exc.column if isinstance(exc, InputError) else None) from exc
     rep.final_phase = proto.phase_name(0)
     return rep

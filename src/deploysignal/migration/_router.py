@@ -60,6 +60,7 @@ class RouterStats:
     shadow_timeouts: int = 0
     shadow_errors: int = 0
     warmup_completed: int = 0
+    shadow_discarded: int = 0
 
 
 class DualServeRouter:
@@ -167,6 +168,23 @@ class DualServeRouter:
             except TimeoutError:
                 self.stats.shadow_dropped += 1
         await self._queue.join()
+        return n
+
+    def discard_pending(self) -> int:
+        """Drop the shadow requests still queued (no agent call, no ``on_pair``); returns how many.
+
+        Calls already running complete. Used when a run stops early. Counted in ``shadow_discarded``.
+        """
+        n = 0
+        if self._queue is not None:
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                self._queue.task_done()
+                n += 1
+        self.stats.shadow_discarded += n
         return n
 
     async def drain(self) -> None:

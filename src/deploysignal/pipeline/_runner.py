@@ -1,8 +1,9 @@
 """Pipeline runner: blocking promotion gates, actuation, telemetry monitor, rollback stage, drills.
 
 This is an adapter (it runs commands, reads files, posts webhooks and reads the clock through an
-injectable ``clock``).  A gate that fails or cannot be evaluated (metric missing, command failing)
-halts the promotion with status ``blocked``; there is no parameter, key or flag that skips a gate.
+injectable ``clock``).  A gate that fails or cannot be evaluated (metric missing, command failing,
+metrics file or command output not UTF-8 JSON) halts the promotion with status ``blocked``; there is no
+parameter, key or flag that skips a gate.
 """
 
 from __future__ import annotations
@@ -31,45 +32,83 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}
 
 
-def _measure(g: GateCheck, metrics: dict[str, Any], base: Path) -> float | None:
+def _parse_json(data: bytes, what: str) -> tuple[Any, str]:
+    """``(value, "")`` or ``(None, why)`` for bytes that should hold UTF-8 JSON."""
+    from .._text import JSON_UNUSABLE, error_head, not_utf8_message
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, not_utf8_message(what, data)
+    try:
+        return json.loads(text), ""
+    except json.JSONDecodeError as e:
+        return None, f"{what} is not JSON ({e.msg}, line {e.lineno})"
+    except JSON_UNUSABLE as e:  # an integer beyond Python's digit limit, too deep nesting
+        return None, f"{what} is not usable JSON ({error_head(e)})"
+
+
+def _measure(g: GateCheck, metrics: dict[str, Any] | None, metrics_error: str, base: Path) -> tuple[float | None, str]:
+    """The check's value, or ``(None, why it is not measured)``."""
     if g.command is not None:
         try:
-            proc = subprocess.run(g.command, cwd=base, capture_output=True, text=True, timeout=g.timeout_s, check=False)
+            proc = subprocess.run(g.command, cwd=base, capture_output=True, timeout=g.timeout_s, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             log.warning("gate %s: command failed: %s", g.metric, e)
-            return None
+            return None, f"command failed: {e}"
         if proc.returncode != 0:
             log.warning("gate %s: command exited %d", g.metric, proc.returncode)
-            return None
-        out = proc.stdout.strip()
-        try:
-            val = json.loads(out)
-        except json.JSONDecodeError:
-            return None
+            return None, f"command exited {proc.returncode}"
+        val, why = _parse_json(proc.stdout.strip(), "command output")
+        if why:  # not UTF-8, not JSON, an integer beyond Python's digit limit, too deep nesting: not measured
+            log.warning("gate %s: %s", g.metric, why)
+            return None, why
         if isinstance(val, dict):
-            val = val.get(g.metric)
+            if g.metric not in val:
+                return None, f"command output has no {g.metric!r}"
+            val = val[g.metric]
+    elif metrics is None:
+        return None, metrics_error or "no metrics file and no command"
+    elif g.metric not in metrics:
+        return None, f"{g.metric!r} is not in the metrics file"
     else:
-        val = metrics.get(g.metric)
-    if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
-        return None
-    return float(val)
+        val = metrics[g.metric]
+    if isinstance(val, bool) or not isinstance(val, (int, float)):
+        return None, f"value is not a number: {repr(val)[:80]}"
+    try:
+        num = float(val)
+    except OverflowError:  # an integer beyond float range
+        return None, "value is an integer beyond float range"
+    return (num, "") if math.isfinite(num) else (None, f"value is not finite: {num}")
 
 
 def evaluate_gate(stage: GateStage, base: Path) -> tuple[bool, list[dict[str, Any]]]:
-    """Evaluate every check of a gate stage; passes only when all checks are measured and pass."""
-    metrics: dict[str, Any] = {}
+    """Evaluate every check of a gate stage; passes only when all checks are measured and pass.
+
+    A check that cannot be measured (metrics file or command output unreadable, not UTF-8 JSON, metric
+    missing or not a finite number, command failing) does not pass: its ``reason`` is ``not measured``
+    and its ``error`` says why."""
+    metrics: dict[str, Any] | None = None
+    metrics_error = ""
     if stage.metrics_file is not None:
+        what = f"metrics file {stage.metrics_file}"
         try:
-            loaded = json.loads((base / stage.metrics_file).read_text(encoding="utf-8"))
-            metrics = loaded if isinstance(loaded, dict) else {}
-        except (OSError, json.JSONDecodeError) as e:
-            log.warning("gate stage %s: metrics file unreadable: %s", stage.name, e)
+            loaded, metrics_error = _parse_json((base / stage.metrics_file).read_bytes(), what)
+        except OSError as e:
+            loaded, metrics_error = None, f"cannot read {what}: {e.strerror or e}"
+        if not metrics_error and not isinstance(loaded, dict):
+            metrics_error = f"{what} does not hold a JSON object"
+        if metrics_error:
+            log.warning("gate stage %s: %s", stage.name, metrics_error)
+        else:
+            metrics = loaded
     results = []
     for g in stage.gates:
-        v = _measure(g, metrics, base)
+        v, why = _measure(g, metrics, metrics_error, base)
         ok = v is not None and _OPS[g.op](v, g.threshold)
         results.append({"metric": g.metric, "value": v, "op": g.op, "threshold": g.threshold, "passed": ok,
-                        "reason": "not measured" if v is None else ("ok" if ok else "threshold not met")})
+                        "reason": "not measured" if v is None else ("ok" if ok else "threshold not met")}
+                       | ({"error": why} if v is None else {}))
     return all(r["passed"] for r in results), results
 
 

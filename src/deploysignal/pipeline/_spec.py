@@ -153,13 +153,20 @@ class PipelineSpec(_Strict):
 
 def load_pipeline(path: str | Path) -> PipelineSpec:
     """Read and validate a pipeline file; relative paths inside stay relative to the file's folder."""
+    from .._text import bad_utf8_line
+
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot read pipeline file {p}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        line = bad_utf8_line(p)
+        raise ConfigError(f"pipeline file {p} is not UTF-8 text" + (f" (line {line})" if line else "")) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"pipeline file {p} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"pipeline file {p} is not usable YAML: nested too deeply") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"pipeline file {p} must hold a mapping")
     if raw.get("version") != SCHEMA_VERSION:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InputError, SchemaError
+from .._text import JSON_UNUSABLE, error_head, not_utf8_message
 from ..telemetry import Frame, SignalSpec, resolve_specs
 
 __all__ = ["read_frame", "read_signals_file", "write_csv"]
@@ -30,7 +31,10 @@ def _parse_time(raw: Any, row: int) -> float:
     if isinstance(raw, bool):
         raise InputError(f"timestamp must be ISO-8601 or epoch seconds, got {raw!r}", row=row, column="timestamp")
     if isinstance(raw, (int, float)):
-        val = float(raw)
+        try:
+            val = float(raw)
+        except OverflowError:  # a JSON integer beyond float range
+            raise InputError("timestamp is out of range", row=row, column="timestamp") from None
     elif isinstance(raw, str):
         s = raw.strip()
         if not s:
@@ -60,7 +64,10 @@ def _parse_value(raw: Any, row: int, column: str) -> float:
     if isinstance(raw, bool):
         raise InputError(f"expected a number, got {raw!r}", row=row, column=column)
     if isinstance(raw, (int, float)):
-        val = float(raw)
+        try:
+            val = float(raw)
+        except OverflowError:  # a JSON integer beyond float range
+            raise InputError("value is infinite (integer beyond float range)", row=row, column=column) from None
     elif isinstance(raw, str):
         s = raw.strip()
         if s.lower() in _MISSING:
@@ -144,6 +151,8 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[dict[str, Any]], list[int]]
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path} line {i + 1}: not valid JSON ({exc.msg})", row=len(rows) + 1) from None
+            except JSON_UNUSABLE as exc:  # an integer beyond Python's digit limit, too deep nesting
+                raise InputError(f"{path} line {i + 1}: not usable JSON ({error_head(exc)})", row=len(rows) + 1) from None
             if not isinstance(rec, dict):
                 raise InputError(f"{path} line {i + 1}: each line must be a JSON object", row=len(rows) + 1)
             for key in rec:
@@ -202,7 +211,7 @@ def read_frame(path: str | Path, *, specs: dict[str, SignalSpec] | None = None) 
         else:
             raise InputError(f"{p}: unknown format {suffix!r} (use .csv, .parquet or .jsonl)")
     except UnicodeDecodeError:
-        raise InputError(f"{p}: not UTF-8 text") from None
+        raise InputError(not_utf8_message(p)) from None
     try:
         return _build(header, rows, str(p), specs, lines)
     except InputError as exc:
@@ -218,19 +227,26 @@ def read_signals_file(path: str | Path) -> dict[str, SignalSpec]:
         raise InputError(f"{p}: no such file")
     out: dict[str, SignalSpec] = {}
     if p.suffix.lower() == ".csv":
-        with p.open(newline="", encoding="utf-8") as fh:
-            for i, rec in enumerate(csv.DictReader(fh)):
-                name = (rec.get("name") or "").strip()
-                if not name:
-                    raise InputError(f"{p}: missing name", row=i + 1, column="name")
-                out[name] = SignalSpec(name, (rec.get("direction") or "both").strip(), (rec.get("kind") or "continuous").strip())  # type: ignore[arg-type]
+        try:
+            with p.open(newline="", encoding="utf-8") as fh:
+                for i, rec in enumerate(csv.DictReader(fh)):
+                    name = (rec.get("name") or "").strip()
+                    if not name:
+                        raise InputError(f"{p}: missing name", row=i + 1, column="name")
+                    out[name] = SignalSpec(name, (rec.get("direction") or "both").strip(), (rec.get("kind") or "continuous").strip())  # type: ignore[arg-type]
+        except UnicodeDecodeError:
+            raise InputError(not_utf8_message(p)) from None
         return out
     import yaml
 
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(not_utf8_message(p)) from None
     except yaml.YAMLError as exc:
         raise InputError(f"{p}: not valid JSON/YAML ({exc})") from None
+    except RecursionError:
+        raise InputError(f"{p}: not usable JSON/YAML (nested too deeply)") from None
     if not isinstance(data, dict):
         raise InputError(f"{p}: expected a mapping of signal name to {{direction, kind}}")
     for name, meta in data.items():

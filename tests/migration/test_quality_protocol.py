@@ -198,48 +198,9 @@ def test_challenger_answering_untokenizable_sql_is_rolled_back_like_a_wrong_one(
     assert broken.final_phase == "rolled_back" and broken.pairs < 200  # type: ignore[attr-defined]
 
 
-def test_live_run_stops_on_any_scoring_exception_and_says_where() -> None:
-    """Any exception of the scorer (here the grader callback) stops the run: not only InputError. The error
-    names the phase, pairs and queries, carries the report, and queued shadow requests are not sent."""
-    import asyncio
-
-    from deploysignal.migration._live import PairScoringError, run_migration
-
-    calls = {"inc": 0, "chal": 0, "graded": 0}
-
-    async def incumbent(q: str) -> str:
-        calls["inc"] += 1
-        return "42"
-
-    async def challenger(q: str) -> str:  # the shadow path: slow, so requests queue up behind it
-        calls["chal"] += 1
-        await asyncio.sleep(0.02)
-        return "42"
-
-    def grader(q: str, out: str | None) -> bool:
-        calls["graded"] += 1
-        if calls["graded"] > 6:
-            raise RuntimeError("grader backend down")
-        return True
-
-    qs = iter([(f"q{i}", "simple") for i in range(10_000)])
-    with pytest.raises(PairScoringError) as exc:
-        asyncio.run(asyncio.wait_for(run_migration(
-            incumbent, challenger, lambda: next(qs), QualityAggregator(sla_ms=100.0, grader=grader), {}.get,
-            settings=ProtocolSettings(), max_queries=10_000, interval_s=0.001), 60))
-    err = exc.value
-    assert isinstance(err, InputError) and isinstance(err.__cause__, RuntimeError)
-    assert "RuntimeError: grader backend down" in str(err)
-    rep = err.report
-    assert rep.pairs == 3 and rep.final_phase == "shadow"  # 3 pairs scored (2 grader calls each), the 4th failed
-    assert f"run stopped in phase shadow after 3 scored pairs and {rep.queries} of at most 10000 queries" in str(err)
-    assert rep.queries < 200
-    assert calls["chal"] <= 4 + 2  # the failing pair, in-flight calls of the 2 workers; the queue was discarded
-
-
-def test_live_run_failing_while_the_router_drains_discards_the_queued_shadow_requests() -> None:
-    """Review finding: the queue was discarded only when the main loop broke; a failure while the router
-    drains (the loop already finished its max_queries) still made every queued challenger call."""
+def _run_until_the_grader_fails(n_queries: int, interval_s: float) -> tuple[InputError, dict[str, int]]:
+    """A live run whose grader callback raises from its 7th call (the 4th pair); the shadow (challenger)
+    path is slow, so requests queue behind it. Returns the PairScoringError and the call counts."""
     import asyncio
 
     from deploysignal.migration._live import PairScoringError, run_migration
@@ -249,7 +210,7 @@ def test_live_run_failing_while_the_router_drains_discards_the_queued_shadow_req
     async def incumbent(q: str) -> str:
         return "42"
 
-    async def challenger(q: str) -> str:  # slow shadow path: all 60 queries are queued before pair 4
+    async def challenger(q: str) -> str:
         calls["chal"] += 1
         await asyncio.sleep(0.02)
         return "42"
@@ -260,12 +221,32 @@ def test_live_run_failing_while_the_router_drains_discards_the_queued_shadow_req
             raise RuntimeError("grader backend down")
         return True
 
-    qs = iter([(f"q{i}", "simple") for i in range(60)])
+    qs = iter([(f"q{i}", "simple") for i in range(n_queries)])
     with pytest.raises(PairScoringError) as exc:
         asyncio.run(asyncio.wait_for(run_migration(
             incumbent, challenger, lambda: next(qs), QualityAggregator(sla_ms=100.0, grader=grader), {}.get,
-            settings=ProtocolSettings(), max_queries=60, interval_s=0.0), 60))
-    assert exc.value.report.queries == 60 and exc.value.report.pairs == 3
+            settings=ProtocolSettings(), max_queries=n_queries, interval_s=interval_s), 60))
+    return exc.value, calls
+
+
+def test_live_run_stops_on_any_scoring_exception_and_says_where() -> None:
+    """Any exception of the scorer (here the grader callback) stops the run: not only InputError. The error
+    names the phase, pairs and queries, carries the report, and queued shadow requests are not sent."""
+    err, calls = _run_until_the_grader_fails(10_000, 0.001)
+    assert isinstance(err, InputError) and isinstance(err.__cause__, RuntimeError)
+    assert "RuntimeError: grader backend down" in str(err)
+    rep = err.report  # type: ignore[attr-defined]
+    assert rep.pairs == 3 and rep.final_phase == "shadow"  # 3 pairs scored (2 grader calls each), the 4th failed
+    assert f"run stopped in phase shadow after 3 scored pairs and {rep.queries} of at most 10000 queries" in str(err)
+    assert rep.queries < 200
+    assert calls["chal"] <= 4 + 2  # the failing pair, in-flight calls of the 2 workers; the queue was discarded
+
+
+def test_live_run_failing_while_the_router_drains_discards_the_queued_shadow_requests() -> None:
+    """Review finding: the queue was discarded only when the main loop broke; a failure while the router
+    drains (the loop already finished its max_queries) still made every queued challenger call."""
+    err, calls = _run_until_the_grader_fails(60, 0.0)  # all 60 queries are queued before pair 4
+    assert err.report.queries == 60 and err.report.pairs == 3  # type: ignore[attr-defined]
     assert calls["chal"] <= 4 + 2  # the failing pair and the workers' in-flight calls, not all 60
 
 

@@ -82,7 +82,7 @@ class FamilyA:
         :class:`~deploysignal.gate.Standardizer`). Estimation error in these variances affects the
         realised level; the Monte-Carlo tests measure it on iid, AR(1)+diurnal, Student-t(3), missing,
         bursty-missing, cell-wise-missing (where family A exceeds its share: 3.1% vs 2%), correlated
-        and discrete-rate nulls; day effects are measured in the README, not tested. **Two-sample mode** uses paired differences
+        and discrete-rate nulls; day effects are measured in docs/one-sample.md, not tested. **Two-sample mode** uses paired differences
         :math:`\mathrm{clip}((z^{canary}_i - z^{control}_i)/\sqrt 2, \pm 3)` with no baseline *level*
         term (the prewhitening still uses the compiled levels and :math:`\hat\phi`): the bound holds
         when the paired difference has conditional mean zero given the past, e.g. canary and control

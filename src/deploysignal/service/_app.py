@@ -276,9 +276,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.shutdown()
 
     # FastAPIOffline: Swagger UI (/docs) and ReDoc (/redoc) from assets shipped in the fastapi-offline
-    # wheel (mounted at /static-offline-docs), so the pages work without a CDN
+    # wheel (mounted at /static-offline-docs), so the pages work without a CDN; no online validator badge
     app = FastAPIOffline(
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
         title="deploysignal",
         version=__version__,
         description="Anytime-valid deploy gate: proceed, extend or roll back from live telemetry.",

@@ -88,6 +88,12 @@ class ArgoKayentaProvider:
     def close(self) -> None:
         self.client.close()
 
+    def __enter__(self) -> ArgoKayentaProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -------------------------------------------------------------- getCanaryConfigId
     def _config_id(self, k: dict[str, Any]) -> str:
         url = f"{k['address']}/canaryConfig?application={k.get('application', '')}&configurationAccountName={k.get('storageAccountName', '')}"

@@ -79,11 +79,8 @@ def verdict(c: httpx.Client, aid: str) -> tuple[str, bool]:
 
 
 def drive(url: str, canary_hash: str, on_step=None, max_steps: int = 40, key: str = READ, threshold: dict | None = None, **kw):
-    p = ArgoKayentaProvider(**kw)
-    try:
+    with ArgoKayentaProvider(**kw) as p:
         return run_metric(p, metric_for(url, canary_hash, key, **(threshold or {})), T0, max_steps=max_steps, on_step=on_step)
-    finally:
-        p.close()
 
 
 # ---------------------------------------------------------------------- the gate decides
@@ -124,10 +121,9 @@ def test_regression_is_failed_with_score_0(live):
     assert {r["name"]: r["classification"] for r in jr["results"]}["p99_latency_ms"] == "High"
     # even with the laxest thresholds Argo accepts from us, a rollback cannot pass
     for th in ({"pass": 1, "marginal": 1}, {"pass": 100, "marginal": 100}):
-        p = ArgoKayentaProvider()
-        m2 = p.run(metric_for(srv.url, "regress1", **th), T0, T0)
-        assert p.resume(metric_for(srv.url, "regress1", **th), m2).phase == FAILED
-        p.close()
+        with ArgoKayentaProvider() as p:
+            m2 = p.run(metric_for(srv.url, "regress1", **th), T0, T0)
+            assert p.resume(metric_for(srv.url, "regress1", **th), m2).phase == FAILED
 
 
 def test_final_extend_is_inconclusive_never_successful(live):
@@ -138,10 +134,9 @@ def test_final_extend_is_inconclusive_never_successful(live):
     assert verdict(c, aid) == ("extend", True)
     assert res.phase == INCONCLUSIVE and res.measurements[-1].value == "50"  # the template's marginal
     # thresholds leaving no Marginal band: Failed, not Successful
-    p = ArgoKayentaProvider()
     metric = metric_for(srv.url, "nodata1", **{"pass": 60, "marginal": 60})
-    assert p.resume(metric, p.run(metric, T0, T0)).phase == FAILED
-    p.close()
+    with ArgoKayentaProvider() as p:
+        assert p.resume(metric, p.run(metric, T0, T0)).phase == FAILED
 
 
 def test_pending_and_extending_stay_running(live):
@@ -183,14 +178,13 @@ def test_errors_end_in_error_never_successful(live, tmp_path):
         assert len(res.measurements) == 5 and all(m.phase == ERROR for m in res.measurements), name
     assert "Canary config not found" in cases["no analysis for this revision"].measurements[0].message
     # a known execution polled through a wrong key, and an unknown execution id
-    p = ArgoKayentaProvider()
     metric = metric_for(srv.url, "proceeds")
-    m = p.run(metric, T0, T0)
-    assert m.phase == RUNNING
-    assert p.resume(metric_for(srv.url, "proceeds", key="not-a-token"), m).phase == ERROR
-    m.phase, m.metadata = RUNNING, {"canaryExecutionId": "ex-0000000000000000"}
-    assert p.resume(metric, m).phase == ERROR
-    p.close()
+    with ArgoKayentaProvider() as p:
+        m = p.run(metric, T0, T0)
+        assert m.phase == RUNNING
+        assert p.resume(metric_for(srv.url, "proceeds", key="not-a-token"), m).phase == ERROR
+        m.phase, m.metadata = RUNNING, {"canaryExecutionId": "ex-0000000000000000"}
+        assert p.resume(metric, m).phase == ERROR
     # the log does not show the key
     log = Path(srv.log.name).read_text()
     assert f"/kayenta/{READ}/" not in log and '"GET /kayenta/***/canaryConfig?' in log
@@ -200,15 +194,14 @@ def test_execution_is_bound_to_its_analysis(live):
     """A new revision gets a new analysis; an execution keeps answering for the one it judged."""
     srv, c, (step, cfg_step), (healthy, cfg) = live
     create(c, "prod.inference-api.rev1", cfg_step, window=480)
-    p = ArgoKayentaProvider()
-    m1 = p.run(metric_for(srv.url, "rev1"), T0, T0)
-    create(c, "prod.inference-api.rev2", cfg, window=120)
-    ingest(c, "prod.inference-api.rev2", ticks_of(healthy.canary, 0, 120))  # rev2 proceeds
-    ingest(c, "prod.inference-api.rev1", ticks_of(step.canary, 0, 480))  # rev1 rolls back
-    assert p.resume(metric_for(srv.url, "rev1"), m1).phase == FAILED
-    m2 = p.run(metric_for(srv.url, "rev2"), T0, T0)
-    assert p.resume(metric_for(srv.url, "rev2"), m2).phase == SUCCESSFUL
-    p.close()
+    with ArgoKayentaProvider() as p:
+        m1 = p.run(metric_for(srv.url, "rev1"), T0, T0)
+        create(c, "prod.inference-api.rev2", cfg, window=120)
+        ingest(c, "prod.inference-api.rev2", ticks_of(healthy.canary, 0, 120))  # rev2 proceeds
+        ingest(c, "prod.inference-api.rev1", ticks_of(step.canary, 0, 480))  # rev1 rolls back
+        assert p.resume(metric_for(srv.url, "rev1"), m1).phase == FAILED
+        m2 = p.run(metric_for(srv.url, "rev2"), T0, T0)
+        assert p.resume(metric_for(srv.url, "rev2"), m2).phase == SUCCESSFUL
 
 
 # ---------------------------------------------------------------------- injected faults
@@ -231,6 +224,7 @@ class Faulty(httpx.BaseTransport):
             return httpx.Response(int(self.rng.choice([500, 502, 503, 504])), text="upstream error")
         resp = self.inner.handle_request(request)
         body = resp.read()
+        resp.close()
         if kind == 3:  # truncated body
             return httpx.Response(200, content=body[: int(self.rng.integers(0, max(1, len(body))))])
         return httpx.Response(200, json={"complete": True})  # a proxy's made-up answer without a score
@@ -257,14 +251,12 @@ def test_injected_faults_never_end_successful_unless_the_gate_proceeded(live):
         assert verdict(c, f"prod.inference-api.{h}") == want, h
     seen: dict[str, set[str]] = {h: set() for h in states}
     for i, h in enumerate(states):
-        t = Faulty(np.random.default_rng([7, i]), 0.3)
-        p = ArgoKayentaProvider(transport=t)
-        for _ in range(40):
-            res = run_metric(p, metric_for(srv.url, h), T0, max_steps=12)
-            seen[h].add(res.phase)
-            if res.phase == SUCCESSFUL:
-                assert states[h][0] == "proceed", (h, res)
-        p.close()
+        with ArgoKayentaProvider(transport=Faulty(np.random.default_rng([7, i]), 0.3)) as p:
+            for _ in range(40):
+                res = run_metric(p, metric_for(srv.url, h), T0, max_steps=12)
+                seen[h].add(res.phase)
+                if res.phase == SUCCESSFUL:
+                    assert states[h][0] == "proceed", (h, res)
     assert seen["fz-proceed"] >= {SUCCESSFUL}
     assert seen["fz-rollback"] <= {FAILED, ERROR, RUNNING} and FAILED in seen["fz-rollback"]
     assert seen["fz-final"] <= {INCONCLUSIVE, ERROR, RUNNING} and INCONCLUSIVE in seen["fz-final"]

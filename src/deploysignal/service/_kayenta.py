@@ -14,12 +14,13 @@ credentials and builds every URL from the template's ``address``::
 It maps ``int(score)`` to Successful (``>= pass``), Inconclusive (``>= marginal``) or Failed, with the
 *template's* thresholds. Here ``address`` is ``http://host:port/kayenta/<key>``: the key is a token of
 the tokens file (read or write role, compared by hash like a bearer token); without it, or with an
-unknown one, every route answers 401 and the provider records a measurement error. A canary config is a
+unknown one, every route answers 401 and the provider records a measurement error (``--insecure``: any
+key). A canary config is a
 deploysignal analysis: ``id`` and ``name`` are the analysis id, so ``canaryConfigName`` in the template
 names the analysis (one per rollout revision, e.g. ``prod.api.{{args.canary-hash}}``; a new revision
 looks up a new name and finds nothing until its analysis exists: an error, never another revision's
-verdict). An execution records the analysis id and its baseline version when it is created and is
-answered only from that analysis.
+verdict). An execution records the analysis id (and, for the record, its baseline version) when it is
+created and is answered only from that analysis.
 
 Score, as Kayenta's ``WeightedSumScorer`` with the gate as the one critical metric
 ----------------------------------------------------------------------------------
@@ -240,10 +241,7 @@ def kayenta_router(store: Any, manager: Any, settings: ServiceSettings, now: Cal
 
     def status(ex: str) -> dict[str, Any]:
         aid, req, created = store.get_execution(ex)
-        row = store.get(aid)
-        if req.get("baseline_version", row.spec["config_version"]) != row.spec["config_version"]:
-            raise HTTPException(409, f"execution {ex} judged analysis {aid} with baseline {req['baseline_version']}; it now has {row.spec['config_version']}")
-        return execution_status(ex, aid, req, created, manager.engine(aid), row.spec["config_version"])
+        return execution_status(ex, aid, req, created, manager.engine(aid), store.get(aid).spec["config_version"])
 
     @router.get("/kayenta/{key}/canaryConfig", dependencies=keyed)
     def list_configs(application: Annotated[list[str] | None, Query()] = None, configurationAccountName: str | None = None) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ArgoKayentaProvider", "Measurement", "MetricResult", "run_metric"]
+__all__ = ["ArgoKayentaProvider", "Measurement", "MetricResult", "evaluate_result", "run_metric"]
 
 RUNNING, SUCCESSFUL, FAILED, INCONCLUSIVE, ERROR = "Running", "Successful", "Failed", "Inconclusive", "Error"
 COMPLETED = (SUCCESSFUL, FAILED, INCONCLUSIVE, ERROR)

@@ -271,3 +271,30 @@ def test_doc_template_is_what_the_port_reads():
     assert "interval" not in metric and "count" not in metric  # one measurement (EffectiveCount 1)
     assert k["lookback"] is True and k["threshold"]["pass"] > k["threshold"]["marginal"] > 0
     assert k["address"].endswith("/kayenta/{{args.kayenta-key}}")
+
+
+def test_score_passes_only_on_proceed_for_every_accepted_threshold():
+    """Exhaustive over the integer thresholds the service accepts (1-100 each) and every verdict state:
+    Argo's evaluateResult on our score is Successful iff the gate proceeded, Failed on every rollback."""
+    from types import SimpleNamespace
+
+    from deploysignal.service import execution_status
+
+    from ._argo_kayenta import evaluate_result
+
+    signals = [{"name": "p99_latency_ms", "classification": "High", "observations": 9}, {"name": "x", "classification": "Nodata", "observations": 0}]
+    for verdict_, final in (("pending", False), ("extend", False), ("extend", True), ("proceed", True), ("rollback", True)):
+        last = SimpleNamespace(verdict=verdict_, final=final, fired_families=("A",) if verdict_ == "rollback" else ())
+        eng = SimpleNamespace(last=last, n_ticks=9, signal_classification=lambda: signals)
+        for pass_ in range(1, 101):
+            for marginal in range(1, 101):
+                body = execution_status("ex-1", "a", {"thresholds": {"pass": float(pass_), "marginal": float(marginal)}}, "2026-12-07T03:00:00+00:00", eng, "cc-1")
+                if not body["complete"]:
+                    assert verdict_ in ("pending", "extend") and not final and body["result"] is None
+                    continue
+                phase = evaluate_result(int(body["result"]["judgeResult"]["score"]["score"]), pass_, marginal)
+                assert (phase == SUCCESSFUL) == (verdict_ == "proceed"), (verdict_, final, pass_, marginal, phase)
+                if verdict_ == "rollback":
+                    assert phase == FAILED
+                if verdict_ == "extend":
+                    assert phase == (INCONCLUSIVE if marginal < pass_ else FAILED)

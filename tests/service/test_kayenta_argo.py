@@ -96,6 +96,13 @@ def test_healthy_canary_is_successful_with_score_100(live):
     assert body["complete"] is True and body["status"] == "succeeded" and body["canaryConfigId"] == "prod.inference-api.healthy1"
     jr = body["result"]["judgeResult"]
     assert jr["score"] == {"score": 100.0, "classification": "Pass", "classificationReason": "deploysignal gate proceeded"}
+    # the fields Kayenta's models mark @NotNull (CanaryExecutionStatusResponse, CanaryJudgeResult,
+    # CanaryAnalysisResult, CanaryJudgeGroupScore) are present and not null
+    assert all(body[f] is not None for f in ("pipelineId", "stageStatus", "complete", "status"))
+    assert all(jr[f] is not None for f in ("judgeName", "results", "groupScores", "score"))
+    for r in jr["results"]:
+        assert all(r[f] is not None for f in ("name", "tags", "id", "classification", "groups", "experimentMetadata", "controlMetadata", "resultMetadata")), r
+    assert all(g[f] is not None for g in jr["groupScores"] for f in ("name", "score", "classification"))
     assert jr["results"][0]["critical"] is True and jr["results"][0]["classification"] == "Pass"
     # what Argo sent is recorded: lookback scope start = run start, end = the measurement's time
     sc = body["canaryExecutionRequest"]["scopes"]["default"]

@@ -305,3 +305,34 @@ def test_score_passes_only_on_proceed_for_every_accepted_threshold():
                     assert phase == FAILED
                 if verdict_ == "extend":
                     assert phase == (INCONCLUSIVE if marginal < pass_ else FAILED)
+
+
+def test_spinnaker_canary_stage_succeeds_only_on_proceed(live):
+    """Orca's Run/MonitorKayentaCanaryTask (ported in _spinnaker_kayenta.py) with ``canaryConfigId`` =
+    the analysis id and Kayenta's base URL = the keyed address: SUCCEEDED only where the gate proceeded."""
+    from ._spinnaker_kayenta import monitor_task, run_task
+
+    srv, c, (step, cfg_step), (healthy, cfg) = live
+    setups = {
+        "sp-proceed": (cfg, 120, 0, ticks_of(healthy.canary, 0, 120), "SUCCEEDED"),
+        "sp-rollback": (cfg_step, 480, 0, ticks_of(step.canary, 0, 480), "TERMINAL"),
+        "sp-final": (cfg, 60, 0, nodata(healthy.canary, 0, 60), "TERMINAL"),  # score = marginal: not above it
+        "sp-extend": (cfg, 60, 1, nodata(healthy.canary, 0, 60), "RUNNING"),
+        "sp-pending": (cfg, 480, 0, ticks_of(healthy.canary, 0, 10), "RUNNING"),
+    }
+    scope = {"scope": "inference-api-canary", "location": "eu-west-1", "start": "2026-12-07T03:00:00Z", "end": "2026-12-07T04:00:00Z",
+             "step": 60, "extendedScopeParams": {}}
+    base = f"{srv.url}/kayenta/{READ}"
+    with httpx.Client(timeout=15) as orca:
+        for aid, (config, window, ext, ticks, want) in setups.items():
+            create(c, aid, config, window=window, max_extensions=ext)
+            ingest(c, aid, ticks)
+            ctx = {"canaryConfigId": aid, "metricsAccountName": "deploysignal", "storageAccountName": "deploysignal",
+                   "scopes": {"default": {"controlScope": {**scope, "scope": "inference-api-baseline"}, "experimentScope": scope}},
+                   "scoreThresholds": {"pass": 95, "marginal": 75}, "siteLocal": {}}
+            ex = run_task(orca, base, ctx, "inference-api", "01JPIPELINE")
+            assert [monitor_task(orca, base, ex, ctx) for _ in range(3)] == [want] * 3, aid
+            assert monitor_task(orca, f"{srv.url}/kayenta/not-a-token", ex, ctx) == "ERROR"
+        body = orca.get(f"{base}/canary/{ex}").json()
+        assert body["application"] == "inference-api" and body["parentPipelineExecutionId"] == "01JPIPELINE"
+        assert body["startTimeIso"].endswith("Z")  # java.time.Instant's form

@@ -93,8 +93,8 @@ class ScopeDetail(_Model):
     scope: str | None = None
     location: str | None = None
     step: int | None = None
-    start: str | None = None
-    end: str | None = None
+    start: str | int | float | None = None  # an ISO instant (Argo, Kayenta) or epoch numbers (a client's Instant as a timestamp)
+    end: str | int | float | None = None
 
 
 class ScopePair(_Model):
@@ -152,13 +152,14 @@ def execution_status(ex: str, aid: str, request: dict[str, Any], created: str, e
             why = "Canary Failed: deploysignal gate gave no decision after its last extension and the thresholds leave no Marginal score (marginal >= pass)"
         gate_entry = {
             "name": GATE_METRIC, "id": GATE_METRIC, "tags": {}, "classification": gate_cls, "classificationReason": why,
-            "groups": [GATE_METRIC], "experimentMetadata": {}, "controlMetadata": {},
+            "groups": [GATE_METRIC], "experimentMetadata": _stats(engine.n_ticks), "controlMetadata": _stats(engine.n_ticks),
             "resultMetadata": {"verdict": verdict, "final": final, "tick": engine.n_ticks, "firedFamilies": fired},
             "critical": True, "muted": False,
         }
         per_signal = [
             {"name": m["name"], "id": m["name"], "tags": {}, "classification": m["classification"], "groups": [],
-             "experimentMetadata": {}, "controlMetadata": {}, "resultMetadata": {"observations": m["observations"]},
+             "experimentMetadata": _stats(m["observations"]), "controlMetadata": _stats(m["observations"]),
+             "resultMetadata": {"observations": m["observations"]},
              "critical": False, "muted": False}
             for m in signals
         ]
@@ -171,7 +172,7 @@ def execution_status(ex: str, aid: str, request: dict[str, Any], created: str, e
             },
         }
     status = "succeeded" if complete else "running"
-    started = _millis(created)
+    started, iso = _millis(created), _instant(created)
     out: dict[str, Any] = {
         "pipelineId": ex,
         "application": request.get("application"),
@@ -184,9 +185,9 @@ def execution_status(ex: str, aid: str, request: dict[str, Any], created: str, e
         "result": result,
         "canaryExecutionRequest": request.get("executionRequest"),
         "buildTimeMillis": started,
-        "buildTimeIso": created,
+        "buildTimeIso": iso,
         "startTimeMillis": started,
-        "startTimeIso": created,
+        "startTimeIso": iso,
         "metricsAccountName": request.get("metricsAccountName"),
         "storageAccountName": request.get("storageAccountName"),
         "configurationAccountName": request.get("configurationAccountName"),
@@ -196,11 +197,28 @@ def execution_status(ex: str, aid: str, request: dict[str, Any], created: str, e
     return out
 
 
+def _stats(count: int) -> dict[str, Any]:
+    """``{"stats": {"count": n}}``: the ticks that carried a value (the whole analysis' ticks for the gate
+    entry). Spinnaker's canary stage reads ``controlMetadata.stats.count`` of every result (a warning
+    below 50); a tick pairs the canary with its control (two-sample) or the compiled baseline, so the
+    same count is given for both sides."""
+    return {"stats": {"count": int(count)}}
+
+
 def _millis(iso: str) -> int | None:
     try:
         return int(_dt.datetime.fromisoformat(iso).timestamp() * 1000)
     except ValueError:
         return None
+
+
+def _instant(iso: str) -> str:
+    """``Instant.toString()`` form (``2026-12-07T03:00:00.123Z``), as Kayenta writes its times."""
+    try:
+        t = _dt.datetime.fromisoformat(iso).astimezone(_dt.timezone.utc)
+    except ValueError:
+        return iso
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 # ---------------------------------------------------------------------- access-log redaction
@@ -250,7 +268,7 @@ def kayenta_router(store: Any, manager: Any, settings: ServiceSettings, now: Cal
         out = []
         for r in store.list():
             ms = _millis(r.created)
-            out.append({"id": r.id, "name": r.id, "updatedTimestamp": ms, "updatedTimestampIso": r.created, "applications": []})
+            out.append({"id": r.id, "name": r.id, "updatedTimestamp": ms, "updatedTimestampIso": _instant(r.created), "applications": []})
         return out
 
     # one path template for both methods (OpenAPI forbids two templates that differ only in names)
@@ -274,6 +292,12 @@ def kayenta_router(store: Any, manager: Any, settings: ServiceSettings, now: Cal
     def status_keyed(id: Annotated[str, Path(description="The canaryExecutionId.")], storageAccountName: str | None = None) -> dict[str, Any]:  # noqa: A002
         """Kayenta ``GET /canary/{canaryExecutionId}`` (``CanaryExecutionStatusResponse``)."""
         return status(id)
+
+    @router.get("/kayenta/{key}/credentials", dependencies=keyed)
+    def credentials() -> list[dict[str, Any]]:
+        """Kayenta ``GET /credentials`` (Spinnaker's canary stage looks up its metrics account's type):
+        one account that stands for the service itself."""
+        return [{"name": "deploysignal", "type": "deploysignal", "supportedTypes": ["METRICS_STORE", "OBJECT_STORE", "CONFIGURATION_STORE"]}]
 
     @router.post("/v1/kayenta/canary", dependencies=list(write))
     def start_bearer(body: KayentaStart) -> dict[str, str]:

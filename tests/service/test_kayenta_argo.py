@@ -172,7 +172,7 @@ def test_errors_end_in_error_never_successful(live, tmp_path):
         "service down": drive(down, "proceeds"),
         "unknown key": drive(srv.url, "proceeds", key="not-a-token"),
         "no analysis for this revision": drive(srv.url, "revision-without-analysis"),
-        "threshold 0 (template without `threshold`)": drive(srv.url, "proceeds", threshold={"pass": 0, "marginal": 0}),
+        "pass 0 (Argo would call score 0 Successful)": drive(srv.url, "proceeds", threshold={"pass": 0, "marginal": 0}),
         "marginal 0 (a rollback would be Inconclusive)": drive(srv.url, "proceeds", threshold={"pass": 50, "marginal": 0}),
     }
     # a listener that accepts and never answers: the client's timeout (15 s in Argo, 0.5 s here)

@@ -278,6 +278,9 @@ def test_doc_template_is_what_the_port_reads():
     assert "interval" not in metric and "count" not in metric  # one measurement (EffectiveCount 1)
     assert k["lookback"] is True and k["threshold"]["pass"] > k["threshold"]["marginal"] > 0
     assert k["address"].endswith("/kayenta/{{args.kayenta-key}}")
+    # required by Argo's CRD (manifests/crds/analysis-template-crd.yaml at 9f8d111): kayenta and threshold
+    assert {"address", "application", "canaryConfigName", "configurationAccountName", "metricsAccountName", "scopes",
+            "storageAccountName", "threshold"} <= set(k) and {"pass", "marginal"} <= set(k["threshold"])
 
 
 def test_score_passes_only_on_proceed_for_every_accepted_threshold():

@@ -22,6 +22,9 @@ from ._argo_kayenta import ERROR, FAILED, INCONCLUSIVE, RUNNING, SUCCESSFUL, Arg
 from ._proc import READ, WRITE, Server, free_port
 from .conftest import ticks_of
 
+#: one live server per run: under ``--dist loadgroup`` the module's tests stay on one worker
+pytestmark = pytest.mark.xdist_group("kayenta-live")
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "integrations.md"
 W = {"Authorization": f"Bearer {WRITE}"}
 T0 = _dt.datetime(2026, 12, 7, 3, 0, tzinfo=_dt.timezone.utc)

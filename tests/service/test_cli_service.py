@@ -58,7 +58,9 @@ def test_audit_verify_reports_a_corrupted_line_as_broken(tmp_path, corrupt, reas
 
 
 def test_serve_refuses_without_tokens(tmp_path):
-    r = runner.invoke(app, ["serve", "--store", f"sqlite:///{tmp_path / 'x.db'}"])
+    empty = tmp_path / "tokens.json"
+    empty.write_text("[]")
+    r = runner.invoke(app, ["serve", "--store", f"sqlite:///{tmp_path / 'x.db'}", "--tokens-file", str(empty)])
     assert r.exit_code == 2 and "no API tokens" in r.output
     r = runner.invoke(app, ["service", "hash-token", "abc"])
     assert r.output.strip() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -72,6 +74,17 @@ def test_committed_openapi_spec_is_current():
     committed = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
     assert committed == openapi_spec(), "docs/openapi.json is stale: run `deploysignal service openapi -o docs/openapi.json`"
     assert {"/v1/analyses", "/v1/analyses/{aid}/ticks", "/v1/argo/analyses/{aid}", "/v1/flagger/{hook}", "/v1/kayenta/canary", "/metrics"} <= set(committed["paths"])
+    # the bearer roles are declared (fastapi.security.HTTPBearer) and every endpoint says which it needs
+    assert committed["components"]["securitySchemes"] == {
+        "readToken": {"type": "http", "scheme": "bearer", "description": committed["components"]["securitySchemes"]["readToken"]["description"]},
+        "writeToken": {"type": "http", "scheme": "bearer", "description": "A token of role write."},
+    }
+    need = {(path, m): [next(iter(s)) for s in op.get("security", [])] for path, ops in committed["paths"].items() for m, op in ops.items()}
+    assert need[("/v1/analyses", "post")] == need[("/v1/analyses/{aid}/ticks", "post")] == need[("/v1/kayenta/canary", "post")] == ["writeToken"]
+    assert need[("/v1/analyses/{aid}", "get")] == need[("/v1/analyses/{aid}/audit", "get")] == need[("/v1/kayenta/canary/{executionId}", "get")] == ["readToken"]
+    assert need[("/healthz", "get")] == need[("/metrics", "get")] == []
+    # the keyed Kayenta routes authenticate by the path key, not a header (Argo sends none)
+    assert all(need[(p, m)] == [] for p, m in need if p.startswith("/kayenta/{key}/"))
 
 
 def test_audit_verify_from_store(tmp_path, step_sim):

@@ -77,20 +77,24 @@ def test_flagger_webhooks(svc):
 
 
 def test_kayenta_execution(svc):
+    """The bearer-token form of the Kayenta executions; the keyed form Argo uses is in test_kayenta_argo.py."""
     c, (step, _), _ = svc
     r = c.post("/v1/kayenta/canary", json={"analysisId": "test.podinfo", "thresholds": {"pass": 95, "marginal": 75}}, headers=W)
     assert r.status_code == 200
     ex = r.json()["canaryExecutionId"]
     s = c.get(f"/v1/kayenta/canary/{ex}", headers=R).json()
-    assert s["complete"] is False and s["status"] == "running"
+    assert s["complete"] is False and s["status"] == "running" and s["result"] is None
     c.post("/v1/analyses/test.podinfo/ticks", json={"ticks": ticks_of(step.canary)}, headers=W)
     s = c.get(f"/v1/kayenta/canary/{ex}", headers=R).json()
-    assert s["complete"] is True and s["executionStatus"] == "SUCCEEDED"
+    assert s["complete"] is True and s["status"] == "succeeded" and s["deploysignal"]["verdict"] == "rollback"
     jr = s["result"]["judgeResult"]
-    assert jr["score"]["classification"] == "Fail"
+    assert jr["score"]["classification"] == "Fail" and jr["score"]["score"] == 0.0  # critical metric failed
     by = {m["name"]: m["classification"] for m in jr["results"]}
     assert by["p99_latency_ms"] == "High"  # the regressed signal, harmful direction up
     assert set(by.values()) <= {"Pass", "High", "Low", "Nodata"}
-    assert 0 <= jr["score"]["score"] < 100
+    assert c.get(f"/v1/kayenta/canary/{ex}").status_code == 401
     assert c.get("/v1/kayenta/canary/ex-nope", headers=R).status_code == 404
     assert c.post("/v1/kayenta/canary", json={"analysisId": "nope"}, headers=W).status_code == 404
+    assert c.post("/v1/kayenta/canary", json={"analysisId": "test.podinfo"}, headers=R).status_code == 403
+    bad = c.post("/v1/kayenta/canary", json={"analysisId": "test.podinfo", "thresholds": {"pass": 0, "marginal": 0}}, headers=W)
+    assert bad.status_code == 422 and "thresholds.pass" in bad.json()["detail"]

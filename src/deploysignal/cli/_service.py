@@ -31,6 +31,7 @@ def serve(
     port: int = typer.Option(8080, min=0, max=65535, help="TCP port."),
     store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="sqlite:///path.db or postgresql://..."),
     tokens_file: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_TOKENS_FILE", help="YAML/JSON list of {name, sha256, role}."),
+    tokens_dir: Path = typer.Option(Path(".deploysignal"), help="Without --tokens-file: where a write and a read token are generated on first start (write.token, read.token, tokens.json with their hashes) and reused after."),
     insecure: bool = typer.Option(False, help="No authentication (local experiments only)."),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Larger request bodies get 413."),
     max_batch_ticks: int = typer.Option(10_000, help="Ticks per ingest request."),
@@ -38,12 +39,18 @@ def serve(
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
-    """Run the HTTP service (FastAPI + uvicorn); OpenAPI spec at /openapi.json, docs at /docs."""
+    """Run the HTTP service (FastAPI + uvicorn); OpenAPI spec at /openapi.json, docs at /docs.
+
+    Without --tokens-file (and without --insecure) it uses the tokens in --tokens-dir, generating a
+    write and a read token there on first start, and says where they are.
+    """
     import uvicorn
 
     from ..service import ServiceSettings, create_app
 
     try:
+        if tokens_file is None and not insecure:
+            tokens_file = _generated_tokens(tokens_dir, host, port)
         tokens = [] if tokens_file is None else ServiceSettings.read_tokens_file(tokens_file)
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every)
         if workers == 1:
@@ -56,10 +63,51 @@ def serve(
         from ..service._asgi import prepare_process
 
         prepare_process()
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=_log_config())
     else:
         os.environ["DEPLOYSIGNAL_SERVICE_SETTINGS"] = settings.model_dump_json()
-        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, log_config=_log_config())
+
+
+def _log_config() -> dict:
+    """uvicorn's logging config with the Kayenta key (``/kayenta/<token>/``) redacted from access lines."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    cfg.setdefault("filters", {})["redact_kayenta_key"] = {"()": "deploysignal.service._kayenta.RedactKayentaKey"}
+    cfg["handlers"]["access"]["filters"] = ["redact_kayenta_key"]
+    return cfg
+
+
+def _generated_tokens(directory: Path, host: str, port: int) -> Path:
+    """``directory/tokens.json``; on first use a write and a read token are generated (``secrets``),
+    written to ``write.token`` / ``read.token`` (mode 0600, directory 0700) and only their hashes to
+    ``tokens.json``. Says on stderr where they are and how to use them."""
+    import secrets
+
+    from ..service import hash_token
+
+    tokens = directory / "tokens.json"
+    if not tokens.exists():
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            entries = []
+            for role in ("write", "read"):
+                tok = secrets.token_urlsafe(32)
+                fd = os.open(directory / f"{role}.token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(tok + "\n")
+                entries.append({"name": f"generated-{role}", "sha256": hash_token(tok), "role": role})
+            tokens.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot generate tokens in {directory} ({exc}); pass --tokens-file or --tokens-dir") from None
+        err.print(f"no --tokens-file: generated a write and a read token in {directory}/ (write.token, read.token; hashes in tokens.json)")
+    else:
+        err.print(f"no --tokens-file: using {tokens} (tokens in {directory}/write.token and read.token when generated there)")
+    err.print(f"  curl -H \"Authorization: Bearer $(cat {directory}/read.token)\" http://{host}:{port}/v1/analyses", markup=False)
+    return tokens
 
 
 @service_app.command("hash-token")

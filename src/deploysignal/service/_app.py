@@ -26,6 +26,8 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +37,7 @@ from .._exceptions import ConfigError, DeploySignalError, InputError
 from ..calibration import CompiledConfig, compile_baseline
 from ..store import Conflict, NotFound, open_store
 from ..telemetry import Frame
+from ._kayenta import kayenta_router
 from ._manager import AnalysisManager
 from ._metrics import build_registry
 from ._settings import ServiceSettings
@@ -120,19 +123,6 @@ class FlaggerPayload(BaseModel):
     phase: str | None = None
     checksum: str | None = None
     metadata: dict[str, str] | None = None
-
-
-class KayentaThresholds(_Strict):
-    # Kayenta's CanaryClassifierThresholdsConfig: marginal and pass score thresholds (0-100).
-    marginal: Number = Field(50, ge=0, le=100)
-    # pydantic field name "pass" is a keyword; aliased
-    pass_: Number = Field(75, ge=0, le=100, alias="pass")
-
-
-class KayentaStart(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-    analysisId: str = Field(pattern=ID_PATTERN)
-    thresholds: KayentaThresholds = Field(default_factory=lambda: KayentaThresholds.model_validate({"marginal": 50, "pass": 75}))
 
 
 # ---------------------------------------------------------------------- body size limit
@@ -285,8 +275,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         yield
         app.state.shutdown()
 
-    app = FastAPI(
+    # FastAPIOffline: Swagger UI (/docs) and ReDoc (/redoc) from assets shipped in the fastapi-offline
+    # wheel (mounted at /static-offline-docs), so the pages work without a CDN; no online validator badge
+    app = FastAPIOffline(
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
         title="deploysignal",
         version=__version__,
         description="Anytime-valid deploy gate: proceed, extend or roll back from live telemetry.",
@@ -336,9 +329,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             return None
         return settings.role_of(authorization[7:].strip())
 
+    # the two roles as OpenAPI security schemes (both HTTP bearer in the Authorization header)
+    schemes = {
+        "read": HTTPBearer(scheme_name="readToken", auto_error=False, description="A token of role read or write (tokens file; `deploysignal serve` without one generates both)."),
+        "write": HTTPBearer(scheme_name="writeToken", auto_error=False, description="A token of role write."),
+    }
+
     def need(role: str) -> Callable[..., Awaitable[None]]:
-        async def dep(authorization: Annotated[str | None, Header()] = None) -> None:
-            have = _role(authorization)
+        async def dep(cred: HTTPAuthorizationCredentials | None = Depends(schemes[role])) -> None:  # noqa: B008 (a closure: Annotated would be a forward reference)
+            have = "write" if settings.insecure else None if cred is None else settings.role_of(cred.credentials)
             if have is None:
                 raise HTTPException(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
             if role == "write" and have != "write":
@@ -548,54 +547,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         out = {"allow": allow, "analysis": aid, "hook": hook, "verdict": verdict, "final": v["final"], "tick": v["n_ticks"], "fired_families": v["fired_families"]}
         return JSONResponse(out, status_code=200 if allow else 409)
 
-    # ------------------------------------------------------------------ Kayenta-style canary executions
-    @app.post("/v1/kayenta/canary", dependencies=write, tags=["integrations"])
-    def kayenta_start(body: KayentaStart) -> dict[str, str]:
-        """Start a canary execution judging an analysis (Kayenta ``POST /canary``-style)."""
-        store.get(body.analysisId)
-        ex = "ex-" + secrets.token_hex(8)
-        store.create_execution(ex, body.analysisId, {"thresholds": {"marginal": body.thresholds.marginal, "pass": body.thresholds.pass_}}, _now())
-        return {"canaryExecutionId": ex}
-
-    @app.get("/v1/kayenta/canary/{ex}", dependencies=read, tags=["integrations"])
-    def kayenta_status(ex: str) -> dict[str, Any]:
-        """Poll a canary execution; ``result.judgeResult`` carries per-metric classifications and the score."""
-        aid, req, created = store.get_execution(ex)
-        eng = manager.engine(aid)
-        last = eng.last
-        verdict = "pending" if last is None else last.verdict
-        complete = last is not None and (last.final or verdict in ("proceed", "rollback"))
-        metrics = eng.signal_classification()
-        with_data = [m for m in metrics if m["classification"] != "Nodata"]
-        score = 0.0 if not with_data else 100.0 * sum(m["classification"] == "Pass" for m in with_data) / len(with_data)
-        th = req["thresholds"]
-        if verdict == "rollback":
-            cls, why = "Fail", "anytime-valid gate rolled back: " + ", ".join(last.fired_families if last else ())
-        elif not with_data:
-            cls, why = "Nodata", "no metric carried data"
-        elif verdict == "proceed":
-            cls, why = ("Pass" if score >= th["pass"] else "Marginal"), "gate proceeded"
-        elif verdict == "extend":
-            cls, why = "Marginal", "evidence suggestive or too little valid data; gate extends"
-        else:
-            cls, why = ("Pass" if score >= th["pass"] else "Fail" if score <= th["marginal"] else "Marginal"), "analysis in progress"
-        return {
-            "id": ex,
-            "complete": complete,
-            "status": "succeeded" if complete else "running",
-            "executionStatus": "SUCCEEDED" if complete else "RUNNING",
-            "analysisId": aid,
-            "startTimeIso": created,
-            "result": {
-                "judgeResult": {
-                    "judgeName": "deploysignal-anytime-valid",
-                    "results": [{"name": m["name"], "id": m["name"], "classification": m["classification"], "observations": m["observations"], "groups": []} for m in metrics],
-                    "score": {"score": score, "classification": cls, "classificationReason": why},
-                },
-                "verdict": verdict,
-                "tick": eng.n_ticks,
-            },
-        }
+    # ------------------------------------------------------------------ Kayenta drop-in (service/_kayenta.py)
+    app.include_router(kayenta_router(store, manager, settings, _now, read, write))
 
     # ------------------------------------------------------------------ metrics, health
     @app.get("/metrics", tags=["ops"])

@@ -1,0 +1,289 @@
+"""A faithful Python port of Argo Rollouts' Kayenta metric provider and of the part of its analysis
+controller that turns measurements into a metric phase; used to drive a live deploysignal service.
+
+Ported from argoproj/argo-rollouts at commit 9f8d111d8f8e3e88b6d7f8bbdf62fd3cd863ef9d:
+
+- ``metricproviders/kayenta/kayenta.go``: :meth:`ArgoKayentaProvider.run` (``Run``: config lookup by
+  name, ``POST /canary/{id}`` with scopes and thresholds, ``canaryExecutionId`` into the metadata,
+  phase Running), :meth:`ArgoKayentaProvider.resume` (``Resume``: ``GET /canary/{id}``, ``complete``,
+  ``result.judgeResult.score.score``, ``int(score)`` compared with the template's thresholds),
+  ``evaluateResult``, ``getScopeRequest`` / ``getStartTime`` / ``getEndTime``; every error path ends in
+  ``MarkMeasurementError`` (phase Error). The HTTP client has a 15 s timeout and sends no headers.
+- ``analysis/analysis.go``: the measurement counters (Successful / Failed / Inconclusive increment
+  ``count``, Error increments ``consecutiveError``) and ``assessMetricStatus`` /
+  ``assessMetricFailureInconclusiveOrError`` (failed > failureLimit -> Failed, inconclusive >
+  inconclusiveLimit -> Inconclusive, consecutiveError > consecutiveErrorLimit (default 4) -> Error,
+  ``EffectiveCount`` reached -> Successful); ``consecutiveSuccessLimit`` and dry-run are not ported.
+  Waiting (``resumeDelay`` 15 s, error retry 10 s, ``interval``) is collapsed: the loop calls the next
+  step at once.
+
+Known upstream quirk kept: the config lookup passes ``storageAccountName`` as
+``configurationAccountName``; and ``fmt.Sprintf("%v", nil)`` makes a missing execution id ``<nil>``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+__all__ = ["ArgoKayentaProvider", "Measurement", "MetricResult", "evaluate_result", "run_metric"]
+
+RUNNING, SUCCESSFUL, FAILED, INCONCLUSIVE, ERROR = "Running", "Successful", "Failed", "Inconclusive", "Error"
+COMPLETED = (SUCCESSFUL, FAILED, INCONCLUSIVE, ERROR)
+
+
+@dataclass
+class Measurement:
+    phase: str = ""
+    value: str = ""
+    message: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _error(m: Measurement, err: str) -> Measurement:
+    """``metricutil.MarkMeasurementError``."""
+    m.phase, m.message = ERROR, err
+    return m
+
+
+def _go_duration(s: str) -> _dt.timedelta:
+    """``time.ParseDuration`` for the forms an AnalysisTemplate uses (``90s``, ``5m``, ``1h30m``)."""
+    parts = re.fullmatch(r"((?:\d+(?:\.\d+)?(?:h|m|s|ms))+)", s or "")
+    if not parts:
+        raise ValueError(f"Invalid duration {s!r}")
+    unit = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return _dt.timedelta(seconds=sum(float(n) * unit[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", s)))
+
+
+def _rfc3339(t: _dt.datetime) -> str:
+    return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _nested(obj: Any, *path: str) -> tuple[Any, bool, str | None]:
+    """``unstructured.NestedFieldNoCopy``: (value, found, error). A missing or null step is not found;
+    a step that is not an object is an error."""
+    cur = obj
+    for i, k in enumerate(path):
+        if cur is None:
+            return None, False, None
+        if not isinstance(cur, dict):
+            return None, False, f"{'.'.join(path[:i])} accessor error: {cur!r} is of the type {type(cur).__name__}, expected map[string]interface{{}}"
+        if k not in cur:
+            return None, False, None
+        cur = cur[k]
+    return cur, True, None
+
+
+class ArgoKayentaProvider:
+    """``kayenta.Provider`` with ``NewHttpClient`` (timeout 15 s, no headers)."""
+
+    def __init__(self, timeout: float = 15.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.client = httpx.Client(timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> ArgoKayentaProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- getCanaryConfigId
+    def _config_id(self, k: dict[str, Any]) -> str:
+        url = f"{k['address']}/canaryConfig?application={k.get('application', '')}&configurationAccountName={k.get('storageAccountName', '')}"
+        r = self.client.get(url)
+        if r.status_code != 200:
+            raise ValueError(f"Invalid Response: HTTP {r.status_code}")
+        cc = r.json()
+        if not isinstance(cc, list):
+            raise ValueError("json: cannot unmarshal into Go value of type []kayenta.canaryConfig")
+        for s in cc:
+            if not isinstance(s, dict):
+                raise ValueError("json: cannot unmarshal into Go value of type kayenta.canaryConfig")
+            low = {key.lower(): v for key, v in s.items()}
+            if low.get("name") == k.get("canaryConfigName"):
+                return str(low.get("id") or "")
+        raise ValueError("Canary config not found")
+
+    @staticmethod
+    def _object(send: Callable[[], httpx.Response]) -> tuple[dict[str, Any] | None, str]:
+        """What Run's POST and Resume's GET share: a transport error or a status other than 200
+        (``Invalid Response``) or a body that is not a JSON object is an error (its text)."""
+        try:
+            r = send()
+        except httpx.HTTPError as exc:
+            return None, str(exc) or type(exc).__name__
+        if r.status_code != 200:
+            return None, "Invalid Response"
+        try:
+            dat = r.json()
+        except ValueError as exc:
+            return None, str(exc)
+        if not isinstance(dat, dict):
+            return None, "json: cannot unmarshal into Go value of type map[string]interface {}"
+        return dat, ""
+
+    # -------------------------------------------------------------- Run
+    def run(self, metric: dict[str, Any], run_started_at: _dt.datetime, now: _dt.datetime) -> Measurement:
+        m = Measurement()
+        k = metric["provider"]["kayenta"]
+        try:
+            config_id = self._config_id(k)
+        except (httpx.HTTPError, ValueError) as exc:
+            return _error(m, str(exc) or type(exc).__name__)
+        job_url = (f"{k['address']}/canary/{config_id}?application={k.get('application', '')}&metricsAccountName={k.get('metricsAccountName', '')}"
+                   f"&configurationAccountName={k.get('configurationAccountName', '')}&storageAccountName={k.get('storageAccountName', '')}")
+        scopes = {}
+        for ks in k.get("scopes") or []:
+            try:
+                scopes[ks["name"]] = self._scope_request(ks, run_started_at, now, metric.get("interval", ""), bool(k.get("lookback")))
+            except ValueError as exc:
+                return _error(m, str(exc))
+        th = k.get("threshold") or {}  # Go: a missing `threshold` is the zero value, pass 0 / marginal 0
+        body = {"scopes": scopes, "thresholds": {"pass": int(th.get("pass", 0)), "marginal": int(th.get("marginal", 0))}}
+        dat, err = self._object(lambda: self.client.post(job_url, json=body))
+        if dat is None:
+            return _error(m, err)
+        job = dat.get("canaryExecutionId")
+        job_id = "<nil>" if job is None else str(job)  # fmt.Sprintf("%v", jobId)
+        if len(job_id) == 0:
+            return _error(m, "Invalid canaryExecutionId")
+        m.metadata = {"canaryExecutionId": job_id}
+        m.phase = RUNNING
+        return m
+
+    def _scope_request(self, scope: dict[str, Any], started: _dt.datetime, now: _dt.datetime, interval: str, lookback: bool) -> dict[str, Any]:
+        c, e = dict(scope.get("controlScope") or {}), dict(scope.get("experimentScope") or {})
+        if (not c.get("start")) != (not e.get("start")):
+            raise ValueError("controlScope.start and experimentScope.start must both be set or be empty")
+        if (not c.get("end")) != (not e.get("end")):
+            raise ValueError("controlScope.end and experimentScope.end must both be set or be empty")
+        if not c.get("start") and not e.get("start"):
+            start = _rfc3339(started) if lookback else _rfc3339(now - _go_duration(interval))
+            c["start"] = e["start"] = start
+        if not c.get("end") and not e.get("end"):
+            c["end"] = e["end"] = _rfc3339(now)
+
+        def detail(d: dict[str, Any]) -> dict[str, Any]:
+            out = {"scope": d.get("scope", ""), "location": d.get("region", ""), "step": int(d.get("step", 0))}
+            out.update({x: d[x] for x in ("start", "end") if d.get(x)})  # omitempty
+            return out
+
+        return {"controlScope": detail(c), "experimentScope": detail(e)}
+
+    # -------------------------------------------------------------- Resume
+    def resume(self, metric: dict[str, Any], m: Measurement) -> Measurement:
+        k = metric["provider"]["kayenta"]
+        patch, err = self._object(lambda: self.client.get(f"{k['address']}/canary/{m.metadata.get('canaryExecutionId', '')}"))
+        if patch is None:
+            return _error(m, err)
+        status, ok, err = _nested(patch, "complete")
+        if ok and not isinstance(status, bool):
+            ok, err = False, f"complete accessor error: {status!r} is not a bool"
+        if ok:
+            if not status:
+                m.phase = RUNNING
+                return m
+        else:
+            return _error(m, err or "Missing Complete Status")
+        result, ok, err = _nested(patch, "result", "judgeResult", "score", "score")
+        if ok and (isinstance(result, bool) or not isinstance(result, (int, float))):
+            ok, err = False, f"score accessor error: {result!r} is not a float64"
+        if ok:
+            score = int(result)  # Go int(float64) truncates toward zero
+            m.value = str(score)
+            m.phase = evaluate_result(score, int(k["threshold"]["pass"]) if k.get("threshold") else 0,
+                                      int(k["threshold"]["marginal"]) if k.get("threshold") else 0)
+        else:
+            return _error(m, err or "Missing Score")
+        return m
+
+
+def evaluate_result(score: int, pass_: int, marginal: int) -> str:
+    """``evaluateResult``."""
+    if score >= pass_:
+        return SUCCESSFUL
+    if score < pass_ and score >= marginal:
+        return INCONCLUSIVE
+    return FAILED
+
+
+# ---------------------------------------------------------------------- analysis controller (subset)
+@dataclass
+class MetricResult:
+    phase: str = "Pending"
+    measurements: list[Measurement] = field(default_factory=list)
+    count: int = 0
+    successful: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    error: int = 0
+    consecutive_error: int = 0
+
+
+def _effective_count(metric: dict[str, Any]) -> int | None:
+    if not metric.get("count"):
+        return 1 if not metric.get("interval") else None
+    return int(metric["count"])
+
+
+def _assess(metric: dict[str, Any], res: MetricResult) -> str:
+    """``assessMetricStatus`` (not terminating; no consecutiveSuccessLimit)."""
+    if not res.measurements:
+        return "Pending"
+    if res.measurements[-1].phase not in COMPLETED:
+        return RUNNING
+    phase = ""
+    if int(metric.get("failureLimit", 0)) >= 0 and res.failed > int(metric.get("failureLimit", 0)):
+        phase = FAILED
+    if res.inconclusive > int(metric.get("inconclusiveLimit", 0)):
+        phase = INCONCLUSIVE
+    if res.consecutive_error > int(metric.get("consecutiveErrorLimit", 4)):
+        phase = ERROR
+    if phase:
+        return phase
+    n = _effective_count(metric)
+    if n is not None and res.count >= n:
+        return SUCCESSFUL
+    return RUNNING
+
+
+def run_metric(provider: ArgoKayentaProvider, metric: dict[str, Any], started: _dt.datetime, max_steps: int = 50,
+               on_step: Any = None) -> MetricResult:
+    """Drive one metric of an AnalysisRun until its phase completes or ``max_steps`` provider calls were
+    made (then it is still Running: the controller would keep polling). ``on_step(i)`` runs before
+    each call (tests ingest telemetry there)."""
+    res = MetricResult()
+    now = started
+    for i in range(max_steps):
+        if on_step is not None:
+            on_step(i)
+        now = now + _dt.timedelta(seconds=15)
+        last = res.measurements[-1] if res.measurements else None
+        if last is not None and last.phase == RUNNING:
+            m = provider.resume(metric, last)
+        else:
+            n = _effective_count(metric)
+            if n is not None and res.count >= n:
+                break
+            m = provider.run(metric, started, now)
+            res.measurements.append(m)
+        if m.phase in COMPLETED:
+            if m.phase == SUCCESSFUL:
+                res.successful, res.count, res.consecutive_error = res.successful + 1, res.count + 1, 0
+            elif m.phase == FAILED:
+                res.failed, res.count, res.consecutive_error = res.failed + 1, res.count + 1, 0
+            elif m.phase == INCONCLUSIVE:
+                res.inconclusive, res.count, res.consecutive_error = res.inconclusive + 1, res.count + 1, 0
+            else:
+                res.error, res.consecutive_error = res.error + 1, res.consecutive_error + 1
+        res.phase = _assess(metric, res)
+        if res.phase in COMPLETED:
+            break
+    return res

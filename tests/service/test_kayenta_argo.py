@@ -1,0 +1,344 @@
+"""Conformance: Argo Rollouts' Kayenta provider (ported in ``_argo_kayenta.py``) against a live
+``deploysignal serve`` over a real socket, with the AnalysisTemplate of docs/integrations.md.
+
+Fail closed: the metric ends Successful only when the gate proceeded; a rollback is Failed with score
+0; a final extend is Inconclusive (or Failed); pending, errors and timeouts never end Successful.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import socket
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from ._argo_kayenta import ERROR, FAILED, INCONCLUSIVE, RUNNING, SUCCESSFUL, ArgoKayentaProvider, run_metric
+from ._proc import READ, WRITE, Server, free_port
+from .conftest import ticks_of
+
+#: one live server per run: under ``--dist loadgroup`` the module's tests stay on one worker
+pytestmark = pytest.mark.xdist_group("kayenta-live")
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "integrations.md"
+W = {"Authorization": f"Bearer {WRITE}"}
+T0 = _dt.datetime(2026, 12, 7, 3, 0, tzinfo=_dt.timezone.utc)
+
+
+def doc_template() -> dict:
+    """The AnalysisTemplate block under the marker in docs/integrations.md."""
+    text = DOC.read_text(encoding="utf-8")
+    block = re.search(r"<!-- tests/service/test_kayenta_argo.py loads this block -->\n```yaml\n(.*?)```", text, re.S)
+    assert block, "the Kayenta AnalysisTemplate block is missing from docs/integrations.md"
+    return yaml.safe_load(block.group(1))
+
+
+def metric_for(url: str, canary_hash: str, key: str = READ, **threshold: int) -> dict:
+    """The doc's metric with Argo's argument substitution ({{args.x}}) and the live service's address."""
+    tpl = doc_template()
+    assert [a["name"] for a in tpl["spec"]["args"]] == ["canary-hash", "kayenta-key"]
+    raw = json.dumps(tpl["spec"]["metrics"][0])
+    raw = raw.replace("{{args.canary-hash}}", canary_hash).replace("{{args.kayenta-key}}", key)
+    raw = raw.replace("http://deploysignal.deploysignal.svc:8080", url)
+    metric = json.loads(raw)
+    if threshold:
+        metric["provider"]["kayenta"]["threshold"] = threshold
+    return metric
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, step_sim, healthy_sim):
+    tmp = tmp_path_factory.mktemp("kayenta-live")
+    with Server(tmp, f"sqlite:///{tmp / 'ds.db'}", extra=["--log-level", "info"]) as srv, httpx.Client(base_url=srv.url, headers=W, timeout=60) as c:
+        yield srv, c, step_sim, healthy_sim
+
+
+def create(c: httpx.Client, aid: str, cfg, window: int, max_extensions: int = 0) -> None:
+    r = c.post("/v1/analyses", json={"id": aid, "config": json.loads(cfg.to_json()), "window": window, "max_extensions": max_extensions})
+    assert r.status_code == 201, r.text
+
+
+def ingest(c: httpx.Client, aid: str, ticks: list[dict]) -> None:
+    if ticks:
+        r = c.post(f"/v1/analyses/{aid}/ticks", json={"ticks": ticks})
+        assert r.status_code == 200, r.text
+
+
+def nodata(frame, start: int, stop: int) -> list[dict]:
+    out = ticks_of(frame, start, stop)
+    for t in out:
+        t["values"] = {k: None for k in t["values"]}
+    return out
+
+
+def verdict(c: httpx.Client, aid: str) -> tuple[str, bool]:
+    v = c.get(f"/v1/analyses/{aid}").json()
+    return v["verdict"], v["final"]
+
+
+def drive(url: str, canary_hash: str, on_step=None, max_steps: int = 40, key: str = READ, threshold: dict | None = None, **kw):
+    with ArgoKayentaProvider(**kw) as p:
+        return run_metric(p, metric_for(url, canary_hash, key, **(threshold or {})), T0, max_steps=max_steps, on_step=on_step)
+
+
+# ---------------------------------------------------------------------- the gate decides
+def test_healthy_canary_is_successful_with_score_100(live):
+    srv, c, _, (healthy, cfg) = live
+    create(c, "prod.inference-api.healthy1", cfg, window=120)
+    res = drive(srv.url, "healthy1", on_step=lambda i: ingest(c, "prod.inference-api.healthy1", ticks_of(healthy.canary, 30 * i, min(30 * (i + 1), 120))))
+    assert verdict(c, "prod.inference-api.healthy1") == ("proceed", True)
+    assert res.phase == SUCCESSFUL and len(res.measurements) == 1
+    m = res.measurements[0]
+    assert m.phase == SUCCESSFUL and m.value == "100" and m.metadata["canaryExecutionId"].startswith("ex-")
+    body = httpx.get(f"{srv.url}/kayenta/{READ}/canary/{m.metadata['canaryExecutionId']}").json()
+    assert body["complete"] is True and body["status"] == "succeeded" and body["canaryConfigId"] == "prod.inference-api.healthy1"
+    jr = body["result"]["judgeResult"]
+    assert jr["score"] == {"score": 100.0, "classification": "Pass", "classificationReason": "deploysignal gate proceeded"}
+    # the fields Kayenta's models mark @NotNull (CanaryExecutionStatusResponse, CanaryJudgeResult,
+    # CanaryAnalysisResult, CanaryJudgeGroupScore) are present and not null
+    assert all(body[f] is not None for f in ("pipelineId", "stageStatus", "complete", "status"))
+    assert all(jr[f] is not None for f in ("judgeName", "results", "groupScores", "score"))
+    for r in jr["results"]:
+        assert all(r[f] is not None for f in ("name", "tags", "id", "classification", "groups", "experimentMetadata", "controlMetadata", "resultMetadata")), r
+    assert all(g[f] is not None for g in jr["groupScores"] for f in ("name", "score", "classification"))
+    assert jr["results"][0]["critical"] is True and jr["results"][0]["classification"] == "Pass"
+    # what Argo sent is recorded: lookback scope start = run start, end = the measurement's time
+    sc = body["canaryExecutionRequest"]["scopes"]["default"]
+    assert sc["experimentScope"]["start"] == "2026-12-07T03:00:00Z" and sc["experimentScope"]["scope"].endswith("=healthy1")
+    assert body["canaryExecutionRequest"]["thresholds"] == {"pass": 95.0, "marginal": 50.0}
+
+
+def test_regression_is_failed_with_score_0(live):
+    srv, c, (step, cfg), _ = live
+    aid = "prod.inference-api.regress1"
+    create(c, aid, cfg, window=480)
+    res = drive(srv.url, "regress1", on_step=lambda i: ingest(c, aid, ticks_of(step.canary, 60 * i, min(60 * (i + 1), 480))))
+    assert verdict(c, aid) == ("rollback", True)
+    assert res.phase == FAILED
+    m = res.measurements[-1]
+    assert m.phase == FAILED and m.value == "0"
+    assert len(res.measurements) == 1  # the measurement was Running until the gate rolled back
+    body = httpx.get(f"{srv.url}/kayenta/{READ}/canary/{m.metadata['canaryExecutionId']}").json()
+    jr = body["result"]["judgeResult"]
+    assert jr["score"]["score"] == 0.0 and jr["score"]["classification"] == "Fail"
+    assert jr["score"]["classificationReason"].startswith("Canary Failed: deploysignal gate rolled back")
+    assert jr["results"][0]["critical"] is True and jr["results"][0]["classification"] in ("High", "Low")
+    assert {r["name"]: r["classification"] for r in jr["results"]}["p99_latency_ms"] == "High"
+    # even with the laxest thresholds Argo accepts from us, a rollback cannot pass
+    for th in ({"pass": 1, "marginal": 1}, {"pass": 100, "marginal": 100}):
+        with ArgoKayentaProvider() as p:
+            m2 = p.run(metric_for(srv.url, "regress1", **th), T0, T0)
+            assert p.resume(metric_for(srv.url, "regress1", **th), m2).phase == FAILED
+
+
+def test_final_extend_is_inconclusive_never_successful(live):
+    srv, c, _, (healthy, cfg) = live
+    aid = "prod.inference-api.nodata1"
+    create(c, aid, cfg, window=60)
+    res = drive(srv.url, "nodata1", on_step=lambda i: ingest(c, aid, nodata(healthy.canary, 20 * i, min(20 * (i + 1), 60))))
+    assert verdict(c, aid) == ("extend", True)
+    assert res.phase == INCONCLUSIVE and res.measurements[-1].value == "50"  # the template's marginal
+    # thresholds leaving no Marginal band: Failed, not Successful
+    metric = metric_for(srv.url, "nodata1", **{"pass": 60, "marginal": 60})
+    with ArgoKayentaProvider() as p:
+        assert p.resume(metric, p.run(metric, T0, T0)).phase == FAILED
+
+
+def test_pending_and_extending_stay_running(live):
+    srv, c, _, (healthy, cfg) = live
+    create(c, "prod.inference-api.pending1", cfg, window=480)
+    ingest(c, "prod.inference-api.pending1", ticks_of(healthy.canary, 0, 10))
+    create(c, "prod.inference-api.extending1", cfg, window=60, max_extensions=1)
+    ingest(c, "prod.inference-api.extending1", nodata(healthy.canary, 0, 60))
+    assert verdict(c, "prod.inference-api.pending1") == ("pending", False)
+    assert verdict(c, "prod.inference-api.extending1") == ("extend", False)
+    for h in ("pending1", "extending1"):
+        res = drive(srv.url, h, max_steps=40)
+        assert res.phase == RUNNING and len(res.measurements) == 1 and res.measurements[0].phase == RUNNING
+        body = httpx.get(f"{srv.url}/kayenta/{READ}/canary/{res.measurements[0].metadata['canaryExecutionId']}").json()
+        assert body["complete"] is False and body["result"] is None
+
+
+# ---------------------------------------------------------------------- errors fail closed
+def test_errors_end_in_error_never_successful(live, tmp_path):
+    srv, c, _, (healthy, cfg) = live
+    create(c, "prod.inference-api.proceeds", cfg, window=120)
+    ingest(c, "prod.inference-api.proceeds", ticks_of(healthy.canary, 0, 120))
+    assert verdict(c, "prod.inference-api.proceeds")[0] == "proceed"
+    down = f"http://127.0.0.1:{free_port()}"
+    cases = {
+        "service down": drive(down, "proceeds"),
+        "unknown key": drive(srv.url, "proceeds", key="not-a-token"),
+        "no analysis for this revision": drive(srv.url, "revision-without-analysis"),
+        "pass 0 (Argo would call score 0 Successful)": drive(srv.url, "proceeds", threshold={"pass": 0, "marginal": 0}),
+        "marginal 0 (a rollback would be Inconclusive)": drive(srv.url, "proceeds", threshold={"pass": 50, "marginal": 0}),
+    }
+    # a listener that accepts and never answers: the client's timeout (15 s in Argo, 0.5 s here)
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        cases["no answer (timeout)"] = drive(f"http://127.0.0.1:{hole.getsockname()[1]}", "proceeds", timeout=0.5)
+    for name, res in cases.items():
+        assert res.phase == ERROR, (name, res)
+        assert len(res.measurements) == 5 and all(m.phase == ERROR for m in res.measurements), name
+    assert "Canary config not found" in cases["no analysis for this revision"].measurements[0].message
+    # a known execution polled through a wrong key, and an unknown execution id
+    metric = metric_for(srv.url, "proceeds")
+    with ArgoKayentaProvider() as p:
+        m = p.run(metric, T0, T0)
+        assert m.phase == RUNNING
+        assert p.resume(metric_for(srv.url, "proceeds", key="not-a-token"), m).phase == ERROR
+        m.phase, m.metadata = RUNNING, {"canaryExecutionId": "ex-0000000000000000"}
+        assert p.resume(metric, m).phase == ERROR
+    # the log does not show the key
+    log = Path(srv.log.name).read_text()
+    assert f"/kayenta/{READ}/" not in log and '"GET /kayenta/***/canaryConfig?' in log
+
+
+def test_execution_is_bound_to_its_analysis(live):
+    """A new revision gets a new analysis; an execution keeps answering for the one it judged."""
+    srv, c, (step, cfg_step), (healthy, cfg) = live
+    create(c, "prod.inference-api.rev1", cfg_step, window=480)
+    with ArgoKayentaProvider() as p:
+        m1 = p.run(metric_for(srv.url, "rev1"), T0, T0)
+        create(c, "prod.inference-api.rev2", cfg, window=120)
+        ingest(c, "prod.inference-api.rev2", ticks_of(healthy.canary, 0, 120))  # rev2 proceeds
+        ingest(c, "prod.inference-api.rev1", ticks_of(step.canary, 0, 480))  # rev1 rolls back
+        assert p.resume(metric_for(srv.url, "rev1"), m1).phase == FAILED
+        m2 = p.run(metric_for(srv.url, "rev2"), T0, T0)
+        assert p.resume(metric_for(srv.url, "rev2"), m2).phase == SUCCESSFUL
+
+
+# ---------------------------------------------------------------------- injected faults
+class Faulty(httpx.BaseTransport):
+    """Forwards to the live service, or (seeded) fails the call the ways a network and a proxy do."""
+
+    def __init__(self, rng: np.random.Generator, p_fault: float) -> None:
+        self.rng, self.p = rng, p_fault
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.rng.random() >= self.p:
+            return self.inner.handle_request(request)
+        kind = int(self.rng.integers(5))
+        if kind == 0:
+            raise httpx.ConnectError("connection refused", request=request)
+        if kind == 1:
+            raise httpx.ReadTimeout("timed out", request=request)
+        if kind == 2:
+            return httpx.Response(int(self.rng.choice([500, 502, 503, 504])), text="upstream error")
+        resp = self.inner.handle_request(request)
+        body = resp.read()
+        resp.close()
+        if kind == 3:  # truncated body
+            return httpx.Response(200, content=body[: int(self.rng.integers(0, max(1, len(body))))])
+        return httpx.Response(200, json={"complete": True})  # a proxy's made-up answer without a score
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_injected_faults_never_end_successful_unless_the_gate_proceeded(live):
+    """200 seeded metric runs (40 per analysis state), each call faulted with probability 0.3."""
+    srv, c, (step, cfg_step), (healthy, cfg) = live
+    states = {"fz-proceed": ("proceed", True), "fz-rollback": ("rollback", True), "fz-final": ("extend", True),
+              "fz-extend": ("extend", False), "fz-pending": ("pending", False)}
+    create(c, "prod.inference-api.fz-proceed", cfg, window=120)
+    ingest(c, "prod.inference-api.fz-proceed", ticks_of(healthy.canary, 0, 120))
+    create(c, "prod.inference-api.fz-rollback", cfg_step, window=480)
+    ingest(c, "prod.inference-api.fz-rollback", ticks_of(step.canary, 0, 480))
+    create(c, "prod.inference-api.fz-final", cfg, window=60)
+    ingest(c, "prod.inference-api.fz-final", nodata(healthy.canary, 0, 60))
+    create(c, "prod.inference-api.fz-extend", cfg, window=60, max_extensions=1)
+    ingest(c, "prod.inference-api.fz-extend", nodata(healthy.canary, 0, 60))
+    create(c, "prod.inference-api.fz-pending", cfg, window=480)
+    for h, want in states.items():
+        assert verdict(c, f"prod.inference-api.{h}") == want, h
+    seen: dict[str, set[str]] = {h: set() for h in states}
+    for i, h in enumerate(states):
+        with ArgoKayentaProvider(transport=Faulty(np.random.default_rng([7, i]), 0.3)) as p:
+            for _ in range(40):
+                res = run_metric(p, metric_for(srv.url, h), T0, max_steps=12)
+                seen[h].add(res.phase)
+                if res.phase == SUCCESSFUL:
+                    assert states[h][0] == "proceed", (h, res)
+    assert seen["fz-proceed"] >= {SUCCESSFUL}
+    assert seen["fz-rollback"] <= {FAILED, ERROR, RUNNING} and FAILED in seen["fz-rollback"]
+    assert seen["fz-final"] <= {INCONCLUSIVE, ERROR, RUNNING} and INCONCLUSIVE in seen["fz-final"]
+    assert seen["fz-extend"] <= {ERROR, RUNNING} and seen["fz-pending"] <= {ERROR, RUNNING}
+
+
+def test_doc_template_is_what_the_port_reads():
+    tpl = doc_template()
+    assert tpl["kind"] == "AnalysisTemplate"
+    metric = tpl["spec"]["metrics"][0]
+    k = metric["provider"]["kayenta"]
+    assert "interval" not in metric and "count" not in metric  # one measurement (EffectiveCount 1)
+    assert k["lookback"] is True and k["threshold"]["pass"] > k["threshold"]["marginal"] > 0
+    assert k["address"].endswith("/kayenta/{{args.kayenta-key}}")
+    # required by Argo's CRD (manifests/crds/analysis-template-crd.yaml at 9f8d111): kayenta and threshold
+    assert {"address", "application", "canaryConfigName", "configurationAccountName", "metricsAccountName", "scopes",
+            "storageAccountName", "threshold"} <= set(k) and {"pass", "marginal"} <= set(k["threshold"])
+
+
+def test_score_passes_only_on_proceed_for_every_accepted_threshold():
+    """Exhaustive over the integer thresholds the service accepts (1-100 each) and every verdict state:
+    Argo's evaluateResult on our score is Successful iff the gate proceeded, Failed on every rollback."""
+    from types import SimpleNamespace
+
+    from deploysignal.service import execution_status
+
+    from ._argo_kayenta import evaluate_result
+
+    signals = [{"name": "p99_latency_ms", "classification": "High", "observations": 9}, {"name": "x", "classification": "Nodata", "observations": 0}]
+    for verdict_, final in (("pending", False), ("extend", False), ("extend", True), ("proceed", True), ("rollback", True)):
+        last = SimpleNamespace(verdict=verdict_, final=final, fired_families=("A",) if verdict_ == "rollback" else ())
+        eng = SimpleNamespace(last=last, n_ticks=9, signal_classification=lambda: signals)
+        for pass_ in range(1, 101):
+            for marginal in range(1, 101):
+                body = execution_status("ex-1", "a", {"thresholds": {"pass": float(pass_), "marginal": float(marginal)}}, "2026-12-07T03:00:00+00:00", eng, "cc-1")
+                if not body["complete"]:
+                    assert verdict_ in ("pending", "extend") and not final and body["result"] is None
+                    continue
+                phase = evaluate_result(int(body["result"]["judgeResult"]["score"]["score"]), pass_, marginal)
+                assert (phase == SUCCESSFUL) == (verdict_ == "proceed"), (verdict_, final, pass_, marginal, phase)
+                if verdict_ == "rollback":
+                    assert phase == FAILED
+                if verdict_ == "extend":
+                    assert phase == (INCONCLUSIVE if marginal < pass_ else FAILED)
+
+
+def test_spinnaker_canary_stage_succeeds_only_on_proceed(live):
+    """Orca's Run/MonitorKayentaCanaryTask (ported in _spinnaker_kayenta.py) with ``canaryConfigId`` =
+    the analysis id and Kayenta's base URL = the keyed address: SUCCEEDED only where the gate proceeded."""
+    from ._spinnaker_kayenta import monitor_task, run_task
+
+    srv, c, (step, cfg_step), (healthy, cfg) = live
+    setups = {
+        "sp-proceed": (cfg, 120, 0, ticks_of(healthy.canary, 0, 120), "SUCCEEDED"),
+        "sp-rollback": (cfg_step, 480, 0, ticks_of(step.canary, 0, 480), "TERMINAL"),
+        "sp-final": (cfg, 60, 0, nodata(healthy.canary, 0, 60), "TERMINAL"),  # score = marginal: not above it
+        "sp-extend": (cfg, 60, 1, nodata(healthy.canary, 0, 60), "RUNNING"),
+        "sp-pending": (cfg, 480, 0, ticks_of(healthy.canary, 0, 10), "RUNNING"),
+    }
+    scope = {"scope": "inference-api-canary", "location": "eu-west-1", "start": "2026-12-07T03:00:00Z", "end": "2026-12-07T04:00:00Z",
+             "step": 60, "extendedScopeParams": {}}
+    base = f"{srv.url}/kayenta/{READ}"
+    with httpx.Client(timeout=15) as orca:
+        for aid, (config, window, ext, ticks, want) in setups.items():
+            create(c, aid, config, window=window, max_extensions=ext)
+            ingest(c, aid, ticks)
+            ctx = {"canaryConfigId": aid, "metricsAccountName": "deploysignal", "storageAccountName": "deploysignal",
+                   "scopes": {"default": {"controlScope": {**scope, "scope": "inference-api-baseline"}, "experimentScope": scope}},
+                   "scoreThresholds": {"pass": 95, "marginal": 75}, "siteLocal": {}}
+            ex = run_task(orca, base, ctx, "inference-api", "01JPIPELINE")
+            assert [monitor_task(orca, base, ex, ctx) for _ in range(3)] == [want] * 3, aid
+            assert monitor_task(orca, f"{srv.url}/kayenta/not-a-token", ex, ctx) == "ERROR"
+        body = orca.get(f"{base}/canary/{ex}").json()
+        assert body["application"] == "inference-api" and body["parentPipelineExecutionId"] == "01JPIPELINE"
+        assert body["startTimeIso"].endswith("Z")  # java.time.Instant's form

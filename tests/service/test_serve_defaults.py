@@ -1,0 +1,83 @@
+"""``deploysignal serve`` as the README shows it (no flags), and the Swagger UI / ReDoc pages without
+a CDN: a real process on a real socket."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from ._proc import SERVE, free_port
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def _start(cwd: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # exactly `deploysignal serve` plus the port (the default 8080 may be taken on a shared machine)
+    return subprocess.Popen([sys.executable, "-c", SERVE, "--port", str(port)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait(proc: subprocess.Popen, url: str) -> None:
+    deadline = time.monotonic() + 180  # a cold numba cache compiles the kernels before the port opens
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError("serve did not come up in 180 s")
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def test_serve_without_flags_generates_tokens_and_serves_local_docs(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(tmp_path, port)
+    try:
+        _wait(proc, url)
+        d = tmp_path / ".deploysignal"
+        write, read = (d / "write.token").read_text().strip(), (d / "read.token").read_text().strip()
+        assert len(write) >= 40 and write != read
+        assert stat.S_IMODE((d / "write.token").stat().st_mode) == 0o600 and stat.S_IMODE(d.stat().st_mode) == 0o700
+        assert write not in (d / "tokens.json").read_text()  # hashes only
+        assert httpx.get(url + "/v1/analyses").status_code == 401
+        assert httpx.get(url + "/v1/analyses", headers={"Authorization": f"Bearer {read}"}).json() == []
+        r = httpx.post(url + "/v1/analyses", json={"baseline": {"timestamps": [0, 1], "values": {"x": [1.0, 2.0]}}}, headers={"Authorization": f"Bearer {read}"})
+        assert r.status_code == 403
+        # Swagger UI and ReDoc: no external host, every referenced asset served by the service
+        for page in ("/docs", "/redoc"):
+            html = httpx.get(url + page).text
+            assert not re.search(r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html), html
+            assets = re.findall(r'(?:src|href)="(/[^"]+)"', html)
+            assert assets and all(a.startswith("/static-offline-docs/") for a in assets), assets
+            for a in assets:
+                got = httpx.get(url + a)
+                assert got.status_code == 200 and len(got.content) > 1000, a
+        assert "SwaggerUIBundle" in httpx.get(url + "/static-offline-docs/swagger-ui-bundle.js").text
+        assert '"validatorUrl": null' in httpx.get(url + "/docs").text  # no badge fetched from validator.swagger.io
+        assert httpx.get(url + "/openapi.json").json()["components"]["securitySchemes"]["writeToken"]["scheme"] == "bearer"
+    finally:
+        out = _stop(proc)
+    assert "generated a write and a read token in .deploysignal/" in out and f"http://127.0.0.1:{port}" in out
+    # a second start reuses them (nothing regenerated, the same token still works)
+    proc = _start(tmp_path, port)
+    try:
+        _wait(proc, url)
+        assert httpx.get(url + "/v1/analyses", headers={"Authorization": f"Bearer {write}"}).status_code == 200
+    finally:
+        out = _stop(proc)
+    assert "using .deploysignal/tokens.json" in out

@@ -1,0 +1,334 @@
+"""Per-arm counters and histograms from Prometheus, as aggregated randomised-split ticks.
+
+One tick at grid time ``t`` (``k * interval``) covers ``(t - interval, t]`` and is the JSON object the
+randomised-split gate ingests::
+
+    {"timestamp": "2026-12-07T10:00:00Z",
+     "arms": {"canary": {"units": 240, "events": {"errors": 3}, "buckets": {"latency_ms": [10, 50, 120, 40, 15, 5]}},
+              "stable": {...}},
+     "tier": null}
+
+How counts are read. Prometheus keeps cumulative counters (``_total``, ``_count``, histogram
+``_bucket{le}``) per series (pod, instance, ...). For every series this source reads the raw samples
+(a range-vector selector, no ``rate``/``increase``: those extrapolate to the window's edges and give
+fractions that are not counts) and takes, per tick, the last sample at or before ``t`` minus the last
+sample at or before ``t - interval``. Each increment is therefore counted in exactly one tick (the one
+whose window holds the scrape that first saw it), and the ticks of a run add up to the counters' total
+increase. Series are summed per arm (the value of ``arm_label``, e.g. Argo's
+``rollouts_pod_template_hash``); histogram buckets are summed per ``le`` and then differenced across
+``le`` into non-cumulative counts on the metric's edges (Prometheus ``le`` semantics: a value equal to
+an edge is in the bucket whose upper edge it is).
+
+Never invented: for an arm, a metric is missing at a tick (absent from the arm's ``events`` /
+``buckets``; ``units`` is null) when any of its series has a counter reset in the tick (a decrease
+between consecutive samples), first appears in the tick (its earlier count is unknown), has a
+non-finite value, or when the histogram's ``le`` values are not exactly the configured edges plus
+``+Inf`` or its differenced counts are negative. An arm without any series for a metric has it missing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import httpx
+from pydantic import Field, StrictFloat, StrictInt, field_validator, model_validator
+
+from .._exceptions import InputError
+from ._prometheus_http import Connection, PromAPIError, PromUnavailable, SecretPolicy, _api, _Strict, _value, query_instant
+
+__all__ = ["HistogramQuery", "PrometheusSplitSource", "SplitSpec", "split_ticks"]
+
+log = logging.getLogger(__name__)
+
+#: seconds of samples read before the first tick's window, to find each series' value there
+LOOKBACK = 300.0
+#: ticks per raw-sample request
+CHUNK = 720
+
+_SELECTOR = r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})?$"
+
+
+class HistogramQuery(_Strict):
+    """A Prometheus histogram: the selector of its ``_bucket`` series and the metric's edges (finite,
+    strictly increasing; Prometheus' buckets are these plus ``+Inf``)."""
+
+    buckets: str = Field(pattern=_SELECTOR, max_length=4096)
+    edges: list[StrictFloat | StrictInt] = Field(min_length=1, max_length=1000)
+
+    @field_validator("edges")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if not all(math.isfinite(x) for x in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("edges must be finite and strictly increasing")
+        return v
+
+
+class SplitSpec(Connection):
+    """Where the per-arm telemetry of a randomised split is in Prometheus.
+
+    Attributes
+    ----------
+    interval_seconds : float
+        Tick length; ticks at ``k * interval_seconds``.
+    arm_label : str
+        The label whose value tells the arm (``rollouts_pod_template_hash``, ``version``, ...).
+    arms : dict
+        ``{"canary": <label value>, "stable": <label value>}``.
+    units : str
+        Selector of the counter of randomised units (requests, sessions), e.g. ``http_requests_total{job="api"}``.
+    events : dict
+        Event metric name -> selector of its counter.
+    histograms : dict
+        Continuous metric name -> :class:`HistogramQuery`.
+    """
+
+    interval_seconds: StrictFloat | StrictInt = Field(60, ge=1, le=86_400)
+    arm_label: str = Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    arms: dict[Literal["canary", "stable"], str] = Field(min_length=2, max_length=2)
+    units: str = Field(pattern=_SELECTOR, max_length=4096)
+    events: dict[str, str] = Field(default_factory=dict)
+    histograms: dict[str, HistogramQuery] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitSpec:
+        if self.arms["canary"] == self.arms["stable"]:
+            raise ValueError("arms.canary and arms.stable must be different label values")
+        for name, sel in self.events.items():
+            if not _re_match(sel):
+                raise ValueError(f"events.{name}: {sel!r} is not a series selector (metric{{matchers}})")
+        both = sorted(set(self.events) & set(self.histograms))
+        if both:
+            raise ValueError(f"metrics {both} are both events and histograms")
+        return self
+
+
+def _re_match(sel: str) -> bool:
+    return re.match(_SELECTOR, sel) is not None
+
+
+def _iso(t: float) -> str:
+    spec = "seconds" if float(t).is_integer() else "milliseconds"
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+class _Series:
+    """Raw samples of one series, sorted by time."""
+
+    __slots__ = ("labels", "ts", "vs")
+
+    def __init__(self, labels: dict[str, str], samples: Sequence[tuple[float, float]]) -> None:
+        self.labels = labels
+        pts = sorted(samples)
+        self.ts = [t for t, _ in pts]
+        self.vs = [v for _, v in pts]
+
+    def increment(self, lo: float, hi: float) -> float | None:
+        """Counter increase between the last samples at or before ``lo`` and ``hi``; None when it is
+        unknown (no sample at or before ``lo`` while one is in ``(lo, hi]``, a reset, a non-finite
+        value); 0 when the series has no sample at or before ``hi``."""
+        j = bisect.bisect_right(self.ts, hi)
+        if j == 0:
+            return 0.0
+        i = bisect.bisect_right(self.ts, lo)
+        if i == 0:
+            return None  # first seen in this tick
+        seg = self.vs[i - 1:j]
+        if not all(math.isfinite(v) for v in seg) or any(b < a for a, b in zip(seg, seg[1:])):
+            return None
+        return seg[-1] - seg[0]
+
+
+class PrometheusSplitSource:
+    """Aggregated split ticks (see the module docstring) for grid times, from one Prometheus.
+
+    Parameters
+    ----------
+    spec : SplitSpec or dict
+    client : httpx.Client, optional
+        Injected client; by default one built from the spec's connection options under ``policy``.
+    """
+
+    def __init__(self, spec: SplitSpec | Mapping[str, Any], *, client: httpx.Client | None = None, policy: SecretPolicy | None = None) -> None:
+        self.spec = spec if isinstance(spec, SplitSpec) else SplitSpec.model_validate(dict(spec))
+        self.interval = float(self.spec.interval_seconds)
+        self._client = client or self.spec.client(policy)
+        self._arm_of = {v: k for k, v in self.spec.arms.items()}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _selectors(self) -> list[tuple[str, str, str]]:
+        out = [("units", "units", self.spec.units)]
+        out += [("events", n, s) for n, s in self.spec.events.items()]
+        return out + [("buckets", n, h.buckets) for n, h in self.spec.histograms.items()]
+
+    def _raw(self, selector: str, lo: float, hi: float) -> list[_Series]:
+        """Raw samples in ``(lo, hi]`` of every series of ``selector`` that carries one of the arms."""
+        window_ms = int(math.ceil((hi - lo) * 1000))
+        res = _matrix(self._client, self.spec.url, f"{selector}[{window_ms}ms]", hi)
+        return [_Series(lab, pts) for lab, pts in res if self._arm_of.get(lab.get(self.spec.arm_label, "")) is not None]
+
+    def grid(self, start: float, end: float) -> list[float]:
+        """Grid times ``k * interval`` in ``[start, end]``."""
+        k0, k1 = math.ceil(start / self.interval - 1e-9), math.floor(end / self.interval + 1e-9)
+        return [k * self.interval for k in range(k0, k1 + 1)]
+
+    def tick(self, at: float) -> dict[str, Any]:
+        """The tick at grid time ``at``."""
+        return self.ticks([at])[0]
+
+    def range(self, start: float, end: float) -> list[dict[str, Any]]:
+        """Ticks at every grid time in ``[start, end]``, in order (backfill)."""
+        return self.ticks(self.grid(start, end))
+
+    def ticks(self, times: Sequence[float]) -> list[dict[str, Any]]:
+        """Ticks at increasing ``times`` (each covering ``(t - interval, t]``).
+
+        Raises
+        ------
+        PromUnavailable, PromAPIError
+            Nothing was read (the caller retries the same times later).
+        """
+        times = [float(t) for t in times]
+        if any(b <= a for a, b in zip(times, times[1:])):
+            raise InputError("times must be strictly increasing", column="times")
+        out: list[dict[str, Any]] = []
+        for c in range(0, len(times), CHUNK):
+            out += self._ticks(times[c:c + CHUNK])
+        return out
+
+    def _ticks(self, times: list[float]) -> list[dict[str, Any]]:
+        lo, hi = times[0] - self.interval - LOOKBACK, times[-1]
+        series = {(kind, name): self._raw(sel, lo, hi) for kind, name, sel in self._selectors()}
+        ticks = []
+        for t in times:
+            arms: dict[str, dict[str, Any]] = {arm: {"units": None, "events": {}, "buckets": {}} for arm in ("canary", "stable")}
+            for (kind, name), ss in series.items():
+                for arm in arms:
+                    mine = [s for s in ss if self._arm_of[s.labels[self.spec.arm_label]] == arm]
+                    if kind == "buckets":
+                        counts = self._buckets(name, arm, mine, t)
+                    else:
+                        counts = _sum_increments(mine, t - self.interval, t)
+                    if counts is None:
+                        continue
+                    if kind == "units":
+                        arms[arm]["units"] = counts
+                    else:
+                        arms[arm][kind][name] = counts
+            ticks.append({"timestamp": _iso(t), "arms": arms, "tier": None})
+        return ticks
+
+    def _buckets(self, name: str, arm: str, series: list[_Series], t: float) -> list[int] | None:
+        edges = [float(e) for e in self.spec.histograms[name].edges] + [math.inf]
+        by_le: dict[float, list[_Series]] = {}
+        for s in series:
+            try:
+                le = float(s.labels.get("le", "nan"))
+            except ValueError:
+                le = math.nan
+            by_le.setdefault(le, []).append(s)
+        if not by_le:
+            return None
+        if sorted(by_le) != edges:
+            log.warning("histogram %s, arm %s: le values %s are not the edges %s plus +Inf (treated as missing)", name, arm, sorted(by_le), edges[:-1])
+            return None
+        cum = []
+        for le in edges:
+            c = _sum_increments(by_le[le], t - self.interval, t)
+            if c is None:
+                return None
+            cum.append(c)
+        counts = [cum[0]] + [b - a for a, b in zip(cum, cum[1:])]
+        if any(c < 0 for c in counts):
+            log.warning("histogram %s, arm %s at %s: cumulative buckets decrease across le (treated as missing)", name, arm, _iso(t))
+            return None
+        return counts
+
+    def validate(self, at: float) -> list[str]:
+        """Evaluate every selector once at ``at``: it must parse, be a series selector, carry the arm
+        label, and (histograms) have exactly the configured edges plus ``+Inf`` as ``le`` per arm.
+        Returns warnings for an arm without series now.
+
+        Raises
+        ------
+        InputError
+            Naming the metric, the selector and what is wrong.
+        PromUnavailable
+            The server could not answer.
+        """
+        warnings = []
+        for kind, name, sel in self._selectors():
+            where = f"prometheus_split.{kind}.{name}" if kind != "units" else "prometheus_split.units"
+            try:
+                res = query_instant(self._client, self.spec.url, sel, at)
+                _matrix(self._client, self.spec.url, f"{sel}[{int(self.interval * 1000)}ms]", at)  # must be a selector
+            except PromAPIError as exc:
+                raise InputError(f"selector {sel!r} refused by prometheus: {exc}", column=where) from None
+            for arm, value in self.spec.arms.items():
+                mine = [lab for lab, _ in res if lab.get(self.spec.arm_label) == value]
+                if not mine:
+                    warnings.append(f"{where}: no series with {self.spec.arm_label}={value!r} ({arm}) now; missing until there is one")
+                    continue
+                if kind == "buckets":
+                    seen = sorted({lab.get("le", "") for lab in mine})
+                    want = [float(e) for e in self.spec.histograms[name].edges] + [math.inf]
+                    if sorted(float(x) if _is_float(x) else math.nan for x in seen) != want:
+                        raise InputError(f"selector {sel!r}, {arm} arm: bucket bounds le={seen} are not the edges {self.spec.histograms[name].edges} plus +Inf", column=where)
+        return warnings
+
+
+def _is_float(x: str) -> bool:
+    try:
+        float(x)
+    except ValueError:
+        return False
+    return True
+
+
+def _sum_increments(series: Sequence[_Series], lo: float, hi: float) -> int | None:
+    if not series:
+        return None
+    total = 0.0
+    for s in series:
+        inc = s.increment(lo, hi)
+        if inc is None:
+            return None
+        total += inc
+    return int(round(total))
+
+
+def _matrix(client: httpx.Client, url: str, expr: str, at: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+    """Instant query of a range-vector selector: raw samples per series."""
+    data = _api(client, url, "/api/v1/query", {"query": expr, "time": repr(float(at))})
+    if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+        raise PromAPIError(200, "result_type", f"{expr!r} is not a range-vector selector")
+    out = []
+    for s in data["result"]:
+        try:
+            out.append(({str(k): str(v) for k, v in s["metric"].items()}, [(float(t), _value(v)) for t, v in s["values"]]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise PromUnavailable("malformed matrix element") from None
+    return out
+
+
+def split_ticks(spec: SplitSpec | Mapping[str, Any], start: float, end: float, *, policy: SecretPolicy | None = None,
+                client: httpx.Client | None = None) -> list[dict[str, Any]]:
+    """Split ticks at every grid time in ``[start, end]`` (what the split gate's service wiring calls
+    for one tick, ``start == end``, or for a backfill).
+
+    Raises
+    ------
+    PromUnavailable, PromAPIError
+    """
+    src = PrometheusSplitSource(spec, client=client, policy=policy)
+    try:
+        return src.range(start, end)
+    finally:
+        src.close()

@@ -630,7 +630,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def _start_puller(aid: str, spec: dict[str, Any]) -> None:
         if aid in pullers:
             return
-        p = PrometheusPuller(manager, aid, spec, stop, policy=policy)
+        try:
+            p = PrometheusPuller(manager, aid, spec, stop, policy=policy)
+        except ValidationError as exc:  # a stored spec this version cannot read: report it, do not fail the service
+            log.error("analysis %s: prometheus spec unusable, no poller: %s", aid, exc.errors()[0].get("msg"))
+            return
         pullers[aid] = p
         p.start()
 

@@ -9,21 +9,25 @@ randomised-split gate ingests::
      "tier": null}
 
 How counts are read. Prometheus keeps cumulative counters (``_total``, ``_count``, histogram
-``_bucket{le}``) per series (pod, instance, ...). For every series this source reads the raw samples
-(a range-vector selector, no ``rate``/``increase``: those extrapolate to the window's edges and give
-fractions that are not counts) and takes, per tick, the last sample at or before ``t`` minus the last
-sample at or before ``t - interval``. Each increment is therefore counted in exactly one tick (the one
-whose window holds the scrape that first saw it), and the ticks of a run add up to the counters' total
-increase. Series are summed per arm (the value of ``arm_label``, e.g. Argo's
-``rollouts_pod_template_hash``); histogram buckets are summed per ``le`` and then differenced across
-``le`` into non-cumulative counts on the metric's edges (Prometheus ``le`` semantics: a value equal to
-an edge is in the bucket whose upper edge it is).
+``_bucket{le}``) per series (pod, instance, ...). For every series this source reads its value at each
+grid time as Prometheus evaluates it (``query_range`` of the plain selector with step ``interval``:
+the last sample at or before ``t``, unless the series is stale or has no sample in the lookback) and
+its raw samples (a range-vector selector), and takes, per tick, the value at ``t`` minus the value at
+``t - interval``. No ``rate``/``increase``: those extrapolate to the window's edges and give fractions
+that are not counts. Each increment is counted in exactly one tick (the one whose window holds the
+scrape that first saw it), and the ticks of a run add up to the counters' total increase. Series are
+summed per arm (the value of ``arm_label``, e.g. Argo's ``rollouts_pod_template_hash``); histogram
+buckets are summed per ``le`` and then differenced across ``le`` into non-cumulative counts on the
+metric's edges (Prometheus ``le`` semantics: a value equal to an edge is in the bucket whose upper edge
+it is).
 
 Never invented: for an arm, a metric is missing at a tick (absent from the arm's ``events`` /
-``buckets``; ``units`` is null) when any of its series has a counter reset in the tick (a decrease
-between consecutive samples), first appears in the tick (its earlier count is unknown), has a
-non-finite value, or when the histogram's ``le`` values are not exactly the configured edges plus
-``+Inf`` or its differenced counts are negative. An arm without any series for a metric has it missing.
+``buckets``; ``units`` is null) when any of its series exists at only one end of the tick (it appears:
+a new pod, whose earlier count is unknown; or it goes stale: a pod gone or a target Prometheus cannot
+scrape, whose last increments are unknown), has a counter reset in the tick (a raw sample smaller than
+the one before), has a non-finite value, when no series of the arm exists at either end, when the
+histogram's ``le`` values are not exactly the configured edges plus ``+Inf``, or when its differenced
+counts are negative. Times must be grid times ``k * interval``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import httpx
 from pydantic import Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from .._exceptions import InputError
-from ._prometheus_http import Connection, PromAPIError, PromUnavailable, SecretPolicy, _api, _Strict, _value, query_instant
+from ._prometheus_http import Connection, PromAPIError, PromUnavailable, SecretPolicy, _api, _Strict, _value, query_instant, query_range
 
 __all__ = ["HistogramQuery", "PrometheusSplitSource", "SplitSpec", "split_ticks"]
 
@@ -117,31 +121,46 @@ def _iso(t: float) -> str:
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
+def _ms(t: float) -> int:
+    return int(round(t * 1000))
+
+
+#: increment of a series that does not exist at either end of a tick
+_ABSENT = object()
+
+
 class _Series:
-    """Raw samples of one series, sorted by time."""
+    """One series: its values at the grid times as Prometheus evaluates them (``at``, milliseconds ->
+    value; absent when the series is stale or has no sample in the lookback) and its raw samples."""
 
-    __slots__ = ("labels", "ts", "vs")
+    __slots__ = ("at", "labels", "ts", "vs")
 
-    def __init__(self, labels: dict[str, str], samples: Sequence[tuple[float, float]]) -> None:
+    def __init__(self, labels: dict[str, str]) -> None:
         self.labels = labels
+        self.at: dict[int, float] = {}
+        self.ts: list[float] = []
+        self.vs: list[float] = []
+
+    def set_raw(self, samples: Sequence[tuple[float, float]]) -> None:
         pts = sorted(samples)
         self.ts = [t for t, _ in pts]
         self.vs = [v for _, v in pts]
 
-    def increment(self, lo: float, hi: float) -> float | None:
-        """Counter increase between the last samples at or before ``lo`` and ``hi``; None when it is
-        unknown (no sample at or before ``lo`` while one is in ``(lo, hi]``, a reset, a non-finite
-        value); 0 when the series has no sample at or before ``hi``."""
-        j = bisect.bisect_right(self.ts, hi)
-        if j == 0:
-            return 0.0
-        i = bisect.bisect_right(self.ts, lo)
-        if i == 0:
-            return None  # first seen in this tick
-        seg = self.vs[i - 1:j]
-        if not all(math.isfinite(v) for v in seg) or any(b < a for a, b in zip(seg, seg[1:])):
+    def increment(self, lo: float, hi: float) -> Any:
+        """Counter increase from grid time ``lo`` to ``hi``; :data:`_ABSENT` when the series exists at
+        neither; None when it is unknown: the series exists at only one of them (it appears, or goes
+        stale: a new pod, a target that cannot be scraped), a value is not finite, or a raw sample
+        between them is smaller than the one before (a counter reset)."""
+        a, b = self.at.get(_ms(lo)), self.at.get(_ms(hi))
+        if a is None and b is None:
+            return _ABSENT
+        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b < a:
             return None
-        return seg[-1] - seg[0]
+        i, j = bisect.bisect_right(self.ts, lo), bisect.bisect_right(self.ts, hi)
+        seg = self.vs[max(i - 1, 0):j]
+        if not all(math.isfinite(v) for v in seg) or any(y < x for x, y in zip(seg, seg[1:])):
+            return None
+        return b - a
 
 
 class PrometheusSplitSource:
@@ -168,11 +187,26 @@ class PrometheusSplitSource:
         out += [("events", n, s) for n, s in self.spec.events.items()]
         return out + [("buckets", n, h.buckets) for n, h in self.spec.histograms.items()]
 
-    def _raw(self, selector: str, lo: float, hi: float) -> list[_Series]:
-        """Raw samples in ``(lo, hi]`` of every series of ``selector`` that carries one of the arms."""
-        window_ms = int(math.ceil((hi - lo) * 1000))
-        res = _matrix(self._client, self.spec.url, f"{selector}[{window_ms}ms]", hi)
-        return [_Series(lab, pts) for lab, pts in res if self._arm_of.get(lab.get(self.spec.arm_label, "")) is not None]
+    def _series(self, selector: str, times: list[float]) -> list[_Series]:
+        """Every series of ``selector`` carrying one of the arms: its values at the grid times
+        ``times[0] - interval, ..., times[-1]`` (``query_range``, Prometheus' staleness and lookback
+        apply) and its raw samples from :data:`LOOKBACK` seconds before the first of them."""
+        start, end = times[0] - self.interval, times[-1]
+        found: dict[tuple[tuple[str, str], ...], _Series] = {}
+
+        def get(lab: dict[str, str]) -> _Series | None:
+            if lab.get(self.spec.arm_label, "") not in self._arm_of:
+                return None
+            return found.setdefault(tuple(sorted(lab.items())), _Series(lab))
+
+        for lab, pts in query_range(self._client, self.spec.url, selector, start, end, self.interval):
+            if (s := get(lab)) is not None:
+                s.at = {_ms(t): v for t, v in pts.items()}
+        window_ms = int(math.ceil((end - start + LOOKBACK) * 1000))
+        for lab, raw in _matrix(self._client, self.spec.url, f"{selector}[{window_ms}ms]", end):
+            if (s := get(lab)) is not None:
+                s.set_raw(raw)
+        return list(found.values())
 
     def grid(self, start: float, end: float) -> list[float]:
         """Grid times ``k * interval`` in ``[start, end]``."""
@@ -198,14 +232,16 @@ class PrometheusSplitSource:
         times = [float(t) for t in times]
         if any(b <= a for a, b in zip(times, times[1:])):
             raise InputError("times must be strictly increasing", column="times")
+        off = [t for t in times if abs(t / self.interval - round(t / self.interval)) > 1e-9]
+        if off:
+            raise InputError(f"time {off[0]!r} is not on the grid k * {self.interval}", column="times")
         out: list[dict[str, Any]] = []
         for c in range(0, len(times), CHUNK):
             out += self._ticks(times[c:c + CHUNK])
         return out
 
     def _ticks(self, times: list[float]) -> list[dict[str, Any]]:
-        lo, hi = times[0] - self.interval - LOOKBACK, times[-1]
-        series = {(kind, name): self._raw(sel, lo, hi) for kind, name, sel in self._selectors()}
+        series = {(kind, name): self._series(sel, times) for kind, name, sel in self._selectors()}
         ticks = []
         for t in times:
             arms: dict[str, dict[str, Any]] = {arm: {"units": None, "events": {}, "buckets": {}} for arm in ("canary", "stable")}
@@ -293,15 +329,17 @@ def _is_float(x: str) -> bool:
 
 
 def _sum_increments(series: Sequence[_Series], lo: float, hi: float) -> int | None:
-    if not series:
-        return None
-    total = 0.0
+    """Sum of the series' increments from ``lo`` to ``hi``, rounded; None when one is unknown or no
+    series exists at either time."""
+    total, seen = 0.0, False
     for s in series:
         inc = s.increment(lo, hi)
+        if inc is _ABSENT:
+            continue
         if inc is None:
             return None
-        total += inc
-    return int(round(total))
+        total, seen = total + inc, True
+    return int(round(total)) if seen else None
 
 
 def _matrix(client: httpx.Client, url: str, expr: str, at: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:

@@ -45,7 +45,7 @@ class AuthProxy:
     (cert, key[, client CA]) it serves HTTPS, and with a client CA it requires a client certificate."""
 
     def __init__(self, upstream: str, *, bearer: str | None = None, basic: tuple[str, str] | None = None,
-                 header: tuple[str, str] | None = None, tls: tuple[Path, Path, Path | None] | None = None) -> None:
+                 header: tuple[str, str] | None = None, tls: tuple[Path, Path, Path | None] | None = None, port: int = 0) -> None:
         self.seen: list[dict[str, str]] = []
         proxy = self
 
@@ -66,7 +66,7 @@ class AuthProxy:
                     r = httpx.get(upstream + self.path, timeout=10)
                     self.reply(r.status_code, r.content, "application/json")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), H)
         scheme = "http"
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -176,7 +176,7 @@ def test_queries_validated_at_creation(stack, tmp_path):
 def test_poller_through_bearer_proxy_then_server_goes_away(stack, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("DEPLOYSIGNAL_SECRET_PROM", TOKEN)
     proxy = AuthProxy(stack.prom.url, bearer=TOKEN)
-    spec = {"address": proxy.url, "interval_seconds": 1, "canary": Q, "failing_after": 2, "stop_after_failures": 4}
+    spec = {"address": proxy.url, "interval_seconds": 1, "canary": Q, "failing_after": 2, "stop_after_failures": 8}
     caplog.set_level(logging.INFO)
     try:
         with make_client(tmp_path) as c:
@@ -188,7 +188,20 @@ def test_poller_through_bearer_proxy_then_server_goes_away(stack, tmp_path, monk
             body = c.get("/v1/analyses/authd", headers=R)
             assert body.json()["poller"]["state"] == "running" and body.json()["poller"]["consecutive_failures"] == 0
             texts = [body.text, c.get("/v1/analyses", headers=R).text, c.get("/v1/analyses/authd/audit", headers=R).text]
-            proxy.stop()  # the server goes away
+            # an outage: failing while it lasts, then the missed grid times are backfilled in order
+            port = proxy.server.server_address[1]
+            proxy.stop()
+            n_out = c.get("/v1/analyses/authd", headers=R).json()["n_ticks"]
+            _wait(lambda: c.get("/v1/analyses/authd", headers=R).json()["poller"]["state"] == "failing", every=0.1)
+            time.sleep(1.0)
+            assert c.get("/v1/analyses/authd", headers=R).json()["n_ticks"] <= n_out + 1  # (a poll may have been in flight)
+            proxy = AuthProxy(stack.prom.url, bearer=TOKEN, port=port)
+            p = _wait(lambda: (b := c.get("/v1/analyses/authd", headers=R).json()["poller"])["state"] == "running" and b["backfilled_ticks"] >= 2 and b)
+            assert p["consecutive_failures"] == 0 and p["reason"] == "polling"
+            gates = [json.loads(ln)["record"] for ln in c.get("/v1/analyses/authd/audit", headers=R).text.splitlines()[1:]]
+            ts = [g["timestamp"] for g in gates if g["family"] == "gate"]
+            assert all(b - a == 1.0 for a, b in zip(ts, ts[1:])), ts  # the outage left no gap and nothing twice
+            proxy.stop()  # the server goes away for good
             seen = set()
 
             def stopped():
@@ -198,7 +211,7 @@ def test_poller_through_bearer_proxy_then_server_goes_away(stack, tmp_path, monk
 
             p = _wait(stopped, timeout=60, every=0.1)
             assert "failing" in seen  # reported while it kept trying
-            assert p["reason"] == "prometheus failed 4 polls in a row; nothing more is ingested" and p["consecutive_failures"] == 4
+            assert p["reason"] == "prometheus failed 8 polls in a row; nothing more is ingested" and p["consecutive_failures"] == 8
             assert "PromUnavailable" in p["last_error"] and p["since"].endswith("Z")
             v1 = c.get("/v1/analyses/authd", headers=R).json()
             time.sleep(2.5)

@@ -352,3 +352,26 @@ def test_split_validation_names_what_is_wrong(stack, tmp_path):
     sp.write_text(json.dumps(bad_edges))
     res = CliRunner().invoke(cli_app, ["prometheus", "check", str(sp)])
     assert res.exit_code == 2 and "bucket bounds" in res.output
+
+
+def test_rotated_secret_is_read_again_after_a_401(stack, tmp_path):
+    sdir = tmp_path / "secrets"
+    sdir.mkdir()
+    (sdir / "token").write_text("first-token\n")
+    proxy = AuthProxy(stack.prom.url, bearer="first-token")
+    port = proxy.server.server_address[1]
+    spec = {"address": proxy.url, "interval_seconds": 1, "canary": Q, "authentication": {"bearer": {"file": str(sdir / "token")}}}
+    try:
+        with make_client(tmp_path, secrets_dir=str(sdir)) as c:
+            assert c.post("/v1/analyses", json={"config": stack.cfg, "id": "rot", "prometheus": spec}, headers=W).status_code == 201
+            _wait(lambda: c.get("/v1/analyses/rot", headers=R).json()["n_ticks"] >= 2)
+            proxy.stop()
+            (sdir / "token").write_text("second-token\n")  # the Secret is rotated: server and file change together
+            proxy = AuthProxy(stack.prom.url, bearer="second-token", port=port)
+            _wait(lambda: c.get("/v1/analyses/rot", headers=R).json()["poller"]["consecutive_failures"] >= 1, every=0.1)
+            n = c.get("/v1/analyses/rot", headers=R).json()["n_ticks"]
+            p = _wait(lambda: (b := c.get("/v1/analyses/rot", headers=R).json())["n_ticks"] >= n + 2 and b["poller"])
+            assert p["state"] == "running" and p["consecutive_failures"] == 0
+            assert any(h.get("authorization") == "Bearer second-token" for h in proxy.seen)
+    finally:
+        proxy.stop()

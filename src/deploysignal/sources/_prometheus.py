@@ -277,6 +277,7 @@ class PrometheusPuller(threading.Thread):
     the analysis holds ``max_ticks`` ticks, the service shuts down, the connection cannot be built, or
     after ``stop_after_failures`` failed polls in a row. A stopped poller ingests nothing more, so the
     verdict stays what the ingested ticks gave: a server that went away never leads to a proceed.
+    After a 401 or 403 the secrets are read again before the next poll (a rotated credential).
     """
 
     def __init__(self, manager: Any, analysis_id: str, spec: Mapping[str, Any], stop: threading.Event, *,
@@ -377,12 +378,25 @@ class PrometheusPuller(threading.Thread):
             except (PromUnavailable, PromAPIError) as exc:
                 if self._failed(exc) or self.stop_event.wait(self.interval):
                     break
+                if isinstance(exc, PromAPIError) and exc.status in (401, 403) and self._client is None:
+                    self._reconnect()  # a rotated secret (a remounted Secret, a new variable) is read again
                 continue
             done, next_at = self._ingest(ticks, backfill=n_due > 1)
             if done:
                 break
         if self._status["state"] != "stopped":
             self._set("stopped", "service shutting down")
+
+    def _reconnect(self) -> None:
+        """Rebuild the HTTP client, reading the secrets again; keep the old one if that fails."""
+        assert self.source is not None
+        try:
+            fresh = PrometheusSource(self.spec.url, self.spec.canary, self.spec.control, connection=self.spec, policy=self.policy)
+        except InputError as exc:
+            log.warning("analysis %s: secrets cannot be read again: %s", self.aid, exc)
+            return
+        self.source.close()
+        self.source = fresh
 
     def _ingest(self, ticks: Sequence[dict[str, Any]], *, backfill: bool) -> tuple[bool, float | None]:
         """Ingest ``ticks`` in order; (stop, next grid time to read)."""

@@ -171,6 +171,12 @@ def test_queries_validated_at_creation(stack, tmp_path):
         r = c.post("/v1/analyses", json={**base, "id": "absent", "prometheus": prom(canary={**Q, "error_rate": "ds_gauge{signal='nope'}"}, max_ticks=1)}, headers=W)
         assert r.status_code == 201, r.text
         assert r.json()["warnings"] == ["prometheus.canary.error_rate: query \"ds_gauge{signal='nope'}\" returns no series now (absent); its ticks are missing until it does"]
+    # the same checks from the command line
+    for spec, code, text in ((prom(), 0, "ok:"), (prom(canary={"x": "ds_two"}), 2, "pod=['a', 'b']"),
+                             (prom(address=f"http://127.0.0.1:{free_port()}"), 5, "cannot be reached")):
+        (tmp_path / "p.yaml").write_text(json.dumps(spec))  # JSON is YAML
+        res = CliRunner().invoke(cli_app, ["prometheus", "check", str(tmp_path / "p.yaml")])
+        assert res.exit_code == code and text in res.output, res.output
 
 
 def test_poller_through_bearer_proxy_then_server_goes_away(stack, tmp_path, monkeypatch, caplog):

@@ -196,3 +196,20 @@ def test_poller_that_cannot_reach_the_server_ingests_nothing_then_stops():
     st = p.status()
     assert st["state"] == "stopped" and st["reason"] == "prometheus failed 2 polls in a row; nothing more is ingested"
     assert "failing" in states and st["consecutive_failures"] == 2 and "ConnectError" in st["last_error"] and st["since"] == "1970-01-01T00:01:40Z"
+
+
+def test_range_fetch_matches_grid_times_to_the_millisecond():
+    seen = {}
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        p = req.url.params
+        seen.update(p)
+        start, end, step = (int(round(float(p[k]) * 1000)) for k in ("start", "end", "step"))  # the server works in ms
+        vals = [[t / 1000, str(t / 1000)] for t in range(start, end + 1, step)]
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": vals}]}})
+
+    src = PrometheusSource("http://prom", {"a": "q"}, client=httpx.Client(transport=httpx.MockTransport(handler)))
+    times = [600_000_001 * 2.7 + i * 2.7 for i in range(3)]  # 1620000008.1000001: not what the server echoes
+    assert times[2] != 1620000008.1
+    assert [t["values"]["a"] for t in src.fetch(times)] == [1620000002.7, 1620000005.4, 1620000008.1]
+    src.close()

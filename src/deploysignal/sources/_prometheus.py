@@ -216,8 +216,9 @@ class PrometheusSource:
                 for i in range(0, len(times), RANGE_CHUNK):
                     part = times[i:i + RANGE_CHUNK]
                     res = self._retry(lambda e=expr, p=part: query_range(self._client, self.url, e, p[0], p[-1], step))
+                    by_ms = [{int(round(u * 1000)): v for u, v in pts.items()} for _, pts in res]  # Prometheus' times are milliseconds
                     for t in part:
-                        vals = [pts[t] for _, pts in res if t in pts]
+                        vals = [pts[k] for pts in by_ms if (k := int(round(t * 1000))) in pts]
                         col[t] = vals[0] if len(vals) == 1 else math.nan
             cols[(side, name)] = col
 
@@ -305,15 +306,17 @@ class PrometheusPuller(threading.Thread):
         return {**self._status, **self._counts}
 
     # ------------------------------------------------------------------ loop
-    def _start_time(self) -> float | None:
-        """The first grid time to read; None when the analysis already holds ``max_ticks`` ticks."""
+    def _start_k(self) -> int | None:
+        """Grid index ``k`` of the first grid time to read (grid times are ``k * interval``, computed
+        from the integer so every process gets the same float); None when the analysis already holds
+        ``max_ticks`` ticks."""
         row = self.manager.store.get(self.aid)
         if self.max_ticks is not None and row.n_ticks >= self.max_ticks:
             return None
         if row.last_ts is not None:
-            return math.floor(float(row.last_ts) / self.interval) * self.interval + self.interval
+            return math.floor(float(row.last_ts) / self.interval + 1e-9) + 1
         created = _dt.datetime.fromisoformat(row.created).timestamp()
-        return math.ceil(created / self.interval) * self.interval
+        return math.ceil(created / self.interval - 1e-9)
 
     def _failed(self, exc: Exception) -> bool:
         """Record a failed poll; True when the poller must stop."""
@@ -347,32 +350,32 @@ class PrometheusPuller(threading.Thread):
         except InputError as exc:
             self._set("stopped", f"connection cannot be built: {exc}")
             return
-        next_at: float | None = None
+        next_k: int | None = None
         while not self.stop_event.is_set():
-            if next_at is None:
+            if next_k is None:
                 try:
-                    next_at = self._start_time()
+                    next_k = self._start_k()
                 except Exception as exc:  # noqa: BLE001 - store unavailable: a failed poll
                     if self._failed(exc) or self.stop_event.wait(self.interval):
                         break
                     continue
-                if next_at is None:
+                if next_k is None:
                     self._set("stopped", f"max_ticks reached ({self.max_ticks})")
                     break
             now = self.clock()
-            if next_at > now:
-                if self.stop_event.wait(next_at - now):
+            if next_k * self.interval > now:
+                if self.stop_event.wait(next_k * self.interval - now):
                     break
                 continue
-            end = math.floor(now / self.interval) * self.interval
-            n_due = int(round((end - next_at) / self.interval)) + 1
+            end_k = max(next_k, math.floor(now / self.interval))
             keep = int(self.spec.max_backfill_seconds // self.interval) + 1
-            if n_due > keep:
-                skipped = n_due - keep
+            if end_k - next_k + 1 > keep:
+                skipped = end_k - next_k + 1 - keep
                 self._counts["skipped_ticks"] += skipped
                 log.warning("analysis %s: %d missed grid times older than max_backfill_seconds=%s are skipped", self.aid, skipped, self.spec.max_backfill_seconds)
-                next_at, n_due = end - (keep - 1) * self.interval, keep
-            times = [next_at + i * self.interval for i in range(n_due)]
+                next_k = end_k - keep + 1
+            n_due = end_k - next_k + 1
+            times = [k * self.interval for k in range(next_k, end_k + 1)]
             try:
                 ticks = self.source.fetch(times)
             except (PromUnavailable, PromAPIError) as exc:
@@ -381,7 +384,7 @@ class PrometheusPuller(threading.Thread):
                 if isinstance(exc, PromAPIError) and exc.status in (401, 403) and self._client is None:
                     self._reconnect()  # a rotated secret (a remounted Secret, a new variable) is read again
                 continue
-            done, next_at = self._ingest(ticks, backfill=n_due > 1)
+            done, next_k = self._ingest(ticks, backfill=n_due > 1)
             if done:
                 break
         if self._status["state"] != "stopped":
@@ -398,8 +401,8 @@ class PrometheusPuller(threading.Thread):
         self.source.close()
         self.source = fresh
 
-    def _ingest(self, ticks: Sequence[dict[str, Any]], *, backfill: bool) -> tuple[bool, float | None]:
-        """Ingest ``ticks`` in order; (stop, next grid time to read)."""
+    def _ingest(self, ticks: Sequence[dict[str, Any]], *, backfill: bool) -> tuple[bool, int | None]:
+        """Ingest ``ticks`` in order; (stop, grid index of the next time to read)."""
         for tick in ticks:
             at = tick["timestamp"]
             try:
@@ -410,7 +413,7 @@ class PrometheusPuller(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - the store failed: retry this tick next interval
                 if self._failed(exc) or self.stop_event.wait(self.interval):
                     return True, None
-                return False, at
+                return False, int(round(at / self.interval))
             self.polled += 1
             if not resp.get("duplicate"):
                 self._counts["ticks_ingested"] += 1
@@ -424,4 +427,4 @@ class PrometheusPuller(threading.Thread):
                 return True, None
         if self._status["state"] != "running" or self._status["reason"] != "polling":
             self._set("running", "polling")
-        return False, (ticks[-1]["timestamp"] + self.interval) if ticks else None
+        return False, (int(round(ticks[-1]["timestamp"] / self.interval)) + 1) if ticks else None

@@ -358,6 +358,9 @@ def test_split_validation_names_what_is_wrong(stack, tmp_path):
     sp.write_text(json.dumps(bad_edges))
     res = CliRunner().invoke(cli_app, ["prometheus", "check", str(sp)])
     assert res.exit_code == 2 and "bucket bounds" in res.output
+    sp.write_text(json.dumps({**SPLIT, "address": stack.prom.url, "units": 'ds_requests_total{pod=~"("}'}))  # a regex Prometheus refuses
+    res = CliRunner().invoke(cli_app, ["prometheus", "split-ticks", str(sp), "--start", "2026-12-07T10:00:00Z", "--end", "2026-12-07T10:00:10Z"])
+    assert res.exit_code == 2 and "refused" in res.output and "bad_data" in res.output, res.output
 
 
 def test_rotated_secret_is_read_again_after_a_401(stack, tmp_path):

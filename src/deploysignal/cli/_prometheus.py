@@ -22,7 +22,7 @@ from rich.console import Console
 
 from .._exceptions import InputError
 from .._text import read_utf8
-from ..sources import PrometheusSource, PrometheusSplitSource, PromUnavailable, PullSpec, SplitSpec
+from ..sources import PromAPIError, PrometheusSource, PrometheusSplitSource, PromUnavailable, PullSpec, SplitSpec
 from ._app import _guard
 
 __all__ = ["app"]
@@ -102,6 +102,8 @@ def split_ticks_cmd(
     except PromUnavailable as exc:
         err.print(f"[red]error[/red]: prometheus at {s.url} cannot be reached: {exc}")
         raise typer.Exit(5) from None
+    except PromAPIError as exc:
+        raise InputError(f"prometheus refused a query of {spec}: {exc}") from None
     finally:
         src.close()
     text = "".join(json.dumps(t, separators=(",", ":"), sort_keys=True) + "\n" for t in ticks)

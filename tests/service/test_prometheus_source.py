@@ -213,3 +213,37 @@ def test_range_fetch_matches_grid_times_to_the_millisecond():
     assert times[2] != 1620000008.1
     assert [t["values"]["a"] for t in src.fetch(times)] == [1620000002.7, 1620000005.4, 1620000008.1]
     src.close()
+
+
+def test_answers_are_classified_failures_never_data(caplog):
+    from deploysignal.sources import PromAPIError, PromUnavailable
+    from deploysignal.sources._prometheus_http import query_instant
+
+    ok = {"status": "success", "warnings": ["store s1 unreachable"], "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, "2"]}]}}
+    answers = {
+        "warn": httpx.Response(200, json=ok),
+        "busy": httpx.Response(503, json={"status": "error", "errorType": "timeout", "error": "query timed out"}),
+        "limit": httpx.Response(429, text="slow down"),
+        "html": httpx.Response(200, text="<html>login</html>"),
+        "bad": httpx.Response(400, json={"status": "error", "errorType": "bad_data", "error": "parse error"}),
+        "exec": httpx.Response(422, json={"status": "error", "errorType": "execution", "error": "many-to-many matching not allowed"}),
+        "auth": httpx.Response(401, text="Unauthorized"),
+        "matrix": httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": []}}),
+    }
+    sent = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        sent.append(dict(req.url.params))
+        return answers[req.url.params["query"]]
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    with caplog.at_level("WARNING"):
+        assert query_instant(client, "http://prom", "warn", 1.0) == [({}, 2.0)]
+    assert "store s1 unreachable" in caplog.text and sent[0]["partial_response"] == "false"
+    for q in ("busy", "limit", "html"):
+        with pytest.raises(PromUnavailable):
+            query_instant(client, "http://prom", q, 1.0)
+    for q, status in (("bad", 400), ("exec", 422), ("auth", 401), ("matrix", 200)):
+        with pytest.raises(PromAPIError) as e:
+            query_instant(client, "http://prom", q, 1.0)
+        assert e.value.status == status

@@ -269,9 +269,13 @@ class PromAPIError(Exception):
 
 
 def _api(client: httpx.Client, url: str, path: str, params: Mapping[str, str]) -> dict[str, Any]:
-    """GET an API endpoint and return its ``data``; :class:`PromUnavailable` or :class:`PromAPIError`."""
+    """GET an API endpoint and return its ``data``; :class:`PromUnavailable` or :class:`PromAPIError`.
+
+    Asks for ``partial_response=false`` (Thanos answers with an error instead of data some of its
+    stores could not give: partial sums would look healthier than they are; Prometheus ignores the
+    parameter) and logs the response's ``warnings``."""
     try:
-        r = client.get(f"{url.rstrip('/')}{path}", params=params)
+        r = client.get(f"{url.rstrip('/')}{path}", params={**params, "partial_response": "false"})
     except httpx.HTTPError as exc:
         raise PromUnavailable(f"{exc.__class__.__name__}: {exc}") from None
     try:
@@ -289,6 +293,8 @@ def _api(client: httpx.Client, url: str, path: str, params: Mapping[str, str]) -
     data = body.get("data")
     if not isinstance(data, dict):
         raise PromUnavailable("response has no data object")
+    if body.get("warnings"):
+        log.warning("prometheus %s?query=%r answered with warnings: %s", path, params.get("query"), body["warnings"])
     return data
 
 

@@ -26,7 +26,7 @@ import httpx
 from pydantic import Field, StrictFloat, StrictInt, model_validator
 
 from .._exceptions import InputError
-from ._prometheus_http import Connection, PromAPIError, PromUnavailable, SecretPolicy, query_instant, query_range
+from ._prometheus_http import Connection, PromAPIError, PromUnavailable, SecretPolicy, iso_utc, query_instant, query_range
 
 __all__ = ["PrometheusPuller", "PrometheusSource", "PullSpec", "differing_labels", "parse_instant"]
 
@@ -259,10 +259,6 @@ class PrometheusSource:
         self._client.close()
 
 
-def _iso(t: float) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 class PrometheusPuller(threading.Thread):
     """Background poller feeding one service analysis (started by the service for pull-mode analyses).
 
@@ -298,7 +294,7 @@ class PrometheusPuller(threading.Thread):
     # ------------------------------------------------------------------ status
     def _set(self, state: str, reason: str, last_error: str | None = None) -> None:
         prev = self._status.get("state")
-        since = self._status.get("since") if prev == state else _iso(self.clock())
+        since = self._status.get("since") if prev == state else iso_utc(self.clock())
         self._status = {"state": state, "reason": reason, "since": since, "last_error": last_error, **self._counts}
 
     def status(self) -> dict[str, Any]:

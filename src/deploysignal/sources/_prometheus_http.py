@@ -17,6 +17,7 @@ saying they are not supported: no maintained library in this project's dependenc
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ __all__ = [
     "SecretPolicy",
     "SecretRef",
     "TLSConfig",
+    "iso_utc",
     "query_instant",
     "query_range",
 ]
@@ -296,6 +298,16 @@ def _api(client: httpx.Client, url: str, path: str, params: Mapping[str, str]) -
     if body.get("warnings"):
         log.warning("prometheus %s?query=%r answered with warnings: %s", path, params.get("query"), body["warnings"])
     return data
+
+
+def iso_utc(t: float) -> str:
+    """Epoch seconds as ISO-8601 UTC with ``Z``: whole seconds, or milliseconds when there is a fraction.
+
+    >>> iso_utc(1796637600.0), iso_utc(1796637600.25)
+    ('2026-12-07T10:00:00Z', '2026-12-07T10:00:00.250Z')
+    """
+    spec = "seconds" if float(t).is_integer() else "milliseconds"
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def _value(raw: Any) -> float:

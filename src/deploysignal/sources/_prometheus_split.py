@@ -33,7 +33,6 @@ counts are negative. Times must be grid times ``k * interval``.
 from __future__ import annotations
 
 import bisect
-import datetime as _dt
 import logging
 import math
 import re
@@ -44,7 +43,7 @@ import httpx
 from pydantic import Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from .._exceptions import InputError
-from ._prometheus_http import Connection, PromAPIError, PromUnavailable, SecretPolicy, _api, _Strict, _value, query_instant, query_range
+from ._prometheus_http import Connection, PromAPIError, PromUnavailable, SecretPolicy, _api, _Strict, _value, iso_utc, query_instant, query_range
 
 __all__ = ["HistogramQuery", "PrometheusSplitSource", "SplitSpec", "split_ticks"]
 
@@ -114,11 +113,6 @@ class SplitSpec(Connection):
 
 def _re_match(sel: str) -> bool:
     return re.match(_SELECTOR, sel) is not None
-
-
-def _iso(t: float) -> str:
-    spec = "seconds" if float(t).is_integer() else "milliseconds"
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def _ms(t: float) -> int:
@@ -258,7 +252,7 @@ class PrometheusSplitSource:
                         arms[arm]["units"] = counts
                     else:
                         arms[arm][kind][name] = counts
-            ticks.append({"timestamp": _iso(t), "arms": arms, "tier": None})
+            ticks.append({"timestamp": iso_utc(t), "arms": arms, "tier": None})
         return ticks
 
     def _buckets(self, name: str, arm: str, series: list[_Series], t: float) -> list[int] | None:
@@ -283,7 +277,7 @@ class PrometheusSplitSource:
             cum.append(c)
         counts = [cum[0]] + [b - a for a, b in zip(cum, cum[1:])]
         if any(c < 0 for c in counts):
-            log.warning("histogram %s, arm %s at %s: cumulative buckets decrease across le (treated as missing)", name, arm, _iso(t))
+            log.warning("histogram %s, arm %s at %s: cumulative buckets decrease across le (treated as missing)", name, arm, iso_utc(t))
             return None
         return counts
 

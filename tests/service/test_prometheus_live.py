@@ -384,3 +384,16 @@ def test_rotated_secret_is_read_again_after_a_401(stack, tmp_path):
             assert any(h.get("authorization") == "Bearer second-token" for h in proxy.seen)
     finally:
         proxy.stop()
+
+
+def test_two_sample_pull_reads_canary_and_control(stack, tmp_path):
+    ctl = {"p99_latency_ms": 'ds_gauge{signal="p99_latency_ms"} * 1.5', "error_rate": 'ds_gauge{signal="error_rate"}'}
+    spec = {"address": stack.prom.url, "interval_seconds": 1, "canary": Q, "control": ctl, "max_ticks": 3}
+    with make_client(tmp_path) as c:
+        r = c.post("/v1/analyses", json={"config": stack.cfg, "id": "ts", "mode": "two-sample", "prometheus": spec}, headers=W)
+        assert r.status_code == 201 and r.json()["warnings"] == [], r.text
+        p = _wait(lambda: (b := c.get("/v1/analyses/ts", headers=R).json())["poller"]["state"] == "stopped" and b["poller"])
+        assert p["reason"] == "max_ticks reached (3)"
+        ticks = c.app.state.manager.store.ticks("ts", 0, 3)
+    assert [t["values"] for t in ticks] == [{"p99_latency_ms": 100.0, "error_rate": 0.01}] * 3
+    assert [t["control"] for t in ticks] == [{"p99_latency_ms": 150.0, "error_rate": 0.01}] * 3

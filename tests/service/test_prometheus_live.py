@@ -133,6 +133,10 @@ def test_tls_with_a_test_ca_client_certificate_and_insecure(stack, tmp_path, cap
         ok = src(tls={"ca_file": str(pki["ca.crt"]), **client_cert})
         assert ok.fetch([math.floor(now)])[0]["values"]["p99_latency_ms"] == 100.0
         ok.close()
+        tls = Connection.model_validate({"address": proxy.url, "tls": {"ca_file": str(pki["ca.crt"]), **client_cert}})
+        tls.client(SecretPolicy(secrets_dir=str(pki["ca.crt"].parent), restrict_files=True)).close()  # the service's policy: files in its directory
+        with pytest.raises(Exception, match=r"tls.ca_file: file .* is outside the service's secrets directory"):
+            tls.client(SecretPolicy(secrets_dir=str(tmp_path / "elsewhere"), restrict_files=True))
         for kw in ({}, {"tls": {"ca_file": str(pki["ca.crt"])}}, {"tls": client_cert}):  # unknown CA, no client cert, unknown CA
             s = src(**kw)
             with pytest.raises(PromUnavailable):

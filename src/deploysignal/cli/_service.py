@@ -35,7 +35,7 @@ def serve(
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Larger request bodies get 413."),
     max_batch_ticks: int = typer.Option(10_000, help="Ticks per ingest request."),
     snapshot_every: int = typer.Option(256, help="Ticks between engine snapshots."),
-    secrets_dir: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_SECRETS_DIR", help="Directory Prometheus pull specs may read secret files from (none: no secret files)."),
+    secrets_dir: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_SECRETS_DIR", help="Directory Prometheus pull specs may read secret and TLS files from (none: no such files)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:

@@ -57,8 +57,8 @@ class ServiceSettings(BaseModel):
     snapshot_every : int
         Ticks between engine snapshots; a restart replays at most this many ticks per analysis.
     secrets_dir : str, optional
-        The only directory Prometheus pull specs may read secret files from (``file`` references,
-        ``secret_ref.path``, ``tls.key_file``); None refuses secret files. Secret environment variables
+        The only directory Prometheus pull specs may read files from (``file`` secret references,
+        ``secret_ref.path``, the ``tls`` files); None refuses such files. Secret environment variables
         must be named ``DEPLOYSIGNAL_SECRET_*``.
     """
 

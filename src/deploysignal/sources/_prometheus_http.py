@@ -202,13 +202,15 @@ class Connection(_Strict):
             log.warning("prometheus %s: TLS certificate verification is disabled (insecure: true)", self.url)
         if t is None:
             return not self.insecure
+        for name in ("ca_file", "cert_file", "key_file"):
+            if getattr(t, name) is not None:
+                policy.check_file(getattr(t, name), f"tls.{name}")
         try:
             ctx = ssl.create_default_context(cafile=t.ca_file)
             if self.insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             if t.cert_file is not None:
-                policy.check_file(t.key_file, "tls.key_file")  # type: ignore[arg-type]
                 ctx.load_cert_chain(t.cert_file, t.key_file)
         except (OSError, ssl.SSLError) as exc:
             raise InputError(f"TLS files cannot be used: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}", column="prometheus.tls") from None

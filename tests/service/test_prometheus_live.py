@@ -312,24 +312,31 @@ def test_split_source_exact_counts_per_arm(stack, tmp_path):
         m["requests"].remove("c1", "c-0")
         m["requests"].labels("c1", "c-0").inc(3)
     t_reset = math.ceil(_raw_first_seen(stack.prom.url, 'ds_requests_total{pod="c-0"}', 3.0) / dt) * dt
-    expected.setdefault(t_reset, {a: {"units": 0, "errors": 0, "latency_ms": [0] * 6} for a in ARMS})["canary"]["units"] = None
     last_t = t_reset + dt
     _wait(lambda: time.time() > last_t + 1.5)
 
     spec = {"address": stack.prom.url, **SPLIT, "events": {"errors": "ds_errors_total"}}
     src = PrometheusSplitSource(spec)
     assert src.validate(time.time()) == []
-    ticks = src.range(first_t, last_t)
+    got = src.read(src.grid(first_t, last_t))
+    ticks = got.ticks
     src.close()
-    assert [t["timestamp"] for t in ticks] == [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in src.grid(first_t, last_t)]
+
+    def iso(t):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+    # the restarted pod's tick is a gap (canary units unknown); every other grid time is a tick
+    assert [g["timestamp"] for g in got.gaps] == [iso(t_reset)] and got.gaps[0]["reason"].startswith("units of canary unknown")
+    grid = [t for t in src.grid(first_t, last_t) if t != t_reset]
+    assert [t["timestamp"] for t in ticks] == [iso(t) for t in grid]
     zero = {"units": 0, "errors": 0, "latency_ms": [0] * 6}
-    for t, tick in zip(src.grid(first_t, last_t), ticks):
+    for t, tick in zip(grid, ticks):
         for arm in ARMS:
             want = expected.get(t, {}).get(arm, zero)
-            got = tick["arms"][arm]
-            assert got["units"] == want["units"], (t, arm, got, want)
-            assert got["events"] == {"errors": want["errors"]}, (t, arm)
-            assert got["buckets"] == {"latency_ms": want["latency_ms"]}, (t, arm)
+            have = tick["arms"][arm]
+            assert have["units"] == want["units"], (t, arm, have, want)
+            assert have["events"] == {"errors": want["errors"]}, (t, arm)
+            assert have["buckets"] == {"latency_ms": want["latency_ms"]}, (t, arm)
         assert tick["tier"] is None
     assert sum(t["arms"]["stable"]["units"] for t in ticks) == 910  # the ticks add up to the counters' increase
     assert sum(sum(t["arms"]["canary"]["buckets"]["latency_ms"]) for t in ticks) == 257
@@ -339,7 +346,7 @@ def test_split_source_exact_counts_per_arm(stack, tmp_path):
     sp.write_text(json.dumps(spec))
     out = tmp_path / "ticks.jsonl"
     res = CliRunner().invoke(cli_app, ["prometheus", "split-ticks", str(sp), "--start", str(first_t), "--end", str(last_t), "-o", str(out)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0 and f"gap {iso(t_reset)}: units of canary unknown" in res.output, res.output
     assert [json.loads(ln) for ln in out.read_text().splitlines()] == ticks
     assert CliRunner().invoke(cli_app, ["prometheus", "check", str(sp)]).exit_code == 0
 

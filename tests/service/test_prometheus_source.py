@@ -98,14 +98,16 @@ def test_split_counts_never_invented():
     series = {"req_total": [(arm("c", "c-0"), c0), (arm("c", "c-1"), c1), (arm("s", "s-0"), s0), (arm("zz", "z-0"), other)]}
     src = PrometheusSplitSource({"address": "http://prom", "interval_seconds": 10, "arm_label": "v", "arms": {"canary": "c", "stable": "s"},
                                  "units": "req_total"}, client=_split_server(series))
-    ticks = src.range(100, 170)
-    units = [(t["arms"]["canary"]["units"], t["arms"]["stable"]["units"]) for t in ticks]
+    got = src.read(src.grid(100, 170))
+    assert [(t["timestamp"], t["arms"]["canary"]["units"], t["arms"]["stable"]["units"]) for t in got.ticks] == [
+        ("1970-01-01T00:01:40Z", 2, 14), ("1970-01-01T00:01:50Z", 2, 14), ("1970-01-01T00:02:00Z", 2, 14)]
+    assert got.ticks[0]["tier"] is None and src.range(100, 170) == got.ticks
     # 130: c-0 was reset (25 -> 2), although its values at 120 and 130 (24 -> 30) look like +6;
-    # 140: c-1 appears (then +10 per tick); 150: s-0 goes stale (its last increments are unknown); 160, 170: stable has no series
-    assert units == [(2, 14), (2, 14), (2, 14), (None, 14), (None, 14), (12, None), (12, None), (12, None)]
-    assert ticks[0]["timestamp"] == "1970-01-01T00:01:40Z" and ticks[0]["tier"] is None
+    # 140: c-1 appears; 150: s-0 goes stale (its last increments are unknown); 160, 170: stable has no series
+    assert [(g["timestamp"][-6:], g["reason"].split(" unknown")[0]) for g in got.gaps] == [
+        ("02:10Z", "units of canary"), ("02:20Z", "units of canary"), ("02:30Z", "units of stable"), ("02:40Z", "units of stable"), ("02:50Z", "units of stable")]
     with pytest.raises(InputError, match="not on the grid"):
-        src.ticks([105.0])
+        src.read([105.0])
     src.close()
 
     def hist(h, pod, counts_at):  # cumulative buckets le=1, 5, +Inf, sampled every 5 s
@@ -113,15 +115,19 @@ def test_split_counts_never_invented():
 
     ok = hist("c", "c-0", lambda s: (s // 5, 3 * (s // 5), 4 * (s // 5)))  # per sample: 1 in (-inf,1], 2 in (1,5], 1 above
     bad = hist("s", "s-0", lambda s: (2 * (s // 5), s // 5, 3 * (s // 5)))  # le=5 below le=1: not a histogram
-    series = {"req_total": series["req_total"], "lat_bucket": ok + bad}
-    spec = {"address": "http://prom", "interval_seconds": 10, "arm_label": "v", "arms": {"canary": "c", "stable": "s"}, "units": "req_total",
-            "histograms": {"lat": {"buckets": "lat_bucket", "edges": [1, 5]}}}
+    ten = [(float(s), 10.0 * (s // 5)) for s in range(0, 201, 5)]  # 20 units per tick
+    series = {"req2_total": [(arm("c", "c-0"), ten), (arm("s", "s-0"), ten)], "lat_bucket": ok + bad,
+              "err_total": [(arm("c", "c-0"), [(u, 1.5 * v) for u, v in ten]), (arm("s", "s-0"), [(u, v / 10) for u, v in ten])]}
+    spec = {"address": "http://prom", "interval_seconds": 10, "arm_label": "v", "arms": {"canary": "c", "stable": "s"}, "units": "req2_total",
+            "events": {"errors": "err_total"}, "histograms": {"lat": {"buckets": "lat_bucket", "edges": [1, 5]}}}
     src = PrometheusSplitSource(spec, client=_split_server(series))
     t = src.tick(110.0)
     assert t["arms"]["canary"]["buckets"] == {"lat": [2, 4, 2]} and t["arms"]["stable"]["buckets"] == {}
+    assert t["arms"]["canary"]["events"] == {} and t["arms"]["stable"]["events"] == {"errors": 2}  # 30 errors among 20 units: missing
     src.close()
     src = PrometheusSplitSource({**spec, "histograms": {"lat": {"buckets": "lat_bucket", "edges": [1, 2]}}}, client=_split_server(series))
     assert src.tick(110.0)["arms"]["canary"]["buckets"] == {}  # le values are not the configured edges
+    assert src.tick(105.0 + 5) is not None and PrometheusSplitSource(spec, client=_split_server({**series, "req2_total": []})).tick(110.0) is None
     src.close()
 
 

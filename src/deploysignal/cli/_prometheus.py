@@ -89,7 +89,8 @@ def split_ticks_cmd(
     end: str = typer.Option(..., help="Last grid time; rounded down to the grid."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="JSONL file (default: stdout)."),
 ) -> None:
-    """Read the aggregated split ticks (one JSON object per line) for every grid time in [START, END]."""
+    """Read the aggregated split ticks (one JSON object per line) for every grid time in [START, END];
+    grid times where an arm's units are unknown are gaps, listed on stderr."""
     s = _load(spec)
     if not isinstance(s, SplitSpec):
         raise InputError(f"{spec}: not a split spec (needs arm_label, arms, units)")
@@ -98,7 +99,7 @@ def split_ticks_cmd(
         raise InputError("--end is before --start")
     src = PrometheusSplitSource(s)
     try:
-        ticks = src.range(t0, t1)
+        got = src.read(src.grid(t0, t1))
     except PromUnavailable as exc:
         err.print(f"[red]error[/red]: prometheus at {s.url} cannot be reached: {exc}")
         raise typer.Exit(5) from None
@@ -106,9 +107,11 @@ def split_ticks_cmd(
         raise InputError(f"prometheus refused a query of {spec}: {exc}") from None
     finally:
         src.close()
-    text = "".join(json.dumps(t, separators=(",", ":"), sort_keys=True) + "\n" for t in ticks)
+    for g in got.gaps:
+        err.print(f"[yellow]gap[/yellow] {g['timestamp']}: {g['reason']}")
+    text = "".join(json.dumps(t, separators=(",", ":"), sort_keys=True) + "\n" for t in got.ticks)
     if output is None:
         out.file.write(text)
     else:
         output.write_text(text, encoding="utf-8")
-        err.print(f"{len(ticks)} ticks -> {output}")
+        err.print(f"{len(got.ticks)} ticks, {len(got.gaps)} gaps -> {output}")

@@ -3,7 +3,7 @@ histograms for randomised-split analyses)."""
 
 from ._files import read_frame, read_signals_file, write_csv
 from ._prometheus import PrometheusPuller, PrometheusSource, PullSpec
-from ._prometheus_split import HistogramQuery, PrometheusSplitSource, SplitSpec, split_ticks
+from ._prometheus_split import HistogramQuery, PrometheusSplitSource, SplitRead, SplitSpec, split_ticks
 from ._prometheus_http import Authentication, BasicAuth, Connection, HeaderSpec, PromAPIError, PromUnavailable, SecretPolicy, SecretRef, TLSConfig
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "PullSpec",
     "SecretPolicy",
     "SecretRef",
+    "SplitRead",
     "SplitSpec",
     "TLSConfig",
     "read_frame",

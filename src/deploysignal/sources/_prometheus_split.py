@@ -22,12 +22,14 @@ metric's edges (Prometheus ``le`` semantics: a value equal to an edge is in the 
 it is).
 
 Never invented: for an arm, a metric is missing at a tick (absent from the arm's ``events`` /
-``buckets``; ``units`` is null) when any of its series exists at only one end of the tick (it appears:
+``buckets``) when any of its series exists at only one end of the tick (it appears:
 a new pod, whose earlier count is unknown; or it goes stale: a pod gone or a target Prometheus cannot
 scrape, whose last increments are unknown), has a counter reset in the tick (a raw sample smaller than
 the one before), has a non-finite value, when no series of the arm exists at either end, when the
-histogram's ``le`` values are not exactly the configured edges plus ``+Inf``, or when its differenced
-counts are negative. Times must be grid times ``k * interval``.
+histogram's ``le`` values are not exactly the configured edges plus ``+Inf``, when its differenced
+counts are negative, or when an event metric or a histogram counts more than the arm's units. A grid
+time where an arm's units are missing has no tick (a gap, with its reason): the format has no unknown
+units. Times must be grid times ``k * interval``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
@@ -45,7 +48,7 @@ from pydantic import Field, StrictFloat, StrictInt, field_validator, model_valid
 from .._exceptions import InputError
 from ._prometheus_http import Connection, PromAPIError, PromUnavailable, SecretPolicy, _api, _Strict, _value, iso_utc, query_instant, query_range
 
-__all__ = ["HistogramQuery", "PrometheusSplitSource", "SplitSpec", "split_ticks"]
+__all__ = ["HistogramQuery", "PrometheusSplitSource", "SplitRead", "SplitSpec", "split_ticks"]
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,15 @@ class _Series:
         return b - a
 
 
+@dataclass
+class SplitRead:
+    """What :meth:`PrometheusSplitSource.read` gives: the ticks (agreed split-tick dicts) and the gaps
+    (grid times without a tick, ``{"timestamp", "reason"}``), each in time order."""
+
+    ticks: list[dict[str, Any]]
+    gaps: list[dict[str, str]]
+
+
 class PrometheusSplitSource:
     """Aggregated split ticks (see the module docstring) for grid times, from one Prometheus.
 
@@ -207,19 +219,28 @@ class PrometheusSplitSource:
         k0, k1 = math.ceil(start / self.interval - 1e-9), math.floor(end / self.interval + 1e-9)
         return [k * self.interval for k in range(k0, k1 + 1)]
 
-    def tick(self, at: float) -> dict[str, Any]:
-        """The tick at grid time ``at``."""
-        return self.ticks([at])[0]
+    def tick(self, at: float) -> dict[str, Any] | None:
+        """The tick at grid time ``at``; None when it is a gap (see :meth:`read`)."""
+        got = self.read([at]).ticks
+        return got[0] if got else None
 
     def range(self, start: float, end: float) -> list[dict[str, Any]]:
-        """Ticks at every grid time in ``[start, end]``, in order (backfill)."""
-        return self.ticks(self.grid(start, end))
+        """The ticks of every grid time in ``[start, end]``, in order, gaps left out (backfill)."""
+        return self.read(self.grid(start, end)).ticks
 
-    def ticks(self, times: Sequence[float]) -> list[dict[str, Any]]:
-        """Ticks at increasing ``times`` (each covering ``(t - interval, t]``).
+    def read(self, times: Sequence[float]) -> SplitRead:
+        """Ticks at increasing grid ``times`` (each covering ``(t - interval, t]``), and the gaps.
+
+        A grid time where an arm's ``units`` are unknown is a gap (``{"timestamp", "reason"}``), not a
+        tick: the split tests need both arms' units, and the format has no unknown units. In a tick,
+        an event metric with more events than the arm's units, or a histogram with more observations,
+        is left out (missing) for that arm: counters scraped a moment apart can disagree, and such a
+        tick would not be a valid split tick.
 
         Raises
         ------
+        InputError
+            ``times`` not increasing or not on the grid.
         PromUnavailable, PromAPIError
             Nothing was read (the caller retries the same times later).
         """
@@ -229,14 +250,16 @@ class PrometheusSplitSource:
         off = [t for t in times if abs(t / self.interval - round(t / self.interval)) > 1e-9]
         if off:
             raise InputError(f"time {off[0]!r} is not on the grid k * {self.interval}", column="times")
-        out: list[dict[str, Any]] = []
+        out = SplitRead([], [])
         for c in range(0, len(times), CHUNK):
-            out += self._ticks(times[c:c + CHUNK])
+            part = self._read(times[c:c + CHUNK])
+            out.ticks.extend(part.ticks)
+            out.gaps.extend(part.gaps)
         return out
 
-    def _ticks(self, times: list[float]) -> list[dict[str, Any]]:
+    def _read(self, times: list[float]) -> SplitRead:
         series = {(kind, name): self._series(sel, times) for kind, name, sel in self._selectors()}
-        ticks = []
+        out = SplitRead([], [])
         for t in times:
             arms: dict[str, dict[str, Any]] = {arm: {"units": None, "events": {}, "buckets": {}} for arm in ("canary", "stable")}
             for (kind, name), ss in series.items():
@@ -252,8 +275,19 @@ class PrometheusSplitSource:
                         arms[arm]["units"] = counts
                     else:
                         arms[arm][kind][name] = counts
-            ticks.append({"timestamp": iso_utc(t), "arms": arms, "tier": None})
-        return ticks
+            unknown = [arm for arm, a in arms.items() if a["units"] is None]
+            if unknown:
+                out.gaps.append({"timestamp": iso_utc(t), "reason": f"units of {' and '.join(unknown)} unknown (no series, or one appeared, "
+                                 "went stale, was reset or is not finite in this tick)"})
+                continue
+            for arm, a in arms.items():
+                over = [m for m, v in a["events"].items() if v > a["units"]] + [m for m, v in a["buckets"].items() if sum(v) > a["units"]]
+                for m in over:
+                    log.warning("split tick %s, %s: %s counts more than the %d units (treated as missing)", iso_utc(t), arm, m, a["units"])
+                    a["events"].pop(m, None)
+                    a["buckets"].pop(m, None)
+            out.ticks.append({"timestamp": iso_utc(t), "arms": arms, "tier": None})
+        return out
 
     def _buckets(self, name: str, arm: str, series: list[_Series], t: float) -> list[int] | None:
         edges = [float(e) for e in self.spec.histograms[name].edges] + [math.inf]
@@ -351,9 +385,10 @@ def _matrix(client: httpx.Client, url: str, expr: str, at: float) -> list[tuple[
 
 
 def split_ticks(spec: SplitSpec | Mapping[str, Any], start: float, end: float, *, policy: SecretPolicy | None = None,
-                client: httpx.Client | None = None) -> list[dict[str, Any]]:
-    """Split ticks at every grid time in ``[start, end]`` (what the split gate's service wiring calls
-    for one tick, ``start == end``, or for a backfill).
+                client: httpx.Client | None = None) -> SplitRead:
+    """Split ticks and gaps at every grid time in ``[start, end]`` (what the split gate's service
+    wiring calls for one tick, ``start == end``, or for a backfill; pass the service's
+    :class:`SecretPolicy`).
 
     Raises
     ------
@@ -361,6 +396,6 @@ def split_ticks(spec: SplitSpec | Mapping[str, Any], start: float, end: float, *
     """
     src = PrometheusSplitSource(spec, client=client, policy=policy)
     try:
-        return src.range(start, end)
+        return src.read(src.grid(start, end))
     finally:
         src.close()

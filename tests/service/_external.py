@@ -52,6 +52,20 @@ class Postgres:
         subprocess.run(["bash", str(SCRIPT), "stop-postgres", self.dir], check=False, capture_output=True, timeout=120)
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that does not log and answers with :meth:`reply`."""
+
+    def reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+
 class Exporter:
     """Serves simulated telemetry in Prometheus exposition format; each scrape advances one row."""
 
@@ -59,7 +73,7 @@ class Exporter:
         self.rows, self.i, self.lock = rows, 0, threading.Lock()
         exp = self
 
-        class H(BaseHTTPRequestHandler):
+        class H(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 with exp.lock:
                     row = exp.rows[min(exp.i, len(exp.rows) - 1)]
@@ -68,15 +82,7 @@ class Exporter:
                 for key, v in row.items():
                     cohort, signal = key.split(":")
                     lines.append(f'ds_sim{{cohort="{cohort}",signal="{signal}"}} {v!r}'.replace("nan", "NaN"))
-                body = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a: object) -> None:
-                pass
+                self.reply(200, ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), H)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -88,7 +94,7 @@ class Exporter:
 
 
 class Prometheus:
-    def __init__(self, tmp: Path, target_port: int, port: int) -> None:
+    def __init__(self, tmp: Path, target_port: int, port: int, ready: str = "ds_sim") -> None:
         _ensure("prometheus", "prometheus")
         cfg = tmp / "prometheus.yml"
         cfg.write_text(
@@ -101,7 +107,7 @@ class Prometheus:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                r = httpx.get(self.url + "/api/v1/query", params={"query": "ds_sim"}, timeout=2)
+                r = httpx.get(self.url + "/api/v1/query", params={"query": ready}, timeout=2)
                 if r.status_code == 200 and r.json()["data"]["result"]:
                     return
             except httpx.HTTPError:

@@ -304,7 +304,7 @@ def _root(
 def _register_subcommands() -> None:
     """Adapters living in their own modules: service (serve, service, audit), evaluation (eval),
     paired migration and release pipeline (migrate, pipeline, drill) and the fleet observer (fleet)."""
-    from . import _eval, _fleet, _migration, _service
+    from . import _eval, _fleet, _migration, _prometheus, _service
 
     _service.register(app)
     app.add_typer(_eval.app, name="eval")
@@ -312,6 +312,7 @@ def _register_subcommands() -> None:
     app.add_typer(_migration.pipeline_app, name="pipeline")
     app.command("drill")(_migration.drill)
     app.add_typer(_fleet.app, name="fleet")
+    app.add_typer(_prometheus.app, name="prometheus")
 
 
 _register_subcommands()

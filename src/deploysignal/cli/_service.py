@@ -36,6 +36,7 @@ def serve(
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Larger request bodies get 413."),
     max_batch_ticks: int = typer.Option(10_000, help="Ticks per ingest request."),
     snapshot_every: int = typer.Option(256, help="Ticks between engine snapshots."),
+    secrets_dir: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_SECRETS_DIR", help="Directory Prometheus pull specs may read secret and TLS files from (none: no such files)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -52,7 +53,8 @@ def serve(
         if tokens_file is None and not insecure:
             tokens_file = _generated_tokens(tokens_dir, host, port)
         tokens = [] if tokens_file is None else ServiceSettings.read_tokens_file(tokens_file)
-        settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every)
+        settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
+                                   secrets_dir=None if secrets_dir is None else str(secrets_dir))
         if workers == 1:
             app = create_app(settings)
     except (DeploySignalError, ValueError) as exc:

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError
 from ..calibration import CompiledConfig, compile_baseline
+from ..sources import PrometheusPuller, PrometheusSource, PromUnavailable, PullSpec, SecretPolicy
 from ..store import Conflict, NotFound, open_store
 from ..telemetry import Frame
 from ._kayenta import kayenta_router
@@ -67,16 +68,6 @@ class BaselineIn(_Strict):
     seed: StrictInt = 0
 
 
-class PrometheusSpec(_Strict):
-    """Pull mode: PromQL per signal for the canary (and the control in two-sample mode)."""
-
-    url: str = Field(pattern=r"^https?://")
-    interval_seconds: Number = Field(60, ge=1, le=86_400)
-    canary: dict[str, str] = Field(min_length=1)
-    control: dict[str, str] | None = None
-    max_ticks: StrictInt | None = Field(None, ge=1)
-
-
 class CreateAnalysis(_Strict):
     """Create an analysis from exactly one of ``config``, ``config_ref`` or ``baseline``."""
 
@@ -90,7 +81,7 @@ class CreateAnalysis(_Strict):
     window: StrictInt = Field(480, ge=1, le=10_000_000)
     max_extensions: StrictInt = Field(1, ge=0, le=1000)
     early_proceed: bool = False
-    prometheus: PrometheusSpec | None = None
+    prometheus: PullSpec | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> CreateAnalysis:
@@ -266,7 +257,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     store = open_store(settings.store_url)
     manager = AnalysisManager(store, snapshot_every=settings.snapshot_every)
     registry, counters = build_registry(manager)
-    pullers: dict[str, Any] = {}
+    pullers: dict[str, PrometheusPuller] = {}
+    policy = SecretPolicy(secrets_dir=settings.secrets_dir, env_prefix="DEPLOYSIGNAL_SECRET_", restrict_files=True)
     stop = threading.Event()
 
     @asynccontextmanager
@@ -366,7 +358,26 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "settings": row.spec["settings"],
             "audit_head": row.audit_head,
             "created": row.created,
+            **({"poller": _poller_status(aid, row)} if row.spec.get("prometheus") else {}),
         }
+
+    def _poller_status(aid: str, row: Any) -> dict[str, Any]:
+        p = pullers.get(aid)
+        if p is not None:
+            return p.status()
+        why = f"verdict is final ({row.summary.get('verdict')})" if (row.summary or {}).get("final") else "no poller runs for this analysis in this process"
+        return {"state": "stopped", "reason": why, "since": None}
+
+    def _validate_prometheus(spec: PullSpec) -> list[str]:
+        """Each query evaluated once now: 422 for a refused or multi-series query, 502 when the server
+        cannot be reached; the warnings for queries without a series now."""
+        src = PrometheusSource(spec.url, spec.canary, spec.control, connection=spec, policy=policy)
+        try:
+            return src.validate(time.time())
+        except PromUnavailable as exc:
+            raise HTTPException(502, f"prometheus at {spec.url} cannot be reached to validate the queries: {exc}") from None
+        finally:
+            src.close()
 
     @app.post("/v1/analyses", status_code=201, dependencies=write, tags=["analyses"])
     def create_analysis(body: CreateAnalysis) -> dict[str, Any]:
@@ -396,13 +407,19 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 raise InputError("two-sample mode needs prometheus.control queries", column="prometheus.control")
             if body.mode == "one-sample" and body.prometheus.control:
                 raise InputError("prometheus.control queries given but the analysis runs in one-sample mode", column="prometheus.control")
+            unknown = sorted(set(body.prometheus.control or {}) - set(cfg.names))
+            if unknown:
+                raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.control")
+            warnings = _validate_prometheus(body.prometheus)
         aid = body.id or "an-" + secrets.token_hex(6)
         gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed}
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}
         spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
+        out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"]}
         if body.prometheus is not None:
             _start_puller(aid, body.prometheus.model_dump())
-        return {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"]}
+            out["warnings"] = warnings
+        return out
 
     @app.get("/v1/analyses", dependencies=read, tags=["analyses"])
     def list_analyses() -> list[dict[str, Any]]:
@@ -564,11 +581,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     # ------------------------------------------------------------------ pull mode
     def _start_puller(aid: str, spec: dict[str, Any]) -> None:
-        from ..sources._prometheus import PrometheusPuller
-
         if aid in pullers:
             return
-        p = PrometheusPuller(manager, aid, spec, stop)
+        try:
+            p = PrometheusPuller(manager, aid, spec, stop, policy=policy)
+        except ValidationError as exc:  # a stored spec this version cannot read: report it, do not fail the service
+            log.error("analysis %s: prometheus spec unusable, no poller: %s", aid, exc.errors()[0].get("msg"))
+            return
         pullers[aid] = p
         p.start()
 

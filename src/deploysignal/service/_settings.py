@@ -56,6 +56,10 @@ class ServiceSettings(BaseModel):
         Ticks per ingest request.
     snapshot_every : int
         Ticks between engine snapshots; a restart replays at most this many ticks per analysis.
+    secrets_dir : str, optional
+        The only directory Prometheus pull specs may read files from (``file`` secret references,
+        ``secret_ref.path``, the ``tls`` files); None refuses such files. Secret environment variables
+        must be named ``DEPLOYSIGNAL_SECRET_*``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,6 +69,7 @@ class ServiceSettings(BaseModel):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_batch_ticks: int = Field(10_000, ge=1)
     snapshot_every: int = Field(256, ge=1)
+    secrets_dir: str | None = None
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError, ReplayMismatch, SchemaError
-from ..audit import AuditWriter, read_audit, replay
+from ..audit import AuditWriter, check_chain, read_audit, replay
 from ..calibration import CompiledConfig, canonical_json, compile_baseline
 from ..gate import Decision, Gate, GateSettings, check_paired
 from ..simulate import SCENARIOS, simulate
@@ -198,7 +198,14 @@ def replay_cmd(
     can = load_stream(canary, cfg, "canary")
     ctrl = load_stream(control, cfg, "control") if control else None
     n = replay(cfg, can, lines, header, ctrl)
-    out.print(f"replay ok: {n} records match")
+    chain = check_chain(audit)
+    if chain is None:
+        out.print(f"replay ok: {n} records match (unchained log of format 1, written by deploysignal {header.get('gate_version', '< 0.2.0')}:"
+                  " no hash chain to check)")
+    elif not chain.ok:
+        raise ReplayMismatch(f"the records match but the hash chain is broken: {chain.reason}", line=chain.bad_line)
+    else:
+        out.print(f"replay ok: {n} records match, hash chain intact (head {chain.head})")
 
 
 @app.command("simulate")

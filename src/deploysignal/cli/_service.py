@@ -116,6 +116,16 @@ def verify(
     except (DeploySignalError, OSError, KeyError) as exc:
         err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
+    legacy = _unchained_header(lines[0]) if lines else None
+    if legacy is not None:
+        reason = (f"unchained audit log (format 1: plain records, written by `deploysignal gate --audit` of deploysignal {legacy},"
+                  " before CLI logs were hash-chained in 0.4.1): there is no hash chain to verify. `deploysignal replay` still"
+                  " checks every record byte for byte; run `gate --audit` again for a chained log")
+        if as_json:
+            out.print(json.dumps({"ok": False, "lines": 0, "head": None, "bad_line": None, "reason": reason, "format": 1}))
+        else:
+            err.print(f"[red]audit log not verifiable[/red]: {reason}")
+        raise typer.Exit(1)
     rep = verify_chain(lines, head=head)
     if as_json:
         out.print(json.dumps({"ok": rep.ok, "lines": rep.n, "head": rep.head, "bad_line": rep.bad_line, "reason": rep.reason}))
@@ -124,6 +134,18 @@ def verify(
     else:
         err.print(f"[red]audit chain broken[/red] at line {rep.bad_line}: {rep.reason}")
     raise typer.Exit(0 if rep.ok else 1)
+
+
+def _unchained_header(first: str) -> str | None:
+    """The writer's version when ``first`` is the plain header line of an unchained (format 1) audit
+    log, else None."""
+    try:
+        obj = json.loads(first)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(obj, dict) and obj.get("family") == "header" and "hash" not in obj:
+        return str(obj.get("gate_version", "< 0.2.0"))
+    return None
 
 
 def register(app: typer.Typer) -> None:

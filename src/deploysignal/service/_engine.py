@@ -19,6 +19,7 @@ import numpy as np
 from .._exceptions import ConfigError, InputError
 from ..calibration import CompiledConfig
 from ..gate import Decision, Gate, GateSettings
+from ..telemetry import check_domain
 
 __all__ = ["AnalysisEngine", "TickIn", "TickResult"]
 
@@ -195,7 +196,8 @@ class AnalysisEngine:
 
     # ------------------------------------------------------------------ validation
     def validate(self, ticks: Sequence[Mapping[str, Any]]) -> list[TickIn]:
-        """Check a whole batch (types, finiteness, signal names, strict time order) without changing state.
+        """Check a whole batch (types, finiteness, signal names, strict time order, each value inside its
+        kind's domain: :func:`~deploysignal.telemetry.check_domain`) without changing state.
 
         Time order is per cohort, as in :meth:`Gate.update`: each cohort (tier) is its own stream, so two
         cohorts may report the same timestamp, but a cohort's ticks must be strictly increasing.
@@ -251,6 +253,11 @@ class AnalysisEngine:
                 raise InputError(str(exc).split(": ", 1)[-1] if col else str(exc), row=i, column=col) from None
             out.append(TickIn(ts, v, c, cohort))
             clocks[key] = ts
+        kinds = self.config.arrays
+        for what, maps in (("canary", [t.values for t in out]), ("control", [t.control for t in out if t.control is not None])):
+            if maps:
+                rows = np.array([[m.get(n, math.nan) for n in self.names] for m in maps], dtype=float)  # None -> NaN
+                check_domain(rows, kinds["kind_rate"], kinds["kind_count"], self.names, what=what)  # row = tick of the batch
         return out
 
     # ------------------------------------------------------------------ evaluation

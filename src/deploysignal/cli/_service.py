@@ -35,6 +35,8 @@ def serve(
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Larger request bodies get 413."),
     max_batch_ticks: int = typer.Option(10_000, help="Ticks per ingest request."),
     snapshot_every: int = typer.Option(256, help="Ticks between engine snapshots."),
+    max_clock_skew: float = typer.Option(300.0, min=-1.0, help="Reject ticks stamped more than this many seconds after the server clock"
+                                         " (a tick from the future wedges an analysis); -1 turns the check off."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -45,7 +47,8 @@ def serve(
 
     try:
         tokens = [] if tokens_file is None else ServiceSettings.read_tokens_file(tokens_file)
-        settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every)
+        settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
+                                   max_clock_skew=None if max_clock_skew < 0 else max_clock_skew)
         if workers == 1:
             app = create_app(settings)
     except (DeploySignalError, ValueError) as exc:

@@ -21,7 +21,7 @@ from ..calibration import CompiledConfig, canonical_json, cell_keys, g_step_inno
 from ..calibration._config import _FAST_MAX, _FAST_MIN, _FAST_OK, _plain
 from ..detectors import Evidence, FamilyA, FamilyB, build_family_c, build_family_d, build_family_e
 from ..detectors._kernels import Z_BOUND, decide_run, decide_step, in_domain_run
-from ..telemetry import Frame, check_domain
+from ..telemetry import Frame, check_domain, check_epoch_seconds
 from ._settings import GateSettings
 
 __all__ = ["FAMILY_BUILDERS", "VERDICTS", "BatchResult", "Decision", "Gate", "Standardizer", "check_paired"]
@@ -577,6 +577,7 @@ class Gate:
             raise InputError(f"timestamp must be a number, got {timestamp!r}", row=row, column="timestamp") from None
         if not math.isfinite(ts):
             raise InputError("timestamp is not finite", row=row, column="timestamp")
+        check_epoch_seconds(ts, row=row)  # a millisecond stamp accepted would make every later correct tick "out of order"
         last = self.cohort_clock(cohort) if last is None else last
         if ts <= last:
             what = "the previous tick" if not cohort else f"the previous tick of cohort {cohort!r}"
@@ -621,7 +622,8 @@ class Gate:
         Raises
         ------
         InputError
-            Non-finite or non-increasing timestamp, wrong number of values, non-numeric or infinite
+            Non-finite or non-increasing timestamp, a timestamp that cannot be epoch seconds
+            (:func:`~deploysignal.telemetry.check_epoch_seconds`: milliseconds), wrong number of values, non-numeric or infinite
             values, a value outside its kind's domain (:func:`~deploysignal.telemetry.check_domain`:
             rates in [0, 1], counts >= 0), a control tick missing in two-sample mode (or given in
             one-sample mode). A rejected tick changes nothing.

@@ -274,7 +274,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if not settings.tokens and not settings.insecure:
         raise ConfigError("no API tokens configured: pass --tokens-file (hashes) or --insecure for a local experiment")
     store = open_store(settings.store_url)
-    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every)
+    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew)
     registry, counters = build_registry(manager)
     pullers: dict[str, Any] = {}
     stop = threading.Event()

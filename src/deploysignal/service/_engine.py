@@ -19,7 +19,7 @@ import numpy as np
 from .._exceptions import ConfigError, InputError
 from ..calibration import CompiledConfig
 from ..gate import Decision, Gate, GateSettings
-from ..telemetry import check_domain
+from ..telemetry import check_clock_skew, check_domain, check_epoch_seconds
 
 __all__ = ["AnalysisEngine", "TickIn", "TickResult"]
 
@@ -195,12 +195,16 @@ class AnalysisEngine:
         return self.settings.mode == "two-sample"
 
     # ------------------------------------------------------------------ validation
-    def validate(self, ticks: Sequence[Mapping[str, Any]]) -> list[TickIn]:
+    def validate(self, ticks: Sequence[Mapping[str, Any]], *, clock_skew: tuple[float, float] | None = None) -> list[TickIn]:
         """Check a whole batch (types, finiteness, signal names, strict time order, each value inside its
         kind's domain: :func:`~deploysignal.telemetry.check_domain`) without changing state.
 
         Time order is per cohort, as in :meth:`Gate.update`: each cohort (tier) is its own stream, so two
         cohorts may report the same timestamp, but a cohort's ticks must be strictly increasing.
+
+        Timestamps must be epoch seconds (:func:`~deploysignal.telemetry.check_epoch_seconds`: not
+        milliseconds) and, with ``clock_skew = (now, max_skew)`` (the caller's clock: the engine reads
+        none), at most ``max_skew`` seconds after ``now`` (:func:`~deploysignal.telemetry.check_clock_skew`).
 
         Raises :class:`InputError` naming the tick index (``row``, 1-based within the batch) and field.
         """
@@ -218,6 +222,9 @@ class AnalysisEngine:
                     raise InputError("timestamp is out of the float range", column="timestamp") from None
                 if not math.isfinite(ts):
                     raise InputError("timestamp is not finite", column="timestamp")
+                check_epoch_seconds(ts)
+                if clock_skew is not None:
+                    check_clock_skew(ts, *clock_skew)
                 cohort = t.get("cohort")
                 if cohort is not None and not isinstance(cohort, str):
                     raise InputError("cohort must be a string", column="cohort")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -48,9 +49,13 @@ class AnalysisManager:
     ``snapshot_every`` ticks) an engine snapshot.
     """
 
-    def __init__(self, store: SQLStore, *, snapshot_every: int = 256) -> None:
+    def __init__(self, store: SQLStore, *, snapshot_every: int = 256, max_clock_skew: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.snapshot_every = snapshot_every
+        #: ticks stamped more than this many seconds after ``clock()`` are rejected (None: no check)
+        self.max_clock_skew = max_clock_skew
+        self.clock = clock
         self._engines: dict[str, AnalysisEngine] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -144,7 +149,8 @@ class AnalysisManager:
         insert: the batch's decisions, lines and rows are acyclic and freed by reference counting when
         this returns, before the collector resumes, instead of being scanned by the collections their
         allocation would trigger."""
-        valid = eng.validate(ticks)  # InputError here leaves the engine untouched
+        skew = None if self.max_clock_skew is None else (self.clock(), self.max_clock_skew)
+        valid = eng.validate(ticks, clock_skew=skew)  # InputError here leaves the engine untouched
         n0 = eng.n_ticks
         results = eng.ingest(valid)
         head = la.row.audit_head

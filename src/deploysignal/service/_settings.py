@@ -56,6 +56,10 @@ class ServiceSettings(BaseModel):
         Ticks per ingest request.
     snapshot_every : int
         Ticks between engine snapshots; a restart replays at most this many ticks per analysis.
+    max_clock_skew : float or None
+        Ticks stamped more than this many seconds after the server's clock are rejected (422): a tick
+        from the future, once accepted, would make every correct tick after it look out of order.
+        None turns the check off (e.g. to ingest simulated telemetry stamped in the future).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,6 +69,7 @@ class ServiceSettings(BaseModel):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_batch_ticks: int = Field(10_000, ge=1)
     snapshot_every: int = Field(256, ge=1)
+    max_clock_skew: float | None = Field(300.0, ge=0)
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""

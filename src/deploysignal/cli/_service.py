@@ -85,6 +85,29 @@ def openapi_cmd(output: Optional[Path] = typer.Option(None, "-o", "--output", he
         output.write_text(text, encoding="utf-8")
 
 
+@service_app.command("void")
+def void_cmd(
+    analysis: str = typer.Option(..., help="Analysis id."),
+    reason: str = typer.Option(..., help="Why (recorded in the audit chain)."),
+    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="The service's store URL."),
+) -> None:
+    """Void an analysis in the store (as POST /v1/analyses/{id}/void with a write token does): a chained
+    audit record and a final verdict that never promotes. Exit 0 done, 2 no such analysis or bad input."""
+    from ..service._manager import AnalysisManager
+    from ..store import open_store
+
+    try:
+        st = open_store(store)
+        try:
+            res = AnalysisManager(st).void(analysis, reason)
+        finally:
+            st.close()
+    except (DeploySignalError, ValueError) as exc:
+        err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    out.print(f"analysis {analysis} voided at tick {res['tick']}: verdict {res['verdict']} (final), audit head {res['audit_head']}")
+
+
 @audit_app.command("verify")
 def verify(
     path: Optional[Path] = typer.Argument(None, help="Chained audit NDJSON (GET /v1/analyses/{id}/audit)."),

@@ -424,7 +424,7 @@ class Decision:
         return records
 
 
-PENDING, PROCEED, EXTEND, ROLLBACK = range(4)
+PENDING, PROCEED, EXTEND, ROLLBACK = range(4)  # noqa: used by Gate (codes of VERDICTS)
 
 
 @dataclass(frozen=True)
@@ -754,6 +754,33 @@ class Gate:
         self._last_ts = max(self._last_ts, float(stamps.max()))
         self._tick += n
         return decisions
+
+    def void(self, reason: str) -> Decision:
+        """Void the analysis (an operator's act, e.g. after a tick from the future was accepted and
+        wedged it): a tick that carries no telemetry and no evidence (every family's record has a null
+        log-wealth and does not fire) and ends the analysis. An open verdict becomes a final
+        ``extend``, never a promotion; a final verdict (a rollback) stays. The gate record of this
+        tick and of every later one carries ``fail_closed = "voided by operator: <reason>"``, and the
+        state keeps it. Replaying the same ticks and the same void reproduces the records byte for byte.
+        """
+        if self._P != 1:
+            raise InputError("void() ends a single stream's analysis")
+        reason = str(reason).strip()
+        if not reason:
+            raise InputError("a void needs a reason (it is recorded in the audit)", column="reason")
+        tick = self._tick
+        if not self._final[0]:
+            self._verdict[0], self._final[0], self._decided_at[0] = EXTEND, True, tick
+        self._fail_reason = f"voided by operator: {reason}"
+        ts = self._last_ts if math.isfinite(self._last_ts) else 0.0
+        F = len(self._fam_names)
+        src = _Source(self._static, self.config.version_id, self.settings.alpha, "*", "void", [[math.nan] * 4] * F, [False] * F, False, "",
+                      (), [("", ())] * F, self._first_fire[0].tolist(), self._max_lw[0].tolist(), int(self._n_valid[0]), self._fail_reason,
+                      False)
+        fired = tuple(f for f, ff in zip(self._fam_names, self._first_fire[0].tolist()) if ff >= 0)
+        decided = int(self._decided_at[0])
+        self._tick += 1
+        return Decision(tick, ts, VERDICTS[int(self._verdict[0])], True, None if decided < 0 else decided, fired, src)
 
     def _fail_closed_reasons(self, lw: np.ndarray, verdict: np.ndarray, n: int) -> list[str]:
         """Per tick of a batch: why the gate has failed closed by then ("" before, and always on valid

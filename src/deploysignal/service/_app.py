@@ -37,6 +37,7 @@ from ..store import Conflict, NotFound, open_store
 from ..telemetry import Frame
 from ._manager import AnalysisManager
 from ._metrics import build_registry
+from ._operator import add_operator_routes
 from ._settings import ServiceSettings
 
 __all__ = ["create_app", "openapi_spec"]
@@ -458,6 +459,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         loop = loop_holder.get("loop")
         if loop is not None:
             loop.call_soon_threadsafe(cond.set)
+
+    add_operator_routes(app, manager, write, _notify)
 
     @app.get("/v1/analyses/{aid}/events", dependencies=read, tags=["analyses"])
     async def events(

@@ -21,7 +21,7 @@ from ..calibration import CompiledConfig
 from ..gate import Decision, Gate, GateSettings
 from ..telemetry import check_clock_skew, check_domain, check_epoch_seconds
 
-__all__ = ["AnalysisEngine", "TickIn", "TickResult"]
+__all__ = ["AnalysisEngine", "TickIn", "TickResult", "VoidIn"]
 
 
 class TickIn(msgspec.Struct, frozen=True):
@@ -40,13 +40,26 @@ class TickIn(msgspec.Struct, frozen=True):
         return {"timestamp": self.timestamp, "values": plain(self.values), "control": None if self.control is None else plain(self.control), "cohort": self.cohort}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> TickIn:
+    def from_json(cls, d: Mapping[str, Any]) -> TickIn | VoidIn:
+        """A stored tick; a stored operator void (:class:`VoidIn`, key ``void``) comes back as one."""
         def conv(m: Mapping[str, Any] | None) -> dict[str, float] | None:
             return None if m is None else {str(k): (math.nan if v is None else float(v)) for k, v in m.items()}
 
+        if "void" in d:
+            return VoidIn(str(d["void"]))
         values = conv(d["values"])
         assert values is not None
         return cls(float(d["timestamp"]), values, conv(d.get("control")), d.get("cohort"))
+
+
+class VoidIn(msgspec.Struct, frozen=True):
+    """An operator's void of the analysis, stored in the analysis' tick sequence (so replaying the
+    stored sequence reproduces it): :meth:`Gate.void <deploysignal.gate.Gate.void>` with ``reason``."""
+
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"void": self.reason}
 
 
 class TickResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -268,9 +281,22 @@ class AnalysisEngine:
         return out
 
     # ------------------------------------------------------------------ evaluation
-    def ingest(self, ticks: Sequence[TickIn]) -> list[TickResult]:
+    def ingest(self, ticks: Sequence[TickIn | VoidIn]) -> list[TickResult]:
         """Evaluate validated ticks in order (call :meth:`validate` first), all in one
-        :meth:`Gate.update_many` call."""
+        :meth:`Gate.update_many` call; a stored operator void (:class:`VoidIn`) in the sequence is
+        applied at its place (:meth:`void`)."""
+        if any(isinstance(t, VoidIn) for t in ticks):
+            out: list[TickResult] = []
+            run: list[TickIn] = []
+            for t in [*ticks, None]:
+                if isinstance(t, TickIn):
+                    run.append(t)
+                    continue
+                out += self.ingest(run)
+                run = []
+                if t is not None:
+                    out.append(self.void(t.reason))
+            return out
         if not ticks:
             return []
         names = self.names
@@ -287,6 +313,12 @@ class AnalysisEngine:
         out = [TickResult.of(d) for d in decisions]
         self.last = out[-1]
         return out
+
+    def void(self, reason: str) -> TickResult:
+        """Void the analysis (:meth:`Gate.void <deploysignal.gate.Gate.void>`): one tick without
+        telemetry whose records end the analysis with a final verdict that never promotes."""
+        self.last = TickResult.of(self.gate.void(reason))
+        return self.last
 
     def signal_classification(self) -> list[dict[str, Any]]:
         """Kayenta-style per-signal classification: Pass, High, Low (driver of a rollback) or Nodata.

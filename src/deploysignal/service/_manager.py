@@ -18,7 +18,7 @@ from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..gate._gate import gc_paused
 from ..store import LockedAnalysis, SQLStore
-from ._engine import AnalysisEngine, TickIn
+from ._engine import AnalysisEngine, TickIn, VoidIn
 
 __all__ = ["AnalysisManager"]
 
@@ -185,6 +185,28 @@ class AnalysisManager:
             snapshot=snapshot,
         )
         return response
+
+    # ------------------------------------------------------------------ operator
+    def void(self, aid: str, reason: str) -> dict[str, Any]:
+        """Void an analysis (operator act): a chained audit record and a final verdict that never
+        promotes (:meth:`AnalysisEngine.void`), stored in the analysis' tick sequence so that replay
+        reproduces it and ``audit verify`` passes. Later ticks are still accepted and recorded; the
+        verdict stays final."""
+        with self._lock(aid):
+            try:
+                with self.store.locked(aid) as la:
+                    eng = self._synced_locked(la)
+                    res = eng.void(reason)
+                    lines, head = chain_lines(res.lines, la.row.audit_head)
+                    summary = {**res.summary(), "n_ticks": eng.n_ticks}
+                    la.append([canonical_json(VoidIn(str(reason).strip()).to_json())],
+                              ["\n".join(lines)], last_ts=eng.last_timestamp, head=head, summary=summary)
+            except BaseException:
+                self._engines.pop(aid, None)
+                raise
+        log.warning("analysis %s voided at tick %d: %s", aid, res.tick, reason)
+        return {"analysis": aid, "tick": res.tick, "verdict": res.verdict, "final": res.final, "audit_head": head,
+                "reason": res.records[-1]["fail_closed"]}
 
     # ------------------------------------------------------------------ replay
     def replay(self, aid: str) -> dict[str, Any]:

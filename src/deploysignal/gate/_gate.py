@@ -471,9 +471,9 @@ class Gate:
     >>> from deploysignal.telemetry import Frame
     >>> from deploysignal.calibration import compile_baseline
     >>> rng = np.random.default_rng(0)
-    >>> base = Frame(np.arange(2880.0) * 60, rng.normal(size=(2880, 2)), ("p99_latency_ms", "mfu"))
+    >>> base = Frame(np.arange(2880.0) * 60, rng.normal(size=(2880, 2)), ("p99_latency_ms", "ttft_ms"))
     >>> gate = Gate(compile_baseline(base), GateSettings(window=100))
-    >>> decisions = gate.run(Frame(2880 * 60 + np.arange(100.0) * 60, rng.normal(size=(100, 2)), ("p99_latency_ms", "mfu")))
+    >>> decisions = gate.run(Frame(2880 * 60 + np.arange(100.0) * 60, rng.normal(size=(100, 2)), ("p99_latency_ms", "ttft_ms")))
     >>> decisions[-1].verdict in ("proceed", "extend")
     True
     """

@@ -212,3 +212,32 @@ def test_fail_closed_in_the_batch_path():
     vals = np.stack([sim.control.values[:60]] * 2)
     res = gate.run_batch(sim.canary.timestamps[:60], vals)
     assert res.verdicts() == ["proceed", "extend"] and res.decided_at.tolist() == [59, 20]
+
+
+def test_cli_gate_says_when_it_failed_closed(tmp_path, monkeypatch):
+    """The CLI does not fail silently either: exit 3 (extend), ``fail_closed`` in ``--json`` and in the table."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from deploysignal.cli import app
+    from deploysignal.detectors import FamilyA
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["simulate", "step", "--seed", "4", "-o", str(tmp_path)]).exit_code == 0
+    assert runner.invoke(app, ["calibrate", str(tmp_path / "baseline.csv"), "-o", str(tmp_path / "cfg.json")]).exit_code == 0
+    orig = FamilyA.run
+
+    def broken(self, z, cells, *a):
+        out, fired, harm = orig(self, z, cells, *a)
+        out[:, 0] = math.nan
+        return out, fired, harm
+
+    monkeypatch.setattr(FamilyA, "run", broken)
+    args = ["gate", str(tmp_path / "canary.csv"), "-c", str(tmp_path / "cfg.json")]
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 3, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["verdict"] == "extend" and out["decided_at_tick"] == 0 and "family A log-wealth became NaN at tick 0" in out["fail_closed"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 3 and "failed closed" in r.output

@@ -241,3 +241,31 @@ def test_cli_gate_says_when_it_failed_closed(tmp_path, monkeypatch):
     assert out["verdict"] == "extend" and out["decided_at_tick"] == 0 and "family A log-wealth became NaN at tick 0" in out["fail_closed"]
     r = runner.invoke(app, args)
     assert r.exit_code == 3 and "failed closed" in r.output
+
+
+def test_void_revokes_a_proceed_and_replays_byte_for_byte():
+    """``Gate.void``: a proceed already given becomes a final extend (a voided analysis answers no
+    promotion), the void tick's records carry no evidence and the reason, later ticks keep it, a state
+    round trip keeps it, and the same ticks and void give the same lines."""
+    import json
+
+    sim, cfg = _ramp()
+    s = GateSettings(window=60)
+    healthy = Frame(sim.canary.timestamps[:70], sim.control.values[:70], sim.canary.signals)
+
+    def lines() -> list[str]:
+        gate = Gate(cfg, s)
+        ds = gate.run(healthy.rows(0, 60))
+        assert ds[-1].verdict == "proceed" and ds[-1].final
+        with pytest.raises(InputError, match="needs a reason"):
+            gate.void("  ")
+        v = gate.void("source misconfigured")
+        assert (v.tick, v.verdict, v.final, v.decided_at_tick) == (60, "extend", True, 60)
+        assert all(r["log_wealth"] is None and not r["fire"] for r in v.records[:-1])
+        assert v.records[-1]["fail_closed"] == "voided by operator: source misconfigured"
+        gate = Gate.from_state(cfg, s, json.loads(json.dumps(gate.state())))
+        later = gate.run(healthy.rows(60, 70))
+        assert all(d.verdict == "extend" and d.final and d.records[-1]["fail_closed"].startswith("voided") for d in later)
+        return [ln for d in [*ds, v, *later] for ln in d.lines]
+
+    assert lines() == lines()

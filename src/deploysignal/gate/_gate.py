@@ -31,7 +31,6 @@ VERDICTS = ("pending", "proceed", "extend", "rollback")
 _LOG = logging.getLogger(__name__)
 
 
-
 class Standardizer:
     r"""Raw ticks -> oriented, prewhitened, standardised innovations, with the AR(1) memory of the streams.
 
@@ -424,7 +423,7 @@ class Decision:
         return records
 
 
-PENDING, PROCEED, EXTEND, ROLLBACK = range(4)  # noqa: used by Gate (codes of VERDICTS)
+PENDING, PROCEED, EXTEND, ROLLBACK = range(4)
 
 
 @dataclass(frozen=True)
@@ -758,8 +757,9 @@ class Gate:
     def void(self, reason: str) -> Decision:
         """Void the analysis (an operator's act, e.g. after a tick from the future was accepted and
         wedged it): a tick that carries no telemetry and no evidence (every family's record has a null
-        log-wealth and does not fire) and ends the analysis. An open verdict becomes a final
-        ``extend``, never a promotion; a final verdict (a rollback) stays. The gate record of this
+        log-wealth and does not fire) and ends the analysis. An open verdict, or a ``proceed`` already
+        given, becomes a final ``extend`` (a voided analysis answers no promotion any more); a rollback
+        stays. The gate record of this
         tick and of every later one carries ``fail_closed = "voided by operator: <reason>"``, and the
         state keeps it. Replaying the same ticks and the same void reproduces the records byte for byte.
         """
@@ -769,7 +769,7 @@ class Gate:
         if not reason:
             raise InputError("a void needs a reason (it is recorded in the audit)", column="reason")
         tick = self._tick
-        if not self._final[0]:
+        if not self._final[0] or self._verdict[0] == PROCEED:
             self._verdict[0], self._final[0], self._decided_at[0] = EXTEND, True, tick
         self._fail_reason = f"voided by operator: {reason}"
         ts = self._last_ts if math.isfinite(self._last_ts) else 0.0
@@ -786,8 +786,8 @@ class Gate:
         """Per tick of a batch: why the gate has failed closed by then ("" before, and always on valid
         input). :func:`~deploysignal.detectors._kernels.decide_step` turns an open verdict into a final
         ``extend`` at the first tick where a family with alpha reports a NaN log-wealth; the
-        reason names the family, the tick and the value, is logged once (error) and stays in every
-        later gate record and in the state."""
+        reason names the family and the tick, is logged once (error) and stays in every later gate
+        record and in the state."""
         reasons = [self._fail_reason] * n
         if not self._fail_reason:
             bad = np.argwhere(np.isnan(lw))

@@ -2,7 +2,8 @@
 
 ``POST /v1/analyses/{id}/void`` (write token) voids an analysis, e.g. one wedged by a tick stamped in the
 future before ``--max-clock-skew`` existed, or fed from a misconfigured source: one chained audit tick
-without telemetry, a final verdict that never promotes (``extend``; a rollback already decided stays),
+without telemetry, a final verdict that never promotes (``extend``, also in place of a ``proceed``
+already given; a rollback already decided stays),
 ``fail_closed = "voided by operator: <reason>"`` in the gate record of that tick and every later one.
 The void is stored in the analysis' tick sequence, so ``replay`` reproduces it byte for byte and
 ``audit verify`` passes. Start a new analysis for the canary afterwards.

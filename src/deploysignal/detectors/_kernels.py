@@ -22,6 +22,7 @@ from numba import njit
 __all__ = [
     "EXP_ZERO", "ONS_C", "Z_BOUND", "as_rows", "check_cell", "check_cells", "decide_run", "decide_step", "family_a_run", "family_a_step", "family_b_run", "family_b_step",
     "family_c_run", "family_c_step", "family_d_run", "family_d_step", "family_e_run", "family_e_step", "in_domain_run", "ons_update",
+    "scale_bounded",
 ]
 
 #: Step constant of the online Newton step for betting (Cutkosky & Orabona 2018): 2 / (2 - log 3).
@@ -756,6 +757,20 @@ def decide_run(
         for f in range(lw.shape[1]):
             out_first[t, f] = first_fire[0, f]
             out_max_lw[t, f] = max_lw[0, f]
+
+
+@njit(**_OPTS_GIL)
+def scale_bounded(v, orient, scale, bound, out):  # pragma: no cover - compiled
+    """``out = clip(orient * v / scale, -bound, bound)`` elementwise, the same IEEE operations as the
+    numpy expression; NaN stays NaN and an overflow to infinity becomes the bound (no warning).
+    ``v``, ``out``: (n, k); ``orient``, ``scale``: (n, k) or (1, k) (broadcast over rows)."""
+    n, k = v.shape
+    one = orient.shape[0] == 1
+    for i in range(n):
+        r = 0 if one else i
+        for j in range(k):
+            x = orient[r, j] * v[i, j] / scale[r, j]
+            out[i, j] = bound if x > bound else (-bound if x < -bound else x)
 
 
 @njit(**_OPTS_GIL)

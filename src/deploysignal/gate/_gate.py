@@ -20,8 +20,8 @@ from .._exceptions import InputError
 from ..calibration import CompiledConfig, canonical_json, cell_keys, g_step_innovation, level_neighbour, stack_arrays, transform_values
 from ..calibration._config import _FAST_MAX, _FAST_MIN, _FAST_OK, _plain
 from ..detectors import Evidence, FamilyA, FamilyB, build_family_c, build_family_d, build_family_e
-from ..detectors._kernels import Z_BOUND, decide_run, decide_step, in_domain_run
-from ..telemetry import Frame, check_domain, check_epoch_seconds
+from ..detectors._kernels import Z_BOUND, decide_run, decide_step, in_domain_run, scale_bounded
+from ..telemetry import Frame, check_domain, check_epoch_seconds, domain_bounds
 from ._settings import GateSettings
 
 __all__ = ["FAMILY_BUILDERS", "VERDICTS", "BatchResult", "Decision", "Gate", "Standardizer", "check_paired"]
@@ -67,6 +67,8 @@ class Standardizer:
         self.lag = np.zeros(self._phi.shape)
         #: a de-seasonalised value beyond Z_BOUND marginal sd is a spike: not an AR(1) predecessor
         self._spike = Z_BOUND * self._scale / self._root
+        self._orient2 = np.ascontiguousarray(np.broadcast_to(self._orient, self._scale.shape), dtype=float)
+        self._scale = np.ascontiguousarray(self._scale, dtype=float)
 
     def __call__(self, timestamp: float, raw: np.ndarray, cell: int, neighbour: int, weight: float) -> np.ndarray:
         level = weight * self._loc[:, cell] + (1.0 - weight) * self._loc[:, neighbour]
@@ -80,10 +82,12 @@ class Standardizer:
 
     def _bounded(self, v: np.ndarray) -> np.ndarray:
         """Oriented, scaled ``v`` held to ``[-Z_BOUND, Z_BOUND]`` (NaN stays NaN; an overflow to infinity
-        becomes the bound): what the families are fed (:data:`Z_BOUND`)."""
-        with np.errstate(over="ignore"):
-            out = self._orient * v / self._scale
-        return np.clip(out, -Z_BOUND, Z_BOUND, out=out)
+        becomes the bound): what the families are fed (:data:`Z_BOUND`). Compiled
+        (:func:`~deploysignal.detectors._kernels.scale_bounded`): the numpy expression with an error
+        state and a clip costs ~5x as much on the single-tick path."""
+        out = np.empty(v.shape)
+        scale_bounded(np.ascontiguousarray(v, dtype=float), self._orient2, self._scale, Z_BOUND, out)
+        return out
 
     def run(self, timestamps: np.ndarray, raw: np.ndarray, cells: np.ndarray, neighbours: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``T`` ticks of a single stream at once (``raw``: (T, k); per-tick cells, neighbour cells and own
@@ -498,6 +502,7 @@ class Gate:
         #: the floats every record repeats (alpha shares, thresholds, alpha) lie in the fast domain
         self._static_ok = _plain([s.alpha] + [v for _n, alloc, thr, _c, _l in self._static for v in (alloc, thr) if v is not None])
         self._cell_memo: dict[tuple[int, str], tuple[int, str]] = {}
+        self._domain = domain_bounds(self.config.arrays["kind_rate"], self.config.arrays["kind_count"])
         self._reset()
 
     def _reset(self) -> None:
@@ -693,10 +698,9 @@ class Gate:
             stamps[i] = ts
             tiers.append(tier)
             conts.append(cont)
-        kinds = self.config.arrays
-        check_domain(raw, kinds["kind_rate"], kinds["kind_count"], self._names, what="canary", first_row=self._tick + 1)
+        check_domain(raw, self._domain, self._names, what="canary", first_row=self._tick + 1)
         if craw is not None:
-            check_domain(craw, kinds["kind_rate"], kinds["kind_count"], self._names, what="control", first_row=self._tick + 1)
+            check_domain(craw, self._domain, self._names, what="control", first_row=self._tick + 1)
         # ---- every tick is valid: evaluate
         cells, nbs, keys = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), []
         offsets, weights = level_neighbour(stamps, self.config.tick_seconds)

@@ -273,11 +273,11 @@ class AnalysisEngine:
                 raise InputError(str(exc).split(": ", 1)[-1] if col else str(exc), row=i, column=col) from None
             out.append(TickIn(ts, v, c, cohort))
             clocks[key] = ts
-        kinds = self.config.arrays
+        bounds = self.gate._domain  # noqa: SLF001 - the gate's per-signal domain
         for what, maps in (("canary", [t.values for t in out]), ("control", [t.control for t in out if t.control is not None])):
             if maps:
                 rows = np.array([[m.get(n, math.nan) for n in self.names] for m in maps], dtype=float)  # None -> NaN
-                check_domain(rows, kinds["kind_rate"], kinds["kind_count"], self.names, what=what)  # row = tick of the batch
+                check_domain(rows, bounds, self.names, what=what)  # row = tick of the batch
         return out
 
     # ------------------------------------------------------------------ evaluation

@@ -32,10 +32,11 @@ is recorded in the tick's evidence like any other (the records carry no raw valu
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from .._exceptions import InputError
 
-__all__ = ["COUNT_SLACK", "RATE_SLACK", "check_domain"]
+__all__ = ["COUNT_SLACK", "RATE_SLACK", "check_domain", "domain_bounds"]
 
 #: How far outside [0, 1] a rate may lie and still be taken as noise (clipped) rather than rejected.
 RATE_SLACK = 1.0
@@ -43,32 +44,53 @@ RATE_SLACK = 1.0
 COUNT_SLACK = 1.0
 
 
-def check_domain(values: np.ndarray, kind_rate: np.ndarray, kind_count: np.ndarray, names: tuple[str, ...] | list[str],
+@njit(cache=True)
+def _first_outside(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Row-major flat index of the first ``v[i, j]`` outside ``[lo[j], hi[j]]`` (NaN is inside), or -1."""
+    n, k = v.shape
+    for i in range(n):
+        for j in range(k):
+            x = v[i, j]
+            if x < lo[j] or x > hi[j]:
+                return i * k + j
+    return -1
+
+
+def domain_bounds(kind_rate: np.ndarray, kind_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per signal, the lowest and highest value accepted (``-inf``/``inf`` where unbounded), from
+    the ``(k,)`` masks of rate and count signals: what :func:`check_domain` compares against."""
+    rate, count = np.asarray(kind_rate, dtype=bool), np.asarray(kind_count, dtype=bool)
+    lo = np.where(rate, -RATE_SLACK, np.where(count, -COUNT_SLACK, -np.inf))
+    hi = np.where(rate, 1.0 + RATE_SLACK, np.inf)
+    return np.ascontiguousarray(lo, dtype=float), np.ascontiguousarray(hi, dtype=float)
+
+
+def check_domain(values: np.ndarray, bounds: tuple[np.ndarray, np.ndarray], names: tuple[str, ...] | list[str],
                  *, what: str = "canary", first_row: int = 1) -> None:
     """Raise :class:`InputError` at the first value (row-major order) outside its kind's domain.
 
-    ``values``: (n, k) floats, NaN = missing; ``kind_rate``/``kind_count``: (k,) masks; ``first_row``:
-    the 1-based row number of ``values[0]`` in the caller's stream.
+    ``values``: (n, k) floats, NaN = missing; ``bounds``: :func:`domain_bounds`; ``first_row``: the
+    1-based row number of ``values[0]`` in the caller's stream. Compiled scan
+    (``_first_outside``, numba): it runs on every tick.
 
     >>> import numpy as np
-    >>> rate, count = np.array([True, False]), np.array([False, False])
-    >>> check_domain(np.array([[0.5, -1e300], [1.05, np.nan]]), rate, count, ("tool_success_rate", "eval_score"))
-    >>> check_domain(np.array([[95.0, 1.0]]), rate, count, ("tool_success_rate", "eval_score"), first_row=7)
+    >>> b = domain_bounds(np.array([True, False]), np.array([False, False]))
+    >>> check_domain(np.array([[0.5, -1e300], [1.05, np.nan]]), b, ("tool_success_rate", "eval_score"))
+    >>> check_domain(np.array([[95.0, 1.0]]), b, ("tool_success_rate", "eval_score"), first_row=7)
     Traceback (most recent call last):
     ...
     deploysignal._exceptions.InputError: row 7, column 'tool_success_rate': canary value 95.0 is outside the domain of a rate, [0, 1] (a percentage? give rates as fractions)
     """
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
+    v = np.ascontiguousarray(values, dtype=float)
+    if v.ndim != 2 or v.size == 0:
         return
-    rate, count = np.asarray(kind_rate, dtype=bool), np.asarray(kind_count, dtype=bool)
-    with np.errstate(invalid="ignore"):
-        bad = (rate & ((v < -RATE_SLACK) | (v > 1.0 + RATE_SLACK))) | (count & (v < -COUNT_SLACK))
-    if not bad.any():
+    lo, hi = bounds
+    at = _first_outside(v, lo, hi)
+    if at < 0:
         return
-    i, j = (int(x) for x in np.argwhere(bad)[0])
+    i, j = divmod(int(at), v.shape[1])
     x = float(v[i, j])
-    if rate[j]:
+    if hi[j] < np.inf:  # a rate
         hint = " (a percentage? give rates as fractions)" if 1.0 < x <= 100.0 else ""
         msg = f"{what} value {x!r} is outside the domain of a rate, [0, 1]{hint}"
     else:

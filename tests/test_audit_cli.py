@@ -43,8 +43,8 @@ def test_gate_json_exit_code_and_audit_replay(scenario):
     last = json.loads(r.output.strip().splitlines()[-1])
     assert last["verdict"] == "rollback" and last["fired_families"] == ["A"]
     assert isinstance(last["decided_at_tick"], int) and last["baseline_version"].startswith("cc-")
-    lines = audit.read_text().splitlines()
-    header, recs = json.loads(lines[0]), [json.loads(x) for x in lines[1:]]
+    lines = audit.read_text().splitlines()  # hash-chained since 0.4.1: {"hash", "prev", "record"} per line
+    header, recs = json.loads(lines[0])["record"], [json.loads(x)["record"] for x in lines[1:]]
     assert header["family"] == "header"
     fam = [x for x in recs if x["family"] != "gate"]
     assert AUDIT_FIELDS <= set(fam[0])
@@ -59,16 +59,20 @@ def test_gate_json_exit_code_and_audit_replay(scenario):
     assert audit2.read_bytes() == audit.read_bytes()
     # tampering is found
     bad = scenario / "tampered.jsonl"
-    rec = json.loads(lines[10])
+    env = json.loads(lines[10])
+    rec = env["record"]
     rec["log_wealth"] = (rec["log_wealth"] or 0.0) + 1e-9
-    bad.write_text("\n".join(lines[:10] + [json.dumps(rec, sort_keys=True, separators=(",", ":"))] + lines[11:]) + "\n")
+
+    def line(e, r):  # a chained line holding record r under envelope e's hashes
+        return json.dumps(dict(e, record=r), sort_keys=True, separators=(",", ":"))
+
+    bad.write_text("\n".join(lines[:10] + [line(env, rec)] + lines[11:]) + "\n")
     r = runner.invoke(app, ["replay", str(scenario / "canary.csv"), "-c", str(scenario / "cfg.json"), "--audit", str(bad)])
     assert r.exit_code == 1 and "audit line 11" in r.output and "log_wealth" in r.output
     # a log written by another library version: the mismatch says so
     other = scenario / "other_version.jsonl"
     hdr = dict(header, gate_version="0.1.0")
-    other.write_text("\n".join([json.dumps(hdr, sort_keys=True, separators=(",", ":"))] + lines[1:10]
-                               + [json.dumps(rec, sort_keys=True, separators=(",", ":"))] + lines[11:]) + "\n")
+    other.write_text("\n".join([line(json.loads(lines[0]), hdr)] + lines[1:10] + [line(env, rec)] + lines[11:]) + "\n")
     r = runner.invoke(app, ["replay", str(scenario / "canary.csv"), "-c", str(scenario / "cfg.json"), "--audit", str(other)])
     assert r.exit_code == 1 and "written by deploysignal 0.1.0" in r.output
     short = scenario / "short.jsonl"

@@ -24,7 +24,7 @@ from typing import Any
 from .._text import JSON_UNUSABLE, error_head, is_utf8
 from ..calibration import canonical_json
 
-__all__ = ["GENESIS", "ChainReport", "chain_hash", "chain_lines", "chain_records", "verify_chain"]
+__all__ = ["GENESIS", "ChainReport", "chain_hash", "chain_lines", "chain_records", "is_chained", "record_text", "verify_chain"]
 
 GENESIS = "0" * 64
 
@@ -54,6 +54,31 @@ def chain_lines(lines: Iterable[str], prev: str = GENESIS) -> tuple[list[str], s
         out.append(f'{{"hash":"{h}","prev":"{prev}","record":{line}}}')
         prev = h
     return out, prev
+
+
+_HEX = frozenset("0123456789abcdef")
+_PREFIX = len('{"hash":"') + 64 + len('","prev":"') + 64 + len('","record":')
+
+
+def record_text(line: str) -> str | None:
+    """The record of a chained line exactly as written (the canonical JSON the hash covers), or None
+    when ``line`` does not have the shape :func:`chain_lines` writes. Checks the shape only, not the hash.
+
+    >>> lines, _ = chain_records([{"b": 2, "a": 1}])
+    >>> record_text(lines[0]), record_text('{"a":1}')
+    ('{"a":1,"b":2}', None)
+    """
+    if (len(line) <= _PREFIX + 1 or not line.startswith('{"hash":"') or line[73:83] != '","prev":"' or line[147:_PREFIX] != '","record":'
+            or not line.endswith("}") or not set(line[9:73]) <= _HEX or not set(line[83:147]) <= _HEX):
+        return None
+    return line[_PREFIX:-1]
+
+
+def is_chained(first_line: str) -> bool:
+    """Whether an audit log whose first line is ``first_line`` is hash-chained (format 2: every line
+    ``{"hash", "prev", "record"}``, the service's logs and, since 0.4.1, ``gate --audit``) rather than
+    a log of plain records (format 1, ``gate --audit`` up to 0.4.0)."""
+    return record_text(first_line) is not None
 
 
 @dataclass(frozen=True)

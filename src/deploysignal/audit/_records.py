@@ -24,10 +24,11 @@ from .._exceptions import InputError, ReplayMismatch
 from .._text import JSON_UNUSABLE, error_head, is_utf8
 from ..calibration import CompiledConfig, canonical_json
 from .. import __version__
+from ._chain import GENESIS, ChainReport, chain_lines, is_chained, record_text, verify_chain
 from ..gate import Gate, GateSettings
 from ..telemetry import Frame
 
-__all__ = ["AuditWriter", "dumps_record", "read_audit", "replay", "settings_record"]
+__all__ = ["AuditWriter", "audit_lines", "check_chain", "dumps_record", "read_audit", "replay", "settings_record"]
 
 
 def dumps_record(record: dict[str, Any]) -> str:
@@ -45,27 +46,29 @@ def settings_record(config: CompiledConfig, settings: GateSettings) -> dict[str,
 
 
 class AuditWriter:
-    """Append-only JSONL audit log. Writes the header line first, then every record, flushed per tick."""
+    """Append-only, hash-chained JSONL audit log (format 2, as the service writes): the header record
+    first, then every record, each line ``{"hash", "prev", "record"}``
+    (:func:`~deploysignal.audit._chain.chain_lines`), flushed per tick. ``head`` is the hash of the
+    last line written: ``deploysignal audit verify FILE --head HEAD`` also detects a truncated tail."""
 
     def __init__(self, fh: IO[str], config: CompiledConfig, settings: GateSettings) -> None:
         self._fh = fh
-        self._fh.write(dumps_record(settings_record(config, settings)) + "\n")
+        self.head = GENESIS
+        self.write([settings_record(config, settings)])
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         self.write_lines(dumps_record(r) for r in records)
 
     def write_lines(self, lines: Iterable[str]) -> None:
         """Records already in canonical JSON (:attr:`Decision.lines <deploysignal.gate.Decision>`)."""
-        self._fh.write("".join(line + "\n" for line in lines))
+        chained, self.head = chain_lines(lines, self.head)
+        self._fh.write("".join(line + "\n" for line in chained))
         self._fh.flush()
 
 
-def read_audit(path: str | Path) -> tuple[dict[str, Any], list[str]]:
-    """Header record and the raw record lines (without newlines) of an audit log.
-
-    A record line with bytes that are not UTF-8 is kept (its bad bytes as lone surrogates, Python's
-    ``surrogateescape``): :func:`replay` reports it as a mismatch at its line, like any corrupted record.
-    The header must be UTF-8 JSON (:class:`InputError`, row 1)."""
+def audit_lines(path: str | Path) -> list[str]:
+    """The lines of an audit log as written (without newlines). Bytes that are not UTF-8 are kept as
+    lone surrogates (Python's ``surrogateescape``): the line holding them is reported, not the file."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
@@ -76,8 +79,24 @@ def read_audit(path: str | Path) -> tuple[dict[str, Any], list[str]]:
         lines = data.decode("utf-8", errors="surrogateescape").splitlines()
     if not lines:
         raise InputError(f"{p}: audit log is empty")
+    return lines
+
+
+def read_audit(path: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """Header record and the record lines (canonical JSON, without newlines) of an audit log.
+
+    Both formats are read: hash-chained lines (format 2, what ``gate --audit`` writes since 0.4.1 and
+    the service always wrote; each record is taken exactly as its line holds it) and plain records
+    (format 1, ``gate --audit`` up to 0.4.0). The chain itself is checked by :func:`check_chain`. A
+    record line with bytes that are not UTF-8, or a chained line whose envelope is damaged, is kept
+    as it is: :func:`replay` reports it as a mismatch at its line, like any corrupted record. The
+    header must be UTF-8 JSON (:class:`InputError`, row 1)."""
+    p = Path(path)
+    lines = audit_lines(p)
     if not is_utf8(lines[0]):
         raise InputError(f"{p}: first line is not UTF-8 text", row=1)
+    if is_chained(lines[0]):
+        lines = [line if (rec := record_text(line)) is None else rec for line in lines]
     try:
         header = json.loads(lines[0])
     except json.JSONDecodeError as exc:
@@ -87,6 +106,13 @@ def read_audit(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(header, dict) or header.get("family") != "header":
         raise InputError(f"{p}: first line must be the audit header", row=1)
     return header, lines[1:]
+
+
+def check_chain(path: str | Path) -> ChainReport | None:
+    """:func:`~deploysignal.audit._chain.verify_chain` over the lines of a chained audit log; None
+    for a log of plain records (format 1, ``gate --audit`` up to 0.4.0), which has no chain."""
+    lines = audit_lines(path)
+    return verify_chain(lines) if is_utf8(lines[0]) and is_chained(lines[0]) else None
 
 
 def _replayed_lines(config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None) -> Iterator[str]:

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError, ReplayMismatch, SchemaError
-from ..audit import AuditWriter, read_audit, replay
+from ..audit import AuditWriter, check_chain, read_audit, replay
 from ..calibration import CompiledConfig, canonical_json, compile_baseline
 from ..gate import Decision, Gate, GateSettings, check_paired
 from ..simulate import SCENARIOS, simulate
@@ -83,7 +83,7 @@ def _summary(d: Decision | None, config: CompiledConfig, n_ticks: int) -> dict[s
     # only fires that count for the verdict: those before it became final (rollback families), and warnings
     counted = set(d.fired_families) | ({"B"} if verdict != "rollback" else set())
     reasons = {ev.family: {"reason": ev.reason, "drivers": list(ev.drivers), "action": ev.action} for ev in d.evidence if ev.fired and ev.family in counted and (ev.family in d.fired_families or ev.action == "warn")}
-    return {
+    out = {
         "verdict": verdict,
         "decided_at_tick": decided,
         "fired_families": list(d.fired_families),
@@ -91,6 +91,10 @@ def _summary(d: Decision | None, config: CompiledConfig, n_ticks: int) -> dict[s
         "ticks": n_ticks,
         "reasons": reasons,
     }
+    failed = d.records[-1].get("fail_closed")
+    if failed:  # the gate failed closed (a family's evidence became NaN): say why, never silently
+        out["fail_closed"] = failed
+    return out
 
 
 def _print_summary(s: dict[str, Any], title: str = "deploysignal gate") -> None:
@@ -102,6 +106,8 @@ def _print_summary(s: dict[str, Any], title: str = "deploysignal gate") -> None:
     t.add_row("baseline", s["baseline_version"])
     for fam, r in sorted(s["reasons"].items()):
         t.add_row(f"family {fam} ({r['action']})", r["reason"])
+    if s.get("fail_closed"):
+        t.add_row("[red]failed closed[/]", s["fail_closed"])
     out.print(t)
 
 
@@ -198,7 +204,14 @@ def replay_cmd(
     can = load_stream(canary, cfg, "canary")
     ctrl = load_stream(control, cfg, "control") if control else None
     n = replay(cfg, can, lines, header, ctrl)
-    out.print(f"replay ok: {n} records match")
+    chain = check_chain(audit)
+    if chain is None:
+        out.print(f"replay ok: {n} records match (unchained log of format 1, written by deploysignal {header.get('gate_version', '< 0.2.0')}:"
+                  " no hash chain to check)")
+    elif not chain.ok:
+        raise ReplayMismatch(f"the records match but the hash chain is broken: {chain.reason}", line=chain.bad_line)
+    else:
+        out.print(f"replay ok: {n} records match, hash chain intact (head {chain.head})")
 
 
 @app.command("simulate")

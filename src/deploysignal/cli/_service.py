@@ -37,6 +37,8 @@ def serve(
     max_batch_ticks: int = typer.Option(10_000, help="Ticks per ingest request."),
     snapshot_every: int = typer.Option(256, help="Ticks between engine snapshots."),
     secrets_dir: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_SECRETS_DIR", help="Directory Prometheus pull specs may read secret and TLS files from (none: no such files)."),
+    max_clock_skew: float = typer.Option(300.0, min=-1.0, help="Reject ticks stamped more than this many seconds after the server clock"
+                                         " (a tick from the future wedges an analysis); -1 turns the check off."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -54,7 +56,8 @@ def serve(
             tokens_file = _generated_tokens(tokens_dir, host, port)
         tokens = [] if tokens_file is None else ServiceSettings.read_tokens_file(tokens_file)
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
-                                   secrets_dir=None if secrets_dir is None else str(secrets_dir))
+                                   secrets_dir=None if secrets_dir is None else str(secrets_dir),
+                                   max_clock_skew=None if max_clock_skew < 0 else max_clock_skew)
         if workers == 1:
             app = create_app(settings)
     except (DeploySignalError, ValueError) as exc:
@@ -132,6 +135,29 @@ def openapi_cmd(output: Optional[Path] = typer.Option(None, "-o", "--output", he
         output.write_text(text, encoding="utf-8")
 
 
+@service_app.command("void")
+def void_cmd(
+    analysis: str = typer.Option(..., help="Analysis id."),
+    reason: str = typer.Option(..., help="Why (recorded in the audit chain)."),
+    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="The service's store URL."),
+) -> None:
+    """Void an analysis in the store (as POST /v1/analyses/{id}/void with a write token does): a chained
+    audit record and a final verdict that never promotes. Exit 0 done, 2 no such analysis or bad input."""
+    from ..service._manager import AnalysisManager
+    from ..store import open_store
+
+    try:
+        st = open_store(store)
+        try:
+            res = AnalysisManager(st).void(analysis, reason)
+        finally:
+            st.close()
+    except (DeploySignalError, ValueError) as exc:
+        err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    out.print(f"analysis {analysis} voided at tick {res['tick']}: verdict {res['verdict']} (final), audit head {res['audit_head']}")
+
+
 @audit_app.command("verify")
 def verify(
     path: Optional[Path] = typer.Argument(None, help="Chained audit NDJSON (GET /v1/analyses/{id}/audit)."),
@@ -166,6 +192,16 @@ def verify(
     except (DeploySignalError, OSError, KeyError) as exc:
         err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
+    legacy = _unchained_header(lines[0]) if lines else None
+    if legacy is not None:
+        reason = (f"unchained audit log (format 1: plain records, written by `deploysignal gate --audit` of deploysignal {legacy},"
+                  " before CLI logs were hash-chained in 0.4.1): there is no hash chain to verify. `deploysignal replay` still"
+                  " checks every record byte for byte; run `gate --audit` again for a chained log")
+        if as_json:
+            out.print(json.dumps({"ok": False, "lines": 0, "head": None, "bad_line": None, "reason": reason, "format": 1}))
+        else:
+            err.print(f"[red]audit log not verifiable[/red]: {reason}")
+        raise typer.Exit(1)
     rep = verify_chain(lines, head=head)
     if as_json:
         out.print(json.dumps({"ok": rep.ok, "lines": rep.n, "head": rep.head, "bad_line": rep.bad_line, "reason": rep.reason}))
@@ -174,6 +210,18 @@ def verify(
     else:
         err.print(f"[red]audit chain broken[/red] at line {rep.bad_line}: {rep.reason}")
     raise typer.Exit(0 if rep.ok else 1)
+
+
+def _unchained_header(first: str) -> str | None:
+    """The writer's version when ``first`` is the plain header line of an unchained (format 1) audit
+    log, else None."""
+    try:
+        obj = json.loads(first)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(obj, dict) and obj.get("family") == "header" and "hash" not in obj:
+        return str(obj.get("gate_version", "< 0.2.0"))
+    return None
 
 
 def register(app: typer.Typer) -> None:

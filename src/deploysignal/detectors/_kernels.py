@@ -20,12 +20,21 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "EXP_ZERO", "ONS_C", "as_rows", "check_cell", "check_cells", "decide_run", "decide_step", "family_a_run", "family_a_step", "family_b_run", "family_b_step",
+    "EXP_ZERO", "ONS_C", "Z_BOUND", "as_rows", "check_cell", "check_cells", "decide_run", "decide_step", "family_a_run", "family_a_step", "family_b_run", "family_b_step",
     "family_c_run", "family_c_step", "family_d_run", "family_d_step", "family_e_run", "family_e_step", "in_domain_run", "ons_update",
+    "scale_bounded",
 ]
 
 #: Step constant of the online Newton step for betting (Cutkosky & Orabona 2018): 2 / (2 - log 3).
 ONS_C = 2.0 / (2.0 - math.log(3.0))
+
+#: Largest standardised innovation (and AR(1) regressor) the families are fed, in innovation standard
+#: deviations: the gate's standardiser holds ``z`` and the regressors to ``[-Z_BOUND, Z_BOUND]``. Every
+#: family clips its bets' inputs at 6 sd or less, so the bound changes no bet; it keeps a finite value
+#: that is huge against its signal's scale (1e300, or one whose ratio to the scale overflows) out of the
+#: families' sums as an infinity or a NaN. Family A does not learn cell bias or AR-error regression from
+#: a tick at the bound (it still bets on it, at its clip): one spike cannot teach it that harm is bias.
+Z_BOUND = 1e6
 
 _OPTS = {"cache": True, "nogil": True, "error_model": "numpy"}
 #: Entry points of the single-stream path keep the GIL: their work per call is microseconds, and in a
@@ -333,7 +342,8 @@ def family_a_step(
             for g in range(G):
                 tot_p += _exp_term(logP[p, i, g] - top_p)
             out_harm[p, i] = top_p + math.log(tot_p) - math.log(G) >= thr_p  # 'harm >= tau' rejected
-            if ok:
+            # a spike (|z| at Z_BOUND) is bet on, at the clip, but not learnt from as bias or regression
+            if ok and abs(z[p, s]) < Z_BOUND and (not two_sample or abs(control_z[p, s]) < Z_BOUND):
                 n_obs[p, i] += 1.0
                 Qzr[p, i] += (x - bhat) * r
                 Qzr2[p, i] += (x - tau - bhat2) * r
@@ -545,7 +555,11 @@ def decide_step(
     """The gate's verdict update for ``P`` streams at tick ``t`` (0-based), in place; see ``Gate``.
 
     ``lw``/``fired``: (P, F) log-wealth and rollback-fires per family; ``b_fired``: any rule fired;
-    ``valid``: enough signals present; ``harm``: early-proceed test rejected 'harm >= tau' everywhere."""
+    ``valid``: enough signals present; ``harm``: early-proceed test rejected 'harm >= tau' everywhere.
+
+    Fail closed: at a tick where a family with alpha (finite ``log_thr``) reports a NaN log-wealth,
+    an open verdict becomes a final ``extend`` unless a rollback fires at the same tick. (-inf is a
+    legitimate value, a Shiryaev-Roberts statistic at 0 before any evidence; +inf fires.)"""
     P, F = lw.shape
     n = t + 1
     at_end = n % window == 0
@@ -568,6 +582,13 @@ def decide_step(
             verdict[p], final[p], decided_at[p] = ROLLBACK, True, t
             continue
         if not open_:
+            continue
+        broken = False  # fail closed: a family with alpha whose evidence is NaN can no longer be trusted
+        for f in range(F):
+            if log_thr[f] < math.inf and math.isnan(lw[p, f]):
+                broken = True
+        if broken:
+            verdict[p], final[p], decided_at[p] = EXTEND, True, t
             continue
         valid_ok = n_valid[p] >= min_valid_fraction * n
         suggestive = b_warn[p]
@@ -736,6 +757,20 @@ def decide_run(
         for f in range(lw.shape[1]):
             out_first[t, f] = first_fire[0, f]
             out_max_lw[t, f] = max_lw[0, f]
+
+
+@njit(**_OPTS_GIL)
+def scale_bounded(v, orient, scale, bound, out):  # pragma: no cover - compiled
+    """``out = clip(orient * v / scale, -bound, bound)`` elementwise, the same IEEE operations as the
+    numpy expression; NaN stays NaN and an overflow to infinity becomes the bound (no warning).
+    ``v``, ``out``: (n, k); ``orient``, ``scale``: (n, k) or (1, k) (broadcast over rows)."""
+    n, k = v.shape
+    one = orient.shape[0] == 1
+    for i in range(n):
+        r = 0 if one else i
+        for j in range(k):
+            x = orient[r, j] * v[i, j] / scale[r, j]
+            out[i, j] = bound if x > bound else (-bound if x < -bound else x)
 
 
 @njit(**_OPTS_GIL)

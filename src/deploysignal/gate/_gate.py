@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import threading
 import time
@@ -19,13 +20,15 @@ from .._exceptions import InputError
 from ..calibration import CompiledConfig, canonical_json, cell_keys, g_step_innovation, level_neighbour, stack_arrays, transform_values
 from ..calibration._config import _FAST_MAX, _FAST_MIN, _FAST_OK, _plain
 from ..detectors import Evidence, FamilyA, FamilyB, build_family_c, build_family_d, build_family_e
-from ..detectors._kernels import decide_run, decide_step, in_domain_run
-from ..telemetry import Frame
+from ..detectors._kernels import Z_BOUND, decide_run, decide_step, in_domain_run, scale_bounded
+from ..telemetry import Frame, check_domain, check_epoch_seconds, domain_bounds
 from ._settings import GateSettings
 
 __all__ = ["FAMILY_BUILDERS", "VERDICTS", "BatchResult", "Decision", "Gate", "Standardizer", "check_paired"]
 
 VERDICTS = ("pending", "proceed", "extend", "rollback")
+
+_LOG = logging.getLogger(__name__)
 
 
 class Standardizer:
@@ -62,16 +65,29 @@ class Standardizer:
         self._prev_y = np.full(self._phi.shape, np.nan)
         self._prev_t = np.full(self._phi.shape, np.nan)
         self.lag = np.zeros(self._phi.shape)
+        #: a de-seasonalised value beyond Z_BOUND marginal sd is a spike: not an AR(1) predecessor
+        self._spike = Z_BOUND * self._scale / self._root
+        self._orient2 = np.ascontiguousarray(np.broadcast_to(self._orient, self._scale.shape), dtype=float)
+        self._scale = np.ascontiguousarray(self._scale, dtype=float)
 
     def __call__(self, timestamp: float, raw: np.ndarray, cell: int, neighbour: int, weight: float) -> np.ndarray:
         level = weight * self._loc[:, cell] + (1.0 - weight) * self._loc[:, neighbour]
         y = transform_values(raw, self._rate, self._count) - level
         innov, lag = g_step_innovation(y, self._prev_y, (timestamp - self._prev_t) / self._tick, self._phi, self._root)
-        self.lag = self._orient * lag / self._scale
-        seen = ~np.isnan(y)
+        self.lag = self._bounded(lag)
+        seen = np.abs(y) <= self._spike  # False for NaN: missing values and spikes leave the AR(1) memory alone
         self._prev_y = np.where(seen, y, self._prev_y)
         self._prev_t = np.where(seen, timestamp, self._prev_t)
-        return self._orient * innov / self._scale
+        return self._bounded(innov)
+
+    def _bounded(self, v: np.ndarray) -> np.ndarray:
+        """Oriented, scaled ``v`` held to ``[-Z_BOUND, Z_BOUND]`` (NaN stays NaN; an overflow to infinity
+        becomes the bound): what the families are fed (:data:`Z_BOUND`). Compiled
+        (:func:`~deploysignal.detectors._kernels.scale_bounded`): the numpy expression with an error
+        state and a clip costs ~5x as much on the single-tick path."""
+        out = np.empty(v.shape)
+        scale_bounded(np.ascontiguousarray(v, dtype=float), self._orient2, self._scale, Z_BOUND, out)
+        return out
 
     def run(self, timestamps: np.ndarray, raw: np.ndarray, cells: np.ndarray, neighbours: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``T`` ticks of a single stream at once (``raw``: (T, k); per-tick cells, neighbour cells and own
@@ -85,18 +101,18 @@ class Standardizer:
         w = np.asarray(weights, dtype=float)[:, None]
         loc = self._loc[0]
         y = transform_values(raw, self._rate, self._count) - (w * loc[cells] + (1.0 - w) * loc[neighbours])
-        Y = np.concatenate([self._prev_y, y])  # row 0: the state before the batch
+        Y = np.concatenate([self._prev_y, np.where(np.abs(y) <= self._spike, y, np.nan)])  # row 0: the state before the batch; spikes are not remembered
         times = np.concatenate([self._prev_t, np.broadcast_to(ts[:, None], (T, k))])
         rows = np.where(np.isnan(Y), 0, np.arange(T + 1)[:, None])
         np.maximum.accumulate(rows, axis=0, out=rows)  # last observed row at or before each row
         prev_y = np.take_along_axis(Y, rows[:-1], axis=0)
         prev_t = np.take_along_axis(times, rows[:-1], axis=0)
         innov, lag = g_step_innovation(y, prev_y, (ts[:, None] - prev_t) / self._tick, self._phi, self._root)
-        self.lag = self._orient * lag / self._scale
+        self.lag = self._bounded(lag)
         cols = np.arange(k)
         self._prev_y = Y[rows[-1], cols][None]
         self._prev_t = times[rows[-1], cols][None]
-        return self._orient * innov / self._scale
+        return self._bounded(innov)
 
     def state(self) -> dict[str, Any]:
         def _rows(a: np.ndarray) -> list[list[float | None]]:
@@ -304,6 +320,7 @@ class _Source(NamedTuple):
     first: list[int]  # per family: first counted fire or -1
     max_lw: list[float]
     n_valid: int
+    fail_closed: str  # why the gate failed closed (a family's evidence became NaN), "" if it has not
     fast: bool  # every float of the records lies where msgspec writes what the standard library does
 
 
@@ -355,13 +372,17 @@ class Decision:
 
     @cached_property
     def records(self) -> list[dict[str, Any]]:
-        """The tick's audit records: one per family (``_fam_names`` order, B last), then the gate's."""
-        return [msgspec.structs.asdict(r) for r in self._structs()]
+        """The tick's audit records: one per family (``_fam_names`` order, B last), then the gate's (with
+        ``fail_closed``, why, once the gate has failed closed: only such ticks carry the field)."""
+        records = [msgspec.structs.asdict(r) for r in self._structs()]
+        if self._source.fail_closed:
+            records[-1]["fail_closed"] = self._source.fail_closed
+        return records
 
     @cached_property
     def lines(self) -> list[str]:
         """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`)."""
-        if self._source.fast and _LINES_OK:
+        if self._source.fast and _LINES_OK and not self._source.fail_closed:
             out = []
             for r in self._structs():
                 try:
@@ -453,9 +474,9 @@ class Gate:
     >>> from deploysignal.telemetry import Frame
     >>> from deploysignal.calibration import compile_baseline
     >>> rng = np.random.default_rng(0)
-    >>> base = Frame(np.arange(2880.0) * 60, rng.normal(size=(2880, 2)), ("p99_latency_ms", "mfu"))
+    >>> base = Frame(np.arange(2880.0) * 60, rng.normal(size=(2880, 2)), ("p99_latency_ms", "ttft_ms"))
     >>> gate = Gate(compile_baseline(base), GateSettings(window=100))
-    >>> decisions = gate.run(Frame(2880 * 60 + np.arange(100.0) * 60, rng.normal(size=(100, 2)), ("p99_latency_ms", "mfu")))
+    >>> decisions = gate.run(Frame(2880 * 60 + np.arange(100.0) * 60, rng.normal(size=(100, 2)), ("p99_latency_ms", "ttft_ms")))
     >>> decisions[-1].verdict in ("proceed", "extend")
     True
     """
@@ -481,6 +502,7 @@ class Gate:
         #: the floats every record repeats (alpha shares, thresholds, alpha) lie in the fast domain
         self._static_ok = _plain([s.alpha] + [v for _n, alloc, thr, _c, _l in self._static for v in (alloc, thr) if v is not None])
         self._cell_memo: dict[tuple[int, str], tuple[int, str]] = {}
+        self._domain = domain_bounds(self.config.arrays["kind_rate"], self.config.arrays["kind_count"])
         self._reset()
 
     def _reset(self) -> None:
@@ -499,6 +521,8 @@ class Gate:
         self._decided_at = np.full(P, -1)
         self._first_fire = np.full((P, F), -1)
         self._b_warn = np.zeros(P, dtype=bool)
+        #: why the gate failed closed (single stream; see _fail_closed_reasons), "" while it has not
+        self._fail_reason = ""
 
     # ----------------------------------------------------------------- input handling
     def _coerce(self, values: Any, what: str, row: int) -> tuple[np.ndarray, str]:
@@ -557,6 +581,7 @@ class Gate:
             raise InputError(f"timestamp must be a number, got {timestamp!r}", row=row, column="timestamp") from None
         if not math.isfinite(ts):
             raise InputError("timestamp is not finite", row=row, column="timestamp")
+        check_epoch_seconds(ts, row=row)  # a millisecond stamp accepted would make every later correct tick "out of order"
         last = self.cohort_clock(cohort) if last is None else last
         if ts <= last:
             what = "the previous tick" if not cohort else f"the previous tick of cohort {cohort!r}"
@@ -601,9 +626,11 @@ class Gate:
         Raises
         ------
         InputError
-            Non-finite or non-increasing timestamp, wrong number of values, non-numeric or infinite
-            values, a control tick missing in two-sample mode (or given in one-sample mode). A rejected
-            tick changes nothing.
+            Non-finite or non-increasing timestamp, a timestamp that cannot be epoch seconds
+            (:func:`~deploysignal.telemetry.check_epoch_seconds`: milliseconds), wrong number of values, non-numeric or infinite
+            values, a value outside its kind's domain (:func:`~deploysignal.telemetry.check_domain`:
+            rates in [0, 1], counts >= 0), a control tick missing in two-sample mode (or given in
+            one-sample mode). A rejected tick changes nothing.
         """
         return self.update_many([timestamp], [values], cohorts=None if cohort is None else [cohort], control=None if control is None else [control])[0]
 
@@ -671,6 +698,9 @@ class Gate:
             stamps[i] = ts
             tiers.append(tier)
             conts.append(cont)
+        check_domain(raw, self._domain, self._names, what="canary", first_row=self._tick + 1)
+        if craw is not None:
+            check_domain(craw, self._domain, self._names, what="control", first_row=self._tick + 1)
         # ---- every tick is valid: evaluate
         cells, nbs, keys = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), []
         offsets, weights = level_neighbour(stamps, self.config.tick_seconds)
@@ -720,12 +750,60 @@ class Gate:
         explained = [(fam._fire_reason, fam._fire_drivers) for fam in self._families.values()]
         fast = self._in_domain(stamps, out, max_lw, n_valid, n)
         cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),
-                   final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist(), b_drivers, fast.tolist())
+                   final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist(), b_drivers, fast.tolist(),
+                   self._fail_closed_reasons(out[:, :-1, 0], verdict, n))
         with gc_paused():  # thousands of small per-tick objects: the cyclic collector would rescan them at every threshold
             decisions = [self._decision(self._tick + i, explained, *c) for i, c in enumerate(cols)]
         self._last_ts = max(self._last_ts, float(stamps.max()))
         self._tick += n
         return decisions
+
+    def void(self, reason: str) -> Decision:
+        """Void the analysis (an operator's act, e.g. after a tick from the future was accepted and
+        wedged it): a tick that carries no telemetry and no evidence (every family's record has a null
+        log-wealth and does not fire) and ends the analysis. An open verdict, or a ``proceed`` already
+        given, becomes a final ``extend`` (a voided analysis answers no promotion any more); a rollback
+        stays. The gate record of this
+        tick and of every later one carries ``fail_closed = "voided by operator: <reason>"``, and the
+        state keeps it. Replaying the same ticks and the same void reproduces the records byte for byte.
+        """
+        if self._P != 1:
+            raise InputError("void() ends a single stream's analysis")
+        reason = str(reason).strip()
+        if not reason:
+            raise InputError("a void needs a reason (it is recorded in the audit)", column="reason")
+        tick = self._tick
+        if not self._final[0] or self._verdict[0] == PROCEED:
+            self._verdict[0], self._final[0], self._decided_at[0] = EXTEND, True, tick
+        self._fail_reason = f"voided by operator: {reason}"
+        ts = self._last_ts if math.isfinite(self._last_ts) else 0.0
+        F = len(self._fam_names)
+        src = _Source(self._static, self.config.version_id, self.settings.alpha, "*", "void", [[math.nan] * 4] * F, [False] * F, False, "",
+                      (), [("", ())] * F, self._first_fire[0].tolist(), self._max_lw[0].tolist(), int(self._n_valid[0]), self._fail_reason,
+                      False)
+        fired = tuple(f for f, ff in zip(self._fam_names, self._first_fire[0].tolist()) if ff >= 0)
+        decided = int(self._decided_at[0])
+        self._tick += 1
+        return Decision(tick, ts, VERDICTS[int(self._verdict[0])], True, None if decided < 0 else decided, fired, src)
+
+    def _fail_closed_reasons(self, lw: np.ndarray, verdict: np.ndarray, n: int) -> list[str]:
+        """Per tick of a batch: why the gate has failed closed by then ("" before, and always on valid
+        input). :func:`~deploysignal.detectors._kernels.decide_step` turns an open verdict into a final
+        ``extend`` at the first tick where a family with alpha reports a NaN log-wealth; the
+        reason names the family and the tick, is logged once (error) and stays in every later gate
+        record and in the state."""
+        reasons = [self._fail_reason] * n
+        if not self._fail_reason:
+            bad = np.argwhere(np.isnan(lw))
+            if bad.size:
+                i, f = (int(x) for x in bad[0])
+                name, tick = self._fam_names[f], self._tick + i
+                outcome = "the rollback decided at this tick stands" if verdict[i] == ROLLBACK else "verdict held at extend (final)"
+                self._fail_reason = (f"fail closed: family {name} log-wealth became NaN at tick {tick} (its evidence can no longer"
+                                     f" be trusted); the gate will not proceed: {outcome}")
+                _LOG.error("%s", self._fail_reason)
+                reasons[i:] = [self._fail_reason] * (n - i)
+        return reasons
 
     def _static_parts(self) -> tuple[tuple[str, float, float | None, tuple[str, str] | None, float], ...]:
         """Per family (``_fam_names`` order): name, alpha allocated, log threshold as recorded (None if
@@ -749,13 +827,13 @@ class Gate:
     def _decision(
         self, tick: int, explained: list[tuple[str, tuple[str, ...]]], ts: float, cell_key: str, continuity: str, out: list[list[float]],
         fired: list[bool], b_roll: bool, b_reason: str, verdict: int, final: bool, decided: int, first: list[int], max_lw: list[float],
-        n_valid: int, b_drivers: tuple[str, ...], fast: bool,
+        n_valid: int, b_drivers: tuple[str, ...], fast: bool, fail_closed: str = "",
     ) -> Decision:
         """Decision of one tick from the per-tick outputs of the families (Python lists); its records
         and lines are built when first asked for."""
         fired_fams = tuple(f for f, ff in zip(self._fam_names, first) if ff >= 0)
         source = _Source(self._static, self.config.version_id, self.settings.alpha, cell_key, continuity, out, fired, b_roll, b_reason,
-                         b_drivers, explained, first, max_lw, n_valid, fast)
+                         b_drivers, explained, first, max_lw, n_valid, fail_closed, fast)
         return Decision(tick, ts, VERDICTS[verdict], final, None if decided < 0 else decided, fired_fams, source)
 
     def _valid(self, z: np.ndarray, cz: np.ndarray | None) -> np.ndarray:
@@ -838,6 +916,8 @@ class Gate:
         )
         if self._ts_floor != -math.inf:
             st["ts_floor"] = self._ts_floor
+        if self._fail_reason:
+            st["fail_closed"] = self._fail_reason
         return st
 
     @classmethod
@@ -863,4 +943,5 @@ class Gate:
         for f, st in state["families"].items():
             gate._families[f].load_state(st)
         gate._rules.load_state(state["rules"])
+        gate._fail_reason = str(state.get("fail_closed") or "")
         return gate

@@ -41,6 +41,7 @@ from ..telemetry import Frame
 from ._kayenta import kayenta_router
 from ._manager import AnalysisManager
 from ._metrics import build_registry
+from ._operator import add_operator_routes
 from ._settings import ServiceSettings
 
 __all__ = ["create_app", "openapi_spec"]
@@ -255,7 +256,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if not settings.tokens and not settings.insecure:
         raise ConfigError("no API tokens configured: pass --tokens-file (hashes) or --insecure for a local experiment")
     store = open_store(settings.store_url)
-    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every)
+    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew)
     registry, counters = build_registry(manager)
     pullers: dict[str, PrometheusPuller] = {}
     policy = SecretPolicy(secrets_dir=settings.secrets_dir, env_prefix="DEPLOYSIGNAL_SECRET_", restrict_files=True)
@@ -474,6 +475,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         loop = loop_holder.get("loop")
         if loop is not None:
             loop.call_soon_threadsafe(cond.set)
+
+    add_operator_routes(app, manager, write, _notify)
 
     @app.get("/v1/analyses/{aid}/events", dependencies=read, tags=["analyses"])
     async def events(

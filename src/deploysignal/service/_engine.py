@@ -19,8 +19,9 @@ import numpy as np
 from .._exceptions import ConfigError, InputError
 from ..calibration import CompiledConfig
 from ..gate import Decision, Gate, GateSettings
+from ..telemetry import check_clock_skew, check_domain, check_epoch_seconds
 
-__all__ = ["AnalysisEngine", "TickIn", "TickResult"]
+__all__ = ["AnalysisEngine", "TickIn", "TickResult", "VoidIn"]
 
 
 class TickIn(msgspec.Struct, frozen=True):
@@ -39,13 +40,26 @@ class TickIn(msgspec.Struct, frozen=True):
         return {"timestamp": self.timestamp, "values": plain(self.values), "control": None if self.control is None else plain(self.control), "cohort": self.cohort}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> TickIn:
+    def from_json(cls, d: Mapping[str, Any]) -> TickIn | VoidIn:
+        """A stored tick; a stored operator void (:class:`VoidIn`, key ``void``) comes back as one."""
         def conv(m: Mapping[str, Any] | None) -> dict[str, float] | None:
             return None if m is None else {str(k): (math.nan if v is None else float(v)) for k, v in m.items()}
 
+        if "void" in d:
+            return VoidIn(str(d["void"]))
         values = conv(d["values"])
         assert values is not None
         return cls(float(d["timestamp"]), values, conv(d.get("control")), d.get("cohort"))
+
+
+class VoidIn(msgspec.Struct, frozen=True):
+    """An operator's void of the analysis, stored in the analysis' tick sequence (so replaying the
+    stored sequence reproduces it): :meth:`Gate.void <deploysignal.gate.Gate.void>` with ``reason``."""
+
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"void": self.reason}
 
 
 class TickResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -194,11 +208,16 @@ class AnalysisEngine:
         return self.settings.mode == "two-sample"
 
     # ------------------------------------------------------------------ validation
-    def validate(self, ticks: Sequence[Mapping[str, Any]]) -> list[TickIn]:
-        """Check a whole batch (types, finiteness, signal names, strict time order) without changing state.
+    def validate(self, ticks: Sequence[Mapping[str, Any]], *, clock_skew: tuple[float, float] | None = None) -> list[TickIn]:
+        """Check a whole batch (types, finiteness, signal names, strict time order, each value inside its
+        kind's domain: :func:`~deploysignal.telemetry.check_domain`) without changing state.
 
         Time order is per cohort, as in :meth:`Gate.update`: each cohort (tier) is its own stream, so two
         cohorts may report the same timestamp, but a cohort's ticks must be strictly increasing.
+
+        Timestamps must be epoch seconds (:func:`~deploysignal.telemetry.check_epoch_seconds`: not
+        milliseconds) and, with ``clock_skew = (now, max_skew)`` (the caller's clock: the engine reads
+        none), at most ``max_skew`` seconds after ``now`` (:func:`~deploysignal.telemetry.check_clock_skew`).
 
         Raises :class:`InputError` naming the tick index (``row``, 1-based within the batch) and field.
         """
@@ -216,6 +235,9 @@ class AnalysisEngine:
                     raise InputError("timestamp is out of the float range", column="timestamp") from None
                 if not math.isfinite(ts):
                     raise InputError("timestamp is not finite", column="timestamp")
+                check_epoch_seconds(ts)
+                if clock_skew is not None:
+                    check_clock_skew(ts, *clock_skew)
                 cohort = t.get("cohort")
                 if cohort is not None and not isinstance(cohort, str):
                     raise InputError("cohort must be a string", column="cohort")
@@ -251,12 +273,30 @@ class AnalysisEngine:
                 raise InputError(str(exc).split(": ", 1)[-1] if col else str(exc), row=i, column=col) from None
             out.append(TickIn(ts, v, c, cohort))
             clocks[key] = ts
+        bounds = self.gate._domain  # noqa: SLF001 - the gate's per-signal domain
+        for what, maps in (("canary", [t.values for t in out]), ("control", [t.control for t in out if t.control is not None])):
+            if maps:
+                rows = np.array([[m.get(n, math.nan) for n in self.names] for m in maps], dtype=float)  # None -> NaN
+                check_domain(rows, bounds, self.names, what=what)  # row = tick of the batch
         return out
 
     # ------------------------------------------------------------------ evaluation
-    def ingest(self, ticks: Sequence[TickIn]) -> list[TickResult]:
+    def ingest(self, ticks: Sequence[TickIn | VoidIn]) -> list[TickResult]:
         """Evaluate validated ticks in order (call :meth:`validate` first), all in one
-        :meth:`Gate.update_many` call."""
+        :meth:`Gate.update_many` call; a stored operator void (:class:`VoidIn`) in the sequence is
+        applied at its place (:meth:`void`)."""
+        if any(isinstance(t, VoidIn) for t in ticks):
+            out: list[TickResult] = []
+            run: list[TickIn] = []
+            for t in [*ticks, None]:
+                if isinstance(t, TickIn):
+                    run.append(t)
+                    continue
+                out += self.ingest(run)
+                run = []
+                if t is not None:
+                    out.append(self.void(t.reason))
+            return out
         if not ticks:
             return []
         names = self.names
@@ -273,6 +313,12 @@ class AnalysisEngine:
         out = [TickResult.of(d) for d in decisions]
         self.last = out[-1]
         return out
+
+    def void(self, reason: str) -> TickResult:
+        """Void the analysis (:meth:`Gate.void <deploysignal.gate.Gate.void>`): one tick without
+        telemetry whose records end the analysis with a final verdict that never promotes."""
+        self.last = TickResult.of(self.gate.void(reason))
+        return self.last
 
     def signal_classification(self) -> list[dict[str, Any]]:
         """Kayenta-style per-signal classification: Pass, High, Low (driver of a rollback) or Nodata.

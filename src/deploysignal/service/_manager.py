@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -17,7 +18,7 @@ from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..gate._gate import gc_paused
 from ..store import LockedAnalysis, SQLStore
-from ._engine import AnalysisEngine, TickIn
+from ._engine import AnalysisEngine, TickIn, VoidIn
 
 __all__ = ["AnalysisManager"]
 
@@ -48,9 +49,13 @@ class AnalysisManager:
     ``snapshot_every`` ticks) an engine snapshot.
     """
 
-    def __init__(self, store: SQLStore, *, snapshot_every: int = 256) -> None:
+    def __init__(self, store: SQLStore, *, snapshot_every: int = 256, max_clock_skew: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.snapshot_every = snapshot_every
+        #: ticks stamped more than this many seconds after ``clock()`` are rejected (None: no check)
+        self.max_clock_skew = max_clock_skew
+        self.clock = clock
         self._engines: dict[str, AnalysisEngine] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -144,7 +149,8 @@ class AnalysisManager:
         insert: the batch's decisions, lines and rows are acyclic and freed by reference counting when
         this returns, before the collector resumes, instead of being scanned by the collections their
         allocation would trigger."""
-        valid = eng.validate(ticks)  # InputError here leaves the engine untouched
+        skew = None if self.max_clock_skew is None else (self.clock(), self.max_clock_skew)
+        valid = eng.validate(ticks, clock_skew=skew)  # InputError here leaves the engine untouched
         n0 = eng.n_ticks
         results = eng.ingest(valid)
         head = la.row.audit_head
@@ -179,6 +185,28 @@ class AnalysisManager:
             snapshot=snapshot,
         )
         return response
+
+    # ------------------------------------------------------------------ operator
+    def void(self, aid: str, reason: str) -> dict[str, Any]:
+        """Void an analysis (operator act): a chained audit record and a final verdict that never
+        promotes (:meth:`AnalysisEngine.void`), stored in the analysis' tick sequence so that replay
+        reproduces it and ``audit verify`` passes. Later ticks are still accepted and recorded; the
+        verdict stays final."""
+        with self._lock(aid):
+            try:
+                with self.store.locked(aid) as la:
+                    eng = self._synced_locked(la)
+                    res = eng.void(reason)
+                    lines, head = chain_lines(res.lines, la.row.audit_head)
+                    summary = {**res.summary(), "n_ticks": eng.n_ticks}
+                    la.append([canonical_json(VoidIn(str(reason).strip()).to_json())],
+                              ["\n".join(lines)], last_ts=eng.last_timestamp, head=head, summary=summary)
+            except BaseException:
+                self._engines.pop(aid, None)
+                raise
+        log.warning("analysis %s voided at tick %d: %s", aid, res.tick, reason)
+        return {"analysis": aid, "tick": res.tick, "verdict": res.verdict, "final": res.final, "audit_head": head,
+                "reason": res.records[-1]["fail_closed"]}
 
     # ------------------------------------------------------------------ replay
     def replay(self, aid: str) -> dict[str, Any]:

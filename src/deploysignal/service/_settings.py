@@ -60,6 +60,10 @@ class ServiceSettings(BaseModel):
         The only directory Prometheus pull specs may read files from (``file`` secret references,
         ``secret_ref.path``, the ``tls`` files); None refuses such files. Secret environment variables
         must be named ``DEPLOYSIGNAL_SECRET_*``.
+    max_clock_skew : float or None
+        Ticks stamped more than this many seconds after the server's clock are rejected (422): a tick
+        from the future, once accepted, would make every correct tick after it look out of order.
+        None turns the check off (e.g. to ingest simulated telemetry stamped in the future).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -70,6 +74,7 @@ class ServiceSettings(BaseModel):
     max_batch_ticks: int = Field(10_000, ge=1)
     snapshot_every: int = Field(256, ge=1)
     secrets_dir: str | None = None
+    max_clock_skew: float | None = Field(300.0, ge=0)
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""

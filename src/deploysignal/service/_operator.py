@@ -1,0 +1,41 @@
+"""Operator endpoints: acts on an analysis that change its course by hand, each recorded in its audit chain.
+
+``POST /v1/analyses/{id}/void`` (write token) voids an analysis, e.g. one wedged by a tick stamped in the
+future before ``--max-clock-skew`` existed, or fed from a misconfigured source: one chained audit tick
+without telemetry, a final verdict that never promotes (``extend``, also in place of a ``proceed``
+already given; a rollback already decided stays),
+``fail_closed = "voided by operator: <reason>"`` in the gate record of that tick and every later one.
+The void is stored in the analysis' tick sequence, so ``replay`` reproduces it byte for byte and
+``audit verify`` passes. Start a new analysis for the canary afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from ._manager import AnalysisManager
+
+__all__ = ["VoidRequest", "add_operator_routes"]
+
+
+class VoidRequest(BaseModel):
+    """Why the analysis is voided (recorded in the audit chain)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=1000, pattern=r"\S")
+
+
+def add_operator_routes(app: FastAPI, manager: AnalysisManager, write: list[Any], notify: Callable[[], None]) -> None:
+    """Register the operator endpoints on ``app`` (``write``: the write-token dependency)."""
+
+    @app.post("/v1/analyses/{aid}/void", dependencies=write, tags=["analyses"])
+    async def void(aid: str, body: VoidRequest) -> dict[str, Any]:
+        """Void the analysis: a chained audit record and a final verdict that never promotes (see the module)."""
+        out = await run_in_threadpool(manager.void, aid, body.reason)
+        notify()
+        return out

@@ -152,11 +152,12 @@ def requests_to_data(log: RequestLog, specs: list[MetricSpec], tick_seconds: flo
         close = np.minimum(np.floor((tmax + unit_timeout - t0) / tick_seconds), T - 1).astype(np.int64)
         utier = log.tiers[first]
     _, tier_code = np.unique(utier.astype(str), return_inverse=True)
-    keys = np.stack([close, start, tier_code.astype(np.int64)], axis=1)
-    ukeys, ublock = np.unique(keys, axis=0, return_inverse=True)
+    n_tiers = int(tier_code.max()) + 1 if len(tier_code) else 1
+    key = (close * T + start) * n_tiers + tier_code.astype(np.int64)  # blocks in (close, start, tier) order
+    ukey, ublock = np.unique(key, return_inverse=True)
     ublock = ublock.reshape(-1)
-    nb = len(ukeys)
-    tptr = np.searchsorted(ukeys[:, 0], np.arange(T + 1), side="left").astype(np.int64)
+    nb = len(ukey)
+    tptr = np.searchsorted(ukey // (T * n_tiers), np.arange(T + 1), side="left").astype(np.int64)
     cu = np.bincount(close, weights=ucan, minlength=T).astype(np.int64)
     un = np.bincount(close, minlength=T).astype(np.int64)
     U = len(ucan)

@@ -2,9 +2,10 @@
 
 Each null: 2,000 paths of 160 ticks (window 80 + one extension: the whole horizon watched, every tick),
 four metrics (a 2% event, a rare event at 0.5 per tick with harm in both directions, a 20-bucket latency
-with harm up, a 10-bucket score with harm down on a graded 70% subsample). Checks: the whole gate's false
-rollbacks and each metric's crossings, one-sided 99% Clopper-Pearson upper bound <= alpha (gate) and
-<= alpha / 4 (metric). Session routing: the gate analysing sessions (the randomised unit) keeps its
+with harm up, a 10-bucket score with harm down on a graded 70% subsample). Checks, one-sided 99%
+Clopper-Pearson upper bounds: the whole gate's false rollbacks <= alpha; each metric's crossings of
+1/alpha <= alpha (CI) and of its gate threshold 1/(alpha/4) <= alpha/4 (10,000 paths, extended); the
+sample-ratio e-process at its level. Session routing: the gate analysing sessions (the randomised unit) keeps its
 bound; analysing requests one by one does not (the figure in docs/split.md). Early proceed at the
 boundary ratio 1 + tolerance: P(early proceed) <= proceed_alpha.
 

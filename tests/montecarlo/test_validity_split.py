@@ -9,7 +9,7 @@ sample-ratio e-process at its level. Session routing: the gate analysing session
 bound; analysing requests one by one does not (the figure in docs/split.md). Early proceed at the
 boundary ratio 1 + tolerance: P(early proceed) <= proceed_alpha.
 
-Cost: 114 CPU-seconds for the CI tests of this file (measured with /usr/bin/time on the shared 2-core machine).
+Cost: 105 CPU-seconds for the CI tests of this file (measured with /usr/bin/time on the shared 2-core machine).
 """
 
 from __future__ import annotations

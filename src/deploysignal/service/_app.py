@@ -500,7 +500,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     # ------------------------------------------------------------------ Argo Rollouts, Flagger, templates
     def _template_create(aid: str, tpl: dict[str, Any]) -> None:
-        _create(aid, CreateAnalysis.model_validate(tpl).model_copy(update={"id": aid}))
+        # "{{revision}}" in a template's PromQL becomes the revision (e.g. a pod-template-hash label)
+        revision = aid.rsplit("@", 1)[1]
+        prom = tpl.get("prometheus")
+        if prom:
+            prom = {**prom, **{k: None if prom.get(k) is None else {s: q.replace("{{revision}}", revision) for s, q in prom[k].items()} for k in ("canary", "control")}}
+        _create(aid, CreateAnalysis.model_validate({**tpl, "prometheus": prom}).model_copy(update={"id": aid}))
 
     def _store_template(tid: str, body: CreateAnalysis) -> dict[str, Any]:
         """A template as stored: the config resolved to a stored reference, everything else as given."""

@@ -131,6 +131,14 @@ class FaultProxy:
         self.client.close()
 
 
+def flaky_proxy(target: str, seed: int, p503: float, phang: float) -> FaultProxy:
+    """A proxy answering 503 on the first call, too late on the second, and so on a seeded share of the
+    rest (``p503`` / ``phang``); hangs last 0.6 s (callers use a 0.3 s timeout)."""
+    rng = np.random.default_rng(seed)
+    plan = ["503", "hang"] + [str(rng.choice(["ok", "503", "hang"], p=[1 - p503 - phang, p503, phang])) for _ in range(3000)]
+    return FaultProxy(target, lambda i: plan[i], hang_seconds=0.6)
+
+
 def ticks(frame: Any, start: int, stop: int, *, scale: dict[str, float] | None = None, missing: bool = False, t0: float | None = None) -> list[dict[str, Any]]:
     """Ticks ``start:stop`` of a simulated frame; ``scale`` multiplies signals (a regression),
     ``missing`` blanks every value, ``t0`` shifts the timestamps so that tick 0 is at ``t0`` (a later revision's telemetry)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from .argo import (
@@ -28,7 +27,7 @@ from .argo import (
     template_metrics,
     web_measure,
 )
-from ._live import DOC_HOST, READ, R, FaultProxy, doc_example, ticks
+from ._live import DOC_HOST, READ, R, doc_example, flaky_proxy, ticks
 
 WINDOW, EXT, PER = 20, 1, 2  # analysis window (ticks), extensions, ticks pushed per Argo interval
 
@@ -136,9 +135,7 @@ def test_flapping_service(live, healthy, scale, expect):
     sim, cfg = healthy
     tid = f"argo-flap-{int(scale * 10)}"
     live.put_template(tid, cfg, WINDOW, EXT)
-    rng = np.random.default_rng(20)
-    plan = ["503", "hang"] + [str(rng.choice(["ok", "503", "hang"], p=[0.65, 0.25, 0.10])) for _ in range(2000)]
-    proxy = FaultProxy(live.url, lambda i: plan[i], hang_seconds=0.6)
+    proxy = flaky_proxy(live.url, 20, 0.25, 0.10)
     try:
         run = make_run(proxy.url, tid, "f1", timeout=0.3)
         assert drive(run, feeder(live, f"{tid}@f1", sim.canary, scale={"p99_latency_ms": scale})) == expect

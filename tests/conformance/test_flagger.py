@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -97,6 +98,16 @@ def test_no_telemetry_holds_promotion(live, healthy):
     start(cd)
     assert cd.run(60) == WAITING_PROMOTION
     assert not any(ok for kind, _, ok in cd.calls if kind == "confirm-promotion")
+    # opt-in bound: metadata.max_silence_seconds fails the rollout hook once the analysis has been silent
+    # that long (service clock), so Flagger rolls back at its threshold instead of holding forever
+    bounded = canary(live.url, "fl-silent", max_silence_seconds="1")
+    bounded.name = "fl-silent-bounded"
+    bounded.new_revision("s2")
+    t0 = time.monotonic()
+    assert bounded.run(400, lambda k, c: time.sleep(0.05)) == FAILED
+    assert bounded.failed_checks == bounded.threshold_() and time.monotonic() - t0 >= 1.0
+    r = live.client.post("/v1/flagger/rollout", json={"name": "x", "namespace": "y", "checksum": "s9", "metadata": {"template": "fl-silent", "token": READ, "max_silence_seconds": "soon"}})
+    assert r.status_code == 422 and "max_silence_seconds" in r.text
 
 
 def test_service_down_rolls_back(healthy):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -80,6 +81,35 @@ def flagger_allows(hook: str, verdict: str, final: bool) -> bool:
     raise ValueError(f"unknown Flagger hook {hook!r}")
 
 
+def _silence(limit: str | None, v: dict[str, Any], now: float) -> str | None:
+    """Why a pending analysis counts as silent, or None. Opt-in (``metadata.max_silence_seconds``): the
+    newest tick's timestamp (or, before the first tick, the analysis' creation) is older than the limit
+    by the service's clock. Meant for wall-clock telemetry (Prometheus pull mode, or pushes stamped
+    with the time of measurement); it bounds the hold of an analysis whose telemetry stopped or never
+    started: the rollout hook fails and Flagger rolls back at its threshold.
+
+    >>> _silence("60", {"verdict": "pending", "last_timestamp": 1000.0, "created": "x"}, 1100.0)
+    'no telemetry for 100 s (max_silence_seconds 60): the analysis is not advancing'
+    >>> _silence("60", {"verdict": "pending", "last_timestamp": 1050.0, "created": "x"}, 1100.0) is None
+    True
+    """
+    if limit is None or v["verdict"] != "pending":
+        return None
+    try:
+        lim = float(limit)
+    except ValueError:
+        raise InputError(f"metadata.max_silence_seconds must be a number, got {limit[:40]!r}", column="metadata.max_silence_seconds") from None
+    if not lim > 0:
+        raise InputError("metadata.max_silence_seconds must be positive", column="metadata.max_silence_seconds")
+    last = v.get("last_timestamp")
+    if last is None:
+        last = datetime.fromisoformat(v["created"]).timestamp()
+    quiet = now - float(last)
+    if quiet <= lim:
+        return None
+    return f"no telemetry for {quiet:.0f} s (max_silence_seconds {lim:g}): the analysis is not advancing"
+
+
 def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
     """Routes ``POST /v1/flagger/{hook}`` and ``GET /v1/flagger/events``."""
     router = APIRouter(tags=["integrations"])
@@ -120,6 +150,10 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
         out.update(allow=allow, verdict=v["verdict"], final=v["final"], tick=v["n_ticks"], fired_families=v["fired_families"])
         if not allow and v["final"] and v["verdict"] == "extend":
             out["reason"] = "final extend: the gate will not decide this revision; promotion is refused"
+        silent = _silence(meta.get("max_silence_seconds"), v, time.time())
+        if allow and hook in ("rollout", "confirm-traffic-increase") and silent is not None:
+            allow = False
+            out.update(allow=False, reason=silent)
         return JSONResponse(out, status_code=200 if allow else 409)
 
     @router.get("/v1/flagger/events", dependencies=read)

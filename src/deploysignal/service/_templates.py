@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
+from .._exceptions import InputError
 from ..store import NotFound
 from ._revisions import TEMPLATE_PATTERN, IntegrationContext
 
@@ -30,8 +31,6 @@ def templates_router(ctx: IntegrationContext, read: list[Any], write: list[Any],
     def put_template(tid: Annotated[str, Path(pattern=TEMPLATE_PATTERN)], body: CreateAnalysis) -> dict[str, Any]:
         """Create or replace a template (body as for ``POST /v1/analyses``; ``id`` is not allowed)."""
         if body.id is not None:
-            from .._exceptions import InputError
-
             raise InputError("a template has no analysis id: each revision's analysis is <template>@<revision>", column="id")
         tpl = stored(tid, body)
         ctx.tables.put_template(tid, tpl, ctx.now())

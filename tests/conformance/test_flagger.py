@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from .flagger import FAILED, SUCCEEDED, WAITING, WAITING_PROMOTION, Canary, call_webhook
+from .flagger import FAILED, PROGRESSING, SUCCEEDED, WAITING, WAITING_PROMOTION, Canary, call_webhook
 from ._live import DOC_HOST, READ, R, doc_example, flaky_proxy, ticks
 
 WINDOW, EXT, PER = 20, 1, 2
@@ -253,6 +253,25 @@ def test_blue_green_iterations(live, healthy):
         start(cd)
         assert cd.run(200, feeder(live, cd, sim.canary, **kw)) == expect
         promoted_only_on_proceed(live, cd)
+
+
+def test_confirm_traffic_increase_holds_after_a_final_extend(live, healthy):
+    """A Canary gating traffic steps with confirm-traffic-increase instead of a rollout hook: pending passes
+    the steps, a final extend holds them (weight frozen, nothing counted, never promoted)."""
+    sim, cfg = healthy
+    doc = copy.deepcopy(doc_example("flagger-canary"))
+    doc["spec"]["analysis"]["stepWeight"] = 1  # 50 steps: the final extend (interval 20) comes while stepping
+    for w in doc["spec"]["analysis"]["webhooks"]:
+        if w["type"] == "rollout":
+            w["type"], w["url"] = "confirm-traffic-increase", w["url"].replace("/rollout", "/confirm-traffic-increase")
+    for tid, kw, expect in (("fl-cti", {}, SUCCEEDED), ("fl-cti-extend", {"missing": True}, PROGRESSING)):
+        live.put_template(tid, cfg, WINDOW, EXT)
+        cd = canary(live.url, tid, doc=doc)
+        start(cd)
+        assert cd.run(120, feeder(live, cd, sim.canary, **kw)) == expect
+        promoted_only_on_proceed(live, cd)
+    assert cd.failed_checks == 0 and 0 < cd.canary_weight < cd.max_weight
+    assert not cd.calls[-1][2] and cd.calls[-1][0] == "confirm-traffic-increase"
 
 
 # ---------------------------------------------------------------------- the port itself

@@ -241,35 +241,36 @@ def test_events_and_confirm_rollout(live, healthy):
     assert all("token" not in e["body"]["metadata"] for e in events)
 
 
-def test_blue_green_iterations(live, healthy):
+def healthy_and_final_extend(live, healthy, doc: dict, tid: str, extend_phase: str, intervals: int) -> Canary:
+    """Run a Canary variant twice: healthy data (must be promoted on proceed), then no valid data (a
+    final extend, must end in ``extend_phase``); returns the second canary."""
     sim, cfg = healthy
+    for name, kw, expect in ((tid, {}, SUCCEEDED), (tid + "-extend", {"missing": True}, extend_phase)):
+        live.put_template(name, cfg, WINDOW, EXT)
+        cd = canary(live.url, name, doc=doc)
+        start(cd)
+        assert cd.run(intervals, feeder(live, cd, sim.canary, **kw)) == expect
+        promoted_only_on_proceed(live, cd)
+    return cd
+
+
+def test_blue_green_iterations(live, healthy):
     doc = copy.deepcopy(doc_example("flagger-canary"))
     a = doc["spec"]["analysis"]
     del a["maxWeight"], a["stepWeight"]
     a["iterations"] = 5
-    for tid, kw, expect in (("fl-bg", {}, SUCCEEDED), ("fl-bg-extend", {"missing": True}, FAILED)):
-        live.put_template(tid, cfg, WINDOW, EXT)
-        cd = canary(live.url, tid, doc=doc)
-        start(cd)
-        assert cd.run(200, feeder(live, cd, sim.canary, **kw)) == expect
-        promoted_only_on_proceed(live, cd)
+    healthy_and_final_extend(live, healthy, doc, "fl-bg", FAILED, 200)
 
 
 def test_confirm_traffic_increase_holds_after_a_final_extend(live, healthy):
     """A Canary gating traffic steps with confirm-traffic-increase instead of a rollout hook: pending passes
     the steps, a final extend holds them (weight frozen, nothing counted, never promoted)."""
-    sim, cfg = healthy
     doc = copy.deepcopy(doc_example("flagger-canary"))
     doc["spec"]["analysis"]["stepWeight"] = 1  # 50 steps: the final extend (interval 20) comes while stepping
     for w in doc["spec"]["analysis"]["webhooks"]:
         if w["type"] == "rollout":
             w["type"], w["url"] = "confirm-traffic-increase", w["url"].replace("/rollout", "/confirm-traffic-increase")
-    for tid, kw, expect in (("fl-cti", {}, SUCCEEDED), ("fl-cti-extend", {"missing": True}, PROGRESSING)):
-        live.put_template(tid, cfg, WINDOW, EXT)
-        cd = canary(live.url, tid, doc=doc)
-        start(cd)
-        assert cd.run(120, feeder(live, cd, sim.canary, **kw)) == expect
-        promoted_only_on_proceed(live, cd)
+    cd = healthy_and_final_extend(live, healthy, doc, "fl-cti", PROGRESSING, 120)
     assert cd.failed_checks == 0 and 0 < cd.canary_weight < cd.max_weight
     assert not cd.calls[-1][2] and cd.calls[-1][0] == "confirm-traffic-increase"
 

@@ -43,7 +43,7 @@ def make_run(url: str, template: str, pod_hash: str, *, doc: str = "argo-analysi
     return AnalysisRun(metrics, lambda m: web_measure(m, args, timeout=timeout), dry)
 
 
-def drive(run: AnalysisRun, feed, limit: int = 1000) -> str:
+def drive(run: AnalysisRun, feed, limit: int = 1200) -> str:
     for k in range(limit):
         feed(k)
         if completed(run.reconcile()):
@@ -105,7 +105,7 @@ def test_final_extend_pauses_never_promotes(live, healthy):
     assert drive(run, feeder(live, "argo-extend@e1", sim.canary, missing=True)) == INCONCLUSIVE
     assert step_outcome(run.phase) == "paused"
     res = run.results["deploysignal-verdict"]
-    assert res.count == 600 and res.successful == 0 and res.failed == 0
+    assert res.count == run.metrics[0].count == 1000 and res.successful == 0 and res.failed == 0
     final = answers(run)[-1]
     assert final["verdict"] == "extend" and final["final"] is True
 
@@ -204,7 +204,7 @@ def test_pre_1_8_template(live, healthy):
     live.put_template("argo-old", cfg, WINDOW, EXT)
     run = make_run(live.url, "argo-old", "o1", doc="argo-analysistemplate-pre-1.8")
     assert drive(run, feeder(live, "argo-old@o1", sim.canary)) == SUCCESSFUL
-    assert run.results["deploysignal-verdict"].count == 600
+    assert run.results["deploysignal-verdict"].count == run.metrics[0].count == 1000
     promoted_only_on_proceed(run)
     silent = make_run(live.url, "argo-old", "o2", doc="argo-analysistemplate-pre-1.8")
     assert drive(silent, lambda k: None) == INCONCLUSIVE

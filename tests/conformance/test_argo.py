@@ -22,6 +22,7 @@ from .argo import (
     Measurement,
     Metric,
     completed,
+    evaluate_result,
     resolve_args,
     step_outcome,
     template_metrics,
@@ -263,3 +264,39 @@ def test_port_web_provider_statuses(live):
     m = Metric("v", interval="1m", success_condition='result == "x"', web={"url": live.url + "/metrics"})
     meas = web_measure(m, {})
     assert meas.phase == FAILED and meas.value.startswith("#")  # a string result; only a success condition: not true = Failed
+
+
+def test_no_answer_sequence_without_proceed_promotes():
+    """Both documented templates under 1,000 seeded random answer sequences (pending, extend, final extend,
+    rollback, errors; each kind present or not, a proceed rare when present): a run ends Successful only
+    if a proceed answer came. Each answer is classified once by the template's own conditions
+    (evaluate_result); the runs go through the ported controller, without a service."""
+    import numpy as np
+
+    rng = np.random.default_rng(2026)
+    pool = [{"verdict": "pending", "final": False}, {"verdict": "extend", "final": False}, {"verdict": "extend", "final": True},
+            {"verdict": "rollback", "final": True}, None, {"verdict": "proceed", "final": True}]
+    for doc in ("argo-analysistemplate", "argo-analysistemplate-pre-1.8"):
+        metrics, _ = template_metrics(doc_example(doc))
+        m = metrics[0]
+        phases = [ERROR if a is None else evaluate_result(a, m) for a in pool]
+        assert phases == [INCONCLUSIVE, INCONCLUSIVE, INCONCLUSIVE, FAILED, ERROR, SUCCESSFUL]
+        promoted = 0
+        for _ in range(500):
+            p = rng.dirichlet(np.ones(6)) * (rng.random(6) < 0.5)  # each kind of answer present or not
+            p[0] += 1e-3  # never an empty mix
+            p[5] *= 0.05  # a proceed, when present, is rare
+            draws = iter(rng.choice(6, size=20 * m.count, p=p / p.sum()).tolist())
+            seen: list[int] = []
+
+            def measure(_m, draws=draws, seen=seen):
+                seen.append(next(draws))
+                return Measurement(phases[seen[-1]])
+
+            run = AnalysisRun([m], measure)
+            while not completed(run.reconcile()):
+                pass
+            if run.phase == SUCCESSFUL:
+                assert 5 in seen, (doc, seen[-5:])
+                promoted += 1
+        assert promoted > 20  # the sequences with a proceed do promote: the check can see a success

@@ -31,6 +31,8 @@ install() {
   local need=()
   command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
   pg_bin >/dev/null 2>&1 || need+=(postgresql)
+  command -v jq >/dev/null 2>&1 || need+=(jq)      # the docs/walkthrough.md commands (tests/conformance)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
   if [ ${#need[@]} -eq 0 ]; then echo "ci_services: prometheus and postgresql present" >&2; return 0; fi
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "ci_services: cannot install ${need[*]} (needs root and apt-get); integration tests will skip" >&2

@@ -36,12 +36,16 @@ from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError
 from ..calibration import CompiledConfig, compile_baseline
 from ..sources import PrometheusPuller, PrometheusSource, PromUnavailable, PullSpec, SecretPolicy
-from ..store import Conflict, NotFound, open_store
+from ..store import Conflict, IntegrationTables, NotFound, open_store
 from ..telemetry import Frame
 from ._kayenta import kayenta_router
 from ._manager import AnalysisManager
+from ._argo import argo_router
+from ._flagger import flagger_router
 from ._metrics import build_registry
 from ._operator import add_operator_routes
+from ._revisions import IntegrationContext
+from ._templates import templates_router
 from ._settings import ServiceSettings
 
 __all__ = ["create_app", "openapi_spec"]
@@ -106,15 +110,6 @@ class IngestRequest(_Strict):
     ticks: list[TickModel] = Field(min_length=1)
 
 
-class FlaggerPayload(BaseModel):
-    """Flagger webhook body (https://docs.flagger.app/usage/webhooks)."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str = Field(min_length=1, max_length=253)
-    namespace: str = Field(min_length=1, max_length=253)
-    phase: str | None = None
-    checksum: str | None = None
-    metadata: dict[str, str] | None = None
 
 
 # ---------------------------------------------------------------------- body size limit
@@ -380,9 +375,32 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             src.close()
 
-    @app.post("/v1/analyses", status_code=201, dependencies=write, tags=["analyses"])
-    def create_analysis(body: CreateAnalysis) -> dict[str, Any]:
-        """Create an analysis (compiled config inline, by reference, or compiled from an inline baseline)."""
+    def _create(aid: str, body: CreateAnalysis) -> dict[str, Any]:
+        cfg, cfg_json = _config_of(body)
+        warnings: list[str] = []
+        if body.prometheus is not None:
+            unknown = sorted(set(body.prometheus.canary) - set(cfg.names))
+            if unknown:
+                raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.canary")
+            if body.mode == "two-sample" and not body.prometheus.control:
+                raise InputError("two-sample mode needs prometheus.control queries", column="prometheus.control")
+            if body.mode == "one-sample" and body.prometheus.control:
+                raise InputError("prometheus.control queries given but the analysis runs in one-sample mode", column="prometheus.control")
+            unknown = sorted(set(body.prometheus.control or {}) - set(cfg.names))
+            if unknown:
+                raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.control")
+            warnings = _validate_prometheus(body.prometheus)
+        gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed}
+        extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}
+        spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
+        out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"]}
+        if body.prometheus is not None:
+            _start_puller(aid, body.prometheus.model_dump())
+            out["warnings"] = warnings
+        return out
+
+    def _config_of(body: CreateAnalysis) -> tuple[CompiledConfig, str]:
+        """The compiled config of a create request (inline, by reference, or compiled from a baseline)."""
         if body.config is not None:
             try:
                 cfg = CompiledConfig.from_json(json.dumps(body.config, allow_nan=False))
@@ -400,27 +418,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             cfg_json = cfg.to_json()
         if body.signals is not None and sorted(body.signals) != sorted(cfg.names):
             raise InputError(f"signals {sorted(body.signals)} differ from the compiled config's {sorted(cfg.names)}; compile a config for these signals", column="signals")
-        if body.prometheus is not None:
-            unknown = sorted(set(body.prometheus.canary) - set(cfg.names))
-            if unknown:
-                raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.canary")
-            if body.mode == "two-sample" and not body.prometheus.control:
-                raise InputError("two-sample mode needs prometheus.control queries", column="prometheus.control")
-            if body.mode == "one-sample" and body.prometheus.control:
-                raise InputError("prometheus.control queries given but the analysis runs in one-sample mode", column="prometheus.control")
-            unknown = sorted(set(body.prometheus.control or {}) - set(cfg.names))
-            if unknown:
-                raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.control")
-            warnings = _validate_prometheus(body.prometheus)
-        aid = body.id or "an-" + secrets.token_hex(6)
-        gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed}
-        extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}
-        spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
-        out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"]}
-        if body.prometheus is not None:
-            _start_puller(aid, body.prometheus.model_dump())
-            out["warnings"] = warnings
-        return out
+        return cfg, cfg_json
+
+    @app.post("/v1/analyses", status_code=201, dependencies=write, tags=["analyses"])
+    def create_analysis(body: CreateAnalysis) -> dict[str, Any]:
+        """Create an analysis (compiled config inline, by reference, or compiled from an inline baseline)."""
+        return _create(body.id or "an-" + secrets.token_hex(6), body)
 
     @app.get("/v1/analyses", dependencies=read, tags=["analyses"])
     def list_analyses() -> list[dict[str, Any]]:
@@ -517,55 +520,32 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
         return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    # ------------------------------------------------------------------ Argo Rollouts web provider
-    @app.get("/v1/argo/analyses/{aid}", dependencies=read, tags=["integrations"])
-    def argo(aid: str) -> dict[str, Any]:
-        """For an Argo Rollouts ``web`` metric with ``jsonPath: "{$}"``:
-        ``successCondition: result.verdict == "proceed"``, ``failureCondition: result.verdict == "rollback"``;
-        ``pending`` and ``extend`` match neither and are Inconclusive."""
-        body = _verdict_body(aid)
-        reasons = [r["fire_reason"] for r in body["evidence"] if r.get("fire")]
-        return {
-            "verdict": body["verdict"],
-            "final": body["final"],
-            "tick": body["n_ticks"],
-            "fired_families": body["fired_families"],
-            "reason": "; ".join(reasons),
-            "baseline_version": body["baseline_version"],
-        }
+    # ------------------------------------------------------------------ Argo Rollouts, Flagger, templates
+    def _template_create(aid: str, tpl: dict[str, Any]) -> None:
+        # "{{revision}}" in a template's PromQL becomes the revision (e.g. a pod-template-hash label)
+        revision = aid.rsplit("@", 1)[1]
+        prom = tpl.get("prometheus")
+        if prom:
+            prom = {**prom, **{k: None if prom.get(k) is None else {s: q.replace("{{revision}}", revision) for s, q in prom[k].items()} for k in ("canary", "control")}}
+        _create(aid, CreateAnalysis.model_validate({**tpl, "prometheus": prom}).model_copy(update={"id": aid}))
 
-    # ------------------------------------------------------------------ Flagger webhooks
-    FLAGGER_HOOKS = ("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion", "post-rollout", "rollback")
+    def _store_template(tid: str, body: CreateAnalysis) -> dict[str, Any]:
+        """A template as stored: the config resolved to a stored reference, everything else as given."""
+        cfg, cfg_json = _config_of(body)
+        store.put_config(cfg.version_id, cfg_json)
+        return {**body.model_dump(mode="json", exclude={"id", "config", "baseline"}), "config_ref": cfg.version_id}
 
-    @app.post("/v1/flagger/{hook}", tags=["integrations"])
-    def flagger(hook: str, body: FlaggerPayload, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
-        """Flagger webhook. 200 allows the step; 409 holds it. The analysis is ``metadata.analysis``,
-        else ``<namespace>.<name>``. On the ``rollback`` hook, 200 means "roll back now".
-
-        Flagger cannot send headers on webhooks, so a read token may come as ``metadata.token``
-        (or as a bearer header when a proxy adds one)."""
-        token = (body.metadata or {}).get("token")
-        if _role(authorization) is None and (token is None or settings.role_of(token) is None) and not settings.insecure:
-            raise HTTPException(401, "missing or unknown token (bearer header or metadata.token)", {"WWW-Authenticate": "Bearer"})
-        if hook not in FLAGGER_HOOKS:
-            return JSONResponse({"detail": f"unknown hook {hook!r}; valid: {', '.join(FLAGGER_HOOKS)}"}, status_code=404)
-        aid = (body.metadata or {}).get("analysis") or f"{body.namespace}.{body.name}"
-        try:
-            v = _verdict_body(aid)
-        except NotFound:
-            allow = hook in ("post-rollout",)
-            return JSONResponse({"allow": allow, "analysis": aid, "verdict": None, "reason": f"no analysis {aid!r}"}, status_code=200 if allow else 409)
-        verdict = v["verdict"]
-        if hook in ("confirm-rollout", "pre-rollout", "post-rollout"):
-            allow = True
-        elif hook in ("rollout", "confirm-traffic-increase"):
-            allow = verdict != "rollback"
-        elif hook == "confirm-promotion":
-            allow = verdict == "proceed"
-        else:  # rollback hook: 200 tells Flagger to roll back
-            allow = verdict == "rollback"
-        out = {"allow": allow, "analysis": aid, "hook": hook, "verdict": verdict, "final": v["final"], "tick": v["n_ticks"], "fired_families": v["fired_families"]}
-        return JSONResponse(out, status_code=200 if allow else 409)
+    ctx = IntegrationContext(
+        store=store,
+        tables=IntegrationTables(store),
+        verdict=_verdict_body,
+        role=lambda authorization, token: _role(authorization) or (None if token is None else settings.role_of(token)),
+        create=_template_create,
+        now=_now,
+    )
+    app.include_router(argo_router(ctx, read))
+    app.include_router(flagger_router(ctx, read))
+    app.include_router(templates_router(ctx, read, write, _store_template))
 
     # ------------------------------------------------------------------ Kayenta drop-in (service/_kayenta.py)
     app.include_router(kayenta_router(store, manager, settings, _now, read, write))

@@ -9,6 +9,7 @@ Tables (identical on both back ends)::
     batches   (analysis_id, batch_id, first_seq, n, response)   idempotency keys of ingested batches
     configs   (version_id, body)                    compiled configs by content id (cc-<hex>)
     executions(id, analysis_id, request, created)   Kayenta-style canary executions
+    analysis_templates, analysis_revisions, integration_events   see store/_integration.py
 
 Writes to one analysis are serialised by a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite) held for the whole ingest transaction, so several service processes can
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError, DeploySignalError
+from ._integration import INTEGRATION_SCHEMA
 
 __all__ = ["AnalysisRow", "Conflict", "LockedAnalysis", "NotFound", "PostgresStore", "SQLStore", "SQLiteStore", "open_store"]
 
@@ -47,6 +49,7 @@ _SCHEMA = [
     " response TEXT NOT NULL, PRIMARY KEY (analysis_id, batch_id))",
     "CREATE TABLE IF NOT EXISTS configs (version_id TEXT PRIMARY KEY, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS executions (id TEXT PRIMARY KEY, analysis_id TEXT NOT NULL, request TEXT NOT NULL, created TEXT NOT NULL)",
+    *INTEGRATION_SCHEMA,  # templates, revision bindings, controller events (store/_integration.py)
 ]
 
 

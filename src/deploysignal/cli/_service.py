@@ -37,6 +37,7 @@ def serve(
     max_batch_ticks: int = typer.Option(10_000, help="Ticks per ingest request."),
     snapshot_every: int = typer.Option(256, help="Ticks between engine snapshots."),
     secrets_dir: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_SECRETS_DIR", help="Directory Prometheus pull specs may read secret and TLS files from (none: no such files)."),
+    prometheus_allow: Optional[list[str]] = typer.Option(None, "--prometheus-allow", help="Prometheus address (URL prefix) pull specs that use a secret may point at; repeat for several (none: such specs are refused)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -54,7 +55,7 @@ def serve(
             tokens_file = _generated_tokens(tokens_dir, host, port)
         tokens = [] if tokens_file is None else ServiceSettings.read_tokens_file(tokens_file)
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
-                                   secrets_dir=None if secrets_dir is None else str(secrets_dir))
+                                   secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []))
         if workers == 1:
             app = create_app(settings)
     except (DeploySignalError, ValueError) as exc:

@@ -60,6 +60,11 @@ class ServiceSettings(BaseModel):
         The only directory Prometheus pull specs may read files from (``file`` secret references,
         ``secret_ref.path``, the ``tls`` files); None refuses such files. Secret environment variables
         must be named ``DEPLOYSIGNAL_SECRET_*``.
+    prometheus_allow : list of str
+        The only Prometheus addresses (URL prefixes: scheme, host, port and a leading path) a pull spec
+        that uses a secret (``authentication``, a ``value_from`` header) may point at; empty refuses
+        such specs. The caller chooses the address, so without this list any write-token holder could
+        have the service send the Prometheus credentials to a server of the caller's choosing.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -70,6 +75,7 @@ class ServiceSettings(BaseModel):
     max_batch_ticks: int = Field(10_000, ge=1)
     snapshot_every: int = Field(256, ge=1)
     secrets_dir: str | None = None
+    prometheus_allow: list[str] = Field(default_factory=list)
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""

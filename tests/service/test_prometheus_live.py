@@ -529,3 +529,30 @@ def test_stored_live_and_backfilled_ticks_equal_a_later_read_with_values_that_va
     assert [src.fetch([t])[0]["values"]["p99_latency_ms"] for t in times] == stored  # instant queries now
     assert [v["values"]["p99_latency_ms"] for v in src.fetch(times)] == stored  # one query_range now
     src.close()
+
+
+def test_a_pod_that_lived_inside_a_tick_leaves_its_errors_missing_never_zero(stack):
+    req = Counter("ds_short_req", "r", ["h", "pod"], registry=stack.reg)
+    err = Counter("ds_short_err", "e", ["h", "pod"], registry=stack.reg)
+    with stack.exp.lock:
+        for h, pod in (("c1", "c-0"), ("s1", "s-0")):
+            req.labels(h, pod), err.labels(h, pod)
+    spec = {"address": stack.prom.url, "interval_seconds": 4, "settle_seconds": 1.5, "arm_label": "h", "arms": ARMS,
+            "units": "ds_short_req_total", "events": {"errors": "ds_short_err_total"}}
+    _raw_first_seen(stack.prom.url, 'ds_short_err_total{h="c1"}', 0.0)
+    t = math.ceil((time.time() + 0.2) / 4) * 4  # the series exist at t
+    _wait(lambda: time.time() > t + 0.1, every=0.02)
+    with stack.exp.lock:  # 20 requests per arm in the tick; a canary pod appears just after t with 5 errors ...
+        req.labels("c1", "c-0").inc(20), req.labels("s1", "s-0").inc(20), err.labels("c1", "c-9").inc(5)
+    seen = _raw_first_seen(stack.prom.url, 'ds_short_err_total{pod="c-9"}', 5.0)
+    with stack.exp.lock:  # ... and is gone after its first scrape: stale at the next one, before t + 4
+        err.remove("c1", "c-9")
+    assert t < seen < t + 1.5
+    _wait(lambda: time.time() > t + 4 + 1.6)
+    src = PrometheusSplitSource(spec)
+    got = src.read([t + 4])
+    src.close()
+    # the tick has both arms' units; the canary's errors are missing with the reason, not 0
+    assert got.gaps == [] and [(tk["arms"]["canary"]["units"], tk["arms"]["stable"]["units"]) for tk in got.ticks] == [(20, 20)]
+    assert got.ticks[0]["arms"]["canary"]["events"] == {} and got.ticks[0]["arms"]["stable"]["events"] == {"errors": 0}
+    assert [(m["arm"], m["metric"]) for m in got.missing] == [("canary", "errors")] and "lived inside the tick" in got.missing[0]["reason"]

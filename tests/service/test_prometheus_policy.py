@@ -4,6 +4,7 @@ capture them with a listener of its own), and a process without a poller does no
 from __future__ import annotations
 
 import json
+import os
 import threading
 from http.server import ThreadingHTTPServer
 
@@ -84,3 +85,20 @@ def test_a_process_without_the_poller_says_unknown_not_stopped(listener, cfg, tm
         assert a.get("/v1/analyses/w", headers=R).json()["poller"]["state"] == "running"
         other = b.get("/v1/analyses/w", headers=R).json()["poller"]
         assert other["state"] == "unknown" and "another one may poll it" in other["reason"], other
+
+
+def test_serve_takes_the_allow_list_from_the_command_line(tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from deploysignal.cli import app as cli_app
+    from deploysignal.service import ServiceSettings
+
+    ran = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: ran.append(kw))
+    monkeypatch.setenv("DEPLOYSIGNAL_SERVICE_SETTINGS", "{}")  # serve sets it; restored after the test
+    res = CliRunner().invoke(cli_app, ["serve", "--insecure", "--workers", "2", "--store", f"sqlite:///{tmp_path / 's.db'}",
+                                       "--prometheus-allow", "https://prom-a:9090", "--prometheus-allow", "http://prom-b/prometheus"])
+    assert res.exit_code == 0 and ran and ran[0]["workers"] == 2, res.output
+    st = ServiceSettings.model_validate_json(os.environ["DEPLOYSIGNAL_SERVICE_SETTINGS"])  # what every worker builds its app from
+    assert st.prometheus_allow == ["https://prom-a:9090", "http://prom-b/prometheus"]

@@ -79,7 +79,7 @@ def test_prometheus_pull_source_and_pull_mode(tmp_path, healthy_sim):
         src.close()
 
         with Server(tmp_path, f"sqlite:///{tmp_path / 'pull.db'}") as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
-            body = {"id": "pull", "config": json.loads(cfg.to_json()), "window": 480, "prometheus": {"url": prom.url, "interval_seconds": 1, "canary": queries, "max_ticks": 4}}
+            body = {"id": "pull", "config": json.loads(cfg.to_json()), "window": 480, "prometheus": {"url": prom.url, "interval_seconds": 1, "settle_seconds": 1.5, "canary": queries, "max_ticks": 4}}
             assert c.post("/v1/analyses", json=body, headers=W).status_code == 201
             deadline = time.monotonic() + 30
             while c.get("/v1/analyses/pull", headers=R).json()["n_ticks"] < 4 and time.monotonic() < deadline:

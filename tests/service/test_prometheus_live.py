@@ -58,7 +58,7 @@ def stack(tmp_path_factory):
     prom = Prometheus(tmp, exp.port, free_port(), ready="ds_gauge")
     rng = np.random.default_rng(0)
     cfg = compile_baseline(Frame(np.arange(2880.0) * 60, rng.normal(size=(2880, 2)) * [5, 0.002] + [100, 0.01], tuple(Q)))
-    yield SimpleNamespace(prom=prom, exp=exp, metrics=metrics, cfg=json.loads(cfg.to_json()), started=time.time())
+    yield SimpleNamespace(prom=prom, exp=exp, reg=reg, metrics=metrics, cfg=json.loads(cfg.to_json()), started=time.time())
     prom.stop()
     exp.stop()
 
@@ -158,7 +158,7 @@ def test_queries_validated_at_creation(stack, tmp_path):
     base = {"config": stack.cfg, "window": 480}
 
     def prom(**kw):
-        return {"address": stack.prom.url, "interval_seconds": 1, "canary": dict(Q), **kw}
+        return {"address": stack.prom.url, "interval_seconds": 1, "settle_seconds": 1.5, "canary": dict(Q), **kw}
 
     with make_client(tmp_path) as c:
         r = c.post("/v1/analyses", json={**base, "id": "two", "prometheus": prom(canary={**Q, "p99_latency_ms": "ds_two"})}, headers=W)
@@ -186,10 +186,10 @@ def test_queries_validated_at_creation(stack, tmp_path):
 def test_poller_through_bearer_proxy_then_server_goes_away(stack, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("DEPLOYSIGNAL_SECRET_PROM", TOKEN)
     proxy = AuthProxy(stack.prom.url, bearer=TOKEN)
-    spec = {"address": proxy.url, "interval_seconds": 1, "canary": Q, "failing_after": 2, "stop_after_failures": 8}
+    spec = {"address": proxy.url, "interval_seconds": 1, "settle_seconds": 1.5, "canary": Q, "failing_after": 2, "stop_after_failures": 8}
     caplog.set_level(logging.INFO)
     try:
-        with make_client(tmp_path) as c:
+        with make_client(tmp_path, prometheus_allow=[proxy.url]) as c:
             r = c.post("/v1/analyses", json={"config": stack.cfg, "id": "noauth", "prometheus": spec}, headers=W)
             assert r.status_code == 422 and "HTTP 401" in r.json()["detail"] and "prometheus.authentication" in r.json()["detail"], r.text
             spec["authentication"] = {"bearer": {"env": "DEPLOYSIGNAL_SECRET_PROM"}}
@@ -234,7 +234,7 @@ def test_poller_through_bearer_proxy_then_server_goes_away(stack, tmp_path, monk
 
 def test_backfill_after_the_service_was_down(stack, tmp_path):
     store = f"sqlite:///{tmp_path / 'bf.db'}"
-    spec = {"address": stack.prom.url, "interval_seconds": 1, "canary": Q}
+    spec = {"address": stack.prom.url, "interval_seconds": 1, "settle_seconds": 1.5, "canary": Q}
     with make_client(tmp_path, store_url=store) as c:
         assert c.post("/v1/analyses", json={"config": stack.cfg, "id": "bf", "prometheus": spec}, headers=W).status_code == 201
         _wait(lambda: c.get("/v1/analyses/bf", headers=R).json()["n_ticks"] >= 3)
@@ -256,7 +256,7 @@ def test_backfill_after_the_service_was_down(stack, tmp_path):
 
 
 # ---------------------------------------------------------------------- per-arm counters and histograms
-SPLIT = {"interval_seconds": 2, "arm_label": "rollouts_pod_template_hash", "arms": ARMS, "units": "ds_requests_total",
+SPLIT = {"interval_seconds": 2, "settle_seconds": 1.5, "arm_label": "rollouts_pod_template_hash", "arms": ARMS, "units": "ds_requests_total",
          "events": {"errors": 'ds_errors_total{job="sim"}'}, "histograms": {"latency_ms": {"buckets": "ds_latency_ms_bucket", "edges": EDGES}}}
 
 
@@ -370,7 +370,7 @@ def test_split_validation_names_what_is_wrong(stack, tmp_path):
     res = CliRunner().invoke(cli_app, ["prometheus", "check", str(sp)])
     assert res.exit_code == 2 and "bucket bounds" in res.output
     sp.write_text(json.dumps({**SPLIT, "address": stack.prom.url, "units": 'ds_requests_total{pod=~"("}'}))  # a regex Prometheus refuses
-    res = CliRunner().invoke(cli_app, ["prometheus", "split-ticks", str(sp), "--start", "2026-12-07T10:00:00Z", "--end", "2026-12-07T10:00:10Z"])
+    res = CliRunner().invoke(cli_app, ["prometheus", "split-ticks", str(sp), "--start", "2026-12-07T00:00:00Z", "--end", "2026-12-07T00:00:10Z"])
     assert res.exit_code == 2 and "refused" in res.output and "bad_data" in res.output, res.output
 
 
@@ -380,9 +380,9 @@ def test_rotated_secret_is_read_again_after_a_401(stack, tmp_path):
     (sdir / "token").write_text("first-token\n")
     proxy = AuthProxy(stack.prom.url, bearer="first-token")
     port = proxy.server.server_address[1]
-    spec = {"address": proxy.url, "interval_seconds": 1, "canary": Q, "authentication": {"bearer": {"file": str(sdir / "token")}}}
+    spec = {"address": proxy.url, "interval_seconds": 1, "settle_seconds": 1.5, "canary": Q, "authentication": {"bearer": {"file": str(sdir / "token")}}}
     try:
-        with make_client(tmp_path, secrets_dir=str(sdir)) as c:
+        with make_client(tmp_path, secrets_dir=str(sdir), prometheus_allow=[proxy.url]) as c:
             assert c.post("/v1/analyses", json={"config": stack.cfg, "id": "rot", "prometheus": spec}, headers=W).status_code == 201
             _wait(lambda: c.get("/v1/analyses/rot", headers=R).json()["n_ticks"] >= 2)
             proxy.stop()
@@ -399,7 +399,7 @@ def test_rotated_secret_is_read_again_after_a_401(stack, tmp_path):
 
 def test_two_sample_pull_reads_canary_and_control(stack, tmp_path):
     ctl = {"p99_latency_ms": 'ds_gauge{signal="p99_latency_ms"} * 1.5', "error_rate": 'ds_gauge{signal="error_rate"}'}
-    spec = {"address": stack.prom.url, "interval_seconds": 1, "canary": Q, "control": ctl, "max_ticks": 3}
+    spec = {"address": stack.prom.url, "interval_seconds": 1, "settle_seconds": 1.5, "canary": Q, "control": ctl, "max_ticks": 3}
     with make_client(tmp_path) as c:
         r = c.post("/v1/analyses", json={"config": stack.cfg, "id": "ts", "mode": "two-sample", "prometheus": spec}, headers=W)
         assert r.status_code == 201 and r.json()["warnings"] == [], r.text
@@ -408,3 +408,151 @@ def test_two_sample_pull_reads_canary_and_control(stack, tmp_path):
         ticks = c.app.state.manager.store.ticks("ts", 0, 3)
     assert [t["values"] for t in ticks] == [{"p99_latency_ms": 100.0, "error_rate": 0.01}] * 3
     assert [t["control"] for t in ticks] == [{"p99_latency_ms": 150.0, "error_rate": 0.01}] * 3
+
+
+# ---------------------------------------------------------------------- review findings: lazily created series, settling, backfill
+def test_lazily_created_error_series_are_reported_missing_never_counted_as_zero(stack, tmp_path):
+    # the docs' old example: an error counter per code, created by the client library at its first
+    # error. Canary errors only ever appear in such new series; the stable's series existed before.
+    req = Counter("ds_lazy_req", "r", ["h", "pod"], registry=stack.reg)
+    err = Counter("ds_lazy_err", "e", ["h", "pod", "code"], registry=stack.reg)
+    with stack.exp.lock:
+        req.labels("c1", "c-0"), req.labels("s1", "s-0"), err.labels("s1", "s-0", "500")
+    spec = {"address": stack.prom.url, "interval_seconds": 2, "settle_seconds": 1.5, "arm_label": "h", "arms": ARMS,
+            "units": "ds_lazy_req_total", "events": {"errors": "ds_lazy_err_total"}}
+    _raw_first_seen(stack.prom.url, 'ds_lazy_err_total{h="s1"}', 0.0)
+    sp = tmp_path / "lazy.yaml"
+    sp.write_text(json.dumps(spec))
+    res = CliRunner().invoke(cli_app, ["prometheus", "check", str(sp)])
+    assert res.exit_code == 0 and "no series with h='c1' (canary)" in res.output and "initialise counters at 0" in res.output, res.output
+    time.sleep(2.0)  # the initialised series exist a whole tick before the first grid time read
+    t0 = time.time()
+    for i in range(8):
+        with stack.exp.lock:
+            req.labels("c1", "c-0").inc(10), req.labels("s1", "s-0").inc(10)
+            err.labels("s1", "s-0", "500").inc(1)
+            if i in (2, 5):
+                err.labels("c1", "c-0", f"50{i}").inc(3)
+        time.sleep(1)
+    appeared = [math.ceil(_raw_first_seen(stack.prom.url, f'ds_lazy_err_total{{code="50{i}"}}', 3.0) / 2) * 2 for i in (2, 5)]
+    res = CliRunner().invoke(cli_app, ["prometheus", "check", str(sp)])
+    assert "series with code='502' exist for canary but not for stable now" in res.output, res.output
+    end = math.ceil((time.time() + 1) / 2) * 2  # after the last increment's scrape
+    _wait(lambda: time.time() > end + 1.6)
+    src = PrometheusSplitSource(spec)
+    got = src.read(src.grid(t0, end))
+    src.close()
+    canary = {t["timestamp"]: t["arms"]["canary"]["events"].get("errors") for t in got.ticks}
+    missing = {m["timestamp"]: m["reason"] for m in got.missing if m["arm"] == "canary"}
+    iso = {t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in appeared}
+    # the ticks where the canary's errors happened are missing with the reason, never a count of 0
+    for t in appeared:
+        assert canary[iso[t]] is None and "appears in the tick" in missing[iso[t]], (iso[t], canary, missing)
+    assert all(v in (None, 0) for v in canary.values()) and set(missing) == {ts for ts, v in canary.items() if v is None}
+    assert sum(t["arms"]["stable"]["events"]["errors"] for t in got.ticks) == 8 and not got.gaps, (got.gaps, [(t["timestamp"], t["arms"]) for t in got.ticks], t0, end)  # initialised: every error counted
+    res = CliRunner().invoke(cli_app, ["prometheus", "split-ticks", str(sp), "--start", str(t0), "--end", str(end)])
+    assert res.exit_code == 0 and f"missing {iso[appeared[0]]} canary errors: series" in res.output, res.output
+
+
+def test_unsettled_times_are_refused_and_a_settled_read_does_not_change(stack, tmp_path):
+    spec = {"address": stack.prom.url, **SPLIT}
+    sp = tmp_path / "s.json"
+    sp.write_text(json.dumps(spec))
+    now = time.time()
+    future = math.floor(now / 2) * 2 + 4  # two grid times ahead (the reviewer's repro)
+    res = CliRunner().invoke(cli_app, ["prometheus", "split-ticks", str(sp), "--start", str(future - 8), "--end", str(future)])
+    assert res.exit_code == 2 and "has not settled" in res.output and res.stdout.strip() == "", res.output
+    stop = False
+
+    def load():
+        while not stop:
+            with stack.exp.lock:
+                stack.metrics["requests"].labels("c1", "c-0").inc(7)
+                stack.metrics["requests"].labels("s1", "s-0").inc(5)
+            time.sleep(0.05)
+
+    import threading
+
+    th = threading.Thread(target=load, daemon=True)
+    th.start()
+    try:
+        t = math.ceil((time.time() + 2) / 2) * 2
+        _wait(lambda: time.time() >= t + 1.5, every=0.02)  # read as soon as it has settled
+        src = PrometheusSplitSource(spec)
+        early = src.read([t - 2, t])
+        time.sleep(3)
+        later = src.read([t - 2, t])
+        src.close()
+    finally:
+        stop = True
+        th.join()
+    assert early == later and early.ticks[-1]["arms"]["canary"]["units"] > 0, (early, later)
+
+
+def test_stored_live_and_backfilled_ticks_equal_a_later_read_with_values_that_vary(stack, tmp_path):
+    ramp = Gauge("ds_ramp", "a value that changes between scrapes", registry=stack.reg)
+    t_start = time.time()
+    stop = False
+
+    def tick():
+        while not stop:
+            with stack.exp.lock:
+                ramp.set(100.0 + round(time.time() - t_start, 2))
+            time.sleep(0.05)
+
+    import threading
+
+    th = threading.Thread(target=tick, daemon=True)
+    th.start()
+    q = {"p99_latency_ms": "ds_ramp", "error_rate": Q["error_rate"]}
+    check = PrometheusSource(stack.prom.url, q)
+    _wait(lambda: check.validate(time.time()) == [])
+    check.close()
+    store = f"sqlite:///{tmp_path / 'vr.db'}"
+    spec = {"address": stack.prom.url, "interval_seconds": 1, "settle_seconds": 1.5, "canary": q}
+    try:
+        with make_client(tmp_path, store_url=store) as c:
+            assert c.post("/v1/analyses", json={"config": stack.cfg, "id": "vr", "prometheus": spec}, headers=W).status_code == 201
+            _wait(lambda: c.get("/v1/analyses/vr", headers=R).json()["n_ticks"] >= 3)
+        time.sleep(3.0)  # the service is down for >= 3 grid steps
+        with make_client(tmp_path, store_url=store) as c:
+            _wait(lambda: c.get("/v1/analyses/vr", headers=R).json()["poller"]["backfilled_ticks"] >= 3)
+            row = c.app.state.manager.store.get("vr")
+            ticks = c.app.state.manager.store.ticks("vr", 0, row.n_ticks)
+    finally:
+        stop = True
+        th.join()
+    times = [t["timestamp"] for t in ticks]
+    stored = [t["values"]["p99_latency_ms"] for t in ticks]
+    assert len(set(stored)) == len(stored) >= 6  # the values vary from tick to tick
+    src = PrometheusSource(stack.prom.url, q)
+    assert [src.fetch([t])[0]["values"]["p99_latency_ms"] for t in times] == stored  # instant queries now
+    assert [v["values"]["p99_latency_ms"] for v in src.fetch(times)] == stored  # one query_range now
+    src.close()
+
+
+def test_a_pod_that_lived_inside_a_tick_leaves_its_errors_missing_never_zero(stack):
+    req = Counter("ds_short_req", "r", ["h", "pod"], registry=stack.reg)
+    err = Counter("ds_short_err", "e", ["h", "pod"], registry=stack.reg)
+    with stack.exp.lock:
+        for h, pod in (("c1", "c-0"), ("s1", "s-0")):
+            req.labels(h, pod), err.labels(h, pod)
+    spec = {"address": stack.prom.url, "interval_seconds": 4, "settle_seconds": 1.5, "arm_label": "h", "arms": ARMS,
+            "units": "ds_short_req_total", "events": {"errors": "ds_short_err_total"}}
+    _raw_first_seen(stack.prom.url, 'ds_short_err_total{h="c1"}', 0.0)
+    t = math.ceil((time.time() + 0.2) / 4) * 4  # the series exist at t
+    _wait(lambda: time.time() > t + 0.1, every=0.02)
+    with stack.exp.lock:  # 20 requests per arm in the tick; a canary pod appears just after t with 5 errors ...
+        req.labels("c1", "c-0").inc(20), req.labels("s1", "s-0").inc(20), err.labels("c1", "c-9").inc(5)
+    seen = _raw_first_seen(stack.prom.url, 'ds_short_err_total{pod="c-9"}', 5.0)
+    with stack.exp.lock:  # ... and is gone after its first scrape: stale at the next one, before t + 4
+        err.remove("c1", "c-9")
+    assert t < seen < t + 1.5
+    _wait(lambda: time.time() > t + 4 + 1.6)
+    src = PrometheusSplitSource(spec)
+    got = src.read([t + 4])
+    src.close()
+    # the tick has both arms' units; the canary's errors are missing with the reason, not 0
+    assert got.gaps == [] and [(tk["arms"]["canary"]["units"], tk["arms"]["stable"]["units"]) for tk in got.ticks] == [(20, 20)]
+    assert got.ticks[0]["arms"]["canary"]["events"] == {} and got.ticks[0]["arms"]["stable"]["events"] == {"errors": 0}
+    assert [(m["arm"], m["metric"]) for m in got.missing] == [("canary", "errors")] and "lived inside the tick" in got.missing[0]["reason"]

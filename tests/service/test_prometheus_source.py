@@ -170,7 +170,7 @@ def test_poller_backfills_in_order_bounded_and_idempotent():
 
     stop = threading.Event()
     mgr = _FakeManager(60_000.0, stop, stop_after=4, done_batches=["prom-60420000"])  # another process ingested 60420
-    spec = {"url": "http://prom", "interval_seconds": 60, "canary": {"a": "q"}, "max_backfill_seconds": 240}
+    spec = {"url": "http://prom", "interval_seconds": 60, "canary": {"a": "q"}, "max_backfill_seconds": 240, "settle_seconds": 0}
     p = PrometheusPuller(mgr, "an", spec, stop, clock=lambda: 60_605.0, client=httpx.Client(transport=httpx.MockTransport(handler)))
     p.run()
     # due: 60060 .. 60600 (10 grid times); the bound keeps the last 5, one of them already ingested elsewhere
@@ -192,7 +192,7 @@ def test_poller_that_cannot_reach_the_server_ingests_nothing_then_stops():
 
     stop = threading.Event()
     mgr = _FakeManager(None, stop, stop_after=1)
-    spec = {"url": "http://prom", "interval_seconds": 1, "canary": {"a": "q"}, "failing_after": 1, "stop_after_failures": 2}
+    spec = {"url": "http://prom", "interval_seconds": 1, "canary": {"a": "q"}, "failing_after": 1, "stop_after_failures": 2, "settle_seconds": 0}
     states = []
     p = PrometheusPuller(mgr, "an", spec, stop, clock=lambda: 100.0, client=httpx.Client(transport=httpx.MockTransport(handler)))
     orig = p._set

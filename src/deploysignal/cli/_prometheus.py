@@ -34,10 +34,11 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def _load(path: Path) -> PullSpec | SplitSpec:
     text = read_utf8(path)
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
     try:
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        data = yaml.safe_load(text) if is_yaml else json.loads(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}") from None
+        raise InputError(f"{path}: not valid {'YAML' if is_yaml else 'JSON'}: {exc}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected an object")
     model: type[PullSpec] | type[SplitSpec] = SplitSpec if "arms" in data else PullSpec
@@ -90,7 +91,9 @@ def split_ticks_cmd(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="JSONL file (default: stdout)."),
 ) -> None:
     """Read the aggregated split ticks (one JSON object per line) for every grid time in [START, END];
-    grid times where an arm's units are unknown are gaps, listed on stderr."""
+    grid times where an arm's units are unknown are gaps, and metrics left out of an arm's tick are
+    missing, both listed on stderr with their reason. A grid time later than now minus settle_seconds
+    is refused (exit 2): its scrapes may still be in flight."""
     s = _load(spec)
     if not isinstance(s, SplitSpec):
         raise InputError(f"{spec}: not a split spec (needs arm_label, arms, units)")
@@ -109,9 +112,11 @@ def split_ticks_cmd(
         src.close()
     for g in got.gaps:
         err.print(f"[yellow]gap[/yellow] {g['timestamp']}: {g['reason']}")
+    for m in got.missing:
+        err.print(f"[yellow]missing[/yellow] {m['timestamp']} {m['arm']} {m['metric']}: {m['reason']}")
     text = "".join(json.dumps(t, separators=(",", ":"), sort_keys=True) + "\n" for t in got.ticks)
     if output is None:
         out.file.write(text)
     else:
         output.write_text(text, encoding="utf-8")
-        err.print(f"{len(got.ticks)} ticks, {len(got.gaps)} gaps -> {output}")
+        err.print(f"{len(got.ticks)} ticks, {len(got.gaps)} gaps, {len(got.missing)} missing metrics -> {output}")

@@ -254,7 +254,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew)
     registry, counters = build_registry(manager)
     pullers: dict[str, PrometheusPuller] = {}
-    policy = SecretPolicy(secrets_dir=settings.secrets_dir, env_prefix="DEPLOYSIGNAL_SECRET_", restrict_files=True)
+    unusable: dict[str, str] = {}
+    policy = SecretPolicy(secrets_dir=settings.secrets_dir, env_prefix="DEPLOYSIGNAL_SECRET_", restrict_files=True,
+                          allowed_addresses=tuple(settings.prometheus_allow))
     stop = threading.Event()
 
     @asynccontextmanager
@@ -361,8 +363,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         p = pullers.get(aid)
         if p is not None:
             return p.status()
-        why = f"verdict is final ({row.summary.get('verdict')})" if (row.summary or {}).get("final") else "no poller runs for this analysis in this process"
-        return {"state": "stopped", "reason": why, "since": None}
+        if (row.summary or {}).get("final"):
+            return {"state": "stopped", "reason": f"verdict is final ({row.summary.get('verdict')})", "since": None}
+        if aid in unusable:
+            return {"state": "stopped", "reason": unusable[aid], "since": None}
+        # with serve --workers > 1 another worker may poll it: this process cannot tell
+        return {"state": "unknown", "reason": "not polled by the process that answered (with several workers, another one may poll it)", "since": None}
 
     def _validate_prometheus(spec: PullSpec) -> list[str]:
         """Each query evaluated once now: 422 for a refused or multi-series query, 502 when the server
@@ -570,6 +576,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             p = PrometheusPuller(manager, aid, spec, stop, policy=policy)
         except ValidationError as exc:  # a stored spec this version cannot read: report it, do not fail the service
             log.error("analysis %s: prometheus spec unusable, no poller: %s", aid, exc.errors()[0].get("msg"))
+            unusable[aid] = f"prometheus spec unusable by this version: {exc.errors()[0].get('msg')}"
             return
         pullers[aid] = p
         p.start()

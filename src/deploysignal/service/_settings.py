@@ -64,6 +64,11 @@ class ServiceSettings(BaseModel):
         Ticks stamped more than this many seconds after the server's clock are rejected (422): a tick
         from the future, once accepted, would make every correct tick after it look out of order.
         None turns the check off (e.g. to ingest simulated telemetry stamped in the future).
+    prometheus_allow : list of str
+        The only Prometheus addresses (URL prefixes: scheme, host, port and a leading path) a pull spec
+        that uses a secret (``authentication``, a ``value_from`` header) may point at; empty refuses
+        such specs. The caller chooses the address, so without this list any write-token holder could
+        have the service send the Prometheus credentials to a server of the caller's choosing.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -75,6 +80,7 @@ class ServiceSettings(BaseModel):
     snapshot_every: int = Field(256, ge=1)
     secrets_dir: str | None = None
     max_clock_skew: float | None = Field(300.0, ge=0)
+    prometheus_allow: list[str] = Field(default_factory=list)
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""

@@ -3,8 +3,12 @@
 Missing data is never invented: an empty result, ``NaN``, ``±Inf`` or several series for one query give
 NaN for that signal at that tick, which the gate counts as missing (it extends, never rolls back, on
 missing data). Queries are evaluated at fixed grid times (``time = k * interval``) through
-``/api/v1/query`` (one tick) or ``/api/v1/query_range`` (backfill), so two processes polling the same
-analysis produce the same ticks and the store's batch id makes the second one a no-op.
+``/api/v1/query`` (one tick) or ``/api/v1/query_range`` (backfill), and the poller reads a grid time
+``t`` only once it has settled (``t <= now - settle_seconds``, the server's scrape interval plus scrape
+timeout): a live read, a backfill and a second process then see the same stored samples and give the
+same ticks (the store's batch id makes the second one a no-op). An expression whose value at ``t``
+depends on more than the samples at or before ``t`` (none in PromQL without ``@``/``offset`` tricks)
+or a server whose data arrive later than ``settle_seconds`` (remote write, federation) breaks that.
 
 :class:`PrometheusPuller` is the service's poller. A poll the server cannot answer ingests nothing (the
 gate's verdict cannot move on data that was never read); the missed grid times are read with
@@ -262,7 +266,8 @@ class PrometheusSource:
 class PrometheusPuller(threading.Thread):
     """Background poller feeding one service analysis (started by the service for pull-mode analyses).
 
-    It ingests the grid times ``k * interval`` in order, each as its own batch with id
+    It ingests the grid times ``k * interval`` in order, each once it has settled (``now -
+    settle_seconds``), each as its own batch with id
     ``prom-<millis>`` (so a tick ingested twice, by a retry or by another process, is a no-op). It
     resumes after the last grid time the analysis holds (or, for an analysis without ticks, from its
     creation time), not from now: grid times missed while the server or the service was down are read
@@ -358,7 +363,7 @@ class PrometheusPuller(threading.Thread):
                 if next_k is None:
                     self._set("stopped", f"max_ticks reached ({self.max_ticks})")
                     break
-            now = self.clock()
+            now = self.clock() - float(self.spec.settle_seconds)  # the latest settled time (see Connection.settle_seconds)
             if next_k * self.interval > now:
                 if self.stop_event.wait(next_k * self.interval - now):
                     break

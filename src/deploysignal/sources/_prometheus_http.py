@@ -152,6 +152,12 @@ class Connection(_Strict):
         Skip verification of the server's certificate (logged as a warning every time a client is built).
     timeout : float
         Seconds per request (connect, read, write, pool).
+    settle_seconds : float
+        A grid time ``t`` is read only once ``t <= now - settle_seconds``: a scrape whose sample time
+        is at or before ``t`` may still be in flight (its sample is stored when the scrape ends), so
+        reading earlier gives a partial count that a later read would not give. Set it to the
+        server's scrape interval plus scrape timeout (the default, 70, is Prometheus' defaults 60 + 10;
+        add the remote-write delay when Prometheus is fed by remote write).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
@@ -160,7 +166,8 @@ class Connection(_Strict):
     headers: list[HeaderSpec] = Field(default_factory=list, max_length=64)
     tls: TLSConfig | None = None
     insecure: StrictBool = False
-    timeout: StrictFloat | StrictInt = Field(10, gt=0, le=600)
+    timeout: StrictFloat | StrictInt = Field(10, ge=0.001, le=600)
+    settle_seconds: StrictFloat | StrictInt = Field(70, ge=0, le=86_400)
 
     def client(self, policy: SecretPolicy | None = None) -> httpx.Client:
         """An :class:`httpx.Client` with the secrets resolved under ``policy`` (unrestricted when None).
@@ -171,6 +178,8 @@ class Connection(_Strict):
             A secret or TLS file cannot be read or lies outside the policy (names the reference, not the value).
         """
         policy = policy or SecretPolicy()
+        if self.uses_secrets():
+            policy.check_address(self.url)
         headers: dict[str, str] = {}
         auth: httpx.Auth | None = None
         a = self.authentication
@@ -195,6 +204,11 @@ class Connection(_Strict):
             if any(ch in v for ch in "\r\n\0"):
                 raise InputError(f"header {k!r}: the value contains a line break or NUL", column="prometheus.headers")
         return httpx.Client(headers=headers, auth=auth, verify=self._verify(policy), timeout=float(self.timeout), follow_redirects=False)
+
+    def uses_secrets(self) -> bool:
+        """Whether a request to the server carries a secret (authentication or a ``value_from`` header)."""
+        a = self.authentication
+        return (a is not None and (a.bearer or a.basic or a.secret_ref) is not None) or any(h.value_from is not None for h in self.headers)
 
     def _verify(self, policy: SecretPolicy) -> ssl.SSLContext | bool:
         t = self.tls
@@ -226,6 +240,24 @@ class SecretPolicy:
     secrets_dir: str | None = None
     env_prefix: str = ""
     restrict_files: bool = False
+    #: addresses a request carrying a secret may go to (URL prefixes); None allows any
+    allowed_addresses: tuple[str, ...] | None = None
+
+    def check_address(self, url: str) -> None:
+        """Refuse to send secrets to ``url`` unless it is under one of :attr:`allowed_addresses`: same
+        scheme, host and port, and a path under the prefix's path (at a ``/`` boundary).
+
+        >>> p = SecretPolicy(allowed_addresses=("https://prom.example:9090/",))
+        >>> p.check_address("https://prom.example:9090/api")
+        >>> p.check_address("https://prom.example:9090.evil.net/")
+        Traceback (most recent call last):
+        ...
+        deploysignal._exceptions.InputError: column 'prometheus.url': the address 'https://prom.example:9090.evil.net/' is not one the service may send secrets to (serve --prometheus-allow)
+        """
+        if self.allowed_addresses is None:
+            return
+        if not any(_under(url, p) for p in self.allowed_addresses):
+            raise InputError(f"the address {url!r} is not one the service may send secrets to (serve --prometheus-allow)", column="prometheus.url")
 
     def check_file(self, path: str, where: str) -> None:
         if not self.restrict_files:
@@ -258,6 +290,17 @@ class SecretPolicy:
             return None
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{where}: secret file {path!r} cannot be read ({exc.__class__.__name__})", column=f"prometheus.{where}") from None
+
+
+def _under(url: str, prefix: str) -> bool:
+    try:
+        u, p = httpx.URL(url), httpx.URL(prefix)
+    except (httpx.InvalidURL, TypeError):
+        return False
+    if (u.scheme, u.host, u.port, u.userinfo) != (p.scheme, p.host, p.port, p.userinfo) or not p.host or u.scheme not in ("http", "https"):
+        return False
+    base = p.path.rstrip("/") + "/"
+    return (u.path.rstrip("/") + "/").startswith(base)
 
 
 class PromUnavailable(Exception):

@@ -27,6 +27,7 @@ from ..gate import Decision, Gate, GateSettings, check_paired
 from ..simulate import SCENARIOS, simulate
 from ..sources import read_frame, read_signals_file, write_csv
 from ..telemetry import Frame
+from ._split_eval import SPLIT_SCENARIOS, split_eval, write_split_scenario
 
 __all__ = ["app", "main"]
 
@@ -204,11 +205,24 @@ def replay_cmd(
 @app.command("simulate")
 @_guard
 def simulate_cmd(
-    scenario: str = typer.Argument(..., help=f"One of: {', '.join(SCENARIOS)}."),
+    scenario: str = typer.Argument(..., help=f"One of: {', '.join(SCENARIOS)}; split mode: {', '.join(SPLIT_SCENARIOS)}."),
     seed: int = typer.Option(0),
-    output: Path = typer.Option(..., "-o", "--output", help="Directory for baseline.csv, canary.csv, control.csv, truth.json."),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory for baseline.csv, canary.csv, control.csv, truth.json "
+                                "(split scenarios: requests.csv, signals.json, truth.json)."),
+    effect: str = typer.Option("none", help="Split scenarios: change injected into the canary arm (none = null); "
+                               "see `deploysignal split-eval --help` and docs/split_eval.md for the list."),
+    volume: float = typer.Option(500.0, help="Split scenarios: mean requests per tick (both arms)."),
+    share: float = typer.Option(0.05, help="Split scenarios: canary traffic share."),
+    ticks: int = typer.Option(60, help="Split scenarios: ticks of 60 s."),
+    routing: Optional[str] = typer.Option(None, help="Split scenarios: randomise by request or by session (default: the scenario's)."),
+    data_dir: Optional[Path] = typer.Option(None, help="split-azure: folder of the Azure LLM trace CSVs."),
 ) -> None:
-    """Write a seeded scenario: baseline, canary, control and the ground truth."""
+    """Write a seeded scenario: baseline, canary, control and the ground truth; or, for a split scenario,
+    a per-request log of both arms (the REQUESTS format of `gate --split`) with its signals file."""
+    if scenario in SPLIT_SCENARIOS:
+        paths = write_split_scenario(scenario, output, seed=seed, effect=effect, volume=volume, share=share, ticks=ticks, routing=routing, data_dir=data_dir)
+        out.print("wrote " + ", ".join(str(p) for p in paths))
+        return
     sim = simulate(scenario, seed=seed)
     output.mkdir(parents=True, exist_ok=True)
     write_csv(sim.baseline, output / "baseline.csv")
@@ -312,6 +326,7 @@ def _register_subcommands() -> None:
     app.add_typer(_migration.pipeline_app, name="pipeline")
     app.command("drill")(_migration.drill)
     app.add_typer(_fleet.app, name="fleet")
+    app.command("split-eval")(split_eval)
 
 
 _register_subcommands()

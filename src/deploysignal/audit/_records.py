@@ -27,7 +27,7 @@ from .. import __version__
 from ..gate import Gate, GateSettings
 from ..telemetry import Frame
 
-__all__ = ["AuditWriter", "dumps_record", "read_audit", "replay", "settings_record"]
+__all__ = ["AuditWriter", "compare_lines", "dumps_record", "read_audit", "replay", "settings_record"]
 
 
 def dumps_record(record: dict[str, Any]) -> str:
@@ -108,28 +108,41 @@ def replay(config: CompiledConfig, canary: Frame, lines: list[str], header: dict
         settings = GateSettings.model_validate(header["settings"])
     except Exception as exc:  # pydantic ValidationError or KeyError
         raise ReplayMismatch(f"audit header settings unusable: {exc}", line=1) from None
+    return compare_lines(_replayed_lines(config, settings, canary, control), lines, header)
+
+
+def compare_lines(produced: Iterable[str], lines: list[str], header: dict[str, Any], *, first_line: int = 2) -> int:
+    """Compare re-derived lines with an audit log's lines byte for byte; returns how many matched.
+
+    ``lines[i]`` is audit line ``first_line + i``. A line that is a chained wrapper
+    (``{"hash", "prev", "record"}``) is compared as a whole and its ``record`` names the difference.
+    Raises :class:`ReplayMismatch` at the first difference or when the counts differ.
+    """
     n = 0
-    for n, new in enumerate(_replayed_lines(config, settings, canary, control), start=1):
+    for n, new in enumerate(produced, start=1):
+        at = n + first_line - 1
         if n > len(lines):
-            raise ReplayMismatch(f"replay produced more records than the audit log holds ({len(lines)})", line=n + 1)
+            raise ReplayMismatch(f"replay produced more records than the audit log holds ({len(lines)})", line=at)
         old = lines[n - 1]
         if old != new:
             if not is_utf8(old):
-                raise ReplayMismatch("record is not UTF-8 text (corrupted audit line)", line=n + 1)
+                raise ReplayMismatch("record is not UTF-8 text (corrupted audit line)", line=at)
             try:
                 a = json.loads(old)
             except JSON_UNUSABLE:
                 a = None
-            if not isinstance(a, dict):
-                raise ReplayMismatch("record is not a JSON object (corrupted audit line)", line=n + 1)
             b = json.loads(new)
+            if isinstance(a, dict) and isinstance(b.get("record"), dict):
+                a, b = a.get("record"), b["record"]
+            if not isinstance(a, dict):
+                raise ReplayMismatch("record is not a JSON object (corrupted audit line)", line=at)
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             msg = f"record differs (tick {b.get('tick')}, family {b.get('family')}): fields {', '.join(diff) or '(formatting)'}"
             written = header.get("gate_version", "< 0.2.0")
             if written != __version__:
                 msg += (f"; the log was written by deploysignal {written} and is replayed by {__version__}: replay is"
                         " byte-identical within one library version (the numerics may differ in the last bits across versions)")
-            raise ReplayMismatch(msg, line=n + 1)
+            raise ReplayMismatch(msg, line=at)
     if n != len(lines):
-        raise ReplayMismatch(f"audit log holds {len(lines)} records, replay produced {n}", line=n + 2)
+        raise ReplayMismatch(f"audit log holds {len(lines)} records, replay produced {n}", line=n + first_line)
     return n

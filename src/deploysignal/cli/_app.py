@@ -160,8 +160,8 @@ def _settings(alpha: float, window: int, mode: str, early_proceed: bool, drift_a
 @app.command()
 @_guard
 def gate(
-    canary: Path = typer.Argument(..., help="Canary telemetry."),
-    config: Path = typer.Option(..., "-c", "--config", help="Compiled config from `calibrate`."),
+    canary: Optional[Path] = typer.Argument(None, help="Canary telemetry (not with --split / --split-ticks)."),
+    config: Optional[Path] = typer.Option(None, "-c", "--config", help="Compiled config from `calibrate` (not with --split)."),
     control: Optional[Path] = typer.Option(None, help="Live control telemetry (two-sample mode), row-aligned with the canary."),
     audit: Optional[Path] = typer.Option(None, help="Write the audit log (JSONL) here."),
     alpha: float = typer.Option(0.05, help="False-rollback budget."),
@@ -170,9 +170,28 @@ def gate(
     drift_allowance: float = typer.Option(
         0.0, help="Extra baseline-to-canary level drift (score sd) treated as healthy, on top of the day-to-day drift the compiler measured."
     ),
+    split: Optional[Path] = typer.Option(None, "--split", help="Randomised split: per-request log (CSV/JSONL/Parquet) with an arm column; see docs/split.md."),
+    split_ticks: Optional[Path] = typer.Option(None, "--split-ticks", help="Randomised split: aggregated split ticks (JSONL, per-arm counts and buckets)."),
+    signals: Optional[Path] = typer.Option(None, help="Split mode: metric kinds (event/continuous), harm direction, edges, tolerance (YAML/JSON)."),
+    canary_share: Optional[float] = typer.Option(None, help="Split mode: configured canary share of units; checks the sample ratio."),
+    tick_seconds: Optional[float] = typer.Option(None, help="Split mode, request logs: tick length in seconds (default 60)."),
+    unit_timeout: Optional[float] = typer.Option(None, help="Split mode, request logs with a unit column: a unit closes after this many idle seconds (default 1800)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""
+    if split is not None or split_ticks is not None:
+        from ._split import gate_split
+
+        if canary is not None or config is not None or control is not None or drift_allowance != 0.0:
+            raise InputError("--split / --split-ticks take no CANARY, --config, --control or --drift-allowance")
+        verdict = gate_split(out, split=split, split_ticks=split_ticks, signals=signals, audit=audit, as_json=as_json, alpha=alpha,
+                             window=window, early_proceed=early_proceed, canary_share=canary_share, tick_seconds=tick_seconds,
+                             unit_timeout=unit_timeout)
+        raise typer.Exit(EXIT[verdict])
+    if canary is None or config is None:
+        raise InputError("give CANARY and --config (or --split / --split-ticks for the randomised-split mode)")
+    if signals is not None or canary_share is not None or tick_seconds is not None or unit_timeout is not None:
+        raise InputError("--signals, --canary-share, --tick-seconds and --unit-timeout belong to --split / --split-ticks")
     cfg = load_config(config)
     settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance)
     can = load_stream(canary, cfg, "canary")
@@ -188,12 +207,26 @@ def gate(
 @app.command("replay")
 @_guard
 def replay_cmd(
-    canary: Path = typer.Argument(..., help="The canary telemetry the audit log was written from."),
-    config: Path = typer.Option(..., "-c", "--config"),
+    canary: Optional[Path] = typer.Argument(None, help="The canary telemetry the audit log was written from."),
+    config: Optional[Path] = typer.Option(None, "-c", "--config"),
     audit: Path = typer.Option(..., help="Audit log (JSONL) to verify."),
     control: Optional[Path] = typer.Option(None),
+    split: Optional[Path] = typer.Option(None, "--split", help="The request log a split-mode audit log was written from."),
+    split_ticks: Optional[Path] = typer.Option(None, "--split-ticks", help="The split ticks a split-mode audit log was written from."),
 ) -> None:
     """Re-derive every audit record; exit 0 only if all match byte for byte (1 otherwise)."""
+    if split is not None or split_ticks is not None:
+        from ._split import replay_split_file
+
+        if canary is not None or config is not None or control is not None:
+            raise InputError("--split / --split-ticks take no CANARY, --config or --control")
+        if not audit.is_file():
+            raise InputError(f"{audit}: no such file")
+        n = replay_split_file(audit, split, split_ticks)
+        out.print(f"replay ok: {n} lines match")
+        return
+    if canary is None or config is None:
+        raise InputError("give CANARY and --config (or --split / --split-ticks for a split-mode audit log)")
     cfg = load_config(config)
     header, lines = read_audit(audit)
     can = load_stream(canary, cfg, "canary")

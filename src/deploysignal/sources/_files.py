@@ -20,7 +20,7 @@ from .._exceptions import InputError, SchemaError
 from .._text import JSON_UNUSABLE, error_head, not_utf8_message
 from ..telemetry import Frame, SignalSpec, resolve_specs
 
-__all__ = ["read_frame", "read_signals_file", "write_csv"]
+__all__ = ["read_frame", "read_rows", "read_signals_file", "read_yaml", "write_csv"]
 
 _TIME_COLUMNS = ("timestamp", "time", "ts")
 _COHORT_COLUMNS = ("tier", "cohort")
@@ -186,6 +186,38 @@ def _read_parquet(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     return header, rows
 
 
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]], list[int] | None]:
+    """Header, rows (dicts) and file line numbers (``None`` for Parquet) of a CSV, JSONL or Parquet table."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return _read_csv(path)
+        if suffix in (".jsonl", ".ndjson"):
+            return _read_jsonl(path)
+        if suffix in (".parquet", ".pq"):
+            header, rows = _read_parquet(path)
+            return header, rows, None
+    except UnicodeDecodeError:
+        raise InputError(not_utf8_message(path)) from None
+    raise InputError(f"{path}: unknown format {suffix!r} (use .csv, .parquet or .jsonl)")
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML (or JSON) file's content; unreadable text or syntax is an :class:`InputError` naming the file."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(not_utf8_message(path)) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid JSON/YAML ({exc})") from None
+    except RecursionError:
+        raise InputError(f"{path}: not usable JSON/YAML (nested too deeply)") from None
+
+
 def read_frame(path: str | Path, *, specs: dict[str, SignalSpec] | None = None) -> Frame:
     """Read a telemetry file; the format follows the suffix (``.csv``, ``.parquet``, ``.jsonl``/``.ndjson``).
 
@@ -197,21 +229,7 @@ def read_frame(path: str | Path, *, specs: dict[str, SignalSpec] | None = None) 
         No timestamp or no signal column, duplicate columns, schema change inside a JSONL file.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".csv":
-            header, rows, lines = _read_csv(p)
-        elif suffix in (".jsonl", ".ndjson"):
-            header, rows, lines = _read_jsonl(p)
-        elif suffix in (".parquet", ".pq"):
-            header, rows = _read_parquet(p)
-            lines = None
-        else:
-            raise InputError(f"{p}: unknown format {suffix!r} (use .csv, .parquet or .jsonl)")
-    except UnicodeDecodeError:
-        raise InputError(not_utf8_message(p)) from None
+    header, rows, lines = read_rows(p)
     try:
         return _build(header, rows, str(p), specs, lines)
     except InputError as exc:
@@ -237,16 +255,7 @@ def read_signals_file(path: str | Path) -> dict[str, SignalSpec]:
         except UnicodeDecodeError:
             raise InputError(not_utf8_message(p)) from None
         return out
-    import yaml
-
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(not_utf8_message(p)) from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{p}: not valid JSON/YAML ({exc})") from None
-    except RecursionError:
-        raise InputError(f"{p}: not usable JSON/YAML (nested too deeply)") from None
+    data = read_yaml(p)
     if not isinstance(data, dict):
         raise InputError(f"{p}: expected a mapping of signal name to {{direction, kind}}")
     for name, meta in data.items():

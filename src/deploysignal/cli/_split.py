@@ -1,0 +1,120 @@
+"""``deploysignal gate --split`` / ``--split-ticks`` and ``deploysignal replay --split``: the split mode's adapter."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from .._exceptions import InputError
+from ..calibration import canonical_json
+from ..split import (
+    MetricSpec, SplitData, SplitGate, SplitSettings, read_requests, read_split_signals, read_split_ticks, requests_to_data,
+    resolve_specs, settings_error, ticks_to_data,
+)
+from ..split._audit import SplitAuditWriter, replay_split, split_header
+
+__all__ = ["load_split", "replay_split_file", "run_split", "split_settings"]
+
+
+def split_settings(**kw: Any) -> SplitSettings:
+    try:
+        return SplitSettings(**{k: v for k, v in kw.items() if v is not None})
+    except ValidationError as exc:
+        raise settings_error(exc) from None
+
+
+def _tick_specs(signals: Path | None, where: Path) -> list[MetricSpec]:
+    if signals is None:
+        raise InputError(f"{where}: --split-ticks needs --signals (each metric's kind, direction and, for continuous ones, edges)")
+    raw = read_split_signals(signals)
+    missing = [m for m, meta in raw.items() if meta["kind"] == "continuous" and meta.get("edges") is None]
+    if missing:
+        raise InputError(f"{signals}: continuous metrics of split ticks need their bucket edges: {', '.join(missing)}", column=missing[0])
+    return [MetricSpec(m, meta["kind"], meta.get("direction", "up"), tuple(meta.get("edges") or ()), meta.get("tolerance", 0.2),
+                       meta.get("alpha_share", 1.0)) for m, meta in raw.items()]
+
+
+def load_split(split: Path | None, split_ticks: Path | None, signals: Path | None, settings: SplitSettings) -> tuple[list[MetricSpec], SplitData, list[str], str]:
+    """Specs, tick data, notes on inferred metadata and the input kind (``requests`` or ``ticks``)."""
+    if (split is None) == (split_ticks is None):
+        raise InputError("give exactly one of --split REQUESTS and --split-ticks FILE")
+    if split_ticks is not None:
+        specs = _tick_specs(signals, split_ticks)
+        return specs, ticks_to_data(read_split_ticks(split_ticks), specs, where=f"{split_ticks} tick"), [], "ticks"
+    assert split is not None
+    log = read_requests(split)
+    specs, notes = resolve_specs(log, read_split_signals(signals) if signals else None)
+    return specs, requests_to_data(log, specs, settings.tick_seconds, settings.unit_timeout), notes, "requests"
+
+
+def run_split(specs: list[MetricSpec], settings: SplitSettings, data: SplitData, source: str, audit: Path | None) -> dict[str, Any]:
+    """Run the gate tick by tick (writing the chained audit log when asked); the summary."""
+    gate = SplitGate(specs, settings)
+    if audit is None:
+        gate.run_batch(data)
+    else:
+        with audit.open("w", encoding="utf-8") as fh:
+            writer = SplitAuditWriter(fh, split_header(specs, settings, source))
+            for t in range(data.n_ticks):
+                writer.write(gate.update(data.ticks(t, t + 1)).records())
+    return gate.summary()
+
+
+def print_split(out: Console, s: dict[str, Any], notes: list[str]) -> None:
+    colour = {"proceed": "green", "extend": "yellow", "rollback": "red"}[s["verdict"]]
+    t = Table(title="deploysignal gate --split", show_header=False)
+    t.add_row("verdict", f"[bold {colour}]{s['verdict']}[/]")
+    t.add_row("decided at tick", "-" if s["decided_at_tick"] is None else str(s["decided_at_tick"]))
+    t.add_row("ticks evaluated", str(s["ticks"]))
+    if s["reason"]:
+        t.add_row("why", s["reason"])
+    for name, e in s["effects"].items():
+        t.add_row(name, e["explain"])
+    for n in notes:
+        t.add_row("note", n)
+    out.print(t)
+
+
+def gate_split(out: Console, *, split: Path | None, split_ticks: Path | None, signals: Path | None, audit: Path | None, as_json: bool,
+               **kw: Any) -> str:
+    """The whole ``gate --split`` command; returns the verdict."""
+    if split_ticks is not None and (kw.get("tick_seconds") is not None or kw.get("unit_timeout") is not None):
+        raise InputError("--tick-seconds and --unit-timeout apply to --split request logs; split ticks are already ticks")
+    settings = split_settings(**kw)
+    specs, data, notes, source = load_split(split, split_ticks, signals, settings)
+    summary = run_split(specs, settings, data, source, audit)
+    summary["notes"] = notes
+    if as_json:
+        sys.stdout.write(canonical_json(summary) + "\n")
+    else:
+        print_split(out, summary, notes)
+    return str(summary["verdict"])
+
+
+def replay_split_file(audit: Path, split: Path | None, split_ticks: Path | None) -> int:
+    """``deploysignal replay --split``: the audit log's lines re-derived from the input, byte for byte."""
+    data = audit.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="surrogateescape")
+    lines = text.splitlines()
+
+    def load(specs: list[MetricSpec], settings: SplitSettings, source: str) -> SplitData:
+        if source == "ticks":
+            if split_ticks is None:
+                raise InputError(f"{audit}: the log was written from split ticks: give --split-ticks FILE")
+            return ticks_to_data(read_split_ticks(split_ticks), specs, where=f"{split_ticks} tick")
+        if split is None:
+            raise InputError(f"{audit}: the log was written from a request log: give --split REQUESTS")
+        log = read_requests(split)
+        if sorted(log.values) != sorted(sp.name for sp in specs):
+            raise InputError(f"{split}: metric columns {sorted(log.values)} differ from the audit log's {sorted(sp.name for sp in specs)}")
+        return requests_to_data(log, specs, settings.tick_seconds, settings.unit_timeout)
+
+    return replay_split(lines, load)

@@ -1,0 +1,225 @@
+"""The split gate: metric families and the sample-ratio check under one alpha budget, and the verdict."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._exceptions import InputError
+from ._data import SplitData
+from ._metric import SplitMetric
+from ._protocol import Family, FamilyEvidence, FamilyStep
+from ._spec import MetricSpec, SplitSettings
+from ._srm import SampleRatio
+
+__all__ = ["SplitBatch", "SplitDecision", "SplitGate"]
+
+VERDICTS = ("pending", "extend", "proceed", "rollback")
+
+
+@dataclass(frozen=True)
+class SplitDecision:
+    """The gate after one tick. ``final``: the verdict can no longer change; ``fired``: metrics whose
+    rollback e-process crossed; ``reason``: why (rollback, extend) in words; ``evidence``: every
+    family's record (single-tick path only)."""
+
+    tick: int
+    timestamp: float
+    verdict: str
+    final: bool
+    decided_at_tick: int | None
+    fired: tuple[str, ...]
+    reason: str
+    evidence: tuple[FamilyEvidence, ...] = field(default=(), compare=False)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Audit records of this tick: one per family, then the gate's."""
+        ts = float(self.timestamp)
+        recs = [dict(ev.record(), tick=self.tick, timestamp=ts) for ev in self.evidence]
+        recs.append({"family": "gate", "tick": self.tick, "timestamp": ts, "verdict": self.verdict, "final": self.final,
+                     "decided_at_tick": self.decided_at_tick, "fired": list(self.fired), "reason": self.reason})
+        return recs
+
+
+@dataclass(frozen=True)
+class SplitBatch:
+    """The batch path's per-tick outcome: verdict codes (index into ``VERDICTS``), final flags, the
+    decided tick (or -1) and, per family (``families`` order), its first firing tick (1-based, -1 never)."""
+
+    verdict: np.ndarray
+    final: np.ndarray
+    decided_at: np.ndarray
+    first_fire: np.ndarray
+    families: tuple[str, ...]
+
+    @property
+    def verdicts(self) -> list[str]:
+        return [VERDICTS[v] for v in self.verdict]
+
+
+class SplitGate:
+    """Proceed, extend or roll back a canary from randomised-split telemetry.
+
+    Rollback when any metric's e-process crosses ``1 / alpha_m`` with ``alpha_m = alpha * share_m``
+    (Bonferroni over metrics: ``P(false rollback) <= alpha`` under the split null, see
+    :class:`SplitMetric`). Early proceed (``early_proceed``) once every metric's non-inferiority test
+    passes (every edge-event's ratio shown within tolerance) after ``min_proceed_fraction`` of the
+    window. At each window end: proceed when no metric's running e-value reached the suggestive level
+    and every metric had units in both arms in at least ``min_valid_fraction`` of the ticks; else
+    extend, final after ``max_extensions``. A sample-ratio mismatch (``canary_share`` configured)
+    forbids proceed: the verdict is then rollback (if a metric fires) or extend.
+
+    >>> import numpy as np
+    >>> from deploysignal.split import BlockBuilder, SplitData
+    >>> gate = SplitGate([MetricSpec("errors")], SplitSettings(window=20, max_extensions=0))
+    >>> bb = BlockBuilder(1)
+    >>> for t in range(20):
+    ...     bb.add_block(50, 100, [1], [2]); bb.end_tick()
+    >>> d = gate.run(SplitData(np.arange(20.0), np.full(20, 50), np.full(20, 100), {"errors": bb.build()}))[-1]
+    >>> d.verdict, d.final, d.decided_at_tick
+    ('proceed', True, 20)
+    """
+
+    def __init__(self, specs: list[MetricSpec], settings: SplitSettings | None = None) -> None:
+        if not specs:
+            raise InputError("a split gate needs at least one metric")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise InputError(f"duplicate metric names: {sorted({n for n in names if names.count(n) > 1})}")
+        self.specs = list(specs)
+        self.settings = settings or SplitSettings()
+        st = self.settings
+        total = sum(s.alpha_share for s in specs)
+        self.families: list[Family] = [
+            SplitMetric(s, alpha=st.alpha * s.alpha_share / total, proceed_alpha=st.proceed_alpha, early_proceed=st.early_proceed,
+                        suggestive_fraction=st.suggestive_fraction)
+            for s in specs
+        ]
+        if st.canary_share is not None:
+            self.families.append(SampleRatio(st.canary_share, alpha=st.srm_alpha))
+        self._reset()
+
+    def _reset(self) -> None:
+        self._tick = 0
+        self._verdict = "pending"
+        self._final = False
+        self._decided: int | None = None
+        self._fired: tuple[str, ...] = ()
+        self._reason = ""
+        self._extensions = 0
+        self._void = ""
+        self._measured = np.zeros(len(self.families), dtype=np.int64)
+
+    # ------------------------------------------------------------------ paths
+    def update(self, data: SplitData) -> SplitDecision:
+        """One tick (``data.n_ticks == 1``) with every family's evidence record."""
+        if data.n_ticks != 1:
+            raise ValueError(f"update takes one tick, got {data.n_ticks}")
+        steps = [f.step(data) for f in self.families]
+        self._decide(steps, 0)
+        ev = tuple(f.evidence() for f in self.families)
+        return self._decision(float(data.timestamps[0]), ev)
+
+    def run(self, data: SplitData) -> list[SplitDecision]:
+        """Every tick of ``data`` through :meth:`update` (with records)."""
+        return [self.update(data.ticks(t, t + 1)) for t in range(data.n_ticks)]
+
+    def run_batch(self, data: SplitData) -> SplitBatch:
+        """All ticks at once: each family steps over the whole run, then the verdict tick by tick.
+        Same kernels, same order of operations, so the same verdicts as :meth:`run`, without records."""
+        steps = [f.step(data) for f in self.families]
+        T = data.n_ticks
+        verdict, final, decided = np.zeros(T, dtype=np.int64), np.zeros(T, dtype=bool), np.full(T, -1, dtype=np.int64)
+        for t in range(T):
+            self._decide(steps, t)
+            verdict[t] = VERDICTS.index(self._verdict)
+            final[t] = self._final
+            decided[t] = -1 if self._decided is None else self._decided
+        first = np.array([[int(np.argmax(s.fired)) + 1 + self._tick - T if s.fired.any() else -1 for s in steps]], dtype=np.int64).reshape(-1)
+        return SplitBatch(verdict, final, decided, first, tuple(f.name for f in self.families))
+
+    # ------------------------------------------------------------------ verdict
+    def _decide(self, steps: list[FamilyStep], t: int) -> None:
+        st = self.settings
+        self._tick += 1
+        tick = self._tick
+        for i, s in enumerate(steps):
+            self._measured[i] += bool(s.measured[t])
+        if self._final:
+            return
+        fired = tuple(f.name for f, s in zip(self.families, steps) if f.role == "rollback" and s.fired[t])
+        for f, s in zip(self.families, steps):
+            if f.role == "void" and s.fired[t] and not self._void:
+                self._void = f"{f.name} fired at tick {tick}: the split is not the configured one, the guarantee does not hold; never proceed"
+        if fired:
+            self._set("rollback", True, tick, fired, "harm: " + ", ".join(fired))
+            return
+        metrics = [(f, s) for f, s in zip(self.families, steps) if f.role == "rollback"]
+        if (st.early_proceed and not self._void and tick >= st.min_proceed_fraction * st.window
+                and all(s.proceed_ok[t] for _, s in metrics) and all(s.proceed_ok[t] for f, s in zip(self.families, steps) if f.role == "void")):
+            self._set("proceed", True, tick, (), "every metric's harm shown below its tolerance")
+            return
+        if tick % st.window == 0:
+            why = []
+            if self._void:
+                why.append(self._void)
+            sugg = [f.name for f, s in metrics if s.suggestive[t]]
+            if sugg:
+                why.append("suggestive evidence of harm: " + ", ".join(sugg))
+            short = [f.name for i, (f, _) in enumerate(zip(self.families, steps)) if f.role == "rollback" and self._measured[i] < st.min_valid_fraction * tick]
+            if short:
+                why.append(f"too little data (units in both arms in < {st.min_valid_fraction:g} of ticks): " + ", ".join(short))
+            if not why:
+                self._set("proceed", True, tick, (), "window complete, no evidence of harm")
+            elif self._extensions < st.max_extensions:
+                self._extensions += 1
+                self._set("extend", False, None, (), "; ".join(why))
+            else:
+                self._set("extend", True, tick, (), "; ".join(why))
+            return
+        if self._verdict == "pending" and self._void:
+            self._reason = self._void
+
+    def _set(self, verdict: str, final: bool, decided: int | None, fired: tuple[str, ...], reason: str) -> None:
+        self._verdict, self._final, self._decided, self._fired, self._reason = verdict, final, decided, fired, reason
+
+    def _decision(self, timestamp: float, ev: tuple[FamilyEvidence, ...]) -> SplitDecision:
+        return SplitDecision(self._tick, timestamp, self._verdict, self._final, self._decided, self._fired, self._reason, ev)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        """JSON-able state; :meth:`from_state` with the same specs and settings continues exactly."""
+        return {"tick": self._tick, "verdict": self._verdict, "final": self._final, "decided": self._decided, "fired": list(self._fired),
+                "reason": self._reason, "extensions": self._extensions, "void": self._void, "measured": self._measured.tolist(),
+                "families": [f.state() for f in self.families]}
+
+    @classmethod
+    def from_state(cls, specs: list[MetricSpec], settings: SplitSettings, state: dict[str, Any]) -> SplitGate:
+        g = cls(specs, settings)
+        if len(state["families"]) != len(g.families):
+            raise ValueError(f"state holds {len(state['families'])} families, the gate has {len(g.families)}")
+        g._tick, g._verdict, g._final, g._decided = int(state["tick"]), state["verdict"], bool(state["final"]), state["decided"]
+        g._fired, g._reason, g._extensions, g._void = tuple(state["fired"]), state["reason"], int(state["extensions"]), state["void"]
+        g._measured = np.array(state["measured"], dtype=np.int64)
+        for f, s in zip(g.families, state["families"]):
+            f.load_state(s)
+        return g
+
+    def summary(self) -> dict[str, Any]:
+        """The verdict, the decided tick, fired metrics and every metric's effect with its confidence sequence."""
+        effects = {}
+        for f in self.families:
+            ev = f.evidence()
+            effects[f.name] = {"effect": ev.effect, "log_evidence": _num(ev.log_evidence), "peak_log_evidence": _num(ev.peak_log_evidence),
+                               "threshold": ev.threshold, "alpha": ev.alpha, "fired": ev.fired, "role": ev.role, "explain": ev.reason}
+        verdict = "extend" if self._verdict == "pending" else self._verdict
+        decided = self._decided if self._verdict in ("rollback", "proceed") or self._final else None
+        return {"mode": "split", "verdict": verdict, "decided_at_tick": decided, "final": self._final, "fired": list(self._fired),
+                "fired_families": list(self._fired), "ticks": self._tick, "reason": self._reason, "effects": effects}
+
+
+def _num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None

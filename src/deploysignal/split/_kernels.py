@@ -1,0 +1,175 @@
+"""Compiled kernels of the randomised-split e-processes (numba).
+
+One kernel advances one metric's state over a run of ticks; the single-tick path calls it with one
+tick, so the batch path and the live path are the same code and give the same bits. The state of a
+metric is its cumulative conditional log-likelihood ratio on a fixed grid of rate ratios
+(:class:`~deploysignal.split.SplitMetric` states the construction and what it guarantees).
+
+Per block (the units of one tick sharing one randomisation share, see
+:class:`~deploysignal.split.MetricBlocks`) with canary share ``q = n_c / n`` and, per edge-event ``k``,
+canary count ``a_k``, ``c_k`` units with exactly one event and extra units with ``y >= 2`` events:
+
+.. math::
+
+    \\ell_k(\\rho) \\mathrel{+}= a_k \\log\\rho - c_k \\log(1 - q + q\\rho)
+        - \\sum_{\\text{units } y \\ge 2} \\log(1 - q + q\\rho^{y}).
+
+A block with ``n_c = 0`` or ``n_c = n`` (or no measured unit) carries no information and adds exactly 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["advance", "log_unit_term", "mixture_log", "proceed_ok", "rollback_log_e", "run_metric"]
+
+_OPTS = {"cache": True, "nogil": False, "error_model": "numpy"}
+
+
+@njit(**_OPTS)
+def log_unit_term(q: float, lrho: float, y: int) -> float:
+    """``log(1 - q + q * rho**y)`` without overflow (``lrho = log rho``).
+
+    For ``rho > 1`` it is written as ``y log rho + log(q + (1 - q) rho**-y)``; otherwise as
+    ``log1p(q * expm1(y log rho))``; both are exact rewritings.
+    """
+    t = y * lrho
+    if t > 0.0:
+        return t + math.log(q + (1.0 - q) * math.exp(-t))
+    return math.log1p(q * math.expm1(t))
+
+
+@njit(**_OPTS)
+def advance(ell: np.ndarray, acc: np.ndarray, lrho: np.ndarray, nc: int, n: int, a: np.ndarray, c1: np.ndarray,
+            xk: np.ndarray, xy: np.ndarray, xc: np.ndarray, lo: int, hi: int) -> None:
+    """Add one block to ``ell`` (K, R) in place; ``acc`` (K, 2) accumulates canary and total events.
+
+    ``a``, ``c1``: (K,) canary event count and units with exactly one event; ``xk, xy, xc`` rows
+    ``lo:hi``: units with ``xy >= 2`` events at edge-event ``xk``, ``xc`` of them.
+    """
+    K, R = ell.shape
+    if n <= 0 or nc <= 0 or nc >= n:
+        return
+    q = nc / n
+    h = np.empty(R)
+    for i in range(R):
+        h[i] = math.log1p(q * math.expm1(lrho[i]))
+    for k in range(K):
+        ak = a[k]
+        ck = c1[k]
+        if ak == 0 and ck == 0:
+            continue
+        row = ell[k]
+        for i in range(R):
+            row[i] += ak * lrho[i] - ck * h[i]
+        acc[k, 0] += ak
+        acc[k, 1] += ck
+    for e in range(lo, hi):
+        k = xk[e]
+        y = xy[e]
+        c = xc[e]
+        row = ell[k]
+        for i in range(R):
+            row[i] -= c * log_unit_term(q, lrho[i], y)
+        acc[k, 1] += c * y
+
+
+@njit(**_OPTS)
+def mixture_log(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.ndarray) -> float:
+    """``log`` of the average over slots ``s`` and alternatives ``j`` of
+    ``exp(ell[slot_k[s], idx[s, j]] - ell[slot_k[s], base[s]])`` (log-sum-exp, max first)."""
+    S, J = idx.shape
+    m = -np.inf
+    for s in range(S):
+        k = slot_k[s]
+        b = ell[k, base[s]]
+        for j in range(J):
+            v = ell[k, idx[s, j]] - b
+            if v > m:
+                m = v
+    if m == -np.inf:
+        return -np.inf
+    tot = 0.0
+    for s in range(S):
+        k = slot_k[s]
+        b = ell[k, base[s]]
+        for j in range(J):
+            tot += math.exp(ell[k, idx[s, j]] - b - m)
+    return m + math.log(tot) - math.log(S * J)
+
+
+@njit(**_OPTS)
+def _bound(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.ndarray, s: int) -> float:
+    k = slot_k[s]
+    b = ell[k, base[s]]
+    m = -np.inf
+    for j in range(idx.shape[1]):
+        v = ell[k, idx[s, j]] - b
+        if v > m:
+            m = v
+    return m
+
+
+@njit(**_OPTS)
+def rollback_log_e(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.ndarray, floor: float) -> float:
+    """The metric's log e-value when it can reach ``floor``, else ``-inf``.
+
+    Every term of the average is at most ``exp(max)``, so when the largest log-ratio is below ``floor``
+    the average is too and no exponential is taken; otherwise the exact :func:`mixture_log`.
+    """
+    m = -np.inf
+    for s in range(idx.shape[0]):
+        v = _bound(ell, slot_k, idx, base, s)
+        if v > m:
+            m = v
+    if m < floor:
+        return -np.inf
+    return mixture_log(ell, slot_k, idx, base)
+
+
+@njit(**_OPTS)
+def proceed_ok(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.ndarray, thr: float) -> bool:
+    """True when every slot's non-inferiority mixture reaches ``thr`` (log scale); stops at the first
+    slot that cannot (its largest log-ratio is below ``thr``) or does not."""
+    for s in range(idx.shape[0]):
+        if _bound(ell, slot_k, idx, base, s) < thr:
+            return False
+        if mixture_log(ell, slot_k[s:s + 1], idx[s:s + 1], base[s:s + 1]) < thr:
+            return False
+    return True
+
+
+@njit(**_OPTS)
+def run_metric(ell: np.ndarray, acc: np.ndarray, runmax: np.ndarray, lrho: np.ndarray,
+               tptr: np.ndarray, nc: np.ndarray, n: np.ndarray, a: np.ndarray, c1: np.ndarray,
+               xptr: np.ndarray, xk: np.ndarray, xy: np.ndarray, xc: np.ndarray,
+               rb: tuple, pr: tuple, thr: float, pr_thr: float, with_proceed: bool,
+               fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, peak: np.ndarray) -> None:
+    """Advance one metric over ``T = len(tptr) - 1`` ticks (blocks ``tptr[t]:tptr[t+1]``).
+
+    Per tick it writes ``fired[t]`` (log e-value >= ``thr``), ``proceed[t]`` (every non-inferiority
+    slot passes ``pr_thr``; only when ``with_proceed``), ``measured[t]`` (some block had units in both
+    arms) and ``peak[t]``, the running maximum of the log e-value (``runmax[0]`` carries it across
+    calls; a tick whose bound cannot raise it skips the exponentials and leaves it unchanged).
+    ``rb`` and ``pr`` are ``(slot_k, idx, base)`` triples of the rollback and proceed mixtures.
+    """
+    T = tptr.shape[0] - 1
+    rb_k, rb_idx, rb_base = rb
+    pr_k, pr_idx, pr_base = pr
+    for t in range(T):
+        meas = False
+        for b in range(tptr[t], tptr[t + 1]):
+            if nc[b] > 0 and nc[b] < n[b]:
+                meas = True
+            advance(ell, acc, lrho, nc[b], n[b], a[b], c1[b], xk, xy, xc, xptr[b], xptr[b + 1])
+        measured[t] = meas
+        floor = min(thr, runmax[0])
+        v = rollback_log_e(ell, rb_k, rb_idx, rb_base, floor)
+        if v > runmax[0]:
+            runmax[0] = v
+        peak[t] = runmax[0]
+        fired[t] = v >= thr
+        proceed[t] = with_proceed and proceed_ok(ell, pr_k, pr_idx, pr_base, pr_thr)

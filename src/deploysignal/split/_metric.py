@@ -1,0 +1,256 @@
+"""Per-metric e-processes of the randomised split: rollback (harm), early proceed (non-inferiority), effects."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+
+from ._data import MetricBlocks, SplitData
+from ._kernels import mixture_log, run_metric
+from ._protocol import FamilyEvidence, FamilyStep
+from ._spec import MetricSpec
+
+__all__ = ["SplitMetric", "rate_grid"]
+
+#: largest grid step (ratio between neighbouring rate ratios)
+_MAX_STEP = 1.25
+#: the grid reaches at least this ratio (and its inverse)
+_REACH = 10.0
+
+
+def rate_grid(tolerance: float) -> tuple[np.ndarray, int, int]:
+    """The fixed rate-ratio grid of a metric: ``(rho, j0, n)`` with ``rho[j0] = 1`` and
+    ``rho[j0 + n] = 1 + tolerance`` exactly, geometric with step ``(1 + tolerance) ** (1 / n) <= 1.25``,
+    reaching at least 10 and 1/10.
+
+    >>> rho, j0, n = rate_grid(0.2)
+    >>> len(rho), j0, n, float(rho[j0]), round(float(rho[j0 + n]), 12), round(float(rho[-1]), 3)
+    (27, 13, 1, 1.0, 1.2, 10.699)
+    """
+    lt = math.log1p(tolerance)
+    n = max(1, math.ceil(lt / math.log(_MAX_STEP)))
+    ls = lt / n
+    j0 = math.ceil(math.log(_REACH) / ls)
+    j = np.arange(-j0, j0 + 1)
+    return np.exp(j * ls), j0, n
+
+
+class SplitMetric:
+    """One metric's e-processes under the randomised split.
+
+    Null and assumption (the split, nothing else): the canary version changes no unit's outcome, and
+    within each block (one tick, tier and, for sessions, start tick) the canary units are a uniformly
+    random subset of the block's units given their number ``n_c`` (independent Bernoulli(``p_t``)
+    routing with any ``p_t`` constant within a block, or complete randomisation). Outcomes may be
+    anything: non-stationary, bursty, heavy-tailed, long-memory, chosen adaptively from the past.
+
+    Construction. In block ``s`` with canary share ``q_s = n_c / n`` among the measured units and
+    per-unit event counts ``y_i`` (for a continuous metric, the count of the unit's values above the
+    edge), the canary count is ``a_s = \\sum_i B_i y_i`` with ``B_i`` the canary labels. For a rate
+    ratio ``psi``
+
+    .. math::
+
+        L_s(\\psi) = \\frac{\\psi^{a_s}}{\\prod_i (1 - q_s + q_s \\psi^{y_i})},\\qquad
+        \\ell_t(\\psi) = \\sum_{s \\le t} \\log L_s(\\psi),
+
+    and ``E_s[L_s(psi)] <= 1`` given the past and the block's outcomes, for every ``psi > 0``: the
+    labels of a uniformly random subset are negatively associated (Joag-Dev & Proschan 1983), so the
+    expectation of a product of nondecreasing (``psi >= 1``) or nonincreasing (``psi <= 1``)
+    nonnegative functions of them is at most the product of expectations, ``1 - q + q psi^{y_i}``.
+    With 0/1 outcomes the denominator is ``(1 - q + q psi)^{X_s}``, the binomial bound of the
+    hypergeometric (Hoeffding 1963). The rollback e-process of the metric averages the exponentials
+    over fixed grid alternatives and over its edge-events and harmful sides (an average of test
+    supermartingales in one filtration is one):
+
+    .. math::
+
+        E_t = \\frac{1}{|S| J} \\sum_{(k, \\pm) \\in S} \\sum_{j=1}^{J} e^{\\ell_{k,t}(\\rho_{j_0 \\pm j})},
+
+    with ``rho`` the grid of :func:`rate_grid` (up to 10.7 for the default tolerance), ``+`` for harm
+    up, ``-`` for harm down, both for ``both``; continuous metrics take every edge, equal weights (no
+    edge is known in advance to carry the harm; a p99 that widens with the median unchanged moves the
+    top edges only and costs ``log B`` nats against a test on that edge alone).
+
+    Guarantee (rollback): ``P(sup_t E_t >= 1/alpha) <= alpha`` under the null (Ville 1939), every tick
+    watched, any stopping; no model and no baseline. Evidence is monotone in harm: one more canary
+    event (``y_i -> y_i + 1`` for a canary unit) multiplies ``L(psi)`` by at least 1 for ``psi >= 1``.
+
+    Effect sizes (a model, unlike the rollback test): under "each unit is canary independently with
+    odds ``q/(1-q) rho^{y_i}``" (for rare 0/1 events, a canary event rate ``rho`` times the stable
+    one), ``exp(ell(rho1) - ell(rho0))`` is the likelihood ratio of ``rho1`` to ``rho0``; the upper
+    confidence bound rejects each grid ``rho0`` whose mixture over the grid points below it reaches
+    ``1/proceed_alpha``, the lower bound likewise from above. Early proceed tests "ratio >= 1 + tolerance"
+    (and/or ``<= 1/(1 + tolerance)``) this way on every edge-event: ``P(early proceed while some ratio
+    is at or beyond its tolerance) <= proceed_alpha`` under that model. The point estimate is the
+    grid maximiser of ``ell``, refined by a parabola in ``log rho``.
+
+    References
+    ----------
+    Joag-Dev, K. & Proschan, F. (1983). Negative association of random variables. Ann. Statist. 11.
+    Hoeffding, W. (1963). Probability inequalities for sums of bounded random variables. JASA 58.
+    Ville, J. (1939). Etude critique de la notion de collectif.
+    Lindon, M., Sanden, C. & Shirikian, V. (2022). Rapid regression detection in software deployments
+    through sequential testing. KDD.
+
+    Examples
+    --------
+    >>> from deploysignal.split import MetricSpec, BlockBuilder, SplitData
+    >>> m = SplitMetric(MetricSpec("errors"), alpha=0.05)
+    >>> bb = BlockBuilder(1)
+    >>> for t in range(30):  # 100 canary and 100 stable requests a tick; 6 vs 2 errors
+    ...     bb.add_block(100, 200, [6], [8]); bb.end_tick()
+    >>> st = m.step(SplitData(np.arange(30.0), np.full(30, 100), np.full(30, 200), {"errors": bb.build()}))
+    >>> int(np.argmax(st.fired)) + 1, m.explain()
+    (4, 'errors: canary rate x3.01 [1.73, 5.16], log e-value 29.55 >= 3.00: harm (crossed at tick 4)')
+    """
+
+    role: Literal["rollback", "void"] = "rollback"
+
+    def __init__(self, spec: MetricSpec, *, alpha: float, proceed_alpha: float = 0.05, early_proceed: bool = False,
+                 suggestive_fraction: float = 0.5) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.alpha = float(alpha)
+        self.proceed_alpha = float(proceed_alpha)
+        self.early_proceed = bool(early_proceed)
+        self.suggestive_fraction = float(suggestive_fraction)
+        self.rho, self.j0, self.n_tol = rate_grid(spec.tolerance)
+        self.lrho = np.log(self.rho)
+        self.lrho[self.j0] = 0.0
+        K, j0, n, R = spec.n_events, self.j0, self.n_tol, len(self.rho)
+        sides = {"up": (1,), "down": (-1,), "both": (1, -1)}[spec.direction]
+        slots = [(k, s) for k in range(K) for s in sides]
+        self._slots = slots
+        self._rb = (np.array([k for k, _ in slots], dtype=np.int64),
+                    np.array([[j0 + s * j for j in range(1, j0 + 1)] for _, s in slots], dtype=np.int64),
+                    np.full(len(slots), j0, dtype=np.int64))
+        self._pr = (self._rb[0].copy(),
+                    np.array([list(range(j0 + n - 1, -1, -1)) if s > 0 else list(range(j0 - n + 1, R)) for _, s in slots], dtype=np.int64),
+                    np.array([j0 + s * n for _, s in slots], dtype=np.int64))
+        self.threshold = math.log(1.0 / self.alpha)
+        self.proceed_threshold = math.log(1.0 / self.proceed_alpha)
+        self._reset()
+
+    def _reset(self) -> None:
+        K, R = self.spec.n_events, len(self.rho)
+        self._ell = np.zeros((K, R))
+        self._acc = np.zeros((K, 2), dtype=np.int64)
+        self._runmax = np.zeros(1)
+        self._ticks = 0
+        self._measured = 0
+        self._fired_at: int | None = None
+
+    # ------------------------------------------------------------------ protocol
+    def step(self, data: SplitData) -> FamilyStep:
+        """Advance over every tick of ``data`` (its blocks of this metric; a tick without any is empty)."""
+        blocks = data.metrics.get(self.name)
+        T = data.n_ticks
+        fired, proceed, measured = np.zeros(T, dtype=bool), np.zeros(T, dtype=bool), np.zeros(T, dtype=bool)
+        peak = np.empty(T)
+        if blocks is None:
+            peak[:] = self._runmax[0]
+        else:
+            if blocks.n_ticks != T or blocks.a.shape[1:] != (self.spec.n_events,):
+                raise ValueError(f"{self.name}: blocks for {blocks.n_ticks} ticks x {blocks.a.shape[1:]} edge-events, expected {T} x {self.spec.n_events}")
+            self._run(blocks, fired, proceed, measured, peak)
+        first = np.flatnonzero(fired)
+        if self._fired_at is None and first.size:
+            self._fired_at = self._ticks + int(first[0]) + 1
+        self._ticks += T
+        self._measured += int(measured.sum())
+        return FamilyStep(fired, proceed, measured, peak >= self.suggestive_fraction * self.threshold)
+
+    def _run(self, b: MetricBlocks, fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, peak: np.ndarray) -> None:
+        run_metric(self._ell, self._acc, self._runmax, self.lrho, b.tptr, b.nc, b.n, b.a, b.c1, b.xptr, b.xk, b.xy, b.xc,
+                   self._rb, self._pr, self.threshold, self.proceed_threshold, self.early_proceed, fired, proceed, measured, peak)
+
+    def log_evidence(self) -> float:
+        """The rollback log e-value now (exact)."""
+        return float(mixture_log(self._ell, *self._rb))
+
+    def evidence(self) -> FamilyEvidence:
+        lv = self.log_evidence()
+        fired = self._fired_at is not None
+        return FamilyEvidence(self.name, self.role, lv, float(self._runmax[0]), self.threshold, self.alpha, fired,
+                              self.explain(), self.headline())
+
+    def explain(self) -> str:
+        h = self.headline()
+        lv = self.log_evidence()
+        if h is None:
+            return f"{self.name}: no units in both arms yet"
+        what = "rate" if self.spec.kind == "event" else f"share of values > {h['edge']:.4g}"
+        verdict = f"harm (crossed at tick {self._fired_at})" if self._fired_at is not None else ("suggestive" if self._runmax[0] >= self.suggestive_fraction * self.threshold else "no evidence of harm")
+        op = ">=" if self._fired_at is not None else "<"
+        peak = lv if self._fired_at is None else max(lv, float(self._runmax[0]))
+        return f"{self.name}: canary {what} x{_fmt(h['ratio'])} [{_fmt(h['lower'])}, {_fmt(h['upper'])}], log e-value {peak:.2f} {op} {self.threshold:.2f}: {verdict}"
+
+    # ------------------------------------------------------------------ effects
+    def effects(self) -> list[dict[str, Any]]:
+        """Per edge-event: point estimate and ``1 - 2 proceed_alpha`` confidence sequence of the rate
+        (exceedance) ratio, canary and total events, and the edge (continuous metrics)."""
+        return [self._effect(k) for k in range(self.spec.n_events)]
+
+    def headline(self) -> dict[str, Any] | None:
+        """The effect of the edge-event with the most rollback evidence (``None`` before any data)."""
+        if self._acc[:, 1].sum() == 0 and not self._measured:
+            return None
+        per = [float(mixture_log(self._ell, self._rb[0][i:i + 1], self._rb[1][i:i + 1], self._rb[2][i:i + 1])) for i in range(len(self._slots))]
+        return self._effect(self._slots[int(np.argmax(per))][0])
+
+    def _effect(self, k: int) -> dict[str, Any]:
+        ell, R = self._ell[k], len(self.rho)
+        i = int(np.argmax(ell))
+        est = float(self.rho[i])
+        if 0 < i < R - 1:
+            d2 = ell[i - 1] - 2 * ell[i] + ell[i + 1]
+            if d2 < 0:
+                ls = self.lrho[1] - self.lrho[0]
+                est = float(np.exp(self.lrho[i] + 0.5 * ls * (ell[i - 1] - ell[i + 1]) / d2))
+        thr = self.proceed_threshold
+        below = [i0 for i0 in range(1, R) if _mix(ell, np.arange(i0 - 1, -1, -1), i0) < thr]
+        above = [i0 for i0 in range(R - 1) if _mix(ell, np.arange(i0 + 1, R), i0) < thr]
+        hi = max(below, default=0)
+        lo = min(above, default=R - 1)
+        upper = math.inf if hi >= R - 1 else float(self.rho[hi + 1])
+        lower = 0.0 if lo <= 0 else float(self.rho[lo - 1])
+        out: dict[str, Any] = {"ratio": est, "lower": lower, "upper": None if math.isinf(upper) else upper,
+                               "canary_events": int(self._acc[k, 0]), "events": int(self._acc[k, 1])}
+        if self.spec.kind == "continuous":
+            out["edge"] = float(self.spec.edges[k])
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        return {"ell": self._ell.tolist(), "acc": self._acc.tolist(), "runmax": float(self._runmax[0]), "ticks": self._ticks,
+                "measured": self._measured, "fired_at": self._fired_at}
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        ell = np.array(st["ell"], dtype=float)
+        acc = np.array(st["acc"], dtype=np.int64)
+        if ell.shape != self._ell.shape or acc.shape != self._acc.shape:
+            raise ValueError(f"{self.name}: state of shape {ell.shape}, expected {self._ell.shape}")
+        self._ell, self._acc = ell, acc
+        self._runmax = np.array([float(st["runmax"])])
+        self._ticks, self._measured, self._fired_at = int(st["ticks"]), int(st["measured"]), st["fired_at"]
+
+    @property
+    def ticks(self) -> int:
+        return self._ticks
+
+    @property
+    def measured_ticks(self) -> int:
+        return self._measured
+
+
+def _mix(ell: np.ndarray, idx: np.ndarray, base: int) -> float:
+    return float(mixture_log(ell[None, :], np.zeros(1, dtype=np.int64), idx[None, :].astype(np.int64), np.array([base], dtype=np.int64)))
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "inf"
+    return f"{v:.2f}" if v < 100 else f"{v:.0f}"

@@ -1,0 +1,82 @@
+"""The family protocol: what a gate asks of every evidence family, with no ``isinstance`` branches.
+
+A family advances over a run of ticks (:meth:`Family.step`, one tick or many: the same code), answers
+with per-tick flags (:class:`FamilyStep`), reports its current evidence as one record
+(:meth:`Family.evidence`) and says in words what it found (:meth:`Family.explain`). Its ``role`` tells
+the gate what firing means: ``rollback`` (its alpha share is spent rejecting "no harm") or ``void``
+(a check of the design: when it fires the guarantee no longer holds and the gate may not proceed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from ._data import SplitData
+
+__all__ = ["Family", "FamilyEvidence", "FamilyStep"]
+
+
+@dataclass(frozen=True)
+class FamilyStep:
+    """Per-tick answers of a family over a run of ``T`` ticks (bool arrays of length ``T``).
+
+    ``fired``: the e-value crossed the threshold at that tick; ``proceed_ok``: the family allows an
+    early proceed at that tick; ``measured``: it had data in both arms; ``suggestive``: its running
+    e-value has reached the suggestive level (monotone in ``t``).
+    """
+
+    fired: np.ndarray
+    proceed_ok: np.ndarray
+    measured: np.ndarray
+    suggestive: np.ndarray
+
+
+@dataclass(frozen=True)
+class FamilyEvidence:
+    """A family's evidence after the last tick: one audit record's worth."""
+
+    family: str
+    role: Literal["rollback", "void"]
+    log_evidence: float
+    peak_log_evidence: float
+    threshold: float
+    alpha: float
+    fired: bool
+    reason: str
+    effect: dict[str, Any] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The audit record fields (natural logs; non-finite numbers as ``None``)."""
+
+        def num(v: float) -> float | None:
+            return float(v) if np.isfinite(v) else None
+
+        return {"family": self.family, "role": self.role, "log_evidence": num(self.log_evidence),
+                "peak_log_evidence": num(self.peak_log_evidence), "threshold": num(self.threshold), "alpha": self.alpha,
+                "fire": self.fired, "reason": self.reason, "effect": self.effect}
+
+
+@runtime_checkable
+class Family(Protocol):
+    """What a gate needs from an evidence family."""
+
+    name: str
+    role: Literal["rollback", "void"]
+
+    def step(self, data: SplitData) -> FamilyStep:
+        """Advance over every tick of ``data``; per-tick flags."""
+
+    def evidence(self) -> FamilyEvidence:
+        """Current evidence (after the last tick stepped)."""
+
+    def explain(self) -> str:
+        """One line for people: what the family found, with its effect size."""
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able state; :meth:`load_state` of a fresh family restores it exactly."""
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""

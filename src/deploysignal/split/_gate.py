@@ -134,6 +134,11 @@ class SplitGate:
         T = data.n_ticks
         verdict, final, decided = np.zeros(T, dtype=np.int64), np.zeros(T, dtype=bool), np.full(T, -1, dtype=np.int64)
         for t in range(T):
+            if self._final:  # nothing changes any more but the data counters
+                self._tick += T - t
+                self._measured += np.array([int(s.measured[t:].sum()) for s in steps], dtype=np.int64)
+                verdict[t:], final[t:], decided[t:] = VERDICTS.index(self._verdict), True, -1 if self._decided is None else self._decided
+                break
             self._decide(steps, t)
             verdict[t] = VERDICTS.index(self._verdict)
             final[t] = self._final

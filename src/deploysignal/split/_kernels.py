@@ -43,9 +43,10 @@ def log_unit_term(q: float, lrho: float, y: int) -> float:
 
 
 @njit(**_OPTS)
-def advance(ell: np.ndarray, acc: np.ndarray, lrho: np.ndarray, nc: int, n: int, a: np.ndarray, c1: np.ndarray,
+def advance(ell: np.ndarray, acc: np.ndarray, lrho: np.ndarray, rm1: np.ndarray, nc: int, n: int, a: np.ndarray, c1: np.ndarray,
             xk: np.ndarray, xy: np.ndarray, xc: np.ndarray, lo: int, hi: int) -> None:
     """Add one block to ``ell`` (K, R) in place; ``acc`` (K, 2) accumulates canary and total events.
+    ``rm1 = rho - 1`` (``expm1(lrho)``, precomputed).
 
     ``a``, ``c1``: (K,) canary event count and units with exactly one event; ``xk, xy, xc`` rows
     ``lo:hi``: units with ``xy >= 2`` events at edge-event ``xk``, ``xc`` of them.
@@ -56,7 +57,7 @@ def advance(ell: np.ndarray, acc: np.ndarray, lrho: np.ndarray, nc: int, n: int,
     q = nc / n
     h = np.empty(R)
     for i in range(R):
-        h[i] = math.log1p(q * math.expm1(lrho[i]))
+        h[i] = math.log1p(q * rm1[i])
     for k in range(K):
         ak = a[k]
         ck = c1[k]
@@ -143,17 +144,19 @@ def proceed_ok(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.nd
 
 
 @njit(**_OPTS)
-def run_metric(ell: np.ndarray, acc: np.ndarray, runmax: np.ndarray, lrho: np.ndarray,
+def run_metric(ell: np.ndarray, acc: np.ndarray, runmax: np.ndarray, lrho: np.ndarray, rm1: np.ndarray,
                tptr: np.ndarray, nc: np.ndarray, n: np.ndarray, a: np.ndarray, c1: np.ndarray,
                xptr: np.ndarray, xk: np.ndarray, xy: np.ndarray, xc: np.ndarray,
-               rb: tuple, pr: tuple, thr: float, pr_thr: float, with_proceed: bool,
+               rb: tuple, pr: tuple, thr: float, sugg: float, pr_thr: float, with_proceed: bool,
                fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, peak: np.ndarray) -> None:
     """Advance one metric over ``T = len(tptr) - 1`` ticks (blocks ``tptr[t]:tptr[t+1]``).
 
     Per tick it writes ``fired[t]`` (log e-value >= ``thr``), ``proceed[t]`` (every non-inferiority
     slot passes ``pr_thr``; only when ``with_proceed``), ``measured[t]`` (some block had units in both
-    arms) and ``peak[t]``, the running maximum of the log e-value (``runmax[0]`` carries it across
-    calls; a tick whose bound cannot raise it skips the exponentials and leaves it unchanged).
+    arms) and ``peak[t]``, the running maximum of the log e-value over the ticks where it reached the
+    suggestive level ``sugg`` (``-inf`` before; ``runmax[0]`` carries it across calls). A tick whose
+    bound is below both ``thr`` and that level (or the peak) cannot change either and skips the
+    exponentials.
     ``rb`` and ``pr`` are ``(slot_k, idx, base)`` triples of the rollback and proceed mixtures.
     """
     T = tptr.shape[0] - 1
@@ -164,9 +167,9 @@ def run_metric(ell: np.ndarray, acc: np.ndarray, runmax: np.ndarray, lrho: np.nd
         for b in range(tptr[t], tptr[t + 1]):
             if nc[b] > 0 and nc[b] < n[b]:
                 meas = True
-            advance(ell, acc, lrho, nc[b], n[b], a[b], c1[b], xk, xy, xc, xptr[b], xptr[b + 1])
+            advance(ell, acc, lrho, rm1, nc[b], n[b], a[b], c1[b], xk, xy, xc, xptr[b], xptr[b + 1])
         measured[t] = meas
-        floor = min(thr, runmax[0])
+        floor = min(thr, max(sugg, runmax[0]))
         v = rollback_log_e(ell, rb_k, rb_idx, rb_base, floor)
         if v > runmax[0]:
             runmax[0] = v

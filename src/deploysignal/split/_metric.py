@@ -120,6 +120,7 @@ class SplitMetric:
         self.rho, self.j0, self.n_tol = rate_grid(spec.tolerance)
         self.lrho = np.log(self.rho)
         self.lrho[self.j0] = 0.0
+        self.rm1 = np.expm1(self.lrho)
         K, j0, n, R = spec.n_events, self.j0, self.n_tol, len(self.rho)
         sides = {"up": (1,), "down": (-1,), "both": (1, -1)}[spec.direction]
         slots = [(k, s) for k in range(K) for s in sides]
@@ -138,7 +139,7 @@ class SplitMetric:
         K, R = self.spec.n_events, len(self.rho)
         self._ell = np.zeros((K, R))
         self._acc = np.zeros((K, 2), dtype=np.int64)
-        self._runmax = np.zeros(1)
+        self._runmax = np.full(1, -np.inf)
         self._ticks = 0
         self._measured = 0
         self._fired_at: int | None = None
@@ -161,11 +162,17 @@ class SplitMetric:
             self._fired_at = self._ticks + int(first[0]) + 1
         self._ticks += T
         self._measured += int(measured.sum())
-        return FamilyStep(fired, proceed, measured, peak >= self.suggestive_fraction * self.threshold)
+        return FamilyStep(fired, proceed, measured, peak >= self.suggestive_level)
 
     def _run(self, b: MetricBlocks, fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, peak: np.ndarray) -> None:
-        run_metric(self._ell, self._acc, self._runmax, self.lrho, b.tptr, b.nc, b.n, b.a, b.c1, b.xptr, b.xk, b.xy, b.xc,
-                   self._rb, self._pr, self.threshold, self.proceed_threshold, self.early_proceed, fired, proceed, measured, peak)
+        run_metric(self._ell, self._acc, self._runmax, self.lrho, self.rm1, b.tptr, b.nc, b.n, b.a, b.c1, b.xptr, b.xk, b.xy, b.xc,
+                   self._rb, self._pr, self.threshold, self.suggestive_level, self.proceed_threshold, self.early_proceed, fired, proceed,
+                   measured, peak)
+
+    @property
+    def suggestive_level(self) -> float:
+        """``suggestive_fraction * threshold``: the running maximum is tracked from this level on."""
+        return self.suggestive_fraction * self.threshold
 
     def log_evidence(self) -> float:
         """The rollback log e-value now (exact)."""
@@ -183,7 +190,7 @@ class SplitMetric:
         if h is None:
             return f"{self.name}: no units in both arms yet"
         what = "rate" if self.spec.kind == "event" else f"share of values > {h['edge']:.4g}"
-        verdict = f"harm (crossed at tick {self._fired_at})" if self._fired_at is not None else ("suggestive" if self._runmax[0] >= self.suggestive_fraction * self.threshold else "no evidence of harm")
+        verdict = f"harm (crossed at tick {self._fired_at})" if self._fired_at is not None else ("suggestive" if self._runmax[0] >= self.suggestive_level else "no evidence of harm")
         op = ">=" if self._fired_at is not None else "<"
         peak = lv if self._fired_at is None else max(lv, float(self._runmax[0]))
         return f"{self.name}: canary {what} x{_fmt(h['ratio'])} [{_fmt(h['lower'])}, {_fmt(h['upper'])}], log e-value {peak:.2f} {op} {self.threshold:.2f}: {verdict}"

@@ -36,7 +36,8 @@ class FamilyStep:
 
 @dataclass(frozen=True)
 class FamilyEvidence:
-    """A family's evidence after the last tick: one audit record's worth."""
+    """A family's evidence after the last tick: one audit record's worth. ``peak_log_evidence``: the
+    running maximum of ``log_evidence`` once it reached the suggestive level (``-inf`` before)."""
 
     family: str
     role: Literal["rollback", "void"]

@@ -27,7 +27,7 @@ from ..gate import Decision, Gate, GateSettings, check_paired
 from ..simulate import SCENARIOS, simulate
 from ..sources import read_frame, read_signals_file, write_csv
 from ..telemetry import Frame
-from ._split_eval import SPLIT_SCENARIOS, split_eval, write_split_scenario
+from ._split_eval import SPLIT_SCENARIOS, split_demo, split_eval, write_split_scenario
 
 __all__ = ["app", "main"]
 
@@ -268,11 +268,15 @@ def simulate_cmd(
 @app.command()
 @_guard
 def demo(
-    scenario: Optional[str] = typer.Argument(None, help="One scenario (default: all canned scenarios)."),
+    scenario: Optional[str] = typer.Argument(None, help="One scenario (default: all canned scenarios); a split-* scenario or "
+                                             "'split' runs the randomised-split gate."),
     seed: int = typer.Option(7),
     two_sample: bool = typer.Option(False, help="Compare against the live control stream instead of the baseline."),
 ) -> None:
     """Run the gate on seeded built-in scenarios and show what it decided and why."""
+    if scenario == "split" or scenario in SPLIT_SCENARIOS:
+        split_demo(None if scenario == "split" else scenario, seed, out)
+        return
     names = [scenario] if scenario else list(SCENARIOS)
     t = Table(title=f"deploysignal demo (seed {seed}, {'two' if two_sample else 'one'}-sample)")
     for col in ("scenario", "truth", "verdict", "decided at", "families", "why"):
@@ -298,6 +302,8 @@ def bench(
     ticks: int = typer.Option(5000, help="Ticks to time after warm-up."),
     seed: int = typer.Option(0),
     fleet: bool = typer.Option(False, "--fleet", help="Also time one fleet-observer update (10,000 shards x 12 signals)."),
+    split: bool = typer.Option(True, "--split/--no-split", help="Also time the split gate (12 metrics x 20 buckets x 2 arms)."),
+    split_ticks: int = typer.Option(100, help="Ticks timed for the split gate (each path)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-tick latency of the gate on a 12-signal stream (median, p99, microseconds): the live
@@ -311,6 +317,10 @@ def bench(
         from ..fleet._bench import bench_fleet
 
         res["fleet"] = bench_fleet(seed=seed)
+    if split:
+        from ..bench import bench_split
+
+        res["split"] = bench_split(ticks=split_ticks, seed=seed)
     if as_json:
         sys.stdout.write(canonical_json(res) + "\n")
         return
@@ -327,6 +337,14 @@ def bench(
     for r in res["floor"]:
         t.add_row(r["mode"], *(f"{r['us_per_tick'][p]:.1f}" for p in parts), f"{r['total_us']:.1f}", str(r["ticks"]))
     out.print(t)
+    if split:
+        sp = res["split"]
+        t = Table(title=f"split gate per-tick latency ({sp['metrics']} metrics x {sp['buckets']} buckets x {sp['arms']} arms)")
+        for col in ("path", "median us", "p99 us", "ticks"):
+            t.add_column(col)
+        for r in sp["results"]:
+            t.add_row(r["path"], f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", str(r["ticks"]))
+        out.print(t)
     if fleet:
         f = res["fleet"]
         out.print(f"fleet observer update, {f['n_shards']} shards x {f['n_signals']} signals: median {f['median_ms']:.1f} ms, "

@@ -18,7 +18,7 @@ from ..evaluation._split_eval import AZURE_DESIGN, SPLIT_METHODS, SplitEvalSetti
 from ..evaluation._split_report import write_split_report
 from ..simulate._split import SPLIT_EFFECTS, SPLIT_WORLDS, simulate_split, write_split
 
-__all__ = ["SPLIT_SCENARIOS", "split_eval", "write_split_scenario"]
+__all__ = ["DEMO_CASES", "SPLIT_SCENARIOS", "split_demo", "split_eval", "write_split_scenario"]
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -26,9 +26,13 @@ err = Console(stderr=True, highlight=False)
 #: ``deploysignal simulate`` names of the split scenarios: one per world, plus the real Azure trace.
 SPLIT_SCENARIOS: tuple[str, ...] = tuple(f"split-{w.replace('_', '-')}" for w in SPLIT_WORLDS) + ("split-azure",)
 
-#: (reps per null cell, reps per power cell, Azure runs divisor, peer runs on Azure) for --quick and full
-QUICK = (4, 11, 50, 10)
-FULL = (100, 55, 1, 200)
+#: (reps per null cell, reps per power cell, peer runs per Azure row) for --quick and the full run
+QUICK = (4, 4, 4)
+FULL = (20, 22, 50)
+#: what --quick runs unless told otherwise: worlds, effects, volumes, shares, Azure design
+QUICK_WORLDS = ("iid", "bursts", "share_step", "sessions")
+QUICK_EFFECTS = ("errors_x2", "p99_tail")
+QUICK_AZURE = (("none", "request", 0.5, 40), ("truncate", "request", 0.5, 8), ("error_bursts", "request", 0.5, 8), ("context_tail", "request", 0.5, 8))
 
 
 def _csv(value: Optional[str], allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -57,15 +61,63 @@ def write_split_scenario(
     return write_split(req, output)
 
 
+#: ``deploysignal demo split``: (world, effect, requests per tick, canary share) of each row
+DEMO_CASES: tuple[tuple[str, str, float, float], ...] = (
+    ("iid", "none", 2000.0, 0.05),
+    ("long_memory", "none", 2000.0, 0.05),
+    ("bursts", "none", 2000.0, 0.05),
+    ("share_step", "none", 2000.0, 0.05),
+    ("sessions", "none", 2000.0, 0.5),
+    ("bursts", "errors_x2", 2000.0, 0.05),
+    ("diurnal", "p99_tail", 2000.0, 0.05),
+    ("regimes", "eval_drop", 2000.0, 0.5),
+    ("trending", "tier_shift", 2000.0, 0.5),
+)
+
+
+def split_demo(scenario: Optional[str], seed: int, console: Console) -> None:
+    """Run the split gate (defaults, 60-tick window, no extension) on seeded split logs and show the
+    verdict and the gate's reason; ``scenario`` (a ``split-*`` name) restricts to that world."""
+    from rich.table import Table
+
+    from ..evaluation._split_gate import SplitGateMethod
+    from ..split import SplitGate, SplitSettings
+
+    if scenario == "split-azure":
+        raise InputError("the demo runs generated split worlds; for the Azure trace use `deploysignal simulate split-azure` and `gate --split`")
+    world = None if scenario is None else scenario.removeprefix("split-").replace("-", "_")
+    cases = [c for c in DEMO_CASES if world is None or c[0] == world] or [(world or "iid", "none", 2000.0, 0.05), (world or "iid", "errors_x2", 2000.0, 0.05)]
+    t = Table(title=f"deploysignal demo: randomised split (seed {seed}, 60 ticks)")
+    for col in ("world", "effect", "req/tick", "share", "truth", "verdict", "decided at", "why"):
+        t.add_column(col)
+    wrong = 0
+    method = SplitGateMethod()
+    for w, effect, volume, share in cases:
+        req = simulate_split(w, effect, volume=volume, share=share, seed=seed)
+        data, _ = method.data(req)
+        gate = SplitGate(list(req.metrics), SplitSettings(window=req.n_ticks, max_extensions=0, unit_timeout=method.unit_timeout))
+        gate.run_batch(data)
+        summ = gate.summary()
+        expected = req.truth["expected"]
+        wrong += summ["verdict"] != expected
+        colour = {"proceed": "green", "extend": "yellow", "rollback": "red"}[summ["verdict"]]
+        why = "; ".join(e["explain"] for e in summ["effects"].values() if e["fired"]) or summ["reason"] or "-"
+        t.add_row(w, effect, f"{volume:g}", "5->50%" if w == "share_step" else f"{100 * share:g}%", expected, f"[{colour}]{summ['verdict']}[/]",
+                  str(summ["decided_at_tick"]), why)
+    console.print(t)
+    console.print(f"{len(cases) - wrong}/{len(cases)} verdicts match the simulated truth")
+
+
 def split_eval(
-    quick: bool = typer.Option(False, "--quick", help=f"CI size: {QUICK[0]} runs per null cell, {QUICK[1]} per power cell, Azure runs / {QUICK[2]}."),
+    quick: bool = typer.Option(False, "--quick", help=f"CI size: worlds {', '.join(QUICK_WORLDS)}, effects {', '.join(QUICK_EFFECTS)}, "
+                               f"500 requests per tick, {QUICK[0]} runs per cell, 64 Azure splits."),
     output: Path = typer.Option(Path("docs/split_eval.md"), "-o", "--output", help="Markdown report (text above its generated mark is kept)."),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="JSON report (default: the markdown path with .json)."),
     seed: int = typer.Option(0, help="Run seed; every replicate's seed derives from it."),
     alpha: float = typer.Option(0.05, help="False-rollback budget of every method."),
     reps_null: Optional[int] = typer.Option(None, help=f"Runs per null cell (default {QUICK[0]} quick, {FULL[0]} full)."),
     reps_power: Optional[int] = typer.Option(None, help=f"Runs per power cell (default {QUICK[1]} quick, {FULL[1]} full)."),
-    volumes: str = typer.Option("50,500,5000", help="Requests per tick, comma-separated."),
+    volumes: Optional[str] = typer.Option(None, help="Requests per tick, comma-separated (default 50,500,5000; 500 with --quick)."),
     shares: str = typer.Option("0.05,0.5", help="Canary shares, comma-separated."),
     worlds: Optional[str] = typer.Option(None, help=f"Subset of: {', '.join(SPLIT_WORLDS)}."),
     effects: Optional[str] = typer.Option(None, help=f"Subset of: {', '.join(e for e in SPLIT_EFFECTS if e != 'none')}."),
@@ -78,7 +130,7 @@ def split_eval(
     on the same seeded per-request logs; writes the markdown tables and a JSON report."""
     try:
         try:
-            vols = tuple(float(v) for v in volumes.split(",") if v.strip())
+            vols = tuple(float(v) for v in (volumes or ("500" if quick else "50,500,5000")).split(",") if v.strip())
             shs = tuple(float(v) for v in shares.split(",") if v.strip())
         except ValueError:
             raise InputError(f"volumes and shares must be comma-separated numbers, got {volumes!r} / {shares!r}") from None
@@ -90,8 +142,8 @@ def split_eval(
             reps_power=size[1] if reps_power is None else reps_power,
             volumes=vols,
             shares=shs,
-            worlds=_csv(worlds, tuple(SPLIT_WORLDS), "worlds"),
-            effects=_csv(effects, tuple(e for e in SPLIT_EFFECTS if e != "none"), "effects"),
+            worlds=_csv(worlds, tuple(SPLIT_WORLDS), "worlds") if worlds or not quick else QUICK_WORLDS,
+            effects=_csv(effects, tuple(e for e in SPLIT_EFFECTS if e != "none"), "effects") if effects or not quick else QUICK_EFFECTS,
             seed=seed,
             alpha=alpha,
             methods=_csv(methods, SPLIT_METHODS, "methods"),
@@ -99,7 +151,7 @@ def split_eval(
         cmd = "deploysignal split-eval" + (" --quick" if quick else "")
         for flag, val, default in (
             ("--seed", seed, 0), ("--alpha", alpha, 0.05), ("--reps-null", reps_null, None), ("--reps-power", reps_power, None),
-            ("--volumes", volumes, "50,500,5000"), ("--shares", shares, "0.05,0.5"), ("--worlds", worlds, None),
+            ("--volumes", volumes, None), ("--shares", shares, "0.05,0.5"), ("--worlds", worlds, None),
             ("--effects", effects, None), ("--methods", methods, None),
         ):
             if val != default:
@@ -112,10 +164,10 @@ def split_eval(
             raw = run_split_eval(settings, jobs=jobs, progress=lambda d, t: prog.update(task, completed=d, total=t))
             az = None
             if azure:
-                design = tuple((e, r, s, max(1, n // size[2])) for e, r, s, n in AZURE_DESIGN)
+                design = QUICK_AZURE if quick else AZURE_DESIGN
                 atask = prog.add_task("Azure trace splits", total=None)
                 az = run_azure_eval(
-                    design, seed=seed, alpha=alpha, methods=settings.methods, peer_runs=size[3], data_dir=data_dir, jobs=jobs,
+                    design, seed=seed, alpha=alpha, methods=settings.methods, peer_runs=size[2], data_dir=data_dir, jobs=jobs,
                     progress=lambda d, t: prog.update(atask, completed=d, total=t),
                 )
         rows = summarise_split(settings, raw)

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from .._exceptions import InputError
-from ..simulate._split import SplitMetric, SplitRequests
+from ..simulate._split import SplitRequests
+from ..split import MetricSpec
 
 __all__ = ["AZURE_EFFECTS", "AZURE_METRICS", "AzureTrace", "azure_split", "load_azure_trace"]
 
@@ -45,11 +46,11 @@ AZURE_EFFECTS: dict[str, str] = {
     "context_tail": "canary latency x1.5 on requests with context above the trace's 90th percentile",
 }
 
-AZURE_METRICS: tuple[SplitMetric, ...] = (
-    SplitMetric("errors", "event", "up"),
+AZURE_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("errors", "event", "up"),
     # 19 edges -> 20 buckets, geometric: latency 100 ms .. 51.2 s, tokens 2 .. 1024
-    SplitMetric("latency_ms", "continuous", "up", tuple(float(round(100.0 * 2.0 ** (9.0 * i / 18.0))) for i in range(19)), 0.1),
-    SplitMetric("generated_tokens", "continuous", "down", tuple(float(round(2.0 ** (1.0 + 9.0 * i / 18.0), 1)) for i in range(19)), 0.1),
+    MetricSpec("latency_ms", "continuous", "up", tuple(float(round(100.0 * 2.0 ** (9.0 * i / 18.0))) for i in range(19)), 0.1),
+    MetricSpec("generated_tokens", "continuous", "down", tuple(float(round(2.0 ** (1.0 + 9.0 * i / 18.0), 1)) for i in range(19)), 0.1),
 )
 _FILES = (("code", "AzureLLMInferenceTrace_code.csv"), ("conv", "AzureLLMInferenceTrace_conv.csv"))
 

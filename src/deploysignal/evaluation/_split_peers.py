@@ -4,8 +4,11 @@ judge and today's two-sample aggregate gate.
 What each peer sees (the same requests and window as the split gate):
 
 * :func:`tick_aggregates` turns a per-request log into the per-tick, per-arm series a dashboard (and
-  Kayenta, and ``deploysignal gate --control``) works from: the rate of each event metric, the p50, p99
-  and mean of each continuous metric. An arm with no measured value of a metric in a tick gives ``NaN``.
+  Kayenta, and ``deploysignal gate --control``) works from (:func:`aggregate_signals`): the rate of each
+  event metric, p50 and p99 of a continuous metric harmful upwards, mean and p50 of one harmful
+  downwards. An arm with no measured value of a metric in a tick gives ``NaN``. Percentiles of an arm
+  with few requests per tick are biased (a small sample's p99 sits below the population's): comparing
+  them across arms of unequal size is what these peers do, as their users do.
 * :class:`FixedNTest`: one look at the end (or at a chosen tick) on *all requests so far*: per event metric
   a one-sided Fisher exact test (canary rate higher), per continuous metric a one-sided Mann-Whitney test
   (asymptotic, tie-corrected, continuity-corrected) in the harmful direction, Bonferroni over the metrics
@@ -26,13 +29,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from ..calibration import CompiledConfig, compile_baseline
 from ..gate import Gate, GateSettings
-from ..simulate._split import SplitMetric, SplitRequests
+from ..simulate._split import SplitRequests
+from ..split import MetricSpec
 from ..telemetry import Frame, SignalSpec
 from ._kayenta import KayentaJudge
 
@@ -48,15 +53,23 @@ __all__ = [
     "tick_aggregates",
 ]
 
-def aggregate_signals(metrics: tuple[SplitMetric, ...]) -> tuple[SignalSpec, ...]:
-    """The per-tick aggregate signals of a split log's metrics: ``<m>_rate`` for an event metric, and
-    ``<m>_p50``, ``<m>_p99``, ``<m>_mean`` for a continuous one, each with the metric's harm direction."""
+def _stats_of(m: MetricSpec) -> tuple[str, ...]:
+    # what a dashboard user compares per arm: the median and the tail on the harmful side for metrics
+    # harmful upwards (latency p50 / p99); the mean and the median for metrics harmful downwards (eval
+    # score, tokens), whose low tail (p01) an arm of a few dozen requests per tick cannot estimate
+    return ("p50", "p99") if m.direction == "up" else ("mean", "p50")
+
+
+def aggregate_signals(metrics: tuple[MetricSpec, ...]) -> tuple[SignalSpec, ...]:
+    """The per-tick aggregate signals of a split log's metrics, each with the metric's harm direction:
+    ``<m>_rate`` for an event metric; ``<m>_p50`` and ``<m>_p99`` for a continuous metric harmful upwards,
+    ``<m>_mean`` and ``<m>_p50`` for one harmful downwards."""
     out = []
     for m in metrics:
         if m.kind == "event":
             out.append(SignalSpec(f"{m.name}_rate", m.direction, "rate"))
         else:
-            out.extend(SignalSpec(f"{m.name}_{s}", m.direction, "continuous") for s in ("p50", "p99", "mean"))
+            out.extend(SignalSpec(f"{m.name}_{s}", m.direction, "continuous") for s in _stats_of(m))
     return tuple(out)
 
 
@@ -119,51 +132,77 @@ def tick_aggregates(req: SplitRequests) -> tuple[Frame, Frame]:
             v = req.values[m.name][sel]
             if m.kind == "event":
                 cols.append(_group_mean(g, v, T))
-            else:
+            elif m.direction == "up":
                 cols.extend(group_quantiles(g, v, (0.5, 0.99), T))
+            else:
                 cols.append(_group_mean(g, v, T))
+                cols.extend(group_quantiles(g, v, (0.5,), T))
         frames.append(Frame(ts, np.column_stack(cols), tuple(s.name for s in specs), specs=specs))
     return frames[0], frames[1]
 
 
-def split_ticks(req: SplitRequests) -> list[dict]:
-    """The log as aggregated split ticks in the agreed JSON shape (one dict per tick, ``timestamp`` as
-    epoch seconds of the tick start): per arm ``units`` (requests, or distinct sessions when routing was
-    by session), ``events`` per event metric (summed per request) and NON-cumulative ``buckets`` per
-    continuous metric on its edges, Prometheus ``le`` semantics (a value equal to an edge falls in the
-    bucket it closes). A metric with no measured value in an arm's tick is left out of that arm (missing)."""
+def split_ticks(req: SplitRequests, *, by_tier: bool = True) -> list[dict]:
+    """The log as aggregated split ticks in the agreed JSON shape, ``timestamp`` = epoch seconds of the
+    tick start; with ``by_tier`` (and a tier column) one dict per tier and tick, ``tier`` set, else one
+    per tick with ``tier: null``. Per arm: ``units`` (requests, or distinct sessions when routing was by
+    session), ``events`` per event metric (units with at least one event) and NON-cumulative ``buckets``
+    per continuous metric on its edges, Prometheus ``le`` semantics (a value equal to an edge falls in
+    the bucket it closes). A metric with no measured value in an arm's tick is left out of that arm
+    (missing, not 0).
+
+    Examples
+    --------
+    >>> from deploysignal.simulate._split import simulate_split
+    >>> t = split_ticks(simulate_split("iid", volume=200, share=0.5, ticks=3, seed=0), by_tier=False)
+    >>> len(t), sorted(t[0]["arms"]), sorted(t[0]["arms"]["canary"]["buckets"])
+    (3, ['canary', 'stable'], ['eval_score', 'latency_ms'])
+    """
     T = req.n_ticks
-    out: list[dict] = [{"timestamp": float(req.start + req.tick_seconds * t), "arms": {"canary": {}, "stable": {}}, "tier": None} for t in range(T)]
+    use_tier = by_tier and req.tier is not None
+    tier_names = sorted({str(x) for x in req.tier}) if use_tier and req.tier is not None else [None]
+    tier_idx = np.searchsorted(np.array(tier_names, dtype=object), req.tier) if use_tier and req.tier is not None else np.zeros(len(req), dtype=np.int64)
+    G = T * len(tier_names)
+    group = req.tick * len(tier_names) + tier_idx  # (tick, tier) cell of each request
+    per_arm: dict[str, dict[str, Any]] = {}
     for arm_name, arm in (("canary", True), ("stable", False)):
         sel = req.canary == arm
-        g = req.tick[sel]
+        g = group[sel]
         if req.unit is None:
-            units = np.bincount(g, minlength=T)
+            units = np.bincount(g, minlength=G)
         else:
             pairs = np.unique(np.column_stack([g, req.unit[sel]]), axis=0) if g.size else np.zeros((0, 2), dtype=np.int64)
-            units = np.bincount(pairs[:, 0], minlength=T)
-        ev: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        bk: dict[str, np.ndarray] = {}
+            units = np.bincount(pairs[:, 0], minlength=G)
+        cols: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
         for m in req.metrics:
             v = req.values[m.name][sel]
             ok = ~np.isnan(v)
-            measured = np.bincount(g[ok], minlength=T)
+            measured = np.bincount(g[ok], minlength=G)
             if m.kind == "event":
-                ev[m.name] = (np.bincount(g[ok], weights=v[ok], minlength=T), measured)
+                if req.unit is None:
+                    counts = np.bincount(g[ok], weights=v[ok] > 0, minlength=G)
+                else:  # units with at least one event
+                    hit = np.unique(np.column_stack([g[ok][v[ok] > 0], req.unit[sel][ok][v[ok] > 0]]), axis=0)
+                    counts = np.bincount(hit[:, 0], minlength=G) if hit.size else np.zeros(G)
+                cols[m.name] = ("events", counts.astype(np.int64), measured)
             else:
+                B = len(m.edges) + 1
                 b = np.searchsorted(np.asarray(m.edges), v[ok], side="left")
-                counts = np.zeros((T, len(m.edges) + 1), dtype=np.int64)
-                np.add.at(counts, (g[ok], b), 1)
-                bk[m.name] = np.where(measured[:, None] > 0, counts, -1)
-        for t in range(T):
-            a: dict = {"units": int(units[t]), "events": {}, "buckets": {}}
-            for name, (s, c) in ev.items():
-                if c[t] > 0:
-                    a["events"][name] = int(round(s[t]))
-            for name, c in bk.items():
-                if c[t, 0] >= 0:
-                    a["buckets"][name] = [int(x) for x in c[t]]
-            out[t]["arms"][arm_name] = a
+                counts = np.bincount(g[ok] * B + b, minlength=G * B).reshape(G, B)
+                cols[m.name] = ("buckets", counts, measured)
+        per_arm[arm_name] = {"units": units, "cols": cols}
+    out: list[dict] = []
+    for t in range(T):
+        for k, tier in enumerate(tier_names):
+            cell = t * len(tier_names) + k
+            arms = {}
+            for arm_name in ("canary", "stable"):
+                pa = per_arm[arm_name]
+                a: dict[str, Any] = {"units": int(pa["units"][cell]), "events": {}, "buckets": {}}
+                for name, (where, counts, measured) in pa["cols"].items():
+                    if measured[cell] > 0:
+                        a[where][name] = int(counts[cell]) if where == "events" else [int(x) for x in counts[cell]]
+                arms[arm_name] = a
+            out.append({"timestamp": float(req.start + req.tick_seconds * t), "arms": arms, "tier": tier})
     return out
 
 
@@ -250,6 +289,11 @@ class TwoSampleAggregateGate:
 
     def __post_init__(self) -> None:
         self.settings = GateSettings(alpha=self.alpha, window=self.window, mode="two-sample", max_extensions=0)
+
+    def check(self) -> None:
+        """Build the gate once: raises what :class:`~deploysignal.gate.Gate` raises on a config it cannot
+        use (a family that found no calibration rows, ...)."""
+        Gate(self.config, self.settings)
 
     def run(self, req: SplitRequests, aggregates: tuple[Frame, Frame] | None = None) -> PeerResult:
         return self.run_many([aggregates or tick_aggregates(req)])[0]

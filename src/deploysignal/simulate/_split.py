@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InputError
+from ..split import MetricSpec
 
 __all__ = [
     "SPLIT_EFFECTS",
     "SPLIT_METRICS",
     "SPLIT_WORLDS",
-    "SplitMetric",
     "SplitRequests",
     "simulate_split",
     "split_signals",
@@ -64,36 +64,17 @@ _SESSION_MEAN = 4.0
 _Z99 = 2.3263478740408408  # standard normal 0.99 quantile
 
 
-@dataclass(frozen=True)
-class SplitMetric:
-    """One metric of a split log: ``kind`` event (0/1 per request) or continuous, harm ``direction`` up or
-    down, fixed bucket ``edges`` for a continuous metric (Prometheus ``le`` semantics) and the tolerance
-    ``tau`` (rate ratio < 1 + tau, or quantile shift < tau, counts as harmless)."""
-
-    name: str
-    kind: str
-    direction: str
-    edges: tuple[float, ...] = ()
-    tau: float = 0.2
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "direction": self.direction, "tau": self.tau}
-        if self.kind == "continuous":
-            d["edges"] = list(self.edges)
-        return d
-
-
 def _latency_edges() -> tuple[float, ...]:
     # 19 edges -> 20 buckets, geometric from 100 ms to 6.4 s (six doublings), rounded to whole ms
     return tuple(float(round(100.0 * 2.0 ** (6.0 * i / 18.0))) for i in range(19))
 
 
 #: The metrics of the generated logs, in column order.
-SPLIT_METRICS: tuple[SplitMetric, ...] = (
-    SplitMetric("errors", "event", "up"),
-    SplitMetric("refusals", "event", "up"),
-    SplitMetric("latency_ms", "continuous", "up", _latency_edges(), 0.1),
-    SplitMetric("eval_score", "continuous", "down", tuple(round(0.05 * i, 2) for i in range(1, 20)), 0.02),
+SPLIT_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("errors", "event", "up"),
+    MetricSpec("refusals", "event", "up"),
+    MetricSpec("latency_ms", "continuous", "up", _latency_edges(), 0.1),
+    MetricSpec("eval_score", "continuous", "down", tuple(round(0.05 * i, 2) for i in range(1, 20)), 0.1),
 )
 
 
@@ -111,7 +92,7 @@ class SplitRequests:
         0-based tick of each request (``floor((timestamp - start) / tick_seconds)``).
     values : dict of str to ndarray of float
         One array per metric (``NaN`` = not measured).
-    metrics : tuple of SplitMetric
+    metrics : tuple of MetricSpec
     tier : ndarray of str or None
     unit : ndarray of int or None
         Randomisation unit (session id) when routing was by session, else ``None``.
@@ -125,7 +106,7 @@ class SplitRequests:
     canary: np.ndarray
     tick: np.ndarray
     values: dict[str, np.ndarray]
-    metrics: tuple[SplitMetric, ...]
+    metrics: tuple[MetricSpec, ...]
     tier: np.ndarray | None
     unit: np.ndarray | None
     start: float
@@ -470,9 +451,16 @@ def simulate_split(
     )
 
 
-def split_signals(metrics: tuple[SplitMetric, ...] = SPLIT_METRICS) -> dict[str, dict[str, Any]]:
-    """The signals-file mapping ``{metric: {kind, direction, tau[, edges]}}`` of a split log."""
-    return {m.name: m.to_dict() for m in metrics}
+def split_signals(metrics: tuple[MetricSpec, ...] = SPLIT_METRICS) -> dict[str, dict[str, Any]]:
+    """The signals-file mapping ``{metric: {kind, direction, tolerance[, edges]}}`` of a split log (the
+    format of ``deploysignal gate --split ... --signals``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in metrics:
+        d: dict[str, Any] = {"kind": m.kind, "direction": m.direction, "tolerance": m.tolerance}
+        if m.kind == "continuous":
+            d["edges"] = list(m.edges)
+        out[m.name] = d
+    return out
 
 
 def _fmt(v: float) -> str:

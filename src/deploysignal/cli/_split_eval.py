@@ -28,7 +28,7 @@ SPLIT_SCENARIOS: tuple[str, ...] = tuple(f"split-{w.replace('_', '-')}" for w in
 
 #: (reps per null cell, reps per power cell, peer runs per Azure row) for --quick and the full run
 QUICK = (4, 4, 4)
-FULL = (20, 22, 50)
+FULL = (3, 11, 20)
 #: what --quick runs unless told otherwise: worlds, effects, volumes, shares, Azure design
 QUICK_WORLDS = ("iid", "bursts", "share_step", "sessions")
 QUICK_EFFECTS = ("errors_x2", "p99_tail")
@@ -122,6 +122,7 @@ def split_eval(
     worlds: Optional[str] = typer.Option(None, help=f"Subset of: {', '.join(SPLIT_WORLDS)}."),
     effects: Optional[str] = typer.Option(None, help=f"Subset of: {', '.join(e for e in SPLIT_EFFECTS if e != 'none')}."),
     methods: Optional[str] = typer.Option(None, help=f"Subset of: {', '.join(SPLIT_METHODS)}."),
+    synthetic: bool = typer.Option(True, "--synthetic/--no-synthetic", help="Run the generated null and power cells."),
     azure: bool = typer.Option(True, "--azure/--no-azure", help="Also run random splits of the Azure LLM trace."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the Azure trace CSVs (default: $DEPLOYSIGNAL_DATA/azure_llm or ../shared/data/azure_llm)."),
     jobs: int = typer.Option(1, help="Worker processes (results do not depend on it)."),
@@ -156,12 +157,12 @@ def split_eval(
         ):
             if val != default:
                 cmd += f" {flag} {val}"
-        cmd += "" if azure else " --no-azure"
+        cmd += ("" if synthetic else " --no-synthetic") + ("" if azure else " --no-azure")
         cmd += f" -o {output}"
         t0 = time.perf_counter()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as prog:
             task = prog.add_task("split cells", total=None)
-            raw = run_split_eval(settings, jobs=jobs, progress=lambda d, t: prog.update(task, completed=d, total=t))
+            raw = run_split_eval(settings, jobs=jobs, progress=lambda d, t: prog.update(task, completed=d, total=t)) if synthetic else {}
             az = None
             if azure:
                 design = QUICK_AZURE if quick else AZURE_DESIGN

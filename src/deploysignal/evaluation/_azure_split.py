@@ -27,7 +27,6 @@ Metrics: ``generated_tokens`` (continuous, harm down), ``latency_ms`` (continuou
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 from .._exceptions import InputError
 from ..simulate._split import SplitRequests
 from ..split import MetricSpec
+from ._realdata import default_data_dir
 
 __all__ = ["AZURE_EFFECTS", "AZURE_METRICS", "AzureTrace", "azure_split", "load_azure_trace"]
 
@@ -69,17 +69,12 @@ class AzureTrace:
 
 
 def _data_dir(data_dir: str | Path | None) -> Path:
-    if data_dir is not None:
-        return Path(data_dir)
-    env = os.environ.get("DEPLOYSIGNAL_DATA")
-    if env:
-        return Path(env) / "azure_llm"
-    return Path(__file__).resolve().parents[4].parent / "shared" / "data" / "azure_llm"
+    return Path(data_dir) if data_dir is not None else default_data_dir() / "azure_llm"
 
 
 def load_azure_trace(data_dir: str | Path | None = None) -> AzureTrace:
     """Read both CSV files (``TIMESTAMP,ContextTokens,GeneratedTokens``) from ``data_dir`` (default:
-    ``$DEPLOYSIGNAL_DATA/azure_llm`` or ``../shared/data/azure_llm`` beside the repository).
+    ``azure_llm`` under :func:`~deploysignal.evaluation._realdata.default_data_dir`).
 
     Raises
     ------

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 #: Methods in report order ("split" only when the split gate is installed).
 SPLIT_METHODS: tuple[str, ...] = ("split", "two_sample", "kayenta", "fixed_n", "fixed_n_half")
-_AA_TICKS = 240  # A/A calibration log for the two-sample gate: 4 hours of 1-minute ticks
+_AA_TICKS = 480  # A/A calibration log for the two-sample gate: 8 hours of 1-minute ticks (240 left some
+# covariance blocks of family E without calibration rows in half the cells tried)
 
 
 @dataclass(frozen=True)
@@ -229,15 +230,15 @@ def summarise_split(s: SplitEvalSettings, raw: dict[str, list[tuple[str, int, in
 #: (effect, routing, share, runs) of the Azure trace evaluation at full size (``--quick`` runs its own smaller design).
 AZURE_DESIGN: tuple[tuple[str, str, float, int], ...] = (
     ("none", "request", 0.5, 1000),
-    ("none", "request", 0.05, 1000),
+    ("none", "request", 0.05, 200),
     ("none", "session", 0.5, 200),
-    ("truncate", "request", 0.5, 100),
-    ("truncate", "request", 0.05, 100),
-    ("error_bursts", "request", 0.5, 100),
-    ("error_bursts", "request", 0.05, 100),
-    ("context_tail", "request", 0.5, 100),
-    ("context_tail", "request", 0.05, 100),
-    ("context_tail", "session", 0.5, 100),
+    ("truncate", "request", 0.5, 50),
+    ("truncate", "request", 0.05, 50),
+    ("error_bursts", "request", 0.5, 50),
+    ("error_bursts", "request", 0.05, 50),
+    ("context_tail", "request", 0.5, 50),
+    ("context_tail", "request", 0.05, 50),
+    ("context_tail", "session", 0.5, 50),
 )
 
 

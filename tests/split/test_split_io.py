@@ -146,3 +146,9 @@ def test_signals_file_must_cover_the_columns(tmp_path):
         resolve_specs(log, {"errors": {"kind": "event"}})
     specs, notes = resolve_specs(log, None)
     assert [s.kind for s in specs] == ["event", "event"] and len(notes) == 2
+
+
+def test_tick_length_far_too_short_is_an_error():
+    log = RequestLog(np.array([0.0, 1e6]), np.array([True, False]), None, np.array(["", ""], dtype=object), {"errors": np.array([0.0, 1.0])})
+    with pytest.raises(InputError, match="use longer ticks"):
+        requests_to_data(log, [MetricSpec("errors")], 0.01, 0.0)

@@ -133,18 +133,35 @@ class SplitGate:
         steps = [f.step(data) for f in self.families]
         T = data.n_ticks
         verdict, final, decided = np.zeros(T, dtype=np.int64), np.zeros(T, dtype=bool), np.full(T, -1, dtype=np.int64)
-        for t in range(T):
-            if self._final:  # nothing changes any more but the data counters
-                self._tick += T - t
-                self._measured += np.array([int(s.measured[t:].sum()) for s in steps], dtype=np.int64)
-                verdict[t:], final[t:], decided[t:] = VERDICTS.index(self._verdict), True, -1 if self._decided is None else self._decided
+        t = 0
+        for e in [*np.flatnonzero(self._events(steps, T)).tolist(), T]:
+            # ticks t .. e-1 are quiet (no fire, no possible proceed, no window end): only the data counters move
+            self._tick += e - t
+            self._measured += np.array([int(s.measured[t:e].sum()) for s in steps], dtype=np.int64)
+            verdict[t:e], final[t:e], decided[t:e] = VERDICTS.index(self._verdict), self._final, -1 if self._decided is None else self._decided
+            if e == T or self._final:
+                if self._final:  # nothing changes any more but the data counters
+                    self._tick += T - e
+                    self._measured += np.array([int(s.measured[e:].sum()) for s in steps], dtype=np.int64)
+                    verdict[e:], final[e:], decided[e:] = VERDICTS.index(self._verdict), True, -1 if self._decided is None else self._decided
                 break
-            self._decide(steps, t)
-            verdict[t] = VERDICTS.index(self._verdict)
-            final[t] = self._final
-            decided[t] = -1 if self._decided is None else self._decided
-        first = np.array([[int(np.argmax(s.fired)) + 1 + self._tick - T if s.fired.any() else -1 for s in steps]], dtype=np.int64).reshape(-1)
+            self._decide(steps, e)
+            verdict[e], final[e], decided[e] = VERDICTS.index(self._verdict), self._final, -1 if self._decided is None else self._decided
+            t = e + 1
+        first = np.array([int(np.argmax(s.fired)) + 1 + self._tick - T if s.fired.any() else -1 for s in steps], dtype=np.int64)
         return SplitBatch(verdict, final, decided, first, tuple(f.name for f in self.families))
+
+    def _events(self, steps: list[FamilyStep], T: int) -> np.ndarray:
+        """Ticks where :meth:`_decide` can change more than the data counters: a family fires, an early
+        proceed is possible, a window ends."""
+        st = self.settings
+        ticks = self._tick + 1 + np.arange(T)
+        ev = ticks % st.window == 0
+        for s in steps:
+            ev |= s.fired & ~np.r_[False, s.fired[:-1]]  # the first tick of each run of fires
+        if st.early_proceed:
+            ev |= np.logical_and.reduce([s.proceed_ok for s in steps]) & (ticks >= st.min_proceed_fraction * st.window)
+        return ev
 
     # ------------------------------------------------------------------ verdict
     def _decide(self, steps: list[FamilyStep], t: int) -> None:

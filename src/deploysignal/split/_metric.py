@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._data import MetricBlocks, SplitData
-from ._kernels import mixture_log, run_metric
+from ._kernels import mixture_log, ratio_cs, run_metric, slot_logs
 from ._protocol import FamilyEvidence, FamilyStep
 from ._spec import MetricSpec
 
@@ -179,14 +179,14 @@ class SplitMetric:
         return float(mixture_log(self._ell, *self._rb))
 
     def evidence(self) -> FamilyEvidence:
-        lv = self.log_evidence()
-        fired = self._fired_at is not None
-        return FamilyEvidence(self.name, self.role, lv, float(self._runmax[0]), self.threshold, self.alpha, fired,
-                              self.explain(), self.headline())
+        lv, h = self.log_evidence(), self.headline()
+        return FamilyEvidence(self.name, self.role, lv, float(self._runmax[0]), self.threshold, self.alpha, self._fired_at is not None,
+                              self._explain(lv, h), h)
 
     def explain(self) -> str:
-        h = self.headline()
-        lv = self.log_evidence()
+        return self._explain(self.log_evidence(), self.headline())
+
+    def _explain(self, lv: float, h: dict[str, Any] | None) -> str:
         if h is None:
             return f"{self.name}: no units in both arms yet"
         what = "rate" if self.spec.kind == "event" else f"share of values > {h['edge']:.4g}"
@@ -205,8 +205,7 @@ class SplitMetric:
         """The effect of the edge-event with the most rollback evidence (``None`` before any data)."""
         if self._acc[:, 1].sum() == 0 and not self._measured:
             return None
-        per = [float(mixture_log(self._ell, self._rb[0][i:i + 1], self._rb[1][i:i + 1], self._rb[2][i:i + 1])) for i in range(len(self._slots))]
-        return self._effect(self._slots[int(np.argmax(per))][0])
+        return self._effect(self._slots[int(np.argmax(slot_logs(self._ell, *self._rb)))][0])
 
     def _effect(self, k: int) -> dict[str, Any]:
         ell, R = self._ell[k], len(self.rho)
@@ -217,11 +216,7 @@ class SplitMetric:
             if d2 < 0:
                 ls = self.lrho[1] - self.lrho[0]
                 est = float(np.exp(self.lrho[i] + 0.5 * ls * (ell[i - 1] - ell[i + 1]) / d2))
-        thr = self.proceed_threshold
-        below = [i0 for i0 in range(1, R) if _mix(ell, np.arange(i0 - 1, -1, -1), i0) < thr]
-        above = [i0 for i0 in range(R - 1) if _mix(ell, np.arange(i0 + 1, R), i0) < thr]
-        hi = max(below, default=0)
-        lo = min(above, default=R - 1)
+        lo, hi, _ = ratio_cs(ell, self.proceed_threshold)
         upper = math.inf if hi >= R - 1 else float(self.rho[hi + 1])
         lower = 0.0 if lo <= 0 else float(self.rho[lo - 1])
         out: dict[str, Any] = {"ratio": est, "lower": lower, "upper": None if math.isinf(upper) else upper,
@@ -251,10 +246,6 @@ class SplitMetric:
     @property
     def measured_ticks(self) -> int:
         return self._measured
-
-
-def _mix(ell: np.ndarray, idx: np.ndarray, base: int) -> float:
-    return float(mixture_log(ell[None, :], np.zeros(1, dtype=np.int64), idx[None, :].astype(np.int64), np.array([base], dtype=np.int64)))
 
 
 def _fmt(v: float | None) -> str:

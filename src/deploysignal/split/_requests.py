@@ -27,6 +27,8 @@ from ._spec import MetricSpec
 
 __all__ = ["EDGE_LEVELS", "RequestLog", "read_requests", "requests_to_data"]
 
+#: most ticks a request log may span (a tick length far too short for the log is an error, not a huge allocation)
+MAX_TICKS = 10_000_000
 #: pooled quantile levels of derived edges (continuous metrics without edges in the signals file)
 EDGE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -125,6 +127,9 @@ def resolve_specs(log: RequestLog, signals: dict[str, dict[str, Any]] | None) ->
 def requests_to_data(log: RequestLog, specs: list[MetricSpec], tick_seconds: float, unit_timeout: float) -> SplitData:
     """Bucket a request log into ticks of ``tick_seconds`` from its first request and into blocks (module docstring)."""
     t0 = float(log.timestamps.min())
+    span = (float(log.timestamps.max()) - t0) / tick_seconds
+    if span >= MAX_TICKS:
+        raise InputError(f"the log spans {span:.3g} ticks of {tick_seconds:g} s (at most {MAX_TICKS:,}): use longer ticks", column="timestamp")
     rtick = np.floor((log.timestamps - t0) / tick_seconds).astype(np.int64)
     T = int(rtick.max()) + 1
     if log.units is None:
@@ -152,11 +157,12 @@ def requests_to_data(log: RequestLog, specs: list[MetricSpec], tick_seconds: flo
         close = np.minimum(np.floor((tmax + unit_timeout - t0) / tick_seconds), T - 1).astype(np.int64)
         utier = log.tiers[first]
     _, tier_code = np.unique(utier.astype(str), return_inverse=True)
-    keys = np.stack([close, start, tier_code.astype(np.int64)], axis=1)
-    ukeys, ublock = np.unique(keys, axis=0, return_inverse=True)
+    n_tiers = int(tier_code.max()) + 1 if len(tier_code) else 1
+    key = (close * T + start) * n_tiers + tier_code.astype(np.int64)  # blocks in (close, start, tier) order
+    ukey, ublock = np.unique(key, return_inverse=True)
     ublock = ublock.reshape(-1)
-    nb = len(ukeys)
-    tptr = np.searchsorted(ukeys[:, 0], np.arange(T + 1), side="left").astype(np.int64)
+    nb = len(ukey)
+    tptr = np.searchsorted(ukey // (T * n_tiers), np.arange(T + 1), side="left").astype(np.int64)
     cu = np.bincount(close, weights=ucan, minlength=T).astype(np.int64)
     un = np.bincount(close, minlength=T).astype(np.int64)
     U = len(ucan)

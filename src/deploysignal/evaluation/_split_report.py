@@ -118,13 +118,17 @@ def split_report_markdown(settings: SplitEvalSettings, rows: list[dict[str, Any]
     if not rows:
         lines += ["No generated scenarios in this run (`--no-synthetic`).", ""]
     else:
+        kay = (f"Kayenta judges every {settings.kayenta_interval} ticks (growing lookback, Spinnaker's 95 / 75 thresholds); "
+               if "kayenta" in methods else "")
         lines += [
             f"Window {settings.ticks} ticks of 60 s; alpha {a:g} for every method (Bonferroni over the metrics for the "
-            f"fixed-n test); Kayenta judges every {settings.kayenta_interval} ticks (growing lookback, Spinnaker's 95 / 75 "
-            f"thresholds); {settings.reps_null} runs per null cell, {settings.reps_power} per power cell "
+            f"fixed-n test); {kay}{settings.reps_null} runs per null cell, {settings.reps_power} per power cell "
             f"(replicate r uses the (r mod {len(settings.worlds)})-th world of the null list). Rates with two-sided 95% "
             "Clopper-Pearson intervals.",
             "",
+        ]
+    if any(r["kind"] == "null" for r in rows):
+        lines += [
             "## False rollbacks on null worlds",
             "",
             "Any rollback here is false; the one-sided 99% Clopper-Pearson upper bound (ub) is what a validity claim "
@@ -134,6 +138,9 @@ def split_report_markdown(settings: SplitEvalSettings, rows: list[dict[str, Any]
             "",
             *_pooled(rows, methods),
             "",
+        ]
+    if any(r["kind"] == "power" for r in rows):
+        lines += [
             "## Detection within the window, and median delay (ticks)",
             "",
             "Detection rate [95% CI], median ticks to the rollback over detecting runs. The fixed-n tests decide only "
@@ -141,7 +148,7 @@ def split_report_markdown(settings: SplitEvalSettings, rows: list[dict[str, Any]
             "",
             *_table(rows, "power", methods, False),
             "",
-            ]
+        ]
     if "split" in methods:
         lines += ["## Split gate against the fixed-n test at half its sample, and delay against the two-sample gate", ""]
         lines += ["| scenario | req/tick | share | detection ratio split / fixed-n half | median delay ratio split / two-sample |", "|---|---|---|---|---|"]

@@ -72,6 +72,19 @@ class SplitGate:
     extend, final after ``max_extensions``. A sample-ratio mismatch (``canary_share`` configured)
     forbids proceed: the verdict is then rollback (if a metric fires) or extend.
 
+    .. math::
+
+        \\text{rollback at } t \\iff \\max_m E_{m,t}\\,\\alpha_m \\ge 1, \\qquad
+        P_0\\bigl(\\exists t: \\text{rollback at } t\\bigr) \\le \\sum_m \\alpha_m = \\alpha
+
+    under the split null (:class:`SplitMetric`), by Ville's inequality per metric and a union bound.
+
+    References
+    ----------
+    Ville, J. (1939). Etude critique de la notion de collectif.
+
+    Examples
+    --------
     >>> import numpy as np
     >>> from deploysignal.split import BlockBuilder, SplitData
     >>> gate = SplitGate([MetricSpec("errors")], SplitSettings(window=20, max_extensions=0))

@@ -159,16 +159,15 @@ def run_metric(ell: np.ndarray, acc: np.ndarray, runmax: np.ndarray, lrho: np.nd
                tptr: np.ndarray, nc: np.ndarray, n: np.ndarray, a: np.ndarray, c1: np.ndarray,
                xptr: np.ndarray, xk: np.ndarray, xy: np.ndarray, xc: np.ndarray,
                rb: tuple, pr: tuple, thr: float, sugg: float, pr_thr: float, with_proceed: bool,
-               fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, peak: np.ndarray) -> None:
+               fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, current: np.ndarray) -> None:
     """Advance one metric over ``T = len(tptr) - 1`` ticks (blocks ``tptr[t]:tptr[t+1]``).
 
     Per tick it writes ``fired[t]`` (log e-value >= ``thr``), ``proceed[t]`` (every non-inferiority
     slot passes ``pr_thr``; only when ``with_proceed``), ``measured[t]`` (some block had units in both
-    arms) and ``peak[t]``, the running maximum of the log e-value over the ticks where it reached the
-    suggestive level ``sugg`` (``-inf`` before; ``runmax[0]`` carries it across calls). A tick whose
-    bound is below both ``thr`` and that level (or the peak) cannot change either and skips the
-    exponentials.
-    ``rb`` and ``pr`` are ``(slot_k, idx, base)`` triples of the rollback and proceed mixtures.
+    arms) and ``current[t]``, the log e-value when it is at least ``min(thr, sugg)`` (the suggestive
+    level), else ``-inf``: a tick whose bound is below that level takes no exponentials.
+    ``runmax[0]`` carries the running maximum of those values across calls. ``rb`` and ``pr`` are
+    ``(slot_k, idx, base)`` triples of the rollback and proceed mixtures.
     """
     T = tptr.shape[0] - 1
     rb_k, rb_idx, rb_base = rb
@@ -180,11 +179,10 @@ def run_metric(ell: np.ndarray, acc: np.ndarray, runmax: np.ndarray, lrho: np.nd
                 meas = True
             advance(ell, acc, lrho, rm1, nc[b], n[b], a[b], c1[b], xk, xy, xc, xptr[b], xptr[b + 1])
         measured[t] = meas
-        floor = min(thr, max(sugg, runmax[0]))
-        v = rollback_log_e(ell, rb_k, rb_idx, rb_base, floor)
+        v = rollback_log_e(ell, rb_k, rb_idx, rb_base, min(thr, sugg))
         if v > runmax[0]:
             runmax[0] = v
-        peak[t] = runmax[0]
+        current[t] = v
         fired[t] = v >= thr
         proceed[t] = with_proceed and proceed_ok(ell, pr_k, pr_idx, pr_base, pr_thr)
 

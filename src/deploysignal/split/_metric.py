@@ -150,28 +150,29 @@ class SplitMetric:
         blocks = data.metrics.get(self.name)
         T = data.n_ticks
         fired, proceed, measured = np.zeros(T, dtype=bool), np.zeros(T, dtype=bool), np.zeros(T, dtype=bool)
-        peak = np.empty(T)
-        if blocks is None:
-            peak[:] = self._runmax[0]
-        else:
+        current = np.full(T, -np.inf)
+        if blocks is not None:
             if blocks.n_ticks != T or blocks.a.shape[1:] != (self.spec.n_events,):
                 raise ValueError(f"{self.name}: blocks for {blocks.n_ticks} ticks x {blocks.a.shape[1:]} edge-events, expected {T} x {self.spec.n_events}")
-            self._run(blocks, fired, proceed, measured, peak)
+            self._run(blocks, fired, proceed, measured, current)
         first = np.flatnonzero(fired)
         if self._fired_at is None and first.size:
             self._fired_at = self._ticks + int(first[0]) + 1
         self._ticks += T
         self._measured += int(measured.sum())
-        return FamilyStep(fired, proceed, measured, peak >= self.suggestive_level)
+        if blocks is None and T:  # no data this run: the e-value stays where it was
+            current[:] = self.log_evidence() if self.log_evidence() >= min(self.threshold, self.suggestive_level) else -np.inf
+        return FamilyStep(fired, proceed, measured, current >= self.suggestive_level)
 
-    def _run(self, b: MetricBlocks, fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, peak: np.ndarray) -> None:
+    def _run(self, b: MetricBlocks, fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, current: np.ndarray) -> None:
         run_metric(self._ell, self._acc, self._runmax, self.lrho, self.rm1, b.tptr, b.nc, b.n, b.a, b.c1, b.xptr, b.xk, b.xy, b.xc,
                    self._rb, self._pr, self.threshold, self.suggestive_level, self.proceed_threshold, self.early_proceed, fired, proceed,
-                   measured, peak)
+                   measured, current)
 
     @property
     def suggestive_level(self) -> float:
-        """``suggestive_fraction * threshold``: the running maximum is tracked from this level on."""
+        """``suggestive_fraction * threshold``: at a window's end an e-value at or above it is suggestive;
+        the running maximum is tracked from this level on."""
         return self.suggestive_fraction * self.threshold
 
     def log_evidence(self) -> float:
@@ -190,7 +191,7 @@ class SplitMetric:
         if h is None:
             return f"{self.name}: no units in both arms yet"
         what = "rate" if self.spec.kind == "event" else f"share of values > {h['edge']:.4g}"
-        verdict = f"harm (crossed at tick {self._fired_at})" if self._fired_at is not None else ("suggestive" if self._runmax[0] >= self.suggestive_level else "no evidence of harm")
+        verdict = f"harm (crossed at tick {self._fired_at})" if self._fired_at is not None else ("suggestive" if lv >= self.suggestive_level else "no evidence of harm")
         op = ">=" if self._fired_at is not None else "<"
         peak = lv if self._fired_at is None else max(lv, float(self._runmax[0]))
         return f"{self.name}: canary {what} x{_fmt(h['ratio'])} [{_fmt(h['lower'])}, {_fmt(h['upper'])}], log e-value {peak:.2f} {op} {self.threshold:.2f}: {verdict}"
@@ -227,7 +228,8 @@ class SplitMetric:
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
-        return {"ell": self._ell.tolist(), "acc": self._acc.tolist(), "runmax": float(self._runmax[0]), "ticks": self._ticks,
+        rm = float(self._runmax[0])
+        return {"ell": self._ell.tolist(), "acc": self._acc.tolist(), "runmax": rm if math.isfinite(rm) else None, "ticks": self._ticks,
                 "measured": self._measured, "fired_at": self._fired_at}
 
     def load_state(self, st: dict[str, Any]) -> None:
@@ -236,7 +238,7 @@ class SplitMetric:
         if ell.shape != self._ell.shape or acc.shape != self._acc.shape:
             raise ValueError(f"{self.name}: state of shape {ell.shape}, expected {self._ell.shape}")
         self._ell, self._acc = ell, acc
-        self._runmax = np.array([float(st["runmax"])])
+        self._runmax = np.array([-math.inf if st["runmax"] is None else float(st["runmax"])])
         self._ticks, self._measured, self._fired_at = int(st["ticks"]), int(st["measured"]), st["fired_at"]
 
     @property

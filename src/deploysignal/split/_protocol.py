@@ -24,8 +24,8 @@ class FamilyStep:
     """Per-tick answers of a family over a run of ``T`` ticks (bool arrays of length ``T``).
 
     ``fired``: the e-value crossed the threshold at that tick; ``proceed_ok``: the family allows an
-    early proceed at that tick; ``measured``: it had data in both arms; ``suggestive``: its running
-    e-value has reached the suggestive level (monotone in ``t``).
+    early proceed at that tick; ``measured``: it had data in both arms; ``suggestive``: its e-value at
+    that tick is at or above the suggestive level.
     """
 
     fired: np.ndarray

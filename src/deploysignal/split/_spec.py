@@ -136,8 +136,8 @@ class SplitSettings(BaseModel):
         At the window's end, proceed only if every metric had units in both arms in at least this
         fraction of the ticks (never on missing data).
     suggestive_fraction : float
-        At the window's end, a metric whose running log e-value reached this fraction of its threshold
-        makes the verdict extend (under the null this happens with probability <= ``alpha_m ** f``).
+        At the window's end, a metric whose log e-value is at least this fraction of its threshold makes
+        the verdict extend (under the null, at any one tick, with probability <= ``alpha_m ** f``: Markov).
     canary_share : float or None
         Configured canary share of units; enables the sample-ratio-mismatch e-process.
     srm_alpha : float

@@ -50,7 +50,16 @@ class SampleRatio:
     ``P(sup_t E_t >= 1/alpha) <= alpha`` (Ville). Firing means the split is not the configured one
     (a router bug, or a canary that loses units): the metrics' tests, which condition on the observed
     counts, may then compare different populations, so the gate never proceeds after it (role ``void``).
+    Assumption of the bound: units are routed independently with the configured probability; it says
+    nothing about which units (a router that is right on average but selects units is not caught).
 
+    References
+    ----------
+    Ville, J. (1939). Etude critique de la notion de collectif.
+    Lindon, M. & Malek, A. (2022). Anytime-valid inference for multinomial count data. NeurIPS.
+
+    Examples
+    --------
     >>> srm = SampleRatio(0.1, alpha=0.001)
     >>> d = SplitData(np.arange(5.0), np.array([70, 75, 72, 70, 74]), np.full(5, 1000), {})
     >>> bool(srm.step(d).fired.any()), srm.explain()

@@ -76,6 +76,8 @@ def test_bad_scenario_arguments_are_named() -> None:
         simulate_split("iid", share=1.0)
     r = runner.invoke(app, ["simulate", "split-iid", "--effect", "nosuch", "-o", "/tmp/never-written"])
     assert r.exit_code == 2 and "unknown split effect" in r.output
+    r = runner.invoke(app, ["simulate", "step", "--volume", "900", "-o", "/tmp/never-written"])
+    assert r.exit_code == 2 and "--volume apply to split scenarios" in r.output
 
 
 def test_group_quantiles_match_numpy() -> None:

@@ -256,6 +256,10 @@ def simulate_cmd(
         paths = write_split_scenario(scenario, output, seed=seed, effect=effect, volume=volume, share=share, ticks=ticks, routing=routing, data_dir=data_dir)
         out.print("wrote " + ", ".join(str(p) for p in paths))
         return
+    given = [f"--{k.replace('_', '-')}" for k, v, d in (("effect", effect, "none"), ("volume", volume, 500.0), ("share", share, 0.05),
+                                                         ("ticks", ticks, 60), ("routing", routing, None), ("data_dir", data_dir, None)) if v != d]
+    if given:
+        raise InputError(f"{', '.join(given)} apply to split scenarios ({', '.join(SPLIT_SCENARIOS)}), not to {scenario!r}")
     sim = simulate(scenario, seed=seed)
     output.mkdir(parents=True, exist_ok=True)
     write_csv(sim.baseline, output / "baseline.csv")

@@ -12,7 +12,7 @@ from .detectors import FamilyA
 from .gate import Gate, GateSettings
 from .simulate import simulate
 
-__all__ = ["bench_gate"]
+__all__ = ["bench_gate", "bench_split"]
 
 #: parts of a tick timed by the kernel floor, in the order they run
 _PARTS = ("standardise", "A", "B", "C", "D", "E")
@@ -124,3 +124,56 @@ def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200, floor_repeat
                 }
             )
     return {"signals": len(cfg.signals), "results": results, "floor": floor}
+
+
+def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets: int = 20, warmup: int = 20) -> dict[str, Any]:
+    """Per-tick cost of the split gate for ``n_metrics`` continuous metrics x ``n_buckets`` buckets x 2
+    arms (5,000 units per tick, 5% canary; bucket counts drawn multinomially from one seeded generator):
+
+    * ``update``: :meth:`SplitGate.update` on one parsed tick (every family's evidence record built),
+      the live path once a tick's counts are blocks;
+    * ``parse+update``: the same from the tick's JSON dict (:meth:`SplitTick.from_dict`,
+      :func:`ticks_to_data`, then ``update``), what the service's ingest of one split tick runs;
+    * ``run_batch``: :meth:`SplitGate.run_batch` over all ticks, total time / ticks (throughput).
+
+    Medians and p99 over ``ticks`` timed ticks (after ``warmup``), ``time.perf_counter_ns``.
+    """
+    from .split import MetricSpec, SplitGate, SplitSettings, SplitTick, ticks_to_data
+
+    rng = np.random.default_rng(seed)
+    edges = tuple(float(2.0**i) for i in range(n_buckets - 1))
+    specs = [MetricSpec(f"m{j}", "continuous", "up", edges) for j in range(n_metrics)]
+    p = np.full(n_buckets, 1.0 / n_buckets)
+    n = ticks + warmup
+    dicts = []
+    for t in range(n):
+        arms = {}
+        for arm, units in (("canary", 250), ("stable", 4750)):
+            counts = rng.multinomial(units, p, size=n_metrics)
+            arms[arm] = {"units": units, "events": {}, "buckets": {s.name: [int(x) for x in c] for s, c in zip(specs, counts)}}
+        dicts.append({"timestamp": 1_796_637_600.0 + 60.0 * t, "arms": arms, "tier": None})
+    settings = SplitSettings(window=10**9, max_extensions=0)
+    data = ticks_to_data([SplitTick.from_dict(d) for d in dicts], specs)
+    one = [data.ticks(t, t + 1) for t in range(n)]
+    out = []
+    for path in ("update", "parse+update"):
+        gate = SplitGate(specs, settings)
+        laps = np.empty(ticks)
+        for t in range(n):
+            if path == "update":
+                t0 = time.perf_counter_ns()
+                gate.update(one[t])
+            else:
+                t0 = time.perf_counter_ns()
+                gate.update(ticks_to_data([SplitTick.from_dict(dicts[t])], specs))
+            if t >= warmup:
+                laps[t - warmup] = time.perf_counter_ns() - t0
+        out.append({"path": path, "median_us": float(np.median(laps) / 1e3), "p99_us": float(np.percentile(laps, 99) / 1e3), "ticks": ticks})
+    batch = []
+    for _ in range(5):
+        gate = SplitGate(specs, settings)
+        t0 = time.perf_counter_ns()
+        gate.run_batch(data)
+        batch.append((time.perf_counter_ns() - t0) / n / 1e3)
+    out.append({"path": "run_batch", "median_us": float(np.median(batch)), "p99_us": float(max(batch)), "ticks": n})
+    return {"metrics": n_metrics, "buckets": n_buckets, "arms": 2, "results": out}

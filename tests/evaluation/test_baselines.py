@@ -122,7 +122,27 @@ def test_kayenta_score_one_failing_metric_of_twelve() -> None:
     judge = KayentaJudge()
     dirs = ["increase"] * 12
     score = judge.score(can.values, base.values[-480:], dirs)
-    assert score == pytest.approx(100 * 11 / 12)
+    assert score == round(100 * 11 / 12, 2)  # WeightedSumScorer rounds to two decimals
+
+
+def test_kayenta_score_fails_with_half_the_metrics_nodata() -> None:
+    """WeightedSumScorer.tooManyNodata: >= 50% Nodata metrics score 0 (the others all Pass); < 50% are
+    left out of the score."""
+    base, can = _frames()
+    ev, ctl = can.values[:, :4].copy(), base.values[-480:, :4]
+    ev[:, :2] = np.nan  # two of four metrics without canary data
+    assert KayentaJudge().score(ev, ctl, ["increase"] * 4) == 0.0
+    ev[:, 1] = can.values[:, 1]  # one of four
+    assert KayentaJudge().score(ev, ctl, ["increase"] * 4) == 100.0
+
+
+def test_kayenta_mean_ratio_nan_skips_the_effect_size_check() -> None:
+    """EffectSizes.meanRatio is NaN when the control mean is 0; the High condition then rests on the
+    interval alone (the old transcription took the ratio as 1.0, which fails allowed_increase > 1)."""
+    ctl = np.arange(-149.5, 150.0, 1.0)  # symmetric half-integers: the mean is exactly 0
+    assert float(np.mean(ctl)) == 0.0
+    exp = np.random.default_rng(1).normal(200.0, 50.0, 300)
+    assert classify_metric(exp, ctl, "increase", allowed_increase=1.2) == "High"
 
 
 def test_kayenta_stage_rolls_back_at_window_end_and_proceeds_when_clean() -> None:

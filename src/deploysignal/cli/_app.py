@@ -27,6 +27,7 @@ from ..gate import Decision, Gate, GateSettings, check_paired
 from ..simulate import SCENARIOS, simulate
 from ..sources import read_frame, read_signals_file, write_csv
 from ..telemetry import Frame
+from ._split_eval import SPLIT_SCENARIOS, split_demo, split_eval, write_split_scenario
 
 __all__ = ["app", "main"]
 
@@ -250,11 +251,28 @@ def replay_cmd(
 @app.command("simulate")
 @_guard
 def simulate_cmd(
-    scenario: str = typer.Argument(..., help=f"One of: {', '.join(SCENARIOS)}."),
+    scenario: str = typer.Argument(..., help=f"One of: {', '.join(SCENARIOS)}; split mode: {', '.join(SPLIT_SCENARIOS)}."),
     seed: int = typer.Option(0),
-    output: Path = typer.Option(..., "-o", "--output", help="Directory for baseline.csv, canary.csv, control.csv, truth.json."),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory for baseline.csv, canary.csv, control.csv, truth.json "
+                                "(split scenarios: requests.csv, signals.json, truth.json)."),
+    effect: str = typer.Option("none", help="Split scenarios: change injected into the canary arm (none = null); "
+                               "see `deploysignal split-eval --help` and docs/split_eval.md for the list."),
+    volume: float = typer.Option(500.0, help="Split scenarios: mean requests per tick (both arms)."),
+    share: float = typer.Option(0.05, help="Split scenarios: canary traffic share."),
+    ticks: int = typer.Option(60, help="Split scenarios: ticks of 60 s."),
+    routing: Optional[str] = typer.Option(None, help="Split scenarios: randomise by request or by session (default: the scenario's)."),
+    data_dir: Optional[Path] = typer.Option(None, help="split-azure: folder of the Azure LLM trace CSVs."),
 ) -> None:
-    """Write a seeded scenario: baseline, canary, control and the ground truth."""
+    """Write a seeded scenario: baseline, canary, control and the ground truth; or, for a split scenario,
+    a per-request log of both arms (the REQUESTS format of `gate --split`) with its signals file."""
+    if scenario in SPLIT_SCENARIOS:
+        paths = write_split_scenario(scenario, output, seed=seed, effect=effect, volume=volume, share=share, ticks=ticks, routing=routing, data_dir=data_dir)
+        out.print("wrote " + ", ".join(str(p) for p in paths))
+        return
+    given = [f"--{k.replace('_', '-')}" for k, v, d in (("effect", effect, "none"), ("volume", volume, 500.0), ("share", share, 0.05),
+                                                         ("ticks", ticks, 60), ("routing", routing, None), ("data_dir", data_dir, None)) if v != d]
+    if given:
+        raise InputError(f"{', '.join(given)} apply to split scenarios ({', '.join(SPLIT_SCENARIOS)}), not to {scenario!r}")
     sim = simulate(scenario, seed=seed)
     output.mkdir(parents=True, exist_ok=True)
     write_csv(sim.baseline, output / "baseline.csv")
@@ -267,11 +285,15 @@ def simulate_cmd(
 @app.command()
 @_guard
 def demo(
-    scenario: Optional[str] = typer.Argument(None, help="One scenario (default: all canned scenarios)."),
+    scenario: Optional[str] = typer.Argument(None, help="One scenario (default: all canned scenarios); a split-* scenario or "
+                                             "'split' runs the randomised-split gate."),
     seed: int = typer.Option(7),
     two_sample: bool = typer.Option(False, help="Compare against the live control stream instead of the baseline."),
 ) -> None:
     """Run the gate on seeded built-in scenarios and show what it decided and why."""
+    if scenario == "split" or scenario in SPLIT_SCENARIOS:
+        split_demo(None if scenario == "split" else scenario, seed, out)
+        return
     names = [scenario] if scenario else list(SCENARIOS)
     t = Table(title=f"deploysignal demo (seed {seed}, {'two' if two_sample else 'one'}-sample)")
     for col in ("scenario", "truth", "verdict", "decided at", "families", "why"):
@@ -297,6 +319,8 @@ def bench(
     ticks: int = typer.Option(5000, help="Ticks to time after warm-up."),
     seed: int = typer.Option(0),
     fleet: bool = typer.Option(False, "--fleet", help="Also time one fleet-observer update (10,000 shards x 12 signals)."),
+    split: bool = typer.Option(True, "--split/--no-split", help="Also time the split gate (12 metrics x 20 buckets x 2 arms)."),
+    split_ticks: int = typer.Option(100, help="Ticks timed for the split gate (each path)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-tick latency of the gate on a 12-signal stream (median, p99, microseconds): the live
@@ -310,6 +334,10 @@ def bench(
         from ..fleet._bench import bench_fleet
 
         res["fleet"] = bench_fleet(seed=seed)
+    if split:
+        from ..bench import bench_split
+
+        res["split"] = bench_split(ticks=split_ticks, seed=seed)
     if as_json:
         sys.stdout.write(canonical_json(res) + "\n")
         return
@@ -326,6 +354,14 @@ def bench(
     for r in res["floor"]:
         t.add_row(r["mode"], *(f"{r['us_per_tick'][p]:.1f}" for p in parts), f"{r['total_us']:.1f}", str(r["ticks"]))
     out.print(t)
+    if split:
+        sp = res["split"]
+        t = Table(title=f"split gate per-tick latency ({sp['metrics']} metrics x {sp['buckets']} buckets x {sp['arms']} arms)")
+        for col in ("path", "median us", "p99 us", "ticks"):
+            t.add_column(col)
+        for r in sp["results"]:
+            t.add_row(r["path"], f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", str(r["ticks"]))
+        out.print(t)
     if fleet:
         f = res["fleet"]
         out.print(f"fleet observer update, {f['n_shards']} shards x {f['n_signals']} signals: median {f['median_ms']:.1f} ms, "
@@ -359,6 +395,7 @@ def _register_subcommands() -> None:
     app.command("drill")(_migration.drill)
     app.add_typer(_fleet.app, name="fleet")
     app.add_typer(_prometheus.app, name="prometheus")
+    app.command("split-eval")(split_eval)
 
 
 _register_subcommands()

@@ -2,8 +2,10 @@
 
 What is transcribed, from spinnaker/kayenta (``kayenta-judge``, ``kayenta-mannwhitney``):
 
-* **Preprocessing** (``NetflixACAJudge.transformMetric``): NaNs removed (``nanStrategy: remove``), then
-  outliers removed by ``IQRDetector(factor=3.0, reduceSensitivity=true)``: a value is an outlier outside
+* **Preprocessing** (``NetflixACAJudge.transformMetric``) as configured per metric with
+  ``nanStrategy: remove`` and ``outliers: {strategy: remove}`` (Kayenta's defaults are ``none`` for
+  both, which replaces NaNs by 0 and keeps outliers): NaNs removed, then outliers removed by
+  ``IQRDetector(factor=3.0, reduceSensitivity=true)``: a value is an outlier outside
   ``[min(Q1 - 3 IQR, P1), max(Q3 + 3 IQR, P99)]``.
 * **Metric classification** (``MannWhitneyClassifier(tolerance=0.25, confLevel=0.98)``): the asymptotic
   two-sample Wilcoxon confidence interval of R's ``wilcox.test`` (continuity-corrected, tie-corrected
@@ -12,8 +14,10 @@ What is transcribed, from spinnaker/kayenta (``kayenta-judge``, ``kayenta-mannwh
   canary/baseline) is at least ``allowed_increase``; *Low* symmetrically; otherwise *Pass*. The metric's
   direction (``increase``/``decrease``/``either``) is configured from the signal's direction of harm,
   as a Kayenta user would.
-* **Scoring** (``WeightedSumScorer``, one group): ``score = 100 * #Pass / #(Pass + High + Low)``;
-  ``ThresholdScoreClassifier(pass=95, marginal=75)``.
+* **Scoring** (``WeightedSumScorer``, one group): 0 when 50% or more of the metrics are *Nodata*
+  (``tooManyNodata``), else ``score = 100 * #Pass / #(Pass + High + Low)`` rounded to two decimals;
+  ``ThresholdScoreClassifier(pass=95, marginal=75)``. The effect size is Kayenta's ``meanRatio``: NaN
+  when either mean is 0, in which case the effect-size condition is skipped.
 * **Canary stage** (Spinnaker): a judgement every ``interval`` ticks over a *growing* lookback (all canary
   data so far), compared with the baseline over the same ticks (the live control in two-sample mode; the
   baseline one day earlier otherwise). Any interim score below *marginal* fails the canary at once; the
@@ -166,12 +170,13 @@ def classify_metric(
             "Low" if experiment[0] < control[0] and direction != "increase" else "Pass"
         )
     lo, hi, est = mann_whitney_interval(experiment, control, conf_level)
-    cmean = float(np.mean(control))
-    deviation = 1.0 if cmean == 0.0 else float(np.mean(experiment)) / cmean
+    # EffectSizes.meanRatio: NaN when either mean is 0, and a NaN effect size skips the effect-size check
+    cmean, emean = float(np.mean(control)), float(np.mean(experiment))
+    deviation = math.nan if cmean == 0.0 or emean == 0.0 else emean / cmean
     crit = tolerance * abs(est)
-    if direction in ("increase", "either") and lo > crit and deviation >= allowed_increase:
+    if direction in ("increase", "either") and lo > crit and (math.isnan(deviation) or deviation >= allowed_increase):
         return "High"
-    if direction in ("decrease", "either") and hi < -crit and deviation <= allowed_decrease:
+    if direction in ("decrease", "either") and hi < -crit and (math.isnan(deviation) or deviation <= allowed_decrease):
         return "Low"
     return "Pass"
 
@@ -203,7 +208,7 @@ class KayentaJudge:
     name: str = "kayenta"
 
     def score(self, experiment: np.ndarray, control: np.ndarray, directions: list[str]) -> float:
-        """One judgement: columns are metrics; returns the summary score in [0, 100] (0 when all Nodata)."""
+        """One judgement: columns are metrics; returns the summary score in [0, 100]."""
         labels = []
         for j, direction in enumerate(directions):
             e, c = experiment[:, j], control[:, j]
@@ -218,9 +223,13 @@ class KayentaJudge:
                 )
             except ValueError:
                 labels.append("Error")
+        # WeightedSumScorer: 50% or more Nodata metrics fail the run (score 0); else Pass / (Pass + High +
+        # Low), rounded to two decimals (Precision.round)
+        if labels and 100.0 * labels.count("Nodata") / len(labels) >= 50.0:
+            return 0.0
         n_pass = labels.count("Pass")
         total = n_pass + labels.count("High") + labels.count("Low")
-        return 100.0 * n_pass / total if total else 0.0
+        return round(100.0 * n_pass / total, 2) if total else 0.0
 
     def judgements(self, baseline: Frame, canary: Frame, control: Frame | None = None, *, stop_below: float | None = None) -> list[tuple[int, float]]:
         """(end tick, score) of every judgement over a growing lookback, stopping after the first score

@@ -255,12 +255,17 @@ def _assess(metric: dict[str, Any], res: MetricResult) -> str:
 
 
 def run_metric(provider: ArgoKayentaProvider, metric: dict[str, Any], started: _dt.datetime, max_steps: int = 50,
-               on_step: Any = None) -> MetricResult:
+               on_step: Any = None, first: Measurement | None = None) -> MetricResult:
     """Drive one metric of an AnalysisRun until its phase completes or ``max_steps`` provider calls were
     made (then it is still Running: the controller would keep polling). ``on_step(i)`` runs before
-    each call (tests ingest telemetry there)."""
+    each call (tests ingest telemetry there). ``first``: a measurement the metric already took (its
+    ``Run``), which the loop continues from."""
     res = MetricResult()
     now = started
+    if first is not None:
+        res.measurements.append(first)
+        if first.phase == ERROR:
+            res.error, res.consecutive_error = 1, 1
     for i in range(max_steps):
         if on_step is not None:
             on_step(i)

@@ -548,7 +548,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(templates_router(ctx, read, write, _store_template))
 
     # ------------------------------------------------------------------ Kayenta drop-in (service/_kayenta.py)
-    app.include_router(kayenta_router(store, manager, settings, _now, read, write))
+    app.include_router(kayenta_router(ctx, manager, settings, read, write))
 
     # ------------------------------------------------------------------ metrics, health
     @app.get("/metrics", tags=["ops"])

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from ._argo_kayenta import ERROR, FAILED, INCONCLUSIVE, RUNNING, SUCCESSFUL, ArgoKayentaProvider, run_metric
-from ._proc import READ, WRITE, Server, free_port
+from ._proc import KAYENTA, WRITE, Server, free_port
 from .conftest import ticks_of
 
 #: one live server per run: under ``--dist loadgroup`` the module's tests stay on one worker
@@ -39,7 +39,7 @@ def doc_template(marker: str = "this block") -> dict:
     return yaml.safe_load(block.group(1))
 
 
-def metric_for(url: str, canary_hash: str, key: str = READ, config_name: str | None = None, **threshold: int) -> dict:
+def metric_for(url: str, canary_hash: str, key: str = KAYENTA, config_name: str | None = None, **threshold: int) -> dict:
     """The doc's metric with Argo's argument substitution ({{args.x}}) and the live service's address;
     ``config_name`` replaces the doc's ``canaryConfigName`` (the template id) by an analysis id."""
     tpl = doc_template()
@@ -85,12 +85,12 @@ def verdict(c: httpx.Client, aid: str) -> tuple[str, bool]:
     return v["verdict"], v["final"]
 
 
-def named(url: str, canary_hash: str, key: str = READ, **threshold: int) -> dict:
+def named(url: str, canary_hash: str, key: str = KAYENTA, **threshold: int) -> dict:
     """The doc's metric with ``canaryConfigName`` naming the explicit analysis ``prod.inference-api.<hash>``."""
     return metric_for(url, canary_hash, key, f"prod.inference-api.{canary_hash}", **threshold)
 
 
-def drive(url: str, canary_hash: str, on_step=None, max_steps: int = 40, key: str = READ, threshold: dict | None = None, template: bool = False, **kw):
+def drive(url: str, canary_hash: str, on_step=None, max_steps: int = 40, key: str = KAYENTA, threshold: dict | None = None, template: bool = False, **kw):
     """Run the metric (the doc's template id as config when ``template``, else the explicit analysis)."""
     metric = metric_for(url, canary_hash, key, **(threshold or {})) if template else named(url, canary_hash, key, **(threshold or {}))
     with ArgoKayentaProvider(**kw) as p:
@@ -106,7 +106,7 @@ def test_healthy_canary_is_successful_with_score_100(live):
     assert res.phase == SUCCESSFUL and len(res.measurements) == 1
     m = res.measurements[0]
     assert m.phase == SUCCESSFUL and m.value == "100" and m.metadata["canaryExecutionId"].startswith("ex-")
-    body = httpx.get(f"{srv.url}/kayenta/{READ}/canary/{m.metadata['canaryExecutionId']}").json()
+    body = httpx.get(f"{srv.url}/kayenta/{KAYENTA}/canary/{m.metadata['canaryExecutionId']}").json()
     assert body["complete"] is True and body["status"] == "succeeded" and body["canaryConfigId"] == "prod.inference-api.healthy1"
     jr = body["result"]["judgeResult"]
     assert jr["score"] == {"score": 100.0, "classification": "Pass", "classificationReason": "deploysignal gate proceeded"}
@@ -134,7 +134,7 @@ def test_regression_is_failed_with_score_0(live):
     m = res.measurements[-1]
     assert m.phase == FAILED and m.value == "0"
     assert len(res.measurements) == 1  # the measurement was Running until the gate rolled back
-    body = httpx.get(f"{srv.url}/kayenta/{READ}/canary/{m.metadata['canaryExecutionId']}").json()
+    body = httpx.get(f"{srv.url}/kayenta/{KAYENTA}/canary/{m.metadata['canaryExecutionId']}").json()
     jr = body["result"]["judgeResult"]
     assert jr["score"]["score"] == 0.0 and jr["score"]["classification"] == "Fail"
     assert jr["score"]["classificationReason"].startswith("Canary Failed: deploysignal gate rolled back")
@@ -170,7 +170,7 @@ def test_pending_and_extending_stay_running(live):
     for h in ("pending1", "extending1"):
         res = drive(srv.url, h, max_steps=40)
         assert res.phase == RUNNING and len(res.measurements) == 1 and res.measurements[0].phase == RUNNING
-        body = httpx.get(f"{srv.url}/kayenta/{READ}/canary/{res.measurements[0].metadata['canaryExecutionId']}").json()
+        body = httpx.get(f"{srv.url}/kayenta/{KAYENTA}/canary/{res.measurements[0].metadata['canaryExecutionId']}").json()
         assert body["complete"] is False and body["result"] is None
 
 
@@ -209,7 +209,7 @@ def test_errors_end_in_error_never_successful(live, tmp_path):
         assert p.resume(metric, m).phase == ERROR
     # the log does not show the key
     log = Path(srv.log.name).read_text()
-    assert f"/kayenta/{READ}/" not in log and '"GET /kayenta/***/canaryConfig?' in log
+    assert f"/kayenta/{KAYENTA}/" not in log and '"GET /kayenta/***/canaryConfig?' in log
 
 
 def test_execution_is_bound_to_its_analysis(live):
@@ -372,7 +372,7 @@ def test_spinnaker_canary_stage_succeeds_only_on_proceed(live):
     }
     scope = {"scope": "inference-api-canary", "location": "eu-west-1", "start": "2026-12-07T03:00:00Z", "end": "2026-12-07T04:00:00Z",
              "step": 60, "extendedScopeParams": {}}
-    base = f"{srv.url}/kayenta/{READ}"
+    base = f"{srv.url}/kayenta/{KAYENTA}"
     with httpx.Client(timeout=15) as orca:
         for aid, (config, window, ext, ticks, want) in setups.items():
             create(c, aid, config, window=window, max_extensions=ext)

@@ -13,7 +13,7 @@ import json
 from deploysignal.service._kayenta import KEY_IN_PATH
 
 from ._argo_kayenta import ERROR, FAILED, RUNNING, SUCCESSFUL, ArgoKayentaProvider, run_metric
-from ._proc import READ
+from ._proc import KAYENTA, READ
 from .conftest import W, make_client, ticks_of
 from .test_kayenta_argo import T0, metric_for, nodata
 
@@ -31,14 +31,14 @@ def _ingest(c, aid: str, ticks: list[dict]) -> None:
 
 
 def _metric(canary_hash: str, config_name: str | None = None) -> dict:
-    return metric_for(URL, canary_hash, READ, config_name)
+    return metric_for(URL, canary_hash, KAYENTA, config_name)
 
 
 def _post(c, config_id: str, scope: str, start: str = "2026-12-07T03:00:00Z", **thresholds):
     side = {"region": "default", "scope": scope, "step": 60, "start": start, "end": "2027-06-02T00:00:00Z"}
     body = {"scopes": {"default": {"controlScope": {**side, "scope": "app=a,rollouts-pod-template-hash=stable"}, "experimentScope": side}},
             "thresholds": thresholds or {"pass": 95, "marginal": 50}}
-    return c.post(f"/kayenta/{READ}/canary/{config_id}?application=a", json=body)
+    return c.post(f"/kayenta/{KAYENTA}/canary/{config_id}?application=a", json=body)
 
 
 def test_hash_reused_by_a_later_rollout_never_gets_the_old_verdict(tmp_path, healthy_sim, step_sim):
@@ -95,7 +95,7 @@ def test_decided_analysis_refuses_a_later_execution_for_any_scope(tmp_path, heal
         assert r.status_code == 409 and "judges revision 'h1'" in r.json()["detail"]
         ex = _post(c, "bound", "app=a,rollouts-pod-template-hash=h1").json()["canaryExecutionId"]
         _ingest(c, "bound", nodata(healthy.canary, 0, 5))
-        body = c.get(f"/kayenta/{READ}/canary/{ex}").json()
+        body = c.get(f"/kayenta/{KAYENTA}/canary/{ex}").json()
         assert body["deploysignal"]["revision"] == "h1" and body["complete"] is False
 
 
@@ -107,14 +107,14 @@ def test_template_needs_one_hash_in_the_experiment_scope(tmp_path, healthy_sim):
         two = {"region": "r", "scope": "rollouts-pod-template-hash=x1", "step": 60}
         body = {"scopes": {"a": {"experimentScope": two}, "b": {"experimentScope": {**two, "scope": "rollouts-pod-template-hash=x2"}}},
                 "thresholds": {"pass": 95, "marginal": 50}}
-        r = c.post(f"/kayenta/{READ}/canary/prod.t", json=body)
+        r = c.post(f"/kayenta/{KAYENTA}/canary/prod.t", json=body)
         assert r.status_code == 422 and "2 revisions" in r.json()["detail"]
         assert c.get("/v1/templates/prod.t", headers=W).json()["revisions"] == []
         # the bearer form names the revision explicitly
         r = c.post("/v1/kayenta/canary", json={"analysisId": "prod.t", "revision": "x1", "thresholds": {"pass": 95, "marginal": 50}}, headers=W)
         assert r.status_code == 200 and c.get(f"/v1/kayenta/canary/{r.json()['canaryExecutionId']}", headers=W).json()["canaryConfigId"] == "prod.t@x1"
         # GET /canaryConfig lists the template, so Argo's lookup by name finds it before any analysis exists
-        assert {"prod.t", "prod.t@x1"} <= {x["name"] for x in c.get(f"/kayenta/{READ}/canaryConfig").json()}
+        assert {"prod.t", "prod.t@x1"} <= {x["name"] for x in c.get(f"/kayenta/{KAYENTA}/canaryConfig").json()}
 
 
 def test_thresholds_are_required_whole_numbers(tmp_path, healthy_sim):
@@ -129,7 +129,7 @@ def test_thresholds_are_required_whole_numbers(tmp_path, healthy_sim):
         assert ok.status_code == 200
         assert c.get(f"/v1/kayenta/canary/{ok.json()['canaryExecutionId']}", headers=W).json()["canaryExecutionRequest"] is None
         # the path-key form (Argo, Orca): a missing marginal is 422 too (Orca's null-threshold branch)
-        r = c.post(f"/kayenta/{READ}/canary/th", json={"scopes": {}, "thresholds": {"pass": 95}})
+        r = c.post(f"/kayenta/{KAYENTA}/canary/th", json={"scopes": {}, "thresholds": {"pass": 95}})
         assert r.status_code == 422 and "marginal" in r.text
 
 
@@ -137,3 +137,27 @@ def test_access_log_redaction_touches_only_the_keyed_address():
     assert KEY_IN_PATH.sub(r"\1***", "GET /kayenta/s3cr3t/canaryConfig?x=1 HTTP/1.1") == "GET /kayenta/***/canaryConfig?x=1 HTTP/1.1"
     assert KEY_IN_PATH.sub(r"\1***", "POST /v1/kayenta/canary HTTP/1.1") == "POST /v1/kayenta/canary HTTP/1.1"
     assert KEY_IN_PATH.sub(r"\1***", "GET /v1/kayenta/canary/ex-1 HTTP/1.1") == "GET /v1/kayenta/canary/ex-1 HTTP/1.1"
+
+
+def test_kayenta_key_is_its_own_role_and_executions_are_capped(tmp_path, healthy_sim, monkeypatch):
+    """Only a ``kayenta`` token opens the keyed address (a read or write token there is refused: URLs
+    are logged), and it opens nothing else; one analysis accepts at most MAX_EXECUTIONS executions."""
+    from deploysignal.service import _kayenta
+
+    from .conftest import WRITE
+
+    _, cfg = healthy_sim
+    with make_client(tmp_path) as c:
+        c.post("/v1/analyses", json={"id": "cap", "config": json.loads(cfg.to_json()), "window": 120}, headers=W)
+        for tok in (READ, WRITE, "unknown"):
+            assert c.get(f"/kayenta/{tok}/canaryConfig").status_code == 401, tok
+        assert c.get(f"/kayenta/{KAYENTA}/canaryConfig").status_code == 200
+        bearer = {"Authorization": f"Bearer {KAYENTA}"}
+        assert c.get("/v1/analyses", headers=bearer).status_code == 403
+        assert c.post("/v1/kayenta/canary", json={"analysisId": "cap", "thresholds": {"pass": 95, "marginal": 50}}, headers=bearer).status_code == 403
+        flagger = {"name": "cap", "namespace": "x", "checksum": "h1", "metadata": {"analysis": "cap"}}
+        assert c.post("/v1/flagger/rollout", json={**flagger, "metadata": {"analysis": "cap", "token": KAYENTA}}).status_code == 401
+        assert c.post("/v1/flagger/rollout", json=flagger, headers=bearer).status_code == 401
+        monkeypatch.setattr(_kayenta, "MAX_EXECUTIONS", 3)
+        got = [_post(c, "cap", "app=a,rollouts-pod-template-hash=h1").status_code for _ in range(5)]
+        assert got == [200, 200, 200, 429, 429]

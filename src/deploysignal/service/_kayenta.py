@@ -13,17 +13,23 @@ credentials and builds every URL from the template's ``address``::
 
 It maps ``int(score)`` to Successful (``>= pass``), Inconclusive (``>= marginal``) or Failed, with the
 *template's* thresholds. Here ``address`` is ``http://host:port/kayenta/<key>``: the key is a token of
-the tokens file (read or write role, compared by hash like a bearer token); without it, or with an
-unknown one, every route answers 401 and the provider records a measurement error (``--insecure``: any
-key). A canary config is a
-deploysignal analysis: ``id`` and ``name`` are the analysis id, so ``canaryConfigName`` in the template
-names the analysis (one per rollout revision, e.g. ``prod.api.{{args.canary-hash}}``; a new revision
-looks up a new name and finds nothing until its analysis exists: an error, never another revision's
-verdict). An execution records the analysis id (and, for the record, its baseline version) when it is
-created and is answered only from that analysis.
+role ``kayenta`` in the tokens file (compared by hash like a bearer token; accepted nowhere else, and a
+read or write token is refused there, since URLs are logged); an unknown or refused key gets 401 on
+every route and the provider records a measurement error (``--insecure``: any key). One analysis
+accepts at most ``MAX_EXECUTIONS`` executions (429 after that).
 
-Score, as Kayenta's ``WeightedSumScorer`` with the gate as the one critical metric
-----------------------------------------------------------------------------------
+A canary config is an analysis template or an analysis (both listed by ``GET /canaryConfig``, ``id`` =
+``name``). With a template, the execution judges ``<template>@<hash>`` for the
+``rollouts-pod-template-hash=<hash>`` its experiment scope names, created on first sight
+(:class:`~deploysignal.service._revisions.IntegrationContext`); an explicit analysis is bound to the
+first hash named (another hash: 409). An execution is refused (409) when its analysis existed and was
+already decided (proceed, rollback or a final extend) when the execution was requested: a verdict
+answers only executions started before it was reached, so a hash reused by a later rollout (undo,
+retry) never gets the earlier rollout's verdict. An execution records its analysis, revision and
+baseline version when it is created and is answered only from that analysis.
+
+Score: the gate as the one critical result (deviations from Kayenta's ``WeightedSumScorer`` below)
+------------------------------------------------------------------------------------------------
 =================  ==========  =======================  ================================
 gate verdict       complete    score                    classification (Argo phase)
 =================  ==========  =======================  ================================
@@ -34,11 +40,16 @@ extend, final      true        marginal if < pass,      Marginal (Inconclusive) 
                                else 0                   Fail (Failed)
 =================  ==========  =======================  ================================
 
-Kayenta's scorer gives 0 whenever a critical metric is not ``Pass``; the gate's verdict is that metric,
-so no rollback can carry a passing score. The per-signal entries of ``judgeResult.results`` are
-diagnostics (not critical, in no group, so the scorer gives them no weight). A ``pass`` threshold of 0
-would make Argo call score 0 Successful, a ``marginal`` of 0 would make it Inconclusive; such requests
-are rejected (422, a measurement error), so a rollback is always Failed.
+A rollback's gate result is ``High`` or ``Low`` and scores 0, as Kayenta's ``criticalFailures`` rule
+would. Two deliberate deviations, both towards not promoting: a final extend's gate result is
+``Nodata`` but scores ``marginal`` (Kayenta would score a non-``Pass`` critical result 0, i.e. Failed;
+here the rollout pauses as Inconclusive, "undecided" not being evidence of harm), and Kayenta's
+``tooManyNodata`` rule (0 when at least half the results are ``Nodata``) is not applied: the per-signal
+entries of ``judgeResult.results`` are diagnostics (not critical, in no group, no weight), and a
+proceed already accounts for missing data. Thresholds must be whole numbers 1-100 (a ``pass`` of 0
+would make Argo call score 0 Successful, a ``marginal`` of 0 would make it Inconclusive, a fraction
+could be truncated by a client); other requests are rejected (422, a measurement error), so a
+rollback is always Failed.
 Guarantee: ``complete`` with ``score >= pass`` happens only when the gate's verdict is ``proceed``; the
 statistical guarantee is the gate's (see :class:`deploysignal.gate.Gate`), not the score's.
 
@@ -70,6 +81,9 @@ __all__ = ["KEY_IN_PATH", "KayentaStart", "RedactKayentaKey", "execution_status"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 JUDGE = "deploysignal-anytime-valid"
 GATE_METRIC = "deploysignal-gate"
+#: executions one analysis may have (Argo starts one per measurement and one more after each error;
+#: the cap bounds what a leaked key can write)
+MAX_EXECUTIONS = 1000
 #: the path segment that carries the key (redacted from access logs by :class:`RedactKayentaKey`)
 KEY_IN_PATH = re.compile(r"(?<!/v1)(/kayenta/)[^/?\s]+")
 
@@ -295,9 +309,14 @@ def kayenta_router(ctx: IntegrationContext, manager: Any, settings: ServiceSetti
     router = APIRouter(tags=["kayenta"])
     store, now = ctx.store, ctx.now
 
-    def path_key(key: Annotated[str, Path(description="A token of the tokens file (read or write role); Argo's `address` ends with /kayenta/<key>.")]) -> None:
-        if not settings.insecure and settings.role_of(key) is None:
+    def path_key(key: Annotated[str, Path(description="A token of role kayenta (tokens file); Argo's `address` ends with /kayenta/<key>.")]) -> None:
+        if settings.insecure:
+            return
+        role = settings.role_of(key)
+        if role is None:
             raise HTTPException(401, "unknown key in the Kayenta address (/kayenta/<token>/...)")
+        if role != "kayenta":  # a URL ends up in proxy and browser logs: only a token that can do nothing else
+            raise HTTPException(401, f"a {role} token may not be the key of a Kayenta address (URLs are logged): use a token of role kayenta")
 
     keyed = [Depends(path_key)]
 
@@ -319,7 +338,8 @@ def kayenta_router(ctx: IntegrationContext, manager: Any, settings: ServiceSetti
         ex = "ex-" + secrets.token_hex(8)
         req = {"thresholds": {"pass": thresholds.pass_, "marginal": thresholds.marginal}, "baseline_version": store.get(res.analysis).spec["config_version"],
                "revision": res.revision, "template": res.template, "tick_at_start": v["n_ticks"], **extra}
-        store.create_execution(ex, res.analysis, req, now())
+        if not store.create_execution(ex, res.analysis, req, now(), limit=MAX_EXECUTIONS):
+            raise HTTPException(429, f"analysis {res.analysis!r} already has {MAX_EXECUTIONS} executions (the limit per analysis): judge a new revision with a new analysis")
         return {"canaryExecutionId": ex}
 
     def status(ex: str) -> dict[str, Any]:

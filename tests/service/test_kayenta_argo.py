@@ -386,3 +386,19 @@ def test_spinnaker_canary_stage_succeeds_only_on_proceed(live):
         body = orca.get(f"{base}/canary/{ex}").json()
         assert body["application"] == "inference-api" and body["parentPipelineExecutionId"] == "01JPIPELINE"
         assert body["startTimeIso"].endswith("Z")  # java.time.Instant's form
+
+
+def test_port_decodes_the_config_list_as_go_does():
+    """The port's config lookup fails where Go's ``json.Unmarshal`` into ``[]kayenta.canaryConfig``
+    fails (so the live tests check the service's field types), and reads keys case-insensitively."""
+    def answer(configs):
+        return httpx.MockTransport(lambda req: httpx.Response(200, json=configs))
+
+    metric = named("http://svc", "h1")
+    ok = [{"ID": "prod.inference-api.h1", "name": "prod.inference-api.h1", "updatedTimestamp": 1, "applications": [], "extra": {}}]
+    with ArgoKayentaProvider(transport=answer(ok)) as p:
+        assert p._config_id(metric["provider"]["kayenta"]) == "prod.inference-api.h1"
+    for bad in ({"id": 7}, {"name": ["x"]}, {"updatedTimestamp": 1.5}, {"updatedTimestamp": "1"}, {"applications": [1]}):
+        with ArgoKayentaProvider(transport=answer([{**ok[0], **bad}])) as p:
+            with pytest.raises(ValueError, match="cannot unmarshal"):
+                p._config_id(metric["provider"]["kayenta"])

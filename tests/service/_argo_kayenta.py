@@ -17,6 +17,8 @@ Ported from argoproj/argo-rollouts at commit 9f8d111d8f8e3e88b6d7f8bbdf62fd3cd86
   Waiting (``resumeDelay`` 15 s, error retry 10 s, ``interval``) is collapsed: the loop calls the next
   step at once.
 
+The config list is decoded as Go decodes it into ``kayenta.canaryConfig`` (field types checked).
+
 Known upstream quirk kept: the config lookup passes ``storageAccountName`` as
 ``configurationAccountName``; and ``fmt.Sprintf("%v", nil)`` makes a missing execution id ``<nil>``.
 """
@@ -64,6 +66,29 @@ def _rfc3339(t: _dt.datetime) -> str:
     return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: ``kayenta.canaryConfig``'s fields (Go matches JSON keys case-insensitively) and the JSON types
+#: ``encoding/json`` accepts for them (null leaves the zero value)
+_CANARY_CONFIG = {"id": "string", "name": "string", "updatedtimestamp": "int", "updatedtimestampiso": "string", "applications": "[]string"}
+
+
+def _decode_canary_config(s: Any) -> dict[str, Any]:
+    """``json.Unmarshal`` into ``kayenta.canaryConfig``: an object whose known fields have their Go
+    types (string; int, no fraction; []string), else the same error Go gives; unknown keys ignored."""
+    if not isinstance(s, dict):
+        raise ValueError("json: cannot unmarshal into Go value of type kayenta.canaryConfig")
+    out: dict[str, Any] = {}
+    for key, v in s.items():
+        want = _CANARY_CONFIG.get(key.lower())
+        if want is None or v is None:
+            continue
+        ok = {"string": isinstance(v, str), "int": isinstance(v, int) and not isinstance(v, bool),
+              "[]string": isinstance(v, list) and all(isinstance(x, str) for x in v)}[want]
+        if not ok:
+            raise ValueError(f"json: cannot unmarshal {type(v).__name__} into Go struct field canaryConfig.{key} of type {want}")
+        out[key.lower()] = v
+    return out
+
+
 def _nested(obj: Any, *path: str) -> tuple[Any, bool, str | None]:
     """``unstructured.NestedFieldNoCopy``: (value, found, error). A missing or null step is not found;
     a step that is not an object is an error."""
@@ -103,10 +128,8 @@ class ArgoKayentaProvider:
         cc = r.json()
         if not isinstance(cc, list):
             raise ValueError("json: cannot unmarshal into Go value of type []kayenta.canaryConfig")
-        for s in cc:
-            if not isinstance(s, dict):
-                raise ValueError("json: cannot unmarshal into Go value of type kayenta.canaryConfig")
-            low = {key.lower(): v for key, v in s.items()}
+        configs = [_decode_canary_config(s) for s in cc]  # json.Unmarshal decodes the whole list first
+        for low in configs:
             if low.get("name") == k.get("canaryConfigName"):
                 return str(low.get("id") or "")
         raise ValueError("Canary config not found")
@@ -255,12 +278,17 @@ def _assess(metric: dict[str, Any], res: MetricResult) -> str:
 
 
 def run_metric(provider: ArgoKayentaProvider, metric: dict[str, Any], started: _dt.datetime, max_steps: int = 50,
-               on_step: Any = None) -> MetricResult:
+               on_step: Any = None, first: Measurement | None = None) -> MetricResult:
     """Drive one metric of an AnalysisRun until its phase completes or ``max_steps`` provider calls were
     made (then it is still Running: the controller would keep polling). ``on_step(i)`` runs before
-    each call (tests ingest telemetry there)."""
+    each call (tests ingest telemetry there). ``first``: a measurement the metric already took (its
+    ``Run``), which the loop continues from."""
     res = MetricResult()
     now = started
+    if first is not None:
+        res.measurements.append(first)
+        if first.phase == ERROR:
+            res.error, res.consecutive_error = 1, 1
     for i in range(max_steps):
         if on_step is not None:
             on_step(i)

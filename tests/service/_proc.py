@@ -14,7 +14,7 @@ import httpx
 
 from deploysignal.service import hash_token
 
-WRITE, READ = "w-token-test", "r-token-test"
+WRITE, READ, KAYENTA = "w-token-test", "r-token-test", "k-token-test"
 SERVE = "import typer; from deploysignal.cli._service import serve; typer.run(serve)"
 
 
@@ -26,7 +26,8 @@ def free_port() -> int:
 
 def tokens_file(tmp: Path) -> Path:
     p = tmp / "tokens.json"
-    p.write_text(json.dumps([{"name": "w", "sha256": hash_token(WRITE), "role": "write"}, {"name": "r", "sha256": hash_token(READ), "role": "read"}]))
+    p.write_text(json.dumps([{"name": "w", "sha256": hash_token(WRITE), "role": "write"}, {"name": "r", "sha256": hash_token(READ), "role": "read"},
+                              {"name": "k", "sha256": hash_token(KAYENTA), "role": "kayenta"}]))
     return p
 
 

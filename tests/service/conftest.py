@@ -8,7 +8,7 @@ import pytest
 from deploysignal.calibration import compile_baseline
 from deploysignal.simulate import simulate
 
-WRITE, READ = "w-token-test", "r-token-test"
+WRITE, READ, KAYENTA = "w-token-test", "r-token-test", "k-token-test"
 
 
 @functools.lru_cache(maxsize=4)
@@ -51,7 +51,8 @@ def make_client(tmp_path, **kw):
 
     st = ServiceSettings(
         store_url=kw.pop("store_url", f"sqlite:///{tmp_path / 'ds.db'}"),
-        tokens=[TokenEntry(name="w", sha256=hash_token(WRITE), role="write"), TokenEntry(name="r", sha256=hash_token(READ), role="read")],
+        tokens=[TokenEntry(name="w", sha256=hash_token(WRITE), role="write"), TokenEntry(name="r", sha256=hash_token(READ), role="read"),
+                TokenEntry(name="k", sha256=hash_token(KAYENTA), role="kayenta")],
         **kw,
     )
     return TestClient(create_app(st), raise_server_exceptions=False)

@@ -80,7 +80,7 @@ def test_kayenta_execution(svc):
     assert set(by.values()) <= {"Pass", "High", "Low", "Nodata"}
     assert c.get(f"/v1/kayenta/canary/{ex}").status_code == 401
     assert c.get("/v1/kayenta/canary/ex-nope", headers=R).status_code == 404
-    assert c.post("/v1/kayenta/canary", json={"analysisId": "nope"}, headers=W).status_code == 404
-    assert c.post("/v1/kayenta/canary", json={"analysisId": "test.podinfo"}, headers=R).status_code == 403
+    assert c.post("/v1/kayenta/canary", json={"analysisId": "nope", "thresholds": {"pass": 95, "marginal": 75}}, headers=W).status_code == 404
+    assert c.post("/v1/kayenta/canary", json={"analysisId": "test.podinfo", "thresholds": {"pass": 95, "marginal": 75}}, headers=R).status_code == 403
     bad = c.post("/v1/kayenta/canary", json={"analysisId": "test.podinfo", "thresholds": {"pass": 0, "marginal": 0}}, headers=W)
     assert bad.status_code == 422 and "thresholds.pass" in bad.json()["detail"]

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from ._argo_kayenta import ERROR, FAILED, INCONCLUSIVE, RUNNING, SUCCESSFUL, ArgoKayentaProvider, run_metric
-from ._proc import READ, WRITE, Server, free_port
+from ._proc import KAYENTA, WRITE, Server, free_port
 from .conftest import ticks_of
 
 #: one live server per run: under ``--dist loadgroup`` the module's tests stay on one worker
@@ -30,22 +30,26 @@ W = {"Authorization": f"Bearer {WRITE}"}
 T0 = _dt.datetime(2026, 12, 7, 3, 0, tzinfo=_dt.timezone.utc)
 
 
-def doc_template() -> dict:
-    """The AnalysisTemplate block under the marker in docs/integrations.md."""
+def doc_template(marker: str = "this block") -> dict:
+    """The AnalysisTemplate block (or, with ``marker="this block too"``, the Rollout block) under its
+    marker in docs/integrations.md."""
     text = DOC.read_text(encoding="utf-8")
-    block = re.search(r"<!-- tests/service/test_kayenta_argo.py loads this block -->\n```yaml\n(.*?)```", text, re.S)
-    assert block, "the Kayenta AnalysisTemplate block is missing from docs/integrations.md"
+    block = re.search(rf"<!-- tests/service/test_kayenta_argo.py loads {marker} -->\n```yaml\n(.*?)```", text, re.S)
+    assert block, f"the Kayenta block '{marker}' is missing from docs/integrations.md"
     return yaml.safe_load(block.group(1))
 
 
-def metric_for(url: str, canary_hash: str, key: str = READ, **threshold: int) -> dict:
-    """The doc's metric with Argo's argument substitution ({{args.x}}) and the live service's address."""
+def metric_for(url: str, canary_hash: str, key: str = KAYENTA, config_name: str | None = None, **threshold: int) -> dict:
+    """The doc's metric with Argo's argument substitution ({{args.x}}) and the live service's address;
+    ``config_name`` replaces the doc's ``canaryConfigName`` (the template id) by an analysis id."""
     tpl = doc_template()
     assert [a["name"] for a in tpl["spec"]["args"]] == ["canary-hash", "kayenta-key"]
     raw = json.dumps(tpl["spec"]["metrics"][0])
     raw = raw.replace("{{args.canary-hash}}", canary_hash).replace("{{args.kayenta-key}}", key)
     raw = raw.replace("http://deploysignal.deploysignal.svc:8080", url)
     metric = json.loads(raw)
+    if config_name is not None:
+        metric["provider"]["kayenta"]["canaryConfigName"] = config_name
     if threshold:
         metric["provider"]["kayenta"]["threshold"] = threshold
     return metric
@@ -81,9 +85,16 @@ def verdict(c: httpx.Client, aid: str) -> tuple[str, bool]:
     return v["verdict"], v["final"]
 
 
-def drive(url: str, canary_hash: str, on_step=None, max_steps: int = 40, key: str = READ, threshold: dict | None = None, **kw):
+def named(url: str, canary_hash: str, key: str = KAYENTA, **threshold: int) -> dict:
+    """The doc's metric with ``canaryConfigName`` naming the explicit analysis ``prod.inference-api.<hash>``."""
+    return metric_for(url, canary_hash, key, f"prod.inference-api.{canary_hash}", **threshold)
+
+
+def drive(url: str, canary_hash: str, on_step=None, max_steps: int = 40, key: str = KAYENTA, threshold: dict | None = None, template: bool = False, **kw):
+    """Run the metric (the doc's template id as config when ``template``, else the explicit analysis)."""
+    metric = metric_for(url, canary_hash, key, **(threshold or {})) if template else named(url, canary_hash, key, **(threshold or {}))
     with ArgoKayentaProvider(**kw) as p:
-        return run_metric(p, metric_for(url, canary_hash, key, **(threshold or {})), T0, max_steps=max_steps, on_step=on_step)
+        return run_metric(p, metric, T0, max_steps=max_steps, on_step=on_step)
 
 
 # ---------------------------------------------------------------------- the gate decides
@@ -95,7 +106,7 @@ def test_healthy_canary_is_successful_with_score_100(live):
     assert res.phase == SUCCESSFUL and len(res.measurements) == 1
     m = res.measurements[0]
     assert m.phase == SUCCESSFUL and m.value == "100" and m.metadata["canaryExecutionId"].startswith("ex-")
-    body = httpx.get(f"{srv.url}/kayenta/{READ}/canary/{m.metadata['canaryExecutionId']}").json()
+    body = httpx.get(f"{srv.url}/kayenta/{KAYENTA}/canary/{m.metadata['canaryExecutionId']}").json()
     assert body["complete"] is True and body["status"] == "succeeded" and body["canaryConfigId"] == "prod.inference-api.healthy1"
     jr = body["result"]["judgeResult"]
     assert jr["score"] == {"score": 100.0, "classification": "Pass", "classificationReason": "deploysignal gate proceeded"}
@@ -110,7 +121,7 @@ def test_healthy_canary_is_successful_with_score_100(live):
     # what Argo sent is recorded: lookback scope start = run start, end = the measurement's time
     sc = body["canaryExecutionRequest"]["scopes"]["default"]
     assert sc["experimentScope"]["start"] == "2026-12-07T03:00:00Z" and sc["experimentScope"]["scope"].endswith("=healthy1")
-    assert body["canaryExecutionRequest"]["thresholds"] == {"pass": 95.0, "marginal": 50.0}
+    assert body["canaryExecutionRequest"]["thresholds"] == {"pass": 95, "marginal": 50}
 
 
 def test_regression_is_failed_with_score_0(live):
@@ -123,30 +134,29 @@ def test_regression_is_failed_with_score_0(live):
     m = res.measurements[-1]
     assert m.phase == FAILED and m.value == "0"
     assert len(res.measurements) == 1  # the measurement was Running until the gate rolled back
-    body = httpx.get(f"{srv.url}/kayenta/{READ}/canary/{m.metadata['canaryExecutionId']}").json()
+    body = httpx.get(f"{srv.url}/kayenta/{KAYENTA}/canary/{m.metadata['canaryExecutionId']}").json()
     jr = body["result"]["judgeResult"]
     assert jr["score"]["score"] == 0.0 and jr["score"]["classification"] == "Fail"
     assert jr["score"]["classificationReason"].startswith("Canary Failed: deploysignal gate rolled back")
     assert jr["results"][0]["critical"] is True and jr["results"][0]["classification"] in ("High", "Low")
     assert {r["name"]: r["classification"] for r in jr["results"]}["p99_latency_ms"] == "High"
-    # even with the laxest thresholds Argo accepts from us, a rollback cannot pass
+    # an execution started after the rollback is refused (its verdict predates it), whatever the thresholds
     for th in ({"pass": 1, "marginal": 1}, {"pass": 100, "marginal": 100}):
         with ArgoKayentaProvider() as p:
-            m2 = p.run(metric_for(srv.url, "regress1", **th), T0, T0)
-            assert p.resume(metric_for(srv.url, "regress1", **th), m2).phase == FAILED
+            assert p.run(named(srv.url, "regress1", **th), T0, T0).phase == ERROR
 
 
 def test_final_extend_is_inconclusive_never_successful(live):
     srv, c, _, (healthy, cfg) = live
     aid = "prod.inference-api.nodata1"
     create(c, aid, cfg, window=60)
-    res = drive(srv.url, "nodata1", on_step=lambda i: ingest(c, aid, nodata(healthy.canary, 20 * i, min(20 * (i + 1), 60))))
-    assert verdict(c, aid) == ("extend", True)
-    assert res.phase == INCONCLUSIVE and res.measurements[-1].value == "50"  # the template's marginal
-    # thresholds leaving no Marginal band: Failed, not Successful
-    metric = metric_for(srv.url, "nodata1", **{"pass": 60, "marginal": 60})
+    metric = named(srv.url, "nodata1", **{"pass": 60, "marginal": 60})  # thresholds leaving no Marginal band
     with ArgoKayentaProvider() as p:
-        assert p.resume(metric, p.run(metric, T0, T0)).phase == FAILED
+        m60 = p.run(metric, T0, T0)  # started while the analysis is undecided
+        res = drive(srv.url, "nodata1", on_step=lambda i: ingest(c, aid, nodata(healthy.canary, 20 * i, min(20 * (i + 1), 60))))
+        assert verdict(c, aid) == ("extend", True)
+        assert res.phase == INCONCLUSIVE and res.measurements[-1].value == "50"  # the template's marginal
+        assert p.resume(metric, m60).phase == FAILED  # Failed, not Successful
 
 
 def test_pending_and_extending_stay_running(live):
@@ -160,7 +170,7 @@ def test_pending_and_extending_stay_running(live):
     for h in ("pending1", "extending1"):
         res = drive(srv.url, h, max_steps=40)
         assert res.phase == RUNNING and len(res.measurements) == 1 and res.measurements[0].phase == RUNNING
-        body = httpx.get(f"{srv.url}/kayenta/{READ}/canary/{res.measurements[0].metadata['canaryExecutionId']}").json()
+        body = httpx.get(f"{srv.url}/kayenta/{KAYENTA}/canary/{res.measurements[0].metadata['canaryExecutionId']}").json()
         assert body["complete"] is False and body["result"] is None
 
 
@@ -175,6 +185,7 @@ def test_errors_end_in_error_never_successful(live, tmp_path):
         "service down": drive(down, "proceeds"),
         "unknown key": drive(srv.url, "proceeds", key="not-a-token"),
         "no analysis for this revision": drive(srv.url, "revision-without-analysis"),
+        "verdict reached before the execution": drive(srv.url, "proceeds"),
         "pass 0 (Argo would call score 0 Successful)": drive(srv.url, "proceeds", threshold={"pass": 0, "marginal": 0}),
         "marginal 0 (a rollback would be Inconclusive)": drive(srv.url, "proceeds", threshold={"pass": 50, "marginal": 0}),
     }
@@ -188,16 +199,17 @@ def test_errors_end_in_error_never_successful(live, tmp_path):
         assert len(res.measurements) == 5 and all(m.phase == ERROR for m in res.measurements), name
     assert "Canary config not found" in cases["no analysis for this revision"].measurements[0].message
     # a known execution polled through a wrong key, and an unknown execution id
-    metric = metric_for(srv.url, "proceeds")
+    create(c, "prod.inference-api.undecided", cfg, window=120)
+    metric = named(srv.url, "undecided")
     with ArgoKayentaProvider() as p:
         m = p.run(metric, T0, T0)
         assert m.phase == RUNNING
-        assert p.resume(metric_for(srv.url, "proceeds", key="not-a-token"), m).phase == ERROR
+        assert p.resume(named(srv.url, "undecided", key="not-a-token"), m).phase == ERROR
         m.phase, m.metadata = RUNNING, {"canaryExecutionId": "ex-0000000000000000"}
         assert p.resume(metric, m).phase == ERROR
     # the log does not show the key
     log = Path(srv.log.name).read_text()
-    assert f"/kayenta/{READ}/" not in log and '"GET /kayenta/***/canaryConfig?' in log
+    assert f"/kayenta/{KAYENTA}/" not in log and '"GET /kayenta/***/canaryConfig?' in log
 
 
 def test_execution_is_bound_to_its_analysis(live):
@@ -205,13 +217,13 @@ def test_execution_is_bound_to_its_analysis(live):
     srv, c, (step, cfg_step), (healthy, cfg) = live
     create(c, "prod.inference-api.rev1", cfg_step, window=480)
     with ArgoKayentaProvider() as p:
-        m1 = p.run(metric_for(srv.url, "rev1"), T0, T0)
+        m1 = p.run(named(srv.url, "rev1"), T0, T0)
         create(c, "prod.inference-api.rev2", cfg, window=120)
+        m2 = p.run(named(srv.url, "rev2"), T0, T0)
         ingest(c, "prod.inference-api.rev2", ticks_of(healthy.canary, 0, 120))  # rev2 proceeds
         ingest(c, "prod.inference-api.rev1", ticks_of(step.canary, 0, 480))  # rev1 rolls back
-        assert p.resume(metric_for(srv.url, "rev1"), m1).phase == FAILED
-        m2 = p.run(metric_for(srv.url, "rev2"), T0, T0)
-        assert p.resume(metric_for(srv.url, "rev2"), m2).phase == SUCCESSFUL
+        assert p.resume(named(srv.url, "rev1"), m1).phase == FAILED
+        assert p.resume(named(srv.url, "rev2"), m2).phase == SUCCESSFUL
 
 
 # ---------------------------------------------------------------------- injected faults
@@ -244,29 +256,29 @@ class Faulty(httpx.BaseTransport):
 
 
 def test_injected_faults_never_end_successful_unless_the_gate_proceeded(live):
-    """200 seeded metric runs (40 per analysis state), each call faulted with probability 0.3."""
+    """200 seeded metric runs (40 per analysis state), each call faulted with probability 0.3. Every run
+    starts (``Run``) while its analysis is undecided, then the analysis reaches its state and the
+    metric goes on (polls, and new ``Run`` calls after errors, which are refused once decided)."""
     srv, c, (step, cfg_step), (healthy, cfg) = live
-    states = {"fz-proceed": ("proceed", True), "fz-rollback": ("rollback", True), "fz-final": ("extend", True),
-              "fz-extend": ("extend", False), "fz-pending": ("pending", False)}
-    create(c, "prod.inference-api.fz-proceed", cfg, window=120)
-    ingest(c, "prod.inference-api.fz-proceed", ticks_of(healthy.canary, 0, 120))
-    create(c, "prod.inference-api.fz-rollback", cfg_step, window=480)
-    ingest(c, "prod.inference-api.fz-rollback", ticks_of(step.canary, 0, 480))
-    create(c, "prod.inference-api.fz-final", cfg, window=60)
-    ingest(c, "prod.inference-api.fz-final", nodata(healthy.canary, 0, 60))
-    create(c, "prod.inference-api.fz-extend", cfg, window=60, max_extensions=1)
-    ingest(c, "prod.inference-api.fz-extend", nodata(healthy.canary, 0, 60))
-    create(c, "prod.inference-api.fz-pending", cfg, window=480)
-    for h, want in states.items():
-        assert verdict(c, f"prod.inference-api.{h}") == want, h
+    states = {"fz-proceed": ("proceed", True, cfg, 120, 0, ticks_of(healthy.canary, 0, 120)),
+              "fz-rollback": ("rollback", True, cfg_step, 480, 0, ticks_of(step.canary, 0, 480)),
+              "fz-final": ("extend", True, cfg, 60, 0, nodata(healthy.canary, 0, 60)),
+              "fz-extend": ("extend", False, cfg, 60, 1, nodata(healthy.canary, 0, 60)),
+              "fz-pending": ("pending", False, cfg, 480, 0, [])}
     seen: dict[str, set[str]] = {h: set() for h in states}
-    for i, h in enumerate(states):
+    for i, (h, (want, final, config, window, ext, ticks)) in enumerate(states.items()):
+        aid = f"prod.inference-api.{h}"
+        create(c, aid, config, window=window, max_extensions=ext)
+        metric = named(srv.url, h)
         with ArgoKayentaProvider(transport=Faulty(np.random.default_rng([7, i]), 0.3)) as p:
-            for _ in range(40):
-                res = run_metric(p, metric_for(srv.url, h), T0, max_steps=12)
+            firsts = [p.run(metric, T0, T0) for _ in range(40)]
+            ingest(c, aid, ticks)
+            assert verdict(c, aid) == (want, final), h
+            for m in firsts:
+                res = run_metric(p, metric, T0, max_steps=12, first=m)
                 seen[h].add(res.phase)
                 if res.phase == SUCCESSFUL:
-                    assert states[h][0] == "proceed", (h, res)
+                    assert want == "proceed", (h, res)
     assert seen["fz-proceed"] >= {SUCCESSFUL}
     assert seen["fz-rollback"] <= {FAILED, ERROR, RUNNING} and FAILED in seen["fz-rollback"]
     assert seen["fz-final"] <= {INCONCLUSIVE, ERROR, RUNNING} and INCONCLUSIVE in seen["fz-final"]
@@ -281,9 +293,41 @@ def test_doc_template_is_what_the_port_reads():
     assert "interval" not in metric and "count" not in metric  # one measurement (EffectiveCount 1)
     assert k["lookback"] is True and k["threshold"]["pass"] > k["threshold"]["marginal"] > 0
     assert k["address"].endswith("/kayenta/{{args.kayenta-key}}")
-    # required by Argo's CRD (manifests/crds/analysis-template-crd.yaml at 9f8d111): kayenta and threshold
-    assert {"address", "application", "canaryConfigName", "configurationAccountName", "metricsAccountName", "scopes",
-            "storageAccountName", "threshold"} <= set(k) and {"pass", "marginal"} <= set(k["threshold"])
+    assert "{{args" not in k["canaryConfigName"]  # a template id: the revision comes from the scope
+    assert k["scopes"][0]["experimentScope"]["scope"].endswith("rollouts-pod-template-hash={{args.canary-hash}}")
+
+
+def test_doc_template_is_accepted_by_argos_crd():
+    """The doc's AnalysisTemplate validates against the openAPIV3Schema of Argo Rollouts' CRD (the
+    vendored subset in argo_analysis_template_kayenta.schema.json names its source commit); the same
+    check rejects what the CRD rejects (a scope without ``region``, ``thresholds`` for ``threshold``)."""
+    import copy
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "argo_analysis_template_kayenta.schema.json").read_text(encoding="utf-8"))
+    check = jsonschema.Draft7Validator(schema)
+    tpl = doc_template()
+    assert [e.message for e in check.iter_errors(tpl)] == []
+    no_region = copy.deepcopy(tpl)
+    del no_region["spec"]["metrics"][0]["provider"]["kayenta"]["scopes"][0]["controlScope"]["region"]
+    plural = copy.deepcopy(tpl)
+    k = plural["spec"]["metrics"][0]["provider"]["kayenta"]
+    k["thresholds"] = k.pop("threshold")
+    assert ["'region' is a required property"] == [e.message for e in check.iter_errors(no_region)]
+    assert "'threshold' is a required property" in [e.message for e in check.iter_errors(plural)]
+
+
+def test_doc_rollout_runs_the_template_as_an_inline_step():
+    """A background analysis does not hold the steps while the measurement is Running: the doc's
+    Rollout must use the template in ``steps`` and pass the pod-template-hash it judges."""
+    ro = doc_template("this block too")
+    assert ro["kind"] == "Rollout" and "analysis" not in ro["spec"]["strategy"]["canary"]
+    steps = ro["spec"]["strategy"]["canary"]["steps"]
+    inline = [s["analysis"] for s in steps if "analysis" in s]
+    assert len(inline) == 1 and inline[0]["templates"] == [{"templateName": doc_template()["metadata"]["name"]}]
+    assert inline[0]["args"] == [{"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}}]
+    assert steps.index({"analysis": inline[0]}) < len(steps) - 1  # a later step waits for it
 
 
 def test_score_passes_only_on_proceed_for_every_accepted_threshold():
@@ -328,17 +372,33 @@ def test_spinnaker_canary_stage_succeeds_only_on_proceed(live):
     }
     scope = {"scope": "inference-api-canary", "location": "eu-west-1", "start": "2026-12-07T03:00:00Z", "end": "2026-12-07T04:00:00Z",
              "step": 60, "extendedScopeParams": {}}
-    base = f"{srv.url}/kayenta/{READ}"
+    base = f"{srv.url}/kayenta/{KAYENTA}"
     with httpx.Client(timeout=15) as orca:
         for aid, (config, window, ext, ticks, want) in setups.items():
             create(c, aid, config, window=window, max_extensions=ext)
-            ingest(c, aid, ticks)
             ctx = {"canaryConfigId": aid, "metricsAccountName": "deploysignal", "storageAccountName": "deploysignal",
                    "scopes": {"default": {"controlScope": {**scope, "scope": "inference-api-baseline"}, "experimentScope": scope}},
                    "scoreThresholds": {"pass": 95, "marginal": 75}, "siteLocal": {}}
-            ex = run_task(orca, base, ctx, "inference-api", "01JPIPELINE")
+            ex = run_task(orca, base, ctx, "inference-api", "01JPIPELINE")  # started before the evidence
+            ingest(c, aid, ticks)
             assert [monitor_task(orca, base, ex, ctx) for _ in range(3)] == [want] * 3, aid
             assert monitor_task(orca, f"{srv.url}/kayenta/not-a-token", ex, ctx) == "ERROR"
         body = orca.get(f"{base}/canary/{ex}").json()
         assert body["application"] == "inference-api" and body["parentPipelineExecutionId"] == "01JPIPELINE"
         assert body["startTimeIso"].endswith("Z")  # java.time.Instant's form
+
+
+def test_port_decodes_the_config_list_as_go_does():
+    """The port's config lookup fails where Go's ``json.Unmarshal`` into ``[]kayenta.canaryConfig``
+    fails (so the live tests check the service's field types), and reads keys case-insensitively."""
+    def answer(configs):
+        return httpx.MockTransport(lambda req: httpx.Response(200, json=configs))
+
+    metric = named("http://svc", "h1")
+    ok = [{"ID": "prod.inference-api.h1", "name": "prod.inference-api.h1", "updatedTimestamp": 1, "applications": [], "extra": {}}]
+    with ArgoKayentaProvider(transport=answer(ok)) as p:
+        assert p._config_id(metric["provider"]["kayenta"]) == "prod.inference-api.h1"
+    for bad in ({"id": 7}, {"name": ["x"]}, {"updatedTimestamp": 1.5}, {"updatedTimestamp": "1"}, {"applications": [1]}):
+        with ArgoKayentaProvider(transport=answer([{**ok[0], **bad}])) as p:
+            with pytest.raises(ValueError, match="cannot unmarshal"):
+                p._config_id(metric["provider"]["kayenta"])

@@ -50,14 +50,18 @@ def test_serve_without_flags_generates_tokens_and_serves_local_docs(tmp_path):
     try:
         _wait(proc, url)
         d = tmp_path / ".deploysignal"
-        write, read = (d / "write.token").read_text().strip(), (d / "read.token").read_text().strip()
-        assert len(write) >= 40 and write != read
+        write, read, kay = ((d / f"{r}.token").read_text().strip() for r in ("write", "read", "kayenta"))
+        assert len(write) >= 40 and len({write, read, kay}) == 3
         assert stat.S_IMODE((d / "write.token").stat().st_mode) == 0o600 and stat.S_IMODE(d.stat().st_mode) == 0o700
         assert write not in (d / "tokens.json").read_text()  # hashes only
         assert httpx.get(url + "/v1/analyses").status_code == 401
         assert httpx.get(url + "/v1/analyses", headers={"Authorization": f"Bearer {read}"}).json() == []
         r = httpx.post(url + "/v1/analyses", json={"baseline": {"timestamps": [0, 1], "values": {"x": [1.0, 2.0]}}}, headers={"Authorization": f"Bearer {read}"})
         assert r.status_code == 403
+        # the kayenta token opens the Kayenta address and nothing else; a read token is refused there
+        assert httpx.get(f"{url}/kayenta/{kay}/canaryConfig").json() == []
+        assert httpx.get(f"{url}/kayenta/{read}/canaryConfig").status_code == 401
+        assert httpx.get(url + "/v1/analyses", headers={"Authorization": f"Bearer {kay}"}).status_code == 403
         # Swagger UI and ReDoc: no external host, every referenced asset served by the service
         for page in ("/docs", "/redoc"):
             html = httpx.get(url + page).text
@@ -72,7 +76,7 @@ def test_serve_without_flags_generates_tokens_and_serves_local_docs(tmp_path):
         assert httpx.get(url + "/openapi.json").json()["components"]["securitySchemes"]["writeToken"]["scheme"] == "bearer"
     finally:
         out = _stop(proc)
-    assert "generated a write and a read token in .deploysignal/" in out and f"http://127.0.0.1:{port}" in out
+    assert f"generated write, read and kayenta tokens in {tmp_path / '.deploysignal'}/" in out and f"http://127.0.0.1:{port}" in out
     # a second start reuses them (nothing regenerated, the same token still works)
     proc = _start(tmp_path, port)
     try:
@@ -80,4 +84,27 @@ def test_serve_without_flags_generates_tokens_and_serves_local_docs(tmp_path):
         assert httpx.get(url + "/v1/analyses", headers={"Authorization": f"Bearer {write}"}).status_code == 200
     finally:
         out = _stop(proc)
-    assert "using .deploysignal/tokens.json" in out
+    assert f"using {tmp_path / '.deploysignal' / 'tokens.json'}" in out
+
+
+def test_token_generation_recovers_from_an_interrupted_start_and_tightens_the_directory(tmp_path):
+    """A start killed after writing a token file but before tokens.json must not make every later
+    start fail; an existing directory with looser permissions is tightened to 0700."""
+    import json
+
+    from deploysignal.cli._service import _generated_tokens
+    from deploysignal.service import hash_token
+
+    d = tmp_path / "tok"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    (d / "write.token").write_text("left-over\n")  # the interrupted start
+    tokens = _generated_tokens(d, "127.0.0.1", 8080)
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    entries = json.loads(tokens.read_text())
+    assert [e["role"] for e in entries] == ["write", "read", "kayenta"]
+    for e in entries:
+        tok = (d / f"{e['role']}.token").read_text().strip()
+        assert tok != "left-over" and hash_token(tok) == e["sha256"]
+        assert stat.S_IMODE((d / f"{e['role']}.token").stat().st_mode) == 0o600
+    assert sorted(p.name for p in d.iterdir()) == ["kayenta.token", "read.token", "tokens.json", "write.token"]  # no temporary left

@@ -31,7 +31,7 @@ def serve(
     port: int = typer.Option(8080, min=0, max=65535, help="TCP port."),
     store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="sqlite:///path.db or postgresql://..."),
     tokens_file: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_TOKENS_FILE", help="YAML/JSON list of {name, sha256, role}."),
-    tokens_dir: Path = typer.Option(Path(".deploysignal"), help="Without --tokens-file: where a write and a read token are generated on first start (write.token, read.token, tokens.json with their hashes) and reused after."),
+    tokens_dir: Path = typer.Option(Path(".deploysignal"), envvar="DEPLOYSIGNAL_TOKENS_DIR", help="Without --tokens-file: where a write, a read and a kayenta token are generated on first start (write.token, read.token, kayenta.token, tokens.json with their hashes) and reused after; relative to the working directory."),
     insecure: bool = typer.Option(False, help="No authentication (local experiments only)."),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Larger request bodies get 413."),
     max_batch_ticks: int = typer.Option(10_000, help="Ticks per ingest request."),
@@ -46,7 +46,7 @@ def serve(
     """Run the HTTP service (FastAPI + uvicorn); OpenAPI spec at /openapi.json, docs at /docs.
 
     Without --tokens-file (and without --insecure) it uses the tokens in --tokens-dir, generating a
-    write and a read token there on first start, and says where they are.
+    write, a read and a kayenta token there on first start, and says where they are.
     """
     import uvicorn
 
@@ -88,31 +88,44 @@ def _log_config() -> dict:
 
 
 def _generated_tokens(directory: Path, host: str, port: int) -> Path:
-    """``directory/tokens.json``; on first use a write and a read token are generated (``secrets``),
-    written to ``write.token`` / ``read.token`` (mode 0600, directory 0700) and only their hashes to
-    ``tokens.json``. Says on stderr where they are and how to use them."""
+    """``directory/tokens.json``; on first use a write, a read and a kayenta token are generated
+    (``secrets``), written to ``write.token`` / ``read.token`` / ``kayenta.token`` (mode 0600, directory
+    0700, tightened if it exists) and only their hashes to ``tokens.json``. Every file is written to a
+    temporary name and renamed, ``tokens.json`` last: a start interrupted before that leaves no
+    ``tokens.json`` and the next start generates all three again. Says on stderr where they are."""
     import secrets
+    import tempfile
 
     from ..service import hash_token
 
+    directory = directory.absolute()
     tokens = directory / "tokens.json"
+
+    def put(path: Path, text: str) -> None:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")  # mode 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+
     if not tokens.exists():
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.chmod(0o700)
             entries = []
-            for role in ("write", "read"):
+            for role in ("write", "read", "kayenta"):
                 tok = secrets.token_urlsafe(32)
-                fd = os.open(directory / f"{role}.token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(tok + "\n")
+                put(directory / f"{role}.token", tok + "\n")
                 entries.append({"name": f"generated-{role}", "sha256": hash_token(tok), "role": role})
-            tokens.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+            put(tokens, json.dumps(entries, indent=1) + "\n")
         except OSError as exc:
             raise ConfigError(f"cannot generate tokens in {directory} ({exc}); pass --tokens-file or --tokens-dir") from None
-        err.print(f"no --tokens-file: generated a write and a read token in {directory}/ (write.token, read.token; hashes in tokens.json)")
+        err.print(f"no --tokens-file: generated write, read and kayenta tokens in {directory}/ (write.token, read.token, kayenta.token; hashes in tokens.json)")
     else:
-        err.print(f"no --tokens-file: using {tokens} (tokens in {directory}/write.token and read.token when generated there)")
-    err.print(f"  curl -H \"Authorization: Bearer $(cat {directory}/read.token)\" http://{host}:{port}/v1/analyses", markup=False)
+        err.print(f"no --tokens-file: using {tokens}")
+    if (directory / "read.token").exists():
+        err.print(f"  curl -H \"Authorization: Bearer $(cat {directory}/read.token)\" http://{host}:{port}/v1/analyses", markup=False)
+    if (directory / "kayenta.token").exists():
+        err.print(f"  Kayenta address (Argo's kayenta provider): http://{host}:{port}/kayenta/$(cat {directory}/kayenta.token)", markup=False)
     return tokens
 
 

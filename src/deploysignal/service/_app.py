@@ -330,6 +330,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             have = "write" if settings.insecure else None if cred is None else settings.role_of(cred.credentials)
             if have is None:
                 raise HTTPException(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
+            if have == "kayenta":
+                raise HTTPException(403, "a kayenta token is accepted only as the key of a Kayenta address (/kayenta/<key>/...)")
             if role == "write" and have != "write":
                 raise HTTPException(403, "this endpoint needs a write token")
 
@@ -545,7 +547,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         store=store,
         tables=IntegrationTables(store),
         verdict=_verdict_body,
-        role=lambda authorization, token: _role(authorization) or (None if token is None else settings.role_of(token)),
+        role=lambda authorization, token: next((r for r in (_role(authorization), None if token is None else settings.role_of(token)) if r in ("read", "write")), None),
         create=_template_create,
         now=_now,
     )
@@ -554,7 +556,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(templates_router(ctx, read, write, _store_template))
 
     # ------------------------------------------------------------------ Kayenta drop-in (service/_kayenta.py)
-    app.include_router(kayenta_router(store, manager, settings, _now, read, write))
+    app.include_router(kayenta_router(ctx, manager, settings, read, write))
 
     # ------------------------------------------------------------------ metrics, health
     @app.get("/metrics", tags=["ops"])

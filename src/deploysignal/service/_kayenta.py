@@ -13,17 +13,23 @@ credentials and builds every URL from the template's ``address``::
 
 It maps ``int(score)`` to Successful (``>= pass``), Inconclusive (``>= marginal``) or Failed, with the
 *template's* thresholds. Here ``address`` is ``http://host:port/kayenta/<key>``: the key is a token of
-the tokens file (read or write role, compared by hash like a bearer token); without it, or with an
-unknown one, every route answers 401 and the provider records a measurement error (``--insecure``: any
-key). A canary config is a
-deploysignal analysis: ``id`` and ``name`` are the analysis id, so ``canaryConfigName`` in the template
-names the analysis (one per rollout revision, e.g. ``prod.api.{{args.canary-hash}}``; a new revision
-looks up a new name and finds nothing until its analysis exists: an error, never another revision's
-verdict). An execution records the analysis id (and, for the record, its baseline version) when it is
-created and is answered only from that analysis.
+role ``kayenta`` in the tokens file (compared by hash like a bearer token; accepted nowhere else, and a
+read or write token is refused there, since URLs are logged); an unknown or refused key gets 401 on
+every route and the provider records a measurement error (``--insecure``: any key). One analysis
+accepts at most ``MAX_EXECUTIONS`` executions (429 after that).
 
-Score, as Kayenta's ``WeightedSumScorer`` with the gate as the one critical metric
-----------------------------------------------------------------------------------
+A canary config is an analysis template or an analysis (both listed by ``GET /canaryConfig``, ``id`` =
+``name``). With a template, the execution judges ``<template>@<hash>`` for the
+``rollouts-pod-template-hash=<hash>`` its experiment scope names, created on first sight
+(:class:`~deploysignal.service._revisions.IntegrationContext`); an explicit analysis is bound to the
+first hash named (another hash: 409). An execution is refused (409) when its analysis existed and was
+already decided (proceed, rollback or a final extend) when the execution was requested: a verdict
+answers only executions started before it was reached, so a hash reused by a later rollout (undo,
+retry) never gets the earlier rollout's verdict. An execution records its analysis, revision and
+baseline version when it is created and is answered only from that analysis.
+
+Score: the gate as the one critical result (deviations from Kayenta's ``WeightedSumScorer`` below)
+------------------------------------------------------------------------------------------------
 =================  ==========  =======================  ================================
 gate verdict       complete    score                    classification (Argo phase)
 =================  ==========  =======================  ================================
@@ -34,11 +40,16 @@ extend, final      true        marginal if < pass,      Marginal (Inconclusive) 
                                else 0                   Fail (Failed)
 =================  ==========  =======================  ================================
 
-Kayenta's scorer gives 0 whenever a critical metric is not ``Pass``; the gate's verdict is that metric,
-so no rollback can carry a passing score. The per-signal entries of ``judgeResult.results`` are
-diagnostics (not critical, in no group, so the scorer gives them no weight). A ``pass`` threshold of 0
-would make Argo call score 0 Successful, a ``marginal`` of 0 would make it Inconclusive; such requests
-are rejected (422, a measurement error), so a rollback is always Failed.
+A rollback's gate result is ``High`` or ``Low`` and scores 0, as Kayenta's ``criticalFailures`` rule
+would. Two deliberate deviations, both towards not promoting: a final extend's gate result is
+``Nodata`` but scores ``marginal`` (Kayenta would score a non-``Pass`` critical result 0, i.e. Failed;
+here the rollout pauses as Inconclusive, "undecided" not being evidence of harm), and Kayenta's
+``tooManyNodata`` rule (0 when at least half the results are ``Nodata``) is not applied: the per-signal
+entries of ``judgeResult.results`` are diagnostics (not critical, in no group, no weight), and a
+proceed already accounts for missing data. Thresholds must be whole numbers 1-100 (a ``pass`` of 0
+would make Argo call score 0 Successful, a ``marginal`` of 0 would make it Inconclusive, a fraction
+could be truncated by a client); other requests are rejected (422, a measurement error), so a
+rollback is always Failed.
 Guarantee: ``complete`` with ``score >= pass`` happens only when the gate's verdict is ``proceed``; the
 statistical guarantee is the gate's (see :class:`deploysignal.gate.Gate`), not the score's.
 
@@ -55,21 +66,26 @@ import datetime as _dt
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .._exceptions import InputError
+from ._revisions import REVISION_PATTERN, IntegrationContext, RevisionRefused
 from ._settings import ServiceSettings
 
-__all__ = ["KEY_IN_PATH", "KayentaStart", "RedactKayentaKey", "execution_status", "kayenta_router"]
+__all__ = ["KEY_IN_PATH", "KayentaStart", "RedactKayentaKey", "execution_status", "is_complete", "kayenta_router", "scope_revision"]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 JUDGE = "deploysignal-anytime-valid"
 GATE_METRIC = "deploysignal-gate"
+#: executions one analysis may have (Argo starts one per measurement and one more after each error;
+#: the cap bounds what a leaked key can write)
+MAX_EXECUTIONS = 1000
 #: the path segment that carries the key (redacted from access logs by :class:`RedactKayentaKey`)
-KEY_IN_PATH = re.compile(r"(/kayenta/)[^/?\s]+")
+KEY_IN_PATH = re.compile(r"(?<!/v1)(/kayenta/)[^/?\s]+")
 
 
 class _Model(BaseModel):
@@ -77,13 +93,22 @@ class _Model(BaseModel):
 
 
 class KayentaThresholds(BaseModel):
-    """Kayenta's ``CanaryClassifierThresholdsConfig`` (0-100), both above 0: with ``pass`` 0 Argo's
-    provider counts every score, 0 included, as Successful; with ``marginal`` 0 a rollback (score 0)
-    would be Inconclusive instead of Failed."""
+    """Kayenta's ``CanaryClassifierThresholdsConfig``: whole numbers 1-100, both required (Argo's CRD
+    declares them int64). With ``pass`` 0 Argo's provider counts every score, 0 included, as
+    Successful; with ``marginal`` 0 a rollback (score 0) would be Inconclusive instead of Failed; a
+    fraction such as 0.5 would let a client that truncates to an integer read a rollback's 0 as a pass.
+    ``95.0`` is read as 95 (a client may send doubles); ``95.5`` is rejected."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    pass_: float = Field(alias="pass", gt=0, le=100, allow_inf_nan=False)
-    marginal: float = Field(gt=0, le=100, allow_inf_nan=False)
+    pass_: int = Field(alias="pass", ge=1, le=100)
+    marginal: int = Field(ge=1, le=100)
+
+    @field_validator("pass_", "marginal", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float):  # no "95", no true
+            raise ValueError("must be a whole number from 1 to 100")
+        return v
 
 
 class ScopeDetail(_Model):
@@ -112,11 +137,45 @@ class CanaryExecutionRequest(_Model):
 
 
 class KayentaStart(BaseModel):
-    """Body of ``POST /v1/kayenta/canary`` (bearer-token form): the analysis to judge and thresholds."""
+    """Body of ``POST /v1/kayenta/canary`` (bearer-token form): the analysis (or template) to judge, the
+    revision it judges and the thresholds (required: no default a client could silently rely on)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    analysisId: str = Field(pattern=ID_PATTERN)
-    thresholds: KayentaThresholds = Field(default_factory=lambda: KayentaThresholds.model_validate({"pass": 75, "marginal": 50}))
+    analysisId: str = Field(pattern=ID_PATTERN, description="An analysis id, or a template id (then `revision` is required).")
+    revision: str | None = Field(None, pattern=REVISION_PATTERN, description="The revision judged (e.g. the pod-template-hash).")
+    thresholds: KayentaThresholds
+
+
+#: Argo's label for a ReplicaSet's pod template: the revision an experiment scope names
+HASH_IN_SCOPE = re.compile(r"rollouts-pod-template-hash\s*=\s*([^\s,;)]+)")
+
+
+def scope_revision(scopes: dict[str, ScopePair]) -> str | None:
+    """The revision the experiment scopes name (``rollouts-pod-template-hash=<hash>``), or None.
+
+    >>> scope_revision({"default": ScopePair.model_validate({"experimentScope": {"scope": "app=a,rollouts-pod-template-hash=7f9c"}})})
+    '7f9c'
+
+    Raises
+    ------
+    InputError
+        Two scopes name different revisions (one execution judges one revision).
+    """
+    found = sorted({m.group(1) for pair in scopes.values() if pair.experimentScope is not None and pair.experimentScope.scope
+                    for m in [HASH_IN_SCOPE.search(pair.experimentScope.scope)] if m is not None})
+    if len(found) > 1:
+        raise InputError(f"the experiment scopes name {len(found)} revisions ({', '.join(found)[:200]}): one execution judges one revision",
+                         column="scopes.experimentScope.scope")
+    return found[0] if found else None
+
+
+def is_complete(verdict: str, final: bool) -> bool:
+    """Whether a verdict ends an execution (Kayenta's ``complete``): proceed, rollback or any final one.
+
+    >>> is_complete("extend", False), is_complete("extend", True), is_complete("proceed", True)
+    (False, True, True)
+    """
+    return verdict in ("proceed", "rollback") or final
 
 
 # ---------------------------------------------------------------------- the mapping (pure)
@@ -131,7 +190,7 @@ def execution_status(ex: str, aid: str, request: dict[str, Any], created: str, e
     verdict = "pending" if last is None else last.verdict
     final = last is not None and last.final
     fired = [] if last is None else list(last.fired_families)
-    complete = verdict in ("proceed", "rollback") or final
+    complete = is_complete(verdict, final)
     th = request["thresholds"]
     signals = engine.signal_classification()
     result = None
@@ -191,7 +250,7 @@ def execution_status(ex: str, aid: str, request: dict[str, Any], created: str, e
         "metricsAccountName": request.get("metricsAccountName"),
         "storageAccountName": request.get("storageAccountName"),
         "configurationAccountName": request.get("configurationAccountName"),
-        "deploysignal": {"analysisId": aid, "baselineVersion": baseline_version, "verdict": verdict, "final": final,
+        "deploysignal": {"analysisId": aid, "revision": request.get("revision"), "baselineVersion": baseline_version, "verdict": verdict, "final": final,
                          "tick": engine.n_ticks, "firedFamilies": fired},
     }
     return out
@@ -233,39 +292,68 @@ class RedactKayentaKey(logging.Filter):
 
 
 # ---------------------------------------------------------------------- routes
-def kayenta_router(store: Any, manager: Any, settings: ServiceSettings, now: Callable[[], str],
-                   read: Sequence[Any], write: Sequence[Any]) -> APIRouter:
+def kayenta_router(ctx: IntegrationContext, manager: Any, settings: ServiceSettings, read: Sequence[Any], write: Sequence[Any]) -> APIRouter:
     """Routes of the Kayenta drop-in.
 
     ``/kayenta/{key}/canaryConfig``, ``/kayenta/{key}/canary/{id}`` (POST start, GET status) for clients
     that send no headers (Argo Rollouts' provider), authenticated by the token in the path; and the
-    bearer-token form ``/v1/kayenta/canary`` (POST ``{"analysisId", "thresholds"}``) and
+    bearer-token form ``/v1/kayenta/canary`` (POST ``{"analysisId", "revision", "thresholds"}``) and
     ``/v1/kayenta/canary/{id}`` (GET) with the ``read`` / ``write`` dependencies of the app.
+
+    A config id names a template (then the revision is required and the execution judges
+    ``<template>@<revision>``, created on first sight) or an analysis (bound to the first revision
+    named; another revision gets 409). An execution is refused (409) when its analysis existed and had
+    already reached a final verdict when the execution was requested: that verdict was reached
+    without this rollout's evidence.
     """
     router = APIRouter(tags=["kayenta"])
+    store, now = ctx.store, ctx.now
 
-    def path_key(key: Annotated[str, Path(description="A token of the tokens file (read or write role); Argo's `address` ends with /kayenta/<key>.")]) -> None:
-        if not settings.insecure and settings.role_of(key) is None:
+    def path_key(key: Annotated[str, Path(description="A token of role kayenta (tokens file); Argo's `address` ends with /kayenta/<key>.")]) -> None:
+        if settings.insecure:
+            return
+        role = settings.role_of(key)
+        if role is None:
             raise HTTPException(401, "unknown key in the Kayenta address (/kayenta/<token>/...)")
+        if role != "kayenta":  # a URL ends up in proxy and browser logs: only a token that can do nothing else
+            raise HTTPException(401, f"a {role} token may not be the key of a Kayenta address (URLs are logged): use a token of role kayenta")
 
     keyed = [Depends(path_key)]
 
-    def start(aid: str, thresholds: KayentaThresholds, extra: dict[str, Any]) -> dict[str, str]:
-        row = store.get(aid)  # 404 for an unknown analysis: the provider records an error
+    def start(cid: str, thresholds: KayentaThresholds, revision: str | None, extra: dict[str, Any]) -> dict[str, str]:
+        names = {"analysis": None, "template": cid} if ctx.tables.get_template(cid) is not None else {"analysis": cid, "template": None}
+        try:
+            # before binding anything: an analysis that exists and is decided does not answer a new execution
+            pre = ctx.resolve(**names, revision=revision, bind=False, create=False)  # NotFound (404): the provider records an error
+            if pre.exists:
+                v = ctx.verdict(pre.analysis)
+                if is_complete(v["verdict"], v["final"]):
+                    raise HTTPException(409, f"analysis {pre.analysis!r} had already reached its verdict {v['verdict']!r}{' (final)' if v['final'] else ''}"
+                                             f" at tick {v['n_ticks']} before this execution was requested: that verdict does not answer a new"
+                                             " rollout; to judge this revision again, use a new analysis (docs/integrations.md, Kayenta)")
+            res = ctx.resolve(**names, revision=revision, bind=True, create=True)
+        except RevisionRefused as exc:
+            raise HTTPException(409, str(exc)) from None
+        v = ctx.verdict(res.analysis)
         ex = "ex-" + secrets.token_hex(8)
-        req = {"thresholds": {"pass": thresholds.pass_, "marginal": thresholds.marginal}, "baseline_version": row.spec["config_version"], **extra}
-        store.create_execution(ex, aid, req, now())
+        req = {"thresholds": {"pass": thresholds.pass_, "marginal": thresholds.marginal}, "baseline_version": store.get(res.analysis).spec["config_version"],
+               "revision": res.revision, "template": res.template, "tick_at_start": v["n_ticks"], **extra}
+        if not store.create_execution(ex, res.analysis, req, now(), limit=MAX_EXECUTIONS):
+            raise HTTPException(429, f"analysis {res.analysis!r} already has {MAX_EXECUTIONS} executions (the limit per analysis): judge a new revision with a new analysis")
         return {"canaryExecutionId": ex}
 
     def status(ex: str) -> dict[str, Any]:
         aid, req, created = store.get_execution(ex)
-        return execution_status(ex, aid, req, created, manager.engine(aid), store.get(aid).spec["config_version"])
+        return execution_status(ex, aid, req, created, manager.engine(aid), req.get("baseline_version", store.get(aid).spec["config_version"]))
 
     @router.get("/kayenta/{key}/canaryConfig", dependencies=keyed)
     def list_configs(application: Annotated[list[str] | None, Query()] = None, configurationAccountName: str | None = None) -> list[dict[str, Any]]:
-        """Kayenta ``GET /canaryConfig``: one entry per analysis, ``id`` = ``name`` = the analysis id
-        (``application`` and the account name are accepted and ignored: analyses carry neither)."""
+        """Kayenta ``GET /canaryConfig``: one entry per template, then one per analysis, ``id`` = ``name``
+        = the template or analysis id (``application`` and the account name are accepted and ignored:
+        analyses carry neither)."""
         out = []
+        for tid, _, updated in ctx.tables.list_templates():
+            out.append({"id": tid, "name": tid, "updatedTimestamp": _millis(updated), "updatedTimestampIso": _instant(updated), "applications": []})
         for r in store.list():
             ms = _millis(r.created)
             out.append({"id": r.id, "name": r.id, "updatedTimestamp": ms, "updatedTimestampIso": _instant(r.created), "applications": []})
@@ -282,11 +370,12 @@ def kayenta_router(store: Any, manager: Any, settings: ServiceSettings, now: Cal
         configurationAccountName: str | None = None,
         storageAccountName: str | None = None,
     ) -> dict[str, str]:
-        """Kayenta ``POST /canary/{canaryConfigId}``: start an execution judging analysis ``id``."""
+        """Kayenta ``POST /canary/{canaryConfigId}``: start an execution judging template or analysis
+        ``id`` for the revision its experiment scope names (``rollouts-pod-template-hash=<hash>``)."""
         extra = {"application": application, "parentPipelineExecutionId": parentPipelineExecutionId,
                  "metricsAccountName": metricsAccountName, "configurationAccountName": configurationAccountName,
                  "storageAccountName": storageAccountName, "executionRequest": body.model_dump(mode="json", by_alias=True)}
-        return start(id, body.thresholds, extra)
+        return start(id, body.thresholds, scope_revision(body.scopes), extra)
 
     @router.get("/kayenta/{key}/canary/{id}", dependencies=keyed)
     def status_keyed(id: Annotated[str, Path(description="The canaryExecutionId.")], storageAccountName: str | None = None) -> dict[str, Any]:  # noqa: A002
@@ -301,8 +390,9 @@ def kayenta_router(store: Any, manager: Any, settings: ServiceSettings, now: Cal
 
     @router.post("/v1/kayenta/canary", dependencies=list(write))
     def start_bearer(body: KayentaStart) -> dict[str, str]:
-        """Start an execution judging ``analysisId`` (bearer-token form of ``POST /canary/{id}``)."""
-        return start(body.analysisId, body.thresholds, {})
+        """Start an execution judging ``analysisId`` (an analysis, or a template with ``revision``):
+        bearer-token form of ``POST /canary/{id}``."""
+        return start(body.analysisId, body.thresholds, body.revision, {})
 
     @router.get("/v1/kayenta/canary/{executionId}", dependencies=list(read))
     def status_bearer(executionId: str) -> dict[str, Any]:

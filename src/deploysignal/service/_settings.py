@@ -22,12 +22,13 @@ def hash_token(token: str) -> str:
 
 
 class TokenEntry(BaseModel):
-    """One accepted token: its SHA-256 hash and role (``write`` also grants read)."""
+    """One accepted token: its SHA-256 hash and role (``write`` also grants read; ``kayenta`` is
+    accepted only as the key in a Kayenta address, ``/kayenta/<key>/...``, and nowhere else)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "token"
     sha256: str
-    role: Literal["read", "write"]
+    role: Literal["read", "write", "kayenta"]
 
     @field_validator("sha256")
     @classmethod

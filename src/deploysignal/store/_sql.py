@@ -282,10 +282,14 @@ class SQLStore:
         return [ln for r in rows for ln in r[0].split("\n")]
 
     # -------------------------------------------------------------- executions
-    def create_execution(self, ex_id: str, analysis_id: str, request: dict[str, Any], created: str) -> None:
+    def create_execution(self, ex_id: str, analysis_id: str, request: dict[str, Any], created: str, limit: int | None = None) -> bool:
+        """Record an execution; False (nothing written) when the analysis already has ``limit`` of them."""
         c = self.conn
         with self._tx(c, write=True):
+            if limit is not None and self._q(c, "SELECT COUNT(*) FROM executions WHERE analysis_id=?", (analysis_id,)).fetchone()[0] >= limit:
+                return False
             self._q(c, "INSERT INTO executions (id, analysis_id, request, created) VALUES (?, ?, ?, ?)", (ex_id, analysis_id, json.dumps(request), created))
+        return True
 
     def get_execution(self, ex_id: str) -> tuple[str, dict[str, Any], str]:
         c = self.conn

@@ -24,7 +24,7 @@ from .._exceptions import InputError, ReplayMismatch
 from .._text import JSON_UNUSABLE, error_head, is_utf8
 from ..calibration import CompiledConfig, canonical_json
 from .. import __version__
-from ..gate import Gate, GateSettings
+from ..gate import Gate, GateSettings, certification_status
 from ..telemetry import Frame
 
 __all__ = ["AuditWriter", "dumps_record", "read_audit", "replay", "settings_record"]
@@ -37,10 +37,13 @@ def dumps_record(record: dict[str, Any]) -> str:
 
 def settings_record(config: CompiledConfig, settings: GateSettings) -> dict[str, Any]:
     """The header line of an audit log: what the gate was run with (needed to replay it), and the version
-    of deploysignal that evaluated it (``gate_version``: replay is byte-identical within one version)."""
+    of deploysignal that evaluated it (``gate_version``: replay is byte-identical within one version), and
+    whether the config's model is certified for these settings (``certification``: certified, reasons,
+    basis; see :func:`deploysignal.gate.certification_status`)."""
     return {
         "family": "header", "baseline_version": config.version_id, "settings": settings.model_dump(mode="json"),
         "library_version": config.library_version, "gate_version": __version__,
+        "certification": certification_status(config, settings),
     }
 
 

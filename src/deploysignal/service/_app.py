@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError
 from ..calibration import CompiledConfig, compile_baseline
+from ..gate import certification_status
 from ..store import Conflict, NotFound, open_store
 from ..telemetry import Frame
 from ._manager import AnalysisManager
@@ -367,6 +368,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "settings": row.spec["settings"],
             "audit_head": row.audit_head,
             "created": row.created,
+            "certification": certification_status(eng.config, eng.settings),
         }
 
     @app.post("/v1/analyses", status_code=201, dependencies=write, tags=["analyses"])
@@ -403,7 +405,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
         if body.prometheus is not None:
             _start_puller(aid, body.prometheus.model_dump())
-        return {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"]}
+        return {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"],
+                "certification": certification_status(cfg, manager.engine(aid).settings)}
 
     @app.get("/v1/analyses", dependencies=read, tags=["analyses"])
     def list_analyses() -> list[dict[str, Any]]:

@@ -14,8 +14,8 @@ from sklearn.covariance import LedoitWolf, MinCovDet
 from .. import __version__
 from .._exceptions import InputError
 from ..telemetry import Frame
-from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta
 from ._certificate import uncertified
+from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta
 from ._families import family_extras
 from ._model_check import model_check
 from ._transform import C_HI, C_LO, clip_scores, g_step_innovation, level_neighbour, transform_values

@@ -25,7 +25,7 @@ from .._text import JSON_UNUSABLE, error_head, is_utf8
 from ..calibration import CompiledConfig, canonical_json
 from .. import __version__
 from ._chain import GENESIS, ChainReport, chain_lines, is_chained, record_text, verify_chain
-from ..gate import Gate, GateSettings
+from ..gate import Gate, GateSettings, certification_status
 from ..telemetry import Frame
 
 __all__ = ["AuditWriter", "audit_lines", "check_chain", "compare_lines", "dumps_record", "read_audit", "replay", "settings_record"]
@@ -38,10 +38,13 @@ def dumps_record(record: dict[str, Any]) -> str:
 
 def settings_record(config: CompiledConfig, settings: GateSettings) -> dict[str, Any]:
     """The header line of an audit log: what the gate was run with (needed to replay it), and the version
-    of deploysignal that evaluated it (``gate_version``: replay is byte-identical within one version)."""
+    of deploysignal that evaluated it (``gate_version``: replay is byte-identical within one version), and
+    whether the config's model is certified for these settings (``certification``: certified, reasons,
+    basis; see :func:`deploysignal.gate.certification_status`)."""
     return {
         "family": "header", "baseline_version": config.version_id, "settings": settings.model_dump(mode="json"),
         "library_version": config.library_version, "gate_version": __version__,
+        "certification": certification_status(config, settings),
     }
 
 

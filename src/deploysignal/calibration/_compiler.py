@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from typing import Any
 
 import numpy as np
 from scipy.special import gammaincinv
@@ -13,8 +14,10 @@ from sklearn.covariance import LedoitWolf, MinCovDet
 from .. import __version__
 from .._exceptions import InputError
 from ..telemetry import Frame
+from ._certificate import uncertified
 from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta
 from ._families import family_extras
+from ._model_check import model_check
 from ._transform import C_HI, C_LO, clip_scores, g_step_innovation, level_neighbour, transform_values
 
 __all__ = ["baseline_hash", "compile_baseline"]
@@ -147,7 +150,8 @@ def _mad_scale(x: np.ndarray) -> float:
 
 
 def _pool(
-    est: np.ndarray, var: np.ndarray, parent: list[int], levels: list[str], root_value: np.ndarray, root_var: np.ndarray
+    est: np.ndarray, var: np.ndarray, parent: list[int], levels: list[str], root_value: np.ndarray, root_var: np.ndarray,
+    tests: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Hierarchical pooling of cell estimates toward their parent cell, level by level.
 
@@ -158,7 +162,8 @@ def _pool(
     between-cell variance (effects too small to detect are covered, not assumed away). A cell without
     an estimate (NaN) inherits.
     Unlike shrinkage, neither choice leaves a systematic bias given a fixed seasonal pattern, so the
-    recorded variance describes the whole error. Cell 0 is the root.
+    recorded variance describes the whole error. Cell 0 is the root. ``tests``, when given, receives
+    per level the statistic Q and its degrees of freedom per column (used by the model check).
     """
     out = np.array(est, dtype=float, copy=True)
     post = np.array(var, dtype=float, copy=True)
@@ -174,6 +179,8 @@ def _pool(
         dof = ok.sum(axis=0)
         kk = np.maximum(dof, 1)
         real = (dof > 0) & (q > _chi2_ppf(0.99, kk))
+        if tests is not None:
+            tests[level] = (q, dof)
         keep = ok & real[None, :]
         # pooled cells may still carry effects too small to detect: declare an upper bound on their
         # variance, tau2_up = mean v * (Q / chi2_0.10(K) - 1)+, so the error stays inside the variance
@@ -182,6 +189,22 @@ def _pool(
         out[idx] = np.where(keep, est[idx], out[par])
         post[idx] = np.where(keep, var[idx], post[par] + tau2_up[None, :])
     return out, post
+
+
+def _run_model_check(
+    z: np.ndarray, ts: np.ndarray, tiers_arr: np.ndarray, names: tuple[str, ...], phi: np.ndarray, tick_seconds: float,
+    pool_tests: dict[str, tuple[np.ndarray, np.ndarray]], cells_meta: list[tuple[str, str, np.ndarray]], parent: list[int], loc: np.ndarray,
+) -> list[dict[str, Any]]:
+    """The model check's table; hour x day-of-week cells that keep their own level (not pooled) and whose
+    fitting rows lie on one calendar day mark that signal's weekly levels as seen once."""
+    k = z.shape[1]
+    single = np.zeros(k, dtype=bool)
+    for c, (_key, level, rows) in enumerate(cells_meta):
+        if level == "hour_dow_tier" and rows.size and np.unique(np.floor(ts[rows] / 86400.0)).size == 1:
+            single |= loc[c] != loc[parent[c]]
+    q, dof = pool_tests.get("hour_dow_tier", (np.zeros(k), np.zeros(k, dtype=int)))
+    weekly = [(float(q[j]), int(dof[j]), bool(single[j])) for j in range(k)]
+    return model_check(z, ts, tiers_arr, names, phi, tick_seconds, weekly)
 
 
 def compile_baseline(
@@ -194,6 +217,7 @@ def compile_baseline(
     reference_size: int = 1000,
     robust_covariance: bool = True,
     prewhiten: bool = True,
+    check_model: bool = True,
 ) -> CompiledConfig:
     r"""Compile a healthy baseline into a frozen config.
 
@@ -221,6 +245,12 @@ def compile_baseline(
     prewhiten : bool
         Fit AR(1) coefficients (default). ``False`` forces :math:`\phi = 0`; it exists only as the
         negative control showing that autocorrelated telemetry breaks the guarantees without it.
+    check_model : bool
+        Run the model check (:func:`~deploysignal.calibration.model_check`) on the baseline's
+        innovations and store its table in ``certification["checks"]`` (default). ``False`` stores no
+        certification (the backtest's own compiles skip it; such a config reads as uncertified). A
+        config from this function alone is uncertified ("not backtested"): :func:`~deploysignal.gate.certify_baseline`
+        (``deploysignal calibrate``) backtests it and decides.
 
     Returns
     -------
@@ -411,7 +441,8 @@ def compile_baseline(
     sig_y = np.where(use_mean, sd_y, [_mad_scale(y0[fit, j]) for j in range(k)])
     inflate = np.where(use_mean, 1.0, np.pi / 2.0) * (1.0 + phi) / np.maximum(1.0 - phi, 1e-3)
     med_var = sig_y**2 * inflate / np.maximum(cnt, 1)
-    loc, loc_var = _pool(med, med_var, parent, levels, med[0], med_var[0])
+    pool_tests: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    loc, loc_var = _pool(med, med_var, parent, levels, med[0], med_var[0], pool_tests)
 
     # ---- AR(1) prewhitening on the pooled levels
     y, phi, phi_se = _ar1(loc)
@@ -437,6 +468,7 @@ def compile_baseline(
         floor = 1e-3 if (kind_rate[j] or kind_count[j]) else max(1e-9, 1e-6 * abs(float(global_loc[j])))
         scale[j] = max(s_, floor)
     z = orient * innov / scale
+    checks = _run_model_check(z, ts, tiers_arr, frame.signals, phi, tick_seconds, pool_tests, cells_meta, parent, loc) if check_model else None
 
     # ---- day-to-day level drift: between-day variance tau^2 of the de-seasonalised level, from the
     # daily means D_d of the day-lag differences u (D_d = offset_d - offset_{d-1} + noise). With
@@ -578,6 +610,8 @@ def compile_baseline(
         score_calibration={"clip": [C_LO, C_HI], "mean": means, "sd": sds, "cell_center": centers, "cell_bias_var": bias_var, "day_bias_var": day_bias},
         extras=family_extras(reference, k),
     )
+    if checks is not None:
+        payload["certification"] = uncertified(checks, ["not backtested: compiled without `calibrate`'s backtest"])
     payload["version_id"] = CompiledConfig.content_id(payload)
     log.debug("compiled %d cells from %d baseline rows", n_cells, n)
     return CompiledConfig.model_validate(payload)

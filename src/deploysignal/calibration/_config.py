@@ -200,6 +200,8 @@ class CompiledConfig(_Frozen):
         and per cell the score centre and the variance of its estimate (see family A).
     extras : dict
         Calibration products of later families (C, D, E), keyed by family.
+    certification : dict or None
+        Model checks, backtest and whether the one-sample model is certified for this baseline.
     """
 
     schema_version: int
@@ -219,11 +221,15 @@ class CompiledConfig(_Frozen):
     reference: dict[str, list[list[float]]]
     score_calibration: dict[str, Any]
     extras: dict[str, Any]
+    certification: dict[str, Any] | None = None
+    """Model-check table, backtest and certification decision (:mod:`._certificate`); ``None`` in configs
+    compiled before model checks existed (they load as uncertified) and in ``check_model=False`` compiles.
+    Left out of the JSON when ``None``, so those configs keep their bytes and version id."""
 
     # ----------------------------------------------------------------- serialisation
     def to_json(self) -> str:
         """Canonical JSON text (byte-identical for identical content)."""
-        return canonical_json(self.model_dump(mode="json"))
+        return canonical_json(self.model_dump(mode="json", exclude={"certification"} if self.certification is None else None))
 
     @staticmethod
     def content_id(payload: dict[str, Any]) -> str:

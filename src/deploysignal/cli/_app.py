@@ -23,11 +23,12 @@ from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError, ReplayMismatch, SchemaError
 from ..audit import AuditWriter, check_chain, read_audit, replay
 from ..calibration import CompiledConfig, canonical_json, compile_baseline
-from ..gate import Decision, Gate, GateSettings, check_paired
+from ..gate import Decision, Gate, GateSettings, certification_status, certify_baseline, check_paired
 from ..simulate import SCENARIOS, simulate
 from ..sources import read_frame, read_signals_file, write_csv
 from ..telemetry import Frame
 from ._split_eval import SPLIT_SCENARIOS, split_demo, split_eval, write_split_scenario
+from ._certify import print_certification, warn_uncertified
 
 __all__ = ["app", "main"]
 
@@ -105,6 +106,8 @@ def _print_summary(s: dict[str, Any], title: str = "deploysignal gate") -> None:
     t.add_row("decided at tick", "-" if s["decided_at_tick"] is None else str(s["decided_at_tick"]))
     t.add_row("ticks evaluated", str(s["ticks"]))
     t.add_row("baseline", s["baseline_version"])
+    if "basis" in s:
+        t.add_row("basis", s["basis"])
     for fam, r in sorted(s["reasons"].items()):
         t.add_row(f"family {fam} ({r['action']})", r["reason"])
     if s.get("fail_closed"):
@@ -144,13 +147,20 @@ def calibrate(
     min_cell_samples: int = typer.Option(40, help="Pool a cell into its parent below this many rows."),
     robust: bool = typer.Option(True, help="Also fit MCD covariances (slower). A block whose MCD cannot be fitted "
                                 "(about half its rows share one value: zero covariance) stores none, with a warning."),
+    alpha: float = typer.Option(0.05, help="False-rollback budget the backtest replays (and certifies) the gate at."),
+    window: int = typer.Option(480, help="Planned window (ticks) the backtest replays the gate with."),
+    backtest_windows: int = typer.Option(8, help="Held-out windows of the rolling-origin backtest (each costs a compile); 0 skips it (uncertified)."),
 ) -> None:
-    """Compile a healthy baseline into a frozen config; prints its version id."""
+    """Compile a healthy baseline into a frozen config; prints its version id on stdout and, on stderr,
+    the model check, the backtest on the baseline's own history and whether the one-sample model is
+    certified (and why not)."""
     specs = read_signals_file(signals) if signals else None
     frame = read_frame(baseline, specs=specs)
-    cfg = compile_baseline(frame, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust)
+    settings = _settings(alpha, window, "one-sample", False)
+    cfg = certify_baseline(frame, settings, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust, windows=backtest_windows)
     output.write_text(cfg.to_json(), encoding="utf-8")
     out.print(cfg.version_id)
+    print_certification(cfg, err)
 
 
 def _settings(alpha: float, window: int, mode: str, early_proceed: bool, drift_allowance: float = 0.0) -> GateSettings:
@@ -202,7 +212,10 @@ def gate(
     settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance)
     can = load_stream(canary, cfg, "canary")
     ctrl = load_stream(control, cfg, "control") if control else None
+    status = certification_status(cfg, settings)
+    warn_uncertified(status, err)
     summary, _ = run_gate(cfg, settings, can, ctrl, audit)
+    summary.update(certified=status["certified"], certification_reasons=status["reasons"], basis=status["basis"])
     if as_json:
         sys.stdout.write(canonical_json(summary) + "\n")
     else:

@@ -27,12 +27,13 @@ class GateMethod:
 
     ``compile_kwargs`` go to :func:`~deploysignal.calibration.compile_baseline`; by default the MCD robust
     covariance is skipped (``robust_covariance=False``) because no family of the gate reads it at this
-    revision and it dominates compile time in Monte-Carlo runs.
+    revision and it dominates compile time in Monte-Carlo runs; the model check is skipped too
+    (``check_model=False``): the evaluation scores verdicts, which do not depend on it.
     """
 
     settings: GateSettings = field(default_factory=GateSettings)
     seed: int = 0
-    compile_kwargs: dict[str, Any] = field(default_factory=lambda: {"robust_covariance": False})
+    compile_kwargs: dict[str, Any] = field(default_factory=lambda: {"robust_covariance": False, "check_model": False})
     name: str = "gate"
 
     def run(self, baseline: Frame, canary: Frame, control: Frame | None = None) -> MethodResult:

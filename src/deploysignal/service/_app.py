@@ -37,6 +37,7 @@ from .._exceptions import ConfigError, DeploySignalError, InputError
 from ..calibration import CompiledConfig, compile_baseline
 from ..sources import PrometheusPuller, PrometheusSource, PromUnavailable, PullSpec, SecretPolicy
 from ..store import Conflict, IntegrationTables, NotFound, open_store
+from ..gate import certification_status
 from ..telemetry import Frame
 from ._kayenta import kayenta_router
 from ._manager import AnalysisManager
@@ -359,6 +360,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "audit_head": row.audit_head,
             "created": row.created,
             **({"poller": _poller_status(aid, row)} if row.spec.get("prometheus") else {}),
+            "certification": certification_status(eng.config, eng.settings),
         }
 
     def _poller_status(aid: str, row: Any) -> dict[str, Any]:
@@ -401,7 +403,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed}
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}
         spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
-        out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"]}
+        out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"],
+               "certification": certification_status(cfg, manager.engine(aid).settings)}
         if body.prometheus is not None:
             _start_puller(aid, body.prometheus.model_dump())
             out["warnings"] = warnings

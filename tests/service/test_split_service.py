@@ -72,6 +72,8 @@ def test_ingest_all_or_nothing_idempotent_and_named_errors(tmp_path):
             ({**good[2], "arms": {**good[2]["arms"], "stable": {"units": 5, "events": {"nope": 1}}}}, "tick 3: metric 'nope' is not in the signals"),
             ({**good[2], "arms": {**good[2]["arms"], "stable": {"units": 500, "buckets": {"latency_ms": [1, 2]}}}}, "buckets.latency_ms has 2 counts"),
             ({**good[2], "timestamp": 1.7e12}, "tick 3.timestamp"),
+            ({**good[2], "arms": {**good[2]["arms"], "stable": {"units": 2**63}}}, "tick 3.arms.stable.units is more than 1e+12 units"),
+            ({**good[2], "arms": {**good[2]["arms"], "stable": {"units": -(10**400)}}}, "tick 3.arms.stable.units must be a non-negative integer"),
         ]
         for bad, msg in cases:
             r = c.post("/v1/analyses/s/ticks", json={"ticks": [*good[:2], bad, *good[3:]]}, headers=W)

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError
 from ..calibration import CompiledConfig, compile_baseline
-from ..sources import PrometheusPuller, PrometheusSource, PromUnavailable, PullSpec, SecretPolicy
+from ..sources import PrometheusPuller, PrometheusSource, PrometheusSplitSource, PromUnavailable, PullSpec, SecretPolicy
 from ..store import Conflict, IntegrationTables, NotFound, open_store
 from ..telemetry import Frame
 from ._kayenta import kayenta_router
@@ -48,6 +48,7 @@ from ._revisions import IntegrationContext
 from ._templates import templates_router
 from ._settings import ServiceSettings
 from ._split_engine import SplitEngine, split_config
+from ._split_pull import SplitPullSpec, SplitPuller, check_split_pull
 from ..split._spec import check_split_signals, tick_specs
 
 __all__ = ["create_app", "openapi_spec"]
@@ -90,21 +91,23 @@ class CreateAnalysis(_Strict):
     window: StrictInt = Field(480, ge=1, le=10_000_000)
     max_extensions: StrictInt = Field(1, ge=0, le=1000)
     early_proceed: bool = False
-    prometheus: PullSpec | None = None
+    prometheus: PullSpec | SplitPullSpec | None = Field(None, description="pull mode: PromQL per signal (PullSpec), or for mode split the per-arm counters and histograms (SplitPullSpec)")
     metrics: dict[str, dict[str, Any] | None] | None = Field(None, description="split mode: the metric specs (a split signals file's content)")
     canary_share: Number | None = Field(None, gt=0, lt=1, description="split mode: configured canary share of units (enables the sample-ratio check)")
 
     @model_validator(mode="after")
     def _one_source(self) -> CreateAnalysis:
         if self.mode == "split":
-            extra = [n for n in ("config", "config_ref", "baseline", "signals", "prometheus") if getattr(self, n) is not None]
+            extra = [n for n in ("config", "config_ref", "baseline", "signals") if getattr(self, n) is not None]
+            if isinstance(self.prometheus, PullSpec):
+                extra.append("prometheus in the pull-mode shape (give arm_label, arms, units, events, histograms)")
             if extra:
                 raise ValueError(f"a split analysis takes metrics, not {', '.join(extra)}")
             if self.metrics is None:
                 raise ValueError("a split analysis needs metrics ({metric: {kind, direction, edges, tolerance}})")
             return self
-        if self.metrics is not None or self.canary_share is not None:
-            raise ValueError("metrics and canary_share belong to mode split")
+        if self.metrics is not None or self.canary_share is not None or isinstance(self.prometheus, SplitPullSpec):
+            raise ValueError("metrics, canary_share and a split prometheus spec (arm_label, arms, ...) belong to mode split")
         given = [n for n in ("config", "config_ref", "baseline") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of config, config_ref, baseline (got {given or 'none'})")
@@ -407,8 +410,25 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         version, cfg_json = split_config(specs)
         ss = {"alpha": body.alpha, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed,
               "canary_share": body.canary_share}
-        spec = manager.create(aid, cfg_json, version, ss, {"mode": "split"}, _now())
-        return {"id": aid, "mode": "split", "baseline_version": version, "signals": [s.name for s in specs], "settings": spec["settings"]}
+        warnings: list[str] = []
+        prom = body.prometheus
+        if prom is not None:
+            assert isinstance(prom, SplitPullSpec)
+            check_split_pull(prom, specs)
+            src = PrometheusSplitSource(prom, policy=policy)
+            try:
+                warnings = src.validate(time.time())
+            except PromUnavailable as exc:
+                raise HTTPException(502, f"prometheus at {prom.url} cannot be reached to validate the queries: {exc}") from None
+            finally:
+                src.close()
+        extra = {"mode": "split", "prometheus": None if prom is None else prom.model_dump()}
+        spec = manager.create(aid, cfg_json, version, ss, extra, _now())
+        out = {"id": aid, "mode": "split", "baseline_version": version, "signals": [s.name for s in specs], "settings": spec["settings"]}
+        if prom is not None:
+            _start_puller(aid, prom.model_dump())
+            out["warnings"] = warnings
+        return out
 
     def _create(aid: str, body: CreateAnalysis) -> dict[str, Any]:
         if body.mode == "split":
@@ -566,7 +586,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         # "{{revision}}" in a template's PromQL becomes the revision (e.g. a pod-template-hash label)
         revision = aid.rsplit("@", 1)[1]
         prom = tpl.get("prometheus")
-        if prom:
+        if prom and "arm_label" in prom:  # a split spec: the revision names the canary arm (e.g. its pod-template-hash)
+            prom = {**prom, "arms": {a: v.replace("{{revision}}", revision) for a, v in prom["arms"].items()}}
+        elif prom:
             prom = {**prom, **{k: None if prom.get(k) is None else {s: q.replace("{{revision}}", revision) for s, q in prom[k].items()} for k in ("canary", "control")}}
         _create(aid, CreateAnalysis.model_validate({**tpl, "prometheus": prom}).model_copy(update={"id": aid}))
 
@@ -613,7 +635,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if aid in pullers:
             return
         try:
-            p = PrometheusPuller(manager, aid, spec, stop, policy=policy)
+            p = (SplitPuller if "arm_label" in spec else PrometheusPuller)(manager, aid, spec, stop, policy=policy)
         except ValidationError as exc:  # a stored spec this version cannot read: report it, do not fail the service
             log.error("analysis %s: prometheus spec unusable, no poller: %s", aid, exc.errors()[0].get("msg"))
             return

@@ -54,6 +54,11 @@ def test_healthy_proceeds_regression_rolls_back(tmp_path):
             assert s["complete"] and s["deploysignal"]["verdict"] == verdict and s["result"]["judgeResult"]["score"]["score"] == score
             by = {m["name"]: m["classification"] for m in s["result"]["judgeResult"]["results"]}
             assert by["errors"] == ("High" if verdict == "rollback" else "Pass") and by["latency_ms"] == "Pass"
+        metrics = c.get("/metrics").text
+        lw = float(body["split"]["metrics"]["errors"]["log_evidence"])
+        assert any(ln.startswith('deploysignal_log_wealth{analysis="regress",family="errors"}') and abs(float(ln.split()[-1]) - lw) < 1e-9
+               for ln in metrics.splitlines())  # the split family's log e-value
+        assert 'deploysignal_verdict{analysis="regress",verdict="rollback"} 1.0' in metrics
         flagger = {"name": "x", "namespace": "y", "phase": "Progressing", "checksum": "c1", "metadata": {"token": READ}}
         assert c.post("/v1/flagger/confirm-promotion", json={**flagger, "metadata": {"token": READ, "analysis": "healthy"}}).status_code == 200
         assert c.post("/v1/flagger/confirm-promotion", json={**flagger, "checksum": "c2", "metadata": {"token": READ, "analysis": "regress"}}).status_code == 409

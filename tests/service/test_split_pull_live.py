@@ -51,6 +51,15 @@ def test_split_pull_ingests_per_arm_counts(stack, tmp_path):  # noqa: F811
             lines = c.get("/v1/analyses/pull/audit", headers=R).text.splitlines()
             assert c.post("/v1/analyses/pull/replay", headers=R).json()["ok"] is True
             stored = c.app.state.manager.store.ticks("pull", 0, 4)
+            # a template: {{revision}} in arms becomes the revision under analysis
+            tpl = {"mode": "split", "metrics": METRICS, "window": 4, "max_extensions": 0,
+                   "prometheus": {**spec, "arms": {"canary": "{{revision}}", "stable": "s1"}}}
+            bad = c.put("/v1/templates/bad", json={**tpl, "prometheus": {**tpl["prometheus"], "events": {"nope": "ds_errors_total"}}}, headers=W)
+            assert bad.status_code == 422 and "prometheus.events.nope" in bad.text
+            assert c.put("/v1/templates/sp", json=tpl, headers=W).status_code == 200
+            assert c.get("/v1/argo/templates/sp/revisions/c1", headers=R).json()["analysis"] == "sp@c1"
+            assert c.app.state.manager.store.get("sp@c1").spec["prometheus"]["arms"] == {"canary": "c1", "stable": "s1"}
+            _wait(lambda: c.get("/v1/analyses/sp@c1", headers=R).json()["n_ticks"] >= 1, timeout=30)
     finally:
         stop.set()
         feeder.join()

@@ -597,7 +597,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         (a split template keeps its metrics, checked now)."""
         if body.mode == "split":
             assert body.metrics is not None
-            tick_specs(check_split_signals(body.metrics, "metrics"), "metrics")
+            specs = tick_specs(check_split_signals(body.metrics, "metrics"), "metrics")
+            if isinstance(body.prometheus, SplitPullSpec):
+                check_split_pull(body.prometheus, specs)
             return body.model_dump(mode="json", exclude={"id"}, exclude_none=True)
         cfg, cfg_json = _config_of(body)
         store.put_config(cfg.version_id, cfg_json)

@@ -28,7 +28,7 @@ from .argo import (
     template_metrics,
     web_measure,
 )
-from ._live import DOC_HOST, READ, R, doc_example, flaky_proxy, ticks
+from ._live import DOC_HOST, READ, R, W, doc_example, flaky_proxy, ticks
 
 WINDOW, EXT, PER = 20, 1, 2  # analysis window (ticks), extensions, ticks pushed per Argo interval
 
@@ -300,3 +300,40 @@ def test_no_answer_sequence_without_proceed_promotes():
                 assert 5 in seen, (doc, seen[-5:])
                 promoted += 1
         assert promoted > 20  # the sequences with a proceed do promote: the check can see a success
+
+
+# ---------------------------------------------------------------------- split-mode analyses, live service
+def _split_template(live, tid: str) -> None:
+    from service._split import METRICS
+
+    body = {"mode": "split", "metrics": METRICS, "canary_share": 0.5, "window": WINDOW, "max_extensions": EXT}
+    r = live.client.put(f"/v1/templates/{tid}", json=body, headers=W)
+    assert r.status_code == 200, r.text
+
+
+def split_feeder(live, aid: str, seed: int, error_ratio: float):
+    """Push the next PER aggregated split ticks before each interval once the analysis exists."""
+    from service._split import split_ticks
+
+    pos = [0]
+
+    def feed(k: int) -> None:
+        if pos[0] < WINDOW * (1 + EXT) and live.exists(aid):
+            live.push(aid, split_ticks(seed, PER, start=pos[0], error_ratio=error_ratio))
+            pos[0] += PER
+
+    return feed
+
+
+@pytest.mark.parametrize(("ratio", "phase", "verdict"), [(1.0, SUCCESSFUL, "proceed"), (4.0, FAILED, "rollback")])
+def test_split_analysis_through_argo(live, ratio, phase, verdict):
+    """A split template (randomised split, aggregated ticks) through the documented AnalysisTemplate and
+    the ported controller: healthy -> promoted, a 4x canary error rate -> aborted."""
+    tid = f"argo-split-{int(ratio)}"
+    _split_template(live, tid)
+    run = make_run(live.url, tid, "p1")
+    assert drive(run, split_feeder(live, f"{tid}@p1", 7, ratio)) == phase
+    last = answers(run)[-1]
+    assert last["verdict"] == verdict and last["analysis"] == f"{tid}@p1"
+    assert live.verdict(f"{tid}@p1")["mode"] == "split"
+    promoted_only_on_proceed(run)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ._split import METRICS, split_ticks
 from .conftest import READ, W, make_client, ticks_of
 
 SPECIAL_FLOATS = st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 0.0, -0.0, 5e-324])
@@ -32,6 +33,9 @@ def svc(tmp_path_factory, step_sim):
     c.__enter__()
     assert c.post("/v1/analyses", json={"id": "f", "config": json.loads(cfg.to_json()), "window": 480}, headers=W).status_code == 201
     assert c.post("/v1/analyses/f/ticks", json={"ticks": ticks_of(sim.canary, 0, 5)}, headers=W).status_code == 200
+    sp = {"id": "sp", "mode": "split", "metrics": METRICS, "canary_share": 0.5, "window": 480}
+    assert c.post("/v1/analyses", json=sp, headers=W).status_code == 201
+    assert c.post("/v1/analyses/sp/ticks", json={"ticks": split_ticks(0, 5)}, headers=W).status_code == 200
     ops = []
     for path, item in c.get("/openapi.json").json()["paths"].items():
         for method in item:
@@ -51,7 +55,7 @@ def _fill(path: str, value: str) -> str:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(data=st.data(), body=JSON, param=st.sampled_from(["f", "nope", "..", "%00", "a" * 300, "ex-1", "rollback", "confirm-promotion"]))
+@given(data=st.data(), body=JSON, param=st.sampled_from(["f", "sp", "nope", "..", "%00", "a" * 300, "ex-1", "rollback", "confirm-promotion"]))
 def test_any_operation_any_body_no_5xx(svc, data, body, param):
     c, ops, _, _ = svc
     method, path = data.draw(st.sampled_from([o for o in ops if o[1] not in ("/v1/analyses/{aid}/events",)]))
@@ -94,6 +98,39 @@ def test_ingest_mutations_and_ordering(svc, data):
         assert after == before + len(batch)
     else:
         assert after == before  # a rejected batch changes nothing
+
+
+def _mutated_split(draw, base: dict) -> dict:
+    """One field of a split tick set to any value (counts of any type and size, unknown metrics and
+    keys, bucket lists of any shape), or a required key dropped."""
+    t = json.loads(json.dumps(base))
+    arm = t["arms"][draw(st.sampled_from(["canary", "stable"]))]
+    targets = [(t, "timestamp", SCALARS), (arm, "units", SCALARS), (arm["events"], draw(st.sampled_from(["errors", "latency_ms", "x"])), SCALARS),
+               (arm["buckets"]["latency_ms"], draw(st.integers(0, 3)), SCALARS), (arm, "buckets", JSON), (t, "arms", JSON),
+               (t, "tier", SCALARS), (arm, draw(st.text(min_size=1, max_size=8)), SCALARS)]
+    where, key, values = draw(st.sampled_from(targets))
+    where[key] = draw(values)
+    if draw(st.integers(0, 7)) == 0:
+        t.pop(draw(st.sampled_from(["timestamp", "arms"])))
+    return t
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_split_ingest_mutations_and_ordering(svc, data):
+    """Split ticks: counts of any type and size, missing or extra keys, duplicates and disorder."""
+    c = svc[0]
+    before = c.get("/v1/analyses/sp", headers=W).json()["n_ticks"]
+    pool = split_ticks(0, 8, start=max(0, before - 3))
+    idx = data.draw(st.lists(st.integers(0, len(pool) - 1), min_size=1, max_size=6))
+    batch = [_mutated_split(data.draw, pool[i]) if data.draw(st.booleans()) else pool[i] for i in idx]
+    if data.draw(st.booleans()):
+        c.app.state.manager._engines.clear()
+    r = c.post("/v1/analyses/sp/ticks", content=_dumps({"ticks": batch}), headers={**W, "content-type": "application/json"})
+    _check(r)
+    after = c.get("/v1/analyses/sp", headers=W).json()["n_ticks"]
+    assert after == before if r.status_code != 200 else after > before
+    assert c.post("/v1/analyses/sp/replay", headers=W).json()["ok"] is True
 
 
 def test_huge_and_deep_payloads(svc):

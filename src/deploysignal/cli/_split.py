@@ -16,6 +16,7 @@ from ..split import (
     MetricSpec, SplitData, SplitGate, SplitSettings, read_requests, read_split_signals, read_split_ticks, requests_to_data,
     resolve_specs, settings_error, ticks_to_data,
 )
+from ..split._spec import tick_specs
 from ..split._audit import SplitAuditWriter, replay_split, split_header
 
 __all__ = ["load_split", "replay_split_file", "run_split", "split_settings"]
@@ -31,12 +32,7 @@ def split_settings(**kw: Any) -> SplitSettings:
 def _tick_specs(signals: Path | None, where: Path) -> list[MetricSpec]:
     if signals is None:
         raise InputError(f"{where}: --split-ticks needs --signals (each metric's kind, direction and, for continuous ones, edges)")
-    raw = read_split_signals(signals)
-    missing = [m for m, meta in raw.items() if meta["kind"] == "continuous" and meta.get("edges") is None]
-    if missing:
-        raise InputError(f"{signals}: continuous metrics of split ticks need their bucket edges: {', '.join(missing)}", column=missing[0])
-    return [MetricSpec(m, meta["kind"], meta.get("direction", "up"), tuple(meta.get("edges") or ()), meta.get("tolerance", 0.2),
-                       meta.get("alpha_share", 1.0)) for m, meta in raw.items()]
+    return tick_specs(read_split_signals(signals), str(signals))
 
 
 def load_split(split: Path | None, split_ticks: Path | None, signals: Path | None, settings: SplitSettings) -> tuple[list[MetricSpec], SplitData, list[str], str]:

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError
 from ..calibration import CompiledConfig, compile_baseline
-from ..sources import PrometheusPuller, PrometheusSource, PromUnavailable, PullSpec, SecretPolicy
+from ..sources import PrometheusPuller, PrometheusSource, PrometheusSplitSource, PromUnavailable, PullSpec, SecretPolicy
 from ..store import Conflict, IntegrationTables, NotFound, open_store
 from ..gate import certification_status
 from ..telemetry import Frame
@@ -48,6 +48,9 @@ from ._operator import add_operator_routes
 from ._revisions import IntegrationContext
 from ._templates import templates_router
 from ._settings import ServiceSettings
+from ._split_engine import SplitEngine, split_config
+from ._split_pull import SplitPullSpec, SplitPuller, check_split_pull
+from ..split._spec import check_split_signals, tick_specs
 
 __all__ = ["create_app", "openapi_spec"]
 
@@ -75,7 +78,9 @@ class BaselineIn(_Strict):
 
 
 class CreateAnalysis(_Strict):
-    """Create an analysis from exactly one of ``config``, ``config_ref`` or ``baseline``."""
+    """Create an analysis from exactly one of ``config``, ``config_ref`` or ``baseline``; or, with
+    ``mode: split``, a randomised-split analysis from ``metrics`` (the split signals file's content:
+    ``{metric: {kind, direction, edges, tolerance, alpha_share}}``, see ``docs/split.md``)."""
 
     id: str | None = Field(None, pattern=ID_PATTERN)
     config: dict[str, Any] | None = None
@@ -83,14 +88,27 @@ class CreateAnalysis(_Strict):
     baseline: BaselineIn | None = None
     signals: list[str] | None = None
     alpha: Number = Field(0.05, gt=0, lt=1)
-    mode: Literal["one-sample", "two-sample"] = "one-sample"
+    mode: Literal["one-sample", "two-sample", "split"] = "one-sample"
     window: StrictInt = Field(480, ge=1, le=10_000_000)
     max_extensions: StrictInt = Field(1, ge=0, le=1000)
     early_proceed: bool = False
-    prometheus: PullSpec | None = None
+    prometheus: PullSpec | SplitPullSpec | None = Field(None, description="pull mode: PromQL per signal (PullSpec), or for mode split the per-arm counters and histograms (SplitPullSpec)")
+    metrics: dict[str, dict[str, Any] | None] | None = Field(None, description="split mode: the metric specs (a split signals file's content)")
+    canary_share: Number | None = Field(None, gt=0, lt=1, description="split mode: configured canary share of units (enables the sample-ratio check)")
 
     @model_validator(mode="after")
     def _one_source(self) -> CreateAnalysis:
+        if self.mode == "split":
+            extra = [n for n in ("config", "config_ref", "baseline", "signals") if getattr(self, n) is not None]
+            if isinstance(self.prometheus, PullSpec):
+                extra.append("prometheus in the pull-mode shape (give arm_label, arms, units, events, histograms)")
+            if extra:
+                raise ValueError(f"a split analysis takes metrics, not {', '.join(extra)}")
+            if self.metrics is None:
+                raise ValueError("a split analysis needs metrics ({metric: {kind, direction, edges, tolerance}})")
+            return self
+        if self.metrics is not None or self.canary_share is not None or isinstance(self.prometheus, SplitPullSpec):
+            raise ValueError("metrics, canary_share and a split prometheus spec (arm_label, arms, ...) belong to mode split")
         given = [n for n in ("config", "config_ref", "baseline") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of config, config_ref, baseline (got {given or 'none'})")
@@ -109,6 +127,15 @@ class IngestRequest(_Strict):
 
     batch_id: str | None = Field(None, pattern=ID_PATTERN)
     ticks: list[TickModel] = Field(min_length=1)
+
+
+class SplitIngestRequest(_Strict):
+    """A batch of aggregated split ticks for a ``mode: split`` analysis: each
+    ``{"timestamp", "arms": {"canary": {"units", "events"?, "buckets"?}, "stable": {...}}, "tier"?}``
+    (``docs/split.md``), checked by the split gate's parser (422 naming the tick and field)."""
+
+    batch_id: str | None = Field(None, pattern=ID_PATTERN)
+    ticks: list[dict[str, Any]] = Field(min_length=1)
 
 
 
@@ -217,10 +244,11 @@ def _compile_inline(b: BaselineIn, signals: list[str] | None) -> CompiledConfig:
         raise InputError(f"baseline cannot be compiled: {exc}") from None
 
 
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI ``requestBody`` for an endpoint that parses its own JSON body with ``model`` (the
-    schema is registered by :func:`_register_schema`)."""
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+def _json_body(*models: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for an endpoint that parses its own JSON body with one of ``models``
+    (the schemas are registered by :func:`_register_schema`)."""
+    refs = [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]
+    ref = refs[0] if len(refs) == 1 else {"oneOf": refs}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
@@ -360,7 +388,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "audit_head": row.audit_head,
             "created": row.created,
             **({"poller": _poller_status(aid, row)} if row.spec.get("prometheus") else {}),
-            "certification": certification_status(eng.config, eng.settings),
+            **(eng.verdict_extra() if isinstance(eng, SplitEngine) else {"certification": certification_status(eng.config, eng.settings)}),
         }
 
     def _poller_status(aid: str, row: Any) -> dict[str, Any]:
@@ -385,7 +413,35 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             src.close()
 
+    def _create_split(aid: str, body: CreateAnalysis) -> dict[str, Any]:
+        assert body.metrics is not None
+        specs = tick_specs(check_split_signals(body.metrics, "metrics"), "metrics")
+        version, cfg_json = split_config(specs)
+        ss = {"alpha": body.alpha, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed,
+              "canary_share": body.canary_share}
+        warnings: list[str] = []
+        prom = body.prometheus
+        if prom is not None:
+            assert isinstance(prom, SplitPullSpec)
+            check_split_pull(prom, specs)
+            src = PrometheusSplitSource(prom, policy=policy)
+            try:
+                warnings = src.validate(time.time())
+            except PromUnavailable as exc:
+                raise HTTPException(502, f"prometheus at {prom.url} cannot be reached to validate the queries: {exc}") from None
+            finally:
+                src.close()
+        extra = {"mode": "split", "prometheus": None if prom is None else prom.model_dump()}
+        spec = manager.create(aid, cfg_json, version, ss, extra, _now())
+        out = {"id": aid, "mode": "split", "baseline_version": version, "signals": [s.name for s in specs], "settings": spec["settings"]}
+        if prom is not None:
+            _start_puller(aid, prom.model_dump())
+            out["warnings"] = warnings
+        return out
+
     def _create(aid: str, body: CreateAnalysis) -> dict[str, Any]:
+        if body.mode == "split":
+            return _create_split(aid, body)
         cfg, cfg_json = _config_of(body)
         warnings: list[str] = []
         if body.prometheus is not None:
@@ -445,13 +501,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """Current verdict with the evidence of the last tick (one record per family)."""
         return _verdict_body(aid)
 
-    def _ingest(aid: str, body: IngestRequest) -> dict[str, Any]:
+    def _ingest(aid: str, body: IngestRequest | SplitIngestRequest) -> dict[str, Any]:
         if len(body.ticks) > settings.max_batch_ticks:
             counters["rejected"].inc()
             raise InputError(f"batch has {len(body.ticks)} ticks; the limit is {settings.max_batch_ticks}", column="ticks")
         try:
             # the models' field dicts: what model_dump() would return, without copying every tick
-            resp = manager.ingest(aid, [t.__dict__ for t in body.ticks], body.batch_id)
+            resp = manager.ingest(aid, [t if isinstance(t, dict) else t.__dict__ for t in body.ticks], body.batch_id)
         except InputError:
             counters["rejected"].inc()
             raise
@@ -460,13 +516,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         _notify()
         return resp
 
-    @app.post("/v1/analyses/{aid}/ticks", dependencies=write, tags=["analyses"], openapi_extra=_json_body(IngestRequest))
+    @app.post("/v1/analyses/{aid}/ticks", dependencies=write, tags=["analyses"], openapi_extra=_json_body(IngestRequest, SplitIngestRequest))
     async def ingest(aid: str, request: Request) -> dict[str, Any]:
         """Ingest a batch. All-or-nothing: a bad tick rejects the batch (422 naming tick and field).
 
         ``batch_id`` makes retries idempotent: a repeated id returns the original acknowledgement.
+        A split analysis takes :class:`SplitIngestRequest` (aggregated split ticks), the others
+        :class:`IngestRequest`.
         """
-        body = _parse_body(IngestRequest, await request.body(), request.headers.get("content-type"))
+        raw = await request.body()
+        split = await run_in_threadpool(manager.is_split, aid)
+        body = _parse_body(SplitIngestRequest if split else IngestRequest, raw, request.headers.get("content-type"))
         return await run_in_threadpool(_ingest, aid, body)
 
     @app.get("/v1/analyses/{aid}/audit", dependencies=read, tags=["analyses"])
@@ -536,12 +596,21 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         # "{{revision}}" in a template's PromQL becomes the revision (e.g. a pod-template-hash label)
         revision = aid.rsplit("@", 1)[1]
         prom = tpl.get("prometheus")
-        if prom:
+        if prom and "arm_label" in prom:  # a split spec: the revision names the canary arm (e.g. its pod-template-hash)
+            prom = {**prom, "arms": {a: v.replace("{{revision}}", revision) for a, v in prom["arms"].items()}}
+        elif prom:
             prom = {**prom, **{k: None if prom.get(k) is None else {s: q.replace("{{revision}}", revision) for s, q in prom[k].items()} for k in ("canary", "control")}}
         _create(aid, CreateAnalysis.model_validate({**tpl, "prometheus": prom}).model_copy(update={"id": aid}))
 
     def _store_template(tid: str, body: CreateAnalysis) -> dict[str, Any]:
-        """A template as stored: the config resolved to a stored reference, everything else as given."""
+        """A template as stored: the config resolved to a stored reference, everything else as given
+        (a split template keeps its metrics, checked now)."""
+        if body.mode == "split":
+            assert body.metrics is not None
+            specs = tick_specs(check_split_signals(body.metrics, "metrics"), "metrics")
+            if isinstance(body.prometheus, SplitPullSpec):
+                check_split_pull(body.prometheus, specs)
+            return body.model_dump(mode="json", exclude={"id"}, exclude_none=True)
         cfg, cfg_json = _config_of(body)
         store.put_config(cfg.version_id, cfg_json)
         return {**body.model_dump(mode="json", exclude={"id", "config", "baseline"}), "config_ref": cfg.version_id}
@@ -578,7 +647,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if aid in pullers:
             return
         try:
-            p = PrometheusPuller(manager, aid, spec, stop, policy=policy)
+            p = (SplitPuller if "arm_label" in spec else PrometheusPuller)(manager, aid, spec, stop, policy=policy)
         except ValidationError as exc:  # a stored spec this version cannot read: report it, do not fail the service
             log.error("analysis %s: prometheus spec unusable, no poller: %s", aid, exc.errors()[0].get("msg"))
             unusable[aid] = f"prometheus spec unusable by this version: {exc.errors()[0].get('msg')}"
@@ -601,6 +670,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.resume_pullers = _resume_pullers
     app.state.shutdown = _shutdown
     _register_schema(app, IngestRequest)
+    _register_schema(app, SplitIngestRequest)
     return app
 
 

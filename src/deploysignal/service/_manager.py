@@ -19,6 +19,7 @@ from ..calibration import canonical_json
 from ..gate._gate import gc_paused
 from ..store import LockedAnalysis, SQLStore
 from ._engine import AnalysisEngine, TickIn, VoidIn
+from ._split_engine import SplitEngine
 
 __all__ = ["AnalysisManager"]
 
@@ -39,6 +40,27 @@ def tick_payload(tick: TickIn) -> str:
         return canonical_json(tick.to_json())
 
 
+Engine = AnalysisEngine | SplitEngine
+
+
+def _engine(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None = None) -> Engine:
+    """The engine of an analysis: :class:`SplitEngine` for ``mode: split`` specs, else :class:`AnalysisEngine`."""
+    if spec.get("mode") == "split":
+        return SplitEngine(cfg, spec["settings"], snap)
+    return AnalysisEngine(cfg, spec["settings"], snap)
+
+
+def _header(eng: Engine) -> dict[str, Any]:
+    return eng.header() if isinstance(eng, SplitEngine) else settings_record(eng.config, eng.settings)
+
+
+def _decode(eng: Engine, ticks: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Stored ticks as the engine's inputs."""
+    if isinstance(eng, SplitEngine):
+        return [eng.decode(t) for t in ticks]
+    return [TickIn.from_json(t) for t in ticks]
+
+
 class AnalysisManager:
     """Everything the HTTP layer does to analyses, on top of one :class:`~deploysignal.store.SQLStore`.
 
@@ -56,7 +78,7 @@ class AnalysisManager:
         #: ticks stamped more than this many seconds after ``clock()`` are rejected (None: no check)
         self.max_clock_skew = max_clock_skew
         self.clock = clock
-        self._engines: dict[str, AnalysisEngine] = {}
+        self._engines: dict[str, Engine] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.ingested = 0
@@ -67,10 +89,11 @@ class AnalysisManager:
 
     # ------------------------------------------------------------------ create
     def create(self, aid: str, config_json: str, version_id: str, settings: Mapping[str, Any], extra: Mapping[str, Any], created: str) -> dict[str, Any]:
-        engine = AnalysisEngine(config_json, settings)  # validates config + settings before anything is stored
+        split = extra.get("mode") == "split"
+        engine = (SplitEngine if split else AnalysisEngine)(config_json, settings)  # validates config + settings before anything is stored
         self.store.put_config(version_id, config_json)
         spec = {"config_version": version_id, "settings": engine.settings.model_dump(mode="json"), **dict(extra)}
-        header = settings_record(engine.config, engine.settings)
+        header = _header(engine)
         lines, head = chain_records([header], GENESIS)
         self.store.create_analysis(aid, spec, head, "\n".join(lines), created)
         with self._lock(aid):
@@ -79,25 +102,25 @@ class AnalysisManager:
 
     # ------------------------------------------------------------------ engines
     @staticmethod
-    def _build(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None, ticks: Sequence[Mapping[str, Any]]) -> AnalysisEngine:
-        eng = AnalysisEngine(cfg, spec["settings"], snap)
-        eng.ingest([TickIn.from_json(t) for t in ticks])
+    def _build(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None, ticks: Sequence[Mapping[str, Any]]) -> Engine:
+        eng = _engine(cfg, spec, snap)
+        eng.ingest(_decode(eng, ticks))
         return eng
 
-    def _synced_locked(self, la: LockedAnalysis) -> AnalysisEngine:
+    def _synced_locked(self, la: LockedAnalysis) -> Engine:
         aid, n = la.row.id, la.row.n_ticks
         eng = self._engines.get(aid)
         if eng is not None and eng.n_ticks == n:
             return eng
         if eng is not None and eng.n_ticks < n:
-            eng.ingest([TickIn.from_json(t) for t in la.ticks_between(eng.n_ticks, n)])
+            eng.ingest(_decode(eng, la.ticks_between(eng.n_ticks, n)))
         else:
             _, snap, ticks = la.resume_data()
             eng = self._build(la.config(), la.row.spec, snap, ticks)
         self._engines[aid] = eng
         return eng
 
-    def engine(self, aid: str) -> AnalysisEngine:
+    def engine(self, aid: str) -> Engine:
         """The analysis' engine, brought up to the stored tick count (read path, no write lock)."""
         with self._lock(aid):
             eng = self._engines.get(aid)
@@ -106,7 +129,7 @@ class AnalysisManager:
                 return eng
             try:
                 if eng is not None and eng.n_ticks < n:
-                    eng.ingest([TickIn.from_json(t) for t in self.store.ticks(aid, eng.n_ticks, n)])
+                    eng.ingest(_decode(eng, self.store.ticks(aid, eng.n_ticks, n)))
                 else:
                     row = self.store.get(aid)
                     n, _, snap, ticks = self.store.resume_data(aid)
@@ -141,7 +164,7 @@ class AnalysisManager:
             self.ingested += response["accepted"]
             return response
 
-    def _apply(self, la: LockedAnalysis, eng: AnalysisEngine, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
+    def _apply(self, la: LockedAnalysis, eng: Engine, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
         """Evaluate the batch and write it in the open transaction; returns the acknowledgement.
 
         Runs with the cyclic garbage collector paused (as :meth:`Gate.update_many` pauses it), from
@@ -175,7 +198,7 @@ class AnalysisManager:
         if n0 // self.snapshot_every != eng.n_ticks // self.snapshot_every:
             snapshot = (eng.n_ticks, json.dumps(eng.state(), allow_nan=False))
         la.append(
-            [tick_payload(t) for t in valid],
+            [canonical_json(t.to_json()) if isinstance(eng, SplitEngine) else tick_payload(t) for t in valid],
             audit,
             last_ts=eng.last_timestamp,
             head=head,
@@ -213,11 +236,11 @@ class AnalysisManager:
         """Re-run the stored ticks through a fresh engine and compare every chained audit line."""
         row = self.store.get(aid)
         cfg = self.store.get_config(row.spec["config_version"])
-        eng = AnalysisEngine(cfg, row.spec["settings"])
+        eng = _engine(cfg, row.spec)
         stored = self.store.audit_lines(aid)
-        lines, head = chain_records([settings_record(eng.config, eng.settings)], GENESIS)
+        lines, head = chain_records([_header(eng)], GENESIS)
         ticks = self.store.ticks(aid, 0, row.n_ticks)
-        for r in eng.ingest([TickIn.from_json(t) for t in ticks]):
+        for r in eng.ingest(_decode(eng, ticks)):
             more, head = chain_records(r.records, head)  # re-encoded by the checked path: independent of how the lines were encoded
             lines.extend(more)
         for i, (a, b) in enumerate(zip(stored, lines), start=1):
@@ -232,6 +255,13 @@ class AnalysisManager:
             return {"ok": False, "records": len(lines), "first_mismatch_line": min(len(stored), len(lines)) + 1, "reason": f"stored {len(stored)} lines, replay produced {len(lines)}"}
         return {"ok": True, "records": len(lines), "ticks": row.n_ticks, "audit_head": head, "first_mismatch_line": None, "reason": ""}
 
-    def cached(self) -> dict[str, AnalysisEngine]:
+    def is_split(self, aid: str) -> bool:
+        """Whether the analysis runs the split gate (its ingest body holds split ticks)."""
+        eng = self._engines.get(aid)
+        if eng is not None:
+            return isinstance(eng, SplitEngine)
+        return self.store.get(aid).spec.get("mode") == "split"
+
+    def cached(self) -> dict[str, Engine]:
         with self._guard:
             return dict(self._engines)

@@ -41,7 +41,7 @@ class _GateCollector(Collector):
                 fam = r.get("family")
                 if fam == "gate":
                     continue
-                lw = r.get("log_wealth")
+                lw = r.get("log_wealth", r.get("log_evidence"))  # a split family's record has log_evidence
                 wealth.add_metric([aid, fam], math.nan if lw is None else float(lw))
                 t = r.get("threshold")
                 thr.add_metric([aid, fam], math.inf if t is None else float(t))

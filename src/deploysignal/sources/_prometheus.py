@@ -286,7 +286,7 @@ class PrometheusPuller(threading.Thread):
                  clock: Callable[[], float] = time.time, policy: SecretPolicy | None = None, client: httpx.Client | None = None) -> None:
         super().__init__(name=f"prom-{analysis_id}", daemon=True)
         self.manager, self.aid, self.stop_event, self.clock = manager, analysis_id, stop, clock
-        self.spec = PullSpec.model_validate(dict(spec))
+        self.spec = self._parse(spec)
         self.policy, self._client = policy, client
         self.interval = float(self.spec.interval_seconds)
         self.max_ticks = self.spec.max_ticks
@@ -295,6 +295,19 @@ class PrometheusPuller(threading.Thread):
         self._status: dict[str, Any] = {}
         self._counts = {"consecutive_failures": 0, "ticks_ingested": 0, "backfilled_ticks": 0, "skipped_ticks": 0}
         self._set("running", "starting")
+
+    # ------------------------------------------------------------------ what is pulled (overridden by the split poller)
+    @staticmethod
+    def _parse(spec: Mapping[str, Any]) -> Any:
+        return PullSpec.model_validate(dict(spec))
+
+    def _source(self, client: httpx.Client | None) -> Any:
+        """The source reading the spec's queries (``client``: an injected one, else built under the policy)."""
+        return PrometheusSource(self.spec.url, self.spec.canary, self.spec.control, connection=self.spec, policy=self.policy, client=client)
+
+    def _fetch(self, times: list[float]) -> list[dict[str, Any]]:
+        """The ticks of the grid ``times`` (gaps left out), each with a ``timestamp`` in epoch seconds."""
+        return self.source.fetch(times)
 
     # ------------------------------------------------------------------ status
     def _set(self, state: str, reason: str, last_error: str | None = None) -> None:
@@ -347,7 +360,7 @@ class PrometheusPuller(threading.Thread):
 
     def _run(self) -> None:
         try:
-            self.source = PrometheusSource(self.spec.url, self.spec.canary, self.spec.control, connection=self.spec, policy=self.policy, client=self._client)
+            self.source = self._source(self._client)
         except InputError as exc:
             self._set("stopped", f"connection cannot be built: {exc}")
             return
@@ -378,7 +391,7 @@ class PrometheusPuller(threading.Thread):
             n_due = end_k - next_k + 1
             times = [k * self.interval for k in range(next_k, end_k + 1)]
             try:
-                ticks = self.source.fetch(times)
+                ticks = self._fetch(times)
             except (PromUnavailable, PromAPIError) as exc:
                 if self._failed(exc) or self.stop_event.wait(self.interval):
                     break
@@ -395,7 +408,7 @@ class PrometheusPuller(threading.Thread):
         """Rebuild the HTTP client, reading the secrets again; keep the old one if that fails."""
         assert self.source is not None
         try:
-            fresh = PrometheusSource(self.spec.url, self.spec.canary, self.spec.control, connection=self.spec, policy=self.policy)
+            fresh = self._source(None)
         except InputError as exc:
             log.warning("analysis %s: secrets cannot be read again: %s", self.aid, exc)
             return

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .._exceptions import InputError
 
-__all__ = ["MetricSpec", "SplitSettings", "read_split_signals", "settings_error"]
+__all__ = ["MetricSpec", "SplitSettings", "check_split_signals", "read_split_signals", "settings_error", "tick_specs"]
 
 _KINDS = ("event", "continuous")
 _DIRECTIONS = ("up", "down", "both")
@@ -96,24 +96,41 @@ def read_split_signals(path: str | Path) -> dict[str, dict[str, Any]]:
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     data = read_yaml(p)
+    return check_split_signals(data, str(p))
+
+
+def check_split_signals(data: Any, where: str) -> dict[str, dict[str, Any]]:
+    """Check the content of a split signals file (also the service's ``metrics`` object): a non-empty
+    mapping ``{metric: {kind, direction, edges, tolerance, alpha_share}}`` with known keys; errors name
+    ``where`` and the metric. Returns the raw entries with ``kind`` filled in."""
     if not isinstance(data, dict) or not data:
-        raise InputError(f"{p}: expected a non-empty mapping of metric name to {{kind, direction, edges, tolerance}}")
+        raise InputError(f"{where}: expected a non-empty mapping of metric name to {{kind, direction, edges, tolerance}}")
     out: dict[str, dict[str, Any]] = {}
     for name, meta in data.items():
         meta = meta or {}
         if not isinstance(meta, dict):
-            raise InputError(f"{p}: entry must be a mapping", column=str(name))
+            raise InputError(f"{where}: entry must be a mapping", column=str(name))
         unknown = set(meta) - _KEYS
         if unknown:
-            raise InputError(f"{p}: unknown keys {sorted(unknown)} (allowed: {', '.join(sorted(_KEYS))})", column=str(name))
+            raise InputError(f"{where}: unknown keys {sorted(unknown)} (allowed: {', '.join(sorted(_KEYS))})", column=str(name))
         kind = meta.get("kind", "event")
         if kind not in _KINDS:
-            raise InputError(f"{p}: kind must be one of {', '.join(_KINDS)}, got {kind!r}", column=str(name))
+            raise InputError(f"{where}: kind must be one of {', '.join(_KINDS)}, got {kind!r}", column=str(name))
         edges = meta.get("edges")
         if edges is not None and not isinstance(edges, list):
-            raise InputError(f"{p}: edges must be a list of numbers", column=str(name))
+            raise InputError(f"{where}: edges must be a list of numbers", column=str(name))
         out[str(name)] = dict(meta, kind=kind)
     return out
+
+
+def tick_specs(raw: dict[str, dict[str, Any]], where: str) -> list[MetricSpec]:
+    """Metric specs for aggregated split ticks from checked signals entries (:func:`check_split_signals`):
+    continuous metrics need their bucket edges (ticks carry bucket counts on them)."""
+    missing = [m for m, meta in raw.items() if meta["kind"] == "continuous" and meta.get("edges") is None]
+    if missing:
+        raise InputError(f"{where}: continuous metrics of split ticks need their bucket edges: {', '.join(missing)}", column=missing[0])
+    return [MetricSpec(m, meta["kind"], meta.get("direction", "up"), tuple(meta.get("edges") or ()), meta.get("tolerance", 0.2),
+                       meta.get("alpha_share", 1.0)) for m, meta in raw.items()]
 
 
 class SplitSettings(BaseModel):

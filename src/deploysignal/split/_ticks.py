@@ -39,9 +39,16 @@ __all__ = ["ArmCounts", "SplitTick", "read_split_ticks", "ticks_to_data"]
 _ARMS = ("canary", "stable")
 
 
+#: the largest count a tick may hold: sums over a million ticks stay inside int64 (the kernels' accumulators)
+MAX_COUNT = 10**12
+
+
 def _count(v: Any, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and (not math.isfinite(v) or v != int(v))) or v < 0:
-        raise InputError(f"{where} must be a non-negative integer, got {v!r}")
+        shown = repr(v) if not isinstance(v, int) or abs(v) < 10**30 else "a huge negative integer"  # repr of a 5,000-digit int raises
+        raise InputError(f"{where} must be a non-negative integer, got {shown[:80]}")
+    if v > MAX_COUNT:
+        raise InputError(f"{where} is more than {MAX_COUNT:.0e} units in one tick: not a count this format accepts")
     return int(v)
 
 

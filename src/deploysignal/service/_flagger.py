@@ -117,8 +117,9 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
     @router.post("/v1/flagger/{hook}")
     def flagger(hook: str, body: FlaggerPayload, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
         """Flagger webhook: 200 passes the step, 409 fails it (see the module docstring for what Flagger
-        does then). The analysis is ``metadata.template`` at ``checksum`` (created on first sight),
-        else ``metadata.analysis``, else ``<namespace>.<name>``. On the ``rollback`` hook 200 means
+        does then). The analysis is ``<metadata.template>@<namespace>.<name>@<checksum>`` (created
+        on first sight: one analysis per Canary and revision), else ``metadata.analysis``, else
+        ``<namespace>.<name>``. On the ``rollback`` hook 200 means
         "roll back now". Flagger sends no custom headers, so a read token may come as
         ``metadata.token`` (or as a bearer header added by a proxy)."""
         meta = body.metadata or {}
@@ -138,7 +139,8 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
         analysis = None if template else (meta.get("analysis") or subject)
         out: dict[str, Any] = {"hook": hook, "analysis": analysis, "revision": body.checksum}
         try:
-            res = ctx.resolve(analysis=analysis, template=template, revision=body.checksum, bind=hook in _BINDING, create=hook in _BINDING)
+            res = ctx.resolve(analysis=analysis, template=template, revision=body.checksum, bind=hook in _BINDING, create=hook in _BINDING,
+                              subject=subject if template else None)
         except (NotFound, InputError, RevisionRefused) as exc:
             # confirm-rollout waits, pre-rollout/rollout count failed checks, promotion waits, no rollback signalled
             return JSONResponse({**out, "allow": False, "verdict": None, "reason": str(exc)}, status_code=409)

@@ -381,20 +381,26 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             src.close()
 
+    def _check_pull_spec(body: CreateAnalysis, cfg: CompiledConfig) -> None:
+        """The Prometheus spec fits the config and mode (no I/O): shared by create and PUT /v1/templates."""
+        if body.prometheus is None:
+            return
+        unknown = sorted(set(body.prometheus.canary) - set(cfg.names))
+        if unknown:
+            raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.canary")
+        if body.mode == "two-sample" and not body.prometheus.control:
+            raise InputError("two-sample mode needs prometheus.control queries", column="prometheus.control")
+        if body.mode == "one-sample" and body.prometheus.control:
+            raise InputError("prometheus.control queries given but the analysis runs in one-sample mode", column="prometheus.control")
+        unknown = sorted(set(body.prometheus.control or {}) - set(cfg.names))
+        if unknown:
+            raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.control")
+
     def _create(aid: str, body: CreateAnalysis) -> dict[str, Any]:
         cfg, cfg_json = _config_of(body)
         warnings: list[str] = []
+        _check_pull_spec(body, cfg)
         if body.prometheus is not None:
-            unknown = sorted(set(body.prometheus.canary) - set(cfg.names))
-            if unknown:
-                raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.canary")
-            if body.mode == "two-sample" and not body.prometheus.control:
-                raise InputError("two-sample mode needs prometheus.control queries", column="prometheus.control")
-            if body.mode == "one-sample" and body.prometheus.control:
-                raise InputError("prometheus.control queries given but the analysis runs in one-sample mode", column="prometheus.control")
-            unknown = sorted(set(body.prometheus.control or {}) - set(cfg.names))
-            if unknown:
-                raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.control")
             warnings = _validate_prometheus(body.prometheus)
         gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed}
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}
@@ -538,6 +544,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def _store_template(tid: str, body: CreateAnalysis) -> dict[str, Any]:
         """A template as stored: the config resolved to a stored reference, everything else as given."""
         cfg, cfg_json = _config_of(body)
+        _check_pull_spec(body, cfg)  # what every instantiation would refuse is refused now
         store.put_config(cfg.version_id, cfg_json)
         return {**body.model_dump(mode="json", exclude={"id", "config", "baseline"}), "config_ref": cfg.version_id}
 

@@ -1,0 +1,48 @@
+"""PUT /v1/templates refuses what no revision's analysis could be created from (in-process app)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import READ, WRITE, _sim, make_client
+
+W = {"Authorization": f"Bearer {WRITE}"}
+R = {"Authorization": f"Bearer {READ}"}
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    _, cfg = _sim("healthy", 2)
+    return json.loads(cfg.to_json()), list(cfg.names)
+
+
+@pytest.mark.parametrize(
+    "mode, pull, column",
+    [
+        ("one-sample", {"canary": {"nosuch": "up"}}, "prometheus.canary"),
+        ("two-sample", {"canary": "all"}, "prometheus.control"),
+        ("one-sample", {"canary": "all", "control": "all"}, "prometheus.control"),
+        ("two-sample", {"canary": "all", "control": {"nosuch": "up"}}, "prometheus.control"),
+    ],
+)
+def test_put_refuses_a_template_no_revision_could_use(tmp_path, compiled, mode, pull, column):
+    """Before, these templates were stored (200) and every rollout's first request failed to create
+    its analysis; now PUT answers 422 naming the field, and nothing is stored."""
+    cfgd, names = compiled
+    with make_client(tmp_path) as c:
+        prom = {"url": "http://127.0.0.1:1", "interval_seconds": 1}
+        for k, v in pull.items():
+            prom[k] = {s: "up" for s in names} if v == "all" else v
+        r = c.put("/v1/templates/bad", json={"config": cfgd, "window": 20, "mode": mode, "prometheus": prom}, headers=W)
+        assert r.status_code == 422, r.text
+        assert column in r.text
+        assert c.get("/v1/templates/bad", headers=R).status_code == 404
+        # a template that fits is stored without contacting Prometheus (it is read per revision)
+        good = {"config": cfgd, "window": 20, "mode": mode, "prometheus": {**prom, "canary": {s: "up" for s in names}}}
+        if mode == "two-sample":
+            good["prometheus"]["control"] = {s: "up" for s in names}
+        else:
+            good["prometheus"].pop("control", None)
+        assert c.put("/v1/templates/good", json=good, headers=W).status_code == 200

@@ -46,3 +46,26 @@ def test_put_refuses_a_template_no_revision_could_use(tmp_path, compiled, mode, 
         else:
             good["prometheus"].pop("control", None)
         assert c.put("/v1/templates/good", json=good, headers=W).status_code == 200
+
+
+def test_undecided_analyses_per_template_are_capped(tmp_path, compiled):
+    """A read token instantiates templates; at most max_live_per_template undecided analyses of one
+    template exist at once, the next revision gets 409 (Argo: Error; Flagger: a failed check) until one
+    of them is final."""
+    from .conftest import ticks_of
+
+    cfgd, _ = compiled
+    sim, _ = _sim("healthy", 2)
+    with make_client(tmp_path, max_live_per_template=2) as c:
+        assert c.put("/v1/templates/t", json={"config": cfgd, "window": 20, "max_extensions": 0}, headers=W).status_code == 200
+        for rev in ("r1", "r2"):
+            assert c.get(f"/v1/argo/templates/t/revisions/{rev}", params={"subject": "prod.api"}, headers=R).json()["verdict"] == "pending"
+        r = c.get("/v1/argo/templates/t/revisions/r3", params={"subject": "prod.api"}, headers=R)
+        assert r.status_code == 409 and "max_live_per_template 2" in r.json()["detail"]
+        r = c.post("/v1/flagger/pre-rollout", json={"name": "api", "namespace": "prod", "checksum": "r3", "metadata": {"template": "t", "token": READ}})
+        assert r.status_code == 409 and r.json()["allow"] is False
+        assert [h["revision"] for h in c.get("/v1/templates/t", headers=R).json()["revisions"]] == ["r1", "r2"]
+        # the existing analyses still answer; once one is final a new revision may start
+        assert c.post("/v1/analyses/t@prod.api@r1/ticks", json={"ticks": ticks_of(sim.canary, 0, 20)}, headers=W).status_code == 200
+        assert c.get("/v1/argo/templates/t/revisions/r1", params={"subject": "prod.api"}, headers=R).json()["final"] is True
+        assert c.get("/v1/argo/templates/t/revisions/r3", params={"subject": "prod.api"}, headers=R).json()["verdict"] == "pending"

@@ -555,6 +555,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         role=lambda authorization, token: _role(authorization) or (None if token is None else settings.role_of(token)),
         create=_template_create,
         now=_now,
+        max_live=settings.max_live_per_template,
     )
     app.include_router(argo_router(ctx, read))
     app.include_router(flagger_router(ctx, read))

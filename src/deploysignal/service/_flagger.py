@@ -46,7 +46,7 @@ __all__ = ["FLAGGER_HOOKS", "FlaggerPayload", "flagger_allows", "flagger_router"
 log = logging.getLogger(__name__)
 
 FLAGGER_HOOKS = ("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion", "post-rollout", "rollback", "event")
-#: hooks whose checksum is the revision under analysis (confirm-rollout carries the previous one:
+#: hooks whose checksum is the revision under analysis (confirm-rollout carries the last applied one, the previous revision's on a new revision:
 #: Flagger calls it before it syncs the canary's status to the new revision)
 _BINDING = ("pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion", "rollback")
 

@@ -35,7 +35,7 @@ from typing import Any
 from .._exceptions import DeploySignalError, InputError
 from ..store import Conflict, IntegrationTables, NotFound, SQLStore
 
-__all__ = ["REVISION_PATTERN", "SUBJECT_PATTERN", "IntegrationContext", "Resolution", "RevisionRefused", "template_analysis_id"]
+__all__ = ["REVISION_PATTERN", "SUBJECT_PATTERN", "IntegrationContext", "Resolution", "RevisionRefused", "TooManyLiveAnalyses", "template_analysis_id"]
 
 #: a revision key: Flagger checksums and pod-template-hashes are short alphanumerics
 REVISION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -66,6 +66,11 @@ class RevisionRefused(DeploySignalError):
     """The analysis is bound to another revision than the request's: its verdict does not answer it."""
 
 
+class TooManyLiveAnalyses(RevisionRefused):
+    """A template already has ``max_live`` undecided analyses: no new one is created (answered like a
+    refused revision: never a pass)."""
+
+
 @dataclass(frozen=True)
 class Resolution:
     """Which analysis answers a request; ``exists`` is False when a template has no analysis for the
@@ -84,7 +89,7 @@ class IntegrationContext:
     ``verdict(aid)`` is the analysis' verdict body, ``role(authorization, token)`` the caller's role
     (``None`` = unauthenticated), ``create(aid, body)`` creates an analysis from a template body (as
     ``POST /v1/analyses`` does, including starting its Prometheus poller), ``now()`` the timestamp for
-    stored rows.
+    stored rows, ``max_live`` the most undecided (not final) analyses one template may have at once.
     """
 
     store: SQLStore
@@ -93,6 +98,7 @@ class IntegrationContext:
     role: Callable[[str | None, str | None], str | None]
     create: Callable[[str, dict[str, Any]], None]
     now: Callable[[], str]
+    max_live: int = 20
 
     def resolve(self, *, analysis: str | None, template: str | None, revision: str | None, bind: bool, create: bool,
                 subject: str | None = None) -> Resolution:
@@ -149,6 +155,10 @@ class IntegrationContext:
                 raise NotFound(f"no analysis template {template!r}")
             if not create:
                 return Resolution(aid, revision, template, False)
+            live = [b.analysis_id for b in self.tables.revisions_of(template) if not self.verdict(b.analysis_id)["final"]]
+            if len(live) >= self.max_live:
+                raise TooManyLiveAnalyses(f"template {template!r} has {len(live)} undecided analyses (max_live_per_template {self.max_live}),"
+                                          f" e.g. {live[-1]!r}: no analysis is created for {aid!r}")
             try:
                 self.create(aid, got[0])
             except Conflict:  # another request (or process) created it first

@@ -177,7 +177,7 @@ def evaluate_result(result: Any, metric: Metric) -> str:
             success = eval_condition(result, metric.success_condition)
         if metric.failure_condition:
             failure = eval_condition(result, metric.failure_condition)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):  # expr's runtime errors (e.g. result.verdict on a string): Error
         return ERROR
     if not metric.success_condition and not metric.failure_condition:
         return SUCCESSFUL

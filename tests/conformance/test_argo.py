@@ -328,6 +328,8 @@ def test_port_reproduces_the_reported_fail_open_template():
 
 def test_port_limits_and_argo_own_fail_open_paths():
     base = dict(interval="1m", success_condition='result.verdict == "proceed"', failure_condition='result.verdict == "rollback"')
+    # a body that is not JSON is evaluated as a string: result.verdict on it is expr's runtime error, an Error
+    assert evaluate_result("proceed", Metric("v", **base)) == ERROR
     # default consecutiveErrorLimit 4: the fifth error in a row is an Error run
     run = _scripted(Metric("v", **base), [ERROR] * 5)
     assert [run.reconcile() for _ in range(5)][-1] == ERROR

@@ -358,6 +358,9 @@ def test_port_status_code_rule():
         status["code"] = 503
         seen.clear()
         assert call_webhook(url, {}, retries=2) is not None and seen == [503, 503, 503]
+        status["code"] = 429  # go-retryablehttp v0.7.8 retries Too Many Requests as well
+        seen.clear()
+        assert call_webhook(url, {}, retries=1) is not None and seen == [429, 429]
     finally:
         srv.shutdown()
         srv.server_close()

@@ -69,3 +69,16 @@ def test_undecided_analyses_per_template_are_capped(tmp_path, compiled):
         assert c.post("/v1/analyses/t@prod.api@r1/ticks", json={"ticks": ticks_of(sim.canary, 0, 20)}, headers=W).status_code == 200
         assert c.get("/v1/argo/templates/t/revisions/r1", params={"subject": "prod.api"}, headers=R).json()["final"] is True
         assert c.get("/v1/argo/templates/t/revisions/r3", params={"subject": "prod.api"}, headers=R).json()["verdict"] == "pending"
+
+
+def test_flagger_events_keep_the_newest(tmp_path):
+    """Event and post-rollout calls are recorded without a token check beyond read: only the newest
+    max_events stay, oldest deleted first."""
+    with make_client(tmp_path, max_events=3) as c:
+        for i in range(5):
+            hook = "event" if i % 2 == 0 else "post-rollout"
+            body = {"name": f"c{i % 2}", "namespace": "prod", "checksum": f"k{i}", "metadata": {"token": READ, "eventMessage": f"m{i}"}}
+            assert c.post(f"/v1/flagger/{hook}", json=body).status_code == 200
+        got = c.get("/v1/flagger/events", headers=R).json()
+        assert [e["revision"] for e in got] == ["k2", "k3", "k4"]
+        assert [e["revision"] for e in c.get("/v1/flagger/events", params={"canary": "prod.c1"}, headers=R).json()] == ["k3"]

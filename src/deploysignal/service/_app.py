@@ -556,6 +556,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         create=_template_create,
         now=_now,
         max_live=settings.max_live_per_template,
+        max_events=settings.max_events,
     )
     app.include_router(argo_router(ctx, read))
     app.include_router(flagger_router(ctx, read))

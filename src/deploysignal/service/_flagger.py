@@ -132,7 +132,7 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
             # Flagger ignores the answer; record what it told us (the token is not stored)
             record = body.model_dump(mode="json")
             record["metadata"] = {k: v for k, v in meta.items() if k != "token"}
-            ctx.tables.add_event(f"ev-{time.time_ns():020d}-{secrets.token_hex(4)}", "flagger", subject, body.checksum, {**record, "hook": hook}, ctx.now())
+            ctx.tables.add_event(f"ev-{time.time_ns():020d}-{secrets.token_hex(4)}", "flagger", subject, body.checksum, {**record, "hook": hook}, ctx.now(), keep=ctx.max_events)
             log.info("flagger %s for %s (%s): %s", hook, subject, body.checksum, meta.get("eventMessage", body.phase))
             return JSONResponse({"allow": True, "hook": hook, "recorded": True}, status_code=200)
         template = meta.get("template")

@@ -89,7 +89,8 @@ class IntegrationContext:
     ``verdict(aid)`` is the analysis' verdict body, ``role(authorization, token)`` the caller's role
     (``None`` = unauthenticated), ``create(aid, body)`` creates an analysis from a template body (as
     ``POST /v1/analyses`` does, including starting its Prometheus poller), ``now()`` the timestamp for
-    stored rows, ``max_live`` the most undecided (not final) analyses one template may have at once.
+    stored rows, ``max_live`` the most undecided (not final) analyses one template may have at once,
+    ``max_events`` the controller events kept.
     """
 
     store: SQLStore
@@ -99,6 +100,7 @@ class IntegrationContext:
     create: Callable[[str, dict[str, Any]], None]
     now: Callable[[], str]
     max_live: int = 20
+    max_events: int = 10_000
 
     def resolve(self, *, analysis: str | None, template: str | None, revision: str | None, bind: bool, create: bool,
                 subject: str | None = None) -> Resolution:

@@ -74,6 +74,9 @@ class ServiceSettings(BaseModel):
         request that would create one more is refused (409: Argo records an Error, Flagger a failed
         check), so a read token cannot start analyses (each with its own Prometheus poller) without
         bound. Finished analyses do not count.
+    max_events : int
+        Flagger ``event`` / ``post-rollout`` calls kept (``GET /v1/flagger/events``): the newest this
+        many; older ones are deleted as new ones arrive (they are logs; no decision reads them).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -87,6 +90,7 @@ class ServiceSettings(BaseModel):
     max_clock_skew: float | None = Field(300.0, ge=0)
     prometheus_allow: list[str] = Field(default_factory=list)
     max_live_per_template: int = Field(20, ge=1)
+    max_events: int = Field(10_000, ge=1)
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""

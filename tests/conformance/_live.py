@@ -20,6 +20,7 @@ from service._proc import READ, WRITE, Server, free_port
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DOC_HOST = "http://deploysignal.deploysignal.svc:8080"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 W = {"Authorization": f"Bearer {WRITE}"}
 R = {"Authorization": f"Bearer {READ}"}
 

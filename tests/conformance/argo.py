@@ -177,7 +177,7 @@ def evaluate_result(result: Any, metric: Metric) -> str:
             success = eval_condition(result, metric.success_condition)
         if metric.failure_condition:
             failure = eval_condition(result, metric.failure_condition)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):  # expr's runtime errors (e.g. result.verdict on a string): Error
         return ERROR
     if not metric.success_condition and not metric.failure_condition:
         return SUCCESSFUL
@@ -400,19 +400,58 @@ def template_metrics(template: Mapping[str, Any]) -> tuple[list[Metric], frozens
     return metrics, frozenset(dry)
 
 
-def resolve_args(template: Mapping[str, Any], values: Mapping[str, str], pod_template_hash: str) -> dict[str, str]:
-    """Analysis arguments: ``value`` given by the Rollout (``values``), ``valueFrom.podTemplateHashValue:
-    Latest`` = the new ReplicaSet's pod-template-hash, ``valueFrom.secretKeyRef`` from ``values`` too."""
+def build_arguments_for_rollout_analysis_run(step_args: list[Mapping[str, Any]], new_hash: str, rollout: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``utils/analysis/factory.go`` ``BuildArgumentsForRolloutAnalysisRun``: the Rollout step's
+    ``args`` (``AnalysisRunArgument``) become AnalysisRun arguments. ``valueFrom.podTemplateHashValue:
+    Latest`` is the new ReplicaSet's pod-template-hash (``Stable`` is not used here and raises), a
+    ``valueFrom.fieldRef`` with a ``metadata...`` path reads the Rollout's metadata
+    (``fieldpath.ExtractFieldPathAsString``: ``metadata.name``, ``metadata.namespace``,
+    ``metadata.labels['k']``, ``metadata.annotations['k']``; a missing key is the empty string);
+    otherwise ``value`` (the empty string when absent: Go's zero value)."""
+    out = []
+    for a in step_args:
+        value = a.get("value", "")
+        vf = a.get("valueFrom")
+        if vf is not None:
+            if vf.get("podTemplateHashValue") is not None:
+                if vf["podTemplateHashValue"] != "Latest":
+                    raise NotImplementedError("podTemplateHashValue: Stable is not ported")
+                value = new_hash
+            elif vf.get("fieldRef") is not None:
+                path = vf["fieldRef"]["fieldPath"]
+                meta = rollout["metadata"]
+                m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']*)'\]", path)
+                if m:
+                    value = (meta.get(m.group(1)) or {}).get(m.group(2), "")
+                elif path in ("metadata.name", "metadata.namespace", "metadata.uid"):
+                    value = meta.get(path.split(".", 1)[1], "")
+                else:
+                    raise NotImplementedError(f"fieldRef {path!r} is not ported")
+        out.append({"name": a["name"], "value": str(value)})
+    return out
+
+
+def merge_args(incoming: list[Mapping[str, Any]], template_args: list[Mapping[str, Any]]) -> dict[str, str]:
+    """``utils/analysis/helpers.go`` ``MergeArgs`` + ``ResolveArgs``: the template's ``spec.args``
+    overridden by name by the incoming (Rollout) arguments; an incoming argument the template does not
+    declare is dropped; an argument left with neither ``value`` nor ``valueFrom`` is the error
+    ``args.<name> was not resolved`` (the AnalysisRun is not created). ``valueFrom.secretKeyRef`` is
+    resolved by the controller later; here it must come in ``incoming`` as a value (the test's secret)."""
+    merged = [dict(a) for a in template_args]
+    for a in incoming:
+        for t in merged:
+            if t["name"] == a["name"]:
+                if a.get("value") is not None:
+                    t["value"] = a["value"]
+                elif a.get("valueFrom") is not None:
+                    t["valueFrom"] = a["valueFrom"]
+                break
+    for t in merged:
+        if t.get("value") is None and t.get("valueFrom") is None:
+            raise ValueError(f"args.{t['name']} was not resolved")
     out = {}
-    for a in template["spec"].get("args", []):
-        name = a["name"]
-        vf = a.get("valueFrom") or {}
-        if vf.get("podTemplateHashValue") == "Latest":
-            out[name] = pod_template_hash
-        elif name in values:
-            out[name] = values[name]
-        elif "value" in a:
-            out[name] = str(a["value"])
-        else:
-            raise KeyError(f"analysis argument {name!r} has no value")
+    for t in merged:
+        if t.get("value") is None:
+            raise ValueError(f"args.{t['name']} has valueFrom {sorted(t['valueFrom'])} the port does not resolve: pass it in incoming")
+        out[t["name"]] = str(t["value"])
     return out

@@ -58,7 +58,7 @@ def call_webhook(url: str, payload: Mapping[str, Any], timeout: str = "", retrie
         except httpx.HTTPError as exc:
             last = str(exc) or type(exc).__name__
             continue  # retryablehttp retries connection errors
-        if r.status_code >= 500 and r.status_code != 501:  # retryablehttp DefaultRetryPolicy
+        if r.status_code == 429 or (r.status_code >= 500 and r.status_code != 501):  # retryablehttp v0.7.8 DefaultRetryPolicy (429 too)
             last = f"giving up: status {r.status_code}"
             continue
         if r.status_code > 202:

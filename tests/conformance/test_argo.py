@@ -19,11 +19,12 @@ from .argo import (
     INCONCLUSIVE,
     SUCCESSFUL,
     AnalysisRun,
+    build_arguments_for_rollout_analysis_run,
     Measurement,
     Metric,
     completed,
     evaluate_result,
-    resolve_args,
+    merge_args,
     step_outcome,
     template_metrics,
     web_measure,
@@ -33,14 +34,39 @@ from ._live import DOC_HOST, READ, R, W, doc_example, flaky_proxy, ticks
 WINDOW, EXT, PER = 20, 1, 2  # analysis window (ticks), extensions, ticks pushed per Argo interval
 
 
-def make_run(url: str, template: str, pod_hash: str, *, doc: str = "argo-analysistemplate", timeout: float | None = None, path: str | None = None) -> AnalysisRun:
+def rollout(template: str, namespace: str = "prod", name: str = "inference-api") -> dict:
+    """The documented Rollout (docs/integrations.md ``argo-rollout``) for ``template`` in ``namespace``."""
+    ro = doc_example("argo-rollout")
+    ro["metadata"].update(namespace=namespace, name=name)
+    for a in analysis_step(ro)["args"]:
+        if a["name"] == "template":
+            a["value"] = template
+    return ro
+
+
+def analysis_step(ro: dict) -> dict:
+    (step,) = [s["analysis"] for s in ro["spec"]["strategy"]["canary"]["steps"] if "analysis" in s]
+    return step
+
+
+def aid(template: str, pod_hash: str, subject: str = "prod.inference-api") -> str:
+    return f"{template}@{subject}@{pod_hash}"
+
+
+def make_run(url: str, template: str, pod_hash: str, *, doc: str = "argo-analysistemplate", timeout: float | None = None, path: str | None = None,
+             ro: dict | None = None) -> AnalysisRun:
+    """The AnalysisRun Argo creates for the documented Rollout's analysis step: the step's args built
+    from the Rollout (``BuildArgumentsForRolloutAnalysisRun``) merged into the template's
+    (``MergeArgs``); the token secret comes in as its value."""
     tpl = doc_example(doc)
     metrics, dry = template_metrics(tpl)
     for m in metrics:
         m.web["url"] = m.web["url"].replace(DOC_HOST, url)
         if path is not None:
             m.web["url"] = url + path
-    args = resolve_args(tpl, {"template": template, "token": READ}, pod_hash)
+    ro = ro or rollout(template)
+    incoming = build_arguments_for_rollout_analysis_run(analysis_step(ro)["args"], pod_hash, ro) + [{"name": "token", "value": READ}]
+    args = merge_args(incoming, tpl["spec"]["args"])
     return AnalysisRun(metrics, lambda m: web_measure(m, args, timeout=timeout), dry)
 
 
@@ -82,10 +108,10 @@ def test_healthy_revision_promotes(live, healthy):
     sim, cfg = healthy
     live.put_template("argo-healthy", cfg, WINDOW, EXT)
     run = make_run(live.url, "argo-healthy", "h1")
-    assert drive(run, feeder(live, "argo-healthy@h1", sim.canary)) == SUCCESSFUL
+    assert drive(run, feeder(live, aid("argo-healthy", "h1"), sim.canary)) == SUCCESSFUL
     assert step_outcome(run.phase) == "promoted"
     last = answers(run)[-1]
-    assert last["verdict"] == "proceed" and last["analysis"] == "argo-healthy@h1" and last["revision"] == "h1"
+    assert last["verdict"] == "proceed" and last["analysis"] == aid("argo-healthy", "h1") and last["revision"] == "h1"
     promoted_only_on_proceed(run)
 
 
@@ -93,7 +119,7 @@ def test_regression_aborts(live, healthy):
     sim, cfg = healthy
     live.put_template("argo-regress", cfg, WINDOW, EXT)
     run = make_run(live.url, "argo-regress", "r1")
-    assert drive(run, feeder(live, "argo-regress@r1", sim.canary, scale={"p99_latency_ms": 1.5})) == FAILED
+    assert drive(run, feeder(live, aid("argo-regress", "r1"), sim.canary, scale={"p99_latency_ms": 1.5})) == FAILED
     assert step_outcome(run.phase) == "aborted" and answers(run)[-1]["verdict"] == "rollback"
 
 
@@ -103,7 +129,7 @@ def test_final_extend_pauses_never_promotes(live, healthy):
     sim, cfg = healthy
     live.put_template("argo-extend", cfg, WINDOW, EXT)
     run = make_run(live.url, "argo-extend", "e1")
-    assert drive(run, feeder(live, "argo-extend@e1", sim.canary, missing=True)) == INCONCLUSIVE
+    assert drive(run, feeder(live, aid("argo-extend", "e1"), sim.canary, missing=True)) == INCONCLUSIVE
     assert step_outcome(run.phase) == "paused"
     res = run.results["deploysignal-verdict"]
     assert res.count == run.metrics[0].count == 1000 and res.successful == 0 and res.failed == 0
@@ -139,7 +165,7 @@ def test_flapping_service(live, healthy, scale, expect):
     proxy = flaky_proxy(live.url, 20, 0.25, 0.10)
     try:
         run = make_run(proxy.url, tid, "f1", timeout=0.3)
-        assert drive(run, feeder(live, f"{tid}@f1", sim.canary, scale={"p99_latency_ms": scale})) == expect
+        assert drive(run, feeder(live, aid(tid, "f1"), sim.canary, scale={"p99_latency_ms": scale})) == expect
     finally:
         proxy.close()
     assert run.results["deploysignal-verdict"].error >= 1 and {"503", "hang"} <= set(proxy.calls)
@@ -152,7 +178,7 @@ def test_restart_mid_rollout(live, healthy):
     sim, cfg = healthy
     live.put_template("argo-restart", cfg, WINDOW, EXT)
     run = make_run(live.url, "argo-restart", "k1", timeout=0.5)
-    fed = feeder(live, "argo-restart@k1", sim.canary)
+    fed = feeder(live, aid("argo-restart", "k1"), sim.canary)
 
     def feed(k: int) -> None:
         if k == 4:
@@ -165,7 +191,7 @@ def test_restart_mid_rollout(live, healthy):
     assert drive(run, feed) == SUCCESSFUL
     res = run.results["deploysignal-verdict"]
     assert res.error == 3
-    assert live.client.post("/v1/analyses/argo-restart@k1/replay", headers=R).json()["ok"] is True
+    assert live.client.post(f"/v1/analyses/{aid('argo-restart', 'k1')}/replay", headers=R).json()["ok"] is True
     promoted_only_on_proceed(run)
 
 
@@ -175,13 +201,13 @@ def test_two_revisions_back_to_back(live, healthy):
     sim, cfg = healthy
     live.put_template("argo-revs", cfg, WINDOW, EXT)
     first = make_run(live.url, "argo-revs", "a1")
-    assert drive(first, feeder(live, "argo-revs@a1", sim.canary)) == SUCCESSFUL
+    assert drive(first, feeder(live, aid("argo-revs", "a1"), sim.canary)) == SUCCESSFUL
     second = make_run(live.url, "argo-revs", "a2")
     assert second.reconcile() not in (SUCCESSFUL,) and answers(second)[0]["verdict"] == "pending"
     t0 = float(sim.canary.timestamps[WINDOW * (1 + EXT)]) + 60.0
-    assert drive(second, feeder(live, "argo-revs@a2", sim.canary, scale={"p99_latency_ms": 1.5}, t0=t0)) == FAILED
+    assert drive(second, feeder(live, aid("argo-revs", "a2"), sim.canary, scale={"p99_latency_ms": 1.5}, t0=t0)) == FAILED
     history = live.client.get("/v1/templates/argo-revs", headers=R).json()["revisions"]
-    assert [(h["analysis"], h["revision"], h["verdict"]) for h in history] == [("argo-revs@a1", "a1", "proceed"), ("argo-revs@a2", "a2", "rollback")]
+    assert [(h["analysis"], h["revision"], h["verdict"]) for h in history] == [(aid("argo-revs", "a1"), "a1", "proceed"), (aid("argo-revs", "a2"), "a2", "rollback")]
 
 
 def test_explicit_analysis_refuses_another_revision(live, healthy):
@@ -197,6 +223,80 @@ def test_explicit_analysis_refuses_another_revision(live, healthy):
     second = make_run(live.url, "unused", "x2", path=path)
     assert drive(second, lambda k: None) == ERROR
     assert second.results["deploysignal-verdict"].successful == 0
+    # the URL form without a revision no longer answers for the bound analysis (409: Error, aborted)
+    unnamed = make_run(live.url, "unused", "x1", path="/v1/argo/analyses/argo-explicit")
+    assert drive(unnamed, lambda k: None) == ERROR and unnamed.results["deploysignal-verdict"].successful == 0
+    r = live.client.get("/v1/argo/analyses/argo-explicit", headers=R)
+    assert r.status_code == 409 and "names no revision" in r.json()["detail"]
+
+
+def test_another_rollout_with_the_same_hash_is_analysed_apart(live, healthy):
+    """The same pod spec has the same pod-template-hash in every namespace: staging's proceed for hash
+    s1 must not promote prod's Rollout of s1, which gets its own analysis (pending until it has data)."""
+    sim, cfg = healthy
+    live.put_template("argo-subj", cfg, WINDOW, EXT)
+    staging = make_run(live.url, "argo-subj", "s1", ro=rollout("argo-subj", namespace="staging"))
+    assert drive(staging, feeder(live, aid("argo-subj", "s1", "staging.inference-api"), sim.canary)) == SUCCESSFUL
+    prod = make_run(live.url, "argo-subj", "s1")
+    assert prod.reconcile() != SUCCESSFUL
+    first = answers(prod)[0]
+    assert first["verdict"] == "pending" and first["analysis"] == aid("argo-subj", "s1") and first["revision"] == "s1"
+    assert drive(prod, lambda k: None) == INCONCLUSIVE
+    history = live.client.get("/v1/templates/argo-subj", headers=R).json()["revisions"]
+    assert [(h["analysis"], h["verdict"]) for h in history] == [(aid("argo-subj", "s1", "staging.inference-api"), "proceed"), (aid("argo-subj", "s1"), "pending")]
+    # the template endpoint without the Rollout's subject is refused (422: an Error measurement)
+    assert live.client.get("/v1/argo/templates/argo-subj/revisions/s1", headers=R).status_code == 422
+
+
+def _strict(schema: dict) -> dict:
+    """A CRD structural schema as JSON Schema with unknown fields refused, as ``kubectl apply`` (strict
+    field validation) does; without it the API server prunes them, which loses the value just the same."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) if k in ("items", "additionalProperties") else v for k, v in schema.items()}
+    if "properties" in schema:
+        out["properties"] = {k: _strict(v) for k, v in schema["properties"].items()}
+        out.setdefault("additionalProperties", False)
+    return out
+
+
+def test_documented_yaml_fits_argo_crds():
+    """The documented AnalysisTemplates' ``spec.args`` and the Rollout's analysis step validate against
+    Argo's CRD schemas (vendored subset, tests/conformance/fixtures/argo_crd_schemas.json, source named
+    inside); the form shipped before (``podTemplateHashValue`` in the template's args) does not."""
+    import jsonschema
+
+    from ._live import FIXTURES
+
+    crd = json.loads((FIXTURES / "argo_crd_schemas.json").read_text())
+    tpl_args, step = _strict(crd["analysistemplate_spec_args"]), _strict(crd["rollout_canary_step_analysis"])
+    for doc in ("argo-analysistemplate", "argo-analysistemplate-pre-1.8"):
+        jsonschema.validate(doc_example(doc)["spec"]["args"], tpl_args)
+    ro = doc_example("argo-rollout")
+    for st in ro["spec"]["strategy"]["canary"]["steps"]:
+        assert set(st) <= set(crd["step_keys"]), st
+    jsonschema.validate(analysis_step(ro), step)
+    old = [{"name": "template"}, {"name": "revision", "valueFrom": {"podTemplateHashValue": "Latest"}}]
+    with pytest.raises(jsonschema.ValidationError, match="podTemplateHashValue"):
+        jsonschema.validate(old, tpl_args)
+
+
+def test_port_merge_args_like_argo():
+    """MergeArgs/ResolveArgs: a template argument the Rollout does not fill stops the AnalysisRun
+    (``args.revision was not resolved``), which is what the shipped template did to every rollout: Argo
+    never reads ``podTemplateHashValue`` from a template's own args."""
+    tpl = doc_example("argo-analysistemplate")["spec"]["args"]
+    ro = rollout("t")
+    built = build_arguments_for_rollout_analysis_run(analysis_step(ro)["args"], "abc12", ro)
+    assert built == [{"name": "template", "value": "t"}, {"name": "revision", "value": "abc12"}, {"name": "namespace", "value": "prod"},
+                     {"name": "rollout", "value": "inference-api"}]
+    assert merge_args([*built, {"name": "token", "value": "tok"}, {"name": "undeclared", "value": "x"}], tpl) == {
+        "template": "t", "revision": "abc12", "namespace": "prod", "rollout": "inference-api", "token": "tok"}
+    with pytest.raises(ValueError, match="args.revision was not resolved"):
+        merge_args([{"name": "template", "value": "t"}, {"name": "token", "value": "tok"}], tpl)
+    old_tpl = [{"name": "template"}, {"name": "revision", "valueFrom": {"podTemplateHashValue": "Latest"}}]
+    with pytest.raises(ValueError, match="revision"):  # Argo leaves it unresolved: the port refuses to make up a value
+        merge_args([{"name": "template", "value": "t"}], old_tpl)
 
 
 def test_pre_1_8_template(live, healthy):
@@ -204,7 +304,7 @@ def test_pre_1_8_template(live, healthy):
     sim, cfg = healthy
     live.put_template("argo-old", cfg, WINDOW, EXT)
     run = make_run(live.url, "argo-old", "o1", doc="argo-analysistemplate-pre-1.8")
-    assert drive(run, feeder(live, "argo-old@o1", sim.canary)) == SUCCESSFUL
+    assert drive(run, feeder(live, aid("argo-old", "o1"), sim.canary)) == SUCCESSFUL
     assert run.results["deploysignal-verdict"].count == run.metrics[0].count == 1000
     promoted_only_on_proceed(run)
     silent = make_run(live.url, "argo-old", "o2", doc="argo-analysistemplate-pre-1.8")
@@ -228,6 +328,8 @@ def test_port_reproduces_the_reported_fail_open_template():
 
 def test_port_limits_and_argo_own_fail_open_paths():
     base = dict(interval="1m", success_condition='result.verdict == "proceed"', failure_condition='result.verdict == "rollback"')
+    # a body that is not JSON is evaluated as a string: result.verdict on it is expr's runtime error, an Error
+    assert evaluate_result("proceed", Metric("v", **base)) == ERROR
     # default consecutiveErrorLimit 4: the fifth error in a row is an Error run
     run = _scripted(Metric("v", **base), [ERROR] * 5)
     assert [run.reconcile() for _ in range(5)][-1] == ERROR

@@ -30,12 +30,17 @@ def canary(url: str, template: str, *, doc: dict | None = None, timeout: float |
     return Canary.from_yaml(d, {DOC_HOST: url}, timeout_override=timeout)
 
 
+def aid_of(c: Canary, template: str | None = None, checksum: str | None = None) -> str:
+    """The analysis of the canary's (current) revision: ``<template>@<namespace>.<name>@<checksum>``."""
+    return f"{template or c.webhooks[0].metadata['template']}@{c.namespace}.{c.name}@{checksum or c.checksum()}"
+
+
 def feeder(live, cd: Canary, frame, prefix: str | None = None, **kw):
     """Before each interval, push the next PER ticks to the analysis of the canary's current revision."""
     pos: dict[str, int] = {}
 
     def feed(k: int, c: Canary) -> None:
-        aid = f"{prefix or c.webhooks[0].metadata['template']}@{c.checksum()}"
+        aid = aid_of(c, prefix)
         p = pos.get(aid, 0)
         if p < WINDOW * (1 + EXT) and live.exists(aid):
             live.push(aid, ticks(frame, p, p + PER, **kw))
@@ -50,7 +55,7 @@ def promoted_only_on_proceed(live, cd: Canary) -> None:
     if cd.phase == SUCCEEDED:
         promo = [c for c in cd.calls if c[0] == "confirm-promotion"]
         assert promo and promo[-1][2] and promo[-1][1] == cd.checksum()
-        assert live.verdict(f"{cd.webhooks[0].metadata['template']}@{cd.checksum()}")["verdict"] == "proceed"
+        assert live.verdict(aid_of(cd))["verdict"] == "proceed"
 
 
 def start(cd: Canary, spec: str = "v1") -> None:
@@ -87,7 +92,7 @@ def test_final_extend_is_given_up_at_the_threshold(live, healthy):
     assert cd.run(200, feeder(live, cd, sim.canary, missing=True)) == FAILED
     assert cd.failed_checks == cd.threshold_() == 5
     assert not any(ok for kind, _, ok in cd.calls if kind in ("confirm-promotion", "rollback"))
-    v = live.verdict(f"fl-extend@{cd.checksum()}")
+    v = live.verdict(aid_of(cd))
     assert v["verdict"] == "extend" and v["final"] is True
 
 
@@ -160,7 +165,7 @@ def test_restart_mid_rollout(live, healthy):
     assert cd.run(200, between) == SUCCEEDED
     assert cd.failed_checks == 3
     promoted_only_on_proceed(live, cd)
-    assert live.client.post(f"/v1/analyses/fl-restart@{cd.checksum()}/replay", headers=R).json()["ok"] is True
+    assert live.client.post(f"/v1/analyses/{aid_of(cd)}/replay", headers=R).json()["ok"] is True
 
 
 def test_two_revisions_back_to_back(live, healthy):
@@ -177,7 +182,7 @@ def test_two_revisions_back_to_back(live, healthy):
     v2 = cd.checksum()
     assert v2 != v1
     cd.advance()
-    assert live.verdict(f"fl-revs@{v2}")["verdict"] == "pending"
+    assert live.verdict(aid_of(cd, checksum=v2))["verdict"] == "pending"
     assert cd.run(200, feeder(live, cd, sim.canary, scale={"p99_latency_ms": 1.5})) == FAILED
     cd.new_revision("v3")
     cd.advance()  # Progressing with v3's checksum
@@ -234,7 +239,7 @@ def test_events_and_confirm_rollout(live, healthy):
     assert cd.run(200, feeder(live, cd, sim.canary)) == SUCCEEDED
     confirm = [c for c in cd.calls if c[0] == "confirm-rollout"]
     assert confirm[-1] == ("confirm-rollout", before, True) and before != cd.checksum()
-    assert not live.exists(f"fl-events@{before}")
+    assert not live.exists(aid_of(cd, checksum=before))
     events = live.client.get("/v1/flagger/events", params={"canary": "prod.fl-events"}, headers=R).json()
     msgs = [e["body"]["metadata"].get("eventMessage") for e in events if e["body"]["hook"] == "event"]
     assert msgs and msgs[-1] == "Promotion completed!" and "New revision detected! Scaling up" in msgs
@@ -275,6 +280,55 @@ def test_confirm_traffic_increase_holds_after_a_final_extend(live, healthy):
     assert not cd.calls[-1][2] and cd.calls[-1][0] == "confirm-traffic-increase"
 
 
+def test_confirm_promotion_only_holds_a_final_extend(live, healthy):
+    """The documented Canary that gates only with confirm-promotion (no rollout hook): promoted on
+    proceed; a final extend holds it in WaitingPromotion (never promoted, nothing counted). A
+    confirm-promotion that also passed on a final extend would promote here."""
+    doc = copy.deepcopy(doc_example("flagger-canary"))
+    hooks = doc["spec"]["analysis"]["webhooks"]
+    doc["spec"]["analysis"]["webhooks"] = [w for w in hooks if w["type"] in ("confirm-promotion", "event")]
+    cd = healthy_and_final_extend(live, healthy, doc, "fl-promo-only", WAITING_PROMOTION, 120)
+    v = live.verdict(aid_of(cd))
+    assert v["verdict"] == "extend" and v["final"] is True and cd.failed_checks == 0
+    assert [c for c in cd.calls if c[0] == "confirm-promotion"][-1][2] is False
+
+
+def test_same_checksum_in_another_namespace_is_analysed_apart(live, healthy):
+    """A checksum is the same for the same spec in another namespace or cluster: staging's proceed must
+    not confirm prod's promotion; prod's Canary gets its own analysis and waits for it."""
+    sim, cfg = healthy
+    live.put_template("fl-subj", cfg, WINDOW, EXT)
+    staging = canary(live.url, "fl-subj")
+    staging.namespace = "staging"
+    start(staging, "same-spec")
+    assert staging.run(200, feeder(live, staging, sim.canary)) == SUCCEEDED
+    prod = canary(live.url, "fl-subj")
+    start(prod, "same-spec")
+    assert prod.run(60) == WAITING_PROMOTION  # no telemetry for prod: held, not promoted on staging's proceed
+    assert prod.checksum() == staging.checksum()
+    assert not any(ok for kind, _, ok in prod.calls if kind == "confirm-promotion")
+    assert live.verdict(aid_of(prod))["verdict"] == "pending" and live.verdict(aid_of(staging))["verdict"] == "proceed"
+    body = {"name": "fl-subj", "namespace": "other", "checksum": prod.checksum(), "metadata": {"template": "fl-subj", "token": READ}}
+    r = live.client.post("/v1/flagger/confirm-promotion", json=body)
+    assert r.status_code == 409 and r.json()["analysis"] == f"fl-subj@other.fl-subj@{prod.checksum()}"
+
+
+def test_bound_explicit_analysis_needs_a_checksum(live, healthy):
+    """Once an explicit analysis is bound, a gate call without a checksum is refused (409), never
+    answered with the bound revision's verdict."""
+    import json
+
+    sim, cfg = healthy
+    W = {"Authorization": "Bearer w-token-test"}
+    assert live.client.post("/v1/analyses", json={"id": "fl-nock", "config": json.loads(cfg.to_json()), "window": WINDOW, "max_extensions": 0}, headers=W).status_code == 201
+    live.push("fl-nock", ticks(sim.canary, 0, WINDOW))
+    body = {"name": "api", "namespace": "prod", "metadata": {"analysis": "fl-nock", "token": READ}}
+    assert live.client.post("/v1/flagger/confirm-promotion", json={**body, "checksum": "c1"}).status_code == 200
+    for hook in ("confirm-promotion", "rollout", "confirm-traffic-increase"):
+        r = live.client.post(f"/v1/flagger/{hook}", json=body)
+        assert r.status_code == 409 and "names no revision" in r.json()["reason"], (hook, r.text)
+
+
 # ---------------------------------------------------------------------- the port itself
 def test_port_status_code_rule():
     """callWebhook: a status above 202 fails (so 203 and 204 do); 5xx is retried `retries` times."""
@@ -304,6 +358,9 @@ def test_port_status_code_rule():
         status["code"] = 503
         seen.clear()
         assert call_webhook(url, {}, retries=2) is not None and seen == [503, 503, 503]
+        status["code"] = 429  # go-retryablehttp v0.7.8 retries Too Many Requests as well
+        seen.clear()
+        assert call_webhook(url, {}, retries=1) is not None and seen == [429, 429]
     finally:
         srv.shutdown()
         srv.server_close()

@@ -40,6 +40,8 @@ def serve(
     max_clock_skew: float = typer.Option(300.0, min=-1.0, help="Reject ticks stamped more than this many seconds after the server clock"
                                          " (a tick from the future wedges an analysis); -1 turns the check off."),
     prometheus_allow: Optional[list[str]] = typer.Option(None, "--prometheus-allow", help="Prometheus address (URL prefix) pull specs that use a secret may point at; repeat for several (none: such specs are refused)."),
+    max_live_per_template: int = typer.Option(20, min=1, help="Undecided analyses one template may have at once; a new revision beyond that gets 409."),
+    max_events: int = typer.Option(10_000, min=1, help="Flagger event/post-rollout calls kept (newest); older ones are deleted."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -58,7 +60,8 @@ def serve(
         tokens = [] if tokens_file is None else ServiceSettings.read_tokens_file(tokens_file)
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
-                                   max_clock_skew=None if max_clock_skew < 0 else max_clock_skew)
+                                   max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
+                                   max_events=max_events)
         if workers == 1:
             app = create_app(settings)
     except (DeploySignalError, ValueError) as exc:

@@ -439,22 +439,28 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             out["warnings"] = warnings
         return out
 
+    def _check_pull_spec(body: CreateAnalysis, cfg: CompiledConfig) -> None:
+        """The Prometheus spec fits the config and mode (no I/O): shared by create and PUT /v1/templates."""
+        if body.prometheus is None:
+            return
+        unknown = sorted(set(body.prometheus.canary) - set(cfg.names))
+        if unknown:
+            raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.canary")
+        if body.mode == "two-sample" and not body.prometheus.control:
+            raise InputError("two-sample mode needs prometheus.control queries", column="prometheus.control")
+        if body.mode == "one-sample" and body.prometheus.control:
+            raise InputError("prometheus.control queries given but the analysis runs in one-sample mode", column="prometheus.control")
+        unknown = sorted(set(body.prometheus.control or {}) - set(cfg.names))
+        if unknown:
+            raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.control")
+
     def _create(aid: str, body: CreateAnalysis) -> dict[str, Any]:
         if body.mode == "split":
             return _create_split(aid, body)
         cfg, cfg_json = _config_of(body)
         warnings: list[str] = []
+        _check_pull_spec(body, cfg)
         if body.prometheus is not None:
-            unknown = sorted(set(body.prometheus.canary) - set(cfg.names))
-            if unknown:
-                raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.canary")
-            if body.mode == "two-sample" and not body.prometheus.control:
-                raise InputError("two-sample mode needs prometheus.control queries", column="prometheus.control")
-            if body.mode == "one-sample" and body.prometheus.control:
-                raise InputError("prometheus.control queries given but the analysis runs in one-sample mode", column="prometheus.control")
-            unknown = sorted(set(body.prometheus.control or {}) - set(cfg.names))
-            if unknown:
-                raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.control")
             warnings = _validate_prometheus(body.prometheus)
         gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed}
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}
@@ -612,6 +618,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 check_split_pull(body.prometheus, specs)
             return body.model_dump(mode="json", exclude={"id"}, exclude_none=True)
         cfg, cfg_json = _config_of(body)
+        _check_pull_spec(body, cfg)  # what every instantiation would refuse is refused now
         store.put_config(cfg.version_id, cfg_json)
         return {**body.model_dump(mode="json", exclude={"id", "config", "baseline"}), "config_ref": cfg.version_id}
 
@@ -622,6 +629,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         role=lambda authorization, token: next((r for r in (_role(authorization), None if token is None else settings.role_of(token)) if r in ("read", "write")), None),
         create=_template_create,
         now=_now,
+        max_live=settings.max_live_per_template,
+        max_events=settings.max_events,
     )
     app.include_router(argo_router(ctx, read))
     app.include_router(flagger_router(ctx, read))

@@ -10,7 +10,11 @@ AnalysisTemplate (``docs/integrations.md``: ``successCondition: result.verdict =
 ``failureCondition: result.verdict == "rollback"``, ``consecutiveSuccessLimit: 1``) only a ``proceed``
 answer can make the metric Successful; ``pending`` and ``extend`` (final or not) are Inconclusive and,
 once ``count`` is reached without a success, Argo ends the metric Inconclusive (the rollout pauses).
-A request for a revision the analysis does not judge gets 409, which Argo records as an Error.
+A request for a revision the analysis does not judge, or (explicit analysis, once bound) a request
+naming no revision, gets 409, which Argo records as an Error. The template endpoint needs the Rollout
+(``subject=<namespace>.<name>``, passed by the Rollout's step args from ``metadata.namespace`` /
+``metadata.name``): each Rollout gets its own analysis of each revision, since the same pod spec has
+the same pod-template-hash in every namespace and cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
-from ._revisions import REVISION_PATTERN, TEMPLATE_PATTERN, IntegrationContext, Resolution, RevisionRefused
+from ._revisions import REVISION_PATTERN, SUBJECT_PATTERN, TEMPLATE_PATTERN, IntegrationContext, Resolution, RevisionRefused, template_analysis_id
 
 __all__ = ["argo_router"]
 
@@ -46,20 +50,24 @@ def argo_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
 
     @router.get("/v1/argo/analyses/{aid}")
     def argo_analysis(aid: str, revision: Annotated[str | None, Query(pattern=REVISION_PATTERN)] = None) -> Any:
-        """Verdict of analysis ``aid``. With ``revision`` (the template's ``podTemplateHashValue: Latest``
-        argument), the first revision seen binds the analysis and any other revision gets 409."""
+        """Verdict of analysis ``aid``. With ``revision`` (the pod-template-hash the Rollout passes with
+        ``podTemplateHashValue: Latest``), the first revision seen binds the analysis and any other
+        revision gets 409; once bound, a request without ``revision`` gets 409 too."""
         try:
             return _answer(ctx, ctx.resolve(analysis=aid, template=None, revision=revision, bind=True, create=False))
         except RevisionRefused as exc:
             return JSONResponse({"detail": str(exc), "verdict": "wrong-revision", "analysis": aid, "revision": revision}, status_code=409)
 
     @router.get("/v1/argo/templates/{tid}/revisions/{revision}")
-    def argo_template(tid: Annotated[str, Path(pattern=TEMPLATE_PATTERN)], revision: Annotated[str, Path(pattern=REVISION_PATTERN)]) -> Any:
-        """Verdict of analysis ``<tid>@<revision>``, created from template ``tid`` on first sight (a read
-        token may do this: it instantiates a template a writer stored, nothing else)."""
+    def argo_template(tid: Annotated[str, Path(pattern=TEMPLATE_PATTERN)], revision: Annotated[str, Path(pattern=REVISION_PATTERN)],
+                      subject: Annotated[str, Query(pattern=SUBJECT_PATTERN)]) -> Any:
+        """Verdict of analysis ``<tid>@<subject>@<revision>`` (``subject`` = the Rollout's
+        ``<namespace>.<name>``, required), created from template ``tid`` on first sight (a read token
+        may do this: it instantiates a template a writer stored, nothing else)."""
         try:
-            return _answer(ctx, ctx.resolve(analysis=None, template=tid, revision=revision, bind=True, create=True))
+            return _answer(ctx, ctx.resolve(analysis=None, template=tid, revision=revision, bind=True, create=True, subject=subject))
         except RevisionRefused as exc:
-            return JSONResponse({"detail": str(exc), "verdict": "wrong-revision", "analysis": f"{tid}@{revision}", "revision": revision}, status_code=409)
+            return JSONResponse({"detail": str(exc), "verdict": "wrong-revision", "analysis": template_analysis_id(tid, revision, subject), "revision": revision},
+                                status_code=409)
 
     return router

@@ -46,7 +46,7 @@ __all__ = ["FLAGGER_HOOKS", "FlaggerPayload", "flagger_allows", "flagger_router"
 log = logging.getLogger(__name__)
 
 FLAGGER_HOOKS = ("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion", "post-rollout", "rollback", "event")
-#: hooks whose checksum is the revision under analysis (confirm-rollout carries the previous one:
+#: hooks whose checksum is the revision under analysis (confirm-rollout carries the last applied one, the previous revision's on a new revision:
 #: Flagger calls it before it syncs the canary's status to the new revision)
 _BINDING = ("pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion", "rollback")
 
@@ -117,8 +117,9 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
     @router.post("/v1/flagger/{hook}")
     def flagger(hook: str, body: FlaggerPayload, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
         """Flagger webhook: 200 passes the step, 409 fails it (see the module docstring for what Flagger
-        does then). The analysis is ``metadata.template`` at ``checksum`` (created on first sight),
-        else ``metadata.analysis``, else ``<namespace>.<name>``. On the ``rollback`` hook 200 means
+        does then). The analysis is ``<metadata.template>@<namespace>.<name>@<checksum>`` (created
+        on first sight: one analysis per Canary and revision), else ``metadata.analysis``, else
+        ``<namespace>.<name>``. On the ``rollback`` hook 200 means
         "roll back now". Flagger sends no custom headers, so a read token may come as
         ``metadata.token`` (or as a bearer header added by a proxy)."""
         meta = body.metadata or {}
@@ -131,14 +132,15 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
             # Flagger ignores the answer; record what it told us (the token is not stored)
             record = body.model_dump(mode="json")
             record["metadata"] = {k: v for k, v in meta.items() if k != "token"}
-            ctx.tables.add_event(f"ev-{time.time_ns():020d}-{secrets.token_hex(4)}", "flagger", subject, body.checksum, {**record, "hook": hook}, ctx.now())
+            ctx.tables.add_event(f"ev-{time.time_ns():020d}-{secrets.token_hex(4)}", "flagger", subject, body.checksum, {**record, "hook": hook}, ctx.now(), keep=ctx.max_events)
             log.info("flagger %s for %s (%s): %s", hook, subject, body.checksum, meta.get("eventMessage", body.phase))
             return JSONResponse({"allow": True, "hook": hook, "recorded": True}, status_code=200)
         template = meta.get("template")
         analysis = None if template else (meta.get("analysis") or subject)
         out: dict[str, Any] = {"hook": hook, "analysis": analysis, "revision": body.checksum}
         try:
-            res = ctx.resolve(analysis=analysis, template=template, revision=body.checksum, bind=hook in _BINDING, create=hook in _BINDING)
+            res = ctx.resolve(analysis=analysis, template=template, revision=body.checksum, bind=hook in _BINDING, create=hook in _BINDING,
+                              subject=subject if template else None)
         except (NotFound, InputError, RevisionRefused) as exc:
             # confirm-rollout waits, pre-rollout/rollout count failed checks, promotion waits, no rollback signalled
             return JSONResponse({**out, "allow": False, "verdict": None, "reason": str(exc)}, status_code=409)

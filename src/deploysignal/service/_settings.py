@@ -70,6 +70,14 @@ class ServiceSettings(BaseModel):
         that uses a secret (``authentication``, a ``value_from`` header) may point at; empty refuses
         such specs. The caller chooses the address, so without this list any write-token holder could
         have the service send the Prometheus credentials to a server of the caller's choosing.
+    max_live_per_template : int
+        At most this many analyses created from one template may be undecided (not final) at once; a
+        request that would create one more is refused (409: Argo records an Error, Flagger a failed
+        check), so a read token cannot start analyses (each with its own Prometheus poller) without
+        bound. Finished analyses do not count.
+    max_events : int
+        Flagger ``event`` / ``post-rollout`` calls kept (``GET /v1/flagger/events``): the newest this
+        many; older ones are deleted as new ones arrive (they are logs; no decision reads them).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -82,6 +90,8 @@ class ServiceSettings(BaseModel):
     secrets_dir: str | None = None
     max_clock_skew: float | None = Field(300.0, ge=0)
     prometheus_allow: list[str] = Field(default_factory=list)
+    max_live_per_template: int = Field(20, ge=1)
+    max_events: int = Field(10_000, ge=1)
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""

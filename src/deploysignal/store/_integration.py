@@ -92,11 +92,16 @@ class IntegrationTables:
         return [RevisionBinding(*r) for r in rows]
 
     # -------------------------------------------------------------- events
-    def add_event(self, event_id: str, source: str, subject: str, revision: str | None, body: dict[str, Any], received: str) -> None:
+    def add_event(self, event_id: str, source: str, subject: str, revision: str | None, body: dict[str, Any], received: str, keep: int | None = None) -> None:
+        """Record an event; with ``keep``, only the newest ``keep`` events of ``source`` stay (older ones,
+        by id, i.e. arrival time, are deleted in the same transaction)."""
         s, c = self.store, self.store.conn
         with s._tx(c, write=True):
             s._q(c, "INSERT INTO integration_events (id, source, subject, revision, body, received) VALUES (?, ?, ?, ?, ?, ?)",
                  (event_id, source, subject, revision, json.dumps(body, sort_keys=True), received))
+            if keep is not None:
+                s._q(c, "DELETE FROM integration_events WHERE source=? AND id < (SELECT id FROM integration_events WHERE source=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                     (source, source, keep - 1))
 
     def events(self, source: str, subject: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Recorded events of ``source`` (optionally of one subject), in id order (ids start with the arrival time in ns), at most ``limit``."""

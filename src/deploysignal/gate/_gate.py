@@ -481,8 +481,13 @@ class Gate:
     True
     """
 
-    def __init__(self, config: CompiledConfig | Sequence[CompiledConfig], settings: GateSettings | None = None) -> None:
+    def __init__(self, config: CompiledConfig | Sequence[CompiledConfig], settings: GateSettings | None = None, *,
+                 screen: bool = True) -> None:
         self.config = config if isinstance(config, CompiledConfig) else config[0]
+        #: whether ticks are screened as new input (epoch seconds, each value in its kind's domain). Off only
+        #: to rebuild or replay ticks accepted before (an analysis or log of 0.4.0 that holds a rate of 95
+        #: or a millisecond stamp must stay readable: the ingest that accepted them did not screen them)
+        self.screen = screen
         self._configs = config
         self.settings = settings or GateSettings()
         s = self.settings
@@ -581,7 +586,8 @@ class Gate:
             raise InputError(f"timestamp must be a number, got {timestamp!r}", row=row, column="timestamp") from None
         if not math.isfinite(ts):
             raise InputError("timestamp is not finite", row=row, column="timestamp")
-        check_epoch_seconds(ts, row=row)  # a millisecond stamp accepted would make every later correct tick "out of order"
+        if self.screen:
+            check_epoch_seconds(ts, row=row)  # a millisecond stamp accepted would make every later correct tick "out of order"
         last = self.cohort_clock(cohort) if last is None else last
         if ts <= last:
             what = "the previous tick" if not cohort else f"the previous tick of cohort {cohort!r}"
@@ -698,8 +704,9 @@ class Gate:
             stamps[i] = ts
             tiers.append(tier)
             conts.append(cont)
-        check_domain(raw, self._domain, self._names, what="canary", first_row=self._tick + 1)
-        if craw is not None:
+        if self.screen:
+            check_domain(raw, self._domain, self._names, what="canary", first_row=self._tick + 1)
+        if craw is not None and self.screen:
             check_domain(craw, self._domain, self._names, what="control", first_row=self._tick + 1)
         # ---- every tick is valid: evaluate
         cells, nbs, keys = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), []
@@ -921,8 +928,8 @@ class Gate:
         return st
 
     @classmethod
-    def from_state(cls, config: CompiledConfig, settings: GateSettings, state: dict[str, Any]) -> Gate:
-        gate = cls(config, settings)
+    def from_state(cls, config: CompiledConfig, settings: GateSettings, state: dict[str, Any], *, screen: bool = True) -> Gate:
+        gate = cls(config, settings, screen=screen)
         for name in cls._ARRAYS:
             cur = getattr(gate, "_" + name)
             setattr(gate, "_" + name, np.array(state[name], dtype=cur.dtype).reshape(cur.shape))

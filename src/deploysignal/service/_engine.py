@@ -179,13 +179,13 @@ class AnalysisEngine:
         self.names = self.config.names
         if state is None:
             try:
-                self.gate = Gate(self.config, self.settings)
+                self.gate = Gate(self.config, self.settings, screen=False)  # validate() screens new ticks; stored ones are rebuilt as accepted
             except ValueError as exc:  # a family cannot be built from this config (e.g. too few baseline rows)
                 raise ConfigError(f"the compiled config cannot run this gate: {exc}") from None
             self._present = [0] * len(self.names)
             self.last: TickResult | None = None
         else:
-            self.gate = Gate.from_state(self.config, self.settings, state["gate"])
+            self.gate = Gate.from_state(self.config, self.settings, state["gate"], screen=False)
             self._present = list(state["present"])
             last = state.get("last")
             self.last = None if last is None else TickResult(

@@ -3,8 +3,10 @@ log); a gate that failed closed or was voided never proceeds but still rolls bac
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from deploysignal.cli import app
@@ -22,3 +24,63 @@ def test_a_real_0_4_0_log_with_an_out_of_domain_rate_still_replays():
     assert "120 records match" in " ".join(r.output.split())
     r = runner.invoke(app, ["gate", "-c", str(FIX / "cfg.json"), str(FIX / "canary.csv"), "--window", "20"])
     assert r.exit_code == 2 and "row 11" in r.output and "tool_success_rate" in r.output, r.output
+
+
+def _decide(closed_state, t, lw_a, fired_a):
+    """One call of the compiled verdict update for one stream, family A (alpha 0.02) and B."""
+    import numpy as np
+
+    from deploysignal.detectors._kernels import decide_step
+
+    st = closed_state
+    decide_step(
+        t, np.array([[lw_a, np.nan]]), np.array([[fired_a, False]]), np.zeros(1, dtype=bool), np.ones(1, dtype=bool),
+        np.zeros(1, dtype=bool), np.array([-np.log(0.02), np.inf]), 10, 20, 0.8, 0.5, False, 0.5,
+        st["n_valid"], st["max_lw"], st["verdict"], st["final"], st["decided_at"], st["first_fire"], st["b_warn"], st["closed"],
+    )
+
+
+def test_failing_closed_never_proceeds_but_a_later_fire_still_rolls_back():
+    """A NaN log-wealth at tick 2 closes the stream (final extend); no window end proceeds it (ticks up to
+    the horizon with no evidence), and a fire at tick 15 turns it into a rollback decided at 15 (before
+    the fix the final extend stayed and the fire was never recorded)."""
+    import numpy as np
+
+    from deploysignal.detectors._kernels import EXTEND, ROLLBACK
+
+    st = {"n_valid": np.zeros(1, dtype=np.int64), "max_lw": np.full((1, 2), -np.inf), "verdict": np.zeros(1, dtype=np.int64),
+          "final": np.zeros(1, dtype=bool), "decided_at": np.full(1, -1, dtype=np.int64), "first_fire": np.full((1, 2), -1, dtype=np.int64),
+          "b_warn": np.zeros(1, dtype=bool), "closed": np.zeros(1, dtype=bool)}
+    for t in range(15):
+        _decide(st, t, np.nan if t == 2 else 0.0, False)
+        if t >= 2:
+            assert st["verdict"][0] == EXTEND and st["final"][0] and st["closed"][0] and st["decided_at"][0] == 2
+    _decide(st, 15, 10.0, True)
+    assert st["verdict"][0] == ROLLBACK and st["final"][0] and st["decided_at"][0] == 15 and st["first_fire"][0, 0] == 15
+    _decide(st, 16, 0.0, False)  # a rollback is final
+    assert st["verdict"][0] == ROLLBACK and st["decided_at"][0] == 15
+
+
+def _summary(ds):
+    return [(d.tick, d.verdict, d.final, d.decided_at_tick, d.fired_families,
+             [(e.family, e.log_wealth) for e in d.evidence]) for d in ds]
+
+
+@pytest.mark.parametrize("mode", ["one-sample", "two-sample"])
+@pytest.mark.parametrize("ticks", [(560,), tuple(range(5, 560, 50))], ids=["late", "spaced"])
+def test_a_spike_for_the_canary_counts_as_a_missing_value(mode, ticks):
+    """The review's cases: eval_score = +1e307 (its good direction, ~1e309 sd) at tick 560 moved the slow
+    ramp's rollback (584 one-sample / 561 two-sample) to 594 / 588; at ticks 5, 55, ..., 555 it gave a
+    final proceed at 479 in both modes. Now each such spike is a missing value, noted in the tick's
+    records (``schema_continuity`` ``spike:eval_score``): the decisions and every family's evidence
+    equal those of the same run with NaN there, and the ramp is rolled back by family A."""
+    from test_issue23_values import _run
+
+    spiked = _run(mode, {(t, "eval_score"): 1e307 for t in ticks})
+    missing = _run(mode, {(t, "eval_score"): math.nan for t in ticks})
+    assert spiked[-1].verdict == "rollback" and spiked[-1].fired_families == ("A",)
+    assert _summary(spiked) == _summary(missing)
+    for t in ticks:
+        if t < len(spiked):
+            assert all(r["schema_continuity"] == "spike:eval_score" for r in spiked[t].records), spiked[t].records[0]
+            assert all(r["schema_continuity"] == "ok" for r in missing[t].records)

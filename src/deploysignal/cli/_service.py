@@ -196,7 +196,7 @@ def verify(
     legacy = _unchained_header(lines[0]) if lines else None
     if legacy is not None:
         reason = (f"unchained audit log (format 1: plain records, written by `deploysignal gate --audit` of deploysignal {legacy},"
-                  " before CLI logs were hash-chained in 0.4.1): there is no hash chain to verify. `deploysignal replay` still"
+                  " before CLI logs were hash-chained in 0.5.0): there is no hash chain to verify. `deploysignal replay` still"
                   " checks every record byte for byte; run `gate --audit` again for a chained log")
         if as_json:
             out.print(json.dumps({"ok": False, "lines": 0, "head": None, "bad_line": None, "reason": reason, "format": 1}))

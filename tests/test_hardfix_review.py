@@ -7,9 +7,12 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from deploysignal.cli import app
+from test_issue23_values import _ramp, _run  # the slow-ramp runs of the issue-23 property tests
 
 FIX = Path(__file__).parent / "fixtures" / "v040_rate95"
 
@@ -74,8 +77,6 @@ def test_a_spike_for_the_canary_counts_as_a_missing_value(mode, ticks):
     final proceed at 479 in both modes. Now each such spike is a missing value, noted in the tick's
     records (``schema_continuity`` ``spike:eval_score``): the decisions and every family's evidence
     equal those of the same run with NaN there, and the ramp is rolled back by family A."""
-    from test_issue23_values import _run
-
     spiked = _run(mode, {(t, "eval_score"): 1e307 for t in ticks})
     missing = _run(mode, {(t, "eval_score"): math.nan for t in ticks})
     assert spiked[-1].verdict == "rollback" and spiked[-1].fired_families == ("A",)
@@ -84,3 +85,34 @@ def test_a_spike_for_the_canary_counts_as_a_missing_value(mode, ticks):
         if t < len(spiked):
             assert all(r["schema_continuity"] == "spike:eval_score" for r in spiked[t].records), spiked[t].records[0]
             assert all(r["schema_continuity"] == "ok" for r in missing[t].records)
+
+
+def _continuous_signals():
+    _sim, cfg = _ramp()
+    return [s.name for s in cfg.signals if s.kind == "continuous"]
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), mode=st.sampled_from(["one-sample", "two-sample"]), on_control=st.booleans())
+def test_spikes_at_any_tick_never_delay_a_rollback_beyond_missing_values(data, mode, on_control):
+    """Property (review MUST 1): one to twelve spikes (|x| >= 1e20, beyond Z_BOUND baseline sd, either
+    sign) at any ticks of the slow ramp, in the canary or the control, leave the rollback (family A) at
+    the same or an earlier tick than the same run with those values missing: a spike counting for the
+    canary is a missing value, a harmful one is evidence at the clip. (Against the clean run a missing
+    value can cost a few ticks: 584 -> 588 for one at tick 560, one-sample.)"""
+    sig = _continuous_signals()
+    spikes = data.draw(st.dictionaries(st.tuples(st.integers(0, 599), st.sampled_from(sig)),
+                                       st.sampled_from([1e307, -1e307, 1e20, -1e20, 1.7976931348623157e308]), min_size=1, max_size=12))
+    nans = dict.fromkeys(spikes, math.nan)
+    control = on_control and mode == "two-sample"
+    spiked = _run(mode, None if control else spikes, spikes if control else None)
+    missing = _run(mode, None if control else nans, nans if control else None)
+    assert missing[-1].verdict == "rollback"
+    assert spiked[-1].verdict == "rollback" and "A" in spiked[-1].fired_families
+    assert spiked[-1].tick <= missing[-1].tick, (spiked[-1].tick, missing[-1].tick)
+
+
+def test_serve_max_clock_skew_only_minus_one_turns_the_check_off():
+    """Review note: any value in [-1, 0) turned the clock-skew check off; now only -1 does, others exit 2."""
+    r = CliRunner().invoke(app, ["serve", "--max-clock-skew", "-0.5", "--port", "1"])
+    assert r.exit_code == 2 and "max-clock-skew" in r.output, r.output

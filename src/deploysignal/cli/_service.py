@@ -52,6 +52,8 @@ def serve(
 
     from ..service import ServiceSettings, create_app
 
+    if max_clock_skew < 0 and max_clock_skew != -1:  # only -1 itself turns the check off, not -0.5
+        raise typer.BadParameter(f"must be >= 0, or -1 to turn the check off; got {max_clock_skew}", param_hint="--max-clock-skew")
     try:
         if tokens_file is None and not insecure:
             tokens_file = _generated_tokens(tokens_dir, host, port)

@@ -116,3 +116,24 @@ def test_serve_max_clock_skew_only_minus_one_turns_the_check_off():
     """Review note: any value in [-1, 0) turned the clock-skew check off; now only -1 does, others exit 2."""
     r = CliRunner().invoke(app, ["serve", "--max-clock-skew", "-0.5", "--port", "1"])
     assert r.exit_code == 2 and "max-clock-skew" in r.output, r.output
+
+
+def test_void_refuses_a_missing_store_and_a_non_utf8_reason(tmp_path):
+    """Review notes: ``service void --store`` with a mistyped SQLite path created an empty database;
+    a reason with an undecodable byte (``$'bad\\xff'``, a lone surrogate in Python) was stored and made
+    GET a permanent 500. Both exit 2 now, and the mistyped path is not created."""
+    missing = tmp_path / "typo.db"
+    r = CliRunner().invoke(app, ["service", "void", "--store", f"sqlite:///{missing}", "--analysis", "a", "--reason", "x"])
+    assert r.exit_code == 2 and "no SQLite store" in r.output and not missing.exists(), r.output
+    from deploysignal._exceptions import InputError
+    from deploysignal.calibration import CompiledConfig
+    from deploysignal.gate import Gate
+
+    gate = Gate(CompiledConfig.from_json((FIX / "cfg.json").read_text()))
+    for bad in ("bad\udcff", "a\x00b", "two\nlines"):
+        with pytest.raises(InputError, match="printable UTF-8"):
+            gate.void(bad)
+    gate.void("source misconfigured")
+    with pytest.raises(InputError, match="already voided"):
+        gate.void("again")
+    assert gate.void("again", screen=False).verdict == "extend"  # a stored second void (unreleased main) still rebuilds

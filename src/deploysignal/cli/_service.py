@@ -149,6 +149,9 @@ def void_cmd(
     from ..service._manager import AnalysisManager
     from ..store import open_store
 
+    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():  # opening would create an empty one
+        err.print(f"[red]error[/red]: no SQLite store at {store[len('sqlite:///'):]!r}")
+        raise typer.Exit(2)
     try:
         st = open_store(store)
         try:

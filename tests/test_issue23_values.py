@@ -216,7 +216,9 @@ def test_fail_closed_in_the_batch_path():
 
 
 def test_cli_gate_says_when_it_failed_closed(tmp_path, monkeypatch):
-    """The CLI does not fail silently either: exit 3 (extend), ``fail_closed`` in ``--json`` and in the table."""
+    """The CLI does not fail silently either: exit 3 (extend), ``fail_closed`` in ``--json`` and in the table.
+    Failing closed does not fail open on harm: with family A's fires kept, the step is still rolled back
+    (exit 4) and the output still says the gate failed closed."""
     import json
 
     from typer.testing import CliRunner
@@ -229,10 +231,12 @@ def test_cli_gate_says_when_it_failed_closed(tmp_path, monkeypatch):
     assert runner.invoke(app, ["calibrate", str(tmp_path / "baseline.csv"), "-o", str(tmp_path / "cfg.json")]).exit_code == 0
     orig = FamilyA.run
 
+    keep_fires = False
+
     def broken(self, z, cells, *a):
         out, fired, harm = orig(self, z, cells, *a)
         out[:, 0] = math.nan
-        return out, fired, harm
+        return out, fired & keep_fires, harm
 
     monkeypatch.setattr(FamilyA, "run", broken)
     args = ["gate", str(tmp_path / "canary.csv"), "-c", str(tmp_path / "cfg.json")]
@@ -242,6 +246,12 @@ def test_cli_gate_says_when_it_failed_closed(tmp_path, monkeypatch):
     assert out["verdict"] == "extend" and out["decided_at_tick"] == 0 and "family A log-wealth became NaN at tick 0" in out["fail_closed"]
     r = runner.invoke(app, args)
     assert r.exit_code == 3 and "failed closed" in r.output
+    keep_fires = True
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 4, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["verdict"] == "rollback" and out["fired_families"] == ["A"] and out["decided_at_tick"] > 0
+    assert "family A log-wealth became NaN at tick 0" in out["fail_closed"]
 
 
 def test_void_revokes_a_proceed_and_replays_byte_for_byte():

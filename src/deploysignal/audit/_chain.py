@@ -76,7 +76,7 @@ def record_text(line: str) -> str | None:
 
 def is_chained(first_line: str) -> bool:
     """Whether an audit log whose first line is ``first_line`` is hash-chained (format 2: every line
-    ``{"hash", "prev", "record"}``, the service's logs and, since 0.4.1, ``gate --audit``) rather than
+    ``{"hash", "prev", "record"}``, the service's logs and, since 0.5.0, ``gate --audit``) rather than
     a log of plain records (format 1, ``gate --audit`` up to 0.4.0)."""
     return record_text(first_line) is not None
 

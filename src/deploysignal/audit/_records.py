@@ -88,7 +88,7 @@ def audit_lines(path: str | Path) -> list[str]:
 def read_audit(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     """Header record and the record lines (canonical JSON, without newlines) of an audit log.
 
-    Both formats are read: hash-chained lines (format 2, what ``gate --audit`` writes since 0.4.1 and
+    Both formats are read: hash-chained lines (format 2, what ``gate --audit`` writes since 0.5.0 and
     the service always wrote; each record is taken exactly as its line holds it) and plain records
     (format 1, ``gate --audit`` up to 0.4.0). The chain itself is checked by :func:`check_chain`. A
     record line with bytes that are not UTF-8, or a chained line whose envelope is damaged, is kept
@@ -119,7 +119,7 @@ def check_chain(path: str | Path) -> ChainReport | None:
 
 
 def _replayed_lines(config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None) -> Iterator[str]:
-    gate = Gate(config, settings)
+    gate = Gate(config, settings, screen=False)  # re-derives what was accepted: a 0.4.0 log may hold a rate of 95
     for d in gate.run(canary, control):
         for r in d.records:
             yield dumps_record(r)

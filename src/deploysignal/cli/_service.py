@@ -54,6 +54,8 @@ def serve(
 
     from ..service import ServiceSettings, create_app
 
+    if max_clock_skew < 0 and max_clock_skew != -1:  # only -1 itself turns the check off, not -0.5
+        raise typer.BadParameter(f"must be >= 0, or -1 to turn the check off; got {max_clock_skew}", param_hint="--max-clock-skew")
     try:
         if tokens_file is None and not insecure:
             tokens_file = _generated_tokens(tokens_dir, host, port)
@@ -163,6 +165,9 @@ def void_cmd(
     from ..service._manager import AnalysisManager
     from ..store import open_store
 
+    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():  # opening would create an empty one
+        err.print(f"[red]error[/red]: no SQLite store at {store[len('sqlite:///'):]!r}")
+        raise typer.Exit(2)
     try:
         st = open_store(store)
         try:
@@ -212,7 +217,7 @@ def verify(
     legacy = _unchained_header(lines[0]) if lines else None
     if legacy is not None:
         reason = (f"unchained audit log (format 1: plain records, written by `deploysignal gate --audit` of deploysignal {legacy},"
-                  " before CLI logs were hash-chained in 0.4.1): there is no hash chain to verify. `deploysignal replay` still"
+                  " before CLI logs were hash-chained in 0.5.0): there is no hash chain to verify. `deploysignal replay` still"
                   " checks every record byte for byte; run `gate --audit` again for a chained log")
         if as_json:
             out.print(json.dumps({"ok": False, "lines": 0, "head": None, "bad_line": None, "reason": reason, "format": 1}))

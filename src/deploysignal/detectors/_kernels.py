@@ -30,10 +30,12 @@ ONS_C = 2.0 / (2.0 - math.log(3.0))
 
 #: Largest standardised innovation (and AR(1) regressor) the families are fed, in innovation standard
 #: deviations: the gate's standardiser holds ``z`` and the regressors to ``[-Z_BOUND, Z_BOUND]``. Every
-#: family clips its bets' inputs at 6 sd or less, so the bound changes no bet; it keeps a finite value
-#: that is huge against its signal's scale (1e300, or one whose ratio to the scale overflows) out of the
+#: family clips its bets' data term at 6 sd or less, so the bound changes no such term (family A's AR
+#: regressor ``r`` is not clipped at 6 sd: there the bound is the cap); it keeps a finite value that is
+#: huge against its signal's scale (1e300, or one whose ratio to the scale overflows) out of the
 #: families' sums as an infinity or a NaN. Family A does not learn cell bias or AR-error regression from
 #: a tick at the bound (it still bets on it, at its clip): one spike cannot teach it that harm is bias.
+#: (Spikes that would count for the canary never get here: the standardiser makes them missing.)
 Z_BOUND = 1e6
 
 _OPTS = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -550,7 +552,7 @@ PENDING, PROCEED, EXTEND, ROLLBACK = 0, 1, 2, 3
 @njit(**_OPTS)
 def decide_step(
     t, lw, fired, b_fired, valid, harm, log_thr, window, horizon, min_valid_fraction, suggestive_fraction,
-    early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn,
+    early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn, closed,
 ):  # pragma: no cover - compiled
     """The gate's verdict update for ``P`` streams at tick ``t`` (0-based), in place; see ``Gate``.
 
@@ -559,7 +561,10 @@ def decide_step(
 
     Fail closed: at a tick where a family with alpha (finite ``log_thr``) reports a NaN log-wealth,
     an open verdict becomes a final ``extend`` unless a rollback fires at the same tick. (-inf is a
-    legitimate value, a Shiryaev-Roberts statistic at 0 before any evidence; +inf fires.)"""
+    legitimate value, a Shiryaev-Roberts statistic at 0 before any evidence; +inf fires.) The stream
+    is then *closed* (``closed[p]``, also set by an operator's void): it never proceeds, but a rollback
+    stays live: a later fire of any family still turns the final ``extend`` into a ``rollback`` (failing
+    closed must not fail open on harm). On valid input ``closed`` stays False and nothing changes."""
     P, F = lw.shape
     n = t + 1
     at_end = n % window == 0
@@ -570,15 +575,16 @@ def decide_step(
             if math.isnan(a) or (not math.isnan(b) and b > a):
                 max_lw[p, f] = b  # np.fmax: NaN only when both are NaN
         open_ = not final[p]
+        live = open_ or (closed[p] and verdict[p] != ROLLBACK)  # a closed stream can still roll back
         if b_fired[p] and open_:
             b_warn[p] = True
         roll = False
         for f in range(F):
             if fired[p, f]:
                 roll = True
-                if open_ and first_fire[p, f] < 0:
+                if live and first_fire[p, f] < 0:
                     first_fire[p, f] = t
-        if open_ and roll:
+        if live and roll:
             verdict[p], final[p], decided_at[p] = ROLLBACK, True, t
             continue
         if not open_:
@@ -588,7 +594,7 @@ def decide_step(
             if log_thr[f] < math.inf and math.isnan(lw[p, f]):
                 broken = True
         if broken:
-            verdict[p], final[p], decided_at[p] = EXTEND, True, t
+            verdict[p], final[p], decided_at[p], closed[p] = EXTEND, True, t, True
             continue
         valid_ok = n_valid[p] >= min_valid_fraction * n
         suggestive = b_warn[p]
@@ -742,7 +748,7 @@ def family_b_run(
 @njit(**_OPTS_GIL)
 def decide_run(
     tick0, lw, fired, b_fired, valid, harm, log_thr, window, horizon, min_valid_fraction, suggestive_fraction,
-    early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn,
+    early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn, closed,
     out_verdict, out_final, out_decided, out_first, out_max_lw, out_n_valid,
 ):  # pragma: no cover - compiled
     """:func:`decide_step` for one stream over ticks ``tick0, tick0 + 1, ...`` (inputs (T, F) / (T,)),
@@ -751,7 +757,7 @@ def decide_run(
         decide_step(
             tick0 + t, lw[t:t + 1], fired[t:t + 1], b_fired[t:t + 1], valid[t:t + 1], harm[t:t + 1], log_thr, window,
             horizon, min_valid_fraction, suggestive_fraction, early_proceed, min_proceed_fraction, n_valid, max_lw,
-            verdict, final, decided_at, first_fire, b_warn,
+            verdict, final, decided_at, first_fire, b_warn, closed,
         )
         out_verdict[t], out_final[t], out_decided[t], out_n_valid[t] = verdict[0], final[0], decided_at[0], n_valid[0]
         for f in range(lw.shape[1]):

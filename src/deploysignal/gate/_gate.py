@@ -31,6 +31,15 @@ VERDICTS = ("pending", "proceed", "extend", "rollback")
 _LOG = logging.getLogger(__name__)
 
 
+def _encodable(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (a lone surrogate, e.g. an undecodable byte of a command line, does not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Standardizer:
     r"""Raw ticks -> oriented, prewhitened, standardised innovations, with the AR(1) memory of the streams.
 
@@ -53,9 +62,15 @@ class Standardizer:
     ``lag`` holds, per stream and signal, the regressor that carries the AR(1) estimation error into
     :math:`z_t`: :math:`z_t` contains :math:`(\phi^g - \hat\phi^g)\,y_{t-g}/\sqrt{\cdot} \approx
     (\phi - \hat\phi)\, g\hat\phi^{g-1} y_{t-g}/\sqrt{\cdot}` (oriented, innovation units).
+
+    Spikes: a de-seasonalised value more than ``Z_BOUND`` marginal sd from its level that would count as
+    evidence *for* the canary (a canary value in the signal's good direction, a control value in its
+    bad direction; never for a two-sided signal) is returned as missing (NaN), so a finite absurd value
+    cannot buy a family a loss of wealth and delay or prevent a rollback; one in the harmful direction is
+    kept (the families bet on it at their clip). ``spikes`` holds the mask of the last call.
     """
 
-    def __init__(self, config: CompiledConfig | Sequence[CompiledConfig]) -> None:
+    def __init__(self, config: CompiledConfig | Sequence[CompiledConfig], *, control: bool = False) -> None:
         first = config if isinstance(config, CompiledConfig) else config[0]
         a = stack_arrays(config)
         self._rate, self._count, self._orient = a["kind_rate"], a["kind_count"], a["orient"]
@@ -68,6 +83,9 @@ class Standardizer:
         #: a de-seasonalised value beyond Z_BOUND marginal sd is a spike: not an AR(1) predecessor
         self._spike = Z_BOUND * self._scale / self._root
         self._orient2 = np.ascontiguousarray(np.broadcast_to(self._orient, self._scale.shape), dtype=float)
+        #: spikes dropped as missing: oriented sign that counts for the canary (-1 canary, +1 control), 0 if two-sided
+        self._drop = np.where(np.asarray(a["two_sided"], dtype=bool), 0.0, 1.0 if control else -1.0) * self._orient2
+        self.spikes = np.zeros(self._scale.shape, dtype=bool)
         self._scale = np.ascontiguousarray(self._scale, dtype=float)
 
     def __call__(self, timestamp: float, raw: np.ndarray, cell: int, neighbour: int, weight: float) -> np.ndarray:
@@ -78,7 +96,14 @@ class Standardizer:
         seen = np.abs(y) <= self._spike  # False for NaN: missing values and spikes leave the AR(1) memory alone
         self._prev_y = np.where(seen, y, self._prev_y)
         self._prev_t = np.where(seen, timestamp, self._prev_t)
-        return self._bounded(innov)
+        return self._drop_spikes(y, self._bounded(innov))
+
+    def _drop_spikes(self, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """``z`` with the spikes of ``y`` that count for the canary set missing (see the class); sets ``spikes``."""
+        self.spikes = (np.abs(y) > self._spike) & (self._drop * y > 0.0)
+        if self.spikes.any():
+            z = np.where(self.spikes, np.nan, z)
+        return z
 
     def _bounded(self, v: np.ndarray) -> np.ndarray:
         """Oriented, scaled ``v`` held to ``[-Z_BOUND, Z_BOUND]`` (NaN stays NaN; an overflow to infinity
@@ -112,7 +137,7 @@ class Standardizer:
         cols = np.arange(k)
         self._prev_y = Y[rows[-1], cols][None]
         self._prev_t = times[rows[-1], cols][None]
-        return self._bounded(innov)
+        return self._drop_spikes(y, self._bounded(innov))
 
     def state(self) -> dict[str, Any]:
         def _rows(a: np.ndarray) -> list[list[float | None]]:
@@ -481,8 +506,13 @@ class Gate:
     True
     """
 
-    def __init__(self, config: CompiledConfig | Sequence[CompiledConfig], settings: GateSettings | None = None) -> None:
+    def __init__(self, config: CompiledConfig | Sequence[CompiledConfig], settings: GateSettings | None = None, *,
+                 screen: bool = True) -> None:
         self.config = config if isinstance(config, CompiledConfig) else config[0]
+        #: whether ticks are screened as new input (epoch seconds, each value in its kind's domain). Off only
+        #: to rebuild or replay ticks accepted before (an analysis or log of 0.4.0 that holds a rate of 95
+        #: or a millisecond stamp must stay readable: the ingest that accepted them did not screen them)
+        self.screen = screen
         self._configs = config
         self.settings = settings or GateSettings()
         s = self.settings
@@ -521,6 +551,8 @@ class Gate:
         self._decided_at = np.full(P, -1)
         self._first_fire = np.full((P, F), -1)
         self._b_warn = np.zeros(P, dtype=bool)
+        #: failed closed or voided: never proceeds, a later fire still rolls back (decide_step)
+        self._closed = np.zeros(P, dtype=bool)
         #: why the gate failed closed (single stream; see _fail_closed_reasons), "" while it has not
         self._fail_reason = ""
 
@@ -565,7 +597,7 @@ class Gate:
     def _cohort(self, cohort: str) -> list[Any]:
         """AR(1) memory and clock of one cohort (tier): cohorts are separate streams of the same canary."""
         if cohort not in self._cohorts:
-            self._cohorts[cohort] = [Standardizer(self._configs), Standardizer(self._configs), self._ts_floor]
+            self._cohorts[cohort] = [Standardizer(self._configs), Standardizer(self._configs, control=True), self._ts_floor]
         return self._cohorts[cohort]
 
     def cohort_clock(self, cohort: str = "") -> float:
@@ -581,7 +613,8 @@ class Gate:
             raise InputError(f"timestamp must be a number, got {timestamp!r}", row=row, column="timestamp") from None
         if not math.isfinite(ts):
             raise InputError("timestamp is not finite", row=row, column="timestamp")
-        check_epoch_seconds(ts, row=row)  # a millisecond stamp accepted would make every later correct tick "out of order"
+        if self.screen:
+            check_epoch_seconds(ts, row=row)  # a millisecond stamp accepted would make every later correct tick "out of order"
         last = self.cohort_clock(cohort) if last is None else last
         if ts <= last:
             what = "the previous tick" if not cohort else f"the previous tick of cohort {cohort!r}"
@@ -698,8 +731,9 @@ class Gate:
             stamps[i] = ts
             tiers.append(tier)
             conts.append(cont)
-        check_domain(raw, self._domain, self._names, what="canary", first_row=self._tick + 1)
-        if craw is not None:
+        if self.screen:
+            check_domain(raw, self._domain, self._names, what="canary", first_row=self._tick + 1)
+        if craw is not None and self.screen:
             check_domain(craw, self._domain, self._names, what="control", first_row=self._tick + 1)
         # ---- every tick is valid: evaluate
         cells, nbs, keys = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), []
@@ -713,15 +747,20 @@ class Gate:
         groups: dict[str, list[int]] = {}
         for i, tier in enumerate(tiers):
             groups.setdefault(tier, []).append(i)
+        ctl_spk = np.zeros((n, k), dtype=bool) if self._two else None  # control spikes
+        can_spk = np.zeros((n, k), dtype=bool)
         for tier, members in groups.items():
             idx = np.array(members, dtype=np.int64)
             state = self._cohort(tier)
             z[idx] = state[0].run(stamps[idx], raw[idx], cells[idx], nbs[idx], weights[idx])
             lag[idx] = state[0].lag
+            can_spk[idx] = state[0].spikes
             if self._two:
                 cz[idx] = state[1].run(stamps[idx], craw[idx], cells[idx], nbs[idx], weights[idx])  # type: ignore[index]
                 clag[idx] = state[1].lag  # type: ignore[index]
+                ctl_spk[idx] = state[1].spikes  # type: ignore[index]
             state[2] = float(stamps[idx[-1]])
+        self._note_spikes(conts, can_spk, ctl_spk)
         F = len(self._fam_names)
         out = np.full((n, F, 4), np.nan)
         fired = np.zeros((n, F), dtype=bool)
@@ -741,7 +780,7 @@ class Gate:
         decide_run(
             self._tick, np.ascontiguousarray(out[:, :, 0]), fired, b_fired, valid, harm, self._log_thr, s.window, s.horizon,
             s.min_valid_fraction, s.suggestive_fraction, s.early_proceed, s.min_proceed_fraction, self._n_valid, self._max_lw,
-            self._verdict, self._final, self._decided_at, self._first_fire, self._b_warn,
+            self._verdict, self._final, self._decided_at, self._first_fire, self._b_warn, self._closed,
             verdict, final, decided, first, max_lw, n_valid,
         )
         fired[:, -1] = b_fired  # the evidence of family B reports any fired rule
@@ -758,23 +797,45 @@ class Gate:
         self._tick += n
         return decisions
 
-    def void(self, reason: str) -> Decision:
+    def _note_spikes(self, conts: list[str], canary: np.ndarray, control: np.ndarray | None) -> None:
+        """Record in a tick's ``schema_continuity`` the signals whose value was a spike counting for the
+        canary and was therefore taken as missing (:class:`Standardizer`): ``spike:<signals>`` and
+        ``control-spike:<signals>``. Valid input has none, so its records do not change."""
+        for what, mask in (("spike", canary), ("control-spike", control)):
+            if mask is None or not mask.any():
+                continue
+            for i in np.flatnonzero(mask.any(axis=1)).tolist():
+                note = f"{what}:{','.join(n for n, m in zip(self._names, mask[i].tolist()) if m)}"
+                conts[i] = note if conts[i] == "ok" else f"{conts[i]};{note}"
+
+    def void(self, reason: str, *, screen: bool = True) -> Decision:
         """Void the analysis (an operator's act, e.g. after a tick from the future was accepted and
         wedged it): a tick that carries no telemetry and no evidence (every family's record has a null
         log-wealth and does not fire) and ends the analysis. An open verdict, or a ``proceed`` already
         given, becomes a final ``extend`` (a voided analysis answers no promotion any more); a rollback
-        stays. The gate record of this
+        stays. The analysis stays *closed* to promotion but not to harm: ticks ingested after the void
+        are still evaluated, and a family that fires then turns the verdict into a ``rollback``
+        (:func:`~deploysignal.detectors._kernels.decide_step`). The gate record of this
         tick and of every later one carries ``fail_closed = "voided by operator: <reason>"``, and the
         state keeps it. Replaying the same ticks and the same void reproduces the records byte for byte.
+
+        ``screen`` (a new void, not one rebuilt from a store): the reason must be printable UTF-8 on one
+        line (no NUL, newline or other control character: it goes into logs) and the analysis must not
+        be voided already; otherwise :class:`InputError` and nothing changes.
         """
         if self._P != 1:
             raise InputError("void() ends a single stream's analysis")
         reason = str(reason).strip()
         if not reason:
             raise InputError("a void needs a reason (it is recorded in the audit)", column="reason")
+        if screen and (not reason.isprintable() or not _encodable(reason)):
+            raise InputError("a void reason must be printable UTF-8 text on one line (no control characters)", column="reason")
+        if screen and self._fail_reason.startswith("voided by operator: "):
+            raise InputError(f"the analysis is already voided ({self._fail_reason!r})", column="reason")
         tick = self._tick
         if not self._final[0] or self._verdict[0] == PROCEED:
             self._verdict[0], self._final[0], self._decided_at[0] = EXTEND, True, tick
+        self._closed[0] = self._verdict[0] != ROLLBACK  # never proceeds from here; a later fire still rolls back
         self._fail_reason = f"voided by operator: {reason}"
         ts = self._last_ts if math.isfinite(self._last_ts) else 0.0
         F = len(self._fam_names)
@@ -798,7 +859,8 @@ class Gate:
             if bad.size:
                 i, f = (int(x) for x in bad[0])
                 name, tick = self._fam_names[f], self._tick + i
-                outcome = "the rollback decided at this tick stands" if verdict[i] == ROLLBACK else "verdict held at extend (final)"
+                outcome = ("the rollback decided at this tick stands" if verdict[i] == ROLLBACK
+                           else "verdict held at extend (final); a later fire still rolls back")
                 self._fail_reason = (f"fail closed: family {name} log-wealth became NaN at tick {tick} (its evidence can no longer"
                                      f" be trusted); the gate will not proceed: {outcome}")
                 _LOG.error("%s", self._fail_reason)
@@ -848,7 +910,7 @@ class Gate:
             self._tick, np.ascontiguousarray(lw, dtype=float), np.ascontiguousarray(fired, dtype=bool),
             np.ascontiguousarray(b_fired, dtype=bool), np.ascontiguousarray(valid, dtype=bool), np.ascontiguousarray(harm, dtype=bool),
             self._log_thr, s.window, s.horizon, s.min_valid_fraction, s.suggestive_fraction, s.early_proceed, s.min_proceed_fraction,
-            self._n_valid, self._max_lw, self._verdict, self._final, self._decided_at, self._first_fire, self._b_warn,
+            self._n_valid, self._max_lw, self._verdict, self._final, self._decided_at, self._first_fire, self._b_warn, self._closed,
         )
 
     def run_batch(self, timestamps: np.ndarray, values: np.ndarray, control: np.ndarray | None = None) -> BatchResult:
@@ -918,11 +980,13 @@ class Gate:
             st["ts_floor"] = self._ts_floor
         if self._fail_reason:
             st["fail_closed"] = self._fail_reason
+        if self._closed.any():  # written only once closed: states of valid runs stay as they were
+            st["closed"] = self._closed.tolist()
         return st
 
     @classmethod
-    def from_state(cls, config: CompiledConfig, settings: GateSettings, state: dict[str, Any]) -> Gate:
-        gate = cls(config, settings)
+    def from_state(cls, config: CompiledConfig, settings: GateSettings, state: dict[str, Any], *, screen: bool = True) -> Gate:
+        gate = cls(config, settings, screen=screen)
         for name in cls._ARRAYS:
             cur = getattr(gate, "_" + name)
             setattr(gate, "_" + name, np.array(state[name], dtype=cur.dtype).reshape(cur.shape))
@@ -944,4 +1008,8 @@ class Gate:
             gate._families[f].load_state(st)
         gate._rules.load_state(state["rules"])
         gate._fail_reason = str(state.get("fail_closed") or "")
+        if "closed" in state:
+            gate._closed = np.array(state["closed"], dtype=bool).reshape(gate._closed.shape)
+        elif gate._fail_reason:  # a state written before 'closed' existed: failed closed or voided, not rolled back
+            gate._closed = gate._verdict != ROLLBACK
         return gate

@@ -179,13 +179,13 @@ class AnalysisEngine:
         self.names = self.config.names
         if state is None:
             try:
-                self.gate = Gate(self.config, self.settings)
+                self.gate = Gate(self.config, self.settings, screen=False)  # validate() screens new ticks; stored ones are rebuilt as accepted
             except ValueError as exc:  # a family cannot be built from this config (e.g. too few baseline rows)
                 raise ConfigError(f"the compiled config cannot run this gate: {exc}") from None
             self._present = [0] * len(self.names)
             self.last: TickResult | None = None
         else:
-            self.gate = Gate.from_state(self.config, self.settings, state["gate"])
+            self.gate = Gate.from_state(self.config, self.settings, state["gate"], screen=False)
             self._present = list(state["present"])
             last = state.get("last")
             self.last = None if last is None else TickResult(
@@ -295,7 +295,7 @@ class AnalysisEngine:
                 out += self.ingest(run)
                 run = []
                 if t is not None:
-                    out.append(self.void(t.reason))
+                    out.append(self.void(t.reason, new=False))
             return out
         if not ticks:
             return []
@@ -314,10 +314,11 @@ class AnalysisEngine:
         self.last = out[-1]
         return out
 
-    def void(self, reason: str) -> TickResult:
+    def void(self, reason: str, *, new: bool = True) -> TickResult:
         """Void the analysis (:meth:`Gate.void <deploysignal.gate.Gate.void>`): one tick without
-        telemetry whose records end the analysis with a final verdict that never promotes."""
-        self.last = TickResult.of(self.gate.void(reason))
+        telemetry whose records end the analysis with a final verdict that never promotes. ``new``: an
+        operator's void (its reason screened, a second void refused), not one rebuilt from the store."""
+        self.last = TickResult.of(self.gate.void(reason, screen=new))
         return self.last
 
     def signal_classification(self) -> list[dict[str, Any]]:

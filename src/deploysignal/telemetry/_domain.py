@@ -22,11 +22,16 @@ eval score whose baseline sd is 0.02 is ~1e309 sd, an overflow); the gate's stan
 holds every standardised innovation and AR(1) regressor to ``+-Z_BOUND``
 (:data:`deploysignal.detectors._kernels.Z_BOUND`, 1e6 sd). A *spike*, a value more than ``Z_BOUND``
 marginal sd from its cell's baseline level, is not kept as the signal's AR(1) predecessor (the next
-tick is predicted from the last ordinary value), and family A bets on it at its clip without
-learning cell bias or AR-error regression from it. Every family clips its inputs at 6 sd or less, so a
-spike's evidence is that of a 6-sd value, never NaN, and it cannot silence a family for the ticks
-after it (``tests/test_issue23_values.py``). Spikes are not reported as such in the audit: the value
-is recorded in the tick's evidence like any other (the records carry no raw values).
+tick is predicted from the last ordinary value). A spike that would count for the canary (a canary
+value in its signal's good direction, a control value in its bad one; not for two-sided signals) is
+taken as missing and noted in the tick's ``schema_continuity`` (``spike:<signals>``,
+``control-spike:<signals>``); one in the harmful direction is bet on by family A at its clip without
+learning cell bias or AR-error regression from it. Every family clips its data term at 6 sd or less,
+so a spike's evidence is at most that of a 6-sd value, never NaN, and it cannot silence a family for
+the ticks after it (``tests/test_issue23_values.py``, ``tests/test_hardfix_review.py``).
+
+These checks screen *new* input (the CLI ``gate``, the service's ingest); ticks accepted before them
+(a 0.4.0 log or stored analysis) are replayed and rebuilt as accepted.
 """
 
 from __future__ import annotations

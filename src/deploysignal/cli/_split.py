@@ -16,6 +16,7 @@ from ..split import (
     MetricSpec, SplitData, SplitGate, SplitSettings, read_requests, read_split_signals, read_split_ticks, requests_to_data,
     resolve_specs, settings_error, ticks_to_data,
 )
+from ..sources._files import _parse_time
 from ..split._audit import SplitAuditWriter, replay_split, split_header
 
 __all__ = ["load_split", "replay_split_file", "run_split", "split_settings"]
@@ -49,7 +50,30 @@ def load_split(split: Path | None, split_ticks: Path | None, signals: Path | Non
     assert split is not None
     log = read_requests(split)
     specs, notes = resolve_specs(log, read_split_signals(signals) if signals else None)
-    return specs, requests_to_data(log, specs, settings.tick_seconds, settings.unit_timeout), notes, "requests"
+    return specs, _bucket(log, specs, settings), notes, "requests"
+
+
+def _bucket(log: Any, specs: list[MetricSpec], settings: SplitSettings) -> SplitData:
+    return requests_to_data(log, specs, settings.tick_seconds, settings.unit_timeout, block_seconds=settings.block_seconds,
+                            share_changes=settings.share_changes)
+
+
+def parse_share_changes(value: str | None) -> tuple[float, ...] | None:
+    """``--share-changes``: a file with one time a line, or comma-separated times (ISO-8601 or epoch seconds)."""
+    if value is None:
+        return None
+    p = Path(value)
+    items = [x.strip() for x in (p.read_text(encoding="utf-8").splitlines() if p.is_file() else value.split(","))]
+    out = []
+    for i, x in enumerate(items):
+        if x:
+            try:
+                out.append(_parse_time(x, i + 1))
+            except InputError as exc:
+                raise InputError(f"--share-changes: {exc.message}", row=i + 1, column="share_changes") from None
+    if not out:
+        raise InputError("--share-changes: no times given", column="share_changes")
+    return tuple(sorted(out))
 
 
 def run_split(specs: list[MetricSpec], settings: SplitSettings, data: SplitData, source: str, audit: Path | None) -> dict[str, Any]:
@@ -83,8 +107,9 @@ def print_split(out: Console, s: dict[str, Any], notes: list[str]) -> None:
 def gate_split(out: Console, *, split: Path | None, split_ticks: Path | None, signals: Path | None, audit: Path | None, as_json: bool,
                **kw: Any) -> str:
     """The whole ``gate --split`` command; returns the verdict."""
-    if split_ticks is not None and (kw.get("tick_seconds") is not None or kw.get("unit_timeout") is not None):
-        raise InputError("--tick-seconds and --unit-timeout apply to --split request logs; split ticks are already ticks")
+    if split_ticks is not None and any(kw.get(k) is not None for k in ("tick_seconds", "unit_timeout", "block_seconds", "share_changes")):
+        raise InputError("--tick-seconds, --unit-timeout, --block-seconds and --share-changes apply to --split request logs; split ticks are already ticks")
+    kw["share_changes"] = parse_share_changes(kw.get("share_changes"))
     settings = split_settings(**kw)
     specs, data, notes, source = load_split(split, split_ticks, signals, settings)
     summary = run_split(specs, settings, data, source, audit)
@@ -115,6 +140,6 @@ def replay_split_file(audit: Path, split: Path | None, split_ticks: Path | None)
         log = read_requests(split)
         if sorted(log.values) != sorted(sp.name for sp in specs):
             raise InputError(f"{split}: metric columns {sorted(log.values)} differ from the audit log's {sorted(sp.name for sp in specs)}")
-        return requests_to_data(log, specs, settings.tick_seconds, settings.unit_timeout)
+        return _bucket(log, specs, settings)
 
     return replay_split(lines, load)

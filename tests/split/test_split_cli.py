@@ -178,3 +178,20 @@ def test_sticky_unit_moving_arms_at_a_declared_step(tmp_path):
     assert r.exit_code in (0, 3), r.output
     s = json.loads(r.output.strip().splitlines()[-1])
     assert s["effects"]["errors"]["effect"]["events"] > 0 and s["ticks"] == 60
+
+
+def test_split_ticks_metric_in_one_arm_only_is_reported(tmp_path):
+    """Review finding 4: a stable counter absent on odd ticks (Prometheus omits never-incremented
+    counters) dropped those ticks silently; now every such tick is named on stderr and in JSON notes."""
+    sig = tmp_path / "s.yaml"
+    sig.write_text("errors: {kind: event, direction: up}\n")
+    ticks = tmp_path / "t.jsonl"
+    rows = []
+    for t in range(20):
+        st = {"units": 100} if t % 2 else {"units": 100, "events": {"errors": 1}}
+        rows.append(json.dumps({"timestamp": 1.7e9 + 60 * t, "arms": {"canary": {"units": 100, "events": {"errors": 10}}, "stable": st}}))
+    ticks.write_text("\n".join(rows) + "\n")
+    r = runner.invoke(app, ["gate", "--split-ticks", str(ticks), "--signals", str(sig), "--window", "20", "--json"])
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [n for n in s["notes"] if n.startswith("errors: present in one arm only in 10 input objects (2 (canary only), 4 (canary only)")]
+    assert "warning: errors: present in one arm only" in r.stderr

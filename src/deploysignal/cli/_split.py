@@ -46,7 +46,13 @@ def load_split(split: Path | None, split_ticks: Path | None, signals: Path | Non
         raise InputError("give exactly one of --split REQUESTS and --split-ticks FILE")
     if split_ticks is not None:
         specs = _tick_specs(signals, split_ticks)
-        return specs, ticks_to_data(read_split_ticks(split_ticks), specs, where=f"{split_ticks} tick"), [], "ticks"
+        gaps: dict[str, list[tuple[int, str]]] = {}
+        data = ticks_to_data(read_split_ticks(split_ticks), specs, where=f"{split_ticks} tick", gaps=gaps)
+        notes = [f"{m}: present in one arm only in {len(g)} input objects ({', '.join(f'{i} ({arm} only)' for i, arm in g[:10])}"
+                 f"{', ...' if len(g) > 10 else ''}): not tested there; sources must emit zero counts for both arms" for m, g in gaps.items()]
+        for n in notes:
+            sys.stderr.write(f"warning: {n}\n")
+        return specs, data, notes, "ticks"
     assert split is not None
     log = read_requests(split)
     specs, notes = resolve_specs(log, read_split_signals(signals) if signals else None)

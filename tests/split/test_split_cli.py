@@ -176,7 +176,7 @@ def test_sticky_unit_moving_arms_at_a_declared_step(tmp_path):
     assert r.exit_code == 2 and "both arms" in r.output and "--share-changes" in r.output
     r = runner.invoke(app, [*base, "--share-changes", "1800.5"])
     assert r.exit_code in (0, 3), r.output
-    s = json.loads(r.output.strip().splitlines()[-1])
+    s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["effects"]["errors"]["effect"]["events"] > 0 and s["ticks"] == 60
 
 
@@ -195,3 +195,13 @@ def test_split_ticks_metric_in_one_arm_only_is_reported(tmp_path):
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert [n for n in s["notes"] if n.startswith("errors: present in one arm only in 10 input objects (2 (canary only), 4 (canary only)")]
     assert "warning: errors: present in one arm only" in r.stderr
+
+
+def test_inferred_kinds_and_pooled_edges_warn_on_stderr(tmp_path):
+    """Review finding 5 / note 12: data-derived edges break monotonicity in harm and prefix
+    reproducibility, inferred kinds may be wrong: both are warnings on stderr, not only JSON notes."""
+    req = _requests(tmp_path / "r.csv", 3)
+    r = runner.invoke(app, ["gate", "--split", str(req), "--window", "60", "--json"])
+    assert r.exit_code in (0, 3), r.output
+    assert "warning: errors: inferred kind event, harm up" in r.stderr
+    assert "warning: latency_ms: edges from pooled quantiles" in r.stderr and "give fixed edges in the signals file" in r.stderr

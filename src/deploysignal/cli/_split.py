@@ -56,6 +56,8 @@ def load_split(split: Path | None, split_ticks: Path | None, signals: Path | Non
     assert split is not None
     log = read_requests(split)
     specs, notes = resolve_specs(log, read_split_signals(signals) if signals else None)
+    for n in notes:  # inferred metadata changes what the verdict means: say so where a user sees it
+        sys.stderr.write(f"warning: {n}\n")
     return specs, _bucket(log, specs, settings), notes, "requests"
 
 

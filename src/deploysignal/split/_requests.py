@@ -118,7 +118,9 @@ def resolve_specs(log: RequestLog, signals: dict[str, dict[str, Any]] | None) ->
                 raise InputError(f"an event metric takes non-negative integer counts per request, got {v[bad[0]]!r}", row=int(bad[0]) + 1, column=m)
         elif meta.get("edges") is None:
             meta["edges"] = sorted({float(x) for x in np.quantile(got, EDGE_LEVELS, method="lower")})
-            notes.append(f"{m}: edges from pooled quantiles {list(EDGE_LEVELS)} of both arms: " + ", ".join(f"{e:.4g}" for e in meta["edges"]))
+            notes.append(f"{m}: edges from pooled quantiles {list(EDGE_LEVELS)} of both arms of the whole file: " + ", ".join(f"{e:.4g}" for e in meta["edges"])
+                         + " (they move with the data: a larger harm can give less evidence, and a decision may differ on a prefix of the"
+                         " log; give fixed edges in the signals file)")
         specs.append(MetricSpec(m, meta["kind"], meta.get("direction", "up"), tuple(meta.get("edges") or ()),
                                 meta.get("tolerance", 0.2), meta.get("alpha_share", 1.0)))
     return specs, notes

@@ -171,7 +171,7 @@ def test_explain_and_effect_of_a_harmful_canary():
     s = g.summary()
     e = s["effects"]["errors"]["effect"]
     assert s["verdict"] == "rollback" and e["lower"] <= 2.0 <= e["upper"] and 1.3 < e["ratio"] < 3.0
-    assert s["effects"]["errors"]["explain"].startswith("errors: canary rate x")
+    assert s["effects"]["errors"]["explain"].startswith("errors: canary odds ratio x")
 
 
 def _late_harm(T=300, onset=150, empty=0):
@@ -207,3 +207,14 @@ def test_crossing_after_final_proceed_or_extend_rolls_back(settings, ended):
     g1.run(data.ticks(0, 130))
     g2 = SplitGate.from_state([MetricSpec("errors")], st, g1.state())
     assert [d.verdict for d in g2.run(data.ticks(130, 300))] == [d.verdict for d in ds[130:]]
+
+
+def test_explain_says_no_events_and_odds_ratio():
+    """Review finding 3 (label) and note 10: a metric with no events printed 'x0.09 [0.00, inf]'."""
+    bb = BlockBuilder(1)
+    for _ in range(5):
+        bb.add_block(50, 100, [0], [0])
+        bb.end_tick()
+    g = SplitGate([MetricSpec("errors")], SplitSettings(window=10))
+    g.run(SplitData(np.arange(5.0), np.full(5, 50), np.full(5, 100), {"errors": bb.build()}))
+    assert g.summary()["effects"]["errors"]["explain"].startswith("errors: no events, log e-value")

@@ -205,6 +205,7 @@ def test_inferred_kinds_and_pooled_edges_warn_on_stderr(tmp_path):
     assert r.exit_code in (0, 3), r.output
     assert "warning: errors: inferred kind event, harm up" in r.stderr
     assert "warning: latency_ms: edges from pooled quantiles" in r.stderr and "give fixed edges in the signals file" in r.stderr
+    assert any(n.startswith("no --canary-share: the sample ratio is not checked") for n in json.loads(r.stdout.strip().splitlines()[-1])["notes"])
 
 
 def test_docs_split_ticks_example_runs(tmp_path):

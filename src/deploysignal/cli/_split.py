@@ -121,6 +121,9 @@ def gate_split(out: Console, *, split: Path | None, split_ticks: Path | None, si
     settings = split_settings(**kw)
     specs, data, notes, source = load_split(split, split_ticks, signals, settings)
     summary = run_split(specs, settings, data, source, audit)
+    if settings.canary_share is None:
+        notes = [*notes, "no --canary-share: the sample ratio is not checked, so a canary losing units (crashes, "
+                 "timeouts the router retries on stable) is not seen"]
     summary["notes"] = notes
     if as_json:
         sys.stdout.write(canonical_json(summary) + "\n")

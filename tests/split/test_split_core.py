@@ -171,4 +171,50 @@ def test_explain_and_effect_of_a_harmful_canary():
     s = g.summary()
     e = s["effects"]["errors"]["effect"]
     assert s["verdict"] == "rollback" and e["lower"] <= 2.0 <= e["upper"] and 1.3 < e["ratio"] < 3.0
-    assert s["effects"]["errors"]["explain"].startswith("errors: canary rate x")
+    assert s["effects"]["errors"]["explain"].startswith("errors: canary odds ratio x")
+
+
+def _late_harm(T=300, onset=150, empty=0):
+    bb = BlockBuilder(1)
+    for t in range(T):
+        if t >= empty:  # the first `empty` ticks have no units
+            bb.add_block(50, 100, [1 if t < onset else 8], [2 if t < onset else 9])
+        bb.end_tick()
+    return SplitData(np.arange(float(T)), np.full(T, 50), np.full(T, 100), {"errors": bb.build()})
+
+
+@pytest.mark.parametrize("settings, ended", [(dict(window=120, max_extensions=0), "proceed at tick 120"),
+                                               (dict(window=120, max_extensions=0, min_valid_fraction=0.9), "extend at tick 120")])
+def test_crossing_after_final_proceed_or_extend_rolls_back(settings, ended):
+    """Review finding 2: the window ended (proceed / final extend) at tick 120, harm crosses later; the
+    verdict must be rollback at the crossing, on every path (per tick, batch, state round trip)."""
+    data = _late_harm(empty=0 if "proceed" in ended else 30)
+    st = SplitSettings(**settings)
+    g = SplitGate([MetricSpec("errors")], st)
+    ds = g.run(data)
+    assert ds[119].verdict in ("proceed", "extend") and ds[119].final and ds[119].decided_at_tick == 120
+    last = ds[-1]
+    fired_at = g.summary()["effects"]["errors"]["explain"]
+    assert last.verdict == "rollback" and last.final and last.fired == ("errors",)
+    assert last.decided_at_tick > 150 and f"crossed at tick {last.decided_at_tick}" in fired_at
+    assert ended in last.reason
+    gb = SplitGate([MetricSpec("errors")], st)
+    b = gb.run_batch(data)
+    assert b.verdicts == [d.verdict for d in ds] and b.decided_at.tolist() == [-1 if d.decided_at_tick is None else d.decided_at_tick for d in ds]
+    assert gb.summary() == g.summary()
+    # the service path: state round trip at tick 130 (after the window-end verdict)
+    g1 = SplitGate([MetricSpec("errors")], st)
+    g1.run(data.ticks(0, 130))
+    g2 = SplitGate.from_state([MetricSpec("errors")], st, g1.state())
+    assert [d.verdict for d in g2.run(data.ticks(130, 300))] == [d.verdict for d in ds[130:]]
+
+
+def test_explain_says_no_events_and_odds_ratio():
+    """Review finding 3 (label) and note 10: a metric with no events printed 'x0.09 [0.00, inf]'."""
+    bb = BlockBuilder(1)
+    for _ in range(5):
+        bb.add_block(50, 100, [0], [0])
+        bb.end_tick()
+    g = SplitGate([MetricSpec("errors")], SplitSettings(window=10))
+    g.run(SplitData(np.arange(5.0), np.full(5, 50), np.full(5, 100), {"errors": bb.build()}))
+    assert g.summary()["effects"]["errors"]["explain"].startswith("errors: no events, log e-value")

@@ -192,6 +192,8 @@ def gate(
     canary_share: Optional[float] = typer.Option(None, help="Split mode: configured canary share of units; checks the sample ratio."),
     tick_seconds: Optional[float] = typer.Option(None, help="Split mode, request logs: tick length in seconds (default 60)."),
     unit_timeout: Optional[float] = typer.Option(None, help="Split mode, request logs with a unit column: a unit closes after this many idle seconds (default 1800)."),
+    block_seconds: Optional[float] = typer.Option(None, help="Split mode, request logs: block units by the slot of this many seconds they started in (default: one tick)."),
+    share_changes: Optional[str] = typer.Option(None, help="Split mode, request logs: times the router's weight changed (comma-separated, or a file with one a line; ISO-8601 or epoch seconds)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""
@@ -202,12 +204,12 @@ def gate(
             raise InputError("--split / --split-ticks take no CANARY, --config, --control or --drift-allowance")
         verdict = gate_split(out, split=split, split_ticks=split_ticks, signals=signals, audit=audit, as_json=as_json, alpha=alpha,
                              window=window, early_proceed=early_proceed, canary_share=canary_share, tick_seconds=tick_seconds,
-                             unit_timeout=unit_timeout)
+                             unit_timeout=unit_timeout, block_seconds=block_seconds, share_changes=share_changes)
         raise typer.Exit(EXIT[verdict])
     if canary is None or config is None:
         raise InputError("give CANARY and --config (or --split / --split-ticks for the randomised-split mode)")
-    if signals is not None or canary_share is not None or tick_seconds is not None or unit_timeout is not None:
-        raise InputError("--signals, --canary-share, --tick-seconds and --unit-timeout belong to --split / --split-ticks")
+    if any(v is not None for v in (signals, canary_share, tick_seconds, unit_timeout, block_seconds, share_changes)):
+        raise InputError("--signals, --canary-share, --tick-seconds, --unit-timeout, --block-seconds and --share-changes belong to --split / --split-ticks")
     cfg = load_config(config)
     settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance)
     can = load_stream(canary, cfg, "canary")

@@ -17,6 +17,7 @@ from ..split import (
     resolve_specs, settings_error, ticks_to_data,
 )
 from ..split._spec import tick_specs
+from ..sources._files import _parse_time
 from ..split._audit import SplitAuditWriter, replay_split, split_header
 
 __all__ = ["load_split", "replay_split_file", "run_split", "split_settings"]
@@ -41,11 +42,42 @@ def load_split(split: Path | None, split_ticks: Path | None, signals: Path | Non
         raise InputError("give exactly one of --split REQUESTS and --split-ticks FILE")
     if split_ticks is not None:
         specs = _tick_specs(signals, split_ticks)
-        return specs, ticks_to_data(read_split_ticks(split_ticks), specs, where=f"{split_ticks} tick"), [], "ticks"
+        gaps: dict[str, list[tuple[int, str]]] = {}
+        data = ticks_to_data(read_split_ticks(split_ticks), specs, where=f"{split_ticks} tick", gaps=gaps)
+        notes = [f"{m}: present in one arm only in {len(g)} input objects ({', '.join(f'{i} ({arm} only)' for i, arm in g[:10])}"
+                 f"{', ...' if len(g) > 10 else ''}): not tested there; sources must emit zero counts for both arms" for m, g in gaps.items()]
+        for n in notes:
+            sys.stderr.write(f"warning: {n}\n")
+        return specs, data, notes, "ticks"
     assert split is not None
     log = read_requests(split)
     specs, notes = resolve_specs(log, read_split_signals(signals) if signals else None)
-    return specs, requests_to_data(log, specs, settings.tick_seconds, settings.unit_timeout), notes, "requests"
+    for n in notes:  # inferred metadata changes what the verdict means: say so where a user sees it
+        sys.stderr.write(f"warning: {n}\n")
+    return specs, _bucket(log, specs, settings), notes, "requests"
+
+
+def _bucket(log: Any, specs: list[MetricSpec], settings: SplitSettings) -> SplitData:
+    return requests_to_data(log, specs, settings.tick_seconds, settings.unit_timeout, block_seconds=settings.block_seconds,
+                            share_changes=settings.share_changes)
+
+
+def parse_share_changes(value: str | None) -> tuple[float, ...] | None:
+    """``--share-changes``: a file with one time a line, or comma-separated times (ISO-8601 or epoch seconds)."""
+    if value is None:
+        return None
+    p = Path(value)
+    items = [x.strip() for x in (p.read_text(encoding="utf-8").splitlines() if p.is_file() else value.split(","))]
+    out = []
+    for i, x in enumerate(items):
+        if x:
+            try:
+                out.append(_parse_time(x, i + 1))
+            except InputError as exc:
+                raise InputError(f"--share-changes: {exc.message}", row=i + 1, column="share_changes") from None
+    if not out:
+        raise InputError("--share-changes: no times given", column="share_changes")
+    return tuple(sorted(out))
 
 
 def run_split(specs: list[MetricSpec], settings: SplitSettings, data: SplitData, source: str, audit: Path | None) -> dict[str, Any]:
@@ -79,11 +111,15 @@ def print_split(out: Console, s: dict[str, Any], notes: list[str]) -> None:
 def gate_split(out: Console, *, split: Path | None, split_ticks: Path | None, signals: Path | None, audit: Path | None, as_json: bool,
                **kw: Any) -> str:
     """The whole ``gate --split`` command; returns the verdict."""
-    if split_ticks is not None and (kw.get("tick_seconds") is not None or kw.get("unit_timeout") is not None):
-        raise InputError("--tick-seconds and --unit-timeout apply to --split request logs; split ticks are already ticks")
+    if split_ticks is not None and any(kw.get(k) is not None for k in ("tick_seconds", "unit_timeout", "block_seconds", "share_changes")):
+        raise InputError("--tick-seconds, --unit-timeout, --block-seconds and --share-changes apply to --split request logs; split ticks are already ticks")
+    kw["share_changes"] = parse_share_changes(kw.get("share_changes"))
     settings = split_settings(**kw)
     specs, data, notes, source = load_split(split, split_ticks, signals, settings)
     summary = run_split(specs, settings, data, source, audit)
+    if settings.canary_share is None:
+        notes = [*notes, "no --canary-share: the sample ratio is not checked, so a canary losing units (crashes, "
+                 "timeouts the router retries on stable) is not seen"]
     summary["notes"] = notes
     if as_json:
         sys.stdout.write(canonical_json(summary) + "\n")
@@ -111,6 +147,6 @@ def replay_split_file(audit: Path, split: Path | None, split_ticks: Path | None)
         log = read_requests(split)
         if sorted(log.values) != sorted(sp.name for sp in specs):
             raise InputError(f"{split}: metric columns {sorted(log.values)} differ from the audit log's {sorted(sp.name for sp in specs)}")
-        return requests_to_data(log, specs, settings.tick_seconds, settings.unit_timeout)
+        return _bucket(log, specs, settings)
 
     return replay_split(lines, load)

@@ -28,8 +28,12 @@ __all__ = ["SplitAuditWriter", "replay_split", "split_header"]
 
 def split_header(specs: list[MetricSpec], settings: SplitSettings, source: str) -> dict[str, Any]:
     """The header record: everything replay needs besides the input file."""
+    st = settings.model_dump(mode="json")
+    for k in ("block_seconds", "share_changes"):  # absent at their defaults: headers written before they existed replay
+        if st[k] == SplitSettings.model_fields[k].default:
+            del st[k]
     return {"family": "header", "mode": "split", "source": source, "metrics": [s.to_dict() for s in specs],
-            "settings": settings.model_dump(mode="json"), "gate_version": __version__}
+            "settings": st, "gate_version": __version__}
 
 
 class SplitAuditWriter:

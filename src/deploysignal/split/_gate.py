@@ -63,7 +63,9 @@ class SplitBatch:
 class SplitGate:
     """Proceed, extend or roll back a canary from randomised-split telemetry.
 
-    Rollback when any metric's e-process crosses ``1 / alpha_m`` with ``alpha_m = alpha * share_m``
+    Rollback when any metric's e-process crosses ``1 / alpha_m`` with ``alpha_m = alpha * share_m``,
+    at any tick of the data given, also after a final proceed or extend (the e-processes are valid over
+    all time; the reason then says when the planned window had ended and how)
     (Bonferroni over metrics: ``P(false rollback) <= alpha`` under the split null, see
     :class:`SplitMetric`). Early proceed (``early_proceed``) once every metric's non-inferiority test
     passes (every edge-event's ratio shown within tolerance) after ``min_proceed_fraction`` of the
@@ -152,8 +154,8 @@ class SplitGate:
             self._tick += e - t
             self._measured += np.array([int(s.measured[t:e].sum()) for s in steps], dtype=np.int64)
             verdict[t:e], final[t:e], decided[t:e] = VERDICTS.index(self._verdict), self._final, -1 if self._decided is None else self._decided
-            if e == T or self._final:
-                if self._final:  # nothing changes any more but the data counters
+            if e == T or (self._final and self._verdict == "rollback"):
+                if e < T:  # nothing changes any more but the data counters
                     self._tick += T - e
                     self._measured += np.array([int(s.measured[e:].sum()) for s in steps], dtype=np.int64)
                     verdict[e:], final[e:], decided[e:] = VERDICTS.index(self._verdict), True, -1 if self._decided is None else self._decided
@@ -183,9 +185,14 @@ class SplitGate:
         tick = self._tick
         for i, s in enumerate(steps):
             self._measured[i] += bool(s.measured[t])
-        if self._final:
-            return
         fired = tuple(f.name for f, s in zip(self.families, steps) if f.role == "rollback" and s.fired[t])
+        if self._final:
+            # the rollback e-processes are anytime-valid over all time: a crossing after a final proceed or
+            # extend is valid evidence of harm and turns the verdict into a rollback (never the reverse)
+            if fired and self._verdict != "rollback":
+                ended = f"the planned window had ended with {self._verdict} at tick {self._decided}"
+                self._set("rollback", True, tick, fired, "harm: " + ", ".join(fired) + f" ({ended})")
+            return
         for f, s in zip(self.families, steps):
             if f.role == "void" and s.fired[t] and not self._void:
                 self._void = f"{f.name} fired at tick {tick}: the split is not the configured one, the guarantee does not hold; never proceed"

@@ -104,7 +104,7 @@ class SplitMetric:
     ...     bb.add_block(100, 200, [6], [8]); bb.end_tick()
     >>> st = m.step(SplitData(np.arange(30.0), np.full(30, 100), np.full(30, 200), {"errors": bb.build()}))
     >>> int(np.argmax(st.fired)) + 1, m.explain()
-    (4, 'errors: canary rate x3.01 [1.73, 5.16], log e-value 29.55 >= 3.00: harm (crossed at tick 4)')
+    (4, 'errors: canary odds ratio x3.01 [1.73, 5.16], log e-value 29.55 >= 3.00: harm (crossed at tick 4)')
     """
 
     role: Literal["rollback", "void"] = "rollback"
@@ -190,11 +190,13 @@ class SplitMetric:
     def _explain(self, lv: float, h: dict[str, Any] | None) -> str:
         if h is None:
             return f"{self.name}: no units in both arms yet"
-        what = "rate" if self.spec.kind == "event" else f"share of values > {h['edge']:.4g}"
+        # under the stated model the ratio is an odds ratio (a rate ratio only for rare events)
+        what = "odds ratio" if self.spec.kind == "event" else f"odds ratio of values > {h['edge']:.4g}"
         verdict = f"harm (crossed at tick {self._fired_at})" if self._fired_at is not None else ("suggestive" if lv >= self.suggestive_level else "no evidence of harm")
         op = ">=" if self._fired_at is not None else "<"
         peak = lv if self._fired_at is None else max(lv, float(self._runmax[0]))
-        return f"{self.name}: canary {what} x{_fmt(h['ratio'])} [{_fmt(h['lower'])}, {_fmt(h['upper'])}], log e-value {peak:.2f} {op} {self.threshold:.2f}: {verdict}"
+        size = "no events" if not h["events"] else f"canary {what} x{_fmt(h['ratio'])} [{_fmt(h['lower'])}, {_fmt(h['upper'])}]"
+        return f"{self.name}: {size}, log e-value {peak:.2f} {op} {self.threshold:.2f}: {verdict}"
 
     # ------------------------------------------------------------------ effects
     def effects(self) -> list[dict[str, Any]]:

@@ -118,63 +118,104 @@ def resolve_specs(log: RequestLog, signals: dict[str, dict[str, Any]] | None) ->
                 raise InputError(f"an event metric takes non-negative integer counts per request, got {v[bad[0]]!r}", row=int(bad[0]) + 1, column=m)
         elif meta.get("edges") is None:
             meta["edges"] = sorted({float(x) for x in np.quantile(got, EDGE_LEVELS, method="lower")})
-            notes.append(f"{m}: edges from pooled quantiles {list(EDGE_LEVELS)} of both arms: " + ", ".join(f"{e:.4g}" for e in meta["edges"]))
+            notes.append(f"{m}: edges from pooled quantiles {list(EDGE_LEVELS)} of both arms of the whole file: " + ", ".join(f"{e:.4g}" for e in meta["edges"])
+                         + " (they move with the data: a larger harm can give less evidence, and a decision may differ on a prefix of the"
+                         " log; give fixed edges in the signals file)")
         specs.append(MetricSpec(m, meta["kind"], meta.get("direction", "up"), tuple(meta.get("edges") or ()),
                                 meta.get("tolerance", 0.2), meta.get("alpha_share", 1.0)))
     return specs, notes
 
 
-def requests_to_data(log: RequestLog, specs: list[MetricSpec], tick_seconds: float, unit_timeout: float) -> SplitData:
-    """Bucket a request log into ticks of ``tick_seconds`` from its first request and into blocks (module docstring)."""
+def requests_to_data(log: RequestLog, specs: list[MetricSpec], tick_seconds: float, unit_timeout: float, *,
+                     block_seconds: float | None = None, share_changes: tuple[float, ...] | list[float] = ()) -> SplitData:
+    """Bucket a request log into ticks of ``tick_seconds`` from its first request and into blocks.
+
+    A block holds the units randomised under one assignment probability: units (or requests) are grouped
+    by closing tick, by the *block slot* they started in (``block_seconds`` from the first request,
+    default one tick), by the *share segment* they started in (between consecutive ``share_changes``:
+    epoch seconds at which the router's weight changed) and by tier. With ``share_changes`` a unit
+    (session) is cut at each change it spans: the part before enters the test when the change happens
+    (or earlier, when it closes), the part after is a new unit whose block also holds the arm of the
+    unit's previous part (a sticky router moves only some units at a weight step: given their previous
+    arm, the parts are exchangeable again). Sample-ratio counts count each unit once, where it first closes.
+
+    Guarantee condition: the assignment probability is constant within each block. A router weight
+    change inside a block that is not declared in ``share_changes`` breaks it (an outcome change at the
+    same moment then looks like an effect of the version).
+    """
     t0 = float(log.timestamps.min())
     span = (float(log.timestamps.max()) - t0) / tick_seconds
     if span >= MAX_TICKS:
         raise InputError(f"the log spans {span:.3g} ticks of {tick_seconds:g} s (at most {MAX_TICKS:,}): use longer ticks", column="timestamp")
-    rtick = np.floor((log.timestamps - t0) / tick_seconds).astype(np.int64)
+    bsec = tick_seconds if block_seconds is None else float(block_seconds)
+    if (float(log.timestamps.max()) - t0) / bsec >= MAX_TICKS:
+        raise InputError(f"the log spans more than {MAX_TICKS:,} blocks of {bsec:g} s: use longer blocks", column="timestamp")
+    chg = np.unique(np.asarray(share_changes, dtype=float))
+    ts = log.timestamps
+    rtick = np.floor((ts - t0) / tick_seconds).astype(np.int64)
     T = int(rtick.max()) + 1
+    rseg = np.searchsorted(chg, ts, side="right").astype(np.int64)  # share segment of each request
     if log.units is None:
-        uid = np.arange(len(rtick))
-        ucan, close, start = log.canary, rtick, np.zeros(len(rtick), dtype=np.int64)
-        utier = log.tiers
+        pid = np.arange(len(rtick))
+        ucan, close, utier = log.canary, rtick, log.tiers
+        slot, seg, hist = np.floor((ts - t0) / bsec).astype(np.int64), rseg, np.zeros(len(rtick), dtype=np.int64)
+        fresh = np.ones(len(rtick), dtype=bool)
     else:
         names, uid = np.unique(log.units, return_inverse=True)
-        U = len(names)
-        first = np.full(U, len(uid))
-        np.minimum.at(first, uid, np.arange(len(uid)))
-        ncan = np.bincount(uid, weights=log.canary, minlength=U)
-        cnt = np.bincount(uid, minlength=U)
+        uid = uid.reshape(-1)
+        # pieces: a unit's requests within one share segment
+        pkey, pid = np.unique(uid * (len(chg) + 1) + rseg, return_inverse=True)
+        pid = pid.reshape(-1)
+        P = len(pkey)
+        punit, seg = pkey // (len(chg) + 1), pkey % (len(chg) + 1)
+        first = np.full(P, len(pid))
+        np.minimum.at(first, pid, np.arange(len(pid)))
+        ncan = np.bincount(pid, weights=log.canary, minlength=P)
+        cnt = np.bincount(pid, minlength=P)
         mixed = np.flatnonzero((ncan > 0) & (ncan < cnt))
         if mixed.size:
-            u = mixed[0]
-            row = int(np.flatnonzero((uid == u) & (log.canary != log.canary[first[u]]))[0]) + 1
-            raise InputError(f"unit {names[u]!r} has requests in both arms: the router did not randomise by unit", row=row, column="unit")
+            q = mixed[0]
+            row = int(np.flatnonzero((pid == q) & (log.canary != log.canary[first[q]]))[0]) + 1
+            raise InputError(f"unit {names[punit[q]]!r} has requests in both arms (it moved at {ts[row - 1]:.6g} s): the router did not "
+                             "randomise by unit, or its weight changed then: declare the change with --share-changes", row=row, column="unit")
         ucan = ncan > 0
-        tmin = np.full(U, np.inf)
-        tmax = np.full(U, -np.inf)
-        np.minimum.at(tmin, uid, log.timestamps)
-        np.maximum.at(tmax, uid, log.timestamps)
-        start = np.floor((tmin - t0) / tick_seconds).astype(np.int64)
-        close = np.minimum(np.floor((tmax + unit_timeout - t0) / tick_seconds), T - 1).astype(np.int64)
+        tmin = np.full(P, np.inf)
+        tmax = np.full(P, -np.inf)
+        np.minimum.at(tmin, pid, ts)
+        np.maximum.at(tmax, pid, ts)
+        slot = np.floor((tmin - t0) / bsec).astype(np.int64)
+        close = np.floor((tmax + unit_timeout - t0) / tick_seconds)
+        cut = seg < len(chg)  # the piece ends at the next share change: it enters the test then at the latest
+        close[cut] = np.minimum(close[cut], np.floor((chg[seg[cut]] - t0) / tick_seconds))
+        close = np.minimum(close, T - 1).astype(np.int64)
         utier = log.tiers[first]
+        # the arm history of the unit's earlier pieces (pieces are sorted by unit, then segment)
+        prev = np.r_[False, punit[1:] == punit[:-1]]
+        fresh = ~prev
+        hist = np.zeros(P, dtype=np.int64)
+        if prev.any():
+            for k in np.unique(seg[prev]).tolist():  # in segment order: a piece's history depends on its predecessor's
+                at = np.flatnonzero(prev & (seg == k))
+                pair = hist[at - 1] * 2 + ucan[at - 1]
+                hist[at] = np.unique(pair, return_inverse=True)[1].reshape(-1) + 1
     _, tier_code = np.unique(utier.astype(str), return_inverse=True)
-    n_tiers = int(tier_code.max()) + 1 if len(tier_code) else 1
-    key = (close * T + start) * n_tiers + tier_code.astype(np.int64)  # blocks in (close, start, tier) order
-    ukey, ublock = np.unique(key, return_inverse=True)
+    rows = np.stack([close, slot, seg, hist, tier_code.reshape(-1).astype(np.int64)], axis=1)
+    ukey, ublock = np.unique(rows, axis=0, return_inverse=True)  # blocks in (close, slot, segment, history, tier) order
     ublock = ublock.reshape(-1)
     nb = len(ukey)
-    tptr = np.searchsorted(ukey // (T * n_tiers), np.arange(T + 1), side="left").astype(np.int64)
-    cu = np.bincount(close, weights=ucan, minlength=T).astype(np.int64)
-    un = np.bincount(close, minlength=T).astype(np.int64)
+    tptr = np.searchsorted(ukey[:, 0], np.arange(T + 1), side="left").astype(np.int64)
+    cu = np.bincount(close[fresh], weights=ucan[fresh], minlength=T).astype(np.int64)
+    un = np.bincount(close[fresh], minlength=T).astype(np.int64)
     U = len(ucan)
     out = {}
     for s in specs:
         v = log.values[s.name]
         meas_r = ~np.isnan(v)
-        meas = np.bincount(uid, weights=meas_r, minlength=U) > 0
+        meas = np.bincount(pid, weights=meas_r, minlength=U) > 0
         cols = []
         for k in range(s.n_events):
             y_r = np.where(meas_r, v if s.kind == "event" else (v > s.edges[k]), 0).astype(np.int64)
-            cols.append(np.bincount(uid, weights=y_r, minlength=U).astype(np.int64) if log.units is not None else y_r)
+            cols.append(np.bincount(pid, weights=y_r, minlength=U).astype(np.int64) if log.units is not None else y_r)
         Y = np.stack(cols, axis=1)
         out[s.name] = _blocks(Y, meas, ucan, ublock, nb, tptr)
     return SplitData(t0 + tick_seconds * np.arange(T), cu, un, out)

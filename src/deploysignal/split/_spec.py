@@ -162,6 +162,12 @@ class SplitSettings(BaseModel):
     tick_seconds, unit_timeout : float
         Tick length for request logs; a unit (session) closes after ``unit_timeout`` seconds without a
         request (or at the end of the input) and enters the test then.
+    block_seconds : float or None
+        Request logs: units are blocked by the slot of this length they started in (default: one tick).
+        The guarantee needs the assignment probability constant within each block.
+    share_changes : tuple of float
+        Request logs: epoch seconds at which the router's weight changed; blocks never span one, and
+        sessions are cut there (:func:`~deploysignal.split.requests_to_data`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -178,11 +184,17 @@ class SplitSettings(BaseModel):
     srm_alpha: float = Field(0.001, gt=0.0, lt=1.0)
     tick_seconds: float = Field(60.0, gt=0.0)
     unit_timeout: float = Field(1800.0, ge=0.0)
+    block_seconds: Optional[float] = Field(None, gt=0.0)
+    share_changes: tuple[float, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> SplitSettings:
         if not math.isfinite(self.tick_seconds) or not math.isfinite(self.unit_timeout):
             raise ValueError("tick_seconds and unit_timeout must be finite")
+        if self.block_seconds is not None and not math.isfinite(self.block_seconds):
+            raise ValueError("block_seconds must be finite")
+        if not all(math.isfinite(x) for x in self.share_changes):
+            raise ValueError("share_changes must be finite epoch seconds")
         return self
 
     @property

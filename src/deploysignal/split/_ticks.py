@@ -157,12 +157,16 @@ def read_split_ticks(path: str | Path) -> list[SplitTick]:
     return out
 
 
-def ticks_to_data(ticks: Iterable[SplitTick], specs: list[MetricSpec], *, where: str = "tick") -> SplitData:
+def ticks_to_data(ticks: Iterable[SplitTick], specs: list[MetricSpec], *, where: str = "tick",
+                  gaps: dict[str, list[tuple[int, str]]] | None = None) -> SplitData:
     """Blocks of the metrics from aggregated ticks (consecutive ticks with one timestamp: one tick, a block per tier).
 
     Timestamps must increase; a metric measured in one arm only is missing for that tick (both arms are
     needed to condition on the totals); metrics not in ``specs`` and bucket lists of the wrong length
-    are errors (nothing accepted is dropped).
+    are errors (nothing accepted is dropped). ``gaps``, when given, receives per metric every
+    ``(input object number, arm present)`` where the metric was in one arm only: those counts are not
+    tested, and a source that omits zero counters (Prometheus for a counter never incremented) hides
+    exactly the ticks where one arm had no events.
     """
     by_name = {s.name: s for s in specs}
     builders = {s.name: BlockBuilder(s.n_events) for s in specs}
@@ -198,6 +202,10 @@ def ticks_to_data(ticks: Iterable[SplitTick], specs: list[MetricSpec], *, where:
         un[-1] += tk.canary.units + tk.stable.units
         for s in specs:
             _add(builders[s.name], s, tk)
+            if gaps is not None:
+                has = [s.name in (arm.events if s.kind == "event" else arm.buckets) for arm in (tk.canary, tk.stable)]
+                if has[0] != has[1]:
+                    gaps.setdefault(s.name, []).append((i, "canary" if has[0] else "stable"))
     for b in builders.values():
         b.end_tick()
     return SplitData(np.array(stamps), np.array(cu, dtype=np.int64), np.array(un, dtype=np.int64), {m: b.build() for m, b in builders.items()})

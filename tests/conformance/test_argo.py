@@ -434,8 +434,8 @@ def test_split_analysis_through_argo(live, ratio, phase, verdict):
     tid = f"argo-split-{int(ratio)}"
     _split_template(live, tid)
     run = make_run(live.url, tid, "p1")
-    assert drive(run, split_feeder(live, f"{tid}@p1", 7, ratio)) == phase
+    assert drive(run, split_feeder(live, aid(tid, "p1"), 7, ratio)) == phase
     last = answers(run)[-1]
-    assert last["verdict"] == verdict and last["analysis"] == f"{tid}@p1"
-    assert live.verdict(f"{tid}@p1")["mode"] == "split"
+    assert last["verdict"] == verdict and last["analysis"] == aid(tid, "p1")
+    assert live.verdict(aid(tid, "p1"))["mode"] == "split"
     promoted_only_on_proceed(run)

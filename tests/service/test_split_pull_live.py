@@ -57,9 +57,9 @@ def test_split_pull_ingests_per_arm_counts(stack, tmp_path):  # noqa: F811
             bad = c.put("/v1/templates/bad", json={**tpl, "prometheus": {**tpl["prometheus"], "events": {"nope": "ds_errors_total"}}}, headers=W)
             assert bad.status_code == 422 and "prometheus.events.nope" in bad.text
             assert c.put("/v1/templates/sp", json=tpl, headers=W).status_code == 200
-            assert c.get("/v1/argo/templates/sp/revisions/c1", headers=R).json()["analysis"] == "sp@c1"
-            assert c.app.state.manager.store.get("sp@c1").spec["prometheus"]["arms"] == {"canary": "c1", "stable": "s1"}
-            _wait(lambda: c.get("/v1/analyses/sp@c1", headers=R).json()["n_ticks"] >= 1, timeout=30)
+            assert c.get("/v1/argo/templates/sp/revisions/c1?subject=prod.api", headers=R).json()["analysis"] == "sp@prod.api@c1"
+            assert c.app.state.manager.store.get("sp@prod.api@c1").spec["prometheus"]["arms"] == {"canary": "c1", "stable": "s1"}
+            _wait(lambda: c.get("/v1/analyses/sp@prod.api@c1", headers=R).json()["n_ticks"] >= 1, timeout=30)
     finally:
         stop.set()
         feeder.join()

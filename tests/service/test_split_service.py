@@ -28,6 +28,9 @@ def test_healthy_proceeds_regression_rolls_back(tmp_path):
     with make_client(tmp_path) as c:
         create(c, "healthy", canary_share=0.5)
         create(c, "regress", canary_share=0.5)
+        # a Kayenta execution is requested before its analysis decides (a decided one refuses new executions)
+        exs = {aid: c.post("/v1/kayenta/canary", json={"analysisId": aid, "thresholds": {"pass": 95, "marginal": 75}}, headers=W).json()["canaryExecutionId"]
+               for aid in ("healthy", "regress")}
         r = c.post("/v1/analyses/healthy/ticks", json={"ticks": split_ticks(1, WINDOW)}, headers=W)
         assert r.status_code == 200 and r.json()["accepted"] == WINDOW, r.text
         body = c.get("/v1/analyses/healthy", headers=R).json()
@@ -36,21 +39,20 @@ def test_healthy_proceeds_regression_rolls_back(tmp_path):
         err = body["split"]["metrics"]["errors"]
         eff = err["effect"]
         assert eff["lower"] <= eff["ratio"] and (eff["upper"] is None or eff["ratio"] <= eff["upper"])
-        assert err["explain"].startswith(f"errors: canary rate x{eff['ratio']:.2f} [{eff['lower']:.2f}, ")
+        assert err["explain"].startswith(f"errors: canary odds ratio x{eff['ratio']:.2f} [{eff['lower']:.2f}, ")
         r = c.post("/v1/analyses/regress/ticks", json={"ticks": split_ticks(2, WINDOW, error_ratio=3.0)}, headers=W)
         assert r.status_code == 200, r.text
         body = c.get("/v1/analyses/regress", headers=R).json()
         assert (body["verdict"], body["final"], body["fired_families"]) == ("rollback", True, ["errors"])
         assert body["split"]["metrics"]["errors"]["fired"] is True
         fired = [e for e in body["evidence"] if e["fire"]]
-        assert [e["family"] for e in fired] == ["errors"] and fired[0]["fire_reason"].startswith("errors: canary rate x")
+        assert [e["family"] for e in fired] == ["errors"] and fired[0]["fire_reason"].startswith("errors: canary odds ratio x")
         # integrations read the verdict body: Argo, Kayenta (per-metric classification), Flagger
         assert c.get("/v1/argo/analyses/healthy", headers=R).json()["verdict"] == "proceed"
         argo = c.get("/v1/argo/analyses/regress", headers=R).json()
-        assert argo["verdict"] == "rollback" and "errors: canary rate" in argo["reason"]
+        assert argo["verdict"] == "rollback" and "errors: canary odds ratio" in argo["reason"]
         for aid, verdict, score in (("healthy", "proceed", 100.0), ("regress", "rollback", 0.0)):
-            ex = c.post("/v1/kayenta/canary", json={"analysisId": aid, "thresholds": {"pass": 95, "marginal": 75}}, headers=W).json()["canaryExecutionId"]
-            s = c.get(f"/v1/kayenta/canary/{ex}", headers=R).json()
+            s = c.get(f"/v1/kayenta/canary/{exs[aid]}", headers=R).json()
             assert s["complete"] and s["deploysignal"]["verdict"] == verdict and s["result"]["judgeResult"]["score"]["score"] == score
             by = {m["name"]: m["classification"] for m in s["result"]["judgeResult"]["results"]}
             assert by["errors"] == ("High" if verdict == "rollback" else "Pass") and by["latency_ms"] == "Pass"
@@ -151,7 +153,7 @@ def test_void_and_template(tmp_path):
         tpl = {"mode": "split", "metrics": METRICS, "window": WINDOW, "max_extensions": 0}
         assert c.put("/v1/templates/sp", json=tpl, headers=W).status_code == 200
         assert c.put("/v1/templates/bad", json={**tpl, "metrics": {"x": {"kind": "continuous"}}}, headers=W).status_code == 422
-        first = c.get("/v1/argo/templates/sp/revisions/abc123", headers=R).json()
-        assert first["verdict"] == "pending" and first["analysis"] == "sp@abc123"
-        assert c.post("/v1/analyses/sp@abc123/ticks", json={"ticks": split_ticks(6, WINDOW)}, headers=W).status_code == 200
-        assert c.get("/v1/argo/templates/sp/revisions/abc123", headers=R).json()["verdict"] == "proceed"
+        first = c.get("/v1/argo/templates/sp/revisions/abc123?subject=prod.api", headers=R).json()
+        assert first["verdict"] == "pending" and first["analysis"] == "sp@prod.api@abc123"
+        assert c.post("/v1/analyses/sp@prod.api@abc123/ticks", json={"ticks": split_ticks(6, WINDOW)}, headers=W).status_code == 200
+        assert c.get("/v1/argo/templates/sp/revisions/abc123?subject=prod.api", headers=R).json()["verdict"] == "proceed"

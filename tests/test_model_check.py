@@ -160,7 +160,7 @@ def test_cli_calibrate_table_gate_json_warning_audit_header(tmp_path):
     assert s["certified"] is False and s["basis"] == "one-sample, uncertified"
     assert any("phi_clip failed" in x for x in s["certification_reasons"]) and any("--split" in x for x in s["certification_reasons"])
     assert "warning: one-sample, uncertified" in " ".join(r_bad.stderr.split())
-    header = json.loads(audit.read_text().splitlines()[0])
+    header = json.loads(audit.read_text().splitlines()[0])["record"]  # CLI audit logs are hash-chained
     assert header["certification"] == {"certified": False, "reasons": s["certification_reasons"], "basis": "one-sample, uncertified"}
     r = runner.invoke(app, ["replay", str(tmp_path / "bad_can.csv"), "-c", str(tmp_path / "bad.json"), "--audit", str(audit)])
     assert r.exit_code == 0, r.output

@@ -125,7 +125,8 @@ def _render(saved: Path, output: Path, json_out: Optional[Path]) -> None:
 def split_eval(
     quick: bool = typer.Option(False, "--quick", help=f"CI size: worlds {', '.join(QUICK_WORLDS)}, effects {', '.join(QUICK_EFFECTS)}, "
                                f"500 requests per tick, {QUICK[0]} runs per cell, 64 Azure splits."),
-    output: Path = typer.Option(Path("docs/split_eval.md"), "-o", "--output", help="Markdown report (text above its generated mark is kept)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Markdown report (text above its generated mark is kept; "
+                                          "default docs/split_eval.md, with --render the saved JSON's .md sibling)."),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="JSON report (default: the markdown path with .json)."),
     seed: int = typer.Option(0, help="Run seed; every replicate's seed derives from it."),
     alpha: float = typer.Option(0.05, help="False-rollback budget of every method."),
@@ -141,13 +142,20 @@ def split_eval(
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the Azure trace CSVs (default: $DEPLOYSIGNAL_DATA/azure_llm or ../shared/data/azure_llm)."),
     jobs: int = typer.Option(1, help="Worker processes (results do not depend on it)."),
     render: Optional[Path] = typer.Option(None, "--render", help="Re-render a saved JSON report (its rows, command and "
-                                          "settings) into -o and --json-out with the current report code; runs nothing."),
+                                          "settings) with the current report code into -o (default: the JSON's .md sibling) "
+                                          "and --json-out (default: the -o path with .json); runs nothing and takes no other option."),
 ) -> None:
     """Split gate against its peers (two-sample gate on aggregates, Kayenta, fixed-n at the end and at half)
     on the same seeded per-request logs; writes the markdown tables and a JSON report."""
     if render is not None:
-        _render(render, output, json_out)
+        others = (quick, seed != 0, alpha != 0.05, reps_null is not None, reps_power is not None, volumes, shares != "0.05,0.5",
+                  worlds, effects, methods, not synthetic, not azure, data_dir, jobs != 1)
+        if any(others):
+            err.print("[red]error[/red]: --render re-renders a saved run as it was: it takes only -o/--output and --json-out")
+            raise typer.Exit(2)
+        _render(render, output or render.with_suffix(".md"), json_out)
         return
+    output = output or Path("docs/split_eval.md")
     try:
         try:
             vols = tuple(float(v) for v in (volumes or ("500" if quick else "50,500,5000")).split(",") if v.strip())

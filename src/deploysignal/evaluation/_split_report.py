@@ -67,7 +67,7 @@ def oracle_rows(settings: SplitEvalSettings, rows: list[dict[str, Any]]) -> list
     (:mod:`~deploysignal.evaluation._split_oracle`), at the run's alpha."""
     cells = sorted({(r["name"], r["volume"], r["share"]) for r in rows if r["kind"] == "power" and r["name"] in EVENT_EFFECTS},
                    key=lambda c: (settings.effects.index(c[0]), c[1], c[2]))
-    return [oracle_limit(e, v, sh, settings.ticks, settings.alpha, settings.worlds).as_dict() for e, v, sh in cells]
+    return [oracle_limit(e, v, sh, settings.ticks, settings.alpha, settings.worlds, settings.reps_power).as_dict() for e, v, sh in cells]
 
 
 def settings_from_report(doc: dict[str, Any]) -> SplitEvalSettings:
@@ -189,10 +189,13 @@ def split_report_markdown(settings: SplitEvalSettings, rows: list[dict[str, Any]
             "",
             f"The most powerful level-{a:g} test that could exist for a constant rate ratio: it knows the stable rate and "
             "the effect exactly and sees every canary request of the window at once (Neyman-Pearson, the randomised "
-            "one-sided binomial test; `deploysignal.evaluation._split_oracle`). Its power bounds the detection rate of "
-            "every method on independent requests at that rate; with the other worlds granted power 1, the last but "
-            "one column bounds the pooled detection rate of the cell. Ticks for 99%: the window the oracle needs on "
-            "the iid world.",
+            "one-sided binomial test; `deploysignal.evaluation._split_oracle`). On independent requests its power bounds "
+            f"the detection rate of every method whose false-rollback rate is at most {a:g}; methods above it that are "
+            "not at that level (see the null tables) owe the excess to false alarms. The iid figure also serves the "
+            "heavy-tailed world (same event laws), the low-count world has its own, every other world is granted "
+            "power 1, and the runs of the cell are weighted by world: the bound on the pooled rate. Ticks for 99%: "
+            "the window the oracle needs on the iid world. Computed, not simulated; an approximation on the generated "
+            "worlds, whose requests share session frailty.",
             "",
             "| scenario | req/tick | share | canary requests | oracle, iid world | oracle, low-count world | bound on the pooled rate | split gate measured | ticks for 99% (oracle, iid) |",
             "|---|---|---|---|---|---|---|---|---|",

@@ -40,6 +40,7 @@ from ..store import Conflict, IntegrationTables, NotFound, open_store
 from ..gate import certification_status
 from ..telemetry import Frame
 from ._kayenta import kayenta_router
+from ._integrity import IntegrityError
 from ._manager import AnalysisManager
 from ._argo import argo_router
 from ._flagger import flagger_router
@@ -340,6 +341,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        # the analysis' store does not match its audit chain: refused (logged by the manager), the rest keeps serving
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
     # ------------------------------------------------------------------ auth
     def _role(authorization: str | None) -> str | None:
         if settings.insecure:
@@ -386,6 +392,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "baseline_version": row.spec["config_version"],
             "settings": row.spec["settings"],
             "audit_head": row.audit_head,
+            "integrity": None if (ic := manager.integrity.get(aid)) is None else ic.to_json(),
             "created": row.created,
             **({"poller": _poller_status(aid, row)} if row.spec.get("prometheus") else {}),
             **(eng.verdict_extra() if isinstance(eng, SplitEngine) else {"certification": certification_status(eng.config, eng.settings)}),
@@ -500,7 +507,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @app.get("/v1/analyses", dependencies=read, tags=["analyses"])
     def list_analyses() -> list[dict[str, Any]]:
-        return [{"id": r.id, "n_ticks": r.n_ticks, "baseline_version": r.spec["config_version"], "summary": r.summary, "created": r.created} for r in store.list()]
+        out = []
+        for r in store.list():
+            summary, why = manager.listed_summary(r)
+            out.append({"id": r.id, "n_ticks": r.n_ticks, "baseline_version": r.spec["config_version"], "summary": summary, "created": r.created,
+                        **({"integrity_error": why} if why else {})})
+        return out
 
     @app.get("/v1/analyses/{aid}", dependencies=read, tags=["analyses"])
     def get_analysis(aid: str) -> dict[str, Any]:
@@ -667,7 +679,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def _resume_pullers() -> None:
         for row in store.list():
             prom = row.spec.get("prometheus")
-            if prom and not (row.summary or {}).get("final"):
+            summary, why = manager.listed_summary(row) if prom else (None, None)
+            if why is not None:  # a summary that does not match the chain decides nothing: the analysis is refused on load
+                unusable[row.id] = f"refused: {why}"
+            elif prom and not (summary or {}).get("final"):
                 _start_puller(row.id, prom)
 
     def _shutdown() -> None:

@@ -31,9 +31,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ._chain import ChainReport, chain_hash, record_text
+from ._chain import ChainReport, chain_hash
 
-__all__ = ["STORE_BINDING", "checkpoint_line", "digest", "input_line", "link_chain", "record_of"]
+__all__ = ["STORE_BINDING", "checkpoint_line", "digest", "fast_record", "input_line", "link_chain", "record_of"]
 
 #: Version of the binding records a new analysis' header announces (``store_binding``).
 STORE_BINDING = 1
@@ -69,7 +69,7 @@ def link_chain(lines: Sequence[str], start: str, head: str | None = None) -> Cha
     """Check that ``lines`` link from ``start`` (to ``head`` when given): each line has the chained shape,
     its ``prev`` is the previous hash and its ``hash`` is ``SHA256(prev + "\\n" + record)`` over the
     record text as stored. The same equation as :func:`~deploysignal.audit._chain.verify_chain`, without
-    re-encoding each record canonically (about 20 times faster: it runs on every analysis load).
+    re-encoding each record canonically or checking the envelope's hex (it runs on every analysis load).
 
     >>> from deploysignal.audit._chain import GENESIS, chain_lines
     >>> lines, head = chain_lines(['{"a":1}', '{"b":2}'])
@@ -78,7 +78,7 @@ def link_chain(lines: Sequence[str], start: str, head: str | None = None) -> Cha
     """
     prev = start
     for i, line in enumerate(lines, start=1):
-        rec = record_text(line)
+        rec = fast_record(line)
         if rec is None:
             return ChainReport(False, i - 1, prev, i, "not a chained line")
         if line[83:147] != prev:
@@ -92,9 +92,26 @@ def link_chain(lines: Sequence[str], start: str, head: str | None = None) -> Cha
     return ChainReport(True, len(lines), prev)
 
 
+_PREFIX = len('{"hash":"') + 64 + len('","prev":"') + 64 + len('","record":')
+
+
+def fast_record(line: str) -> str | None:
+    """The record text of a chained line, checking the envelope's fixed parts only (not that the
+    hashes are hex: :func:`link_chain` compares them with computed hashes, which are).
+
+    >>> from deploysignal.audit._chain import chain_lines
+    >>> fast_record(chain_lines(['{"a":1}'])[0][0]), fast_record('{"a":1}')
+    ('{"a":1}', None)
+    """
+    if (len(line) <= _PREFIX + 1 or not line.startswith('{"hash":"') or line[73:83] != '","prev":"' or line[147:_PREFIX] != '","record":'
+            or line[-1] != "}"):
+        return None
+    return line[_PREFIX:-1]
+
+
 def record_of(line: str) -> dict[str, Any] | None:
     """The record of a chained line as a dict (None when the line is not chained or not JSON)."""
-    rec = record_text(line)
+    rec = fast_record(line)
     if rec is None:
         return None
     try:

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._exceptions import DeploySignalError
-from ..audit._binding import checkpoint_line, input_line, link_chain, record_of
-from ..audit._chain import GENESIS, record_text
+from ..audit._binding import checkpoint_line, fast_record, input_line, link_chain, record_of
+from ..audit._chain import GENESIS
 from ..store import AnalysisRow, StoredRows
 
 __all__ = ["CHECKED_BOUND", "Integrity", "IntegrityError", "advance_checked", "check_tail", "load_checked", "summary_problem"]
@@ -121,7 +121,7 @@ def load_checked(row: AnalysisRow, rows: StoredRows, build: Callable[[str, dict[
     start = 0
     if binding:
         for k, (p, lines) in enumerate(zip(payloads, per_row[1:])):
-            if not isinstance(p, str) or record_text(lines[0]) != input_line(k, p):
+            if not isinstance(p, str) or fast_record(lines[0]) != input_line(k, p):
                 raise _fail(aid, f"tick {k}: the tick row does not match its chained input record (tick edited, nulled or replaced)")
         cps = [(k + 1, rec) for k, lines in enumerate(per_row[1:]) if '"family":"checkpoint"' in lines[-1] and (rec := record_of(lines[-1])) is not None
                and rec.get("family") == "checkpoint"]
@@ -132,7 +132,7 @@ def load_checked(row: AnalysisRow, rows: StoredRows, build: Callable[[str, dict[
             if not cps or cps[-1][0] != t:
                 raise _fail(aid, f"the snapshot row (tick {t}) is not the latest chained checkpoint"
                             + (f" (tick {cps[-1][0]})" if cps else " (the chain has none)"))
-            if not isinstance(text, str) or record_text(per_row[t][-1]) != checkpoint_line(t, text):
+            if not isinstance(text, str) or fast_record(per_row[t][-1]) != checkpoint_line(t, text):
                 raise _fail(aid, f"the snapshot of tick {t} does not match its chained checkpoint record (state edited or nulled)")
             try:
                 snap_state = json.loads(text)
@@ -172,7 +172,7 @@ def check_tail(aid: str, eng: Any, audit_rows: Sequence[list[str]], payloads: Se
         except (ValueError, TypeError, KeyError, DeploySignalError) as exc:
             raise _fail(aid, f"the stored ticks from tick {k} on cannot be re-evaluated ({type(exc).__name__}: {exc})") from None
         for t, (r, p) in enumerate(zip(results, seg), start=k):
-            stored = [record_text(ln) for ln in audit_rows[t - start]]
+            stored = [fast_record(ln) for ln in audit_rows[t - start]]
             derived = ([input_line(t, p)] if binding else []) + list(r.lines)  # type: ignore[arg-type]
             if binding and t == stop - 1 and len(stored) == len(derived) + 1:
                 derived.append(checkpoint_line(t + 1, state_text(eng)))
@@ -218,7 +218,7 @@ def summary_problem(row: AnalysisRow, last_lines: Sequence[str]) -> str | None:
     if not last_lines:
         return "the last audit row is missing"
     first = last_lines[0]
-    rep = link_chain(last_lines, first[83:147] if record_text(first) is not None else "", row.audit_head)
+    rep = link_chain(last_lines, first[83:147] if fast_record(first) is not None else "", row.audit_head)
     if not rep.ok:
         return f"the last audit row does not end at the published head ({rep.reason})"
     gate = next((r for ln in reversed(last_lines) if (r := record_of(ln)) is not None and r.get("family") == "gate"), None)

@@ -301,3 +301,34 @@ def test_ticks_written_by_another_process_are_checked_before_they_are_served(tmp
     finally:
         s1.close()
         s2.close()
+
+
+def test_a_store_written_by_the_previous_code_loads_replays_and_verifies(tmp_path, step_sim):
+    """tests/fixtures/store_pre_binding: a real store written by main before this change (see its
+    README). ``audit verify --store`` passes and names what it cannot check; the service serves it with
+    ``integrity.store_binding`` 0, replays it, accepts more ticks (still without binding records: the
+    analysis keeps its format) and refuses a cut-back (409: no checkpoints)."""
+    import gzip
+    import sqlite3
+    from pathlib import Path
+
+    dump = gzip.decompress((Path(__file__).parent.parent / "fixtures" / "store_pre_binding" / "ds.sql.gz").read_bytes()).decode()
+    db = tmp_path / "ds.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(dump)
+    conn.close()
+    url = f"sqlite:///{db}"
+    r = runner.invoke(cli, ["audit", "verify", "--store", url, "--analysis", "old"])
+    assert r.exit_code == 0 and "store_binding 0" in r.output and "not checked" in r.output, r.output
+    sim, _ = step_sim
+    with make_client(tmp_path, snapshot_every=16) as c:
+        v = c.get("/v1/analyses/old", headers=R).json()
+        assert v["n_ticks"] == 40 and v["integrity"]["store_binding"] == 0 and v["integrity"]["unchecked"], v
+        assert c.post("/v1/analyses/old/replay", headers=R).json()["ok"] is True
+        assert c.post("/v1/analyses/old/ticks", json={"ticks": ticks_of(sim.canary, 40, 50)}, headers=W).status_code == 200
+        assert c.post("/v1/analyses/old/replay", headers=R).json()["ok"] is True
+        r = c.post("/v1/analyses/old/cut", json={"to_tick": 30, "reason": "x"}, headers=W)
+        assert r.status_code == 409 and "before the store binding" in r.text, r.text
+    assert '"family":"input"' not in _one(url, "SELECT lines FROM audit WHERE analysis_id='old' AND seq=45")
+    assert runner.invoke(cli, ["audit", "verify", "--store", url, "--analysis", "old"]).exit_code == 0
+

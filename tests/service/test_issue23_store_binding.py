@@ -204,6 +204,9 @@ def test_restarted_service_refuses_a_tampered_snapshot_and_keeps_serving_the_res
         r = c.get("/v1/analyses/a", headers=R)
         assert r.status_code == 409 and "snapshot of tick 40 does not match its chained checkpoint" in r.json()["detail"], r.text
         assert c.get("/v1/argo/analyses/a", headers=R).status_code == 409
+        hook = c.post("/v1/flagger/confirm-promotion", json={"name": "x", "namespace": "y", "phase": "Progressing", "metadata": {"analysis": "a"}},
+                      headers=W)
+        assert hook.status_code == 409 and "refused" in hook.text, hook.text  # promotion held (main: 200 on the forged proceed)
         assert c.post("/v1/analyses/a/ticks", json={"ticks": ticks_of(sim.canary, 40, 41)}, headers=W).status_code == 409
         b = c.get("/v1/analyses/b", headers=R)
         assert b.status_code == 200 and b.json()["verdict"] == before["verdict"], b.text

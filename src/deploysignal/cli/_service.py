@@ -205,6 +205,7 @@ def cut_cmd(
     res = _operator_act(store, lambda m: m.cut(analysis, to_tick, reason))
     out.print(f"analysis {analysis} cut back to tick {res['to_tick']} (superseded stored ticks {res['superseded']}): verdict {res['verdict']},"
               f" audit head {res['audit_head']}")
+    err.print(f"[yellow]note[/yellow]: {res['note']}")
 
 
 @audit_app.command("verify")

@@ -13,6 +13,13 @@ are sticky, a cut-back never turns one into a promotion) or a void (a voided ana
 undo what an integration already did with a verdict given before the cut (a ``proceed`` Argo acted on
 stays acted on); or cut an analysis written before the store binding (it has no checkpoints to
 rebuild from). No I/O.
+
+What is guaranteed after a cut: the gate's bounds (``P(false rollback) <= alpha``, Ville's inequality
+on each family's e-process) hold along the ticks in effect when the cut point is chosen without
+looking at the evidence (a clock fault, a known bad source). A cut chosen *because of* the evidence is
+a restart of the bet on new data from an earlier state; repeating it until a family fires makes false
+rollbacks more likely than alpha (and cutting away harmful ticks costs power). The cut record and
+the answer say so (``note``).
 """
 
 from __future__ import annotations
@@ -24,7 +31,11 @@ from typing import Any
 from .._exceptions import InputError
 from ..calibration import canonical_json
 
-__all__ = ["apply_cut", "cut_payload", "effective", "is_cut", "superseded_ranges"]
+#: What the gate's guarantee assumes of a cut (in every cut record and answer).
+NOTE = ("the gate's error bounds hold along the ticks in effect only if this cut point was not chosen by looking at the evidence;"
+        " the superseded ticks' evidence is dropped")
+
+__all__ = ["NOTE", "apply_cut", "cut_payload", "effective", "is_cut", "superseded_ranges"]
 
 
 def is_cut(payload: str | None) -> bool:
@@ -86,5 +97,5 @@ def apply_cut(fresh: Callable[[], Any], decode: Callable[[Any, Sequence[Any]], l
     eng.supersede(seq + 1)
     last = eng.last
     record = {"family": "cut", "tick": seq, "to_tick": to, "reason": reason, "superseded": superseded_ranges([s for s, _ in eff[to:]]),
-              "verdict": "pending" if last is None else last.verdict, "final": False if last is None else bool(last.final)}
+              "verdict": "pending" if last is None else last.verdict, "final": False if last is None else bool(last.final), "note": NOTE}
     return eng, record, list(eff[:to])

@@ -326,7 +326,7 @@ class AnalysisManager:
                 self._forget(aid)
                 raise
         log.warning("analysis %s cut back to tick %d (superseded stored ticks %s): %s", aid, to_tick, rec["superseded"], reason)
-        return {"analysis": aid, **{k: rec[k] for k in ("tick", "to_tick", "superseded", "verdict", "final")}, "n_ticks": eng.n_ticks,
+        return {"analysis": aid, **{k: rec[k] for k in ("tick", "to_tick", "superseded", "verdict", "final", "note")}, "n_ticks": eng.n_ticks,
                 "audit_head": head, "reason": reason}
 
     # ------------------------------------------------------------------ replay

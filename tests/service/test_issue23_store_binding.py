@@ -96,6 +96,10 @@ EDITS = {
     "last_ts changed": lambda u: _sql(u, "UPDATE analyses SET last_ts=last_ts+1 WHERE id='a'"),
     "last_ts nulled": lambda u: _sql(u, "UPDATE analyses SET last_ts=NULL WHERE id='a'"),
     "spec window changed": lambda u: _edit_json(u, "analyses", "spec", "id=?", ("a",), lambda s: s["settings"].update(window=48)),
+    # review finding 3: the whole spec (its prometheus source) and created are bound, not only the settings
+    "spec prometheus pointed elsewhere": lambda u: _edit_json(u, "analyses", "spec", "id=?", ("a",), lambda s: s.update(prometheus={"url": "http://evil:9090"})),
+    "spec key added": lambda u: _edit_json(u, "analyses", "spec", "id=?", ("a",), lambda s: s.update(extra=1)),
+    "created changed": lambda u: _sql(u, "UPDATE analyses SET created='1999' WHERE id='a'"),
     # tick rows, after and before the snapshot
     "tick after snapshot changed": lambda u: _edit_json(u, "ticks", "payload", "analysis_id=? AND seq=?", ("a", 55), _tick_value),
     "tick after snapshot nulled": lambda u: _edit_json(u, "ticks", "payload", "analysis_id=? AND seq=?", ("a", 55), _tick_nulled),

@@ -24,9 +24,16 @@ W = {"Authorization": f"Bearer {WRITE}"}
 R = {"Authorization": f"Bearer {READ}"}
 
 
-def _uninterrupted(cfg, ticks, settings, batch=8, every=50):
+def _spec_sha(lines):
+    """The stored header's spec_sha256 (it binds the analysis row, creation time included, which this test
+    does not fix; the integrity check compares it with the row on every load)."""
+    return json.loads(lines[0])["record"]["spec_sha256"]
+
+
+def _uninterrupted(cfg, ticks, settings, spec_sha256, batch=8, every=50):
     eng = AnalysisEngine(cfg.to_json(), settings)
-    lines, head = _reference(eng, {**settings_record(eng.config, eng.settings), "store_binding": 1}, ticks, tick_payload, batch, every)
+    header = {**settings_record(eng.config, eng.settings), "store_binding": 1, "spec_sha256": spec_sha256}
+    lines, head = _reference(eng, header, ticks, tick_payload, batch, every)
     verdicts = [json.loads(ln)["record"]["verdict"] for ln in lines if json.loads(ln)["record"].get("family") == "gate"]
     return lines, verdicts, head
 
@@ -104,7 +111,7 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_tick(tmp_path, step_sim, store
     sim, cfg = step_sim
     ticks = ticks_of(sim.canary)
     lines, final = _kill_and_resume(tmp_path, store_url, {"config": json.loads(cfg.to_json()), "window": 480}, ticks)
-    ref_lines, ref_verdicts, ref_head = _uninterrupted(cfg, ticks, {"window": 480})
+    ref_lines, ref_verdicts, ref_head = _uninterrupted(cfg, ticks, {"window": 480}, _spec_sha(lines))
     assert lines == ref_lines  # byte-identical audit, hence identical verdicts at every tick
     got_verdicts = [json.loads(ln)["record"]["verdict"] for ln in lines if json.loads(ln)["record"].get("family") == "gate"]
     assert got_verdicts == ref_verdicts
@@ -125,5 +132,5 @@ def test_sigkill_split_analysis(tmp_path):
     lines, final = _kill_and_resume(tmp_path, f"sqlite:///{tmp_path / 'k.db'}", create, ticks)
     specs = [MetricSpec(m, meta["kind"], meta["direction"], tuple(meta.get("edges", ())), meta["tolerance"]) for m, meta in METRICS.items()]
     eng = SplitEngine(split_config(specs)[1], {"window": 480, "canary_share": 0.5})
-    ref, head = _reference(eng, {**eng.header(), "store_binding": 1}, ticks, lambda t: canonical_json(t.to_json()))
+    ref, head = _reference(eng, {**eng.header(), "store_binding": 1, "spec_sha256": _spec_sha(lines)}, ticks, lambda t: canonical_json(t.to_json()))
     assert lines == ref and final["audit_head"] == head and final["mode"] == "split"

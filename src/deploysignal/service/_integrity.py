@@ -6,7 +6,9 @@ Run on every load of an analysis (a restart, a cache miss, ticks written by anot
 
 1. the audit rows: one per tick, contiguous, linking from the genesis hash to the head
    (:func:`~deploysignal.audit._binding.link_chain`);
-2. the header: the analysis' stored spec and config re-derive the chained header's settings and baseline;
+2. the header: the analysis' stored spec and config re-derive the chained header's settings and baseline,
+   and the whole analysis row as created (spec, its ``prometheus`` source included, and ``created``)
+   has the header's ``spec_sha256``;
 3. the tick rows: one per tick, each one's SHA-256 equal to its chained ``input`` record;
 4. the snapshot: its state's SHA-256 equal to the chained ``checkpoint`` record of its tick, and it is
    the latest checkpoint (a deleted snapshot row is reported too);
@@ -17,7 +19,9 @@ Run on every load of an analysis (a restart, a cache miss, ticks written by anot
 
 Guarantee: under SHA-256's second-preimage resistance, an edit, nulling or deletion of any single row
 of ``audit``, ``ticks``, ``snapshots`` or ``analyses`` (or the stored config) of an analysis written
-with ``store_binding`` 1 fails the check, naming the row. Assumption: the head of the chain is the one
+with ``store_binding`` 1 fails the check, naming the row. Not bound (:data:`NOT_BOUND`): the tables
+that map integrations onto analyses and store their answers (``analysis_revisions``, Kayenta
+``executions``, ``batches``, ``analysis_templates``); an edit there passes the check. Assumption: the head of the chain is the one
 in ``analyses.audit_head``; an attacker who rewrites the whole chain and that head consistently is
 caught only by comparing the head with a copy published elsewhere (``audit verify --head``).
 
@@ -36,15 +40,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._exceptions import DeploySignalError
-from ..audit._binding import checkpoint_line, fast_record, input_line, link_chain, record_of
+from ..audit._binding import checkpoint_line, digest, fast_record, input_line, link_chain, record_of
 from ..audit._chain import GENESIS
+from ..calibration import canonical_json
 from ..store import AnalysisRow, StoredRows
 
-__all__ = ["CHECKED_BOUND", "Integrity", "IntegrityError", "advance_checked", "check_tail", "load_checked", "summary_problem"]
+__all__ = ["CHECKED_BOUND", "NOT_BOUND", "Integrity", "IntegrityError", "advance_checked", "check_tail", "load_checked", "spec_digest",
+           "summary_problem"]
 
-CHECKED_BOUND = ("audit chain to the published head", "header against the stored spec and config", "every tick row against its input record",
+CHECKED_BOUND = ("audit chain to the published head", "header against the stored spec (whole, with created) and config", "every tick row against its input record",
                   "snapshot against its checkpoint record", "records re-derived from the snapshot and the ticks after it",
                   "n_ticks, last_ts and summary of the analysis row")
+#: Tables the chain does not cover (an edit there passes the check): what ``audit verify --store`` and the verdict say.
+NOT_BOUND = ("analysis_revisions (which Flagger/Argo revision an analysis answers for)",
+             "executions (Kayenta executions: the analysis each one reads and its thresholds)",
+             "batches (the acknowledgement a retried batch id is answered with)",
+             "analysis_templates (the spec of analyses created from a template later)")
 _CHECKED_OLD = ("audit chain to the published head", "records re-derived from all ticks (the snapshot is not used)",
                 "n_ticks, last_ts and summary of the analysis row")
 _UNCHECKED_OLD = ("written before the store binding (no store_binding in the header): ticks are not committed to the chain, so a tick"
@@ -64,9 +75,17 @@ class Integrity:
     binding: int
     checked: tuple[str, ...]
     unchecked: tuple[str, ...] = field(default_factory=tuple)
+    #: tables outside the chain (:data:`NOT_BOUND`)
+    not_bound: tuple[str, ...] = NOT_BOUND
 
     def to_json(self) -> dict[str, Any]:
-        return {"store_binding": self.binding, "checked": list(self.checked), "unchecked": list(self.unchecked)}
+        return {"store_binding": self.binding, "checked": list(self.checked), "unchecked": list(self.unchecked), "not_bound": list(self.not_bound)}
+
+
+def spec_digest(spec: Any, created: str) -> str:
+    """SHA-256 of the whole analysis row as created (spec, its ``prometheus`` source included, and
+    ``created``): the ``spec_sha256`` of a bound analysis' header."""
+    return digest(canonical_json({"created": created, "spec": spec}))
 
 
 def _fail(aid: str, what: str) -> IntegrityError:
@@ -148,6 +167,8 @@ def load_checked(row: AnalysisRow, rows: StoredRows, build: Callable[[str, dict[
         for k in ("baseline_version", "settings", "metrics", "mode"):
             if want.get(k) != got.get(k):
                 raise _fail(aid, f"the stored spec or config does not re-derive the chained header ({k} differs)")
+        if got.get("spec_sha256") != spec_digest(row.spec, row.created):
+            raise _fail(aid, "the analysis row's spec or created differs from the chained header's spec_sha256")
     check_tail(aid, eng, per_row[1 + start:], payloads[start:], start, binding, decode, state_text)
     _check_row(row, eng)
     return eng, Integrity(binding, CHECKED_BOUND if binding else _CHECKED_OLD, () if binding else _UNCHECKED_OLD)

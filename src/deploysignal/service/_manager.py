@@ -22,7 +22,7 @@ from ..store import AnalysisRow, LockedAnalysis, SQLStore, StoredRows
 from ..store import Conflict
 from ._cut import apply_cut, cut_payload, effective, is_cut
 from ._engine import AnalysisEngine, TickIn, VoidIn
-from ._integrity import CHECKED_BOUND, Integrity, IntegrityError, advance_checked, load_checked, summary_problem
+from ._integrity import CHECKED_BOUND, NOT_BOUND, Integrity, IntegrityError, advance_checked, load_checked, spec_digest, summary_problem
 from ._split_engine import SplitEngine
 
 __all__ = ["AnalysisManager"]
@@ -54,11 +54,14 @@ def _engine(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None = Non
     return AnalysisEngine(cfg, spec["settings"], snap)
 
 
-def _header(eng: Engine, binding: int = 0) -> dict[str, Any]:
+def _header(eng: Engine, binding: int = 0, spec_sha256: str | None = None) -> dict[str, Any]:
     """The chained header record; ``binding`` > 0 announces the store binding records
-    (:mod:`deploysignal.audit._binding`) of an analysis created since 0.5.0."""
+    (:mod:`deploysignal.audit._binding`) of an analysis created since 0.5.0, and then ``spec_sha256``
+    (:func:`spec_digest`) binds the analysis row's spec and ``created``."""
     h = eng.header() if isinstance(eng, SplitEngine) else settings_record(eng.config, eng.settings)
-    return {**h, "store_binding": binding} if binding else h
+    if not binding:
+        return h
+    return {**h, "store_binding": binding, **({} if spec_sha256 is None else {"spec_sha256": spec_sha256})}
 
 
 def _state_text(eng: Engine) -> str:
@@ -117,13 +120,13 @@ class AnalysisManager:
         engine = (SplitEngine if split else AnalysisEngine)(config_json, settings)  # validates config + settings before anything is stored
         self.store.put_config(version_id, config_json)
         spec = {"config_version": version_id, "settings": engine.settings.model_dump(mode="json"), **dict(extra)}
-        header = _header(engine, STORE_BINDING)
+        header = _header(engine, STORE_BINDING, spec_digest(spec, created))
         lines, head = chain_records([header], GENESIS)
         self.store.create_analysis(aid, spec, head, "\n".join(lines), created)
         with self._lock(aid):
             self._engines[aid] = engine
             self._heads[aid] = (head, STORE_BINDING)
-            self.integrity[aid] = Integrity(STORE_BINDING, CHECKED_BOUND)  # what every load of it checks
+            self.integrity[aid] = Integrity(STORE_BINDING, CHECKED_BOUND, not_bound=NOT_BOUND)  # what every load of it checks
         return spec
 
     # ------------------------------------------------------------------ engines
@@ -337,8 +340,10 @@ class AnalysisManager:
         eng = _engine(cfg, row.spec)
         stored = [ln for _, text in rows.audit for ln in text.split("\n")]
         first = record_of(stored[0]) if stored else None
-        binding = int((first or {}).get("store_binding", 0))
-        lines, head = chain_records([_header(eng, binding)], GENESIS)
+        binding = (first or {}).get("store_binding", 0)
+        if isinstance(binding, bool) or not isinstance(binding, int):
+            return {"ok": False, "records": 0, "first_mismatch_line": 1, "reason": f"the header's store_binding {binding!r} is not an integer"}
+        lines, head = chain_records([_header(eng, binding, spec_digest(row.spec, row.created))], GENESIS)
         payloads = [p for seq, p in rows.ticks if 0 <= seq < row.n_ticks]
         # with the store binding, a stored checkpoint record is re-derived from the replayed state at its tick,
         # and a cut-back rebuilds the engine from the ticks it kept (as AnalysisManager.cut did)

@@ -92,7 +92,7 @@ def test_cut_endpoint_and_cli(tmp_path, step_sim):
         assert r.status_code == 422 and "to_tick" in r.text, r.text
         r = c.post("/v1/analyses/a/cut", json={"to_tick": 30, "reason": "bad batch"}, headers=W)
         assert r.status_code == 200 and r.json()["superseded"] == [[30, 39]], r.text
-        assert "not chosen by looking at the evidence" in r.json()["note"]  # what the gate's bounds then assume
+        assert "(1 + number of cuts) x alpha" in r.json()["note"]  # what the gate's bounds then are
         assert c.get("/v1/analyses/a", headers=R).json()["gate"]["tick"] == 29
         assert c.post("/v1/analyses/a/ticks", json={"ticks": ticks[30:50]}, headers=W).status_code == 200
         r = c.post("/v1/analyses/a/cut", json={"to_tick": 25, "reason": "earlier bad batch"}, headers=W)

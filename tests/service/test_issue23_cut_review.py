@@ -34,6 +34,72 @@ def _cut(c, to_tick: int, reason: str = "bad batch", aid: str = "a"):
     return c.post(f"/v1/analyses/{aid}/cut", json={"to_tick": to_tick, "reason": reason}, headers=W)
 
 
+def test_finding1_split_void_survives_a_later_tick_and_a_cut(tmp_path):
+    """Split mode: void, one more tick, then a cut. The reviewed code looked for the void in the last
+    gate record's ``fail_closed`` (only the void's own record has it), so the cut passed, took the void
+    back and the analysis ended ``proceed, final``. Now the void is read from the stored sequence."""
+    window = 30
+    ticks = split_ticks(1, window)
+    with make_client(tmp_path) as c:
+        body = {"id": "s", "mode": "split", "metrics": METRICS, "window": window, "max_extensions": 0, "canary_share": 0.5}
+        assert c.post("/v1/analyses", json=body, headers=W).status_code == 201
+        assert _send(c, ticks[:10], aid="s").status_code == 200
+        assert c.post("/v1/analyses/s/void", json={"reason": "bad canary, do not promote"}, headers=W).status_code == 200
+        assert _cut(c, 5, aid="s").status_code == 409
+        assert _send(c, ticks[10:11], aid="s").status_code == 200
+        r = _cut(c, 5, aid="s")
+        assert r.status_code == 409 and "voided" in r.text, r.text
+        assert _send(c, ticks[11:], aid="s").status_code == 200
+        v = c.get("/v1/analyses/s", headers=R).json()
+        assert v["verdict"] != "proceed" and v["split"]["voided"] == "bad canary, do not promote"
+
+
+def test_finding1_a_cut_never_takes_back_a_refused_promotion(tmp_path, step_sim):
+    """Manager level: a final verdict that refused promotion (here an operator void, single-stream, whose
+    later ticks carry no ``fail_closed`` either) and a rollback anywhere in the chain refuse a cut; the
+    refusal is read from the stored entries and records, not from the last record."""
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 30)
+    st = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        m = AnalysisManager(st, snapshot_every=16)
+        m.create("v", cfg.to_json(), cfg.version_id, {"window": 480}, {"prometheus": None}, "2026-01-01T00:00:00Z")
+        m.ingest("v", ticks[:10])
+        m.void("v", "do not promote")
+        m.ingest("v", ticks[10:20])
+        with pytest.raises(Conflict, match="voided"):
+            m.cut("v", 5, "x")
+    finally:
+        st.close()
+
+
+def test_finding2_batch_ids_after_a_cut(tmp_path, step_sim):
+    """A batch id whose ticks a cut superseded is no longer answered with its pre-cut acknowledgement:
+    re-sent, its ticks are ingested again; a batch id straddling a cut (ticks kept and superseded)
+    answers 409 naming the cut. The reviewed code answered both with the pre-cut ack (``duplicate``)
+    and dropped the ticks."""
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 60)
+    with make_client(tmp_path, snapshot_every=16, max_clock_skew=None) as c:
+        _create(c, cfg)
+        for i in range(0, 60, 10):
+            assert _send(c, ticks[i:i + 10], f"b{i}").status_code == 200
+        assert _cut(c, 20).status_code == 200  # supersedes stored ticks 20-59; the cut is entry 60
+        r = _send(c, ticks[20:30], "b20")
+        assert r.status_code == 200 and r.json()["duplicate"] is False and r.json()["accepted"] == 10, r.text
+        assert r.json()["n_ticks"] == 71 and r.json()["first_tick"] == 61
+        assert c.get("/v1/analyses/a", headers=R).json()["gate"]["tick"] == 29
+        r = _send(c, ticks[30:40], "b30")
+        assert r.status_code == 200 and r.json()["duplicate"] is False, r.text
+        assert _send(c, ticks[20:30], "b20").json()["duplicate"] is True  # no cut since: still the same ack
+        assert _cut(c, 25, "second bad batch").status_code == 200  # b20 (stored 61-70) now straddles the cut
+        r = _send(c, ticks[20:30], "b20")
+        assert r.status_code == 409 and "cut" in r.text and "new batch id" in r.text, r.text
+        r = _send(c, ticks[30:40], "b30")  # wholly superseded: ingested again, after the kept ticks 0-24
+        assert r.status_code in (200, 422) and r.json().get("duplicate") is not True, r.text
+        assert c.post("/v1/analyses/a/replay", headers=R).json()["ok"] is True
+
+
 def test_finding6_verify_names_the_tables_not_bound(tmp_path, step_sim):
     """``audit verify --store --json`` names the tables the chain does not cover (the reviewed code's
     report, and docs, suggested every row of the analysis was covered)."""
@@ -47,6 +113,40 @@ def test_finding6_verify_names_the_tables_not_bound(tmp_path, step_sim):
     not_bound = " ".join(json.loads(r.output)["store"]["not_bound"])
     for table in ("analysis_revisions", "executions", "batches", "analysis_templates"):
         assert table in not_bound
+
+
+def test_finding7_cut_cost_is_stated_and_cuts_are_capped(tmp_path, step_sim):
+    """The cut's answer states the cost as (1 + cuts) x alpha and that a cut can yield a promotion the
+    evidence would not give; cuts per analysis are capped (default 3, configurable)."""
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 20)
+    with make_client(tmp_path, max_clock_skew=None) as c:
+        _create(c, cfg)
+        _send(c, ticks)
+        for k in range(3):
+            r = _cut(c, 10 - k, f"cut {k}")
+            assert r.status_code == 200, r.text
+            assert r.json()["cuts"] == k + 1 and "(1 + number of cuts) x alpha" in r.json()["note"]
+            assert "promotion" in r.json()["note"]
+        r = _cut(c, 2, "one too many")
+        assert r.status_code == 409 and "3 cuts" in r.text, r.text
+    with make_client(tmp_path, max_clock_skew=None, max_cuts=4) as c:
+        assert _cut(c, 2, "allowed by the operator's setting").status_code == 200
+
+
+def test_note_cut_is_idempotent(tmp_path, step_sim):
+    """A retried cut (same to_tick and reason) after new ticks arrived returns the first cut's answer
+    (``duplicate``) instead of superseding the fresh ticks."""
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 40)
+    with make_client(tmp_path, max_clock_skew=None) as c:
+        _create(c, cfg)
+        _send(c, ticks[:30])
+        first = _cut(c, 20, "bad source").json()
+        _send(c, ticks[20:25])
+        r = _cut(c, 20, "bad source")
+        assert r.status_code == 200 and r.json()["duplicate"] is True and r.json()["tick"] == first["tick"], r.text
+        assert c.get("/v1/analyses/a", headers=R).json()["gate"]["tick"] == 24
 
 
 def test_note_replay_reports_a_non_integer_store_binding(tmp_path, step_sim):

@@ -43,6 +43,7 @@ def serve(
     prometheus_allow: Optional[list[str]] = typer.Option(None, "--prometheus-allow", help="Prometheus address (URL prefix) pull specs that use a secret may point at; repeat for several (none: such specs are refused)."),
     max_live_per_template: int = typer.Option(20, min=1, help="Undecided analyses one template may have at once; a new revision beyond that gets 409."),
     max_events: int = typer.Option(10_000, min=1, help="Flagger event/post-rollout calls kept (newest); older ones are deleted."),
+    max_cuts: int = typer.Option(3, min=0, help="Cut-backs allowed per analysis (each can add up to alpha to its false-rollback probability)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -64,7 +65,7 @@ def serve(
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
                                    max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
-                                   max_events=max_events)
+                                   max_events=max_events, max_cuts=max_cuts)
         if workers == 1:
             app = create_app(settings)
     except (DeploySignalError, ValueError) as exc:
@@ -167,7 +168,7 @@ def void_cmd(
     out.print(f"analysis {analysis} voided at tick {res['tick']}: verdict {res['verdict']} (final), audit head {res['audit_head']}")
 
 
-def _operator_act(store: str, act: Callable[[Any], dict]) -> dict:
+def _operator_act(store: str, act: Callable[[Any], dict], **manager: Any) -> dict:
     """Run an operator act on the store's :class:`~deploysignal.service._manager.AnalysisManager`: exit 2
     for a missing SQLite file (opening would create an empty one), bad input or no such analysis, 1 when
     the act is refused (:class:`~deploysignal.store.Conflict`)."""
@@ -180,7 +181,7 @@ def _operator_act(store: str, act: Callable[[Any], dict]) -> dict:
     try:
         st = open_store(store)
         try:
-            return act(AnalysisManager(st))
+            return act(AnalysisManager(st, **manager))
         finally:
             st.close()
     except Conflict as exc:
@@ -197,12 +198,15 @@ def cut_cmd(
     to_tick: int = typer.Option(..., "--to-tick", min=0, help="The first tick to drop (the gate's tick number, as in the audit records)."),
     reason: str = typer.Option(..., help="Why (recorded in the audit chain)."),
     store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="The service's store URL."),
+    max_cuts: int = typer.Option(3, min=0, help="Cut-backs allowed per analysis (as serve --max-cuts)."),
 ) -> None:
     """Cut an analysis back to before tick TO_TICK (as POST /v1/analyses/{id}/cut with a write token does):
     the later ticks stay stored, marked superseded by a chained cut record, and the analysis continues from
-    the ticks kept. A rolled-back or voided analysis refuses it. Exit 0 done, 1 refused, 2 no such analysis
-    or bad input."""
-    res = _operator_act(store, lambda m: m.cut(analysis, to_tick, reason))
+    the ticks kept. An analysis that rolled back, was voided or ended refusing promotion refuses it, as
+    does one that had max_cuts cuts. Exit 0 done, 1 refused, 2 no such analysis or bad input."""
+    res = _operator_act(store, lambda m: m.cut(analysis, to_tick, reason), max_cuts=max_cuts)
+    if res.get("duplicate"):
+        out.print(f"analysis {analysis}: this cut was already made (stored entry {res['tick']}); nothing superseded again")
     out.print(f"analysis {analysis} cut back to tick {res['to_tick']} (superseded stored ticks {res['superseded']}): verdict {res['verdict']},"
               f" audit head {res['audit_head']}")
     err.print(f"[yellow]note[/yellow]: {res['note']}")

@@ -281,7 +281,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if not settings.tokens and not settings.insecure:
         raise ConfigError("no API tokens configured: pass --tokens-file (hashes) or --insecure for a local experiment")
     store = open_store(settings.store_url)
-    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew)
+    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew, max_cuts=settings.max_cuts)
     registry, counters = build_registry(manager)
     pullers: dict[str, PrometheusPuller] = {}
     unusable: dict[str, str] = {}

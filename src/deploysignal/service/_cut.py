@@ -8,18 +8,26 @@ is deleted: the ticks from ``to_tick`` on stay in the store and in the chain, an
 record names them (``superseded``: ranges of stored sequence numbers). The engine is rebuilt from the
 ticks kept (:func:`effective`) and continues from there, so replay and ``audit verify`` re-derive it.
 
-What a cut-back does not do: take back a rollback (a rolled-back analysis refuses the cut: rollbacks
-are sticky, a cut-back never turns one into a promotion) or a void (a voided analysis refuses it too);
-undo what an integration already did with a verdict given before the cut (a ``proceed`` Argo acted on
-stays acted on); or cut an analysis written before the store binding (it has no checkpoints to
-rebuild from). No I/O.
+What a cut-back does not do (:func:`cut_refusal`, read from the stored entries and chained records,
+superseded ones included, so no cut can hide an earlier one): take back a rollback (one anywhere in
+the chain refuses the cut: a rollback stays given), a void (a stored void entry refuses it: a void is
+final) or any other final verdict that refused promotion (a final ``extend``, e.g. a split analysis'
+sample-ratio void): no cut ends in a promotion the analysis had refused. Nor does it undo what an
+integration already did with a verdict given before the cut (a ``proceed`` Argo acted on stays acted
+on), or cut an analysis written before the store binding (it has no checkpoints to rebuild from).
+No I/O.
 
-What is guaranteed after a cut: the gate's bounds (``P(false rollback) <= alpha``, Ville's inequality
-on each family's e-process) hold along the ticks in effect when the cut point is chosen without
-looking at the evidence (a clock fault, a known bad source). A cut chosen *because of* the evidence is
-a restart of the bet on new data from an earlier state; repeating it until a family fires makes false
-rollbacks more likely than alpha (and cutting away harmful ticks costs power). The cut record and
-the answer say so (``note``).
+What a cut costs (``note``, in every cut record and answer). Rollbacks given before a cut stand, so
+the superseded stretch already had its chance to fire; after the cut the bet restarts from the state
+at ``to_tick`` with a fresh budget (Ville's inequality again). Even for a cut point chosen without
+looking at the evidence, the analysis' false-rollback probability is bounded only by
+``(1 + number of cuts) x alpha``, not alpha (a cut back to tick 0: up to ``2 alpha``); a cut chosen by
+looking at the evidence is worse. In the other direction, a cut drops evidence: a write-token holder
+can cut away a regression's build-up while the verdict is pending, until the window ends in
+``proceed``: a cut can produce a promotion the evidence would not give. The manager caps cuts per
+analysis (``max_cuts``, default 3), which bounds the first cost at ``(1 + max_cuts) x alpha`` and
+the second at ``max_cuts`` stretches of evidence dropped; ticks that are themselves bad (a wrong
+clock) are covered by no null hypothesis at all.
 """
 
 from __future__ import annotations
@@ -29,13 +37,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._exceptions import InputError
+from ..audit._binding import record_of as _record
 from ..calibration import canonical_json
 
 #: What the gate's guarantee assumes of a cut (in every cut record and answer).
-NOTE = ("the gate's error bounds hold along the ticks in effect only if this cut point was not chosen by looking at the evidence;"
-        " the superseded ticks' evidence is dropped")
+NOTE = ("each cut restarts the gate's bet from an earlier state: with the ticks superseded by earlier cuts having had their chance"
+        " to fire, the analysis' false-rollback probability is bounded by (1 + number of cuts) x alpha, not alpha, and only if no cut"
+        " point was chosen by looking at the evidence; the superseded ticks' evidence is dropped, so a cut can also turn a regression"
+        " building up into a promotion the evidence would not give")
 
-__all__ = ["NOTE", "apply_cut", "cut_payload", "effective", "is_cut", "superseded_ranges"]
+__all__ = ["NOTE", "apply_cut", "cut_payload", "cut_refusal", "effective", "is_cut", "superseded_ranges"]
 
 
 def is_cut(payload: str | None) -> bool:
@@ -66,6 +77,29 @@ def effective(payloads: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
         else:
             eff.append((seq, p))
     return eff
+
+
+def cut_refusal(aid: str, rows: Any) -> str | None:
+    """Why analysis ``aid`` refuses a cut-back, from all its stored rows (``rows``: its
+    :class:`~deploysignal.store.StoredRows`, superseded entries included), or None: a stored void
+    entry, a rollback in any chained gate record, or any final gate record that is not ``proceed``.
+    These are facts of the stored sequence: a later tick or an earlier cut does not hide them."""
+    for seq, p in rows.ticks:
+        if isinstance(p, str) and p.startswith('{"void":'):
+            return f"analysis {aid!r} is voided (stored entry {seq}): a void is final, a cut-back cannot take it back"
+    for seq, text in rows.audit:
+        if seq < 0 or not isinstance(text, str) or '"family":"gate"' not in text:
+            continue
+        for ln in text.split("\n"):
+            rec = _record(ln)
+            if rec is None or rec.get("family") != "gate":
+                continue
+            if rec.get("verdict") == "rollback":
+                return f"analysis {aid!r} has rolled back (tick {rec.get('tick')}): a rollback stands, a cut-back cannot take it back"
+            if rec.get("final") is True and rec.get("verdict") != "proceed":
+                return (f"analysis {aid!r} ended with a final {rec.get('verdict')!r} (tick {rec.get('tick')}): it refused promotion,"
+                        " and a cut-back must not end in a promotion the analysis had refused")
+    return None
 
 
 def superseded_ranges(seqs: Sequence[int]) -> list[list[int]]:

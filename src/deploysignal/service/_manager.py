@@ -20,7 +20,7 @@ from ..calibration import canonical_json
 from ..gate._gate import gc_paused
 from ..store import AnalysisRow, LockedAnalysis, SQLStore, StoredRows
 from ..store import Conflict
-from ._cut import apply_cut, cut_payload, effective, is_cut
+from ._cut import apply_cut, cut_payload, cut_refusal, effective, is_cut
 from ._engine import AnalysisEngine, TickIn, VoidIn
 from ._integrity import CHECKED_BOUND, NOT_BOUND, Integrity, IntegrityError, advance_checked, load_checked, spec_digest, summary_problem
 from ._split_engine import SplitEngine
@@ -95,9 +95,11 @@ class AnalysisManager:
     """
 
     def __init__(self, store: SQLStore, *, snapshot_every: int = 256, max_clock_skew: float | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_cuts: int = 3) -> None:
         self.store = store
         self.snapshot_every = snapshot_every
+        #: cut-backs allowed per analysis: each one can add up to alpha to its false-rollback probability
+        self.max_cuts = max_cuts
         #: ticks stamped more than this many seconds after ``clock()`` are rejected (None: no check)
         self.max_clock_skew = max_clock_skew
         self.clock = clock
@@ -198,12 +200,16 @@ class AnalysisManager:
                 with self.store.locked(aid) as la:
                     if batch_id is not None:
                         prev = la.batch(batch_id)
+                        if prev is not None and "superseded_by_cut" in prev:
+                            raise Conflict(f"batch {batch_id!r} was acknowledged before the cut-back at stored entry {prev['superseded_by_cut']},"
+                                           f" which superseded part of its ticks (stored {prev['superseded']}); its acknowledgement no longer"
+                                           " holds: re-send the ticks not in effect under a new batch id")
                         if prev is not None:
                             return {**prev, "duplicate": True}
                     eng = self._synced_locked(la)
                     with gc_paused():
                         response = self._apply(la, eng, ticks, batch_id)
-            except InputError:
+            except (InputError, Conflict):
                 raise
             except BaseException:
                 # The transaction rolled back: forget the in-memory engine, it is rebuilt from the store.
@@ -305,6 +311,7 @@ class AnalysisManager:
             raise InputError("a cut needs a reason: printable UTF-8 text on one line (it is recorded in the audit)", column="reason")
         if isinstance(to_tick, bool) or not isinstance(to_tick, int):
             raise InputError("to_tick must be an integer", column="to_tick")
+        payload = cut_payload(to_tick, reason)
         with self._lock(aid):
             try:
                 with self.store.locked(aid) as la:
@@ -312,25 +319,33 @@ class AnalysisManager:
                     if not self._heads[aid][1]:
                         raise Conflict(f"analysis {aid!r} was written before the store binding (0.5.0): it has no checkpoints to cut back to;"
                                        " void it and start a new analysis")
-                    last = eng.last
-                    if last is not None and last.verdict == "rollback":
-                        raise Conflict(f"analysis {aid!r} has rolled back (tick {last.tick}): a rollback stands, a cut-back cannot take it back")
-                    if last is not None and any("void" in str(r.get("fail_closed") or "") for r in last.records if r.get("family") == "gate"):
-                        raise Conflict(f"analysis {aid!r} is voided: a void is final, a cut-back cannot take it back")
+                    rows = la.rows(0)
+                    cuts = [s for s, p in rows.ticks if is_cut(p)]
+                    same = next((s for s, p in rows.ticks if p == payload), None)
+                    if same is not None:  # a retried cut: the first one's answer, nothing superseded again
+                        rec = next(r for ln in dict(rows.audit)[same].split("\n") if (r := record_of(ln)) is not None and r.get("family") == "cut")
+                        return {"analysis": aid, **{k: rec[k] for k in ("tick", "to_tick", "superseded", "verdict", "final", "note")},
+                                "n_ticks": eng.n_ticks, "audit_head": la.row.audit_head, "reason": reason, "cuts": cuts.index(same) + 1, "duplicate": True}
+                    why = cut_refusal(aid, rows)
+                    if why is not None:
+                        raise Conflict(why)
+                    if len(cuts) >= self.max_cuts:
+                        raise Conflict(f"analysis {aid!r} has had {len(cuts)} cuts, the most allowed per analysis (max_cuts {self.max_cuts}):"
+                                       " each cut can add up to alpha to its false-rollback probability; void it and start a new analysis")
                     spec, cfg, seq = la.row.spec, la.config(), la.row.n_ticks
-                    payload = cut_payload(to_tick, reason)
-                    eng, rec, _ = apply_cut(lambda: _engine(cfg, spec), _decode, effective(la.rows(0).ticks), payload, seq)  # type: ignore[arg-type]
+                    eng, rec, _ = apply_cut(lambda: _engine(cfg, spec), _decode, effective(rows.ticks), payload, seq)  # type: ignore[arg-type]
                     snapshot = (seq + 1, _state_text(eng))
                     head, audit = self._chain(la.row, [(payload, [canonical_json(rec)])], snapshot)
                     summary = None if eng.last is None else {**eng.last.summary(), "n_ticks": eng.n_ticks}
                     la.append([payload], audit, last_ts=eng.last_timestamp, head=head, summary=summary, snapshot=snapshot)  # type: ignore[arg-type]
+                    la.supersede_batches(rec["superseded"], seq)
                     self._engines[aid] = eng
             except BaseException:
                 self._forget(aid)
                 raise
         log.warning("analysis %s cut back to tick %d (superseded stored ticks %s): %s", aid, to_tick, rec["superseded"], reason)
         return {"analysis": aid, **{k: rec[k] for k in ("tick", "to_tick", "superseded", "verdict", "final", "note")}, "n_ticks": eng.n_ticks,
-                "audit_head": head, "reason": reason}
+                "audit_head": head, "reason": reason, "cuts": len(cuts) + 1, "duplicate": False}
 
     # ------------------------------------------------------------------ replay
     def replay(self, aid: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ The void is stored in the analysis' tick sequence, so ``replay`` reproduces it b
 ``POST /v1/analyses/{id}/cut`` (write token) cuts an analysis back to where it stood before its tick
 ``to_tick`` (a wedged clock, a bad batch): the later ticks stay stored, marked superseded by a chained
 ``cut`` record, and the analysis continues from the ticks kept (:mod:`deploysignal.service._cut`). A
-rolled-back or voided analysis refuses it (409): a cut-back never takes back a rollback or a void.
+rolled-back or voided analysis, one whose verdict was final without proceeding, and one that had
+``max_cuts`` cuts refuse it (409): a cut-back never takes back a rollback, a void or a refused promotion.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def add_operator_routes(app: FastAPI, manager: AnalysisManager, write: list[Any]
     @app.post("/v1/analyses/{aid}/cut", dependencies=write, tags=["analyses"])
     async def cut(aid: str, body: CutRequest) -> dict[str, Any]:
         """Cut the analysis back to before tick ``to_tick``: later ticks kept and marked superseded in a chained
-        ``cut`` record, the engine rebuilt from the ticks kept; 409 for a rolled-back or voided analysis (see the module)."""
+        ``cut`` record, the engine rebuilt from the ticks kept; 409 when refused (a rollback, a void, a final verdict that
+        refused promotion, ``max_cuts`` reached; see the module); a retried identical cut answers the first (``duplicate``)."""
         out = await run_in_threadpool(manager.cut, aid, body.to_tick, body.reason)
         notify()
         return out

@@ -110,6 +110,28 @@ class LockedAnalysis:
         r = self._s._q(self._c, "SELECT response FROM batches WHERE analysis_id=? AND batch_id=?", (self.row.id, batch_id)).fetchone()
         return None if r is None else json.loads(r[0])
 
+    def supersede_batches(self, superseded: Sequence[Sequence[int]], cut_seq: int) -> None:
+        """After a cut at stored entry ``cut_seq`` that superseded the stored ticks ``superseded``
+        (inclusive ranges): a batch whose ticks were all superseded loses its idempotency key (re-sent,
+        it is ingested again); one partly superseded keeps the key, its acknowledgement replaced by a
+        note of the cut (a retry is refused, naming it). No acknowledgement given before the cut is
+        served for ticks no longer in effect."""
+        gone = [(int(a), int(b)) for a, b in superseded]
+        if not gone:
+            return
+        s, c, aid = self._s, self._c, self.row.id
+        rows = s._q(c, "SELECT batch_id, first_seq, n FROM batches WHERE analysis_id=? AND first_seq+n>?", (aid, gone[0][0])).fetchall()
+        for batch_id, first, n in rows:
+            seqs = range(int(first), int(first) + int(n))
+            hit = [q for q in seqs if any(a <= q <= b for a, b in gone)]
+            if not hit:
+                continue
+            if len(hit) == len(seqs):
+                s._q(c, "DELETE FROM batches WHERE analysis_id=? AND batch_id=?", (aid, batch_id))
+            else:
+                note = {"superseded_by_cut": cut_seq, "superseded": [hit[0], hit[-1]]}
+                s._q(c, "UPDATE batches SET response=? WHERE analysis_id=? AND batch_id=?", (json.dumps(note), aid, batch_id))
+
     def append(
         self,
         ticks: Sequence[str],

@@ -100,6 +100,54 @@ def test_finding2_batch_ids_after_a_cut(tmp_path, step_sim):
         assert c.post("/v1/analyses/a/replay", headers=R).json()["ok"] is True
 
 
+def test_finding4_events_after_a_cut_are_in_stored_order_once(tmp_path, step_sim):
+    """SSE after a cut: event ids are stored sequence numbers, each sent once, the cut itself is an
+    event; a resume from Last-Event-ID does not re-send superseded decisions. The reviewed code looped
+    (ids 39..49 again and again) and re-served superseded decisions after Last-Event-ID 49."""
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 60)
+    with make_client(tmp_path, max_clock_skew=None) as c:
+        _create(c, cfg)
+        _send(c, ticks[:40])
+        assert _cut(c, 30).status_code == 200
+        _send(c, ticks[30:50])
+        r = c.get("/v1/analyses/a/events?max_events=200&timeout=1", headers=R)
+        ids = [int(ln[4:]) for ln in r.text.splitlines() if ln.startswith("id: ")]
+        kinds = [ln[7:] for ln in r.text.splitlines() if ln.startswith("event: ")]
+        assert ids == list(range(61)), ids
+        assert kinds.count("cut") == 1 and kinds[40] == "cut"
+        r = c.get("/v1/analyses/a/events?max_events=100&timeout=1", headers={**R, "Last-Event-ID": "49"})
+        assert [int(ln[4:]) for ln in r.text.splitlines() if ln.startswith("id: ")] == list(range(50, 61))
+
+
+def test_finding5_listing_after_a_cut(tmp_path, step_sim):
+    """After a cut the last audit row is ``input, cut, checkpoint``: the listing serves the summary (the
+    reviewed code served null with an integrity error, and a pull-mode analysis was then marked refused
+    and never polled again after a restart). An edited ``fired_families`` is not served (note 5)."""
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 40)
+    with make_client(tmp_path, max_clock_skew=None) as c:
+        _create(c, cfg)
+        _send(c, ticks)
+        assert _cut(c, 30).status_code == 200
+        row = c.get("/v1/analyses", headers=R).json()
+        row = next(x for x in (row["analyses"] if isinstance(row, dict) else row) if x["id"] == "a")
+        assert row["summary"] is not None and row["summary"]["verdict"] == "pending" and not row.get("integrity_error"), row
+        assert _cut(c, 0, "everything").status_code == 200  # nothing kept: no summary, and that matches the chain
+        row = c.get("/v1/analyses", headers=R).json()
+        row = next(x for x in (row["analyses"] if isinstance(row, dict) else row) if x["id"] == "a")
+        assert row["summary"] is None and not row.get("integrity_error"), row
+        _send(c, ticks[:5])
+    st = open_store(f"sqlite:///{tmp_path / 'ds.db'}")
+    try:
+        s = st.get("a").summary
+        with st._tx(st.conn, write=True):
+            st._q(st.conn, "UPDATE analyses SET summary=? WHERE id='a'", (json.dumps({**s, "fired_families": ["A"]}),))
+        assert AnalysisManager(st).listed_summary(st.get("a"))[0] is None
+    finally:
+        st.close()
+
+
 def test_finding6_verify_names_the_tables_not_bound(tmp_path, step_sim):
     """``audit verify --store --json`` names the tables the chain does not cover (the reviewed code's
     report, and docs, suggested every row of the analysis was covered)."""
@@ -162,5 +210,27 @@ def test_note_replay_reports_a_non_integer_store_binding(tmp_path, step_sim):
             st._q(st.conn, "UPDATE audit SET lines=replace(lines, '\"store_binding\":1', '\"store_binding\":\"x\"') WHERE analysis_id='a' AND seq=-1")
         rep = AnalysisManager(st).replay("a")
         assert rep["ok"] is False and "store_binding" in rep["reason"], rep
+    finally:
+        st.close()
+
+
+def test_note_max_ticks_counts_ticks_in_effect(tmp_path, step_sim):
+    """A pull spec's ``max_ticks`` counts the ticks the analysis stands on: after a cut the poller does
+    not stop early (the reviewed code compared it with the stored count, superseded entries included)."""
+    from deploysignal.sources._prometheus import PrometheusPuller
+    import threading
+
+    sim, cfg = step_sim
+    st = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        m = AnalysisManager(st)
+        m.create("a", cfg.to_json(), cfg.version_id, {"window": 480}, {"prometheus": None}, "2026-01-01T00:00:00Z")
+        ack = m.ingest("a", ticks_of(sim.canary, 0, 20))
+        assert ack["ticks_in_effect"] == 20
+        m.cut("a", 10, "bad source")
+        p = PrometheusPuller(m, "a", {"address": "http://127.0.0.1:9", "canary": {cfg.names[0]: "q"}, "max_ticks": 15}, threading.Event())
+        assert p._start_k() is not None  # 10 ticks in effect (21 stored entries)
+        assert m.ingest("a", ticks_of(sim.canary, 10, 15))["ticks_in_effect"] == 15
+        assert p._start_k() is None
     finally:
         st.close()

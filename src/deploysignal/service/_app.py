@@ -578,7 +578,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         timeout: Annotated[float, Query(gt=0, le=3600)] = 300.0,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
-        """Server-sent events: one ``decision`` event per evaluated tick (id = tick), from ``from_tick``."""
+        """Server-sent events, one per stored entry from ``from_tick`` (id = its stored sequence number, the
+        gate's tick until a cut-back): ``decision`` with an evaluated tick's gate record, ``cut`` with a
+        cut-back's record (the decisions it superseded were sent before it and are not sent again)."""
         await run_in_threadpool(store.get, aid)
         loop_holder["loop"] = asyncio.get_running_loop()
         start = from_tick
@@ -591,15 +593,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             while asyncio.get_running_loop().time() < deadline:
                 n = await run_in_threadpool(store.n_ticks, aid)
                 if n > nxt:
-                    lines = await run_in_threadpool(store.audit_lines, aid, nxt, min(n - nxt, 1000))
-                    for ln in lines:
-                        rec = json.loads(ln)["record"]
-                        if rec.get("family") != "gate":
-                            continue
-                        yield f"id: {rec['tick']}\nevent: decision\ndata: {json.dumps(rec, separators=(',', ':'))}\n\n".encode()
-                        nxt, sent = rec["tick"] + 1, sent + 1
-                        if max_events is not None and sent >= max_events:
-                            return
+                    rows = await run_in_threadpool(store.audit_rows, aid, nxt, min(n - nxt, 1000))
+                    for seq, text in rows:
+                        nxt = seq + 1  # the cursor is the stored sequence: after a cut the gate's tick numbers repeat
+                        for ln in text.split("\n"):
+                            rec = json.loads(ln)["record"]
+                            if rec.get("family") not in ("gate", "cut"):
+                                continue
+                            kind = "decision" if rec["family"] == "gate" else "cut"
+                            yield f"id: {seq}\nevent: {kind}\ndata: {json.dumps(rec, separators=(',', ':'))}\n\n".encode()
+                            sent += 1
+                            if max_events is not None and sent >= max_events:
+                                return
+                    if not rows:
+                        nxt = n
                     continue
                 cond.clear()
                 try:

@@ -201,6 +201,11 @@ class AnalysisEngine:
         """Stored ticks: the gate's ticks plus those a cut-back superseded (:meth:`supersede`)."""
         return int(self.gate._tick) + self._superseded  # noqa: SLF001 - cheap counter
 
+    @property
+    def in_effect(self) -> int:
+        """Entries in effect (ticks and voids the verdict stands on): :attr:`n_ticks` less what cut-backs superseded."""
+        return int(self.gate._tick)  # noqa: SLF001 - cheap counter
+
     def supersede(self, stored: int) -> None:
         """After a cut-back this engine was rebuilt from the ticks kept; from now on :attr:`n_ticks`
         reports ``stored``, the analysis' stored tick count (kept, superseded and the cut itself)."""

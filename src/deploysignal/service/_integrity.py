@@ -234,7 +234,9 @@ def summary_problem(row: AnalysisRow, last_lines: Sequence[str]) -> str | None:
     """Why the ``summary`` column of ``row`` cannot be served, or None: a cheap check of the analyses
     listing, without rebuilding the engine. ``last_lines``: the chained lines of the row's last audit row
     (tick ``n_ticks - 1``, the header row when there is none). They must link to the published head and
-    their last gate record must give the summary's verdict, final flag and tick count. The full check
+    their last gate (or ``cut``) record must give the summary's verdict, final flag, fired families
+    and tick count (a cut back to tick 0 leaves no summary). Runs on every listing call (one audit row
+    read and hashed per analysis); the summary's ``tick`` and ``timestamp`` are checked only on load. The full check
     runs when the analysis is loaded (:func:`load_checked`)."""
     if not last_lines:
         return "the last audit row is missing"
@@ -242,10 +244,14 @@ def summary_problem(row: AnalysisRow, last_lines: Sequence[str]) -> str | None:
     rep = link_chain(last_lines, first[83:147] if fast_record(first) is not None else "", row.audit_head)
     if not rep.ok:
         return f"the last audit row does not end at the published head ({rep.reason})"
-    gate = next((r for ln in reversed(last_lines) if (r := record_of(ln)) is not None and r.get("family") == "gate"), None)
+    gate = next((r for ln in reversed(last_lines) if (r := record_of(ln)) is not None and r.get("family") in ("gate", "cut")), None)
     s = row.summary
-    if row.n_ticks == 0 or gate is None:
-        return None if s is None and row.n_ticks == 0 else "the summary differs from the chain (no tick evaluated)"
+    nothing = row.n_ticks == 0 or (gate is not None and gate.get("family") == "cut" and gate.get("to_tick") == 0)  # a cut back to tick 0 keeps no tick
+    if nothing or gate is None:
+        return None if s is None and nothing else "the summary differs from the chain (no tick evaluated)"
     if not isinstance(s, dict) or s.get("verdict") != gate.get("verdict") or s.get("final") != gate.get("final") or s.get("n_ticks") != row.n_ticks:
         return "the summary column differs from the last chained gate record"
+    fired = gate.get("fired_families", gate.get("fired")) if gate.get("family") == "gate" else None
+    if isinstance(fired, list) and sorted(map(str, fired)) != sorted(map(str, s.get("fired_families") or [])):
+        return "the summary column differs from the last chained gate record (fired families)"
     return None

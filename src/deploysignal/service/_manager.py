@@ -242,6 +242,7 @@ class AnalysisManager:
             "accepted": len(results),
             "first_tick": n0,
             "n_ticks": eng.n_ticks,
+            "ticks_in_effect": eng.in_effect,
             "verdict": last.verdict,
             "final": last.final,
             "fired_families": list(last.fired_families),
@@ -304,8 +305,12 @@ class AnalysisManager:
         :mod:`deploysignal.service._cut`): the ticks from there on stay stored and chained, marked
         superseded by a chained ``cut`` record; the engine is rebuilt from the ticks kept and a snapshot
         (with its checkpoint) is written at the cut, so loads, replay and ``audit verify`` reproduce it.
-        Refused (:class:`~deploysignal.store.Conflict`) for a rolled-back or voided analysis and one
-        written before the store binding; :class:`InputError` for a bad ``to_tick`` or reason."""
+        Refused (:class:`~deploysignal.store.Conflict`) for an analysis that rolled back, was voided or
+        ended refusing promotion (:func:`~deploysignal.service._cut.cut_refusal`), one that had
+        ``max_cuts`` cuts and one written before the store binding; :class:`InputError` for a bad
+        ``to_tick`` or reason. A retried cut (same ``to_tick`` and reason as an earlier one) answers that
+        one (``duplicate``) and supersedes nothing. The batch ids of the superseded ticks stop answering
+        with their pre-cut acknowledgement (:meth:`~deploysignal.store.LockedAnalysis.supersede_batches`)."""
         reason = str(reason).strip()
         if not reason or not reason.isprintable() or not _utf8(reason):
             raise InputError("a cut needs a reason: printable UTF-8 text on one line (it is recorded in the audit)", column="reason")

@@ -326,17 +326,20 @@ class SQLStore:
         with self._tx(c):
             return self._ticks(c, analysis_id, start, stop)
 
-    def audit_lines(self, analysis_id: str, start: int = -1, limit: int | None = None) -> list[str]:
-        """Chained audit lines from tick ``start`` (-1 includes the header), at most ``limit`` ticks."""
+    def audit_rows(self, analysis_id: str, start: int = -1, limit: int | None = None) -> list[tuple[int, str]]:
+        """Audit rows ``(seq, chained lines)`` from stored entry ``start`` (-1: the header), at most ``limit``."""
         c = self.conn
-        sql = "SELECT lines FROM audit WHERE analysis_id=? AND seq>=? ORDER BY seq"
+        sql = "SELECT seq, lines FROM audit WHERE analysis_id=? AND seq>=? ORDER BY seq"
         args: list[Any] = [analysis_id, start]
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
         with self._tx(c):
-            rows = self._q(c, sql, args).fetchall()
-        return [ln for r in rows for ln in r[0].split("\n")]
+            return [(int(r[0]), r[1]) for r in self._q(c, sql, args).fetchall()]
+
+    def audit_lines(self, analysis_id: str, start: int = -1, limit: int | None = None) -> list[str]:
+        """Chained audit lines from tick ``start`` (-1 includes the header), at most ``limit`` ticks."""
+        return [ln for _, text in self.audit_rows(analysis_id, start, limit) for ln in text.split("\n")]
 
     # -------------------------------------------------------------- executions
     def create_execution(self, ex_id: str, analysis_id: str, request: dict[str, Any], created: str, limit: int | None = None) -> bool:

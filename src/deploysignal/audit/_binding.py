@@ -14,8 +14,10 @@ a tick row, a snapshot row or an audit row breaks an equation that :func:`link_c
 check of the service (``deploysignal.service._integrity``) recompute. Analyses written before (no
 ``store_binding`` in the header) have neither record; their snapshots and ticks are not committed to.
 
-Guarantee: SHA-256 second-preimage resistance is assumed; under it, no edit of one stored row (nor of
-any set of rows that leaves the published head unchanged) passes the check. It does not protect against
+Guarantee: SHA-256 second-preimage resistance is assumed; under it, no edit of one stored row of the
+tables the chain covers (audit, ticks, snapshots, analyses, configs; nor of any set of such rows that
+leaves the published head unchanged) passes the check. The tables that map integrations onto analyses
+are not covered (``deploysignal.service._integrity.NOT_BOUND``). It does not protect against
 an attacker who rewrites the whole chain *and* the head wherever the head is published: compare the head
 with a copy kept elsewhere (``deploysignal audit verify --head``). Pure functions, no I/O.
 

@@ -1,7 +1,7 @@
 """Review of the store binding and the cut-back (review/chain.review.md): one regression test per finding.
 
 Each test failed on 4a8bc50 (the reviewed change) and passes with its fix. Small runs (at most 60 ticks
-of the step scenario, 30 split ticks), a few CPU-seconds each, SQLite only.
+of the step scenario, 30 split ticks), a few CPU-seconds each; SQLite, and PostgreSQL for the batch keys.
 """
 
 from __future__ import annotations
@@ -232,5 +232,26 @@ def test_note_max_ticks_counts_ticks_in_effect(tmp_path, step_sim):
         assert p._start_k() is not None  # 10 ticks in effect (21 stored entries)
         assert m.ingest("a", ticks_of(sim.canary, 10, 15))["ticks_in_effect"] == 15
         assert p._start_k() is None
+    finally:
+        st.close()
+
+
+def test_finding2_batch_keys_are_scoped_by_the_cut_on_both_stores(store_url, step_sim):
+    """Store level, SQLite and PostgreSQL: the cut's transaction drops the keys of wholly superseded
+    batches and marks the partly superseded ones (LockedAnalysis.supersede_batches)."""
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, 30)
+    st = open_store(store_url)
+    try:
+        m = AnalysisManager(st, snapshot_every=16)
+        m.create("a", cfg.to_json(), cfg.version_id, {"window": 480}, {"prometheus": None}, "2026-01-01T00:00:00Z")
+        for i in range(0, 30, 10):
+            m.ingest("a", ticks[i:i + 10], batch_id=f"b{i}")
+        m.cut("a", 15, "bad source")
+        assert m.ingest("a", ticks[:10], batch_id="b0")["duplicate"] is True  # kept: still its ack
+        with pytest.raises(Conflict, match="new batch id"):
+            m.ingest("a", ticks[10:20], batch_id="b10")  # ticks 10-14 kept, 15-19 superseded
+        ack = m.ingest("a", ticks[20:30], batch_id="b20")  # wholly superseded: ingested again
+        assert ack["duplicate"] is False and ack["accepted"] == 10 and ack["ticks_in_effect"] == 25
     finally:
         st.close()

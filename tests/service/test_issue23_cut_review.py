@@ -1,6 +1,7 @@
 """Review of the store binding and the cut-back (review/chain.review.md): one regression test per finding.
 
-Each test failed on 4a8bc50 (the reviewed change) and passes with its fix. Small runs (at most 60 ticks
+Each test failed on 4a8bc50 (the reviewed change) and passes with its fix, except
+test_finding1_a_cut_never_takes_back_a_refused_promotion, a guard of the single-stream case that passed there too. Small runs (at most 60 ticks
 of the step scenario, 30 split ticks), a few CPU-seconds each; SQLite, and PostgreSQL for the batch keys.
 """
 
@@ -55,9 +56,9 @@ def test_finding1_split_void_survives_a_later_tick_and_a_cut(tmp_path):
 
 
 def test_finding1_a_cut_never_takes_back_a_refused_promotion(tmp_path, step_sim):
-    """Manager level: a final verdict that refused promotion (here an operator void, single-stream, whose
-    later ticks carry no ``fail_closed`` either) and a rollback anywhere in the chain refuse a cut; the
-    refusal is read from the stored entries and records, not from the last record."""
+    """Manager level, single stream: a void followed by more ticks still refuses a cut (now read from the
+    stored void entry; the reviewed code got this case right from the last record, so this is a guard
+    against the new code losing it)."""
     sim, cfg = step_sim
     ticks = ticks_of(sim.canary, 0, 30)
     st = open_store(f"sqlite:///{tmp_path / 'm.db'}")

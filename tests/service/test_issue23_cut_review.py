@@ -256,3 +256,17 @@ def test_finding2_batch_keys_are_scoped_by_the_cut_on_both_stores(store_url, ste
         assert ack["duplicate"] is False and ack["accepted"] == 10 and ack["ticks_in_effect"] == 25
     finally:
         st.close()
+
+
+def test_note_cut_of_an_empty_analysis_says_so(tmp_path, step_sim):
+    """An analysis with no tick in effect: the cut says there is nothing to cut (was "0 to -1")."""
+    sim, cfg = step_sim
+    st = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        m = AnalysisManager(st)
+        m.create("a", cfg.to_json(), cfg.version_id, {"window": 480}, {"prometheus": None}, "2026-01-01T00:00:00Z")
+        with pytest.raises(Exception, match="no tick in effect") as ei:
+            m.cut("a", 0, "x")
+        assert "-1" not in str(ei.value)
+    finally:
+        st.close()

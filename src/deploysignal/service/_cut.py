@@ -124,6 +124,8 @@ def apply_cut(fresh: Callable[[], Any], decode: Callable[[Any, Sequence[Any]], l
     record, the entries in effect after it). :class:`InputError` when ``to`` is not a tick of ``eff``."""
     cut = json.loads(payload)["cut"]
     to, reason = int(cut["to"]), str(cut["reason"])
+    if not eff:
+        raise InputError("the analysis has no tick in effect: there is nothing to cut back", column="to_tick")
     if not 0 <= to < len(eff):
         raise InputError(f"to_tick must be a tick of the analysis (0 to {len(eff) - 1}), got {to}", column="to_tick")
     eng = fresh()

@@ -2,7 +2,7 @@
 store written by the deploysignal on sys.path; prints what ``audit verify --store`` answers and what a
 fresh manager serves, and how many edits pass verify. Run from the repository root, e.g. against the
 code before the store binding: ``PYTHONPATH=<old checkout>/src python scripts/store_tamper_probe.py``
-(20 of 27 passed there), or this tree's: ``PYTHONPATH=src python scripts/store_tamper_probe.py`` (0)."""
+(20 of the first 27 passed there), or this tree's: ``PYTHONPATH=src python scripts/store_tamper_probe.py`` (0)."""
 import json
 import logging
 import sys

@@ -78,6 +78,11 @@ class ServiceSettings(BaseModel):
     max_events : int
         Flagger ``event`` / ``post-rollout`` calls kept (``GET /v1/flagger/events``): the newest this
         many; older ones are deleted as new ones arrive (they are logs; no decision reads them).
+    max_cuts : int
+        Cut-backs allowed per analysis (``POST /v1/analyses/{id}/cut``); one more is refused (409). Each
+        cut can add up to alpha to the analysis' false-rollback probability (at most
+        ``(1 + max_cuts) x alpha``) and drops a stretch of evidence (a write-token holder can cut away a
+        regression's build-up): the cap bounds both. Default 3.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -92,6 +97,7 @@ class ServiceSettings(BaseModel):
     prometheus_allow: list[str] = Field(default_factory=list)
     max_live_per_template: int = Field(20, ge=1)
     max_events: int = Field(10_000, ge=1)
+    max_cuts: int = Field(3, ge=0)
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""

@@ -49,6 +49,11 @@ class GateSettings(BaseModel):
         makes the verdict extend instead of proceed.
     drift_allowance : float
         Global baseline-to-canary drift (score sd) treated as null in one-sample mode.
+    a_nuisance : {"band", "learned"}
+        How family A treats its nuisance terms (cell levels, day offset, AR(1) error): ``band`` tests
+        against the upper edge of the band the baseline justifies, so no harmful shift is explained
+        away; ``learned`` is 0.4.0's posterior-mean centring (which can absorb a large shift, issue
+        22), kept so that logs written before 0.5.0 replay (their headers have no such key).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,6 +70,7 @@ class GateSettings(BaseModel):
     min_valid_fraction: float = Field(0.8, ge=0.0, le=1.0)
     suggestive_fraction: float = Field(0.25, gt=0.0, le=1.0)
     drift_allowance: float = Field(0.0, ge=0.0)
+    a_nuisance: Literal["band", "learned"] = "band"
     rules: RuleSettings = Field(default_factory=RuleSettings)
 
     @model_validator(mode="after")

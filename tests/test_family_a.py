@@ -68,7 +68,7 @@ def test_band_transcription(two_sample):
     base[1:, 0] += 0.5 * base[:-1, 0]  # some AR(1), so phi and its standard error are not 0
     cfg = compile_baseline(Frame(np.arange(n) * 60.0, base, ("lat",), specs=(SignalSpec("lat", "up"),)), robust_covariance=False)
     alpha, H = 0.02, 400
-    a = FamilyA(cfg, alpha=alpha, horizon=H, drift_allowance=0.05, two_sample=two_sample)
+    a = FamilyA(cfg, alpha=alpha, horizon=H, drift_allowance=0.05, two_sample=two_sample, nuisance="band")
     arr = cfg.arrays
     sd, center, v = arr["score_sd"][0, 0], arr["cell_center"][0, :, 0], arr["cell_bias_var"][0, :, 0]
     phi, se = float(arr["phi"][0]), float(arr["phi_se"][0])

@@ -1,9 +1,10 @@
 """Issue 22: family A never explains a regression away, and its evidence is monotone in harm.
 
-(a) Family A alone (``GateSettings(shares={"A": 0.4})``) on the simulated step scenario with a change
-from tick 100 rolls back within 10 ticks on the five gross regressions of the issue (eval score 0.82 ->
-0.3; p99 x2.5, x5, x10; error rate 0.5), one-sample and two-sample. Before the nuisance band (0.4.0's
-``learned`` centring, kept for replay) all five extended or took ~200 ticks in one-sample mode.
+(a) Family A alone with the nuisance band (``GateSettings(shares={"A": 0.4}, a_nuisance="band")``, opt-in:
+the default is still 0.4.0's ``learned`` centring) on the simulated step scenario with a change from tick
+100 rolls back within 10 ticks on the five gross regressions of the issue (eval score 0.82 -> 0.3; p99
+x2.5, x5, x10; error rate 0.5), one-sample and two-sample. With ``learned`` all five extend or take
+~200 ticks in one-sample mode; ``deploysignal gate --a-nuisance band`` reaches the band from the CLI.
 
 (b) Property (hypothesis): for fixed data, a larger harmful step never gives family A less log-wealth at
 any tick, nor a later rollback, in either mode. Shifts are additive in the raw value for continuous
@@ -69,8 +70,8 @@ def test_gross_regressions_roll_back_within_ten_ticks(sims, case, mode):
 
 
 def test_learned_nuisance_absorbs_a_gross_shift(sims):
-    """The negative control of (a): 0.4.0's learned centring extends p99 x10 in one-sample mode (the
-    AR-error regression fits the step), which is why it is only kept to replay old logs."""
+    """The negative control of (a): 0.4.0's learned centring (still the default) extends p99 x10 in
+    one-sample mode (the AR-error regression fits the step)."""
     sim, cfg = sims[0]
     _, at = _run(cfg, _gross(sim.canary, "p99_x10"), sim.control, "one-sample", nuisance="learned")
     assert at is None or at > ONSET + 100
@@ -120,3 +121,31 @@ def test_larger_harm_never_gives_less_evidence_or_a_later_rollback(sims, which, 
     assert worse.size == 0, f"tick {worse[0]}: log-wealth {lw2[worse[0]]} with the larger shift < {lw1[worse[0]]}"
     if at1 is not None:
         assert at2 is not None and at2 <= at1, f"rollback at {at2} with the larger shift, at {at1} with the smaller"
+
+
+def test_cli_reaches_the_band(sims, tmp_path):
+    """``deploysignal gate --a-nuisance band`` runs the band (its audit header records it) and rolls back
+    on p99 x10 through family A alone within 10 ticks; the default (``learned``) does not by then."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from deploysignal.cli import app
+    from deploysignal.sources import write_csv
+
+    sim, cfg = sims[0]
+    can = _gross(sim.canary, "p99_x10")
+    write_csv(Frame(can.timestamps[: ONSET + 11], can.values[: ONSET + 11], can.signals), tmp_path / "canary.csv")
+    (tmp_path / "cfg.json").write_text(cfg.to_json(), encoding="utf-8")
+    out = {}
+    for nuisance in ("band", "learned"):
+        audit = tmp_path / f"{nuisance}.jsonl"
+        r = CliRunner().invoke(app, ["gate", str(tmp_path / "canary.csv"), "-c", str(tmp_path / "cfg.json"), "--a-nuisance", nuisance,
+                                     "--audit", str(audit), "--json"])
+        header = json.loads(audit.read_text().splitlines()[0])["record"]
+        assert header["settings"]["a_nuisance"] == nuisance
+        out[nuisance] = (r.exit_code, json.loads(r.output.strip().splitlines()[-1]))
+    assert out["band"][0] == 4 and out["band"][1]["verdict"] == "rollback" and "A" in out["band"][1]["fired_families"], out["band"]
+    assert out["learned"][1]["verdict"] != "rollback" or "A" not in out["learned"][1]["fired_families"], out["learned"]
+    bad = CliRunner().invoke(app, ["gate", str(tmp_path / "canary.csv"), "-c", str(tmp_path / "cfg.json"), "--a-nuisance", "nope"])
+    assert bad.exit_code == 2 and "a_nuisance" in bad.output

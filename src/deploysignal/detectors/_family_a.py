@@ -15,10 +15,11 @@ from ._nuisance_band import BAND_SHARE, BET_TOP, nuisance_band
 
 __all__ = ["C_PAIR", "FamilyA", "GAMMAS", "NUISANCE_MODES"]
 
-#: How family A's rollback test treats the nuisance terms: ``band`` (since 0.5.0) tests against the
-#: upper edge of the band the baseline justifies; ``learned`` (0.4.0) centres on their posterior mean
-#: learnt from the canary, which can absorb a large harmful shift (issue 22); kept to replay old logs.
-NUISANCE_MODES = ("band", "learned")
+#: How family A's rollback test treats the nuisance terms: ``learned`` (default, 0.4.0) centres on their
+#: posterior mean learnt from the canary, which can absorb a large harmful shift (issue 22); ``band``
+#: (opt-in since 0.5.0) tests against the upper edge of the band the baseline justifies (monotone in
+#: harm, but blind to shifts smaller than the band).
+NUISANCE_MODES = ("learned", "band")
 
 #: Betting fractions mixed over (uniform weights). Each defines a test supermartingale; their average
 #: is one too, so mixing costs at most log(len(GAMMAS)) nats against the best fraction in hindsight.
@@ -30,7 +31,7 @@ C_PAIR = 3.0
 class FamilyA:
     r"""Per-signal sequential tests on prewhitened residuals, in each signal's harmful direction.
 
-    **Nuisance band (default, ``nuisance="band"``, since 0.5.0).** The one-sample null has three
+    **Nuisance band (``nuisance="band"``, opt-in since 0.5.0).** The one-sample null has three
     nuisance terms estimated from the baseline: each cell centre's error :math:`b_c` (prior variance
     :math:`v_c`), a global level offset :math:`g` (prior variance :math:`v_g`, below) and the AR(1)
     error :math:`\beta = \phi - \hat\phi` (prior sd :math:`se_\phi`), which adds :math:`\beta r_i` to
@@ -57,15 +58,19 @@ class FamilyA:
     so the log-wealth of every betting fraction, of the mixtures below, of the e-SR recursion and their
     maximum never decrease when a harmful shift grows, and the rollback never comes later. A gross
     shift is bet on up to ``T`` sd, about two nats per tick: p99 x10 rolls back in about 6 ticks. The
-    cost: a shift is only evidence beyond the band (about 0.15-0.3 score sd on 2-7 day baselines).
+    cost: a shift is only evidence beyond the band, measured 0.36-0.85 score sd (median over cells)
+    on a one-week baseline, about 0.6 on two days, 0.8-1.8 on one day, plus ``k se_phi |r_i|``; a
+    0.5 sd step of p99 (innovation shift about 0.37 sd) is then never detected (docs/one-sample.md).
     Two-sample mode has no level terms: :math:`u_i` is the paired difference minus the AR-error band,
     clipped below at :math:`-(C_{pair} + a^{max})` and above at ``T``, with the margin
-    :math:`e = 1/(8(C_{pair} - a^{max}))` for a difference symmetric about its conditional mean.
+    :math:`e = 1/(8(C_{pair} - a^{max}))`, which bounds what the lower clip adds to the mean of a
+    difference symmetric about its conditional mean (canary and control exchangeable).
 
-    **Learned (``nuisance="learned"``, 0.4.0, kept so that older audit logs replay).** What follows
-    describes it; it centres each bet on the nuisance's posterior mean *learnt from the canary*, which
-    explains part of any harmful shift as nuisance, and all of a gross one (issue 22: p99 x10 extended).
-    Early proceed (below) uses this predictor in both modes.
+    **Learned (``nuisance="learned"``, the default, 0.4.0's treatment).** What follows describes it;
+    it centres each bet on the nuisance's posterior mean *learnt from the canary*, which explains part
+    of any harmful shift as nuisance, and all of a gross one (issue 22: family A alone extends on p99
+    x10), so its evidence is **not** monotone in harm; it detects moderate shifts far sooner than the
+    band. Early proceed (below) uses this predictor in both modes.
 
     Each signal contributes one *channel* per harmful direction (two for ``both`` signals). For a
     channel, the score of tick :math:`i` in calibration cell :math:`c` is
@@ -170,9 +175,8 @@ class FamilyA:
         Tolerated harmful shift (score sd units) for early proceed.
     alpha_proceed : float
         Error budget of early proceed (taken from the reserve, not from alpha).
-    nuisance : {"band", "learned"}
-        How the rollback test treats the nuisance terms (above); ``learned`` only to replay logs
-        written before 0.5.0.
+    nuisance : {"learned", "band"}
+        How the rollback test treats the nuisance terms (above); ``learned`` is the default.
 
     References
     ----------
@@ -208,7 +212,7 @@ class FamilyA:
         drift_allowance: float = 0.0,
         tau: float = 0.3,
         alpha_proceed: float = 0.01,
-        nuisance: str = "band",
+        nuisance: str = "learned",
     ) -> None:
         if nuisance not in NUISANCE_MODES:
             raise ValueError(f"nuisance must be one of {', '.join(NUISANCE_MODES)}, got {nuisance!r}")

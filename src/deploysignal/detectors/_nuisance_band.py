@@ -19,14 +19,15 @@ response to the same shift (see :func:`nuisance_band`, ``monotone``). The band h
 at least ``delta = BAND_SHARE * alpha_A`` (Gaussian tails, union bound): ``k`` covers every cell and
 channel's :math:`b_c`, every channel's :math:`g` and :math:`\pm\beta` at ``delta / 2``; ``R`` covers
 every channel's :math:`|r_i|` over the horizon at ``delta / 2`` under the fitted AR(1), with the
-largest g-step factor a gap can give. The bets clip the centred innovation at ``BET_TOP`` (30 sd)
-instead of the compiler's ``C_HI`` (6 sd, where the cell centres are measured), so a gross shift
-earns up to about two nats per tick instead of one; ``e`` pays for the difference: the largest
-:math:`E[(W - c)^+]` of an innovation :math:`W` of unit variance and mean below the band's widest
-point :math:`\mu` beyond the compiler's clip :math:`c`: :math:`(\sqrt{1 + (c-\mu)^2} - (c-\mu))/2`
-(Scarf's bound, any distribution) in one-sample mode (``c = C_HI``); :math:`1/(8(c-\mu))` for a
-paired difference symmetric about its mean in two-sample mode (``c = C_PAIR``), the symmetry its
-null already assumes.
+largest g-step factor a gap can give. The bets clip the centred innovation
+at ``BET_TOP`` (30 sd) instead of the compiler's ``C_HI`` (6 sd, where the cell centres are measured),
+so a gross shift earns up to about two nats per tick instead of one; in one-sample mode ``e`` pays for
+that: the largest :math:`E[(W - c)^+]` of an innovation :math:`W` of unit variance whose mean is below
+the band's widest point :math:`\mu`, :math:`(\sqrt{1 + (c-\mu)^2} - (c-\mu))/2` with ``c = C_HI``
+(Scarf's bound, any distribution). In two-sample mode no baseline centre absorbs the lower clip at
+``-C_PAIR`` (0.4.0's symmetric clip cancelled it): ``e = 1/(8(C_PAIR - \mu))`` bounds what that clip
+adds for a paired difference symmetric about its conditional mean, the symmetry its null (canary
+and control exchangeable) already assumes.
 
 References
 ----------

@@ -179,7 +179,7 @@ def _not_monotone(config: CompiledConfig, settings: GateSettings) -> tuple[str, 
     from ..detectors import FamilyA
 
     fam = FamilyA(config, alpha=share * settings.alpha, horizon=settings.horizon, two_sample=settings.mode == "two-sample",
-                  drift_allowance=settings.drift_allowance)
+                  drift_allowance=settings.drift_allowance, nuisance="band")
     return fam.not_monotone()
 
 

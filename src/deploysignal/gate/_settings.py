@@ -49,11 +49,15 @@ class GateSettings(BaseModel):
         makes the verdict extend instead of proceed.
     drift_allowance : float
         Global baseline-to-canary drift (score sd) treated as null in one-sample mode.
-    a_nuisance : {"band", "learned"}
-        How family A treats its nuisance terms (cell levels, day offset, AR(1) error): ``band`` tests
-        against the upper edge of the band the baseline justifies, so no harmful shift is explained
-        away; ``learned`` is 0.4.0's posterior-mean centring (which can absorb a large shift, issue
-        22), kept so that logs written before 0.5.0 replay (their headers have no such key).
+    a_nuisance : {"learned", "band"}
+        How family A treats its nuisance terms (cell levels, day offset, AR(1) error). ``learned``
+        (default, 0.4.0's treatment) centres each bet on their posterior mean learnt from the canary:
+        it detects moderate shifts, but a gross harmful shift can be explained away as nuisance and
+        its evidence is not monotone in harm (issue 22). ``band`` tests against the upper edge of the
+        band the baseline justifies: no harmful shift is explained away and the evidence is monotone
+        in harm, but a shift counts only beyond the band, so moderate shifts are detected later or
+        not at all (docs/one-sample.md gives the measured cost). Logs whose header has no such key
+        replay as ``learned``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -70,7 +74,7 @@ class GateSettings(BaseModel):
     min_valid_fraction: float = Field(0.8, ge=0.0, le=1.0)
     suggestive_fraction: float = Field(0.25, gt=0.0, le=1.0)
     drift_allowance: float = Field(0.0, ge=0.0)
-    a_nuisance: Literal["band", "learned"] = "band"
+    a_nuisance: Literal["learned", "band"] = "learned"
     rules: RuleSettings = Field(default_factory=RuleSettings)
 
     @model_validator(mode="after")

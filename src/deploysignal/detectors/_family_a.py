@@ -18,8 +18,9 @@ __all__ = ["C_PAIR", "FamilyA", "GAMMAS", "NUISANCE_MODES"]
 #: How family A's rollback test treats the nuisance terms: ``learned`` (default, 0.4.0) centres on their
 #: posterior mean learnt from the canary, which can absorb a large harmful shift (issue 22); ``band``
 #: (opt-in since 0.5.0) tests against the upper edge of the band the baseline justifies (monotone in
-#: harm, but blind to shifts smaller than the band).
-NUISANCE_MODES = ("learned", "band")
+#: harm, but blind to shifts smaller than the band); ``capped`` (opt-in since 0.5.0) centres on the learned
+#: mean capped at the band's upper edge.
+NUISANCE_MODES = ("learned", "band", "capped")
 
 #: Betting fractions mixed over (uniform weights). Each defines a test supermartingale; their average
 #: is one too, so mixing costs at most log(len(GAMMAS)) nats against the best fraction in hindsight.
@@ -65,6 +66,20 @@ class FamilyA:
     clipped below at :math:`-(C_{pair} + a^{max})` and above at ``T``, with the margin
     :math:`e = 1/(8(C_{pair} - a^{max}))`, which bounds what the lower clip adds to the mean of a
     difference symmetric about its conditional mean (canary and control exchangeable).
+
+    **Capped (``nuisance="capped"``, opt-in since 0.5.0).** The learned centring below, capped at the
+    band's upper edge: :math:`u_i = \min\{\max(s z_i/\hat\sigma_\psi - \hat m_c - c_i,\; -B_c),\;
+    T/\hat\sigma_\psi - \hat m_c\}` with :math:`c_i = \min(\hat p_i, a_i - e) + e`, :math:`\hat p_i`
+    the learned prediction (cell level, day offset and AR-error posterior means; the learner is fed as
+    in ``learned``), and the band's :math:`a_i`, :math:`e`, :math:`B_c`, ``T`` and alpha split. A
+    moderate shift is tested about as in ``learned`` (the cap rarely binds), a gross one as with the
+    band (the centre stops at the band, so the shift cannot be explained away). Validity: on the event
+    that the learned prediction never exceeds the band's upper edge, the bets are those of ``learned``
+    plus the margin :math:`e`, so the guarantee is ``learned``'s (under the compiler's Gaussian model of
+    the nuisance) up to the probability of that prediction leaving the band, which is measured by
+    Monte Carlo, not bounded. Monotone in harm: *not proved* (below the cap the centre is the learned
+    prediction, a nonlinear function of past scores); the hypothesis property test of
+    ``tests/test_family_a_monotone.py`` has found no counterexample.
 
     **Learned (``nuisance="learned"``, the default, 0.4.0's treatment).** What follows describes it;
     it centres each bet on the nuisance's posterior mean *learnt from the canary*, which explains part
@@ -175,7 +190,7 @@ class FamilyA:
         Tolerated harmful shift (score sd units) for early proceed.
     alpha_proceed : float
         Error budget of early proceed (taken from the reserve, not from alpha).
-    nuisance : {"learned", "band"}
+    nuisance : {"learned", "band", "capped"}
         How the rollback test treats the nuisance terms (above); ``learned`` is the default.
 
     References
@@ -323,7 +338,7 @@ class FamilyA:
         return (
             self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau, self._sd, self._center, self._bias_var, self._phi_var,
             self._inv_g2, self._logw, self._log_thr, self._log_thr_w, self._log_thr_r, self._log_thr_p,
-            self.nuisance == "band", self._band.a_lvl, self._band.k_phi, self._band.r_cap, BET_TOP,
+            NUISANCE_MODES.index(self.nuisance), self._band.a_lvl, self._band.tail, self._band.k_phi, self._band.r_cap, BET_TOP,
             self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,
             self._S2, self._U2, self._Qzr2,
         )
@@ -406,7 +421,8 @@ class FamilyA:
         """Channels (of the first stream) whose rollback evidence is not guaranteed nondecreasing in a
         harmful shift: the AR-error band outgrows the score's response to a step (``phi`` near 1 and a
         short baseline; see :func:`~deploysignal.detectors._nuisance_band.nuisance_band`). Every
-        channel in ``learned`` mode, which makes no such guarantee (issue 22)."""
+        channel in ``learned`` and ``capped`` modes, which make no such guarantee (issue 22; ``capped``
+        is monotone in the property test, not by proof)."""
         if self.nuisance != "band":
             return self._names
         return tuple(n for n, ok in zip(self._names, self._band.monotone[0]) if not ok)

@@ -62,6 +62,7 @@ class NuisanceBand:
     k: float
     k_r: float
     monotone: np.ndarray
+    tail: np.ndarray
 
 
 def gap_factor(phi: np.ndarray, max_gap: int = 4096) -> np.ndarray:
@@ -126,11 +127,14 @@ def nuisance_band(
         mu = np.broadcast_to((k_phi * r_cap)[:, None, :], bias_var.shape)
         t = np.maximum(c_pair - mu, 1e-3)
         a_lvl = 1.0 / (8.0 * t)
+        tail = a_lvl
     else:
         g2 = np.where(np.isfinite(g2) & (g2 > 0), g2, 0.0)
         lvl = k * (np.sqrt(bias_var) + np.sqrt(g2)[:, None, :])
         mu = (lvl + (k_phi * r_cap)[:, None, :]) * score_sd[:, None, :]  # widest band, innovation units
         t = np.maximum(c_hi - mu, 1e-3)
-        a_lvl = lvl + (np.sqrt(1.0 + t**2) - t) / 2.0 / score_sd[:, None, :]
+        tail = (np.sqrt(1.0 + t**2) - t) / 2.0 / score_sd[:, None, :]
+        a_lvl = lvl + tail
     monotone = k_phi <= _monotone_slack(phi)
-    return NuisanceBand(np.ascontiguousarray(a_lvl), np.ascontiguousarray(k_phi), np.ascontiguousarray(r_cap), k, k_r, monotone)
+    return NuisanceBand(np.ascontiguousarray(a_lvl), np.ascontiguousarray(k_phi), np.ascontiguousarray(r_cap), k, k_r, monotone,
+                        np.ascontiguousarray(tail))

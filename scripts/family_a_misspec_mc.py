@@ -2,7 +2,7 @@
 
 Run from the repository root: ``PYTHONPATH=src:tests .venv/bin/python scripts/family_a_misspec_mc.py``
 (``--paths N`` per null, default 100; ``--nulls a,b``; ``--out FILE.jsonl`` appends one JSON line per
-null). Same paths as ``scripts/model_check_mc.py`` (``tests/montecarlo/_misspec.py``, seed 2200 + the
+null; ``--nuisance learned,band`` the treatments). Same paths as ``scripts/model_check_mc.py`` (``tests/montecarlo/_misspec.py``, seed 2200 + the
 null's index, so the first ``N`` paths of that script's run): each path's baseline is compiled once with
 the model check, and its 960-tick healthy canary runs through family A alone
 (``GateSettings(shares={"A": 0.4})``) and through the default gate, each with the 0.4.0 nuisance
@@ -25,12 +25,13 @@ from deploysignal.gate import Gate, GateSettings
 from montecarlo._mc import cp_upper
 from montecarlo._misspec import NULLS, WORKERS, _compile, simulate_null
 
-GATES = {
-    "A learned": GateSettings(shares={"A": 0.4}, a_nuisance="learned"),
-    "A band": GateSettings(shares={"A": 0.4}, a_nuisance="band"),
-    "gate learned": GateSettings(a_nuisance="learned"),
-    "gate band": GateSettings(a_nuisance="band"),
-}
+def gates(treatments: str = "learned,band") -> dict[str, GateSettings]:
+    """Family A alone and the default gate under each ``a_nuisance`` treatment."""
+    out = {f"A {t}": GateSettings(shares={"A": 0.4}, a_nuisance=t) for t in treatments.split(",")}
+    return out | {f"gate {t}": GateSettings(a_nuisance=t) for t in treatments.split(",")}
+
+
+GATES = gates()
 
 
 def run(name: str, paths: int, seed: int) -> dict:
@@ -50,9 +51,12 @@ def run(name: str, paths: int, seed: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for flag, kw in (("--paths", {"type": int, "default": 100}), ("--nulls", {"default": ",".join(NULLS)}), ("--out", {})):
+    for flag, kw in (("--paths", {"type": int, "default": 100}), ("--nulls", {"default": ",".join(NULLS)}), ("--out", {}),
+                     ("--nuisance", {"default": "learned,band"})):
         ap.add_argument(flag, **kw)
     args = ap.parse_args()
+    global GATES
+    GATES = gates(args.nuisance)
     print("| null | paths | flagged | " + " | ".join(f"{g} (CP99) / unflagged" for g in GATES) + " |")
     print("|---|---|---|" + "---|" * len(GATES))
     for name in args.nulls.split(","):

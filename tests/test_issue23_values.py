@@ -1,11 +1,12 @@
 """Issue 23, item 1: no finite value can make a family's evidence NaN or silence it, out-of-domain values
-are rejected naming row and signal, and a gate whose evidence becomes NaN anyway fails closed.
+are rejected naming row and signal (``out_of_domain="reject"``) or taken per signal as missing or at
+their declared bound (``"missing"``), and a gate whose evidence becomes NaN anyway fails closed.
 
 The regression is the suite's ``slow_ramp`` (eval score ramping down 0.6 sd over the window) on a
 2-day baseline and a 600-tick canary, caught by family A in both modes; a spike at an early tick must
-leave every family's evidence a number at every later tick and the rollback at the same or an earlier
-tick. Cost: about 45 s wall, 30 CPU-s on this shared machine (one baseline compiled once, ~120 gate runs of 600
-ticks, one CLI run).
+leave every family's evidence (A, C, D, E; B has rules, no wealth) a number at every later tick and the
+rollback at the same or an earlier tick. Cost: about 60 s wall, 40 CPU-s on this shared machine (one
+baseline compiled once, ~150 gate runs of 600 ticks, one CLI run); more examples under ``-m extended``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from deploysignal._exceptions import InputError
 from deploysignal.calibration import compile_baseline
 from deploysignal.gate import Gate, GateSettings
 from deploysignal.simulate._suite import simulate_suite
-from deploysignal.telemetry import Frame
+from deploysignal.telemetry import Frame, enforce_domain
 
 MODES = ("one-sample", "two-sample")
 
@@ -34,9 +35,10 @@ def _ramp():
     return sim, compile_baseline(sim.baseline)
 
 
-def _run(mode: str, spikes: dict[tuple[int, str], float] | None = None, control_spikes: dict[tuple[int, str], float] | None = None):
+def _run(mode: str, spikes: dict[tuple[int, str], float] | None = None, control_spikes: dict[tuple[int, str], float] | None = None,
+         policy: str = "reject"):
     """Decisions up to the final one, for the ramp with ``spikes`` ({(tick, signal): value}) written into
-    the canary (and ``control_spikes`` into the control)."""
+    the canary (and ``control_spikes`` into the control), with the gate's ``out_of_domain`` policy."""
     sim, cfg = _ramp()
     names = sim.canary.signals
 
@@ -46,7 +48,7 @@ def _run(mode: str, spikes: dict[tuple[int, str], float] | None = None, control_
             v[t, names.index(s)] = x
         return Frame(base.timestamps, v, names)
 
-    gate = Gate(cfg, GateSettings(mode=mode))
+    gate = Gate(cfg, GateSettings(mode=mode, out_of_domain=policy))
     ds = gate.run(frame(sim.canary, spikes), frame(sim.control, control_spikes) if mode == "two-sample" else None)
     end = next((i for i, d in enumerate(ds) if d.final), len(ds) - 1)
     return ds[: end + 1]
@@ -81,20 +83,35 @@ def test_one_finite_spike_does_not_disable_a_family(mode, spike):
     assert ds[-1].tick <= _clean(mode)
 
 
-# Values a probe would try: the float range's ends, subnormals, the smallest normal, huge and tiny ordinary numbers.
+# Values a probe would try: the float range's ends, subnormals, the smallest normal, huge and tiny ordinary numbers,
+# and values out of a signal's declared range but small (a score of 2.0, a rate of 95 in percent, a negative rate).
 _EXTREMES = [1.7976931348623157e308, -1.7976931348623157e308, 1e308, -1e308, 1e307, -1e307, 1e154, -1e154, 1e20, -1e20,
-             5e-324, -5e-324, 2.2250738585072014e-308, 0.0, -0.0, 1.0 + 2**-52, 3.0]
+             5e-324, -5e-324, 2.2250738585072014e-308, 0.0, -0.0, 1.0 + 2**-52, 3.0, 2.0, -1.0, -3.5, 95.0]
 #: Spikes: at least 1e20 in magnitude, beyond any signal's Z_BOUND (1e6) baseline sd from its level in this scenario.
 _SPIKES = [x for x in _EXTREMES if abs(x) >= 1e20]
 _SIGNALS = simulate_suite("slow_ramp", seed=0, baseline_ticks=10, canary_ticks=1).canary.signals
+POLICIES = ("reject", "missing")
 
 
-def _in_domain(cfg, signal: str, x: float) -> bool:
-    kind = next(s.kind for s in cfg.signals if s.name == signal)
-    return (kind != "rate" or -1.0 <= x <= 2.0) and (kind != "count" or x >= -1.0)
+def _meaning(signal: str, x: float, control: bool) -> float:
+    """What the ``missing`` policy makes of value ``x`` of ``signal``: ``x`` inside its domain, else NaN
+    (the side that counts for the canary) or the declared bound it crossed (:func:`enforce_domain`)."""
+    _sim, cfg = _ramp()
+    gate = Gate(cfg, GateSettings())
+    j = cfg.names.index(signal)
+    out, _m, _b = enforce_domain(np.array([[x if n == signal else math.nan for n in cfg.names]]), gate.domains, *gate._sides, control=control)
+    return float(out[0, j])
 
 
-def _check(mode, spikes, jump, on_control, *, same_or_earlier):
+def _summary(ds):
+    """Per tick: fired families and every family's log-wealth, evidence statistic and fire (what decides a rollback)."""
+    def num(v: float) -> float | None:
+        return None if math.isnan(v) else v  # NaN == NaN here
+
+    return [(d.tick, d.fired_families, [(e.family, num(e.log_wealth), num(e.statistic), e.fired) for e in d.evidence]) for d in ds]
+
+
+def _check(mode, spikes, jump, on_control, policy="reject", *, same_or_earlier):
     sim, cfg = _ramp()
     sp: dict[tuple[int, str], float] = {}
     for t, s, x in spikes:
@@ -102,45 +119,62 @@ def _check(mode, spikes, jump, on_control, *, same_or_earlier):
         if jump:
             sp[(t + 1, s)] = -x
     control = on_control and mode == "two-sample"
-    bad = sorted((t, _SIGNALS.index(s), s) for (t, s), x in sp.items() if not _in_domain(cfg, s, x))
-    if bad:
-        t, _, s = bad[0]
+    meant = {key: _meaning(key[1], x, control) for key, x in sp.items()}
+    ood = {key for key, x in sp.items() if meant[key] != x}  # NaN (missing) or the bound
+    if ood and policy == "reject":
+        t, _, s = min((t, _SIGNALS.index(s), s) for t, s in ood)
         with pytest.raises(InputError) as err:
             _run(mode, None if control else sp, sp if control else None)
         assert err.value.row == t + 1 and err.value.column == s and "outside the domain" in str(err.value)
         return
-    ds = _run(mode, None if control else sp, sp if control else None)
+    ds = _run(mode, None if control else sp, sp if control else None, policy=policy)
     _assert_evidence_is_numbers(ds)
     assert ds[-1].verdict == "rollback" and "A" in ds[-1].fired_families
+    if ood:  # exactly the run with each such value missing or at its bound, the tick noted and not valid
+        ref = _run(mode, None if control else meant, meant if control else None, policy=policy)
+        assert _summary(ds) == _summary(ref)
+        for t in {t for t, _ in ood}:
+            if t < len(ds):
+                assert "out-of-domain" in ds[t].records[-1]["schema_continuity"], ds[t].records[-1]
+        # a value taken at its bound is an in-range harmful value: against the clean run its rollback tick is
+        # what family A's one-sample bias model makes of such a value (see test_any_finite_values_keep_evidence_finite)
+        same_or_earlier = same_or_earlier and all(meant[k] != meant[k] for k in ood)
     if same_or_earlier:
         assert ds[-1].tick <= _clean(mode), (ds[-1].tick, _clean(mode))
 
 
-_common = {"mode": st.sampled_from(MODES), "jump": st.booleans(), "on_control": st.booleans()}
+_common = {"mode": st.sampled_from(MODES), "jump": st.booleans(), "on_control": st.booleans(), "policy": st.sampled_from(POLICIES)}
+_spike_lists = st.lists(st.tuples(st.integers(0, 40), st.sampled_from(_SIGNALS), st.sampled_from(_SPIKES)), min_size=1, max_size=3)
+_value_lists = st.lists(st.tuples(st.integers(0, 40), st.sampled_from(_SIGNALS),
+                                  st.sampled_from(_EXTREMES) | st.floats(allow_nan=False, allow_infinity=False)), min_size=1, max_size=3)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(spikes=st.lists(st.tuples(st.integers(0, 40), st.sampled_from(_SIGNALS), st.sampled_from(_SPIKES)), min_size=1, max_size=3), **_common)
-def test_spikes_keep_evidence_finite_and_detection(mode, spikes, jump, on_control):
+def _spikes_keep_evidence_finite_and_detection(mode, spikes, jump, on_control, policy):
     """Property: spikes (finite values up to the float range's ends, one to three of them, optionally a
     huge jump: the value and its negation on consecutive ticks) in the canary (or, in two-sample mode,
-    the control) either are rejected as out of their kind's domain, naming the row and the signal, or
-    leave every family's evidence (A, C, D, E) a number at every tick and the regression rolled back by
-    family A at the same or an earlier tick."""
-    _check(mode, spikes, jump, on_control, same_or_earlier=True)
+    the control) are rejected as out of their domain, naming the row and the signal (policy
+    ``reject``), or leave every family's evidence (A, C, D, E) a number at every tick and the regression
+    rolled back by family A at the same or an earlier tick; under ``missing`` an out-of-domain value
+    gives exactly the evidence of the same run with that value missing or at its declared bound."""
+    _check(mode, spikes, jump, on_control, policy, same_or_earlier=True)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(spikes=st.lists(st.tuples(st.integers(0, 40), st.sampled_from(_SIGNALS),
-                                 st.sampled_from(_EXTREMES) | st.floats(allow_nan=False, allow_infinity=False)), min_size=1, max_size=3),
-       **_common)
-def test_any_finite_values_keep_evidence_finite(mode, spikes, jump, on_control):
-    """Property: any finite values (subnormals and ordinary numbers too) are rejected naming row and
-    signal or leave every family's evidence a number and the regression rolled back. The tick is not
-    compared: a harmful value that is not a spike is evidence family A's one-sample bias model can
-    partly absorb (0.4.0 too: eval score 5e-324, -5e-324 at ticks 0, 1, about 40 sd below its level,
-    moves the rollback from tick 584 to 594, on this code and on de36dfc alike)."""
-    _check(mode, spikes, jump, on_control, same_or_earlier=False)
+def _any_finite_values_keep_evidence_finite(mode, spikes, jump, on_control, policy):
+    """Property: any finite values (subnormals, out-of-range and ordinary numbers too) are rejected naming
+    row and signal, or leave every family's evidence a number and the regression rolled back (under
+    ``missing``, exactly as with each out-of-domain value missing or at its bound). The tick is not
+    compared with the clean run: a harmful value that is not a spike is evidence family A's one-sample
+    bias model can partly absorb (0.4.0 too: eval score 5e-324, -5e-324 at ticks 0, 1, about 40 sd below
+    its level, moves the rollback from tick 584 to 594, on this code and on de36dfc alike)."""
+    _check(mode, spikes, jump, on_control, policy, same_or_earlier=False)
+
+
+_ci = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+_long = settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+test_spikes_keep_evidence_finite_and_detection = _ci(given(spikes=_spike_lists, **_common)(_spikes_keep_evidence_finite_and_detection))
+test_any_finite_values_keep_evidence_finite = _ci(given(spikes=_value_lists, **_common)(_any_finite_values_keep_evidence_finite))
+test_spikes_extended = pytest.mark.extended(_long(given(spikes=_spike_lists, **_common)(_spikes_keep_evidence_finite_and_detection)))
+test_any_finite_values_extended = pytest.mark.extended(_long(given(spikes=_value_lists, **_common)(_any_finite_values_keep_evidence_finite)))
 
 
 @pytest.mark.parametrize(("signal", "value", "what"), [("tool_success_rate", 95.0, "a percentage?"), ("refusal_rate", -1.5, "rate"),

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from .._exceptions import ConfigError
 
@@ -148,6 +148,18 @@ class SignalMeta(_Frozen):
     discrete (fewer than 20% of its values tied at one value). For an error rate at a constant request
     volume this is one error at that volume; with varying volume it is much smaller, and the SLO floor
     it provides is correspondingly weak."""
+    range: list[float | None] | None = None
+    """Declared domain ``[lo, hi]`` of the signal's raw values (``null`` for an open end), from the
+    signals file or the catalogue; ``None`` (left out of the JSON, as in configs compiled before ranges
+    existed): the kind's default (:func:`~deploysignal.telemetry.declared_range`)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_undeclared_range(self, handler: Any) -> dict[str, Any]:
+        """No ``range`` key when none is declared: configs without one keep their bytes and version id."""
+        out = handler(self)
+        if out.get("range", 0) is None:
+            del out["range"]
+        return out
 
 
 class Cell(_Frozen):

@@ -92,6 +92,10 @@ class CreateAnalysis(_Strict):
     window: StrictInt = Field(480, ge=1, le=10_000_000)
     max_extensions: StrictInt = Field(1, ge=0, le=1000)
     early_proceed: bool = False
+    out_of_domain: Literal["reject", "missing"] = Field(
+        "missing", description="a value outside its signal's domain (declared range): 'missing' (default) takes only that signal of "
+        "that tick as missing, or at its declared bound on the harmful side, recorded in the audit (schema_continuity) and the tick "
+        "not counted as valid; 'reject' answers 422 naming the tick and signal (push only: a pull analysis cannot reject)")
     prometheus: PullSpec | SplitPullSpec | None = Field(None, description="pull mode: PromQL per signal (PullSpec), or for mode split the per-arm counters and histograms (SplitPullSpec)")
     metrics: dict[str, dict[str, Any] | None] | None = Field(None, description="split mode: the metric specs (a split signals file's content)")
     canary_share: Number | None = Field(None, gt=0, lt=1, description="split mode: configured canary share of units (enables the sample-ratio check)")
@@ -100,6 +104,7 @@ class CreateAnalysis(_Strict):
     def _one_source(self) -> CreateAnalysis:
         if self.mode == "split":
             extra = [n for n in ("config", "config_ref", "baseline", "signals") if getattr(self, n) is not None]
+            extra += ["out_of_domain (split ticks are checked by their own parser)"] if "out_of_domain" in self.model_fields_set else []
             if isinstance(self.prometheus, PullSpec):
                 extra.append("prometheus in the pull-mode shape (give arm_label, arms, units, events, histograms)")
             if extra:
@@ -457,12 +462,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def _create(aid: str, body: CreateAnalysis) -> dict[str, Any]:
         if body.mode == "split":
             return _create_split(aid, body)
+        if body.out_of_domain == "reject" and body.prometheus is not None:
+            raise InputError("out_of_domain 'reject' needs pushed ticks: a pulled tick has no client to answer 422 to (use 'missing')",
+                             column="out_of_domain")
         cfg, cfg_json = _config_of(body)
         warnings: list[str] = []
         _check_pull_spec(body, cfg)
         if body.prometheus is not None:
             warnings = _validate_prometheus(body.prometheus)
-        gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed}
+        gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed,
+              "out_of_domain": body.out_of_domain}
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}
         spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
         out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"],

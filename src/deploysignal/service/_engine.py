@@ -209,8 +209,9 @@ class AnalysisEngine:
 
     # ------------------------------------------------------------------ validation
     def validate(self, ticks: Sequence[Mapping[str, Any]], *, clock_skew: tuple[float, float] | None = None) -> list[TickIn]:
-        """Check a whole batch (types, finiteness, signal names, strict time order, each value inside its
-        kind's domain: :func:`~deploysignal.telemetry.check_domain`) without changing state.
+        """Check a whole batch (types, finiteness, signal names, strict time order and, with the settings'
+        ``out_of_domain="reject"``, each value inside its domain: :func:`~deploysignal.telemetry.check_domain`;
+        with ``"missing"`` such a value is taken per signal by the gate and recorded) without changing state.
 
         Time order is per cohort, as in :meth:`Gate.update`: each cohort (tier) is its own stream, so two
         cohorts may report the same timestamp, but a cohort's ticks must be strictly increasing.
@@ -273,11 +274,12 @@ class AnalysisEngine:
                 raise InputError(str(exc).split(": ", 1)[-1] if col else str(exc), row=i, column=col) from None
             out.append(TickIn(ts, v, c, cohort))
             clocks[key] = ts
-        bounds = self.gate._domain  # noqa: SLF001 - the gate's per-signal domain
+        if self.settings.out_of_domain != "reject":  # "missing": the gate takes such a value per signal, recorded
+            return out
         for what, maps in (("canary", [t.values for t in out]), ("control", [t.control for t in out if t.control is not None])):
             if maps:
                 rows = np.array([[m.get(n, math.nan) for n in self.names] for m in maps], dtype=float)  # None -> NaN
-                check_domain(rows, bounds, self.names, what=what)  # row = tick of the batch
+                check_domain(rows, self.gate.domains, self.names, what=what)  # row = tick of the batch
         return out
 
     # ------------------------------------------------------------------ evaluation

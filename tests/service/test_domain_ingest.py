@@ -1,9 +1,10 @@
 """Issue 23, defect 1 in its live form: out-of-domain values pushed to ``deploysignal serve`` during a
 regression never let Argo see ``proceed`` nor Flagger's confirm-promotion pass.
 
-The regression is the suite's slow ramp (eval score drifting down; family A rolls it back at tick 584
-one-sample when clean). Both probes are pushed 25 ticks a batch, and after every batch Argo's verdict
-and Flagger's confirm-promotion hook are read, as the controllers would:
+The regressions are the issue's step scenario (rolled back at tick 364 when clean) and the suite's slow
+ramp (eval score drifting down; family A rolls it back at tick 584 one-sample when clean). The probes are
+pushed 25 ticks a batch, and after every batch Argo's verdict and Flagger's confirm-promotion hook are
+read, as the controllers would:
 
 - the issue's probe, ``eval_score = -1e307`` at tick 5 (0.4.0: family A's log-wealth null from then on,
   Argo ``proceed, final`` and confirm-promotion 200 at the window's end);
@@ -13,8 +14,8 @@ and Flagger's confirm-promotion hook are read, as the controllers would:
 New analyses take out-of-domain values per signal (``out_of_domain: missing``): -1e307 is on the harmful
 side of eval_score and is taken at its bound 0, 2.0 on the good side is missing; each such tick's
 records say so and the ingest is not refused. An analysis created with ``out_of_domain: reject`` answers
-422 naming the tick and the signal. Cost: ~25 s (one baseline compiled, shared with
-``tests/test_issue23_values.py`` in one session; 2 x 24 batches).
+422 naming the tick and the signal. The Prometheus pull takes such a value per signal too. Cost: ~30 s
+(one baseline compiled, shared with ``tests/test_issue23_values.py`` in one session; 2 x 24 batches).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from test_issue23_values import _ramp  # the slow ramp of the issue-23 property 
 
 from .conftest import R, W, make_client, ticks_of
 
+#: probe -> (scenario, {tick: eval_score}, what the tick's records say, the clean run's rollback tick)
 PROBES = {
-    "probe-1e307": ({5: -1e307}, "out-of-domain-bound:eval_score"),
-    "score-2": ({t: 2.0 for t in range(0, 600, 25)}, "out-of-domain-missing:eval_score"),
+    "step-1e307": ("step", {5: -1e307}, "out-of-domain-bound:eval_score", 364),  # the issue's scenario (conftest step_sim)
+    "ramp-1e307": ("ramp", {5: -1e307}, "out-of-domain-bound:eval_score", 584),
+    "ramp-score-2": ("ramp", {t: 2.0 for t in range(0, 600, 25)}, "out-of-domain-missing:eval_score", 584),
 }
 
 
@@ -38,9 +41,9 @@ def _hook(c, analysis: str, hook: str) -> int:
 
 
 @pytest.mark.parametrize("probe", sorted(PROBES))
-def test_out_of_domain_eval_score_never_promotes_a_regression(tmp_path, probe):
-    sim, cfg = _ramp()
-    values, note = PROBES[probe]
+def test_out_of_domain_eval_score_never_promotes_a_regression(tmp_path, request, probe):
+    scenario, values, note, clean = PROBES[probe]
+    sim, cfg = request.getfixturevalue("step_sim") if scenario == "step" else _ramp()
     ticks = ticks_of(sim.canary)
     for t, x in values.items():
         ticks[t]["values"]["eval_score"] = x
@@ -57,11 +60,12 @@ def test_out_of_domain_eval_score_never_promotes_a_regression(tmp_path, probe):
                 break
         v = c.get(f"/v1/analyses/{probe}", headers=R).json()
         assert v["verdict"] == "rollback" and v["final"] and "A" in v["fired_families"], v
-        assert v["gate"]["decided_at_tick"] <= 584, v["gate"]  # the clean ramp's rollback tick (or earlier)
+        assert v["gate"]["decided_at_tick"] <= clean, v["gate"]  # the clean run's rollback tick (or earlier)
         assert _hook(c, probe, "rollback") == 200
         lines = [json.loads(x)["record"] for x in c.get(f"/v1/analyses/{probe}/audit", headers=R).text.splitlines()]
         gate = {r["tick"]: r for r in lines if r.get("family") == "gate"}
-        assert gate[479]["verdict"] == "extend" and not any(r["verdict"] == "proceed" for r in gate.values())  # window end: no proceed
+        assert not any(r["verdict"] == "proceed" for r in gate.values())
+        assert gate[479]["verdict"] == "extend" if 479 in gate else v["gate"]["decided_at_tick"] < 479  # the window's end: no proceed
         noted = {t for t, r in gate.items() if note in r["schema_continuity"]}
         assert noted == {t for t in values if t <= v["gate"]["decided_at_tick"]}, sorted(noted)
         assert not any("fail_closed" in r for r in gate.values())  # no family's evidence became NaN (the gate would say so)
@@ -87,3 +91,45 @@ def test_reject_policy_answers_422_and_pull_cannot_reject(tmp_path):
         pull = {"address": "http://127.0.0.1:9", "interval_seconds": 60, "canary": {"eval_score": "up"}}
         r = c.post("/v1/analyses", json={**body, "id": "rej-pull", "prometheus": pull}, headers=W)
         assert r.status_code == 422 and "out_of_domain" in r.text, r.text
+
+
+def test_prometheus_pull_marks_only_the_out_of_domain_signal(tmp_path):
+    """The pull path (mocked Prometheus, a real store and manager): eval_score = 2.0 at the second grid
+    time is taken as missing for that signal only and recorded; the tick is ingested with its other
+    eleven signals (before, a value out of its kind's domain, e.g. a rate of 95, had the whole tick
+    dropped with a log line)."""
+    import datetime
+    import threading
+
+    import httpx
+
+    from deploysignal.service._manager import AnalysisManager
+    from deploysignal.sources import PrometheusPuller
+    from deploysignal.store import open_store
+
+    sim, cfg = _ramp()
+    start = 60.0 * (int(sim.canary.timestamps[0]) // 60)
+    row = {n: sim.canary.values[0, j] for j, n in enumerate(sim.canary.signals)}
+
+    def value(query: str, t: float) -> str:
+        return "2.0" if query == "eval_score" and t == start + 60 else repr(float(row[query]))
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        p, q = req.url.params, req.url.params["query"]
+        if req.url.path.endswith("query_range"):
+            a, b, step = float(p["start"]), float(p["end"]), float(p["step"])
+            vals = [[a + i * step, value(q, a + i * step)] for i in range(int((b - a) / step) + 1)]
+            return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": vals}]}})
+        t = float(p["time"])
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [t, value(q, t)]}]}})
+
+    mgr = AnalysisManager(open_store(f"sqlite:///{tmp_path / 'pull.db'}"))
+    spec = {"url": "http://prom", "interval_seconds": 60, "canary": {n: n for n in cfg.names}, "settle_seconds": 0, "max_ticks": 3}
+    created = datetime.datetime.fromtimestamp(start, datetime.timezone.utc).isoformat()
+    mgr.create("pull", cfg.to_json(), cfg.version_id, {"window": 480, "out_of_domain": "missing"}, {"prometheus": spec}, created)
+    stop = threading.Event()
+    PrometheusPuller(mgr, "pull", spec, stop, clock=lambda: start + 150.0, client=httpx.Client(transport=httpx.MockTransport(handler))).run()
+    ticks = mgr.store.ticks("pull", 0, 3)
+    assert [t["timestamp"] for t in ticks] == [start, start + 60, start + 120] and ticks[1]["values"]["eval_score"] == 2.0
+    gate = [json.loads(x)["record"] for x in mgr.store.audit_lines("pull") if '"family":"gate"' in x]
+    assert [r["schema_continuity"] for r in gate] == ["ok", "out-of-domain-missing:eval_score", "ok"]

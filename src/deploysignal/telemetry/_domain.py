@@ -135,7 +135,7 @@ def _first_outside(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> int:  # pra
     return -1
 
 
-def describe(domains: Domains, j: int) -> str:
+def _describe(domains: Domains, j: int) -> str:
     """The domain of signal ``j`` in words, e.g. ``a rate, [0, 1]`` or ``its declared range [0, 1]``."""
     lo, hi = domains.lo[j], domains.hi[j]
     text = f">= {lo:g}" if math.isinf(hi) else f"<= {hi:g}" if math.isinf(lo) else f"[{lo:g}, {hi:g}]"
@@ -174,10 +174,10 @@ def check_domain(values: np.ndarray, domains: Domains, names: Sequence[str], *, 
     i, j = divmod(int(at), v.shape[1])
     x = float(v[i, j])
     if domains.declared[j]:
-        msg = f"{what} value {x!r} is outside the domain of {names[j]}, {describe(domains, j)}"
+        msg = f"{what} value {x!r} is outside the domain of {names[j]}, {_describe(domains, j)}"
     else:
         hint = " (a percentage? give rates as fractions)" if domains.kinds[j] == "rate" and 1.0 < x <= 100.0 else ""
-        msg = f"{what} value {x!r} is outside the domain of {describe(domains, j)}{hint}"
+        msg = f"{what} value {x!r} is outside the domain of {_describe(domains, j)}{hint}"
     raise InputError(msg, row=first_row + i, column=str(names[j]))
 
 

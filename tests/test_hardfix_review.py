@@ -71,7 +71,7 @@ def _summary(ds):
 
 @pytest.mark.parametrize("mode", ["one-sample", "two-sample"])
 @pytest.mark.parametrize("ticks", [(560,), tuple(range(5, 560, 50))], ids=["late", "spaced"])
-@pytest.mark.parametrize(("signal", "value", "policy", "note"), [("eval_score", 1e307, "missing", "out-of-domain-missing:eval_score"),
+@pytest.mark.parametrize(("signal", "value", "policy", "note"), [("eval_score", 1e307, "missing", "out-of-domain:eval_score"),
                                                                  ("ttft_ms", -1e307, "reject", "spike:ttft_ms")])
 def test_a_spike_for_the_canary_counts_as_a_missing_value(mode, ticks, signal, value, policy, note):
     """The review's cases: eval_score = +1e307 (its good direction, ~1e309 sd) at tick 560 moved the slow

@@ -25,7 +25,7 @@ def test_ticks_accepted_by_0_4_0_are_rebuilt_not_rejected(tmp_path, step_sim, mo
             for aid in ("pct", "ms"):
                 body = {"id": aid, "config": json.loads(cfg.to_json()), "window": 480, "out_of_domain": "reject"}  # stored as 0.4.0's settings
                 r = c.post("/v1/analyses", json=body, headers=W)
-                assert r.status_code == 201 and "out_of_domain" not in r.json()["settings"], r.text
+                assert r.status_code == 201 and r.json()["settings"]["out_of_domain"] == "reject", r.text
             bad = dict(ticks[10], values=dict(ticks[10]["values"], tool_success_rate=95.0))
             assert c.post("/v1/analyses/pct/ticks", json={"ticks": [*ticks[:10], bad, *ticks[11:15]]}, headers=W).status_code == 200
             ms = dict(ticks[10], timestamp=ticks[10]["timestamp"] * 1000)
@@ -49,7 +49,7 @@ def test_ticks_accepted_by_0_4_0_are_rebuilt_not_rejected(tmp_path, step_sim, mo
         assert r.status_code == 201 and r.json()["settings"]["out_of_domain"] == "missing"
         assert c.post("/v1/analyses/new2/ticks", json={"ticks": [bad]}, headers=W).status_code == 200
         gate = c.get("/v1/analyses/new2", headers=R).json()["gate"]
-        assert gate["schema_continuity"] == "out-of-domain-missing:tool_success_rate" and gate["valid_fraction"] == 0.0, gate
+        assert gate["schema_continuity"] == "out-of-domain:tool_success_rate" and gate["valid_fraction"] == 0.0, gate
 
 
 def test_a_voided_analysis_still_rolls_back_and_never_raises_traffic(tmp_path, step_sim):

@@ -138,8 +138,8 @@ def run_gate(
     ood = [d.tick for d in decisions if "out-of-domain" in d.schema_continuity]
     if ood:  # --out-of-domain missing: said, never silent (each tick's records name the signals)
         summary["out_of_domain_ticks"] = len(ood)
-        err.print(f"warning: {len(ood)} tick(s) held a value outside its signal's domain (first at tick {ood[0]}), taken as missing or at"
-                  " the declared bound and not counted as valid; the audit records' schema_continuity names the signals")
+        err.print(f"warning: {len(ood)} tick(s) held a value outside its signal's domain (first at tick {ood[0]}), taken as missing for"
+                  " that signal and not counted as valid; the audit records' schema_continuity names the signals")
     return summary, decisions
 
 
@@ -205,7 +205,7 @@ def gate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
     out_of_domain: str = typer.Option(
         "reject", "--out-of-domain", help="A value outside its signal's domain (declared range): 'reject' (exit 2 naming row and "
-        "signal) or 'missing' (only that value taken as missing, or at its declared bound on the harmful side; recorded in the audit, "
+        "signal) or 'missing' (only that value taken as missing, whichever side it lies on; recorded in the audit, "
         "the tick not counted as valid)."),
 ) -> None:
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""

@@ -539,7 +539,6 @@ class Gate:
         self._cell_memo: dict[tuple[int, str], tuple[int, str]] = {}
         #: each signal's domain (declared range, or its kind's default: :mod:`deploysignal.telemetry._domain`)
         self.domains = signal_domains(self.config.signals)
-        self._sides = (self.config.arrays["orient"], self.config.arrays["two_sided"])
         self._reset()
 
     def _reset(self) -> None:
@@ -811,16 +810,16 @@ class Gate:
 
     def _enforce_domain(self, raw: np.ndarray, craw: np.ndarray | None, conts: list[str]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Policy ``missing`` (:func:`~deploysignal.telemetry.enforce_domain`): each value out of its
-        domain taken as missing or at its declared bound, noted in its tick's ``schema_continuity``
-        (``out-of-domain-missing:<signals>``, ``out-of-domain-bound:<signals>``, ``control-`` for the
-        control); returns the values and the mask of ticks holding such a value (not valid ticks)."""
-        raw, miss, bound = enforce_domain(raw, self.domains, *self._sides)
-        ood = (miss | bound).any(axis=1)
-        notes = [("out-of-domain-missing", miss), ("out-of-domain-bound", bound)]
+        domain taken as missing, noted in its tick's ``schema_continuity`` (``out-of-domain:<signals>``,
+        ``control-out-of-domain:<signals>``); returns the values and the mask of ticks holding such a
+        value (not valid ticks)."""
+        raw, miss = enforce_domain(raw, self.domains)
+        ood = miss.any(axis=1)
+        notes = [("out-of-domain", miss)]
         if craw is not None:
-            craw, cmiss, cbound = enforce_domain(craw, self.domains, *self._sides, control=True)
-            ood |= (cmiss | cbound).any(axis=1)
-            notes += [("control-out-of-domain-missing", cmiss), ("control-out-of-domain-bound", cbound)]
+            craw, cmiss = enforce_domain(craw, self.domains)
+            ood |= cmiss.any(axis=1)
+            notes.append(("control-out-of-domain", cmiss))
         self._note_masks(conts, notes)
         return raw, craw, ood
 

@@ -52,9 +52,8 @@ class GateSettings(BaseModel):
     out_of_domain : {"reject", "missing"}
         What a value outside its signal's domain (declared range, :mod:`deploysignal.telemetry._domain`)
         does: ``reject`` the batch naming row and signal (default; checked on new input only), or
-        ``missing``: only that signal of that tick is taken as missing (the side that would count for
-        the canary) or at its declared bound (the harmful side), recorded in ``schema_continuity``,
-        the tick not counted as valid. Left out of :meth:`model_dump` when ``reject``: settings written
+        ``missing``: only that signal of that tick is taken as missing (whichever side it lies on),
+        recorded in ``schema_continuity``, the tick not counted as valid. Left out of :meth:`model_dump` when ``reject``: settings written
         before the field existed mean ``reject`` and keep their bytes.
     """
 

@@ -11,9 +11,10 @@ read, as the controllers would:
 - ``eval_score = 2.0`` (outside its declared range [0, 1]) every 25 ticks: before declared ranges the
   gate took 2.0 as a very good score and proceeded at tick 479 (one-sample).
 
-New analyses take out-of-domain values per signal (``out_of_domain: missing``): -1e307 is on the harmful
-side of eval_score and is taken at its bound 0, 2.0 on the good side is missing; each such tick's
-records say so and the ingest is not refused. An analysis created with ``out_of_domain: reject`` answers
+New analyses take out-of-domain values per signal (``out_of_domain: missing``): -1e307 and 2.0 are
+outside eval_score's declared range [0, 1] and are missing for that signal, so the rollback comes no
+later than in the clean run; each such tick's records say so, the ingest response lists them, and the
+ingest is not refused. An analysis created with ``out_of_domain: reject`` answers
 422 naming the tick and the signal. The Prometheus pull takes such a value per signal too. Cost: ~30 s
 (one baseline compiled, shared with ``tests/test_issue23_values.py`` in one session; 2 x 24 batches).
 """
@@ -29,9 +30,10 @@ from .conftest import R, W, make_client, ticks_of
 
 #: probe -> (scenario, {tick: eval_score}, what the tick's records say, the clean run's rollback tick)
 PROBES = {
-    "step-1e307": ("step", {5: -1e307}, "out-of-domain-bound:eval_score", 364),  # the issue's scenario (conftest step_sim)
-    "ramp-1e307": ("ramp", {5: -1e307}, "out-of-domain-bound:eval_score", 584),
-    "ramp-score-2": ("ramp", {t: 2.0 for t in range(0, 600, 25)}, "out-of-domain-missing:eval_score", 584),
+    "step-1e307": ("step", {5: -1e307}, "out-of-domain:eval_score", 364),  # the issue's scenario (conftest step_sim)
+    "ramp-1e307": ("ramp", {5: -1e307}, "out-of-domain:eval_score", 584),
+    "ramp-score-2": ("ramp", {t: 2.0 for t in range(0, 600, 25)}, "out-of-domain:eval_score", 584),
+    "ramp-1e307-every-25": ("ramp", {t: -1e307 for t in range(0, 600, 25)}, "out-of-domain:eval_score", 584),
 }
 
 
@@ -84,13 +86,18 @@ def test_reject_policy_answers_422_and_pull_cannot_reject(tmp_path):
     with make_client(tmp_path) as c:
         body = {"id": "rej", "config": json.loads(cfg.to_json()), "window": 480, "out_of_domain": "reject"}
         r = c.post("/v1/analyses", json=body, headers=W)
-        assert r.status_code == 201 and "out_of_domain" not in r.json()["settings"], r.text  # stored as 0.4.0's settings were
+        assert r.status_code == 201 and r.json()["settings"]["out_of_domain"] == "reject", r.text  # shown as it applies
         r = c.post("/v1/analyses/rej/ticks", json={"ticks": ticks}, headers=W)
         assert r.status_code == 422 and "eval_score" in r.text and "declared range [0, 1]" in r.text, r.text
         assert c.get("/v1/analyses/rej", headers=R).json()["n_ticks"] == 0
         pull = {"address": "http://127.0.0.1:9", "interval_seconds": 60, "canary": {"eval_score": "up"}}
         r = c.post("/v1/analyses", json={**body, "id": "rej-pull", "prometheus": pull}, headers=W)
         assert r.status_code == 422 and "out_of_domain" in r.text, r.text
+    from deploysignal.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'ds.db'}")
+    assert "out_of_domain" not in store.get("rej").spec["settings"]  # stored as 0.4.0's settings were
+    store.close()
 
 
 def test_prometheus_pull_marks_only_the_out_of_domain_signal(tmp_path):
@@ -132,4 +139,68 @@ def test_prometheus_pull_marks_only_the_out_of_domain_signal(tmp_path):
     ticks = mgr.store.ticks("pull", 0, 3)
     assert [t["timestamp"] for t in ticks] == [start, start + 60, start + 120] and ticks[1]["values"]["eval_score"] == 2.0
     gate = [json.loads(x)["record"] for x in mgr.store.audit_lines("pull") if '"family":"gate"' in x]
-    assert [r["schema_continuity"] for r in gate] == ["ok", "out-of-domain-missing:eval_score", "ok"]
+    assert [r["schema_continuity"] for r in gate] == ["ok", "out-of-domain:eval_score", "ok"]
+
+
+def test_ingest_says_which_values_it_recorded_as_missing(tmp_path, caplog):
+    """``out_of_domain: missing`` does not stay silent: the ingest response lists the out-of-domain
+    values it recorded as missing (signal, tick, value, reason; at most OUT_OF_DOMAIN_LISTED of them and
+    their count), the reason of a rate above 1 keeps the hint about percentages, a WARNING is logged, and
+    the analysis' settings show the policy that applies (``reject`` too, though its stored settings omit it)."""
+    import logging
+
+    from deploysignal.service._manager import OUT_OF_DOMAIN_LISTED
+
+    sim, cfg = _ramp()
+    ticks = ticks_of(sim.canary, 0, 40)
+    ticks[3]["values"]["refusal_rate"] = 3.0
+    for t in ticks[5:]:
+        t["values"]["eval_score"] = 2.0
+    with make_client(tmp_path) as c:
+        assert c.post("/v1/analyses", json={"id": "m", "config": json.loads(cfg.to_json())}, headers=W).status_code == 201
+        with caplog.at_level(logging.WARNING):
+            r = c.post("/v1/analyses/m/ticks", json={"ticks": ticks}, headers=W)
+        assert r.status_code == 200, r.text
+        ood = r.json()["out_of_domain"]
+        assert ood["count"] == 36 and len(ood["values"]) == OUT_OF_DOMAIN_LISTED < 36, ood
+        first = ood["values"][0]
+        assert (first["tick"], first["signal"], first["value"]) == (3, "refusal_rate", 3.0) and "a percentage? give rates as fractions" in first["reason"]
+        assert (ood["values"][1]["tick"], ood["values"][1]["signal"], ood["values"][1]["value"]) == (5, "eval_score", 2.0)
+        assert "declared range [0, 1]" in ood["values"][1]["reason"] and "missing" in ood["values"][1]["reason"]
+        assert any(rec.levelno == logging.WARNING and "refusal_rate" in rec.getMessage() and "eval_score" in rec.getMessage()
+                   and "'m'" in rec.getMessage() for rec in caplog.records), caplog.text
+        r = c.post("/v1/analyses/m/ticks", json={"ticks": ticks_of(sim.canary, 40, 41)}, headers=W)
+        assert r.json()["out_of_domain"] == {"count": 0, "values": []}
+        assert c.get("/v1/analyses/m", headers=R).json()["settings"]["out_of_domain"] == "missing"
+        body = {"id": "rej", "config": json.loads(cfg.to_json()), "out_of_domain": "reject"}
+        assert c.post("/v1/analyses", json=body, headers=W).json()["settings"]["out_of_domain"] == "reject"
+        assert c.get("/v1/analyses/rej", headers=R).json()["settings"]["out_of_domain"] == "reject"
+
+
+def test_templates_refuse_what_never_instantiates_and_instantiation_errors_are_422(tmp_path):
+    """A template with ``out_of_domain: reject`` and a Prometheus pull is refused when stored (before:
+    stored, then 422 on every instantiation); a config whose ranges are broken is a 422 naming the
+    field (before: a 500); a stored template that no longer validates answers 422 with the reason
+    when instantiated, never a 500."""
+    from deploysignal.store import open_store
+    from deploysignal.store._integration import IntegrationTables
+
+    sim, cfg = _ramp()
+    doc = json.loads(cfg.to_json())
+    pull = {"url": "http://127.0.0.1:9", "interval_seconds": 60, "canary": {n: n for n in cfg.names}}
+    with make_client(tmp_path) as c:
+        r = c.put("/v1/templates/t1", json={"config": doc, "out_of_domain": "reject", "prometheus": pull}, headers=W)
+        assert r.status_code == 422 and "out_of_domain" in r.text, r.text
+        bad = json.loads(cfg.to_json())
+        bad["signals"][cfg.names.index("tool_success_rate")]["range"] = [0.0]
+        r = c.post("/v1/analyses", json={"id": "badrange", "config": bad}, headers=W)
+        assert r.status_code == 422 and "tool_success_rate" in r.text and "range" in r.text, r.text
+        assert c.put("/v1/templates/t2", json={"config": doc, "window": 480}, headers=W).status_code == 200
+    store = open_store(f"sqlite:///{tmp_path / 'ds.db'}")
+    tables = IntegrationTables(store)
+    body, created = tables.get_template("t2")
+    tables.put_template("t2", {**body, "window": 0}, created)
+    store.close()
+    with make_client(tmp_path) as c:
+        r = c.get("/v1/argo/templates/t2/revisions/abc?subject=prod.api", headers=R)
+        assert r.status_code == 422 and "window" in r.text, (r.status_code, r.text)

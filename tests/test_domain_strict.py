@@ -81,3 +81,28 @@ def test_a_config_range_is_checked_on_load(rng, what):
     with pytest.raises(ConfigError) as err:
         CompiledConfig.from_json(text)
     assert "tool_success_rate" in str(err.value) and "range" in str(err.value) and what in str(err.value), str(err.value)
+
+
+def test_signals_csv_range_errors_name_file_and_row(tmp_path):
+    """Review note 9: a range error in a signals CSV names the file and the row, as the YAML form names the file."""
+    from deploysignal._exceptions import InputError
+    from deploysignal.sources import read_signals_file
+
+    c = tmp_path / "signals.csv"
+    c.write_text("name,direction,kind,min,max\nok,up,continuous,0,\nerr,up,rate,0,\n", encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        read_signals_file(c)
+    assert str(c) in str(err.value) and err.value.row == 2 and "err" in str(err.value) and "inside [0, 1]" in str(err.value), str(err.value)
+
+
+def test_calibrate_says_where_a_declared_range_comes_from():
+    """Review note 8: a baseline on another scale than the catalogue's eval_score [0, 1] is refused
+    with a message that says how to declare its own range."""
+    from deploysignal._exceptions import InputError
+    from deploysignal.calibration import compile_baseline
+
+    rng = np.random.default_rng(1)
+    base = Frame(np.arange(300.0) * 60, (5 + rng.standard_normal(300)).reshape(-1, 1), ("eval_score",))
+    with pytest.raises(InputError) as err:
+        compile_baseline(base, check_model=False)
+    assert "catalogue" in str(err.value) and "range: [lo, hi]" in str(err.value) and "--signals" in str(err.value), str(err.value)

@@ -286,7 +286,9 @@ def compile_baseline(
     if all_nan:
         raise InputError(f"baseline signal has no values (all missing): {', '.join(all_nan)}", column=all_nan[0])
     specs = frame.specs
-    check_domain(frame.values, signal_domains(specs), frame.signals, what="baseline")  # a declared range the baseline breaks is wrong
+    check_domain(frame.values, signal_domains(specs), frame.signals, what="baseline",  # a declared range the baseline breaks is wrong
+                 hint=" (the built-in catalogue's range unless a signals file declares one: give this signal `range: [lo, hi]` in a"
+                      " signals file, `calibrate --signals`, if its scale differs)")
     kind_rate = np.array([s.kind == "rate" for s in specs])
     kind_count = np.array([s.kind == "count" for s in specs])
     orient = np.array([-1.0 if s.direction == "down" else 1.0 for s in specs])

@@ -253,8 +253,11 @@ def read_signals_file(path: str | Path) -> dict[str, SignalSpec]:
                     if not name:
                         raise InputError(f"{p}: missing name", row=i + 1, column="name")
                     lo, hi = (_csv_end(p, rec.get(c), i + 1, c) for c in ("min", "max"))
-                    out[name] = SignalSpec(name, (rec.get("direction") or "both").strip(), (rec.get("kind") or "continuous").strip(),  # type: ignore[arg-type]
-                                           None if lo is None and hi is None else (lo, hi))
+                    try:
+                        out[name] = SignalSpec(name, (rec.get("direction") or "both").strip(), (rec.get("kind") or "continuous").strip(),  # type: ignore[arg-type]
+                                               None if lo is None and hi is None else (lo, hi))
+                    except InputError as exc:
+                        raise InputError(f"{p}: signal {name!r}: {str(exc).split(': ', 1)[-1]}", row=i + 1, column=exc.column) from None
         except UnicodeDecodeError:
             raise InputError(not_utf8_message(p)) from None
         return out

@@ -106,3 +106,18 @@ def test_calibrate_says_where_a_declared_range_comes_from():
     with pytest.raises(InputError) as err:
         compile_baseline(base, check_model=False)
     assert "catalogue" in str(err.value) and "range: [lo, hi]" in str(err.value) and "--signals" in str(err.value), str(err.value)
+
+
+def test_the_simulator_keeps_rates_in_their_domain():
+    """``simulate("healthy_heavy")`` (Student-t(3) innovations) emitted rates outside [0, 1] (a success
+    rate of 1.16, a refusal rate of -0.21), clipped by the gate's old one-unit slack; with rates held to
+    [0, 1] the simulated baseline would be refused by ``calibrate``. The simulator clips rates to [0, 1]."""
+    from deploysignal.simulate import simulate
+
+    for seed in range(4):
+        sim = simulate("healthy_heavy", seed=seed)
+        for frame in (sim.baseline, sim.canary, sim.control):
+            for j, name in enumerate(frame.signals):
+                if CATALOGUE[name].kind == "rate":
+                    v = frame.values[:, j]
+                    assert not ((v < 0.0) | (v > 1.0)).any(), (seed, name, np.nanmin(v), np.nanmax(v))

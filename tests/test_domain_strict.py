@@ -121,3 +121,21 @@ def test_the_simulator_keeps_rates_in_their_domain():
                 if CATALOGUE[name].kind == "rate":
                     v = frame.values[:, j]
                     assert not ((v < 0.0) | (v > 1.0)).any(), (seed, name, np.nanmin(v), np.nanmax(v))
+
+
+def test_cli_refuses_a_config_with_a_broken_range_saying_why(tmp_path):
+    """``gate -c`` with a config whose rate carries ``range: [0.0]``: exit 2 and the whole message (it
+    ended in an IndexError traceback before; rich took ``[lo, hi]`` in the message for markup)."""
+    from typer.testing import CliRunner
+
+    from deploysignal.cli import app
+    from deploysignal.sources import write_csv
+
+    sim, cfg = _ramp()
+    doc = json.loads(cfg.to_json())
+    doc["signals"][cfg.names.index("tool_success_rate")]["range"] = [0.0]
+    doc["version_id"] = CompiledConfig.content_id(doc)
+    (tmp_path / "cfg.json").write_text(json.dumps(doc), encoding="utf-8")
+    write_csv(sim.canary.rows(0, 5), tmp_path / "canary.csv")
+    r = CliRunner().invoke(app, ["gate", str(tmp_path / "canary.csv"), "-c", str(tmp_path / "cfg.json")])
+    assert r.exit_code == 2 and "tool_success_rate" in r.output and "range must be [lo, hi]" in " ".join(r.output.split()), r.output

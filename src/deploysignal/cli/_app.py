@@ -17,6 +17,7 @@ import numpy as np
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
@@ -50,7 +51,7 @@ def _guard(fn: F) -> F:
             err.print(f"[red]replay mismatch[/red]: {exc}")
             raise typer.Exit(1) from None
         except (DeploySignalError, OSError) as exc:
-            err.print(f"[red]error[/red]: {exc}")
+            err.print(f"[red]error[/red]: {escape(str(exc))}")  # a message's "[lo, hi]" is text, not markup
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

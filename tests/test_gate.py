@@ -150,7 +150,7 @@ def test_memoised_cell_lookup_matches_the_keys():
     rng = np.random.default_rng(7)
     n = 3 * 1440
     tiers = np.array(["gold", "free"])[rng.integers(0, 2, n)]
-    cfg = compile_baseline(Frame(np.arange(n) * 60.0, rng.normal(size=(n, 2)), ("p99_latency_ms", "mfu"), cohort=tiers), seed=1)
+    cfg = compile_baseline(Frame(np.arange(n) * 60.0, rng.normal(size=(n, 2)), ("p99_latency_ms", "ttft_ms"), cohort=tiers), seed=1)
     gate = Gate(cfg, GateSettings())
     for ts in np.concatenate([rng.uniform(-3e7, 3e9, 3000), np.arange(0, 14 * 86400, 1799.5)]):
         for tier in ("gold", "free", "unknown", ""):

@@ -71,25 +71,30 @@ def _summary(ds):
 
 @pytest.mark.parametrize("mode", ["one-sample", "two-sample"])
 @pytest.mark.parametrize("ticks", [(560,), tuple(range(5, 560, 50))], ids=["late", "spaced"])
-def test_a_spike_for_the_canary_counts_as_a_missing_value(mode, ticks):
+@pytest.mark.parametrize(("signal", "value", "policy", "note"), [("eval_score", 1e307, "missing", "out-of-domain:eval_score"),
+                                                                 ("ttft_ms", -1e307, "reject", "spike:ttft_ms")])
+def test_a_spike_for_the_canary_counts_as_a_missing_value(mode, ticks, signal, value, policy, note):
     """The review's cases: eval_score = +1e307 (its good direction, ~1e309 sd) at tick 560 moved the slow
     ramp's rollback (584 one-sample / 561 two-sample) to 594 / 588; at ticks 5, 55, ..., 555 it gave a
     final proceed at 479 in both modes. Now each such spike is a missing value, noted in the tick's
-    records (``schema_continuity`` ``spike:eval_score``): the decisions and every family's evidence
-    equal those of the same run with NaN there, and the ramp is rolled back by family A."""
-    spiked = _run(mode, {(t, "eval_score"): 1e307 for t in ticks})
-    missing = _run(mode, {(t, "eval_score"): math.nan for t in ticks})
+    records (``schema_continuity``): the decisions and every family's evidence equal those of the same
+    run with NaN there, and the ramp is rolled back by family A. Since declared ranges, +1e307 is out
+    of eval_score's [0, 1] (rejected, or missing under ``out_of_domain="missing"``); the spike path
+    itself is checked on ttft_ms (no declared range), -1e307 being its good direction."""
+    spiked = _run(mode, {(t, signal): value for t in ticks}, policy=policy)
+    missing = _run(mode, {(t, signal): math.nan for t in ticks}, policy=policy)
     assert spiked[-1].verdict == "rollback" and spiked[-1].fired_families == ("A",)
     assert _summary(spiked) == _summary(missing)
     for t in ticks:
         if t < len(spiked):
-            assert all(r["schema_continuity"] == "spike:eval_score" for r in spiked[t].records), spiked[t].records[0]
+            assert all(r["schema_continuity"] == note for r in spiked[t].records), spiked[t].records[0]
             assert all(r["schema_continuity"] == "ok" for r in missing[t].records)
 
 
 def _continuous_signals():
+    """Continuous signals without a declared range: any finite value is inside their domain."""
     _sim, cfg = _ramp()
-    return [s.name for s in cfg.signals if s.kind == "continuous"]
+    return [s.name for s in cfg.signals if s.kind == "continuous" and s.range is None]
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -23,8 +23,9 @@ def test_ticks_accepted_by_0_4_0_are_rebuilt_not_rejected(tmp_path, step_sim, mo
             m.setattr(mod, "check_epoch_seconds", lambda *a, **k: None)
         with make_client(tmp_path, max_clock_skew=None) as c:  # 0.4.0 had no clock-skew check
             for aid in ("pct", "ms"):
-                r = c.post("/v1/analyses", json={"id": aid, "config": json.loads(cfg.to_json()), "window": 480}, headers=W)
-                assert r.status_code == 201, r.text
+                body = {"id": aid, "config": json.loads(cfg.to_json()), "window": 480, "out_of_domain": "reject"}  # stored as 0.4.0's settings
+                r = c.post("/v1/analyses", json=body, headers=W)
+                assert r.status_code == 201 and r.json()["settings"]["out_of_domain"] == "reject", r.text
             bad = dict(ticks[10], values=dict(ticks[10]["values"], tool_success_rate=95.0))
             assert c.post("/v1/analyses/pct/ticks", json={"ticks": [*ticks[:10], bad, *ticks[11:15]]}, headers=W).status_code == 200
             ms = dict(ticks[10], timestamp=ticks[10]["timestamp"] * 1000)
@@ -38,12 +39,17 @@ def test_ticks_accepted_by_0_4_0_are_rebuilt_not_rejected(tmp_path, step_sim, mo
             r = c.post(f"/v1/analyses/{aid}/void", json={"reason": "accepted by 0.4.0"}, headers=W)
             assert r.status_code == 200 and r.json()["tick"] == n, r.text
             assert c.post(f"/v1/analyses/{aid}/replay", headers=R).json()["ok"] is True
-        # new ingest is still screened
+        # new ingest is still screened: refused under out_of_domain "reject", taken as missing (noted) under "missing" (the default)
         bad = dict(ticks[15], values=dict(ticks[15]["values"], tool_success_rate=95.0))
-        r = c.post("/v1/analyses", json={"id": "new", "config": json.loads(cfg.to_json()), "window": 480}, headers=W)
+        r = c.post("/v1/analyses", json={"id": "new", "config": json.loads(cfg.to_json()), "window": 480, "out_of_domain": "reject"}, headers=W)
         assert r.status_code == 201
         r = c.post("/v1/analyses/new/ticks", json={"ticks": [bad]}, headers=W)
         assert r.status_code == 422 and "tool_success_rate" in r.text, r.text
+        r = c.post("/v1/analyses", json={"id": "new2", "config": json.loads(cfg.to_json()), "window": 480}, headers=W)
+        assert r.status_code == 201 and r.json()["settings"]["out_of_domain"] == "missing"
+        assert c.post("/v1/analyses/new2/ticks", json={"ticks": [bad]}, headers=W).status_code == 200
+        gate = c.get("/v1/analyses/new2", headers=R).json()["gate"]
+        assert gate["schema_continuity"] == "out-of-domain:tool_success_rate" and gate["valid_fraction"] == 0.0, gate
 
 
 def test_a_voided_analysis_still_rolls_back_and_never_raises_traffic(tmp_path, step_sim):

@@ -13,7 +13,7 @@ from sklearn.covariance import LedoitWolf, MinCovDet
 
 from .. import __version__
 from .._exceptions import InputError
-from ..telemetry import Frame
+from ..telemetry import Frame, check_domain, signal_domains
 from ._certificate import uncertified
 from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta
 from ._families import family_extras
@@ -286,6 +286,9 @@ def compile_baseline(
     if all_nan:
         raise InputError(f"baseline signal has no values (all missing): {', '.join(all_nan)}", column=all_nan[0])
     specs = frame.specs
+    check_domain(frame.values, signal_domains(specs), frame.signals, what="baseline",  # a declared range the baseline breaks is wrong
+                 hint=" (the built-in catalogue's range unless a signals file declares one: give this signal `range: [lo, hi]` in a"
+                      " signals file, `calibrate --signals`, if its scale differs)")
     kind_rate = np.array([s.kind == "rate" for s in specs])
     kind_count = np.array([s.kind == "count" for s in specs])
     orient = np.array([-1.0 if s.direction == "down" else 1.0 for s in specs])
@@ -588,7 +591,8 @@ def compile_baseline(
             )
         )
     signals = [
-        SignalMeta(name=s.name, direction=s.direction, kind=s.kind, phi=float(phi[j]), phi_se=float(phi_se[j]), innov_scale=float(scale[j]), score_lag1=float(lag1[j]), resolution=float(resolution[j]))
+        SignalMeta(name=s.name, direction=s.direction, kind=s.kind, phi=float(phi[j]), phi_se=float(phi_se[j]), innov_scale=float(scale[j]), score_lag1=float(lag1[j]), resolution=float(resolution[j]),
+                   range=None if s.range is None else list(s.range))
         for j, s in enumerate(specs)
     ]
     payload = dict(

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer, model_validator
 
 from .._exceptions import ConfigError
 
@@ -148,6 +148,32 @@ class SignalMeta(_Frozen):
     discrete (fewer than 20% of its values tied at one value). For an error rate at a constant request
     volume this is one error at that volume; with varying volume it is much smaller, and the SLO floor
     it provides is correspondingly weak."""
+    range: list[float | None] | None = None
+    """Declared domain ``[lo, hi]`` of the signal's raw values (``null`` for an open end), from the
+    signals file or the catalogue; ``None`` (left out of the JSON, as in configs compiled before ranges
+    existed): the kind's default (:func:`~deploysignal.telemetry.declared_range`)."""
+
+    @model_validator(mode="after")
+    def _check_range(self) -> SignalMeta:
+        """A declared range is two finite ends (or null), ``lo < hi``, inside the kind's domain
+        (:func:`~deploysignal.telemetry.parse_range`): a hand-edited or generated config is checked on
+        load like a signals file."""
+        if self.range is not None:
+            from ..telemetry import parse_range  # noqa: PLC0415 - telemetry does not import calibration
+
+            try:
+                parse_range(self.range, self.kind, self.name)
+            except ValueError as exc:
+                raise ValueError(f"signal {self.name!r}, field range: {str(exc).split(': ', 1)[-1]}") from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_undeclared_range(self, handler: Any) -> dict[str, Any]:
+        """No ``range`` key when none is declared: configs without one keep their bytes and version id."""
+        out = handler(self)
+        if out.get("range", 0) is None:
+            del out["range"]
+        return out
 
 
 class Cell(_Frozen):

@@ -17,6 +17,7 @@ import numpy as np
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
@@ -50,7 +51,7 @@ def _guard(fn: F) -> F:
             err.print(f"[red]replay mismatch[/red]: {exc}")
             raise typer.Exit(1) from None
         except (DeploySignalError, OSError) as exc:
-            err.print(f"[red]error[/red]: {exc}")
+            err.print(f"[red]error[/red]: {escape(str(exc))}")  # a message's "[lo, hi]" is text, not markup
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -134,7 +135,13 @@ def run_gate(
     finally:
         if fh:
             fh.close()
-    return _summary(decisions[-1] if decisions else None, config, len(decisions)), decisions
+    summary = _summary(decisions[-1] if decisions else None, config, len(decisions))
+    ood = [d.tick for d in decisions if "out-of-domain" in d.schema_continuity]
+    if ood:  # --out-of-domain missing: said, never silent (each tick's records name the signals)
+        summary["out_of_domain_ticks"] = len(ood)
+        err.print(f"warning: {len(ood)} tick(s) held a value outside its signal's domain (first at tick {ood[0]}), taken as missing for"
+                  " that signal and not counted as valid; the audit records' schema_continuity names the signals")
+    return summary, decisions
 
 
 @app.command()
@@ -163,11 +170,12 @@ def calibrate(
     print_certification(cfg, err)
 
 
-def _settings(alpha: float, window: int, mode: str, early_proceed: bool, drift_allowance: float = 0.0, a_nuisance: str = "learned") -> GateSettings:
+def _settings(alpha: float, window: int, mode: str, early_proceed: bool, drift_allowance: float = 0.0, a_nuisance: str = "learned",
+              out_of_domain: str = "reject") -> GateSettings:
     try:
         return GateSettings(
             alpha=alpha, window=window, mode=mode, early_proceed=early_proceed, drift_allowance=drift_allowance,  # type: ignore[arg-type]
-            a_nuisance=a_nuisance,  # type: ignore[arg-type]
+            a_nuisance=a_nuisance, out_of_domain=out_of_domain,  # type: ignore[arg-type]
         )
     except ValidationError as exc:
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
@@ -201,13 +209,17 @@ def gate(
     block_seconds: Optional[float] = typer.Option(None, help="Split mode, request logs: block units by the slot of this many seconds they started in (default: one tick)."),
     share_changes: Optional[str] = typer.Option(None, help="Split mode, request logs: times the router's weight changed (comma-separated, or a file with one a line; ISO-8601 or epoch seconds)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+    out_of_domain: str = typer.Option(
+        "reject", "--out-of-domain", help="A value outside its signal's domain (declared range): 'reject' (exit 2 naming row and "
+        "signal) or 'missing' (only that value taken as missing, whichever side it lies on; recorded in the audit, "
+        "the tick not counted as valid)."),
 ) -> None:
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""
     if split is not None or split_ticks is not None:
         from ._split import gate_split
 
-        if canary is not None or config is not None or control is not None or drift_allowance != 0.0 or a_nuisance != "learned":
-            raise InputError("--split / --split-ticks take no CANARY, --config, --control, --drift-allowance or --a-nuisance")
+        if canary is not None or config is not None or control is not None or drift_allowance != 0.0 or a_nuisance != "learned" or out_of_domain != "reject":
+            raise InputError("--split / --split-ticks take no CANARY, --config, --control, --drift-allowance, --a-nuisance or --out-of-domain")
         verdict = gate_split(out, split=split, split_ticks=split_ticks, signals=signals, audit=audit, as_json=as_json, alpha=alpha,
                              window=window, early_proceed=early_proceed, canary_share=canary_share, tick_seconds=tick_seconds,
                              unit_timeout=unit_timeout, block_seconds=block_seconds, share_changes=share_changes)
@@ -217,7 +229,7 @@ def gate(
     if any(v is not None for v in (signals, canary_share, tick_seconds, unit_timeout, block_seconds, share_changes)):
         raise InputError("--signals, --canary-share, --tick-seconds, --unit-timeout, --block-seconds and --share-changes belong to --split / --split-ticks")
     cfg = load_config(config)
-    settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance, a_nuisance)
+    settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance, a_nuisance, out_of_domain)
     can = load_stream(canary, cfg, "canary")
     ctrl = load_stream(control, cfg, "control") if control else None
     status = certification_status(cfg, settings)

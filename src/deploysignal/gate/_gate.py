@@ -21,7 +21,7 @@ from ..calibration import CompiledConfig, canonical_json, cell_keys, g_step_inno
 from ..calibration._config import _FAST_MAX, _FAST_MIN, _FAST_OK, _plain
 from ..detectors import Evidence, FamilyA, FamilyB, build_family_c, build_family_d, build_family_e
 from ..detectors._kernels import Z_BOUND, decide_run, decide_step, in_domain_run, scale_bounded
-from ..telemetry import Frame, check_domain, check_epoch_seconds, domain_bounds
+from ..telemetry import Frame, check_domain, check_epoch_seconds, enforce_domain, signal_domains
 from ._settings import GateSettings
 
 __all__ = ["FAMILY_BUILDERS", "VERDICTS", "BatchResult", "Decision", "Gate", "Standardizer", "check_paired"]
@@ -382,6 +382,11 @@ class Decision:
         theirs = (other.tick, other.timestamp, other.verdict, other.final, other.decided_at_tick, other.fired_families)
         return mine == theirs and self.records == other.records
 
+    @property
+    def schema_continuity(self) -> str:
+        """The tick's ``schema_continuity`` (``ok``, or what was missing, extra, a spike or out of its domain)."""
+        return self._source.continuity
+
     @cached_property
     def evidence(self) -> tuple[Evidence, ...]:
         src = self._source
@@ -533,7 +538,8 @@ class Gate:
         #: the floats every record repeats (alpha shares, thresholds, alpha) lie in the fast domain
         self._static_ok = _plain([s.alpha] + [v for _n, alloc, thr, _c, _l in self._static for v in (alloc, thr) if v is not None])
         self._cell_memo: dict[tuple[int, str], tuple[int, str]] = {}
-        self._domain = domain_bounds(self.config.arrays["kind_rate"], self.config.arrays["kind_count"])
+        #: each signal's domain (declared range, or its kind's default: :mod:`deploysignal.telemetry._domain`)
+        self.domains = signal_domains(self.config.signals)
         self._reset()
 
     def _reset(self) -> None:
@@ -662,9 +668,11 @@ class Gate:
         InputError
             Non-finite or non-increasing timestamp, a timestamp that cannot be epoch seconds
             (:func:`~deploysignal.telemetry.check_epoch_seconds`: milliseconds), wrong number of values, non-numeric or infinite
-            values, a value outside its kind's domain (:func:`~deploysignal.telemetry.check_domain`:
-            rates in [0, 1], counts >= 0), a control tick missing in two-sample mode (or given in
-            one-sample mode). A rejected tick changes nothing.
+            values, a value outside its domain (declared range or its kind's default:
+            :func:`~deploysignal.telemetry.check_domain`) with ``out_of_domain="reject"`` (with
+            ``"missing"`` only that signal is affected: :func:`~deploysignal.telemetry.enforce_domain`),
+            a control tick missing in two-sample mode (or given in one-sample mode). A rejected tick
+            changes nothing.
         """
         return self.update_many([timestamp], [values], cohorts=None if cohort is None else [cohort], control=None if control is None else [control])[0]
 
@@ -732,10 +740,14 @@ class Gate:
             stamps[i] = ts
             tiers.append(tier)
             conts.append(cont)
-        if self.screen:
-            check_domain(raw, self._domain, self._names, what="canary", first_row=self._tick + 1)
-        if craw is not None and self.screen:
-            check_domain(craw, self._domain, self._names, what="control", first_row=self._tick + 1)
+        s = self.settings
+        ood = None  # ticks with a value out of its domain (policy "missing")
+        if s.out_of_domain == "missing":  # part of the evaluation: replay and rebuild apply it too
+            raw, craw, ood = self._enforce_domain(raw, craw, conts)
+        elif self.screen:
+            check_domain(raw, self.domains, self._names, what="canary", first_row=self._tick + 1)
+            if craw is not None:
+                check_domain(craw, self.domains, self._names, what="control", first_row=self._tick + 1)
         # ---- every tick is valid: evaluate
         cells, nbs, keys = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), []
         offsets, weights = level_neighbour(stamps, self.config.tick_seconds)
@@ -774,8 +786,7 @@ class Gate:
         b_drift, b_fired, b_roll, b_ewma, b_reason = self._rules.run(z, raw, cells, cz, craw)
         out[:, -1, 1] = b_drift
         fired[:, -1] = b_roll  # family B counts toward a rollback only through rules that roll back
-        valid = self._valid(z, cz)
-        s = self.settings
+        valid = self._valid(z, cz) if ood is None else self._valid(z, cz) & ~ood
         verdict, final, decided = np.empty(n, dtype=np.int64), np.empty(n, dtype=bool), np.empty(n, dtype=np.int64)
         first, max_lw, n_valid = np.empty((n, F), dtype=np.int64), np.empty((n, F)), np.empty(n, dtype=np.int64)
         decide_run(
@@ -798,11 +809,30 @@ class Gate:
         self._tick += n
         return decisions
 
+    def _enforce_domain(self, raw: np.ndarray, craw: np.ndarray | None, conts: list[str]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Policy ``missing`` (:func:`~deploysignal.telemetry.enforce_domain`): each value out of its
+        domain taken as missing, noted in its tick's ``schema_continuity`` (``out-of-domain:<signals>``,
+        ``control-out-of-domain:<signals>``); returns the values and the mask of ticks holding such a
+        value (not valid ticks)."""
+        raw, miss = enforce_domain(raw, self.domains)
+        ood = miss.any(axis=1)
+        notes = [("out-of-domain", miss)]
+        if craw is not None:
+            craw, cmiss = enforce_domain(craw, self.domains)
+            ood |= cmiss.any(axis=1)
+            notes.append(("control-out-of-domain", cmiss))
+        self._note_masks(conts, notes)
+        return raw, craw, ood
+
     def _note_spikes(self, conts: list[str], canary: np.ndarray, control: np.ndarray | None) -> None:
         """Record in a tick's ``schema_continuity`` the signals whose value was a spike counting for the
         canary and was therefore taken as missing (:class:`Standardizer`): ``spike:<signals>`` and
         ``control-spike:<signals>``. Valid input has none, so its records do not change."""
-        for what, mask in (("spike", canary), ("control-spike", control)):
+        self._note_masks(conts, [("spike", canary), ("control-spike", control)])
+
+    def _note_masks(self, conts: list[str], masks: list[tuple[str, np.ndarray | None]]) -> None:
+        """Append ``<what>:<signals>`` to the ``schema_continuity`` of each tick where ``mask`` has a signal."""
+        for what, mask in masks:
             if mask is None or not mask.any():
                 continue
             for i in np.flatnonzero(mask.any(axis=1)).tolist():
@@ -931,8 +961,11 @@ class Gate:
             state = self._cohort("")
             can_std, ctl_std = state[0], state[1]
             raw = vals[:, i]
-            z = can_std(ts, raw, cell, nb, w)
             craw = None if control is None else control[:, i]
+            ood = None
+            if self.settings.out_of_domain == "missing":  # the same per-signal handling as update_many
+                raw, craw, ood = self._enforce_domain(raw, craw, [""] * self._P)
+            z = can_std(ts, raw, cell, nb, w)
             cz = None if craw is None else ctl_std(ts, craw, cell, nb, w)
             lws, fires = [], []
             lag, clag = can_std.lag, (None if cz is None else ctl_std.lag)
@@ -945,7 +978,8 @@ class Gate:
             ever |= np.stack(fires + [b_fired], axis=1)
             fires.append(b_roll)
             harm = self._families["A"].harm_excluded().all(axis=1) if "A" in self._families else np.zeros(self._P, dtype=bool)
-            self._decide(np.stack(lws, axis=1), np.stack(fires, axis=1), b_fired, self._valid(z, cz), harm)
+            valid = self._valid(z, cz) if ood is None else self._valid(z, cz) & ~ood
+            self._decide(np.stack(lws, axis=1), np.stack(fires, axis=1), b_fired, valid, harm)
             state[2] = ts
             self._last_ts = max(self._last_ts, ts)
             self._tick += 1

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from ..detectors import RuleSettings
 
@@ -60,6 +60,12 @@ class GateSettings(BaseModel):
         mean capped at the band's upper edge: gross shifts as with the band, moderate ones somewhat
         later than ``learned``; monotone in harm in the property test, not by proof. Logs whose header
         has no such key replay as ``learned``.
+    out_of_domain : {"reject", "missing"}
+        What a value outside its signal's domain (declared range, :mod:`deploysignal.telemetry._domain`)
+        does: ``reject`` the batch naming row and signal (default; checked on new input only), or
+        ``missing``: only that signal of that tick is taken as missing (whichever side it lies on),
+        recorded in ``schema_continuity``, the tick not counted as valid. Left out of :meth:`model_dump` when ``reject``: settings written
+        before the field existed mean ``reject`` and keep their bytes.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,6 +84,14 @@ class GateSettings(BaseModel):
     drift_allowance: float = Field(0.0, ge=0.0)
     a_nuisance: Literal["learned", "band", "capped"] = "learned"
     rules: RuleSettings = Field(default_factory=RuleSettings)
+    out_of_domain: Literal["reject", "missing"] = "reject"
+
+    @model_serializer(mode="wrap")
+    def _omit_default_policy(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if out.get("out_of_domain") == "reject":
+            del out["out_of_domain"]
+        return out
 
     @model_validator(mode="after")
     def _check_shares(self) -> GateSettings:

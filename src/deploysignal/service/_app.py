@@ -93,6 +93,11 @@ class CreateAnalysis(_Strict):
     window: StrictInt = Field(480, ge=1, le=10_000_000)
     max_extensions: StrictInt = Field(1, ge=0, le=1000)
     early_proceed: bool = False
+    out_of_domain: Literal["reject", "missing"] = Field(
+        "missing", description="a value outside its signal's domain (declared range, give or take float rounding): 'missing' (default) "
+        "takes only that signal of that tick as missing, whichever side it lies on, recorded in the audit (schema_continuity) and listed "
+        "in the ingest response (out_of_domain), the tick not counted as valid; 'reject' answers 422 naming the tick and signal (push "
+        "only: a pull analysis cannot reject)")
     prometheus: PullSpec | SplitPullSpec | None = Field(None, description="pull mode: PromQL per signal (PullSpec), or for mode split the per-arm counters and histograms (SplitPullSpec)")
     metrics: dict[str, dict[str, Any] | None] | None = Field(None, description="split mode: the metric specs (a split signals file's content)")
     canary_share: Number | None = Field(None, gt=0, lt=1, description="split mode: configured canary share of units (enables the sample-ratio check)")
@@ -101,6 +106,7 @@ class CreateAnalysis(_Strict):
     def _one_source(self) -> CreateAnalysis:
         if self.mode == "split":
             extra = [n for n in ("config", "config_ref", "baseline", "signals") if getattr(self, n) is not None]
+            extra += ["out_of_domain (split ticks are checked by their own parser)"] if "out_of_domain" in self.model_fields_set else []
             if isinstance(self.prometheus, PullSpec):
                 extra.append("prometheus in the pull-mode shape (give arm_label, arms, units, events, histograms)")
             if extra:
@@ -110,6 +116,8 @@ class CreateAnalysis(_Strict):
             return self
         if self.metrics is not None or self.canary_share is not None or isinstance(self.prometheus, SplitPullSpec):
             raise ValueError("metrics, canary_share and a split prometheus spec (arm_label, arms, ...) belong to mode split")
+        if self.out_of_domain == "reject" and self.prometheus is not None:  # here, so that a template is refused when stored
+            raise ValueError("out_of_domain 'reject' needs pushed ticks: a pulled tick has no client to answer 422 to (use 'missing')")
         given = [n for n in ("config", "config_ref", "baseline") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of config, config_ref, baseline (got {given or 'none'})")
@@ -269,6 +277,12 @@ def _parse_body(model: type[_M], raw: bytes, content_type: str | None) -> _M:
 
 
 # ---------------------------------------------------------------------- app factory
+def _effective(settings: dict[str, Any]) -> dict[str, Any]:
+    """Gate settings as they apply: ``out_of_domain`` is left out of the stored settings when it is
+    ``reject`` (settings written before the field existed keep their bytes), shown here all the same."""
+    return {**settings, "out_of_domain": settings.get("out_of_domain", "reject")}
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the service. Opens (and migrates) the store named by ``settings.store_url``.
 
@@ -390,7 +404,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "evidence": [] if last is None else [r for r in last.records if r.get("family") != "gate"],
             "gate": None if last is None else next((r for r in last.records if r.get("family") == "gate"), None),
             "baseline_version": row.spec["config_version"],
-            "settings": row.spec["settings"],
+            "settings": row.spec["settings"] if isinstance(eng, SplitEngine) else _effective(row.spec["settings"]),
             "audit_head": row.audit_head,
             "integrity": None if (ic := manager.integrity.get(aid)) is None else ic.to_json(),
             "created": row.created,
@@ -469,10 +483,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         _check_pull_spec(body, cfg)
         if body.prometheus is not None:
             warnings = _validate_prometheus(body.prometheus)
-        gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed}
+        gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed,
+              "out_of_domain": body.out_of_domain}
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}
         spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
-        out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"],
+        out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": _effective(spec["settings"]),
                "certification": certification_status(cfg, manager.engine(aid).settings)}
         if body.prometheus is not None:
             _start_puller(aid, body.prometheus.model_dump())
@@ -625,7 +640,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             prom = {**prom, "arms": {a: v.replace("{{revision}}", revision) for a, v in prom["arms"].items()}}
         elif prom:
             prom = {**prom, **{k: None if prom.get(k) is None else {s: q.replace("{{revision}}", revision) for s, q in prom[k].items()} for k in ("canary", "control")}}
-        _create(aid, CreateAnalysis.model_validate({**tpl, "prometheus": prom}).model_copy(update={"id": aid}))
+        try:
+            body = CreateAnalysis.model_validate({**tpl, "prometheus": prom})
+        except ValidationError as exc:  # a stored template this version no longer accepts: a clear 422, not a 500
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first.get("loc", ())) or "template"
+            raise InputError(f"the template does not instantiate: {loc}: {first['msg']}", column=loc) from None
+        _create(aid, body.model_copy(update={"id": aid}))
 
     def _store_template(tid: str, body: CreateAnalysis) -> dict[str, Any]:
         """A template as stored: the config resolved to a stored reference, everything else as given
@@ -635,7 +656,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             specs = tick_specs(check_split_signals(body.metrics, "metrics"), "metrics")
             if isinstance(body.prometheus, SplitPullSpec):
                 check_split_pull(body.prometheus, specs)
-            return body.model_dump(mode="json", exclude={"id"}, exclude_none=True)
+            unset = set() if "out_of_domain" in body.model_fields_set else {"out_of_domain"}  # not a split setting: kept out unless given
+            return body.model_dump(mode="json", exclude={"id", *unset}, exclude_none=True)
         cfg, cfg_json = _config_of(body)
         _check_pull_spec(body, cfg)  # what every instantiation would refuse is refused now
         store.put_config(cfg.version_id, cfg_json)

@@ -19,7 +19,8 @@ import numpy as np
 from .._exceptions import ConfigError, InputError
 from ..calibration import CompiledConfig
 from ..gate import Decision, Gate, GateSettings
-from ..telemetry import check_clock_skew, check_domain, check_epoch_seconds
+from ..telemetry import check_clock_skew, check_domain, check_epoch_seconds, out_of_domain_reason
+from ..telemetry._domain import out_of_domain_mask
 
 __all__ = ["AnalysisEngine", "TickIn", "TickResult", "VoidIn"]
 
@@ -222,8 +223,9 @@ class AnalysisEngine:
 
     # ------------------------------------------------------------------ validation
     def validate(self, ticks: Sequence[Mapping[str, Any]], *, clock_skew: tuple[float, float] | None = None) -> list[TickIn]:
-        """Check a whole batch (types, finiteness, signal names, strict time order, each value inside its
-        kind's domain: :func:`~deploysignal.telemetry.check_domain`) without changing state.
+        """Check a whole batch (types, finiteness, signal names, strict time order and, with the settings'
+        ``out_of_domain="reject"``, each value inside its domain: :func:`~deploysignal.telemetry.check_domain`;
+        with ``"missing"`` such a value is taken per signal by the gate and recorded) without changing state.
 
         Time order is per cohort, as in :meth:`Gate.update`: each cohort (tier) is its own stream, so two
         cohorts may report the same timestamp, but a cohort's ticks must be strictly increasing.
@@ -286,12 +288,31 @@ class AnalysisEngine:
                 raise InputError(str(exc).split(": ", 1)[-1] if col else str(exc), row=i, column=col) from None
             out.append(TickIn(ts, v, c, cohort))
             clocks[key] = ts
-        bounds = self.gate._domain  # noqa: SLF001 - the gate's per-signal domain
+        if self.settings.out_of_domain != "reject":  # "missing": the gate takes such a value per signal, recorded
+            return out
         for what, maps in (("canary", [t.values for t in out]), ("control", [t.control for t in out if t.control is not None])):
             if maps:
                 rows = np.array([[m.get(n, math.nan) for n in self.names] for m in maps], dtype=float)  # None -> NaN
-                check_domain(rows, bounds, self.names, what=what)  # row = tick of the batch
+                check_domain(rows, self.gate.domains, self.names, what=what)  # row = tick of the batch
         return out
+
+    def out_of_domain(self, ticks: Sequence[TickIn], first_tick: int) -> list[dict[str, Any]]:
+        """The values of validated ``ticks`` (the first being tick ``first_tick``) that the gate will take
+        as missing because they lie outside their signal's domain (settings ``out_of_domain="missing"``;
+        none under ``reject``, which refused them in :meth:`validate`): per value its ``tick``,
+        ``signal``, ``value``, ``reason`` and, for a control value, ``"control": true``; in tick order."""
+        if self.settings.out_of_domain != "missing" or not ticks:
+            return []
+        nan, names, dom = math.nan, self.names, self.gate.domains
+        found: list[tuple[int, int, int, dict[str, Any]]] = []
+        for arm, what, maps in ((0, "canary", [t.values for t in ticks]), (1, "control", [t.control for t in ticks])):
+            rows = np.array([[nan] * len(names) if m is None else [m.get(n, nan) for n in names] for m in maps], dtype=float)
+            for i, j in np.argwhere(out_of_domain_mask(rows, dom)).tolist():
+                x = float(rows[i, j])
+                entry = {"tick": first_tick + i, "signal": names[j], "value": x,
+                         "reason": out_of_domain_reason(dom, names, j, x, what=what) + "; recorded as missing"}
+                found.append((i, arm, j, {**entry, "control": True} if arm else entry))
+        return [e for *_k, e in sorted(found, key=lambda f: f[:3])]
 
     # ------------------------------------------------------------------ evaluation
     def ingest(self, ticks: Sequence[TickIn | VoidIn]) -> list[TickResult]:

@@ -29,6 +29,9 @@ __all__ = ["AnalysisManager"]
 
 log = logging.getLogger(__name__)
 
+#: At most this many out-of-domain values are listed in an ingest response (their count is always given).
+OUT_OF_DOMAIN_LISTED = 20
+
 _SORTED = msgspec.json.Encoder(order="sorted")
 
 
@@ -229,6 +232,7 @@ class AnalysisManager:
         skew = None if self.max_clock_skew is None else (self.clock(), self.max_clock_skew)
         valid = eng.validate(ticks, clock_skew=skew)  # InputError here leaves the engine untouched
         n0 = eng.n_ticks
+        ood = eng.out_of_domain(valid, n0) if isinstance(eng, AnalysisEngine) else None
         results = eng.ingest(valid)
         payloads = [canonical_json(t.to_json()) if isinstance(eng, SplitEngine) else tick_payload(t) for t in valid]
         snapshot = None
@@ -249,6 +253,14 @@ class AnalysisManager:
             "audit_head": head,
             "duplicate": False,
         }
+        if ood is not None:  # what "out_of_domain: missing" took as missing: the client is told, not only the audit
+            response["out_of_domain"] = {"count": len(ood), "values": ood[:OUT_OF_DOMAIN_LISTED]}
+            if ood:
+                per: dict[str, int] = {}
+                for e in ood:
+                    per[e["signal"]] = per.get(e["signal"], 0) + 1
+                log.warning("analysis %r: %d out-of-domain value(s) in ticks %d-%d recorded as missing (%s); first: tick %d, %s",
+                            la.row.id, len(ood), n0, eng.n_ticks - 1, ", ".join(f"{k} x{v}" for k, v in per.items()), ood[0]["tick"], ood[0]["reason"])
         la.append(
             payloads,
             audit,

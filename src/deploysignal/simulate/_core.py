@@ -229,10 +229,13 @@ def simulate(
     signals = tuple(_PROFILE)
     # one continuous series: baseline, then canary; control is a second independent stream
     ts, vals = simulate_streams(rng, 2, baseline_ticks + m, tick_seconds=tick_seconds, noise=nz, signals=signals)
+    rate = np.array([CATALOGUE[s].kind == "rate" for s in signals])
+    vals[..., rate] = np.clip(vals[..., rate], 0.0, 1.0)  # a rate lives in [0, 1] (heavy-tailed noise would leave it)
     base = Frame(ts[:baseline_ticks], vals[0, :baseline_ticks], signals)
     canary_vals = _apply(vals[0, baseline_ticks:], signals, reg)
     if pattern is not None:
         canary_vals = apply_pattern(ts[baseline_ticks:], canary_vals, signals, pattern, _PROFILE, nz.diurnal)
+    canary_vals[:, rate] = np.clip(canary_vals[:, rate], 0.0, 1.0)
     canary = Frame(ts[baseline_ticks:], canary_vals, signals)
     control = Frame(ts[baseline_ticks:], vals[1, baseline_ticks:], signals)
     truth = {

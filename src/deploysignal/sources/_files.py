@@ -239,7 +239,8 @@ def read_frame(path: str | Path, *, specs: dict[str, SignalSpec] | None = None) 
 
 
 def read_signals_file(path: str | Path) -> dict[str, SignalSpec]:
-    """Read signal metadata: JSON/YAML mapping ``{name: {direction, kind}}`` or CSV ``name,direction,kind``."""
+    """Read signal metadata: JSON/YAML mapping ``{name: {direction, kind, range}}`` (``range: [lo, hi]``,
+    ``null`` for an open end) or CSV ``name,direction,kind[,min,max]`` (empty = open end)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
@@ -251,7 +252,12 @@ def read_signals_file(path: str | Path) -> dict[str, SignalSpec]:
                     name = (rec.get("name") or "").strip()
                     if not name:
                         raise InputError(f"{p}: missing name", row=i + 1, column="name")
-                    out[name] = SignalSpec(name, (rec.get("direction") or "both").strip(), (rec.get("kind") or "continuous").strip())  # type: ignore[arg-type]
+                    lo, hi = (_csv_end(p, rec.get(c), i + 1, c) for c in ("min", "max"))
+                    try:
+                        out[name] = SignalSpec(name, (rec.get("direction") or "both").strip(), (rec.get("kind") or "continuous").strip(),  # type: ignore[arg-type]
+                                               None if lo is None and hi is None else (lo, hi))
+                    except InputError as exc:
+                        raise InputError(f"{p}: signal {name!r}: {str(exc).split(': ', 1)[-1]}", row=i + 1, column=exc.column) from None
         except UnicodeDecodeError:
             raise InputError(not_utf8_message(p)) from None
         return out
@@ -262,11 +268,24 @@ def read_signals_file(path: str | Path) -> dict[str, SignalSpec]:
         meta = meta or {}
         if not isinstance(meta, dict):
             raise InputError(f"{p}: entry must be a mapping", column=str(name))
-        unknown = set(meta) - {"direction", "kind"}
+        unknown = set(meta) - {"direction", "kind", "range"}
         if unknown:
-            raise InputError(f"{p}: unknown keys {sorted(unknown)} (allowed: direction, kind)", column=str(name))
-        out[str(name)] = SignalSpec(str(name), meta.get("direction", "both"), meta.get("kind", "continuous"))
+            raise InputError(f"{p}: unknown keys {sorted(unknown)} (allowed: direction, kind, range)", column=str(name))
+        try:
+            out[str(name)] = SignalSpec(str(name), meta.get("direction", "both"), meta.get("kind", "continuous"), meta.get("range"))
+        except InputError as exc:
+            raise InputError(f"{p}: {str(exc).split(': ', 1)[-1]}", column=str(name)) from None
     return out
+
+
+def _csv_end(p: Path, text: str | None, row: int, column: str) -> float | None:
+    """One end of a declared range in a signals CSV (``min``/``max`` columns; empty = open)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"{p}: {column} must be a number or empty, got {text!r}", row=row, column=column) from None
 
 
 def write_csv(frame: Frame, path: str | Path) -> None:

@@ -1,11 +1,12 @@
 """Telemetry table and signal metadata."""
 
-from ._domain import COUNT_SLACK, RATE_SLACK, check_domain, domain_bounds
+from ._domain import ROUNDING_TOLERANCE, Domains, check_domain, enforce_domain, out_of_domain_reason, signal_domains
 from ._epoch import MAX_EPOCH_SECONDS, check_clock_skew, check_epoch_seconds
 from ._frame import Frame
-from ._signals import CATALOGUE, INFRA_SIGNALS, SignalSpec, resolve_specs
+from ._signals import CATALOGUE, INFRA_SIGNALS, SignalSpec, declared_range, parse_range, resolve_specs
 
 __all__ = [
-    "CATALOGUE", "COUNT_SLACK", "INFRA_SIGNALS", "MAX_EPOCH_SECONDS", "RATE_SLACK", "Frame", "SignalSpec", "check_clock_skew", "check_domain",
-    "check_epoch_seconds", "domain_bounds", "resolve_specs",
+    "CATALOGUE", "INFRA_SIGNALS", "MAX_EPOCH_SECONDS", "ROUNDING_TOLERANCE", "Domains", "Frame", "SignalSpec",
+    "check_clock_skew", "check_domain", "check_epoch_seconds", "declared_range", "enforce_domain", "out_of_domain_reason", "parse_range", "resolve_specs",
+    "signal_domains",
 ]

@@ -1,52 +1,121 @@
-"""The domain of a signal's values, by kind, checked where ticks enter the gate.
+"""The domain of a signal's values, checked (or enforced per signal) where ticks enter the gate.
 
-===============  ===========================================================================
-kind             accepted values
-===============  ===========================================================================
-``rate``         ``[0, 1]``; values at most :data:`RATE_SLACK` (one unit) outside are clipped to
-                 the range, as the variance-stabilising transform always did (rounding and
-                 counter-extrapolation noise: a ratio of Prometheus ``rate()`` results can
-                 exceed 1); beyond that a value cannot be a fraction and is rejected
-``count``        ``>= 0``; values at most :data:`COUNT_SLACK` (one) below 0 are clipped to 0
-``continuous``   any finite number
-===============  ===========================================================================
+Each signal has a *declared range* ``[lo, hi]``: the ``range`` of its entry in the signals file
+(``range: [lo, hi]``, ``null`` for an open end), else the catalogue's, else its kind's default
+(:func:`~deploysignal.telemetry.declared_range`). A compiled config carries declared ranges; a config
+compiled before ranges existed has none, so its signals get their kind's default.
 
-Missing values (NaN, ``null``) are always accepted. Infinities are rejected before this check.
-Anything else outside its kind's domain (a success rate of 95 given in percent, a negative request
-count) is rejected with an :class:`~deploysignal.InputError` naming the row and the signal: the
-gate never guesses what such a value meant.
+===================  ==================  ====================================================
+signal               declared range      notes
+===================  ==================  ====================================================
+kind ``rate``        ``[0, 1]``          a declared range must lie inside ``[0, 1]``
+kind ``count``       ``>= 0``            a declared range must lie inside ``[0, inf)``
+kind ``continuous``  any finite number   latencies, cost, tokens: declare ``[0, null]``
+``eval_score``       ``[0, 1]``          the catalogue's
+===================  ==================  ====================================================
 
-Magnitude: a finite ``continuous`` value is accepted however large. Against its signal's baseline
-scale it can still be far beyond anything the families' arithmetic could carry (``-1e307`` for an
-eval score whose baseline sd is 0.02 is ~1e309 sd, an overflow); the gate's standardiser therefore
-holds every standardised innovation and AR(1) regressor to ``+-Z_BOUND``
+A value is *in its domain* when it lies in ``[lo, hi]``, ends included, give or take float rounding
+(:data:`ROUNDING_TOLERANCE`, relative: ``1 + 1e-12`` is a rate of 1, ``1.0001`` is not). Nothing else
+is: not a success rate of 1.05, not a count of -1, not a score of 1.2. Missing values (NaN, ``null``)
+are always accepted; infinities are rejected before this check. A value out of its domain is never
+clamped to its bound and never used as given; the gate setting ``out_of_domain`` decides:
+
+- ``"reject"`` (the gate's and the CLI's default): :class:`~deploysignal.InputError` naming the row
+  and the signal (:func:`check_domain`); nothing of the batch is evaluated. Files are fixed and run
+  again: the gate never guesses what a success rate of 95 meant.
+- ``"missing"`` (the service's default for new analyses; the only policy of the Prometheus pull):
+  that signal of that tick is **missing** (:func:`enforce_domain`), whichever side it lies on, and
+  the tick's records say so in ``schema_continuity`` (``out-of-domain:<signals>``,
+  ``control-out-of-domain:<signals>``). The tick's other signals are evaluated as usual. Every
+  family's evidence is then exactly that of the same input with those values deleted: an absurd value
+  counts neither for nor against the canary, so it cannot make a regression roll back later than the
+  input without it, nor a healthy canary proceed earlier.
+
+  Such a tick does not count as valid toward ``min_valid_fraction`` (0.8 by default): the verdict
+  proceeds only if at least that fraction of the window's ticks were valid. A source that sends
+  out-of-domain values on more than ``1 - min_valid_fraction`` (20%) of its ticks therefore holds the
+  gate at ``extend``; one that sends them on fewer ticks does not: those values are simply missing
+  and the gate decides on the rest, as it would with those values deleted (a healthy canary with a
+  score of 2.0 on every 10th tick can proceed). The service's ingest response and log say which values were taken as
+  missing; the gate does not second-guess a source that is mostly right.
+
+Magnitude: a finite value inside its domain is accepted however large (a continuous signal without a
+declared range). Against its baseline scale it can still be far beyond what the families' arithmetic
+could carry (``-1e307`` for a signal whose baseline sd is 0.02 is ~1e309 sd, an overflow); the gate's
+standardiser therefore holds every standardised innovation and AR(1) regressor to ``+-Z_BOUND``
 (:data:`deploysignal.detectors._kernels.Z_BOUND`, 1e6 sd). A *spike*, a value more than ``Z_BOUND``
-marginal sd from its cell's baseline level, is not kept as the signal's AR(1) predecessor (the next
-tick is predicted from the last ordinary value). A spike that would count for the canary (a canary
-value in its signal's good direction, a control value in its bad one; not for two-sided signals) is
-taken as missing and noted in the tick's ``schema_continuity`` (``spike:<signals>``,
-``control-spike:<signals>``); one in the harmful direction is bet on by family A at its clip without
-learning cell bias or AR-error regression from it. Every family clips its data term at 6 sd or less,
-so a spike's evidence is at most that of a 6-sd value, never NaN, and it cannot silence a family for
-the ticks after it (``tests/test_issue23_values.py``, ``tests/test_hardfix_review.py``).
+marginal sd from its cell's baseline level, is not kept as the signal's AR(1) predecessor; one that
+would count for the canary is taken as missing and noted (``spike:<signals>``,
+``control-spike:<signals>``); one in the harmful direction is bet on at the families' clip. Every
+family clips its data term at 6 sd or less, so a value's evidence is at most that of a 6-sd value,
+never NaN, and it cannot silence a family for the ticks after it (``tests/test_issue23_values.py``,
+``tests/test_domain_values.py``, ``tests/test_domain_strict.py``).
 
-These checks screen *new* input (the CLI ``gate``, the service's ingest); ticks accepted before them
-(a 0.4.0 log or stored analysis) are replayed and rebuilt as accepted.
+The ``reject`` check screens *new* input only (the CLI ``gate``, the service's ingest); ticks accepted
+before it (a 0.4.0 log or stored analysis, whose settings have no ``out_of_domain``) are replayed and
+rebuilt as they were accepted. ``missing`` is part of the evaluation: replay and rebuild apply it
+again, so the records replay byte for byte.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
 
 from .._exceptions import InputError
+from ._signals import declared_range
 
-__all__ = ["COUNT_SLACK", "RATE_SLACK", "check_domain", "domain_bounds"]
+__all__ = ["ROUNDING_TOLERANCE", "Domains", "check_domain", "enforce_domain", "out_of_domain_mask", "out_of_domain_reason", "signal_domains"]
 
-#: How far outside [0, 1] a rate may lie and still be taken as noise (clipped) rather than rejected.
-RATE_SLACK = 1.0
-#: How far below 0 a count may lie and still be taken as noise (clipped) rather than rejected.
-COUNT_SLACK = 1.0
+#: Float rounding accepted beyond a finite end of a declared range, relative to ``max(1, |end|)``.
+ROUNDING_TOLERANCE = 1e-9
+
+
+class Domains(NamedTuple):
+    """Per signal (``(k,)`` float arrays, infinite for an open end): the declared range ``lo``, ``hi``
+    and the values accepted, ``lo_ok <= x <= hi_ok`` (the range give or take float rounding);
+    ``kinds`` and ``declared`` (whether the range was declared, not the kind's default) name the
+    domain in messages."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    lo_ok: np.ndarray
+    hi_ok: np.ndarray
+    kinds: tuple[str, ...]
+    declared: tuple[bool, ...]
+
+
+def _slack(end: float) -> float:
+    return ROUNDING_TOLERANCE * max(1.0, abs(end)) if math.isfinite(end) else 0.0
+
+
+def signal_domains(signals: Sequence[Any]) -> Domains:
+    """The :class:`Domains` of signals (:class:`~deploysignal.telemetry.SignalSpec` or a compiled
+    config's signals: anything with ``kind`` and an optional ``range``).
+
+    >>> from deploysignal.telemetry import CATALOGUE
+    >>> d = signal_domains([CATALOGUE["tool_success_rate"], CATALOGUE["eval_score"], CATALOGUE["ttft_ms"]])
+    >>> d.lo.tolist(), d.hi.tolist(), d.hi_ok.tolist()
+    ([0.0, 0.0, -inf], [1.0, 1.0, inf], [1.000000001, 1.000000001, inf])
+    """
+    lo, hi, lo_ok, hi_ok, kinds, declared = [], [], [], [], [], []
+    for s in signals:
+        a, b = declared_range(s)
+        a_, b_ = -math.inf if a is None else a, math.inf if b is None else b
+        lo.append(a_)
+        hi.append(b_)
+        lo_ok.append(a_ - _slack(a_))
+        hi_ok.append(b_ + _slack(b_))
+        kinds.append(str(s.kind))
+        declared.append(getattr(s, "range", None) is not None)
+    arr = [np.ascontiguousarray(v, dtype=float) for v in (lo, hi, lo_ok, hi_ok)]
+    for v in arr:
+        v.setflags(write=False)
+    return Domains(*arr, tuple(kinds), tuple(declared))
 
 
 @njit(cache=True)
@@ -61,43 +130,80 @@ def _first_outside(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> int:  # pra
     return -1
 
 
-def domain_bounds(kind_rate: np.ndarray, kind_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per signal, the lowest and highest value accepted (``-inf``/``inf`` where unbounded), from
-    the ``(k,)`` masks of rate and count signals: what :func:`check_domain` compares against."""
-    rate, count = np.asarray(kind_rate, dtype=bool), np.asarray(kind_count, dtype=bool)
-    lo = np.where(rate, -RATE_SLACK, np.where(count, -COUNT_SLACK, -np.inf))
-    hi = np.where(rate, 1.0 + RATE_SLACK, np.inf)
-    return np.ascontiguousarray(lo, dtype=float), np.ascontiguousarray(hi, dtype=float)
+def _describe(domains: Domains, j: int) -> str:
+    """The domain of signal ``j`` in words, e.g. ``a rate, [0, 1]`` or ``its declared range [0, 1]``."""
+    lo, hi = domains.lo[j], domains.hi[j]
+    text = f">= {lo:g}" if math.isinf(hi) else f"<= {hi:g}" if math.isinf(lo) else f"[{lo:g}, {hi:g}]"
+    if domains.declared[j]:
+        return f"its declared range {text}"
+    return f"a {domains.kinds[j]}, {text}"
 
 
-def check_domain(values: np.ndarray, bounds: tuple[np.ndarray, np.ndarray], names: tuple[str, ...] | list[str],
-                 *, what: str = "canary", first_row: int = 1) -> None:
-    """Raise :class:`InputError` at the first value (row-major order) outside its kind's domain.
+def out_of_domain_reason(domains: Domains, names: Sequence[str], j: int, x: float, *, what: str = "canary") -> str:
+    """Why value ``x`` of signal ``j`` is out of its domain, e.g. ``canary value 95.0 is outside the
+    domain of a rate, [0, 1] (a percentage? give rates as fractions)``."""
+    if domains.declared[j]:
+        msg = f"{what} value {x!r} is outside the domain of {names[j]}, {_describe(domains, j)}"
+    else:
+        msg = f"{what} value {x!r} is outside the domain of {_describe(domains, j)}"
+    if domains.kinds[j] == "rate" and 1.0 < x <= 100.0:
+        msg += " (a percentage? give rates as fractions)"
+    return msg
 
-    ``values``: (n, k) floats, NaN = missing; ``bounds``: :func:`domain_bounds`; ``first_row``: the
-    1-based row number of ``values[0]`` in the caller's stream. Compiled scan
-    (``_first_outside``, numba): it runs on every tick.
+
+def check_domain(values: np.ndarray, domains: Domains, names: Sequence[str], *, what: str = "canary", first_row: int = 1,
+                 hint: str = "") -> None:
+    """Raise :class:`InputError` at the first value (row-major order) out of its domain (the ``reject``
+    policy; see the module).
+
+    ``values``: (n, k) floats, NaN = missing; ``domains``: :func:`signal_domains`; ``first_row``: the
+    1-based row number of ``values[0]`` in the caller's stream; ``hint``: appended to the message of a
+    declared range. Compiled scan (``_first_outside``, numba): it runs on every tick.
 
     >>> import numpy as np
-    >>> b = domain_bounds(np.array([True, False]), np.array([False, False]))
-    >>> check_domain(np.array([[0.5, -1e300], [1.05, np.nan]]), b, ("tool_success_rate", "eval_score"))
-    >>> check_domain(np.array([[95.0, 1.0]]), b, ("tool_success_rate", "eval_score"), first_row=7)
+    >>> from deploysignal.telemetry import CATALOGUE
+    >>> d = signal_domains([CATALOGUE["tool_success_rate"], CATALOGUE["eval_score"]])
+    >>> check_domain(np.array([[0.5, 1.0], [1.0 + 1e-12, np.nan]]), d, ("tool_success_rate", "eval_score"))
+    >>> check_domain(np.array([[95.0, 0.8]]), d, ("tool_success_rate", "eval_score"), first_row=7)
     Traceback (most recent call last):
     ...
     deploysignal._exceptions.InputError: row 7, column 'tool_success_rate': canary value 95.0 is outside the domain of a rate, [0, 1] (a percentage? give rates as fractions)
+    >>> check_domain(np.array([[0.9, 1.05]]), d, ("tool_success_rate", "eval_score"))
+    Traceback (most recent call last):
+    ...
+    deploysignal._exceptions.InputError: row 1, column 'eval_score': canary value 1.05 is outside the domain of eval_score, its declared range [0, 1]
     """
     v = np.ascontiguousarray(values, dtype=float)
     if v.ndim != 2 or v.size == 0:
         return
-    lo, hi = bounds
-    at = _first_outside(v, lo, hi)
+    at = _first_outside(v, domains.lo_ok, domains.hi_ok)
     if at < 0:
         return
     i, j = divmod(int(at), v.shape[1])
-    x = float(v[i, j])
-    if hi[j] < np.inf:  # a rate
-        hint = " (a percentage? give rates as fractions)" if 1.0 < x <= 100.0 else ""
-        msg = f"{what} value {x!r} is outside the domain of a rate, [0, 1]{hint}"
-    else:
-        msg = f"{what} value {x!r} is outside the domain of a count, >= 0"
-    raise InputError(msg, row=first_row + i, column=str(names[j]))
+    msg = out_of_domain_reason(domains, names, j, float(v[i, j]), what=what)
+    raise InputError(msg + (hint if domains.declared[j] else ""), row=first_row + i, column=str(names[j]))
+
+
+def out_of_domain_mask(values: np.ndarray, domains: Domains) -> np.ndarray:
+    """``(n, k)`` mask of the values out of their domain (NaN is not)."""
+    v = np.asarray(values, dtype=float)
+    return (v < domains.lo_ok) | (v > domains.hi_ok)
+
+
+def enforce_domain(values: np.ndarray, domains: Domains) -> tuple[np.ndarray, np.ndarray]:
+    """The ``missing`` policy (see the module): ``values`` ((n, k), NaN = missing) with each value out
+    of its domain replaced by NaN, and the mask of those values. Values inside their domain are
+    returned as they are (the same array when there is nothing to change).
+
+    >>> import numpy as np
+    >>> from deploysignal.telemetry import CATALOGUE
+    >>> d = signal_domains([CATALOGUE["eval_score"], CATALOGUE["refusal_rate"]])
+    >>> out, missing = enforce_domain(np.array([[2.0, 7.0], [-5.0, 0.1], [1.0, 0.0]]), d)
+    >>> out.tolist(), missing.tolist()
+    ([[nan, nan], [nan, 0.1], [1.0, 0.0]], [[True, True], [True, False], [False, False]])
+    """
+    v = np.ascontiguousarray(values, dtype=float)
+    if v.ndim != 2 or v.size == 0 or _first_outside(v, domains.lo_ok, domains.hi_ok) < 0:
+        return v, np.zeros(v.shape, dtype=bool)
+    missing = out_of_domain_mask(v, domains)
+    return np.where(missing, np.nan, v), missing

@@ -58,8 +58,9 @@ class GateSettings(BaseModel):
         in harm, but a shift counts only beyond the band, so moderate shifts are detected later or
         not at all (docs/one-sample.md gives the measured cost). ``capped`` centres on the learned
         mean capped at the band's upper edge: gross shifts as with the band, moderate ones somewhat
-        later than ``learned``; monotone in harm in the property test, not by proof. Logs whose header
-        has no such key replay as ``learned``.
+        later than ``learned``; monotone in harm in the property test, not by proof. Left out of
+        :meth:`model_dump` when ``learned``: settings written before the key existed mean ``learned``
+        and keep their bytes.
     out_of_domain : {"reject", "missing"}
         What a value outside its signal's domain (declared range, :mod:`deploysignal.telemetry._domain`)
         does: ``reject`` the batch naming row and signal (default; checked on new input only), or
@@ -91,6 +92,8 @@ class GateSettings(BaseModel):
         out = handler(self)
         if out.get("out_of_domain") == "reject":
             del out["out_of_domain"]
+        if out.get("a_nuisance") == "learned":  # settings (audit headers, stored specs) written before the key keep their bytes
+            del out["a_nuisance"]
         return out
 
     @model_validator(mode="after")

@@ -26,7 +26,11 @@ Ported line by line from argoproj/argo-rollouts at commit 9f8d111d8f8e3e88b6d7f8
 
 What is abstracted: time. One :meth:`AnalysisRun.reconcile` is one metric ``interval``: every metric
 that is due takes one measurement (Argo retries an Error after ``DefaultErrorRetryInterval`` = 10 s,
-i.e. more often than once per interval; this only reaches ``consecutiveErrorLimit`` sooner). The
+i.e. more often than once per interval; this only reaches ``consecutiveErrorLimit`` sooner), and a
+measurement in flight (phase Running, e.g. Kayenta's after ``Run``) is resumed at once (Argo waits for
+its ``resumeAt``) through the provider's ``Resume``, or ``Terminate`` when the run is terminating
+(``runMeasurements``); it replaces the last measurement and counts only once completed. The Kayenta
+provider is ported beside this module, in :mod:`argo_kayenta`. The
 expressions of ``successCondition`` / ``failureCondition`` are expr-lang; :func:`eval_condition`
 evaluates the subset they use here (``result.a.b``, ``==``, ``!=``, ``&&``, ``||``, ``!``, literals)
 with expr's rule that a missing map key reads as ``nil``.
@@ -72,6 +76,7 @@ class Metric:
     success_condition: str = ""
     failure_condition: str = ""
     web: dict[str, Any] = field(default_factory=dict)
+    kayenta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_yaml(cls, m: Mapping[str, Any]) -> Metric:
@@ -84,6 +89,7 @@ class Metric:
             inconclusive_limit=num("inconclusiveLimit"), consecutive_error_limit=num("consecutiveErrorLimit"),
             consecutive_success_limit=num("consecutiveSuccessLimit"), success_condition=m.get("successCondition", ""),
             failure_condition=m.get("failureCondition", ""), web=dict(m.get("provider", {}).get("web", {})),
+            kayenta=dict(m.get("provider", {}).get("kayenta", {})),
         )
 
     def effective_count(self) -> int | None:
@@ -98,6 +104,7 @@ class Measurement:
     phase: str
     value: str = ""
     message: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -284,14 +291,23 @@ def assess_metric_status(metric: Metric, r: MetricResult, terminating: bool) -> 
     return SUCCESSFUL if terminating else RUNNING
 
 
+def _unchanged(metric: Metric, m: Measurement) -> Measurement:
+    """``Resume`` / ``Terminate`` of the providers that do nothing there (webmetric; Kayenta's ``Terminate``)."""
+    return m
+
+
 @dataclass
 class AnalysisRun:
-    """One AnalysisRun of the given metrics; ``measure(metric)`` takes a measurement (e.g. :func:`web_measure`)."""
+    """One AnalysisRun of the given metrics; ``measure(metric)`` takes a measurement (the provider's
+    ``Run``, e.g. :func:`web_measure`); ``resume(metric, m)`` and ``terminate_measurement(metric, m)``
+    are the provider's ``Resume`` and ``Terminate`` of a measurement in flight."""
 
     metrics: list[Metric]
     measure: Callable[[Metric], Measurement]
     dry_run: frozenset[str] = frozenset()
     terminate: bool = False
+    resume: Callable[[Metric, Measurement], Measurement] = _unchanged
+    terminate_measurement: Callable[[Metric, Measurement], Measurement] = _unchanged
     results: dict[str, MetricResult] = field(default_factory=dict)
     phase: str = ""
     message: str = ""
@@ -302,29 +318,40 @@ class AnalysisRun:
             return True
         return any(not r.dry_run and r.phase in (FAILED, ERROR, INCONCLUSIVE) for r in self.results.values())
 
-    def _tasks(self) -> list[Metric]:
-        """``generateMetricTasks`` (all measurements complete at once: nothing is in flight)."""
+    def _tasks(self) -> list[tuple[Metric, bool]]:
+        """``generateMetricTasks``: (metric, whether its last measurement is in flight)."""
         terminating = self.terminating()
         tasks = []
         for m in self.metrics:
             r = self.results.get(m.name)
             if r is not None and completed(r.phase):
                 continue
+            if r is not None and r.measurements and not completed(r.measurements[-1].phase):
+                tasks.append((m, True))  # "Resuming in-progress measurement" (even when terminating)
+                continue
             if terminating:
                 continue
             count = m.effective_count()
             if r is not None and r.measurements and count is not None and r.count >= count:
                 continue
-            tasks.append(m)
+            tasks.append((m, False))
         return tasks
 
     def reconcile(self) -> str:
-        """One interval: run the due measurements, update the counters, assess the run."""
+        """One interval: run (or resume) the due measurements, update the counters, assess the run."""
         if completed(self.phase):
             return self.phase
-        for m in self._tasks():
-            meas = self.measure(m)
-            r = self.results.setdefault(m.name, MetricResult(m.name, dry_run=m.name in self.dry_run))
+        terminating = self.terminating()
+        for m, in_flight in self._tasks():
+            r = self.results.setdefault(m.name, MetricResult(m.name, phase=RUNNING, dry_run=m.name in self.dry_run))
+            if not in_flight:
+                meas = self.measure(m)
+            elif terminating:
+                meas = self.terminate_measurement(m, r.measurements[-1])
+                if meas.phase in (SUCCESSFUL, INCONCLUSIVE):
+                    meas.message = "Metric Terminated"
+            else:
+                meas = self.resume(m, r.measurements[-1])
             if meas.phase == SUCCESSFUL:
                 r.successful += 1
                 r.count += 1
@@ -342,7 +369,10 @@ class AnalysisRun:
                 r.error += 1
                 r.consecutive_error += 1
                 r.consecutive_success = 0
-            r.measurements.append(meas)
+            if in_flight:
+                r.measurements[-1] = meas
+            else:
+                r.measurements.append(meas)
         self.phase, self.message = self._assess()
         return self.phase
 

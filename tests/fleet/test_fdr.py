@@ -107,7 +107,11 @@ def _simulate_fleet(kind: str, seed: int, reps: int, n: int = 60, k: int = 2, t_
 
 
 @pytest.mark.montecarlo
-@pytest.mark.parametrize("kind", ["positive", "negative", "heavy", "ar1"])
+@pytest.mark.parametrize("kind", [
+    "ar1",
+    # outside the CI budget (./run test -m extended; 35-60 s each): the other dependence structures
+    *(pytest.param(k, marks=pytest.mark.extended) for k in ("positive", "negative", "heavy")),
+])
 def test_ebh_fdr_at_most_q_under_dependence(kind):
     q, reps = 0.1, 100
     any_false_fixed = any_false_max = 0
@@ -175,7 +179,7 @@ def _contaminated_fleet(kind: str, plan: float | None, *, seed: int, reps: int =
 
 
 @pytest.mark.montecarlo
-@pytest.mark.parametrize("offsets", [0.0, 3.0])
+@pytest.mark.parametrize("offsets", [0.0, pytest.param(3.0, marks=pytest.mark.extended)])  # 3.0: ./run test -m extended
 def test_fdr_without_margin_fails_when_faulty_shards_move_the_median(offsets):
     """The exchangeable null alone is not enough: 12.5% faulty shards bias every healthy shard.
 
@@ -190,9 +194,10 @@ def test_fdr_without_margin_fails_when_faulty_shards_move_the_median(offsets):
 
 @pytest.mark.montecarlo
 @pytest.mark.parametrize(("kind", "plan", "offsets"), [
-    ("harmless", 0.10, 0.0), ("both", 0.10, 0.0), ("both_t3", 0.10, 0.0), ("both_ar1", 0.10, 0.0), ("harmless", 0.15, 3.0),
-    # outside the CI budget (./run test -m extended): the other planned fraction and per-shard offsets
-    *(pytest.param(*case, marks=pytest.mark.extended) for case in [("harmless", 0.15, 0.0), ("both", 0.15, 0.0), ("both", 0.10, 3.0)]),
+    ("harmless", 0.10, 0.0), ("both", 0.10, 0.0), ("harmless", 0.15, 3.0),
+    # outside the CI budget (./run test -m extended): the other noise laws, planned fraction and per-shard offsets
+    *(pytest.param(*case, marks=pytest.mark.extended) for case in [("both_t3", 0.10, 0.0), ("both_ar1", 0.10, 0.0), ("harmless", 0.15, 0.0),
+                                                                    ("both", 0.15, 0.0), ("both", 0.10, 3.0)]),
 ])
 def test_fdr_at_most_q_with_faulty_shards_at_the_planned_fraction(kind, plan, offsets):
     """With the margin for a planned faulty fraction (0.10 is the observer's default) and that many
@@ -239,7 +244,7 @@ def _healthy_payoff(margin: float, stuck: float, *, n: int = 80, n_faulty: int =
 
 
 @pytest.mark.montecarlo
-@pytest.mark.parametrize("stuck", [0.3, 0.45, 0.6, 1.0, 3.0])
+@pytest.mark.parametrize("stuck", [pytest.param(0.3, marks=pytest.mark.extended), 0.45, 0.6, pytest.param(1.0, marks=pytest.mark.extended), 3.0])
 def test_margin_leaves_no_positive_drift_for_healthy_shards(stuck):
     """The supermartingale condition itself: E[g(u - eps)] <= 0 for healthy shards, with 15% of the
     fleet stuck near or far from the centre. Not significantly positive at 3 standard errors; the

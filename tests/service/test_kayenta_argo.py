@@ -1,4 +1,5 @@
-"""Conformance: Argo Rollouts' Kayenta provider (ported in ``_argo_kayenta.py``) against a live
+"""Conformance: Argo Rollouts' Kayenta provider (ported in ``conformance/argo_kayenta.py``, driven by the
+analysis controller ported in ``conformance/argo.py``) against a live
 ``deploysignal serve`` over a real socket, with the AnalysisTemplate of docs/integrations.md.
 
 Fail closed: the metric ends Successful only when the gate proceeded; a rollback is Failed with score
@@ -18,7 +19,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ._argo_kayenta import ERROR, FAILED, INCONCLUSIVE, RUNNING, SUCCESSFUL, ArgoKayentaProvider, run_metric
+from conformance.argo import Metric, step_outcome
+from conformance.argo_kayenta import ERROR, FAILED, INCONCLUSIVE, RUNNING, SUCCESSFUL, ArgoKayentaProvider, analysis, measurements
+
 from ._proc import KAYENTA, WRITE, Server, free_port
 from .conftest import ticks_of
 
@@ -39,7 +42,7 @@ def doc_template(marker: str = "this block") -> dict:
     return yaml.safe_load(block.group(1))
 
 
-def metric_for(url: str, canary_hash: str, key: str = KAYENTA, config_name: str | None = None, **threshold: int) -> dict:
+def metric_for(url: str, canary_hash: str, key: str = KAYENTA, config_name: str | None = None, **threshold: int) -> Metric:
     """The doc's metric with Argo's argument substitution ({{args.x}}) and the live service's address;
     ``config_name`` replaces the doc's ``canaryConfigName`` (the template id) by an analysis id."""
     tpl = doc_template()
@@ -52,7 +55,7 @@ def metric_for(url: str, canary_hash: str, key: str = KAYENTA, config_name: str 
         metric["provider"]["kayenta"]["canaryConfigName"] = config_name
     if threshold:
         metric["provider"]["kayenta"]["threshold"] = threshold
-    return metric
+    return Metric.from_yaml(metric)
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +88,16 @@ def verdict(c: httpx.Client, aid: str) -> tuple[str, bool]:
     return v["verdict"], v["final"]
 
 
-def named(url: str, canary_hash: str, key: str = KAYENTA, **threshold: int) -> dict:
+def named(url: str, canary_hash: str, key: str = KAYENTA, **threshold: int) -> Metric:
     """The doc's metric with ``canaryConfigName`` naming the explicit analysis ``prod.inference-api.<hash>``."""
     return metric_for(url, canary_hash, key, f"prod.inference-api.{canary_hash}", **threshold)
 
 
 def drive(url: str, canary_hash: str, on_step=None, max_steps: int = 40, key: str = KAYENTA, threshold: dict | None = None, template: bool = False, **kw):
-    """Run the metric (the doc's template id as config when ``template``, else the explicit analysis)."""
+    """An AnalysisRun of the metric (the doc's template id as config when ``template``, else the explicit analysis)."""
     metric = metric_for(url, canary_hash, key, **(threshold or {})) if template else named(url, canary_hash, key, **(threshold or {}))
     with ArgoKayentaProvider(**kw) as p:
-        return run_metric(p, metric, T0, max_steps=max_steps, on_step=on_step)
+        return analysis(p, metric, T0, max_steps=max_steps, on_step=on_step)
 
 
 # ---------------------------------------------------------------------- the gate decides
@@ -103,8 +106,8 @@ def test_healthy_canary_is_successful_with_score_100(live):
     create(c, "prod.inference-api.healthy1", cfg, window=120)
     res = drive(srv.url, "healthy1", on_step=lambda i: ingest(c, "prod.inference-api.healthy1", ticks_of(healthy.canary, 30 * i, min(30 * (i + 1), 120))))
     assert verdict(c, "prod.inference-api.healthy1") == ("proceed", True)
-    assert res.phase == SUCCESSFUL and len(res.measurements) == 1
-    m = res.measurements[0]
+    assert res.phase == SUCCESSFUL and len(measurements(res)) == 1 and step_outcome(res.phase) == "promoted"
+    m = measurements(res)[0]
     assert m.phase == SUCCESSFUL and m.value == "100" and m.metadata["canaryExecutionId"].startswith("ex-")
     body = httpx.get(f"{srv.url}/kayenta/{KAYENTA}/canary/{m.metadata['canaryExecutionId']}").json()
     assert body["complete"] is True and body["status"] == "succeeded" and body["canaryConfigId"] == "prod.inference-api.healthy1"
@@ -130,10 +133,10 @@ def test_regression_is_failed_with_score_0(live):
     create(c, aid, cfg, window=480)
     res = drive(srv.url, "regress1", on_step=lambda i: ingest(c, aid, ticks_of(step.canary, 60 * i, min(60 * (i + 1), 480))))
     assert verdict(c, aid) == ("rollback", True)
-    assert res.phase == FAILED
-    m = res.measurements[-1]
+    assert res.phase == FAILED and step_outcome(res.phase) == "aborted"
+    m = measurements(res)[-1]
     assert m.phase == FAILED and m.value == "0"
-    assert len(res.measurements) == 1  # the measurement was Running until the gate rolled back
+    assert len(measurements(res)) == 1  # the measurement was Running until the gate rolled back
     body = httpx.get(f"{srv.url}/kayenta/{KAYENTA}/canary/{m.metadata['canaryExecutionId']}").json()
     jr = body["result"]["judgeResult"]
     assert jr["score"]["score"] == 0.0 and jr["score"]["classification"] == "Fail"
@@ -155,7 +158,7 @@ def test_final_extend_is_inconclusive_never_successful(live):
         m60 = p.run(metric, T0, T0)  # started while the analysis is undecided
         res = drive(srv.url, "nodata1", on_step=lambda i: ingest(c, aid, nodata(healthy.canary, 20 * i, min(20 * (i + 1), 60))))
         assert verdict(c, aid) == ("extend", True)
-        assert res.phase == INCONCLUSIVE and res.measurements[-1].value == "50"  # the template's marginal
+        assert res.phase == INCONCLUSIVE and measurements(res)[-1].value == "50"  # the template's marginal
         assert p.resume(metric, m60).phase == FAILED  # Failed, not Successful
 
 
@@ -169,8 +172,8 @@ def test_pending_and_extending_stay_running(live):
     assert verdict(c, "prod.inference-api.extending1") == ("extend", False)
     for h in ("pending1", "extending1"):
         res = drive(srv.url, h, max_steps=40)
-        assert res.phase == RUNNING and len(res.measurements) == 1 and res.measurements[0].phase == RUNNING
-        body = httpx.get(f"{srv.url}/kayenta/{KAYENTA}/canary/{res.measurements[0].metadata['canaryExecutionId']}").json()
+        assert res.phase == RUNNING and len(measurements(res)) == 1 and measurements(res)[0].phase == RUNNING
+        body = httpx.get(f"{srv.url}/kayenta/{KAYENTA}/canary/{measurements(res)[0].metadata['canaryExecutionId']}").json()
         assert body["complete"] is False and body["result"] is None
 
 
@@ -196,8 +199,8 @@ def test_errors_end_in_error_never_successful(live, tmp_path):
         cases["no answer (timeout)"] = drive(f"http://127.0.0.1:{hole.getsockname()[1]}", "proceeds", timeout=0.5)
     for name, res in cases.items():
         assert res.phase == ERROR, (name, res)
-        assert len(res.measurements) == 5 and all(m.phase == ERROR for m in res.measurements), name
-    assert "Canary config not found" in cases["no analysis for this revision"].measurements[0].message
+        assert len(measurements(res)) == 5 and all(m.phase == ERROR for m in measurements(res)), name
+    assert "Canary config not found" in measurements(cases["no analysis for this revision"])[0].message
     # a known execution polled through a wrong key, and an unknown execution id
     create(c, "prod.inference-api.undecided", cfg, window=120)
     metric = named(srv.url, "undecided")
@@ -275,9 +278,9 @@ def test_injected_faults_never_end_successful_unless_the_gate_proceeded(live):
             ingest(c, aid, ticks)
             assert verdict(c, aid) == (want, final), h
             for m in firsts:
-                res = run_metric(p, metric, T0, max_steps=12, first=m)
+                res = analysis(p, metric, T0, max_steps=13, first=m)  # the first reconcile records m
                 seen[h].add(res.phase)
-                if res.phase == SUCCESSFUL:
+                if step_outcome(res.phase) == "promoted":
                     assert want == "proceed", (h, res)
     assert seen["fz-proceed"] >= {SUCCESSFUL}
     assert seen["fz-rollback"] <= {FAILED, ERROR, RUNNING} and FAILED in seen["fz-rollback"]
@@ -337,7 +340,7 @@ def test_score_passes_only_on_proceed_for_every_accepted_threshold():
 
     from deploysignal.service import execution_status
 
-    from ._argo_kayenta import evaluate_result
+    from conformance.argo_kayenta import evaluate_result
 
     signals = [{"name": "p99_latency_ms", "classification": "High", "observations": 9}, {"name": "x", "classification": "Nodata", "observations": 0}]
     for verdict_, final in (("pending", False), ("extend", False), ("extend", True), ("proceed", True), ("rollback", True)):
@@ -397,8 +400,52 @@ def test_port_decodes_the_config_list_as_go_does():
     metric = named("http://svc", "h1")
     ok = [{"ID": "prod.inference-api.h1", "name": "prod.inference-api.h1", "updatedTimestamp": 1, "applications": [], "extra": {}}]
     with ArgoKayentaProvider(transport=answer(ok)) as p:
-        assert p._config_id(metric["provider"]["kayenta"]) == "prod.inference-api.h1"
+        assert p._config_id(metric.kayenta) == "prod.inference-api.h1"
     for bad in ({"id": 7}, {"name": ["x"]}, {"updatedTimestamp": 1.5}, {"updatedTimestamp": "1"}, {"applications": [1]}):
         with ArgoKayentaProvider(transport=answer([{**ok[0], **bad}])) as p:
             with pytest.raises(ValueError, match="cannot unmarshal"):
-                p._config_id(metric["provider"]["kayenta"])
+                p._config_id(metric.kayenta)
+
+
+def test_controller_resumes_the_measurement_in_flight_and_counts_it_once():
+    """Through the controller port: a Kayenta measurement is Running until ``complete``, replaced (not
+    appended) on each ``Resume`` and counted once; a dry-run Kayenta metric that fails does not fail the
+    run; with ``consecutiveSuccessLimit`` one Successful measurement of an interval metric completes it."""
+    polls = {"n": 0}
+
+    def kayenta(req: httpx.Request) -> httpx.Response:
+        if req.url.path.endswith("/canaryConfig"):
+            return httpx.Response(200, json=[{"id": "cfg", "name": "prod.inference-api.h1"}])
+        if req.method == "POST":
+            return httpx.Response(200, json={"canaryExecutionId": "ex-1"})
+        polls["n"] += 1
+        if polls["n"] < 3:
+            return httpx.Response(200, json={"complete": False})
+        return httpx.Response(200, json={"complete": True, "result": {"judgeResult": {"score": {"score": score}}}})
+
+    for score, want in ((100.0, SUCCESSFUL), (0.0, FAILED)):
+        polls["n"] = 0
+        with ArgoKayentaProvider(transport=httpx.MockTransport(kayenta)) as p:
+            res = analysis(p, named("http://svc", "h1"), T0)
+        (r,) = res.results.values()
+        assert res.phase == want and polls["n"] == 3 and len(r.measurements) == 1 and r.count == 1
+        assert r.measurements[0].metadata == {"canaryExecutionId": "ex-1"} and r.measurements[0].value == str(int(score))
+    # dry-run: the failing metric is recorded Failed, the run is Successful (the web metric decides)
+    from conformance.argo import AnalysisRun, Measurement
+
+    polls["n"] = 0
+    k = named("http://svc", "h1")
+    with ArgoKayentaProvider(transport=httpx.MockTransport(kayenta)) as p:
+        ok = Metric("web-ok")
+        run = AnalysisRun([k, ok], lambda m: p.run(m, T0, T0) if m is k else Measurement(SUCCESSFUL), frozenset({k.name}), resume=p.resume)
+        for _ in range(5):
+            run.reconcile()
+        assert run.results[k.name].phase == FAILED and run.phase == SUCCESSFUL
+    # consecutiveSuccessLimit on an interval metric (no count: it would run indefinitely)
+    score = 100.0
+    polls["n"] = 0
+    k = named("http://svc", "h1")
+    k.interval, k.consecutive_success_limit = "5m", 1
+    with ArgoKayentaProvider(transport=httpx.MockTransport(kayenta)) as p:
+        res = analysis(p, k, T0, max_steps=10)
+    assert res.phase == SUCCESSFUL and len(measurements(res)) == 1

@@ -2,7 +2,7 @@
 (``<template>@<hash>``, created on first sight), and a verdict reached before an execution was
 requested never answers it (a hash reused by a later rollout, a retry after a rollback).
 
-Argo's provider (the port in ``_argo_kayenta.py``) runs against the app in process (Starlette's test
+Argo's Kayenta provider and analysis controller (the ports in ``conformance/``) run against the app in process (Starlette's test
 transport), with the doc's AnalysisTemplate.
 """
 
@@ -12,7 +12,8 @@ import json
 
 from deploysignal.service._kayenta import KEY_IN_PATH
 
-from ._argo_kayenta import ERROR, FAILED, RUNNING, SUCCESSFUL, ArgoKayentaProvider, run_metric
+from conformance.argo import Metric
+from conformance.argo_kayenta import ERROR, FAILED, RUNNING, SUCCESSFUL, ArgoKayentaProvider, analysis
 from ._proc import KAYENTA, READ
 from .conftest import W, make_client, ticks_of
 from .test_kayenta_argo import T0, metric_for, nodata
@@ -30,7 +31,7 @@ def _ingest(c, aid: str, ticks: list[dict]) -> None:
     assert r.status_code == 200, r.text
 
 
-def _metric(canary_hash: str, config_name: str | None = None) -> dict:
+def _metric(canary_hash: str, config_name: str | None = None) -> Metric:
     return metric_for(URL, canary_hash, KAYENTA, config_name)
 
 
@@ -48,15 +49,15 @@ def test_hash_reused_by_a_later_rollout_never_gets_the_old_verdict(tmp_path, hea
         _template(c, "prod.inference-api", cfg, window=120)
         # rollout 1 (hash aaa111): the analysis is created by Argo's first POST; telemetry follows
         a1 = "prod.inference-api@aaa111"
-        res = run_metric(p, _metric("aaa111"), T0, on_step=lambda i: i and _ingest(c, a1, ticks_of(healthy.canary, 30 * (i - 1), min(30 * i, 120))))
+        res = analysis(p, _metric("aaa111"), T0, on_step=lambda i: i and _ingest(c, a1, ticks_of(healthy.canary, 30 * (i - 1), min(30 * i, 120))))
         assert res.phase == SUCCESSFUL and c.get(f"/v1/analyses/{a1}", headers=W).json()["verdict"] == "proceed"
         # rollout 2 (new hash): a new analysis, undecided, never another revision's verdict
-        res2 = run_metric(p, _metric("bbb222"), T0, max_steps=5)
+        res2 = analysis(p, _metric("bbb222"), T0, max_steps=5)
         assert res2.phase == RUNNING and c.get("/v1/analyses/prod.inference-api@bbb222", headers=W).json()["verdict"] == "pending"
         # undo to revision 1 (its hash repeats): refused, the rollout stops; no promotion on the old proceed
         m = p.run(_metric("aaa111"), T0, T0)
         assert m.phase == ERROR
-        assert run_metric(p, _metric("aaa111"), T0, max_steps=10).phase == ERROR
+        assert analysis(p, _metric("aaa111"), T0, max_steps=10).phase == ERROR
         r = _post(c, "prod.inference-api", "app=a,rollouts-pod-template-hash=aaa111")
         assert r.status_code == 409 and "already reached its verdict 'proceed'" in r.json()["detail"]
         # the template's history keeps both revisions, the first one still decided
@@ -65,12 +66,12 @@ def test_hash_reused_by_a_later_rollout_never_gets_the_old_verdict(tmp_path, hea
 
         # retry after a rollback, same hash: refused (not Failed forever, never Successful) ...
         _template(c, "prod.regress", cfg_step, window=480)
-        r3 = run_metric(p, _metric("ccc333", "prod.regress"), T0, on_step=lambda i: i and _ingest(c, "prod.regress@ccc333", ticks_of(step.canary, 60 * (i - 1), min(60 * i, 480))))
+        r3 = analysis(p, _metric("ccc333", "prod.regress"), T0, on_step=lambda i: i and _ingest(c, "prod.regress@ccc333", ticks_of(step.canary, 60 * (i - 1), min(60 * i, 480))))
         assert r3.phase == FAILED
-        assert run_metric(p, _metric("ccc333", "prod.regress"), T0, max_steps=10).phase == ERROR
+        assert analysis(p, _metric("ccc333", "prod.regress"), T0, max_steps=10).phase == ERROR
         # ... and a new template id judges the same revision afresh (what docs/integrations.md says to do)
         _template(c, "prod.regress.retry1", cfg_step, window=480)
-        assert run_metric(p, _metric("ccc333", "prod.regress.retry1"), T0, max_steps=3).phase == RUNNING
+        assert analysis(p, _metric("ccc333", "prod.regress.retry1"), T0, max_steps=3).phase == RUNNING
         assert c.get("/v1/analyses/prod.regress.retry1@ccc333", headers=W).json()["verdict"] == "pending"
 
 

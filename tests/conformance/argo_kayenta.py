@@ -1,26 +1,24 @@
-"""A faithful Python port of Argo Rollouts' Kayenta metric provider and of the part of its analysis
-controller that turns measurements into a metric phase; used to drive a live deploysignal service.
+"""A Python port of Argo Rollouts' Kayenta metric provider, driven by the analysis controller ported in
+:mod:`argo` (``AnalysisRun`` with this provider's ``Run`` / ``Resume`` / ``Terminate``).
 
-Ported from argoproj/argo-rollouts at commit 9f8d111d8f8e3e88b6d7f8bbdf62fd3cd863ef9d:
+Ported from argoproj/argo-rollouts at commit 9f8d111d8f8e3e88b6d7f8bbdf62fd3cd863ef9d,
+``metricproviders/kayenta/kayenta.go``:
 
-- ``metricproviders/kayenta/kayenta.go``: :meth:`ArgoKayentaProvider.run` (``Run``: config lookup by
-  name, ``POST /canary/{id}`` with scopes and thresholds, ``canaryExecutionId`` into the metadata,
-  phase Running), :meth:`ArgoKayentaProvider.resume` (``Resume``: ``GET /canary/{id}``, ``complete``,
-  ``result.judgeResult.score.score``, ``int(score)`` compared with the template's thresholds),
-  ``evaluateResult``, ``getScopeRequest`` / ``getStartTime`` / ``getEndTime``; every error path ends in
-  ``MarkMeasurementError`` (phase Error). The HTTP client has a 15 s timeout and sends no headers.
-- ``analysis/analysis.go``: the measurement counters (Successful / Failed / Inconclusive increment
-  ``count``, Error increments ``consecutiveError``) and ``assessMetricStatus`` /
-  ``assessMetricFailureInconclusiveOrError`` (failed > failureLimit -> Failed, inconclusive >
-  inconclusiveLimit -> Inconclusive, consecutiveError > consecutiveErrorLimit (default 4) -> Error,
-  ``EffectiveCount`` reached -> Successful); ``consecutiveSuccessLimit`` and dry-run are not ported.
-  Waiting (``resumeDelay`` 15 s, error retry 10 s, ``interval``) is collapsed: the loop calls the next
-  step at once.
+- :meth:`ArgoKayentaProvider.run` (``Run``: config lookup by name, ``POST /canary/{id}`` with scopes and
+  thresholds, ``canaryExecutionId`` into the metadata, phase Running), ``getCanaryConfigId``,
+  ``getScopeRequest`` / ``getStartTime`` / ``getEndTime``;
+- :meth:`ArgoKayentaProvider.resume` (``Resume``: ``GET /canary/{id}``, ``complete``,
+  ``result.judgeResult.score.score``, ``int(score)`` compared with the template's thresholds by
+  :func:`evaluate_result`); ``Terminate`` leaves the measurement as it is (:func:`argo._unchanged`);
+- every error path ends in ``MarkMeasurementError`` (phase Error); ``NewHttpClient``: 15 s timeout, no
+  headers.
 
 The config list is decoded as Go decodes it into ``kayenta.canaryConfig`` (field types checked).
+Known upstream quirks kept: the config lookup passes ``storageAccountName`` as
+``configurationAccountName``; ``fmt.Sprintf("%v", nil)`` makes a missing execution id ``<nil>``.
 
-Known upstream quirk kept: the config lookup passes ``storageAccountName`` as
-``configurationAccountName``; and ``fmt.Sprintf("%v", nil)`` makes a missing execution id ``<nil>``.
+Time: :func:`analysis` makes one ``reconcile`` per ``resumeDelay`` (15 s of the run's clock, which
+dates the scopes) and calls the next step at once.
 """
 
 from __future__ import annotations
@@ -28,23 +26,15 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-__all__ = ["ArgoKayentaProvider", "Measurement", "MetricResult", "evaluate_result", "run_metric"]
+from .argo import ERROR, FAILED, INCONCLUSIVE, RUNNING, SUCCESSFUL, AnalysisRun, Measurement, Metric, completed
 
-RUNNING, SUCCESSFUL, FAILED, INCONCLUSIVE, ERROR = "Running", "Successful", "Failed", "Inconclusive", "Error"
-COMPLETED = (SUCCESSFUL, FAILED, INCONCLUSIVE, ERROR)
+__all__ = ["ERROR", "FAILED", "INCONCLUSIVE", "RUNNING", "SUCCESSFUL", "ArgoKayentaProvider", "analysis", "evaluate_result", "measurements"]
 
-
-@dataclass
-class Measurement:
-    phase: str = ""
-    value: str = ""
-    message: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
+RESUME_DELAY = _dt.timedelta(seconds=15)  # kayenta.go resumeDelay
 
 
 def _error(m: Measurement, err: str) -> Measurement:
@@ -153,9 +143,10 @@ class ArgoKayentaProvider:
         return dat, ""
 
     # -------------------------------------------------------------- Run
-    def run(self, metric: dict[str, Any], run_started_at: _dt.datetime, now: _dt.datetime) -> Measurement:
-        m = Measurement()
-        k = metric["provider"]["kayenta"]
+    def run(self, metric: Metric, run_started_at: _dt.datetime, now: _dt.datetime) -> Measurement:
+        """``Run`` at time ``now`` of a run started at ``run_started_at`` (``run.Status.StartedAt``)."""
+        m = Measurement("")
+        k = metric.kayenta
         try:
             config_id = self._config_id(k)
         except (httpx.HTTPError, ValueError) as exc:
@@ -165,7 +156,7 @@ class ArgoKayentaProvider:
         scopes = {}
         for ks in k.get("scopes") or []:
             try:
-                scopes[ks["name"]] = self._scope_request(ks, run_started_at, now, metric.get("interval", ""), bool(k.get("lookback")))
+                scopes[ks["name"]] = self._scope_request(ks, run_started_at, now, metric.interval, bool(k.get("lookback")))
             except ValueError as exc:
                 return _error(m, str(exc))
         th = k.get("threshold") or {}  # Go: a missing `threshold` is the zero value, pass 0 / marginal 0
@@ -201,8 +192,9 @@ class ArgoKayentaProvider:
         return {"controlScope": detail(c), "experimentScope": detail(e)}
 
     # -------------------------------------------------------------- Resume
-    def resume(self, metric: dict[str, Any], m: Measurement) -> Measurement:
-        k = metric["provider"]["kayenta"]
+    def resume(self, metric: Metric, m: Measurement) -> Measurement:
+        """``Resume``: poll the execution of the measurement in flight."""
+        k = metric.kayenta
         patch, err = self._object(lambda: self.client.get(f"{k['address']}/canary/{m.metadata.get('canaryExecutionId', '')}"))
         if patch is None:
             return _error(m, err)
@@ -237,81 +229,31 @@ def evaluate_result(score: int, pass_: int, marginal: int) -> str:
     return FAILED
 
 
-# ---------------------------------------------------------------------- analysis controller (subset)
-@dataclass
-class MetricResult:
-    phase: str = "Pending"
-    measurements: list[Measurement] = field(default_factory=list)
-    count: int = 0
-    successful: int = 0
-    failed: int = 0
-    inconclusive: int = 0
-    error: int = 0
-    consecutive_error: int = 0
+def analysis(provider: ArgoKayentaProvider, metric: dict[str, Any] | Metric, started: _dt.datetime, max_steps: int = 50,
+             on_step: Callable[[int], Any] | None = None, first: Measurement | None = None) -> AnalysisRun:
+    """An AnalysisRun of the one Kayenta ``metric`` (its YAML, as in the AnalysisTemplate, or a
+    :class:`argo.Metric`), reconciled until its phase completes or ``max_steps`` reconciles were made
+    (then it is still Running: the controller would keep polling). ``on_step(i)`` runs before each
+    reconcile (tests ingest telemetry there). ``first``: the measurement the metric's first ``Run``
+    returned (taken earlier by the test); the first reconcile records it instead of calling ``Run``."""
+    m = metric if isinstance(metric, Metric) else Metric.from_yaml(metric)
+    clock = [started]
+    pending = [first] if first is not None else []
 
+    def run(mt: Metric) -> Measurement:
+        return pending.pop() if pending else provider.run(mt, started, clock[0])
 
-def _effective_count(metric: dict[str, Any]) -> int | None:
-    if not metric.get("count"):
-        return 1 if not metric.get("interval") else None
-    return int(metric["count"])
-
-
-def _assess(metric: dict[str, Any], res: MetricResult) -> str:
-    """``assessMetricStatus`` (not terminating; no consecutiveSuccessLimit)."""
-    if not res.measurements:
-        return "Pending"
-    if res.measurements[-1].phase not in COMPLETED:
-        return RUNNING
-    phase = ""
-    if int(metric.get("failureLimit", 0)) >= 0 and res.failed > int(metric.get("failureLimit", 0)):
-        phase = FAILED
-    if res.inconclusive > int(metric.get("inconclusiveLimit", 0)):
-        phase = INCONCLUSIVE
-    if res.consecutive_error > int(metric.get("consecutiveErrorLimit", 4)):
-        phase = ERROR
-    if phase:
-        return phase
-    n = _effective_count(metric)
-    if n is not None and res.count >= n:
-        return SUCCESSFUL
-    return RUNNING
-
-
-def run_metric(provider: ArgoKayentaProvider, metric: dict[str, Any], started: _dt.datetime, max_steps: int = 50,
-               on_step: Any = None, first: Measurement | None = None) -> MetricResult:
-    """Drive one metric of an AnalysisRun until its phase completes or ``max_steps`` provider calls were
-    made (then it is still Running: the controller would keep polling). ``on_step(i)`` runs before
-    each call (tests ingest telemetry there). ``first``: a measurement the metric already took (its
-    ``Run``), which the loop continues from."""
-    res = MetricResult()
-    now = started
-    if first is not None:
-        res.measurements.append(first)
-        if first.phase == ERROR:
-            res.error, res.consecutive_error = 1, 1
+    ar = AnalysisRun([m], run, resume=provider.resume)
     for i in range(max_steps):
         if on_step is not None:
             on_step(i)
-        now = now + _dt.timedelta(seconds=15)
-        last = res.measurements[-1] if res.measurements else None
-        if last is not None and last.phase == RUNNING:
-            m = provider.resume(metric, last)
-        else:
-            n = _effective_count(metric)
-            if n is not None and res.count >= n:
-                break
-            m = provider.run(metric, started, now)
-            res.measurements.append(m)
-        if m.phase in COMPLETED:
-            if m.phase == SUCCESSFUL:
-                res.successful, res.count, res.consecutive_error = res.successful + 1, res.count + 1, 0
-            elif m.phase == FAILED:
-                res.failed, res.count, res.consecutive_error = res.failed + 1, res.count + 1, 0
-            elif m.phase == INCONCLUSIVE:
-                res.inconclusive, res.count, res.consecutive_error = res.inconclusive + 1, res.count + 1, 0
-            else:
-                res.error, res.consecutive_error = res.error + 1, res.consecutive_error + 1
-        res.phase = _assess(metric, res)
-        if res.phase in COMPLETED:
+        clock[0] += RESUME_DELAY
+        if completed(ar.reconcile()):
             break
-    return res
+    return ar
+
+
+def measurements(ar: AnalysisRun) -> list[Measurement]:
+    """The measurements of the run's one metric."""
+    (res,) = ar.results.values()
+    return res.measurements

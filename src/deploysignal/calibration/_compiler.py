@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 from scipy.special import gammaincinv
-from sklearn.covariance import LedoitWolf, MinCovDet
 
 from .. import __version__
 from .._exceptions import InputError
@@ -31,9 +30,11 @@ DAY_VAR_CONFIDENCE = 0.2
 DAY_TEST_LEVEL = 0.99
 
 
-def _fit_mcd(data: np.ndarray, seed: int) -> MinCovDet | None:
+def _fit_mcd(data: np.ndarray, seed: int) -> Any:
     """MinCovDet fitted on ``data``, or ``None`` when its support (about half the rows) has zero covariance
     (sklearn's ValueError, e.g. a signal that is mostly one value); any other error propagates."""
+    from sklearn.covariance import MinCovDet  # imported where used: it is most of a CLI/service start otherwise
+
     try:
         return MinCovDet(random_state=seed).fit(data)
     except ValueError as exc:
@@ -553,6 +554,8 @@ def compile_baseline(
             continue
         data = zc[rows]
         if rows.tobytes() not in fits:  # a single tier has the global rows: fit them once
+            from sklearn.covariance import LedoitWolf
+
             lw = LedoitWolf().fit(data)
             fits[rows.tobytes()] = (lw.covariance_, float(lw.shrinkage_), np.linalg.cholesky(lw.covariance_ + 1e-12 * np.eye(k)))
         cov, shrinkage, chol = fits[rows.tobytes()]

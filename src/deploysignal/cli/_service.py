@@ -10,7 +10,8 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -29,7 +30,8 @@ audit_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audit 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Bind address."),
     port: int = typer.Option(8080, min=0, max=65535, help="TCP port."),
-    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="sqlite:///path.db or postgresql://..."),
+    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="sqlite:///path.db or postgresql://...; must exist unless --create."),
+    create: bool = typer.Option(False, "--create", help="Create the store if it does not exist (a new SQLite file, or the tables in an empty PostgreSQL database); without it a missing store is an error (exit 2), so a mistyped --store cannot start on an empty database."),
     tokens_file: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_TOKENS_FILE", help="YAML/JSON list of {name, sha256, role}."),
     tokens_dir: Path = typer.Option(Path(".deploysignal"), envvar="DEPLOYSIGNAL_TOKENS_DIR", help="Without --tokens-file: where a write, a read and a kayenta token are generated on first start (write.token, read.token, kayenta.token, tokens.json with their hashes) and reused after; relative to the working directory."),
     insecure: bool = typer.Option(False, help="No authentication (local experiments only)."),
@@ -42,6 +44,11 @@ def serve(
     prometheus_allow: Optional[list[str]] = typer.Option(None, "--prometheus-allow", help="Prometheus address (URL prefix) pull specs that use a secret may point at; repeat for several (none: such specs are refused)."),
     max_live_per_template: int = typer.Option(20, min=1, help="Undecided analyses one template may have at once; a new revision beyond that gets 409."),
     max_events: int = typer.Option(10_000, min=1, help="Flagger event/post-rollout calls kept (newest); older ones are deleted."),
+    retain_days: Optional[float] = typer.Option(None, min=0.0, help="Delete decided analyses created (and last ticked) more than this many days ago, checked hourly;"
+                                                 " a tombstone keeps each one's final audit head (GET /v1/deleted). Undecided analyses are never deleted. Default: keep all."),
+    timeout_keep_alive: float = typer.Option(5.0, min=0.1, help="Seconds an idle keep-alive connection stays open between requests."),
+    request_timeout: float = typer.Option(30.0, min=0.1, help="Seconds a client has to send a request's headers, and again its body, before the"
+                                          " connection is answered 408 and closed (a stalled or slow client holds no connection longer)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -53,6 +60,8 @@ def serve(
     import uvicorn
 
     from ..service import ServiceSettings, create_app
+    from ..service._timeouts import protocol_class
+    from ..store import open_existing
 
     if max_clock_skew < 0 and max_clock_skew != -1:  # only -1 itself turns the check off, not -0.5
         raise typer.BadParameter(f"must be >= 0, or -1 to turn the check off; got {max_clock_skew}", param_hint="--max-clock-skew")
@@ -63,9 +72,11 @@ def serve(
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
                                    max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
-                                   max_events=max_events)
+                                   max_events=max_events, retain_days=retain_days or None, create_store=create, request_timeout=request_timeout)
         if workers == 1:
-            app = create_app(settings)
+            app = create_app(settings)  # opens the store: missing (without --create) or unreadable is exit 2
+        else:
+            open_existing(store, create=create).close()  # the same, here, before any worker starts
     except (DeploySignalError, ValueError) as exc:
         err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
@@ -74,10 +85,12 @@ def serve(
         from ..service._asgi import prepare_process
 
         prepare_process()
-        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=_log_config())
+        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=_log_config(), timeout_keep_alive=timeout_keep_alive,
+                    http=protocol_class(request_timeout))
     else:
         os.environ["DEPLOYSIGNAL_SERVICE_SETTINGS"] = settings.model_dump_json()
-        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, log_config=_log_config())
+        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, log_config=_log_config(),
+                    timeout_keep_alive=timeout_keep_alive, http=protocol_class(request_timeout))
 
 
 def _log_config() -> dict:
@@ -163,21 +176,51 @@ def void_cmd(
     """Void an analysis in the store (as POST /v1/analyses/{id}/void with a write token does): a chained
     audit record and a final verdict that never promotes. Exit 0 done, 2 no such analysis or bad input."""
     from ..service._manager import AnalysisManager
-    from ..store import open_store
 
-    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():  # opening would create an empty one
-        err.print(f"[red]error[/red]: no SQLite store at {store[len('sqlite:///'):]!r}")
-        raise typer.Exit(2)
+    res = _on_store(store, lambda st: AnalysisManager(st).void(analysis, reason))
+    out.print(f"analysis {analysis} voided at tick {res['tick']}: verdict {res['verdict']} (final), audit head {res['audit_head']}")
+
+
+@service_app.command("delete")
+def delete_cmd(
+    analysis: str = typer.Option(..., help="Analysis id."),
+    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="The service's store URL."),
+    force: bool = typer.Option(False, "--force", help="Also delete an undecided analysis (it may be the live gate of a rollout)."),
+    reason: str = typer.Option("operator", help="Why (kept in the tombstone)."),
+) -> None:
+    """Delete an analysis from the store (as DELETE /v1/analyses/{id} with a write token does): its ticks,
+    audit lines and snapshot go; a tombstone keeps its final audit head, which an audit log exported
+    before (GET /v1/analyses/{id}/audit) still verifies against. A running service drops the analysis
+    from its cache when it next misses it. Exit 0 done, 2 no such analysis, undecided without --force,
+    or bad input."""
+    import datetime as _dt
+
+    from ..service._inputs import check_name
+    from ..service._manager import AnalysisManager
+
+    def run(st: object) -> dict:
+        check_name(reason, "--reason")
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+        return AnalysisManager(st).delete(analysis, reason=f"operator: {reason}", deleted=now, undecided=force)  # type: ignore[arg-type]
+
+    tomb = _on_store(store, run)
+    out.print(f"analysis {analysis} deleted: {tomb['n_ticks']} ticks, verdict {tomb['verdict']}{' (final)' if tomb['final'] else ''}, final audit head {tomb['audit_head']}")
+
+
+def _on_store(url: str, act: Callable[[Any], Any]) -> Any:
+    """``act(store)`` on the existing store at ``url`` (never created), closed after; exit 2 with the
+    error on stderr for a missing or unreadable store, an unknown analysis or refused input."""
+    from ..store import open_existing
+
     try:
-        st = open_store(store)
+        st = open_existing(url)
         try:
-            res = AnalysisManager(st).void(analysis, reason)
+            return act(st)
         finally:
             st.close()
     except (DeploySignalError, ValueError) as exc:
         err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
-    out.print(f"analysis {analysis} voided at tick {res['tick']}: verdict {res['verdict']} (final), audit head {res['audit_head']}")
 
 
 @audit_app.command("verify")
@@ -193,11 +236,11 @@ def verify(
 
     try:
         if store is not None:
-            from ..store import open_store
+            from ..store import open_existing
 
             if analysis is None:
                 raise ConfigError("--store needs --analysis")
-            st = open_store(store)
+            st = open_existing(store)
             try:
                 lines = st.audit_lines(analysis)
                 head = head or st.get(analysis).audit_head

@@ -36,7 +36,7 @@ from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError
 from ..calibration import CompiledConfig, compile_baseline
 from ..sources import PrometheusPuller, PrometheusSource, PrometheusSplitSource, PromUnavailable, PullSpec, SecretPolicy
-from ..store import Conflict, IntegrationTables, NotFound, open_store
+from ..store import Conflict, IntegrationTables, NotFound, open_existing
 from ..gate import certification_status
 from ..telemetry import Frame
 from ._kayenta import kayenta_router
@@ -46,6 +46,7 @@ from ._argo import argo_router
 from ._flagger import flagger_router
 from ._metrics import build_registry
 from ._operator import add_operator_routes
+from ._retention import RetentionTask, add_retention_routes
 from ._revisions import IntegrationContext
 from ._templates import templates_router
 from ._settings import ServiceSettings
@@ -169,7 +170,7 @@ class BodyLimit:
         while more:
             msg = await receive()
             if msg["type"] != "http.request":
-                break
+                return  # the client left before its body was complete: nothing to answer, nothing to act on
             body = msg.get("body", b"")
             seen += len(body)
             if seen > self.limit:
@@ -284,7 +285,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     if not settings.tokens and not settings.insecure:
         raise ConfigError("no API tokens configured: pass --tokens-file (hashes) or --insecure for a local experiment")
-    store = open_store(settings.store_url)
+    store = open_existing(settings.store_url, create=settings.create_store)
     manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew)
     registry, counters = build_registry(manager)
     pullers: dict[str, PrometheusPuller] = {}
@@ -296,6 +297,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         app.state.resume_pullers()
+        _start_retention()
         yield
         app.state.shutdown()
 
@@ -580,6 +582,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             loop.call_soon_threadsafe(cond.set)
 
     add_operator_routes(app, manager, write, _notify)
+    add_retention_routes(app, manager, read, write, _now, lambda aid: pullers.pop(aid, None))
 
     @app.get("/v1/analyses/{aid}/events", dependencies=read, tags=["analyses"])
     async def events(
@@ -692,6 +695,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             prom = row.spec.get("prometheus")
             if prom and not (row.summary or {}).get("final"):
                 _start_puller(row.id, prom)
+
+    def _start_retention() -> None:
+        if settings.retain_days is not None:
+            RetentionTask(manager, settings.retain_days, settings.retention_interval, stop, time.time, lambda aid: pullers.pop(aid, None)).start()
 
     def _shutdown() -> None:
         stop.set()

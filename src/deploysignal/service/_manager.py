@@ -17,7 +17,7 @@ from ..audit import settings_record
 from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..gate._gate import gc_paused
-from ..store import LockedAnalysis, SQLStore
+from ..store import LockedAnalysis, SQLStore, batch_digest, check_batch_digest, delete_analysis, record_batch_digest
 from ._engine import AnalysisEngine, TickIn, VoidIn
 from ._split_engine import SplitEngine
 
@@ -148,13 +148,17 @@ class AnalysisManager:
         with self._lock(aid):
             try:
                 with self.store.locked(aid) as la:
+                    digest = None if batch_id is None else batch_digest(ticks)
                     if batch_id is not None:
                         prev = la.batch(batch_id)
-                        if prev is not None:
+                        if prev is not None:  # the same batch again (a retry), or BatchConflict (409)
+                            check_batch_digest(la, batch_id, digest, prev)
                             return {**prev, "duplicate": True}
                     eng = self._synced_locked(la)
                     with gc_paused():
                         response = self._apply(la, eng, ticks, batch_id)
+                    if batch_id is not None:
+                        record_batch_digest(la, batch_id, digest)
             except InputError:
                 raise
             except BaseException:
@@ -230,6 +234,17 @@ class AnalysisManager:
         log.warning("analysis %s voided at tick %d: %s", aid, res.tick, reason)
         return {"analysis": aid, "tick": res.tick, "verdict": res.verdict, "final": res.final, "audit_head": head,
                 "reason": res.records[-1]["fail_closed"]}
+
+    def delete(self, aid: str, *, reason: str, deleted: str, undecided: bool = False) -> dict[str, Any]:
+        """Delete the analysis from the store, leaving a tombstone with its final audit head
+        (:func:`~deploysignal.store.delete_analysis`), and drop its cached engine."""
+        with self._lock(aid):
+            tomb = delete_analysis(self.store, aid, reason=reason, deleted=deleted, undecided=undecided)
+            self._engines.pop(aid, None)
+        with self._guard:
+            self._locks.pop(aid, None)
+        log.warning("analysis %s deleted (%s): %d ticks, final audit head %s", aid, reason, tomb["n_ticks"], tomb["audit_head"])
+        return tomb
 
     # ------------------------------------------------------------------ replay
     def replay(self, aid: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Tables (identical on both back ends)::
     configs   (version_id, body)                    compiled configs by content id (cc-<hex>)
     executions(id, analysis_id, request, created)   Kayenta-style canary executions
     analysis_templates, analysis_revisions, integration_events   see store/_integration.py
+    batch_digests, deleted_analyses     see store/_batches.py, store/_retention.py
 
 Writes to one analysis are serialised by a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite) held for the whole ingest transaction, so several service processes can
@@ -440,3 +441,10 @@ def open_store(url: str) -> SQLStore:
     if "://" in url:
         raise ConfigError(f"unsupported store URL {url!r}; use sqlite:///path.db or postgresql://...")
     return SQLiteStore(url)
+
+
+# additive tables of other modules (they import this one: imported last, after the classes they use)
+from ._batches import BATCH_SCHEMA  # noqa: E402 - batch digests
+from ._retention import RETENTION_SCHEMA  # noqa: E402 - tombstones of deleted analyses
+
+_SCHEMA += [*BATCH_SCHEMA, *RETENTION_SCHEMA]

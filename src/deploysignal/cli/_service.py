@@ -66,6 +66,8 @@ def serve(
     if max_clock_skew < 0 and max_clock_skew != -1:  # only -1 itself turns the check off, not -0.5
         raise typer.BadParameter(f"must be >= 0, or -1 to turn the check off; got {max_clock_skew}", param_hint="--max-clock-skew")
     try:
+        if not create:
+            open_existing(store).close()  # missing or unreadable store: exit 2 before tokens are generated
         if tokens_file is None and not insecure:
             tokens_file = _generated_tokens(tokens_dir, host, port)
         tokens = [] if tokens_file is None else ServiceSettings.read_tokens_file(tokens_file)

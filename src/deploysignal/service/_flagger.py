@@ -152,6 +152,8 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
         out.update(allow=allow, verdict=v["verdict"], final=v["final"], tick=v["n_ticks"], fired_families=v["fired_families"])
         if not allow and v["final"] and v["verdict"] == "extend":
             out["reason"] = "final extend: the gate will not decide this revision; promotion is refused"
+        elif not allow:  # every refusal says why (Flagger logs the body of a failed call)
+            out["reason"] = f"{hook} not allowed on verdict {v['verdict']}{' (final)' if v['final'] else ''}"
         silent = _silence(meta.get("max_silence_seconds"), v, time.time())
         if allow and hook in ("rollout", "confirm-traffic-increase") and silent is not None:
             allow = False

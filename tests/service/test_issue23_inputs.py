@@ -121,8 +121,9 @@ def test_delete_keeps_a_tombstone_and_drops_the_engine(svc, tmp_path):
     last = c.post("/v1/analyses/f/ticks", json={"ticks": ticks_of(sim.canary, 4, 12)}, headers=W).json()
     assert last["final"] is True
     exported = c.get("/v1/analyses/f/audit", headers=R).text
-    assert "f" in mgr.cached()
+    assert "f" in mgr.cached() and 'deploysignal_ticks_ingested_total{analysis="f"}' in c.get("/metrics", headers=W).text
     tomb = c.delete("/v1/analyses/f?reason=released", headers=W).json()
+    assert 'analysis="f"' not in c.get("/metrics", headers=W).text  # no series left behind for a deleted analysis
     assert tomb["audit_head"] == last["audit_head"] and tomb["n_ticks"] == 12 and tomb["verdict"] == last["verdict"] and tomb["reason"] == "operator: released"
     assert "f" not in mgr.cached()
     _json_error(c.get("/v1/analyses/f", headers=R), 404, "no analysis")

@@ -582,7 +582,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             loop.call_soon_threadsafe(cond.set)
 
     add_operator_routes(app, manager, write, _notify)
-    add_retention_routes(app, manager, read, write, _now, lambda aid: pullers.pop(aid, None))
+    def _deleted(aid: str) -> None:
+        """What this process keeps about an analysis it deleted: its poller entry, its counter series."""
+        pullers.pop(aid, None)
+        counters["ticks"].remove(aid)  # absent labels are ignored
+
+    add_retention_routes(app, manager, read, write, _now, _deleted)
 
     @app.get("/v1/analyses/{aid}/events", dependencies=read, tags=["analyses"])
     async def events(
@@ -698,7 +703,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     def _start_retention() -> None:
         if settings.retain_days is not None:
-            RetentionTask(manager, settings.retain_days, settings.retention_interval, stop, time.time, lambda aid: pullers.pop(aid, None)).start()
+            RetentionTask(manager, settings.retain_days, settings.retention_interval, stop, time.time, _deleted).start()
 
     def _shutdown() -> None:
         stop.set()

@@ -10,9 +10,10 @@ path or query string, with a 422 (400 for the path) that names the field. Names 
 audit chain, in metric labels and in error messages (signal, metric, cohort and tier names) may in
 addition hold no control characters (:func:`check_name`).
 
-Cost: a body is decoded a second time only when it holds a ``\\u`` escape of a surrogate or of NUL (a
-byte search over the body, ~1 ms per 8 MB); a correctly paired surrogate (an emoji written as an
-escape) passes.
+Cost: a search for a backslash over the body (0.1 ms for a 2 MB, 10,000-tick batch; 3-5 ms with a
+regular expression on the same 2 core machine), then, only if one is found, a regular expression for
+escapes of a surrogate or of NUL, and only if one of those is found, a second decoding of the body to name the field. A
+correctly paired surrogate (an emoji written as two escapes) passes.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def check_names(names: Iterable[object], field: str) -> None:
 
 
 def _json_problem(body: bytes) -> str | None:
-    if not _SUSPECT.search(body):
+    if body.find(b"\\") < 0 or not _SUSPECT.search(body):  # the common case, no backslash at all: one memchr scan
         return None
     try:
         doc = json.loads(body)

@@ -5,9 +5,9 @@ any route left out of the schema), so a new route is fuzzed without editing this
 an operation was never requested. Each operation gets a valid-looking body where one is known (create,
 ticks in both formats, void, Flagger, templates, Kayenta) with one place replaced by a hostile value:
 extreme finite numbers (+-1e308, subnormals, -0.0, integers far beyond the float range), NaN and
-Infinity literals, lone surrogates, NUL and control characters, wrong types, deep nesting, a huge array
-and a long string within the body limit; or a hostile object key. Path and query parameters get
-hostile values too. Seeded (numpy Generator): the same requests on every run.
+Infinity literals, lone surrogates, NUL and control characters, wrong types, deep nesting (also beyond
+Python's recursion limit), a huge array and a long string within the body limit; or a hostile object
+key. Path and query parameters get hostile values too. Seeded (numpy Generator): the same requests on every run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ._split import METRICS, split_ticks
 from .conftest import KAYENTA, READ, W, make_client, ticks_of
 
 SEED = 20231207
-VARIANTS = 14  # requests per operation
+VARIANTS = 14  # random requests per operation (and one for each of REQUIRED_BODY)
 
 #: leaf replacements: JSON text fragments, written into the body as they are (so NaN, Infinity and
 #: lone surrogate escapes reach the server unchanged)
@@ -32,9 +32,15 @@ HOSTILE = [
     str(2**1024), str(-(2**63)), "NaN", "Infinity", "-Infinity", '"\\ud800"', '"a\\udfffb"', '"\\udc00\\ud800"', '"a\\u0000b"',
     '"\\u0007\\u001b[31m"', '"\\n"', '""', '"x"', "null", "true", "false", "[]", "{}", "[null]", '{"": null}',
     "[" * 300 + "]" * 300, '{"a":' * 300 + "1" + "}" * 300,
+    "[" * 5000 + '"\\ud800"' + "]" * 5000,  # deeper than Python's recursion limit, a surrogate at the bottom
     "[" + ",".join(["1e308"] * 20000) + "]",  # a huge array (~140 KB)
     '"' + "y" * 300_000 + '"',  # a long string
 ]
+#: sent to every operation, each in a request of its own with a valid path and token (the random
+#: variants below may miss one): in the body when the operation takes one, in a query parameter (its
+#: own, or an unknown one) and, for an operation with neither, in its last path parameter
+REQUIRED_BODY = ["1e308", "-1e308", "5e-324", "-0.0", "1" + "0" * 400, '"\\ud800"', '"a\\u0000b"']
+REQUIRED_URL = ["1e308", "-1e308", "5e-324", "-0.0", "1" + "0" * 400, "%ED%A0%80", "%00"]
 HOSTILE_KEYS = ['"\\ud800"', '"\\u0000"', '"a\\u0001"', '""', '"__proto__"', '"' + "k" * 5000 + '"']
 PATH_VALUES = ["f", "sp", "nope", "..", "%ED%A0%80", "%00", "a%0Ab", "a" * 300, "-1", "1e308", "%F0%9F%98%80", "t1", "r1"]
 QUERY_VALUES = ["1e308", "-1e308", "5e-324", "-0.0", "1" + "0" * 400, "NaN", "-1", "%ED%A0%80", "%00", "a%0Ab", "", "true", "x" * 3000]
@@ -73,19 +79,20 @@ def _places(obj: Any, at: tuple = ()) -> list[tuple]:
 _MARK = "@@HOSTILE@@"
 
 
-def _mutated(rng: np.random.Generator, seed: Any) -> str:
-    """``seed`` as JSON text with one position replaced by a hostile value, or a hostile key added."""
+def _mutated(rng: np.random.Generator, seed: Any, value: str | None = None) -> str:
+    """``seed`` as JSON text with one position replaced by a hostile value (``value``, or a random
+    one), or (without ``value``) a hostile key added."""
     obj = json.loads(json.dumps(seed))
     places = _places(obj)
     at = places[int(rng.integers(len(places)))]
-    if at and rng.random() < 0.2:  # a hostile key next to the chosen position
+    if at and value is None and rng.random() < 0.2:  # a hostile key next to the chosen position
         parent = obj
         for k in at[:-1]:
             parent = parent[k]
         if isinstance(parent, dict):
             parent[_MARK + "K"] = 1
             return json.dumps(obj).replace(f'"{_MARK}K"', HOSTILE_KEYS[int(rng.integers(len(HOSTILE_KEYS)))])
-    value = HOSTILE[int(rng.integers(len(HOSTILE)))]
+    value = HOSTILE[int(rng.integers(len(HOSTILE)))] if value is None else value
     if not at:
         return value
     parent = obj
@@ -148,7 +155,26 @@ def test_every_operation_hostile_values_no_server_error(fuzz_svc):
     assert len(ops) >= 20 and ("DELETE", "/v1/analyses/{aid}", ["force", "reason"]) in ops
     requested: dict[tuple[str, str], int] = {}
     failures = []
+
+    def send(method: str, path: str, url: str, body: str | None, token: bool) -> None:
+        headers = {**W, "content-type": "application/json"} if token else {"content-type": "application/json"}
+        r = c.request(method, url, content=None if body is None else body.encode("utf-8"), headers=headers)
+        requested[(method, path)] = requested.get((method, path), 0) + 1
+        if r.status_code >= 500:
+            failures.append((method, url[:120], (body or "")[:160], r.status_code, r.text[:200]))
+        elif r.status_code >= 400:
+            ct = r.headers.get("content-type", "")
+            msg = r.json().get("detail") or r.json().get("reason") if ct.startswith("application/json") else None  # Flagger refusals: reason
+            if not (isinstance(msg, str | list) and bool(msg)):
+                failures.append((method, url[:120], (body or "")[:160], r.status_code, r.text[:200]))
+
+    def seed_of(method: str, path: str, url: str) -> Any:
+        if path == "/v1/analyses/{aid}/ticks" and "/sp/" in url:
+            return _split_seed()
+        return seeds.get((method, path), {"a": [1, {"b": "c"}]})
+
     for method, path, query in ops:
+        has_body = method in ("POST", "PUT", "PATCH", "DELETE")
         for v in range(VARIANTS):
             hostile_path = v % 3 == 2
             url = _fill(path, rng, hostile_path)
@@ -160,21 +186,15 @@ def test_every_operation_hostile_values_no_server_error(fuzz_svc):
                 params = [p for p in params if not p.startswith(("timeout=", "max_events="))] + ["timeout=0.2", "max_events=1"]
             if params:
                 url += "?" + "&".join(params)
-            seed = seeds.get((method, path))
-            if path == "/v1/analyses/{aid}/ticks" and "/sp/" in url:
-                seed = _split_seed()
-            body = _mutated(rng, seed if seed is not None else {"a": [1, {"b": "c"}]}) if method in ("POST", "PUT", "PATCH", "DELETE") else None
-            headers = {**W, "content-type": "application/json"} if v % 5 else {"content-type": "application/json"}  # some without a token
-            r = c.request(method, url, content=None if body is None else body.encode("utf-8"), headers=headers)
-            requested[(method, path)] = requested.get((method, path), 0) + 1
-            if r.status_code >= 500:
-                failures.append((method, url[:120], (body or "")[:160], r.status_code, r.text[:200]))
-            elif r.status_code >= 400:
-                ct = r.headers.get("content-type", "")
-                msg = r.json().get("detail") or r.json().get("reason") if ct.startswith("application/json") else None  # Flagger refusals: reason
-                ok = isinstance(msg, str | list) and bool(msg)
-                if not ok:
-                    failures.append((method, url[:120], (body or "")[:160], r.status_code, r.text[:200]))
+            body = _mutated(rng, seed_of(method, path, url)) if has_body else None
+            send(method, path, url, body, token=bool(v % 5))  # some without a token
+        for body_value, url_value in zip(REQUIRED_BODY, REQUIRED_URL, strict=True):
+            only_path = not has_body and not query
+            url = _fill(re.sub(r"\{[^}]+\}(?!.*\{)", url_value, path) if only_path else path, rng, False)  # the last path parameter
+            q = query[int(rng.integers(len(query)))] if query else "x"
+            params = [f"{q}={url_value}"] + [p for p in ("timeout=0.2", "max_events=1") if path.endswith("/events") and not p.startswith(f"{q}=")]
+            url += "?" + "&".join(params)
+            send(method, path, url, _mutated(rng, seed_of(method, path, url), body_value) if has_body else None, token=True)
     assert not failures, failures[:5]
     assert set(requested) == {(m, p) for m, p, _ in ops}
     assert c.get("/healthz").status_code == 200

@@ -14,10 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from deploysignal.cli import app as cli_app
-from deploysignal.store import open_existing
 
 from ._split import METRICS, split_ticks
-from .conftest import READ, R, W, make_client, ticks_of
+from .conftest import KAYENTA, READ, R, W, make_client, ticks_of
 
 JSON_H = {**W, "content-type": "application/json"}
 
@@ -65,6 +64,23 @@ def test_lone_surrogates_and_nul_are_4xx_json_naming_the_field(svc):
     assert c.get("/v1/analyses/f", headers=W).json()["n_ticks"] == 0  # nothing was ingested
     ok = '{"name":"a","namespace":"b","metadata":{"token":"%s","analysis":"f","note":"\\ud83d\\ude00"}}' % READ  # a paired surrogate is text
     assert _raw(c, "POST", "/v1/flagger/rollout", ok, nohdr).status_code == 200
+
+
+def test_free_form_fields_nested_too_deep_are_422(svc):
+    """Was: a Flagger payload (no bearer header needed) or Kayenta request with a free-form field nested
+    ~300 deep was validated, then pydantic could not serialise it: 500 (found by the fuzz suite)."""
+    c, _, _ = svc
+    nohdr = {"content-type": "application/json"}
+    deep = '{"a":' * 300 + "1" + "}" * 300
+    for hook in ("event", "rollout"):
+        body = '{"name":"web","namespace":"prod","metadata":{"token":"%s"},"extra":%s}' % (READ, deep)
+        _json_error(_raw(c, "POST", f"/v1/flagger/{hook}", body, nohdr), 422, "body.extra.a.a", "nested deeper than 64")
+    body = '{"scopes":{"default":{"experimentScope":{"scope":"r1"}}},"thresholds":{"pass":75,"marginal":50},"siteLocal":%s}' % deep
+    _json_error(_raw(c, "POST", f"/kayenta/{KAYENTA}/canary/f", body, nohdr), 422, "body.siteLocal.a", "nested deeper than 64")
+    _json_error(_raw(c, "POST", "/v1/analyses", '{"id":"d","config":%s}' % deep), 422, "body.config.a", "nested deeper")
+    ok = '{"name":"web","namespace":"prod","metadata":{"token":"%s"},"extra":%s}' % (READ, '{"a":' * 60 + "1" + "}" * 60)
+    assert _raw(c, "POST", "/v1/flagger/event", ok, nohdr).status_code == 200  # within the limit: recorded, and listed
+    assert c.get("/v1/flagger/events?canary=prod.web", headers=R).status_code == 200
 
 
 def test_control_characters_in_signal_metric_and_tier_names(svc):
@@ -190,6 +206,8 @@ def test_serve_store_must_exist_unless_create_and_corrupt_store_is_exit_2(tmp_pa
     other = tmp_path / "other.db"  # an SQLite file of something else: no deploysignal tables
     import sqlite3
 
+    from deploysignal.store import open_existing
+
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
     with pytest.raises(Exception, match="without the deploysignal tables"):
         open_existing(f"sqlite:///{other}")
@@ -199,6 +217,8 @@ def test_serve_store_must_exist_unless_create_and_corrupt_store_is_exit_2(tmp_pa
 
 @pytest.mark.integration
 def test_postgres_store_needs_schema_unless_create(postgres):
+    from deploysignal.store import open_existing
+
     url = postgres.fresh_db("ds_inputs_schema")
     with pytest.raises(Exception, match="has no deploysignal tables"):
         open_existing(url)

@@ -40,7 +40,7 @@ from ..store import Conflict, IntegrationTables, NotFound, open_existing
 from ..gate import certification_status
 from ..telemetry import Frame
 from ._kayenta import kayenta_router
-from ._inputs import InputGuard, check_name, check_names
+from ._inputs import InputGuard, Shallow, check_name, check_names
 from ._manager import AnalysisManager
 from ._argo import argo_router
 from ._flagger import flagger_router
@@ -81,7 +81,7 @@ class BaselineIn(_Strict):
     seed: StrictInt = 0
 
 
-class CreateAnalysis(_Strict):
+class CreateAnalysis(Shallow, _Strict):  # config and metrics are free-form: nesting bounded
     """Create an analysis from exactly one of ``config``, ``config_ref`` or ``baseline``; or, with
     ``mode: split``, a randomised-split analysis from ``metrics`` (the split signals file's content:
     ``{metric: {kind, direction, edges, tolerance, alpha_share}}``, see ``docs/split.md``)."""

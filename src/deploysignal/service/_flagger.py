@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._exceptions import InputError
 from ..store import NotFound
+from ._inputs import Shallow
 from ._revisions import IntegrationContext, RevisionRefused
 
 __all__ = ["FLAGGER_HOOKS", "FlaggerPayload", "flagger_allows", "flagger_router"]
@@ -51,7 +52,7 @@ FLAGGER_HOOKS = ("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-i
 _BINDING = ("pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion", "rollback")
 
 
-class FlaggerPayload(BaseModel):
+class FlaggerPayload(Shallow):
     """Flagger webhook body (``flaggerv1.CanaryWebhookPayload``)."""
 
     model_config = ConfigDict(extra="allow")

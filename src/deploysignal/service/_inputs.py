@@ -23,12 +23,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import BaseModel, model_validator
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._exceptions import InputError
 
-__all__ = ["CONTROL_CHARS", "InputGuard", "check_name", "string_problem", "text_problem"]
+__all__ = ["CONTROL_CHARS", "MAX_DEPTH", "InputGuard", "Shallow", "check_name", "depth_problem", "string_problem", "text_problem"]
 
 #: control characters (C0, DEL, C1): not allowed in names
 CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -78,14 +79,57 @@ def string_problem(doc: Any, root: str = "body") -> str | None:
     return None
 
 
+#: nesting allowed in a request model that takes free-form values (Flagger's payload, a Kayenta
+#: execution request, an analysis' config): a real one nests less than 10 levels; pydantic cannot
+#: serialise a value nested about 255 deep, so such a value was accepted, then answered 500 (and a
+#: Flagger event recorded with it would have made GET /v1/flagger/events fail)
+MAX_DEPTH = 64
+
+
+def depth_problem(doc: Any, limit: int = MAX_DEPTH, root: str = "body") -> str | None:
+    """Where a decoded JSON document nests deeper than ``limit`` objects/arrays, as ``"<location>:
+    <why>"``; None when it does not. Iterative: any nesting depth.
+
+    >>> depth_problem({"a": [[1]]}, limit=3) is None, depth_problem({"a": [[[1]]]}, limit=3)
+    (True, 'body.a.0.0: nested deeper than 3 objects/arrays (the limit of this request)')
+    """
+    stack: list[tuple[str, Any, int]] = [(root, doc, 1)]
+    while stack:
+        loc, v, d = stack.pop()
+        if isinstance(v, dict | list):
+            if d > limit:
+                return f"{loc}: nested deeper than {limit} objects/arrays (the limit of this request)"
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            stack.extend((f"{loc}.{_printable(str(k)) or '...'}", x, d + 1) for k, x in items if isinstance(x, dict | list))
+    return None
+
+
+class Shallow(BaseModel):
+    """Base of request models that take free-form values: input nested deeper than
+    :data:`MAX_DEPTH` is a validation error (422) naming where, before any field is read."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shallow(cls, data: Any) -> Any:
+        why = depth_problem(data)
+        if why is not None:
+            raise ValueError(why)
+        return data
+
+
 def _shown(s: str) -> str:
     """A name as it may be echoed in a message: its printable characters only, at most 40.
 
     >>> _shown("a\\x00b"), _shown("\\ud800")
     ("'ab'", '...')
     """
-    kept = "".join(ch for ch in s[:40] if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF)
+    kept = _printable(s)
     return repr(kept) if kept else "..."
+
+
+def _printable(s: str) -> str:
+    """The printable characters of the first 40 of ``s`` (no control characters, no surrogates)."""
+    return "".join(ch for ch in s[:40] if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF)
 
 
 def check_name(name: object, field: str) -> None:

@@ -155,6 +155,30 @@ def test_delete_keeps_a_tombstone_and_drops_the_engine(svc, tmp_path):
     _json_error(c.delete("/v1/analyses/f", headers=W), 404)
 
 
+def test_deleted_and_recreated_id_is_not_served_from_another_process_cache(tmp_path, step_sim):
+    """Two service processes on one store (``serve --workers 2``, or ``service delete`` beside a running
+    service): one deletes an analysis and creates the id again; the other's cached engine belongs to
+    the deleted analysis and must not answer for the new one (it would serve the old final verdict)."""
+    sim, cfg = step_sim
+    a, b = make_client(tmp_path), make_client(tmp_path)  # the same store file
+    with a, b:
+        body = {"id": "x", "config": json.loads(cfg.to_json()), "window": 10}
+        assert a.post("/v1/analyses", json=body, headers=W).status_code == 201
+        assert a.post("/v1/analyses/x/ticks", json={"ticks": ticks_of(sim.canary, 0, 12)}, headers=W).json()["final"] is True
+        assert b.get("/v1/analyses/x", headers=R).json()["final"] is True  # b caches the engine
+        assert a.delete("/v1/analyses/x", headers=W).status_code == 200
+        _json_error(b.get("/v1/analyses/x", headers=R), 404)
+        assert "x" not in b.app.state.manager.cached()  # b let go of the deleted analysis' engine on its 404
+        assert a.post("/v1/analyses", json={**body, "window": 480}, headers=W).status_code == 201  # the same id, another analysis
+        assert a.post("/v1/analyses/x/ticks", json={"ticks": ticks_of(sim.canary, 0, 12)}, headers=W).json()["final"] is False
+        for c in (b, a):
+            got = c.get("/v1/analyses/x", headers=R).json()
+            assert got["final"] is False and got["n_ticks"] == 12 and got["settings"]["window"] == 480, got
+        nxt = b.post("/v1/analyses/x/ticks", json={"ticks": ticks_of(sim.canary, 12, 13)}, headers=W).json()
+        assert nxt["final"] is False and nxt["n_ticks"] == 13
+        assert a.post("/v1/analyses/x/replay", headers=R).json()["ok"] is True
+
+
 def test_retention_deletes_decided_analyses_only(svc):
     """New: serve --retain-days; an undecided analysis is never deleted by retention."""
     from deploysignal.service._retention import retain_once

@@ -192,8 +192,8 @@ def delete_cmd(
 ) -> None:
     """Delete an analysis from the store (as DELETE /v1/analyses/{id} with a write token does): its ticks,
     audit lines and snapshot go; a tombstone keeps its final audit head, which an audit log exported
-    before (GET /v1/analyses/{id}/audit) still verifies against. A running service drops the analysis
-    from its cache when it next misses it. Exit 0 done, 2 no such analysis, undecided without --force,
+    before (GET /v1/analyses/{id}/audit) still verifies against. A running service answers 404 for it
+    from then on (it reads the store) and drops its cached engine then. Exit 0 done, 2 no such analysis, undecided without --force,
     or bad input."""
     import datetime as _dt
 

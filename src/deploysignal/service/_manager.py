@@ -17,7 +17,7 @@ from ..audit import settings_record
 from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..gate._gate import gc_paused
-from ..store import LockedAnalysis, SQLStore, batch_digest, check_batch_digest, delete_analysis, record_batch_digest
+from ..store import LockedAnalysis, NotFound, SQLStore, batch_digest, check_batch_digest, delete_analysis, record_batch_digest
 from ._engine import AnalysisEngine, TickIn, VoidIn
 from ._split_engine import SplitEngine
 
@@ -67,6 +67,8 @@ class AnalysisManager:
     Engines are cached per analysis and per process. Before every write the manager takes the
     analysis' lock in the store and brings its engine up to the stored tick count (ticks written by
     another process are replayed), so several processes sharing one PostgreSQL stay consistent.
+    A cached engine is used only for the analysis it was built for (its ``created`` stamp): an id
+    another process deleted and created again is another analysis, rebuilt from the store.
     An acknowledged batch has been committed: ticks, chained audit lines and (every
     ``snapshot_every`` ticks) an engine snapshot.
     """
@@ -79,6 +81,8 @@ class AnalysisManager:
         self.max_clock_skew = max_clock_skew
         self.clock = clock
         self._engines: dict[str, Engine] = {}
+        #: the ``created`` stamp of the analysis each cached engine was built for
+        self._created: dict[str, str] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.ingested = 0
@@ -97,7 +101,7 @@ class AnalysisManager:
         lines, head = chain_records([header], GENESIS)
         self.store.create_analysis(aid, spec, head, "\n".join(lines), created)
         with self._lock(aid):
-            self._engines[aid] = engine
+            self._engines[aid], self._created[aid] = engine, created
         return spec
 
     # ------------------------------------------------------------------ engines
@@ -109,7 +113,7 @@ class AnalysisManager:
 
     def _synced_locked(self, la: LockedAnalysis) -> Engine:
         aid, n = la.row.id, la.row.n_ticks
-        eng = self._engines.get(aid)
+        eng = self._cached_engine(aid, la.row.created)
         if eng is not None and eng.n_ticks == n:
             return eng
         if eng is not None and eng.n_ticks < n:
@@ -117,27 +121,34 @@ class AnalysisManager:
         else:
             _, snap, ticks = la.resume_data()
             eng = self._build(la.config(), la.row.spec, snap, ticks)
-        self._engines[aid] = eng
+        self._engines[aid], self._created[aid] = eng, la.row.created
         return eng
+
+    def _cached_engine(self, aid: str, created: str) -> Engine | None:
+        """The cached engine of ``aid`` if it was built for the analysis created at ``created``."""
+        return self._engines.get(aid) if self._created.get(aid) == created else None
 
     def engine(self, aid: str) -> Engine:
         """The analysis' engine, brought up to the stored tick count (read path, no write lock)."""
         with self._lock(aid):
-            eng = self._engines.get(aid)
-            n = self.store.n_ticks(aid)
+            try:
+                row = self.store.get(aid)
+            except NotFound:  # deleted by another process (or never created): nothing to keep
+                self._engines.pop(aid, None)
+                raise
+            eng, n = self._cached_engine(aid, row.created), row.n_ticks
             if eng is not None and eng.n_ticks == n:
                 return eng
             try:
                 if eng is not None and eng.n_ticks < n:
                     eng.ingest(_decode(eng, self.store.ticks(aid, eng.n_ticks, n)))
                 else:
-                    row = self.store.get(aid)
                     n, _, snap, ticks = self.store.resume_data(aid)
                     eng = self._build(self.store.get_config(row.spec["config_version"]), row.spec, snap, ticks)
             except Exception:
                 self._engines.pop(aid, None)
                 raise
-            self._engines[aid] = eng
+            self._engines[aid], self._created[aid] = eng, row.created
             return eng
 
     # ------------------------------------------------------------------ ingest
@@ -241,6 +252,7 @@ class AnalysisManager:
         with self._lock(aid):
             tomb = delete_analysis(self.store, aid, reason=reason, deleted=deleted, undecided=undecided)
             self._engines.pop(aid, None)
+            self._created.pop(aid, None)
         with self._guard:
             self._locks.pop(aid, None)
         log.warning("analysis %s deleted (%s): %d ticks, final audit head %s", aid, reason, tomb["n_ticks"], tomb["audit_head"])

@@ -219,6 +219,9 @@ def test_serve_store_must_exist_unless_create_and_corrupt_store_is_exit_2(tmp_pa
     missing = tmp_path / "typo.db"
     r = CliRunner().invoke(cli_app, ["serve", "--store", f"sqlite:///{missing}", "--tokens-file", str(tokens), "--port", "1"])
     assert r.exit_code == 2 and "no SQLite store" in r.output and "--create" in r.output and not missing.exists()
+    for bad in ("0", "-1", "nan", "inf"):  # 0 is not "keep all" (leave the option out): refused, not silently off
+        r = CliRunner().invoke(cli_app, ["serve", "--store", f"sqlite:///{missing}", "--create", "--tokens-file", str(tokens), "--retain-days", bad])
+        assert r.exit_code == 2 and "--retain-days" in r.output and not missing.exists(), (bad, r.output)
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"not a database, just bytes " * 200)
     for extra in ([], ["--create"]):

@@ -44,7 +44,7 @@ def serve(
     prometheus_allow: Optional[list[str]] = typer.Option(None, "--prometheus-allow", help="Prometheus address (URL prefix) pull specs that use a secret may point at; repeat for several (none: such specs are refused)."),
     max_live_per_template: int = typer.Option(20, min=1, help="Undecided analyses one template may have at once; a new revision beyond that gets 409."),
     max_events: int = typer.Option(10_000, min=1, help="Flagger event/post-rollout calls kept (newest); older ones are deleted."),
-    retain_days: Optional[float] = typer.Option(None, min=0.0, help="Delete decided analyses created (and last ticked) more than this many days ago, checked hourly;"
+    retain_days: Optional[float] = typer.Option(None, help="Delete decided analyses created (and last ticked) more than this many days ago, checked hourly;"
                                                  " a tombstone keeps each one's final audit head (GET /v1/deleted). Undecided analyses are never deleted. Default: keep all."),
     timeout_keep_alive: float = typer.Option(5.0, min=0.1, help="Seconds an idle keep-alive connection stays open between requests."),
     request_timeout: float = typer.Option(30.0, min=0.1, help="Seconds a client has to send a request's headers, and again its body, before the"
@@ -65,6 +65,8 @@ def serve(
 
     if max_clock_skew < 0 and max_clock_skew != -1:  # only -1 itself turns the check off, not -0.5
         raise typer.BadParameter(f"must be >= 0, or -1 to turn the check off; got {max_clock_skew}", param_hint="--max-clock-skew")
+    if retain_days is not None and not 0 < retain_days < 1e6:  # 0 would not mean "keep all": leave the option out for that
+        raise typer.BadParameter(f"must be a number of days > 0 (leave it out to keep every analysis); got {retain_days}", param_hint="--retain-days")
     try:
         if not create:
             open_existing(store).close()  # missing or unreadable store: exit 2 before tokens are generated
@@ -74,7 +76,7 @@ def serve(
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
                                    max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
-                                   max_events=max_events, retain_days=retain_days or None, create_store=create, request_timeout=request_timeout)
+                                   max_events=max_events, retain_days=retain_days, create_store=create, request_timeout=request_timeout)
         if workers == 1:
             app = create_app(settings)  # opens the store: missing (without --create) or unreadable is exit 2
         else:

@@ -104,7 +104,7 @@ class ServiceSettings(BaseModel):
     prometheus_allow: list[str] = Field(default_factory=list)
     max_live_per_template: int = Field(20, ge=1)
     max_events: int = Field(10_000, ge=1)
-    retain_days: float | None = Field(None, gt=0)
+    retain_days: float | None = Field(None, gt=0, lt=1e6)
     retention_interval: float = Field(3600.0, gt=0)
     create_store: bool = True
     request_timeout: float = Field(30.0, gt=0)

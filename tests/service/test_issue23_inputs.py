@@ -195,6 +195,24 @@ def test_retention_deletes_decided_analyses_only(svc):
     assert c.get("/v1/deleted", headers=R).json()[0]["reason"] == "retention: decided, older than 30 days"
 
 
+def test_retention_task_runs_in_the_service(tmp_path, step_sim):
+    """The periodic task started with the app (``serve --retain-days``): a decided analysis goes, its
+    counter series too; an undecided one stays however old."""
+    sim, cfg = step_sim
+    with make_client(tmp_path, retain_days=2e-5, retention_interval=0.2) as c:  # 2e-5 days: 1.7 s
+        for aid, window in (("done", 10), ("open", 480)):
+            assert c.post("/v1/analyses", json={"id": aid, "config": json.loads(cfg.to_json()), "window": window}, headers=W).status_code == 201
+            c.post(f"/v1/analyses/{aid}/ticks", json={"ticks": ticks_of(sim.canary, 0, 12)}, headers=W)  # ticks stamped long ago
+        assert c.get("/v1/analyses/done", headers=R).json()["final"] is True
+        deadline = time.monotonic() + 30
+        while c.get("/v1/analyses/done", headers=R).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _json_error(c.get("/v1/analyses/done", headers=R), 404)
+        assert c.get("/v1/analyses/open", headers=R).json()["final"] is False
+        assert [t["analysis"] for t in c.get("/v1/deleted", headers=R).json()] == ["done"]
+        assert 'analysis="done"' not in c.get("/metrics", headers=W).text and 'analysis="open"' in c.get("/metrics", headers=W).text
+
+
 def test_cli_service_delete(tmp_path, step_sim):
     sim, cfg = step_sim
     c = make_client(tmp_path)

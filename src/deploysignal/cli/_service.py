@@ -46,9 +46,6 @@ def serve(
     max_events: int = typer.Option(10_000, min=1, help="Flagger event/post-rollout calls kept (newest); older ones are deleted."),
     retain_days: Optional[float] = typer.Option(None, help="Delete decided analyses created (and last ticked) more than this many days ago, checked hourly;"
                                                  " a tombstone keeps each one's final audit head (GET /v1/deleted). Undecided analyses are never deleted. Default: keep all."),
-    timeout_keep_alive: float = typer.Option(5.0, min=0.1, help="Seconds an idle keep-alive connection stays open between requests."),
-    request_timeout: float = typer.Option(30.0, min=0.1, help="Seconds a client has to send a request's headers, and again its body, before the"
-                                          " connection is answered 408 and closed (a stalled or slow client holds no connection longer)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -60,7 +57,6 @@ def serve(
     import uvicorn
 
     from ..service import ServiceSettings, create_app
-    from ..service._timeouts import protocol_class
     from ..store import open_existing
 
     if max_clock_skew < 0 and max_clock_skew != -1:  # only -1 itself turns the check off, not -0.5
@@ -76,7 +72,7 @@ def serve(
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
                                    max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
-                                   max_events=max_events, retain_days=retain_days, create_store=create, request_timeout=request_timeout)
+                                   max_events=max_events, retain_days=retain_days, create_store=create)
         if workers == 1:
             app = create_app(settings)  # opens the store: missing (without --create) or unreadable is exit 2
         else:
@@ -89,12 +85,10 @@ def serve(
         from ..service._asgi import prepare_process
 
         prepare_process()
-        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=_log_config(), timeout_keep_alive=timeout_keep_alive,
-                    http=protocol_class(request_timeout))
+        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=_log_config())
     else:
         os.environ["DEPLOYSIGNAL_SERVICE_SETTINGS"] = settings.model_dump_json()
-        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, log_config=_log_config(),
-                    timeout_keep_alive=timeout_keep_alive, http=protocol_class(request_timeout))
+        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, log_config=_log_config())
 
 
 def _log_config() -> dict:

@@ -87,9 +87,6 @@ class ServiceSettings(BaseModel):
         Create the store (a new SQLite file, or the schema in an empty PostgreSQL database) when it does
         not exist. ``deploysignal serve`` sets it only with ``--create``, so a mistyped ``--store``
         refuses to start instead of serving an empty database.
-    request_timeout : float
-        Seconds a client has to send a whole request (headers and body) under ``deploysignal serve``;
-        then 408 and the connection is closed (``service/_timeouts.py``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -107,7 +104,6 @@ class ServiceSettings(BaseModel):
     retain_days: float | None = Field(None, gt=0, lt=1e6)
     retention_interval: float = Field(3600.0, gt=0)
     create_store: bool = True
-    request_timeout: float = Field(30.0, gt=0)
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""

@@ -53,6 +53,7 @@ def _seed_bodies(cfg_json: dict, sim) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/analyses"): {"id": "new", "config": cfg_json, "window": 10},
         ("POST", "/v1/analyses/{aid}/ticks"): {"batch_id": "b", "ticks": [tick]},
         ("POST", "/v1/analyses/{aid}/void"): {"reason": "fuzz"},
+        ("POST", "/v1/analyses/{aid}/cut"): {"to_tick": 3, "reason": "fuzz"},
         ("POST", "/v1/flagger/{hook}"): flagger,
         ("PUT", "/v1/templates/{tid}"): {"config_ref": cfg_json["version_id"] if "version_id" in cfg_json else "cc-000000", "window": 10},
         ("POST", "/v1/kayenta/canary"): {"analysisId": "f", "revision": "r1", "scopes": {"default": {"experimentScope": {"scope": "r1"}}}},
@@ -152,7 +153,7 @@ def test_every_operation_hostile_values_no_server_error(fuzz_svc):
     seeds[("PUT", "/v1/templates/{tid}")] = {"config_ref": cfg.version_id, "window": 10}
     rng = np.random.default_rng(SEED)
     ops = _operations(c.app)
-    assert len(ops) >= 20 and ("DELETE", "/v1/analyses/{aid}", ["force", "reason"]) in ops
+    assert len(ops) >= 20 and ("DELETE", "/v1/analyses/{aid}", ["force", "reason"]) in ops and ("POST", "/v1/analyses/{aid}/cut", []) in ops
     requested: dict[tuple[str, str], int] = {}
     failures = []
 

@@ -221,7 +221,7 @@ def test_cli_service_delete(tmp_path, step_sim):
         c.post("/v1/analyses/a/ticks", json={"ticks": ticks_of(sim.canary, 0, 3)}, headers=W)
     url = f"sqlite:///{tmp_path / 'ds.db'}"
     r = CliRunner().invoke(cli_app, ["service", "delete", "--store", url, "--analysis", "a"])
-    assert r.exit_code == 2 and "undecided" in r.output
+    assert r.exit_code == 1 and "undecided" in r.output
     r = CliRunner().invoke(cli_app, ["service", "delete", "--store", url, "--analysis", "a", "--force", "--reason", "bad source"])
     assert r.exit_code == 0 and "3 ticks" in r.output, r.output
     r = CliRunner().invoke(cli_app, ["service", "delete", "--store", url, "--analysis", "a", "--force"])

@@ -163,10 +163,11 @@ def calibrate(
     print_certification(cfg, err)
 
 
-def _settings(alpha: float, window: int, mode: str, early_proceed: bool, drift_allowance: float = 0.0) -> GateSettings:
+def _settings(alpha: float, window: int, mode: str, early_proceed: bool, drift_allowance: float = 0.0, a_nuisance: str = "learned") -> GateSettings:
     try:
         return GateSettings(
-            alpha=alpha, window=window, mode=mode, early_proceed=early_proceed, drift_allowance=drift_allowance  # type: ignore[arg-type]
+            alpha=alpha, window=window, mode=mode, early_proceed=early_proceed, drift_allowance=drift_allowance,  # type: ignore[arg-type]
+            a_nuisance=a_nuisance,  # type: ignore[arg-type]
         )
     except ValidationError as exc:
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
@@ -186,6 +187,11 @@ def gate(
     drift_allowance: float = typer.Option(
         0.0, help="Extra baseline-to-canary level drift (score sd) treated as healthy, on top of the day-to-day drift the compiler measured."
     ),
+    a_nuisance: str = typer.Option(
+        "learned", "--a-nuisance", help="Family A's nuisance terms: 'learned' (default; a gross shift can be explained away) or 'band' "
+        "(tested against the band the baseline justifies: never explained away, monotone in harm, blind to shifts smaller than the band) "
+        "or 'capped' (learned, capped at the band's edge); docs/one-sample.md."
+    ),
     split: Optional[Path] = typer.Option(None, "--split", help="Randomised split: per-request log (CSV/JSONL/Parquet) with an arm column; see docs/split.md."),
     split_ticks: Optional[Path] = typer.Option(None, "--split-ticks", help="Randomised split: aggregated split ticks (JSONL, per-arm counts and buckets)."),
     signals: Optional[Path] = typer.Option(None, help="Split mode: metric kinds (event/continuous), harm direction, edges, tolerance (YAML/JSON)."),
@@ -200,8 +206,8 @@ def gate(
     if split is not None or split_ticks is not None:
         from ._split import gate_split
 
-        if canary is not None or config is not None or control is not None or drift_allowance != 0.0:
-            raise InputError("--split / --split-ticks take no CANARY, --config, --control or --drift-allowance")
+        if canary is not None or config is not None or control is not None or drift_allowance != 0.0 or a_nuisance != "learned":
+            raise InputError("--split / --split-ticks take no CANARY, --config, --control, --drift-allowance or --a-nuisance")
         verdict = gate_split(out, split=split, split_ticks=split_ticks, signals=signals, audit=audit, as_json=as_json, alpha=alpha,
                              window=window, early_proceed=early_proceed, canary_share=canary_share, tick_seconds=tick_seconds,
                              unit_timeout=unit_timeout, block_seconds=block_seconds, share_changes=share_changes)
@@ -211,7 +217,7 @@ def gate(
     if any(v is not None for v in (signals, canary_share, tick_seconds, unit_timeout, block_seconds, share_changes)):
         raise InputError("--signals, --canary-share, --tick-seconds, --unit-timeout, --block-seconds and --share-changes belong to --split / --split-ticks")
     cfg = load_config(config)
-    settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance)
+    settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance, a_nuisance)
     can = load_stream(canary, cfg, "canary")
     ctrl = load_stream(control, cfg, "control") if control else None
     status = certification_status(cfg, settings)

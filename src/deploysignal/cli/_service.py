@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -46,6 +46,7 @@ def serve(
     max_events: int = typer.Option(10_000, min=1, help="Flagger event/post-rollout calls kept (newest); older ones are deleted."),
     retain_days: Optional[float] = typer.Option(None, help="Delete decided analyses created (and last ticked) more than this many days ago, checked hourly;"
                                                  " a tombstone keeps each one's final audit head (GET /v1/deleted). Undecided analyses are never deleted. Default: keep all."),
+    max_cuts: int = typer.Option(3, min=0, help="Cut-backs allowed per analysis (each can add up to alpha to its false-rollback probability)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -72,7 +73,7 @@ def serve(
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
                                    max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
-                                   max_events=max_events, retain_days=retain_days, create_store=create)
+                                   max_events=max_events, retain_days=retain_days, create_store=create, max_cuts=max_cuts)
         if workers == 1:
             app = create_app(settings)  # opens the store: missing (without --create) or unreadable is exit 2
         else:
@@ -173,9 +174,7 @@ def void_cmd(
 ) -> None:
     """Void an analysis in the store (as POST /v1/analyses/{id}/void with a write token does): a chained
     audit record and a final verdict that never promotes. Exit 0 done, 2 no such analysis or bad input."""
-    from ..service._manager import AnalysisManager
-
-    res = _on_store(store, lambda st: AnalysisManager(st).void(analysis, reason))
+    res = _operator_act(store, lambda m: m.void(analysis, reason))
     out.print(f"analysis {analysis} voided at tick {res['tick']}: verdict {res['verdict']} (final), audit head {res['audit_head']}")
 
 
@@ -189,36 +188,76 @@ def delete_cmd(
     """Delete an analysis from the store (as DELETE /v1/analyses/{id} with a write token does): its ticks,
     audit lines and snapshot go; a tombstone keeps its final audit head, which an audit log exported
     before (GET /v1/analyses/{id}/audit) still verifies against. A running service answers 404 for it
-    from then on (it reads the store) and drops its cached engine then. Exit 0 done, 2 no such analysis, undecided without --force,
-    or bad input."""
+    from then on (it reads the store) and drops its cached engine then. Exit 0 done, 1 refused (undecided
+    without --force), 2 no such analysis or bad input."""
     import datetime as _dt
 
     from ..service._inputs import check_name
-    from ..service._manager import AnalysisManager
 
-    def run(st: object) -> dict:
+    def run(m: Any) -> dict:
         check_name(reason, "--reason")
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-        return AnalysisManager(st).delete(analysis, reason=f"operator: {reason}", deleted=now, undecided=force)  # type: ignore[arg-type]
+        return m.delete(analysis, reason=f"operator: {reason}", deleted=now, undecided=force)  # type: ignore[no-any-return]
 
-    tomb = _on_store(store, run)
+    tomb = _operator_act(store, run)
     out.print(f"analysis {analysis} deleted: {tomb['n_ticks']} ticks, verdict {tomb['verdict']}{' (final)' if tomb['final'] else ''}, final audit head {tomb['audit_head']}")
 
 
-def _on_store(url: str, act: Callable[[Any], Any]) -> Any:
-    """``act(store)`` on the existing store at ``url`` (never created), closed after; exit 2 with the
-    error on stderr for a missing or unreadable store, an unknown analysis or refused input."""
-    from ..store import open_existing
+def _operator_act(store: str, act: Callable[[Any], dict], **manager: Any) -> dict:
+    """Run an operator act on the :class:`~deploysignal.service._manager.AnalysisManager` of the existing
+    store at ``store`` (never created, closed after): exit 2 with the error on stderr for a missing or
+    unreadable store, bad input or no such analysis, 1 when the act is refused
+    (:class:`~deploysignal.store.Conflict`)."""
+    from ..service._manager import AnalysisManager
+    from ..store import Conflict, open_existing
 
     try:
-        st = open_existing(url)
+        st = open_existing(store)
         try:
-            return act(st)
+            return act(AnalysisManager(st, **manager))
         finally:
             st.close()
+    except Conflict as exc:
+        err.print(f"[red]refused[/red]: {exc}")
+        raise typer.Exit(1) from None
     except (DeploySignalError, ValueError) as exc:
         err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
+
+
+@service_app.command("cut")
+def cut_cmd(
+    analysis: str = typer.Option(..., help="Analysis id."),
+    to_tick: int = typer.Option(..., "--to-tick", min=0, help="The first tick to drop (the gate's tick number, as in the audit records)."),
+    reason: str = typer.Option(..., help="Why (recorded in the audit chain)."),
+    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="The service's store URL."),
+    max_cuts: int = typer.Option(3, min=0, help="Cut-backs allowed per analysis (as serve --max-cuts)."),
+) -> None:
+    """Cut an analysis back to before tick TO_TICK (as POST /v1/analyses/{id}/cut with a write token does):
+    the later ticks stay stored, marked superseded by a chained cut record, and the analysis continues from
+    the ticks kept. An analysis that rolled back, was voided or ended refusing promotion refuses it, as
+    does one that had max_cuts cuts. Exit 0 done, 1 refused, 2 no such analysis or bad input."""
+    res = _operator_act(store, lambda m: m.cut(analysis, to_tick, reason), max_cuts=max_cuts)
+    if res.get("duplicate"):
+        out.print(f"analysis {analysis}: this cut was already made (stored entry {res['tick']}); nothing superseded again")
+    out.print(f"analysis {analysis} cut back to tick {res['to_tick']} (superseded stored ticks {res['superseded']}): verdict {res['verdict']},"
+              f" audit head {res['audit_head']}")
+    err.print(f"[yellow]note[/yellow]: {res['note']}")
+
+
+def _stored_head(st: Any, analysis: str) -> str:
+    """The analysis' stored audit head; for a deleted one, the error names its tombstone's final head."""
+    from ..store import NotFound, tombstones
+
+    try:
+        return str(st.get(analysis).audit_head)
+    except NotFound:
+        gone = tombstones(st, analysis)
+        if not gone:
+            raise
+        t = gone[-1]
+        raise ConfigError(f"no analysis {analysis!r}: deleted {t['deleted']} ({t['reason']}), final audit head {t['audit_head']};"
+                          f" verify a log exported before the delete with: deploysignal audit verify FILE --head {t['audit_head']}") from None
 
 
 @audit_app.command("verify")
@@ -229,11 +268,19 @@ def verify(
     analysis: Optional[str] = typer.Option(None, help="Analysis id in --store."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
 ) -> None:
-    """Check the hash chain of an audit log; exit 0 intact, 1 tampered/incomplete, 2 unreadable."""
+    """Check the hash chain of an audit log; exit 0 intact, 1 tampered/incomplete, 2 unreadable.
+
+    With ``--store``, also what the service restores and serves: every tick row, the snapshot, the
+    summary and the analysis row against the chain, and the records re-derived from the snapshot and the
+    ticks after it (the check the service runs when it loads an analysis; an analysis written before
+    0.5.0 gets what can be checked, and the rest is named)."""
     from ..audit._chain import verify_chain
 
+    bound: dict | None = None
     try:
         if store is not None:
+            from ..service._integrity import IntegrityError
+            from ..service._manager import AnalysisManager
             from ..store import open_existing
 
             if analysis is None:
@@ -241,7 +288,15 @@ def verify(
             st = open_existing(store)
             try:
                 lines = st.audit_lines(analysis)
-                head = head or st.get(analysis).audit_head
+                stored_head = _stored_head(st, analysis)
+                if head is not None and head != stored_head:
+                    bound = {"ok": False, "reason": f"the store's audit_head {stored_head[:16]}... is not the published head {head[:16]}..."}
+                else:
+                    head = stored_head
+                    try:
+                        bound = {"ok": True, **AnalysisManager(st).verify(analysis).to_json()}
+                    except IntegrityError as exc:
+                        bound = {"ok": False, "reason": str(exc)}
             finally:
                 st.close()
         elif path is not None:
@@ -266,13 +321,22 @@ def verify(
             err.print(f"[red]audit log not verifiable[/red]: {reason}")
         raise typer.Exit(1)
     rep = verify_chain(lines, head=head)
+    ok = rep.ok and (bound is None or bound["ok"])
     if as_json:
-        out.print(json.dumps({"ok": rep.ok, "lines": rep.n, "head": rep.head, "bad_line": rep.bad_line, "reason": rep.reason}))
-    elif rep.ok:
+        out.print(json.dumps({"ok": ok, "lines": rep.n, "head": rep.head, "bad_line": rep.bad_line, "reason": rep.reason,
+                              **({"store": bound} if bound is not None else {})}))
+        raise typer.Exit(0 if ok else 1)
+    if rep.ok:
         out.print(f"audit chain intact: {rep.n} lines, head {rep.head}")
     else:
         err.print(f"[red]audit chain broken[/red] at line {rep.bad_line}: {rep.reason}")
-    raise typer.Exit(0 if rep.ok else 1)
+    if bound is not None and bound["ok"]:
+        out.print(f"store matches the chain (store_binding {bound['store_binding']}): checked {'; '.join(bound['checked'])}")
+        if bound["unchecked"]:
+            out.print(f"[yellow]not checked[/yellow]: {'; '.join(bound['unchecked'])}")
+    elif bound is not None:
+        err.print(f"[red]store does not match the chain[/red]: {bound['reason']}")
+    raise typer.Exit(0 if ok else 1)
 
 
 def _unchained_header(first: str) -> str | None:

@@ -11,8 +11,16 @@ import numpy as np
 from ..calibration import C_HI, C_LO, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation, log_threshold
 from ._kernels import as_rows, check_cell, check_cells, family_a_run, family_a_step
+from ._nuisance_band import BAND_SHARE, BET_TOP, nuisance_band
 
-__all__ = ["C_PAIR", "FamilyA", "GAMMAS"]
+__all__ = ["C_PAIR", "FamilyA", "GAMMAS", "NUISANCE_MODES"]
+
+#: How family A's rollback test treats the nuisance terms: ``learned`` (default, 0.4.0) centres on their
+#: posterior mean learnt from the canary, which can absorb a large harmful shift (issue 22); ``band``
+#: (opt-in since 0.5.0) tests against the upper edge of the band the baseline justifies (monotone in
+#: harm, but blind to shifts smaller than the band); ``capped`` (opt-in since 0.5.0) centres on the learned
+#: mean capped at the band's upper edge.
+NUISANCE_MODES = ("learned", "band", "capped")
 
 #: Betting fractions mixed over (uniform weights). Each defines a test supermartingale; their average
 #: is one too, so mixing costs at most log(len(GAMMAS)) nats against the best fraction in hindsight.
@@ -23,6 +31,61 @@ C_PAIR = 3.0
 
 class FamilyA:
     r"""Per-signal sequential tests on prewhitened residuals, in each signal's harmful direction.
+
+    **Nuisance band (``nuisance="band"``, opt-in since 0.5.0).** The one-sample null has three
+    nuisance terms estimated from the baseline: each cell centre's error :math:`b_c` (prior variance
+    :math:`v_c`), a global level offset :math:`g` (prior variance :math:`v_g`, below) and the AR(1)
+    error :math:`\beta = \phi - \hat\phi` (prior sd :math:`se_\phi`), which adds :math:`\beta r_i` to
+    innovation :math:`i` (:math:`r_i`: the previous de-seasonalised level in innovation units). None of
+    them is learnt from the canary: the rollback bets test against the upper edge of the band the
+    baseline justifies (:func:`~deploysignal.detectors._nuisance_band.nuisance_band`),
+
+    .. math:: a_i = k\sqrt{v_c} + k\sqrt{v_g} + k\,se_\phi \min(|r_i|, R) + e, \qquad
+              u_i = \min\{\max(s z_i/\hat\sigma_\psi - \hat m_c - a_i,\; -B_c),\; T/\hat\sigma_\psi - \hat m_c\},
+
+    with :math:`B_c = C_{lo}/\hat\sigma_\psi + \hat m_c + a^{max}_c` (the band at its widest,
+    :math:`|r| = R`), ``T = BET_TOP`` (30 sd) and :math:`e` the tail margin that pays for betting above
+    the compiler's clip :math:`C_{hi}` (Scarf's bound; any innovation law of unit variance). Each tick
+    bets :math:`1 + \gamma u_i / B_c`. On the event that every nuisance lies inside its band (probability
+    at least :math:`1 - 0.2\alpha_A` under the compiler's Gaussian model of these errors and a
+    stationary Gaussian AR(1) level for :math:`|r_i| \le R` over the horizon), :math:`E[u_i \mid
+    \mathcal F_{i-1}] \le 0`, so every product below is a test supermartingale; the e-processes run at
+    :math:`0.8\alpha_A`, and :math:`P(\text{family A fires within } H) \le \alpha_A`. **Monotone in
+    harm**: :math:`u_i` is a nondecreasing function of :math:`s z_i/\hat\sigma_\psi - a_i`, and a harmful
+    step of the (variance-stabilised) signal raises :math:`s z_i` by at least what it adds to
+    :math:`a_i` wherever ``k se_phi <= min_g (1 - phi^g)/(g |phi|^(g-1))``
+    (:meth:`not_monotone` names the channels where this fails: phi near 1 on a short baseline;
+    the gate then reports the config uncertified). The bounds :math:`B_c` do not depend on the data,
+    so the log-wealth of every betting fraction, of the mixtures below, of the e-SR recursion and their
+    maximum never decrease when a harmful shift grows, and the rollback never comes later. A gross
+    shift is bet on up to ``T`` sd, about two nats per tick: p99 x10 rolls back in about 6 ticks. The
+    cost: a shift is only evidence beyond the band, measured 0.36-0.85 score sd (median over cells)
+    on a one-week baseline, about 0.6 on two days, 0.8-1.8 on one day, plus ``k se_phi |r_i|``; a
+    0.5 sd step of p99 (innovation shift about 0.37 sd) is then never detected (docs/one-sample.md).
+    Two-sample mode has no level terms: :math:`u_i` is the paired difference minus the AR-error band,
+    clipped below at :math:`-(C_{pair} + a^{max})` and above at ``T``, with the margin
+    :math:`e = 1/(8(C_{pair} - a^{max}))`, which bounds what the lower clip adds to the mean of a
+    difference symmetric about its conditional mean (canary and control exchangeable).
+
+    **Capped (``nuisance="capped"``, opt-in since 0.5.0).** The learned centring below, capped at the
+    band's upper edge: :math:`u_i = \min\{\max(s z_i/\hat\sigma_\psi - \hat m_c - c_i,\; -B_c),\;
+    T/\hat\sigma_\psi - \hat m_c\}` with :math:`c_i = \min(\hat p_i, a_i - e) + e`, :math:`\hat p_i`
+    the learned prediction (cell level, day offset and AR-error posterior means; the learner is fed as
+    in ``learned``), and the band's :math:`a_i`, :math:`e`, :math:`B_c`, ``T`` and alpha split. A
+    moderate shift is tested about as in ``learned`` (the cap rarely binds), a gross one as with the
+    band (the centre stops at the band, so the shift cannot be explained away). Validity: on the event
+    that the learned prediction never exceeds the band's upper edge, the bets are those of ``learned``
+    plus the margin :math:`e`, so the guarantee is ``learned``'s (under the compiler's Gaussian model of
+    the nuisance) up to the probability of that prediction leaving the band, which is measured by
+    Monte Carlo, not bounded. Monotone in harm: *not proved* (below the cap the centre is the learned
+    prediction, a nonlinear function of past scores); the hypothesis property test of
+    ``tests/test_family_a_monotone.py`` has found no counterexample.
+
+    **Learned (``nuisance="learned"``, the default, 0.4.0's treatment).** What follows describes it;
+    it centres each bet on the nuisance's posterior mean *learnt from the canary*, which explains part
+    of any harmful shift as nuisance, and all of a gross one (issue 22: family A alone extends on p99
+    x10), so its evidence is **not** monotone in harm; it detects moderate shifts far sooner than the
+    band. Early proceed (below) uses this predictor in both modes.
 
     Each signal contributes one *channel* per harmful direction (two for ``both`` signals). For a
     channel, the score of tick :math:`i` in calibration cell :math:`c` is
@@ -127,6 +190,8 @@ class FamilyA:
         Tolerated harmful shift (score sd units) for early proceed.
     alpha_proceed : float
         Error budget of early proceed (taken from the reserve, not from alpha).
+    nuisance : {"learned", "band", "capped"}
+        How the rollback test treats the nuisance terms (above); ``learned`` is the default.
 
     References
     ----------
@@ -162,7 +227,11 @@ class FamilyA:
         drift_allowance: float = 0.0,
         tau: float = 0.3,
         alpha_proceed: float = 0.01,
+        nuisance: str = "learned",
     ) -> None:
+        if nuisance not in NUISANCE_MODES:
+            raise ValueError(f"nuisance must be one of {', '.join(NUISANCE_MODES)}, got {nuisance!r}")
+        self.nuisance = nuisance
         self.alpha = alpha
         self.horizon = int(horizon)
         self.two_sample = bool(two_sample)
@@ -193,9 +262,15 @@ class FamilyA:
         g2 = arr["day_bias_var"][:, self._dir, self._sig] + self.drift_allowance**2  # (P, m)
         self._inv_g2 = np.ascontiguousarray(np.where(g2 > 0, 1.0 / np.where(g2 > 0, g2, 1.0), np.inf))
         self._P = self._sd.shape[0]
+        self._band = nuisance_band(
+            self._bias_var, g2, arr["phi"][:, self._sig], arr["phi_se"][:, self._sig], self._sd, alpha=alpha, horizon=self.horizon,
+            two_sample=self.two_sample, c_hi=C_HI, c_pair=C_PAIR,
+        )
+        #: the e-processes' own level: all of alpha (learned) or what the band event leaves (band)
+        alpha_e = alpha if nuisance == "learned" else alpha * (1.0 - BAND_SHARE)
         self._log_thr = log_threshold(alpha)
-        self._log_thr_w = log_threshold(alpha / 2)
-        self._log_thr_r = log_threshold(alpha / 2) + math.log(self.horizon)
+        self._log_thr_w = log_threshold(alpha_e / 2)
+        self._log_thr_r = log_threshold(alpha_e / 2) + math.log(self.horizon)
         self._log_thr_p = log_threshold(alpha_proceed)
         self._reset()
 
@@ -263,6 +338,7 @@ class FamilyA:
         return (
             self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau, self._sd, self._center, self._bias_var, self._phi_var,
             self._inv_g2, self._logw, self._log_thr, self._log_thr_w, self._log_thr_r, self._log_thr_p,
+            NUISANCE_MODES.index(self.nuisance), self._band.a_lvl, self._band.tail, self._band.k_phi, self._band.r_cap, BET_TOP,
             self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,
             self._S2, self._U2, self._Qzr2,
         )
@@ -340,6 +416,16 @@ class FamilyA:
 
     def channel_names(self) -> tuple[str, ...]:
         return self._names
+
+    def not_monotone(self) -> tuple[str, ...]:
+        """Channels (of the first stream) whose rollback evidence is not guaranteed nondecreasing in a
+        harmful shift: the AR-error band outgrows the score's response to a step (``phi`` near 1 and a
+        short baseline; see :func:`~deploysignal.detectors._nuisance_band.nuisance_band`). Every
+        channel in ``learned`` and ``capped`` modes, which make no such guarantee (issue 22; ``capped``
+        is monotone in the property test, not by proof)."""
+        if self.nuisance != "band":
+            return self._names
+        return tuple(n for n, ok in zip(self._names, self._band.monotone[0]) if not ok)
 
     def components(self) -> dict[str, float]:
         """Log-wealth of the two e-processes of a single stream (for audit records)."""

@@ -284,14 +284,58 @@ def family_e_step(z, control_z, two_sample, c_hi, b, chol_inv, cal, cal_n, table
 
 # ---------------------------------------------------------------------------------------- family A
 @njit(**_OPTS)
+def _band_score(z, cz, sg, r, has_lag, two_sample, c_lo, c_pair, top, sdi, cen, a_lvl, k_phi, r_cap):  # pragma: no cover - compiled
+    """Family A's centred rollback score against the nuisance band, divided by its lower bound (>= -1).
+
+    The band's upper edge ``a = a_lvl + k_phi * min(|r|, r_cap)`` is subtracted *before* the clip, the
+    lower clip sits at the band's widest point and the upper one at ``top`` innovation sd, so the score
+    is a nondecreasing function of ``s z / sd - a`` (the oriented innovation minus the band) and its
+    lower bound does not depend on the data. No regressor (``has_lag`` false): ``|r|`` is taken at its
+    cap. NaN in, 0 out (no bet)."""
+    ar = r_cap if not has_lag else min(abs(r), r_cap)
+    a = a_lvl + k_phi * ar
+    a_max = a_lvl + k_phi * r_cap
+    if two_sample:
+        lo = c_pair + a_max
+        u = min(max(sg * (z - cz) / math.sqrt(2.0) - a, -lo), top)
+    else:
+        lo = c_lo / sdi + cen + a_max
+        u = min(max(sg * z / sdi - cen - a, -lo), top / sdi - cen)
+    if math.isnan(u) or not lo > 0.0:
+        return 0.0
+    return u / lo
+
+
+@njit(**_OPTS)
+def _capped_score(x_raw, pred, two_sample, lo_base, top_u, a_lvl, tail, k_phi, r_cap, r, has_lag):  # pragma: no cover - compiled
+    """Family A's rollback score centred on the learned prediction capped at the band's upper edge
+    (``nuisance="capped"``), divided by the band's data-free lower bound. NaN in, 0 out."""
+    ar = r_cap if not has_lag else min(abs(r), r_cap)
+    edge = a_lvl - tail + k_phi * ar
+    c = min(pred, edge) + tail
+    lo = lo_base + a_lvl + k_phi * r_cap
+    u = min(max(x_raw - c, -lo), top_u)
+    if math.isnan(u) or not lo > 0.0:
+        return 0.0
+    return u / lo
+
+
+@njit(**_OPTS)
 def family_a_step(
     z, control_z, lag, control_lag, has_lag, two_sample, cell, sig, sign, c_lo, c_hi, c_pair, gammas, tau,
-    sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p,
+    sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p, band, a_lvl, tail, k_phi, r_cap, top,
     S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, S2, U2, Qzr2, out_lw, out_logw, out_logr, out_harm,
 ):  # pragma: no cover - compiled
     """``S2, U2, Qzr2``: the predictor's sums fed with ``x - tau`` (the early-proceed test's boundary
     null, 'harm exactly tau'); ``N, A, Qrr`` do not depend on the data and are shared. NaN there
-    (a state saved before this predictor existed) switches the proceed test off: no bet, never rejects."""
+    (a state saved before this predictor existed) switches the proceed test off: no bet, never rejects.
+
+    ``band``: 0 centres the rollback bets on the learned prediction (``nuisance="learned"``); 1 tests
+    against the nuisance band (:mod:`~deploysignal.detectors._family_a`, ``nuisance="band"``), and the
+    learned rollback predictor (``S, U, Qzr``) is then neither used nor updated; 2 centres on the
+    learned prediction capped at the band's upper edge (``nuisance="capped"``). ``a_lvl`` (P, cells, m)
+    the level bands and tail margin, ``tail`` (P, cells, m) that margin alone, ``k_phi`` (P, m) the
+    AR-error band, ``r_cap`` (P, m) the regressor's band, ``top`` the bets' upper clip."""
     P = z.shape[0]
     m = sig.size
     G = gammas.size
@@ -328,6 +372,15 @@ def family_a_step(
             xc = x - pred
             ok = (not math.isnan(xc)) and lo > 0.0
             xi = xc / lo if ok else 0.0
+            if band == 2:
+                if two_sample:
+                    xr, lb, tu = sg * (z[p, s] - control_z[p, s]) / rt2, c_pair, top
+                else:
+                    xr, lb, tu = sg * z[p, s] / sd[p, i] - center[p, cell, i], c_lo / sd[p, i] + center[p, cell, i], top / sd[p, i] - center[p, cell, i]
+                xi = _capped_score(xr, pred, two_sample, lb, tu, a_lvl[p, cell, i], tail[p, cell, i], k_phi[p, i], r_cap[p, i], r, has_lag)
+            elif band:
+                xi = _band_score(z[p, s], control_z[p, s], sg, r, has_lag, two_sample, c_lo, c_pair, top, sd[p, i],
+                                 center[p, cell, i], a_lvl[p, cell, i], k_phi[p, i], r_cap[p, i])
             # early proceed bets that x lies below its predicted mean under 'harm exactly tau': tau plus
             # the same predictor fed with x - tau (fed with x, it would absorb part of the harm)
             pred2 = tau + bhat2 + beta2 * r
@@ -347,18 +400,21 @@ def family_a_step(
             # a spike (|z| at Z_BOUND) is bet on, at the clip, but not learnt from as bias or regression
             if ok and abs(z[p, s]) < Z_BOUND and (not two_sample or abs(control_z[p, s]) < Z_BOUND):
                 n_obs[p, i] += 1.0
-                Qzr[p, i] += (x - bhat) * r
+                if band != 1:
+                    Qzr[p, i] += (x - bhat) * r
                 Qzr2[p, i] += (x - tau - bhat2) * r
                 Qrr[p, i] += r * r
                 if not two_sample:
                     Sc, Nc, S2c = S[p, cell, i], N[p, cell, i], S2[p, cell, i]
                     old_a, old_u, old_u2 = Nc / (1.0 + Nc * v), Sc / (1.0 + Nc * v), S2c / (1.0 + Nc * v)
-                    Sc += x - beta * r
+                    if band != 1:
+                        Sc += x - beta * r
                     S2c += x - tau - beta2 * r
                     Nc += 1.0
                     S[p, cell, i], N[p, cell, i], S2[p, cell, i] = Sc, Nc, S2c
                     A[p, i] += Nc / (1.0 + Nc * v) - old_a
-                    U[p, i] += Sc / (1.0 + Nc * v) - old_u
+                    if band != 1:
+                        U[p, i] += Sc / (1.0 + Nc * v) - old_u
                     U2[p, i] += S2c / (1.0 + Nc * v) - old_u2
         lw = _logsumexp_row(logW[p].ravel(), logw.ravel())
         lr = _logsumexp_row(logR[p].ravel(), logw.ravel())
@@ -632,7 +688,7 @@ def _sticky(lw: float, thr: float, fired: np.ndarray, out_fired: np.ndarray, t: 
 @njit(**_OPTS_GIL)
 def family_a_run(
     z, control_z, lag, control_lag, has_lag, two_sample, cells, sig, sign, c_lo, c_hi, c_pair, gammas, tau,
-    sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p,
+    sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p, band, a_lvl, tail, k_phi, r_cap, top,
     S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, S2, U2, Qzr2, harm, fired, log_horizon, start, out, out_fired, out_harm,
 ):  # pragma: no cover - compiled
     lw, lwv, lrv = np.empty(1), np.empty(1), np.empty(1)
@@ -640,7 +696,7 @@ def family_a_run(
         family_a_step(
             z[t:t + 1], control_z[t:t + 1], lag[t:t + 1], control_lag[t:t + 1], has_lag, two_sample, cells[t], sig, sign,
             c_lo, c_hi, c_pair, gammas, tau, sd, center, bias_var, phi_var, inv_g2, logw, thr, thr_w, thr_r, thr_p,
-            S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, S2, U2, Qzr2, lw, lwv, lrv, harm,
+            band, a_lvl, tail, k_phi, r_cap, top, S, N, U, A, logW, logR, logP, n_obs, Qzr, Qrr, S2, U2, Qzr2, lw, lwv, lrv, harm,
         )
         out[t, 0], out[t, 1], out[t, 2], out[t, 3] = lw[0], lrv[0] - log_horizon, lwv[0], lrv[0]
         h = True

@@ -170,12 +170,27 @@ def certify_baseline(
     return CompiledConfig.model_validate(payload)
 
 
+def _not_monotone(config: CompiledConfig, settings: GateSettings) -> tuple[str, ...]:
+    """Family A's channels whose band test is not guaranteed monotone in harm (issue 22; empty when
+    family A does not run or runs 0.4.0's learned centring, which :class:`GateSettings` documents)."""
+    share = settings.shares.get("A")
+    if share is None or settings.a_nuisance != "band":
+        return ()
+    from ..detectors import FamilyA
+
+    fam = FamilyA(config, alpha=share * settings.alpha, horizon=settings.horizon, two_sample=settings.mode == "two-sample",
+                  drift_allowance=settings.drift_allowance, nuisance="band")
+    return fam.not_monotone()
+
+
 def certification_status(config: CompiledConfig, settings: GateSettings) -> dict[str, Any]:
     """What a gate run says about its model: ``certified``, ``reasons`` and ``basis``.
 
     ``basis`` is ``"one-sample, model checked"`` or ``"one-sample, uncertified"`` in one-sample mode,
     ``"two-sample"`` otherwise (the certificate concerns the one-sample model; it is still reported).
     A certificate holds only for the settings it was backtested with (alpha, window, max_extensions).
+    A gate whose family A cannot guarantee evidence monotone in harm for some signal (phi near 1 on a
+    short baseline; :meth:`~deploysignal.detectors.FamilyA.not_monotone`) is uncertified and says which.
 
     Examples
     --------
@@ -198,6 +213,11 @@ def certification_status(config: CompiledConfig, settings: GateSettings) -> dict
                 certified = False
                 reasons.append("backtested at " + ", ".join(f"{k}={scope[k]}" for k in now) + "; this gate runs "
                                + ", ".join(f"{k}={v}" for k, v in now.items()) + ": recalibrate with these settings")
+    flat = _not_monotone(config, settings)
+    if flat:
+        certified = False
+        reasons.append(f"family A's evidence is not guaranteed monotone in harm for {', '.join(flat)}: AR(1) phi near 1 on a short"
+                       " baseline, so the AR-error band can outgrow a step's response; use a longer baseline")
     if not certified:
         reasons.append(RECOMMENDATION)
     if settings.mode == "two-sample":

@@ -187,6 +187,7 @@ def _build_a(config: CompiledConfig | Sequence[CompiledConfig], settings: GateSe
         drift_allowance=settings.drift_allowance,
         tau=settings.tau,
         alpha_proceed=max(settings.proceed_share * settings.alpha, 1e-300),
+        nuisance=settings.a_nuisance,
     )
 
 

@@ -49,6 +49,17 @@ class GateSettings(BaseModel):
         makes the verdict extend instead of proceed.
     drift_allowance : float
         Global baseline-to-canary drift (score sd) treated as null in one-sample mode.
+    a_nuisance : {"learned", "band", "capped"}
+        How family A treats its nuisance terms (cell levels, day offset, AR(1) error). ``learned``
+        (default, 0.4.0's treatment) centres each bet on their posterior mean learnt from the canary:
+        it detects moderate shifts, but a gross harmful shift can be explained away as nuisance and
+        its evidence is not monotone in harm (issue 22). ``band`` tests against the upper edge of the
+        band the baseline justifies: no harmful shift is explained away and the evidence is monotone
+        in harm, but a shift counts only beyond the band, so moderate shifts are detected later or
+        not at all (docs/one-sample.md gives the measured cost). ``capped`` centres on the learned
+        mean capped at the band's upper edge: gross shifts as with the band, moderate ones somewhat
+        later than ``learned``; monotone in harm in the property test, not by proof. Logs whose header
+        has no such key replay as ``learned``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,6 +76,7 @@ class GateSettings(BaseModel):
     min_valid_fraction: float = Field(0.8, ge=0.0, le=1.0)
     suggestive_fraction: float = Field(0.25, gt=0.0, le=1.0)
     drift_allowance: float = Field(0.0, ge=0.0)
+    a_nuisance: Literal["learned", "band", "capped"] = "learned"
     rules: RuleSettings = Field(default_factory=RuleSettings)
 
     @model_validator(mode="after")

@@ -41,6 +41,7 @@ from ..gate import certification_status
 from ..telemetry import Frame
 from ._kayenta import kayenta_router
 from ._inputs import InputGuard, Shallow, check_name, check_names
+from ._integrity import IntegrityError
 from ._manager import AnalysisManager
 from ._argo import argo_router
 from ._flagger import flagger_router
@@ -286,7 +287,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if not settings.tokens and not settings.insecure:
         raise ConfigError("no API tokens configured: pass --tokens-file (hashes) or --insecure for a local experiment")
     store = open_existing(settings.store_url, create=settings.create_store)
-    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew)
+    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew, max_cuts=settings.max_cuts)
     registry, counters = build_registry(manager)
     pullers: dict[str, PrometheusPuller] = {}
     unusable: dict[str, str] = {}
@@ -356,6 +357,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         log.error("unexpected error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
         return JSONResponse({"detail": f"internal error (logged as {ref}): {type(exc).__name__}"}, status_code=500)
 
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        # the analysis' store does not match its audit chain: refused (logged by the manager), the rest keeps serving
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
     # ------------------------------------------------------------------ auth
     def _role(authorization: str | None) -> str | None:
         if settings.insecure:
@@ -402,6 +408,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "baseline_version": row.spec["config_version"],
             "settings": row.spec["settings"],
             "audit_head": row.audit_head,
+            "integrity": None if (ic := manager.integrity.get(aid)) is None else ic.to_json(),
             "created": row.created,
             **({"poller": _poller_status(aid, row)} if row.spec.get("prometheus") else {}),
             **(eng.verdict_extra() if isinstance(eng, SplitEngine) else {"certification": certification_status(eng.config, eng.settings)}),
@@ -518,7 +525,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @app.get("/v1/analyses", dependencies=read, tags=["analyses"])
     def list_analyses() -> list[dict[str, Any]]:
-        return [{"id": r.id, "n_ticks": r.n_ticks, "baseline_version": r.spec["config_version"], "summary": r.summary, "created": r.created} for r in store.list()]
+        out = []
+        for r in store.list():
+            summary, why = manager.listed_summary(r)
+            out.append({"id": r.id, "n_ticks": r.n_ticks, "baseline_version": r.spec["config_version"], "summary": summary, "created": r.created,
+                        **({"integrity_error": why} if why else {})})
+        return out
 
     @app.get("/v1/analyses/{aid}", dependencies=read, tags=["analyses"])
     def get_analysis(aid: str) -> dict[str, Any]:
@@ -585,6 +597,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def _deleted(aid: str) -> None:
         """What this process keeps about an analysis it deleted: its poller entry, its counter series."""
         pullers.pop(aid, None)
+        unusable.pop(aid, None)
         counters["ticks"].remove(aid)  # absent labels are ignored
 
     add_retention_routes(app, manager, read, write, _now, _deleted)
@@ -597,7 +610,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         timeout: Annotated[float, Query(gt=0, le=3600)] = 300.0,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
-        """Server-sent events: one ``decision`` event per evaluated tick (id = tick), from ``from_tick``."""
+        """Server-sent events, one per stored entry from ``from_tick`` (id = its stored sequence number, the
+        gate's tick until a cut-back): ``decision`` with an evaluated tick's gate record, ``cut`` with a
+        cut-back's record (the decisions it superseded were sent before it and are not sent again)."""
         await run_in_threadpool(store.get, aid)
         loop_holder["loop"] = asyncio.get_running_loop()
         start = from_tick
@@ -610,15 +625,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             while asyncio.get_running_loop().time() < deadline:
                 n = await run_in_threadpool(store.n_ticks, aid)
                 if n > nxt:
-                    lines = await run_in_threadpool(store.audit_lines, aid, nxt, min(n - nxt, 1000))
-                    for ln in lines:
-                        rec = json.loads(ln)["record"]
-                        if rec.get("family") != "gate":
-                            continue
-                        yield f"id: {rec['tick']}\nevent: decision\ndata: {json.dumps(rec, separators=(',', ':'))}\n\n".encode()
-                        nxt, sent = rec["tick"] + 1, sent + 1
-                        if max_events is not None and sent >= max_events:
-                            return
+                    rows = await run_in_threadpool(store.audit_rows, aid, nxt, min(n - nxt, 1000))
+                    for seq, text in rows:
+                        nxt = seq + 1  # the cursor is the stored sequence: after a cut the gate's tick numbers repeat
+                        for ln in text.split("\n"):
+                            rec = json.loads(ln)["record"]
+                            if rec.get("family") not in ("gate", "cut"):
+                                continue
+                            kind = "decision" if rec["family"] == "gate" else "cut"
+                            yield f"id: {seq}\nevent: {kind}\ndata: {json.dumps(rec, separators=(',', ':'))}\n\n".encode()
+                            sent += 1
+                            if max_events is not None and sent >= max_events:
+                                return
+                    if not rows:
+                        nxt = n
                     continue
                 cond.clear()
                 try:
@@ -698,7 +718,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def _resume_pullers() -> None:
         for row in store.list():
             prom = row.spec.get("prometheus")
-            if prom and not (row.summary or {}).get("final"):
+            summary, why = manager.listed_summary(row) if prom else (None, None)
+            if why is not None:  # a summary that does not match the chain decides nothing: the analysis is refused on load
+                unusable[row.id] = f"refused: {why}"
+            elif prom and not (summary or {}).get("final"):
                 _start_puller(row.id, prom)
 
     def _start_retention() -> None:

@@ -87,6 +87,11 @@ class ServiceSettings(BaseModel):
         Create the store (a new SQLite file, or the schema in an empty PostgreSQL database) when it does
         not exist. ``deploysignal serve`` sets it only with ``--create``, so a mistyped ``--store``
         refuses to start instead of serving an empty database.
+    max_cuts : int
+        Cut-backs allowed per analysis (``POST /v1/analyses/{id}/cut``); one more is refused (409). Each
+        cut can add up to alpha to the analysis' false-rollback probability (at most
+        ``(1 + max_cuts) x alpha``) and drops a stretch of evidence (a write-token holder can cut away a
+        regression's build-up): the cap bounds both. Default 3.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -104,6 +109,7 @@ class ServiceSettings(BaseModel):
     retain_days: float | None = Field(None, gt=0, lt=1e6)
     retention_interval: float = Field(3600.0, gt=0)
     create_store: bool = True
+    max_cuts: int = Field(3, ge=0)
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""

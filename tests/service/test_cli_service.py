@@ -60,8 +60,8 @@ def test_audit_verify_reports_a_corrupted_line_as_broken(tmp_path, corrupt, reas
 def test_serve_refuses_without_tokens(tmp_path):
     empty = tmp_path / "tokens.json"
     empty.write_text("[]")
-    r = runner.invoke(app, ["serve", "--store", f"sqlite:///{tmp_path / 'x.db'}", "--tokens-file", str(empty)])
-    assert r.exit_code == 2 and "no API tokens" in r.output
+    r = runner.invoke(app, ["serve", "--store", f"sqlite:///{tmp_path / 'x.db'}", "--create", "--tokens-file", str(empty)])
+    assert r.exit_code == 2 and "no API tokens" in r.output and not (tmp_path / "x.db").exists()
     r = runner.invoke(app, ["service", "hash-token", "abc"])
     assert r.output.strip() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 

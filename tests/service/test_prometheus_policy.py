@@ -97,7 +97,7 @@ def test_serve_takes_the_allow_list_from_the_command_line(tmp_path, monkeypatch)
     ran = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: ran.append(kw))
     monkeypatch.setenv("DEPLOYSIGNAL_SERVICE_SETTINGS", "{}")  # serve sets it; restored after the test
-    res = CliRunner().invoke(cli_app, ["serve", "--insecure", "--workers", "2", "--store", f"sqlite:///{tmp_path / 's.db'}",
+    res = CliRunner().invoke(cli_app, ["serve", "--insecure", "--workers", "2", "--store", f"sqlite:///{tmp_path / 's.db'}", "--create",
                                        "--prometheus-allow", "https://prom-a:9090", "--prometheus-allow", "http://prom-b/prometheus"])
     assert res.exit_code == 0 and ran and ran[0]["workers"] == 2, res.output
     st = ServiceSettings.model_validate_json(os.environ["DEPLOYSIGNAL_SERVICE_SETTINGS"])  # what every worker builds its app from

@@ -18,10 +18,10 @@ from ._proc import SERVE, free_port
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-def _start(cwd: Path, port: int) -> subprocess.Popen:
+def _start(cwd: Path, port: int, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    # exactly `deploysignal serve` plus the port (the default 8080 may be taken on a shared machine)
-    return subprocess.Popen([sys.executable, "-c", SERVE, "--port", str(port)], cwd=cwd, env=env,
+    # exactly `deploysignal serve` (first start: `serve --create`) plus the port (the default 8080 may be taken on a shared machine)
+    return subprocess.Popen([sys.executable, "-c", SERVE, "--port", str(port), *extra], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -46,7 +46,12 @@ def _stop(proc: subprocess.Popen) -> str:
 def test_serve_without_flags_generates_tokens_and_serves_local_docs(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # without --create there is no store to serve: exit 2 saying so (a mistyped --store never starts on an empty database)
     proc = _start(tmp_path, port)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "no SQLite store at 'deploysignal.db'; pass --create" in out, out
+    assert not (tmp_path / "deploysignal.db").exists()
+    proc = _start(tmp_path, port, "--create")
     try:
         _wait(proc, url)
         d = tmp_path / ".deploysignal"
@@ -77,7 +82,7 @@ def test_serve_without_flags_generates_tokens_and_serves_local_docs(tmp_path):
     finally:
         out = _stop(proc)
     assert f"generated write, read and kayenta tokens in {tmp_path / '.deploysignal'}/" in out and f"http://127.0.0.1:{port}" in out
-    # a second start reuses them (nothing regenerated, the same token still works)
+    # a second start (no --create: the store exists now) reuses them (nothing regenerated, the same token still works)
     proc = _start(tmp_path, port)
     try:
         _wait(proc, url)

@@ -30,7 +30,8 @@ audit_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audit 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Bind address."),
     port: int = typer.Option(8080, min=0, max=65535, help="TCP port."),
-    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="sqlite:///path.db or postgresql://..."),
+    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="sqlite:///path.db or postgresql://...; must exist unless --create."),
+    create: bool = typer.Option(False, "--create", help="Create the store if it does not exist (a new SQLite file, or the tables in an empty PostgreSQL database); without it a missing store is an error (exit 2), so a mistyped --store cannot start on an empty database."),
     tokens_file: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_TOKENS_FILE", help="YAML/JSON list of {name, sha256, role}."),
     tokens_dir: Path = typer.Option(Path(".deploysignal"), envvar="DEPLOYSIGNAL_TOKENS_DIR", help="Without --tokens-file: where a write, a read and a kayenta token are generated on first start (write.token, read.token, kayenta.token, tokens.json with their hashes) and reused after; relative to the working directory."),
     insecure: bool = typer.Option(False, help="No authentication (local experiments only)."),
@@ -43,6 +44,8 @@ def serve(
     prometheus_allow: Optional[list[str]] = typer.Option(None, "--prometheus-allow", help="Prometheus address (URL prefix) pull specs that use a secret may point at; repeat for several (none: such specs are refused)."),
     max_live_per_template: int = typer.Option(20, min=1, help="Undecided analyses one template may have at once; a new revision beyond that gets 409."),
     max_events: int = typer.Option(10_000, min=1, help="Flagger event/post-rollout calls kept (newest); older ones are deleted."),
+    retain_days: Optional[float] = typer.Option(None, help="Delete decided analyses created (and last ticked) more than this many days ago, checked hourly;"
+                                                 " a tombstone keeps each one's final audit head (GET /v1/deleted). Undecided analyses are never deleted. Default: keep all."),
     max_cuts: int = typer.Option(3, min=0, help="Cut-backs allowed per analysis (each can add up to alpha to its false-rollback probability)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
@@ -55,19 +58,26 @@ def serve(
     import uvicorn
 
     from ..service import ServiceSettings, create_app
+    from ..store import open_existing
 
     if max_clock_skew < 0 and max_clock_skew != -1:  # only -1 itself turns the check off, not -0.5
         raise typer.BadParameter(f"must be >= 0, or -1 to turn the check off; got {max_clock_skew}", param_hint="--max-clock-skew")
+    if retain_days is not None and not 0 < retain_days < 1e6:  # 0 would not mean "keep all": leave the option out for that
+        raise typer.BadParameter(f"must be a number of days > 0 (leave it out to keep every analysis); got {retain_days}", param_hint="--retain-days")
     try:
+        if not create:
+            open_existing(store).close()  # missing or unreadable store: exit 2 before tokens are generated
         if tokens_file is None and not insecure:
             tokens_file = _generated_tokens(tokens_dir, host, port)
         tokens = [] if tokens_file is None else ServiceSettings.read_tokens_file(tokens_file)
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
                                    max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
-                                   max_events=max_events, max_cuts=max_cuts)
+                                   max_events=max_events, retain_days=retain_days, create_store=create, max_cuts=max_cuts)
         if workers == 1:
-            app = create_app(settings)
+            app = create_app(settings)  # opens the store: missing (without --create) or unreadable is exit 2
+        else:
+            open_existing(store, create=create).close()  # the same, here, before any worker starts
     except (DeploySignalError, ValueError) as exc:
         err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
@@ -168,18 +178,41 @@ def void_cmd(
     out.print(f"analysis {analysis} voided at tick {res['tick']}: verdict {res['verdict']} (final), audit head {res['audit_head']}")
 
 
-def _operator_act(store: str, act: Callable[[Any], dict], **manager: Any) -> dict:
-    """Run an operator act on the store's :class:`~deploysignal.service._manager.AnalysisManager`: exit 2
-    for a missing SQLite file (opening would create an empty one), bad input or no such analysis, 1 when
-    the act is refused (:class:`~deploysignal.store.Conflict`)."""
-    from ..service._manager import AnalysisManager
-    from ..store import Conflict, open_store
+@service_app.command("delete")
+def delete_cmd(
+    analysis: str = typer.Option(..., help="Analysis id."),
+    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="The service's store URL."),
+    force: bool = typer.Option(False, "--force", help="Also delete an undecided analysis (it may be the live gate of a rollout)."),
+    reason: str = typer.Option("operator", help="Why (kept in the tombstone)."),
+) -> None:
+    """Delete an analysis from the store (as DELETE /v1/analyses/{id} with a write token does): its ticks,
+    audit lines and snapshot go; a tombstone keeps its final audit head, which an audit log exported
+    before (GET /v1/analyses/{id}/audit) still verifies against. A running service answers 404 for it
+    from then on (it reads the store) and drops its cached engine then. Exit 0 done, 1 refused (undecided
+    without --force), 2 no such analysis or bad input."""
+    import datetime as _dt
 
-    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
-        err.print(f"[red]error[/red]: no SQLite store at {store[len('sqlite:///'):]!r}")
-        raise typer.Exit(2)
+    from ..service._inputs import check_name
+
+    def run(m: Any) -> dict:
+        check_name(reason, "--reason")
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+        return m.delete(analysis, reason=f"operator: {reason}", deleted=now, undecided=force)  # type: ignore[no-any-return]
+
+    tomb = _operator_act(store, run)
+    out.print(f"analysis {analysis} deleted: {tomb['n_ticks']} ticks, verdict {tomb['verdict']}{' (final)' if tomb['final'] else ''}, final audit head {tomb['audit_head']}")
+
+
+def _operator_act(store: str, act: Callable[[Any], dict], **manager: Any) -> dict:
+    """Run an operator act on the :class:`~deploysignal.service._manager.AnalysisManager` of the existing
+    store at ``store`` (never created, closed after): exit 2 with the error on stderr for a missing or
+    unreadable store, bad input or no such analysis, 1 when the act is refused
+    (:class:`~deploysignal.store.Conflict`)."""
+    from ..service._manager import AnalysisManager
+    from ..store import Conflict, open_existing
+
     try:
-        st = open_store(store)
+        st = open_existing(store)
         try:
             return act(AnalysisManager(st, **manager))
         finally:
@@ -212,6 +245,21 @@ def cut_cmd(
     err.print(f"[yellow]note[/yellow]: {res['note']}")
 
 
+def _stored_head(st: Any, analysis: str) -> str:
+    """The analysis' stored audit head; for a deleted one, the error names its tombstone's final head."""
+    from ..store import NotFound, tombstones
+
+    try:
+        return str(st.get(analysis).audit_head)
+    except NotFound:
+        gone = tombstones(st, analysis)
+        if not gone:
+            raise
+        t = gone[-1]
+        raise ConfigError(f"no analysis {analysis!r}: deleted {t['deleted']} ({t['reason']}), final audit head {t['audit_head']};"
+                          f" verify a log exported before the delete with: deploysignal audit verify FILE --head {t['audit_head']}") from None
+
+
 @audit_app.command("verify")
 def verify(
     path: Optional[Path] = typer.Argument(None, help="Chained audit NDJSON (GET /v1/analyses/{id}/audit)."),
@@ -233,16 +281,14 @@ def verify(
         if store is not None:
             from ..service._integrity import IntegrityError
             from ..service._manager import AnalysisManager
-            from ..store import open_store
+            from ..store import open_existing
 
             if analysis is None:
                 raise ConfigError("--store needs --analysis")
-            if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():  # opening would create an empty one
-                raise ConfigError(f"no SQLite store at {store[len('sqlite:///'):]!r}")
-            st = open_store(store)
+            st = open_existing(store)
             try:
                 lines = st.audit_lines(analysis)
-                stored_head = st.get(analysis).audit_head
+                stored_head = _stored_head(st, analysis)
                 if head is not None and head != stored_head:
                     bound = {"ok": False, "reason": f"the store's audit_head {stored_head[:16]}... is not the published head {head[:16]}..."}
                 else:

@@ -36,16 +36,18 @@ from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError
 from ..calibration import CompiledConfig, compile_baseline
 from ..sources import PrometheusPuller, PrometheusSource, PrometheusSplitSource, PromUnavailable, PullSpec, SecretPolicy
-from ..store import Conflict, IntegrationTables, NotFound, open_store
+from ..store import Conflict, IntegrationTables, NotFound, open_existing
 from ..gate import certification_status
 from ..telemetry import Frame
 from ._kayenta import kayenta_router
+from ._inputs import InputGuard, Shallow, check_name, check_names
 from ._integrity import IntegrityError
 from ._manager import AnalysisManager
 from ._argo import argo_router
 from ._flagger import flagger_router
 from ._metrics import build_registry
 from ._operator import add_operator_routes
+from ._retention import RetentionTask, add_retention_routes
 from ._revisions import IntegrationContext
 from ._templates import templates_router
 from ._settings import ServiceSettings
@@ -58,6 +60,8 @@ __all__ = ["create_app", "openapi_spec"]
 log = logging.getLogger(__name__)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+#: names (cohorts, tiers) hold no control characters (service/_inputs.py)
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 #: integers a float can hold: a larger one would fail the finiteness checks with OverflowError (a 500)
 _FloatInt = Annotated[StrictInt, Field(ge=-int(sys.float_info.max), le=int(sys.float_info.max))]
 Number = StrictFloat | _FloatInt
@@ -78,7 +82,7 @@ class BaselineIn(_Strict):
     seed: StrictInt = 0
 
 
-class CreateAnalysis(_Strict):
+class CreateAnalysis(Shallow, _Strict):  # config and metrics are free-form: nesting bounded
     """Create an analysis from exactly one of ``config``, ``config_ref`` or ``baseline``; or, with
     ``mode: split``, a randomised-split analysis from ``metrics`` (the split signals file's content:
     ``{metric: {kind, direction, edges, tolerance, alpha_share}}``, see ``docs/split.md``)."""
@@ -128,7 +132,7 @@ class TickModel(_Strict):
     timestamp: Annotated[Number, Field(allow_inf_nan=False)]
     values: dict[str, Number | None] = Field(min_length=1)
     control: dict[str, Number | None] | None = None
-    cohort: str | None = Field(None, max_length=128)
+    cohort: str | None = Field(None, max_length=128, pattern=NAME_PATTERN)
 
 
 class IngestRequest(_Strict):
@@ -175,7 +179,7 @@ class BodyLimit:
         while more:
             msg = await receive()
             if msg["type"] != "http.request":
-                break
+                return  # the client left before its body was complete: nothing to answer, nothing to act on
             body = msg.get("body", b"")
             seen += len(body)
             if seen > self.limit:
@@ -241,6 +245,8 @@ def _compile_inline(b: BaselineIn, signals: list[str] | None) -> CompiledConfig:
     vals = np.array([[math.nan if v is None else float(v) for v in b.values[s]] for s in names], dtype=float).T
     if np.isinf(vals).any():
         raise InputError("baseline contains an infinite value", column="baseline.values")
+    check_names(names, "baseline.values")
+    check_names(b.tier or [], "baseline.tier")
     cohort = None if b.tier is None else np.asarray(b.tier, dtype=str)
     if cohort is not None and len(cohort) != n:
         raise InputError(f"baseline tier has {len(cohort)} values, timestamps {n}", column="baseline.tier")
@@ -294,7 +300,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     if not settings.tokens and not settings.insecure:
         raise ConfigError("no API tokens configured: pass --tokens-file (hashes) or --insecure for a local experiment")
-    store = open_store(settings.store_url)
+    store = open_existing(settings.store_url, create=settings.create_store)
     manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew, max_cuts=settings.max_cuts)
     registry, counters = build_registry(manager)
     pullers: dict[str, PrometheusPuller] = {}
@@ -306,6 +312,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         app.state.resume_pullers()
+        _start_retention()
         yield
         app.state.shutdown()
 
@@ -320,6 +327,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.manager = manager
     app.state.settings = settings
+    app.add_middleware(InputGuard)  # inside the body limit: lone surrogates / NUL refused before any endpoint
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(ServerTiming, histogram=counters["latency"])
 
@@ -354,6 +362,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # a fault of the service, not of the request: logged with its traceback, answered in JSON (never
+        # text/plain) with a reference to the log line; the request's content is not echoed
+        ref = secrets.token_hex(6)
+        log.error("unexpected error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"internal error (logged as {ref}): {type(exc).__name__}"}, status_code=500)
 
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
@@ -436,6 +452,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     def _create_split(aid: str, body: CreateAnalysis) -> dict[str, Any]:
         assert body.metrics is not None
+        check_names(body.metrics, "metrics")
         specs = tick_specs(check_split_signals(body.metrics, "metrics"), "metrics")
         version, cfg_json = split_config(specs)
         ss = {"alpha": body.alpha, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed,
@@ -511,6 +528,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             assert body.baseline is not None
             cfg = _compile_inline(body.baseline, body.signals)
             cfg_json = cfg.to_json()
+        check_names(cfg.names, "signals")  # they name audit records, metric labels and error messages
         if body.signals is not None and sorted(body.signals) != sorted(cfg.names):
             raise InputError(f"signals {sorted(body.signals)} differ from the compiled config's {sorted(cfg.names)}; compile a config for these signals", column="signals")
         return cfg, cfg_json
@@ -538,6 +556,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if len(body.ticks) > settings.max_batch_ticks:
             counters["rejected"].inc()
             raise InputError(f"batch has {len(body.ticks)} ticks; the limit is {settings.max_batch_ticks}", column="ticks")
+        if isinstance(body, SplitIngestRequest):
+            for i, t in enumerate(body.ticks, start=1):
+                if t.get("tier") is not None:
+                    try:
+                        check_name(t["tier"], "tier")
+                    except InputError as exc:
+                        raise InputError(exc.message, row=i, column="tier") from None
         try:
             # the models' field dicts: what model_dump() would return, without copying every tick
             resp = manager.ingest(aid, [t if isinstance(t, dict) else t.__dict__ for t in body.ticks], body.batch_id)
@@ -584,6 +609,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             loop.call_soon_threadsafe(cond.set)
 
     add_operator_routes(app, manager, write, _notify)
+    def _deleted(aid: str) -> None:
+        """What this process keeps about an analysis it deleted: its poller entry, its counter series."""
+        pullers.pop(aid, None)
+        unusable.pop(aid, None)
+        counters["ticks"].remove(aid)  # absent labels are ignored
+
+    add_retention_routes(app, manager, read, write, _now, _deleted)
 
     @app.get("/v1/analyses/{aid}/events", dependencies=read, tags=["analyses"])
     async def events(
@@ -713,6 +745,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 unusable[row.id] = f"refused: {why}"
             elif prom and not (summary or {}).get("final"):
                 _start_puller(row.id, prom)
+
+    def _start_retention() -> None:
+        if settings.retain_days is not None:
+            RetentionTask(manager, settings.retain_days, settings.retention_interval, stop, time.time, _deleted).start()
 
     def _shutdown() -> None:
         stop.set()

@@ -272,8 +272,8 @@ class AnalysisEngine:
                 v = _number_map(vals, "canary")
                 ctrl_raw = t.get("control")
                 if self.two_sample:
-                    if not isinstance(ctrl_raw, Mapping):
-                        raise InputError("two-sample analysis: every tick needs a control object", column="control")
+                    if not isinstance(ctrl_raw, Mapping) or not ctrl_raw:  # {} would be a tick without a control, unnoticed
+                        raise InputError("two-sample analysis: every tick needs a non-empty control object {signal: number|null}", column="control")
                     if not ctrl_raw.keys() <= known:
                         unknown = sorted(set(map(str, ctrl_raw)) - known)
                         if unknown:

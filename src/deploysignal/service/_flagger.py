@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._exceptions import InputError
 from ..store import NotFound
+from ._inputs import Shallow
 from ._revisions import IntegrationContext, RevisionRefused
 
 __all__ = ["FLAGGER_HOOKS", "FlaggerPayload", "flagger_allows", "flagger_router"]
@@ -51,7 +52,7 @@ FLAGGER_HOOKS = ("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-i
 _BINDING = ("pre-rollout", "rollout", "confirm-traffic-increase", "confirm-promotion", "rollback")
 
 
-class FlaggerPayload(BaseModel):
+class FlaggerPayload(Shallow):
     """Flagger webhook body (``flaggerv1.CanaryWebhookPayload``)."""
 
     model_config = ConfigDict(extra="allow")
@@ -152,6 +153,8 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
         out.update(allow=allow, verdict=v["verdict"], final=v["final"], tick=v["n_ticks"], fired_families=v["fired_families"])
         if not allow and v["final"] and v["verdict"] == "extend":
             out["reason"] = "final extend: the gate will not decide this revision; promotion is refused"
+        elif not allow:  # every refusal says why (Flagger logs the body of a failed call)
+            out["reason"] = f"{hook} not allowed on verdict {v['verdict']}{' (final)' if v['final'] else ''}"
         silent = _silence(meta.get("max_silence_seconds"), v, time.time())
         if allow and hook in ("rollout", "confirm-traffic-increase") and silent is not None:
             allow = False

@@ -73,6 +73,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._exceptions import InputError
+from ._inputs import Shallow
 from ._revisions import REVISION_PATTERN, IntegrationContext, RevisionRefused
 from ._settings import ServiceSettings
 
@@ -88,7 +89,7 @@ MAX_EXECUTIONS = 1000
 KEY_IN_PATH = re.compile(r"(?<!/v1)(/kayenta/)[^/?\s]+")
 
 
-class _Model(BaseModel):
+class _Model(Shallow):  # free-form fields allowed: nesting bounded (service/_inputs.py)
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 

@@ -18,8 +18,7 @@ from ..audit._binding import STORE_BINDING, checkpoint_line, input_line, record_
 from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..gate._gate import gc_paused
-from ..store import AnalysisRow, LockedAnalysis, SQLStore, StoredRows
-from ..store import Conflict
+from ..store import AnalysisRow, Conflict, LockedAnalysis, NotFound, SQLStore, StoredRows, batch_digest, check_batch_digest, delete_analysis, record_batch_digest
 from ._cut import apply_cut, cut_payload, cut_refusal, effective, is_cut
 from ._engine import AnalysisEngine, TickIn, VoidIn
 from ._integrity import CHECKED_BOUND, NOT_BOUND, Integrity, IntegrityError, advance_checked, load_checked, spec_digest, summary_problem
@@ -87,12 +86,32 @@ def _decode(eng: Engine, ticks: Sequence[Mapping[str, Any]]) -> list[Any]:
     return [TickIn.from_json(t) for t in ticks]
 
 
+def _batch_retry(la: LockedAnalysis, batch_id: str, digest: str) -> dict[str, Any] | None:
+    """The answer to a batch (content digest ``digest``, :func:`~deploysignal.store.batch_digest`) whose
+    ``batch_id`` was already acknowledged: its acknowledgement again (``duplicate``) for the same
+    content; None for a new id. Raises :class:`~deploysignal.store.Conflict`
+    (409) when a cut-back superseded part of its ticks (the acknowledgement no longer holds; a batch
+    wholly superseded lost its key and digest in the cut, so it is ingested again), and
+    :class:`~deploysignal.store.BatchConflict` (409) for other content under the id."""
+    prev = la.batch(batch_id)
+    if prev is None:
+        return None
+    if "superseded_by_cut" in prev:
+        raise Conflict(f"batch {batch_id!r} was acknowledged before the cut-back at stored entry {prev['superseded_by_cut']},"
+                       f" which superseded part of its ticks (stored {prev['superseded']}); its acknowledgement no longer"
+                       " holds: re-send the ticks not in effect under a new batch id")
+    check_batch_digest(la, batch_id, digest, prev)
+    return {**prev, "duplicate": True}
+
+
 class AnalysisManager:
     """Everything the HTTP layer does to analyses, on top of one :class:`~deploysignal.store.SQLStore`.
 
     Engines are cached per analysis and per process. Before every write the manager takes the
     analysis' lock in the store and brings its engine up to the stored tick count (ticks written by
     another process are replayed), so several processes sharing one PostgreSQL stay consistent.
+    A cached engine is used only for the analysis it was built for (its ``created`` stamp): an id
+    another process deleted and created again is another analysis, rebuilt from the store.
     An acknowledged batch has been committed: ticks, chained audit lines and (every
     ``snapshot_every`` ticks) an engine snapshot.
     """
@@ -109,6 +128,8 @@ class AnalysisManager:
         self._engines: dict[str, Engine] = {}
         #: per cached engine: the chain head it stands at and the analysis' store binding
         self._heads: dict[str, tuple[str, int]] = {}
+        #: the ``created`` stamp of the analysis each cached engine was built for
+        self._created: dict[str, str] = {}
         #: per analysis loaded by this process: what its integrity check covered
         self.integrity: dict[str, Integrity] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -131,13 +152,14 @@ class AnalysisManager:
         with self._lock(aid):
             self._engines[aid] = engine
             self._heads[aid] = (head, STORE_BINDING)
+            self._created[aid] = created  # the stamp spec_sha256 binds (with the spec) in the header
             self.integrity[aid] = Integrity(STORE_BINDING, CHECKED_BOUND, not_bound=NOT_BOUND)  # what every load of it checks
         return spec
 
     # ------------------------------------------------------------------ engines
     def _current(self, aid: str, row: AnalysisRow) -> Engine | None:
         """The cached engine when it stands exactly at the stored row (tick count and chain head)."""
-        eng = self._engines.get(aid)
+        eng = self._cached_engine(aid, row.created)
         if eng is not None and eng.n_ticks == row.n_ticks and self._heads.get(aid, ("",))[0] == row.audit_head:
             return eng
         return None
@@ -152,7 +174,9 @@ class AnalysisManager:
             row = rows = None
             if eng is not None and aid in self._heads:
                 row, rows = read(eng.n_ticks)
-                if row.n_ticks <= eng.n_ticks or any(is_cut(p) for _, p in rows.ticks):
+                if row.created != self._created.get(aid):
+                    row = rows = None  # another analysis under this id (deleted and created again by another process)
+                elif row.n_ticks <= eng.n_ticks or any(is_cut(p) for _, p in rows.ticks):
                     row = rows = None  # not a plain append by another process (or a cut-back): check everything again
             if row is not None and rows is not None and eng is not None:
                 head, binding = self._heads[aid]
@@ -174,20 +198,31 @@ class AnalysisManager:
             raise
         self._engines[aid] = eng
         self._heads[aid] = (row.audit_head, binding)
+        self._created[aid] = row.created  # checked against the header's spec_sha256 by load_checked
         return eng
 
     def _forget(self, aid: str) -> None:
         self._engines.pop(aid, None)
         self._heads.pop(aid, None)
+        self._created.pop(aid, None)
 
     def _synced_locked(self, la: LockedAnalysis) -> Engine:
         return self._current(la.row.id, la.row) or self._checked(la.row.id, lambda start: (la.row, la.rows(start)))
+
+    def _cached_engine(self, aid: str, created: str) -> Engine | None:
+        """The cached engine of ``aid`` if it was built for the analysis created at ``created``."""
+        return self._engines.get(aid) if self._created.get(aid) == created else None
 
     def engine(self, aid: str) -> Engine:
         """The analysis' engine, brought up to the stored tick count (read path, no write lock) and
         checked against its chain on every load (:class:`IntegrityError` when it does not match)."""
         with self._lock(aid):
-            row = self.store.get(aid)
+            try:
+                row = self.store.get(aid)
+            except NotFound:  # deleted by another process (or never created): nothing to keep
+                self._forget(aid)
+                self.integrity.pop(aid, None)
+                raise
             eng = self._current(aid, row)
             if eng is not None:
                 return eng
@@ -201,17 +236,14 @@ class AnalysisManager:
         with self._lock(aid):
             try:
                 with self.store.locked(aid) as la:
-                    if batch_id is not None:
-                        prev = la.batch(batch_id)
-                        if prev is not None and "superseded_by_cut" in prev:
-                            raise Conflict(f"batch {batch_id!r} was acknowledged before the cut-back at stored entry {prev['superseded_by_cut']},"
-                                           f" which superseded part of its ticks (stored {prev['superseded']}); its acknowledgement no longer"
-                                           " holds: re-send the ticks not in effect under a new batch id")
-                        if prev is not None:
-                            return {**prev, "duplicate": True}
+                    digest = None if batch_id is None else batch_digest(ticks)
+                    if batch_id is not None and digest is not None and (prev := _batch_retry(la, batch_id, digest)) is not None:
+                        return prev
                     eng = self._synced_locked(la)
                     with gc_paused():
                         response = self._apply(la, eng, ticks, batch_id)
+                    if batch_id is not None and digest is not None:
+                        record_batch_digest(la, batch_id, digest)
             except (InputError, Conflict):
                 raise
             except BaseException:
@@ -311,6 +343,21 @@ class AnalysisManager:
         log.warning("analysis %s voided at tick %d: %s", aid, res.tick, reason)
         return {"analysis": aid, "tick": res.tick, "verdict": res.verdict, "final": res.final, "audit_head": head,
                 "reason": res.records[-1]["fail_closed"]}
+
+    def delete(self, aid: str, *, reason: str, deleted: str, undecided: bool = False) -> dict[str, Any]:
+        """Delete the analysis from the store, leaving a tombstone with its final audit head
+        (:func:`~deploysignal.store.delete_analysis`), and drop its cached engine. Its store binding goes
+        with it (the binding is its chained audit, tick and snapshot rows, all deleted); an analysis
+        created again under the id has its own header (``spec_sha256`` over its spec and ``created``)
+        and is never checked against the deleted one."""
+        with self._lock(aid):
+            tomb = delete_analysis(self.store, aid, reason=reason, deleted=deleted, undecided=undecided)
+            self._forget(aid)
+            self.integrity.pop(aid, None)
+        with self._guard:
+            self._locks.pop(aid, None)
+        log.warning("analysis %s deleted (%s): %d ticks, final audit head %s", aid, reason, tomb["n_ticks"], tomb["audit_head"])
+        return tomb
 
     def cut(self, aid: str, to_tick: int, reason: str) -> dict[str, Any]:
         """Cut the analysis back to where it stood before its tick ``to_tick`` (operator act,

@@ -78,6 +78,15 @@ class ServiceSettings(BaseModel):
     max_events : int
         Flagger ``event`` / ``post-rollout`` calls kept (``GET /v1/flagger/events``): the newest this
         many; older ones are deleted as new ones arrive (they are logs; no decision reads them).
+    retain_days : float or None
+        Decided analyses created, and last ticked, more than this many days ago are deleted (a
+        tombstone keeps their final audit head; ``service/_retention.py``), checked every
+        ``retention_interval`` seconds. Undecided analyses are never deleted by retention. None keeps
+        everything.
+    create_store : bool
+        Create the store (a new SQLite file, or the schema in an empty PostgreSQL database) when it does
+        not exist. ``deploysignal serve`` sets it only with ``--create``, so a mistyped ``--store``
+        refuses to start instead of serving an empty database.
     max_cuts : int
         Cut-backs allowed per analysis (``POST /v1/analyses/{id}/cut``); one more is refused (409). Each
         cut can add up to alpha to the analysis' false-rollback probability (at most
@@ -97,6 +106,9 @@ class ServiceSettings(BaseModel):
     prometheus_allow: list[str] = Field(default_factory=list)
     max_live_per_template: int = Field(20, ge=1)
     max_events: int = Field(10_000, ge=1)
+    retain_days: float | None = Field(None, gt=0, lt=1e6)
+    retention_interval: float = Field(3600.0, gt=0)
+    create_store: bool = True
     max_cuts: int = Field(3, ge=0)
 
     def role_of(self, token: str) -> str | None:

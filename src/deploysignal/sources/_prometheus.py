@@ -30,6 +30,7 @@ import httpx
 from pydantic import Field, StrictFloat, StrictInt, model_validator
 
 from .._exceptions import InputError
+from ..store import NotFound
 from ._prometheus_http import Connection, PromAPIError, PromUnavailable, SecretPolicy, iso_utc, query_instant, query_range
 
 __all__ = ["PrometheusPuller", "PrometheusSource", "PullSpec", "differing_labels", "parse_instant"]
@@ -431,6 +432,9 @@ class PrometheusPuller(threading.Thread):
             except InputError as exc:  # e.g. another process already moved past this time
                 log.info("analysis %s: tick at %s not ingested: %s", self.aid, at, exc)
                 continue
+            except NotFound:  # deleted (DELETE /v1/analyses/{id}): nothing more to poll for
+                self._set("stopped", "analysis deleted")
+                return True, None
             except Exception as exc:  # noqa: BLE001 - the store failed: retry this tick next interval
                 if self._failed(exc) or self.stop_event.wait(self.interval):
                     return True, None

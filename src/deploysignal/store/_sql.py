@@ -10,6 +10,7 @@ Tables (identical on both back ends)::
     configs   (version_id, body)                    compiled configs by content id (cc-<hex>)
     executions(id, analysis_id, request, created)   Kayenta-style canary executions
     analysis_templates, analysis_revisions, integration_events   see store/_integration.py
+    batch_digests, deleted_analyses     see store/_batches.py, store/_retention.py
 
 Writes to one analysis are serialised by a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite) held for the whole ingest transaction, so several service processes can
@@ -112,8 +113,8 @@ class LockedAnalysis:
 
     def supersede_batches(self, superseded: Sequence[Sequence[int]], cut_seq: int) -> None:
         """After a cut at stored entry ``cut_seq`` that superseded the stored ticks ``superseded``
-        (inclusive ranges): a batch whose ticks were all superseded loses its idempotency key (re-sent,
-        it is ingested again); one partly superseded keeps the key, its acknowledgement replaced by a
+        (inclusive ranges): a batch whose ticks were all superseded loses its idempotency key and its
+        content digest (re-sent, it is ingested again); one partly superseded keeps the key, its acknowledgement replaced by a
         note of the cut (a retry is refused, naming it). No acknowledgement given before the cut is
         served for ticks no longer in effect."""
         gone = [(int(a), int(b)) for a, b in superseded]
@@ -128,6 +129,7 @@ class LockedAnalysis:
                 continue
             if len(hit) == len(seqs):
                 s._q(c, "DELETE FROM batches WHERE analysis_id=? AND batch_id=?", (aid, batch_id))
+                s._q(c, "DELETE FROM batch_digests WHERE analysis_id=? AND batch_id=?", (aid, batch_id))  # store/_batches.py
             else:
                 note = {"superseded_by_cut": cut_seq, "superseded": [hit[0], hit[-1]]}
                 s._q(c, "UPDATE batches SET response=? WHERE analysis_id=? AND batch_id=?", (json.dumps(note), aid, batch_id))
@@ -512,3 +514,10 @@ def open_store(url: str) -> SQLStore:
     if "://" in url:
         raise ConfigError(f"unsupported store URL {url!r}; use sqlite:///path.db or postgresql://...")
     return SQLiteStore(url)
+
+
+# additive tables of other modules (they import this one: imported last, after the classes they use)
+from ._batches import BATCH_SCHEMA  # noqa: E402 - batch digests
+from ._retention import RETENTION_SCHEMA  # noqa: E402 - tombstones of deleted analyses
+
+_SCHEMA += [*BATCH_SCHEMA, *RETENTION_SCHEMA]

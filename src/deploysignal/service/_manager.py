@@ -1,4 +1,16 @@
-"""AnalysisManager: analyses in a durable store, engines cached in memory, resumed by snapshot + replay."""
+"""AnalysisManager: analyses in a durable store, engines cached in memory (LRU), resumed by snapshot + replay.
+
+Concurrency (issue 23, item 5). A batch is evaluated **outside** the store's write transaction: the
+analysis' in-process lock keeps its ticks in order, the engine evaluates the batch (in chunks of
+``eval_chunk`` ticks, so that no compiled loop holds the interpreter lock for long), and only the
+append (ticks, chained audit lines, summary, snapshot) runs in the short write transaction, which first
+checks that the analysis' tick count and audit head are still the ones the batch was evaluated on. On
+SQLite, whose write lock covers the whole file, one analysis' large batch therefore no longer blocks
+another analysis' ingest for the duration of its evaluation. When another process (``--workers``, a
+second host on PostgreSQL) appended in between, the evaluation is discarded and redone on the new
+state; after ``OPTIMISTIC_TRIES`` such conflicts the batch is evaluated inside the write transaction,
+as before, so progress is guaranteed. Replays run at most ``max_replays`` at a time.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +18,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -18,6 +32,7 @@ from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..gate._gate import gc_paused
 from ..store import LockedAnalysis, SQLStore
+from ._admission import Busy
 from ._engine import AnalysisEngine, TickIn, VoidIn
 from ._split_engine import SplitEngine
 
@@ -61,31 +76,101 @@ def _decode(eng: Engine, ticks: Sequence[Mapping[str, Any]]) -> list[Any]:
     return [TickIn.from_json(t) for t in ticks]
 
 
+class _Stale(Exception):
+    """Another process appended to the analysis between the read and the write transaction."""
+
+
 class AnalysisManager:
     """Everything the HTTP layer does to analyses, on top of one :class:`~deploysignal.store.SQLStore`.
 
-    Engines are cached per analysis and per process. Before every write the manager takes the
-    analysis' lock in the store and brings its engine up to the stored tick count (ticks written by
-    another process are replayed), so several processes sharing one PostgreSQL stay consistent.
-    An acknowledged batch has been committed: ticks, chained audit lines and (every
-    ``snapshot_every`` ticks) an engine snapshot.
+    Engines are cached per analysis and per process, at most ``cache_size`` of them (least recently
+    used evicted first; an evicted analysis is rebuilt from its snapshot plus the ticks after it on its
+    next use, which reproduces its state exactly). Every use of an engine brings it up to the stored
+    tick count first (ticks written by another process are replayed), so several processes sharing one
+    PostgreSQL stay consistent. An acknowledged batch has been committed: ticks, chained audit lines
+    and (every ``snapshot_every`` ticks) an engine snapshot. See the module docstring for what runs
+    inside the store's write transaction.
+
+    Parameters
+    ----------
+    cache_size : int
+        Engines kept in memory (each holds a gate's state, a few hundred KB).
+    max_replays : int
+        Replays (``POST /v1/analyses/{id}/replay``) running at once; more wait up to ``wait_timeout``.
+    wait_timeout : float
+        Seconds a request waits for its analysis (another request on it) or a replay slot before it is
+        refused with :class:`~deploysignal.service._admission.Busy` (503, nothing applied).
+    eval_chunk : int
+        Ticks evaluated per engine call (results are identical to one call: the gate's batch path
+        equals its tick-by-tick path).
     """
 
+    #: write attempts with the evaluation outside the write transaction before it is done inside it
+    OPTIMISTIC_TRIES = 3
+
     def __init__(self, store: SQLStore, *, snapshot_every: int = 256, max_clock_skew: float | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, cache_size: int = 256, max_replays: int = 1,
+                 wait_timeout: float = 30.0, eval_chunk: int = 256) -> None:
         self.store = store
         self.snapshot_every = snapshot_every
         #: ticks stamped more than this many seconds after ``clock()`` are rejected (None: no check)
         self.max_clock_skew = max_clock_skew
         self.clock = clock
-        self._engines: dict[str, Engine] = {}
+        self.cache_size = cache_size
+        self.wait_timeout = wait_timeout
+        self.eval_chunk = eval_chunk
+        self.max_replays = max_replays
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._replays = threading.BoundedSemaphore(max_replays)
         self.ingested = 0
+        #: engines evicted from the cache (a gauge on /metrics)
+        self.evicted = 0
 
     def _lock(self, aid: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(aid, threading.Lock())
+
+    @contextmanager
+    def _held(self, aid: str) -> Iterator[None]:
+        """The analysis' in-process lock, waited for at most ``wait_timeout`` seconds (else :class:`Busy`)."""
+        lock = self._lock(aid)
+        if not lock.acquire(timeout=self.wait_timeout):
+            raise Busy(f"analysis {aid!r} is busy with another request for more than {self.wait_timeout:g} s; retry"
+                       " (a batch_id makes an ingest retry idempotent)")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # ------------------------------------------------------------------ engine cache (LRU)
+    def _cached(self, aid: str) -> Engine | None:
+        with self._guard:
+            eng = self._engines.get(aid)
+            if eng is not None:
+                self._engines.move_to_end(aid)
+            return eng
+
+    def _keep(self, aid: str, eng: Engine) -> None:
+        with self._guard:
+            self._engines[aid] = eng
+            self._engines.move_to_end(aid)
+            while len(self._engines) > self.cache_size:
+                old, _ = self._engines.popitem(last=False)
+                self.evicted += 1
+                log.debug("engine of analysis %s evicted from the cache (%d kept)", old, self.cache_size)
+
+    def _forget(self, aid: str) -> None:
+        with self._guard:
+            self._engines.pop(aid, None)
+
+    def _evaluate(self, eng: Engine, valid: Sequence[Any]) -> list[Any]:
+        """``eng.ingest(valid)`` in chunks of ``eval_chunk`` ticks (same results as one call)."""
+        results: list[Any] = []
+        for i in range(0, len(valid), self.eval_chunk):
+            results.extend(eng.ingest(valid[i : i + self.eval_chunk]))
+        return results
 
     # ------------------------------------------------------------------ create
     def create(self, aid: str, config_json: str, version_id: str, settings: Mapping[str, Any], extra: Mapping[str, Any], created: str) -> dict[str, Any]:
@@ -97,7 +182,7 @@ class AnalysisManager:
         lines, head = chain_records([header], GENESIS)
         self.store.create_analysis(aid, spec, head, "\n".join(lines), created)
         with self._lock(aid):
-            self._engines[aid] = engine
+            self._keep(aid, engine)
         return spec
 
     # ------------------------------------------------------------------ engines
@@ -109,7 +194,7 @@ class AnalysisManager:
 
     def _synced_locked(self, la: LockedAnalysis) -> Engine:
         aid, n = la.row.id, la.row.n_ticks
-        eng = self._engines.get(aid)
+        eng = self._cached(aid)
         if eng is not None and eng.n_ticks == n:
             return eng
         if eng is not None and eng.n_ticks < n:
@@ -117,66 +202,120 @@ class AnalysisManager:
         else:
             _, snap, ticks = la.resume_data()
             eng = self._build(la.config(), la.row.spec, snap, ticks)
-        self._engines[aid] = eng
+        self._keep(aid, eng)
+        return eng
+
+    def _synced(self, aid: str, n: int | None = None) -> Engine:
+        """The cached engine brought up to ``n`` stored ticks (default: the current count) by read
+        transactions, or rebuilt from snapshot + replay; the caller holds the analysis' lock."""
+        eng = self._cached(aid)
+        if n is None:
+            n = self.store.n_ticks(aid)
+        if eng is not None and eng.n_ticks == n:
+            return eng
+        try:
+            if eng is not None and eng.n_ticks < n:
+                eng.ingest(_decode(eng, self.store.ticks(aid, eng.n_ticks, n)))
+            else:
+                row = self.store.get(aid)
+                n2, _, snap, ticks = self.store.resume_data(aid)
+                eng = self._build(self.store.get_config(row.spec["config_version"]), row.spec, snap, ticks)
+                if n2 != n:  # another process appended in between: the caller's view is stale
+                    self._keep(aid, eng)
+                    raise _Stale
+        except _Stale:
+            raise
+        except BaseException:
+            self._forget(aid)
+            raise
+        self._keep(aid, eng)
         return eng
 
     def engine(self, aid: str) -> Engine:
         """The analysis' engine, brought up to the stored tick count (read path, no write lock)."""
-        with self._lock(aid):
-            eng = self._engines.get(aid)
-            n = self.store.n_ticks(aid)
-            if eng is not None and eng.n_ticks == n:
-                return eng
-            try:
-                if eng is not None and eng.n_ticks < n:
-                    eng.ingest(_decode(eng, self.store.ticks(aid, eng.n_ticks, n)))
-                else:
-                    row = self.store.get(aid)
-                    n, _, snap, ticks = self.store.resume_data(aid)
-                    eng = self._build(self.store.get_config(row.spec["config_version"]), row.spec, snap, ticks)
-            except Exception:
-                self._engines.pop(aid, None)
-                raise
-            self._engines[aid] = eng
-            return eng
+        with self._held(aid):
+            while True:
+                try:
+                    return self._synced(aid)
+                except _Stale:
+                    continue
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None = None) -> dict[str, Any]:
-        """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement."""
+        """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement.
+
+        The evaluation runs outside the store's write transaction (module docstring); ticks of one
+        analysis stay in order (its in-process lock, then the tick count and audit head checked in the
+        write transaction)."""
         if not ticks:
             raise InputError("a batch needs at least one tick", column="ticks")
-        with self._lock(aid):
-            try:
-                with self.store.locked(aid) as la:
-                    if batch_id is not None:
-                        prev = la.batch(batch_id)
-                        if prev is not None:
-                            return {**prev, "duplicate": True}
-                    eng = self._synced_locked(la)
-                    with gc_paused():
-                        response = self._apply(la, eng, ticks, batch_id)
-            except InputError:
-                raise
-            except BaseException:
-                # The transaction rolled back: forget the in-memory engine, it is rebuilt from the store.
-                self._engines.pop(aid, None)
-                raise
+        with self._held(aid):
+            response = None
+            for _ in range(self.OPTIMISTIC_TRIES):
+                try:
+                    response = self._ingest_outside(aid, ticks, batch_id)
+                    break
+                except _Stale:
+                    continue
+            if response is None:  # other processes kept appending: evaluate holding the write lock
+                response = self._ingest_locked(aid, ticks, batch_id)
+        if not response["duplicate"]:
             self.ingested += response["accepted"]
-            return response
+        return response
 
-    def _apply(self, la: LockedAnalysis, eng: Engine, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
-        """Evaluate the batch and write it in the open transaction; returns the acknowledgement.
+    def _ingest_outside(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
+        row = self.store.get(aid)
+        if batch_id is not None:
+            prev = self.store.batch_response(aid, batch_id)
+            if prev is not None:
+                return {**prev, "duplicate": True}
+        eng = self._synced(aid, row.n_ticks)
+        try:
+            with gc_paused():
+                response, append = self._prepare(aid, row.audit_head, eng, ticks, batch_id)
+            with self.store.locked(aid) as la:  # waiting for the write turn does not keep the collector off
+                if la.row.n_ticks != row.n_ticks or la.row.audit_head != row.audit_head:
+                    raise _Stale
+                with gc_paused():
+                    la.append(**append)
+        except InputError:
+            raise  # raised by validate, before the engine changed
+        except BaseException:
+            # stale, or the transaction rolled back: the engine evaluated ticks that are not stored
+            self._forget(aid)
+            raise
+        return response
 
-        Runs with the cyclic garbage collector paused (as :meth:`Gate.update_many` pauses it), from
-        after the store lock is held (waiting for it does not keep the collector off) to the last
-        insert: the batch's decisions, lines and rows are acyclic and freed by reference counting when
-        this returns, before the collector resumes, instead of being scanned by the collections their
-        allocation would trigger."""
+    def _ingest_locked(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
+        try:
+            with self.store.locked(aid) as la:
+                if batch_id is not None:
+                    prev = la.batch(batch_id)
+                    if prev is not None:
+                        return {**prev, "duplicate": True}
+                eng = self._synced_locked(la)
+                with gc_paused():
+                    response, append = self._prepare(aid, la.row.audit_head, eng, ticks, batch_id)
+                    la.append(**append)
+        except InputError:
+            raise
+        except BaseException:
+            self._forget(aid)
+            raise
+        return response
+
+    def _prepare(self, aid: str, head: str, eng: Engine, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Evaluate the batch on ``eng`` (stored up to the audit head ``head``): the acknowledgement and
+        the arguments of :meth:`LockedAnalysis.append` that store it.
+
+        The callers run it, and the inserts, with the cyclic garbage collector paused (as
+        :meth:`Gate.update_many` pauses it; not while waiting for the write turn): the batch's
+        decisions, lines and rows are acyclic and freed by reference counting when the caller
+        returns, instead of being scanned by the collections their allocation would trigger."""
         skew = None if self.max_clock_skew is None else (self.clock(), self.max_clock_skew)
         valid = eng.validate(ticks, clock_skew=skew)  # InputError here leaves the engine untouched
         n0 = eng.n_ticks
-        results = eng.ingest(valid)
-        head = la.row.audit_head
+        results = self._evaluate(eng, valid)
         audit = []
         for r in results:
             lines, head = chain_lines(r.lines, head)
@@ -184,7 +323,7 @@ class AnalysisManager:
         last = results[-1]
         summary = {**last.summary(), "n_ticks": eng.n_ticks}
         response = {
-            "analysis": la.row.id,
+            "analysis": aid,
             "accepted": len(results),
             "first_tick": n0,
             "n_ticks": eng.n_ticks,
@@ -197,17 +336,17 @@ class AnalysisManager:
         snapshot = None
         if n0 // self.snapshot_every != eng.n_ticks // self.snapshot_every:
             snapshot = (eng.n_ticks, json.dumps(eng.state(), allow_nan=False))
-        la.append(
-            [canonical_json(t.to_json()) if isinstance(eng, SplitEngine) else tick_payload(t) for t in valid],
-            audit,
-            last_ts=eng.last_timestamp,
-            head=head,
-            summary=summary,
-            batch_id=batch_id,
-            response=response,
-            snapshot=snapshot,
-        )
-        return response
+        append = {
+            "ticks": [canonical_json(t.to_json()) if isinstance(eng, SplitEngine) else tick_payload(t) for t in valid],
+            "audit": audit,
+            "last_ts": eng.last_timestamp,
+            "head": head,
+            "summary": summary,
+            "batch_id": batch_id,
+            "response": response,
+            "snapshot": snapshot,
+        }
+        return response, append
 
     # ------------------------------------------------------------------ operator
     def void(self, aid: str, reason: str) -> dict[str, Any]:
@@ -215,7 +354,7 @@ class AnalysisManager:
         promotes (:meth:`AnalysisEngine.void`), stored in the analysis' tick sequence so that replay
         reproduces it and ``audit verify`` passes. Later ticks are still accepted and recorded; the
         verdict stays final."""
-        with self._lock(aid):
+        with self._held(aid):
             try:
                 with self.store.locked(aid) as la:
                     eng = self._synced_locked(la)
@@ -225,7 +364,7 @@ class AnalysisManager:
                     la.append([canonical_json(VoidIn(str(reason).strip()).to_json())],
                               ["\n".join(lines)], last_ts=eng.last_timestamp, head=head, summary=summary)
             except BaseException:
-                self._engines.pop(aid, None)
+                self._forget(aid)
                 raise
         log.warning("analysis %s voided at tick %d: %s", aid, res.tick, reason)
         return {"analysis": aid, "tick": res.tick, "verdict": res.verdict, "final": res.final, "audit_head": head,
@@ -233,14 +372,26 @@ class AnalysisManager:
 
     # ------------------------------------------------------------------ replay
     def replay(self, aid: str) -> dict[str, Any]:
-        """Re-run the stored ticks through a fresh engine and compare every chained audit line."""
+        """Re-run the stored ticks through a fresh engine and compare every chained audit line.
+
+        At most ``max_replays`` run at once (a replay re-evaluates the whole analysis: unbounded, a
+        few concurrent ones starved ingest); a request that gets no slot within ``wait_timeout``
+        seconds raises :class:`Busy`."""
+        if not self._replays.acquire(timeout=self.wait_timeout):
+            raise Busy(f"{self.max_replays} replay(s) already running for more than {self.wait_timeout:g} s; retry later", retry_after=5)
+        try:
+            return self._replay(aid)
+        finally:
+            self._replays.release()
+
+    def _replay(self, aid: str) -> dict[str, Any]:
         row = self.store.get(aid)
         cfg = self.store.get_config(row.spec["config_version"])
         eng = _engine(cfg, row.spec)
         stored = self.store.audit_lines(aid)
         lines, head = chain_records([_header(eng)], GENESIS)
         ticks = self.store.ticks(aid, 0, row.n_ticks)
-        for r in eng.ingest(_decode(eng, ticks)):
+        for r in self._evaluate(eng, _decode(eng, ticks)):
             more, head = chain_records(r.records, head)  # re-encoded by the checked path: independent of how the lines were encoded
             lines.extend(more)
         for i, (a, b) in enumerate(zip(stored, lines), start=1):
@@ -257,7 +408,7 @@ class AnalysisManager:
 
     def is_split(self, aid: str) -> bool:
         """Whether the analysis runs the split gate (its ingest body holds split ticks)."""
-        eng = self._engines.get(aid)
+        eng = self._cached(aid)
         if eng is not None:
             return isinstance(eng, SplitEngine)
         return self.store.get(aid).spec.get("mode") == "split"

@@ -248,6 +248,14 @@ class SQLStore:
             n = int(r[0])
             return (n, *self._resume(c, analysis_id, n))
 
+    def batch_response(self, analysis_id: str, batch_id: str) -> dict[str, Any] | None:
+        """The stored acknowledgement of ``batch_id`` (read transaction), or None: lets a retried batch be
+        answered without evaluating it (:meth:`LockedAnalysis.batch` is the same read under the lock)."""
+        c = self.conn
+        with self._tx(c):
+            r = self._q(c, "SELECT response FROM batches WHERE analysis_id=? AND batch_id=?", (analysis_id, batch_id)).fetchone()
+        return None if r is None else json.loads(r[0])
+
     def put_config(self, version_id: str, body: str) -> None:
         c = self.conn
         with self._tx(c, write=True):

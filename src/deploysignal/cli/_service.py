@@ -42,6 +42,14 @@ def serve(
     prometheus_allow: Optional[list[str]] = typer.Option(None, "--prometheus-allow", help="Prometheus address (URL prefix) pull specs that use a secret may point at; repeat for several (none: such specs are refused)."),
     max_live_per_template: int = typer.Option(20, min=1, help="Undecided analyses one template may have at once; a new revision beyond that gets 409."),
     max_events: int = typer.Option(10_000, min=1, help="Flagger event/post-rollout calls kept (newest); older ones are deleted."),
+    rate_limit_token: str = typer.Option("200/second", help="Requests per token ('limits' notation, e.g. 600/minute; a token entry's rate_limit replaces it; '' = none); beyond: 429 + Retry-After. Counted per worker."),
+    rate_limit_analysis: str = typer.Option("50/second", help="Requests per analysis named in the path ('' = none); beyond: 429 + Retry-After. Counted per worker."),
+    engine_cache: int = typer.Option(256, min=1, help="Analysis engines kept in memory per worker (LRU; an evicted one is rebuilt from snapshot + ticks)."),
+    max_replays: int = typer.Option(1, min=1, help="Replays running at once per worker (more wait up to --wait-timeout, then 503)."),
+    wait_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a request waits for its busy analysis or a replay slot; then 503 + Retry-After, nothing applied."),
+    body_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a client has to send a request body; a stalled upload gets 408 and the connection is closed."),
+    keep_alive_timeout: int = typer.Option(5, min=1, help="Seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)."),
+    header_timeout: float = typer.Option(10.0, min=0.001, help="Seconds a connection has to send a complete request head (request line and headers); then it is closed."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -63,7 +71,8 @@ def serve(
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
                                    max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
-                                   max_events=max_events)
+                                   max_events=max_events, rate_limit_token=rate_limit_token or None, rate_limit_analysis=rate_limit_analysis or None,
+                                   engine_cache_size=engine_cache, max_replays=max_replays, wait_timeout=wait_timeout, body_timeout=body_timeout)
         if workers == 1:
             app = create_app(settings)
     except (DeploySignalError, ValueError) as exc:
@@ -74,10 +83,21 @@ def serve(
         from ..service._asgi import prepare_process
 
         prepare_process()
-        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=_log_config())
+        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=_log_config(), **_timeouts(keep_alive_timeout, header_timeout))
     else:
         os.environ["DEPLOYSIGNAL_SERVICE_SETTINGS"] = settings.model_dump_json()
-        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, log_config=_log_config())
+        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, log_config=_log_config(),
+                    **_timeouts(keep_alive_timeout, header_timeout))
+
+
+def _timeouts(keep_alive: int, header: float) -> dict:
+    """uvicorn options: the keep-alive timeout, and an HTTP protocol that closes connections whose request
+    head does not arrive within ``header`` seconds (uvicorn times out only idle keep-alive connections;
+    worker processes read the timeout from the environment)."""
+    from ..service._timeouts import HEADER_TIMEOUT_ENV, PROTOCOL
+
+    os.environ[HEADER_TIMEOUT_ENV] = repr(float(header))
+    return {"timeout_keep_alive": keep_alive, "http": PROTOCOL}
 
 
 def _log_config() -> dict:

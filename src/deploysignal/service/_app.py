@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
@@ -39,14 +39,16 @@ from ..sources import PrometheusPuller, PrometheusSource, PrometheusSplitSource,
 from ..store import Conflict, IntegrationTables, NotFound, open_store
 from ..gate import certification_status
 from ..telemetry import Frame
+from ._admission import Busy, RateLimited, RateLimits, parse_limit
 from ._kayenta import kayenta_router
 from ._manager import AnalysisManager
 from ._argo import argo_router
 from ._flagger import flagger_router
-from ._metrics import build_registry
+from ._metrics import build_registry, exposition
 from ._operator import add_operator_routes
 from ._revisions import IntegrationContext
 from ._templates import templates_router
+from ._scope import PROJECT_PATTERN, OutOfScope, Principal, ScopeGuard
 from ._settings import ServiceSettings
 from ._split_engine import SplitEngine, split_config
 from ._split_pull import SplitPullSpec, SplitPuller, check_split_pull
@@ -95,6 +97,7 @@ class CreateAnalysis(_Strict):
     prometheus: PullSpec | SplitPullSpec | None = Field(None, description="pull mode: PromQL per signal (PullSpec), or for mode split the per-arm counters and histograms (SplitPullSpec)")
     metrics: dict[str, dict[str, Any] | None] | None = Field(None, description="split mode: the metric specs (a split signals file's content)")
     canary_share: Number | None = Field(None, gt=0, lt=1, description="split mode: configured canary share of units (enables the sample-ratio check)")
+    project: str | None = Field(None, pattern=PROJECT_PATTERN, description="the project the analysis belongs to (token scopes, docs/service.md); a project-scoped token fills in its own")
 
     @model_validator(mode="after")
     def _one_source(self) -> CreateAnalysis:
@@ -142,10 +145,12 @@ class SplitIngestRequest(_Strict):
 
 # ---------------------------------------------------------------------- body size limit
 class BodyLimit:
-    """Pure ASGI middleware: 413 for bodies above ``limit`` bytes (declared or streamed)."""
+    """Pure ASGI middleware: 413 for bodies above ``limit`` bytes (declared or streamed); 408 when the
+    body has not fully arrived ``timeout`` seconds after the request started (a stalled or trickling
+    upload: the connection is closed instead of holding a worker slot and the body buffered so far)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, timeout: float | None = None) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,8 +168,15 @@ class BodyLimit:
         seen = 0
         chunks: list[bytes] = []
         more = True
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
         while more:
-            msg = await receive()
+            try:
+                msg = await (receive() if deadline is None else asyncio.wait_for(receive(), max(0.0, deadline - loop.time())))
+            except TimeoutError:
+                resp = JSONResponse({"detail": f"request body not received within {self.timeout:g} s"}, status_code=408, headers={"Connection": "close"})
+                await resp(scope, receive, send)
+                return
             if msg["type"] != "http.request":
                 break
             body = msg.get("body", b"")
@@ -280,8 +292,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if not settings.tokens and not settings.insecure:
         raise ConfigError("no API tokens configured: pass --tokens-file (hashes) or --insecure for a local experiment")
     store = open_store(settings.store_url)
-    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew)
+    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew,
+                              cache_size=settings.engine_cache_size, max_replays=settings.max_replays, wait_timeout=settings.wait_timeout)
     registry, counters = build_registry(manager)
+    tables = IntegrationTables(store)
+    guard = ScopeGuard(store, tables)
+    limiter = RateLimits(parse_limit(settings.rate_limit_token, "rate_limit_token"), parse_limit(settings.rate_limit_analysis, "rate_limit_analysis"))
     pullers: dict[str, PrometheusPuller] = {}
     unusable: dict[str, str] = {}
     policy = SecretPolicy(secrets_dir=settings.secrets_dir, env_prefix="DEPLOYSIGNAL_SECRET_", restrict_files=True,
@@ -305,7 +321,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.manager = manager
     app.state.settings = settings
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(ServerTiming, histogram=counters["latency"])
 
     # ------------------------------------------------------------------ errors
@@ -340,34 +356,72 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(OutOfScope)
+    async def _scope(_: Request, exc: OutOfScope) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(RateLimited)
+    async def _limited(_: Request, exc: RateLimited) -> JSONResponse:
+        counters["limited"].inc()
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(Busy)
+    async def _busy_analysis(_: Request, exc: Busy) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
     # ------------------------------------------------------------------ auth
-    def _role(authorization: str | None) -> str | None:
+    insecure = Principal("insecure", "write")
+
+    def _principal(token: str | None) -> Principal | None:
         if settings.insecure:
-            return "write"
+            return insecure
+        return None if not token else settings.principal_of(token)
+
+    def _bearer(authorization: str | None) -> str | None:
         if not authorization or not authorization.lower().startswith("bearer "):
             return None
-        return settings.role_of(authorization[7:].strip())
+        return authorization[7:].strip()
 
-    # the two roles as OpenAPI security schemes (both HTTP bearer in the Authorization header)
+    def _admit(p: Principal, aid: str | None = None) -> None:
+        """Rate limits of the token and of the analysis (429 when one is used up)."""
+        limiter.check(None if p is insecure else p.key, p.name, p.rate_limit, aid)
+
+    # the roles as OpenAPI security schemes (HTTP bearer in the Authorization header)
     schemes = {
-        "read": HTTPBearer(scheme_name="readToken", auto_error=False, description="A token of role read or write (tokens file; `deploysignal serve` without one generates both)."),
-        "write": HTTPBearer(scheme_name="writeToken", auto_error=False, description="A token of role write."),
+        "read": HTTPBearer(scheme_name="readToken", auto_error=False, description="A token of role read or write (tokens file; `deploysignal serve` without one generates both); a scoped token reaches only the analyses of its scope."),
+        "write": HTTPBearer(scheme_name="writeToken", auto_error=False, description="A token of role write; a scoped token reaches only the analyses of its scope."),
+        "metrics": HTTPBearer(scheme_name="metricsToken", auto_error=False, description="A token of role metrics, read or write; the exposition shows the analyses of the token's scope."),
     }
 
     def need(role: str) -> Callable[..., Awaitable[None]]:
-        async def dep(cred: HTTPAuthorizationCredentials | None = Depends(schemes[role])) -> None:  # noqa: B008 (a closure: Annotated would be a forward reference)
-            have = "write" if settings.insecure else None if cred is None else settings.role_of(cred.credentials)
-            if have is None:
+        async def dep(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(schemes[role])) -> None:  # noqa: B008 (a closure: Annotated would be a forward reference)
+            p = _principal(None if cred is None else cred.credentials)
+            if p is None:
                 raise HTTPException(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
-            if have == "kayenta":
+            if p.role == "kayenta":
                 raise HTTPException(403, "a kayenta token is accepted only as the key of a Kayenta address (/kayenta/<key>/...)")
-            if role == "write" and have != "write":
+            if p.role == "metrics":
+                raise HTTPException(403, "a metrics token may only scrape /metrics")
+            if role == "write" and p.role != "write":
                 raise HTTPException(403, "this endpoint needs a write token")
+            request.state.principal = p
+            aid = request.path_params.get("aid")
+            if aid is not None and p.scoped:
+                await run_in_threadpool(guard.check_analysis, p, aid)
+            _admit(p, aid)
 
         return dep
 
     read = [Depends(need("read"))]
     write = [Depends(need("write"))]
+
+    def _in_scope(p: Principal, body: CreateAnalysis, ident: str, what: str = "analysis") -> CreateAnalysis:
+        """``body`` with a project-scoped token's project filled in; :class:`OutOfScope` when the token
+        may not create ``ident`` in the body's project."""
+        if p.project is not None and body.project is None:
+            body = body.model_copy(update={"project": p.project})
+        p.check(ident, body.project, what)
+        return body
 
     # ------------------------------------------------------------------ analyses
     def _verdict_body(aid: str) -> dict[str, Any]:
@@ -431,7 +485,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 raise HTTPException(502, f"prometheus at {prom.url} cannot be reached to validate the queries: {exc}") from None
             finally:
                 src.close()
-        extra = {"mode": "split", "prometheus": None if prom is None else prom.model_dump()}
+        extra = {"mode": "split", "prometheus": None if prom is None else prom.model_dump(), **({} if body.project is None else {"project": body.project})}
         spec = manager.create(aid, cfg_json, version, ss, extra, _now())
         out = {"id": aid, "mode": "split", "baseline_version": version, "signals": [s.name for s in specs], "settings": spec["settings"]}
         if prom is not None:
@@ -463,7 +517,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if body.prometheus is not None:
             warnings = _validate_prometheus(body.prometheus)
         gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed}
-        extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}
+        extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump(), **({} if body.project is None else {"project": body.project})}
         spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
         out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"],
                "certification": certification_status(cfg, manager.engine(aid).settings)}
@@ -494,13 +548,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return cfg, cfg_json
 
     @app.post("/v1/analyses", status_code=201, dependencies=write, tags=["analyses"])
-    def create_analysis(body: CreateAnalysis) -> dict[str, Any]:
+    def create_analysis(body: CreateAnalysis, request: Request) -> dict[str, Any]:
         """Create an analysis (compiled config inline, by reference, or compiled from an inline baseline)."""
-        return _create(body.id or "an-" + secrets.token_hex(6), body)
+        aid = body.id or "an-" + secrets.token_hex(6)
+        return _create(aid, _in_scope(request.state.principal, body, aid))
 
     @app.get("/v1/analyses", dependencies=read, tags=["analyses"])
-    def list_analyses() -> list[dict[str, Any]]:
-        return [{"id": r.id, "n_ticks": r.n_ticks, "baseline_version": r.spec["config_version"], "summary": r.summary, "created": r.created} for r in store.list()]
+    def list_analyses(request: Request) -> list[dict[str, Any]]:
+        """The analyses the token may see."""
+        return [{"id": r.id, "n_ticks": r.n_ticks, "baseline_version": r.spec["config_version"], "summary": r.summary, "created": r.created,
+                 **({"project": r.spec["project"]} if r.spec.get("project") is not None else {})}
+                for r in guard.visible_analyses(request.state.principal, store.list())]
 
     @app.get("/v1/analyses/{aid}", dependencies=read, tags=["analyses"])
     def get_analysis(aid: str) -> dict[str, Any]:
@@ -532,7 +590,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """
         raw = await request.body()
         split = await run_in_threadpool(manager.is_split, aid)
-        body = _parse_body(SplitIngestRequest if split else IngestRequest, raw, request.headers.get("content-type"))
+        # parsed in a worker thread: a 10,000-tick body takes tens of ms, which on the event loop
+        # would hold every other request (another analysis' single tick) behind it
+        body = await run_in_threadpool(_parse_body, SplitIngestRequest if split else IngestRequest, raw, request.headers.get("content-type"))
         return await run_in_threadpool(_ingest, aid, body)
 
     @app.get("/v1/analyses/{aid}/audit", dependencies=read, tags=["analyses"])
@@ -616,17 +676,23 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             specs = tick_specs(check_split_signals(body.metrics, "metrics"), "metrics")
             if isinstance(body.prometheus, SplitPullSpec):
                 check_split_pull(body.prometheus, specs)
-            return body.model_dump(mode="json", exclude={"id"}, exclude_none=True)
+            return body.model_dump(mode="json", exclude={"id"}, exclude_none=True)  # a project, when set, is kept
         cfg, cfg_json = _config_of(body)
         _check_pull_spec(body, cfg)  # what every instantiation would refuse is refused now
         store.put_config(cfg.version_id, cfg_json)
-        return {**body.model_dump(mode="json", exclude={"id", "config", "baseline"}), "config_ref": cfg.version_id}
+        return {**body.model_dump(mode="json", exclude={"id", "config", "baseline", *(() if body.project else ("project",))}), "config_ref": cfg.version_id}
+
+    def _integration_principal(authorization: str | None, token: str | None) -> Principal | None:
+        """A read or write token from the bearer header or, for Flagger, ``metadata.token``."""
+        return next((p for p in (_principal(_bearer(authorization)), None if token is None else _principal(token)) if p is not None and p.role in ("read", "write")), None)
 
     ctx = IntegrationContext(
         store=store,
-        tables=IntegrationTables(store),
+        tables=tables,
         verdict=_verdict_body,
-        role=lambda authorization, token: next((r for r in (_role(authorization), None if token is None else settings.role_of(token)) if r in ("read", "write")), None),
+        principal=_integration_principal,
+        guard=guard,
+        admit=_admit,
         create=_template_create,
         now=_now,
         max_live=settings.max_live_per_template,
@@ -634,17 +700,29 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.include_router(argo_router(ctx, read))
     app.include_router(flagger_router(ctx, read))
-    app.include_router(templates_router(ctx, read, write, _store_template))
+    app.include_router(templates_router(ctx, read, write, lambda p, tid, body: _store_template(tid, _in_scope(p, body, tid, "template"))))
 
     # ------------------------------------------------------------------ Kayenta drop-in (service/_kayenta.py)
     app.include_router(kayenta_router(ctx, manager, settings, read, write))
 
     # ------------------------------------------------------------------ metrics, health
     @app.get("/metrics", tags=["ops"])
-    def metrics() -> PlainTextResponse:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    def metrics(cred: HTTPAuthorizationCredentials | None = Depends(schemes["metrics"])) -> Response:  # noqa: B008 (see need())
+        """Prometheus exposition, for a token of role metrics, read or write: series of the analyses
+        the token may see, and the service's own counters (docs/service.md, scrape config)."""
+        from prometheus_client import CONTENT_TYPE_LATEST
 
-        return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
+        p = _principal(None if cred is None else cred.credentials)
+        if p is None:
+            raise HTTPException(401, "missing or unknown bearer token (role metrics, read or write)", {"WWW-Authenticate": "Bearer"})
+        if p.role == "kayenta":
+            raise HTTPException(403, "a kayenta token is accepted only as the key of a Kayenta address (/kayenta/<key>/...)")
+        _admit(p)
+        visible = None
+        if p.scoped:
+            projects = {r.id: r.spec.get("project") for r in store.list()}
+            visible = lambda aid: aid in projects and p.may(aid, projects[aid])  # noqa: E731
+        return Response(exposition(registry, visible), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 Concurrency (issue 23, item 5). A batch is evaluated **outside** the store's write transaction: the
 analysis' in-process lock keeps its ticks in order, the engine evaluates the batch (in chunks of
-``eval_chunk`` ticks, so that no compiled loop holds the interpreter lock for long), and only the
+``eval_chunk`` ticks, so that no compiled loop holds the interpreter lock for more than about a
+millisecond), and only the
 append (ticks, chained audit lines, summary, snapshot) runs in the short write transaction, which first
 checks that the analysis' tick count and audit head are still the ones the batch was evaluated on. On
 SQLite, whose write lock covers the whole file, one analysis' large batch therefore no longer blocks
@@ -110,7 +111,7 @@ class AnalysisManager:
 
     def __init__(self, store: SQLStore, *, snapshot_every: int = 256, max_clock_skew: float | None = None,
                  clock: Callable[[], float] = time.time, cache_size: int = 256, max_replays: int = 1,
-                 wait_timeout: float = 30.0, eval_chunk: int = 256) -> None:
+                 wait_timeout: float = 30.0, eval_chunk: int = 64) -> None:
         self.store = store
         self.snapshot_every = snapshot_every
         #: ticks stamped more than this many seconds after ``clock()`` are rejected (None: no check)

@@ -1,19 +1,24 @@
-"""Prometheus exposition for the service: verdicts, wealth per family, ingest counts (prometheus_client)."""
+"""Prometheus exposition for the service: verdicts, wealth per family, ingest counts (prometheus_client).
+
+:func:`exposition` writes the series a token may see: with a scoped token (``_scope.py``), every
+series labelled with an ``analysis`` outside its scope is left out; the service's own counters (no
+``analysis`` label) are shown to every token allowed on ``/metrics``.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from ._manager import AnalysisManager
 
-__all__ = ["build_registry"]
+__all__ = ["build_registry", "exposition"]
 
 VERDICTS = ("pending", "proceed", "extend", "rollback")
 
@@ -45,7 +50,33 @@ class _GateCollector(Collector):
                 wealth.add_metric([aid, fam], math.nan if lw is None else float(lw))
                 t = r.get("threshold")
                 thr.add_metric([aid, fam], math.inf if t is None else float(t))
-        yield from (verdict, final, wealth, thr, ticks)
+        cached = GaugeMetricFamily("deploysignal_engines_cached", "Analysis engines held in this process's cache")
+        cached.add_metric([], float(len(self._m.cached())))
+        evicted = CounterMetricFamily("deploysignal_engines_evicted", "Engines evicted from the cache (rebuilt from snapshot + ticks on next use)")
+        evicted.add_metric([], float(self._m.evicted))
+        yield from (verdict, final, wealth, thr, ticks, cached, evicted)
+
+
+class _Scoped(Collector):
+    """The samples of ``registry`` whose ``analysis`` label passes ``visible`` (or that have none)."""
+
+    def __init__(self, registry: CollectorRegistry, visible: Callable[[str], bool]) -> None:
+        self._r, self._visible = registry, visible
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self._r.collect():
+            out = Metric(m.name, m.documentation, m.type, m.unit)
+            out.samples = [s for s in m.samples if "analysis" not in s.labels or self._visible(s.labels["analysis"])]
+            yield out
+
+
+def exposition(registry: CollectorRegistry, visible: Callable[[str], bool] | None = None) -> bytes:
+    """The text exposition of ``registry``; with ``visible``, only the analyses it admits."""
+    if visible is None:
+        return generate_latest(registry)
+    scoped = CollectorRegistry(auto_describe=False)
+    scoped.register(_Scoped(registry, visible))
+    return generate_latest(scoped)
 
 
 def build_registry(manager: AnalysisManager) -> tuple[CollectorRegistry, dict[str, Any]]:
@@ -54,6 +85,7 @@ def build_registry(manager: AnalysisManager) -> tuple[CollectorRegistry, dict[st
     counters = {
         "ticks": Counter("deploysignal_ticks_ingested", "Ticks accepted and stored", ["analysis"], registry=reg),
         "rejected": Counter("deploysignal_ingest_rejected", "Ingest requests rejected as bad input", registry=reg),
+        "limited": Counter("deploysignal_requests_rate_limited", "Requests refused by a rate limit (429)", registry=reg),
         "latency": Histogram(
             "deploysignal_request_seconds",
             "Request handling time inside the service (until the response starts)",

@@ -1,4 +1,4 @@
-"""Service settings and bearer-token handling (tokens are stored only as SHA-256 hashes)."""
+"""Service settings and bearer-token handling (tokens are stored only as SHA-256 hashes; scopes in ``_scope.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._exceptions import ConfigError
+from ._admission import parse_limit
+from ._scope import PROJECT_PATTERN, Principal
 
 __all__ = ["ServiceSettings", "TokenEntry", "hash_token"]
 
@@ -22,13 +24,37 @@ def hash_token(token: str) -> str:
 
 
 class TokenEntry(BaseModel):
-    """One accepted token: its SHA-256 hash and role (``write`` also grants read; ``kayenta`` is
-    accepted only as the key in a Kayenta address, ``/kayenta/<key>/...``, and nowhere else)."""
+    """One accepted token: its SHA-256 hash, role and optional scope.
+
+    Roles: ``write`` (also grants read), ``read``, ``metrics`` (only ``GET /metrics``) and ``kayenta``
+    (accepted only as the key in a Kayenta address, ``/kayenta/<key>/...``, and nowhere else).
+    ``project`` and ``analyses`` (globs) restrict the token to those analyses and templates
+    (``_scope.py``); an entry with neither is unscoped, as every entry was before scopes existed.
+    ``rate_limit`` (``"20/second"``) replaces ``serve --rate-limit-token`` for this token."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "token"
     sha256: str
-    role: Literal["read", "write", "kayenta"]
+    role: Literal["read", "write", "kayenta", "metrics"]
+    project: str | None = Field(None, pattern=PROJECT_PATTERN)
+    analyses: list[str] | None = Field(None, min_length=1)
+    rate_limit: str | None = None
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _limit(cls, v: str | None) -> str | None:
+        parse_limit(v, "rate_limit")
+        return v
+
+    @field_validator("analyses")
+    @classmethod
+    def _globs(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(not g or len(g) > 256 for g in v):
+            raise ValueError("analyses: each glob must have 1-256 characters")
+        return v
+
+    def principal(self) -> Principal:
+        return Principal(self.name, self.role, self.project, None if self.analyses is None else tuple(self.analyses), self.sha256[:16], self.rate_limit)
 
     @field_validator("sha256")
     @classmethod
@@ -78,6 +104,21 @@ class ServiceSettings(BaseModel):
     max_events : int
         Flagger ``event`` / ``post-rollout`` calls kept (``GET /v1/flagger/events``): the newest this
         many; older ones are deleted as new ones arrive (they are logs; no decision reads them).
+    rate_limit_token, rate_limit_analysis : str or None
+        Requests admitted per token and per analysis named in the path (``limits``' notation,
+        ``"100/second"``; None: no limit); beyond them 429 with ``Retry-After`` (``_admission.py``).
+        Counted per process.
+    engine_cache_size : int
+        Analysis engines kept in memory per process (least recently used evicted; an evicted analysis
+        is rebuilt from snapshot + ticks on its next use).
+    max_replays : int
+        Replays running at once per process.
+    wait_timeout : float
+        Seconds a request waits for its analysis (busy with another request) or a replay slot; then
+        503 with ``Retry-After``, nothing applied.
+    body_timeout : float
+        Seconds a client has to send a request's body once its headers arrived; a stalled upload gets
+        408 and the connection is closed.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -92,19 +133,37 @@ class ServiceSettings(BaseModel):
     prometheus_allow: list[str] = Field(default_factory=list)
     max_live_per_template: int = Field(20, ge=1)
     max_events: int = Field(10_000, ge=1)
+    rate_limit_token: str | None = "200/second"
+    rate_limit_analysis: str | None = "50/second"
+    engine_cache_size: int = Field(256, ge=1)
+    max_replays: int = Field(1, ge=1)
+    wait_timeout: float = Field(30.0, gt=0)
+    body_timeout: float = Field(30.0, gt=0)
+
+    @field_validator("rate_limit_token", "rate_limit_analysis")
+    @classmethod
+    def _limits(cls, v: str | None) -> str | None:
+        parse_limit(v, "rate limit")
+        return v
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""
+        p = self.principal_of(token)
+        return None if p is None else p.role
+
+    def principal_of(self, token: str) -> Principal | None:
+        """The entry a presented token matches (role and scope), compared in constant time against
+        every stored hash; None for an unknown token."""
         h = hash_token(token)
-        role = None
+        found = None
         for t in self.tokens:
             if hmac.compare_digest(h, t.sha256):
-                role = t.role
-        return role
+                found = t
+        return None if found is None else found.principal()
 
     @staticmethod
     def read_tokens_file(path: str | Path) -> list[TokenEntry]:
-        """YAML or JSON: ``[{name, sha256, role}]`` or ``{tokens: [...]}``."""
+        """YAML or JSON: ``[{name, sha256, role, project?, analyses?, rate_limit?}]`` or ``{tokens: [...]}``."""
         p = Path(path)
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text(encoding="utf-8"))

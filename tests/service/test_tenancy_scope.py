@@ -113,6 +113,8 @@ def test_scope_on_every_route(world):
         r = c.request(op[1].upper(), url, **kw)
         assert r.status_code == 403, (op, r.status_code, r.text)
         assert "scoped to project 'x'" in r.json()["detail"], (op, r.text)
+        if op[0] != "/v1/analyses":  # only a create request names the project (the caller's own words)
+            assert "project 'y'" not in r.json()["detail"], (op, r.text)  # y's project is not disclosed
     reader = _requests("y", RX, KX, cfgd, ticks, ex)
     for op, (url, kw) in reader.items():
         if op[1] == "get" or op[0].startswith("/v1/flagger"):

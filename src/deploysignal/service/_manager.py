@@ -3,13 +3,13 @@
 Concurrency (issue 23, item 5). A batch is evaluated **outside** the store's write transaction: the
 analysis' in-process lock keeps its ticks in order, the engine evaluates the batch (in chunks of
 ``eval_chunk`` ticks, so that no compiled loop holds the interpreter lock for more than about a
-millisecond), and only the
-append (ticks, chained audit lines, summary, snapshot) runs in the short write transaction, which first
-checks that the analysis' tick count and audit head are still the ones the batch was evaluated on. On
-SQLite, whose write lock covers the whole file, one analysis' large batch therefore no longer blocks
-another analysis' ingest for the duration of its evaluation. When another process (``--workers``, a
-second host on PostgreSQL) appended in between, the evaluation is discarded and redone on the new
-state; after ``OPTIMISTIC_TRIES`` such conflicts the batch is evaluated inside the write transaction,
+millisecond), and only the append (ticks, chained audit lines, summary, snapshot) runs in the short
+write transaction, which first checks that the analysis' tick count and audit head are still the
+ones the batch was evaluated on. On SQLite, whose write lock covers the whole file, one analysis'
+large batch therefore no longer blocks another analysis' ingest for the duration of its evaluation
+(it still does while its rows are written: docs/performance.md, "noisy neighbour"). When another
+process (``--workers``, a second host on PostgreSQL) appended in between, the evaluation is discarded
+and redone on the new state; after ``OPTIMISTIC_TRIES`` such conflicts the batch is evaluated inside the write transaction,
 as before, so progress is guaranteed. Replays run at most ``max_replays`` at a time.
 """
 

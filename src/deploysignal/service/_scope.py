@@ -70,11 +70,13 @@ class Principal:
         parts = ([f"project {self.project!r}"] if self.project is not None else []) + ([f"analyses {list(self.analyses)}"] if self.analyses is not None else [])
         return " and ".join(parts) or "everything"
 
-    def check(self, ident: str, project: str | None, what: str = "analysis") -> None:
-        """Raise :class:`OutOfScope` unless :meth:`may`."""
+    def check(self, ident: str, project: str | None, what: str = "analysis", *, named: bool = False) -> None:
+        """Raise :class:`OutOfScope` unless :meth:`may`. The message names ``project`` only when the
+        caller ``named`` it (a create request); a stored analysis' project is not disclosed to a token
+        outside it."""
         if not self.may(ident, project):
-            belongs = f"project {project!r}" if project is not None else "no project"
-            raise OutOfScope(f"token {self.name!r} is scoped to {self.describe()}: {what} {ident!r} ({belongs}) is outside its scope")
+            belongs = "" if not named else f" (project {project!r})" if project is not None else " (no project)"
+            raise OutOfScope(f"token {self.name!r} is scoped to {self.describe()}: {what} {ident!r}{belongs} is outside its scope")
 
 
 class ScopeGuard:

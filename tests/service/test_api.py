@@ -35,10 +35,12 @@ def test_ingest_matches_library_and_audit_chain_verifies(tmp_path, step_sim):
         assert {e["family"] for e in v["evidence"]} >= {"A", "B"}
         lines = c.get("/v1/analyses/a1/audit", headers=R).text.splitlines()
         rep = verify_chain(lines, head=v["audit_head"])
-        assert rep.ok and rep.n == 1 + sum(len(x.records) for x in res)
+        # per tick: its input record, the library's records, a checkpoint where a snapshot was written (every 50 ticks)
+        assert rep.ok and rep.n == 1 + len(ticks) + sum(len(x.records) for x in res) + len(ticks) // 50
         # records in the chain are exactly the library's records
         recs = [json.loads(ln)["record"] for ln in lines[1:]]
-        assert recs == [r for x in res for r in json.loads(json.dumps(x.records))]
+        assert [r for r in recs if r["family"] not in ("input", "checkpoint")] == [r for x in res for r in json.loads(json.dumps(x.records))]
+        assert [r["tick"] for r in recs if r["family"] == "input"] == list(range(len(ticks)))
         assert c.post("/v1/analyses/a1/replay", headers=R).json()["ok"] is True
         argo = c.get("/v1/argo/analyses/a1", headers=R).json()
         assert argo["verdict"] == "rollback" and "A" in argo["fired_families"]
@@ -61,10 +63,18 @@ def test_restart_resumes_from_snapshot_identically(tmp_path, step_sim):
         assert r.json()["first_tick"] == 100
         lines = c.get("/v1/analyses/a1/audit", headers=R).text.splitlines()
     (tmp_path / "u").mkdir()
-    with make_client(tmp_path / "u") as c:
+    with make_client(tmp_path / "u", snapshot_every=64) as c:  # same batches without a restart: same records, same checkpoints
         _create(c, cfg)
-        assert c.post("/v1/analyses/a1/ticks", json={"ticks": ticks}, headers=W).status_code == 200
-        assert c.get("/v1/analyses/a1/audit", headers=R).text.splitlines() == lines
+        for part in (ticks[:100], ticks[100:]):
+            assert c.post("/v1/analyses/a1/ticks", json={"ticks": part}, headers=W).status_code == 200
+        again = c.get("/v1/analyses/a1/audit", headers=R).text.splitlines()
+    # the header's spec_sha256 binds the analysis row, its creation time included: the two analyses' chains
+    # differ in it (so in every hash), their records do not
+    recs = [json.loads(ln)["record"] for ln in lines]
+    recs2 = [json.loads(ln)["record"] for ln in again]
+    assert recs[0].pop("spec_sha256") != recs2[0].pop("spec_sha256") and recs == recs2
+    # the checkpoints (ticks 100 and 480) commit to identical states: restored + continued == never restarted
+    assert sum('"family":"checkpoint"' in ln for ln in lines) == 2
 
 
 def test_bad_input_is_4xx_and_changes_nothing(tmp_path, step_sim):
@@ -124,9 +134,10 @@ def test_tampered_audit_detected(tmp_path, step_sim):
         head = c.get("/v1/analyses/a1", headers=R).json()["audit_head"]
     assert verify_chain(lines, head=head).ok
     bad = list(lines)
-    bad[7] = bad[7].replace('"fire":false', '"fire":true', 1)
-    assert bad[7] != lines[7]
-    assert verify_chain(bad).bad_line == 8
+    k = next(i for i, ln in enumerate(lines) if i > 2 and '"fire":false' in ln)
+    bad[k] = bad[k].replace('"fire":false', '"fire":true', 1)
+    assert bad[k] != lines[k]
+    assert verify_chain(bad).bad_line == k + 1
     assert verify_chain(lines[:3] + lines[4:]).bad_line == 4
     assert not verify_chain(lines[:-1], head=head).ok
 

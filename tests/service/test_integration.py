@@ -48,7 +48,7 @@ def test_two_processes_share_one_postgres(tmp_path, step_sim, postgres):
         assert la["verdict"] == lb["verdict"] == "rollback"
         assert c.post(b.url + "/v1/analyses/shared/ticks", json={"ticks": last}, headers=W).status_code == 422  # duplicate tick
         lines = c.get(b.url + "/v1/analyses/shared/audit", headers=R).text.splitlines()
-    ref_lines, _, _ = _uninterrupted(cfg, ticks, {"window": 480})
+    ref_lines, _, _ = _uninterrupted(cfg, ticks, {"window": 480}, batch=16, every=256)  # the batches above, serve's default snapshots
     assert lines == ref_lines
 
 

@@ -11,8 +11,11 @@ import time
 import httpx
 
 from deploysignal.audit import settings_record
-from deploysignal.audit._chain import GENESIS, chain_records, verify_chain
+from deploysignal.audit._binding import checkpoint_line, input_line
+from deploysignal.audit._chain import GENESIS, chain_lines, chain_records, verify_chain
+from deploysignal.calibration import canonical_json
 from deploysignal.service import AnalysisEngine
+from deploysignal.service._manager import tick_payload
 
 from ._proc import READ, WRITE, Server
 from .conftest import ticks_of
@@ -21,15 +24,34 @@ W = {"Authorization": f"Bearer {WRITE}"}
 R = {"Authorization": f"Bearer {READ}"}
 
 
-def _uninterrupted(cfg, ticks, settings):
+def _spec_sha(lines):
+    """The stored header's spec_sha256 (it binds the analysis row, creation time included, which this test
+    does not fix; the integrity check compares it with the row on every load)."""
+    return json.loads(lines[0])["record"]["spec_sha256"]
+
+
+def _uninterrupted(cfg, ticks, settings, spec_sha256, batch=8, every=50):
     eng = AnalysisEngine(cfg.to_json(), settings)
-    lines, head = chain_records([settings_record(eng.config, eng.settings)], GENESIS)
-    verdicts = []
-    for r in eng.ingest(eng.validate(ticks)):
-        more, head = chain_records(r.records, head)
-        lines.extend(more)
-        verdicts.append(r.verdict)
+    header = {**settings_record(eng.config, eng.settings), "store_binding": 1, "spec_sha256": spec_sha256}
+    lines, head = _reference(eng, header, ticks, tick_payload, batch, every)
+    verdicts = [json.loads(ln)["record"]["verdict"] for ln in lines if json.loads(ln)["record"].get("family") == "gate"]
     return lines, verdicts, head
+
+
+def _reference(eng, header, ticks, payload, batch=8, every=50):
+    """The chain a service writes for ``ticks`` in batches of ``batch`` with ``--snapshot-every every``
+    (store binding 1): per tick its input record and records, a checkpoint of the engine's state after
+    each batch that crosses a multiple of ``every``."""
+    lines, head = chain_records([header], GENESIS)
+    for i in range(0, len(ticks), batch):
+        valid = eng.validate(ticks[i:i + batch])
+        for k, (t, r) in enumerate(zip(valid, eng.ingest(valid)), start=i):
+            more, head = chain_lines([input_line(k, payload(t)), *r.lines], head)
+            lines.extend(more)
+        if i // every != eng.n_ticks // every:
+            more, head = chain_lines([checkpoint_line(eng.n_ticks, json.dumps(eng.state(), allow_nan=False))], head)
+            lines.extend(more)
+    return lines, head
 
 
 def _kill_and_resume(tmp_path, store: str, create: dict, ticks: list[dict]) -> tuple[list[str], dict]:
@@ -89,7 +111,7 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_tick(tmp_path, step_sim, store
     sim, cfg = step_sim
     ticks = ticks_of(sim.canary)
     lines, final = _kill_and_resume(tmp_path, store_url, {"config": json.loads(cfg.to_json()), "window": 480}, ticks)
-    ref_lines, ref_verdicts, ref_head = _uninterrupted(cfg, ticks, {"window": 480})
+    ref_lines, ref_verdicts, ref_head = _uninterrupted(cfg, ticks, {"window": 480}, _spec_sha(lines))
     assert lines == ref_lines  # byte-identical audit, hence identical verdicts at every tick
     got_verdicts = [json.loads(ln)["record"]["verdict"] for ln in lines if json.loads(ln)["record"].get("family") == "gate"]
     assert got_verdicts == ref_verdicts
@@ -110,8 +132,5 @@ def test_sigkill_split_analysis(tmp_path):
     lines, final = _kill_and_resume(tmp_path, f"sqlite:///{tmp_path / 'k.db'}", create, ticks)
     specs = [MetricSpec(m, meta["kind"], meta["direction"], tuple(meta.get("edges", ())), meta["tolerance"]) for m, meta in METRICS.items()]
     eng = SplitEngine(split_config(specs)[1], {"window": 480, "canary_share": 0.5})
-    ref, head = chain_records([eng.header()], GENESIS)
-    for r in eng.ingest(eng.validate(ticks)):
-        more, head = chain_records(r.records, head)
-        ref.extend(more)
+    ref, head = _reference(eng, {**eng.header(), "store_binding": 1, "spec_sha256": _spec_sha(lines)}, ticks, lambda t: canonical_json(t.to_json()))
     assert lines == ref and final["audit_head"] == head and final["mode"] == "split"

@@ -4,11 +4,14 @@ templates and the Kayenta / Flagger / Argo answers (healthy -> proceed, regressi
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
 
 import pytest
 
-from deploysignal.audit._chain import GENESIS, chain_records, verify_chain
+from deploysignal.audit._chain import GENESIS, chain_records
+from deploysignal.calibration import canonical_json
 from deploysignal.service._split_engine import SplitEngine, split_config
 from deploysignal.split import MetricSpec
 
@@ -132,8 +135,32 @@ def test_replay_and_restart_are_exact(tmp_path, snapshot_every):
             stored = c.get("/v1/analyses/s/audit", headers=R).text.splitlines()
             rep = c.post("/v1/analyses/s/replay", headers=R).json()
             assert rep["ok"] is True, rep
-    lines, head = _uninterrupted(ticks, settings)
-    assert stored == lines and bodies[-1]["audit_head"] == head and verify_chain(stored).ok
+    # an independent reference, byte for byte: one uninterrupted engine's records, with the store binding's
+    # records built here from their documented format (input: SHA-256 of the stored tick text; checkpoint:
+    # SHA-256 of the engine state's JSON, after the batch that crosses a multiple of snapshot_every)
+    con = sqlite3.connect(tmp_path / "ds.db")
+    try:
+        payloads = [p for (p,) in con.execute("SELECT payload FROM ticks WHERE analysis_id='s' ORDER BY seq")]
+        spec, created = con.execute("SELECT spec, created FROM analyses WHERE id='s'").fetchone()
+    finally:
+        con.close()
+    specs = [MetricSpec(m, meta["kind"], meta["direction"], tuple(meta.get("edges", ())), meta["tolerance"]) for m, meta in METRICS.items()]
+    eng = SplitEngine(split_config(specs)[1], settings)
+    sha = lambda text: hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
+    want = [{**eng.header(), "store_binding": 1, "spec_sha256": sha(canonical_json({"created": created, "spec": json.loads(spec)}))}]
+    n = 0
+    for part in parts:
+        for r in eng.ingest(eng.validate(part)):
+            want += [{"family": "input", "sha256": sha(payloads[n]), "tick": n}, *r.records]
+            n += 1
+        if (n - len(part)) // snapshot_every != n // snapshot_every:
+            want.append({"family": "checkpoint", "state_sha256": sha(json.dumps(eng.state(), allow_nan=False)), "tick": n})
+    ref, head = chain_records(want, GENESIS)
+    assert stored == ref and head == bodies[-1]["audit_head"] and n == len(ticks)
+    # and the gate's records are those of the engine fed all ticks at once
+    lines, _ = _uninterrupted(ticks, settings)
+    recs = [json.loads(ln)["record"] for ln in stored]
+    assert [r for r in recs[1:] if r["family"] not in ("input", "checkpoint")] == [json.loads(ln)["record"] for ln in lines[1:]]
     assert json.loads(stored[0])["record"]["mode"] == "split"
     for before, after in zip(bodies[0::2], bodies[1::2]):  # the body after a restart = the body before it
         assert {k: v for k, v in before.items() if k != "created"} == {k: v for k, v in after.items() if k != "created"}

@@ -76,6 +76,7 @@ def _requests(p: str, tok: str, kay: str, cfgd: dict, ticks: list, ex: dict) -> 
         ("/v1/analyses/{aid}/replay", "post"): (f"/v1/analyses/{p}-a/replay", {"headers": h}),
         ("/v1/analyses/{aid}/events", "get"): (f"/v1/analyses/{p}-a/events?max_events=1&timeout=1", {"headers": h}),
         ("/v1/analyses/{aid}/void", "post"): (f"/v1/analyses/{p}-a/void", {"headers": h, "json": {"reason": "scope test"}}),
+        ("/v1/analyses/{aid}/cut", "post"): (f"/v1/analyses/{p}-a/cut", {"headers": h, "json": {"to_tick": 10, "reason": "scope test"}}),
         ("/v1/analyses", "post"): ("/v1/analyses", {"headers": h, "json": {"id": f"{p}-new", "config": cfgd, "project": p}}),
         ("/v1/templates/{tid}", "put"): (f"/v1/templates/t{p}", {"headers": h, "json": {"config": cfgd, "project": p, "window": 50}}),
         ("/v1/templates/{tid}", "get"): (f"/v1/templates/t{p}", {"headers": h}),

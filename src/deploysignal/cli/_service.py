@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -50,6 +51,7 @@ def serve(
     body_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a client has to send a request body; a stalled upload gets 408 and the connection is closed."),
     keep_alive_timeout: int = typer.Option(5, min=1, help="Seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)."),
     header_timeout: float = typer.Option(10.0, min=0.001, help="Seconds a connection has to send a complete request head (request line and headers); then it is closed."),
+    max_cuts: int = typer.Option(3, min=0, help="Cut-backs allowed per analysis (each can add up to alpha to its false-rollback probability)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -72,7 +74,7 @@ def serve(
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
                                    max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
                                    max_events=max_events, rate_limit_token=rate_limit_token or None, rate_limit_analysis=rate_limit_analysis or None,
-                                   engine_cache_size=engine_cache, max_replays=max_replays, wait_timeout=wait_timeout, body_timeout=body_timeout)
+                                   engine_cache_size=engine_cache, max_replays=max_replays, wait_timeout=wait_timeout, body_timeout=body_timeout, max_cuts=max_cuts)
         if workers == 1:
             app = create_app(settings)
     except (DeploySignalError, ValueError) as exc:
@@ -182,22 +184,52 @@ def void_cmd(
 ) -> None:
     """Void an analysis in the store (as POST /v1/analyses/{id}/void with a write token does): a chained
     audit record and a final verdict that never promotes. Exit 0 done, 2 no such analysis or bad input."""
-    from ..service._manager import AnalysisManager
-    from ..store import open_store
+    res = _operator_act(store, lambda m: m.void(analysis, reason))
+    out.print(f"analysis {analysis} voided at tick {res['tick']}: verdict {res['verdict']} (final), audit head {res['audit_head']}")
 
-    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():  # opening would create an empty one
+
+def _operator_act(store: str, act: Callable[[Any], dict], **manager: Any) -> dict:
+    """Run an operator act on the store's :class:`~deploysignal.service._manager.AnalysisManager`: exit 2
+    for a missing SQLite file (opening would create an empty one), bad input or no such analysis, 1 when
+    the act is refused (:class:`~deploysignal.store.Conflict`)."""
+    from ..service._manager import AnalysisManager
+    from ..store import Conflict, open_store
+
+    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
         err.print(f"[red]error[/red]: no SQLite store at {store[len('sqlite:///'):]!r}")
         raise typer.Exit(2)
     try:
         st = open_store(store)
         try:
-            res = AnalysisManager(st).void(analysis, reason)
+            return act(AnalysisManager(st, **manager))
         finally:
             st.close()
+    except Conflict as exc:
+        err.print(f"[red]refused[/red]: {exc}")
+        raise typer.Exit(1) from None
     except (DeploySignalError, ValueError) as exc:
         err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
-    out.print(f"analysis {analysis} voided at tick {res['tick']}: verdict {res['verdict']} (final), audit head {res['audit_head']}")
+
+
+@service_app.command("cut")
+def cut_cmd(
+    analysis: str = typer.Option(..., help="Analysis id."),
+    to_tick: int = typer.Option(..., "--to-tick", min=0, help="The first tick to drop (the gate's tick number, as in the audit records)."),
+    reason: str = typer.Option(..., help="Why (recorded in the audit chain)."),
+    store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="The service's store URL."),
+    max_cuts: int = typer.Option(3, min=0, help="Cut-backs allowed per analysis (as serve --max-cuts)."),
+) -> None:
+    """Cut an analysis back to before tick TO_TICK (as POST /v1/analyses/{id}/cut with a write token does):
+    the later ticks stay stored, marked superseded by a chained cut record, and the analysis continues from
+    the ticks kept. An analysis that rolled back, was voided or ended refusing promotion refuses it, as
+    does one that had max_cuts cuts. Exit 0 done, 1 refused, 2 no such analysis or bad input."""
+    res = _operator_act(store, lambda m: m.cut(analysis, to_tick, reason), max_cuts=max_cuts)
+    if res.get("duplicate"):
+        out.print(f"analysis {analysis}: this cut was already made (stored entry {res['tick']}); nothing superseded again")
+    out.print(f"analysis {analysis} cut back to tick {res['to_tick']} (superseded stored ticks {res['superseded']}): verdict {res['verdict']},"
+              f" audit head {res['audit_head']}")
+    err.print(f"[yellow]note[/yellow]: {res['note']}")
 
 
 @audit_app.command("verify")
@@ -208,19 +240,37 @@ def verify(
     analysis: Optional[str] = typer.Option(None, help="Analysis id in --store."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
 ) -> None:
-    """Check the hash chain of an audit log; exit 0 intact, 1 tampered/incomplete, 2 unreadable."""
+    """Check the hash chain of an audit log; exit 0 intact, 1 tampered/incomplete, 2 unreadable.
+
+    With ``--store``, also what the service restores and serves: every tick row, the snapshot, the
+    summary and the analysis row against the chain, and the records re-derived from the snapshot and the
+    ticks after it (the check the service runs when it loads an analysis; an analysis written before
+    0.5.0 gets what can be checked, and the rest is named)."""
     from ..audit._chain import verify_chain
 
+    bound: dict | None = None
     try:
         if store is not None:
+            from ..service._integrity import IntegrityError
+            from ..service._manager import AnalysisManager
             from ..store import open_store
 
             if analysis is None:
                 raise ConfigError("--store needs --analysis")
+            if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():  # opening would create an empty one
+                raise ConfigError(f"no SQLite store at {store[len('sqlite:///'):]!r}")
             st = open_store(store)
             try:
                 lines = st.audit_lines(analysis)
-                head = head or st.get(analysis).audit_head
+                stored_head = st.get(analysis).audit_head
+                if head is not None and head != stored_head:
+                    bound = {"ok": False, "reason": f"the store's audit_head {stored_head[:16]}... is not the published head {head[:16]}..."}
+                else:
+                    head = stored_head
+                    try:
+                        bound = {"ok": True, **AnalysisManager(st).verify(analysis).to_json()}
+                    except IntegrityError as exc:
+                        bound = {"ok": False, "reason": str(exc)}
             finally:
                 st.close()
         elif path is not None:
@@ -245,13 +295,22 @@ def verify(
             err.print(f"[red]audit log not verifiable[/red]: {reason}")
         raise typer.Exit(1)
     rep = verify_chain(lines, head=head)
+    ok = rep.ok and (bound is None or bound["ok"])
     if as_json:
-        out.print(json.dumps({"ok": rep.ok, "lines": rep.n, "head": rep.head, "bad_line": rep.bad_line, "reason": rep.reason}))
-    elif rep.ok:
+        out.print(json.dumps({"ok": ok, "lines": rep.n, "head": rep.head, "bad_line": rep.bad_line, "reason": rep.reason,
+                              **({"store": bound} if bound is not None else {})}))
+        raise typer.Exit(0 if ok else 1)
+    if rep.ok:
         out.print(f"audit chain intact: {rep.n} lines, head {rep.head}")
     else:
         err.print(f"[red]audit chain broken[/red] at line {rep.bad_line}: {rep.reason}")
-    raise typer.Exit(0 if rep.ok else 1)
+    if bound is not None and bound["ok"]:
+        out.print(f"store matches the chain (store_binding {bound['store_binding']}): checked {'; '.join(bound['checked'])}")
+        if bound["unchecked"]:
+            out.print(f"[yellow]not checked[/yellow]: {'; '.join(bound['unchecked'])}")
+    elif bound is not None:
+        err.print(f"[red]store does not match the chain[/red]: {bound['reason']}")
+    raise typer.Exit(0 if ok else 1)
 
 
 def _unchained_header(first: str) -> str | None:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .._exceptions import DeploySignalError, InputError
 from ..evaluation._split_eval import AZURE_DESIGN, SPLIT_METHODS, SplitEvalSettings, run_azure_eval, run_split_eval, summarise_split
-from ..evaluation._split_report import write_split_report
+from ..evaluation._split_report import settings_from_report, write_split_report
 from ..simulate._split import SPLIT_EFFECTS, SPLIT_WORLDS, simulate_split, write_split
 
 __all__ = ["DEMO_CASES", "SPLIT_SCENARIOS", "split_demo", "split_eval", "write_split_scenario"]
@@ -108,10 +108,25 @@ def split_demo(scenario: Optional[str], seed: int, console: Console) -> None:
     console.print(f"{len(cases) - wrong}/{len(cases)} verdicts match the simulated truth")
 
 
+def _render(saved: Path, output: Path, json_out: Optional[Path]) -> None:
+    import json
+
+    try:
+        doc = json.loads(saved.read_text(encoding="utf-8"))
+        settings = settings_from_report(doc)
+        target = json_out or output.with_suffix(".json")
+        write_split_report(settings, doc["rows"], doc["command"], output, target, doc.get("azure"))
+    except (DeploySignalError, OSError, ValueError, KeyError, TypeError) as exc:
+        err.print(f"[red]error[/red]: cannot re-render {saved}: {exc!r}")
+        raise typer.Exit(2) from None
+    out.print(f"{saved} re-rendered into {output} and {target}")
+
+
 def split_eval(
     quick: bool = typer.Option(False, "--quick", help=f"CI size: worlds {', '.join(QUICK_WORLDS)}, effects {', '.join(QUICK_EFFECTS)}, "
                                f"500 requests per tick, {QUICK[0]} runs per cell, 64 Azure splits."),
-    output: Path = typer.Option(Path("docs/split_eval.md"), "-o", "--output", help="Markdown report (text above its generated mark is kept)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Markdown report (text above its generated mark is kept; "
+                                          "default docs/split_eval.md, with --render the saved JSON's .md sibling)."),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="JSON report (default: the markdown path with .json)."),
     seed: int = typer.Option(0, help="Run seed; every replicate's seed derives from it."),
     alpha: float = typer.Option(0.05, help="False-rollback budget of every method."),
@@ -126,9 +141,21 @@ def split_eval(
     azure: bool = typer.Option(True, "--azure/--no-azure", help="Also run random splits of the Azure LLM trace."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the Azure trace CSVs (default: $DEPLOYSIGNAL_DATA/azure_llm or ../shared/data/azure_llm)."),
     jobs: int = typer.Option(1, help="Worker processes (results do not depend on it)."),
+    render: Optional[Path] = typer.Option(None, "--render", help="Re-render a saved JSON report (its rows, command and "
+                                          "settings) with the current report code into -o (default: the JSON's .md sibling) "
+                                          "and --json-out (default: the -o path with .json); runs nothing and takes no other option."),
 ) -> None:
     """Split gate against its peers (two-sample gate on aggregates, Kayenta, fixed-n at the end and at half)
     on the same seeded per-request logs; writes the markdown tables and a JSON report."""
+    if render is not None:
+        others = (quick, seed != 0, alpha != 0.05, reps_null is not None, reps_power is not None, volumes, shares != "0.05,0.5",
+                  worlds, effects, methods, not synthetic, not azure, data_dir, jobs != 1)
+        if any(others):
+            err.print("[red]error[/red]: --render re-renders a saved run as it was: it takes only -o/--output and --json-out")
+            raise typer.Exit(2)
+        _render(render, output or render.with_suffix(".md"), json_out)
+        return
+    output = output or Path("docs/split_eval.md")
     try:
         try:
             vols = tuple(float(v) for v in (volumes or ("500" if quick else "50,500,5000")).split(",") if v.strip())

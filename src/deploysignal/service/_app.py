@@ -41,6 +41,7 @@ from ..gate import certification_status
 from ..telemetry import Frame
 from ._admission import Busy, RateLimited, RateLimits, parse_limit
 from ._kayenta import kayenta_router
+from ._integrity import IntegrityError
 from ._manager import AnalysisManager
 from ._argo import argo_router
 from ._flagger import flagger_router
@@ -293,7 +294,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         raise ConfigError("no API tokens configured: pass --tokens-file (hashes) or --insecure for a local experiment")
     store = open_store(settings.store_url)
     manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew,
-                              cache_size=settings.engine_cache_size, max_replays=settings.max_replays, wait_timeout=settings.wait_timeout)
+                              cache_size=settings.engine_cache_size, max_replays=settings.max_replays, wait_timeout=settings.wait_timeout, max_cuts=settings.max_cuts)
     registry, counters = build_registry(manager)
     tables = IntegrationTables(store)
     guard = ScopeGuard(store, tables)
@@ -369,6 +370,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def _busy_analysis(_: Request, exc: Busy) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        # the analysis' store does not match its audit chain: refused (logged by the manager), the rest keeps serving
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
     # ------------------------------------------------------------------ auth
     insecure = Principal("insecure", "write")
 
@@ -440,6 +446,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "baseline_version": row.spec["config_version"],
             "settings": row.spec["settings"],
             "audit_head": row.audit_head,
+            "integrity": None if (ic := manager.integrity.get(aid)) is None else ic.to_json(),
             "created": row.created,
             **({"poller": _poller_status(aid, row)} if row.spec.get("prometheus") else {}),
             **(eng.verdict_extra() if isinstance(eng, SplitEngine) else {"certification": certification_status(eng.config, eng.settings)}),
@@ -556,9 +563,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.get("/v1/analyses", dependencies=read, tags=["analyses"])
     def list_analyses(request: Request) -> list[dict[str, Any]]:
         """The analyses the token may see."""
-        return [{"id": r.id, "n_ticks": r.n_ticks, "baseline_version": r.spec["config_version"], "summary": r.summary, "created": r.created,
-                 **({"project": r.spec["project"]} if r.spec.get("project") is not None else {})}
-                for r in guard.visible_analyses(request.state.principal, store.list())]
+        out = []
+        for r in guard.visible_analyses(request.state.principal, store.list()):
+            summary, why = manager.listed_summary(r)
+            out.append({"id": r.id, "n_ticks": r.n_ticks, "baseline_version": r.spec["config_version"], "summary": summary, "created": r.created,
+                        **({"project": r.spec["project"]} if r.spec.get("project") is not None else {}),
+                        **({"integrity_error": why} if why else {})})
+        return out
 
     @app.get("/v1/analyses/{aid}", dependencies=read, tags=["analyses"])
     def get_analysis(aid: str) -> dict[str, Any]:
@@ -626,7 +637,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         timeout: Annotated[float, Query(gt=0, le=3600)] = 300.0,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
-        """Server-sent events: one ``decision`` event per evaluated tick (id = tick), from ``from_tick``."""
+        """Server-sent events, one per stored entry from ``from_tick`` (id = its stored sequence number, the
+        gate's tick until a cut-back): ``decision`` with an evaluated tick's gate record, ``cut`` with a
+        cut-back's record (the decisions it superseded were sent before it and are not sent again)."""
         await run_in_threadpool(store.get, aid)
         loop_holder["loop"] = asyncio.get_running_loop()
         start = from_tick
@@ -639,15 +652,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             while asyncio.get_running_loop().time() < deadline:
                 n = await run_in_threadpool(store.n_ticks, aid)
                 if n > nxt:
-                    lines = await run_in_threadpool(store.audit_lines, aid, nxt, min(n - nxt, 1000))
-                    for ln in lines:
-                        rec = json.loads(ln)["record"]
-                        if rec.get("family") != "gate":
-                            continue
-                        yield f"id: {rec['tick']}\nevent: decision\ndata: {json.dumps(rec, separators=(',', ':'))}\n\n".encode()
-                        nxt, sent = rec["tick"] + 1, sent + 1
-                        if max_events is not None and sent >= max_events:
-                            return
+                    rows = await run_in_threadpool(store.audit_rows, aid, nxt, min(n - nxt, 1000))
+                    for seq, text in rows:
+                        nxt = seq + 1  # the cursor is the stored sequence: after a cut the gate's tick numbers repeat
+                        for ln in text.split("\n"):
+                            rec = json.loads(ln)["record"]
+                            if rec.get("family") not in ("gate", "cut"):
+                                continue
+                            kind = "decision" if rec["family"] == "gate" else "cut"
+                            yield f"id: {seq}\nevent: {kind}\ndata: {json.dumps(rec, separators=(',', ':'))}\n\n".encode()
+                            sent += 1
+                            if max_events is not None and sent >= max_events:
+                                return
+                    if not rows:
+                        nxt = n
                     continue
                 cond.clear()
                 try:
@@ -745,7 +763,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def _resume_pullers() -> None:
         for row in store.list():
             prom = row.spec.get("prometheus")
-            if prom and not (row.summary or {}).get("final"):
+            summary, why = manager.listed_summary(row) if prom else (None, None)
+            if why is not None:  # a summary that does not match the chain decides nothing: the analysis is refused on load
+                unusable[row.id] = f"refused: {why}"
+            elif prom and not (summary or {}).get("final"):
                 _start_puller(row.id, prom)
 
     def _shutdown() -> None:

@@ -184,9 +184,11 @@ class AnalysisEngine:
                 raise ConfigError(f"the compiled config cannot run this gate: {exc}") from None
             self._present = [0] * len(self.names)
             self.last: TickResult | None = None
+            self._superseded = 0
         else:
             self.gate = Gate.from_state(self.config, self.settings, state["gate"], screen=False)
             self._present = list(state["present"])
+            self._superseded = int(state.get("superseded", 0))
             last = state.get("last")
             self.last = None if last is None else TickResult(
                 tick=last["tick"], timestamp=last["timestamp"], verdict=last["verdict"], final=last["final"],
@@ -196,7 +198,18 @@ class AnalysisEngine:
     # ------------------------------------------------------------------ properties
     @property
     def n_ticks(self) -> int:
+        """Stored ticks: the gate's ticks plus those a cut-back superseded (:meth:`supersede`)."""
+        return int(self.gate._tick) + self._superseded  # noqa: SLF001 - cheap counter
+
+    @property
+    def in_effect(self) -> int:
+        """Entries in effect (ticks and voids the verdict stands on): :attr:`n_ticks` less what cut-backs superseded."""
         return int(self.gate._tick)  # noqa: SLF001 - cheap counter
+
+    def supersede(self, stored: int) -> None:
+        """After a cut-back this engine was rebuilt from the ticks kept; from now on :attr:`n_ticks`
+        reports ``stored``, the analysis' stored tick count (kept, superseded and the cut itself)."""
+        self._superseded = stored - int(self.gate._tick)  # noqa: SLF001
 
     @property
     def last_timestamp(self) -> float | None:
@@ -350,4 +363,5 @@ class AnalysisEngine:
         last = None
         if self.last is not None:
             last = {**self.last.summary(), "records": self.last.records}
-        return {"gate": self.gate.state(), "present": list(self._present), "last": last}
+        out = {"gate": self.gate.state(), "present": list(self._present), "last": last}
+        return {**out, "superseded": self._superseded} if self._superseded else out

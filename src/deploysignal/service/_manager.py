@@ -27,14 +27,18 @@ from typing import Any
 import msgspec
 
 from .. import __version__
-from .._exceptions import InputError
+from .._exceptions import DeploySignalError, InputError
 from ..audit import settings_record
+from ..audit._binding import STORE_BINDING, checkpoint_line, input_line, record_of
 from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..gate._gate import gc_paused
-from ..store import LockedAnalysis, SQLStore
+from ..store import AnalysisRow, LockedAnalysis, SQLStore, StoredRows
+from ..store import Conflict
 from ._admission import Busy
+from ._cut import apply_cut, cut_payload, cut_refusal, effective, is_cut
 from ._engine import AnalysisEngine, TickIn, VoidIn
+from ._integrity import CHECKED_BOUND, NOT_BOUND, Integrity, IntegrityError, advance_checked, load_checked, spec_digest, summary_problem
 from ._split_engine import SplitEngine
 
 __all__ = ["AnalysisManager"]
@@ -66,8 +70,27 @@ def _engine(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None = Non
     return AnalysisEngine(cfg, spec["settings"], snap)
 
 
-def _header(eng: Engine) -> dict[str, Any]:
-    return eng.header() if isinstance(eng, SplitEngine) else settings_record(eng.config, eng.settings)
+def _header(eng: Engine, binding: int = 0, spec_sha256: str | None = None) -> dict[str, Any]:
+    """The chained header record; ``binding`` > 0 announces the store binding records
+    (:mod:`deploysignal.audit._binding`) of an analysis created since 0.5.0, and then ``spec_sha256``
+    (:func:`spec_digest`) binds the analysis row's spec and ``created``."""
+    h = eng.header() if isinstance(eng, SplitEngine) else settings_record(eng.config, eng.settings)
+    if not binding:
+        return h
+    return {**h, "store_binding": binding, **({} if spec_sha256 is None else {"spec_sha256": spec_sha256})}
+
+
+def _state_text(eng: Engine) -> str:
+    """The snapshot text of an engine's state (what the ``snapshots`` row and its checkpoint digest hold)."""
+    return json.dumps(eng.state(), allow_nan=False)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def _decode(eng: Engine, ticks: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -78,7 +101,7 @@ def _decode(eng: Engine, ticks: Sequence[Mapping[str, Any]]) -> list[Any]:
 
 
 class _Stale(Exception):
-    """Another process appended to the analysis between the read and the write transaction."""
+    """Another process appended to the analysis (a batch, a void, a cut) between the read and the write transaction."""
 
 
 class AnalysisManager:
@@ -109,11 +132,14 @@ class AnalysisManager:
     #: write attempts with the evaluation outside the write transaction before it is done inside it
     OPTIMISTIC_TRIES = 3
 
+
     def __init__(self, store: SQLStore, *, snapshot_every: int = 256, max_clock_skew: float | None = None,
-                 clock: Callable[[], float] = time.time, cache_size: int = 256, max_replays: int = 1,
+                 clock: Callable[[], float] = time.time, max_cuts: int = 3, cache_size: int = 256, max_replays: int = 1,
                  wait_timeout: float = 30.0, eval_chunk: int = 64) -> None:
         self.store = store
         self.snapshot_every = snapshot_every
+        #: cut-backs allowed per analysis: each one can add up to alpha to its false-rollback probability
+        self.max_cuts = max_cuts
         #: ticks stamped more than this many seconds after ``clock()`` are rejected (None: no check)
         self.max_clock_skew = max_clock_skew
         self.clock = clock
@@ -122,6 +148,10 @@ class AnalysisManager:
         self.eval_chunk = eval_chunk
         self.max_replays = max_replays
         self._engines: OrderedDict[str, Engine] = OrderedDict()
+        #: per cached engine: the chain head it stands at and the analysis' store binding
+        self._heads: dict[str, tuple[str, int]] = {}
+        #: per analysis loaded by this process: what its integrity check covered
+        self.integrity: dict[str, Integrity] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._replays = threading.BoundedSemaphore(max_replays)
@@ -153,18 +183,17 @@ class AnalysisManager:
                 self._engines.move_to_end(aid)
             return eng
 
-    def _keep(self, aid: str, eng: Engine) -> None:
+    def _keep(self, aid: str, eng: Engine, head: str, binding: int) -> None:
+        """Cache ``eng`` as the engine of ``aid`` standing at chain head ``head`` (evicting the least recently used)."""
         with self._guard:
             self._engines[aid] = eng
+            self._heads[aid] = (head, binding)
             self._engines.move_to_end(aid)
             while len(self._engines) > self.cache_size:
                 old, _ = self._engines.popitem(last=False)
+                self._heads.pop(old, None)
                 self.evicted += 1
                 log.debug("engine of analysis %s evicted from the cache (%d kept)", old, self.cache_size)
-
-    def _forget(self, aid: str) -> None:
-        with self._guard:
-            self._engines.pop(aid, None)
 
     def _evaluate(self, eng: Engine, valid: Sequence[Any]) -> list[Any]:
         """``eng.ingest(valid)`` in chunks of ``eval_chunk`` ticks (same results as one call)."""
@@ -179,75 +208,80 @@ class AnalysisManager:
         engine = (SplitEngine if split else AnalysisEngine)(config_json, settings)  # validates config + settings before anything is stored
         self.store.put_config(version_id, config_json)
         spec = {"config_version": version_id, "settings": engine.settings.model_dump(mode="json"), **dict(extra)}
-        header = _header(engine)
+        header = _header(engine, STORE_BINDING, spec_digest(spec, created))
         lines, head = chain_records([header], GENESIS)
         self.store.create_analysis(aid, spec, head, "\n".join(lines), created)
         with self._lock(aid):
-            self._keep(aid, engine)
+            self._keep(aid, engine, head, STORE_BINDING)
+            self.integrity[aid] = Integrity(STORE_BINDING, CHECKED_BOUND, not_bound=NOT_BOUND)  # what every load of it checks
         return spec
 
     # ------------------------------------------------------------------ engines
-    @staticmethod
-    def _build(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None, ticks: Sequence[Mapping[str, Any]]) -> Engine:
-        eng = _engine(cfg, spec, snap)
-        eng.ingest(_decode(eng, ticks))
-        return eng
-
-    def _synced_locked(self, la: LockedAnalysis) -> Engine:
-        aid, n = la.row.id, la.row.n_ticks
+    def _current(self, aid: str, row: AnalysisRow) -> Engine | None:
+        """The cached engine when it stands exactly at the stored row (tick count and chain head)."""
         eng = self._cached(aid)
-        if eng is not None and eng.n_ticks == n:
+        if eng is not None and eng.n_ticks == row.n_ticks and self._heads.get(aid, ("",))[0] == row.audit_head:
             return eng
-        if eng is not None and eng.n_ticks < n:
-            eng.ingest(_decode(eng, la.ticks_between(eng.n_ticks, n)))
-        else:
-            _, snap, ticks = la.resume_data()
-            eng = self._build(la.config(), la.row.spec, snap, ticks)
-        self._keep(aid, eng)
-        return eng
+        return None
 
-    def _synced(self, aid: str, n: int | None = None) -> Engine:
-        """The cached engine brought up to ``n`` stored ticks (default: the current count) by read
-        transactions, or rebuilt from snapshot + replay; the caller holds the analysis' lock."""
+    def _checked(self, aid: str, read: Callable[[int], tuple[AnalysisRow, StoredRows]]) -> Engine:
+        """The engine of analysis ``aid`` after the integrity check (:mod:`deploysignal.service._integrity`):
+        the cached one advanced over ticks another process appended, or one rebuilt from the store.
+        ``read(start)`` reads the analysis row and its rows from ``start`` on in one transaction. A
+        mismatch is logged and raised (:class:`IntegrityError`); the engine is then forgotten."""
         eng = self._cached(aid)
-        if n is None:
-            n = self.store.n_ticks(aid)
-        if eng is not None and eng.n_ticks == n:
-            return eng
         try:
-            if eng is not None and eng.n_ticks < n:
-                eng.ingest(_decode(eng, self.store.ticks(aid, eng.n_ticks, n)))
+            row = rows = None
+            if eng is not None and aid in self._heads:
+                row, rows = read(eng.n_ticks)
+                if row.n_ticks <= eng.n_ticks or any(is_cut(p) for _, p in rows.ticks):
+                    row = rows = None  # not a plain append by another process (or a cut-back): check everything again
+            if row is not None and rows is not None and eng is not None:
+                head, binding = self._heads[aid]
+                advance_checked(row, rows, eng, head, binding, _decode, _state_text)
             else:
-                row = self.store.get(aid)
-                n2, _, snap, ticks = self.store.resume_data(aid)
-                eng = self._build(self.store.get_config(row.spec["config_version"]), row.spec, snap, ticks)
-                if n2 != n:  # another process appended in between: the caller's view is stale
-                    self._keep(aid, eng)
-                    raise _Stale
-        except _Stale:
+                row, rows = read(-1)
+                spec = row.spec
+                eng, rep = load_checked(row, rows, lambda cfg, snap: _engine(cfg, spec, snap), _header, _decode, _state_text)
+                binding = rep.binding
+                self.integrity[aid] = rep
+                if rep.unchecked:
+                    log.warning("analysis %s: %s", aid, "; ".join(rep.unchecked))
+        except IntegrityError as exc:
+            self._forget(aid)
+            log.error("%s", exc)
             raise
         except BaseException:
             self._forget(aid)
             raise
-        self._keep(aid, eng)
+        self._keep(aid, eng, row.audit_head, binding)
         return eng
 
+    def _forget(self, aid: str) -> None:
+        with self._guard:
+            self._engines.pop(aid, None)
+            self._heads.pop(aid, None)
+
+    def _synced_locked(self, la: LockedAnalysis) -> Engine:
+        return self._current(la.row.id, la.row) or self._checked(la.row.id, lambda start: (la.row, la.rows(start)))
+
     def engine(self, aid: str) -> Engine:
-        """The analysis' engine, brought up to the stored tick count (read path, no write lock)."""
+        """The analysis' engine, brought up to the stored tick count (read path, no write lock) and
+        checked against its chain on every load (:class:`IntegrityError` when it does not match)."""
         with self._held(aid):
-            while True:
-                try:
-                    return self._synced(aid)
-                except _Stale:
-                    continue
+            row = self.store.get(aid)
+            eng = self._current(aid, row)
+            if eng is not None:
+                return eng
+            return self._checked(aid, lambda start: self.store.stored_rows(aid, start))
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None = None) -> dict[str, Any]:
         """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement.
 
         The evaluation runs outside the store's write transaction (module docstring); ticks of one
-        analysis stay in order (its in-process lock, then the tick count and audit head checked in the
-        write transaction)."""
+        analysis stay in order (its in-process lock, then the tick count and chain head checked in the
+        write transaction: any append by another process, a batch, a void or a cut-back, moves the head)."""
         if not ticks:
             raise InputError("a batch needs at least one tick", column="ticks")
         with self._held(aid):
@@ -264,18 +298,30 @@ class AnalysisManager:
             self.ingested += response["accepted"]
         return response
 
+    @staticmethod
+    def _previous(aid: str, batch_id: str, prev: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The acknowledgement of an already stored ``batch_id`` (a duplicate), None when it is new;
+        :class:`Conflict` when a cut-back superseded part of its ticks."""
+        if prev is not None and "superseded_by_cut" in prev:
+            raise Conflict(f"batch {batch_id!r} was acknowledged before the cut-back at stored entry {prev['superseded_by_cut']},"
+                           f" which superseded part of its ticks (stored {prev['superseded']}); its acknowledgement no longer"
+                           " holds: re-send the ticks not in effect under a new batch id")
+        return None if prev is None else {**prev, "duplicate": True}
+
     def _ingest_outside(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
-        row = self.store.get(aid)
         if batch_id is not None:
-            prev = self.store.batch_response(aid, batch_id)
+            prev = self._previous(aid, batch_id, self.store.batch_response(aid, batch_id))
             if prev is not None:
-                return {**prev, "duplicate": True}
-        eng = self._synced(aid, row.n_ticks)
+                return prev
+        row = self.store.get(aid)
+        eng = self._current(aid, row) or self._checked(aid, lambda start: self.store.stored_rows(aid, start))
+        n, (head, binding) = eng.n_ticks, self._heads[aid]
         try:
             with gc_paused():
-                response, append = self._prepare(aid, row.audit_head, eng, ticks, batch_id)
+                response, append = self._prepare(aid, n, head, binding, eng, ticks, batch_id)
             with self.store.locked(aid) as la:  # waiting for the write turn does not keep the collector off
-                if la.row.n_ticks != row.n_ticks or la.row.audit_head != row.audit_head:
+                # anything another process appended meanwhile (a batch, a void, a cut-back) moved the head
+                if la.row.n_ticks != n or la.row.audit_head != head:
                     raise _Stale
                 with gc_paused():
                     la.append(**append)
@@ -285,29 +331,34 @@ class AnalysisManager:
             # stale, or the transaction rolled back: the engine evaluated ticks that are not stored
             self._forget(aid)
             raise
+        self._keep(aid, eng, response["audit_head"], binding)
         return response
 
     def _ingest_locked(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
         try:
             with self.store.locked(aid) as la:
                 if batch_id is not None:
-                    prev = la.batch(batch_id)
+                    prev = self._previous(aid, batch_id, la.batch(batch_id))
                     if prev is not None:
-                        return {**prev, "duplicate": True}
+                        return prev
                 eng = self._synced_locked(la)
+                binding = self._heads[aid][1]
                 with gc_paused():
-                    response, append = self._prepare(aid, la.row.audit_head, eng, ticks, batch_id)
+                    response, append = self._prepare(aid, la.row.n_ticks, la.row.audit_head, binding, eng, ticks, batch_id)
                     la.append(**append)
-        except InputError:
+        except (InputError, Conflict):
             raise
         except BaseException:
+            # The transaction rolled back: forget the in-memory engine, it is rebuilt from the store.
             self._forget(aid)
             raise
+        self._keep(aid, eng, response["audit_head"], binding)
         return response
 
-    def _prepare(self, aid: str, head: str, eng: Engine, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Evaluate the batch on ``eng`` (stored up to the audit head ``head``): the acknowledgement and
-        the arguments of :meth:`LockedAnalysis.append` that store it.
+    def _prepare(self, aid: str, n: int, head: str, binding: int, eng: Engine, ticks: Sequence[Mapping[str, Any]],
+                 batch_id: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Evaluate the batch on ``eng`` (standing at ``n`` stored ticks and chain head ``head``): the
+        acknowledgement and the arguments of :meth:`LockedAnalysis.append` that store it.
 
         The callers run it, and the inserts, with the cyclic garbage collector paused (as
         :meth:`Gate.update_many` pauses it; not while waiting for the write turn): the batch's
@@ -317,10 +368,12 @@ class AnalysisManager:
         valid = eng.validate(ticks, clock_skew=skew)  # InputError here leaves the engine untouched
         n0 = eng.n_ticks
         results = self._evaluate(eng, valid)
-        audit = []
-        for r in results:
-            lines, head = chain_lines(r.lines, head)
-            audit.append("\n".join(lines))
+        payloads = [canonical_json(t.to_json()) if isinstance(eng, SplitEngine) else tick_payload(t) for t in valid]
+        snapshot = None
+        if n0 // self.snapshot_every != eng.n_ticks // self.snapshot_every:
+            snapshot = (eng.n_ticks, _state_text(eng))
+        base = AnalysisRow(aid, {}, n, None, head, None, "")
+        head, audit = self._chain(base, [(p, r.lines) for p, r in zip(payloads, results)], snapshot, binding)
         last = results[-1]
         summary = {**last.summary(), "n_ticks": eng.n_ticks}
         response = {
@@ -328,26 +381,36 @@ class AnalysisManager:
             "accepted": len(results),
             "first_tick": n0,
             "n_ticks": eng.n_ticks,
+            "ticks_in_effect": eng.in_effect,
             "verdict": last.verdict,
             "final": last.final,
             "fired_families": list(last.fired_families),
             "audit_head": head,
             "duplicate": False,
         }
-        snapshot = None
-        if n0 // self.snapshot_every != eng.n_ticks // self.snapshot_every:
-            snapshot = (eng.n_ticks, json.dumps(eng.state(), allow_nan=False))
-        append = {
-            "ticks": [canonical_json(t.to_json()) if isinstance(eng, SplitEngine) else tick_payload(t) for t in valid],
-            "audit": audit,
-            "last_ts": eng.last_timestamp,
-            "head": head,
-            "summary": summary,
-            "batch_id": batch_id,
-            "response": response,
-            "snapshot": snapshot,
-        }
+        append = {"ticks": payloads, "audit": audit, "last_ts": eng.last_timestamp, "head": head, "summary": summary,
+                  "batch_id": batch_id, "response": response, "snapshot": snapshot}
         return response, append
+
+    def _chain(self, row: AnalysisRow, ticks: Sequence[tuple[str, list[str]]], snapshot: tuple[int, str] | None, binding: int | None = None) -> tuple[str, list[str]]:
+        """Chain the audit rows of stored ticks ``(payload, record lines)`` appended to ``row``: with the
+        analysis' store binding, each row begins with the tick's ``input`` record and the last one ends
+        with the ``checkpoint`` record of ``snapshot`` (:mod:`deploysignal.audit._binding`). Returns
+        (new head, one text per tick) and notes the head the engine now stands at (unless ``binding``
+        is given: then the caller notes it once the rows are committed)."""
+        note = binding is None
+        head, binding = row.audit_head, (self._heads[row.id][1] if binding is None else binding)
+        audit = []
+        for k, (payload, lines) in enumerate(ticks, start=row.n_ticks):
+            if binding:
+                lines = [input_line(k, payload), *lines]
+                if snapshot is not None and k == row.n_ticks + len(ticks) - 1:
+                    lines.append(checkpoint_line(snapshot[0], snapshot[1]))
+            chained, head = chain_lines(lines, head)
+            audit.append("\n".join(chained))
+        if note:
+            self._heads[row.id] = (head, binding)
+        return head, audit
 
     # ------------------------------------------------------------------ operator
     def void(self, aid: str, reason: str) -> dict[str, Any]:
@@ -360,10 +423,10 @@ class AnalysisManager:
                 with self.store.locked(aid) as la:
                     eng = self._synced_locked(la)
                     res = eng.void(reason)
-                    lines, head = chain_lines(res.lines, la.row.audit_head)
+                    payload = canonical_json(VoidIn(str(reason).strip()).to_json())
+                    head, audit = self._chain(la.row, [(payload, res.lines)], None)
                     summary = {**res.summary(), "n_ticks": eng.n_ticks}
-                    la.append([canonical_json(VoidIn(str(reason).strip()).to_json())],
-                              ["\n".join(lines)], last_ts=eng.last_timestamp, head=head, summary=summary)
+                    la.append([payload], audit, last_ts=eng.last_timestamp, head=head, summary=summary)
             except BaseException:
                 self._forget(aid)
                 raise
@@ -371,13 +434,66 @@ class AnalysisManager:
         return {"analysis": aid, "tick": res.tick, "verdict": res.verdict, "final": res.final, "audit_head": head,
                 "reason": res.records[-1]["fail_closed"]}
 
+    def cut(self, aid: str, to_tick: int, reason: str) -> dict[str, Any]:
+        """Cut the analysis back to where it stood before its tick ``to_tick`` (operator act,
+        :mod:`deploysignal.service._cut`): the ticks from there on stay stored and chained, marked
+        superseded by a chained ``cut`` record; the engine is rebuilt from the ticks kept and a snapshot
+        (with its checkpoint) is written at the cut, so loads, replay and ``audit verify`` reproduce it.
+        Refused (:class:`~deploysignal.store.Conflict`) for an analysis that rolled back, was voided or
+        ended refusing promotion (:func:`~deploysignal.service._cut.cut_refusal`), one that had
+        ``max_cuts`` cuts and one written before the store binding; :class:`InputError` for a bad
+        ``to_tick`` or reason. A retried cut (same ``to_tick`` and reason as an earlier one) answers that
+        one (``duplicate``) and supersedes nothing. The batch ids of the superseded ticks stop answering
+        with their pre-cut acknowledgement (:meth:`~deploysignal.store.LockedAnalysis.supersede_batches`)."""
+        reason = str(reason).strip()
+        if not reason or not reason.isprintable() or not _utf8(reason):
+            raise InputError("a cut needs a reason: printable UTF-8 text on one line (it is recorded in the audit)", column="reason")
+        if isinstance(to_tick, bool) or not isinstance(to_tick, int):
+            raise InputError("to_tick must be an integer", column="to_tick")
+        payload = cut_payload(to_tick, reason)
+        with self._held(aid):
+            try:
+                with self.store.locked(aid) as la:
+                    eng = self._synced_locked(la)
+                    if not self._heads[aid][1]:
+                        raise Conflict(f"analysis {aid!r} was written before the store binding (0.5.0): it has no checkpoints to cut back to;"
+                                       " void it and start a new analysis")
+                    rows = la.rows(0)
+                    cuts = [s for s, p in rows.ticks if is_cut(p)]
+                    same = next((s for s, p in rows.ticks if p == payload), None)
+                    if same is not None:  # a retried cut: the first one's answer, nothing superseded again
+                        rec = next(r for ln in dict(rows.audit)[same].split("\n") if (r := record_of(ln)) is not None and r.get("family") == "cut")
+                        return {"analysis": aid, **{k: rec[k] for k in ("tick", "to_tick", "superseded", "verdict", "final", "note")},
+                                "n_ticks": eng.n_ticks, "audit_head": la.row.audit_head, "reason": reason, "cuts": cuts.index(same) + 1, "duplicate": True}
+                    why = cut_refusal(aid, rows)
+                    if why is not None:
+                        raise Conflict(why)
+                    if len(cuts) >= self.max_cuts:
+                        raise Conflict(f"analysis {aid!r} has had {len(cuts)} cuts, the most allowed per analysis (max_cuts {self.max_cuts}):"
+                                       " each cut can add up to alpha to its false-rollback probability; void it and start a new analysis")
+                    spec, cfg, seq = la.row.spec, la.config(), la.row.n_ticks
+                    eng, rec, _ = apply_cut(lambda: _engine(cfg, spec), _decode, effective(rows.ticks), payload, seq)  # type: ignore[arg-type]
+                    snapshot = (seq + 1, _state_text(eng))
+                    head, audit = self._chain(la.row, [(payload, [canonical_json(rec)])], snapshot)
+                    summary = None if eng.last is None else {**eng.last.summary(), "n_ticks": eng.n_ticks}
+                    la.append([payload], audit, last_ts=eng.last_timestamp, head=head, summary=summary, snapshot=snapshot)  # type: ignore[arg-type]
+                    la.supersede_batches(rec["superseded"], seq)
+                    self._keep(aid, eng, head, self._heads[aid][1])
+            except BaseException:
+                self._forget(aid)
+                raise
+        log.warning("analysis %s cut back to tick %d (superseded stored ticks %s): %s", aid, to_tick, rec["superseded"], reason)
+        return {"analysis": aid, **{k: rec[k] for k in ("tick", "to_tick", "superseded", "verdict", "final", "note")}, "n_ticks": eng.n_ticks,
+                "audit_head": head, "reason": reason, "cuts": len(cuts) + 1, "duplicate": False}
+
     # ------------------------------------------------------------------ replay
     def replay(self, aid: str) -> dict[str, Any]:
         """Re-run the stored ticks through a fresh engine and compare every chained audit line.
 
         At most ``max_replays`` run at once (a replay re-evaluates the whole analysis: unbounded, a
         few concurrent ones starved ingest); a request that gets no slot within ``wait_timeout``
-        seconds raises :class:`Busy`."""
+        seconds raises :class:`Busy`. A replay runs inside its request (synchronous), not as a
+        background job."""
         if not self._replays.acquire(timeout=self.wait_timeout):
             raise Busy(f"{self.max_replays} replay(s) already running for more than {self.wait_timeout:g} s; retry later", retry_after=5)
         try:
@@ -386,15 +502,48 @@ class AnalysisManager:
             self._replays.release()
 
     def _replay(self, aid: str) -> dict[str, Any]:
-        row = self.store.get(aid)
+        row, rows = self.store.stored_rows(aid)
         cfg = self.store.get_config(row.spec["config_version"])
         eng = _engine(cfg, row.spec)
-        stored = self.store.audit_lines(aid)
-        lines, head = chain_records([_header(eng)], GENESIS)
-        ticks = self.store.ticks(aid, 0, row.n_ticks)
-        for r in self._evaluate(eng, _decode(eng, ticks)):
-            more, head = chain_records(r.records, head)  # re-encoded by the checked path: independent of how the lines were encoded
-            lines.extend(more)
+        stored = [ln for _, text in rows.audit for ln in text.split("\n")]
+        first = record_of(stored[0]) if stored else None
+        binding = (first or {}).get("store_binding", 0)
+        if isinstance(binding, bool) or not isinstance(binding, int):
+            return {"ok": False, "records": 0, "first_mismatch_line": 1, "reason": f"the header's store_binding {binding!r} is not an integer"}
+        lines, head = chain_records([_header(eng, binding, spec_digest(row.spec, row.created))], GENESIS)
+        payloads = [p for seq, p in rows.ticks if 0 <= seq < row.n_ticks]
+        # with the store binding, a stored checkpoint record is re-derived from the replayed state at its tick,
+        # and a cut-back rebuilds the engine from the ticks it kept (as AnalysisManager.cut did)
+        cps = {rec["tick"] for _, text in rows.audit if binding and '"family":"checkpoint"' in text
+               if (rec := record_of(text.rsplit("\n", 1)[-1])) is not None and rec.get("family") == "checkpoint" and isinstance(rec.get("tick"), int)}
+        cuts = {t + 1 for t, p in enumerate(payloads) if is_cut(p)}
+        eff: list[tuple[int, str]] = []
+        k = 0
+        for stop in sorted({t for t in cps | cuts if 0 < t <= len(payloads)} | {len(payloads)}):
+            seg = payloads[k:stop]
+            plain = seg[:-1] if stop in cuts else seg
+            try:
+                results = self._evaluate(eng, _decode(eng, [json.loads(x) for x in plain]))
+                for t, (p, r) in enumerate(zip(plain, results), start=k):
+                    if binding:
+                        more, head = chain_lines([input_line(t, p)], head)
+                        lines.extend(more)
+                    more, head = chain_records(r.records, head)  # re-encoded by the checked path: independent of how the lines were encoded
+                    lines.extend(more)
+                    eff.append((t, p))
+                if stop in cuts:
+                    eng, rec, eff = apply_cut(lambda: _engine(cfg, row.spec), _decode, eff, seg[-1], stop - 1)
+                    more, head = chain_lines([input_line(stop - 1, seg[-1])], head) if binding else ([], head)
+                    lines.extend(more)
+                    more, head = chain_records([rec], head)
+                    lines.extend(more)
+            except (ValueError, TypeError, KeyError, DeploySignalError) as exc:  # a damaged tick row
+                return {"ok": False, "records": len(lines), "first_mismatch_line": None,
+                        "reason": f"the stored ticks from tick {k} on cannot be replayed ({type(exc).__name__}: {exc})"}
+            if stop in cps:
+                more, head = chain_lines([checkpoint_line(stop, _state_text(eng))], head)
+                lines.extend(more)
+            k = stop
         for i, (a, b) in enumerate(zip(stored, lines), start=1):
             if a != b:
                 reason = "stored audit line differs from the replayed one"
@@ -406,6 +555,23 @@ class AnalysisManager:
         if len(stored) != len(lines):
             return {"ok": False, "records": len(lines), "first_mismatch_line": min(len(stored), len(lines)) + 1, "reason": f"stored {len(stored)} lines, replay produced {len(lines)}"}
         return {"ok": True, "records": len(lines), "ticks": row.n_ticks, "audit_head": head, "first_mismatch_line": None, "reason": ""}
+
+    def verify(self, aid: str) -> Integrity:
+        """The integrity check of a stored analysis (:func:`~deploysignal.service._integrity.load_checked`)
+        without touching the cache: what ``deploysignal audit verify --store`` runs. Raises
+        :class:`IntegrityError` naming the first row that does not match its chain."""
+        row, rows = self.store.stored_rows(aid)
+        spec = row.spec
+        return load_checked(row, rows, lambda cfg, snap: _engine(cfg, spec, snap), _header, _decode, _state_text)[1]
+
+    def listed_summary(self, row: AnalysisRow) -> tuple[dict[str, Any] | None, str | None]:
+        """The summary of an analysis as the listing serves it: (summary, None) when it matches the
+        last chained records, else (None, why) (:func:`~deploysignal.service._integrity.summary_problem`)."""
+        why = summary_problem(row, self.store.audit_lines(row.id, row.n_ticks - 1 if row.n_ticks else -1, 1))
+        if why is not None:
+            log.error("analysis %s: summary not served: %s", row.id, why)
+            return None, why
+        return row.summary, None
 
     def is_split(self, aid: str) -> bool:
         """Whether the analysis runs the split gate (its ingest body holds split ticks)."""

@@ -119,6 +119,11 @@ class ServiceSettings(BaseModel):
     body_timeout : float
         Seconds a client has to send a request's body once its headers arrived; a stalled upload gets
         408 and the connection is closed.
+    max_cuts : int
+        Cut-backs allowed per analysis (``POST /v1/analyses/{id}/cut``); one more is refused (409). Each
+        cut can add up to alpha to the analysis' false-rollback probability (at most
+        ``(1 + max_cuts) x alpha``) and drops a stretch of evidence (a write-token holder can cut away a
+        regression's build-up): the cap bounds both. Default 3.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -133,6 +138,7 @@ class ServiceSettings(BaseModel):
     prometheus_allow: list[str] = Field(default_factory=list)
     max_live_per_template: int = Field(20, ge=1)
     max_events: int = Field(10_000, ge=1)
+    max_cuts: int = Field(3, ge=0)
     rate_limit_token: str | None = "200/second"
     rate_limit_analysis: str | None = "50/second"
     engine_cache_size: int = Field(256, ge=1)

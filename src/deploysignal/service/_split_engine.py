@@ -147,12 +147,14 @@ class SplitEngine:
         if state is None:
             self.gate = SplitGate(self.specs, self.settings)
             self._voids = 0
+            self._superseded = 0
             self._voided = ""
             self._last_ts: float | None = None
             self.last: SplitResult | None = None
         else:
             self.gate = SplitGate.from_state(self.specs, self.settings, _dec(state["gate"]))
             self._voids, self._voided, self._last_ts = int(state["voids"]), str(state["voided"]), state["last_ts"]
+            self._superseded = int(state.get("superseded", 0))
             last = state.get("last")
             self.last = None if last is None else SplitResult(
                 tick=last["tick"], timestamp=math.nan if last["timestamp"] is None else last["timestamp"], verdict=last["verdict"], final=last["final"],
@@ -161,8 +163,19 @@ class SplitEngine:
     # ------------------------------------------------------------------ properties
     @property
     def n_ticks(self) -> int:
-        """Stored ticks: gate ticks plus operator voids (each is one row of the analysis' tick sequence)."""
+        """Stored ticks: gate ticks plus operator voids (each is one row of the analysis' tick sequence)
+        plus the ticks a cut-back superseded (:meth:`supersede`)."""
+        return int(self.gate._tick) + self._voids + self._superseded  # noqa: SLF001 - cheap counter
+
+    @property
+    def in_effect(self) -> int:
+        """Entries in effect (ticks and voids the verdict stands on): :attr:`n_ticks` less what cut-backs superseded."""
         return int(self.gate._tick) + self._voids  # noqa: SLF001 - cheap counter
+
+    def supersede(self, stored: int) -> None:
+        """After a cut-back this engine was rebuilt from the ticks kept; from now on :attr:`n_ticks`
+        reports ``stored``, the analysis' stored tick count (kept, superseded and the cut itself)."""
+        self._superseded = stored - int(self.gate._tick) - self._voids  # noqa: SLF001
 
     @property
     def last_timestamp(self) -> float | None:
@@ -277,4 +290,5 @@ class SplitEngine:
         """Exact strict-JSON state (gate state, voids, last timestamp and last result)."""
         last = None if self.last is None else {**self.last.summary(), "timestamp": None if math.isnan(self.last.timestamp) else self.last.timestamp,
                                                "records": self.last.records}
-        return {"gate": _enc(self.gate.state()), "voids": self._voids, "voided": self._voided, "last_ts": self._last_ts, "last": last}
+        out = {"gate": _enc(self.gate.state()), "voids": self._voids, "voided": self._voided, "last_ts": self._last_ts, "last": last}
+        return {**out, "superseded": self._superseded} if self._superseded else out

@@ -325,12 +325,19 @@ class PrometheusPuller(threading.Thread):
         from the integer so every process gets the same float); None when the analysis already holds
         ``max_ticks`` ticks."""
         row = self.manager.store.get(self.aid)
-        if self.max_ticks is not None and row.n_ticks >= self.max_ticks:
+        if self.max_ticks is not None and self._in_effect(row.n_ticks) >= self.max_ticks:
             return None
         if row.last_ts is not None:
             return math.floor(float(row.last_ts) / self.interval + 1e-9) + 1
         created = _dt.datetime.fromisoformat(row.created).timestamp()
         return math.ceil(created / self.interval - 1e-9)
+
+    def _in_effect(self, stored: int) -> int:
+        """Ticks the analysis stands on (``max_ticks`` counts these, not the entries a cut-back superseded)."""
+        try:
+            return int(self.manager.engine(self.aid).in_effect)
+        except Exception:  # noqa: BLE001 - an analysis that does not load: its stored count
+            return stored
 
     def _failed(self, exc: Exception) -> bool:
         """Record a failed poll; True when the poller must stop."""
@@ -436,7 +443,7 @@ class PrometheusPuller(threading.Thread):
             if resp.get("final"):
                 self._set("stopped", f"verdict is final ({resp.get('verdict')})")
                 return True, None
-            if self.max_ticks is not None and resp.get("n_ticks", 0) >= self.max_ticks:
+            if self.max_ticks is not None and resp.get("ticks_in_effect", resp.get("n_ticks", 0)) >= self.max_ticks:
                 self._set("stopped", f"max_ticks reached ({self.max_ticks})")
                 return True, None
         if self._status["state"] != "running" or self._status["reason"] != "polling":

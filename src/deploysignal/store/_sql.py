@@ -35,7 +35,7 @@ from typing import Any
 from .._exceptions import ConfigError, DeploySignalError
 from ._integration import INTEGRATION_SCHEMA
 
-__all__ = ["AnalysisRow", "Conflict", "LockedAnalysis", "NotFound", "PostgresStore", "SQLStore", "SQLiteStore", "open_store"]
+__all__ = ["AnalysisRow", "Conflict", "LockedAnalysis", "NotFound", "PostgresStore", "SQLStore", "SQLiteStore", "StoredRows", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,19 @@ class AnalysisRow:
     created: str
 
 
+@dataclass(frozen=True)
+class StoredRows:
+    """The rows of one analysis exactly as stored, for the integrity check against its audit chain
+    (``deploysignal.service._integrity``): ``(seq, text)`` of its audit rows and tick rows from a
+    sequence number on (in ``seq`` order, gaps and all), its snapshot ``(tick, state)`` or None, and its
+    compiled config's text (None when the config row is missing)."""
+
+    audit: list[tuple[int, str]]
+    ticks: list[tuple[int, str | None]]
+    snapshot: tuple[int, str] | None
+    config: str | None
+
+
 class LockedAnalysis:
     """An analysis row locked for writing inside one transaction (see :meth:`SQLStore.locked`)."""
 
@@ -85,6 +98,10 @@ class LockedAnalysis:
         """(snapshot tick, snapshot state or None, ticks from the snapshot to n_ticks) in this transaction."""
         return self._s._resume(self._c, self.row.id, self.row.n_ticks)
 
+    def rows(self, start: int = -1) -> StoredRows:
+        """:class:`StoredRows` from sequence number ``start`` on, read inside this transaction."""
+        return self._s._rows(self._c, self.row, start)
+
     def config(self) -> str:
         """The analysis' compiled config JSON, read inside this transaction."""
         return self._s._config(self._c, self.row.spec["config_version"])
@@ -93,6 +110,28 @@ class LockedAnalysis:
         r = self._s._q(self._c, "SELECT response FROM batches WHERE analysis_id=? AND batch_id=?", (self.row.id, batch_id)).fetchone()
         return None if r is None else json.loads(r[0])
 
+    def supersede_batches(self, superseded: Sequence[Sequence[int]], cut_seq: int) -> None:
+        """After a cut at stored entry ``cut_seq`` that superseded the stored ticks ``superseded``
+        (inclusive ranges): a batch whose ticks were all superseded loses its idempotency key (re-sent,
+        it is ingested again); one partly superseded keeps the key, its acknowledgement replaced by a
+        note of the cut (a retry is refused, naming it). No acknowledgement given before the cut is
+        served for ticks no longer in effect."""
+        gone = [(int(a), int(b)) for a, b in superseded]
+        if not gone:
+            return
+        s, c, aid = self._s, self._c, self.row.id
+        rows = s._q(c, "SELECT batch_id, first_seq, n FROM batches WHERE analysis_id=? AND first_seq+n>?", (aid, gone[0][0])).fetchall()
+        for batch_id, first, n in rows:
+            seqs = range(int(first), int(first) + int(n))
+            hit = [q for q in seqs if any(a <= q <= b for a, b in gone)]
+            if not hit:
+                continue
+            if len(hit) == len(seqs):
+                s._q(c, "DELETE FROM batches WHERE analysis_id=? AND batch_id=?", (aid, batch_id))
+            else:
+                note = {"superseded_by_cut": cut_seq, "superseded": [hit[0], hit[-1]]}
+                s._q(c, "UPDATE batches SET response=? WHERE analysis_id=? AND batch_id=?", (json.dumps(note), aid, batch_id))
+
     def append(
         self,
         ticks: Sequence[str],
@@ -100,7 +139,7 @@ class LockedAnalysis:
         *,
         last_ts: float | None,
         head: str,
-        summary: dict[str, Any],
+        summary: dict[str, Any] | None,
         batch_id: str | None = None,
         response: dict[str, Any] | None = None,
         snapshot: tuple[int, str] | None = None,
@@ -189,7 +228,7 @@ class SQLStore:
 
     @staticmethod
     def _row(r: Sequence[Any]) -> AnalysisRow:
-        return AnalysisRow(r[0], json.loads(r[1]), int(r[2]), None if r[3] is None else float(r[3]), r[4], None if r[5] is None else json.loads(r[5]), r[6])
+        return AnalysisRow(r[0], json.loads(r[1]), int(r[2]), None if r[3] is None else float(r[3]), r[4], _summary(r[5]), r[6])
 
     _COLS = "id, spec, n_ticks, last_ts, audit_head, summary, created"
 
@@ -256,6 +295,24 @@ class SQLStore:
             r = self._q(c, "SELECT response FROM batches WHERE analysis_id=? AND batch_id=?", (analysis_id, batch_id)).fetchone()
         return None if r is None else json.loads(r[0])
 
+    def _rows(self, c: Any, row: AnalysisRow, start: int) -> StoredRows:
+        args = (row.id, start)
+        audit = [(int(r[0]), r[1]) for r in self._q(c, "SELECT seq, lines FROM audit WHERE analysis_id=? AND seq>=? ORDER BY seq", args).fetchall()]
+        ticks = [(int(r[0]), r[1]) for r in self._q(c, "SELECT seq, payload FROM ticks WHERE analysis_id=? AND seq>=? ORDER BY seq", args).fetchall()]
+        snap = self._q(c, "SELECT tick, state FROM snapshots WHERE analysis_id=?", (row.id,)).fetchone()
+        cfg = self._q(c, "SELECT body FROM configs WHERE version_id=?", (row.spec.get("config_version"),)).fetchone()
+        return StoredRows(audit, ticks, None if snap is None else (int(snap[0]), snap[1]), None if cfg is None else str(cfg[0]))
+
+    def stored_rows(self, analysis_id: str, start: int = -1) -> tuple[AnalysisRow, StoredRows]:
+        """The analysis row and its :class:`StoredRows` from ``start`` on, read in one transaction."""
+        c = self.conn
+        with self._tx(c):
+            r = self._q(c, f"SELECT {self._COLS} FROM analyses WHERE id=?", (analysis_id,)).fetchone()
+            if r is None:
+                raise NotFound(f"no analysis {analysis_id!r}")
+            row = self._row(r)
+            return row, self._rows(c, row, start)
+
     def put_config(self, version_id: str, body: str) -> None:
         c = self.conn
         with self._tx(c, write=True):
@@ -277,17 +334,20 @@ class SQLStore:
         with self._tx(c):
             return self._ticks(c, analysis_id, start, stop)
 
-    def audit_lines(self, analysis_id: str, start: int = -1, limit: int | None = None) -> list[str]:
-        """Chained audit lines from tick ``start`` (-1 includes the header), at most ``limit`` ticks."""
+    def audit_rows(self, analysis_id: str, start: int = -1, limit: int | None = None) -> list[tuple[int, str]]:
+        """Audit rows ``(seq, chained lines)`` from stored entry ``start`` (-1: the header), at most ``limit``."""
         c = self.conn
-        sql = "SELECT lines FROM audit WHERE analysis_id=? AND seq>=? ORDER BY seq"
+        sql = "SELECT seq, lines FROM audit WHERE analysis_id=? AND seq>=? ORDER BY seq"
         args: list[Any] = [analysis_id, start]
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
         with self._tx(c):
-            rows = self._q(c, sql, args).fetchall()
-        return [ln for r in rows for ln in r[0].split("\n")]
+            return [(int(r[0]), r[1]) for r in self._q(c, sql, args).fetchall()]
+
+    def audit_lines(self, analysis_id: str, start: int = -1, limit: int | None = None) -> list[str]:
+        """Chained audit lines from tick ``start`` (-1 includes the header), at most ``limit`` ticks."""
+        return [ln for _, text in self.audit_rows(analysis_id, start, limit) for ln in text.split("\n")]
 
     # -------------------------------------------------------------- executions
     def create_execution(self, ex_id: str, analysis_id: str, request: dict[str, Any], created: str, limit: int | None = None) -> bool:
@@ -306,6 +366,18 @@ class SQLStore:
         if r is None:
             raise NotFound(f"no canary execution {ex_id!r}")
         return r[0], json.loads(r[1]), r[2]
+
+
+def _summary(text: str | None) -> dict[str, Any] | None:
+    """The summary column: a summary that is not a JSON object (a damaged or edited row) is kept as
+    ``{"unreadable": <text>}``, which the integrity check reports, instead of failing every listing."""
+    if text is None:
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    return obj if isinstance(obj, dict) or obj is None else {"unreadable": str(text)[:200]}
 
 
 _WRITERS: dict[str, threading.RLock] = {}

@@ -431,7 +431,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     # ------------------------------------------------------------------ analyses
     def _verdict_body(aid: str) -> dict[str, Any]:
-        eng = manager.engine(aid)
+        # read with the analysis' lock held: committed state only, never a batch being evaluated (review finding 1)
+        return manager.read(aid, lambda eng: _verdict_of(aid, eng))
+
+    def _verdict_of(aid: str, eng: Any) -> dict[str, Any]:
         row = store.get(aid)
         last = eng.last
         return {
@@ -527,7 +530,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump(), **({} if body.project is None else {"project": body.project})}
         spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
         out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": spec["settings"],
-               "certification": certification_status(cfg, manager.engine(aid).settings)}
+               "certification": certification_status(cfg, manager.read(aid, lambda eng: eng.settings))}
         if body.prometheus is not None:
             _start_puller(aid, body.prometheus.model_dump())
             out["warnings"] = warnings

@@ -350,7 +350,9 @@ def kayenta_router(ctx: IntegrationContext, manager: Any, settings: ServiceSetti
     def status(p: Principal, ex: str) -> dict[str, Any]:
         aid, req, created = store.get_execution(ex)
         ctx.guard.check_analysis(p, aid)
-        return execution_status(ex, aid, req, created, manager.engine(aid), req.get("baseline_version", store.get(aid).spec["config_version"]))
+        version = req.get("baseline_version", store.get(aid).spec["config_version"])
+        # with the analysis' lock held: committed state only (review finding 1)
+        return manager.read(aid, lambda eng: execution_status(ex, aid, req, created, eng, version))
 
     @router.get("/kayenta/{key}/canaryConfig", dependencies=keyed)
     def list_configs(request: Request, application: Annotated[list[str] | None, Query()] = None, configurationAccountName: str | None = None) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -100,6 +101,26 @@ def _decode(eng: Engine, ticks: Sequence[Mapping[str, Any]]) -> list[Any]:
     return [TickIn.from_json(t) for t in ticks]
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What ``/metrics`` exports of an analysis, as committed to the store: its stored tick count, the
+    last verdict and whether it is final, and the last tick's family records (log-wealth, threshold).
+    Published by the manager only after the transaction that stored it committed
+    (:meth:`AnalysisManager.committed_views`), so a scrape never sees an evaluation in progress."""
+
+    n_ticks: int
+    verdict: str
+    final: bool
+    records: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def of(cls, eng: Engine) -> Committed:
+        last = eng.last
+        if last is None:
+            return cls(eng.n_ticks, "pending", False, ())
+        return cls(eng.n_ticks, last.verdict, bool(last.final), tuple(last.records))
+
+
 class _Stale(Exception):
     """Another process appended to the analysis (a batch, a void, a cut) between the read and the write transaction."""
 
@@ -148,6 +169,10 @@ class AnalysisManager:
         self.eval_chunk = eval_chunk
         self.max_replays = max_replays
         self._engines: OrderedDict[str, Engine] = OrderedDict()
+        #: per analysis cached: what /metrics exports, as last committed (never an evaluation in progress)
+        self._views: dict[str, Committed] = {}
+        #: analyses whose engine was evicted: /metrics exports them from their stored, chain-checked summary
+        self._evicted: set[str] = set()
         #: per cached engine: the chain head it stands at and the analysis' store binding
         self._heads: dict[str, tuple[str, int]] = {}
         #: per analysis loaded by this process: what its integrity check covered
@@ -184,14 +209,21 @@ class AnalysisManager:
             return eng
 
     def _keep(self, aid: str, eng: Engine, head: str, binding: int) -> None:
-        """Cache ``eng`` as the engine of ``aid`` standing at chain head ``head`` (evicting the least recently used)."""
+        """Cache ``eng`` as the engine of ``aid`` standing at chain head ``head`` (evicting the least
+        recently used) and publish its :class:`Committed` view. Called only with an engine whose state
+        is committed (after the write transaction, or loaded from the store)."""
+        view = Committed.of(eng)
         with self._guard:
             self._engines[aid] = eng
             self._heads[aid] = (head, binding)
+            self._views[aid] = view
+            self._evicted.discard(aid)
             self._engines.move_to_end(aid)
             while len(self._engines) > self.cache_size:
                 old, _ = self._engines.popitem(last=False)
                 self._heads.pop(old, None)
+                self._views.pop(old, None)
+                self._evicted.add(old)
                 self.evicted += 1
                 log.debug("engine of analysis %s evicted from the cache (%d kept)", old, self.cache_size)
 
@@ -265,15 +297,48 @@ class AnalysisManager:
     def _synced_locked(self, la: LockedAnalysis) -> Engine:
         return self._current(la.row.id, la.row) or self._checked(la.row.id, lambda start: (la.row, la.rows(start)))
 
+    def read(self, aid: str, fn: Callable[[Engine], Any]) -> Any:
+        """``fn(engine)`` with the analysis' engine brought up to the store and its lock held: what every
+        reader of engine fields uses (the verdict body for Argo, Flagger and Kayenta). Ingest evaluates a
+        batch on the cached engine, under the same lock, before its write transaction commits (and
+        forgets the engine when the commit does not happen): holding the lock, ``fn`` sees only
+        committed state. ``fn`` must be quick (it delays that analysis' ingest)."""
+        with self._held(aid):
+            return fn(self._engine_locked(aid))
+
+    def committed_views(self) -> dict[str, Committed]:
+        """The :class:`Committed` view of every cached analysis (no lock on any analysis: a scrape never waits)."""
+        with self._guard:
+            return dict(self._views)
+
+    def evicted_ids(self) -> list[str]:
+        """Analyses whose engine this process evicted (and has not loaded again)."""
+        with self._guard:
+            return sorted(self._evicted)
+
+    def stored_view(self, row: AnalysisRow) -> Committed | None:
+        """The :class:`Committed` view of an analysis from its stored summary, checked against its last
+        chained audit row (:func:`~deploysignal.service._integrity.summary_problem`; that row's family
+        records give log-wealth and thresholds); None (logged) when they do not match."""
+        lines = self.store.audit_lines(row.id, row.n_ticks - 1 if row.n_ticks else -1, 1)
+        why = summary_problem(row, lines)
+        if why is not None:
+            log.error("analysis %s: not exported on /metrics: %s", row.id, why)
+            return None
+        s = row.summary or {}
+        recs = tuple(r for ln in lines if (r := record_of(ln)) is not None and ("log_wealth" in r or "log_evidence" in r))
+        return Committed(row.n_ticks, str(s.get("verdict", "pending")), bool(s.get("final", False)), recs)
+
     def engine(self, aid: str) -> Engine:
         """The analysis' engine, brought up to the stored tick count (read path, no write lock) and
-        checked against its chain on every load (:class:`IntegrityError` when it does not match)."""
+        checked against its chain on every load (:class:`IntegrityError` when it does not match). Its
+        fields may change as soon as this returns (the next ingest): readers use :meth:`read`."""
         with self._held(aid):
-            row = self.store.get(aid)
-            eng = self._current(aid, row)
-            if eng is not None:
-                return eng
-            return self._checked(aid, lambda start: self.store.stored_rows(aid, start))
+            return self._engine_locked(aid)
+
+    def _engine_locked(self, aid: str) -> Engine:
+        row = self.store.get(aid)
+        return self._current(aid, row) or self._checked(aid, lambda start: self.store.stored_rows(aid, start))
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None = None) -> dict[str, Any]:
@@ -313,8 +378,7 @@ class AnalysisManager:
             prev = self._previous(aid, batch_id, self.store.batch_response(aid, batch_id))
             if prev is not None:
                 return prev
-        row = self.store.get(aid)
-        eng = self._current(aid, row) or self._checked(aid, lambda start: self.store.stored_rows(aid, start))
+        eng = self._engine_locked(aid)
         n, (head, binding) = eng.n_ticks, self._heads[aid]
         try:
             with gc_paused():
@@ -427,6 +491,7 @@ class AnalysisManager:
                     head, audit = self._chain(la.row, [(payload, res.lines)], None)
                     summary = {**res.summary(), "n_ticks": eng.n_ticks}
                     la.append([payload], audit, last_ts=eng.last_timestamp, head=head, summary=summary)
+                self._keep(aid, eng, head, self._heads[aid][1])  # committed: published to /metrics
             except BaseException:
                 self._forget(aid)
                 raise
@@ -478,7 +543,7 @@ class AnalysisManager:
                     summary = None if eng.last is None else {**eng.last.summary(), "n_ticks": eng.n_ticks}
                     la.append([payload], audit, last_ts=eng.last_timestamp, head=head, summary=summary, snapshot=snapshot)  # type: ignore[arg-type]
                     la.supersede_batches(rec["superseded"], seq)
-                    self._keep(aid, eng, head, self._heads[aid][1])
+                self._keep(aid, eng, head, self._heads[aid][1])  # committed: cached and published to /metrics
             except BaseException:
                 self._forget(aid)
                 raise

@@ -24,7 +24,8 @@ VERDICTS = ("pending", "proceed", "extend", "rollback")
 
 
 class _GateCollector(Collector):
-    """Reads the engines cached in this process at scrape time (no extra bookkeeping on the hot path)."""
+    """Exports every analysis cached in this process, as committed to the store (review finding 1: never
+    an evaluation in progress): the view the manager publishes after each commit."""
 
     def __init__(self, manager: AnalysisManager) -> None:
         self._m = manager
@@ -35,16 +36,15 @@ class _GateCollector(Collector):
         wealth = GaugeMetricFamily("deploysignal_log_wealth", "Natural-log wealth of each detector family at the last tick", labels=["analysis", "family"])
         thr = GaugeMetricFamily("deploysignal_log_threshold", "Natural-log bound at which the family fires", labels=["analysis", "family"])
         ticks = GaugeMetricFamily("deploysignal_analysis_ticks", "Ticks evaluated by the analysis", labels=["analysis"])
-        for aid, eng in sorted(self._m.cached().items()):
-            last = eng.last
-            current = "pending" if last is None else last.verdict
-            for v in VERDICTS:
-                verdict.add_metric([aid, v], 1.0 if v == current else 0.0)
-            final.add_metric([aid], 1.0 if last is not None and last.final else 0.0)
-            ticks.add_metric([aid], float(eng.n_ticks))
-            for r in [] if last is None else last.records:
+        views = self._m.committed_views()
+        for aid, v in sorted(views.items()):
+            for name in VERDICTS:
+                verdict.add_metric([aid, name], 1.0 if name == v.verdict else 0.0)
+            final.add_metric([aid], 1.0 if v.final else 0.0)
+            ticks.add_metric([aid], float(v.n_ticks))
+            for r in v.records:
                 fam = r.get("family")
-                if fam == "gate":
+                if fam in (None, "gate", "cut", "input", "checkpoint"):
                     continue
                 lw = r.get("log_wealth", r.get("log_evidence"))  # a split family's record has log_evidence
                 wealth.add_metric([aid, fam], math.nan if lw is None else float(lw))

@@ -117,3 +117,27 @@ def test_verdict_body_never_shows_an_uncommitted_evaluation(tmp_path, step_sim, 
         assert got["n_ticks"] == 200, got["n_ticks"]
         assert real_get("s").n_ticks == 210
 
+
+def test_glob_only_token_creates_nothing_in_a_project(tmp_path, step_sim):
+    """Review finding 3: a token scoped only by analyses globs (``glob-w``: x-*, tx*) may create analyses
+    and templates with no project only: naming a project is refused (403), and it may not replace a
+    template that belongs to a project. Before: 201 / 200, and project x's tokens saw the planted
+    analysis and template in their lists and on /metrics."""
+    from .test_tenancy_scope import RX, WG, WX, _client, _h
+
+    sim, cfg = step_sim
+    cfgd = cfg.model_dump(mode="json")
+    with _client(tmp_path) as c:
+        r = c.post("/v1/analyses", json={"id": "x-planted", "config": cfgd, "project": "x"}, headers=_h(WG))
+        assert r.status_code == 403 and "no project" in r.json()["detail"], r.text
+        r = c.put("/v1/templates/tx-tpl", json={"config": cfgd, "project": "x"}, headers=_h(WG))
+        assert r.status_code == 403, r.text
+        assert c.put("/v1/templates/tx-own", json={"config": cfgd, "project": "x"}, headers=_h(WX)).status_code == 200
+        r = c.put("/v1/templates/tx-own", json={"config": cfgd}, headers=_h(WG))  # would move x's template out of x
+        assert r.status_code == 403, r.text
+        assert c.get("/v1/analyses", headers=_h(RX)).json() == []
+        assert [t["id"] for t in c.get("/v1/templates", headers=_h(RX)).json()] == ["tx-own"]
+        # project-less ones it may create (its globs)
+        assert c.post("/v1/analyses", json={"id": "x-free", "config": cfgd}, headers=_h(WG)).status_code == 201
+        assert c.put("/v1/templates/tx-free", json={"config": cfgd}, headers=_h(WG)).status_code == 200
+        assert c.get("/v1/analyses", headers=_h(RX)).json() == []

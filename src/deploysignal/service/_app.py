@@ -426,7 +426,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         may not create ``ident`` in the body's project."""
         if p.project is not None and body.project is None:
             body = body.model_copy(update={"project": p.project})
-        p.check(ident, body.project, what, named=True)
+        p.check_store(ident, body.project, what)
         return body
 
     # ------------------------------------------------------------------ analyses

@@ -13,7 +13,10 @@ scopes existed: its role on every analysis. A scoped token may touch an analysis
 Anything else is refused with 403 naming the token, the analysis and the scope (:class:`OutOfScope`);
 lists (analyses, templates, Kayenta configs, ``/metrics`` series) show only what the token may see.
 A project-scoped token creates analyses and templates in its project only (the project is filled in
-when the request names none). Records not tied to one analysis (Flagger's recorded events) need an
+when the request names none). A token scoped only by ``analyses`` globs creates analyses and templates
+with **no project** only (a request naming a project is refused, and so is replacing a template that
+belongs to a project): otherwise it could put analyses, templates and their ``/metrics`` series into
+the lists and dashboards of a project it has no part in. Records not tied to one analysis (Flagger's recorded events) need an
 unscoped token.
 """
 
@@ -66,6 +69,14 @@ class Principal:
             return False
         return self.analyses is None or any(fnmatch.fnmatchcase(ident, g) for g in self.analyses)
 
+    def check_store(self, ident: str, project: str | None, what: str = "analysis") -> None:
+        """Raise :class:`OutOfScope` unless this token may store (create, or replace) ``ident`` in
+        ``project``: :meth:`may`, and a token scoped only by ``analyses`` globs stores nothing in a project."""
+        if self.scoped and self.project is None and project is not None:
+            raise OutOfScope(f"token {self.name!r} is scoped to {self.describe()} without a project: it creates and replaces only {what}s"
+                             f" with no project; {what} {ident!r} (project {project!r}) is outside its scope")
+        self.check(ident, project, what, named=True)
+
     def describe(self) -> str:
         parts = ([f"project {self.project!r}"] if self.project is not None else []) + ([f"analyses {list(self.analyses)}"] if self.analyses is not None else [])
         return " and ".join(parts) or "everything"
@@ -111,10 +122,11 @@ class ScopeGuard:
             p.check(aid, p.project)
 
     def check_target(self, p: Principal, *, analysis: str | None = None, template: str | None = None, revision: str | None = None,
-                     subject: str | None = None) -> None:
+                     subject: str | None = None, replace: bool = False) -> None:
         """Scope check of an integration request naming an analysis, or a template and a revision (and
         for Argo and Flagger the subject): the template, and the analysis it resolves to (existing, or
-        about to be created in the template's project), must both be in scope."""
+        about to be created in the template's project), must both be in scope. ``replace``: the request
+        replaces the template (:meth:`Principal.check_store` on its current project)."""
         if not p.scoped:
             return
         if analysis is not None:
@@ -125,6 +137,8 @@ class ScopeGuard:
         if not exists:
             return
         p.check(template, project, "template")
+        if replace:
+            p.check_store(template, project, "template")
         if revision is not None:
             aid = template_analysis_id(template, revision, subject)
             a_exists, a_project = self.analysis_project(aid)

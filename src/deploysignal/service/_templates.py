@@ -34,7 +34,7 @@ def templates_router(ctx: IntegrationContext, read: list[Any], write: list[Any],
         scoped token may replace only a template of its scope, and store one only in its scope."""
         if body.id is not None:
             raise InputError("a template has no analysis id: each revision's analysis is <template>@<revision>", column="id")
-        ctx.guard.check_target(request.state.principal, template=tid)
+        ctx.guard.check_target(request.state.principal, template=tid, replace=True)
         tpl = stored(request.state.principal, tid, body)
         ctx.tables.put_template(tid, tpl, ctx.now())
         return {"id": tid, "template": tpl}

@@ -141,3 +141,23 @@ def test_glob_only_token_creates_nothing_in_a_project(tmp_path, step_sim):
         assert c.post("/v1/analyses", json={"id": "x-free", "config": cfgd}, headers=_h(WG)).status_code == 201
         assert c.put("/v1/templates/tx-free", json={"config": cfgd}, headers=_h(WG)).status_code == 200
         assert c.get("/v1/analyses", headers=_h(RX)).json() == []
+
+
+def test_evicted_analysis_stays_on_metrics(tmp_path, step_sim):
+    """Review finding 5: with a one-engine cache, analysis a (rolled back) is evicted when b is used; its
+    series must stay on /metrics with the same values (from its stored, chain-checked summary and last
+    audit row), so an alert on its rollback does not resolve by eviction. Before: a's series vanished."""
+    sim, cfg = step_sim
+    c = make_client(tmp_path, engine_cache_size=1)
+    with c:
+        m = c.app.state.manager
+        cfgd = cfg.model_dump(mode="json")
+        for aid in ("a", "b"):
+            assert c.post("/v1/analyses", json={"id": aid, "config": cfgd}, headers=W).status_code == 201
+        t = ticks_of(sim.canary)
+        assert c.post("/v1/analyses/a/ticks", json={"ticks": t[:400]}, headers=W).json()["verdict"] == "rollback"
+        before = _gauges(c.get("/metrics", headers=W).text, "a")
+        assert before["deploysignal_verdict|verdict=rollback"] == 1.0
+        assert c.post("/v1/analyses/b/ticks", json={"ticks": t[:5]}, headers=W).status_code == 200
+        assert list(m.cached()) == ["b"] and m.evicted >= 1
+        assert _gauges(c.get("/metrics", headers=W).text, "a") == before

@@ -24,8 +24,10 @@ VERDICTS = ("pending", "proceed", "extend", "rollback")
 
 
 class _GateCollector(Collector):
-    """Exports every analysis cached in this process, as committed to the store (review finding 1: never
-    an evaluation in progress): the view the manager publishes after each commit."""
+    """Exports every analysis this process holds, as committed to the store (review finding 1: never an
+    evaluation in progress): cached ones from the view the manager publishes after each commit, evicted
+    ones from their stored summary checked against the chain (one store read per evicted analysis per
+    scrape), so an eviction never makes a series, and an alert on it, go away."""
 
     def __init__(self, manager: AnalysisManager) -> None:
         self._m = manager
@@ -37,6 +39,12 @@ class _GateCollector(Collector):
         thr = GaugeMetricFamily("deploysignal_log_threshold", "Natural-log bound at which the family fires", labels=["analysis", "family"])
         ticks = GaugeMetricFamily("deploysignal_analysis_ticks", "Ticks evaluated by the analysis", labels=["analysis"])
         views = self._m.committed_views()
+        gone = [a for a in self._m.evicted_ids() if a not in views]
+        if gone:
+            want = set(gone)
+            for row in self._m.store.list():
+                if row.id in want and (v := self._m.stored_view(row)) is not None:
+                    views[row.id] = v
         for aid, v in sorted(views.items()):
             for name in VERDICTS:
                 verdict.add_metric([aid, name], 1.0 if name == v.verdict else 0.0)

@@ -161,3 +161,45 @@ def test_evicted_analysis_stays_on_metrics(tmp_path, step_sim):
         assert c.post("/v1/analyses/b/ticks", json={"ticks": t[:5]}, headers=W).status_code == 200
         assert list(m.cached()) == ["b"] and m.evicted >= 1
         assert _gauges(c.get("/metrics", headers=W).text, "a") == before
+
+
+def test_readers_never_use_up_the_writers_budget_and_ticks_are_budgeted(tmp_path, step_sim):
+    """Review finding 4: reads and writes of an analysis have separate budgets (readers at their limit
+    never make the pusher's ingest 429), and ingest is budgeted in ticks per token as well as requests
+    (a 10,000-tick batch is one request). Before: the 4th read of x-1 used the one per-analysis budget
+    and the next ingest got 429; ticks were not counted."""
+    from .test_tenancy_scope import R, RX, W, WX, _client, _h
+
+    sim, cfg = step_sim
+    cfgd = cfg.model_dump(mode="json")
+    ticks = ticks_of(sim.canary, 0, 40)
+    with _client(tmp_path, rate_limit_analysis="3/minute", rate_limit_analysis_write="3/minute", rate_limit_token="1000/minute",
+                 rate_limit_ticks="25/minute", max_batch_ticks=25) as c:
+        for aid in ("x-1", "x-2"):
+            assert c.post("/v1/analyses", json={"id": aid, "config": cfgd}, headers=_h(WX)).status_code == 201
+        assert [c.get("/v1/analyses/x-1", headers=_h(tok)).status_code for tok in (RX, R, RX, R)] == [200, 200, 200, 429]
+        r = c.post("/v1/analyses/x-1/ticks", json={"ticks": ticks[:20]}, headers=_h(WX))
+        assert r.status_code == 200, r.text  # the readers' budget is theirs
+        r = c.post("/v1/analyses/x-1/ticks", json={"ticks": ticks[20:30]}, headers=_h(WX))  # 30 ticks > 25/minute
+        assert r.status_code == 429 and "ticks" in r.json()["detail"] and int(r.headers["retry-after"]) >= 1, r.text
+        assert c.post("/v1/analyses/x-1/ticks", json={"ticks": ticks[20:25]}, headers=_h(WX)).status_code == 200  # 25: within
+        assert c.app.state.manager.store.n_ticks("x-1") == 25  # nothing of the refused batch applied
+        # the write budget of an analysis (another token: its own tick budget)
+        codes = [c.post("/v1/analyses/x-2/ticks", json={"ticks": ticks[i : i + 1]}, headers=_h(W)) for i in range(4)]
+        assert [r.status_code for r in codes] == [200, 200, 200, 429] and "analysis 'x-2'" in codes[-1].json()["detail"]
+        assert c.get("/v1/analyses/x-2", headers=_h(R)).status_code == 200
+
+
+def test_failed_authentication_and_scope_answers_are_rate_limited(tmp_path, step_sim):
+    """Review notes 8: 401s (unknown token) are counted per client address, and a scoped token's 403s
+    count against the token's own budget (counted before the scope check), so neither can probe at an
+    unlimited rate. Before: 401 and 403 forever, nothing counted."""
+    from .test_tenancy_scope import W, WX, _client, _h
+
+    sim, cfg = step_sim
+    cfgd = cfg.model_dump(mode="json")
+    with _client(tmp_path, rate_limit_token="3/minute", rate_limit_failures="6/minute") as c:
+        assert c.post("/v1/analyses", json={"id": "y-1", "config": cfgd, "project": "y"}, headers=_h(W)).status_code == 201
+        assert [c.get("/v1/analyses/y-1", headers=_h(WX)).status_code for _ in range(4)] == [403, 403, 403, 429]
+        assert [c.get("/v1/analyses/y-1", headers=_h("nope")).status_code for _ in range(4)] == [401, 401, 401, 429]
+        assert c.get("/v1/analyses/y-1", headers=_h(W)).status_code == 200  # a good token from that address still passes

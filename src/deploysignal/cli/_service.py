@@ -44,7 +44,10 @@ def serve(
     max_live_per_template: int = typer.Option(20, min=1, help="Undecided analyses one template may have at once; a new revision beyond that gets 409."),
     max_events: int = typer.Option(10_000, min=1, help="Flagger event/post-rollout calls kept (newest); older ones are deleted."),
     rate_limit_token: str = typer.Option("200/second", help="Requests per token ('limits' notation, e.g. 600/minute; a token entry's rate_limit replaces it; '' = none); beyond: 429 + Retry-After. Counted per worker."),
-    rate_limit_analysis: str = typer.Option("50/second", help="Requests per analysis named in the path ('' = none); beyond: 429 + Retry-After. Counted per worker."),
+    rate_limit_analysis: str = typer.Option("50/second", help="Read requests per analysis named in the path ('' = none); beyond: 429 + Retry-After. Counted per worker."),
+    rate_limit_analysis_write: str = typer.Option("50/second", help="Write requests (ingest, void, cut) per analysis, a budget separate from reads ('' = none). Counted per worker."),
+    rate_limit_ticks: str = typer.Option("30000/minute", help="Ticks ingested per token (a token entry's tick_rate_limit replaces it; each amount >= --max-batch-ticks; '' = none); beyond: 429. Counted per worker."),
+    rate_limit_failures: str = typer.Option("30/minute", help="401/403 answers per client address ('' = none); beyond: 429 for its failing requests. Counted per worker."),
     engine_cache: int = typer.Option(256, min=1, help="Analysis engines kept in memory per worker (LRU; an evicted one is rebuilt from snapshot + ticks)."),
     max_replays: int = typer.Option(1, min=1, help="Replays running at once per worker (more wait up to --wait-timeout, then 503)."),
     wait_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a request waits for its busy analysis or a replay slot; then 503 + Retry-After, nothing applied."),
@@ -74,6 +77,8 @@ def serve(
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
                                    max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
                                    max_events=max_events, rate_limit_token=rate_limit_token or None, rate_limit_analysis=rate_limit_analysis or None,
+                                   rate_limit_analysis_write=rate_limit_analysis_write or None, rate_limit_ticks=rate_limit_ticks or None,
+                                   rate_limit_failures=rate_limit_failures or None,
                                    engine_cache_size=engine_cache, max_replays=max_replays, wait_timeout=wait_timeout, body_timeout=body_timeout, max_cuts=max_cuts)
         if workers == 1:
             app = create_app(settings)

@@ -298,7 +298,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     registry, counters = build_registry(manager)
     tables = IntegrationTables(store)
     guard = ScopeGuard(store, tables)
-    limiter = RateLimits(parse_limit(settings.rate_limit_token, "rate_limit_token"), parse_limit(settings.rate_limit_analysis, "rate_limit_analysis"))
+    limiter = RateLimits(parse_limit(settings.rate_limit_token, "rate_limit_token"), parse_limit(settings.rate_limit_analysis, "rate_limit_analysis"),
+                         parse_limit(settings.rate_limit_analysis_write, "rate_limit_analysis_write"),
+                         parse_limit(settings.rate_limit_ticks, "rate_limit_ticks"), parse_limit(settings.rate_limit_failures, "rate_limit_failures"))
+    for what, text in [("rate_limit_ticks", settings.rate_limit_ticks), *((f"tick_rate_limit of token {t.name!r}", t.tick_rate_limit) for t in settings.tokens)]:
+        small = [str(i) for i in parse_limit(text, what) if i.amount < settings.max_batch_ticks]
+        if small:
+            raise ConfigError(f"{what}: {', '.join(small)} admits fewer ticks than --max-batch-ticks ({settings.max_batch_ticks}): a maximal batch would never be admitted")
     pullers: dict[str, PrometheusPuller] = {}
     unusable: dict[str, str] = {}
     policy = SecretPolicy(secrets_dir=settings.secrets_dir, env_prefix="DEPLOYSIGNAL_SECRET_", restrict_files=True,
@@ -388,9 +394,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             return None
         return authorization[7:].strip()
 
-    def _admit(p: Principal, aid: str | None = None) -> None:
-        """Rate limits of the token and of the analysis (429 when one is used up)."""
-        limiter.check(None if p is insecure else p.key, p.name, p.rate_limit, aid)
+    def _admit(p: Principal, aid: str | None = None, *, write: bool = False) -> None:
+        """Rate limits of the token and of the analysis' read or write budget (429 when one is used up)."""
+        limiter.check(None if p is insecure else p.key, p.name, p.rate_limit, aid, write=write)
+
+    def _refuse(request: Request, status: int, detail: str, headers: dict[str, str] | None = None) -> HTTPException:
+        """A 401 / 403 answer, counted against the client address' failure budget (429 beyond it)."""
+        limiter.failure(request.client.host if request.client else "unknown")
+        return HTTPException(status, detail, headers)
 
     # the roles as OpenAPI security schemes (HTTP bearer in the Authorization header)
     schemes = {
@@ -403,18 +414,24 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         async def dep(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(schemes[role])) -> None:  # noqa: B008 (a closure: Annotated would be a forward reference)
             p = _principal(None if cred is None else cred.credentials)
             if p is None:
-                raise HTTPException(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
+                raise _refuse(request, 401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
             if p.role == "kayenta":
-                raise HTTPException(403, "a kayenta token is accepted only as the key of a Kayenta address (/kayenta/<key>/...)")
+                raise _refuse(request, 403, "a kayenta token is accepted only as the key of a Kayenta address (/kayenta/<key>/...)")
             if p.role == "metrics":
-                raise HTTPException(403, "a metrics token may only scrape /metrics")
+                raise _refuse(request, 403, "a metrics token may only scrape /metrics")
             if role == "write" and p.role != "write":
-                raise HTTPException(403, "this endpoint needs a write token")
+                raise _refuse(request, 403, "this endpoint needs a write token")
             request.state.principal = p
             aid = request.path_params.get("aid")
+            _admit(p)  # the token is counted before the scope check: out-of-scope probes use up its budget
             if aid is not None and p.scoped:
-                await run_in_threadpool(guard.check_analysis, p, aid)
-            _admit(p, aid)
+                try:
+                    await run_in_threadpool(guard.check_analysis, p, aid)
+                except OutOfScope:
+                    limiter.failure(request.client.host if request.client else "unknown")
+                    raise
+            if aid is not None:
+                limiter.check(None, p.name, None, aid, write=role == "write")
 
         return dep
 
@@ -579,10 +596,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """Current verdict with the evidence of the last tick (one record per family)."""
         return _verdict_body(aid)
 
-    def _ingest(aid: str, body: IngestRequest | SplitIngestRequest) -> dict[str, Any]:
+    def _ingest(aid: str, body: IngestRequest | SplitIngestRequest, p: Principal) -> dict[str, Any]:
         if len(body.ticks) > settings.max_batch_ticks:
             counters["rejected"].inc()
             raise InputError(f"batch has {len(body.ticks)} ticks; the limit is {settings.max_batch_ticks}", column="ticks")
+        limiter.check_ticks(None if p is insecure else p.key, p.name, p.tick_rate_limit, len(body.ticks))  # 429: nothing applied
         try:
             # the models' field dicts: what model_dump() would return, without copying every tick
             resp = manager.ingest(aid, [t if isinstance(t, dict) else t.__dict__ for t in body.ticks], body.batch_id)
@@ -607,7 +625,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         # parsed in a worker thread: a 10,000-tick body takes tens of ms, which on the event loop
         # would hold every other request (another analysis' single tick) behind it
         body = await run_in_threadpool(_parse_body, SplitIngestRequest if split else IngestRequest, raw, request.headers.get("content-type"))
-        return await run_in_threadpool(_ingest, aid, body)
+        return await run_in_threadpool(_ingest, aid, body, request.state.principal)
 
     @app.get("/v1/analyses/{aid}/audit", dependencies=read, tags=["analyses"])
     def audit(aid: str, start: Annotated[int, Query(ge=-1, le=2**62)] = -1, limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> Response:

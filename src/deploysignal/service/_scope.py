@@ -58,6 +58,7 @@ class Principal:
     analyses: tuple[str, ...] | None = None
     key: str = ""
     rate_limit: str | None = None
+    tick_rate_limit: str | None = None
 
     @property
     def scoped(self) -> bool:

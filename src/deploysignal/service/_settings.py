@@ -30,7 +30,8 @@ class TokenEntry(BaseModel):
     (accepted only as the key in a Kayenta address, ``/kayenta/<key>/...``, and nowhere else).
     ``project`` and ``analyses`` (globs) restrict the token to those analyses and templates
     (``_scope.py``); an entry with neither is unscoped, as every entry was before scopes existed.
-    ``rate_limit`` (``"20/second"``) replaces ``serve --rate-limit-token`` for this token."""
+    ``rate_limit`` (``"20/second"``) replaces ``serve --rate-limit-token`` for this token,
+    ``tick_rate_limit`` (``"100000/hour"``) replaces ``serve --rate-limit-ticks``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "token"
@@ -39,8 +40,9 @@ class TokenEntry(BaseModel):
     project: str | None = Field(None, pattern=PROJECT_PATTERN)
     analyses: list[str] | None = Field(None, min_length=1)
     rate_limit: str | None = None
+    tick_rate_limit: str | None = None
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "tick_rate_limit")
     @classmethod
     def _limit(cls, v: str | None) -> str | None:
         parse_limit(v, "rate_limit")
@@ -54,7 +56,7 @@ class TokenEntry(BaseModel):
         return v
 
     def principal(self) -> Principal:
-        return Principal(self.name, self.role, self.project, None if self.analyses is None else tuple(self.analyses), self.sha256[:16], self.rate_limit)
+        return Principal(self.name, self.role, self.project, None if self.analyses is None else tuple(self.analyses), self.sha256[:16], self.rate_limit, self.tick_rate_limit)
 
     @field_validator("sha256")
     @classmethod
@@ -104,10 +106,15 @@ class ServiceSettings(BaseModel):
     max_events : int
         Flagger ``event`` / ``post-rollout`` calls kept (``GET /v1/flagger/events``): the newest this
         many; older ones are deleted as new ones arrive (they are logs; no decision reads them).
-    rate_limit_token, rate_limit_analysis : str or None
-        Requests admitted per token and per analysis named in the path (``limits``' notation,
-        ``"100/second"``; None: no limit); beyond them 429 with ``Retry-After`` (``_admission.py``).
-        Counted per process.
+    rate_limit_token, rate_limit_analysis, rate_limit_analysis_write : str or None
+        Requests admitted per token, and per analysis named in the path: reads and writes in separate
+        budgets (``limits``' notation, ``"100/second"``; None: no limit); beyond them 429 with
+        ``Retry-After`` (``_admission.py``). Counted per process.
+    rate_limit_ticks : str or None
+        Ticks ingested per token (a token entry's ``tick_rate_limit`` replaces it); each amount must
+        be at least ``max_batch_ticks`` (else a maximal batch could never be admitted).
+    rate_limit_failures : str or None
+        401 / 403 answers per client address; beyond: 429 for its failing requests.
     engine_cache_size : int
         Analysis engines kept in memory per process (least recently used evicted; an evicted analysis
         is rebuilt from snapshot + ticks on its next use).
@@ -141,12 +148,15 @@ class ServiceSettings(BaseModel):
     max_cuts: int = Field(3, ge=0)
     rate_limit_token: str | None = "200/second"
     rate_limit_analysis: str | None = "50/second"
+    rate_limit_analysis_write: str | None = "50/second"
+    rate_limit_ticks: str | None = "30000/minute"
+    rate_limit_failures: str | None = "30/minute"
     engine_cache_size: int = Field(256, ge=1)
     max_replays: int = Field(1, ge=1)
     wait_timeout: float = Field(30.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
 
-    @field_validator("rate_limit_token", "rate_limit_analysis")
+    @field_validator("rate_limit_token", "rate_limit_analysis", "rate_limit_analysis_write", "rate_limit_ticks", "rate_limit_failures")
     @classmethod
     def _limits(cls, v: str | None) -> str | None:
         parse_limit(v, "rate limit")

@@ -22,3 +22,27 @@ def test_noisy_neighbour_bench_runs_and_reports_both_phases():
     assert res["p99_ratio"] == res["b_with_neighbour"]["p99_ms"] / res["b_alone"]["p99_ms"]
     assert res["b_replay_ok"] is True  # B's ticks, interleaved with A's batches, replay to the same chain
     assert res["store"] == "sqlite" and len(res["load_average_before"]) == 3
+
+
+def test_b_latency_counts_queueing_behind_a_late_request():
+    """Review finding 7 (coordinated omission): B sends on a fixed schedule and its latency is timed from
+    each request's scheduled send time, so the requests queued behind a slow one count with their wait,
+    and every scheduled request is sent (rate x seconds samples). Before: timed from the actual send, a
+    1 s stall counted once, and the stall dropped the requests it delayed from the count."""
+    from deploysignal.service._bench import _paced
+
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    def send():
+        now[0] += 1.0 if len(calls) == 2 else 0.01  # the third request takes 1 s
+        calls.append(now[0])
+        return 5.0
+
+    calls: list[float] = []
+    e2e, srv = _paced(send, rate=10, seconds=2, clock=lambda: now[0], sleep=sleep)
+    assert len(e2e) == len(srv) == 20
+    assert max(e2e) >= 1000 - 1e-6
+    assert sum(x >= 100 for x in e2e) >= 9  # the requests due during the stall waited for it

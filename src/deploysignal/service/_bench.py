@@ -1,8 +1,9 @@
 """Noisy-neighbour benchmark of ``deploysignal serve`` (``deploysignal bench --noisy-neighbour``).
 
 A real service (``deploysignal serve`` in a subprocess, loopback HTTP, SQLite store by default) holds
-two analyses. Client B sends single ticks into analysis B at a fixed rate and times each request (end
-to end on its clock, and the service's own ``Server-Timing``); first alone, then while client A sends
+two analyses. Client B sends single ticks into analysis B on a fixed schedule and times each request (end
+to end from its scheduled send time, so waiting behind a late request counts, and the service's own
+``Server-Timing``); first alone, then while client A sends
 the largest batches the service accepts into analysis A, back to back. The figure of merit is B's p99
 with the neighbour divided by B's p99 alone (issue 23's goal: at most 2). Client and server share the
 machine: the result depends on its other load, which is reported (load averages before and after).
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,25 @@ def _ticks(values: np.ndarray, signals: tuple[str, ...], t0: float, start: int, 
         row = values[i % len(values)]
         out.append({"timestamp": t0 + 60.0 * i, "values": {s: (None if np.isnan(v) else float(v)) for s, v in zip(signals, row)}})
     return out
+
+
+def _paced(send: Callable[[], float], rate: float, seconds: float, clock: Callable[[], float] = time.perf_counter,
+           sleep: Callable[[float], None] = time.sleep) -> tuple[list[float], list[float]]:
+    """Call ``send`` (which returns the service's own time in ms) ``rate`` times a second for ``seconds``
+    on a fixed schedule: (latencies in ms, server times). Every scheduled request is sent, a late one at
+    once, and each latency is timed from its **scheduled** send time, so a request queued behind a slow
+    one counts with its wait (no coordinated omission: a stall is not a single sample)."""
+    e2e, srv = [], []
+    start = clock()
+    for k in range(max(1, round(seconds * rate))):
+        due = start + k / rate
+        pause = due - clock()
+        if pause > 0:
+            sleep(pause)
+        s = send()
+        e2e.append((clock() - due) * 1e3)
+        srv.append(s)
+    return e2e, srv
 
 
 def _pcts(ms: list[float]) -> dict[str, float]:
@@ -91,7 +112,8 @@ def bench_noisy_neighbour(*, seconds: float = 20.0, batch: int = 10_000, rate: f
            "--max-clock-skew", "-1", "--max-batch-ticks", str(max(batch, 1)), "--max-body-bytes", str(max(8 << 20, batch * 1200)), "--log-level", "warning"]
     env = dict(os.environ)
     if server_pythonpath is None:
-        cmd += ["--rate-limit-token", "", "--rate-limit-analysis", ""]  # the benchmark measures contention, not the limits
+        # the benchmark measures contention, not the limits
+        cmd += ["--rate-limit-token", "", "--rate-limit-analysis", "", "--rate-limit-analysis-write", "", "--rate-limit-ticks", ""]
         server_pythonpath = str(Path(__file__).resolve().parents[2])  # the code this benchmark runs (the server's cwd is a temporary directory)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(server_pythonpath).resolve()), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).is_absolute()]])
     load_before = os.getloadavg()
@@ -119,25 +141,17 @@ def bench_noisy_neighbour(*, seconds: float = 20.0, batch: int = 10_000, rate: f
             state = {"a_next": min(batch, 500), "b_next": 0}
 
             def run_b(phase_seconds: float) -> tuple[list[float], list[float]]:
-                e2e, srv = [], []
                 with httpx.Client(base_url=url, timeout=600) as cb:
-                    start = time.perf_counter()
-                    k = 0
-                    while time.perf_counter() - start < phase_seconds:
-                        due = start + k / rate
-                        pause = due - time.perf_counter()
-                        if pause > 0:
-                            time.sleep(pause)
+
+                    def send() -> float:
                         body = json.dumps({"ticks": _ticks(values, signals, t0, state["b_next"], 1)})
-                        t = time.perf_counter()
                         r = cb.post("/v1/analyses/B/ticks", content=body, headers={"content-type": "application/json"})
-                        e2e.append((time.perf_counter() - t) * 1e3)
                         if r.status_code != 200:
                             raise RuntimeError(f"B's tick refused: {r.status_code} {r.text[:300]}")
-                        srv.append(float(r.headers["server-timing"].split("dur=")[1]))
                         state["b_next"] += 1
-                        k += 1
-                return e2e, srv
+                        return float(r.headers["server-timing"].split("dur=")[1])
+
+                    return _paced(send, rate, phase_seconds)
 
             b_alone = run_b(seconds)
             stop = threading.Event()

@@ -203,3 +203,76 @@ def test_failed_authentication_and_scope_answers_are_rate_limited(tmp_path, step
         assert [c.get("/v1/analyses/y-1", headers=_h(WX)).status_code for _ in range(4)] == [403, 403, 403, 429]
         assert [c.get("/v1/analyses/y-1", headers=_h("nope")).status_code for _ in range(4)] == [401, 401, 401, 429]
         assert c.get("/v1/analyses/y-1", headers=_h(W)).status_code == 200  # a good token from that address still passes
+
+
+def test_serve_generates_a_metrics_token(tmp_path):
+    """Review note 9: `serve` without a tokens file generates a metrics token too (docs/service.md's
+    Prometheus example reads one), and a directory generated before 0.5.0 (write, read, kayenta) gets
+    one added on its next start, the other tokens unchanged."""
+    import json
+
+    from deploysignal.cli._service import _generated_tokens
+    from deploysignal.service import ServiceSettings, hash_token
+
+    d = tmp_path / "new"
+    entries = json.loads(_generated_tokens(d, "127.0.0.1", 8080).read_text())
+    assert [e["role"] for e in entries] == ["write", "read", "kayenta", "metrics"]
+    tok = (d / "metrics.token").read_text().strip()
+    st = ServiceSettings(tokens=ServiceSettings.read_tokens_file(d / "tokens.json"))
+    assert st.principal_of(tok).role == "metrics"
+    old = tmp_path / "old"  # as 0.4.0 generated it
+    old.mkdir(mode=0o700)
+    prev = [{"name": f"generated-{r}", "sha256": hash_token(f"t-{r}"), "role": r} for r in ("write", "read", "kayenta")]
+    (old / "tokens.json").write_text(json.dumps(prev))
+    for r in ("write", "read", "kayenta"):
+        (old / f"{r}.token").write_text(f"t-{r}\n")
+    entries = json.loads(_generated_tokens(old, "127.0.0.1", 8080).read_text())
+    assert entries[:3] == prev and entries[3]["role"] == "metrics"
+    assert hash_token((old / "metrics.token").read_text().strip()) == entries[3]["sha256"]
+
+
+def test_duplicate_token_hashes_are_refused_at_load(tmp_path):
+    """Review note 10: two entries with one hash (e.g. a secret reused with a narrower scope) are refused
+    when the tokens file is read, naming both; before, the later entry silently won."""
+    import pytest
+
+    from deploysignal._exceptions import ConfigError
+    from deploysignal.service import ServiceSettings, TokenEntry, hash_token
+
+    p = tmp_path / "tokens.yaml"
+    p.write_text(f"- {{name: admin, role: write, sha256: {hash_token('s')}}}\n- {{name: shop, role: read, project: shop, sha256: {hash_token('s').upper()}}}\n")
+    with pytest.raises(ConfigError, match="'admin' and 'shop'"):
+        ServiceSettings.read_tokens_file(p)
+    with pytest.raises(ValueError, match="same sha256"):
+        ServiceSettings(tokens=[TokenEntry(name="a", sha256=hash_token("s"), role="write"), TokenEntry(name="b", sha256=hash_token("s"), role="read")])
+
+
+def test_three_conflicts_fall_back_to_evaluating_under_the_write_lock(tmp_path, step_sim):
+    """Review note 10 (a guard of existing behaviour): when another process appends before each of the
+    OPTIMISTIC_TRIES outside-the-lock attempts, the batch is evaluated inside the write transaction
+    and lands after all of them; one chain, replay ok."""
+    sim, cfg = step_sim
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    m1, m2 = AnalysisManager(open_store(url)), AnalysisManager(open_store(url))
+    m1.create("s", cfg.to_json(), cfg.version_id, {"window": 480}, {}, "t0")
+    t = ticks_of(sim.canary, 0, 60)
+    m1.ingest("s", t[:10])
+    real, firsts = m1._prepare, []
+
+    def prepare(*a, **k):
+        out = real(*a, **k)
+        firsts.append(out[0]["first_tick"])
+        if len(firsts) <= m1.OPTIMISTIC_TRIES:  # another process appends 10 ticks before each attempt's write
+            m2.ingest("s", t[10 * len(firsts) : 10 * len(firsts) + 10])
+        return out
+
+    locked = []
+    real_locked = m1._ingest_locked
+    m1._prepare = prepare
+    m1._ingest_locked = lambda *a: locked.append(1) or real_locked(*a)
+    r = m1.ingest("s", t[40:50])
+    assert firsts == [10, 20, 30, 40] and locked == [1]
+    assert r["first_tick"] == 40 and r["n_ticks"] == 50 and not r["duplicate"]
+    assert m1.replay("s")["ok"] and m2.engine("s").n_ticks == 50
+    m1.store.close()
+    m2.store.close()

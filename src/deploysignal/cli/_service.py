@@ -32,7 +32,7 @@ def serve(
     port: int = typer.Option(8080, min=0, max=65535, help="TCP port."),
     store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="sqlite:///path.db or postgresql://..."),
     tokens_file: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_TOKENS_FILE", help="YAML/JSON list of {name, sha256, role}."),
-    tokens_dir: Path = typer.Option(Path(".deploysignal"), envvar="DEPLOYSIGNAL_TOKENS_DIR", help="Without --tokens-file: where a write, a read and a kayenta token are generated on first start (write.token, read.token, kayenta.token, tokens.json with their hashes) and reused after; relative to the working directory."),
+    tokens_dir: Path = typer.Option(Path(".deploysignal"), envvar="DEPLOYSIGNAL_TOKENS_DIR", help="Without --tokens-file: where a write, a read, a kayenta and a metrics token are generated on first start (write.token, read.token, kayenta.token, metrics.token, tokens.json with their hashes) and reused after; relative to the working directory."),
     insecure: bool = typer.Option(False, help="No authentication (local experiments only)."),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Larger request bodies get 413."),
     max_batch_ticks: int = typer.Option(10_000, help="Ticks per ingest request."),
@@ -61,7 +61,7 @@ def serve(
     """Run the HTTP service (FastAPI + uvicorn); OpenAPI spec at /openapi.json, docs at /docs.
 
     Without --tokens-file (and without --insecure) it uses the tokens in --tokens-dir, generating a
-    write, a read and a kayenta token there on first start, and says where they are.
+    write, a read, a kayenta and a metrics token there on first start, and says where they are.
     """
     import uvicorn
 
@@ -120,11 +120,13 @@ def _log_config() -> dict:
 
 
 def _generated_tokens(directory: Path, host: str, port: int) -> Path:
-    """``directory/tokens.json``; on first use a write, a read and a kayenta token are generated
-    (``secrets``), written to ``write.token`` / ``read.token`` / ``kayenta.token`` (mode 0600, directory
-    0700, tightened if it exists) and only their hashes to ``tokens.json``. Every file is written to a
-    temporary name and renamed, ``tokens.json`` last: a start interrupted before that leaves no
-    ``tokens.json`` and the next start generates all three again. Says on stderr where they are."""
+    """``directory/tokens.json``; on first use a write, a read, a kayenta and a metrics token are
+    generated (``secrets``), written to ``write.token`` / ``read.token`` / ``kayenta.token`` /
+    ``metrics.token`` (mode 0600, directory 0700, tightened if it exists) and only their hashes to
+    ``tokens.json``. Every file is written to a temporary name and renamed, ``tokens.json`` last: a
+    start interrupted before that leaves no ``tokens.json`` and the next start generates them all
+    again. A directory generated before 0.5.0 (no metrics token; ``/metrics`` needs one since) gets one
+    added, the other tokens kept. Says on stderr where they are."""
     import secrets
     import tempfile
 
@@ -144,21 +146,53 @@ def _generated_tokens(directory: Path, host: str, port: int) -> Path:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             directory.chmod(0o700)
             entries = []
-            for role in ("write", "read", "kayenta"):
+            for role in GENERATED_ROLES:
                 tok = secrets.token_urlsafe(32)
                 put(directory / f"{role}.token", tok + "\n")
                 entries.append({"name": f"generated-{role}", "sha256": hash_token(tok), "role": role})
             put(tokens, json.dumps(entries, indent=1) + "\n")
         except OSError as exc:
             raise ConfigError(f"cannot generate tokens in {directory} ({exc}); pass --tokens-file or --tokens-dir") from None
-        err.print(f"no --tokens-file: generated write, read and kayenta tokens in {directory}/ (write.token, read.token, kayenta.token; hashes in tokens.json)")
+        err.print(f"no --tokens-file: generated write, read, kayenta and metrics tokens in {directory}/ (write.token, read.token, kayenta.token,"
+                  " metrics.token; hashes in tokens.json)")
     else:
         err.print(f"no --tokens-file: using {tokens}")
+        _add_metrics_token(directory, tokens, put)
     if (directory / "read.token").exists():
         err.print(f"  curl -H \"Authorization: Bearer $(cat {directory}/read.token)\" http://{host}:{port}/v1/analyses", markup=False)
     if (directory / "kayenta.token").exists():
         err.print(f"  Kayenta address (Argo's kayenta provider): http://{host}:{port}/kayenta/$(cat {directory}/kayenta.token)", markup=False)
+    if (directory / "metrics.token").exists():
+        err.print(f"  Prometheus scrape of /metrics: authorization credentials_file {directory}/metrics.token", markup=False)
     return tokens
+
+
+#: the tokens `serve` generates without a tokens file, in this order
+GENERATED_ROLES = ("write", "read", "kayenta", "metrics")
+
+
+def _add_metrics_token(directory: Path, tokens: Path, put: Callable[[Path, str], None]) -> None:
+    """A generated directory from before 0.5.0 (its entries all ``generated-*``, none of role metrics): add
+    a metrics token (``/metrics`` needs one since 0.5.0). A hand-written tokens.json is left alone."""
+    import secrets
+
+    from ..service import hash_token
+
+    try:
+        entries = json.loads(tokens.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # read_tokens_file reports it
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and str(e.get("name", "")).startswith("generated-") for e in entries):
+        return
+    if any(e.get("role") == "metrics" for e in entries):
+        return
+    try:
+        tok = secrets.token_urlsafe(32)
+        put(directory / "metrics.token", tok + "\n")
+        put(tokens, json.dumps([*entries, {"name": "generated-metrics", "sha256": hash_token(tok), "role": "metrics"}], indent=1) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot add a metrics token in {directory} ({exc}); pass --tokens-file or --tokens-dir") from None
+    err.print(f"added a metrics token for /metrics (required since 0.5.0): {directory}/metrics.token")
 
 
 @service_app.command("hash-token")

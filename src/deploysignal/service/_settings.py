@@ -67,6 +67,18 @@ class TokenEntry(BaseModel):
         return v
 
 
+def _duplicate_hashes(entries: list[TokenEntry]) -> str | None:
+    """Why a list of token entries is refused: two entries with the same hash (one secret, two roles or
+    scopes: which one applied depended on the file's order), or None."""
+    seen: dict[str, str] = {}
+    for t in entries:
+        if t.sha256 in seen:
+            return (f"token entries {seen[t.sha256]!r} and {t.name!r} have the same sha256 (one secret with two roles or scopes);"
+                    " give each entry its own token")
+        seen[t.sha256] = t.name
+    return None
+
+
 class ServiceSettings(BaseModel):
     """How ``deploysignal serve`` runs.
 
@@ -156,6 +168,14 @@ class ServiceSettings(BaseModel):
     wait_timeout: float = Field(30.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
 
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, v: list[TokenEntry]) -> list[TokenEntry]:
+        why = _duplicate_hashes(v)
+        if why:
+            raise ValueError(why)
+        return v
+
     @field_validator("rate_limit_token", "rate_limit_analysis", "rate_limit_analysis_write", "rate_limit_ticks", "rate_limit_failures")
     @classmethod
     def _limits(cls, v: str | None) -> str | None:
@@ -190,6 +210,10 @@ class ServiceSettings(BaseModel):
         if not isinstance(data, list):
             raise ConfigError(f"{p}: expected a list of {{name, sha256, role}} entries")
         try:
-            return [TokenEntry.model_validate(d) for d in data]
+            entries = [TokenEntry.model_validate(d) for d in data]
         except Exception as exc:
             raise ConfigError(f"{p}: {exc}") from None
+        why = _duplicate_hashes(entries)
+        if why:
+            raise ConfigError(f"{p}: {why}")
+        return entries

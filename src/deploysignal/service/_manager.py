@@ -11,6 +11,12 @@ large batch therefore no longer blocks another analysis' ingest for the duration
 process (``--workers``, a second host on PostgreSQL) appended in between, the evaluation is discarded
 and redone on the new state; after ``OPTIMISTIC_TRIES`` such conflicts the batch is evaluated inside the write transaction,
 as before, so progress is guaranteed. Replays run at most ``max_replays`` at a time.
+
+Readers see only committed state (tenancy review, finding 1). The engine is evaluated in place, under
+the analysis' lock, and is committed or forgotten before the lock is released. So a reader of engine
+fields holds that lock (:meth:`AnalysisManager.read`), and ``/metrics`` reads the :class:`Committed`
+view published after each commit. Evaluating on a copy was measured and not chosen: a deep copy of a
+300-tick engine costs about 13 ms, against about 5 ms for a whole single-tick ingest.
 """
 
 from __future__ import annotations

@@ -380,12 +380,14 @@ class AnalysisManager:
         return None if prev is None else {**prev, "duplicate": True}
 
     def _ingest_outside(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
+        # the engine first, then the batch id: a batch committed by another process before the engine's
+        # read is seen by the batch check, one committed after it fails the stale check below
+        eng = self._engine_locked(aid)
+        n, (head, binding) = eng.n_ticks, self._heads[aid]
         if batch_id is not None:
             prev = self._previous(aid, batch_id, self.store.batch_response(aid, batch_id))
             if prev is not None:
                 return prev
-        eng = self._engine_locked(aid)
-        n, (head, binding) = eng.n_ticks, self._heads[aid]
         try:
             with gc_paused():
                 response, append = self._prepare(aid, n, head, binding, eng, ticks, batch_id)
@@ -396,7 +398,12 @@ class AnalysisManager:
                 with gc_paused():
                     la.append(**append)
         except InputError:
-            raise  # raised by validate, before the engine changed
+            # raised by validate, before the engine changed; judged on a state another process has since
+            # moved (a cut-back can make earlier timestamps valid again), it is judged again
+            row = self.store.get(aid)
+            if row.n_ticks != n or row.audit_head != head:
+                raise _Stale from None
+            raise
         except BaseException:
             # stale, or the transaction rolled back: the engine evaluated ticks that are not stored
             self._forget(aid)

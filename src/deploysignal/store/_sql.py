@@ -493,6 +493,12 @@ class PostgresStore(SQLStore):
     @contextmanager
     def _tx(self, conn: Any, write: bool = False) -> Iterator[None]:
         with conn.transaction():  # writers take the row lock with SELECT ... FOR UPDATE in locked()
+            if not write:
+                # a read transaction sees one snapshot: under READ COMMITTED each statement has its own, so
+                # the analysis row and its tick rows read by stored_rows() could straddle another process'
+                # commit (n_ticks 12 with 15 tick rows: refused as a damaged store). SQLite's read
+                # transactions (WAL) are snapshots already.
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             yield
 
     def _many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:

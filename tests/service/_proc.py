@@ -37,7 +37,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         src = str(Path(__file__).resolve().parents[2] / "src")
         env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        args = [sys.executable, "-c", SERVE, "--port", str(self.port), "--store", store, "--create", "--tokens-file", str(tokens_file(tmp)), "--log-level", "warning", *(extra or [])]
+        # tests and benchmarks drive one analysis faster than serve's default rate limits admit (tested in test_tenancy_scope.py)
+        limits = [] if any(a.startswith("--rate-limit") for a in extra or []) else ["--rate-limit-token", "", "--rate-limit-analysis", ""]
+        args = [sys.executable, "-c", SERVE, "--port", str(self.port), "--store", store, "--create", "--tokens-file", str(tokens_file(tmp)), "--log-level", "warning",
+                *limits, *(extra or [])]
         self.log = open(tmp / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180  # a cold numba cache compiles the kernels before the port opens (~25 s idle)

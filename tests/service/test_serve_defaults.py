@@ -81,7 +81,7 @@ def test_serve_without_flags_generates_tokens_and_serves_local_docs(tmp_path):
         assert httpx.get(url + "/openapi.json").json()["components"]["securitySchemes"]["writeToken"]["scheme"] == "bearer"
     finally:
         out = _stop(proc)
-    assert f"generated write, read and kayenta tokens in {tmp_path / '.deploysignal'}/" in out and f"http://127.0.0.1:{port}" in out
+    assert f"generated write, read, kayenta and metrics tokens in {tmp_path / '.deploysignal'}/" in out and f"http://127.0.0.1:{port}" in out
     # a second start (no --create: the store exists now) reuses them (nothing regenerated, the same token still works)
     proc = _start(tmp_path, port)
     try:
@@ -107,9 +107,9 @@ def test_token_generation_recovers_from_an_interrupted_start_and_tightens_the_di
     tokens = _generated_tokens(d, "127.0.0.1", 8080)
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     entries = json.loads(tokens.read_text())
-    assert [e["role"] for e in entries] == ["write", "read", "kayenta"]
+    assert [e["role"] for e in entries] == ["write", "read", "kayenta", "metrics"]
     for e in entries:
         tok = (d / f"{e['role']}.token").read_text().strip()
         assert tok != "left-over" and hash_token(tok) == e["sha256"]
         assert stat.S_IMODE((d / f"{e['role']}.token").stat().st_mode) == 0o600
-    assert sorted(p.name for p in d.iterdir()) == ["kayenta.token", "read.token", "tokens.json", "write.token"]  # no temporary left
+    assert sorted(p.name for p in d.iterdir()) == ["kayenta.token", "metrics.token", "read.token", "tokens.json", "write.token"]  # no temporary left

@@ -59,7 +59,7 @@ def test_healthy_proceeds_regression_rolls_back(tmp_path):
             assert s["complete"] and s["deploysignal"]["verdict"] == verdict and s["result"]["judgeResult"]["score"]["score"] == score
             by = {m["name"]: m["classification"] for m in s["result"]["judgeResult"]["results"]}
             assert by["errors"] == ("High" if verdict == "rollback" else "Pass") and by["latency_ms"] == "Pass"
-        metrics = c.get("/metrics").text
+        metrics = c.get("/metrics", headers=R).text
         lw = float(body["split"]["metrics"]["errors"]["log_evidence"])
         assert any(ln.startswith('deploysignal_log_wealth{analysis="regress",family="errors"}') and abs(float(ln.split()[-1]) - lw) < 1e-9
                for ln in metrics.splitlines())  # the split family's log e-value

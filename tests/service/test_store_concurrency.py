@@ -282,9 +282,17 @@ def test_ingest_pauses_the_collector_for_the_batch_and_restores_it(tmp_path, ste
 
     other = sqlite3.connect(tmp_path / "gc.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    done = threading.Event()
+    done, waiting = threading.Event(), threading.Event()
+    real_locked = m.store.locked
+
+    def locked(aid):  # the batch is evaluated (collector paused) before the write turn is waited for
+        waiting.set()
+        return real_locked(aid)
+
+    monkeypatch.setattr(m.store, "locked", locked)
     th = threading.Thread(target=lambda: (m.ingest("g", ticks_of(sim.canary, 10, 12)), done.set()))
     th.start()
+    assert waiting.wait(30)
     samples = []
     deadline = time.monotonic() + 0.5
     while time.monotonic() < deadline:

@@ -354,12 +354,22 @@ def bench(
     fleet: bool = typer.Option(False, "--fleet", help="Also time one fleet-observer update (10,000 shards x 12 signals)."),
     split: bool = typer.Option(True, "--split/--no-split", help="Also time the split gate (12 metrics x 20 buckets x 2 arms)."),
     split_ticks: int = typer.Option(100, help="Ticks timed for the split gate (each path)."),
+    noisy_neighbour: bool = typer.Option(False, "--noisy-neighbour", help="Instead: the service's noisy-neighbour benchmark (a real `serve` on loopback; B's single-tick latency alone and while A sends maximal batches)."),
+    noisy_seconds: float = typer.Option(20.0, min=1.0, help="--noisy-neighbour: seconds per phase."),
+    noisy_batch: int = typer.Option(10_000, min=1, help="--noisy-neighbour: ticks per request of client A."),
+    noisy_rate: float = typer.Option(20.0, min=0.1, help="--noisy-neighbour: single-tick requests per second of client B."),
+    noisy_store: Optional[str] = typer.Option(None, help="--noisy-neighbour: the server's --store (default: a new SQLite file)."),
+    server_pythonpath: Optional[str] = typer.Option(None, help="--noisy-neighbour: run the server from this source tree (PYTHONPATH), e.g. an earlier version."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-tick latency of the gate on a 12-signal stream (median, p99, microseconds): the live
     ``update`` path with audit records, ``run_batch`` one tick at a time without them, and
     ``update_many`` in batches of 500 (batch time / 500: throughput, not a tick's latency), and the
-    kernel floor: each part's compiled loop over the whole stream, per tick."""
+    kernel floor: each part's compiled loop over the whole stream, per tick. With
+    ``--noisy-neighbour``, the service benchmark of docs/performance.md instead."""
+    if noisy_neighbour:
+        _bench_noisy(noisy_seconds, noisy_batch, noisy_rate, seed, noisy_store, server_pythonpath, as_json)
+        return
     from ..bench import bench_gate
 
     res = bench_gate(ticks=ticks, seed=seed)
@@ -399,6 +409,28 @@ def bench(
         f = res["fleet"]
         out.print(f"fleet observer update, {f['n_shards']} shards x {f['n_signals']} signals: median {f['median_ms']:.1f} ms, "
                   f"min {f['min_ms']:.1f} ms over {f['repeats']} updates")
+
+
+def _bench_noisy(seconds: float, batch: int, rate: float, seed: int, store: str | None, pythonpath: str | None, as_json: bool) -> None:
+    from ..service._bench import bench_noisy_neighbour
+
+    res = bench_noisy_neighbour(seconds=seconds, batch=batch, rate=rate, seed=seed, store=store, server_pythonpath=pythonpath)
+    if as_json:
+        sys.stdout.write(canonical_json(res) + "\n")
+        return
+    t = Table(title=f"noisy neighbour: B sends 1 tick x {res['rate']:g}/s, A sends {res['batch']}-tick batches back to back ({res['store']}, {res['seconds']:g} s per phase)")
+    for col in ("B", "requests", "p50 ms", "p99 ms", "max ms", "server p50 ms", "server p99 ms"):
+        t.add_column(col)
+    for label, key in (("alone", "b_alone"), ("with neighbour A", "b_with_neighbour")):
+        r = res[key]
+        t.add_row(label, str(r["n"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.1f}", f"{r['server']['p50_ms']:.1f}", f"{r['server']['p99_ms']:.1f}")
+    out.print(t)
+    verdict = "met" if res["p99_ratio"] <= 2 else "NOT met"
+    out.print(f"B's p99 with the neighbour / alone: x{res['p99_ratio']:.2f} (goal <= 2: {verdict}); p50 x{res['p50_ratio']:.2f}; "
+              f"A: {res['a']['batches']} batches, {res['a']['ticks_per_s']:.0f} ticks/s; load average {res['load_average_before']} -> "
+              f"{res['load_average_after']} on {res['cores']} cores (client and server share them)")
+    if res["a"]["ran_out_of_batches"]:
+        out.print("[yellow]A sent every batch it had before the phase ended: part of the phase measured B without its neighbour (a longer stock: fewer seconds or larger batches)[/yellow]")
 
 
 @app.callback(invoke_without_command=True)

@@ -33,7 +33,7 @@ def serve(
     store: str = typer.Option("sqlite:///deploysignal.db", envvar="DEPLOYSIGNAL_STORE", help="sqlite:///path.db or postgresql://...; must exist unless --create."),
     create: bool = typer.Option(False, "--create", help="Create the store if it does not exist (a new SQLite file, or the tables in an empty PostgreSQL database); without it a missing store is an error (exit 2), so a mistyped --store cannot start on an empty database."),
     tokens_file: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_TOKENS_FILE", help="YAML/JSON list of {name, sha256, role}."),
-    tokens_dir: Path = typer.Option(Path(".deploysignal"), envvar="DEPLOYSIGNAL_TOKENS_DIR", help="Without --tokens-file: where a write, a read and a kayenta token are generated on first start (write.token, read.token, kayenta.token, tokens.json with their hashes) and reused after; relative to the working directory."),
+    tokens_dir: Path = typer.Option(Path(".deploysignal"), envvar="DEPLOYSIGNAL_TOKENS_DIR", help="Without --tokens-file: where a write, a read, a kayenta and a metrics token are generated on first start (write.token, read.token, kayenta.token, metrics.token, tokens.json with their hashes) and reused after; relative to the working directory."),
     insecure: bool = typer.Option(False, help="No authentication (local experiments only)."),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Larger request bodies get 413."),
     max_batch_ticks: int = typer.Option(10_000, help="Ticks per ingest request."),
@@ -46,6 +46,17 @@ def serve(
     max_events: int = typer.Option(10_000, min=1, help="Flagger event/post-rollout calls kept (newest); older ones are deleted."),
     retain_days: Optional[float] = typer.Option(None, help="Delete decided analyses created (and last ticked) more than this many days ago, checked hourly;"
                                                  " a tombstone keeps each one's final audit head (GET /v1/deleted). Undecided analyses are never deleted. Default: keep all."),
+    rate_limit_token: str = typer.Option("200/second", help="Requests per token ('limits' notation, e.g. 600/minute; a token entry's rate_limit replaces it; '' = none); beyond: 429 + Retry-After. Counted per worker."),
+    rate_limit_analysis: str = typer.Option("50/second", help="Read requests per analysis named in the path ('' = none); beyond: 429 + Retry-After. Counted per worker."),
+    rate_limit_analysis_write: str = typer.Option("50/second", help="Write requests (ingest, void, cut) per analysis, a budget separate from reads ('' = none). Counted per worker."),
+    rate_limit_ticks: str = typer.Option("30000/minute", help="Ticks ingested per token (a token entry's tick_rate_limit replaces it; each amount >= --max-batch-ticks; '' = none); beyond: 429. Counted per worker."),
+    rate_limit_failures: str = typer.Option("30/minute", help="401/403 answers per client address ('' = none); beyond: 429 for its failing requests. Counted per worker."),
+    engine_cache: int = typer.Option(256, min=1, help="Analysis engines kept in memory per worker (LRU; an evicted one is rebuilt from snapshot + ticks)."),
+    max_replays: int = typer.Option(1, min=1, help="Replays running at once per worker (more wait up to --wait-timeout, then 503)."),
+    wait_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a request waits for its busy analysis or a replay slot; then 503 + Retry-After, nothing applied."),
+    body_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a client has to send a request body; a stalled upload gets 408 and the connection is closed."),
+    keep_alive_timeout: int = typer.Option(5, min=1, help="Seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)."),
+    header_timeout: float = typer.Option(10.0, min=0.001, help="Seconds a connection has to send a complete request head (request line and headers); then it is closed."),
     max_cuts: int = typer.Option(3, min=0, help="Cut-backs allowed per analysis (each can add up to alpha to its false-rollback probability)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (they share the store)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
@@ -53,7 +64,7 @@ def serve(
     """Run the HTTP service (FastAPI + uvicorn); OpenAPI spec at /openapi.json, docs at /docs.
 
     Without --tokens-file (and without --insecure) it uses the tokens in --tokens-dir, generating a
-    write, a read and a kayenta token there on first start, and says where they are.
+    write, a read, a kayenta and a metrics token there on first start, and says where they are.
     """
     import uvicorn
 
@@ -73,7 +84,11 @@ def serve(
         settings = ServiceSettings(store_url=store, tokens=tokens, insecure=insecure, max_body_bytes=max_body_bytes, max_batch_ticks=max_batch_ticks, snapshot_every=snapshot_every,
                                    secrets_dir=None if secrets_dir is None else str(secrets_dir), prometheus_allow=list(prometheus_allow or []),
                                    max_clock_skew=None if max_clock_skew < 0 else max_clock_skew, max_live_per_template=max_live_per_template,
-                                   max_events=max_events, retain_days=retain_days, create_store=create, max_cuts=max_cuts)
+                                   max_events=max_events, rate_limit_token=rate_limit_token or None, rate_limit_analysis=rate_limit_analysis or None,
+                                   rate_limit_analysis_write=rate_limit_analysis_write or None, rate_limit_ticks=rate_limit_ticks or None,
+                                   rate_limit_failures=rate_limit_failures or None,
+                                   engine_cache_size=engine_cache, max_replays=max_replays, wait_timeout=wait_timeout, body_timeout=body_timeout, max_cuts=max_cuts,
+                                   retain_days=retain_days, create_store=create)
         if workers == 1:
             app = create_app(settings)  # opens the store: missing (without --create) or unreadable is exit 2
         else:
@@ -86,10 +101,21 @@ def serve(
         from ..service._asgi import prepare_process
 
         prepare_process()
-        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=_log_config())
+        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=_log_config(), **_timeouts(keep_alive_timeout, header_timeout))
     else:
         os.environ["DEPLOYSIGNAL_SERVICE_SETTINGS"] = settings.model_dump_json()
-        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, log_config=_log_config())
+        uvicorn.run("deploysignal.service._asgi:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, log_config=_log_config(),
+                    **_timeouts(keep_alive_timeout, header_timeout))
+
+
+def _timeouts(keep_alive: int, header: float) -> dict:
+    """uvicorn options: the keep-alive timeout, and an HTTP protocol that closes connections whose request
+    head does not arrive within ``header`` seconds (uvicorn times out only idle keep-alive connections;
+    worker processes read the timeout from the environment)."""
+    from ..service._timeouts import HEADER_TIMEOUT_ENV, PROTOCOL
+
+    os.environ[HEADER_TIMEOUT_ENV] = repr(float(header))
+    return {"timeout_keep_alive": keep_alive, "http": PROTOCOL}
 
 
 def _log_config() -> dict:
@@ -105,11 +131,13 @@ def _log_config() -> dict:
 
 
 def _generated_tokens(directory: Path, host: str, port: int) -> Path:
-    """``directory/tokens.json``; on first use a write, a read and a kayenta token are generated
-    (``secrets``), written to ``write.token`` / ``read.token`` / ``kayenta.token`` (mode 0600, directory
-    0700, tightened if it exists) and only their hashes to ``tokens.json``. Every file is written to a
-    temporary name and renamed, ``tokens.json`` last: a start interrupted before that leaves no
-    ``tokens.json`` and the next start generates all three again. Says on stderr where they are."""
+    """``directory/tokens.json``; on first use a write, a read, a kayenta and a metrics token are
+    generated (``secrets``), written to ``write.token`` / ``read.token`` / ``kayenta.token`` /
+    ``metrics.token`` (mode 0600, directory 0700, tightened if it exists) and only their hashes to
+    ``tokens.json``. Every file is written to a temporary name and renamed, ``tokens.json`` last: a
+    start interrupted before that leaves no ``tokens.json`` and the next start generates them all
+    again. A directory generated before 0.5.0 (no metrics token; ``/metrics`` needs one since) gets one
+    added, the other tokens kept. Says on stderr where they are."""
     import secrets
     import tempfile
 
@@ -129,21 +157,53 @@ def _generated_tokens(directory: Path, host: str, port: int) -> Path:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             directory.chmod(0o700)
             entries = []
-            for role in ("write", "read", "kayenta"):
+            for role in GENERATED_ROLES:
                 tok = secrets.token_urlsafe(32)
                 put(directory / f"{role}.token", tok + "\n")
                 entries.append({"name": f"generated-{role}", "sha256": hash_token(tok), "role": role})
             put(tokens, json.dumps(entries, indent=1) + "\n")
         except OSError as exc:
             raise ConfigError(f"cannot generate tokens in {directory} ({exc}); pass --tokens-file or --tokens-dir") from None
-        err.print(f"no --tokens-file: generated write, read and kayenta tokens in {directory}/ (write.token, read.token, kayenta.token; hashes in tokens.json)")
+        err.print(f"no --tokens-file: generated write, read, kayenta and metrics tokens in {directory}/ (write.token, read.token, kayenta.token,"
+                  " metrics.token; hashes in tokens.json)")
     else:
         err.print(f"no --tokens-file: using {tokens}")
+        _add_metrics_token(directory, tokens, put)
     if (directory / "read.token").exists():
         err.print(f"  curl -H \"Authorization: Bearer $(cat {directory}/read.token)\" http://{host}:{port}/v1/analyses", markup=False)
     if (directory / "kayenta.token").exists():
         err.print(f"  Kayenta address (Argo's kayenta provider): http://{host}:{port}/kayenta/$(cat {directory}/kayenta.token)", markup=False)
+    if (directory / "metrics.token").exists():
+        err.print(f"  Prometheus scrape of /metrics: authorization credentials_file {directory}/metrics.token", markup=False)
     return tokens
+
+
+#: the tokens `serve` generates without a tokens file, in this order
+GENERATED_ROLES = ("write", "read", "kayenta", "metrics")
+
+
+def _add_metrics_token(directory: Path, tokens: Path, put: Callable[[Path, str], None]) -> None:
+    """A generated directory from before 0.5.0 (its entries all ``generated-*``, none of role metrics): add
+    a metrics token (``/metrics`` needs one since 0.5.0). A hand-written tokens.json is left alone."""
+    import secrets
+
+    from ..service import hash_token
+
+    try:
+        entries = json.loads(tokens.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # read_tokens_file reports it
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and str(e.get("name", "")).startswith("generated-") for e in entries):
+        return
+    if any(e.get("role") == "metrics" for e in entries):
+        return
+    try:
+        tok = secrets.token_urlsafe(32)
+        put(directory / "metrics.token", tok + "\n")
+        put(tokens, json.dumps([*entries, {"name": "generated-metrics", "sha256": hash_token(tok), "role": "metrics"}], indent=1) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot add a metrics token in {directory} ({exc}); pass --tokens-file or --tokens-dir") from None
+    err.print(f"added a metrics token for /metrics (required since 0.5.0): {directory}/metrics.token")
 
 
 @service_app.command("hash-token")

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
@@ -39,17 +39,19 @@ from ..sources import PrometheusPuller, PrometheusSource, PrometheusSplitSource,
 from ..store import Conflict, IntegrationTables, NotFound, open_existing
 from ..gate import certification_status
 from ..telemetry import Frame
+from ._admission import Busy, RateLimited, RateLimits, parse_limit
 from ._kayenta import kayenta_router
 from ._inputs import InputGuard, Shallow, check_name, check_names
 from ._integrity import IntegrityError
 from ._manager import AnalysisManager
 from ._argo import argo_router
 from ._flagger import flagger_router
-from ._metrics import build_registry
+from ._metrics import build_registry, exposition
 from ._operator import add_operator_routes
 from ._retention import RetentionTask, add_retention_routes
 from ._revisions import IntegrationContext
 from ._templates import templates_router
+from ._scope import PROJECT_PATTERN, OutOfScope, Principal, ScopeGuard
 from ._settings import ServiceSettings
 from ._split_engine import SplitEngine, split_config
 from ._split_pull import SplitPullSpec, SplitPuller, check_split_pull
@@ -105,6 +107,7 @@ class CreateAnalysis(Shallow, _Strict):  # config and metrics are free-form: nes
     prometheus: PullSpec | SplitPullSpec | None = Field(None, description="pull mode: PromQL per signal (PullSpec), or for mode split the per-arm counters and histograms (SplitPullSpec)")
     metrics: dict[str, dict[str, Any] | None] | None = Field(None, description="split mode: the metric specs (a split signals file's content)")
     canary_share: Number | None = Field(None, gt=0, lt=1, description="split mode: configured canary share of units (enables the sample-ratio check)")
+    project: str | None = Field(None, pattern=PROJECT_PATTERN, description="the project the analysis belongs to (token scopes, docs/service.md); a project-scoped token fills in its own")
 
     @model_validator(mode="after")
     def _one_source(self) -> CreateAnalysis:
@@ -155,10 +158,12 @@ class SplitIngestRequest(_Strict):
 
 # ---------------------------------------------------------------------- body size limit
 class BodyLimit:
-    """Pure ASGI middleware: 413 for bodies above ``limit`` bytes (declared or streamed)."""
+    """Pure ASGI middleware: 413 for bodies above ``limit`` bytes (declared or streamed); 408 when the
+    body has not fully arrived ``timeout`` seconds after the request started (a stalled or trickling
+    upload: the connection is closed instead of holding a worker slot and the body buffered so far)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, timeout: float | None = None) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -176,8 +181,15 @@ class BodyLimit:
         seen = 0
         chunks: list[bytes] = []
         more = True
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
         while more:
-            msg = await receive()
+            try:
+                msg = await (receive() if deadline is None else asyncio.wait_for(receive(), max(0.0, deadline - loop.time())))
+            except TimeoutError:
+                resp = JSONResponse({"detail": f"request body not received within {self.timeout:g} s"}, status_code=408, headers={"Connection": "close"})
+                await resp(scope, receive, send)
+                return
             if msg["type"] != "http.request":
                 return  # the client left before its body was complete: nothing to answer, nothing to act on
             body = msg.get("body", b"")
@@ -301,8 +313,18 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if not settings.tokens and not settings.insecure:
         raise ConfigError("no API tokens configured: pass --tokens-file (hashes) or --insecure for a local experiment")
     store = open_existing(settings.store_url, create=settings.create_store)
-    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew, max_cuts=settings.max_cuts)
+    manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew,
+                              cache_size=settings.engine_cache_size, max_replays=settings.max_replays, wait_timeout=settings.wait_timeout, max_cuts=settings.max_cuts)
     registry, counters = build_registry(manager)
+    tables = IntegrationTables(store)
+    guard = ScopeGuard(store, tables)
+    limiter = RateLimits(parse_limit(settings.rate_limit_token, "rate_limit_token"), parse_limit(settings.rate_limit_analysis, "rate_limit_analysis"),
+                         parse_limit(settings.rate_limit_analysis_write, "rate_limit_analysis_write"),
+                         parse_limit(settings.rate_limit_ticks, "rate_limit_ticks"), parse_limit(settings.rate_limit_failures, "rate_limit_failures"))
+    for what, text in [("rate_limit_ticks", settings.rate_limit_ticks), *((f"tick_rate_limit of token {t.name!r}", t.tick_rate_limit) for t in settings.tokens)]:
+        small = [str(i) for i in parse_limit(text, what) if i.amount < settings.max_batch_ticks]
+        if small:
+            raise ConfigError(f"{what}: {', '.join(small)} admits fewer ticks than --max-batch-ticks ({settings.max_batch_ticks}): a maximal batch would never be admitted")
     pullers: dict[str, PrometheusPuller] = {}
     unusable: dict[str, str] = {}
     policy = SecretPolicy(secrets_dir=settings.secrets_dir, env_prefix="DEPLOYSIGNAL_SECRET_", restrict_files=True,
@@ -328,7 +350,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.manager = manager
     app.state.settings = settings
     app.add_middleware(InputGuard)  # inside the body limit: lone surrogates / NUL refused before any endpoint
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(ServerTiming, histogram=counters["latency"])
 
     # ------------------------------------------------------------------ errors
@@ -371,43 +393,95 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         log.error("unexpected error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
         return JSONResponse({"detail": f"internal error (logged as {ref}): {type(exc).__name__}"}, status_code=500)
 
+    @app.exception_handler(OutOfScope)
+    async def _scope(_: Request, exc: OutOfScope) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(RateLimited)
+    async def _limited(_: Request, exc: RateLimited) -> JSONResponse:
+        counters["limited"].inc()
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(Busy)
+    async def _busy_analysis(_: Request, exc: Busy) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
         # the analysis' store does not match its audit chain: refused (logged by the manager), the rest keeps serving
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
     # ------------------------------------------------------------------ auth
-    def _role(authorization: str | None) -> str | None:
+    insecure = Principal("insecure", "write")
+
+    def _principal(token: str | None) -> Principal | None:
         if settings.insecure:
-            return "write"
+            return insecure
+        return None if not token else settings.principal_of(token)
+
+    def _bearer(authorization: str | None) -> str | None:
         if not authorization or not authorization.lower().startswith("bearer "):
             return None
-        return settings.role_of(authorization[7:].strip())
+        return authorization[7:].strip()
 
-    # the two roles as OpenAPI security schemes (both HTTP bearer in the Authorization header)
+    def _admit(p: Principal, aid: str | None = None, *, write: bool = False) -> None:
+        """Rate limits of the token and of the analysis' read or write budget (429 when one is used up)."""
+        limiter.check(None if p is insecure else p.key, p.name, p.rate_limit, aid, write=write)
+
+    def _refuse(request: Request, status: int, detail: str, headers: dict[str, str] | None = None) -> HTTPException:
+        """A 401 / 403 answer, counted against the client address' failure budget (429 beyond it)."""
+        limiter.failure(request.client.host if request.client else "unknown")
+        return HTTPException(status, detail, headers)
+
+    # the roles as OpenAPI security schemes (HTTP bearer in the Authorization header)
     schemes = {
-        "read": HTTPBearer(scheme_name="readToken", auto_error=False, description="A token of role read or write (tokens file; `deploysignal serve` without one generates both)."),
-        "write": HTTPBearer(scheme_name="writeToken", auto_error=False, description="A token of role write."),
+        "read": HTTPBearer(scheme_name="readToken", auto_error=False, description="A token of role read or write (tokens file; `deploysignal serve` without one generates both); a scoped token reaches only the analyses of its scope."),
+        "write": HTTPBearer(scheme_name="writeToken", auto_error=False, description="A token of role write; a scoped token reaches only the analyses of its scope."),
+        "metrics": HTTPBearer(scheme_name="metricsToken", auto_error=False, description="A token of role metrics, read or write; the exposition shows the analyses of the token's scope."),
     }
 
     def need(role: str) -> Callable[..., Awaitable[None]]:
-        async def dep(cred: HTTPAuthorizationCredentials | None = Depends(schemes[role])) -> None:  # noqa: B008 (a closure: Annotated would be a forward reference)
-            have = "write" if settings.insecure else None if cred is None else settings.role_of(cred.credentials)
-            if have is None:
-                raise HTTPException(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
-            if have == "kayenta":
-                raise HTTPException(403, "a kayenta token is accepted only as the key of a Kayenta address (/kayenta/<key>/...)")
-            if role == "write" and have != "write":
-                raise HTTPException(403, "this endpoint needs a write token")
+        async def dep(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(schemes[role])) -> None:  # noqa: B008 (a closure: Annotated would be a forward reference)
+            p = _principal(None if cred is None else cred.credentials)
+            if p is None:
+                raise _refuse(request, 401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
+            if p.role == "kayenta":
+                raise _refuse(request, 403, "a kayenta token is accepted only as the key of a Kayenta address (/kayenta/<key>/...)")
+            if p.role == "metrics":
+                raise _refuse(request, 403, "a metrics token may only scrape /metrics")
+            if role == "write" and p.role != "write":
+                raise _refuse(request, 403, "this endpoint needs a write token")
+            request.state.principal = p
+            aid = request.path_params.get("aid")
+            _admit(p)  # the token is counted before the scope check: out-of-scope probes use up its budget
+            if aid is not None and p.scoped:
+                try:
+                    await run_in_threadpool(guard.check_analysis, p, aid)
+                except OutOfScope:
+                    limiter.failure(request.client.host if request.client else "unknown")
+                    raise
+            if aid is not None:
+                limiter.check(None, p.name, None, aid, write=role == "write")
 
         return dep
 
     read = [Depends(need("read"))]
     write = [Depends(need("write"))]
 
+    def _in_scope(p: Principal, body: CreateAnalysis, ident: str, what: str = "analysis") -> CreateAnalysis:
+        """``body`` with a project-scoped token's project filled in; :class:`OutOfScope` when the token
+        may not create ``ident`` in the body's project."""
+        if p.project is not None and body.project is None:
+            body = body.model_copy(update={"project": p.project})
+        p.check_store(ident, body.project, what)
+        return body
+
     # ------------------------------------------------------------------ analyses
     def _verdict_body(aid: str) -> dict[str, Any]:
-        eng = manager.engine(aid)
+        # read with the analysis' lock held: committed state only, never a batch being evaluated (review finding 1)
+        return manager.read(aid, lambda eng: _verdict_of(aid, eng))
+
+    def _verdict_of(aid: str, eng: Any) -> dict[str, Any]:
         row = store.get(aid)
         last = eng.last
         return {
@@ -469,7 +543,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 raise HTTPException(502, f"prometheus at {prom.url} cannot be reached to validate the queries: {exc}") from None
             finally:
                 src.close()
-        extra = {"mode": "split", "prometheus": None if prom is None else prom.model_dump()}
+        extra = {"mode": "split", "prometheus": None if prom is None else prom.model_dump(), **({} if body.project is None else {"project": body.project})}
         spec = manager.create(aid, cfg_json, version, ss, extra, _now())
         out = {"id": aid, "mode": "split", "baseline_version": version, "signals": [s.name for s in specs], "settings": spec["settings"]}
         if prom is not None:
@@ -502,10 +576,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             warnings = _validate_prometheus(body.prometheus)
         gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed,
               "out_of_domain": body.out_of_domain}
-        extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump()}
+        extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump(), **({} if body.project is None else {"project": body.project})}
         spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
         out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": _effective(spec["settings"]),
-               "certification": certification_status(cfg, manager.engine(aid).settings)}
+               "certification": certification_status(cfg, manager.read(aid, lambda eng: eng.settings))}
         if body.prometheus is not None:
             _start_puller(aid, body.prometheus.model_dump())
             out["warnings"] = warnings
@@ -534,16 +608,19 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return cfg, cfg_json
 
     @app.post("/v1/analyses", status_code=201, dependencies=write, tags=["analyses"])
-    def create_analysis(body: CreateAnalysis) -> dict[str, Any]:
+    def create_analysis(body: CreateAnalysis, request: Request) -> dict[str, Any]:
         """Create an analysis (compiled config inline, by reference, or compiled from an inline baseline)."""
-        return _create(body.id or "an-" + secrets.token_hex(6), body)
+        aid = body.id or "an-" + secrets.token_hex(6)
+        return _create(aid, _in_scope(request.state.principal, body, aid))
 
     @app.get("/v1/analyses", dependencies=read, tags=["analyses"])
-    def list_analyses() -> list[dict[str, Any]]:
+    def list_analyses(request: Request) -> list[dict[str, Any]]:
+        """The analyses the token may see."""
         out = []
-        for r in store.list():
+        for r in guard.visible_analyses(request.state.principal, store.list()):
             summary, why = manager.listed_summary(r)
             out.append({"id": r.id, "n_ticks": r.n_ticks, "baseline_version": r.spec["config_version"], "summary": summary, "created": r.created,
+                        **({"project": r.spec["project"]} if r.spec.get("project") is not None else {}),
                         **({"integrity_error": why} if why else {})})
         return out
 
@@ -552,7 +629,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """Current verdict with the evidence of the last tick (one record per family)."""
         return _verdict_body(aid)
 
-    def _ingest(aid: str, body: IngestRequest | SplitIngestRequest) -> dict[str, Any]:
+    def _ingest(aid: str, body: IngestRequest | SplitIngestRequest, p: Principal) -> dict[str, Any]:
         if len(body.ticks) > settings.max_batch_ticks:
             counters["rejected"].inc()
             raise InputError(f"batch has {len(body.ticks)} ticks; the limit is {settings.max_batch_ticks}", column="ticks")
@@ -563,6 +640,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                         check_name(t["tier"], "tier")
                     except InputError as exc:
                         raise InputError(exc.message, row=i, column="tier") from None
+        limiter.check_ticks(None if p is insecure else p.key, p.name, p.tick_rate_limit, len(body.ticks))  # 429: nothing applied
         try:
             # the models' field dicts: what model_dump() would return, without copying every tick
             resp = manager.ingest(aid, [t if isinstance(t, dict) else t.__dict__ for t in body.ticks], body.batch_id)
@@ -584,8 +662,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """
         raw = await request.body()
         split = await run_in_threadpool(manager.is_split, aid)
-        body = _parse_body(SplitIngestRequest if split else IngestRequest, raw, request.headers.get("content-type"))
-        return await run_in_threadpool(_ingest, aid, body)
+        # parsed in a worker thread: a 10,000-tick body takes tens of ms, which on the event loop
+        # would hold every other request (another analysis' single tick) behind it
+        body = await run_in_threadpool(_parse_body, SplitIngestRequest if split else IngestRequest, raw, request.headers.get("content-type"))
+        return await run_in_threadpool(_ingest, aid, body, request.state.principal)
 
     @app.get("/v1/analyses/{aid}/audit", dependencies=read, tags=["analyses"])
     def audit(aid: str, start: Annotated[int, Query(ge=-1, le=2**62)] = -1, limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> Response:
@@ -689,17 +769,23 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             if isinstance(body.prometheus, SplitPullSpec):
                 check_split_pull(body.prometheus, specs)
             unset = set() if "out_of_domain" in body.model_fields_set else {"out_of_domain"}  # not a split setting: kept out unless given
-            return body.model_dump(mode="json", exclude={"id", *unset}, exclude_none=True)
+            return body.model_dump(mode="json", exclude={"id", *unset}, exclude_none=True)  # a project, when set, is kept
         cfg, cfg_json = _config_of(body)
         _check_pull_spec(body, cfg)  # what every instantiation would refuse is refused now
         store.put_config(cfg.version_id, cfg_json)
-        return {**body.model_dump(mode="json", exclude={"id", "config", "baseline"}), "config_ref": cfg.version_id}
+        return {**body.model_dump(mode="json", exclude={"id", "config", "baseline", *(() if body.project else ("project",))}), "config_ref": cfg.version_id}
+
+    def _integration_principal(authorization: str | None, token: str | None) -> Principal | None:
+        """A read or write token from the bearer header or, for Flagger, ``metadata.token``."""
+        return next((p for p in (_principal(_bearer(authorization)), None if token is None else _principal(token)) if p is not None and p.role in ("read", "write")), None)
 
     ctx = IntegrationContext(
         store=store,
-        tables=IntegrationTables(store),
+        tables=tables,
         verdict=_verdict_body,
-        role=lambda authorization, token: next((r for r in (_role(authorization), None if token is None else settings.role_of(token)) if r in ("read", "write")), None),
+        principal=_integration_principal,
+        guard=guard,
+        admit=_admit,
         create=_template_create,
         now=_now,
         max_live=settings.max_live_per_template,
@@ -707,17 +793,29 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.include_router(argo_router(ctx, read))
     app.include_router(flagger_router(ctx, read))
-    app.include_router(templates_router(ctx, read, write, _store_template))
+    app.include_router(templates_router(ctx, read, write, lambda p, tid, body: _store_template(tid, _in_scope(p, body, tid, "template"))))
 
     # ------------------------------------------------------------------ Kayenta drop-in (service/_kayenta.py)
     app.include_router(kayenta_router(ctx, manager, settings, read, write))
 
     # ------------------------------------------------------------------ metrics, health
     @app.get("/metrics", tags=["ops"])
-    def metrics() -> PlainTextResponse:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    def metrics(cred: HTTPAuthorizationCredentials | None = Depends(schemes["metrics"])) -> Response:  # noqa: B008 (see need())
+        """Prometheus exposition, for a token of role metrics, read or write: series of the analyses
+        the token may see, and the service's own counters (docs/service.md, scrape config)."""
+        from prometheus_client import CONTENT_TYPE_LATEST
 
-        return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
+        p = _principal(None if cred is None else cred.credentials)
+        if p is None:
+            raise HTTPException(401, "missing or unknown bearer token (role metrics, read or write)", {"WWW-Authenticate": "Bearer"})
+        if p.role == "kayenta":
+            raise HTTPException(403, "a kayenta token is accepted only as the key of a Kayenta address (/kayenta/<key>/...)")
+        _admit(p)
+        visible = None
+        if p.scoped:
+            projects = {r.id: r.spec.get("project") for r in store.list()}
+            visible = lambda aid: aid in projects and p.may(aid, projects[aid])  # noqa: E731
+        return Response(exposition(registry, visible), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

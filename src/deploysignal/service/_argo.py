@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from ._revisions import REVISION_PATTERN, SUBJECT_PATTERN, TEMPLATE_PATTERN, IntegrationContext, Resolution, RevisionRefused, template_analysis_id
@@ -60,10 +60,12 @@ def argo_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
 
     @router.get("/v1/argo/templates/{tid}/revisions/{revision}")
     def argo_template(tid: Annotated[str, Path(pattern=TEMPLATE_PATTERN)], revision: Annotated[str, Path(pattern=REVISION_PATTERN)],
-                      subject: Annotated[str, Query(pattern=SUBJECT_PATTERN)]) -> Any:
+                      subject: Annotated[str, Query(pattern=SUBJECT_PATTERN)], request: Request) -> Any:
         """Verdict of analysis ``<tid>@<subject>@<revision>`` (``subject`` = the Rollout's
         ``<namespace>.<name>``, required), created from template ``tid`` on first sight (a read token
-        may do this: it instantiates a template a writer stored, nothing else)."""
+        may do this: it instantiates a template a writer stored, nothing else). A scoped token must
+        cover the template and the analysis (403 otherwise: Argo records an Error)."""
+        ctx.guard.check_target(request.state.principal, template=tid, revision=revision, subject=subject)
         try:
             return _answer(ctx, ctx.resolve(analysis=None, template=tid, revision=revision, bind=True, create=True, subject=subject))
         except RevisionRefused as exc:

@@ -33,7 +33,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +41,7 @@ from .._exceptions import InputError
 from ..store import NotFound
 from ._inputs import Shallow
 from ._revisions import IntegrationContext, RevisionRefused
+from ._scope import OutOfScope
 
 __all__ = ["FLAGGER_HOOKS", "FlaggerPayload", "flagger_allows", "flagger_router"]
 
@@ -124,8 +125,10 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
         "roll back now". Flagger sends no custom headers, so a read token may come as
         ``metadata.token`` (or as a bearer header added by a proxy)."""
         meta = body.metadata or {}
-        if ctx.role(authorization, meta.get("token")) is None:
+        principal = ctx.principal(authorization, meta.get("token"))
+        if principal is None:
             raise HTTPException(401, "missing or unknown token (bearer header or metadata.token)", {"WWW-Authenticate": "Bearer"})
+        ctx.admit(principal)
         if hook not in FLAGGER_HOOKS:
             return JSONResponse({"detail": f"unknown hook {hook!r}; valid: {', '.join(FLAGGER_HOOKS)}"}, status_code=404)
         subject = f"{body.namespace}.{body.name}"
@@ -139,6 +142,8 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
         template = meta.get("template")
         analysis = None if template else (meta.get("analysis") or subject)
         out: dict[str, Any] = {"hook": hook, "analysis": analysis, "revision": body.checksum}
+        # a scoped token reaches only its analyses and templates (403: never a pass, and no rollback signalled)
+        ctx.guard.check_target(principal, analysis=analysis, template=template, revision=body.checksum, subject=subject if template else None)
         try:
             res = ctx.resolve(analysis=analysis, template=template, revision=body.checksum, bind=hook in _BINDING, create=hook in _BINDING,
                               subject=subject if template else None)
@@ -162,8 +167,13 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
         return JSONResponse(out, status_code=200 if allow else 409)
 
     @router.get("/v1/flagger/events", dependencies=read)
-    def flagger_events(canary: Annotated[str | None, Query(max_length=507)] = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict[str, Any]]:
-        """Events and post-rollout calls Flagger sent, oldest first (``canary`` = ``<namespace>.<name>``)."""
+    def flagger_events(request: Request, canary: Annotated[str | None, Query(max_length=507)] = None,
+                       limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict[str, Any]]:
+        """Events and post-rollout calls Flagger sent, oldest first (``canary`` = ``<namespace>.<name>``).
+        Events are not tied to an analysis: listing them needs an unscoped token."""
+        p = request.state.principal
+        if p.scoped:
+            raise OutOfScope(f"token {p.name!r} is scoped to {p.describe()}: Flagger's recorded events are not tied to an analysis; listing them needs an unscoped token")
         return ctx.tables.events("flagger", canary, limit)
 
     return router

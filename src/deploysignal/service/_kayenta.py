@@ -69,12 +69,13 @@ import secrets
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._exceptions import InputError
 from ._inputs import Shallow
 from ._revisions import REVISION_PATTERN, IntegrationContext, RevisionRefused
+from ._scope import Principal
 from ._settings import ServiceSettings
 
 __all__ = ["KEY_IN_PATH", "KayentaStart", "RedactKayentaKey", "execution_status", "is_complete", "kayenta_router", "scope_revision"]
@@ -310,19 +311,23 @@ def kayenta_router(ctx: IntegrationContext, manager: Any, settings: ServiceSetti
     router = APIRouter(tags=["kayenta"])
     store, now = ctx.store, ctx.now
 
-    def path_key(key: Annotated[str, Path(description="A token of role kayenta (tokens file); Argo's `address` ends with /kayenta/<key>.")]) -> None:
+    def path_key(request: Request, key: Annotated[str, Path(description="A token of role kayenta (tokens file); Argo's `address` ends with /kayenta/<key>.")]) -> None:
         if settings.insecure:
+            request.state.principal = Principal("insecure", "write")
             return
-        role = settings.role_of(key)
-        if role is None:
+        p = settings.principal_of(key)
+        if p is None:
             raise HTTPException(401, "unknown key in the Kayenta address (/kayenta/<token>/...)")
-        if role != "kayenta":  # a URL ends up in proxy and browser logs: only a token that can do nothing else
-            raise HTTPException(401, f"a {role} token may not be the key of a Kayenta address (URLs are logged): use a token of role kayenta")
+        if p.role != "kayenta":  # a URL ends up in proxy and browser logs: only a token that can do nothing else
+            raise HTTPException(401, f"a {p.role} token may not be the key of a Kayenta address (URLs are logged): use a token of role kayenta")
+        request.state.principal = p
+        ctx.admit(p)
 
     keyed = [Depends(path_key)]
 
-    def start(cid: str, thresholds: KayentaThresholds, revision: str | None, extra: dict[str, Any]) -> dict[str, str]:
+    def start(p: Principal, cid: str, thresholds: KayentaThresholds, revision: str | None, extra: dict[str, Any]) -> dict[str, str]:
         names = {"analysis": None, "template": cid} if ctx.tables.get_template(cid) is not None else {"analysis": cid, "template": None}
+        ctx.guard.check_target(p, **names, revision=revision)  # a scoped key judges only analyses and templates of its scope (403)
         try:
             # before binding anything: an analysis that exists and is decided does not answer a new execution
             pre = ctx.resolve(**names, revision=revision, bind=False, create=False)  # NotFound (404): the provider records an error
@@ -343,19 +348,25 @@ def kayenta_router(ctx: IntegrationContext, manager: Any, settings: ServiceSetti
             raise HTTPException(429, f"analysis {res.analysis!r} already has {MAX_EXECUTIONS} executions (the limit per analysis): judge a new revision with a new analysis")
         return {"canaryExecutionId": ex}
 
-    def status(ex: str) -> dict[str, Any]:
+    def status(p: Principal, ex: str) -> dict[str, Any]:
         aid, req, created = store.get_execution(ex)
-        return execution_status(ex, aid, req, created, manager.engine(aid), req.get("baseline_version", store.get(aid).spec["config_version"]))
+        ctx.guard.check_analysis(p, aid)
+        version = req.get("baseline_version", store.get(aid).spec["config_version"])
+        # with the analysis' lock held: committed state only (review finding 1)
+        return manager.read(aid, lambda eng: execution_status(ex, aid, req, created, eng, version))
 
     @router.get("/kayenta/{key}/canaryConfig", dependencies=keyed)
-    def list_configs(application: Annotated[list[str] | None, Query()] = None, configurationAccountName: str | None = None) -> list[dict[str, Any]]:
+    def list_configs(request: Request, application: Annotated[list[str] | None, Query()] = None, configurationAccountName: str | None = None) -> list[dict[str, Any]]:
         """Kayenta ``GET /canaryConfig``: one entry per template, then one per analysis, ``id`` = ``name``
         = the template or analysis id (``application`` and the account name are accepted and ignored:
-        analyses carry neither)."""
+        analyses carry neither); a scoped key lists those of its scope."""
+        p: Principal = request.state.principal
         out = []
-        for tid, _, updated in ctx.tables.list_templates():
+        for tid, tpl, updated in ctx.tables.list_templates():
+            if not p.may(tid, tpl.get("project")):
+                continue
             out.append({"id": tid, "name": tid, "updatedTimestamp": _millis(updated), "updatedTimestampIso": _instant(updated), "applications": []})
-        for r in store.list():
+        for r in ctx.guard.visible_analyses(p, store.list()):
             ms = _millis(r.created)
             out.append({"id": r.id, "name": r.id, "updatedTimestamp": ms, "updatedTimestampIso": _instant(r.created), "applications": []})
         return out
@@ -365,6 +376,7 @@ def kayenta_router(ctx: IntegrationContext, manager: Any, settings: ServiceSetti
     def start_keyed(
         id: Annotated[str, Path(pattern=ID_PATTERN, description="The canary config id: the analysis id.")],  # noqa: A002
         body: CanaryExecutionRequest,
+        request: Request,
         application: str | None = None,
         parentPipelineExecutionId: str | None = None,
         metricsAccountName: str | None = None,
@@ -376,12 +388,12 @@ def kayenta_router(ctx: IntegrationContext, manager: Any, settings: ServiceSetti
         extra = {"application": application, "parentPipelineExecutionId": parentPipelineExecutionId,
                  "metricsAccountName": metricsAccountName, "configurationAccountName": configurationAccountName,
                  "storageAccountName": storageAccountName, "executionRequest": body.model_dump(mode="json", by_alias=True)}
-        return start(id, body.thresholds, scope_revision(body.scopes), extra)
+        return start(request.state.principal, id, body.thresholds, scope_revision(body.scopes), extra)
 
     @router.get("/kayenta/{key}/canary/{id}", dependencies=keyed)
-    def status_keyed(id: Annotated[str, Path(description="The canaryExecutionId.")], storageAccountName: str | None = None) -> dict[str, Any]:  # noqa: A002
+    def status_keyed(id: Annotated[str, Path(description="The canaryExecutionId.")], request: Request, storageAccountName: str | None = None) -> dict[str, Any]:  # noqa: A002
         """Kayenta ``GET /canary/{canaryExecutionId}`` (``CanaryExecutionStatusResponse``)."""
-        return status(id)
+        return status(request.state.principal, id)
 
     @router.get("/kayenta/{key}/credentials", dependencies=keyed)
     def credentials() -> list[dict[str, Any]]:
@@ -390,14 +402,14 @@ def kayenta_router(ctx: IntegrationContext, manager: Any, settings: ServiceSetti
         return [{"name": "deploysignal", "type": "deploysignal", "supportedTypes": ["METRICS_STORE", "OBJECT_STORE", "CONFIGURATION_STORE"]}]
 
     @router.post("/v1/kayenta/canary", dependencies=list(write))
-    def start_bearer(body: KayentaStart) -> dict[str, str]:
+    def start_bearer(body: KayentaStart, request: Request) -> dict[str, str]:
         """Start an execution judging ``analysisId`` (an analysis, or a template with ``revision``):
         bearer-token form of ``POST /canary/{id}``."""
-        return start(body.analysisId, body.thresholds, body.revision, {})
+        return start(request.state.principal, body.analysisId, body.thresholds, body.revision, {})
 
     @router.get("/v1/kayenta/canary/{executionId}", dependencies=list(read))
-    def status_bearer(executionId: str) -> dict[str, Any]:
+    def status_bearer(executionId: str, request: Request) -> dict[str, Any]:
         """Poll an execution (bearer-token form of ``GET /canary/{id}``)."""
-        return status(executionId)
+        return status(request.state.principal, executionId)
 
     return router

@@ -1,4 +1,23 @@
-"""AnalysisManager: analyses in a durable store, engines cached in memory, resumed by snapshot + replay."""
+"""AnalysisManager: analyses in a durable store, engines cached in memory (LRU), resumed by snapshot + replay.
+
+Concurrency (issue 23, item 5). A batch is evaluated **outside** the store's write transaction: the
+analysis' in-process lock keeps its ticks in order, the engine evaluates the batch (in chunks of
+``eval_chunk`` ticks, so that no compiled loop holds the interpreter lock for more than about a
+millisecond), and only the append (ticks, chained audit lines, summary, snapshot) runs in the short
+write transaction, which first checks that the analysis' tick count and audit head are still the
+ones the batch was evaluated on. On SQLite, whose write lock covers the whole file, one analysis'
+large batch therefore no longer blocks another analysis' ingest for the duration of its evaluation
+(it still does while its rows are written: docs/performance.md, "noisy neighbour"). When another
+process (``--workers``, a second host on PostgreSQL) appended in between, the evaluation is discarded
+and redone on the new state; after ``OPTIMISTIC_TRIES`` such conflicts the batch is evaluated inside the write transaction,
+as before, so progress is guaranteed. Replays run at most ``max_replays`` at a time.
+
+Readers see only committed state (tenancy review, finding 1). The engine is evaluated in place, under
+the analysis' lock, and is committed or forgotten before the lock is released. So a reader of engine
+fields holds that lock (:meth:`AnalysisManager.read`), and ``/metrics`` reads the :class:`Committed`
+view published after each commit. Evaluating on a copy was measured and not chosen: a deep copy of a
+300-tick engine costs about 13 ms, against about 5 ms for a whole single-tick ingest.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +25,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -19,6 +41,7 @@ from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..gate._gate import gc_paused
 from ..store import AnalysisRow, Conflict, LockedAnalysis, NotFound, SQLStore, StoredRows, batch_digest, check_batch_digest, delete_analysis, record_batch_digest
+from ._admission import Busy
 from ._cut import apply_cut, cut_payload, cut_refusal, effective, is_cut
 from ._engine import AnalysisEngine, TickIn, VoidIn
 from ._integrity import CHECKED_BOUND, NOT_BOUND, Integrity, IntegrityError, advance_checked, load_checked, spec_digest, summary_problem
@@ -104,20 +127,64 @@ def _batch_retry(la: LockedAnalysis, batch_id: str, digest: str) -> dict[str, An
     return {**prev, "duplicate": True}
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What ``/metrics`` exports of an analysis, as committed to the store: its stored tick count, the
+    last verdict and whether it is final, and the last tick's family records (log-wealth, threshold).
+    Published by the manager only after the transaction that stored it committed
+    (:meth:`AnalysisManager.committed_views`), so a scrape never sees an evaluation in progress."""
+
+    n_ticks: int
+    verdict: str
+    final: bool
+    records: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def of(cls, eng: Engine) -> Committed:
+        last = eng.last
+        if last is None:
+            return cls(eng.n_ticks, "pending", False, ())
+        return cls(eng.n_ticks, last.verdict, bool(last.final), tuple(last.records))
+
+
+class _Stale(Exception):
+    """Another process appended to the analysis (a batch, a void, a cut) between the read and the write transaction."""
+
+
 class AnalysisManager:
     """Everything the HTTP layer does to analyses, on top of one :class:`~deploysignal.store.SQLStore`.
 
-    Engines are cached per analysis and per process. Before every write the manager takes the
-    analysis' lock in the store and brings its engine up to the stored tick count (ticks written by
-    another process are replayed), so several processes sharing one PostgreSQL stay consistent.
-    A cached engine is used only for the analysis it was built for (its ``created`` stamp): an id
-    another process deleted and created again is another analysis, rebuilt from the store.
-    An acknowledged batch has been committed: ticks, chained audit lines and (every
-    ``snapshot_every`` ticks) an engine snapshot.
+    Engines are cached per analysis and per process, at most ``cache_size`` of them (least recently
+    used evicted first; an evicted analysis is rebuilt from its snapshot plus the ticks after it on its
+    next use, which reproduces its state exactly). Every use of an engine brings it up to the stored
+    tick count first (ticks written by another process are replayed), so several processes sharing one
+    PostgreSQL stay consistent. A cached engine is used only for the analysis it was built for (its
+    ``created`` stamp): an id another process deleted and created again is another analysis, rebuilt
+    from the store. An acknowledged batch has been committed: ticks, chained audit lines
+    and (every ``snapshot_every`` ticks) an engine snapshot. See the module docstring for what runs
+    inside the store's write transaction.
+
+    Parameters
+    ----------
+    cache_size : int
+        Engines kept in memory (each holds a gate's state, a few hundred KB).
+    max_replays : int
+        Replays (``POST /v1/analyses/{id}/replay``) running at once; more wait up to ``wait_timeout``.
+    wait_timeout : float
+        Seconds a request waits for its analysis (another request on it) or a replay slot before it is
+        refused with :class:`~deploysignal.service._admission.Busy` (503, nothing applied).
+    eval_chunk : int
+        Ticks evaluated per engine call (results are identical to one call: the gate's batch path
+        equals its tick-by-tick path).
     """
 
+    #: write attempts with the evaluation outside the write transaction before it is done inside it
+    OPTIMISTIC_TRIES = 3
+
+
     def __init__(self, store: SQLStore, *, snapshot_every: int = 256, max_clock_skew: float | None = None,
-                 clock: Callable[[], float] = time.time, max_cuts: int = 3) -> None:
+                 clock: Callable[[], float] = time.time, max_cuts: int = 3, cache_size: int = 256, max_replays: int = 1,
+                 wait_timeout: float = 30.0, eval_chunk: int = 64) -> None:
         self.store = store
         self.snapshot_every = snapshot_every
         #: cut-backs allowed per analysis: each one can add up to alpha to its false-rollback probability
@@ -125,7 +192,15 @@ class AnalysisManager:
         #: ticks stamped more than this many seconds after ``clock()`` are rejected (None: no check)
         self.max_clock_skew = max_clock_skew
         self.clock = clock
-        self._engines: dict[str, Engine] = {}
+        self.cache_size = cache_size
+        self.wait_timeout = wait_timeout
+        self.eval_chunk = eval_chunk
+        self.max_replays = max_replays
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        #: per analysis cached: what /metrics exports, as last committed (never an evaluation in progress)
+        self._views: dict[str, Committed] = {}
+        #: analyses whose engine was evicted: /metrics exports them from their stored, chain-checked summary
+        self._evicted: set[str] = set()
         #: per cached engine: the chain head it stands at and the analysis' store binding
         self._heads: dict[str, tuple[str, int]] = {}
         #: the ``created`` stamp of the analysis each cached engine was built for
@@ -134,11 +209,67 @@ class AnalysisManager:
         self.integrity: dict[str, Integrity] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._replays = threading.BoundedSemaphore(max_replays)
         self.ingested = 0
+        #: engines evicted from the cache (a gauge on /metrics)
+        self.evicted = 0
 
     def _lock(self, aid: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(aid, threading.Lock())
+
+    @contextmanager
+    def _held(self, aid: str) -> Iterator[None]:
+        """The analysis' in-process lock, waited for at most ``wait_timeout`` seconds (else :class:`Busy`)."""
+        lock = self._lock(aid)
+        if not lock.acquire(timeout=self.wait_timeout):
+            raise Busy(f"analysis {aid!r} is busy with another request for more than {self.wait_timeout:g} s; retry"
+                       " (a batch_id makes an ingest retry idempotent)")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # ------------------------------------------------------------------ engine cache (LRU)
+    def _cached(self, aid: str, created: str | None = None) -> Engine | None:
+        """The cached engine of ``aid`` (made most recently used); with ``created``, only if it was built
+        for the analysis created at that stamp."""
+        with self._guard:
+            eng = self._engines.get(aid)
+            if created is not None and self._created.get(aid) != created:
+                return None
+            if eng is not None:
+                self._engines.move_to_end(aid)
+            return eng
+
+    def _keep(self, aid: str, eng: Engine, head: str, binding: int, created: str | None = None) -> None:
+        """Cache ``eng`` as the engine of ``aid`` standing at chain head ``head`` (evicting the least
+        recently used) and publish its :class:`Committed` view. Called only with an engine whose state
+        is committed (after the write transaction, or loaded from the store)."""
+        view = Committed.of(eng)
+        with self._guard:
+            self._engines[aid] = eng
+            self._heads[aid] = (head, binding)
+            if created is not None:
+                self._created[aid] = created
+            self._views[aid] = view
+            self._evicted.discard(aid)
+            self._engines.move_to_end(aid)
+            while len(self._engines) > self.cache_size:
+                old, _ = self._engines.popitem(last=False)
+                self._heads.pop(old, None)
+                self._created.pop(old, None)
+                self._views.pop(old, None)
+                self._evicted.add(old)
+                self.evicted += 1
+                log.debug("engine of analysis %s evicted from the cache (%d kept)", old, self.cache_size)
+
+    def _evaluate(self, eng: Engine, valid: Sequence[Any]) -> list[Any]:
+        """``eng.ingest(valid)`` in chunks of ``eval_chunk`` ticks (same results as one call)."""
+        results: list[Any] = []
+        for i in range(0, len(valid), self.eval_chunk):
+            results.extend(eng.ingest(valid[i : i + self.eval_chunk]))
+        return results
 
     # ------------------------------------------------------------------ create
     def create(self, aid: str, config_json: str, version_id: str, settings: Mapping[str, Any], extra: Mapping[str, Any], created: str) -> dict[str, Any]:
@@ -150,16 +281,14 @@ class AnalysisManager:
         lines, head = chain_records([header], GENESIS)
         self.store.create_analysis(aid, spec, head, "\n".join(lines), created)
         with self._lock(aid):
-            self._engines[aid] = engine
-            self._heads[aid] = (head, STORE_BINDING)
-            self._created[aid] = created  # the stamp spec_sha256 binds (with the spec) in the header
+            self._keep(aid, engine, head, STORE_BINDING, created)  # created: the stamp spec_sha256 binds (with the spec) in the header
             self.integrity[aid] = Integrity(STORE_BINDING, CHECKED_BOUND, not_bound=NOT_BOUND)  # what every load of it checks
         return spec
 
     # ------------------------------------------------------------------ engines
     def _current(self, aid: str, row: AnalysisRow) -> Engine | None:
         """The cached engine when it stands exactly at the stored row (tick count and chain head)."""
-        eng = self._cached_engine(aid, row.created)
+        eng = self._cached(aid, row.created)
         if eng is not None and eng.n_ticks == row.n_ticks and self._heads.get(aid, ("",))[0] == row.audit_head:
             return eng
         return None
@@ -169,7 +298,7 @@ class AnalysisManager:
         the cached one advanced over ticks another process appended, or one rebuilt from the store.
         ``read(start)`` reads the analysis row and its rows from ``start`` on in one transaction. A
         mismatch is logged and raised (:class:`IntegrityError`); the engine is then forgotten."""
-        eng = self._engines.get(aid)
+        eng = self._cached(aid)
         try:
             row = rows = None
             if eng is not None and aid in self._heads:
@@ -196,85 +325,173 @@ class AnalysisManager:
         except BaseException:
             self._forget(aid)
             raise
-        self._engines[aid] = eng
-        self._heads[aid] = (row.audit_head, binding)
-        self._created[aid] = row.created  # checked against the header's spec_sha256 by load_checked
+        self._keep(aid, eng, row.audit_head, binding, row.created)  # created: checked against the header's spec_sha256 by load_checked
         return eng
 
     def _forget(self, aid: str) -> None:
-        self._engines.pop(aid, None)
-        self._heads.pop(aid, None)
-        self._created.pop(aid, None)
+        with self._guard:
+            self._engines.pop(aid, None)
+            self._heads.pop(aid, None)
+            self._created.pop(aid, None)
 
     def _synced_locked(self, la: LockedAnalysis) -> Engine:
         return self._current(la.row.id, la.row) or self._checked(la.row.id, lambda start: (la.row, la.rows(start)))
 
-    def _cached_engine(self, aid: str, created: str) -> Engine | None:
-        """The cached engine of ``aid`` if it was built for the analysis created at ``created``."""
-        return self._engines.get(aid) if self._created.get(aid) == created else None
+    def read(self, aid: str, fn: Callable[[Engine], Any]) -> Any:
+        """``fn(engine)`` with the analysis' engine brought up to the store and its lock held: what every
+        reader of engine fields uses (the verdict body for Argo, Flagger and Kayenta). Ingest evaluates a
+        batch on the cached engine, under the same lock, before its write transaction commits (and
+        forgets the engine when the commit does not happen): holding the lock, ``fn`` sees only
+        committed state. ``fn`` must be quick (it delays that analysis' ingest)."""
+        with self._held(aid):
+            return fn(self._engine_locked(aid))
+
+    def committed_views(self) -> dict[str, Committed]:
+        """The :class:`Committed` view of every cached analysis (no lock on any analysis: a scrape never waits)."""
+        with self._guard:
+            return dict(self._views)
+
+    def evicted_ids(self) -> list[str]:
+        """Analyses whose engine this process evicted (and has not loaded again)."""
+        with self._guard:
+            return sorted(self._evicted)
+
+    def stored_view(self, row: AnalysisRow) -> Committed | None:
+        """The :class:`Committed` view of an analysis from its stored summary, checked against its last
+        chained audit row (:func:`~deploysignal.service._integrity.summary_problem`; that row's family
+        records give log-wealth and thresholds); None (logged) when they do not match."""
+        lines = self.store.audit_lines(row.id, row.n_ticks - 1 if row.n_ticks else -1, 1)
+        why = summary_problem(row, lines)
+        if why is not None:
+            log.error("analysis %s: not exported on /metrics: %s", row.id, why)
+            return None
+        s = row.summary or {}
+        recs = tuple(r for ln in lines if (r := record_of(ln)) is not None and ("log_wealth" in r or "log_evidence" in r))
+        return Committed(row.n_ticks, str(s.get("verdict", "pending")), bool(s.get("final", False)), recs)
 
     def engine(self, aid: str) -> Engine:
         """The analysis' engine, brought up to the stored tick count (read path, no write lock) and
-        checked against its chain on every load (:class:`IntegrityError` when it does not match)."""
-        with self._lock(aid):
-            try:
-                row = self.store.get(aid)
-            except NotFound:  # deleted by another process (or never created): nothing to keep
-                self._forget(aid)
-                self.integrity.pop(aid, None)
-                raise
-            eng = self._current(aid, row)
-            if eng is not None:
-                return eng
-            return self._checked(aid, lambda start: self.store.stored_rows(aid, start))
+        checked against its chain on every load (:class:`IntegrityError` when it does not match). Its
+        fields may change as soon as this returns (the next ingest): readers use :meth:`read`."""
+        with self._held(aid):
+            return self._engine_locked(aid)
+
+    def _engine_locked(self, aid: str) -> Engine:
+        try:
+            row = self.store.get(aid)
+        except NotFound:  # deleted by another process (or never created): nothing to keep
+            self._forget(aid)
+            self.integrity.pop(aid, None)
+            raise
+        return self._current(aid, row) or self._checked(aid, lambda start: self.store.stored_rows(aid, start))
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None = None) -> dict[str, Any]:
-        """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement."""
+        """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement.
+
+        The evaluation runs outside the store's write transaction (module docstring); ticks of one
+        analysis stay in order (its in-process lock, then the tick count and chain head checked in the
+        write transaction: any append by another process, a batch, a void or a cut-back, moves the head)."""
         if not ticks:
             raise InputError("a batch needs at least one tick", column="ticks")
-        with self._lock(aid):
-            try:
-                with self.store.locked(aid) as la:
-                    digest = None if batch_id is None else batch_digest(ticks)
-                    if batch_id is not None and digest is not None and (prev := _batch_retry(la, batch_id, digest)) is not None:
-                        return prev
-                    eng = self._synced_locked(la)
-                    with gc_paused():
-                        response = self._apply(la, eng, ticks, batch_id)
-                    if batch_id is not None and digest is not None:
-                        record_batch_digest(la, batch_id, digest)
-            except (InputError, Conflict):
-                raise
-            except BaseException:
-                # The transaction rolled back: forget the in-memory engine, it is rebuilt from the store.
-                self._forget(aid)
-                raise
+        with self._held(aid):
+            response = None
+            for _ in range(self.OPTIMISTIC_TRIES):
+                try:
+                    response = self._ingest_outside(aid, ticks, batch_id)
+                    break
+                except _Stale:
+                    continue
+            if response is None:  # other processes kept appending: evaluate holding the write lock
+                response = self._ingest_locked(aid, ticks, batch_id)
+        if not response["duplicate"]:
             self.ingested += response["accepted"]
-            return response
+        return response
 
-    def _apply(self, la: LockedAnalysis, eng: Engine, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
-        """Evaluate the batch and write it in the open transaction; returns the acknowledgement.
+    def _ingest_outside(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
+        # the engine first, then the batch id: a batch committed by another process before the engine's
+        # read is seen by the batch check, one committed after it fails the stale check below
+        eng = self._engine_locked(aid)
+        n, (head, binding) = eng.n_ticks, self._heads[aid]
+        digest = None if batch_id is None else batch_digest(ticks)
+        if batch_id is not None and digest is not None and self.store.batch_response(aid, batch_id) is not None:
+            # a retry (rare): its content and any cut-back are checked under the lock; a key a cut-back
+            # deleted meanwhile (None) moved the head, which the stale check below sees
+            with self.store.locked(aid) as la:
+                prev = _batch_retry(la, batch_id, digest)
+            if prev is not None:
+                return prev
+        try:
+            with gc_paused():
+                response, append = self._prepare(aid, n, head, binding, eng, ticks, batch_id)
+            with self.store.locked(aid) as la:  # waiting for the write turn does not keep the collector off
+                # anything another process appended meanwhile (a batch, a void, a cut-back) moved the head
+                if la.row.n_ticks != n or la.row.audit_head != head:
+                    raise _Stale
+                with gc_paused():
+                    la.append(**append)
+                if batch_id is not None and digest is not None:
+                    record_batch_digest(la, batch_id, digest)
+        except InputError:
+            # raised by validate, before the engine changed; judged on a state another process has since
+            # moved (a cut-back can make earlier timestamps valid again), it is judged again
+            row = self.store.get(aid)
+            if row.n_ticks != n or row.audit_head != head:
+                raise _Stale from None
+            raise
+        except BaseException:
+            # stale, or the transaction rolled back: the engine evaluated ticks that are not stored
+            self._forget(aid)
+            raise
+        self._keep(aid, eng, response["audit_head"], binding)
+        return response
 
-        Runs with the cyclic garbage collector paused (as :meth:`Gate.update_many` pauses it), from
-        after the store lock is held (waiting for it does not keep the collector off) to the last
-        insert: the batch's decisions, lines and rows are acyclic and freed by reference counting when
-        this returns, before the collector resumes, instead of being scanned by the collections their
-        allocation would trigger."""
+    def _ingest_locked(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
+        try:
+            with self.store.locked(aid) as la:
+                digest = None if batch_id is None else batch_digest(ticks)
+                if batch_id is not None and digest is not None and (prev := _batch_retry(la, batch_id, digest)) is not None:
+                    return prev
+                eng = self._synced_locked(la)
+                binding = self._heads[aid][1]
+                with gc_paused():
+                    response, append = self._prepare(aid, la.row.n_ticks, la.row.audit_head, binding, eng, ticks, batch_id)
+                    la.append(**append)
+                if batch_id is not None and digest is not None:
+                    record_batch_digest(la, batch_id, digest)
+        except (InputError, Conflict):
+            raise
+        except BaseException:
+            # The transaction rolled back: forget the in-memory engine, it is rebuilt from the store.
+            self._forget(aid)
+            raise
+        self._keep(aid, eng, response["audit_head"], binding)
+        return response
+
+    def _prepare(self, aid: str, n: int, head: str, binding: int, eng: Engine, ticks: Sequence[Mapping[str, Any]],
+                 batch_id: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Evaluate the batch on ``eng`` (standing at ``n`` stored ticks and chain head ``head``): the
+        acknowledgement and the arguments of :meth:`LockedAnalysis.append` that store it.
+
+        The callers run it, and the inserts, with the cyclic garbage collector paused (as
+        :meth:`Gate.update_many` pauses it; not while waiting for the write turn): the batch's
+        decisions, lines and rows are acyclic and freed by reference counting when the caller
+        returns, instead of being scanned by the collections their allocation would trigger."""
         skew = None if self.max_clock_skew is None else (self.clock(), self.max_clock_skew)
         valid = eng.validate(ticks, clock_skew=skew)  # InputError here leaves the engine untouched
         n0 = eng.n_ticks
         ood = eng.out_of_domain(valid, n0) if isinstance(eng, AnalysisEngine) else None
-        results = eng.ingest(valid)
+        results = self._evaluate(eng, valid)
         payloads = [canonical_json(t.to_json()) if isinstance(eng, SplitEngine) else tick_payload(t) for t in valid]
         snapshot = None
         if n0 // self.snapshot_every != eng.n_ticks // self.snapshot_every:
             snapshot = (eng.n_ticks, _state_text(eng))
-        head, audit = self._chain(la.row, [(p, r.lines) for p, r in zip(payloads, results)], snapshot)
+        base = AnalysisRow(aid, {}, n, None, head, None, "")
+        head, audit = self._chain(base, [(p, r.lines) for p, r in zip(payloads, results)], snapshot, binding)
         last = results[-1]
         summary = {**last.summary(), "n_ticks": eng.n_ticks}
         response = {
-            "analysis": la.row.id,
+            "analysis": aid,
             "accepted": len(results),
             "first_tick": n0,
             "n_ticks": eng.n_ticks,
@@ -292,25 +509,19 @@ class AnalysisManager:
                 for e in ood:
                     per[e["signal"]] = per.get(e["signal"], 0) + 1
                 log.warning("analysis %r: %d out-of-domain value(s) in ticks %d-%d recorded as missing (%s); first: tick %d, %s",
-                            la.row.id, len(ood), n0, eng.n_ticks - 1, ", ".join(f"{k} x{v}" for k, v in per.items()), ood[0]["tick"], ood[0]["reason"])
-        la.append(
-            payloads,
-            audit,
-            last_ts=eng.last_timestamp,
-            head=head,
-            summary=summary,
-            batch_id=batch_id,
-            response=response,
-            snapshot=snapshot,
-        )
-        return response
+                            aid, len(ood), n0, eng.n_ticks - 1, ", ".join(f"{k} x{v}" for k, v in per.items()), ood[0]["tick"], ood[0]["reason"])
+        append = {"ticks": payloads, "audit": audit, "last_ts": eng.last_timestamp, "head": head, "summary": summary,
+                  "batch_id": batch_id, "response": response, "snapshot": snapshot}
+        return response, append
 
-    def _chain(self, row: AnalysisRow, ticks: Sequence[tuple[str, list[str]]], snapshot: tuple[int, str] | None) -> tuple[str, list[str]]:
+    def _chain(self, row: AnalysisRow, ticks: Sequence[tuple[str, list[str]]], snapshot: tuple[int, str] | None, binding: int | None = None) -> tuple[str, list[str]]:
         """Chain the audit rows of stored ticks ``(payload, record lines)`` appended to ``row``: with the
         analysis' store binding, each row begins with the tick's ``input`` record and the last one ends
         with the ``checkpoint`` record of ``snapshot`` (:mod:`deploysignal.audit._binding`). Returns
-        (new head, one text per tick) and notes the head the engine now stands at."""
-        head, binding = row.audit_head, self._heads[row.id][1]
+        (new head, one text per tick) and notes the head the engine now stands at (unless ``binding``
+        is given: then the caller notes it once the rows are committed)."""
+        note = binding is None
+        head, binding = row.audit_head, (self._heads[row.id][1] if binding is None else binding)
         audit = []
         for k, (payload, lines) in enumerate(ticks, start=row.n_ticks):
             if binding:
@@ -319,7 +530,8 @@ class AnalysisManager:
                     lines.append(checkpoint_line(snapshot[0], snapshot[1]))
             chained, head = chain_lines(lines, head)
             audit.append("\n".join(chained))
-        self._heads[row.id] = (head, binding)
+        if note:
+            self._heads[row.id] = (head, binding)
         return head, audit
 
     # ------------------------------------------------------------------ operator
@@ -328,7 +540,7 @@ class AnalysisManager:
         promotes (:meth:`AnalysisEngine.void`), stored in the analysis' tick sequence so that replay
         reproduces it and ``audit verify`` passes. Later ticks are still accepted and recorded; the
         verdict stays final."""
-        with self._lock(aid):
+        with self._held(aid):
             try:
                 with self.store.locked(aid) as la:
                     eng = self._synced_locked(la)
@@ -337,6 +549,7 @@ class AnalysisManager:
                     head, audit = self._chain(la.row, [(payload, res.lines)], None)
                     summary = {**res.summary(), "n_ticks": eng.n_ticks}
                     la.append([payload], audit, last_ts=eng.last_timestamp, head=head, summary=summary)
+                self._keep(aid, eng, head, self._heads[aid][1])  # committed: published to /metrics
             except BaseException:
                 self._forget(aid)
                 raise
@@ -376,7 +589,7 @@ class AnalysisManager:
         if isinstance(to_tick, bool) or not isinstance(to_tick, int):
             raise InputError("to_tick must be an integer", column="to_tick")
         payload = cut_payload(to_tick, reason)
-        with self._lock(aid):
+        with self._held(aid):
             try:
                 with self.store.locked(aid) as la:
                     eng = self._synced_locked(la)
@@ -403,7 +616,7 @@ class AnalysisManager:
                     summary = None if eng.last is None else {**eng.last.summary(), "n_ticks": eng.n_ticks}
                     la.append([payload], audit, last_ts=eng.last_timestamp, head=head, summary=summary, snapshot=snapshot)  # type: ignore[arg-type]
                     la.supersede_batches(rec["superseded"], seq)
-                    self._engines[aid] = eng
+                self._keep(aid, eng, head, self._heads[aid][1])  # committed: cached and published to /metrics
             except BaseException:
                 self._forget(aid)
                 raise
@@ -413,7 +626,20 @@ class AnalysisManager:
 
     # ------------------------------------------------------------------ replay
     def replay(self, aid: str) -> dict[str, Any]:
-        """Re-run the stored ticks through a fresh engine and compare every chained audit line."""
+        """Re-run the stored ticks through a fresh engine and compare every chained audit line.
+
+        At most ``max_replays`` run at once (a replay re-evaluates the whole analysis: unbounded, a
+        few concurrent ones starved ingest); a request that gets no slot within ``wait_timeout``
+        seconds raises :class:`Busy`. A replay runs inside its request (synchronous), not as a
+        background job."""
+        if not self._replays.acquire(timeout=self.wait_timeout):
+            raise Busy(f"{self.max_replays} replay(s) already running for more than {self.wait_timeout:g} s; retry later", retry_after=5)
+        try:
+            return self._replay(aid)
+        finally:
+            self._replays.release()
+
+    def _replay(self, aid: str) -> dict[str, Any]:
         row, rows = self.store.stored_rows(aid)
         cfg = self.store.get_config(row.spec["config_version"])
         eng = _engine(cfg, row.spec)
@@ -435,7 +661,7 @@ class AnalysisManager:
             seg = payloads[k:stop]
             plain = seg[:-1] if stop in cuts else seg
             try:
-                results = eng.ingest(_decode(eng, [json.loads(x) for x in plain]))
+                results = self._evaluate(eng, _decode(eng, [json.loads(x) for x in plain]))
                 for t, (p, r) in enumerate(zip(plain, results), start=k):
                     if binding:
                         more, head = chain_lines([input_line(t, p)], head)
@@ -487,7 +713,7 @@ class AnalysisManager:
 
     def is_split(self, aid: str) -> bool:
         """Whether the analysis runs the split gate (its ingest body holds split ticks)."""
-        eng = self._engines.get(aid)
+        eng = self._cached(aid)
         if eng is not None:
             return isinstance(eng, SplitEngine)
         return self.store.get(aid).spec.get("mode") == "split"

@@ -30,10 +30,13 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import DeploySignalError, InputError
 from ..store import Conflict, IntegrationTables, NotFound, SQLStore
+
+if TYPE_CHECKING:
+    from ._scope import Principal, ScopeGuard
 
 __all__ = ["REVISION_PATTERN", "SUBJECT_PATTERN", "IntegrationContext", "Resolution", "RevisionRefused", "TooManyLiveAnalyses", "template_analysis_id"]
 
@@ -86,8 +89,9 @@ class Resolution:
 class IntegrationContext:
     """What the Argo, Flagger and template routers share with the app (built in ``create_app``).
 
-    ``verdict(aid)`` is the analysis' verdict body, ``role(authorization, token)`` the caller's role
-    (``None`` = unauthenticated), ``create(aid, body)`` creates an analysis from a template body (as
+    ``verdict(aid)`` is the analysis' verdict body, ``principal(authorization, token)`` the caller's
+    read or write token entry (``None`` = unauthenticated), ``guard`` the scope checks
+    (``_scope.py``), ``admit(principal, aid)`` the rate limits, ``create(aid, body)`` creates an analysis from a template body (as
     ``POST /v1/analyses`` does, including starting its Prometheus poller), ``now()`` the timestamp for
     stored rows, ``max_live`` the most undecided (not final) analyses one template may have at once,
     ``max_events`` the controller events kept.
@@ -96,7 +100,9 @@ class IntegrationContext:
     store: SQLStore
     tables: IntegrationTables
     verdict: Callable[[str], dict[str, Any]]
-    role: Callable[[str | None, str | None], str | None]
+    principal: Callable[[str | None, str | None], Principal | None]
+    guard: ScopeGuard
+    admit: Callable[..., None]
     create: Callable[[str, dict[str, Any]], None]
     now: Callable[[], str]
     max_live: int = 20

@@ -1,4 +1,4 @@
-"""Service settings and bearer-token handling (tokens are stored only as SHA-256 hashes)."""
+"""Service settings and bearer-token handling (tokens are stored only as SHA-256 hashes; scopes in ``_scope.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._exceptions import ConfigError
+from ._admission import parse_limit
+from ._scope import PROJECT_PATTERN, Principal
 
 __all__ = ["ServiceSettings", "TokenEntry", "hash_token"]
 
@@ -22,13 +24,39 @@ def hash_token(token: str) -> str:
 
 
 class TokenEntry(BaseModel):
-    """One accepted token: its SHA-256 hash and role (``write`` also grants read; ``kayenta`` is
-    accepted only as the key in a Kayenta address, ``/kayenta/<key>/...``, and nowhere else)."""
+    """One accepted token: its SHA-256 hash, role and optional scope.
+
+    Roles: ``write`` (also grants read), ``read``, ``metrics`` (only ``GET /metrics``) and ``kayenta``
+    (accepted only as the key in a Kayenta address, ``/kayenta/<key>/...``, and nowhere else).
+    ``project`` and ``analyses`` (globs) restrict the token to those analyses and templates
+    (``_scope.py``); an entry with neither is unscoped, as every entry was before scopes existed.
+    ``rate_limit`` (``"20/second"``) replaces ``serve --rate-limit-token`` for this token,
+    ``tick_rate_limit`` (``"100000/hour"``) replaces ``serve --rate-limit-ticks``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "token"
     sha256: str
-    role: Literal["read", "write", "kayenta"]
+    role: Literal["read", "write", "kayenta", "metrics"]
+    project: str | None = Field(None, pattern=PROJECT_PATTERN)
+    analyses: list[str] | None = Field(None, min_length=1)
+    rate_limit: str | None = None
+    tick_rate_limit: str | None = None
+
+    @field_validator("rate_limit", "tick_rate_limit")
+    @classmethod
+    def _limit(cls, v: str | None) -> str | None:
+        parse_limit(v, "rate_limit")
+        return v
+
+    @field_validator("analyses")
+    @classmethod
+    def _globs(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(not g or len(g) > 256 for g in v):
+            raise ValueError("analyses: each glob must have 1-256 characters")
+        return v
+
+    def principal(self) -> Principal:
+        return Principal(self.name, self.role, self.project, None if self.analyses is None else tuple(self.analyses), self.sha256[:16], self.rate_limit, self.tick_rate_limit)
 
     @field_validator("sha256")
     @classmethod
@@ -37,6 +65,18 @@ class TokenEntry(BaseModel):
         if len(v) != 64 or any(ch not in "0123456789abcdef" for ch in v):
             raise ValueError("sha256 must be 64 hex digits (hash the token with `deploysignal service hash-token`)")
         return v
+
+
+def _duplicate_hashes(entries: list[TokenEntry]) -> str | None:
+    """Why a list of token entries is refused: two entries with the same hash (one secret, two roles or
+    scopes: which one applied depended on the file's order), or None."""
+    seen: dict[str, str] = {}
+    for t in entries:
+        if t.sha256 in seen:
+            return (f"token entries {seen[t.sha256]!r} and {t.name!r} have the same sha256 (one secret with two roles or scopes);"
+                    " give each entry its own token")
+        seen[t.sha256] = t.name
+    return None
 
 
 class ServiceSettings(BaseModel):
@@ -87,6 +127,26 @@ class ServiceSettings(BaseModel):
         Create the store (a new SQLite file, or the schema in an empty PostgreSQL database) when it does
         not exist. ``deploysignal serve`` sets it only with ``--create``, so a mistyped ``--store``
         refuses to start instead of serving an empty database.
+    rate_limit_token, rate_limit_analysis, rate_limit_analysis_write : str or None
+        Requests admitted per token, and per analysis named in the path: reads and writes in separate
+        budgets (``limits``' notation, ``"100/second"``; None: no limit); beyond them 429 with
+        ``Retry-After`` (``_admission.py``). Counted per process.
+    rate_limit_ticks : str or None
+        Ticks ingested per token (a token entry's ``tick_rate_limit`` replaces it); each amount must
+        be at least ``max_batch_ticks`` (else a maximal batch could never be admitted).
+    rate_limit_failures : str or None
+        401 / 403 answers per client address; beyond: 429 for its failing requests.
+    engine_cache_size : int
+        Analysis engines kept in memory per process (least recently used evicted; an evicted analysis
+        is rebuilt from snapshot + ticks on its next use).
+    max_replays : int
+        Replays running at once per process.
+    wait_timeout : float
+        Seconds a request waits for its analysis (busy with another request) or a replay slot; then
+        503 with ``Retry-After``, nothing applied.
+    body_timeout : float
+        Seconds a client has to send a request's body once its headers arrived; a stalled upload gets
+        408 and the connection is closed.
     max_cuts : int
         Cut-backs allowed per analysis (``POST /v1/analyses/{id}/cut``); one more is refused (409). Each
         cut can add up to alpha to the analysis' false-rollback probability (at most
@@ -110,19 +170,48 @@ class ServiceSettings(BaseModel):
     retention_interval: float = Field(3600.0, gt=0)
     create_store: bool = True
     max_cuts: int = Field(3, ge=0)
+    rate_limit_token: str | None = "200/second"
+    rate_limit_analysis: str | None = "50/second"
+    rate_limit_analysis_write: str | None = "50/second"
+    rate_limit_ticks: str | None = "30000/minute"
+    rate_limit_failures: str | None = "30/minute"
+    engine_cache_size: int = Field(256, ge=1)
+    max_replays: int = Field(1, ge=1)
+    wait_timeout: float = Field(30.0, gt=0)
+    body_timeout: float = Field(30.0, gt=0)
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, v: list[TokenEntry]) -> list[TokenEntry]:
+        why = _duplicate_hashes(v)
+        if why:
+            raise ValueError(why)
+        return v
+
+    @field_validator("rate_limit_token", "rate_limit_analysis", "rate_limit_analysis_write", "rate_limit_ticks", "rate_limit_failures")
+    @classmethod
+    def _limits(cls, v: str | None) -> str | None:
+        parse_limit(v, "rate limit")
+        return v
 
     def role_of(self, token: str) -> str | None:
         """Role of a presented token, compared in constant time against every stored hash."""
+        p = self.principal_of(token)
+        return None if p is None else p.role
+
+    def principal_of(self, token: str) -> Principal | None:
+        """The entry a presented token matches (role and scope), compared in constant time against
+        every stored hash; None for an unknown token."""
         h = hash_token(token)
-        role = None
+        found = None
         for t in self.tokens:
             if hmac.compare_digest(h, t.sha256):
-                role = t.role
-        return role
+                found = t
+        return None if found is None else found.principal()
 
     @staticmethod
     def read_tokens_file(path: str | Path) -> list[TokenEntry]:
-        """YAML or JSON: ``[{name, sha256, role}]`` or ``{tokens: [...]}``."""
+        """YAML or JSON: ``[{name, sha256, role, project?, analyses?, rate_limit?}]`` or ``{tokens: [...]}``."""
         p = Path(path)
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text(encoding="utf-8"))
@@ -133,6 +222,10 @@ class ServiceSettings(BaseModel):
         if not isinstance(data, list):
             raise ConfigError(f"{p}: expected a list of {{name, sha256, role}} entries")
         try:
-            return [TokenEntry.model_validate(d) for d in data]
+            entries = [TokenEntry.model_validate(d) for d in data]
         except Exception as exc:
             raise ConfigError(f"{p}: {exc}") from None
+        why = _duplicate_hashes(entries)
+        if why:
+            raise ConfigError(f"{p}: {why}")
+        return entries

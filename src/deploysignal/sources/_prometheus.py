@@ -336,7 +336,7 @@ class PrometheusPuller(threading.Thread):
     def _in_effect(self, stored: int) -> int:
         """Ticks the analysis stands on (``max_ticks`` counts these, not the entries a cut-back superseded)."""
         try:
-            return int(self.manager.engine(self.aid).in_effect)
+            return int(self.manager.read(self.aid, lambda eng: eng.in_effect))
         except Exception:  # noqa: BLE001 - an analysis that does not load: its stored count
             return stored
 

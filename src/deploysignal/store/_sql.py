@@ -289,6 +289,14 @@ class SQLStore:
             n = int(r[0])
             return (n, *self._resume(c, analysis_id, n))
 
+    def batch_response(self, analysis_id: str, batch_id: str) -> dict[str, Any] | None:
+        """The stored acknowledgement of ``batch_id`` (read transaction), or None: lets a retried batch be
+        answered without evaluating it (:meth:`LockedAnalysis.batch` is the same read under the lock)."""
+        c = self.conn
+        with self._tx(c):
+            r = self._q(c, "SELECT response FROM batches WHERE analysis_id=? AND batch_id=?", (analysis_id, batch_id)).fetchone()
+        return None if r is None else json.loads(r[0])
+
     def _rows(self, c: Any, row: AnalysisRow, start: int) -> StoredRows:
         args = (row.id, start)
         audit = [(int(r[0]), r[1]) for r in self._q(c, "SELECT seq, lines FROM audit WHERE analysis_id=? AND seq>=? ORDER BY seq", args).fetchall()]
@@ -487,6 +495,12 @@ class PostgresStore(SQLStore):
     @contextmanager
     def _tx(self, conn: Any, write: bool = False) -> Iterator[None]:
         with conn.transaction():  # writers take the row lock with SELECT ... FOR UPDATE in locked()
+            if not write:
+                # a read transaction sees one snapshot: under READ COMMITTED each statement has its own, so
+                # the analysis row and its tick rows read by stored_rows() could straddle another process'
+                # commit (n_ticks 12 with 15 tick rows: refused as a damaged store). SQLite's read
+                # transactions (WAL) are snapshots already.
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             yield
 
     def _many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:

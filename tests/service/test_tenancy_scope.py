@@ -89,6 +89,7 @@ def _requests(p: str, tok: str, kay: str, cfgd: dict, ticks: list, ex: dict) -> 
         ("/v1/kayenta/canary/{executionId}", "get"): (f"/v1/kayenta/canary/{ex[p]}", {"headers": h}),
         ("/kayenta/{key}/canary/{id}", "post"): (f"/kayenta/{kay}/canary/t{p}", {"json": _kayenta_body("r3")}),
         ("/kayenta/{key}/canary/{id}", "get"): (f"/kayenta/{kay}/canary/{ex[p]}", {}),
+        ("/v1/analyses/{aid}", "delete"): (f"/v1/analyses/{p}-a?force=true&reason=scope%20test", {"headers": h}),
     }
 
 
@@ -99,6 +100,7 @@ UNSCOPED_ROUTES = {
     ("/kayenta/{key}/canaryConfig", "get"): "filtered",
     ("/metrics", "get"): "filtered",
     ("/v1/flagger/events", "get"): "refused",
+    ("/v1/deleted", "get"): "refused",
     ("/kayenta/{key}/credentials", "get"): "no analysis data",
     ("/healthz", "get"): "no token",
 }
@@ -124,13 +126,15 @@ def test_scope_on_every_route(world):
     # the same requests on project x's own resources pass the scope check
     mine = _requests("x", WX, KX, cfgd, ticks, ex)
     for op, (url, kw) in mine.items():
-        if op == ("/v1/analyses/{aid}/void", "post"):
-            continue  # checked last: it ends x-a
+        if op in (("/v1/analyses/{aid}/void", "post"), ("/v1/analyses/{aid}", "delete")):
+            continue  # checked last: they end an analysis
         r = c.request(op[1].upper(), url, **kw)
         assert r.status_code < 500 and r.status_code not in (401, 403), (op, r.status_code, r.text)
     assert c.get("/v1/analyses/x-new", headers=_h(RX)).json()["n_ticks"] == 0
     url, kw = mine[("/v1/analyses/{aid}/void", "post")]
     assert c.post(url, **kw).status_code == 200
+    _, kw = mine[("/v1/analyses/{aid}", "delete")]
+    assert c.delete("/v1/analyses/x-new?force=true&reason=scope%20test", **kw).status_code == 200  # x-a stays (the module's other tests use it)
     # nothing of project y was changed by the refused requests
     ya = c.get("/v1/analyses/y-a", headers=_h(R)).json()
     assert ya["n_ticks"] == 20 and ya["final"] is False
@@ -149,6 +153,9 @@ def test_lists_show_only_the_scope(world):
     r = c.get("/v1/flagger/events", headers=_h(RX))
     assert r.status_code == 403 and "unscoped token" in r.json()["detail"]
     assert c.get("/v1/flagger/events", headers=_h(R)).status_code == 200
+    r = c.get("/v1/deleted", headers=_h(RX))  # tombstones keep no project
+    assert r.status_code == 403 and "unscoped token" in r.json()["detail"]
+    assert c.get("/v1/deleted", headers=_h(R)).status_code == 200
 
 
 def test_metrics_needs_a_token_and_shows_the_scope(world):

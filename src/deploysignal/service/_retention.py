@@ -17,11 +17,12 @@ import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from ..store import Conflict, NotFound, expired, tombstones
 from ._manager import AnalysisManager
+from ._scope import OutOfScope
 
 __all__ = ["RetentionTask", "add_retention_routes", "retain_once"]
 
@@ -84,6 +85,11 @@ def add_retention_routes(app: FastAPI, manager: AnalysisManager, read: list[Any]
                                  " (deploysignal audit verify FILE --head <audit_head>)"}
 
     @app.get("/v1/deleted", dependencies=read, tags=["analyses"])
-    def deleted(analysis: Annotated[str | None, Query(max_length=128)] = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict[str, Any]]:
-        """Tombstones of deleted analyses (id, when, why, ticks, final audit head, last verdict), oldest first."""
+    def deleted(request: Request, analysis: Annotated[str | None, Query(max_length=128)] = None,
+                limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict[str, Any]]:
+        """Tombstones of deleted analyses (id, when, why, ticks, final audit head, last verdict), oldest
+        first. A tombstone keeps no project: listing them needs an unscoped token."""
+        p = getattr(request.state, "principal", None)
+        if p is not None and p.scoped:
+            raise OutOfScope(f"token {p.name!r} is scoped to {p.describe()}: tombstones keep no project; listing them needs an unscoped token")
         return tombstones(manager.store, analysis, limit)

@@ -51,6 +51,7 @@ def make_client(tmp_path, **kw):
 
     st = ServiceSettings(
         store_url=kw.pop("store_url", f"sqlite:///{tmp_path / 'ds.db'}"),
+        create_store=kw.pop("create_store", True),
         tokens=[TokenEntry(name="w", sha256=hash_token(WRITE), role="write"), TokenEntry(name="r", sha256=hash_token(READ), role="read"),
                 TokenEntry(name="k", sha256=hash_token(KAYENTA), role="kayenta")],
         **kw,

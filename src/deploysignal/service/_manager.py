@@ -6,7 +6,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -104,6 +105,10 @@ def _batch_retry(la: LockedAnalysis, batch_id: str, digest: str) -> dict[str, An
     return {**prev, "duplicate": True}
 
 
+class _Replaced(NotFound):
+    """The analysis a caller meant was deleted and its id created again (the other one is kept cached)."""
+
+
 class AnalysisManager:
     """Everything the HTTP layer does to analyses, on top of one :class:`~deploysignal.store.SQLStore`.
 
@@ -132,13 +137,29 @@ class AnalysisManager:
         self._created: dict[str, str] = {}
         #: per analysis loaded by this process: what its integrity check covered
         self.integrity: dict[str, Integrity] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        #: per analysis id: its lock and how many threads hold or wait on it (the entry goes with the last one)
+        self._locks: dict[str, list[Any]] = {}
         self._guard = threading.Lock()
         self.ingested = 0
 
-    def _lock(self, aid: str) -> threading.Lock:
+    @contextmanager
+    def _lock(self, aid: str) -> Iterator[None]:
+        """Hold the per-analysis lock of ``aid``. Reference-counted: the entry is dropped when no thread
+        holds or waits on it, never while one does (a thread arriving later gets the same lock), so ids
+        deleted or only asked about leave nothing behind."""
         with self._guard:
-            return self._locks.setdefault(aid, threading.Lock())
+            entry = self._locks.get(aid)
+            if entry is None:
+                entry = self._locks[aid] = [threading.Lock(), 0]
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0 and self._locks.get(aid) is entry:
+                    del self._locks[aid]
 
     # ------------------------------------------------------------------ create
     def create(self, aid: str, config_json: str, version_id: str, settings: Mapping[str, Any], extra: Mapping[str, Any], created: str) -> dict[str, Any]:
@@ -229,13 +250,20 @@ class AnalysisManager:
             return self._checked(aid, lambda start: self.store.stored_rows(aid, start))
 
     # ------------------------------------------------------------------ ingest
-    def ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None = None) -> dict[str, Any]:
-        """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement."""
+    def ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None = None, *,
+               expect_created: str | None = None) -> dict[str, Any]:
+        """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement.
+
+        ``expect_created``: the ``created`` stamp of the analysis the batch is meant for (a Prometheus
+        poller's); :class:`~deploysignal.store.NotFound` when the id now names another analysis (that
+        one was deleted and the id created again), nothing ingested."""
         if not ticks:
             raise InputError("a batch needs at least one tick", column="ticks")
         with self._lock(aid):
             try:
                 with self.store.locked(aid) as la:
+                    if expect_created is not None and la.row.created != expect_created:
+                        raise _Replaced(f"analysis {aid!r} created at {expect_created} was deleted; the id now names the analysis created at {la.row.created}")
                     digest = None if batch_id is None else batch_digest(ticks)
                     if batch_id is not None and digest is not None and (prev := _batch_retry(la, batch_id, digest)) is not None:
                         return prev
@@ -244,7 +272,7 @@ class AnalysisManager:
                         response = self._apply(la, eng, ticks, batch_id)
                     if batch_id is not None and digest is not None:
                         record_batch_digest(la, batch_id, digest)
-            except (InputError, Conflict):
+            except (InputError, Conflict, _Replaced):
                 raise
             except BaseException:
                 # The transaction rolled back: forget the in-memory engine, it is rebuilt from the store.
@@ -354,8 +382,6 @@ class AnalysisManager:
             tomb = delete_analysis(self.store, aid, reason=reason, deleted=deleted, undecided=undecided)
             self._forget(aid)
             self.integrity.pop(aid, None)
-        with self._guard:
-            self._locks.pop(aid, None)
         log.warning("analysis %s deleted (%s): %d ticks, final audit head %s", aid, reason, tomb["n_ticks"], tomb["audit_head"])
         return tomb
 
@@ -495,3 +521,18 @@ class AnalysisManager:
     def cached(self) -> dict[str, Engine]:
         with self._guard:
             return dict(self._engines)
+
+    def cached_current(self) -> dict[str, Engine]:
+        """The cached engines of analyses that still exist as the one each was built for (one read of the
+        store); the others (deleted, or deleted and created again, by another process) are forgotten."""
+        created = {r.id: r.created for r in self.store.list()}
+        out = {}
+        for aid, eng in self.cached().items():
+            if created.get(aid) == self._created.get(aid):
+                out[aid] = eng
+                continue
+            with self._lock(aid):
+                if self._engines.get(aid) is eng and created.get(aid) != self._created.get(aid):
+                    self._forget(aid)
+                    self.integrity.pop(aid, None)
+        return out

@@ -30,7 +30,7 @@ class _GateCollector(Collector):
         wealth = GaugeMetricFamily("deploysignal_log_wealth", "Natural-log wealth of each detector family at the last tick", labels=["analysis", "family"])
         thr = GaugeMetricFamily("deploysignal_log_threshold", "Natural-log bound at which the family fires", labels=["analysis", "family"])
         ticks = GaugeMetricFamily("deploysignal_analysis_ticks", "Ticks evaluated by the analysis", labels=["analysis"])
-        for aid, eng in sorted(self._m.cached().items()):
+        for aid, eng in sorted(self._m.cached_current().items()):  # not an analysis deleted (or replaced) by another process
             last = eng.last
             current = "pending" if last is None else last.verdict
             for v in VERDICTS:

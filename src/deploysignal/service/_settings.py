@@ -84,9 +84,10 @@ class ServiceSettings(BaseModel):
         ``retention_interval`` seconds. Undecided analyses are never deleted by retention. None keeps
         everything.
     create_store : bool
-        Create the store (a new SQLite file, or the schema in an empty PostgreSQL database) when it does
-        not exist. ``deploysignal serve`` sets it only with ``--create``, so a mistyped ``--store``
-        refuses to start instead of serving an empty database.
+        Create the store (a new SQLite file, or the schema in a PostgreSQL database) when it does not
+        exist. Default False, for library use (``create_app``, an ASGI factory) as for the CLI:
+        ``deploysignal serve`` sets it only with ``--create``, so a mistyped ``--store`` refuses to
+        start instead of serving an empty database.
     max_cuts : int
         Cut-backs allowed per analysis (``POST /v1/analyses/{id}/cut``); one more is refused (409). Each
         cut can add up to alpha to the analysis' false-rollback probability (at most
@@ -108,7 +109,7 @@ class ServiceSettings(BaseModel):
     max_events: int = Field(10_000, ge=1)
     retain_days: float | None = Field(None, gt=0, lt=1e6)
     retention_interval: float = Field(3600.0, gt=0)
-    create_store: bool = True
+    create_store: bool = False
     max_cuts: int = Field(3, ge=0)
 
     def role_of(self, token: str) -> str | None:

@@ -56,6 +56,7 @@ def make_client(tmp_path, **kw):
     kw.setdefault("rate_limit_failures", None)  # auth tests send many bad tokens from one address
     st = ServiceSettings(
         store_url=kw.pop("store_url", f"sqlite:///{tmp_path / 'ds.db'}"),
+        create_store=kw.pop("create_store", True),
         tokens=[TokenEntry(name="w", sha256=hash_token(WRITE), role="write"), TokenEntry(name="r", sha256=hash_token(READ), role="read"),
                 TokenEntry(name="k", sha256=hash_token(KAYENTA), role="kayenta")],
         **kw,

@@ -202,3 +202,8 @@ def test_every_operation_hostile_values_no_server_error(fuzz_svc):
     for aid in ("f", "sp"):  # whatever was accepted replays byte for byte
         r = c.post(f"/v1/analyses/{aid}/replay", headers=W)
         assert r.status_code == 404 or r.json()["ok"] is True, r.text[:300]
+    # one successful delete (the fuzzed ones had no write token, a bad reason or an unknown id), then its id is a 404
+    r = c.delete("/v1/analyses/f?force=true&reason=fuzz%20done", headers=W)
+    assert r.status_code == 200 and r.json()["analysis"] == "f", r.text[:300]
+    assert [c.get("/v1/analyses/f", headers=W).status_code, c.post("/v1/analyses/f/replay", headers=W).status_code] == [404, 404]
+    assert [t["reason"] for t in c.get("/v1/deleted?analysis=f", headers=W).json()] == ["operator: fuzz done"]

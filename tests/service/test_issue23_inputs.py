@@ -96,6 +96,25 @@ def test_control_characters_in_signal_metric_and_tier_names(svc):
     _json_error(c.post("/v1/analyses/sp/ticks", json={"ticks": t}, headers=W), 422, "row 1", "tier")
 
 
+@pytest.mark.parametrize("ch", ["\u202e", "\u2028", "\u2029", "\u200b", "\ufeff", "\U000e0041"])
+def test_format_characters_in_names_are_refused_like_control_characters(svc, ch):
+    """Was: a bidi override, a line separator or a zero-width character (Unicode Cf, Zl, Zp) accepted in
+    a name (a cohort "a\u2028b\u202e" got a 200): they spoof or break audit lines, labels and messages."""
+    c, sim, cfg = svc
+    base = {"timestamps": [1.7e9, 1.7e9 + 60, 1.7e9 + 120], "values": {f"bad{ch}name": [1.0, 2.0, 3.0]}}
+    _json_error(c.post("/v1/analyses", json={"baseline": base}, headers=W), 422, "baseline.values", "format character")
+    _json_error(c.post("/v1/analyses", json={"id": "s", "mode": "split", "metrics": {f"err{ch}": METRICS["errors"]}}, headers=W), 422, "metrics")
+    ticks = ticks_of(sim.canary, 0, 1)
+    ticks[0]["cohort"] = f"a{ch}b"
+    _json_error(c.post("/v1/analyses/f/ticks", json={"ticks": ticks}, headers=W), 422, "cohort")
+    assert c.post("/v1/analyses", json={"id": "sp", "mode": "split", "metrics": METRICS}, headers=W).status_code == 201
+    t = split_ticks(0, 1)
+    t[0]["tier"] = f"gpu{ch}"
+    _json_error(c.post("/v1/analyses/sp/ticks", json={"ticks": t}, headers=W), 422, "row 1", "tier")
+    ticks[0]["cohort"] = "caf\u00e9 \u65e5\u672c"  # other non-ASCII text is a name like any other
+    assert c.post("/v1/analyses/f/ticks", json={"ticks": ticks}, headers=W).status_code == 200
+
+
 def test_empty_control_refused_in_two_sample_mode(svc):
     """Was: ``control: {}`` accepted in two-sample mode (a tick without a control, unnoticed)."""
     c, sim, cfg = svc
@@ -119,7 +138,7 @@ def test_reused_batch_id_with_other_content_is_409(svc):
     again = c.post("/v1/analyses/f/ticks", json={"batch_id": "b1", "ticks": ticks_of(sim.canary, 0, 3)}, headers=W)
     assert again.status_code == 200 and again.json() == {**first.json(), "duplicate": True}  # a retry stays idempotent
     other = c.post("/v1/analyses/f/ticks", json={"batch_id": "b1", "ticks": ticks_of(sim.canary, 3, 6)}, headers=W)
-    _json_error(other, 409, "'b1'", "different content")
+    _json_error(other, 409, "'b1'", "different content", "the earlier batch with that id (3 ticks from tick 0) was ingested; this one")
     changed = ticks_of(sim.canary, 0, 3)
     changed[2]["values"][next(iter(changed[2]["values"]))] = 123.0  # one value differs
     _json_error(c.post("/v1/analyses/f/ticks", json={"batch_id": "b1", "ticks": changed}, headers=W), 409, "different content")

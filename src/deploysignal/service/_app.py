@@ -28,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,7 +41,7 @@ from ..gate import certification_status
 from ..telemetry import Frame
 from ._admission import Busy, RateLimited, RateLimits, parse_limit
 from ._kayenta import kayenta_router
-from ._inputs import InputGuard, Shallow, check_name, check_names
+from ._inputs import InputGuard, Shallow, check_name, check_names, name_problem
 from ._integrity import IntegrityError
 from ._manager import AnalysisManager
 from ._argo import argo_router
@@ -131,11 +131,19 @@ class CreateAnalysis(Shallow, _Strict):  # config and metrics are free-form: nes
         return self
 
 
+def _name(s: str) -> str:
+    """A name holds no invisible format character either (NAME_PATTERN refuses the control characters)."""
+    why = None if s.isascii() else name_problem(s)
+    if why is not None:
+        raise ValueError(why)
+    return s
+
+
 class TickModel(_Strict):
     timestamp: Annotated[Number, Field(allow_inf_nan=False)]
     values: dict[str, Number | None] = Field(min_length=1)
     control: dict[str, Number | None] | None = None
-    cohort: str | None = Field(None, max_length=128, pattern=NAME_PATTERN)
+    cohort: Annotated[str, Field(max_length=128, pattern=NAME_PATTERN), AfterValidator(_name)] | None = None
 
 
 class IngestRequest(_Strict):
@@ -326,6 +334,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if small:
             raise ConfigError(f"{what}: {', '.join(small)} admits fewer ticks than --max-batch-ticks ({settings.max_batch_ticks}): a maximal batch would never be admitted")
     pullers: dict[str, PrometheusPuller] = {}
+    pullers_lock = threading.Lock()  # _start_puller and _deleted run in request threads and the retention task
     unusable: dict[str, str] = {}
     policy = SecretPolicy(secrets_dir=settings.secrets_dir, env_prefix="DEPLOYSIGNAL_SECRET_", restrict_files=True,
                           allowed_addresses=tuple(settings.prometheus_allow))
@@ -504,7 +513,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     def _poller_status(aid: str, row: Any) -> dict[str, Any]:
         p = pullers.get(aid)
-        if p is not None:
+        if p is not None and p.created == row.created:  # not the poller of a deleted analysis of the same id
             return p.status()
         if (row.summary or {}).get("final"):
             return {"state": "stopped", "reason": f"verdict is final ({row.summary.get('verdict')})", "since": None}
@@ -544,10 +553,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             finally:
                 src.close()
         extra = {"mode": "split", "prometheus": None if prom is None else prom.model_dump(), **({} if body.project is None else {"project": body.project})}
-        spec = manager.create(aid, cfg_json, version, ss, extra, _now())
+        spec = manager.create(aid, cfg_json, version, ss, extra, created := _now())
         out = {"id": aid, "mode": "split", "baseline_version": version, "signals": [s.name for s in specs], "settings": spec["settings"]}
         if prom is not None:
-            _start_puller(aid, prom.model_dump())
+            _start_puller(aid, prom.model_dump(), created)
             out["warnings"] = warnings
         return out
 
@@ -577,11 +586,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         gs = {"alpha": body.alpha, "mode": body.mode, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed,
               "out_of_domain": body.out_of_domain}
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump(), **({} if body.project is None else {"project": body.project})}
-        spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, _now())
+        spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, created := _now())
         out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": _effective(spec["settings"]),
                "certification": certification_status(cfg, manager.read(aid, lambda eng: eng.settings))}
         if body.prometheus is not None:
-            _start_puller(aid, body.prometheus.model_dump())
+            _start_puller(aid, body.prometheus.model_dump(), created)
             out["warnings"] = warnings
         return out
 
@@ -690,10 +699,22 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     add_operator_routes(app, manager, write, _notify)
     def _deleted(aid: str) -> None:
-        """What this process keeps about an analysis it deleted: its poller entry, its counter series."""
-        pullers.pop(aid, None)
+        """What this process keeps about an analysis it deleted: its poller (stopped, unless the id was
+        created again meanwhile and the entry is the new analysis' poller), its counter series."""
+        try:
+            created: str | None = store.get(aid).created
+        except NotFound:
+            created = None
+        with pullers_lock:
+            p = pullers.get(aid)
+            if p is not None and p.created != created:
+                p.stop_event.set()
+                del pullers[aid]
         unusable.pop(aid, None)
-        counters["ticks"].remove(aid)  # absent labels are ignored
+        try:
+            counters["ticks"].remove(aid)
+        except KeyError:  # no series for it in this process: older prometheus-client releases raise (client_python #711), newer ones ignore it
+            pass
 
     add_retention_routes(app, manager, read, write, _now, _deleted)
 
@@ -765,6 +786,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         (a split template keeps its metrics, checked now)."""
         if body.mode == "split":
             assert body.metrics is not None
+            check_names(body.metrics, "metrics")  # as _create_split: what every instantiation would refuse is refused now
             specs = tick_specs(check_split_signals(body.metrics, "metrics"), "metrics")
             if isinstance(body.prometheus, SplitPullSpec):
                 check_split_pull(body.prometheus, specs)
@@ -823,17 +845,28 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     # ------------------------------------------------------------------ pull mode
-    def _start_puller(aid: str, spec: dict[str, Any]) -> None:
-        if aid in pullers:
-            return
-        try:
-            p = (SplitPuller if "arm_label" in spec else PrometheusPuller)(manager, aid, spec, stop, policy=policy)
-        except ValidationError as exc:  # a stored spec this version cannot read: report it, do not fail the service
-            log.error("analysis %s: prometheus spec unusable, no poller: %s", aid, exc.errors()[0].get("msg"))
-            unusable[aid] = f"prometheus spec unusable by this version: {exc.errors()[0].get('msg')}"
-            return
-        pullers[aid] = p
-        p.start()
+    def _start_puller(aid: str, spec: dict[str, Any], created: str) -> None:
+        """Start the poller of the analysis ``aid`` created at ``created``, with its own stop event (set
+        on delete and at shutdown). An entry for another analysis of the same id (deleted, by another
+        process too, and created again) is stopped and replaced."""
+        with pullers_lock:
+            old = pullers.get(aid)
+            if old is not None and old.created == created:
+                return
+            if old is not None:
+                old.stop_event.set()
+                del pullers[aid]
+            if stop.is_set():
+                return
+            try:
+                p = (SplitPuller if "arm_label" in spec else PrometheusPuller)(manager, aid, spec, threading.Event(), policy=policy, created=created)
+            except ValidationError as exc:  # a stored spec this version cannot read: report it, do not fail the service
+                log.error("analysis %s: prometheus spec unusable, no poller: %s", aid, exc.errors()[0].get("msg"))
+                unusable[aid] = f"prometheus spec unusable by this version: {exc.errors()[0].get('msg')}"
+                return
+            unusable.pop(aid, None)
+            pullers[aid] = p
+            p.start()
 
     def _resume_pullers() -> None:
         for row in store.list():
@@ -842,7 +875,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             if why is not None:  # a summary that does not match the chain decides nothing: the analysis is refused on load
                 unusable[row.id] = f"refused: {why}"
             elif prom and not (summary or {}).get("final"):
-                _start_puller(row.id, prom)
+                _start_puller(row.id, prom, row.created)
 
     def _start_retention() -> None:
         if settings.retain_days is not None:
@@ -850,7 +883,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     def _shutdown() -> None:
         stop.set()
-        for p in list(pullers.values()):
+        with pullers_lock:
+            running = list(pullers.values())
+        for p in running:
+            p.stop_event.set()
+        for p in running:
             p.join(timeout=5)
         store.close()
 
@@ -882,5 +919,5 @@ def _register_schema(app: FastAPI, model: type[BaseModel]) -> None:
 
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI document of the service (built on a throw-away in-memory store)."""
-    app = create_app(ServiceSettings(store_url="sqlite:///:memory:", insecure=True))
+    app = create_app(ServiceSettings(store_url="sqlite:///:memory:", insecure=True, create_store=True))
     return app.openapi()

@@ -151,6 +151,10 @@ class _Stale(Exception):
     """Another process appended to the analysis (a batch, a void, a cut) between the read and the write transaction."""
 
 
+class _Replaced(NotFound):
+    """The analysis a caller meant was deleted and its id created again (the other one is kept cached)."""
+
+
 class AnalysisManager:
     """Everything the HTTP layer does to analyses, on top of one :class:`~deploysignal.store.SQLStore`.
 
@@ -207,28 +211,41 @@ class AnalysisManager:
         self._created: dict[str, str] = {}
         #: per analysis loaded by this process: what its integrity check covered
         self.integrity: dict[str, Integrity] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        #: per analysis id: its lock and how many threads hold or wait on it (the entry goes with the last one)
+        self._locks: dict[str, list[Any]] = {}
         self._guard = threading.Lock()
         self._replays = threading.BoundedSemaphore(max_replays)
         self.ingested = 0
         #: engines evicted from the cache (a gauge on /metrics)
         self.evicted = 0
 
-    def _lock(self, aid: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(aid, threading.Lock())
-
     @contextmanager
-    def _held(self, aid: str) -> Iterator[None]:
-        """The analysis' in-process lock, waited for at most ``wait_timeout`` seconds (else :class:`Busy`)."""
-        lock = self._lock(aid)
-        if not lock.acquire(timeout=self.wait_timeout):
-            raise Busy(f"analysis {aid!r} is busy with another request for more than {self.wait_timeout:g} s; retry"
-                       " (a batch_id makes an ingest retry idempotent)")
+    @contextmanager
+    def _held(self, aid: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the per-analysis lock of ``aid``, waited for at most ``timeout`` seconds (default
+        ``wait_timeout``; else :class:`Busy`). Reference-counted: the entry is dropped when no thread
+        holds or waits on it, never while one does (a thread arriving later gets the same lock), so ids
+        deleted or only asked about leave nothing behind."""
+        with self._guard:
+            entry = self._locks.get(aid)
+            if entry is None:
+                entry = self._locks[aid] = [threading.Lock(), 0]
+            entry[1] += 1
         try:
-            yield
+            if not entry[0].acquire(timeout=self.wait_timeout if timeout is None else timeout):
+                raise Busy(f"analysis {aid!r} is busy with another request for more than {self.wait_timeout:g} s; retry"
+                           " (a batch_id makes an ingest retry idempotent)")
+            try:
+                yield
+            finally:
+                entry[0].release()
         finally:
-            lock.release()
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0 and self._locks.get(aid) is entry:
+                    del self._locks[aid]
+
+    _lock = _held
 
     # ------------------------------------------------------------------ engine cache (LRU)
     def _cached(self, aid: str, created: str | None = None) -> Engine | None:
@@ -334,6 +351,15 @@ class AnalysisManager:
             self._heads.pop(aid, None)
             self._created.pop(aid, None)
 
+    def _drop(self, aid: str) -> None:
+        """Forget everything this process holds of ``aid`` (it was deleted): engine, head, what
+        ``/metrics`` exports of it and its integrity report."""
+        self._forget(aid)
+        with self._guard:
+            self._views.pop(aid, None)
+            self._evicted.discard(aid)
+        self.integrity.pop(aid, None)
+
     def _synced_locked(self, la: LockedAnalysis) -> Engine:
         return self._current(la.row.id, la.row) or self._checked(la.row.id, lambda start: (la.row, la.rows(start)))
 
@@ -386,29 +412,33 @@ class AnalysisManager:
         return self._current(aid, row) or self._checked(aid, lambda start: self.store.stored_rows(aid, start))
 
     # ------------------------------------------------------------------ ingest
-    def ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None = None) -> dict[str, Any]:
+    def ingest(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None = None, *,
+               expect_created: str | None = None) -> dict[str, Any]:
         """Validate, evaluate and durably store a batch; the returned dict is the acknowledgement.
 
         The evaluation runs outside the store's write transaction (module docstring); ticks of one
         analysis stay in order (its in-process lock, then the tick count and chain head checked in the
-        write transaction: any append by another process, a batch, a void or a cut-back, moves the head)."""
+        write transaction: any append by another process, a batch, a void or a cut-back, moves the head).
+        ``expect_created``: the ``created`` stamp of the analysis the batch is meant for (a Prometheus
+        poller's); :class:`~deploysignal.store.NotFound` when the id now names another analysis (that
+        one was deleted and the id created again), nothing ingested."""
         if not ticks:
             raise InputError("a batch needs at least one tick", column="ticks")
         with self._held(aid):
             response = None
             for _ in range(self.OPTIMISTIC_TRIES):
                 try:
-                    response = self._ingest_outside(aid, ticks, batch_id)
+                    response = self._ingest_outside(aid, ticks, batch_id, expect_created)
                     break
                 except _Stale:
                     continue
             if response is None:  # other processes kept appending: evaluate holding the write lock
-                response = self._ingest_locked(aid, ticks, batch_id)
+                response = self._ingest_locked(aid, ticks, batch_id, expect_created)
         if not response["duplicate"]:
             self.ingested += response["accepted"]
         return response
 
-    def _ingest_outside(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
+    def _ingest_outside(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None, expect_created: str | None = None) -> dict[str, Any]:
         # the engine first, then the batch id: a batch committed by another process before the engine's
         # read is seen by the batch check, one committed after it fails the stale check below
         eng = self._engine_locked(aid)
@@ -425,6 +455,8 @@ class AnalysisManager:
             with gc_paused():
                 response, append = self._prepare(aid, n, head, binding, eng, ticks, batch_id)
             with self.store.locked(aid) as la:  # waiting for the write turn does not keep the collector off
+                if expect_created is not None and la.row.created != expect_created:
+                    raise _Replaced(f"analysis {aid!r} created at {expect_created} was deleted; the id now names the analysis created at {la.row.created}")
                 # anything another process appended meanwhile (a batch, a void, a cut-back) moved the head
                 if la.row.n_ticks != n or la.row.audit_head != head:
                     raise _Stale
@@ -446,9 +478,11 @@ class AnalysisManager:
         self._keep(aid, eng, response["audit_head"], binding)
         return response
 
-    def _ingest_locked(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None) -> dict[str, Any]:
+    def _ingest_locked(self, aid: str, ticks: Sequence[Mapping[str, Any]], batch_id: str | None, expect_created: str | None = None) -> dict[str, Any]:
         try:
             with self.store.locked(aid) as la:
+                if expect_created is not None and la.row.created != expect_created:
+                    raise _Replaced(f"analysis {aid!r} created at {expect_created} was deleted; the id now names the analysis created at {la.row.created}")
                 digest = None if batch_id is None else batch_digest(ticks)
                 if batch_id is not None and digest is not None and (prev := _batch_retry(la, batch_id, digest)) is not None:
                     return prev
@@ -459,7 +493,7 @@ class AnalysisManager:
                     la.append(**append)
                 if batch_id is not None and digest is not None:
                     record_batch_digest(la, batch_id, digest)
-        except (InputError, Conflict):
+        except (InputError, Conflict, _Replaced):
             raise
         except BaseException:
             # The transaction rolled back: forget the in-memory engine, it is rebuilt from the store.
@@ -565,10 +599,7 @@ class AnalysisManager:
         and is never checked against the deleted one."""
         with self._lock(aid):
             tomb = delete_analysis(self.store, aid, reason=reason, deleted=deleted, undecided=undecided)
-            self._forget(aid)
-            self.integrity.pop(aid, None)
-        with self._guard:
-            self._locks.pop(aid, None)
+            self._drop(aid)
         log.warning("analysis %s deleted (%s): %d ticks, final audit head %s", aid, reason, tomb["n_ticks"], tomb["audit_head"])
         return tomb
 
@@ -721,3 +752,29 @@ class AnalysisManager:
     def cached(self) -> dict[str, Engine]:
         with self._guard:
             return dict(self._engines)
+
+    def current_views(self) -> dict[str, Committed]:
+        """What ``/metrics`` exports, per analysis, with one read of the store: the committed view of
+        every cached analysis that still exists as the one it was built for, and the stored (chain-
+        checked) view of every evicted one. Analyses deleted, or deleted and created again, by another
+        process are dropped (never exported with the deleted one's verdict)."""
+        rows = {r.id: r for r in self.store.list()}
+        views = self.committed_views()
+        with self._guard:
+            built_for = dict(self._created)
+            evicted = sorted(self._evicted)
+        for aid in list(views):
+            row = rows.get(aid)
+            if row is None or (aid in built_for and row.created != built_for[aid]):
+                del views[aid]
+                with self._guard:
+                    stale = self._created.get(aid) == built_for.get(aid)
+                if stale:  # (racing a re-creation in this process, at worst a valid engine is rebuilt later)
+                    self._drop(aid)
+        for aid in evicted:
+            if aid not in rows:
+                with self._guard:
+                    self._evicted.discard(aid)
+            elif aid not in views and (v := self.stored_view(rows[aid])) is not None:
+                views[aid] = v
+        return views

@@ -38,13 +38,7 @@ class _GateCollector(Collector):
         wealth = GaugeMetricFamily("deploysignal_log_wealth", "Natural-log wealth of each detector family at the last tick", labels=["analysis", "family"])
         thr = GaugeMetricFamily("deploysignal_log_threshold", "Natural-log bound at which the family fires", labels=["analysis", "family"])
         ticks = GaugeMetricFamily("deploysignal_analysis_ticks", "Ticks evaluated by the analysis", labels=["analysis"])
-        views = self._m.committed_views()
-        gone = [a for a in self._m.evicted_ids() if a not in views]
-        if gone:
-            want = set(gone)
-            for row in self._m.store.list():
-                if row.id in want and (v := self._m.stored_view(row)) is not None:
-                    views[row.id] = v
+        views = self._m.current_views()  # committed only; evicted ones from the store; none deleted (or replaced) by another process
         for aid, v in sorted(views.items()):
             for name in VERDICTS:
                 verdict.add_metric([aid, name], 1.0 if name == v.verdict else 0.0)

@@ -43,6 +43,9 @@ def retain_once(manager: AnalysisManager, retain_days: float, now: float) -> lis
             manager.delete(aid, reason=f"retention: decided, older than {retain_days:g} days", deleted=_iso(now))
         except (NotFound, Conflict):
             continue
+        except Exception:  # noqa: BLE001 - this one is retried next round; the others are deleted now
+            log.exception("retention: deleting analysis %s failed", aid)
+            continue
         done.append(aid)
     return done
 
@@ -59,10 +62,15 @@ class RetentionTask(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                for aid in retain_once(self.manager, self.retain_days, self.clock()):
-                    self.on_delete(aid)
+                deleted = retain_once(self.manager, self.retain_days, self.clock())
             except Exception:  # noqa: BLE001 - e.g. the store is busy: the next round retries
                 log.exception("retention round failed")
+                deleted = []
+            for aid in deleted:  # each one's cleanup (poller, series) whatever another one's does
+                try:
+                    self.on_delete(aid)
+                except Exception:  # noqa: BLE001
+                    log.exception("retention: cleanup after deleting analysis %s failed", aid)
             self.stop.wait(self.interval)
 
 
@@ -80,7 +88,7 @@ def add_retention_routes(app: FastAPI, manager: AnalysisManager, read: list[Any]
         head (``GET /v1/deleted``). 409 for an undecided analysis without ``force=true``. Export the
         audit log first if it must be kept: the export verifies against the tombstone's head."""
         tomb = await run_in_threadpool(manager.delete, aid, reason=f"operator: {reason}", deleted=now(), undecided=force)
-        on_delete(aid)
+        await run_in_threadpool(on_delete, aid)  # reads the store (is the id created again meanwhile?)
         return {**tomb, "note": "ticks, audit lines and snapshot deleted; an exported audit log verifies against audit_head"
                                  " (deploysignal audit verify FILE --head <audit_head>)"}
 

@@ -124,9 +124,10 @@ class ServiceSettings(BaseModel):
         ``retention_interval`` seconds. Undecided analyses are never deleted by retention. None keeps
         everything.
     create_store : bool
-        Create the store (a new SQLite file, or the schema in an empty PostgreSQL database) when it does
-        not exist. ``deploysignal serve`` sets it only with ``--create``, so a mistyped ``--store``
-        refuses to start instead of serving an empty database.
+        Create the store (a new SQLite file, or the schema in a PostgreSQL database) when it does not
+        exist. Default False, for library use (``create_app``, an ASGI factory) as for the CLI:
+        ``deploysignal serve`` sets it only with ``--create``, so a mistyped ``--store`` refuses to
+        start instead of serving an empty database.
     rate_limit_token, rate_limit_analysis, rate_limit_analysis_write : str or None
         Requests admitted per token, and per analysis named in the path: reads and writes in separate
         budgets (``limits``' notation, ``"100/second"``; None: no limit); beyond them 429 with
@@ -168,7 +169,7 @@ class ServiceSettings(BaseModel):
     max_events: int = Field(10_000, ge=1)
     retain_days: float | None = Field(None, gt=0, lt=1e6)
     retention_interval: float = Field(3600.0, gt=0)
-    create_store: bool = True
+    create_store: bool = False
     max_cuts: int = Field(3, ge=0)
     rate_limit_token: str | None = "200/second"
     rate_limit_analysis: str | None = "50/second"

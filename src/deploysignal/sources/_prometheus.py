@@ -284,9 +284,13 @@ class PrometheusPuller(threading.Thread):
     """
 
     def __init__(self, manager: Any, analysis_id: str, spec: Mapping[str, Any], stop: threading.Event, *,
-                 clock: Callable[[], float] = time.time, policy: SecretPolicy | None = None, client: httpx.Client | None = None) -> None:
+                 clock: Callable[[], float] = time.time, policy: SecretPolicy | None = None, client: httpx.Client | None = None,
+                 created: str | None = None) -> None:
         super().__init__(name=f"prom-{analysis_id}", daemon=True)
         self.manager, self.aid, self.stop_event, self.clock = manager, analysis_id, stop, clock
+        #: the ``created`` stamp of the analysis polled for: the poller stops when the id no longer names it
+        #: (deleted, or deleted and created again, by this process or another one), and ingests only into it
+        self.created = created
         self.spec = self._parse(spec)
         self.policy, self._client = policy, client
         self.interval = float(self.spec.interval_seconds)
@@ -326,6 +330,8 @@ class PrometheusPuller(threading.Thread):
         from the integer so every process gets the same float); None when the analysis already holds
         ``max_ticks`` ticks."""
         row = self.manager.store.get(self.aid)
+        if self.created is not None and row.created != self.created:
+            raise NotFound(f"analysis {self.aid!r} created at {self.created} was deleted (the id now names another analysis)")
         if self.max_ticks is not None and self._in_effect(row.n_ticks) >= self.max_ticks:
             return None
         if row.last_ts is not None:
@@ -374,9 +380,13 @@ class PrometheusPuller(threading.Thread):
             return
         next_k: int | None = None
         while not self.stop_event.is_set():
-            if next_k is None:
+            if next_k is None or self.created is not None:
                 try:
-                    next_k = self._start_k()
+                    k = self._start_k()  # also checks, every poll, that the analysis polled for still exists
+                    next_k = k if next_k is None or k is None else next_k
+                except NotFound:
+                    self._set("stopped", "analysis deleted")
+                    break
                 except Exception as exc:  # noqa: BLE001 - store unavailable: a failed poll
                     if self._failed(exc) or self.stop_event.wait(self.interval):
                         break
@@ -428,7 +438,8 @@ class PrometheusPuller(threading.Thread):
         for tick in ticks:
             at = tick["timestamp"]
             try:
-                resp = self.manager.ingest(self.aid, [tick], batch_id=f"prom-{int(round(at * 1000))}")
+                kw = {} if self.created is None else {"expect_created": self.created}
+                resp = self.manager.ingest(self.aid, [tick], batch_id=f"prom-{int(round(at * 1000))}", **kw)
             except InputError as exc:  # e.g. another process already moved past this time
                 log.info("analysis %s: tick at %s not ingested: %s", self.aid, at, exc)
                 continue

@@ -61,8 +61,9 @@ def check_batch_digest(la: LockedAnalysis, batch_id: str, digest: str, prev: Map
     s = la._s  # noqa: SLF001 - same package
     r = s._q(la._c, "SELECT digest FROM batch_digests WHERE analysis_id=? AND batch_id=?", (la.row.id, batch_id)).fetchone()  # noqa: SLF001
     if r is not None and r[0] != digest:
-        raise BatchConflict(f"batch_id {batch_id!r} was already used for a batch of different content ({prev.get('accepted')} ticks from tick"
-                            f" {prev.get('first_tick')}); nothing was ingested: a retry must resend the same ticks, new ticks need a new batch_id")
+        raise BatchConflict(f"batch_id {batch_id!r} was already used: the earlier batch with that id ({prev.get('accepted')} ticks from tick"
+                            f" {prev.get('first_tick')}) was ingested; this one, of different content, was not. A retry must resend the"
+                            " same ticks; new ticks need a new batch_id")
 
 
 def record_batch_digest(la: LockedAnalysis, batch_id: str, digest: str) -> None:

@@ -134,18 +134,18 @@ def test_metrics_of_another_process_drop_a_deleted_analysis(tmp_path, step_sim):
         assert a.post("/v1/analyses", json=body, headers=W).status_code == 201
         assert a.post("/v1/analyses/x/ticks", json={"ticks": ticks_of(sim.canary, 0, 12)}, headers=W).json()["final"] is True
         assert b.get("/v1/analyses/x", headers=R).json()["final"] is True  # b caches the engine
-        assert 'deploysignal_verdict_final{analysis="x"} 1.0' in b.get("/metrics").text
+        assert 'deploysignal_verdict_final{analysis="x"} 1.0' in b.get("/metrics", headers=R).text
         assert a.delete("/v1/analyses/x", headers=W).status_code == 200
-        assert 'analysis="x"' not in b.get("/metrics").text
+        assert 'analysis="x"' not in b.get("/metrics", headers=R).text
         assert b.get("/v1/analyses/x", headers=R).status_code == 404
         assert b.post("/v1/analyses", json=body, headers=W).status_code == 201  # b caches the new one (b creates it)
         assert b.post("/v1/analyses/x/ticks", json={"ticks": ticks_of(sim.canary, 0, 12)}, headers=W).json()["final"] is True
         assert a.delete("/v1/analyses/x", headers=W).status_code == 200
         assert a.post("/v1/analyses", json={**body, "window": 480}, headers=W).status_code == 201
-        text = b.get("/metrics").text
+        text = b.get("/metrics", headers=R).text
         assert 'deploysignal_verdict_final{analysis="x"} 1.0' not in text and 'deploysignal_analysis_ticks{analysis="x"} 12.0' not in text, text
         assert b.get("/v1/analyses/x", headers=R).json()["n_ticks"] == 0
-        assert 'deploysignal_analysis_ticks{analysis="x"} 0.0' in b.get("/metrics").text
+        assert 'deploysignal_analysis_ticks{analysis="x"} 0.0' in b.get("/metrics", headers=R).text
 
 
 def test_delete_without_series_on_a_client_whose_remove_raises(tmp_path, step_sim, monkeypatch):

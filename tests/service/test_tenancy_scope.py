@@ -34,7 +34,7 @@ def _client(tmp_path, **kw):
         TokenEntry(name="y-w", sha256=hash_token(WY), role="write", project="y"),
     ]
     kw.setdefault("rate_limit_failures", None)  # the scope tests answer many 403s from one address
-    st = ServiceSettings(store_url=f"sqlite:///{tmp_path / 'scope.db'}", tokens=tokens, **kw)
+    st = ServiceSettings(store_url=f"sqlite:///{tmp_path / 'scope.db'}", tokens=tokens, create_store=True, **kw)
     return TestClient(create_app(st), raise_server_exceptions=False)
 
 
@@ -233,7 +233,7 @@ def test_rate_limits_answer_429_with_retry_after(tmp_path, step_sim):
         assert c.app.state.manager.store.n_ticks("x-1") == 4
     # per token, with a token entry's own limit replacing the default
     tokens = [TokenEntry(name="slow", sha256=hash_token("s"), role="read", rate_limit="2/minute"), TokenEntry(name="w", sha256=hash_token("w"), role="write")]
-    st = ServiceSettings(store_url=f"sqlite:///{tmp_path / 'rl.db'}", tokens=tokens, rate_limit_token="3/minute", rate_limit_analysis=None)
+    st = ServiceSettings(store_url=f"sqlite:///{tmp_path / 'rl.db'}", tokens=tokens, rate_limit_token="3/minute", rate_limit_analysis=None, create_store=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient

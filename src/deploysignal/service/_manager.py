@@ -220,7 +220,6 @@ class AnalysisManager:
         self.evicted = 0
 
     @contextmanager
-    @contextmanager
     def _held(self, aid: str, timeout: float | None = None) -> Iterator[None]:
         """Hold the per-analysis lock of ``aid``, waited for at most ``timeout`` seconds (default
         ``wait_timeout``; else :class:`Busy`). Reference-counted: the entry is dropped when no thread

@@ -16,7 +16,7 @@ from deploysignal.sources._prometheus import PrometheusSource
 from ._external import Exporter, Prometheus
 from ._proc import READ, WRITE, Server, free_port
 from .conftest import ticks_of
-from .test_sigkill import _uninterrupted
+from .test_sigkill import _spec_sha, _uninterrupted
 
 pytestmark = pytest.mark.integration
 W = {"Authorization": f"Bearer {WRITE}"}
@@ -48,7 +48,7 @@ def test_two_processes_share_one_postgres(tmp_path, step_sim, postgres):
         assert la["verdict"] == lb["verdict"] == "rollback"
         assert c.post(b.url + "/v1/analyses/shared/ticks", json={"ticks": last}, headers=W).status_code == 422  # duplicate tick
         lines = c.get(b.url + "/v1/analyses/shared/audit", headers=R).text.splitlines()
-    ref_lines, _, _ = _uninterrupted(cfg, ticks, {"window": 480}, batch=16, every=256)  # the batches above, serve's default snapshots
+    ref_lines, _, _ = _uninterrupted(cfg, ticks, {"window": 480}, _spec_sha(lines), batch=16, every=256)  # the batches above, serve's default snapshots
     assert lines == ref_lines
 
 

@@ -31,7 +31,8 @@ def _spec_sha(lines):
 
 
 def _uninterrupted(cfg, ticks, settings, spec_sha256, batch=8, every=50):
-    eng = AnalysisEngine(cfg.to_json(), settings)
+    # the service's default policy for new analyses: an out-of-domain value is missing for its signal
+    eng = AnalysisEngine(cfg.to_json(), {"out_of_domain": "missing", **settings})
     header = {**settings_record(eng.config, eng.settings), "store_binding": 1, "spec_sha256": spec_sha256}
     lines, head = _reference(eng, header, ticks, tick_payload, batch, every)
     verdicts = [json.loads(ln)["record"]["verdict"] for ln in lines if json.loads(ln)["record"].get("family") == "gate"]

@@ -131,6 +131,10 @@ def simulate_streams(
         day = ((ts - ts[0]) // 86400.0).astype(int)
         y = y + noise.day_effect * rng.standard_normal((n_streams, int(day[-1]) + 1, k))[:, day]
     vals = level + sd * (di[None] + y)
+    # a rate lives in [0, 1] (the Gaussian noise of a small rate leaves it); the gate reads a rate
+    # through arcsin(sqrt(clip(x, 0, 1))), so this changes no evidence, only what a domain check sees
+    rate = np.array([s in CATALOGUE and CATALOGUE[s].kind == "rate" for s in signals])
+    vals[..., rate] = np.clip(vals[..., rate], 0.0, 1.0)
     if noise.missing > 0 and noise.missing_burst > 1:
         # two-state Markov chain per stream: outages of mean length L, stationary share `missing`
         p_end = 1.0 / noise.missing_burst

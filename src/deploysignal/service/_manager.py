@@ -272,7 +272,12 @@ class AnalysisManager:
             self._evicted.discard(aid)
             self._engines.move_to_end(aid)
             while len(self._engines) > self.cache_size:
-                old, _ = self._engines.popitem(last=False)
+                # never an analysis a thread holds or waits on (its operation reads the head and created
+                # stamp kept here); the cache may stay above cache_size until those finish
+                old = next((a for a in self._engines if a not in self._locks), None)
+                if old is None:
+                    break
+                del self._engines[old]
                 self._heads.pop(old, None)
                 self._created.pop(old, None)
                 self._views.pop(old, None)
@@ -447,6 +452,8 @@ class AnalysisManager:
             # a retry (rare): its content and any cut-back are checked under the lock; a key a cut-back
             # deleted meanwhile (None) moved the head, which the stale check below sees
             with self.store.locked(aid) as la:
+                if expect_created is not None and la.row.created != expect_created:
+                    raise _Replaced(f"analysis {aid!r} created at {expect_created} was deleted; the id now names the analysis created at {la.row.created}")
                 prev = _batch_retry(la, batch_id, digest)
             if prev is not None:
                 return prev
@@ -757,18 +764,20 @@ class AnalysisManager:
         every cached analysis that still exists as the one it was built for, and the stored (chain-
         checked) view of every evicted one. Analyses deleted, or deleted and created again, by another
         process are dropped (never exported with the deleted one's verdict)."""
-        rows = {r.id: r for r in self.store.list()}
+        # the cached views first, then the store: a view kept after its analysis was created, so a
+        # cached analysis missing from the listing was deleted (not created after the listing)
         views = self.committed_views()
         with self._guard:
             built_for = dict(self._created)
             evicted = sorted(self._evicted)
+        rows = {r.id: r for r in self.store.list()}
         for aid in list(views):
             row = rows.get(aid)
-            if row is None or (aid in built_for and row.created != built_for[aid]):
+            if row is None or row.created != built_for.get(aid, row.created):
                 del views[aid]
-                with self._guard:
-                    stale = self._created.get(aid) == built_for.get(aid)
-                if stale:  # (racing a re-creation in this process, at worst a valid engine is rebuilt later)
+                with self._guard:  # forgotten only when no operation on it runs and nothing replaced it meanwhile
+                    stale = aid not in self._locks and self._created.get(aid) == built_for.get(aid)
+                if stale:
                     self._drop(aid)
         for aid in evicted:
             if aid not in rows:

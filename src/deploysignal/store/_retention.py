@@ -82,7 +82,11 @@ def expired(store: SQLStore, cutoff_iso: str, cutoff_epoch: float) -> list[str]:
         rows = store._q(c, "SELECT id, summary, last_ts FROM analyses WHERE created < ? ORDER BY created, id", (cutoff_iso,)).fetchall()  # noqa: SLF001
     out = []
     for aid, summary, last_ts in rows:
-        if summary is None or not json.loads(summary).get("final"):
+        try:
+            decided = json.loads(summary) if summary is not None else None
+        except ValueError:  # a damaged summary is not a decision (and never stops the round)
+            decided = None
+        if not isinstance(decided, dict) or not decided.get("final"):  # 'null' after a cut-back to tick 0
             continue
         if last_ts is not None and float(last_ts) >= cutoff_epoch:
             continue

@@ -363,7 +363,8 @@ def test_port_web_provider_statuses(live):
     assert web_measure(m, {}).phase == ERROR
     m.web = {"url": live.url + "/v1/templates"}
     assert web_measure(m, {}).phase == ERROR  # 401
-    m = Metric("v", interval="1m", success_condition='result == "x"', web={"url": live.url + "/metrics"})
+    m = Metric("v", interval="1m", success_condition='result == "x"',
+               web={"url": live.url + "/metrics", "headers": [{"key": "Authorization", "value": f"Bearer {READ}"}]})  # /metrics needs a token
     meas = web_measure(m, {})
     assert meas.phase == FAILED and meas.value.startswith("#")  # a string result; only a success condition: not true = Failed
 

@@ -24,7 +24,7 @@ from deploysignal.calibration import compile_baseline
 from deploysignal.gate import Gate, GateSettings
 from deploysignal.gate._gate import ROLLBACK
 from deploysignal.simulate._core import _PROFILE
-from deploysignal.telemetry import Frame
+from deploysignal.telemetry import CATALOGUE, Frame
 
 SIGNALS = tuple(_PROFILE)
 DAY = 1440
@@ -124,7 +124,11 @@ def simulate_null(name: str, rng: np.random.Generator, paths: int) -> tuple[np.n
     level, sd, amp = prof[:, 0], prof[:, 1], prof[:, 2]
     shift = {"dst_inside": base - 2 * DAY - DAY // 3, "dst_after": base}.get(name)
     di = amp_mult * amp[None, :] * _diurnal(ts, shift)[:, None]
-    return ts, level + sd * (di[None] + y), base
+    vals = level + sd * (di[None] + y)
+    # a rate lives in [0, 1]; the gate reads it through arcsin(sqrt(clip(x, 0, 1))): no evidence changes
+    rate = np.array([CATALOGUE[s].kind == "rate" for s in SIGNALS])
+    vals[..., rate] = np.clip(vals[..., rate], 0.0, 1.0)
+    return ts, vals, base
 
 
 @dataclass

@@ -113,7 +113,7 @@ def bench_noisy_neighbour(*, seconds: float = 20.0, batch: int = 10_000, rate: f
     env = dict(os.environ)
     if server_pythonpath is None:
         # the benchmark measures contention, not the limits
-        cmd += ["--rate-limit-token", "", "--rate-limit-analysis", "", "--rate-limit-analysis-write", "", "--rate-limit-ticks", ""]
+        cmd += ["--rate-limit-token", "", "--rate-limit-analysis", "", "--rate-limit-analysis-write", "", "--rate-limit-ticks", "", "--create"]
         server_pythonpath = str(Path(__file__).resolve().parents[2])  # the code this benchmark runs (the server's cwd is a temporary directory)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(server_pythonpath).resolve()), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).is_absolute()]])
     load_before = os.getloadavg()

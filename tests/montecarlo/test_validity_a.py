@@ -37,6 +37,7 @@ def test_gate_false_rollback_rate(null_run):
     assert np.all(r.verdicts > 0)
 
 
+@pytest.mark.extended  # negative control (~55 CPU-s): the CI null checks above are the guarantee (docs/testing.md)
 def test_without_prewhitening_ar1_null_inflates_false_fires():
     """Negative control: same AR(1) 0.85 null, prewhitening disabled -> family A's guarantee breaks."""
     r = run_mc(77, 300, 960, NoiseSpec(phi=0.85, diurnal=2.0), GateSettings(), prewhiten=False)

@@ -41,7 +41,14 @@ def _null(name: str):
     return _CACHE[name]
 
 
-@pytest.mark.parametrize("name", NULLS)
+#: CI keeps the share steps with empty ticks (the null the split test's bookkeeping is most exposed to) and
+#: heavy tails at 0.5 events per tick (the discrete edge); the three nulls that break time-series models
+#: (the split test does not use one: its validity is conditional on each tick's totals) run under
+#: ``-m extended`` with the same assertions (docs/testing.md).
+CI_NULLS = [n if n in ("traffic_share", "heavy_low") else pytest.param(n, marks=pytest.mark.extended) for n in NULLS]
+
+
+@pytest.mark.parametrize("name", CI_NULLS)
 def test_gate_false_rollback(name):
     r = _null(name)
     k = int(r.rollback.sum())
@@ -49,7 +56,7 @@ def test_gate_false_rollback(name):
     assert cp_upper(k, PATHS) <= ALPHA, f"{name}: {k}/{PATHS} false rollbacks"
 
 
-@pytest.mark.parametrize("name", NULLS)
+@pytest.mark.parametrize("name", CI_NULLS)
 def test_each_metric_and_srm(name):
     """Each metric's e-process at level alpha (threshold 1/alpha; the guarantee holds at every level, and
     2,000 paths resolve this one), whatever the gate decided; at its gate share alpha/4 see the extended test."""

@@ -96,8 +96,18 @@ def _wait(drv, css: str, n: int = 1, timeout: float = 60):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(drv, timeout).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, css)) >= n)
-    return drv.find_elements(By.CSS_SELECTOR, css)
+    return WebDriverWait(drv, timeout).until(lambda d: (lambda found: found if len(found) >= n else False)(d.find_elements(By.CSS_SELECTOR, css)))
+
+
+def _text(drv, eid: str) -> str:
+    """The text of element ``eid`` now ('' when absent): the page re-renders on live updates, so no element handle is kept."""
+    return drv.execute_script("const e = document.getElementById(arguments[0]); return e ? e.textContent : '';", eid)
+
+
+def _open(drv, url: str) -> None:
+    """Load ``url`` as a new document (a change of the hash alone would keep the previous page's elements a moment)."""
+    drv.get("about:blank")
+    drv.get(url)
 
 
 def _login(drv, base: str, token: str) -> None:
@@ -162,7 +172,7 @@ def test_login_list_and_auth(browser, service):
 def test_rolled_back_and_proceeded_pages(browser, service, shots):
     srv, *_ = service
     _login(browser, srv.url, READ)
-    browser.get(srv.url + "/ui/#/a/checkout-rollback")
+    _open(browser, srv.url + "/ui/#/a/checkout-rollback")
     _check_analysis_page(browser, "rollback", 5)
     from selenium.webdriver.common.by import By
 
@@ -170,7 +180,7 @@ def test_rolled_back_and_proceeded_pages(browser, service, shots):
     assert "uncertified" in browser.find_element(By.ID, "uncertified").text  # the run-time caveat of a one-sample config
     assert _errors(browser) == []
     _shot(browser, shots / "analysis.png")
-    browser.get(srv.url + "/ui/#/a/search-proceed")
+    _open(browser, srv.url + "/ui/#/a/search-proceed")
     _check_analysis_page(browser, "proceed", 5)
     assert _errors(browser) == []
     _shot(browser, shots / "analysis-proceed.png")
@@ -182,16 +192,16 @@ def test_live_updates_and_split_effects(browser, service, shots):
     from selenium.webdriver.support.ui import WebDriverWait
 
     _login(browser, srv.url, READ)
-    browser.get(srv.url + "/ui/#/a/ranker-split")
+    _open(browser, srv.url + "/ui/#/a/ranker-split")
     _wait(browser, "#verdict .badge")
     assert "20 evaluated ticks" in browser.find_element(By.ID, "verdict").text
     _wait(browser, "#effects .uplot canvas", 2)
-    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "live-status").text.startswith("live"))
+    WebDriverWait(browser, 30).until(lambda d: _text(d, "live-status").startswith("live"))
     for k in range(3):  # ticks arrive while the page is open: it follows the server-sent events
         r = c.post("/v1/analyses/ranker-split/ticks", json={"ticks": split_ticks(5, 20, start=20 + 20 * k)}, headers=W)
         assert r.status_code == 200, r.text
         want = f"{40 + 20 * k} evaluated ticks"
-        WebDriverWait(browser, 30).until(lambda d, w=want: w in d.find_element(By.ID, "verdict").text)
+        WebDriverWait(browser, 30).until(lambda d, w=want: w in _text(d, "verdict"))
     assert all(_drawn(browser, cv) > 500 for cv in _wait(browser, "#effects .uplot canvas", 2))
     assert _errors(browser) == []
     _shot(browser, shots / "analysis-split.png")
@@ -210,10 +220,9 @@ def test_report_opens_offline(browser, service, tmp_path, shots):
     assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0  # opened offline: no request at all
     assert _errors(browser) == []
     _shot(browser, shots / "report.png")
-    # same inputs, same bytes
-    again = tmp_path / "again.html"
-    assert _cli("report", "checkout-rollback", "--store", store, "-o", str(again)).returncode == 0
-    assert again.read_bytes() == out.read_bytes()
+    # the service's report of the same analysis is the same file, byte for byte (same inputs, same bytes)
+    srv, c, *_ = service
+    assert c.get("/v1/analyses/checkout-rollback/report", headers=R).content == out.read_bytes()
 
 
 def _fleet_jsonl(path: Path) -> None:
@@ -256,14 +265,14 @@ def test_ui_fleet_and_migration_pages(browser, tmp_path, shots):
                 time.sleep(0.2)
         assert httpx.get(base + "/v1/dashboard/sources", timeout=5).status_code == 401
         _login(browser, base, "ui-token-test")
-        browser.get(base + "/ui/#/fleet")
+        _open(browser, base + "/ui/#/fleet")
         heat = _wait(browser, "#heat canvas.heat")[0]
         assert _drawn(browser, heat) > 1000
         assert "rack" in browser.find_element(By.ID, "attributions").text
         assert len(browser.find_elements(By.CSS_SELECTOR, "#flagged tr")) > 1
         assert _errors(browser) == []
         _shot(browser, shots / "fleet.png")
-        browser.get(base + "/ui/#/migration")
+        _open(browser, base + "/ui/#/migration")
         _wait(browser, "#dimensions .uplot canvas", 4)
         assert "rolled_back" in browser.find_element(By.ID, "migration-summary").text
         assert "rolled_back" in browser.find_element(By.ID, "phases").text

@@ -49,6 +49,9 @@ def _signals(payloads: dict[int, dict[str, Any]], ticks: list[int]) -> dict[str,
     if not payloads:
         return None
     first = next(iter(payloads.values()))
+    if "split" in first:  # split: its tiers summed per arm
+        payloads = {t: {"arms": _sum_tiers(p.get("split") or [])} for t, p in payloads.items()}
+        first = next(iter(payloads.values()))
     if "arms" in first:  # split: events / units per arm and metric
         names = sorted({m for p in payloads.values() for a in p.get("arms", {}).values() for m in (a.get("events") or {})})
         arms = sorted({a for p in payloads.values() for a in p.get("arms", {})})
@@ -70,6 +73,18 @@ def _signals(payloads: dict[int, dict[str, Any]], ticks: list[int]) -> dict[str,
     if any(p.get("control") for p in payloads.values()):
         out["control"] = {s: [_num((payloads.get(t, {}).get("control") or {}).get(s)) for t in ticks] for s in names}
     return out
+
+
+def _sum_tiers(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The arms of a stored split tick's tier entries, units and event counts summed over the tiers."""
+    arms: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        for arm, a in (e.get("arms") or {}).items():
+            acc = arms.setdefault(arm, {"units": 0.0, "events": {}})
+            acc["units"] += _num(a.get("units")) or 0.0
+            for m, k in (a.get("events") or {}).items():
+                acc["events"][m] = acc["events"].get(m, 0.0) + (_num(k) or 0.0)
+    return arms
 
 
 def analysis_view(
@@ -104,7 +119,8 @@ def analysis_view(
     dict
         ``verified`` (``ok``, ``lines``, ``head``, ``reason``), and when ok: ``header`` (settings,
         certification), ``ticks`` and ``timestamps``, ``families`` (log-evidence and bound per tick),
-        ``verdicts`` (the gate's verdict per tick), ``last`` (the last gate record), ``drivers``,
+        ``verdicts`` (the gate's verdict per tick; a family without an e-value, such as the rules
+        family B, has its ``statistic`` per tick instead of evidence), ``last`` (the last gate record), ``drivers``,
         ``effects`` (split: estimate and confidence-sequence bounds per tick), ``signals`` and
         ``notes`` (what is not shown, and why).
 
@@ -152,9 +168,10 @@ def analysis_view(
         verdicts.append(str(rec.get("verdict")))
         last_gate = rec
         for name, fr in pending.items():
-            f = fams.setdefault(name, {"name": name, "role": fr.get("role"), "evidence": [None] * k, "bound": [None] * k, "fired_at": None})
+            f = fams.setdefault(name, {"name": name, "role": fr.get("role"), "evidence": [None] * k, "bound": [None] * k, "statistic": [None] * k, "fired_at": None})
             f["evidence"].append(_evidence(fr))
             f["bound"].append(_num(fr.get("threshold")))
+            f["statistic"].append(_num(fr.get("statistic")))
             if fr.get("fire") and f["fired_at"] is None:
                 f["fired_at"] = ticks[-1]
             eff = fr.get("effect")
@@ -164,8 +181,8 @@ def analysis_view(
                     e[key].append(_num(eff.get(src)))
         for f in fams.values():  # a family without a record at this tick: a gap, not a repeat
             if len(f["evidence"]) < len(ticks):
-                f["evidence"].append(None)
-                f["bound"].append(None)
+                for key in ("evidence", "bound", "statistic"):
+                    f[key].append(None)
         for e in effects.values():
             for col in e.values():
                 if len(col) < len(ticks):

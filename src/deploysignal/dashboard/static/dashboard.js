@@ -192,8 +192,12 @@
     const grid = el("div", { class: "grid", id: "evidence" }); page.append(grid);
     for (const f of v.families) {
       const card = el("div", { class: "card family" }); grid.append(card);
-      linePlot(card, f.name + (f.fired_at != null ? " (fired at tick " + f.fired_at + ")" : ""), v.ticks,
-        [{ label: "log evidence", data: f.evidence }, { label: "bound", data: f.bound, color: COLORS.rollback, dash: [6, 4], width: 1 }], { ylabel: "log e" });
+      const title = f.name + (f.fired_at != null ? " (fired at tick " + f.fired_at + ")" : "");
+      if (f.evidence.every((x) => x == null) && f.statistic && f.statistic.some((x) => x != null)) {
+        linePlot(card, title + ": rule statistic (no e-value)", v.ticks, [{ label: "statistic", data: f.statistic }], { ylabel: "statistic" });
+      } else {
+        linePlot(card, title, v.ticks, [{ label: "log evidence", data: f.evidence }, { label: "bound", data: f.bound, color: COLORS.rollback, dash: [6, 4], width: 1 }], { ylabel: "log e" });
+      }
     }
     if (!v.families.length) grid.append(el("p", { class: "muted", text: "no evaluated tick yet" }));
 
@@ -212,11 +216,12 @@
     page.append(el("h2", { text: "Signals" }));
     const sg = el("div", { class: "grid", id: "signals" }); page.append(sg);
     if (sig && sig.kind === "canary_control") {
-      for (const n of sig.names) {
+      const driving = [...new Set(v.drivers.filter((d) => d.fire).flatMap((d) => d.drivers || []))];
+      for (const n of driving.filter((x) => sig.names.includes(x)).concat(sig.names.filter((x) => !driving.includes(x)))) {
         const card = el("div", { class: "card" }); sg.append(card);
         const ss = [{ label: "canary", data: sig.canary[n], color: COLORS.rollback }];
         if (sig.control) ss.push({ label: "control", data: sig.control[n], color: "#1a5fb4" });
-        linePlot(card, n, v.ticks, ss, { height: 150 });
+        linePlot(card, n + (driving.includes(n) ? " (driver)" : ""), v.ticks, ss, { height: 150 });
       }
     } else if (sig && sig.kind === "arms") {
       for (const n of sig.names) {

@@ -199,6 +199,8 @@ def analysis_view(
         notes.append(why)
     if settings.get("mode") in ("one-sample", "two-sample") or (settings and "mode" not in settings and not effects):
         notes.append("effect sizes with confidence sequences are reported in split mode; this mode reports each family's evidence, p-value and drivers")
+    if settings.get("mode") == "one-sample":
+        notes.append("one-sample mode: the baseline is the compiled config's per-cell model on a transformed scale, not a series; the signal plots show the canary's values as ingested")
     view.update({
         "header": {k: header.get(k) for k in ("settings", "certification", "baseline_version", "gate_version", "store_binding") if k in header},
         "mode": settings.get("mode", "split" if effects else None),

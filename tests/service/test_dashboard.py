@@ -140,3 +140,24 @@ def test_embedded_data_cannot_close_its_script():
     html = page_html(report_data([(analysis_view("x", lines, head=head), "")]))
     assert "<script>alert" not in html and html.count("</script>") == 3  # uPlot, the dashboard script, the data
     assert page_html(report_data([(analysis_view("x", lines, head=head), "")])) == html
+
+
+def test_fleet_observe_jsonl_is_what_the_fleet_page_reads(tmp_path):
+    """The user's path: ``fleet observe --jsonl`` output, as printed, is a valid fleet page source."""
+    import numpy as np
+
+    from deploysignal.cli._fleet import app as fleet_cli
+
+    rng = np.random.default_rng(2)
+    lines = ["tick,shard,lat,err"]
+    for t in range(80):
+        for sh in range(6):
+            v = rng.standard_normal(2) + (3.0 if (sh == 4 and t >= 20) else 0.0)
+            lines.append(f"{t},s{sh},{v[0]:.4f},{v[1]:.4f}")
+    p = tmp_path / "fleet.csv"
+    p.write_text("\n".join(lines) + "\n")
+    r = CliRunner().invoke(fleet_cli, ["observe", str(p), "--q", "0.1", "--jsonl"])
+    assert r.exit_code == 4, r.output
+    assert "shard_fault: shard s4" in r.stderr  # the attribution summary goes to stderr with --jsonl
+    v = fleet_view(r.stdout.splitlines(), "f")  # stdout as a shell redirect would write it
+    assert v["ticks"] == list(range(80)) and [f["shard"] for f in v["flagged"]] == ["s4"] and v["flagged_count"][-1] == 1

@@ -223,6 +223,11 @@ def test_report_opens_offline(browser, service, tmp_path, shots):
     # the service's report of the same analysis is the same file, byte for byte (same inputs, same bytes)
     srv, c, *_ = service
     assert c.get("/v1/analyses/checkout-rollback/report", headers=R).content == out.read_bytes()
+    from deploysignal.cli._dashboard import _fetch_report  # what `report --url ... --token-file` writes
+
+    tok = tmp_path / "read.token"
+    tok.write_text(READ + "\n")
+    assert _fetch_report(srv.url, "checkout-rollback", tok).encode() == out.read_bytes()
 
 
 def _fleet_jsonl(path: Path) -> None:
@@ -238,8 +243,13 @@ def _fleet_jsonl(path: Path) -> None:
     path.write_text("".join(obs.update(x[t]).model_dump_json() + "\n" for t in range(x.shape[0])))
 
 
-def test_ui_fleet_and_migration_pages(browser, tmp_path, shots):
+def test_ui_fleet_and_migration_pages(browser, service, tmp_path, shots):
+    """``deploysignal ui`` over the service's store, an audit file, a fleet and a migration file."""
     from selenium.webdriver.common.by import By
+
+    _, c, store, _ = service
+    audit = tmp_path / "exported.audit.ndjson"
+    audit.write_text(c.get("/v1/analyses/search-proceed/audit", headers=R).text)
 
     fleet = tmp_path / "racks.jsonl"
     _fleet_jsonl(fleet)
@@ -251,8 +261,8 @@ def test_ui_fleet_and_migration_pages(browser, tmp_path, shots):
     port = free_port()
     log = tmp_path / "ui.log"
     with log.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "deploysignal", "ui", "--fleet", str(fleet), "--migration", str(mig), "--port", str(port),
-                                 "--token-file", str(tok)], env=ENV, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "deploysignal", "ui", "--store", store, "--audit", str(audit), "--fleet", str(fleet),
+                                 "--migration", str(mig), "--port", str(port), "--token-file", str(tok)], env=ENV, stdout=sink, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -265,6 +275,15 @@ def test_ui_fleet_and_migration_pages(browser, tmp_path, shots):
                 time.sleep(0.2)
         assert httpx.get(base + "/v1/dashboard/sources", timeout=5).status_code == 401
         _login(browser, base, "ui-token-test")
+        _open(browser, base + "/ui/")
+        listed = _wait(browser, "#analyses tr", 5)  # the store's three analyses and the audit file
+        assert "exported" in browser.find_element(By.ID, "analyses").text and len(listed) == 5
+        _open(browser, base + "/ui/#/a/exported")
+        _check_analysis_page(browser, "proceed", 5)
+        assert "not in an audit log" in browser.find_element(By.CSS_SELECTOR, "ul.notes").text  # no signal values in a file: said
+        _open(browser, base + "/ui/#/a/checkout-rollback")
+        _check_analysis_page(browser, "rollback", 5)
+        assert _errors(browser) == []
         _open(browser, base + "/ui/#/fleet")
         heat = _wait(browser, "#heat canvas.heat")[0]
         assert _drawn(browser, heat) > 1000

@@ -148,14 +148,10 @@ def test_fleet_observe_jsonl_is_what_the_fleet_page_reads(tmp_path):
 
     from deploysignal.cli._fleet import app as fleet_cli
 
-    rng = np.random.default_rng(2)
-    lines = ["tick,shard,lat,err"]
-    for t in range(80):
-        for sh in range(6):
-            v = rng.standard_normal(2) + (3.0 if (sh == 4 and t >= 20) else 0.0)
-            lines.append(f"{t},s{sh},{v[0]:.4f},{v[1]:.4f}")
+    x = np.random.default_rng(2).standard_normal((80, 6, 2))
+    x[20:, 4, :] += 3.0  # shard s4 shifts at tick 20
     p = tmp_path / "fleet.csv"
-    p.write_text("\n".join(lines) + "\n")
+    p.write_text("tick,shard,lat,err\n" + "".join(f"{t},s{k},{x[t, k, 0]:.4f},{x[t, k, 1]:.4f}\n" for t in range(80) for k in range(6)))
     r = CliRunner().invoke(fleet_cli, ["observe", str(p), "--q", "0.1", "--jsonl"])
     assert r.exit_code == 4, r.output
     assert "shard_fault: shard s4" in r.stderr  # the attribution summary goes to stderr with --jsonl

@@ -284,6 +284,15 @@ def test_ui_fleet_and_migration_pages(browser, service, tmp_path, shots):
         _open(browser, base + "/ui/#/a/checkout-rollback")
         _check_analysis_page(browser, "rollback", 5)
         assert _errors(browser) == []
+        # a live analysis of the store follows what the service writes into it
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        n = len(c.get("/v1/analyses/ranker-split/view", headers=R).json()["ticks"])
+        _open(browser, base + "/ui/#/a/ranker-split")
+        WebDriverWait(browser, 30).until(lambda d: _text(d, "live-status").startswith("live"))
+        assert c.post("/v1/analyses/ranker-split/ticks", json={"ticks": split_ticks(5, 10, start=n)}, headers=W).status_code == 200
+        WebDriverWait(browser, 30).until(lambda d: f"{n + 10} evaluated ticks" in _text(d, "verdict"))
+        assert _errors(browser) == []
         _open(browser, base + "/ui/#/fleet")
         heat = _wait(browser, "#heat canvas.heat")[0]
         assert _drawn(browser, heat) > 1000
@@ -299,4 +308,9 @@ def test_ui_fleet_and_migration_pages(browser, service, tmp_path, shots):
         _shot(browser, shots / "migration.png")
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+            raise AssertionError(f"deploysignal ui did not stop on SIGTERM within 30 s: {log.read_text()[-2000:]}") from None

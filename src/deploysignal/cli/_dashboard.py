@@ -62,11 +62,15 @@ def local_app(store_url: str | None, audits: list[Path], fleets: list[Path], mig
     """A read-only FastAPI app serving the dashboard over a store and/or audit files with one bearer token.
 
     The same page and view JSON as the service's ``/ui/``; no write endpoint exists. Files are read once
-    (at start); a store is read on every request (an analysis a service is writing shows its new ticks on
-    reload). Every view is derived from a chain verified against its head (a store's ``audit_head``).
+    (at start); a store is read on every request, and a store's analysis that is not final follows new
+    entries (a service writing the store) by a once-a-second poll. Every view is derived from a chain verified against its head (a store's ``audit_head``).
     """
+    import asyncio
+    from collections.abc import AsyncIterator
+
     from fastapi import Depends, FastAPI, HTTPException
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from starlette.concurrency import run_in_threadpool
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
     from ..dashboard._routes import add_static_routes
@@ -112,6 +116,29 @@ def local_app(store_url: str | None, audits: list[Path], fleets: list[Path], mig
     @app.get("/v1/analyses/{aid}/audit", dependencies=guard)
     def audit(aid: str) -> Response:
         return Response(_one(aid)[1], media_type="application/x-ndjson")
+
+    @app.get("/v1/analyses/{aid}/events", dependencies=guard)
+    async def events(aid: str, from_tick: int = 0, timeout: float = 300.0) -> StreamingResponse:
+        """New stored entries of a store's analysis, polled once a second (a service may be writing the
+        store): one ``entries`` event per poll that found some, ``id`` = the last entry's sequence number.
+        The page re-reads the view on each; the data itself comes only from the view."""
+        if st is None or aid in files:
+            raise HTTPException(404, f"analysis {aid!r} is a file: no live updates")
+        await run_in_threadpool(st.get, aid)
+
+        async def gen() -> AsyncIterator[bytes]:
+            nxt, loop = max(0, from_tick), asyncio.get_running_loop()
+            deadline = loop.time() + min(max(timeout, 1.0), 3600.0)
+            while loop.time() < deadline:  # a client that goes away ends the stream (starlette cancels it)
+                n = await run_in_threadpool(st.n_ticks, aid)
+                if n > nxt:
+                    nxt = n
+                    yield f"id: {n - 1}\nevent: entries\ndata: {{\"stored\":{n}}}\n\n".encode()
+                else:
+                    yield b": keep-alive\n\n"
+                await asyncio.sleep(1.0)
+
+        return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.get("/v1/analyses/{aid}/report", dependencies=guard)
     def report_file(aid: str) -> Response:
@@ -168,7 +195,8 @@ def ui(
     err.print(f"dashboard: http://{host}:{port}/ui/")
     if token_file is None:
         err.print(f"read token (paste it into the page once): {token}")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # an open page holds an event stream: stop after 3 s on Ctrl-C / SIGTERM instead of waiting for it
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
 
 
 def report(

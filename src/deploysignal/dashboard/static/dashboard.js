@@ -247,7 +247,8 @@
     try { v = await source.view(id); } catch (e) { if (String(e.message) !== "401") fail(page, e); return; }
     if (!v) { fail(page, "no analysis " + id + " in this report"); return; }
     renderAnalysis(page, v);
-    if (!DATA && v.verified.ok && !(v.last && v.last.final)) follow(id, page, v.stored_entries || 0);
+    // live only for a stored analysis (an audit file has no stored_entries: nothing will be added to it)
+    if (!DATA && v.verified.ok && v.stored_entries != null && !(v.last && v.last.final)) follow(id, page, v.stored_entries);
   }
 
   // server-sent events over fetch (a header can carry the token); each decision re-reads the verified view

@@ -255,25 +255,33 @@
   function follow(id, page, from) {
     const ctl = new AbortController(); live = ctl;
     const status = (t, on) => { const s = $("live-status"); if (s) { s.textContent = t; s.className = "live" + (on ? " on" : ""); } };
-    let pending = null;
+    // one view read at a time, the next at least 1 s and twice the last read's duration later: the server
+    // rebuilds the view from the chain (docs/dashboard.md, cost), so a fast tick stream must not queue reads
+    let pending = null, again = false, gap = 1000, lastEnd = -Infinity;
     const refresh = () => {
-      if (pending) return;
+      if (pending) { again = true; return; }
       pending = setTimeout(async () => {
-        pending = null;
-        if (live !== ctl) return;
+        const t0 = performance.now();
         try {
+          if (live !== ctl) return;
           const v = await source.view(id);
           if (live !== ctl) return;
           renderAnalysis(page, v); status("live: tick " + (v.ticks.length ? v.ticks[v.ticks.length - 1] : "–"), true);
           if (v.last && v.last.final) { ctl.abort(); status("final", false); }
         } catch (e) { status("update failed: " + e.message, false); }
-      }, 300);
+        finally {
+          lastEnd = performance.now();
+          gap = Math.max(1000, 2 * (lastEnd - t0));
+          pending = null;
+          if (again) { again = false; refresh(); }
+        }
+      }, Math.max(300, lastEnd + gap - performance.now()));
     };
     (async () => {
       let cursor = from;
       while (live === ctl) {
         try {
-          const r = await api("v1/analyses/" + encodeURIComponent(id) + "/events?from_tick=" + cursor + "&timeout=600", { signal: ctl.signal, headers: { Accept: "text/event-stream" } });
+          const r = await api("v1/analyses/" + encodeURIComponent(id) + "/events?from_tick=" + cursor + "&timeout=60", { signal: ctl.signal, headers: { Accept: "text/event-stream" } });
           if (!r.ok) { status("live updates unavailable (" + r.status + ")", false); return; }
           status("live", true);
           const reader = r.body.getReader(), dec = new TextDecoder();

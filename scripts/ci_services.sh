@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and start the external services the integration tests use (Debian packages).
 #
-#   scripts/ci_services.sh                      install prometheus + postgresql if missing (CI does this)
+#   scripts/ci_services.sh                      install prometheus + postgresql + chromium if missing (CI does this)
 #   scripts/ci_services.sh start-postgres       throwaway cluster in a new /tmp dir on a free loopback
 #                                               port; prints "URL DIR" on stdout
 #   scripts/ci_services.sh stop-postgres DIR    stop it and remove DIR
@@ -33,7 +33,9 @@ install() {
   pg_bin >/dev/null 2>&1 || need+=(postgresql)
   command -v jq >/dev/null 2>&1 || need+=(jq)      # the docs/walkthrough.md commands (tests/conformance)
   command -v curl >/dev/null 2>&1 || need+=(curl)
-  if [ ${#need[@]} -eq 0 ]; then echo "ci_services: prometheus and postgresql present" >&2; return 0; fi
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)            # headless browser of the dashboard tests
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver) # (tests/service/test_dashboard_browser.py)
+  if [ ${#need[@]} -eq 0 ]; then echo "ci_services: prometheus, postgresql and chromium present" >&2; return 0; fi
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "ci_services: cannot install ${need[*]} (needs root and apt-get); integration tests will skip" >&2
     return 0

@@ -74,6 +74,8 @@ def _requests(p: str, tok: str, kay: str, cfgd: dict, ticks: list, ex: dict) -> 
         ("/v1/analyses/{aid}", "get"): (f"/v1/analyses/{p}-a", {"headers": h}),
         ("/v1/analyses/{aid}/ticks", "post"): (f"/v1/analyses/{p}-a/ticks", {"headers": h, "json": {"ticks": ticks[20:21]}}),
         ("/v1/analyses/{aid}/audit", "get"): (f"/v1/analyses/{p}-a/audit", {"headers": h}),
+        ("/v1/analyses/{aid}/view", "get"): (f"/v1/analyses/{p}-a/view", {"headers": h}),  # the dashboard (dashboard/_routes.py)
+        ("/v1/analyses/{aid}/report", "get"): (f"/v1/analyses/{p}-a/report", {"headers": h}),
         ("/v1/analyses/{aid}/replay", "post"): (f"/v1/analyses/{p}-a/replay", {"headers": h}),
         ("/v1/analyses/{aid}/events", "get"): (f"/v1/analyses/{p}-a/events?max_events=1&timeout=1", {"headers": h}),
         ("/v1/analyses/{aid}/void", "post"): (f"/v1/analyses/{p}-a/void", {"headers": h, "json": {"reason": "scope test"}}),
@@ -103,6 +105,7 @@ UNSCOPED_ROUTES = {
     ("/v1/deleted", "get"): "refused",
     ("/kayenta/{key}/credentials", "get"): "no analysis data",
     ("/healthz", "get"): "no token",
+    ("/v1/dashboard/sources", "get"): "no analysis data",
 }
 
 

@@ -451,9 +451,10 @@ def _root(
 def _register_subcommands() -> None:
     """Adapters living in their own modules: service (serve, service, audit), evaluation (eval),
     paired migration and release pipeline (migrate, pipeline, drill) and the fleet observer (fleet)."""
-    from . import _eval, _fleet, _migration, _prometheus, _service
+    from . import _dashboard, _eval, _fleet, _migration, _prometheus, _service
 
     _service.register(app)
+    _dashboard.register(app)  # ui, report
     app.add_typer(_eval.app, name="eval")
     app.add_typer(_migration.migrate_app, name="migrate")
     app.add_typer(_migration.pipeline_app, name="pipeline")

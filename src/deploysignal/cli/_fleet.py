@@ -117,7 +117,7 @@ def observe(
     max_faulty: float = typer.Option(0.10, "--max-faulty-fraction", help="Largest fraction of shards planned "
                                      "to be faulty at once; healthy shards' bets carry a margin for the median shift it can cause "
                                      "(Gaussian worst case, docs/fleet.md)."),
-    jsonl: bool = typer.Option(False, "--jsonl", help="Print one FleetObservation JSON per tick."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="Print one FleetObservation JSON per tick (stdout holds only these; `deploysignal ui --fleet FILE` shows them)."),
 ) -> None:
     """Observe a fleet window; exit 4 when shards are flagged or a fleet event fires."""
     shards, signals, x = read_long_csv(telemetry)
@@ -151,8 +151,8 @@ def observe(
             out.print(f"tick {t}: flagged {', '.join(o.newly_flagged)}")
     if o is None:
         raise InputError("no ticks in telemetry", column="tick")
-    for a in o.attributions:
-        out.print(f"{a.kind}: {a.level} {a.node} ({len(a.shards)} shard(s), log e {a.log_e:.2f})")
+    for a in o.attributions:  # with --jsonl on stderr: stdout stays JSON lines (`deploysignal ui --fleet`); the last line holds them too
+        (err if jsonl else out).print(f"{a.kind}: {a.level} {a.node} ({len(a.shards)} shard(s), log e {a.log_e:.2f})")
     raise typer.Exit(4 if (o.flagged or o.fleet_fired) else 0)
 
 

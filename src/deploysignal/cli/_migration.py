@@ -109,6 +109,7 @@ def migrate_run(
     sla_ms: float = typer.Option(2000.0, min=1.0),
     time_scale: float = typer.Option(86_400.0, min=1.0, help="Protocol seconds per wall second (simulated pair)."),
     seed: int = typer.Option(0),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the run (phases, per-dimension evidence per pair) as JSON here (`deploysignal ui --migration`, `report --migration`)."),
 ) -> None:
     """Run a migration against configured HTTP agents, or the built-in simulated NL-to-SQL pair."""
     settings = ProtocolSettings(strategy=strategy)  # type: ignore[arg-type]
@@ -137,6 +138,8 @@ def migrate_run(
                                    interval_s=0.0005, seed=seed)
 
     rep = asyncio.run(main())
+    if json_out is not None:
+        json_out.write_text(json.dumps(rep.to_json(settings), sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
     out.print(f"final phase: {rep.final_phase}  pairs: {rep.pairs}  queries: {rep.queries}  shadow drops: {rep.drops}")
     if rep.rollback_reason:
         out.print(f"rollback reason: {rep.rollback_reason}")

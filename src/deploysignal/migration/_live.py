@@ -13,6 +13,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -119,6 +120,19 @@ class LiveReport:
     actuation_ok: bool = True
     drops: int = 0
     phases: list[tuple[float, str]] = field(default_factory=list)
+    #: one entry per scored pair: ``{"pair", "phase", "non_inferiority", "harm", "detector"}`` (the
+    #: protocol's per-dimension log-evidence after that pair, ``MigrationProtocol.dimension_evidence``)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self, settings: ProtocolSettings | None = None) -> dict[str, Any]:
+        """The run as JSON (``deploysignal migrate run --json``; the dashboard's migration page reads it):
+        counts, the phase reached after each scored pair and the per-dimension log-evidence (``trace``)."""
+        from ._quality import DIMENSIONS
+
+        s = settings or ProtocolSettings()
+        return {"kind": "migration_run", "final_phase": self.final_phase, "rollback_reason": self.rollback_reason, "queries": self.queries,
+                "pairs": self.pairs, "drops": self.drops, "strategy": s.strategy, "dimensions": list(DIMENSIONS), "margins": list(s.margins),
+                "trace": self.trace}
 
     @property
     def decision_to_incumbent_s(self) -> float | None:
@@ -186,6 +200,7 @@ async def run_migration(incumbent: Agent, challenger: Agent, questions: Callable
                      np.array([served]))
         rep.pairs += 1
         after = proto.phase_name(0)
+        rep.trace.append({"pair": rep.pairs, "phase": after, **proto.dimension_evidence(0)})
         if after != before:
             rep.phases.append((loop.time(), after))
         if proto.phase[0] == ROLLED_BACK and rep.decision_at is None:

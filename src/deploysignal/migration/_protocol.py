@@ -157,6 +157,22 @@ class MigrationProtocol:
     def phase_name(self, i: int) -> str:
         return PHASES[int(self.phase[i])]
 
+    def dimension_evidence(self, i: int = 0) -> dict[str, list[float]]:
+        """Log-evidence per dimension (:data:`DIMENSIONS` order) of stream ``i``, read only: ``non_inferiority``,
+        the log-wealth of each dimension's non-inferiority test (promotion out of shadow needs every one,
+        Holm); ``harm``, the log-wealth of each dimension's harm test (rollback, Holm); ``detector``, the
+        change detector's log statistic (rollback at ``detector_log_threshold``; ``-inf`` as ``None``)."""
+        dd = len(DIMENSIONS)
+        det = self._det.log_statistic().reshape(self.batch, dd)[i]
+        return {"non_inferiority": [float(e.log_wealth()[i]) for e in self._ni],
+                "harm": [float(v) for v in self._harm.log_wealth().reshape(self.batch, dd)[i]],
+                "detector": [float(v) if np.isfinite(v) else None for v in det]}  # type: ignore[misc]
+
+    @property
+    def detector_log_threshold(self) -> float:
+        """The change detector's alarm level (log scale)."""
+        return float(self._det.log_threshold)
+
     def rollback_reason(self, i: int) -> str:
         return ROLLBACK_REASONS[int(self.reason[i])]
 

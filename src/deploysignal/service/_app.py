@@ -36,6 +36,7 @@ from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError
 from ..calibration import CompiledConfig, compile_baseline
 from ..sources import PrometheusPuller, PrometheusSource, PrometheusSplitSource, PromUnavailable, PullSpec, SecretPolicy
+from ..dashboard._routes import add_dashboard_routes
 from ..store import Conflict, IntegrationTables, NotFound, open_existing
 from ..gate import certification_status
 from ..telemetry import Frame
@@ -717,6 +718,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             pass
 
     add_retention_routes(app, manager, read, write, _now, _deleted)
+    add_dashboard_routes(app, store, lambda aid: manager.read(aid, lambda eng: None), read)  # /ui/ and the views it draws (dashboard/)
 
     @app.get("/v1/analyses/{aid}/events", dependencies=read, tags=["analyses"])
     async def events(

@@ -685,14 +685,21 @@ class AnalysisManager:
 
         At most ``max_replays`` run at once (a replay re-evaluates the whole analysis: unbounded, a
         few concurrent ones starved ingest); a request that gets no slot within ``wait_timeout``
-        seconds raises :class:`Busy`. A replay runs inside its request (synchronous), not as a
-        background job."""
-        if not self._replays.acquire(timeout=self.wait_timeout):
-            raise Busy(f"{self.max_replays} replay(s) already running for more than {self.wait_timeout:g} s; retry later", retry_after=5)
+        seconds raises :class:`Busy`. The service runs replays as background jobs
+        (:mod:`deploysignal.service._replay_jobs`), which take the same slots."""
+        self.take_replay_slot()
         try:
             return self._replay(aid)
         finally:
-            self._replays.release()
+            self.release_replay_slot()
+
+    def take_replay_slot(self) -> None:
+        """Take one of the ``max_replays`` replay slots, waiting at most ``wait_timeout`` (else :class:`Busy`)."""
+        if not self._replays.acquire(timeout=self.wait_timeout):
+            raise Busy(f"{self.max_replays} replay(s) already running for more than {self.wait_timeout:g} s; retry later", retry_after=5)
+
+    def release_replay_slot(self) -> None:
+        self._replays.release()
 
     def _replay(self, aid: str) -> dict[str, Any]:
         row, rows = self.store.stored_rows(aid)

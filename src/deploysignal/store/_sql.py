@@ -12,6 +12,7 @@ Tables (identical on both back ends)::
     analysis_templates, analysis_revisions, integration_events   see store/_integration.py
     batch_digests, deleted_analyses     see store/_batches.py, store/_retention.py
     pending_writes                      see store/_pending.py (rows at or beyond n_ticks are pending)
+    replay_jobs                         see store/_jobs.py
 
 Writes to one analysis are serialised by a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite) held for the whole ingest transaction, so several service processes can
@@ -600,3 +601,6 @@ from ._pending import PENDING_SCHEMA, settle_pending  # noqa: E402 - chunked wri
 
 _SCHEMA += [*BATCH_SCHEMA, *RETENTION_SCHEMA]
 _SCHEMA += PENDING_SCHEMA
+from ._jobs import JOBS_SCHEMA  # noqa: E402 - replay jobs
+
+_SCHEMA += JOBS_SCHEMA

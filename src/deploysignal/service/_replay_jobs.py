@@ -47,13 +47,6 @@ log = logging.getLogger(__name__)
 NICE = 10
 
 
-def _lower_priority() -> None:  # pragma: no cover - runs in the worker process
-    try:
-        os.nice(NICE)
-    except OSError:
-        log.warning("replay worker: could not lower its scheduling priority", exc_info=True)
-
-
 def replay_in_worker(store_url: str, aid: str, eval_chunk: int) -> dict[str, Any]:
     """The replay of ``aid`` in a worker process: a manager of its own on the store (no cache, no slots)."""
     from ..store import open_store
@@ -112,7 +105,10 @@ class ReplayJobs:
                 if self.mode == "process":
                     import multiprocessing
 
-                    self._pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority)
+                    # os.nice itself as the initializer: unpickling it imports nothing, so the worker's imports
+                    # (numpy, the compiled kernels) already run at the lower priority
+                    self._pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
+                                                     initargs=(NICE,))
                 else:
                     self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="replay")
             return self._pool

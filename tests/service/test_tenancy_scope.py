@@ -77,6 +77,7 @@ def _requests(p: str, tok: str, kay: str, cfgd: dict, ticks: list, ex: dict) -> 
         ("/v1/analyses/{aid}/view", "get"): (f"/v1/analyses/{p}-a/view", {"headers": h}),  # the dashboard (dashboard/_routes.py)
         ("/v1/analyses/{aid}/report", "get"): (f"/v1/analyses/{p}-a/report", {"headers": h}),
         ("/v1/analyses/{aid}/replay", "post"): (f"/v1/analyses/{p}-a/replay", {"headers": h}),
+        ("/v1/analyses/{aid}/replays/{job}", "get"): (f"/v1/analyses/{p}-a/replays/rj-0000000000000000", {"headers": h}),
         ("/v1/analyses/{aid}/events", "get"): (f"/v1/analyses/{p}-a/events?max_events=1&timeout=1", {"headers": h}),
         ("/v1/analyses/{aid}/void", "post"): (f"/v1/analyses/{p}-a/void", {"headers": h, "json": {"reason": "scope test"}}),
         ("/v1/analyses/{aid}/cut", "post"): (f"/v1/analyses/{p}-a/cut", {"headers": h, "json": {"to_tick": 10, "reason": "scope test"}}),

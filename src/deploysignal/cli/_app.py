@@ -360,6 +360,9 @@ def bench(
     noisy_rate: float = typer.Option(20.0, min=0.1, help="--noisy-neighbour: single-tick requests per second of client B."),
     noisy_store: Optional[str] = typer.Option(None, help="--noisy-neighbour: the server's --store (default: a new SQLite file)."),
     server_pythonpath: Optional[str] = typer.Option(None, help="--noisy-neighbour: run the server from this source tree (PYTHONPATH), e.g. an earlier version."),
+    noisy_isolate: bool = typer.Option(False, "--noisy-isolate", help="--noisy-neighbour: A's batches go to a second server with its own store (the machine's share of B's slowdown)."),
+    noisy_replays: int = typer.Option(0, min=0, help="--noisy-neighbour: instead of batches, this many clients replay A (5,000 ticks) back to back (serve --max-replays N)."),
+    noisy_replay_in: str = typer.Option("process", help="--noisy-neighbour with --noisy-replays: the server's --replay-in (process or thread)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-tick latency of the gate on a 12-signal stream (median, p99, microseconds): the live
@@ -368,7 +371,7 @@ def bench(
     kernel floor: each part's compiled loop over the whole stream, per tick. With
     ``--noisy-neighbour``, the service benchmark of docs/performance.md instead."""
     if noisy_neighbour:
-        _bench_noisy(noisy_seconds, noisy_batch, noisy_rate, seed, noisy_store, server_pythonpath, as_json)
+        _bench_noisy(noisy_seconds, noisy_batch, noisy_rate, seed, noisy_store, server_pythonpath, as_json, noisy_isolate, noisy_replays, noisy_replay_in)
         return
     from ..bench import bench_gate
 
@@ -411,14 +414,17 @@ def bench(
                   f"min {f['min_ms']:.1f} ms over {f['repeats']} updates")
 
 
-def _bench_noisy(seconds: float, batch: int, rate: float, seed: int, store: str | None, pythonpath: str | None, as_json: bool) -> None:
+def _bench_noisy(seconds: float, batch: int, rate: float, seed: int, store: str | None, pythonpath: str | None, as_json: bool,
+                 isolate: bool = False, replays: int = 0, replay_in: str = "process") -> None:
     from ..service._bench import bench_noisy_neighbour
 
-    res = bench_noisy_neighbour(seconds=seconds, batch=batch, rate=rate, seed=seed, store=store, server_pythonpath=pythonpath)
+    res = bench_noisy_neighbour(seconds=seconds, batch=batch, rate=rate, seed=seed, store=store, server_pythonpath=pythonpath, isolate=isolate,
+                                replays=replays, replay_in=replay_in)
     if as_json:
         sys.stdout.write(canonical_json(res) + "\n")
         return
-    t = Table(title=f"noisy neighbour: B sends 1 tick x {res['rate']:g}/s, A sends {res['batch']}-tick batches back to back ({res['store']}, {res['seconds']:g} s per phase)")
+    where = (", A on a second server" if res["isolated"] else "") + (f", instead: {replays} client(s) replaying A ({replay_in})" if replays else "")
+    t = Table(title=f"noisy neighbour: B sends 1 tick x {res['rate']:g}/s, A sends {res['batch']}-tick batches back to back ({res['store']}{where}, {res['seconds']:g} s per phase)")
     for col in ("B", "requests", "p50 ms", "p99 ms", "max ms", "server p50 ms", "server p99 ms"):
         t.add_column(col)
     for label, key in (("alone", "b_alone"), ("with neighbour A", "b_with_neighbour")):

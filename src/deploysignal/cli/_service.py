@@ -53,6 +53,7 @@ def serve(
     rate_limit_failures: str = typer.Option("30/minute", help="401/403 answers per client address ('' = none); beyond: 429 for its failing requests. Counted per worker."),
     engine_cache: int = typer.Option(256, min=1, help="Analysis engines kept in memory per worker (LRU; an evicted one is rebuilt from snapshot + ticks)."),
     max_replays: int = typer.Option(1, min=1, help="Replays running at once per worker (more wait up to --wait-timeout, then 503)."),
+    replay_in: str = typer.Option("process", help="Where replay jobs run: process (a pool of --max-replays worker processes at lower priority, off the serving process' interpreter lock) or thread."),
     wait_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a request waits for its busy analysis or a replay slot; then 503 + Retry-After, nothing applied."),
     body_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a client has to send a request body; a stalled upload gets 408 and the connection is closed."),
     keep_alive_timeout: int = typer.Option(5, min=1, help="Seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)."),
@@ -87,7 +88,7 @@ def serve(
                                    max_events=max_events, rate_limit_token=rate_limit_token or None, rate_limit_analysis=rate_limit_analysis or None,
                                    rate_limit_analysis_write=rate_limit_analysis_write or None, rate_limit_ticks=rate_limit_ticks or None,
                                    rate_limit_failures=rate_limit_failures or None,
-                                   engine_cache_size=engine_cache, max_replays=max_replays, wait_timeout=wait_timeout, body_timeout=body_timeout, max_cuts=max_cuts,
+                                   engine_cache_size=engine_cache, max_replays=max_replays, replay_in=replay_in, wait_timeout=wait_timeout, body_timeout=body_timeout, max_cuts=max_cuts,
                                    retain_days=retain_days, create_store=create)
         if workers == 1:
             app = create_app(settings)  # opens the store: missing (without --create) or unreadable is exit 2
@@ -303,6 +304,69 @@ def cut_cmd(
     out.print(f"analysis {analysis} cut back to tick {res['to_tick']} (superseded stored ticks {res['superseded']}): verdict {res['verdict']},"
               f" audit head {res['audit_head']}")
     err.print(f"[yellow]note[/yellow]: {res['note']}")
+
+
+@service_app.command("replay")
+def replay_cmd(
+    analysis: str = typer.Option(..., help="Analysis id."),
+    url: str = typer.Option("http://127.0.0.1:8080", envvar="DEPLOYSIGNAL_URL", help="The service's base URL."),
+    token_file: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_TOKEN_FILE", help="File holding a read (or write) bearer token, e.g. .deploysignal/read.token."),
+    timeout: float = typer.Option(3600.0, min=1.0, help="Seconds to wait for the job to finish."),
+    poll: float = typer.Option(1.0, min=0.05, help="Seconds between status requests."),
+    as_json: bool = typer.Option(False, "--json", help="Print the finished job as JSON."),
+) -> None:
+    """Replay an analysis on a running service (POST /v1/analyses/{id}/replay?wait=false, a background
+    job) and wait for the job (GET /v1/analyses/{id}/replays/{job}). Exit 0 every audit line reproduced
+    byte for byte, 1 a mismatch (the first differing line is named), 2 the job failed or was lost, the
+    service refused (the HTTP status and detail are printed) or the wait timed out."""
+    import time as _time
+    from urllib.parse import quote
+
+    import httpx
+
+    token = os.environ.get("DEPLOYSIGNAL_TOKEN") if token_file is None else token_file.read_text(encoding="utf-8").strip()
+    headers = {} if not token else {"Authorization": f"Bearer {token}"}
+    base = f"/v1/analyses/{quote(analysis, safe='')}"
+    try:
+        with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=60) as c:
+            r = c.post(f"{base}/replay", params={"wait": "false"})
+            if r.status_code != 202:
+                raise ConfigError(f"the service answered {r.status_code}: {_detail(r)}")
+            job = r.json()
+            deadline = _time.monotonic() + timeout
+            while job["state"] == "running":
+                if _time.monotonic() > deadline:
+                    raise ConfigError(f"replay job {job['job']} still running after {timeout:g} s (GET {base}/replays/{job['job']} later)")
+                _time.sleep(poll)
+                r = c.get(f"{base}/replays/{job['job']}")
+                if r.status_code != 200:
+                    raise ConfigError(f"the service answered {r.status_code} for job {job['job']}: {_detail(r)}")
+                job = r.json()
+    except httpx.HTTPError as exc:
+        err.print(f"[red]error[/red]: {url}: {exc}")
+        raise typer.Exit(2) from None
+    except ConfigError as exc:
+        err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        out.print(json.dumps(job, sort_keys=True))
+    res = job.get("result") or {}
+    if job["state"] != "done":
+        err.print(f"[red]replay job {job['job']} {job['state']}[/red]: {res.get('error', '')}")
+        raise typer.Exit(2)
+    if not res.get("ok"):
+        err.print(f"[red]replay of {analysis} does not reproduce its audit[/red]: line {res.get('first_mismatch_line')}: {res.get('reason')}")
+        raise typer.Exit(1)
+    if not as_json:
+        out.print(f"analysis {analysis}: replay job {job['job']} reproduced {res['records']} audit lines ({res['ticks']} ticks) byte for byte;"
+                  f" audit head {res['audit_head']}")
+
+
+def _detail(r: Any) -> str:
+    try:
+        return str(r.json().get("detail", r.text))[:500]
+    except ValueError:
+        return r.text[:500]
 
 
 def _stored_head(st: Any, analysis: str) -> str:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 from contextlib import asynccontextmanager
@@ -49,6 +50,7 @@ from ._argo import argo_router
 from ._flagger import flagger_router
 from ._metrics import build_registry, exposition
 from ._operator import add_operator_routes
+from ._replay_jobs import ReplayJobs
 from ._retention import RetentionTask, add_retention_routes
 from ._revisions import IntegrationContext
 from ._templates import templates_router
@@ -325,6 +327,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew,
                               cache_size=settings.engine_cache_size, max_replays=settings.max_replays, wait_timeout=settings.wait_timeout, max_cuts=settings.max_cuts)
     registry, counters = build_registry(manager)
+    replays = ReplayJobs(manager, settings.store_url, settings.replay_in)
     tables = IntegrationTables(store)
     guard = ScopeGuard(store, tables)
     limiter = RateLimits(parse_limit(settings.rate_limit_token, "rate_limit_token"), parse_limit(settings.rate_limit_analysis, "rate_limit_analysis"),
@@ -359,6 +362,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.manager = manager
     app.state.settings = settings
+    app.state.replays = replays
     app.add_middleware(InputGuard)  # inside the body limit: lone surrogates / NUL refused before any endpoint
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout)
     app.add_middleware(ServerTiming, histogram=counters["latency"])
@@ -684,10 +688,26 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lines = store.audit_lines(aid, start, limit)
         return Response("".join(ln + "\n" for ln in lines), media_type="application/x-ndjson")
 
-    @app.post("/v1/analyses/{aid}/replay", dependencies=read, tags=["analyses"])
-    def replay(aid: str) -> dict[str, Any]:
-        """Re-run every stored tick through a fresh gate; compare every audit line byte for byte."""
-        return manager.replay(aid)
+    @app.post("/v1/analyses/{aid}/replay", dependencies=read, tags=["analyses"], response_model=None,
+              responses={202: {"description": "with wait=false: the job (state running); GET its location for the result"},
+                         503: {"description": "every replay slot stayed taken for --wait-timeout (nothing started)"}})
+    def replay(aid: str, wait: bool = True) -> dict[str, Any] | JSONResponse:
+        """Re-run every stored tick through a fresh gate and compare every audit line byte for byte, as a
+        bounded background job (:mod:`deploysignal.service._replay_jobs`). ``wait=false``: 202 with the
+        job at once; else the replay's report when the job is done (with its ``job`` id)."""
+        job = replays.submit(aid)
+        if not wait:
+            return JSONResponse(job, status_code=202, headers={"Location": f"/v1/analyses/{quote(aid, safe='')}/replays/{job['job']}"})
+        done = replays.wait(aid, job["job"])
+        if done["state"] != "done":
+            return JSONResponse({"detail": f"replay job {done['job']} {done['state']}: {(done['result'] or {}).get('error', '')}", "job": done["job"]},
+                                status_code=409)
+        return {**done["result"], "job": done["job"]}
+
+    @app.get("/v1/analyses/{aid}/replays/{job}", dependencies=read, tags=["analyses"])
+    def replay_job(aid: str, job: str) -> dict[str, Any]:
+        """A replay job: ``state`` running, done (``result``: the replay's report), failed or lost (``result.error``)."""
+        return replays.get(aid, job)
 
     # ------------------------------------------------------------------ server-sent events
     cond = asyncio.Event()
@@ -891,6 +911,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             p.stop_event.set()
         for p in running:
             p.join(timeout=5)
+        replays.close()
         store.close()
 
     app.state.resume_pullers = _resume_pullers

@@ -7,7 +7,8 @@ millisecond), and only the append (ticks, chained audit lines, summary, snapshot
 write transaction, which first checks that the analysis' tick count and audit head are still the
 ones the batch was evaluated on. On SQLite, whose write lock covers the whole file, one analysis'
 large batch therefore no longer blocks another analysis' ingest for the duration of its evaluation
-(it still does while its rows are written: docs/performance.md, "noisy neighbour"). When another
+(nor while its rows are written: a batch larger than ``write_chunk`` ticks is written in chunks as
+pending rows, :mod:`deploysignal.store._pending`; docs/performance.md, "noisy neighbour"). When another
 process (``--workers``, a second host on PostgreSQL) appended in between, the evaluation is discarded
 and redone on the new state; after ``OPTIMISTIC_TRIES`` such conflicts the batch is evaluated inside the write transaction,
 as before, so progress is guaranteed. Replays run at most ``max_replays`` at a time.
@@ -21,8 +22,10 @@ view published after each commit. Evaluating on a copy was measured and not chos
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -40,10 +43,11 @@ from ..audit._binding import STORE_BINDING, checkpoint_line, input_line, record_
 from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..gate._gate import gc_paused
-from ..store import AnalysisRow, Conflict, LockedAnalysis, NotFound, SQLStore, StoredRows, batch_digest, check_batch_digest, delete_analysis, record_batch_digest
+from ..store import AnalysisRow, Conflict, LockedAnalysis, NotFound, PendingLost, SQLStore, StoredRows, batch_digest, check_batch_digest, delete_analysis, record_batch_digest
 from ._admission import Busy
 from ._cut import apply_cut, cut_payload, cut_refusal, effective, is_cut
 from ._engine import AnalysisEngine, TickIn, VoidIn
+from ._chunked import stage_batch
 from ._integrity import CHECKED_BOUND, NOT_BOUND, Integrity, IntegrityError, advance_checked, load_checked, spec_digest, summary_problem
 from ._split_engine import SplitEngine
 
@@ -180,6 +184,10 @@ class AnalysisManager:
     eval_chunk : int
         Ticks evaluated per engine call (results are identical to one call: the gate's batch path
         equals its tick-by-tick path).
+    write_chunk : int
+        Ticks written per store transaction: a larger batch is written as pending rows in chunks of
+        this many and made visible by one last short transaction (:mod:`deploysignal.store._pending`),
+        so on SQLite another analysis' write waits for one chunk, not the whole batch.
     """
 
     #: write attempts with the evaluation outside the write transaction before it is done inside it
@@ -188,7 +196,7 @@ class AnalysisManager:
 
     def __init__(self, store: SQLStore, *, snapshot_every: int = 256, max_clock_skew: float | None = None,
                  clock: Callable[[], float] = time.time, max_cuts: int = 3, cache_size: int = 256, max_replays: int = 1,
-                 wait_timeout: float = 30.0, eval_chunk: int = 64) -> None:
+                 wait_timeout: float = 30.0, eval_chunk: int = 64, write_chunk: int = 256) -> None:
         self.store = store
         self.snapshot_every = snapshot_every
         #: cut-backs allowed per analysis: each one can add up to alpha to its false-rollback probability
@@ -199,6 +207,8 @@ class AnalysisManager:
         self.cache_size = cache_size
         self.wait_timeout = wait_timeout
         self.eval_chunk = eval_chunk
+        self.write_chunk = write_chunk
+        self._writes = itertools.count()  # names this manager's chunked writes (store/_pending.py markers)
         self.max_replays = max_replays
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         #: per analysis cached: what /metrics exports, as last committed (never an evaluation in progress)
@@ -245,6 +255,9 @@ class AnalysisManager:
                     del self._locks[aid]
 
     _lock = _held
+
+    def _write_token(self) -> str:
+        return f"{os.getpid()}-{id(self):x}-{next(self._writes)}"
 
     # ------------------------------------------------------------------ engine cache (LRU)
     def _cached(self, aid: str, created: str | None = None) -> Engine | None:
@@ -460,6 +473,8 @@ class AnalysisManager:
         try:
             with gc_paused():
                 response, append = self._prepare(aid, n, head, binding, eng, ticks, batch_id)
+            # a large batch: all but its last chunk written as pending rows, a chunk per transaction (store/_pending.py)
+            staged = stage_batch(self.store, aid, n, head, append, self.write_chunk, self._write_token)
             with self.store.locked(aid) as la:  # waiting for the write turn does not keep the collector off
                 if expect_created is not None and la.row.created != expect_created:
                     raise _Replaced(f"analysis {aid!r} created at {expect_created} was deleted; the id now names the analysis created at {la.row.created}")
@@ -467,9 +482,12 @@ class AnalysisManager:
                 if la.row.n_ticks != n or la.row.audit_head != head:
                     raise _Stale
                 with gc_paused():
-                    la.append(**append)
+                    la.append(**append, staged=staged)
                 if batch_id is not None and digest is not None:
                     record_batch_digest(la, batch_id, digest)
+        except PendingLost:  # another process appended while the batch's chunks were written: nothing of it is visible
+            self._forget(aid)
+            raise _Stale from None
         except InputError:
             # raised by validate, before the engine changed; judged on a state another process has since
             # moved (a cut-back can make earlier timestamps valid again), it is judged again
@@ -667,14 +685,21 @@ class AnalysisManager:
 
         At most ``max_replays`` run at once (a replay re-evaluates the whole analysis: unbounded, a
         few concurrent ones starved ingest); a request that gets no slot within ``wait_timeout``
-        seconds raises :class:`Busy`. A replay runs inside its request (synchronous), not as a
-        background job."""
-        if not self._replays.acquire(timeout=self.wait_timeout):
-            raise Busy(f"{self.max_replays} replay(s) already running for more than {self.wait_timeout:g} s; retry later", retry_after=5)
+        seconds raises :class:`Busy`. The service runs replays as background jobs
+        (:mod:`deploysignal.service._replay_jobs`), which take the same slots."""
+        self.take_replay_slot()
         try:
             return self._replay(aid)
         finally:
-            self._replays.release()
+            self.release_replay_slot()
+
+    def take_replay_slot(self) -> None:
+        """Take one of the ``max_replays`` replay slots, waiting at most ``wait_timeout`` (else :class:`Busy`)."""
+        if not self._replays.acquire(timeout=self.wait_timeout):
+            raise Busy(f"{self.max_replays} replay(s) already running for more than {self.wait_timeout:g} s; retry later", retry_after=5)
+
+    def release_replay_slot(self) -> None:
+        self._replays.release()
 
     def _replay(self, aid: str) -> dict[str, Any]:
         row, rows = self.store.stored_rows(aid)

@@ -142,6 +142,9 @@ class ServiceSettings(BaseModel):
         is rebuilt from snapshot + ticks on its next use).
     max_replays : int
         Replays running at once per process.
+    replay_in : {"thread", "process"}
+        Where a replay job runs (:mod:`deploysignal.service._replay_jobs`): a thread of the serving
+        process (default here) or a pool of lower-priority worker processes (the default of ``serve``).
     wait_timeout : float
         Seconds a request waits for its analysis (busy with another request) or a replay slot; then
         503 with ``Retry-After``, nothing applied.
@@ -178,6 +181,7 @@ class ServiceSettings(BaseModel):
     rate_limit_failures: str | None = "30/minute"
     engine_cache_size: int = Field(256, ge=1)
     max_replays: int = Field(1, ge=1)
+    replay_in: Literal["process", "thread"] = "thread"
     wait_timeout: float = Field(30.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
 

@@ -11,6 +11,8 @@ Tables (identical on both back ends)::
     executions(id, analysis_id, request, created)   Kayenta-style canary executions
     analysis_templates, analysis_revisions, integration_events   see store/_integration.py
     batch_digests, deleted_analyses     see store/_batches.py, store/_retention.py
+    pending_writes                      see store/_pending.py (rows at or beyond n_ticks are pending)
+    replay_jobs                         see store/_jobs.py
 
 Writes to one analysis are serialised by a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite) held for the whole ingest transaction, so several service processes can
@@ -36,7 +38,7 @@ from typing import Any
 from .._exceptions import ConfigError, DeploySignalError
 from ._integration import INTEGRATION_SCHEMA
 
-__all__ = ["AnalysisRow", "Conflict", "LockedAnalysis", "NotFound", "PostgresStore", "SQLStore", "SQLiteStore", "StoredRows", "open_store"]
+__all__ = ["AnalysisRow", "Conflict", "LockedAnalysis", "NotFound", "PostgresStore", "SQLStore", "SQLiteStore", "StoredRows", "WriterLock", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +147,16 @@ class LockedAnalysis:
         batch_id: str | None = None,
         response: dict[str, Any] | None = None,
         snapshot: tuple[int, str] | None = None,
+        staged: tuple[str, int] | None = None,
     ) -> None:
-        """Append tick payloads (JSON) and their audit lines (one string per tick), update the row."""
+        """Append tick payloads (JSON) and their audit lines (one string per tick), update the row.
+        ``staged`` (token, k): the first k rows were written as pending rows by
+        :func:`~deploysignal.store._pending.stage_rows`; they become visible with this transaction.
+        Without it, rows left pending by an unfinished chunked write are discarded first."""
         s, c, aid, n0 = self._s, self._c, self.row.id, self.row.n_ticks
-        s._many(c, "INSERT INTO ticks (analysis_id, seq, payload) VALUES (?, ?, ?)", [(aid, n0 + i, p) for i, p in enumerate(ticks)])
-        s._many(c, "INSERT INTO audit (analysis_id, seq, lines) VALUES (?, ?, ?)", [(aid, n0 + i, a) for i, a in enumerate(audit)])
+        k = settle_pending(s, c, aid, n0, staged)  # store/_pending.py
+        s._many(c, "INSERT INTO ticks (analysis_id, seq, payload) VALUES (?, ?, ?)", [(aid, n0 + i, p) for i, p in enumerate(ticks[k:], start=k)])
+        s._many(c, "INSERT INTO audit (analysis_id, seq, lines) VALUES (?, ?, ?)", [(aid, n0 + i, a) for i, a in enumerate(audit[k:], start=k)])
         n = n0 + len(ticks)
         s._q(c, "UPDATE analyses SET n_ticks=?, last_ts=?, audit_head=?, summary=? WHERE id=?", (n, last_ts, head, json.dumps(summary), aid))
         if batch_id is not None:
@@ -199,7 +206,7 @@ class SQLStore:
         return c
 
     @contextmanager
-    def _tx(self, conn: Any, write: bool = False) -> Iterator[None]:
+    def _tx(self, conn: Any, write: bool = False, bulk: bool = False) -> Iterator[None]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -257,10 +264,12 @@ class SQLStore:
         return int(r[0])
 
     @contextmanager
-    def locked(self, analysis_id: str) -> Iterator[LockedAnalysis]:
-        """One write transaction holding the analysis lock; commits on normal exit, rolls back on error."""
+    def locked(self, analysis_id: str, bulk: bool = False) -> Iterator[LockedAnalysis]:
+        """One write transaction holding the analysis lock; commits on normal exit, rolls back on error.
+        ``bulk``: one chunk of a large write (SQLite: the write turn goes first to writers already
+        waiting, :class:`WriterLock`)."""
         c = self.conn
-        with self._tx(c, write=True):
+        with self._tx(c, write=True, bulk=bulk):
             r = self._q(c, f"SELECT {self._COLS} FROM analyses WHERE id=?" + self._for_update, (analysis_id,)).fetchone()
             if r is None:
                 raise NotFound(f"no analysis {analysis_id!r}")
@@ -298,9 +307,9 @@ class SQLStore:
         return None if r is None else json.loads(r[0])
 
     def _rows(self, c: Any, row: AnalysisRow, start: int) -> StoredRows:
-        args = (row.id, start)
-        audit = [(int(r[0]), r[1]) for r in self._q(c, "SELECT seq, lines FROM audit WHERE analysis_id=? AND seq>=? ORDER BY seq", args).fetchall()]
-        ticks = [(int(r[0]), r[1]) for r in self._q(c, "SELECT seq, payload FROM ticks WHERE analysis_id=? AND seq>=? ORDER BY seq", args).fetchall()]
+        args = (row.id, start, row.n_ticks)  # rows at or beyond n_ticks are pending (store/_pending.py): never read
+        audit = [(int(r[0]), r[1]) for r in self._q(c, "SELECT seq, lines FROM audit WHERE analysis_id=? AND seq>=? AND seq<? ORDER BY seq", args).fetchall()]
+        ticks = [(int(r[0]), r[1]) for r in self._q(c, "SELECT seq, payload FROM ticks WHERE analysis_id=? AND seq>=? AND seq<? ORDER BY seq", args).fetchall()]
         snap = self._q(c, "SELECT tick, state FROM snapshots WHERE analysis_id=?", (row.id,)).fetchone()
         cfg = self._q(c, "SELECT body FROM configs WHERE version_id=?", (row.spec.get("config_version"),)).fetchone()
         return StoredRows(audit, ticks, None if snap is None else (int(snap[0]), snap[1]), None if cfg is None else str(cfg[0]))
@@ -339,8 +348,9 @@ class SQLStore:
     def audit_rows(self, analysis_id: str, start: int = -1, limit: int | None = None) -> list[tuple[int, str]]:
         """Audit rows ``(seq, chained lines)`` from stored entry ``start`` (-1: the header), at most ``limit``."""
         c = self.conn
-        sql = "SELECT seq, lines FROM audit WHERE analysis_id=? AND seq>=? ORDER BY seq"
-        args: list[Any] = [analysis_id, start]
+        # rows at or beyond n_ticks are pending (store/_pending.py): never read
+        sql = "SELECT seq, lines FROM audit WHERE analysis_id=? AND seq>=? AND seq<(SELECT n_ticks FROM analyses WHERE id=?) ORDER BY seq"
+        args: list[Any] = [analysis_id, start, analysis_id]
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
@@ -382,7 +392,61 @@ def _summary(text: str | None) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) or obj is None else {"unreadable": str(text)[:200]}
 
 
-_WRITERS: dict[str, threading.RLock] = {}
+class WriterLock:
+    """The in-process write turn of one SQLite file: a reentrant lock whose *bulk* acquirers (the chunks
+    of a large batch, :mod:`deploysignal.store._pending`) let every ordinary acquirer that was already
+    waiting when they asked go first. So a single-tick write waits behind at most one chunk, and a bulk
+    writer is never starved: ordinary writers arriving after it asked do not pass it.
+
+    >>> lock = WriterLock()
+    >>> lock.acquire(timeout=1) and lock.acquire(timeout=1, bulk=True)  # reentrant
+    True
+    >>> lock.release(); lock.release()
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._waiting = 0  # ordinary acquirers waiting
+        self._granted = 0  # ordinary acquisitions granted so far
+
+    def acquire(self, blocking: bool = True, timeout: float = -1, bulk: bool = False) -> bool:
+        """As :meth:`threading.RLock.acquire`; ``bulk``: let the ordinary acquirers waiting now go first."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return True
+            deadline = time.monotonic() if not blocking else None if timeout < 0 else time.monotonic() + timeout
+            target = self._granted + self._waiting  # a bulk acquirer waits until those waiting now were served
+            if not bulk:
+                self._waiting += 1
+            try:
+                while self._owner is not None or (bulk and self._waiting and self._granted < target):
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left)
+                self._owner, self._depth = me, 1
+                if not bulk:
+                    self._granted += 1
+                return True
+            finally:
+                if not bulk:
+                    self._waiting -= 1
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("release of a write turn this thread does not hold")
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+
+_WRITERS: dict[str, WriterLock] = {}
 _WRITERS_GUARD = threading.Lock()
 
 
@@ -426,9 +490,9 @@ class SQLiteStore(SQLStore):
         return c
 
     @contextmanager
-    def _tx(self, conn: Any, write: bool = False) -> Iterator[None]:
+    def _tx(self, conn: Any, write: bool = False, bulk: bool = False) -> Iterator[None]:
         deadline = time.monotonic() + self.LOCK_TIMEOUT
-        if write and not self._writer.acquire(timeout=self.LOCK_TIMEOUT):
+        if write and not self._writer.acquire(timeout=self.LOCK_TIMEOUT, bulk=bulk):
             raise sqlite3.OperationalError(f"database is locked (no write turn within {self.LOCK_TIMEOUT:g} s: {self.path})")
         try:
             if write:  # SQLite's busy handler gets what is left of the deadline, then its usual timeout back
@@ -457,15 +521,15 @@ def _rollback(conn: sqlite3.Connection) -> None:
             log.warning("ROLLBACK failed", exc_info=True)
 
 
-def _writer_lock(path: str) -> threading.RLock:
+def _writer_lock(path: str) -> WriterLock:
     """The in-process writer lock of a database file (shared by all stores on it). A private in-memory
     database gets a lock of its own; a named shared one (``file:x?mode=memory&cache=shared``) one per URI."""
     name = path[5:].split("?", 1)[0] if path.startswith("file:") else path
     if name in (":memory:", ""):
-        return threading.RLock()
+        return WriterLock()
     key = path if "mode=memory" in path else str(Path(name).resolve())
     with _WRITERS_GUARD:
-        return _WRITERS.setdefault(key, threading.RLock())
+        return _WRITERS.setdefault(key, WriterLock())
 
 
 class PostgresStore(SQLStore):
@@ -493,8 +557,8 @@ class PostgresStore(SQLStore):
         return psycopg.connect(self.url, autocommit=True)
 
     @contextmanager
-    def _tx(self, conn: Any, write: bool = False) -> Iterator[None]:
-        with conn.transaction():  # writers take the row lock with SELECT ... FOR UPDATE in locked()
+    def _tx(self, conn: Any, write: bool = False, bulk: bool = False) -> Iterator[None]:
+        with conn.transaction():  # bulk: row locks, no file-wide write turn to share  # writers take the row lock with SELECT ... FOR UPDATE in locked()
             if not write:
                 # a read transaction sees one snapshot: under READ COMMITTED each statement has its own, so
                 # the analysis row and its tick rows read by stored_rows() could straddle another process'
@@ -533,5 +597,10 @@ def open_store(url: str) -> SQLStore:
 # additive tables of other modules (they import this one: imported last, after the classes they use)
 from ._batches import BATCH_SCHEMA  # noqa: E402 - batch digests
 from ._retention import RETENTION_SCHEMA  # noqa: E402 - tombstones of deleted analyses
+from ._pending import PENDING_SCHEMA, settle_pending  # noqa: E402 - chunked writes of large batches
 
 _SCHEMA += [*BATCH_SCHEMA, *RETENTION_SCHEMA]
+_SCHEMA += PENDING_SCHEMA
+from ._jobs import JOBS_SCHEMA  # noqa: E402 - replay jobs
+
+_SCHEMA += JOBS_SCHEMA

@@ -1,0 +1,192 @@
+"""Issue 23, noisy neighbour: a large batch is written in chunks of pending rows (store/_pending.py).
+
+The structural property (not a timing): while analysis A's large batch is being written, analysis B's
+single tick is stored and acknowledged between two of A's write transactions, instead of after A's
+whole write. On main at 15e20e9 a batch was one transaction: B's acknowledgement came after A's
+(``test_b_is_stored_between_a_chunks`` fails there with order ``["A", "B"]``).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from deploysignal.service import AnalysisManager
+from deploysignal.store import SQLiteStore, open_store
+
+from .conftest import ticks_of
+
+
+def _managers(store_url, cfg, **kw):
+    m = AnalysisManager(open_store(store_url), **kw)
+    for aid in ("A", "B"):
+        m.create(aid, cfg.to_json(), cfg.version_id, {"window": 100_000}, {}, "t0")
+    return m
+
+
+def test_b_is_stored_between_a_chunks(store_url, healthy_sim):
+    """A's 480-tick batch (default write_chunk 256: one staged chunk, then the publishing transaction)
+    and B's single tick: B's tick is committed while A's batch is still being written. Ordering by
+    events, not timing: A's second write transaction does not begin until B's ingest returned (or 60 s
+    passed; then the assertion fails)."""
+    sim, cfg = healthy_sim
+    m = _managers(store_url, cfg)
+    a_ticks, b_ticks = ticks_of(sim.canary, 0, 480), ticks_of(sim.canary, 0, 1)
+    store = m.store
+    a_writing, b_done = threading.Event(), threading.Event()
+    order: list[str] = []
+    a_thread: list[int] = []
+    inner_tx, inner_many = store._tx, store._many
+
+    def many(conn, sql, rows):
+        if threading.get_ident() in a_thread and "INSERT INTO ticks" in sql:
+            a_writing.set()  # A is inside a write transaction storing its rows: B may start
+        return inner_many(conn, sql, rows)
+
+    def tx(conn, write=False, **kw):
+        if write and threading.get_ident() in a_thread and a_writing.is_set():
+            b_done.wait(60)  # A's later write transactions wait (outside any transaction) for B's acknowledgement
+        return inner_tx(conn, write, **kw)
+
+    store._many, store._tx = many, tx
+
+    def run_a():
+        a_thread.append(threading.get_ident())
+        m.ingest("A", a_ticks, "a-1")
+        order.append("A")
+
+    def run_b():
+        a_writing.wait(60)
+        m.ingest("B", b_ticks, "b-1")
+        order.append("B")
+        b_done.set()
+
+    ta, tb = threading.Thread(target=run_a), threading.Thread(target=run_b)
+    ta.start()
+    tb.start()
+    ta.join(180)
+    tb.join(180)
+    store._many, store._tx = inner_many, inner_tx
+    assert order == ["B", "A"]
+    assert store.n_ticks("A") == 480 and store.n_ticks("B") == 1
+    for aid in ("A", "B"):
+        assert m.replay(aid)["ok"] is True
+    assert m.ingest("A", a_ticks, "a-1")["duplicate"] is True  # the batch id was recorded by the publishing transaction
+    store.close()
+
+
+def test_an_unfinished_chunked_write_is_never_seen_and_is_discarded(store_url, healthy_sim, tmp_path):
+    """A write that fails in its third chunk (two chunks committed as pending rows, as a crash would
+    leave them): n_ticks, the audit, verify and replay see nothing of it and the batch is not
+    acknowledged; sent again, it is stored whole, with the chain of an unchunked write."""
+    sim, cfg = healthy_sim
+    m = _managers(store_url, cfg, write_chunk=100)
+    ticks = ticks_of(sim.canary, 0, 480)
+    m.ingest("A", ticks[:50], "first")
+    store = m.store
+    inner_many, calls = store._many, []
+
+    def many(conn, sql, rows):
+        if "INSERT INTO audit" in sql:
+            calls.append(len(rows))
+            if len(calls) == 3:  # chunks 1 and 2 of the second batch are committed; the third fails
+                raise RuntimeError("simulated crash in the third chunk")
+        return inner_many(conn, sql, rows)
+
+    store._many = many
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        m.ingest("A", ticks[50:], "second")
+    store._many = inner_many
+    with store._tx(store.conn):
+        pending = store._q(store.conn, "SELECT COUNT(*) FROM ticks WHERE analysis_id='A' AND seq>=50").fetchone()[0]
+        marker = store._q(store.conn, "SELECT first_seq, written FROM pending_writes WHERE analysis_id='A'").fetchone()
+    assert pending == 200 and tuple(marker) == (50, 200)
+    assert store.n_ticks("A") == 50
+    _, rows = store.stored_rows("A")
+    assert len(rows.ticks) == 50 and len(rows.audit) == 51  # header + 50 ticks: pending rows are not read
+    assert [s for s, _ in store.audit_rows("A", 40)] == list(range(40, 50))  # GET .../audit serves none of them
+    assert store.batch_response("A", "second") is None  # not acknowledged
+    fresh = AnalysisManager(open_store(store_url), write_chunk=100)  # a restarted process loads and verifies the committed state
+    assert fresh.verify("A").binding == 1 and fresh.replay("A")["ok"] is True
+    assert fresh.engine("A").n_ticks == 50
+    res = fresh.ingest("A", ticks[50:], "second")  # the retry discards the pending rows and stores the batch whole
+    assert res["n_ticks"] == 480 and res["duplicate"] is False
+    with store._tx(store.conn):
+        assert store._q(store.conn, "SELECT COUNT(*) FROM pending_writes").fetchone()[0] == 0
+    assert fresh.replay("A")["ok"] is True and fresh.verify("A").binding == 1
+    ref = _managers(f"sqlite:///{tmp_path / 'ref.db'}", cfg, write_chunk=10_000)  # the same batches, each in one transaction
+    ref.ingest("A", ticks[:50], "first")
+    ref.ingest("A", ticks[50:], "second")
+    assert ref.store.audit_lines("A") == fresh.store.audit_lines("A")
+    for s in (ref.store, store, fresh.store):
+        s.close()
+
+
+def test_a_chunked_write_overtaken_by_another_writer_is_evaluated_again(store_url, healthy_sim):
+    """Another process (a second manager on the store) appends to A between two chunks of A's batch:
+    that append discards the staged rows, the chunked write meets PendingLost at its next chunk and
+    evaluates the batch again on the new state. Both batches are stored, in order, in one chain."""
+    sim, cfg = healthy_sim
+    m = _managers(store_url, cfg, write_chunk=100)
+    other = AnalysisManager(open_store(store_url))
+    ticks = ticks_of(sim.canary, 0, 305)
+    store, inner_tx, writes = m.store, m.store._tx, []
+
+    def tx(conn, write=False, **kw):
+        if write and kw.get("bulk"):
+            writes.append(1)
+            if len(writes) == 2:  # between A's first and second chunk, outside any transaction
+                assert other.ingest("A", ticks[:5], "other")["n_ticks"] == 5
+        return inner_tx(conn, write, **kw)
+
+    store._tx = tx
+    res = m.ingest("A", ticks[5:], "mine")
+    store._tx = inner_tx
+    assert res["first_tick"] == 5 and res["n_ticks"] == 305 and store.n_ticks("A") == 305
+    assert len(writes) == 2 + 2  # two chunks of the first attempt (the second refused), two of the second
+    with store._tx(store.conn):
+        assert store._q(store.conn, "SELECT COUNT(*) FROM pending_writes").fetchone()[0] == 0
+    third = AnalysisManager(open_store(store_url))
+    assert m.replay("A")["ok"] is True and third.verify("A").binding == 1
+    for s in (store, other.store, third.store):
+        s.close()
+
+
+def test_writer_lock_lets_waiting_writers_pass_a_bulk_writer():
+    from deploysignal.store._sql import WriterLock
+
+    lock = WriterLock()
+    assert lock.acquire(timeout=1)
+    got: list[str] = []
+    waiting = threading.Event()
+
+    def ordinary():
+        waiting.set()
+        assert lock.acquire(timeout=30)
+        got.append("ordinary")
+        lock.release()
+
+    t = threading.Thread(target=ordinary)
+    t.start()
+    waiting.wait(10)
+    while lock._waiting == 0:  # the ordinary writer is queued
+        threading.Event().wait(0.001)
+    lock.release()
+    # a bulk acquirer arriving now yields to the writer that was already waiting
+    assert lock.acquire(timeout=30, bulk=True)
+    got.append("bulk")
+    lock.release()
+    t.join(30)
+    assert got == ["ordinary", "bulk"]
+    # and is not starved by ordinary writers that arrive after it asked: with none waiting it proceeds at once
+    assert lock.acquire(timeout=0.5, bulk=True)
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+
+
+def test_sqlite_store_writer_is_a_writer_lock(tmp_path):
+    from deploysignal.store._sql import WriterLock
+
+    assert isinstance(SQLiteStore(tmp_path / "x.db")._writer, WriterLock)

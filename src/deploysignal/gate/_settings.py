@@ -67,6 +67,10 @@ class GateSettings(BaseModel):
         ``missing``: only that signal of that tick is taken as missing (whichever side it lies on),
         recorded in ``schema_continuity``, the tick not counted as valid. Left out of :meth:`model_dump` when ``reject``: settings written
         before the field existed mean ``reject`` and keep their bytes.
+    d_max_period : int
+        Longest period (ticks) of family D's filter bank (2..``d_max_period``). 48 since issue 22 (a period-30
+        oscillation went undetected with 24). Always written to :meth:`model_dump`; an audit header written
+        before the field existed ran 24, and ``replay`` reads it so.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -86,6 +90,7 @@ class GateSettings(BaseModel):
     a_nuisance: Literal["learned", "band", "capped"] = "learned"
     rules: RuleSettings = Field(default_factory=RuleSettings)
     out_of_domain: Literal["reject", "missing"] = "reject"
+    d_max_period: int = Field(48, ge=2, le=1440)
 
     @model_serializer(mode="wrap")
     def _omit_default_policy(self, handler: Any) -> dict[str, Any]:

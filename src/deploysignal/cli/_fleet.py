@@ -132,7 +132,11 @@ def observe(
         if rep.status == "halt":
             raise InputError(f"baseline drop rate {rep.drop_rate:.1%} >= 15%: curate it first", column="baseline")
         kw = {"baseline_loc": rep.baseline_loc, "baseline_scale": rep.baseline_scale, "phi": rep.phi,
-              "center": rep.center, "scale": rep.scale, "center_se": rep.center_se}
+              "center": rep.center, "scale": rep.scale, "center_se": rep.center_se, "common_mode": rep.common_mode}
+        if rep.common_mode is None:
+            err.print("note: no shared load component could be separated from the baseline (fewer than two signals "
+                      "load on it): the fleet-level alarm assumes the fleet median is stationary, so a load level the "
+                      "baseline did not visit reads as a fleet event (docs/fleet.md)")
     obs = FleetObserver(_topology(shards, topo), len(signals), directions=directions,
                         settings=ObserverSettings(q=q, max_faulty_fraction=max_faulty), **kw)
     if events is not None:

@@ -15,8 +15,10 @@ from ._kernels import family_d_run, family_d_step
 
 __all__ = ["PERIODS", "FamilyD", "build_family_d", "resonator_memory"]
 
-#: Periods (ticks) of the filter bank.
-PERIODS = np.arange(2, 25)
+#: Periods (ticks) of the filter bank: every integer period from 2 to 48 (up to 24 before issue 22, which
+#: left a period-30 oscillation undetected; the resonators' bandwidth, about 1/(4p) rad per tick, is wider
+#: than the spacing 2 pi/p^2 of integer periods, so the bank covers every period in the range).
+PERIODS = np.arange(2, 49)
 #: Clip of the standardised innovations before betting (symmetric, so symmetry is preserved).
 CLIP = 3.0
 
@@ -38,7 +40,7 @@ class FamilyD(StreamFamily):
     with :math:`\hat m_{t-1} = \sum_{i<t} v_i / (n_0 + t - 1)`; so :math:`e_t \in [-1, 1]` and a
     missing value gives :math:`e_t = 0`.
 
-    **Filter bank** (periods :math:`p = 2, \dots, 24`): a complex resonator
+    **Filter bank** (periods :math:`p = 2, \dots, 48`): a complex resonator
     :math:`Z_t = \rho_p e^{i\omega_p} Z_{t-1} + e_t`, :math:`\omega_p = 2\pi/p`, memory
     :math:`-1/\log\rho_p = \max(4p, 24)` ticks. Its one-step prediction
 
@@ -88,6 +90,10 @@ class FamilyD(StreamFamily):
         BOCPD change-point hazard per tick.
     run_lengths : int
         BOCPD truncation.
+    periods : array of int, optional
+        Periods of the filter bank (default :data:`PERIODS`). A state saved with another number of periods
+        (the bank was 2..24 before issue 22) is restored with that bank, 2..(1 + its count), so an
+        analysis in progress keeps the e-process it started with.
 
     References
     ----------
@@ -121,7 +127,9 @@ class FamilyD(StreamFamily):
         n0: float = 20.0,
         hazard: float = 1.0 / 200.0,
         run_lengths: int = 32,
+        periods: np.ndarray | None = None,
     ) -> None:
+        self._periods = PERIODS if periods is None else np.asarray(periods, dtype=np.int64)
         self.alpha = float(alpha)
         self.two_sample = bool(two_sample)
         self.n0 = float(n0)
@@ -135,8 +143,8 @@ class FamilyD(StreamFamily):
         self._cell_block = np.asarray(cell_block, dtype=np.int64)
         if self.run_lengths < 2:
             raise ValueError("run_lengths must be >= 2")
-        omega = 2.0 * math.pi / PERIODS
-        rho = np.exp(-1.0 / resonator_memory(PERIODS))
+        omega = 2.0 * math.pi / self._periods
+        rho = np.exp(-1.0 / resonator_memory(self._periods))
         self._rot = rho * np.exp(1j * omega)  # (Q,)
         self._rot_re, self._rot_im = self._rot.real.copy(), self._rot.imag.copy()
         # nominal sd of e_t and of the filter outputs (power only)
@@ -152,12 +160,12 @@ class FamilyD(StreamFamily):
         self._half_prec = 0.5 / var
         self._half_logvar = 0.5 * np.log(var)
         self._inv_gscale = 1.0 / self._gscale
-        Q = PERIODS.size
+        Q = self._periods.size
         k = self._k
         n_ch = k * Q + k
         self._logw = np.concatenate([np.full(k * Q, -math.log(2.0 * k * Q)), np.full(k, -math.log(2.0 * k))])
         self._weight = np.exp(self._logw)
-        self._ch_names = tuple(f"{n}@period={p}" for n in self._names for p in PERIODS) + tuple(f"{n}@bocpd" for n in self._names)
+        self._ch_names = tuple(f"{n}@period={p}" for n in self._names for p in self._periods) + tuple(f"{n}@bocpd" for n in self._names)
         self._n_ch = n_ch
         self._kq = k * Q
         self._log_thr = log_threshold(alpha)
@@ -174,7 +182,7 @@ class FamilyD(StreamFamily):
         return cls(center, blocks.cell_block, names=blocks.names, alpha=alpha, two_sample=two_sample, **kw)
 
     def _reset(self) -> None:
-        P, k, Q, R = self._P, self._k, PERIODS.size, self.run_lengths
+        P, k, Q, R = self._P, self._k, self._periods.size, self.run_lengths
         self._Zr = np.zeros((P, k, Q))
         self._Zi = np.zeros((P, k, Q))
         self._msum = np.zeros((P, k))
@@ -271,6 +279,12 @@ class FamilyD(StreamFamily):
     def load_state(self, st: dict[str, Any]) -> FamilyD:
         """Restore a :meth:`state`; a state written before the linear-wealth kernel (``logW``) is converted
         (to within rounding)."""
+        q_saved = int(st["Zr"]["shape"][-1]) if isinstance(st.get("Zr"), dict) else self._periods.size
+        if q_saved != self._periods.size and q_saved >= 1:  # saved with another bank: continue with that bank
+            self.__init__(  # type: ignore[misc]
+                self._center, self._cell_block, names=self._names, alpha=self.alpha, two_sample=self.two_sample,
+                n0=self.n0, hazard=self.hazard, run_lengths=self.run_lengths, periods=np.arange(2, 2 + q_saved),
+            )
         if "logW" in st and "wealth" not in st:
             legacy = type("_Legacy", (), {})()
             legacy._logW = np.zeros_like(self._wealth)
@@ -282,4 +296,6 @@ class FamilyD(StreamFamily):
 
 def build_family_d(config: CompiledConfig | Sequence[CompiledConfig], settings: Any, alpha: float) -> FamilyD:
     """Gate factory: family D at level ``alpha`` in the gate's mode."""
-    return FamilyD.from_config(config, alpha=alpha, two_sample=getattr(settings, "mode", "one-sample") == "two-sample")
+    max_period = int(getattr(settings, "d_max_period", int(PERIODS[-1])))
+    return FamilyD.from_config(config, alpha=alpha, two_sample=getattr(settings, "mode", "one-sample") == "two-sample",
+                               periods=np.arange(2, max_period + 1))

@@ -7,6 +7,7 @@ topology adapters (:func:`fetch_snapshot`) and baseline curation (:func:`curate_
 """
 
 from ._bench import bench_fleet
+from ._common_mode import CommonMode, CommonModeEProcess, fit_common_mode
 from ._contract import Attribution, ClusterEvent, FleetObservation, NodeEvidence
 from ._curation import CurationReport, curate_baseline
 from ._evidence import FleetEProcess, FleetTick, contamination_margin, group_log_e, robust_residuals
@@ -31,6 +32,8 @@ __all__ = [
     "LEVELS",
     "Attribution",
     "ClusterEvent",
+    "CommonMode",
+    "CommonModeEProcess",
     "CurationReport",
     "FleetEProcess",
     "FleetObservation",
@@ -49,6 +52,7 @@ __all__ = [
     "ebh_batch",
     "expand_hostlist",
     "fetch_snapshot",
+    "fit_common_mode",
     "group_log_e",
     "parse_k8s_nodes",
     "parse_neuron_ls",

@@ -27,6 +27,7 @@ from scipy import stats
 
 from .._exceptions import InputError
 from ..calibration._compiler import _fit_mcd
+from ._common_mode import CommonMode, fit_common_mode
 
 __all__ = ["CurationReport", "curate_baseline"]
 
@@ -51,6 +52,8 @@ class CurationReport:
     than about half the ticks (e.g. a rarely non-zero error count), so the MCD support has zero
     covariance. They are screened by the fleet-correlated screen only (logged as a warning, and listed
     in :meth:`summary` when not empty).
+    common_mode : the one-factor model of the fleet median (:func:`fit_common_mode` on the kept ticks),
+    ``None`` when it cannot be separated (fewer than two strongly loaded signals).
     """
 
     status: str
@@ -66,6 +69,7 @@ class CurationReport:
     log: list[dict[str, Any]] = field(default_factory=list)
     center_se: np.ndarray | None = None
     mcd_left_out: list[int] = field(default_factory=list)
+    common_mode: CommonMode | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -168,4 +172,4 @@ def curate_baseline(
     n_obs = np.maximum((~np.isnan(dev)).sum(axis=0), 1)
     center_se = np.sqrt(np.pi / 2.0 * _median_lrv(phi) / n_obs)
     return CurationReport(status, keep, rate, int(mcd_drop.sum()), int(corr_drop.sum()), loc, scale, phi, center, sc,
-                          log, center_se, left_out)
+                          log, center_se, left_out, fit_common_mode(kept, min_scale=min_scale))

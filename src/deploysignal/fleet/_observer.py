@@ -32,6 +32,7 @@ import numpy as np
 from scipy.stats import norm
 
 from .._exceptions import InputError
+from ._common_mode import CommonMode, CommonModeEProcess
 from ._contract import Attribution, ClusterEvent, FleetObservation, NodeEvidence
 from ._evidence import FleetEProcess, contamination_margin, group_log_e
 from ._fdr import adjust_running_max, ebh
@@ -149,6 +150,12 @@ class FleetObserver:
         :func:`curate_baseline` computes them, and ``center_se`` (the standard error of ``center``, in
         ``scale`` units), which widens the null by a Bonferroni quantile of it (``center_delta``).
     settings : ObserverSettings
+    common_mode : CommonMode, optional
+        A one-factor model of the fleet median (:func:`~deploysignal.fleet.fit_common_mode`, computed by
+        :func:`curate_baseline`). When given, the fleet-level e-process tests the fleet median with the
+        shared load removed tick by tick (:class:`~deploysignal.fleet.CommonModeEProcess`: valid for any
+        load process) instead of against ``baseline_loc`` / ``baseline_scale`` (valid only when the
+        fleet median is stationary and symmetric about ``baseline_loc``).
 
     Examples
     --------
@@ -176,6 +183,7 @@ class FleetObserver:
         scale: np.ndarray | None = None,
         center_se: np.ndarray | None = None,
         settings: ObserverSettings | None = None,
+        common_mode: CommonMode | None = None,
     ) -> None:
         self.topology = topology
         self.settings = settings or ObserverSettings()
@@ -200,6 +208,8 @@ class FleetObserver:
         if (baseline_loc is None) != (baseline_scale is None):
             raise InputError("give both baseline_loc and baseline_scale, or neither", column="baseline_scale")
         self._fleet_on = baseline_loc is not None
+        self._common = None if common_mode is None else CommonModeEProcess(
+            common_mode, self.shards.directions, lambdas=s.lambdas, clip=s.clip)
         if self._fleet_on:
             loc = np.asarray(baseline_loc, dtype=float)
             sc = np.asarray(baseline_scale, dtype=float)
@@ -255,7 +265,12 @@ class FleetObserver:
         frozen, active = self._frozen_mask(self._tick)
         out = self.shards.update(values, frozen=frozen)
         fleet_log_e = 0.0
-        if self._fleet_on:
+        if self._common is not None:
+            # a fleet-wide freeze also freezes the fleet-level bets: the event explains the move
+            fleet_log_e = self._common.update(out.median, frozen=bool(frozen.all()))
+            if fleet_log_e >= -math.log(s.alpha_fleet):
+                self._fleet_fired = True
+        elif self._fleet_on:
             med = out.median
             z = self._fleet_sign * (med - self._loc) / self._scale
             g = np.clip(z / s.clip, -1, 1)

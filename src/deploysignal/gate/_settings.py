@@ -67,6 +67,11 @@ class GateSettings(BaseModel):
         ``missing``: only that signal of that tick is taken as missing (whichever side it lies on),
         recorded in ``schema_continuity``, the tick not counted as valid. Left out of :meth:`model_dump` when ``reject``: settings written
         before the field existed mean ``reject`` and keep their bytes.
+    d_max_period : int
+        Longest period (ticks) of family D's filter bank (2..``d_max_period``). 48 since issue 22 (a period-30
+        oscillation went undetected with 24). Left out of :meth:`model_dump` when 24, so audit headers and
+        stored specs written before the field existed keep their bytes: where settings are read back
+        (``replay``, the service's stored specs) a missing key means 24; new input without it means 48.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -86,6 +91,7 @@ class GateSettings(BaseModel):
     a_nuisance: Literal["learned", "band", "capped"] = "learned"
     rules: RuleSettings = Field(default_factory=RuleSettings)
     out_of_domain: Literal["reject", "missing"] = "reject"
+    d_max_period: int = Field(48, ge=2, le=1440)
 
     @model_serializer(mode="wrap")
     def _omit_default_policy(self, handler: Any) -> dict[str, Any]:
@@ -94,6 +100,8 @@ class GateSettings(BaseModel):
             del out["out_of_domain"]
         if out.get("a_nuisance") == "learned":  # settings (audit headers, stored specs) written before the key keep their bytes
             del out["a_nuisance"]
+        if out.get("d_max_period") == 24:  # likewise: the bank before issue 22 (written 24 is read back as 24)
+            del out["d_max_period"]
         return out
 
     @model_validator(mode="after")

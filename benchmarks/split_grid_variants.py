@@ -19,6 +19,7 @@ Usage (from the repository root; about 210 CPU-seconds per variant for 99 replic
 
     PYTHONPATH=src python benchmarks/split_grid_variants.py --reps 99 \\
         --effects errors_x1.5,errors_x2,tier_shift,error_bursts,refusals_6pct --out /tmp/grid.json
+    PYTHONPATH=src:. python benchmarks/split_grid_variants.py --validity
 """
 
 from __future__ import annotations
@@ -78,7 +79,19 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.05)
     ap.add_argument("--variant", default="fine_w", choices=["fine_w"])
     ap.add_argument("--out", default=None, help="JSON of both runs' raw rows")
+    ap.add_argument("--validity", action="store_true",
+                    help="instead: the CI validity checks of tests/montecarlo/test_validity_split.py with the variant installed "
+                         "(run with PYTHONPATH=src:. ; about 55 CPU-seconds; an assertion error = the variant is not valid)")
     a = ap.parse_args()
+    if a.validity:
+        install(a.variant)
+        from tests.montecarlo import test_validity_split as checks
+
+        for name in checks.NULLS:
+            checks.test_gate_false_rollback(name)
+            checks.test_each_metric_and_srm(name)
+        install("shipped")
+        return
     s = SplitEvalSettings(reps_null=0, reps_power=a.reps, volumes=(a.volume,), shares=(a.share,), effects=tuple(a.effects.split(",")),
                           methods=("split",))
     runs = {}

@@ -7,9 +7,12 @@ Clopper-Pearson upper bounds: the whole gate's false rollbacks <= alpha; each me
 1/alpha <= alpha (CI) and of its gate threshold 1/(alpha/4) <= alpha/4 (10,000 paths, extended); the
 sample-ratio e-process at its level. Session routing: the gate analysing sessions (the randomised unit) keeps its
 bound; analysing requests one by one does not (the figure in docs/split.md). Early proceed at the
-boundary ratio 1 + tolerance: P(early proceed) <= proceed_alpha.
+boundary odds ratio 1 + tolerance: P(early proceed) <= proceed_alpha, and the same check fails for a
+non-inferiority test one grid step too lenient (so it can fail).
 
-Cost: 105 CPU-seconds for the CI tests of this file (measured with /usr/bin/time on the shared 2-core machine).
+Cost: about 116 CPU-seconds for the CI tests of this file (105 before the can-fail check; that check, 2 x 300
+paths, 11 CPU-seconds run alone including pytest's start-up; the boundary check itself 40 s, as before;
+measured with /usr/bin/time on the shared 2-core machine).
 """
 
 from __future__ import annotations
@@ -101,17 +104,22 @@ def test_sessions_by_unit_valid_by_request_not():
 
 
 def _boundary_blocks(rng: np.random.Generator, tol: float, T: int) -> SplitData:
-    """Canary at exactly the tolerance: error rate (1 + tol) x stable on an AR(0.9) latent 5% rate, and a
-    latency whose survival is min(1, (1 + tol) S(x)) at every x (the ratio is 1 + tol at every edge
-    with S <= 1/(1 + tol)); labels Bernoulli(0.3) per request."""
+    """Canary exactly at the model's boundary: its odds of an error, and of a latency above every edge,
+    are ``r = 1 + tol`` times the stable arm's (errors on an AR(0.9) latent rate near 5%; the latency's
+    canary survival ``r S / (1 - S + r S)`` at every value, proportional odds, so the exceedance odds ratio
+    is ``r`` at each edge, whatever the edges). Labels Bernoulli(0.3) per request: given each tick's outcomes
+    and canary count, the labels then follow the model's conditional law at odds ratio ``r`` on every
+    edge-event. Edges at the stable deciles 10%..90%, so every edge-event has events to test."""
+    r = 1.0 + tol
     N = rng.poisson(200, T)
     tick = np.repeat(np.arange(T), N)
     can = rng.random(tick.size) < 0.3
     base = expit(-3 + 0.5 * ar(rng, 1, T, 0.9)[0])[tick]
-    err = rng.random(tick.size) < np.where(can, (1 + tol) * base, base)
-    u = rng.random(tick.size)
-    lat = np.exp(4.5 + 0.5 * norm.ppf(np.where(can, 1 - u / (1 + tol), u)))
-    edges = np.geomspace(40.0, 400.0, 9)
+    err = rng.random(tick.size) < np.where(can, r * base / (1 - base + r * base), base)
+    u = rng.random(tick.size)  # the value's survival probability in the stable law
+    surv = np.where(can, u / (r * (1 - u) + u), u)  # the canary's: P(value > x) = r S / (1 - S + r S), S the stable survival
+    lat = np.exp(4.5 + 0.5 * norm.ppf(1 - surv))
+    edges = np.exp(4.5 + 0.5 * norm.ppf(np.linspace(0.1, 0.9, 9)))
     nc = np.bincount(tick, weights=can, minlength=T).astype(np.int64)
     out = {}
     for name, y in (("errors", err[:, None]), ("latency_ms", lat[:, None] > edges[None, :])):
@@ -122,16 +130,44 @@ def _boundary_blocks(rng: np.random.Generator, tol: float, T: int) -> SplitData:
     return SplitData(np.arange(T, dtype=float), nc, N.astype(np.int64), out), tuple(float(e) for e in edges)
 
 
-@pytest.mark.parametrize("metric", ["errors", "latency_ms"])
-def test_early_proceed_at_boundary(metric):
-    """P(early proceed) <= proceed_alpha when the metric's ratio is exactly 1 + tolerance (the model's boundary)."""
-    rng = np.random.default_rng(7200 + (metric == "latency_ms"))
+def _shift_proceed_boundary(gate: SplitGate, steps: int) -> None:
+    """The deliberately broken variant: every metric's non-inferiority test moved ``steps`` grid points
+    past its tolerance (it then tests "ratio >= (1 + tol) * 1.2**steps": an off-by-``steps`` grid index)."""
+    for m in gate.families:
+        k, idx, base = m._pr
+        side = np.sign(base - m.j0)
+        m._pr = (k, np.clip(idx + side[:, None] * steps, 0, len(m.rho) - 1), base + side * steps)
+
+
+def _early_proceeds(metric: str, seed: int, paths: int, broken_steps: int = 0) -> int:
+    rng = np.random.default_rng(seed)
     st = SplitSettings(alpha=ALPHA, window=T, max_extensions=0, early_proceed=True, min_proceed_fraction=0.0, proceed_alpha=0.05)
     n_early = 0
-    for _ in range(PATHS):
+    for _ in range(paths):
         data, edges = _boundary_blocks(rng, 0.2, T)
         spec = MetricSpec("errors") if metric == "errors" else MetricSpec("latency_ms", "continuous", "up", edges)
-        res = SplitGate([spec], st).run_batch(SplitData(data.timestamps, data.canary_units, data.units, {metric: data.metrics[metric]}))
+        gate = SplitGate([spec], st)
+        if broken_steps:
+            _shift_proceed_boundary(gate, broken_steps)
+        res = gate.run_batch(SplitData(data.timestamps, data.canary_units, data.units, {metric: data.metrics[metric]}))
         n_early += bool(np.any((res.verdict == 2) & (np.arange(1, T + 1) < T)))
-    print(f"{metric} at ratio 1.2 = 1 + tolerance: {n_early}/{PATHS} early proceeds (CP upper {cp_upper(n_early, PATHS):.4f})")
+    return n_early
+
+
+@pytest.mark.parametrize("metric", ["errors", "latency_ms"])
+def test_early_proceed_at_boundary(metric):
+    """P(early proceed) <= proceed_alpha when the metric's odds ratio is exactly 1 + tolerance on every
+    edge-event (the model's boundary, labels from the model's law)."""
+    n_early = _early_proceeds(metric, 7200 + (metric == "latency_ms"), PATHS)
+    print(f"{metric} at odds ratio 1.2 = 1 + tolerance: {n_early}/{PATHS} early proceeds (CP upper {cp_upper(n_early, PATHS):.4f})")
     assert cp_upper(n_early, PATHS) <= 0.05, f"{metric}: {n_early}/{PATHS} early proceeds at the boundary"
+
+
+@pytest.mark.parametrize("metric", ["errors", "latency_ms"])
+def test_early_proceed_boundary_test_can_fail(metric):
+    """The boundary test above catches a non-inferiority test that is off by one grid step (it proceeds
+    when the ratio is shown below 1.44 instead of 1.2): on the same boundary data it early-proceeds far
+    more often than proceed_alpha (99% CP lower bound above 0.05, 300 paths)."""
+    n_early = _early_proceeds(metric, 7210 + (metric == "latency_ms"), 300, broken_steps=1)
+    print(f"{metric}, proceed boundary one grid step too far: {n_early}/300 early proceeds (CP lower {cp_lower(n_early, 300):.4f})")
+    assert cp_lower(n_early, 300) > 0.05, f"{metric}: the broken variant early-proceeded only {n_early}/300 times"

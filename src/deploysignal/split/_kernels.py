@@ -24,7 +24,8 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["NEGLIGIBLE", "advance", "log_unit_term", "mixture_log", "proceed_ok", "ratio_cs", "rollback_log_e", "run_metric", "slot_logs"]
+__all__ = ["NEGLIGIBLE", "advance", "edge_effect", "evidence_summary", "log_unit_term", "mixture_log", "proceed_ok", "ratio_cs",
+           "rollback_log_e", "run_metric", "slot_logs"]
 
 _OPTS = {"cache": True, "nogil": False, "error_model": "numpy"}
 #: a log-sum-exp term this far below the maximum is left out (exp(-50) ~ 2e-22)
@@ -231,3 +232,39 @@ def slot_logs(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.nda
     for s in range(S):
         out[s] = mixture_log(ell, slot_k[s:s + 1], idx[s:s + 1], base[s:s + 1])
     return out
+
+
+@njit(**_OPTS)
+def edge_effect(ell: np.ndarray, lrho: np.ndarray, thr: float) -> tuple[int, bool, float, int, int]:
+    """One edge-event's effect on the grid: ``(argmax, refined, log_estimate, lo, hi)``.
+
+    ``log_estimate``: the grid maximiser of ``ell`` refined by the parabola through it and its
+    neighbours in ``log rho`` (when the maximum is interior and the parabola concave; uniform grid step
+    ``lrho[1] - lrho[0]``; ``refined`` says so), else the grid point; ``lo, hi`` as :func:`ratio_cs`.
+    """
+    R = ell.shape[0]
+    i = int(np.argmax(ell))
+    est = lrho[i]
+    refined = False
+    if 0 < i < R - 1:
+        d2 = ell[i - 1] - 2 * ell[i] + ell[i + 1]
+        if d2 < 0:
+            ls = lrho[1] - lrho[0]
+            est = lrho[i] + 0.5 * ls * (ell[i - 1] - ell[i + 1]) / d2
+            refined = True
+    lo, hi, _ = ratio_cs(ell, thr)
+    return i, refined, est, lo, hi
+
+
+@njit(**_OPTS)
+def evidence_summary(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.ndarray, lrho: np.ndarray,
+                     thr: float) -> tuple[float, int, int, bool, float, int, int]:
+    """Everything a metric's evidence record needs in one call: ``(log_e, k, *edge_effect)``.
+
+    ``log_e``: the rollback :func:`mixture_log`; ``k``: the edge-event of the first slot with the
+    largest own mixture (:func:`slot_logs`, ties to the first); then :func:`edge_effect` of that edge-event.
+    """
+    logs = slot_logs(ell, slot_k, idx, base)
+    k = slot_k[int(np.argmax(logs))]
+    i, refined, est, lo, hi = edge_effect(ell[k], lrho, thr)
+    return mixture_log(ell, slot_k, idx, base), k, i, refined, est, lo, hi

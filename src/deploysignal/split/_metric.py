@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._data import MetricBlocks, SplitData
-from ._kernels import mixture_log, ratio_cs, run_metric, slot_logs
+from ._kernels import edge_effect, evidence_summary, mixture_log, run_metric
 from ._protocol import FamilyEvidence, FamilyStep
 from ._spec import MetricSpec
 
@@ -180,7 +180,11 @@ class SplitMetric:
         return float(mixture_log(self._ell, *self._rb))
 
     def evidence(self) -> FamilyEvidence:
-        lv, h = self.log_evidence(), self.headline()
+        if self._acc[:, 1].sum() == 0 and not self._measured:
+            lv, h = self.log_evidence(), None
+        else:  # one compiled call: the e-value, the edge-event with the most evidence, its effect
+            lv, *eff = evidence_summary(self._ell, *self._rb, self.lrho, self.proceed_threshold)
+            h = self._effect_dict(*eff)
         return FamilyEvidence(self.name, self.role, lv, float(self._runmax[0]), self.threshold, self.alpha, self._fired_at is not None,
                               self._explain(lv, h), h)
 
@@ -208,18 +212,15 @@ class SplitMetric:
         """The effect of the edge-event with the most rollback evidence (``None`` before any data)."""
         if self._acc[:, 1].sum() == 0 and not self._measured:
             return None
-        return self._effect(self._slots[int(np.argmax(slot_logs(self._ell, *self._rb)))][0])
+        _, *eff = evidence_summary(self._ell, *self._rb, self.lrho, self.proceed_threshold)
+        return self._effect_dict(*eff)
 
     def _effect(self, k: int) -> dict[str, Any]:
-        ell, R = self._ell[k], len(self.rho)
-        i = int(np.argmax(ell))
-        est = float(self.rho[i])
-        if 0 < i < R - 1:
-            d2 = ell[i - 1] - 2 * ell[i] + ell[i + 1]
-            if d2 < 0:
-                ls = self.lrho[1] - self.lrho[0]
-                est = float(np.exp(self.lrho[i] + 0.5 * ls * (ell[i - 1] - ell[i + 1]) / d2))
-        lo, hi, _ = ratio_cs(ell, self.proceed_threshold)
+        return self._effect_dict(k, *edge_effect(self._ell[k], self.lrho, self.proceed_threshold))
+
+    def _effect_dict(self, k: int, i: int, refined: bool, log_est: float, lo: int, hi: int) -> dict[str, Any]:
+        R = len(self.rho)
+        est = float(np.exp(log_est)) if refined else float(self.rho[i])
         upper = math.inf if hi >= R - 1 else float(self.rho[hi + 1])
         lower = 0.0 if lo <= 0 else float(self.rho[lo - 1])
         out: dict[str, Any] = {"ratio": est, "lower": lower, "upper": None if math.isinf(upper) else upper,

@@ -52,6 +52,14 @@ def _count(v: Any, where: str) -> int:
     return int(v)
 
 
+def _counts(v: list[Any], where: str) -> tuple[int, ...]:
+    """A list of counts, checked as :func:`_count` checks each (the same errors, naming the first bad
+    index); plain non-negative ints within the limit, the usual case, are accepted in one pass."""
+    if set(map(type, v)) == {int} and min(v) >= 0 and max(v) <= MAX_COUNT:
+        return tuple(v)
+    return tuple(_count(x, f"{where}[{i}]") for i, x in enumerate(v))
+
+
 def _keys(d: Any, allowed: tuple[str, ...], where: str) -> None:
     if not isinstance(d, dict):
         raise InputError(f"{where} must be a JSON object with keys {', '.join(allowed)}")
@@ -85,7 +93,7 @@ class ArmCounts:
         for m, v in bk.items():
             if not isinstance(v, list) or not v:
                 raise InputError(f"{where}.buckets.{m} must be a non-empty list of counts")
-            buckets[str(m)] = tuple(_count(x, f"{where}.buckets.{m}[{i}]") for i, x in enumerate(v))
+            buckets[str(m)] = _counts(v, f"{where}.buckets.{m}")
             if sum(buckets[str(m)]) > units:
                 raise InputError(f"{where}.buckets.{m} sums to {sum(buckets[str(m)])}, more than units = {units}")
         return cls(units, events, buckets)

@@ -56,7 +56,8 @@ present in one cell for :math:`n` ticks earns at most about :math:`\delta^2 / (2
 cell, and :math:`\delta^2/(2 v_g)` in all through the global offset.
 
 Two-sample mode has no level nuisance (:math:`v_c = v_g = 0`): the scores are the paired differences
-:math:`\mathrm{clip}(s(z - z^{ctl})/\sqrt2, \pm C_{pair})` minus the AR band, and :math:`\Lambda_t` is the
+:math:`\mathrm{clip}(s(z - z^{ctl})/\sqrt2 - a_i, \pm C_{pair})` (the AR band's edge subtracted before the
+clip), and :math:`\Lambda_t` is the
 Gaussian mixture SPRT of a shift in their mean (Robbins 1970), Gaussian with unit variance assumed.
 
 References

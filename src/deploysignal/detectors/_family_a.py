@@ -93,7 +93,8 @@ class FamilyA:
     e-process is the band's e-SR (above). Alpha: 20% of alpha_A for the band event (the AR-error band,
     which both use, and the level band of the e-SR), the rest split evenly between the mixture
     (threshold ``2/alpha_e``) and the e-SR (``2H/alpha_e``). Where the band's monotonicity condition
-    fails, :meth:`not_monotone` names the channels (the AR-error term), as with the band.
+    fails, :meth:`not_monotone` names the channels (the AR-error term), as with the band. The audit's
+    ``log_msprt`` component carries the mixture's log-likelihood ratio in this mode.
 
     **Learned (``nuisance="learned"``, the default, 0.4.0's treatment).** What follows describes it;
     it centres each bet on the nuisance's posterior mean *learnt from the canary*, which explains part

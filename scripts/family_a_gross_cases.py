@@ -37,7 +37,7 @@ def changed(canary: Frame, case: str) -> Frame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--nuisance", default="band", choices=("learned", "band", "capped"))
+    ap.add_argument("--nuisance", default="band", choices=("learned", "band", "capped", "mixture"))
     args = ap.parse_args()
     for seed in (int(s) for s in args.seeds.split(",")):
         sim = simulate("step", seed=seed, canary_ticks=480)

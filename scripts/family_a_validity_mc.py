@@ -18,7 +18,7 @@ from montecarlo._mc import cp_upper, run_mc
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("nuisance", choices=("learned", "band", "capped"))
+    ap.add_argument("nuisance", choices=("learned", "band", "capped", "mixture"))
     ap.add_argument("--paths", type=int, default=2000)
     args = ap.parse_args()
     r = run_mc(1001, args.paths, 960, NoiseSpec(phi=0.85, diurnal=2.0), GateSettings(a_nuisance=args.nuisance), also_two_sample=True)

@@ -6,7 +6,8 @@ the default is still 0.4.0's ``learned`` centring) on the simulated step scenari
 x2.5, x5, x10; error rate 0.5), one-sample and two-sample. With ``learned`` all five extend or take
 ~200 ticks in one-sample mode; ``deploysignal gate --a-nuisance band`` reaches the band from the CLI.
 
-The same holds for ``a_nuisance="capped"`` (the learned centring capped at the band's upper edge).
+The same holds for ``a_nuisance="capped"`` (the learned centring capped at the band's upper edge) and
+``"mixture"`` (the level nuisance integrated out; ``tests/test_family_a_mixture.py``).
 
 (b) Property (hypothesis): for fixed data, a larger harmful step never gives family A less log-wealth at
 any tick, nor a later rollback, in either mode, with the band or the capped centring (proved for the
@@ -34,7 +35,7 @@ ONSET = 100
 CASES = ("eval_0.3", "p99_x2.5", "p99_x5", "p99_x10", "error_rate_0.5")
 MODES = ("one-sample", "two-sample")
 #: the treatments that claim not to explain a regression away (``learned`` is the negative control)
-TREATMENTS = ("band", "capped")
+TREATMENTS = ("band", "capped", "mixture")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,7 @@ def test_cli_reaches_the_band(sims, tmp_path):
     write_csv(Frame(can.timestamps[: ONSET + 11], can.values[: ONSET + 11], can.signals), tmp_path / "canary.csv")
     (tmp_path / "cfg.json").write_text(cfg.to_json(), encoding="utf-8")
     out = {}
-    for nuisance in ("band", "capped", "learned"):
+    for nuisance in (*TREATMENTS, "learned"):
         audit = tmp_path / f"{nuisance}.jsonl"
         r = CliRunner().invoke(app, ["gate", str(tmp_path / "canary.csv"), "-c", str(tmp_path / "cfg.json"), "--a-nuisance", nuisance,
                                      "--audit", str(audit), "--json"])

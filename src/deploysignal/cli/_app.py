@@ -198,7 +198,8 @@ def gate(
     a_nuisance: str = typer.Option(
         "learned", "--a-nuisance", help="Family A's nuisance terms: 'learned' (default; a gross shift can be explained away) or 'band' "
         "(tested against the band the baseline justifies: never explained away, monotone in harm, blind to shifts smaller than the band) "
-        "or 'capped' (learned, capped at the band's edge); docs/one-sample.md."
+        "or 'capped' (learned, capped at the band's edge) or 'mixture' (level nuisance integrated out of a Gaussian likelihood ratio, "
+        "monotone in harm by construction, plus the band's change detector); docs/one-sample.md."
     ),
     split: Optional[Path] = typer.Option(None, "--split", help="Randomised split: per-request log (CSV/JSONL/Parquet) with an arm column; see docs/split.md."),
     split_ticks: Optional[Path] = typer.Option(None, "--split-ticks", help="Randomised split: aggregated split ticks (JSONL, per-arm counts and buckets)."),

@@ -12,6 +12,7 @@ from ..calibration import C_HI, C_LO, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation, log_threshold
 from ._kernels import as_rows, check_cell, check_cells, family_a_run, family_a_step
 from ._nuisance_band import BAND_SHARE, BET_TOP, nuisance_band
+from ._nuisance_mixture import DELTAS, mixture_log_lr, mixture_step
 
 __all__ = ["C_PAIR", "FamilyA", "GAMMAS", "NUISANCE_MODES"]
 
@@ -19,8 +20,9 @@ __all__ = ["C_PAIR", "FamilyA", "GAMMAS", "NUISANCE_MODES"]
 #: posterior mean learnt from the canary, which can absorb a large harmful shift (issue 22); ``band``
 #: (opt-in since 0.5.0) tests against the upper edge of the band the baseline justifies (monotone in
 #: harm, but blind to shifts smaller than the band); ``capped`` (opt-in since 0.5.0) centres on the learned
-#: mean capped at the band's upper edge.
-NUISANCE_MODES = ("learned", "band", "capped")
+#: mean capped at the band's upper edge; ``mixture`` (opt-in since 0.5.0) integrates the level nuisance out of a
+#: Gaussian likelihood ratio (monotone in harm by construction) and adds the band's e-SR detector.
+NUISANCE_MODES = ("learned", "band", "capped", "mixture")
 
 #: Betting fractions mixed over (uniform weights). Each defines a test supermartingale; their average
 #: is one too, so mixing costs at most log(len(GAMMAS)) nats against the best fraction in hindsight.
@@ -80,6 +82,19 @@ class FamilyA:
     Monte Carlo, not bounded. Monotone in harm: *not proved* (below the cap the centre is the learned
     prediction, a nonlinear function of past scores); the hypothesis property test of
     ``tests/test_family_a_monotone.py`` has found no counterexample.
+
+    **Mixture (``nuisance="mixture"``, opt-in since 0.5.0).** The "shifted since start" e-process is the
+    Gaussian likelihood ratio with the level nuisances (cell centres' errors, global offset) integrated
+    out under their prior and the shift averaged over ``DELTAS``
+    (:mod:`~deploysignal.detectors._nuisance_mixture` states the construction and its proof): its log is
+    linear in the scores with nonnegative data-free coefficients, so it is nondecreasing in a harmful
+    shift **by construction**, and it is a martingale under the compiler's Gaussian model (nuisance
+    errors and innovations Gaussian, the AR(1) error inside the band). The "changed at an unknown time"
+    e-process is the band's e-SR (above). Alpha: 20% of alpha_A for the band event (the AR-error band,
+    which both use, and the level band of the e-SR), the rest split evenly between the mixture
+    (threshold ``2/alpha_e``) and the e-SR (``2H/alpha_e``). Where the band's monotonicity condition
+    fails, :meth:`not_monotone` names the channels (the AR-error term), as with the band. The audit's
+    ``log_msprt`` component carries the mixture's log-likelihood ratio in this mode.
 
     **Learned (``nuisance="learned"``, the default, 0.4.0's treatment).** What follows describes it;
     it centres each bet on the nuisance's posterior mean *learnt from the canary*, which explains part
@@ -190,7 +205,7 @@ class FamilyA:
         Tolerated harmful shift (score sd units) for early proceed.
     alpha_proceed : float
         Error budget of early proceed (taken from the reserve, not from alpha).
-    nuisance : {"learned", "band", "capped"}
+    nuisance : {"learned", "band", "capped", "mixture"}
         How the rollback test treats the nuisance terms (above); ``learned`` is the default.
 
     References
@@ -272,6 +287,12 @@ class FamilyA:
         self._log_thr_w = log_threshold(alpha_e / 2)
         self._log_thr_r = log_threshold(alpha_e / 2) + math.log(self.horizon)
         self._log_thr_p = log_threshold(alpha_proceed)
+        self._mix = nuisance == "mixture"
+        if self._mix:
+            # the band's own mSPRT is replaced by the mixture (threshold 2/alpha_e); the kernel's band run
+            # still computes it, with a threshold it can never reach
+            self._log_thr_m, self._log_thr_w = self._log_thr_w, math.inf
+            self._ARRAYS = FamilyA._ARRAYS + self._MIX_ARRAYS
         self._reset()
 
     def _reset(self) -> None:
@@ -290,6 +311,9 @@ class FamilyA:
         self._S2 = np.zeros((P, n_cells, m))  # the predictor's sums under early proceed's boundary null
         self._U2 = np.zeros((P, m))
         self._Qzr2 = np.zeros((P, m))
+        if self._mix:
+            self._Sm, self._Nm = np.zeros((P, n_cells, m)), np.zeros((P, n_cells, m))
+            self._Um, self._Am = np.zeros((P, m)), np.zeros((P, m))
         self._fired = np.zeros(P, dtype=bool)
         self._fire_reason = ""
         self._fire_drivers: tuple[str, ...] = ()
@@ -311,10 +335,13 @@ class FamilyA:
         z, cz, lg, clg, has_lag = self._rows(z, control_z, lag, control_lag, self._P)
         log_wealth, log_w, log_r = np.empty(self._P), np.empty(self._P), np.empty(self._P)
         family_a_step(z, cz, lg, clg, has_lag, self.two_sample, cell, *self._kernel_args(), log_wealth, log_w, log_r, self._harm)
+        if self._mix:
+            mixture_step(z, cz, lg, clg, has_lag, self.two_sample, cell, *self._mix_args(), log_w)
+            log_wealth = np.maximum(log_wealth, log_w - self._log_thr_m + self._log_thr)
         self._last = (log_w, log_r)
         newly = ~self._fired & (log_wealth >= self._log_thr)
         if newly.any() and self._P == 1:
-            self._explain(log_w[0] - self._log_thr_w >= log_r[0] - self._log_thr_r)
+            self._explain(log_w[0] - (self._log_thr_m if self._mix else self._log_thr_w) >= log_r[0] - self._log_thr_r)
         self._fired |= newly
         return log_wealth, self._fired.copy()
 
@@ -333,12 +360,19 @@ class FamilyA:
         clg = as_rows(control_lag, shape, "control_lag") if has_lag and self.two_sample else lg
         return z, cz, lg, clg, has_lag
 
+    def _mix_args(self) -> tuple[Any, ...]:
+        """Parameters and state of the mixture kernel (:func:`~deploysignal.detectors._nuisance_mixture.mixture_step`)."""
+        return (
+            self._sig, self._sign, C_LO, C_HI, C_PAIR, self._sd, self._center, self._bias_var, self._inv_g2, self._band.k_phi,
+            self._band.r_cap, DELTAS, np.ascontiguousarray(self._logw[:, 0] + math.log(GAMMAS.size)), self._Sm, self._Nm, self._Um, self._Am,
+        )
+
     def _kernel_args(self) -> tuple[Any, ...]:
         """Parameters and state arrays, in the order of :func:`family_a_step` after the tick's cell."""
         return (
             self._sig, self._sign, C_LO, C_HI, C_PAIR, GAMMAS, self.tau, self._sd, self._center, self._bias_var, self._phi_var,
             self._inv_g2, self._logw, self._log_thr, self._log_thr_w, self._log_thr_r, self._log_thr_p,
-            NUISANCE_MODES.index(self.nuisance), self._band.a_lvl, self._band.tail, self._band.k_phi, self._band.r_cap, BET_TOP,
+            1 if self._mix else NUISANCE_MODES.index(self.nuisance), self._band.a_lvl, self._band.tail, self._band.k_phi, self._band.r_cap, BET_TOP,
             self._S, self._N, self._U, self._A, self._logW, self._logR, self._logP, self._n_obs, self._Qzr, self._Qrr,
             self._S2, self._U2, self._Qzr2,
         )
@@ -362,6 +396,13 @@ class FamilyA:
         z, cz, lg, clg, has_lag = self._rows(z, control_z, lag, control_lag, T)
         cells = check_cells(cells, T, self._center.shape[1])
         out, fired, harm = np.empty((T, 4)), np.empty(T, dtype=bool), np.empty(T, dtype=bool)
+        if self._mix:  # two kernels per tick: stepped from Python (microseconds per tick)
+            log_h = math.log(self.horizon)
+            for t in range(T):
+                lw, f = self.step(z[t:t + 1], int(cells[t]), cz[t:t + 1], lg[t:t + 1] if has_lag else None, clg[t:t + 1] if has_lag else None)
+                out[t] = (lw[0], self._last[1][0] - log_h, self._last[0][0], self._last[1][0])
+                fired[t], harm[t] = f[0], bool(self._harm[0].all())
+            return out, fired, harm
         args = self._kernel_args()
         start = 0
         while start < T:
@@ -384,6 +425,9 @@ class FamilyA:
     def _explain(self, use_w: bool) -> None:
         which = "mSPRT (shift since start)" if use_w else "e-SR (change at an unknown time)"
         contrib = np.logaddexp.reduce((self._logW[0] if use_w else self._logR[0]) + self._logw, axis=1)
+        if use_w and self._mix:
+            which = "mixture over the nuisance (shift since start)"
+            contrib = mixture_log_lr(self._Um, self._Am, self._inv_g2, self.two_sample)[0]
         order = np.argsort(-contrib, kind="stable")
         self._fire_drivers = tuple(self._names[i] for i in order[:3])
         self._fire_reason = f"{which} crossed its bound; driven by {', '.join(self._fire_drivers)}"
@@ -423,7 +467,7 @@ class FamilyA:
         short baseline; see :func:`~deploysignal.detectors._nuisance_band.nuisance_band`). Every
         channel in ``learned`` and ``capped`` modes, which make no such guarantee (issue 22; ``capped``
         is monotone in the property test, not by proof)."""
-        if self.nuisance != "band":
+        if self.nuisance not in ("band", "mixture"):
             return self._names
         return tuple(n for n, ok in zip(self._names, self._band.monotone[0]) if not ok)
 
@@ -436,6 +480,8 @@ class FamilyA:
     _ARRAYS = ("S", "N", "U", "A", "logW", "logR", "logP", "n_obs", "Qzr", "Qrr", "S2", "U2", "Qzr2")
     #: early proceed's predictor (0.4.0); a state saved before has none
     _PROCEED_ARRAYS = ("S2", "U2", "Qzr2")
+    #: the mixture's sums (``nuisance="mixture"`` only)
+    _MIX_ARRAYS = ("Sm", "Nm", "Um", "Am")
 
     def state(self) -> dict[str, Any]:
         """Exact JSON-serialisable state (``-inf`` written as ``None``)."""

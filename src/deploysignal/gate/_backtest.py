@@ -174,12 +174,12 @@ def _not_monotone(config: CompiledConfig, settings: GateSettings) -> tuple[str, 
     """Family A's channels whose band test is not guaranteed monotone in harm (issue 22; empty when
     family A does not run or runs 0.4.0's learned centring, which :class:`GateSettings` documents)."""
     share = settings.shares.get("A")
-    if share is None or settings.a_nuisance != "band":
+    if share is None or settings.a_nuisance not in ("band", "mixture"):
         return ()
     from ..detectors import FamilyA
 
     fam = FamilyA(config, alpha=share * settings.alpha, horizon=settings.horizon, two_sample=settings.mode == "two-sample",
-                  drift_allowance=settings.drift_allowance, nuisance="band")
+                  drift_allowance=settings.drift_allowance, nuisance=settings.a_nuisance)
     return fam.not_monotone()
 
 

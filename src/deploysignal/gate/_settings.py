@@ -49,7 +49,7 @@ class GateSettings(BaseModel):
         makes the verdict extend instead of proceed.
     drift_allowance : float
         Global baseline-to-canary drift (score sd) treated as null in one-sample mode.
-    a_nuisance : {"learned", "band", "capped"}
+    a_nuisance : {"learned", "band", "capped", "mixture"}
         How family A treats its nuisance terms (cell levels, day offset, AR(1) error). ``learned``
         (default, 0.4.0's treatment) centres each bet on their posterior mean learnt from the canary:
         it detects moderate shifts, but a gross harmful shift can be explained away as nuisance and
@@ -58,7 +58,10 @@ class GateSettings(BaseModel):
         in harm, but a shift counts only beyond the band, so moderate shifts are detected later or
         not at all (docs/one-sample.md gives the measured cost). ``capped`` centres on the learned
         mean capped at the band's upper edge: gross shifts as with the band, moderate ones somewhat
-        later than ``learned``; monotone in harm in the property test, not by proof. Left out of
+        later than ``learned``; monotone in harm in the property test, not by proof. ``mixture``
+        integrates the level nuisance out of a Gaussian likelihood ratio (monotone in harm by
+        construction, valid under the compiler's Gaussian model) and adds the band's change
+        detector (:mod:`deploysignal.detectors._nuisance_mixture`). Left out of
         :meth:`model_dump` when ``learned``: settings written before the key existed mean ``learned``
         and keep their bytes.
     out_of_domain : {"reject", "missing"}
@@ -88,7 +91,7 @@ class GateSettings(BaseModel):
     min_valid_fraction: float = Field(0.8, ge=0.0, le=1.0)
     suggestive_fraction: float = Field(0.25, gt=0.0, le=1.0)
     drift_allowance: float = Field(0.0, ge=0.0)
-    a_nuisance: Literal["learned", "band", "capped"] = "learned"
+    a_nuisance: Literal["learned", "band", "capped", "mixture"] = "learned"
     rules: RuleSettings = Field(default_factory=RuleSettings)
     out_of_domain: Literal["reject", "missing"] = "reject"
     d_max_period: int = Field(48, ge=2, le=1440)

@@ -89,6 +89,22 @@ def _harm_sign(name: str) -> float:
     return -1.0 if spec is not None and spec.direction == "down" else 1.0
 
 
+def _clip_to_domain(vals: np.ndarray, signals: tuple[str, ...]) -> np.ndarray:
+    """Hold each catalogue signal inside its declared range (rates and ``eval_score`` in [0, 1]): the
+    Gaussian noise of a small rate, or heavy-tailed noise on a score near 1, leaves it, and a real source
+    never sends such a value (the gate would refuse it or take it as missing). The gate reads a rate
+    through ``arcsin(sqrt(clip(x, 0, 1)))``, so a clipped rate changes no evidence; a score clips only
+    under heavy-tailed noise (about 12 sd above its level under the Gaussian processes)."""
+    from ..telemetry import signal_domains
+
+    known = [j for j, s in enumerate(signals) if s in CATALOGUE]
+    d = signal_domains([CATALOGUE[signals[j]] for j in known])
+    for i, j in enumerate(known):
+        if np.isfinite(d.lo[i]) or np.isfinite(d.hi[i]):
+            vals[..., j] = np.clip(vals[..., j], d.lo[i], d.hi[i])
+    return vals
+
+
 def simulate_streams(
     rng: np.random.Generator,
     n_streams: int,
@@ -131,10 +147,7 @@ def simulate_streams(
         day = ((ts - ts[0]) // 86400.0).astype(int)
         y = y + noise.day_effect * rng.standard_normal((n_streams, int(day[-1]) + 1, k))[:, day]
     vals = level + sd * (di[None] + y)
-    # a rate lives in [0, 1] (the Gaussian noise of a small rate leaves it); the gate reads a rate
-    # through arcsin(sqrt(clip(x, 0, 1))), so this changes no evidence, only what a domain check sees
-    rate = np.array([s in CATALOGUE and CATALOGUE[s].kind == "rate" for s in signals])
-    vals[..., rate] = np.clip(vals[..., rate], 0.0, 1.0)
+    vals = _clip_to_domain(vals, signals)
     if noise.missing > 0 and noise.missing_burst > 1:
         # two-state Markov chain per stream: outages of mean length L, stationary share `missing`
         p_end = 1.0 / noise.missing_burst
@@ -233,13 +246,11 @@ def simulate(
     signals = tuple(_PROFILE)
     # one continuous series: baseline, then canary; control is a second independent stream
     ts, vals = simulate_streams(rng, 2, baseline_ticks + m, tick_seconds=tick_seconds, noise=nz, signals=signals)
-    rate = np.array([CATALOGUE[s].kind == "rate" for s in signals])
-    vals[..., rate] = np.clip(vals[..., rate], 0.0, 1.0)  # a rate lives in [0, 1] (heavy-tailed noise would leave it)
     base = Frame(ts[:baseline_ticks], vals[0, :baseline_ticks], signals)
     canary_vals = _apply(vals[0, baseline_ticks:], signals, reg)
     if pattern is not None:
         canary_vals = apply_pattern(ts[baseline_ticks:], canary_vals, signals, pattern, _PROFILE, nz.diurnal)
-    canary_vals[:, rate] = np.clip(canary_vals[:, rate], 0.0, 1.0)
+    canary_vals = _clip_to_domain(canary_vals, signals)
     canary = Frame(ts[baseline_ticks:], canary_vals, signals)
     control = Frame(ts[baseline_ticks:], vals[1, baseline_ticks:], signals)
     truth = {

@@ -194,7 +194,9 @@ def test_gate_lines_fall_back_where_msgspec_cannot_write_a_recorded_name():
 
     sim = simulate("healthy", seed=1)
     cfg = compile_baseline(sim.baseline, seed=1)
-    gate = Gate(cfg, GateSettings(window=50))
+    # family D's 2..24 bank: with 2..48 one of these ticks records a float msgspec may write differently
+    # (below 1e-4), and the tick goes the checked way for its floats; this test needs ticks that do not
+    gate = Gate(cfg, GateSettings(window=50, d_max_period=24))
     names = cfg.names
     extras = ["plain", "caf\u00e9", "x\ud800", "del\x7f"]
     rows = [{n: float(v) for n, v in zip(names, sim.canary.values[i])} for i in range(20)]

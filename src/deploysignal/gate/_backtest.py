@@ -26,10 +26,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta
 
 from .._exceptions import InputError
-from ..calibration import CompiledConfig, certificate, compile_baseline
+from ..calibration import CompiledConfig, certificate
 from ..calibration._certificate import RECOMMENDATION
 from ..telemetry import Frame
 from ._gate import Gate
@@ -43,6 +42,8 @@ BACKTEST_LEVEL = 0.01
 
 def _cp(k: int, n: int) -> tuple[float, float]:
     """One-sided 99% Clopper-Pearson lower and upper bounds of k/n."""
+    from scipy.stats import beta  # seconds to import: only the backtest needs it, not a gate's start
+
     lo = 0.0 if k <= 0 else float(beta.ppf(BACKTEST_LEVEL, k, n - k + 1))
     hi = 1.0 if k >= n else float(beta.ppf(1 - BACKTEST_LEVEL, k + 1, n - k))
     return lo, hi
@@ -117,6 +118,8 @@ def backtest(
         hi_t = stamps[stamps.size - (n_win - i - 1) * horizon - 1]
         train = np.flatnonzero(frame.timestamps < lo_t)
         test = np.flatnonzero((frame.timestamps >= lo_t) & (frame.timestamps <= hi_t))
+        from ..calibration import compile_baseline  # scipy.stats, statsmodels: loaded by the commands that compile
+
         cfg = compile_baseline(_slice(frame, train), seed=seed, min_cell_samples=min_cell_samples, robust_covariance=False, check_model=False)
         gate = Gate(cfg, settings)
         # update_many (the live path's batch form) is ~10x faster than run_batch for a single stream
@@ -160,6 +163,8 @@ def certify_baseline(
         With ``certification`` filled; its ``version_id`` covers it.
     """
     settings = settings or GateSettings()
+    from ..calibration import compile_baseline
+
     cfg = compile_baseline(frame, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust_covariance)
     checks = cfg.certification["checks"] if cfg.certification else []
     bt = backtest(frame, settings, windows=windows, seed=seed, min_cell_samples=min_cell_samples)
@@ -195,6 +200,7 @@ def certification_status(config: CompiledConfig, settings: GateSettings) -> dict
     Examples
     --------
     >>> import numpy as np
+    >>> from deploysignal.calibration import compile_baseline
     >>> from deploysignal.telemetry import Frame
     >>> f = Frame(np.arange(600.0) * 60, np.random.default_rng(0).normal(size=(600, 1)), ("a",))
     >>> cfg = compile_baseline(f, check_model=False)

@@ -27,14 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
+import deploysignal
+
 CLI = [sys.executable, "-m", "deploysignal"]
+#: the children run the code this script imported (a relative PYTHONPATH=src would not survive their cwd)
+ENV = {**os.environ, "PYTHONPATH": str(Path(deploysignal.__file__).resolve().parents[1])}
 
 
 def _run(args: list[str], cwd: Path) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds (user + system) and exit code of one run of ``deploysignal ARGS``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, check=False)
+    proc = subprocess.run([*CLI, *args], cwd=cwd, env=ENV, capture_output=True, check=False)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), proc.returncode
@@ -42,9 +46,9 @@ def _run(args: list[str], cwd: Path) -> tuple[float, float, int]:
 
 def _setup(work: Path) -> list[str]:
     """Simulate scenario ``step`` (seed 0), compile its baseline (no backtest) and cut a one-tick canary."""
-    subprocess.run([*CLI, "simulate", "step", "--seed", "0", "-o", str(work)], check=True, capture_output=True)
+    subprocess.run([*CLI, "simulate", "step", "--seed", "0", "-o", str(work)], env=ENV, check=True, capture_output=True)
     subprocess.run([*CLI, "calibrate", str(work / "baseline.csv"), "-o", str(work / "config.json"), "--backtest-windows", "0"],
-                   check=True, capture_output=True)
+                   env=ENV, check=True, capture_output=True)
     lines = (work / "canary.csv").read_text(encoding="utf-8").splitlines()
     (work / "canary1.csv").write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
     return ["gate", str(work / "canary1.csv"), "-c", str(work / "config.json"), "--json"]
@@ -67,13 +71,13 @@ def measure(repeats: int) -> dict[str, object]:
                 "wall_median_s": round(float(np.median(wall)), 3), "wall_p90_s": round(float(np.quantile(wall, 0.9)), 3),
                 "cpu_median_s": round(float(np.median(cpu)), 3), "cpu_p90_s": round(float(np.quantile(cpu, 0.9)), 3),
             })
-    return {"python": platform.python_version(), "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+    return {"python": platform.python_version(), "cores": os.cpu_count(), "source": ENV["PYTHONPATH"], "load_average": [round(x, 2) for x in os.getloadavg()],
             "results": rows}
 
 
 def importtime(args: list[str]) -> list[tuple[int, str]]:
     """The 15 slowest imports (cumulative microseconds, module) of ``deploysignal ARGS``."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "deploysignal", *args], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "deploysignal", *args], env=ENV, capture_output=True, text=True, check=False)
     rows = []
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line and "cumulative" not in line:
@@ -96,7 +100,8 @@ def main() -> None:
     if ns.json:
         print(json.dumps(res, indent=2, sort_keys=True))
         return
-    print(f"deploysignal start-up, {ns.repeats} runs each (Python {res['python']}, {res['cores']} cores, load average {res['load_average']})")
+    print(f"deploysignal start-up ({res['source']}), {ns.repeats} runs each (Python {res['python']}, {res['cores']} cores, "
+          f"load average at the end {res['load_average']})")
     print(f"{'command':34} {'wall median':>12} {'wall p90':>9} {'CPU median':>11} {'CPU p90':>8}  exit")
     for r in res["results"]:
         print(f"{r['command']:34} {r['wall_median_s']:11.2f}s {r['wall_p90_s']:8.2f}s {r['cpu_median_s']:10.2f}s {r['cpu_p90_s']:7.2f}s  "

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._exceptions import ConfigError, DeploySignalError, InputError, ReplayMismatch, SchemaError
+from ._progress import progress_enabled, stage_progress
 
 if TYPE_CHECKING:  # the modules are imported in the commands that need them (a fast `deploysignal --help`)
     from ..calibration import CompiledConfig
@@ -30,6 +31,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anytime-vali
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT = {"proceed": 0, "extend": 3, "rollback": 4}
+#: gate runs longer than this many ticks get a progress bar (when enabled)
+PROGRESS_TICKS = 2000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -55,7 +58,10 @@ def load_config(path: Path) -> CompiledConfig:
 
     if not path.is_file():
         raise ConfigError(f"{path}: no such compiled config")
-    return CompiledConfig.from_json(path.read_bytes())
+    try:
+        return CompiledConfig.from_json(path.read_bytes())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def load_stream(path: Path, config: CompiledConfig, what: str) -> Frame:
@@ -116,7 +122,7 @@ def _print_summary(s: dict[str, Any], title: str = "deploysignal gate") -> None:
 
 
 def run_gate(
-    config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None, audit: Path | None
+    config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None, audit: Path | None, progress: bool = False
 ) -> tuple[dict[str, Any], list[Decision]]:
     from ..audit import AuditWriter
     from ..gate import Gate, check_paired
@@ -128,12 +134,15 @@ def run_gate(
     fh = audit.open("w", encoding="utf-8") if audit else None
     try:
         writer = AuditWriter(fh, config, settings) if fh else None
-        for i in range(len(canary)):
-            cohort = None if canary.cohort is None else str(canary.cohort[i])
-            d = gate.update(canary.timestamps[i], canary.values[i], cohort=cohort, control=None if control is None else control.values[i])
-            decisions.append(d)
-            if writer:
-                writer.write_lines(d.lines)
+        with stage_progress(progress) as report:
+            for i in range(len(canary)):
+                cohort = None if canary.cohort is None else str(canary.cohort[i])
+                d = gate.update(canary.timestamps[i], canary.values[i], cohort=cohort, control=None if control is None else control.values[i])
+                decisions.append(d)
+                if writer:
+                    writer.write_lines(d.lines)
+                if report is not None and (i % 256 == 255 or i == len(canary) - 1):
+                    report("gate: ticks", i + 1, len(canary))
     finally:
         if fh:
             fh.close()
@@ -159,6 +168,7 @@ def calibrate(
     alpha: float = typer.Option(0.05, help="False-rollback budget the backtest replays (and certifies) the gate at."),
     window: int = typer.Option(480, help="Planned window (ticks) the backtest replays the gate with."),
     backtest_windows: int = typer.Option(8, help="Held-out windows of the rolling-origin backtest (each costs a compile); 0 skips it (uncertified)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars on stderr (default: when stderr is a terminal)."),
 ) -> None:
     """Compile a healthy baseline into a frozen config; prints its version id on stdout and, on stderr,
     the model check, the backtest on the baseline's own history and whether the one-sample model is
@@ -170,7 +180,9 @@ def calibrate(
     specs = read_signals_file(signals) if signals else None
     frame = read_frame(baseline, specs=specs)
     settings = _settings(alpha, window, "one-sample", False)
-    cfg = certify_baseline(frame, settings, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust, windows=backtest_windows)
+    with stage_progress(progress_enabled(progress)) as report:
+        cfg = certify_baseline(frame, settings, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust, windows=backtest_windows,
+                               progress=report)
     output.write_text(cfg.to_json(), encoding="utf-8")
     out.print(cfg.version_id)
     print_certification(cfg, err)
@@ -223,6 +235,8 @@ def gate(
         "reject", "--out-of-domain", help="A value outside its signal's domain (declared range): 'reject' (exit 2 naming row and "
         "signal) or 'missing' (only that value taken as missing, whichever side it lies on; recorded in the audit, "
         "the tick not counted as valid)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=f"A progress bar on stderr for runs of more than {PROGRESS_TICKS} "
+                                            "ticks (default: when stderr is a terminal; never on stdout, so --json is unchanged)."),
 ) -> None:
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""
     from ..calibration import canonical_json
@@ -248,7 +262,7 @@ def gate(
     ctrl = load_stream(control, cfg, "control") if control else None
     status = certification_status(cfg, settings)
     warn_uncertified(status, err)
-    summary, _ = run_gate(cfg, settings, can, ctrl, audit)
+    summary, _ = run_gate(cfg, settings, can, ctrl, audit, progress=progress_enabled(progress) and len(can) > PROGRESS_TICKS)
     summary.update(certified=status["certified"], certification_reasons=status["reasons"], basis=status["basis"])
     if as_json:
         sys.stdout.write(canonical_json(summary) + "\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .._exceptions import InputError
@@ -76,9 +77,10 @@ def demo(
         return
     names = [scenario] if scenario else list(SCENARIOS)
     t = Table(title=f"deploysignal demo (seed {seed}, {'two' if two_sample else 'one'}-sample)")
-    for col in ("scenario", "truth", "verdict", "decided at", "families", "why"):
+    for col in ("scenario", "truth", "verdict", "decided at", "families"):
         t.add_column(col)
     wrong = 0
+    whys: list[str] = []
     for name in names:
         sim = simulate(name, seed=seed)
         cfg = compile_baseline(sim.baseline, seed=seed, robust_covariance=False)
@@ -87,7 +89,11 @@ def demo(
         ok = summary["verdict"] == sim.truth["expected"]
         wrong += not ok
         colour = {"proceed": "green", "extend": "yellow", "rollback": "red"}[summary["verdict"]]
-        why = "; ".join(r["reason"] for r in summary["reasons"].values()) or "-"
-        t.add_row(name, sim.truth["expected"], f"[{colour}]{summary['verdict']}[/]", str(summary["decided_at_tick"]), ",".join(summary["fired_families"]) or "-", why)
+        t.add_row(name, sim.truth["expected"], f"[{colour}]{summary['verdict']}[/]", str(summary["decided_at_tick"]), ",".join(summary["fired_families"]) or "-")
+        whys.extend(f"  {name}, family {fam} ({r['action']}): {r['reason']}" for fam, r in sorted(summary["reasons"].items()))
     out.print(t)
+    if whys:  # the reasons in full, one a line, below the table (a table column would cut or squeeze them)
+        out.print("why:")
+        for line in whys:
+            out.print(escape(line), soft_wrap=True)
     out.print(f"{len(names) - wrong}/{len(names)} verdicts match the simulated truth")

@@ -203,3 +203,25 @@ def test_progress_goes_to_stderr_only_and_changes_no_output(tmp_path, monkeypatc
         outs[flag] = (r.stdout, (tmp_path / f"c{flag}.json").read_bytes())
         assert ("backtest" in r.stderr and "1/1" in r.stderr) == (flag == "--progress")
     assert outs["--progress"] == outs["--no-progress"]
+
+
+def test_fleet_eval_says_the_mcd_rounding_warnings_once_and_keeps_other_warnings(in_tmp, monkeypatch):
+    """On ASD, 125 MinCovDet fits warned 'Determinant has increased' (sklearn keeps the previous iterate):
+    one line per dataset instead of 125 warning blocks; any other warning still comes through."""
+    import warnings
+
+    from deploysignal.cli import _fleet
+
+    def fake_eval(d, names, **kw):
+        for _ in range(5):
+            warnings.warn("Determinant has increased; this should not happen: log(det) > log(previous_det)", RuntimeWarning)
+        warnings.warn("something else", UserWarning)
+        return ["| table |"]
+
+    monkeypatch.setattr(_fleet, "evaluate_dataset", fake_eval)
+    (in_tmp / "data" / "asd").mkdir(parents=True)
+    with pytest.warns(UserWarning, match="something else"):
+        r = runner.invoke(app, ["fleet", "eval", "--data", "data", "--out", "fe.md"], env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("in 5 MCD fit(s)") == 1 and "Determinant has increased" not in r.stderr
+    assert "skipping smd" in r.stderr and "| table |" in (in_tmp / "fe.md").read_text()

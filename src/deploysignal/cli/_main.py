@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "replay": ("_app", "app", "Re-derive every audit record; exit 0 only if all match byte for byte (1 otherwise)."),
     "simulate": ("_scenarios", "simulate_cmd", "Write a seeded scenario (baseline, canary, control, truth) or a split scenario's request log."),
     "demo": ("_scenarios", "demo", "Run the gate on seeded built-in scenarios and show what it decided and why."),
-    "bench": ("_app", "app", "Per-tick latency of the gate, CLI start-up times, or the service's noisy-neighbour benchmark."),
+    "bench": ("_app", "app", "Per-tick latency of the gate (and the fleet observer), or the service's noisy-neighbour benchmark."),
     "serve": ("_service", "serve", "Run the HTTP service (FastAPI + uvicorn); OpenAPI spec at /openapi.json, docs at /docs."),
     "drill": ("_migration", "drill", "Rollback drill: regression onset on a live (simulated) migration -> decision -> rollback."),
     "split-eval": ("_split_eval", "split_eval", "Split gate against its peers on seeded per-request logs (tables and a JSON report)."),

@@ -57,7 +57,7 @@ def test_gate_on_a_compiled_config_imports_neither_the_compiler_nor_the_service(
     write_csv(sim_healthy.canary, tmp_path / "canary.csv")
     lines = (tmp_path / "canary.csv").read_text(encoding="utf-8").splitlines()
     (tmp_path / "canary1.csv").write_text("\n".join(lines[:3]) + "\n", encoding="utf-8")
-    probe = ("sklearn", "statsmodels", "scipy.stats", "fastapi", "uvicorn", "httpx", "matplotlib", "pyarrow")
+    probe = ("sklearn", "statsmodels", "scipy.stats", "scipy.spatial", "fastapi", "uvicorn", "httpx", "matplotlib", "pyarrow")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     code = PROBE.format(args=["gate", "canary1.csv", "-c", "config.json", "--json"], heavy=probe)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600, check=False)

@@ -114,8 +114,11 @@ def test_dockerfile_install_and_entry_steps_run_in_a_fresh_virtual_environment(t
     for i, arg in dockerfile():
         if i == "COPY":
             *srcs, dest = arg.split()
-            for s in srcs:
-                (shutil.copytree if (ROOT / s).is_dir() else shutil.copy)(ROOT / s, app_dir / Path(dest) / (s if (ROOT / s).is_dir() else ""))
+            for s in srcs:  # Docker's COPY: a directory's contents go into dest, a file into dest/ (or as dest)
+                if (ROOT / s).is_dir():
+                    shutil.copytree(ROOT / s, app_dir / dest, dirs_exist_ok=True)
+                else:
+                    shutil.copy(ROOT / s, app_dir / dest / Path(s).name if dest.endswith("/") else app_dir / dest)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}

@@ -145,7 +145,7 @@ def test_dockerfile_install_and_entry_steps_run_in_a_fresh_virtual_environment(t
         assert (data / "deploysignal.db").is_file() and (data / ".deploysignal" / "read.token").is_file()
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        proc.communicate(timeout=60)  # waits and closes the pipe
 
 
 def _manifests() -> list[tuple[Path, dict]]:

@@ -269,8 +269,12 @@ class CompiledConfig(_Frozen):
             payload = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"compiled config is not valid JSON: {exc}") from None
+        what = "a compiled config is the JSON object `deploysignal calibrate BASELINE -o FILE` writes"
         if not isinstance(payload, dict):
-            raise ConfigError("compiled config must be a JSON object")
+            raise ConfigError(f"not a compiled config: the file holds a JSON {type(payload).__name__}; {what}")
+        if "schema_version" not in payload or "version_id" not in payload:
+            keys = ", ".join(repr(k) for k in list(payload)[:6]) + (", ..." if len(payload) > 6 else "")
+            raise ConfigError(f"not a compiled config (no schema_version / version_id; its keys: {keys or 'none'}); {what}")
         if payload.get("schema_version") != SCHEMA_VERSION:
             raise ConfigError(
                 f"compiled config schema_version {payload.get('schema_version')!r} is not {SCHEMA_VERSION}; recompile"

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.spatial.distance import pdist
 
 __all__ = ["family_extras", "median_heuristic"]
 
@@ -16,6 +15,8 @@ def median_heuristic(reference: np.ndarray, max_rows: int = 600) -> float:
 
     Uses calibration data only, so the bandwidth is fixed before any canary tick is seen.
     """
+    from scipy.spatial.distance import pdist  # scipy.spatial: most of a gate's start otherwise (a compiled config records the bandwidth)
+
     ref = np.asarray(reference, dtype=float)
     ref = ref[~np.isnan(ref).any(axis=1)][:max_rows]
     if ref.shape[0] < 2:

@@ -1,5 +1,5 @@
 """Command-line interface (``deploysignal``)."""
 
-from ._app import app, main
+from ._main import app, main
 
 __all__ = ["app", "main"]

@@ -5,38 +5,34 @@ Exit codes: 0 proceed / success, 3 extend, 4 rollback, 1 replay mismatch, 2 bad 
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
-import numpy as np
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import __version__
 from .._exceptions import ConfigError, DeploySignalError, InputError, ReplayMismatch, SchemaError
-from ..audit import AuditWriter, check_chain, read_audit, replay
-from ..calibration import CompiledConfig, canonical_json, compile_baseline
-from ..gate import Decision, Gate, GateSettings, certification_status, certify_baseline, check_paired
-from ..simulate import SCENARIOS, simulate
-from ..sources import read_frame, read_signals_file, write_csv
-from ..telemetry import Frame
-from ._split_eval import SPLIT_SCENARIOS, split_demo, split_eval, write_split_scenario
-from ._certify import print_certification, warn_uncertified
+from ._progress import progress_enabled, stage_progress
 
-__all__ = ["app", "main"]
+if TYPE_CHECKING:  # the modules are imported in the commands that need them (a fast `deploysignal --help`)
+    from ..calibration import CompiledConfig
+    from ..gate import Decision, GateSettings
+    from ..telemetry import Frame
+
+__all__ = ["app"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anytime-valid deploy gate: proceed, extend or roll back.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT = {"proceed": 0, "extend": 3, "rollback": 4}
+#: gate runs longer than this many ticks get a progress bar (when enabled)
+PROGRESS_TICKS = 2000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -58,13 +54,22 @@ def _guard(fn: F) -> F:
 
 
 def load_config(path: Path) -> CompiledConfig:
+    from ..calibration import CompiledConfig
+
     if not path.is_file():
         raise ConfigError(f"{path}: no such compiled config")
-    return CompiledConfig.from_json(path.read_bytes())
+    try:
+        return CompiledConfig.from_json(path.read_bytes())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def load_stream(path: Path, config: CompiledConfig, what: str) -> Frame:
     """Read a canary/control file and check it carries every signal of the config with some values."""
+    import numpy as np
+
+    from ..sources import read_frame
+
     frame = read_frame(path)
     missing = [n for n in config.names if n not in frame.signals]
     if missing:
@@ -117,8 +122,11 @@ def _print_summary(s: dict[str, Any], title: str = "deploysignal gate") -> None:
 
 
 def run_gate(
-    config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None, audit: Path | None
+    config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None, audit: Path | None, progress: bool = False
 ) -> tuple[dict[str, Any], list[Decision]]:
+    from ..audit import AuditWriter
+    from ..gate import Gate, check_paired
+
     gate = Gate(config, settings)
     if control is not None:
         check_paired(canary, control, config.tick_seconds)
@@ -126,12 +134,15 @@ def run_gate(
     fh = audit.open("w", encoding="utf-8") if audit else None
     try:
         writer = AuditWriter(fh, config, settings) if fh else None
-        for i in range(len(canary)):
-            cohort = None if canary.cohort is None else str(canary.cohort[i])
-            d = gate.update(canary.timestamps[i], canary.values[i], cohort=cohort, control=None if control is None else control.values[i])
-            decisions.append(d)
-            if writer:
-                writer.write_lines(d.lines)
+        with stage_progress(progress) as report:
+            for i in range(len(canary)):
+                cohort = None if canary.cohort is None else str(canary.cohort[i])
+                d = gate.update(canary.timestamps[i], canary.values[i], cohort=cohort, control=None if control is None else control.values[i])
+                decisions.append(d)
+                if writer:
+                    writer.write_lines(d.lines)
+                if report is not None and (i % 256 == 255 or i == len(canary) - 1):
+                    report("gate: ticks", i + 1, len(canary))
     finally:
         if fh:
             fh.close()
@@ -157,14 +168,21 @@ def calibrate(
     alpha: float = typer.Option(0.05, help="False-rollback budget the backtest replays (and certifies) the gate at."),
     window: int = typer.Option(480, help="Planned window (ticks) the backtest replays the gate with."),
     backtest_windows: int = typer.Option(8, help="Held-out windows of the rolling-origin backtest (each costs a compile); 0 skips it (uncertified)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars on stderr (default: when stderr is a terminal)."),
 ) -> None:
     """Compile a healthy baseline into a frozen config; prints its version id on stdout and, on stderr,
     the model check, the backtest on the baseline's own history and whether the one-sample model is
     certified (and why not)."""
+    from ..gate import certify_baseline
+    from ..sources import read_frame, read_signals_file
+    from ._certify import print_certification
+
     specs = read_signals_file(signals) if signals else None
     frame = read_frame(baseline, specs=specs)
     settings = _settings(alpha, window, "one-sample", False)
-    cfg = certify_baseline(frame, settings, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust, windows=backtest_windows)
+    with stage_progress(progress_enabled(progress)) as report:
+        cfg = certify_baseline(frame, settings, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust, windows=backtest_windows,
+                               progress=report)
     output.write_text(cfg.to_json(), encoding="utf-8")
     out.print(cfg.version_id)
     print_certification(cfg, err)
@@ -172,6 +190,10 @@ def calibrate(
 
 def _settings(alpha: float, window: int, mode: str, early_proceed: bool, drift_allowance: float = 0.0, a_nuisance: str = "learned",
               out_of_domain: str = "reject") -> GateSettings:
+    from pydantic import ValidationError
+
+    from ..gate import GateSettings
+
     try:
         return GateSettings(
             alpha=alpha, window=window, mode=mode, early_proceed=early_proceed, drift_allowance=drift_allowance,  # type: ignore[arg-type]
@@ -214,8 +236,14 @@ def gate(
         "reject", "--out-of-domain", help="A value outside its signal's domain (declared range): 'reject' (exit 2 naming row and "
         "signal) or 'missing' (only that value taken as missing, whichever side it lies on; recorded in the audit, "
         "the tick not counted as valid)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=f"A progress bar on stderr for runs of more than {PROGRESS_TICKS} "
+                                            "ticks (default: when stderr is a terminal; never on stdout, so --json is unchanged)."),
 ) -> None:
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""
+    from ..calibration import canonical_json
+    from ..gate import certification_status
+    from ._certify import warn_uncertified
+
     if split is not None or split_ticks is not None:
         from ._split import gate_split
 
@@ -235,7 +263,7 @@ def gate(
     ctrl = load_stream(control, cfg, "control") if control else None
     status = certification_status(cfg, settings)
     warn_uncertified(status, err)
-    summary, _ = run_gate(cfg, settings, can, ctrl, audit)
+    summary, _ = run_gate(cfg, settings, can, ctrl, audit, progress=progress_enabled(progress) and len(can) > PROGRESS_TICKS)
     summary.update(certified=status["certified"], certification_reasons=status["reasons"], basis=status["basis"])
     if as_json:
         sys.stdout.write(canonical_json(summary) + "\n")
@@ -255,6 +283,8 @@ def replay_cmd(
     split_ticks: Optional[Path] = typer.Option(None, "--split-ticks", help="The split ticks a split-mode audit log was written from."),
 ) -> None:
     """Re-derive every audit record; exit 0 only if all match byte for byte (1 otherwise)."""
+    from ..audit import check_chain, read_audit, replay
+
     if split is not None or split_ticks is not None:
         from ._split import replay_split_file
 
@@ -282,71 +312,6 @@ def replay_cmd(
         out.print(f"replay ok: {n} records match, hash chain intact (head {chain.head})")
 
 
-@app.command("simulate")
-@_guard
-def simulate_cmd(
-    scenario: str = typer.Argument(..., help=f"One of: {', '.join(SCENARIOS)}; split mode: {', '.join(SPLIT_SCENARIOS)}."),
-    seed: int = typer.Option(0),
-    output: Path = typer.Option(..., "-o", "--output", help="Directory for baseline.csv, canary.csv, control.csv, truth.json "
-                                "(split scenarios: requests.csv, signals.json, truth.json)."),
-    effect: str = typer.Option("none", help="Split scenarios: change injected into the canary arm (none = null); "
-                               "see `deploysignal split-eval --help` and docs/split_eval.md for the list."),
-    volume: float = typer.Option(500.0, help="Split scenarios: mean requests per tick (both arms)."),
-    share: float = typer.Option(0.05, help="Split scenarios: canary traffic share."),
-    ticks: int = typer.Option(60, help="Split scenarios: ticks of 60 s."),
-    routing: Optional[str] = typer.Option(None, help="Split scenarios: randomise by request or by session (default: the scenario's)."),
-    data_dir: Optional[Path] = typer.Option(None, help="split-azure: folder of the Azure LLM trace CSVs."),
-) -> None:
-    """Write a seeded scenario: baseline, canary, control and the ground truth; or, for a split scenario,
-    a per-request log of both arms (the REQUESTS format of `gate --split`) with its signals file."""
-    if scenario in SPLIT_SCENARIOS:
-        paths = write_split_scenario(scenario, output, seed=seed, effect=effect, volume=volume, share=share, ticks=ticks, routing=routing, data_dir=data_dir)
-        out.print("wrote " + ", ".join(str(p) for p in paths))
-        return
-    given = [f"--{k.replace('_', '-')}" for k, v, d in (("effect", effect, "none"), ("volume", volume, 500.0), ("share", share, 0.05),
-                                                         ("ticks", ticks, 60), ("routing", routing, None), ("data_dir", data_dir, None)) if v != d]
-    if given:
-        raise InputError(f"{', '.join(given)} apply to split scenarios ({', '.join(SPLIT_SCENARIOS)}), not to {scenario!r}")
-    sim = simulate(scenario, seed=seed)
-    output.mkdir(parents=True, exist_ok=True)
-    write_csv(sim.baseline, output / "baseline.csv")
-    write_csv(sim.canary, output / "canary.csv")
-    write_csv(sim.control, output / "control.csv")
-    (output / "truth.json").write_text(json.dumps(sim.truth, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    out.print(f"wrote {output}/baseline.csv, canary.csv, control.csv, truth.json")
-
-
-@app.command()
-@_guard
-def demo(
-    scenario: Optional[str] = typer.Argument(None, help="One scenario (default: all canned scenarios); a split-* scenario or "
-                                             "'split' runs the randomised-split gate."),
-    seed: int = typer.Option(7),
-    two_sample: bool = typer.Option(False, help="Compare against the live control stream instead of the baseline."),
-) -> None:
-    """Run the gate on seeded built-in scenarios and show what it decided and why."""
-    if scenario == "split" or scenario in SPLIT_SCENARIOS:
-        split_demo(None if scenario == "split" else scenario, seed, out)
-        return
-    names = [scenario] if scenario else list(SCENARIOS)
-    t = Table(title=f"deploysignal demo (seed {seed}, {'two' if two_sample else 'one'}-sample)")
-    for col in ("scenario", "truth", "verdict", "decided at", "families", "why"):
-        t.add_column(col)
-    wrong = 0
-    for name in names:
-        sim = simulate(name, seed=seed)
-        cfg = compile_baseline(sim.baseline, seed=seed, robust_covariance=False)
-        settings = GateSettings(mode="two-sample" if two_sample else "one-sample")
-        summary, _ = run_gate(cfg, settings, sim.canary, sim.control if two_sample else None, None)
-        ok = summary["verdict"] == sim.truth["expected"]
-        wrong += not ok
-        colour = {"proceed": "green", "extend": "yellow", "rollback": "red"}[summary["verdict"]]
-        why = "; ".join(r["reason"] for r in summary["reasons"].values()) or "-"
-        t.add_row(name, sim.truth["expected"], f"[{colour}]{summary['verdict']}[/]", str(summary["decided_at_tick"]), ",".join(summary["fired_families"]) or "-", why)
-    out.print(t)
-    out.print(f"{len(names) - wrong}/{len(names)} verdicts match the simulated truth")
-
-
 @app.command()
 @_guard
 def bench(
@@ -371,6 +336,8 @@ def bench(
     ``update_many`` in batches of 500 (batch time / 500: throughput, not a tick's latency), and the
     kernel floor: each part's compiled loop over the whole stream, per tick. With
     ``--noisy-neighbour``, the service benchmark of docs/performance.md instead."""
+    from ..calibration import canonical_json
+
     if noisy_neighbour:
         _bench_noisy(noisy_seconds, noisy_batch, noisy_rate, seed, noisy_store, server_pythonpath, as_json, noisy_isolate, noisy_replays, noisy_replay_in)
         return
@@ -417,6 +384,8 @@ def bench(
 
 def _bench_noisy(seconds: float, batch: int, rate: float, seed: int, store: str | None, pythonpath: str | None, as_json: bool,
                  isolate: bool = False, replays: int = 0, replay_in: str = "process") -> None:
+    from ..calibration import canonical_json
+
     from ..service._bench import bench_noisy_neighbour
 
     res = bench_noisy_neighbour(seconds=seconds, batch=batch, rate=rate, seed=seed, store=store, server_pythonpath=pythonpath, isolate=isolate,
@@ -440,25 +409,14 @@ def _bench_noisy(seconds: float, batch: int, rate: float, seed: int, store: str 
         out.print("[yellow]A sent every batch it had before the phase ended: part of the phase measured B without its neighbour (a longer stock: fewer seconds or larger batches)[/yellow]")
 
 
-@app.callback(invoke_without_command=True)
-def _root(
-    ctx: typer.Context,
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging to stderr."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
-    if version:
-        out.print(__version__)
-        raise typer.Exit(0)
-    if ctx.invoked_subcommand is None:
-        out.print(ctx.get_help())
-        raise typer.Exit(2)
-
-
 def _register_subcommands() -> None:
     """Adapters living in their own modules: service (serve, service, audit), evaluation (eval),
-    paired migration and release pipeline (migrate, pipeline, drill) and the fleet observer (fleet)."""
-    from . import _dashboard, _eval, _fleet, _migration, _prometheus, _service
+    paired migration and release pipeline (migrate, pipeline, drill) and the fleet observer (fleet).
+    Called by :func:`deploysignal.cli._main.full_app` (the entry point imports each module on demand)."""
+    if any(g.name == "eval" for g in app.registered_groups):  # registered already
+        return
+    from . import _dashboard, _eval, _fleet, _migration, _prometheus, _scenarios, _service
+    from ._split_eval import split_eval
 
     _service.register(app)
     _dashboard.register(app)  # ui, report
@@ -469,11 +427,5 @@ def _register_subcommands() -> None:
     app.add_typer(_fleet.app, name="fleet")
     app.add_typer(_prometheus.app, name="prometheus")
     app.command("split-eval")(split_eval)
-
-
-_register_subcommands()
-
-
-def main() -> None:
-    app()
-
+    app.command("simulate")(_scenarios.simulate_cmd)
+    app.command("demo")(_scenarios.demo)

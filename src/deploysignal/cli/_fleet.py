@@ -13,8 +13,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import typer
@@ -27,8 +28,9 @@ from ..fleet._scenarios import DEMOS, FAILURE_TYPES, coverage_matrix, run_scenar
 from ..sources import read_signals_file
 from ..telemetry import resolve_specs
 from ._app import _guard
+from ._outputs import report_path
 
-__all__ = ["app", "read_long_csv"]
+__all__ = ["app", "read_long_csv", "read_long_csv_ticks", "write_long_csv"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fleet observer: per-shard evidence across a cluster.")
 out = Console(highlight=False)
@@ -36,7 +38,15 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def read_long_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """Read ``tick,shard,<signals>`` into (shard ids in first-seen order, signals, array (T, S, K)).
+    """Read ``tick,shard,<signals>`` into (shard ids in first-seen order, signals, array (T, S, K));
+    :func:`read_long_csv_ticks` also returns the tick numbers."""
+    shards, signals, arr, _ = read_long_csv_ticks(path)
+    return shards, signals, arr
+
+
+def read_long_csv_ticks(path: Path) -> tuple[list[str], list[str], np.ndarray, list[int]]:
+    """Read ``tick,shard,<signals>`` into (shard ids in first-seen order, signals, array (T, S, K), the T
+    tick numbers).
 
     Rows may come in any order (e.g. grouped by shard); the array's ticks are the distinct tick
     numbers in increasing order. Each (tick, shard) pair may appear once; an empty cell or ``nan`` is
@@ -77,7 +87,18 @@ def read_long_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     arr = np.full((len(ticks), len(shards), len(signals)), np.nan)
     for t, si, vals in recs:
         arr[ticks[t], si] = vals
-    return list(shards), signals, arr
+    return list(shards), signals, arr, list(ticks)
+
+
+def write_long_csv(path: Path, shards: list[str], signals: list[str], values: np.ndarray, ticks: list[int]) -> None:
+    """Write (T, S, K) ``values`` as ``tick,shard,<signals>`` rows (missing = empty cell; each float
+    written as its shortest repr, so :func:`read_long_csv` reads back the same numbers)."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["tick", "shard", *signals])
+        for i, t in enumerate(ticks):
+            for j, shard in enumerate(shards):
+                w.writerow([t, shard, *("" if math.isnan(v) else repr(float(v)) for v in values[i, j])])
 
 
 def _topology(shards: list[str], topo_files: list[str]) -> TopologySnapshot:
@@ -90,6 +111,13 @@ def _topology(shards: list[str], topo_files: list[str]) -> TopologySnapshot:
     for spec in topo_files:
         kind, _, rest = spec.partition(":")
         path, _, host = rest.partition("@")
+        if not path:
+            raise InputError(f"--topology {spec!r}: expected KIND:FILE[@HOST]")
+        if kind in ("nvidia-smi", "neuron") and not host:
+            raise InputError(f"--topology {spec!r}: {kind} output lists one host's devices without the host's name; "
+                             f"say which host it came from: {kind}:{path}@HOST")
+        if not Path(path).is_file():
+            raise InputError(f"--topology {spec!r}: no such file {path!r}")
         text = read_utf8(Path(path))
         if kind == "scontrol-topology":
             topology = text
@@ -109,7 +137,8 @@ def observe(
     telemetry: Path = typer.Argument(..., help="Long CSV tick,shard,<signals> of the observation window."),
     baseline: Path = typer.Option(None, "--baseline", help="Long CSV of a healthy baseline (curated first)."),
     topo: list[str] = typer.Option([], "--topology", help="KIND:FILE[@HOST], KIND in scontrol, sinfo, k8s, "
-                                   "nvidia-smi, neuron, tpu, scontrol-topology (repeatable)."),
+                                   "nvidia-smi, neuron, tpu, scontrol-topology (repeatable); @HOST, the host the output came from, is required for "
+                                   "nvidia-smi and neuron."),
     events: Path = typer.Option(None, "--events", help="JSONL of ClusterEvent objects (freeze hook)."),
     q: float = typer.Option(0.05, help="FDR level of shard flags."),
     signals_file: Path = typer.Option(None, "--signals", help="Signals file (direction/kind per signal); "
@@ -130,7 +159,8 @@ def observe(
         b = b[:, [bs.index(s) for s in shards]]  # shards in first-seen row order: align to the telemetry's
         rep = curate_baseline(b)
         if rep.status == "halt":
-            raise InputError(f"baseline drop rate {rep.drop_rate:.1%} >= 15%: curate it first", column="baseline")
+            raise InputError(f"--baseline {baseline}: {rep.drop_rate:.1%} of its ticks would be dropped (>= 15%): review it with "
+                             "`deploysignal fleet curate-baseline` (--override, --output CURATED.csv) and pass the curated file")
         kw = {"baseline_loc": rep.baseline_loc, "baseline_scale": rep.baseline_scale, "phi": rep.phi,
               "center": rep.center, "scale": rep.scale, "center_se": rep.center_se, "common_mode": rep.common_mode}
         if rep.common_mode is None:
@@ -145,7 +175,7 @@ def observe(
                 try:
                     obs.add_event(ClusterEvent.model_validate_json(line))
                 except ValueError as exc:
-                    raise InputError(f"bad event: {exc}".splitlines()[0], row=n, column="events") from None
+                    raise InputError(f"--events {events}, line {n}: bad event: {exc}".splitlines()[0]) from None
     o = None
     for t in range(x.shape[0]):
         o = obs.update(x[t])
@@ -171,7 +201,7 @@ def demo(
                "rack_common_mode": ("rack_common_mode", False), "event_freeze": ("rack_common_mode", True),
                "fdr": ("fdr", False), "topology_spanning": ("switch_spanning", False)}
     if scenario not in mapping:
-        raise InputError(f"unknown scenario {scenario!r}; valid: {', '.join(DEMOS)}", column="SCENARIO")
+        raise typer.BadParameter(f"unknown scenario {scenario!r}; valid: {', '.join(DEMOS)}", param_hint="SCENARIO")
     failure, ev = mapping[scenario]
     r = run_scenario(failure, magnitude=2.0, seed=seed, with_event=ev, keep_timeline=True)
     out.print(f"[bold]{scenario}[/bold]: injected {r.truth['failure']} at tick {r.truth['onset']}"
@@ -194,10 +224,12 @@ def curate_cmd(
     baseline: Path = typer.Argument(..., help="Long CSV tick,shard,<signals>."),
     override: bool = typer.Option(False, "--override", help="Accept a drop rate >= 15%."),
     log: Path = typer.Option(None, "--log", help="Write the per-decision log (JSONL) here."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the curated baseline here: the kept ticks, in the same long "
+                                          "CSV format (what `fleet observe --baseline` takes). Not written on a halt."),
     seed: int = typer.Option(0),
 ) -> None:
     """Screen a raw baseline (MCD + fleet-correlated); exit 0 ready/warn/overridden, 2 halt."""
-    _, _, b = read_long_csv(baseline)
+    shards, signals, b, ticks = read_long_csv_ticks(baseline)
     rep = curate_baseline(b, override=override, seed=seed)
     out.print(json.dumps(rep.summary(), indent=2))
     if log is not None:
@@ -205,12 +237,19 @@ def curate_cmd(
     if rep.status == "halt":
         err.print(f"[red]halt[/red]: drop rate {rep.drop_rate:.1%} >= 15% (use --override to accept)")
         raise typer.Exit(2)
+    if output is not None:
+        kept = np.flatnonzero(rep.keep)
+        write_long_csv(output, shards, signals, b[kept], [ticks[i] for i in kept])
+        err.print(f"wrote the curated baseline ({kept.size} of {len(ticks)} ticks) to {output}; use it with "
+                  f"`deploysignal fleet observe TELEMETRY --baseline {output}`")
 
 
 @app.command()
 @_guard
-def coverage(out_path: Path = typer.Option(Path("docs/fleet_coverage.md"), "--out")) -> None:
+def coverage(out_path: Optional[Path] = typer.Option(None, "--out", help="Markdown file to write (default: fleet_coverage.md in a new "
+                                                     "temporary directory; the path is printed).")) -> None:
     """Regenerate the coverage matrix (6 failure types x 20 variations) as Markdown."""
+    out_path = report_path(out_path, "fleet_coverage.md", "fleet-coverage")
     rows = coverage_matrix()
     lines = [
         "# Fleet observer coverage matrix",
@@ -333,11 +372,15 @@ def evaluate_dataset(data: Path, names: list[str], *, warmup: int, min_scale: fl
 @app.command("eval")
 @_guard
 def eval_cmd(
-    data: Path = typer.Option(Path("/work/shared/data"), "--data", help="Folder holding asd/ and smd/."),
-    out_path: Path = typer.Option(Path("docs/fleet_eval.md"), "--out"),
+    data: Path = typer.Option(..., "--data", help="Folder holding asd/ and smd/ (the per-entity CSVs: <name>_test.csv, <name>_segments.csv)."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Markdown file to write (default: fleet_eval.md in a new temporary "
+                                            "directory; the path is printed)."),
     q: float = typer.Option(0.05),
 ) -> None:
     """Evaluate the observer on ASD (12 servers) and SMD (4 machines); write Markdown."""
+    if not data.is_dir():
+        raise InputError(f"--data {data}: no such directory (it should hold asd/ and smd/)")
+    out_path = report_path(out_path, "fleet_eval.md", "fleet-eval")
     lines = ["# Fleet observer on real server fleets (ASD, SMD)", "",
              f"Regenerate: `PYTHONPATH=src python -m deploysignal.cli._fleet eval --data {data} --out {out_path}`",
              "", "Each dataset's servers are observed as one fleet (shards = servers, all metrics `both`"
@@ -356,7 +399,19 @@ def eval_cmd(
             lines.append(f"*skipped: {d} not found*")
             err.print(f"skipping {ds}: {d} not found")
         else:
-            lines += evaluate_dataset(d, names, warmup=warmup, min_scale=0.01, q=q)
+            with warnings.catch_warnings(record=True) as caught:
+                # sklearn's MinCovDet warns when a C-step's determinant went up by rounding; it then keeps the
+                # previous, lower-determinant iterate (the one MCD wants), so the fit is unaffected: counted
+                # and said once per dataset instead of a warning block per curation
+                warnings.filterwarnings("always", message="Determinant has increased", category=RuntimeWarning)
+                lines += evaluate_dataset(d, names, warmup=warmup, min_scale=0.01, q=q)
+            n_det = sum("Determinant has increased" in str(w.message) for w in caught)
+            for w in caught:
+                if "Determinant has increased" not in str(w.message):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            if n_det:
+                err.print(f"{ds}: in {n_det} MCD fit(s) of the baseline curation a C-step raised the determinant (rounding); "
+                          "sklearn kept the previous iterate each time (the fit is unaffected)")
         lines.append("")
     out_path.write_text("\n".join(lines) + "\n")
     out.print(f"wrote {out_path}")

@@ -26,6 +26,7 @@ from ..migration._live import ALLOWED_TABLES, SimulatedSQLPair, reference_db, ru
 from ..migration._simulation import SCENARIOS, run_evaluation, summary
 from ..pipeline import DeploymentStore, load_pipeline, read_served_version, run_drill, run_pipeline
 from ..pipeline._spec import FileActuator
+from ._outputs import report_path
 
 __all__ = ["app", "drill", "migrate_app", "pipeline_app"]
 
@@ -151,7 +152,8 @@ def migrate_run(
 def migrate_eval(
     runs: int = typer.Option(200, min=1, help="Seeded runs per scenario."),
     seed: int = typer.Option(0),
-    out_path: Path = typer.Option(Path("docs/migration_eval.md"), "--out", help="Markdown table to write."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Markdown table to write (default: migration_eval.md in a new temporary "
+                                            "directory; the path is printed)."),
     scenario: Optional[list[str]] = typer.Option(None, help=f"Subset of: {', '.join(SCENARIOS)}."),
     seeds: int = typer.Option(1, min=1, help="Repeat the evaluation for this many base seeds (seed-sensitivity table)."),
     bettor: str = typer.Option("agrapa", help="Bettor of the protocol's e-processes: agrapa or grid."),
@@ -161,8 +163,9 @@ def migrate_eval(
     """Reproduce the paper's evaluation in simulation and write the markdown table."""
     settings = ProtocolSettings(bettor=bettor, ni_design_difference=0.0 if ni_design else None)  # type: ignore[arg-type]
     md, res = run_evaluation(runs, seed, tuple(scenario) if scenario else SCENARIOS, settings=settings, seeds=seeds)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path = report_path(out_path, "migration_eval.md", "migrate-eval")
     out_path.write_text(md, encoding="utf-8")
+    out.print(f"wrote {out_path}")
     for pol, s in summary(res).items():
         out.print(f"{pol}: " + ", ".join(f"{k}={v:.4g}" for k, v in s.items()))
 

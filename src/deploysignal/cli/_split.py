@@ -74,9 +74,9 @@ def parse_share_changes(value: str | None) -> tuple[float, ...] | None:
             try:
                 out.append(_parse_time(x, i + 1))
             except InputError as exc:
-                raise InputError(f"--share-changes: {exc.message}", row=i + 1, column="share_changes") from None
+                raise InputError(f"--share-changes, item {i + 1}: {exc.message}") from None
     if not out:
-        raise InputError("--share-changes: no times given", column="share_changes")
+        raise InputError("--share-changes: no times given")
     return tuple(sorted(out))
 
 

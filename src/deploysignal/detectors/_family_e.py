@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta
+from scipy.special import betaincinv  # = scipy.stats.beta.ppf bit for bit (tests/test_cli_start.py), without importing scipy.stats
 
 from ..calibration import C_HI, CompiledConfig
 from ._base import log_threshold
@@ -39,7 +39,7 @@ def conditional_pvalue_table(n: int, delta: float) -> np.ndarray:
         return np.ones(1)
     i = np.arange(1, n + 1)
     dkw = (i - 1) / n + math.sqrt(math.log(2.0 / delta) / (2.0 * n))
-    order = beta.ppf(1.0 - delta / (2.0 * n), i, n + 1 - i)
+    order = betaincinv(i, n + 1 - i, 1.0 - delta / (2.0 * n))
     b = np.minimum(np.minimum(dkw, order), 1.0)
     return np.concatenate([np.maximum.accumulate(b), [1.0]])
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri  # -ndtri(q) = scipy.stats.norm.isf(q) bit for bit, without importing scipy.stats
 
 __all__ = ["BAND_SHARE", "BET_TOP", "NuisanceBand", "gap_factor", "nuisance_band"]
 
@@ -161,8 +161,8 @@ def nuisance_band(
     P, n_cells, m = bias_var.shape
     delta = BAND_SHARE * alpha
     n_events = m * (n_cells + 3)  # b_c per cell, g, +beta and -beta per channel
-    k = float(norm.isf(delta / 2.0 / n_events))
-    k_r = float(norm.isf(delta / 2.0 / (2.0 * m * max(int(horizon), 1))))
+    k = float(-ndtri(delta / 2.0 / n_events))
+    k_r = float(-ndtri(delta / 2.0 / (2.0 * m * max(int(horizon), 1))))
     phi = np.clip(np.asarray(phi, dtype=float), -0.999, 0.999)
     k_phi = k * np.asarray(phi_se, dtype=float)
     r_cap = k_r * gap_factor(phi) / np.sqrt(1.0 - phi**2) / score_sd

@@ -530,6 +530,10 @@ _KINDS: dict[str, _Parser] = {
 }
 
 
+#: kinds whose output describes one host's devices without naming the host
+_PER_HOST = frozenset({"nvidia-smi", "neuron"})
+
+
 def fetch_snapshot(
     sources: Iterable[tuple[str, str] | tuple[str, str, Mapping[str, str]]],
     *,
@@ -557,6 +561,8 @@ def fetch_snapshot(
         opts = dict(src[2]) if len(src) > 2 else {}  # type: ignore[misc]
         if kind not in _KINDS:
             raise InputError(f"unknown source kind {kind!r}; valid: {', '.join(sorted(_KINDS))}", column="kind")
+        if kind in _PER_HOST and not opts.get("host"):  # the output lists one host's devices, not the host's name
+            raise InputError(f"source kind {kind!r} is one host's output: give the host it came from (options {{'host': NAME}})", column="kind")
         new = _KINDS[kind](text, **opts)
         hosts: dict[str, list[Shard]] = {}
         for s in new:

@@ -23,13 +23,13 @@ level.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta
 
 from .._exceptions import InputError
-from ..calibration import CompiledConfig, certificate, compile_baseline
+from ..calibration import CompiledConfig, certificate
 from ..calibration._certificate import RECOMMENDATION
 from ..telemetry import Frame
 from ._gate import Gate
@@ -43,6 +43,8 @@ BACKTEST_LEVEL = 0.01
 
 def _cp(k: int, n: int) -> tuple[float, float]:
     """One-sided 99% Clopper-Pearson lower and upper bounds of k/n."""
+    from scipy.stats import beta  # seconds to import: only the backtest needs it, not a gate's start
+
     lo = 0.0 if k <= 0 else float(beta.ppf(BACKTEST_LEVEL, k, n - k + 1))
     hi = 1.0 if k >= n else float(beta.ppf(1 - BACKTEST_LEVEL, k + 1, n - k))
     return lo, hi
@@ -60,6 +62,7 @@ def backtest(
     min_train: int | None = None,
     seed: int = 0,
     min_cell_samples: int = 40,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Rolling-origin backtest of the one-sample gate on a healthy baseline.
 
@@ -76,6 +79,9 @@ def backtest(
         ``2 * min_cell_samples``).
     seed, min_cell_samples
         Passed to :func:`~deploysignal.calibration.compile_baseline` for each training prefix.
+    progress : callable, optional
+        Called as ``progress("backtest", done, total)`` before the first window and after each (for a
+        progress display; it does not change the result).
 
     Returns
     -------
@@ -112,11 +118,15 @@ def backtest(
         return out
     fired: dict[str, int] = {}
     rollbacks = 0
+    if progress is not None:
+        progress("backtest", 0, n_win)
     for i in range(n_win):
         lo_t = stamps[stamps.size - (n_win - i) * horizon]
         hi_t = stamps[stamps.size - (n_win - i - 1) * horizon - 1]
         train = np.flatnonzero(frame.timestamps < lo_t)
         test = np.flatnonzero((frame.timestamps >= lo_t) & (frame.timestamps <= hi_t))
+        from ..calibration import compile_baseline  # scipy.stats, statsmodels: loaded by the commands that compile
+
         cfg = compile_baseline(_slice(frame, train), seed=seed, min_cell_samples=min_cell_samples, robust_covariance=False, check_model=False)
         gate = Gate(cfg, settings)
         # update_many (the live path's batch form) is ~10x faster than run_batch for a single stream
@@ -128,6 +138,8 @@ def backtest(
         for f, v in ever.items():
             fired[f] = fired.get(f, 0) + int(v)
         out["starts"].append(float(lo_t))
+        if progress is not None:
+            progress("backtest", i + 1, n_win)
     lo, hi = _cp(rollbacks, n_win)
     alpha = settings.alpha
     out.update(windows=n_win, rollbacks=rollbacks, rate=rollbacks / n_win, cp99_lower=lo, cp99_upper=hi, flagged=lo > alpha)
@@ -146,13 +158,16 @@ def certify_baseline(
     min_cell_samples: int = 40,
     robust_covariance: bool = True,
     windows: int = 8,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> CompiledConfig:
     """Compile ``frame``, run the model check and the backtest, and store the decision in the config.
 
     The config is certified for one-sample mode at ``settings`` (alpha, window, max_extensions) when
     every model check ran and passed and the backtest ran at least one window without being flagged;
     otherwise uncertified, with the reasons (see :mod:`deploysignal.calibration._certificate`). The
-    result is deterministic (same frame, settings and seed -> same bytes).
+    result is deterministic (same frame, settings and seed -> same bytes). ``progress`` is called as
+    ``progress(stage, done, total)``: stage ``"compile"`` (compile and model check, 0 then 1 of 1), then
+    :func:`backtest`'s; it does not change the result.
 
     Returns
     -------
@@ -160,9 +175,15 @@ def certify_baseline(
         With ``certification`` filled; its ``version_id`` covers it.
     """
     settings = settings or GateSettings()
+    from ..calibration import compile_baseline
+
+    if progress is not None:
+        progress("compile", 0, 1)
     cfg = compile_baseline(frame, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust_covariance)
+    if progress is not None:
+        progress("compile", 1, 1)
     checks = cfg.certification["checks"] if cfg.certification else []
-    bt = backtest(frame, settings, windows=windows, seed=seed, min_cell_samples=min_cell_samples)
+    bt = backtest(frame, settings, windows=windows, seed=seed, min_cell_samples=min_cell_samples, progress=progress)
     scope = {"alpha": settings.alpha, "window": settings.window, "max_extensions": settings.max_extensions}
     payload = cfg.model_dump(mode="json")
     payload["certification"] = certificate(checks, bt, scope)
@@ -195,6 +216,7 @@ def certification_status(config: CompiledConfig, settings: GateSettings) -> dict
     Examples
     --------
     >>> import numpy as np
+    >>> from deploysignal.calibration import compile_baseline
     >>> from deploysignal.telemetry import Frame
     >>> f = Frame(np.arange(600.0) * 60, np.random.default_rng(0).normal(size=(600, 1)), ("a",))
     >>> cfg = compile_baseline(f, check_model=False)

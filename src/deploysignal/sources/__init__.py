@@ -1,10 +1,16 @@
 """Telemetry sources: files, and Prometheus (per-signal queries for the gate, per-arm counters and
 histograms for randomised-split analyses)."""
 
+from .._lazy import lazy_attributes
 from ._files import read_frame, read_signals_file, write_csv
-from ._prometheus import PrometheusPuller, PrometheusSource, PullSpec
-from ._prometheus_split import HistogramQuery, PrometheusSplitSource, SplitRead, SplitSpec, split_ticks
-from ._prometheus_http import Authentication, BasicAuth, Connection, HeaderSpec, PromAPIError, PromUnavailable, SecretPolicy, SecretRef, TLSConfig
+
+# the Prometheus sources import httpx and the store: loaded on first use (a gate on files starts without them)
+__getattr__ = lazy_attributes(__name__, {
+    **dict.fromkeys(("PrometheusPuller", "PrometheusSource", "PullSpec"), "._prometheus"),
+    **dict.fromkeys(("HistogramQuery", "PrometheusSplitSource", "SplitRead", "SplitSpec", "split_ticks"), "._prometheus_split"),
+    **dict.fromkeys(("Authentication", "BasicAuth", "Connection", "HeaderSpec", "PromAPIError", "PromUnavailable", "SecretPolicy",
+                     "SecretRef", "TLSConfig"), "._prometheus_http"),
+})
 
 __all__ = [
     "Authentication",

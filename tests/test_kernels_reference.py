@@ -7,8 +7,9 @@ per-channel proceed test, the verdicts and first fires, as computed by the numpy
 9125e42 (the last before the kernels). The numpy code was reviewed for predictability and for its
 missing-data handling; a kernel that deviates from it (an update out of order, a NaN path, a wrong
 index) moves these numbers. Regenerate only from that commit: ``capture()`` below, run there. Family A
-runs its 0.4.0 nuisance treatment (``a_nuisance="learned"``), which is what the reference computed; the
-default ``band`` treatment has its own transcription test (``tests/test_family_a.py``).
+runs its 0.4.0 nuisance treatment (``a_nuisance="learned"``) and family D its 0.4.0 bank of periods
+2..24 (``d_max_period=24``), which is what the reference computed; the other treatments have their own
+transcription tests (``tests/test_family_a.py``, ``tests/test_family_a_mixture.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def capture() -> dict[str, np.ndarray]:
         can = vals[:P, BASE:].copy()
         can[:3, 150:] += 0.5 * np.cos(np.arange(TICKS - 150) * 2 * np.pi / 5)[:, None]
         ctl = vals[P:, BASE:] if mode == "two-sample" else None
-        gate = Gate(cfgs, GateSettings(mode=mode, a_nuisance="learned"))
+        gate = Gate(cfgs, GateSettings(mode=mode, a_nuisance="learned", d_max_period=24))
         lws: dict[str, list[np.ndarray]] = {f: [] for f in gate._families}
         harm: list[np.ndarray] = []
         for f, fam in gate._families.items():
@@ -109,7 +110,7 @@ def test_single_stream_path_matches_numpy_implementation(mode):
     bounds = [0, 1, 2, 40, 41, 170, TICKS]
     for p in range(P):
         cfg = compile_baseline(Frame(ts[:BASE], vals[p, :BASE], SIGNALS, specs=UNRANGED), seed=p, robust_covariance=False)
-        gate = Gate(cfg, GateSettings(mode=mode, a_nuisance="learned"))
+        gate = Gate(cfg, GateSettings(mode=mode, a_nuisance="learned", d_max_period=24))
         decisions = []
         for a, b in zip(bounds, bounds[1:]):
             ctl = vals[P + p, BASE + a : BASE + b] if mode == "two-sample" else None

@@ -36,7 +36,7 @@ def capture(batches: list[int] | None = BATCHES) -> dict[str, Any]:
     for scenario, mode, seed in CASES:
         sim = simulate(scenario, seed=seed)
         cfg = compile_baseline(sim.baseline, seed=seed, robust_covariance=False)
-        gate = Gate(cfg, GateSettings(mode=mode, window=120, a_nuisance="learned"))
+        gate = Gate(cfg, GateSettings(mode=mode, window=120, a_nuisance="learned", d_max_period=24))
         can = sim.canary.values.copy()
         can[np.random.default_rng(9).random(can.shape) < 0.04] = np.nan
         ts = sim.canary.timestamps
@@ -109,7 +109,7 @@ def test_state_saved_before_the_proceed_predictor_loads_with_early_proceed_off()
     assert "S2" not in old["families"]["A"]
     sim = simulate(scenario, seed=seed)
     cfg = compile_baseline(sim.baseline, seed=seed, robust_covariance=False)
-    settings = GateSettings(mode=mode, window=10**6, early_proceed=True, min_proceed_fraction=0.0)
+    settings = GateSettings(mode=mode, window=10**6, early_proceed=True, min_proceed_fraction=0.0, d_max_period=24)
     new = Gate(cfg, settings)
     new.update_many(sim.canary.timestamps, sim.canary.values)
     ts = sim.canary.timestamps[-1] + 60.0 * np.arange(1, 201)

@@ -42,18 +42,18 @@ def test_healthy_proceeds_regression_rolls_back(tmp_path):
         err = body["split"]["metrics"]["errors"]
         eff = err["effect"]
         assert eff["lower"] <= eff["ratio"] and (eff["upper"] is None or eff["ratio"] <= eff["upper"])
-        assert err["explain"].startswith(f"errors: canary odds ratio x{eff['ratio']:.2f} [{eff['lower']:.2f}, ")
+        assert err["explain"].startswith(f"errors: canary event rate x{eff['ratio']:.2f} [{eff['lower']:.2f}, ")
         r = c.post("/v1/analyses/regress/ticks", json={"ticks": split_ticks(2, WINDOW, error_ratio=3.0)}, headers=W)
         assert r.status_code == 200, r.text
         body = c.get("/v1/analyses/regress", headers=R).json()
         assert (body["verdict"], body["final"], body["fired_families"]) == ("rollback", True, ["errors"])
         assert body["split"]["metrics"]["errors"]["fired"] is True
         fired = [e for e in body["evidence"] if e["fire"]]
-        assert [e["family"] for e in fired] == ["errors"] and fired[0]["fire_reason"].startswith("errors: canary odds ratio x")
+        assert [e["family"] for e in fired] == ["errors"] and fired[0]["fire_reason"].startswith("errors: canary event rate x")
         # integrations read the verdict body: Argo, Kayenta (per-metric classification), Flagger
         assert c.get("/v1/argo/analyses/healthy", headers=R).json()["verdict"] == "proceed"
         argo = c.get("/v1/argo/analyses/regress", headers=R).json()
-        assert argo["verdict"] == "rollback" and "errors: canary odds ratio" in argo["reason"]
+        assert argo["verdict"] == "rollback" and "errors: canary event rate" in argo["reason"]
         for aid, verdict, score in (("healthy", "proceed", 100.0), ("regress", "rollback", 0.0)):
             s = c.get(f"/v1/kayenta/canary/{exs[aid]}", headers=R).json()
             assert s["complete"] and s["deploysignal"]["verdict"] == verdict and s["result"]["judgeResult"]["score"]["score"] == score

@@ -171,7 +171,7 @@ def test_explain_and_effect_of_a_harmful_canary():
     s = g.summary()
     e = s["effects"]["errors"]["effect"]
     assert s["verdict"] == "rollback" and e["lower"] <= 2.0 <= e["upper"] and 1.3 < e["ratio"] < 3.0
-    assert s["effects"]["errors"]["explain"].startswith("errors: canary odds ratio x")
+    assert s["effects"]["errors"]["explain"].startswith("errors: canary event rate x")
 
 
 def _late_harm(T=300, onset=150, empty=0):
@@ -209,7 +209,7 @@ def test_crossing_after_final_proceed_or_extend_rolls_back(settings, ended):
     assert [d.verdict for d in g2.run(data.ticks(130, 300))] == [d.verdict for d in ds[130:]]
 
 
-def test_explain_says_no_events_and_odds_ratio():
+def test_explain_says_no_events_and_rate_ratio():
     """Review finding 3 (label) and note 10: a metric with no events printed 'x0.09 [0.00, inf]'."""
     bb = BlockBuilder(1)
     for _ in range(5):

@@ -544,7 +544,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         specs = tick_specs(check_split_signals(body.metrics, "metrics"), "metrics")
         version, cfg_json = split_config(specs)
         ss = {"alpha": body.alpha, "window": body.window, "max_extensions": body.max_extensions, "early_proceed": body.early_proceed,
-              "canary_share": body.canary_share}
+              "canary_share": body.canary_share, "ratio_label": "rate"}  # stored: an analysis without it is 0.4.0's (legacy wording)
         warnings: list[str] = []
         prom = body.prometheus
         if prom is not None:

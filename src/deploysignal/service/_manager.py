@@ -43,6 +43,7 @@ from ..audit._binding import STORE_BINDING, checkpoint_line, input_line, record_
 from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
 from ..gate._gate import gc_paused
+from ..split._spec import with_legacy_label
 from ..store import AnalysisRow, Conflict, LockedAnalysis, NotFound, PendingLost, SQLStore, StoredRows, batch_digest, check_batch_digest, delete_analysis, record_batch_digest
 from ._admission import Busy
 from ._cut import apply_cut, cut_payload, cut_refusal, effective, is_cut
@@ -79,7 +80,7 @@ Engine = AnalysisEngine | SplitEngine
 def _engine(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None = None) -> Engine:
     """The engine of an analysis: :class:`SplitEngine` for ``mode: split`` specs, else :class:`AnalysisEngine`."""
     if spec.get("mode") == "split":
-        return SplitEngine(cfg, spec["settings"], snap)
+        return SplitEngine(cfg, with_legacy_label(spec["settings"]), snap)  # stored before ratio_label: 0.4.0's wording
     # stored specs hold the full settings dump; one without d_max_period was stored before issue 22 (family D ran 2..24)
     return AnalysisEngine(cfg, {"d_max_period": 24, **spec["settings"]}, snap)
 

@@ -21,7 +21,7 @@ from ..audit import compare_lines
 from ..audit._chain import GENESIS, chain_records, verify_chain
 from ._data import SplitData
 from ._gate import SplitGate
-from ._spec import MetricSpec, SplitSettings
+from ._spec import LEGACY_RATIO_LABEL, MetricSpec, SplitSettings, with_legacy_label
 
 __all__ = ["SplitAuditWriter", "replay_split", "split_header"]
 
@@ -32,6 +32,8 @@ def split_header(specs: list[MetricSpec], settings: SplitSettings, source: str) 
     for k in ("block_seconds", "share_changes"):  # absent at their defaults: headers written before they existed replay
         if st[k] == SplitSettings.model_fields[k].default:
             del st[k]
+    if st["ratio_label"] == LEGACY_RATIO_LABEL:  # what its absence means: a 0.4.0 analysis keeps its header's bytes
+        del st["ratio_label"]
     return {"family": "header", "mode": "split", "source": source, "metrics": [s.to_dict() for s in specs],
             "settings": st, "gate_version": __version__}
 
@@ -73,7 +75,7 @@ def replay_split(lines: list[str], load: Callable[[list[MetricSpec], SplitSettin
     try:
         header = json.loads(lines[0])["record"]
         specs = [MetricSpec.from_dict(m) for m in header["metrics"]]
-        settings = SplitSettings.model_validate(header["settings"])
+        settings = SplitSettings.model_validate(with_legacy_label(header["settings"]))
         source = str(header["source"])
     except (KeyError, TypeError, ValueError, *JSON_UNUSABLE) as exc:
         raise ReplayMismatch(f"audit header is not a split header ({exc})", line=1) from None

@@ -110,7 +110,7 @@ class SplitGate:
         total = sum(s.alpha_share for s in specs)
         self.families: list[Family] = [
             SplitMetric(s, alpha=st.alpha * s.alpha_share / total, proceed_alpha=st.proceed_alpha, early_proceed=st.early_proceed,
-                        suggestive_fraction=st.suggestive_fraction)
+                        suggestive_fraction=st.suggestive_fraction, ratio_label=st.ratio_label)
             for s in specs
         ]
         if st.canary_share is not None:

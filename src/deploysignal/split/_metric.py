@@ -78,13 +78,18 @@ class SplitMetric:
     watched, any stopping; no model and no baseline. Evidence is monotone in harm: one more canary
     event (``y_i -> y_i + 1`` for a canary unit) multiplies ``L(psi)`` by at least 1 for ``psi >= 1``.
 
-    Effect sizes (a model, unlike the rollback test): under "each unit is canary independently with
-    odds ``q/(1-q) rho^{y_i}``" (for rare 0/1 events, a canary event rate ``rho`` times the stable
-    one), ``exp(ell(rho1) - ell(rho0))`` is the likelihood ratio of ``rho1`` to ``rho0``; the upper
+    Effect sizes (a model, unlike the rollback test): under "given each block's events, each is the
+    canary's independently with probability ``q rho / (1 - q + q rho)``" (exact when each arm's events
+    are Poisson with means proportional to its units and ratio ``rho``; an approximation for 0/1
+    outcomes, checked by Monte Carlo), ``rho`` is the ratio of the arms' event RATES (for a continuous
+    metric, of their probabilities of exceeding the edge), not their odds ratio: ``ell`` peaks at it.
+    ``exp(ell(rho1) - ell(rho0))`` is the likelihood ratio of ``rho1`` to ``rho0``; the upper
     confidence bound rejects each grid ``rho0`` whose mixture over the grid points below it reaches
-    ``1/proceed_alpha``, the lower bound likewise from above. Early proceed tests "ratio >= 1 + tolerance"
-    (and/or ``<= 1/(1 + tolerance)``) this way on every edge-event: ``P(early proceed while some ratio
-    is at or beyond its tolerance) <= proceed_alpha`` under that model. The point estimate is the
+    ``1/proceed_alpha``, the lower bound likewise from above. Early proceed tests "rate ratio >= 1 + tolerance"
+    (and/or ``<= 1/(1 + tolerance)``) this way on every edge-event: ``P(early proceed while some rate
+    or exceedance ratio is at or beyond its tolerance) <= proceed_alpha`` under that model (Monte-Carlo
+    checked at that boundary; at an ODDS ratio of 1 + tolerance on common events it does not hold).
+    ``ratio_label`` words the explanation (:class:`~deploysignal.split.SplitSettings`). The point estimate is the
     grid maximiser of ``ell``, refined by a parabola in ``log rho``.
 
     References
@@ -104,19 +109,20 @@ class SplitMetric:
     ...     bb.add_block(100, 200, [6], [8]); bb.end_tick()
     >>> st = m.step(SplitData(np.arange(30.0), np.full(30, 100), np.full(30, 200), {"errors": bb.build()}))
     >>> int(np.argmax(st.fired)) + 1, m.explain()
-    (4, 'errors: canary odds ratio x3.01 [1.73, 5.16], log e-value 29.55 >= 3.00: harm (crossed at tick 4)')
+    (4, 'errors: canary event rate x3.01 [1.73, 5.16], log e-value 29.55 >= 3.00: harm (crossed at tick 4)')
     """
 
     role: Literal["rollback", "void"] = "rollback"
 
     def __init__(self, spec: MetricSpec, *, alpha: float, proceed_alpha: float = 0.05, early_proceed: bool = False,
-                 suggestive_fraction: float = 0.5) -> None:
+                 suggestive_fraction: float = 0.5, ratio_label: Literal["rate", "legacy_odds"] = "rate") -> None:
         self.spec = spec
         self.name = spec.name
         self.alpha = float(alpha)
         self.proceed_alpha = float(proceed_alpha)
         self.early_proceed = bool(early_proceed)
         self.suggestive_fraction = float(suggestive_fraction)
+        self.ratio_label = ratio_label
         self.rho, self.j0, self.n_tol = rate_grid(spec.tolerance)
         self.lrho = np.log(self.rho)
         self.lrho[self.j0] = 0.0
@@ -194,8 +200,10 @@ class SplitMetric:
     def _explain(self, lv: float, h: dict[str, Any] | None) -> str:
         if h is None:
             return f"{self.name}: no units in both arms yet"
-        # under the stated model the ratio is an odds ratio (a rate ratio only for rare events)
-        what = "odds ratio" if self.spec.kind == "event" else f"odds ratio of values > {h['edge']:.4g}"
+        if self.ratio_label == "legacy_odds":  # the wording of 0.4.0 audit logs (wrong: the ratio is a rate ratio)
+            what = "odds ratio" if self.spec.kind == "event" else f"odds ratio of values > {h['edge']:.4g}"
+        else:
+            what = "event rate" if self.spec.kind == "event" else f"P({self.name} > {h['edge']:.4g})"
         verdict = f"harm (crossed at tick {self._fired_at})" if self._fired_at is not None else ("suggestive" if lv >= self.suggestive_level else "no evidence of harm")
         op = ">=" if self._fired_at is not None else "<"
         peak = lv if self._fired_at is None else max(lv, float(self._runmax[0]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -11,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .._exceptions import InputError
 
-__all__ = ["MetricSpec", "SplitSettings", "check_split_signals", "read_split_signals", "settings_error", "tick_specs"]
+__all__ = ["LEGACY_RATIO_LABEL", "MetricSpec", "SplitSettings", "check_split_signals", "read_split_signals", "settings_error", "tick_specs",
+           "with_legacy_label"]
 
 _KINDS = ("event", "continuous")
 _DIRECTIONS = ("up", "down", "both")
@@ -168,6 +170,13 @@ class SplitSettings(BaseModel):
     share_changes : tuple of float
         Request logs: epoch seconds at which the router's weight changed; blocks never span one, and
         sessions are cut there (:func:`~deploysignal.split.requests_to_data`).
+    ratio_label : {"rate", "legacy_odds"}
+        How explanations name the effect: ``rate`` (``errors: canary event rate x1.33 [1.20, 1.73]``,
+        ``latency_ms: canary P(latency_ms > 250) x1.20 [...]``): the ratio estimated is the canary's event
+        (exceedance) rate over the stable arm's. ``legacy_odds`` is the wording of 0.4.0 and earlier
+        (``canary odds ratio x1.33``), which named the same number wrongly; it exists only so that
+        audit logs written then replay byte for byte (a header without this field reads as
+        ``legacy_odds``, see :func:`~deploysignal.split.replay_split`). It changes no number and no verdict.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -186,6 +195,7 @@ class SplitSettings(BaseModel):
     unit_timeout: float = Field(1800.0, ge=0.0)
     block_seconds: Optional[float] = Field(None, gt=0.0)
     share_changes: tuple[float, ...] = ()
+    ratio_label: Literal["rate", "legacy_odds"] = "rate"
 
     @model_validator(mode="after")
     def _check(self) -> SplitSettings:
@@ -206,3 +216,16 @@ def settings_error(exc: ValidationError) -> InputError:
     """A pydantic validation error as one :class:`InputError` naming each field."""
     parts = [f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
     return InputError("invalid split settings: " + "; ".join(parts))
+
+
+#: the effect wording of settings stored without ``ratio_label`` (written by 0.4.0 and earlier)
+LEGACY_RATIO_LABEL = "legacy_odds"
+
+
+def with_legacy_label(settings: Any) -> Any:
+    """Stored split settings (an audit header's, a service analysis'), read as written: without
+    ``ratio_label`` they predate it and their explanations said "odds ratio" (``legacy_odds``).
+    Anything not a mapping is returned unchanged (validation names it)."""
+    if isinstance(settings, Mapping) and "ratio_label" not in settings:
+        return {**settings, "ratio_label": LEGACY_RATIO_LABEL}
+    return settings

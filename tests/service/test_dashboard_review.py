@@ -187,3 +187,36 @@ def test_report_url_refuses_a_chain_that_does_not_verify(tmp_path, healthy_sim, 
         assert r.status_code == 409 and "does not match its audit chain" in r.json()["detail"], r.text
         res = runner.invoke(cli, ["report", "a", "--url", "http://svc", "--token-file", str(tmp_path / "tok"), "-o", str(tmp_path / "bad.html")])
         assert res.exit_code == 1 and not (tmp_path / "bad.html").exists() and "does not verify" in res.output, res.output
+
+
+def test_bad_fleet_and_migration_files_get_errors_naming_the_file(tmp_path):
+    from deploysignal._exceptions import InputError
+    from deploysignal.dashboard import fleet_view, migration_view
+
+    run = {"kind": "migration_run", "final_phase": "shadow", "dimensions": ["correctness"],
+           "trace": [{"pair": 1, "phase": "shadow", "non_inferiority": [0.1], "harm": [0.2]}]}
+    for bad, what in ((json.dumps(run).replace("0.1", "NaN"), "NaN"), (json.dumps(run).replace("0.2", "Infinity"), "Infinity"),
+                      (json.dumps(run).replace("0.1", '"x"'), "trace entry 1")):
+        try:
+            migration_view(bad, "m")
+        except InputError as exc:
+            assert what in str(exc) and "m:" in str(exc), exc
+        else:
+            raise AssertionError(f"accepted: {bad}")
+    ln = ('{"tick": 0, "q": 0.05, "flagged": [], "newly_flagged": [], "fleet_log_e": NaN, "fleet_fired": false, "top_nodes": []}')
+    try:
+        fleet_view(["", ln], "f")
+    except InputError as exc:
+        assert "line 2" in str(exc) and "NaN" in str(exc), exc
+    else:
+        raise AssertionError("a NaN observation was accepted")
+    # through the CLI: exit 2 with the file and line named, no traceback, nothing written
+    mig = tmp_path / "m.json"
+    mig.write_bytes(b'{"kind": "migration_run",\n "x": "\xff"}')
+    fl = tmp_path / "f.jsonl"
+    fl.write_text(ln + "\n")
+    for opt, path, want in (("--migration", mig, "line 2: not UTF-8"), ("--fleet", fl, "NaN")):
+        res = CliRunner().invoke(cli, ["report", opt, str(path), "-o", str(tmp_path / "r.html")])
+        assert res.exit_code == 2 and want in res.output and path.name in res.output, res.output
+        assert res.exception is None or isinstance(res.exception, SystemExit), res.exception  # no traceback
+        assert not (tmp_path / "r.html").exists()

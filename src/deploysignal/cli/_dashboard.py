@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .._exceptions import ConfigError, DeploySignalError
+from .._exceptions import ConfigError, DeploySignalError, InputError
 
 __all__ = ["local_app", "register", "report", "ui"]
 
@@ -33,7 +33,15 @@ def _named_views(paths: list[Path], what: str, source: str, build: Any) -> dict[
         name = name_of_file(p)
         if name in out:
             raise ConfigError(f"{p}: a second {what} file named {name!r}")
-        out[name] = build(p.read_text(encoding="utf-8"), name)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            line = p.read_bytes()[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"{p}: line {line}: not UTF-8 text (byte {exc.start}); expected `{source}` output") from None
+        try:
+            out[name] = build(text, name)
+        except InputError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
     return out
 
 

@@ -12,8 +12,14 @@ import json
 from typing import Any
 
 from .._exceptions import InputError
+from ._view import _no_constant
 
 __all__ = ["migration_view"]
+
+
+
+def _number_or_none(x: Any) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
 
 
 def migration_view(text: str, name: str = "migration") -> dict[str, Any]:
@@ -22,7 +28,8 @@ def migration_view(text: str, name: str = "migration") -> dict[str, Any]:
     Raises
     ------
     InputError
-        Not such a file, or a trace entry without the per-dimension lists (names the entry).
+        Not such a file (``NaN``/``Infinity`` included), or a trace entry without the per-dimension
+        lists of numbers (names the entry).
 
     Examples
     --------
@@ -34,7 +41,7 @@ def migration_view(text: str, name: str = "migration") -> dict[str, Any]:
     ([{'pair': 1, 'phase': 'shadow'}, {'pair': 2, 'phase': 'rolled_back'}], [0.2, 5.0])
     """
     try:
-        run = json.loads(text)
+        run = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise InputError(f"{name}: not JSON ({exc})", column="migration") from None
     if not isinstance(run, dict) or run.get("kind") != "migration_run":
@@ -45,9 +52,10 @@ def migration_view(text: str, name: str = "migration") -> dict[str, Any]:
         raise InputError(f"{name}: a migration run needs 'dimensions' and 'trace' lists", column="trace")
     for k, e in enumerate(trace, start=1):
         ok = isinstance(e, dict) and isinstance(e.get("pair"), int) and isinstance(e.get("phase"), str) and all(
-            isinstance(e.get(f), list) and len(e[f]) == len(dims) for f in ("non_inferiority", "harm"))
+            isinstance(e.get(f), list) and len(e[f]) == len(dims) and all(_number_or_none(x) for x in e[f]) for f in ("non_inferiority", "harm"))
         if not ok:
-            raise InputError(f"{name}: trace entry {k} needs pair, phase and one non_inferiority and harm value per dimension", row=k, column="trace")
+            raise InputError(f"{name}: trace entry {k} needs pair, phase and one non_inferiority and harm number (or null) per dimension",
+                             row=k, column="trace")
     phases: list[dict[str, Any]] = []
     for e in trace:
         if not phases or phases[-1]["phase"] != e["phase"]:

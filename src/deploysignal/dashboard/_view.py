@@ -37,6 +37,13 @@ VOID_PREFIX = "voided by operator: "
 NO_HEAD = "not checked against a published head: missing lines at the end are not detected"
 
 
+def _no_constant(token: str) -> None:
+    """``json.loads``' hook for ``NaN``/``Infinity`` in the fleet and migration files: refused (they are
+    written without them; a view holds only numbers the page can draw). An audit chain needs no hook:
+    :func:`verify_chain` re-encodes every record canonically, which refuses them."""
+    raise ValueError(f"{token} is not a number this file may hold")
+
+
 def _evidence(rec: dict[str, Any]) -> float | None:
     """The log-evidence of a family record: ``log_wealth`` (one/two-sample) or ``log_evidence`` (split)."""
     v = rec.get("log_wealth", rec.get("log_evidence"))
@@ -153,7 +160,7 @@ def analysis_view(
     view: dict[str, Any] = {"view_version": VIEW_VERSION, "kind": "analysis", "id": analysis_id, **(listing or {}), "verified": verified}
     if not rep.ok:
         return view
-    recs = [json.loads(ln)["record"] for ln in lines]
+    recs = [json.loads(ln)["record"] for ln in lines]  # verify_chain re-encoded each: no NaN/Infinity here
     header = recs[0] if recs and recs[0].get("family") == "header" else {}
     settings = header.get("settings") or {}
     entries, last_gate, events, notes = _in_effect(recs[1:])

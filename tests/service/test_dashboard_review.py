@@ -220,3 +220,27 @@ def test_bad_fleet_and_migration_files_get_errors_naming_the_file(tmp_path):
         assert res.exit_code == 2 and want in res.output and path.name in res.output, res.output
         assert res.exception is None or isinstance(res.exception, SystemExit), res.exception  # no traceback
         assert not (tmp_path / "r.html").exists()
+
+
+def test_migration_view_plots_what_the_protocol_decides_on(tmp_path):
+    """A harm rollback happens at the first pair where some dimension's running-max harm evidence
+    (-log p) reaches Holm's first level log(d/alpha_harm), as the view draws it; a run file without the
+    running maxima says its plots are not what the protocol decides on."""
+    from deploysignal.dashboard import migration_view
+
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(cli, ["migrate", "run", "--simulate-regression", "0.3", "--max-queries", "300", "--json", str(out)])
+    assert res.exit_code == 4, res.output  # rolled back
+    run = json.loads(out.read_text())
+    v = migration_view(out.read_text(), "m")
+    assert v["rollback_reason"] == "harm" and set(v["levels"]) == {"promote_first", "promote_last", "harm", "detector_log", "error_budget_log"}
+    top = [max(d["harm_max"][k] for d in v["dimensions"]) for k in range(len(v["pairs_axis"]))]
+    first = next(k for k, x in enumerate(top) if x >= v["levels"]["harm"])
+    assert v["phase_series"][first] == "rolled_back" and "rolled_back" not in v["phase_series"][:first]
+    assert all(d["detector"][first] is None or d["detector"][first] < v["levels"]["detector_log"] for d in v["dimensions"])
+    assert "running maximum" in v["notes"][0] and "Holm" in v["notes"][0]
+    for e in run["trace"]:  # an older file: current log-wealth only
+        for f in ("non_inferiority_max", "harm_max", "error_budget"):
+            e.pop(f)
+    old = migration_view(json.dumps({**run, "levels": {}}), "old")
+    assert "non_inferiority_max" not in old["dimensions"][0] and "not hold" in old["notes"][0]

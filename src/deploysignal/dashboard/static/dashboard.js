@@ -376,10 +376,31 @@
     pc.append(pt);
     page.append(el("h2", { text: "Per-dimension evidence" }));
     const grid = el("div", { class: "grid", id: "dimensions" }); page.append(grid);
+    const L = m.levels || {}, flat = (y) => m.pairs_axis.map(() => y), dash = { dash: [6, 4], width: 1 };
     for (const d of m.dimensions) {
       const card = el("div", { class: "card" }); grid.append(card);
-      linePlot(card, d.name, m.pairs_axis, [{ label: "log e (no worse)", data: d.non_inferiority, color: COLORS.proceed },
-        { label: "log e (harm)", data: d.harm, color: COLORS.rollback }], { xlabel: "pair", ylabel: "log e" });
+      if (d.non_inferiority_max) {
+        const ser = [{ label: "max log e (no worse)", data: d.non_inferiority_max, color: COLORS.proceed },
+          { label: "max log e (harm)", data: d.harm_max, color: COLORS.rollback }];
+        if (L.promote_first != null) ser.push({ label: "Holm promote: first", data: flat(L.promote_first), color: COLORS.proceed, ...dash },
+          { label: "last", data: flat(L.promote_last), color: COLORS.proceed, ...dash, dash: [2, 3] });
+        if (L.harm != null) ser.push({ label: "Holm harm", data: flat(L.harm), color: COLORS.rollback, ...dash });
+        linePlot(card, d.name, m.pairs_axis, ser, { xlabel: "pair", ylabel: "-log p" });
+        if (d.detector) {
+          const det = [{ label: "detector log statistic", data: d.detector, color: COLORS.extend }];
+          if (L.detector_log != null) det.push({ label: "threshold", data: flat(L.detector_log), color: COLORS.rollback, ...dash });
+          linePlot(card, d.name + ": change detector", m.pairs_axis, det, { xlabel: "pair", ylabel: "log", height: 140 });
+        }
+      } else {
+        linePlot(card, d.name + " (current log-wealth; not what the protocol decides on)", m.pairs_axis, [{ label: "log e (no worse)", data: d.non_inferiority, color: COLORS.proceed },
+          { label: "log e (harm)", data: d.harm, color: COLORS.rollback }], { xlabel: "pair", ylabel: "log e" });
+      }
+    }
+    if (m.error_budget) {
+      const card = el("div", { class: "card", id: "error-budget" }); grid.append(card);
+      const ser = [{ label: "log e (error budget, correctness)", data: m.error_budget, color: COLORS.extend }];
+      if (L.error_budget_log != null) ser.push({ label: "level", data: flat(L.error_budget_log), color: COLORS.rollback, ...dash });
+      linePlot(card, "error budget of the progressive step", m.pairs_axis, ser, { xlabel: "pair", ylabel: "log e" });
     }
     page.append(el("ul", { class: "notes" }, ...(m.notes || []).map((n) => el("li", { text: n }))));
   }

@@ -301,10 +301,12 @@ def test_ui_fleet_and_migration_pages(browser, service, tmp_path, shots):
         assert _drawn(browser, heat) > 1000
         assert "rack" in browser.find_element(By.ID, "attributions").text
         assert len(browser.find_elements(By.CSS_SELECTOR, "#flagged tr")) > 1
+        assert browser.find_element(By.CSS_SELECTOR, "#fleet-summary .badge").text == "flagged"  # the observer gives no verdict
         assert _errors(browser) == []
         _shot(browser, shots / "fleet.png")
         _open(browser, base + "/ui/#/migration")
-        _wait(browser, "#dimensions .uplot canvas", 4)
+        _wait(browser, "#dimensions .uplot canvas", 9)  # per dimension the decision plot and the detector, the error budget
+        assert "Holm harm" in browser.find_element(By.ID, "dimensions").text
         assert "rolled_back" in browser.find_element(By.ID, "migration-summary").text
         assert "rolled_back" in browser.find_element(By.ID, "phases").text
         assert _errors(browser) == []

@@ -1,6 +1,8 @@
 """Review of the dashboard (issue 25): cut-backs and voids shown as the verdict endpoint stands, audit files
 without a head never shown as fully verified, file ids, the ``ui`` list from verified views, ``report
---url`` refusing a chain that does not verify. Cost: about 10 s (a few 60-tick service analyses)."""
+--url`` refusing a chain that does not verify, bad fleet and migration files, the migration page drawing what the
+protocol decides on. Cost: about 15 s of test time on this shared machine (a few 60-tick service analyses, one
+100-pair simulated migration run)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def test_view_is_the_verified_chain(svc, step_sim):
     v = c.get("/v1/analyses/one/view", headers=R).json()
     audit = c.get("/v1/analyses/one/audit", headers=R).text.splitlines()
     verdict = c.get("/v1/analyses/one", headers=R).json()
-    assert v["verified"] == {"ok": True, "lines": len(audit), "head": verdict["audit_head"], "reason": "", "bad_line": None}
+    assert v["verified"] == {"ok": True, "lines": len(audit), "head": verdict["audit_head"], "reason": "", "bad_line": None, "head_checked": True}
     assert v["ticks"] == list(range(60)) and len(v["verdicts"]) == 60 and v["last"] == verdict["gate"]
     # every family's last evidence and bound is the one the verdict endpoint serves
     last = {r["family"]: r for r in verdict["evidence"]}

@@ -281,6 +281,9 @@ def test_ui_fleet_and_migration_pages(browser, service, tmp_path, shots):
         _open(browser, base + "/ui/#/a/exported")
         _check_analysis_page(browser, "proceed", 5)
         assert "not in an audit log" in browser.find_element(By.CSS_SELECTOR, "ul.notes").text  # no signal values in a file: said
+        # a file without its published head: its end is not checked, and its id is its file name; both said
+        assert "missing lines at the end are not detected" in browser.find_element(By.ID, "no-head").text
+        assert "not verified" in browser.find_element(By.ID, "id-note").text
         _open(browser, base + "/ui/#/a/checkout-rollback")
         _check_analysis_page(browser, "rollback", 5)
         assert _errors(browser) == []
@@ -298,10 +301,12 @@ def test_ui_fleet_and_migration_pages(browser, service, tmp_path, shots):
         assert _drawn(browser, heat) > 1000
         assert "rack" in browser.find_element(By.ID, "attributions").text
         assert len(browser.find_elements(By.CSS_SELECTOR, "#flagged tr")) > 1
+        assert browser.find_element(By.CSS_SELECTOR, "#fleet-summary .badge").text == "flagged"  # the observer gives no verdict
         assert _errors(browser) == []
         _shot(browser, shots / "fleet.png")
         _open(browser, base + "/ui/#/migration")
-        _wait(browser, "#dimensions .uplot canvas", 4)
+        _wait(browser, "#dimensions .uplot canvas", 9)  # per dimension the decision plot and the detector, the error budget
+        assert "Holm harm" in browser.find_element(By.ID, "dimensions").text
         assert "rolled_back" in browser.find_element(By.ID, "migration-summary").text
         assert "rolled_back" in browser.find_element(By.ID, "phases").text
         assert _errors(browser) == []

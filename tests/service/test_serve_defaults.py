@@ -79,9 +79,11 @@ def test_serve_without_flags_generates_tokens_and_serves_local_docs(tmp_path):
         assert "SwaggerUIBundle" in httpx.get(url + "/static-offline-docs/swagger-ui-bundle.js").text
         assert '"validatorUrl": null' in httpx.get(url + "/docs").text  # no badge fetched from validator.swagger.io
         assert httpx.get(url + "/openapi.json").json()["components"]["securitySchemes"]["writeToken"]["scheme"] == "bearer"
+        assert httpx.head(url + "/ui/").status_code == 200  # `curl -I` on the dashboard
     finally:
         out = _stop(proc)
     assert f"generated write, read, kayenta and metrics tokens in {tmp_path / '.deploysignal'}/" in out and f"http://127.0.0.1:{port}" in out
+    assert f"dashboard: http://127.0.0.1:{port}/ui/" in out, out
     # a second start (no --create: the store exists now) reuses them (nothing regenerated, the same token still works)
     proc = _start(tmp_path, port)
     try:

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .._exceptions import ConfigError, DeploySignalError
+from .._exceptions import ConfigError, DeploySignalError, InputError
 
 __all__ = ["local_app", "register", "report", "ui"]
 
@@ -22,15 +22,26 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _named_views(paths: list[Path], what: str, source: str, build: Any) -> dict[str, dict[str, Any]]:
-    """``{name: build(text, name)}`` for each file (named after the file's first dot-part), read as UTF-8."""
+    """``{name: build(text, name)}`` for each file (named after the file less a known ending,
+    ``deploysignal.dashboard._source.name_of_file``), read as UTF-8."""
+    from ..dashboard._source import name_of_file
+
     out: dict[str, dict[str, Any]] = {}
     for p in paths:
         if not p.is_file():
             raise ConfigError(f"{p}: no such file (expected `{source}` output)")
-        name = p.name.split(".")[0] or p.name
+        name = name_of_file(p)
         if name in out:
             raise ConfigError(f"{p}: a second {what} file named {name!r}")
-        out[name] = build(p.read_text(encoding="utf-8"), name)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            line = p.read_bytes()[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"{p}: line {line}: not UTF-8 text (byte {exc.start}); expected `{source}` output") from None
+        try:
+            out[name] = build(text, name)
+        except InputError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
     return out
 
 
@@ -46,24 +57,33 @@ def _migration_views(paths: list[Path]) -> dict[str, dict[str, Any]]:
     return _named_views(paths, "migration", "deploysignal migrate run --json", migration_view)
 
 
-def _file_views(audits: list[Path]) -> dict[str, tuple[dict[str, Any], str]]:
+def _file_views(audits: list[Path], heads: list[str]) -> dict[str, tuple[dict[str, Any], str]]:
+    """The views of audit files, each checked against its ``--head`` (the i-th head for the i-th file)."""
     from ..dashboard import audit_file_view
 
+    if heads and len(heads) != len(audits):
+        raise ConfigError(f"give one --head per --audit file, in the same order (got {len(heads)} for {len(audits)} files)")
     out: dict[str, tuple[dict[str, Any], str]] = {}
-    for p in audits:
-        view, text = audit_file_view(p)
+    for i, p in enumerate(audits):
+        view, text = audit_file_view(p, heads[i] if heads else None)
         if view["id"] in out:
-            raise ConfigError(f"{p}: a second audit file for analysis {view['id']!r} (files are named <analysis>.<anything>)")
+            raise ConfigError(f"{p}: a second audit file for analysis {view['id']!r} (files are named <analysis>.audit.ndjson)")
         out[view["id"]] = (view, text)
     return out
 
 
-def local_app(store_url: str | None, audits: list[Path], fleets: list[Path], migrations: list[Path], token: str) -> Any:
+def local_app(store_url: str | None, audits: list[Path], fleets: list[Path], migrations: list[Path], token: str,
+              heads: list[str] | tuple[str, ...] = ()) -> Any:
     """A read-only FastAPI app serving the dashboard over a store and/or audit files with one bearer token.
 
     The same page and view JSON as the service's ``/ui/``; no write endpoint exists. Files are read once
     (at start); a store is read on every request, and a store's analysis that is not final follows new
-    entries (a service writing the store) by a once-a-second poll. Every view is derived from a chain verified against its head (a store's ``audit_head``).
+    entries (a service writing the store) by a once-a-second poll. Every view is derived from a verified
+    chain: a store's against its ``audit_head``, a file's against its ``heads`` entry, or, without one,
+    up to its last line only (the view says a truncated tail is not detected). The list shows each
+    store analysis' verdict from its verified view (an analysis whose chain does not verify is listed
+    with ``integrity_error`` and no summary), never the stored summary row. A file whose name is a
+    store analysis' id is refused (a file never stands in for a store analysis).
     """
     import asyncio
     from collections.abc import AsyncIterator
@@ -78,7 +98,11 @@ def local_app(store_url: str | None, audits: list[Path], fleets: list[Path], mig
     from ..store import NotFound, open_existing
 
     st = None if store_url is None else open_existing(store_url)
-    files = _file_views(audits)
+    files = _file_views(audits, list(heads))
+    if st is not None and (clash := sorted(set(files) & {r.id for r in st.list()})):
+        raise ConfigError(f"audit file(s) named {', '.join(map(repr, clash))} collide with the store's analyses of that id:"
+                          " rename the file (files are named <analysis>.audit.ndjson; the name is not verified)")
+    listed: dict[tuple[str, str | None, int], dict[str, Any]] = {}  # store listings by (id, head, entries): a view per change
     fleet, migration = _fleet_views(fleets), _migration_views(migrations)
     bearer = HTTPBearer(auto_error=False)
 
@@ -104,9 +128,14 @@ def local_app(store_url: str | None, audits: list[Path], fleets: list[Path], mig
     @app.get("/v1/analyses", dependencies=guard)
     def analyses() -> list[dict[str, Any]]:
         rows = [listing_of_view(v) for v, _ in files.values()]
-        if st is not None:
-            rows += [{"id": r.id, "n_ticks": r.n_ticks, "baseline_version": r.spec.get("config_version"), "summary": r.summary, "created": r.created}
-                     for r in st.list() if r.id not in files]
+        for r in [] if st is None else st.list():
+            key = (r.id, r.audit_head, r.n_ticks)
+            if key not in listed:
+                try:
+                    listed[key] = listing_of_view(store_view(st, r.id)[0])
+                except NotFound:  # deleted since the list was read
+                    continue
+            rows.append(listed[key])
         return rows
 
     @app.get("/v1/analyses/{aid}/view", dependencies=guard)
@@ -143,9 +172,13 @@ def local_app(store_url: str | None, audits: list[Path], fleets: list[Path], mig
     @app.get("/v1/analyses/{aid}/report", dependencies=guard)
     def report_file(aid: str) -> Response:
         from ..dashboard import page_html, report_data
+        from ..dashboard._routes import REPORT_HEADERS, unverified_detail
 
-        return Response(page_html(report_data([_one(aid)])), media_type="text/html",
-                        headers={"Content-Disposition": f'attachment; filename="{aid}.report.html"'})
+        one = _one(aid)
+        if (why := unverified_detail(one[0])) is not None:
+            raise HTTPException(409, why)
+        return Response(page_html(report_data([one])), media_type="text/html",
+                        headers={**REPORT_HEADERS, "Content-Disposition": f'attachment; filename="{aid}.report.html"'})
 
     @app.get("/v1/dashboard/sources", dependencies=guard)
     def sources() -> dict[str, list[str]]:
@@ -168,7 +201,8 @@ def local_app(store_url: str | None, audits: list[Path], fleets: list[Path], mig
 
 def ui(
     store: Optional[str] = typer.Option(None, envvar="DEPLOYSIGNAL_STORE", help="Store URL (sqlite:///path.db or postgresql://...) whose analyses to show."),
-    audit: list[Path] = typer.Option([], "--audit", help="Audit log file (GET /v1/analyses/{id}/audit or gate --audit; named <analysis>.<ext>); repeatable."),
+    audit: list[Path] = typer.Option([], "--audit", help="Audit log file (GET /v1/analyses/{id}/audit or gate --audit; named <analysis>.audit.ndjson); repeatable."),
+    head: list[str] = typer.Option([], "--head", help="The published audit_head of each --audit file, in the same order (detects a truncated tail; without it the page says the end is not checked); repeatable."),
     fleet: list[Path] = typer.Option([], "--fleet", help="`deploysignal fleet observe --jsonl` output; repeatable."),
     migration: list[Path] = typer.Option([], "--migration", help="`deploysignal migrate run --json` output; repeatable."),
     host: str = typer.Option("127.0.0.1", help="Bind address (keep it local: the page is protected by one generated token)."),
@@ -188,7 +222,7 @@ def ui(
         token = token_file.read_text(encoding="utf-8").strip() if token_file is not None else secrets.token_urlsafe(24)
         if not token:
             raise ConfigError(f"{token_file}: empty token file")
-        app = local_app(store, audit, fleet, migration, token)
+        app = local_app(store, audit, fleet, migration, token, head)
     except (DeploySignalError, OSError) as exc:
         err.print(f"[red]error[/red]: {escape(str(exc))}")
         raise typer.Exit(2) from None
@@ -203,7 +237,8 @@ def report(
     analysis: Optional[str] = typer.Argument(None, help="Analysis id (with --store or --url)."),
     store: Optional[str] = typer.Option(None, envvar="DEPLOYSIGNAL_STORE", help="Store URL to read the analysis from."),
     audit: Optional[Path] = typer.Option(None, "--audit", help="Audit log file instead of a store (no signal values: an audit log holds their SHA-256 only)."),
-    head: Optional[str] = typer.Option(None, help="With --audit: the published audit_head the file must end at (detects a truncated tail)."),
+    head: Optional[str] = typer.Option(None, help="With --audit: the published audit_head the file must end at (detects a truncated tail; without it the report says the end is not checked)."),
+    analysis_id: Optional[str] = typer.Option(None, "--id", help="With --audit: the analysis id to show (default: the file name less .audit.ndjson / .ndjson); not verified."),
     url: Optional[str] = typer.Option(None, help="Service address (http://host:port): fetch GET /v1/analyses/{id}/report."),
     token_file: Optional[Path] = typer.Option(None, envvar="DEPLOYSIGNAL_TOKEN_FILE", help="With --url: file holding a read token."),
     fleet: list[Path] = typer.Option([], "--fleet", help="Also embed a fleet page from `fleet observe --jsonl` output; repeatable."),
@@ -226,6 +261,8 @@ def report(
             raise ConfigError("--store and --url need the ANALYSIS id")
         if url is not None:
             html = _fetch_report(url, analysis or "", token_file)
+            if html is None:
+                raise typer.Exit(1)
             target = output or Path(f"{analysis}.report.html")
             target.write_text(html, encoding="utf-8")
             err.print(f"report written: {target}")
@@ -240,11 +277,15 @@ def report(
             finally:
                 st.close()
         elif audit is not None:
-            views.append(audit_file_view(audit, head))
+            views.append(audit_file_view(audit, head, analysis_id))
+        if (head is not None or analysis_id is not None) and audit is None:
+            raise ConfigError("--head and --id go with --audit")
         for v, _ in views:
             if not v["verified"]["ok"]:
                 err.print(f"[red]audit chain does not verify[/red] at line {v['verified']['bad_line']}: {v['verified']['reason']}; no report written")
                 raise typer.Exit(1)
+            if v["verified"].get("note"):
+                err.print(f"[yellow]warning[/yellow]: {v['id']}: audit chain verified but {v['verified']['note']} (pass --head)")
         data = report_data(views, _fleet_views(fleet), _migration_views(migration))
         name = views[0][0]["id"] if views else next(iter(data["fleet"] or data["migration"]))
         target = output or Path(f"{name}.report.html")
@@ -255,7 +296,9 @@ def report(
     err.print(f"report written: {target}")
 
 
-def _fetch_report(url: str, analysis: str, token_file: Path | None) -> str:
+def _fetch_report(url: str, analysis: str, token_file: Path | None) -> str | None:
+    """The service's report of ``analysis``, or None (said on stderr) when the service answers that its
+    audit chain or stored rows do not verify (409); :class:`ConfigError` for any other failure."""
     import httpx
     from urllib.parse import quote
 
@@ -271,6 +314,9 @@ def _fetch_report(url: str, analysis: str, token_file: Path | None) -> str:
             detail = r.json().get("detail", r.text[:200])
         except ValueError:
             detail = r.text[:200]
+        if r.status_code == 409:
+            err.print(f"[red]the service says the analysis does not verify[/red]: {escape(str(detail))}; no report written")
+            return None
         raise ConfigError(f"{url}: {r.status_code} {detail}")
     return r.text
 

@@ -97,6 +97,7 @@ def serve(
     except (DeploySignalError, ValueError) as exc:
         err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
+    err.print(f"dashboard: http://{host}:{port}/ui/ (paste a read token into the page once)", markup=False)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO))
     if workers == 1:
         from ..service._asgi import prepare_process

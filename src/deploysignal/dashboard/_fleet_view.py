@@ -13,15 +13,18 @@ not per-shard evidence: the heat map shows those nodes, and the page says so. Pu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from .._exceptions import InputError
+from ._view import _no_constant
 from ..fleet import FleetObservation
 
 __all__ = ["fleet_view"]
+
 
 
 def fleet_view(lines: Sequence[str], name: str = "fleet") -> dict[str, Any]:
@@ -45,8 +48,11 @@ def fleet_view(lines: Sequence[str], name: str = "fleet") -> dict[str, Any]:
         if not ln.strip():
             continue
         try:
+            json.loads(ln, parse_constant=_no_constant)
             obs.append(FleetObservation.model_validate_json(ln))
-        except ValidationError as exc:
+        except ValueError as exc:
+            if not isinstance(exc, ValidationError):
+                raise InputError(f"{name}: line {n}: not a fleet observation (fleet observe --jsonl): {exc}", row=n, column="line") from None
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first.get("loc", ())) or "line"
             raise InputError(f"{name}: not a fleet observation (fleet observe --jsonl): {loc}: {first['msg']}", row=n, column=loc) from None

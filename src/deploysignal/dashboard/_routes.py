@@ -18,9 +18,21 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ._page import ASSETS, CSP, asset, page_html
 from ._source import report_data, store_view
 
-__all__ = ["add_dashboard_routes", "add_static_routes", "page_response"]
+__all__ = ["REPORT_HEADERS", "add_dashboard_routes", "add_static_routes", "page_response", "unverified_detail"]
 
 _HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+#: Headers of a report download: opened from the service's origin it runs sandboxed (no token, no same-origin reads)
+REPORT_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+
+
+def unverified_detail(view: dict[str, Any]) -> str | None:
+    """Why a report of ``view`` is refused (its audit chain does not verify), or None.
+
+    >>> unverified_detail({"verified": {"ok": False, "bad_line": 3, "reason": "hash mismatch"}})
+    'audit chain does not verify at line 3: hash mismatch; no report'
+    """
+    v = view["verified"]
+    return None if v["ok"] else f"audit chain does not verify at line {v['bad_line']}: {v['reason']}; no report"
 
 
 def page_response() -> HTMLResponse:
@@ -39,7 +51,7 @@ def add_static_routes(app: FastAPI) -> None:
     def ui_redirect() -> RedirectResponse:
         return RedirectResponse("ui/", status_code=307)
 
-    @app.get("/ui/", include_in_schema=False)
+    @app.api_route("/ui/", methods=["GET", "HEAD"], include_in_schema=False)
     def ui_page() -> HTMLResponse:
         return page_response()
 
@@ -76,7 +88,10 @@ def add_dashboard_routes(app: FastAPI, store: Any, load: Callable[[str], Any], r
     @app.get("/v1/analyses/{aid}/report", dependencies=read, tags=["dashboard"], response_class=HTMLResponse)
     def analysis_report(aid: str) -> HTMLResponse:
         """The analysis as one self-contained HTML file (the dashboard's views, its audit log, no external
-        resources), for attaching to a change ticket; the same file as ``deploysignal report``."""
+        resources), for attaching to a change ticket; the same file as ``deploysignal report``. 409 when
+        the audit chain does not verify against the stored head (no report of an unverified chain)."""
         view, audit = _view(aid)
+        if (why := unverified_detail(view)) is not None:
+            raise HTTPException(409, why)
         return HTMLResponse(page_html(report_data([(view, audit)])),
-                            headers={"Content-Disposition": f'attachment; filename="{aid}.report.html"', "X-Content-Type-Options": "nosniff"})
+                            headers={**REPORT_HEADERS, "Content-Disposition": f'attachment; filename="{aid}.report.html"'})

@@ -17,7 +17,7 @@ from .. import __version__
 from .._exceptions import ConfigError
 from ._view import analysis_view
 
-__all__ = ["audit_file_view", "listing_of_view", "read_audit_file", "report_data", "store_view"]
+__all__ = ["ID_NOTE", "SUFFIXES", "audit_file_view", "listing_of_view", "name_of_file", "read_audit_file", "report_data", "store_view"]
 
 
 def store_view(store: Any, aid: str) -> tuple[dict[str, Any], str]:
@@ -38,11 +38,33 @@ def read_audit_file(path: Path) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip()]
 
 
-def audit_file_view(path: Path, head: str | None = None) -> tuple[dict[str, Any], str]:
-    """(view, audit text) of an audit file; the analysis is named after the file (``x.audit.ndjson`` -> ``x``)."""
+#: File-name endings stripped to name an analysis or a page after its file (longest first); analysis
+#: ids may hold dots (Flagger's ``<name>.<namespace>``), so a name is never cut at its first dot.
+SUFFIXES = (".audit.ndjson", ".audit.jsonl", ".ndjson", ".jsonl", ".json")
+#: What a view named after its file says: nothing in an audit chain names the analysis.
+ID_NOTE = "named after its file: the analysis id is not verified (the audit chain does not hold it)"
+
+
+def name_of_file(path: Path) -> str:
+    """The name of a file without one known ending (:data:`SUFFIXES`).
+
+    >>> name_of_file(Path("podinfo.test.audit.ndjson")), name_of_file(Path("a.b.ndjson")), name_of_file(Path("x.txt"))
+    ('podinfo.test', 'a.b', 'x.txt')
+    """
+    for suf in SUFFIXES:
+        if path.name.endswith(suf) and len(path.name) > len(suf):
+            return path.name[: -len(suf)]
+    return path.name
+
+
+def audit_file_view(path: Path, head: str | None = None, analysis_id: str | None = None) -> tuple[dict[str, Any], str]:
+    """(view, audit text) of an audit file; the analysis is ``analysis_id`` or named after the file
+    (:func:`name_of_file`: ``x.audit.ndjson`` -> ``x``), and the view says that name is not verified.
+    Without ``head`` the view says the file's end is not checked (:data:`~deploysignal.dashboard._view.NO_HEAD`)."""
     lines = read_audit_file(path)
-    aid = path.name.split(".")[0] or path.name
-    return analysis_view(aid, lines, head=head), "".join(ln + "\n" for ln in lines)
+    aid = analysis_id if analysis_id is not None else name_of_file(path)
+    view = analysis_view(aid, lines, head=head, listing={"id_note": ID_NOTE if analysis_id is None else "given by --id: not verified (the audit chain does not hold it)"})
+    return view, "".join(ln + "\n" for ln in lines)
 
 
 def listing_of_view(view: dict[str, Any]) -> dict[str, Any]:

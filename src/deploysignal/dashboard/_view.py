@@ -26,11 +26,22 @@ from typing import Any
 from ..audit._binding import digest
 from ..audit._chain import verify_chain
 
-__all__ = ["VIEW_VERSION", "analysis_view"]
+__all__ = ["NO_HEAD", "VIEW_VERSION", "analysis_view"]
 
 #: Version of the view's JSON shape (the dashboard script checks it).
 VIEW_VERSION = 1
-_NOT_EVIDENCE = frozenset({"header", "input", "checkpoint", "gate", "cut", "void"})
+_NOT_EVIDENCE = frozenset({"header", "input", "checkpoint", "gate", "cut"})
+#: How the gate's ``fail_closed`` names an operator's void (``deploysignal.gate.Gate.void``).
+VOID_PREFIX = "voided by operator: "
+#: What a view of a chain not checked against a published head says (a truncated tail passes unseen).
+NO_HEAD = "not checked against a published head: missing lines at the end are not detected"
+
+
+def _no_constant(token: str) -> None:
+    """``json.loads``' hook for ``NaN``/``Infinity`` in the fleet and migration files: refused (they are
+    written without them; a view holds only numbers the page can draw). An audit chain needs no hook:
+    :func:`verify_chain` re-encodes every record canonically, which refuses them."""
+    raise ValueError(f"{token} is not a number this file may hold")
 
 
 def _evidence(rec: dict[str, Any]) -> float | None:
@@ -43,9 +54,10 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _signals(payloads: dict[int, dict[str, Any]], ticks: list[int]) -> dict[str, Any] | None:
+def _signals(payloads: dict[int, dict[str, Any]], ticks: list[int | None]) -> dict[str, Any] | None:
     """Per-tick signal values of the canary and its control (one/two-sample ticks), or event rates and
-    units per arm (split ticks), aligned with ``ticks``; None without any usable payload."""
+    units per arm (split ticks), aligned with ``ticks`` (the stored sequence number of each tick in
+    effect, the key of ``payloads``); None without any usable payload."""
     if not payloads:
         return None
     first = next(iter(payloads.values()))
@@ -117,12 +129,16 @@ def analysis_view(
     Returns
     -------
     dict
-        ``verified`` (``ok``, ``lines``, ``head``, ``reason``), and when ok: ``header`` (settings,
-        certification), ``ticks`` and ``timestamps``, ``families`` (log-evidence and bound per tick),
-        ``verdicts`` (the gate's verdict per tick; a family without an e-value, such as the rules
-        family B, has its ``statistic`` per tick instead of evidence), ``last`` (the last gate record), ``drivers``,
-        ``effects`` (split: estimate and confidence-sequence bounds per tick), ``signals`` and
-        ``notes`` (what is not shown, and why).
+        ``verified`` (``ok``, ``lines``, ``head``, ``reason``, ``head_checked``; without a ``head``,
+        ``note`` = :data:`NO_HEAD`: a file cut short after any line still verifies), and when ok:
+        ``header`` (settings, certification), ``ticks`` and ``timestamps``, ``families`` (log-evidence
+        and bound per tick), ``verdicts`` (the gate's verdict per tick; a family without an e-value,
+        such as the rules family B, has its ``statistic`` per tick instead of evidence), ``last`` (the
+        last gate record in effect: the verdict endpoint's ``gate``), ``fail_closed`` (its reason, or
+        None), ``drivers``, ``effects`` (split: estimate and confidence-sequence bounds per tick),
+        ``events`` (cut-backs, the void, the first fail-closed tick), ``signals`` and ``notes`` (what
+        is not shown, and why). The series hold the evaluated ticks in effect: a cut-back's superseded
+        ticks are dropped (as the service's cut-back drops them), a void is an event, not a tick.
 
     Examples
     --------
@@ -137,64 +153,40 @@ def analysis_view(
     False
     """
     rep = verify_chain(list(lines), head=head)
-    view: dict[str, Any] = {"view_version": VIEW_VERSION, "kind": "analysis", "id": analysis_id, **(listing or {}),
-                            "verified": {"ok": rep.ok, "lines": rep.n, "head": rep.head, "reason": rep.reason, "bad_line": rep.bad_line}}
+    verified: dict[str, Any] = {"ok": rep.ok, "lines": rep.n, "head": rep.head, "reason": rep.reason, "bad_line": rep.bad_line,
+                                "head_checked": head is not None}
+    if head is None:
+        verified["note"] = NO_HEAD
+    view: dict[str, Any] = {"view_version": VIEW_VERSION, "kind": "analysis", "id": analysis_id, **(listing or {}), "verified": verified}
     if not rep.ok:
         return view
-    recs = [json.loads(ln)["record"] for ln in lines]
+    recs = [json.loads(ln)["record"] for ln in lines]  # verify_chain re-encoded each: no NaN/Infinity here
     header = recs[0] if recs and recs[0].get("family") == "header" else {}
     settings = header.get("settings") or {}
-    ticks: list[int] = []
-    stamps: list[float | None] = []
-    verdicts: list[str] = []
+    entries, last_gate, events, notes = _in_effect(recs[1:])
+    ticks = [int(e["gate"].get("tick", i)) for i, e in enumerate(entries)]
+    n = len(entries)
     fams: dict[str, dict[str, Any]] = {}
     effects: dict[str, dict[str, list[float | None]]] = {}
-    events: list[dict[str, Any]] = []
-    pending: dict[str, dict[str, Any]] = {}
-    last_gate: dict[str, Any] | None = None
-    for rec in recs[1:]:
-        fam = rec.get("family")
-        if fam in ("cut", "void"):
-            events.append({"kind": fam, "at": len(ticks), **{k: v for k, v in rec.items() if k != "family"}})
-            continue
-        if fam in _NOT_EVIDENCE - {"gate"}:
-            continue
-        if fam != "gate":
-            pending[str(fam)] = rec
-            continue
-        k = len(ticks)  # one gate record closes each evaluated tick
-        ticks.append(int(rec.get("tick", k)))
-        stamps.append(_num(rec.get("timestamp")))
-        verdicts.append(str(rec.get("verdict")))
-        last_gate = rec
-        for name, fr in pending.items():
-            f = fams.setdefault(name, {"name": name, "role": fr.get("role"), "evidence": [None] * k, "bound": [None] * k, "statistic": [None] * k, "fired_at": None})
-            f["evidence"].append(_evidence(fr))
-            f["bound"].append(_num(fr.get("threshold")))
-            f["statistic"].append(_num(fr.get("statistic")))
+    for i, e in enumerate(entries):  # a family without a record at a tick: a gap (None), not a repeat
+        for name, fr in e["families"].items():
+            f = fams.setdefault(name, {"name": name, "role": fr.get("role"), "evidence": [None] * n, "bound": [None] * n,
+                                       "statistic": [None] * n, "fired_at": None})
+            f["evidence"][i], f["bound"][i], f["statistic"][i] = _evidence(fr), _num(fr.get("threshold")), _num(fr.get("statistic"))
             if fr.get("fire") and f["fired_at"] is None:
-                f["fired_at"] = ticks[-1]
+                f["fired_at"] = ticks[i]
             eff = fr.get("effect")
             if isinstance(eff, dict) and "ratio" in eff:
-                e = effects.setdefault(name, {"estimate": [None] * k, "lower": [None] * k, "upper": [None] * k})
+                ef = effects.setdefault(name, {"estimate": [None] * n, "lower": [None] * n, "upper": [None] * n})
                 for key, src in (("estimate", "ratio"), ("lower", "lower"), ("upper", "upper")):
-                    e[key].append(_num(eff.get(src)))
-        for f in fams.values():  # a family without a record at this tick: a gap, not a repeat
-            if len(f["evidence"]) < len(ticks):
-                for key in ("evidence", "bound", "statistic"):
-                    f[key].append(None)
-        for e in effects.values():
-            for col in e.values():
-                if len(col) < len(ticks):
-                    col.append(None)
-        pending = {}
-    drivers = [{"family": n, "drivers": list(r.get("drivers") or []), "reason": r.get("fire_reason") or r.get("reason") or "",
+                    ef[key][i] = _num(eff.get(src))
+    last_recs = {name: r for e in entries for name, r in e["families"].items()}
+    drivers = [{"family": n_, "drivers": list(r.get("drivers") or []), "reason": r.get("fire_reason") or r.get("reason") or "",
                 "fire": bool(r.get("fire")), "evidence": _evidence(r), "bound": _num(r.get("threshold")),
                 **({"p_value": r["p_value"]} if _num(r.get("p_value")) is not None else {}),
                 **({"effect": r["effect"]} if isinstance(r.get("effect"), dict) else {})}
-               for n, r in _last_records(recs).items()]
-    notes: list[str] = []
-    sig_payloads, why = _bound_payloads(payloads, rows, ticks)
+               for n_, r in sorted(last_recs.items())]
+    sig_payloads, why = _bound_payloads(payloads, rows)
     if why:
         notes.append(why)
     if settings.get("mode") in ("one-sample", "two-sample") or (settings and "mode" not in settings and not effects):
@@ -204,26 +196,80 @@ def analysis_view(
     view.update({
         "header": {k: header.get(k) for k in ("settings", "certification", "baseline_version", "gate_version", "store_binding") if k in header},
         "mode": settings.get("mode", "split" if effects else None),
-        "ticks": ticks, "timestamps": stamps, "verdicts": verdicts, "last": last_gate,
+        "ticks": ticks, "timestamps": [_num(e["gate"].get("timestamp")) for e in entries],
+        "verdicts": [str(e["gate"].get("verdict")) for e in entries], "last": last_gate,
+        "fail_closed": (last_gate or {}).get("fail_closed") or None,
         "families": sorted(fams.values(), key=lambda f: f["name"]),
         "effects": effects, "drivers": drivers, "events": events,
-        "signals": _signals(sig_payloads, ticks), "notes": notes,
+        "signals": _signals({e["seq"]: sig_payloads[e["seq"]] for e in entries if e["seq"] in sig_payloads}, [e["seq"] for e in entries]),
+        "notes": notes,
     })
     return view
 
 
-def _last_records(recs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The last record of each evidence family."""
-    out: dict[str, dict[str, Any]] = {}
-    for r in recs:
-        if r.get("family") not in _NOT_EVIDENCE:
-            out[str(r.get("family"))] = r
-    return dict(sorted(out.items()))
+def _in_effect(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]], list[str]]:
+    """The evaluated ticks the analysis stands on, in order, each ``{"gate", "families", "seq"}`` (its gate
+    record, the records of the families it closes, the stored sequence number its ``input`` record names,
+    None without one); the last gate record in effect (the verdict); the events (cut-backs, the void, the
+    first fail-closed tick); notes.
+
+    A ``cut`` record drops the entries from its ``to_tick`` on, as the service's cut-back does
+    (``deploysignal.service._cut.effective``): the superseded entries stay in the chain, not in the view.
+    A void is an entry without telemetry (the verdict stands on it) but not an evaluated tick: it is
+    left off the series and shown as an event. Every record is read from the verified chain.
+
+    >>> recs = [{"family": "A", "tick": t, "log_wealth": 0.1 * t} if k == 0 else {"family": "gate", "tick": t, "verdict": "pending"}
+    ...         for t in range(3) for k in range(2)]
+    >>> recs.insert(4, {"family": "cut", "to_tick": 1, "reason": "x", "superseded": [[1, 1]]})
+    >>> recs[5:] = [{"family": "A", "tick": 1, "log_wealth": 9.0}, {"family": "gate", "tick": 1, "verdict": "pending"}]
+    >>> entries, last, events, _ = _in_effect(recs)
+    >>> [e["families"]["A"]["log_wealth"] for e in entries], [e["kind"] for e in events]
+    ([0.0, 9.0], ['cut'])
+    >>> last["tick"]
+    1
+    """
+    entries: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    notes: list[str] = []
+    fams: dict[str, dict[str, Any]] = {}
+    seq: int | None = None
+    for rec in recs:
+        fam = rec.get("family")
+        if fam == "input":
+            seq = rec.get("tick") if isinstance(rec.get("tick"), int) else None
+        elif fam == "cut":
+            to = rec.get("to_tick")
+            if isinstance(to, int) and not isinstance(to, bool) and 0 <= to <= len(entries):
+                del entries[to:]
+            else:
+                notes.append(f"a cut record names to_tick {to!r}, not a tick in effect ({len(entries)}): nothing dropped for it")
+            events.append({"kind": "cut", "at": len(entries), **{k: rec.get(k) for k in ("to_tick", "reason", "superseded")}})
+            fams, seq = {}, None
+        elif fam == "gate":
+            entries.append({"gate": rec, "families": fams, "seq": seq})
+            fams, seq = {}, None
+        elif fam not in _NOT_EVIDENCE:
+            fams[str(fam)] = rec
+    last = entries[-1]["gate"] if entries else None
+    out: list[dict[str, Any]] = []
+    closed = voided = False
+    for e in entries:  # the void's own tick: the first whose gate record names a void (later ones carry it too)
+        reason = e["gate"].get("fail_closed")
+        if isinstance(reason, str) and reason.startswith(VOID_PREFIX) and not voided:
+            events.append({"kind": "void", "at": len(out), "tick": e["gate"].get("tick"), "reason": reason})
+            closed = voided = True
+            continue
+        if isinstance(reason, str) and reason and not closed:
+            events.append({"kind": "fail_closed", "at": len(out), "tick": e["gate"].get("tick"), "reason": reason})
+            closed = True
+        out.append(e)
+    return out, last, events, notes
 
 
-def _bound_payloads(payloads: Sequence[tuple[int, str | None]], rows: Sequence[tuple[int, str]] | None,
-                    ticks: list[int]) -> tuple[dict[int, dict[str, Any]], str | None]:
-    """The tick payloads whose SHA-256 the chain holds (keyed by gate tick), and why any are left out."""
+def _bound_payloads(payloads: Sequence[tuple[int, str | None]],
+                    rows: Sequence[tuple[int, str]] | None) -> tuple[dict[int, dict[str, Any]], str | None]:
+    """The tick payloads whose SHA-256 the chain holds, keyed by the stored sequence number their
+    ``input`` record names (a tick cut back and ingested again is another entry), and why any are left out."""
     if not payloads or rows is None:
         return {}, "signal values: not in an audit log (its input records hold only their SHA-256); open the analysis from its store or the service to see them"
     by_seq = dict(rows)
@@ -235,15 +281,13 @@ def _bound_payloads(payloads: Sequence[tuple[int, str | None]], rows: Sequence[t
             rec = json.loads(first).get("record", {}) if first else {}
         except ValueError:
             rec = {}
-        if text is None or rec.get("family") != "input" or rec.get("sha256") != digest(text):
+        if text is None or rec.get("family") != "input" or rec.get("tick") != seq or rec.get("sha256") != digest(text):
             unbound += 1
             continue
         p = json.loads(text)
         if "cut" in p or "void" in p:
             continue
-        out[int(rec.get("tick", seq))] = p
-    if len(out) > len(ticks):  # ticks cut back and ingested again: the last stored one per tick counts
-        out = {t: out[t] for t in ticks if t in out}
+        out[seq] = p
     why = (f"signal values of {unbound} stored tick(s) are not shown: the chain does not hold their SHA-256"
            " (an analysis written before store binding 1, or a row that does not match)") if unbound else None
     return out, why

@@ -123,6 +123,8 @@ class LiveReport:
     #: one entry per scored pair: ``{"pair", "phase", "non_inferiority", "harm", "detector"}`` (the
     #: protocol's per-dimension log-evidence after that pair, ``MigrationProtocol.dimension_evidence``)
     trace: list[dict[str, Any]] = field(default_factory=list)
+    #: the levels the protocol decides at (``MigrationProtocol.decision_levels``)
+    levels: dict[str, float] = field(default_factory=dict)
 
     def to_json(self, settings: ProtocolSettings | None = None) -> dict[str, Any]:
         """The run as JSON (``deploysignal migrate run --json``; the dashboard's migration page reads it):
@@ -132,7 +134,7 @@ class LiveReport:
         s = settings or ProtocolSettings()
         return {"kind": "migration_run", "final_phase": self.final_phase, "rollback_reason": self.rollback_reason, "queries": self.queries,
                 "pairs": self.pairs, "drops": self.drops, "strategy": s.strategy, "dimensions": list(DIMENSIONS), "margins": list(s.margins),
-                "trace": self.trace}
+                "levels": self.levels, "trace": self.trace}
 
     @property
     def decision_to_incumbent_s(self) -> float | None:
@@ -179,7 +181,7 @@ async def run_migration(incumbent: Agent, challenger: Agent, questions: Callable
     """
     loop = asyncio.get_running_loop()
     proto = MigrationProtocol(settings, batch=1)
-    rep = LiveReport(final_phase="shadow", rollback_reason="", queries=0, pairs=0)
+    rep = LiveReport(final_phase="shadow", rollback_reason="", queries=0, pairs=0, levels=proto.decision_levels())
     t_start = loop.time()
     router: DualServeRouter
     # scoring failures: the router only logs callback errors, and dropping the pair would discard evidence

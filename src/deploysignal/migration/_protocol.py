@@ -159,14 +159,28 @@ class MigrationProtocol:
 
     def dimension_evidence(self, i: int = 0) -> dict[str, list[float]]:
         """Log-evidence per dimension (:data:`DIMENSIONS` order) of stream ``i``, read only: ``non_inferiority``,
-        the log-wealth of each dimension's non-inferiority test (promotion out of shadow needs every one,
-        Holm); ``harm``, the log-wealth of each dimension's harm test (rollback, Holm); ``detector``, the
-        change detector's log statistic (rollback at ``detector_log_threshold``; ``-inf`` as ``None``)."""
+        the log-wealth of each dimension's non-inferiority test, and ``non_inferiority_max``, its running
+        maximum, ``-log`` of the anytime-valid p-value that Holm tests for promotion out of shadow;
+        ``harm`` and ``harm_max``, the same for each dimension's harm test (rollback, Holm); ``detector``,
+        the change detector's log statistic (rollback at ``detector_log_threshold``; ``-inf`` as ``None``);
+        ``error_budget``, the log-wealth of the current progressive step's error-budget test (one value,
+        for ``correctness``; rollback at :meth:`decision_levels` ``error_budget_log``)."""
         dd = len(DIMENSIONS)
         det = self._det.log_statistic().reshape(self.batch, dd)[i]
         return {"non_inferiority": [float(e.log_wealth()[i]) for e in self._ni],
+                "non_inferiority_max": [max(0.0, float(-np.log(e.p_value()[i]))) for e in self._ni],
                 "harm": [float(v) for v in self._harm.log_wealth().reshape(self.batch, dd)[i]],
-                "detector": [float(v) if np.isfinite(v) else None for v in det]}  # type: ignore[misc]
+                "harm_max": [max(0.0, float(-np.log(p))) for p in self._harm.p_value().reshape(self.batch, dd)[i]],
+                "detector": [float(v) if np.isfinite(v) else None for v in det],  # type: ignore[misc]
+                "error_budget": [float(self._budget.log_wealth()[i])]}
+
+    def decision_levels(self) -> dict[str, float]:
+        """The levels the protocol decides at: ``promote_alpha`` (Holm over the non-inferiority p-values),
+        ``harm_alpha`` (Holm over the harm p-values), ``detector_log`` (:attr:`detector_log_threshold`)
+        and ``error_budget_log`` (the error-budget test's log-wealth level)."""
+        s = self.settings
+        return {"promote_alpha": float(s.alpha_promote), "harm_alpha": float(s.share_harm * s.alpha_rollback),
+                "detector_log": self.detector_log_threshold, "error_budget_log": float(self._budget_logthr)}
 
     @property
     def detector_log_threshold(self) -> float:

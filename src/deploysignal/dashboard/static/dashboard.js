@@ -11,7 +11,7 @@
   const EMBED = document.getElementById("ds-data");
   const DATA = EMBED ? JSON.parse(EMBED.textContent) : null;
   const TOKEN_KEY = "deploysignal.token";
-  const COLORS = { rollback: "#c62828", proceed: "#2e7d32", extend: "#ef8f00", pending: "#8d8d94", void: "#5e35b1" };
+  const COLORS = { rollback: "#c62828", proceed: "#2e7d32", extend: "#ef8f00", pending: "#8d8d94" };
   const PALETTE = ["#1a5fb4", "#c64600", "#26a269", "#9141ac", "#a51d2d", "#63452c", "#0e7c86", "#865e3c"];
   const $ = (id) => document.getElementById(id);
   let live = null;        // AbortController of the running event stream
@@ -157,6 +157,13 @@
     page.append(t);
   }
 
+  function eventText(ev) {
+    if (ev.kind === "cut") return "cut back to tick " + ev.to_tick + " (stored entries " + (ev.superseded || []).map((r) => r[0] + "-" + r[1]).join(", ") +
+      " superseded; not drawn), " + ev.at + " evaluated ticks kept: " + ev.reason;
+    if (ev.kind === "void") return "voided after " + ev.at + " evaluated ticks: " + ev.reason;
+    return "failed closed at tick " + ev.tick + ": " + ev.reason;
+  }
+
   function renderAnalysis(page, v) {
     page.replaceChildren();
     plots.forEach((p) => p.destroy()); plots = [];
@@ -171,7 +178,13 @@
       el("span", { text: (last.final ? "final" : "not final") + (last.decided_at_tick != null ? ", decided at tick " + last.decided_at_tick : "") +
         ", " + v.ticks.length + " evaluated ticks" + (v.mode ? ", mode " + v.mode : "") })));
     if (last.fired_families && last.fired_families.length) head.append(el("p", { text: "fired: " + last.fired_families.join(", ") + (last.reason ? " — " + last.reason : "") }));
-    head.append(el("p", { class: "muted", text: "audit chain verified: " + v.verified.lines + " lines, head " + v.verified.head }));
+    if (v.fail_closed) head.append(el("div", { class: "warn", id: "fail-closed", text: "Failed closed (never promotes): " + v.fail_closed }));
+    if (v.verified.note) {
+      head.append(el("div", { class: "warn", id: "no-head", text: "audit chain verified up to its last line (" + v.verified.lines + " lines), " + v.verified.note + " (give the published head: --head)." }));
+    } else {
+      head.append(el("p", { class: "muted", text: "audit chain verified against the published head: " + v.verified.lines + " lines, head " + v.verified.head }));
+    }
+    if (v.id_note) head.append(el("p", { class: "muted", id: "id-note", text: "Analysis id " + v.id_note + "." }));
     const cert = v.header && v.header.certification;
     if (cert && cert.certified === false) head.append(el("div", { class: "warn", id: "uncertified", text: "Guarantee: " + cert.basis + ". " + (cert.reasons || []).join("; ") }));
     const actions = el("p", {});
@@ -186,7 +199,7 @@
 
     const tl = el("div", { class: "card" }); page.append(el("h2", { text: "Verdict timeline" }), tl);
     verdictStrip(tl, v.ticks, v.verdicts);
-    for (const ev of v.events || []) tl.append(el("p", { class: "muted", text: ev.kind + " after " + ev.at + " evaluated ticks" + (ev.reason ? ": " + ev.reason : "") }));
+    for (const ev of v.events || []) tl.append(el("p", { class: "muted event", text: eventText(ev) }));
 
     page.append(el("h2", { text: "Log-evidence against its bound" }));
     const grid = el("div", { class: "grid", id: "evidence" }); page.append(grid);
@@ -321,7 +334,8 @@
     if (!got) return;
     const [page, f] = got;
     const s = el("div", { class: "card", id: "fleet-summary" });
-    s.append(el("p", {}, badge(f.flagged.length || f.fleet_fired ? "rollback" : "proceed", true), " ",
+    const alarm = f.flagged.length || f.fleet_fired;  // the observer flags shards; it gives no verdict
+    s.append(el("p", {}, el("span", { class: "badge verdict-big " + (alarm ? "v-rollback" : "v-pending"), text: alarm ? "flagged" : "nothing flagged" }), " ",
       el("span", { text: f.flagged.length + " shard(s) flagged at FDR q = " + f.q + "; fleet-level event " + (f.fleet_fired ? "fired" : "not fired") })));
     if (f.frozen.length) s.append(el("div", { class: "warn", text: "frozen by cluster events: " + f.frozen.join(", ") + (f.active_events.length ? " (" + f.active_events.join(", ") + ")" : "") }));
     page.append(s);
@@ -362,10 +376,31 @@
     pc.append(pt);
     page.append(el("h2", { text: "Per-dimension evidence" }));
     const grid = el("div", { class: "grid", id: "dimensions" }); page.append(grid);
+    const L = m.levels || {}, flat = (y) => m.pairs_axis.map(() => y), dash = { dash: [6, 4], width: 1 };
     for (const d of m.dimensions) {
       const card = el("div", { class: "card" }); grid.append(card);
-      linePlot(card, d.name, m.pairs_axis, [{ label: "log e (no worse)", data: d.non_inferiority, color: COLORS.proceed },
-        { label: "log e (harm)", data: d.harm, color: COLORS.rollback }], { xlabel: "pair", ylabel: "log e" });
+      if (d.non_inferiority_max) {
+        const ser = [{ label: "max log e (no worse)", data: d.non_inferiority_max, color: COLORS.proceed },
+          { label: "max log e (harm)", data: d.harm_max, color: COLORS.rollback }];
+        if (L.promote_first != null) ser.push({ label: "Holm promote: first", data: flat(L.promote_first), color: COLORS.proceed, ...dash },
+          { label: "last", data: flat(L.promote_last), color: COLORS.proceed, ...dash, dash: [2, 3] });
+        if (L.harm != null) ser.push({ label: "Holm harm", data: flat(L.harm), color: COLORS.rollback, ...dash });
+        linePlot(card, d.name, m.pairs_axis, ser, { xlabel: "pair", ylabel: "-log p" });
+        if (d.detector) {
+          const det = [{ label: "detector log statistic", data: d.detector, color: COLORS.extend }];
+          if (L.detector_log != null) det.push({ label: "threshold", data: flat(L.detector_log), color: COLORS.rollback, ...dash });
+          linePlot(card, d.name + ": change detector", m.pairs_axis, det, { xlabel: "pair", ylabel: "log", height: 140 });
+        }
+      } else {
+        linePlot(card, d.name + " (current log-wealth; not what the protocol decides on)", m.pairs_axis, [{ label: "log e (no worse)", data: d.non_inferiority, color: COLORS.proceed },
+          { label: "log e (harm)", data: d.harm, color: COLORS.rollback }], { xlabel: "pair", ylabel: "log e" });
+      }
+    }
+    if (m.error_budget) {
+      const card = el("div", { class: "card", id: "error-budget" }); grid.append(card);
+      const ser = [{ label: "log e (error budget, correctness)", data: m.error_budget, color: COLORS.extend }];
+      if (L.error_budget_log != null) ser.push({ label: "level", data: flat(L.error_budget_log), color: COLORS.rollback, ...dash });
+      linePlot(card, "error budget of the progressive step", m.pairs_axis, ser, { xlabel: "pair", ylabel: "log e" });
     }
     page.append(el("ul", { class: "notes" }, ...(m.notes || []).map((n) => el("li", { text: n }))));
   }

@@ -141,11 +141,36 @@ def test_the_shipped_pipeline_example_runs_as_documented(tmp_path):
     r = runner.invoke(app, ["pipeline", "run", str(work / "pipeline.yaml")])
     assert r.exit_code == 0 and "promoted" in r.output, r.output
     assert "version: v2" in (work / "served.yaml").read_text()
-    # a gate that fails blocks promotion (exit 3) and the served version stays
-    (work / "served.yaml").write_text("version: v1\nreplicas: 3\n")
+    # as documented: put v1 back; a gate that fails blocks promotion before the switch (exit 3), v1 stays
+    (work / "served.yaml").write_text((work / "served.yaml").read_text().replace("version: v2", "version: v1"))
+    good = (work / "eval_metrics.json").read_text()
     (work / "eval_metrics.json").write_text(json.dumps({"eval_score": 0.7, "p99_latency_ms": 870, "memory_gb": 31.5}))
     r = runner.invoke(app, ["pipeline", "run", str(work / "pipeline.yaml")])
     assert r.exit_code == 3 and "blocked" in r.output and "version: v1" in (work / "served.yaml").read_text()
+    # a regression: the watch rolls back and v1 is served again
+    (work / "eval_metrics.json").write_text(good)
+    assert runner.invoke(app, ["simulate", "step", "--seed", "3", "-o", str(work)]).exit_code == 0
+    r = runner.invoke(app, ["pipeline", "run", str(work / "pipeline.yaml")])
+    assert r.exit_code == 4 and "version: v1" in (work / "served.yaml").read_text(), r.output
+
+
+@pytest.mark.parametrize("how", ["missing", "extend"])
+def test_a_watch_that_cannot_confirm_the_candidate_after_the_switch_rolls_back(tmp_path, how):
+    """The review's repro: the switch stage serves v2, then the watch cannot say proceed (no telemetry,
+    or a final extend): the run must not end with v2 served (it ended 'blocked' with v2 served before)."""
+    import shutil
+
+    work = tmp_path / "pipeline"
+    shutil.copytree(ROOT / "examples" / "pipeline", work)
+    assert runner.invoke(app, ["simulate", "healthy", "--seed", "3", "-o", str(work)]).exit_code == 0
+    if how == "missing":
+        (work / "canary.csv").unlink()
+    else:  # ten ticks of a healthy canary: far short of the window, the gate's last word is extend
+        lines = (work / "canary.csv").read_text().splitlines()
+        (work / "canary.csv").write_text("\n".join(lines[:11]) + "\n")
+    r = runner.invoke(app, ["pipeline", "run", str(work / "pipeline.yaml")])
+    assert r.exit_code == 4 and "rolled_back" in r.output, r.output
+    assert "version: v1" in (work / "served.yaml").read_text()
 
 
 # --- demo: the reasons in full at 80 columns --------------------------------------------------------------------------

@@ -142,10 +142,12 @@ def run_pipeline(spec: PipelineSpec, base: str | Path, store: DeploymentStore, *
                  client: httpx.Client | None = None, clock: Callable[[], float] = time.time) -> DeploymentRecord:
     """Run the stages in order; returns the saved :class:`DeploymentRecord`.
 
-    Status: ``promoted`` (every stage passed), ``blocked`` (a gate failed: nothing was switched by
-    this run after the gate), ``rolled_back`` (telemetry fired the rollback stage), ``failed`` (an
-    actuator failed; the rollback stage was run).  A monitor verdict other than proceed/rollback
-    (``extend`` / ``pending``) blocks promotion too: no evidence is not a pass.
+    Status: ``promoted`` (every stage passed), ``blocked`` (a gate or monitor stopped the run before
+    any actuate stage had switched to the candidate: nothing to undo), ``rolled_back`` (the rollback
+    stage ran), ``failed`` (an actuator failed; the rollback stage was run). A monitor verdict other
+    than proceed (``rollback``, ``extend``, ``pending``, or telemetry that cannot be read) is not a
+    pass: once an actuate stage has switched to the candidate, any stop short of promotion runs the
+    rollback stage, so a run never ends with the candidate served without the gate's proceed.
     """
     base = Path(base)
     rec = DeploymentRecord(id=f"dep-{uuid.uuid4().hex[:12]}", pipeline=spec.name,
@@ -162,20 +164,29 @@ def run_pipeline(spec: PipelineSpec, base: str | Path, store: DeploymentStore, *
         rec.stages.append({"stage": "rollback", "actuators": [r.__dict__ for r in res]})
         rec.status = "rolled_back" if all(r.ok for r in res) else "failed"
 
+    def stop(reason: str) -> None:
+        """Stop short of promotion: blocked before any switch, the rollback stage after one."""
+        if switched:
+            rollback(f"{reason}; candidate withdrawn")
+        else:
+            rec.status = "blocked"
+            rec.rollback_reason = reason
+
+    switched = False
     for stage in spec.stages:
         if isinstance(stage, GateStage):
             ok, results = evaluate_gate(stage, base)
             rec.stages.append({"stage": stage.name, "type": "gate", "passed": ok, "checks": results})
             rec.deployed_metrics.update({r["metric"]: r["value"] for r in results})
             if not ok:
-                rec.status = "blocked"
                 failed = [r["metric"] for r in results if not r["passed"]]
-                rec.rollback_reason = f"gate {stage.name} failed: {', '.join(failed)}"
+                stop(f"gate {stage.name} failed: {', '.join(failed)}")
                 break
         elif isinstance(stage, ActuateStage):
             res = [actuate(a, action="promote", version=spec.deployment.candidate, context=ctx, base=base, client=client)
                    for a in stage.actuators]
             rec.stages.append({"stage": stage.name, "type": "actuate", "actuators": [r.__dict__ for r in res]})
+            switched = True  # even a partly failed switch may have moved traffic: undo from here on
             if not all(r.ok for r in res):
                 rollback(f"actuator failed in stage {stage.name}")
                 rec.status = "failed"
@@ -190,8 +201,7 @@ def run_pipeline(spec: PipelineSpec, base: str | Path, store: DeploymentStore, *
                 rollback(f"telemetry: {info['reason']}")
                 break
             if verdict != "proceed":
-                rec.status = "blocked"
-                rec.rollback_reason = f"monitor {stage.name}: verdict {verdict}; promotion not confirmed"
+                stop(f"monitor {stage.name}: verdict {verdict}; promotion not confirmed")
                 break
     else:
         rec.status = "promoted"

@@ -228,11 +228,15 @@ def test_argo_and_flagger_templates_are_the_documented_fail_closed_ones():
         return yaml.safe_load(re.search(rf"<!-- example: {re.escape(name)} -->\s*```yaml\n(.*?)```", text, re.S).group(1))
 
     for path, name in (("argo/analysistemplate.yaml", "argo-analysistemplate"), ("argo/rollout-example.yaml", "argo-rollout"),
+                       ("argo/analysistemplate-pre-1.8.yaml", "argo-analysistemplate-pre-1.8"),
                        ("flagger/canary.yaml", "flagger-canary")):
         assert yaml.safe_load((DEPLOY / path).read_text(encoding="utf-8")) == doc_example(name), path
     tpl = yaml.safe_load((DEPLOY / "argo" / "analysistemplate.yaml").read_text(encoding="utf-8"))
     secret = yaml.safe_load((DEPLOY / "argo" / "read-token-secret.yaml").read_text(encoding="utf-8"))
     ref = next(a for a in tpl["spec"]["args"] if a["name"] == "token")["valueFrom"]["secretKeyRef"]
+    assert "v1.8" in (DEPLOY / "argo" / "analysistemplate.yaml").read_text(encoding="utf-8").splitlines()[0]  # says its minimum
+    old = yaml.safe_load((DEPLOY / "argo" / "analysistemplate-pre-1.8.yaml").read_text(encoding="utf-8"))["spec"]["metrics"][0]
+    assert "consecutiveSuccessLimit" not in old and old["inconclusiveLimit"] == old["count"] - 1 and old["failureLimit"] == 0
     assert (secret["metadata"]["name"], ref["key"] in secret["stringData"]) == (ref["name"], True)
 
 

@@ -182,7 +182,7 @@ def test_manifests_validate_against_the_kubernetes_schemas():
     assert sorted(kust["resources"]) == sorted(p.name for p in (DEPLOY / "kubernetes").glob("*.yaml") if p.name != "kustomization.yaml")
 
 
-def test_manifests_wire_the_service_together():
+def test_manifests_wire_the_service_together(tmp_path):
     docs = {d["kind"]: d for _, d in _manifests()}
     dep, svc, mon = docs["Deployment"], docs["Service"], docs["ServiceMonitor"]
     pod = dep["spec"]["template"]
@@ -211,12 +211,9 @@ def test_manifests_wire_the_service_together():
     from deploysignal.service import ServiceSettings
 
     tokens = next(d for _, d in _manifests() if d["kind"] == "Secret" and d["metadata"]["name"] == pod["spec"]["volumes"][1]["secret"]["secretName"])
-    tmp = ROOT / "deploy" / ".tokens-check.yaml"
-    try:
-        tmp.write_text(tokens["stringData"]["tokens.yaml"], encoding="utf-8")
-        assert {t.role for t in ServiceSettings.read_tokens_file(tmp)} == {"write", "read", "kayenta", "metrics"}
-    finally:
-        tmp.unlink(missing_ok=True)
+    tmp = tmp_path / "tokens.yaml"
+    tmp.write_text(tokens["stringData"]["tokens.yaml"], encoding="utf-8")
+    assert {t.role for t in ServiceSettings.read_tokens_file(tmp)} == {"write", "read", "kayenta", "metrics"}
 
 
 def test_argo_and_flagger_templates_are_the_documented_fail_closed_ones():

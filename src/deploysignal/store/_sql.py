@@ -80,12 +80,15 @@ class StoredRows:
     """The rows of one analysis exactly as stored, for the integrity check against its audit chain
     (``deploysignal.service._integrity``): ``(seq, text)`` of its audit rows and tick rows from a
     sequence number on (in ``seq`` order, gaps and all), its snapshot ``(tick, state)`` or None, and its
-    compiled config's text (None when the config row is missing)."""
+    compiled config's text (None when the config row is missing). ``past_end``: why the rows at or
+    beyond ``n_ticks`` are not an unfinished chunked write (damage, :func:`~deploysignal.store._pending.pending_problem`),
+    or None."""
 
     audit: list[tuple[int, str]]
     ticks: list[tuple[int, str | None]]
     snapshot: tuple[int, str] | None
     config: str | None
+    past_end: str | None = None
 
 
 class LockedAnalysis:
@@ -312,7 +315,8 @@ class SQLStore:
         ticks = [(int(r[0]), r[1]) for r in self._q(c, "SELECT seq, payload FROM ticks WHERE analysis_id=? AND seq>=? AND seq<? ORDER BY seq", args).fetchall()]
         snap = self._q(c, "SELECT tick, state FROM snapshots WHERE analysis_id=?", (row.id,)).fetchone()
         cfg = self._q(c, "SELECT body FROM configs WHERE version_id=?", (row.spec.get("config_version"),)).fetchone()
-        return StoredRows(audit, ticks, None if snap is None else (int(snap[0]), snap[1]), None if cfg is None else str(cfg[0]))
+        return StoredRows(audit, ticks, None if snap is None else (int(snap[0]), snap[1]), None if cfg is None else str(cfg[0]),
+                          pending_problem(self, c, row.id, row.n_ticks))
 
     def stored_rows(self, analysis_id: str, start: int = -1) -> tuple[AnalysisRow, StoredRows]:
         """The analysis row and its :class:`StoredRows` from ``start`` on, read in one transaction."""
@@ -597,7 +601,7 @@ def open_store(url: str) -> SQLStore:
 # additive tables of other modules (they import this one: imported last, after the classes they use)
 from ._batches import BATCH_SCHEMA  # noqa: E402 - batch digests
 from ._retention import RETENTION_SCHEMA  # noqa: E402 - tombstones of deleted analyses
-from ._pending import PENDING_SCHEMA, settle_pending  # noqa: E402 - chunked writes of large batches
+from ._pending import PENDING_SCHEMA, pending_problem, settle_pending  # noqa: E402 - chunked writes of large batches
 
 _SCHEMA += [*BATCH_SCHEMA, *RETENTION_SCHEMA]
 _SCHEMA += PENDING_SCHEMA

@@ -25,13 +25,17 @@ def _managers(store_url, cfg, **kw):
     return m
 
 
-def test_b_is_stored_between_a_chunks(store_url, healthy_sim):
+def test_b_is_stored_between_a_chunks(tmp_path, healthy_sim):
     """A's 480-tick batch (default write_chunk 256: one staged chunk, then the publishing transaction)
     and B's single tick: B's tick is committed while A's batch is still being written. Ordering by
     events, not timing: A's second write transaction does not begin until B's ingest returned (or 60 s
-    passed; then the assertion fails)."""
+    passed; then the assertion fails). SQLite only: its write lock covers the whole file, so B waited
+    for A's whole batch when it was one transaction; on PostgreSQL A's transaction locks only A's row
+    and B never waited for it (this test passed there before chunking, so it shows nothing there).
+    That the bulk writer is neither passed by later writers nor starved is
+    ``test_writer_lock_serves_in_arrival_order``."""
     sim, cfg = healthy_sim
-    m = _managers(store_url, cfg)
+    m = _managers(f"sqlite:///{tmp_path / 'store.db'}", cfg)
     a_ticks, b_ticks = ticks_of(sim.canary, 0, 480), ticks_of(sim.canary, 0, 1)
     store = m.store
     a_writing, b_done = threading.Event(), threading.Event()
@@ -184,6 +188,49 @@ def test_writer_lock_lets_waiting_writers_pass_a_bulk_writer():
     lock.release()
     with pytest.raises(RuntimeError):
         lock.release()
+
+
+def _queued(lock, n: int) -> None:
+    for _ in range(10_000):
+        if len(lock._cond._waiters) >= n:  # threads waiting on the lock's condition (any implementation of it)
+            return
+        threading.Event().wait(0.001)
+    raise AssertionError(f"{n} acquirers never queued")
+
+
+def test_writer_lock_serves_in_arrival_order():
+    """Review finding 8: a bulk writer that asked before an ordinary writer is served before it, and
+    before the releasing thread asking again at once (which, running, won the race on every run of the
+    previous lock: after the earlier waiters were served it let the bulk writer race newcomers). A
+    waiter that gives up (timeout) leaves the queue without blocking those behind it."""
+    from deploysignal.store._sql import WriterLock
+
+    lock = WriterLock()
+    assert lock.acquire(timeout=1)
+    got: list[str] = []
+
+    def take(name: str, bulk: bool, timeout: float = 30) -> None:
+        if lock.acquire(timeout=timeout, bulk=bulk):
+            got.append(name)
+            lock.release()
+        else:
+            got.append(name + " gave up")
+
+    threads = [threading.Thread(target=take, args=("bulk", True))]
+    threads[0].start()
+    _queued(lock, 1)
+    threads.append(threading.Thread(target=take, args=("impatient", False, 0.2)))
+    threads[1].start()
+    _queued(lock, 2)
+    threads.append(threading.Thread(target=take, args=("ordinary", False)))
+    threads[2].start()
+    _queued(lock, 3)
+    threads[1].join(30)  # gave up while the lock was held
+    lock.release()
+    take("releaser again", False)  # arrives last: served last
+    for t in threads:
+        t.join(30)
+    assert got == ["impatient gave up", "bulk", "ordinary", "releaser again"]
 
 
 def test_sqlite_store_writer_is_a_writer_lock(tmp_path):

@@ -24,11 +24,13 @@ default, see :func:`open_store`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -397,10 +399,13 @@ def _summary(text: str | None) -> dict[str, Any] | None:
 
 
 class WriterLock:
-    """The in-process write turn of one SQLite file: a reentrant lock whose *bulk* acquirers (the chunks
-    of a large batch, :mod:`deploysignal.store._pending`) let every ordinary acquirer that was already
-    waiting when they asked go first. So a single-tick write waits behind at most one chunk, and a bulk
-    writer is never starved: ordinary writers arriving after it asked do not pass it.
+    """The in-process write turn of one SQLite file: a reentrant lock that serves its acquirers in
+    arrival order (FIFO tickets). A *bulk* acquirer (a chunk of a large batch,
+    :mod:`deploysignal.store._pending`) therefore lets every acquirer that was already waiting when it
+    asked go first, and is never starved: no acquirer arriving after it asked passes it. Between two
+    chunks the bulk writer releases the lock and queues again behind whoever arrived meanwhile, so a
+    single-tick write waits behind at most one chunk per writer queued ahead of it. ``bulk`` is kept
+    for the callers' documentation: under FIFO an ordinary acquirer gets the same order.
 
     >>> lock = WriterLock()
     >>> lock.acquire(timeout=1) and lock.acquire(timeout=1, bulk=True)  # reentrant
@@ -412,33 +417,35 @@ class WriterLock:
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None
         self._depth = 0
-        self._waiting = 0  # ordinary acquirers waiting
-        self._granted = 0  # ordinary acquisitions granted so far
+        self._queue: deque[int] = deque()  # tickets of the waiting acquirers, in arrival order
+        self._tickets = itertools.count()
+
+    @property
+    def _waiting(self) -> int:
+        """How many acquirers are queued."""
+        return len(self._queue)
 
     def acquire(self, blocking: bool = True, timeout: float = -1, bulk: bool = False) -> bool:
-        """As :meth:`threading.RLock.acquire`; ``bulk``: let the ordinary acquirers waiting now go first."""
+        """As :meth:`threading.RLock.acquire`, served in arrival order (``bulk``: see the class)."""
         me = threading.get_ident()
         with self._cond:
             if self._owner == me:
                 self._depth += 1
                 return True
             deadline = time.monotonic() if not blocking else None if timeout < 0 else time.monotonic() + timeout
-            target = self._granted + self._waiting  # a bulk acquirer waits until those waiting now were served
-            if not bulk:
-                self._waiting += 1
+            ticket = next(self._tickets)
+            self._queue.append(ticket)
             try:
-                while self._owner is not None or (bulk and self._waiting and self._granted < target):
+                while self._owner is not None or self._queue[0] != ticket:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return False
                     self._cond.wait(left)
                 self._owner, self._depth = me, 1
-                if not bulk:
-                    self._granted += 1
                 return True
             finally:
-                if not bulk:
-                    self._waiting -= 1
+                self._queue.remove(ticket)
+                self._cond.notify_all()  # the head of the queue changed (served, or gave up waiting)
 
     def release(self) -> None:
         with self._cond:

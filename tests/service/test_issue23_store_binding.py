@@ -129,7 +129,10 @@ EDITS = {
     "tick before snapshot deleted": lambda u: _sql(u, "DELETE FROM ticks WHERE analysis_id='a' AND seq=5"),
     "tick payload set to JSON null": lambda u: _sql(u, "UPDATE ticks SET payload='null' WHERE analysis_id='a' AND seq=57"),
     "config deleted": lambda u: _sql(u, "DELETE FROM configs"),
-    # rows past n_ticks without a pending-write marker covering exactly them (review of the noisy change, finding 1)
+    # rows past n_ticks without a pending-write marker covering exactly them (review of the noisy change, finding 1).
+    # The row alone was refused before the fix too (the snapshot of tick 50 is newer than n_ticks 30); with
+    # the snapshot row restored too (the reviewer's case: no snapshot after tick 30) and the added tick row,
+    # audit verify exited 0 and the load served the analysis.
     "old analyses row restored": _old_row,
     "old analyses and snapshot rows restored": _old_row_and_snapshot,
     "tick row added past n_ticks": lambda u: _sql(u, "INSERT INTO ticks (analysis_id, seq, payload) SELECT analysis_id, ?, payload FROM ticks"

@@ -211,3 +211,23 @@ def test_a_recreated_analysis_does_not_serve_the_old_job(tmp_path, step_sim):
         assert c.delete("/v1/analyses/j", params={"force": "true"}, headers=W).status_code in (200, 204)
         _analysis(c, cfg, sim)
         assert c.get(f"/v1/analyses/j/replays/{job}", headers=R).status_code == 404
+
+
+def test_a_worker_process_past_its_deadline_is_terminated(tmp_path, step_sim):
+    """Process mode: a job still running at its deadline (0.5 s: the spawned worker is still importing)
+    is recorded failed, its worker terminated and the pool dropped; the next job runs in a new pool."""
+    sim, cfg = step_sim
+    c = make_client(tmp_path)
+    with c:
+        _analysis(c, cfg, sim)
+        m = c.app.state.manager
+        jobs = ReplayJobs(m, f"sqlite:///{tmp_path / 'ds.db'}", "process", timeout=0.5)
+        try:
+            late = jobs.wait("j", jobs.submit("j")["job"])
+            assert late["state"] == "failed" and "exceeded its deadline" in late["result"]["error"], late
+            assert jobs._pool is None  # dropped: its workers were terminated
+            jobs.timeout = 300.0
+            again = jobs.wait("j", jobs.submit("j")["job"])
+            assert again["state"] == "done" and again["result"]["ok"] is True, again
+        finally:
+            jobs.close()

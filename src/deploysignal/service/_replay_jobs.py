@@ -139,13 +139,13 @@ class ReplayJobs:
                 self._pool = None
         pool.shutdown(wait=False, cancel_futures=True)
 
-    def _start(self, aid: str) -> Future[dict[str, Any]]:
+    def _start(self, aid: str) -> tuple[Executor, Future[dict[str, Any]]]:
         for attempt in (0, 1):
             pool = self._executor()
             try:
                 if self.mode == "process":
-                    return pool.submit(replay_in_worker, self.store_url, aid, self.manager.eval_chunk)
-                return pool.submit(self.manager._replay, aid)  # noqa: SLF001 - the slot is held here
+                    return pool, pool.submit(replay_in_worker, self.store_url, aid, self.manager.eval_chunk)
+                return pool, pool.submit(self.manager._replay, aid)  # noqa: SLF001 - the slot is held here
             except BrokenProcessPool:
                 log.warning("replay pool broken (a worker process died): rebuilt")
                 self._broken(pool)
@@ -170,16 +170,16 @@ class ReplayJobs:
                 self._done.pop(job, None)
             raise
         try:
-            fut = self._start(aid)
+            pool, fut = self._start(aid)
         except BaseException as exc:
             self._record(job, "failed", {"error": f"could not be started: {type(exc).__name__}: {exc}"})
             raise
         deadline = datetime.fromisoformat(self.now()) + timedelta(seconds=self.timeout)
         set_running_result(self.manager.store, job, {"deadline": deadline.isoformat(timespec="milliseconds")})
-        timer = threading.Timer(self.timeout, self._expired, args=(job, fut))
+        timer = threading.Timer(self.timeout, self._expired, args=(job, fut, pool))
         timer.daemon = True
         timer.start()
-        fut.add_done_callback(lambda f: (timer.cancel(), self._finished(job, f)))
+        fut.add_done_callback(lambda f: (timer.cancel(), self._finished(job, f, pool)))
         return self.get(aid, job)
 
     def _record(self, job: str, state: str, result: dict[str, Any]) -> bool:
@@ -201,20 +201,16 @@ class ReplayJobs:
             done.set()
         return True
 
-    def _expired(self, job: str, fut: Future[dict[str, Any]]) -> None:
+    def _expired(self, job: str, fut: Future[dict[str, Any]], pool: Executor) -> None:
         if fut.done() or not self._record(job, "failed", {"error": f"exceeded its deadline ({self.timeout:g} s); its slot was freed"}):
             return
         log.error("replay job %s exceeded its deadline of %g s: recorded failed", job, self.timeout)
-        with self._pool_lock:
-            pool = self._pool
-        if pool is None:
-            return
         if isinstance(pool, ProcessPoolExecutor):
             for proc in list((pool._processes or {}).values()):  # noqa: SLF001 - no public way to stop a running task
                 proc.terminate()
         self._broken(pool)  # a thread cannot be stopped: the next job gets a new pool, not a turn behind it
 
-    def _finished(self, job: str, fut: Future[dict[str, Any]]) -> None:
+    def _finished(self, job: str, fut: Future[dict[str, Any]], pool: Executor) -> None:
         if fut.cancelled():  # its pool was shut down before it started
             self._record(job, "failed", {"error": "cancelled before it started (its worker pool was stopped); submit it again"})
             return
@@ -223,10 +219,7 @@ class ReplayJobs:
             self._record(job, "done", fut.result())
             return
         if isinstance(exc, BrokenProcessPool):
-            with self._pool_lock:
-                pool = self._pool
-            if pool is not None:
-                self._broken(pool)
+            self._broken(pool)  # the pool it ran in (the current one may already be a new one)
         if self._record(job, "failed", {"error": f"{type(exc).__name__}: {exc}"}):
             log.error("replay job %s failed: %s: %s", job, type(exc).__name__, exc)
 

@@ -4,7 +4,7 @@ One analysis of the step scenario (60 ticks in batches of 10, a snapshot every 1
 ticks 20, 40 and 50, ten ticks after the last one), then ONE row of the store edited, nulled or deleted
 with direct SQL, as the issue's attacker does. Each edit must be reported by ``audit verify --store``
 (exit 1) and refused when a fresh process loads the analysis (:class:`IntegrityError`, HTTP 409), on
-SQLite and PostgreSQL. Cost: about 40 s on SQLite (27 edits), as much again on PostgreSQL.
+SQLite and PostgreSQL. Cost: about 45 s on SQLite (33 edits), as much again on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from deploysignal.store import open_store
 from .conftest import R, W, make_client, ticks_of
 
 runner = CliRunner()
-N, SNAP = 60, 16
+N, SNAP, OLD = 60, 16, 30
+#: per store url: the analyses row (n_ticks, audit_head, last_ts, summary) and the snapshot row (tick, state) as they were at OLD ticks
+_OLD: dict[str, tuple[tuple, tuple]] = {}
 
 
 def _build(url: str, cfg, ticks, aid: str = "a") -> None:
@@ -32,8 +34,25 @@ def _build(url: str, cfg, ticks, aid: str = "a") -> None:
         m.create(aid, cfg.to_json(), cfg.version_id, {"window": 480}, {"prometheus": None}, "2026-01-01T00:00:00Z")
         for i in range(0, N, 10):
             m.ingest(aid, ticks[i:i + 10])
+            if i + 10 == OLD:
+                with st._tx(st.conn):
+                    _OLD[url] = (tuple(st._q(st.conn, "SELECT n_ticks, audit_head, last_ts, summary FROM analyses WHERE id=?", (aid,)).fetchone()),
+                                 tuple(st._q(st.conn, "SELECT tick, state FROM snapshots WHERE analysis_id=?", (aid,)).fetchone()))
     finally:
         st.close()
+
+
+def _old_row(url: str) -> None:
+    """Review finding 1 (noisy change): the analyses row restored as it was at OLD ticks (an old backup
+    of that one row) after ticks OLD to N - 1 were ingested; those rows then sit past n_ticks."""
+    _sql(url, "UPDATE analyses SET n_ticks=?, audit_head=?, last_ts=?, summary=? WHERE id='a'", _OLD[url][0])
+
+
+def _old_row_and_snapshot(url: str) -> None:
+    """The same with the snapshot row restored too (so the snapshot is not newer than n_ticks): only the
+    rows past n_ticks tell that the analysis had moved on."""
+    _old_row(url)
+    _sql(url, "UPDATE snapshots SET tick=?, state=? WHERE analysis_id='a'", _OLD[url][1])
 
 
 def _sql(url: str, sql: str, args: tuple = ()) -> None:
@@ -110,6 +129,14 @@ EDITS = {
     "tick before snapshot deleted": lambda u: _sql(u, "DELETE FROM ticks WHERE analysis_id='a' AND seq=5"),
     "tick payload set to JSON null": lambda u: _sql(u, "UPDATE ticks SET payload='null' WHERE analysis_id='a' AND seq=57"),
     "config deleted": lambda u: _sql(u, "DELETE FROM configs"),
+    # rows past n_ticks without a pending-write marker covering exactly them (review of the noisy change, finding 1).
+    # The row alone was refused before the fix too (the snapshot of tick 50 is newer than n_ticks 30); with
+    # the snapshot row restored too (the reviewer's case: no snapshot after tick 30) and the added tick row,
+    # audit verify exited 0 and the load served the analysis.
+    "old analyses row restored": _old_row,
+    "old analyses and snapshot rows restored": _old_row_and_snapshot,
+    "tick row added past n_ticks": lambda u: _sql(u, "INSERT INTO ticks (analysis_id, seq, payload) SELECT analysis_id, ?, payload FROM ticks"
+                                                  " WHERE analysis_id='a' AND seq=?", (N, N - 1)),
 }
 
 
@@ -157,6 +184,33 @@ def test_every_single_row_edit_is_detected_and_refused(store_url, step_sim, tmp_
         assert AnalysisManager(st).engine("a").last.verdict == good_verdict
     finally:
         st.close()
+
+
+def test_rows_past_n_ticks_without_their_marker_are_never_discarded(store_url, step_sim):
+    """Review finding 1 of the noisy change: after the old analyses and snapshot rows were restored
+    (ticks OLD to N - 1 then sit past n_ticks with no pending-write marker), the next ingest is refused
+    (409 on the service) and even an append below the integrity check (the store's own) deletes
+    nothing: before the fix it answered ``pending`` at OLD + 1 ticks and deleted the rows that held the
+    verdict for good."""
+    from deploysignal.service._integrity import IntegrityError
+
+    sim, cfg = step_sim
+    ticks = ticks_of(sim.canary, 0, N + 1)
+    _build(store_url, cfg, ticks)
+    _old_row_and_snapshot(store_url)
+    count = "SELECT COUNT(*) FROM ticks WHERE analysis_id='a' AND seq>=?"
+    st = open_store(store_url)
+    try:
+        with pytest.raises(IntegrityError, match=f"{N - OLD} tick rows and {N - OLD} audit rows stored past n_ticks = {OLD}"):
+            AnalysisManager(st, snapshot_every=SNAP).ingest("a", ticks[OLD:OLD + 1])
+        from deploysignal.store import PendingDamage  # new with the fix
+
+        with pytest.raises(PendingDamage, match="no pending-write marker covers them"), st.locked("a") as la:
+            la.append([json.dumps(ticks[OLD])], ["x"], last_ts=None, head="0" * 64, summary=None)
+        assert st.n_ticks("a") == OLD
+    finally:
+        st.close()
+    assert int(_one(store_url, count, (OLD,))) == N - OLD
 
 
 _TABLES = {"analyses": "id", "ticks": "analysis_id", "audit": "analysis_id", "snapshots": "analysis_id", "configs": "version_id"}

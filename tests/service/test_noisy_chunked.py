@@ -9,6 +9,7 @@ whole write. On main at 15e20e9 a batch was one transaction: B's acknowledgement
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import pytest
 
@@ -25,13 +26,17 @@ def _managers(store_url, cfg, **kw):
     return m
 
 
-def test_b_is_stored_between_a_chunks(store_url, healthy_sim):
+def test_b_is_stored_between_a_chunks(tmp_path, healthy_sim):
     """A's 480-tick batch (default write_chunk 256: one staged chunk, then the publishing transaction)
     and B's single tick: B's tick is committed while A's batch is still being written. Ordering by
     events, not timing: A's second write transaction does not begin until B's ingest returned (or 60 s
-    passed; then the assertion fails)."""
+    passed; then the assertion fails). SQLite only: its write lock covers the whole file, so B waited
+    for A's whole batch when it was one transaction; on PostgreSQL A's transaction locks only A's row
+    and B never waited for it (this test passed there before chunking, so it shows nothing there).
+    That the bulk writer is neither passed by later writers nor starved is
+    ``test_writer_lock_serves_in_arrival_order``."""
     sim, cfg = healthy_sim
-    m = _managers(store_url, cfg)
+    m = _managers(f"sqlite:///{tmp_path / 'store.db'}", cfg)
     a_ticks, b_ticks = ticks_of(sim.canary, 0, 480), ticks_of(sim.canary, 0, 1)
     store = m.store
     a_writing, b_done = threading.Event(), threading.Event()
@@ -186,7 +191,140 @@ def test_writer_lock_lets_waiting_writers_pass_a_bulk_writer():
         lock.release()
 
 
+def _queued(lock, n: int) -> None:
+    for _ in range(10_000):
+        if len(lock._cond._waiters) >= n:  # threads waiting on the lock's condition (any implementation of it)
+            return
+        threading.Event().wait(0.001)
+    raise AssertionError(f"{n} acquirers never queued")
+
+
+def test_writer_lock_serves_in_arrival_order():
+    """Review finding 8: a bulk writer that asked before an ordinary writer is served before it, and
+    before the releasing thread asking again at once (which, running, won the race on every run of the
+    previous lock: after the earlier waiters were served it let the bulk writer race newcomers). A
+    waiter that gives up (timeout) leaves the queue without blocking those behind it."""
+    from deploysignal.store._sql import WriterLock
+
+    lock = WriterLock()
+    assert lock.acquire(timeout=1)
+    got: list[str] = []
+
+    def take(name: str, bulk: bool, timeout: float = 30) -> None:
+        if lock.acquire(timeout=timeout, bulk=bulk):
+            got.append(name)
+            lock.release()
+        else:
+            got.append(name + " gave up")
+
+    threads = [threading.Thread(target=take, args=("bulk", True))]
+    threads[0].start()
+    _queued(lock, 1)
+    threads.append(threading.Thread(target=take, args=("impatient", False, 0.2)))
+    threads[1].start()
+    _queued(lock, 2)
+    threads.append(threading.Thread(target=take, args=("ordinary", False)))
+    threads[2].start()
+    _queued(lock, 3)
+    threads[1].join(30)  # gave up while the lock was held
+    lock.release()
+    take("releaser again", False)  # arrives last: served last
+    for t in threads:
+        t.join(30)
+    assert got == ["impatient gave up", "bulk", "ordinary", "releaser again"]
+
+
 def test_sqlite_store_writer_is_a_writer_lock(tmp_path):
     from deploysignal.store._sql import WriterLock
 
     assert isinstance(SQLiteStore(tmp_path / "x.db")._writer, WriterLock)
+
+
+def _scripted(stores: dict[str, object], script: list[str]) -> list[tuple]:
+    """Let the write transactions of the writers (one store each, one thread each) run in the order of
+    ``script`` (a name per transaction, each one committed before the next begins); once the script is
+    used up they run freely. Returns the pending state (marker, tick rows past n_ticks 0) seen at the
+    start of each scripted transaction."""
+    cond, seen = threading.Condition(), []
+
+    def hook(name, store, inner):
+        @contextmanager
+        def tx(conn, write=False, **kw):
+            if not write:
+                with inner(conn, write, **kw):
+                    yield
+                return
+            with cond:
+                assert cond.wait_for(lambda: not script or script[0] == name, 60), f"{name} waited 60 s for its turn {script}"
+                mine = bool(script)
+            if mine:
+                with inner(store.conn):
+                    m = store._q(store.conn, "SELECT token, first_seq, written FROM pending_writes WHERE analysis_id='A'").fetchone()
+                    k = store._q(store.conn, "SELECT COUNT(*) FROM ticks WHERE analysis_id='A'").fetchone()[0]
+                seen.append((name, None if m is None else tuple(m), int(k)))
+            try:
+                with inner(conn, write, **kw):
+                    yield
+            finally:
+                if mine:
+                    with cond:
+                        script.pop(0)
+                        cond.notify_all()
+        return tx
+
+    for name, store in stores.items():
+        store._tx = hook(name, store, store._tx)
+    return seen
+
+
+@pytest.mark.parametrize("script, overtaken", [
+    # 1 stages its first chunk, 2 takes the analysis over (discards it, stages its own first chunk), 1
+    # tries its second chunk: refused by the marker's token; 2 goes on and publishes; 1 evaluates again
+    (["1", "2", "1", "2", "2"], 2),
+    # both stage both chunks (2 discarding 1's), 1 tries to publish: refused by the token alone (same
+    # first_seq, same written); 2 publishes; 1 evaluates again
+    (["1", "1", "2", "2", "1", "2"], 4),
+])
+def test_two_chunked_writers_on_one_analysis(store_url, healthy_sim, tmp_path, script, overtaken):
+    """Review finding 5: two processes (a manager and a store each) write a 240-tick batch (two staged
+    chunks of 100 and a publishing transaction) into one analysis, interleaved. The overtaken writer
+    writes nothing into the other's staged rows (the pending state after its refused transaction is
+    the other's marker and rows, untouched) and its batch is then evaluated again: both batches are
+    stored, 2's then 1's, with the chain of a single writer. Removing the per-chunk token check in
+    ``stage_rows`` fails the first case (1 writes into 2's marker), removing the publish check in
+    ``settle_pending`` fails the second (1 publishes 2's staged rows under its own chain)."""
+    sim, cfg = healthy_sim
+    ticks = ticks_of(sim.canary, 0, 480)
+    m1 = _managers(store_url, cfg, write_chunk=100)
+    m2 = AnalysisManager(open_store(store_url), write_chunk=100)
+    for name, m in (("1", m1), ("2", m2)):
+        names = iter(range(100))
+        m._write_token = lambda name=name, names=names: f"w{name}-{next(names)}"
+    seen = _scripted({"1": m1.store, "2": m2.store}, list(script))
+    got: dict[str, object] = {}
+
+    def run(name, m, batch):
+        try:
+            got[name] = m.ingest("A", batch, "b" + name)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            got[name] = exc
+
+    threads = [threading.Thread(target=run, args=("1", m1, ticks[240:])), threading.Thread(target=run, args=("2", m2, ticks[:240]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert all(isinstance(r, dict) for r in got.values()), got
+    assert got["2"]["first_tick"] == 0 and got["2"]["n_ticks"] == 240, got
+    assert got["1"]["first_tick"] == 240 and got["1"]["n_ticks"] == 480, got
+    # the pending state when 2 went on after 1's refused transaction: 2's marker and its staged rows only
+    staged = 100 * script[:overtaken].count("2")
+    assert seen[overtaken + 1] == ("2", ("w2-0", 0, staged), staged), seen
+    fresh = AnalysisManager(open_store(store_url))
+    assert fresh.verify("A").binding == 1 and fresh.replay("A")["ok"] is True
+    ref = _managers(f"sqlite:///{tmp_path / 'ref.db'}", cfg, write_chunk=100)
+    ref.ingest("A", ticks[:240], "b2")
+    ref.ingest("A", ticks[240:], "b1")
+    assert ref.store.audit_lines("A") == fresh.store.audit_lines("A")
+    for s in (m1.store, m2.store, fresh.store, ref.store):
+        s.close()

@@ -54,11 +54,12 @@ def test_replay_job_202_then_get(tmp_path, step_sim, monkeypatch):
         for params in ({"wait": "false"}, {}):
             busy = c.post("/v1/analyses/j/replay", params=params, headers=R)
             assert busy.status_code == 503 and "replay" in busy.json()["detail"] and int(busy.headers["retry-after"]) >= 1
-        # ingest is not behind the running replay
+        # ingest does not wait for the replay slot (the replay holds no analysis lock; that it does not
+        # slow ingest down with CPU is the bench's --noisy-replays figure, not asserted here)
         assert c.post("/v1/analyses/j/ticks", json={"ticks": ticks_of(sim.canary, 40, 41)}, headers=W).status_code == 200
         held.release.set()
         done = jobs.wait("j", job["job"])
-        assert done["state"] == "done" and done["result"]["ok"] is True and done["result"]["ticks"] in (40, 41)
+        assert done["state"] == "done" and done["result"]["ok"] is True and done["result"]["ticks"] == 41  # the held replay reads the store after tick 40 was ingested
         got = c.get(f"/v1/analyses/j/replays/{job['job']}", headers=R).json()
         assert got["state"] == "done" and got["result"] == done["result"] and got["finished"] >= got["created"]
         # the job belongs to its analysis: under another id (or an unknown job) it is 404
@@ -85,12 +86,19 @@ def test_a_failed_job_is_reported_and_a_dead_owner_is_lost(tmp_path, step_sim, m
         r = c.post("/v1/analyses/j/replay", headers=R)
         assert r.status_code == 409 and "failed" in r.json()["detail"] and "simulated failure" in r.json()["detail"]
         assert c.get(f"/v1/analyses/j/replays/{r.json()['job']}", headers=R).json()["state"] == "failed"
-        # a job recorded by a process that no longer runs (here: pid 2**22 + 1, above Linux's pid_max default)
-        import socket
-
-        put_job(m.store, "rj-dead", "j", f"{socket.gethostname()}:{2**22 + 1}", "2026-01-01T00:00:00.000+00:00", 10)
-        lost = c.get("/v1/analyses/j/replays/rj-dead", headers=R).json()
+        jobs, created = c.app.state.replays, m.store.get("j").created
+        # a running job of this process that no longer runs here (its process restarted under the same
+        # host and pid would have a new owner id) is lost at once
+        put_job(m.store, "rj-mine", "j", jobs.owner, "2026-01-01T00:00:00.000+00:00", 10, created)
+        lost = c.get("/v1/analyses/j/replays/rj-mine", headers=R).json()
         assert lost["state"] == "lost" and "submit it again" in lost["result"]["error"]
+        # another process' job: running until its deadline (and GRACE) has passed, then lost
+        from deploysignal.store._jobs import set_running_result
+
+        for job, deadline, state in (("rj-old", "2026-01-01T00:00:00.000+00:00", "lost"), ("rj-new", "2999-01-01T00:00:00.000+00:00", "running")):
+            put_job(m.store, job, "j", "rp-elsewhere", "2026-01-01T00:00:00.000+00:00", 10, created)
+            set_running_result(m.store, job, {"deadline": deadline})
+            assert c.get(f"/v1/analyses/j/replays/{job}", headers=R).json()["state"] == state, job
         monkeypatch.undo()
         assert m.replay("j")["ok"] is True  # the failed job gave its slot back
 
@@ -131,7 +139,7 @@ def test_cli_service_replay_waits_for_the_job(tmp_path, step_sim):
         assert r.exit_code == 2 and "401" in r.output
 
 
-@pytest.mark.parametrize("mode", ["thread"])
+@pytest.mark.parametrize("mode", ["thread", "process"])
 def test_settings_reject_an_unknown_mode(tmp_path, mode):
     from pydantic import ValidationError
 
@@ -140,3 +148,86 @@ def test_settings_reject_an_unknown_mode(tmp_path, mode):
     assert ServiceSettings(insecure=True, replay_in=mode).replay_in == mode
     with pytest.raises(ValidationError):
         ServiceSettings(insecure=True, replay_in="fork")
+
+
+def test_a_job_past_its_deadline_is_failed_and_frees_its_slot(tmp_path, step_sim, monkeypatch):
+    """Review finding 4: a hung replay (held forever) is recorded failed at its deadline, the wait=true
+    route returns then (409 naming the deadline), and the slot is free for the next job."""
+    sim, cfg = step_sim
+    c = make_client(tmp_path, max_replays=1, wait_timeout=0.5, replay_timeout=1.0)
+    with c:
+        _analysis(c, cfg, sim)
+        m = c.app.state.manager
+        held = _Held(m._replay)
+        monkeypatch.setattr(m, "_replay", held)
+        r = c.post("/v1/analyses/j/replay", headers=R)
+        assert r.status_code == 409 and "exceeded its deadline (1 s)" in r.json()["detail"], r.text
+        assert c.get(f"/v1/analyses/j/replays/{r.json()['job']}", headers=R).json()["state"] == "failed"
+        monkeypatch.undo()
+        ok = c.post("/v1/analyses/j/replay", headers=R)
+        assert ok.status_code == 200 and ok.json()["ok"] is True, ok.text  # the slot was freed
+        held.release.set()
+
+
+def test_a_dead_worker_process_does_not_disable_replays(tmp_path, step_sim):
+    """Review finding 3: a worker process killed (SIGKILL, as the OOM killer does) breaks the process
+    pool; the next job gets a rebuilt pool and runs (before: BrokenProcessPool on every later submit,
+    and a running row left for each)."""
+    import os
+    import signal
+    import time
+
+    sim, cfg = step_sim
+    c = make_client(tmp_path)
+    with c:
+        _analysis(c, cfg, sim)
+        m = c.app.state.manager
+        jobs = ReplayJobs(m, f"sqlite:///{tmp_path / 'ds.db'}", "process")
+        try:
+            first = jobs.wait("j", jobs.submit("j")["job"])
+            assert first["state"] == "done"
+            pool = jobs._pool
+            for p in list(pool._processes.values()):
+                os.kill(p.pid, signal.SIGKILL)
+            for _ in range(3000):
+                if pool._broken:
+                    break
+                time.sleep(0.01)
+            assert pool._broken, "the pool never noticed its dead worker"
+            again = jobs.wait("j", jobs.submit("j")["job"])
+            assert again["state"] == "done" and again["result"] == first["result"], again
+        finally:
+            jobs.close()
+
+
+def test_a_recreated_analysis_does_not_serve_the_old_job(tmp_path, step_sim):
+    """Review note 9: after delete and re-create under the same id, the deleted analysis' job is 404."""
+    sim, cfg = step_sim
+    c = make_client(tmp_path)
+    with c:
+        _analysis(c, cfg, sim)
+        job = c.post("/v1/analyses/j/replay", headers=R).json()["job"]
+        assert c.get(f"/v1/analyses/j/replays/{job}", headers=R).status_code == 200
+        assert c.delete("/v1/analyses/j", params={"force": "true"}, headers=W).status_code in (200, 204)
+        _analysis(c, cfg, sim)
+        assert c.get(f"/v1/analyses/j/replays/{job}", headers=R).status_code == 404
+
+
+def test_a_worker_process_past_its_deadline_is_terminated(tmp_path, step_sim):
+    """Process mode: a job still running at its deadline (0.5 s: the spawned worker is still importing)
+    is recorded failed, its worker terminated and the pool dropped; the next job runs in a new pool."""
+    sim, cfg = step_sim
+    c = make_client(tmp_path)
+    with c:
+        _analysis(c, cfg, sim)
+        m = c.app.state.manager
+        jobs = ReplayJobs(m, f"sqlite:///{tmp_path / 'ds.db'}", "process", timeout=0.5)
+        try:
+            late = jobs.wait("j", jobs.submit("j")["job"])
+            assert late["state"] == "failed" and "exceeded its deadline" in late["result"]["error"], late
+            assert jobs._pool is None  # dropped: its workers were terminated
+            jobs.timeout = 300.0
+            again = jobs.wait("j", jobs.submit("j")["job"])
+            assert again["state"] == "done" and again["result"]["ok"] is True, again
+        finally:
+            jobs.close()

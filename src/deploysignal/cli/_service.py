@@ -54,6 +54,7 @@ def serve(
     engine_cache: int = typer.Option(256, min=1, help="Analysis engines kept in memory per worker (LRU; an evicted one is rebuilt from snapshot + ticks)."),
     max_replays: int = typer.Option(1, min=1, help="Replays running at once per worker (more wait up to --wait-timeout, then 503)."),
     replay_in: str = typer.Option("process", help="Where replay jobs run: process (a pool of --max-replays worker processes at lower priority, off the serving process' interpreter lock) or thread."),
+    replay_timeout: float = typer.Option(3600.0, min=0.001, help="Seconds a replay job may run; then it is recorded failed and its slot freed (its worker process terminated)."),
     wait_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a request waits for its busy analysis or a replay slot; then 503 + Retry-After, nothing applied."),
     body_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a client has to send a request body; a stalled upload gets 408 and the connection is closed."),
     keep_alive_timeout: int = typer.Option(5, min=1, help="Seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)."),
@@ -88,7 +89,7 @@ def serve(
                                    max_events=max_events, rate_limit_token=rate_limit_token or None, rate_limit_analysis=rate_limit_analysis or None,
                                    rate_limit_analysis_write=rate_limit_analysis_write or None, rate_limit_ticks=rate_limit_ticks or None,
                                    rate_limit_failures=rate_limit_failures or None,
-                                   engine_cache_size=engine_cache, max_replays=max_replays, replay_in=replay_in, wait_timeout=wait_timeout, body_timeout=body_timeout, max_cuts=max_cuts,
+                                   engine_cache_size=engine_cache, max_replays=max_replays, replay_in=replay_in, replay_timeout=replay_timeout, wait_timeout=wait_timeout, body_timeout=body_timeout, max_cuts=max_cuts,
                                    retain_days=retain_days, create_store=create)
         if workers == 1:
             app = create_app(settings)  # opens the store: missing (without --create) or unreadable is exit 2

@@ -327,7 +327,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     manager = AnalysisManager(store, snapshot_every=settings.snapshot_every, max_clock_skew=settings.max_clock_skew,
                               cache_size=settings.engine_cache_size, max_replays=settings.max_replays, wait_timeout=settings.wait_timeout, max_cuts=settings.max_cuts)
     registry, counters = build_registry(manager)
-    replays = ReplayJobs(manager, settings.store_url, settings.replay_in)
+    replays = ReplayJobs(manager, settings.store_url, settings.replay_in, timeout=settings.replay_timeout)
     tables = IntegrationTables(store)
     guard = ScopeGuard(store, tables)
     limiter = RateLimits(parse_limit(settings.rate_limit_token, "rate_limit_token"), parse_limit(settings.rate_limit_analysis, "rate_limit_analysis"),

@@ -136,7 +136,8 @@ def bench_noisy_neighbour(*, seconds: float = 20.0, batch: int = 10_000, rate: f
     replays : int
         Instead of batches, the neighbour is ``replays`` clients each replaying analysis A (``replay_ticks``
         ticks, stored before B's first phase) back to back; the server runs with ``--max-replays replays
-        --replay-in replay_in``. Measures what running replays cost another analysis' ingest.
+        --replay-in replay_in`` (with ``server_pythonpath``: those of the two its ``serve`` has; the
+        result's ``server_options`` lists what it was started with). Measures what running replays cost another analysis' ingest.
     """
     import httpx
 
@@ -161,12 +162,12 @@ def bench_noisy_neighbour(*, seconds: float = 20.0, batch: int = 10_000, rate: f
     if own:
         server_pythonpath = str(Path(__file__).resolve().parents[2])  # the code this benchmark runs (the server's cwd is a temporary directory)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(server_pythonpath).resolve()), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).is_absolute()]])
+    if replays:
+        extra += ["--max-replays", str(replays), "--replay-in", replay_in]
     if not own:  # another version: only the options its serve has (0.4.0 has none of these)
         helptext = subprocess.run([sys.executable, "-m", "deploysignal", "serve", "--help"], env={**env, "COLUMNS": "300"}, cwd=tmp,
                                   capture_output=True, text=True, timeout=300).stdout
         extra = [x for k, opt in enumerate(extra) if opt.startswith("--") and opt in helptext for x in extra[k : k + (1 if opt == "--create" else 2)]]
-    if own and replays:
-        extra += ["--max-replays", str(replays), "--replay-in", replay_in]
     if isolate and store is not None:
         raise ValueError("isolate runs A's server on its own SQLite file: give no store")
     load_before = os.getloadavg()
@@ -257,7 +258,7 @@ def bench_noisy_neighbour(*, seconds: float = 20.0, batch: int = 10_000, rate: f
             _stop(p)
     alone, with_a = _pcts(b_alone[0]), _pcts(b_with[0])
     return {
-        "seconds": seconds, "batch": batch, "rate": rate, "isolated": isolate, "store": "sqlite" if store is None else store.split(":", 1)[0],
+        "seconds": seconds, "batch": batch, "rate": rate, "isolated": isolate, "server_options": extra, "store": "sqlite" if store is None else store.split(":", 1)[0],
         "b_alone": {**alone, "server": _pcts(b_alone[1])},
         "b_with_neighbour": {**with_a, "server": _pcts(b_with[1])},
         "p99_ratio": with_a["p99_ms"] / alone["p99_ms"],

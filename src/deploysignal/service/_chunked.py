@@ -1,7 +1,7 @@
 """Which batches the manager writes in chunks of pending rows (:mod:`deploysignal.store._pending`).
 
-A token names one chunked write (its marker in ``pending_writes``): the writing process, its manager
-and a per-manager counter. It never enters a response, a record or the hash chain.
+A token names one chunked write (its marker in ``pending_writes``): 128 random bits
+(:func:`secrets.token_hex`), unique across the processes and hosts that share a store. It never enters a response, a record or the hash chain.
 """
 
 from __future__ import annotations

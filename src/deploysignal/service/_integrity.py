@@ -107,6 +107,8 @@ def load_checked(row: AnalysisRow, rows: StoredRows, build: Callable[[str, dict[
     first row that does not match.
     """
     aid, n = row.id, row.n_ticks
+    if rows.past_end is not None:  # rows past n_ticks no pending-write marker covers exactly (store/_pending.py)
+        raise _fail(aid, rows.past_end)
     seqs = [s for s, _ in rows.audit]
     if seqs[:1] != [-1]:
         raise _fail(aid, "the audit header row is missing")
@@ -220,6 +222,8 @@ def advance_checked(row: AnalysisRow, rows: StoredRows, eng: Any, head: str, bin
     :func:`load_checked` does: contiguous rows, links from ``head`` to the published head, input records,
     re-derived records and checkpoints, and the analyses row. Raises :class:`IntegrityError`."""
     aid, n0, n = row.id, eng.n_ticks, row.n_ticks
+    if rows.past_end is not None:
+        raise _fail(aid, rows.past_end)
     if [s for s, _ in rows.audit] != list(range(n0, n)) or [s for s, _ in rows.ticks] != list(range(n0, n)):
         raise _fail(aid, f"the audit and tick rows of ticks {n0} to {n - 1} are not all there, once each")
     per_row = [_lines(t) for _, t in rows.audit]

@@ -22,10 +22,9 @@ view published after each commit. Evaluating on a copy was measured and not chos
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import os
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -210,7 +209,6 @@ class AnalysisManager:
         self.wait_timeout = wait_timeout
         self.eval_chunk = eval_chunk
         self.write_chunk = write_chunk
-        self._writes = itertools.count()  # names this manager's chunked writes (store/_pending.py markers)
         self.max_replays = max_replays
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         #: per analysis cached: what /metrics exports, as last committed (never an evaluation in progress)
@@ -259,7 +257,8 @@ class AnalysisManager:
     _lock = _held
 
     def _write_token(self) -> str:
-        return f"{os.getpid()}-{id(self):x}-{next(self._writes)}"
+        # random (128 bits): unique across processes and hosts sharing a store (a pid and an address are not)
+        return secrets.token_hex(16)
 
     # ------------------------------------------------------------------ engine cache (LRU)
     def _cached(self, aid: str, created: str | None = None) -> Engine | None:

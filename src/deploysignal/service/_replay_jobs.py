@@ -18,9 +18,21 @@ shares the interpreter lock with ingest (the library default, and the fallback f
 SQLite store another process cannot open). The report is the same either way (the same function over
 the same stored rows).
 
+Deadline: a job not finished ``timeout`` seconds after it started (``serve --replay-timeout``, default
+3600) is recorded ``failed`` and its slot is freed. In ``process`` mode the pool's worker processes
+are then terminated (a replay running beside it in the pool fails too and can be resubmitted) and the
+pool is rebuilt on the next submit; in ``thread`` mode a thread cannot be stopped: its CPU is not
+reclaimed until it ends, its result is discarded. While it runs, a job's ``result`` holds its
+``deadline``. A pool broken by a dead worker (OOM, SIGKILL) is rebuilt: the job that was running
+in it is recorded ``failed`` and the next submit gets a new pool.
+
 Jobs are kept in the store (:mod:`deploysignal.store._jobs`), so any process serving it answers ``GET``;
-the newest ``keep`` finished jobs are kept. A job whose process died while it ran is reported ``lost``
-(by a process on the same host; resubmit it).
+the newest ``keep`` finished jobs are kept. A job is recorded before it is handed to the pool, and
+recorded ``failed`` when that hand-over fails. Its ``owner`` is a random id of the serving process
+(not host and pid, which a restarted container reuses). A ``running`` job is reported ``lost`` when its
+owner is this process and it no longer runs here, or when its deadline has passed (its owner, any
+process on any host, would have recorded it ``failed`` by then: it ended first). Assumption: the
+serving processes' clocks agree to within :data:`GRACE` seconds.
 """
 
 from __future__ import annotations
@@ -28,15 +40,15 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from datetime import datetime, timezone
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..store import NotFound
-from ..store._jobs import finish_job, get_job, put_job
+from ..store._jobs import finish_job, get_job, put_job, set_running_result
 from ._manager import AnalysisManager
 
 __all__ = ["ReplayJobs"]
@@ -45,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: how much lower a replay worker process runs (``os.nice`` increment)
 NICE = 10
+#: seconds past a running job's deadline before another process reports it ``lost`` (clock disagreement allowed)
+GRACE = 60.0
 
 
 def replay_in_worker(store_url: str, aid: str, eval_chunk: int) -> dict[str, Any]:
@@ -81,21 +95,26 @@ class ReplayJobs:
     keep : int
         Finished jobs kept in the store.
     now : callable
-        ISO-8601 time stamps of jobs (created, finished).
+        ISO-8601 time stamps of jobs (created, finished, deadline).
+    timeout : float
+        Seconds a job may run; then it is recorded ``failed`` and its slot freed (module docstring).
     """
 
     def __init__(self, manager: AnalysisManager, store_url: str, mode: str = "thread", keep: int = 1000,
-                 now: Callable[[], str] = _now) -> None:
+                 now: Callable[[], str] = _now, timeout: float = 3600.0) -> None:
         if mode not in ("process", "thread"):
             raise ValueError(f"replay mode must be process or thread, got {mode!r}")
+        if not timeout > 0:
+            raise ValueError(f"replay timeout must be > 0 seconds, got {timeout!r}")
         if mode == "process" and not shareable(store_url):
             log.warning("replays run in a thread of the serving process: the store %s cannot be opened by another process", store_url)
             mode = "thread"
-        self.manager, self.store_url, self.mode, self.keep, self.now = manager, store_url, mode, keep, now
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.manager, self.store_url, self.mode, self.keep, self.now, self.timeout = manager, store_url, mode, keep, now, timeout
+        self.owner = "rp-" + secrets.token_hex(8)  # this serving process (a restarted one gets a new id)
         self._pool: Executor | None = None
         self._pool_lock = threading.Lock()
         self._done: dict[str, threading.Event] = {}  # set once a job's result is recorded
+        self._ending: set[str] = set()  # jobs whose end is being recorded
         self._guard = threading.Lock()
 
     def _executor(self) -> Executor:
@@ -113,64 +132,124 @@ class ReplayJobs:
                     self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="replay")
             return self._pool
 
+    def _broken(self, pool: Executor) -> None:
+        """Drop ``pool`` (broken, or its workers terminated) so the next submit builds a new one."""
+        with self._pool_lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def _start(self, aid: str) -> tuple[Executor, Future[dict[str, Any]]]:
+        for attempt in (0, 1):
+            pool = self._executor()
+            try:
+                if self.mode == "process":
+                    return pool, pool.submit(replay_in_worker, self.store_url, aid, self.manager.eval_chunk)
+                return pool, pool.submit(self.manager._replay, aid)  # noqa: SLF001 - the slot is held here
+            except BrokenProcessPool:
+                log.warning("replay pool broken (a worker process died): rebuilt")
+                self._broken(pool)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def submit(self, aid: str) -> dict[str, Any]:
         """Start a replay of ``aid`` once a slot is free (:class:`~deploysignal.service._admission.Busy`
         after ``wait_timeout``; :class:`~deploysignal.store.NotFound` for no such analysis). Returns the job."""
-        self.manager.store.get(aid)  # NotFound: no slot taken, no job recorded
+        created = self.manager.store.get(aid).created  # NotFound: no slot taken, no job recorded
         self.manager.take_replay_slot()
         job = "rj-" + secrets.token_hex(8)
         done = threading.Event()
         with self._guard:
             self._done[job] = done
         try:
-            put_job(self.manager.store, job, aid, self.owner, self.now(), self.keep)
-            if self.mode == "process":
-                fut = self._executor().submit(replay_in_worker, self.store_url, aid, self.manager.eval_chunk)
-            else:
-                fut = self._executor().submit(self.manager._replay, aid)  # noqa: SLF001 - the slot is held here
+            put_job(self.manager.store, job, aid, self.owner, self.now(), self.keep, created)
         except BaseException:
             self.manager.release_replay_slot()
             with self._guard:
                 self._done.pop(job, None)
             raise
-        fut.add_done_callback(lambda f: self._finished(job, f))
+        try:
+            pool, fut = self._start(aid)
+        except BaseException as exc:
+            self._record(job, "failed", {"error": f"could not be started: {type(exc).__name__}: {exc}"})
+            raise
+        deadline = datetime.fromisoformat(self.now()) + timedelta(seconds=self.timeout)
+        set_running_result(self.manager.store, job, {"deadline": deadline.isoformat(timespec="milliseconds")})
+        timer = threading.Timer(self.timeout, self._expired, args=(job, fut, pool))
+        timer.daemon = True
+        timer.start()
+        fut.add_done_callback(lambda f: (timer.cancel(), self._finished(job, f, pool)))
         return self.get(aid, job)
 
-    def _finished(self, job: str, fut: Future[dict[str, Any]]) -> None:
+    def _record(self, job: str, state: str, result: dict[str, Any]) -> bool:
+        """Record the job's end once (the first caller wins: its end, its deadline or a failed start),
+        free its slot and wake its waiters. Returns whether this call recorded it."""
+        with self._guard:
+            if job in self._ending or job not in self._done:
+                return False
+            self._ending.add(job)  # still in _done (reported running, not lost) until the row says how it ended
         try:
-            exc = fut.exception()
-            if exc is None:
-                state, result = "done", fut.result()
-            else:
-                log.error("replay job %s failed: %s: %s", job, type(exc).__name__, exc)
-                state, result = "failed", {"error": f"{type(exc).__name__}: {exc}"}
             finish_job(self.manager.store, job, state, result, self.now())
-        except Exception:  # noqa: BLE001 - a callback must not raise; the job then stays running and is reported lost once this process ends
+        except Exception:  # noqa: BLE001 - a callback must not raise; the job then stays running and is reported lost
             log.exception("replay job %s: recording its result failed", job)
         finally:
-            self.manager.release_replay_slot()
             with self._guard:
-                done = self._done.pop(job, None)
-            if done is not None:
-                done.set()
+                done = self._done.pop(job)
+                self._ending.discard(job)
+            self.manager.release_replay_slot()
+            done.set()
+        return True
+
+    def _expired(self, job: str, fut: Future[dict[str, Any]], pool: Executor) -> None:
+        if fut.done() or not self._record(job, "failed", {"error": f"exceeded its deadline ({self.timeout:g} s); its slot was freed"}):
+            return
+        log.error("replay job %s exceeded its deadline of %g s: recorded failed", job, self.timeout)
+        if isinstance(pool, ProcessPoolExecutor):
+            for proc in list((pool._processes or {}).values()):  # noqa: SLF001 - no public way to stop a running task
+                proc.terminate()
+        self._broken(pool)  # a thread cannot be stopped: the next job gets a new pool, not a turn behind it
+
+    def _finished(self, job: str, fut: Future[dict[str, Any]], pool: Executor) -> None:
+        if fut.cancelled():  # its pool was shut down before it started
+            self._record(job, "failed", {"error": "cancelled before it started (its worker pool was stopped); submit it again"})
+            return
+        exc = fut.exception()
+        if exc is None:
+            self._record(job, "done", fut.result())
+            return
+        if isinstance(exc, BrokenProcessPool):
+            self._broken(pool)  # the pool it ran in (the current one may already be a new one)
+        if self._record(job, "failed", {"error": f"{type(exc).__name__}: {exc}"}):
+            log.error("replay job %s failed: %s: %s", job, type(exc).__name__, exc)
 
     def get(self, aid: str, job: str) -> dict[str, Any]:
         """The job ``job`` of analysis ``aid`` (:class:`~deploysignal.store.NotFound` when there is no
         such job of that analysis). A ``running`` job of a process of this host that no longer runs is
         reported ``lost``."""
         got = get_job(self.manager.store, job)
-        if got is None or got["analysis"] != aid:
+        if got is None or got["analysis"] != aid or got["analysis_created"] not in (None, self.manager.store.get(aid).created):
             raise NotFound(f"no replay job {job!r} of analysis {aid!r}")
-        if got["state"] == "running" and _dead(got["owner"]):
+        if got["state"] == "running" and self._lost(job, got):
             got = {**got, "state": "lost", "result": {"error": f"the process that ran it ({got['owner']}) ended before it finished; submit it again"}}
         return got
 
+    def _lost(self, job: str, got: dict[str, Any]) -> bool:
+        if got["owner"] == self.owner:
+            with self._guard:
+                return job not in self._done
+        deadline = (got["result"] or {}).get("deadline")
+        if not isinstance(deadline, str):
+            return False
+        return datetime.fromisoformat(self.now()) > datetime.fromisoformat(deadline) + timedelta(seconds=GRACE)
+
     def wait(self, aid: str, job: str) -> dict[str, Any]:
-        """Block until the job (submitted by this process) finishes; returns it."""
+        """Block until the job (submitted by this process) finishes or its deadline passes (at most
+        ``timeout`` seconds and a little); returns it."""
         with self._guard:
             done = self._done.get(job)
         if done is not None:
-            done.wait()
+            done.wait(self.timeout + 5)
         return self.get(aid, job)
 
     def close(self) -> None:
@@ -179,15 +258,3 @@ class ReplayJobs:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-
-def _dead(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, not ours to signal
-        return False
-    return False

@@ -145,6 +145,9 @@ class ServiceSettings(BaseModel):
     replay_in : {"thread", "process"}
         Where a replay job runs (:mod:`deploysignal.service._replay_jobs`): a thread of the serving
         process (default here) or a pool of lower-priority worker processes (the default of ``serve``).
+    replay_timeout : float
+        Seconds a replay job may run; then it is recorded ``failed`` and its slot freed (in a process
+        pool its worker is terminated; a thread cannot be stopped, its result is discarded).
     wait_timeout : float
         Seconds a request waits for its analysis (busy with another request) or a replay slot; then
         503 with ``Retry-After``, nothing applied.
@@ -182,6 +185,7 @@ class ServiceSettings(BaseModel):
     engine_cache_size: int = Field(256, ge=1)
     max_replays: int = Field(1, ge=1)
     replay_in: Literal["process", "thread"] = "thread"
+    replay_timeout: float = Field(3600.0, gt=0)
     wait_timeout: float = Field(30.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
 

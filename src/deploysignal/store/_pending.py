@@ -16,10 +16,18 @@ with ``staged``): it checks that the marker is still this write's and covers exa
 inserts the last chunk, moves ``n_ticks`` and the chain head and deletes the marker. The client is
 answered only after that commit.
 
+Rows at or beyond ``n_ticks`` count as pending **only under a marker that covers exactly them**: its
+``first_seq`` is ``n_ticks``, and there are exactly ``written`` tick rows and ``written`` audit rows
+from ``n_ticks`` on, at ``n_ticks .. n_ticks + written - 1`` (:func:`pending_problem`). Any other row
+past ``n_ticks`` (for instance after an old ``analyses`` row was restored over one that had moved on,
+which would otherwise hide a rollback) is damage: it is reported by every read of the rows for the
+integrity check (:attr:`~deploysignal.store.StoredRows.past_end`), so the load is refused and
+``audit verify --store`` fails, and an append refuses to delete it (:class:`PendingDamage`).
+
 Guarantee: no acknowledged tick is lost and nothing unacknowledged becomes visible. A crash (or an
 error) mid-way leaves pending rows and the marker; they are never read, and the next append to the
-analysis (a plain one, or the first chunk of a new chunked write) deletes every row at or beyond
-``n_ticks`` and the marker in its own transaction (:func:`discard_pending`). A chunked write whose
+analysis (a plain one, or the first chunk of a new chunked write) deletes those rows and the marker in
+its own transaction (:func:`discard_pending`), after checking that the marker covers exactly them. A chunked write whose
 marker was taken over or discarded meanwhile (another process appended to the analysis: only possible
 with several processes on one store) fails with :class:`PendingLost` at its next chunk or at the
 publishing transaction, which then commits nothing; the caller evaluates the batch again.
@@ -40,7 +48,7 @@ from ._sql import Conflict
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ._sql import SQLStore
 
-__all__ = ["PENDING_SCHEMA", "PendingLost", "discard_pending", "settle_pending", "stage_rows"]
+__all__ = ["PENDING_SCHEMA", "PendingDamage", "PendingLost", "discard_pending", "pending_problem", "settle_pending", "stage_rows"]
 
 PENDING_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS pending_writes (analysis_id TEXT PRIMARY KEY, token TEXT NOT NULL, first_seq BIGINT NOT NULL,"
@@ -53,9 +61,43 @@ class PendingLost(Conflict):
     analysis meanwhile); nothing of it is visible. The batch is evaluated again on the new state."""
 
 
+class PendingDamage(Conflict):
+    """Rows past an analysis' ``n_ticks`` that no pending-write marker covers exactly: the store is
+    damaged (or an old ``analyses`` row was restored); nothing is deleted, the append is refused."""
+
+
+def _past_end(store: SQLStore, conn: Any, table: str, aid: str, n_ticks: int) -> tuple[int, int | None, int | None]:
+    r = store._q(conn, f"SELECT COUNT(*), MIN(seq), MAX(seq) FROM {table} WHERE analysis_id=? AND seq>=?", (aid, n_ticks)).fetchone()
+    return int(r[0]), None if r[1] is None else int(r[1]), None if r[2] is None else int(r[2])
+
+
+def pending_problem(store: SQLStore, conn: Any, aid: str, n_ticks: int) -> str | None:
+    """Why the rows of ``aid`` at or beyond ``n_ticks`` are not an unfinished chunked write, or None
+    when they are (or there are none and no marker). Pending means: a marker with ``first_seq ==
+    n_ticks`` and exactly ``written`` tick rows and ``written`` audit rows, at ``n_ticks`` to ``n_ticks +
+    written - 1``. Read inside the caller's transaction; cheap (index ranges)."""
+    ticks, audit, m = _past_end(store, conn, "ticks", aid, n_ticks), _past_end(store, conn, "audit", aid, n_ticks), _marker(store, conn, aid)
+    if m is None:
+        if ticks[0] == 0 and audit[0] == 0:
+            return None
+        return (f"{ticks[0]} tick rows and {audit[0]} audit rows stored past n_ticks = {n_ticks} (seq up to {max(ticks[2] or -1, audit[2] or -1)})"
+                " and no pending-write marker covers them")
+    _, first, written = m
+    span = (written, n_ticks, n_ticks + written - 1) if written else (0, None, None)
+    if first != n_ticks or ticks != span or audit != span:
+        return (f"the pending-write marker (first_seq {first}, written {written}) does not cover exactly the {ticks[0]} tick rows and"
+                f" {audit[0]} audit rows stored past n_ticks = {n_ticks}")
+    return None
+
+
 def discard_pending(store: SQLStore, conn: Any, aid: str, n_ticks: int) -> None:
     """Delete the pending rows of ``aid`` (tick and audit rows at or beyond its committed ``n_ticks``)
-    and its marker, inside the caller's write transaction. Cheap when there are none (index ranges)."""
+    and its marker, inside the caller's write transaction. Cheap when there are none (index ranges).
+    Raises :class:`PendingDamage` (deleting nothing) when those rows are not exactly what the marker
+    covers (:func:`pending_problem`): they are evidence of damage, never discarded silently."""
+    why = pending_problem(store, conn, aid, n_ticks)
+    if why is not None:
+        raise PendingDamage(f"analysis {aid!r} refused: its store does not match its audit chain: {why}")
     store._q(conn, "DELETE FROM ticks WHERE analysis_id=? AND seq>=?", (aid, n_ticks))
     store._q(conn, "DELETE FROM audit WHERE analysis_id=? AND seq>=?", (aid, n_ticks))
     store._q(conn, "DELETE FROM pending_writes WHERE analysis_id=?", (aid,))

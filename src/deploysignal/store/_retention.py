@@ -35,7 +35,8 @@ RETENTION_SCHEMA = [
 
 #: what is deleted with an analysis: (table, column naming the analysis)
 _OWNED = (("ticks", "analysis_id"), ("audit", "analysis_id"), ("snapshots", "analysis_id"), ("batches", "analysis_id"),
-          ("batch_digests", "analysis_id"), ("executions", "analysis_id"), ("analysis_revisions", "analysis_id"), ("analyses", "id"))
+          ("batch_digests", "analysis_id"), ("executions", "analysis_id"), ("analysis_revisions", "analysis_id"),
+          ("pending_writes", "analysis_id"), ("replay_jobs", "analysis_id"), ("analyses", "id"))  # store/_pending.py, store/_jobs.py
 
 
 def delete_analysis(store: SQLStore, analysis_id: str, *, reason: str, deleted: str, undecided: bool = False) -> dict[str, Any]:
@@ -69,6 +70,7 @@ def delete_analysis(store: SQLStore, analysis_id: str, *, reason: str, deleted: 
                 "verdict": summary.get("verdict", "pending"), "final": bool(summary.get("final")), "reason": reason}
         s._q(c, "INSERT INTO deleted_analyses (analysis_id, deleted, n_ticks, audit_head, summary, reason) VALUES (?, ?, ?, ?, ?, ?)",
              (analysis_id, deleted, row.n_ticks, row.audit_head, None if row.summary is None else json.dumps(row.summary), reason))
+        s._q(c, "DELETE FROM replay_job_created WHERE id IN (SELECT id FROM replay_jobs WHERE analysis_id=?)", (analysis_id,))
         for table, col in _OWNED:
             s._q(c, f"DELETE FROM {table} WHERE {col}=?", (analysis_id,))
     return tomb

@@ -24,11 +24,13 @@ default, see :func:`open_store`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,12 +82,15 @@ class StoredRows:
     """The rows of one analysis exactly as stored, for the integrity check against its audit chain
     (``deploysignal.service._integrity``): ``(seq, text)`` of its audit rows and tick rows from a
     sequence number on (in ``seq`` order, gaps and all), its snapshot ``(tick, state)`` or None, and its
-    compiled config's text (None when the config row is missing)."""
+    compiled config's text (None when the config row is missing). ``past_end``: why the rows at or
+    beyond ``n_ticks`` are not an unfinished chunked write (damage, :func:`~deploysignal.store._pending.pending_problem`),
+    or None."""
 
     audit: list[tuple[int, str]]
     ticks: list[tuple[int, str | None]]
     snapshot: tuple[int, str] | None
     config: str | None
+    past_end: str | None = None
 
 
 class LockedAnalysis:
@@ -312,7 +317,8 @@ class SQLStore:
         ticks = [(int(r[0]), r[1]) for r in self._q(c, "SELECT seq, payload FROM ticks WHERE analysis_id=? AND seq>=? AND seq<? ORDER BY seq", args).fetchall()]
         snap = self._q(c, "SELECT tick, state FROM snapshots WHERE analysis_id=?", (row.id,)).fetchone()
         cfg = self._q(c, "SELECT body FROM configs WHERE version_id=?", (row.spec.get("config_version"),)).fetchone()
-        return StoredRows(audit, ticks, None if snap is None else (int(snap[0]), snap[1]), None if cfg is None else str(cfg[0]))
+        return StoredRows(audit, ticks, None if snap is None else (int(snap[0]), snap[1]), None if cfg is None else str(cfg[0]),
+                          pending_problem(self, c, row.id, row.n_ticks))
 
     def stored_rows(self, analysis_id: str, start: int = -1) -> tuple[AnalysisRow, StoredRows]:
         """The analysis row and its :class:`StoredRows` from ``start`` on, read in one transaction."""
@@ -393,10 +399,13 @@ def _summary(text: str | None) -> dict[str, Any] | None:
 
 
 class WriterLock:
-    """The in-process write turn of one SQLite file: a reentrant lock whose *bulk* acquirers (the chunks
-    of a large batch, :mod:`deploysignal.store._pending`) let every ordinary acquirer that was already
-    waiting when they asked go first. So a single-tick write waits behind at most one chunk, and a bulk
-    writer is never starved: ordinary writers arriving after it asked do not pass it.
+    """The in-process write turn of one SQLite file: a reentrant lock that serves its acquirers in
+    arrival order (FIFO tickets). A *bulk* acquirer (a chunk of a large batch,
+    :mod:`deploysignal.store._pending`) therefore lets every acquirer that was already waiting when it
+    asked go first, and is never starved: no acquirer arriving after it asked passes it. Between two
+    chunks the bulk writer releases the lock and queues again behind whoever arrived meanwhile, so a
+    single-tick write waits behind at most one chunk per writer queued ahead of it. ``bulk`` is kept
+    for the callers' documentation: under FIFO an ordinary acquirer gets the same order.
 
     >>> lock = WriterLock()
     >>> lock.acquire(timeout=1) and lock.acquire(timeout=1, bulk=True)  # reentrant
@@ -408,33 +417,35 @@ class WriterLock:
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None
         self._depth = 0
-        self._waiting = 0  # ordinary acquirers waiting
-        self._granted = 0  # ordinary acquisitions granted so far
+        self._queue: deque[int] = deque()  # tickets of the waiting acquirers, in arrival order
+        self._tickets = itertools.count()
+
+    @property
+    def _waiting(self) -> int:
+        """How many acquirers are queued."""
+        return len(self._queue)
 
     def acquire(self, blocking: bool = True, timeout: float = -1, bulk: bool = False) -> bool:
-        """As :meth:`threading.RLock.acquire`; ``bulk``: let the ordinary acquirers waiting now go first."""
+        """As :meth:`threading.RLock.acquire`, served in arrival order (``bulk``: see the class)."""
         me = threading.get_ident()
         with self._cond:
             if self._owner == me:
                 self._depth += 1
                 return True
             deadline = time.monotonic() if not blocking else None if timeout < 0 else time.monotonic() + timeout
-            target = self._granted + self._waiting  # a bulk acquirer waits until those waiting now were served
-            if not bulk:
-                self._waiting += 1
+            ticket = next(self._tickets)
+            self._queue.append(ticket)
             try:
-                while self._owner is not None or (bulk and self._waiting and self._granted < target):
+                while self._owner is not None or self._queue[0] != ticket:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return False
                     self._cond.wait(left)
                 self._owner, self._depth = me, 1
-                if not bulk:
-                    self._granted += 1
                 return True
             finally:
-                if not bulk:
-                    self._waiting -= 1
+                self._queue.remove(ticket)
+                self._cond.notify_all()  # the head of the queue changed (served, or gave up waiting)
 
     def release(self) -> None:
         with self._cond:
@@ -597,7 +608,7 @@ def open_store(url: str) -> SQLStore:
 # additive tables of other modules (they import this one: imported last, after the classes they use)
 from ._batches import BATCH_SCHEMA  # noqa: E402 - batch digests
 from ._retention import RETENTION_SCHEMA  # noqa: E402 - tombstones of deleted analyses
-from ._pending import PENDING_SCHEMA, settle_pending  # noqa: E402 - chunked writes of large batches
+from ._pending import PENDING_SCHEMA, pending_problem, settle_pending  # noqa: E402 - chunked writes of large batches
 
 _SCHEMA += [*BATCH_SCHEMA, *RETENTION_SCHEMA]
 _SCHEMA += PENDING_SCHEMA

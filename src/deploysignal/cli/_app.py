@@ -168,6 +168,10 @@ def calibrate(
     alpha: float = typer.Option(0.05, help="False-rollback budget the backtest replays (and certifies) the gate at."),
     window: int = typer.Option(480, help="Planned window (ticks) the backtest replays the gate with."),
     backtest_windows: int = typer.Option(8, help="Held-out windows of the rolling-origin backtest (each costs a compile); 0 skips it (uncertified)."),
+    a_nuisance: str = typer.Option(
+        "learned", "--a-nuisance", help="Family A's treatment the backtest replays and the certificate covers ('learned', 'band', 'capped', "
+        "'mixture'; as `gate --a-nuisance`): a gate run with another treatment reports the config uncertified."
+    ),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars on stderr (default: when stderr is a terminal)."),
 ) -> None:
     """Compile a healthy baseline into a frozen config; prints its version id on stdout and, on stderr,
@@ -179,7 +183,7 @@ def calibrate(
 
     specs = read_signals_file(signals) if signals else None
     frame = read_frame(baseline, specs=specs)
-    settings = _settings(alpha, window, "one-sample", False)
+    settings = _settings(alpha, window, "one-sample", False, a_nuisance=a_nuisance)
     with stage_progress(progress_enabled(progress)) as report:
         cfg = certify_baseline(frame, settings, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust, windows=backtest_windows,
                                progress=report)

@@ -219,13 +219,16 @@ def gate(
     window: int = typer.Option(480, help="Planned window in ticks."),
     early_proceed: bool = typer.Option(False, help="Allow proceed before the window ends (bounds the average shift so far, not one still growing)."),
     drift_allowance: float = typer.Option(
-        0.0, help="Extra baseline-to-canary level drift (score sd) treated as healthy, on top of the day-to-day drift the compiler measured."
+        0.0, help="Extra baseline-to-canary level drift (score sd) treated as healthy, on top of the day-to-day drift the compiler measured. "
+        "With --a-nuisance mixture it caps family A's evidence for a persistent shift: no detection by family A below about 4.2 x "
+        "sqrt(day-to-day variance + allowance^2) sd (e.g. ~2.1 sd at 0.5); docs/one-sample.md."
     ),
     a_nuisance: str = typer.Option(
         "learned", "--a-nuisance", help="Family A's nuisance terms: 'learned' (default; a gross shift can be explained away) or 'band' "
         "(tested against the band the baseline justifies: never explained away, monotone in harm, blind to shifts smaller than the band) "
         "or 'capped' (learned, capped at the band's edge) or 'mixture' (level nuisance integrated out of a Gaussian likelihood ratio, "
-        "monotone in harm by construction, plus the band's change detector); docs/one-sample.md."
+        "monotone in harm by construction for one-sided signals, validity approximate and exposed to canary noise louder than the "
+        "baseline's, plus the band's change detector); docs/one-sample.md. A config certifies only the treatment `calibrate --a-nuisance` backtested."
     ),
     split: Optional[Path] = typer.Option(None, "--split", help="Randomised split: per-request log (CSV/JSONL/Parquet) with an arm column; see docs/split.md."),
     split_ticks: Optional[Path] = typer.Option(None, "--split-ticks", help="Randomised split: aggregated split ticks (JSONL, per-arm counts and buckets)."),

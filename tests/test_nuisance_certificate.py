@@ -62,6 +62,8 @@ def test_cli_calibrate_a_nuisance_certifies_that_treatment_only(tmp_path):
     def gate(cfg: str, *extra: str) -> dict:
         r = runner.invoke(app, ["gate", str(tmp_path / "can.csv"), "-c", str(tmp_path / cfg), "--window", "240", "--json", *extra])
         assert r.exit_code in (0, 2, 3, 4), r.output
+        # the mixture's approximate validity is said at run time, and only for the mixture
+        assert ("control is approximate" in " ".join(r.stderr.split())) == ("mixture" in extra)
         return json.loads(r.stdout.strip().splitlines()[-1])
 
     assert gate("learned.json")["certified"] is True

@@ -249,7 +249,7 @@ def gate(
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""
     from ..calibration import canonical_json
     from ..gate import certification_status
-    from ._certify import warn_uncertified
+    from ._certify import note_treatment, warn_uncertified
 
     if split is not None or split_ticks is not None:
         from ._split import gate_split
@@ -270,6 +270,7 @@ def gate(
     ctrl = load_stream(control, cfg, "control") if control else None
     status = certification_status(cfg, settings)
     warn_uncertified(status, err)
+    note_treatment(settings.a_nuisance, err)
     summary, _ = run_gate(cfg, settings, can, ctrl, audit, progress=progress_enabled(progress) and len(can) > PROGRESS_TICKS)
     summary.update(certified=status["certified"], certification_reasons=status["reasons"], basis=status["basis"])
     if as_json:

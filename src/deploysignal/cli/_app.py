@@ -168,6 +168,10 @@ def calibrate(
     alpha: float = typer.Option(0.05, help="False-rollback budget the backtest replays (and certifies) the gate at."),
     window: int = typer.Option(480, help="Planned window (ticks) the backtest replays the gate with."),
     backtest_windows: int = typer.Option(8, help="Held-out windows of the rolling-origin backtest (each costs a compile); 0 skips it (uncertified)."),
+    a_nuisance: str = typer.Option(
+        "learned", "--a-nuisance", help="Family A's treatment the backtest replays and the certificate covers ('learned', 'band', 'capped', "
+        "'mixture'; as `gate --a-nuisance`): a gate run with another treatment reports the config uncertified."
+    ),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars on stderr (default: when stderr is a terminal)."),
 ) -> None:
     """Compile a healthy baseline into a frozen config; prints its version id on stdout and, on stderr,
@@ -179,7 +183,7 @@ def calibrate(
 
     specs = read_signals_file(signals) if signals else None
     frame = read_frame(baseline, specs=specs)
-    settings = _settings(alpha, window, "one-sample", False)
+    settings = _settings(alpha, window, "one-sample", False, a_nuisance=a_nuisance)
     with stage_progress(progress_enabled(progress)) as report:
         cfg = certify_baseline(frame, settings, seed=seed, min_cell_samples=min_cell_samples, robust_covariance=robust, windows=backtest_windows,
                                progress=report)
@@ -215,13 +219,16 @@ def gate(
     window: int = typer.Option(480, help="Planned window in ticks."),
     early_proceed: bool = typer.Option(False, help="Allow proceed before the window ends (bounds the average shift so far, not one still growing)."),
     drift_allowance: float = typer.Option(
-        0.0, help="Extra baseline-to-canary level drift (score sd) treated as healthy, on top of the day-to-day drift the compiler measured."
+        0.0, help="Extra baseline-to-canary level drift (score sd) treated as healthy, on top of the day-to-day drift the compiler measured. "
+        "With --a-nuisance mixture it caps family A's evidence for a persistent shift: no detection by family A below about 4.2 x "
+        "sqrt(day-to-day variance + allowance^2) sd (e.g. ~2.1 sd at 0.5); docs/one-sample.md."
     ),
     a_nuisance: str = typer.Option(
         "learned", "--a-nuisance", help="Family A's nuisance terms: 'learned' (default; a gross shift can be explained away) or 'band' "
         "(tested against the band the baseline justifies: never explained away, monotone in harm, blind to shifts smaller than the band) "
         "or 'capped' (learned, capped at the band's edge) or 'mixture' (level nuisance integrated out of a Gaussian likelihood ratio, "
-        "monotone in harm by construction, plus the band's change detector); docs/one-sample.md."
+        "monotone in harm by construction for one-sided signals, validity approximate and exposed to canary noise louder than the "
+        "baseline's, plus the band's change detector); docs/one-sample.md. A config certifies only the treatment `calibrate --a-nuisance` backtested."
     ),
     split: Optional[Path] = typer.Option(None, "--split", help="Randomised split: per-request log (CSV/JSONL/Parquet) with an arm column; see docs/split.md."),
     split_ticks: Optional[Path] = typer.Option(None, "--split-ticks", help="Randomised split: aggregated split ticks (JSONL, per-arm counts and buckets)."),
@@ -242,7 +249,7 @@ def gate(
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""
     from ..calibration import canonical_json
     from ..gate import certification_status
-    from ._certify import warn_uncertified
+    from ._certify import note_treatment, warn_uncertified
 
     if split is not None or split_ticks is not None:
         from ._split import gate_split
@@ -263,6 +270,7 @@ def gate(
     ctrl = load_stream(control, cfg, "control") if control else None
     status = certification_status(cfg, settings)
     warn_uncertified(status, err)
+    note_treatment(settings.a_nuisance, err)
     summary, _ = run_gate(cfg, settings, can, ctrl, audit, progress=progress_enabled(progress) and len(can) > PROGRESS_TICKS)
     summary.update(certified=status["certified"], certification_reasons=status["reasons"], basis=status["basis"])
     if as_json:

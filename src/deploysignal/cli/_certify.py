@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..calibration import CompiledConfig
 
-__all__ = ["print_certification", "warn_uncertified"]
+__all__ = ["note_treatment", "print_certification", "warn_uncertified"]
 
 
 def _fmt(v: Any) -> str:
@@ -51,3 +51,12 @@ def warn_uncertified(status: dict[str, Any], err: Console) -> None:
     """One warning line on stderr when a one-sample gate runs on an uncertified config."""
     if status["basis"] == "one-sample, uncertified":
         err.print("[yellow]warning[/yellow]: one-sample, uncertified: " + "; ".join(status["reasons"]))
+
+
+def note_treatment(a_nuisance: str, err: Console) -> None:
+    """One note on stderr when family A runs ``a_nuisance="mixture"``, whose validity is approximate
+    (docs/one-sample.md): the user hears at run time what the docs say."""
+    if a_nuisance == "mixture":
+        err.print("note: --a-nuisance mixture: family A's false-rollback control is approximate (measured, not proved) and exceeds "
+                  "its share when the canary's noise is louder or more autocorrelated than the baseline's; 'band' holds there "
+                  "(docs/one-sample.md)")

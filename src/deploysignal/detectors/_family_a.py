@@ -86,10 +86,17 @@ class FamilyA:
     **Mixture (``nuisance="mixture"``, opt-in since 0.5.0).** The "shifted since start" e-process is the
     Gaussian likelihood ratio with the level nuisances (cell centres' errors, global offset) integrated
     out under their prior and the shift averaged over ``DELTAS``
-    (:mod:`~deploysignal.detectors._nuisance_mixture` states the construction and its proof): its log is
-    linear in the scores with nonnegative data-free coefficients, so it is nondecreasing in a harmful
-    shift **by construction**, and it is a martingale under the compiler's Gaussian model (nuisance
-    errors and innovations Gaussian, the AR(1) error inside the band). The "changed at an unknown time"
+    (:mod:`~deploysignal.detectors._nuisance_mixture` states the construction): its log is linear in
+    the scores with nonnegative data-free coefficients, so it is nondecreasing in a harmful shift of a
+    one-sided signal **by construction** (not for two-sided signals, whose two channels move in
+    opposite directions). Its validity is **approximate, not proved**: it would be a martingale if the
+    scores were exactly the compiler's Gaussian model, but the one-sample score (clipped below at
+    ``-C_LO``, recentred, divided by its sd of about 0.98) has a heavier right tail, and the per-tick
+    factor on that law is above 1 (1.0011, 1.0071, 1.0401 at shifts 0.4, 0.8, 1.6 sd; computed exactly
+    in ``tests/test_family_a_mixture_factor.py``); its false-alarm rate is measured (docs/one-sample.md),
+    and it is exposed to innovation variance above 1 and autocorrelation left in the scores, which the
+    band is not. Its evidence for a persistent shift is capped near ``Delta^2 / (2 v_g)`` nats, ``v_g``
+    including ``drift_allowance`` squared. The "changed at an unknown time"
     e-process is the band's e-SR (above). Alpha: 20% of alpha_A for the band event (the AR-error band,
     which both use, and the level band of the e-SR), the rest split evenly between the mixture
     (threshold ``2/alpha_e``) and the e-SR (``2H/alpha_e``). Where the band's monotonicity condition

@@ -20,15 +20,24 @@ Sherman-Morrison),
 
 with :math:`S_c, N_c` the sum and count of the scores seen so far in cell :math:`c`.
 
-**Supermartingale.** :math:`\Lambda_t(\delta)` is the likelihood ratio of two fully specified
-Gaussian laws of :math:`y_{1:t}` (given the cell sequence, which the clock fixes), so under the null's
-marginal law it is a martingale with mean 1 in the canary's own filtration; so is its average over the
-shift grid ``DELTAS`` and over channels. Ville: :math:`P(\exists t: \bar\Lambda_t \ge 1/a) \le a`.
-This is **marginal over the draw of the baseline and the canary's day**, like ``learned``'s centring,
-and it rests on the model: Gaussian nuisance errors with the recorded variances (CLT), innovations
-conditionally Gaussian with unit variance (the scores are the compiler's clipped, standardised AR(1)
-innovations; clipping from above only lowers the likelihood ratio's growth, but heavier-than-Gaussian
-tails below the clip and a variance above 1 are departures the Monte Carlo measures, not the proof).
+**Validity: approximate, not proved.** If the scores were exactly the Gaussian law above,
+:math:`\Lambda_t(\delta)` would be the likelihood ratio of two fully specified Gaussian laws of
+:math:`y_{1:t}` (given the cell sequence, which the clock fixes), a martingale with mean 1 under the
+null's marginal law (over the draw of the baseline and the canary's day, like ``learned``'s centring),
+and Ville would bound the crossing of ``2/alpha_e``. **The actual scores are not that law, even when
+the innovations are exactly Gaussian**: the score is the compiler's clipped innovation
+:math:`\mathrm{clip}(z, -C_{lo}, C_{hi})`, recentred by its mean (about 0.0085) and divided by its sd
+(about 0.980), so its right tail is :math:`N(0,1)/0.980`, heavier than the unit Gaussian the ratio
+assumes. The per-tick factor :math:`E\exp(\delta y - \delta^2/2)` on that score law, computed
+exactly (``tests/test_family_a_mixture_factor.py``), is 1.0000, 1.0002, 1.0011, 1.0071, 1.0401 for
+:math:`\delta` = 0.1, 0.2, 0.4, 0.8, 1.6 (grid average 1.0097): above 1, so the mixture is **not** a
+supermartingale under the model's own null and Ville's bound is not a proof for it. Its false-alarm
+rate is **measured** (docs/one-sample.md: 0/2,000 paths on the model's null for family A in either
+mode), not guaranteed. It is further exposed to departures that ``band`` survives: an innovation
+variance above 1 or autocorrelation left in the scores (variance 1.3: 8/200 one-sample fires at
+alpha_A 0.02; lag-1 autocorrelation 0.2: 17/200; ``band`` 0/200; docs/one-sample.md). Two-sample
+mode's paired differences (symmetric clip at :math:`\pm C_{pair}`, not rescaled) have per-tick factor
+at most 1 for Gaussian innovations of unit variance.
 
 **AR(1) error.** The estimate :math:`\hat\phi` leaves :math:`\beta r_i` in each innovation
 (:math:`r_i` the previous de-seasonalised level in innovation units). It is not integrated (the
@@ -38,22 +47,28 @@ band's edge :math:`a_i = k\,se_\phi \min(|r_i|, R)`
 :math:`1 - 0.2\alpha_A`), then is clipped as the compiler clips:
 :math:`y_i = \mathrm{clip}(s z_i - \hat\sigma_\psi a_i, -C_{lo}, C_{hi})/\hat\sigma_\psi - \hat m_c`. On
 that event :math:`s z_i - \hat\sigma_\psi a_i` lies below the innovation with the AR error removed, so
-:math:`y_i` lies below that innovation's clipped score, whose law is the model's; and
-:math:`\log\Lambda_t` is nondecreasing in every :math:`y_j` (below), so :math:`\Lambda_t` is dominated
-by the model's martingale and Ville holds for it. (Subtracting the edge after the clip would not be
+:math:`y_i` lies below that innovation's clipped score; and :math:`\log\Lambda_t` is nondecreasing in
+every :math:`y_j` (below), so :math:`\Lambda_t` is dominated by the mixture of the scores without AR
+error (whose validity is the approximate one above). (Subtracting the edge after the clip would not be
 monotone: a saturated score minus an edge that still grows with :math:`|r_i|` falls as the shift grows.)
 
-**Monotone in harm, by construction.** :math:`\log\Lambda_t(\delta)` is linear in the scores with
+**Monotone in harm, by construction, for one-sided signals.** :math:`\log\Lambda_t(\delta)` is linear in the scores with
 coefficient :math:`\delta / ((1 + N_c v_c)(1 + v_g A_t)) \ge 0` on every score of cell :math:`c` (the
 denominators count ticks, not values), so for every :math:`\delta > 0` it is nondecreasing in each
 :math:`y_j`; each :math:`y_j` is a nondecreasing function of a harmful shift of its signal wherever
 the band's condition ``k se_phi <= min_g (1 - phi^g)/(g |phi|^(g-1))`` holds (``NuisanceBand.monotone``;
 the clip only saturates). Every score is used, spikes included (a rule that dropped large values
-would make a larger shift count less). A larger harmful shift therefore never lowers
-:math:`\bar\Lambda_t` at any tick. What the mixture pays instead of absorbing: a shift :math:`\delta`
+would make a larger shift count less). A larger harmful shift of a one-sided signal therefore never
+lowers :math:`\bar\Lambda_t` at any tick. A two-sided signal (direction ``both``) has two channels of
+opposite sign: a shift up raises one and lowers the other, so for it the claim does not hold (the
+property tests exclude those signals). What the mixture pays instead of absorbing: a shift :math:`\delta`
 present in one cell for :math:`n` ticks earns at most about :math:`\delta^2 / (2 v_c)` nats there
 (the price of "the cell's centre was off by :math:`\delta`" under its prior), renewed in every new
-cell, and :math:`\delta^2/(2 v_g)` in all through the global offset.
+cell, and :math:`\delta^2/(2 v_g)` in all through the global offset: a **ceiling** on the evidence
+for a persistent shift of one channel, however long it lasts. With ``k`` signals the mixture needs
+about :math:`\log(2/\alpha_e) + \log(5k)` nats from one one-sided signal's channel (8.9 with 12
+signals at alpha_A 0.02), so it never detects a persistent shift below about :math:`4.2\sqrt{v_g}` score sd; ``v_g``
+includes ``drift_allowance`` squared, so a drift allowance of 0.5 puts that floor near 2.1 sd.
 
 Two-sample mode has no level nuisance (:math:`v_c = v_g = 0`): the scores are the paired differences
 :math:`\mathrm{clip}(s(z - z^{ctl})/\sqrt2 - a_i, \pm C_{pair})` (the AR band's edge subtracted before the

@@ -162,7 +162,9 @@ def certify_baseline(
 ) -> CompiledConfig:
     """Compile ``frame``, run the model check and the backtest, and store the decision in the config.
 
-    The config is certified for one-sample mode at ``settings`` (alpha, window, max_extensions) when
+    The config is certified for one-sample mode at ``settings`` (alpha, window, max_extensions and family
+    A's ``a_nuisance`` treatment, which the backtest replays; the scope names ``a_nuisance`` only when it
+    is not ``learned``, so default configs keep their bytes) when
     every model check ran and passed and the backtest ran at least one window without being flagged;
     otherwise uncertified, with the reasons (see :mod:`deploysignal.calibration._certificate`). The
     result is deterministic (same frame, settings and seed -> same bytes). ``progress`` is called as
@@ -184,11 +186,20 @@ def certify_baseline(
         progress("compile", 1, 1)
     checks = cfg.certification["checks"] if cfg.certification else []
     bt = backtest(frame, settings, windows=windows, seed=seed, min_cell_samples=min_cell_samples, progress=progress)
-    scope = {"alpha": settings.alpha, "window": settings.window, "max_extensions": settings.max_extensions}
     payload = cfg.model_dump(mode="json")
-    payload["certification"] = certificate(checks, bt, scope)
+    payload["certification"] = certificate(checks, bt, _scope(settings))
     payload["version_id"] = CompiledConfig.content_id(payload)
     return CompiledConfig.model_validate(payload)
+
+
+def _scope(settings: GateSettings) -> dict[str, Any]:
+    """The settings a certificate holds for. ``a_nuisance`` is named only when it is not ``learned``: a
+    scope without it (every config certified before 0.5.0's treatments, and every default one) was
+    backtested with ``learned``."""
+    scope: dict[str, Any] = {"alpha": settings.alpha, "window": settings.window, "max_extensions": settings.max_extensions}
+    if settings.a_nuisance != "learned":
+        scope["a_nuisance"] = settings.a_nuisance
+    return scope
 
 
 def _not_monotone(config: CompiledConfig, settings: GateSettings) -> tuple[str, ...]:
@@ -209,7 +220,8 @@ def certification_status(config: CompiledConfig, settings: GateSettings) -> dict
 
     ``basis`` is ``"one-sample, model checked"`` or ``"one-sample, uncertified"`` in one-sample mode,
     ``"two-sample"`` otherwise (the certificate concerns the one-sample model; it is still reported).
-    A certificate holds only for the settings it was backtested with (alpha, window, max_extensions).
+    A certificate holds only for the settings it was backtested with (alpha, window, max_extensions and
+    family A's ``a_nuisance`` treatment; a scope without ``a_nuisance`` was backtested with ``learned``).
     A gate whose family A cannot guarantee evidence monotone in harm for some signal (phi near 1 on a
     short baseline; :meth:`~deploysignal.detectors.FamilyA.not_monotone`) is uncertified and says which.
 
@@ -235,6 +247,11 @@ def certification_status(config: CompiledConfig, settings: GateSettings) -> dict
                 certified = False
                 reasons.append("backtested at " + ", ".join(f"{k}={scope[k]}" for k in now) + "; this gate runs "
                                + ", ".join(f"{k}={v}" for k, v in now.items()) + ": recalibrate with these settings")
+            backtested = scope.get("a_nuisance", "learned")
+            if backtested != settings.a_nuisance:
+                certified = False
+                reasons.append(f"certified for a_nuisance={backtested}, gated with {settings.a_nuisance}: family A's treatment changes"
+                               f" its false-rollback rate; recalibrate with `calibrate --a-nuisance {settings.a_nuisance}`")
     flat = _not_monotone(config, settings)
     if flat:
         certified = False

@@ -48,7 +48,11 @@ class GateSettings(BaseModel):
         At window end, a family whose running-max log-wealth reached this fraction of its log bound
         makes the verdict extend instead of proceed.
     drift_allowance : float
-        Global baseline-to-canary drift (score sd) treated as null in one-sample mode.
+        Global baseline-to-canary drift (score sd) treated as null in one-sample mode. With
+        ``a_nuisance="mixture"`` its square joins the day-offset variance ``v_g``, which caps family
+        A's evidence for a persistent shift ``Delta`` at about ``Delta^2 / (2 v_g)`` nats: family A
+        then never detects a persistent shift below about ``4.2 sqrt(v_g)`` score sd (12 signals,
+        alpha_A 0.02), e.g. about 2.1 sd with ``drift_allowance=0.5``.
     a_nuisance : {"learned", "band", "capped", "mixture"}
         How family A treats its nuisance terms (cell levels, day offset, AR(1) error). ``learned``
         (default, 0.4.0's treatment) centres each bet on their posterior mean learnt from the canary:
@@ -60,8 +64,12 @@ class GateSettings(BaseModel):
         mean capped at the band's upper edge: gross shifts as with the band, moderate ones somewhat
         later than ``learned``; monotone in harm in the property test, not by proof. ``mixture``
         integrates the level nuisance out of a Gaussian likelihood ratio (monotone in harm by
-        construction, valid under the compiler's Gaussian model) and adds the band's change
-        detector (:mod:`deploysignal.detectors._nuisance_mixture`). Left out of
+        construction for one-sided signals; its validity is approximate, not proved: the per-tick
+        factor on the compiler's clipped Gaussian score is above 1, and an innovation variance above
+        1 or autocorrelation in the canary's scores makes it false-alarm above alpha_A, where
+        ``band`` does not) and adds the band's change detector
+        (:mod:`deploysignal.detectors._nuisance_mixture`). A certified config covers only the
+        treatment its backtest ran (``calibrate --a-nuisance``). Left out of
         :meth:`model_dump` when ``learned``: settings written before the key existed mean ``learned``
         and keep their bytes.
     out_of_domain : {"reject", "missing"}

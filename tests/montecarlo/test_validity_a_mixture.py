@@ -23,6 +23,9 @@ ALPHA_A = SETTINGS.shares["A"] * ALPHA
 NULL = NoiseSpec(phi=0.85, diurnal=2.0)
 
 
+@pytest.mark.extended  # ~2 CPU-minutes for a check other families dominate; CI holds the mixture's wiring
+# (tests/test_family_a_mixture.py: fires exactly at 2/alpha_e) and its exact per-tick factor
+# (tests/test_family_a_mixture_factor.py); docs/testing.md
 def test_gate_false_rollbacks_within_alpha_ci():
     r = run_mc(1001, 300, 960, NULL, SETTINGS)
     k, n = int(r.rollback.sum()), r.rollback.size

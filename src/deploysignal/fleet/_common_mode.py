@@ -76,9 +76,12 @@ from scipy.stats import norm
 
 from .._exceptions import InputError
 
-__all__ = ["CommonMode", "CommonModeEProcess", "fit_common_mode"]
+__all__ = ["MIN_LOAD_SHARE", "CommonMode", "CommonModeEProcess", "fit_common_mode", "fit_common_mode_or_reason"]
 
 _MAD = 1.482602218505602
+#: Smallest share of every strong signal's baseline variance the fitted load must explain for the loadings to
+#: count as identified (a measured threshold, not a derived one: see the module docstring).
+MIN_LOAD_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class CommonMode:
     standard error): the bets test "symmetric about some :math:`b`, :math:`|b| \\le` tolerance".
     f_center, f_norm, quantile : baseline mean and root sum of squares about it of the leave-one-out
     factor per signal, and the Bonferroni quantile: the loading-error band (:meth:`residuals_and_leak`).
+    f_range : (2, K) smallest and largest leave-one-out factor per signal over the baseline, widened by
+    10% of the range each side: the load levels the fit has seen (:meth:`outside_range`).
     """
 
     loc: np.ndarray
@@ -107,6 +112,7 @@ class CommonMode:
     f_center: np.ndarray | None = None
     f_norm: np.ndarray | None = None
     quantile: float = 0.0
+    f_range: np.ndarray | None = None
 
     def residuals(self, median: np.ndarray) -> np.ndarray:
         """Unoriented, unwhitened residuals :math:`(z_j - b_j \\hat f_{-j} - c_j)/r_j` of one tick (or of
@@ -119,6 +125,14 @@ class CommonMode:
         (the slope's standard error times the load's distance from its baseline mean; 0 without a fit)."""
         z = (np.asarray(median, dtype=float) - self.loc) / self.scale
         b = self.loadings
+        f = self._factor(z)
+        e = (z - b * f - (0.0 if self.resid_loc is None else self.resid_loc)) / self.resid_scale
+        leak = np.zeros(z.shape) if self.f_norm is None else self.quantile * np.abs(f - self.f_center) / self.f_norm
+        return e, np.where(np.isnan(leak), 0.0, leak)
+
+    def _factor(self, z: np.ndarray) -> np.ndarray:
+        """Leave-one-out factor :math:`\\hat f_{t,-j}` per signal (NaN where every other strong signal is missing)."""
+        b = self.loadings
         ratio = np.where(self.strong, z / np.where(self.strong, b, 1.0), np.nan)
         k = b.size
         f = np.empty(z.shape)
@@ -126,15 +140,28 @@ class CommonMode:
             others = ratio[..., [i for i in range(k) if i != j]]
             ok = ~np.isnan(others).all(axis=-1)
             f[..., j] = np.where(ok, np.nanmedian(np.where(ok[..., None], others, 0.0), axis=-1), np.nan)
-        e = (z - b * f - (0.0 if self.resid_loc is None else self.resid_loc)) / self.resid_scale
-        leak = np.zeros(z.shape) if self.f_norm is None else self.quantile * np.abs(f - self.f_center) / self.f_norm
-        return e, np.where(np.isnan(leak), 0.0, leak)
+        return f
+
+    def outside_range(self, median: np.ndarray) -> bool:
+        """Whether this tick's load estimate lies outside the range the baseline visited (for any signal).
+
+        Outside that range the residual holds :math:`(b_j - \\hat b_j) f_t` at a load level the fit has not
+        seen; the loading band widens the null there, but it is a heuristic (module docstring), so the
+        observer counts such ticks and the CLI says so.
+        """
+        if self.f_range is None:
+            return False
+        f = self._factor((np.asarray(median, dtype=float) - self.loc) / self.scale)
+        with np.errstate(invalid="ignore"):
+            return bool(np.any((f < self.f_range[0]) | (f > self.f_range[1])))
 
 
 def fit_common_mode(medians: np.ndarray, *, min_scale: float = 1e-6, delta: float = 0.01) -> CommonMode | None:
-    """Fit :class:`CommonMode` on baseline fleet medians of shape (T, K); ``None`` with < 2 strong signals.
+    """Fit :class:`CommonMode` on baseline fleet medians of shape (T, K); ``None`` when no load is identified.
 
-    ``delta``: probability allowed for any residual centre to be off by more than its tolerance.
+    ``None`` with < 2 strong signals, a signal missing in every tick, or loadings the baseline does not
+    identify (:func:`fit_common_mode_or_reason` says which). ``delta``: probability allowed for any
+    residual centre to be off by more than its tolerance.
 
     Examples
     --------
@@ -149,11 +176,36 @@ def fit_common_mode(medians: np.ndarray, *, min_scale: float = 1e-6, delta: floa
     m = np.asarray(medians, dtype=float)
     if m.ndim != 2 or m.shape[0] < 30:
         raise InputError(f"baseline medians must be (ticks >= 30, signals), got shape {m.shape}")
-    if m.shape[1] < 2:
-        return None
+    return fit_common_mode_or_reason(m, min_scale=min_scale, delta=delta)[0]
+
+
+def fit_common_mode_or_reason(medians: np.ndarray, *, min_scale: float = 1e-6,
+                              delta: float = 0.01) -> tuple[CommonMode | None, str]:
+    """:func:`fit_common_mode` that never raises on a short baseline and says why it did not fit.
+
+    Returns ``(model, "")`` or ``(None, reason)``; the reason is a sentence for the user. Refused: fewer
+    than 30 ticks or 2 signals, a signal missing in every tick, fewer than two strongly loaded signals,
+    or a load that explains less than :data:`MIN_LOAD_SHARE` of some strong signal's baseline variance
+    (then the principal component is mostly the signals' own noise and the loadings are not identified:
+    with a weak load, loadings fitted as (0.64, 0.39, 0.84, 0.56) for a truth of all equal were measured,
+    and a window at a new load level fired in 47 of 200 healthy runs).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> weak = 0.3 * np.sin(np.arange(300) / 30.0)[:, None] + 0.4 * rng.standard_normal((300, 4))
+    >>> cm, why = fit_common_mode_or_reason(weak)
+    >>> cm is None, "not identified" in why
+    (True, True)
+    """
+    m = np.asarray(medians, dtype=float)
+    if m.ndim != 2 or m.shape[0] < 30 or m.shape[1] < 2:
+        return None, (f"a baseline of {m.shape[0] if m.ndim else 0} tick(s) x {m.shape[-1] if m.ndim else 0} signal(s) "
+                      "is too small to separate a shared load (>= 30 ticks and >= 2 signals needed)")
     fill = np.nanmedian(m, axis=0)
     if np.isnan(fill).any():
-        return None
+        j = int(np.flatnonzero(np.isnan(fill))[0])
+        return None, f"signal {j} is missing in every baseline tick, so no shared load can be fitted across signals"
     m = np.where(np.isnan(m), fill, m)
     loc = m.mean(axis=0)
     scale = np.maximum(_MAD * np.median(np.abs(m - np.median(m, axis=0)), axis=0), min_scale)
@@ -164,7 +216,14 @@ def fit_common_mode(medians: np.ndarray, *, min_scale: float = 1e-6, delta: floa
     b = v * sv[0] / math.sqrt(z.shape[0])
     strong = np.abs(b) >= 0.5 * np.abs(b).max()
     if strong.sum() < 2:
-        return None
+        return None, "fewer than two signals load on a shared component in the baseline"
+    share = b * b / np.maximum(zc.var(axis=0), 1e-300)
+    weak = np.flatnonzero(strong & (share < MIN_LOAD_SHARE))
+    if weak.size:
+        j = int(weak[np.argmin(share[weak])])
+        return None, (f"the baseline's shared load explains only {share[j]:.0%} of signal {j}'s fleet-median variance "
+                      f"(< {MIN_LOAD_SHARE:.0%}): its loadings are not identified (a weak or absent load relative to "
+                      "the fleet-wide noise)")
     cm = CommonMode(loc, scale, b, strong, np.ones_like(b), np.zeros_like(b))
     from ._curation import _median_lrv  # the same standard error as the shard centres (call time: no cycle)
 
@@ -185,7 +244,9 @@ def fit_common_mode(medians: np.ndarray, *, min_scale: float = 1e-6, delta: floa
     # the residual-sd-scaled standard error of a loading fitted against f is 1/||f - mean|| (inflated by
     # the long-run variance factor of the residual's autocorrelation)
     f_norm = np.maximum(np.sqrt(((f - f_center) ** 2).sum(axis=0) / ((1 + np.abs(phi)) / (1 - np.abs(phi)))), 1e-12)
-    return CommonMode(loc, scale, b, strong, rs, phi, e_loc, tol, f_center, f_norm, q)
+    lo, hi = f.min(axis=0), f.max(axis=0)  # the baseline's load range, widened by 10% of its width each side
+    return CommonMode(loc, scale, b, strong, rs, phi, e_loc, tol, f_center, f_norm, q,
+                      np.stack([lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo)])), ""
 
 
 class CommonModeEProcess:
@@ -233,10 +294,12 @@ class CommonModeEProcess:
         self.log_w = np.zeros(self._grid.shape)
         self.prev = np.zeros(k)
         self.prev_leak = np.zeros(k)
+        self.outside_ticks = 0  # ticks whose load estimate left the baseline's range (validity there is not shown)
 
     def update(self, median: np.ndarray, *, frozen: bool = False) -> float:
         """Feed one tick's fleet median (K,); return the log e-process (average over signals and bets)."""
         e, leak = self.model.residuals_and_leak(median)
+        self.outside_ticks += self.model.outside_range(median)
         e = self._sign * e
         u = e - self.model.phi * self.prev
         # a residual centre off by b leaves (1 - phi) b in u, a loading error leaves at most leak_t + |phi| leak_{t-1}:

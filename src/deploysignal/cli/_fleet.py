@@ -235,7 +235,7 @@ def curate_cmd(
     """Screen a raw baseline (MCD + fleet-correlated); exit 0 ready/warn/overridden, 2 halt."""
     shards, signals, b, ticks = read_long_csv_ticks(baseline)
     rep = curate_baseline(b, override=override, seed=seed)
-    out.print(json.dumps(rep.summary(), indent=2))
+    out.print(json.dumps(rep.summary(), indent=2), soft_wrap=True)  # no line wrapping inside JSON strings
     if log is not None:
         log.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rep.log))
     if rep.status == "halt":

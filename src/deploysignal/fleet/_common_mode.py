@@ -223,9 +223,12 @@ def fit_common_mode_or_reason(medians: np.ndarray, *, min_scale: float = 1e-6,
     (True, True)
     """
     m = np.asarray(medians, dtype=float)
-    if m.ndim != 2 or m.shape[0] < 30 or m.shape[1] < 2:
-        return None, (f"a baseline of {m.shape[0] if m.ndim else 0} tick(s) x {m.shape[-1] if m.ndim else 0} signal(s) "
-                      "is too small to separate a shared load (>= 30 ticks and >= 2 signals needed)")
+    if m.ndim != 2:
+        raise InputError(f"baseline medians must be (ticks, signals), got shape {m.shape}")
+    if m.shape[1] < 2:
+        return None, "a shared load needs at least two signals to be separated from a fault, the fleet has one"
+    if m.shape[0] < 30:
+        return None, f"only {m.shape[0]} baseline tick(s) kept: at least 30 ticks are needed to fit a shared load"
     fill = np.nanmedian(m, axis=0)
     if np.isnan(fill).any():
         j = int(np.flatnonzero(np.isnan(fill))[0])

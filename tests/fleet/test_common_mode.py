@@ -14,6 +14,14 @@ the whole observer). Nulls:
 
 Detection: a fleet-wide step of one signal (+1.5 sd of its fleet-wide noise) from the first observed tick.
 CI: 200 runs per null and 100 for detection, about 2 CPU-minutes in all; 2,000 runs under ``extended``.
+
+Nulls that break the model's assumptions, on 16-shard fleets through ``curate_baseline`` (the path of
+``fleet observe --baseline``), 200 runs each: a weak load (0.3 sin(t/30), window at +3) with unequal and
+with equal fleet-wide noise (the fit must be refused: misfitted loadings fired 47/200 and 14/200), and a
+strong load with unequal noise (sd 0.1, 0.1, 0.1, 1.0) with the window inside the baseline's load range
+(<= alpha) and 5x outside it (no validity claimed: every event must come after the load left the range,
+which ``fleet observe`` reports); plus the reviewer's CLI repro seeds and a short-baseline halt. About
+1.5 CPU-minutes more (curate_baseline's MCD fit is ~0.25 s a run).
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ def _load(kind: str, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.n
 
 
 def fleet_medians(kind: str, rng: np.random.Generator, n: int = B + T) -> np.ndarray:
-    """Per-tick cross-shard medians (n, K) of a simulated 128-shard fleet."""
+    """Per-tick cross-shard medians (n, K) of a simulated 32-shard fleet."""
     eps = rng.standard_normal((n, SHARDS, K))
     x = np.empty_like(eps)
     x[0] = eps[0] / math.sqrt(1 - 0.09)
@@ -163,8 +171,104 @@ def test_fleet_observe_cli_clean_load_exits_0_and_fleet_fault_exits_4(tmp_path):
     shift[50:, 1] = 1.5
     _long_csv(tmp_path / "fault.csv", shift, rng, 300, 300)
     runner = CliRunner()
+    cur = runner.invoke(app, ["curate-baseline", str(tmp_path / "base.csv")])
+    assert cur.exit_code == 0 and '"loadings"' in cur.output and '"strong"' in cur.output, cur.output
     clean = runner.invoke(app, ["observe", str(tmp_path / "clean.csv"), "--baseline", str(tmp_path / "base.csv")])
-    assert clean.exit_code == 0, clean.output
+    assert clean.exit_code == 0 and "no shared load component" not in clean.output, clean.output
     fault = runner.invoke(app, ["observe", str(tmp_path / "fault.csv"), "--baseline", str(tmp_path / "base.csv")])
     assert fault.exit_code == 4, fault.output
     assert "fleet_event" in fault.output
+
+
+# --- nulls that break the model's assumptions, through curate_baseline (review of issue 22, fleet item) ---
+# A 16-shard fleet (iid N(0, 1) shard noise) whose per-signal fleet-wide term is load + sd_j * N(0, 1):
+# the load is 'amp sin(t/30)' in the baseline and 'amp sin(t/30) + jump' in the window. Each run curates
+# the raw baseline (curate_baseline, as `fleet observe --baseline` does) and bets on the window's medians.
+
+def _fleet(rng: np.random.Generator, ticks: int, offset: int, amp: float, jump: float, sd) -> np.ndarray:
+    """(ticks, 16, K) raw values: the reviewer's generator (/tmp/rv_cli.py), tick by tick in the same order."""
+    load = amp * np.sin((np.arange(ticks) + offset) / 30.0) + jump
+    out = np.empty((ticks, 16, K))
+    for t in range(ticks):
+        common = load[t] + np.asarray(sd) * rng.standard_normal(K)
+        out[t] = common + rng.standard_normal((16, K))
+    return out
+
+
+def _curated_run(rng: np.random.Generator, amp: float, jump: float, sd) -> tuple[bool, bool, bool]:
+    """(refused, fired, fired before the load left the baseline's range) of one run."""
+    from deploysignal.fleet import curate_baseline
+
+    base, win = _fleet(rng, B, 0, amp, 0.0, sd), _fleet(rng, T, B, amp, jump, sd)
+    rep = curate_baseline(base)
+    if rep.common_mode is None:
+        assert rep.common_mode_note
+        return True, False, False
+    ep = CommonModeEProcess(rep.common_mode, ("both",) * K)
+    for x in np.median(win, axis=1):
+        if ep.update(x) >= -math.log(ALPHA):
+            return False, True, ep.outside_ticks == 0
+    return False, False, False
+
+
+@pytest.mark.parametrize("name,amp,jump,sd,seed", [
+    ("weak load, unequal noise", 0.3, 3.0, (0.3, 0.3, 0.3, 0.6), 2221),   # 47/200 fired before the check
+    ("weak load, equal noise", 0.3, 3.0, (0.3, 0.3, 0.3, 0.3), 2222),     # 14/200 fired before the check
+])
+def test_weak_load_is_refused_not_misfitted(name, amp, jump, sd, seed):
+    """A load too weak to identify the loadings: the fit is refused (the observer falls back to the
+    stationary test, and says so), so no fleet event comes from misfitted loadings."""
+    rng = np.random.default_rng(seed)
+    runs = [_curated_run(rng, amp, jump, sd) for _ in range(200)]
+    refused, fired = sum(r[0] for r in runs), sum(r[1] for r in runs)
+    print(f"{name}: refused {refused}/200, fleet events with a fitted model {fired}/200, CP99 upper {cp_upper(fired, 200):.4f}")
+    assert cp_upper(fired, 200) <= ALPHA
+
+
+@pytest.mark.parametrize("name,amp,jump,sd,seed", [
+    ("unequal noise, window inside the baseline's load range", 2.0, 0.0, (0.1, 0.1, 0.1, 1.0), 2223),
+    ("unequal noise, window 5x the amplitude outside the range", 2.0, 10.0, (0.1, 0.1, 0.1, 1.0), 2224),
+])
+def test_unequal_noise_fleet_events_are_within_alpha_or_flagged(name, amp, jump, sd, seed):
+    """Identified loadings under unequal fleet-wide noise (principal components are biased towards the
+    noisier signal): inside the baseline's load range fleet events are <= alpha; outside it no claim is
+    made, and an event is never silent: the load has left the range (the CLI says so) before it fires."""
+    rng = np.random.default_rng(seed)
+    runs = [_curated_run(rng, amp, jump, sd) for _ in range(200)]
+    refused, fired, silent = (sum(r[i] for r in runs) for i in range(3))
+    print(f"{name}: refused {refused}/200, fleet events {fired}/200 (CP99 upper {cp_upper(fired, 200):.4f}), "
+          f"with the load still inside the baseline's range {silent}/200 (CP99 upper {cp_upper(silent, 200):.4f})")
+    assert refused <= 2
+    assert cp_upper(silent, 200) <= ALPHA
+    if jump == 0.0:
+        assert cp_upper(fired, 200) <= ALPHA
+
+
+def test_short_curated_baseline_halts_without_common_mode():
+    """Fewer than 30 kept ticks: curate_baseline returns its status (here `halt`) with no common-mode fit
+    and a note, as before the common-mode change (which raised InputError here)."""
+    from deploysignal.fleet import curate_baseline
+
+    x = np.random.default_rng(2225).standard_normal((40, 20, 3))
+    x[:15] += 8.0
+    rep = curate_baseline(x)
+    assert rep.status == "halt" and rep.keep.sum() < 30
+    assert rep.common_mode is None and "30 ticks" in rep.common_mode_note
+    assert rep.summary()["common_mode_note"] == rep.common_mode_note
+
+
+@pytest.mark.parametrize("seed", [4, 9, 10, 11])
+def test_fleet_observe_weak_load_repro_says_why(tmp_path, seed):
+    """The reviewer's CLI repro (16 shards, baseline load 0.3 sin(t/30), window +3, fleet-wide noise sd 0.3;
+    these seeds exited 4 on clean data with misfitted loadings): the fit is refused and stderr says why and
+    that the fleet-level alarm then reads a new load level as a fleet event."""
+    rng = np.random.default_rng(seed)
+    for name, off, jump in (("base.csv", 0, 0.0), ("win.csv", B, 3.0)):
+        x = _fleet(rng, 300, off, 0.3, jump, (0.3,) * K)
+        rows = ["tick,shard,s0,s1,s2,s3"] + [f"{t},shard{i:02d}," + ",".join(f"{v:.6f}" for v in x[t, i])
+                                              for t in range(300) for i in range(16)]
+        (tmp_path / name).write_text("\n".join(rows) + "\n")
+    res = CliRunner().invoke(app, ["observe", str(tmp_path / "win.csv"), "--baseline", str(tmp_path / "base.csv")])
+    assert res.exit_code in (0, 4), res.output
+    assert "no shared load component is fitted" in res.output and "not identified" in res.output
+    assert "reads as a" in res.output

@@ -164,9 +164,9 @@ def observe(
         kw = {"baseline_loc": rep.baseline_loc, "baseline_scale": rep.baseline_scale, "phi": rep.phi,
               "center": rep.center, "scale": rep.scale, "center_se": rep.center_se, "common_mode": rep.common_mode}
         if rep.common_mode is None:
-            err.print("note: no shared load component could be separated from the baseline (fewer than two signals "
-                      "load on it): the fleet-level alarm assumes the fleet median is stationary, so a load level the "
-                      "baseline did not visit reads as a fleet event (docs/fleet.md)")
+            err.print(f"note: no shared load component is fitted ({rep.common_mode_note}): the fleet-level alarm "
+                      "assumes the fleet median is stationary, so a load level the baseline did not visit reads as a "
+                      "fleet event (docs/fleet.md)")
     obs = FleetObserver(_topology(shards, topo), len(signals), directions=directions,
                         settings=ObserverSettings(q=q, max_faulty_fraction=max_faulty), **kw)
     if events is not None:
@@ -185,6 +185,10 @@ def observe(
             out.print(f"tick {t}: flagged {', '.join(o.newly_flagged)}")
     if o is None:
         raise InputError("no ticks in telemetry", column="tick")
+    if obs.load_outside_baseline:
+        err.print(f"note: the shared load left the baseline's range in {obs.load_outside_baseline} of {x.shape[0]} ticks: "
+                  "there the fleet-level null rests on a heuristic loading band, measured on a few load shapes only "
+                  "(docs/fleet.md); a baseline that covers the load levels you expect removes this caveat")
     for a in o.attributions:  # with --jsonl on stderr: stdout stays JSON lines (`deploysignal ui --fleet`); the last line holds them too
         (err if jsonl else out).print(f"{a.kind}: {a.level} {a.node} ({len(a.shards)} shard(s), log e {a.log_e:.2f})")
     raise typer.Exit(4 if (o.flagged or o.fleet_fired) else 0)
@@ -231,7 +235,7 @@ def curate_cmd(
     """Screen a raw baseline (MCD + fleet-correlated); exit 0 ready/warn/overridden, 2 halt."""
     shards, signals, b, ticks = read_long_csv_ticks(baseline)
     rep = curate_baseline(b, override=override, seed=seed)
-    out.print(json.dumps(rep.summary(), indent=2))
+    out.print(json.dumps(rep.summary(), indent=2), soft_wrap=True)  # no line wrapping inside JSON strings
     if log is not None:
         log.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rep.log))
     if rep.status == "halt":

@@ -7,7 +7,7 @@ topology adapters (:func:`fetch_snapshot`) and baseline curation (:func:`curate_
 """
 
 from ._bench import bench_fleet
-from ._common_mode import CommonMode, CommonModeEProcess, fit_common_mode
+from ._common_mode import MIN_LOAD_SHARE, CommonMode, CommonModeEProcess, fit_common_mode, fit_common_mode_or_reason
 from ._contract import Attribution, ClusterEvent, FleetObservation, NodeEvidence
 from ._curation import CurationReport, curate_baseline
 from ._evidence import FleetEProcess, FleetTick, contamination_margin, group_log_e, robust_residuals
@@ -30,6 +30,7 @@ from ._topology import (
 
 __all__ = [
     "LEVELS",
+    "MIN_LOAD_SHARE",
     "Attribution",
     "ClusterEvent",
     "CommonMode",
@@ -53,6 +54,7 @@ __all__ = [
     "expand_hostlist",
     "fetch_snapshot",
     "fit_common_mode",
+    "fit_common_mode_or_reason",
     "group_log_e",
     "parse_k8s_nodes",
     "parse_neuron_ls",

@@ -27,7 +27,7 @@ from scipy import stats
 
 from .._exceptions import InputError
 from ..calibration._compiler import _fit_mcd
-from ._common_mode import CommonMode, fit_common_mode
+from ._common_mode import CommonMode, fit_common_mode_or_reason
 
 __all__ = ["CurationReport", "curate_baseline"]
 
@@ -53,7 +53,9 @@ class CurationReport:
     covariance. They are screened by the fleet-correlated screen only (logged as a warning, and listed
     in :meth:`summary` when not empty).
     common_mode : the one-factor model of the fleet median (:func:`fit_common_mode` on the kept ticks),
-    ``None`` when it cannot be separated (fewer than two strongly loaded signals).
+    ``None`` when it cannot be separated or is not identified; ``common_mode_note`` then says why (e.g.
+    fewer than 30 kept ticks, fewer than two strongly loaded signals, a load too weak to identify the
+    loadings), and :meth:`summary` carries it.
     """
 
     status: str
@@ -70,6 +72,7 @@ class CurationReport:
     center_se: np.ndarray | None = None
     mcd_left_out: list[int] = field(default_factory=list)
     common_mode: CommonMode | None = None
+    common_mode_note: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -78,7 +81,16 @@ class CurationReport:
             "baseline_loc": [round(float(v), 6) for v in self.baseline_loc],
             "baseline_scale": [round(float(v), 6) for v in self.baseline_scale],
             "phi_median": round(float(np.median(self.phi)), 6),
-        } | ({"mcd_left_out": list(self.mcd_left_out)} if self.mcd_left_out else {})
+        } | ({"mcd_left_out": list(self.mcd_left_out)} if self.mcd_left_out else {}) | _common_mode_summary(self)
+
+
+def _common_mode_summary(rep: CurationReport) -> dict[str, Any]:
+    """The fitted loadings (and which signals carry the load), or why no shared load was fitted."""
+    cm = rep.common_mode
+    if cm is None:
+        return {"common_mode": None, "common_mode_note": rep.common_mode_note} if rep.common_mode_note else {}
+    return {"common_mode": {"loadings": [round(float(v), 6) for v in cm.loadings],
+                            "strong": [bool(v) for v in cm.strong]}}
 
 
 def _median_lrv(phi: np.ndarray) -> np.ndarray:
@@ -172,4 +184,4 @@ def curate_baseline(
     n_obs = np.maximum((~np.isnan(dev)).sum(axis=0), 1)
     center_se = np.sqrt(np.pi / 2.0 * _median_lrv(phi) / n_obs)
     return CurationReport(status, keep, rate, int(mcd_drop.sum()), int(corr_drop.sum()), loc, scale, phi, center, sc,
-                          log, center_se, left_out, fit_common_mode(kept, min_scale=min_scale))
+                          log, center_se, left_out, *fit_common_mode_or_reason(kept, min_scale=min_scale))

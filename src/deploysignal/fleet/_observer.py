@@ -258,6 +258,12 @@ class FleetObserver:
         self._events = keep
         return mask, names
 
+    @property
+    def load_outside_baseline(self) -> int:
+        """Ticks so far whose shared-load estimate left the baseline's load range (0 without a common-mode
+        model): the fleet-level null there rests on the heuristic loading band (docs/fleet.md)."""
+        return 0 if self._common is None else self._common.outside_ticks
+
     # ----------------------------------------------------------------- update
     def update(self, values: np.ndarray, *, top_k: int = 3) -> FleetObservation:
         """Feed one tick (n_shards, n_signals); returns the :class:`FleetObservation`."""

@@ -93,7 +93,10 @@ def _null_rate(kind: str, seed: int, runs: int) -> tuple[int, int]:
     return sum(_fires(fleet_medians(kind, rng))[0] for _ in range(runs)), runs
 
 
-@pytest.mark.parametrize("kind,seed", [("sine", 2201), ("mixed", 2202), ("regime", 2203)])
+# CI keeps the issue's null (the sinusoidal load); the mixed-loading and regime loads repeat it under
+# ``-m extended`` with the same assertion (docs/testing.md)
+@pytest.mark.parametrize("kind,seed", [("sine", 2201), pytest.param("mixed", 2202, marks=pytest.mark.extended),
+                                       pytest.param("regime", 2203, marks=pytest.mark.extended)])
 def test_shared_load_is_not_a_fleet_event(kind, seed):
     k, n = _null_rate(kind, seed, 200)
     print(f"{kind}: fleet-level alarms {k}/{n}, CP99 upper {cp_upper(k, n):.4f}")
@@ -213,7 +216,8 @@ def _curated_run(rng: np.random.Generator, amp: float, jump: float, sd) -> tuple
 
 @pytest.mark.parametrize("name,amp,jump,sd,seed", [
     ("weak load, unequal noise", 0.3, 3.0, (0.3, 0.3, 0.3, 0.6), 2221),   # 47/200 fired before the check
-    ("weak load, equal noise", 0.3, 3.0, (0.3, 0.3, 0.3, 0.3), 2222),     # 14/200 fired before the check
+    pytest.param("weak load, equal noise", 0.3, 3.0, (0.3, 0.3, 0.3, 0.3), 2222,  # 14/200 fired before the check
+                 marks=pytest.mark.extended),
 ])
 def test_weak_load_is_refused_not_misfitted(name, amp, jump, sd, seed):
     """A load too weak to identify the loadings: the fit is refused (the observer falls back to the
@@ -257,7 +261,7 @@ def test_short_curated_baseline_halts_without_common_mode():
     assert rep.summary()["common_mode_note"] == rep.common_mode_note
 
 
-@pytest.mark.parametrize("seed", [4, 9, 10, 11])
+@pytest.mark.parametrize("seed", [10] + [pytest.param(s, marks=pytest.mark.extended) for s in (4, 9, 11)])
 def test_fleet_observe_weak_load_repro_says_why(tmp_path, seed):
     """The reviewer's CLI repro (16 shards, baseline load 0.3 sin(t/30), window +3, fleet-wide noise sd 0.3;
     these seeds exited 4 on clean data with misfitted loadings): the fit is refused and stderr says why and

@@ -143,7 +143,7 @@ def test_mcd_fallback_is_logged_and_only_for_a_zero_support_covariance(rng, capl
 
     from deploysignal.cli import app
 
-    res = CliRunner().invoke(app, ["calibrate", "--help"])
+    res = CliRunner().invoke(app, ["calibrate", "--help"], env={"COLUMNS": "250"})  # one line per option: no box border inside the phrase
     assert "cannot be fitted" in " ".join(res.output.split())
 
 

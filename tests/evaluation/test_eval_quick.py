@@ -32,6 +32,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.montecarlo
+@pytest.mark.extended  # the eval --quick run: ~300 s of one CI worker (docs/testing.md)
 def test_gate_valid_where_peeking_is_not(quick_report: dict) -> None:
     rows = {(r["scenario"], r["method"]): r for r in quick_report["summary"]}
     nulls = sorted({s for s, _ in rows if rows[(s, "gate")]["expected"] == "proceed"})
@@ -43,6 +44,7 @@ def test_gate_valid_where_peeking_is_not(quick_report: dict) -> None:
 
 
 @pytest.mark.montecarlo
+@pytest.mark.extended  # the eval --quick run: ~300 s of one CI worker (docs/testing.md)
 def test_gate_detects_at_least_as_much_as_matched_baselines(quick_report: dict) -> None:
     """Pooled over the regression suite, the gate detects at least as often as every baseline calibrated (on
     null draws disjoint from the evaluation's) to a pooled false-rollback rate of alpha, while its own
@@ -59,6 +61,7 @@ def test_gate_detects_at_least_as_much_as_matched_baselines(quick_report: dict) 
 
 
 @pytest.mark.montecarlo
+@pytest.mark.extended  # the eval --quick run: ~300 s of one CI worker (docs/testing.md)
 def test_quick_report_has_realdata_table(quick_report: dict) -> None:
     rows = quick_report["realdata"]
     if not rows:

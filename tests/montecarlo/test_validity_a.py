@@ -56,6 +56,7 @@ def test_two_sample_mode_null_ar1(two_sample_null):
     assert cp_upper(k, n) <= ALPHA, f"two-sample: gate rolled back {k}/{n} (CP99 upper {cp_upper(k, n):.4f} > {ALPHA})"
 
 
+@pytest.mark.extended  # a second null for the two-sample guarantee (~100 s); CI keeps test_two_sample_mode_null_ar1
 def test_two_sample_mode_cancels_shared_load_shocks():
     """Canary and control both hit by the same strong, persistent load process (1.5 sd, AR(1) 0.95)
     that the baseline never saw: one-sample mode rolls back on most paths (it cannot tell load from

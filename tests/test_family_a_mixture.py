@@ -19,7 +19,7 @@ from scipy.stats import multivariate_normal
 from deploysignal.detectors._nuisance_mixture import mixture_step
 from deploysignal.gate import Gate, GateSettings
 from deploysignal.telemetry import Frame
-from test_family_a_monotone import HARMFUL, MODES, _run, _shifted, sims  # noqa: F401  (sims: the shared fixture)
+from test_family_a_monotone import HARMFUL, MODES, _shifted, check_larger_harm, sims  # noqa: F401  (sims: the shared fixture)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)
@@ -55,17 +55,7 @@ def test_closed_form_is_the_marginal_likelihood_ratio(seed, n, v_g, delta):
 )
 def test_mixture_larger_harm_never_gives_less_evidence(sims, which, name, onset, small, extra, mode):  # noqa: F811
     sim, cfg = sims[which]
-    from deploysignal.telemetry import CATALOGUE
-
-    if CATALOGUE[name].kind == "rate":
-        small, extra = small / 20.0, extra / 20.0
-    lw1, at1 = _run(cfg, _shifted(sim.canary, name, small, onset), sim.control, mode, "mixture")
-    lw2, at2 = _run(cfg, _shifted(sim.canary, name, small + extra, onset), sim.control, mode, "mixture")
-    worse = np.flatnonzero(lw2 < lw1 - 1e-9 * (1.0 + np.abs(lw1)))
-    case = f"{name}, onset {onset}, {small} + {extra}, {mode}, run {which}"
-    assert worse.size == 0, f"{case}: tick {worse[0]}: log-wealth {lw2[worse[0]]} with the larger shift < {lw1[worse[0]]}"
-    if at1 is not None:
-        assert at2 is not None and at2 <= at1, case
+    check_larger_harm(cfg, sim.canary, sim.control, name, onset, small, extra, mode, "mixture")
 
 
 def test_mixture_state_round_trips_and_batch_agrees(sims):  # noqa: F811

@@ -126,14 +126,21 @@ def test_larger_harm_never_gives_less_evidence_or_a_later_rollback(sims, which, 
         v = canary.values.copy()
         v[np.random.default_rng(onset).random(v.shape) < 0.1] = np.nan
         canary = Frame(canary.timestamps, v, canary.signals)
+    check_larger_harm(cfg, canary, sim.control, name, onset, small, extra, mode, nuisance)
+
+
+def check_larger_harm(cfg, canary, control, name, onset, small, extra, mode, nuisance) -> None:
+    """Family A's log-wealth under a shift of ``small + extra`` is never below that under ``small`` at any
+    tick, and its rollback (if the smaller shift rolls back) is never later."""
     if CATALOGUE[name].kind == "rate":
         small, extra = small / 20.0, extra / 20.0  # radians: 0.15 is already several sd of these rates
-    lw1, at1 = _run(cfg, _shifted(canary, name, small, onset), sim.control, mode, nuisance)
-    lw2, at2 = _run(cfg, _shifted(canary, name, small + extra, onset), sim.control, mode, nuisance)
+    lw1, at1 = _run(cfg, _shifted(canary, name, small, onset), control, mode, nuisance)
+    lw2, at2 = _run(cfg, _shifted(canary, name, small + extra, onset), control, mode, nuisance)
     worse = np.flatnonzero(lw2 < lw1 - 1e-9 * (1.0 + np.abs(lw1)))
-    assert worse.size == 0, f"tick {worse[0]}: log-wealth {lw2[worse[0]]} with the larger shift < {lw1[worse[0]]}"
+    case = f"{name}, onset {onset}, {small} + {extra}, {mode}, {nuisance}"
+    assert worse.size == 0, f"{case}: tick {worse[0]}: log-wealth {lw2[worse[0]]} with the larger shift < {lw1[worse[0]]}"
     if at1 is not None:
-        assert at2 is not None and at2 <= at1, f"rollback at {at2} with the larger shift, at {at1} with the smaller"
+        assert at2 is not None and at2 <= at1, f"{case}: rollback at {at2} with the larger shift, at {at1} with the smaller"
 
 
 def test_cli_reaches_the_band(sims, tmp_path):

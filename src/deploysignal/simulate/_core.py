@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._exceptions import InputError
-from ..telemetry import CATALOGUE, Frame
+from ..telemetry import CATALOGUE, Frame, signal_domains
 from ._patterns import PATTERN_SCENARIOS, Pattern, apply_pattern
 
 __all__ = ["SCENARIOS", "NoiseSpec", "Regression", "Simulation", "simulate", "simulate_streams"]
@@ -95,8 +95,6 @@ def _clip_to_domain(vals: np.ndarray, signals: tuple[str, ...]) -> np.ndarray:
     never sends such a value (the gate would refuse it or take it as missing). The gate reads a rate
     through ``arcsin(sqrt(clip(x, 0, 1)))``, so a clipped rate changes no evidence; a score clips only
     under heavy-tailed noise (about 12 sd above its level under the Gaussian processes)."""
-    from ..telemetry import signal_domains
-
     known = [j for j, s in enumerate(signals) if s in CATALOGUE]
     d = signal_domains([CATALOGUE[signals[j]] for j in known])
     for i, j in enumerate(known):

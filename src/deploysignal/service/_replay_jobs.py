@@ -182,9 +182,11 @@ class ReplayJobs:
         fut.add_done_callback(lambda f: (timer.cancel(), self._finished(job, f, pool)))
         return self.get(aid, job)
 
-    def _record(self, job: str, state: str, result: dict[str, Any]) -> bool:
+    def _record(self, job: str, state: str, result: dict[str, Any], then: Callable[[], None] | None = None) -> bool:
         """Record the job's end once (the first caller wins: its end, its deadline or a failed start),
-        free its slot and wake its waiters. Returns whether this call recorded it."""
+        run ``then`` (if this call recorded it), free its slot and wake its waiters. Returns whether this
+        call recorded it. ``then`` runs before the waiters wake so that a caller woken by the end sees its
+        consequences (a timed-out job's pool already dropped: a resubmit gets a new one)."""
         with self._guard:
             if job in self._ending or job not in self._done:
                 return False
@@ -194,6 +196,11 @@ class ReplayJobs:
         except Exception:  # noqa: BLE001 - a callback must not raise; the job then stays running and is reported lost
             log.exception("replay job %s: recording its result failed", job)
         finally:
+            if then is not None:
+                try:
+                    then()
+                except Exception:  # noqa: BLE001 - the end is recorded; its waiters must still wake
+                    log.exception("replay job %s: cleaning up after its end failed", job)
             with self._guard:
                 done = self._done.pop(job)
                 self._ending.discard(job)
@@ -202,13 +209,15 @@ class ReplayJobs:
         return True
 
     def _expired(self, job: str, fut: Future[dict[str, Any]], pool: Executor) -> None:
-        if fut.done() or not self._record(job, "failed", {"error": f"exceeded its deadline ({self.timeout:g} s); its slot was freed"}):
-            return
-        log.error("replay job %s exceeded its deadline of %g s: recorded failed", job, self.timeout)
-        if isinstance(pool, ProcessPoolExecutor):
-            for proc in list((pool._processes or {}).values()):  # noqa: SLF001 - no public way to stop a running task
-                proc.terminate()
-        self._broken(pool)  # a thread cannot be stopped: the next job gets a new pool, not a turn behind it
+        def stop() -> None:
+            log.error("replay job %s exceeded its deadline of %g s: recorded failed", job, self.timeout)
+            if isinstance(pool, ProcessPoolExecutor):
+                for proc in list((pool._processes or {}).values()):  # noqa: SLF001 - no public way to stop a running task
+                    proc.terminate()
+            self._broken(pool)  # a thread cannot be stopped: the next job gets a new pool, not a turn behind it
+
+        if not fut.done():
+            self._record(job, "failed", {"error": f"exceeded its deadline ({self.timeout:g} s); its slot was freed"}, then=stop)
 
     def _finished(self, job: str, fut: Future[dict[str, Any]], pool: Executor) -> None:
         if fut.cancelled():  # its pool was shut down before it started

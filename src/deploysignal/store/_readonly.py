@@ -1,0 +1,110 @@
+"""Read-only opens of a store, for the commands that only read it (``ui``, ``report``, ``audit verify --store``).
+
+:func:`~deploysignal.store.open_store` runs the schema's ``CREATE TABLE IF NOT EXISTS`` statements on
+open and puts a SQLite file in WAL mode: writes, on a store that a viewer has no business changing (and
+may only have read access to). :func:`open_read_only` opens it without either:
+
+- **SQLite**: the URI ``file:<path>?mode=ro`` with ``PRAGMA query_only``, no ``journal_mode`` or
+  ``page_size`` pragma, no schema statement. SQLite cannot write the database file through such a
+  connection, so it never checkpoints the WAL into it either. To read a WAL database SQLite needs its
+  ``-wal`` and ``-shm`` side files: when they are missing (no writer has the file open) it creates them
+  empty, as any reader does; the database file's bytes are not touched.
+- **PostgreSQL**: every connection runs ``SET default_transaction_read_only = on`` before its first
+  use, so each transaction (explicit, or the implicit one of an autocommit statement) is read-only
+  and the server refuses a write; no schema statement, no advisory lock.
+
+Either way a write through the store (any method that opens a write transaction) raises
+:class:`ReadOnlyStore` naming the store before it reaches the database; anything that writes
+outside a write transaction is refused by the database itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from .._exceptions import ConfigError, DeploySignalError
+from ._sql import SQLStore, PostgresStore, SQLiteStore
+
+__all__ = ["ReadOnlyPostgresStore", "ReadOnlySQLiteStore", "ReadOnlyStore", "open_read_only"]
+
+
+class ReadOnlyStore(DeploySignalError):
+    """A write was asked of a store opened read-only."""
+
+
+class _Refuse:
+    """Mixin: a write transaction raises :class:`ReadOnlyStore` instead of starting."""
+
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    def _tx(self, conn: Any, write: bool = False, bulk: bool = False) -> AbstractContextManager[None]:
+        if write:
+            raise ReadOnlyStore(f"the store {self._where()} is open read-only (as `deploysignal ui`, `report` and `audit verify` open it): writes are refused")
+        return super()._tx(conn)  # type: ignore[misc]
+
+
+class ReadOnlySQLiteStore(_Refuse, SQLiteStore):
+    """A SQLite store opened with ``mode=ro`` and ``query_only`` (see the module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        SQLStore.__init__(self)  # not SQLiteStore.__init__: that creates the schema
+        self.path = str(path)
+        self.synchronous = "FULL"  # never used: nothing is committed through this store
+        self.conn  # noqa: B018 - open now: an unreadable file fails here, not at the first request
+
+    def _where(self) -> str:
+        return repr(self.path)
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = f"file:{quote(str(Path(self.path).absolute()))}?mode=ro"
+        c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.LOCK_TIMEOUT, check_same_thread=False)
+        c.execute("PRAGMA query_only=ON")
+        c.execute(f"PRAGMA busy_timeout={int(self.LOCK_TIMEOUT * 1000)}")
+        return c
+
+
+class ReadOnlyPostgresStore(_Refuse, PostgresStore):
+    """A PostgreSQL store whose sessions default to read-only transactions (see the module docstring)."""
+
+    def __init__(self, url: str) -> None:
+        SQLStore.__init__(self)  # not PostgresStore.__init__: that creates the schema under an advisory lock
+        self.url = url
+        self.conn  # noqa: B018 - connect now: an unreachable server fails here
+
+    def _where(self) -> str:
+        from ._open import _redacted
+
+        return _redacted(self.url)
+
+    def _connect(self) -> Any:
+        c = super()._connect()
+        c.execute("SET default_transaction_read_only = on")
+        return c
+
+
+def open_read_only(url: str) -> SQLStore:
+    """Open the store at ``url`` (as :func:`~deploysignal.store.open_store` takes it) read-only.
+
+    Raises
+    ------
+    ConfigError
+        An unsupported URL (as :func:`~deploysignal.store.open_store`).
+    sqlite3.OperationalError, psycopg.Error
+        The file or server cannot be opened (:func:`~deploysignal.store.open_existing` turns these into
+        a :class:`~deploysignal.ConfigError` naming the store).
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        return ReadOnlyPostgresStore(url)
+    if url.startswith("sqlite:///"):
+        url, _, query = url[len("sqlite:///"):].partition("?")
+        unknown = {kv.partition("=")[0] for kv in query.split("&") if kv} - {"synchronous"}  # synchronous= concerns commits: none here
+        if unknown:
+            raise ConfigError(f"unknown sqlite URL options {sorted(unknown)}; valid: synchronous")
+    elif "://" in url:
+        raise ConfigError(f"unsupported store URL {url!r}; use sqlite:///path.db or postgresql://...")
+    return ReadOnlySQLiteStore(url)

@@ -23,8 +23,9 @@ def _digest(path) -> str:
 
 @pytest.fixture()
 def old_store(tmp_path, step_sim):
-    """A store with one analysis of 40 ticks, then the replay-job tables dropped (as a store written
-    before they existed), every connection closed (the WAL checkpointed into the file)."""
+    """A store with one analysis of 40 ticks, then the replay-job and pending-write tables dropped (as a
+    store written before they existed: read as empty), every connection closed (the WAL checkpointed
+    into the file)."""
     sim, cfg = step_sim
     with make_client(tmp_path) as c:
         assert c.post("/v1/analyses", json={"id": "one", "config": json.loads(cfg.to_json()), "window": 480, "max_extensions": 0}, headers=W).status_code == 201
@@ -33,6 +34,7 @@ def old_store(tmp_path, step_sim):
     with sqlite3.connect(db) as conn:
         conn.execute("DROP TABLE replay_jobs")
         conn.execute("DROP TABLE replay_job_created")
+        conn.execute("DROP TABLE pending_writes")
     conn.close()
     return db
 
@@ -127,8 +129,11 @@ def test_read_only_postgres_session_refuses_writes(postgres):
         st.close()
     with psycopg.connect(url, autocommit=True) as c:
         assert c.execute("SELECT count(*) FROM configs").fetchone()[0] == 1
-        c.execute("DROP TABLE replay_jobs")
-    st = open_read_only(url)  # no schema statement on open: the dropped table stays dropped
-    st.close()
+        c.execute("DROP TABLE pending_writes")
+    st = open_read_only(url)  # no schema statement on open: the dropped table stays dropped, and reads as empty
+    try:
+        assert st.conn.execute("SELECT count(*) FROM pending_writes").fetchone()[0] == 0
+    finally:
+        st.close()
     with psycopg.connect(url, autocommit=True) as c:
-        assert c.execute("SELECT to_regclass('replay_jobs')").fetchone()[0] is None
+        assert c.execute("SELECT to_regclass('pending_writes')").fetchone()[0] is None

@@ -13,6 +13,12 @@ may only have read access to). :func:`open_read_only` opens it without either:
   use, so each transaction (explicit, or the implicit one of an autocommit statement) is read-only
   and the server refuses a write; no schema statement, no advisory lock.
 
+A table that the store lacks (a store written by an older version, before the table was added)
+reads as empty, as the read-write open would have created it: each connection creates the missing
+tables of the schema as *temporary* tables (SQLite's ``temp`` database, PostgreSQL's ``pg_temp``
+schema: private to the connection, dropped when it closes) before it turns read-only. A table the
+store has is never shadowed.
+
 Either way a write through the store (any method that opens a write transaction) raises
 :class:`ReadOnlyStore` naming the store before it reaches the database; anything that writes
 outside a write transaction is refused by the database itself.
@@ -27,13 +33,23 @@ from typing import Any
 from urllib.parse import quote
 
 from .._exceptions import ConfigError, DeploySignalError
-from ._sql import SQLStore, PostgresStore, SQLiteStore
+from ._sql import _SCHEMA, PostgresStore, SQLiteStore, SQLStore
 
 __all__ = ["ReadOnlyPostgresStore", "ReadOnlySQLiteStore", "ReadOnlyStore", "open_read_only"]
 
 
 class ReadOnlyStore(DeploySignalError):
     """A write was asked of a store opened read-only."""
+
+
+def _missing_as_temp(present: set[str]) -> list[str]:
+    """The schema's ``CREATE TABLE`` statements for the tables not in ``present``, as temporary tables."""
+    out = []
+    for stmt in _SCHEMA:
+        head = "CREATE TABLE IF NOT EXISTS "
+        if stmt.startswith(head) and stmt[len(head):].split(" ", 1)[0].split("(", 1)[0] not in present:
+            out.append("CREATE TEMP TABLE IF NOT EXISTS " + stmt[len(head):])
+    return out
 
 
 class _Refuse:
@@ -63,8 +79,11 @@ class ReadOnlySQLiteStore(_Refuse, SQLiteStore):
     def _connect(self) -> sqlite3.Connection:
         uri = f"file:{quote(str(Path(self.path).absolute()))}?mode=ro"
         c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.LOCK_TIMEOUT, check_same_thread=False)
-        c.execute("PRAGMA query_only=ON")
         c.execute(f"PRAGMA busy_timeout={int(self.LOCK_TIMEOUT * 1000)}")
+        present = {r[0] for r in c.execute("SELECT name FROM main.sqlite_master WHERE type='table'")}
+        for stmt in _missing_as_temp(present):
+            c.execute(stmt)
+        c.execute("PRAGMA query_only=ON")
         return c
 
 
@@ -83,6 +102,9 @@ class ReadOnlyPostgresStore(_Refuse, PostgresStore):
 
     def _connect(self) -> Any:
         c = super()._connect()
+        present = {r[0] for r in c.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+        for stmt in _missing_as_temp(present):
+            c.execute(stmt)
         c.execute("SET default_transaction_read_only = on")
         return c
 

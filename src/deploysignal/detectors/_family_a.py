@@ -10,6 +10,7 @@ import numpy as np
 
 from ..calibration import C_HI, C_LO, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation, log_threshold
+from ._drivers import DRIVERS_RULE, supported_drivers
 from ._kernels import as_rows, check_cell, check_cells, family_a_run, family_a_step
 from ._nuisance_band import BAND_SHARE, BET_TOP, nuisance_band
 from ._nuisance_mixture import DELTAS, mixture_log_lr, mixture_step
@@ -250,10 +251,15 @@ class FamilyA:
         tau: float = 0.3,
         alpha_proceed: float = 0.01,
         nuisance: str = "learned",
+        drivers_rule: int = DRIVERS_RULE,
     ) -> None:
         if nuisance not in NUISANCE_MODES:
             raise ValueError(f"nuisance must be one of {', '.join(NUISANCE_MODES)}, got {nuisance!r}")
         self.nuisance = nuisance
+        if drivers_rule not in (1, 2):
+            raise ValueError(f"drivers_rule must be 1 or 2, got {drivers_rule!r}")
+        #: how a fire names its drivers (:mod:`deploysignal.detectors._drivers`; 1 = before issue 25)
+        self.drivers_rule = int(drivers_rule)
         self.alpha = alpha
         self.horizon = int(horizon)
         self.two_sample = bool(two_sample)
@@ -435,9 +441,18 @@ class FamilyA:
         if use_w and self._mix:
             which = "mixture over the nuisance (shift since start)"
             contrib = mixture_log_lr(self._Um, self._Am, self._inv_g2, self.two_sample)[0]
-        order = np.argsort(-contrib, kind="stable")
-        self._fire_drivers = tuple(self._names[i] for i in order[:3])
-        self._fire_reason = f"{which} crossed its bound; driven by {', '.join(self._fire_drivers)}"
+        if self.drivers_rule == 1:
+            order = np.argsort(-contrib, kind="stable")
+            self._fire_drivers = tuple(self._names[i] for i in order[:3])
+        else:  # rule 2: own e-value above 1 (e-SR: above its null mean, the ticks seen) and a share of the top
+            stake = np.logaddexp.reduce(self._logw, axis=1)  # each channel's prior weight (over the bets)
+            if use_w and self._mix:
+                weighted, own = contrib + stake, contrib
+            else:
+                seen = 0.0 if use_w else np.log(np.maximum(self._n_obs[0], 1.0))
+                weighted, own = contrib, contrib - stake - seen
+            self._fire_drivers = supported_drivers(self._names, weighted, own)
+        self._fire_reason = f"{which} crossed its bound; driven by {', '.join(self._fire_drivers) or 'no single channel'}"
 
     def update(self, obs: Observation) -> Evidence:
         """Add one tick of a single stream; return the family's evidence (fires are sticky)."""

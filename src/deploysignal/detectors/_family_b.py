@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from ..calibration import C_HI, CompiledConfig, stack_arrays
 from ..telemetry import INFRA_SIGNALS
 from ._base import Evidence, Observation
+from ._drivers import DRIVERS_RULE
 from ._kernels import as_rows, check_cell, check_cells, family_b_run, family_b_step
 
 __all__ = ["FamilyB", "RuleSettings"]
@@ -179,9 +180,17 @@ class FamilyB:
             start = done
         return drift, fired, self._rollback(bleed, slo), ewma, reasons
 
-    def drivers(self, ewma: np.ndarray) -> tuple[str, ...]:
-        """The three slowbleed signals with the largest EWMA (harmful direction first)."""
-        return tuple(self._names[i] for i in self._bleed_idx[np.argsort(-ewma, kind="stable")[:3]])
+    def drivers(self, ewma: np.ndarray, rule: int = DRIVERS_RULE) -> tuple[str, ...]:
+        """The slowbleed signals named as drivers of a fire (:mod:`deploysignal.detectors._drivers`).
+
+        Rule 2: those drifting (EWMA beyond ``slowbleed_threshold`` in the harmful direction, either
+        direction for two-sided signals), at most three, largest first. Rule 1 (audit logs written
+        before it): the three with the largest EWMA, drifting or not."""
+        if rule == 1:
+            return tuple(self._names[i] for i in self._bleed_idx[np.argsort(-ewma, kind="stable")[:3]])
+        harm = np.where(self._bleed_two, np.abs(ewma), ewma)
+        order = [i for i in np.argsort(-harm, kind="stable")[:3] if harm[i] >= self.settings.slowbleed_threshold]
+        return tuple(self._names[self._bleed_idx[i]] for i in order)
 
     def _add_reason(self, action: str, reason: str) -> None:
         self._reason = (self._reason + " | " if self._reason else "") + f"[{action}] {reason}"

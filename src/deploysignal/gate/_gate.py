@@ -188,6 +188,7 @@ def _build_a(config: CompiledConfig | Sequence[CompiledConfig], settings: GateSe
         tau=settings.tau,
         alpha_proceed=max(settings.proceed_share * settings.alpha, 1e-300),
         nuisance=settings.a_nuisance,
+        drivers_rule=settings.drivers_rule,
     )
 
 
@@ -797,7 +798,7 @@ class Gate:
         )
         fired[:, -1] = b_fired  # the evidence of family B reports any fired rule
         # per-tick values as Python objects in bulk (indexing numpy scalars per field costs more than the records)
-        b_drivers = [self._rules.drivers(e) if on else () for e, on in zip(b_ewma, b_fired.tolist())]
+        b_drivers = [self._rules.drivers(e, self.settings.drivers_rule) if on else () for e, on in zip(b_ewma, b_fired.tolist())]
         explained = [(fam._fire_reason, fam._fire_drivers) for fam in self._families.values()]
         fast = self._in_domain(stamps, out, max_lw, n_valid, n)
         cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),

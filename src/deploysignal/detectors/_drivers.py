@@ -5,19 +5,32 @@ with the largest evidence and family B's three slowbleed signals with the larges
 they had changed: a canary whose p99 latency alone stepped up was reported as "driven by
 p99_latency_ms, eval_score, downstream_error_rate".
 
-Rule 2 (:data:`DRIVERS_RULE`, the default of new analyses) names only signals whose own evidence
-supports the verdict:
+Rule 2 (:data:`DRIVERS_RULE`, the default of new analyses) names the signals whose *own* evidence is
+strong on its own in the harmful direction, judged channel by channel, never relative to the other
+channels (a slow bleed that moves five signals names the five, not only the strongest):
 
-- **Family A**: a channel is a driver when its own e-value exceeds 1 (its bets on a harmful shift
-  have won: :math:`\log E_i > 0`) *and* its weighted evidence :math:`\pi_i E_i` is at least
-  :data:`SHARE` of the largest channel's, at most three, largest first, each signal named once. An
-  unchanged channel holds about its stake (:math:`\pi_i E_i \lesssim \pi_i`) while the family's
-  wealth is at least :math:`1/\alpha_A`, so it is never named by the second condition alone unless
-  the evidence is spread thin; the first excludes it outright.
-- **Family B**: a slowbleed signal is a driver when its EWMA lies beyond ``slowbleed_threshold`` in
-  its harmful direction (either direction for two-sided signals): exactly the signals the rule counts
-  as drifting, at most three, largest first. A fire of the SLO checks alone names none (its reason
-  says which check failed).
+- **Family A**: a channel is a driver when its own e-value at the fire tick is at least
+  :data:`LEVEL` (20). Its own e-value is its mSPRT wealth over its own prior weight when the mSPRT
+  fired; when the e-SR detector fired, its Shiryaev-Roberts statistic over the statistic's null mean,
+  the number of ticks since the start (the recursion adds one on every tick, observed or not); under
+  ``a_nuisance="mixture"``, its mixture likelihood ratio. Drivers are ordered by their own evidence,
+  largest first, each signal named once, at most :data:`MOST`; the fire's reason says how many more
+  qualified. **What this bounds**: an unchanged channel's own mSPRT wealth (and its mixture
+  likelihood ratio) is a nonnegative supermartingale of mean at most one under the family's null
+  model, so by Ville's inequality it reaches 20 at any tick, the fire tick included, with probability
+  at most 1/20; with ``m`` unchanged channels at most ``m/20`` are named in expectation. The e-SR's
+  ratio has mean at most one at a fixed tick only (the fire tick is chosen by the data), so there the
+  level is a convention, not a bound. These hold under family A's model (:class:`FamilyA`: the
+  baseline's cell centres, AR(1) errors and day-level nuisance); where the canary breaks it an
+  unchanged channel can be named more often, exactly as it can move the family's evidence. No
+  channel may reach the level (evidence spread thin over many channels): then none is named and
+  the reason says "no single channel".
+- **Family B**: a slowbleed fire names the signals whose EWMA lay beyond ``slowbleed_threshold`` in
+  their harmful direction (either direction for two-sided signals) at the tick it fired: exactly the
+  signals its reason lists as drifting, largest first, at most :data:`MOST`. They are frozen at the
+  fire, as the reason is, and kept while the fire stands (fires are sticky). A fire of the static SLO
+  checks names none (its reason says which check failed); if the slowbleed rule fires later, its
+  drivers are named from then on.
 
 The rule only chooses names for the explanation: evidence, verdicts and their guarantees do not depend
 on it. Which rule an analysis uses is recorded in its settings (``drivers_rule``; absent = 1), so an
@@ -31,40 +44,45 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DRIVERS_RULE", "SHARE", "supported_drivers"]
+__all__ = ["DRIVERS_RULE", "LEVEL", "MOST", "supported_drivers"]
 
 #: the rule new analyses use (1 = before issue 25: the largest three, changed or not)
 DRIVERS_RULE = 2
-#: a driver's weighted evidence is at least this share of the largest channel's
-SHARE = 0.25
+#: a driver's own e-value is at least this (an unchanged channel's reaches it with probability <= 1/20)
+LEVEL = 20.0
+#: at most this many drivers are named (the reason counts the others)
+MOST = 5
 
 
-def supported_drivers(names: Sequence[str], weighted: np.ndarray, own: np.ndarray, *, share: float = SHARE, most: int = 3) -> tuple[str, ...]:
-    """Names of the channels with positive own evidence and at least ``share`` of the top weighted evidence.
+def supported_drivers(names: Sequence[str], own: np.ndarray, *, level: float = LEVEL, most: int = MOST) -> tuple[tuple[str, ...], int]:
+    """The signals whose channels' own e-value reaches ``level``, by own evidence, and how many more did.
 
     Parameters
     ----------
-    names : the signal of each channel (a signal may have several channels: named once).
-    weighted : log of each channel's weighted evidence (its share of the family's wealth, up to a constant).
-    own : each channel's own log e-value (> 0: its evidence points to harm).
-    share, most : the share of the largest weighted evidence a driver needs, and how many are named.
+    names : the signal of each channel (a signal may have several channels: named once, at its largest).
+    own : each channel's own log e-value (NaN: no evidence).
+    level, most : the e-value a driver's own evidence reaches, and how many are named.
+
+    Returns
+    -------
+    (drivers, more) : at most ``most`` signal names, largest own evidence first, and the number of
+        further signals that reached ``level``.
 
     Examples
     --------
-    >>> supported_drivers(["p99", "errors", "cost"], np.array([5.0, -2.0, 4.2]), np.array([7.0, -0.1, 6.0]))
-    ('p99', 'cost')
-    >>> supported_drivers(["p99", "errors"], np.array([5.0, 4.9]), np.array([7.0, -0.5]))
-    ('p99',)
+    >>> supported_drivers(["p99", "errors", "cost"], np.array([7.0, -0.1, 4.45]))
+    (('p99', 'cost'), 0)
+    >>> supported_drivers(["p99", "errors"], np.array([7.0, 2.9]))
+    (('p99',), 0)
+    >>> supported_drivers(["a", "b", "c"], np.array([5.0, 4.0, 3.5]), most=2)
+    (('a', 'b'), 1)
     """
-    weighted, own = np.asarray(weighted, dtype=float), np.asarray(own, dtype=float)
-    if weighted.size == 0:
-        return ()
-    top = float(np.max(weighted))
-    floor = top + math.log(share)
+    own = np.asarray(own, dtype=float)
+    floor = math.log(level)
     out: list[str] = []
-    for i in np.argsort(-weighted, kind="stable"):
-        if len(out) == most or not weighted[i] >= floor:
+    for i in np.argsort(-np.nan_to_num(own, nan=-np.inf), kind="stable"):
+        if not own[i] >= floor:
             break
-        if own[i] > 0.0 and names[i] not in out:
+        if names[i] not in out:
             out.append(names[i])
-    return tuple(out)
+    return tuple(out[:most]), max(len(out) - most, 0)

@@ -27,7 +27,7 @@ import sys
 from deploysignal.cli import main
 sys.argv = ["deploysignal", *{args!r}]
 try:
-    main(fast_exit=False)  # the process must live on to list its modules
+    main()  # a library call: raises SystemExit, the process lives on to list its modules
 except SystemExit:
     pass
 sys.stdout.write("\\nLOADED " + " ".join(sorted(m for m in {heavy!r} if m in sys.modules)) + "\\n")
@@ -77,8 +77,8 @@ def test_gate_ends_without_the_interpreter_teardown_and_loses_nothing(tmp_path, 
     lines = (tmp_path / "full.csv").read_text(encoding="utf-8").splitlines()
     (tmp_path / "canary.csv").write_text("\n".join(lines[:61]) + "\n", encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    code = ("import atexit, sys\nfrom deploysignal.cli import main\natexit.register(lambda: sys.stderr.write('TEARDOWN\\n'))\n"
-            "sys.argv = ['deploysignal', *sys.argv[1:]]\nmain()\n")
+    code = ("import atexit, sys\nfrom deploysignal.cli import console_main\natexit.register(lambda: sys.stderr.write('TEARDOWN\\n'))\n"
+            "sys.argv = ['deploysignal', *sys.argv[1:]]\nconsole_main()\n")
     args = ["gate", "canary.csv", "-c", "config.json", "--json", "--audit", "a.jsonl"]
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600, check=False)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -90,6 +90,26 @@ def test_gate_ends_without_the_interpreter_teardown_and_loses_nothing(tmp_path, 
     proc = subprocess.run([sys.executable, "-c", code, "gate", "nope.csv", "-c", "config.json"], capture_output=True, text=True, env=env, cwd=tmp_path,
                           timeout=600, check=False)
     assert proc.returncode == 2 and "nope.csv" in proc.stderr and "TEARDOWN" in proc.stderr
+
+
+def test_a_library_call_of_main_raises_systemexit_with_the_verdict_code(tmp_path, cfg_healthy, sim_healthy):
+    """`deploysignal.cli.main([...])` is a library call: after `gate` it raises SystemExit with the verdict's
+    exit code (the caller catches it and lives on); only the console script (console_main) ends the process."""
+    from deploysignal.sources import write_csv
+
+    (tmp_path / "config.json").write_text(cfg_healthy.to_json(), encoding="utf-8")
+    write_csv(sim_healthy.canary, tmp_path / "full.csv")
+    lines = (tmp_path / "full.csv").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "canary.csv").write_text("\n".join(lines[:61]) + "\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    code = ("import json, sys\nfrom deploysignal.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    sys.stdout.write('\\nCAUGHT ' + json.dumps(exc.code) + '\\n')\n")
+    args = ["gate", "canary.csv", "-c", "config.json", "--json", "--audit", "a.jsonl"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600, check=False)
+    out, _, tail = proc.stdout.rpartition("\nCAUGHT ")
+    assert tail, proc.stderr  # the caller caught SystemExit: the process was not ended under it
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert json.loads(tail) == {"proceed": 0, "extend": 3, "rollback": 4}[summary["verdict"]] and proc.returncode == 0
 
 
 def test_root_table_lists_exactly_the_commands_of_the_full_application():

@@ -66,17 +66,22 @@ def test_gate_on_a_compiled_config_imports_neither_the_compiler_nor_the_service(
     assert set(tail.split()) == set(), f"gate imported {tail}"
 
 
+def _sixty_ticks(tmp_path, cfg, sim):
+    """config.json and a 60-tick canary.csv in ``tmp_path``; the environment that runs this tree's code."""
+    from deploysignal.sources import write_csv
+
+    (tmp_path / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+    write_csv(sim.canary, tmp_path / "full.csv")
+    lines = (tmp_path / "full.csv").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "canary.csv").write_text("\n".join(lines[:61]) + "\n", encoding="utf-8")
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+
+
 def test_gate_ends_without_the_interpreter_teardown_and_loses_nothing(tmp_path, cfg_healthy, sim_healthy):
     """`deploysignal gate` ends with os._exit after flushing (cli/_main.py): stdout, stderr, the exit code and
     the audit file are complete (the chain verifies, the records replay); an atexit handler of the run does
     not run, which shows the teardown was skipped (the check can fail: without the fast exit it runs)."""
-    from deploysignal.sources import write_csv
-
-    (tmp_path / "config.json").write_text(cfg_healthy.to_json(), encoding="utf-8")
-    write_csv(sim_healthy.canary, tmp_path / "full.csv")
-    lines = (tmp_path / "full.csv").read_text(encoding="utf-8").splitlines()
-    (tmp_path / "canary.csv").write_text("\n".join(lines[:61]) + "\n", encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = _sixty_ticks(tmp_path, cfg_healthy, sim_healthy)
     code = ("import atexit, sys\nfrom deploysignal.cli import console_main\natexit.register(lambda: sys.stderr.write('TEARDOWN\\n'))\n"
             "sys.argv = ['deploysignal', *sys.argv[1:]]\nconsole_main()\n")
     args = ["gate", "canary.csv", "-c", "config.json", "--json", "--audit", "a.jsonl"]
@@ -95,13 +100,7 @@ def test_gate_ends_without_the_interpreter_teardown_and_loses_nothing(tmp_path, 
 def test_a_library_call_of_main_raises_systemexit_with_the_verdict_code(tmp_path, cfg_healthy, sim_healthy):
     """`deploysignal.cli.main([...])` is a library call: after `gate` it raises SystemExit with the verdict's
     exit code (the caller catches it and lives on); only the console script (console_main) ends the process."""
-    from deploysignal.sources import write_csv
-
-    (tmp_path / "config.json").write_text(cfg_healthy.to_json(), encoding="utf-8")
-    write_csv(sim_healthy.canary, tmp_path / "full.csv")
-    lines = (tmp_path / "full.csv").read_text(encoding="utf-8").splitlines()
-    (tmp_path / "canary.csv").write_text("\n".join(lines[:61]) + "\n", encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = _sixty_ticks(tmp_path, cfg_healthy, sim_healthy)
     code = ("import json, sys\nfrom deploysignal.cli import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    sys.stdout.write('\\nCAUGHT ' + json.dumps(exc.code) + '\\n')\n")
     args = ["gate", "canary.csv", "-c", "config.json", "--json", "--audit", "a.jsonl"]

@@ -137,3 +137,72 @@ def test_read_only_postgres_session_refuses_writes(postgres):
         st.close()
     with psycopg.connect(url, autocommit=True) as c:
         assert c.execute("SELECT to_regclass('pending_writes')").fetchone()[0] is None
+
+
+_AS_NOBODY = """
+import json, sys
+from deploysignal import ConfigError
+from deploysignal.store import open_existing
+try:
+    st = open_existing(sys.argv[1], read_only=True)
+except ConfigError as exc:
+    print(json.dumps({"error": str(exc)}))
+else:
+    print(json.dumps({"ids": [r.id for r in st.list()], "ticks": st.n_ticks("one")}))
+"""
+
+
+def _as_reader(url: str) -> dict:
+    """Open ``url`` read-only in a process that may not write the store's directory: this user when it is
+    not root (the directory is chmod 555), else user nobody (65534) through setpriv (chmod does not bind root)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cmd = [sys.executable, "-c", _AS_NOBODY, url]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: a read-only directory cannot be tested")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "HOME": "/tmp", "NUMBA_CACHE_DIR": "/tmp"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_read_only_open_from_a_directory_the_viewer_may_not_write(old_store):
+    """SQLite needs a WAL database's -wal and -shm to read it: with no writer holding the store open they are
+    missing and a viewer that may not write the directory gets an error that says what is needed (not
+    "not a usable SQLite database"); while a writer holds it open the same viewer reads it."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    shared = Path(tempfile.mkdtemp(prefix="ds-ro-"))  # reachable by another user (pytest's tmp_path is 0700)
+    try:
+        db = shared / "ds.db"
+        db.write_bytes(old_store.read_bytes())
+        os.chmod(db, 0o644)
+        os.chmod(shared, 0o555)  # nobody may create files here (the owner neither, unless root)
+        assert not Path(f"{db}-shm").exists()
+        out = _as_reader(f"sqlite:///{db}")
+        assert "error" in out and "not a usable" not in out["error"], out
+        assert "-shm" in out["error"] and "writable" in out["error"] and "writer" in out["error"], out
+        os.chmod(shared, 0o755)
+        writer = sqlite3.connect(db)  # a writer holds the store open: its -wal and -shm exist
+        try:
+            writer.execute("SELECT count(*) FROM ticks").fetchone()
+            for side in ("-wal", "-shm"):
+                os.chmod(f"{db}{side}", 0o644)
+            os.chmod(shared, 0o555)
+            assert _as_reader(f"sqlite:///{db}") == {"ids": ["one"], "ticks": 40}
+        finally:
+            os.chmod(shared, 0o755)
+            writer.close()
+    finally:
+        os.chmod(shared, 0o755)
+        import shutil
+
+        shutil.rmtree(shared)

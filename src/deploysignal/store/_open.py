@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .._exceptions import ConfigError
-from ._readonly import open_read_only
+from ._readonly import open_read_only, wal_reader_blocked
 from ._sql import SQLStore, open_store
 
 __all__ = ["open_existing"]
@@ -70,6 +70,8 @@ def open_existing(url: str, *, create: bool = False, read_only: bool = False) ->
                     raise ConfigError(f"no SQLite store at {path!r}; {hint}")
             elif not Path(path).is_file():
                 raise ConfigError(f"store path {path!r} is not a file")
+            elif read_only and (why := wal_reader_blocked(path)) is not None:
+                raise ConfigError(why)  # SQLite would say only "attempt to write a readonly database"
             elif not _has_schema_sqlite(path) and not create:
                 raise ConfigError(f"{path!r} is an SQLite database without the deploysignal tables; {hint}")
         elif url.startswith(("postgresql://", "postgres://")) and not create and not _has_schema_postgres(url):

@@ -7,8 +7,14 @@ may only have read access to). :func:`open_read_only` opens it without either:
 - **SQLite**: the URI ``file:<path>?mode=ro`` with ``PRAGMA query_only``, no ``journal_mode`` or
   ``page_size`` pragma, no schema statement. SQLite cannot write the database file through such a
   connection, so it never checkpoints the WAL into it either. To read a WAL database SQLite needs its
-  ``-wal`` and ``-shm`` side files: when they are missing (no writer has the file open) it creates them
-  empty, as any reader does; the database file's bytes are not touched.
+  ``-wal`` and ``-shm`` side files (https://sqlite.org/wal.html, "Read-Only Databases"). They exist
+  while a writer (``deploysignal serve``) has the store open; when they are missing (no writer has it
+  open) SQLite creates them, which needs write access to the *directory*: the database file's bytes
+  are not touched either way. A viewer that may not write the directory can therefore read the store
+  only while a writer holds it open (or from a copy in a directory it may write): otherwise the open
+  fails with :class:`~deploysignal.ConfigError` saying exactly that (:func:`wal_reader_blocked`).
+  ``immutable=1`` would open it without them but is not used: it is wrong whenever a writer may start
+  while the viewer reads.
 - **PostgreSQL**: every connection runs ``SET default_transaction_read_only = on`` before its first
   use, so each transaction (explicit, or the implicit one of an autocommit statement) is read-only
   and the server refuses a write; no schema statement, no advisory lock.
@@ -26,6 +32,7 @@ outside a write transaction is refused by the database itself.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -35,11 +42,32 @@ from urllib.parse import quote
 from .._exceptions import ConfigError, DeploySignalError
 from ._sql import _SCHEMA, PostgresStore, SQLiteStore, SQLStore
 
-__all__ = ["ReadOnlyPostgresStore", "ReadOnlySQLiteStore", "ReadOnlyStore", "open_read_only"]
+__all__ = ["ReadOnlyPostgresStore", "ReadOnlySQLiteStore", "ReadOnlyStore", "open_read_only", "wal_reader_blocked"]
 
 
 class ReadOnlyStore(DeploySignalError):
     """A write was asked of a store opened read-only."""
+
+
+def wal_reader_blocked(path: str | Path) -> str | None:
+    """Why SQLite cannot open the WAL-mode database at ``path`` read-only, or None if it can (or it is not
+    in WAL mode): its ``-wal`` or ``-shm`` file is missing (no writer holds it open) and this process may
+    not create them in its directory."""
+    db = Path(path)
+    try:
+        with db.open("rb") as f:
+            header = f.read(20)
+    except OSError:
+        return None  # the open reports the file itself
+    if len(header) < 20 or not header.startswith(b"SQLite format 3\x00") or header[18:20] != b"\x02\x02":
+        return None  # not WAL mode: a rollback-journal database needs no side file to be read
+    side = [Path(f"{db}-wal"), Path(f"{db}-shm")]
+    if all(p.exists() for p in side) or os.access(db.absolute().parent, os.W_OK | os.X_OK):
+        return None
+    return (f"{str(db)!r} is an SQLite store in WAL mode: a read-only reader needs its -wal and -shm files, which exist "
+            f"only while a writer (deploysignal serve) has the store open, or the directory {str(db.absolute().parent)!r} "
+            "writable so that SQLite can create them; neither holds. Open it while the service runs, give this user write "
+            "access to the directory, or copy the store (with any -wal file) to a directory it may write")
 
 
 def _missing_as_temp(present: set[str]) -> list[str]:
@@ -70,6 +98,8 @@ class ReadOnlySQLiteStore(_Refuse, SQLiteStore):
     def __init__(self, path: str | Path) -> None:
         SQLStore.__init__(self)  # not SQLiteStore.__init__: that creates the schema
         self.path = str(path)
+        if (why := wal_reader_blocked(self.path)) is not None:
+            raise ConfigError(why)
         self.synchronous = "FULL"  # never used: nothing is committed through this store
         self.conn  # noqa: B018 - open now: an unreadable file fails here, not at the first request
 

@@ -139,6 +139,28 @@ def test_read_only_postgres_session_refuses_writes(postgres):
         assert c.execute("SELECT to_regclass('pending_writes')").fetchone()[0] is None
 
 
+def test_read_only_postgres_finds_the_tables_on_the_search_path(postgres):
+    """The writable store's unqualified statements resolve through the search_path; so must the read-only
+    open's check of which tables exist (not current_schema() only: a table found nowhere is shadowed by an
+    empty temporary one, and the store would read as empty)."""
+    pytest.importorskip("psycopg")
+    import psycopg
+
+    base = postgres.fresh_db("ds_read_only_path")
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute("CREATE SCHEMA app")
+        c.execute("CREATE SCHEMA scratch")  # first on the reader's path, holds no table
+    rw = open_store(base + "?options=-csearch_path%3Dapp")
+    rw.put_config("cc-000000000001", '{"a":1}')
+    rw.close()
+    st = open_existing(base + "?options=-csearch_path%3Dscratch,app", read_only=True)
+    try:
+        assert st.conn.execute("SELECT current_schema()").fetchone()[0] == "scratch"
+        assert st.get_config("cc-000000000001") == '{"a":1}'
+    finally:
+        st.close()
+
+
 _AS_NOBODY = """
 import json, sys
 from deploysignal import ConfigError

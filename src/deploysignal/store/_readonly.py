@@ -70,14 +70,22 @@ def wal_reader_blocked(path: str | Path) -> str | None:
             "access to the directory, or copy the store (with any -wal file) to a directory it may write")
 
 
+_HEAD = "CREATE TABLE IF NOT EXISTS "
+
+
+def _table_of(stmt: str) -> str | None:
+    """The table a schema statement creates (None: not a ``CREATE TABLE``)."""
+    return stmt[len(_HEAD):].split(" ", 1)[0].split("(", 1)[0] if stmt.startswith(_HEAD) else None
+
+
+def _schema_tables() -> list[str]:
+    """The tables of the store's schema, in creation order."""
+    return [t for t in map(_table_of, _SCHEMA) if t is not None]
+
+
 def _missing_as_temp(present: set[str]) -> list[str]:
     """The schema's ``CREATE TABLE`` statements for the tables not in ``present``, as temporary tables."""
-    out = []
-    for stmt in _SCHEMA:
-        head = "CREATE TABLE IF NOT EXISTS "
-        if stmt.startswith(head) and stmt[len(head):].split(" ", 1)[0].split("(", 1)[0] not in present:
-            out.append("CREATE TEMP TABLE IF NOT EXISTS " + stmt[len(head):])
-    return out
+    return ["CREATE TEMP TABLE IF NOT EXISTS " + stmt[len(_HEAD):] for stmt in _SCHEMA if (t := _table_of(stmt)) is not None and t not in present]
 
 
 class _Refuse:
@@ -132,7 +140,12 @@ class ReadOnlyPostgresStore(_Refuse, PostgresStore):
 
     def _connect(self) -> Any:
         c = super()._connect()
-        present = {r[0] for r in c.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+        # a table is present when its name resolves as the store's queries resolve it (the search_path, as
+        # the writable store's unqualified statements): not only in current_schema(); all are resolved
+        # before a temporary table exists (pg_temp is searched first)
+        names = _schema_tables()
+        found = c.execute("SELECT " + ", ".join("to_regclass(%s) IS NOT NULL" for _ in names), names).fetchone()
+        present = {n for n, ok in zip(names, found) if ok}
         for stmt in _missing_as_temp(present):
             c.execute(stmt)
         c.execute("SET default_transaction_read_only = on")

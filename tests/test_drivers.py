@@ -144,7 +144,8 @@ def test_kayenta_labels_read_the_frozen_drivers(slowbleed):
     eng.ingest([TickIn(float(ts), {n: float(v) for n, v in zip(c.signals, row)}) for ts, row in zip(c.timestamps, c.values)])
     labels = {r["name"]: r["classification"] for r in eng.signal_classification()}
     flagged = {n for n, v in labels.items() if v in ("High", "Low")}
-    assert flagged and flagged <= _drifting(sim), labels
+    # B fired at tick 319 on these four; by the last tick their EWMAs have fallen back below the threshold
+    assert {"ttft_ms", "cost_per_request", "hbm_spill_rate", "collective_ops_ms"} <= flagged <= _drifting(sim), labels
 
 
 def test_rule_is_recorded_and_old_logs_replay_with_theirs(step, tmp_path):

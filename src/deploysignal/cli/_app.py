@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._exceptions import ConfigError, DeploySignalError, InputError, ReplayMismatch, SchemaError
+from ._main import request_fast_exit
 from ._progress import progress_enabled, stage_progress
 
 if TYPE_CHECKING:  # the modules are imported in the commands that need them (a fast `deploysignal --help`)
@@ -277,6 +278,7 @@ def gate(
         sys.stdout.write(canonical_json(summary) + "\n")
     else:
         _print_summary(summary)
+    request_fast_exit()  # the audit file is closed: skip the interpreter's teardown (cli/_main.py)
     raise typer.Exit(EXIT[summary["verdict"]])
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,26 +16,59 @@ from ._metric import SplitMetric
 from ._protocol import Family, FamilyEvidence, FamilyStep
 from ._spec import MetricSpec, SplitSettings
 from ._srm import SampleRatio
+from ._step import FIRED_ROLLBACK, FIRED_VOID, PROCEED_ALL, TickStep
 
 __all__ = ["SplitBatch", "SplitDecision", "SplitGate"]
 
 VERDICTS = ("pending", "extend", "proceed", "rollback")
 
 
-@dataclass(frozen=True)
 class SplitDecision:
     """The gate after one tick. ``final``: the verdict can no longer change; ``fired``: metrics whose
     rollback e-process crossed; ``reason``: why (rollback, extend) in words; ``evidence``: every
-    family's record (single-tick path only)."""
+    family's record at this tick (single-tick path only).
 
-    tick: int
-    timestamp: float
-    verdict: str
-    final: bool
-    decided_at_tick: int | None
-    fired: tuple[str, ...]
-    reason: str
-    evidence: tuple[FamilyEvidence, ...] = field(default=(), compare=False)
+    ``evidence`` is built on first use (the live path computes the numbers of a tick but formats its
+    records only when a caller reads them): a decision still referenced when its gate takes the next
+    tick gets its evidence built then, so it is always that of its own tick. Immutable; equality
+    ignores ``evidence``.
+    """
+
+    __slots__ = ("tick", "timestamp", "verdict", "final", "decided_at_tick", "fired", "reason", "_evidence", "_source", "__weakref__")
+    _FIELDS = ("tick", "timestamp", "verdict", "final", "decided_at_tick", "fired", "reason")
+
+    def __init__(self, tick: int, timestamp: float, verdict: str, final: bool, decided_at_tick: int | None, fired: tuple[str, ...],
+                 reason: str, evidence: tuple[FamilyEvidence, ...] = (), *, source: Callable[[], tuple[FamilyEvidence, ...]] | None = None) -> None:
+        put = object.__setattr__  # immutable: __setattr__ refuses
+        put(self, "tick", tick)
+        put(self, "timestamp", timestamp)
+        put(self, "verdict", verdict)
+        put(self, "final", final)
+        put(self, "decided_at_tick", decided_at_tick)
+        put(self, "fired", fired)
+        put(self, "reason", reason)
+        put(self, "_evidence", evidence if source is None else None)
+        put(self, "_source", source)
+
+    @property
+    def evidence(self) -> tuple[FamilyEvidence, ...]:
+        if self._evidence is None:
+            object.__setattr__(self, "_evidence", self._source())  # type: ignore[misc]
+            object.__setattr__(self, "_source", None)
+        return self._evidence
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"SplitDecision is immutable (cannot set {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SplitDecision):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "SplitDecision(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self._FIELDS) + ")"
 
     def records(self) -> list[dict[str, Any]]:
         """Audit records of this tick: one per family, then the gate's."""
@@ -113,8 +148,11 @@ class SplitGate:
                         suggestive_fraction=st.suggestive_fraction, ratio_label=st.ratio_label)
             for s in specs
         ]
-        if st.canary_share is not None:
-            self.families.append(SampleRatio(st.canary_share, alpha=st.srm_alpha))
+        srm = SampleRatio(st.canary_share, alpha=st.srm_alpha) if st.canary_share is not None else None
+        if srm is not None:
+            self.families.append(srm)
+        self._step = TickStep(self.families[:len(specs)], srm)  # type: ignore[arg-type]
+        self._last: weakref.ref[SplitDecision] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -126,17 +164,41 @@ class SplitGate:
         self._reason = ""
         self._extensions = 0
         self._void = ""
-        self._measured = np.zeros(len(self.families), dtype=np.int64)
+        self._measured = self._step.measured  # per family: ticks with units in both arms (a view the compiled step counts in)
 
     # ------------------------------------------------------------------ paths
     def update(self, data: SplitData) -> SplitDecision:
-        """One tick (``data.n_ticks == 1``) with every family's evidence record."""
+        """One tick (``data.n_ticks == 1``): one compiled call advances every family
+        (:class:`~deploysignal.split._step.TickStep`); the verdict logic runs in Python only at a tick
+        where it can change more than the counters (a fire, a possible early proceed, a window end).
+        The decision's evidence records are built when first read (:class:`SplitDecision`)."""
         if data.n_ticks != 1:
             raise ValueError(f"update takes one tick, got {data.n_ticks}")
-        steps = [f.step(data) for f in self.families]
-        self._decide(steps, 0)
-        ev = tuple(f.evidence() for f in self.families)
-        return self._decision(float(data.timestamps[0]), ev)
+        self._settle()
+        out, bits = self._step.run(data)
+        st = self.settings
+        tick = self._tick + 1
+        if (bits & (FIRED_ROLLBACK | FIRED_VOID) or tick % st.window == 0
+                or (bits & PROCEED_ALL and st.early_proceed and tick >= st.min_proceed_fraction * st.window)):
+            self._decide(TickStep.steps(out), 0)
+        else:  # what _decide does at a quiet tick
+            self._tick = tick
+            if not self._final and self._verdict == "pending" and self._void:
+                self._reason = self._void
+        d = SplitDecision(self._tick, float(data.timestamps[0]), self._verdict, self._final, self._decided, self._fired, self._reason,
+                          source=self._evidence_now)
+        self._last = weakref.ref(d)
+        return d
+
+    def _evidence_now(self) -> tuple[FamilyEvidence, ...]:
+        return tuple(f.evidence() for f in self.families)
+
+    def _settle(self) -> None:
+        """Before the state moves on: the last decision, if still referenced, gets its evidence now."""
+        d = None if self._last is None else self._last()
+        if d is not None:
+            d.evidence  # noqa: B018 - built on first use
+        self._last = None
 
     def run(self, data: SplitData) -> list[SplitDecision]:
         """Every tick of ``data`` through :meth:`update` (with records)."""
@@ -144,23 +206,28 @@ class SplitGate:
 
     def run_batch(self, data: SplitData) -> SplitBatch:
         """All ticks at once: each family steps over the whole run, then the verdict tick by tick.
-        Same kernels, same order of operations, so the same verdicts as :meth:`run`, without records."""
-        steps = [f.step(data) for f in self.families]
+        The same compiled call as :meth:`update` over all ticks (the same bits), without records."""
+        self._settle()
+        base = self._measured.copy()
+        out = self._step.run(data)[0]
+        steps = TickStep.steps(out)
+        seen = np.cumsum(out[:, 2, :], axis=1)  # ticks measured so far in this run, per family
         T = data.n_ticks
         verdict, final, decided = np.zeros(T, dtype=np.int64), np.zeros(T, dtype=bool), np.full(T, -1, dtype=np.int64)
         t = 0
         for e in [*np.flatnonzero(self._events(steps, T)).tolist(), T]:
-            # ticks t .. e-1 are quiet (no fire, no possible proceed, no window end): only the data counters move
+            # ticks t .. e-1 are quiet (no fire, no possible proceed, no window end): only the counters move
+            # (the data counters moved in the compiled step)
             self._tick += e - t
-            self._measured += np.array([int(s.measured[t:e].sum()) for s in steps], dtype=np.int64)
             verdict[t:e], final[t:e], decided[t:e] = VERDICTS.index(self._verdict), self._final, -1 if self._decided is None else self._decided
             if e == T or (self._final and self._verdict == "rollback"):
                 if e < T:  # nothing changes any more but the data counters
                     self._tick += T - e
-                    self._measured += np.array([int(s.measured[e:].sum()) for s in steps], dtype=np.int64)
                     verdict[e:], final[e:], decided[e:] = VERDICTS.index(self._verdict), True, -1 if self._decided is None else self._decided
                 break
+            self._measured[:] = base + seen[:, e]  # the counts _decide sees at tick e (the step counted the whole run)
             self._decide(steps, e)
+            self._measured[:] = base + seen[:, -1]
             verdict[e], final[e], decided[e] = VERDICTS.index(self._verdict), self._final, -1 if self._decided is None else self._decided
             t = e + 1
         first = np.array([int(np.argmax(s.fired)) + 1 + self._tick - T if s.fired.any() else -1 for s in steps], dtype=np.int64)
@@ -183,8 +250,6 @@ class SplitGate:
         st = self.settings
         self._tick += 1
         tick = self._tick
-        for i, s in enumerate(steps):
-            self._measured[i] += bool(s.measured[t])
         fired = tuple(f.name for f, s in zip(self.families, steps) if f.role == "rollback" and s.fired[t])
         if self._final:
             # the rollback e-processes are anytime-valid over all time: a crossing after a final proceed or
@@ -228,9 +293,6 @@ class SplitGate:
     def _set(self, verdict: str, final: bool, decided: int | None, fired: tuple[str, ...], reason: str) -> None:
         self._verdict, self._final, self._decided, self._fired, self._reason = verdict, final, decided, fired, reason
 
-    def _decision(self, timestamp: float, ev: tuple[FamilyEvidence, ...]) -> SplitDecision:
-        return SplitDecision(self._tick, timestamp, self._verdict, self._final, self._decided, self._fired, self._reason, ev)
-
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
         """JSON-able state; :meth:`from_state` with the same specs and settings continues exactly."""
@@ -245,7 +307,7 @@ class SplitGate:
             raise ValueError(f"state holds {len(state['families'])} families, the gate has {len(g.families)}")
         g._tick, g._verdict, g._final, g._decided = int(state["tick"]), state["verdict"], bool(state["final"]), state["decided"]
         g._fired, g._reason, g._extensions, g._void = tuple(state["fired"]), state["reason"], int(state["extensions"]), state["void"]
-        g._measured = np.array(state["measured"], dtype=np.int64)
+        g._measured[:] = np.array(state["measured"], dtype=np.int64)
         for f, s in zip(g.families, state["families"]):
             f.load_state(s)
         return g

@@ -189,3 +189,17 @@ def test_bit_identical_to_golden(chunk):
     want = json.loads(GOLDEN.read_text())
     bad = {s: (got[s], want[s]) for s in got if got[s] != want[s]}
     assert not bad, f"{len(bad)} of {len(got)} streams differ, e.g. seed {next(iter(bad))}: {next(iter(bad.values()))}"
+
+
+def test_family_attributes_set_after_construction_are_read_again():
+    """The compiled step reads each family's grid, slots and thresholds once; setting one of them again
+    (as the boundary Monte Carlo's deliberately broken variant does) is seen at the next tick, as the
+    family's own step sees it."""
+    specs, settings, data = stream(3)
+    gate, ref = SplitGate(specs, settings), SplitGate(specs, settings)
+    for g in (gate, ref):
+        g.families[0].threshold = g.families[0].threshold / 4  # the gate fires four times as easily
+    first = gate.run_batch(data).first_fire[0]
+    steps = [f.step(data) for f in ref.families]  # the per-family path on the same families
+    want = int(np.argmax(steps[0].fired)) + 1 if steps[0].fired.any() else -1
+    assert first == want and first != SplitGate(specs, settings).run_batch(data).first_fire[0]

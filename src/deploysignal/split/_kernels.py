@@ -172,21 +172,29 @@ def proceed_ok(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.nd
 
 
 @njit(**_OPTS)
-def run_metric(ell: np.ndarray, acc: np.ndarray, runmax: np.ndarray, lrho: np.ndarray, rm1: np.ndarray,
-               tptr: np.ndarray, nc: np.ndarray, n: np.ndarray, a: np.ndarray, c1: np.ndarray,
-               xptr: np.ndarray, xk: np.ndarray, xy: np.ndarray, xc: np.ndarray,
-               rb: tuple, pr: tuple, thr: float, sugg: float, pr_thr: float, with_proceed: bool,
-               fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, current: np.ndarray, hc: np.ndarray, key: int) -> None:
+def run_metric(state: tuple, blocks: tuple, plan: tuple, out: tuple) -> None:
     """Advance one metric over ``T = len(tptr) - 1`` ticks (blocks ``tptr[t]:tptr[t+1]``).
+
+    Four small typed records (tuples):
+
+    * ``state = (ell, acc, runmax, hc)``: the (K, R) log-likelihood ratios, the (K, 2) event counts,
+      ``runmax[0]`` the running maximum of the values written to ``current`` across calls, and
+      :func:`block_logs`' scratch;
+    * ``blocks = (tptr, nc, n, a, c1, xptr, xk, xy, xc)``: a :class:`~deploysignal.split.MetricBlocks`;
+    * ``plan = (lrho, rm1, rb, pr, thr, sugg, pr_thr, with_proceed, key)``: the grid, the
+      ``(slot_k, idx, base)`` triples of the rollback and proceed mixtures, the thresholds and
+      :func:`block_logs`' grid key (``-1``: no reuse);
+    * ``out = (fired, proceed, measured, current)``.
 
     Per tick it writes ``fired[t]`` (log e-value >= ``thr``), ``proceed[t]`` (every non-inferiority
     slot passes ``pr_thr``; only when ``with_proceed``), ``measured[t]`` (some block had units in both
     arms) and ``current[t]``, the log e-value when it is at least ``min(thr, sugg)`` (the suggestive
     level), else ``-inf``: a tick whose bound is below that level takes no exponentials.
-    ``runmax[0]`` carries the running maximum of those values across calls. ``rb`` and ``pr`` are
-    ``(slot_k, idx, base)`` triples of the rollback and proceed mixtures; ``hc, key`` as :func:`block_logs`
-    (``key = -1``: no reuse).
     """
+    ell, acc, runmax, hc = state
+    tptr, nc, n, a, c1, xptr, xk, xy, xc = blocks
+    lrho, rm1, rb, pr, thr, sugg, pr_thr, with_proceed, key = plan
+    fired, proceed, measured, current = out
     T = tptr.shape[0] - 1
     rb_k, rb_idx, rb_base = rb
     pr_k, pr_idx, pr_base = pr

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._data import MetricBlocks, SplitData
 from ._kernels import edge_effect, evidence_summary, mixture_log, run_metric
-from ._protocol import FamilyEvidence, FamilyStep, StateSlot
+from ._protocol import FamilyEvidence, FamilyStep, LayoutWatch, StateSlot
 from ._spec import MetricSpec
 
 __all__ = ["SplitMetric", "rate_grid"]
@@ -37,7 +37,7 @@ def rate_grid(tolerance: float) -> tuple[np.ndarray, int, int]:
     return np.exp(j * ls), j0, n
 
 
-class SplitMetric:
+class SplitMetric(LayoutWatch):
     """One metric's e-processes under the randomised split.
 
     Null and assumption (the split, nothing else): the canary version changes no unit's outcome, and
@@ -113,6 +113,7 @@ class SplitMetric:
     """
 
     role: Literal["rollback", "void"] = "rollback"
+    _LAYOUT = frozenset({"_rb", "_pr", "lrho", "rm1", "threshold", "proceed_threshold", "suggestive_fraction", "early_proceed"})
 
     def __init__(self, spec: MetricSpec, *, alpha: float, proceed_alpha: float = 0.05, early_proceed: bool = False,
                  suggestive_fraction: float = 0.5, ratio_label: Literal["rate", "legacy_odds"] = "rate") -> None:
@@ -180,9 +181,9 @@ class SplitMetric:
         return FamilyStep(fired, proceed, measured, current >= self.suggestive_level)
 
     def _run(self, b: MetricBlocks, fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, current: np.ndarray) -> None:
-        run_metric(self._ell, self._acc, self._runmax, self.lrho, self.rm1, b.tptr, b.nc, b.n, b.a, b.c1, b.xptr, b.xk, b.xy, b.xc,
-                   self._rb, self._pr, self.threshold, self.suggestive_level, self.proceed_threshold, self.early_proceed, fired, proceed,
-                   measured, current, self._hc, -1)
+        run_metric((self._ell, self._acc, self._runmax, self._hc), (b.tptr, b.nc, b.n, b.a, b.c1, b.xptr, b.xk, b.xy, b.xc),
+                   (self.lrho, self.rm1, self._rb, self._pr, self.threshold, self.suggestive_level, self.proceed_threshold, self.early_proceed, -1),
+                   (fired, proceed, measured, current))
 
     @property
     def suggestive_level(self) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ._data import SplitData
 
-__all__ = ["Family", "FamilyEvidence", "FamilyStep", "StateSlot"]
+__all__ = ["Family", "FamilyEvidence", "FamilyStep", "LayoutWatch", "StateSlot"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,23 @@ class FamilyEvidence:
         return {"family": self.family, "role": self.role, "log_evidence": num(self.log_evidence),
                 "peak_log_evidence": num(self.peak_log_evidence), "threshold": num(self.threshold), "alpha": self.alpha,
                 "fire": self.fired, "reason": self.reason, "effect": self.effect}
+
+
+class LayoutWatch:
+    """Mixin: setting one of the attributes named in ``_LAYOUT`` calls the watcher registered with
+    :meth:`watch_layout` (a gate's compiled step reads them once and must read them again)."""
+
+    _LAYOUT: frozenset[str] = frozenset()
+
+    def watch_layout(self, watcher: Any) -> None:
+        object.__setattr__(self, "_layout_watcher", watcher)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in self._LAYOUT:
+            watcher = self.__dict__.get("_layout_watcher")
+            if watcher is not None:
+                watcher()
 
 
 class StateSlot:

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from ._data import SplitData
-from ._protocol import FamilyEvidence, FamilyStep, StateSlot
+from ._protocol import FamilyEvidence, FamilyStep, LayoutWatch, StateSlot
 
 __all__ = ["SampleRatio", "srm_run"]
 
@@ -34,7 +34,7 @@ def srm_run(acc: np.ndarray, la: np.ndarray, lb: np.ndarray, nc: np.ndarray, n: 
         out[t] = m + math.log(s) - math.log(G)
 
 
-class SampleRatio:
+class SampleRatio(LayoutWatch):
     """Sample-ratio-mismatch e-process: a two-sided binomial mixture on the canary's unit counts.
 
     Under "each unit is canary independently with the configured probability ``p``", the canary count
@@ -67,6 +67,7 @@ class SampleRatio:
     """
 
     role: Literal["rollback", "void"] = "void"
+    _LAYOUT = frozenset({"_la", "_lb", "threshold"})
     name = "sample_ratio"
 
     def __init__(self, share: float, *, alpha: float) -> None:

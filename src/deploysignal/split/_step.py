@@ -104,11 +104,11 @@ def _metric(plan: np.ndarray, grid: np.ndarray, slots: np.ndarray, ell: np.ndarr
         return
     nb, nx = x[1], x[2]
     cur = np.empty(T)
-    run_metric(e, acc[p[4]:p[4] + 2 * K].reshape((K, 2)), fv[2 * f:2 * f + 1], grid[p[5]:p[5] + R], grid[p[5] + R:p[5] + 2 * R],
-               pk[x[3] + t0:x[3] + t1 + 1], pk[x[4]:x[4] + nb], pk[x[5]:x[5] + nb], pk[x[6]:x[6] + nb * K].reshape((nb, K)),
-               pk[x[7]:x[7] + nb * K].reshape((nb, K)), pk[x[8]:x[8] + nb + 1], pk[x[9]:x[9] + nx], pk[x[10]:x[10] + nx],
-               pk[x[11]:x[11] + nx], rb, pr, thr, sugg, pthr, p[11] != 0, out[f, 0], out[f, 1], out[f, 2], cur,
-               grid[plan[0, 12]:], p[5])
+    state = (e, acc[p[4]:p[4] + 2 * K].reshape((K, 2)), fv[2 * f:2 * f + 1], grid[plan[0, 12]:])
+    blocks = (pk[x[3] + t0:x[3] + t1 + 1], pk[x[4]:x[4] + nb], pk[x[5]:x[5] + nb], pk[x[6]:x[6] + nb * K].reshape((nb, K)),
+              pk[x[7]:x[7] + nb * K].reshape((nb, K)), pk[x[8]:x[8] + nb + 1], pk[x[9]:x[9] + nx], pk[x[10]:x[10] + nx], pk[x[11]:x[11] + nx])
+    run_metric(state, blocks, (grid[p[5]:p[5] + R], grid[p[5] + R:p[5] + 2 * R], rb, pr, thr, sugg, pthr, p[11] != 0, p[5]),
+               (out[f, 0], out[f, 1], out[f, 2], cur))
     for t in range(T):
         out[f, 3, t] = cur[t] >= sugg
 
@@ -178,27 +178,53 @@ class TickStep:
 
     Takes over the families' state (:meth:`SplitMetric.bind_state`, :meth:`SampleRatio.bind_state`):
     afterwards a family stepped on its own and the gate's compiled step move the same arrays.
-    ``measured`` is the gate's per-family count of ticks with units in both arms (a view).
+    ``measured`` is the gate's per-family count of ticks with units in both arms (a view). The static
+    layout (grids, mixture slots, thresholds) is read from the families; a family attribute it is read
+    from that is set again (:class:`~deploysignal.split._protocol.LayoutWatch`) makes the next call
+    read it again, as the per-family path would.
     """
 
     def __init__(self, metrics: list[SplitMetric], srm: SampleRatio | None) -> None:
+        self.metrics, self.srm = metrics, srm
         F = len(metrics) + (srm is not None)
         self.names = tuple(m.name for m in metrics)
         self.n_events = tuple(m.spec.n_events for m in metrics)
-        self.plan = np.zeros((F, 13), dtype=np.int64)
+        self._layout()
+        self.ell, self.acc = np.zeros(self._sizes[0]), np.zeros(self._sizes[1], dtype=np.int64)
+        self.fv, self.cnt = np.zeros(2 * F), np.zeros((F, 4), dtype=np.int64)
+        for f, m in enumerate(metrics):
+            p = self.plan[f]
+            m.bind_state(self.ell[p[1]:p[1] + p[2] * p[3]].reshape(p[2], p[3]), self.acc[p[4]:p[4] + 2 * p[2]].reshape(p[2], 2),
+                         self.fv[2 * f:2 * f + 1], self.cnt[f, :3])
+            m.watch_layout(self._stale)
+        if srm is not None:
+            srm.bind_state(self.acc[-2:], self.fv[2 * F - 2:], self.cnt[F - 1, :3])
+            srm.watch_layout(self._stale)
+        self.measured = self.cnt[:, 3]
+        self._one = np.zeros((F, 4, 1), dtype=bool)
+
+    def _stale(self) -> None:
+        self._fresh = False
+
+    def _layout(self) -> None:
+        """``plan``, ``grid`` and ``slots`` from the families (module docstring); the state's layout
+        (``K``, ``R`` per metric) cannot change."""
+        metrics, srm = self.metrics, self.srm
+        F = len(metrics) + (srm is not None)
+        plan = np.zeros((F, 13), dtype=np.int64)
         grid: list[np.ndarray] = []
         slots: list[np.ndarray] = []
         grids: dict[bytes, int] = {}  # equal grids share one copy (and block_logs' reuse)
         gpos = spos = epos = apos = 0
         for f, m in enumerate(metrics):
-            K, R = m.spec.n_events, len(m.rho)
+            K, R = m.spec.n_events, len(m.lrho)
             (rk, ri, rbase), (pk_, pi, pbase) = m._rb, m._pr  # noqa: SLF001 - the families' static layout
             g = grids.get(m.lrho.tobytes() + m.rm1.tobytes())
             if g is None:
                 g = grids[m.lrho.tobytes() + m.rm1.tobytes()] = gpos
                 grid += [m.lrho, m.rm1]
                 gpos += 2 * R
-            self.plan[f, :12] = (0, epos, K, R, apos, g, gpos, ri.shape[0], ri.shape[1], pi.shape[1], spos, m.early_proceed)
+            plan[f, :12] = (0, epos, K, R, apos, g, gpos, ri.shape[0], ri.shape[1], pi.shape[1], spos, m.early_proceed)
             grid.append(np.array([m.threshold, m.suggestive_level, m.proceed_threshold]))
             slots += [rk, ri.ravel(), rbase, pk_, pi.ravel(), pbase]
             gpos += 3
@@ -207,28 +233,24 @@ class TickStep:
             apos += 2 * K
         if srm is not None:
             G = len(srm._la)  # noqa: SLF001
-            self.plan[F - 1, :12] = (1, 0, G, 0, apos, gpos, gpos + 2 * G, 0, 0, 0, 0, 0)
+            plan[F - 1, :12] = (1, 0, G, 0, apos, gpos, gpos + 2 * G, 0, 0, 0, 0, 0)
             grid += [srm._la, srm._lb, np.array([srm.threshold, 0.0, 0.0])]  # noqa: SLF001
             gpos += 2 * G + 3
             apos += 2
-        self.plan[0, 12] = gpos  # block_logs' scratch: (nc, n, grid) of the logs held, then the logs
-        grid.append(np.full(3 + max((len(m.rho) for m in metrics), default=0), -1.0))
-        self.grid = np.concatenate(grid)
+        plan[0, 12] = gpos  # block_logs' scratch: (nc, n, grid) of the logs held, then the logs
+        grid.append(np.full(3 + max((len(m.lrho) for m in metrics), default=0), -1.0))
+        if getattr(self, "plan", None) is not None and not np.array_equal(plan[:, :5], self.plan[:, :5]):
+            raise ValueError("a family's grid or edge-events changed size: its state no longer fits")
+        self.plan, self.grid = plan, np.concatenate(grid).astype(np.float64)
         self.slots = np.concatenate(slots).astype(np.int64) if slots else np.zeros(0, dtype=np.int64)
-        self.ell, self.acc = np.zeros(epos), np.zeros(apos, dtype=np.int64)
-        self.fv, self.cnt = np.zeros(2 * F), np.zeros((F, 4), dtype=np.int64)
-        for f, m in enumerate(metrics):
-            p = self.plan[f]
-            m.bind_state(self.ell[p[1]:p[1] + p[2] * p[3]].reshape(p[2], p[3]), self.acc[p[4]:p[4] + 2 * p[2]].reshape(p[2], 2),
-                         self.fv[2 * f:2 * f + 1], self.cnt[f, :3])
-        if srm is not None:
-            srm.bind_state(self.acc[apos - 2:], self.fv[2 * F - 2:], self.cnt[F - 1, :3])
-        self.measured = self.cnt[:, 3]
-        self._one = np.zeros((F, 4, 1), dtype=bool)
+        self._sizes = (epos, apos)
+        self._fresh = True
 
     def run(self, data: SplitData) -> tuple[np.ndarray, int]:
         """Every family over every tick of ``data``: ``(out, bits)`` (:func:`gate_run`). For a one-tick
         run ``out`` is a buffer reused by the next one-tick call."""
+        if not self._fresh:
+            self._layout()
         pk, pix, lo, hi = packed(data, self.names, self.n_events)
         out = self._one if hi - lo == 1 else np.empty((self.plan.shape[0], 4, hi - lo), dtype=bool)
         bits = gate_run(self.plan, self.grid, self.slots, self.ell, self.acc, self.fv, self.cnt, pk, pix, lo, hi, out)

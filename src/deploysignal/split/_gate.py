@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -23,52 +24,61 @@ __all__ = ["SplitBatch", "SplitDecision", "SplitGate"]
 VERDICTS = ("pending", "extend", "proceed", "rollback")
 
 
+class _LazyEvidence:
+    """:attr:`SplitDecision.evidence`: the stored tuple, or, for a decision made with a source (the live
+    path), the source's answer on first read. A source that another read already replaced is not
+    stored again (the first stored tuple stays)."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return ()  # the field's default
+        d = obj.__dict__
+        src = d.get("_source")
+        if src is not None:
+            ev = src()
+            if d.get("_source") is src:
+                d["_evidence"] = ev
+                d.pop("_source", None)
+        return d["_evidence"]
+
+    def __set__(self, obj: Any, value: Any) -> None:  # dataclass __init__ only (frozen: setattr raises before this)
+        obj.__dict__["_evidence"] = value
+        obj.__dict__.pop("_source", None)
+
+
+@dataclass(frozen=True)
 class SplitDecision:
     """The gate after one tick. ``final``: the verdict can no longer change; ``fired``: metrics whose
     rollback e-process crossed; ``reason``: why (rollback, extend) in words; ``evidence``: every
     family's record at this tick (single-tick path only).
 
-    ``evidence`` is built on first use (the live path computes the numbers of a tick but formats its
-    records only when a caller reads them): a decision still referenced when its gate takes the next
-    tick gets its evidence built then, so it is always that of its own tick. Immutable; equality
-    ignores ``evidence``.
+    A frozen dataclass (equality and hash ignore ``evidence``). On the live path (:meth:`SplitGate.update`)
+    ``evidence`` is built on first read (the gate computes the numbers of a tick but formats its records
+    only when a caller reads them): a decision still referenced when its gate's state is about to change
+    (the next ``update``/``run_batch``, a family stepped, restored or given a new layout, a copy or
+    pickle of the gate) gets its evidence built then, so it is always that of its own tick. Copying,
+    pickling and :func:`dataclasses.asdict` build it first, so copies hold plain values. Not
+    thread-safe: read a decision in the thread that drives its gate (or under the same lock).
     """
 
-    __slots__ = ("tick", "timestamp", "verdict", "final", "decided_at_tick", "fired", "reason", "_evidence", "_source", "__weakref__")
-    _FIELDS = ("tick", "timestamp", "verdict", "final", "decided_at_tick", "fired", "reason")
+    tick: int
+    timestamp: float
+    verdict: str
+    final: bool
+    decided_at_tick: int | None
+    fired: tuple[str, ...]
+    reason: str
+    evidence: tuple[FamilyEvidence, ...] = field(default=(), compare=False)
 
-    def __init__(self, tick: int, timestamp: float, verdict: str, final: bool, decided_at_tick: int | None, fired: tuple[str, ...],
-                 reason: str, evidence: tuple[FamilyEvidence, ...] = (), *, source: Callable[[], tuple[FamilyEvidence, ...]] | None = None) -> None:
-        put = object.__setattr__  # immutable: __setattr__ refuses
-        put(self, "tick", tick)
-        put(self, "timestamp", timestamp)
-        put(self, "verdict", verdict)
-        put(self, "final", final)
-        put(self, "decided_at_tick", decided_at_tick)
-        put(self, "fired", fired)
-        put(self, "reason", reason)
-        put(self, "_evidence", evidence if source is None else None)
-        put(self, "_source", source)
+    @classmethod
+    def _lazy(cls, source: Callable[[], tuple[FamilyEvidence, ...]], *values: Any) -> SplitDecision:
+        """A decision whose ``evidence`` is ``source()``, called on first read."""
+        d = cls(*values)
+        d.__dict__["_source"] = source
+        return d
 
-    @property
-    def evidence(self) -> tuple[FamilyEvidence, ...]:
-        if self._evidence is None:
-            object.__setattr__(self, "_evidence", self._source())  # type: ignore[misc]
-            object.__setattr__(self, "_source", None)
-        return self._evidence
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"SplitDecision is immutable (cannot set {name!r})")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SplitDecision):
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self._FIELDS)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return "SplitDecision(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self._FIELDS) + ")"
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), tuple(getattr(self, f.name) for f in fields(self)))
 
     def records(self) -> list[dict[str, Any]]:
         """Audit records of this tick: one per family, then the gate's."""
@@ -77,6 +87,9 @@ class SplitDecision:
         recs.append({"family": "gate", "tick": self.tick, "timestamp": ts, "verdict": self.verdict, "final": self.final,
                      "decided_at_tick": self.decided_at_tick, "fired": list(self.fired), "reason": self.reason})
         return recs
+
+
+SplitDecision.evidence = _LazyEvidence()  # type: ignore[assignment,misc]  # after @dataclass: its __init__ default stays ()
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,16 @@ class SplitGate:
 
     under the split null (:class:`SplitMetric`), by Ville's inequality per metric and a union bound.
 
+    Notes
+    -----
+    Not thread-safe: one gate per thread (as River's estimators), or every call on it and every read of
+    its decisions under one lock (the service holds its per-analysis lock around ``update`` and the
+    records' read). :func:`copy.copy`, :func:`copy.deepcopy` and :mod:`pickle` give an independent gate
+    that continues exactly as the original would (the families' state arrays are views of the compiled
+    step's arrays; the copy joins them again). The gate reads a run's data through its packed form,
+    packed once per run (:func:`~deploysignal.split._step.packed`): a :class:`SplitData` (or a cut of
+    it, :meth:`SplitData.ticks`) must not be edited after its first use.
+
     References
     ----------
     Ville, J. (1939). Etude critique de la notion de collectif.
@@ -153,7 +176,33 @@ class SplitGate:
             self.families.append(srm)
         self._step = TickStep(self.families[:len(specs)], srm)  # type: ignore[arg-type]
         self._last: weakref.ref[SplitDecision] | None = None
+        self._watch()
         self._reset()
+
+    def _watch(self) -> None:
+        for f in self.families:
+            f.watch_changes(self._settle)  # type: ignore[attr-defined]  # a family about to change: the held decision's evidence first
+
+    # ------------------------------------------------------------------ copy and pickle
+    def __getstate__(self) -> dict[str, Any]:
+        """The gate's attributes without the held decision (its evidence is built first)."""
+        self._settle()
+        d = self.__dict__.copy()
+        d["_last"] = None
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        """A copy or an unpickled gate: its families' state arrays and ``_measured`` were copied as
+        independent arrays; make them views of the copied compiled step's arrays again."""
+        self.__dict__.update(d)
+        self._step.bind()
+        self._measured = self._step.measured
+        self._watch()
+
+    def __copy__(self) -> SplitGate:
+        """A deep copy: a gate's families and compiled step share their state arrays, so a copy that
+        shared them with the original would move both."""
+        return copy.deepcopy(self)
 
     def _reset(self) -> None:
         self._tick = 0
@@ -185,8 +234,8 @@ class SplitGate:
             self._tick = tick
             if not self._final and self._verdict == "pending" and self._void:
                 self._reason = self._void
-        d = SplitDecision(self._tick, float(data.timestamps[0]), self._verdict, self._final, self._decided, self._fired, self._reason,
-                          source=self._evidence_now)
+        d = SplitDecision._lazy(self._evidence_now, self._tick, float(data.timestamps[0]), self._verdict, self._final, self._decided,
+                                self._fired, self._reason)
         self._last = weakref.ref(d)
         return d
 
@@ -196,9 +245,9 @@ class SplitGate:
     def _settle(self) -> None:
         """Before the state moves on: the last decision, if still referenced, gets its evidence now."""
         d = None if self._last is None else self._last()
+        self._last = None  # first: a family that moves while the evidence is built does not come back here
         if d is not None:
             d.evidence  # noqa: B018 - built on first use
-        self._last = None
 
     def run(self, data: SplitData) -> list[SplitDecision]:
         """Every tick of ``data`` through :meth:`update` (with records)."""
@@ -307,7 +356,10 @@ class SplitGate:
             raise ValueError(f"state holds {len(state['families'])} families, the gate has {len(g.families)}")
         g._tick, g._verdict, g._final, g._decided = int(state["tick"]), state["verdict"], bool(state["final"]), state["decided"]
         g._fired, g._reason, g._extensions, g._void = tuple(state["fired"]), state["reason"], int(state["extensions"]), state["void"]
-        g._measured[:] = np.array(state["measured"], dtype=np.int64)
+        measured = np.array(state["measured"], dtype=np.int64)
+        if measured.shape != g._measured.shape:
+            raise ValueError(f"state's measured holds {measured.size} counts, the gate has {len(g.families)} families")
+        g._measured[:] = measured
         for f, s in zip(g.families, state["families"]):
             f.load_state(s)
         return g

@@ -163,6 +163,7 @@ class SplitMetric(LayoutWatch):
     # ------------------------------------------------------------------ protocol
     def step(self, data: SplitData) -> FamilyStep:
         """Advance over every tick of ``data`` (its blocks of this metric; a tick without any is empty)."""
+        self._changing()
         blocks = data.metrics.get(self.name)
         T = data.n_ticks
         fired, proceed, measured = np.zeros(T, dtype=bool), np.zeros(T, dtype=bool), np.zeros(T, dtype=bool)
@@ -254,6 +255,7 @@ class SplitMetric(LayoutWatch):
                 "measured": self._measured, "fired_at": self._fired_at}
 
     def load_state(self, st: dict[str, Any]) -> None:
+        self._changing()
         ell = np.array(st["ell"], dtype=float)
         acc = np.array(st["acc"], dtype=np.int64)
         if ell.shape != self._ell.shape or acc.shape != self._acc.shape:

@@ -62,14 +62,28 @@ class FamilyEvidence:
 
 class LayoutWatch:
     """Mixin: setting one of the attributes named in ``_LAYOUT`` calls the watcher registered with
-    :meth:`watch_layout` (a gate's compiled step reads them once and must read them again)."""
+    :meth:`watch_layout` (a gate's compiled step reads them once and must read them again).
+
+    Before the family's state or layout changes (``step``, ``load_state``, a layout attribute set) it
+    calls the callback registered with :meth:`watch_changes` (:meth:`_changing`): a gate builds the
+    evidence of a decision it still holds then, so that a decision never shows a later state."""
 
     _LAYOUT: frozenset[str] = frozenset()
 
     def watch_layout(self, watcher: Any) -> None:
         object.__setattr__(self, "_layout_watcher", watcher)
 
+    def watch_changes(self, before: Any) -> None:
+        object.__setattr__(self, "_change_watcher", before)
+
+    def _changing(self) -> None:
+        before = self.__dict__.get("_change_watcher")
+        if before is not None:
+            before()
+
     def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._LAYOUT:
+            self._changing()
         object.__setattr__(self, name, value)
         if name in self._LAYOUT:
             watcher = self.__dict__.get("_layout_watcher")

@@ -94,6 +94,7 @@ class SampleRatio(LayoutWatch):
     _fired_at = StateSlot("_cnt", 2, "tick")
 
     def step(self, data: SplitData) -> FamilyStep:
+        self._changing()
         T = data.n_ticks
         out = np.empty(T)
         srm_run(self._acc, self._la, self._lb, np.asarray(data.canary_units, dtype=np.int64), np.asarray(data.units, dtype=np.int64), out)
@@ -125,5 +126,6 @@ class SampleRatio(LayoutWatch):
         return {"acc": self._acc.tolist(), "last": self._last, "peak": self._peak, "fired_at": self._fired_at, "ticks": self._ticks}
 
     def load_state(self, st: dict[str, Any]) -> None:
+        self._changing()
         self._acc[...] = np.array(st["acc"], dtype=np.int64)  # in place: the arrays may be views into a gate's state
         self._last, self._peak, self._fired_at, self._ticks = float(st["last"]), float(st["peak"]), st["fired_at"], int(st["ticks"])

@@ -192,16 +192,23 @@ class TickStep:
         self._layout()
         self.ell, self.acc = np.zeros(self._sizes[0]), np.zeros(self._sizes[1], dtype=np.int64)
         self.fv, self.cnt = np.zeros(2 * F), np.zeros((F, 4), dtype=np.int64)
-        for f, m in enumerate(metrics):
+        self.bind()
+        self._one = np.zeros((F, 4, 1), dtype=bool)
+
+    def bind(self) -> None:
+        """Make every family's state arrays and ``measured`` views of this step's arrays (the families'
+        current state is copied in first). A copy or unpickling of the step and its families copies each
+        view as an independent array: call this on the copy to join them again."""
+        F = self.cnt.shape[0]
+        for f, m in enumerate(self.metrics):
             p = self.plan[f]
             m.bind_state(self.ell[p[1]:p[1] + p[2] * p[3]].reshape(p[2], p[3]), self.acc[p[4]:p[4] + 2 * p[2]].reshape(p[2], 2),
                          self.fv[2 * f:2 * f + 1], self.cnt[f, :3])
             m.watch_layout(self._stale)
-        if srm is not None:
-            srm.bind_state(self.acc[-2:], self.fv[2 * F - 2:], self.cnt[F - 1, :3])
-            srm.watch_layout(self._stale)
+        if self.srm is not None:
+            self.srm.bind_state(self.acc[-2:], self.fv[2 * F - 2:], self.cnt[F - 1, :3])
+            self.srm.watch_layout(self._stale)
         self.measured = self.cnt[:, 3]
-        self._one = np.zeros((F, 4, 1), dtype=bool)
 
     def _stale(self) -> None:
         self._fresh = False

@@ -174,11 +174,13 @@ def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets
     """Per-tick cost of the split gate for ``n_metrics`` continuous metrics x ``n_buckets`` buckets x 2
     arms (5,000 units per tick, 5% canary; bucket counts drawn multinomially from one seeded generator):
 
-    * ``update``: :meth:`SplitGate.update` on one parsed tick (a cut of the parsed run, as the CLI and
-      the service feed it): one compiled call for every family and the verdict; the decision is
-      dropped, so its evidence records are never built (what a caller that reads only the verdict pays);
+    * ``update``: :meth:`SplitGate.update` on tick ``t`` of the parsed run (``update(data, t)``, as the
+      CLI and the service feed it, no cut built): one compiled call for every family and the verdict; the
+      decision is dropped, so its evidence records are never built. No shipped path runs this: it is
+      what a library caller that reads only verdicts pays;
     * ``update+records``: the same with the tick's audit records built (every family's e-value,
-      effect and confidence sequence, formatted): what an audit log or the service writes per tick;
+      effect and confidence sequence, formatted): the per-tick cost of the CLI's audit path and of the
+      service once a batch is parsed (both build the records every tick);
     * ``parse+update``: from the tick's JSON dict (:meth:`SplitTick.from_dict`, :func:`ticks_to_data`,
       packing, then ``update``), what the service's ingest of one split tick runs before its records;
     * ``run_batch``: :meth:`SplitGate.run_batch` over all ticks, total time / ticks (throughput).
@@ -202,10 +204,9 @@ def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets
         dicts.append({"timestamp": 1_796_637_600.0 + 60.0 * t, "arms": arms, "tier": None})
     settings = SplitSettings(window=10**9, max_extensions=0)
     data = ticks_to_data([SplitTick.from_dict(d) for d in dicts], specs)
-    one = [data.ticks(t, t + 1) for t in range(n)]
-    paths = {
-        "update": lambda g: (lambda t: g.update(one[t])),
-        "update+records": lambda g: (lambda t: g.update(one[t]).records()),
+    paths = {  # tick t of the parsed run, as the CLI and the service feed it
+        "update": lambda g: (lambda t: g.update(data, t)),
+        "update+records": lambda g: (lambda t: g.update(data, t).records()),
         "parse+update": lambda g: (lambda t: g.update(ticks_to_data([SplitTick.from_dict(dicts[t])], specs))),
     }
     out = [{"path": path, **_laps(make(SplitGate(specs, settings)), n, warmup)} for path, make in paths.items()]

@@ -150,3 +150,15 @@ def test_from_state_refuses_measured_of_the_wrong_length():
     with pytest.raises(ValueError, match="measured holds"):
         SplitGate.from_state(specs, settings, st)
     assert np.array_equal(SplitGate.from_state(specs, settings, gate.state())._measured, gate._measured)  # noqa: SLF001
+
+
+def test_update_at_a_tick_of_the_run_equals_update_of_its_cut():
+    """``update(data, t)`` (the CLI, service and audit replay path, no cut built) gives the records of
+    ``update(data.ticks(t, t + 1))`` on 16 golden streams, and refuses a tick outside the run."""
+    for seed in range(5, N_STREAMS, 10):
+        specs, settings, data = stream(seed)
+        a, b = SplitGate(specs, settings), SplitGate(specs, settings)
+        for t in range(data.n_ticks):
+            assert a.update(data, t).records() == b.update(data.ticks(t, t + 1)).records(), (seed, t)
+    with pytest.raises(ValueError, match="tick 99 of a run"):
+        a.update(data, 99)

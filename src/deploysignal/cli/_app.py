@@ -387,6 +387,8 @@ def bench(
         for r in sp["results"]:
             t.add_row(r["path"], f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", f"{r['cpu_us']:.1f}", str(r["ticks"]))
         out.print(t)
+        out.print("split paths: update = the compiled step on tick t of the parsed run, verdict only (a library caller that reads no records); "
+                  "the CLI's audit path and the service run update+records every tick (the service parses first)")
         fl = sp["floor"]
         out.print(f"split floor (CPU): one call of an empty compiled step with the same arguments {fl['dispatch_us']:.2f} us; "
                   f"the step's arithmetic {fl['arithmetic_us']:.2f} us a tick (all ticks in one call)")

@@ -216,15 +216,19 @@ class SplitGate:
         self._measured = self._step.measured  # per family: ticks with units in both arms (a view the compiled step counts in)
 
     # ------------------------------------------------------------------ paths
-    def update(self, data: SplitData) -> SplitDecision:
-        """One tick (``data.n_ticks == 1``): one compiled call advances every family
-        (:class:`~deploysignal.split._step.TickStep`); the verdict logic runs in Python only at a tick
-        where it can change more than the counters (a fire, a possible early proceed, a window end).
-        The decision's evidence records are built when first read (:class:`SplitDecision`)."""
-        if data.n_ticks != 1:
+    def update(self, data: SplitData, at: int | None = None) -> SplitDecision:
+        """One tick: ``data`` itself (``data.n_ticks == 1``) or, with ``at``, tick ``at`` of ``data``
+        (the same as ``update(data.ticks(at, at + 1))`` without building the cut). One compiled call
+        advances every family (:class:`~deploysignal.split._step.TickStep`); the verdict logic runs in
+        Python only at a tick where it can change more than the counters (a fire, a possible early
+        proceed, a window end). The decision's evidence records are built when first read
+        (:class:`SplitDecision`)."""
+        if at is None and data.n_ticks != 1:
             raise ValueError(f"update takes one tick, got {data.n_ticks}")
+        if at is not None and not 0 <= at < data.n_ticks:
+            raise ValueError(f"tick {at} of a run of {data.n_ticks}")
         self._settle()
-        out, bits = self._step.run(data)
+        out, bits = self._step.run(data, at)
         st = self.settings
         tick = self._tick + 1
         if (bits & (FIRED_ROLLBACK | FIRED_VOID) or tick % st.window == 0
@@ -234,7 +238,7 @@ class SplitGate:
             self._tick = tick
             if not self._final and self._verdict == "pending" and self._void:
                 self._reason = self._void
-        d = SplitDecision._lazy(self._evidence_now, self._tick, float(data.timestamps[0]), self._verdict, self._final, self._decided,
+        d = SplitDecision._lazy(self._evidence_now, self._tick, float(data.timestamps[at or 0]), self._verdict, self._final, self._decided,
                                 self._fired, self._reason)
         self._last = weakref.ref(d)
         return d
@@ -251,7 +255,7 @@ class SplitGate:
 
     def run(self, data: SplitData) -> list[SplitDecision]:
         """Every tick of ``data`` through :meth:`update` (with records)."""
-        return [self.update(data.ticks(t, t + 1)) for t in range(data.n_ticks)]
+        return [self.update(data, t) for t in range(data.n_ticks)]
 
     def run_batch(self, data: SplitData) -> SplitBatch:
         """All ticks at once: each family steps over the whole run, then the verdict tick by tick.

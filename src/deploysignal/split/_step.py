@@ -253,12 +253,14 @@ class TickStep:
         self._sizes = (epos, apos)
         self._fresh = True
 
-    def run(self, data: SplitData) -> tuple[np.ndarray, int]:
-        """Every family over every tick of ``data``: ``(out, bits)`` (:func:`gate_run`). For a one-tick
-        run ``out`` is a buffer reused by the next one-tick call."""
+    def run(self, data: SplitData, at: int | None = None) -> tuple[np.ndarray, int]:
+        """Every family over every tick of ``data`` (or only its tick ``at``): ``(out, bits)``
+        (:func:`gate_run`). For a one-tick run ``out`` is a buffer reused by the next one-tick call."""
         if not self._fresh:
             self._layout()
         pk, pix, lo, hi = packed(data, self.names, self.n_events)
+        if at is not None:
+            lo, hi = lo + at, lo + at + 1
         out = self._one if hi - lo == 1 else np.empty((self.plan.shape[0], 4, hi - lo), dtype=bool)
         bits = gate_run(self.plan, self.grid, self.slots, self.ell, self.acc, self.fv, self.cnt, pk, pix, lo, hi, out)
         return out, bits

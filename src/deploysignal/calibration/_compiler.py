@@ -14,6 +14,7 @@ from .. import __version__
 from .._exceptions import InputError
 from ..telemetry import Frame, check_domain, signal_domains
 from ._certificate import uncertified
+from ._columns import lag1_coefficients, mad_scales, nanstd_columns
 from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta
 from ._families import family_extras
 from ._model_check import model_check
@@ -132,22 +133,16 @@ def _cell_stats(x: np.ndarray, cell_rows: list[np.ndarray], use_mean: np.ndarray
         cnt[group] = n_ok
         tot[group] = np.where(present, pad, 0.0).sum(axis=1)
         if use_mean is not None and width > 0:
-            srt = np.sort(pad, axis=1)
-            lo = np.take_along_axis(srt, np.maximum((n_ok - 1) // 2, 0)[:, None, :], axis=1)[:, 0]
-            hi = np.take_along_axis(srt, np.maximum(n_ok // 2, 0)[:, None, :], axis=1)[:, 0]
+            srt = np.ascontiguousarray(pad.transpose(0, 2, 1))  # (cells, k, width): each sort runs on contiguous memory
+            srt.sort(axis=2)
+            lo = np.take_along_axis(srt, np.maximum((n_ok - 1) // 2, 0)[:, :, None], axis=2)[:, :, 0]
+            hi = np.take_along_axis(srt, np.maximum(n_ok // 2, 0)[:, :, None], axis=2)[:, :, 0]
             med = np.where(n_ok > 0, (lo + hi) / 2.0, np.nan)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = tot[group] / n_ok
             loc[group] = np.where(use_mean, np.where(n_ok > 0, mean, np.nan), med)
         start = stop
     return loc, tot, cnt
-
-
-def _mad_scale(x: np.ndarray) -> float:
-    x = x[~np.isnan(x)]
-    if x.size < 2:
-        return 0.0
-    return float(1.482602218505602 * np.median(np.abs(x - np.median(x))))
 
 
 def _pool(
@@ -412,14 +407,7 @@ def compile_baseline(
     u = np.where((lag_row >= 0)[:, None], x - x[np.maximum(lag_row, 0)], np.nan)
 
     def _phi_from(series: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a, b = series[rows], series[prev_idx[rows]]
-        out, cnt = np.full(k, np.nan), np.zeros(k)
-        for j in range(k):
-            ok = ~(np.isnan(a[:, j]) | np.isnan(b[:, j]))
-            den = float(np.dot(b[ok, j], b[ok, j]))
-            if ok.sum() >= 10 and den > 0:
-                out[j], cnt[j] = float(np.clip(np.dot(a[ok, j], b[ok, j]) / den, -0.5, 0.98)), ok.sum()
-        return out, cnt
+        return lag1_coefficients(series[rows], series[prev_idx[rows]], -0.5, 0.98)
 
     def _ar1(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         y = x - (w_own[:, None] * loc[row_cell] + (1.0 - w_own)[:, None] * loc[row_nb])
@@ -441,8 +429,9 @@ def compile_baseline(
     y0, phi, _se = _ar1(loc0)
     # error variance of the cell levels: a median's is (pi/2) MAD^2 / n_eff, a mean's sd^2 / n_eff (with
     # heavy tails the sd exceeds the MAD scale, so a mean level must not borrow the median's variance)
-    sd_y = np.array([float(np.nanstd(y0[fit, j])) if np.sum(~np.isnan(y0[fit, j])) > 1 else 0.0 for j in range(k)])
-    sig_y = np.where(use_mean, sd_y, [_mad_scale(y0[fit, j]) for j in range(k)])
+    y0_fit = y0[fit]
+    sd_y = nanstd_columns(y0_fit)
+    sig_y = np.where(use_mean, sd_y, mad_scales(y0_fit))
     inflate = np.where(use_mean, 1.0, np.pi / 2.0) * (1.0 + phi) / np.maximum(1.0 - phi, 1e-3)
     med_var = sig_y**2 * inflate / np.maximum(cnt, 1)
     pool_tests: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -464,10 +453,13 @@ def compile_baseline(
         gap[idx] = np.where(seen, (ts[idx][:, None] - ts[rows]) / tick_seconds, np.nan)
     innov, _lag = g_step_innovation(y, y_last, gap, phi, np.sqrt(1.0 - phi**2))
     scale = np.empty(k)
+    innov_fit = innov[fit]
+    mads = mad_scales(innov_fit[:, ~discrete])
+    mad_of = dict(zip(np.flatnonzero(~discrete).tolist(), mads.tolist()))
     for j in range(k):
-        s_ = _mad_scale(innov[fit, j]) if not discrete[j] else 0.0  # a MAD collapses on an atom
+        s_ = mad_of.get(j, 0.0)  # a MAD collapses on an atom: 0 for discrete signals
         if s_ <= 0:  # discrete or (near-)constant signal: the sd, then a resolution floor
-            col = innov[fit, j]
+            col = innov_fit[:, j]
             s_ = float(np.nanstd(col)) if np.sum(~np.isnan(col)) > 1 else 0.0
         floor = 1e-3 if (kind_rate[j] or kind_count[j]) else max(1e-9, 1e-6 * abs(float(global_loc[j])))
         scale[j] = max(s_, floor)
@@ -514,12 +506,7 @@ def compile_baseline(
         sd = np.sqrt(np.nansum((psi[fit] - m) ** 2, axis=0) / np.maximum(cnt_fit - 1, 1))
         sd = np.where(sd > 1e-12, sd, 1.0)
         a_all, b_all = psi[pair] - m, psi[prev_rows] - m
-        r = np.zeros(k)
-        for j in range(k):
-            ok = ~(np.isnan(a_all[:, j]) | np.isnan(b_all[:, j]))
-            den = float(np.dot(b_all[ok, j], b_all[ok, j]))
-            if ok.sum() >= 10 and den > 0:
-                r[j] = float(np.clip(np.dot(a_all[ok, j], b_all[ok, j]) / den, 0.0, 0.9))
+        r = np.nan_to_num(lag1_coefficients(a_all, b_all, 0.0, 0.9)[0], nan=0.0)
         if d == 0:
             lag1 = r
         neff_factor = (1.0 - r) / (1.0 + r)

@@ -79,3 +79,37 @@ def test_compiled_config_bytes_unchanged(case):
     make, kwargs = CASES[case]
     text = compile_baseline(make(), **kwargs).to_json()
     assert hashlib.sha256(text.encode()).hexdigest() == GOLDEN[case], f"{case}: the compiled config's bytes changed"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [[0.5, 1e-05, -3e-300], [5e-324, -0.0, 2.0]],  # below msgspec's agreeing domain, subnormal, -0.0
+        [[1e16, -2.5e17, 0.0], [0.0001, -9.999e-05, 7.0]],  # at and above its upper edge, at its lower edge
+        [[float("nan"), 1.0, 2.0]],  # non-finite: the standard library refuses it
+        [[float("inf"), 1.0, 2.0]],
+        [],
+    ],
+)
+@pytest.mark.parametrize("tier", ["", "gold", "t\u00e9\u00e9"])  # a non-ASCII tier name: escaped by the standard library
+@pytest.mark.parametrize("rest", [[1.0, 0.5, {"x": "y"}], [1.0, 1e-07]])  # the rest in msgspec's domain, or not
+def test_content_id_equals_the_configs_own(values, tier, rest, monkeypatch):
+    """The compiler's content id (:mod:`deploysignal.calibration._content_id`) hashes the same bytes as
+    ``CompiledConfig.content_id``, or refuses as it does; it falls back to it only where it must (finite
+    ASCII payloads whose other parts are in msgspec's domain take the fast path)."""
+    from deploysignal.calibration._config import CompiledConfig
+    from deploysignal.calibration._content_id import content_id
+
+    arr = np.array(values, dtype=float).reshape(-1, 3)
+    payload = {"version_id": "", "a": rest, "reference": {tier: arr.tolist(), "z": [[3.0, 4.0, 5.0]]}}
+    arrays = {"reference": {tier: arr, "z": np.array([[3.0, 4.0, 5.0]])}}
+    try:
+        want = CompiledConfig.content_id(payload)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=str(exc)):
+            content_id(payload, arrays)
+        return
+    fast = np.isfinite(arr).all() and tier.isascii() and rest[1] == 0.5
+    if fast:
+        monkeypatch.setattr(CompiledConfig, "content_id", staticmethod(lambda payload: pytest.fail("fell back")))
+    assert content_id(payload, arrays) == want

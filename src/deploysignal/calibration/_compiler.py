@@ -15,6 +15,7 @@ from .._exceptions import InputError
 from ..telemetry import Frame, check_domain, signal_domains
 from ._certificate import uncertified
 from ._columns import lag1_coefficients, mad_scales, nanstd_columns
+from ._content_id import content_id
 from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta
 from ._families import family_extras
 from ._model_check import model_check
@@ -534,6 +535,7 @@ def compile_baseline(
     blocks: list[CovarianceBlock] = []
     cov_of_key: dict[str, int] = {}
     reference: dict[str, list[list[float]]] = {}
+    ref_arrays: dict[str, np.ndarray] = {}
     fits: dict[bytes, tuple[np.ndarray, float, np.ndarray]] = {}
     for key, rows_mask in [("*", fit & complete)] + [(f"t={t}", fit & complete & (tiers_arr == t)) for t in tiers]:
         rows = np.flatnonzero(rows_mask)
@@ -569,7 +571,8 @@ def compile_baseline(
         cal_rows = np.flatnonzero(is_cal & complete & (tiers_arr == t))
         if cal_rows.size > reference_size:
             cal_rows = np.sort(rng.choice(cal_rows, reference_size, replace=False))
-        reference[t] = zc[cal_rows].tolist()
+        ref_arrays[t] = zc[cal_rows]
+        reference[t] = ref_arrays[t].tolist()
 
     cells = []
     for c, (key, level, rows) in enumerate(cells_meta):
@@ -602,10 +605,10 @@ def compile_baseline(
         covariances=[b.model_dump() for b in blocks],
         reference=reference,
         score_calibration={"clip": [C_LO, C_HI], "mean": means, "sd": sds, "cell_center": centers, "cell_bias_var": bias_var, "day_bias_var": day_bias},
-        extras=family_extras(reference, k),
+        extras=family_extras(ref_arrays, k),
     )
     if checks is not None:
         payload["certification"] = uncertified(checks, ["not backtested: compiled without `calibrate`'s backtest"])
-    payload["version_id"] = CompiledConfig.content_id(payload)
+    payload["version_id"] = content_id(payload, {"reference": ref_arrays})
     log.debug("compiled %d cells from %d baseline rows", n_cells, n)
     return CompiledConfig.model_validate(payload)

@@ -103,21 +103,14 @@ def _nanmedian_cols(x: np.ndarray) -> np.ndarray:
         return np.nanmedian(x, axis=0)
 
 
-def _cell_stats(x: np.ndarray, cell_rows: list[np.ndarray], use_mean: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per cell (rows ``cell_rows[c]`` of ``x``): location as :func:`_location_cols` (``None``: skip),
-    NaN-ignoring sum and count of values, for all cells at once.
-
-    Cells of similar size are stacked into one NaN-padded array (buckets by size, so the global cell
-    does not pad the hour cells); sorting puts NaN last, so the median of a column is read off at its
-    own count. The sums add rows in order as ``np.nansum(x[rows], axis=0)`` does, and the medians are
-    the same order statistics as ``np.median``, so the results equal the per-cell calls.
-    """
-    n_cells, k = len(cell_rows), x.shape[1]
-    loc = np.full((n_cells, k), np.nan)
-    tot = np.zeros((n_cells, k))
-    cnt = np.zeros((n_cells, k))
+def _cell_layout(cell_rows: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Buckets of cells of similar size for :func:`_cell_stats` (the global cell does not pad the hour
+    cells): per bucket the cell indices, their rows as one (cells, width) index array (padding: row 0)
+    and the (cells, width, 1) mask of real rows. Computed once per compile and shared by its calls."""
+    n_cells = len(cell_rows)
     sizes = np.array([r.size for r in cell_rows])
     order = np.argsort(sizes, kind="stable")
+    layout = []
     start = 0
     while start < n_cells:
         stop = start + 1
@@ -128,7 +121,27 @@ def _cell_stats(x: np.ndarray, cell_rows: list[np.ndarray], use_mean: np.ndarray
         idx = np.full((group.size, width), -1)
         for g, c in enumerate(group):
             idx[g, : sizes[c]] = cell_rows[c]
-        pad = np.where((idx >= 0)[..., None], x[np.maximum(idx, 0)], np.nan)  # (cells, width, k)
+        layout.append((group, np.maximum(idx, 0), (idx >= 0)[..., None]))
+        start = stop
+    return layout
+
+
+def _cell_stats(x: np.ndarray, layout: list[tuple[np.ndarray, np.ndarray, np.ndarray]], use_mean: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell (the rows of each cell of ``layout``, :func:`_cell_layout`, of ``x``): location as
+    :func:`_location_cols` (``None``: skip), NaN-ignoring sum and count of values, for all cells at once.
+
+    Cells of similar size are stacked into one NaN-padded array; sorting puts NaN last, so the median
+    of a column is read off at its own count. The sums add rows in order as ``np.nansum(x[rows], axis=0)``
+    does, and the medians are the same order statistics as ``np.median``, so the results equal the
+    per-cell calls.
+    """
+    n_cells, k = sum(g.size for g, _r, _m in layout), x.shape[1]
+    loc = np.full((n_cells, k), np.nan)
+    tot = np.zeros((n_cells, k))
+    cnt = np.zeros((n_cells, k))
+    for group, rows, real in layout:
+        width = rows.shape[1]
+        pad = np.where(real, x[rows], np.nan)  # (cells, width, k)
         present = ~np.isnan(pad)
         n_ok = present.sum(axis=1)
         cnt[group] = n_ok
@@ -142,7 +155,6 @@ def _cell_stats(x: np.ndarray, cell_rows: list[np.ndarray], use_mean: np.ndarray
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = tot[group] / n_ok
             loc[group] = np.where(use_mean, np.where(n_ok > 0, mean, np.nan), med)
-        start = stop
     return loc, tot, cnt
 
 
@@ -384,8 +396,9 @@ def compile_baseline(
     raw_loc = np.empty((n_cells, k))
     cnt = np.zeros((n_cells, k))
     cell_rows = [rows for _k, _lv, rows in cells_meta]
-    loc_x, _sum, cnt = _cell_stats(x, cell_rows, use_mean)
-    loc_raw, _sum, _cnt = _cell_stats(frame.values, cell_rows, use_mean)
+    layout = _cell_layout(cell_rows)
+    loc_x, _sum, cnt = _cell_stats(x, layout, use_mean)
+    loc_raw, _sum, _cnt = _cell_stats(frame.values, layout, use_mean)
     for c, rows in enumerate(cell_rows):  # parents come first
         enough = cnt[c] >= min(10, max(1, rows.size))
         med[c] = np.where(enough, loc_x[c], np.nan)
@@ -511,7 +524,7 @@ def compile_baseline(
         if d == 0:
             lag1 = r
         neff_factor = (1.0 - r) / (1.0 + r)
-        _loc, cell_sum, cell_cnt = _cell_stats(psi, cell_rows, None)
+        _loc, cell_sum, cell_cnt = _cell_stats(psi, layout, None)
         cell_mean = np.where(cell_cnt >= 10, cell_sum / np.maximum(cell_cnt, 1), np.nan)
         est_var = sd**2 / np.maximum(cell_cnt * neff_factor, 1.0)
         root_var = sd**2 / np.maximum(cnt_fit * neff_factor, 1.0)

@@ -70,12 +70,12 @@ def test_challenger_breaking_the_sla_is_rolled_back() -> None:
 
 
 @pytest.mark.montecarlo
-@pytest.mark.parametrize("scenario, runs", [("latency_regression", 30), ("authorisation_violation", 20),
+@pytest.mark.parametrize("scenario, runs", [("latency_regression", 30),
                                             *[pytest.param(s, 200, marks=pytest.mark.extended) for s in sorted(HARMFUL)]])
 def test_harmful_scenarios_are_still_caught_with_the_tolerances(scenario: str, runs: int) -> None:
     """The evaluation's harmful scenarios under the default tolerances: every run rolled back (CP99 lower
-    bound reported in the assertion message). CI runs the two the tolerance and the per-dimension split touch
-    most (latency x1.35, a 0.75 % safety violation); the 200-run versions of all five are extended."""
+    bound reported in the assertion message). CI runs the one the latency tolerance touches (latency x1.35;
+    test_evaluation_small_ci_version keeps three others); the 200-run versions of all five are extended."""
     proto, _, _ = _run_protocol(simulate_streams(scenario, runs, 500), ProtocolSettings(), 501)
     k = int((proto.phase == 5).sum())
     assert k == runs, (scenario, k, runs, _cp99_lower(k, runs))
@@ -180,3 +180,24 @@ def test_settings_file_and_options_reach_the_protocol(tmp_path) -> None:
                               "--sla-ms", "200", "--settings", str(cfg)])
     assert res.exit_code == 2 and "sla_quantile" in res.output
 
+
+def test_canary_baseline_tests_only_the_traffic_it_served() -> None:
+    """The 7-day canary compares the challenger's own outcomes on the ~5 % of queries it served with the
+    incumbent's on the rest (unpaired): on a -5 pp degradation it sees ~90 challenger answers in 7 days and
+    detects far less often than the same tests on all ~1,840 paired queries of the window would; blue-green
+    serves everyone at once and can only roll back after its day of monitoring."""
+    from deploysignal.migration._simulation import DAY, _unpaired_tests, evaluate
+
+    s = simulate_streams("accuracy_degradation", 40, 11)
+    win = s["t"] < 7 * DAY
+    served = (np.random.default_rng(13).random(s["t"].shape) < 0.05) & win
+    assert 60 < served.sum(axis=1).mean() < 130 and 1500 < win.sum(axis=1).mean() < 2200
+    st = ProtocolSettings()
+    rej_served, _ = _unpaired_tests(s["chal"], served, s["inc"], win & ~served, st)
+    rej_all, _ = _unpaired_tests(s["chal"], win, s["inc"], win, st)  # as if it had both answers to every query
+    assert rej_all.mean() >= 0.9 and rej_served.mean() <= 0.5, (rej_all.mean(), rej_served.mean())
+    res = {r.policy: r for r in evaluate("accuracy_degradation", 8, 12, n_queries=2000)}
+    assert set(res) == {"confidence-gated", "fixed-window", "7-day canary", "blue-green"}
+    bg = res["blue-green"]
+    assert not bg.before_impact.any() and np.all(bg.time_days == np.where(bg.rolled_back, 1.0, 0.0))
+    assert np.all(res["7-day canary"].promoted == ~res["7-day canary"].rolled_back)

@@ -203,3 +203,20 @@ def test_canary_baseline_tests_only_the_traffic_it_served() -> None:
     bg = res["blue-green"]
     assert not bg.before_impact.any() and np.all(bg.time_days == np.where(bg.rolled_back, 1.0, 0.0))
     assert np.all(res["7-day canary"].promoted == ~res["7-day canary"].rolled_back)
+
+
+def test_migrate_run_honours_simulate_regression_zero_and_reports_timeline_and_evidence(tmp_path) -> None:
+    """`--simulate-regression 0.0` used to become 0.05 (the incumbent's error rate): now a challenger that is
+    never wrong, so on the same seed its correctness non-inferiority evidence exceeds the default pair's.
+    The run prints its phase timeline and per-dimension evidence; --json carries them."""
+    ev = {}
+    for flag in ([], ["--simulate-regression", "0.0"]):
+        out = tmp_path / f"run{len(flag)}.json"
+        res = runner.invoke(app, ["migrate", "run", "--max-queries", "300", "--seed", "4", "--json", str(out), *flag])
+        assert res.exit_code in (0, 3), res.output
+        assert "phases: shadow (pair 0)" in res.output and "evidence, -log p (non-inferiority / harm): correctness" in res.output
+        run = json.loads(out.read_text())
+        assert run["timeline"][0] == {"phase": "shadow", "pair": 0, "at_s": 0.0}
+        assert run["final_evidence"]["pair"] == run["pairs"] and run["harm_tolerances"] == [0.0, 0.05, 0.0, 0.0]
+        ev[len(flag)] = run["final_evidence"]["non_inferiority_max"][0]
+    assert ev[2] > ev[0] + 1.0, ev

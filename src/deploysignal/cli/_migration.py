@@ -100,8 +100,9 @@ def _load_queries(path: Path) -> list[dict[str, str]]:
 
 
 def _settings(path: Optional[Path], latency_tolerance: Optional[float], sla_quantile: Optional[float],
-              **kw: Any) -> ProtocolSettings:
-    """Protocol settings: defaults, then the ``--settings`` YAML, then the command-line options."""
+              strategy: Optional[str]) -> ProtocolSettings:
+    """Protocol settings: defaults, then the ``--settings`` YAML, then every command-line option given (an
+    option left unset is None and keeps the file's value; one given always wins over the file)."""
     import yaml
 
     from .._exceptions import InputError
@@ -113,8 +114,10 @@ def _settings(path: Optional[Path], latency_tolerance: Optional[float], sla_quan
             raw = yaml.safe_load(read_utf8(path))
         except yaml.YAMLError as e:
             raise InputError(f"{path}: not valid YAML: {e}", column="settings") from None
-    st = settings_from_mapping(raw, ProtocolSettings(**kw))
+    st = settings_from_mapping(raw, ProtocolSettings())
     cli: dict[str, Any] = {}
+    if strategy is not None:
+        cli["strategy"] = strategy
     if latency_tolerance is not None:
         cli["harm_tolerances"] = {"latency": latency_tolerance}
     if sla_quantile is not None:
@@ -127,6 +130,7 @@ _SETTINGS_HELP = ("YAML of protocol settings (ProtocolSettings fields, e.g. harm
 _LAT_TOL_HELP = ("Latency harm tolerance in SLA units: rollback for latency needs the challenger slower than the "
                  "incumbent by more than this on average [default 0.05 = 10 ms at a 200 ms SLA], or its "
                  "--sla-quantile latency beyond the SLA.")
+_STRATEGY_HELP = "shadow | canary | direct [default: the --settings file's strategy, else shadow]."
 _SLA_Q_HELP = "Latency quantile the SLA bounds (harm when the challenger exceeds the SLA more often) [default 0.99]."
 
 
@@ -140,7 +144,7 @@ def migrate_run(
     simulate_regression: Optional[float] = typer.Option(
         None, min=0.0, max=1.0, help="Built-in pair: the challenger's error rate (the incumbent's is 0.05; unset = "
         "0.05, no regression; 0.0 = a challenger that is never wrong)."),
-    strategy: str = typer.Option("shadow", help="shadow | canary | direct"),
+    strategy: Optional[str] = typer.Option(None, help=_STRATEGY_HELP),
     max_queries: int = typer.Option(5000, min=1),
     sla_ms: float = typer.Option(2000.0, min=1.0),
     time_scale: float = typer.Option(86_400.0, min=1.0, help="Protocol seconds per wall second (simulated pair)."),
@@ -151,7 +155,7 @@ def migrate_run(
     sla_quantile: Optional[float] = typer.Option(None, help=_SLA_Q_HELP),
 ) -> None:
     """Run a migration against configured HTTP agents, or the built-in simulated NL-to-SQL pair."""
-    settings = _settings(settings_file, latency_tolerance, sla_quantile, strategy=strategy)
+    settings = _settings(settings_file, latency_tolerance, sla_quantile, strategy)
     if (incumbent_url is None) != (challenger_url is None) or (incumbent_url is not None and queries is None):
         err.print("error: give both --incumbent-url and --challenger-url and --queries, or none (built-in pair)")
         raise typer.Exit(2)
@@ -208,12 +212,12 @@ def migrate_plan(
     settings_file: Optional[Path] = typer.Option(None, "--settings", help=_SETTINGS_HELP),
     latency_tolerance: Optional[float] = typer.Option(None, help=_LAT_TOL_HELP),
     sla_quantile: Optional[float] = typer.Option(None, help=_SLA_Q_HELP),
-    strategy: str = typer.Option("shadow", help="shadow | canary | direct"),
+    strategy: Optional[str] = typer.Option(None, help=_STRATEGY_HELP),
     json_only: bool = typer.Option(False, "--json", help="Print only the full result as one JSON line."),
 ) -> None:
     """Before a migration: simulate the protocol for a described incumbent / challenger pair and print the
     probability of promotion and of rollback and the time to each (last line JSON). Deterministic per seed."""
-    settings = _settings(settings_file, latency_tolerance, sla_quantile, strategy=strategy)
+    settings = _settings(settings_file, latency_tolerance, sla_quantile, strategy)
     res = simulate_plan(AgentProfile.parse(incumbent, "incumbent"), AgentProfile.parse(challenger, "challenger"),
                         sla_ms=sla_ms, queries_per_day=queries_per_day, runs=runs, seed=seed, max_days=max_days,
                         settings=settings)

@@ -207,7 +207,8 @@ async def run_migration(incumbent: Agent, challenger: Agent, questions: Callable
             return
         before = proto.phase_name(0)
         proto.update(np.array([(loop.time() - t_start) * time_scale]), np.array([s.as_tuple()]), np.array([True]),
-                     np.array([served]), np.array([float(chal.latency_ms > aggregator.sla_ms)]))
+                     np.array([served]), np.array([float(chal.latency_ms > aggregator.sla_ms)]),
+                     np.array([float(inc.latency_ms > aggregator.sla_ms)]))
         rep.pairs += 1
         after = proto.phase_name(0)
         rep.trace.append({"pair": rep.pairs, "phase": after, **proto.dimension_evidence(0)})

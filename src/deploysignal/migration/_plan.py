@@ -147,6 +147,10 @@ def _median(v: np.ndarray) -> float | None:
     return float(np.median(v)) if v.size else None
 
 
+#: most seeded runs one plan simulates (its arrays are held per run; 10^8 runs exhausted memory)
+MAX_PLAN_RUNS = 100_000
+
+
 def simulate_plan(incumbent: AgentProfile, challenger: AgentProfile, *, sla_ms: float,
                   queries_per_day: float = PAPER_QUERIES_PER_DAY, runs: int = 200, seed: int = 0,
                   max_days: float = 45.0, settings: ProtocolSettings | None = None) -> PlanResult:
@@ -159,8 +163,9 @@ def simulate_plan(incumbent: AgentProfile, challenger: AgentProfile, *, sla_ms: 
     for name, v, lo in (("sla_ms", sla_ms, 0.0), ("queries_per_day", queries_per_day, 0.0), ("max_days", max_days, 0.0)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > lo):
             raise InputError(f"{name} must be a positive number, got {v!r}", column=name)
-    if not isinstance(runs, int) or runs < 1:
-        raise InputError(f"runs must be an integer >= 1, got {runs!r}", column="runs")
+    if not isinstance(runs, int) or not 1 <= runs <= MAX_PLAN_RUNS:
+        raise InputError(f"runs must be an integer in [1, {MAX_PLAN_RUNS:,}], got {runs!r} (memory grows with runs)",
+                         column="runs")
     if queries_per_day * max_days > 5_000_000:
         raise InputError(f"queries_per_day * max_days = {queries_per_day * max_days:.0f} queries per run is more than "
                          "the 5,000,000 a plan simulates", column="queries_per_day")
@@ -201,7 +206,8 @@ def simulate_plan(incumbent: AgentProfile, challenger: AgentProfile, *, sla_ms: 
         # columns in DIMENSIONS order: correctness, latency, semantic, safety (positive = challenger worse)
         served = rng.random(runs) < proto.exposure()
         before = proto.phase.copy()
-        proto.update(t, x, open_, served & open_, np.where(open_, (l_c > sla_ms).astype(float), np.nan))
+        proto.update(t, x, open_, served & open_, np.where(open_, (l_c > sla_ms).astype(float), np.nan),
+                     np.where(open_, (l_i > sla_ms).astype(float), np.nan))
         moved = open_ & (proto.phase != before)
         for k in np.flatnonzero(moved):
             phase_entry[PHASES[int(proto.phase[k])]][k] = t[k]

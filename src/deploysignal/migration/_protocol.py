@@ -78,6 +78,17 @@ class ProtocolSettings:
     #: latency quantile the SLA bounds (the paper's p99 under 200 ms): harm when the challenger's answers
     #: exceed the SLA more often than ``1 - sla_quantile``.
     sla_quantile: float = 0.99
+    #: SLA harm relative to the incumbent (default): the SLA part of the latency harm test rejects only when
+    #: the challenger exceeds the SLA more often than ``1 - sla_quantile`` AND more often than the incumbent
+    #: on the same queries by more than ``sla_relative_tolerance`` (paired test of
+    #: ``1[L_chal > SLA] - 1[L_inc > SLA]``; intersection-union, p = the larger of the two p-values), so an
+    #: incumbent already over the SLA does not make an equal or better challenger "harmful". False = the
+    #: absolute check alone (opt-in: harm whenever the challenger's own exceedance is over ``1 - sla_quantile``,
+    #: whatever the incumbent does).
+    sla_relative: bool = True
+    #: how much more often than the incumbent (fraction of pairs) the challenger may exceed the SLA before
+    #: the relative SLA part counts it as harm (``sla_relative=True`` only).
+    sla_relative_tolerance: float = 0.0
     min_shadow_pairs: int = 200
     canary_fraction: float = 0.05
     canary_dwell_s: float = 86_400.0
@@ -109,6 +120,15 @@ class ProtocolSettings:
                              column="harm_tolerances")
         if not (isinstance(self.sla_quantile, (int, float)) and 0.5 <= self.sla_quantile < 1.0):
             raise InputError(f"sla_quantile must lie in [0.5, 1), got {self.sla_quantile!r}", column="sla_quantile")
+        if not isinstance(self.sla_relative, bool):
+            raise InputError(f"sla_relative must be true or false, got {self.sla_relative!r}", column="sla_relative")
+        if not (isinstance(self.sla_relative_tolerance, (int, float)) and 0.0 <= self.sla_relative_tolerance < 1.0):
+            raise InputError(f"sla_relative_tolerance must lie in [0, 1), got {self.sla_relative_tolerance!r}",
+                             column="sla_relative_tolerance")
+        for name in ("canary_dwell_s", "step_dwell_s", "tail_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < float("inf"):
+                raise InputError(f"{name} must be a finite number of seconds >= 0, got {v!r}", column=name)
         if not self.steps or any(not 0.0 < s <= 1.0 for s in self.steps) or list(self.steps) != sorted(self.steps) \
                 or self.steps[-1] != 1.0:
             raise InputError("steps must increase within (0, 1] and end at 1.0", column="steps")
@@ -165,6 +185,8 @@ class MigrationProtocol:
         # harm: one test per dimension of E[x_d] <= tolerance_d, and the SLA test of P(latency > SLA) <= 1 - q
         self._harm = [BettingEProcess(m=float(tol), lo=-1.0, hi=1.0, batch=b, bettor=s.bettor) for tol in s.harm_tolerances]
         self._sla = BettingEProcess(m=1.0 - s.sla_quantile, lo=0.0, hi=1.0, batch=b, bettor=s.bettor)
+        # relative SLA part: paired 1[L_chal > SLA] - 1[L_inc > SLA], null E <= sla_relative_tolerance
+        self._sla_rel = BettingEProcess(m=float(s.sla_relative_tolerance), lo=-1.0, hi=1.0, batch=b, bettor=s.bettor)
         design = s.design_differences() if s.bettor == "agrapa" else ()
         # the tests run on -x: null E[-x] <= -margin, design alternative E[-x] = -difference
         self._ni = [BettingEProcess(m=-mg, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor, target=-design[k] if design else None)
@@ -203,16 +225,25 @@ class MigrationProtocol:
                 "harm": [float(e.log_wealth()[i]) for e in self._harm],
                 "harm_max": [max(0.0, float(-np.log(p))) for p in self.harm_p_values()[i]],
                 "sla": [float(self._sla.log_wealth()[i])],
-                "sla_max": [max(0.0, float(-np.log(self._sla.p_value()[i])))],
+                "sla_max": [max(0.0, float(-np.log(self.sla_p_value()[i])))],
                 "detector": [v if np.isfinite(v) else None for v in det],  # type: ignore[misc]
                 "error_budget": [float(self._budget.log_wealth()[i])]}
+
+    def sla_p_value(self) -> NDArray[np.float64]:
+        """Anytime-valid p-value of the SLA part of the latency harm test, ``(batch,)``: the absolute test's
+        (``P(L_chal > SLA) <= 1 - sla_quantile``) and, with ``sla_relative`` (default), the larger of it and the
+        paired test's (``P(L_chal > SLA) - P(L_inc > SLA) <= sla_relative_tolerance``). The larger of two
+        anytime-valid p-values is anytime-valid for the union of their nulls (intersection-union test):
+        whichever null holds, its own p-value bounds the crossing probability (Ville)."""
+        p = self._sla.p_value()
+        return np.maximum(p, self._sla_rel.p_value()) if self.settings.sla_relative else p
 
     def harm_p_values(self) -> NDArray[np.float64]:
         """Anytime-valid p-values of the harm nulls, ``(batch, 4)`` in :data:`DIMENSIONS` order (Holm tests
         them for rollback); latency's is ``min(1, 2 min(p_tolerance, p_sla))`` (Bonferroni of its two parts)."""
         p = np.stack([e.p_value() for e in self._harm], axis=1)
         k = DIMENSIONS.index("latency")
-        p[:, k] = np.minimum(1.0, 2.0 * np.minimum(p[:, k], self._sla.p_value()))
+        p[:, k] = np.minimum(1.0, 2.0 * np.minimum(p[:, k], self.sla_p_value()))
         return p
 
     def decision_levels(self) -> dict[str, float]:
@@ -250,7 +281,8 @@ class MigrationProtocol:
         return out
 
     def update(self, t: NDArray[np.float64], x: NDArray[np.float64], paired: NDArray[np.bool_],
-               served: NDArray[np.bool_] | None = None, sla: NDArray[np.float64] | None = None) -> _Events:
+               served: NDArray[np.bool_] | None = None, sla: NDArray[np.float64] | None = None,
+               sla_incumbent: NDArray[np.float64] | None = None) -> _Events:
         """Advance every stream by one query.
 
         Parameters
@@ -266,6 +298,10 @@ class MigrationProtocol:
         sla : (batch,) float, optional
             1.0 when the challenger's answer of this pair exceeded the latency SLA, 0.0 when within it,
             NaN (or ``sla`` omitted) = not observed.
+        sla_incumbent : (batch,) float, optional
+            The same for the incumbent's answer of the pair (the relative SLA part, ``sla_relative``, uses the
+            pairs where both are observed; without it that part has no evidence and, with ``sla_relative``,
+            the SLA part cannot reject: only the tolerance part of the latency test can roll back).
         """
         s, b, dd = self.settings, self.batch, len(DIMENSIONS)
         t = np.asarray(t, dtype=float).reshape(b)
@@ -289,6 +325,14 @@ class MigrationProtocol:
             if np.any(bad):
                 raise InputError(f"sla must be 0, 1 or NaN, got {y[bad][0]}", row=int(np.flatnonzero(bad)[0]), column="sla")
             self._sla.update(y, active & np.isfinite(y))
+            if sla_incumbent is not None:
+                yi = np.asarray(sla_incumbent, dtype=float).reshape(b)
+                bad = np.isfinite(yi) & (yi != 0.0) & (yi != 1.0)
+                if np.any(bad):
+                    raise InputError(f"sla_incumbent must be 0, 1 or NaN, got {yi[bad][0]}",
+                                     row=int(np.flatnonzero(bad)[0]), column="sla_incumbent")
+                both = np.isfinite(y) & np.isfinite(yi)
+                self._sla_rel.update(np.where(both, y - yi, 0.0), active & both)
         self.pairs += active
         live = self.phase < PROMOTED
         fired = fired_k.any(axis=1)
@@ -301,7 +345,7 @@ class MigrationProtocol:
         self.reason[rb] = np.where(harm_rej[rb], 1, np.where(fired[rb], 2, 3))
         # the dimension that showed the harm: smallest harm p-value, else the first detector that fired
         lat = DIMENSIONS.index("latency")
-        by_sla = self._sla.p_value() < np.stack([e.p_value() for e in self._harm], axis=1)[:, lat]
+        by_sla = self.sla_p_value() < np.stack([e.p_value() for e in self._harm], axis=1)[:, lat]
         dim = np.where(harm_rej, np.argmin(hp, axis=1), np.where(fired, np.argmax(fired_k, axis=1), 0))
         self.rollback_dim[rb] = np.where(harm_rej[rb] & (dim[rb] == lat) & by_sla[rb], len(DIMENSIONS), dim[rb])
         self.phase[rb] = ROLLED_BACK

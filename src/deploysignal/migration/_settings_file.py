@@ -67,6 +67,10 @@ def settings_from_mapping(raw: Mapping[str, Any] | None, base: ProtocolSettings 
             if not isinstance(v, str):
                 raise InputError(f"settings: {key} must be a string, got {v!r}", column=key)
             out[key] = v
+        elif key == "sla_relative":
+            if not isinstance(v, bool):
+                raise InputError(f"settings: {key} must be true or false, got {v!r}", column=key)
+            out[key] = v
         elif key == "ni_design_difference":
             out[key] = None if v is None else tuple(_number(key, x) for x in v) if isinstance(v, (list, tuple)) else _number(key, v)
         elif key in ("min_shadow_pairs", "horizon_pairs"):

@@ -114,3 +114,21 @@ def test_unbounded_runs_and_bad_dwell_times_are_named_errors(tmp_path) -> None:
         res = runner.invoke(app, ["migrate", "plan", "--incumbent", PAPER_INCUMBENT, "--challenger", PAPER_INCUMBENT,
                                   "--sla-ms", "200", "--runs", "2", "--settings", str(cfg)])
         assert res.exit_code == 2 and key in res.output and "Traceback" not in res.output, (key, res.output)
+
+
+def test_fixed_window_baseline_applies_the_harm_tolerances() -> None:
+    """The fixed-window baseline's harm test ignored the tolerances the docs say every baseline uses: a
+    stream slower by exactly +0.03 SLA units (below the 0.05 latency tolerance) on 2,000 pairs with small
+    noise was shown 'harmful'; with the tolerance it is not, and +0.08 (beyond it) still is."""
+    import numpy as np
+
+    from deploysignal.migration._simulation import _fixed_tests
+
+    rng = np.random.default_rng(5)
+    tol, margins = np.array([0.0, 0.05, 0.0, 0.0]), np.array([0.02, 0.05, 0.03, 0.005])
+    use = np.ones((20, 2000), dtype=bool)
+    for shift, want in ((0.03, False), (0.08, True)):
+        x = np.zeros((20, 2000, 4))
+        x[..., 1] = shift + 0.05 * rng.standard_normal((20, 2000))
+        rej, _ = _fixed_tests(x, use, margins, 0.05, 0.04, tol)
+        assert np.all(rej == want), (shift, rej.mean())

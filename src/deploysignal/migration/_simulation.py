@@ -140,14 +140,15 @@ def _run_protocol(s: dict[str, NDArray], settings: ProtocolSettings, seed: int) 
 
 
 def _fixed_tests(x: NDArray, use: NDArray, margins: NDArray, alpha_promote: float,
-                 alpha_rollback: float) -> tuple[NDArray, NDArray]:
-    """Fixed-sample one-sided z-tests per dimension with Holm: (reject harm any, non-inferior all)."""
+                 alpha_rollback: float, tolerances: NDArray) -> tuple[NDArray, NDArray]:
+    """Fixed-sample one-sided z-tests per dimension with Holm: (reject harm any, non-inferior all).
+    Harm null: mean difference <= the harm tolerance; non-inferiority null: difference >= the margin."""
     nobs = np.maximum(use.sum(axis=1), 2)[:, None]
     xm = np.where(use[..., None], x, 0.0)
     mean = xm.sum(axis=1) / nobs
     var = (np.where(use[..., None], x - mean[:, None, :], 0.0) ** 2).sum(axis=1) / (nobs - 1)
     se = np.sqrt(np.maximum(var, 1e-12) / nobs)
-    p_harm = stats.norm.sf(mean / se)
+    p_harm = stats.norm.sf((mean - tolerances) / se)
     p_ni = stats.norm.cdf((mean - margins) / se)
     return holm(p_harm, alpha_rollback).any(axis=1), holm(p_ni, alpha_promote).all(axis=1)
 
@@ -191,7 +192,8 @@ def evaluate(scenario: str, runs: int, seed: int, *, settings: ProtocolSettings 
     out = [ours]
     # fixed-window shadow: paired tests on every shadowed query of the window
     use = paired & (t < fixed_window_days * DAY)
-    rej, ni = _fixed_tests(x, use, margins, settings.alpha_promote, settings.alpha_rollback)
+    rej, ni = _fixed_tests(x, use, margins, settings.alpha_promote, settings.alpha_rollback,
+                            np.asarray(settings.harm_tolerances))
     hs_b = np.where(~rej, (harm & (t >= fixed_window_days * DAY)).sum(axis=1), 0)
     out.append(SimResult("fixed-window", scenario, rej, ~rej & ni, rej, np.full(t.shape[0], fixed_window_days),
                          hs_b.astype(float)))

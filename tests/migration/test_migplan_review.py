@@ -132,3 +132,19 @@ def test_fixed_window_baseline_applies_the_harm_tolerances() -> None:
         x[..., 1] = shift + 0.05 * rng.standard_normal((20, 2000))
         rej, _ = _fixed_tests(x, use, margins, 0.05, 0.04, tol)
         assert np.all(rej == want), (shift, rej.mean())
+
+
+def test_regenerating_the_evaluation_keeps_its_notes(tmp_path) -> None:
+    """The documented regenerate command used to delete the hand-written notes of docs/migration_eval.md:
+    they now live in docs/migration_eval_notes.md, which the generated file links."""
+    from pathlib import Path
+
+    from deploysignal.migration._simulation import markdown_table
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    md = markdown_table([], 1, 0, "deploysignal migrate eval --runs 1 --seed 0 --out x.md")
+    assert "[migration_eval_notes.md](migration_eval_notes.md)" in md and "## Notes" not in md
+    committed = (docs / "migration_eval.md").read_text()
+    assert "## Notes" not in committed and "[migration_eval_notes.md](migration_eval_notes.md)" in committed
+    notes = (docs / "migration_eval_notes.md").read_text()
+    assert "Against the paper" in notes and "Goals of issue #26" in notes

@@ -148,3 +148,22 @@ def test_regenerating_the_evaluation_keeps_its_notes(tmp_path) -> None:
     assert "## Notes" not in committed and "[migration_eval_notes.md](migration_eval_notes.md)" in committed
     notes = (docs / "migration_eval_notes.md").read_text()
     assert "Against the paper" in notes and "Goals of issue #26" in notes
+
+
+def test_latency_harm_p_value_combines_its_parts_with_bonferroni_and_intersection_union() -> None:
+    """Known p-values in, the combination out: latency's harm p is ``min(1, 2 min(p_tol, p_sla))`` (the factor
+    2 that the boundary Monte Carlo cannot resolve at CI path counts) and ``p_sla = max(p_abs, p_paired)`` in
+    relative mode, ``p_abs`` with ``sla_relative: false``."""
+    import numpy as np
+
+    from deploysignal.migration import MigrationProtocol
+
+    for relative, want in ((True, 0.02), (False, 0.008)):
+        p = MigrationProtocol(ProtocolSettings(sla_relative=relative))
+        p._harm[1].p_value = lambda: np.array([0.01])  # type: ignore[method-assign]
+        p._sla.p_value = lambda: np.array([0.004])  # type: ignore[method-assign]
+        p._sla_rel.p_value = lambda: np.array([0.05])  # type: ignore[method-assign]
+        hp = p.harm_p_values()
+        assert hp[0, 1] == pytest.approx(want) and np.all(hp[0, [0, 2, 3]] == 1.0), (relative, hp)
+        p._harm[1].p_value = lambda: np.array([0.9])  # type: ignore[method-assign]
+        assert p.harm_p_values()[0, 1] == pytest.approx(min(1.0, 2 * (0.05 if relative else 0.004)))

@@ -108,7 +108,7 @@ def test_unbounded_runs_and_bad_dwell_times_are_named_errors(tmp_path) -> None:
     res = runner.invoke(app, ["migrate", "plan", "--incumbent", PAPER_INCUMBENT, "--challenger", PAPER_INCUMBENT,
                               "--sla-ms", "200", "--runs", "100000000", "--max-days", "0.001"])
     assert res.exit_code == 2 and "runs must be an integer in [1, 100,000]" in res.output, res.output
-    for key, val in (("tail_s", ".nan"), ("canary_dwell_s", "-1"), ("step_dwell_s", ".inf"), ("sla_relative", "2")):
+    for key, val in (("tail_s", ".nan"), ("canary_dwell_s", "-1"), ("step_dwell_s", ".inf"), ("sla_relative", "2"), ("share_detector", "0")):
         cfg = tmp_path / f"{key}.yaml"
         cfg.write_text(f"{key}: {val}\n")
         res = runner.invoke(app, ["migrate", "plan", "--incumbent", PAPER_INCUMBENT, "--challenger", PAPER_INCUMBENT,

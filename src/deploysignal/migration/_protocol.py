@@ -110,6 +110,10 @@ class ProtocolSettings:
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
                 raise InputError(f"{name} must lie in (0, 1), got {v}", column=name)
+        for name in ("share_harm", "share_detector", "share_budget"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
+                raise InputError(f"{name} must lie in (0, 1), got {v!r}", column=name)
         if abs(self.share_harm + self.share_detector + self.share_budget - 1.0) > 1e-9:
             raise InputError("share_harm + share_detector + share_budget must be 1", column="share_harm")
         if len(self.margins) != len(DIMENSIONS) or any(not 0.0 < m < 1.0 for m in self.margins):

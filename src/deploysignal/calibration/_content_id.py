@@ -14,13 +14,12 @@ failed check) goes to ``CompiledConfig.content_id``: the id is the same bytes' h
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from ._config import _FAST, _FAST_MAX, _FAST_MIN, _FAST_OK, CompiledConfig, _plain
+from ._config import _FAST, _FAST_MAX, _FAST_MIN, _FAST_OK, CompiledConfig, _plain, id_of_canonical
 
 __all__ = ["content_id"]
 
@@ -60,4 +59,4 @@ def content_id(payload: dict[str, Any], arrays: dict[str, dict[str, np.ndarray]]
         return CompiledConfig.content_id(payload)
     if not out.isascii() or b"\x7f" in out:
         return CompiledConfig.content_id(payload)
-    return "cc-" + hashlib.sha256(out).hexdigest()[:12]
+    return id_of_canonical(out)

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._exceptions import ConfigError, DeploySignalError
-from ._sql import _SCHEMA, PostgresStore, SQLiteStore, SQLStore
+from ._sql import _SCHEMA, PostgresStore, SQLiteStore, SQLStore, parse_store_url
 
 __all__ = ["ReadOnlyPostgresStore", "ReadOnlySQLiteStore", "ReadOnlyStore", "open_read_only", "wal_reader_blocked"]
 
@@ -163,13 +163,7 @@ def open_read_only(url: str) -> SQLStore:
         The file or server cannot be opened (:func:`~deploysignal.store.open_existing` turns these into
         a :class:`~deploysignal.ConfigError` naming the store).
     """
-    if url.startswith(("postgresql://", "postgres://")):
-        return ReadOnlyPostgresStore(url)
-    if url.startswith("sqlite:///"):
-        url, _, query = url[len("sqlite:///"):].partition("?")
-        unknown = {kv.partition("=")[0] for kv in query.split("&") if kv} - {"synchronous"}  # synchronous= concerns commits: none here
-        if unknown:
-            raise ConfigError(f"unknown sqlite URL options {sorted(unknown)}; valid: synchronous")
-    elif "://" in url:
-        raise ConfigError(f"unsupported store URL {url!r}; use sqlite:///path.db or postgresql://...")
-    return ReadOnlySQLiteStore(url)
+    kind, target, _opts = parse_store_url(url)  # synchronous= concerns commits: none here
+    if kind == "postgresql":
+        return ReadOnlyPostgresStore(target)
+    return ReadOnlySQLiteStore(target)

@@ -124,7 +124,7 @@ def run_mc(
     if any(v.ticks > canary_ticks for v in variants.values()):
         raise ValueError(f"a variant has more ticks than the canary's {canary_ticks}")
     rng = np.random.default_rng(seed)
-    outs, outs_two, harm, channels = [], [], [], ()
+    outs, outs_two = [], []
     v_outs: dict[str, list] = {n: [] for n in variants}
     two = settings.mode == "two-sample" or also_two_sample or any(v.two_sample for v in variants.values())
     with ProcessPoolExecutor(WORKERS) as pool:
@@ -156,19 +156,18 @@ def run_mc(
             if also_two_sample:
                 two_settings = settings.model_copy(update={"mode": "two-sample"})
                 outs_two.append(Gate(cfgs, two_settings).run_batch(can_ts, canary, control))
-            res, ever, channels = _run_gate(cfgs, settings, can_ts, canary, control if settings.mode == "two-sample" else None, track_proceed)
-            outs.append(res)
-            harm.append(ever)
-    merged = _merge(outs, _merge(outs_two) if outs_two else None)
-    if track_proceed:
-        merged.harm_excluded, merged.proceed_channels = np.concatenate(harm), channels
+            outs.append(_run_gate(cfgs, settings, can_ts, canary, control if settings.mode == "two-sample" else None, track_proceed))
+    merged = _merge_runs(outs, track_proceed, _merge(outs_two) if outs_two else None)
     if variants:
-        merged.variants = {}
-        for name, v in variants.items():
-            r = _merge([o[0] for o in v_outs[name]])
-            if v.track_proceed:
-                r.harm_excluded, r.proceed_channels = np.concatenate([o[1] for o in v_outs[name]]), v_outs[name][0][2]
-            merged.variants[name] = r
+        merged.variants = {name: _merge_runs(v_outs[name], v.track_proceed) for name, v in variants.items()}
+    return merged
+
+
+def _merge_runs(runs: list, track: bool, two_sample: MCResult | None = None) -> MCResult:
+    """:func:`_merge` of :func:`_run_gate` chunks, with family A's early-proceed rejections when tracked."""
+    merged = _merge([r[0] for r in runs], two_sample)
+    if track:
+        merged.harm_excluded, merged.proceed_channels = np.concatenate([r[1] for r in runs]), runs[0][2]
     return merged
 
 

@@ -25,6 +25,7 @@ from .._exceptions import InputError
 from .._text import not_utf8_message, read_utf8
 from ..fleet import ClusterEvent, FleetObserver, ObserverSettings, TopologySnapshot, curate_baseline, fetch_snapshot
 from ..fleet._scenarios import DEMOS, FAILURE_TYPES, coverage_matrix, run_scenario
+from ..fleet._topology import _PER_HOST
 from ..sources import read_signals_file
 from ..telemetry import resolve_specs
 from ._app import _guard
@@ -110,19 +111,23 @@ def _topology(shards: list[str], topo_files: list[str]) -> TopologySnapshot:
     topology = None
     for spec in topo_files:
         kind, _, rest = spec.partition(":")
+        kind, _, itype = kind.partition("=")
         path, _, host = rest.partition("@")
         if not path:
-            raise InputError(f"--topology {spec!r}: expected KIND:FILE[@HOST]")
-        if kind in ("nvidia-smi", "neuron") and not host:
+            raise InputError(f"--topology {spec!r}: expected KIND[=INSTANCE_TYPE]:FILE[@HOST]")
+        if kind in _PER_HOST and not host:
             raise InputError(f"--topology {spec!r}: {kind} output lists one host's devices without the host's name; "
                              f"say which host it came from: {kind}:{path}@HOST")
+        if itype and kind not in ("trainium", "inferentia"):
+            raise InputError(f"--topology {spec!r}: =INSTANCE_TYPE applies to trainium and inferentia only")
         if not Path(path).is_file():
             raise InputError(f"--topology {spec!r}: no such file {path!r}")
         text = read_utf8(Path(path))
+        opts = {k: v for k, v in (("host", host), ("instance_type", itype)) if v}
         if kind == "scontrol-topology":
             topology = text
         else:
-            sources.append((kind, text, {"host": host}) if host else (kind, text))
+            sources.append((kind, text, opts) if opts else (kind, text))
     snap = fetch_snapshot(sources, topology=topology) if sources else TopologySnapshot(())
     known = snap.index
     missing = [s for s in shards if s not in known]
@@ -136,9 +141,11 @@ def _topology(shards: list[str], topo_files: list[str]) -> TopologySnapshot:
 def observe(
     telemetry: Path = typer.Argument(..., help="Long CSV tick,shard,<signals> of the observation window."),
     baseline: Path = typer.Option(None, "--baseline", help="Long CSV of a healthy baseline (curated first)."),
-    topo: list[str] = typer.Option([], "--topology", help="KIND:FILE[@HOST], KIND in scontrol, sinfo, k8s, "
-                                   "nvidia-smi, neuron, tpu, scontrol-topology (repeatable); @HOST, the host the output came from, is required for "
-                                   "nvidia-smi and neuron."),
+    topo: list[str] = typer.Option([], "--topology", help="KIND[=INSTANCE_TYPE]:FILE[@HOST], KIND in scontrol, sinfo, k8s, "
+                                   "nvidia-smi, neuron, trainium, inferentia, tpu, scontrol-topology (repeatable); @HOST, the host the output "
+                                   "came from, is required for nvidia-smi, neuron, trainium and inferentia; =INSTANCE_TYPE (e.g. "
+                                   "trainium=trn2.48xlarge) picks the family of trainium / inferentia (default trn1.32xlarge / inf2.48xlarge). "
+                                   "`deploysignal fleet topology --from TOOL --save FILE` captures a tool's output."),
     events: Path = typer.Option(None, "--events", help="JSONL of ClusterEvent objects (freeze hook)."),
     q: float = typer.Option(0.05, help="FDR level of shard flags."),
     signals_file: Path = typer.Option(None, "--signals", help="Signals file (direction/kind per signal); "
@@ -192,6 +199,72 @@ def observe(
     for a in o.attributions:  # with --jsonl on stderr: stdout stays JSON lines (`deploysignal ui --fleet`); the last line holds them too
         (err if jsonl else out).print(f"{a.kind}: {a.level} {a.node} ({len(a.shards)} shard(s), log e {a.log_e:.2f})")
     raise typer.Exit(4 if (o.flagged or o.fleet_fired) else 0)
+
+
+@app.command("topology")
+@_guard
+def topology_cmd(
+    tool: str = typer.Option(..., "--from", help="Tool to run: nvidia-smi (topo -m), kubectl (get nodes -o json), "
+                             "neuron-ls (--json-output), gcloud-tpu (compute tpus tpu-vm describe), scontrol (show node)."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds the tool may run before it is stopped."),
+    host: Optional[str] = typer.Option(None, "--host", help="nvidia-smi / neuron-ls: the host the devices belong to "
+                                       "(default: this machine's host name)."),
+    instance_type: Optional[str] = typer.Option(None, "--instance-type", help="neuron-ls: EC2 instance type, e.g. "
+                                                "trn1.32xlarge, trn2.48xlarge (4x4 torus) or inf2.48xlarge (ring); checks the wiring."),
+    tpu: Optional[str] = typer.Option(None, "--tpu", help="gcloud-tpu: TPU VM name."),
+    zone: Optional[str] = typer.Option(None, "--zone", help="gcloud-tpu: its zone."),
+    selector: Optional[str] = typer.Option(None, "--selector", "-l", help="kubectl: label selector."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Parse this captured output instead of running the tool."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the tool's raw output here (for "
+                                        "`fleet observe --topology KIND:FILE[@HOST]`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as one JSON object."),
+) -> None:
+    """Fetch the fleet topology live from a cluster tool (with a timeout) and print shards, levels and
+    interconnect hop distances; exit 2 when the tool is missing, fails, times out or prints something
+    that does not parse (the message names the line)."""
+    from ..sources import fetch_topology, tool_kind
+
+    text = read_utf8(file) if file is not None else None
+    snap, raw = fetch_topology(tool, timeout=timeout, host=host, instance_type=instance_type, tpu=tpu, zone=zone,
+                               selector=selector, text=text)
+    if save is not None:
+        save.write_text(raw, encoding="utf-8")
+    kind = tool_kind(tool, instance_type)
+    doc = topology_json(snap)
+    doc["tool"] = tool
+    if as_json:
+        out.print(json.dumps(doc, sort_keys=True), soft_wrap=True)
+        return
+    levels = ", ".join(f"{n} {lv}" for lv, n in doc["levels"].items() if n)
+    out.print(f"{len(snap)} shards from {tool} ({levels or 'no levels above the shard'})")
+    for h, d in doc["link_hops"].items():
+        out.print(f"  {h}: {d['interconnect']}, {len(d['shards'])} devices, hop distances 1..{d['diameter']}"
+                  + (f" ({d['links_source']})" if d["links_source"] else ""))
+    for sh in doc["shards"]:
+        where = " ".join(f"{lv}={sh[lv]}" for lv in ("host", "nvlink", "rack", "switch", "zone") if sh[lv])
+        out.print(f"  {sh['shard_id']}: {where}" + (f" links={','.join(sh['links'])}" if sh["links"] else ""))
+    if save is not None:
+        spec = f"{kind}:{save}" + (f"@{snap.shards[0].host}" if kind in _PER_HOST else "")
+        err.print(f"wrote the raw output to {save}; use it with `deploysignal fleet observe ... --topology {spec}`")
+
+
+def topology_json(snap: TopologySnapshot) -> dict[str, Any]:
+    """The snapshot as JSON: shards (levels, attrs, links), node counts per level and, per host whose
+    devices report interconnect links, the hop-distance matrix (``null``: not joined by links)."""
+    from ..fleet import LEVELS
+
+    shards = [{"shard_id": s.shard_id, **{lv: s.node(lv) for lv in LEVELS}, "attrs": dict(s.attrs),
+               "links": list(s.links)} for s in snap.shards]
+    hops: dict[str, Any] = {}
+    for h in snap.nodes("host"):
+        members = snap.members("host", h)
+        if not any(snap.shards[snap.index[m]].links for m in members):
+            continue
+        matrix = [[snap.link_hops(a, b) for b in members] for a in members]
+        first = snap.shards[snap.index[members[0]]]
+        hops[h] = {"shards": list(members), "matrix": matrix, "diameter": max(v for row in matrix for v in row if v is not None),
+                   "interconnect": first.attr("interconnect") or "links", "links_source": first.attr("links_source") or ""}
+    return {"shards": shards, "levels": {lv: len(snap.nodes(lv)) for lv in LEVELS}, "link_hops": hops}
 
 
 @app.command()

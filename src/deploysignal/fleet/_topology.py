@@ -503,7 +503,7 @@ def parse_nvidia_smi_topo(text: str, host: str) -> list[Shard]:
         if a != b:
             nbrs[a].add(b)
             nbrs[b].add(a)
-    return [Shard(f"{host}/gpu{d}", host=host, nvlink=f"{host}/nvl-gpu{comp[d]}", attrs=(("accelerator", "nvidia"),),
+    return [Shard(f"{host}/gpu{d}", host=host, nvlink=f"{host}/nvl-gpu{comp[d]}", attrs=(("accelerator", "nvidia"), ("interconnect", "nvlink")),
                   links=tuple(f"{host}/gpu{c}" for c in sorted(nbrs[d]))) for d in num]
 
 

@@ -24,7 +24,8 @@ from rich.console import Console
 from .._exceptions import InputError
 from .._text import not_utf8_message, read_utf8
 from ..fleet import ClusterEvent, FleetObserver, ObserverSettings, TopologySnapshot, curate_baseline, fetch_snapshot
-from ..fleet._scenarios import DEMOS, FAILURE_TYPES, coverage_matrix, run_scenario
+from ..fleet._coverage import COVERAGE_TYPES, coverage_grid, detection_envelope
+from ..fleet._scenarios import DEMOS, run_scenario
 from ..fleet._topology import _PER_HOST
 from ..sources import read_signals_file
 from ..telemetry import resolve_specs
@@ -323,40 +324,90 @@ def curate_cmd(
 
 @app.command()
 @_guard
-def coverage(out_path: Optional[Path] = typer.Option(None, "--out", help="Markdown file to write (default: fleet_coverage.md in a new "
-                                                     "temporary directory; the path is printed).")) -> None:
-    """Regenerate the coverage matrix (6 failure types x 20 variations) as Markdown."""
+def coverage(
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Markdown file to write (default: fleet_coverage.md in a new "
+                                            "temporary directory; the path is printed)."),
+    as_json: bool = typer.Option(False, "--json", help="Also print the grid and the envelope as one JSON object (last line)."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeded runs per grid cell (seeds 0..N-1)."),
+    envelope: bool = typer.Option(True, "--envelope/--no-envelope", help="Also compute the detection envelope (minutes)."),
+    runs: int = typer.Option(44, "--runs", min=1, help="Envelope: seeded runs per severity (44 of 44 detected puts the one-sided "
+                             "99% Clopper-Pearson lower bound at 0.9006)."),
+    sizes: str = typer.Option("4x4x4,8x4x4,32x4x4", "--sizes", help="Envelope: fleet shapes RACKSxHOSTSxGPUS, comma-separated."),
+    failures: str = typer.Option(",".join(COVERAGE_TYPES), "--failures", help="Failure types to run, comma-separated."),
+) -> None:
+    """Coverage grid (9 failure types x several severities x seeds, down to where detection fails) and
+    detection envelope (smallest severity detected with >= 90% probability, CP99-bounded, per failure
+    type and fleet size), as Markdown (and JSON with --json)."""
+    shapes = []
+    for part in sizes.split(","):
+        dims = part.strip().lower().split("x")
+        if len(dims) != 3 or not all(d.isdigit() and int(d) > 0 for d in dims):
+            raise InputError(f"--sizes: expected RACKSxHOSTSxGPUS like 8x4x4, got {part.strip()!r}", column="sizes")
+        shapes.append((int(dims[0]), int(dims[1]), int(dims[2])))
+    types = [f.strip() for f in failures.split(",") if f.strip()]
+    bad = [f for f in types if f not in COVERAGE_TYPES]
+    if bad or not types:
+        raise InputError(f"--failures: unknown failure type {bad[0] if bad else ''!r}; valid: {', '.join(COVERAGE_TYPES)}",
+                         column="failures")
     out_path = report_path(out_path, "fleet_coverage.md", "fleet-coverage")
-    rows = coverage_matrix()
-    lines = [
-        "# Fleet observer coverage matrix",
-        "",
-        "Regenerate: `PYTHONPATH=src python -m deploysignal.cli._fleet coverage --out docs/fleet_coverage.md`",
-        "(deterministic: seeds 0-4 x 4 magnitudes per failure type). Fleet: 8 racks x 4 hosts x 4 GPUs = 128",
-        "shards, 4 signals, AR(1) phi=0.3 noise plus a shared fleet-wide load pattern; fault at tick 100, observed",
-        "for 300 ticks; q = 0.05, kappa = 0.1, max_faulty_fraction = 0.1, max_hops = 4, min_members = 2, min_fraction = 0.6. Magnitudes are",
-        "in units of the per-tick noise sd (fleet_event: of the fleet median's own variability, which includes",
-        "the load pattern). Attribution correct = the right kind, level and node named, no false shard flag,",
-        "and (except fleet_event) no fleet-level alarm.",
-        "",
-        "| failure | runs | detected | attributed (of detected) | median delay (ticks) | false flags (total) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for f in FAILURE_TYPES:
-        rs = [r for r in rows if r["failure"] == f]
-        det = [r for r in rs if r["detected"]]
-        att = [r for r in det if r["attributed"]]
-        delays = [r["delay"] for r in det if r["delay"] is not None]
-        lines.append(f"| {f} | {len(rs)} | {len(det)}/{len(rs)} | {len(att)}/{len(det)}"
-                     f" ({(len(att) / len(det) if det else float('nan')):.0%}) |"
-                     f" {float(np.median(delays)) if delays else float('nan'):.0f} | {sum(r['false_flags'] for r in rs)} |")
-    lines += ["", "## Per run", "", "| failure | magnitude | seed | detected | attributed | delay | named |",
-              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['failure']} | {r['magnitude']} | {r['seed']} | {r['detected']} | {r['attributed']} |"
-                     f" {r['delay']} | {r['named'] or '-'} |")
-    out_path.write_text("\n".join(lines) + "\n")
+    rows = coverage_grid(seeds=tuple(range(seeds)), failures=types)
+    env = detection_envelope(failures=types, shapes=tuple(shapes), runs=runs) if envelope else []
+    subset = "" if tuple(types) == COVERAGE_TYPES else f" --failures {','.join(types)}"
+    out_path.write_text("\n".join(coverage_markdown(rows, env, seeds=seeds, runs=runs, sizes=sizes + subset)) + "\n")
     out.print(f"wrote {out_path}")
+    if as_json:
+        out.print(json.dumps({"grid": rows, "envelope": env}, sort_keys=True), soft_wrap=True)
+
+
+def coverage_markdown(rows: list[dict[str, Any]], env: list[dict[str, Any]], *, seeds: int, runs: int, sizes: str) -> list[str]:
+    """The Markdown of ``fleet coverage``: per failure type and severity, then the envelope, then per run."""
+    lines = [
+        "# Fleet observer coverage grid and detection envelope",
+        "",
+        f"Regenerate: `PYTHONPATH=src python -m deploysignal.cli._fleet coverage --seeds {seeds} --runs {runs} --sizes {sizes}"
+        " --out docs/fleet_coverage.md`",
+        f"(deterministic; seeds 0-{seeds - 1} per cell). Grid fleet: 8 racks x 4 hosts x 4 GPUs = 128 shards, 4 signals,",
+        "AR(1) phi=0.3 noise plus a shared fleet-wide load pattern; fault at tick 100, observed for 300 ticks; q = 0.05,",
+        "kappa = 0.1, max_faulty_fraction = 0.1, max_hops = 4, min_members = 2, min_fraction = 0.6. Severities are in",
+        "units of the per-tick noise sd (fleet_event: of the fleet median's own variability, which includes the load",
+        "pattern). Detected = a faulty shard flagged (fleet_event: the fleet-level alarm). Named = the right kind, level",
+        "and node attributed, no false shard flag, (except fleet_event) no fleet-level alarm; event_conditional also no",
+        "flag during the 100-tick freeze; multiple_testing: no healthy shard flagged. Power = share of the faulty shards",
+        "flagged. Rack evidence (rack faults): the faulty rack's average e-value ended >= 20, the evidence a rack-level",
+        "alarm would act on (the observer here raises none; no control across racks). Failure types: docstring of",
+        "`deploysignal.fleet._coverage`.",
+        "",
+        "| failure | severity | detected | named (of detected) | median delay | false flags | mean power | rack evidence |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    cells: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["failure"], r["severity"]), []).append(r)
+    for (f, sev), rs in cells.items():
+        det = [r for r in rs if r["detected"]]
+        delays = [r["delay"] for r in det if r["delay"] is not None]
+        rack = [r["rack_evidence"] for r in rs if r["rack_evidence"] is not None]
+        power = [r["power"] for r in rs if r["power"] is not None]
+        lines.append(f"| {f} | {sev:g} | {len(det)}/{len(rs)} | {sum(r['attributed'] for r in det)}/{len(det)} |"
+                     f" {f'{float(np.median(delays)):.0f}' if delays else '-'} | {sum(r['false_flags'] for r in rs)} |"
+                     f" {f'{np.mean(power):.2f}' if power else '-'} | {f'{sum(rack)}/{len(rack)}' if rack else '-'} |")
+    if env:
+        lines += ["", "## Detection envelope", "",
+                  "Smallest grid severity whose detection probability is >= 0.9 with one-sided 99% Clopper-Pearson confidence",
+                  f"({runs} seeded runs, all detected; each severity tried from the smallest up and stopped at its first miss).",
+                  "`tried`: severity detected/run until the first miss. `none`: no grid severity qualifies.", "",
+                  "| failure | shards | envelope (sd) | CP99 lower bound | tried |", "|---|---|---|---|---|"]
+        for e in env:
+            tried = ", ".join(f"{s:g}: {h}/{n}" for s, h, n in e["tried"])
+            level = "none" if e["envelope"] is None else f"{e['envelope']:g}"
+            lines.append(f"| {e['failure']} | {e['shards']} | {level} |"
+                         f" {'-' if e['cp_lower'] is None else e['cp_lower']} | {tried} |")
+    lines += ["", "## Per run", "", "| failure | severity | seed | detected | named | delay | false flags | power | named nodes |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['failure']} | {r['severity']:g} | {r['seed']} | {r['detected']} | {r['attributed']} | {r['delay']} |"
+                     f" {r['false_flags']} | {r['power']} | {r['named'] or '-'} |")
+    return lines
 
 
 def _load_entity(d: Path, name: str, split: str) -> np.ndarray | None:

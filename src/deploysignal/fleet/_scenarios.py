@@ -61,16 +61,20 @@ def run_scenario(
     settings: ObserverSettings | None = None,
     with_event: bool = False,
     keep_timeline: bool = False,
+    shape: tuple[int, int, int] = (8, 4, 4),
+    event_window: int | None = None,
 ) -> ScenarioResult:
-    """Simulate one fault on a 8-rack x 4-host x 4-GPU fleet (128 shards) and score the observer.
+    """Simulate one fault on a fleet of ``shape`` = racks x hosts x GPUs (default 8 x 4 x 4 = 128
+    shards) and score the observer.
 
-    ``failure`` is one of :data:`FAILURE_TYPES` or ``"clean"`` / ``"fdr"``; ``with_event`` registers a
-    matching cluster event (``firmware_push``) covering the fault's scope and duration, so the freeze
-    hook should prevent per-shard blame.
+    ``failure`` is one of :data:`FAILURE_TYPES` or ``"clean"`` / ``"fdr"`` (``"fdr"``: 10 of 128 shards
+    faulty, the same share of other fleet sizes, at least 2); ``with_event`` registers a matching
+    cluster event (``firmware_push``) covering the fault's scope for ``event_window`` observed ticks
+    (default: the whole run), so the freeze hook should prevent per-shard blame while it lasts.
     """
     if failure not in FAILURE_TYPES + ("clean", "fdr"):
         raise InputError(f"unknown failure {failure!r}; valid: {', '.join(FAILURE_TYPES + ('clean', 'fdr'))}")
-    topo = TopologySnapshot.synthetic(8, 4, 4, racks_per_switch=2, racks_per_zone=4)
+    topo = TopologySnapshot.synthetic(*shape, racks_per_switch=2, racks_per_zone=4)
     rng = np.random.default_rng([seed, 7])
     x = _fleet(seed, ticks, n_signals, topo, phi=0.3)
     ids = np.array(topo.ids)
@@ -104,7 +108,7 @@ def run_scenario(
         affected[:] = True
         truth.update(kind="fleet_event", level="fleet", node="fleet")
     elif failure == "fdr":
-        affected[rng.choice(len(topo), 10, replace=False)] = True
+        affected[rng.choice(len(topo), max(2, round(len(topo) * 10 / 128)), replace=False)] = True
         truth.update(kind="shard_fault", level="shard", node="*")
     shape = ramp if failure == "shard_drift" else step
     x[:, affected, sig] += (magnitude * shape)
@@ -121,7 +125,7 @@ def run_scenario(
     if with_event:
         lvl = truth.get("level", "fleet")
         scope = () if lvl == "fleet" else ((truth["node"],) if lvl != "shard" else truth["affected"])
-        obs.add_event(ClusterEvent(kind="firmware_push", start_tick=0, window=ticks - onset,
+        obs.add_event(ClusterEvent(kind="firmware_push", start_tick=0, window=event_window or ticks - onset,
                                    scope_level=lvl, scope=scope, source="scenario"))
     first = None
     timeline = []

@@ -1,0 +1,77 @@
+"""Coverage grid (all failure types, several severities, a detection floor) and detection envelope.
+
+CI runs single cells on both sides of the floor and one envelope of one failure type (44 runs on a
+32-shard fleet); the full grid and envelope are docs/fleet_coverage.md (`fleet coverage`, minutes)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from deploysignal import InputError
+from deploysignal.cli._fleet import app
+from deploysignal.fleet._coverage import COVERAGE_TYPES, SEVERITIES, detection_envelope, run_case
+from deploysignal.fleet._scenarios import FAILURE_TYPES, run_scenario
+
+
+def test_every_failure_type_has_a_grid_reaching_below_the_floor():
+    assert set(COVERAGE_TYPES) == {*FAILURE_TYPES, "event_conditional", "multiple_testing", "hierarchical"}
+    assert all(len(SEVERITIES[f]) >= 5 for f in COVERAGE_TYPES)
+
+
+@pytest.mark.montecarlo
+@pytest.mark.parametrize(("failure", "below", "above"), [
+    ("event_conditional", 0.25, 1.5),
+    ("multiple_testing", 0.25, 1.5),
+    ("hierarchical", 0.2, 0.75),
+])
+def test_new_failure_types_have_a_detection_floor(failure, below, above):
+    """The same seed is missed below the floor and detected above it (cells that fail exist)."""
+    miss, hit = run_case(failure, below, 0), run_case(failure, above, 0)
+    assert not miss["detected"] and miss["delay"] is None and miss["power"] == 0.0
+    assert hit["detected"] and hit["attributed"] and hit["false_flags"] == 0 and hit["power"] > 0.5
+    if failure == "event_conditional":  # detected only once the 100-tick freeze of its rack is over
+        assert hit["delay"] >= 100 and hit["during_freeze"] == 0
+    if failure == "hierarchical":  # rack evidence grows before single shards cross their e-BH level
+        assert hit["rack_evidence"] is True
+
+
+def test_run_case_checks_its_arguments():
+    with pytest.raises(InputError, match="unknown failure type 'lsf'"):
+        run_case("lsf", 1.0, 0)
+    with pytest.raises(InputError, match="severity must be a positive number"):
+        run_case("shard_step", 0.0, 0)
+
+
+def test_fdr_scenario_scales_the_faulty_count_with_the_fleet():
+    assert len(run_scenario("fdr", magnitude=2.0, seed=0, ticks=120, shape=(2, 2, 4)).truth["affected"]) == 2
+    assert len(run_scenario("fdr", magnitude=2.0, seed=0, ticks=120).truth["affected"]) == 10
+
+
+@pytest.mark.montecarlo
+def test_detection_envelope_is_clopper_pearson_bounded():
+    """44 of 44 detected gives a one-sided 99% CP lower bound of 0.9006 >= 0.9; the floor severity stops
+    at its first miss; 10 of 10 (bound 0.63) is not enough for any severity."""
+    grid = {"shard_step": (0.25, 2.0)}
+    (env,) = detection_envelope(failures=["shard_step"], shapes=[(2, 4, 4)], severities=grid, runs=44)
+    assert env["envelope"] == 2.0 and env["shards"] == 32 and 0.9 <= env["cp_lower"] < 0.901
+    assert env["tried"] == [[0.25, 0, 1], [2.0, 44, 44]]
+    (short,) = detection_envelope(failures=["shard_step"], shapes=[(2, 4, 4)], severities={"shard_step": (2.0,)}, runs=10)
+    assert short["envelope"] is None and short["tried"] == [[2.0, 10, 10]]
+
+
+def test_cli_fleet_coverage_json_and_markdown(tmp_path):
+    out = tmp_path / "cov.md"
+    r = CliRunner().invoke(app, ["coverage", "--failures", "hierarchical", "--seeds", "1", "--sizes", "2x4x4", "--runs", "1",
+                                 "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output.strip().splitlines()[-1])
+    det = {row["severity"]: row["detected"] for row in doc["grid"]}
+    assert det[0.1] is False and det[0.75] is True  # the floor is in the output
+    assert doc["envelope"][0]["envelope"] is None  # 1 run can never bound detection at 0.9
+    text = out.read_text()
+    assert "| hierarchical | 0.1 | 0/1 |" in text and "--failures hierarchical" in text
+    r = CliRunner().invoke(app, ["coverage", "--failures", "nope", "--no-envelope"])
+    assert r.exit_code == 2 and "unknown failure type 'nope'" in r.output
+    r = CliRunner().invoke(app, ["coverage", "--sizes", "8x4", "--no-envelope"])
+    assert r.exit_code == 2 and "RACKSxHOSTSxGPUS" in r.output

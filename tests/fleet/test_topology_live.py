@@ -136,6 +136,12 @@ def test_cli_fleet_topology(fake, tmp_path):
     assert r.exit_code == 0 and "trn-a: torus 4x4, 16 devices, hop distances 1..4" in r.output, r.output
     assert saved.read_text() == (FIX / "neuron_ls_trn1_32xlarge.json").read_text()
     assert f"--topology trainium:{saved}@trn-a" in r.output
+    tel = tmp_path / "tel.csv"  # the saved output feeds observe (16 torus devices; healthy telemetry, 5 ticks)
+    tel.write_text("tick,shard,errors\n" + "".join(f"{t},trn-a/nd{d},{(t * 7 + d * 3) % 5 / 10}\n" for t in range(5) for d in range(16)))
+    r = runner.invoke(app, ["observe", str(tel), "--topology", f"trainium=trn1.32xlarge:{saved}@trn-a"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["observe", str(tel), "--topology", f"trainium=inf2.48xlarge:{saved}@trn-a"])
+    assert r.exit_code == 2 and "not one of the torus families" in r.output
     fake("kubectl", "/bin/sleep 30")
     r = runner.invoke(app, ["topology", "--from", "kubectl", "--timeout", "0.3"])
     assert r.exit_code == 2 and "did not finish within 0.3 s" in r.output

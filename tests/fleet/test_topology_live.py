@@ -147,3 +147,18 @@ def test_cli_fleet_topology(fake, tmp_path):
     assert r.exit_code == 2 and "did not finish within 0.3 s" in r.output
     r = runner.invoke(app, ["topology", "--from", "lsf"])
     assert r.exit_code == 2 and "unknown tool 'lsf'" in r.output
+
+
+def test_neuron_ls_shapes_of_real_hosts(fake):
+    """A single-device trn1.2xlarge prints ``connected_to: null`` and a string ``numa_node``; a host whose
+    driver is not loaded prints nothing on stdout, one logfmt line on stderr and exits 1."""
+    one = ('[{"neuron_device": 0, "bdf": "0000:00:1e.0", "cpu_affinity": "0-7", "numa_node": "-1", '
+           '"connected_to": null, "nc_count": 2, "memory_size": 34359738368, "neuroncore_ids": [0, 1], '
+           '"neuron_processes": []}]')
+    fake("neuron-ls", f"/bin/cat <<'EOF'\n{one}\nEOF")
+    snap, _ = fetch_topology("neuron-ls", host="t", instance_type="trn1.2xlarge", timeout=10)
+    assert snap.ids == ("t/nd0",) and snap.shards[0].attr("interconnect") == "single"
+    fake("neuron-ls", "echo 'time=\"2026-09-12T02:42:06Z\" level=fatal msg=\"Failed to load MLA system information\" "
+                      "error=\"failed to discover Neuron devices\"' >&2\nexit 1")
+    with pytest.raises(InputError, match=r"exited with status 1: .*failed to discover Neuron devices"):
+        fetch_topology("neuron-ls", host="t", timeout=10)

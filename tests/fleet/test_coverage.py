@@ -45,7 +45,7 @@ def test_run_case_checks_its_arguments():
 
 
 def test_fdr_scenario_scales_the_faulty_count_with_the_fleet():
-    assert len(run_scenario("fdr", magnitude=2.0, seed=0, ticks=120, shape=(2, 2, 4)).truth["affected"]) == 2
+    assert len(run_scenario("fdr", magnitude=2.0, seed=0, ticks=120, fleet_shape=(2, 2, 4)).truth["affected"]) == 2
     assert len(run_scenario("fdr", magnitude=2.0, seed=0, ticks=120).truth["affected"]) == 10
 
 

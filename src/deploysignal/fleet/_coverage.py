@@ -73,7 +73,7 @@ def run_case(failure: str, severity: float, seed: int, *, shape: tuple[int, int,
     if not (math.isfinite(severity) and severity > 0):
         raise InputError(f"severity must be a positive number, got {severity}", column="severity")
     base = {"event_conditional": "rack_common_mode", "multiple_testing": "fdr", "hierarchical": "rack_common_mode"}
-    r = run_scenario(base.get(failure, failure), magnitude=severity, seed=seed, shape=shape,
+    r = run_scenario(base.get(failure, failure), magnitude=severity, seed=seed, fleet_shape=shape,
                      with_event=failure == "event_conditional", event_window=_FREEZE)
     onset = r.truth["onset"]
     aff = set(r.truth["affected"])

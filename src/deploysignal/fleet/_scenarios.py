@@ -61,10 +61,10 @@ def run_scenario(
     settings: ObserverSettings | None = None,
     with_event: bool = False,
     keep_timeline: bool = False,
-    shape: tuple[int, int, int] = (8, 4, 4),
+    fleet_shape: tuple[int, int, int] = (8, 4, 4),
     event_window: int | None = None,
 ) -> ScenarioResult:
-    """Simulate one fault on a fleet of ``shape`` = racks x hosts x GPUs (default 8 x 4 x 4 = 128
+    """Simulate one fault on a fleet of ``fleet_shape`` = racks x hosts x GPUs (default 8 x 4 x 4 = 128
     shards) and score the observer.
 
     ``failure`` is one of :data:`FAILURE_TYPES` or ``"clean"`` / ``"fdr"`` (``"fdr"``: 10 of 128 shards
@@ -74,7 +74,7 @@ def run_scenario(
     """
     if failure not in FAILURE_TYPES + ("clean", "fdr"):
         raise InputError(f"unknown failure {failure!r}; valid: {', '.join(FAILURE_TYPES + ('clean', 'fdr'))}")
-    topo = TopologySnapshot.synthetic(*shape, racks_per_switch=2, racks_per_zone=4)
+    topo = TopologySnapshot.synthetic(*fleet_shape, racks_per_switch=2, racks_per_zone=4)
     rng = np.random.default_rng([seed, 7])
     x = _fleet(seed, ticks, n_signals, topo, phi=0.3)
     ids = np.array(topo.ids)

@@ -10,7 +10,8 @@ detected with probability >= 90%?" with a Clopper-Pearson bound: a severity qual
 ``runs`` seeded runs detect the fault and the one-sided 99% lower confidence bound of the detection
 probability is >= 0.9 (44 of 44 runs: 0.9006). Severities are tried from the smallest up, each stopped at
 its first miss (one miss in 44 already puts the bound below 0.9); the first one that qualifies is the
-envelope. Under the assumption that detection does not get less likely as the severity grows (evidence
+envelope (with up to 7 severities tried, the chance that a severity below 90% detection qualifies is at
+most 7 x 1% by the union bound). Under the assumption that detection does not get less likely as the severity grows (evidence
 monotone in harm), every larger grid severity qualifies too; the grid rows show whether it does.
 
 Failure types beyond the scenarios' own (:data:`~deploysignal.fleet._scenarios.FAILURE_TYPES`):
@@ -126,9 +127,12 @@ def detection_envelope(
     envelope (``None``: no grid severity qualifies), runs_at_envelope, cp_lower (its bound), and
     ``tried``: per severity tried, (detected, runs).
 
-    Guarantee: for the returned severity, P(detect) >= level[0] with confidence level[1] (exact binomial
-    bound over independent seeded runs of that scenario). Not claimed: anything about severities off the
-    grid, other fleets, noise laws or load patterns than the scenarios'.
+    Guarantee: each severity tried qualifies, when its true detection probability is below
+    ``level[0]``, with probability at most ``1 - level[1]`` (exact binomial bound over independent
+    seeded runs of that scenario). The envelope is the first of up to k tried severities to qualify, so
+    P(the envelope's detection probability < level[0]) <= k (1 - level[1]) (union bound: <= 0.07 for
+    the 7-point grids at 99%). Not claimed: anything about severities off the grid, other fleets,
+    noise laws or load patterns than the scenarios'.
     """
     from ..evaluation._stats import cp_lower
 

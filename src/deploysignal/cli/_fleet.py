@@ -243,7 +243,7 @@ def topology_cmd(
                   + (f" ({d['links_source']})" if d["links_source"] else ""))
     for sh in doc["shards"]:
         where = " ".join(f"{lv}={sh[lv]}" for lv in ("host", "nvlink", "rack", "switch", "zone") if sh[lv])
-        out.print(f"  {sh['shard_id']}: {where}" + (f" links={','.join(sh['links'])}" if sh["links"] else ""))
+        out.print(f"  {sh['shard_id']}: {where}" + (f" links={','.join(sh['links'])}" if sh["links"] else ""), soft_wrap=True)
     if save is not None:
         spec = f"{kind}:{save}" + (f"@{snap.shards[0].host}" if kind in _PER_HOST else "")
         err.print(f"wrote the raw output to {save}; use it with `deploysignal fleet observe ... --topology {spec}`")

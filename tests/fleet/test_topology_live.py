@@ -1,6 +1,7 @@
 """Live topology fetch through fake executables on PATH: output parsed, arguments passed, and every
 failure (missing, non-zero exit, hang past the timeout, garbage, not UTF-8) a clear error."""
 
+import contextlib
 import json
 import os
 import stat
@@ -104,6 +105,75 @@ def test_hang_past_the_timeout_is_stopped_with_its_children(fake, tmp_path):
         pytest.fail(f"child {child} of the timed-out tool still runs")
 
 
+def test_timeout_bounds_the_call_when_a_descendant_left_the_group(fake, tmp_path):
+    """A daemon started with ``setsid`` is outside the killed process group and holds the pipes: the
+    call still returns within the timeout plus the kill grace (1 s), with an error that says so."""
+    pid_file = tmp_path / "daemon.pid"  # PATH holds only the fakes: setsid by its path
+    fake("kubectl", f"/usr/bin/setsid /bin/sleep 30 &\necho $! > {pid_file}\n/bin/sleep 30")
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(InputError, match=r"did not finish within 0.5 s \(stopped; a process it started in its "
+                                             r"own session still held its output and was left running\)"):
+            fetch_topology("kubectl", timeout=0.5)
+        assert time.monotonic() - t0 < 0.5 + 1.0 + 2.0  # timeout + KILL_GRACE + scheduling slack (was 30 s)
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text()), 9)  # the daemon the error says was left running
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "-1", "nan", "0", "3601"])
+def test_cli_refuses_a_timeout_that_is_not_finite_and_sane_before_running(fake, tmp_path, value):
+    """``--timeout inf`` crashed in the OS wait call with the tool already started; now exit 2 first."""
+    ran = tmp_path / "ran"
+    fake("kubectl", f"touch {ran}\necho '{{\"items\": []}}'")
+    r = CliRunner().invoke(app, ["topology", "--from", "kubectl", "--timeout", value])
+    assert r.exit_code == 2 and "timeout must be a positive, finite number of seconds up to 3600" in r.output, r.output
+    assert not ran.exists()  # refused before the tool started
+    with pytest.raises(InputError, match="finite number of seconds"):
+        run_tool(["true"], timeout=float(value))
+
+
+@pytest.mark.parametrize(("args", "opt"), [
+    (["--from", "kubectl", "--host", "foo"], "--host applies to nvidia-smi and neuron-ls only, not kubectl"),
+    (["--from", "kubectl", "--tpu", "x"], "--tpu applies to gcloud-tpu only, not kubectl"),
+    (["--from", "scontrol", "--zone", "z"], "--zone applies to gcloud-tpu only, not scontrol"),
+    (["--from", "nvidia-smi", "--selector", "a=b"], "--selector applies to kubectl only, not nvidia-smi"),
+])
+def test_cli_refuses_options_that_do_not_apply_to_the_tool(fake, args, opt):
+    fake("kubectl", "echo '{\"items\": []}'")
+    r = CliRunner().invoke(app, ["topology", *args])
+    assert r.exit_code == 2 and opt in r.output, r.output
+
+
+def test_cli_save_spec_round_trips_with_the_instance_type_and_in_json(fake, tmp_path):
+    """The printed spec keeps =INSTANCE_TYPE (a trn2 capture read back as the trn1 default was relabelled),
+    ``--json --save`` carries it in the JSON, and a path with '@' is refused before the tool runs."""
+    fake("neuron-ls", f"/bin/cat {FIX / 'neuron_ls_trn1_32xlarge.json'}")
+    saved = tmp_path / "trn.json"
+    runner = CliRunner()
+    r = runner.invoke(app, ["topology", "--from", "neuron-ls", "--instance-type", "trn2.48xlarge", "--host", "trn-a",
+                            "--save", str(saved), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    spec = f"trainium=trn2.48xlarge:{saved}@trn-a"
+    assert doc["saved"] == {"file": str(saved), "topology_spec": spec} and f"--topology {spec}" in r.stderr
+    tel = tmp_path / "tel.csv"
+    tel.write_text("tick,shard,errors\n" + "".join(f"{t},trn-a/nd{d},{(t * 7 + d * 3) % 5 / 10}\n" for t in range(5) for d in range(16)))
+    r = runner.invoke(app, ["observe", str(tel), "--topology", spec, "--jsonl"])
+    assert r.exit_code == 0, r.output
+    bad = tmp_path / "a@b"
+    bad.mkdir()
+    r = runner.invoke(app, ["topology", "--from", "neuron-ls", "--host", "trn-a", "--save", str(bad / "trn.json")])
+    assert r.exit_code == 2 and "contains '@'" in r.output and not (bad / "trn.json").exists()
+
+
+def test_cli_text_says_when_some_device_pairs_are_not_linked(fake):
+    fake("nvidia-smi", f"/bin/cat {FIX / 'nvidia_smi_topo_m.txt'}")
+    r = CliRunner().invoke(app, ["topology", "--from", "nvidia-smi", "--host", "vm"])
+    assert r.exit_code == 0 and "hop distances 1..1 between linked pairs, some pairs not linked" in r.output, r.output
+
+
 @pytest.mark.parametrize(("tool", "script", "where"), [
     ("nvidia-smi", "printf 'GPU stats unavailable\\n\\tno matrix\\n'", r"`nvidia-smi topo -m` output, line 1: no header row starting with GPU0"),
     ("kubectl", "printf '{\"items\": [\\n{\"metadata\": {\"name\": \"a\"},}]}'", r"`kubectl get nodes -o json` output, line 2: .*invalid JSON"),
@@ -114,11 +184,11 @@ def test_hang_past_the_timeout_is_stopped_with_its_children(fake, tmp_path):
 def test_garbage_output_names_the_line(fake, tool, script, where):
     fake(tool, script)
     with pytest.raises(InputError, match=where):
-        fetch_topology(tool, host="h", timeout=10)
+        fetch_topology(tool, host="h" if tool != "kubectl" else None, timeout=10)
 
 
 def test_run_tool_rejects_a_non_positive_timeout():
-    with pytest.raises(InputError, match="timeout must be a positive number"):
+    with pytest.raises(InputError, match="timeout must be a positive, finite number"):
         run_tool(["true"], timeout=0)
 
 
@@ -135,7 +205,7 @@ def test_cli_fleet_topology(fake, tmp_path):
                             "--save", str(saved)])
     assert r.exit_code == 0 and "trn-a: torus 4x4, 16 devices, hop distances 1..4" in r.output, r.output
     assert saved.read_text() == (FIX / "neuron_ls_trn1_32xlarge.json").read_text()
-    assert f"--topology trainium:{saved}@trn-a" in r.output
+    assert f"--topology trainium=trn1.32xlarge:{saved}@trn-a" in r.output
     tel = tmp_path / "tel.csv"  # the saved output feeds observe (16 torus devices; healthy telemetry, 5 ticks)
     tel.write_text("tick,shard,errors\n" + "".join(f"{t},trn-a/nd{d},{(t * 7 + d * 3) % 5 / 10}\n" for t in range(5) for d in range(16)))
     r = runner.invoke(app, ["observe", str(tel), "--topology", f"trainium=trn1.32xlarge:{saved}@trn-a"])

@@ -216,8 +216,9 @@ def topology_cmd(
     zone: Optional[str] = typer.Option(None, "--zone", help="gcloud-tpu: its zone."),
     selector: Optional[str] = typer.Option(None, "--selector", "-l", help="kubectl: label selector."),
     file: Optional[Path] = typer.Option(None, "--file", help="Parse this captured output instead of running the tool."),
-    save: Optional[Path] = typer.Option(None, "--save", help="Also write the tool's raw output here (for "
-                                        "`fleet observe --topology KIND:FILE[@HOST]`)."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the tool's raw output here and print the "
+                                        "`fleet observe --topology` spec that reads it back (in the JSON too, key saved; "
+                                        "the path may not contain '@')."),
     as_json: bool = typer.Option(False, "--json", help="Print the snapshot as one JSON object."),
 ) -> None:
     """Fetch the fleet topology live from a cluster tool (with a timeout) and print shards, levels and
@@ -225,28 +226,41 @@ def topology_cmd(
     that does not parse (the message names the line)."""
     from ..sources import fetch_topology, tool_kind
 
+    if save is not None and "@" in str(save):  # observe --topology KIND:FILE@HOST splits at the first '@'
+        raise InputError(f"--save {save}: the path contains '@', which `fleet observe --topology KIND:FILE@HOST` "
+                         "would read as the start of the host name; choose a path without '@'", column="save")
+    kind = tool_kind(tool, instance_type)
     text = read_utf8(file) if file is not None else None
     snap, raw = fetch_topology(tool, timeout=timeout, host=host, instance_type=instance_type, tpu=tpu, zone=zone,
                                selector=selector, text=text)
-    if save is not None:
-        save.write_text(raw, encoding="utf-8")
-    kind = tool_kind(tool, instance_type)
     doc = topology_json(snap)
     doc["tool"] = tool
+    if save is not None:
+        save.write_text(raw, encoding="utf-8")
+        # the spec observe re-parses into the same snapshot: the instance type picks the same family and size
+        spec = (f"{kind}" + (f"={instance_type}" if instance_type else "") + f":{save}"
+                + (f"@{snap.shards[0].host}" if kind in _PER_HOST and len(snap) else ""))
+        doc["saved"] = {"file": str(save), "topology_spec": spec}
     if as_json:
         out.print(json.dumps(doc, sort_keys=True), soft_wrap=True)
-        return
+    else:
+        _print_topology(doc, snap, tool)
+    if save is not None:
+        err.print(f"wrote the raw output to {save}; use it with `deploysignal fleet observe ... --topology "
+                  f"{doc['saved']['topology_spec']}`", soft_wrap=True)
+
+
+def _print_topology(doc: dict[str, Any], snap: TopologySnapshot, tool: str) -> None:
     levels = ", ".join(f"{n} {lv}" for lv, n in doc["levels"].items() if n)
     out.print(f"{len(snap)} shards from {tool} ({levels or 'no levels above the shard'})")
     for h, d in doc["link_hops"].items():
+        apart = any(v is None for row in d["matrix"] for v in row)  # e.g. two separate NVLink pairs
         out.print(f"  {h}: {d['interconnect']}, {len(d['shards'])} devices, hop distances 1..{d['diameter']}"
-                  + (f" ({d['links_source']})" if d["links_source"] else ""))
+                  + (" between linked pairs, some pairs not linked" if apart else "")
+                  + (f" ({d['links_source']})" if d["links_source"] else ""), soft_wrap=True)
     for sh in doc["shards"]:
         where = " ".join(f"{lv}={sh[lv]}" for lv in ("host", "nvlink", "rack", "switch", "zone") if sh[lv])
         out.print(f"  {sh['shard_id']}: {where}" + (f" links={','.join(sh['links'])}" if sh["links"] else ""), soft_wrap=True)
-    if save is not None:
-        spec = f"{kind}:{save}" + (f"@{snap.shards[0].host}" if kind in _PER_HOST else "")
-        err.print(f"wrote the raw output to {save}; use it with `deploysignal fleet observe ... --topology {spec}`")
 
 
 def topology_json(snap: TopologySnapshot) -> dict[str, Any]:

@@ -6,13 +6,16 @@ itself (``nvidia-smi topo -m``, ``kubectl get nodes -o json``, ``neuron-ls --jso
 to the parser. Every way a tool can fail ends in :class:`~deploysignal.InputError` with a message that
 says which: the executable is not on ``PATH``, it exited non-zero (its last stderr line is quoted), it
 did not finish within the timeout (its whole process group is killed, so a tool that forked does not
-linger), its output is not UTF-8, or its output does not parse (the parser's line and field).
+linger; a descendant that started its own session cannot be reached that way, but the call still returns
+within the timeout plus :data:`KILL_GRACE` seconds: the pipes it holds are closed), its output is not
+UTF-8, or its output does not parse (the parser's line and field).
 
 ``deploysignal fleet topology --from TOOL`` is the command-line entry point.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -25,7 +28,15 @@ from dataclasses import dataclass
 from .._exceptions import InputError
 from ..fleet import NEURON_FAMILIES, TopologySnapshot, fetch_snapshot
 
-__all__ = ["LIVE_TOOLS", "LiveTool", "fetch_topology", "run_tool", "tool_kind"]
+__all__ = ["KILL_GRACE", "LIVE_TOOLS", "MAX_TIMEOUT", "LiveTool", "fetch_topology", "run_tool", "tool_kind"]
+
+
+#: Largest ``timeout`` accepted (seconds): one hour. A topology listing takes seconds; larger values
+#: (``inf``, ``1e300``) cannot be passed to the OS wait calls and are refused before the tool starts.
+MAX_TIMEOUT = 3600.0
+#: Seconds granted after the timeout's kill to collect the output already written; then the pipes are
+#: closed whatever still holds them (a descendant in its own session), so the call never waits unbounded.
+KILL_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,11 +63,15 @@ LIVE_TOOLS: dict[str, LiveTool] = {
 def run_tool(argv: Sequence[str], *, timeout: float) -> str:
     """Run ``argv`` and return its standard output (UTF-8).
 
-    Raises :class:`~deploysignal.InputError` when the executable is missing, exits non-zero, runs past
-    ``timeout`` seconds (the process group is killed first) or prints bytes that are not UTF-8.
+    Raises :class:`~deploysignal.InputError` when ``timeout`` is not a number of seconds in
+    (0, :data:`MAX_TIMEOUT`] (before anything runs), the executable is missing, exits non-zero, runs
+    past ``timeout`` seconds or prints bytes that are not UTF-8. Past the timeout the tool's process
+    group is killed; output is then collected for at most :data:`KILL_GRACE` seconds, after which the
+    pipes are closed, so the call returns within ``timeout + KILL_GRACE`` seconds (plus scheduling)
+    even when a descendant left the group (``setsid``) and still holds the pipes. Such a descendant
+    is not killed (its process id is unknown here); the error says so.
     """
-    if not timeout > 0:
-        raise InputError(f"timeout must be a positive number of seconds, got {timeout}", column="timeout")
+    _check_timeout(timeout)
     cmd = shlex.join(argv)
     exe = shutil.which(argv[0])
     if exe is None:
@@ -74,7 +89,18 @@ def run_tool(argv: Sequence[str], *, timeout: float) -> str:
             os.killpg(proc.pid, signal.SIGKILL)  # the tool's own session: its children go too
         except ProcessLookupError:  # pragma: no cover - ended between the timeout and the kill
             pass
-        proc.communicate()
+        try:
+            proc.communicate(timeout=KILL_GRACE)
+        except subprocess.TimeoutExpired:  # a descendant in its own session holds the pipes: drop them
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            try:
+                proc.wait(timeout=KILL_GRACE)  # the tool itself was in the killed group: reaped at once
+            except subprocess.TimeoutExpired:  # pragma: no cover - a process the kernel cannot stop yet
+                pass
+            raise InputError(f"`{cmd}` did not finish within {timeout:g} s (stopped; a process it started in its own "
+                             "session still held its output and was left running)") from None
         raise InputError(f"`{cmd}` did not finish within {timeout:g} s (stopped)") from None
     if proc.returncode != 0:
         last = next((ln.strip() for ln in reversed(errb.decode("utf-8", "replace").splitlines()) if ln.strip()), "")
@@ -84,6 +110,12 @@ def run_tool(argv: Sequence[str], *, timeout: float) -> str:
     except UnicodeDecodeError as exc:
         line = out[:exc.start].count(b"\n") + 1
         raise InputError(f"`{cmd}` output, line {line}: not UTF-8 text") from None
+
+
+def _check_timeout(timeout: float) -> None:
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise InputError(f"timeout must be a positive, finite number of seconds up to {MAX_TIMEOUT:g}, got {timeout}",
+                         column="timeout")
 
 
 def fetch_topology(
@@ -104,7 +136,7 @@ def fetch_topology(
     tool : str
         ``nvidia-smi``, ``kubectl``, ``neuron-ls``, ``gcloud-tpu`` or ``scontrol``.
     timeout : float
-        Seconds the tool may run.
+        Seconds the tool may run, in (0, :data:`MAX_TIMEOUT`]; checked before anything runs.
     host : str, optional
         For per-host tools (nvidia-smi, neuron-ls): the host the devices belong to; default this
         machine's host name (the tool runs here).
@@ -119,6 +151,9 @@ def fetch_topology(
     text : str, optional
         Parse this captured output instead of running the tool (same errors for bad output).
 
+    An option given for a tool it does not apply to (``host`` for kubectl, ``selector`` for
+    nvidia-smi, ...) raises :class:`~deploysignal.InputError` naming it, instead of being ignored.
+
     Returns
     -------
     (TopologySnapshot, str)
@@ -127,6 +162,14 @@ def fetch_topology(
     if tool not in LIVE_TOOLS:
         raise InputError(f"unknown tool {tool!r}; valid: {', '.join(LIVE_TOOLS)}", column="from")
     spec = LIVE_TOOLS[tool]
+    _check_timeout(timeout)
+    given = {"host": host, "tpu": tpu, "zone": zone, "selector": selector}
+    applies = {"host": spec.per_host, "tpu": tool == "gcloud-tpu", "zone": tool == "gcloud-tpu",
+               "selector": tool == "kubectl"}
+    stray = [k for k, v in given.items() if v is not None and not applies[k]]
+    if stray:
+        where = {"host": "nvidia-smi and neuron-ls", "tpu": "gcloud-tpu", "zone": "gcloud-tpu", "selector": "kubectl"}
+        raise InputError(f"--{stray[0]} applies to {where[stray[0]]} only, not {tool}", column=stray[0])
     argv = list(spec.argv)
     opts: dict[str, str] = {}
     kind = tool_kind(tool, instance_type)

@@ -19,13 +19,19 @@ Failure types beyond the scenarios' own (:data:`~deploysignal.fleet._scenarios.F
 - ``event_conditional``: a rack fault that starts under a 100-tick ``firmware_push`` freeze of that rack
   and outlasts it. Detected: a shard of the rack flagged (necessarily after the freeze: frozen bets are
   0); named correctly additionally needs the rack named, no flag during the freeze and no false flag.
-- ``multiple_testing``: about 8% of the shards (10 of 128), scattered, each with its own strength
-  (0.5 to 1.5 x the severity) on a random signal. Detected: one of them flagged; named correctly: no
-  healthy shard flagged (the e-BH FDR control at work); ``power``: the share of them flagged.
-- ``hierarchical``: a rack-wide fault too weak for single shards (0.1 to 0.75 sd). Detected: a shard of
-  the rack flagged (the observer's alarms on this branch are shard flags and the fleet alarm). Also
-  reported, without error control across racks: whether the rack's average e-value (an e-value under
-  any dependence) ends above 1/0.05, the evidence a rack-level alarm would act on.
+- ``multiple_testing``: about 8% of the shards (10 of 128), scattered; each carries exactly one shift,
+  of strength severity x U(0.5, 1.5) (mean 1 x the severity), on its own random signal (nothing
+  else: no common shift). Detected: one of them flagged; named correctly: no healthy shard flagged
+  (the e-BH FDR control at work); ``power``: the share of them flagged. Its detection is not
+  comparable cell for cell with ``shard_step`` (one shard at exactly the severity): it has 10
+  faulty shards, the strongest of them up to 1.5 x the severity, and any one flagged counts, so it
+  is detected at lower severities; ``power`` is the per-shard figure.
+
+No ``hierarchical`` type: a fault detectable only above the shard (a rack's shards each too weak to
+flag) needs rack-level alarms, which this observer does not raise (the hierarchical alarms of issue
+26 are another branch). Scored by shard flags it would be ``rack_common_mode`` under another name; the
+``rack_common_mode`` rows at 0.25 and 0.5 sd, with the faulty rack's average e-value reported
+(``rack_evidence``, no error control across racks), show that regime until such alarms exist.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from ._scenarios import FAILURE_TYPES, run_scenario
 
 __all__ = ["COVERAGE_TYPES", "ENVELOPE_LEVEL", "SEVERITIES", "coverage_grid", "detection_envelope", "run_case"]
 
-COVERAGE_TYPES = (*FAILURE_TYPES, "event_conditional", "multiple_testing", "hierarchical")
+COVERAGE_TYPES = (*FAILURE_TYPES, "event_conditional", "multiple_testing")
 
 #: severity grid per failure type (sd of the per-tick noise; fleet_event: of the fleet median's own
 #: variability, load included), reaching below the detection floor
@@ -52,7 +58,6 @@ SEVERITIES: dict[str, tuple[float, ...]] = {
     "fleet_event": (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
     "event_conditional": (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0),
     "multiple_testing": (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0),
-    "hierarchical": (0.1, 0.2, 0.3, 0.5, 0.75),
 }
 
 #: detection probability the envelope certifies, and the one-sided confidence of its lower bound
@@ -73,7 +78,7 @@ def run_case(failure: str, severity: float, seed: int, *, shape: tuple[int, int,
         raise InputError(f"unknown failure type {failure!r}; valid: {', '.join(COVERAGE_TYPES)}", column="failure")
     if not (math.isfinite(severity) and severity > 0):
         raise InputError(f"severity must be a positive number, got {severity}", column="severity")
-    base = {"event_conditional": "rack_common_mode", "multiple_testing": "fdr", "hierarchical": "rack_common_mode"}
+    base = {"event_conditional": "rack_common_mode", "multiple_testing": "fdr"}
     r = run_scenario(base.get(failure, failure), magnitude=severity, seed=seed, fleet_shape=shape,
                      with_event=failure == "event_conditional", event_window=_FREEZE)
     onset = r.truth["onset"]

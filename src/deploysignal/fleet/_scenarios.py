@@ -68,7 +68,10 @@ def run_scenario(
     shards) and score the observer.
 
     ``failure`` is one of :data:`FAILURE_TYPES` or ``"clean"`` / ``"fdr"`` (``"fdr"``: 10 of 128 shards
-    faulty, the same share of other fleet sizes, at least 2); ``with_event`` registers a matching
+    faulty, the same share of other fleet sizes, at least 2, each shifted once, by ``magnitude`` x
+    U(0.5, 1.5) on its own random signal; the other types shift every shard of their scope by
+    ``magnitude`` on one common signal). ``truth["shifts"]`` lists every injected shift as (shard,
+    signal index, strength): the injection is driven by that list. ``with_event`` registers a matching
     cluster event (``firmware_push``) covering the fault's scope for ``event_window`` observed ticks
     (default: the whole run), so the freeze hook should prevent per-shard blame while it lasts.
     """
@@ -110,12 +113,15 @@ def run_scenario(
     elif failure == "fdr":
         affected[rng.choice(len(topo), max(2, round(len(topo) * 10 / 128)), replace=False)] = True
         truth.update(kind="shard_fault", level="shard", node="*")
-    shape = ramp if failure == "shard_drift" else step
-    x[:, affected, sig] += (magnitude * shape)
-    if failure == "fdr":  # scattered shards of random strength, on random signals
-        for i in np.flatnonzero(affected):
-            x[:, i, int(rng.integers(n_signals))] += magnitude * (0.5 + rng.random()) * step[:, 0]
+    profile = (ramp if failure == "shard_drift" else step)[:, 0]
+    if failure == "fdr":  # scattered shards, each one shift of its own strength on its own random signal
+        shifts = [(int(i), int(rng.integers(n_signals)), magnitude * (0.5 + rng.random())) for i in np.flatnonzero(affected)]
+    else:  # the whole scope shifted by the severity on one common signal
+        shifts = [(int(i), sig, magnitude) for i in np.flatnonzero(affected)]
+    for i, k, strength in shifts:  # the record drives the injection: truth["shifts"] is what was added
+        x[:, i, k] += strength * profile
     truth["affected"] = tuple(str(s) for s in ids[affected])
+    truth["shifts"] = tuple((str(ids[i]), k, strength) for i, k, strength in shifts)
     base = x[:onset]
     med = np.median(base, axis=1)
     loc = np.median(med, axis=0)

@@ -7,6 +7,7 @@ import pytest
 
 from deploysignal import InputError
 from deploysignal.fleet import (
+    NEURON_FAMILIES,
     TPU_CORES_PER_CHIP,
     TopologySnapshot,
     fetch_snapshot,
@@ -64,8 +65,10 @@ def test_families_are_distinct_and_check_the_wiring():
         parse_inferentia_ls(trn, "h", "trn1.32xlarge")
     with pytest.raises(InputError, match="not one of the torus families"):
         parse_trainium_ls(inf, "h", "inf2.48xlarge")
-    with pytest.raises(InputError, match=r"trn1 instances have 1 or 16 Trainium devices; neuron-ls lists 12"):
+    with pytest.raises(InputError, match=r"trn1.32xlarge has 16 Trainium devices; neuron-ls lists 12"):
         parse_trainium_ls(inf, "h", "trn1.32xlarge")
+    with pytest.raises(InputError, match=r"trn1 instances have 1 or 16 Trainium devices; neuron-ls lists 12"):
+        parse_trainium_ls(inf, "h", "trn1")
     # a 12-device ring labelled inf2 passes; a 16-device ring labelled trn1 fails the torus check
     ring16 = json.dumps([{"neuron_device": d, "connected_to": [(d - 1) % 16, (d + 1) % 16]} for d in range(16)])
     with pytest.raises(InputError, match=r"4x4 2D torus.*device 0 sees") as exc:
@@ -75,6 +78,32 @@ def test_families_are_distinct_and_check_the_wiring():
     one_way[3]["connected_to"] = [2, 4, 9]
     with pytest.raises(InputError, match="device 3 lists 9 in connected_to, but 9 does not list 3 back"):
         parse_inferentia_ls(json.dumps(one_way), "h")
+
+
+@pytest.mark.parametrize(("itype", "n", "msg"), [
+    ("trn1.2xlarge", 16, r"trn1.2xlarge has 1 Trainium device; neuron-ls lists 16; inside a container"),
+    ("inf2.48xlarge", 6, r"inf2.48xlarge has 12 Inferentia2 devices; neuron-ls lists 6; inside a container"),
+    ("inf2.24xlarge", 12, r"inf2.24xlarge has 6 Inferentia2 devices; neuron-ls lists 12"),
+    ("trn2.48xlarge", 1, r"trn2.48xlarge has 16 Trainium2 devices; neuron-ls lists 1"),
+    ("trn1.8xlarge", 16, r"unknown trn1 size 'trn1.8xlarge'; known: trn1.2xlarge, trn1.32xlarge"),
+    ("trn1", 4, r"trn1 instances have 1 or 16 Trainium devices; neuron-ls lists 4; .*neuron:FILE@HOST"),
+])
+def test_device_count_is_checked_per_instance_size(itype, n, msg):
+    """A family's other size is refused (the family check let a 16-device listing pass as trn1.2xlarge), with
+    the way out for a container that sees only part of the instance."""
+    text = json.dumps([{"neuron_device": d} for d in range(n)])
+    parse = parse_trainium_ls if itype.startswith("trn") else parse_inferentia_ls
+    with pytest.raises(InputError, match=msg):
+        parse(text, "h", itype)
+
+
+def test_each_size_accepts_its_own_device_count():
+    for fam in NEURON_FAMILIES.values():
+        parse = parse_trainium_ls if fam.interconnect == "torus" else parse_inferentia_ls
+        for size, n in fam.size_devices:
+            shards = parse(json.dumps([{"neuron_device": d} for d in range(n)]), "h", f"{fam.name}.{size}")
+            assert len(shards) == n and shards[0].attr("accelerator") == fam.name
+        assert sorted({n for _, n in fam.size_devices}) == sorted(fam.sizes)
 
 
 def test_no_reported_links_assumes_the_family_wiring_and_says_so():

@@ -54,7 +54,7 @@ def test_neuron_ls_live_trainium_torus_and_inferentia_ring(fake):
     snap, _ = fetch_topology("neuron-ls", host="trn-a", instance_type="trn1.32xlarge", timeout=10)
     assert args.read_text().split() == ["--json-output"]
     assert snap.link_hops("trn-a/nd0", "trn-a/nd10") == 4 and snap.shards[0].attr("accelerator") == "trn1"
-    with pytest.raises(InputError, match=r"`neuron-ls --json-output` output: trn2 instances have 1 or 16 Trainium2 devices; neuron-ls lists 12"):
+    with pytest.raises(InputError, match=r"`neuron-ls --json-output` output: trn2.48xlarge has 16 Trainium2 devices; neuron-ls lists 12"):
         fake("neuron-ls", f"/bin/cat {FIX / 'neuron_ls_inf2_48xlarge.json'}")
         fetch_topology("neuron-ls", host="x", instance_type="trn2.48xlarge", timeout=10)  # 12 devices: not a trn2
     snap, _ = fetch_topology("neuron-ls", host="inf-a", instance_type="inf2.48xlarge", timeout=10)

@@ -522,19 +522,31 @@ class NeuronFamily:
     interconnect: str
     sizes: tuple[int, ...]
     torus: tuple[int, int] | None = None
+    #: devices per instance size (the part after the dot: ``32xlarge`` -> 16)
+    size_devices: tuple[tuple[str, int], ...] = ()
 
 
 #: Instance families by the prefix of their instance type (``trn1.32xlarge`` -> ``trn1``). Sources (AWS
-#: Neuron documentation, "Neuron architecture"): Trn1/Trn1n, 1 or 16 Trainium chips whose NeuronLink-v2
-#: is a 2D torus (older pages call it a 4D hypercube, the same graph as a 4x4 torus); Trn2, 1 or 16
-#: Trainium2 chips on NeuronLink-v3's 4x4 torus; Inf2, 1, 6 or 12 Inferentia2 chips on a NeuronLink-v2
-#: ring.
+#: Neuron documentation, "Neuron architecture"; the EC2 instance-type pages of Trn1, Trn2 and Inf2 for
+#: the device count of each size): Trn1/Trn1n, 1 (trn1.2xlarge) or 16 (trn1.32xlarge, trn1n.32xlarge)
+#: Trainium chips whose NeuronLink-v2 is a 2D torus (older pages call it a 4D hypercube, the same graph
+#: as a 4x4 torus); Trn2, 1 (trn2.3xlarge) or 16 (trn2.48xlarge) Trainium2 chips on NeuronLink-v3's 4x4
+#: torus; Inf2, 1 (inf2.xlarge, inf2.8xlarge), 6 (inf2.24xlarge) or 12 (inf2.48xlarge) Inferentia2
+#: chips. The Inf2 ring is an assumption: the Inf2 pages name NeuronLink-v2 but no shape in text; a
+#: capture whose links are not a ring is refused by :func:`parse_inferentia_ls` (use
+#: :func:`parse_neuron_ls`, which keeps the reported links unchecked).
 NEURON_FAMILIES: dict[str, NeuronFamily] = {
-    "trn1": NeuronFamily("trn1", "Trainium", "torus", (1, 16), (4, 4)),
-    "trn1n": NeuronFamily("trn1n", "Trainium", "torus", (16,), (4, 4)),
-    "trn2": NeuronFamily("trn2", "Trainium2", "torus", (1, 16), (4, 4)),
-    "inf2": NeuronFamily("inf2", "Inferentia2", "ring", (1, 6, 12)),
+    "trn1": NeuronFamily("trn1", "Trainium", "torus", (1, 16), (4, 4), (("2xlarge", 1), ("32xlarge", 16))),
+    "trn1n": NeuronFamily("trn1n", "Trainium", "torus", (16,), (4, 4), (("32xlarge", 16),)),
+    "trn2": NeuronFamily("trn2", "Trainium2", "torus", (1, 16), (4, 4), (("3xlarge", 1), ("48xlarge", 16))),
+    "inf2": NeuronFamily("inf2", "Inferentia2", "ring", (1, 6, 12),
+                         size_devices=(("xlarge", 1), ("8xlarge", 1), ("24xlarge", 6), ("48xlarge", 12))),
 }
+
+_PARTIAL_VIEW = ("; inside a container allocated part of the instance neuron-ls lists only the visible devices, whose "
+                 "wiring cannot be checked against the family's: read it without the instance type (`fleet topology "
+                 "--from neuron-ls` without --instance-type, `fleet observe --topology neuron:FILE@HOST`), which keeps "
+                 "the reported links unchecked")
 
 
 def _neuron_devices(text: str) -> dict[int, list[int]]:
@@ -635,9 +647,18 @@ def _parse_family(text: str, host: str, instance_type: str, interconnect: str) -
     fam = _family(instance_type, interconnect)
     links = _neuron_devices(text)
     ids = sorted(links)
-    if len(ids) not in fam.sizes:
+    size = instance_type.strip().lower().partition(".")[2]
+    per_size = dict(fam.size_devices)
+    if size and size not in per_size:
+        raise InputError(f"unknown {fam.name} size {instance_type!r}; known: "
+                         f"{', '.join(f'{fam.name}.{sz}' for sz in per_size)}", column="instance_type")
+    if size and len(ids) != per_size[size]:
+        n = per_size[size]
+        raise InputError(f"{fam.name}.{size} has {n} {fam.chip} device{'s' if n > 1 else ''}; neuron-ls lists "
+                         f"{len(ids)}{_PARTIAL_VIEW}", column="[]")
+    if len(ids) not in fam.sizes:  # a family without a size (``trn1``): any of its sizes
         raise InputError(f"{fam.name} instances have {' or '.join(map(str, fam.sizes))} {fam.chip} devices; "
-                         f"neuron-ls lists {len(ids)}", column="[]")
+                         f"neuron-ls lists {len(ids)}{_PARTIAL_VIEW}", column="[]")
     source = "neuron-ls connected_to"
     if not any(links.values()):
         links = _family_links(fam, ids)

@@ -207,7 +207,8 @@ def observe(
 def topology_cmd(
     tool: str = typer.Option(..., "--from", help="Tool to run: nvidia-smi (topo -m), kubectl (get nodes -o json), "
                              "neuron-ls (--json-output), gcloud-tpu (compute tpus tpu-vm describe), scontrol (show node)."),
-    timeout: float = typer.Option(30.0, "--timeout", help="Seconds the tool may run before it is stopped."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds the tool may run before it is stopped (at most 3600; "
+                                  "the command returns within it plus 1 s)."),
     host: Optional[str] = typer.Option(None, "--host", help="nvidia-smi / neuron-ls: the host the devices belong to "
                                        "(default: this machine's host name)."),
     instance_type: Optional[str] = typer.Option(None, "--instance-type", help="neuron-ls: EC2 instance type, e.g. "

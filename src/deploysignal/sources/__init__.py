@@ -8,7 +8,8 @@ from ._files import read_frame, read_signals_file, write_csv
 __getattr__ = lazy_attributes(__name__, {
     **dict.fromkeys(("PrometheusPuller", "PrometheusSource", "PullSpec"), "._prometheus"),
     **dict.fromkeys(("HistogramQuery", "PrometheusSplitSource", "SplitRead", "SplitSpec", "split_ticks"), "._prometheus_split"),
-    **dict.fromkeys(("LIVE_TOOLS", "LiveTool", "fetch_topology", "run_tool", "tool_kind"), "._topology_live"),
+    **dict.fromkeys(("KILL_GRACE", "LIVE_TOOLS", "LiveTool", "MAX_TIMEOUT", "fetch_topology", "run_tool", "tool_kind"),
+                    "._topology_live"),
     **dict.fromkeys(("Authentication", "BasicAuth", "Connection", "HeaderSpec", "PromAPIError", "PromUnavailable", "SecretPolicy",
                      "SecretRef", "TLSConfig"), "._prometheus_http"),
 })
@@ -19,8 +20,10 @@ __all__ = [
     "Connection",
     "HeaderSpec",
     "HistogramQuery",
+    "KILL_GRACE",
     "LIVE_TOOLS",
     "LiveTool",
+    "MAX_TIMEOUT",
     "PromAPIError",
     "PromUnavailable",
     "PrometheusPuller",

@@ -93,9 +93,10 @@ def test_curate_baseline_writes_a_curated_baseline_that_observe_takes(in_tmp):
 def test_fleet_coverage_writes_to_a_fresh_directory_by_default(in_tmp, monkeypatch):
     from deploysignal.cli import _fleet
 
-    rows = [{"failure": "shard_drift", "magnitude": 2.0, "seed": 0, "detected": True, "attributed": True, "delay": 3, "false_flags": 0,
-             "named": "host node00"}]
-    monkeypatch.setattr(_fleet, "coverage_matrix", lambda: rows)  # the matrix itself is tests/fleet's (minutes)
+    rows = [{"failure": "shard_drift", "severity": 2.0, "seed": 0, "detected": True, "attributed": True, "delay": 3, "false_flags": 0,
+             "power": 1.0, "rack_evidence": None, "named": "host node00"}]
+    monkeypatch.setattr(_fleet, "coverage_grid", lambda **kw: rows)  # the grid itself is tests/fleet's (minutes)
+    monkeypatch.setattr(_fleet, "detection_envelope", lambda **kw: [])
     r = runner.invoke(app, ["fleet", "coverage"])
     assert r.exit_code == 0, r.output
     written = Path(r.output.split("wrote ", 1)[1].strip())

@@ -316,6 +316,7 @@ def test_public_api_is_pinned():
          "expand_hostlist", "fetch_snapshot", "fit_common_mode", "fit_common_mode_or_reason", "group_log_e", "parse_k8s_nodes", "parse_neuron_ls",
          "parse_nvidia_smi_topo", "parse_scontrol_nodes", "parse_scontrol_topology", "parse_sinfo",
          "parse_tpu_describe", "robust_residuals", "running_max_counterexample"]
+        + ["NEURON_FAMILIES", "TPU_CORES_PER_CHIP", "NeuronFamily", "parse_inferentia_ls", "parse_trainium_ls"]
     )
     assert all(hasattr(fleet, n) for n in fleet.__all__)
 

@@ -24,7 +24,9 @@ from rich.console import Console
 from .._exceptions import InputError
 from .._text import not_utf8_message, read_utf8
 from ..fleet import ClusterEvent, FleetObserver, ObserverSettings, TopologySnapshot, curate_baseline, fetch_snapshot
-from ..fleet._scenarios import DEMOS, FAILURE_TYPES, coverage_matrix, run_scenario
+from ..fleet._coverage import COVERAGE_TYPES, SEVERITIES, coverage_grid, detection_envelope
+from ..fleet._scenarios import DEMOS, run_scenario
+from ..fleet._topology import _PER_HOST
 from ..sources import read_signals_file
 from ..telemetry import resolve_specs
 from ._app import _guard
@@ -110,19 +112,23 @@ def _topology(shards: list[str], topo_files: list[str]) -> TopologySnapshot:
     topology = None
     for spec in topo_files:
         kind, _, rest = spec.partition(":")
+        kind, _, itype = kind.partition("=")
         path, _, host = rest.partition("@")
         if not path:
-            raise InputError(f"--topology {spec!r}: expected KIND:FILE[@HOST]")
-        if kind in ("nvidia-smi", "neuron") and not host:
+            raise InputError(f"--topology {spec!r}: expected KIND[=INSTANCE_TYPE]:FILE[@HOST]")
+        if kind in _PER_HOST and not host:
             raise InputError(f"--topology {spec!r}: {kind} output lists one host's devices without the host's name; "
                              f"say which host it came from: {kind}:{path}@HOST")
+        if itype and kind not in ("trainium", "inferentia"):
+            raise InputError(f"--topology {spec!r}: =INSTANCE_TYPE applies to trainium and inferentia only")
         if not Path(path).is_file():
             raise InputError(f"--topology {spec!r}: no such file {path!r}")
         text = read_utf8(Path(path))
+        opts = {k: v for k, v in (("host", host), ("instance_type", itype)) if v}
         if kind == "scontrol-topology":
             topology = text
         else:
-            sources.append((kind, text, {"host": host}) if host else (kind, text))
+            sources.append((kind, text, opts) if opts else (kind, text))
     snap = fetch_snapshot(sources, topology=topology) if sources else TopologySnapshot(())
     known = snap.index
     missing = [s for s in shards if s not in known]
@@ -136,9 +142,11 @@ def _topology(shards: list[str], topo_files: list[str]) -> TopologySnapshot:
 def observe(
     telemetry: Path = typer.Argument(..., help="Long CSV tick,shard,<signals> of the observation window."),
     baseline: Path = typer.Option(None, "--baseline", help="Long CSV of a healthy baseline (curated first)."),
-    topo: list[str] = typer.Option([], "--topology", help="KIND:FILE[@HOST], KIND in scontrol, sinfo, k8s, "
-                                   "nvidia-smi, neuron, tpu, scontrol-topology (repeatable); @HOST, the host the output came from, is required for "
-                                   "nvidia-smi and neuron."),
+    topo: list[str] = typer.Option([], "--topology", help="KIND[=INSTANCE_TYPE]:FILE[@HOST], KIND in scontrol, sinfo, k8s, "
+                                   "nvidia-smi, neuron, trainium, inferentia, tpu, scontrol-topology (repeatable); @HOST, the host the output "
+                                   "came from, is required for nvidia-smi, neuron, trainium and inferentia; =INSTANCE_TYPE (e.g. "
+                                   "trainium=trn2.48xlarge) picks the family of trainium / inferentia (default trn1.32xlarge / inf2.48xlarge). "
+                                   "`deploysignal fleet topology --from TOOL --save FILE` captures a tool's output."),
     events: Path = typer.Option(None, "--events", help="JSONL of ClusterEvent objects (freeze hook)."),
     q: float = typer.Option(0.05, help="FDR level of shard flags."),
     signals_file: Path = typer.Option(None, "--signals", help="Signals file (direction/kind per signal); "
@@ -192,6 +200,87 @@ def observe(
     for a in o.attributions:  # with --jsonl on stderr: stdout stays JSON lines (`deploysignal ui --fleet`); the last line holds them too
         (err if jsonl else out).print(f"{a.kind}: {a.level} {a.node} ({len(a.shards)} shard(s), log e {a.log_e:.2f})")
     raise typer.Exit(4 if (o.flagged or o.fleet_fired) else 0)
+
+
+@app.command("topology")
+@_guard
+def topology_cmd(
+    tool: str = typer.Option(..., "--from", help="Tool to run: nvidia-smi (topo -m), kubectl (get nodes -o json), "
+                             "neuron-ls (--json-output), gcloud-tpu (compute tpus tpu-vm describe), scontrol (show node)."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds the tool may run before it is stopped (at most 3600; "
+                                  "the command returns within it plus 1 s)."),
+    host: Optional[str] = typer.Option(None, "--host", help="nvidia-smi / neuron-ls: the host the devices belong to "
+                                       "(default: this machine's host name)."),
+    instance_type: Optional[str] = typer.Option(None, "--instance-type", help="neuron-ls: EC2 instance type, e.g. "
+                                                "trn1.32xlarge, trn2.48xlarge (4x4 torus) or inf2.48xlarge (ring); checks the wiring."),
+    tpu: Optional[str] = typer.Option(None, "--tpu", help="gcloud-tpu: TPU VM name."),
+    zone: Optional[str] = typer.Option(None, "--zone", help="gcloud-tpu: its zone."),
+    selector: Optional[str] = typer.Option(None, "--selector", "-l", help="kubectl: label selector."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Parse this captured output instead of running the tool."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the tool's raw output here and print the "
+                                        "`fleet observe --topology` spec that reads it back (in the JSON too, key saved; "
+                                        "the path may not contain '@')."),
+    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as one JSON object."),
+) -> None:
+    """Fetch the fleet topology live from a cluster tool (with a timeout) and print shards, levels and
+    interconnect hop distances; exit 2 when the tool is missing, fails, times out or prints something
+    that does not parse (the message names the line)."""
+    from ..sources import fetch_topology, tool_kind
+
+    if save is not None and "@" in str(save):  # observe --topology KIND:FILE@HOST splits at the first '@'
+        raise InputError(f"--save {save}: the path contains '@', which `fleet observe --topology KIND:FILE@HOST` "
+                         "would read as the start of the host name; choose a path without '@'", column="save")
+    kind = tool_kind(tool, instance_type)
+    text = read_utf8(file) if file is not None else None
+    snap, raw = fetch_topology(tool, timeout=timeout, host=host, instance_type=instance_type, tpu=tpu, zone=zone,
+                               selector=selector, text=text)
+    doc = topology_json(snap)
+    doc["tool"] = tool
+    if save is not None:
+        save.write_text(raw, encoding="utf-8")
+        # the spec observe re-parses into the same snapshot: the instance type picks the same family and size
+        spec = (f"{kind}" + (f"={instance_type}" if instance_type else "") + f":{save}"
+                + (f"@{snap.shards[0].host}" if kind in _PER_HOST and len(snap) else ""))
+        doc["saved"] = {"file": str(save), "topology_spec": spec}
+    if as_json:
+        out.print(json.dumps(doc, sort_keys=True), soft_wrap=True)
+    else:
+        _print_topology(doc, snap, tool)
+    if save is not None:
+        err.print(f"wrote the raw output to {save}; use it with `deploysignal fleet observe ... --topology "
+                  f"{doc['saved']['topology_spec']}`", soft_wrap=True)
+
+
+def _print_topology(doc: dict[str, Any], snap: TopologySnapshot, tool: str) -> None:
+    levels = ", ".join(f"{n} {lv}" for lv, n in doc["levels"].items() if n)
+    out.print(f"{len(snap)} shards from {tool} ({levels or 'no levels above the shard'})")
+    for h, d in doc["link_hops"].items():
+        apart = any(v is None for row in d["matrix"] for v in row)  # e.g. two separate NVLink pairs
+        out.print(f"  {h}: {d['interconnect']}, {len(d['shards'])} devices, hop distances 1..{d['diameter']}"
+                  + (" between linked pairs, some pairs not linked" if apart else "")
+                  + (f" ({d['links_source']})" if d["links_source"] else ""), soft_wrap=True)
+    for sh in doc["shards"]:
+        where = " ".join(f"{lv}={sh[lv]}" for lv in ("host", "nvlink", "rack", "switch", "zone") if sh[lv])
+        out.print(f"  {sh['shard_id']}: {where}" + (f" links={','.join(sh['links'])}" if sh["links"] else ""), soft_wrap=True)
+
+
+def topology_json(snap: TopologySnapshot) -> dict[str, Any]:
+    """The snapshot as JSON: shards (levels, attrs, links), node counts per level and, per host whose
+    devices report interconnect links, the hop-distance matrix (``null``: not joined by links)."""
+    from ..fleet import LEVELS
+
+    shards = [{"shard_id": s.shard_id, **{lv: s.node(lv) for lv in LEVELS}, "attrs": dict(s.attrs),
+               "links": list(s.links)} for s in snap.shards]
+    hops: dict[str, Any] = {}
+    for h in snap.nodes("host"):
+        members = snap.members("host", h)
+        if not any(snap.shards[snap.index[m]].links for m in members):
+            continue
+        matrix = [[snap.link_hops(a, b) for b in members] for a in members]
+        first = snap.shards[snap.index[members[0]]]
+        hops[h] = {"shards": list(members), "matrix": matrix, "diameter": max(v for row in matrix for v in row if v is not None),
+                   "interconnect": first.attr("interconnect") or "links", "links_source": first.attr("links_source") or ""}
+    return {"shards": shards, "levels": {lv: len(snap.nodes(lv)) for lv in LEVELS}, "link_hops": hops}
 
 
 @app.command()
@@ -250,40 +339,96 @@ def curate_cmd(
 
 @app.command()
 @_guard
-def coverage(out_path: Optional[Path] = typer.Option(None, "--out", help="Markdown file to write (default: fleet_coverage.md in a new "
-                                                     "temporary directory; the path is printed).")) -> None:
-    """Regenerate the coverage matrix (6 failure types x 20 variations) as Markdown."""
+def coverage(
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Markdown file to write (default: fleet_coverage.md in a new "
+                                            "temporary directory; the path is printed)."),
+    as_json: bool = typer.Option(False, "--json", help="Also print the grid and the envelope as one JSON object (last line)."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeded runs per grid cell (seeds 0..N-1)."),
+    envelope: bool = typer.Option(True, "--envelope/--no-envelope", help="Also compute the detection envelope (minutes)."),
+    runs: int = typer.Option(44, "--runs", min=1, help="Envelope: seeded runs per severity (44 of 44 detected puts the one-sided "
+                             "99% Clopper-Pearson lower bound at 0.9006)."),
+    sizes: str = typer.Option("4x4x4,8x4x4,32x4x4", "--sizes", help="Envelope: fleet shapes RACKSxHOSTSxGPUS, comma-separated."),
+    failures: str = typer.Option(",".join(COVERAGE_TYPES), "--failures", help="Failure types to run, comma-separated."),
+) -> None:
+    """Coverage grid (8 failure types x several severities x seeds, down to where detection fails) and
+    detection envelope (smallest severity detected with >= 90% probability, CP99-bounded, per failure
+    type and fleet size), as Markdown (and JSON with --json)."""
+    shapes = []
+    for part in sizes.split(","):
+        dims = part.strip().lower().split("x")
+        if len(dims) != 3 or not all(d.isdigit() and int(d) > 0 for d in dims):
+            raise InputError(f"--sizes: expected RACKSxHOSTSxGPUS like 8x4x4, got {part.strip()!r}", column="sizes")
+        shapes.append((int(dims[0]), int(dims[1]), int(dims[2])))
+    types = [f.strip() for f in failures.split(",") if f.strip()]
+    bad = [f for f in types if f not in COVERAGE_TYPES]
+    if bad or not types:
+        raise InputError(f"--failures: unknown failure type {bad[0] if bad else ''!r}; valid: {', '.join(COVERAGE_TYPES)}",
+                         column="failures")
     out_path = report_path(out_path, "fleet_coverage.md", "fleet-coverage")
-    rows = coverage_matrix()
-    lines = [
-        "# Fleet observer coverage matrix",
-        "",
-        "Regenerate: `PYTHONPATH=src python -m deploysignal.cli._fleet coverage --out docs/fleet_coverage.md`",
-        "(deterministic: seeds 0-4 x 4 magnitudes per failure type). Fleet: 8 racks x 4 hosts x 4 GPUs = 128",
-        "shards, 4 signals, AR(1) phi=0.3 noise plus a shared fleet-wide load pattern; fault at tick 100, observed",
-        "for 300 ticks; q = 0.05, kappa = 0.1, max_faulty_fraction = 0.1, max_hops = 4, min_members = 2, min_fraction = 0.6. Magnitudes are",
-        "in units of the per-tick noise sd (fleet_event: of the fleet median's own variability, which includes",
-        "the load pattern). Attribution correct = the right kind, level and node named, no false shard flag,",
-        "and (except fleet_event) no fleet-level alarm.",
-        "",
-        "| failure | runs | detected | attributed (of detected) | median delay (ticks) | false flags (total) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for f in FAILURE_TYPES:
-        rs = [r for r in rows if r["failure"] == f]
-        det = [r for r in rs if r["detected"]]
-        att = [r for r in det if r["attributed"]]
-        delays = [r["delay"] for r in det if r["delay"] is not None]
-        lines.append(f"| {f} | {len(rs)} | {len(det)}/{len(rs)} | {len(att)}/{len(det)}"
-                     f" ({(len(att) / len(det) if det else float('nan')):.0%}) |"
-                     f" {float(np.median(delays)) if delays else float('nan'):.0f} | {sum(r['false_flags'] for r in rs)} |")
-    lines += ["", "## Per run", "", "| failure | magnitude | seed | detected | attributed | delay | named |",
-              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['failure']} | {r['magnitude']} | {r['seed']} | {r['detected']} | {r['attributed']} |"
-                     f" {r['delay']} | {r['named'] or '-'} |")
-    out_path.write_text("\n".join(lines) + "\n")
+    rows: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = []
+    for n, f in enumerate(types, start=1):  # one type at a time, to say on stderr how far it got (minutes in all)
+        err.print(f"coverage {n}/{len(types)}: {f}: grid of {len(SEVERITIES[f])} severities x {seeds} seed(s)"
+                  + (f", then the envelope at {len(shapes)} fleet size(s) x up to {runs} runs per severity" if envelope else ""))
+        rows += coverage_grid(seeds=tuple(range(seeds)), failures=[f])
+        env += detection_envelope(failures=[f], shapes=tuple(shapes), runs=runs) if envelope else []
+    subset = "" if tuple(types) == COVERAGE_TYPES else f" --failures {','.join(types)}"
+    out_path.write_text("\n".join(coverage_markdown(rows, env, seeds=seeds, runs=runs, sizes=sizes + subset)) + "\n")
     out.print(f"wrote {out_path}")
+    if as_json:
+        out.print(json.dumps({"grid": rows, "envelope": env}, sort_keys=True), soft_wrap=True)
+
+
+def coverage_markdown(rows: list[dict[str, Any]], env: list[dict[str, Any]], *, seeds: int, runs: int, sizes: str) -> list[str]:
+    """The Markdown of ``fleet coverage``: per failure type and severity, then the envelope, then per run."""
+    lines = [
+        "# Fleet observer coverage grid and detection envelope",
+        "",
+        f"Regenerate: `PYTHONPATH=src python -m deploysignal.cli._fleet coverage --seeds {seeds} --runs {runs} --sizes {sizes}"
+        " --out docs/fleet_coverage.md`",
+        f"(deterministic; seeds 0-{seeds - 1} per cell). Grid fleet: 8 racks x 4 hosts x 4 GPUs = 128 shards, 4 signals,",
+        "AR(1) phi=0.3 noise plus a shared fleet-wide load pattern; fault at tick 100, observed for 300 ticks; q = 0.05,",
+        "kappa = 0.1, max_faulty_fraction = 0.1, max_hops = 4, min_members = 2, min_fraction = 0.6. Severities are in",
+        "units of the per-tick noise sd (fleet_event: of the fleet median's own variability, which includes the load",
+        "pattern). Detected = a faulty shard flagged (fleet_event: the fleet-level alarm). Named = the right kind, level",
+        "and node attributed, no false shard flag, (except fleet_event) no fleet-level alarm; event_conditional also no",
+        "flag during the 100-tick freeze; multiple_testing: no healthy shard flagged. Power = share of the faulty shards",
+        "flagged. multiple_testing: 10 scattered shards, each one shift of severity x U(0.5, 1.5) on its own random",
+        "signal. Rack evidence (rack faults): the faulty rack's average e-value ended >= 20, the evidence a rack-level",
+        "alarm would act on (the observer here raises none; no control across racks). No hierarchical type: it needs",
+        "rack-level alarms. Failure types: docstring of `deploysignal.fleet._coverage`.",
+        "",
+        "| failure | severity | detected | named (of detected) | median delay | false flags | mean power | rack evidence |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    cells: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["failure"], r["severity"]), []).append(r)
+    for (f, sev), rs in cells.items():
+        det = [r for r in rs if r["detected"]]
+        delays = [r["delay"] for r in det if r["delay"] is not None]
+        rack = [r["rack_evidence"] for r in rs if r["rack_evidence"] is not None]
+        power = [r["power"] for r in rs if r["power"] is not None]
+        lines.append(f"| {f} | {sev:g} | {len(det)}/{len(rs)} | {sum(r['attributed'] for r in det)}/{len(det)} |"
+                     f" {f'{float(np.median(delays)):.0f}' if delays else '-'} | {sum(r['false_flags'] for r in rs)} |"
+                     f" {f'{np.mean(power):.2f}' if power else '-'} | {f'{sum(rack)}/{len(rack)}' if rack else '-'} |")
+    if env:
+        lines += ["", "## Detection envelope", "",
+                  "Smallest grid severity whose detection probability is >= 0.9 with one-sided 99% Clopper-Pearson confidence",
+                  f"({runs} seeded runs, all detected; each severity tried from the smallest up and stopped at its first miss).",
+                  "`tried`: severity detected/run until the first miss. `none`: no grid severity qualifies.", "",
+                  "| failure | shards | envelope (sd) | CP99 lower bound | tried |", "|---|---|---|---|---|"]
+        for e in env:
+            tried = ", ".join(f"{s:g}: {h}/{n}" for s, h, n in e["tried"])
+            level = "none" if e["envelope"] is None else f"{e['envelope']:g}"
+            lines.append(f"| {e['failure']} | {e['shards']} | {level} |"
+                         f" {'-' if e['cp_lower'] is None else e['cp_lower']} | {tried} |")
+    lines += ["", "## Per run", "", "| failure | severity | seed | detected | named | delay | false flags | power | named nodes |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['failure']} | {r['severity']:g} | {r['seed']} | {r['detected']} | {r['attributed']} | {r['delay']} |"
+                     f" {r['false_flags']} | {r['power']} | {r['named'] or '-'} |")
+    return lines
 
 
 def _load_entity(d: Path, name: str, split: str) -> np.ndarray | None:

@@ -15,10 +15,14 @@ from ._fdr import adjust_running_max, ebh, ebh_batch, running_max_counterexample
 from ._observer import FleetObserver, ObserverSettings, attribute
 from ._topology import (
     LEVELS,
+    NEURON_FAMILIES,
+    TPU_CORES_PER_CHIP,
+    NeuronFamily,
     Shard,
     TopologySnapshot,
     expand_hostlist,
     fetch_snapshot,
+    parse_inferentia_ls,
     parse_k8s_nodes,
     parse_neuron_ls,
     parse_nvidia_smi_topo,
@@ -26,11 +30,14 @@ from ._topology import (
     parse_scontrol_topology,
     parse_sinfo,
     parse_tpu_describe,
+    parse_trainium_ls,
 )
 
 __all__ = [
     "LEVELS",
     "MIN_LOAD_SHARE",
+    "NEURON_FAMILIES",
+    "TPU_CORES_PER_CHIP",
     "Attribution",
     "ClusterEvent",
     "CommonMode",
@@ -40,6 +47,7 @@ __all__ = [
     "FleetObservation",
     "FleetObserver",
     "FleetTick",
+    "NeuronFamily",
     "NodeEvidence",
     "ObserverSettings",
     "Shard",
@@ -56,6 +64,7 @@ __all__ = [
     "fit_common_mode",
     "fit_common_mode_or_reason",
     "group_log_e",
+    "parse_inferentia_ls",
     "parse_k8s_nodes",
     "parse_neuron_ls",
     "parse_nvidia_smi_topo",
@@ -63,6 +72,7 @@ __all__ = [
     "parse_scontrol_topology",
     "parse_sinfo",
     "parse_tpu_describe",
+    "parse_trainium_ls",
     "robust_residuals",
     "running_max_counterexample",
 ]

@@ -61,16 +61,23 @@ def run_scenario(
     settings: ObserverSettings | None = None,
     with_event: bool = False,
     keep_timeline: bool = False,
+    fleet_shape: tuple[int, int, int] = (8, 4, 4),
+    event_window: int | None = None,
 ) -> ScenarioResult:
-    """Simulate one fault on a 8-rack x 4-host x 4-GPU fleet (128 shards) and score the observer.
+    """Simulate one fault on a fleet of ``fleet_shape`` = racks x hosts x GPUs (default 8 x 4 x 4 = 128
+    shards) and score the observer.
 
-    ``failure`` is one of :data:`FAILURE_TYPES` or ``"clean"`` / ``"fdr"``; ``with_event`` registers a
-    matching cluster event (``firmware_push``) covering the fault's scope and duration, so the freeze
-    hook should prevent per-shard blame.
+    ``failure`` is one of :data:`FAILURE_TYPES` or ``"clean"`` / ``"fdr"`` (``"fdr"``: 10 of 128 shards
+    faulty, the same share of other fleet sizes, at least 2, each shifted once, by ``magnitude`` x
+    U(0.5, 1.5) on its own random signal; the other types shift every shard of their scope by
+    ``magnitude`` on one common signal). ``truth["shifts"]`` lists every injected shift as (shard,
+    signal index, strength): the injection is driven by that list. ``with_event`` registers a matching
+    cluster event (``firmware_push``) covering the fault's scope for ``event_window`` observed ticks
+    (default: the whole run), so the freeze hook should prevent per-shard blame while it lasts.
     """
     if failure not in FAILURE_TYPES + ("clean", "fdr"):
         raise InputError(f"unknown failure {failure!r}; valid: {', '.join(FAILURE_TYPES + ('clean', 'fdr'))}")
-    topo = TopologySnapshot.synthetic(8, 4, 4, racks_per_switch=2, racks_per_zone=4)
+    topo = TopologySnapshot.synthetic(*fleet_shape, racks_per_switch=2, racks_per_zone=4)
     rng = np.random.default_rng([seed, 7])
     x = _fleet(seed, ticks, n_signals, topo, phi=0.3)
     ids = np.array(topo.ids)
@@ -104,14 +111,17 @@ def run_scenario(
         affected[:] = True
         truth.update(kind="fleet_event", level="fleet", node="fleet")
     elif failure == "fdr":
-        affected[rng.choice(len(topo), 10, replace=False)] = True
+        affected[rng.choice(len(topo), max(2, round(len(topo) * 10 / 128)), replace=False)] = True
         truth.update(kind="shard_fault", level="shard", node="*")
-    shape = ramp if failure == "shard_drift" else step
-    x[:, affected, sig] += (magnitude * shape)
-    if failure == "fdr":  # scattered shards of random strength, on random signals
-        for i in np.flatnonzero(affected):
-            x[:, i, int(rng.integers(n_signals))] += magnitude * (0.5 + rng.random()) * step[:, 0]
+    profile = (ramp if failure == "shard_drift" else step)[:, 0]
+    if failure == "fdr":  # scattered shards, each one shift of its own strength on its own random signal
+        shifts = [(int(i), int(rng.integers(n_signals)), magnitude * (0.5 + rng.random())) for i in np.flatnonzero(affected)]
+    else:  # the whole scope shifted by the severity on one common signal
+        shifts = [(int(i), sig, magnitude) for i in np.flatnonzero(affected)]
+    for i, k, strength in shifts:  # the record drives the injection: truth["shifts"] is what was added
+        x[:, i, k] += strength * profile
     truth["affected"] = tuple(str(s) for s in ids[affected])
+    truth["shifts"] = tuple((str(ids[i]), k, strength) for i, k, strength in shifts)
     base = x[:onset]
     med = np.median(base, axis=1)
     loc = np.median(med, axis=0)
@@ -121,7 +131,7 @@ def run_scenario(
     if with_event:
         lvl = truth.get("level", "fleet")
         scope = () if lvl == "fleet" else ((truth["node"],) if lvl != "shard" else truth["affected"])
-        obs.add_event(ClusterEvent(kind="firmware_push", start_tick=0, window=ticks - onset,
+        obs.add_event(ClusterEvent(kind="firmware_push", start_tick=0, window=event_window or ticks - onset,
                                    scope_level=lvl, scope=scope, source="scenario"))
     first = None
     timeline = []

@@ -7,8 +7,12 @@ Adapters parse the text the tools print and raise :class:`~deploysignal.InputErr
   ``sinfo -N -h -o "%N %P %G %T"``-style node lines.
 - Kubernetes: ``kubectl get nodes -o json`` with topology labels.
 - NVIDIA: ``nvidia-smi topo -m`` matrix (GPU shards of one host, NVLink domains).
-- AWS Neuron: ``neuron-ls --json-output``.
-- Google TPU: ``gcloud compute tpus tpu-vm describe --format=json``.
+- AWS Neuron: ``neuron-ls --json-output``; Trainium (trn1, trn1n, trn2: 16 devices in a 4x4 2D torus)
+  and Inferentia2 (inf2: a ring) are distinct adapters (:func:`parse_trainium_ls`,
+  :func:`parse_inferentia_ls`) that keep each device's NeuronLink neighbours, so
+  :meth:`TopologySnapshot.link_hops` gives torus / ring hop distances.
+- Google TPU: ``gcloud compute tpus tpu-vm describe --format=json``; chips per TensorCore count from
+  :data:`TPU_CORES_PER_CHIP` (one row per generation).
 
 :func:`fetch_snapshot` merges any subset of these; missing levels stay ``None`` (sparse data is fine:
 attribution only walks the levels it knows).
@@ -19,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -27,17 +31,22 @@ from .._exceptions import InputError
 
 __all__ = [
     "LEVELS",
+    "NEURON_FAMILIES",
+    "TPU_CORES_PER_CHIP",
+    "NeuronFamily",
     "Shard",
     "TopologySnapshot",
     "expand_hostlist",
     "fetch_snapshot",
     "parse_k8s_nodes",
+    "parse_inferentia_ls",
     "parse_neuron_ls",
     "parse_nvidia_smi_topo",
     "parse_scontrol_nodes",
     "parse_scontrol_topology",
     "parse_sinfo",
     "parse_tpu_describe",
+    "parse_trainium_ls",
 ]
 
 #: topology levels above a shard, nearest first (hop distance = index + 1)
@@ -46,7 +55,12 @@ LEVELS = ("host", "nvlink", "rack", "switch", "zone")
 
 @dataclass(frozen=True, slots=True)
 class Shard:
-    """One observed unit (a GPU, NeuronCore device or TPU chip) and where it sits."""
+    """One observed unit (a GPU, NeuronCore device or TPU chip) and where it sits.
+
+    ``links`` are the shard ids it is wired to directly over the device interconnect (NeuronLink,
+    NVLink); :meth:`TopologySnapshot.link_hops` walks them. ``attrs`` carries adapter facts such as
+    ``("accelerator", "trn1")`` and ``("interconnect", "torus 4x4")``.
+    """
 
     shard_id: str
     host: str | None = None
@@ -55,9 +69,13 @@ class Shard:
     switch: str | None = None
     zone: str | None = None
     attrs: tuple[tuple[str, str], ...] = field(default=())
+    links: tuple[str, ...] = field(default=())
 
     def node(self, level: str) -> str | None:
         return getattr(self, level)
+
+    def attr(self, key: str) -> str | None:
+        return next((v for k, v in self.attrs if k == key), None)
 
 
 @dataclass(frozen=True)
@@ -149,6 +167,37 @@ class TopologySnapshot:
             na, nb = sa.node(level), sb.node(level)
             if na is not None and na == nb:
                 return h
+        return None
+
+    def link_hops(self, a: str, b: str) -> int | None:
+        """Hops between two shards over the device interconnect (``Shard.links``): 0 for the same
+        shard, 1 for direct neighbours, ... (breadth-first search); ``None`` when no chain of links
+        joins them (other hosts, or an adapter that does not report links).
+
+        Examples
+        --------
+        >>> ring = [Shard(f"d{i}", host="h", links=(f"d{(i - 1) % 6}", f"d{(i + 1) % 6}")) for i in range(6)]
+        >>> snap = TopologySnapshot.from_shards(ring)
+        >>> snap.link_hops("d0", "d1"), snap.link_hops("d0", "d3"), snap.link_hops("d0", "d5")
+        (1, 3, 1)
+        """
+        idx = self.index
+        if a not in idx or b not in idx:
+            raise InputError(f"unknown shard {a if a not in idx else b!r}", column="shard_id")
+        if a == b:
+            return 0
+        seen, frontier, d = {a}, [a], 0
+        while frontier:
+            d += 1
+            nxt = []
+            for s in frontier:
+                for n in self.shards[idx[s]].links:
+                    if n == b:
+                        return d
+                    if n in idx and n not in seen:
+                        seen.add(n)
+                        nxt.append(n)
+            frontier = nxt
         return None
 
     def subset(self, ids: Iterable[str]) -> TopologySnapshot:
@@ -413,7 +462,8 @@ def _components(nodes: list[int], edges: list[tuple[int, int]]) -> dict[int, int
 # --------------------------------------------------------------------------- nvidia-smi
 def parse_nvidia_smi_topo(text: str, host: str) -> list[Shard]:
     """Parse ``nvidia-smi topo -m``: GPU shards of ``host``; GPUs joined by NVLink (``NV#``) or an
-    NVSwitch share an ``nvlink`` domain (connected components of the NV# graph)."""
+    NVSwitch share an ``nvlink`` domain (connected components of the NV# graph), and each GPU keeps its
+    ``NV#`` peers as ``links`` (:meth:`TopologySnapshot.link_hops`)."""
     lines = [(i, ln.rstrip("\n")) for i, ln in enumerate(text.splitlines(), start=1)]
     header = next(((i, ln) for i, ln in lines if ln.strip().startswith("GPU0")), None)
     if header is None:
@@ -448,17 +498,62 @@ def parse_nvidia_smi_topo(text: str, host: str) -> list[Shard]:
     num = [int(g[3:]) for g in gpu_cols]
     edges = [(int(g[3:]), num[j]) for g, cells in rows.items() for j, c in enumerate(cells) if c.startswith("NV")]
     comp = _components(num, edges)
-    return [Shard(f"{host}/gpu{d}", host=host, nvlink=f"{host}/nvl-gpu{comp[d]}") for d in num]
+    nbrs: dict[int, set[int]] = {d: set() for d in num}
+    for a, b in edges:
+        if a != b:
+            nbrs[a].add(b)
+            nbrs[b].add(a)
+    return [Shard(f"{host}/gpu{d}", host=host, nvlink=f"{host}/nvl-gpu{comp[d]}", attrs=(("accelerator", "nvidia"), ("interconnect", "nvlink")),
+                  links=tuple(f"{host}/gpu{c}" for c in sorted(nbrs[d]))) for d in num]
 
 
 # --------------------------------------------------------------------------- AWS Neuron
-def parse_neuron_ls(text: str, host: str) -> list[Shard]:
-    """Parse ``neuron-ls --json-output``: one shard per Neuron device; devices linked by
-    ``connected_to`` form one ``nvlink`` (NeuronLink) domain."""
+@dataclass(frozen=True)
+class NeuronFamily:
+    """An AWS Neuron instance family: its chip, how the chips of one instance are wired and how many
+    chips its sizes have.
+
+    ``interconnect`` is ``"torus"`` (a ``torus`` = rows x columns 2D torus with wrap-around: each chip
+    has 4 NeuronLink neighbours) or ``"ring"`` (each chip has 2).
+    """
+
+    name: str
+    chip: str
+    interconnect: str
+    sizes: tuple[int, ...]
+    torus: tuple[int, int] | None = None
+    #: devices per instance size (the part after the dot: ``32xlarge`` -> 16)
+    size_devices: tuple[tuple[str, int], ...] = ()
+
+
+#: Instance families by the prefix of their instance type (``trn1.32xlarge`` -> ``trn1``). Sources (AWS
+#: Neuron documentation, "Neuron architecture"; the EC2 instance-type pages of Trn1, Trn2 and Inf2 for
+#: the device count of each size): Trn1/Trn1n, 1 (trn1.2xlarge) or 16 (trn1.32xlarge, trn1n.32xlarge)
+#: Trainium chips whose NeuronLink-v2 is a 2D torus (older pages call it a 4D hypercube, the same graph
+#: as a 4x4 torus); Trn2, 1 (trn2.3xlarge) or 16 (trn2.48xlarge) Trainium2 chips on NeuronLink-v3's 4x4
+#: torus; Inf2, 1 (inf2.xlarge, inf2.8xlarge), 6 (inf2.24xlarge) or 12 (inf2.48xlarge) Inferentia2
+#: chips. The Inf2 ring is an assumption: the Inf2 pages name NeuronLink-v2 but no shape in text; a
+#: capture whose links are not a ring is refused by :func:`parse_inferentia_ls` (use
+#: :func:`parse_neuron_ls`, which keeps the reported links unchecked).
+NEURON_FAMILIES: dict[str, NeuronFamily] = {
+    "trn1": NeuronFamily("trn1", "Trainium", "torus", (1, 16), (4, 4), (("2xlarge", 1), ("32xlarge", 16))),
+    "trn1n": NeuronFamily("trn1n", "Trainium", "torus", (16,), (4, 4), (("32xlarge", 16),)),
+    "trn2": NeuronFamily("trn2", "Trainium2", "torus", (1, 16), (4, 4), (("3xlarge", 1), ("48xlarge", 16))),
+    "inf2": NeuronFamily("inf2", "Inferentia2", "ring", (1, 6, 12),
+                         size_devices=(("xlarge", 1), ("8xlarge", 1), ("24xlarge", 6), ("48xlarge", 12))),
+}
+
+_PARTIAL_VIEW = ("; inside a container allocated part of the instance neuron-ls lists only the visible devices, whose "
+                 "wiring cannot be checked against the family's: read it without the instance type (`fleet topology "
+                 "--from neuron-ls` without --instance-type, `fleet observe --topology neuron:FILE@HOST`), which keeps "
+                 "the reported links unchecked")
+
+
+def _neuron_devices(text: str) -> dict[int, list[int]]:
+    """Device id -> ``connected_to`` list from ``neuron-ls --json-output``."""
     doc = _load_json(text, "neuron-ls")
     if not isinstance(doc, list) or not doc:
         raise InputError("expected a non-empty JSON list of devices", column="[]")
-    ids: list[int] = []
     links: dict[int, list[int]] = {}
     for i, dev in enumerate(doc):
         if not isinstance(dev, dict) or not isinstance(dev.get("neuron_device"), int):
@@ -468,13 +563,172 @@ def parse_neuron_ls(text: str, host: str) -> list[Shard]:
             conn = []
         if not isinstance(conn, list) or not all(isinstance(c, int) for c in conn):
             raise InputError("'connected_to' must be a list of device ids", column=f"[{i}].connected_to")
-        ids.append(dev["neuron_device"])
+        if dev["neuron_device"] in links:
+            raise InputError(f"device {dev['neuron_device']} listed twice", column=f"[{i}].neuron_device")
         links[dev["neuron_device"]] = conn
+    return links
+
+
+def parse_neuron_ls(text: str, host: str) -> list[Shard]:
+    """Parse ``neuron-ls --json-output`` without knowing the instance family: one shard per Neuron
+    device; devices linked by ``connected_to`` form one ``nvlink`` (NeuronLink) domain and keep those
+    links (:meth:`TopologySnapshot.link_hops`). Use :func:`parse_trainium_ls` /
+    :func:`parse_inferentia_ls` when the instance type is known: they check the wiring against the
+    family's."""
+    links = _neuron_devices(text)
+    return _neuron_shards(host, links, (("accelerator", "neuron"),))
+
+
+def _neuron_shards(host: str, links: Mapping[int, list[int]], attrs: tuple[tuple[str, str], ...]) -> list[Shard]:
+    ids = list(links)
     comp = _components(ids, [(d, c) for d, conn in links.items() for c in conn if c in links])
-    return [Shard(f"{host}/nd{d}", host=host, nvlink=f"{host}/nlink-{comp[d]}") for d in ids]
+    return [Shard(f"{host}/nd{d}", host=host, nvlink=f"{host}/nlink-{comp[d]}", attrs=attrs,
+                  links=tuple(f"{host}/nd{c}" for c in links[d] if c in links)) for d in ids]
+
+
+def _family(instance_type: str, interconnect: str) -> NeuronFamily:
+    fam = NEURON_FAMILIES.get(instance_type.split(".", 1)[0].strip().lower())
+    valid = [k for k, f in NEURON_FAMILIES.items() if f.interconnect == interconnect]
+    if fam is None or fam.interconnect != interconnect:
+        raise InputError(f"instance type {instance_type!r} is not one of the {interconnect} families "
+                         f"({', '.join(valid)})", column="instance_type")
+    return fam
+
+
+def _distance_profile(links: Mapping[int, list[int]], start: int) -> dict[int, int]:
+    """How many devices lie at each hop distance from ``start`` (breadth-first)."""
+    dist = {start: 0}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for d in frontier:
+            for c in links.get(d, []):
+                if c not in dist:
+                    dist[c] = dist[d] + 1
+                    nxt.append(c)
+        frontier = nxt
+    prof: dict[int, int] = {}
+    for v in dist.values():
+        prof[v] = prof.get(v, 0) + 1
+    return prof
+
+
+def _expected_profile(fam: NeuronFamily, n: int) -> dict[int, int]:
+    """Hop-distance profile of one chip in the family's wiring of ``n`` chips (vertex-transitive)."""
+    prof: dict[int, int] = {}
+    if fam.interconnect == "torus" and fam.torus is not None and n == fam.torus[0] * fam.torus[1]:
+        rows, cols = fam.torus
+        for r in range(rows):
+            for c in range(cols):
+                h = min(r, rows - r) + min(c, cols - c)
+                prof[h] = prof.get(h, 0) + 1
+    else:  # ring (a single chip: {0: 1})
+        for k in range(n):
+            h = min(k, n - k)
+            prof[h] = prof.get(h, 0) + 1
+    return prof
+
+
+def _family_links(fam: NeuronFamily, ids: list[int]) -> dict[int, list[int]]:
+    """The family's wiring over ``ids`` when neuron-ls reports no links: a row-major torus or a ring in
+    device order (an assumption, recorded in the shards' ``links_source`` attribute)."""
+    n = len(ids)
+    if n == 1:
+        return {ids[0]: []}
+    if fam.interconnect == "torus" and fam.torus is not None and n == fam.torus[0] * fam.torus[1]:
+        rows, cols = fam.torus
+        at = {(k // cols, k % cols): d for k, d in enumerate(ids)}
+        return {d: sorted({at[((k // cols + dr) % rows, (k % cols + dc) % cols)]
+                           for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1))}) for k, d in enumerate(ids)}
+    return {d: sorted({ids[(k - 1) % n], ids[(k + 1) % n]} - {d}) for k, d in enumerate(ids)}
+
+
+def _parse_family(text: str, host: str, instance_type: str, interconnect: str) -> list[Shard]:
+    fam = _family(instance_type, interconnect)
+    links = _neuron_devices(text)
+    ids = sorted(links)
+    size = instance_type.strip().lower().partition(".")[2]
+    per_size = dict(fam.size_devices)
+    if size and size not in per_size:
+        raise InputError(f"unknown {fam.name} size {instance_type!r}; known: "
+                         f"{', '.join(f'{fam.name}.{sz}' for sz in per_size)}", column="instance_type")
+    if size and len(ids) != per_size[size]:
+        n = per_size[size]
+        raise InputError(f"{fam.name}.{size} has {n} {fam.chip} device{'s' if n > 1 else ''}; neuron-ls lists "
+                         f"{len(ids)}{_PARTIAL_VIEW}", column="[]")
+    if len(ids) not in fam.sizes:  # a family without a size (``trn1``): any of its sizes
+        raise InputError(f"{fam.name} instances have {' or '.join(map(str, fam.sizes))} {fam.chip} devices; "
+                         f"neuron-ls lists {len(ids)}{_PARTIAL_VIEW}", column="[]")
+    source = "neuron-ls connected_to"
+    if not any(links.values()):
+        links = _family_links(fam, ids)
+        source = "assumed: " + ("row-major torus" if fam.interconnect == "torus" else "ring in device order")
+    else:
+        for i, d in enumerate(links):
+            for c in links[d]:
+                if c not in links or d not in links[c]:
+                    raise InputError(f"device {d} lists {c} in connected_to, but {c} does not list {d} back"
+                                     + ("" if c in links else f" (no device {c})"), column=f"[{i}].connected_to")
+        want = _expected_profile(fam, len(ids))
+        shape = (f"a {fam.torus[0]}x{fam.torus[1]} 2D torus" if fam.interconnect == "torus" and fam.torus
+                 else "a ring")
+        for i, d in enumerate(links):
+            got = _distance_profile(links, d)
+            if got != want:
+                raise InputError(f"{fam.name}: {fam.chip} devices are wired as {shape} (devices per hop distance "
+                                 f"{want}); device {d} sees {got}", column=f"[{i}].connected_to")
+    topo = (f"torus {fam.torus[0]}x{fam.torus[1]}" if fam.interconnect == "torus" and fam.torus and len(ids) > 1
+            else "ring" if len(ids) > 1 else "single")
+    attrs = (("accelerator", fam.name), ("chip", fam.chip), ("interconnect", topo), ("links_source", source))
+    return _neuron_shards(host, {d: links[d] for d in ids}, attrs)
+
+
+def parse_trainium_ls(text: str, host: str, instance_type: str = "trn1.32xlarge") -> list[Shard]:
+    """Parse ``neuron-ls --json-output`` of a Trainium instance (``trn1``, ``trn1n``, ``trn2``).
+
+    One shard per device, all in one NeuronLink domain, each keeping its 4 torus neighbours so
+    :meth:`TopologySnapshot.link_hops` gives torus distances (1 to 4 hops on a 4x4 torus). The reported
+    ``connected_to`` lists must be symmetric and form the family's 4x4 torus (every device sees 4, 6,
+    4, 1 devices at 1, 2, 3, 4 hops), else :class:`~deploysignal.InputError` names the device. When
+    neuron-ls reports no links, a row-major torus over the device ids is assumed and the shards say so
+    (``attr("links_source")``).
+
+    Examples
+    --------
+    >>> import json
+    >>> shards = parse_trainium_ls(json.dumps([{"neuron_device": d} for d in range(16)]), "trn-a")
+    >>> snap = TopologySnapshot.from_shards(shards)
+    >>> [snap.link_hops("trn-a/nd0", f"trn-a/nd{d}") for d in (1, 4, 5, 10)], shards[0].attr("interconnect")
+    ([1, 1, 2, 4], 'torus 4x4')
+    """
+    return _parse_family(text, host, instance_type, "torus")
+
+
+def parse_inferentia_ls(text: str, host: str, instance_type: str = "inf2.48xlarge") -> list[Shard]:
+    """Parse ``neuron-ls --json-output`` of an Inferentia2 instance (``inf2``): devices on a ring.
+
+    As :func:`parse_trainium_ls`, with the ring's profile (2 devices at each distance below n/2, one
+    at n/2 for even n): on ``inf2.48xlarge`` (12 devices) the farthest device is 6 hops away.
+
+    Examples
+    --------
+    >>> import json
+    >>> shards = parse_inferentia_ls(json.dumps([{"neuron_device": d} for d in range(12)]), "inf-a")
+    >>> snap = TopologySnapshot.from_shards(shards)
+    >>> [snap.link_hops("inf-a/nd0", f"inf-a/nd{d}") for d in (1, 6, 11)], shards[0].attr("interconnect")
+    ([1, 6, 1], 'ring')
+    """
+    return _parse_family(text, host, instance_type, "ring")
 
 
 # --------------------------------------------------------------------------- Google TPU
+#: What the number in ``acceleratorType`` counts, per generation: TensorCores per chip. v2, v3, v4 and v5p
+#: name slices by TensorCores (2 per chip: ``v5p-32`` is 16 chips); v5e (``v5litepod-N``) and v6e by chips
+#: (1 TensorCore per chip: ``v5litepod-16`` is 16 chips). Source: Google Cloud TPU documentation, "TPU
+#: versions" (v2, v3, v4, v5p, v5e, v6e pages). ``acceleratorConfig.topology``, when present, wins.
+TPU_CORES_PER_CHIP: dict[str, int] = {"v2": 2, "v3": 2, "v4": 2, "v5p": 2, "v5litepod": 1, "v6e": 1}
+
+
 def parse_tpu_describe(text: str) -> list[Shard]:
     """Parse ``gcloud compute tpus tpu-vm describe --format=json``: chips spread over the worker
     hosts in ``networkEndpoints``; the slice is the ``nvlink`` (ICI) domain, the zone from ``name``."""
@@ -497,12 +751,19 @@ def parse_tpu_describe(text: str) -> list[Shard]:
             chips *= int(d)
     else:
         acc = doc.get("acceleratorType")
-        m = re.fullmatch(r"v(\d+)\w*-(\d+)", str(acc))
+        m = re.fullmatch(r"(v\w+)-(\d+)", str(acc))
         if m is None:
             raise InputError(f"need acceleratorConfig.topology or acceleratorType like v4-32, got {acc!r}",
                              column="acceleratorType")
-        cores = int(m.group(2))
-        chips = cores // 2 if m.group(1) in ("2", "3", "4") else cores
+        gen, count = m.group(1), int(m.group(2))
+        if gen not in TPU_CORES_PER_CHIP:
+            raise InputError(f"unknown TPU generation {gen!r} in acceleratorType {acc!r} (known: "
+                             f"{', '.join(TPU_CORES_PER_CHIP)}); give acceleratorConfig.topology", column="acceleratorType")
+        per_chip = TPU_CORES_PER_CHIP[gen]
+        if count % per_chip:
+            raise InputError(f"{acc!r}: {count} TensorCores is not a whole number of {gen} chips ({per_chip} per chip)",
+                             column="acceleratorType")
+        chips = count // per_chip
     if chips % len(eps):
         raise InputError(f"{chips} chips do not split over {len(eps)} workers", column="networkEndpoints")
     per = chips // len(eps)
@@ -526,12 +787,14 @@ _KINDS: dict[str, _Parser] = {
     "k8s": parse_k8s_nodes,
     "nvidia-smi": parse_nvidia_smi_topo,
     "neuron": parse_neuron_ls,
+    "trainium": parse_trainium_ls,
+    "inferentia": parse_inferentia_ls,
     "tpu": parse_tpu_describe,
 }
 
 
 #: kinds whose output describes one host's devices without naming the host
-_PER_HOST = frozenset({"nvidia-smi", "neuron"})
+_PER_HOST = frozenset({"nvidia-smi", "neuron", "trainium", "inferentia"})
 
 
 def fetch_snapshot(
@@ -545,10 +808,11 @@ def fetch_snapshot(
     Parameters
     ----------
     sources : iterable of (kind, text) or (kind, text, options)
-        ``kind`` one of ``scontrol``, ``sinfo``, ``k8s``, ``nvidia-smi``, ``neuron``, ``tpu``; options
-        e.g. ``{"host": "gpu-a01"}`` for per-host tools. Texts are outputs the caller already fetched
+        ``kind`` one of ``scontrol``, ``sinfo``, ``k8s``, ``nvidia-smi``, ``neuron``, ``trainium``,
+        ``inferentia``, ``tpu``; options e.g. ``{"host": "gpu-a01"}`` for per-host tools (and
+        ``{"instance_type": "trn2.48xlarge"}`` for ``trainium`` / ``inferentia``). Texts are outputs the caller already fetched
         (the library does no I/O). Later sources fill levels earlier ones left empty; per-host shard
-        lists (nvidia-smi, neuron) replace the generic ``host/gpuN`` shards of that host.
+        lists (nvidia-smi, neuron, trainium, inferentia) replace the generic ``host/gpuN`` shards of that host.
     topology : str, optional
         ``scontrol show topology`` output: fills rack (leaf switch) and switch per host.
     host_zone : mapping, optional
@@ -575,17 +839,16 @@ def fetch_snapshot(
             old = by_host[h]
             # fill missing levels from whichever side knows them
             fill = {lv: next((x.node(lv) for x in old + lst if x.node(lv) is not None), None) for lv in LEVELS}
-            base = lst if kind in ("nvidia-smi", "neuron") else old
-            by_host[h] = [Shard(s.shard_id, **{lv: s.node(lv) or fill[lv] for lv in LEVELS}) for s in base]
+            base = lst if kind in _PER_HOST else old
+            by_host[h] = [replace(s, **{lv: s.node(lv) or fill[lv] for lv in LEVELS}) for s in base]
     tmap = parse_scontrol_topology(topology) if topology else {}
     zones = dict(host_zone or {})
     out: list[Shard] = []
     for h in order:
         for s in by_host[h]:
             t = tmap.get(h, {})
-            out.append(Shard(
-                s.shard_id, host=s.host, nvlink=s.nvlink, rack=s.rack or t.get("rack"),
-                switch=s.switch or t.get("switch"), zone=s.zone or zones.get(h),
+            out.append(replace(
+                s, rack=s.rack or t.get("rack"), switch=s.switch or t.get("switch"), zone=s.zone or zones.get(h),
             ))
     if not out:
         raise InputError("no shards in any source", column="sources")

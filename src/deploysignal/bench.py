@@ -144,7 +144,7 @@ def _laps(fn: Any, n: int, warmup: int) -> dict[str, float]:
 
 
 @njit(cache=True)
-def _empty_step(plan: Any, grid: Any, slots: Any, ell: Any, acc: Any, fv: Any, cnt: Any, pk: Any, pix: Any, t0: int, t1: int, out: Any) -> int:
+def _empty_step(plan: Any, grid: Any, slots: Any, ell: Any, acc: Any, fv: Any, cnt: Any, pk: Any, pix: Any, t0: int, t1: int, bufs: Any) -> int:
     """Nothing, with :func:`~deploysignal.split._step.gate_run`'s arguments: the cost of the call itself."""
     return t1 - t0
 
@@ -152,13 +152,15 @@ def _empty_step(plan: Any, grid: Any, slots: Any, ell: Any, acc: Any, fv: Any, c
 def _split_floor(gate: Any, data: Any, repeats: int = 20000) -> dict[str, float]:
     """What any Python-called split step costs at least: one call of a compiled function that takes
     :func:`~deploysignal.split._step.gate_run`'s 12 arguments and does nothing (numba's dispatch:
-    type checks and unboxing), and ``gate_run``'s arithmetic per tick (all ticks in one call: no
-    per-tick dispatch), both CPU time, microseconds."""
-    from .split._step import gate_run, packed
+    type checks and unboxing), ``gate_run``'s arithmetic per tick (all ticks in one call: no
+    per-tick dispatch) and what computing every family's evidence numbers in the same call adds per
+    tick (``evidence_us``: one tick a call with and without them, twice each, back to back), all CPU
+    time, microseconds."""
+    from .split._step import _NO_EVIDENCE, gate_run, packed
 
     st = gate._step  # noqa: SLF001 - the gate's compiled step, timed on its own
     pk, pix, _, _ = packed(data, st.names, st.n_events)
-    out = np.empty((st.plan.shape[0], 4, data.n_ticks), dtype=bool)
+    out = (np.empty((st.plan.shape[0], 4, data.n_ticks), dtype=bool), *st.evidence_buffers())
     args = (st.plan, st.grid, st.slots, st.ell, st.acc, st.fv, st.cnt, pk, pix)
     _empty_step(*args, 0, 1, out)
     c0 = time.process_time()
@@ -166,21 +168,34 @@ def _split_floor(gate: Any, data: Any, repeats: int = 20000) -> dict[str, float]
         _empty_step(*args, 0, 1, out)
     dispatch = (time.process_time() - c0) / repeats * 1e6
     c0 = time.process_time()
-    gate_run(*args, 0, data.n_ticks, out)
-    return {"dispatch_us": dispatch, "arithmetic_us": (time.process_time() - c0) / data.n_ticks * 1e6}
+    gate_run(*args, 0, data.n_ticks, (out[0], *_NO_EVIDENCE))
+    arithmetic = (time.process_time() - c0) / data.n_ticks * 1e6
+    one = (out[0][:, :, :1], out[1], out[2])
+    per = {}
+    for key, bufs in (("without", (one[0], *_NO_EVIDENCE)), ("with", one), ("without2", (one[0], *_NO_EVIDENCE)), ("with2", one)):
+        c0 = time.process_time()  # one tick a call, back to back, with and without the evidence numbers
+        for t in range(data.n_ticks):
+            gate_run(*args, t, t + 1, bufs)
+        per[key] = (time.process_time() - c0) / data.n_ticks * 1e6
+    return {"dispatch_us": dispatch, "arithmetic_us": arithmetic,
+            "evidence_us": min(per["with"], per["with2"]) - min(per["without"], per["without2"])}
 
 
 def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets: int = 20, warmup: int = 20) -> dict[str, Any]:
     """Per-tick cost of the split gate for ``n_metrics`` continuous metrics x ``n_buckets`` buckets x 2
     arms (5,000 units per tick, 5% canary; bucket counts drawn multinomially from one seeded generator):
 
-    * ``update``: :meth:`SplitGate.update` on tick ``t`` of the parsed run (``update(data, t)``, as the
-      CLI and the service feed it, no cut built): one compiled call for every family and the verdict; the
-      decision is dropped, so its evidence records are never built. No shipped path runs this: it is
-      what a library caller that reads only verdicts pays;
+    * ``update``: :meth:`SplitGate.update` on tick ``t`` of the parsed run (``update(data, t,
+      evidence=False)``, no cut built): one compiled call for every family and the verdict; the
+      decision is dropped, so its evidence is never computed. No shipped path runs this: it is what a
+      library caller that reads only verdicts pays;
+    * ``update+evidence``: ``update(data, t)`` as the CLI and the service call it: the same compiled
+      call also computes every family's evidence numbers; the records are not read (not formatted);
     * ``update+records``: the same with the tick's audit records built (every family's e-value,
-      effect and confidence sequence, formatted): the per-tick cost of the CLI's audit path and of the
-      service once a batch is parsed (both build the records every tick);
+      effect and confidence sequence, formatted): what the service runs per tick once a batch is parsed;
+    * ``shipped``: ``update+records`` and the records' chained canonical JSON lines
+      (:func:`~deploysignal.audit._chain.chain_records`, the encoder the CLI's audit writer and the
+      audit replay use), without the file write: the per-tick cost of ``gate --split --audit``;
     * ``parse+update``: from the tick's JSON dict (:meth:`SplitTick.from_dict`, :func:`ticks_to_data`,
       packing, then ``update``), what the service's ingest of one split tick runs before its records;
     * ``run_batch``: :meth:`SplitGate.run_batch` over all ticks, total time / ticks (throughput).
@@ -188,6 +203,7 @@ def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets
     Medians and p99 of wall time (``time.perf_counter_ns``) over ``ticks`` timed ticks after ``warmup``,
     and mean CPU time per tick (``cpu_us``); under ``"floor"`` :func:`_split_floor`.
     """
+    from .audit._chain import GENESIS, chain_records
     from .split import MetricSpec, SplitGate, SplitSettings, SplitTick, ticks_to_data
 
     rng = np.random.default_rng(seed)
@@ -204,9 +220,18 @@ def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets
         dicts.append({"timestamp": 1_796_637_600.0 + 60.0 * t, "arms": arms, "tier": None})
     settings = SplitSettings(window=10**9, max_extensions=0)
     data = ticks_to_data([SplitTick.from_dict(d) for d in dicts], specs)
+    head = [GENESIS]
+
+    def shipped(g: Any) -> Any:
+        def tick(t: int) -> None:
+            _, head[0] = chain_records(g.update(data, t).records(), head[0])
+        return tick
+
     paths = {  # tick t of the parsed run, as the CLI and the service feed it
-        "update": lambda g: (lambda t: g.update(data, t)),
+        "update": lambda g: (lambda t: g.update(data, t, evidence=False)),
+        "update+evidence": lambda g: (lambda t: g.update(data, t)),
         "update+records": lambda g: (lambda t: g.update(data, t).records()),
+        "shipped": shipped,
         "parse+update": lambda g: (lambda t: g.update(ticks_to_data([SplitTick.from_dict(dicts[t])], specs))),
     }
     out = [{"path": path, **_laps(make(SplitGate(specs, settings)), n, warmup)} for path, make in paths.items()]
@@ -218,4 +243,6 @@ def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets
         batch.append((time.perf_counter_ns() - t0) / n / 1e3)
         cpu.append((time.process_time() - c0) / n * 1e6)
     out.append({"path": "run_batch", "median_us": float(np.median(batch)), "p99_us": float(max(batch)), "cpu_us": float(np.median(cpu)), "ticks": n})
-    return {"metrics": n_metrics, "buckets": n_buckets, "arms": 2, "results": out, "floor": _split_floor(SplitGate(specs, settings), data)}
+    by = {r["path"]: r for r in out}
+    return {"metrics": n_metrics, "buckets": n_buckets, "arms": 2, "results": out, "floor": _split_floor(SplitGate(specs, settings), data),
+            "verdict_us": by["update"]["median_us"], "shipped_us": by["shipped"]["median_us"]}

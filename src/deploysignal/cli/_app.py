@@ -390,10 +390,13 @@ def bench(
             t.add_row(r["path"], f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", f"{r['cpu_us']:.1f}", str(r["ticks"]))
         out.print(t)
         out.print("split paths: update = the compiled step on tick t of the parsed run, verdict only (a library caller that reads no records); "
-                  "the CLI's audit path and the service run update+records every tick (the service parses first)")
+                  "update+evidence = the same call computing every family's evidence numbers too; the service runs update+records every "
+                  "tick (it parses first); shipped = update+records+chained audit lines, what gate --split --audit runs per tick")
+        out.print(f"split.shipped_us {sp['shipped_us']:.1f} (median), split.verdict_us {sp['verdict_us']:.1f}")
         fl = sp["floor"]
         out.print(f"split floor (CPU): one call of an empty compiled step with the same arguments {fl['dispatch_us']:.2f} us; "
-                  f"the step's arithmetic {fl['arithmetic_us']:.2f} us a tick (all ticks in one call)")
+                  f"the step's arithmetic {fl['arithmetic_us']:.2f} us a tick (all ticks in one call); the evidence numbers add "
+                  f"{fl['evidence_us']:.2f} us a tick")
     if fleet:
         f = res["fleet"]
         out.print(f"fleet observer update, {f['n_shards']} shards x {f['n_signals']} signals: median {f['median_ms']:.1f} ms, "

@@ -16,30 +16,16 @@ import numpy as np
 import pytest
 
 from deploysignal.split import SplitGate
-from deploysignal.split._kernels import (
-    NEGLIGIBLE, best_slot, mixture_log, mixture_log_bounded, ratio_cs, slot_bounds, slot_logs,
-)
+from deploysignal.split._kernels import _mix_range, best_slot, mixture_log, mixture_log_bounded, ratio_cs, slot_bounds, slot_logs
 
 from .test_split_compiled import stream
 
 
-def _naive_mix_range(ell: np.ndarray, i: int, a: int, b: int) -> float:
-    """``_mix_range`` as written before its shortcut: every term, the same order of operations."""
-    m = -np.inf
-    for j in range(a, b):
-        m = max(m, ell[j] - ell[i])
-    tot = 0.0
-    for j in range(a, b):
-        v = ell[j] - ell[i] - m
-        if v > NEGLIGIBLE:
-            tot += math.exp(v)
-    return m + math.log(tot) - math.log(b - a)
-
-
 def _naive_ratio_cs(ell: np.ndarray, thr: float) -> tuple[int, int, int]:
+    """``ratio_cs`` as written before its shortcut: the full mixture (``_mix_range``) at every index."""
     R = len(ell)
-    hi = next((i for i in range(R - 1, 0, -1) if _naive_mix_range(ell, i, 0, i) < thr), 0)
-    lo = next((i for i in range(R - 1) if _naive_mix_range(ell, i, i + 1, R) < thr), R - 1)
+    hi = next((i for i in range(R - 1, 0, -1) if _mix_range(ell, i, 0, i) < thr), 0)
+    lo = next((i for i in range(R - 1) if _mix_range(ell, i, i + 1, R) < thr), R - 1)
     return lo, hi, int(np.argmax(ell))
 
 

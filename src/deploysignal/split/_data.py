@@ -64,16 +64,16 @@ class BlockBuilder:
         self._tptr = [0]
         self._nc: list[int] = []
         self._n: list[int] = []
-        self._a: list[np.ndarray] = []
-        self._c1: list[np.ndarray] = []
+        self._a: list[Any] = []
+        self._c1: list[Any] = []
         self._xptr = [0]
         self._x: list[tuple[int, int, int]] = []
 
     def add_block(self, nc: int, n: int, a: np.ndarray, c1: np.ndarray, extras: list[tuple[int, int, int]] = ()) -> None:  # type: ignore[assignment]
         self._nc.append(int(nc))
         self._n.append(int(n))
-        self._a.append(np.asarray(a, dtype=np.int64))
-        self._c1.append(np.asarray(c1, dtype=np.int64))
+        self._a.append(a)  # lists or arrays of k counts: one array per field at build
+        self._c1.append(c1)
         self._x.extend(extras)
         self._xptr.append(len(self._x))
 

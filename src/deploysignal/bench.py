@@ -156,11 +156,12 @@ def _split_floor(gate: Any, data: Any, repeats: int = 20000) -> dict[str, float]
     per-tick dispatch) and what computing every family's evidence numbers in the same call adds per
     tick (``evidence_us``: one tick a call with and without them, twice each, back to back), all CPU
     time, microseconds."""
-    from .split._step import _NO_EVIDENCE, gate_run, packed
+    from .split._step import EV_FLOAT, EV_INT, gate_run, packed
 
     st = gate._step  # noqa: SLF001 - the gate's compiled step, timed on its own
     pk, pix, _, _ = packed(data, st.names, st.n_events)
     out = (np.empty((st.plan.shape[0], 4, data.n_ticks), dtype=bool), *st.evidence_buffers())
+    no_ev = (np.zeros((0, len(EV_FLOAT))), np.zeros((0, len(EV_INT)), dtype=np.int64))  # zero rows: no evidence computed
     args = (st.plan, st.grid, st.slots, st.ell, st.acc, st.fv, st.cnt, pk, pix)
     _empty_step(*args, 0, 1, out)
     c0 = time.process_time()
@@ -168,11 +169,11 @@ def _split_floor(gate: Any, data: Any, repeats: int = 20000) -> dict[str, float]
         _empty_step(*args, 0, 1, out)
     dispatch = (time.process_time() - c0) / repeats * 1e6
     c0 = time.process_time()
-    gate_run(*args, 0, data.n_ticks, (out[0], *_NO_EVIDENCE))
+    gate_run(*args, 0, data.n_ticks, (out[0], *no_ev))
     arithmetic = (time.process_time() - c0) / data.n_ticks * 1e6
     one = (out[0][:, :, :1], out[1], out[2])
     per = {}
-    for key, bufs in (("without", (one[0], *_NO_EVIDENCE)), ("with", one), ("without2", (one[0], *_NO_EVIDENCE)), ("with2", one)):
+    for key, bufs in (("without", (one[0], *no_ev)), ("with", one), ("without2", (one[0], *no_ev)), ("with2", one)):
         c0 = time.process_time()  # one tick a call, back to back, with and without the evidence numbers
         for t in range(data.n_ticks):
             gate_run(*args, t, t + 1, bufs)

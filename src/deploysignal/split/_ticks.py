@@ -225,7 +225,7 @@ def _add(b: BlockBuilder, s: MetricSpec, tk: SplitTick) -> None:
     if s.kind == "event":
         if s.name in c.events and s.name in st.events:
             a = c.events[s.name]
-            b.add_block(c.units, c.units + st.units, [a], [a + st.events[s.name]])
+            b._add_owned(c.units, c.units + st.units, [a], [a + st.events[s.name]])  # noqa: SLF001 - fresh lists, never touched again
         return
     if s.name in c.buckets and s.name in st.buckets:
         bc, bs = c.buckets[s.name], st.buckets[s.name]
@@ -233,4 +233,4 @@ def _add(b: BlockBuilder, s: MetricSpec, tk: SplitTick) -> None:
         ec = list(accumulate(reversed(bc)))[-2::-1]
         es = list(accumulate(reversed(bs)))[-2::-1]
         nc = sum(bc)
-        b.add_block(nc, nc + sum(bs), ec, [x + y for x, y in zip(ec, es)])
+        b._add_owned(nc, nc + sum(bs), ec, [x + y for x, y in zip(ec, es)])  # noqa: SLF001 - fresh lists, never touched again

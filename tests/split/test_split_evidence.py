@@ -2,9 +2,13 @@
 families' own :meth:`evidence` gives; the kernels' shortcuts (:func:`best_slot`, the bounded mixture,
 ``ratio_cs``'s bound) return exactly what the full computation returns.
 
-The shortcuts skip exponentials whose terms provably cannot change the answer; they are compared here
-with naive transcriptions (every term, numpy) on random log-likelihood tables with ties, flat stretches
-and terms at the 50-nat cut-off, and end to end on the golden streams of
+The shortcuts skip exponentials whose terms provably cannot change the answer. They are compared here,
+bit for bit, with naive transcriptions of the definitions in plain Python floats (every term of every
+slot, in the kernels' order, ``math.exp``/``math.log``: no compiled code) on random log-likelihood
+tables with ties, flat stretches and terms at the 50-nat cut-off, and on the same tables with
+infinite and NaN entries (which validated input never produces; the kernels then take the full
+computation). ``test_compiled_evidence_equals_the_families_own`` checks the plumbing only (both paths
+call the same kernels); the end-to-end anchor is the golden digests of the old code in
 ``tests/split/test_split_compiled.py``.
 """
 
@@ -16,17 +20,50 @@ import numpy as np
 import pytest
 
 from deploysignal.split import SplitGate
-from deploysignal.split._kernels import _mix_range, best_slot, mixture_log, mixture_log_bounded, ratio_cs, slot_bounds, slot_logs
+from deploysignal.split._kernels import NEGLIGIBLE, best_slot, mixture_log, mixture_log_bounded, ratio_cs, slot_bounds
 
 from .test_split_compiled import stream
 
 
-def _naive_ratio_cs(ell: np.ndarray, thr: float) -> tuple[int, int, int]:
-    """``ratio_cs`` as written before its shortcut: the full mixture (``_mix_range``) at every index."""
-    R = len(ell)
-    hi = next((i for i in range(R - 1, 0, -1) if _mix_range(ell, i, 0, i) < thr), 0)
-    lo = next((i for i in range(R - 1) if _mix_range(ell, i, i + 1, R) < thr), R - 1)
-    return lo, hi, int(np.argmax(ell))
+def _log(x: float) -> float:
+    return -math.inf if x == 0.0 else math.log(x)  # the compiled kernels' log(0) (numpy error model)
+
+
+def _lse_mean(terms: list[float]) -> float:
+    """``log(mean(exp(terms)))``: max first (NaN terms never count), terms more than 50 nats below it
+    left out, added one by one in order; ``-inf`` when no term is above ``-inf``."""
+    m = -math.inf
+    for v in terms:
+        if v > m:
+            m = v
+    tot = 0.0
+    for v in terms:
+        if v - m > NEGLIGIBLE:
+            tot += math.exp(v - m)
+    return m + _log(tot) - math.log(len(terms))
+
+
+def _naive_mixture(ell: list[list[float]], slot_k, idx, base) -> float:
+    """The rollback mixture: every slot's every log-ratio ``ell[k][j] - ell[k][base]``."""
+    return _lse_mean([ell[k][j] - ell[k][b] for k, row, b in zip(slot_k.tolist(), idx.tolist(), base.tolist()) for j in row])
+
+
+def _naive_best_slot(ell: list[list[float]], slot_k, idx, base) -> int:
+    """The first slot with the largest own mixture (numpy's argmax: a NaN counts as the largest)."""
+    return int(np.argmax([_naive_mixture(ell, slot_k[s:s + 1], idx[s:s + 1], base[s:s + 1]) for s in range(len(slot_k))]))
+
+
+def _naive_ratio_cs(row: list[float], thr: float) -> tuple[int, int, int]:
+    """``ratio_cs`` from its definition: the equal-weight mixture of ``row[j] - row[i]`` over the grid
+    points below (``hi``) and above (``lo``) every index ``i``."""
+    R = len(row)
+    hi = next((i for i in range(R - 1, 0, -1) if _lse_mean([row[j] - row[i] for j in range(i)]) < thr), 0)
+    lo = next((i for i in range(R - 1) if _lse_mean([row[j] - row[i] for j in range(i + 1, R)]) < thr), R - 1)
+    return lo, hi, int(np.argmax(row))
+
+
+def _same(x: float, y: float) -> bool:
+    return x == y or (math.isnan(x) and math.isnan(y))
 
 
 def _tables(seed: int, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -55,17 +92,35 @@ def _tables(seed: int, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray,
     return out
 
 
-def test_kernel_shortcuts_equal_the_full_computation():
-    """best_slot = argmax(slot_logs) (ties to the first), the bounded mixture = mixture_log and the
-    bounded ratio_cs = the naive one, bit for bit, on 600 random tables."""
-    for ell, slot_k, idx, base in _tables(21, 600):
+def _check_shortcuts(tables, thresholds) -> None:
+    for ell, slot_k, idx, base in tables:
+        rows = ell.tolist()
         bounds = slot_bounds(ell, slot_k, idx, base)
-        assert best_slot(ell, slot_k, idx, base, bounds) == int(np.argmax(slot_logs(ell, slot_k, idx, base)))
-        full = mixture_log(ell, slot_k, idx, base)
-        assert mixture_log_bounded(ell, slot_k, idx, base, bounds) == full or (math.isnan(full))
-        for k in range(ell.shape[0]):
-            for thr in (0.5, math.log(20.0), 5.3):
-                assert ratio_cs(ell[k], thr) == _naive_ratio_cs(ell[k], thr)
+        assert best_slot(ell, slot_k, idx, base, bounds) == _naive_best_slot(rows, slot_k, idx, base), rows
+        full = _naive_mixture(rows, slot_k, idx, base)
+        assert _same(mixture_log(ell, slot_k, idx, base), full), rows
+        assert _same(mixture_log_bounded(ell, slot_k, idx, base, bounds), full), rows
+        for k, row in enumerate(rows):
+            for thr in thresholds:
+                assert ratio_cs(ell[k], thr) == _naive_ratio_cs(row, thr), (row, thr)
+
+
+def test_kernel_shortcuts_equal_the_full_computation():
+    """best_slot = the naive argmax of the slots' mixtures (ties to the first), mixture_log and the
+    bounded mixture = the naive mixture, ratio_cs = the naive one, bit for bit, on 300 random tables."""
+    _check_shortcuts(_tables(21, 300), (0.5, math.log(20.0), 5.3))
+
+
+def test_kernel_shortcuts_on_non_finite_tables():
+    """The same on 300 tables with 15% of the entries replaced by -inf, +inf or NaN (and finite
+    extremes): the shortcuts' bounds need finite numbers, so the kernels take the full computation."""
+    rng = np.random.default_rng(24)
+    bad = []
+    for ell, slot_k, idx, base in _tables(5, 300):
+        hit = rng.random(ell.shape) < 0.15
+        ell = np.where(hit, rng.choice([-np.inf, np.inf, np.nan, 1e300, -1e15], ell.shape), ell)
+        bad.append((np.ascontiguousarray(ell), slot_k, idx, base))
+    _check_shortcuts(bad, (0.5, 3.0))
 
 
 @pytest.mark.parametrize("seed", [0, 7, 13, 22, 41, 58, 99, 130])

@@ -138,11 +138,15 @@ def mixture_log_bounded(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, ba
     same sum in the same order, skipping the slots none of whose terms can enter it.
 
     A term is ``fl(fl(ell - b) - m) <= fl(bounds[s] - m)`` (rounding is monotone), so a slot with
-    ``fl(bounds[s] - m) <= NEGLIGIBLE`` adds nothing in :func:`mixture_log` either.
+    ``fl(bounds[s] - m) <= NEGLIGIBLE`` adds nothing in :func:`mixture_log` either. That argument needs
+    finite numbers: when any bound is not finite (an infinite or NaN log-ratio) the full
+    :func:`mixture_log` is returned.
     """
     S, J = idx.shape
     m = -np.inf
     for s in range(S):
+        if not math.isfinite(bounds[s]):
+            return mixture_log(ell, slot_k, idx, base)
         if bounds[s] > m:
             m = bounds[s]
     if m == -np.inf:
@@ -253,24 +257,27 @@ def ratio_cs(ell: np.ndarray, thr: float) -> tuple[int, int, int]:
     R = ell.shape[0]
     # _mix_range's largest term m = max_j fl(ell[j] - ell[i]) = fl(max_j ell[j] - ell[i]) (rounding is
     # monotone), and its value fl(fl(m + log(tot)) - log(n)) with tot >= 1 is at least fl(m - log(n)):
-    # when that reaches thr the exact call's answer is "not below", so no exponential is taken
+    # when that reaches thr the exact call's answer is "not below", so no exponential is taken. The
+    # argument needs finite numbers: with an infinite or NaN entry every index takes the exact call
     pre, sfx = np.empty(R), np.empty(R)  # max(ell[:i]), max(ell[i + 1:])
     top = -np.inf
+    finite = True
     for j in range(R):
         pre[j] = top
         top = max(top, ell[j])
+        finite = finite and math.isfinite(ell[j])
     top = -np.inf
     for j in range(R - 1, -1, -1):
         sfx[j] = top
         top = max(top, ell[j])
     hi = 0
     for i in range(R - 1, 0, -1):
-        if (pre[i] - ell[i]) - math.log(i) < thr and _mix_range(ell, i, 0, i) < thr:
+        if (not finite or (pre[i] - ell[i]) - math.log(i) < thr) and _mix_range(ell, i, 0, i) < thr:
             hi = i
             break
     lo = R - 1
     for i in range(0, R - 1):
-        if (sfx[i] - ell[i]) - math.log(R - i - 1) < thr and _mix_range(ell, i, i + 1, R) < thr:
+        if (not finite or (sfx[i] - ell[i]) - math.log(R - i - 1) < thr) and _mix_range(ell, i, i + 1, R) < thr:
             lo = i
             break
     return lo, hi, int(np.argmax(ell))
@@ -319,9 +326,14 @@ def best_slot(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.nda
     largest log-ratio (:func:`slot_bounds`) and ``1 <= tot <= J``: at least ``fl(m - log J)`` (rounding is
     monotone) and at most ``m`` up to rounding. A slot whose ``m`` lies below the largest such lower
     bound by more than ``1e-9 (1 + |m|)`` (a million rounding steps) cannot be the maximum or tie with
-    it and is skipped; the others get the exact :func:`mixture_log` of :func:`slot_logs`.
+    it and is skipped; the others get the exact :func:`mixture_log` of :func:`slot_logs`. The bounds
+    need finite numbers: when any bound is not finite (an infinite or NaN log-ratio) the answer is the
+    full ``argmax(slot_logs(...))``.
     """
     S, J = idx.shape
+    for s in range(S):
+        if not math.isfinite(bounds[s]):
+            return int(np.argmax(slot_logs(ell, slot_k, idx, base)))
     lj = math.log(J)
     floor = -np.inf
     for s in range(S):

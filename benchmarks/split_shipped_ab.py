@@ -1,10 +1,11 @@
 """A/B of the shipped split tick between two source trees (the figures in docs/split.md, "The shipped path").
 
-Times, per tick, what ``gate --split --audit`` runs (``SplitGate.update(data, t)``, the tick's records,
+Times, per tick, what ``gate --split --audit`` runs (``SplitGate.update(data, t)``, with
+``evidence=True`` in a tree whose ``update`` takes it, as the CLI calls it there; the tick's records;
 their chained canonical JSON lines) and what the service runs after parsing (update and records), on
 the data of ``deploysignal bench --split`` (12 continuous metrics x 20 buckets x 2 arms, 5,000 units a
-tick, 5% canary) with ``canary_share`` 0.05 so that the sample-ratio record is included. Only calls that
-exist in both trees are used, so the same script times either; CPU time per tick
+tick, 5% canary) with ``canary_share`` 0.05 so that the sample-ratio record is included. The same
+script times either tree; CPU time per tick
 (``time.process_time``), minimum of 3 passes; it prints the final chain head, which must be the same
 for both trees (the same bytes).
 
@@ -15,6 +16,7 @@ Run it alternately against the two trees, back to back (the machine is shared):
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 
@@ -36,12 +38,13 @@ def main() -> None:
         ticks.append(SplitTick.from_dict({"timestamp": 1.8e9 + 60.0 * t, "arms": arms, "tier": None}))
     data = ticks_to_data(ticks, specs)
     settings = SplitSettings(window=10**9, max_extensions=0, canary_share=0.05)
+    shipped_call = {"evidence": True} if "evidence" in inspect.signature(SplitGate.update).parameters else {}  # the shipped call of this tree
 
     def run(lines: bool) -> tuple[float, str]:
         g, head = SplitGate(specs, settings), GENESIS
         c0 = time.process_time()
         for t in range(n):
-            recs = g.update(data, t).records()
+            recs = g.update(data, t, **shipped_call).records()
             if lines:
                 _, head = chain_records(recs, head)
         return (time.process_time() - c0) / n * 1e6, head

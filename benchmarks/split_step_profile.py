@@ -90,13 +90,13 @@ def main() -> None:
             g, head = SplitGate(specs, settings), GENESIS
             for t in range(a.ticks):
                 if stage == 0:
-                    g.update(data, t, evidence=False)
-                elif stage == 1:
                     g.update(data, t)
+                elif stage == 1:
+                    g.update(data, t, evidence=True)
                 elif stage == 2:
-                    g.update(data, t).records()
+                    g.update(data, t, evidence=True).records()
                 else:
-                    _, head = chain_records(g.update(data, t).records(), head)
+                    _, head = chain_records(g.update(data, t, evidence=True).records(), head)
         return go
 
     def per_tick(bufs: Any) -> Callable[[], None]:
@@ -122,7 +122,7 @@ def main() -> None:
     print(f"evidence_summary, 12 metrics    {cpu(lambda: [evidence_summary(m._ell, *m._rb, m.lrho, m.proceed_threshold) for _ in range(n) for m in ms], n):7.2f} us")
     print(f"SplitMetric.evidence, 12        {cpu(lambda: [m.evidence() for _ in range(n) for m in ms], n):7.2f} us")
     g = SplitGate(specs, settings)
-    recs = [g.update(data, t).records() for t in range(n)]
+    recs = [g.update(data, t, evidence=True).records() for t in range(n)]
     print(f"records' canonical JSON, 1 tick {cpu(lambda: [canonical_json(r) for rs in recs for r in rs], n):7.2f} us")
     print(f"chained lines (JSON + SHA-256)  {cpu(lambda: [chain_records(rs) for rs in recs], n):7.2f} us")
 

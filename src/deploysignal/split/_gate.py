@@ -217,16 +217,17 @@ class SplitGate:
         self._measured = self._step.measured  # per family: ticks with units in both arms (a view the compiled step counts in)
 
     # ------------------------------------------------------------------ paths
-    def update(self, data: SplitData, at: int | None = None, *, evidence: bool = True) -> SplitDecision:
+    def update(self, data: SplitData, at: int | None = None, *, evidence: bool = False) -> SplitDecision:
         """One tick: ``data`` itself (``data.n_ticks == 1``) or, with ``at``, tick ``at`` of ``data``
         (the same as ``update(data.ticks(at, at + 1))`` without building the cut). One compiled call
-        advances every family (:class:`~deploysignal.split._step.TickStep`) and, with ``evidence``
-        (the default: what the audit, the CLI and the service read every tick), computes every family's
-        evidence numbers into arrays the decision keeps; the verdict logic runs in Python only at a tick
-        where it can change more than the counters (a fire, a possible early proceed, a window end). The
-        decision's evidence records are formatted when first read (:class:`SplitDecision`); without
-        ``evidence`` (a caller that reads only verdicts) their numbers are computed then too, by each
-        family's :meth:`~Family.evidence`: the same records either way."""
+        advances every family (:class:`~deploysignal.split._step.TickStep`); the verdict logic runs in
+        Python only at a tick where it can change more than the counters (a fire, a possible early
+        proceed, a window end). The decision's evidence records are formatted when first read
+        (:class:`SplitDecision`). By default (a caller that reads only verdicts pays nothing for them)
+        their numbers are computed then, by each family's :meth:`~Family.evidence`; with ``evidence=True``
+        (what the CLI's audit, the replay and the service use: they read the records of every tick) the
+        same compiled call computes them into two fresh arrays the decision keeps (fresh because a held
+        decision must keep its own tick's numbers). The same records either way."""
         if at is None and data.n_ticks != 1:
             raise ValueError(f"update takes one tick, got {data.n_ticks}")
         if at is not None and not 0 <= at < data.n_ticks:

@@ -254,7 +254,7 @@ class SplitGate:
 
     def _evidence_of(self, fe: np.ndarray, ie: np.ndarray) -> tuple[FamilyEvidence, ...]:
         """Every family's evidence record from the numbers the compiled step wrote for a tick."""
-        return tuple(f.evidence_from(a, b) for f, a, b in zip(self.families, fe.tolist(), ie.tolist()))
+        return tuple(f._evidence_from(a, b) for f, a, b in zip(self.families, fe.tolist(), ie.tolist()))  # noqa: SLF001 - the compiled families' private hook
 
     def _settle(self) -> None:
         """Before the state moves on: the last decision, if still referenced, gets its evidence now."""

@@ -200,12 +200,12 @@ class SplitMetric(LayoutWatch):
     def evidence(self) -> FamilyEvidence:
         fired_at = self._cnt[2]
         if self._acc[:, 1].sum() == 0 and not self._measured:
-            return self.evidence_from((self.log_evidence(), float(self._runmax[0]), 0.0), (0, 0, 0, 0, 0, 0, 0, 0, fired_at))
+            return self._evidence_from((self.log_evidence(), float(self._runmax[0]), 0.0), (0, 0, 0, 0, 0, 0, 0, 0, fired_at))
         # one compiled call: the e-value, the edge-event with the most evidence, its effect
         lv, k, i, refined, est, lo, hi = evidence_summary(self._ell, *self._rb, self.lrho, self.proceed_threshold)
-        return self.evidence_from((lv, float(self._runmax[0]), est), (1, k, i, refined, lo, hi, self._acc[k, 0], self._acc[k, 1], fired_at))
+        return self._evidence_from((lv, float(self._runmax[0]), est), (1, k, i, refined, lo, hi, self._acc[k, 0], self._acc[k, 1], fired_at))
 
-    def evidence_from(self, fe: Sequence[float], ie: Sequence[int]) -> FamilyEvidence:
+    def _evidence_from(self, fe: Sequence[float], ie: Sequence[int]) -> FamilyEvidence:
         """The evidence record from its numbers: ``fe``, ``ie`` as a row of the compiled step's evidence
         (:data:`~deploysignal.split._step.EV_FLOAT`, :data:`~deploysignal.split._step.EV_INT`), which
         :func:`~deploysignal.split._step.gate_run` computes with the kernels :meth:`evidence` calls."""

@@ -10,7 +10,6 @@ the gate what firing means: ``rollback`` (its alpha share is spent rejecting "no
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -125,11 +124,6 @@ class Family(Protocol):
 
     def evidence(self) -> FamilyEvidence:
         """Current evidence (after the last tick stepped)."""
-
-    def evidence_from(self, fe: Sequence[float], ie: Sequence[int]) -> FamilyEvidence:
-        """The evidence record of a tick from the numbers a gate's compiled step computed for this
-        family then (:data:`~deploysignal.split._step.EV_FLOAT`, :data:`~deploysignal.split._step.EV_INT`):
-        what :meth:`evidence` returned at that tick."""
 
     def explain(self) -> str:
         """One line for people: what the family found, with its effect size."""

@@ -110,9 +110,9 @@ class SampleRatio(LayoutWatch):
         return FamilyStep(fired, ~after, np.asarray(data.units) > 0, np.zeros(T, dtype=bool))
 
     def evidence(self) -> FamilyEvidence:
-        return self.evidence_from((self._last, self._peak, 0.0), (0, 0, 0, 0, 0, 0, self._acc[0], self._acc.sum(), self._cnt[2]))
+        return self._evidence_from((self._last, self._peak, 0.0), (0, 0, 0, 0, 0, 0, self._acc[0], self._acc.sum(), self._cnt[2]))
 
-    def evidence_from(self, fe: Sequence[float], ie: Sequence[int]) -> FamilyEvidence:
+    def _evidence_from(self, fe: Sequence[float], ie: Sequence[int]) -> FamilyEvidence:
         """The evidence record from its numbers (a row of the compiled step's evidence,
         :data:`~deploysignal.split._step.EV_FLOAT`, :data:`~deploysignal.split._step.EV_INT`: the last
         and peak log e-values; canary units, units and the first firing tick in ``ie[6:9]``)."""

@@ -28,7 +28,7 @@ Layouts (all ``int64`` unless said):
   (float64, F x 3) and ``ie`` (F x 9), per metric the numbers of
   :meth:`SplitMetric.evidence <deploysignal.split.SplitMetric.evidence>` (the same kernels on the same
   state: the same bits), per sample ratio its counters; the records are formatted from them only when
-  read (:meth:`SplitMetric.evidence_from`, :meth:`SampleRatio.evidence_from`).
+  read (the split families' private ``_evidence_from``, not part of :class:`~deploysignal.split.Family`).
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 Same data as ``deploysignal bench --split`` (12 continuous metrics x 20 buckets x 2 arms, 5,000 units a
 tick, 5% canary). CPU time per call (``time.process_time``, minimum of ``--repeats`` passes over the
-ticks): ``SplitGate.update``; ``gate_run`` called once per tick and once over all ticks; a compiled
-function that only builds the array views ``gate_run`` passes to ``run_metric``; the evidence of the
-twelve metrics (the kernel ``evidence_summary`` alone, and ``SplitMetric.evidence`` with its formatting).
+ticks): the shipped path in stages (``SplitGate.update`` verdict only, with the evidence numbers, with
+the records formatted, with the chained audit lines); ``gate_run`` called once per tick (without and
+with the evidence numbers) and once over all ticks; a compiled function that only builds the array
+views ``gate_run`` passes to ``run_metric``; the evidence of the twelve metrics (the kernel
+``evidence_summary`` alone, and ``SplitMetric.evidence`` with its formatting); the records' encoding.
 
 Run from the repository root:
     PYTHONPATH=src python benchmarks/split_step_profile.py [--ticks 2000] [--repeats 3]
@@ -21,6 +23,8 @@ from numba import njit
 
 from deploysignal.split import MetricSpec, SplitGate, SplitSettings, SplitTick, ticks_to_data
 from deploysignal.split._kernels import evidence_summary
+from deploysignal.audit._chain import GENESIS, chain_records
+from deploysignal.calibration import canonical_json
 from deploysignal.split._step import gate_run, packed
 
 
@@ -60,7 +64,6 @@ def main() -> None:
                 for arm, u in (("canary", 250), ("stable", 4750))}
         ticks.append(SplitTick.from_dict({"timestamp": 1.8e9 + 60.0 * t, "arms": arms, "tier": None}))
     data = ticks_to_data(ticks, specs)
-    one = [data.ticks(t, t + 1) for t in range(a.ticks)]
     settings = SplitSettings(window=10**9, max_extensions=0)
 
     def cpu(fn: Callable[[], None], calls: int) -> float:
@@ -74,32 +77,54 @@ def main() -> None:
     gate = SplitGate(specs, settings)
     st = gate._step
     pk, pix, _, _ = packed(data, st.names, st.n_events)
-    out1, outn = np.empty((12, 4, 1), dtype=bool), np.empty((12, 4, a.ticks), dtype=bool)
+    noev = (np.zeros((0, 3)), np.zeros((0, 9), dtype=np.int64))
+    out1, outn = (np.empty((12, 4, 1), dtype=bool), *noev), (np.empty((12, 4, a.ticks), dtype=bool), *noev)
+    ev1 = (out1[0], *st.evidence_buffers())
     args = (st.plan, st.grid, st.slots, st.ell, st.acc, st.fv, st.cnt, pk, pix)
     gate_run(*args, 0, 1, out1)
+    gate_run(*args, 0, 1, ev1)
     views_only(st.plan, st.grid, st.slots, st.ell, st.acc, st.fv, pk, pix, 0, 1)
 
-    def live() -> None:
-        g = SplitGate(specs, settings)
-        for d in one:
-            g.update(d)
+    def live(stage: int) -> Callable[[], None]:
+        def go() -> None:
+            g, head = SplitGate(specs, settings), GENESIS
+            for t in range(a.ticks):
+                if stage == 0:
+                    g.update(data, t)
+                elif stage == 1:
+                    g.update(data, t, evidence=True)
+                elif stage == 2:
+                    g.update(data, t, evidence=True).records()
+                else:
+                    _, head = chain_records(g.update(data, t, evidence=True).records(), head)
+        return go
 
-    def per_tick() -> None:
-        for t in range(a.ticks):
-            gate_run(*args, t, t + 1, out1)
+    def per_tick(bufs: Any) -> Callable[[], None]:
+        def go() -> None:
+            for t in range(a.ticks):
+                gate_run(*args, t, t + 1, bufs)
+        return go
 
     def views() -> None:
         for t in range(a.ticks):
             views_only(st.plan, st.grid, st.slots, st.ell, st.acc, st.fv, pk, pix, t, t + 1)
 
-    print(f"update                          {cpu(live, a.ticks):7.2f} us a tick")
-    print(f"gate_run, one tick a call       {cpu(per_tick, a.ticks):7.2f} us a tick")
+    print(f"update, verdict only            {cpu(live(0), a.ticks):7.2f} us a tick")
+    print(f"update, with evidence numbers   {cpu(live(1), a.ticks):7.2f} us a tick")
+    print(f"  + records formatted           {cpu(live(2), a.ticks):7.2f} us a tick")
+    print(f"  + chained audit lines         {cpu(live(3), a.ticks):7.2f} us a tick (shipped: gate --split --audit)")
+    print(f"gate_run, one tick a call       {cpu(per_tick(out1), a.ticks):7.2f} us a tick")
+    print(f"  with evidence numbers         {cpu(per_tick(ev1), a.ticks):7.2f} us a tick")
     print(f"gate_run, all ticks in one call {cpu(lambda: gate_run(*args, 0, a.ticks, outn), a.ticks):7.2f} us a tick")
     print(f"views only (with its call)      {cpu(views, a.ticks):7.2f} us a tick")
     ms = gate.families
     n = 200
     print(f"evidence_summary, 12 metrics    {cpu(lambda: [evidence_summary(m._ell, *m._rb, m.lrho, m.proceed_threshold) for _ in range(n) for m in ms], n):7.2f} us")
     print(f"SplitMetric.evidence, 12        {cpu(lambda: [m.evidence() for _ in range(n) for m in ms], n):7.2f} us")
+    g = SplitGate(specs, settings)
+    recs = [g.update(data, t, evidence=True).records() for t in range(n)]
+    print(f"records' canonical JSON, 1 tick {cpu(lambda: [canonical_json(r) for rs in recs for r in rs], n):7.2f} us")
+    print(f"chained lines (JSON + SHA-256)  {cpu(lambda: [chain_records(rs) for rs in recs], n):7.2f} us")
 
 
 if __name__ == "__main__":

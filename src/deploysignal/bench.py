@@ -128,23 +128,24 @@ def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200, floor_repeat
 
 
 def _laps(fn: Any, n: int, warmup: int) -> dict[str, float]:
-    """``fn(t)`` for ``t`` in ``range(n)``: median and p99 wall time of the calls after ``warmup`` and their
-    mean CPU time (``time.process_time``), microseconds."""
+    """``fn(t)`` for ``t`` in ``range(n)``: median and p99 wall time of the calls after ``warmup``, their
+    mean CPU time and its p99 (``time.process_time_ns``; on a loaded machine the wall p99 measures
+    preemption more than the code), microseconds."""
     laps = np.empty(n - warmup)
-    cpu = 0.0
+    cpu = np.empty(n - warmup)
     for t in range(n):
-        c0, t0 = time.process_time(), time.perf_counter_ns()
+        c0, t0 = time.process_time_ns(), time.perf_counter_ns()
         fn(t)
-        t1, c1 = time.perf_counter_ns(), time.process_time()
+        t1, c1 = time.perf_counter_ns(), time.process_time_ns()
         if t >= warmup:
             laps[t - warmup] = t1 - t0
-            cpu += c1 - c0
+            cpu[t - warmup] = c1 - c0
     return {"median_us": float(np.median(laps) / 1e3), "p99_us": float(np.percentile(laps, 99) / 1e3),
-            "cpu_us": cpu / (n - warmup) * 1e6, "ticks": n - warmup}
+            "cpu_us": float(cpu.mean() / 1e3), "cpu_p99_us": float(np.percentile(cpu, 99) / 1e3), "ticks": n - warmup}
 
 
 @njit(cache=True)
-def _empty_step(plan: Any, grid: Any, slots: Any, ell: Any, acc: Any, fv: Any, cnt: Any, pk: Any, pix: Any, t0: int, t1: int, out: Any) -> int:
+def _empty_step(plan: Any, grid: Any, slots: Any, ell: Any, acc: Any, fv: Any, cnt: Any, pk: Any, pix: Any, t0: int, t1: int, bufs: Any) -> int:
     """Nothing, with :func:`~deploysignal.split._step.gate_run`'s arguments: the cost of the call itself."""
     return t1 - t0
 
@@ -152,13 +153,16 @@ def _empty_step(plan: Any, grid: Any, slots: Any, ell: Any, acc: Any, fv: Any, c
 def _split_floor(gate: Any, data: Any, repeats: int = 20000) -> dict[str, float]:
     """What any Python-called split step costs at least: one call of a compiled function that takes
     :func:`~deploysignal.split._step.gate_run`'s 12 arguments and does nothing (numba's dispatch:
-    type checks and unboxing), and ``gate_run``'s arithmetic per tick (all ticks in one call: no
-    per-tick dispatch), both CPU time, microseconds."""
-    from .split._step import gate_run, packed
+    type checks and unboxing), ``gate_run``'s arithmetic per tick (all ticks in one call: no
+    per-tick dispatch) and what computing every family's evidence numbers in the same call adds per
+    tick (``evidence_us``: one tick a call with and without them, twice each, back to back), all CPU
+    time, microseconds."""
+    from .split._step import EV_FLOAT, EV_INT, gate_run, packed
 
     st = gate._step  # noqa: SLF001 - the gate's compiled step, timed on its own
     pk, pix, _, _ = packed(data, st.names, st.n_events)
-    out = np.empty((st.plan.shape[0], 4, data.n_ticks), dtype=bool)
+    out = (np.empty((st.plan.shape[0], 4, data.n_ticks), dtype=bool), *st.evidence_buffers())
+    no_ev = (np.zeros((0, len(EV_FLOAT))), np.zeros((0, len(EV_INT)), dtype=np.int64))  # zero rows: no evidence computed
     args = (st.plan, st.grid, st.slots, st.ell, st.acc, st.fv, st.cnt, pk, pix)
     _empty_step(*args, 0, 1, out)
     c0 = time.process_time()
@@ -166,28 +170,45 @@ def _split_floor(gate: Any, data: Any, repeats: int = 20000) -> dict[str, float]
         _empty_step(*args, 0, 1, out)
     dispatch = (time.process_time() - c0) / repeats * 1e6
     c0 = time.process_time()
-    gate_run(*args, 0, data.n_ticks, out)
-    return {"dispatch_us": dispatch, "arithmetic_us": (time.process_time() - c0) / data.n_ticks * 1e6}
+    gate_run(*args, 0, data.n_ticks, (out[0], *no_ev))
+    arithmetic = (time.process_time() - c0) / data.n_ticks * 1e6
+    one = (np.empty((st.plan.shape[0], 4, 1), dtype=bool), out[1], out[2])  # the live path's C-contiguous one-tick layout
+    per = {}
+    for key, bufs in (("without", (one[0], *no_ev)), ("with", one), ("without2", (one[0], *no_ev)), ("with2", one)):
+        c0 = time.process_time()  # one tick a call, back to back, with and without the evidence numbers
+        for t in range(data.n_ticks):
+            gate_run(*args, t, t + 1, bufs)
+        per[key] = (time.process_time() - c0) / data.n_ticks * 1e6
+    return {"dispatch_us": dispatch, "arithmetic_us": arithmetic,
+            "evidence_us": min(per["with"], per["with2"]) - min(per["without"], per["without2"])}
 
 
 def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets: int = 20, warmup: int = 20) -> dict[str, Any]:
     """Per-tick cost of the split gate for ``n_metrics`` continuous metrics x ``n_buckets`` buckets x 2
     arms (5,000 units per tick, 5% canary; bucket counts drawn multinomially from one seeded generator):
 
-    * ``update``: :meth:`SplitGate.update` on tick ``t`` of the parsed run (``update(data, t)``, as the
-      CLI and the service feed it, no cut built): one compiled call for every family and the verdict; the
-      decision is dropped, so its evidence records are never built. No shipped path runs this: it is
-      what a library caller that reads only verdicts pays;
-    * ``update+records``: the same with the tick's audit records built (every family's e-value,
-      effect and confidence sequence, formatted): the per-tick cost of the CLI's audit path and of the
-      service once a batch is parsed (both build the records every tick);
+    * ``update``: :meth:`SplitGate.update` on tick ``t`` of the parsed run (``update(data, t)``, the
+      default call, no cut built): one compiled call for every family and the verdict; the decision
+      is dropped, so its evidence is never computed. No shipped path runs this: it is what a library
+      caller that reads only verdicts pays (the same call this row timed in 0.4.0);
+    * ``update+evidence``: ``update(data, t, evidence=True)`` as the CLI and the service call it: the
+      same compiled call also computes every family's evidence numbers; the records are not read;
+    * ``evidence+records``: the same with the tick's audit records formatted (every family's
+      e-value, effect and confidence sequence): what the service runs per tick once a batch is parsed.
+      It replaces the row ``update+records`` (``update(data, t).records()``: the numbers computed
+      by each family at read), whose figures are not comparable with it;
+    * ``shipped``: ``evidence+records`` and the records' chained canonical JSON lines
+      (:func:`~deploysignal.audit._chain.chain_records`, the encoder the CLI's audit writer and the
+      audit replay use), without the file write: the per-tick cost of ``gate --split --audit``;
     * ``parse+update``: from the tick's JSON dict (:meth:`SplitTick.from_dict`, :func:`ticks_to_data`,
       packing, then ``update``), what the service's ingest of one split tick runs before its records;
     * ``run_batch``: :meth:`SplitGate.run_batch` over all ticks, total time / ticks (throughput).
 
     Medians and p99 of wall time (``time.perf_counter_ns``) over ``ticks`` timed ticks after ``warmup``,
-    and mean CPU time per tick (``cpu_us``); under ``"floor"`` :func:`_split_floor`.
+    mean CPU time per tick (``cpu_us``) and its p99 (``cpu_p99_us``; ``run_batch``: the largest of its
+    five runs); under ``"floor"`` :func:`_split_floor`.
     """
+    from .audit._chain import GENESIS, chain_records
     from .split import MetricSpec, SplitGate, SplitSettings, SplitTick, ticks_to_data
 
     rng = np.random.default_rng(seed)
@@ -204,9 +225,18 @@ def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets
         dicts.append({"timestamp": 1_796_637_600.0 + 60.0 * t, "arms": arms, "tier": None})
     settings = SplitSettings(window=10**9, max_extensions=0)
     data = ticks_to_data([SplitTick.from_dict(d) for d in dicts], specs)
+    head = [GENESIS]
+
+    def shipped(g: Any) -> Any:
+        def tick(t: int) -> None:
+            _, head[0] = chain_records(g.update(data, t, evidence=True).records(), head[0])
+        return tick
+
     paths = {  # tick t of the parsed run, as the CLI and the service feed it
         "update": lambda g: (lambda t: g.update(data, t)),
-        "update+records": lambda g: (lambda t: g.update(data, t).records()),
+        "update+evidence": lambda g: (lambda t: g.update(data, t, evidence=True)),
+        "evidence+records": lambda g: (lambda t: g.update(data, t, evidence=True).records()),
+        "shipped": shipped,
         "parse+update": lambda g: (lambda t: g.update(ticks_to_data([SplitTick.from_dict(dicts[t])], specs))),
     }
     out = [{"path": path, **_laps(make(SplitGate(specs, settings)), n, warmup)} for path, make in paths.items()]
@@ -217,5 +247,8 @@ def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets
         gate.run_batch(data)
         batch.append((time.perf_counter_ns() - t0) / n / 1e3)
         cpu.append((time.process_time() - c0) / n * 1e6)
-    out.append({"path": "run_batch", "median_us": float(np.median(batch)), "p99_us": float(max(batch)), "cpu_us": float(np.median(cpu)), "ticks": n})
-    return {"metrics": n_metrics, "buckets": n_buckets, "arms": 2, "results": out, "floor": _split_floor(SplitGate(specs, settings), data)}
+    out.append({"path": "run_batch", "median_us": float(np.median(batch)), "p99_us": float(max(batch)), "cpu_us": float(np.median(cpu)),
+                "cpu_p99_us": float(max(cpu)), "ticks": n})
+    by = {r["path"]: r for r in out}
+    return {"metrics": n_metrics, "buckets": n_buckets, "arms": 2, "results": out, "floor": _split_floor(SplitGate(specs, settings), data),
+            "verdict_us": by["update"]["median_us"], "shipped_us": by["shipped"]["median_us"]}

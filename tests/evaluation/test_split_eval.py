@@ -10,6 +10,7 @@ fixed-n test at half its sample, and nothing else changes between two runs with 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -217,11 +218,13 @@ def test_bench_cli_prints_the_split_section() -> None:
     assert r.exit_code == 0, r.output
     sp = json.loads(r.output.splitlines()[-1])["split"]
     assert (sp["metrics"], sp["buckets"], sp["arms"]) == (12, 20, 2)
-    assert {x["path"] for x in sp["results"]} == {"update", "update+records", "parse+update", "run_batch"}
-    assert all(x["median_us"] > 0 and x["p99_us"] >= x["median_us"] and x["cpu_us"] >= 0 for x in sp["results"])
-    assert sp["floor"]["dispatch_us"] > 0 and sp["floor"]["arithmetic_us"] > 0
+    assert {x["path"] for x in sp["results"]} == {"update", "update+evidence", "evidence+records", "shipped", "parse+update", "run_batch"}
+    assert all(x["median_us"] > 0 and x["p99_us"] >= x["median_us"] and x["cpu_p99_us"] >= 0 and x["cpu_us"] >= 0 for x in sp["results"])
+    assert sp["floor"]["dispatch_us"] > 0 and sp["floor"]["arithmetic_us"] > 0 and math.isfinite(sp["floor"]["evidence_us"])
+    by = {x["path"]: x["median_us"] for x in sp["results"]}
+    assert (sp["shipped_us"], sp["verdict_us"]) == (by["shipped"], by["update"]) and sp["shipped_us"] > sp["verdict_us"]
     r = runner.invoke(app, ["bench", "--split-only", "--split-ticks", "30"])
-    assert r.exit_code == 0 and "parse+update" in r.output and "split floor" in r.output  # the split table (its title wraps in a narrow terminal)
+    assert r.exit_code == 0 and "parse+update" in r.output and "split floor" in r.output and "split.shipped_us" in r.output  # the split table (its title wraps in a narrow terminal)
     assert "kernel floor" not in r.output  # --split-only: no one- / two-sample tables
 
 

@@ -159,6 +159,6 @@ def test_update_at_a_tick_of_the_run_equals_update_of_its_cut():
         specs, settings, data = stream(seed)
         a, b = SplitGate(specs, settings), SplitGate(specs, settings)
         for t in range(data.n_ticks):
-            assert a.update(data, t).records() == b.update(data.ticks(t, t + 1)).records(), (seed, t)
+            assert a.update(data, t, evidence=True).records() == b.update(data.ticks(t, t + 1)).records(), (seed, t)
     with pytest.raises(ValueError, match="tick 99 of a run"):
         a.update(data, 99)

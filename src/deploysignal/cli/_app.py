@@ -384,16 +384,20 @@ def bench(
     if split:
         sp = res["split"]
         t = Table(title=f"split gate per-tick latency ({sp['metrics']} metrics x {sp['buckets']} buckets x {sp['arms']} arms)")
-        for col in ("path", "median us", "p99 us", "CPU us (mean)", "ticks"):
+        for col in ("path", "median us", "p99 us", "CPU us (mean)", "CPU p99 us", "ticks"):
             t.add_column(col)
         for r in sp["results"]:
-            t.add_row(r["path"], f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", f"{r['cpu_us']:.1f}", str(r["ticks"]))
+            t.add_row(r["path"], f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", f"{r['cpu_us']:.1f}", f"{r['cpu_p99_us']:.1f}", str(r["ticks"]))
         out.print(t)
-        out.print("split paths: update = the compiled step on tick t of the parsed run, verdict only (a library caller that reads no records); "
-                  "the CLI's audit path and the service run update+records every tick (the service parses first)")
+        out.print("split paths: update = the compiled step on tick t of the parsed run, verdict only (the default call: a library caller "
+                  "that reads no records); update+evidence = the same call computing every family's evidence numbers too (evidence=True); "
+                  "the service runs evidence+records every tick (it parses first); shipped = evidence+records+chained audit lines, what "
+                  "gate --split --audit runs per tick; wall p99 on a loaded machine is preemption: compare CPU p99")
+        out.print(f"split.shipped_us {sp['shipped_us']:.1f} (median), split.verdict_us {sp['verdict_us']:.1f}")
         fl = sp["floor"]
         out.print(f"split floor (CPU): one call of an empty compiled step with the same arguments {fl['dispatch_us']:.2f} us; "
-                  f"the step's arithmetic {fl['arithmetic_us']:.2f} us a tick (all ticks in one call)")
+                  f"the step's arithmetic {fl['arithmetic_us']:.2f} us a tick (all ticks in one call); the evidence numbers add "
+                  f"{fl['evidence_us']:.2f} us a tick")
     if fleet:
         f = res["fleet"]
         out.print(f"fleet observer update, {f['n_shards']} shards x {f['n_signals']} signals: median {f['median_ms']:.1f} ms, "

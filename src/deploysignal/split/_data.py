@@ -64,16 +64,25 @@ class BlockBuilder:
         self._tptr = [0]
         self._nc: list[int] = []
         self._n: list[int] = []
-        self._a: list[np.ndarray] = []
-        self._c1: list[np.ndarray] = []
+        self._a: list[Any] = []
+        self._c1: list[Any] = []
         self._xptr = [0]
         self._x: list[tuple[int, int, int]] = []
 
     def add_block(self, nc: int, n: int, a: np.ndarray, c1: np.ndarray, extras: list[tuple[int, int, int]] = ()) -> None:  # type: ignore[assignment]
+        """One block: ``nc`` canary units of ``n``, per edge-event ``a`` canary events and ``c1`` units
+        with exactly one event (``k`` counts each), ``extras`` ``(k, y, count)`` units with ``y >= 2``
+        events. The counts are copied: a caller may reuse its buffers for the next block."""
+        self._add_owned(nc, n, np.array(a, dtype=np.int64), np.array(c1, dtype=np.int64), extras)
+
+    def _add_owned(self, nc: int, n: int, a: Any, c1: Any, extras: Any = ()) -> None:
+        """:meth:`add_block` without the copy, for callers that hand over fresh lists or arrays of
+        ``k`` counts they never touch again (:func:`~deploysignal.split.ticks_to_data`); one array per
+        field is built from them at :meth:`build`."""
         self._nc.append(int(nc))
         self._n.append(int(n))
-        self._a.append(np.asarray(a, dtype=np.int64))
-        self._c1.append(np.asarray(c1, dtype=np.int64))
+        self._a.append(a)
+        self._c1.append(c1)
         self._x.extend(extras)
         self._xptr.append(len(self._x))
 

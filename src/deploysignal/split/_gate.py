@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import weakref
 from collections.abc import Callable
@@ -216,19 +217,24 @@ class SplitGate:
         self._measured = self._step.measured  # per family: ticks with units in both arms (a view the compiled step counts in)
 
     # ------------------------------------------------------------------ paths
-    def update(self, data: SplitData, at: int | None = None) -> SplitDecision:
+    def update(self, data: SplitData, at: int | None = None, *, evidence: bool = False) -> SplitDecision:
         """One tick: ``data`` itself (``data.n_ticks == 1``) or, with ``at``, tick ``at`` of ``data``
         (the same as ``update(data.ticks(at, at + 1))`` without building the cut). One compiled call
         advances every family (:class:`~deploysignal.split._step.TickStep`); the verdict logic runs in
         Python only at a tick where it can change more than the counters (a fire, a possible early
-        proceed, a window end). The decision's evidence records are built when first read
-        (:class:`SplitDecision`)."""
+        proceed, a window end). The decision's evidence records are formatted when first read
+        (:class:`SplitDecision`). By default (a caller that reads only verdicts pays nothing for them)
+        their numbers are computed then, by each family's :meth:`~Family.evidence`; with ``evidence=True``
+        (what the CLI's audit, the replay and the service use: they read the records of every tick) the
+        same compiled call computes them into two fresh arrays the decision keeps (fresh because a held
+        decision must keep its own tick's numbers). The same records either way."""
         if at is None and data.n_ticks != 1:
             raise ValueError(f"update takes one tick, got {data.n_ticks}")
         if at is not None and not 0 <= at < data.n_ticks:
             raise ValueError(f"tick {at} of a run of {data.n_ticks}")
         self._settle()
-        out, bits = self._step.run(data, at)
+        ev = self._step.evidence_buffers() if evidence else None
+        out, bits = self._step.run(data, at, ev)
         st = self.settings
         tick = self._tick + 1
         if (bits & (FIRED_ROLLBACK | FIRED_VOID) or tick % st.window == 0
@@ -238,13 +244,17 @@ class SplitGate:
             self._tick = tick
             if not self._final and self._verdict == "pending" and self._void:
                 self._reason = self._void
-        d = SplitDecision._lazy(self._evidence_now, self._tick, float(data.timestamps[at or 0]), self._verdict, self._final, self._decided,
+        d = SplitDecision._lazy(self._evidence_now if ev is None else functools.partial(self._evidence_of, *ev), self._tick, float(data.timestamps[at or 0]), self._verdict, self._final, self._decided,
                                 self._fired, self._reason)
         self._last = weakref.ref(d)
         return d
 
     def _evidence_now(self) -> tuple[FamilyEvidence, ...]:
         return tuple(f.evidence() for f in self.families)
+
+    def _evidence_of(self, fe: np.ndarray, ie: np.ndarray) -> tuple[FamilyEvidence, ...]:
+        """Every family's evidence record from the numbers the compiled step wrote for a tick."""
+        return tuple(f._evidence_from(a, b) for f, a, b in zip(self.families, fe.tolist(), ie.tolist()))  # noqa: SLF001 - the compiled families' private hook
 
     def _settle(self) -> None:
         """Before the state moves on: the last decision, if still referenced, gets its evidence now."""

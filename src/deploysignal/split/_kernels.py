@@ -24,8 +24,8 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["NEGLIGIBLE", "advance", "block_logs", "edge_effect", "evidence_summary", "log_unit_term", "mixture_log", "proceed_ok", "ratio_cs",
-           "rollback_log_e", "run_metric", "slot_logs"]
+__all__ = ["NEGLIGIBLE", "advance", "best_slot", "block_logs", "edge_effect", "evidence_summary", "log_unit_term", "mixture_log", "mixture_log_bounded", "proceed_ok", "ratio_cs",
+           "rollback_log_e", "run_metric", "slot_bounds", "slot_logs"]
 
 _OPTS = {"cache": True, "nogil": False, "error_model": "numpy"}
 #: a log-sum-exp term this far below the maximum is left out (exp(-50) ~ 2e-22)
@@ -116,12 +116,45 @@ def mixture_log(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.n
         return -np.inf
     tot = 0.0
     for s in range(S):
-        k = slot_k[s]
-        b = ell[k, base[s]]
-        for j in range(J):
-            v = ell[k, idx[s, j]] - b - m
-            if v > NEGLIGIBLE:
-                tot += math.exp(v)
+        tot = _add_slot(ell, slot_k, idx, base, s, m, tot)
+    return m + math.log(tot) - math.log(S * J)
+
+
+@njit(**_OPTS)
+def _add_slot(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.ndarray, s: int, m: float, tot: float) -> float:
+    """``tot`` plus slot ``s``'s terms ``exp(ell - b - m)`` above :data:`NEGLIGIBLE`, added one by one."""
+    k = slot_k[s]
+    b = ell[k, base[s]]
+    for j in range(idx.shape[1]):
+        v = ell[k, idx[s, j]] - b - m
+        if v > NEGLIGIBLE:
+            tot += math.exp(v)
+    return tot
+
+
+@njit(**_OPTS)
+def mixture_log_bounded(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.ndarray, bounds: np.ndarray) -> float:
+    """:func:`mixture_log` given each slot's largest log-ratio ``bounds[s]`` (:func:`_bound`): the
+    same sum in the same order, skipping the slots none of whose terms can enter it.
+
+    A term is ``fl(fl(ell - b) - m) <= fl(bounds[s] - m)`` (rounding is monotone), so a slot with
+    ``fl(bounds[s] - m) <= NEGLIGIBLE`` adds nothing in :func:`mixture_log` either. That argument needs
+    finite numbers: when any bound is not finite (an infinite or NaN log-ratio) the full
+    :func:`mixture_log` is returned.
+    """
+    S, J = idx.shape
+    m = -np.inf
+    for s in range(S):
+        if not math.isfinite(bounds[s]):
+            return mixture_log(ell, slot_k, idx, base)
+        if bounds[s] > m:
+            m = bounds[s]
+    if m == -np.inf:
+        return -np.inf
+    tot = 0.0
+    for s in range(S):
+        if bounds[s] - m > NEGLIGIBLE:
+            tot = _add_slot(ell, slot_k, idx, base, s, m, tot)
     return m + math.log(tot) - math.log(S * J)
 
 
@@ -222,14 +255,29 @@ def ratio_cs(ell: np.ndarray, thr: float) -> tuple[int, int, int]:
     the grid maximiser of ``ell``.
     """
     R = ell.shape[0]
+    # _mix_range's largest term m = max_j fl(ell[j] - ell[i]) = fl(max_j ell[j] - ell[i]) (rounding is
+    # monotone), and its value fl(fl(m + log(tot)) - log(n)) with tot >= 1 is at least fl(m - log(n)):
+    # when that reaches thr the exact call's answer is "not below", so no exponential is taken. The
+    # argument needs finite numbers: with an infinite or NaN entry every index takes the exact call
+    pre, sfx = np.empty(R), np.empty(R)  # max(ell[:i]), max(ell[i + 1:])
+    top = -np.inf
+    finite = True
+    for j in range(R):
+        pre[j] = top
+        top = max(top, ell[j])
+        finite = finite and math.isfinite(ell[j])
+    top = -np.inf
+    for j in range(R - 1, -1, -1):
+        sfx[j] = top
+        top = max(top, ell[j])
     hi = 0
     for i in range(R - 1, 0, -1):
-        if _mix_range(ell, i, 0, i) < thr:
+        if (not finite or (pre[i] - ell[i]) - math.log(i) < thr) and _mix_range(ell, i, 0, i) < thr:
             hi = i
             break
     lo = R - 1
     for i in range(0, R - 1):
-        if _mix_range(ell, i, i + 1, R) < thr:
+        if (not finite or (sfx[i] - ell[i]) - math.log(R - i - 1) < thr) and _mix_range(ell, i, i + 1, R) < thr:
             lo = i
             break
     return lo, hi, int(np.argmax(ell))
@@ -260,6 +308,48 @@ def slot_logs(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.nda
 
 
 @njit(**_OPTS)
+def slot_bounds(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Each slot's largest log-ratio (:func:`_bound`), for :func:`mixture_log_bounded` and :func:`best_slot`."""
+    S = idx.shape[0]
+    bounds = np.empty(S)
+    for s in range(S):
+        bounds[s] = _bound(ell, slot_k, idx, base, s)
+    return bounds
+
+
+@njit(**_OPTS)
+def best_slot(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.ndarray, bounds: np.ndarray) -> int:
+    """``argmax(slot_logs(ell, slot_k, idx, base))`` (ties to the first), taking the exponentials of
+    only the slots that can reach the maximum.
+
+    A slot's own :func:`mixture_log` is ``fl(fl(m + log(tot)) - log J)`` with ``m = bounds[s]`` its
+    largest log-ratio (:func:`slot_bounds`) and ``1 <= tot <= J``: at least ``fl(m - log J)`` (rounding is
+    monotone) and at most ``m`` up to rounding. A slot whose ``m`` lies below the largest such lower
+    bound by more than ``1e-9 (1 + |m|)`` (a million rounding steps) cannot be the maximum or tie with
+    it and is skipped; the others get the exact :func:`mixture_log` of :func:`slot_logs`. The bounds
+    need finite numbers: when any bound is not finite (an infinite or NaN log-ratio) the answer is the
+    full ``argmax(slot_logs(...))``.
+    """
+    S, J = idx.shape
+    for s in range(S):
+        if not math.isfinite(bounds[s]):
+            return int(np.argmax(slot_logs(ell, slot_k, idx, base)))
+    lj = math.log(J)
+    floor = -np.inf
+    for s in range(S):
+        if bounds[s] - lj > floor:
+            floor = bounds[s] - lj
+    best, arg = -np.inf, -1
+    for s in range(S):
+        if bounds[s] + 1e-9 * (1.0 + abs(bounds[s])) < floor:
+            continue
+        v = mixture_log(ell, slot_k[s:s + 1], idx[s:s + 1], base[s:s + 1])
+        if arg < 0 or v > best:
+            best, arg = v, s
+    return max(arg, 0)
+
+
+@njit(**_OPTS)
 def edge_effect(ell: np.ndarray, lrho: np.ndarray, thr: float) -> tuple[int, bool, float, int, int]:
     """One edge-event's effect on the grid: ``(argmax, refined, log_estimate, lo, hi)``.
 
@@ -287,9 +377,10 @@ def evidence_summary(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base:
     """Everything a metric's evidence record needs in one call: ``(log_e, k, *edge_effect)``.
 
     ``log_e``: the rollback :func:`mixture_log`; ``k``: the edge-event of the first slot with the
-    largest own mixture (:func:`slot_logs`, ties to the first); then :func:`edge_effect` of that edge-event.
+    largest own mixture (:func:`slot_logs`, ties to the first; found by :func:`best_slot`); then
+    :func:`edge_effect` of that edge-event.
     """
-    logs = slot_logs(ell, slot_k, idx, base)
-    k = slot_k[int(np.argmax(logs))]
+    bounds = slot_bounds(ell, slot_k, idx, base)
+    k = slot_k[best_slot(ell, slot_k, idx, base, bounds)]
     i, refined, est, lo, hi = edge_effect(ell[k], lrho, thr)
-    return mixture_log(ell, slot_k, idx, base), k, i, refined, est, lo, hi
+    return mixture_log_bounded(ell, slot_k, idx, base, bounds), k, i, refined, est, lo, hi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -197,27 +198,37 @@ class SplitMetric(LayoutWatch):
         return float(mixture_log(self._ell, *self._rb))
 
     def evidence(self) -> FamilyEvidence:
+        fired_at = self._cnt[2]
         if self._acc[:, 1].sum() == 0 and not self._measured:
-            lv, h = self.log_evidence(), None
-        else:  # one compiled call: the e-value, the edge-event with the most evidence, its effect
-            lv, *eff = evidence_summary(self._ell, *self._rb, self.lrho, self.proceed_threshold)
-            h = self._effect_dict(*eff)
-        return FamilyEvidence(self.name, self.role, lv, float(self._runmax[0]), self.threshold, self.alpha, self._fired_at is not None,
-                              self._explain(lv, h), h)
+            return self._evidence_from((self.log_evidence(), float(self._runmax[0]), 0.0), (0, 0, 0, 0, 0, 0, 0, 0, fired_at))
+        # one compiled call: the e-value, the edge-event with the most evidence, its effect
+        lv, k, i, refined, est, lo, hi = evidence_summary(self._ell, *self._rb, self.lrho, self.proceed_threshold)
+        return self._evidence_from((lv, float(self._runmax[0]), est), (1, k, i, refined, lo, hi, self._acc[k, 0], self._acc[k, 1], fired_at))
+
+    def _evidence_from(self, fe: Sequence[float], ie: Sequence[int]) -> FamilyEvidence:
+        """The evidence record from its numbers: ``fe``, ``ie`` as a row of the compiled step's evidence
+        (:data:`~deploysignal.split._step.EV_FLOAT`, :data:`~deploysignal.split._step.EV_INT`), which
+        :func:`~deploysignal.split._step.gate_run` computes with the kernels :meth:`evidence` calls."""
+        lv, runmax, est = fe
+        has, k, i, refined, lo, hi, canary_events, events, fired = ie
+        h = self._effect_dict(int(k), int(i), bool(refined), est, int(lo), int(hi), int(canary_events), int(events)) if has else None
+        fired_at = None if fired < 0 else int(fired)
+        return FamilyEvidence(self.name, self.role, float(lv), float(runmax), self.threshold, self.alpha, fired_at is not None,
+                              self._explain(lv, h, fired_at, runmax), h)
 
     def explain(self) -> str:
-        return self._explain(self.log_evidence(), self.headline())
+        return self._explain(self.log_evidence(), self.headline(), self._fired_at, float(self._runmax[0]))
 
-    def _explain(self, lv: float, h: dict[str, Any] | None) -> str:
+    def _explain(self, lv: float, h: dict[str, Any] | None, fired_at: int | None, runmax: float) -> str:
         if h is None:
             return f"{self.name}: no units in both arms yet"
         if self.ratio_label == "legacy_odds":  # the wording of 0.4.0 audit logs (wrong: the ratio is a rate ratio)
             what = "odds ratio" if self.spec.kind == "event" else f"odds ratio of values > {h['edge']:.4g}"
         else:
             what = "event rate" if self.spec.kind == "event" else f"P({self.name} > {h['edge']:.4g})"
-        verdict = f"harm (crossed at tick {self._fired_at})" if self._fired_at is not None else ("suggestive" if lv >= self.suggestive_level else "no evidence of harm")
-        op = ">=" if self._fired_at is not None else "<"
-        peak = lv if self._fired_at is None else max(lv, float(self._runmax[0]))
+        verdict = f"harm (crossed at tick {fired_at})" if fired_at is not None else ("suggestive" if lv >= self.suggestive_level else "no evidence of harm")
+        op = ">=" if fired_at is not None else "<"
+        peak = lv if fired_at is None else max(lv, runmax)
         size = "no events" if not h["events"] else f"canary {what} x{_fmt(h['ratio'])} [{_fmt(h['lower'])}, {_fmt(h['upper'])}]"
         return f"{self.name}: {size}, log e-value {peak:.2f} {op} {self.threshold:.2f}: {verdict}"
 
@@ -231,19 +242,19 @@ class SplitMetric(LayoutWatch):
         """The effect of the edge-event with the most rollback evidence (``None`` before any data)."""
         if self._acc[:, 1].sum() == 0 and not self._measured:
             return None
-        _, *eff = evidence_summary(self._ell, *self._rb, self.lrho, self.proceed_threshold)
-        return self._effect_dict(*eff)
+        _, k, *eff = evidence_summary(self._ell, *self._rb, self.lrho, self.proceed_threshold)
+        return self._effect_dict(k, *eff, int(self._acc[k, 0]), int(self._acc[k, 1]))
 
     def _effect(self, k: int) -> dict[str, Any]:
-        return self._effect_dict(k, *edge_effect(self._ell[k], self.lrho, self.proceed_threshold))
+        return self._effect_dict(k, *edge_effect(self._ell[k], self.lrho, self.proceed_threshold), int(self._acc[k, 0]), int(self._acc[k, 1]))
 
-    def _effect_dict(self, k: int, i: int, refined: bool, log_est: float, lo: int, hi: int) -> dict[str, Any]:
+    def _effect_dict(self, k: int, i: int, refined: bool, log_est: float, lo: int, hi: int, canary_events: int, events: int) -> dict[str, Any]:
         R = len(self.rho)
         est = float(np.exp(log_est)) if refined else float(self.rho[i])
         upper = math.inf if hi >= R - 1 else float(self.rho[hi + 1])
         lower = 0.0 if lo <= 0 else float(self.rho[lo - 1])
         out: dict[str, Any] = {"ratio": est, "lower": lower, "upper": None if math.isinf(upper) else upper,
-                               "canary_events": int(self._acc[k, 0]), "events": int(self._acc[k, 1])}
+                               "canary_events": canary_events, "events": events}
         if self.spec.kind == "continuous":
             out["edge"] = float(self.spec.edges[k])
         return out

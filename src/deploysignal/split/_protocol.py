@@ -9,6 +9,7 @@ the gate what firing means: ``rollback`` (its alpha share is spent rejecting "no
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -53,7 +54,7 @@ class FamilyEvidence:
         """The audit record fields (natural logs; non-finite numbers as ``None``)."""
 
         def num(v: float) -> float | None:
-            return float(v) if np.isfinite(v) else None
+            return float(v) if math.isfinite(v) else None
 
         return {"family": self.family, "role": self.role, "log_evidence": num(self.log_evidence),
                 "peak_log_evidence": num(self.peak_log_evidence), "threshold": num(self.threshold), "alpha": self.alpha,

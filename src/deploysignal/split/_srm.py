@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -109,17 +110,27 @@ class SampleRatio(LayoutWatch):
         return FamilyStep(fired, ~after, np.asarray(data.units) > 0, np.zeros(T, dtype=bool))
 
     def evidence(self) -> FamilyEvidence:
-        return FamilyEvidence(self.name, self.role, self._last, self._peak, self.threshold, self.alpha, self._fired_at is not None,
-                              self.explain(), {"canary_units": int(self._acc[0]), "units": int(self._acc.sum()), "configured_share": self.share})
+        return self._evidence_from((self._last, self._peak, 0.0), (0, 0, 0, 0, 0, 0, self._acc[0], self._acc.sum(), self._cnt[2]))
+
+    def _evidence_from(self, fe: Sequence[float], ie: Sequence[int]) -> FamilyEvidence:
+        """The evidence record from its numbers (a row of the compiled step's evidence,
+        :data:`~deploysignal.split._step.EV_FLOAT`, :data:`~deploysignal.split._step.EV_INT`: the last
+        and peak log e-values; canary units, units and the first firing tick in ``ie[6:9]``)."""
+        last, peak = float(fe[0]), float(fe[1])
+        canary, n, fired = int(ie[6]), int(ie[7]), int(ie[8])
+        return FamilyEvidence(self.name, self.role, last, peak, self.threshold, self.alpha, fired >= 0, self._explain(canary, n, fired >= 0, peak),
+                              {"canary_units": canary, "units": n, "configured_share": self.share})
 
     def explain(self) -> str:
-        n = int(self._acc.sum())
+        return self._explain(int(self._acc[0]), int(self._acc.sum()), self._fired_at is not None, self._peak)
+
+    def _explain(self, canary: int, n: int, fired: bool, peak: float) -> str:
         if n == 0:
             return "sample ratio: no units yet"
-        obs = self._acc[0] / n
-        if self._fired_at is not None:
+        obs = float(canary) / float(n)  # what numpy's int64 / int64 gives
+        if fired:
             return (f"sample ratio: canary share {obs:.4f} of {n} units, configured {self.share:g}: mismatch "
-                    f"(log e-value {self._peak:.2f} >= {self.threshold:.2f})")
+                    f"(log e-value {peak:.2f} >= {self.threshold:.2f})")
         return f"sample ratio: canary share {obs:.4f} of {n} units, configured {self.share:g}: consistent"
 
     def state(self) -> dict[str, Any]:

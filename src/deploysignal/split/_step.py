@@ -24,6 +24,11 @@ Layouts (all ``int64`` unless said):
 * data: ``pk`` = ``[T, canary units (T), units (T), then per metric tptr, nc, n, a, c1, xptr, xk, xy,
   xc]``, ``pix`` (M, 12) per metric: present, blocks, extras, then the offsets of those nine arrays.
 * ``out`` (bool, F x 4 x T): fired, proceed allowed, measured, suggestive (:class:`FamilyStep`).
+* evidence after the last tick (when ``fe`` has rows; :data:`EV_FLOAT`, :data:`EV_INT`): ``fe``
+  (float64, F x 3) and ``ie`` (F x 9), per metric the numbers of
+  :meth:`SplitMetric.evidence <deploysignal.split.SplitMetric.evidence>` (the same kernels on the same
+  state: the same bits), per sample ratio its counters; the records are formatted from them only when
+  read (the split families' private ``_evidence_from``, not part of :class:`~deploysignal.split.Family`).
 """
 
 from __future__ import annotations
@@ -32,16 +37,25 @@ import numpy as np
 from numba import njit
 
 from ._data import SplitData
-from ._kernels import mixture_log, run_metric
+from ._kernels import best_slot, edge_effect, mixture_log, mixture_log_bounded, run_metric, slot_bounds
 from ._metric import SplitMetric
 from ._protocol import FamilyStep
 from ._srm import SampleRatio, srm_run
 
-__all__ = ["FIRED_ROLLBACK", "FIRED_VOID", "PROCEED_ALL", "TickStep", "gate_run", "pack", "packed"]
+__all__ = ["EV_FLOAT", "EV_INT", "FIRED_ROLLBACK", "FIRED_VOID", "PROCEED_ALL", "TickStep", "gate_run", "pack", "packed"]
 
 #: :func:`gate_run`'s answer for the last tick: bits
 FIRED_ROLLBACK, FIRED_VOID, PROCEED_ALL = 1, 2, 4
 _FIELDS = ("tptr", "nc", "n", "a", "c1", "xptr", "xk", "xy", "xc")
+#: columns of a family's evidence row in ``fe``: log e-value (sample ratio: the last), its running
+#: maximum (sample ratio: the peak), the refined log effect estimate (metric)
+EV_FLOAT = ("log_evidence", "peak", "log_estimate")
+#: columns of a family's evidence row in ``ie``: has data (metric: some event or measured tick),
+#: edge-event ``k``, grid argmax, refined, confidence-sequence ``lo``, ``hi`` (grid indices), canary
+#: events and events of edge-event ``k`` (sample ratio: canary units, units), first firing tick (-1 none)
+EV_INT = ("has_data", "k", "argmax", "refined", "lo", "hi", "canary_events", "events", "fired_at")
+#: zero rows: :func:`gate_run` computes no evidence (empty: nothing can be written into them)
+_NO_EVIDENCE = (np.zeros((0, len(EV_FLOAT))), np.zeros((0, len(EV_INT)), dtype=np.int64))
 
 
 def pack(data: SplitData, names: tuple[str, ...], n_events: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +115,7 @@ def _metric(plan: np.ndarray, grid: np.ndarray, slots: np.ndarray, ell: np.ndarr
             out[f, 1, t] = False
             out[f, 2, t] = False
             out[f, 3, t] = v >= sugg
-        return
+        return lv
     nb, nx = x[1], x[2]
     cur = np.empty(T)
     state = (e, acc[p[4]:p[4] + 2 * K].reshape((K, 2)), fv[2 * f:2 * f + 1], grid[plan[0, 12]:])
@@ -111,6 +125,36 @@ def _metric(plan: np.ndarray, grid: np.ndarray, slots: np.ndarray, ell: np.ndarr
                (out[f, 0], out[f, 1], out[f, 2], cur))
     for t in range(T):
         out[f, 3, t] = cur[t] >= sugg
+    return cur[T - 1] if T else -np.inf
+
+
+@njit(cache=True)
+def _metric_evidence(plan: np.ndarray, grid: np.ndarray, slots: np.ndarray, ell: np.ndarray, acc: np.ndarray, fv: np.ndarray,
+                     cnt: np.ndarray, f: int, last: float, fe: np.ndarray, ie: np.ndarray) -> None:
+    """Metric ``f``'s evidence row (:data:`EV_FLOAT`, :data:`EV_INT`): what
+    :func:`~deploysignal.split._kernels.evidence_summary` gives :meth:`SplitMetric.evidence`, on the
+    same state. ``last``: the log e-value :func:`_metric` left for the last tick; when finite it is the
+    exact :func:`mixture_log` (``rollback_log_e`` returns it), else that is taken here."""
+    p = plan[f]
+    K, R, S, Jr, so = p[2], p[3], p[7], p[8], p[10]
+    e = ell[p[1]:p[1] + K * R].reshape((K, R))
+    a = acc[p[4]:p[4] + 2 * K].reshape((K, 2))
+    rk, ri, rbase = slots[so:so + S], slots[so + S:so + S + S * Jr].reshape((S, Jr)), slots[so + S + S * Jr:so + 2 * S + S * Jr]
+    bounds = slot_bounds(e, rk, ri, rbase)
+    fe[f, 0] = last if last > -np.inf else mixture_log_bounded(e, rk, ri, rbase, bounds)
+    fe[f, 1] = fv[2 * f]
+    fe[f, 2] = 0.0
+    ie[f, :] = 0
+    ie[f, 8] = cnt[f, 2]
+    events = 0
+    for k in range(K):
+        events += a[k, 1]
+    if events == 0 and cnt[f, 1] == 0:
+        return
+    k = rk[best_slot(e, rk, ri, rbase, bounds)]
+    i, refined, est, lo, hi = edge_effect(e[k], grid[p[5]:p[5] + R], grid[p[6] + 2])
+    fe[f, 2] = est
+    ie[f, 0], ie[f, 1], ie[f, 2], ie[f, 3], ie[f, 4], ie[f, 5], ie[f, 6], ie[f, 7] = 1, k, i, refined, lo, hi, a[k, 0], a[k, 1]
 
 
 @njit(cache=True)
@@ -139,15 +183,20 @@ def _sample_ratio(plan: np.ndarray, grid: np.ndarray, acc: np.ndarray, fv: np.nd
 
 @njit(cache=True)
 def gate_run(plan: np.ndarray, grid: np.ndarray, slots: np.ndarray, ell: np.ndarray, acc: np.ndarray, fv: np.ndarray,
-             cnt: np.ndarray, pk: np.ndarray, pix: np.ndarray, t0: int, t1: int, out: np.ndarray) -> int:
-    """Advance every family over ticks ``t0:t1`` of the packed run; per-tick flags in ``out``; the
-    counters in ``cnt``. Returns the last tick's bits: a metric fired (:data:`FIRED_ROLLBACK`), the
-    sample ratio fired (:data:`FIRED_VOID`), every family allows an early proceed (:data:`PROCEED_ALL`)."""
+             cnt: np.ndarray, pk: np.ndarray, pix: np.ndarray, t0: int, t1: int, bufs: tuple) -> int:
+    """Advance every family over ticks ``t0:t1`` of the packed run; ``bufs = (out, fe, ie)``: per-tick
+    flags in ``out``, and, when ``fe`` has a row per family, every family's evidence after the last
+    tick in ``fe, ie`` (module docstring); the counters in ``cnt``. Returns the last tick's bits: a
+    metric fired (:data:`FIRED_ROLLBACK`), the sample ratio fired (:data:`FIRED_VOID`), every family
+    allows an early proceed (:data:`PROCEED_ALL`)."""
+    out, fe, ie = bufs
     T = t1 - t0
+    with_ev = fe.shape[0] == plan.shape[0]
     for f in range(plan.shape[0]):
         c = cnt[f]
+        last = -np.inf
         if plan[f, 0] == 0:
-            _metric(plan, grid, slots, ell, acc, fv, f, pk, pix[f], t0, t1, out)
+            last = _metric(plan, grid, slots, ell, acc, fv, f, pk, pix[f], t0, t1, out)
         else:
             _sample_ratio(plan, grid, acc, fv, f, pk, t0, t1, c[2] >= 0, out)
         if c[2] < 0:
@@ -162,6 +211,13 @@ def gate_run(plan: np.ndarray, grid: np.ndarray, slots: np.ndarray, ell: np.ndar
         if plan[f, 0] == 0:
             c[1] += m
         c[3] += m
+        if with_ev and plan[f, 0] == 0:
+            _metric_evidence(plan, grid, slots, ell, acc, fv, cnt, f, last, fe, ie)
+        elif with_ev:
+            a = acc[plan[f, 4]:plan[f, 4] + 2]
+            fe[f, 0], fe[f, 1], fe[f, 2] = fv[2 * f], fv[2 * f + 1], 0.0
+            ie[f, :] = 0
+            ie[f, 0], ie[f, 6], ie[f, 7], ie[f, 8] = a[0] + a[1] > 0, a[0], a[0] + a[1], c[2]
     if T == 0:
         return 0
     bits = PROCEED_ALL
@@ -253,16 +309,24 @@ class TickStep:
         self._sizes = (epos, apos)
         self._fresh = True
 
-    def run(self, data: SplitData, at: int | None = None) -> tuple[np.ndarray, int]:
+    def evidence_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh ``(fe, ie)`` for :meth:`run`'s ``evidence`` (one row per family)."""
+        F = self.plan.shape[0]
+        return np.empty((F, len(EV_FLOAT))), np.empty((F, len(EV_INT)), dtype=np.int64)
+
+    def run(self, data: SplitData, at: int | None = None, evidence: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, int]:
         """Every family over every tick of ``data`` (or only its tick ``at``): ``(out, bits)``
-        (:func:`gate_run`). For a one-tick run ``out`` is a buffer reused by the next one-tick call."""
+        (:func:`gate_run`); with ``evidence`` (:meth:`evidence_buffers`) every family's evidence numbers
+        after the last tick are written into it in the same call. For a one-tick run ``out`` is a
+        buffer reused by the next one-tick call."""
         if not self._fresh:
             self._layout()
         pk, pix, lo, hi = packed(data, self.names, self.n_events)
         if at is not None:
             lo, hi = lo + at, lo + at + 1
         out = self._one if hi - lo == 1 else np.empty((self.plan.shape[0], 4, hi - lo), dtype=bool)
-        bits = gate_run(self.plan, self.grid, self.slots, self.ell, self.acc, self.fv, self.cnt, pk, pix, lo, hi, out)
+        fe, ie = _NO_EVIDENCE if evidence is None else evidence
+        bits = gate_run(self.plan, self.grid, self.slots, self.ell, self.acc, self.fv, self.cnt, pk, pix, lo, hi, (out, fe, ie))
         return out, bits
 
     @staticmethod

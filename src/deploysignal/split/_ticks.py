@@ -23,6 +23,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -224,11 +225,12 @@ def _add(b: BlockBuilder, s: MetricSpec, tk: SplitTick) -> None:
     if s.kind == "event":
         if s.name in c.events and s.name in st.events:
             a = c.events[s.name]
-            b.add_block(c.units, c.units + st.units, [a], [a + st.events[s.name]])
+            b._add_owned(c.units, c.units + st.units, [a], [a + st.events[s.name]])  # noqa: SLF001 - fresh lists, never touched again
         return
     if s.name in c.buckets and s.name in st.buckets:
-        bc, bs = np.array(c.buckets[s.name], dtype=np.int64), np.array(st.buckets[s.name], dtype=np.int64)
-        # units above edge k: buckets k+1 .. B
-        ec = np.cumsum(bc[::-1])[::-1][1:]
-        es = np.cumsum(bs[::-1])[::-1][1:]
-        b.add_block(int(bc.sum()), int(bc.sum() + bs.sum()), ec, ec + es)
+        bc, bs = c.buckets[s.name], st.buckets[s.name]
+        # units above edge k: buckets k+1 .. B (exact integer sums; a few numpy calls per block cost more)
+        ec = list(accumulate(reversed(bc)))[-2::-1]
+        es = list(accumulate(reversed(bs)))[-2::-1]
+        nc = sum(bc)
+        b._add_owned(nc, nc + sum(bs), ec, [x + y for x, y in zip(ec, es)])  # noqa: SLF001 - fresh lists, never touched again

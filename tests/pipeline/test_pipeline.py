@@ -22,7 +22,7 @@ runner = CliRunner()
 
 
 def _write(tmp: Path, stages: list[dict], **extra: object) -> Path:
-    spec = {"version": 1, "name": "nl2sql", "deployment": {"incumbent": "v1", "candidate": "v2", "strategy": "canary"},
+    spec = {"version": 1, "name": "nl2sql", "deployment": {"incumbent": "v1", "candidate": "v2", "strategy": "direct"},
             "store": "deploy.sqlite", "stages": stages,
             "rollback": {"actuators": [{"type": "file", "path": "served.yaml", "key": "version"}]}, **extra}
     p = tmp / "pipeline.yaml"

@@ -375,6 +375,7 @@ def pipeline_compare(outputs: Path = typer.Argument(..., help="JSONL of {input, 
     sequential paired test; last line JSON. Exit 0 pass, 4 fail, 3 inconclusive."""
     from .._exceptions import InputError
     from ..pipeline import CompareStage
+    from ..pipeline._compare import ASSUMPTION
 
     if (grader is None) == (not grader_command):
         raise InputError("give --grader or --grader-command (one of them)")
@@ -401,6 +402,7 @@ def pipeline_compare(outputs: Path = typer.Argument(..., help="JSONL of {input, 
     res = compare_outputs(stage, outputs.resolve().parent)
     out.print(f"{res.verdict} after {res.pairs} pairs: incumbent {res.incumbent_mean:.4f}, candidate "
               f"{res.candidate_mean:.4f} (p non-inferiority {res.p_noninferiority:.3g}, p harm {res.p_harm:.3g})")
+    out.print(f"assumption: {ASSUMPTION}")
     typer.echo(json.dumps(res.to_json(), sort_keys=True))
     raise typer.Exit({"pass": 0, "fail": 4}.get(res.verdict, 3))
 

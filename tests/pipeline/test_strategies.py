@@ -308,3 +308,34 @@ def test_compare_grader_command_and_callable_errors_name_the_row(tmp_path: Path)
                                     "grader": "absolute_error"}, {"name": "go", "type": "actuate", "actuators": [HOOK]}])
     rec, calls = _run(p)
     assert rec.status == "blocked" and calls == [] and any("numeric reference" in e for e in rec.error_messages)
+
+
+def test_no_rule_outcome_turns_a_stop_into_a_pass() -> None:
+    """Every combination of gate verdict and rule outcomes: the watch passes only when the gate said
+    proceed and no rollback rule fired or went unevaluated."""
+    from itertools import product
+
+    from deploysignal.pipeline import RuleOutcome
+    from deploysignal.pipeline._rules import combine_verdict
+
+    kinds = [RuleOutcome("r", "m", "max", action, evaluated, fired and evaluated, None, 1.0, 2.0)
+             for action, evaluated, fired in product(("warn", "rollback"), (True, False), (True, False))]
+    for gate in ("proceed", "extend", "pending", "rollback"):
+        for n in (0, 1, 2):
+            for combo in product(kinds, repeat=n):
+                verdict, _ = combine_verdict(gate, combo)
+                blocking = any(o.action == "rollback" and (o.fired or not o.evaluated) for o in combo)
+                assert (verdict == "proceed") == (gate == "proceed" and not blocking), (gate, combo, verdict)
+                if gate == "rollback" or any(o.fired and o.action == "rollback" for o in combo):
+                    assert verdict == "rollback"
+
+
+def test_drill_slots_are_anchored_and_missed_slots_counted() -> None:
+    from deploysignal.pipeline import DrillSchedule, next_slot
+
+    s = DrillSchedule(every_s=100)
+    assert next_slot(s, 50.0, None) == (50.0, 0)                  # first run now, anchors the slots
+    assert next_slot(s, 51.0, 50.0, 50.0) == (150.0, 0)           # the next slot, not now + 100 after a slow drill
+    assert next_slot(s, 480.0, 50.0, 150.0) == (550.0, 3)         # 250, 350, 450 missed: one run, not a burst
+    t = DrillSchedule(every_s=100, start_at=1000.0)
+    assert next_slot(t, 10.0, None) == (1000.0, 0) and next_slot(t, 1000.0, 1000.0, 1000.0) == (1100.0, 0)

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["DEFAULT_RULES", "RuleOutcome", "ThresholdRule", "evaluate_rules"]
+__all__ = ["DEFAULT_RULES", "RuleOutcome", "ThresholdRule", "combine_verdict", "evaluate_rules"]
 
 RuleKind = Literal["relative_increase", "ratio", "min", "max"]
 
@@ -88,8 +88,8 @@ DEFAULT_RULES: tuple[ThresholdRule, ...] = (
 @dataclass(frozen=True)
 class RuleOutcome:
     """What one rule saw: ``fired`` at ``tick`` (0-based row of the telemetry) with the ``observed``
-    value, the incumbent's ``reference`` and the ``limit`` it crossed; ``evaluated`` False with
-    ``error`` when it could not be checked."""
+    value there, the incumbent's ``reference`` and the ``limit`` it crossed (a rule that did not fire:
+    ``observed`` is its worst tick); ``evaluated`` False with ``error`` when it could not be checked."""
 
     rule: str
     metric: str
@@ -171,3 +171,27 @@ def evaluate_rules(rules: Sequence[ThresholdRule], baseline: dict[str, np.ndarra
             out.append(RuleOutcome(**base, evaluated=True, fired=True, reference=reference, limit=limit,
                                    observed=float(x[fired_at]), tick=fired_at, consecutive=r.consecutive))
     return out
+
+
+def combine_verdict(gate_verdict: str, outcomes: Sequence[RuleOutcome]) -> tuple[str, str]:
+    """The watch's verdict from the gate's and the rules': ``(verdict, reason from the rules)``.
+
+    A fired ``rollback`` rule makes it ``rollback``; a ``rollback`` rule that could not be evaluated
+    makes anything but ``rollback`` ``extend`` (not a pass); otherwise the gate's verdict stands. No
+    outcome can turn ``rollback``, ``extend`` or ``pending`` into ``proceed``.
+
+    Examples
+    --------
+    >>> warn = RuleOutcome("r", "m", "max", "warn", True, True, None, 1.0, 2.0, 0, 1)
+    >>> combine_verdict("rollback", [warn]), combine_verdict("proceed", [warn])[0]
+    (('rollback', ''), 'proceed')
+    """
+    roll = [o for o in outcomes if o.fired and o.action == "rollback"]
+    if roll:
+        return "rollback", "; ".join(
+            f"rule {o.rule}: {o.metric} {o.observed:.6g} beyond {o.limit:.6g} (reference "
+            f"{'-' if o.reference is None else format(o.reference, '.6g')}) at tick {o.tick}" for o in roll)
+    blind = [o for o in outcomes if not o.evaluated and o.action == "rollback"]
+    if blind and gate_verdict != "rollback":
+        return "extend", "; ".join(f"rollback rule {o.rule} not evaluated: {o.error}" for o in blind)
+    return gate_verdict, ""

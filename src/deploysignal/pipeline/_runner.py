@@ -145,7 +145,7 @@ def _monitor(stage: MonitorStage, base: Path, telemetry: str, compiled: dict[tup
     from ..calibration import compile_baseline
     from ..gate import Gate, GateSettings
     from ..sources import read_frame
-    from ._rules import evaluate_rules
+    from ._rules import combine_verdict, evaluate_rules
 
     baseline = read_frame(base / stage.baseline)
     canary = read_frame(base / telemetry)
@@ -170,16 +170,9 @@ def _monitor(stage: MonitorStage, base: Path, telemetry: str, compiled: dict[tup
         if o.tick is not None:
             r["timestamp"] = float(canary.timestamps[o.tick])
         rules.append(r)
-    roll = [o for o in outcomes if o.fired and o.action == "rollback"]
-    blind = [o for o in outcomes if not o.evaluated and o.action == "rollback"]
-    if roll:  # a rule can add a rollback, never remove one
-        why = "; ".join(f"rule {o.rule}: {o.metric} {o.observed:.6g} beyond {o.limit:.6g} (reference "
-                        f"{'-' if o.reference is None else format(o.reference, '.6g')}) at tick {o.tick}" for o in roll)
-        info["reason"] = "; ".join(x for x in (info["reason"], why) if x)
-        verdict = "rollback"
-    elif blind and verdict != "rollback":
-        verdict = "extend"
-        info["reason"] = "; ".join(f"rollback rule {o.rule} not evaluated: {o.error}" for o in blind)
+    verdict, why = combine_verdict(verdict, outcomes)  # rules can add a rollback, never remove one
+    if why:
+        info["reason"] = why if verdict == "extend" else "; ".join(x for x in (info["reason"], why) if x)
     return {"verdict": verdict, **info, "rules": rules, "baseline_means": _means(baseline), "candidate_means": _means(canary)}
 
 

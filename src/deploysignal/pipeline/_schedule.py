@@ -36,20 +36,23 @@ class DrillSchedule(BaseModel):
     start_at: float | None = Field(None, allow_inf_nan=False)
 
 
-def next_slot(schedule: DrillSchedule, now: float, anchor: float | None) -> tuple[float, int]:
-    """The next slot at or after ``now`` and how many slots before it were missed.
+def next_slot(schedule: DrillSchedule, now: float, anchor: float | None, last: float | None = None) -> tuple[float, int]:
+    """The next slot at or after ``now`` (strictly after ``last``, the slot last run) and how many slots
+    between ``last`` and it were missed.
 
     Examples
     --------
     >>> s = DrillSchedule(every_s=60)
-    >>> next_slot(s, 1000.0, None), next_slot(s, 1000.0, 1000.0), next_slot(s, 1130.0, 1000.0)
-    ((1000.0, 0), (1000.0, 0), (1140.0, 2))
+    >>> next_slot(s, 1000.0, None), next_slot(s, 1000.5, 1000.0, 1000.0), next_slot(s, 1130.0, 1000.0, 1000.0)
+    ((1000.0, 0), (1060.0, 0), (1180.0, 2))
     """
     a = schedule.start_at if schedule.start_at is not None else (now if anchor is None else anchor)
-    if now <= a:
-        return a, 0
-    k = math.ceil((now - a) / schedule.every_s)
-    return a + k * schedule.every_s, max(k - 1, 0) if anchor is not None else 0
+    k = max(math.ceil((now - a) / schedule.every_s), 0)
+    if last is not None:
+        k = max(k, math.floor((last - a) / schedule.every_s + 1e-9) + 1)
+    slot = a + k * schedule.every_s
+    done = -1 if last is None else math.floor((last - a) / schedule.every_s + 1e-9)
+    return slot, (k - done - 1 if last is not None else 0)
 
 
 def run_drill_schedule(spec: PipelineSpec, base: str | Path, store: DeploymentStore, *, runs: int,
@@ -70,7 +73,7 @@ def run_drill_schedule(spec: PipelineSpec, base: str | Path, store: DeploymentSt
     last: float | None = None
     for _ in range(runs):
         now = clock()
-        slot, missed = next_slot(spec.drills, now if last is None else max(now, last + 1e-9), anchor)
+        slot, missed = next_slot(spec.drills, now, anchor, last)
         if anchor is None:
             anchor = slot
         if slot > now:

@@ -295,6 +295,10 @@ def test_compare_grader_command_and_callable_errors_name_the_row(tmp_path: Path)
     assert res.exit_code == 3 and json.loads(res.output.strip().splitlines()[-1])["verdict"] == "inconclusive", res.output
     res = runner.invoke(app, ["pipeline", "compare", str(out), "--grader", "no_such_mod:fn"])
     assert res.exit_code == 2 and "cannot be loaded" in res.output, res.output
+    noref = tmp_path / "noref.jsonl"
+    noref.write_text(json.dumps({"incumbent": "a", "candidate": "a"}) + "\n")
+    res = runner.invoke(app, ["pipeline", "compare", str(noref), "--grader", "exact_match"])
+    assert res.exit_code == 2 and "row 1" in res.output and "no 'reference'" in res.output, res.output
     with out.open("a") as f:
         f.write(json.dumps({"reference": 1, "incumbent": 1}) + "\n")
     res = runner.invoke(app, ["pipeline", "compare", str(out), "--grader", "accuracy"])

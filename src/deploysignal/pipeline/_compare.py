@@ -36,7 +36,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -264,7 +264,7 @@ def score_pairs(rows: list[dict[str, Any]], grader: GraderSpec, base: Path) -> t
     return inc, cand
 
 
-def compare_outputs(stage: CompareStage, base: Path, outputs: Union[str, None] = None) -> PairedComparison:
+def compare_outputs(stage: CompareStage, base: Path, outputs: str | None = None) -> PairedComparison:
     """Read, grade and test the stage's paired outputs (``outputs`` overrides the stage's path)."""
     rows = read_pairs(base / (outputs or stage.outputs))
     inc, cand = score_pairs(rows, stage.grader, base)

@@ -12,6 +12,9 @@ paired difference to the sequential paired test of :mod:`deploysignal.migration`
 * :func:`exact_match` - text generation: equal after case folding and whitespace collapsing;
 * :func:`similarity` - text generation: :class:`difflib.SequenceMatcher` ratio of the normalised texts.
 
+Each needs the line's ``reference``; a line without one is an error naming the line (a missing
+reference must not score both models 0 and hide a difference).
+
 Examples
 --------
 >>> accuracy("img-3", "cat", "cat"), absolute_error(None, 10.5, 10.0, scale=2.0)
@@ -31,6 +34,11 @@ from .._exceptions import InputError
 __all__ = ["BUILTIN", "absolute_error", "accuracy", "exact_match", "similarity"]
 
 
+def _need(reference: Any) -> None:
+    if reference is None:
+        raise InputError("the line has no 'reference' (the built-in graders score each output against it)")
+
+
 def _label(v: Any) -> str:
     return v.strip() if isinstance(v, str) else str(v)
 
@@ -43,6 +51,7 @@ def _text(v: Any) -> str:
 
 def accuracy(input: Any, output: Any, reference: Any) -> float:
     """Classification: 1.0 when the predicted label equals the reference (strings stripped), else 0.0."""
+    _need(reference)
     return 1.0 if _label(output) == _label(reference) else 0.0
 
 
@@ -61,6 +70,7 @@ def absolute_error(input: Any, output: Any, reference: Any, *, scale: float = 1.
 def exact_match(input: Any, output: Any, reference: Any) -> float:
     """Text generation: 1.0 when equal after case folding and collapsing whitespace; a non-string output
     scores 0."""
+    _need(reference)
     if not isinstance(output, str):
         return 0.0
     return 1.0 if _text(output) == _text(reference) else 0.0
@@ -69,6 +79,7 @@ def exact_match(input: Any, output: Any, reference: Any) -> float:
 def similarity(input: Any, output: Any, reference: Any) -> float:
     """Text generation: :class:`difflib.SequenceMatcher` ratio of the normalised texts (1 = identical);
     a non-string output scores 0."""
+    _need(reference)
     if not isinstance(output, str):
         return 0.0
     return difflib.SequenceMatcher(None, _text(output), _text(reference), autojunk=False).ratio()

@@ -175,6 +175,7 @@ def test_rule_set_to_rollback_in_yaml_rolls_back_and_the_record_says_why(tmp_pat
     assert "rule p99-ceiling: p99_latency_ms" in rec["rollback_reason"]
     assert 800 < rec["baseline_metrics"]["p99_latency_ms"] < 900  # the incumbent's mean the decision compared with
     assert rec["deployed_metrics"]["p99_latency_ms"] > rec["baseline_metrics"]["p99_latency_ms"]
+    assert rec["error_messages"] == []  # every rule's column is in the telemetry
     # the default rules ran too (warn): the three classical checks are in the stage entry
     hist = runner.invoke(app, ["pipeline", "history", str(tmp_path / "deploy.sqlite")])
     assert "rules_fired=p99-ceiling" in hist.output
@@ -182,8 +183,13 @@ def test_rule_set_to_rollback_in_yaml_rolls_back_and_the_record_says_why(tmp_pat
 
 def test_warn_rule_only_records_and_cli_escalates_it_to_rollback(tmp_path: Path) -> None:
     p = _rule_pipeline(tmp_path, "warn")
+    spec = yaml.safe_load(p.read_text())
+    spec["stages"][1]["rules"].append({"name": "typo", "kind": "max", "metric": "p99_latncy_ms", "threshold": 1.0})
+    p.write_text(yaml.safe_dump(spec))
     res = runner.invoke(app, ["pipeline", "run", str(p)])
     assert res.exit_code == 0 and "rule fired: p99-ceiling (warn)" in res.output, res.output
+    flat = " ".join(res.output.split())  # the console wraps long lines
+    assert "rule typo (warn) not evaluated: 'p99_latncy_ms' is not in the telemetry" in flat  # never silent
     (tmp_path / "served.yaml").write_text("version: v1\n")
     res = runner.invoke(app, ["pipeline", "run", str(p), "--rollback-on", "p99-ceiling"])
     assert res.exit_code == 4 and "rule fired: p99-ceiling (rollback)" in res.output, res.output

@@ -260,6 +260,8 @@ def run_pipeline(spec: PipelineSpec, base: str | Path, store: DeploymentStore, *
             rec.error_messages.append(f"{label}: {entry['error']}")
         if entry["type"] == "monitor" and "rules" in entry:
             rec.rules_fired += [where | r for r in entry["rules"] if r["fired"]]
+            rec.error_messages += [f"{label}: rule {r['rule']} ({r['action']}) not evaluated: {r['error']}"
+                                   for r in entry["rules"] if not r["evaluated"]]
             rec.baseline_metrics.update({k: v for k, v in entry["baseline_means"].items() if v is not None})
             rec.deployed_metrics.update({k: v for k, v in entry["candidate_means"].items() if v is not None})
         elif entry["type"] == "compare" and "incumbent_mean" in entry:

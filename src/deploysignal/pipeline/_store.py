@@ -45,7 +45,7 @@ class DeploymentRecord:
     incumbent's mean grader score of an output comparison); ``deployed_metrics``: the candidate's
     (gate-check values, telemetry means, mean grader score); ``error_messages``: why a stage failed or
     could not be evaluated (an actuator's error, an unmeasured gate check, unreadable telemetry, a
-    grader error), prefixed with the stage; ``rules_fired``: every threshold rule that fired (name,
+    threshold rule whose column is absent, a grader error), prefixed with the stage; ``rules_fired``: every threshold rule that fired (name,
     action, observed value, reference, limit, tick, stage, traffic step); ``scheduled_for``: a scheduled
     drill's slot (epoch seconds)."""
 

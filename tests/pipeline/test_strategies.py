@@ -124,7 +124,8 @@ def test_canary_file_actuator_writes_weights_and_needs_a_watch(tmp_path: Path) -
     assert rec.status == "promoted"
     assert [(s["action"], s["weight"]) for s in rec.stages if s.get("type") == "actuate"] == [
         ("shift", 0.2), ("shift", 0.5), ("promote", 1.0)]
-    assert yaml.safe_load((tmp_path / "served.yaml").read_text()) == {"version": "v2", "canary_weight": 1.0}
+    assert yaml.safe_load((tmp_path / "served.yaml").read_text()) == {"version": "v2", "canary_weight": 1.0,
+                                                                    "candidate": "v2"}
     # a canary that cannot be executed is refused, not run as a label
     for bad, match in (({"watch": []}, "needs watch checks"), ({"actuators": [dict(f, weight_key=None)]}, "weight_key")):
         p = _spec(tmp_path, "canary", [{"name": "rollout", "type": "actuate", "actuators": [f], "watch": [COMPARE]} | bad])
@@ -346,6 +347,6 @@ def test_drill_slots_are_anchored_and_missed_slots_counted() -> None:
     s = DrillSchedule(every_s=100)
     assert next_slot(s, 50.0, None) == (50.0, 0)                  # first run now, anchors the slots
     assert next_slot(s, 51.0, 50.0, 50.0) == (150.0, 0)           # the next slot, not now + 100 after a slow drill
-    assert next_slot(s, 480.0, 50.0, 150.0) == (550.0, 3)         # 250, 350, 450 missed: one run, not a burst
+    assert next_slot(s, 480.0, 50.0, 150.0) == (450.0, 2)         # 450 is due: run now; 250, 350 missed, no burst
     t = DrillSchedule(every_s=100, start_at=1000.0)
     assert next_slot(t, 10.0, None) == (1000.0, 0) and next_slot(t, 1000.0, 1000.0, 1000.0) == (1100.0, 0)

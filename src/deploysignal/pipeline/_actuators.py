@@ -9,7 +9,8 @@ the incumbent otherwise), ``weight`` (the candidate's share of live traffic, 0 t
 (whether the candidate receives a mirrored copy). A webhook gets them in its JSON body
 (``candidate_weight``, ``mirror``), a command in ``DEPLOYSIGNAL_ACTION``, ``DEPLOYSIGNAL_VERSION``,
 ``DEPLOYSIGNAL_WEIGHT``, ``DEPLOYSIGNAL_MIRROR`` (``0``/``1``) and the context variables, a file
-actuator under its ``key``, ``weight_key`` and ``mirror_key``.
+actuator under its ``key``, ``weight_key`` and ``mirror_key``, and the candidate's version under
+``candidate_key`` (default ``candidate`` for a file with a weight or mirror key).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class ActuationResult:
     detail: str
 
 
-def _file(a: FileActuator, version: str, base: Path, weight: float, mirror: bool) -> ActuationResult:
+def _file(a: FileActuator, version: str, base: Path, weight: float, mirror: bool, candidate: str | None) -> ActuationResult:
     path = base / a.path
     if a.version_key is None:
         text = version + "\n"
@@ -52,6 +53,8 @@ def _file(a: FileActuator, version: str, base: Path, weight: float, mirror: bool
             data[a.weight_key] = weight
         if a.mirror_key is not None:
             data[a.mirror_key] = mirror
+        if a.candidate_field is not None and candidate is not None:
+            data[a.candidate_field] = candidate  # which revision gets the weight / the mirror
         text = json.dumps(data, indent=2, sort_keys=True) + "\n" if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -80,9 +83,9 @@ def actuate(a: WebhookActuator | CommandActuator | FileActuator, *, action: str,
     w = float(weight) if weight is not None else (1.0 if action == "promote" else 0.0)
     if isinstance(a, FileActuator):
         try:
-            return _file(a, version, base, w, mirror)
-        except (OSError, ValueError, yaml.YAMLError) as e:
-            return ActuationResult("file", False, f"{a.path}: {e}")
+            return _file(a, version, base, w, mirror, context.get("candidate"))
+        except Exception as e:  # a file holding anything (too deep to parse, unhashable keys...): a failed actuation
+            return ActuationResult("file", False, f"{a.path}: {type(e).__name__}: {e}")
     if isinstance(a, CommandActuator):
         env = {**os.environ, "DEPLOYSIGNAL_ACTION": action, "DEPLOYSIGNAL_VERSION": version,
                "DEPLOYSIGNAL_WEIGHT": f"{w:g}", "DEPLOYSIGNAL_MIRROR": "1" if mirror else "0",
@@ -98,7 +101,7 @@ def actuate(a: WebhookActuator | CommandActuator | FileActuator, *, action: str,
     try:
         resp = c.post(a.url, json=payload, headers=a.headers, timeout=a.timeout_s)
         return ActuationResult("webhook", resp.is_success, f"{a.url}: HTTP {resp.status_code}")
-    except httpx.HTTPError as e:
+    except Exception as e:  # httpx.HTTPError, an invalid URL, a transport raising anything: a failed call
         return ActuationResult("webhook", False, f"{a.url}: {type(e).__name__}: {e}")
     finally:
         if own:

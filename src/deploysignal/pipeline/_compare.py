@@ -32,9 +32,11 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import numbers
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,11 +46,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._exceptions import ConfigError, InputError
 
-__all__ = ["ASSUMPTION", "CompareStage", "GraderSpec", "PairedComparison", "compare_outputs", "paired_comparison",
-           "read_pairs", "score_pairs", "sequential_verdicts"]
+__all__ = ["ASSUMPTION", "CompareStage", "GraderSpec", "PairedComparison", "compare_outputs", "load_grader",
+           "paired_comparison", "read_pairs", "score_pairs", "sequential_verdicts"]
 
 ASSUMPTION = ("pairs in random order: each pair's expected score difference given the earlier pairs obeys the "
               "null bound (not guaranteed when the order correlates with quality)")
+
+
+def _expand(name: str) -> str:
+    """A built-in grader's short name (``accuracy``) as ``module:function``; a ``module:function`` as is."""
+    return name if ":" in name else f"deploysignal.pipeline.graders:{name}"
 
 
 class GraderSpec(BaseModel):
@@ -67,7 +74,9 @@ class GraderSpec(BaseModel):
     @classmethod
     def _short(cls, v: Any) -> Any:
         if isinstance(v, str):  # grader: accuracy  /  grader: "pkg.mod:fn"
-            return {"callable": v if ":" in v else f"deploysignal.pipeline.graders:{v}"}
+            return {"callable": _expand(v)}
+        if isinstance(v, dict) and isinstance(v.get("callable"), str):  # {callable: absolute_error, options: ...}
+            return {**v, "callable": _expand(v["callable"])}
         return v
 
     @model_validator(mode="after")
@@ -181,9 +190,12 @@ def paired_comparison(incumbent: NDArray[np.float64], candidate: NDArray[np.floa
                             candidate_mean=float(cand[:stop].mean()))
 
 
-def read_pairs(path: Path) -> list[dict[str, Any]]:
+def read_pairs(path: Path, versions: tuple[str, str] | None = None) -> list[dict[str, Any]]:
     """Read the JSONL of paired outputs; every line needs ``incumbent`` and ``candidate`` (``input`` and
-    ``reference`` optional, passed to the grader)."""
+    ``reference`` optional, passed to the grader). Optional ``incumbent_version`` / ``candidate_version``
+    fields say which revisions produced the outputs: with ``versions`` = (incumbent, candidate) given, a
+    line naming another revision is an :class:`InputError` (outputs left over from an earlier candidate
+    must not answer for this one)."""
     from .._text import JSON_UNUSABLE, read_utf8
 
     rows = []
@@ -199,6 +211,10 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
         for k in ("incumbent", "candidate"):
             if k not in obj:
                 raise InputError(f"{path}: line has no {k!r} output", row=i, column=k)
+        for k, want in zip(("incumbent_version", "candidate_version"), versions or ()):
+            if k in obj and str(obj[k]) != want:
+                raise InputError(f"{path}: outputs of {k.split('_')[0]} {obj[k]!r}, but this deployment's is {want!r}",
+                                 row=i, column=k)
         rows.append({"input": obj.get("input"), "reference": obj.get("reference"), "incumbent": obj["incumbent"],
                      "candidate": obj["candidate"]})
     if not rows:
@@ -210,17 +226,34 @@ def _load_callable(spec: str) -> Callable[..., Any]:
     mod, _, fn = spec.partition(":")
     try:
         obj = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"grader {spec!r} cannot be loaded: {e}") from None
+    except (Exception, SystemExit) as e:  # a user's module may raise anything at import (SyntaxError, ValueError...)
+        raise ConfigError(f"grader {spec!r} cannot be loaded: {type(e).__name__}: {e}") from None
     if not callable(obj):
         raise ConfigError(f"grader {spec!r} is not callable")
     return obj  # type: ignore[no-any-return]
 
 
+def load_grader(grader: GraderSpec) -> None:
+    """Import a callable grader now (a command grader needs nothing): a module that fails to import or
+    lacks the function is a :class:`ConfigError` naming the grader. The runner calls it before any
+    traffic moves, so a broken grader cannot first show up with the candidate already serving.
+    The module is imported with the process's ``sys.path`` (set ``PYTHONPATH`` for your own graders)."""
+    if grader.callable is not None:
+        _load_callable(grader.callable)
+
+
 def _score(v: Any, row: int, column: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+    """A grader's score as a float in [0, 1]: any real number type (int, float, numpy scalars,
+    ``Decimal``, ``Fraction``) is accepted; a bool, a string or anything else is refused."""
+    num = math.nan
+    if isinstance(v, (numbers.Real, Decimal)) and not isinstance(v, (bool, np.bool_)):
+        try:
+            num = float(v)
+        except (OverflowError, ValueError):  # an integer beyond float range, a signalling Decimal NaN
+            pass
+    if not math.isfinite(num) or not 0.0 <= num <= 1.0:
         raise InputError(f"grader score {v!r} is not a number in [0, 1]", row=row, column=column)
-    return float(v)
+    return num
 
 
 def score_pairs(rows: list[dict[str, Any]], grader: GraderSpec, base: Path) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -264,8 +297,11 @@ def score_pairs(rows: list[dict[str, Any]], grader: GraderSpec, base: Path) -> t
     return inc, cand
 
 
-def compare_outputs(stage: CompareStage, base: Path, outputs: str | None = None) -> PairedComparison:
-    """Read, grade and test the stage's paired outputs (``outputs`` overrides the stage's path)."""
-    rows = read_pairs(base / (outputs or stage.outputs))
+def compare_outputs(stage: CompareStage, base: Path, outputs: str | None = None,
+                    versions: tuple[str, str] | None = None) -> PairedComparison:
+    """Read, grade and test the stage's paired outputs (``outputs`` overrides the stage's path;
+    ``versions``: the deployment's (incumbent, candidate), checked against the lines' optional version
+    fields, see :func:`read_pairs`)."""
+    rows = read_pairs(base / (outputs or stage.outputs), versions)
     inc, cand = score_pairs(rows, stage.grader, base)
     return paired_comparison(inc, cand, margin=stage.margin, tolerance=stage.tolerance, alpha=stage.alpha)

@@ -2,7 +2,8 @@
 
 Each rule compares one telemetry column of the candidate, tick by tick, with the incumbent's value
 on the same column (the mean of the healthy baseline, ``reference``) and fires after ``consecutive``
-failing ticks in a row:
+failing ticks in a row, counted over the *measured* ticks (a tick with no value on the column, NaN,
+is skipped: it neither breaks nor extends a run, so a sparse column fires like a dense one):
 
 * ``relative_increase``: ``value > max(reference, floor) * (1 + threshold)`` (error rate +50%);
 * ``ratio``: ``value > reference * threshold`` (latency x2);
@@ -11,8 +12,9 @@ failing ticks in a row:
 
 A rule's ``action`` is ``warn`` (recorded only) or ``rollback`` (the watch's verdict becomes
 rollback). Rules can only add a rollback: nothing a rule says turns the gate's rollback, extend or
-pending into a pass (there is no ``promote`` or ``override`` action). A rule whose column is absent or
-whose reference cannot be formed is *not evaluated*; a ``rollback`` rule not evaluated stops the
+pending into a pass (there is no ``promote`` or ``override`` action). A rule whose column is absent,
+has fewer measured ticks than ``consecutive`` (none at all included), or whose reference cannot be
+formed is *not evaluated*; a ``rollback`` rule not evaluated stops the
 watch (it is never silently skipped), a ``warn`` rule not evaluated is recorded as such.
 
 Guarantee: none. Thresholds spend no alpha and carry no error control (autocorrelated telemetry makes
@@ -74,9 +76,10 @@ class ThresholdRule(BaseModel):
         return self
 
 
-#: the four checks of a classical deployment controller (004: error rate +50%, latency x2, success
-#: below 70%, each after 5 consecutive failing ticks), all ``warn``; rules absent from the telemetry are
-#: recorded as not evaluated.
+#: the classical deployment controller's checks (004: error rate +50%, latency x2, success below 70%;
+#: its fourth trigger, consecutive failures, is each rule's ``consecutive`` = 5 failing ticks), all
+#: ``warn`` here where the source rolls back (they carry no error control; set ``action: rollback`` or
+#: ``--rollback-on``); rules absent from the telemetry are recorded as not evaluated.
 DEFAULT_RULES: tuple[ThresholdRule, ...] = (
     ThresholdRule(kind="relative_increase", metric="downstream_error_rate", threshold=0.5, floor=1e-3,
                   name="error-rate"),
@@ -124,7 +127,8 @@ def evaluate_rules(rules: Sequence[ThresholdRule], baseline: dict[str, np.ndarra
     ----------
     rules : sequence of ThresholdRule
     baseline, candidate : dict of str to ndarray
-        Columns by name (NaN = missing; a missing candidate tick breaks a run of failures).
+        Columns by name (NaN = missing; a missing candidate tick is skipped: runs of failures are
+        counted over the measured ticks).
 
     Returns
     -------
@@ -137,6 +141,11 @@ def evaluate_rules(rules: Sequence[ThresholdRule], baseline: dict[str, np.ndarra
     >>> o = evaluate_rules([r], {"lat": np.array([100.0, 100.0])}, {"lat": np.array([150.0, 210.0, 230.0])})[0]
     >>> (o.fired, o.tick, o.observed, o.reference, o.limit)
     (True, 2, 230.0, 100.0, 200.0)
+    >>> sparse = {"lat": np.array([210.0, np.nan, 230.0])}          # a gap neither breaks nor extends a run
+    >>> evaluate_rules([r], {"lat": np.array([100.0])}, sparse)[0].tick
+    2
+    >>> evaluate_rules([r], {"lat": np.array([100.0])}, {"lat": np.array([np.nan, 300.0])})[0].evaluated
+    False
     """
     out = []
     for r in rules:
@@ -156,17 +165,23 @@ def evaluate_rules(rules: Sequence[ThresholdRule], baseline: dict[str, np.ndarra
             reference = float(vals.mean())
         limit = _limit(r, reference if reference is not None else 0.0)
         x = np.asarray(candidate[r.metric], dtype=float)
-        with np.errstate(invalid="ignore"):
-            failing = (x < limit) if r.kind == "min" else (x > limit)  # NaN compares False: a gap breaks the run
+        measured = np.flatnonzero(np.isfinite(x))  # a gap (NaN) is skipped: runs count measured ticks only
+        if measured.size < r.consecutive:
+            out.append(RuleOutcome(**base, evaluated=False, fired=False, reference=reference, limit=limit,
+                                   error=f"{r.metric!r} has {measured.size} measured tick(s), fewer than the "
+                                   f"{r.consecutive} consecutive the rule needs"))
+            continue
+        xm = x[measured]
+        failing = (xm < limit) if r.kind == "min" else (xm > limit)
         streak, fired_at = 0, None
-        for i, f in enumerate(failing):
+        for j, f in enumerate(failing):
             streak = streak + 1 if f else 0
             if streak >= r.consecutive:
-                fired_at = i
+                fired_at = int(measured[j])
                 break
         if fired_at is None:
             out.append(RuleOutcome(**base, evaluated=True, fired=False, reference=reference, limit=limit,
-                                   observed=float(np.nanmax(x) if r.kind != "min" else np.nanmin(x)) if np.isfinite(x).any() else None))
+                                   observed=float(xm.max() if r.kind != "min" else xm.min())))
         else:
             out.append(RuleOutcome(**base, evaluated=True, fired=True, reference=reference, limit=limit,
                                    observed=float(x[fired_at]), tick=fired_at, consecutive=r.consecutive))

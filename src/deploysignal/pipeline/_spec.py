@@ -91,7 +91,8 @@ class FileActuator(_Strict):
     ``key`` = None writes the version as the whole file; otherwise the YAML/JSON mapping in the file
     gets ``key: version`` (other keys kept), where the version is the one serving live traffic (the
     candidate only once promoted). ``weight_key`` (needed by a canary) also writes the candidate's share
-    of live traffic, ``mirror_key`` (needed by shadow) whether the candidate receives mirrored traffic.
+    of live traffic, ``mirror_key`` (needed by shadow) whether the candidate receives mirrored traffic,
+    ``candidate_key`` which candidate version that share or mirror goes to.
     """
 
     type: Literal["file"]
@@ -99,6 +100,19 @@ class FileActuator(_Strict):
     key: str | None = None
     weight_key: str | None = None
     mirror_key: str | None = None
+    candidate_key: str | None = None
+
+    @property
+    def candidate_field(self) -> str | None:
+        """The key the candidate's version is written under, so a router reading the file knows which
+        revision gets the weight or the mirror (``candidate_key``; ``candidate`` when the file has a
+        weight or mirror key; None for a plain version file)."""
+        return self.candidate_key or ("candidate" if self.weight_key or self.mirror_key else None)
+
+    @property
+    def keys(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """Every key the actuator writes (version, weight, mirror, candidate)."""
+        return self.version_key, self.weight_key, self.mirror_key, self.candidate_field
 
     @property
     def version_key(self) -> str | None:
@@ -168,6 +182,9 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _steps(self) -> DeploymentSpec:
+        if "steps" in self.model_fields_set and self.strategy != "canary":
+            raise ValueError(f"steps are the traffic shares of a canary; strategy is {self.strategy!r} (add "
+                             "'strategy: canary' to step traffic, or remove 'steps')")
         traffic_plan(self.strategy, self.steps)  # ValueError names the problem
         return self
 
@@ -189,7 +206,7 @@ class PipelineSpec(_Strict):
     def _executable(self) -> PipelineSpec:
         """A canary or shadow that cannot be executed is refused, not run as a label."""
         strat = self.deployment.strategy
-        files: dict[str, tuple[str | None, str | None]] = {}
+        files: dict[str, tuple[str, tuple[str | None, ...]]] = {}
         for st in self.stages:
             if not isinstance(st, ActuateStage):
                 continue
@@ -201,11 +218,17 @@ class PipelineSpec(_Strict):
                         raise ValueError(f"stage {st.name}: a canary file actuator needs weight_key (the traffic share)")
                     if strat == "shadow" and a.mirror_key is None:
                         raise ValueError(f"stage {st.name}: a shadow file actuator needs mirror_key")
-                    files[a.path] = (a.weight_key, a.mirror_key)
-        for a in self.rollback.actuators:
-            if isinstance(a, FileActuator) and a.path in files and files[a.path] != (a.weight_key, a.mirror_key):
-                raise ValueError(f"rollback file actuator {a.path} must reset the same weight_key and mirror_key as "
-                                 "the actuate stage that writes it")
+                    files[a.path] = (st.name, a.keys)
+        resets = {a.path: a.keys for a in self.rollback.actuators if isinstance(a, FileActuator)}
+        for path, (stage, keys) in files.items():
+            if path not in resets:
+                raise ValueError(f"stage {stage}: the file actuator on {path} moves traffic, but no rollback file "
+                                 f"actuator resets {path} (add one with the same keys)")
+            if resets[path] != keys:
+                names = ("key", "weight_key", "mirror_key", "candidate_key")
+                diff = [f"{n} {x!r} vs {y!r}" for n, x, y in zip(names, keys, resets[path]) if x != y]
+                raise ValueError(f"rollback file actuator {path} must write the same keys as stage {stage} "
+                                 f"({'; '.join(diff)})")
         return self
 
 

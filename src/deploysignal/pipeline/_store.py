@@ -108,6 +108,12 @@ class DeploymentStore:
         """Most recent first."""
         return self._query("ORDER BY started_at DESC, id DESC LIMIT ?", (int(limit),))
 
+    def last_drill(self, pipeline: str) -> DeploymentRecord | None:
+        """The pipeline's scheduled drill with the latest slot (``scheduled_for``), or None."""
+        rows = self._query("WHERE pipeline = ? AND scheduled_for IS NOT NULL ORDER BY scheduled_for DESC, id DESC "
+                           "LIMIT 1", (pipeline,))
+        return rows[0] if rows else None
+
     def _query(self, tail: str, args: tuple[Any, ...]) -> list[DeploymentRecord]:
         cur = self._db.execute(f"SELECT * FROM deployments {tail}", args)
         names = [c[0] for c in cur.description]

@@ -290,3 +290,12 @@ def test_a_failing_compare_before_any_switch_blocks_without_rollback(tmp_path: P
                                     {"name": "go", "type": "actuate", "actuators": [HOOK]}], rollback=[HOOK])
     rec = run_pipeline(load_pipeline(p), tmp_path, DeploymentStore(":memory:"), client=client)
     assert rec.status == "blocked" and calls == [] and rec.rollback_reason.startswith("output comparison (pre): fail")
+
+
+def test_rollback_on_all_without_any_rule_is_refused(tmp_path: Path) -> None:
+    from deploysignal.pipeline._runner import _escalate
+
+    spec = load_pipeline(_write(tmp_path, "direct", [{"name": "go", "type": "actuate", "actuators": [HOOK]}],
+                                rollback=[HOOK]))
+    with pytest.raises(ConfigError, match="--rollback-on all: the pipeline has no threshold rules"):
+        _escalate(spec, ["all"])

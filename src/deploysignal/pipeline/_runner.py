@@ -377,6 +377,8 @@ def _escalate(spec: PipelineSpec, names: Sequence[str]) -> PipelineSpec:
 
     stages = [st.model_copy(update={"watch": [esc(c) for c in st.watch]}) if isinstance(st, ActuateStage) else esc(st)
               for st in spec.stages]
+    if not known:  # also for "all": a flag that escalates nothing must not look as if it had
+        raise ConfigError(f"--rollback-on {', '.join(sorted(want))}: the pipeline has no threshold rules (no monitor)")
     unknown = sorted(want - known - {"all"})
     if unknown:
         raise ConfigError(f"--rollback-on: no threshold rule named {', '.join(unknown)} (rules: {', '.join(sorted(known)) or 'none'})")

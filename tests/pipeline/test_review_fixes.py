@@ -299,3 +299,13 @@ def test_rollback_on_all_without_any_rule_is_refused(tmp_path: Path) -> None:
                                 rollback=[HOOK]))
     with pytest.raises(ConfigError, match="--rollback-on all: the pipeline has no threshold rules"):
         _escalate(spec, ["all"])
+
+
+def test_a_pipeline_without_any_check_is_warned_about(tmp_path: Path) -> None:
+    f = {"type": "file", "path": "served.yaml", "key": "version"}
+    p = _write(tmp_path, "direct", [{"name": "go", "type": "actuate", "actuators": [f]}], rollback=[f])
+    res = runner.invoke(app, ["pipeline", "run", str(p)])
+    assert res.exit_code == 0 and "warning: pipeline clf has no monitor or compare check" in res.output, res.output
+    _pairs(tmp_path, "pairs1.jsonl")
+    p = _canary(tmp_path)
+    assert "warning" not in runner.invoke(app, ["pipeline", "run", str(p)]).output

@@ -298,7 +298,13 @@ def pipeline_run(pipeline: Path = typer.Argument(..., help="Pipeline YAML."),
                      "this run; repeatable. Only escalates: no option turns a rollback rule into a warning.")) -> None:
     """Run a pipeline: blocking gates, the deployment strategy (direct, canary steps, shadow) with its
     checks, threshold rules, output comparison, rollback stage."""
+    from ..pipeline._spec import ActuateStage, CompareStage, MonitorStage
+
     spec = load_pipeline(pipeline)
+    if not any(isinstance(st, (MonitorStage, CompareStage)) or (isinstance(st, ActuateStage) and st.watch)
+               for st in spec.stages):
+        err.print(f"warning: pipeline {spec.name} has no monitor or compare check: the candidate is promoted "
+                  "without any check of its traffic or outputs")
     base = pipeline.resolve().parent
     db = DeploymentStore(store if store is not None else base / spec.store)
     try:

@@ -309,3 +309,10 @@ def test_a_pipeline_without_any_check_is_warned_about(tmp_path: Path) -> None:
     _pairs(tmp_path, "pairs1.jsonl")
     p = _canary(tmp_path)
     assert "warning" not in runner.invoke(app, ["pipeline", "run", str(p)]).output
+
+
+def test_accuracy_compares_numeric_labels_by_value() -> None:
+    from deploysignal.pipeline.graders import accuracy
+
+    assert accuracy(None, 1.0, 1) == accuracy(None, 1, 1.0) == accuracy(None, " cat ", "cat") == 1.0
+    assert accuracy(None, True, 1) == accuracy(None, "1", 1) == accuracy(None, 2, 1) == 0.0

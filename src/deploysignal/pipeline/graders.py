@@ -40,7 +40,16 @@ def _need(reference: Any) -> None:
 
 
 def _label(v: Any) -> str:
-    return v.strip() if isinstance(v, str) else str(v)
+    """A label's comparable form: a string stripped; a number by value (``1`` and ``1.0`` are one label,
+    a bool is not a number); anything else its ``str``."""
+    if isinstance(v, str):
+        return v.strip()
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        try:
+            return repr(float(v))
+        except OverflowError:  # an integer beyond float range: compared exactly
+            return str(v)
+    return str(v)
 
 
 def _text(v: Any) -> str:
@@ -50,7 +59,8 @@ def _text(v: Any) -> str:
 
 
 def accuracy(input: Any, output: Any, reference: Any) -> float:
-    """Classification: 1.0 when the predicted label equals the reference (strings stripped), else 0.0."""
+    """Classification: 1.0 when the predicted label equals the reference (strings stripped, numbers
+    compared by value: ``1`` equals ``1.0``), else 0.0."""
     _need(reference)
     return 1.0 if _label(output) == _label(reference) else 0.0
 

@@ -22,7 +22,7 @@ runner = CliRunner()
 
 
 def _write(tmp: Path, stages: list[dict], **extra: object) -> Path:
-    spec = {"version": 1, "name": "nl2sql", "deployment": {"incumbent": "v1", "candidate": "v2", "strategy": "canary"},
+    spec = {"version": 1, "name": "nl2sql", "deployment": {"incumbent": "v1", "candidate": "v2", "strategy": "direct"},
             "store": "deploy.sqlite", "stages": stages,
             "rollback": {"actuators": [{"type": "file", "path": "served.yaml", "key": "version"}]}, **extra}
     p = tmp / "pipeline.yaml"
@@ -172,7 +172,9 @@ def test_webhook_and_command_actuators_and_telemetry_rollback(tmp_path: Path) ->
     write_csv(base, tmp_path / "baseline.csv")
     write_csv(canary, tmp_path / "canary.csv")
     stages = [{"name": "switch", "type": "actuate", "actuators": [{"type": "file", "path": "served.yaml", "key": "version"}]},
-              {"name": "watch", "type": "monitor", "baseline": "baseline.csv", "telemetry": "canary.csv"}]
+              {"name": "watch", "type": "monitor", "baseline": "baseline.csv", "telemetry": "canary.csv",
+               "rules": [{"name": "always", "kind": "max", "metric": "p99_latency_ms", "threshold": 0.0,
+                          "consecutive": 1}]}]  # a warn rule that fires at once beside the gate's rollback
     p = _write(tmp_path, stages)
     spec = yaml.safe_load(p.read_text())
     spec["rollback"]["actuators"] += [{"type": "webhook", "url": "http://deploy/rollback"},
@@ -189,6 +191,8 @@ def test_webhook_and_command_actuators_and_telemetry_rollback(tmp_path: Path) ->
                        client=httpx.Client(transport=httpx.MockTransport(handler)))
     assert rec.status == "rolled_back", rec.stages
     assert rec.rollback_reason.startswith("telemetry")
+    assert [(r["rule"], r["action"], r["tick"]) for r in rec.rules_fired] == [("always", "warn", 0)]
+    assert "rule always" not in rec.rollback_reason  # the gate's rollback, with a warning beside it
     assert read_served_version(tmp_path / "served.yaml", "version") == "v1"
     assert (tmp_path / "cmd.txt").read_text() == "v1"
     assert calls and calls[0]["action"] == "rollback" and calls[0]["version"] == "v1"

@@ -1,7 +1,9 @@
-"""CLI for paired migration and the release pipeline: ``migrate``, ``pipeline run``, ``drill``.
+"""CLI for paired migration and the release pipeline: ``migrate``, ``pipeline run|history|show|compare|drills``,
+``drill``.
 
 Exit codes: 0 promoted / success, 3 promotion halted (gate blocked, monitor not conclusive, migration
-unfinished), 4 rolled back, 5 an actuator failed, 2 bad input or usage.  There is no option that
+unfinished, output comparison inconclusive), 4 rolled back (or an output comparison failed), 5 an
+actuator or a drill failed, 2 bad input or usage.  There is no option that
 skips or overrides a promotion gate.
 """
 
@@ -26,8 +28,8 @@ from ..migration._live import ALLOWED_TABLES, SimulatedSQLPair, reference_db, ru
 from ..migration._plan import PAPER_QUERIES_PER_DAY, AgentProfile, simulate_plan
 from ..migration._settings_file import settings_from_mapping
 from ..migration._simulation import SCENARIOS, run_evaluation, summary
-from ..pipeline import DeploymentStore, load_pipeline, read_served_version, run_drill, run_pipeline
-from ..pipeline._spec import FileActuator
+from ..pipeline import (DeploymentStore, GraderSpec, compare_outputs, load_pipeline, run_drill,
+                        run_drill_schedule, run_pipeline)
 from ._outputs import report_path
 
 __all__ = ["app", "drill", "migrate_app", "pipeline_app"]
@@ -290,25 +292,45 @@ def migrate_cost(
 @pipeline_app.command("run")
 @_guard
 def pipeline_run(pipeline: Path = typer.Argument(..., help="Pipeline YAML."),
-                 store: Optional[Path] = typer.Option(None, help="SQLite history (default: the file's 'store').")) -> None:
-    """Run a pipeline: blocking gates, actuation, telemetry monitor, rollback stage."""
+                 store: Optional[Path] = typer.Option(None, help="SQLite history (default: the file's 'store')."),
+                 rollback_on: Optional[list[str]] = typer.Option(
+                     None, "--rollback-on", help="Threshold rule (by name, or 'all') whose action becomes rollback for "
+                     "this run; repeatable. Only escalates: no option turns a rollback rule into a warning.")) -> None:
+    """Run a pipeline: blocking gates, the deployment strategy (direct, canary steps, shadow) with its
+    checks, threshold rules, output comparison, rollback stage."""
+    from ..pipeline._spec import ActuateStage, CompareStage, MonitorStage
+
     spec = load_pipeline(pipeline)
+    if not any(isinstance(st, (MonitorStage, CompareStage)) or (isinstance(st, ActuateStage) and st.watch)
+               for st in spec.stages):
+        err.print(f"warning: pipeline {spec.name} has no monitor or compare check: the candidate is promoted "
+                  "without any check of its traffic or outputs")
     base = pipeline.resolve().parent
     db = DeploymentStore(store if store is not None else base / spec.store)
     try:
-        rec = run_pipeline(spec, base, db)
+        rec = run_pipeline(spec, base, db, rollback_on=tuple(rollback_on or ()))
     finally:
         db.close()
-    out.print(f"{rec.id}: {rec.status}" + (f" ({rec.rollback_reason})" if rec.rollback_reason else ""))
+    out.print(f"{rec.id}: {rec.status} ({rec.strategy})" + (f" ({rec.rollback_reason})" if rec.rollback_reason else ""))
     for st in rec.stages:
         out.print(f"  {st['stage']}: " + json.dumps({k: v for k, v in st.items() if k != 'stage'}, sort_keys=True, default=str))
+    _print_findings(rec)
     raise typer.Exit(STATUS_EXIT[rec.status])
+
+
+def _print_findings(rec: Any) -> None:
+    for r in rec.rules_fired:
+        ref = "-" if r["reference"] is None else f"{r['reference']:.6g}"
+        out.print(f"  rule fired: {r['rule']} ({r['action']}) {r['metric']} {r['observed']:.6g} vs limit {r['limit']:.6g} "
+                  f"(incumbent {ref}) at tick {r['tick']}" + (f", step {r['step']}" if r.get("step") else ""))
+    for e in rec.error_messages:
+        out.print(f"  error: {e}")
 
 
 @pipeline_app.command("history")
 @_guard
 def pipeline_history(store: Path = typer.Argument(...), limit: int = typer.Option(20, min=1)) -> None:
-    """Show the DeploymentRecord history."""
+    """Show the DeploymentRecord history (``pipeline show`` prints one record whole)."""
     if not store.exists():
         err.print(f"error: no such store {store}")
         raise typer.Exit(2)
@@ -316,9 +338,116 @@ def pipeline_history(store: Path = typer.Argument(...), limit: int = typer.Optio
     try:
         for r in db.history(limit):
             out.print(f"{r.id} {r.pipeline} {r.incumbent_version}->{r.candidate_version} {r.strategy} {r.status} "
-                      f"rollback_s={r.rollback_duration_s} reason={r.rollback_reason}")
+                      f"rollback_s={r.rollback_duration_s} reason={r.rollback_reason} rules_fired="
+                      f"{','.join(x['rule'] for x in r.rules_fired) or '-'} errors={len(r.error_messages)}"
+                      + (f" scheduled_for={r.scheduled_for}" if r.scheduled_for is not None else ""))
     finally:
         db.close()
+
+
+@pipeline_app.command("show")
+@_guard
+def pipeline_show(store: Path = typer.Argument(...), record_id: str = typer.Argument(...)) -> None:
+    """Print one DeploymentRecord as JSON: strategy, stages, baseline (incumbent) and deployed metrics,
+    the threshold rules that fired with their observed values, error messages."""
+    if not store.exists():
+        err.print(f"error: no such store {store}")
+        raise typer.Exit(2)
+    db = DeploymentStore(store)
+    try:
+        rec = db.get(record_id)
+    finally:
+        db.close()
+    from dataclasses import asdict
+
+    typer.echo(json.dumps(asdict(rec), sort_keys=True, indent=2))
+
+
+@pipeline_app.command("compare")
+@_guard
+def pipeline_compare(outputs: Path = typer.Argument(..., help="JSONL of {input, reference, incumbent, candidate}."),
+                     grader: Optional[str] = typer.Option(None, help="accuracy | absolute_error | exact_match | "
+                                                          "similarity | module:function."),
+                     grader_command: Optional[list[str]] = typer.Option(
+                         None, help="Grader command (argv, repeat the option per word); reads the pairs as JSONL on "
+                         "stdin, prints {incumbent, candidate} scores per line."),
+                     option: Optional[list[str]] = typer.Option(None, help="Grader keyword NAME=VALUE (JSON value), "
+                                                                "e.g. scale=2.5; repeatable."),
+                     margin: float = typer.Option(0.02, help="Non-inferiority margin (score units)."),
+                     tolerance: float = typer.Option(0.0, help="Harm tolerance (score units, below the margin)."),
+                     alpha: float = typer.Option(0.05)) -> None:
+    """Compare a candidate model's outputs with the incumbent's on the same inputs: grade both, run the
+    sequential paired test; last line JSON. Exit 0 pass, 4 fail, 3 inconclusive."""
+    from .._exceptions import InputError
+    from ..pipeline import CompareStage
+    from ..pipeline._compare import ASSUMPTION
+
+    if (grader is None) == (not grader_command):
+        raise InputError("give --grader or --grader-command (one of them)")
+    opts: dict[str, Any] = {}
+    for o in option or ():
+        k, sep, v = o.partition("=")
+        if not sep or not k:
+            raise InputError(f"--option must be NAME=VALUE, got {o!r}", column="option")
+        try:
+            opts[k] = json.loads(v)
+        except ValueError:
+            opts[k] = v
+    if grader_command:
+        if opts:
+            raise InputError("--option is for a --grader callable; a --grader-command takes its own arguments")
+        gs = GraderSpec(command=list(grader_command))
+    else:
+        gs = GraderSpec.model_validate(grader).model_copy(update={"options": opts})
+    try:
+        stage = CompareStage(name="compare", type="compare", outputs=outputs.name, grader=gs, margin=margin,
+                             tolerance=tolerance, alpha=alpha)
+    except ValueError as e:
+        raise InputError(str(e).splitlines()[-1].strip()) from None
+    res = compare_outputs(stage, outputs.resolve().parent)
+    out.print(f"{res.verdict} after {res.pairs} pairs: incumbent {res.incumbent_mean:.4f}, candidate "
+              f"{res.candidate_mean:.4f} (p non-inferiority {res.p_noninferiority:.3g}, p harm {res.p_harm:.3g})")
+    out.print(f"assumption: {ASSUMPTION}")
+    typer.echo(json.dumps(res.to_json(), sort_keys=True))
+    raise typer.Exit({"pass": 0, "fail": 4}.get(res.verdict, 3))
+
+
+@pipeline_app.command("drills")
+@_guard
+def pipeline_drills(pipeline: Path = typer.Argument(..., help="Pipeline YAML (its 'drills' schedule)."),
+                    runs: int = typer.Option(1, min=1, help="Drills to run, then exit: a due slot (its time has "
+                                             "come, no drill recorded for it) runs at once, later ones wait for "
+                                             "their slot. --runs 1 from cron runs the due slot now."),
+                    every: Optional[float] = typer.Option(None, min=0.001, help="Seconds between drills (overrides "
+                                                          "the file's drills.every_s)."),
+                    store: Optional[Path] = typer.Option(None, help="SQLite history (default: the file's 'store').")) -> None:
+    """Scheduled rollback drills: run the rollback actuators every ``drills.every_s`` seconds, verify the
+    served-version files are back on the incumbent, record each run (timings, outcome, slots missed
+    since the store's last drill) and print it as one JSON line when it completes. Exit 5 if any failed."""
+    import sys
+    import time
+
+    from ..pipeline import DrillSchedule
+
+    spec = load_pipeline(pipeline)
+    if every is not None:  # keeps the file's start_at
+        spec = spec.model_copy(update={"drills": spec.drills.model_copy(update={"every_s": every}) if spec.drills
+                                       else DrillSchedule(every_s=every)})
+    base = pipeline.resolve().parent
+    db = DeploymentStore(store if store is not None else base / spec.store)
+
+    def show(r: Any) -> None:  # each record as it completes (a weekly schedule sleeps between runs)
+        typer.echo(json.dumps({"record_id": r.id, "status": r.status, "scheduled_for": r.scheduled_for,
+                               "started_at": r.started_at, "ended_at": r.ended_at,
+                               "missed_slots": r.stages[-1].get("missed_slots", 0),
+                               "actuators_s": r.rollback_duration_s, "errors": r.error_messages}, sort_keys=True))
+        sys.stdout.flush()
+
+    try:
+        recs = run_drill_schedule(spec, base, db, runs=runs, clock=time.time, sleep=time.sleep, on_record=show)
+    finally:
+        db.close()
+    raise typer.Exit(0 if all(r.status == "drill" for r in recs) else 5)
 
 
 @app.command("drill")
@@ -338,12 +467,7 @@ def drill(pipeline: Optional[Path] = typer.Argument(None, help="Pipeline whose r
     def on_rollback(reason: str) -> bool:
         if spec is None:
             return True
-        files = [a for a in spec.rollback.actuators if isinstance(a, FileActuator)]
-
-        def verify() -> bool:
-            return all(read_served_version(base / a.path, a.key) == spec.deployment.incumbent for a in files)
-
-        rec = run_drill(spec, base, db, verify=verify)
+        rec = run_drill(spec, base, db)
         holder["record"] = rec
         return rec.status == "drill"
 

@@ -294,6 +294,7 @@ def replay_cmd(
 ) -> None:
     """Re-derive every audit record; exit 0 only if all match byte for byte (1 otherwise)."""
     from ..audit import check_chain, read_audit, replay
+    from .._gc import gc_paused
 
     if split is not None or split_ticks is not None:
         from ._split import replay_split_file
@@ -311,7 +312,8 @@ def replay_cmd(
     header, lines = read_audit(audit)
     can = load_stream(canary, cfg, "canary")
     ctrl = load_stream(control, cfg, "control") if control else None
-    n = replay(cfg, can, lines, header, ctrl)
+    with gc_paused():  # the CLI's GC policy: a replay builds every tick's records at once (the core sets none)
+        n = replay(cfg, can, lines, header, ctrl)
     chain = check_chain(audit)
     if chain is None:
         out.print(f"replay ok: {n} records match (unchained log of format 1, written by deploysignal {header.get('gate_version', '< 0.2.0')}:"

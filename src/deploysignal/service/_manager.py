@@ -41,7 +41,7 @@ from ..audit import settings_record
 from ..audit._binding import STORE_BINDING, checkpoint_line, input_line, record_of
 from ..audit._chain import GENESIS, chain_lines, chain_records
 from ..calibration import canonical_json
-from ..gate._gate import gc_paused
+from .._gc import gc_paused
 from ..split._spec import with_legacy_label
 from ..store import AnalysisRow, Conflict, LockedAnalysis, NotFound, PendingLost, SQLStore, StoredRows, batch_digest, check_batch_digest, delete_analysis, record_batch_digest
 from ._admission import Busy
@@ -304,7 +304,8 @@ class AnalysisManager:
         """``eng.ingest(valid)`` in chunks of ``eval_chunk`` ticks (same results as one call)."""
         results: list[Any] = []
         for i in range(0, len(valid), self.eval_chunk):
-            results.extend(eng.ingest(valid[i : i + self.eval_chunk]))
+            with gc_paused():  # the service's GC policy (deploysignal/_gc.py): thousands of small per-tick objects
+                results.extend(eng.ingest(valid[i : i + self.eval_chunk]))
         return results
 
     # ------------------------------------------------------------------ create

@@ -141,7 +141,7 @@ def run_gate(
                 d = gate.update(canary.timestamps[i], canary.values[i], cohort=cohort, control=None if control is None else control.values[i])
                 decisions.append(d)
                 if writer:
-                    writer.write_lines(d.lines)
+                    writer.write_decision(d)
                 if report is not None and (i % 256 == 255 or i == len(canary) - 1):
                     report("gate: ticks", i + 1, len(canary))
     finally:

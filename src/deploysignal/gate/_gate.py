@@ -371,7 +371,9 @@ class Decision:
 
     @cached_property
     def lines(self) -> list[str]:
-        """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`)."""
+        """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`: the ``"repr"``
+        encoding of the service's analyses and of logs before 0.5.0; ``gate --audit`` writes RFC 8785
+        through :func:`deploysignal.audit.decision_lines`)."""
         if self._source.fast and _LINES_OK and not self._source.fail_closed:
             out = []
             for r in self._structs():

@@ -79,11 +79,11 @@ def _random_value(rng: np.random.Generator, depth: int = 0):
 
 
 def test_fast_route_equals_the_library_on_random_records():
-    """20,000 random records (whole float range, non-finite values, big integers, non-ASCII keys):
+    """8,000 random records (whole float range, non-finite values, big integers, non-ASCII keys):
     jcs_line writes the library's bytes, or raises ValueError exactly when the library does."""
     rng = np.random.default_rng(8785)
     checked = raised = 0
-    for _ in range(20_000):
+    for _ in range(8_000):
         rec = {"v": _random_value(rng), "w": [_random_value(rng), _random_value(rng)]}
         try:
             want = _lib(rec)
@@ -94,7 +94,7 @@ def test_fast_route_equals_the_library_on_random_records():
             continue
         assert jcs_line(rec) == want, rec
         checked += 1
-    assert checked > 15_000 and raised > 100  # both sides exercised (NaN / inf / integers beyond 2**53)
+    assert checked > 6_000 and raised > 50  # both sides exercised (NaN / inf / integers beyond 2**53)
 
 
 def test_every_record_a_gate_writes_is_the_library_encoding():

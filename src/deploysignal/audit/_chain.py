@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._text import JSON_UNUSABLE, error_head, is_utf8
-from ._encoding import REPR, encoder, encoding_of
+from ._encoding import ENCODINGS, REPR, encoder, encoding_of
 
 __all__ = ["GENESIS", "ChainReport", "chain_hash", "chain_lines", "chain_records", "is_chained", "record_text", "verify_chain"]
 
@@ -95,6 +95,21 @@ class ChainReport:
     reason: str = ""
 
 
+def _other_encoding(obj: dict[str, Any], prev: str, encode: Any) -> str:
+    """For a line whose hash does not match: ``", or written in X, not the Y its header names"`` when
+    its record in the other known encoding gives its hash (a writer handed lines of another encoding),
+    else ``""``."""
+    for name in ENCODINGS:
+        other = encoder(name)
+        if other is not encode:
+            try:
+                if chain_hash(prev, other(obj["record"])) == obj["hash"]:
+                    return f", or written in the {name!r} encoding, not the one its log's header names"
+            except (ValueError, TypeError, RecursionError):
+                pass
+    return ""
+
+
 def verify_chain(lines: Sequence[str], *, start: str = GENESIS, head: str | None = None, encoding: str | None = None) -> ChainReport:
     """Recompute the chain over ``lines``; report the first line that breaks it.
 
@@ -139,7 +154,7 @@ def verify_chain(lines: Sequence[str], *, start: str = GENESIS, head: str | None
         except (ValueError, TypeError, RecursionError) as exc:  # a record that cannot be re-encoded canonically
             return ChainReport(False, i - 1, prev, i, f"record cannot be encoded canonically ({error_head(exc)})")
         if obj["hash"] != want:
-            return ChainReport(False, i - 1, prev, i, "hash does not match the record (record altered)")
+            return ChainReport(False, i - 1, prev, i, "hash does not match the record (record altered" + _other_encoding(obj, prev, encode) + ")")
         prev = want
     if head is not None and head != prev:
         return ChainReport(False, len(lines), prev, len(lines) + 1, f"chain ends at {prev[:16]}..., expected head {head[:16]}... (lines missing at the end)")

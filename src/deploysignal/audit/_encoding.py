@@ -31,8 +31,11 @@ every integral float of magnitude below :math:`2^{53}` is an ``int`` (the same n
 without a fraction) and sends anything else -- a float outside that range, a non-ASCII key, an integer
 beyond :math:`2^{53}-1`, a type other than dict, list, tuple, str, int, float, bool, None, nesting
 beyond 32 -- to the ``rfc8785`` library itself. ``tests/test_audit_jcs.py`` compares the two on random
-records over the whole float range (bit patterns, notation boundaries) and on every record the gate writes
-in its scenarios.
+records over the whole float range (bit patterns, notation boundaries; at least half of them through the
+fast route), on every BMP code point as a string value, and on every record the gate writes in its
+scenarios. Since the route depends on msgspec's output, the module checks it at import on probes at the
+edges of its domain (:data:`FAST_ROUTE`); if a msgspec release writes anything differently there, every
+line goes through the library (slower, same bytes).
 
 References
 ----------
@@ -48,9 +51,10 @@ from typing import Any
 import msgspec
 import rfc8785
 
+from .._exceptions import InputError
 from ..calibration import canonical_json
 
-__all__ = ["ENCODINGS", "JCS", "REPR", "encoder", "encoding_of", "jcs_line"]
+__all__ = ["ENCODINGS", "FAST_ROUTE", "JCS", "REPR", "check_jcs_settings", "encoder", "encoding_of", "jcs_line", "unsafe_integer"]
 
 #: RFC 8785 lines (headers since 0.5.0 say ``"encoding": "jcs"``)
 JCS = "jcs"
@@ -118,6 +122,22 @@ def _ready(obj: Any, depth: int) -> Any:
     raise _Outside
 
 
+def _fast_route_holds() -> bool:
+    """Whether this msgspec writes, on probes at the edges of the fast route's domain, exactly the bytes of
+    the ``rfc8785`` library (checked once at import: the fast route depends on msgspec's float and string
+    output, which a future msgspec could change; when it does, :func:`jcs_line` uses the library only)."""
+    probes = [{"b": [1e-5, -1e-5, 999999999999999.9, 3.0, -0.0, 2.0**52, 0.1, 123.456, 2.5e-5, 1.7976931348623157e15, 5e-5], "a": 0, "A": -(2**53 - 1),
+               "s": "\x00\x1f\x7f\"\\/\u2028\u2029\u00e9\ufeff\uffff\U0001f600", "t": [True, None, False, 2**53 - 1]}]
+    try:
+        return all(_SORTED.encode(_ready(p, 0)).decode("utf-8") == rfc8785.dumps(p).decode("utf-8") for p in probes)
+    except Exception:  # noqa: BLE001 - any failure: no fast route
+        return False
+
+
+#: the fast route is taken only when msgspec passed the import-time check
+FAST_ROUTE = _fast_route_holds()
+
+
 def jcs_line(record: Any) -> str:
     """The RFC 8785 encoding of ``record`` (a line of a ``"jcs"`` audit log, without newline).
 
@@ -128,10 +148,11 @@ def jcs_line(record: Any) -> str:
     >>> jcs_line({"b": [1e21, 1e-7, -0.0, 5e-324, 2.0, 0.00001], "a": "é"})
     '{"a":"é","b":[1e+21,1e-7,0,5e-324,2,0.00001]}'
     """
-    try:
-        return _SORTED.encode(_ready(record, 0)).decode("utf-8")
-    except (_Outside, TypeError, msgspec.EncodeError, UnicodeError, RecursionError):
-        pass
+    if FAST_ROUTE:
+        try:
+            return _SORTED.encode(_ready(record, 0)).decode("utf-8")
+        except (_Outside, TypeError, msgspec.EncodeError, UnicodeError, RecursionError):
+            pass
     return rfc8785.dumps(record).decode("utf-8")
 
 
@@ -155,3 +176,42 @@ def encoder(encoding: str) -> Callable[[Any], str]:
     if encoding == REPR:
         return canonical_json
     raise ValueError(f"unknown audit encoding {encoding!r} (known: {', '.join(map(repr, ENCODINGS))})")
+
+
+def unsafe_integer(record: Any, path: str = "") -> tuple[str, int] | None:
+    """The dotted path and value of the first integer (not bool) beyond :math:`\\pm(2^{53}-1)` in
+    ``record`` (dict keys in sorted order), or None: what an RFC 8785 line cannot hold.
+
+    >>> unsafe_integer({"settings": {"window": 2**53 + 1, "alpha": 0.05}}), unsafe_integer({"a": [1, True]})
+    (('settings.window', 9007199254740993), None)
+    """
+    if type(record) is int:
+        return None if -_MAX_INT <= record <= _MAX_INT else (path, record)
+    if isinstance(record, Mapping):
+        for k in sorted(record, key=str):
+            if (hit := unsafe_integer(record[k], f"{path}.{k}" if path else str(k))) is not None:
+                return hit
+    elif isinstance(record, (list, tuple)):
+        for i, v in enumerate(record):
+            if (hit := unsafe_integer(v, f"{path}[{i}]")) is not None:
+                return hit
+    return None
+
+
+def check_jcs_settings(settings: Mapping[str, Any], option: Callable[[str], str] | None = None) -> None:
+    """Refuse, before anything is written, settings that an RFC 8785 audit header cannot hold: an integer
+    beyond :math:`2^{53}-1` (RFC 8785 numbers are IEEE-754 doubles). Raises :class:`InputError` naming
+    the setting: as ``option(dotted field name)`` (a CLI's ``--option``), or without ``option`` as the
+    error's ``column`` (the service's field).
+
+    >>> check_jcs_settings({"window": 2**53 + 1}, lambda f: "--" + f.replace("_", "-"))
+    Traceback (most recent call last):
+    ...
+    deploysignal._exceptions.InputError: --window: 9007199254740993 is beyond 9007199254740991 (2^53 - 1), the largest integer an RFC 8785 audit line holds; give a smaller value (a window longer than the stream is never reached anyway)
+    """
+    hit = unsafe_integer(settings)
+    if hit is not None:
+        name, value = hit
+        why = (f"{value} is beyond {_MAX_INT} (2^53 - 1), the largest integer an RFC 8785 audit line holds;"
+               " give a smaller value (a window longer than the stream is never reached anyway)")
+        raise InputError(why, column=name) if option is None else InputError(f"{option(name)}: {why}")

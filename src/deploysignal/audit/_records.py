@@ -28,7 +28,7 @@ from .._text import JSON_UNUSABLE, error_head, is_utf8
 from ..calibration import CompiledConfig
 from .. import __version__
 from ._chain import GENESIS, ChainReport, chain_lines, is_chained, record_text, verify_chain
-from ._encoding import JCS, REPR, encoder, encoding_of
+from ._encoding import JCS, REPR, check_jcs_settings, encoder, encoding_of
 from ..gate import Decision, Gate, GateSettings, certification_status
 from ..telemetry import Frame
 
@@ -71,21 +71,40 @@ class AuditWriter:
     Records are written in ``encoding`` (RFC 8785 by default), which the header names."""
 
     def __init__(self, fh: IO[str], config: CompiledConfig, settings: GateSettings, encoding: str = JCS) -> None:
+        header = settings_record(config, settings, encoding)
+        if encoding == JCS:
+            check_jcs_settings(header)  # InputError naming the setting before the first line, not a ValueError mid-write
         self._fh = fh
         self.head = GENESIS
         self.encoding = encoding
         self._encode = encoder(encoding)
-        self.write([settings_record(config, settings, encoding)])
+        self.write([header])
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        self.write_lines(self._encode(r) for r in records)
+        self._append([self._encode(r) for r in records])
 
     def write_decision(self, decision: Decision) -> None:
         """A tick's records (:func:`decision_lines` in the log's encoding)."""
-        self.write_lines(decision_lines(decision, self.encoding))
+        self._append(decision_lines(decision, self.encoding))
 
     def write_lines(self, lines: Iterable[str]) -> None:
-        """Records already written in the log's encoding (e.g. :func:`decision_lines`)."""
+        """Records already written as text, each of which must be exactly the log's encoding of its record
+        (e.g. ``decision_lines(d, writer.encoding)``): every line is decoded and re-encoded, and a line
+        that differs raises :class:`ValueError` before anything is written. ``Decision.lines`` are
+        ``"repr"`` lines: in a log written in RFC 8785 (the default) they are refused, not chained into
+        a log that verifies as altered; use :meth:`write_decision`."""
+        lines = list(lines)
+        for k, line in enumerate(lines, start=1):
+            try:
+                ok = self._encode(json.loads(line)) == line
+            except (ValueError, TypeError, RecursionError):
+                ok = False
+            if not ok:
+                raise ValueError(f"line {k} given to write_lines is not the {self.encoding!r} encoding of its record, which this log's header"
+                                 " names (Decision.lines are 'repr' lines: use write_decision(d), or decision_lines(d, writer.encoding))")
+        self._append(lines)
+
+    def _append(self, lines: list[str]) -> None:
         chained, self.head = chain_lines(lines, self.head)
         self._fh.write("".join(line + "\n" for line in chained))
         self._fh.flush()

@@ -125,12 +125,15 @@ def _print_summary(s: dict[str, Any], title: str = "deploysignal gate") -> None:
 def run_gate(
     config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None, audit: Path | None, progress: bool = False
 ) -> tuple[dict[str, Any], list[Decision]]:
-    from ..audit import AuditWriter
+    from ..audit import AuditWriter, check_jcs_settings
     from ..gate import Gate, check_paired
+    from ._options import cli_option
 
     gate = Gate(config, settings)
     if control is not None:
         check_paired(canary, control, config.tick_seconds)
+    if audit:  # before the file is opened: a setting the RFC 8785 header cannot hold is an input error naming its option
+        check_jcs_settings(settings.model_dump(mode="json"), cli_option)
     decisions: list[Decision] = []
     fh = audit.open("w", encoding="utf-8") if audit else None
     try:

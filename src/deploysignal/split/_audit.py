@@ -19,7 +19,7 @@ from typing import IO, Any
 from .. import __version__
 from .._exceptions import ReplayMismatch
 from .._text import JSON_UNUSABLE
-from ..audit import JCS, compare_lines, encoding_of
+from ..audit import JCS, check_jcs_settings, compare_lines, encoding_of
 from ..audit._chain import GENESIS, chain_records, verify_chain
 from ._data import SplitData
 from ._gate import SplitGate
@@ -45,6 +45,8 @@ class SplitAuditWriter:
     records in that encoding (RFC 8785 by default), flushed per tick."""
 
     def __init__(self, fh: IO[str], header: dict[str, Any], encoding: str = JCS) -> None:
+        if encoding == JCS:
+            check_jcs_settings(header)  # InputError naming the setting before the first line
         self._fh = fh
         self.head = GENESIS
         self.encoding = encoding

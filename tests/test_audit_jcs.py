@@ -16,6 +16,7 @@ import pytest
 import rfc8785
 from typer.testing import CliRunner
 
+from deploysignal.audit import _encoding
 from deploysignal.audit import JCS, REPR, AuditWriter, check_chain, decision_lines, encoding_of, jcs_line, read_audit, replay
 from deploysignal.audit._chain import GENESIS, chain_records, record_text, verify_chain
 from deploysignal.calibration import canonical_json, compile_baseline
@@ -78,13 +79,39 @@ def _random_value(rng: np.random.Generator, depth: int = 0):
     return {str(rng.choice(keys)) + str(i): _random_value(rng, depth + 1) for i in range(int(rng.integers(0, 4)))}
 
 
+def _fast_value(rng: np.random.Generator, depth: int = 0):
+    """A value inside the fast route's domain (ASCII keys, integers within 2**53 - 1, floats integral
+    below 2**53 or non-integral with 1e-5 <= |x| < 1e16, any non-surrogate text), near its edges."""
+    kind = rng.integers(7 if depth < 3 else 5)
+    if kind == 0:
+        x = float(10.0 ** rng.uniform(-5, 16))
+        x = 0.25 if x.is_integer() or not 1e-5 <= x < 1e16 else x
+        return x if rng.random() < 0.5 else -x
+    if kind == 1:
+        return float(rng.integers(-(2**53) + 1, 2**53))  # integral floats: written as integers
+    if kind == 2:
+        return int(rng.integers(-(2**53) + 1, 2**53)) >> int(rng.integers(0, 53))
+    if kind == 3:
+        cps = rng.integers(0, 0x110000, size=int(rng.integers(0, 5)))
+        return "".join(chr(int(c)) for c in cps if not 0xD800 <= c < 0xE000)
+    if kind == 4:
+        return [None, True, False, -0.0][int(rng.integers(4))]
+    if kind == 5:
+        return [_fast_value(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))]
+    return {str(rng.choice(["a", "B", "tick", "", "z9", "_"])) + str(i): _fast_value(rng, depth + 1) for i in range(int(rng.integers(0, 4)))}
+
+
 def test_fast_route_equals_the_library_on_random_records():
-    """8,000 random records (whole float range, non-finite values, big integers, non-ASCII keys):
-    jcs_line writes the library's bytes, or raises ValueError exactly when the library does."""
+    """8,000 random records, half of them inside the fast route's domain and half over the whole float
+    range (non-finite values, big integers, non-ASCII keys): jcs_line writes the library's bytes, or raises
+    ValueError exactly when the library does. The records that take the fast route are counted: a record
+    the library encodes on both sides proves nothing about the fast route."""
+    assert _encoding.FAST_ROUTE  # this msgspec passed the import-time check
     rng = np.random.default_rng(8785)
-    checked = raised = 0
-    for _ in range(8_000):
-        rec = {"v": _random_value(rng), "w": [_random_value(rng), _random_value(rng)]}
+    checked = raised = fast = 0
+    for k in range(8_000):
+        gen = _fast_value if k % 2 else _random_value
+        rec = {"v": gen(rng), "w": [gen(rng), gen(rng)]}
         try:
             want = _lib(rec)
         except ValueError:
@@ -92,9 +119,39 @@ def test_fast_route_equals_the_library_on_random_records():
                 jcs_line(rec)
             raised += 1
             continue
+        try:
+            _encoding._ready(rec, 0)
+            fast += 1
+        except _encoding._Outside:
+            pass
         assert jcs_line(rec) == want, rec
         checked += 1
     assert checked > 6_000 and raised > 50  # both sides exercised (NaN / inf / integers beyond 2**53)
+    print(f"fast route: {fast} of {checked} records compared")
+    assert fast >= 4_500, fast  # more than half of the records compared went through msgspec
+
+
+def test_fast_route_writes_every_bmp_code_point_as_the_library():
+    """Every code point U+0000-U+FFFF but the surrogates, and a few astral ones, as a string value (and
+    each ASCII one as a key): through the fast route, the library's bytes."""
+    text = "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000) + "\U00010000\U0001f600\U0010ffff"
+    rec = {"s": text, "k": {chr(c): c for c in range(0x80)}}
+    assert _encoding._ready(rec, 0) is not None  # inside the fast route's domain (no _Outside)
+    got, want = jcs_line(rec), _lib(rec)
+    first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
+    assert got == want, (first, got[first - 10:first + 10] if first is not None else len(got), len(want))
+
+
+def test_a_msgspec_that_writes_differently_turns_the_fast_route_off(monkeypatch):
+    """The import-time self-check fails for an encoder that writes otherwise (keys unsorted), and with the
+    fast route off every line is the library's."""
+    import msgspec
+
+    monkeypatch.setattr(_encoding, "_SORTED", msgspec.json.Encoder())
+    assert _encoding._fast_route_holds() is False
+    monkeypatch.setattr(_encoding, "FAST_ROUTE", False)
+    rec = {"b": 1.0, "a": [1e-7, 0.5, "é"]}
+    assert jcs_line(rec) == _lib(rec) == '{"a":[1e-7,0.5,"é"],"b":1}'
 
 
 def test_every_record_a_gate_writes_is_the_library_encoding():

@@ -3,7 +3,7 @@ encoding of logs written before it, which stay verifiable and replay byte for by
 
 An audit log names its encoding in its header record (line 1), field ``encoding``:
 
-``"jcs"`` (:data:`JCS`, ``gate --audit`` since 0.5.0)
+``"jcs"`` (:data:`JCS`: ``gate --audit``, ``gate --split --audit`` and service analyses created since 0.5.0)
     RFC 8785: keys sorted by their UTF-16 code units, no whitespace, strings as UTF-8 with only ``"``,
     ``\\`` and control characters escaped, numbers as ECMAScript writes an IEEE-754 double (``1``
     for ``1.0``, ``0`` for ``-0.0``, ``0.00001``, ``1e-7``, ``1e+21``). An auditor in any language

@@ -55,7 +55,7 @@ def settings_record(config: CompiledConfig, settings: GateSettings, encoding: st
     of deploysignal that evaluated it (``gate_version``: replay is byte-identical within one version), and
     whether the config's model is certified for these settings (``certification``: certified, reasons,
     basis; see :func:`deploysignal.gate.certification_status`), and, when given, the ``encoding`` of the
-    log's lines (absent: ``"repr"``, as every header written before 0.5.0 and the service's analyses)."""
+    log's lines (absent: ``"repr"``, as every header written before 0.5.0, CLI or service)."""
     return {
         "family": "header", "baseline_version": config.version_id, "settings": settings.model_dump(mode="json"),
         "library_version": config.library_version, "gate_version": __version__,

@@ -7,8 +7,13 @@ built on first use, so each way pays for its own). Reports CPU microseconds per 
 (``time.process_time``: other processes on a shared machine inflate it less than wall time), median over
 rounds.
 
+With ``--path update`` each way is timed together with the live path that produces the decision
+(:meth:`Gate.update` tick by tick on a fresh gate, then the tick's lines): the A/B of the ``update`` row of
+``deploysignal bench`` before (``repr`` lines, what that row timed up to 0.4.0) and after (RFC 8785
+lines, what it times since), in CPU time.
+
 Run from the repository root:
-    PYTHONPATH=src python benchmarks/audit_encoding.py [--ticks 1000] [--rounds 7] [--mode one-sample]
+    PYTHONPATH=src python benchmarks/audit_encoding.py [--ticks 1000] [--rounds 7] [--mode one-sample] [--path lines|update]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--mode", default="one-sample")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--path", choices=("lines", "update"), default="lines")
     a = ap.parse_args()
     sim = simulate("slowbleed", seed=a.seed, canary_ticks=a.ticks)
     cfg = compile_baseline(sim.baseline, seed=a.seed, robust_covariance=False)
@@ -46,12 +52,20 @@ def main() -> None:
     cpu: dict[str, list[float]] = {w: [] for w in WAYS}
     for _ in range(a.rounds):
         for way, fn in WAYS.items():
+            if a.path == "update":  # the live path and the tick's lines, as `deploysignal bench`'s update row
+                gate, n = Gate(cfg, settings), len(sim.canary)
+                c0 = time.process_time()
+                for i in range(n):
+                    d = gate.update(sim.canary.timestamps[i], sim.canary.values[i], control=None if ctl is None else ctl[i])
+                    fn(d)
+                cpu[way].append((time.process_time() - c0) / n * 1e6)
+                continue
             decisions = Gate(cfg, settings).update_many(sim.canary.timestamps, sim.canary.values, control=ctl)
             c0 = time.process_time()
             for d in decisions:
                 fn(d)
             cpu[way].append((time.process_time() - c0) / len(decisions) * 1e6)
-    print(json.dumps({"mode": a.mode, "ticks": a.ticks, "rounds": a.rounds, "records_per_tick": len(decisions[0].records),
+    print(json.dumps({"mode": a.mode, "path": a.path, "ticks": a.ticks, "rounds": a.rounds, "records_per_tick": len(d.records),
                       "cpu_us_per_tick": {w: round(float(np.median(v)), 1) for w, v in cpu.items()}}))
 
 

@@ -62,11 +62,13 @@ def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200, floor_repeat
     """Time the gate per tick (``time.perf_counter_ns``) on a simulated 12-signal stream, three ways:
 
     * ``update``: :meth:`Gate.update`, the live path (input checks, all families, verdict) and the
-      tick's audit lines as ``gate --audit`` writes them (RFC 8785, :func:`~deploysignal.audit.decision_lines`);
+      tick's audit lines as ``gate --audit`` writes them (RFC 8785, :func:`~deploysignal.audit.decision_lines`; up to 0.4.0
+      this row timed the old ``repr`` lines, which cost less: ``benchmarks/audit_encoding.py --path update``);
     * ``run_batch``: :meth:`Gate.run_batch` fed one tick per call, the same families and verdict
       without building audit records (what the Monte-Carlo and evaluation runs use, for one stream);
     * ``update_many/500``: :meth:`Gate.update_many` with batches of 500 ticks and every tick's audit
-      lines (:attr:`Decision.lines`, the encoding of the service's analyses: what its batch ingest runs), reported as the batch time divided by 500: a throughput figure, not the latency of
+      lines in RFC 8785 (:func:`~deploysignal.audit.decision_lines`, what the batch ingest of a service analysis created since 0.5.0
+      runs; up to 0.4.0 this row timed the old ``repr`` lines), reported as the batch time divided by 500: a throughput figure, not the latency of
       a tick (a tick's decision is available only when its batch is done).
 
     and, under ``"floor"``, the cost per tick of each part's compiled loop over the whole stream
@@ -89,7 +91,7 @@ def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200, floor_repeat
             t0 = time.perf_counter_ns()
             with gc_paused():  # as the service's batch ingest runs it (its GC policy, deploysignal/_gc.py)
                 for d in gate.update_many(can.timestamps[a : a + batch], can.values[a : a + batch], control=cvals):
-                    d.lines  # noqa: B018 - built on first use; part of the live path's cost
+                    decision_lines(d)  # built on first use; part of the live path's cost
             per_tick.append((time.perf_counter_ns() - t0) / batch)
         if per_tick:
             results.append(

@@ -22,9 +22,9 @@ without breaking the chain. Non-finite numbers never reach an encoder: records w
 given one anyway, both encodings raise :class:`ValueError` (NaN and infinities are not JSON), as do
 integers beyond :math:`\\pm(2^{53}-1)` under JCS (RFC 8785 numbers are doubles).
 
-Fast route (guarantee): msgspec (``order="sorted"``) writes strings exactly as RFC 8785 does (checked
-for every code point U+0000-U+3000, U+D7F0-U+E010, U+FFF0-U+10010, U+10FFFF when this was written,
-lone surrogates refused by both), sorts ASCII keys as UTF-16 does, writes integers alike, and writes a
+Fast route (guarantee): msgspec (``order="sorted"``) writes strings exactly as RFC 8785 does (every BMP
+code point but the surrogates, and U+10000, U+1F600, U+10FFFF, as a string value: checked by
+``tests/test_audit_jcs.py`` with msgspec 0.23.0; lone surrogates are refused by both), sorts ASCII keys as UTF-16 does, writes integers alike, and writes a
 finite non-integral float ``x`` with :math:`10^{-5} \\le |x| < 10^{16}` as the same shortest round-trip
 digits in the same plain notation. :func:`jcs_line` therefore hands msgspec a copy of the record in which
 every integral float of magnitude below :math:`2^{53}` is an ``int`` (the same number: JCS writes it

@@ -156,7 +156,7 @@ def test_rule_is_recorded_and_old_logs_replay_with_theirs(step, tmp_path):
         buf = io.StringIO()
         w = AuditWriter(buf, cfg, settings)
         for d in Gate(cfg, settings).run(canary):
-            w.write_lines(d.lines)
+            w.write_decision(d)  # the log's encoding (RFC 8785 since 0.5.0; Decision.lines is the old one)
         header = json.loads(buf.getvalue().splitlines()[0])["record"]
         # rule 1's header is byte for byte what was written before the field existed (no key)
         assert ("drivers_rule" in header["settings"]) == (rule == 2)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -213,116 +212,6 @@ def test_cohorts_differing_only_by_trailing_nul_stay_separate(cfg_healthy, sim_h
     got = many.update_many(ts, vals, cohorts=cohorts)
     assert [d.records for d in got] == [d.records for d in ref]
     assert many.cohort_clock("a\x00") == ts[10] and many.cohort_clock("a") == ts[11]
-
-
-
-def _stress_gc_pause(pause, threads: int = 2, rounds: int = 20_000) -> bool:
-    """Overlap many short pauses from several threads; True when the collector ends enabled."""
-    import gc
-    import threading
-
-    def work() -> None:
-        for _ in range(rounds):
-            with pause():
-                [object() for _ in range(5)]
-
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # interleave the threads as often as possible
-    try:
-        for _ in range(10):
-            gc.enable()
-            th = [threading.Thread(target=work) for _ in range(threads)]
-            [t.start() for t in th]
-            [t.join() for t in th]
-            if not gc.isenabled():
-                return False
-        return True
-    finally:
-        sys.setswitchinterval(switch)
-        gc.enable()
-
-
-def test_overlapping_gc_pauses_from_threads_leave_the_collector_enabled(cfg_healthy, sim_healthy, monkeypatch):
-    """Record building pauses the process-wide collector; overlapping pauses from several threads (a
-    service replays one analysis while it ingests into another) must not leave it switched off.
-    The harness does catch the naive save/disable/restore pattern (checked when this was written:
-    it ended disabled in the first round)."""
-    import gc
-
-    from deploysignal.gate import _gate
-
-    with _gate.gc_paused():  # it does pause, nested too
-        assert not gc.isenabled()
-        with _gate.gc_paused():
-            assert not gc.isenabled()
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    gc.disable()
-    try:  # a collector the caller had switched off stays off
-        with _gate.gc_paused():
-            pass
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
-    assert _stress_gc_pause(_gate.gc_paused)
-    calls = []
-    real = _gate.gc_paused
-
-    def spy():
-        calls.append(1)
-        return real()
-
-    monkeypatch.setattr(_gate, "gc_paused", spy)
-    Gate(cfg_healthy, GateSettings(window=100)).update_many(sim_healthy.canary.timestamps[:3], sim_healthy.canary.values[:3])
-    assert calls == [1]  # update_many builds its records inside the shared pause
-
-
-def test_pauses_that_keep_overlapping_still_collect_cyclic_garbage(monkeypatch):
-    """Two threads whose pauses always overlap never bring the depth to zero; a pause ending more than
-    GC_STARVATION_SECONDS after the collector was last on collects the young generations itself, so
-    cycles made meanwhile are freed while the pauses go on (without the valve none is)."""
-    import gc
-    import threading
-    import time
-    import weakref
-
-    from deploysignal.gate import _gate
-
-    monkeypatch.setattr(_gate, "GC_STARVATION_SECONDS", 0.05)
-
-    class Node:
-        pass
-
-    def cycle() -> weakref.ref:
-        a, b = Node(), Node()
-        a.other, b.other = b, a
-        return weakref.ref(a)
-
-    gc.collect()
-    assert gc.isenabled()
-    hold = threading.Event()
-    refs: list = []
-
-    def holder() -> None:  # one long pause that overlaps every short one
-        with _gate.gc_paused():
-            hold.wait(5)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    try:
-        time.sleep(0.01)
-        refs.append(cycle())
-        with _gate.gc_paused():  # ends within the starvation window: no collection
-            pass
-        assert refs[0]() is not None and not gc.isenabled()
-        time.sleep(0.1)
-        with _gate.gc_paused():  # ends after it, another pause still running: collects
-            pass
-        assert refs[0]() is None and not gc.isenabled()
-    finally:
-        hold.set()
-        t.join()
-    assert gc.isenabled()
 
 
 def test_batch_of_arrays_names_the_first_bad_tick_and_changes_nothing(cfg_healthy, sim_healthy):

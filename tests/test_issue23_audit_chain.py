@@ -49,9 +49,21 @@ def test_cli_audit_log_is_chained_and_verifies(scenario):
 def test_old_unchained_cli_log_gets_a_clear_message(scenario):
     """A log of plain records (``gate --audit`` up to 0.4.0): ``audit verify`` says it is unchained (format 1)
     instead of "chain broken at line 1"; ``replay`` still checks its records and says there is no chain."""
+    from deploysignal.audit import REPR, AuditWriter
+    from deploysignal.calibration import CompiledConfig
+    from deploysignal.gate import Gate, GateSettings
+    from deploysignal.sources import read_frame
+
     audit = scenario / "audit_v1.jsonl"
-    runner.invoke(app, ["gate", str(scenario / "canary.csv"), "-c", str(scenario / "cfg.json"), "--audit", str(audit)])
-    plain = [json.dumps(json.loads(x)["record"], sort_keys=True, separators=(",", ":")) for x in audit.read_text().splitlines()]
+    # the records as 0.4.0 wrote them (its float encoding, since 0.5.0 "repr"; a header naming no encoding)
+    cfg, settings = CompiledConfig.from_json((scenario / "cfg.json").read_text()), GateSettings()
+    with audit.open("w", encoding="utf-8") as fh:
+        writer = AuditWriter(fh, cfg, settings, encoding=REPR)
+        for d in Gate(cfg, settings).run(read_frame(scenario / "canary.csv")):
+            writer.write_decision(d)
+    records = [json.loads(x)["record"] for x in audit.read_text().splitlines()]
+    del records[0]["encoding"]
+    plain = [json.dumps(r, sort_keys=True, separators=(",", ":")) for r in records]
     audit.write_text("\n".join(plain) + "\n")
     r = runner.invoke(app, ["audit", "verify", str(audit)])
     assert r.exit_code == 1 and "unchained audit log (format 1" in r.output and "chain broken" not in r.output, r.output

@@ -11,6 +11,8 @@ from numba import njit
 from .calibration import compile_baseline, level_neighbour
 from .detectors import FamilyA
 from .gate import Gate, GateSettings
+from ._gc import gc_paused
+from .audit import decision_lines
 from .simulate import simulate
 
 __all__ = ["bench_gate", "bench_split"]
@@ -60,11 +62,13 @@ def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200, floor_repeat
     """Time the gate per tick (``time.perf_counter_ns``) on a simulated 12-signal stream, three ways:
 
     * ``update``: :meth:`Gate.update`, the live path (input checks, all families, verdict) and the
-      tick's audit lines (:attr:`Decision.lines`, built on first use: what an audit log writes);
+      tick's audit lines as ``gate --audit`` writes them (RFC 8785, :func:`~deploysignal.audit.decision_lines`; up to 0.4.0
+      this row timed the old ``repr`` lines, which cost less: ``benchmarks/audit_encoding.py --path update``);
     * ``run_batch``: :meth:`Gate.run_batch` fed one tick per call, the same families and verdict
       without building audit records (what the Monte-Carlo and evaluation runs use, for one stream);
     * ``update_many/500``: :meth:`Gate.update_many` with batches of 500 ticks and every tick's audit
-      lines (what the service's batch ingest runs), reported as the batch time divided by 500: a throughput figure, not the latency of
+      lines in RFC 8785 (:func:`~deploysignal.audit.decision_lines`, what the batch ingest of a service analysis created since 0.5.0
+      runs; up to 0.4.0 this row timed the old ``repr`` lines), reported as the batch time divided by 500: a throughput figure, not the latency of
       a tick (a tick's decision is available only when its batch is done).
 
     and, under ``"floor"``, the cost per tick of each part's compiled loop over the whole stream
@@ -85,8 +89,9 @@ def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200, floor_repeat
         for a in range(warmup, warmup + ticks - batch + 1, batch):
             cvals = None if mode == "one-sample" else ctl.values[a : a + batch]
             t0 = time.perf_counter_ns()
-            for d in gate.update_many(can.timestamps[a : a + batch], can.values[a : a + batch], control=cvals):
-                d.lines  # noqa: B018 - built on first use; part of the live path's cost
+            with gc_paused():  # as the service's batch ingest runs it (its GC policy, deploysignal/_gc.py)
+                for d in gate.update_many(can.timestamps[a : a + batch], can.values[a : a + batch], control=cvals):
+                    decision_lines(d)  # built on first use; part of the live path's cost
             per_tick.append((time.perf_counter_ns() - t0) / batch)
         if per_tick:
             results.append(
@@ -106,7 +111,7 @@ def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200, floor_repeat
                 control = ctl.values[i] if mode == "two-sample" else None
                 if path == "update":
                     t0 = time.perf_counter_ns()
-                    gate.update(can.timestamps[i], can.values[i], control=control).lines  # noqa: B018 - see update_many
+                    decision_lines(gate.update(can.timestamps[i], can.values[i], control=control))
                 else:
                     ts, vals = can.timestamps[i : i + 1], can.values[None, i : i + 1]
                     cvals = None if control is None else ctl.values[None, i : i + 1]

@@ -32,8 +32,8 @@ def _spec_sha(lines):
 
 def _uninterrupted(cfg, ticks, settings, spec_sha256, batch=8, every=50):
     # the service's default policy for new analyses: an out-of-domain value is missing for its signal
-    eng = AnalysisEngine(cfg.to_json(), {"out_of_domain": "missing", **settings})
-    header = {**settings_record(eng.config, eng.settings), "store_binding": 1, "spec_sha256": spec_sha256}
+    eng = AnalysisEngine(cfg.to_json(), {"out_of_domain": "missing", **settings}, encoding="jcs")  # new analyses: RFC 8785 lines
+    header = {**settings_record(eng.config, eng.settings, "jcs"), "store_binding": 1, "spec_sha256": spec_sha256}
     lines, head = _reference(eng, header, ticks, tick_payload, batch, every)
     verdicts = [json.loads(ln)["record"]["verdict"] for ln in lines if json.loads(ln)["record"].get("family") == "gate"]
     return lines, verdicts, head
@@ -43,7 +43,7 @@ def _reference(eng, header, ticks, payload, batch=8, every=50):
     """The chain a service writes for ``ticks`` in batches of ``batch`` with ``--snapshot-every every``
     (store binding 1): per tick its input record and records, a checkpoint of the engine's state after
     each batch that crosses a multiple of ``every``."""
-    lines, head = chain_records([header], GENESIS)
+    lines, head = chain_records([header], GENESIS, eng.encoding)
     for i in range(0, len(ticks), batch):
         valid = eng.validate(ticks[i:i + batch])
         for k, (t, r) in enumerate(zip(valid, eng.ingest(valid)), start=i):
@@ -132,6 +132,6 @@ def test_sigkill_split_analysis(tmp_path):
     create = {"mode": "split", "metrics": METRICS, "window": 480, "canary_share": 0.5}
     lines, final = _kill_and_resume(tmp_path, f"sqlite:///{tmp_path / 'k.db'}", create, ticks)
     specs = [MetricSpec(m, meta["kind"], meta["direction"], tuple(meta.get("edges", ())), meta["tolerance"]) for m, meta in METRICS.items()]
-    eng = SplitEngine(split_config(specs)[1], {"window": 480, "canary_share": 0.5})
+    eng = SplitEngine(split_config(specs)[1], {"window": 480, "canary_share": 0.5}, encoding="jcs")
     ref, head = _reference(eng, {**eng.header(), "store_binding": 1, "spec_sha256": _spec_sha(lines)}, ticks, lambda t: canonical_json(t.to_json()))
     assert lines == ref and final["audit_head"] == head and final["mode"] == "split"

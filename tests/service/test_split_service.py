@@ -109,10 +109,10 @@ def test_ingest_all_or_nothing_idempotent_and_named_errors(tmp_path):
 
 def _uninterrupted(ticks: list[dict], settings: dict) -> tuple[list[str], str]:
     specs = [MetricSpec(m, meta["kind"], meta["direction"], tuple(meta.get("edges", ())), meta["tolerance"]) for m, meta in METRICS.items()]
-    eng = SplitEngine(split_config(specs)[1], settings)
-    lines, head = chain_records([eng.header()], GENESIS)
+    eng = SplitEngine(split_config(specs)[1], settings, encoding="jcs")  # a service analysis created since 0.5.0: RFC 8785 lines
+    lines, head = chain_records([eng.header()], GENESIS, "jcs")
     for r in eng.ingest(eng.validate(ticks)):
-        more, head = chain_records(r.records, head)
+        more, head = chain_records(r.records, head, "jcs")
         lines.extend(more)
     return lines, head
 
@@ -145,7 +145,7 @@ def test_replay_and_restart_are_exact(tmp_path, snapshot_every):
     finally:
         con.close()
     specs = [MetricSpec(m, meta["kind"], meta["direction"], tuple(meta.get("edges", ())), meta["tolerance"]) for m, meta in METRICS.items()]
-    eng = SplitEngine(split_config(specs)[1], settings)
+    eng = SplitEngine(split_config(specs)[1], settings, encoding="jcs")
     sha = lambda text: hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
     want = [{**eng.header(), "store_binding": 1, "spec_sha256": sha(canonical_json({"created": created, "spec": json.loads(spec)}))}]
     n = 0
@@ -155,7 +155,7 @@ def test_replay_and_restart_are_exact(tmp_path, snapshot_every):
             n += 1
         if (n - len(part)) // snapshot_every != n // snapshot_every:
             want.append({"family": "checkpoint", "state_sha256": sha(json.dumps(eng.state(), allow_nan=False)), "tick": n})
-    ref, head = chain_records(want, GENESIS)
+    ref, head = chain_records(want, GENESIS, "jcs")
     assert stored == ref and head == bodies[-1]["audit_head"] and n == len(ticks)
     # and the gate's records are those of the engine fed all ticks at once
     lines, _ = _uninterrupted(ticks, settings)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._text import JSON_UNUSABLE, error_head, is_utf8
-from ..calibration import canonical_json
+from ._encoding import ENCODINGS, REPR, encoder, encoding_of
 
 __all__ = ["GENESIS", "ChainReport", "chain_hash", "chain_lines", "chain_records", "is_chained", "record_text", "verify_chain"]
 
@@ -34,14 +34,17 @@ def chain_hash(prev: str, record_line: str) -> str:
     return hashlib.sha256(f"{prev}\n{record_line}".encode()).hexdigest()
 
 
-def chain_records(records: Iterable[dict[str, Any]], prev: str = GENESIS) -> tuple[list[str], str]:
-    """Chained canonical lines for ``records`` continuing from ``prev``; returns (lines, new head).
+def chain_records(records: Iterable[dict[str, Any]], prev: str = GENESIS, encoding: str = REPR) -> tuple[list[str], str]:
+    """Chained canonical lines for ``records`` continuing from ``prev``, each record written in
+    ``encoding`` (:mod:`~deploysignal.audit._encoding`: ``"jcs"``, or ``"repr"`` as logs before 0.5.0);
+    returns (lines, new head).
 
     >>> lines, head = chain_records([{"a": 1}, {"b": 2}])
     >>> verify_chain(lines).ok, verify_chain(lines).head == head
     (True, True)
     """
-    return chain_lines([canonical_json(rec) for rec in records], prev)
+    encode = encoder(encoding)
+    return chain_lines([encode(rec) for rec in records], prev)
 
 
 def chain_lines(lines: Iterable[str], prev: str = GENESIS) -> tuple[list[str], str]:
@@ -92,17 +95,41 @@ class ChainReport:
     reason: str = ""
 
 
-def verify_chain(lines: Sequence[str], *, start: str = GENESIS, head: str | None = None) -> ChainReport:
+def _other_encoding(obj: dict[str, Any], prev: str, encode: Any) -> str:
+    """For a line whose hash does not match: ``", or written in X, not the Y its header names"`` when
+    its record in the other known encoding gives its hash (a writer handed lines of another encoding),
+    else ``""``."""
+    for name in ENCODINGS:
+        other = encoder(name)
+        if other is not encode:
+            try:
+                if chain_hash(prev, other(obj["record"])) == obj["hash"]:
+                    return f", or written in the {name!r} encoding, not the one its log's header names"
+            except (ValueError, TypeError, RecursionError):
+                pass
+    return ""
+
+
+def verify_chain(lines: Sequence[str], *, start: str = GENESIS, head: str | None = None, encoding: str | None = None) -> ChainReport:
     """Recompute the chain over ``lines``; report the first line that breaks it.
+
+    Each record is re-encoded in ``encoding``; ``None``: the encoding the header record names when
+    ``lines`` start the chain (``start`` is :data:`GENESIS` and line 1 is a ``family: "header"`` record;
+    no ``encoding`` field: ``"repr"``, as every log before 0.5.0), else ``"repr"``. A header naming an
+    unknown encoding breaks the chain at line 1.
 
     >>> lines, _ = chain_records([{"a": 1}, {"b": 2}])
     >>> verify_chain([lines[0], lines[1].replace('"b":2', '"b":3')]).bad_line
     2
+    >>> lines, _ = chain_records([{"family": "header", "encoding": "jcs"}, {"x": 1.0}], encoding="jcs")
+    >>> lines[1][-8:], verify_chain(lines).ok
+    ('{"x":1}}', True)
 
     A line holding lone surrogates (bytes that were not UTF-8, decoded with ``surrogateescape``), an
     integer beyond Python's digit limit or absurdly deep nesting is a broken line, not an exception.
     """
     prev = start
+    encode = None if encoding is None else encoder(encoding)
     for i, raw in enumerate(lines, start=1):
         if not is_utf8(raw):
             return ChainReport(False, i - 1, prev, i, "not UTF-8 text (line corrupted)")
@@ -116,12 +143,18 @@ def verify_chain(lines: Sequence[str], *, start: str = GENESIS, head: str | None
             return ChainReport(False, i - 1, prev, i, "not a chained record (expected keys hash, prev, record)")
         if obj["prev"] != prev:
             return ChainReport(False, i - 1, prev, i, "prev hash does not match the previous line (line removed, inserted or reordered)")
+        if encode is None:
+            rec = obj["record"]
+            try:
+                encode = encoder(encoding_of(rec) if i == 1 and start == GENESIS and rec.get("family") == "header" else REPR)
+            except ValueError as exc:
+                return ChainReport(False, 0, prev, 1, f"header record: {exc}")
         try:
-            want = chain_hash(prev, canonical_json(obj["record"]))
+            want = chain_hash(prev, encode(obj["record"]))
         except (ValueError, TypeError, RecursionError) as exc:  # a record that cannot be re-encoded canonically
             return ChainReport(False, i - 1, prev, i, f"record cannot be encoded canonically ({error_head(exc)})")
         if obj["hash"] != want:
-            return ChainReport(False, i - 1, prev, i, "hash does not match the record (record altered)")
+            return ChainReport(False, i - 1, prev, i, "hash does not match the record (record altered" + _other_encoding(obj, prev, encode) + ")")
         prev = want
     if head is not None and head != prev:
         return ChainReport(False, len(lines), prev, len(lines) + 1, f"chain ends at {prev[:16]}..., expected head {head[:16]}... (lines missing at the end)")

@@ -9,8 +9,11 @@ family, ``exp(-running max log_wealth)``) and ``components`` (family-specific su
 only by rejecting). The verdict row has ``family = "gate"`` and ``verdict, final, decided_at_tick,
 fired_families, valid_fraction, alpha``. Non-finite numbers are written as ``null``.
 
-Every line is ``canonical_json(record)``: sorted keys, compact, floats as shortest round-trip repr, so a
-replay on the same platform reproduces the file byte for byte.
+Every line is the record in the encoding its log's header names (:mod:`~deploysignal.audit._encoding`):
+RFC 8785 (``"encoding": "jcs"``, what ``gate --audit`` writes since 0.5.0) or, for a header without
+the field (every log written before), Python-repr canonical JSON (``canonical_json``: sorted keys,
+compact, floats as their shortest round-trip ``repr``). Either way a replay on the same platform
+reproduces the file byte for byte.
 """
 
 from __future__ import annotations
@@ -22,29 +25,41 @@ from typing import IO, Any
 
 from .._exceptions import InputError, ReplayMismatch
 from .._text import JSON_UNUSABLE, error_head, is_utf8
-from ..calibration import CompiledConfig, canonical_json
+from ..calibration import CompiledConfig
 from .. import __version__
 from ._chain import GENESIS, ChainReport, chain_lines, is_chained, record_text, verify_chain
-from ..gate import Gate, GateSettings, certification_status
+from ._encoding import JCS, REPR, check_jcs_settings, encoder, encoding_of
+from ..gate import Decision, Gate, GateSettings, certification_status
 from ..telemetry import Frame
 
-__all__ = ["AuditWriter", "audit_lines", "check_chain", "compare_lines", "dumps_record", "read_audit", "replay", "settings_record"]
+__all__ = ["AuditWriter", "audit_lines", "check_chain", "compare_lines", "decision_lines", "dumps_record", "read_audit", "replay", "settings_record"]
 
 
-def dumps_record(record: dict[str, Any]) -> str:
-    """One audit line (without newline)."""
-    return canonical_json(record)
+def dumps_record(record: dict[str, Any], encoding: str = JCS) -> str:
+    """One audit line (without newline) in ``encoding`` (RFC 8785 unless told ``"repr"``)."""
+    return encoder(encoding)(record)
 
 
-def settings_record(config: CompiledConfig, settings: GateSettings) -> dict[str, Any]:
+def decision_lines(decision: Decision, encoding: str = JCS) -> list[str]:
+    """A tick's audit lines in ``encoding``: RFC 8785 of :attr:`Decision.records <deploysignal.gate.Decision>`
+    (:func:`~deploysignal.audit._encoding.jcs_line`), or for ``"repr"`` the gate's own
+    :attr:`Decision.lines <deploysignal.gate.Decision>` (the same bytes as ``canonical_json`` of each record)."""
+    if encoding == REPR:
+        return decision.lines
+    encode = encoder(encoding)
+    return [encode(r) for r in decision.records]
+
+
+def settings_record(config: CompiledConfig, settings: GateSettings, encoding: str | None = None) -> dict[str, Any]:
     """The header line of an audit log: what the gate was run with (needed to replay it), and the version
     of deploysignal that evaluated it (``gate_version``: replay is byte-identical within one version), and
     whether the config's model is certified for these settings (``certification``: certified, reasons,
-    basis; see :func:`deploysignal.gate.certification_status`)."""
+    basis; see :func:`deploysignal.gate.certification_status`), and, when given, the ``encoding`` of the
+    log's lines (absent: ``"repr"``, as every header written before 0.5.0, CLI or service)."""
     return {
         "family": "header", "baseline_version": config.version_id, "settings": settings.model_dump(mode="json"),
         "library_version": config.library_version, "gate_version": __version__,
-        "certification": certification_status(config, settings),
+        "certification": certification_status(config, settings), **({} if encoding is None else {"encoding": encoding}),
     }
 
 
@@ -52,18 +67,44 @@ class AuditWriter:
     """Append-only, hash-chained JSONL audit log (format 2, as the service writes): the header record
     first, then every record, each line ``{"hash", "prev", "record"}``
     (:func:`~deploysignal.audit._chain.chain_lines`), flushed per tick. ``head`` is the hash of the
-    last line written: ``deploysignal audit verify FILE --head HEAD`` also detects a truncated tail."""
+    last line written: ``deploysignal audit verify FILE --head HEAD`` also detects a truncated tail.
+    Records are written in ``encoding`` (RFC 8785 by default), which the header names."""
 
-    def __init__(self, fh: IO[str], config: CompiledConfig, settings: GateSettings) -> None:
+    def __init__(self, fh: IO[str], config: CompiledConfig, settings: GateSettings, encoding: str = JCS) -> None:
+        header = settings_record(config, settings, encoding)
+        if encoding == JCS:
+            check_jcs_settings(header)  # InputError naming the setting before the first line, not a ValueError mid-write
         self._fh = fh
         self.head = GENESIS
-        self.write([settings_record(config, settings)])
+        self.encoding = encoding
+        self._encode = encoder(encoding)
+        self.write([header])
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        self.write_lines(dumps_record(r) for r in records)
+        self._append([self._encode(r) for r in records])
+
+    def write_decision(self, decision: Decision) -> None:
+        """A tick's records (:func:`decision_lines` in the log's encoding)."""
+        self._append(decision_lines(decision, self.encoding))
 
     def write_lines(self, lines: Iterable[str]) -> None:
-        """Records already in canonical JSON (:attr:`Decision.lines <deploysignal.gate.Decision>`)."""
+        """Records already written as text, each of which must be exactly the log's encoding of its record
+        (e.g. ``decision_lines(d, writer.encoding)``): every line is decoded and re-encoded, and a line
+        that differs raises :class:`ValueError` before anything is written. ``Decision.lines`` are
+        ``"repr"`` lines: in a log written in RFC 8785 (the default) they are refused, not chained into
+        a log that verifies as altered; use :meth:`write_decision`."""
+        lines = list(lines)
+        for k, line in enumerate(lines, start=1):
+            try:
+                ok = self._encode(json.loads(line)) == line
+            except (ValueError, TypeError, RecursionError):
+                ok = False
+            if not ok:
+                raise ValueError(f"line {k} given to write_lines is not the {self.encoding!r} encoding of its record, which this log's header"
+                                 " names (Decision.lines are 'repr' lines: use write_decision(d), or decision_lines(d, writer.encoding))")
+        self._append(lines)
+
+    def _append(self, lines: list[str]) -> None:
         chained, self.head = chain_lines(lines, self.head)
         self._fh.write("".join(line + "\n" for line in chained))
         self._fh.flush()
@@ -118,15 +159,17 @@ def check_chain(path: str | Path) -> ChainReport | None:
     return verify_chain(lines) if is_utf8(lines[0]) and is_chained(lines[0]) else None
 
 
-def _replayed_lines(config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None) -> Iterator[str]:
+def _replayed_lines(config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None, encoding: str) -> Iterator[str]:
     gate = Gate(config, settings, screen=False)  # re-derives what was accepted: a 0.4.0 log may hold a rate of 95
+    encode = encoder(encoding)
     for d in gate.run(canary, control):
         for r in d.records:
-            yield dumps_record(r)
+            yield encode(r)
 
 
 def replay(config: CompiledConfig, canary: Frame, lines: list[str], header: dict[str, Any], control: Frame | None = None) -> int:
-    """Re-run the gate from the header's settings and compare every record byte for byte.
+    """Re-run the gate from the header's settings and compare every record byte for byte, each re-derived
+    record written in the encoding the header names (``"jcs"``; none: ``"repr"``, logs before 0.5.0).
 
     Returns the number of records matched. Raises :class:`ReplayMismatch` at the first difference
     (naming the audit line and the first differing field) or when the counts differ.
@@ -140,7 +183,11 @@ def replay(config: CompiledConfig, canary: Frame, lines: list[str], header: dict
         settings = GateSettings.model_validate({"a_nuisance": "learned", "d_max_period": 24, "drivers_rule": 1, **header["settings"]})
     except Exception as exc:  # pydantic ValidationError or KeyError
         raise ReplayMismatch(f"audit header settings unusable: {exc}", line=1) from None
-    return compare_lines(_replayed_lines(config, settings, canary, control), lines, header)
+    try:
+        encoding = encoding_of(header)
+    except ValueError as exc:
+        raise ReplayMismatch(str(exc), line=1) from None
+    return compare_lines(_replayed_lines(config, settings, canary, control, encoding), lines, header)
 
 
 def compare_lines(produced: Iterable[str], lines: list[str], header: dict[str, Any], *, first_line: int = 2) -> int:

@@ -125,12 +125,15 @@ def _print_summary(s: dict[str, Any], title: str = "deploysignal gate") -> None:
 def run_gate(
     config: CompiledConfig, settings: GateSettings, canary: Frame, control: Frame | None, audit: Path | None, progress: bool = False
 ) -> tuple[dict[str, Any], list[Decision]]:
-    from ..audit import AuditWriter
+    from ..audit import AuditWriter, check_jcs_settings
     from ..gate import Gate, check_paired
+    from ._options import cli_option
 
     gate = Gate(config, settings)
     if control is not None:
         check_paired(canary, control, config.tick_seconds)
+    if audit:  # before the file is opened: a setting the RFC 8785 header cannot hold is an input error naming its option
+        check_jcs_settings(settings.model_dump(mode="json"), cli_option)
     decisions: list[Decision] = []
     fh = audit.open("w", encoding="utf-8") if audit else None
     try:
@@ -141,7 +144,7 @@ def run_gate(
                 d = gate.update(canary.timestamps[i], canary.values[i], cohort=cohort, control=None if control is None else control.values[i])
                 decisions.append(d)
                 if writer:
-                    writer.write_lines(d.lines)
+                    writer.write_decision(d)
                 if report is not None and (i % 256 == 255 or i == len(canary) - 1):
                     report("gate: ticks", i + 1, len(canary))
     finally:
@@ -294,6 +297,7 @@ def replay_cmd(
 ) -> None:
     """Re-derive every audit record; exit 0 only if all match byte for byte (1 otherwise)."""
     from ..audit import check_chain, read_audit, replay
+    from .._gc import gc_paused
 
     if split is not None or split_ticks is not None:
         from ._split import replay_split_file
@@ -311,7 +315,8 @@ def replay_cmd(
     header, lines = read_audit(audit)
     can = load_stream(canary, cfg, "canary")
     ctrl = load_stream(control, cfg, "control") if control else None
-    n = replay(cfg, can, lines, header, ctrl)
+    with gc_paused():  # the CLI's GC policy: a replay builds every tick's records at once (the core sets none)
+        n = replay(cfg, can, lines, header, ctrl)
     chain = check_chain(audit)
     if chain is None:
         out.print(f"replay ok: {n} records match (unchained log of format 1, written by deploysignal {header.get('gate_version', '< 0.2.0')}:"

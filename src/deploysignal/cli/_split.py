@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .._exceptions import InputError
+from ..audit import check_jcs_settings
 from ..calibration import canonical_json
 from ..split import (
     MetricSpec, SplitData, SplitGate, SplitSettings, read_requests, read_split_signals, read_split_ticks, requests_to_data,
@@ -19,6 +20,7 @@ from ..split import (
 from ..split._spec import tick_specs
 from ..sources._files import _parse_time
 from ..split._audit import SplitAuditWriter, replay_split, split_header
+from ._options import cli_option
 
 __all__ = ["load_split", "replay_split_file", "run_split", "split_settings"]
 
@@ -86,6 +88,7 @@ def run_split(specs: list[MetricSpec], settings: SplitSettings, data: SplitData,
     if audit is None:
         gate.run_batch(data)
     else:
+        check_jcs_settings(settings.model_dump(mode="json"), cli_option)  # before the file is opened (RFC 8785 integers)
         with audit.open("w", encoding="utf-8") as fh:
             writer = SplitAuditWriter(fh, split_header(specs, settings, source))
             for t in range(data.n_ticks):

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -201,44 +197,6 @@ FAMILY_BUILDERS: dict[str, Callable[[Any, GateSettings, float], Any]] = {
 }
 
 
-_GC_LOCK = threading.Lock()
-_GC_PAUSE = {"depth": 0, "was_enabled": False, "since": 0.0}
-#: Longest stretch (seconds) overlapping pauses from several threads keep the collector off before the
-#: pause that ends then runs a young-generation collection itself.
-GC_STARVATION_SECONDS = 1.0
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the (process-wide) cyclic garbage collector; nested and concurrent pauses from several
-    threads end with the collector in the state it had before the first of them began.
-
-    Pauses that keep overlapping (threads ingesting into different analyses back to back) could keep
-    the collector off indefinitely while other code creates cyclic garbage: a pause that ends while
-    others are still running, more than :data:`GC_STARVATION_SECONDS` after the collector was last on
-    (or last collected here), collects generations 0 and 1 itself."""
-    with _GC_LOCK:
-        if _GC_PAUSE["depth"] == 0:
-            _GC_PAUSE["was_enabled"] = gc.isenabled()
-            _GC_PAUSE["since"] = time.monotonic()
-            gc.disable()
-        _GC_PAUSE["depth"] += 1
-    try:
-        yield
-    finally:
-        starved = False
-        with _GC_LOCK:
-            _GC_PAUSE["depth"] -= 1
-            if _GC_PAUSE["was_enabled"]:
-                if _GC_PAUSE["depth"] == 0:
-                    gc.enable()
-                elif time.monotonic() - _GC_PAUSE["since"] > GC_STARVATION_SECONDS:
-                    starved = True
-                    _GC_PAUSE["since"] = time.monotonic()
-        if starved:  # outside the lock: finalizers run by the collection may pause it themselves
-            gc.collect(1)
-
-
 def _num(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
@@ -413,7 +371,9 @@ class Decision:
 
     @cached_property
     def lines(self) -> list[str]:
-        """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`)."""
+        """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`: the ``"repr"``
+        encoding of the service's analyses and of logs before 0.5.0; ``gate --audit`` writes RFC 8785
+        through :func:`deploysignal.audit.decision_lines`)."""
         if self._source.fast and _LINES_OK and not self._source.fail_closed:
             out = []
             for r in self._structs():
@@ -804,8 +764,7 @@ class Gate:
         cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),
                    final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist(), b_drivers, fast.tolist(),
                    self._fail_closed_reasons(out[:, :-1, 0], verdict, n))
-        with gc_paused():  # thousands of small per-tick objects: the cyclic collector would rescan them at every threshold
-            decisions = [self._decision(self._tick + i, explained, *c) for i, c in enumerate(cols)]
+        decisions = [self._decision(self._tick + i, explained, *c) for i, c in enumerate(cols)]
         self._last_ts = max(self._last_ts, float(stamps.max()))
         self._tick += n
         return decisions

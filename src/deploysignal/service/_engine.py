@@ -17,6 +17,8 @@ import msgspec
 import numpy as np
 
 from .._exceptions import ConfigError, InputError
+from ..audit import decision_lines
+from ..audit._encoding import REPR
 from ..calibration import CompiledConfig
 from ..gate import Decision, Gate, GateSettings
 from ..telemetry import check_clock_skew, check_domain, check_epoch_seconds, out_of_domain_reason
@@ -69,7 +71,9 @@ class TickResult(msgspec.Struct, frozen=True, kw_only=True):
 
     ``records`` and ``lines`` come from the gate's :class:`~deploysignal.gate.Decision` (``decision``),
     which builds them on first use: the service writes every tick's ``lines`` but needs the records
-    (dicts) of the last tick only. A result restored from state has no decision, the saved records
+    (dicts) of the last tick only. ``lines`` are in ``encoding``, the analysis' audit encoding
+    (:mod:`deploysignal.audit._encoding`: ``"jcs"`` for analyses created since 0.5.0, ``"repr"`` for
+    earlier ones). A result restored from state has no decision, the saved records
     (``saved_records``) and no lines.
     """
 
@@ -80,10 +84,12 @@ class TickResult(msgspec.Struct, frozen=True, kw_only=True):
     fired_families: tuple[str, ...]
     decision: Decision | None = None
     saved_records: list[dict[str, Any]] | None = None
+    encoding: str = REPR
 
     @classmethod
-    def of(cls, d: Decision) -> TickResult:
-        return cls(tick=d.tick, timestamp=d.timestamp, verdict=d.verdict, final=d.final, fired_families=d.fired_families, decision=d)
+    def of(cls, d: Decision, encoding: str = REPR) -> TickResult:
+        return cls(tick=d.tick, timestamp=d.timestamp, verdict=d.verdict, final=d.final, fired_families=d.fired_families, decision=d,
+                   encoding=encoding)
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -94,8 +100,8 @@ class TickResult(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def lines(self) -> list[str] | None:
-        """Canonical JSON of ``records`` (what the audit chain holds); None for a result restored from state."""
-        return None if self.decision is None else self.decision.lines
+        """``records`` in the analysis' audit encoding (what the audit chain holds); None for a result restored from state."""
+        return None if self.decision is None else decision_lines(self.decision, self.encoding)
 
     def summary(self) -> dict[str, Any]:
         return {"tick": self.tick, "timestamp": self.timestamp, "verdict": self.verdict, "final": self.final, "fired_families": list(self.fired_families)}
@@ -157,6 +163,9 @@ class AnalysisEngine:
         :class:`~deploysignal.gate.GateSettings` fields.
     state : dict, optional
         A previous :meth:`state`; the engine continues exactly where that one stopped.
+    encoding : str
+        How its results' audit lines are written (:mod:`deploysignal.audit._encoding`): the encoding the
+        analysis' header names (``"jcs"`` for analyses created since 0.5.0, ``"repr"`` before).
 
     Examples
     --------
@@ -171,8 +180,9 @@ class AnalysisEngine:
     True
     """
 
-    def __init__(self, config_json: str, settings: Mapping[str, Any], state: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, config_json: str, settings: Mapping[str, Any], state: Mapping[str, Any] | None = None, *, encoding: str = REPR) -> None:
         self.config = _parse_config(config_json)
+        self.encoding = encoding
         try:
             self.settings = GateSettings.model_validate(dict(settings))
         except Exception as exc:
@@ -344,7 +354,7 @@ class AnalysisEngine:
         cohorts = [t.cohort for t in ticks] if any(t.cohort is not None for t in ticks) else None
         decisions = self.gate.update_many([t.timestamp for t in ticks], rows, cohorts=cohorts, control=control)
         self._present = [a + int(b) for a, b in zip(self._present, (~np.isnan(rows)).sum(axis=0))]
-        out = [TickResult.of(d) for d in decisions]
+        out = [TickResult.of(d, self.encoding) for d in decisions]
         self.last = out[-1]
         return out
 
@@ -352,7 +362,7 @@ class AnalysisEngine:
         """Void the analysis (:meth:`Gate.void <deploysignal.gate.Gate.void>`): one tick without
         telemetry whose records end the analysis with a final verdict that never promotes. ``new``: an
         operator's void (its reason screened, a second void refused), not one rebuilt from the store."""
-        self.last = TickResult.of(self.gate.void(reason, screen=new))
+        self.last = TickResult.of(self.gate.void(reason, screen=new), self.encoding)
         return self.last
 
     def signal_classification(self) -> list[dict[str, Any]]:

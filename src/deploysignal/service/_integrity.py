@@ -42,6 +42,7 @@ from typing import Any
 from .._exceptions import DeploySignalError
 from ..audit._binding import checkpoint_line, digest, fast_record, input_line, link_chain, record_of
 from ..audit._chain import GENESIS
+from ..audit._encoding import encoding_of
 from ..calibration import canonical_json
 from ..store import AnalysisRow, StoredRows
 
@@ -96,12 +97,13 @@ def _lines(text: Any) -> list[str]:
     return text.split("\n") if isinstance(text, str) else []
 
 
-def load_checked(row: AnalysisRow, rows: StoredRows, build: Callable[[str, dict[str, Any] | None], Any],
+def load_checked(row: AnalysisRow, rows: StoredRows, build: Callable[[str, dict[str, Any] | None, str], Any],
                  header: Callable[[Any, int], dict[str, Any]], decode: Callable[[Any, Sequence[Any]], list[Any]],
                  state_text: Callable[[Any], str]) -> tuple[Any, Integrity]:
     """Check ``rows`` (read from ``start = -1``) against the chain; return the rebuilt engine and the report.
 
-    ``build(config, snapshot_state)`` makes an engine, ``header(engine, binding)`` its chained header
+    ``build(config, snapshot_state, encoding)`` makes an engine writing audit lines in ``encoding`` (the one
+    the chained header names, :func:`~deploysignal.audit._encoding.encoding_of`), ``header(engine, binding)`` its chained header
     record, ``decode(engine, ticks)`` the engine's inputs of stored tick dicts and ``state_text(engine)``
     the snapshot text of its state (the manager's functions). Raises :class:`IntegrityError` naming the
     first row that does not match.
@@ -131,6 +133,10 @@ def load_checked(row: AnalysisRow, rows: StoredRows, build: Callable[[str, dict[
     binding = int(hdr.get("store_binding", 0)) if isinstance(hdr.get("store_binding", 0), int) else -1
     if binding not in (0, 1):
         raise _fail(aid, f"unknown store_binding {hdr.get('store_binding')!r} in the header")
+    try:
+        encoding = encoding_of(hdr)
+    except ValueError as exc:
+        raise _fail(aid, str(exc)) from None
     if rows.config is None:
         raise _fail(aid, f"the compiled config {row.spec.get('config_version')!r} is missing")
     tick_seqs = [s for s, _ in rows.ticks]
@@ -161,7 +167,7 @@ def load_checked(row: AnalysisRow, rows: StoredRows, build: Callable[[str, dict[
                 raise _fail(aid, f"the snapshot of tick {t} is not JSON") from None
             start = t
     try:
-        eng = build(rows.config, snap_state)
+        eng = build(rows.config, snap_state, encoding)
     except DeploySignalError as exc:
         raise _fail(aid, f"the stored spec and config do not build an engine ({exc})") from None
     if binding:

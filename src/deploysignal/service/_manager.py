@@ -37,11 +37,12 @@ import msgspec
 
 from .. import __version__
 from .._exceptions import DeploySignalError, InputError
-from ..audit import settings_record
+from ..audit import check_jcs_settings, settings_record
 from ..audit._binding import STORE_BINDING, checkpoint_line, input_line, record_of
 from ..audit._chain import GENESIS, chain_lines, chain_records
+from ..audit._encoding import JCS, REPR, encoder, encoding_of
 from ..calibration import canonical_json
-from ..gate._gate import gc_paused
+from .._gc import gc_paused
 from ..split._spec import with_legacy_label
 from ..store import AnalysisRow, Conflict, LockedAnalysis, NotFound, PendingLost, SQLStore, StoredRows, batch_digest, check_batch_digest, delete_analysis, record_batch_digest
 from ._admission import Busy
@@ -76,20 +77,22 @@ def tick_payload(tick: TickIn) -> str:
 Engine = AnalysisEngine | SplitEngine
 
 
-def _engine(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None = None) -> Engine:
-    """The engine of an analysis: :class:`SplitEngine` for ``mode: split`` specs, else :class:`AnalysisEngine`."""
+def _engine(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None = None, encoding: str = REPR) -> Engine:
+    """The engine of an analysis: :class:`SplitEngine` for ``mode: split`` specs, else :class:`AnalysisEngine`,
+    writing audit lines in ``encoding`` (the one the analysis' header names: :func:`encoding_of`)."""
     if spec.get("mode") == "split":
-        return SplitEngine(cfg, with_legacy_label(spec["settings"]), snap)  # stored before ratio_label: 0.4.0's wording
+        return SplitEngine(cfg, with_legacy_label(spec["settings"]), snap, encoding=encoding)  # stored before ratio_label: 0.4.0's wording
     # stored specs hold the full settings dump; one without d_max_period was stored before issue 22 (family D ran 2..24),
     # one without drivers_rule before issue 25 (drivers named by rule 1)
-    return AnalysisEngine(cfg, {"d_max_period": 24, "drivers_rule": 1, **spec["settings"]}, snap)
+    return AnalysisEngine(cfg, {"d_max_period": 24, "drivers_rule": 1, **spec["settings"]}, snap, encoding=encoding)
 
 
 def _header(eng: Engine, binding: int = 0, spec_sha256: str | None = None) -> dict[str, Any]:
     """The chained header record; ``binding`` > 0 announces the store binding records
     (:mod:`deploysignal.audit._binding`) of an analysis created since 0.5.0, and then ``spec_sha256``
-    (:func:`spec_digest`) binds the analysis row's spec and ``created``."""
-    h = eng.header() if isinstance(eng, SplitEngine) else settings_record(eng.config, eng.settings)
+    (:func:`spec_digest`) binds the analysis row's spec and ``created``. The header names the engine's audit
+    ``encoding`` unless it is ``"repr"`` (an analysis created before 0.5.0, whose header names none)."""
+    h = eng.header() if isinstance(eng, SplitEngine) else settings_record(eng.config, eng.settings, None if eng.encoding == REPR else eng.encoding)
     if not binding:
         return h
     return {**h, "store_binding": binding, **({} if spec_sha256 is None else {"spec_sha256": spec_sha256})}
@@ -304,17 +307,21 @@ class AnalysisManager:
         """``eng.ingest(valid)`` in chunks of ``eval_chunk`` ticks (same results as one call)."""
         results: list[Any] = []
         for i in range(0, len(valid), self.eval_chunk):
-            results.extend(eng.ingest(valid[i : i + self.eval_chunk]))
+            with gc_paused():  # the service's GC policy (deploysignal/_gc.py): thousands of small per-tick objects
+                results.extend(eng.ingest(valid[i : i + self.eval_chunk]))
         return results
 
     # ------------------------------------------------------------------ create
     def create(self, aid: str, config_json: str, version_id: str, settings: Mapping[str, Any], extra: Mapping[str, Any], created: str) -> dict[str, Any]:
         split = extra.get("mode") == "split"
-        engine = (SplitEngine if split else AnalysisEngine)(config_json, settings)  # validates config + settings before anything is stored
+        # validates config + settings before anything is stored; a new analysis writes RFC 8785 lines (its header says so)
+        engine = (SplitEngine if split else AnalysisEngine)(config_json, settings, encoding=JCS)
         self.store.put_config(version_id, config_json)
         spec = {"config_version": version_id, "settings": engine.settings.model_dump(mode="json"), **dict(extra)}
+        check_jcs_settings(spec["settings"])  # 422 naming the field before anything is stored: RFC 8785 integers are doubles
         header = _header(engine, STORE_BINDING, spec_digest(spec, created))
-        lines, head = chain_records([header], GENESIS)
+        check_jcs_settings(header)
+        lines, head = chain_records([header], GENESIS, engine.encoding)
         self.store.create_analysis(aid, spec, head, "\n".join(lines), created)
         with self._lock(aid):
             self._keep(aid, engine, head, STORE_BINDING, created)  # created: the stamp spec_sha256 binds (with the spec) in the header
@@ -349,7 +356,7 @@ class AnalysisManager:
             else:
                 row, rows = read(-1)
                 spec = row.spec
-                eng, rep = load_checked(row, rows, lambda cfg, snap: _engine(cfg, spec, snap), _header, _decode, _state_text)
+                eng, rep = load_checked(row, rows, lambda cfg, snap, enc: _engine(cfg, spec, snap, enc), _header, _decode, _state_text)
                 binding = rep.binding
                 self.integrity[aid] = rep
                 if rep.unchecked:
@@ -666,10 +673,10 @@ class AnalysisManager:
                     if len(cuts) >= self.max_cuts:
                         raise Conflict(f"analysis {aid!r} has had {len(cuts)} cuts, the most allowed per analysis (max_cuts {self.max_cuts}):"
                                        " each cut can add up to alpha to its false-rollback probability; void it and start a new analysis")
-                    spec, cfg, seq = la.row.spec, la.config(), la.row.n_ticks
-                    eng, rec, _ = apply_cut(lambda: _engine(cfg, spec), _decode, effective(rows.ticks), payload, seq)  # type: ignore[arg-type]
+                    spec, cfg, seq, enc = la.row.spec, la.config(), la.row.n_ticks, eng.encoding
+                    eng, rec, _ = apply_cut(lambda: _engine(cfg, spec, encoding=enc), _decode, effective(rows.ticks), payload, seq)  # type: ignore[arg-type]
                     snapshot = (seq + 1, _state_text(eng))
-                    head, audit = self._chain(la.row, [(payload, [canonical_json(rec)])], snapshot)
+                    head, audit = self._chain(la.row, [(payload, [encoder(enc)(rec)])], snapshot)
                     summary = None if eng.last is None else {**eng.last.summary(), "n_ticks": eng.n_ticks}
                     la.append([payload], audit, last_ts=eng.last_timestamp, head=head, summary=summary, snapshot=snapshot)  # type: ignore[arg-type]
                     la.supersede_batches(rec["superseded"], seq)
@@ -706,13 +713,17 @@ class AnalysisManager:
     def _replay(self, aid: str) -> dict[str, Any]:
         row, rows = self.store.stored_rows(aid)
         cfg = self.store.get_config(row.spec["config_version"])
-        eng = _engine(cfg, row.spec)
         stored = [ln for _, text in rows.audit for ln in text.split("\n")]
         first = record_of(stored[0]) if stored else None
         binding = (first or {}).get("store_binding", 0)
         if isinstance(binding, bool) or not isinstance(binding, int):
             return {"ok": False, "records": 0, "first_mismatch_line": 1, "reason": f"the header's store_binding {binding!r} is not an integer"}
-        lines, head = chain_records([_header(eng, binding, spec_digest(row.spec, row.created))], GENESIS)
+        try:
+            enc = encoding_of(first or {})  # the stored header's encoding: a replay writes every line in it
+        except ValueError as exc:
+            return {"ok": False, "records": 0, "first_mismatch_line": 1, "reason": str(exc)}
+        eng = _engine(cfg, row.spec, encoding=enc)
+        lines, head = chain_records([_header(eng, binding, spec_digest(row.spec, row.created))], GENESIS, enc)
         payloads = [p for seq, p in rows.ticks if 0 <= seq < row.n_ticks]
         # with the store binding, a stored checkpoint record is re-derived from the replayed state at its tick,
         # and a cut-back rebuilds the engine from the ticks it kept (as AnalysisManager.cut did)
@@ -730,14 +741,14 @@ class AnalysisManager:
                     if binding:
                         more, head = chain_lines([input_line(t, p)], head)
                         lines.extend(more)
-                    more, head = chain_records(r.records, head)  # re-encoded by the checked path: independent of how the lines were encoded
+                    more, head = chain_records(r.records, head, enc)  # re-encoded by the checked path: independent of how the lines were encoded
                     lines.extend(more)
                     eff.append((t, p))
                 if stop in cuts:
-                    eng, rec, eff = apply_cut(lambda: _engine(cfg, row.spec), _decode, eff, seg[-1], stop - 1)
+                    eng, rec, eff = apply_cut(lambda: _engine(cfg, row.spec, encoding=enc), _decode, eff, seg[-1], stop - 1)
                     more, head = chain_lines([input_line(stop - 1, seg[-1])], head) if binding else ([], head)
                     lines.extend(more)
-                    more, head = chain_records([rec], head)
+                    more, head = chain_records([rec], head, enc)
                     lines.extend(more)
             except (ValueError, TypeError, KeyError, DeploySignalError) as exc:  # a damaged tick row
                 return {"ok": False, "records": len(lines), "first_mismatch_line": None,
@@ -764,7 +775,7 @@ class AnalysisManager:
         :class:`IntegrityError` naming the first row that does not match its chain."""
         row, rows = self.store.stored_rows(aid)
         spec = row.spec
-        return load_checked(row, rows, lambda cfg, snap: _engine(cfg, spec, snap), _header, _decode, _state_text)[1]
+        return load_checked(row, rows, lambda cfg, snap, enc: _engine(cfg, spec, snap, enc), _header, _decode, _state_text)[1]
 
     def listed_summary(self, row: AnalysisRow) -> tuple[dict[str, Any] | None, str | None]:
         """The summary of an analysis as the listing serves it: (summary, None) when it matches the

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from .. import __version__
 from .._exceptions import ConfigError, InputError
+from ..audit._encoding import REPR, encoder
 from ..calibration import canonical_json
 from ..split import MetricSpec, SplitGate, SplitSettings, SplitTick, settings_error, ticks_to_data
 from ..split._audit import split_header
@@ -64,7 +65,7 @@ def _arm(d: Mapping[str, Any]) -> ArmCounts:
 
 class SplitResult(msgspec.Struct, frozen=True, kw_only=True):
     """One evaluated tick: the verdict and its audit records (one per family, then the gate's);
-    ``lines`` (canonical JSON of the records) is None for a result restored from state."""
+    ``lines`` (the records in the analysis' audit encoding) is None for a result restored from state."""
 
     tick: int
     timestamp: float
@@ -108,6 +109,9 @@ class SplitEngine:
         :class:`~deploysignal.split.SplitSettings` fields.
     state : dict, optional
         A previous :meth:`state`; the engine continues exactly where that one stopped.
+    encoding : str
+        How its audit lines are written (:mod:`deploysignal.audit._encoding`): the encoding the analysis'
+        header names (``"jcs"`` for analyses created since 0.5.0, ``"repr"`` before).
 
     Notes
     -----
@@ -130,7 +134,9 @@ class SplitEngine:
 
     mode = "split"
 
-    def __init__(self, config_json: str, settings: Mapping[str, Any], state: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, config_json: str, settings: Mapping[str, Any], state: Mapping[str, Any] | None = None, *, encoding: str = REPR) -> None:
+        self.encoding = encoding
+        self._encode = encoder(encoding)
         try:
             cfg = msgspec.json.decode(config_json)
             self.specs = [MetricSpec.from_dict(m) for m in cfg["metrics"]]
@@ -182,8 +188,10 @@ class SplitEngine:
         return self._last_ts
 
     def header(self) -> dict[str, Any]:
-        """The audit header record (:func:`~deploysignal.split._audit.split_header`, input kind ``service``)."""
-        return split_header(self.specs, self.settings, "service")
+        """The audit header record (:func:`~deploysignal.split._audit.split_header`, input kind ``service``),
+        naming the engine's ``encoding`` unless it is ``"repr"`` (headers written before 0.5.0 name none)."""
+        h = split_header(self.specs, self.settings, "service")
+        return h if self.encoding == REPR else {**h, "encoding": self.encoding}
 
     decode = staticmethod(SplitTickIn.from_json)
 
@@ -244,7 +252,7 @@ class SplitEngine:
             g.update(verdict="extend", final=True, reason=f"voided by the operator: {self._voided}" + (f"; {g['reason']}" if g["reason"] else ""))
             verdict, final = "extend", True
         self.last = SplitResult(tick=self.n_ticks, timestamp=float(g["timestamp"]), verdict=verdict, final=final, fired_families=fired,
-                                records=records, lines=[canonical_json(r) for r in records])
+                                records=records, lines=[self._encode(r) for r in records])
         return self.last
 
     def void(self, reason: str) -> SplitResult:
@@ -257,7 +265,7 @@ class SplitEngine:
                "decided_at_tick": self.n_ticks, "fired": [], "reason": f"voided by the operator: {self._voided}",
                "fail_closed": f"operator void: {self._voided}", "gate_version": __version__}
         self.last = SplitResult(tick=self.n_ticks, timestamp=ts, verdict="extend", final=True, fired_families=(), records=[rec],
-                                lines=[canonical_json(rec)])
+                                lines=[self._encode(rec)])
         return self.last
 
     # ------------------------------------------------------------------ reporting

@@ -5,7 +5,9 @@ the input kind and the deploysignal version); then, per tick, one record per fam
 ``peak_log_evidence``, ``threshold``, ``alpha``, ``fire``, ``reason``, ``effect`` with the confidence
 sequence) and the gate's record (``verdict``, ``final``, ``decided_at_tick``, ``fired``, ``reason``).
 Every line is chained (:mod:`deploysignal.audit._chain`): ``deploysignal audit verify`` checks it and
-:func:`replay_split` re-derives every line from the input and compares byte for byte.
+:func:`replay_split` re-derives every line from the input and compares byte for byte. Records are written
+in the encoding the header names (:mod:`deploysignal.audit._encoding`): RFC 8785 (``"encoding": "jcs"``)
+for logs written since 0.5.0; a header without it (earlier logs) means the old ``"repr"`` encoding.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import IO, Any
 from .. import __version__
 from .._exceptions import ReplayMismatch
 from .._text import JSON_UNUSABLE
-from ..audit import compare_lines
+from ..audit import JCS, check_jcs_settings, compare_lines, encoding_of
 from ..audit._chain import GENESIS, chain_records, verify_chain
 from ._data import SplitData
 from ._gate import SplitGate
@@ -39,25 +41,29 @@ def split_header(specs: list[MetricSpec], settings: SplitSettings, source: str) 
 
 
 class SplitAuditWriter:
-    """Writes chained audit lines to ``fh``: the header first, then each tick's records, flushed per tick."""
+    """Writes chained audit lines to ``fh``: the header first (naming ``encoding``), then each tick's
+    records in that encoding (RFC 8785 by default), flushed per tick."""
 
-    def __init__(self, fh: IO[str], header: dict[str, Any]) -> None:
+    def __init__(self, fh: IO[str], header: dict[str, Any], encoding: str = JCS) -> None:
+        if encoding == JCS:
+            check_jcs_settings(header)  # InputError naming the setting before the first line
         self._fh = fh
         self.head = GENESIS
-        self.write([header])
+        self.encoding = encoding
+        self.write([{**header, "encoding": encoding}])
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        lines, self.head = chain_records(records, self.head)
+        lines, self.head = chain_records(records, self.head, self.encoding)
         self._fh.write("".join(line + "\n" for line in lines))
         self._fh.flush()
 
 
-def _lines(header: dict[str, Any], specs: list[MetricSpec], settings: SplitSettings, data: SplitData) -> Iterator[str]:
-    lines, head = chain_records([header])
+def _lines(header: dict[str, Any], specs: list[MetricSpec], settings: SplitSettings, data: SplitData, encoding: str) -> Iterator[str]:
+    lines, head = chain_records([header], GENESIS, encoding)
     yield from lines
     gate = SplitGate(specs, settings)
     for t in range(data.n_ticks):
-        lines, head = chain_records(gate.update(data, t, evidence=True).records(), head)
+        lines, head = chain_records(gate.update(data, t, evidence=True).records(), head, encoding)
         yield from lines
 
 
@@ -77,9 +83,10 @@ def replay_split(lines: list[str], load: Callable[[list[MetricSpec], SplitSettin
         specs = [MetricSpec.from_dict(m) for m in header["metrics"]]
         settings = SplitSettings.model_validate(with_legacy_label(header["settings"]))
         source = str(header["source"])
+        encoding = encoding_of(header)
     except (KeyError, TypeError, ValueError, *JSON_UNUSABLE) as exc:
         raise ReplayMismatch(f"audit header is not a split header ({exc})", line=1) from None
     if header.get("mode") != "split":
         raise ReplayMismatch("audit header is not a split-mode header (replay it without --split)", line=1)
     data = load(specs, settings, source)
-    return compare_lines(_lines(header, specs, settings, data), lines, header, first_line=1)
+    return compare_lines(_lines(header, specs, settings, data, encoding), lines, header, first_line=1)

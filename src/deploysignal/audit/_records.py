@@ -135,8 +135,9 @@ def replay(config: CompiledConfig, canary: Frame, lines: list[str], header: dict
         raise ReplayMismatch(f"audit was written with baseline {header.get('baseline_version')}, config is {config.version_id}", line=1)
     try:
         # a header written before family A's nuisance band (0.5.0) names no a_nuisance: it ran 'learned';
-        # one written before issue 22 names no d_max_period: family D's bank ran periods 2..24
-        settings = GateSettings.model_validate({"a_nuisance": "learned", "d_max_period": 24, **header["settings"]})
+        # one written before issue 22 names no d_max_period: family D's bank ran periods 2..24;
+        # one that names no runtime_check ran without the run-time model check
+        settings = GateSettings.model_validate({"a_nuisance": "learned", "d_max_period": 24, "runtime_check": 0.0, **header["settings"]})
     except Exception as exc:  # pydantic ValidationError or KeyError
         raise ReplayMismatch(f"audit header settings unusable: {exc}", line=1) from None
     return compare_lines(_replayed_lines(config, settings, canary, control), lines, header)

@@ -39,7 +39,7 @@ from ..calibration import CompiledConfig, compile_baseline
 from ..sources import PrometheusPuller, PrometheusSource, PrometheusSplitSource, PromUnavailable, PullSpec, SecretPolicy
 from ..dashboard._routes import add_dashboard_routes
 from ..store import Conflict, IntegrationTables, NotFound, open_existing
-from ..gate import certification_status
+from ..gate import certification_status, runtime_certification
 from ..telemetry import Frame
 from ._admission import Busy, RateLimited, RateLimits, parse_limit
 from ._kayenta import kayenta_router
@@ -513,7 +513,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "integrity": None if (ic := manager.integrity.get(aid)) is None else ic.to_json(),
             "created": row.created,
             **({"poller": _poller_status(aid, row)} if row.spec.get("prometheus") else {}),
-            **(eng.verdict_extra() if isinstance(eng, SplitEngine) else {"certification": certification_status(eng.config, eng.settings)}),
+            **(eng.verdict_extra() if isinstance(eng, SplitEngine)
+               else {"certification": runtime_certification(certification_status(eng.config, eng.settings), eng.gate.runtime_status)}),
         }
 
     def _poller_status(aid: str, row: Any) -> dict[str, Any]:

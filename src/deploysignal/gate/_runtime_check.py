@@ -1,0 +1,261 @@
+r"""Run-time model check of the one-sample gate: does the compiled model still describe the canary's process?
+
+The compile-time checks (:func:`~deploysignal.calibration.model_check`) and the backtest look at the
+baseline; a departure that begins after it (a DST change between compile and canary, a regime the
+baseline never showed, noise that grows) is invisible to them. This check watches the canary's own
+standardised innovations ``z`` (what the families are fed: oriented so that positive is harmful) for
+three departures, each through anytime-valid e-processes under the model, with a fixed budget ``beta``
+(``GateSettings.runtime_check``, default 0.01) split evenly over the three (Bonferroni).
+
+**Phase** (a shift of the daily cycle). If the cycle runs ``theta`` hours later than the baseline's,
+the de-seasonalised value at clock ``t`` is off by about ``theta (mu(t - 1h) - mu(t + 1h)) / 2`` and the
+innovation by ``theta d_{c,j}`` with the predictable regressor
+
+.. math:: d_{c,j} = s_j\,\frac{(1-\phi_j)\,(\mu_j(c - 1\,h) - \mu_j(c + 1\,h))}{2\,\sigma_{e,j}}
+
+(compiled hour-cell levels ``mu`` of the cells one hour before and after the tick's cell ``c``,
+orientation ``s``, AR(1) coefficient ``phi``, innovation scale ``sigma_e``; held constant per cell).
+**Level** (the signals moving together, as in a regime switch or a load change the baseline did not
+show): the regressor is the first principal direction of the compiled hour-cell levels across signals
+(the baseline's own daily co-movement), in innovation units ``o_j = s_j v_j sqrt((1-phi_j)/(1+phi_j))``,
+normalised to unit length. **Variance**: disjoint pairs of consecutive ticks,
+``q = mean_j min(((z_t - z_{t-1}) / sqrt 2)^2, 9)``, bet ``prod (1 + lambda (q - 1))`` mixed over
+``lambda``: a constant shift cancels in the difference.
+
+**Not a regression detector (phase and level).** A regression moves signals in their *harmful*
+direction; a phase shift or a common level move also moves, by the same regressor, signals whose
+offset points the *benign* way. For each sign of ``theta`` the check keeps only the regressor's benign
+half (the (signal, cell) pairs where the predicted offset is harmless) and tests it with a Gaussian
+mixture likelihood ratio ``E_b`` that is nondecreasing in ``-z``; a part's e-value is the average of
+``E_b`` over the two signs, and it fires at ``3 / beta``. Consequence, exact for any data: adding any
+harmful shift (raising any oriented ``z`` of a one-sided signal, in any pattern and size) never raises
+the e-value, so on a canary that is the model's healthy process plus any regression the phase and level
+parts fire with probability at most their share of ``beta``, as without the regression.
+
+What it cannot tell apart. A canary that is *better* than the baseline on signals that carry the daily
+cycle is, to these parts, a benign offset, and they may fire on it (the run is then reported
+uncertified and held at extend; ``runtime_check_proceed`` lets it proceed): in one-sample mode "the
+process moved the harmless way" and "the canary is better" are the same data. (A first version also
+required the harmful half to agree, which provably limits firing on a pure improvement; it fired after
+family A's false rollbacks on the DST null too often to be worth it: docs/one-sample.md.) Two-sided
+signals (direction ``both``) have no benign side and are left out of these two parts. A misfit that
+points every signal the harmful way looks like a regression: the check does not fire, and the
+false-rollback guarantee is lost without a word. The variance part is not protected this way: a regression that adds noise, bursts or
+oscillation inflates it, and a mean step counts once, through the pair that straddles it.
+
+**Guarantee.** Under the compiler's model (canary innovations ``z`` conditionally Gaussian with unit
+variance given the past and the baseline's cell-level errors; those errors Gaussian, independent
+across cells and signals with the compiled variance ``cell_bias_var`` plus the day offset's
+``day_bias_var + drift_allowance^2``, here added to every cell: an approximation of the shared day
+offset), the phase and level parts are exact mixtures of Gaussian marginal likelihood ratios, so each
+of their four halves is a nonnegative martingale and Ville bounds its crossing; the variance part needs
+only ``E[z_t^2 | past] <= 1`` and uncorrelated consecutive innovations. So P(the check ever fires on a
+healthy canary of the model) <= beta, a budget separate from the rollback alpha. The measured rate
+(Monte Carlo with a one-sided 99% Clopper-Pearson bound) is in docs/one-sample.md.
+
+**What firing does** (:class:`~deploysignal.gate.Gate`): the analysis becomes "one-sample,
+uncertified at tick t: <reason>" in every later gate record (``runtime_check``), ``gate --json`` and the
+service; a rollback still rolls back; a proceed is not issued (the verdict extends) unless
+``GateSettings.runtime_check_proceed`` is set. Before it fires the verdicts are exactly those of the
+gate without the check.
+
+References
+----------
+Ville, J. (1939). *Etude critique de la notion de collectif*. Robbins, H. (1970). Statistical methods
+related to the law of the iterated logarithm (Gaussian mixture martingales). Ramdas, A. et al. (2023).
+Game-theoretic statistics and safe anytime-valid inference. *Statistical Science* 38(4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..calibration import CompiledConfig, stack_arrays
+
+__all__ = ["RUNTIME_COMPONENTS", "RuntimeCheck", "runtime_certification"]
+
+#: the check's parts, in the order of ``RuntimeCheck.log_e``
+RUNTIME_COMPONENTS = ("phase", "level", "variance")
+#: mixture grids: phase shift in hours, common level move in pooled innovation sd, variance bet fractions
+_THETA_PHASE = np.array([0.25, 0.5, 1.0, 2.0])
+_THETA_LEVEL = np.array([0.05, 0.1, 0.2, 0.4, 0.8])
+_LAMBDA_VAR = np.array([0.05, 0.1, 0.2, 0.4])
+#: innovations are clipped symmetrically at this many sd before entering the phase / level sums
+_Z_CLIP = 5.0
+#: cap on a pair's squared difference (one gross step counts at most log(1 + 8 lambda))
+_Q_CAP = 9.0
+
+
+def runtime_certification(status: dict[str, Any], runtime: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's certification (:func:`~deploysignal.gate.certification_status`) with the run-time check's
+    outcome (:attr:`~deploysignal.gate.Gate.runtime_status`): unchanged but for a ``runtime_check`` entry
+    while the check has not fired (or does not run); once it has, ``certified`` false, the check's status
+    (with its tick) first among the reasons and ``basis`` "one-sample, uncertified"."""
+    out = dict(status)
+    if runtime is None:
+        return out
+    out["runtime_check"] = runtime
+    if runtime["fired_at"] >= 0:
+        out.update(certified=False, reasons=[runtime["status"], *status["reasons"]], basis="one-sample, uncertified")
+    return out
+
+
+def _log_mix(u: np.ndarray, a: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """log of the mean over ``theta`` of ``exp(theta u - theta^2 a / 2)`` (elementwise in ``u``, ``a``)."""
+    t = theta * u[..., None] - 0.5 * theta**2 * a[..., None]
+    return np.logaddexp.reduce(t, axis=-1) - math.log(theta.size)
+
+
+def _benign(u_pos: np.ndarray, a_pos: np.ndarray, u_neg: np.ndarray, a_neg: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per stream: log e-value of a phase / level part and which sign leads (+1 / -1). Under the + sign
+    the benign half is the one with coefficients ``u_neg`` (evidence ``-u_neg``), under the - sign the
+    one with ``u_pos`` (evidence ``-u_pos``); the part is their average."""
+    plus, minus = _log_mix(-u_neg, a_neg, theta), _log_mix(-u_pos, a_pos, theta)
+    return np.logaddexp(plus, minus) - math.log(2.0), np.where(plus >= minus, 1, -1)
+
+
+class RuntimeCheck:
+    """Sequential model check on a one-sample canary's standardised innovations (see the module).
+
+    Parameters
+    ----------
+    config : CompiledConfig or sequence of CompiledConfig
+        The compiled baseline(s) the gate runs on (``P`` streams).
+    budget : float
+        False-alarm budget ``beta`` on the model's null (``GateSettings.runtime_check``).
+    drift_allowance : float
+        The gate's ``drift_allowance`` (score sd), added to the day-offset variance.
+
+    Notes
+    -----
+    Guarantee (under the assumptions of the module docstring): P(fires within any horizon) <= budget.
+    """
+
+    def __init__(self, config: CompiledConfig | Sequence[CompiledConfig], budget: float, drift_allowance: float = 0.0) -> None:
+        a = stack_arrays(config)
+        self.budget = float(budget)
+        self.log_thr = math.log(3.0 / self.budget)
+        orient = np.asarray(a["orient"], dtype=float)
+        one = np.where(np.asarray(a["two_sided"], dtype=bool), 0.0, 1.0)
+        phi, scale = np.asarray(a["phi"], dtype=float), np.asarray(a["innov_scale"], dtype=float)  # (P, k)
+        self._loc = np.asarray(a["location"], dtype=float)  # (P, C, k)
+        P, C, k = self._loc.shape
+        self._P, self._k = P, k
+        self._dcoef = orient * one * (1.0 - phi) / (2.0 * scale)
+        marg = scale / np.sqrt(1.0 - phi**2)
+        X = (self._loc - self._loc.mean(axis=1, keepdims=True)) / marg[:, None, :]
+        v = np.linalg.svd(X, full_matrices=False)[2][:, 0, :]  # (P, k): first right singular vector
+        o = orient * one * v * np.sqrt((1.0 - phi) / (1.0 + phi))
+        norm = np.linalg.norm(o, axis=1, keepdims=True)
+        self._o = np.where(norm > 0, o / np.where(norm > 0, norm, 1.0), 0.0)
+        sd = np.asarray(a["score_sd"], dtype=float)[:, 0]  # (P, k)
+        day = np.asarray(a["day_bias_var"], dtype=float)[:, 0] * sd**2 + float(drift_allowance) ** 2
+        self._var = np.asarray(a["cell_bias_var"], dtype=float)[:, 0] * sd[:, None, :] ** 2 + day[:, None, :]
+        self.reset()
+
+    def reset(self) -> None:
+        P, C, k = self._loc.shape
+        self._R = np.full((P, C, k), np.nan)  # phase regressor per cell, fixed at the cell's first visit
+        self._S = np.zeros((P, C, k))
+        self._N = np.zeros((P, C, k))
+        self._U = np.zeros((P, 4))  # phase +, phase -, level +, level -
+        self._A = np.zeros((P, 4))
+        self._prev = np.full((P, k), np.nan)
+        self._open = False  # a variance pair is open (its first tick seen)
+        self._lw_var = np.zeros((P, _LAMBDA_VAR.size))
+        self.fired_at = np.full(P, -1)
+        self.reasons: list[str] = [""] * P
+
+    # ------------------------------------------------------------------ evidence
+    def log_e(self) -> np.ndarray:
+        """(P, 3) current log e-values of the parts (:data:`RUNTIME_COMPONENTS` order); a part fires at
+        ``log_thr``."""
+        (lp, _), (ll, _) = self._parts()
+        return np.stack([lp, ll, self._log_var()], axis=1)
+
+    def _parts(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        U, A = self._U, self._A
+        return _benign(U[:, 0], A[:, 0], U[:, 1], A[:, 1], _THETA_PHASE), _benign(U[:, 2], A[:, 2], U[:, 3], A[:, 3], _THETA_LEVEL)
+
+    def _log_var(self) -> np.ndarray:
+        return np.logaddexp.reduce(self._lw_var, axis=1) - math.log(_LAMBDA_VAR.size)
+
+    def step(self, tick: int, z: np.ndarray, cell: int, before: int, after: int) -> np.ndarray:
+        """Advance every stream by one tick; returns (P,) whether the check has fired by this tick.
+
+        ``z``: (P, k) standardised oriented innovations (NaN = missing); ``cell``: the tick's cell;
+        ``before`` / ``after``: the cells one hour earlier / later (the phase regressor)."""
+        R = self._R[:, cell]
+        if np.isnan(R[0, 0]):
+            R = self._dcoef * (self._loc[:, before] - self._loc[:, after])
+            self._R[:, cell] = R
+        zc = np.clip(z, -_Z_CLIP, _Z_CLIP)
+        seen = ~np.isnan(zc)
+        v, N, S = self._var[:, cell], self._N[:, cell], self._S[:, cell]
+        N1, S1 = N + seen, S + np.where(seen, zc, 0.0)
+        dU = S1 / (1.0 + N1 * v) - S / (1.0 + N * v)
+        dA = N1 / (1.0 + N1 * v) - N / (1.0 + N * v)
+        self._N[:, cell], self._S[:, cell] = N1, S1
+        coef = np.stack([np.maximum(R, 0.0), np.maximum(-R, 0.0), np.maximum(self._o, 0.0), np.maximum(-self._o, 0.0)], axis=2)  # (P, k, 4)
+        self._U += np.einsum("pk,pkc->pc", dU, coef)
+        self._A += np.einsum("pk,pkc->pc", dA, coef**2)
+        if self._open:
+            both = seen & ~np.isnan(self._prev)
+            q2 = np.minimum(np.where(both, (np.where(seen, zc, 0.0) - np.where(both, self._prev, 0.0)) ** 2 / 2.0, 0.0), _Q_CAP)
+            cnt = both.sum(axis=1)
+            q = np.where(cnt > 0, q2.sum(axis=1) / np.maximum(cnt, 1), 1.0)
+            self._lw_var += np.log1p(_LAMBDA_VAR * (q[:, None] - 1.0))
+            self._open = False
+        else:
+            self._prev = np.where(seen, zc, np.nan)
+            self._open = True
+        return self._note(tick)
+
+    def _note(self, tick: int) -> np.ndarray:
+        (lp, sp), (ll, sl) = self._parts()
+        lv = self._log_var()
+        new = (self.fired_at < 0) & ((lp >= self.log_thr) | (ll >= self.log_thr) | (lv >= self.log_thr))
+        for p in np.flatnonzero(new).tolist():
+            self.fired_at[p] = tick
+            self.reasons[p] = self._reason(float(lp[p]), int(sp[p]), float(ll[p]), int(sl[p]), float(lv[p]))
+        return self.fired_at >= 0
+
+    def _reason(self, lp: float, sp: int, ll: float, sl: int, lv: float) -> str:
+        thr = f">= {math.exp(self.log_thr):.0f} (budget {self.budget:g})"
+        parts = []
+        if lp >= self.log_thr:
+            parts.append(f"run-time model check: the daily cycle runs {'later' if sp > 0 else 'earlier'} than the baseline's (a phase"
+                         f" shift such as a DST change), seen on signals it moved the harmless way: e-value {math.exp(lp):.4g} {thr}")
+        if ll >= self.log_thr:
+            parts.append(f"run-time model check: the signals moved together ({'along' if sl > 0 else 'against'} the baseline's daily"
+                         f" co-movement), some the harmless way, as in a regime or load the baseline did not show: e-value {math.exp(ll):.4g} {thr}")
+        if lv >= self.log_thr:
+            parts.append(f"run-time model check: the innovations vary more than the model allows (differences of consecutive ticks):"
+                         f" e-value {math.exp(lv):.4g} >= {math.exp(self.log_thr):.0f} (budget {self.budget:g})")
+        return "; ".join(parts)
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict[str, Any]:
+        """Exact JSON-serialisable state (single stream)."""
+        def rows(x: np.ndarray) -> list[Any]:
+            return [[None if math.isnan(v) else v for v in r] for r in x[0].tolist()]
+
+        return {"R": rows(self._R), "S": self._S[0].tolist(), "N": self._N[0].tolist(), "U": self._U[0].tolist(), "A": self._A[0].tolist(),
+                "prev": [None if math.isnan(v) else v for v in self._prev[0].tolist()], "open": self._open,
+                "lw_var": self._lw_var[0].tolist(), "fired_at": int(self.fired_at[0]), "reason": self.reasons[0]}
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        def arr(rows: Any) -> np.ndarray:
+            return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+
+        self._R[0], self._S[0], self._N[0] = arr(st["R"]), np.array(st["S"], dtype=float), np.array(st["N"], dtype=float)
+        self._U[0], self._A[0] = np.array(st["U"], dtype=float), np.array(st["A"], dtype=float)
+        self._prev[0] = np.array([np.nan if v is None else v for v in st["prev"]], dtype=float)
+        self._open = bool(st["open"])
+        self._lw_var[0] = np.array(st["lw_var"], dtype=float)
+        self.fired_at[0] = int(st["fired_at"])
+        self.reasons[0] = str(st["reason"])

@@ -594,7 +594,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump(), **({} if body.project is None else {"project": body.project})}
         spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, created := _now())
         out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": _effective(spec["settings"]),
-               "certification": certification_status(cfg, manager.read(aid, lambda eng: eng.settings))}
+               "certification": manager.read(aid, lambda eng: runtime_certification(certification_status(cfg, eng.settings), eng.gate.runtime_status))}
         if body.prometheus is not None:
             _start_puller(aid, body.prometheus.model_dump(), created)
             out["warnings"] = warnings

@@ -1,0 +1,78 @@
+"""Monte Carlo of the one-sample run-time model check (issue 22; :mod:`deploysignal.gate._runtime_check`).
+
+Its own budget: on innovations drawn from the check's model (unit Gaussian plus each hour cell's level
+error with the compiled variance), P(fires within 960 ticks) <= 0.01, one-sided 99% Clopper-Pearson at
+2,000 paths in ``extended`` (measured: see docs/one-sample.md). CI runs the same code on 300 paths and
+asserts only that the count is not significantly above the budget (one-sided binomial test at 1%: at
+most 8 fires; a rate of 4% fails it with probability 0.85): 300 paths cannot show a rate below 1%. On the full pipeline (7-day baselines of the
+model's AR(1) 0.85 + diurnal null compiled with the model check, default gate): the check's false flags
+<= 0.01 (CP99), ``extended``, 2,000 paths. On the healthy processes the compiled model does not
+describe (``_misspec.py``): P(false rollback and flagged neither at compile time nor by the run-time
+check at or before the rollback) <= alpha (CP99), ``extended``, 2,000 paths; the DST change after the
+baseline and the regime the baseline never showed do not meet it yet (strict xfail: measured at 100
+paths, docs/one-sample.md). The CI instances of the gate path (the check fires on a canary one hour
+late, holds, is recorded and replayed; an on-time canary's records are unchanged) are in
+tests/test_runtime_check.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from deploysignal.calibration import compile_baseline
+from deploysignal.gate import Gate, GateSettings, RuntimeCheck
+from deploysignal.simulate import NoiseSpec, simulate
+
+from ._mc import cp_upper
+from ._misspec import NULLS, run_null
+
+pytestmark = pytest.mark.montecarlo
+ALPHA = GateSettings().alpha
+BUDGET = GateSettings().runtime_check
+#: departures after the baseline that the run-time check does not yet catch before the false rollback
+#: often enough (100 paths: DST 7/100, new regime 35/100 rolled back before any flag)
+OPEN = ("dst_after", "regime_after")
+
+
+def _own_model_fires(paths: int, seed: int) -> int:
+    s = simulate("healthy", seed=0, baseline_ticks=4320, canary_ticks=480, noise=NoiseSpec(diurnal=2.0))
+    cfg = compile_baseline(s.baseline, seed=0, robust_covariance=False)
+    gate = Gate(cfg, GateSettings())
+    rng = np.random.default_rng(seed)
+    check = RuntimeCheck([cfg] * paths, BUDGET)
+    var = check._var[0]  # noqa: SLF001 - the compiled level-error variance the check integrates out
+    offsets = rng.standard_normal((paths,) + var.shape) * np.sqrt(var)
+    for i in range(960):
+        ts = s.canary.timestamps[0] + 60.0 * i
+        c, b, a = gate._cell(ts, "")[0], gate._cell(ts - 3600.0, "")[0], gate._cell(ts + 3600.0, "")[0]  # noqa: SLF001
+        check.step(i, rng.standard_normal((paths, var.shape[1])) + offsets[:, c], c, b, a)
+    return int((check.fired_at >= 0).sum())
+
+
+def test_check_not_above_its_budget_on_its_own_model_ci():
+    k, n = _own_model_fires(300, 2600), 300
+    assert k <= binom.ppf(0.99, n, BUDGET), f"fired on {k}/{n}: significantly above the budget {BUDGET}"
+
+
+@pytest.mark.extended
+def test_check_within_its_budget_on_its_own_model():
+    k = _own_model_fires(2000, 4300)
+    assert cp_upper(k, 2000) <= BUDGET, f"fired on {k}/2000 (CP99 upper {cp_upper(k, 2000):.4f} > {BUDGET})"
+
+
+@pytest.mark.extended
+def test_check_within_its_budget_on_the_models_null():
+    r = run_null("model_ar1", 2000, 2200 + NULLS.index("model_ar1"))
+    k = int((r.uncertified_at >= 0).sum())
+    assert cp_upper(k, 2000) <= BUDGET, f"fired on {k}/2000 (CP99 upper {cp_upper(k, 2000):.4f})"
+
+
+@pytest.mark.extended
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="open: docs/one-sample.md")) if n in OPEN else n
+                                  for n in NULLS if not n.startswith("model_")])
+def test_false_rollbacks_flagged_in_time_or_within_alpha(name):
+    r = run_null(name, 2000, 2200 + NULLS.index(name))
+    miss = int((r.rollback & ~r.flagged_in_time).sum())
+    assert cp_upper(miss, 2000) <= ALPHA, f"{name}: {miss}/2000 false rollbacks flagged neither at compile time nor in time"

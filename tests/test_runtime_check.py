@@ -128,7 +128,7 @@ def test_cli_json_audit_and_replay_say_uncertified(tmp_path, sim):
         rows += [f"{t!r}," + ",".join(repr(float(v)) for v in row) for t, row in zip(frame.timestamps.tolist(), frame.values)]
         path.write_text("\n".join(rows) + "\n")
     cfg_path, audit = tmp_path / "cfg.json", tmp_path / "audit.jsonl"
-    r = runner.invoke(app, ["calibrate", str(base), "-o", str(cfg_path), "--seed", "0", "--no-robust"])
+    r = runner.invoke(app, ["calibrate", str(base), "-o", str(cfg_path), "--seed", "0", "--no-robust", "--backtest-windows", "0"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["gate", str(can), "-c", str(cfg_path), "--audit", str(audit), "--json"])
     last = json.loads(r.output.strip().splitlines()[-1])

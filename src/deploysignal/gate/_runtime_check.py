@@ -152,6 +152,7 @@ class RuntimeCheck:
         o = orient * one * v * np.sqrt((1.0 - phi) / (1.0 + phi))
         norm = np.linalg.norm(o, axis=1, keepdims=True)
         self._o = np.where(norm > 0, o / np.where(norm > 0, norm, 1.0), 0.0)
+        self._o_halves = np.stack([np.maximum(self._o, 0.0), np.maximum(-self._o, 0.0)], axis=2)  # (P, k, 2)
         sd = np.asarray(a["score_sd"], dtype=float)[:, 0]  # (P, k)
         day = np.asarray(a["day_bias_var"], dtype=float)[:, 0] * sd**2 + float(drift_allowance) ** 2
         self._var = np.asarray(a["cell_bias_var"], dtype=float)[:, 0] * sd[:, None, :] ** 2 + day[:, None, :]
@@ -159,7 +160,7 @@ class RuntimeCheck:
 
     def reset(self) -> None:
         P, C, k = self._loc.shape
-        self._R = np.full((P, C, k), np.nan)  # phase regressor per cell, fixed at the cell's first visit
+        self._R = np.full((P, C, k, 2), np.nan)  # phase regressor's halves (harmful, benign-for-later) per cell, fixed at its first visit
         self._S = np.zeros((P, C, k))
         self._N = np.zeros((P, C, k))
         self._U = np.zeros((P, 4))  # phase +, phase -, level +, level -
@@ -190,9 +191,9 @@ class RuntimeCheck:
         ``z``: (P, k) standardised oriented innovations (NaN = missing); ``cell``: the tick's cell;
         ``before`` / ``after``: the cells one hour earlier / later (the phase regressor)."""
         R = self._R[:, cell]
-        if np.isnan(R[0, 0]):
-            R = self._dcoef * (self._loc[:, before] - self._loc[:, after])
-            self._R[:, cell] = R
+        if np.isnan(R[0, 0, 0]):
+            d = self._dcoef * (self._loc[:, before] - self._loc[:, after])
+            R = self._R[:, cell] = np.stack([np.maximum(d, 0.0), np.maximum(-d, 0.0)], axis=2)
         zc = np.clip(z, -_Z_CLIP, _Z_CLIP)
         seen = ~np.isnan(zc)
         v, N, S = self._var[:, cell], self._N[:, cell], self._S[:, cell]
@@ -200,9 +201,10 @@ class RuntimeCheck:
         dU = S1 / (1.0 + N1 * v) - S / (1.0 + N * v)
         dA = N1 / (1.0 + N1 * v) - N / (1.0 + N * v)
         self._N[:, cell], self._S[:, cell] = N1, S1
-        coef = np.stack([np.maximum(R, 0.0), np.maximum(-R, 0.0), np.maximum(self._o, 0.0), np.maximum(-self._o, 0.0)], axis=2)  # (P, k, 4)
-        self._U += np.einsum("pk,pkc->pc", dU, coef)
-        self._A += np.einsum("pk,pkc->pc", dA, coef**2)
+        self._U[:, :2] += (dU[:, :, None] * R).sum(axis=1)
+        self._U[:, 2:] += (dU[:, :, None] * self._o_halves).sum(axis=1)
+        self._A[:, :2] += (dA[:, :, None] * R * R).sum(axis=1)
+        self._A[:, 2:] += (dA[:, :, None] * self._o_halves * self._o_halves).sum(axis=1)
         if self._open:
             both = seen & ~np.isnan(self._prev)
             q2 = np.minimum(np.where(both, (np.where(seen, zc, 0.0) - np.where(both, self._prev, 0.0)) ** 2 / 2.0, 0.0), _Q_CAP)
@@ -216,6 +218,12 @@ class RuntimeCheck:
         return self._note(tick)
 
     def _note(self, tick: int) -> np.ndarray:
+        # cheap bound first: a half's mixture never exceeds its best single theta, max(-u, 0)^2 / (2a), nor an
+        # average its largest term: below the threshold everywhere, nothing can fire at this tick
+        with np.errstate(divide="ignore", invalid="ignore"):
+            top = np.where(self._U < 0, self._U * self._U / (2.0 * self._A), 0.0)
+        if not (np.nan_to_num(top, nan=0.0) >= self.log_thr).any() and not (self._lw_var.max(axis=1) >= self.log_thr).any():
+            return self.fired_at >= 0
         (lp, sp), (ll, sl) = self._parts()
         lv = self._log_var()
         new = (self.fired_at < 0) & ((lp >= self.log_thr) | (ll >= self.log_thr) | (lv >= self.log_thr))
@@ -241,18 +249,16 @@ class RuntimeCheck:
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
         """Exact JSON-serialisable state (single stream)."""
-        def rows(x: np.ndarray) -> list[Any]:
-            return [[None if math.isnan(v) else v for v in r] for r in x[0].tolist()]
-
-        return {"R": rows(self._R), "S": self._S[0].tolist(), "N": self._N[0].tolist(), "U": self._U[0].tolist(), "A": self._A[0].tolist(),
+        seen = ~np.isnan(self._R[0, :, 0, 0])
+        return {"R": {str(c): self._R[0, c].tolist() for c in np.flatnonzero(seen).tolist()}, "S": self._S[0].tolist(), "N": self._N[0].tolist(), "U": self._U[0].tolist(), "A": self._A[0].tolist(),
                 "prev": [None if math.isnan(v) else v for v in self._prev[0].tolist()], "open": self._open,
                 "lw_var": self._lw_var[0].tolist(), "fired_at": int(self.fired_at[0]), "reason": self.reasons[0]}
 
     def load_state(self, st: dict[str, Any]) -> None:
-        def arr(rows: Any) -> np.ndarray:
-            return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
-
-        self._R[0], self._S[0], self._N[0] = arr(st["R"]), np.array(st["S"], dtype=float), np.array(st["N"], dtype=float)
+        self._R[0] = np.nan
+        for c, halves in st["R"].items():
+            self._R[0, int(c)] = np.array(halves, dtype=float)
+        self._S[0], self._N[0] = np.array(st["S"], dtype=float), np.array(st["N"], dtype=float)
         self._U[0], self._A[0] = np.array(st["U"], dtype=float), np.array(st["A"], dtype=float)
         self._prev[0] = np.array([np.nan if v is None else v for v in st["prev"]], dtype=float)
         self._open = bool(st["open"])

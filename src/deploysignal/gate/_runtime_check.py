@@ -149,6 +149,8 @@ class RuntimeCheck:
         marg = scale / np.sqrt(1.0 - phi**2)
         X = (self._loc - self._loc.mean(axis=1, keepdims=True)) / marg[:, None, :]
         v = np.linalg.svd(X, full_matrices=False)[2][:, 0, :]  # (P, k): first right singular vector
+        # its sign is LAPACK's choice: fix it (largest entry positive) so "along / against" in a recorded reason replays anywhere
+        v = v * np.where(np.take_along_axis(v, np.abs(v).argmax(axis=1)[:, None], axis=1) < 0, -1.0, 1.0)
         o = orient * one * v * np.sqrt((1.0 - phi) / (1.0 + phi))
         norm = np.linalg.norm(o, axis=1, keepdims=True)
         self._o = np.where(norm > 0, o / np.where(norm > 0, norm, 1.0), 0.0)

@@ -94,6 +94,13 @@ class GateSettings(BaseModel):
     runtime_check_proceed : bool
         Allow a proceed after the run-time check has fired (default False: the gate extends instead).
         Left out of :meth:`model_dump` when False.
+    drivers_rule : {1, 2}
+        How a fired family names its drivers (:mod:`deploysignal.detectors._drivers`): 2 (default since
+        issue 25) names only signals whose own evidence supports the verdict; 1, the rule before it,
+        named the largest three whether they had changed or not. Explanation only: evidence and
+        verdicts do not depend on it. Left out of :meth:`model_dump` when 1, so audit headers and stored
+        specs written before the field existed keep their bytes: where settings are read back a missing
+        key means 1; new input without it means 2.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -116,6 +123,7 @@ class GateSettings(BaseModel):
     d_max_period: int = Field(48, ge=2, le=1440)
     runtime_check: float = Field(0.01, ge=0.0, lt=1.0)
     runtime_check_proceed: bool = False
+    drivers_rule: int = Field(2, ge=1, le=2)
 
     @model_serializer(mode="wrap")
     def _omit_default_policy(self, handler: Any) -> dict[str, Any]:
@@ -130,6 +138,8 @@ class GateSettings(BaseModel):
             del out["runtime_check"]
         if out.get("runtime_check_proceed") is False:
             del out["runtime_check_proceed"]
+        if out.get("drivers_rule") == 1:  # likewise: drivers named by the rule before issue 25
+            del out["drivers_rule"]
         return out
 
     @model_validator(mode="after")

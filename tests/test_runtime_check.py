@@ -141,3 +141,17 @@ def test_cli_json_audit_and_replay_say_uncertified(tmp_path, sim):
     assert any("runtime_check" in x for x in lines if x.get("family") == "gate")
     r = runner.invoke(app, ["replay", str(can), "-c", str(cfg_path), "--audit", str(audit)])
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_heavy_tailed_healthy_canary_is_not_flagged(seed):
+    """Review finding 1: Student-t(3) innovations (the ``healthy_heavy`` law, here with a daily cycle) are
+    MAD-scaled by the compiler, so their z have E[z^2] > 1; the variance part must be calibrated on the
+    baseline's own innovations, not on a unit variance. Healthy heavy-tailed canaries: the check does not
+    fire and every verdict and audit line is that of the gate without it."""
+    s = simulate("healthy", seed=seed, baseline_ticks=4320, canary_ticks=960, noise=NoiseSpec(diurnal=2.0, kind="t3"))
+    cfg = compile_baseline(s.baseline, seed=seed, robust_covariance=False)
+    on, off = Gate(cfg, GateSettings()), Gate(cfg, GateSettings(runtime_check=0.0))
+    a, b = on.run(s.canary), off.run(s.canary)
+    assert on.runtime_status["fired_at"] == -1, on.runtime_status
+    assert [d.lines for d in a] == [d.lines for d in b]

@@ -155,3 +155,24 @@ def test_heavy_tailed_healthy_canary_is_not_flagged(seed):
     a, b = on.run(s.canary), off.run(s.canary)
     assert on.runtime_status["fired_at"] == -1, on.runtime_status
     assert [d.lines for d in a] == [d.lines for d in b]
+
+
+def test_check_stops_at_the_final_decision():
+    """Review finding 3: a canary on time until the gate's final proceed (tick 479), one hour late after
+    it. The decision was made while the model held, so the check stops there: it does not fire, the run
+    stays certified (``gate --json`` and the service read ``runtime_status``), and every line equals the
+    check-off gate's. The late stretch alone makes it fire (so the stop is what keeps it quiet)."""
+    s = simulate("healthy", seed=0, baseline_ticks=4320, canary_ticks=960, noise=NoiseSpec(diurnal=2.0))
+    cfg = compile_baseline(s.baseline, seed=0, robust_covariance=False)
+    v = s.canary.values.copy()
+    v[480:] = s.canary.values[420:900]  # from tick 480 the value of one hour earlier: the cycle runs an hour late
+    mixed = Frame(s.canary.timestamps, v, s.canary.signals)
+    on, off = Gate(cfg, GateSettings()), Gate(cfg, GateSettings(runtime_check=0.0))
+    a, b = on.run(mixed), off.run(mixed)
+    assert b[-1].verdict == "proceed" and b[-1].decided_at_tick is not None and b[-1].decided_at_tick < 480
+    st = on.runtime_status
+    assert st["fired_at"] == -1 and st["stopped_at"] == b[-1].decided_at_tick, st
+    assert [d.lines for d in a] == [d.lines for d in b]
+    late = Gate(cfg, GateSettings(early_proceed=False, max_extensions=0, window=10**6))  # never final: the check runs on
+    late.run(mixed)
+    assert late.runtime_status["fired_at"] >= 480, late.runtime_status

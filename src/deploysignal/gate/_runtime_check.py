@@ -18,9 +18,14 @@ orientation ``s``, AR(1) coefficient ``phi``, innovation scale ``sigma_e``; held
 **Level** (the signals moving together, as in a regime switch or a load change the baseline did not
 show): the regressor is the first principal direction of the compiled hour-cell levels across signals
 (the baseline's own daily co-movement), in innovation units ``o_j = s_j v_j sqrt((1-phi_j)/(1+phi_j))``,
-normalised to unit length. **Variance**: disjoint pairs of consecutive ticks,
-``q = mean_j min(((z_t - z_{t-1}) / sqrt 2)^2, 9)``, bet ``prod (1 + lambda (q - 1))`` mixed over
-``lambda``: a constant shift cancels in the difference.
+normalised to unit length. **Variance**: disjoint pairs of consecutive ticks; per pair the count of
+signals whose half-difference ``|z_t - z_{t-1}| / sqrt 2`` (``z`` clipped at ``C_HI``) exceeds 1.5,
+divided by its null mean ``sum_j p_j`` over the signals seen in both ticks, where ``p_j`` is an upper
+confidence bound on that exceedance rate for the baseline's *own* innovation law, from the disjoint
+pairs of its held-out reference rows (:func:`exceedance_bound`: the compiler scales innovations by a
+MAD, so their variance is above 1 whenever the tails are heavier than Gaussian: the rate, not a unit
+variance, is what the baseline fixes); bet ``prod (1 + lambda (q - 1))`` mixed over ``lambda``. A
+constant shift cancels in the difference.
 
 **Not a regression detector (phase and level).** A regression moves signals in their *harmful*
 direction; a phase shift or a common level move also moves, by the same regressor, signals whose
@@ -43,15 +48,23 @@ points every signal the harmful way looks like a regression: the check does not 
 false-rollback guarantee is lost without a word. The variance part is not protected this way: a regression that adds noise, bursts or
 oscillation inflates it, and a mean step counts once, through the pair that straddles it.
 
-**Guarantee.** Under the compiler's model (canary innovations ``z`` conditionally Gaussian with unit
-variance given the past and the baseline's cell-level errors; those errors Gaussian, independent
-across cells and signals with the compiled variance ``cell_bias_var`` plus the day offset's
-``day_bias_var + drift_allowance^2``, here added to every cell: an approximation of the shared day
-offset), the phase and level parts are exact mixtures of Gaussian marginal likelihood ratios, so each
-of their four halves is a nonnegative martingale and Ville bounds its crossing; the variance part needs
-only ``E[z_t^2 | past] <= 1`` and uncorrelated consecutive innovations. So P(the check ever fires on a
-healthy canary of the model) <= beta, a budget separate from the rollback alpha. The measured rate
-(Monte Carlo with a one-sided 99% Clopper-Pearson bound) is in docs/one-sample.md.
+**Guarantee.** Under the compiler's model (canary innovations ``z`` independent over time, Gaussian
+with the compiled cross-signal covariance ``Sigma`` (Ledoit-Wolf, of the clipped innovations: it carries
+both the correlation and a variance above 1 when the MAD-scaled tails are heavy); each hour cell's level
+error Gaussian, independent across cells and signals with the compiled variance ``cell_bias_var`` plus
+the day offset's ``day_bias_var + drift_allowance^2``, here added to every cell: an approximation of the
+shared day offset), each of the four phase / level halves is ``exp(theta U - theta^2 A / 2)`` mixed over
+``theta``, with ``U`` the sum of per-signal marginal statistics weighted by the regressor and ``A`` its
+variance ``w' Sigma w`` (``w``: the regressor times the per-signal statistic's sd): a nonnegative
+martingale when the cell-level error is negligible, exactly so for Gaussian ``z``; with a level error
+its cross-signal terms are approximated, and for non-Gaussian ``z`` the Gaussian moment bound is (the
+clipping at 5 sd keeps it close). A part (the average of its two halves) fires at ``3 / beta``, so
+phase and level get ``beta / 3`` each by Ville. The variance part gets ``beta / 6`` for its e-process (fires at ``6 / beta``;
+valid when consecutive pairs are independent draws of the baseline's innovation law, any law) and
+``beta / 6`` for the failure of its null rate's bound. So P(the check ever fires on a healthy canary of
+the model) <= beta, a budget separate from the rollback alpha. The measured rates, on Gaussian,
+Student-t(3), t(5), Laplace and equicorrelated (0.3, 0.5, 0.8) innovations (Monte Carlo with a one-sided
+99% Clopper-Pearson bound), are in docs/one-sample.md.
 
 **What firing does** (:class:`~deploysignal.gate.Gate`): the analysis becomes "one-sample,
 uncertified at tick t: <reason>" in every later gate record (``runtime_check``), ``gate --json`` and the
@@ -73,10 +86,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import beta as beta_dist
 
-from ..calibration import CompiledConfig, stack_arrays
+from ..calibration import C_HI, CompiledConfig, stack_arrays
 
-__all__ = ["RUNTIME_COMPONENTS", "RuntimeCheck", "runtime_certification"]
+__all__ = ["RUNTIME_COMPONENTS", "RuntimeCheck", "exceedance_bound", "runtime_certification"]
 
 #: the check's parts, in the order of ``RuntimeCheck.log_e``
 RUNTIME_COMPONENTS = ("phase", "level", "variance")
@@ -86,8 +100,49 @@ _THETA_LEVEL = np.array([0.05, 0.1, 0.2, 0.4, 0.8])
 _LAMBDA_VAR = np.array([0.05, 0.1, 0.2, 0.4])
 #: innovations are clipped symmetrically at this many sd before entering the phase / level sums
 _Z_CLIP = 5.0
-#: cap on a pair's squared difference (one gross step counts at most log(1 + 8 lambda))
-_Q_CAP = 9.0
+#: the variance part counts pairs whose half-difference ``|z_t - z_{t-1}| / sqrt 2`` exceeds this (MAD units)
+_Q_EDGE = 1.5
+
+
+def exceedance_bound(reference: np.ndarray, delta: float) -> np.ndarray:
+    """Per signal, an upper confidence bound on ``P(|z - z'| / sqrt 2 > 1.5)`` for two innovations of the
+    baseline's own law, from its calibration-split reference rows.
+
+    Parameters
+    ----------
+    reference : (n, k) array
+        Standardised innovations (clipped at ``C_HI``) of rows held out of the fit
+        (``CompiledConfig.reference``, all tiers), in time order.
+    delta : float
+        Total error probability, split evenly over the ``k`` signals.
+
+    Returns
+    -------
+    (k,) array
+        One-sided ``1 - delta / k`` Clopper-Pearson upper bound per signal, from the disjoint pairs of
+        consecutive reference rows (1 when there is no pair).
+
+    Notes
+    -----
+    Guarantee: when the pairs are independent draws of the law the canary's consecutive pairs follow,
+    all ``k`` bounds hold together with probability at least ``1 - delta`` (Bonferroni). Pairs of rows
+    that are not adjacent in time also carry the difference of two cells' level errors, which only
+    raises the rate (a conservative bound).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> b = exceedance_bound(rng.standard_normal((2000, 2)), 0.001)
+    >>> bool(((b > 0.134) & (b < 0.18)).all())  # Gaussian rate 0.134
+    True
+    """
+    ref = np.asarray(reference, dtype=float)
+    k = ref.shape[1]
+    m = ref.shape[0] // 2
+    if m == 0:
+        return np.ones(k)
+    x = (np.abs(ref[0:2 * m:2] - ref[1:2 * m:2]) / math.sqrt(2.0) > _Q_EDGE).sum(axis=0)
+    return np.where(x >= m, 1.0, beta_dist.ppf(1.0 - delta / k, x + 1, np.maximum(m - x, 1)))
 
 
 def runtime_certification(status: dict[str, Any], runtime: dict[str, Any] | None) -> dict[str, Any]:
@@ -137,8 +192,16 @@ class RuntimeCheck:
 
     def __init__(self, config: CompiledConfig | Sequence[CompiledConfig], budget: float, drift_allowance: float = 0.0) -> None:
         a = stack_arrays(config)
+        cfgs = [config] if isinstance(config, CompiledConfig) else list(config)
         self.budget = float(budget)
-        self.log_thr = math.log(3.0 / self.budget)
+        self.log_thr = math.log(3.0 / self.budget)  # phase and level: beta / 3 each
+        self.log_thr_var = math.log(6.0 / self.budget)  # variance: beta / 6 for the e-process, beta / 6 for its null rate's bound
+        # cross-signal covariance of the standardised innovations (Ledoit-Wolf, per covariance block) and each cell's block
+        self._cov = np.asarray(a["cov"], dtype=float)  # (P, B, k, k)
+        self._cov_index = np.asarray(a["cov_index"], dtype=int)  # (P, C)
+        # the variance part's null rate: bounded on the baseline's own held-out innovations (all tiers pooled)
+        self._p_up = np.stack([exceedance_bound(np.vstack([np.asarray(r, dtype=float).reshape(-1, len(c.signals)) for r in c.reference.values()]),
+                                                self.budget / 6.0) for c in cfgs])  # (P, k)
         orient = np.asarray(a["orient"], dtype=float)
         one = np.where(np.asarray(a["two_sided"], dtype=bool), 0.0, 1.0)
         phi, scale = np.asarray(a["phi"], dtype=float), np.asarray(a["innov_scale"], dtype=float)  # (P, k)
@@ -205,17 +268,21 @@ class RuntimeCheck:
         self._N[:, cell], self._S[:, cell] = N1, S1
         self._U[:, :2] += (dU[:, :, None] * R).sum(axis=1)
         self._U[:, 2:] += (dU[:, :, None] * self._o_halves).sum(axis=1)
-        self._A[:, :2] += (dA[:, :, None] * R * R).sum(axis=1)
-        self._A[:, 2:] += (dA[:, :, None] * self._o_halves * self._o_halves).sum(axis=1)
+        # compensator: the variance of the increment of U under the compiled cross-signal covariance,
+        # w' Sigma w with w = regressor half * sqrt(dA) (dA is the per-signal variance of dU at unit variance)
+        W = np.concatenate([R, self._o_halves], axis=2) * np.sqrt(dA)[:, :, None]  # (P, k, 4)
+        cov = self._cov[np.arange(self._P), self._cov_index[:, cell]]  # (P, k, k)
+        self._A += (W * np.matmul(cov, W)).sum(axis=1)
+        zv = np.clip(z, -C_HI, C_HI)  # as the reference rows are clipped
         if self._open:
-            both = seen & ~np.isnan(self._prev)
-            q2 = np.minimum(np.where(both, (np.where(seen, zc, 0.0) - np.where(both, self._prev, 0.0)) ** 2 / 2.0, 0.0), _Q_CAP)
-            cnt = both.sum(axis=1)
-            q = np.where(cnt > 0, q2.sum(axis=1) / np.maximum(cnt, 1), 1.0)
+            both = ~np.isnan(zv) & ~np.isnan(self._prev)
+            x = np.where(both, np.abs(np.where(both, zv, 0.0) - np.where(both, self._prev, 0.0)) / math.sqrt(2.0) > _Q_EDGE, False)
+            null = np.where(both, self._p_up, 0.0).sum(axis=1)
+            q = np.where(null > 0, x.sum(axis=1) / np.where(null > 0, null, 1.0), 1.0)  # null mean <= 1
             self._lw_var += np.log1p(_LAMBDA_VAR * (q[:, None] - 1.0))
             self._open = False
         else:
-            self._prev = np.where(seen, zc, np.nan)
+            self._prev = zv
             self._open = True
         return self._note(tick)
 
@@ -224,11 +291,11 @@ class RuntimeCheck:
         # average its largest term: below the threshold everywhere, nothing can fire at this tick
         with np.errstate(divide="ignore", invalid="ignore"):
             top = np.where(self._U < 0, self._U * self._U / (2.0 * self._A), 0.0)
-        if not (np.nan_to_num(top, nan=0.0) >= self.log_thr).any() and not (self._lw_var.max(axis=1) >= self.log_thr).any():
+        if not (np.nan_to_num(top, nan=0.0) >= self.log_thr).any() and not (self._lw_var.max(axis=1) >= self.log_thr_var).any():
             return self.fired_at >= 0
         (lp, sp), (ll, sl) = self._parts()
         lv = self._log_var()
-        new = (self.fired_at < 0) & ((lp >= self.log_thr) | (ll >= self.log_thr) | (lv >= self.log_thr))
+        new = (self.fired_at < 0) & ((lp >= self.log_thr) | (ll >= self.log_thr) | (lv >= self.log_thr_var))
         for p in np.flatnonzero(new).tolist():
             self.fired_at[p] = tick
             self.reasons[p] = self._reason(float(lp[p]), int(sp[p]), float(ll[p]), int(sl[p]), float(lv[p]))
@@ -243,9 +310,10 @@ class RuntimeCheck:
         if ll >= self.log_thr:
             parts.append(f"run-time model check: the signals moved together ({'along' if sl > 0 else 'against'} the baseline's daily"
                          f" co-movement), some the harmless way, as in a regime or load the baseline did not show: e-value {math.exp(ll):.4g} {thr}")
-        if lv >= self.log_thr:
-            parts.append(f"run-time model check: the innovations vary more than the model allows (differences of consecutive ticks):"
-                         f" e-value {math.exp(lv):.4g} >= {math.exp(self.log_thr):.0f} (budget {self.budget:g})")
+        if lv >= self.log_thr_var:
+            parts.append(f"run-time model check: the innovations vary more than the baseline's own (consecutive ticks differ by more"
+                         f" than 1.5 sd more often than on held-out baseline rows): e-value {math.exp(lv):.4g} >= {math.exp(self.log_thr_var):.0f}"
+                         f" (budget {self.budget:g})")
         return "; ".join(parts)
 
     # ------------------------------------------------------------------ persistence

@@ -143,7 +143,7 @@ def test_cli_json_audit_and_replay_say_uncertified(tmp_path, sim):
     assert r.exit_code == 0, r.output
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(3))
 def test_heavy_tailed_healthy_canary_is_not_flagged(seed):
     """Review finding 1: Student-t(3) innovations (the ``healthy_heavy`` law, here with a daily cycle) are
     MAD-scaled by the compiler, so their z have E[z^2] > 1; the variance part must be calibrated on the
@@ -157,22 +157,24 @@ def test_heavy_tailed_healthy_canary_is_not_flagged(seed):
     assert [d.lines for d in a] == [d.lines for d in b]
 
 
-def test_check_stops_at_the_final_decision():
-    """Review finding 3: a canary on time until the gate's final proceed (tick 479), one hour late after
-    it. The decision was made while the model held, so the check stops there: it does not fire, the run
-    stays certified (``gate --json`` and the service read ``runtime_status``), and every line equals the
-    check-off gate's. The late stretch alone makes it fire (so the stop is what keeps it quiet)."""
-    s = simulate("healthy", seed=0, baseline_ticks=4320, canary_ticks=960, noise=NoiseSpec(diurnal=2.0))
-    cfg = compile_baseline(s.baseline, seed=0, robust_covariance=False)
-    v = s.canary.values.copy()
-    v[480:] = s.canary.values[420:900]  # from tick 480 the value of one hour earlier: the cycle runs an hour late
-    mixed = Frame(s.canary.timestamps, v, s.canary.signals)
-    on, off = Gate(cfg, GateSettings()), Gate(cfg, GateSettings(runtime_check=0.0))
-    a, b = on.run(mixed), off.run(mixed)
-    assert b[-1].verdict == "proceed" and b[-1].decided_at_tick is not None and b[-1].decided_at_tick < 480
+def test_check_stops_at_the_final_decision(sim):
+    """Review finding 3: the canary one hour late (the check fires at about tick 60 on it), gated with a
+    40-tick window and no extension, so the verdict is final at tick 39, before the check can fire. The
+    decision was made while the model held, so the check stops there: it does not fire, the run stays
+    certified (``gate --json`` and the service read ``runtime_status``), and every line, in one batch or
+    tick by tick, equals the check-off gate's. A gate whose window is long enough fires on the same data."""
+    s, cfg = sim
+    late = _late(s.canary)
+    short = GateSettings(window=40, max_extensions=0)
+    on, off = Gate(cfg, short), Gate(cfg, short.model_copy(update={"runtime_check": 0.0}))
+    a, b = on.run(late), off.run(late)
+    assert b[-1].final and b[-1].decided_at_tick == 39, b[-1]
     st = on.runtime_status
-    assert st["fired_at"] == -1 and st["stopped_at"] == b[-1].decided_at_tick, st
+    assert st["fired_at"] == -1 and st["stopped_at"] == 39, st
     assert [d.lines for d in a] == [d.lines for d in b]
-    late = Gate(cfg, GateSettings(early_proceed=False, max_extensions=0, window=10**6))  # never final: the check runs on
-    late.run(mixed)
-    assert late.runtime_status["fired_at"] >= 480, late.runtime_status
+    one = Gate(cfg, short)
+    assert [one.update(t, v).lines for t, v in zip(late.timestamps, late.values)] == [d.lines for d in b]
+    assert one.runtime_status == st
+    longer = Gate(cfg, GateSettings(window=10**6, max_extensions=0))
+    longer.run(late)
+    assert 39 < longer.runtime_status["fired_at"] < 480, longer.runtime_status

@@ -113,7 +113,7 @@ def _law_fires(paths: int, seed: int, law: str, rho: float) -> int:
     return int((check.fired_at >= 0).sum())
 
 
-LAW_NULLS = [("t3", 0.0), ("t5", 0.0), ("laplace", 0.0), ("gaussian", 0.3), ("gaussian", 0.5), ("gaussian", 0.8), ("t3", 0.5)]
+LAW_NULLS = [("t3", 0.0), ("t5", 0.0), ("laplace", 0.0), ("gaussian", 0.3), ("gaussian", 0.5), ("gaussian", 0.8), ("t3", 0.5), ("t3", 0.8)]
 
 
 @pytest.mark.extended

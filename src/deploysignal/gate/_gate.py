@@ -549,6 +549,7 @@ class Gate:
         self.domains = signal_domains(self.config.signals)
         #: the run-time model check (one-sample mode with a budget): :mod:`deploysignal.gate._runtime_check`
         self._check = RuntimeCheck(config, s.runtime_check, s.drift_allowance) if s.runtime_check > 0 and not self._two else None
+        self._check_snapshot: tuple[Any, ...] | None = None  # the check's state at a batch's start (see _stop_check_at_decision)
         self._reset()
 
     def _reset(self) -> None:
@@ -807,6 +808,8 @@ class Gate:
             self._verdict, self._final, self._decided_at, self._first_fire, self._b_warn, self._closed, hold,
             verdict, final, decided, first, max_lw, n_valid,
         )
+        if self._check is not None:
+            uncertified = self._stop_check_at_decision(z, stamps, tiers, cells, final, uncertified)
         fired[:, -1] = b_fired  # the evidence of family B reports any fired rule
         # per-tick values as Python objects in bulk (indexing numpy scalars per field costs more than the records)
         b_drivers = [d if on else () for d, on in zip(b_frozen, b_fired.tolist())]
@@ -945,12 +948,14 @@ class Gate:
     @property
     def runtime_status(self) -> dict[str, Any] | None:
         """The run-time model check of a single stream: ``None`` when it does not run (two-sample mode,
-        ``runtime_check=0``), else ``{"budget", "fired_at", "reason", "status"}`` with ``fired_at`` -1 and
-        ``status`` "" while it has not fired, else the tick and "one-sample, uncertified at tick t: <reason>"."""
+        ``runtime_check=0``), else ``{"budget", "fired_at", "reason", "status", "stopped_at"}`` with ``fired_at`` -1 and
+        ``status`` "" while it has not fired, else the tick and "one-sample, uncertified at tick t: <reason>";
+        ``stopped_at``: the tick of the final decision, where the check stopped (-1 while the run is open)."""
         if self._check is None:
             return None
         t = int(self._check.fired_at[0])
-        return {"budget": self._check.budget, "fired_at": t, "reason": self._check.reasons[0], "status": self._uncertified(t, self._check.reasons[0])}
+        return {"budget": self._check.budget, "fired_at": t, "reason": self._check.reasons[0], "status": self._uncertified(t, self._check.reasons[0]),
+                "stopped_at": int(self._decided_at[0]) if self._final[0] else -1}
 
     @staticmethod
     def _uncertified(tick: int, reason: str) -> str:
@@ -962,13 +967,36 @@ class Gate:
         n = len(stamps)
         if self._check is None:
             return np.zeros(n, dtype=bool), [""] * n
+        if self._final[0]:  # the check stopped at the final decision: frozen, its status as it was then
+            fired_at = int(self._check.fired_at[0])
+            return np.full(n, fired_at >= 0 and not self.settings.runtime_check_proceed), [self._uncertified(fired_at, self._check.reasons[0])] * n
+        self._check_snapshot = self._check.snapshot() if n > 1 else None
         fired = np.empty(n, dtype=bool)
         texts = []
         for i in range(n):
-            ts, tier = float(stamps[i]), tiers[i]
-            fired[i] = self._check.step(self._tick + i, z[i:i + 1], int(cells[i]), self._cell(ts - 3600.0, tier)[0], self._cell(ts + 3600.0, tier)[0])[0]
+            fired[i] = self._step_check(i, z, stamps, tiers, cells)
             texts.append(self._uncertified(int(self._check.fired_at[0]), self._check.reasons[0]))
         return fired & (not self.settings.runtime_check_proceed), texts
+
+    def _step_check(self, i: int, z: np.ndarray, stamps: np.ndarray, tiers: list[str], cells: np.ndarray) -> bool:
+        ts, tier = float(stamps[i]), tiers[i]
+        return bool(self._check.step(self._tick + i, z[i:i + 1], int(cells[i]), self._cell(ts - 3600.0, tier)[0], self._cell(ts + 3600.0, tier)[0])[0])  # type: ignore[union-attr]
+
+    def _stop_check_at_decision(self, z: np.ndarray, stamps: np.ndarray, tiers: list[str], cells: np.ndarray, final: np.ndarray,
+                                texts: list[str]) -> list[str]:
+        """The check stops at the tick the verdict became final (a decision made while the model held is
+        not undone by a later misfit): when, inside this batch, it fired after that tick, its state goes
+        back to the batch's start and it re-runs up to the decision; the later ticks' texts follow."""
+        snap, self._check_snapshot = self._check_snapshot, None
+        done = np.flatnonzero(final)
+        if snap is None or done.size == 0 or self._check.fired_at[0] <= self._tick + int(done[0]):  # type: ignore[union-attr]
+            return texts
+        d = int(done[0])
+        self._check.restore(snap)  # type: ignore[union-attr]
+        for i in range(d + 1):
+            self._step_check(i, z, stamps, tiers, cells)
+        status = self._uncertified(int(self._check.fired_at[0]), self._check.reasons[0])  # type: ignore[union-attr]
+        return texts[:d + 1] + [status] * (len(texts) - d - 1)
 
     def _valid(self, z: np.ndarray, cz: np.ndarray | None) -> np.ndarray:
         present = ~np.isnan(z) if cz is None else ~(np.isnan(z) | np.isnan(cz))
@@ -1024,7 +1052,9 @@ class Gate:
             valid = self._valid(z, cz) if ood is None else self._valid(z, cz) & ~ood
             hold = np.zeros(self._P, dtype=bool)
             if self._check is not None:
-                hold = self._check.step(self._tick, z, cell, self._cell(ts - 3600.0, "")[0], self._cell(ts + 3600.0, "")[0])
+                # the check stops at a stream's final decision: its later ticks count as missing to it
+                hold = self._check.step(self._tick, np.where(self._final[:, None], np.nan, z), cell, self._cell(ts - 3600.0, "")[0],
+                                        self._cell(ts + 3600.0, "")[0])
                 hold &= not s.runtime_check_proceed
             self._decide(np.stack(lws, axis=1), np.stack(fires, axis=1), b_fired, valid, harm, hold)
             state[2] = ts

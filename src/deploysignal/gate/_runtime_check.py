@@ -58,7 +58,7 @@ shared day offset), each of the four phase / level halves is ``exp(theta U - the
 variance ``w' Sigma w`` (``w``: the regressor times the per-signal statistic's sd): a nonnegative
 martingale when the cell-level error is negligible, exactly so for Gaussian ``z``; with a level error
 its cross-signal terms are approximated, and for non-Gaussian ``z`` the Gaussian moment bound is (the
-clipping at 5 sd keeps it close). A part (the average of its two halves) fires at ``3 / beta``, so
+clipping at 3 sd keeps it close: at 5 sd, correlated Student-t(3) innovations fired 11/2000, above the budget). A part (the average of its two halves) fires at ``3 / beta``, so
 phase and level get ``beta / 3`` each by Ville. The variance part gets ``beta / 6`` for its e-process (fires at ``6 / beta``;
 valid when consecutive pairs are independent draws of the baseline's innovation law, any law) and
 ``beta / 6`` for the failure of its null rate's bound. So P(the check ever fires on a healthy canary of
@@ -99,7 +99,7 @@ _THETA_PHASE = np.array([0.25, 0.5, 1.0, 2.0])
 _THETA_LEVEL = np.array([0.05, 0.1, 0.2, 0.4, 0.8])
 _LAMBDA_VAR = np.array([0.05, 0.1, 0.2, 0.4])
 #: innovations are clipped symmetrically at this many sd before entering the phase / level sums
-_Z_CLIP = 5.0
+_Z_CLIP = 3.0
 #: the variance part counts pairs whose half-difference ``|z_t - z_{t-1}| / sqrt 2`` exceeds this (MAD units)
 _Q_EDGE = 1.5
 
@@ -317,6 +317,18 @@ class RuntimeCheck:
         return "; ".join(parts)
 
     # ------------------------------------------------------------------ persistence
+    _FIELDS = ("_R", "_S", "_N", "_U", "_A", "_prev", "_lw_var", "fired_at")
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """A copy of the evolving state (all streams), for :meth:`restore`."""
+        return tuple(getattr(self, f).copy() for f in self._FIELDS) + (self._open, list(self.reasons))
+
+    def restore(self, snap: tuple[Any, ...]) -> None:
+        """Go back to the state of a :meth:`snapshot`."""
+        for f, v in zip(self._FIELDS, snap):
+            setattr(self, f, v.copy())
+        self._open, self.reasons = snap[-2], list(snap[-1])
+
     def state(self) -> dict[str, Any]:
         """Exact JSON-serialisable state (single stream)."""
         seen = ~np.isnan(self._R[0, :, 0, 0])

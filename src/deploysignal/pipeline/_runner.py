@@ -135,7 +135,9 @@ def _monitor(stage: MonitorStage, base: Path) -> tuple[str, dict[str, Any]]:
             fired = [e for e in d.evidence if e.fired]
             why = "; ".join(f"{e.family}: {e.reason}" for e in fired) or "gate verdict rollback"
             return "rollback", {"tick": d.tick, "timestamp": d.timestamp, "reason": why}
-    return last.verdict, {"tick": last.tick, "timestamp": last.timestamp, "reason": ""}
+    rt = gate.runtime_status  # one-sample run-time model check (issue 22): a held proceed says why
+    held = last.verdict != "proceed" and rt is not None and rt["fired_at"] >= 0
+    return last.verdict, {"tick": last.tick, "timestamp": last.timestamp, "reason": rt["status"] if held else ""}  # type: ignore[index]
 
 
 def run_pipeline(spec: PipelineSpec, base: str | Path, store: DeploymentStore, *,

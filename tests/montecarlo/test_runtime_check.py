@@ -9,8 +9,11 @@ model's AR(1) 0.85 + diurnal null compiled with the model check, default gate): 
 <= 0.01 (CP99), ``extended``, 2,000 paths. On the healthy processes the compiled model does not
 describe (``_misspec.py``): P(false rollback and flagged neither at compile time nor by the run-time
 check at or before the rollback) <= alpha (CP99), ``extended``, 2,000 paths; the DST change after the
-baseline and the regime the baseline never showed do not meet it yet (strict xfail: measured at 100
-paths, docs/one-sample.md). The CI instances of the gate path (the check fires on a canary one hour
+baseline, the regime the baseline never showed and noise growing over the canary do not meet it yet
+(strict xfail: measured at 160 paths, docs/one-sample.md). Heavy tails and cross-signal correlation
+(review findings 1 and 2): the budget on MAD-scaled t(3) and equicorrelated (0.5) innovations in CI (300
+paths, binomial test), and on t(3), t(5), Laplace, equicorrelation 0.3 / 0.5 / 0.8 and t(3) with 0.5 /
+0.8 at 2,000 paths each, every path with its own baseline estimates, in ``extended``. The CI instances of the gate path (the check fires on a canary one hour
 late, holds, is recorded and replayed; an on-time canary's records are unchanged) are in
 tests/test_runtime_check.py.
 """
@@ -33,8 +36,9 @@ pytestmark = pytest.mark.montecarlo
 ALPHA = GateSettings().alpha
 BUDGET = GateSettings().runtime_check
 #: departures after the baseline that the run-time check does not yet catch before the false rollback
-#: often enough (100 paths: DST 7/100, new regime 35/100 rolled back before any flag)
-OPEN = ("dst_after", "regime_after")
+#: often enough (160 paths, docs/one-sample.md: DST 9/160, new regime 48/160, noise growing to 1.5x 62/160
+#: rolled back before any flag; the last since the variance part is calibrated on the baseline's own rate)
+OPEN = ("dst_after", "regime_after", "var_growth")
 
 
 def _equicorrelated(k: int, rho: float) -> np.ndarray:

@@ -178,3 +178,14 @@ def test_check_stops_at_the_final_decision(sim):
     longer = Gate(cfg, GateSettings(window=10**6, max_extensions=0))
     longer.run(late)
     assert 39 < longer.runtime_status["fired_at"] < 480, longer.runtime_status
+
+
+def test_status_says_when_the_variance_part_is_off(sim):
+    """Second review, note 5: a config without a reference pair (one held-out row per tier: family C's
+    minimum) cannot bound the variance part's null rate (its bound is 1: the part never fires);
+    ``runtime_status`` says so instead of staying silent, and a config with reference rows has no such entry."""
+    s, cfg = sim
+    bare = cfg.model_copy(update={"reference": {t: rows[:1] for t, rows in cfg.reference.items()}})
+    st = Gate(bare, GateSettings()).runtime_status
+    assert "variance part is off" in st["variance_off"], st
+    assert "variance_off" not in Gate(cfg, GateSettings()).runtime_status

@@ -78,46 +78,59 @@ def _draw(rng: np.random.Generator, law: str, shape: tuple[int, ...]) -> np.ndar
         return rng.standard_normal(shape)
     if law == "laplace":
         return rng.laplace(size=shape)
+    if law == "exp":  # right skew
+        return rng.exponential(size=shape) - 1.0
+    if law == "negexp":  # left skew
+        return 1.0 - rng.exponential(size=shape)
+    if law == "lognormal":  # right skew, sigma 0.8
+        return rng.lognormal(0.0, 0.8, size=shape)
     return rng.standard_t(int(law[1:]), size=shape)  # "t3", "t5"
 
 
 def _law_fires(paths: int, seed: int, law: str, rho: float) -> int:
     """Fires of the check over 960 ticks on canaries whose innovations follow ``law`` ("gaussian",
-    "t3", "t5", "laplace") with equicorrelation ``rho``, each path with its *own* baseline estimates
-    made as the compiler makes them (so their estimation error is part of the rate): a 3,000-row fitting
-    sample sets the MAD scale and the Ledoit-Wolf covariance of the clipped innovations, a disjoint
-    1,000-row calibration sample the variance part's null rate (:func:`exceedance_bound`). Hour cells,
+    "t3", "t5", "laplace", and the skewed "exp", "negexp", "lognormal") with equicorrelation ``rho``,
+    each path with its *own* baseline estimates made as the compiler makes them (so their estimation
+    error is part of the rate): a 3,000-row fitting sample sets the median (the compiler's cell levels
+    are medians, so skewed innovations have a nonzero clipped mean), the MAD scale and the Ledoit-Wolf
+    covariance of the clipped innovations, a disjoint 1,000-row calibration sample the variance part's
+    null rate (:func:`exceedance_bound`) and the phase / level parts' centre (:func:`clipped_centre`). Hour cells,
     regressors and level-error variances come from a compiled 3-day Gaussian baseline; each path draws
     its cells' level errors with the compiled variance."""
     from sklearn.covariance import LedoitWolf
 
     from deploysignal.calibration import C_HI
-    from deploysignal.gate import exceedance_bound
+    from deploysignal.gate import clipped_centre, exceedance_bound
 
     s = simulate("healthy", seed=0, baseline_ticks=4320, canary_ticks=480, noise=NoiseSpec(diurnal=2.0))
     cfg = compile_baseline(s.baseline, seed=0, robust_covariance=False)
     gate = Gate(cfg, GateSettings())
     rng = np.random.default_rng(seed)
     check = RuntimeCheck([cfg] * paths, BUDGET)
-    var = check._var[0]  # noqa: SLF001
+    var = check._var[0].copy()  # noqa: SLF001 - the Gaussian baseline's, before the per-path centres
     k = var.shape[1]
     mix = _equicorrelated(k, rho).T * np.asarray(cfg.arrays["orient"])
-    scales = np.empty((paths, k))
+    scales, meds = np.empty((paths, k)), np.empty((paths, k))
     for p in range(paths):
         fit, cal = _draw(rng, law, (3000, k)) @ mix, _draw(rng, law, (1000, k)) @ mix
-        med = np.median(fit, axis=0)
-        scales[p] = 1.4826 * np.median(np.abs(fit - med), axis=0)
-        check._cov[p] = LedoitWolf().fit(np.clip(fit / scales[p], -C_HI, C_HI)).covariance_  # noqa: SLF001 - every block
-        check._p_up[p] = exceedance_bound(np.clip(cal / scales[p], -C_HI, C_HI), BUDGET / 6.0)  # noqa: SLF001
+        meds[p] = np.median(fit, axis=0)
+        scales[p] = 1.4826 * np.median(np.abs(fit - meds[p]), axis=0)
+        check._cov[p] = LedoitWolf().fit(np.clip((fit - meds[p]) / scales[p], -C_HI, C_HI)).covariance_  # noqa: SLF001 - every block
+        ref = np.clip((cal - meds[p]) / scales[p], -C_HI, C_HI)
+        check._p_up[p] = exceedance_bound(ref, BUDGET / 6.0)  # noqa: SLF001
+        centre, centre_var = clipped_centre(ref)
+        check._centre[p] = centre  # noqa: SLF001
+        check._var[p] += centre_var - check._centre_var[p]  # noqa: SLF001 - in place of the Gaussian baseline's
     offsets = rng.standard_normal((paths,) + var.shape) * np.sqrt(var)
     for i in range(960):
         ts = s.canary.timestamps[0] + 60.0 * i
         c, b, a = gate._cell(ts, "")[0], gate._cell(ts - 3600.0, "")[0], gate._cell(ts + 3600.0, "")[0]  # noqa: SLF001
-        check.step(i, (_draw(rng, law, (paths, k)) @ mix) / scales + offsets[:, c], c, b, a)
+        check.step(i, (_draw(rng, law, (paths, k)) @ mix - meds) / scales + offsets[:, c], c, b, a)
     return int((check.fired_at >= 0).sum())
 
 
-LAW_NULLS = [("t3", 0.0), ("t5", 0.0), ("laplace", 0.0), ("gaussian", 0.3), ("gaussian", 0.5), ("gaussian", 0.8), ("t3", 0.5), ("t3", 0.8)]
+LAW_NULLS = [("t3", 0.0), ("t5", 0.0), ("laplace", 0.0), ("gaussian", 0.3), ("gaussian", 0.5), ("gaussian", 0.8), ("t3", 0.5), ("t3", 0.8),
+             ("exp", 0.0), ("negexp", 0.0), ("lognormal", 0.0), ("negexp", 0.5)]
 
 
 @pytest.mark.extended
@@ -134,6 +147,15 @@ def test_check_not_above_its_budget_on_nulls_breaking_its_assumptions_ci(kind, r
     """Review findings 1 and 2: heavy tails (MAD-scaled t(3): E[z^2] > 1) and cross-signal correlation."""
     k, n = _own_model_fires(300, 2601, kind, rho), 300
     assert k <= binom.ppf(0.99, n, BUDGET), f"{kind}, rho {rho}: fired on {k}/{n}: significantly above the budget {BUDGET}"
+
+
+@pytest.mark.parametrize("law", ["exp", "negexp", "lognormal"])
+def test_check_not_above_its_budget_on_skewed_innovations_ci(law):
+    """Second review, finding 1: cells are medians, so a skewed law's clipped innovations have a nonzero
+    mean; without the reference-row centre (:func:`clipped_centre`) this harness fires on 300/300 paths
+    (centred exponential, either sign). 200 paths: at most 6 fires (one-sided binomial test at 1%)."""
+    k, n = _law_fires(200, 2700 + ["exp", "negexp", "lognormal"].index(law), law, 0.0), 200
+    assert k <= binom.ppf(0.99, n, BUDGET), f"{law}: fired on {k}/{n}: significantly above the budget {BUDGET}"
 
 
 @pytest.mark.extended

@@ -2,7 +2,7 @@
 
 from ._backtest import BACKTEST_LEVEL, backtest, certification_status, certify_baseline
 from ._gate import FAMILY_BUILDERS, VERDICTS, BatchResult, Decision, Gate, Standardizer, check_paired
-from ._runtime_check import RUNTIME_COMPONENTS, RuntimeCheck, exceedance_bound, runtime_certification
+from ._runtime_check import RUNTIME_COMPONENTS, RuntimeCheck, clipped_centre, exceedance_bound, runtime_certification
 from ._settings import DEFAULT_SHARES, GateSettings
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "certification_status",
     "certify_baseline",
     "check_paired",
+    "clipped_centre",
     "exceedance_bound",
     "runtime_certification",
 ]

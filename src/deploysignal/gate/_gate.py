@@ -950,12 +950,17 @@ class Gate:
         """The run-time model check of a single stream: ``None`` when it does not run (two-sample mode,
         ``runtime_check=0``), else ``{"budget", "fired_at", "reason", "status", "stopped_at"}`` with ``fired_at`` -1 and
         ``status`` "" while it has not fired, else the tick and "one-sample, uncertified at tick t: <reason>";
-        ``stopped_at``: the tick of the final decision, where the check stopped (-1 while the run is open)."""
+        ``stopped_at``: the tick of the final decision, where the check stopped (-1 while the run is open);
+        plus ``variance_off`` (why the variance part can never fire) when the config holds no reference pair."""
         if self._check is None:
             return None
         t = int(self._check.fired_at[0])
-        return {"budget": self._check.budget, "fired_at": t, "reason": self._check.reasons[0], "status": self._uncertified(t, self._check.reasons[0]),
-                "stopped_at": int(self._decided_at[0]) if self._final[0] else -1}
+        out = {"budget": self._check.budget, "fired_at": t, "reason": self._check.reasons[0], "status": self._uncertified(t, self._check.reasons[0]),
+               "stopped_at": int(self._decided_at[0]) if self._final[0] else -1}
+        if self._check.reference_pairs[0] == 0:
+            out["variance_off"] = ("the variance part is off: the config holds no held-out reference pair to bound the baseline's own"
+                                   " rate on (baseline too short for a calibration split); recompile from a longer baseline")
+        return out
 
     @staticmethod
     def _uncertified(tick: int, reason: str) -> str:

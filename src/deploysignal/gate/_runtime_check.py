@@ -90,7 +90,7 @@ from scipy.stats import beta as beta_dist
 
 from ..calibration import C_HI, CompiledConfig, stack_arrays
 
-__all__ = ["RUNTIME_COMPONENTS", "RuntimeCheck", "exceedance_bound", "runtime_certification"]
+__all__ = ["RUNTIME_COMPONENTS", "RuntimeCheck", "clipped_centre", "exceedance_bound", "runtime_certification"]
 
 #: the check's parts, in the order of ``RuntimeCheck.log_e``
 RUNTIME_COMPONENTS = ("phase", "level", "variance")
@@ -143,6 +143,45 @@ def exceedance_bound(reference: np.ndarray, delta: float) -> np.ndarray:
         return np.ones(k)
     x = (np.abs(ref[0:2 * m:2] - ref[1:2 * m:2]) / math.sqrt(2.0) > _Q_EDGE).sum(axis=0)
     return np.where(x >= m, 1.0, beta_dist.ppf(1.0 - delta / k, x + 1, np.maximum(m - x, 1)))
+
+
+def clipped_centre(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per signal, the mean of the innovations clipped at ``_Z_CLIP`` sd on the baseline's held-out
+    reference rows, and the variance of that estimate.
+
+    The compiler centres each hour cell on a *median*; for a skewed innovation law the mean of the
+    clipped innovations is then not 0 (centred exponential innovations: about -0.16 to +0.17 sd). The
+    phase and level parts subtract this centre from every clipped innovation, and add its variance to
+    every cell's level-error variance (as the level error itself is carried).
+
+    Parameters
+    ----------
+    reference : (n, k) array
+        Standardised oriented innovations of rows held out of the fit (``CompiledConfig.reference``).
+
+    Returns
+    -------
+    centre, variance : (k,) arrays
+        Sample mean of ``clip(z, -_Z_CLIP, _Z_CLIP)`` and its sample variance over ``n`` (0 and 0 when
+        there are fewer than two rows: the check then assumes a mean of 0, as before).
+
+    Notes
+    -----
+    Guarantee: the centre is unbiased for the clipped mean of the reference rows' law; its error is
+    approximately Gaussian with the returned variance when the rows are independent (innovations).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> c, v = clipped_centre(1.0 - rng.exponential(size=(4000, 1)) - (np.log(2.0) - 1.0))  # median 0, left skew
+    >>> bool(c[0] > 0.2 and v[0] < 1e-3)
+    True
+    """
+    ref = np.clip(np.asarray(reference, dtype=float), -_Z_CLIP, _Z_CLIP)
+    n = ref.shape[0]
+    if n < 2:
+        return np.zeros(ref.shape[1]), np.zeros(ref.shape[1])
+    return ref.mean(axis=0), ref.var(axis=0, ddof=1) / n
 
 
 def runtime_certification(status: dict[str, Any], runtime: dict[str, Any] | None) -> dict[str, Any]:
@@ -200,8 +239,14 @@ class RuntimeCheck:
         self._cov = np.asarray(a["cov"], dtype=float)  # (P, B, k, k)
         self._cov_index = np.asarray(a["cov_index"], dtype=int)  # (P, C)
         # the variance part's null rate: bounded on the baseline's own held-out innovations (all tiers pooled)
-        self._p_up = np.stack([exceedance_bound(np.vstack([np.asarray(r, dtype=float).reshape(-1, len(c.signals)) for r in c.reference.values()]),
-                                                self.budget / 6.0) for c in cfgs])  # (P, k)
+        refs = [np.vstack([np.asarray(r, dtype=float).reshape(-1, len(c.signals)) for r in c.reference.values()]) for c in cfgs]
+        self._p_up = np.stack([exceedance_bound(r, self.budget / 6.0) for r in refs])  # (P, k)
+        #: reference pairs per stream (0: the variance part cannot fire, runtime_status says so)
+        self.reference_pairs = np.array([r.shape[0] // 2 for r in refs])
+        # the phase / level parts' null mean of the clipped innovations (not 0 for skewed laws: cells are medians)
+        centres = [clipped_centre(r) for r in refs]
+        self._centre = np.stack([c for c, _ in centres])  # (P, k)
+        self._centre_var = np.stack([v for _, v in centres])  # (P, k): added to every cell's level-error variance
         orient = np.asarray(a["orient"], dtype=float)
         one = np.where(np.asarray(a["two_sided"], dtype=bool), 0.0, 1.0)
         phi, scale = np.asarray(a["phi"], dtype=float), np.asarray(a["innov_scale"], dtype=float)  # (P, k)
@@ -220,7 +265,7 @@ class RuntimeCheck:
         self._o_halves = np.stack([np.maximum(self._o, 0.0), np.maximum(-self._o, 0.0)], axis=2)  # (P, k, 2)
         sd = np.asarray(a["score_sd"], dtype=float)[:, 0]  # (P, k)
         day = np.asarray(a["day_bias_var"], dtype=float)[:, 0] * sd**2 + float(drift_allowance) ** 2
-        self._var = np.asarray(a["cell_bias_var"], dtype=float)[:, 0] * sd[:, None, :] ** 2 + day[:, None, :]
+        self._var = np.asarray(a["cell_bias_var"], dtype=float)[:, 0] * sd[:, None, :] ** 2 + day[:, None, :] + self._centre_var[:, None, :]
         self.reset()
 
     def reset(self) -> None:
@@ -259,7 +304,7 @@ class RuntimeCheck:
         if np.isnan(R[0, 0, 0]):
             d = self._dcoef * (self._loc[:, before] - self._loc[:, after])
             R = self._R[:, cell] = np.stack([np.maximum(d, 0.0), np.maximum(-d, 0.0)], axis=2)
-        zc = np.clip(z, -_Z_CLIP, _Z_CLIP)
+        zc = np.clip(z, -_Z_CLIP, _Z_CLIP) - self._centre
         seen = ~np.isnan(zc)
         v, N, S = self._var[:, cell], self._N[:, cell], self._S[:, cell]
         N1, S1 = N + seen, S + np.where(seen, zc, 0.0)

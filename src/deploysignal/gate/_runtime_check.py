@@ -24,7 +24,8 @@ normalised to unit length. Both parts read ``clip(z, -3, 3) - m_j``, where ``m_j
 clipped innovations on the baseline's held-out reference rows (:func:`clipped_centre`): cells are
 medians, so for a skewed law the clipped mean is not 0 (centred exponential innovations fired on 29 of
 100 healthy certified canaries without it); the variance of ``m_j`` is added to every cell's level-error
-variance. **Variance**: disjoint pairs of consecutive ticks; per pair the count of
+variance, as if independent per cell although the error is shared by all cells (an anti-conservative
+approximation, like the day offset's; measured, and open where it exceeds the budget: docs/one-sample.md). **Variance**: disjoint pairs of consecutive ticks; per pair the count of
 signals whose half-difference ``|z_t - z_{t-1}| / sqrt 2`` (``z`` clipped at ``C_HI``) exceeds 1.5,
 divided by its null mean ``sum_j p_j`` over the signals seen in both ticks, where ``p_j`` is an upper
 confidence bound on that exceedance rate for the baseline's *own* innovation law, from the disjoint

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 
 from montecarlo._mc import cp_upper
-from montecarlo._misspec import NULLS, run_null
+from montecarlo._misspec import NULLS, Outcome, run_null
 
 DESC = {
     "model_ar1": "model's own null: AR(1) 0.85 + strong diurnal, 7-day baseline",
@@ -31,20 +32,28 @@ DESC = {
     "dst_after": "daily cycle shifts 1 h between baseline and canary (not visible at compile time)",
     "hetero_peak": "variance doubled in peak hours (a third of the day), baseline and canary alike",
     "weekly": "weekly pattern (weekend -0.8/-0.9 sd), 7-day baseline",
+    "var_growth": "noise sd grows linearly to 1.5x over the canary (not in the baseline)",
+    "regime_after": "every signal's level moves 0.5 sd (random sign) from the canary's first tick (not in the baseline)",
 }
 
 
-def main() -> None:
+def outcomes(nulls: str = ",".join(NULLS), header: str = "") -> Iterator[tuple[str, Outcome, argparse.Namespace]]:
+    """Parse ``--paths``, ``--nulls`` (default ``nulls``), ``--out``; print the table ``header`` (its
+    columns and the separator row); yield each null's run (seed 2200 + its index) with the arguments."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--paths", type=int, default=100)
-    ap.add_argument("--nulls", default=",".join(NULLS))
+    ap.add_argument("--nulls", default=nulls)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    print("| null (healthy: every rollback is false) | paths | flagged by the check | checks that flagged (paths) "
-          "| gate false rollbacks | certified and rolled back (CP99 upper) |")
-    print("|---|---|---|---|---|---|")
+    print(header)
+    print("|---" * header.count(" | ") + "|---|")
     for name in args.nulls.split(","):
-        r = run_null(name, args.paths, seed=2200 + NULLS.index(name))
+        yield name, run_null(name, args.paths, seed=2200 + NULLS.index(name)), args
+
+
+def main() -> None:
+    for name, r, args in outcomes(header="| null (healthy: every rollback is false) | paths | flagged by the check | checks that flagged (paths) "
+                                  "| gate false rollbacks | certified and rolled back (CP99 upper) |"):
         n, k_flag, k_rb = r.rollback.size, int(r.flagged.sum()), int(r.rollback.sum())
         both = int((~r.flagged & r.rollback).sum())
         checks = {c: int(v.sum()) for c, v in r.failed.items()}

@@ -144,7 +144,7 @@ def test_gate_lines_are_the_canonical_json_of_its_records(scenario, mode, monkey
     msgspec writes other bytes, and the check must send those ticks to the checked path (with the
     check disabled, the same run writes wrong lines)."""
     decisions = _gate_decisions(scenario, mode, 3)
-    fast = [d._source[-1] for d in decisions]
+    fast = [d._source.fast for d in decisions]
     for d in decisions:
         assert d.lines == [reference(r) for r in d.records]
     if scenario != "healthy_heavy":

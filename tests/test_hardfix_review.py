@@ -40,6 +40,7 @@ def _decide(closed_state, t, lw_a, fired_a):
         t, np.array([[lw_a, np.nan]]), np.array([[fired_a, False]]), np.zeros(1, dtype=bool), np.ones(1, dtype=bool),
         np.zeros(1, dtype=bool), np.array([-np.log(0.02), np.inf]), 10, 20, 0.8, 0.5, False, 0.5,
         st["n_valid"], st["max_lw"], st["verdict"], st["final"], st["decided_at"], st["first_fire"], st["b_warn"], st["closed"],
+        np.zeros(1, dtype=bool),  # hold: the run-time model check has not fired
     )
 
 

@@ -103,6 +103,19 @@ def noise(name: str, rng: np.random.Generator, paths: int, n: int, ts: np.ndarra
         y = _ar(rng, shape, 0.5)
         peak = _diurnal(ts) > 0.5  # a third of the day
         return y * np.where(peak, math.sqrt(2.0), 1.0)[None, :, None], 1.0
+    if name == "var_growth":
+        # the baseline's AR(0.5) noise; over the canary its sd grows linearly to 1.5x (variance 2.25x)
+        grow = np.ones(n)
+        grow[n - HORIZON:] = np.linspace(1.0, 1.5, HORIZON)
+        return _ar(rng, shape, 0.5) * grow[None, :, None], 1.0
+    if name == "regime_after":
+        # a regime the baseline never showed: from the canary's first tick every signal's level moves by
+        # 0.5 marginal sd, up or down (a fair coin per path), in natural units: harmful on some signals,
+        # harmless on the others
+        step = np.zeros(n)
+        step[n - HORIZON:] = 0.5
+        sign = np.where(rng.random(paths) < 0.5, -1.0, 1.0)
+        return _ar(rng, shape, 0.5) + sign[:, None, None] * step[None, :, None], 1.0
     if name == "weekly":
         dow = ((ts // 86400 + 3) % 7).astype(int)
         offs = np.array([0.0, 0.1, 0.2, 0.1, 0.0, -0.8, -0.9])[dow]
@@ -111,7 +124,7 @@ def noise(name: str, rng: np.random.Generator, paths: int, n: int, ts: np.ndarra
 
 
 NULLS = ("model_ar1", "model_ar1_2day", "ar2", "slow10", "slow30", "phi099", "frac03", "regime", "dst_inside", "dst_after",
-         "hetero_peak", "weekly")
+         "hetero_peak", "weekly", "var_growth", "regime_after")  # appended: a null's seed is 2200 + its index
 
 
 def simulate_null(name: str, rng: np.random.Generator, paths: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -137,6 +150,15 @@ class Outcome:
     flagged: np.ndarray  # (P,) any check failed or could not run
     failed: dict[str, np.ndarray]  # check -> (P,) failed on some signal
     rollback: np.ndarray  # (P,)
+    decided_at: np.ndarray  # (P,) tick of the final decision or -1
+    uncertified_at: np.ndarray  # (P,) tick at which the run-time model check fired, or -1
+
+    @property
+    def flagged_in_time(self) -> np.ndarray:
+        """Flagged at compile time, or by the run-time check at or before the tick the gate decided
+        (a rollback ends the canary: a flag after it comes too late to matter)."""
+        rt = (self.uncertified_at >= 0) & ((self.decided_at < 0) | (self.uncertified_at <= self.decided_at))
+        return self.flagged | rt
 
 
 def _compile(args: tuple[np.ndarray, np.ndarray, int]) -> tuple[bool, dict[str, bool], object]:
@@ -152,7 +174,7 @@ def _compile(args: tuple[np.ndarray, np.ndarray, int]) -> tuple[bool, dict[str, 
 def run_null(name: str, paths: int, seed: int, chunk: int = 250) -> Outcome:
     """Model check on every path's baseline and the default gate over the canary horizon."""
     rng = np.random.default_rng(seed)
-    flagged, rollback, failed = [], [], {}
+    flagged, rollback, failed, decided, unc = [], [], {}, [], []
     with ProcessPoolExecutor(WORKERS) as pool:
         for start in range(0, paths, chunk):
             p = min(chunk, paths - start)
@@ -164,4 +186,7 @@ def run_null(name: str, paths: int, seed: int, chunk: int = 250) -> Outcome:
                 failed.setdefault(c, []).append(np.array([r[1][c] for r in res]))
             out = Gate([r[2] for r in res], GateSettings()).run_batch(ts[base:], vals[:, base:])
             rollback.append(out.verdict == ROLLBACK)
-    return Outcome(name, np.concatenate(flagged), {c: np.concatenate(v) for c, v in failed.items()}, np.concatenate(rollback))
+            decided.append(out.decided_at)
+            unc.append(out.uncertified_at)
+    return Outcome(name, np.concatenate(flagged), {c: np.concatenate(v) for c, v in failed.items()}, np.concatenate(rollback),
+                   np.concatenate(decided), np.concatenate(unc))

@@ -252,3 +252,22 @@ def test_end_to_end_drill_from_onset_to_incumbent(tmp_path: Path) -> None:
     assert rec.status == "drill" and rec.rollback_duration_s is not None
     print(f"drill: onset->incumbent {rep['onset_to_incumbent_s']:.3f}s, decision->incumbent "
           f"{rep['decision_to_incumbent_s']:.4f}s, actuators {rec.rollback_duration_s:.4f}s")
+
+
+def test_monitor_held_by_the_run_time_check_says_why(tmp_path: Path) -> None:
+    """Review finding 4 (issue 22): a healthy canary whose daily cycle runs an hour later than the
+    baseline's (timestamps moved by +1 h) makes the one-sample run-time model check fire; the monitor
+    stage is then held at extend and its record must say why (the check's status, with its tick), not ""."""
+    from deploysignal.simulate import NoiseSpec, simulate
+    from deploysignal.sources import write_csv
+    from deploysignal.telemetry import Frame
+
+    sim = simulate("healthy", seed=0, baseline_ticks=4320, canary_ticks=480, noise=NoiseSpec(diurnal=2.0))
+    write_csv(sim.baseline, tmp_path / "baseline.csv")
+    write_csv(Frame(sim.canary.timestamps + 3600.0, sim.canary.values, sim.canary.signals), tmp_path / "canary.csv")
+    p = _write(tmp_path, [{"name": "watch", "type": "monitor", "baseline": "baseline.csv", "telemetry": "canary.csv"}])
+    rec = run_pipeline(load_pipeline(p), tmp_path, DeploymentStore(":memory:"))
+    stage = rec.stages[-1]
+    assert rec.status == "blocked" and stage["verdict"] == "extend", rec.stages
+    assert stage["reason"].startswith("one-sample, uncertified at tick "), stage
+    assert "run-time model check" in stage["reason"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from deploysignal.gate import GateSettings, certification_status, certify_baseline
+from deploysignal.gate import GateSettings, certification_status, certify_baseline, runtime_certification
 
 from .conftest import R, W, make_client
 
@@ -21,7 +21,8 @@ def test_create_and_verdict_carry_certification(tmp_path, step_sim):
         assert c.get("/v1/analyses/u", headers=R).json()["certification"] == cert
         body = {"id": "c", "config": json.loads(certified.to_json()), "window": 480}
         got = c.post("/v1/analyses", json=body, headers=W).json()["certification"]
-        assert got == certification_status(certified, GateSettings(window=480))
+        assert got == runtime_certification(certification_status(certified, GateSettings(window=480)), got["runtime_check"])
+        assert got["runtime_check"] == {"budget": 0.01, "fired_at": -1, "reason": "", "status": "", "stopped_at": -1}  # one-sample: the run-time check runs
         assert got["certified"] is certified.certification["certified"]
         two = c.post("/v1/analyses", json={**body, "id": "t", "mode": "two-sample"}, headers=W).json()["certification"]
         assert two["basis"] == "two-sample"

@@ -178,9 +178,10 @@ def replay(config: CompiledConfig, canary: Frame, lines: list[str], header: dict
         raise ReplayMismatch(f"audit was written with baseline {header.get('baseline_version')}, config is {config.version_id}", line=1)
     try:
         # a header written before family A's nuisance band (0.5.0) names no a_nuisance: it ran 'learned';
-        # one written before issue 22 names no d_max_period: family D's bank ran periods 2..24
+        # one written before issue 22 names no d_max_period: family D's bank ran periods 2..24;
+        # one that names no runtime_check ran without the run-time model check
         # and one written before issue 25 names no drivers_rule: drivers were the largest three (rule 1)
-        settings = GateSettings.model_validate({"a_nuisance": "learned", "d_max_period": 24, "drivers_rule": 1, **header["settings"]})
+        settings = GateSettings.model_validate({"a_nuisance": "learned", "d_max_period": 24, "runtime_check": 0.0, "drivers_rule": 1, **header["settings"]})
     except Exception as exc:  # pydantic ValidationError or KeyError
         raise ReplayMismatch(f"audit header settings unusable: {exc}", line=1) from None
     try:

@@ -151,6 +151,8 @@ def run_gate(
         if fh:
             fh.close()
     summary = _summary(decisions[-1] if decisions else None, config, len(decisions))
+    if gate.runtime_status is not None:
+        summary["runtime_check"] = gate.runtime_status
     ood = [d.tick for d in decisions if "out-of-domain" in d.schema_continuity]
     if ood:  # --out-of-domain missing: said, never silent (each tick's records name the signals)
         summary["out_of_domain_ticks"] = len(ood)
@@ -197,7 +199,7 @@ def calibrate(
 
 
 def _settings(alpha: float, window: int, mode: str, early_proceed: bool, drift_allowance: float = 0.0, a_nuisance: str = "learned",
-              out_of_domain: str = "reject") -> GateSettings:
+              out_of_domain: str = "reject", runtime_check: float = 0.01, runtime_check_proceed: bool = False) -> GateSettings:
     from pydantic import ValidationError
 
     from ..gate import GateSettings
@@ -206,6 +208,7 @@ def _settings(alpha: float, window: int, mode: str, early_proceed: bool, drift_a
         return GateSettings(
             alpha=alpha, window=window, mode=mode, early_proceed=early_proceed, drift_allowance=drift_allowance,  # type: ignore[arg-type]
             a_nuisance=a_nuisance, out_of_domain=out_of_domain,  # type: ignore[arg-type]
+            runtime_check=runtime_check, runtime_check_proceed=runtime_check_proceed,
         )
     except ValidationError as exc:
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
@@ -249,11 +252,16 @@ def gate(
         "the tick not counted as valid)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=f"A progress bar on stderr for runs of more than {PROGRESS_TICKS} "
                                             "ticks (default: when stderr is a terminal; never on stdout, so --json is unchanged)."),
+    runtime_check: float = typer.Option(
+        0.01, "--runtime-check", help="One-sample mode: false-alarm budget of the run-time model check (phase shift of the daily cycle, "
+        "a common level move, variance growth; separate from --alpha; 0 turns it off). When it fires the run is 'one-sample, "
+        "uncertified at tick t' and does not proceed; a rollback still rolls back."),
+    runtime_check_proceed: bool = typer.Option(False, "--runtime-check-proceed", help="Allow a proceed after the run-time model check fired."),
 ) -> None:
     """Evaluate a canary; exit 0 proceed, 3 extend, 4 rollback, 2 bad input."""
     from ..calibration import canonical_json
     from ..gate import certification_status
-    from ._certify import note_treatment, warn_uncertified
+    from ._certify import apply_runtime_check, note_treatment, warn_uncertified
 
     if split is not None or split_ticks is not None:
         from ._split import gate_split
@@ -269,7 +277,8 @@ def gate(
     if any(v is not None for v in (signals, canary_share, tick_seconds, unit_timeout, block_seconds, share_changes)):
         raise InputError("--signals, --canary-share, --tick-seconds, --unit-timeout, --block-seconds and --share-changes belong to --split / --split-ticks")
     cfg = load_config(config)
-    settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance, a_nuisance, out_of_domain)
+    settings = _settings(alpha, window, "two-sample" if control else "one-sample", early_proceed, drift_allowance, a_nuisance, out_of_domain,
+                         runtime_check, runtime_check_proceed)
     can = load_stream(canary, cfg, "canary")
     ctrl = load_stream(control, cfg, "control") if control else None
     status = certification_status(cfg, settings)
@@ -277,6 +286,7 @@ def gate(
     note_treatment(settings.a_nuisance, err)
     summary, _ = run_gate(cfg, settings, can, ctrl, audit, progress=progress_enabled(progress) and len(can) > PROGRESS_TICKS)
     summary.update(certified=status["certified"], certification_reasons=status["reasons"], basis=status["basis"])
+    apply_runtime_check(summary, err)
     if as_json:
         sys.stdout.write(canonical_json(summary) + "\n")
     else:

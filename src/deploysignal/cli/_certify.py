@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..calibration import CompiledConfig
 
-__all__ = ["note_treatment", "print_certification", "warn_uncertified"]
+__all__ = ["apply_runtime_check", "note_treatment", "print_certification", "warn_uncertified"]
 
 
 def _fmt(v: Any) -> str:
@@ -51,6 +51,23 @@ def warn_uncertified(status: dict[str, Any], err: Console) -> None:
     """One warning line on stderr when a one-sample gate runs on an uncertified config."""
     if status["basis"] == "one-sample, uncertified":
         err.print("[yellow]warning[/yellow]: one-sample, uncertified: " + "; ".join(status["reasons"]))
+
+
+def apply_runtime_check(summary: dict[str, Any], err: Console) -> None:
+    """Once the run-time model check has fired (``summary["runtime_check"]``, from
+    :attr:`deploysignal.gate.Gate.runtime_status`): ``certified``, ``certification_reasons`` and ``basis``
+    as :func:`deploysignal.gate.runtime_certification` gives them, and a warning on stderr that
+    recommends the split mode."""
+    from ..calibration._certificate import RECOMMENDATION
+    from ..gate import runtime_certification
+
+    rt = summary.get("runtime_check")
+    if not rt or rt["fired_at"] < 0:
+        return
+    status = runtime_certification({"certified": summary["certified"], "reasons": summary["certification_reasons"], "basis": summary["basis"]}, rt)
+    summary.update(certified=status["certified"], certification_reasons=status["reasons"], basis=status["basis"])
+    held = " (the gate did not proceed: it extends instead)" if summary["verdict"] == "extend" else ""
+    err.print(f"[yellow]warning[/yellow]: {rt['status']}{held}; {RECOMMENDATION}")
 
 
 def note_treatment(a_nuisance: str, err: Console) -> None:

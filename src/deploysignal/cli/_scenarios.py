@@ -91,6 +91,8 @@ def demo(
         colour = {"proceed": "green", "extend": "yellow", "rollback": "red"}[summary["verdict"]]
         t.add_row(name, sim.truth["expected"], f"[{colour}]{summary['verdict']}[/]", str(summary["decided_at_tick"]), ",".join(summary["fired_families"]) or "-")
         whys.extend(f"  {name}, family {fam} ({r['action']}): {r['reason']}" for fam, r in sorted(summary["reasons"].items()))
+        if summary.get("runtime_check", {}).get("fired_at", -1) >= 0:  # a one-sample proceed held by the run-time model check
+            whys.append(f"  {name}, {summary['runtime_check']['status']}")
     out.print(t)
     if whys:  # the reasons in full, one a line, below the table (a table column would cut or squeeze them)
         out.print("why:")

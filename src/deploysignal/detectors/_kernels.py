@@ -608,7 +608,7 @@ PENDING, PROCEED, EXTEND, ROLLBACK = 0, 1, 2, 3
 @njit(**_OPTS)
 def decide_step(
     t, lw, fired, b_fired, valid, harm, log_thr, window, horizon, min_valid_fraction, suggestive_fraction,
-    early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn, closed,
+    early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn, closed, hold,
 ):  # pragma: no cover - compiled
     """The gate's verdict update for ``P`` streams at tick ``t`` (0-based), in place; see ``Gate``.
 
@@ -620,7 +620,11 @@ def decide_step(
     legitimate value, a Shiryaev-Roberts statistic at 0 before any evidence; +inf fires.) The stream
     is then *closed* (``closed[p]``, also set by an operator's void): it never proceeds, but a rollback
     stays live: a later fire of any family still turns the final ``extend`` into a ``rollback`` (failing
-    closed must not fail open on harm). On valid input ``closed`` stays False and nothing changes."""
+    closed must not fail open on harm). On valid input ``closed`` stays False and nothing changes.
+
+    ``hold`` (P,): the run-time model check has fired (:mod:`deploysignal.gate._runtime_check`): the
+    stream does not proceed (early or at a window end; the verdict extends instead), a rollback is
+    unchanged. All False: the verdicts are those without the check, bit for bit."""
     P, F = lw.shape
     n = t + 1
     at_end = n % window == 0
@@ -658,7 +662,7 @@ def decide_step(
             if max_lw[p, f] >= suggestive_fraction * log_thr[f]:
                 suggestive = True
         early = early_proceed and (not at_end) and n >= min_proceed_fraction * window and valid_ok and not suggestive and harm[p]
-        if early or (at_end and valid_ok and not suggestive):
+        if (early or (at_end and valid_ok and not suggestive)) and not hold[p]:
             verdict[p], final[p], decided_at[p] = PROCEED, True, t
         elif at_end:
             verdict[p] = EXTEND
@@ -804,16 +808,16 @@ def family_b_run(
 @njit(**_OPTS_GIL)
 def decide_run(
     tick0, lw, fired, b_fired, valid, harm, log_thr, window, horizon, min_valid_fraction, suggestive_fraction,
-    early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn, closed,
+    early_proceed, min_proceed_fraction, n_valid, max_lw, verdict, final, decided_at, first_fire, b_warn, closed, hold,
     out_verdict, out_final, out_decided, out_first, out_max_lw, out_n_valid,
 ):  # pragma: no cover - compiled
-    """:func:`decide_step` for one stream over ticks ``tick0, tick0 + 1, ...`` (inputs (T, F) / (T,)),
-    recording the verdict state after every tick."""
+    """:func:`decide_step` for one stream over ticks ``tick0, tick0 + 1, ...`` (inputs (T, F) / (T,),
+    ``hold`` (T,)), recording the verdict state after every tick."""
     for t in range(lw.shape[0]):
         decide_step(
             tick0 + t, lw[t:t + 1], fired[t:t + 1], b_fired[t:t + 1], valid[t:t + 1], harm[t:t + 1], log_thr, window,
             horizon, min_valid_fraction, suggestive_fraction, early_proceed, min_proceed_fraction, n_valid, max_lw,
-            verdict, final, decided_at, first_fire, b_warn, closed,
+            verdict, final, decided_at, first_fire, b_warn, closed, hold[t:t + 1],
         )
         out_verdict[t], out_final[t], out_decided[t], out_n_valid[t] = verdict[0], final[0], decided_at[0], n_valid[0]
         for f in range(lw.shape[1]):

@@ -2,6 +2,7 @@
 
 from ._backtest import BACKTEST_LEVEL, backtest, certification_status, certify_baseline
 from ._gate import FAMILY_BUILDERS, VERDICTS, BatchResult, Decision, Gate, Standardizer, check_paired
+from ._runtime_check import RUNTIME_COMPONENTS, RuntimeCheck, clipped_centre, exceedance_bound, runtime_certification
 from ._settings import DEFAULT_SHARES, GateSettings
 
 __all__ = [
@@ -13,9 +14,14 @@ __all__ = [
     "Decision",
     "Gate",
     "GateSettings",
+    "RUNTIME_COMPONENTS",
+    "RuntimeCheck",
     "Standardizer",
     "backtest",
     "certification_status",
     "certify_baseline",
     "check_paired",
+    "clipped_centre",
+    "exceedance_bound",
+    "runtime_certification",
 ]

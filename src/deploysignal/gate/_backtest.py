@@ -71,7 +71,11 @@ def backtest(
     frame : Frame
         The healthy baseline (rows in time order per tier).
     settings : GateSettings
-        Gate settings to replay (mode forced to one-sample); default ``GateSettings()``.
+        Gate settings to replay (mode forced to one-sample, the run-time model check off:
+        ``runtime_check=0``); default ``GateSettings()``. The run-time check watches for departures
+        after the baseline, which a window cut from the baseline cannot contain; it can only hold a
+        proceed, and a run where it never fires is the run without it, so the gate's false-rollback
+        rate with the check is at most this backtest's plus the check's budget.
     windows : int
         At most this many held-out windows (the most recent ones); each costs one compile.
     min_train : int or None
@@ -100,7 +104,7 @@ def backtest(
     >>> (r["windows"], r["window_ticks"])
     (2, 480)
     """
-    settings = (settings or GateSettings()).model_copy(update={"mode": "one-sample"})
+    settings = (settings or GateSettings()).model_copy(update={"mode": "one-sample", "runtime_check": 0.0})  # see `settings`
     if windows < 0:
         raise InputError("backtest windows must be >= 0", column="windows")
     horizon = settings.window * (1 + settings.max_extensions)

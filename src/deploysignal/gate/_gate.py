@@ -18,6 +18,7 @@ from ..calibration._config import _FAST_MAX, _FAST_MIN, _FAST_OK, _plain
 from ..detectors import Evidence, FamilyA, FamilyB, build_family_c, build_family_d, build_family_e
 from ..detectors._kernels import Z_BOUND, decide_run, decide_step, in_domain_run, scale_bounded
 from ..telemetry import Frame, check_domain, check_epoch_seconds, enforce_domain, signal_domains
+from ._runtime_check import RuntimeCheck
 from ._settings import GateSettings
 
 __all__ = ["FAMILY_BUILDERS", "VERDICTS", "BatchResult", "Decision", "Gate", "Standardizer", "check_paired"]
@@ -307,6 +308,7 @@ class _Source(NamedTuple):
     n_valid: int
     fail_closed: str  # why the gate failed closed (a family's evidence became NaN), "" if it has not
     fast: bool  # every float of the records lies where msgspec writes what the standard library does
+    uncertified: str = ""  # "one-sample, uncertified at tick t: <reason>" once the run-time model check has fired
 
 
 @dataclass(frozen=True, eq=False)
@@ -367,6 +369,8 @@ class Decision:
         records = [msgspec.structs.asdict(r) for r in self._structs()]
         if self._source.fail_closed:
             records[-1]["fail_closed"] = self._source.fail_closed
+        if self._source.uncertified:  # only ticks at and after the run-time check fired carry it: older logs keep their bytes
+            records[-1]["runtime_check"] = self._source.uncertified
         return records
 
     @cached_property
@@ -374,7 +378,7 @@ class Decision:
         """Canonical JSON of each record (:func:`~deploysignal.calibration.canonical_json`: the ``"repr"``
         encoding of the service's analyses and of logs before 0.5.0; ``gate --audit`` writes RFC 8785
         through :func:`deploysignal.audit.decision_lines`)."""
-        if self._source.fast and _LINES_OK and not self._source.fail_closed:
+        if self._source.fast and _LINES_OK and not self._source.fail_closed and not self._source.uncertified:
             out = []
             for r in self._structs():
                 try:
@@ -430,7 +434,8 @@ class BatchResult:
     of the final decision or -1; ``first_fire``: per family (``families`` order) the first tick its
     fire was counted toward the verdict, or -1; ``ever_fired``: whether the family fired at any tick of
     the run, even after the verdict was final (B: any rule, warn or rollback); ``families``: names,
-    ``B`` last.
+    ``B`` last; ``uncertified_at``: tick at which the run-time model check fired, or -1 (all -1 when it
+    does not run).
     """
 
     verdict: np.ndarray
@@ -438,6 +443,7 @@ class BatchResult:
     first_fire: np.ndarray
     ever_fired: np.ndarray
     families: tuple[str, ...]
+    uncertified_at: np.ndarray | None = None
 
     def verdicts(self) -> list[str]:
         return [VERDICTS[int(v)] for v in self.verdict]
@@ -501,6 +507,9 @@ class Gate:
         self._cell_memo: dict[tuple[int, str], tuple[int, str]] = {}
         #: each signal's domain (declared range, or its kind's default: :mod:`deploysignal.telemetry._domain`)
         self.domains = signal_domains(self.config.signals)
+        #: the run-time model check (one-sample mode with a budget): :mod:`deploysignal.gate._runtime_check`
+        self._check = RuntimeCheck(config, s.runtime_check, s.drift_allowance) if s.runtime_check > 0 and not self._two else None
+        self._check_snapshot: tuple[Any, ...] | None = None  # the check's state at a batch's start (see _stop_check_at_decision)
         self._reset()
 
     def _reset(self) -> None:
@@ -523,6 +532,8 @@ class Gate:
         self._closed = np.zeros(P, dtype=bool)
         #: why the gate failed closed (single stream; see _fail_closed_reasons), "" while it has not
         self._fail_reason = ""
+        if self._check is not None:
+            self._check.reset()
 
     # ----------------------------------------------------------------- input handling
     def _coerce(self, values: Any, what: str, row: int) -> tuple[np.ndarray, str]:
@@ -745,6 +756,7 @@ class Gate:
             else:
                 out[:, f], fired[:, f] = fam.run(z, cells, cz)
         b_drift, b_fired, b_roll, _, b_reason, b_frozen = self._rules.run(z, raw, cells, cz, craw)
+        hold, uncertified = self._run_check(z, stamps, tiers, cells)
         out[:, -1, 1] = b_drift
         fired[:, -1] = b_roll  # family B counts toward a rollback only through rules that roll back
         valid = self._valid(z, cz) if ood is None else self._valid(z, cz) & ~ood
@@ -753,9 +765,11 @@ class Gate:
         decide_run(
             self._tick, np.ascontiguousarray(out[:, :, 0]), fired, b_fired, valid, harm, self._log_thr, s.window, s.horizon,
             s.min_valid_fraction, s.suggestive_fraction, s.early_proceed, s.min_proceed_fraction, self._n_valid, self._max_lw,
-            self._verdict, self._final, self._decided_at, self._first_fire, self._b_warn, self._closed,
+            self._verdict, self._final, self._decided_at, self._first_fire, self._b_warn, self._closed, hold,
             verdict, final, decided, first, max_lw, n_valid,
         )
+        if self._check is not None:
+            uncertified = self._stop_check_at_decision(z, stamps, tiers, cells, final, uncertified)
         fired[:, -1] = b_fired  # the evidence of family B reports any fired rule
         # per-tick values as Python objects in bulk (indexing numpy scalars per field costs more than the records)
         b_drivers = [d if on else () for d, on in zip(b_frozen, b_fired.tolist())]
@@ -763,7 +777,7 @@ class Gate:
         fast = self._in_domain(stamps, out, max_lw, n_valid, n)
         cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),
                    final.tolist(), decided.tolist(), first.tolist(), max_lw.tolist(), n_valid.tolist(), b_drivers, fast.tolist(),
-                   self._fail_closed_reasons(out[:, :-1, 0], verdict, n))
+                   self._fail_closed_reasons(out[:, :-1, 0], verdict, n), uncertified)
         decisions = [self._decision(self._tick + i, explained, *c) for i, c in enumerate(cols)]
         self._last_ts = max(self._last_ts, float(stamps.max()))
         self._tick += n
@@ -880,20 +894,79 @@ class Gate:
     def _decision(
         self, tick: int, explained: list[tuple[str, tuple[str, ...]]], ts: float, cell_key: str, continuity: str, out: list[list[float]],
         fired: list[bool], b_roll: bool, b_reason: str, verdict: int, final: bool, decided: int, first: list[int], max_lw: list[float],
-        n_valid: int, b_drivers: tuple[str, ...], fast: bool, fail_closed: str = "",
+        n_valid: int, b_drivers: tuple[str, ...], fast: bool, fail_closed: str = "", uncertified: str = "",
     ) -> Decision:
         """Decision of one tick from the per-tick outputs of the families (Python lists); its records
         and lines are built when first asked for."""
         fired_fams = tuple(f for f, ff in zip(self._fam_names, first) if ff >= 0)
         source = _Source(self._static, self.config.version_id, self.settings.alpha, cell_key, continuity, out, fired, b_roll, b_reason,
-                         b_drivers, explained, first, max_lw, n_valid, fail_closed, fast)
+                         b_drivers, explained, first, max_lw, n_valid, fail_closed, fast, uncertified)
         return Decision(tick, ts, VERDICTS[verdict], final, None if decided < 0 else decided, fired_fams, source)
+
+    # ----------------------------------------------------------------- run-time model check
+    @property
+    def runtime_status(self) -> dict[str, Any] | None:
+        """The run-time model check of a single stream: ``None`` when it does not run (two-sample mode,
+        ``runtime_check=0``), else ``{"budget", "fired_at", "reason", "status", "stopped_at"}`` with ``fired_at`` -1 and
+        ``status`` "" while it has not fired, else the tick and "one-sample, uncertified at tick t: <reason>";
+        ``stopped_at``: the tick of the final decision, where the check stopped (-1 while the run is open);
+        plus ``variance_off`` (why the variance part can never fire) when the config holds no reference pair."""
+        if self._check is None:
+            return None
+        t = int(self._check.fired_at[0])
+        out = {"budget": self._check.budget, "fired_at": t, "reason": self._check.reasons[0], "status": self._uncertified(t, self._check.reasons[0]),
+               "stopped_at": int(self._decided_at[0]) if self._final[0] else -1}
+        if self._check.reference_pairs[0] == 0:
+            out["variance_off"] = ("the variance part is off: the config holds no held-out reference pair to bound the baseline's own"
+                                   " rate on (baseline too short for a calibration split); recompile from a longer baseline")
+        return out
+
+    @staticmethod
+    def _uncertified(tick: int, reason: str) -> str:
+        return "" if tick < 0 else f"one-sample, uncertified at tick {tick}: {reason}; the false-rollback guarantee no longer holds"
+
+    def _run_check(self, z: np.ndarray, stamps: np.ndarray, tiers: list[str], cells: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Advance the run-time model check over the ticks of a single-stream batch: per tick whether the
+        gate holds (fired and proceed not allowed) and the gate record's ``runtime_check`` text."""
+        n = len(stamps)
+        if self._check is None:
+            return np.zeros(n, dtype=bool), [""] * n
+        if self._final[0]:  # the check stopped at the final decision: frozen, its status as it was then
+            fired_at = int(self._check.fired_at[0])
+            return np.full(n, fired_at >= 0 and not self.settings.runtime_check_proceed), [self._uncertified(fired_at, self._check.reasons[0])] * n
+        self._check_snapshot = self._check.snapshot() if n > 1 else None
+        fired = np.empty(n, dtype=bool)
+        texts = []
+        for i in range(n):
+            fired[i] = self._step_check(i, z, stamps, tiers, cells)
+            texts.append(self._uncertified(int(self._check.fired_at[0]), self._check.reasons[0]))
+        return fired & (not self.settings.runtime_check_proceed), texts
+
+    def _step_check(self, i: int, z: np.ndarray, stamps: np.ndarray, tiers: list[str], cells: np.ndarray) -> bool:
+        ts, tier = float(stamps[i]), tiers[i]
+        return bool(self._check.step(self._tick + i, z[i:i + 1], int(cells[i]), self._cell(ts - 3600.0, tier)[0], self._cell(ts + 3600.0, tier)[0])[0])  # type: ignore[union-attr]
+
+    def _stop_check_at_decision(self, z: np.ndarray, stamps: np.ndarray, tiers: list[str], cells: np.ndarray, final: np.ndarray,
+                                texts: list[str]) -> list[str]:
+        """The check stops at the tick the verdict became final (a decision made while the model held is
+        not undone by a later misfit): when, inside this batch, it fired after that tick, its state goes
+        back to the batch's start and it re-runs up to the decision; the later ticks' texts follow."""
+        snap, self._check_snapshot = self._check_snapshot, None
+        done = np.flatnonzero(final)
+        if snap is None or done.size == 0 or self._check.fired_at[0] <= self._tick + int(done[0]):  # type: ignore[union-attr]
+            return texts
+        d = int(done[0])
+        self._check.restore(snap)  # type: ignore[union-attr]
+        for i in range(d + 1):
+            self._step_check(i, z, stamps, tiers, cells)
+        status = self._uncertified(int(self._check.fired_at[0]), self._check.reasons[0])  # type: ignore[union-attr]
+        return texts[:d + 1] + [status] * (len(texts) - d - 1)
 
     def _valid(self, z: np.ndarray, cz: np.ndarray | None) -> np.ndarray:
         present = ~np.isnan(z) if cz is None else ~(np.isnan(z) | np.isnan(cz))
         return present.sum(axis=1) * 2 >= self._k
 
-    def _decide(self, lw: np.ndarray, fired: np.ndarray, b_fired: np.ndarray, valid: np.ndarray, harm: np.ndarray) -> None:
+    def _decide(self, lw: np.ndarray, fired: np.ndarray, b_fired: np.ndarray, valid: np.ndarray, harm: np.ndarray, hold: np.ndarray) -> None:
         """Verdict update for P streams at this tick (lw, fired: (P, F); the rest (P,)); compiled kernel
         :func:`~deploysignal.detectors._kernels.decide_step`, shared with :meth:`update_many`."""
         s = self.settings
@@ -902,6 +975,7 @@ class Gate:
             np.ascontiguousarray(b_fired, dtype=bool), np.ascontiguousarray(valid, dtype=bool), np.ascontiguousarray(harm, dtype=bool),
             self._log_thr, s.window, s.horizon, s.min_valid_fraction, s.suggestive_fraction, s.early_proceed, s.min_proceed_fraction,
             self._n_valid, self._max_lw, self._verdict, self._final, self._decided_at, self._first_fire, self._b_warn, self._closed,
+            np.ascontiguousarray(hold, dtype=bool),
         )
 
     def run_batch(self, timestamps: np.ndarray, values: np.ndarray, control: np.ndarray | None = None) -> BatchResult:
@@ -915,6 +989,7 @@ class Gate:
         if self._two and control is None:
             raise InputError("two-sample mode needs control values")
         ever = np.zeros((self._P, len(self._fam_names)), dtype=bool)
+        s = self.settings
         for i, ts in enumerate(np.asarray(timestamps, dtype=float)):
             ts = self._check_time(ts)
             cell, _, nb, w = self._locate(ts, "")
@@ -939,11 +1014,18 @@ class Gate:
             fires.append(b_roll)
             harm = self._families["A"].harm_excluded().all(axis=1) if "A" in self._families else np.zeros(self._P, dtype=bool)
             valid = self._valid(z, cz) if ood is None else self._valid(z, cz) & ~ood
-            self._decide(np.stack(lws, axis=1), np.stack(fires, axis=1), b_fired, valid, harm)
+            hold = np.zeros(self._P, dtype=bool)
+            if self._check is not None:
+                # the check stops at a stream's final decision: its later ticks count as missing to it
+                hold = self._check.step(self._tick, np.where(self._final[:, None], np.nan, z), cell, self._cell(ts - 3600.0, "")[0],
+                                        self._cell(ts + 3600.0, "")[0])
+                hold &= not s.runtime_check_proceed
+            self._decide(np.stack(lws, axis=1), np.stack(fires, axis=1), b_fired, valid, harm, hold)
             state[2] = ts
             self._last_ts = max(self._last_ts, ts)
             self._tick += 1
-        return BatchResult(self._verdict.copy(), self._decided_at.copy(), self._first_fire.copy(), ever, self._fam_names)
+        unc = np.full(self._P, -1) if self._check is None else self._check.fired_at.copy()
+        return BatchResult(self._verdict.copy(), self._decided_at.copy(), self._first_fire.copy(), ever, self._fam_names, unc)
 
     # ----------------------------------------------------------------- conveniences
     def run(self, frame: Frame, control: Frame | None = None) -> list[Decision]:
@@ -977,6 +1059,8 @@ class Gate:
             st["fail_closed"] = self._fail_reason
         if self._closed.any():  # written only once closed: states of valid runs stay as they were
             st["closed"] = self._closed.tolist()
+        if self._check is not None:
+            st["runtime_check"] = self._check.state()
         return st
 
     @classmethod
@@ -1007,4 +1091,6 @@ class Gate:
             gate._closed = np.array(state["closed"], dtype=bool).reshape(gate._closed.shape)
         elif gate._fail_reason:  # a state written before 'closed' existed: failed closed or voided, not rolled back
             gate._closed = gate._verdict != ROLLBACK
+        if gate._check is not None and "runtime_check" in state:
+            gate._check.load_state(state["runtime_check"])
         return gate

@@ -83,6 +83,17 @@ class GateSettings(BaseModel):
         oscillation went undetected with 24). Left out of :meth:`model_dump` when 24, so audit headers and
         stored specs written before the field existed keep their bytes: where settings are read back
         (``replay``, the service's stored specs) a missing key means 24; new input without it means 48.
+    runtime_check : float
+        False-alarm budget ``beta`` of the one-sample run-time model check
+        (:mod:`deploysignal.gate._runtime_check`), separate from ``alpha``: on a healthy canary the
+        compiled model describes, the check fires with probability at most ``beta``. When it fires the
+        analysis is "one-sample, uncertified at tick t" and does not proceed (a rollback still rolls
+        back). 0 turns it off; two-sample mode never runs it. Left out of :meth:`model_dump` when 0:
+        where settings are read back (``replay``, stored specs) a missing key means 0 (written before
+        the check existed); new input without it means 0.01.
+    runtime_check_proceed : bool
+        Allow a proceed after the run-time check has fired (default False: the gate extends instead).
+        Left out of :meth:`model_dump` when False.
     drivers_rule : {1, 2}
         How a fired family names its drivers (:mod:`deploysignal.detectors._drivers`): 2 (default since
         issue 25) names only signals whose own evidence supports the verdict; 1, the rule before it,
@@ -110,6 +121,8 @@ class GateSettings(BaseModel):
     rules: RuleSettings = Field(default_factory=RuleSettings)
     out_of_domain: Literal["reject", "missing"] = "reject"
     d_max_period: int = Field(48, ge=2, le=1440)
+    runtime_check: float = Field(0.01, ge=0.0, lt=1.0)
+    runtime_check_proceed: bool = False
     drivers_rule: int = Field(2, ge=1, le=2)
 
     @model_serializer(mode="wrap")
@@ -121,6 +134,10 @@ class GateSettings(BaseModel):
             del out["a_nuisance"]
         if out.get("d_max_period") == 24:  # likewise: the bank before issue 22 (written 24 is read back as 24)
             del out["d_max_period"]
+        if out.get("runtime_check") == 0:  # likewise: settings written before the run-time check (issue 22) keep their bytes
+            del out["runtime_check"]
+        if out.get("runtime_check_proceed") is False:
+            del out["runtime_check_proceed"]
         if out.get("drivers_rule") == 1:  # likewise: drivers named by the rule before issue 25
             del out["drivers_rule"]
         return out

@@ -183,6 +183,10 @@ def _monitor(stage: MonitorStage, base: Path, telemetry: str, compiled: dict[tup
             why = "; ".join(f"{e.family}: {e.reason}" for e in fired) or "gate verdict rollback"
             verdict, info = "rollback", {"tick": d.tick, "timestamp": d.timestamp, "reason": why}
             break
+    else:
+        rt = gate.runtime_status  # one-sample run-time model check (issue 22): a held proceed says why
+        if verdict != "proceed" and rt is not None and rt["fired_at"] >= 0:
+            info["reason"] = rt["status"]
     info["gate_verdict"] = verdict
     cols = {s: canary.values[:, i] for i, s in enumerate(canary.signals)}
     outcomes = evaluate_rules(stage.rules, {s: baseline.values[:, i] for i, s in enumerate(baseline.signals)}, cols)

@@ -39,7 +39,7 @@ from ..calibration import CompiledConfig, compile_baseline
 from ..sources import PrometheusPuller, PrometheusSource, PrometheusSplitSource, PromUnavailable, PullSpec, SecretPolicy
 from ..dashboard._routes import add_dashboard_routes
 from ..store import Conflict, IntegrationTables, NotFound, open_existing
-from ..gate import certification_status
+from ..gate import certification_status, runtime_certification
 from ..telemetry import Frame
 from ._admission import Busy, RateLimited, RateLimits, parse_limit
 from ._kayenta import kayenta_router
@@ -513,7 +513,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "integrity": None if (ic := manager.integrity.get(aid)) is None else ic.to_json(),
             "created": row.created,
             **({"poller": _poller_status(aid, row)} if row.spec.get("prometheus") else {}),
-            **(eng.verdict_extra() if isinstance(eng, SplitEngine) else {"certification": certification_status(eng.config, eng.settings)}),
+            **(eng.verdict_extra() if isinstance(eng, SplitEngine)
+               else {"certification": runtime_certification(certification_status(eng.config, eng.settings), eng.gate.runtime_status)}),
         }
 
     def _poller_status(aid: str, row: Any) -> dict[str, Any]:
@@ -593,7 +594,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         extra = {"prometheus": None if body.prometheus is None else body.prometheus.model_dump(), **({} if body.project is None else {"project": body.project})}
         spec = manager.create(aid, cfg_json, cfg.version_id, gs, extra, created := _now())
         out = {"id": aid, "baseline_version": cfg.version_id, "signals": list(cfg.names), "settings": _effective(spec["settings"]),
-               "certification": certification_status(cfg, manager.read(aid, lambda eng: eng.settings))}
+               "certification": manager.read(aid, lambda eng: runtime_certification(certification_status(cfg, eng.settings), eng.gate.runtime_status))}
         if body.prometheus is not None:
             _start_puller(aid, body.prometheus.model_dump(), created)
             out["warnings"] = warnings

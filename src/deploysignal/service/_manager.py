@@ -83,8 +83,9 @@ def _engine(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None = Non
     if spec.get("mode") == "split":
         return SplitEngine(cfg, with_legacy_label(spec["settings"]), snap, encoding=encoding)  # stored before ratio_label: 0.4.0's wording
     # stored specs hold the full settings dump; one without d_max_period was stored before issue 22 (family D ran 2..24),
+    # one without runtime_check before the run-time model check (it ran without it),
     # one without drivers_rule before issue 25 (drivers named by rule 1)
-    return AnalysisEngine(cfg, {"d_max_period": 24, "drivers_rule": 1, **spec["settings"]}, snap, encoding=encoding)
+    return AnalysisEngine(cfg, {"d_max_period": 24, "runtime_check": 0.0, "drivers_rule": 1, **spec["settings"]}, snap, encoding=encoding)
 
 
 def _header(eng: Engine, binding: int = 0, spec_sha256: str | None = None) -> dict[str, Any]:

@@ -949,11 +949,12 @@ class Gate:
     def _stop_check_at_decision(self, z: np.ndarray, stamps: np.ndarray, tiers: list[str], cells: np.ndarray, final: np.ndarray,
                                 texts: list[str]) -> list[str]:
         """The check stops at the tick the verdict became final (a decision made while the model held is
-        not undone by a later misfit): when, inside this batch, it fired after that tick, its state goes
-        back to the batch's start and it re-runs up to the decision; the later ticks' texts follow."""
+        not undone by a later misfit): when, inside this batch, ticks follow that tick, its state goes back
+        to the batch's start and it re-runs up to the decision (so its state, and a fire after the decision,
+        are those of tick-by-tick updates); the later ticks' texts follow."""
         snap, self._check_snapshot = self._check_snapshot, None
         done = np.flatnonzero(final)
-        if snap is None or done.size == 0 or self._check.fired_at[0] <= self._tick + int(done[0]):  # type: ignore[union-attr]
+        if snap is None or done.size == 0 or int(done[0]) == len(texts) - 1:
             return texts
         d = int(done[0])
         self._check.restore(snap)  # type: ignore[union-attr]

@@ -178,6 +178,12 @@ class FleetTick:
         Shards whose bets were frozen this tick.
     median : ndarray, shape (n_signals,)
         The fleet reference (cross-shard median) of this tick, unoriented.
+    innovations : ndarray, shape (n_shards, n_signals), optional
+        The oriented, prewhitened innovations :math:`u` the shards bet on this tick (NaN where a shard
+        did not bet: missing or frozen); what the pooled node e-processes
+        (:class:`~deploysignal.fleet.NodeEProcess`) bet on.
+    margin : ndarray, shape (n_shards, n_signals), optional
+        The tolerance :math:`\varepsilon'` the shards' bets carried this tick (innovation units).
     """
 
     tick: int
@@ -186,6 +192,8 @@ class FleetTick:
     residuals: np.ndarray
     frozen: np.ndarray
     median: np.ndarray
+    innovations: np.ndarray | None = None
+    margin: np.ndarray | None = None
 
 
 class FleetEProcess:
@@ -364,7 +372,8 @@ class FleetEProcess:
             self._log_off[far] = log_e[far]
         self._prev = np.where(np.isnan(r), 0.0, r)
         np.maximum(self._log_e_max, log_e, out=self._log_e_max)
-        out = FleetTick(self._tick, log_e.copy(), self._log_e_max.copy(), r, fz, self._median)
+        out = FleetTick(self._tick, log_e.copy(), self._log_e_max.copy(), r, fz, self._median,
+                        np.where(nobet, np.nan, u), np.broadcast_to(eps, u.shape))
         self._tick += 1
         return out
 

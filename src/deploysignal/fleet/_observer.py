@@ -11,15 +11,22 @@ Per tick the observer
 3. flags shards by e-BH at level ``q`` on the adjusted running maxima
    :math:`\\kappa M_{t,i}^{1-\\kappa}` (e-values for every t, see :mod:`deploysignal.fleet._fdr`), so
    a flag never drops and the FDR of everything ever flagged is :math:`\\le q` under any dependence;
-4. attributes flagged shards: a topology node at most ``max_hops`` above the shard with at least
+4. alarms shards and topology nodes (hosts, racks: ``alarm_levels``) by e-BH at level ``q`` over all of
+   them at once, a node on a pooled e-process of its members' mean innovation
+   (:mod:`deploysignal.fleet._hierarchy`), so a weak fault common to a rack is alarmed at the rack
+   before, or without, any of its shards;
+5. attributes flagged shards: a topology node at most ``max_hops`` above the shard with at least
    ``min_members`` flagged members and a flagged fraction >= ``min_fraction`` is named a node fault
    (the nearest such level wins); the rest are shard faults; a fired fleet-level e-process is a fleet
    event.
 
-Guarantees: shard flags - FDR <= q (adjusted e-BH, any dependence, any time); fleet-level alarm -
+Guarantees: shard flags - FDR <= q (adjusted e-BH, any dependence, any time); alarms (shards, hosts,
+racks together) - FDR <= q over the union, a false node alarm being a node none of whose shards is
+faulty (adjusted e-BH over every level, any dependence, any time); fleet-level alarm -
 Ville, :math:`P(\\text{ever fire}) \\le \\alpha_{fleet}` under the null that the standardised fleet
 median is conditionally symmetric about 0 (baseline stationarity of the fleet reference).
 Attribution is a descriptive grouping of the flagged set and carries no separate error guarantee.
+With the fleet-level alarm counted among the alarms, their FDR is at most ``q + alpha_fleet``.
 """
 
 from __future__ import annotations
@@ -33,9 +40,10 @@ from scipy.stats import norm
 
 from .._exceptions import InputError
 from ._common_mode import CommonMode, CommonModeEProcess
-from ._contract import Attribution, ClusterEvent, FleetObservation, NodeEvidence
+from ._contract import Attribution, ClusterEvent, FleetObservation, NodeAlarm, NodeEvidence
 from ._evidence import FleetEProcess, contamination_margin, group_log_e
 from ._fdr import adjust_running_max, ebh
+from ._hierarchy import NodeEProcess, hierarchical_ebh, hierarchy_nodes
 from ._topology import LEVELS, TopologySnapshot
 
 __all__ = ["FleetObserver", "ObserverSettings", "attribute"]
@@ -52,7 +60,9 @@ class ObserverSettings:
     FDR <= q) while up to that fraction of the fleet is off. 0 gives the exchangeable null only.
     center_delta : with per-shard baseline centers, the probability allowed for *any* center to be off
     by more than the tolerance the bets leave for it (Bonferroni over shards x signals of the
-    Gaussian quantile of ``center_se``).
+    Gaussian quantile of ``center_se``). alarm_levels : the topology levels whose nodes get their own
+    hypothesis in the hierarchical alarms (e-BH at ``q`` over shards and these nodes together); ``()``
+    alarms shards only.
     """
 
     q: float = 0.05
@@ -65,6 +75,7 @@ class ObserverSettings:
     lambdas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
     max_faulty_fraction: float = 0.10
     center_delta: float = 0.01
+    alarm_levels: tuple[str, ...] = ("host", "rack")
 
     def __post_init__(self) -> None:
         contamination_margin(self.max_faulty_fraction)  # validates
@@ -78,6 +89,9 @@ class ObserverSettings:
             raise InputError("min_members must be >= 2", column="min_members")
         if not 0 < self.min_fraction <= 1:
             raise InputError("min_fraction must lie in (0, 1]", column="min_fraction")
+        bad = [lv for lv in self.alarm_levels if lv not in LEVELS]
+        if bad:
+            raise InputError(f"unknown alarm level {bad[0]!r}; valid: {', '.join(LEVELS)}", column="alarm_levels")
 
 
 def attribute(
@@ -223,6 +237,8 @@ class FleetObserver:
             self._fleet_sign = np.array([-1.0 if d == "down" else 1.0 for d in self.shards.directions])
             self._fleet_both = np.array([d == "both" for d in self.shards.directions])
         self._flagged = np.zeros(self.n_shards, dtype=bool)
+        self._nodes = NodeEProcess(self.n_shards, hierarchy_nodes(topology, s.alarm_levels), self.shards._grid, s.clip)
+        self._alarm_first: dict[tuple[str, str], int] = {}
         self._fleet_fired = False
         self._events: list[ClusterEvent] = []
         self._tick = 0
@@ -270,6 +286,7 @@ class FleetObserver:
         s = self.settings
         frozen, active = self._frozen_mask(self._tick)
         out = self.shards.update(values, frozen=frozen)
+        self._nodes.update(out.innovations, out.margin)  # frozen or missing members do not bet (NaN innovations)
         fleet_log_e = 0.0
         if self._common is not None:
             # a fleet-wide freeze also freezes the fleet-level bets: the event explains the move
@@ -315,14 +332,34 @@ class FleetObserver:
                 mem = g == j
                 tops.append(NodeEvidence(level=lv, node=names[j], log_e=float(le[j]), members=int(mem.sum()),
                                          flagged=int((mem & self._flagged).sum())))
+        alarms, newly_alarmed = self._alarms(out.log_e_max, fleet_log_e, s)
         obs = FleetObservation(
             tick=self._tick, q=s.q, flagged=flagged_ids, newly_flagged=tuple(self._ids[new]),
             frozen=tuple(self._ids[frozen]) if 0 < frozen.sum() < 50 else (("*",) if frozen.all() else ()),
             fleet_log_e=fleet_log_e, fleet_fired=self._fleet_fired, attributions=tuple(attrs),
-            top_nodes=tuple(tops), active_events=tuple(active),
+            top_nodes=tuple(tops), active_events=tuple(active), alarms=alarms, newly_alarmed=newly_alarmed,
         )
         self._tick += 1
         return obs
+
+    def _alarms(self, shard_log_e_max: np.ndarray, fleet_log_e: float,
+                s: ObserverSettings) -> tuple[tuple[NodeAlarm, ...], tuple[str, ...]]:
+        """Hierarchical alarms of this tick (widest level first) and the ``level:node`` keys new at it."""
+        nodes = self._nodes.nodes
+        s_rej, n_rej, adj = hierarchical_ebh(shard_log_e_max, self._nodes.log_e_max, s.q, s.kappa)
+        cand: list[tuple[str, str, int, float]] = []
+        if self._fleet_fired:
+            cand.append(("fleet", "fleet", self.n_shards, fleet_log_e))
+        order = sorted(np.flatnonzero(n_rej), key=lambda k: -LEVELS.index(nodes[k][0]))
+        cand += [(nodes[k][0], nodes[k][1], int(nodes[k][2].size), float(adj[self.n_shards + k])) for k in order]
+        cand += [("shard", str(self._ids[i]), 1, float(adj[i])) for i in np.flatnonzero(s_rej)]
+        new = []
+        for lv, name, _, _ in cand:
+            if (lv, name) not in self._alarm_first:
+                self._alarm_first[lv, name] = self._tick
+                new.append(f"{lv}:{name}")
+        return (tuple(NodeAlarm(level=lv, node=name, members=m, log_e=le, first_tick=self._alarm_first[lv, name])
+                      for lv, name, m, le in cand), tuple(new))
 
     def run(self, values: Iterable[np.ndarray]) -> list[FleetObservation]:
         return [self.update(v) for v in values]

@@ -45,6 +45,7 @@ def test_deploy_created_through_the_service_freezes_exactly_its_shards(tmp_path,
     assert r.status_code == 201, r.text
     ev = r.json()["fleet_freeze"]["event"]
     assert ev["kind"] == "deploy" and ev["start_tick"] == 5 and ev["source"] == "analysis:dep1"
+    assert c.get("/v1/fleets/gpu", headers=W).json()["events"] == [ev]  # said before the next tick arrives
     # the deploying hosts move a lot, and so does one host outside the deploy
     moved = set(topo.members("host", "r001-h00")) | set(topo.members("host", "r002-h01"))
     outside = set(topo.members("host", "r003-h01"))

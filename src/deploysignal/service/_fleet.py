@@ -45,6 +45,10 @@ __all__ = ["FleetCreate", "FleetRegistry", "FleetScope", "FleetTicks", "fleet_ro
 
 FLEET_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _NODE = r"^[^\x00-\x1f]{1,256}$"
+#: largest magnitude of a fleet value: residuals are differences of values, and beyond this they overflow
+_MAX_ABS = 1e150
+#: most (shard, signal) pairs of one fleet observation (its state is ~ 100 bytes a pair, per level)
+_MAX_CELLS = 1_000_000
 
 
 class _Strict(BaseModel):
@@ -67,7 +71,7 @@ class FleetCreate(_Strict):
 
     id: str | None = Field(None, pattern=FLEET_ID)
     shards: list[ShardIn] = Field(min_length=3, max_length=100_000)
-    signals: list[str] = Field(min_length=1, max_length=256)
+    signals: list[Annotated[str, Field(pattern=_NODE)]] = Field(min_length=1, max_length=256)
     directions: list[Literal["up", "down", "both"]] | None = Field(None, description="per signal (default: both)")
     q: float = Field(0.05, gt=0, lt=1, description="FDR level of shard flags and of the alarms across levels")
     max_faulty_fraction: float = Field(0.10, ge=0, lt=0.5)
@@ -87,7 +91,7 @@ class FleetScope(_Strict):
 
     fleet: str = Field(pattern=FLEET_ID)
     scope_level: Literal["shard", "host", "nvlink", "rack", "switch", "zone"]
-    scope: list[str] = Field(min_length=1, max_length=100_000)
+    scope: list[Annotated[str, Field(pattern=_NODE)]] = Field(min_length=1, max_length=100_000)
     window: StrictInt = Field(ge=1, le=1_000_000, description="how many fleet ticks the deploy's freeze lasts")
 
 
@@ -133,8 +137,12 @@ class FleetRegistry:
             raise InputError("give both baseline_loc and baseline_scale, or neither", column="baseline_scale")
         for name in ("baseline_loc", "baseline_scale"):
             v = spec[name]
-            if v is not None and (len(v) != k or not all(math.isfinite(x) for x in v)):
-                raise InputError(f"{name} needs {k} finite numbers (one per signal)", column=name)
+            lo = 1.0 / _MAX_ABS if name == "baseline_scale" else -_MAX_ABS
+            if v is not None and (len(v) != k or not all(math.isfinite(x) and lo <= x <= _MAX_ABS for x in v)):
+                raise InputError(f"{name} needs {k} finite numbers (one per signal) in [{lo:g}, {_MAX_ABS:g}]", column=name)
+        if len(spec["shards"]) * k > _MAX_CELLS:
+            raise InputError(f"{len(spec['shards'])} shards x {k} signals: at most {_MAX_CELLS:,} (shard, signal) pairs per fleet observation "
+                             "(the observer keeps a bet state per pair)", column="shards")
         obs = _build(spec)  # validates the topology (duplicate shard ids) and the settings
         self.tables.create(fid, spec, created)
         with self._lock:
@@ -183,8 +191,9 @@ class FleetRegistry:
                     if len(vals) != k:
                         raise InputError(f"tick {n}: shard {sid!r} has {len(vals)} values for {k} signals", row=n, column=sid)
                     for j, v in enumerate(vals):
-                        if v is not None and not math.isfinite(v):
-                            raise InputError(f"tick {n}: shard {sid!r}, signal {live.spec['signals'][j]!r}: not a finite number", row=n, column=sid)
+                        if v is not None and not (math.isfinite(v) and abs(v) <= _MAX_ABS):
+                            raise InputError(f"tick {n}: shard {sid!r}, signal {live.spec['signals'][j]!r}: not a finite number within "
+                                             f"+-{_MAX_ABS:g} (differences of larger values overflow)", row=n, column=sid)
                     x[index[sid]] = [math.nan if v is None else v for v in vals]
                 arrays.append(x)
             first = live.n_ticks
@@ -215,9 +224,13 @@ class FleetRegistry:
         if missing:
             raise InputError(f"fleet {scope.fleet!r} has no {scope.scope_level} {missing[0]!r}", column="fleet.scope")
 
-    def add_event(self, fid: str, event: ClusterEvent) -> dict[str, Any]:
+    def add_event(self, fid: str, event: ClusterEvent | Callable[[int], ClusterEvent]) -> dict[str, Any]:
+        """Register ``event`` (or ``event(n_ticks)``, built under the fleet's lock, so that it can start at the
+        fleet's next tick whatever ticks arrive meanwhile)."""
         live = self._get(fid)
         with live.lock:
+            if not isinstance(event, ClusterEvent):
+                event = event(live.n_ticks)
             if event.scope_level in LEVELS or event.scope_level == "shard":
                 self.check_scope(FleetScope(fleet=fid, scope_level=event.scope_level, scope=list(event.scope), window=event.window))
             if event.start_tick < live.n_ticks:
@@ -229,17 +242,18 @@ class FleetRegistry:
 
     def freeze_for_deploy(self, scope: FleetScope, analysis_id: str) -> dict[str, Any]:
         """Register the ``deploy`` event of an analysis: its scope frozen from the fleet's next tick."""
-        live = self._get(scope.fleet)
-        ev = ClusterEvent(kind="deploy", start_tick=live.n_ticks, window=scope.window, scope_level=scope.scope_level,
-                          scope=tuple(scope.scope), source=f"analysis:{analysis_id}", note="deploy gate: analysis created through the service")
-        return self.add_event(scope.fleet, ev)
+        return self.add_event(scope.fleet, lambda n: ClusterEvent(
+            kind="deploy", start_tick=n, window=scope.window, scope_level=scope.scope_level, scope=tuple(scope.scope),
+            source=f"analysis:{analysis_id}", note="deploy gate: analysis created through the service"))
 
     def state(self, fid: str) -> dict[str, Any]:
         live = self._get(fid)
         with live.lock:
             last = None if live.last is None else json.loads(live.last)
             return {"id": fid, "n_ticks": live.n_ticks, "shards": len(live.spec["shards"]), "signals": live.spec["signals"],
-                    "q": live.spec["q"], "alarm_levels": live.spec["alarm_levels"], "observation": last}
+                    "q": live.spec["q"], "alarm_levels": live.spec["alarm_levels"], "observation": last,
+                    # events registered and not yet over (a freeze starting at the next tick shows here first)
+                    "events": [e.model_dump(mode="json") for e in live.observer._events if e.start_tick + e.window > live.n_ticks]}
 
 
 def _unscoped(p: Principal) -> None:

@@ -232,6 +232,10 @@ def demo(
               f" (fired: {r.final.fleet_fired})")
     for a in r.final.attributions:
         out.print(f"  {a.kind}: {a.level} {a.node} ({len(a.shards)} shard(s))")
+    nodes = [al for al in r.final.alarms if al.level != "shard"]
+    out.print(f"  alarms across levels (FDR q over shards, hosts, racks): {sum(al.level == 'shard' for al in r.final.alarms)} shard(s)"
+              + "".join(f"; {al.level} {al.node} since tick {r.truth['onset'] + al.first_tick}" for al in nodes[:8])
+              + (" ..." if len(nodes) > 8 else ""))
     out.print(f"  detected: {r.detected}; attribution correct: {r.attributed}; false flags: {r.false_flags}")
 
 

@@ -163,14 +163,20 @@ class NodeEProcess:
         self._grid_pos, self._grid_neg = np.maximum(g, 0.0), np.minimum(g, 0.0)
         self._has_neg = bool((g < 0).any())
         self.clip = float(clip)
-        a = np.zeros((len(nodes), self.n_shards))
-        for k, (_, _, mem) in enumerate(nodes):
-            a[k, mem] = 1.0
-        self._a = a
+        # membership as (node, shard) edges: one per shard per level, so memory and time grow with the fleet, not
+        # with nodes x shards
+        self._edge_node = np.concatenate([np.full(m.size, k, dtype=np.int64) for k, (_, _, m) in enumerate(nodes)] or [np.zeros(0, np.int64)])
+        self._edge_shard = np.concatenate([np.asarray(m, dtype=np.int64) for _, _, m in nodes] or [np.zeros(0, np.int64)])
         self._w = np.ones((len(nodes), g.shape[0], g.shape[1]))
         self._log_off = np.zeros(len(nodes))
         self.log_e = np.zeros(len(nodes))
         self.log_e_max = np.zeros(len(nodes))
+
+    def _sum(self, per_shard: np.ndarray) -> np.ndarray:
+        """Sum of (n_shards, n_signals) values over each node's members: (n_nodes, n_signals)."""
+        v = per_shard[self._edge_shard]
+        n = len(self.nodes)
+        return np.stack([np.bincount(self._edge_node, weights=v[:, j], minlength=n) for j in range(per_shard.shape[1])], axis=1)
 
     def update(self, innovations: np.ndarray, margin: np.ndarray) -> np.ndarray:
         """Feed one tick's shard innovations (n_shards, n_signals; NaN = did not bet) and their tolerance;
@@ -179,10 +185,10 @@ class NodeEProcess:
             return self.log_e.copy()
         u = np.asarray(innovations, dtype=float)
         ok = ~np.isnan(u)
-        cnt = self._a @ ok
+        cnt = self._sum(ok.astype(float))
         root = np.sqrt(np.maximum(cnt, 1.0))
-        z = (self._a @ np.where(ok, u, 0.0)) / root
-        eps = (self._a @ np.where(ok, np.asarray(margin, dtype=float), 0.0)) / root
+        z = self._sum(np.where(ok, u, 0.0)) / root
+        eps = self._sum(np.where(ok, np.asarray(margin, dtype=float), 0.0)) / root
         nobet = cnt == 0
         gp = np.where(nobet, 0.0, np.clip((z - eps) / self.clip, -1.0, 1.0))
         f = 1.0 + gp[:, :, None] * self._grid_pos[None]

@@ -10,6 +10,9 @@ which is printed alongside.
 Usage: ``PYTHONPATH=src python benchmarks/cli_start.py [--repeats N] [--json]`` (about a minute with the
 default 10 repeats: the setup simulates a scenario and compiles its baseline once). ``--importtime``
 prints, instead, the 15 slowest imports (cumulative, ``python -X importtime``) of one command.
+``--breakdown`` prints where the CPU time of ``gate``'s first tick goes: fresh processes each run the
+steps of the ``gate`` command in its order (:data:`PHASES`) and time each step's CPU; the median over
+``--repeats`` processes per step.
 """
 
 from __future__ import annotations
@@ -75,6 +78,49 @@ def measure(repeats: int) -> dict[str, object]:
             "results": rows}
 
 
+#: the steps of ``deploysignal gate CANARY -c CONFIG --json`` up to its first tick, in the order the command
+#: takes them; each is timed (CPU) in one child process by :data:`_PROBE`
+PHASES: dict[str, str] = {
+    "interpreter, numpy": "import numpy",
+    "numba import": "import numba",
+    "command line (typer, rich, the lazy group, cli._app)": "import typer, rich.console; from deploysignal.cli import _app as A",
+    "pydantic, the config model (calibration)": "import deploysignal.calibration",
+    "gate and detector modules (scipy.special)": "import deploysignal.gate, deploysignal.audit, deploysignal.sources",
+    "read config, settings, canary": "cfg = A.load_config(Path(CONFIG)); st = A._settings(0.05, 480, 'one-sample', False); can = A.load_stream(Path(CANARY), cfg, 'canary')",
+    "Gate(...)": "from deploysignal.gate import Gate; g = Gate(cfg, st)",
+    "numba target initialisation (imports scipy.linalg)": "from numba.core.registry import cpu_target; cpu_target.target_context.refresh()",
+    "first tick (loads the cached kernels)": "d = g.update(can.timestamps[0], can.values[0])",
+}
+_PROBE = """
+import resource, sys, time
+from pathlib import Path
+CONFIG, CANARY = sys.argv[1], sys.argv[2]
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+out = []
+{body}
+print(" ".join(map(repr, out)))
+"""
+
+
+def breakdown(repeats: int) -> dict[str, float]:
+    """Median CPU seconds of each of :data:`PHASES` over ``repeats`` fresh processes (the first step
+    includes the interpreter's own start)."""
+    body = "t = 0.0\n" + "".join(f"{code}\nout.append(cpu() - t); t = cpu()\n" for code in PHASES.values())
+    probe = _PROBE.format(body=body)
+    with tempfile.TemporaryDirectory(prefix="deploysignal-cli-start-") as tmp:
+        work = Path(tmp)
+        args = _setup(work)
+        subprocess.run([*CLI, *args], cwd=work, env=ENV, capture_output=True, check=False)  # warm-up: numba's cache
+        runs = []
+        for _ in range(repeats):
+            proc = subprocess.run([sys.executable, "-c", probe, args[3], args[1]], cwd=work, env=ENV, capture_output=True, text=True, check=True)
+            runs.append([float(x) for x in proc.stdout.split()])
+    med = np.median(np.array(runs), axis=0)
+    return {label: round(float(v), 3) for label, v in zip(PHASES, med)}
+
+
 def importtime(args: list[str]) -> list[tuple[int, str]]:
     """The 15 slowest imports (cumulative microseconds, module) of ``deploysignal ARGS``."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "deploysignal", *args], env=ENV, capture_output=True, text=True, check=False)
@@ -91,7 +137,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--importtime", nargs=argparse.REMAINDER, help="deploysignal arguments whose imports to list (e.g. --importtime --version)")
+    ap.add_argument("--breakdown", action="store_true", help="CPU per step of gate's first tick (median over --repeats processes)")
     ns = ap.parse_args()
+    if ns.breakdown:
+        parts = breakdown(ns.repeats)
+        for label, sec in parts.items():
+            print(f"{sec:7.3f} s  {label}")
+        print(f"{sum(parts.values()):7.3f} s  total (sum of the medians)")
+        return
     if ns.importtime is not None:
         for cum, name in importtime(ns.importtime or ["--version"]):
             print(f"{cum / 1000:9.1f} ms  {name}")

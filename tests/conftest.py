@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
         return
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        null = params.get("null_run", params.get("two_sample_null"))  # the two-sample run shares its null's
+        null = params.get("null_run", params.get("two_sample_null", params.get("null_variants")))  # these share their null's
         if "montecarlo" in item.nodeid.split("/") and null is not None:
             item.add_marker(pytest.mark.xdist_group(f"null-{null}"))
         elif "quick_report" in getattr(item, "fixturenames", ()):  # one `eval --quick` run, not one per worker

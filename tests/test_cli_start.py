@@ -27,7 +27,7 @@ import sys
 from deploysignal.cli import main
 sys.argv = ["deploysignal", *{args!r}]
 try:
-    main()
+    main()  # a library call: raises SystemExit, the process lives on to list its modules
 except SystemExit:
     pass
 sys.stdout.write("\\nLOADED " + " ".join(sorted(m for m in {heavy!r} if m in sys.modules)) + "\\n")
@@ -64,6 +64,51 @@ def test_gate_on_a_compiled_config_imports_neither_the_compiler_nor_the_service(
     out, _, tail = proc.stdout.rpartition("\nLOADED ")
     assert json.loads(out.strip().splitlines()[-1])["ticks"] == 2, proc.stderr  # the gate ran
     assert set(tail.split()) == set(), f"gate imported {tail}"
+
+
+def _sixty_ticks(tmp_path, cfg, sim):
+    """config.json and a 60-tick canary.csv in ``tmp_path``; the environment that runs this tree's code."""
+    from deploysignal.sources import write_csv
+
+    (tmp_path / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+    write_csv(sim.canary, tmp_path / "full.csv")
+    lines = (tmp_path / "full.csv").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "canary.csv").write_text("\n".join(lines[:61]) + "\n", encoding="utf-8")
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+
+
+def test_gate_ends_without_the_interpreter_teardown_and_loses_nothing(tmp_path, cfg_healthy, sim_healthy):
+    """`deploysignal gate` ends with os._exit after flushing (cli/_main.py): stdout, stderr, the exit code and
+    the audit file are complete (the chain verifies, the records replay); an atexit handler of the run does
+    not run, which shows the teardown was skipped (the check can fail: without the fast exit it runs)."""
+    env = _sixty_ticks(tmp_path, cfg_healthy, sim_healthy)
+    code = ("import atexit, sys\nfrom deploysignal.cli import console_main\natexit.register(lambda: sys.stderr.write('TEARDOWN\\n'))\n"
+            "sys.argv = ['deploysignal', *sys.argv[1:]]\nconsole_main()\n")
+    args = ["gate", "canary.csv", "-c", "config.json", "--json", "--audit", "a.jsonl"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600, check=False)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == {"proceed": 0, "extend": 3, "rollback": 4}[summary["verdict"]] and summary["ticks"] == 60
+    assert "warning: one-sample, uncertified" in proc.stderr and "TEARDOWN" not in proc.stderr
+    r = CliRunner().invoke(app, ["replay", str(tmp_path / "canary.csv"), "-c", str(tmp_path / "config.json"), "--audit", str(tmp_path / "a.jsonl")])
+    assert r.exit_code == 0 and "hash chain intact" in r.output, r.output
+    # a bad input ends the ordinary way (its message printed, exit 2)
+    proc = subprocess.run([sys.executable, "-c", code, "gate", "nope.csv", "-c", "config.json"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=600, check=False)
+    assert proc.returncode == 2 and "nope.csv" in proc.stderr and "TEARDOWN" in proc.stderr
+
+
+def test_a_library_call_of_main_raises_systemexit_with_the_verdict_code(tmp_path, cfg_healthy, sim_healthy):
+    """`deploysignal.cli.main([...])` is a library call: after `gate` it raises SystemExit with the verdict's
+    exit code (the caller catches it and lives on); only the console script (console_main) ends the process."""
+    env = _sixty_ticks(tmp_path, cfg_healthy, sim_healthy)
+    code = ("import json, sys\nfrom deploysignal.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    sys.stdout.write('\\nCAUGHT ' + json.dumps(exc.code) + '\\n')\n")
+    args = ["gate", "canary.csv", "-c", "config.json", "--json", "--audit", "a.jsonl"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600, check=False)
+    out, _, tail = proc.stdout.rpartition("\nCAUGHT ")
+    assert tail, proc.stderr  # the caller caught SystemExit: the process was not ended under it
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert json.loads(tail) == {"proceed": 0, "extend": 3, "rollback": 4}[summary["verdict"]] and proc.returncode == 0
 
 
 def test_root_table_lists_exactly_the_commands_of_the_full_application():

@@ -7,7 +7,8 @@ values, mapping inputs with an absent signal and two interleaved cohorts. The li
 ticks in batches; this test feeds the same ticks in uneven batches and compares every record: strings,
 booleans, integers and ``None`` exactly, floats to 1e-12 (family D's components are summed in another
 order since 0.3.0, a difference of a few 1e-15). Regenerate only from c22f489: ``capture(batches=None)``.
-Family A runs 0.4.0's nuisance treatment (``a_nuisance="learned"``), the one c22f489 had.
+Family A runs 0.4.0's nuisance treatment (``a_nuisance="learned"``), the one c22f489 had, and the
+families name their drivers by rule 1 (``drivers_rule=1``, the rule before issue 25).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def capture(batches: list[int] | None = BATCHES) -> dict[str, Any]:
     for scenario, mode, seed in CASES:
         sim = simulate(scenario, seed=seed)
         cfg = compile_baseline(sim.baseline, seed=seed, robust_covariance=False)
-        gate = Gate(cfg, GateSettings(mode=mode, window=120, a_nuisance="learned", d_max_period=24))
+        gate = Gate(cfg, GateSettings(mode=mode, window=120, a_nuisance="learned", d_max_period=24, drivers_rule=1))
         can = sim.canary.values.copy()
         can[np.random.default_rng(9).random(can.shape) < 0.04] = np.nan
         ts = sim.canary.timestamps

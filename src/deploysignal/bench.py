@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from .calibration import compile_baseline, level_neighbour
 from .detectors import FamilyA
@@ -126,17 +127,66 @@ def bench_gate(ticks: int = 5000, seed: int = 0, warmup: int = 200, floor_repeat
     return {"signals": len(cfg.signals), "results": results, "floor": floor}
 
 
+def _laps(fn: Any, n: int, warmup: int) -> dict[str, float]:
+    """``fn(t)`` for ``t`` in ``range(n)``: median and p99 wall time of the calls after ``warmup`` and their
+    mean CPU time (``time.process_time``), microseconds."""
+    laps = np.empty(n - warmup)
+    cpu = 0.0
+    for t in range(n):
+        c0, t0 = time.process_time(), time.perf_counter_ns()
+        fn(t)
+        t1, c1 = time.perf_counter_ns(), time.process_time()
+        if t >= warmup:
+            laps[t - warmup] = t1 - t0
+            cpu += c1 - c0
+    return {"median_us": float(np.median(laps) / 1e3), "p99_us": float(np.percentile(laps, 99) / 1e3),
+            "cpu_us": cpu / (n - warmup) * 1e6, "ticks": n - warmup}
+
+
+@njit(cache=True)
+def _empty_step(plan: Any, grid: Any, slots: Any, ell: Any, acc: Any, fv: Any, cnt: Any, pk: Any, pix: Any, t0: int, t1: int, out: Any) -> int:
+    """Nothing, with :func:`~deploysignal.split._step.gate_run`'s arguments: the cost of the call itself."""
+    return t1 - t0
+
+
+def _split_floor(gate: Any, data: Any, repeats: int = 20000) -> dict[str, float]:
+    """What any Python-called split step costs at least: one call of a compiled function that takes
+    :func:`~deploysignal.split._step.gate_run`'s 12 arguments and does nothing (numba's dispatch:
+    type checks and unboxing), and ``gate_run``'s arithmetic per tick (all ticks in one call: no
+    per-tick dispatch), both CPU time, microseconds."""
+    from .split._step import gate_run, packed
+
+    st = gate._step  # noqa: SLF001 - the gate's compiled step, timed on its own
+    pk, pix, _, _ = packed(data, st.names, st.n_events)
+    out = np.empty((st.plan.shape[0], 4, data.n_ticks), dtype=bool)
+    args = (st.plan, st.grid, st.slots, st.ell, st.acc, st.fv, st.cnt, pk, pix)
+    _empty_step(*args, 0, 1, out)
+    c0 = time.process_time()
+    for _ in range(repeats):
+        _empty_step(*args, 0, 1, out)
+    dispatch = (time.process_time() - c0) / repeats * 1e6
+    c0 = time.process_time()
+    gate_run(*args, 0, data.n_ticks, out)
+    return {"dispatch_us": dispatch, "arithmetic_us": (time.process_time() - c0) / data.n_ticks * 1e6}
+
+
 def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets: int = 20, warmup: int = 20) -> dict[str, Any]:
     """Per-tick cost of the split gate for ``n_metrics`` continuous metrics x ``n_buckets`` buckets x 2
     arms (5,000 units per tick, 5% canary; bucket counts drawn multinomially from one seeded generator):
 
-    * ``update``: :meth:`SplitGate.update` on one parsed tick (every family's evidence record built),
-      the live path once a tick's counts are blocks;
-    * ``parse+update``: the same from the tick's JSON dict (:meth:`SplitTick.from_dict`,
-      :func:`ticks_to_data`, then ``update``), what the service's ingest of one split tick runs;
+    * ``update``: :meth:`SplitGate.update` on tick ``t`` of the parsed run (``update(data, t)``, as the
+      CLI and the service feed it, no cut built): one compiled call for every family and the verdict; the
+      decision is dropped, so its evidence records are never built. No shipped path runs this: it is
+      what a library caller that reads only verdicts pays;
+    * ``update+records``: the same with the tick's audit records built (every family's e-value,
+      effect and confidence sequence, formatted): the per-tick cost of the CLI's audit path and of the
+      service once a batch is parsed (both build the records every tick);
+    * ``parse+update``: from the tick's JSON dict (:meth:`SplitTick.from_dict`, :func:`ticks_to_data`,
+      packing, then ``update``), what the service's ingest of one split tick runs before its records;
     * ``run_batch``: :meth:`SplitGate.run_batch` over all ticks, total time / ticks (throughput).
 
-    Medians and p99 over ``ticks`` timed ticks (after ``warmup``), ``time.perf_counter_ns``.
+    Medians and p99 of wall time (``time.perf_counter_ns``) over ``ticks`` timed ticks after ``warmup``,
+    and mean CPU time per tick (``cpu_us``); under ``"floor"`` :func:`_split_floor`.
     """
     from .split import MetricSpec, SplitGate, SplitSettings, SplitTick, ticks_to_data
 
@@ -154,26 +204,18 @@ def bench_split(ticks: int = 2000, seed: int = 0, n_metrics: int = 12, n_buckets
         dicts.append({"timestamp": 1_796_637_600.0 + 60.0 * t, "arms": arms, "tier": None})
     settings = SplitSettings(window=10**9, max_extensions=0)
     data = ticks_to_data([SplitTick.from_dict(d) for d in dicts], specs)
-    one = [data.ticks(t, t + 1) for t in range(n)]
-    out = []
-    for path in ("update", "parse+update"):
-        gate = SplitGate(specs, settings)
-        laps = np.empty(ticks)
-        for t in range(n):
-            if path == "update":
-                t0 = time.perf_counter_ns()
-                gate.update(one[t])
-            else:
-                t0 = time.perf_counter_ns()
-                gate.update(ticks_to_data([SplitTick.from_dict(dicts[t])], specs))
-            if t >= warmup:
-                laps[t - warmup] = time.perf_counter_ns() - t0
-        out.append({"path": path, "median_us": float(np.median(laps) / 1e3), "p99_us": float(np.percentile(laps, 99) / 1e3), "ticks": ticks})
-    batch = []
+    paths = {  # tick t of the parsed run, as the CLI and the service feed it
+        "update": lambda g: (lambda t: g.update(data, t)),
+        "update+records": lambda g: (lambda t: g.update(data, t).records()),
+        "parse+update": lambda g: (lambda t: g.update(ticks_to_data([SplitTick.from_dict(dicts[t])], specs))),
+    }
+    out = [{"path": path, **_laps(make(SplitGate(specs, settings)), n, warmup)} for path, make in paths.items()]
+    batch, cpu = [], []
     for _ in range(5):
         gate = SplitGate(specs, settings)
-        t0 = time.perf_counter_ns()
+        c0, t0 = time.process_time(), time.perf_counter_ns()
         gate.run_batch(data)
         batch.append((time.perf_counter_ns() - t0) / n / 1e3)
-    out.append({"path": "run_batch", "median_us": float(np.median(batch)), "p99_us": float(max(batch)), "ticks": n})
-    return {"metrics": n_metrics, "buckets": n_buckets, "arms": 2, "results": out}
+        cpu.append((time.process_time() - c0) / n * 1e6)
+    out.append({"path": "run_batch", "median_us": float(np.median(batch)), "p99_us": float(max(batch)), "cpu_us": float(np.median(cpu)), "ticks": n})
+    return {"metrics": n_metrics, "buckets": n_buckets, "arms": 2, "results": out, "floor": _split_floor(SplitGate(specs, settings), data)}

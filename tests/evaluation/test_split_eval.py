@@ -217,10 +217,12 @@ def test_bench_cli_prints_the_split_section() -> None:
     assert r.exit_code == 0, r.output
     sp = json.loads(r.output.splitlines()[-1])["split"]
     assert (sp["metrics"], sp["buckets"], sp["arms"]) == (12, 20, 2)
-    assert {x["path"] for x in sp["results"]} == {"update", "parse+update", "run_batch"}
-    assert all(x["median_us"] > 0 and x["p99_us"] >= x["median_us"] for x in sp["results"])
-    r = runner.invoke(app, ["bench", "--ticks", "100", "--split-ticks", "30"])
-    assert r.exit_code == 0 and "parse+update" in r.output  # the split table (its title wraps in a narrow terminal)
+    assert {x["path"] for x in sp["results"]} == {"update", "update+records", "parse+update", "run_batch"}
+    assert all(x["median_us"] > 0 and x["p99_us"] >= x["median_us"] and x["cpu_us"] >= 0 for x in sp["results"])
+    assert sp["floor"]["dispatch_us"] > 0 and sp["floor"]["arithmetic_us"] > 0
+    r = runner.invoke(app, ["bench", "--split-only", "--split-ticks", "30"])
+    assert r.exit_code == 0 and "parse+update" in r.output and "split floor" in r.output  # the split table (its title wraps in a narrow terminal)
+    assert "kernel floor" not in r.output  # --split-only: no one- / two-sample tables
 
 
 def test_demo_split_matches_truth() -> None:

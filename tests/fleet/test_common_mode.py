@@ -231,7 +231,10 @@ def test_weak_load_is_refused_not_misfitted(name, amp, jump, sd, seed):
 
 @pytest.mark.parametrize("name,amp,jump,sd,seed", [
     ("unequal noise, window inside the baseline's load range", 2.0, 0.0, (0.1, 0.1, 0.1, 1.0), 2223),
-    ("unequal noise, window 5x the amplitude outside the range", 2.0, 10.0, (0.1, 0.1, 0.1, 1.0), 2224),
+    # ~53 s of one CI worker: extended (CI keeps the inside-range case, same code path and the same
+    # never-silent assertion; docs/testing.md)
+    pytest.param("unequal noise, window 5x the amplitude outside the range", 2.0, 10.0, (0.1, 0.1, 0.1, 1.0), 2224,
+                 marks=pytest.mark.extended),
 ])
 def test_unequal_noise_fleet_events_are_within_alpha_or_flagged(name, amp, jump, sd, seed):
     """Identified loadings under unequal fleet-wide noise (principal components are biased towards the

@@ -49,6 +49,8 @@ class MCResult:
     """With ``track_proceed``: (P, channels) did family A's early-proceed test of the channel reject
     'harm >= tau' at any tick; ``proceed_channels`` names the channels."""
     proceed_channels: tuple[str, ...] = ()
+    variants: dict[str, MCResult] | None = None
+    """With ``variants``: one result per named :class:`Variant`, run on the same compiled baselines."""
 
     def fired(self, family: str) -> np.ndarray:
         """Did the family fire at any tick of the horizon (regardless of the gate's verdict)?"""
@@ -57,6 +59,37 @@ class MCResult:
     @property
     def rollback(self) -> np.ndarray:
         return self.verdicts == 3
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A further gate run on the paths of one :func:`run_mc`: its own ``settings``, ``regression`` applied
+    to the same canary noise, the first ``ticks`` ticks of the canary (and control) streams, one- or
+    two-sample (``settings.mode`` is set from ``two_sample``), and ``track_proceed`` as in :func:`run_mc`."""
+
+    settings: GateSettings
+    regression: Regression | None
+    ticks: int
+    two_sample: bool
+    track_proceed: bool = False
+
+
+def _run_gate(cfgs, settings: GateSettings, ts: np.ndarray, canary: np.ndarray, control, track: bool):
+    """One batch gate run; with ``track``: also (P, channels) of family A's early-proceed rejections."""
+    gate = Gate(cfgs, settings)
+    ever, channels = None, ()
+    if track:
+        fam_a = gate._families["A"]
+        ever, step = np.zeros((canary.shape[0], len(fam_a.channel_names())), dtype=bool), fam_a.step
+
+        def tracked(*args, _step=step, _fam=fam_a, _ever=ever):
+            out = _step(*args)
+            _ever |= _fam.harm_excluded()
+            return out
+
+        fam_a.step = tracked
+        channels = fam_a.channel_names()
+    return gate.run_batch(ts, canary, control), ever, channels
 
 
 def run_mc(
@@ -72,6 +105,7 @@ def run_mc(
     common_shock: float = 0.0,
     also_two_sample: bool = False,
     track_proceed: bool = False,
+    variants: dict[str, Variant] | None = None,
 ) -> MCResult:
     """Each path: its own baseline (BASELINE ticks) and canary (and control) from ``noise``.
 
@@ -80,20 +114,30 @@ def run_mc(
     (each of the two results is a valid Monte Carlo on its own; they are not independent of each other).
     ``track_proceed``: also record, per path and family-A channel, whether its early-proceed test ever
     rejected (read after every tick).
+    ``variants``: also run each named :class:`Variant` on the same compiled baselines, canary noise (its
+    own regression applied) and control streams (the first ``ticks`` of them), returned in
+    ``result.variants``. Each is a valid Monte Carlo on its own (every path still has its own baseline,
+    canary and control), but they are not independent of each other or of the main result: they share
+    the noise, so their errors are correlated; one compile per path serves them all.
     """
+    variants = variants or {}
+    if any(v.ticks > canary_ticks for v in variants.values()):
+        raise ValueError(f"a variant has more ticks than the canary's {canary_ticks}")
     rng = np.random.default_rng(seed)
-    outs, outs_two, harm, channels = [], [], [], ()
+    outs, outs_two = [], []
+    v_outs: dict[str, list] = {n: [] for n in variants}
+    two = settings.mode == "two-sample" or also_two_sample or any(v.two_sample for v in variants.values())
     with ProcessPoolExecutor(WORKERS) as pool:
         for start in range(0, paths, chunk):
             p = min(chunk, paths - start)
-            two = settings.mode == "two-sample" or also_two_sample
             ts, vals = simulate_streams(rng, p * (2 if two else 1), baseline + canary_ticks, noise=noise, signals=SIGNALS)
             base_ts, can_ts = ts[:baseline], ts[baseline:]
             seeds = rng.integers(2**31 - 1, size=p)
             jobs = [(base_ts, vals[i, :baseline], int(seeds[i]), prewhiten) for i in range(p)]
             cfgs = list(pool.map(_compile, jobs, chunksize=25))
-            canary = _apply(vals[:p, baseline:], SIGNALS, regression)
+            noise_c = vals[:p, baseline:]
             control = vals[p:, baseline:] if two else None
+            shock = 0.0
             if common_shock > 0:  # a shared load process hitting canary and control alike (not the baseline)
                 sd = np.array([_PROFILE[s][1] for s in SIGNALS])
                 e = rng.standard_normal((p, canary_ticks))
@@ -102,31 +146,28 @@ def run_mc(
                 for t in range(1, canary_ticks):
                     load[:, t] = 0.95 * load[:, t - 1] + np.sqrt(1 - 0.95**2) * e[:, t]
                 shock = common_shock * load[:, :, None] * sd
-                canary = canary + shock
                 control = None if control is None else control + shock
+            canary = _apply(noise_c, SIGNALS, regression) + shock
+            for name, v in variants.items():
+                v_settings = v.settings.model_copy(update={"mode": "two-sample" if v.two_sample else "one-sample"})
+                v_canary = _apply(noise_c, SIGNALS, v.regression) + shock
+                v_control = control[:, : v.ticks] if v.two_sample else None
+                v_outs[name].append(_run_gate(cfgs, v_settings, can_ts[: v.ticks], v_canary[:, : v.ticks], v_control, v.track_proceed))
             if also_two_sample:
                 two_settings = settings.model_copy(update={"mode": "two-sample"})
                 outs_two.append(Gate(cfgs, two_settings).run_batch(can_ts, canary, control))
-                control = None
-            gate = Gate(cfgs, settings)
-            if track_proceed:
-                fam_a, ever = gate._families["A"], np.zeros((p, len(gate._families["A"].channel_names())), dtype=bool)
-                step = fam_a.step
+            outs.append(_run_gate(cfgs, settings, can_ts, canary, control if settings.mode == "two-sample" else None, track_proceed))
+    merged = _merge_runs(outs, track_proceed, _merge(outs_two) if outs_two else None)
+    if variants:
+        merged.variants = {name: _merge_runs(v_outs[name], v.track_proceed) for name, v in variants.items()}
+    return merged
 
-                def tracked(*args, _step=step, _fam=fam_a, _ever=ever):
-                    out = _step(*args)
-                    _ever |= _fam.harm_excluded()
-                    return out
 
-                fam_a.step = tracked
-                channels = fam_a.channel_names()
-            res = gate.run_batch(can_ts, canary, control)
-            outs.append(res)
-            if track_proceed:
-                harm.append(ever)
-    merged = _merge(outs, _merge(outs_two) if outs_two else None)
-    if track_proceed:
-        merged.harm_excluded, merged.proceed_channels = np.concatenate(harm), channels
+def _merge_runs(runs: list, track: bool, two_sample: MCResult | None = None) -> MCResult:
+    """:func:`_merge` of :func:`_run_gate` chunks, with family A's early-proceed rejections when tracked."""
+    merged = _merge([r[0] for r in runs], two_sample)
+    if track:
+        merged.harm_excluded, merged.proceed_channels = np.concatenate([r[1] for r in runs]), runs[0][2]
     return merged
 
 

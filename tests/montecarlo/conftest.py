@@ -32,7 +32,12 @@ def null_result(name: str):
     """The MCResult of one null, simulated once per session (and worker)."""
     if name not in _CACHE:
         seed = 1000 + list(NULLS).index(name)
-        _CACHE[name] = run_mc(seed, PATHS, HORIZON, NULLS[name], GateSettings(), also_two_sample=name == TWO_SAMPLE_NULL)
+        variants = None
+        if name == TWO_SAMPLE_NULL:  # the early-proceed boundary checks, on the same compiled baselines
+            from .test_validity_proceed import boundary_variants
+
+            variants = boundary_variants(NULLS[name])
+        _CACHE[name] = run_mc(seed, PATHS, HORIZON, NULLS[name], GateSettings(), also_two_sample=name == TWO_SAMPLE_NULL, variants=variants)
     return _CACHE[name]
 
 
@@ -48,3 +53,11 @@ def two_sample_null(request):
     own baseline and canary (those of the one-sample null run) and an independent control stream.
     (Parametrised by the null's name so that the run shares that null's xdist group.)"""
     return null_result(request.param).two_sample
+
+
+@pytest.fixture(scope="session", params=[TWO_SAMPLE_NULL])
+def null_variants(request):
+    """The gate variants run on the AR(1) 0.85 + diurnal null's compiled baselines, canary noise and
+    control streams (``boundary_variants`` in test_validity_proceed.py), by name. (Parametrised by the
+    null's name so that the run shares that null's xdist group.)"""
+    return null_result(request.param).variants

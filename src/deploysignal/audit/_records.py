@@ -136,7 +136,8 @@ def replay(config: CompiledConfig, canary: Frame, lines: list[str], header: dict
     try:
         # a header written before family A's nuisance band (0.5.0) names no a_nuisance: it ran 'learned';
         # one written before issue 22 names no d_max_period: family D's bank ran periods 2..24
-        settings = GateSettings.model_validate({"a_nuisance": "learned", "d_max_period": 24, **header["settings"]})
+        # and one written before issue 25 names no drivers_rule: drivers were the largest three (rule 1)
+        settings = GateSettings.model_validate({"a_nuisance": "learned", "d_max_period": 24, "drivers_rule": 1, **header["settings"]})
     except Exception as exc:  # pydantic ValidationError or KeyError
         raise ReplayMismatch(f"audit header settings unusable: {exc}", line=1) from None
     return compare_lines(_replayed_lines(config, settings, canary, control), lines, header)

@@ -14,6 +14,8 @@ from .. import __version__
 from .._exceptions import InputError
 from ..telemetry import Frame, check_domain, signal_domains
 from ._certificate import uncertified
+from ._columns import lag1_coefficients, mad_scales, nanstd_columns
+from ._content_id import content_id
 from ._config import SCHEMA_VERSION, Cell, CompiledConfig, CovarianceBlock, SignalMeta
 from ._families import family_extras
 from ._model_check import model_check
@@ -101,21 +103,14 @@ def _nanmedian_cols(x: np.ndarray) -> np.ndarray:
         return np.nanmedian(x, axis=0)
 
 
-def _cell_stats(x: np.ndarray, cell_rows: list[np.ndarray], use_mean: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per cell (rows ``cell_rows[c]`` of ``x``): location as :func:`_location_cols` (``None``: skip),
-    NaN-ignoring sum and count of values, for all cells at once.
-
-    Cells of similar size are stacked into one NaN-padded array (buckets by size, so the global cell
-    does not pad the hour cells); sorting puts NaN last, so the median of a column is read off at its
-    own count. The sums add rows in order as ``np.nansum(x[rows], axis=0)`` does, and the medians are
-    the same order statistics as ``np.median``, so the results equal the per-cell calls.
-    """
-    n_cells, k = len(cell_rows), x.shape[1]
-    loc = np.full((n_cells, k), np.nan)
-    tot = np.zeros((n_cells, k))
-    cnt = np.zeros((n_cells, k))
+def _cell_layout(cell_rows: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Buckets of cells of similar size for :func:`_cell_stats` (the global cell does not pad the hour
+    cells): per bucket the cell indices, their rows as one (cells, width) index array (padding: row 0)
+    and the (cells, width, 1) mask of real rows. Computed once per compile and shared by its calls."""
+    n_cells = len(cell_rows)
     sizes = np.array([r.size for r in cell_rows])
     order = np.argsort(sizes, kind="stable")
+    layout = []
     start = 0
     while start < n_cells:
         stop = start + 1
@@ -126,28 +121,41 @@ def _cell_stats(x: np.ndarray, cell_rows: list[np.ndarray], use_mean: np.ndarray
         idx = np.full((group.size, width), -1)
         for g, c in enumerate(group):
             idx[g, : sizes[c]] = cell_rows[c]
-        pad = np.where((idx >= 0)[..., None], x[np.maximum(idx, 0)], np.nan)  # (cells, width, k)
+        layout.append((group, np.maximum(idx, 0), (idx >= 0)[..., None]))
+        start = stop
+    return layout
+
+
+def _cell_stats(x: np.ndarray, layout: list[tuple[np.ndarray, np.ndarray, np.ndarray]], use_mean: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell (the rows of each cell of ``layout``, :func:`_cell_layout`, of ``x``): location as
+    :func:`_location_cols` (``None``: skip), NaN-ignoring sum and count of values, for all cells at once.
+
+    Cells of similar size are stacked into one NaN-padded array; sorting puts NaN last, so the median
+    of a column is read off at its own count. The sums add rows in order as ``np.nansum(x[rows], axis=0)``
+    does, and the medians are the same order statistics as ``np.median``, so the results equal the
+    per-cell calls.
+    """
+    n_cells, k = sum(g.size for g, _r, _m in layout), x.shape[1]
+    loc = np.full((n_cells, k), np.nan)
+    tot = np.zeros((n_cells, k))
+    cnt = np.zeros((n_cells, k))
+    for group, rows, real in layout:
+        width = rows.shape[1]
+        pad = np.where(real, x[rows], np.nan)  # (cells, width, k)
         present = ~np.isnan(pad)
         n_ok = present.sum(axis=1)
         cnt[group] = n_ok
         tot[group] = np.where(present, pad, 0.0).sum(axis=1)
         if use_mean is not None and width > 0:
-            srt = np.sort(pad, axis=1)
-            lo = np.take_along_axis(srt, np.maximum((n_ok - 1) // 2, 0)[:, None, :], axis=1)[:, 0]
-            hi = np.take_along_axis(srt, np.maximum(n_ok // 2, 0)[:, None, :], axis=1)[:, 0]
+            srt = np.ascontiguousarray(pad.transpose(0, 2, 1))  # (cells, k, width): each sort runs on contiguous memory
+            srt.sort(axis=2)
+            lo = np.take_along_axis(srt, np.maximum((n_ok - 1) // 2, 0)[:, :, None], axis=2)[:, :, 0]
+            hi = np.take_along_axis(srt, np.maximum(n_ok // 2, 0)[:, :, None], axis=2)[:, :, 0]
             med = np.where(n_ok > 0, (lo + hi) / 2.0, np.nan)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = tot[group] / n_ok
             loc[group] = np.where(use_mean, np.where(n_ok > 0, mean, np.nan), med)
-        start = stop
     return loc, tot, cnt
-
-
-def _mad_scale(x: np.ndarray) -> float:
-    x = x[~np.isnan(x)]
-    if x.size < 2:
-        return 0.0
-    return float(1.482602218505602 * np.median(np.abs(x - np.median(x))))
 
 
 def _pool(
@@ -388,8 +396,9 @@ def compile_baseline(
     raw_loc = np.empty((n_cells, k))
     cnt = np.zeros((n_cells, k))
     cell_rows = [rows for _k, _lv, rows in cells_meta]
-    loc_x, _sum, cnt = _cell_stats(x, cell_rows, use_mean)
-    loc_raw, _sum, _cnt = _cell_stats(frame.values, cell_rows, use_mean)
+    layout = _cell_layout(cell_rows)
+    loc_x, _sum, cnt = _cell_stats(x, layout, use_mean)
+    loc_raw, _sum, _cnt = _cell_stats(frame.values, layout, use_mean)
     for c, rows in enumerate(cell_rows):  # parents come first
         enough = cnt[c] >= min(10, max(1, rows.size))
         med[c] = np.where(enough, loc_x[c], np.nan)
@@ -412,14 +421,7 @@ def compile_baseline(
     u = np.where((lag_row >= 0)[:, None], x - x[np.maximum(lag_row, 0)], np.nan)
 
     def _phi_from(series: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a, b = series[rows], series[prev_idx[rows]]
-        out, cnt = np.full(k, np.nan), np.zeros(k)
-        for j in range(k):
-            ok = ~(np.isnan(a[:, j]) | np.isnan(b[:, j]))
-            den = float(np.dot(b[ok, j], b[ok, j]))
-            if ok.sum() >= 10 and den > 0:
-                out[j], cnt[j] = float(np.clip(np.dot(a[ok, j], b[ok, j]) / den, -0.5, 0.98)), ok.sum()
-        return out, cnt
+        return lag1_coefficients(series[rows], series[prev_idx[rows]], -0.5, 0.98)
 
     def _ar1(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         y = x - (w_own[:, None] * loc[row_cell] + (1.0 - w_own)[:, None] * loc[row_nb])
@@ -441,8 +443,9 @@ def compile_baseline(
     y0, phi, _se = _ar1(loc0)
     # error variance of the cell levels: a median's is (pi/2) MAD^2 / n_eff, a mean's sd^2 / n_eff (with
     # heavy tails the sd exceeds the MAD scale, so a mean level must not borrow the median's variance)
-    sd_y = np.array([float(np.nanstd(y0[fit, j])) if np.sum(~np.isnan(y0[fit, j])) > 1 else 0.0 for j in range(k)])
-    sig_y = np.where(use_mean, sd_y, [_mad_scale(y0[fit, j]) for j in range(k)])
+    y0_fit = y0[fit]
+    sd_y = nanstd_columns(y0_fit)
+    sig_y = np.where(use_mean, sd_y, mad_scales(y0_fit))
     inflate = np.where(use_mean, 1.0, np.pi / 2.0) * (1.0 + phi) / np.maximum(1.0 - phi, 1e-3)
     med_var = sig_y**2 * inflate / np.maximum(cnt, 1)
     pool_tests: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -464,10 +467,13 @@ def compile_baseline(
         gap[idx] = np.where(seen, (ts[idx][:, None] - ts[rows]) / tick_seconds, np.nan)
     innov, _lag = g_step_innovation(y, y_last, gap, phi, np.sqrt(1.0 - phi**2))
     scale = np.empty(k)
+    innov_fit = innov[fit]
+    mads = mad_scales(innov_fit[:, ~discrete])
+    mad_of = dict(zip(np.flatnonzero(~discrete).tolist(), mads.tolist()))
     for j in range(k):
-        s_ = _mad_scale(innov[fit, j]) if not discrete[j] else 0.0  # a MAD collapses on an atom
+        s_ = mad_of.get(j, 0.0)  # a MAD collapses on an atom: 0 for discrete signals
         if s_ <= 0:  # discrete or (near-)constant signal: the sd, then a resolution floor
-            col = innov[fit, j]
+            col = innov_fit[:, j]
             s_ = float(np.nanstd(col)) if np.sum(~np.isnan(col)) > 1 else 0.0
         floor = 1e-3 if (kind_rate[j] or kind_count[j]) else max(1e-9, 1e-6 * abs(float(global_loc[j])))
         scale[j] = max(s_, floor)
@@ -514,16 +520,11 @@ def compile_baseline(
         sd = np.sqrt(np.nansum((psi[fit] - m) ** 2, axis=0) / np.maximum(cnt_fit - 1, 1))
         sd = np.where(sd > 1e-12, sd, 1.0)
         a_all, b_all = psi[pair] - m, psi[prev_rows] - m
-        r = np.zeros(k)
-        for j in range(k):
-            ok = ~(np.isnan(a_all[:, j]) | np.isnan(b_all[:, j]))
-            den = float(np.dot(b_all[ok, j], b_all[ok, j]))
-            if ok.sum() >= 10 and den > 0:
-                r[j] = float(np.clip(np.dot(a_all[ok, j], b_all[ok, j]) / den, 0.0, 0.9))
+        r = np.nan_to_num(lag1_coefficients(a_all, b_all, 0.0, 0.9)[0], nan=0.0)
         if d == 0:
             lag1 = r
         neff_factor = (1.0 - r) / (1.0 + r)
-        _loc, cell_sum, cell_cnt = _cell_stats(psi, cell_rows, None)
+        _loc, cell_sum, cell_cnt = _cell_stats(psi, layout, None)
         cell_mean = np.where(cell_cnt >= 10, cell_sum / np.maximum(cell_cnt, 1), np.nan)
         est_var = sd**2 / np.maximum(cell_cnt * neff_factor, 1.0)
         root_var = sd**2 / np.maximum(cnt_fit * neff_factor, 1.0)
@@ -547,6 +548,7 @@ def compile_baseline(
     blocks: list[CovarianceBlock] = []
     cov_of_key: dict[str, int] = {}
     reference: dict[str, list[list[float]]] = {}
+    ref_arrays: dict[str, np.ndarray] = {}
     fits: dict[bytes, tuple[np.ndarray, float, np.ndarray]] = {}
     for key, rows_mask in [("*", fit & complete)] + [(f"t={t}", fit & complete & (tiers_arr == t)) for t in tiers]:
         rows = np.flatnonzero(rows_mask)
@@ -582,7 +584,8 @@ def compile_baseline(
         cal_rows = np.flatnonzero(is_cal & complete & (tiers_arr == t))
         if cal_rows.size > reference_size:
             cal_rows = np.sort(rng.choice(cal_rows, reference_size, replace=False))
-        reference[t] = zc[cal_rows].tolist()
+        ref_arrays[t] = zc[cal_rows]
+        reference[t] = ref_arrays[t].tolist()
 
     cells = []
     for c, (key, level, rows) in enumerate(cells_meta):
@@ -615,10 +618,10 @@ def compile_baseline(
         covariances=[b.model_dump() for b in blocks],
         reference=reference,
         score_calibration={"clip": [C_LO, C_HI], "mean": means, "sd": sds, "cell_center": centers, "cell_bias_var": bias_var, "day_bias_var": day_bias},
-        extras=family_extras(reference, k),
+        extras=family_extras(ref_arrays, k),
     )
     if checks is not None:
         payload["certification"] = uncertified(checks, ["not backtested: compiled without `calibrate`'s backtest"])
-    payload["version_id"] = CompiledConfig.content_id(payload)
+    payload["version_id"] = content_id(payload, {"reference": ref_arrays})
     log.debug("compiled %d cells from %d baseline rows", n_cells, n)
     return CompiledConfig.model_validate(payload)

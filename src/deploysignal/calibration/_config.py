@@ -200,6 +200,11 @@ class CovarianceBlock(_Frozen):
     mcd_covariance: list[list[float]] | None
 
 
+def id_of_canonical(data: bytes) -> str:
+    """A config's version id from its canonical JSON bytes (without the id): ``cc-`` + 12 hex of SHA-256."""
+    return "cc-" + hashlib.sha256(data).hexdigest()[:12]
+
+
 class CompiledConfig(_Frozen):
     """A frozen, versioned, deterministic description of a healthy baseline.
 
@@ -260,7 +265,7 @@ class CompiledConfig(_Frozen):
     @staticmethod
     def content_id(payload: dict[str, Any]) -> str:
         body = {k: v for k, v in payload.items() if k != "version_id"}
-        return "cc-" + hashlib.sha256(canonical_json(body).encode()).hexdigest()[:12]
+        return id_of_canonical(canonical_json(body).encode())
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CompiledConfig:

@@ -25,7 +25,7 @@ def median_heuristic(reference: np.ndarray, max_rows: int = 600) -> float:
     return med if med > 1e-9 else 1.0
 
 
-def family_extras(reference: dict[str, list[list[float]]], k: int) -> dict[str, Any]:
+def family_extras(reference: dict[str, list[list[float]]] | dict[str, np.ndarray], k: int) -> dict[str, Any]:
     """``CompiledConfig.extras``: family C's random-Fourier-feature bandwidth (median heuristic on the
     calibration rows of all tiers, in tier order)."""
     parts = [np.asarray(v, dtype=float).reshape(-1, k) for _, v in sorted(reference.items())]

@@ -1,5 +1,5 @@
 """Command-line interface (``deploysignal``)."""
 
-from ._main import app, main
+from ._main import app, console_main, main
 
-__all__ = ["app", "main"]
+__all__ = ["app", "console_main", "main"]

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._exceptions import ConfigError, DeploySignalError, InputError, ReplayMismatch, SchemaError
+from ._main import request_fast_exit
 from ._progress import progress_enabled, stage_progress
 
 if TYPE_CHECKING:  # the modules are imported in the commands that need them (a fast `deploysignal --help`)
@@ -277,6 +278,7 @@ def gate(
         sys.stdout.write(canonical_json(summary) + "\n")
     else:
         _print_summary(summary)
+    request_fast_exit()  # the audit file is closed: skip the interpreter's teardown (cli/_main.py)
     raise typer.Exit(EXIT[summary["verdict"]])
 
 
@@ -328,6 +330,7 @@ def bench(
     fleet: bool = typer.Option(False, "--fleet", help="Also time one fleet-observer update (10,000 shards x 12 signals)."),
     split: bool = typer.Option(True, "--split/--no-split", help="Also time the split gate (12 metrics x 20 buckets x 2 arms)."),
     split_ticks: int = typer.Option(100, help="Ticks timed for the split gate (each path)."),
+    split_only: bool = typer.Option(False, "--split-only", help="Time the split gate only (not the one- and two-sample gate)."),
     noisy_neighbour: bool = typer.Option(False, "--noisy-neighbour", help="Instead: the service's noisy-neighbour benchmark (a real `serve` on loopback; B's single-tick latency alone and while A sends maximal batches)."),
     noisy_seconds: float = typer.Option(20.0, min=1.0, help="--noisy-neighbour: seconds per phase."),
     noisy_batch: int = typer.Option(10_000, min=1, help="--noisy-neighbour: ticks per request of client A."),
@@ -351,7 +354,8 @@ def bench(
         return
     from ..bench import bench_gate
 
-    res = bench_gate(ticks=ticks, seed=seed)
+    res = {"results": [], "floor": []} if split_only else bench_gate(ticks=ticks, seed=seed)
+    split = split or split_only
     if fleet:
         from ..fleet._bench import bench_fleet
 
@@ -363,27 +367,33 @@ def bench(
     if as_json:
         sys.stdout.write(canonical_json(res) + "\n")
         return
-    t = Table(title="gate per-tick latency (12 signals)")
-    for col in ("mode", "path", "families", "median us", "p99 us", "ticks"):
-        t.add_column(col)
-    for r in res["results"]:
-        t.add_row(r["mode"], r["path"], ",".join(r["families"]), f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", str(r["ticks"]))
-    out.print(t)
-    t = Table(title="kernel floor: each part's compiled loop over the stream (us per tick, no per-tick Python, no records)")
-    parts = list(res["floor"][0]["us_per_tick"]) if res["floor"] else []
-    for col in ("mode", *parts, "total", "ticks"):
-        t.add_column(col)
-    for r in res["floor"]:
-        t.add_row(r["mode"], *(f"{r['us_per_tick'][p]:.1f}" for p in parts), f"{r['total_us']:.1f}", str(r["ticks"]))
-    out.print(t)
+    if not split_only:
+        t = Table(title="gate per-tick latency (12 signals)")
+        for col in ("mode", "path", "families", "median us", "p99 us", "ticks"):
+            t.add_column(col)
+        for r in res["results"]:
+            t.add_row(r["mode"], r["path"], ",".join(r["families"]), f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", str(r["ticks"]))
+        out.print(t)
+        t = Table(title="kernel floor: each part's compiled loop over the stream (us per tick, no per-tick Python, no records)")
+        parts = list(res["floor"][0]["us_per_tick"]) if res["floor"] else []
+        for col in ("mode", *parts, "total", "ticks"):
+            t.add_column(col)
+        for r in res["floor"]:
+            t.add_row(r["mode"], *(f"{r['us_per_tick'][p]:.1f}" for p in parts), f"{r['total_us']:.1f}", str(r["ticks"]))
+        out.print(t)
     if split:
         sp = res["split"]
         t = Table(title=f"split gate per-tick latency ({sp['metrics']} metrics x {sp['buckets']} buckets x {sp['arms']} arms)")
-        for col in ("path", "median us", "p99 us", "ticks"):
+        for col in ("path", "median us", "p99 us", "CPU us (mean)", "ticks"):
             t.add_column(col)
         for r in sp["results"]:
-            t.add_row(r["path"], f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", str(r["ticks"]))
+            t.add_row(r["path"], f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", f"{r['cpu_us']:.1f}", str(r["ticks"]))
         out.print(t)
+        out.print("split paths: update = the compiled step on tick t of the parsed run, verdict only (a library caller that reads no records); "
+                  "the CLI's audit path and the service run update+records every tick (the service parses first)")
+        fl = sp["floor"]
+        out.print(f"split floor (CPU): one call of an empty compiled step with the same arguments {fl['dispatch_us']:.2f} us; "
+                  f"the step's arithmetic {fl['arithmetic_us']:.2f} us a tick (all ticks in one call)")
     if fleet:
         f = res["fleet"]
         out.print(f"fleet observer update, {f['n_shards']} shards x {f['n_signals']} signals: median {f['median_ms']:.1f} ms, "

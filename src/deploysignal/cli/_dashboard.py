@@ -97,7 +97,7 @@ def local_app(store_url: str | None, audits: list[Path], fleets: list[Path], mig
     from ..dashboard._source import listing_of_view, store_view
     from ..store import NotFound, open_existing
 
-    st = None if store_url is None else open_existing(store_url)
+    st = None if store_url is None else open_existing(store_url, read_only=True)  # a viewer never writes the store
     files = _file_views(audits, list(heads))
     if st is not None and (clash := sorted(set(files) & {r.id for r in st.list()})):
         raise ConfigError(f"audit file(s) named {', '.join(map(repr, clash))} collide with the store's analyses of that id:"
@@ -200,7 +200,7 @@ def local_app(store_url: str | None, audits: list[Path], fleets: list[Path], mig
 
 
 def ui(
-    store: Optional[str] = typer.Option(None, envvar="DEPLOYSIGNAL_STORE", help="Store URL (sqlite:///path.db or postgresql://...) whose analyses to show."),
+    store: Optional[str] = typer.Option(None, envvar="DEPLOYSIGNAL_STORE", help="Store URL (sqlite:///path.db or postgresql://...) whose analyses to show (opened read-only)."),
     audit: list[Path] = typer.Option([], "--audit", help="Audit log file (GET /v1/analyses/{id}/audit or gate --audit; named <analysis>.audit.ndjson); repeatable."),
     head: list[str] = typer.Option([], "--head", help="The published audit_head of each --audit file, in the same order (detects a truncated tail; without it the page says the end is not checked); repeatable."),
     fleet: list[Path] = typer.Option([], "--fleet", help="`deploysignal fleet observe --jsonl` output; repeatable."),
@@ -235,7 +235,7 @@ def ui(
 
 def report(
     analysis: Optional[str] = typer.Argument(None, help="Analysis id (with --store or --url)."),
-    store: Optional[str] = typer.Option(None, envvar="DEPLOYSIGNAL_STORE", help="Store URL to read the analysis from."),
+    store: Optional[str] = typer.Option(None, envvar="DEPLOYSIGNAL_STORE", help="Store URL to read the analysis from (opened read-only)."),
     audit: Optional[Path] = typer.Option(None, "--audit", help="Audit log file instead of a store (no signal values: an audit log holds their SHA-256 only)."),
     head: Optional[str] = typer.Option(None, help="With --audit: the published audit_head the file must end at (detects a truncated tail; without it the report says the end is not checked)."),
     analysis_id: Optional[str] = typer.Option(None, "--id", help="With --audit: the analysis id to show (default: the file name less .audit.ndjson / .ndjson); not verified."),
@@ -271,7 +271,7 @@ def report(
         if store is not None:
             from ..store import open_existing
 
-            st = open_existing(store)
+            st = open_existing(store, read_only=True)
             try:
                 views.append(store_view(st, analysis or ""))
             finally:

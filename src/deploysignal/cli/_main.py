@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
@@ -22,7 +23,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 
-__all__ = ["COMMANDS", "app", "full_app", "main"]
+__all__ = ["COMMANDS", "app", "console_main", "full_app", "main", "request_fast_exit"]
 
 #: root command -> (module of ``deploysignal.cli`` defining it, attribute there, one-line summary).
 #: The attribute is a typer command function of ``_app.app`` (``"app"``), a ``typer.Typer`` (a command
@@ -114,5 +115,52 @@ def full_app() -> typer.Typer:
     return _app.app
 
 
-def main() -> None:
-    app()
+#: set by a command whose process may end without the interpreter's teardown (:func:`request_fast_exit`)
+_FAST_EXIT = {"requested": False}
+
+
+def request_fast_exit() -> None:
+    """Let :func:`console_main` end this process with ``os._exit`` once the command has returned.
+
+    After a ``gate`` run the interpreter's teardown (numba's compiler registries, LLVM objects) costs
+    about 0.3 s of CPU, a fifth of a one-tick gate's start-up (docs/performance.md); freeing memory the
+    process is about to return is wasted work. Only a command whose files are closed by the time it
+    returns may ask: :func:`console_main` shuts logging down and flushes stdout and stderr first, and falls back
+    to the ordinary exit if a flush fails. Atexit handlers are not run (numba and llvmlite register
+    flags for their teardown, logging is shut down explicitly, the gate creates no temporary files)."""
+    _FAST_EXIT["requested"] = True
+
+
+def _exit_now(code: Any) -> None:
+    """``os._exit`` with the exit status Python would give ``SystemExit(code)``; returns if a flush fails."""
+    if code is not None and not isinstance(code, int):
+        return  # a message to print: the ordinary path prints it
+    logging.shutdown()  # flushes the handlers (stderr) first
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code or 0)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the application on ``args`` (default: ``sys.argv[1:]``), as a library call.
+
+    Ends, as a click application does, by raising :class:`SystemExit` whose ``code`` is the command's
+    exit status (``gate``: 0 proceed, 3 extend, 4 rollback, 2 bad input); a caller may catch it. The
+    process is never ended here: the fast exit is :func:`console_main`'s alone."""
+    _FAST_EXIT["requested"] = False  # only this run's command can ask (not one run before in the same process)
+    app(args=args)
+
+
+def console_main() -> None:
+    """The console script ``deploysignal`` and ``python -m deploysignal``: :func:`main` on ``sys.argv``,
+    and a command that asked for it (:func:`request_fast_exit`, ``gate``) ends the process without the
+    interpreter's teardown once its output is flushed."""
+    try:
+        main()
+    except SystemExit as exc:
+        if _FAST_EXIT["requested"]:
+            _exit_now(exc.code)
+        raise

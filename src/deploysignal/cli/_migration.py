@@ -23,6 +23,8 @@ from rich.console import Console
 from .._exceptions import DeploySignalError
 from ..migration import ProtocolSettings, QualityAggregator, ShadowCostModel, http_agent
 from ..migration._live import ALLOWED_TABLES, SimulatedSQLPair, reference_db, run_migration
+from ..migration._plan import PAPER_QUERIES_PER_DAY, AgentProfile, simulate_plan
+from ..migration._settings_file import settings_from_mapping
 from ..migration._simulation import SCENARIOS, run_evaluation, summary
 from ..pipeline import DeploymentStore, load_pipeline, read_served_version, run_drill, run_pipeline
 from ..pipeline._spec import FileActuator
@@ -97,6 +99,41 @@ def _load_queries(path: Path) -> list[dict[str, str]]:
     return rows
 
 
+def _settings(path: Optional[Path], latency_tolerance: Optional[float], sla_quantile: Optional[float],
+              strategy: Optional[str]) -> ProtocolSettings:
+    """Protocol settings: defaults, then the ``--settings`` YAML, then every command-line option given (an
+    option left unset is None and keeps the file's value; one given always wins over the file)."""
+    import yaml
+
+    from .._exceptions import InputError
+    from .._text import read_utf8
+
+    raw: Any = None
+    if path is not None:
+        try:
+            raw = yaml.safe_load(read_utf8(path))
+        except yaml.YAMLError as e:
+            raise InputError(f"{path}: not valid YAML: {e}", column="settings") from None
+    st = settings_from_mapping(raw, ProtocolSettings())
+    cli: dict[str, Any] = {}
+    if strategy is not None:
+        cli["strategy"] = strategy
+    if latency_tolerance is not None:
+        cli["harm_tolerances"] = {"latency": latency_tolerance}
+    if sla_quantile is not None:
+        cli["sla_quantile"] = sla_quantile
+    return settings_from_mapping(cli, st)
+
+
+_SETTINGS_HELP = ("YAML of protocol settings (ProtocolSettings fields, e.g. harm_tolerances: {latency: 0.05}, "
+                  "sla_quantile: 0.99, margins: {...}); command-line options override it.")
+_LAT_TOL_HELP = ("Latency harm tolerance in SLA units: rollback for latency needs the challenger slower than the "
+                 "incumbent by more than this on average [default 0.05 = 10 ms at a 200 ms SLA], or its "
+                 "--sla-quantile latency beyond the SLA.")
+_STRATEGY_HELP = "shadow | canary | direct [default: the --settings file's strategy, else shadow]."
+_SLA_Q_HELP = "Latency quantile the SLA bounds (harm when the challenger exceeds the SLA more often) [default 0.99]."
+
+
 @migrate_app.command("run")
 @_guard
 def migrate_run(
@@ -104,16 +141,21 @@ def migrate_run(
     challenger_url: Optional[str] = typer.Option(None, help="HTTP endpoint of the challenger."),
     queries: Optional[Path] = typer.Option(None, help="JSONL of {question, golden, qtype} (with the URLs); 'golden' "
                                            "is the reference SQL each pair is graded against, 'qtype' optional."),
-    simulate_regression: float = typer.Option(0.0, min=0.0, max=1.0, help="Built-in pair: challenger error rate."),
-    strategy: str = typer.Option("shadow", help="shadow | canary | direct"),
+    simulate_regression: Optional[float] = typer.Option(
+        None, min=0.0, max=1.0, help="Built-in pair: the challenger's error rate (the incumbent's is 0.05; unset = "
+        "0.05, no regression; 0.0 = a challenger that is never wrong)."),
+    strategy: Optional[str] = typer.Option(None, help=_STRATEGY_HELP),
     max_queries: int = typer.Option(5000, min=1),
     sla_ms: float = typer.Option(2000.0, min=1.0),
     time_scale: float = typer.Option(86_400.0, min=1.0, help="Protocol seconds per wall second (simulated pair)."),
     seed: int = typer.Option(0),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the run (phases, per-dimension evidence per pair) as JSON here (`deploysignal ui --migration`, `report --migration`)."),
+    settings_file: Optional[Path] = typer.Option(None, "--settings", help=_SETTINGS_HELP),
+    latency_tolerance: Optional[float] = typer.Option(None, help=_LAT_TOL_HELP),
+    sla_quantile: Optional[float] = typer.Option(None, help=_SLA_Q_HELP),
 ) -> None:
     """Run a migration against configured HTTP agents, or the built-in simulated NL-to-SQL pair."""
-    settings = ProtocolSettings(strategy=strategy)  # type: ignore[arg-type]
+    settings = _settings(settings_file, latency_tolerance, sla_quantile, strategy)
     if (incumbent_url is None) != (challenger_url is None) or (incumbent_url is not None and queries is None):
         err.print("error: give both --incumbent-url and --challenger-url and --queries, or none (built-in pair)")
         raise typer.Exit(2)
@@ -132,7 +174,9 @@ def migrate_run(
                 return await run_migration(http_agent(incumbent_url, client), http_agent(challenger_url, client), nxt,
                                            QualityAggregator(sla_ms=sla_ms), gold.get, settings=settings,
                                            max_queries=min(max_queries, len(rows)), time_scale=1.0, seed=seed)
-        pair = SimulatedSQLPair(seed=seed, challenger_error=simulate_regression or 0.05)
+        pair = SimulatedSQLPair(seed=seed)
+        if simulate_regression is not None:  # 0.0 is honoured: a challenger that is never wrong
+            pair.challenger_error = simulate_regression
         agg = QualityAggregator(sla_ms=sla_ms, db=reference_db(seed), allowed_tables=ALLOWED_TABLES)
         return await run_migration(pair.incumbent, pair.challenger, pair.next_query, agg, pair.golden.get,
                                    settings=settings, max_queries=max_queries, time_scale=time_scale,
@@ -143,8 +187,63 @@ def migrate_run(
         json_out.write_text(json.dumps(rep.to_json(settings), sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
     out.print(f"final phase: {rep.final_phase}  pairs: {rep.pairs}  queries: {rep.queries}  shadow drops: {rep.drops}")
     if rep.rollback_reason:
-        out.print(f"rollback reason: {rep.rollback_reason}")
+        out.print(f"rollback reason: {rep.rollback_reason}" + (f" ({rep.rollback_dimension})" if rep.rollback_dimension else ""))
+    out.print("phases: " + " -> ".join(f"{e['phase']} (pair {e['pair']})" for e in rep.timeline))
+    if rep.trace:
+        from ..migration import DIMENSIONS
+
+        ev = rep.trace[-1]
+        out.print("evidence, -log p (non-inferiority / harm): " + ", ".join(
+            f"{d} {ev['non_inferiority_max'][k]:.2f} / {ev['harm_max'][k]:.2f}" for k, d in enumerate(DIMENSIONS)))
     raise typer.Exit({"promoted": 0, "rolled_back": 4}.get(rep.final_phase, 3))
+
+
+@migrate_app.command("plan")
+@_guard
+def migrate_plan(
+    incumbent: str = typer.Option(..., help="accuracy=0.842,latency_ms=38,p99_ms=140,violations=0.004 (fractions, ms)."),
+    challenger: str = typer.Option(..., help="Same fields for the challenger."),
+    sla_ms: float = typer.Option(..., help="Latency SLA in ms (the --sla-quantile latency must stay within it)."),
+    queries_per_day: float = typer.Option(PAPER_QUERIES_PER_DAY, help="Paired queries per day [default: the paper's "
+                                          "12,000 over 45 days]."),
+    runs: int = typer.Option(200, help="Seeded simulated migrations."),
+    seed: int = typer.Option(0),
+    max_days: float = typer.Option(45.0, help="Simulated days per run (undecided after)."),
+    settings_file: Optional[Path] = typer.Option(None, "--settings", help=_SETTINGS_HELP),
+    latency_tolerance: Optional[float] = typer.Option(None, help=_LAT_TOL_HELP),
+    sla_quantile: Optional[float] = typer.Option(None, help=_SLA_Q_HELP),
+    strategy: Optional[str] = typer.Option(None, help=_STRATEGY_HELP),
+    json_only: bool = typer.Option(False, "--json", help="Print only the full result as one JSON line."),
+) -> None:
+    """Before a migration: simulate the protocol for a described incumbent / challenger pair and print the
+    probability of promotion and of rollback and the time to each (last line JSON). Deterministic per seed."""
+    settings = _settings(settings_file, latency_tolerance, sla_quantile, strategy)
+    res = simulate_plan(AgentProfile.parse(incumbent, "incumbent"), AgentProfile.parse(challenger, "challenger"),
+                        sla_ms=sla_ms, queries_per_day=queries_per_day, runs=runs, seed=seed, max_days=max_days,
+                        settings=settings)
+    if json_only:
+        typer.echo(json.dumps(res.to_json(), sort_keys=True, allow_nan=False))
+        return
+
+    def days(v: Optional[float]) -> str:
+        return "-" if v is None else f"{v:.2f} days"
+
+    lo, hi = res.promoted_ci99
+    out.print(f"{runs} simulated migrations over at most {max_days:g} days at {queries_per_day:.1f} paired queries/day "
+              f"(seed {seed}), SLA {sla_ms:g} ms at quantile {settings.sla_quantile:g}, latency harm tolerance "
+              f"{settings.harm_tolerances[1]:g} SLA units")
+    out.print(f"promoted:    {100 * res.promoted:.1f}% (one-sided 99% Clopper-Pearson bounds [{100 * lo:.1f}, {100 * hi:.1f}]), median "
+              f"{days(res.median_days_to_promotion)} (100% cut-over {days(res.median_days_to_cutover)}, shadow "
+              f"{days(res.median_days_in_shadow)})")
+    lo, hi = res.rolled_back_ci99
+    why = ", ".join(f"{k} {v}" for k, v in res.rollback_dimensions.items()) or "none"
+    out.print(f"rolled back: {100 * res.rolled_back:.1f}% (one-sided 99% Clopper-Pearson bounds [{100 * lo:.1f}, {100 * hi:.1f}]), median "
+              f"{days(res.median_days_to_rollback)}; by dimension: {why}")
+    out.print(f"undecided after {max_days:g} days: {100 * res.undecided:.1f}%")
+    out.print(f"model: challenger exceeds the SLA on {100 * res.challenger_sla_exceedance:.2f}% of answers (incumbent "
+              f"{100 * res.incumbent_sla_exceedance:.2f}%), mean latency {res.expected_differences['latency_ms_mean']:+.1f} ms")
+    typer.echo(json.dumps({k: getattr(res, k) for k in ("promoted", "rolled_back", "undecided", "median_days_to_promotion",
+                                                          "median_days_to_rollback")}, sort_keys=True, allow_nan=False))
 
 
 @migrate_app.command("eval")

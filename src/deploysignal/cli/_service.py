@@ -390,7 +390,7 @@ def _stored_head(st: Any, analysis: str) -> str:
 def verify(
     path: Optional[Path] = typer.Argument(None, help="Chained audit NDJSON (GET /v1/analyses/{id}/audit)."),
     head: Optional[str] = typer.Option(None, help="Expected last hash (the analysis' audit_head): detects a truncated tail."),
-    store: Optional[str] = typer.Option(None, help="Verify straight from a store URL instead of a file (needs --analysis)."),
+    store: Optional[str] = typer.Option(None, help="Verify straight from a store URL instead of a file (needs --analysis; opened read-only)."),
     analysis: Optional[str] = typer.Option(None, help="Analysis id in --store."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
 ) -> None:
@@ -411,7 +411,7 @@ def verify(
 
             if analysis is None:
                 raise ConfigError("--store needs --analysis")
-            st = open_existing(store)
+            st = open_existing(store, read_only=True)  # verification reads only
             try:
                 lines = st.audit_lines(analysis)
                 stored_head = _stored_head(st, analysis)

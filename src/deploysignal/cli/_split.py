@@ -89,7 +89,7 @@ def run_split(specs: list[MetricSpec], settings: SplitSettings, data: SplitData,
         with audit.open("w", encoding="utf-8") as fh:
             writer = SplitAuditWriter(fh, split_header(specs, settings, source))
             for t in range(data.n_ticks):
-                writer.write(gate.update(data.ticks(t, t + 1)).records())
+                writer.write(gate.update(data, t).records())
     return gate.summary()
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..calibration import C_HI, C_LO, CompiledConfig, stack_arrays
 from ._base import Evidence, Observation, log_threshold
+from ._drivers import DRIVERS_RULE, MOST, supported_drivers
 from ._kernels import as_rows, check_cell, check_cells, family_a_run, family_a_step
 from ._nuisance_band import BAND_SHARE, BET_TOP, nuisance_band
 from ._nuisance_mixture import DELTAS, mixture_log_lr, mixture_step
@@ -250,10 +251,15 @@ class FamilyA:
         tau: float = 0.3,
         alpha_proceed: float = 0.01,
         nuisance: str = "learned",
+        drivers_rule: int = DRIVERS_RULE,
     ) -> None:
         if nuisance not in NUISANCE_MODES:
             raise ValueError(f"nuisance must be one of {', '.join(NUISANCE_MODES)}, got {nuisance!r}")
         self.nuisance = nuisance
+        if drivers_rule not in (1, 2):
+            raise ValueError(f"drivers_rule must be 1 or 2, got {drivers_rule!r}")
+        #: how a fire names its drivers (:mod:`deploysignal.detectors._drivers`; 1 = before issue 25)
+        self.drivers_rule = int(drivers_rule)
         self.alpha = alpha
         self.horizon = int(horizon)
         self.two_sample = bool(two_sample)
@@ -313,6 +319,7 @@ class FamilyA:
         self._logR = np.full((P, m, G), -np.inf)
         self._logP = np.zeros((P, m, G))
         self._n_obs = np.zeros((P, m))
+        self._ticks = np.zeros(P)  # ticks since the start: the e-SR statistic's null mean (drivers, rule 2)
         self._Qzr = np.zeros((P, m))
         self._Qrr = np.zeros((P, m))
         self._S2 = np.zeros((P, n_cells, m))  # the predictor's sums under early proceed's boundary null
@@ -346,6 +353,7 @@ class FamilyA:
             mixture_step(z, cz, lg, clg, has_lag, self.two_sample, cell, *self._mix_args(), log_w)
             log_wealth = np.maximum(log_wealth, log_w - self._log_thr_m + self._log_thr)
         self._last = (log_w, log_r)
+        self._ticks += 1.0
         newly = ~self._fired & (log_wealth >= self._log_thr)
         if newly.any() and self._P == 1:
             self._explain(log_w[0] - (self._log_thr_m if self._mix else self._log_thr_w) >= log_r[0] - self._log_thr_r)
@@ -411,14 +419,16 @@ class FamilyA:
                 fired[t], harm[t] = f[0], bool(self._harm[0].all())
             return out, fired, harm
         args = self._kernel_args()
-        start = 0
+        start, ticks = 0, float(self._ticks[0])
         while start < T:
             start, newly = family_a_run(
                 z, cz, lg, clg, has_lag, self.two_sample, cells, *args, self._harm, self._fired, math.log(self.horizon), start, out, fired, harm,
             )
             if newly:
                 t = start - 1
+                self._ticks[0] = ticks + t + 1
                 self._explain(out[t, 2] - self._log_thr_w >= out[t, 3] - self._log_thr_r)
+        self._ticks[0] = ticks + T
         if T:
             self._last = (out[T - 1 :, 2].copy(), out[T - 1 :, 3].copy())
         return out, fired, harm
@@ -435,9 +445,18 @@ class FamilyA:
         if use_w and self._mix:
             which = "mixture over the nuisance (shift since start)"
             contrib = mixture_log_lr(self._Um, self._Am, self._inv_g2, self.two_sample)[0]
-        order = np.argsort(-contrib, kind="stable")
-        self._fire_drivers = tuple(self._names[i] for i in order[:3])
-        self._fire_reason = f"{which} crossed its bound; driven by {', '.join(self._fire_drivers)}"
+        more = 0
+        if self.drivers_rule == 1:
+            order = np.argsort(-contrib, kind="stable")
+            self._fire_drivers = tuple(self._names[i] for i in order[:3])
+        else:  # rule 2: each channel's own e-value at least LEVEL (module _drivers)
+            if use_w and self._mix:
+                own = contrib  # the channel's mixture likelihood ratio
+            else:  # its wealth over its prior weight; e-SR: also over its null mean, the ticks since the start
+                own = contrib - np.logaddexp.reduce(self._logw, axis=1) - (0.0 if use_w else math.log(max(self._ticks[0], 1.0)))
+            self._fire_drivers, more = supported_drivers(self._names, own, most=MOST)
+        named = ", ".join(self._fire_drivers) + (f" (and {more} more)" if more else "")
+        self._fire_reason = f"{which} crossed its bound; driven by {named or 'no single channel'}"
 
     def update(self, obs: Observation) -> Evidence:
         """Add one tick of a single stream; return the family's evidence (fires are sticky)."""
@@ -494,6 +513,8 @@ class FamilyA:
         """Exact JSON-serialisable state (``-inf`` written as ``None``)."""
         st: dict[str, Any] = {name: _finite_or_none(getattr(self, "_" + name)) for name in self._ARRAYS}
         st.update(fired=self._fired.tolist(), reason=self._fire_reason, drivers=list(self._fire_drivers))
+        if self.drivers_rule != 1:  # the tick count is read by rule 2 only (rule 1's states keep their keys)
+            st["ticks"] = self._ticks.tolist()
         return st
 
     def load_state(self, st: dict[str, Any]) -> FamilyA:
@@ -521,6 +542,8 @@ class FamilyA:
         self._fired = np.array(st["fired"], dtype=bool)
         self._fire_reason = st["reason"]
         self._fire_drivers = tuple(st["drivers"])
+        # a state saved before the tick count (issue 25) counts at least the observed ticks
+        self._ticks = np.array(st["ticks"], dtype=float) if "ticks" in st else self._n_obs.max(axis=1, initial=0.0)
         self._derived()
         return self
 

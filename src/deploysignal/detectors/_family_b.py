@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from ..calibration import C_HI, CompiledConfig, stack_arrays
 from ..telemetry import INFRA_SIGNALS
 from ._base import Evidence, Observation
+from ._drivers import DRIVERS_RULE, MOST
 from ._kernels import as_rows, check_cell, check_cells, family_b_run, family_b_step
 
 __all__ = ["FamilyB", "RuleSettings"]
@@ -73,9 +74,14 @@ class FamilyB:
     alpha = 0.0
 
     def __init__(
-        self, config: CompiledConfig | Sequence[CompiledConfig], settings: RuleSettings | None = None, *, two_sample: bool = False
+        self, config: CompiledConfig | Sequence[CompiledConfig], settings: RuleSettings | None = None, *, two_sample: bool = False,
+        drivers_rule: int = DRIVERS_RULE,
     ) -> None:
         first = config if isinstance(config, CompiledConfig) else config[0]
+        if drivers_rule not in (1, 2):
+            raise ValueError(f"drivers_rule must be 1 or 2, got {drivers_rule!r}")
+        #: how a fire names its drivers (:mod:`deploysignal.detectors._drivers`; 1 = before issue 25)
+        self.drivers_rule = int(drivers_rule)
         self.settings = settings or RuleSettings()
         self.two_sample = two_sample
         arr = stack_arrays(config)
@@ -103,6 +109,7 @@ class FamilyB:
         self._bleed_fired = np.zeros(P, dtype=bool)
         self._slo_fired = np.zeros(P, dtype=bool)
         self._reason = ""
+        self._fire_drivers: tuple[str, ...] = ()  # rule 2: frozen at the slowbleed fire
 
     def _kernel_args(self) -> tuple[Any, ...]:
         s = self.settings
@@ -124,9 +131,12 @@ class FamilyB:
         """Explain the rules that newly fired (1 slowbleed, 2 SLO, 3 both) from the state of that tick."""
         s = self.settings
         if newly & 1:
-            on = np.where(self._bleed_two, np.abs(ewma), ewma) >= s.slowbleed_threshold
+            harm = np.where(self._bleed_two, np.abs(ewma), ewma)
+            on = harm >= s.slowbleed_threshold
             names = [self._names[i] for i in self._bleed_idx[on]]
             self._add_reason(s.slowbleed_action, f"slowbleed: {drifting} infrastructure signals drifting ({', '.join(names)})")
+            # rule 2's drivers: the same drifting signals, largest first, frozen with the reason
+            self._fire_drivers = tuple(self._names[self._bleed_idx[i]] for i in np.argsort(-harm, kind="stable") if on[i])[:MOST]
         if newly & 2:
             self._add_reason(s.slo_action, f"static SLO checks failed {self._streak[0]} consecutive ticks")
 
@@ -152,11 +162,12 @@ class FamilyB:
 
     def run(
         self, z: np.ndarray, raw: np.ndarray, cells: np.ndarray, control_z: np.ndarray | None = None, control_raw: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], list[tuple[str, ...]]]:
         """Advance a single stream over ``T`` ticks, as ``T`` calls of :meth:`step` would.
 
         Returns per tick: drifting count, fired (any rule), fired with the rollback action, the slowbleed
-        EWMAs after the tick (T, n) and the ``reason`` text as it stood after the tick.
+        EWMAs after the tick (T, n), the ``reason`` text as it stood after the tick and the drivers
+        :meth:`update` would name after it (``()`` while nothing has fired).
         """
         if self._P != 1:
             raise ValueError("run() advances a single stream; use step() for several")
@@ -166,22 +177,34 @@ class FamilyB:
         drift, fired, ewma = np.empty(T, dtype=np.int64), np.empty(T, dtype=bool), np.empty((T, self._bleed_idx.size))
         bleed, slo = np.empty(T, dtype=bool), np.empty(T, dtype=bool)
         reasons = [""] * T
+        frozen: list[tuple[str, ...]] = [()] * T
         start = 0
         while start < T:
             b0, s0 = bool(self._bleed_fired[0]), bool(self._slo_fired[0])
             done, newly = family_b_run(z, raw, cz, craw, cells, *self._kernel_args(), start, drift, fired, ewma)
             bleed[start:done], slo[start:done] = b0, s0  # the flags before a newly fired tick
             reasons[start:done] = [self._reason] * (done - start)
+            frozen[start:done] = [self._fire_drivers] * (done - start)
             if newly:
                 t = done - 1
                 self._reasons(int(newly), int(drift[t]), ewma[t])
-                bleed[t], slo[t], reasons[t] = bool(self._bleed_fired[0]), bool(self._slo_fired[0]), self._reason
+                bleed[t], slo[t], reasons[t], frozen[t] = bool(self._bleed_fired[0]), bool(self._slo_fired[0]), self._reason, self._fire_drivers
             start = done
-        return drift, fired, self._rollback(bleed, slo), ewma, reasons
+        if self.drivers_rule == 1:  # rule 1 named the largest EWMAs of each fired tick
+            frozen = [self.drivers(e) if on else () for e, on in zip(ewma, fired.tolist())]
+        return drift, fired, self._rollback(bleed, slo), ewma, reasons, frozen
 
     def drivers(self, ewma: np.ndarray) -> tuple[str, ...]:
-        """The three slowbleed signals with the largest EWMA (harmful direction first)."""
-        return tuple(self._names[i] for i in self._bleed_idx[np.argsort(-ewma, kind="stable")[:3]])
+        """The slowbleed signals named as drivers of a fire (:mod:`deploysignal.detectors._drivers`).
+
+        Rule 2: those drifting at the tick the slowbleed rule fired (EWMA beyond ``slowbleed_threshold``
+        in the harmful direction, either direction for two-sided signals), largest first, at most
+        :data:`~deploysignal.detectors._drivers.MOST`, frozen at the fire (``ewma`` is not used); none
+        while only the SLO checks have fired. Rule 1 (audit logs written before it): the three with the
+        largest ``ewma`` (the current tick's), drifting or not."""
+        if self.drivers_rule == 1:
+            return tuple(self._names[i] for i in self._bleed_idx[np.argsort(-ewma, kind="stable")[:3]])
+        return self._fire_drivers
 
     def _add_reason(self, action: str, reason: str) -> None:
         self._reason = (self._reason + " | " if self._reason else "") + f"[{action}] {reason}"
@@ -208,6 +231,8 @@ class FamilyB:
     def state(self) -> dict[str, Any]:
         st: dict[str, Any] = {name: getattr(self, "_" + name).tolist() for name in self._ARRAYS}
         st["reason"] = self._reason
+        if self.drivers_rule != 1:  # rule 1's drivers are recomputed each tick (its states keep their bytes)
+            st["drivers"] = list(self._fire_drivers)
         return st
 
     def load_state(self, st: dict[str, Any]) -> FamilyB:
@@ -218,4 +243,5 @@ class FamilyB:
                 raise ValueError(f"state array {name} has shape {arr.shape}, expected {cur.shape}")
             setattr(self, "_" + name, arr)
         self._reason = st["reason"]
+        self._fire_drivers = tuple(st.get("drivers", ()))
         return self

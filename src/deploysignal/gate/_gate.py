@@ -188,6 +188,7 @@ def _build_a(config: CompiledConfig | Sequence[CompiledConfig], settings: GateSe
         tau=settings.tau,
         alpha_proceed=max(settings.proceed_share * settings.alpha, 1e-300),
         nuisance=settings.a_nuisance,
+        drivers_rule=settings.drivers_rule,
     )
 
 
@@ -529,7 +530,7 @@ class Gate:
         for fam in sorted(s.shares):
             if fam in FAMILY_BUILDERS:
                 self._families[fam] = FAMILY_BUILDERS[fam](config, s, s.shares[fam] * s.alpha)
-        self._rules = FamilyB(config, s.rules, two_sample=self._two)
+        self._rules = FamilyB(config, s.rules, two_sample=self._two, drivers_rule=s.drivers_rule)
         self._fam_names = tuple(self._families) + ("B",)
         self._alpha_alloc = {f: s.shares[f] * s.alpha for f in self._families}
         self._log_thr = np.array([-math.log(self._alpha_alloc[f]) for f in self._families] + [math.inf])
@@ -783,7 +784,7 @@ class Gate:
                 out[:, f], fired[:, f], harm = fam.run(z, cells, cz, lag, clag)
             else:
                 out[:, f], fired[:, f] = fam.run(z, cells, cz)
-        b_drift, b_fired, b_roll, b_ewma, b_reason = self._rules.run(z, raw, cells, cz, craw)
+        b_drift, b_fired, b_roll, _, b_reason, b_frozen = self._rules.run(z, raw, cells, cz, craw)
         out[:, -1, 1] = b_drift
         fired[:, -1] = b_roll  # family B counts toward a rollback only through rules that roll back
         valid = self._valid(z, cz) if ood is None else self._valid(z, cz) & ~ood
@@ -797,7 +798,7 @@ class Gate:
         )
         fired[:, -1] = b_fired  # the evidence of family B reports any fired rule
         # per-tick values as Python objects in bulk (indexing numpy scalars per field costs more than the records)
-        b_drivers = [self._rules.drivers(e) if on else () for e, on in zip(b_ewma, b_fired.tolist())]
+        b_drivers = [d if on else () for d, on in zip(b_frozen, b_fired.tolist())]
         explained = [(fam._fire_reason, fam._fire_drivers) for fam in self._families.values()]
         fast = self._in_domain(stamps, out, max_lw, n_valid, n)
         cols = zip(stamps.tolist(), keys, conts, out.tolist(), fired.tolist(), b_roll.tolist(), b_reason, verdict.tolist(),

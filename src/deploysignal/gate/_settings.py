@@ -83,6 +83,13 @@ class GateSettings(BaseModel):
         oscillation went undetected with 24). Left out of :meth:`model_dump` when 24, so audit headers and
         stored specs written before the field existed keep their bytes: where settings are read back
         (``replay``, the service's stored specs) a missing key means 24; new input without it means 48.
+    drivers_rule : {1, 2}
+        How a fired family names its drivers (:mod:`deploysignal.detectors._drivers`): 2 (default since
+        issue 25) names only signals whose own evidence supports the verdict; 1, the rule before it,
+        named the largest three whether they had changed or not. Explanation only: evidence and
+        verdicts do not depend on it. Left out of :meth:`model_dump` when 1, so audit headers and stored
+        specs written before the field existed keep their bytes: where settings are read back a missing
+        key means 1; new input without it means 2.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -103,6 +110,7 @@ class GateSettings(BaseModel):
     rules: RuleSettings = Field(default_factory=RuleSettings)
     out_of_domain: Literal["reject", "missing"] = "reject"
     d_max_period: int = Field(48, ge=2, le=1440)
+    drivers_rule: int = Field(2, ge=1, le=2)
 
     @model_serializer(mode="wrap")
     def _omit_default_policy(self, handler: Any) -> dict[str, Any]:
@@ -113,6 +121,8 @@ class GateSettings(BaseModel):
             del out["a_nuisance"]
         if out.get("d_max_period") == 24:  # likewise: the bank before issue 22 (written 24 is read back as 24)
             del out["d_max_period"]
+        if out.get("drivers_rule") == 1:  # likewise: drivers named by the rule before issue 25
+            del out["drivers_rule"]
         return out
 
     @model_validator(mode="after")

@@ -125,6 +125,11 @@ class LiveReport:
     trace: list[dict[str, Any]] = field(default_factory=list)
     #: the levels the protocol decides at (``MigrationProtocol.decision_levels``)
     levels: dict[str, float] = field(default_factory=dict)
+    #: the dimension whose evidence rolled the challenger back (``MigrationProtocol.rollback_dimension``)
+    rollback_dimension: str = ""
+    #: phase changes: ``{"phase", "pair", "at_s"}`` (seconds of the event-loop clock since the start), the
+    #: shadow phase (or the strategy's first phase) entered at pair 0
+    timeline: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self, settings: ProtocolSettings | None = None) -> dict[str, Any]:
         """The run as JSON (``deploysignal migrate run --json``; the dashboard's migration page reads it):
@@ -134,7 +139,9 @@ class LiveReport:
         s = settings or ProtocolSettings()
         return {"kind": "migration_run", "final_phase": self.final_phase, "rollback_reason": self.rollback_reason, "queries": self.queries,
                 "pairs": self.pairs, "drops": self.drops, "strategy": s.strategy, "dimensions": list(DIMENSIONS), "margins": list(s.margins),
-                "levels": self.levels, "trace": self.trace}
+                "harm_tolerances": list(s.harm_tolerances), "sla_quantile": s.sla_quantile,
+                "rollback_dimension": self.rollback_dimension, "timeline": self.timeline,
+                "final_evidence": self.trace[-1] if self.trace else None, "levels": self.levels, "trace": self.trace}
 
     @property
     def decision_to_incumbent_s(self) -> float | None:
@@ -181,7 +188,8 @@ async def run_migration(incumbent: Agent, challenger: Agent, questions: Callable
     """
     loop = asyncio.get_running_loop()
     proto = MigrationProtocol(settings, batch=1)
-    rep = LiveReport(final_phase="shadow", rollback_reason="", queries=0, pairs=0, levels=proto.decision_levels())
+    rep = LiveReport(final_phase=proto.phase_name(0), rollback_reason="", queries=0, pairs=0, levels=proto.decision_levels())
+    rep.timeline.append({"phase": proto.phase_name(0), "pair": 0, "at_s": 0.0})
     t_start = loop.time()
     router: DualServeRouter
     # scoring failures: the router only logs callback errors, and dropping the pair would discard evidence
@@ -199,16 +207,19 @@ async def run_migration(incumbent: Agent, challenger: Agent, questions: Callable
             return
         before = proto.phase_name(0)
         proto.update(np.array([(loop.time() - t_start) * time_scale]), np.array([s.as_tuple()]), np.array([True]),
-                     np.array([served]))
+                     np.array([served]), np.array([float(chal.latency_ms > aggregator.sla_ms)]),
+                     np.array([float(inc.latency_ms > aggregator.sla_ms)]))
         rep.pairs += 1
         after = proto.phase_name(0)
         rep.trace.append({"pair": rep.pairs, "phase": after, **proto.dimension_evidence(0)})
         if after != before:
             rep.phases.append((loop.time(), after))
+            rep.timeline.append({"phase": after, "pair": rep.pairs, "at_s": loop.time() - t_start})
         if proto.phase[0] == ROLLED_BACK and rep.decision_at is None:
             rep.decision_at = loop.time()
             router.set_exposure(0.0)  # router switch first: takes effect for the very next request
             rep.rollback_reason = proto.rollback_reason(0)
+            rep.rollback_dimension = proto.rollback_dimension(0)
             if on_rollback is not None:
                 rep.actuation_ok = bool(on_rollback(rep.rollback_reason))
         else:

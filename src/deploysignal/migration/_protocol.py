@@ -9,14 +9,24 @@ Decisions
 * **Promotion out of shadow** (conjunctive): for every dimension ``d`` the non-inferiority null
   ``H0_d: E[x_d] >= margin_d`` is rejected by Holm at ``alpha_promote`` over anytime-valid p-values.
   Holm needs no assumption on the dependence between dimensions.
-* **Rollback** (any phase, disjunctive): (a) Holm rejects some harm null ``E[x_d] <= 0`` at
-  ``share_harm * alpha_rollback``; (b) an e-SR change detector per dimension (Bonferroni,
-  ``share_detector * alpha_rollback / D``, horizon ``horizon_pairs``) fires; (c) the error budget of the
+* **Rollback** (any phase, disjunctive): (a) Holm rejects some harm null at ``share_harm * alpha_rollback``:
+  for dimension ``d`` the null is ``E[x_d] <= harm_tolerances[d]`` ("worse than the incumbent by more
+  than the tolerance" is harm, a smaller difference is not), and for ``latency`` it is the intersection
+  of that null and "the challenger's answers exceed the SLA with probability at most ``1 - sla_quantile``"
+  (its ``sla_quantile`` latency quantile within the SLA), tested by the Bonferroni combination
+  ``min(1, 2 min(p_tolerance, p_sla))`` (the paper's two-sided latency check: slower by more than a
+  tolerance, or the p99 beyond the SLA); (b) an e-SR change detector per dimension (Bonferroni,
+  ``share_detector * alpha_rollback / D``, horizon ``horizon_pairs``, pre-change null
+  ``E[x_d] <= harm_tolerances[d]``) fires; (c) the error budget of the
   current progressive step is shown exceeded (betting test of ``E[x_correctness] <= error_budget``
   on challenger-served pairs of the step at ``share_budget * alpha_rollback / steps``).
-* Under the joint null "the challenger is no worse on any dimension at any time" the probability of
-  any rollback is at most ``alpha_rollback`` (union bound of Ville, Holm and Doob's finite-horizon
-  bound over the first ``horizon_pairs`` pairs).
+* Under the joint null "at every time, given the past, no dimension is worse than the incumbent by more
+  than its tolerance, the challenger exceeds the SLA with probability at most ``1 - sla_quantile``, and
+  the challenger-served correctness difference is at most ``error_budget``" the probability of any
+  rollback is at most ``alpha_rollback`` (union bound of Ville, Holm, Bonferroni and Doob's
+  finite-horizon bound over the first ``horizon_pairs`` pairs). A challenger exactly at every tolerance
+  is the boundary of this null. The SLA observations are optional (``sla`` in :meth:`MigrationProtocol.update`;
+  NaN = not observed): without them only the tolerance part of the latency test has evidence.
 
 The harm, non-inferiority and error-budget e-processes bet adaptively by default (``bettor="agrapa"``,
 see :class:`~deploysignal.migration.BettingEProcess`); ``bettor="grid"`` averages fixed fractions.
@@ -58,6 +68,27 @@ class ProtocolSettings:
     share_detector: float = 0.4
     share_budget: float = 0.2
     margins: tuple[float, float, float, float] = (0.02, 0.05, 0.03, 0.005)
+    #: harm tolerance per dimension (same units as the scores): rollback for harm needs evidence that the
+    #: challenger is worse than the incumbent by more than this. Defaults: no tolerance on correctness,
+    #: semantic grade and safety (any shown degradation is harm, as before); latency 0.05 SLA units (10 ms
+    #: under the paper's 200 ms p99 SLA), equal to the latency non-inferiority margin, so the paper's
+    #: example challenger (median 38 -> 43 ms) is neither harmful nor blocked, and a challenger at the
+    #: margin is the boundary of both tests.
+    harm_tolerances: tuple[float, float, float, float] = (0.0, 0.05, 0.0, 0.0)
+    #: latency quantile the SLA bounds (the paper's p99 under 200 ms): harm when the challenger's answers
+    #: exceed the SLA more often than ``1 - sla_quantile``.
+    sla_quantile: float = 0.99
+    #: SLA harm relative to the incumbent (default): the SLA part of the latency harm test rejects only when
+    #: the challenger exceeds the SLA more often than ``1 - sla_quantile`` AND more often than the incumbent
+    #: on the same queries by more than ``sla_relative_tolerance`` (paired test of
+    #: ``1[L_chal > SLA] - 1[L_inc > SLA]``; intersection-union, p = the larger of the two p-values), so an
+    #: incumbent already over the SLA does not make an equal or better challenger "harmful". False = the
+    #: absolute check alone (opt-in: harm whenever the challenger's own exceedance is over ``1 - sla_quantile``,
+    #: whatever the incumbent does).
+    sla_relative: bool = True
+    #: how much more often than the incumbent (fraction of pairs) the challenger may exceed the SLA before
+    #: the relative SLA part counts it as harm (``sla_relative=True`` only).
+    sla_relative_tolerance: float = 0.0
     min_shadow_pairs: int = 200
     canary_fraction: float = 0.05
     canary_dwell_s: float = 86_400.0
@@ -79,10 +110,29 @@ class ProtocolSettings:
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
                 raise InputError(f"{name} must lie in (0, 1), got {v}", column=name)
+        for name in ("share_harm", "share_detector", "share_budget"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
+                raise InputError(f"{name} must lie in (0, 1), got {v!r}", column=name)
         if abs(self.share_harm + self.share_detector + self.share_budget - 1.0) > 1e-9:
             raise InputError("share_harm + share_detector + share_budget must be 1", column="share_harm")
         if len(self.margins) != len(DIMENSIONS) or any(not 0.0 < m < 1.0 for m in self.margins):
             raise InputError(f"margins must be {len(DIMENSIONS)} values in (0, 1)", column="margins")
+        if len(self.harm_tolerances) != len(DIMENSIONS) or any(
+                not (isinstance(v, (int, float)) and 0.0 <= v < 1.0) for v in self.harm_tolerances):
+            raise InputError(f"harm_tolerances must be {len(DIMENSIONS)} values in [0, 1), got {self.harm_tolerances}",
+                             column="harm_tolerances")
+        if not (isinstance(self.sla_quantile, (int, float)) and 0.5 <= self.sla_quantile < 1.0):
+            raise InputError(f"sla_quantile must lie in [0.5, 1), got {self.sla_quantile!r}", column="sla_quantile")
+        if not isinstance(self.sla_relative, bool):
+            raise InputError(f"sla_relative must be true or false, got {self.sla_relative!r}", column="sla_relative")
+        if not (isinstance(self.sla_relative_tolerance, (int, float)) and 0.0 <= self.sla_relative_tolerance < 1.0):
+            raise InputError(f"sla_relative_tolerance must lie in [0, 1), got {self.sla_relative_tolerance!r}",
+                             column="sla_relative_tolerance")
+        for name in ("canary_dwell_s", "step_dwell_s", "tail_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < float("inf"):
+                raise InputError(f"{name} must be a finite number of seconds >= 0, got {v!r}", column=name)
         if not self.steps or any(not 0.0 < s <= 1.0 for s in self.steps) or list(self.steps) != sorted(self.steps) \
                 or self.steps[-1] != 1.0:
             raise InputError("steps must increase within (0, 1] and end at 1.0", column="steps")
@@ -136,13 +186,17 @@ class MigrationProtocol:
         self.settings = s = settings or ProtocolSettings()
         self.batch = b = int(batch)
         dd = len(DIMENSIONS)
-        self._harm = BettingEProcess(m=0.0, lo=-1.0, hi=1.0, batch=b * dd, bettor=s.bettor)
+        # harm: one test per dimension of E[x_d] <= tolerance_d, and the SLA test of P(latency > SLA) <= 1 - q
+        self._harm = [BettingEProcess(m=float(tol), lo=-1.0, hi=1.0, batch=b, bettor=s.bettor) for tol in s.harm_tolerances]
+        self._sla = BettingEProcess(m=1.0 - s.sla_quantile, lo=0.0, hi=1.0, batch=b, bettor=s.bettor)
+        # relative SLA part: paired 1[L_chal > SLA] - 1[L_inc > SLA], null E <= sla_relative_tolerance
+        self._sla_rel = BettingEProcess(m=float(s.sla_relative_tolerance), lo=-1.0, hi=1.0, batch=b, bettor=s.bettor)
         design = s.design_differences() if s.bettor == "agrapa" else ()
         # the tests run on -x: null E[-x] <= -margin, design alternative E[-x] = -difference
         self._ni = [BettingEProcess(m=-mg, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor, target=-design[k] if design else None)
                     for k, mg in enumerate(s.margins)]
-        self._det = ESRDetector(m=0.0, lo=-1.0, hi=1.0, horizon=s.horizon_pairs,
-                                alpha=s.share_detector * s.alpha_rollback / dd, batch=b * dd)
+        self._det = [ESRDetector(m=float(tol), lo=-1.0, hi=1.0, horizon=s.horizon_pairs,
+                                 alpha=s.share_detector * s.alpha_rollback / dd, batch=b) for tol in s.harm_tolerances]
         self._budget = BettingEProcess(m=s.error_budget, lo=-1.0, hi=1.0, batch=b, bettor=s.bettor)
         self._budget_logthr = np.log(len(s.steps) / (s.share_budget * s.alpha_rollback))
         start = {"shadow": SHADOW, "canary": CANARY, "direct": TAIL}[s.strategy]
@@ -151,6 +205,7 @@ class MigrationProtocol:
         self.phase_start = np.full(b, np.nan)
         self.pairs = np.zeros(b, dtype=np.int64)
         self.reason = np.zeros(b, dtype=np.int64)
+        self.rollback_dim = np.full(b, -1, dtype=np.int64)
         self.end_time = np.full(b, np.nan)
         self.cutover_time = np.full(b, np.nan)
 
@@ -161,18 +216,39 @@ class MigrationProtocol:
         """Log-evidence per dimension (:data:`DIMENSIONS` order) of stream ``i``, read only: ``non_inferiority``,
         the log-wealth of each dimension's non-inferiority test, and ``non_inferiority_max``, its running
         maximum, ``-log`` of the anytime-valid p-value that Holm tests for promotion out of shadow;
-        ``harm`` and ``harm_max``, the same for each dimension's harm test (rollback, Holm); ``detector``,
+        ``harm``, the log-wealth of each dimension's harm test (``E[x_d] <= harm_tolerances[d]``), and
+        ``harm_max``, ``-log`` of the p-value Holm tests for rollback (:meth:`harm_p_values`; for latency
+        it combines the tolerance and the SLA tests); ``sla`` and ``sla_max``, the SLA test's log-wealth
+        and running maximum (one value, part of ``latency``); ``detector``,
         the change detector's log statistic (rollback at ``detector_log_threshold``; ``-inf`` as ``None``);
         ``error_budget``, the log-wealth of the current progressive step's error-budget test (one value,
         for ``correctness``; rollback at :meth:`decision_levels` ``error_budget_log``)."""
-        dd = len(DIMENSIONS)
-        det = self._det.log_statistic().reshape(self.batch, dd)[i]
+        det = [float(d.log_statistic()[i]) for d in self._det]
         return {"non_inferiority": [float(e.log_wealth()[i]) for e in self._ni],
                 "non_inferiority_max": [max(0.0, float(-np.log(e.p_value()[i]))) for e in self._ni],
-                "harm": [float(v) for v in self._harm.log_wealth().reshape(self.batch, dd)[i]],
-                "harm_max": [max(0.0, float(-np.log(p))) for p in self._harm.p_value().reshape(self.batch, dd)[i]],
-                "detector": [float(v) if np.isfinite(v) else None for v in det],  # type: ignore[misc]
+                "harm": [float(e.log_wealth()[i]) for e in self._harm],
+                "harm_max": [max(0.0, float(-np.log(p))) for p in self.harm_p_values()[i]],
+                "sla": [float(self._sla.log_wealth()[i])],
+                "sla_max": [max(0.0, float(-np.log(self.sla_p_value()[i])))],
+                "detector": [v if np.isfinite(v) else None for v in det],  # type: ignore[misc]
                 "error_budget": [float(self._budget.log_wealth()[i])]}
+
+    def sla_p_value(self) -> NDArray[np.float64]:
+        """Anytime-valid p-value of the SLA part of the latency harm test, ``(batch,)``: the absolute test's
+        (``P(L_chal > SLA) <= 1 - sla_quantile``) and, with ``sla_relative`` (default), the larger of it and the
+        paired test's (``P(L_chal > SLA) - P(L_inc > SLA) <= sla_relative_tolerance``). The larger of two
+        anytime-valid p-values is anytime-valid for the union of their nulls (intersection-union test):
+        whichever null holds, its own p-value bounds the crossing probability (Ville)."""
+        p = self._sla.p_value()
+        return np.maximum(p, self._sla_rel.p_value()) if self.settings.sla_relative else p
+
+    def harm_p_values(self) -> NDArray[np.float64]:
+        """Anytime-valid p-values of the harm nulls, ``(batch, 4)`` in :data:`DIMENSIONS` order (Holm tests
+        them for rollback); latency's is ``min(1, 2 min(p_tolerance, p_sla))`` (Bonferroni of its two parts)."""
+        p = np.stack([e.p_value() for e in self._harm], axis=1)
+        k = DIMENSIONS.index("latency")
+        p[:, k] = np.minimum(1.0, 2.0 * np.minimum(p[:, k], self.sla_p_value()))
+        return p
 
     def decision_levels(self) -> dict[str, float]:
         """The levels the protocol decides at: ``promote_alpha`` (Holm over the non-inferiority p-values),
@@ -185,10 +261,17 @@ class MigrationProtocol:
     @property
     def detector_log_threshold(self) -> float:
         """The change detector's alarm level (log scale)."""
-        return float(self._det.log_threshold)
+        return float(self._det[0].log_threshold)
 
     def rollback_reason(self, i: int) -> str:
         return ROLLBACK_REASONS[int(self.reason[i])]
+
+    def rollback_dimension(self, i: int) -> str:
+        """The dimension whose evidence rolled stream ``i`` back: for a harm rollback the one with the
+        smallest harm p-value (``latency_sla`` when latency's came from its SLA test), for a detector the
+        first that fired, ``correctness`` for the error budget; ``""`` when not rolled back."""
+        k = int(self.rollback_dim[i])
+        return "" if k < 0 else (*DIMENSIONS, "latency_sla")[k]
 
     def exposure(self) -> NDArray[np.float64]:
         """Fraction of live traffic the challenger answers, per stream."""
@@ -202,7 +285,8 @@ class MigrationProtocol:
         return out
 
     def update(self, t: NDArray[np.float64], x: NDArray[np.float64], paired: NDArray[np.bool_],
-               served: NDArray[np.bool_] | None = None) -> _Events:
+               served: NDArray[np.bool_] | None = None, sla: NDArray[np.float64] | None = None,
+               sla_incumbent: NDArray[np.float64] | None = None) -> _Events:
         """Advance every stream by one query.
 
         Parameters
@@ -215,6 +299,13 @@ class MigrationProtocol:
             True when both agents answered this query (a paired observation exists).
         served : (batch,) bool, optional
             True when the challenger answered the live user (counts for the step error budget).
+        sla : (batch,) float, optional
+            1.0 when the challenger's answer of this pair exceeded the latency SLA, 0.0 when within it,
+            NaN (or ``sla`` omitted) = not observed.
+        sla_incumbent : (batch,) float, optional
+            The same for the incumbent's answer of the pair (the relative SLA part, ``sla_relative``, uses the
+            pairs where both are observed; without it that part has no evidence and, with ``sla_relative``,
+            the SLA part cannot reject: only the tolerance part of the latency test can roll back).
         """
         s, b, dd = self.settings, self.batch, len(DIMENSIONS)
         t = np.asarray(t, dtype=float).reshape(b)
@@ -226,19 +317,41 @@ class MigrationProtocol:
         self.phase_start = np.where(np.isnan(self.phase_start), t, self.phase_start)
         self.cutover_time = np.where(np.isnan(self.cutover_time) & (self.phase == TAIL), t, self.cutover_time)
         active = paired & (self.phase < PROMOTED)
-        m = np.repeat(active, dd) & np.isfinite(x.reshape(-1))
-        self._harm.update(x.reshape(-1), m)
-        fired = self._det.update(x.reshape(-1), m).reshape(b, dd).any(axis=1)
-        for k, e in enumerate(self._ni):
-            e.update(-x[:, k], active & np.isfinite(x[:, k]))
+        fired_k = np.zeros((b, dd), dtype=bool)
+        for k in range(dd):
+            m = active & np.isfinite(x[:, k])
+            self._harm[k].update(x[:, k], m)
+            fired_k[:, k] = self._det[k].update(x[:, k], m)
+            self._ni[k].update(-x[:, k], m)
+        if sla is not None:
+            y = np.asarray(sla, dtype=float).reshape(b)
+            bad = np.isfinite(y) & (y != 0.0) & (y != 1.0)
+            if np.any(bad):
+                raise InputError(f"sla must be 0, 1 or NaN, got {y[bad][0]}", row=int(np.flatnonzero(bad)[0]), column="sla")
+            self._sla.update(y, active & np.isfinite(y))
+            if sla_incumbent is not None:
+                yi = np.asarray(sla_incumbent, dtype=float).reshape(b)
+                bad = np.isfinite(yi) & (yi != 0.0) & (yi != 1.0)
+                if np.any(bad):
+                    raise InputError(f"sla_incumbent must be 0, 1 or NaN, got {yi[bad][0]}",
+                                     row=int(np.flatnonzero(bad)[0]), column="sla_incumbent")
+                both = np.isfinite(y) & np.isfinite(yi)
+                self._sla_rel.update(np.where(both, y - yi, 0.0), active & both)
         self.pairs += active
         live = self.phase < PROMOTED
-        harm_rej = holm(self._harm.p_value().reshape(b, dd), s.share_harm * s.alpha_rollback).any(axis=1)
+        fired = fired_k.any(axis=1)
+        hp = self.harm_p_values()
+        harm_rej = holm(hp, s.share_harm * s.alpha_rollback).any(axis=1)
         prog = self.phase == PROGRESSIVE
         self._budget.update(x[:, 0], prog & active & served & np.isfinite(x[:, 0]))
         over = prog & (self._budget.log_wealth() >= self._budget_logthr)
         rb = live & (harm_rej | fired | over)
         self.reason[rb] = np.where(harm_rej[rb], 1, np.where(fired[rb], 2, 3))
+        # the dimension that showed the harm: smallest harm p-value, else the first detector that fired
+        lat = DIMENSIONS.index("latency")
+        by_sla = self.sla_p_value() < np.stack([e.p_value() for e in self._harm], axis=1)[:, lat]
+        dim = np.where(harm_rej, np.argmin(hp, axis=1), np.where(fired, np.argmax(fired_k, axis=1), 0))
+        self.rollback_dim[rb] = np.where(harm_rej[rb] & (dim[rb] == lat) & by_sla[rb], len(DIMENSIONS), dim[rb])
         self.phase[rb] = ROLLED_BACK
         self.end_time[rb] = t[rb]
         # promotion out of shadow: conjunctive, Holm over non-inferiority p-values

@@ -10,10 +10,13 @@ grade of both agents, a shared load factor drives both latencies).  Scenarios:
 ``authorisation_violation`` (3 % of multi-step queries read an unauthorised table),
 ``mixed`` (+5 pp accuracy, x1.35 latency).
 
-The same streams are fed to three policies: the confidence-gated protocol
+The same streams are fed to four policies: the confidence-gated protocol
 (:class:`MigrationProtocol`), a fixed-window shadow evaluation (``fixed_window_days`` of shadow, then
-fixed-sample one-sided z-tests with Holm, then cut-over or reject), and a fixed ``canary_days`` canary at
-5 % followed by the same fixed-sample tests on the canary's paired data.
+fixed-sample paired one-sided z-tests with Holm, then cut-over or reject), a fixed ``canary_days`` canary
+at 5 % that sees only the traffic it served (two-sample z-tests of the challenger's own outcomes on those
+queries against the incumbent's on the others, no pairing; promoted unless harm shows), and blue-green
+(everyone on the challenger at once; the same two-sample tests after one day, rollback if harm shows).
+All use the protocol's alphas, margins and harm tolerances.
 """
 
 from __future__ import annotations
@@ -96,7 +99,10 @@ def simulate_streams(scenario: str, runs: int, seed: int, *, n_queries: int = 12
                   np.sign(g_i - g_c).astype(float), safe_i.astype(float) - safe_c], axis=-1)
     paired = rng.random((r, n)) < shadow_fraction
     harm = (ok_i & ~ok_c) | (safe_i & ~safe_c)
-    return {"t": t, "qtype": qtype, "x": x, "paired": paired, "harm": harm}
+    # each agent's own outcome per query, oriented like x (higher = worse): what an unpaired canary sees
+    own = [np.stack([1.0 - ok, lat / SLA_MS, -g / 2.0, 1.0 - safe], axis=-1)
+           for ok, lat, g, safe in ((ok_i, l_i, g_i, safe_i), (ok_c, l_c, g_c, safe_c))]
+    return {"t": t, "qtype": qtype, "x": x, "paired": paired, "harm": harm, "inc": own[0], "chal": own[1]}
 
 
 @dataclass(frozen=True)
@@ -134,16 +140,36 @@ def _run_protocol(s: dict[str, NDArray], settings: ProtocolSettings, seed: int) 
 
 
 def _fixed_tests(x: NDArray, use: NDArray, margins: NDArray, alpha_promote: float,
-                 alpha_rollback: float) -> tuple[NDArray, NDArray]:
-    """Fixed-sample one-sided z-tests per dimension with Holm: (reject harm any, non-inferior all)."""
+                 alpha_rollback: float, tolerances: NDArray) -> tuple[NDArray, NDArray]:
+    """Fixed-sample one-sided z-tests per dimension with Holm: (reject harm any, non-inferior all).
+    Harm null: mean difference <= the harm tolerance; non-inferiority null: difference >= the margin."""
     nobs = np.maximum(use.sum(axis=1), 2)[:, None]
     xm = np.where(use[..., None], x, 0.0)
     mean = xm.sum(axis=1) / nobs
     var = (np.where(use[..., None], x - mean[:, None, :], 0.0) ** 2).sum(axis=1) / (nobs - 1)
     se = np.sqrt(np.maximum(var, 1e-12) / nobs)
-    p_harm = stats.norm.sf(mean / se)
+    p_harm = stats.norm.sf((mean - tolerances) / se)
     p_ni = stats.norm.cdf((mean - margins) / se)
     return holm(p_harm, alpha_rollback).any(axis=1), holm(p_ni, alpha_promote).all(axis=1)
+
+
+def _unpaired_tests(chal: NDArray, use_c: NDArray, inc: NDArray, use_i: NDArray, settings: ProtocolSettings) -> tuple[NDArray, NDArray]:
+    """Fixed-sample two-sample (Welch) z-tests per dimension with Holm on two populations: the challenger's
+    own outcomes on the queries it served against the incumbent's on the others: (reject harm any, non-inferior all).
+    Harm null: mean difference <= the harm tolerance; non-inferiority null: difference >= the margin."""
+    def moments(v: NDArray, use: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+        k = np.maximum(use.sum(axis=1), 2)[:, None]
+        m = np.where(use[..., None], v, 0.0).sum(axis=1) / k
+        var = (np.where(use[..., None], v - m[:, None, :], 0.0) ** 2).sum(axis=1) / (k - 1)
+        return m, var, k
+
+    mc, vc, nc = moments(chal, use_c)
+    mi, vi, ni_ = moments(inc, use_i)
+    diff = mc - mi
+    se = np.sqrt(np.maximum(vc / nc + vi / ni_, 1e-12))
+    p_harm = stats.norm.sf((diff - np.asarray(settings.harm_tolerances)) / se)
+    p_ni = stats.norm.cdf((diff - np.asarray(settings.margins)) / se)
+    return holm(p_harm, settings.alpha_rollback).any(axis=1), holm(p_ni, settings.alpha_promote).all(axis=1)
 
 
 def evaluate(scenario: str, runs: int, seed: int, *, settings: ProtocolSettings | None = None,
@@ -164,13 +190,28 @@ def evaluate(scenario: str, runs: int, seed: int, *, settings: ProtocolSettings 
                      end / DAY, hs)
     margins = np.asarray(settings.margins)
     out = [ours]
-    for policy, window, frac in (("fixed-window", fixed_window_days, 0.0), ("7-day canary", canary_days, 0.05)):
-        use = paired & (t < window * DAY)
-        rej, ni = _fixed_tests(x, use, margins, settings.alpha_promote, settings.alpha_rollback)
-        served = (np.random.default_rng(seed + 2).random(t.shape) < frac) & (t < window * DAY)
-        hs_b = (served & harm).sum(axis=1) + np.where(~rej, (harm & (t >= window * DAY)).sum(axis=1), 0)
-        out.append(SimResult(policy, scenario, rej, ~rej & ni, rej if frac == 0.0 else rej & (frac <= 0.05),
-                             np.full(t.shape[0], window), hs_b.astype(float)))
+    # fixed-window shadow: paired tests on every shadowed query of the window
+    use = paired & (t < fixed_window_days * DAY)
+    rej, ni = _fixed_tests(x, use, margins, settings.alpha_promote, settings.alpha_rollback,
+                            np.asarray(settings.harm_tolerances))
+    hs_b = np.where(~rej, (harm & (t >= fixed_window_days * DAY)).sum(axis=1), 0)
+    out.append(SimResult("fixed-window", scenario, rej, ~rej & ni, rej, np.full(t.shape[0], fixed_window_days),
+                         hs_b.astype(float)))
+    # 7-day canary: 5 % of live traffic to the challenger, no pairing; at the end of the window the challenger's
+    # own outcomes on the queries it served are compared with the incumbent's on the rest (two-sample tests)
+    win = t < canary_days * DAY
+    served = (np.random.default_rng(seed + 2).random(t.shape) < 0.05) & win
+    rej, ni = _unpaired_tests(s["chal"], served, s["inc"], win & ~served, settings)
+    hs_b = (served & harm).sum(axis=1) + np.where(~rej, (harm & ~win).sum(axis=1), 0)
+    # a canary promotes unless it shows harm (it has too few queries to show non-inferiority: ``ni`` unused)
+    del ni
+    out.append(SimResult("7-day canary", scenario, rej, ~rej, rej, np.full(t.shape[0], canary_days), hs_b.astype(float)))
+    # blue-green: every user on the challenger at once; after one day of monitoring its outcomes are compared
+    # with the incumbent's on the same period (a stand-in for the incumbent's history), rollback if harm shows
+    day1 = t < DAY
+    rej, _ = _unpaired_tests(s["chal"], day1, s["inc"], day1, settings)
+    hs_b = (harm & day1).sum(axis=1) + np.where(~rej, (harm & ~day1).sum(axis=1), 0)
+    out.append(SimResult("blue-green", scenario, rej, ~rej, np.zeros_like(rej), np.where(rej, 1.0, 0.0), hs_b.astype(float)))
     return out
 
 
@@ -190,12 +231,19 @@ def markdown_table(results: list[SimResult], runs: int, seed: int, command: str)
         "",
         f"    {command}",
         "",
+        "Why the figures are what they are (hand-written, kept apart so regenerating this file keeps them):",
+        "[migration_eval_notes.md](migration_eval_notes.md).",
+        "",
         "Rates with exact 95 % Clopper-Pearson intervals. *Rolled back* = challenger rejected or rolled back;",
         "*before impact* = rolled back while the challenger never served more than the 5 % canary;",
         "*time* = days until a safe state: 100 % cut-over of a challenger never rolled back (the 1-day monitoring",
-        "tail follows it; 45 days when neither happened), or traffic back on the incumbent. Baselines: fixed",
-        "14-day shadow window or 7-day 5 % canary, then fixed-sample one-sided z-tests with Holm at the same",
-        "alphas and margins. *Harmful answers* = live answers where the challenger was worse (correctness or",
+        "tail follows it; 45 days when neither happened), or traffic back on the incumbent. Baselines, all with",
+        "Holm at the same alphas, margins and harm tolerances: *fixed-window* = 14 days of full shadow, then",
+        "paired one-sided z-tests (cut-over when non-inferior on every dimension and no harm); *7-day canary* =",
+        "5 % of live traffic for 7 days, then two-sample z-tests of the challenger's own outcomes on the ~5 % of",
+        "queries it served against the incumbent's on the rest (no pairing; promoted unless harm shows);",
+        "*blue-green* = everyone on the challenger at once, rolled back after one day if the same two-sample",
+        "tests show harm. *Harmful answers* = live answers where the challenger was worse (correctness or",
         "safety); for a null challenger these are its share of symmetric discordant pairs.",
         "",
         "| scenario | policy | rolled back | before impact | promoted | mean time (days) | harmful answers served |",
@@ -209,8 +257,9 @@ def markdown_table(results: list[SimResult], runs: int, seed: int, command: str)
     lines += ["", "## Summary", "", "Mean time = mean over the seven scenarios of the per-scenario mean time; benign = null and",
               "accuracy improvement (time to cut-over), harmful = the five regressions (time to rollback).", "",
               "| policy | detection (harmful) | detected before impact | false alarms (benign) |"
-              " mean time to safe migration (days) | benign / harmful (days) | vs confidence-gated |",
-              "|---|---|---|---|---|---|---|"]
+              " mean time to safe migration (days) | benign / harmful (days) | vs confidence-gated |"
+              " confidence-gated benign faster by |",
+              "|---|---|---|---|---|---|---|---|"]
     policies = list(dict.fromkeys(r.policy for r in results))
     mean_time = {}
     for pol in policies:
@@ -226,11 +275,14 @@ def markdown_table(results: list[SimResult], runs: int, seed: int, command: str)
         fa = sum(int(r.rolled_back.sum()) for r in benign)
         nb = sum(r.rolled_back.size for r in benign)
         ref = mean_time[policies[0]]
-        speed = "-" if pol == policies[0] else f"ours {100 * (1 - ref / mean_time[pol]):.1f}% faster"
+        speed = "-" if pol == policies[0] else f"ours {100 * (1 - ref / mean_time[pol]):.1f}% faster" \
+            if ref <= mean_time[pol] else f"ours {ref / max(mean_time[pol], 1e-9):.1f}x slower"
         tb = np.mean([r.time_days.mean() for r in benign]) if benign else float("nan")
         th = np.mean([r.time_days.mean() for r in harm]) if harm else float("nan")
+        ours_b = [r.time_days.mean() for r in results if r.policy == policies[0] and r.scenario not in HARMFUL]
+        bspeed = "-" if pol == policies[0] or not ours_b or not tb > 0 else f"{100 * (1 - np.mean(ours_b) / tb):.1f}%"
         lines.append(f"| {pol} | {_ci(det, nh) if nh else '-'} | {_ci(bi, nh) if nh else '-'} | "
-                     f"{_ci(fa, nb) if nb else '-'} | {mean_time[pol]:.2f} | {tb:.2f} / {th:.2f} | {speed} |")
+                     f"{_ci(fa, nb) if nb else '-'} | {mean_time[pol]:.2f} | {tb:.2f} / {th:.2f} | {speed} | {bspeed} |")
     return "\n".join(lines) + "\n"
 
 

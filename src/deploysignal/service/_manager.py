@@ -80,8 +80,9 @@ def _engine(cfg: str, spec: Mapping[str, Any], snap: dict[str, Any] | None = Non
     """The engine of an analysis: :class:`SplitEngine` for ``mode: split`` specs, else :class:`AnalysisEngine`."""
     if spec.get("mode") == "split":
         return SplitEngine(cfg, with_legacy_label(spec["settings"]), snap)  # stored before ratio_label: 0.4.0's wording
-    # stored specs hold the full settings dump; one without d_max_period was stored before issue 22 (family D ran 2..24)
-    return AnalysisEngine(cfg, {"d_max_period": 24, **spec["settings"]}, snap)
+    # stored specs hold the full settings dump; one without d_max_period was stored before issue 22 (family D ran 2..24),
+    # one without drivers_rule before issue 25 (drivers named by rule 1)
+    return AnalysisEngine(cfg, {"d_max_period": 24, "drivers_rule": 1, **spec["settings"]}, snap)
 
 
 def _header(eng: Engine, binding: int = 0, spec_sha256: str | None = None) -> dict[str, Any]:

@@ -233,7 +233,7 @@ class SplitEngine:
                 continue
             data = ticks_to_data([p for r in run for p in r.parts], self.specs, where="tick")  # type: ignore[union-attr]
             for k in range(data.n_ticks):
-                out.append(self._result(self.gate.update(data.ticks(k, k + 1)).records()))
+                out.append(self._result(self.gate.update(data, k).records()))
             self._last_ts = run[-1].timestamp
         return out
 

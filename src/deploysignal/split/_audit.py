@@ -57,7 +57,7 @@ def _lines(header: dict[str, Any], specs: list[MetricSpec], settings: SplitSetti
     yield from lines
     gate = SplitGate(specs, settings)
     for t in range(data.n_ticks):
-        lines, head = chain_records(gate.update(data.ticks(t, t + 1)).records(), head)
+        lines, head = chain_records(gate.update(data, t).records(), head)
         yield from lines
 
 

@@ -11,6 +11,7 @@ units with exactly one event and the units with more (``(k, y, count)`` triples,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -92,17 +93,30 @@ class BlockBuilder:
 
 @dataclass(frozen=True)
 class SplitData:
-    """A run of ticks: start timestamps, units per arm (for the sample-ratio check) and each metric's blocks."""
+    """A run of ticks: start timestamps, units per arm (for the sample-ratio check) and each metric's blocks.
+
+    ``origin`` (not an argument): for data cut by :meth:`ticks`, ``(whole, lo, hi)``; the compiled gate
+    step reads the whole run's packed arrays at ticks ``lo:hi`` instead of packing each cut
+    (:func:`~deploysignal.split._step.packed`). ``packs`` caches those packed arrays per gate layout.
+    """
 
     timestamps: np.ndarray
     canary_units: np.ndarray
     units: np.ndarray
     metrics: dict[str, MetricBlocks] = field(default_factory=dict)
+    origin: tuple[SplitData, int, int] | None = field(default=None, init=False, compare=False, repr=False)
+    packs: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def n_ticks(self) -> int:
         return len(self.timestamps)
 
     def ticks(self, lo: int, hi: int) -> SplitData:
-        return SplitData(self.timestamps[lo:hi].copy(), self.canary_units[lo:hi].copy(), self.units[lo:hi].copy(),
-                         {m: b.ticks(lo, hi) for m, b in self.metrics.items()})
+        """Ticks ``lo:hi`` (``0 <= lo <= hi <= n_ticks``) as their own :class:`SplitData` (copies)."""
+        if not 0 <= lo <= hi <= self.n_ticks:
+            raise ValueError(f"ticks {lo}:{hi} of a run of {self.n_ticks}")
+        out = SplitData(self.timestamps[lo:hi].copy(), self.canary_units[lo:hi].copy(), self.units[lo:hi].copy(),
+                        {m: b.ticks(lo, hi) for m, b in self.metrics.items()})
+        whole, base = (self, 0) if self.origin is None else (self.origin[0], self.origin[1])
+        object.__setattr__(out, "origin", (whole, base + lo, base + hi))
+        return out

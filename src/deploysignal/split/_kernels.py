@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["NEGLIGIBLE", "advance", "edge_effect", "evidence_summary", "log_unit_term", "mixture_log", "proceed_ok", "ratio_cs",
+__all__ = ["NEGLIGIBLE", "advance", "block_logs", "edge_effect", "evidence_summary", "log_unit_term", "mixture_log", "proceed_ok", "ratio_cs",
            "rollback_log_e", "run_metric", "slot_logs"]
 
 _OPTS = {"cache": True, "nogil": False, "error_model": "numpy"}
@@ -46,10 +46,29 @@ def log_unit_term(q: float, lrho: float, y: int) -> float:
 
 
 @njit(**_OPTS)
-def advance(ell: np.ndarray, acc: np.ndarray, lrho: np.ndarray, rm1: np.ndarray, nc: int, n: int, a: np.ndarray, c1: np.ndarray,
+def block_logs(rm1: np.ndarray, nc: int, n: int, hc: np.ndarray, key: int) -> np.ndarray:
+    """``log(1 - q + q rho) = log1p(q (rho - 1))`` on the grid for ``q = nc / n``, in ``hc[3:3 + R]``.
+
+    ``hc[:3]`` remembers ``(nc, n, key)`` of the values held: a call with the same three (``key >= 0``
+    names the grid ``rm1``, equal keys for equal grids) returns them without recomputing, so the
+    metrics of one tick that share their units and grid take the logarithms once (the same values).
+    """
+    R = rm1.shape[0]
+    h = hc[3:3 + R]
+    if key >= 0 and hc[0] == nc and hc[1] == n and hc[2] == key:
+        return h
+    q = nc / n
+    for i in range(R):
+        h[i] = math.log1p(q * rm1[i])
+    hc[0], hc[1], hc[2] = nc, n, key
+    return h
+
+
+@njit(**_OPTS)
+def advance(ell: np.ndarray, acc: np.ndarray, lrho: np.ndarray, h: np.ndarray, nc: int, n: int, a: np.ndarray, c1: np.ndarray,
             xk: np.ndarray, xy: np.ndarray, xc: np.ndarray, lo: int, hi: int) -> None:
     """Add one block to ``ell`` (K, R) in place; ``acc`` (K, 2) accumulates canary and total events.
-    ``rm1 = rho - 1`` (``expm1(lrho)``, precomputed).
+    ``h = log(1 - q + q rho)`` on the grid (:func:`block_logs`).
 
     ``a``, ``c1``: (K,) canary event count and units with exactly one event; ``xk, xy, xc`` rows
     ``lo:hi``: units with ``xy >= 2`` events at edge-event ``xk``, ``xc`` of them.
@@ -58,9 +77,6 @@ def advance(ell: np.ndarray, acc: np.ndarray, lrho: np.ndarray, rm1: np.ndarray,
     if n <= 0 or nc <= 0 or nc >= n:
         return
     q = nc / n
-    h = np.empty(R)
-    for i in range(R):
-        h[i] = math.log1p(q * rm1[i])
     for k in range(K):
         ak = a[k]
         ck = c1[k]
@@ -156,20 +172,29 @@ def proceed_ok(ell: np.ndarray, slot_k: np.ndarray, idx: np.ndarray, base: np.nd
 
 
 @njit(**_OPTS)
-def run_metric(ell: np.ndarray, acc: np.ndarray, runmax: np.ndarray, lrho: np.ndarray, rm1: np.ndarray,
-               tptr: np.ndarray, nc: np.ndarray, n: np.ndarray, a: np.ndarray, c1: np.ndarray,
-               xptr: np.ndarray, xk: np.ndarray, xy: np.ndarray, xc: np.ndarray,
-               rb: tuple, pr: tuple, thr: float, sugg: float, pr_thr: float, with_proceed: bool,
-               fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, current: np.ndarray) -> None:
+def run_metric(state: tuple, blocks: tuple, plan: tuple, out: tuple) -> None:
     """Advance one metric over ``T = len(tptr) - 1`` ticks (blocks ``tptr[t]:tptr[t+1]``).
+
+    Four small typed records (tuples):
+
+    * ``state = (ell, acc, runmax, hc)``: the (K, R) log-likelihood ratios, the (K, 2) event counts,
+      ``runmax[0]`` the running maximum of the values written to ``current`` across calls, and
+      :func:`block_logs`' scratch;
+    * ``blocks = (tptr, nc, n, a, c1, xptr, xk, xy, xc)``: a :class:`~deploysignal.split.MetricBlocks`;
+    * ``plan = (lrho, rm1, rb, pr, thr, sugg, pr_thr, with_proceed, key)``: the grid, the
+      ``(slot_k, idx, base)`` triples of the rollback and proceed mixtures, the thresholds and
+      :func:`block_logs`' grid key (``-1``: no reuse);
+    * ``out = (fired, proceed, measured, current)``.
 
     Per tick it writes ``fired[t]`` (log e-value >= ``thr``), ``proceed[t]`` (every non-inferiority
     slot passes ``pr_thr``; only when ``with_proceed``), ``measured[t]`` (some block had units in both
     arms) and ``current[t]``, the log e-value when it is at least ``min(thr, sugg)`` (the suggestive
     level), else ``-inf``: a tick whose bound is below that level takes no exponentials.
-    ``runmax[0]`` carries the running maximum of those values across calls. ``rb`` and ``pr`` are
-    ``(slot_k, idx, base)`` triples of the rollback and proceed mixtures.
     """
+    ell, acc, runmax, hc = state
+    tptr, nc, n, a, c1, xptr, xk, xy, xc = blocks
+    lrho, rm1, rb, pr, thr, sugg, pr_thr, with_proceed, key = plan
+    fired, proceed, measured, current = out
     T = tptr.shape[0] - 1
     rb_k, rb_idx, rb_base = rb
     pr_k, pr_idx, pr_base = pr
@@ -178,7 +203,7 @@ def run_metric(ell: np.ndarray, acc: np.ndarray, runmax: np.ndarray, lrho: np.nd
         for b in range(tptr[t], tptr[t + 1]):
             if nc[b] > 0 and nc[b] < n[b]:
                 meas = True
-            advance(ell, acc, lrho, rm1, nc[b], n[b], a[b], c1[b], xk, xy, xc, xptr[b], xptr[b + 1])
+                advance(ell, acc, lrho, block_logs(rm1, nc[b], n[b], hc, key), nc[b], n[b], a[b], c1[b], xk, xy, xc, xptr[b], xptr[b + 1])
         measured[t] = meas
         v = rollback_log_e(ell, rb_k, rb_idx, rb_base, min(thr, sugg))
         if v > runmax[0]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._data import MetricBlocks, SplitData
 from ._kernels import edge_effect, evidence_summary, mixture_log, run_metric
-from ._protocol import FamilyEvidence, FamilyStep
+from ._protocol import FamilyEvidence, FamilyStep, LayoutWatch, StateSlot
 from ._spec import MetricSpec
 
 __all__ = ["SplitMetric", "rate_grid"]
@@ -37,7 +37,7 @@ def rate_grid(tolerance: float) -> tuple[np.ndarray, int, int]:
     return np.exp(j * ls), j0, n
 
 
-class SplitMetric:
+class SplitMetric(LayoutWatch):
     """One metric's e-processes under the randomised split.
 
     Null and assumption (the split, nothing else): the canary version changes no unit's outcome, and
@@ -113,6 +113,7 @@ class SplitMetric:
     """
 
     role: Literal["rollback", "void"] = "rollback"
+    _LAYOUT = frozenset({"_rb", "_pr", "lrho", "rm1", "threshold", "proceed_threshold", "suggestive_fraction", "early_proceed"})
 
     def __init__(self, spec: MetricSpec, *, alpha: float, proceed_alpha: float = 0.05, early_proceed: bool = False,
                  suggestive_fraction: float = 0.5, ratio_label: Literal["rate", "legacy_odds"] = "rate") -> None:
@@ -137,6 +138,7 @@ class SplitMetric:
         self._pr = (self._rb[0].copy(),
                     np.array([list(range(j0 + n - 1, -1, -1)) if s > 0 else list(range(j0 - n + 1, R)) for _, s in slots], dtype=np.int64),
                     np.array([j0 + s * n for _, s in slots], dtype=np.int64))
+        self._hc = np.zeros(3 + R)  # scratch of block_logs
         self.threshold = math.log(1.0 / self.alpha)
         self.proceed_threshold = math.log(1.0 / self.proceed_alpha)
         self._reset()
@@ -146,13 +148,22 @@ class SplitMetric:
         self._ell = np.zeros((K, R))
         self._acc = np.zeros((K, 2), dtype=np.int64)
         self._runmax = np.full(1, -np.inf)
-        self._ticks = 0
-        self._measured = 0
-        self._fired_at: int | None = None
+        self._cnt = np.array([0, 0, -1], dtype=np.int64)  # ticks, ticks with units in both arms, first firing tick (-1: none)
+
+    def bind_state(self, ell: np.ndarray, acc: np.ndarray, runmax: np.ndarray, cnt: np.ndarray) -> None:
+        """Keep the state in the given arrays (views into a gate's contiguous state, see
+        :class:`~deploysignal.split._step.TickStep`): the current state is copied in first."""
+        ell[...], acc[...], runmax[...], cnt[...] = self._ell, self._acc, self._runmax, self._cnt
+        self._ell, self._acc, self._runmax, self._cnt = ell, acc, runmax, cnt
+
+    _ticks = StateSlot("_cnt", 0)
+    _measured = StateSlot("_cnt", 1)
+    _fired_at = StateSlot("_cnt", 2, "tick")
 
     # ------------------------------------------------------------------ protocol
     def step(self, data: SplitData) -> FamilyStep:
         """Advance over every tick of ``data`` (its blocks of this metric; a tick without any is empty)."""
+        self._changing()
         blocks = data.metrics.get(self.name)
         T = data.n_ticks
         fired, proceed, measured = np.zeros(T, dtype=bool), np.zeros(T, dtype=bool), np.zeros(T, dtype=bool)
@@ -171,9 +182,9 @@ class SplitMetric:
         return FamilyStep(fired, proceed, measured, current >= self.suggestive_level)
 
     def _run(self, b: MetricBlocks, fired: np.ndarray, proceed: np.ndarray, measured: np.ndarray, current: np.ndarray) -> None:
-        run_metric(self._ell, self._acc, self._runmax, self.lrho, self.rm1, b.tptr, b.nc, b.n, b.a, b.c1, b.xptr, b.xk, b.xy, b.xc,
-                   self._rb, self._pr, self.threshold, self.suggestive_level, self.proceed_threshold, self.early_proceed, fired, proceed,
-                   measured, current)
+        run_metric((self._ell, self._acc, self._runmax, self._hc), (b.tptr, b.nc, b.n, b.a, b.c1, b.xptr, b.xk, b.xy, b.xc),
+                   (self.lrho, self.rm1, self._rb, self._pr, self.threshold, self.suggestive_level, self.proceed_threshold, self.early_proceed, -1),
+                   (fired, proceed, measured, current))
 
     @property
     def suggestive_level(self) -> float:
@@ -244,12 +255,13 @@ class SplitMetric:
                 "measured": self._measured, "fired_at": self._fired_at}
 
     def load_state(self, st: dict[str, Any]) -> None:
+        self._changing()
         ell = np.array(st["ell"], dtype=float)
         acc = np.array(st["acc"], dtype=np.int64)
         if ell.shape != self._ell.shape or acc.shape != self._acc.shape:
             raise ValueError(f"{self.name}: state of shape {ell.shape}, expected {self._ell.shape}")
-        self._ell, self._acc = ell, acc
-        self._runmax = np.array([-math.inf if st["runmax"] is None else float(st["runmax"])])
+        self._ell[...], self._acc[...] = ell, acc  # in place: the arrays may be views into a gate's state
+        self._runmax[0] = -math.inf if st["runmax"] is None else float(st["runmax"])
         self._ticks, self._measured, self._fired_at = int(st["ticks"]), int(st["measured"]), st["fired_at"]
 
     @property

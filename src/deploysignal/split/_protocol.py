@@ -16,7 +16,7 @@ import numpy as np
 
 from ._data import SplitData
 
-__all__ = ["Family", "FamilyEvidence", "FamilyStep"]
+__all__ = ["Family", "FamilyEvidence", "FamilyStep", "LayoutWatch", "StateSlot"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,57 @@ class FamilyEvidence:
         return {"family": self.family, "role": self.role, "log_evidence": num(self.log_evidence),
                 "peak_log_evidence": num(self.peak_log_evidence), "threshold": num(self.threshold), "alpha": self.alpha,
                 "fire": self.fired, "reason": self.reason, "effect": self.effect}
+
+
+class LayoutWatch:
+    """Mixin: setting one of the attributes named in ``_LAYOUT`` calls the watcher registered with
+    :meth:`watch_layout` (a gate's compiled step reads them once and must read them again).
+
+    Before the family's state or layout changes (``step``, ``load_state``, a layout attribute set) it
+    calls the callback registered with :meth:`watch_changes` (:meth:`_changing`): a gate builds the
+    evidence of a decision it still holds then, so that a decision never shows a later state."""
+
+    _LAYOUT: frozenset[str] = frozenset()
+
+    def watch_layout(self, watcher: Any) -> None:
+        object.__setattr__(self, "_layout_watcher", watcher)
+
+    def watch_changes(self, before: Any) -> None:
+        object.__setattr__(self, "_change_watcher", before)
+
+    def _changing(self) -> None:
+        before = self.__dict__.get("_change_watcher")
+        if before is not None:
+            before()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._LAYOUT:
+            self._changing()
+        object.__setattr__(self, name, value)
+        if name in self._LAYOUT:
+            watcher = self.__dict__.get("_layout_watcher")
+            if watcher is not None:
+                watcher()
+
+
+class StateSlot:
+    """An attribute stored in one element of a family's state array ``array`` (so that the array can be a
+    view into a gate's contiguous state): an ``int`` (``kind="int"``), an ``int`` or ``None`` stored as
+    ``-1`` (``kind="tick"``) or a ``float`` (``kind="float"``)."""
+
+    def __init__(self, array: str, index: int, kind: Literal["int", "tick", "float"] = "int") -> None:
+        self.array, self.index, self.kind = array, index, kind
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        v = getattr(obj, self.array)[self.index]
+        if self.kind == "float":
+            return float(v)
+        return None if self.kind == "tick" and v < 0 else int(v)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        getattr(obj, self.array)[self.index] = -1 if value is None else value
 
 
 @runtime_checkable

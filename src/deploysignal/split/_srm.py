@@ -9,16 +9,16 @@ import numpy as np
 from numba import njit
 
 from ._data import SplitData
-from ._protocol import FamilyEvidence, FamilyStep
+from ._protocol import FamilyEvidence, FamilyStep, LayoutWatch, StateSlot
 
-__all__ = ["SampleRatio"]
+__all__ = ["SampleRatio", "srm_run"]
 
 #: odds-ratio alternatives (each side): 1.01 ... 4
 _ODDS = np.geomspace(1.01, 4.0, 16)
 
 
 @njit(cache=True)
-def _srm_run(acc: np.ndarray, la: np.ndarray, lb: np.ndarray, nc: np.ndarray, n: np.ndarray, out: np.ndarray) -> None:
+def srm_run(acc: np.ndarray, la: np.ndarray, lb: np.ndarray, nc: np.ndarray, n: np.ndarray, out: np.ndarray) -> None:
     G = la.shape[0]
     for t in range(nc.shape[0]):
         acc[0] += nc[t]
@@ -34,7 +34,7 @@ def _srm_run(acc: np.ndarray, la: np.ndarray, lb: np.ndarray, nc: np.ndarray, n:
         out[t] = m + math.log(s) - math.log(G)
 
 
-class SampleRatio:
+class SampleRatio(LayoutWatch):
     """Sample-ratio-mismatch e-process: a two-sided binomial mixture on the canary's unit counts.
 
     Under "each unit is canary independently with the configured probability ``p``", the canary count
@@ -67,6 +67,7 @@ class SampleRatio:
     """
 
     role: Literal["rollback", "void"] = "void"
+    _LAYOUT = frozenset({"_la", "_lb", "threshold"})
     name = "sample_ratio"
 
     def __init__(self, share: float, *, alpha: float) -> None:
@@ -78,15 +79,25 @@ class SampleRatio:
         self._la = np.log(pi / self.share)
         self._lb = np.log((1.0 - pi) / (1.0 - self.share))
         self._acc = np.zeros(2, dtype=np.int64)
-        self._last = 0.0
-        self._peak = 0.0
-        self._fired_at: int | None = None
-        self._ticks = 0
+        self._fv = np.zeros(2)  # the log e-value after the last tick, its running maximum
+        self._cnt = np.array([0, 0, -1], dtype=np.int64)  # ticks, (unused), first firing tick (-1: none)
+
+    def bind_state(self, acc: np.ndarray, fv: np.ndarray, cnt: np.ndarray) -> None:
+        """Keep the state in the given arrays (views into a gate's contiguous state, see
+        :class:`~deploysignal.split._step.TickStep`): the current state is copied in first."""
+        acc[...], fv[...], cnt[...] = self._acc, self._fv, self._cnt
+        self._acc, self._fv, self._cnt = acc, fv, cnt
+
+    _last = StateSlot("_fv", 0, "float")
+    _peak = StateSlot("_fv", 1, "float")
+    _ticks = StateSlot("_cnt", 0)
+    _fired_at = StateSlot("_cnt", 2, "tick")
 
     def step(self, data: SplitData) -> FamilyStep:
+        self._changing()
         T = data.n_ticks
         out = np.empty(T)
-        _srm_run(self._acc, self._la, self._lb, np.asarray(data.canary_units, dtype=np.int64), np.asarray(data.units, dtype=np.int64), out)
+        srm_run(self._acc, self._la, self._lb, np.asarray(data.canary_units, dtype=np.int64), np.asarray(data.units, dtype=np.int64), out)
         fired = out >= self.threshold
         if T:
             self._last = float(out[-1])
@@ -115,5 +126,6 @@ class SampleRatio:
         return {"acc": self._acc.tolist(), "last": self._last, "peak": self._peak, "fired_at": self._fired_at, "ticks": self._ticks}
 
     def load_state(self, st: dict[str, Any]) -> None:
-        self._acc = np.array(st["acc"], dtype=np.int64)
+        self._changing()
+        self._acc[...] = np.array(st["acc"], dtype=np.int64)  # in place: the arrays may be views into a gate's state
         self._last, self._peak, self._fired_at, self._ticks = float(st["last"]), float(st["peak"]), st["fired_at"], int(st["ticks"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .._exceptions import ConfigError
+from ._readonly import open_read_only, wal_reader_blocked
 from ._sql import SQLStore, open_store
 
 __all__ = ["open_existing"]
@@ -46,8 +47,10 @@ def _has_schema_postgres(url: str) -> bool:
         return conn.execute("SELECT to_regclass('analyses')").fetchone()[0] is not None
 
 
-def open_existing(url: str, *, create: bool = False) -> SQLStore:
-    """:func:`~deploysignal.store.open_store` for a store that must exist unless ``create``.
+def open_existing(url: str, *, create: bool = False, read_only: bool = False) -> SQLStore:
+    """:func:`~deploysignal.store.open_store` for a store that must exist unless ``create``;
+    ``read_only`` opens it with :func:`~deploysignal.store.open_read_only` instead (no schema statement,
+    no write: what the commands that only read use).
 
     Raises
     ------
@@ -56,6 +59,8 @@ def open_existing(url: str, *, create: bool = False) -> SQLStore:
         ``create``); a file that is not a readable SQLite database; a PostgreSQL server that cannot be
         reached or refuses the connection.
     """
+    if create and read_only:
+        raise ConfigError("a store opened read-only cannot be created")
     path = _sqlite_path(url)
     hint = "pass --create to create a new store there" if not create else ""
     try:
@@ -65,11 +70,13 @@ def open_existing(url: str, *, create: bool = False) -> SQLStore:
                     raise ConfigError(f"no SQLite store at {path!r}; {hint}")
             elif not Path(path).is_file():
                 raise ConfigError(f"store path {path!r} is not a file")
+            elif read_only and (why := wal_reader_blocked(path)) is not None:
+                raise ConfigError(why)  # SQLite would say only "attempt to write a readonly database"
             elif not _has_schema_sqlite(path) and not create:
                 raise ConfigError(f"{path!r} is an SQLite database without the deploysignal tables; {hint}")
         elif url.startswith(("postgresql://", "postgres://")) and not create and not _has_schema_postgres(url):
             raise ConfigError(f"the PostgreSQL database at {_redacted(url)} has no deploysignal tables; {hint}")
-        return open_store(url)
+        return open_read_only(url) if read_only else open_store(url)
     except ConfigError:
         raise
     except sqlite3.DatabaseError as exc:

@@ -41,7 +41,7 @@ from .._exceptions import ConfigError, DeploySignalError
 from ._fleet import FLEET_SCHEMA
 from ._integration import INTEGRATION_SCHEMA
 
-__all__ = ["AnalysisRow", "Conflict", "LockedAnalysis", "NotFound", "PostgresStore", "SQLStore", "SQLiteStore", "StoredRows", "WriterLock", "open_store"]
+__all__ = ["AnalysisRow", "Conflict", "LockedAnalysis", "NotFound", "PostgresStore", "SQLStore", "SQLiteStore", "StoredRows", "WriterLock", "open_store", "parse_store_url"]
 
 log = logging.getLogger(__name__)
 
@@ -593,18 +593,27 @@ def open_store(url: str) -> SQLStore:
     ``?synchronous=NORMAL`` to trade that for throughput: in WAL mode a commit then survives a crash
     or SIGKILL of the service but the last commits may be lost if the machine loses power.
     """
+    kind, target, opts = parse_store_url(url)
+    if kind == "postgresql":
+        return PostgresStore(target)
+    return SQLiteStore(target, opts.get("synchronous", "FULL").upper())
+
+
+def parse_store_url(url: str) -> tuple[str, str, dict[str, str]]:
+    """(``"postgresql"``, url, {}) or (``"sqlite"``, path, options) of a store URL; a bare path is
+    SQLite. Raises :class:`~deploysignal.ConfigError` for another scheme or an unknown SQLite option."""
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(url)
+        return "postgresql", url, {}
     if url.startswith("sqlite:///"):
         path, _, query = url[len("sqlite:///") :].partition("?")
         opts = dict(kv.partition("=")[::2] for kv in query.split("&") if kv)
         unknown = set(opts) - {"synchronous"}
         if unknown:
             raise ConfigError(f"unknown sqlite URL options {sorted(unknown)}; valid: synchronous")
-        return SQLiteStore(path, opts.get("synchronous", "FULL").upper())
+        return "sqlite", path, opts
     if "://" in url:
         raise ConfigError(f"unsupported store URL {url!r}; use sqlite:///path.db or postgresql://...")
-    return SQLiteStore(url)
+    return "sqlite", url, {}
 
 
 # additive tables of other modules (they import this one: imported last, after the classes they use)

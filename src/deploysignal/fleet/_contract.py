@@ -83,7 +83,13 @@ class NodeAlarm(BaseModel):
 
 
 class FleetObservation(BaseModel):
-    """What the fleet observer reports for one tick."""
+    """What the fleet observer reports for one tick.
+
+    ``reference_shards`` is how many shards set the fleet reference (cross-shard median and MAD) this tick:
+    the shards neither frozen nor already alarmed. ``notes`` says at run time what the FDR claim of the
+    alarms rests on when alarmed shards are left out of the reference (at most ``max_faulty_fraction`` of
+    the reference faulty and not yet alarmed), or that it holds no claim (the reference fell back).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,3 +105,5 @@ class FleetObservation(BaseModel):
     active_events: tuple[str, ...] = ()
     alarms: tuple[NodeAlarm, ...] = ()
     newly_alarmed: tuple[str, ...] = ()
+    reference_shards: int | None = None
+    notes: tuple[str, ...] = ()

@@ -31,6 +31,7 @@ With the fleet-level alarm counted among the alarms, their FDR is at most ``q + 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -239,26 +240,47 @@ class FleetObserver:
         self._flagged = np.zeros(self.n_shards, dtype=bool)
         self._nodes = NodeEProcess(self.n_shards, hierarchy_nodes(topology, s.alarm_levels), self.shards._grid, s.clip)
         self._alarm_first: dict[tuple[str, str], int] = {}
+        self._alarmed_shards = np.zeros(self.n_shards, dtype=bool)
         self._fleet_fired = False
         self._events: list[ClusterEvent] = []
+        self._event_keys: list[object] = []
         self._tick = 0
 
     # ----------------------------------------------------------------- events
-    def add_event(self, event: ClusterEvent | dict) -> None:
-        """Register a cluster event (from the event feed or the deploy gate)."""
+    def add_event(self, event: ClusterEvent | dict, key: object = None) -> None:
+        """Register a cluster event (from the event feed or the deploy gate); ``key`` names it for :meth:`end_event`."""
         ev = event if isinstance(event, ClusterEvent) else ClusterEvent.model_validate(event)
         if ev.scope_level not in ("fleet", "shard") and ev.scope_level not in LEVELS:
             raise InputError(f"unknown scope level {ev.scope_level!r}", column="scope_level")
         self._events.append(ev)
+        self._event_keys.append(key)
+
+    def end_event(self, key: object, tick: int) -> bool:
+        """End the event registered with ``key`` before ``tick`` (it freezes nothing from ``tick`` on; it must be
+        decided before that tick's values are seen). Returns False when no such event is in force any more."""
+        for n, (k, ev) in enumerate(zip(self._event_keys, self._events, strict=True)):
+            if k == key and ev.start_tick + ev.window > tick:
+                if tick <= ev.start_tick:
+                    del self._events[n], self._event_keys[n]
+                else:
+                    self._events[n] = ev.model_copy(update={"window": tick - ev.start_tick})
+                return True
+        return False
+
+    @property
+    def events(self) -> list[tuple[object, ClusterEvent]]:
+        """``(key, event)`` of the events registered and not yet expired, in order."""
+        return list(zip(self._event_keys, self._events, strict=True))
 
     def _frozen_mask(self, tick: int) -> tuple[np.ndarray, list[str]]:
         mask = np.zeros(self.n_shards, dtype=bool)
         names = []
-        keep = []
-        for ev in self._events:
+        keep, keep_keys = [], []
+        for key, ev in zip(self._event_keys, self._events, strict=True):
             if ev.start_tick + ev.window <= tick:
                 continue  # expired: drop (constant memory)
             keep.append(ev)
+            keep_keys.append(key)
             if not ev.active(tick):
                 continue
             names.append(f"{ev.kind}@{ev.scope_level}:{','.join(ev.scope) or '*'}")
@@ -271,7 +293,7 @@ class FleetObserver:
                 names_lv, _ = self._groups[ev.scope_level]
                 sel = [names_lv.index(n) for n in ev.scope if n in names_lv]
                 mask |= np.isin(self._group_arr[ev.scope_level], sel)
-        self._events = keep
+        self._events, self._event_keys = keep, keep_keys
         return mask, names
 
     @property
@@ -285,7 +307,8 @@ class FleetObserver:
         """Feed one tick (n_shards, n_signals); returns the :class:`FleetObservation`."""
         s = self.settings
         frozen, active = self._frozen_mask(self._tick)
-        out = self.shards.update(values, frozen=frozen)
+        # the reference leaves out the frozen shards and those already alarmed (decided before this tick's values)
+        out = self.shards.update(values, frozen=frozen, exclude=self._alarmed_shards)
         self._nodes.update(out.innovations, out.margin)  # frozen or missing members do not bet (NaN innovations)
         fleet_log_e = 0.0
         if self._common is not None:
@@ -333,11 +356,13 @@ class FleetObserver:
                 tops.append(NodeEvidence(level=lv, node=names[j], log_e=float(le[j]), members=int(mem.sum()),
                                          flagged=int((mem & self._flagged).sum())))
         alarms, newly_alarmed = self._alarms(out.log_e_max, fleet_log_e, s)
+        notes = self._reference_notes(out.reference, frozen, s)
         obs = FleetObservation(
             tick=self._tick, q=s.q, flagged=flagged_ids, newly_flagged=tuple(self._ids[new]),
             frozen=tuple(self._ids[frozen]) if 0 < frozen.sum() < 50 else (("*",) if frozen.all() else ()),
             fleet_log_e=fleet_log_e, fleet_fired=self._fleet_fired, attributions=tuple(attrs),
             top_nodes=tuple(tops), active_events=tuple(active), alarms=alarms, newly_alarmed=newly_alarmed,
+            reference_shards=out.reference, notes=notes,
         )
         self._tick += 1
         return obs
@@ -353,6 +378,10 @@ class FleetObserver:
         order = sorted(np.flatnonzero(n_rej), key=lambda k: -LEVELS.index(nodes[k][0]))
         cand += [(nodes[k][0], nodes[k][1], int(nodes[k][2].size), float(adj[self.n_shards + k])) for k in order]
         cand += [("shard", str(self._ids[i]), 1, float(adj[i])) for i in np.flatnonzero(s_rej)]
+        # shards alarmed at any level (and shard flags) leave the reference from the next tick: alarms never drop
+        self._alarmed_shards |= s_rej | self._flagged
+        for k in np.flatnonzero(n_rej):
+            self._alarmed_shards[nodes[k][2]] = True
         new = []
         for lv, name, _, _ in cand:
             if (lv, name) not in self._alarm_first:
@@ -360,6 +389,24 @@ class FleetObserver:
                 new.append(f"{lv}:{name}")
         return (tuple(NodeAlarm(level=lv, node=name, members=m, log_e=le, first_tick=self._alarm_first[lv, name])
                       for lv, name, m, le in cand), tuple(new))
+
+    def _reference_notes(self, reference: int | None, frozen: np.ndarray, s: ObserverSettings) -> tuple[str, ...]:
+        """What the FDR claim rests on this tick, said at run time when alarmed shards are left out of the reference
+        (or could not be)."""
+        left = int((self._alarmed_shards & ~frozen).sum())
+        if not left or reference is None:
+            return ()
+        if reference >= int((~frozen).sum()):
+            return (f"reference: fewer than 3 shards outside the frozen and alarmed ones report; it fell back to {reference} "
+                    "shard(s), alarmed ones included: no FDR claim for the alarms of this tick",)
+        return (f"reference: {reference} of {self.n_shards} shards ({int(frozen.sum())} frozen, {left} alarmed left out); FDR <= q "
+                f"across levels holds while at most {s.max_faulty_fraction:g} of them are faulty and not yet alarmed (docs/fleet.md)",)
+
+    def copy(self) -> FleetObserver:
+        """An independent copy of the observer's state (the topology and the structures derived from it, which
+        never change, are shared): a batch can run on the copy and be dropped if it cannot be stored."""
+        shared = (self.topology, self._groups, self._group_arr, self._ids, self._nodes.nodes)
+        return copy.deepcopy(self, memo={id(o): o for o in shared})
 
     def run(self, values: Iterable[np.ndarray]) -> list[FleetObservation]:
         return [self.update(v) for v in values]

@@ -10,7 +10,7 @@ import numpy as np
 from deploysignal.fleet import FleetObservation, TopologySnapshot
 from deploysignal.service import TokenEntry, hash_token
 
-from .conftest import W, make_client
+from .conftest import R, W, make_client
 
 
 def _shards(topo: TopologySnapshot) -> list[dict]:
@@ -29,9 +29,9 @@ def test_deploy_created_through_the_service_freezes_exactly_its_shards(tmp_path,
     _, cfg = step_sim
     topo = TopologySnapshot.synthetic(4, 2, 4)
     c = make_client(tmp_path)
-    r = c.post("/v1/fleets", json={"id": "gpu", "shards": _shards(topo), "signals": ["err", "lat"], "directions": ["up", "up"]}, headers=W)
+    r = c.post("/v1/fleets", json={"id": "gpu", "shards": _shards(topo), "signals": ["err", "lat"]}, headers=W)  # directions: both
     assert r.status_code == 201, r.text
-    assert r.json()["hierarchy_nodes"] == 8 + 4
+    assert r.json()["hierarchy_nodes"] == 8 + 4 and r.json()["directions"] == ["both", "both"]
     rng = np.random.default_rng(2610)
     assert c.post("/v1/fleets/gpu/ticks", json={"ticks": _ticks(rng, topo, 5, {})}, headers=W).status_code == 200
     # a scope the fleet lacks: 422 and no analysis created
@@ -45,7 +45,8 @@ def test_deploy_created_through_the_service_freezes_exactly_its_shards(tmp_path,
     assert r.status_code == 201, r.text
     ev = r.json()["fleet_freeze"]["event"]
     assert ev["kind"] == "deploy" and ev["start_tick"] == 5 and ev["source"] == "analysis:dep1"
-    assert c.get("/v1/fleets/gpu", headers=W).json()["events"] == [ev]  # said before the next tick arrives
+    # said before the next tick arrives, with the token that registered it
+    assert c.get("/v1/fleets/gpu", headers=W).json()["events"] == [{**ev, "event_id": 0, "principal": "w", "analysis": "dep1"}]
     # the deploying hosts move a lot, and so does one host outside the deploy
     moved = set(topo.members("host", "r001-h00")) | set(topo.members("host", "r002-h01"))
     outside = set(topo.members("host", "r003-h01"))
@@ -60,6 +61,9 @@ def test_deploy_created_through_the_service_freezes_exactly_its_shards(tmp_path,
     assert not moved & set(o.flagged)
     assert not [a for a in o.alarms if a.level == "shard" and a.node in moved]
     assert ("host", "r001-h00") not in alarmed and ("host", "r002-h01") not in alarmed
+    # the deploy (25% of the fleet, +3 sd) does not set the reference: nothing outside the faulty host is alarmed
+    assert {(lv, n) for lv, n in alarmed if lv != "shard"} <= {("host", "r003-h01"), ("rack", "r003")}
+    assert {n for lv, n in alarmed if lv == "shard"} <= outside
     # the record: one stored observation per tick; a restarted service rebuilds the same state
     lines = c.get("/v1/fleets/gpu/observations", headers=W).text.splitlines()
     assert len(lines) == 155 and json.loads(lines[-1]) == json.loads(o.model_dump_json())
@@ -102,3 +106,149 @@ def test_fleet_and_deploy_freezes_need_an_unscoped_token(tmp_path, step_sim):
     body = {"id": "d", "config": json.loads(cfg.to_json()), "fleet": {"fleet": "f", "scope_level": "shard", "scope": [topo.ids[0]], "window": 5}}
     r = c.post("/v1/analyses", json=body, headers=h)
     assert r.status_code == 403 and "unscoped" in r.text
+
+
+def _rack_ticks(rng: np.random.Generator, topo: TopologySnapshot, n: int, moved: set[str] = frozenset()) -> list[dict]:
+    return [{sid: [float(rng.standard_normal() + (3.0 if sid in moved else 0.0))] for sid in topo.ids} for _ in range(n)]
+
+
+def _fleet(c, fid: str, topo: TopologySnapshot, **kw) -> None:
+    r = c.post("/v1/fleets", json={"id": fid, "shards": _shards(topo), "signals": ["a"], **kw}, headers=W)
+    assert r.status_code == 201, r.text
+
+
+def test_two_processes_on_one_store_keep_one_history(tmp_path):
+    """Two apps on one SQLite store (as ``--workers 2``). A: the process that cached 5 ticks cannot back-date a freeze
+    past the 85 ticks the other stored, and a restart shows the alarm the record holds. B: a freeze registered by one
+    process is applied by the other one's next ingest (frozen shards, no alarm on them), and a restart agrees."""
+    topo = TopologySnapshot.synthetic(4, 2, 4)
+    rng = np.random.default_rng(2611)
+    c1, c2 = make_client(tmp_path), make_client(tmp_path, create_store=False)
+    _fleet(c1, "f", topo)
+    r0 = set(topo.members("rack", "r000"))
+    assert c1.post("/v1/fleets/f/ticks", json={"ticks": _rack_ticks(rng, topo, 5)}, headers=W).status_code == 200
+    assert c2.get("/v1/fleets/f", headers=W).json()["n_ticks"] == 5  # c2 caches the fleet at 5 ticks
+    r = c1.post("/v1/fleets/f/ticks", json={"ticks": _rack_ticks(rng, topo, 80, r0)}, headers=W).json()
+    assert ("rack", "r000") in {(a["level"], a["node"]) for a in r["observation"]["alarms"]}
+    # scenario A: a back-dated freeze through the stale process is refused against the stored tick count
+    ev = {"kind": "maintenance", "start_tick": 5, "window": 1000, "scope_level": "rack", "scope": ["r000"]}
+    r = c2.post("/v1/fleets/f/events", json=ev, headers=W)
+    assert r.status_code == 422 and "the fleet has 85 ticks" in r.text
+    r1_obs = c1.get("/v1/fleets/f", headers=W).json()["observation"]
+    assert c2.get("/v1/fleets/f", headers=W).json()["observation"] == r1_obs  # reads catch up too
+    r = c2.post("/v1/fleets/f/events", json={**ev, "start_tick": 85}, headers=W)
+    assert r.status_code == 201 and r.json()["registered_at_tick"] == 85
+    c3 = make_client(tmp_path, create_store=False)
+    st = c3.get("/v1/fleets/f", headers=W).json()
+    last = json.loads(c3.get("/v1/fleets/f/observations?start=84", headers=W).text.splitlines()[-1])
+    assert st["observation"] == last == r1_obs and ("rack", "r000") in {(a["level"], a["node"]) for a in last["alarms"]}
+    # scenario B: process 1 registers a deploy freeze; process 2, current on ticks, ingests next and applies it
+    _fleet(c1, "g", topo)
+    assert c2.post("/v1/fleets/g/ticks", json={"ticks": _rack_ticks(rng, topo, 5)}, headers=W).status_code == 200
+    assert c1.get("/v1/fleets/g", headers=W).json()["n_ticks"] == 5
+    r1 = set(topo.members("rack", "r001"))
+    ev = {"kind": "deploy", "start_tick": 5, "window": 1000, "scope_level": "rack", "scope": ["r001"]}
+    assert c1.post("/v1/fleets/g/events", json=ev, headers=W).status_code == 201
+    r = c2.post("/v1/fleets/g/ticks", json={"ticks": _rack_ticks(rng, topo, 80, r1)}, headers=W).json()
+    o = r["observation"]
+    assert set(o["frozen"]) == r1 and not [a for a in o["alarms"] if a["node"] in r1 | {"r001", "r001-h00", "r001-h01"}]
+    assert [e["scope"] for e in c2.get("/v1/fleets/g", headers=W).json()["events"]] == [["r001"]]
+    assert make_client(tmp_path, create_store=False).get("/v1/fleets/g", headers=W).json()["observation"] == o
+
+
+def test_a_failed_append_leaves_the_cached_observer_where_the_store_is(tmp_path, monkeypatch):
+    """The batch runs on a copy of the observer: when storing it fails, a request waiting on the fleet's lock meanwhile
+    continues from the stored state, as a fresh process would (before: on the observer the failed batch ran ahead)."""
+    import threading
+    import time
+
+    from deploysignal.service._fleet import FleetCreate, FleetRegistry, FleetTicks
+    from deploysignal.store import SQLiteStore
+
+    topo = TopologySnapshot.synthetic(2, 2, 2)
+    rng = np.random.default_rng(2612)
+    store = SQLiteStore(str(tmp_path / "f.db"))
+    reg = FleetRegistry(store)
+    reg.create(FleetCreate(id="f", shards=_shards(topo), signals=["a"]), "now")
+    first, lost, then = (FleetTicks(ticks=_rack_ticks(rng, topo, n)) for n in (3, 4, 2))
+    reg.ingest("f", first)
+    in_append, fail = threading.Event(), {"on": True}
+    q, many = type(store)._q, type(store)._many
+
+    def guard(sql: str) -> None:
+        if fail["on"] and sql.startswith("INSERT INTO fleet_ticks"):
+            fail["on"] = False
+            in_append.set()
+            time.sleep(0.5)  # the other request is now waiting on the fleet's lock
+            raise OSError("disk full")
+
+    monkeypatch.setattr(type(store), "_q", lambda self, c, sql, args=(): (guard(sql), q(self, c, sql, args))[1])
+    monkeypatch.setattr(type(store), "_many", lambda self, c, sql, rows: (guard(sql), many(self, c, sql, rows))[1])
+    errors, out = [], {}
+
+    def failing() -> None:
+        try:
+            reg.ingest("f", lost)
+        except OSError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=failing)
+    t.start()
+    assert in_append.wait(10)
+    out["r"] = reg.ingest("f", then)
+    t.join()
+    assert errors and out["r"]["first_tick"] == 3 and out["r"]["n_ticks"] == 5
+    fresh = FleetRegistry(SQLiteStore(str(tmp_path / "f.db"))).state("f")["observation"]
+    assert out["r"]["observation"] == fresh and fresh["tick"] == 4
+
+
+def test_deploy_freeze_lifecycle_principal_cap_end_and_delete(tmp_path, step_sim):
+    """A deploy freeze records the token that made it; one that would freeze more than max_freeze_fraction of the
+    fleet is refused (422, no analysis); the freeze ends at the fleet's next tick once its analysis is deleted or
+    final; DELETE /v1/fleets/{id}/events/{event_id} ends an event (write scope); ticks with fewer than 3 reporting
+    shards for a signal are refused, naming the tick and the signal."""
+    _, cfg = step_sim
+    topo = TopologySnapshot.synthetic(4, 2, 4)
+    rng = np.random.default_rng(2613)
+    c = make_client(tmp_path)
+    _fleet(c, "f", topo, max_freeze_fraction=0.3)
+    assert c.post("/v1/fleets/f/ticks", json={"ticks": _rack_ticks(rng, topo, 3)}, headers=W).status_code == 200
+    conf = json.loads(cfg.to_json())
+    big = {"id": "big", "config": conf, "fleet": {"fleet": "f", "scope_level": "rack", "scope": ["r000", "r001"], "window": 50}}
+    r = c.post("/v1/analyses", json=big, headers=W)
+    assert r.status_code == 422 and "max_freeze_fraction = 0.3" in r.text and "16 of the fleet's 32" in r.text
+    assert c.get("/v1/analyses/big", headers=W).status_code == 404
+    dep = {"id": "dep", "config": conf, "fleet": {"fleet": "f", "scope_level": "rack", "scope": ["r000"], "window": 50}}
+    r = c.post("/v1/analyses", json=dep, headers=W)
+    assert r.status_code == 201, r.text
+    assert r.json()["fleet_freeze"]["principal"] == "w" and r.json()["fleet_freeze"]["event_id"] == 0
+    # a second deploy would bring the frozen share to 16/32 > 0.3 while the first runs
+    r = c.post("/v1/fleets/f/events", json={"kind": "deploy", "start_tick": 3, "window": 5, "scope_level": "rack", "scope": ["r002"]}, headers=W)
+    assert r.status_code == 422 and "with the freezes in force 16" in r.text
+    o = c.post("/v1/fleets/f/ticks", json={"ticks": _rack_ticks(rng, topo, 2)}, headers=W).json()["observation"]
+    assert len(o["frozen"]) == 8
+    assert c.delete("/v1/analyses/dep?force=true", headers=W).status_code == 200
+    o = c.post("/v1/fleets/f/ticks", json={"ticks": _rack_ticks(rng, topo, 1)}, headers=W).json()["observation"]
+    assert o["frozen"] == [] and o["tick"] == 5  # ended before the first tick after the deletion
+    ev = c.get("/v1/fleets/f", headers=W).json()["events"]
+    assert ev == []
+    # an operator's freeze, ended through DELETE (a read token may not)
+    r = c.post("/v1/fleets/f/events", json={"kind": "maintenance", "start_tick": 6, "window": 100, "scope_level": "host", "scope": ["r003-h01"]}, headers=W)
+    assert r.status_code == 201 and r.json()["principal"] == "w"
+    eid = r.json()["event_id"]
+    assert c.delete(f"/v1/fleets/f/events/{eid}", headers=R).status_code == 403
+    r = c.delete(f"/v1/fleets/f/events/{eid}", headers=W)
+    assert r.status_code == 200 and r.json() == {"id": "f", "event_id": eid, "ended_before_tick": 6, "principal": "w"}
+    assert c.delete(f"/v1/fleets/f/events/{eid}", headers=W).status_code == 404
+    assert c.get("/v1/fleets/f", headers=W).json()["events"] == []
+    # restart: the record replays the same (the ends are event rows)
+    last = c.post("/v1/fleets/f/ticks", json={"ticks": _rack_ticks(rng, topo, 1)}, headers=W).json()["observation"]
+    assert last["frozen"] == []
+    assert make_client(tmp_path, create_store=False).get("/v1/fleets/f", headers=W).json()["observation"] == last
+    # too few reporting shards
+    few = {sid: [0.5] for sid in topo.ids[:2]}
+    r = c.post("/v1/fleets/f/ticks", json={"ticks": [_rack_ticks(rng, topo, 1)[0], few]}, headers=W)
+    assert r.status_code == 422 and "tick 1" in r.text and "reported by 2 shard(s)" in r.text
+    r = c.post("/v1/fleets/f/ticks", json={"ticks": [{}]}, headers=W)
+    assert r.status_code == 422 and "reported by 0 shard(s)" in r.text
+    assert c.get("/v1/fleets/f", headers=W).json()["n_ticks"] == 7

@@ -113,6 +113,7 @@ UNSCOPED_ROUTES = {
     ("/v1/fleets/{fid}", "get"): "refused",
     ("/v1/fleets/{fid}/ticks", "post"): "refused",
     ("/v1/fleets/{fid}/events", "post"): "refused",
+    ("/v1/fleets/{fid}/events/{event_id}", "delete"): "refused",
     ("/v1/fleets/{fid}/observations", "get"): "refused",
 }
 

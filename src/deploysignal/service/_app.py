@@ -332,7 +332,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     registry, counters = build_registry(manager)
     replays = ReplayJobs(manager, settings.store_url, settings.replay_in, timeout=settings.replay_timeout)
     tables = IntegrationTables(store)
-    fleets = FleetRegistry(store)
+    def _deploy_over(aid: str) -> str | None:
+        """Why analysis ``aid``'s deploy freeze is over (final verdict, deleted), None while it runs."""
+        try:
+            summary = store.get(aid).summary or {}
+        except NotFound:
+            return f"analysis {aid} deleted"
+        return f"analysis {aid} final: {summary.get('verdict')}" if summary.get("final") else None
+
+    fleets = FleetRegistry(store, _deploy_over)
     guard = ScopeGuard(store, tables)
     limiter = RateLimits(parse_limit(settings.rate_limit_token, "rate_limit_token"), parse_limit(settings.rate_limit_analysis, "rate_limit_analysis"),
                          parse_limit(settings.rate_limit_analysis_write, "rate_limit_analysis_write"),
@@ -586,12 +594,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if unknown:
             raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.control")
 
-    def _create(aid: str, body: CreateAnalysis) -> dict[str, Any]:
+    def _create(aid: str, body: CreateAnalysis, principal: str = "") -> dict[str, Any]:
         if body.fleet is None:
             return _create_gate(aid, body)
-        fleets.check_scope(body.fleet)  # before the analysis exists: a scope the fleet lacks is a 422, not a freeze of nothing
+        fleets.check_scope(body.fleet)  # before the analysis exists: a scope the fleet lacks (or too large a freeze) is a 422, not a freeze of nothing
         out = _create_gate(aid, body)
-        out["fleet_freeze"] = fleets.freeze_for_deploy(body.fleet, aid)
+        out["fleet_freeze"] = fleets.freeze_for_deploy(body.fleet, aid, principal)
         return out
 
     def _create_gate(aid: str, body: CreateAnalysis) -> dict[str, Any]:
@@ -639,7 +647,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def create_analysis(body: CreateAnalysis, request: Request) -> dict[str, Any]:
         """Create an analysis (compiled config inline, by reference, or compiled from an inline baseline)."""
         aid = body.id or "an-" + secrets.token_hex(6)
-        return _create(aid, _in_scope(request.state.principal, body, aid))
+        return _create(aid, _in_scope(request.state.principal, body, aid), request.state.principal.name)
 
     @app.get("/v1/analyses", dependencies=read, tags=["analyses"])
     def list_analyses(request: Request) -> list[dict[str, Any]]:

@@ -29,16 +29,16 @@ import json
 import math
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from .._exceptions import InputError
 from ..fleet import LEVELS, ClusterEvent, FleetObserver, ObserverSettings, Shard, TopologySnapshot
-from ..store import FleetTables, SQLStore
+from ..store import FleetTables, NotFound, SQLStore
 from ._scope import OutOfScope, Principal
 
 __all__ = ["FleetCreate", "FleetRegistry", "FleetScope", "FleetTicks", "fleet_router"]
@@ -49,6 +49,8 @@ _NODE = r"^[^\x00-\x1f]{1,256}$"
 _MAX_ABS = 1e150
 #: most (shard, signal) pairs of one fleet observation (its state is ~ 100 bytes a pair, per level)
 _MAX_CELLS = 1_000_000
+#: fewest shards reporting a signal in a tick (the reference is their median and MAD)
+_MIN_REPORTING = 3
 
 
 class _Strict(BaseModel):
@@ -78,6 +80,8 @@ class FleetCreate(_Strict):
     alarm_levels: list[Literal["host", "nvlink", "rack", "switch", "zone"]] = Field(["host", "rack"])
     baseline_loc: list[float] | None = Field(None, description="fleet-level alarm: baseline location of the fleet median per signal")
     baseline_scale: list[float] | None = Field(None, description="fleet-level alarm: its robust scale per signal (> 0)")
+    max_freeze_fraction: float = Field(0.5, gt=0, le=1, description="largest share of the fleet's shards deploy freezes may cover at "
+                                       "once (a deploy freeze beyond it is refused with a 422)")
 
 
 class FleetTicks(_Strict):
@@ -108,20 +112,63 @@ def _build(spec: dict[str, Any]) -> FleetObserver:
 
 
 class _Live:
-    """One fleet's observer in memory, with the lock its writes take."""
+    """One fleet's observer in memory, the store rows it has seen, and the lock its writes take."""
 
-    def __init__(self, spec: dict[str, Any], observer: FleetObserver, n_ticks: int, last: str | None) -> None:
-        self.spec, self.observer, self.n_ticks, self.last = spec, observer, n_ticks, last
+    def __init__(self, spec: dict[str, Any], observer: FleetObserver) -> None:
+        self.spec, self.observer = spec, observer
+        self.n_ticks = self.n_events = 0
+        self.last: str | None = None
+        self.principals: dict[int, str] = {}  # event seq -> token that registered it
+        self.analyses: dict[int, str] = {}  # event seq -> analysis whose deploy it freezes
         self.lock = threading.Lock()
+
+    def catch_up(self, ticks: list[str], events: list[tuple[int, int, dict[str, Any]]]) -> None:
+        """Replay stored rows after the ones seen (ticks from ``n_ticks``, event rows from ``n_events``, each
+        event before the tick it was registered at), on a copy: a failure leaves this state as it was."""
+        if not ticks and not events:
+            return
+        obs, last = self.observer.copy(), self.last
+        principals, analyses = dict(self.principals), dict(self.analyses)
+        pending = list(events)
+        for t, payload in enumerate(ticks, start=self.n_ticks):
+            while pending and pending[0][1] <= t:
+                _apply_event_row(obs, pending.pop(0), principals, analyses)
+            last = obs.update(np.asarray(json.loads(payload), dtype=float)).model_dump_json()
+        for row in pending:
+            _apply_event_row(obs, row, principals, analyses)
+        self.observer, self.last, self.principals, self.analyses = obs, last, principals, analyses
+        self.n_ticks += len(ticks)
+        self.n_events += len(events)
+
+
+def _apply_event_row(obs: FleetObserver, row: tuple[int, int, dict[str, Any]], principals: dict[int, str], analyses: dict[int, str]) -> None:
+    """Apply one stored event row (store/_fleet.py: an added event, or the end of one) to ``obs``."""
+    seq, at_tick, body = row
+    if body.get("op") == "end":
+        obs.end_event(int(body["seq"]), at_tick)
+        return
+    obs.add_event(body.get("event", body), key=seq)
+    principals[seq] = str(body.get("principal", ""))
+    if body.get("analysis"):
+        analyses[seq] = str(body["analysis"])
 
 
 class FleetRegistry:
-    """The service's fleet observers: stored in :class:`~deploysignal.store.FleetTables`, cached in memory."""
+    """The service's fleet observers: stored in :class:`~deploysignal.store.FleetTables`, cached in memory.
 
-    def __init__(self, store: SQLStore) -> None:
+    Every write (ticks, an event, the end of one) takes the fleet's in-process lock, then the fleet's row lock in
+    the store (:meth:`FleetTables.locked`), replays the ticks and event rows other processes stored since the
+    cache was built, checks against the *stored* counts, and evaluates a batch on a copy of the observer that
+    replaces the cached one only once the batch is committed. Reads catch up the same way, in one read
+    transaction. So several processes (``--workers N``, or several services on one store) keep one history.
+    """
+
+    def __init__(self, store: SQLStore, is_over: Callable[[str], str | None] | None = None) -> None:
         self.tables = FleetTables(store)
         self._live: dict[str, _Live] = {}
         self._lock = threading.Lock()
+        # analysis id -> why its deploy freeze is over (final verdict, deleted), None while it runs
+        self._is_over = is_over or (lambda aid: None)
 
     # ------------------------------------------------------------------ create / load
     def create(self, body: FleetCreate, created: str) -> dict[str, Any]:
@@ -146,7 +193,7 @@ class FleetRegistry:
         obs = _build(spec)  # validates the topology (duplicate shard ids) and the settings
         self.tables.create(fid, spec, created)
         with self._lock:
-            self._live[fid] = _Live(spec, obs, 0, None)
+            self._live[fid] = _Live(spec, obs)
         return {"id": fid, "shards": len(spec["shards"]), "signals": spec["signals"], "directions": spec["directions"],
                 "hierarchy_nodes": len(obs._nodes.nodes)}
 
@@ -156,104 +203,169 @@ class FleetRegistry:
         if live is not None:
             return live
         spec, _, _ = self.tables.get(fid)  # NotFound: 404
-        ticks, events = self.tables.history(fid)
-        obs = _build(spec)
-        pending = list(events)
-        last = None
-        for t, payload in enumerate(ticks):
-            while pending and pending[0][0] <= t:
-                obs.add_event(pending.pop(0)[1])
-            last = obs.update(np.asarray(json.loads(payload), dtype=float)).model_dump_json()
-        for _, ev in pending:
-            obs.add_event(ev)
-        live = _Live(spec, obs, len(ticks), last)
+        live = _Live(spec, _build(spec))
+        with live.lock:
+            self._read_up(fid, live)
         with self._lock:
             self._live.setdefault(fid, live)
             return self._live[fid]
 
-    def _evict(self, fid: str) -> None:
-        with self._lock:
-            self._live.pop(fid, None)
+    def _read_up(self, fid: str, live: _Live) -> None:
+        """Catch ``live`` up with the store in one read transaction (``live.lock`` held)."""
+        ticks, events = self.tables.since(fid, live.n_ticks, live.n_events)
+        live.catch_up(ticks, events)
+
+    def _end_finished(self, fid: str, live: _Live, principal: str) -> None:
+        """End the freezes of deploys whose analysis has a final verdict or is deleted (at the fleet's next tick)."""
+        over = {}
+        for seq, ev in live.observer.events:
+            aid = live.analyses.get(seq)  # type: ignore[arg-type]
+            if aid is not None and ev.start_tick + ev.window > live.n_ticks:
+                why = self._is_over(aid)
+                if why is not None:
+                    over[seq] = why
+        for seq, why in over.items():
+            self._end(fid, live, seq, f"{principal} ({why})", quiet=True)
 
     # ------------------------------------------------------------------ ticks
-    def ingest(self, fid: str, body: FleetTicks) -> dict[str, Any]:
+    def ingest(self, fid: str, body: FleetTicks, principal: str = "") -> dict[str, Any]:
         """Apply a batch, all or nothing; returns the last observation and the ticks' new alarms."""
         live = self._get(fid)
+        index = live.observer.topology.index
+        k = len(live.spec["signals"])
+        arrays = []
+        for n, tick in enumerate(body.ticks):
+            x = np.full((len(index), k), np.nan)
+            for sid, vals in tick.items():
+                if sid not in index:
+                    raise InputError(f"tick {n}: unknown shard {sid!r}", row=n, column=sid)
+                if len(vals) != k:
+                    raise InputError(f"tick {n}: shard {sid!r} has {len(vals)} values for {k} signals", row=n, column=sid)
+                for j, v in enumerate(vals):
+                    if v is not None and not (math.isfinite(v) and abs(v) <= _MAX_ABS):
+                        raise InputError(f"tick {n}: shard {sid!r}, signal {live.spec['signals'][j]!r}: not a finite number within "
+                                         f"+-{_MAX_ABS:g} (differences of larger values overflow)", row=n, column=sid)
+                x[index[sid]] = [math.nan if v is None else v for v in vals]
+            reporting = (~np.isnan(x)).sum(axis=0)
+            if reporting.min() < _MIN_REPORTING:
+                j = int(np.argmin(reporting))
+                raise InputError(f"tick {n}: signal {live.spec['signals'][j]!r} reported by {int(reporting[j])} shard(s); a tick needs at least "
+                                 f"{_MIN_REPORTING} per signal (the fleet reference is their median)", row=n, column=live.spec["signals"][j])
+            arrays.append(x)
         with live.lock:
-            index = live.observer.topology.index
-            k = len(live.spec["signals"])
-            arrays = []
-            for n, tick in enumerate(body.ticks):
-                x = np.full((len(index), k), np.nan)
-                for sid, vals in tick.items():
-                    if sid not in index:
-                        raise InputError(f"tick {n}: unknown shard {sid!r}", row=n, column=sid)
-                    if len(vals) != k:
-                        raise InputError(f"tick {n}: shard {sid!r} has {len(vals)} values for {k} signals", row=n, column=sid)
-                    for j, v in enumerate(vals):
-                        if v is not None and not (math.isfinite(v) and abs(v) <= _MAX_ABS):
-                            raise InputError(f"tick {n}: shard {sid!r}, signal {live.spec['signals'][j]!r}: not a finite number within "
-                                             f"+-{_MAX_ABS:g} (differences of larger values overflow)", row=n, column=sid)
-                    x[index[sid]] = [math.nan if v is None else v for v in vals]
-                arrays.append(x)
-            first = live.n_ticks
-            rows, new_alarms, new_flags, obs = [], [], [], None
-            try:
+            self._end_finished(fid, live, "deploysignal")
+            with self.tables.locked(fid) as lf:
+                live.catch_up(lf.ticks(live.n_ticks), lf.events(live.n_events))
+                work = live.observer.copy()  # the batch runs on a copy: the cache moves only once the batch is stored
+                rows, new_alarms, new_flags = [], [], []
                 for x in arrays:
-                    obs = live.observer.update(x)
+                    obs = work.update(x)
                     rows.append((json.dumps([[None if math.isnan(v) else v for v in r] for r in x.tolist()]), obs.model_dump_json()))
                     new_alarms += list(obs.newly_alarmed)
                     new_flags += list(obs.newly_flagged)
-                self.tables.append(fid, first, rows)
-            except Exception:
-                self._evict(fid)  # the observer ran ahead of the store: rebuilt from the store on next use
-                raise
-            live.n_ticks = first + len(rows)
-            live.last = rows[-1][1]
-        assert obs is not None
-        return {"id": fid, "accepted": len(rows), "first_tick": first, "n_ticks": live.n_ticks, "newly_alarmed": new_alarms,
-                "newly_flagged": new_flags, "observation": json.loads(live.last)}
+                first = live.n_ticks
+                lf.append(first, live.n_events, rows)
+            live.observer, live.n_ticks, live.last = work, first + len(rows), rows[-1][1]
+            last = live.last
+        return {"id": fid, "accepted": len(rows), "first_tick": first, "n_ticks": first + len(rows), "newly_alarmed": new_alarms,
+                "newly_flagged": new_flags, "observation": json.loads(last)}
 
     # ------------------------------------------------------------------ events
     def check_scope(self, scope: FleetScope) -> None:
-        """422 when the fleet lacks a node of the scope; 404 when there is no such fleet."""
+        """422 when the fleet lacks a node of the scope or the deploy would freeze too much of it; 404 when there is
+        no such fleet."""
         live = self._get(scope.fleet)
-        topo = live.observer.topology
-        known = set(topo.ids) if scope.scope_level == "shard" else set(topo.nodes(scope.scope_level))
-        missing = [n for n in scope.scope if n not in known]
-        if missing:
-            raise InputError(f"fleet {scope.fleet!r} has no {scope.scope_level} {missing[0]!r}", column="fleet.scope")
+        with live.lock:
+            self._read_up(scope.fleet, live)
+            self._check_freeze_share(live, scope.fleet, ClusterEvent(kind="deploy", start_tick=live.n_ticks, window=scope.window,
+                                                                     scope_level=scope.scope_level, scope=tuple(scope.scope)))
 
-    def add_event(self, fid: str, event: ClusterEvent | Callable[[int], ClusterEvent]) -> dict[str, Any]:
-        """Register ``event`` (or ``event(n_ticks)``, built under the fleet's lock, so that it can start at the
-        fleet's next tick whatever ticks arrive meanwhile)."""
+    @staticmethod
+    def _scope_mask(live: _Live, fid: str, level: str, scope: Sequence[str]) -> np.ndarray:
+        topo = live.observer.topology
+        if level == "fleet":
+            return np.ones(len(topo), dtype=bool)
+        known = set(topo.ids) if level == "shard" else set(topo.nodes(level))
+        missing = [n for n in scope if n not in known]
+        if missing:
+            raise InputError(f"fleet {fid!r} has no {level} {missing[0]!r}", column="fleet.scope")
+        want = set(scope) if level == "shard" else {s for n in scope for s in topo.members(level, n)}
+        return np.fromiter((sid in want for sid in topo.ids), bool, len(topo))
+
+    def _check_freeze_share(self, live: _Live, fid: str, event: ClusterEvent) -> None:
+        """422 when a deploy's freeze, with the shards other events in force freeze, would cover more than
+        ``max_freeze_fraction`` of the fleet."""
+        cap = live.spec.get("max_freeze_fraction", 0.5)
+        mask = self._scope_mask(live, fid, event.scope_level, event.scope)
+        for _, ev in live.observer.events:
+            if ev.start_tick + ev.window > event.start_tick and ev.start_tick < event.start_tick + event.window:
+                mask |= self._scope_mask(live, fid, ev.scope_level, ev.scope)
+        n = len(mask)
+        if mask.sum() > cap * n:
+            raise InputError(f"this deploy would freeze {int(self._scope_mask(live, fid, event.scope_level, event.scope).sum())} of the fleet's {n} "
+                             f"shards; with the freezes in force {int(mask.sum())}, more than max_freeze_fraction = {cap:g} of the fleet "
+                             "(a deploy that large is not a canary of this fleet: split it, or raise max_freeze_fraction when creating "
+                             "the fleet; docs/fleet.md)", column="fleet.scope")
+
+    def add_event(self, fid: str, event: ClusterEvent | Callable[[int], ClusterEvent], principal: str = "",
+                  analysis: str | None = None) -> dict[str, Any]:
+        """Register ``event`` (or ``event(n_ticks)``, built under the fleet's lock from the *stored* tick count, so
+        that it starts at the fleet's next tick whatever ticks other requests or processes stored meanwhile)."""
         live = self._get(fid)
         with live.lock:
-            if not isinstance(event, ClusterEvent):
-                event = event(live.n_ticks)
-            if event.scope_level in LEVELS or event.scope_level == "shard":
-                self.check_scope(FleetScope(fleet=fid, scope_level=event.scope_level, scope=list(event.scope), window=event.window))
-            if event.start_tick < live.n_ticks:
-                raise InputError(f"start_tick {event.start_tick} is in the past: the fleet has {live.n_ticks} ticks (a freeze cannot be back-dated)",
-                                 column="start_tick")
-            self.tables.add_event(fid, live.n_ticks, event.model_dump(mode="json"))
-            live.observer.add_event(event)
-        return {"id": fid, "event": event.model_dump(mode="json"), "registered_at_tick": live.n_ticks}
+            self._end_finished(fid, live, "deploysignal")
+            with self.tables.locked(fid) as lf:
+                live.catch_up(lf.ticks(live.n_ticks), lf.events(live.n_events))
+                if not isinstance(event, ClusterEvent):
+                    event = event(lf.n_ticks)
+                self._scope_mask(live, fid, event.scope_level, event.scope)  # 422 for a node the fleet lacks
+                if event.start_tick < lf.n_ticks:
+                    raise InputError(f"start_tick {event.start_tick} is in the past: the fleet has {lf.n_ticks} ticks (a freeze cannot be back-dated)",
+                                     column="start_tick")
+                if event.kind == "deploy":
+                    self._check_freeze_share(live, fid, event)
+                body = {"op": "add", "event": event.model_dump(mode="json"), "principal": principal, **({"analysis": analysis} if analysis else {})}
+                at, seq = lf.n_ticks, lf.add_event(body)
+            live.catch_up([], [(seq, at, body)])
+        return {"id": fid, "event_id": seq, "event": event.model_dump(mode="json"), "principal": principal, "registered_at_tick": at}
 
-    def freeze_for_deploy(self, scope: FleetScope, analysis_id: str) -> dict[str, Any]:
-        """Register the ``deploy`` event of an analysis: its scope frozen from the fleet's next tick."""
+    def end_event(self, fid: str, seq: int, principal: str) -> dict[str, Any]:
+        """End event ``seq`` before the fleet's next tick (404: no such event in force)."""
+        live = self._get(fid)
+        with live.lock:
+            return self._end(fid, live, seq, principal)
+
+    def _end(self, fid: str, live: _Live, seq: int, principal: str, quiet: bool = False) -> dict[str, Any]:
+        with self.tables.locked(fid) as lf:
+            live.catch_up(lf.ticks(live.n_ticks), lf.events(live.n_events))
+            ev = dict(live.observer.events).get(seq)
+            if ev is None or ev.start_tick + ev.window <= lf.n_ticks:
+                if quiet:
+                    return {}
+                raise NotFound(f"fleet {fid!r} has no event {seq} in force (over, ended, or never registered)")
+            body = {"op": "end", "seq": seq, "principal": principal}
+            at, row = lf.n_ticks, lf.add_event(body)
+        live.catch_up([], [(row, at, body)])
+        return {"id": fid, "event_id": seq, "ended_before_tick": at, "principal": principal}
+
+    def freeze_for_deploy(self, scope: FleetScope, analysis_id: str, principal: str = "") -> dict[str, Any]:
+        """Register the ``deploy`` event of an analysis: its scope frozen from the fleet's next tick, until its
+        window runs out, the analysis reaches a final verdict or is deleted (whichever comes first)."""
         return self.add_event(scope.fleet, lambda n: ClusterEvent(
             kind="deploy", start_tick=n, window=scope.window, scope_level=scope.scope_level, scope=tuple(scope.scope),
-            source=f"analysis:{analysis_id}", note="deploy gate: analysis created through the service"))
+            source=f"analysis:{analysis_id}", note="deploy gate: analysis created through the service"), principal, analysis_id)
 
     def state(self, fid: str) -> dict[str, Any]:
         live = self._get(fid)
         with live.lock:
+            self._read_up(fid, live)
             last = None if live.last is None else json.loads(live.last)
             return {"id": fid, "n_ticks": live.n_ticks, "shards": len(live.spec["shards"]), "signals": live.spec["signals"],
                     "q": live.spec["q"], "alarm_levels": live.spec["alarm_levels"], "observation": last,
                     # events registered and not yet over (a freeze starting at the next tick shows here first)
-                    "events": [e.model_dump(mode="json") for e in live.observer._events if e.start_tick + e.window > live.n_ticks]}
+                    "events": [{**e.model_dump(mode="json"), "event_id": k, "principal": live.principals.get(k, ""),  # type: ignore[call-overload]
+                                **({"analysis": live.analyses[k]} if k in live.analyses else {})}  # type: ignore[index]
+                               for k, e in live.observer.events if e.start_tick + e.window > live.n_ticks]}
 
 
 def _unscoped(p: Principal) -> None:
@@ -287,13 +399,21 @@ def fleet_router(registry: FleetRegistry, read: list[Any], write: list[Any], now
     def post_ticks(fid: str, body: FleetTicks, request: Request) -> dict[str, Any]:
         """Feed ticks (all or nothing; 422 naming the tick and the shard)."""
         _unscoped(request.state.principal)
-        return registry.ingest(fid, body)
+        return registry.ingest(fid, body, request.state.principal.name)
 
     @router.post("/v1/fleets/{fid}/events", status_code=201, dependencies=write)
     def post_event(fid: str, body: ClusterEvent, request: Request) -> dict[str, Any]:
-        """Register a cluster event (freeze hook); ``start_tick`` >= the fleet's tick count."""
+        """Register a cluster event (freeze hook); ``start_tick`` >= the fleet's tick count. The token's name is
+        recorded with it; a ``deploy`` event is refused beyond ``max_freeze_fraction``."""
         _unscoped(request.state.principal)
-        return registry.add_event(fid, body)
+        return registry.add_event(fid, body, request.state.principal.name)
+
+    @router.delete("/v1/fleets/{fid}/events/{event_id}", dependencies=write)
+    def delete_event(fid: str, event_id: Annotated[int, Path(ge=0, le=2**62)], request: Request) -> dict[str, Any]:
+        """End an event in force before the fleet's next tick (the event and its end stay in the fleet's record,
+        with the tokens that registered and ended it); 404 when no such event is in force."""
+        _unscoped(request.state.principal)
+        return registry.end_event(fid, event_id, request.state.principal.name)
 
     @router.get("/v1/fleets/{fid}/observations", dependencies=read)
     def observations(fid: str, request: Request, start: Annotated[int, Query(ge=0, le=2**62)] = 0,

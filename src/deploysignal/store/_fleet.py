@@ -10,17 +10,26 @@ existing table or column changes)::
 The observer is deterministic, so its state is the replay of ``fleet_ticks`` with the events registered
 before the tick they were added at (:meth:`FleetTables.history`); the stored observations are the
 fleet's record (``GET /v1/fleets/{id}/observations``, readable by ``deploysignal ui --fleet``).
+
+``fleet_events`` is append-only: a row's body is ``{"op": "add", "event": ..., "principal": ...}`` (a cluster
+event and the token that registered it) or ``{"op": "end", "seq": k, "principal": ...}`` (event ``k`` ends
+before tick ``at_tick``); a body without ``op`` is an event registered before principals were recorded.
+Writers of several processes serialise on the fleet's row (:meth:`FleetTables.locked`: ``BEGIN
+IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL) and catch up with the rows other
+processes appended before they write.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ._sql import SQLStore
 
-__all__ = ["FLEET_SCHEMA", "FleetTables"]
+__all__ = ["FLEET_SCHEMA", "FleetTables", "LockedFleet"]
 
 FLEET_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS fleet_observations (id TEXT PRIMARY KEY, spec TEXT NOT NULL, created TEXT NOT NULL)",
@@ -65,36 +74,24 @@ class FleetTables:
         with s._tx(c):
             return [(r[0], r[1]) for r in s._q(c, "SELECT id, created FROM fleet_observations ORDER BY id").fetchall()]
 
-    def append(self, fleet_id: str, first_tick: int, rows: list[tuple[str, str]]) -> None:
-        """Append ticks ``first_tick, first_tick + 1, ...`` as ``(payload, observation)`` JSON, all or none.
-
-        :class:`~deploysignal.store.Conflict` when the fleet does not have exactly ``first_tick`` ticks (another
-        writer got there first: nothing is written)."""
-        from ._sql import Conflict
+    @contextmanager
+    def locked(self, fleet_id: str) -> Iterator[LockedFleet]:
+        """One write transaction holding the fleet's lock (commits on normal exit, rolls back on error);
+        :class:`~deploysignal.store.NotFound` if there is no such fleet."""
+        from ._sql import NotFound
 
         s, c = self.store, self.store.conn
         with s._tx(c, write=True):
-            n = int(s._q(c, "SELECT COUNT(*) FROM fleet_ticks WHERE fleet_id=?", (fleet_id,)).fetchone()[0])
-            if n != first_tick:
-                raise Conflict(f"fleet observation {fleet_id!r} has {n} ticks, the batch starts at tick {first_tick}: retry")
-            for k, (payload, obs) in enumerate(rows):
-                s._q(c, "INSERT INTO fleet_ticks (fleet_id, tick, payload, observation) VALUES (?, ?, ?, ?)", (fleet_id, first_tick + k, payload, obs))
+            if s._q(c, "SELECT 1 FROM fleet_observations WHERE id=?" + s._for_update, (fleet_id,)).fetchone() is None:
+                raise NotFound(f"no fleet observation {fleet_id!r}")
+            yield LockedFleet(s, c, fleet_id)
 
-    def add_event(self, fleet_id: str, at_tick: int, body: dict[str, Any]) -> int:
-        """Record a cluster event registered before tick ``at_tick``; returns its sequence number."""
-        s, c = self.store, self.store.conn
-        with s._tx(c, write=True):
-            seq = int(s._q(c, "SELECT COUNT(*) FROM fleet_events WHERE fleet_id=?", (fleet_id,)).fetchone()[0])
-            s._q(c, "INSERT INTO fleet_events (fleet_id, seq, at_tick, body) VALUES (?, ?, ?, ?)", (fleet_id, seq, at_tick, json.dumps(body, sort_keys=True)))
-        return seq
-
-    def history(self, fleet_id: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-        """Every tick's payload in order, and every event with the tick it was registered before."""
+    def since(self, fleet_id: str, tick: int = 0, seq: int = 0) -> tuple[list[str], list[tuple[int, int, dict[str, Any]]]]:
+        """In one read transaction: the payloads of the ticks from ``tick`` on, in order, and the event rows
+        ``(seq, at_tick, body)`` from sequence number ``seq`` on (``since(fid)``: the whole history)."""
         s, c = self.store, self.store.conn
         with s._tx(c):
-            ticks = [r[0] for r in s._q(c, "SELECT payload FROM fleet_ticks WHERE fleet_id=? ORDER BY tick", (fleet_id,)).fetchall()]
-            events = [(int(r[0]), json.loads(r[1])) for r in s._q(c, "SELECT at_tick, body FROM fleet_events WHERE fleet_id=? ORDER BY seq", (fleet_id,)).fetchall()]
-        return ticks, events
+            return _ticks(s, c, fleet_id, tick), _events(s, c, fleet_id, seq)
 
     def observations(self, fleet_id: str, start: int = 0, limit: int | None = None) -> list[str]:
         """The stored observations (JSON) from tick ``start``."""
@@ -106,3 +103,49 @@ class FleetTables:
             args += (limit,)
         with s._tx(c):
             return [r[0] for r in s._q(c, sql, args).fetchall()]
+
+
+class LockedFleet:
+    """A fleet's rows inside the transaction of :meth:`FleetTables.locked` (its lock held)."""
+
+    def __init__(self, store: SQLStore, conn: Any, fleet_id: str) -> None:
+        self._s, self._c, self.fleet_id = store, conn, fleet_id
+        self.n_ticks = int(store._q(conn, "SELECT COUNT(*) FROM fleet_ticks WHERE fleet_id=?", (fleet_id,)).fetchone()[0])
+        self.n_events = int(store._q(conn, "SELECT COUNT(*) FROM fleet_events WHERE fleet_id=?", (fleet_id,)).fetchone()[0])
+
+    def ticks(self, start: int) -> list[str]:
+        """Payloads of the ticks from ``start`` on, in order."""
+        return _ticks(self._s, self._c, self.fleet_id, start)
+
+    def events(self, start: int) -> list[tuple[int, int, dict[str, Any]]]:
+        """``(seq, at_tick, body)`` of the event rows from sequence number ``start`` on."""
+        return _events(self._s, self._c, self.fleet_id, start)
+
+    def append(self, first_tick: int, n_events: int, rows: list[tuple[str, str]]) -> None:
+        """Append ticks ``first_tick, ...`` computed by an observer that had seen ``n_events`` event rows;
+        :class:`~deploysignal.store.Conflict` (nothing written) when the store holds other tick or event counts."""
+        from ._sql import Conflict
+
+        if (self.n_ticks, self.n_events) != (first_tick, n_events):
+            raise Conflict(f"fleet observation {self.fleet_id!r} has {self.n_ticks} ticks and {self.n_events} event rows; the batch was "
+                           f"computed after {first_tick} ticks and {n_events} event rows: retry")
+        self._s._many(self._c, "INSERT INTO fleet_ticks (fleet_id, tick, payload, observation) VALUES (?, ?, ?, ?)",
+                      [(self.fleet_id, first_tick + k, payload, obs) for k, (payload, obs) in enumerate(rows)])
+        self.n_ticks += len(rows)
+
+    def add_event(self, body: dict[str, Any]) -> int:
+        """Record an event row before the fleet's next tick; returns its sequence number."""
+        seq = self.n_events
+        self._s._q(self._c, "INSERT INTO fleet_events (fleet_id, seq, at_tick, body) VALUES (?, ?, ?, ?)",
+                   (self.fleet_id, seq, self.n_ticks, json.dumps(body, sort_keys=True)))
+        self.n_events += 1
+        return seq
+
+
+def _ticks(s: SQLStore, c: Any, fleet_id: str, start: int) -> list[str]:
+    return [r[0] for r in s._q(c, "SELECT payload FROM fleet_ticks WHERE fleet_id=? AND tick>=? ORDER BY tick", (fleet_id, start)).fetchall()]
+
+
+def _events(s: SQLStore, c: Any, fleet_id: str, start: int) -> list[tuple[int, int, dict[str, Any]]]:
+    return [(int(r[0]), int(r[1]), json.loads(r[2])) for r in s._q(
+        c, "SELECT seq, at_tick, body FROM fleet_events WHERE fleet_id=? AND seq>=? ORDER BY seq", (fleet_id, start)).fetchall()]

@@ -230,15 +230,21 @@ def test_deploy_freeze_lifecycle_principal_cap_end_and_delete(tmp_path, step_sim
     assert c.delete("/v1/analyses/dep?force=true", headers=W).status_code == 200
     o = c.post("/v1/fleets/f/ticks", json={"ticks": _rack_ticks(rng, topo, 1)}, headers=W).json()["observation"]
     assert o["frozen"] == [] and o["tick"] == 5  # ended before the first tick after the deletion
-    ev = c.get("/v1/fleets/f", headers=W).json()["events"]
-    assert ev == []
+    assert c.get("/v1/fleets/f", headers=W).json()["events"] == []
+    # a deploy whose analysis reaches a final verdict (here: voided) is unfrozen before the fleet's next tick
+    r = c.post("/v1/analyses", json={**dep, "id": "dep2", "fleet": {**dep["fleet"], "scope": ["r001"]}}, headers=W)
+    assert r.status_code == 201, r.text
+    assert len(c.post("/v1/fleets/f/ticks", json={"ticks": _rack_ticks(rng, topo, 1)}, headers=W).json()["observation"]["frozen"]) == 8
+    assert c.post("/v1/analyses/dep2/void", json={"reason": "test"}, headers=W).status_code == 200
+    o = c.post("/v1/fleets/f/ticks", json={"ticks": _rack_ticks(rng, topo, 1)}, headers=W).json()["observation"]
+    assert o["frozen"] == [] and o["tick"] == 7
     # an operator's freeze, ended through DELETE (a read token may not)
-    r = c.post("/v1/fleets/f/events", json={"kind": "maintenance", "start_tick": 6, "window": 100, "scope_level": "host", "scope": ["r003-h01"]}, headers=W)
+    r = c.post("/v1/fleets/f/events", json={"kind": "maintenance", "start_tick": 8, "window": 100, "scope_level": "host", "scope": ["r003-h01"]}, headers=W)
     assert r.status_code == 201 and r.json()["principal"] == "w"
     eid = r.json()["event_id"]
     assert c.delete(f"/v1/fleets/f/events/{eid}", headers=R).status_code == 403
     r = c.delete(f"/v1/fleets/f/events/{eid}", headers=W)
-    assert r.status_code == 200 and r.json() == {"id": "f", "event_id": eid, "ended_before_tick": 6, "principal": "w"}
+    assert r.status_code == 200 and r.json() == {"id": "f", "event_id": eid, "ended_before_tick": 8, "principal": "w"}
     assert c.delete(f"/v1/fleets/f/events/{eid}", headers=W).status_code == 404
     assert c.get("/v1/fleets/f", headers=W).json()["events"] == []
     # restart: the record replays the same (the ends are event rows)
@@ -251,4 +257,4 @@ def test_deploy_freeze_lifecycle_principal_cap_end_and_delete(tmp_path, step_sim
     assert r.status_code == 422 and "tick 1" in r.text and "reported by 2 shard(s)" in r.text
     r = c.post("/v1/fleets/f/ticks", json={"ticks": [{}]}, headers=W)
     assert r.status_code == 422 and "reported by 0 shard(s)" in r.text
-    assert c.get("/v1/fleets/f", headers=W).json()["n_ticks"] == 7
+    assert c.get("/v1/fleets/f", headers=W).json()["n_ticks"] == 9

@@ -93,6 +93,7 @@ def test_fleet_and_deploy_freezes_need_an_unscoped_token(tmp_path, step_sim):
     endpoints nor create an analysis that freezes fleet shards."""
     _, cfg = step_sim
     topo = TopologySnapshot.synthetic(1, 2, 2)
+    make_client(tmp_path)  # imports the test client as conftest does (starlette's httpx deprecation silenced there)
     from fastapi.testclient import TestClient
 
     from deploysignal.service import ServiceSettings, create_app
@@ -102,6 +103,8 @@ def test_fleet_and_deploy_freezes_need_an_unscoped_token(tmp_path, step_sim):
     c = TestClient(create_app(st), raise_server_exceptions=False)
     h = {"Authorization": "Bearer p-token-test"}
     r = c.post("/v1/fleets", json={"id": "f", "shards": _shards(topo), "signals": ["a"]}, headers=h)
+    assert r.status_code == 403 and "unscoped" in r.text
+    r = c.delete("/v1/fleets/f/events/0", headers=h)  # ending a freeze un-silences evidence: unscoped too
     assert r.status_code == 403 and "unscoped" in r.text
     body = {"id": "d", "config": json.loads(cfg.to_json()), "fleet": {"fleet": "f", "scope_level": "shard", "scope": [topo.ids[0]], "window": 5}}
     r = c.post("/v1/analyses", json=body, headers=h)

@@ -261,3 +261,38 @@ def test_deploy_freeze_lifecycle_principal_cap_end_and_delete(tmp_path, step_sim
     r = c.post("/v1/fleets/f/ticks", json={"ticks": [{}]}, headers=W)
     assert r.status_code == 422 and "reported by 0 shard(s)" in r.text
     assert c.get("/v1/fleets/f", headers=W).json()["n_ticks"] == 9
+
+
+def test_a_service_fleet_can_use_the_curated_baseline(tmp_path):
+    """``baseline_ticks`` are curated as ``fleet observe --baseline`` does: under the shared sinusoidal load with AR(1)
+    shard noise the fleet-level test uses the fitted load model and nothing alarms (the no-baseline fleet with
+    ``baseline_loc`` fires its fleet-level alarm on the same data), and a restart rebuilds the same observation."""
+    topo = TopologySnapshot.synthetic(2, 4, 2)
+    rng = np.random.default_rng(2614)
+    n, k = 500, 3
+    e = rng.standard_normal((n, len(topo), k))
+    x = np.empty_like(e)
+    x[0] = e[0]
+    for t in range(1, n):
+        x[t] = 0.3 * x[t - 1] + e[t]
+    x += 2.0 * np.sin(np.arange(n) / 30.0)[:, None, None] + 0.3 * rng.standard_normal((n, 1, k))
+    as_ticks = [{sid: [float(v) for v in x[t, i]] for i, sid in enumerate(topo.ids)} for t in range(n)]
+    c = make_client(tmp_path)
+    sig = ["a", "b", "c"]
+    r = c.post("/v1/fleets", json={"id": "cur", "shards": _shards(topo), "signals": sig, "baseline_ticks": as_ticks[:300]}, headers=W)
+    assert r.status_code == 201, r.text
+    assert r.json()["baseline"] == "curated" and r.json()["fleet_level"] == "load model"
+    o = c.post("/v1/fleets/cur/ticks", json={"ticks": as_ticks[300:]}, headers=W).json()["observation"]
+    assert o["alarms"] == [] and not o["fleet_fired"]
+    med = np.median(x[:300], axis=1)
+    loc, scale = np.median(med, axis=0), 1.4826 * np.median(np.abs(med - np.median(med, axis=0)), axis=0)
+    r = c.post("/v1/fleets", json={"id": "raw", "shards": _shards(topo), "signals": sig, "baseline_loc": loc.tolist(),
+                                   "baseline_scale": scale.tolist()}, headers=W)
+    assert r.json()["baseline"] == "none" and r.json()["fleet_level"] == "stationary median"
+    assert c.post("/v1/fleets/raw/ticks", json={"ticks": as_ticks[300:]}, headers=W).json()["observation"]["fleet_fired"]
+    assert make_client(tmp_path, create_store=False).get("/v1/fleets/cur", headers=W).json()["observation"] == o
+    r = c.post("/v1/fleets", json={"id": "both", "shards": _shards(topo), "signals": sig, "baseline_ticks": as_ticks[:300],
+                                   "baseline_loc": loc.tolist(), "baseline_scale": scale.tolist()}, headers=W)
+    assert r.status_code == 422 and "not both" in r.text
+    r = c.post("/v1/fleets", json={"id": "few", "shards": _shards(topo), "signals": sig, "baseline_ticks": [{topo.ids[0]: [0.0, 0.0, 0.0]}]}, headers=W)
+    assert r.status_code == 422 and "baseline tick 0" in r.text

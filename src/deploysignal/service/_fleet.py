@@ -37,7 +37,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from .._exceptions import InputError
-from ..fleet import LEVELS, ClusterEvent, FleetObserver, ObserverSettings, Shard, TopologySnapshot
+from ..fleet import ClusterEvent, FleetObserver, ObserverSettings, Shard, TopologySnapshot, curate_baseline
 from ..store import FleetTables, NotFound, SQLStore
 from ._scope import OutOfScope, Principal
 
@@ -82,6 +82,10 @@ class FleetCreate(_Strict):
     baseline_scale: list[float] | None = Field(None, description="fleet-level alarm: its robust scale per signal (> 0)")
     max_freeze_fraction: float = Field(0.5, gt=0, le=1, description="largest share of the fleet's shards deploy freezes may cover at "
                                        "once (a deploy freeze beyond it is refused with a 422)")
+    baseline_ticks: list[dict[str, list[float | None]]] | None = Field(
+        None, max_length=10_000, description="healthy baseline ticks (the format of POST .../ticks): curated as `fleet observe --baseline` "
+        "does (AR(1) prewhitening, per-shard centre/scale and their tolerance, the fleet-level load model); without them the "
+        "observer is the no-baseline variant (docs/fleet.md)")
 
 
 class FleetTicks(_Strict):
@@ -99,6 +103,31 @@ class FleetScope(_Strict):
     window: StrictInt = Field(ge=1, le=1_000_000, description="how many fleet ticks the deploy's freeze lasts")
 
 
+def _parse_ticks(ticks: list[dict[str, list[float | None]]], topo: TopologySnapshot, signals: list[str], what: str = "tick") -> list[np.ndarray]:
+    """Ticks as (n_shards, n_signals) arrays (NaN = missing); 422 naming the tick and the shard or signal."""
+    index, k = topo.index, len(signals)
+    arrays = []
+    for n, tick in enumerate(ticks):
+        x = np.full((len(index), k), np.nan)
+        for sid, vals in tick.items():
+            if sid not in index:
+                raise InputError(f"{what} {n}: unknown shard {sid!r}", row=n, column=sid)
+            if len(vals) != k:
+                raise InputError(f"{what} {n}: shard {sid!r} has {len(vals)} values for {k} signals", row=n, column=sid)
+            for j, v in enumerate(vals):
+                if v is not None and not (math.isfinite(v) and abs(v) <= _MAX_ABS):
+                    raise InputError(f"{what} {n}: shard {sid!r}, signal {signals[j]!r}: not a finite number within "
+                                     f"+-{_MAX_ABS:g} (differences of larger values overflow)", row=n, column=sid)
+            x[index[sid]] = [math.nan if v is None else v for v in vals]
+        reporting = (~np.isnan(x)).sum(axis=0)
+        if reporting.min() < _MIN_REPORTING:
+            j = int(np.argmin(reporting))
+            raise InputError(f"{what} {n}: signal {signals[j]!r} reported by {int(reporting[j])} shard(s); a tick needs at least "
+                             f"{_MIN_REPORTING} per signal (the fleet reference is their median)", row=n, column=signals[j])
+        arrays.append(x)
+    return arrays
+
+
 def _settings(spec: dict[str, Any]) -> ObserverSettings:
     return ObserverSettings(q=spec["q"], max_faulty_fraction=spec["max_faulty_fraction"], alarm_levels=tuple(spec["alarm_levels"]))
 
@@ -108,6 +137,13 @@ def _build(spec: dict[str, Any]) -> FleetObserver:
     kw: dict[str, Any] = {}
     if spec.get("baseline_loc") is not None:
         kw = {"baseline_loc": np.asarray(spec["baseline_loc"], float), "baseline_scale": np.asarray(spec["baseline_scale"], float)}
+    if spec.get("baseline_ticks"):
+        rep = curate_baseline(np.stack(_parse_ticks(spec["baseline_ticks"], topo, spec["signals"], "baseline tick")))
+        if rep.status == "halt":
+            raise InputError(f"baseline_ticks: {rep.drop_rate:.1%} of them would be dropped by the curation (>= 15%): review them with "
+                             "`deploysignal fleet curate-baseline` and send the kept ticks", column="baseline_ticks")
+        kw = {"baseline_loc": rep.baseline_loc, "baseline_scale": rep.baseline_scale, "phi": rep.phi, "center": rep.center,
+              "scale": rep.scale, "center_se": rep.center_se, "common_mode": rep.common_mode}
     return FleetObserver(topo, len(spec["signals"]), directions=spec["directions"], settings=_settings(spec), **kw)
 
 
@@ -187,6 +223,11 @@ class FleetRegistry:
             lo = 1.0 / _MAX_ABS if name == "baseline_scale" else -_MAX_ABS
             if v is not None and (len(v) != k or not all(math.isfinite(x) and lo <= x <= _MAX_ABS for x in v)):
                 raise InputError(f"{name} needs {k} finite numbers (one per signal) in [{lo:g}, {_MAX_ABS:g}]", column=name)
+        if spec["baseline_ticks"] is not None and spec["baseline_loc"] is not None:
+            raise InputError("give baseline_ticks (the curated baseline gives the fleet reference) or baseline_loc/baseline_scale, not both",
+                             column="baseline_ticks")
+        if spec["baseline_ticks"] is not None and len(spec["baseline_ticks"]) * len(spec["shards"]) * k > 20 * _MAX_CELLS:
+            raise InputError(f"baseline_ticks: at most {20 * _MAX_CELLS:,} values (ticks x shards x signals)", column="baseline_ticks")
         if len(spec["shards"]) * k > _MAX_CELLS:
             raise InputError(f"{len(spec['shards'])} shards x {k} signals: at most {_MAX_CELLS:,} (shard, signal) pairs per fleet observation "
                              "(the observer keeps a bet state per pair)", column="shards")
@@ -194,8 +235,10 @@ class FleetRegistry:
         self.tables.create(fid, spec, created)
         with self._lock:
             self._live[fid] = _Live(spec, obs)
+        fleet_level = "load model" if obs._common is not None else "stationary median" if obs._fleet_on else "off"
         return {"id": fid, "shards": len(spec["shards"]), "signals": spec["signals"], "directions": spec["directions"],
-                "hierarchy_nodes": len(obs._nodes.nodes)}
+                "hierarchy_nodes": len(obs._nodes.nodes), "baseline": "curated" if spec["baseline_ticks"] else "none",
+                "fleet_level": fleet_level}
 
     def _get(self, fid: str) -> _Live:
         with self._lock:
@@ -231,27 +274,7 @@ class FleetRegistry:
     def ingest(self, fid: str, body: FleetTicks, principal: str = "") -> dict[str, Any]:
         """Apply a batch, all or nothing; returns the last observation and the ticks' new alarms."""
         live = self._get(fid)
-        index = live.observer.topology.index
-        k = len(live.spec["signals"])
-        arrays = []
-        for n, tick in enumerate(body.ticks):
-            x = np.full((len(index), k), np.nan)
-            for sid, vals in tick.items():
-                if sid not in index:
-                    raise InputError(f"tick {n}: unknown shard {sid!r}", row=n, column=sid)
-                if len(vals) != k:
-                    raise InputError(f"tick {n}: shard {sid!r} has {len(vals)} values for {k} signals", row=n, column=sid)
-                for j, v in enumerate(vals):
-                    if v is not None and not (math.isfinite(v) and abs(v) <= _MAX_ABS):
-                        raise InputError(f"tick {n}: shard {sid!r}, signal {live.spec['signals'][j]!r}: not a finite number within "
-                                         f"+-{_MAX_ABS:g} (differences of larger values overflow)", row=n, column=sid)
-                x[index[sid]] = [math.nan if v is None else v for v in vals]
-            reporting = (~np.isnan(x)).sum(axis=0)
-            if reporting.min() < _MIN_REPORTING:
-                j = int(np.argmin(reporting))
-                raise InputError(f"tick {n}: signal {live.spec['signals'][j]!r} reported by {int(reporting[j])} shard(s); a tick needs at least "
-                                 f"{_MIN_REPORTING} per signal (the fleet reference is their median)", row=n, column=live.spec["signals"][j])
-            arrays.append(x)
+        arrays = _parse_ticks(body.ticks, live.observer.topology, live.spec["signals"])
         with live.lock:
             self._end_finished(fid, live, "deploysignal")
             with self.tables.locked(fid) as lf:

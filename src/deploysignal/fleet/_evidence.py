@@ -48,8 +48,11 @@ towards a bet it wins, and with hundreds of ticks any fixed bias fires. ``margin
 gives the worst case over fault positions for a planned maximum faulty fraction :math:`p` and a
 Gaussian null. With per-shard ``center`` the reference is the median of the offset-free values
 :math:`x - \\text{center}`, so the bias is a quantile of the noise, not of the offsets' spread.
+Frozen shards (a deploy's) and the shards the caller ``exclude`` s (the observer: those already
+alarmed) are left out of the median and MAD; both sets are fixed before the tick's values are seen, so
+the reference stays predictable, and a fault stops biasing it once it is alarmed.
 The guarantee under contamination is therefore: **e-values of null shards are valid while at most a
-fraction p of shards is faulty**, an approximation at the population level (finite fleets pull the
+fraction p of the shards in the reference is faulty**, an approximation at the population level (finite fleets pull the
 median towards each shard, which helps; light-tailed, multi-modal or skewed nulls are not covered by
 the Gaussian formula; a bias that changes from tick to tick enters the innovation as
 :math:`b_t - \\phi b_{t-1}`, not :math:`(1-\\phi) b`). With per-shard centres, the centre tolerance

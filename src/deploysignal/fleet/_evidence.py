@@ -161,9 +161,14 @@ def _reference_rows(x: np.ndarray, *candidates: np.ndarray) -> np.ndarray:
     """The first candidate row set (bool, shape (n_shards,)) in which at least 3 shards report every signal; all
     shards when none has."""
     for rows in candidates:
-        if np.all(np.sum(~np.isnan(x[rows]), axis=0) >= 3):
+        if rows.all() or np.all(np.sum(~np.isnan(x[rows]), axis=0) >= 3):  # all shards: the last resort anyway
             return rows
     return np.ones(x.shape[0], dtype=bool)
+
+
+def _rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``x[rows]`` along the shard axis, without a copy when every row is taken (the usual tick)."""
+    return x if rows.all() else x[rows]
 
 
 def _residuals(values: np.ndarray, scale_floor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -367,16 +372,16 @@ class FleetEProcess:
         if self.center is not None and self.scale is not None:
             # reference = median of the offset-free values x - center, so that faulty shards move it by
             # a noise quantile, not by a quantile of the (possibly wide) spread of shard offsets
-            med = _median_scale(x[unfrozen], self.scale_floor)[0]  # fleet-level process only
+            med = _median_scale(_rows(x, unfrozen), self.scale_floor)[0]  # fleet-level process only
             dev = x - self.center
-            ref, dev_scale = _median_scale(dev[rows], self.scale_floor)
+            ref, dev_scale = _median_scale(_rows(dev, rows), self.scale_floor)
             r = (dev - ref) / self.scale
             # margin in units of the cross-shard MAD scale of the offset-free values
             eps = self.center_tolerance + self.margin * dev_scale / self.scale
         else:
-            ref, ref_scale = _median_scale(x[rows], self.scale_floor)
+            ref, ref_scale = _median_scale(_rows(x, rows), self.scale_floor)
             r = (x - ref) / ref_scale
-            med = ref if rows is unfrozen else _median_scale(x[unfrozen], self.scale_floor)[0]
+            med = ref if rows is unfrozen else _median_scale(_rows(x, unfrozen), self.scale_floor)[0]
             eps = self.center_tolerance + self.margin
         self._median = med.reshape(-1)
         r = r * self._sign

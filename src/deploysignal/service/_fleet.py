@@ -5,7 +5,9 @@
   the tick and the shard); every tick is stored with the :class:`~deploysignal.fleet.FleetObservation`
   it gave (the fleet's record: ``GET /v1/fleets/{fid}/observations``, NDJSON that ``deploysignal ui
   --fleet`` reads);
-* ``POST /v1/fleets/{fid}/events`` registers a :class:`~deploysignal.fleet.ClusterEvent` (freeze hook);
+* ``POST /v1/fleets/{fid}/events`` registers a :class:`~deploysignal.fleet.ClusterEvent` (freeze hook), recorded
+  with the name of the token that sent it; ``DELETE /v1/fleets/{fid}/events/{event_id}`` ends one before the
+  fleet's next tick;
 * ``GET /v1/fleets/{fid}`` answers the last observation: shard flags, alarms across levels (shards,
   hosts, racks: FDR <= q together; docs/fleet.md), frozen shards and the events in force.
 
@@ -14,7 +16,9 @@ the analysis registers a ``deploy`` event scoped to the deploy's shards / hosts 
 fleet's next tick, so its shards bet nothing (and are not alarmed as faults) while the deploy runs; the
 fleet's observations name the event in ``active_events`` and the shards in ``frozen``. The scope is
 checked against the fleet's topology before the analysis is created (a node the fleet does not have is
-a 422, not a freeze of nothing).
+a 422, not a freeze of nothing; so is a freeze that would cover more than the fleet's
+``max_freeze_fraction``). The freeze ends before the fleet's next tick once the analysis has a final
+verdict or is deleted (checked at every write to the fleet), at the latest after ``window`` ticks.
 
 A freeze silences evidence in its scope, so fleet endpoints and the ``fleet`` field need an unscoped
 token (as records not tied to one analysis do). Events cannot be back-dated (``start_tick`` >= the

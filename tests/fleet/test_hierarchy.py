@@ -297,6 +297,43 @@ def test_fdr_across_levels_at_most_q(case, runs, seed, q):
         assert any_alarm >= 0.9 * runs  # the faulty rack is found: the FDR is not met by alarming nothing
 
 
+def _curated_observer(topo, base):
+    rep = curate_baseline(base)
+    return FleetObserver(topo, base.shape[2], directions=("both",) * base.shape[2], baseline_loc=rep.baseline_loc,
+                         baseline_scale=rep.baseline_scale, phi=rep.phi, center=rep.center, scale=rep.scale,
+                         center_se=rep.center_se, common_mode=rep.common_mode)
+
+
+@pytest.mark.parametrize("fleet", ["half_racks_2sd", "offsets_sd07"])
+def test_a_freeze_on_a_fleet_with_shard_offsets_does_not_fire_the_fleet_level(fleet):
+    """Review s6 item 1. A curated, heterogeneous fleet (8x4x4): racks r004-r007 sit 2 sd higher, or every shard has
+    its own offset (sd 0.7); a deploy freezes 2 racks for 300 ticks and does not move them. The fleet median over
+    the unfrozen shards moved under the null, and the fleet level fired (10/10 and 5/6 seeds before): its bets now
+    pause while a shard is frozen, and a note says so. After the freeze a fleet-wide +1 sd shift is still alarmed at
+    fleet level (the fleet level is not simply off)."""
+    from deploysignal.fleet import ClusterEvent
+
+    topo = TopologySnapshot.synthetic(8, 4, 4)
+    n = len(topo)
+    frozen_racks = ("r006", "r007") if fleet == "half_racks_2sd" else ("r000", "r001")
+    for seed in range(2):
+        rng = np.random.default_rng(2630 + seed)
+        off = np.zeros((n, 1))
+        if fleet == "half_racks_2sd":
+            off[64:] += 2.0
+        else:
+            off += 0.7 * rng.standard_normal((n, 1))
+        obs = _curated_observer(topo, rng.standard_normal((300, n, 1)) + off)
+        obs.add_event(ClusterEvent(kind="deploy", start_tick=0, window=300, scope_level="rack", scope=frozen_racks))
+        for _ in range(300):
+            o = obs.update(rng.standard_normal((n, 1)) + off)
+            assert not o.fleet_fired and o.alarms == (), (fleet, seed, o.tick, o.fleet_log_e)
+        assert any(nt.startswith("fleet level: paused while 32 shard(s)") for nt in o.notes)
+        for _ in range(100):
+            o = obs.update(rng.standard_normal((n, 1)) + off + 1.0)
+        assert o.fleet_fired and not any(nt.startswith("fleet level") for nt in o.notes), (fleet, seed)
+
+
 @pytest.mark.montecarlo
 @pytest.mark.extended
 def test_rack_common_drift_with_its_own_autocorrelation_breaks_the_node_null():

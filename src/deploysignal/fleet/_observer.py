@@ -25,6 +25,11 @@ racks together) - FDR <= q over the union, a false node alarm being a node none 
 faulty (adjusted e-BH over every level, any dependence, any time); fleet-level alarm -
 Ville, :math:`P(\\text{ever fire}) \\le \\alpha_{fleet}` under the null that the standardised fleet
 median is conditionally symmetric about 0 (baseline stationarity of the fleet reference).
+While any shard is frozen the fleet-level bets are 0 (and, with a common-mode model, on the tick after
+too): the fleet median over the unfrozen shards alone is a different statistic (on a fleet whose shards
+sit at different levels, leaving some out moves it), so no bet is placed on it; the freeze is known before
+the tick, so the paused bets are predictable and the e-process stays a supermartingale under the same null.
+The price: the fleet level does not see a fleet-wide move while a freeze is in force (a run-time note says so).
 Attribution is a descriptive grouping of the flagged set and carries no separate error guarantee.
 With the fleet-level alarm counted among the alarms, their FDR is at most ``q + alpha_fleet``.
 """
@@ -242,6 +247,7 @@ class FleetObserver:
         self._alarm_first: dict[tuple[str, str], int] = {}
         self._alarmed_shards = np.zeros(self.n_shards, dtype=bool)
         self._fleet_fired = False
+        self._fleet_paused = False  # the previous tick froze a shard (the fleet-level bets paused)
         self._events: list[ClusterEvent] = []
         self._event_keys: list[object] = []
         self._tick = 0
@@ -311,17 +317,20 @@ class FleetObserver:
         out = self.shards.update(values, frozen=frozen, exclude=self._alarmed_shards)
         self._nodes.update(out.innovations, out.margin)  # frozen or missing members do not bet (NaN innovations)
         fleet_log_e = 0.0
+        # any freeze pauses the fleet-level bets: the fleet median is then taken over the unfrozen shards only, and
+        # on a fleet whose shards sit at different levels leaving some out moves it under the null; the AR bet
+        # also pauses the tick after, whose innovation subtracts phi x that moved median (both decided before
+        # the tick's values, so every bet that is placed is on the same statistic as without a freeze)
+        paused = bool(frozen.any())
         if self._common is not None:
-            # a fleet-wide freeze also freezes the fleet-level bets: the event explains the move
-            fleet_log_e = self._common.update(out.median, frozen=bool(frozen.all()))
+            fleet_log_e = self._common.update(out.median, frozen=paused or self._fleet_paused)
             if fleet_log_e >= -math.log(s.alpha_fleet):
                 self._fleet_fired = True
         elif self._fleet_on:
             med = out.median
             z = self._fleet_sign * (med - self._loc) / self._scale
             g = np.clip(z / s.clip, -1, 1)
-            # a fleet-wide freeze also freezes the fleet-level bets: the event explains the move
-            g = np.where(np.isnan(g) | bool(frozen.all()), 0.0, g)
+            g = np.where(np.isnan(g) | paused, 0.0, g)
             k = self._fleet_grid.size
             self._fleet_log_w[:, :k] += np.log1p(g[:, None] * self._fleet_grid)
             signs = np.where(self._fleet_both[:, None], -1.0, 1.0)
@@ -357,6 +366,10 @@ class FleetObserver:
                                          flagged=int((mem & self._flagged).sum())))
         alarms, newly_alarmed = self._alarms(out.log_e_max, fleet_log_e, s)
         notes = self._reference_notes(out.reference, frozen, s)
+        if paused and (self._common is not None or self._fleet_on):
+            notes += (f"fleet level: paused while {int(frozen.sum())} shard(s) are frozen (it bets again the tick "
+                      "after the freeze ends, or the one after that with a common-mode model)",)
+        self._fleet_paused = paused
         obs = FleetObservation(
             tick=self._tick, q=s.q, flagged=flagged_ids, newly_flagged=tuple(self._ids[new]),
             frozen=tuple(self._ids[frozen]) if 0 < frozen.sum() < 50 else (("*",) if frozen.all() else ()),

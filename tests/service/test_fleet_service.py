@@ -296,3 +296,57 @@ def test_a_service_fleet_can_use_the_curated_baseline(tmp_path):
     assert r.status_code == 422 and "not both" in r.text
     r = c.post("/v1/fleets", json={"id": "few", "shards": _shards(topo), "signals": sig, "baseline_ticks": [{topo.ids[0]: [0.0, 0.0, 0.0]}]}, headers=W)
     assert r.status_code == 422 and "baseline tick 0" in r.text
+
+
+def test_a_stale_worker_catches_up_outside_the_write_lock(tmp_path, monkeypatch):
+    """Review s6 item 2. Worker B cached the fleet at 0 ticks; worker A stored 200 since. B's 1-tick batch replays the
+    gap in a read transaction first: while it does, A's next batch is stored (the store's write lock is free), and
+    under the lock B replays only A's 5 new ticks plus its own (before: all 1,005, the lock held meanwhile)."""
+    import contextlib
+    import threading
+
+    from deploysignal.fleet import FleetObserver
+    from deploysignal.service._fleet import LOCKED_REPLAY, FleetCreate, FleetRegistry, FleetTicks
+    from deploysignal.store import SQLiteStore
+
+    topo = TopologySnapshot.synthetic(2, 2, 2)
+    rng = np.random.default_rng(2613)
+    a, b = FleetRegistry(SQLiteStore(str(tmp_path / "f.db"))), FleetRegistry(SQLiteStore(str(tmp_path / "f.db")))
+    a.create(FleetCreate(id="f", shards=_shards(topo), signals=["a"]), "now")
+    assert b.state("f")["n_ticks"] == 0  # B caches the fleet
+    a.ingest("f", FleetTicks(ticks=_rack_ticks(rng, topo, 200)))
+    in_lock, counts = {"on": False}, {"locked": 0}
+    update = FleetObserver.update
+
+    def counting(self, values, **kw):
+        counts["locked"] += in_lock["on"]
+        return update(self, values, **kw)
+
+    monkeypatch.setattr(FleetObserver, "update", counting)
+    locked = b.tables.locked
+
+    @contextlib.contextmanager
+    def flagged(fid):
+        with locked(fid) as lf:
+            in_lock["on"] = True
+            try:
+                yield lf
+            finally:
+                in_lock["on"] = False
+
+    monkeypatch.setattr(b.tables, "locked", flagged)
+    read_up, a_done = b._read_up, threading.Event()
+
+    def read_up_then_a_writes(fid, live):
+        read_up(fid, live)
+        if not a_done.is_set():  # A writes while B is between its read catch-up and the lock
+            t = threading.Thread(target=lambda: (a.ingest("f", FleetTicks(ticks=_rack_ticks(rng, topo, 5))), a_done.set()))
+            t.start()
+            assert a_done.wait(10)  # not blocked by B
+
+    monkeypatch.setattr(b, "_read_up", read_up_then_a_writes)
+    r = b.ingest("f", FleetTicks(ticks=_rack_ticks(rng, topo, 1)))
+    assert a_done.is_set() and r["first_tick"] == 205 and r["n_ticks"] == 206
+    assert counts["locked"] == 5 + 1 <= LOCKED_REPLAY + 1
+    fresh = FleetRegistry(SQLiteStore(str(tmp_path / "f.db"))).state("f")["observation"]
+    assert r["observation"] == fresh

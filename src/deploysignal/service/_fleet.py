@@ -33,7 +33,8 @@ import json
 import math
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -42,7 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from .._exceptions import InputError
 from ..fleet import ClusterEvent, FleetObserver, ObserverSettings, Shard, TopologySnapshot, curate_baseline
-from ..store import FleetTables, NotFound, SQLStore
+from ..store import FleetTables, LockedFleet, NotFound, SQLStore
+from ._admission import Busy
 from ._scope import OutOfScope, Principal
 
 __all__ = ["FleetCreate", "FleetRegistry", "FleetScope", "FleetTicks", "fleet_router"]
@@ -55,6 +57,9 @@ _MAX_ABS = 1e150
 _MAX_CELLS = 1_000_000
 #: fewest shards reporting a signal in a tick (the reference is their median and MAD)
 _MIN_REPORTING = 3
+#: most ticks a write replays inside the fleet's write lock (the rest is replayed before, in a read transaction)
+LOCKED_REPLAY = 16
+_CATCH_UP_ROUNDS = 8
 
 
 class _Strict(BaseModel):
@@ -196,9 +201,10 @@ def _apply_event_row(obs: FleetObserver, row: tuple[int, int, dict[str, Any]], p
 class FleetRegistry:
     """The service's fleet observers: stored in :class:`~deploysignal.store.FleetTables`, cached in memory.
 
-    Every write (ticks, an event, the end of one) takes the fleet's in-process lock, then the fleet's row lock in
-    the store (:meth:`FleetTables.locked`), replays the ticks and event rows other processes stored since the
-    cache was built, checks against the *stored* counts, and evaluates a batch on a copy of the observer that
+    Every write (ticks, an event, the end of one) takes the fleet's in-process lock, replays the ticks and event
+    rows other processes stored since the cache was built in a read transaction, then takes the fleet's row lock
+    in the store (:meth:`FleetTables.locked`) and replays only what arrived meanwhile (at most
+    :data:`LOCKED_REPLAY` ticks), checks against the *stored* counts, and evaluates a batch on a copy of the observer that
     replaces the cached one only once the batch is committed. Reads catch up the same way, in one read
     transaction. So several processes (``--workers N``, or several services on one store) keep one history.
     """
@@ -262,6 +268,23 @@ class FleetRegistry:
         ticks, events = self.tables.since(fid, live.n_ticks, live.n_events)
         live.catch_up(ticks, events)
 
+    @contextmanager
+    def _locked_caught_up(self, fid: str, live: _Live) -> Iterator[LockedFleet]:
+        """The fleet's write lock, with ``live`` caught up (``live.lock`` held).
+
+        The ticks other processes stored since ``live`` was built are replayed first in a read transaction, outside
+        the write lock, which is then taken; only what arrived meanwhile is replayed under it, at most
+        :data:`LOCKED_REPLAY` ticks (another read round otherwise, :data:`_CATCH_UP_ROUNDS` at most, then 503).
+        A stale worker (its cache built thousands of ticks ago) so never stalls the store's other writers."""
+        for _ in range(_CATCH_UP_ROUNDS):
+            self._read_up(fid, live)
+            with self.tables.locked(fid) as lf:
+                if lf.n_ticks - live.n_ticks <= LOCKED_REPLAY:
+                    live.catch_up(lf.ticks(live.n_ticks), lf.events(live.n_events))
+                    yield lf
+                    return
+        raise Busy(f"fleet {fid!r} receives ticks faster than this worker catches up with them; retry", retry_after=1)
+
     def _end_finished(self, fid: str, live: _Live, principal: str) -> None:
         """End the freezes of deploys whose analysis has a final verdict or is deleted (at the fleet's next tick)."""
         over = {}
@@ -281,8 +304,7 @@ class FleetRegistry:
         arrays = _parse_ticks(body.ticks, live.observer.topology, live.spec["signals"])
         with live.lock:
             self._end_finished(fid, live, "deploysignal")
-            with self.tables.locked(fid) as lf:
-                live.catch_up(lf.ticks(live.n_ticks), lf.events(live.n_events))
+            with self._locked_caught_up(fid, live) as lf:
                 work = live.observer.copy()  # the batch runs on a copy: the cache moves only once the batch is stored
                 rows, new_alarms, new_flags = [], [], []
                 for x in arrays:
@@ -341,8 +363,7 @@ class FleetRegistry:
         live = self._get(fid)
         with live.lock:
             self._end_finished(fid, live, "deploysignal")
-            with self.tables.locked(fid) as lf:
-                live.catch_up(lf.ticks(live.n_ticks), lf.events(live.n_events))
+            with self._locked_caught_up(fid, live) as lf:
                 if not isinstance(event, ClusterEvent):
                     event = event(lf.n_ticks)
                 self._scope_mask(live, fid, event.scope_level, event.scope)  # 422 for a node the fleet lacks
@@ -363,8 +384,7 @@ class FleetRegistry:
             return self._end(fid, live, seq, principal)
 
     def _end(self, fid: str, live: _Live, seq: int, principal: str, quiet: bool = False) -> dict[str, Any]:
-        with self.tables.locked(fid) as lf:
-            live.catch_up(lf.ticks(live.n_ticks), lf.events(live.n_events))
+        with self._locked_caught_up(fid, live) as lf:
             ev = dict(live.observer.events).get(seq)
             if ev is None or ev.start_tick + ev.window <= lf.n_ticks:
                 if quiet:

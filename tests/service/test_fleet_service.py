@@ -350,3 +350,35 @@ def test_a_stale_worker_catches_up_outside_the_write_lock(tmp_path, monkeypatch)
     assert counts["locked"] == 5 + 1 <= LOCKED_REPLAY + 1
     fresh = FleetRegistry(SQLiteStore(str(tmp_path / "f.db"))).state("f")["observation"]
     assert r["observation"] == fresh
+
+
+def test_a_freeze_refused_after_the_scope_check_leaves_no_analysis(tmp_path, step_sim, monkeypatch):
+    """Review s6 item 3. Another request's deploy freeze of r001 lands between the scope check and the analysis' freeze,
+    bringing the frozen share over max_freeze_fraction: the create is a 422 and the analysis is gone (before: 422, but
+    GET answered 200 and a retry 422 again); once r001's freeze ends, the same id is created."""
+    from deploysignal.fleet import ClusterEvent
+    from deploysignal.service._fleet import FleetRegistry
+
+    _, cfg = step_sim
+    topo = TopologySnapshot.synthetic(4, 2, 4)
+    c = make_client(tmp_path)
+    _fleet(c, "f", topo, max_freeze_fraction=0.5)
+    check, raced = FleetRegistry.check_scope, []
+
+    def racing(self, scope):
+        check(self, scope)
+        if not raced:
+            raced.append(1)
+            self.add_event("f", lambda n: ClusterEvent(kind="deploy", start_tick=n, window=50, scope_level="rack", scope=("r001",)), "other")
+
+    monkeypatch.setattr(FleetRegistry, "check_scope", racing)
+    body = {"id": "depB", "config": json.loads(cfg.to_json()),
+            "fleet": {"fleet": "f", "scope_level": "rack", "scope": ["r000", "r002"], "window": 50}}
+    r = c.post("/v1/analyses", json=body, headers=W)
+    assert r.status_code == 422 and "with the freezes in force 24" in r.text
+    assert c.get("/v1/analyses/depB", headers=W).status_code == 404
+    events = c.get("/v1/fleets/f", headers=W).json()["events"]
+    assert [(e["scope"], e["principal"]) for e in events] == [(["r001"], "other")]
+    assert c.delete(f"/v1/fleets/f/events/{events[0]['event_id']}", headers=W).status_code == 200
+    r = c.post("/v1/analyses", json=body, headers=W)
+    assert r.status_code == 201 and r.json()["fleet_freeze"]["principal"] == "w", r.text

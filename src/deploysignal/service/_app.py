@@ -599,7 +599,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             return _create_gate(aid, body)
         fleets.check_scope(body.fleet)  # before the analysis exists: a scope the fleet lacks (or too large a freeze) is a 422, not a freeze of nothing
         out = _create_gate(aid, body)
-        out["fleet_freeze"] = fleets.freeze_for_deploy(body.fleet, aid, principal)
+        try:  # re-checked under the fleet's lock: another freeze may have come in since check_scope
+            out["fleet_freeze"] = fleets.freeze_for_deploy(body.fleet, aid, principal)
+        except BaseException:  # no freeze, no analysis: a 422 (or 503) means the deploy has no gate, so none is left behind
+            manager.delete(aid, reason="fleet freeze refused at creation", deleted=_now(), undecided=True)
+            _deleted(aid)
+            raise
         return out
 
     def _create_gate(aid: str, body: CreateAnalysis) -> dict[str, Any]:

@@ -416,3 +416,24 @@ def test_fleet_observe_prints_a_rack_alarm_in_text_json_and_the_dashboard_view(t
     # shards only: the same data raise no rack alarm
     only = runner.invoke(app, [*args, "--alarm-levels", ""])
     assert "alarm rack" not in only.output
+
+
+def test_shard_scope_events_are_masked_once_not_every_tick(monkeypatch):
+    """Review s6 item 4. Each event's shard mask is computed when it is added (before: every tick, a Python loop
+    over the shards per event in force); the frozen set is the union of the masks of the events in force."""
+    from deploysignal.fleet import ClusterEvent
+
+    topo = TopologySnapshot.synthetic(4, 2, 2)
+    obs = FleetObserver(topo, 1)
+    calls = {"n": 0}
+    mask = FleetObserver.scope_mask
+    monkeypatch.setattr(FleetObserver, "scope_mask", lambda self, lv, sc: (calls.__setitem__("n", calls["n"] + 1), mask(self, lv, sc))[1])
+    for i in range(5):
+        obs.add_event(ClusterEvent(kind="maintenance", start_tick=i, window=3, scope_level="shard", scope=(topo.ids[i],)))
+    obs.add_event(ClusterEvent(kind="maintenance", start_tick=0, window=10, scope_level="host", scope=("r003-h01",)))
+    rng = np.random.default_rng(2632)
+    seen = [set(obs.update(rng.standard_normal((len(topo), 1))).frozen) for _ in range(8)]
+    assert calls["n"] == 6
+    host = set(topo.members("host", "r003-h01"))
+    assert seen[0] == {topo.ids[0]} | host and seen[4] == {topo.ids[2], topo.ids[3], topo.ids[4]} | host
+    assert seen[7] == host and len(obs.events) == 1  # the expired ones are dropped

@@ -382,3 +382,20 @@ def test_a_freeze_refused_after_the_scope_check_leaves_no_analysis(tmp_path, ste
     assert c.delete(f"/v1/fleets/f/events/{events[0]['event_id']}", headers=W).status_code == 200
     r = c.post("/v1/analyses", json=body, headers=W)
     assert r.status_code == 201 and r.json()["fleet_freeze"]["principal"] == "w", r.text
+
+
+def test_events_in_force_per_fleet_are_capped(tmp_path, monkeypatch):
+    """Review s6 item 4: a fleet takes at most MAX_EVENTS events in force; one more is a 422 naming the limit, and an
+    event that ended makes room again."""
+    from deploysignal.service import _fleet as fleet_module
+
+    monkeypatch.setattr(fleet_module, "MAX_EVENTS", 3)
+    topo = TopologySnapshot.synthetic(2, 2, 2)
+    c = make_client(tmp_path)
+    _fleet(c, "f", topo)
+    ev = {"kind": "maintenance", "start_tick": 10**6, "window": 5, "scope_level": "shard"}
+    ids = [c.post("/v1/fleets/f/events", json={**ev, "scope": [sid]}, headers=W).json()["event_id"] for sid in topo.ids[:3]]
+    r = c.post("/v1/fleets/f/events", json={**ev, "scope": [topo.ids[3]]}, headers=W)
+    assert r.status_code == 422 and "has 3 events in force, at most 3" in r.text
+    assert c.delete(f"/v1/fleets/f/events/{ids[0]}", headers=W).status_code == 200
+    assert c.post("/v1/fleets/f/events", json={**ev, "scope": [topo.ids[3]]}, headers=W).status_code == 201

@@ -250,6 +250,7 @@ class FleetObserver:
         self._fleet_paused = False  # the previous tick froze a shard (the fleet-level bets paused)
         self._events: list[ClusterEvent] = []
         self._event_keys: list[object] = []
+        self._event_masks: list[np.ndarray] = []  # the shards each event freezes
         self._tick = 0
 
     # ----------------------------------------------------------------- events
@@ -260,6 +261,17 @@ class FleetObserver:
             raise InputError(f"unknown scope level {ev.scope_level!r}", column="scope_level")
         self._events.append(ev)
         self._event_keys.append(key)
+        self._event_masks.append(self.scope_mask(ev.scope_level, ev.scope))
+
+    def scope_mask(self, level: str, scope: Sequence[str]) -> np.ndarray:
+        """The shards (bool, shape (n_shards,)) in ``scope`` at ``level`` (``fleet``: all; names the fleet lacks: none)."""
+        if level == "fleet":
+            return np.ones(self.n_shards, dtype=bool)
+        if level == "shard":
+            ids = set(scope)
+            return np.fromiter((i in ids for i in self._ids), bool, self.n_shards)
+        names_lv, _ = self._groups[level]
+        return np.isin(self._group_arr[level], [names_lv.index(n) for n in scope if n in names_lv])
 
     def end_event(self, key: object, tick: int) -> bool:
         """End the event registered with ``key`` before ``tick`` (it freezes nothing from ``tick`` on; it must be
@@ -267,7 +279,7 @@ class FleetObserver:
         for n, (k, ev) in enumerate(zip(self._event_keys, self._events, strict=True)):
             if k == key and ev.start_tick + ev.window > tick:
                 if tick <= ev.start_tick:
-                    del self._events[n], self._event_keys[n]
+                    del self._events[n], self._event_keys[n], self._event_masks[n]
                 else:
                     self._events[n] = ev.model_copy(update={"window": tick - ev.start_tick})
                 return True
@@ -278,28 +290,30 @@ class FleetObserver:
         """``(key, event)`` of the events registered and not yet expired, in order."""
         return list(zip(self._event_keys, self._events, strict=True))
 
+    def frozen_over(self, start: int, stop: int) -> np.ndarray:
+        """The shards (bool, shape (n_shards,)) some registered event freezes at a tick in ``[start, stop)``."""
+        mask = np.zeros(self.n_shards, dtype=bool)
+        for ev, m in zip(self._events, self._event_masks, strict=True):
+            if ev.start_tick + ev.window > start and ev.start_tick < stop:
+                mask |= m
+        return mask
+
     def _frozen_mask(self, tick: int) -> tuple[np.ndarray, list[str]]:
+        # each event's shard mask is computed once, when it is added: a tick costs one OR per event in force
         mask = np.zeros(self.n_shards, dtype=bool)
         names = []
-        keep, keep_keys = [], []
-        for key, ev in zip(self._event_keys, self._events, strict=True):
+        keep, keep_keys, keep_masks = [], [], []
+        for key, ev, m in zip(self._event_keys, self._events, self._event_masks, strict=True):
             if ev.start_tick + ev.window <= tick:
                 continue  # expired: drop (constant memory)
             keep.append(ev)
             keep_keys.append(key)
+            keep_masks.append(m)
             if not ev.active(tick):
                 continue
             names.append(f"{ev.kind}@{ev.scope_level}:{','.join(ev.scope) or '*'}")
-            if ev.scope_level == "fleet":
-                mask[:] = True
-            elif ev.scope_level == "shard":
-                ids = set(ev.scope)
-                mask |= np.fromiter((i in ids for i in self._ids), bool, self.n_shards)
-            else:
-                names_lv, _ = self._groups[ev.scope_level]
-                sel = [names_lv.index(n) for n in ev.scope if n in names_lv]
-                mask |= np.isin(self._group_arr[ev.scope_level], sel)
-        self._events, self._event_keys = keep, keep_keys
+            mask |= m
+        self._events, self._event_keys, self._event_masks = keep, keep_keys, keep_masks
         return mask, names
 
     @property

@@ -57,6 +57,8 @@ _MAX_ABS = 1e150
 _MAX_CELLS = 1_000_000
 #: fewest shards reporting a signal in a tick (the reference is their median and MAD)
 _MIN_REPORTING = 3
+#: most events in force (registered and not over) per fleet: a further one is a 422
+MAX_EVENTS = 1_000
 #: most ticks a write replays inside the fleet's write lock (the rest is replayed before, in a read transaction)
 LOCKED_REPLAY = 16
 _CATCH_UP_ROUNDS = 8
@@ -345,13 +347,11 @@ class FleetRegistry:
         """422 when a deploy's freeze, with the shards other events in force freeze, would cover more than
         ``max_freeze_fraction`` of the fleet."""
         cap = live.spec.get("max_freeze_fraction", 0.5)
-        mask = self._scope_mask(live, fid, event.scope_level, event.scope)
-        for _, ev in live.observer.events:
-            if ev.start_tick + ev.window > event.start_tick and ev.start_tick < event.start_tick + event.window:
-                mask |= self._scope_mask(live, fid, ev.scope_level, ev.scope)
+        own = self._scope_mask(live, fid, event.scope_level, event.scope)
+        mask = own | live.observer.frozen_over(event.start_tick, event.start_tick + event.window)
         n = len(mask)
         if mask.sum() > cap * n:
-            raise InputError(f"this deploy would freeze {int(self._scope_mask(live, fid, event.scope_level, event.scope).sum())} of the fleet's {n} "
+            raise InputError(f"this deploy would freeze {int(own.sum())} of the fleet's {n} "
                              f"shards; with the freezes in force {int(mask.sum())}, more than max_freeze_fraction = {cap:g} of the fleet "
                              "(a deploy that large is not a canary of this fleet: split it, or raise max_freeze_fraction when creating "
                              "the fleet; docs/fleet.md)", column="fleet.scope")
@@ -372,6 +372,10 @@ class FleetRegistry:
                                      column="start_tick")
                 if event.kind == "deploy":
                     self._check_freeze_share(live, fid, event)
+                in_force = sum(ev.start_tick + ev.window > lf.n_ticks for _, ev in live.observer.events)
+                if in_force >= MAX_EVENTS:
+                    raise InputError(f"fleet {fid!r} has {in_force} events in force, at most {MAX_EVENTS} (end some: DELETE "
+                                     "/v1/fleets/{fid}/events/{event_id}, or wait for their windows to run out)", column="start_tick")
                 body = {"op": "add", "event": event.model_dump(mode="json"), "principal": principal, **({"analysis": analysis} if analysis else {})}
                 at, seq = lf.n_ticks, lf.add_event(body)
             live.catch_up([], [(seq, at, body)])

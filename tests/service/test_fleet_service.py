@@ -399,3 +399,20 @@ def test_events_in_force_per_fleet_are_capped(tmp_path, monkeypatch):
     assert r.status_code == 422 and "has 3 events in force, at most 3" in r.text
     assert c.delete(f"/v1/fleets/f/events/{ids[0]}", headers=W).status_code == 200
     assert c.post("/v1/fleets/f/events", json={**ev, "scope": [topo.ids[3]]}, headers=W).status_code == 201
+
+
+def test_a_freeze_from_a_template_records_the_token_and_the_template(tmp_path, step_sim):
+    """Review s6 item 5: the deploy freeze of an analysis that Argo Rollouts or Flagger instantiate from a template names
+    the token of the request and the template (before: principal "")."""
+    _, cfg = step_sim
+    topo = TopologySnapshot.synthetic(4, 2, 2)
+    c = make_client(tmp_path)
+    _fleet(c, "f", topo)
+    tpl = {"config": json.loads(cfg.to_json()), "window": 20, "fleet": {"fleet": "f", "scope_level": "rack", "scope": ["r000"], "window": 50}}
+    assert c.put("/v1/templates/t", json=tpl, headers=W).status_code == 200
+    assert c.get("/v1/argo/templates/t/revisions/v1", params={"subject": "prod.api"}, headers=R).status_code == 200
+    r = c.post("/v1/flagger/pre-rollout", json={"name": "api", "namespace": "prod", "checksum": "v2", "metadata": {"template": "t"}},
+               headers=W)
+    assert r.status_code in (200, 409), r.text
+    events = c.get("/v1/fleets/f", headers=W).json()["events"]
+    assert [(e["analysis"], e["principal"]) for e in events] == [("t@prod.api@v1", "r (template t)"), ("t@prod.api@v2", "w (template t)")]

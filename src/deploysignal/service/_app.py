@@ -814,7 +814,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     # ------------------------------------------------------------------ Argo Rollouts, Flagger, templates
-    def _template_create(aid: str, tpl: dict[str, Any]) -> None:
+    def _template_create(aid: str, tpl: dict[str, Any], principal: str = "") -> None:
         # "{{revision}}" in a template's PromQL becomes the revision (e.g. a pod-template-hash label)
         revision = aid.rsplit("@", 1)[1]
         prom = tpl.get("prometheus")
@@ -828,7 +828,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first.get("loc", ())) or "template"
             raise InputError(f"the template does not instantiate: {loc}: {first['msg']}", column=loc) from None
-        _create(aid, body.model_copy(update={"id": aid}))
+        _create(aid, body.model_copy(update={"id": aid}), principal)
 
     def _store_template(tid: str, body: CreateAnalysis) -> dict[str, Any]:
         """A template as stored: the config resolved to a stored reference, everything else as given

@@ -437,3 +437,15 @@ def test_shard_scope_events_are_masked_once_not_every_tick(monkeypatch):
     host = set(topo.members("host", "r003-h01"))
     assert seen[0] == {topo.ids[0]} | host and seen[4] == {topo.ids[2], topo.ids[3], topo.ids[4]} | host
     assert seen[7] == host and len(obs.events) == 1  # the expired ones are dropped
+
+
+def test_a_fall_back_reference_with_frozen_shards_says_so_from_the_first_tick():
+    """Review s6 item 7: 6 shards, 4 frozen (a library caller is not capped): the reference falls back to all shards,
+    frozen ones included, and the note says so at every tick, not only once a shard is alarmed."""
+    from deploysignal.fleet import ClusterEvent
+
+    topo = TopologySnapshot.synthetic(1, 3, 2)
+    obs = FleetObserver(topo, 1)
+    obs.add_event(ClusterEvent(kind="deploy", start_tick=0, window=10, scope_level="host", scope=("r000-h00", "r000-h01")))
+    o = obs.update(np.random.default_rng(2633).standard_normal((6, 1)))
+    assert o.reference_shards == 6 and len(o.notes) == 1 and "frozen ones included" in o.notes[0]

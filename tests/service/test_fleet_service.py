@@ -416,3 +416,16 @@ def test_a_freeze_from_a_template_records_the_token_and_the_template(tmp_path, s
     assert r.status_code in (200, 409), r.text
     events = c.get("/v1/fleets/f", headers=W).json()["events"]
     assert [(e["analysis"], e["principal"]) for e in events] == [("t@prod.api@v1", "r (template t)"), ("t@prod.api@v2", "w (template t)")]
+
+
+def test_a_freeze_that_leaves_fewer_than_3_unfrozen_shards_is_refused(tmp_path):
+    """Review s6 item 7: whatever its kind, an event that would leave 1 or 2 shards unfrozen (the reference needs 3) is a
+    422; freezing the whole fleet (nothing bets) is allowed."""
+    topo = TopologySnapshot.synthetic(1, 3, 2)  # 6 shards on 3 hosts
+    c = make_client(tmp_path)
+    _fleet(c, "f", topo, max_freeze_fraction=1.0)
+    ev = {"kind": "maintenance", "start_tick": 0, "window": 10, "scope_level": "host"}
+    assert c.post("/v1/fleets/f/events", json={**ev, "scope": ["r000-h00"]}, headers=W).status_code == 201
+    r = c.post("/v1/fleets/f/events", json={**ev, "kind": "deploy", "scope": ["r000-h01"]}, headers=W)
+    assert r.status_code == 422 and "only 2 shard(s) of the fleet stay unfrozen" in r.text
+    assert c.post("/v1/fleets/f/events", json={**ev, "scope_level": "fleet", "scope": []}, headers=W).status_code == 201

@@ -420,6 +420,9 @@ class FleetObserver:
     def _reference_notes(self, reference: int | None, frozen: np.ndarray, s: ObserverSettings) -> tuple[str, ...]:
         """What the FDR claim rests on this tick, said at run time when alarmed shards are left out of the reference
         (or could not be)."""
+        if reference is not None and 0 < int((~frozen).sum()) < reference:
+            return (f"reference: fewer than 3 unfrozen shards report; it fell back to {reference} shard(s), frozen ones included "
+                    "(a deploy may move them): no FDR claim for the alarms of this tick",)
         left = int((self._alarmed_shards & ~frozen).sum())
         if not left or reference is None:
             return ()

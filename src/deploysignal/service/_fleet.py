@@ -372,6 +372,11 @@ class FleetRegistry:
                                      column="start_tick")
                 if event.kind == "deploy":
                     self._check_freeze_share(live, fid, event)
+                left = int((~(self._scope_mask(live, fid, event.scope_level, event.scope)
+                              | live.observer.frozen_over(event.start_tick, event.start_tick + event.window))).sum())
+                if 0 < left < _MIN_REPORTING:
+                    raise InputError(f"with this event and the freezes in force only {left} shard(s) of the fleet stay unfrozen; the "
+                                     f"reference needs at least {_MIN_REPORTING} (or freeze the whole fleet)", column="scope")
                 in_force = sum(ev.start_tick + ev.window > lf.n_ticks for _, ev in live.observer.events)
                 if in_force >= MAX_EVENTS:
                     raise InputError(f"fleet {fid!r} has {in_force} events in force, at most {MAX_EVENTS} (end some: DELETE "

@@ -429,3 +429,20 @@ def test_a_freeze_that_leaves_fewer_than_3_unfrozen_shards_is_refused(tmp_path):
     r = c.post("/v1/fleets/f/events", json={**ev, "kind": "deploy", "scope": ["r000-h01"]}, headers=W)
     assert r.status_code == 422 and "only 2 shard(s) of the fleet stay unfrozen" in r.text
     assert c.post("/v1/fleets/f/events", json={**ev, "scope_level": "fleet", "scope": []}, headers=W).status_code == 201
+
+
+def test_a_finished_deploy_registered_by_another_process_is_ended_at_this_write(tmp_path):
+    """Review s6 item 6 (in part): process B has not seen the freeze process A registered for an analysis that is already
+    final; B's next batch ends it before its first tick (before: the batch ran frozen, the end came one write late)."""
+    from deploysignal.service._fleet import FleetCreate, FleetRegistry, FleetScope, FleetTicks
+    from deploysignal.store import SQLiteStore
+
+    topo = TopologySnapshot.synthetic(4, 2, 2)
+    over = lambda aid: "final verdict" if aid == "a1" else None  # noqa: E731
+    a = FleetRegistry(SQLiteStore(str(tmp_path / "f.db")), over)
+    b = FleetRegistry(SQLiteStore(str(tmp_path / "f.db")), over)
+    a.create(FleetCreate(id="f", shards=_shards(topo), signals=["a"]), "now")
+    assert b.state("f")["n_ticks"] == 0
+    a.freeze_for_deploy(FleetScope(fleet="f", scope_level="rack", scope=["r000"], window=50), "a1", "w")
+    r = b.ingest("f", FleetTicks(ticks=_rack_ticks(np.random.default_rng(2634), topo, 1)))
+    assert r["observation"]["frozen"] == [] and b.state("f")["events"] == []

@@ -305,6 +305,7 @@ class FleetRegistry:
         live = self._get(fid)
         arrays = _parse_ticks(body.ticks, live.observer.topology, live.spec["signals"])
         with live.lock:
+            self._read_up(fid, live)  # freezes other processes registered are seen (and ended) at this write, not the next
             self._end_finished(fid, live, "deploysignal")
             with self._locked_caught_up(fid, live) as lf:
                 work = live.observer.copy()  # the batch runs on a copy: the cache moves only once the batch is stored
@@ -362,6 +363,7 @@ class FleetRegistry:
         that it starts at the fleet's next tick whatever ticks other requests or processes stored meanwhile)."""
         live = self._get(fid)
         with live.lock:
+            self._read_up(fid, live)  # freezes other processes registered are seen (and ended) at this write, not the next
             self._end_finished(fid, live, "deploysignal")
             with self._locked_caught_up(fid, live) as lf:
                 if not isinstance(event, ClusterEvent):

@@ -300,8 +300,9 @@ def test_a_service_fleet_can_use_the_curated_baseline(tmp_path):
 
 def test_a_stale_worker_catches_up_outside_the_write_lock(tmp_path, monkeypatch):
     """Review s6 item 2. Worker B cached the fleet at 0 ticks; worker A stored 200 since. B's 1-tick batch replays the
-    gap in a read transaction first: while it does, A's next batch is stored (the store's write lock is free), and
-    under the lock B replays only A's 5 new ticks plus its own (before: all 1,005, the lock held meanwhile)."""
+    gap in a read transaction first: while it does, A's next batch of 5 is stored (the store's write lock is free);
+    A stores 3 more just before B takes the lock, and under it B replays only those 3 plus its own tick (before:
+    all 208, the lock held meanwhile)."""
     import contextlib
     import threading
 
@@ -323,10 +324,12 @@ def test_a_stale_worker_catches_up_outside_the_write_lock(tmp_path, monkeypatch)
         return update(self, values, **kw)
 
     monkeypatch.setattr(FleetObserver, "update", counting)
-    locked = b.tables.locked
+    locked, late = b.tables.locked, []
 
     @contextlib.contextmanager
     def flagged(fid):
+        if not late:  # A writes between B's last read catch-up and B's lock
+            late.append(a.ingest("f", FleetTicks(ticks=_rack_ticks(rng, topo, 3))))
         with locked(fid) as lf:
             in_lock["on"] = True
             try:
@@ -346,8 +349,8 @@ def test_a_stale_worker_catches_up_outside_the_write_lock(tmp_path, monkeypatch)
 
     monkeypatch.setattr(b, "_read_up", read_up_then_a_writes)
     r = b.ingest("f", FleetTicks(ticks=_rack_ticks(rng, topo, 1)))
-    assert a_done.is_set() and r["first_tick"] == 205 and r["n_ticks"] == 206
-    assert counts["locked"] == 5 + 1 <= LOCKED_REPLAY + 1
+    assert a_done.is_set() and late and r["first_tick"] == 208 and r["n_ticks"] == 209
+    assert counts["locked"] == 3 + 1 <= LOCKED_REPLAY + 1
     fresh = FleetRegistry(SQLiteStore(str(tmp_path / "f.db"))).state("f")["observation"]
     assert r["observation"] == fresh
 

@@ -311,9 +311,9 @@ def test_public_api_is_pinned():
 
     assert sorted(fleet.__all__) == sorted(
         ["LEVELS", "MIN_LOAD_SHARE", "Attribution", "ClusterEvent", "CommonMode", "CommonModeEProcess", "CurationReport", "FleetEProcess", "FleetObservation",
-         "FleetObserver", "FleetTick", "NodeAlarm", "NodeEProcess", "NodeEvidence", "ObserverSettings", "Shard", "TopologySnapshot",
+         "FleetObserver", "FleetTick", "NodeEvidence", "ObserverSettings", "Shard", "TopologySnapshot",
          "adjust_running_max", "attribute", "bench_fleet", "contamination_margin", "curate_baseline", "ebh", "ebh_batch",
-         "expand_hostlist", "fetch_snapshot", "fit_common_mode", "fit_common_mode_or_reason", "group_log_e", "hierarchical_ebh", "hierarchy_nodes", "parse_k8s_nodes", "parse_neuron_ls",
+         "expand_hostlist", "fetch_snapshot", "fit_common_mode", "fit_common_mode_or_reason", "group_log_e", "parse_k8s_nodes", "parse_neuron_ls",
          "parse_nvidia_smi_topo", "parse_scontrol_nodes", "parse_scontrol_topology", "parse_sinfo",
          "parse_tpu_describe", "robust_residuals", "running_max_counterexample"]
         + ["NEURON_FAMILIES", "TPU_CORES_PER_CHIP", "NeuronFamily", "parse_inferentia_ls", "parse_trainium_ls"]

@@ -107,14 +107,6 @@ UNSCOPED_ROUTES = {
     ("/kayenta/{key}/credentials", "get"): "no analysis data",
     ("/healthz", "get"): "no token",
     ("/v1/dashboard/sources", "get"): "no analysis data",
-    # fleet observations (service/_fleet.py): a freeze silences evidence, so a scoped token is refused on all of them
-    ("/v1/fleets", "post"): "refused",
-    ("/v1/fleets", "get"): "refused",
-    ("/v1/fleets/{fid}", "get"): "refused",
-    ("/v1/fleets/{fid}/ticks", "post"): "refused",
-    ("/v1/fleets/{fid}/events", "post"): "refused",
-    ("/v1/fleets/{fid}/events/{event_id}", "delete"): "refused",
-    ("/v1/fleets/{fid}/observations", "get"): "refused",
 }
 
 

@@ -2,7 +2,7 @@
 
 A thin adapter over :mod:`deploysignal.fleet`. Input of ``observe`` / ``curate-baseline``: a long CSV
 ``tick,shard,<signal...>`` (one row per shard per tick; NaN/empty = missing). Exit codes: 0 ok /
-nothing flagged, 4 ``observe`` flagged shards, raised an alarm at any level or a fleet event, 2 bad input (``curate-baseline``:
+nothing flagged, 4 ``observe`` flagged shards or a fleet event, 2 bad input (``curate-baseline``:
 2 also when the drop-rate gate halts without ``--override``).
 
 Also runnable without the main app: ``python -m deploysignal.cli._fleet --help``.
@@ -148,10 +148,7 @@ def observe(
                                    "trainium=trn2.48xlarge) picks the family of trainium / inferentia (default trn1.32xlarge / inf2.48xlarge). "
                                    "`deploysignal fleet topology --from TOOL --save FILE` captures a tool's output."),
     events: Path = typer.Option(None, "--events", help="JSONL of ClusterEvent objects (freeze hook)."),
-    q: float = typer.Option(0.05, help="FDR level of shard flags, and of the alarms across levels (shards, hosts, racks together)."),
-    alarm_levels: str = typer.Option("host,rack", "--alarm-levels", help="Topology levels whose nodes are alarmed with the shards "
-                                     "(e-BH over all of them: FDR <= q across levels; a false node alarm is a node none of whose shards is "
-                                     "faulty), comma-separated from host, nvlink, rack, switch, zone; empty: shards only."),
+    q: float = typer.Option(0.05, help="FDR level of shard flags."),
     signals_file: Path = typer.Option(None, "--signals", help="Signals file (direction/kind per signal); "
                                       "otherwise the built-in catalogue, 'both' for unknown names."),
     max_faulty: float = typer.Option(0.10, "--max-faulty-fraction", help="Largest fraction of shards planned "
@@ -179,8 +176,7 @@ def observe(
                       "assumes the fleet median is stationary, so a load level the baseline did not visit reads as a "
                       "fleet event (docs/fleet.md)")
     obs = FleetObserver(_topology(shards, topo), len(signals), directions=directions,
-                        settings=ObserverSettings(q=q, max_faulty_fraction=max_faulty,
-                                                 alarm_levels=tuple(v.strip() for v in alarm_levels.split(",") if v.strip())), **kw)
+                        settings=ObserverSettings(q=q, max_faulty_fraction=max_faulty), **kw)
     if events is not None:
         for n, line in enumerate(read_utf8(events).splitlines(), start=1):
             if line.strip():
@@ -193,11 +189,8 @@ def observe(
         o = obs.update(x[t])
         if jsonl:
             out.print(o.model_dump_json(), soft_wrap=True)
-        else:
-            if o.newly_flagged:
-                out.print(f"tick {t}: flagged {', '.join(o.newly_flagged)}")
-            if o.newly_alarmed:
-                out.print(f"tick {t}: alarm {', '.join(o.newly_alarmed)}")
+        elif o.newly_flagged:
+            out.print(f"tick {t}: flagged {', '.join(o.newly_flagged)}")
     if o is None:
         raise InputError("no ticks in telemetry", column="tick")
     if obs.load_outside_baseline:
@@ -206,13 +199,7 @@ def observe(
                   "(docs/fleet.md); a baseline that covers the load levels you expect removes this caveat")
     for a in o.attributions:  # with --jsonl on stderr: stdout stays JSON lines (`deploysignal ui --fleet`); the last line holds them too
         (err if jsonl else out).print(f"{a.kind}: {a.level} {a.node} ({len(a.shards)} shard(s), log e {a.log_e:.2f})")
-    for al in o.alarms:
-        (err if jsonl else out).print(f"alarm: {al.level} {al.node} ({al.members} shard(s), since tick {al.first_tick}, "
-                                      f"log e {al.log_e:.2f})")
-    if o.alarms:
-        (err if jsonl else out).print(f"alarms: FDR <= {q} across shards and {alarm_levels or 'no other level'} together; "
-                                      "the fleet alarm has its own Ville bound (docs/fleet.md)")
-    raise typer.Exit(4 if (o.flagged or o.fleet_fired or o.alarms) else 0)
+    raise typer.Exit(4 if (o.flagged or o.fleet_fired) else 0)
 
 
 @app.command("topology")
@@ -321,10 +308,6 @@ def demo(
               f" (fired: {r.final.fleet_fired})")
     for a in r.final.attributions:
         out.print(f"  {a.kind}: {a.level} {a.node} ({len(a.shards)} shard(s))")
-    nodes = [al for al in r.final.alarms if al.level != "shard"]
-    out.print(f"  alarms across levels (FDR q over shards, hosts, racks): {sum(al.level == 'shard' for al in r.final.alarms)} shard(s)"
-              + "".join(f"; {al.level} {al.node} since tick {r.truth['onset'] + al.first_tick}" for al in nodes[:8])
-              + (" ..." if len(nodes) > 8 else ""))
     out.print(f"  detected: {r.detected}; attribution correct: {r.attributed}; false flags: {r.false_flags}")
 
 

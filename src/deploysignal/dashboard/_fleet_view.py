@@ -81,7 +81,6 @@ def fleet_view(lines: Sequence[str], name: str = "fleet") -> dict[str, Any]:
         "heat": {"nodes": nodes, "values": heat},
         "flagged": [{"shard": s, "first_tick": first.get(s)} for s in last.flagged],
         "attributions": [a.model_dump(mode="json") for a in last.attributions],
-        "alarms": [al.model_dump(mode="json") for al in last.alarms],
         "frozen": list(last.frozen), "active_events": list(last.active_events),
         "notes": ["node evidence is shown for the topology nodes the observer reported (top_nodes) at each tick; the observations hold no per-shard evidence"],
     }

@@ -1,18 +1,16 @@
 """Fleet observer: per-shard anytime-valid evidence across a GPU cluster, with topology.
 
 Shard e-processes on residuals against a robust fleet reference (:class:`FleetEProcess`), host/rack
-averages, hierarchical alarms over shards, hosts and racks with FDR control across levels
-(:class:`NodeEProcess`, :func:`hierarchical_ebh`), e-BH FDR control with a running-max adjuster (:func:`ebh`, :func:`adjust_running_max`),
+averages, e-BH FDR control with a running-max adjuster (:func:`ebh`, :func:`adjust_running_max`),
 a freeze hook for cluster events (:class:`ClusterEvent`), common-mode attribution (:func:`attribute`),
 topology adapters (:func:`fetch_snapshot`) and baseline curation (:func:`curate_baseline`).
 """
 
 from ._bench import bench_fleet
 from ._common_mode import MIN_LOAD_SHARE, CommonMode, CommonModeEProcess, fit_common_mode, fit_common_mode_or_reason
-from ._contract import Attribution, ClusterEvent, FleetObservation, NodeAlarm, NodeEvidence
+from ._contract import Attribution, ClusterEvent, FleetObservation, NodeEvidence
 from ._curation import CurationReport, curate_baseline
 from ._evidence import FleetEProcess, FleetTick, contamination_margin, group_log_e, robust_residuals
-from ._hierarchy import NodeEProcess, hierarchical_ebh, hierarchy_nodes
 from ._fdr import adjust_running_max, ebh, ebh_batch, running_max_counterexample
 from ._observer import FleetObserver, ObserverSettings, attribute
 from ._topology import (
@@ -50,8 +48,6 @@ __all__ = [
     "FleetObserver",
     "FleetTick",
     "NeuronFamily",
-    "NodeAlarm",
-    "NodeEProcess",
     "NodeEvidence",
     "ObserverSettings",
     "Shard",
@@ -69,8 +65,6 @@ __all__ = [
     "fit_common_mode_or_reason",
     "group_log_e",
     "parse_inferentia_ls",
-    "hierarchical_ebh",
-    "hierarchy_nodes",
     "parse_k8s_nodes",
     "parse_neuron_ls",
     "parse_nvidia_smi_topo",

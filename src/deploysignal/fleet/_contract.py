@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["Attribution", "ClusterEvent", "FleetObservation", "NodeAlarm", "NodeEvidence"]
+__all__ = ["Attribution", "ClusterEvent", "FleetObservation", "NodeEvidence"]
 
 EventKind = Literal["deploy", "firmware_push", "driver_update", "maintenance", "other"]
 ScopeLevel = Literal["fleet", "zone", "switch", "rack", "nvlink", "host", "shard"]
@@ -64,32 +64,8 @@ class Attribution(BaseModel):
     log_e: float
 
 
-class NodeAlarm(BaseModel):
-    """An alarm of the hierarchy: a shard, a topology node (host, rack, ...) or the fleet.
-
-    Shards and nodes are alarmed by e-BH over all of them at once (FDR :math:`\\le q` across levels; a
-    false node alarm is a node none of whose shards is faulty); the fleet by the fleet-level e-process
-    (Ville at ``alpha_fleet``). ``log_e`` is the adjusted e-value the decision used (the fleet's: its
-    log e-process); ``first_tick`` the tick it was first alarmed. See :mod:`deploysignal.fleet._hierarchy`.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    level: str
-    node: str
-    members: int
-    log_e: float
-    first_tick: int
-
-
 class FleetObservation(BaseModel):
-    """What the fleet observer reports for one tick.
-
-    ``reference_shards`` is how many shards set the fleet reference (cross-shard median and MAD) this tick:
-    the shards neither frozen nor already alarmed. ``notes`` says at run time what the FDR claim of the
-    alarms rests on when alarmed shards are left out of the reference (at most ``max_faulty_fraction`` of
-    the reference faulty and not yet alarmed), or that it holds no claim (the reference fell back).
-    """
+    """What the fleet observer reports for one tick."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -103,7 +79,3 @@ class FleetObservation(BaseModel):
     attributions: tuple[Attribution, ...] = ()
     top_nodes: tuple[NodeEvidence, ...] = ()
     active_events: tuple[str, ...] = ()
-    alarms: tuple[NodeAlarm, ...] = ()
-    newly_alarmed: tuple[str, ...] = ()
-    reference_shards: int | None = None
-    notes: tuple[str, ...] = ()

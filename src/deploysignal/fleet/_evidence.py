@@ -48,11 +48,8 @@ towards a bet it wins, and with hundreds of ticks any fixed bias fires. ``margin
 gives the worst case over fault positions for a planned maximum faulty fraction :math:`p` and a
 Gaussian null. With per-shard ``center`` the reference is the median of the offset-free values
 :math:`x - \\text{center}`, so the bias is a quantile of the noise, not of the offsets' spread.
-Frozen shards (a deploy's) and the shards the caller ``exclude`` s (the observer: those already
-alarmed) are left out of the median and MAD; both sets are fixed before the tick's values are seen, so
-the reference stays predictable, and a fault stops biasing it once it is alarmed.
 The guarantee under contamination is therefore: **e-values of null shards are valid while at most a
-fraction p of the shards in the reference is faulty**, an approximation at the population level (finite fleets pull the
+fraction p of shards is faulty**, an approximation at the population level (finite fleets pull the
 median towards each shard, which helps; light-tailed, multi-modal or skewed nulls are not covered by
 the Gaussian formula; a bias that changes from tick to tick enters the innovation as
 :math:`b_t - \\phi b_{t-1}`, not :math:`(1-\\phi) b`). With per-shard centres, the centre tolerance
@@ -157,20 +154,6 @@ def _median_scale(x: np.ndarray, scale_floor: float) -> tuple[np.ndarray, np.nda
     return med, np.maximum(_MAD_TO_SD * mad, scale_floor)
 
 
-def _reference_rows(x: np.ndarray, *candidates: np.ndarray) -> np.ndarray:
-    """The first candidate row set (bool, shape (n_shards,)) in which at least 3 shards report every signal; all
-    shards when none has."""
-    for rows in candidates:
-        if rows.all() or np.all(np.sum(~np.isnan(x[rows]), axis=0) >= 3):  # all shards: the last resort anyway
-            return rows
-    return np.ones(x.shape[0], dtype=bool)
-
-
-def _rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``x[rows]`` along the shard axis, without a copy when every row is taken (the usual tick)."""
-    return x if rows.all() else x[rows]
-
-
 def _residuals(values: np.ndarray, scale_floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Residuals and the median (kept once, for the fleet-level process)."""
     x = np.asarray(values, dtype=float)
@@ -195,15 +178,6 @@ class FleetTick:
         Shards whose bets were frozen this tick.
     median : ndarray, shape (n_signals,)
         The fleet reference (cross-shard median) of this tick, unoriented.
-    innovations : ndarray, shape (n_shards, n_signals), optional
-        The oriented, prewhitened innovations :math:`u` the shards bet on this tick (NaN where a shard
-        did not bet: missing or frozen); what the pooled node e-processes
-        (:class:`~deploysignal.fleet.NodeEProcess`) bet on.
-    margin : ndarray, shape (n_shards, n_signals), optional
-        The tolerance :math:`\varepsilon'` the shards' bets carried this tick (innovation units).
-    reference : int, optional
-        How many shards set the reference (median, MAD) this tick: all but the frozen and excluded ones,
-        unless fewer than 3 of those reported a signal (then all shards).
     """
 
     tick: int
@@ -212,9 +186,6 @@ class FleetTick:
     residuals: np.ndarray
     frozen: np.ndarray
     median: np.ndarray
-    innovations: np.ndarray | None = None
-    margin: np.ndarray | None = None
-    reference: int | None = None
 
 
 class FleetEProcess:
@@ -343,17 +314,11 @@ class FleetEProcess:
         self._tick = 0
 
     # ------------------------------------------------------------------ update
-    def update(self, values: np.ndarray, *, frozen: np.ndarray | None = None, exclude: np.ndarray | None = None) -> FleetTick:
+    def update(self, values: np.ndarray, *, frozen: np.ndarray | None = None) -> FleetTick:
         """Feed one tick ``values`` of shape (n_shards, n_signals); NaN = missing.
 
         ``frozen`` (bool, shape (n_shards,)) marks shards whose bets are set to 0 for this tick
-        (a cluster event in their scope); it must be decided before ``values`` is seen. Frozen shards
-        are also left out of the fleet reference (median and MAD): a deploy moves the shards it
-        freezes, and they must not move the reference the other shards are measured against.
-        ``exclude`` (bool, shape (n_shards,), decided before ``values`` is seen, e.g. the shards
-        already alarmed) are left out of the reference as well, but still bet. When fewer than 3
-        shards would remain to report a signal, the reference falls back to the unfrozen shards
-        (then to all shards); :attr:`FleetTick.reference` says how many shards it used.
+        (a cluster event in their scope); it must be decided before ``values`` is seen.
         """
         x = np.asarray(values, dtype=float)
         if x.shape != (self.n_shards, self.n_signals):
@@ -364,24 +329,17 @@ class FleetEProcess:
         fz = np.zeros(self.n_shards, dtype=bool) if frozen is None else np.asarray(frozen, dtype=bool)
         if fz.shape != (self.n_shards,):
             raise InputError(f"frozen must have shape ({self.n_shards},), got {fz.shape}")
-        ex = np.zeros(self.n_shards, dtype=bool) if exclude is None else np.asarray(exclude, dtype=bool)
-        if ex.shape != (self.n_shards,):
-            raise InputError(f"exclude must have shape ({self.n_shards},), got {ex.shape}")
-        unfrozen = _reference_rows(x, ~fz)
-        rows = _reference_rows(x, ~(fz | ex), unfrozen) if ex.any() else unfrozen
         if self.center is not None and self.scale is not None:
             # reference = median of the offset-free values x - center, so that faulty shards move it by
             # a noise quantile, not by a quantile of the (possibly wide) spread of shard offsets
-            med = _median_scale(_rows(x, unfrozen), self.scale_floor)[0]  # fleet-level process only
+            med = np.nanmedian(x, axis=0) if np.isnan(x).any() else np.median(x, axis=0)  # fleet-level process only
             dev = x - self.center
-            ref, dev_scale = _median_scale(_rows(dev, rows), self.scale_floor)
+            ref, dev_scale = _median_scale(dev, self.scale_floor)
             r = (dev - ref) / self.scale
             # margin in units of the cross-shard MAD scale of the offset-free values
             eps = self.center_tolerance + self.margin * dev_scale / self.scale
         else:
-            ref, ref_scale = _median_scale(_rows(x, rows), self.scale_floor)
-            r = (x - ref) / ref_scale
-            med = ref if rows is unfrozen else _median_scale(_rows(x, unfrozen), self.scale_floor)[0]
+            r, med = _residuals(x, self.scale_floor)
             eps = self.center_tolerance + self.margin
         self._median = med.reshape(-1)
         r = r * self._sign
@@ -406,8 +364,7 @@ class FleetEProcess:
             self._log_off[far] = log_e[far]
         self._prev = np.where(np.isnan(r), 0.0, r)
         np.maximum(self._log_e_max, log_e, out=self._log_e_max)
-        out = FleetTick(self._tick, log_e.copy(), self._log_e_max.copy(), r, fz, self._median,
-                        np.where(nobet, np.nan, u), np.broadcast_to(eps, u.shape), int(rows.sum()))
+        out = FleetTick(self._tick, log_e.copy(), self._log_e_max.copy(), r, fz, self._median)
         self._tick += 1
         return out
 

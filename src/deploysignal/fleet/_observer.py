@@ -11,32 +11,19 @@ Per tick the observer
 3. flags shards by e-BH at level ``q`` on the adjusted running maxima
    :math:`\\kappa M_{t,i}^{1-\\kappa}` (e-values for every t, see :mod:`deploysignal.fleet._fdr`), so
    a flag never drops and the FDR of everything ever flagged is :math:`\\le q` under any dependence;
-4. alarms shards and topology nodes (hosts, racks: ``alarm_levels``) by e-BH at level ``q`` over all of
-   them at once, a node on a pooled e-process of its members' mean innovation
-   (:mod:`deploysignal.fleet._hierarchy`), so a weak fault common to a rack is alarmed at the rack
-   before, or without, any of its shards;
-5. attributes flagged shards: a topology node at most ``max_hops`` above the shard with at least
+4. attributes flagged shards: a topology node at most ``max_hops`` above the shard with at least
    ``min_members`` flagged members and a flagged fraction >= ``min_fraction`` is named a node fault
    (the nearest such level wins); the rest are shard faults; a fired fleet-level e-process is a fleet
    event.
 
-Guarantees: shard flags - FDR <= q (adjusted e-BH, any dependence, any time); alarms (shards, hosts,
-racks together) - FDR <= q over the union, a false node alarm being a node none of whose shards is
-faulty (adjusted e-BH over every level, any dependence, any time); fleet-level alarm -
+Guarantees: shard flags - FDR <= q (adjusted e-BH, any dependence, any time); fleet-level alarm -
 Ville, :math:`P(\\text{ever fire}) \\le \\alpha_{fleet}` under the null that the standardised fleet
 median is conditionally symmetric about 0 (baseline stationarity of the fleet reference).
-While any shard is frozen the fleet-level bets are 0 (and, with a common-mode model, on the tick after
-too): the fleet median over the unfrozen shards alone is a different statistic (on a fleet whose shards
-sit at different levels, leaving some out moves it), so no bet is placed on it; the freeze is known before
-the tick, so the paused bets are predictable and the e-process stays a supermartingale under the same null.
-The price: the fleet level does not see a fleet-wide move while a freeze is in force (a run-time note says so).
 Attribution is a descriptive grouping of the flagged set and carries no separate error guarantee.
-With the fleet-level alarm counted among the alarms, their FDR is at most ``q + alpha_fleet``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -46,10 +33,9 @@ from scipy.stats import norm
 
 from .._exceptions import InputError
 from ._common_mode import CommonMode, CommonModeEProcess
-from ._contract import Attribution, ClusterEvent, FleetObservation, NodeAlarm, NodeEvidence
+from ._contract import Attribution, ClusterEvent, FleetObservation, NodeEvidence
 from ._evidence import FleetEProcess, contamination_margin, group_log_e
 from ._fdr import adjust_running_max, ebh
-from ._hierarchy import NodeEProcess, hierarchical_ebh, hierarchy_nodes
 from ._topology import LEVELS, TopologySnapshot
 
 __all__ = ["FleetObserver", "ObserverSettings", "attribute"]
@@ -66,9 +52,7 @@ class ObserverSettings:
     FDR <= q) while up to that fraction of the fleet is off. 0 gives the exchangeable null only.
     center_delta : with per-shard baseline centers, the probability allowed for *any* center to be off
     by more than the tolerance the bets leave for it (Bonferroni over shards x signals of the
-    Gaussian quantile of ``center_se``). alarm_levels : the topology levels whose nodes get their own
-    hypothesis in the hierarchical alarms (e-BH at ``q`` over shards and these nodes together); ``()``
-    alarms shards only.
+    Gaussian quantile of ``center_se``).
     """
 
     q: float = 0.05
@@ -81,7 +65,6 @@ class ObserverSettings:
     lambdas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
     max_faulty_fraction: float = 0.10
     center_delta: float = 0.01
-    alarm_levels: tuple[str, ...] = ("host", "rack")
 
     def __post_init__(self) -> None:
         contamination_margin(self.max_faulty_fraction)  # validates
@@ -95,9 +78,6 @@ class ObserverSettings:
             raise InputError("min_members must be >= 2", column="min_members")
         if not 0 < self.min_fraction <= 1:
             raise InputError("min_fraction must lie in (0, 1]", column="min_fraction")
-        bad = [lv for lv in self.alarm_levels if lv not in LEVELS]
-        if bad:
-            raise InputError(f"unknown alarm level {bad[0]!r}; valid: {', '.join(LEVELS)}", column="alarm_levels")
 
 
 def attribute(
@@ -243,77 +223,39 @@ class FleetObserver:
             self._fleet_sign = np.array([-1.0 if d == "down" else 1.0 for d in self.shards.directions])
             self._fleet_both = np.array([d == "both" for d in self.shards.directions])
         self._flagged = np.zeros(self.n_shards, dtype=bool)
-        self._nodes = NodeEProcess(self.n_shards, hierarchy_nodes(topology, s.alarm_levels), self.shards._grid, s.clip)
-        self._alarm_first: dict[tuple[str, str], int] = {}
-        self._alarmed_shards = np.zeros(self.n_shards, dtype=bool)
         self._fleet_fired = False
-        self._fleet_paused = False  # the previous tick froze a shard (the fleet-level bets paused)
         self._events: list[ClusterEvent] = []
-        self._event_keys: list[object] = []
-        self._event_masks: list[np.ndarray] = []  # the shards each event freezes
         self._tick = 0
 
     # ----------------------------------------------------------------- events
-    def add_event(self, event: ClusterEvent | dict, key: object = None) -> None:
-        """Register a cluster event (from the event feed or the deploy gate); ``key`` names it for :meth:`end_event`."""
+    def add_event(self, event: ClusterEvent | dict) -> None:
+        """Register a cluster event (from the event feed or the deploy gate)."""
         ev = event if isinstance(event, ClusterEvent) else ClusterEvent.model_validate(event)
         if ev.scope_level not in ("fleet", "shard") and ev.scope_level not in LEVELS:
             raise InputError(f"unknown scope level {ev.scope_level!r}", column="scope_level")
         self._events.append(ev)
-        self._event_keys.append(key)
-        self._event_masks.append(self.scope_mask(ev.scope_level, ev.scope))
-
-    def scope_mask(self, level: str, scope: Sequence[str]) -> np.ndarray:
-        """The shards (bool, shape (n_shards,)) in ``scope`` at ``level`` (``fleet``: all; names the fleet lacks: none)."""
-        if level == "fleet":
-            return np.ones(self.n_shards, dtype=bool)
-        if level == "shard":
-            ids = set(scope)
-            return np.fromiter((i in ids for i in self._ids), bool, self.n_shards)
-        names_lv, _ = self._groups[level]
-        return np.isin(self._group_arr[level], [names_lv.index(n) for n in scope if n in names_lv])
-
-    def end_event(self, key: object, tick: int) -> bool:
-        """End the event registered with ``key`` before ``tick`` (it freezes nothing from ``tick`` on; it must be
-        decided before that tick's values are seen). Returns False when no such event is in force any more."""
-        for n, (k, ev) in enumerate(zip(self._event_keys, self._events, strict=True)):
-            if k == key and ev.start_tick + ev.window > tick:
-                if tick <= ev.start_tick:
-                    del self._events[n], self._event_keys[n], self._event_masks[n]
-                else:
-                    self._events[n] = ev.model_copy(update={"window": tick - ev.start_tick})
-                return True
-        return False
-
-    @property
-    def events(self) -> list[tuple[object, ClusterEvent]]:
-        """``(key, event)`` of the events registered and not yet expired, in order."""
-        return list(zip(self._event_keys, self._events, strict=True))
-
-    def frozen_over(self, start: int, stop: int) -> np.ndarray:
-        """The shards (bool, shape (n_shards,)) some registered event freezes at a tick in ``[start, stop)``."""
-        mask = np.zeros(self.n_shards, dtype=bool)
-        for ev, m in zip(self._events, self._event_masks, strict=True):
-            if ev.start_tick + ev.window > start and ev.start_tick < stop:
-                mask |= m
-        return mask
 
     def _frozen_mask(self, tick: int) -> tuple[np.ndarray, list[str]]:
-        # each event's shard mask is computed once, when it is added: a tick costs one OR per event in force
         mask = np.zeros(self.n_shards, dtype=bool)
         names = []
-        keep, keep_keys, keep_masks = [], [], []
-        for key, ev, m in zip(self._event_keys, self._events, self._event_masks, strict=True):
+        keep = []
+        for ev in self._events:
             if ev.start_tick + ev.window <= tick:
                 continue  # expired: drop (constant memory)
             keep.append(ev)
-            keep_keys.append(key)
-            keep_masks.append(m)
             if not ev.active(tick):
                 continue
             names.append(f"{ev.kind}@{ev.scope_level}:{','.join(ev.scope) or '*'}")
-            mask |= m
-        self._events, self._event_keys, self._event_masks = keep, keep_keys, keep_masks
+            if ev.scope_level == "fleet":
+                mask[:] = True
+            elif ev.scope_level == "shard":
+                ids = set(ev.scope)
+                mask |= np.fromiter((i in ids for i in self._ids), bool, self.n_shards)
+            else:
+                names_lv, _ = self._groups[ev.scope_level]
+                sel = [names_lv.index(n) for n in ev.scope if n in names_lv]
+                mask |= np.isin(self._group_arr[ev.scope_level], sel)
+        self._events = keep
         return mask, names
 
     @property
@@ -327,24 +269,19 @@ class FleetObserver:
         """Feed one tick (n_shards, n_signals); returns the :class:`FleetObservation`."""
         s = self.settings
         frozen, active = self._frozen_mask(self._tick)
-        # the reference leaves out the frozen shards and those already alarmed (decided before this tick's values)
-        out = self.shards.update(values, frozen=frozen, exclude=self._alarmed_shards)
-        self._nodes.update(out.innovations, out.margin)  # frozen or missing members do not bet (NaN innovations)
+        out = self.shards.update(values, frozen=frozen)
         fleet_log_e = 0.0
-        # any freeze pauses the fleet-level bets: the fleet median is then taken over the unfrozen shards only, and
-        # on a fleet whose shards sit at different levels leaving some out moves it under the null; the AR bet
-        # also pauses the tick after, whose innovation subtracts phi x that moved median (both decided before
-        # the tick's values, so every bet that is placed is on the same statistic as without a freeze)
-        paused = bool(frozen.any())
         if self._common is not None:
-            fleet_log_e = self._common.update(out.median, frozen=paused or self._fleet_paused)
+            # a fleet-wide freeze also freezes the fleet-level bets: the event explains the move
+            fleet_log_e = self._common.update(out.median, frozen=bool(frozen.all()))
             if fleet_log_e >= -math.log(s.alpha_fleet):
                 self._fleet_fired = True
         elif self._fleet_on:
             med = out.median
             z = self._fleet_sign * (med - self._loc) / self._scale
             g = np.clip(z / s.clip, -1, 1)
-            g = np.where(np.isnan(g) | paused, 0.0, g)
+            # a fleet-wide freeze also freezes the fleet-level bets: the event explains the move
+            g = np.where(np.isnan(g) | bool(frozen.all()), 0.0, g)
             k = self._fleet_grid.size
             self._fleet_log_w[:, :k] += np.log1p(g[:, None] * self._fleet_grid)
             signs = np.where(self._fleet_both[:, None], -1.0, 1.0)
@@ -378,65 +315,14 @@ class FleetObserver:
                 mem = g == j
                 tops.append(NodeEvidence(level=lv, node=names[j], log_e=float(le[j]), members=int(mem.sum()),
                                          flagged=int((mem & self._flagged).sum())))
-        alarms, newly_alarmed = self._alarms(out.log_e_max, fleet_log_e, s)
-        notes = self._reference_notes(out.reference, frozen, s)
-        if paused and (self._common is not None or self._fleet_on):
-            notes += (f"fleet level: paused while {int(frozen.sum())} shard(s) are frozen (it bets again the tick "
-                      "after the freeze ends, or the one after that with a common-mode model)",)
-        self._fleet_paused = paused
         obs = FleetObservation(
             tick=self._tick, q=s.q, flagged=flagged_ids, newly_flagged=tuple(self._ids[new]),
             frozen=tuple(self._ids[frozen]) if 0 < frozen.sum() < 50 else (("*",) if frozen.all() else ()),
             fleet_log_e=fleet_log_e, fleet_fired=self._fleet_fired, attributions=tuple(attrs),
-            top_nodes=tuple(tops), active_events=tuple(active), alarms=alarms, newly_alarmed=newly_alarmed,
-            reference_shards=out.reference, notes=notes,
+            top_nodes=tuple(tops), active_events=tuple(active),
         )
         self._tick += 1
         return obs
-
-    def _alarms(self, shard_log_e_max: np.ndarray, fleet_log_e: float,
-                s: ObserverSettings) -> tuple[tuple[NodeAlarm, ...], tuple[str, ...]]:
-        """Hierarchical alarms of this tick (widest level first) and the ``level:node`` keys new at it."""
-        nodes = self._nodes.nodes
-        s_rej, n_rej, adj = hierarchical_ebh(shard_log_e_max, self._nodes.log_e_max, s.q, s.kappa)
-        cand: list[tuple[str, str, int, float]] = []
-        if self._fleet_fired:
-            cand.append(("fleet", "fleet", self.n_shards, fleet_log_e))
-        order = sorted(np.flatnonzero(n_rej), key=lambda k: -LEVELS.index(nodes[k][0]))
-        cand += [(nodes[k][0], nodes[k][1], int(nodes[k][2].size), float(adj[self.n_shards + k])) for k in order]
-        cand += [("shard", str(self._ids[i]), 1, float(adj[i])) for i in np.flatnonzero(s_rej)]
-        # shards alarmed at any level (and shard flags) leave the reference from the next tick: alarms never drop
-        self._alarmed_shards |= s_rej | self._flagged
-        for k in np.flatnonzero(n_rej):
-            self._alarmed_shards[nodes[k][2]] = True
-        new = []
-        for lv, name, _, _ in cand:
-            if (lv, name) not in self._alarm_first:
-                self._alarm_first[lv, name] = self._tick
-                new.append(f"{lv}:{name}")
-        return (tuple(NodeAlarm(level=lv, node=name, members=m, log_e=le, first_tick=self._alarm_first[lv, name])
-                      for lv, name, m, le in cand), tuple(new))
-
-    def _reference_notes(self, reference: int | None, frozen: np.ndarray, s: ObserverSettings) -> tuple[str, ...]:
-        """What the FDR claim rests on this tick, said at run time when alarmed shards are left out of the reference
-        (or could not be)."""
-        if reference is not None and 0 < int((~frozen).sum()) < reference:
-            return (f"reference: fewer than 3 unfrozen shards report; it fell back to {reference} shard(s), frozen ones included "
-                    "(a deploy may move them): no FDR claim for the alarms of this tick",)
-        left = int((self._alarmed_shards & ~frozen).sum())
-        if not left or reference is None:
-            return ()
-        if reference >= int((~frozen).sum()):
-            return (f"reference: fewer than 3 shards outside the frozen and alarmed ones report; it fell back to {reference} "
-                    "shard(s), alarmed ones included: no FDR claim for the alarms of this tick",)
-        return (f"reference: {reference} of {self.n_shards} shards ({int(frozen.sum())} frozen, {left} alarmed left out); FDR <= q "
-                f"across levels holds while at most {s.max_faulty_fraction:g} of them are faulty and not yet alarmed (docs/fleet.md)",)
-
-    def copy(self) -> FleetObserver:
-        """An independent copy of the observer's state (the topology and the structures derived from it, which
-        never change, are shared): a batch can run on the copy and be dropped if it cannot be stored."""
-        shared = (self.topology, self._groups, self._group_arr, self._ids, self._nodes.nodes)
-        return copy.deepcopy(self, memo={id(o): o for o in shared})
 
     def run(self, values: Iterable[np.ndarray]) -> list[FleetObservation]:
         return [self.update(v) for v in values]

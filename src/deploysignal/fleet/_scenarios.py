@@ -36,12 +36,6 @@ class ScenarioResult:
     flagged: tuple[str, ...]
     final: FleetObservation
     timeline: list[dict[str, Any]] = field(default_factory=list)
-    #: first scenario tick of a true alarm per level (``shard``, ``host``, ``rack``, ``fleet``; None: none)
-    first_alarm: dict[str, int | None] = field(default_factory=dict)
-    #: alarms (any level) of nodes with no affected shard, fleet alarms of a fault that is not fleet-wide
-    false_alarms: int = 0
-    #: false alarms / alarms at the end (0 with no alarm): the false-discovery proportion across levels
-    alarm_fdp: float = 0.0
 
 
 def _fleet(seed: int, ticks: int, n_signals: int, topo: TopologySnapshot, phi: float) -> np.ndarray:
@@ -164,31 +158,7 @@ def run_scenario(
         attributed = detected and any(
             a.kind == truth["kind"] and a.level == truth["level"] and a.node == truth["node"] for a in o.attributions
         ) and false_flags == 0 and not o.fleet_fired
-    first_alarm, false_alarms, fdp = _score_alarms(topo, o, aff, onset, fleet_wide=failure == "fleet_event")
-    return ScenarioResult(failure, truth, detected, attributed, first, false_flags, o.flagged, o, timeline,
-                          first_alarm, false_alarms, fdp)
-
-
-def _score_alarms(topo: TopologySnapshot, o: FleetObservation, affected: set[str], onset: int, *,
-                  fleet_wide: bool) -> tuple[dict[str, int | None], int, float]:
-    """First true alarm per level (scenario ticks), false alarms and their proportion among the alarms.
-
-    A node alarm is true when the node holds an affected shard; a fleet alarm only for a fleet-wide fault.
-    """
-    first: dict[str, int | None] = {lv: None for lv in ("shard", "host", "rack", "fleet")}
-    false = 0
-    for a in o.alarms:
-        if a.level == "fleet":
-            true = fleet_wide
-        elif a.level == "shard":
-            true = a.node in affected
-        else:
-            true = bool(affected.intersection(topo.members(a.level, a.node)))
-        false += not true
-        if true and a.level in first:
-            t = onset + a.first_tick
-            first[a.level] = t if first[a.level] is None else min(first[a.level], t)
-    return first, false, false / len(o.alarms) if o.alarms else 0.0
+    return ScenarioResult(failure, truth, detected, attributed, first, false_flags, o.flagged, o, timeline)
 
 
 _MAGS = {

@@ -48,7 +48,6 @@ from ._integrity import IntegrityError
 from ._manager import AnalysisManager
 from ._argo import argo_router
 from ._flagger import flagger_router
-from ._fleet import FleetRegistry, FleetScope, fleet_router
 from ._metrics import build_registry, exposition
 from ._operator import add_operator_routes
 from ._replay_jobs import ReplayJobs
@@ -112,8 +111,6 @@ class CreateAnalysis(Shallow, _Strict):  # config and metrics are free-form: nes
     metrics: dict[str, dict[str, Any] | None] | None = Field(None, description="split mode: the metric specs (a split signals file's content)")
     canary_share: Number | None = Field(None, gt=0, lt=1, description="split mode: configured canary share of units (enables the sample-ratio check)")
     project: str | None = Field(None, pattern=PROJECT_PATTERN, description="the project the analysis belongs to (token scopes, docs/service.md); a project-scoped token fills in its own")
-    fleet: FleetScope | None = Field(None, description="the fleet shards this deploy touches: frozen in that fleet observation from its next tick for "
-                                     "fleet.window ticks, so they are not alarmed as faults while the deploy runs (docs/fleet.md; unscoped token)")
 
     @model_validator(mode="after")
     def _one_source(self) -> CreateAnalysis:
@@ -332,15 +329,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     registry, counters = build_registry(manager)
     replays = ReplayJobs(manager, settings.store_url, settings.replay_in, timeout=settings.replay_timeout)
     tables = IntegrationTables(store)
-    def _deploy_over(aid: str) -> str | None:
-        """Why analysis ``aid``'s deploy freeze is over (final verdict, deleted), None while it runs."""
-        try:
-            summary = store.get(aid).summary or {}
-        except NotFound:
-            return f"analysis {aid} deleted"
-        return f"analysis {aid} final: {summary.get('verdict')}" if summary.get("final") else None
-
-    fleets = FleetRegistry(store, _deploy_over)
     guard = ScopeGuard(store, tables)
     limiter = RateLimits(parse_limit(settings.rate_limit_token, "rate_limit_token"), parse_limit(settings.rate_limit_analysis, "rate_limit_analysis"),
                          parse_limit(settings.rate_limit_analysis_write, "rate_limit_analysis_write"),
@@ -500,8 +488,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if p.project is not None and body.project is None:
             body = body.model_copy(update={"project": p.project})
         p.check_store(ident, body.project, what)
-        if body.fleet is not None and p.scoped:  # a freeze silences the fleet's evidence in its scope
-            raise OutOfScope(f"token {p.name!r} is scoped to {p.describe()}: a deploy that freezes fleet shards (fleet) needs an unscoped token")
         return body
 
     # ------------------------------------------------------------------ analyses
@@ -595,20 +581,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if unknown:
             raise InputError(f"prometheus queries for unknown signals {unknown}", column="prometheus.control")
 
-    def _create(aid: str, body: CreateAnalysis, principal: str = "") -> dict[str, Any]:
-        if body.fleet is None:
-            return _create_gate(aid, body)
-        fleets.check_scope(body.fleet)  # before the analysis exists: a scope the fleet lacks (or too large a freeze) is a 422, not a freeze of nothing
-        out = _create_gate(aid, body)
-        try:  # re-checked under the fleet's lock: another freeze may have come in since check_scope
-            out["fleet_freeze"] = fleets.freeze_for_deploy(body.fleet, aid, principal)
-        except BaseException:  # no freeze, no analysis: a 422 (or 503) means the deploy has no gate, so none is left behind
-            manager.delete(aid, reason="fleet freeze refused at creation", deleted=_now(), undecided=True)
-            _deleted(aid)
-            raise
-        return out
-
-    def _create_gate(aid: str, body: CreateAnalysis) -> dict[str, Any]:
+    def _create(aid: str, body: CreateAnalysis) -> dict[str, Any]:
         if body.mode == "split":
             return _create_split(aid, body)
         cfg, cfg_json = _config_of(body)
@@ -653,7 +626,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def create_analysis(body: CreateAnalysis, request: Request) -> dict[str, Any]:
         """Create an analysis (compiled config inline, by reference, or compiled from an inline baseline)."""
         aid = body.id or "an-" + secrets.token_hex(6)
-        return _create(aid, _in_scope(request.state.principal, body, aid), request.state.principal.name)
+        return _create(aid, _in_scope(request.state.principal, body, aid))
 
     @app.get("/v1/analyses", dependencies=read, tags=["analyses"])
     def list_analyses(request: Request) -> list[dict[str, Any]]:
@@ -815,7 +788,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     # ------------------------------------------------------------------ Argo Rollouts, Flagger, templates
-    def _template_create(aid: str, tpl: dict[str, Any], principal: str = "") -> None:
+    def _template_create(aid: str, tpl: dict[str, Any]) -> None:
         # "{{revision}}" in a template's PromQL becomes the revision (e.g. a pod-template-hash label)
         revision = aid.rsplit("@", 1)[1]
         prom = tpl.get("prometheus")
@@ -829,7 +802,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first.get("loc", ())) or "template"
             raise InputError(f"the template does not instantiate: {loc}: {first['msg']}", column=loc) from None
-        _create(aid, body.model_copy(update={"id": aid}), principal)
+        _create(aid, body.model_copy(update={"id": aid}))
 
     def _store_template(tid: str, body: CreateAnalysis) -> dict[str, Any]:
         """A template as stored: the config resolved to a stored reference, everything else as given
@@ -869,7 +842,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     # ------------------------------------------------------------------ Kayenta drop-in (service/_kayenta.py)
     app.include_router(kayenta_router(ctx, manager, settings, read, write))
-    app.include_router(fleet_router(fleets, read, write, _now))  # service/_fleet.py
 
     # ------------------------------------------------------------------ metrics, health
     @app.get("/metrics", tags=["ops"])

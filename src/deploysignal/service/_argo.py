@@ -67,8 +67,7 @@ def argo_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
         cover the template and the analysis (403 otherwise: Argo records an Error)."""
         ctx.guard.check_target(request.state.principal, template=tid, revision=revision, subject=subject)
         try:
-            return _answer(ctx, ctx.resolve(analysis=None, template=tid, revision=revision, bind=True, create=True, subject=subject,
-                                            principal=request.state.principal.name))
+            return _answer(ctx, ctx.resolve(analysis=None, template=tid, revision=revision, bind=True, create=True, subject=subject))
         except RevisionRefused as exc:
             return JSONResponse({"detail": str(exc), "verdict": "wrong-revision", "analysis": template_analysis_id(tid, revision, subject), "revision": revision},
                                 status_code=409)

@@ -146,7 +146,7 @@ def flagger_router(ctx: IntegrationContext, read: list[Any]) -> APIRouter:
         ctx.guard.check_target(principal, analysis=analysis, template=template, revision=body.checksum, subject=subject if template else None)
         try:
             res = ctx.resolve(analysis=analysis, template=template, revision=body.checksum, bind=hook in _BINDING, create=hook in _BINDING,
-                              subject=subject if template else None, principal=principal.name)
+                              subject=subject if template else None)
         except (NotFound, InputError, RevisionRefused) as exc:
             # confirm-rollout waits, pre-rollout/rollout count failed checks, promotion waits, no rollback signalled
             return JSONResponse({**out, "allow": False, "verdict": None, "reason": str(exc)}, status_code=409)

@@ -337,7 +337,7 @@ def kayenta_router(ctx: IntegrationContext, manager: Any, settings: ServiceSetti
                     raise HTTPException(409, f"analysis {pre.analysis!r} had already reached its verdict {v['verdict']!r}{' (final)' if v['final'] else ''}"
                                              f" at tick {v['n_ticks']} before this execution was requested: that verdict does not answer a new"
                                              " rollout; to judge this revision again, use a new analysis (docs/integrations.md, Kayenta)")
-            res = ctx.resolve(**names, revision=revision, bind=True, create=True, principal=p.name)
+            res = ctx.resolve(**names, revision=revision, bind=True, create=True)
         except RevisionRefused as exc:
             raise HTTPException(409, str(exc)) from None
         v = ctx.verdict(res.analysis)

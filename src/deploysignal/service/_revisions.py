@@ -91,7 +91,7 @@ class IntegrationContext:
 
     ``verdict(aid)`` is the analysis' verdict body, ``principal(authorization, token)`` the caller's
     read or write token entry (``None`` = unauthenticated), ``guard`` the scope checks
-    (``_scope.py``), ``admit(principal, aid)`` the rate limits, ``create(aid, body, principal)`` creates an analysis from a template body (as
+    (``_scope.py``), ``admit(principal, aid)`` the rate limits, ``create(aid, body)`` creates an analysis from a template body (as
     ``POST /v1/analyses`` does, including starting its Prometheus poller), ``now()`` the timestamp for
     stored rows, ``max_live`` the most undecided (not final) analyses one template may have at once,
     ``max_events`` the controller events kept.
@@ -103,16 +103,15 @@ class IntegrationContext:
     principal: Callable[[str | None, str | None], Principal | None]
     guard: ScopeGuard
     admit: Callable[..., None]
-    create: Callable[[str, dict[str, Any], str], None]
+    create: Callable[[str, dict[str, Any]], None]
     now: Callable[[], str]
     max_live: int = 20
     max_events: int = 10_000
 
     def resolve(self, *, analysis: str | None, template: str | None, revision: str | None, bind: bool, create: bool,
-                subject: str | None = None, principal: str = "") -> Resolution:
+                subject: str | None = None) -> Resolution:
         """The analysis answering a request (see the module docstring); ``subject`` (templates only)
-        is the workload ``<namespace>.<name>`` the revision belongs to; ``principal`` names the token of the
-        request (recorded with what an analysis created from a template registers, e.g. its fleet freeze).
+        is the workload ``<namespace>.<name>`` the revision belongs to.
 
         Raises
         ------
@@ -136,7 +135,7 @@ class IntegrationContext:
                 raise InputError("a template needs the revision it judges (Flagger checksum, pod-template-hash, ...)", column="revision")
             if subject is not None and not re.match(SUBJECT_PATTERN, subject):
                 raise InputError(f"subject {subject[:80]!r} must match {SUBJECT_PATTERN}", column="subject")
-            return self._from_template(template, revision, create, subject, principal)
+            return self._from_template(template, revision, create, subject)
         assert analysis is not None
         self.store.get(analysis)  # NotFound
         if revision is None or not bind:
@@ -151,7 +150,7 @@ class IntegrationContext:
                                   " for another revision (use a template so each revision gets its own analysis)")
         return Resolution(analysis, revision, b.template_id, True)
 
-    def _from_template(self, template: str, revision: str, create: bool, subject: str | None, principal: str = "") -> Resolution:
+    def _from_template(self, template: str, revision: str, create: bool, subject: str | None) -> Resolution:
         aid = template_analysis_id(template, revision, subject)
         try:
             self.store.get(aid)
@@ -169,7 +168,7 @@ class IntegrationContext:
                 raise TooManyLiveAnalyses(f"template {template!r} has {len(live)} undecided analyses (max_live_per_template {self.max_live}),"
                                           f" e.g. {live[-1]!r}: no analysis is created for {aid!r}")
             try:
-                self.create(aid, got[0], f"{principal} (template {template})")
+                self.create(aid, got[0])
             except Conflict:  # another request (or process) created it first
                 pass
         b = self.tables.get_revision(aid) or self.tables.bind_revision(aid, template, revision, self.now())

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError, DeploySignalError
-from ._fleet import FLEET_SCHEMA
 from ._integration import INTEGRATION_SCHEMA
 
 __all__ = ["AnalysisRow", "Conflict", "LockedAnalysis", "NotFound", "PostgresStore", "SQLStore", "SQLiteStore", "StoredRows", "WriterLock", "open_store", "parse_store_url"]
@@ -56,7 +55,6 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS configs (version_id TEXT PRIMARY KEY, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS executions (id TEXT PRIMARY KEY, analysis_id TEXT NOT NULL, request TEXT NOT NULL, created TEXT NOT NULL)",
     *INTEGRATION_SCHEMA,  # templates, revision bindings, controller events (store/_integration.py)
-    *FLEET_SCHEMA,  # fleet observations kept by the service (store/_fleet.py)
 ]
 
 

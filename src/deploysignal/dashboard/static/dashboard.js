@@ -334,10 +334,9 @@
     if (!got) return;
     const [page, f] = got;
     const s = el("div", { class: "card", id: "fleet-summary" });
-    const alarms = f.alarms || [];  // views written before hierarchical alarms have none
-    const alarm = f.flagged.length || f.fleet_fired || alarms.length;  // the observer flags shards and alarms nodes; it gives no verdict
+    const alarm = f.flagged.length || f.fleet_fired;  // the observer flags shards; it gives no verdict
     s.append(el("p", {}, el("span", { class: "badge verdict-big " + (alarm ? "v-rollback" : "v-pending"), text: alarm ? "flagged" : "nothing flagged" }), " ",
-      el("span", { text: f.flagged.length + " shard(s) flagged at FDR q = " + f.q + "; " + alarms.length + " alarm(s) across levels (FDR q over shards, hosts, racks together); fleet-level event " + (f.fleet_fired ? "fired" : "not fired") })));
+      el("span", { text: f.flagged.length + " shard(s) flagged at FDR q = " + f.q + "; fleet-level event " + (f.fleet_fired ? "fired" : "not fired") })));
     if (f.frozen.length) s.append(el("div", { class: "warn", text: "frozen by cluster events: " + f.frozen.join(", ") + (f.active_events.length ? " (" + f.active_events.join(", ") + ")" : "") }));
     page.append(s);
     page.append(el("h2", { text: "Topology evidence (log e per node and tick)" }));
@@ -352,11 +351,6 @@
     for (const a of f.attributions) at.append(el("tr", {}, el("td", { text: a.kind }), el("td", { text: a.level }), el("td", { text: a.node }),
       el("td", { text: a.shards.length + ": " + a.shards.slice(0, 8).join(", ") + (a.shards.length > 8 ? " …" : "") }), el("td", { text: fmt(a.log_e) })));
     page.append(at);
-    page.append(el("h2", { text: "Alarms across levels" }));
-    const al = el("table", { id: "alarms" }, el("tr", {}, ...["level", "node", "shards", "first alarmed at tick", "log e (adjusted)"].map((h) => el("th", { text: h }))));
-    for (const a of alarms) al.append(el("tr", {}, el("td", { text: a.level }), el("td", { text: a.node }), el("td", { text: String(a.members) }),
-      el("td", { text: String(a.first_tick) }), el("td", { text: fmt(a.log_e) })));
-    page.append(al);
     page.append(el("h2", { text: "Flagged shards" }));
     const ft = el("table", { id: "flagged" }, el("tr", {}, el("th", { text: "shard" }), el("th", { text: "first flagged at tick" })));
     for (const x of f.flagged) ft.append(el("tr", {}, el("td", { text: x.shard }), el("td", { text: String(x.first_tick) })));

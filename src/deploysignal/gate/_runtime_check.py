@@ -95,7 +95,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta as beta_dist
+from scipy.special import betaincinv  # not scipy.stats: seconds to import on a gate's start (tests/test_cli_start.py); same values as beta.ppf (checked bit for bit there)
 
 from ..calibration import C_HI, CompiledConfig, stack_arrays
 
@@ -151,7 +151,7 @@ def exceedance_bound(reference: np.ndarray, delta: float) -> np.ndarray:
     if m == 0:
         return np.ones(k)
     x = (np.abs(ref[0:2 * m:2] - ref[1:2 * m:2]) / math.sqrt(2.0) > _Q_EDGE).sum(axis=0)
-    return np.where(x >= m, 1.0, beta_dist.ppf(1.0 - delta / k, x + 1, np.maximum(m - x, 1)))
+    return np.where(x >= m, 1.0, betaincinv(x + 1, np.maximum(m - x, 1), 1.0 - delta / k))
 
 
 def clipped_centre(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
